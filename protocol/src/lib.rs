@@ -1,0 +1,36 @@
+//! The fleetmq wire format, shared by the agent and the hub.
+//!
+//! This crate does no I/O and knows nothing of ZeroMQ sockets: it defines the
+//! messages, how each is framed, and the names that route them.
+//!
+//! * [`envelope`]: every message frame is `[version u8][kind u8][postcard body]`.
+//!   The version byte lives outside postcard so a peer can refuse a version it
+//!   does not speak before it tries to decode anything.
+//! * [`messages`]: one enum per socket pair (a *channel*), e.g. [`Upstream`] for
+//!   what an agent's DEALER sends to the hub's ROUTER. Decoding a frame on the
+//!   wrong channel is a typed error, not a mis-parse.
+//! * [`telemetry`]: the compact batch of samples and chat lines, with a builder
+//!   that interns metric names and stores timestamps as offsets.
+//! * [`names`]: device ids, group names and broadcast topic prefixes.
+//!
+//! `PROTOCOL.md` beside this crate documents every byte for writers of clients
+//! in other languages.
+//!
+//! ```
+//! use fleetmq_protocol::{Ack, Downstream};
+//!
+//! let frame = Downstream::from(Ack { seq: 7 }).encode().expect("encodes");
+//! assert_eq!(frame, [1, 0x11, 7]);
+//! assert_eq!(Downstream::decode(&frame), Ok(Downstream::Ack(Ack { seq: 7 })));
+//! ```
+#![deny(missing_docs)]
+
+pub mod envelope;
+pub mod messages;
+pub mod names;
+pub mod telemetry;
+
+pub use envelope::{DecodeError, EncodeError, VERSION};
+pub use messages::*;
+pub use names::{NameError, Target, validate_device_id, validate_group};
+pub use telemetry::{Batch, BatchBuilder, BatchError, ChatLine, Sample, Value};

@@ -1,0 +1,651 @@
+//! Every message, grouped by the socket pair (channel) it travels on.
+//!
+//! | channel | sockets | kinds |
+//! |---|---|---|
+//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal |
+//! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
+//! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
+//! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
+//! | [`CommandFrame`] | hub ROUTER → agent REP | 0x40 CommandRequest |
+//! | [`ReplyFrame`] | agent REP → hub ROUTER | 0x41 CommandReply |
+//! | [`OperatorFrame`] | operator REQ → hub ROUTER | 0x50 OperatorRequest |
+//! | [`OperatorReplyFrame`] | hub ROUTER → operator REQ | 0x51 OperatorResponse |
+//!
+//! Kind bytes are unique across channels, so a frame that arrives on the wrong
+//! socket is refused by kind rather than mis-read as something else.
+//!
+//! Multipart layouts (ZeroMQ frames, left to right, as the receiver sees them):
+//!
+//! ```text
+//! Upstream at the hub:    [device id][envelope]        (the DEALER's routing id is the device id)
+//! Downstream at agent:    [envelope]
+//! Broadcast at agent:     [topic][envelope]
+//! Job, JobResult:         [envelope]
+//! Command at agent REP:   [envelope]                   (REP strips the routing envelope)
+//! Reply at the hub:       [device id][empty][envelope]
+//! Operator at the hub:    [client id][empty][envelope]
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::channel;
+use crate::names::Target;
+use crate::telemetry::{Batch, Value};
+
+#[cfg(feature = "arbitrary")]
+use arbitrary::Arbitrary;
+
+/// Declares plain message structs and enums with the derives every message needs.
+macro_rules! messages {
+    ($($item:item)+) => {
+        $(
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+            $item
+        )+
+    };
+}
+
+messages! {
+    /// First message on every (re)connection: who the agent is.
+    pub struct Hello {
+        /// The agent's semantic version.
+        pub agent_version: String,
+        /// CPU architecture the agent was built for, e.g. `aarch64`, `arm`.
+        pub arch: String,
+        /// Operating system, e.g. `linux`.
+        pub os: String,
+        /// The device's host name, for people.
+        pub hostname: String,
+        /// Groups the agent subscribes to.
+        pub groups: Vec<String>,
+        /// How often the agent sends heartbeats; the hub marks the device
+        /// offline after three of these pass in silence.
+        pub heartbeat_ms: u32,
+        /// When the agent process started, ms since the Unix epoch.
+        pub started_ms: u64,
+    }
+
+    /// "Still here", sent on the heartbeat interval.
+    pub struct Heartbeat {
+        /// Milliseconds since the agent started.
+        pub uptime_ms: u64,
+    }
+
+    /// Sent on a clean shutdown, so the hub marks the device offline at once.
+    pub struct Bye {
+        /// Why the agent is leaving, for the log.
+        pub reason: String,
+    }
+
+    /// The hub's answer to [`Hello`]: its version and the ports of its other
+    /// sockets, so an agent needs only one address.
+    pub struct Welcome {
+        /// The hub's semantic version.
+        pub hub_version: String,
+        /// Ports of the other sockets, on the same host as the telemetry socket.
+        pub ports: HubPorts,
+    }
+
+    /// Ports of the hub's sockets other than the telemetry ROUTER.
+    pub struct HubPorts {
+        /// PUB for broadcasts and chat.
+        pub broadcast: u16,
+        /// PUSH that hands out jobs.
+        pub jobs: u16,
+        /// PULL that collects job results.
+        pub results: u16,
+        /// ROUTER that sends commands to agents' REP sockets.
+        pub commands: u16,
+    }
+
+    /// The hub stored the batch with this sequence number (or already had it).
+    pub struct Ack {
+        /// The acknowledged batch.
+        pub seq: u64,
+    }
+
+    /// The hub does not know this agent's session (it restarted): send Hello again.
+    pub struct HelloRequest;
+
+    /// The hub dropped something the agent sent, and why. Logged by the agent.
+    pub struct Refusal {
+        /// What was wrong.
+        pub reason: String,
+    }
+
+    /// A line in the chat room, as rebroadcast by the hub.
+    pub struct ChatMessage {
+        /// Device id of the speaker.
+        pub from: String,
+        /// When it was said, ms since the Unix epoch (the device's clock).
+        pub ts_ms: u64,
+        /// What was said.
+        pub text: String,
+    }
+
+    /// An operator's broadcast.
+    pub struct Announcement {
+        /// When the hub sent it, ms since the Unix epoch.
+        pub ts_ms: u64,
+        /// Who it was sent to (also the topic prefix).
+        pub target: Target,
+        /// The text.
+        pub text: String,
+    }
+
+    /// A unit of work handed out by the hub.
+    pub struct Job {
+        /// The hub's job id; an agent runs each id at most once.
+        pub id: u64,
+        /// 1 on the first dispatch, incremented on each re-dispatch.
+        pub attempt: u32,
+        /// What to do.
+        pub spec: JobSpec,
+        /// How long the agent lets it run before killing it.
+        pub timeout_ms: u32,
+    }
+
+    /// What a job does.
+    pub enum JobSpec {
+        /// Return the text: proves the path without running anything.
+        Echo {
+            /// Text to return.
+            text: String,
+        },
+        /// Run an allow-listed program with an argument vector, never a shell.
+        Exec {
+            /// Program name, exactly as in the agent's allow list.
+            program: String,
+            /// Arguments, passed as they are.
+            args: Vec<String>,
+        },
+    }
+
+    /// The result of a job, keyed by job id.
+    pub struct JobResult {
+        /// The job id.
+        pub id: u64,
+        /// The attempt that produced this result.
+        pub attempt: u32,
+        /// The device that ran it.
+        pub device: String,
+        /// What happened.
+        pub outcome: Outcome,
+    }
+
+    /// How running a job or an exec command ended.
+    pub enum Outcome {
+        /// It ran to the end.
+        Completed(Output),
+        /// It was killed at its time limit; the output so far.
+        TimedOut(Output),
+        /// The agent's config does not allow this program or job kind.
+        NotAllowed(String),
+        /// The agent does not know this command or job kind.
+        Unknown(String),
+        /// This device already ran this job id and will not run it again.
+        AlreadyRun,
+        /// It could not be started.
+        Failed(String),
+    }
+
+    /// What a program printed and how it exited.
+    pub struct Output {
+        /// Exit code; `None` when killed by a signal.
+        pub exit_code: Option<i32>,
+        /// Captured standard output (lossy UTF-8), at most the agent's cap.
+        pub stdout: String,
+        /// Captured standard error (lossy UTF-8), at most the agent's cap.
+        pub stderr: String,
+        /// True when output past the cap was discarded.
+        pub truncated: bool,
+        /// Wall time it ran.
+        pub duration_ms: u32,
+    }
+
+    /// An operator's command to one device.
+    pub enum Command {
+        /// Answer with [`Reply::Pong`].
+        Ping,
+        /// Answer with [`Reply::Status`].
+        Status,
+        /// Run an allow-listed program.
+        Exec {
+            /// Program name, exactly as in the agent's allow list.
+            program: String,
+            /// Arguments, passed as they are.
+            args: Vec<String>,
+            /// Time limit.
+            timeout_ms: u32,
+        },
+        /// A command this protocol version does not define; agents answer
+        /// [`Outcome::Unknown`].
+        Other {
+            /// Its name.
+            name: String,
+            /// Its arguments.
+            args: Vec<String>,
+        },
+    }
+
+    /// A command as delivered to the agent's REP socket.
+    pub struct CommandRequest {
+        /// Chosen by the hub; the reply carries it back.
+        pub corr: u64,
+        /// What to do.
+        pub command: Command,
+    }
+
+    /// The agent's answer, on the same REP socket.
+    pub struct CommandReply {
+        /// The request's `corr`.
+        pub corr: u64,
+        /// The answer.
+        pub reply: Reply,
+    }
+
+    /// An answer to a [`Command`].
+    pub enum Reply {
+        /// Answer to [`Command::Ping`].
+        Pong {
+            /// Milliseconds since the agent started.
+            uptime_ms: u64,
+        },
+        /// Answer to [`Command::Status`].
+        Status(AgentStatus),
+        /// Answer to [`Command::Exec`] or [`Command::Other`].
+        Outcome(Outcome),
+    }
+
+    /// The agent's own view of itself.
+    pub struct AgentStatus {
+        /// Its device id.
+        pub device: String,
+        /// Its version.
+        pub agent_version: String,
+        /// Its architecture.
+        pub arch: String,
+        /// Its groups.
+        pub groups: Vec<String>,
+        /// Milliseconds since it started.
+        pub uptime_ms: u64,
+        /// Batches sent at least once.
+        pub batches_sent: u64,
+        /// Batches the hub acked.
+        pub batches_acked: u64,
+        /// Sends of a batch after the first.
+        pub batches_resent: u64,
+        /// Records dropped because the queue was full.
+        pub records_dropped: u64,
+        /// Records waiting to be batched.
+        pub records_pending: u64,
+        /// Batches sent and not yet acked.
+        pub in_flight: u32,
+        /// Jobs run.
+        pub jobs_run: u64,
+        /// Commands answered.
+        pub commands_answered: u64,
+    }
+
+    /// One operator request, with an id that makes retries idempotent: the hub
+    /// answers a repeated id from its memory instead of acting twice.
+    pub struct OperatorRequest {
+        /// Random per request; the same on every retry of it.
+        pub id: u64,
+        /// What the operator asks for.
+        pub request: Request,
+    }
+
+    /// What an operator can ask the hub.
+    pub enum Request {
+        /// List every known device.
+        Devices,
+        /// Telemetry rows after a cursor.
+        Telemetry(TelemetryQuery),
+        /// Chat rows after a cursor.
+        Chat(ChatQuery),
+        /// Send a command to a device and wait for its reply.
+        Command {
+            /// Target device id.
+            device: String,
+            /// The command.
+            command: Command,
+            /// How long to wait for the device's answer.
+            timeout_ms: u32,
+        },
+        /// Queue a job.
+        SubmitJob(JobSubmission),
+        /// One job and its result.
+        Job {
+            /// Job id.
+            id: u64,
+        },
+        /// Recent jobs, newest first.
+        Jobs {
+            /// At most this many.
+            limit: u32,
+        },
+        /// Publish an announcement.
+        Broadcast {
+            /// Who it is for.
+            target: Target,
+            /// The text.
+            text: String,
+        },
+        /// The hub's counters.
+        Stats,
+    }
+
+    /// Filter and cursor for telemetry.
+    pub struct TelemetryQuery {
+        /// Only this device.
+        pub device: Option<String>,
+        /// Only this metric.
+        pub name: Option<String>,
+        /// Rows with a larger id than this (0 for the start).
+        pub after_id: i64,
+        /// At most this many rows.
+        pub limit: u32,
+    }
+
+    /// Cursor for chat.
+    pub struct ChatQuery {
+        /// Rows with a larger id than this (0 for the start).
+        pub after_id: i64,
+        /// At most this many rows.
+        pub limit: u32,
+    }
+
+    /// A job to queue.
+    pub struct JobSubmission {
+        /// What to do.
+        pub spec: JobSpec,
+        /// Agent-side time limit.
+        pub timeout_ms: u32,
+        /// How long a dispatched job may go without a result before it is
+        /// handed out again.
+        pub lease_ms: u32,
+        /// Dispatches before the job fails.
+        pub max_attempts: u32,
+    }
+
+    /// The hub's answer to an [`OperatorRequest`].
+    pub struct OperatorResponse {
+        /// The request's id.
+        pub id: u64,
+        /// The answer.
+        pub response: Response,
+    }
+
+    /// Answers, one per [`Request`] kind, or an error.
+    pub enum Response {
+        /// For [`Request::Devices`].
+        Devices(Vec<DeviceInfo>),
+        /// For [`Request::Telemetry`].
+        Telemetry(Vec<TelemetryRow>),
+        /// For [`Request::Chat`].
+        Chat(Vec<ChatRow>),
+        /// For [`Request::Command`].
+        Reply {
+            /// Device that answered.
+            device: String,
+            /// Its answer.
+            reply: Reply,
+        },
+        /// For [`Request::SubmitJob`].
+        JobSubmitted {
+            /// The new job's id.
+            id: u64,
+        },
+        /// For [`Request::Job`].
+        Job(JobInfo),
+        /// For [`Request::Jobs`].
+        Jobs(Vec<JobInfo>),
+        /// For [`Request::Broadcast`].
+        Broadcast {
+            /// The topic it went out on.
+            topic: String,
+        },
+        /// For [`Request::Stats`].
+        Stats(HubStats),
+        /// The request failed.
+        Error(OperatorError),
+    }
+
+    /// A device as the hub knows it.
+    pub struct DeviceInfo {
+        /// Device id.
+        pub id: String,
+        /// Connected and heard from recently.
+        pub online: bool,
+        /// Its broadcast subscription is live at the hub's PUB socket.
+        pub listening: bool,
+        /// When it came online (or went offline), ms since the epoch.
+        pub since_ms: u64,
+        /// When the hub last heard from it.
+        pub last_seen_ms: u64,
+        /// Agent version from its last Hello.
+        pub agent_version: String,
+        /// Architecture from its last Hello.
+        pub arch: String,
+        /// OS from its last Hello.
+        pub os: String,
+        /// Host name from its last Hello.
+        pub hostname: String,
+        /// Groups from its last Hello.
+        pub groups: Vec<String>,
+        /// Batches stored from it.
+        pub batches: u64,
+    }
+
+    /// One stored sample.
+    pub struct TelemetryRow {
+        /// Row id, usable as a cursor.
+        pub id: i64,
+        /// Device id.
+        pub device: String,
+        /// Batch sequence number.
+        pub seq: u64,
+        /// Sample time, ms since the epoch.
+        pub ts_ms: u64,
+        /// Metric name.
+        pub name: String,
+        /// Value.
+        pub value: Value,
+    }
+
+    /// One stored chat line.
+    pub struct ChatRow {
+        /// Row id, usable as a cursor.
+        pub id: i64,
+        /// Speaker.
+        pub device: String,
+        /// When it was said.
+        pub ts_ms: u64,
+        /// What was said.
+        pub text: String,
+    }
+
+    /// A job and where it stands.
+    pub struct JobInfo {
+        /// Job id.
+        pub id: u64,
+        /// What it does.
+        pub spec: JobSpec,
+        /// Where it stands.
+        pub state: JobState,
+        /// Dispatches so far.
+        pub attempts: u32,
+        /// Dispatches allowed.
+        pub max_attempts: u32,
+        /// Agent-side time limit.
+        pub timeout_ms: u32,
+        /// Lease length.
+        pub lease_ms: u32,
+        /// When it was submitted.
+        pub created_ms: u64,
+        /// When it last changed.
+        pub updated_ms: u64,
+        /// Device whose result was taken.
+        pub device: Option<String>,
+        /// The result.
+        pub outcome: Option<Outcome>,
+        /// Why it failed, when it did.
+        pub error: Option<String>,
+    }
+
+    /// The life of a job.
+    pub enum JobState {
+        /// Waiting for an agent.
+        Queued,
+        /// Handed out; waiting for a result until the lease ends.
+        Leased,
+        /// A result came back.
+        Done,
+        /// Given up: attempts exhausted.
+        Failed,
+    }
+
+    /// The hub's counters.
+    pub struct HubStats {
+        /// Hub version.
+        pub hub_version: String,
+        /// Milliseconds since the hub started.
+        pub uptime_ms: u64,
+        /// Devices online now.
+        pub devices_online: u32,
+        /// Devices ever seen.
+        pub devices_known: u32,
+        /// Batches stored.
+        pub batches_stored: u64,
+        /// Batches received again and not stored twice.
+        pub batches_duplicate: u64,
+        /// Samples stored.
+        pub samples_stored: u64,
+        /// Frames dropped as malformed or unexpected.
+        pub frames_dropped: u64,
+        /// Jobs handed out, counting re-dispatches.
+        pub jobs_dispatched: u64,
+        /// Job results taken.
+        pub results_received: u64,
+        /// Commands sent to devices.
+        pub commands_sent: u64,
+        /// Commands that timed out.
+        pub commands_timed_out: u64,
+    }
+}
+
+/// Why an operator request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub enum OperatorError {
+    /// The hub has never seen this device.
+    #[error("unknown device {0:?}: `fleetmq-hub devices` lists the known ones")]
+    UnknownDevice(String),
+    /// The device is known but not connected.
+    #[error("device {0:?} is offline")]
+    DeviceOffline(String),
+    /// The device did not answer in time.
+    #[error("device did not answer within {after_ms} ms")]
+    TimedOut {
+        /// The limit that passed.
+        after_ms: u32,
+    },
+    /// No such job or row.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request itself is wrong.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The hub could not read or write its store.
+    #[error("hub storage error: {0}")]
+    Storage(String),
+}
+
+channel! {
+    /// Agent DEALER → hub ROUTER.
+    Upstream {
+        /// First message on a connection.
+        0x01 => Hello(Hello),
+        /// Periodic liveness.
+        0x02 => Heartbeat(Heartbeat),
+        /// Telemetry and chat.
+        0x03 => Batch(Batch),
+        /// Clean shutdown.
+        0x04 => Bye(Bye),
+    }
+}
+
+channel! {
+    /// Hub ROUTER → agent DEALER.
+    Downstream {
+        /// Answer to Hello.
+        0x10 => Welcome(Welcome),
+        /// A batch is stored.
+        0x11 => Ack(Ack),
+        /// Send Hello again.
+        0x12 => HelloRequest(HelloRequest),
+        /// Something was dropped.
+        0x13 => Refusal(Refusal),
+    }
+}
+
+channel! {
+    /// Hub PUB → agent SUB, after the topic frame.
+    Broadcast {
+        /// Chat room line.
+        0x20 => Chat(ChatMessage),
+        /// Operator broadcast.
+        0x21 => Announcement(Announcement),
+    }
+}
+
+channel! {
+    /// Hub PUSH → agent PULL.
+    JobFrame {
+        /// A job.
+        0x30 => Job(Job),
+    }
+}
+
+channel! {
+    /// Agent PUSH → hub PULL.
+    ResultFrame {
+        /// A job's result.
+        0x31 => Result(JobResult),
+    }
+}
+
+channel! {
+    /// Hub ROUTER → agent REP.
+    CommandFrame {
+        /// A command.
+        0x40 => Request(CommandRequest),
+    }
+}
+
+channel! {
+    /// Agent REP → hub ROUTER.
+    ReplyFrame {
+        /// A command's reply.
+        0x41 => Reply(CommandReply),
+    }
+}
+
+channel! {
+    /// Operator REQ → hub ROUTER.
+    OperatorFrame {
+        /// A request.
+        0x50 => Request(OperatorRequest),
+    }
+}
+
+channel! {
+    /// Hub ROUTER → operator REQ.
+    OperatorReplyFrame {
+        /// A response.
+        0x51 => Response(OperatorResponse),
+    }
+}

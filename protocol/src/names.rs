@@ -1,0 +1,161 @@
+//! Device ids, group names, and the topic prefixes that route broadcasts.
+//!
+//! Broadcast frames on the hub's PUB socket start with a topic frame. ZeroMQ
+//! subscriptions match by prefix, so every topic ends in `/`: a device
+//! subscribed to `dev/pi-1/` does not also receive `dev/pi-10/`.
+//!
+//! | topic | who receives it |
+//! |---|---|
+//! | `chat/` | agents in the chat room |
+//! | `all/` | every agent |
+//! | `group/<group>/` | agents configured with that group |
+//! | `dev/<device id>/` | that one device |
+
+use serde::{Deserialize, Serialize};
+
+/// Topic of the chat room.
+pub const CHAT_TOPIC: &str = "chat/";
+/// Topic every agent subscribes to.
+pub const ALL_TOPIC: &str = "all/";
+/// Longest device id or group name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A name that is not a valid device id or group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty names cannot route anything.
+    #[error("{what} is empty; use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 . _ -")]
+    Empty {
+        /// "device id" or "group".
+        what: &'static str,
+    },
+    /// Longer than [`MAX_NAME_LEN`].
+    #[error("{what} {name:?} is {len} bytes long; the limit is {MAX_NAME_LEN}")]
+    TooLong {
+        /// "device id" or "group".
+        what: &'static str,
+        /// The name, for the message.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Contains a character outside the allowed set.
+    #[error("{what} {name:?} contains {bad:?}; use only A-Z a-z 0-9 . _ -")]
+    BadChar {
+        /// "device id" or "group".
+        what: &'static str,
+        /// The name, for the message.
+        name: String,
+        /// The first character that is not allowed.
+        bad: char,
+    },
+}
+
+fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong {
+            what,
+            name: name.into(),
+            len: name.len(),
+        });
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(bad) => Err(NameError::BadChar {
+            what,
+            name: name.into(),
+            bad,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a device id: 1 to 64 characters from `A-Z a-z 0-9 . _ -`.
+///
+/// The device id is the agent's ZeroMQ routing id and part of topic names,
+/// so it must not contain `/` or bytes that would be ambiguous in a prefix.
+pub fn validate_device_id(id: &str) -> Result<(), NameError> {
+    validate("device id", id)
+}
+
+/// Checks a group name, with the same rules as a device id.
+pub fn validate_group(group: &str) -> Result<(), NameError> {
+    validate("group", group)
+}
+
+/// Who an operator broadcast is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Target {
+    /// Every agent.
+    All,
+    /// Agents configured with this group.
+    Group(String),
+    /// One device.
+    Device(String),
+}
+
+impl Target {
+    /// The topic prefix this target publishes on, after validating the name.
+    pub fn topic(&self) -> Result<String, NameError> {
+        match self {
+            Target::All => Ok(ALL_TOPIC.to_string()),
+            Target::Group(g) => validate_group(g).map(|()| group_topic(g)),
+            Target::Device(d) => validate_device_id(d).map(|()| device_topic(d)),
+        }
+    }
+}
+
+/// The topic for a group, `group/<group>/`.
+pub fn group_topic(group: &str) -> String {
+    format!("group/{group}/")
+}
+
+/// The topic for one device, `dev/<id>/`.
+pub fn device_topic(id: &str) -> String {
+    format!("dev/{id}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_accept_the_documented_set_only() {
+        assert_eq!(validate_device_id("pi-kitchen_01.lan"), Ok(()));
+        assert!(matches!(
+            validate_device_id(""),
+            Err(NameError::Empty { .. })
+        ));
+        assert!(matches!(
+            validate_device_id("a/b"),
+            Err(NameError::BadChar { bad: '/', .. })
+        ));
+        assert!(matches!(
+            validate_device_id("pi 1"),
+            Err(NameError::BadChar { bad: ' ', .. })
+        ));
+        assert!(matches!(
+            validate_device_id(&"x".repeat(65)),
+            Err(NameError::TooLong { len: 65, .. })
+        ));
+        assert_eq!(validate_device_id(&"x".repeat(64)), Ok(()));
+    }
+
+    #[test]
+    fn topics_end_in_a_slash_so_prefixes_do_not_collide() {
+        assert_eq!(Target::All.topic().unwrap(), "all/");
+        assert_eq!(
+            Target::Group("north".into()).topic().unwrap(),
+            "group/north/"
+        );
+        assert_eq!(Target::Device("pi-1".into()).topic().unwrap(), "dev/pi-1/");
+        assert!(!"dev/pi-10/".starts_with(&device_topic("pi-1")));
+        assert!(Target::Device("../x".into()).topic().is_err());
+    }
+}

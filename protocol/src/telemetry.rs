@@ -1,0 +1,427 @@
+//! The telemetry batch: samples and chat lines, compactly.
+//!
+//! A batch is what an agent sends upstream and what the hub stores and acks
+//! as one unit, keyed by (device id, `seq`). It is compact on purpose:
+//!
+//! * metric names are interned: `names` lists each once, a sample refers to
+//!   its name by index;
+//! * timestamps are a `base_ts_ms` plus a signed per-record offset, which is
+//!   one or two bytes for records taken within a few seconds of each other;
+//! * integers are zigzag varints, so counters and small gauges take few bytes.
+//!
+//! ```text
+//! Batch    = seq varint(u64) | base_ts_ms varint(u64) | names Vec<String>
+//!          | samples Vec<Sample> | chat Vec<ChatLine>
+//! Sample   = name varint(u32, index into names) | offset_ms zigzag(i32) | Value
+//! Value    = 0x00 zigzag(i64)            (Int)
+//!          | 0x01 f64 little-endian      (Float)
+//! ChatLine = offset_ms zigzag(i32) | text String
+//! ```
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest metric name, in bytes.
+pub const MAX_METRIC_NAME_LEN: usize = 128;
+/// Longest chat line, in bytes.
+pub const MAX_CHAT_LEN: usize = 2000;
+
+/// One sample's value: an integer or a float.
+///
+/// On the wire (postcard) it is an enum; in human-readable formats (JSON) it
+/// is a plain number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Value {
+    /// Counters and other whole numbers: a zigzag varint on the wire.
+    Int(i64),
+    /// Gauges and rates: eight bytes, IEEE 754 little-endian.
+    Float(f64),
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireValue {
+    Int(i64),
+    Float(f64),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum HumanValue {
+    Int(i64),
+    Float(f64),
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (*self, s.is_human_readable()) {
+            (Value::Int(v), true) => HumanValue::Int(v).serialize(s),
+            (Value::Float(v), true) => HumanValue::Float(v).serialize(s),
+            (Value::Int(v), false) => WireValue::Int(v).serialize(s),
+            (Value::Float(v), false) => WireValue::Float(v).serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            Ok(match HumanValue::deserialize(d)? {
+                HumanValue::Int(v) => Value::Int(v),
+                HumanValue::Float(v) => Value::Float(v),
+            })
+        } else {
+            Ok(match WireValue::deserialize(d)? {
+                WireValue::Int(v) => Value::Int(v),
+                WireValue::Float(v) => Value::Float(v),
+            })
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One measurement inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Sample {
+    /// Index into [`Batch::names`].
+    pub name: u32,
+    /// Milliseconds from [`Batch::base_ts_ms`]; negative when the clock stepped back.
+    pub offset_ms: i32,
+    /// The measured value.
+    pub value: Value,
+}
+
+/// One chat line inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ChatLine {
+    /// Milliseconds from [`Batch::base_ts_ms`].
+    pub offset_ms: i32,
+    /// What was said, at most [`MAX_CHAT_LEN`] bytes.
+    pub text: String,
+}
+
+/// Samples and chat lines that travel, are stored and are acked as one unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Batch {
+    /// The agent's sequence number; with the device id it names the batch, so
+    /// the hub stores a resent batch once.
+    pub seq: u64,
+    /// Wall-clock milliseconds since the Unix epoch that offsets count from.
+    pub base_ts_ms: u64,
+    /// Metric names, each once; samples refer to them by index.
+    pub names: Vec<String>,
+    /// The samples.
+    pub samples: Vec<Sample>,
+    /// Chat lines said on the device.
+    pub chat: Vec<ChatLine>,
+}
+
+/// A batch that is well-formed postcard but does not make sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// A sample's name index is past the end of `names`.
+    #[error("sample {sample} names index {index}, but the batch has {names} names")]
+    NameIndex {
+        /// Position of the sample in the batch.
+        sample: usize,
+        /// The index it carried.
+        index: u32,
+        /// How many names there are.
+        names: usize,
+    },
+    /// A metric name is empty, too long or has control characters.
+    #[error("metric name {name:?} is not valid: use 1 to {MAX_METRIC_NAME_LEN} printable bytes")]
+    BadName {
+        /// The offending name.
+        name: String,
+    },
+    /// A chat line is longer than [`MAX_CHAT_LEN`].
+    #[error("chat line of {len} bytes is over the {MAX_CHAT_LEN}-byte limit")]
+    ChatTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// An offset moves a timestamp outside the u64 range.
+    #[error("record offset {offset_ms} ms from base {base_ts_ms} is out of range")]
+    Timestamp {
+        /// The batch base.
+        base_ts_ms: u64,
+        /// The offset.
+        offset_ms: i32,
+    },
+    /// The record is too far in time from the batch's first record to be
+    /// stored as an offset; start a new batch.
+    #[error("timestamp {ts_ms} is too far from the batch base {base_ts_ms}; start a new batch")]
+    OffsetOutOfRange {
+        /// The batch base.
+        base_ts_ms: u64,
+        /// The record's timestamp.
+        ts_ms: u64,
+    },
+}
+
+/// A sample with its name and absolute timestamp resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRef<'a> {
+    /// Metric name.
+    pub name: &'a str,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// The value.
+    pub value: Value,
+}
+
+fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_METRIC_NAME_LEN && !name.chars().any(char::is_control)
+}
+
+fn absolute(base_ts_ms: u64, offset_ms: i32) -> Result<u64, BatchError> {
+    base_ts_ms
+        .checked_add_signed(i64::from(offset_ms))
+        .ok_or(BatchError::Timestamp {
+            base_ts_ms,
+            offset_ms,
+        })
+}
+
+impl Batch {
+    /// Checks what postcard cannot: indices, names, lengths and timestamps.
+    /// The hub refuses a batch that fails this rather than store half of it.
+    pub fn validate(&self) -> Result<(), BatchError> {
+        if let Some(name) = self.names.iter().find(|n| !valid_metric_name(n)) {
+            return Err(BatchError::BadName { name: name.clone() });
+        }
+        for (i, s) in self.samples.iter().enumerate() {
+            if s.name as usize >= self.names.len() {
+                return Err(BatchError::NameIndex {
+                    sample: i,
+                    index: s.name,
+                    names: self.names.len(),
+                });
+            }
+            absolute(self.base_ts_ms, s.offset_ms)?;
+        }
+        for c in &self.chat {
+            if c.text.len() > MAX_CHAT_LEN {
+                return Err(BatchError::ChatTooLong { len: c.text.len() });
+            }
+            absolute(self.base_ts_ms, c.offset_ms)?;
+        }
+        Ok(())
+    }
+
+    /// The samples with names and timestamps resolved. Records that do not
+    /// resolve are skipped; call [`Batch::validate`] first to refuse them.
+    pub fn resolved_samples(&self) -> impl Iterator<Item = SampleRef<'_>> {
+        self.samples.iter().filter_map(|s| {
+            Some(SampleRef {
+                name: self.names.get(s.name as usize)?,
+                ts_ms: absolute(self.base_ts_ms, s.offset_ms).ok()?,
+                value: s.value,
+            })
+        })
+    }
+
+    /// The chat lines with absolute timestamps.
+    pub fn resolved_chat(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.chat.iter().filter_map(|c| {
+            Some((
+                absolute(self.base_ts_ms, c.offset_ms).ok()?,
+                c.text.as_str(),
+            ))
+        })
+    }
+
+    /// Samples plus chat lines.
+    pub fn record_count(&self) -> usize {
+        self.samples.len() + self.chat.len()
+    }
+}
+
+/// Builds a [`Batch`], interning names and computing offsets.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    batch: Batch,
+    base_set: bool,
+    index: HashMap<String, u32>,
+}
+
+impl BatchBuilder {
+    /// An empty batch with this sequence number.
+    pub fn new(seq: u64) -> Self {
+        BatchBuilder {
+            batch: Batch {
+                seq,
+                base_ts_ms: 0,
+                names: Vec::new(),
+                samples: Vec::new(),
+                chat: Vec::new(),
+            },
+            base_set: false,
+            index: HashMap::new(),
+        }
+    }
+
+    fn offset(&mut self, ts_ms: u64) -> Result<i32, BatchError> {
+        if !self.base_set {
+            self.batch.base_ts_ms = ts_ms;
+            self.base_set = true;
+        }
+        let base = self.batch.base_ts_ms;
+        let delta = i128::from(ts_ms) - i128::from(base);
+        i32::try_from(delta).map_err(|_| BatchError::OffsetOutOfRange {
+            base_ts_ms: base,
+            ts_ms,
+        })
+    }
+
+    /// Adds a sample. Fails, leaving the batch as it was, if the name is not
+    /// valid or the timestamp is too far from the batch's first record.
+    pub fn push_sample(&mut self, name: &str, ts_ms: u64, value: Value) -> Result<(), BatchError> {
+        if !valid_metric_name(name) {
+            return Err(BatchError::BadName { name: name.into() });
+        }
+        let was_set = self.base_set;
+        let offset_ms = self
+            .offset(ts_ms)
+            .inspect_err(|_| self.base_set = was_set)?;
+        let next = self.batch.names.len() as u32;
+        let name = *self.index.entry(name.to_string()).or_insert_with(|| {
+            self.batch.names.push(name.to_string());
+            next
+        });
+        self.batch.samples.push(Sample {
+            name,
+            offset_ms,
+            value,
+        });
+        Ok(())
+    }
+
+    /// Adds a chat line, refusing one over [`MAX_CHAT_LEN`] bytes.
+    pub fn push_chat(&mut self, ts_ms: u64, text: &str) -> Result<(), BatchError> {
+        if text.len() > MAX_CHAT_LEN {
+            return Err(BatchError::ChatTooLong { len: text.len() });
+        }
+        let was_set = self.base_set;
+        let offset_ms = self
+            .offset(ts_ms)
+            .inspect_err(|_| self.base_set = was_set)?;
+        self.batch.chat.push(ChatLine {
+            offset_ms,
+            text: text.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Samples plus chat lines added so far.
+    pub fn len(&self) -> usize {
+        self.batch.record_count()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The finished batch.
+    pub fn finish(self) -> Batch {
+        self.batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_interns_names_and_offsets_timestamps() {
+        let mut b = BatchBuilder::new(3);
+        b.push_sample("cpu", 1_000, Value::Float(0.5)).unwrap();
+        b.push_sample("mem", 1_010, Value::Int(42)).unwrap();
+        b.push_sample("cpu", 990, Value::Float(0.25)).unwrap();
+        b.push_chat(1_020, "hi").unwrap();
+        let batch = b.finish();
+        assert_eq!(batch.names, ["cpu", "mem"]);
+        assert_eq!(batch.base_ts_ms, 1_000);
+        assert_eq!(batch.samples[2].offset_ms, -10);
+        batch.validate().unwrap();
+        let resolved: Vec<_> = batch.resolved_samples().collect();
+        assert_eq!(
+            resolved[2],
+            SampleRef {
+                name: "cpu",
+                ts_ms: 990,
+                value: Value::Float(0.25)
+            }
+        );
+        assert_eq!(batch.resolved_chat().collect::<Vec<_>>(), [(1_020, "hi")]);
+    }
+
+    #[test]
+    fn builder_refuses_what_cannot_be_an_offset_and_keeps_the_batch() {
+        let mut b = BatchBuilder::new(0);
+        b.push_sample("x", 0, Value::Int(1)).unwrap();
+        let far = u64::from(u32::MAX) * 2;
+        assert!(matches!(
+            b.push_sample("x", far, Value::Int(2)),
+            Err(BatchError::OffsetOutOfRange { .. })
+        ));
+        assert!(matches!(
+            b.push_sample("", 1, Value::Int(2)),
+            Err(BatchError::BadName { .. })
+        ));
+        assert!(matches!(
+            b.push_chat(1, &"x".repeat(MAX_CHAT_LEN + 1)),
+            Err(BatchError::ChatTooLong { .. })
+        ));
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn validate_catches_what_postcard_cannot() {
+        let mut batch = BatchBuilder::new(0).finish();
+        batch.names = vec!["a".into()];
+        batch.samples = vec![Sample {
+            name: 1,
+            offset_ms: 0,
+            value: Value::Int(0),
+        }];
+        assert!(matches!(
+            batch.validate(),
+            Err(BatchError::NameIndex { index: 1, .. })
+        ));
+        batch.samples[0].name = 0;
+        batch.samples[0].offset_ms = -1;
+        assert!(matches!(
+            batch.validate(),
+            Err(BatchError::Timestamp { .. })
+        ));
+        batch.samples.clear();
+        batch.names = vec!["bad\nname".into()];
+        assert!(matches!(batch.validate(), Err(BatchError::BadName { .. })));
+    }
+
+    #[test]
+    fn values_are_plain_numbers_in_json() {
+        assert_eq!(serde_json::to_string(&Value::Int(5)).unwrap(), "5");
+        assert_eq!(serde_json::to_string(&Value::Float(0.5)).unwrap(), "0.5");
+        assert_eq!(serde_json::from_str::<Value>("7").unwrap(), Value::Int(7));
+        assert_eq!(
+            serde_json::from_str::<Value>("7.5").unwrap(),
+            Value::Float(7.5)
+        );
+    }
+}
