@@ -1,0 +1,20 @@
+//! ZeroMQ plumbing shared by `fleetmq-agent` and `fleetmq-hub`.
+//!
+//! * [`Sockets`] owns the context and is the only way either binary makes a
+//!   socket: every socket gets linger, high-water marks, a maximum message
+//!   size, reconnect intervals and ZMTP heartbeats before it binds or connects.
+//!   No socket runs on libzmq's defaults (the default linger of -1 would hang
+//!   shutdown forever).
+//! * [`recv_frames`] reads one multipart message without blocking and with a
+//!   bound on the number of frames, so a hostile peer cannot make us allocate
+//!   without limit.
+//! * [`Shutdown`] turns SIGINT and SIGTERM into a readable file descriptor
+//!   that a `zmq::poll` loop waits on next to its sockets.
+//! * [`endpoint`] helpers read back OS-chosen ports and swap ports.
+
+pub mod endpoint;
+mod shutdown;
+mod socket;
+
+pub use shutdown::Shutdown;
+pub use socket::{Builder, NetError, SocketOptions, Sockets, recv_frames, send_frames};

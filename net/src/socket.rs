@@ -1,0 +1,433 @@
+//! The one socket builder.
+
+use serde::Deserialize;
+
+/// Socket options every fleetmq socket sets. The defaults suit a fleet of a
+/// few thousand devices on links that come and go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketOptions {
+    /// How long a closing socket may try to deliver queued messages.
+    pub linger_ms: i32,
+    /// Messages queued per peer for sending before sends block or drop.
+    pub send_hwm: i32,
+    /// Messages queued per peer on receipt.
+    pub recv_hwm: i32,
+    /// Largest frame accepted; a peer that sends a bigger one is disconnected.
+    pub max_message_bytes: i64,
+    /// First reconnect delay.
+    pub reconnect_ms: i32,
+    /// Reconnect delays double up to this.
+    pub reconnect_max_ms: i32,
+    /// ZMTP heartbeat interval; 0 turns heartbeats off.
+    pub heartbeat_ms: i32,
+    /// A peer silent for this long after a heartbeat is taken for dead.
+    pub heartbeat_timeout_ms: i32,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            linger_ms: 200,
+            send_hwm: 1000,
+            recv_hwm: 1000,
+            max_message_bytes: 1 << 20,
+            reconnect_ms: 500,
+            reconnect_max_ms: 30_000,
+            heartbeat_ms: 5_000,
+            heartbeat_timeout_ms: 15_000,
+        }
+    }
+}
+
+/// A socket could not be made, configured, bound or connected.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// libzmq refused to create the socket.
+    #[error("could not create a {kind} socket: {source}")]
+    Create {
+        /// Socket type.
+        kind: &'static str,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+    /// libzmq refused an option.
+    #[error("could not set {option} on a {kind} socket: {source}")]
+    Option {
+        /// Socket type.
+        kind: &'static str,
+        /// The option.
+        option: &'static str,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+    /// Bind failed (address in use, bad address).
+    #[error(
+        "could not bind {kind} to {endpoint}: {source} (is another process using it, or is the address wrong?)"
+    )]
+    Bind {
+        /// Socket type.
+        kind: &'static str,
+        /// Endpoint asked for.
+        endpoint: String,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+    /// Connect failed (malformed endpoint; unreachable peers are retried by libzmq).
+    #[error("could not connect {kind} to {endpoint}: {source} (use tcp://HOST:PORT)")]
+    Connect {
+        /// Socket type.
+        kind: &'static str,
+        /// Endpoint asked for.
+        endpoint: String,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+    /// Sending or receiving failed.
+    #[error("{op} on {kind} failed: {source}")]
+    Io {
+        /// Socket type.
+        kind: &'static str,
+        /// "send" or "recv".
+        op: &'static str,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+}
+
+/// The context and the options for every socket made from it.
+pub struct Sockets {
+    ctx: zmq::Context,
+    opts: SocketOptions,
+}
+
+impl Sockets {
+    /// A new context with these options.
+    pub fn new(opts: SocketOptions) -> Self {
+        Sockets {
+            ctx: zmq::Context::new(),
+            opts,
+        }
+    }
+
+    /// The options sockets get.
+    pub fn options(&self) -> &SocketOptions {
+        &self.opts
+    }
+
+    /// The context, for inproc endpoints shared with other threads.
+    pub fn context(&self) -> &zmq::Context {
+        &self.ctx
+    }
+
+    /// Starts building a socket of this type.
+    pub fn build(&self, kind: zmq::SocketType) -> Builder<'_> {
+        Builder {
+            sockets: self,
+            kind,
+            routing_id: None,
+            subscriptions: Vec::new(),
+            router_mandatory: false,
+            router_handover: false,
+            xpub_verbose: false,
+            send_hwm: None,
+            recv_hwm: None,
+            immediate: false,
+        }
+    }
+}
+
+/// A socket being configured; nothing touches the network until
+/// [`Builder::bind`] or [`Builder::connect`].
+pub struct Builder<'a> {
+    sockets: &'a Sockets,
+    kind: zmq::SocketType,
+    routing_id: Option<Vec<u8>>,
+    subscriptions: Vec<Vec<u8>>,
+    router_mandatory: bool,
+    router_handover: bool,
+    xpub_verbose: bool,
+    send_hwm: Option<i32>,
+    recv_hwm: Option<i32>,
+    immediate: bool,
+}
+
+fn kind_name(kind: zmq::SocketType) -> &'static str {
+    use zmq::SocketType::*;
+    match kind {
+        PAIR => "PAIR",
+        PUB => "PUB",
+        SUB => "SUB",
+        REQ => "REQ",
+        REP => "REP",
+        DEALER => "DEALER",
+        ROUTER => "ROUTER",
+        PULL => "PULL",
+        PUSH => "PUSH",
+        XPUB => "XPUB",
+        XSUB => "XSUB",
+        STREAM => "STREAM",
+    }
+}
+
+impl Builder<'_> {
+    /// The routing id peers see (the device id for agent sockets).
+    pub fn routing_id(mut self, id: &[u8]) -> Self {
+        self.routing_id = Some(id.to_vec());
+        self
+    }
+
+    /// A SUB prefix to subscribe to before connecting.
+    pub fn subscribe(mut self, prefix: &[u8]) -> Self {
+        self.subscriptions.push(prefix.to_vec());
+        self
+    }
+
+    /// ROUTER: fail sends to unknown peers with EHOSTUNREACH instead of
+    /// dropping them silently.
+    pub fn router_mandatory(mut self) -> Self {
+        self.router_mandatory = true;
+        self
+    }
+
+    /// ROUTER: a reconnecting peer with the same routing id takes over.
+    pub fn router_handover(mut self) -> Self {
+        self.router_handover = true;
+        self
+    }
+
+    /// XPUB: pass every subscription message up, not just new ones.
+    pub fn xpub_verbose(mut self) -> Self {
+        self.xpub_verbose = true;
+        self
+    }
+
+    /// Overrides both high-water marks for this socket.
+    pub fn hwm(mut self, send: i32, recv: i32) -> Self {
+        self.send_hwm = Some(send);
+        self.recv_hwm = Some(recv);
+        self
+    }
+
+    /// Queue messages only to completed connections (no queueing for peers
+    /// that are not there yet).
+    pub fn immediate(mut self) -> Self {
+        self.immediate = true;
+        self
+    }
+
+    fn make(&self) -> Result<zmq::Socket, NetError> {
+        let kind = kind_name(self.kind);
+        let socket = self
+            .sockets
+            .ctx
+            .socket(self.kind)
+            .map_err(|source| NetError::Create { kind, source })?;
+        let o = &self.sockets.opts;
+        let opt = |option: &'static str, r: zmq::Result<()>| {
+            r.map_err(|source| NetError::Option {
+                kind,
+                option,
+                source,
+            })
+        };
+        opt("ZMQ_LINGER", socket.set_linger(o.linger_ms))?;
+        opt(
+            "ZMQ_SNDHWM",
+            socket.set_sndhwm(self.send_hwm.unwrap_or(o.send_hwm)),
+        )?;
+        opt(
+            "ZMQ_RCVHWM",
+            socket.set_rcvhwm(self.recv_hwm.unwrap_or(o.recv_hwm)),
+        )?;
+        opt("ZMQ_MAXMSGSIZE", socket.set_maxmsgsize(o.max_message_bytes))?;
+        opt(
+            "ZMQ_RECONNECT_IVL",
+            socket.set_reconnect_ivl(o.reconnect_ms),
+        )?;
+        opt(
+            "ZMQ_RECONNECT_IVL_MAX",
+            socket.set_reconnect_ivl_max(o.reconnect_max_ms),
+        )?;
+        if o.heartbeat_ms > 0 {
+            opt(
+                "ZMQ_HEARTBEAT_IVL",
+                socket.set_heartbeat_ivl(o.heartbeat_ms),
+            )?;
+            opt(
+                "ZMQ_HEARTBEAT_TIMEOUT",
+                socket.set_heartbeat_timeout(o.heartbeat_timeout_ms),
+            )?;
+            opt(
+                "ZMQ_HEARTBEAT_TTL",
+                socket.set_heartbeat_ttl(o.heartbeat_timeout_ms),
+            )?;
+        }
+        if let Some(id) = &self.routing_id {
+            opt("ZMQ_ROUTING_ID", socket.set_identity(id))?;
+        }
+        if self.router_mandatory {
+            opt("ZMQ_ROUTER_MANDATORY", socket.set_router_mandatory(true))?;
+        }
+        if self.router_handover {
+            opt("ZMQ_ROUTER_HANDOVER", socket.set_router_handover(true))?;
+        }
+        if self.xpub_verbose {
+            opt("ZMQ_XPUB_VERBOSE", socket.set_xpub_verbose(true))?;
+        }
+        if self.immediate {
+            opt("ZMQ_IMMEDIATE", socket.set_immediate(true))?;
+        }
+        for prefix in &self.subscriptions {
+            opt("ZMQ_SUBSCRIBE", socket.set_subscribe(prefix))?;
+        }
+        Ok(socket)
+    }
+
+    /// Binds, returning the socket and the endpoint it actually got (with the
+    /// port the OS chose for `tcp://HOST:*`).
+    pub fn bind(self, endpoint: &str) -> Result<(zmq::Socket, String), NetError> {
+        let kind = kind_name(self.kind);
+        let socket = self.make()?;
+        let bind_err = |source| NetError::Bind {
+            kind,
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        socket.bind(endpoint).map_err(bind_err)?;
+        let got = socket
+            .get_last_endpoint()
+            .map_err(bind_err)?
+            .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+        Ok((socket, got))
+    }
+
+    /// Connects; libzmq keeps reconnecting in the background with the
+    /// configured backoff.
+    pub fn connect(self, endpoint: &str) -> Result<zmq::Socket, NetError> {
+        let kind = kind_name(self.kind);
+        let socket = self.make()?;
+        socket
+            .connect(endpoint)
+            .map_err(|source| NetError::Connect {
+                kind,
+                endpoint: endpoint.to_string(),
+                source,
+            })?;
+        Ok(socket)
+    }
+}
+
+/// Receives one whole multipart message without blocking.
+///
+/// Returns `Ok(None)` when nothing is waiting. A message with more than
+/// `max_frames` frames is read to its end and returned as `Err(count)` inside
+/// `Ok(Some(..))`, so the caller can count and drop it.
+#[allow(clippy::type_complexity)]
+pub fn recv_frames(
+    socket: &zmq::Socket,
+    max_frames: usize,
+) -> Result<Option<Result<Vec<Vec<u8>>, usize>>, zmq::Error> {
+    let first = match socket.recv_bytes(zmq::DONTWAIT) {
+        Ok(f) => f,
+        Err(zmq::Error::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut frames = vec![first];
+    let mut count = 1;
+    while socket.get_rcvmore()? {
+        // The rest of a multipart message is already here: libzmq delivers
+        // messages atomically.
+        let frame = socket.recv_bytes(0)?;
+        count += 1;
+        if count <= max_frames {
+            frames.push(frame);
+        }
+    }
+    if count > max_frames {
+        Ok(Some(Err(count)))
+    } else {
+        Ok(Some(Ok(frames)))
+    }
+}
+
+/// Sends a multipart message without blocking. `Ok(false)` means the message
+/// could not be queued now (no peer, or the high-water mark is reached).
+pub fn send_frames(socket: &zmq::Socket, frames: &[&[u8]]) -> Result<bool, zmq::Error> {
+    let Some((last, init)) = frames.split_last() else {
+        return Ok(true);
+    };
+    for (i, f) in init.iter().enumerate() {
+        match socket.send(*f, zmq::SNDMORE | zmq::DONTWAIT) {
+            Ok(()) => {}
+            // Only the first frame can fail with EAGAIN; after it the message
+            // is committed to the pipe.
+            Err(zmq::Error::EAGAIN) if i == 0 => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    match socket.send(*last, zmq::DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) if init.is_empty() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_is_set_before_bind() {
+        let sockets = Sockets::new(SocketOptions {
+            linger_ms: 123,
+            send_hwm: 11,
+            recv_hwm: 12,
+            max_message_bytes: 4096,
+            reconnect_ms: 250,
+            reconnect_max_ms: 9000,
+            heartbeat_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+        });
+        let (s, ep) = sockets
+            .build(zmq::ROUTER)
+            .bind("tcp://127.0.0.1:*")
+            .expect("bind");
+        assert!(ep.starts_with("tcp://127.0.0.1:") && !ep.ends_with(":*"));
+        assert_eq!(s.get_linger().unwrap(), 123);
+        assert_eq!(s.get_sndhwm().unwrap(), 11);
+        assert_eq!(s.get_rcvhwm().unwrap(), 12);
+        assert_eq!(s.get_maxmsgsize().unwrap(), 4096);
+        assert_eq!(s.get_reconnect_ivl().unwrap(), 250);
+        assert_eq!(s.get_reconnect_ivl_max().unwrap(), 9000);
+        assert_eq!(s.get_heartbeat_ivl().unwrap(), 1000);
+        assert_eq!(s.get_heartbeat_timeout().unwrap(), 3000);
+    }
+
+    #[test]
+    fn oversized_multipart_is_read_whole_and_reported() {
+        let sockets = Sockets::new(SocketOptions::default());
+        let (pull, ep) = sockets.build(zmq::PULL).bind("tcp://127.0.0.1:*").unwrap();
+        let push = sockets.build(zmq::PUSH).connect(&ep).unwrap();
+        push.send_multipart([&b"a"[..], b"b", b"c"], 0).unwrap();
+        push.send_multipart([&b"ok"[..]], 0).unwrap();
+        let mut items = [pull.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, 5_000).unwrap();
+        assert_eq!(recv_frames(&pull, 2).unwrap(), Some(Err(3)));
+        zmq::poll(&mut items, 5_000).unwrap();
+        assert_eq!(
+            recv_frames(&pull, 2).unwrap(),
+            Some(Ok(vec![b"ok".to_vec()]))
+        );
+        assert_eq!(recv_frames(&pull, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn bind_error_names_the_endpoint() {
+        let sockets = Sockets::new(SocketOptions::default());
+        let Err(err) = sockets.build(zmq::PUB).bind("tcp://nonsense") else {
+            panic!("binding a malformed endpoint succeeded");
+        };
+        assert!(err.to_string().contains("tcp://nonsense"), "{err}");
+    }
+}
