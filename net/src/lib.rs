@@ -11,7 +11,9 @@
 //! * [`Shutdown`] turns SIGINT and SIGTERM into a readable file descriptor
 //!   that a `zmq::poll` loop waits on next to its sockets.
 //! * [`endpoint`] helpers read back OS-chosen ports and swap ports.
+//! * [`config`] loads TOML files with errors naming the file, key and fix.
 
+pub mod config;
 pub mod endpoint;
 mod shutdown;
 mod socket;

@@ -1,0 +1,233 @@
+//! The hub's configuration: defaults, the commented example, validation.
+
+use std::path::{Path, PathBuf};
+
+use fleetmq_net::SocketOptions;
+use fleetmq_net::config::ConfigError;
+use serde::Deserialize;
+
+use crate::store::Synchronous;
+
+/// The commented default configuration, printed by `print-config`.
+pub const EXAMPLE: &str = include_str!("../hub.example.toml");
+
+/// Everything the hub can be told.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub storage: Storage,
+    pub presence: Presence,
+    pub jobs: Jobs,
+    pub commands: Commands,
+    pub net: SocketOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub telemetry: String,
+    pub broadcast: String,
+    pub jobs: String,
+    pub results: String,
+    pub commands: String,
+    pub operator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Presence {
+    pub offline_after_heartbeats: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    pub lease_ms: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Commands {
+    pub timeout_ms: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            data_dir: PathBuf::from("fleetmq-data"),
+            listen: Listen::default(),
+            storage: Storage::default(),
+            presence: Presence::default(),
+            jobs: Jobs::default(),
+            commands: Commands::default(),
+            net: SocketOptions::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen::on("0.0.0.0", Some(7750))
+    }
+}
+
+impl Listen {
+    /// Agent-facing sockets on `host`, at `base` and the next four ports
+    /// (or OS-chosen ports for `None`), and the operator socket on
+    /// 127.0.0.1 at `base + 5`.
+    pub fn on(host: &str, base: Option<u16>) -> Self {
+        let ep = |host: &str, offset: u16| match base {
+            Some(b) => format!("tcp://{host}:{}", b.saturating_add(offset)),
+            None => format!("tcp://{host}:*"),
+        };
+        Listen {
+            telemetry: ep(host, 0),
+            broadcast: ep(host, 1),
+            jobs: ep(host, 2),
+            results: ep(host, 3),
+            commands: ep(host, 4),
+            operator: ep("127.0.0.1", 5),
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            offline_after_heartbeats: 3,
+        }
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs {
+            lease_ms: 30_000,
+            max_attempts: 3,
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Commands {
+    fn default() -> Self {
+        Commands { timeout_ms: 5_000 }
+    }
+}
+
+impl HubConfig {
+    /// Reads `path`, or the defaults when there is none, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: HubConfig = match path {
+            Some(p) => fleetmq_net::config::load(p)?,
+            None => HubConfig::default(),
+        };
+        let source = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+        config.validate(&source)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, source: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            source_name: source.to_string(),
+            key,
+            message,
+        };
+        let l = &self.listen;
+        for (key, ep) in [
+            ("listen.telemetry", &l.telemetry),
+            ("listen.broadcast", &l.broadcast),
+            ("listen.jobs", &l.jobs),
+            ("listen.results", &l.results),
+            ("listen.commands", &l.commands),
+            ("listen.operator", &l.operator),
+        ] {
+            fleetmq_net::endpoint::validate(ep, true).map_err(|m| invalid(key, m))?;
+        }
+        if self.presence.offline_after_heartbeats == 0 {
+            return Err(invalid(
+                "presence.offline_after_heartbeats",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.jobs.lease_ms == 0 {
+            return Err(invalid("jobs.lease_ms", "must be more than 0".into()));
+        }
+        if self.jobs.max_attempts == 0 {
+            return Err(invalid("jobs.max_attempts", "must be at least 1".into()));
+        }
+        if self.commands.timeout_ms == 0 {
+            return Err(invalid("commands.timeout_ms", "must be more than 0".into()));
+        }
+        if self.net.max_message_bytes < 4096 {
+            return Err(invalid(
+                "net.max_message_bytes",
+                "must be at least 4096".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_example_is_exactly_the_defaults() {
+        let parsed: HubConfig = fleetmq_net::config::parse(Path::new("example"), EXAMPLE).unwrap();
+        assert_eq!(parsed, HubConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let err = fleetmq_net::config::parse::<HubConfig>(
+            Path::new("/etc/hub.toml"),
+            "[jobs]\nlease_ms = \"soon\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/etc/hub.toml") && err.contains("lease_ms"),
+            "{err}"
+        );
+
+        let err =
+            fleetmq_net::config::parse::<HubConfig>(Path::new("h.toml"), "[jobs]\nleese_ms = 1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("leese_ms") && err.contains("lease_ms"),
+            "{err}"
+        );
+
+        let mut c = HubConfig::default();
+        c.listen.jobs = "localhost:80".into();
+        let err = c.validate("h.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("h.toml")
+                && err.contains("listen.jobs")
+                && err.contains("tcp://HOST:PORT"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,617 @@
+//! `fleetmq-hub`: the hub server and the operator's command line.
+//!
+//! `fleetmq-hub run` serves the fleet; every other subcommand talks to a
+//! running hub through its operator socket (found with `--hub`, or from the
+//! `endpoints.json` the hub wrote into its `--data-dir`).
+
+mod broker;
+mod config;
+mod operator;
+mod presence;
+mod server;
+mod store;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetmq_protocol::{
+    ChatQuery, Command, JobSpec, JobState, JobSubmission, Request, Response, Target, TelemetryQuery,
+};
+use serde::Serialize;
+
+use crate::config::{HubConfig, Listen};
+use crate::operator::{Client, ClientError};
+
+#[derive(Parser)]
+#[command(
+    name = "fleetmq-hub",
+    version,
+    about = "The fleetmq hub: stores what devices send, knows who is online, and reaches the fleet.",
+    long_about = "The fleetmq hub.\n\n`fleetmq-hub run` starts the hub on embedded defaults (a data directory with \
+a SQLite file, agents on port 7750). The other subcommands are the operator's command line: they talk to a \
+running hub, found with --hub or from the endpoints.json in its --data-dir, and print human text or, with \
+--json, JSON for scripts.\n\nExamples:\n  fleetmq-hub run --bind 127.0.0.1:*\n  fleetmq-hub devices\n  \
+fleetmq-hub command pi-kitchen ping\n  fleetmq-hub job submit exec -- uname -a\n  fleetmq-hub broadcast --group north \"maintenance at noon\""
+)]
+struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or targets like `info,fleetmq_hub=debug`.
+    #[arg(long, global = true, env = "FLEETMQ_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+    /// Print the default configuration with every key explained.
+    PrintConfig,
+    /// List devices: online or offline, since when, arch and version.
+    Devices(OpArgs),
+    /// Show stored telemetry, oldest first; --follow keeps printing new samples.
+    Telemetry(TelemetryArgs),
+    /// Show the chat room; --follow keeps printing new lines.
+    Chat(ChatArgs),
+    /// Send a command to one device and print its answer: ping, status, exec PROGRAM [ARGS...].
+    Command(CommandArgs),
+    /// Submit jobs and read their results.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Announce something to every device, a group, or one device.
+    Broadcast(BroadcastArgs),
+    /// The hub's counters.
+    Stats(OpArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Config file (TOML; see `print-config`). Without it the embedded defaults apply.
+    #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory, overriding the config's data_dir.
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bind the agent sockets on HOST at PORT and the next four ports, and the
+    /// operator socket on 127.0.0.1 at PORT+5. `HOST:*` lets the OS pick every port.
+    #[arg(long, value_name = "HOST:PORT")]
+    bind: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct OpArgs {
+    /// The hub's operator endpoint (default: read from DATA_DIR/endpoints.json).
+    #[arg(long, env = "FLEETMQ_OPERATOR", value_name = "ENDPOINT")]
+    hub: Option<String>,
+    /// The hub's data directory, where it wrote endpoints.json.
+    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "fleetmq-data")]
+    data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the hub on each of three attempts, in ms.
+    #[arg(long, default_value_t = 2000)]
+    hub_timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct TelemetryArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Only this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Only this metric.
+    #[arg(long)]
+    name: Option<String>,
+    /// At most this many samples per read.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Start after this row id (from a previous --json read).
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// Keep printing new samples until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// At most this many lines per read.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Args)]
+struct CommandArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// How long the device may take to answer, in ms (default: the hub's commands.timeout_ms).
+    #[arg(long, default_value_t = 0)]
+    timeout_ms: u32,
+    /// Target device id.
+    device: String,
+    /// ping, status, exec, or another name the device may know.
+    name: String,
+    /// Arguments; for exec, the program and its arguments (use -- before arguments that start with -).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum JobCmd {
+    /// Queue a job: `echo TEXT...` or `exec PROGRAM [ARGS...]`.
+    Submit(SubmitArgs),
+    /// Show one job and its result.
+    Show(ShowArgs),
+    /// List recent jobs, newest first.
+    List(ListArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JobKind {
+    Echo,
+    Exec,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Agent-side time limit in ms (default: the hub's jobs.timeout_ms).
+    #[arg(long, default_value_t = 0)]
+    timeout_ms: u32,
+    /// Re-dispatch the job if no result comes back within this many ms (default: the hub's jobs.lease_ms).
+    #[arg(long, default_value_t = 0)]
+    lease_ms: u32,
+    /// Dispatches before the job fails (default: the hub's jobs.max_attempts).
+    #[arg(long, default_value_t = 0)]
+    max_attempts: u32,
+    /// Wait until the job is done or failed and print its result.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up waiting after this many ms.
+    #[arg(long, default_value_t = 120_000)]
+    wait_ms: u64,
+    kind: JobKind,
+    /// For echo, the text; for exec, the program and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Wait until the job is done or failed.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up waiting after this many ms.
+    #[arg(long, default_value_t = 120_000)]
+    wait_ms: u64,
+    /// Job id.
+    id: u64,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+#[derive(Args)]
+struct BroadcastArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Only devices in this group.
+    #[arg(long, conflicts_with = "device")]
+    group: Option<String>,
+    /// Only this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// The announcement.
+    #[arg(required = true)]
+    text: Vec<String>,
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .with_context(|| format!("--log {filter:?} is not a log filter; try info or debug"))?;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(targets)
+        .try_init()
+        .context("installing the logger")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run(args) => run_hub(args).map(|()| ExitCode::SUCCESS),
+        Cmd::PrintConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {
+            Response::Devices(d) => Some(Shown::new(&d, operator::fmt_devices(&d), true)),
+            _ => None,
+        }),
+        Cmd::Telemetry(a) => telemetry(a),
+        Cmd::Chat(a) => chat(a),
+        Cmd::Command(a) => {
+            let command = match a.name.as_str() {
+                "ping" => Command::Ping,
+                "status" => Command::Status,
+                "exec" => {
+                    let Some((program, args)) = a.args.split_first() else {
+                        anyhow::bail!(
+                            "exec needs a program: fleetmq-hub command DEVICE exec PROGRAM [ARGS...]"
+                        );
+                    };
+                    Command::Exec {
+                        program: program.clone(),
+                        args: args.to_vec(),
+                        // The hub sets the device's limit from how long it waits.
+                        timeout_ms: 0,
+                    }
+                }
+                other => Command::Other {
+                    name: other.to_string(),
+                    args: a.args.clone(),
+                },
+            };
+            let wait = Duration::from_millis(u64::from(a.timeout_ms.max(5_000)));
+            let req = Request::Command {
+                device: a.device.clone(),
+                command,
+                timeout_ms: a.timeout_ms,
+            };
+            operate(&a.op, req, wait, |r| match r {
+                Response::Reply { device, reply } => {
+                    let (text, ok) = operator::fmt_reply(&device, &reply);
+                    Some(Shown::new(&reply, text, ok))
+                }
+                _ => None,
+            })
+        }
+        Cmd::Job(JobCmd::Submit(a)) => submit_job(a),
+        Cmd::Job(JobCmd::Show(a)) => show_job(&a.op, a.id, a.wait.then_some(a.wait_ms)),
+        Cmd::Job(JobCmd::List(a)) => operate(
+            &a.op,
+            Request::Jobs { limit: a.limit },
+            Duration::ZERO,
+            |r| match r {
+                Response::Jobs(jobs) => {
+                    let text: String = jobs.iter().map(|j| operator::fmt_job(j).0).collect();
+                    Some(Shown::new(&jobs, text, true))
+                }
+                _ => None,
+            },
+        ),
+        Cmd::Broadcast(a) => {
+            let target = match (a.group, a.device) {
+                (Some(g), _) => Target::Group(g),
+                (None, Some(d)) => Target::Device(d),
+                (None, None) => Target::All,
+            };
+            let req = Request::Broadcast {
+                target,
+                text: a.text.join(" "),
+            };
+            operate(&a.op, req, Duration::ZERO, |r| match r {
+                Response::Broadcast { topic } => {
+                    let text = format!("sent on {topic}\n");
+                    Some(Shown::new(
+                        &serde_json::json!({ "topic": topic }),
+                        text,
+                        true,
+                    ))
+                }
+                _ => None,
+            })
+        }
+        Cmd::Stats(op) => operate(&op, Request::Stats, Duration::ZERO, |r| match r {
+            Response::Stats(s) => {
+                let text = serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
+                Some(Shown::new(&s, text, true))
+            }
+            _ => None,
+        }),
+    }
+}
+
+fn run_hub(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = HubConfig::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(bind) = args.bind {
+        let (host, port) = bind.rsplit_once(':').with_context(|| {
+            format!("--bind {bind:?} needs HOST:PORT, e.g. 0.0.0.0:7750 or 127.0.0.1:*")
+        })?;
+        let base = match port {
+            "*" | "0" => None,
+            p => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0 && *p <= u16::MAX - 5)
+                    .with_context(|| {
+                        format!(
+                            "--bind {bind:?}: port {p:?} must be 1-65530, or * to let the OS pick"
+                        )
+                    })?,
+            ),
+        };
+        config.listen = Listen::on(host, base);
+        config.validate("--bind")?;
+    }
+    tracing::warn!(
+        "agent traffic is plaintext (CURVE comes with the security work): run this hub on a trusted network only"
+    );
+    let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
+    server::run(config, shutdown)
+}
+
+/// What to print for an answer: JSON, human text, and whether it succeeded.
+struct Shown {
+    json: serde_json::Value,
+    text: String,
+    ok: bool,
+}
+
+impl Shown {
+    fn new<T: Serialize>(value: &T, text: String, ok: bool) -> Self {
+        Shown {
+            json: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+            text,
+            ok,
+        }
+    }
+}
+
+fn client(op: &OpArgs) -> Result<Client, ClientError> {
+    let endpoint = operator::find_endpoint(op.hub.as_deref(), &op.data_dir)?;
+    Ok(Client::new(
+        endpoint,
+        Duration::from_millis(op.hub_timeout_ms),
+    ))
+}
+
+fn print_error(op: &OpArgs, e: &ClientError) {
+    if op.json {
+        println!("{}", serde_json::json!({ "error": e.to_string() }));
+    }
+    eprintln!("error: {e}");
+}
+
+fn operate(
+    op: &OpArgs,
+    request: Request,
+    extra: Duration,
+    show: impl FnOnce(Response) -> Option<Shown>,
+) -> anyhow::Result<ExitCode> {
+    let answer = client(op).and_then(|mut c| c.call(request, extra));
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(shown) = show(response) else {
+        anyhow::bail!("the hub answered with the wrong kind of response");
+    };
+    if op.json {
+        println!("{}", shown.json);
+    } else {
+        print!("{}", shown.text);
+    }
+    Ok(if shown.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// How often --follow asks for new rows when the last read found none.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
+    let mut c = match client(&a.op) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&a.op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut after = a.after;
+    loop {
+        let q = TelemetryQuery {
+            device: a.device.clone(),
+            name: a.name.clone(),
+            after_id: after,
+            limit: a.limit,
+        };
+        let rows = match c.call(Request::Telemetry(q), Duration::ZERO) {
+            Ok(Response::Telemetry(rows)) => rows,
+            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+            Err(e) => {
+                print_error(&a.op, &e);
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        for row in &rows {
+            if a.op.json {
+                println!("{}", serde_json::to_string(row)?);
+            } else {
+                println!("{}", operator::fmt_telemetry(row));
+            }
+            after = row.id;
+        }
+        if !a.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if rows.is_empty() {
+            std::thread::sleep(FOLLOW_EVERY);
+        }
+    }
+}
+
+fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let mut c = match client(&a.op) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&a.op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut after = 0;
+    loop {
+        let q = ChatQuery {
+            after_id: after,
+            limit: a.limit,
+        };
+        let rows = match c.call(Request::Chat(q), Duration::ZERO) {
+            Ok(Response::Chat(rows)) => rows,
+            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+            Err(e) => {
+                print_error(&a.op, &e);
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        for row in &rows {
+            if a.op.json {
+                println!("{}", serde_json::to_string(row)?);
+            } else {
+                println!("{}", operator::fmt_chat(row));
+            }
+            after = row.id;
+        }
+        if !a.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if rows.is_empty() {
+            std::thread::sleep(FOLLOW_EVERY);
+        }
+    }
+}
+
+fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let spec = match a.kind {
+        JobKind::Echo => JobSpec::Echo {
+            text: a.args.join(" "),
+        },
+        JobKind::Exec => {
+            let Some((program, args)) = a.args.split_first() else {
+                anyhow::bail!(
+                    "exec needs a program: fleetmq-hub job submit exec PROGRAM [ARGS...]"
+                );
+            };
+            JobSpec::Exec {
+                program: program.clone(),
+                args: args.to_vec(),
+            }
+        }
+    };
+    let req = Request::SubmitJob(JobSubmission {
+        spec,
+        timeout_ms: a.timeout_ms,
+        lease_ms: a.lease_ms,
+        max_attempts: a.max_attempts,
+    });
+    let mut c = match client(&a.op) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&a.op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let id = match c.call(req, Duration::ZERO) {
+        Ok(Response::JobSubmitted { id }) => id,
+        Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+        Err(e) => {
+            print_error(&a.op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if a.wait {
+        return show_job(&a.op, id, Some(a.wait_ms));
+    }
+    if a.op.json {
+        println!("{}", serde_json::json!({ "id": id }));
+    } else {
+        println!("job {id} queued");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCode> {
+    let mut c = match client(op) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let deadline = wait_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let job = match c.call(Request::Job { id }, Duration::ZERO) {
+            Ok(Response::Job(j)) => j,
+            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+            Err(e) => {
+                print_error(op, &e);
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let finished = matches!(job.state, JobState::Done | JobState::Failed);
+        if finished || deadline.is_none_or(|d| Instant::now() >= d) {
+            let (text, ok) = operator::fmt_job(&job);
+            if op.json {
+                println!("{}", serde_json::to_string(&job)?);
+            } else {
+                print!("{text}");
+            }
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,336 @@
+//! The operator's side: a Lazy Pirate client for the hub's operator socket,
+//! and how answers are shown to people and scripts.
+//!
+//! A REQ socket that sent and never heard back cannot send again. So each
+//! attempt waits with a timeout, and on timeout the socket is closed and a
+//! new one tries again, a few times, before the hub is declared unreachable.
+//! The request id stays the same across attempts, and the hub answers a
+//! repeated id from memory, so a retried `job submit` queues one job.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use fleetmq_net::{SocketOptions, Sockets};
+use fleetmq_protocol::{
+    AgentStatus, ChatRow, DeviceInfo, JobInfo, JobState, OperatorError, OperatorFrame,
+    OperatorReplyFrame, OperatorRequest, Outcome, Output, Reply, Request, Response, TelemetryRow,
+};
+
+use crate::server::Endpoints;
+
+/// Why an operator call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "the hub at {endpoint} did not answer after {attempts} attempts of {per_attempt_ms} ms (is `fleetmq-hub run` running, and is this its operator endpoint?)"
+    )]
+    Unreachable {
+        endpoint: String,
+        attempts: u32,
+        per_attempt_ms: u64,
+    },
+    #[error("cannot find the hub's operator endpoint: {0}")]
+    NoEndpoint(String),
+    #[error("talking to the hub at {endpoint}: {reason}")]
+    Protocol { endpoint: String, reason: String },
+    #[error("{0}")]
+    Hub(OperatorError),
+}
+
+/// Where the operator socket is: an explicit endpoint, or the endpoints.json
+/// a running hub wrote into its data directory.
+pub fn find_endpoint(explicit: Option<&str>, data_dir: &Path) -> Result<String, ClientError> {
+    if let Some(ep) = explicit {
+        fleetmq_net::endpoint::validate(ep, false).map_err(ClientError::NoEndpoint)?;
+        return Ok(ep.to_string());
+    }
+    let path = data_dir.join("endpoints.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ClientError::NoEndpoint(format!(
+            "{} could not be read ({e}); pass --hub tcp://HOST:PORT or the hub's --data-dir",
+            path.display()
+        ))
+    })?;
+    let eps: Endpoints = serde_json::from_str(&text)
+        .map_err(|e| ClientError::NoEndpoint(format!("{} is not valid: {e}", path.display())))?;
+    Ok(eps.operator)
+}
+
+pub struct Client {
+    sockets: Sockets,
+    endpoint: String,
+    socket: Option<zmq::Socket>,
+    timeout: Duration,
+    attempts: u32,
+}
+
+impl Client {
+    pub fn new(endpoint: String, timeout: Duration) -> Self {
+        Client {
+            sockets: Sockets::new(SocketOptions {
+                linger_ms: 0,
+                ..SocketOptions::default()
+            }),
+            endpoint,
+            socket: None,
+            timeout,
+            attempts: 3,
+        }
+    }
+
+    fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol {
+            endpoint: self.endpoint.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends `request`, waiting `extra` longer than usual per attempt (for a
+    /// command the device itself may take time to answer).
+    pub fn call(&mut self, request: Request, extra: Duration) -> Result<Response, ClientError> {
+        let id = fastrand::u64(1..);
+        let frame = OperatorFrame::from(OperatorRequest { id, request })
+            .encode()
+            .map_err(|e| self.protocol(e))?;
+        let per_attempt = self.timeout + extra;
+        for _ in 0..self.attempts {
+            if self.socket.is_none() {
+                let s = self
+                    .sockets
+                    .build(zmq::REQ)
+                    .connect(&self.endpoint)
+                    .map_err(|e| self.protocol(e))?;
+                self.socket = Some(s);
+            }
+            let Some(socket) = &self.socket else { continue };
+            socket.send(&frame, 0).map_err(|e| self.protocol(e))?;
+            let mut items = [socket.as_poll_item(zmq::POLLIN)];
+            zmq::poll(&mut items, per_attempt.as_millis() as i64).map_err(|e| self.protocol(e))?;
+            if !items[0].is_readable() {
+                // Lazy Pirate: abandon this socket, its REQ state is stuck.
+                self.socket = None;
+                continue;
+            }
+            let reply = socket.recv_bytes(0).map_err(|e| self.protocol(e))?;
+            let OperatorReplyFrame::Response(resp) =
+                OperatorReplyFrame::decode(&reply).map_err(|e| self.protocol(e))?;
+            return match resp.response {
+                Response::Error(e) => Err(ClientError::Hub(e)),
+                _ if resp.id != id => Err(self.protocol("answer to another request")),
+                r => Ok(r),
+            };
+        }
+        Err(ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            attempts: self.attempts,
+            per_attempt_ms: per_attempt.as_millis() as u64,
+        })
+    }
+}
+
+/// `2026-11-21T20:20:28.123Z` from milliseconds since the Unix epoch.
+pub fn fmt_ts(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
+    let mut out = format!(
+        "{:<24} {:<8} {:<24} {:<24} {:<8} {:<8} {:>8}  GROUPS\n",
+        "DEVICE", "STATE", "SINCE", "LAST SEEN", "ARCH", "VERSION", "BATCHES"
+    );
+    for d in devices {
+        let state = match (d.online, d.listening) {
+            (true, true) => "online",
+            (true, false) => "online*",
+            (false, _) => "offline",
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:<24} {:<24} {:<8} {:<8} {:>8}  {}",
+            d.id,
+            state,
+            fmt_ts(d.since_ms),
+            fmt_ts(d.last_seen_ms),
+            d.arch,
+            d.agent_version,
+            d.batches,
+            d.groups.join(",")
+        );
+    }
+    if devices.iter().any(|d| d.online && !d.listening) {
+        out.push_str("(online*: connected, broadcast subscription not live yet)\n");
+    }
+    out
+}
+
+pub fn fmt_telemetry(row: &TelemetryRow) -> String {
+    format!(
+        "{} {} {}={}",
+        fmt_ts(row.ts_ms),
+        row.device,
+        row.name,
+        row.value
+    )
+}
+
+pub fn fmt_chat(row: &ChatRow) -> String {
+    format!("{} <{}> {}", fmt_ts(row.ts_ms), row.device, row.text)
+}
+
+fn fmt_output(out: &mut String, o: &Output) {
+    out.push_str(&o.stdout);
+    if !o.stderr.is_empty() {
+        let _ = write!(
+            out,
+            "{}(stderr)\n{}",
+            if o.stdout.ends_with('\n') || o.stdout.is_empty() {
+                ""
+            } else {
+                "\n"
+            },
+            o.stderr
+        );
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "(exit {}, {} ms{})",
+        o.exit_code
+            .map_or_else(|| "by signal".to_string(), |c| c.to_string()),
+        o.duration_ms,
+        if o.truncated {
+            ", output truncated"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Human text for an outcome, and whether it counts as success.
+pub fn fmt_outcome(outcome: &Outcome) -> (String, bool) {
+    let mut out = String::new();
+    let ok = match outcome {
+        Outcome::Completed(o) => {
+            fmt_output(&mut out, o);
+            o.exit_code == Some(0)
+        }
+        Outcome::TimedOut(o) => {
+            fmt_output(&mut out, o);
+            out.push_str("timed out: killed at its time limit\n");
+            false
+        }
+        Outcome::NotAllowed(what) => {
+            let _ = writeln!(out, "not allowed: {what} is not in the device's allow list");
+            false
+        }
+        Outcome::Unknown(what) => {
+            let _ = writeln!(out, "unknown command: {what}");
+            false
+        }
+        Outcome::AlreadyRun => {
+            out.push_str("the device had already run this job\n");
+            false
+        }
+        Outcome::Failed(why) => {
+            let _ = writeln!(out, "failed: {why}");
+            false
+        }
+    };
+    (out, ok)
+}
+
+fn fmt_status(s: &AgentStatus) -> String {
+    format!(
+        "device:            {}\nversion:           {} ({})\ngroups:            {}\nuptime:            {:.1} s\nbatches sent:      {}\nbatches acked:     {}\nbatches resent:    {}\nin flight:         {}\nrecords pending:   {}\nrecords dropped:   {}\njobs run:          {}\ncommands answered: {}\n",
+        s.device,
+        s.agent_version,
+        s.arch,
+        s.groups.join(","),
+        s.uptime_ms as f64 / 1000.0,
+        s.batches_sent,
+        s.batches_acked,
+        s.batches_resent,
+        s.in_flight,
+        s.records_pending,
+        s.records_dropped,
+        s.jobs_run,
+        s.commands_answered
+    )
+}
+
+pub fn fmt_reply(device: &str, reply: &Reply) -> (String, bool) {
+    match reply {
+        Reply::Pong { uptime_ms } => (
+            format!(
+                "pong from {device} (agent up {:.1} s)\n",
+                *uptime_ms as f64 / 1000.0
+            ),
+            true,
+        ),
+        Reply::Status(s) => (fmt_status(s), true),
+        Reply::Outcome(o) => fmt_outcome(o),
+    }
+}
+
+pub fn fmt_job(j: &JobInfo) -> (String, bool) {
+    let state = match j.state {
+        JobState::Queued => "queued",
+        JobState::Leased => "running",
+        JobState::Done => "done",
+        JobState::Failed => "failed",
+    };
+    let mut out = format!(
+        "job {}: {state}, attempt {}/{}{}\n",
+        j.id,
+        j.attempts,
+        j.max_attempts,
+        j.device
+            .as_deref()
+            .map(|d| format!(", on {d}"))
+            .unwrap_or_default()
+    );
+    if let Some(e) = &j.error {
+        let _ = writeln!(out, "note: {e}");
+    }
+    let mut ok = j.state == JobState::Done;
+    if let Some(o) = &j.outcome {
+        let (text, good) = fmt_outcome(o);
+        out.push_str(&text);
+        ok &= good;
+    }
+    (out, ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(fmt_ts(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(fmt_ts(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(fmt_ts(1_795_292_428_999), "2026-11-21T20:20:28.999Z");
+    }
+}

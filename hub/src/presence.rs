@@ -1,0 +1,208 @@
+//! Who is online: pure state driven by messages and the clock, no I/O.
+//!
+//! A device comes online with any message (a Hello, or anything after a hub
+//! restart) and goes offline on Bye or when `offline_after_heartbeats` of its
+//! own heartbeat intervals pass in silence. Whether its broadcast
+//! subscription is live is tracked separately, from the XPUB socket.
+
+use std::collections::{HashMap, HashSet};
+
+/// Heartbeat interval assumed for a device that has not said Hello.
+const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Session {
+    since_ms: u64,
+    last_seen_ms: u64,
+    heartbeat_ms: u64,
+    said_hello: bool,
+}
+
+/// What a message from a device changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The device was offline and is now online.
+    pub came_online: bool,
+    /// The hub has no Hello for this session (it restarted): ask for one.
+    pub needs_hello: bool,
+}
+
+#[derive(Debug)]
+pub struct Presence {
+    sessions: HashMap<String, Session>,
+    listening: HashSet<String>,
+    offline_after: u64,
+}
+
+impl Presence {
+    pub fn new(offline_after_heartbeats: u32) -> Self {
+        Presence {
+            sessions: HashMap::new(),
+            listening: HashSet::new(),
+            offline_after: u64::from(offline_after_heartbeats.max(1)),
+        }
+    }
+
+    /// A Hello arrived. Returns true if the device came online with it.
+    pub fn hello(&mut self, id: &str, heartbeat_ms: u32, now_ms: u64) -> bool {
+        let heartbeat_ms = u64::from(heartbeat_ms.max(100));
+        match self.sessions.get_mut(id) {
+            Some(s) => {
+                s.last_seen_ms = now_ms;
+                s.heartbeat_ms = heartbeat_ms;
+                s.said_hello = true;
+                false
+            }
+            None => {
+                self.sessions.insert(
+                    id.to_string(),
+                    Session {
+                        since_ms: now_ms,
+                        last_seen_ms: now_ms,
+                        heartbeat_ms,
+                        said_hello: true,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Any other message arrived.
+    pub fn seen(&mut self, id: &str, now_ms: u64) -> Seen {
+        match self.sessions.get_mut(id) {
+            Some(s) => {
+                s.last_seen_ms = now_ms;
+                Seen {
+                    came_online: false,
+                    needs_hello: !s.said_hello,
+                }
+            }
+            None => {
+                self.sessions.insert(
+                    id.to_string(),
+                    Session {
+                        since_ms: now_ms,
+                        last_seen_ms: now_ms,
+                        heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+                        said_hello: false,
+                    },
+                );
+                Seen {
+                    came_online: true,
+                    needs_hello: true,
+                }
+            }
+        }
+    }
+
+    /// A Bye arrived. Returns the last-seen time if the device was online.
+    pub fn bye(&mut self, id: &str) -> Option<u64> {
+        self.sessions.remove(id).map(|s| s.last_seen_ms)
+    }
+
+    /// Devices whose silence has lasted too long, with their last-seen time;
+    /// they are offline from now on.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<(String, u64)> {
+        let limit = self.offline_after;
+        let gone: Vec<(String, u64)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_ms.saturating_sub(s.last_seen_ms) > s.heartbeat_ms * limit)
+            .map(|(id, s)| (id.clone(), s.last_seen_ms))
+            .collect();
+        for (id, _) in &gone {
+            self.sessions.remove(id);
+        }
+        gone
+    }
+
+    pub fn is_online(&self, id: &str) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// (online since, last seen) for an online device.
+    pub fn times(&self, id: &str) -> Option<(u64, u64)> {
+        self.sessions.get(id).map(|s| (s.since_ms, s.last_seen_ms))
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The XPUB socket saw the device's own topic subscribed or dropped.
+    pub fn set_listening(&mut self, id: &str, on: bool) {
+        if on {
+            self.listening.insert(id.to_string());
+        } else {
+            self.listening.remove(id);
+        }
+    }
+
+    pub fn is_listening(&self, id: &str) -> bool {
+        self.listening.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_brings_a_device_online_and_silence_takes_it_offline() {
+        let mut p = Presence::new(3);
+        assert!(p.hello("pi-1", 1_000, 10_000));
+        assert!(!p.hello("pi-1", 1_000, 10_500));
+        assert_eq!(
+            p.seen("pi-1", 11_000),
+            Seen {
+                came_online: false,
+                needs_hello: false
+            }
+        );
+        // Three intervals after the last message: still online at the edge.
+        assert!(p.sweep(14_000).is_empty());
+        assert_eq!(p.sweep(14_001), vec![("pi-1".to_string(), 11_000)]);
+        assert!(!p.is_online("pi-1"));
+    }
+
+    #[test]
+    fn a_device_heard_without_hello_is_asked_for_one() {
+        let mut p = Presence::new(3);
+        assert_eq!(
+            p.seen("pi-2", 0),
+            Seen {
+                came_online: true,
+                needs_hello: true
+            }
+        );
+        assert_eq!(
+            p.seen("pi-2", 1),
+            Seen {
+                came_online: false,
+                needs_hello: true
+            }
+        );
+        p.hello("pi-2", 5_000, 2);
+        assert_eq!(
+            p.seen("pi-2", 3),
+            Seen {
+                came_online: false,
+                needs_hello: false
+            }
+        );
+        assert_eq!(p.times("pi-2"), Some((0, 3)));
+    }
+
+    #[test]
+    fn bye_is_offline_at_once_and_listening_is_separate() {
+        let mut p = Presence::new(3);
+        p.hello("pi-3", 5_000, 0);
+        p.set_listening("pi-3", true);
+        assert_eq!(p.bye("pi-3"), Some(0));
+        assert_eq!(p.bye("pi-3"), None);
+        assert!(p.is_listening("pi-3"));
+        p.set_listening("pi-3", false);
+        assert!(!p.is_listening("pi-3"));
+    }
+}

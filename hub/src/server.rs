@@ -1,0 +1,846 @@
+//! The hub's event loop: one thread owns every socket and the store.
+//!
+//! `zmq::poll` waits on the five agent-facing sockets, the operator socket
+//! and the shutdown descriptor. Each ready socket is drained without blocking;
+//! telemetry batches read in one round are committed in one transaction and
+//! only then acked. Timers (presence, command deadlines, job leases) run on a
+//! short tick.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use fleetmq_net::{Shutdown, Sockets, recv_frames, send_frames};
+use fleetmq_protocol::{
+    Ack, Announcement, Batch, Broadcast, ChatMessage, CommandFrame, CommandRequest, DeviceInfo,
+    Downstream, HelloRequest, HubPorts, HubStats, Job, JobFrame, JobSpec, OperatorError,
+    OperatorFrame, OperatorReplyFrame, OperatorRequest, OperatorResponse, Outcome, Refusal,
+    ReplyFrame, Request, Response, ResultFrame, Upstream, Welcome, names, validate_device_id,
+};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Pending, PendingCommand, Recent};
+use crate::config::HubConfig;
+use crate::presence::Presence;
+use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Store, Stored};
+
+/// Messages drained from one socket per round before others get a turn.
+const DRAIN: usize = 1024;
+/// Timer resolution: presence, command deadlines and job leases.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The endpoints the hub bound, as printed and written to endpoints.json.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Endpoints {
+    pub telemetry: String,
+    pub broadcast: String,
+    pub jobs: String,
+    pub results: String,
+    pub commands: String,
+    pub operator: String,
+}
+
+/// Counters shown by `stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    batches_stored: u64,
+    batches_duplicate: u64,
+    samples_stored: u64,
+    frames_dropped: u64,
+    jobs_dispatched: u64,
+    results_received: u64,
+    commands_sent: u64,
+    commands_timed_out: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Hub {
+    config: HubConfig,
+    store: Store,
+    upstream: zmq::Socket,
+    broadcast: zmq::Socket,
+    jobs: zmq::Socket,
+    results: zmq::Socket,
+    commands: zmq::Socket,
+    operator: zmq::Socket,
+    ports: HubPorts,
+    presence: Presence,
+    pending: Pending,
+    recent: Recent,
+    counters: Counters,
+    started: Instant,
+}
+
+fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> anyhow::Result<PathBuf> {
+    let path = dir.join("endpoints.json");
+    let tmp = dir.join("endpoints.json.tmp");
+    let text = serde_json::to_string_pretty(endpoints)?;
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs the hub until `shutdown` fires.
+pub fn run(config: HubConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let store = Store::open(&dir, config.storage.synchronous)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let sockets = Sockets::new(config.net.clone());
+    let l = &config.listen;
+    let (upstream, telemetry) = sockets
+        .build(zmq::ROUTER)
+        .router_handover()
+        .bind(&l.telemetry)?;
+    let (broadcast, broadcast_ep) = sockets.build(zmq::XPUB).xpub_verbose().bind(&l.broadcast)?;
+    // Few jobs wait in one agent's pipe: a lease covers the rest.
+    let (jobs, jobs_ep) = sockets.build(zmq::PUSH).hwm(16, 16).bind(&l.jobs)?;
+    let (results, results_ep) = sockets.build(zmq::PULL).bind(&l.results)?;
+    let (commands, commands_ep) = sockets
+        .build(zmq::ROUTER)
+        .router_mandatory()
+        .router_handover()
+        .bind(&l.commands)?;
+    let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
+    let endpoints = Endpoints {
+        telemetry,
+        broadcast: broadcast_ep,
+        jobs: jobs_ep,
+        results: results_ep,
+        commands: commands_ep,
+        operator: operator_ep,
+    };
+    let port = |ep: &str| fleetmq_net::endpoint::port(ep).unwrap_or(0);
+    let ports = HubPorts {
+        broadcast: port(&endpoints.broadcast),
+        jobs: port(&endpoints.jobs),
+        results: port(&endpoints.results),
+        commands: port(&endpoints.commands),
+    };
+    let path = write_endpoints(&dir, &endpoints)?;
+    println!("{}", serde_json::to_string(&endpoints)?);
+    info!(
+        telemetry = %endpoints.telemetry,
+        operator = %endpoints.operator,
+        endpoints = %path.display(),
+        "hub listening"
+    );
+    let mut hub = Hub {
+        presence: Presence::new(config.presence.offline_after_heartbeats),
+        config,
+        store,
+        upstream,
+        broadcast,
+        jobs,
+        results,
+        commands,
+        operator,
+        ports,
+        pending: Pending::default(),
+        recent: Recent::new(1024),
+        counters: Counters::default(),
+        started: Instant::now(),
+    };
+    hub.serve(&shutdown)?;
+    info!("hub stopped");
+    Ok(())
+    // Sockets close here with their linger; the context terminates after them.
+}
+
+impl Hub {
+    fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let mut last_tick = Instant::now() - TICK;
+        loop {
+            let ready = {
+                let mut items = [
+                    self.upstream.as_poll_item(zmq::POLLIN),
+                    self.results.as_poll_item(zmq::POLLIN),
+                    self.commands.as_poll_item(zmq::POLLIN),
+                    self.operator.as_poll_item(zmq::POLLIN),
+                    self.broadcast.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(shutdown.fd(), zmq::POLLIN),
+                ];
+                let wait = TICK.saturating_sub(last_tick.elapsed()).as_millis() as i64;
+                match zmq::poll(&mut items, wait.max(1)) {
+                    Ok(_) => {}
+                    Err(zmq::Error::EINTR) => {}
+                    Err(e) => return Err(e).context("polling sockets"),
+                }
+                items.map(|i| i.is_readable())
+            };
+            if ready[5] && shutdown.requested() {
+                info!("shutting down");
+                return Ok(());
+            }
+            if ready[0] {
+                self.drain_upstream()?;
+            }
+            if ready[1] {
+                self.drain_results()?;
+            }
+            if ready[2] {
+                self.drain_replies()?;
+            }
+            if ready[3] {
+                self.drain_operator()?;
+            }
+            if ready[4] {
+                self.drain_subscriptions()?;
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.tick();
+            }
+        }
+    }
+
+    fn dropped(&mut self, socket: &str, why: impl std::fmt::Display) {
+        self.counters.frames_dropped += 1;
+        debug!(socket, %why, "dropped a frame");
+    }
+
+    fn send_down(&self, device: &str, msg: Downstream) {
+        match msg.encode() {
+            Ok(frame) => {
+                // ROUTER drops messages for peers that are gone; nothing to do then.
+                if let Err(e) = send_frames(&self.upstream, &[device.as_bytes(), &frame]) {
+                    debug!(device, error = %e, "could not answer a device");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not encode a downstream message"),
+        }
+    }
+
+    fn publish(&self, topic: &str, msg: Broadcast) {
+        match msg.encode() {
+            Ok(frame) => {
+                if let Err(e) = send_frames(&self.broadcast, &[topic.as_bytes(), &frame]) {
+                    warn!(topic, error = %e, "could not publish");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not encode a broadcast"),
+        }
+    }
+
+    fn online(&mut self, device: &str, now: u64) {
+        if let Err(e) = self.store.touch(device, now) {
+            warn!(device, error = %e, "could not record a device");
+        }
+        if let Err(e) = self.store.presence(device, now, now) {
+            warn!(device, error = %e, "could not record presence");
+        }
+        info!(device, "device online");
+    }
+
+    fn drain_upstream(&mut self) -> anyhow::Result<()> {
+        let mut batches: Vec<(String, Batch, Vec<u8>)> = Vec::new();
+        for _ in 0..DRAIN {
+            let frames = match recv_frames(&self.upstream, 2).context("reading telemetry socket")? {
+                None => break,
+                Some(Err(n)) => {
+                    self.dropped("telemetry", format!("message of {n} frames"));
+                    continue;
+                }
+                Some(Ok(f)) => f,
+            };
+            let [id, frame] = frames.as_slice() else {
+                self.dropped("telemetry", "message without a body");
+                continue;
+            };
+            let Some(device) = std::str::from_utf8(id)
+                .ok()
+                .filter(|d| validate_device_id(d).is_ok())
+            else {
+                self.dropped("telemetry", "routing id is not a device id");
+                continue;
+            };
+            let device = device.to_string();
+            let now = now_ms();
+            let msg = match Upstream::decode(frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.dropped("telemetry", &e);
+                    self.send_down(
+                        &device,
+                        Refusal {
+                            reason: e.to_string(),
+                        }
+                        .into(),
+                    );
+                    continue;
+                }
+            };
+            if let Upstream::Hello(hello) = &msg {
+                let came = self.presence.hello(&device, hello.heartbeat_ms, now);
+                if let Err(e) = self.store.hello(&device, hello, now) {
+                    warn!(device, error = %e, "could not record a hello");
+                }
+                if came {
+                    self.online(&device, now);
+                }
+                self.send_down(
+                    &device,
+                    Welcome {
+                        hub_version: env!("CARGO_PKG_VERSION").into(),
+                        ports: self.ports.clone(),
+                    }
+                    .into(),
+                );
+                continue;
+            }
+            if let Upstream::Bye(bye) = &msg {
+                if let Some(last) = self.presence.bye(&device) {
+                    if let Err(e) = self.store.presence(&device, now, last) {
+                        warn!(device, error = %e, "could not record presence");
+                    }
+                    info!(device, reason = %bye.reason, "device offline (bye)");
+                }
+                continue;
+            }
+            let seen = self.presence.seen(&device, now);
+            if seen.came_online {
+                self.online(&device, now);
+            }
+            if seen.needs_hello {
+                self.send_down(&device, HelloRequest.into());
+            }
+            if let Upstream::Batch(batch) = msg {
+                let checked = batch.validate().map_err(|e| e.to_string()).and_then(|()| {
+                    if batch.samples.len() > MAX_SAMPLES_PER_BATCH {
+                        Err(format!(
+                            "{} samples is over the {MAX_SAMPLES_PER_BATCH} a batch may hold",
+                            batch.samples.len()
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = checked {
+                    self.dropped("telemetry", &e);
+                    self.send_down(
+                        &device,
+                        Refusal {
+                            reason: format!("batch {} refused: {e}", batch.seq),
+                        }
+                        .into(),
+                    );
+                    continue;
+                }
+                batches.push((device, batch, frame[2..].to_vec()));
+            }
+        }
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<Incoming<'_>> = batches
+            .iter()
+            .map(|(device, batch, body)| Incoming {
+                device,
+                batch,
+                body,
+            })
+            .collect();
+        let (outcomes, chat) = match self.store.store_batches(&items, now_ms()) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing is acked; agents resend after their ack timeout.
+                warn!(error = %e, batches = items.len(), "could not store batches; they will be resent");
+                return Ok(());
+            }
+        };
+        for ((device, batch, _), outcome) in batches.iter().zip(outcomes) {
+            match outcome {
+                Stored::New => {
+                    self.counters.batches_stored += 1;
+                    self.counters.samples_stored += batch.samples.len() as u64;
+                }
+                Stored::Duplicate => self.counters.batches_duplicate += 1,
+            }
+            self.send_down(device, Ack { seq: batch.seq }.into());
+        }
+        for row in chat {
+            self.publish(
+                names::CHAT_TOPIC,
+                ChatMessage {
+                    from: row.device,
+                    ts_ms: row.ts_ms,
+                    text: row.text,
+                }
+                .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn drain_results(&mut self) -> anyhow::Result<()> {
+        for _ in 0..DRAIN {
+            let frames = match recv_frames(&self.results, 1).context("reading results socket")? {
+                None => break,
+                Some(Err(n)) => {
+                    self.dropped("results", format!("message of {n} frames"));
+                    continue;
+                }
+                Some(Ok(f)) => f,
+            };
+            let ResultFrame::Result(result) = match ResultFrame::decode(&frames[0]) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.dropped("results", &e);
+                    continue;
+                }
+            };
+            if validate_device_id(&result.device).is_err() {
+                self.dropped("results", "result from an invalid device id");
+                continue;
+            }
+            let now = now_ms();
+            let stored = match &result.outcome {
+                Outcome::AlreadyRun => self
+                    .store
+                    .note_job(
+                        result.id,
+                        &format!(
+                            "attempt {} reached {}, which had already run it",
+                            result.attempt, result.device
+                        ),
+                        now,
+                    )
+                    .map(|()| false),
+                outcome => self
+                    .store
+                    .finish_job(result.id, &result.device, outcome, now),
+            };
+            match stored {
+                Ok(true) => {
+                    self.counters.results_received += 1;
+                    info!(job = result.id, device = %result.device, "job done");
+                }
+                Ok(false) => debug!(
+                    job = result.id,
+                    "result for a finished or unknown job ignored"
+                ),
+                Err(e) => warn!(job = result.id, error = %e, "could not store a job result"),
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_replies(&mut self) -> anyhow::Result<()> {
+        for _ in 0..DRAIN {
+            let frames = match recv_frames(&self.commands, 3).context("reading commands socket")? {
+                None => break,
+                Some(Err(n)) => {
+                    self.dropped("commands", format!("message of {n} frames"));
+                    continue;
+                }
+                Some(Ok(f)) => f,
+            };
+            let [id, empty, frame] = frames.as_slice() else {
+                self.dropped("commands", "reply without the REP envelope");
+                continue;
+            };
+            let device = String::from_utf8_lossy(id).into_owned();
+            if !empty.is_empty() {
+                self.dropped("commands", "reply without the REP envelope");
+                continue;
+            }
+            let ReplyFrame::Reply(reply) = match ReplyFrame::decode(frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.dropped("commands", &e);
+                    continue;
+                }
+            };
+            let Some(p) = self.pending.answer(reply.corr, &device) else {
+                debug!(
+                    device,
+                    corr = reply.corr,
+                    "late or unexpected command reply ignored"
+                );
+                continue;
+            };
+            let summary = serde_json::to_string(&reply.reply).unwrap_or_default();
+            if let Err(e) = self.store.log_command_result(p.log_id, &summary, now_ms()) {
+                warn!(error = %e, "could not log a command result");
+            }
+            self.answer(
+                &p.client,
+                p.request_id,
+                Response::Reply {
+                    device,
+                    reply: reply.reply,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn drain_subscriptions(&mut self) -> anyhow::Result<()> {
+        for _ in 0..DRAIN {
+            let frames =
+                match recv_frames(&self.broadcast, 1).context("reading broadcast socket")? {
+                    None => break,
+                    Some(Err(_)) => continue,
+                    Some(Ok(f)) => f,
+                };
+            // XPUB passes up subscription messages: 1 or 0, then the prefix.
+            let (on, topic) = match frames[0].split_first() {
+                Some((1, t)) => (true, t),
+                Some((0, t)) => (false, t),
+                _ => continue,
+            };
+            let Some(device) = std::str::from_utf8(topic)
+                .ok()
+                .and_then(|t| t.strip_prefix("dev/"))
+                .and_then(|t| t.strip_suffix('/'))
+            else {
+                continue;
+            };
+            if validate_device_id(device).is_ok() {
+                debug!(device, on, "broadcast subscription");
+                self.presence.set_listening(device, on);
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_operator(&mut self) -> anyhow::Result<()> {
+        for _ in 0..DRAIN {
+            let frames = match recv_frames(&self.operator, 3).context("reading operator socket")? {
+                None => break,
+                Some(Err(n)) => {
+                    self.dropped("operator", format!("message of {n} frames"));
+                    continue;
+                }
+                Some(Ok(f)) => f,
+            };
+            let [client, empty, frame] = frames.as_slice() else {
+                self.dropped("operator", "request without the REQ envelope");
+                continue;
+            };
+            if !empty.is_empty() {
+                self.dropped("operator", "request without the REQ envelope");
+                continue;
+            }
+            match OperatorFrame::decode(frame) {
+                Ok(OperatorFrame::Request(req)) => self.operator_request(client, req),
+                Err(e) => {
+                    self.dropped("operator", &e);
+                    self.answer(
+                        client,
+                        0,
+                        Response::Error(OperatorError::BadRequest(e.to_string())),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, client: &[u8], id: u64, response: Response) {
+        let frame = match OperatorReplyFrame::from(OperatorResponse { id, response }).encode() {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "could not encode an operator response");
+                return;
+            }
+        };
+        if let Err(e) = send_frames(&self.operator, &[client, b"", &frame]) {
+            debug!(error = %e, "operator went away before its answer");
+        }
+        if id != 0 {
+            self.recent.remember(id, frame);
+        }
+    }
+
+    fn operator_request(&mut self, client: &[u8], req: OperatorRequest) {
+        if let Some(frame) = self.recent.get(req.id) {
+            let frame = frame.to_vec();
+            if let Err(e) = send_frames(&self.operator, &[client, b"", &frame]) {
+                debug!(error = %e, "operator went away before its answer");
+            }
+            return;
+        }
+        if self.pending.retarget(req.id, client) {
+            return;
+        }
+        let now = now_ms();
+        let storage =
+            |e: crate::store::StoreError| Response::Error(OperatorError::Storage(e.to_string()));
+        let response = match req.request {
+            Request::Devices => self.devices().unwrap_or_else(storage),
+            Request::Telemetry(q) => self
+                .store
+                .telemetry(&q)
+                .map(Response::Telemetry)
+                .unwrap_or_else(storage),
+            Request::Chat(q) => self
+                .store
+                .chat(q.after_id, q.limit)
+                .map(Response::Chat)
+                .unwrap_or_else(storage),
+            Request::Command {
+                device,
+                command,
+                timeout_ms,
+            } => match self.send_command(client, req.id, device, command, timeout_ms, now) {
+                Ok(()) => return,
+                Err(e) => Response::Error(e),
+            },
+            Request::SubmitJob(mut job) => {
+                if let Err(e) = check_spec(&job.spec) {
+                    Response::Error(e)
+                } else {
+                    let d = &self.config.jobs;
+                    if job.timeout_ms == 0 {
+                        job.timeout_ms = d.timeout_ms;
+                    }
+                    if job.lease_ms == 0 {
+                        job.lease_ms = d.lease_ms.max(job.timeout_ms.saturating_add(5_000));
+                    }
+                    if job.max_attempts == 0 {
+                        job.max_attempts = d.max_attempts;
+                    }
+                    match self.store.submit_job(&job, now) {
+                        Ok(id) => {
+                            info!(job = id, "job queued");
+                            Response::JobSubmitted { id }
+                        }
+                        Err(e) => storage(e),
+                    }
+                }
+            }
+            Request::Job { id } => match self.store.job(id) {
+                Ok(Some(j)) => Response::Job(j),
+                Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),
+                Err(e) => storage(e),
+            },
+            Request::Jobs { limit } => self
+                .store
+                .jobs(limit)
+                .map(Response::Jobs)
+                .unwrap_or_else(storage),
+            Request::Broadcast { target, text } => match target.topic() {
+                Ok(topic) => {
+                    self.publish(
+                        &topic,
+                        Announcement {
+                            ts_ms: now,
+                            target,
+                            text,
+                        }
+                        .into(),
+                    );
+                    Response::Broadcast { topic }
+                }
+                Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
+            },
+            Request::Stats => self.stats().unwrap_or_else(storage),
+        };
+        self.answer(client, req.id, response);
+        // A new job goes out now rather than on the next tick.
+        self.dispatch_jobs(now_ms());
+    }
+
+    fn devices(&self) -> Result<Response, crate::store::StoreError> {
+        let mut devices: Vec<DeviceInfo> = self.store.devices()?;
+        for d in &mut devices {
+            d.online = self.presence.is_online(&d.id);
+            d.listening = self.presence.is_listening(&d.id);
+            if let Some((since, last)) = self.presence.times(&d.id) {
+                d.since_ms = since;
+                d.last_seen_ms = d.last_seen_ms.max(last);
+            }
+        }
+        Ok(Response::Devices(devices))
+    }
+
+    fn stats(&self) -> Result<Response, crate::store::StoreError> {
+        let (_, devices_known) = self.store.counts()?;
+        let c = &self.counters;
+        Ok(Response::Stats(HubStats {
+            hub_version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            devices_online: self.presence.online_count() as u32,
+            devices_known,
+            batches_stored: c.batches_stored,
+            batches_duplicate: c.batches_duplicate,
+            samples_stored: c.samples_stored,
+            frames_dropped: c.frames_dropped,
+            jobs_dispatched: c.jobs_dispatched,
+            results_received: c.results_received,
+            commands_sent: c.commands_sent,
+            commands_timed_out: c.commands_timed_out,
+        }))
+    }
+
+    fn send_command(
+        &mut self,
+        client: &[u8],
+        request_id: u64,
+        device: String,
+        command: fleetmq_protocol::Command,
+        timeout_ms: u32,
+        now: u64,
+    ) -> Result<(), OperatorError> {
+        validate_device_id(&device).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
+        let known = self
+            .store
+            .device_known(&device)
+            .map_err(|e| OperatorError::Storage(e.to_string()))?;
+        if !known {
+            return Err(OperatorError::UnknownDevice(device));
+        }
+        if !self.presence.is_online(&device) {
+            return Err(OperatorError::DeviceOffline(device));
+        }
+        let timeout_ms = if timeout_ms == 0 {
+            self.config.commands.timeout_ms
+        } else {
+            timeout_ms
+        };
+        let mut command = command;
+        if let fleetmq_protocol::Command::Exec {
+            timeout_ms: limit, ..
+        } = &mut command
+        {
+            // The program must end, and its answer arrive, before the operator
+            // stops waiting.
+            let most = timeout_ms.saturating_sub(500).max(timeout_ms / 2);
+            *limit = if *limit == 0 {
+                most
+            } else {
+                (*limit).min(most)
+            };
+        }
+        let corr = self.pending.next_corr();
+        let frame = CommandFrame::from(CommandRequest {
+            corr,
+            command: command.clone(),
+        })
+        .encode()
+        .map_err(|e| OperatorError::BadRequest(e.to_string()))?;
+        match send_frames(&self.commands, &[device.as_bytes(), b"", &frame]) {
+            Ok(true) => {}
+            // EHOSTUNREACH: the device's REP socket is not connected.
+            Ok(false) | Err(zmq::Error::EHOSTUNREACH) => {
+                return Err(OperatorError::DeviceOffline(device));
+            }
+            Err(e) => return Err(OperatorError::BadRequest(format!("could not send: {e}"))),
+        }
+        self.counters.commands_sent += 1;
+        let log_id = self
+            .store
+            .log_command(&device, &command, now)
+            .map_err(|e| OperatorError::Storage(e.to_string()))?;
+        self.pending.insert(
+            corr,
+            PendingCommand {
+                client: client.to_vec(),
+                request_id,
+                device,
+                deadline_ms: now + u64::from(timeout_ms),
+                timeout_ms,
+                log_id,
+            },
+        );
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        let now = now_ms();
+        for (device, last) in self.presence.sweep(now) {
+            info!(device, "device offline (silent)");
+            if let Err(e) = self.store.presence(&device, now, last) {
+                warn!(device, error = %e, "could not record presence");
+            }
+        }
+        for p in self.pending.expired(now) {
+            self.counters.commands_timed_out += 1;
+            if let Err(e) = self.store.log_command_result(p.log_id, "timed out", now) {
+                warn!(error = %e, "could not log a command result");
+            }
+            self.answer(
+                &p.client,
+                p.request_id,
+                Response::Error(OperatorError::TimedOut {
+                    after_ms: p.timeout_ms,
+                }),
+            );
+        }
+        self.dispatch_jobs(now);
+    }
+
+    /// Hands out queued jobs and jobs whose lease ran out, and fails jobs out
+    /// of attempts.
+    fn dispatch_jobs(&mut self, now: u64) {
+        let due = match self.store.due_jobs(now, 64) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "could not read due jobs");
+                return;
+            }
+        };
+        for job in due {
+            if job.attempts >= job.max_attempts {
+                let why = format!(
+                    "no result after {} attempt(s) of {} ms each",
+                    job.attempts, job.lease_ms
+                );
+                warn!(job = job.id, %why, "job failed");
+                if let Err(e) = self.store.fail_job(job.id, &why, now) {
+                    warn!(job = job.id, error = %e, "could not fail a job");
+                }
+                continue;
+            }
+            let attempt = job.attempts + 1;
+            let frame = match JobFrame::from(Job {
+                id: job.id,
+                attempt,
+                spec: job.spec,
+                timeout_ms: job.timeout_ms,
+            })
+            .encode()
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(job = job.id, error = %e, "could not encode a job");
+                    continue;
+                }
+            };
+            match send_frames(&self.jobs, &[&frame]) {
+                Ok(true) => {}
+                // No agent is connected, or every pipe is full: try next tick.
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(error = %e, "could not hand out a job");
+                    return;
+                }
+            }
+            self.counters.jobs_dispatched += 1;
+            if attempt > 1 {
+                info!(job = job.id, attempt, "job lease ran out; handed out again");
+            }
+            let until = now + u64::from(job.lease_ms);
+            if let Err(e) = self.store.lease_job(job.id, attempt, until, now) {
+                warn!(job = job.id, error = %e, "could not record a job lease");
+            }
+        }
+    }
+}
+
+fn check_spec(spec: &JobSpec) -> Result<(), OperatorError> {
+    match spec {
+        JobSpec::Exec { program, .. } if program.is_empty() => Err(OperatorError::BadRequest(
+            "exec job needs a program name".into(),
+        )),
+        _ => Ok(()),
+    }
+}

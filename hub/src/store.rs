@@ -1,0 +1,596 @@
+//! The hub's SQLite store: devices, telemetry batches, chat, jobs, commands.
+//!
+//! Telemetry is stored one row per batch, holding the batch's postcard body
+//! exactly as it arrived, with `UNIQUE(device, seq)`: storing is one insert
+//! per batch however many samples it has, and a resent batch is ignored by the
+//! constraint. Queries decode bodies on the way out. A sample's row id for
+//! cursors is `batch row id << 20 | index in batch`.
+//!
+//! Everything the hub acks is committed first (WAL; `synchronous=FULL` by
+//! default, so an acked batch survives power loss, not only a killed process).
+
+use std::path::Path;
+
+use fleetmq_protocol::{
+    Batch, ChatRow, DeviceInfo, Hello, JobInfo, JobSpec, JobState, JobSubmission, Outcome,
+    TelemetryQuery, TelemetryRow,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Samples per batch are addressed with 20 bits of the cursor.
+const SAMPLE_BITS: u32 = 20;
+/// Largest number of samples a batch may have to be addressable by cursor.
+pub const MAX_SAMPLES_PER_BATCH: usize = 1 << SAMPLE_BITS;
+
+/// A storage error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct StoreError {
+    doing: &'static str,
+    #[source]
+    source: rusqlite::Error,
+}
+
+trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Doing<T> for rusqlite::Result<T> {
+    fn doing(self, doing: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError { doing, source })
+    }
+}
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: acked data survives power loss.
+    Full,
+    /// fsync at WAL checkpoints: acked data survives a killed hub, not power loss.
+    Normal,
+}
+
+/// One upstream batch to store.
+pub struct Incoming<'a> {
+    /// Sender.
+    pub device: &'a str,
+    /// The decoded batch (validated by the caller).
+    pub batch: &'a Batch,
+    /// Its postcard body as received.
+    pub body: &'a [u8],
+}
+
+/// What happened to one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored.
+    New,
+    /// Already stored before; nothing written.
+    Duplicate,
+}
+
+/// A job due for dispatch.
+pub struct DueJob {
+    pub id: u64,
+    pub spec: JobSpec,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: u32,
+    pub lease_ms: u32,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    agent_version TEXT NOT NULL DEFAULT '',
+    arch TEXT NOT NULL DEFAULT '',
+    os TEXT NOT NULL DEFAULT '',
+    hostname TEXT NOT NULL DEFAULT '',
+    groups TEXT NOT NULL DEFAULT '[]',
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
+    batches INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    wire_version INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (device, seq)
+);
+CREATE TABLE IF NOT EXISTS chat (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    lease_ms INTEGER NOT NULL,
+    lease_until_ms INTEGER,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    device TEXT,
+    outcome TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, lease_until_ms);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    command TEXT NOT NULL,
+    sent_ms INTEGER NOT NULL,
+    answered_ms INTEGER,
+    result TEXT
+);
+";
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing our own plain data types to JSON cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|e| format!("\"unserializable: {e}\""))
+}
+
+fn parse_state(s: &str) -> JobState {
+    match s {
+        "leased" => JobState::Leased,
+        "done" => JobState::Done,
+        "failed" => JobState::Failed,
+        _ => JobState::Queued,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `hub.db` in `dir`.
+    pub fn open(dir: &Path, sync: Synchronous) -> Result<Self, StoreError> {
+        let conn = Connection::open(dir.join("hub.db")).doing("opening hub.db")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .doing("switching hub.db to WAL")?;
+        let sync = match sync {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .doing("setting synchronous")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .doing("setting busy timeout")?;
+        conn.execute_batch(SCHEMA).doing("creating tables")?;
+        Ok(Store { conn })
+    }
+
+    /// Records a Hello: creates or updates the device row.
+    pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
+                 ON CONFLICT (id) DO UPDATE SET agent_version = ?2, arch = ?3, os = ?4, hostname = ?5,
+                   groups = ?6, last_seen_ms = ?7",
+                params![id, h.agent_version, h.arch, h.os, h.hostname, json(&h.groups), now_ms as i64],
+            )
+            .doing("recording a hello")?;
+        Ok(())
+    }
+
+    /// Makes sure a device row exists (a device heard from before its hello).
+    pub fn touch(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms) VALUES (?1, ?2, ?2, ?2)
+                 ON CONFLICT (id) DO UPDATE SET last_seen_ms = max(last_seen_ms, ?2)",
+                params![id, now_ms as i64],
+            )
+            .doing("recording a device")?;
+        Ok(())
+    }
+
+    /// Records a presence change: online or offline since `since_ms`.
+    pub fn presence(&self, id: &str, since_ms: u64, last_seen_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE devices SET since_ms = ?2, last_seen_ms = max(last_seen_ms, ?3) WHERE id = ?1",
+                params![id, since_ms as i64, last_seen_ms as i64],
+            )
+            .doing("recording presence")?;
+        Ok(())
+    }
+
+    /// True if the hub has ever heard from this device.
+    pub fn device_known(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .doing("looking up a device")
+    }
+
+    /// Every device; `online`/`listening` are filled in by the caller.
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches
+                 FROM devices ORDER BY id",
+            )
+            .doing("listing devices")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let groups: String = r.get(5)?;
+                Ok(DeviceInfo {
+                    id: r.get(0)?,
+                    online: false,
+                    listening: false,
+                    agent_version: r.get(1)?,
+                    arch: r.get(2)?,
+                    os: r.get(3)?,
+                    hostname: r.get(4)?,
+                    groups: serde_json::from_str(&groups).unwrap_or_default(),
+                    since_ms: r.get::<_, i64>(6)? as u64,
+                    last_seen_ms: r.get::<_, i64>(7)? as u64,
+                    batches: r.get::<_, i64>(8)? as u64,
+                })
+            })
+            .doing("listing devices")?;
+        rows.collect::<Result<_, _>>().doing("listing devices")
+    }
+
+    /// Stores batches in one transaction. Nothing is acked until this returns
+    /// `Ok`; on error nothing of the call is stored and agents resend.
+    /// Returns one outcome per batch and the chat rows that are new.
+    pub fn store_batches(
+        &mut self,
+        items: &[Incoming<'_>],
+        now_ms: u64,
+    ) -> Result<(Vec<Stored>, Vec<ChatRow>), StoreError> {
+        let tx = self.conn.transaction().doing("starting a transaction")?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut chat = Vec::new();
+        {
+            let mut device = tx
+                .prepare_cached(
+                    "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches) VALUES (?1, ?2, ?2, ?2, 1)
+                     ON CONFLICT (id) DO UPDATE SET batches = batches + 1, last_seen_ms = max(last_seen_ms, ?2)",
+                )
+                .doing("preparing device update")?;
+            let mut batch = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO batches (device, seq, received_ms, records, wire_version, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .doing("preparing batch insert")?;
+            let mut line = tx
+                .prepare_cached(
+                    "INSERT INTO chat (device, seq, ts_ms, text) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .doing("preparing chat insert")?;
+            for item in items {
+                let b = item.batch;
+                let inserted = batch
+                    .execute(params![
+                        item.device,
+                        b.seq as i64,
+                        now_ms as i64,
+                        b.record_count() as i64,
+                        fleetmq_protocol::VERSION,
+                        item.body
+                    ])
+                    .doing("storing a batch")?;
+                if inserted == 0 {
+                    outcomes.push(Stored::Duplicate);
+                    continue;
+                }
+                device
+                    .execute(params![item.device, now_ms as i64])
+                    .doing("counting a batch")?;
+                for (ts_ms, text) in b.resolved_chat() {
+                    line.execute(params![item.device, b.seq as i64, ts_ms as i64, text])
+                        .doing("storing chat")?;
+                    chat.push(ChatRow {
+                        id: tx.last_insert_rowid(),
+                        device: item.device.to_string(),
+                        ts_ms,
+                        text: text.to_string(),
+                    });
+                }
+                outcomes.push(Stored::New);
+            }
+        }
+        tx.commit().doing("committing batches")?;
+        Ok((outcomes, chat))
+    }
+
+    /// Samples after a cursor, oldest first.
+    pub fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<TelemetryRow>, StoreError> {
+        let limit = q.limit.clamp(1, 10_000) as usize;
+        let after = q.after_id.max(0);
+        let after_batch = after >> SAMPLE_BITS;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, device, seq, body FROM batches
+                 WHERE id >= ?1 AND (?2 IS NULL OR device = ?2) ORDER BY id LIMIT 1000",
+            )
+            .doing("reading telemetry")?;
+        let mut out = Vec::new();
+        let mut from = after_batch;
+        'scan: loop {
+            let mut rows = stmt
+                .query(params![from, q.device])
+                .doing("reading telemetry")?;
+            let mut last = None;
+            while let Some(r) = rows.next().doing("reading telemetry")? {
+                let id: i64 = r.get(0).doing("reading telemetry")?;
+                let device: String = r.get(1).doing("reading telemetry")?;
+                let seq: i64 = r.get(2).doing("reading telemetry")?;
+                let body: Vec<u8> = r.get(3).doing("reading telemetry")?;
+                last = Some(id);
+                // Bodies were validated before they were stored; one that no
+                // longer decodes is skipped rather than failing the query.
+                let Ok(batch) = fleetmq_protocol::envelope::body::<Batch>("Batch", &body) else {
+                    continue;
+                };
+                for (i, s) in batch.resolved_samples().enumerate() {
+                    let row_id = (id << SAMPLE_BITS) | i as i64;
+                    if row_id <= after || q.name.as_deref().is_some_and(|n| n != s.name) {
+                        continue;
+                    }
+                    out.push(TelemetryRow {
+                        id: row_id,
+                        device: device.clone(),
+                        seq: seq as u64,
+                        ts_ms: s.ts_ms,
+                        name: s.name.to_string(),
+                        value: s.value,
+                    });
+                    if out.len() >= limit {
+                        break 'scan;
+                    }
+                }
+            }
+            match last {
+                Some(id) => from = id + 1,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chat lines after a cursor, oldest first.
+    pub fn chat(&self, after_id: i64, limit: u32) -> Result<Vec<ChatRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, device, ts_ms, text FROM chat WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .doing("reading chat")?;
+        let rows = stmt
+            .query_map(params![after_id, limit.clamp(1, 10_000)], |r| {
+                Ok(ChatRow {
+                    id: r.get(0)?,
+                    device: r.get(1)?,
+                    ts_ms: r.get::<_, i64>(2)? as u64,
+                    text: r.get(3)?,
+                })
+            })
+            .doing("reading chat")?;
+        rows.collect::<Result<_, _>>().doing("reading chat")
+    }
+
+    /// Queues a job; returns its id.
+    pub fn submit_job(&self, job: &JobSubmission, now_ms: u64) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs (spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)",
+                params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64],
+            )
+            .doing("queueing a job")?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
+        let spec: String = r.get(1)?;
+        let state: String = r.get(2)?;
+        let outcome: Option<String> = r.get(10)?;
+        Ok(JobInfo {
+            id: r.get::<_, i64>(0)? as u64,
+            spec: serde_json::from_str(&spec).unwrap_or(JobSpec::Echo {
+                text: format!("(unreadable job spec: {spec})"),
+            }),
+            state: parse_state(&state),
+            attempts: r.get(3)?,
+            max_attempts: r.get(4)?,
+            timeout_ms: r.get(5)?,
+            lease_ms: r.get(6)?,
+            created_ms: r.get::<_, i64>(7)? as u64,
+            updated_ms: r.get::<_, i64>(8)? as u64,
+            device: r.get(9)?,
+            outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+            error: r.get(11)?,
+        })
+    }
+
+    const JOB_COLUMNS: &'static str = "id, spec, state, attempts, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, device, outcome, error";
+
+    /// One job.
+    pub fn job(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM jobs WHERE id = ?1", Self::JOB_COLUMNS),
+                [id as i64],
+                Self::job_from_row,
+            )
+            .optional()
+            .doing("reading a job")
+    }
+
+    /// Recent jobs, newest first.
+    pub fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM jobs ORDER BY id DESC LIMIT ?1",
+                Self::JOB_COLUMNS
+            ))
+            .doing("listing jobs")?;
+        let rows = stmt
+            .query_map([limit.clamp(1, 10_000)], Self::job_from_row)
+            .doing("listing jobs")?;
+        rows.collect::<Result<_, _>>().doing("listing jobs")
+    }
+
+    /// Jobs that are queued, or leased with the lease run out.
+    pub fn due_jobs(&self, now_ms: u64, limit: u32) -> Result<Vec<DueJob>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, spec, attempts, max_attempts, timeout_ms, lease_ms FROM jobs
+                 WHERE state = 'queued' OR (state = 'leased' AND lease_until_ms <= ?1)
+                 ORDER BY id LIMIT ?2",
+            )
+            .doing("finding due jobs")?;
+        let rows = stmt
+            .query_map(params![now_ms as i64, limit], |r| {
+                let spec: String = r.get(1)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    spec,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .doing("finding due jobs")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, spec, attempts, max_attempts, timeout_ms, lease_ms) =
+                row.doing("finding due jobs")?;
+            match serde_json::from_str(&spec) {
+                Ok(spec) => out.push(DueJob {
+                    id: id as u64,
+                    spec,
+                    attempts,
+                    max_attempts,
+                    timeout_ms,
+                    lease_ms,
+                }),
+                Err(e) => self.fail_job(id as u64, &format!("job spec unreadable: {e}"), now_ms)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a job handed out for one more attempt.
+    pub fn lease_job(
+        &self,
+        id: u64,
+        attempts: u32,
+        lease_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'leased', attempts = ?2, lease_until_ms = ?3, updated_ms = ?4 WHERE id = ?1",
+                params![id as i64, attempts, lease_until_ms as i64, now_ms as i64],
+            )
+            .doing("leasing a job")?;
+        Ok(())
+    }
+
+    /// Gives up on a job.
+    pub fn fail_job(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'failed', error = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id as i64, error, now_ms as i64],
+            )
+            .doing("failing a job")?;
+        Ok(())
+    }
+
+    /// Takes a job's result. Returns false if the job already has one (or
+    /// does not exist): the first result wins.
+    pub fn finish_job(
+        &self,
+        id: u64,
+        device: &str,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state = 'done', device = ?2, outcome = ?3, error = NULL, updated_ms = ?4
+                 WHERE id = ?1 AND state != 'done'",
+                params![id as i64, device, json(outcome), now_ms as i64],
+            )
+            .doing("storing a job result")?;
+        Ok(n == 1)
+    }
+
+    /// Notes why an attempt produced no result (e.g. the agent had already run it).
+    pub fn note_job(&self, id: u64, note: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET error = ?2, updated_ms = ?3 WHERE id = ?1 AND state != 'done'",
+                params![id as i64, note, now_ms as i64],
+            )
+            .doing("noting a job attempt")?;
+        Ok(())
+    }
+
+    /// Logs a command sent to a device; returns the log row id.
+    pub fn log_command(
+        &self,
+        device: &str,
+        command: &fleetmq_protocol::Command,
+        now_ms: u64,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO commands (device, command, sent_ms) VALUES (?1, ?2, ?3)",
+                params![device, json(command), now_ms as i64],
+            )
+            .doing("logging a command")?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records how a logged command ended.
+    pub fn log_command_result(&self, id: i64, result: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE commands SET answered_ms = ?2, result = ?3 WHERE id = ?1",
+                params![id, now_ms as i64, result],
+            )
+            .doing("logging a command result")?;
+        Ok(())
+    }
+
+    /// Batches stored, for stats.
+    pub fn counts(&self) -> Result<(u64, u32), StoreError> {
+        let batches: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
+            .doing("counting batches")?;
+        let devices: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+            .doing("counting devices")?;
+        Ok((batches as u64, devices as u32))
+    }
+}
