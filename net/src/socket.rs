@@ -96,6 +96,7 @@ pub enum NetError {
 }
 
 /// The context and the options for every socket made from it.
+#[derive(Clone)]
 pub struct Sockets {
     ctx: zmq::Context,
     opts: SocketOptions,
@@ -133,6 +134,7 @@ impl Sockets {
             send_hwm: None,
             recv_hwm: None,
             immediate: false,
+            monitor: None,
         }
     }
 }
@@ -150,6 +152,7 @@ pub struct Builder<'a> {
     send_hwm: Option<i32>,
     recv_hwm: Option<i32>,
     immediate: bool,
+    monitor: Option<(String, i32)>,
 }
 
 fn kind_name(kind: zmq::SocketType) -> &'static str {
@@ -213,6 +216,14 @@ impl Builder<'_> {
     /// that are not there yet).
     pub fn immediate(mut self) -> Self {
         self.immediate = true;
+        self
+    }
+
+    /// Reports connection events (`ZMQ_EVENT_*` bits) to a PAIR socket
+    /// connected to the inproc `endpoint`; set before connecting so the first
+    /// handshake is not missed.
+    pub fn monitor(mut self, endpoint: &str, events: i32) -> Self {
+        self.monitor = Some((endpoint.to_string(), events));
         self
     }
 
@@ -280,6 +291,9 @@ impl Builder<'_> {
         }
         for prefix in &self.subscriptions {
             opt("ZMQ_SUBSCRIBE", socket.set_subscribe(prefix))?;
+        }
+        if let Some((endpoint, events)) = &self.monitor {
+            opt("monitor", socket.monitor(endpoint, *events))?;
         }
         Ok(socket)
     }

@@ -1,0 +1,315 @@
+//! The agent's configuration: defaults, the commented example, validation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetmq_net::SocketOptions;
+use fleetmq_net::config::ConfigError;
+use serde::Deserialize;
+
+use crate::uplink::UplinkLimits;
+
+/// The commented default configuration, printed by `print-config`.
+pub const EXAMPLE: &str = include_str!("../agent.example.toml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub device_id: String,
+    pub hub: String,
+    pub data_dir: PathBuf,
+    pub groups: Vec<String>,
+    pub telemetry: Telemetry,
+    pub presence: Presence,
+    pub jobs: Jobs,
+    pub commands: Commands,
+    pub exec: Exec,
+    pub net: SocketOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    pub sample_interval_ms: u64,
+    pub flush_interval_ms: u64,
+    pub batch_max_records: usize,
+    pub max_pending_records: usize,
+    pub max_in_flight: usize,
+    pub ack_timeout_ms: u64,
+    pub ack_timeout_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Presence {
+    pub heartbeat_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    pub allow: Vec<String>,
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Commands {
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Exec {
+    pub programs: Vec<String>,
+    pub timeout_ms: u32,
+    pub max_output_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            device_id: String::new(),
+            hub: "tcp://127.0.0.1:7750".into(),
+            data_dir: PathBuf::from("fleetmq-agent-data"),
+            groups: Vec::new(),
+            telemetry: Telemetry::default(),
+            presence: Presence::default(),
+            jobs: Jobs::default(),
+            commands: Commands::default(),
+            exec: Exec::default(),
+            net: SocketOptions::default(),
+        }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            sample_interval_ms: 10_000,
+            flush_interval_ms: 1_000,
+            batch_max_records: 500,
+            max_pending_records: 100_000,
+            max_in_flight: 16,
+            ack_timeout_ms: 5_000,
+            ack_timeout_max_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            heartbeat_ms: 5_000,
+        }
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs {
+            allow: vec!["echo".into()],
+            max_concurrent: 1,
+        }
+    }
+}
+
+impl Default for Commands {
+    fn default() -> Self {
+        Commands {
+            allow: vec!["ping".into(), "status".into()],
+        }
+    }
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Exec {
+            programs: Vec::new(),
+            timeout_ms: 30_000,
+            max_output_bytes: 65_536,
+        }
+    }
+}
+
+/// The host name made into a valid device id.
+pub fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let id: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(fleetmq_protocol::names::MAX_NAME_LEN)
+        .collect();
+    if id.is_empty() { "device".into() } else { id }
+}
+
+impl AgentConfig {
+    /// Reads `path`, or the defaults when there is none. Call
+    /// [`AgentConfig::validate`] after applying command-line overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(p) => fleetmq_net::config::load(p),
+            None => Ok(AgentConfig::default()),
+        }
+    }
+
+    /// Fills in the device id and checks values that parse but make no sense.
+    pub fn validate(&mut self, source: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            source_name: source.to_string(),
+            key,
+            message,
+        };
+        if self.device_id.is_empty() {
+            self.device_id = hostname();
+        }
+        fleetmq_protocol::validate_device_id(&self.device_id)
+            .map_err(|e| invalid("device_id", e.to_string()))?;
+        fleetmq_net::endpoint::validate(&self.hub, false).map_err(|m| invalid("hub", m))?;
+        if !self.hub.starts_with("tcp://") {
+            return Err(invalid(
+                "hub",
+                format!("{:?} must be tcp://HOST:PORT", self.hub),
+            ));
+        }
+        for g in &self.groups {
+            fleetmq_protocol::validate_group(g).map_err(|e| invalid("groups", e.to_string()))?;
+        }
+        let t = &self.telemetry;
+        for (key, v) in [
+            ("telemetry.sample_interval_ms", t.sample_interval_ms),
+            ("telemetry.flush_interval_ms", t.flush_interval_ms),
+            ("telemetry.ack_timeout_ms", t.ack_timeout_ms),
+            ("telemetry.batch_max_records", t.batch_max_records as u64),
+            (
+                "telemetry.max_pending_records",
+                t.max_pending_records as u64,
+            ),
+            ("telemetry.max_in_flight", t.max_in_flight as u64),
+            (
+                "presence.heartbeat_ms",
+                u64::from(self.presence.heartbeat_ms),
+            ),
+            ("jobs.max_concurrent", self.jobs.max_concurrent as u64),
+            ("exec.timeout_ms", u64::from(self.exec.timeout_ms)),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be more than 0".into()));
+            }
+        }
+        if t.ack_timeout_max_ms < t.ack_timeout_ms {
+            return Err(invalid(
+                "telemetry.ack_timeout_max_ms",
+                format!(
+                    "must be at least telemetry.ack_timeout_ms ({})",
+                    t.ack_timeout_ms
+                ),
+            ));
+        }
+        if t.batch_max_records > 100_000 {
+            return Err(invalid(
+                "telemetry.batch_max_records",
+                "must be at most 100000".into(),
+            ));
+        }
+        for kind in &self.jobs.allow {
+            if !matches!(kind.as_str(), "echo" | "exec") {
+                return Err(invalid(
+                    "jobs.allow",
+                    format!("{kind:?} is not a job kind; use \"echo\" or \"exec\""),
+                ));
+            }
+        }
+        for name in &self.commands.allow {
+            if !matches!(name.as_str(), "ping" | "status" | "exec") {
+                return Err(invalid(
+                    "commands.allow",
+                    format!("{name:?} is not a command; use \"ping\", \"status\" or \"exec\""),
+                ));
+            }
+        }
+        for p in &self.exec.programs {
+            if p.is_empty() || (p.contains('/') && !p.starts_with('/')) {
+                return Err(invalid(
+                    "exec.programs",
+                    format!("{p:?} must be a program name (looked up in PATH) or an absolute path"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn uplink_limits(&self) -> UplinkLimits {
+        let t = &self.telemetry;
+        UplinkLimits {
+            flush_interval: Duration::from_millis(t.flush_interval_ms),
+            batch_max_records: t.batch_max_records,
+            max_pending: t.max_pending_records,
+            max_in_flight: t.max_in_flight,
+            ack_timeout: Duration::from_millis(t.ack_timeout_ms),
+            ack_timeout_max: Duration::from_millis(t.ack_timeout_max_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_example_is_exactly_the_defaults() {
+        let parsed: AgentConfig =
+            fleetmq_net::config::parse(Path::new("example"), EXAMPLE).unwrap();
+        assert_eq!(parsed, AgentConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_to_write() {
+        let mut c = AgentConfig {
+            device_id: "pi/1".into(),
+            ..AgentConfig::default()
+        };
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("a.toml") && err.contains("device_id") && err.contains("'/'"),
+            "{err}"
+        );
+
+        let mut c = AgentConfig {
+            device_id: "pi-1".into(),
+            ..AgentConfig::default()
+        };
+        c.jobs.allow = vec!["shell".into()];
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("jobs.allow") && err.contains("\"echo\""),
+            "{err}"
+        );
+
+        c.jobs.allow = vec![];
+        c.exec.programs = vec!["../bin/sh".into()];
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(err.contains("exec.programs"), "{err}");
+
+        let err = fleetmq_net::config::parse::<AgentConfig>(Path::new("a.toml"), "hub = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a.toml") && err.contains("hub"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_device_id_becomes_the_host_name() {
+        let mut c = AgentConfig::default();
+        c.validate("defaults").unwrap();
+        assert!(fleetmq_protocol::validate_device_id(&c.device_id).is_ok());
+    }
+}

@@ -1,0 +1,144 @@
+//! `fleetmq-agent`: the device side of fleetmq.
+
+mod agent;
+mod config;
+mod runner;
+mod state;
+mod uplink;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::AgentConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "fleetmq-agent",
+    version,
+    about = "The fleetmq device agent: telemetry, chat, jobs and commands to and from a fleetmq hub.",
+    long_about = "The fleetmq device agent.\n\nIt connects out to a hub (it never listens), sends telemetry that the hub \
+acks, runs jobs and answers commands that its config allows, and receives broadcasts.\n\nExamples:\n  \
+fleetmq-agent run --hub tcp://hub.lan:7750\n  fleetmq-agent run --config /etc/fleetmq/agent.toml\n  \
+echo 'hello fleet' | fleetmq-agent chat --hub tcp://hub.lan:7750 --device-id pi-kitchen\n  \
+fleetmq-agent print-config > agent.toml"
+)]
+struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or targets like `info,fleetmq_agent=debug`.
+    #[arg(long, global = true, env = "FLEETMQ_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+    /// Run the agent and join the chat room: lines on stdin are said in the
+    /// room, the room is printed on stdout; exits when stdin closes and every
+    /// line is acked by the hub.
+    Chat(RunArgs),
+    /// Print the default configuration with every key explained.
+    PrintConfig,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Config file (TOML; see `print-config`). Without it the embedded defaults apply.
+    #[arg(long, short, env = "FLEETMQ_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The hub's telemetry address, tcp://HOST:PORT.
+    #[arg(long, env = "FLEETMQ_HUB")]
+    hub: Option<String>,
+    /// This device's id (default: the config's device_id, else the host name).
+    #[arg(long, env = "FLEETMQ_DEVICE_ID")]
+    device_id: Option<String>,
+    /// Data directory for sequence numbers, job ids and unacked telemetry.
+    #[arg(long, env = "FLEETMQ_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A group to join (repeatable; replaces the config's groups).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .with_context(|| format!("--log {filter:?} is not a log filter; try info or debug"))?;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(targets)
+        .try_init()
+        .context("installing the logger")
+}
+
+fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
+    let mut cfg = AgentConfig::load(args.config.as_deref())?;
+    let mut source = args
+        .config
+        .as_ref()
+        .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+    let mut overridden = false;
+    if let Some(hub) = args.hub {
+        cfg.hub = hub;
+        overridden = true;
+    }
+    if let Some(id) = args.device_id {
+        cfg.device_id = id;
+        overridden = true;
+    }
+    if let Some(dir) = args.data_dir {
+        cfg.data_dir = dir;
+    }
+    if !args.groups.is_empty() {
+        cfg.groups = args.groups;
+        overridden = true;
+    }
+    if overridden {
+        source.push_str(" with command-line overrides");
+    }
+    cfg.validate(&source)?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Cmd::PrintConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Cmd::Run(args) => start(args, false),
+        Cmd::Chat(args) => start(args, true),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
+    let cfg = config(args)?;
+    tracing::warn!(
+        "hub traffic is plaintext (CURVE comes with the security work): use a trusted network only"
+    );
+    let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
+    agent::run(cfg, agent::Options { chat }, shutdown)
+}

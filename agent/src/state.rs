@@ -1,0 +1,318 @@
+//! The agent's small files in its data directory.
+//!
+//! * `seq`: the next batch sequence number not yet handed out. Numbers are
+//!   reserved in blocks, so the file is written once per block, not per
+//!   batch; after a crash the agent skips the rest of the block. A sequence
+//!   number is never reused, which is what lets the hub drop resends.
+//! * `jobs-run`: ids of jobs this device started, one per line, written
+//!   before the job starts, so a job id never runs twice, even across a crash.
+//! * `unacked`: batches not acked when the agent last stopped, resent at
+//!   start. Each entry is `[len u32 LE][frame]`; a torn tail is skipped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use fleetmq_protocol::{Outcome, Upstream};
+
+/// Sequence numbers reserved per write of the `seq` file.
+const SEQ_BLOCK: u64 = 1024;
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable; not every file system allows this.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+pub struct SeqFile {
+    path: PathBuf,
+    next: u64,
+    reserved: u64,
+}
+
+impl SeqFile {
+    /// Opens the file. If it is missing, numbering starts at 1; if it is
+    /// unreadable, numbering starts above anything this clock could have
+    /// handed out before (milliseconds since the epoch times the block),
+    /// and the caller is told why.
+    pub fn open(path: PathBuf, now_ms: u64) -> io::Result<(Self, Option<String>)> {
+        let (next, note) = match std::fs::read_to_string(&path) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(n) => (n.max(1), None),
+                Err(_) => (
+                    now_ms.saturating_mul(SEQ_BLOCK),
+                    Some(format!(
+                        "{} is not a number; continuing from a clock-based sequence",
+                        path.display()
+                    )),
+                ),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (1, None),
+            Err(e) => return Err(with_path(&path, e)),
+        };
+        Ok((
+            SeqFile {
+                path,
+                next,
+                reserved: next,
+            },
+            note,
+        ))
+    }
+
+    /// The next sequence number, reserving a new block on disk when needed.
+    pub fn next(&mut self) -> io::Result<u64> {
+        if self.next >= self.reserved {
+            let until = self.next + SEQ_BLOCK;
+            write_atomically(&self.path, until.to_string().as_bytes())
+                .map_err(|e| with_path(&self.path, e))?;
+            self.reserved = until;
+        }
+        let n = self.next;
+        self.next += 1;
+        Ok(n)
+    }
+}
+
+/// Jobs this device has started, and results it can send again.
+pub struct JobMemory {
+    path: PathBuf,
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
+    cap: usize,
+    /// Lines in the file, to know when to compact it.
+    lines: usize,
+    results: HashMap<u64, Outcome>,
+    result_order: VecDeque<u64>,
+}
+
+/// Results kept in memory for re-sending when a job is handed out again.
+const RESULTS_KEPT: usize = 64;
+
+impl JobMemory {
+    pub fn open(path: PathBuf, cap: usize) -> io::Result<Self> {
+        let mut mem = JobMemory {
+            path,
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+            lines: 0,
+            results: HashMap::new(),
+            result_order: VecDeque::new(),
+        };
+        match std::fs::read_to_string(&mem.path) {
+            // A torn last line does not parse and is skipped.
+            Ok(text) => {
+                for line in text.lines() {
+                    mem.lines += 1;
+                    if let Ok(id) = line.trim().parse() {
+                        mem.remember(id);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(with_path(&mem.path, e)),
+        }
+        Ok(mem)
+    }
+
+    fn remember(&mut self, id: u64) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    pub fn has_run(&self, id: u64) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Records that `id` is starting, durably, before it runs.
+    pub fn starting(&mut self, id: u64) -> io::Result<()> {
+        self.remember(id);
+        if self.lines >= 2 * self.cap {
+            // Rewrite the file with only the ids still remembered.
+            let text: String = self.order.iter().map(|id| format!("{id}\n")).collect();
+            write_atomically(&self.path, text.as_bytes()).map_err(|e| with_path(&self.path, e))?;
+            self.lines = self.order.len();
+            return Ok(());
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| with_path(&self.path, e))?;
+        writeln!(f, "{id}")
+            .and_then(|()| f.sync_data())
+            .map_err(|e| with_path(&self.path, e))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    pub fn finished(&mut self, id: u64, outcome: Outcome) {
+        if self.results.insert(id, outcome).is_none() {
+            self.result_order.push_back(id);
+        }
+        while self.result_order.len() > RESULTS_KEPT {
+            if let Some(old) = self.result_order.pop_front() {
+                self.results.remove(&old);
+            }
+        }
+    }
+
+    pub fn result(&self, id: u64) -> Option<&Outcome> {
+        self.results.get(&id)
+    }
+}
+
+/// Writes unacked batch frames for the next start.
+pub fn save_unacked(path: &Path, frames: &[Vec<u8>]) -> io::Result<()> {
+    if frames.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(path, e)),
+            _ => Ok(()),
+        };
+    }
+    let mut bytes = Vec::new();
+    for f in frames {
+        bytes.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(f);
+    }
+    write_atomically(path, &bytes).map_err(|e| with_path(path, e))
+}
+
+/// A batch saved at the last stop.
+pub struct Saved {
+    pub seq: u64,
+    pub records: usize,
+    pub frame: Vec<u8>,
+}
+
+/// Reads what [`save_unacked`] wrote; entries that do not decode as a batch
+/// (a torn write) are skipped and counted.
+pub fn load_unacked(path: &Path) -> io::Result<(Vec<Saved>, usize)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(with_path(path, e)),
+    };
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    let mut rest = bytes.as_slice();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            skipped += 1;
+            break;
+        }
+        let (frame, next) = tail.split_at(len);
+        match Upstream::decode(frame) {
+            Ok(Upstream::Batch(b)) => out.push(Saved {
+                seq: b.seq,
+                records: b.record_count(),
+                frame: frame.to_vec(),
+            }),
+            _ => skipped += 1,
+        }
+        rest = next;
+    }
+    if !rest.is_empty() && rest.len() < 4 {
+        skipped += 1;
+    }
+    Ok((out, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_protocol::{BatchBuilder, Value};
+
+    #[test]
+    fn sequence_numbers_never_repeat_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seq");
+        let (mut s, note) = SeqFile::open(path.clone(), 0).unwrap();
+        assert!(note.is_none());
+        let first: Vec<u64> = (0..3).map(|_| s.next().unwrap()).collect();
+        assert_eq!(first, [1, 2, 3]);
+        drop(s); // a crash: the rest of the block is skipped
+        let (mut s, _) = SeqFile::open(path.clone(), 0).unwrap();
+        assert!(s.next().unwrap() > 3);
+        std::fs::write(&path, "garbage").unwrap();
+        let (mut s, note) = SeqFile::open(path, 5).unwrap();
+        assert!(note.unwrap().contains("not a number"));
+        assert!(s.next().unwrap() >= 5 * SEQ_BLOCK);
+    }
+
+    #[test]
+    fn job_ids_are_remembered_across_restarts_and_torn_lines_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs-run");
+        let mut m = JobMemory::open(path.clone(), 100).unwrap();
+        m.starting(7).unwrap();
+        m.starting(9).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"12x")
+            .unwrap();
+        let m = JobMemory::open(path, 100).unwrap();
+        assert!(m.has_run(7) && m.has_run(9) && !m.has_run(12));
+    }
+
+    #[test]
+    fn job_memory_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs-run");
+        let mut m = JobMemory::open(path.clone(), 10).unwrap();
+        for id in 0..50 {
+            m.starting(id).unwrap();
+        }
+        assert!(!m.has_run(0) && m.has_run(49));
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= 20, "{lines} lines");
+        let m = JobMemory::open(path, 10).unwrap();
+        assert!(m.has_run(45));
+    }
+
+    #[test]
+    fn unacked_batches_round_trip_and_a_torn_tail_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unacked");
+        let frames: Vec<Vec<u8>> = (1..=2)
+            .map(|seq| {
+                let mut b = BatchBuilder::new(seq);
+                b.push_sample("x", 1, Value::Int(seq as i64)).unwrap();
+                Upstream::Batch(b.finish()).encode().unwrap()
+            })
+            .collect();
+        save_unacked(&path, &frames).unwrap();
+        let (saved, skipped) = load_unacked(&path).unwrap();
+        assert_eq!((saved.len(), skipped), (2, 0));
+        assert_eq!(saved[1].seq, 2);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, bytes).unwrap();
+        let (saved, skipped) = load_unacked(&path).unwrap();
+        assert_eq!((saved.len(), skipped), (1, 1));
+        save_unacked(&path, &[]).unwrap();
+        assert!(!path.exists());
+    }
+}
