@@ -7,8 +7,8 @@
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
-//! | [`CommandFrame`] | hub ROUTER → agent REP | 0x40 CommandRequest |
-//! | [`ReplyFrame`] | agent REP → hub ROUTER | 0x41 CommandReply |
+//! | [`CommandFrame`] | hub ROUTER → agent DEALER (REP envelope) | 0x40 CommandRequest |
+//! | [`ReplyFrame`] | agent DEALER → hub ROUTER | 0x41 CommandReply |
 //! | [`OperatorFrame`] | operator REQ → hub ROUTER | 0x50 OperatorRequest |
 //! | [`OperatorReplyFrame`] | hub ROUTER → operator REQ | 0x51 OperatorResponse |
 //!
@@ -22,7 +22,7 @@
 //! Downstream at agent:    [envelope]
 //! Broadcast at agent:     [topic][envelope]
 //! Job, JobResult:         [envelope]
-//! Command at agent REP:   [envelope]                   (REP strips the routing envelope)
+//! Command at agent:       [empty][envelope]            (the REP envelope, on a DEALER)
 //! Reply at the hub:       [device id][empty][envelope]
 //! Operator at the hub:    [client id][empty][envelope]
 //! ```
@@ -96,7 +96,7 @@ messages! {
         pub jobs: u16,
         /// PULL that collects job results.
         pub results: u16,
-        /// ROUTER that sends commands to agents' REP sockets.
+        /// ROUTER that sends commands to agents' command sockets.
         pub commands: u16,
     }
 
@@ -230,7 +230,7 @@ messages! {
         },
     }
 
-    /// A command as delivered to the agent's REP socket.
+    /// A command as delivered to the agent's command socket.
     pub struct CommandRequest {
         /// Chosen by the hub; the reply carries it back.
         pub corr: u64,
@@ -238,7 +238,7 @@ messages! {
         pub command: Command,
     }
 
-    /// The agent's answer, on the same REP socket.
+    /// The agent's answer, on the same socket.
     pub struct CommandReply {
         /// The request's `corr`.
         pub corr: u64,
@@ -619,7 +619,7 @@ channel! {
 }
 
 channel! {
-    /// Hub ROUTER → agent REP.
+    /// Hub ROUTER → agent DEALER, in the REP envelope.
     CommandFrame {
         /// A command.
         0x40 => Request(CommandRequest),
@@ -627,7 +627,7 @@ channel! {
 }
 
 channel! {
-    /// Agent REP → hub ROUTER.
+    /// Agent DEALER → hub ROUTER, in the REP envelope.
     ReplyFrame {
         /// A command's reply.
         0x41 => Reply(CommandReply),

@@ -1,0 +1,302 @@
+//! Wire-format tests: golden bytes, randomized round trips, garbage input,
+//! and the size of a typical batch next to JSON.
+
+use arbitrary::{Arbitrary, Unstructured};
+use fleetmq_protocol::*;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Golden vectors: these exact bytes are documented in PROTOCOL.md, so a
+/// client in another language can check itself against them.
+#[test]
+fn golden_vectors() {
+    let ack = Downstream::from(Ack { seq: 300 }).encode().unwrap();
+    // version 1, kind 0x11, seq 300 as varint: 0xac 0x02
+    assert_eq!(hex(&ack), "01 11 ac 02");
+
+    let mut b = BatchBuilder::new(7);
+    b.push_sample("cpu", 1_000, Value::Float(0.5)).unwrap();
+    b.push_sample("up", 1_250, Value::Int(-2)).unwrap();
+    b.push_chat(1_000, "hi").unwrap();
+    let batch = Upstream::Batch(b.finish()).encode().unwrap();
+    assert_eq!(
+        hex(&batch),
+        concat!(
+            "01 03 ",                            // version 1, kind Batch
+            "07 ",                               // seq 7
+            "e8 07 ",                            // base_ts_ms 1000
+            "02 03 63 70 75 02 75 70 ",          // names ["cpu", "up"]
+            "02 ",                               // 2 samples
+            "00 00 01 00 00 00 00 00 00 e0 3f ", // name 0, offset 0, Float 0.5
+            "01 f4 03 00 03 ", // name 1, offset +250 (zigzag 500), Int -2 (zigzag 3)
+            "01 00 02 68 69"   // 1 chat line: offset 0, "hi"
+        )
+    );
+
+    let hello = Upstream::from(Hello {
+        agent_version: "0.1".into(),
+        arch: "arm".into(),
+        os: "linux".into(),
+        hostname: "pi".into(),
+        groups: vec!["n".into()],
+        heartbeat_ms: 5000,
+        started_ms: 1,
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(
+        hex(&hello),
+        "01 01 03 30 2e 31 03 61 72 6d 05 6c 69 6e 75 78 02 70 69 01 01 6e 88 27 01"
+    );
+
+    let cmd = CommandFrame::from(CommandRequest {
+        corr: 1,
+        command: Command::Exec {
+            program: "df".into(),
+            args: vec!["-h".into()],
+            timeout_ms: 1000,
+        },
+    })
+    .encode()
+    .unwrap();
+    // corr 1, Command variant 2 (Exec), "df", ["-h"], 1000
+    assert_eq!(hex(&cmd), "01 40 01 02 02 64 66 01 02 2d 68 e8 07");
+
+    let chat = Broadcast::from(ChatMessage {
+        from: "pi".into(),
+        ts_ms: 2,
+        text: "yo".into(),
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&chat), "01 20 02 70 69 02 02 79 6f");
+}
+
+/// Decodes what `frame` encodes and checks it is the same message.
+fn round_trip<T>(bytes: &[u8])
+where
+    T: for<'a> Arbitrary<'a> + std::fmt::Debug,
+    T: Codec,
+{
+    let mut u = Unstructured::new(bytes);
+    let Ok(msg) = T::arbitrary(&mut u) else {
+        return;
+    };
+    let frame = msg.encode_frame();
+    let back = T::decode_frame(&frame).unwrap_or_else(|e| panic!("{msg:?} did not decode: {e}"));
+    // Debug, not PartialEq: a NaN sample must round-trip too.
+    assert_eq!(format!("{msg:?}"), format!("{back:?}"));
+    assert_eq!(back.encode_frame(), frame);
+}
+
+trait Codec: Sized {
+    fn encode_frame(&self) -> Vec<u8>;
+    fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError>;
+}
+
+macro_rules! codec {
+    ($($t:ty),+) => {$(
+        impl Codec for $t {
+            fn encode_frame(&self) -> Vec<u8> { self.encode().unwrap() }
+            fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError> { <$t>::decode(frame) }
+        }
+    )+};
+}
+codec!(
+    Upstream,
+    Downstream,
+    Broadcast,
+    JobFrame,
+    ResultFrame,
+    CommandFrame,
+    ReplyFrame,
+    OperatorFrame,
+    OperatorReplyFrame
+);
+
+#[test]
+fn randomized_round_trips_for_every_channel() {
+    let mut rng = fastrand::Rng::with_seed(0x_f1ee7);
+    for _ in 0..3_000 {
+        let len = rng.usize(0..2048);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        round_trip::<Upstream>(&bytes);
+        round_trip::<Downstream>(&bytes);
+        round_trip::<Broadcast>(&bytes);
+        round_trip::<JobFrame>(&bytes);
+        round_trip::<ResultFrame>(&bytes);
+        round_trip::<CommandFrame>(&bytes);
+        round_trip::<ReplyFrame>(&bytes);
+        round_trip::<OperatorFrame>(&bytes);
+        round_trip::<OperatorReplyFrame>(&bytes);
+    }
+}
+
+fn decode_everything(frame: &[u8]) {
+    let _ = Upstream::decode(frame);
+    let _ = Downstream::decode(frame);
+    let _ = Broadcast::decode(frame);
+    let _ = JobFrame::decode(frame);
+    let _ = ResultFrame::decode(frame);
+    let _ = CommandFrame::decode(frame);
+    let _ = ReplyFrame::decode(frame);
+    let _ = OperatorFrame::decode(frame);
+    let _ = OperatorReplyFrame::decode(frame);
+    if let Ok(Upstream::Batch(b)) = Upstream::decode(frame) {
+        let _ = b.validate();
+        let _ = b.resolved_samples().count();
+    }
+}
+
+#[test]
+fn garbage_never_panics_and_is_refused() {
+    let mut rng = fastrand::Rng::with_seed(42);
+    let kinds = [
+        0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x40, 0x41, 0x50,
+        0x51,
+    ];
+    for _ in 0..100_000 {
+        let len = rng.usize(0..256);
+        let mut frame: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        // Most random frames die at the version byte; reach the body decoders too.
+        if frame.len() >= 2 && rng.bool() {
+            frame[0] = VERSION;
+            frame[1] = kinds[rng.usize(..kinds.len())];
+        }
+        decode_everything(&frame);
+    }
+}
+
+#[test]
+fn mutated_valid_frames_never_panic() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut b = BatchBuilder::new(99);
+    for i in 0..20 {
+        b.push_sample(&format!("m{}", i % 4), 1_000 + i, Value::Int(i as i64))
+            .unwrap();
+    }
+    b.push_chat(1_000, "chat").unwrap();
+    let frames = [
+        Upstream::Batch(b.finish()).encode().unwrap(),
+        OperatorFrame::from(OperatorRequest {
+            id: 5,
+            request: Request::Telemetry(TelemetryQuery {
+                device: Some("pi".into()),
+                name: None,
+                after_id: 3,
+                limit: 10,
+            }),
+        })
+        .encode()
+        .unwrap(),
+    ];
+    for frame in &frames {
+        for _ in 0..20_000 {
+            let mut f = frame.clone();
+            match rng.u8(0..3) {
+                0 => f.truncate(rng.usize(0..f.len())),
+                1 => {
+                    let i = rng.usize(2..f.len());
+                    f[i] = rng.u8(..);
+                }
+                _ => f.insert(rng.usize(2..f.len()), rng.u8(..)),
+            }
+            decode_everything(&f);
+        }
+    }
+}
+
+#[test]
+fn wrong_version_kind_and_trailing_bytes_are_typed_errors() {
+    let ack = Downstream::from(Ack { seq: 1 }).encode().unwrap();
+    let mut v2 = ack.clone();
+    v2[0] = 2;
+    assert_eq!(
+        Downstream::decode(&v2),
+        Err(DecodeError::UnsupportedVersion { found: 2 })
+    );
+    assert_eq!(
+        Upstream::decode(&ack),
+        Err(DecodeError::UnknownKind {
+            channel: "Upstream",
+            kind: 0x11
+        })
+    );
+    let mut long = ack.clone();
+    long.push(0);
+    assert_eq!(
+        Downstream::decode(&long),
+        Err(DecodeError::TrailingBytes {
+            kind: "Ack",
+            extra: 1
+        })
+    );
+    let msg = DecodeError::UnsupportedVersion { found: 2 }.to_string();
+    assert!(
+        msg.contains("version 2") && msg.contains("upgrade"),
+        "{msg}"
+    );
+}
+
+/// A typical 50-sample batch: ten metrics a Pi reports, sampled five times
+/// ten seconds apart, as fleetmq sends it and as the same data in JSON.
+#[test]
+fn a_typical_batch_is_much_smaller_than_json() {
+    let metrics: [(&str, fn(u64) -> Value); 10] = [
+        ("cpu.usage_pct", |i| Value::Float(12.5 + i as f64 * 1.25)),
+        ("load.1m", |i| Value::Float(0.42 + i as f64 * 0.01)),
+        ("mem.used_bytes", |i| {
+            Value::Int(412_000_000 + i as i64 * 4096)
+        }),
+        ("mem.available_bytes", |i| {
+            Value::Int(3_400_000_000 - i as i64 * 4096)
+        }),
+        ("disk.root.used_pct", |_| Value::Float(37.2)),
+        ("net.eth0.rx_bytes", |i| {
+            Value::Int(9_876_543_210 + i as i64 * 1_500_000)
+        }),
+        ("net.eth0.tx_bytes", |i| {
+            Value::Int(1_234_567_890 + i as i64 * 200_000)
+        }),
+        ("thermal.cpu_c", |i| Value::Float(48.3 + i as f64 * 0.1)),
+        ("system.uptime_s", |i| Value::Int(86_400 + i as i64 * 10)),
+        ("agent.heartbeats", |i| Value::Int(1_000 + i as i64)),
+    ];
+    let base = 1_795_292_428_000u64;
+    let mut b = BatchBuilder::new(123_456);
+    let mut json_samples = Vec::new();
+    for i in 0..5u64 {
+        for (name, value) in &metrics {
+            let ts = base + i * 10_000 + 3;
+            let v = value(i);
+            b.push_sample(name, ts, v).unwrap();
+            json_samples.push(serde_json::json!({ "name": name, "ts": ts, "value": v }));
+        }
+    }
+    let batch = b.finish();
+    assert_eq!(batch.samples.len(), 50);
+    let wire = Upstream::Batch(batch).encode().unwrap();
+    let json = serde_json::to_vec(&serde_json::json!({
+        "device": "pi-kitchen",
+        "seq": 123_456,
+        "samples": json_samples,
+    }))
+    .unwrap();
+    let ratio = wire.len() as f64 / json.len() as f64;
+    println!(
+        "50-sample batch: fleetmq {} bytes, JSON {} bytes ({:.2}x of JSON)",
+        wire.len(),
+        json.len(),
+        ratio
+    );
+    assert!(
+        ratio < 0.3,
+        "a batch should be under 0.3x its JSON, got {ratio:.2}"
+    );
+}
