@@ -383,6 +383,7 @@ impl Agent {
         if let Some(up) = system_uptime_s() {
             push("system.uptime_s", Value::Float(up));
         }
+        debug!(pending = self.uplink.pending_len(), "sampled");
     }
 
     fn send_up(&self, msg: Upstream) -> bool {

@@ -248,7 +248,8 @@ fn wrong_version_kind_and_trailing_bytes_are_typed_errors() {
 /// ten seconds apart, as fleetmq sends it and as the same data in JSON.
 #[test]
 fn a_typical_batch_is_much_smaller_than_json() {
-    let metrics: [(&str, fn(u64) -> Value); 10] = [
+    type Metric = (&'static str, fn(u64) -> Value);
+    let metrics: [Metric; 10] = [
         ("cpu.usage_pct", |i| Value::Float(12.5 + i as f64 * 1.25)),
         ("load.1m", |i| Value::Float(0.42 + i as f64 * 0.01)),
         ("mem.used_bytes", |i| {

@@ -1,0 +1,423 @@
+//! Helpers for the end-to-end tests: real `fleetmq-hub` and `fleetmq-agent`
+//! processes on ports the OS picks, each test under a hard timeout.
+//!
+//! * Binaries come from the workspace's `target/debug` unless
+//!   `FLEETMQ_HUB_BIN` / `FLEETMQ_AGENT_BIN` name others (an ARM build).
+//! * `FLEETMQ_AGENT_RUNNER` is a prefix for the agent, e.g.
+//!   `qemu-aarch64-static -cpu cortex-a53`, so the same tests run an ARM
+//!   agent under QEMU against a native hub.
+//! * Every process is killed when its handle drops, and by the kernel
+//!   (`PR_SET_PDEATHSIG`) if the test process dies first.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any one wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Path of a workspace binary, or the override from `env`.
+pub fn bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let p = target_dir().join("debug").join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` first (or set {env})",
+        p.display()
+    );
+    p
+}
+
+/// Kills the whole test process if a test runs past `limit`: the hard
+/// timeout, whichever test runner is used. Child processes die with it.
+pub fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("test {name} passed its hard timeout of {limit:?}; aborting");
+            std::process::exit(124);
+        }
+    });
+    Watchdog { _done: tx }
+}
+
+/// Dropping it (test end, pass or fail) stops the watchdog.
+pub struct Watchdog {
+    _done: mpsc::Sender<()>,
+}
+
+/// Waits for `check` to return `Some`, checking again every 25 ms (a cheap
+/// poll of state the test cannot subscribe to), and fails after [`WAIT`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A running process with its stdout lines on a channel and its stderr in a
+/// file (printed when the test fails).
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    pub log: PathBuf,
+}
+
+fn spawn(name: &str, mut cmd: Command, log: PathBuf, stdin: bool) -> Proc {
+    let err = std::fs::File::create(&log).expect("creating a log file");
+    cmd.stdout(Stdio::piped()).stderr(err).stdin(if stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Proc {
+        name: name.to_string(),
+        stdin: child.stdin.take(),
+        child,
+        lines,
+        log,
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// The next stdout line, waiting up to [`WAIT`].
+    pub fn line(&self) -> String {
+        self.lines.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!(
+                "{} printed no line; its log:\n{}",
+                self.name,
+                self.log_text()
+            )
+        })
+    }
+
+    /// Reads stdout lines until one satisfies `pred`; returns the lines read.
+    pub fn lines_until(&self, what: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let done = pred(&l);
+                    seen.push(l);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "{} never printed {what}; it printed {seen:?}; its log:\n{}",
+                    self.name,
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("writing to stdin");
+        stdin.flush().expect("flushing stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the log to contain `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(&format!("{} to log {needle:?}", self.name), || {
+            self.log_text().contains(needle).then_some(())
+        });
+    }
+
+    /// Waits for the log to contain `needle` somewhere after `marker`.
+    pub fn wait_log_after(&self, marker: &str, needle: &str) {
+        wait_for(
+            &format!("{} to log {needle:?} after {marker:?}", self.name),
+            || {
+                let text = self.log_text();
+                let at = text.find(marker)?;
+                text[at..].contains(needle).then_some(())
+            },
+        );
+    }
+
+    /// Waits up to `limit` for exit; returns the status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for a child") {
+                return (status, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{} did not exit within {limit:?}; its log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// A hub on OS-chosen ports in its own data directory.
+pub struct Hub {
+    pub proc: Proc,
+    pub dir: PathBuf,
+    pub endpoints: HashMap<String, String>,
+}
+
+impl Hub {
+    /// Starts `fleetmq-hub run --bind 127.0.0.1:*` with `config` (TOML) in `dir`.
+    pub fn start(dir: &Path, config: &str) -> Hub {
+        std::fs::create_dir_all(dir).expect("creating hub dir");
+        let cfg = dir.join("hub.toml");
+        std::fs::write(&cfg, config).expect("writing hub config");
+        Hub::start_with(
+            dir,
+            &["--config", &cfg.to_string_lossy(), "--bind", "127.0.0.1:*"],
+        )
+    }
+
+    /// Starts the hub with exactly these `run` arguments (plus --data-dir).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Hub {
+        let mut cmd = Command::new(bin("fleetmq-hub", "FLEETMQ_HUB_BIN"));
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(args)
+            .env("FLEETMQ_LOG", "debug");
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let proc = spawn("hub", cmd, dir.join(format!("hub-{n}.log")), false);
+        let first = proc.line();
+        let eps: Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("hub's first line {first:?} is not JSON: {e}"));
+        let endpoints = eps
+            .as_object()
+            .expect("endpoints object")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("endpoint string").to_string()))
+            .collect();
+        Hub {
+            proc,
+            dir: dir.to_path_buf(),
+            endpoints,
+        }
+    }
+
+    pub fn telemetry(&self) -> &str {
+        &self.endpoints["telemetry"]
+    }
+
+    /// Runs an operator subcommand with `--json`; returns exit success,
+    /// parsed stdout (JSON lines) and stderr.
+    pub fn op(&self, args: &[&str]) -> OpResult {
+        let mut cmd = Command::new(bin("fleetmq-hub", "FLEETMQ_HUB_BIN"));
+        let (sub, rest) = args.split_first().expect("a subcommand");
+        cmd.arg(sub);
+        if *sub == "job" {
+            let (verb, rest) = rest.split_first().expect("a job verb");
+            cmd.arg(verb)
+                .args([
+                    "--data-dir",
+                    &self.dir.join("data").to_string_lossy(),
+                    "--json",
+                ])
+                .args(rest);
+        } else {
+            cmd.args([
+                "--data-dir",
+                &self.dir.join("data").to_string_lossy(),
+                "--json",
+            ])
+            .args(rest);
+        }
+        let out = cmd
+            .env("FLEETMQ_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running fleetmq-hub {args:?}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        OpResult {
+            ok: out.status.success(),
+            json: stdout
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("{args:?} printed {l:?}, not JSON: {e}"))
+                })
+                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `devices`, as a map from device id to its JSON.
+    pub fn devices(&self) -> HashMap<String, Value> {
+        let r = self.op(&["devices"]);
+        assert!(r.ok, "devices failed: {}", r.stderr);
+        r.json[0]
+            .as_array()
+            .expect("devices array")
+            .iter()
+            .map(|d| (d["id"].as_str().expect("id").to_string(), d.clone()))
+            .collect()
+    }
+
+    /// Waits until `device` is online with its broadcast subscription live.
+    pub fn wait_listening(&self, device: &str) -> Value {
+        wait_for(&format!("{device} online and listening"), || {
+            self.devices()
+                .remove(device)
+                .filter(|d| d["online"] == true && d["listening"] == true)
+        })
+    }
+
+    /// Every stored telemetry row of `device`.
+    pub fn telemetry_rows(&self, device: &str) -> Vec<Value> {
+        let r = self.op(&["telemetry", "--device", device, "--limit", "10000"]);
+        assert!(r.ok, "telemetry failed: {}", r.stderr);
+        r.json
+    }
+
+    pub fn stats(&self) -> Value {
+        let r = self.op(&["stats"]);
+        assert!(r.ok, "stats failed: {}", r.stderr);
+        r.json[0].clone()
+    }
+}
+
+/// What an operator command printed.
+#[derive(Debug)]
+pub struct OpResult {
+    pub ok: bool,
+    pub json: Vec<Value>,
+    pub stderr: String,
+}
+
+/// Config for a test agent: fast timers, exec of a few harmless programs.
+pub fn agent_config(extra: &str) -> String {
+    format!(
+        "[telemetry]\nsample_interval_ms = 200\nflush_interval_ms = 100\nack_timeout_ms = 500\n\
+         [presence]\nheartbeat_ms = 300\n\
+         [jobs]\nallow = [\"echo\", \"exec\"]\n\
+         [commands]\nallow = [\"ping\", \"status\", \"exec\"]\n\
+         [exec]\nprograms = [\"echo\", \"sleep\", \"mkdir\"]\ntimeout_ms = 20000\n{extra}"
+    )
+}
+
+/// Starts an agent (`run`, or `chat` with stdin piped) for `device` in `dir`.
+pub fn start_agent(
+    hub_endpoint: &str,
+    dir: &Path,
+    device: &str,
+    mode: &str,
+    config: &str,
+    groups: &[&str],
+) -> Proc {
+    let home = dir.join(device);
+    std::fs::create_dir_all(&home).expect("creating agent dir");
+    let cfg = home.join("agent.toml");
+    std::fs::write(&cfg, config).expect("writing agent config");
+    let runner: Vec<String> = std::env::var("FLEETMQ_AGENT_RUNNER")
+        .map(|r| r.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let agent = bin("fleetmq-agent", "FLEETMQ_AGENT_BIN");
+    let mut cmd = match runner.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(&agent);
+            c
+        }
+        None => Command::new(&agent),
+    };
+    cmd.arg(mode)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--hub", hub_endpoint, "--device-id", device])
+        .arg("--data-dir")
+        .arg(home.join("data"))
+        .env("FLEETMQ_LOG", "debug");
+    for g in groups {
+        cmd.args(["--group", g]);
+    }
+    let n = std::fs::read_dir(&home).map(|d| d.count()).unwrap_or(0);
+    spawn(
+        device,
+        cmd,
+        home.join(format!("agent-{n}.log")),
+        mode == "chat",
+    )
+}
+
+/// The architecture the agent under test reports (`FLEETMQ_AGENT_ARCH` when
+/// it runs under QEMU).
+pub fn agent_arch() -> String {
+    std::env::var("FLEETMQ_AGENT_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_string())
+}

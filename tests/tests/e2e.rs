@@ -1,0 +1,639 @@
+//! End to end: real hub and agent processes on OS-chosen ports, checked where
+//! an operator would look (the operator command line, the hub's store).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fleetmq_tests::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fleetmq-e2e-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+#[test]
+fn hub_starts_on_embedded_defaults_and_reports_its_ports() {
+    let _w = watchdog("hub_starts", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start_with(dir.path(), &["--bind", "127.0.0.1:*"]);
+    for name in [
+        "telemetry",
+        "broadcast",
+        "jobs",
+        "results",
+        "commands",
+        "operator",
+    ] {
+        let ep = &hub.endpoints[name];
+        let port: u16 = ep
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {ep}"));
+        assert!(
+            ep.starts_with("tcp://127.0.0.1:") && port > 0,
+            "{name}: {ep}"
+        );
+    }
+    let written: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("data/endpoints.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["operator"], hub.endpoints["operator"].as_str());
+    assert!(
+        dir.path().join("data/hub.db").exists(),
+        "SQLite file created"
+    );
+    let stats = hub.stats();
+    assert_eq!(stats["devices_known"], 0);
+}
+
+#[test]
+fn telemetry_is_acked_and_a_resent_batch_is_stored_once() {
+    let _w = watchdog("telemetry", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let agent = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-t",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    let rows = wait_for("uptime and heartbeat samples", || {
+        let rows = hub.telemetry_rows("pi-t");
+        let names: HashSet<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+        (names.contains("agent.uptime_s") && names.contains("agent.heartbeats")).then_some(rows)
+    });
+    assert!(
+        rows.iter()
+            .all(|r| r["device"] == "pi-t" && r["ts_ms"].as_u64().unwrap() > 1_700_000_000_000)
+    );
+
+    // Freeze the hub so acks stop: the agent resends what it cannot see acked.
+    hub.proc.signal(libc::SIGSTOP);
+    agent.wait_log("resending unacked batch");
+    hub.proc.signal(libc::SIGCONT);
+    wait_for("the hub to see a duplicate batch", || {
+        (hub.stats()["batches_duplicate"].as_u64().unwrap() > 0).then_some(())
+    });
+    // Once the agent has nothing in flight, every batch it sent is stored exactly once.
+    wait_for("the agent to have everything acked", || {
+        let r = hub.op(&["command", "pi-t", "status"]);
+        (r.ok && r.json[0]["Status"]["in_flight"] == 0).then_some(())
+    });
+    let rows = hub.telemetry_rows("pi-t");
+    let mut seen = HashSet::new();
+    for r in &rows {
+        let key = (
+            r["seq"].as_u64().unwrap(),
+            r["name"].as_str().unwrap().to_string(),
+            r["ts_ms"].as_u64().unwrap(),
+        );
+        assert!(seen.insert(key.clone()), "stored twice: {key:?}");
+    }
+    let seqs: HashSet<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let (lo, hi) = (*seqs.iter().min().unwrap(), *seqs.iter().max().unwrap());
+    assert_eq!(
+        seqs.len() as u64,
+        hi - lo + 1,
+        "no batch is missing between {lo} and {hi}"
+    );
+}
+
+#[test]
+fn presence_follows_hello_heartbeats_silence_and_bye() {
+    let _w = watchdog("presence", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let mut agent = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-p",
+        "run",
+        &agent_config(""),
+        &["north"],
+    );
+    let d = hub.wait_listening("pi-p");
+    assert_eq!(d["arch"], agent_arch().as_str());
+    assert_eq!(d["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(d["os"], "linux");
+    assert_eq!(d["groups"], serde_json::json!(["north"]));
+    let since = d["since_ms"].as_u64().unwrap();
+
+    // A frozen agent sends nothing: three missed heartbeats make it offline.
+    agent.signal(libc::SIGSTOP);
+    wait_for("pi-p offline after silence", || {
+        (hub.devices()["pi-p"]["online"] == false).then_some(())
+    });
+    agent.signal(libc::SIGCONT);
+    let back = wait_for("pi-p online again", || {
+        let d = hub.devices().remove("pi-p")?;
+        (d["online"] == true).then_some(d)
+    });
+    assert!(
+        back["since_ms"].as_u64().unwrap() > since,
+        "online since the return, not the first start"
+    );
+
+    // A clean stop says bye: offline at once, and the agent exits quickly.
+    agent.signal(libc::SIGTERM);
+    let (status, took) = agent.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "agent exit status {status:?}");
+    assert!(took < Duration::from_secs(2), "agent took {took:?} to stop");
+    let d = hub.devices().remove("pi-p").unwrap();
+    assert_eq!(
+        d["online"], false,
+        "bye marks the device offline without waiting for silence"
+    );
+    assert!(
+        agent.log_text().contains("everything was acked"),
+        "{}",
+        agent.log_text()
+    );
+}
+
+#[test]
+fn chat_room_and_operator_broadcasts_by_topic() {
+    let _w = watchdog("chat", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let cfg = agent_config("");
+    let mut a = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-a",
+        "chat",
+        &cfg,
+        &["north"],
+    );
+    let b = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-b",
+        "chat",
+        &cfg,
+        &["south"],
+    );
+    hub.wait_listening("pi-a");
+    hub.wait_listening("pi-b");
+
+    a.write_line("hello from a");
+    b.lines_until("a's line", |l| l == "<pi-a> hello from a");
+    a.lines_until("its own line echoed by the room", |l| {
+        l == "<pi-a> hello from a"
+    });
+    let chat = hub.op(&["chat"]);
+    assert!(chat.ok, "{}", chat.stderr);
+    assert!(
+        chat.json
+            .iter()
+            .any(|r| r["device"] == "pi-a" && r["text"] == "hello from a"),
+        "{:?}",
+        chat.json
+    );
+
+    assert!(hub.op(&["broadcast", "to", "everyone"]).ok);
+    a.lines_until("the announcement to all", |l| l == "[all] to everyone");
+    b.lines_until("the announcement to all", |l| l == "[all] to everyone");
+
+    let r = hub.op(&["broadcast", "--group", "north", "north only"]);
+    assert!(r.ok && r.json[0]["topic"] == "group/north/", "{r:?}");
+    a.lines_until("the group announcement", |l| {
+        l == "[group north] north only"
+    });
+    assert!(hub.op(&["broadcast", "--device", "pi-b", "just b"]).ok);
+    // Broadcasts reach a subscriber in order: by the time b sees its own
+    // message it would have seen the group one, had it been subscribed.
+    let seen_by_b = b.lines_until("the message to b", |l| l == "[to pi-b] just b");
+    assert!(
+        !seen_by_b.iter().any(|l| l.contains("north only")),
+        "{seen_by_b:?}"
+    );
+
+    // Closing stdin ends the chat agent once its lines are acked.
+    a.write_line("bye now");
+    a.close_stdin();
+    let (status, _) = a.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    b.lines_until("a's last line", |l| l == "<pi-a> bye now");
+}
+
+fn job_result(hub: &Hub, args: &[&str]) -> Value {
+    let mut full = vec!["job", "submit", "--wait", "--wait-ms", "30000"];
+    full.extend_from_slice(args);
+    let r = hub.op(&full);
+    assert!(!r.json.is_empty(), "no output from {args:?}: {}", r.stderr);
+    r.json[0].clone()
+}
+
+#[test]
+fn jobs_run_where_allowed_with_arguments_passed_literally() {
+    let _w = watchdog("jobs", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-j",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-j");
+
+    let echo = job_result(&hub, &["echo", "hello", "jobs"]);
+    assert_eq!(echo["state"], "Done");
+    assert_eq!(echo["device"], "pi-j");
+    assert_eq!(echo["outcome"]["Completed"]["stdout"], "hello jobs");
+
+    let tricky = [
+        "$(touch /tmp/fleetmq-pwned)",
+        ";",
+        "rm",
+        "-rf",
+        "/",
+        "|",
+        "`id`",
+        "../../etc/passwd",
+    ];
+    let mut args = vec!["exec", "--", "echo"];
+    args.extend_from_slice(&tricky);
+    let exec = job_result(&hub, &args);
+    assert_eq!(
+        exec["outcome"]["Completed"]["stdout"],
+        format!("{}\n", tricky.join(" "))
+    );
+    assert_eq!(exec["attempts"], 1);
+    assert!(!std::path::Path::new("/tmp/fleetmq-pwned").exists());
+
+    let refused = job_result(&hub, &["exec", "--", "sh", "-c", "id"]);
+    assert_eq!(refused["outcome"]["NotAllowed"], "program \"sh\"");
+
+    let list = hub.op(&["job", "list"]);
+    assert_eq!(list.json[0].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn an_expired_lease_hands_the_job_to_another_agent() {
+    let _w = watchdog("lease_moves", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let mut first = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-l1",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-l1");
+    let r = hub.op(&[
+        "job",
+        "submit",
+        "--lease-ms",
+        "1000",
+        "--max-attempts",
+        "4",
+        "exec",
+        "--",
+        "sleep",
+        "3",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().unwrap().to_string();
+    first.wait_log("running job");
+    // The device dies holding the lease, long before its job could finish.
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(5));
+    let state = std::fs::read_to_string(dir.path().join("pi-l1/data/jobs-run")).unwrap();
+    assert!(
+        state.lines().any(|l| l == id),
+        "job id recorded before it ran: {state:?}"
+    );
+
+    let _second = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-l2",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    let job = wait_for("the job done by the second device", || {
+        let r = hub.op(&["job", "show", &id]);
+        (r.json[0]["state"] == "Done").then(|| r.json[0].clone())
+    });
+    assert_eq!(job["device"], "pi-l2");
+    assert!(job["attempts"].as_u64().unwrap() >= 2, "{job}");
+    assert_eq!(job["outcome"]["Completed"]["exit_code"], 0);
+}
+
+#[test]
+fn a_job_handed_out_again_to_the_same_device_is_not_run_twice() {
+    let _w = watchdog("lease_once", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let agent = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-once",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-once");
+    // The lease is shorter than the job: the hub hands it out again while
+    // the only device is still running it.
+    let r = hub.op(&[
+        "job",
+        "submit",
+        "--lease-ms",
+        "400",
+        "--max-attempts",
+        "10",
+        "--wait",
+        "--wait-ms",
+        "30000",
+        "exec",
+        "--",
+        "sleep",
+        "2",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let job = &r.json[0];
+    assert_eq!(job["state"], "Done");
+    assert_eq!(job["device"], "pi-once");
+    assert!(
+        job["attempts"].as_u64().unwrap() >= 2,
+        "the lease ran out and the job went out again: {job}"
+    );
+    agent.wait_log("job already ran here; not running it again");
+    let log = agent.log_text();
+    assert_eq!(log.matches("running job").count(), 1, "{log}");
+}
+
+#[test]
+fn commands_are_answered_or_fail_with_a_clear_reason() {
+    let _w = watchdog("commands", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let agent = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-c",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-c");
+
+    let ping = hub.op(&["command", "pi-c", "ping"]);
+    assert!(ping.ok, "{}", ping.stderr);
+    assert!(ping.json[0]["Pong"]["uptime_ms"].is_u64());
+
+    let status = hub.op(&["command", "pi-c", "status"]);
+    assert_eq!(status.json[0]["Status"]["device"], "pi-c");
+
+    let exec = hub.op(&["command", "pi-c", "exec", "echo", "-n", "a b", "$HOME"]);
+    assert!(exec.ok, "{}", exec.stderr);
+    assert_eq!(exec.json[0]["Outcome"]["Completed"]["stdout"], "a b $HOME");
+
+    let refused = hub.op(&["command", "pi-c", "exec", "cat", "/etc/shadow"]);
+    assert!(!refused.ok);
+    assert_eq!(refused.json[0]["Outcome"]["NotAllowed"], "program \"cat\"");
+
+    let unknown = hub.op(&["command", "pi-c", "reboot"]);
+    assert!(!unknown.ok);
+    assert!(
+        unknown.json[0]["Outcome"]["Unknown"]
+            .as_str()
+            .unwrap()
+            .contains("reboot")
+    );
+
+    let nobody = hub.op(&["command", "pi-nobody", "ping"]);
+    assert!(
+        !nobody.ok && nobody.stderr.contains("unknown device"),
+        "{}",
+        nobody.stderr
+    );
+
+    let slow = hub.op(&[
+        "command",
+        "--timeout-ms",
+        "1000",
+        "pi-c",
+        "exec",
+        "sleep",
+        "10",
+    ]);
+    assert!(!slow.ok);
+    assert!(
+        slow.json[0]["Outcome"]["TimedOut"].is_object(),
+        "{:?}",
+        slow.json
+    );
+
+    // A device that cannot answer: the operator gets a timeout, not a hang.
+    agent.signal(libc::SIGSTOP);
+    let frozen = hub.op(&["command", "--timeout-ms", "800", "pi-c", "ping"]);
+    assert!(
+        !frozen.ok && frozen.stderr.contains("did not answer within 800 ms"),
+        "{}",
+        frozen.stderr
+    );
+    agent.signal(libc::SIGCONT);
+    assert!(
+        hub.op(&["command", "pi-c", "ping"]).ok,
+        "answers again once thawed"
+    );
+    assert_eq!(hub.stats()["commands_timed_out"], 1);
+
+    drop(agent);
+    wait_for("pi-c offline", || {
+        (hub.devices()["pi-c"]["online"] == false).then_some(())
+    });
+    let offline = hub.op(&["command", "pi-c", "ping"]);
+    assert!(
+        !offline.ok && offline.stderr.contains("offline"),
+        "{}",
+        offline.stderr
+    );
+}
+
+#[test]
+fn the_operator_cli_gives_up_on_a_hub_that_does_not_answer_and_recovers() {
+    let _w = watchdog("lazy_pirate", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    hub.proc.signal(libc::SIGSTOP);
+    let r = hub.op(&["devices", "--hub-timeout-ms", "300"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("did not answer after 3 attempts"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.json[0]["error"].is_string(),
+        "--json reports the error too"
+    );
+    hub.proc.signal(libc::SIGCONT);
+    assert!(hub.op(&["devices"]).ok);
+}
+
+#[test]
+fn malformed_frames_are_counted_and_dropped_while_honest_agents_are_served() {
+    let _w = watchdog("malformed", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = start_agent(
+        hub.telemetry(),
+        dir.path(),
+        "pi-ok",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-ok");
+
+    let ctx = zmq::Context::new();
+    let bad = ctx.socket(zmq::DEALER).unwrap();
+    bad.set_identity(b"pi-evil").unwrap();
+    bad.set_linger(0).unwrap();
+    bad.connect(hub.telemetry()).unwrap();
+    let garbage: [&[u8]; 5] = [
+        b"",
+        b"\x01",
+        b"\x09\x03\x00",
+        b"\x01\x03\xff\xff\xff",
+        b"\x01\x7f hello",
+    ];
+    for g in garbage {
+        bad.send(g, 0).unwrap();
+    }
+    bad.send_multipart([&b"\x01\x02"[..], b"extra", b"frames"], 0)
+        .unwrap();
+    // Each bad frame earns a refusal naming what was wrong.
+    bad.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    let refusal = bad.recv_bytes(0).expect("a refusal");
+    assert_eq!(&refusal[..2], b"\x01\x13");
+
+    let anon = ctx.socket(zmq::DEALER).unwrap();
+    anon.set_linger(0).unwrap();
+    anon.connect(hub.telemetry()).unwrap();
+    anon.send(&b"\x01\x02\x00"[..], 0).unwrap();
+    // Kept open until the end so their frames are surely delivered.
+    let mut others = Vec::new();
+    for (kind, ep) in [(zmq::PUSH, "results"), (zmq::DEALER, "operator")] {
+        let s = ctx.socket(kind).unwrap();
+        s.set_linger(0).unwrap();
+        s.connect(&hub.endpoints[ep]).unwrap();
+        s.send(&b"\xde\xad\xbe\xef"[..], 0).unwrap();
+        others.push(s);
+    }
+    wait_for("all bad frames counted", || {
+        (hub.stats()["frames_dropped"].as_u64().unwrap() >= 8).then_some(())
+    });
+    let before = hub.telemetry_rows("pi-ok").len();
+    wait_for("honest telemetry still stored", || {
+        (hub.telemetry_rows("pi-ok").len() > before).then_some(())
+    });
+    assert!(
+        hub.devices()
+            .get("pi-evil")
+            .is_none_or(|d| d["batches"] == 0)
+    );
+}
+
+#[test]
+fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arrives_later() {
+    let _w = watchdog("shutdown", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let telemetry = hub.telemetry().to_string();
+    let mut agent = start_agent(
+        &telemetry,
+        dir.path(),
+        "pi-s",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    wait_for("first telemetry", || {
+        (!hub.telemetry_rows("pi-s").is_empty()).then_some(())
+    });
+
+    hub.proc.signal(libc::SIGINT);
+    let (status, took) = hub.proc.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "hub exit {status:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "hub took {took:?} to stop"
+    );
+
+    // The hub is gone; the agent keeps accepting samples, then stops.
+    agent.wait_log("lost the hub");
+    agent.wait_log_after("lost the hub", "sampled");
+    agent.signal(libc::SIGINT);
+    let (status, took) = agent.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "agent exit {status:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "agent took {took:?} to stop"
+    );
+    assert!(
+        agent.log_text().contains("unacked telemetry saved"),
+        "{}",
+        agent.log_text()
+    );
+
+    // Same telemetry address, fresh other ports: the agent finds them through Welcome.
+    let cfg = dir.path().join("again.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[listen]\ntelemetry = \"{telemetry}\"\nbroadcast = \"tcp://127.0.0.1:*\"\njobs = \"tcp://127.0.0.1:*\"\n\
+             results = \"tcp://127.0.0.1:*\"\ncommands = \"tcp://127.0.0.1:*\"\noperator = \"tcp://127.0.0.1:*\"\n"
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start_with(dir.path(), &["--config", &cfg.to_string_lossy()]);
+    let _agent = start_agent(
+        &telemetry,
+        dir.path(),
+        "pi-s",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-s");
+    assert!(hub.op(&["command", "pi-s", "ping"]).ok);
+    // Batches of the first run (numbered from 1) arrive with none missing,
+    // including those made while the hub was down.
+    let first_run: Vec<u64> = wait_for("the saved batches", || {
+        let seqs: HashSet<u64> = hub
+            .telemetry_rows("pi-s")
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        let first: Vec<u64> = seqs.into_iter().filter(|s| *s < 1024).collect();
+        (!first.is_empty()).then_some(first)
+    });
+    let max = *first_run.iter().max().unwrap();
+    let mut sorted = first_run.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (1..=max).collect::<Vec<_>>(),
+        "every batch of the first run is stored"
+    );
+}
