@@ -51,6 +51,8 @@ const EVENT_DISCONNECTED: u16 = 0x0200;
 const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// How often to retry a Hello that could not be queued yet.
 const HELLO_RETRY: Duration = Duration::from_millis(50);
+/// Events from worker and stdin threads waiting for the loop.
+const EVENTS_QUEUED: usize = 256;
 /// Exec commands running at once; more are answered "busy" at once.
 const MAX_COMMANDS_RUNNING: usize = 4;
 /// Job ids remembered (and persisted) so none runs twice.
@@ -80,7 +82,7 @@ enum Event {
 /// Hands events to the loop from other threads.
 #[derive(Clone)]
 struct Notifier {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::SyncSender<Event>,
     wake: Arc<UnixStream>,
 }
 
@@ -182,7 +184,8 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
     let (wake, wake_tx) = UnixStream::pair().context("creating the wake-up socketpair")?;
     wake.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
-    let (tx, events_rx) = mpsc::channel();
+    // Bounded: a fast stdin waits for the loop instead of growing a queue.
+    let (tx, events_rx) = mpsc::sync_channel(EVENTS_QUEUED);
     let notifier = Notifier {
         tx,
         wake: Arc::new(wake_tx),

@@ -94,7 +94,7 @@ impl Client {
             .encode()
             .map_err(|e| self.protocol(e))?;
         let per_attempt = self.timeout + extra;
-        for _ in 0..self.attempts {
+        for attempt in 1..=self.attempts {
             if self.socket.is_none() {
                 let s = self
                     .sockets
@@ -110,6 +110,15 @@ impl Client {
             if !items[0].is_readable() {
                 // Lazy Pirate: abandon this socket, its REQ state is stuck.
                 self.socket = None;
+                if attempt < self.attempts {
+                    tracing::warn!(
+                        "the hub at {} did not answer within {} ms; trying again (attempt {} of {})",
+                        self.endpoint,
+                        per_attempt.as_millis(),
+                        attempt + 1,
+                        self.attempts
+                    );
+                }
                 continue;
             }
             let reply = socket.recv_bytes(0).map_err(|e| self.protocol(e))?;

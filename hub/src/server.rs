@@ -545,6 +545,12 @@ impl Hub {
     }
 
     fn answer(&mut self, client: &[u8], id: u64, response: Response) {
+        // Only answers to requests that act are kept for retries; reads are
+        // safe to repeat and may be large.
+        let acted = matches!(
+            response,
+            Response::JobSubmitted { .. } | Response::Broadcast { .. } | Response::Reply { .. }
+        );
         let frame = match OperatorReplyFrame::from(OperatorResponse { id, response }).encode() {
             Ok(f) => f,
             Err(e) => {
@@ -555,7 +561,7 @@ impl Hub {
         if let Err(e) = send_frames(&self.operator, &[client, b"", &frame]) {
             debug!(error = %e, "operator went away before its answer");
         }
-        if id != 0 {
+        if acted && id != 0 {
             self.recent.remember(id, frame);
         }
     }

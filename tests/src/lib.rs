@@ -275,31 +275,28 @@ impl Hub {
         &self.endpoints["telemetry"]
     }
 
-    /// Runs an operator subcommand with `--json`; returns exit success,
-    /// parsed stdout (JSON lines) and stderr.
-    pub fn op(&self, args: &[&str]) -> OpResult {
+    /// `fleetmq-hub ARGS` pointed at this hub with `--json`, the flags placed
+    /// before any trailing job or command arguments.
+    fn operator_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("fleetmq-hub", "FLEETMQ_HUB_BIN"));
-        let (sub, rest) = args.split_first().expect("a subcommand");
-        cmd.arg(sub);
-        if *sub == "job" {
-            let (verb, rest) = rest.split_first().expect("a job verb");
-            cmd.arg(verb)
-                .args([
-                    "--data-dir",
-                    &self.dir.join("data").to_string_lossy(),
-                    "--json",
-                ])
-                .args(rest);
-        } else {
-            cmd.args([
+        let verbs = if args.first() == Some(&"job") { 2 } else { 1 };
+        let (path, rest) = args.split_at(verbs.min(args.len()));
+        cmd.args(path)
+            .args([
                 "--data-dir",
                 &self.dir.join("data").to_string_lossy(),
                 "--json",
             ])
-            .args(rest);
-        }
-        let out = cmd
-            .env("FLEETMQ_LOG", "warn")
+            .args(rest)
+            .env("FLEETMQ_LOG", "warn");
+        cmd
+    }
+
+    /// Runs an operator subcommand with `--json`; returns exit success,
+    /// parsed stdout (JSON lines) and stderr.
+    pub fn op(&self, args: &[&str]) -> OpResult {
+        let out = self
+            .operator_command(args)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running fleetmq-hub {args:?}: {e}"));

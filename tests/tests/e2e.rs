@@ -491,6 +491,53 @@ fn the_operator_cli_gives_up_on_a_hub_that_does_not_answer_and_recovers() {
 }
 
 #[test]
+fn a_retried_job_submission_queues_one_job() {
+    use fleetmq_protocol::{
+        JobSpec, JobSubmission, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request,
+        Response,
+    };
+    let _w = watchdog("idempotent", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let request = OperatorFrame::from(OperatorRequest {
+        id: 0x5eed,
+        request: Request::SubmitJob(JobSubmission {
+            spec: JobSpec::Echo {
+                text: "once".into(),
+            },
+            timeout_ms: 0,
+            lease_ms: 0,
+            max_attempts: 0,
+        }),
+    })
+    .encode()
+    .unwrap();
+    // The same request twice, each on a fresh REQ socket: what a client does
+    // when the answer to its first try was lost.
+    let ctx = zmq::Context::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let req = ctx.socket(zmq::REQ).unwrap();
+        req.set_linger(0).unwrap();
+        req.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+        req.connect(&hub.endpoints["operator"]).unwrap();
+        req.send(&request, 0).unwrap();
+        let OperatorReplyFrame::Response(answer) =
+            OperatorReplyFrame::decode(&req.recv_bytes(0).unwrap()).unwrap();
+        let Response::JobSubmitted { id } = answer.response else {
+            panic!("unexpected answer {answer:?}");
+        };
+        ids.push(id);
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "the retry is answered with the first job's id"
+    );
+    let jobs = hub.op(&["job", "list"]);
+    assert_eq!(jobs.json[0].as_array().unwrap().len(), 1, "{:?}", jobs.json);
+}
+
+#[test]
 fn malformed_frames_are_counted_and_dropped_while_honest_agents_are_served() {
     let _w = watchdog("malformed", LIMIT);
     let dir = tmp();
