@@ -6,7 +6,6 @@ mod runner;
 mod state;
 mod uplink;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,23 +64,6 @@ struct RunArgs {
     groups: Vec<String>,
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let targets: tracing_subscriber::filter::Targets = filter
-        .parse()
-        .with_context(|| format!("--log {filter:?} is not a log filter; try info or debug"))?;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .with(targets)
-        .try_init()
-        .context("installing the logger")
-}
-
 fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
     let mut cfg = AgentConfig::load(args.config.as_deref())?;
     let mut source = args
@@ -113,7 +95,7 @@ fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log) {
+    if let Err(e) = fleetmq_net::logging::init(&cli.log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

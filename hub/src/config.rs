@@ -24,7 +24,7 @@ pub struct HubConfig {
     pub net: SocketOptions,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
     pub telemetry: String,

@@ -11,7 +11,6 @@ mod presence;
 mod server;
 mod store;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -226,26 +225,9 @@ struct BroadcastArgs {
     text: Vec<String>,
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let targets: tracing_subscriber::filter::Targets = filter
-        .parse()
-        .with_context(|| format!("--log {filter:?} is not a log filter; try info or debug"))?;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .with(targets)
-        .try_init()
-        .context("installing the logger")
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log) {
+    if let Err(e) = fleetmq_net::logging::init(&cli.log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
@@ -410,6 +392,17 @@ fn client(op: &OpArgs) -> Result<Client, ClientError> {
     ))
 }
 
+/// A client for the hub, or `None` after telling the operator why not.
+fn connect(op: &OpArgs) -> Option<Client> {
+    match client(op) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            print_error(op, &e);
+            None
+        }
+    }
+}
+
 fn print_error(op: &OpArgs, e: &ClientError) {
     if op.json {
         println!("{}", serde_json::json!({ "error": e.to_string() }));
@@ -449,39 +442,37 @@ fn operate(
 /// How often --follow asks for new rows when the last read found none.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
-fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
-    let mut c = match client(&a.op) {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(&a.op, &e);
-            return Ok(ExitCode::FAILURE);
-        }
+/// Prints rows read after a cursor, oldest first; with `keep_going`, keeps
+/// reading new ones until interrupted.
+fn follow<R: Serialize>(
+    op: &OpArgs,
+    mut after: i64,
+    keep_going: bool,
+    query: impl Fn(i64) -> Request,
+    rows_of: fn(Response) -> Option<Vec<R>>,
+    id_of: fn(&R) -> i64,
+    human: fn(&R) -> String,
+) -> anyhow::Result<ExitCode> {
+    let Some(mut c) = connect(op) else {
+        return Ok(ExitCode::FAILURE);
     };
-    let mut after = a.after;
     loop {
-        let q = TelemetryQuery {
-            device: a.device.clone(),
-            name: a.name.clone(),
-            after_id: after,
-            limit: a.limit,
-        };
-        let rows = match c.call(Request::Telemetry(q), Duration::ZERO) {
-            Ok(Response::Telemetry(rows)) => rows,
-            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+        let rows = match c.call(query(after), Duration::ZERO) {
+            Ok(r) => rows_of(r).context("the hub answered with the wrong kind of response")?,
             Err(e) => {
-                print_error(&a.op, &e);
+                print_error(op, &e);
                 return Ok(ExitCode::FAILURE);
             }
         };
         for row in &rows {
-            if a.op.json {
+            if op.json {
                 println!("{}", serde_json::to_string(row)?);
             } else {
-                println!("{}", operator::fmt_telemetry(row));
+                println!("{}", human(row));
             }
-            after = row.id;
+            after = id_of(row);
         }
-        if !a.follow {
+        if !keep_going {
             return Ok(ExitCode::SUCCESS);
         }
         if rows.is_empty() {
@@ -490,43 +481,50 @@ fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let mut c = match client(&a.op) {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(&a.op, &e);
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let mut after = 0;
-    loop {
-        let q = ChatQuery {
-            after_id: after,
+fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
+    let query = |after_id| {
+        Request::Telemetry(TelemetryQuery {
+            device: a.device.clone(),
+            name: a.name.clone(),
+            after_id,
             limit: a.limit,
-        };
-        let rows = match c.call(Request::Chat(q), Duration::ZERO) {
-            Ok(Response::Chat(rows)) => rows,
-            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
-            Err(e) => {
-                print_error(&a.op, &e);
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-        for row in &rows {
-            if a.op.json {
-                println!("{}", serde_json::to_string(row)?);
-            } else {
-                println!("{}", operator::fmt_chat(row));
-            }
-            after = row.id;
-        }
-        if !a.follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if rows.is_empty() {
-            std::thread::sleep(FOLLOW_EVERY);
-        }
-    }
+        })
+    };
+    let rows_of = |r| match r {
+        Response::Telemetry(rows) => Some(rows),
+        _ => None,
+    };
+    follow(
+        &a.op,
+        a.after,
+        a.follow,
+        query,
+        rows_of,
+        |r| r.id,
+        operator::fmt_telemetry,
+    )
+}
+
+fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let query = |after_id| {
+        Request::Chat(ChatQuery {
+            after_id,
+            limit: a.limit,
+        })
+    };
+    let rows_of = |r| match r {
+        Response::Chat(rows) => Some(rows),
+        _ => None,
+    };
+    follow(
+        &a.op,
+        0,
+        a.follow,
+        query,
+        rows_of,
+        |r| r.id,
+        operator::fmt_chat,
+    )
 }
 
 fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -552,12 +550,8 @@ fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         lease_ms: a.lease_ms,
         max_attempts: a.max_attempts,
     });
-    let mut c = match client(&a.op) {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(&a.op, &e);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(mut c) = connect(&a.op) else {
+        return Ok(ExitCode::FAILURE);
     };
     let id = match c.call(req, Duration::ZERO) {
         Ok(Response::JobSubmitted { id }) => id,
@@ -579,12 +573,8 @@ fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCode> {
-    let mut c = match client(op) {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(op, &e);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(mut c) = connect(op) else {
+        return Ok(ExitCode::FAILURE);
     };
     let deadline = wait_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut pause = Duration::from_millis(50);

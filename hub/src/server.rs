@@ -17,7 +17,6 @@ use fleetmq_protocol::{
     OperatorFrame, OperatorReplyFrame, OperatorRequest, OperatorResponse, Outcome, Refusal,
     ReplyFrame, Request, Response, ResultFrame, Upstream, Welcome, names, validate_device_id,
 };
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Pending, PendingCommand, Recent};
@@ -30,16 +29,9 @@ const DRAIN: usize = 1024;
 /// Timer resolution: presence, command deadlines and job leases.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The endpoints the hub bound, as printed and written to endpoints.json.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Endpoints {
-    pub telemetry: String,
-    pub broadcast: String,
-    pub jobs: String,
-    pub results: String,
-    pub commands: String,
-    pub operator: String,
-}
+/// The endpoints the hub bound (with the ports the OS chose), as printed and
+/// written to endpoints.json.
+pub type Endpoints = crate::config::Listen;
 
 /// Counters shown by `stats`.
 #[derive(Debug, Default)]

@@ -12,9 +12,11 @@
 //!   that a `zmq::poll` loop waits on next to its sockets.
 //! * [`endpoint`] helpers read back OS-chosen ports and swap ports.
 //! * [`config`] loads TOML files with errors naming the file, key and fix.
+//! * [`logging`] installs `tracing` output for both binaries.
 
 pub mod config;
 pub mod endpoint;
+pub mod logging;
 mod shutdown;
 mod socket;
 

@@ -275,6 +275,30 @@ impl Hub {
         &self.endpoints["telemetry"]
     }
 
+    /// `fleetmq-agent run` for `device`, with the test config, in this hub's directory.
+    pub fn agent(&self, device: &str, groups: &[&str]) -> Proc {
+        start_agent(
+            self.telemetry(),
+            &self.dir,
+            device,
+            "run",
+            &agent_config(""),
+            groups,
+        )
+    }
+
+    /// `fleetmq-agent chat` for `device` with stdin piped.
+    pub fn chat_agent(&self, device: &str, groups: &[&str]) -> Proc {
+        start_agent(
+            self.telemetry(),
+            &self.dir,
+            device,
+            "chat",
+            &agent_config(""),
+            groups,
+        )
+    }
+
     /// `fleetmq-hub ARGS` pointed at this hub with `--json`, the flags placed
     /// before any trailing job or command arguments.
     fn operator_command(&self, args: &[&str]) -> Command {

@@ -59,14 +59,7 @@ fn telemetry_is_acked_and_a_resent_batch_is_stored_once() {
     let _w = watchdog("telemetry", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let agent = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-t",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let agent = hub.agent("pi-t", &[]);
     let rows = wait_for("uptime and heartbeat samples", || {
         let rows = hub.telemetry_rows("pi-t");
         let names: HashSet<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
@@ -113,14 +106,7 @@ fn presence_follows_hello_heartbeats_silence_and_bye() {
     let _w = watchdog("presence", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let mut agent = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-p",
-        "run",
-        &agent_config(""),
-        &["north"],
-    );
+    let mut agent = hub.agent("pi-p", &["north"]);
     let d = hub.wait_listening("pi-p");
     assert_eq!(d["arch"], agent_arch().as_str());
     assert_eq!(d["agent_version"], env!("CARGO_PKG_VERSION"));
@@ -165,23 +151,8 @@ fn chat_room_and_operator_broadcasts_by_topic() {
     let _w = watchdog("chat", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let cfg = agent_config("");
-    let mut a = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-a",
-        "chat",
-        &cfg,
-        &["north"],
-    );
-    let b = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-b",
-        "chat",
-        &cfg,
-        &["south"],
-    );
+    let mut a = hub.chat_agent("pi-a", &["north"]);
+    let b = hub.chat_agent("pi-b", &["south"]);
     hub.wait_listening("pi-a");
     hub.wait_listening("pi-b");
 
@@ -239,14 +210,7 @@ fn jobs_run_where_allowed_with_arguments_passed_literally() {
     let _w = watchdog("jobs", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let _agent = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-j",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let _agent = hub.agent("pi-j", &[]);
     hub.wait_listening("pi-j");
 
     let echo = job_result(&hub, &["echo", "hello", "jobs"]);
@@ -286,14 +250,7 @@ fn an_expired_lease_hands_the_job_to_another_agent() {
     let _w = watchdog("lease_moves", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let mut first = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-l1",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let mut first = hub.agent("pi-l1", &[]);
     hub.wait_listening("pi-l1");
     let r = hub.op(&[
         "job",
@@ -319,14 +276,7 @@ fn an_expired_lease_hands_the_job_to_another_agent() {
         "job id recorded before it ran: {state:?}"
     );
 
-    let _second = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-l2",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let _second = hub.agent("pi-l2", &[]);
     let job = wait_for("the job done by the second device", || {
         let r = hub.op(&["job", "show", &id]);
         (r.json[0]["state"] == "Done").then(|| r.json[0].clone())
@@ -341,14 +291,7 @@ fn a_job_handed_out_again_to_the_same_device_is_not_run_twice() {
     let _w = watchdog("lease_once", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let agent = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-once",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let agent = hub.agent("pi-once", &[]);
     hub.wait_listening("pi-once");
     // The lease is shorter than the job: the hub hands it out again while
     // the only device is still running it.
@@ -385,14 +328,7 @@ fn commands_are_answered_or_fail_with_a_clear_reason() {
     let _w = watchdog("commands", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let agent = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-c",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let agent = hub.agent("pi-c", &[]);
     hub.wait_listening("pi-c");
 
     let ping = hub.op(&["command", "pi-c", "ping"]);
@@ -542,14 +478,7 @@ fn malformed_frames_are_counted_and_dropped_while_honest_agents_are_served() {
     let _w = watchdog("malformed", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let _agent = start_agent(
-        hub.telemetry(),
-        dir.path(),
-        "pi-ok",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let _agent = hub.agent("pi-ok", &[]);
     hub.wait_listening("pi-ok");
 
     let ctx = zmq::Context::new();
@@ -607,14 +536,7 @@ fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arriv
     let dir = tmp();
     let mut hub = Hub::start(dir.path(), "");
     let telemetry = hub.telemetry().to_string();
-    let mut agent = start_agent(
-        &telemetry,
-        dir.path(),
-        "pi-s",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let mut agent = hub.agent("pi-s", &[]);
     wait_for("first telemetry", || {
         (!hub.telemetry_rows("pi-s").is_empty()).then_some(())
     });
@@ -654,14 +576,7 @@ fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arriv
     )
     .unwrap();
     let hub = Hub::start_with(dir.path(), &["--config", &cfg.to_string_lossy()]);
-    let _agent = start_agent(
-        &telemetry,
-        dir.path(),
-        "pi-s",
-        "run",
-        &agent_config(""),
-        &[],
-    );
+    let _agent = hub.agent("pi-s", &[]);
     hub.wait_listening("pi-s");
     assert!(hub.op(&["command", "pi-s", "ping"]).ok);
     // Batches of the first run (numbered from 1) arrive with none missing,
