@@ -445,3 +445,40 @@ mod tests {
         assert!(err.to_string().contains("tcp://nonsense"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod curve {
+    /// The libzmq we link is 4.3.5 with CURVE compiled in (the targets
+    /// issue), and a CURVE handshake completes between two of our sockets.
+    #[test]
+    fn libzmq_has_curve_and_a_handshake_completes() {
+        assert!(
+            zmq::has("curve").unwrap_or(false),
+            "libzmq was built without CURVE"
+        );
+        assert_eq!(zmq::version(), (4, 3, 5));
+        let ctx = zmq::Context::new();
+        let server_keys = zmq::CurveKeyPair::new().expect("server key pair");
+        let client_keys = zmq::CurveKeyPair::new().expect("client key pair");
+        let server = ctx.socket(zmq::REP).unwrap();
+        server.set_curve_server(true).unwrap();
+        server.set_curve_secretkey(&server_keys.secret_key).unwrap();
+        server.set_linger(0).unwrap();
+        server.bind("tcp://127.0.0.1:*").unwrap();
+        let ep = server.get_last_endpoint().unwrap().unwrap();
+        let client = ctx.socket(zmq::REQ).unwrap();
+        client.set_curve_serverkey(&server_keys.public_key).unwrap();
+        client.set_curve_publickey(&client_keys.public_key).unwrap();
+        client.set_curve_secretkey(&client_keys.secret_key).unwrap();
+        client.set_linger(0).unwrap();
+        client.set_rcvtimeo(10_000).unwrap();
+        server.set_rcvtimeo(10_000).unwrap();
+        client.connect(&ep).unwrap();
+        client.send("over curve", 0).unwrap();
+        let got = server.recv_msg(0).expect("the request arrives over CURVE");
+        assert_eq!(&*got, b"over curve");
+        assert_eq!(server.get_mechanism().unwrap(), zmq::Mechanism::ZMQ_CURVE);
+        server.send("ok", 0).unwrap();
+        assert_eq!(client.recv_bytes(0).unwrap(), b"ok");
+    }
+}
