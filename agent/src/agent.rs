@@ -417,7 +417,7 @@ impl Agent {
     fn send_hello(&mut self) {
         let hello = Hello {
             agent_version: env!("CARGO_PKG_VERSION").into(),
-            arch: std::env::consts::ARCH.into(),
+            arch: crate::info::arch().into(),
             os: std::env::consts::OS.into(),
             hostname: crate::config::hostname(),
             groups: self.cfg.groups.clone(),
@@ -707,7 +707,7 @@ impl Agent {
         AgentStatus {
             device: self.cfg.device_id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
-            arch: std::env::consts::ARCH.into(),
+            arch: crate::info::arch().into(),
             groups: self.cfg.groups.clone(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             batches_sent: c.batches_sent,

@@ -2,6 +2,7 @@
 
 mod agent;
 mod config;
+mod info;
 mod runner;
 mod state;
 mod uplink;
@@ -43,6 +44,9 @@ enum Cmd {
     Chat(RunArgs),
     /// Print the default configuration with every key explained.
     PrintConfig,
+    /// Print this build's version, architecture and libzmq, and check CURVE
+    /// with a handshake over loopback (as JSON; exits 1 if CURVE fails).
+    Info,
 }
 
 #[derive(Args)]
@@ -102,6 +106,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::PrintConfig => {
             print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Cmd::Info => {
+            let info = info::info();
+            match serde_json::to_string_pretty(&info) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            if info.curve_handshake != "ok" {
+                return ExitCode::FAILURE;
+            }
             Ok(())
         }
         Cmd::Run(args) => start(args, false),

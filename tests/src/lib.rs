@@ -393,6 +393,22 @@ pub fn agent_config(extra: &str) -> String {
     )
 }
 
+/// `fleetmq-agent`, behind `FLEETMQ_AGENT_RUNNER` (e.g. a QEMU) if set.
+pub fn agent_command() -> Command {
+    let runner: Vec<String> = std::env::var("FLEETMQ_AGENT_RUNNER")
+        .map(|r| r.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let agent = bin("fleetmq-agent", "FLEETMQ_AGENT_BIN");
+    match runner.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(&agent);
+            c
+        }
+        None => Command::new(&agent),
+    }
+}
+
 /// Starts an agent (`run`, or `chat` with stdin piped) for `device` in `dir`.
 pub fn start_agent(
     hub_endpoint: &str,
@@ -406,18 +422,7 @@ pub fn start_agent(
     std::fs::create_dir_all(&home).expect("creating agent dir");
     let cfg = home.join("agent.toml");
     std::fs::write(&cfg, config).expect("writing agent config");
-    let runner: Vec<String> = std::env::var("FLEETMQ_AGENT_RUNNER")
-        .map(|r| r.split_whitespace().map(String::from).collect())
-        .unwrap_or_default();
-    let agent = bin("fleetmq-agent", "FLEETMQ_AGENT_BIN");
-    let mut cmd = match runner.split_first() {
-        Some((prog, args)) => {
-            let mut c = Command::new(prog);
-            c.args(args).arg(&agent);
-            c
-        }
-        None => Command::new(&agent),
-    };
+    let mut cmd = agent_command();
     cmd.arg(mode)
         .arg("--config")
         .arg(&cfg)
@@ -437,8 +442,8 @@ pub fn start_agent(
     )
 }
 
-/// The architecture the agent under test reports (`FLEETMQ_AGENT_ARCH` when
-/// it runs under QEMU).
+/// The architecture the agent under test reports: `FLEETMQ_AGENT_ARCH` when
+/// it is a cross build (aarch64, armv7, armv6), else this machine's.
 pub fn agent_arch() -> String {
     std::env::var("FLEETMQ_AGENT_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_string())
 }

@@ -55,6 +55,26 @@ fn hub_starts_on_embedded_defaults_and_reports_its_ports() {
 }
 
 #[test]
+fn the_agent_build_reports_its_arch_and_completes_a_curve_handshake() {
+    let _w = watchdog("info", LIMIT);
+    let out = agent_command()
+        .arg("info")
+        .output()
+        .expect("running fleetmq-agent info");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    assert_eq!(info["arch"], agent_arch().as_str());
+    assert_eq!(info["libzmq"], "4.3.5");
+    assert_eq!(info["curve"], true);
+    assert_eq!(info["curve_handshake"], "ok");
+}
+
+#[test]
 fn telemetry_is_acked_and_a_resent_batch_is_stored_once() {
     let _w = watchdog("telemetry", LIMIT);
     let dir = tmp();
