@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suite with each Pi's static agent under qemu-user, with
+# that Pi's CPU model, against a native hub: the same tests as natively, with
+# the agent behind a runner prefix (FLEETMQ_AGENT_RUNNER).
+#
+#   targets/qemu-user-test.sh              every row of targets/targets.tsv
+#   targets/qemu-user-test.sh pi0-pi1      only these rows
+#
+# Expects the binaries from targets/build.sh and the native workspace build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=("$@")
+status=0
+while IFS=$'\t' read -r pi triple arch qemu cpu _deb; do
+  case "$pi" in '#'*|'') continue ;; esac
+  if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " == *" $pi "* ]]; then continue; fi
+  agent="$PWD/target/$triple/release/fleetmq-agent"
+  [ -x "$agent" ] || { echo "missing $agent: run targets/build.sh $pi" >&2; exit 1; }
+  echo "== $pi: $triple under $qemu -cpu $cpu"
+  FLEETMQ_AGENT_BIN="$agent" FLEETMQ_AGENT_RUNNER="$qemu -cpu $cpu" FLEETMQ_AGENT_ARCH="$arch" \
+    cargo test --locked -p fleetmq-tests --test e2e || status=1
+done < targets/targets.tsv
+exit $status

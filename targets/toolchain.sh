@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Sourced by the build and test scripts: makes sure the docker-less cross
+# toolchain is here, idempotently. Zig (from PyPI, pinned) provides a C and
+# C++ cross compiler with musl and libc++; cargo-zigbuild drives cargo with it.
+# Tools live in target/tools, so a fresh clone installs them once.
+
+ZIG_VERSION=0.13.0
+ZIGBUILD_VERSION=0.19.8
+tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/tools"
+venv="$tools_dir/venv"
+
+ensure_zigbuild() {
+  if [ ! -x "$venv/bin/cargo-zigbuild" ] || ! "$venv/bin/python" -m ziglang version 2>/dev/null | grep -qx "$ZIG_VERSION"; then
+    echo "installing ziglang==$ZIG_VERSION and cargo-zigbuild==$ZIGBUILD_VERSION into $venv"
+    mkdir -p "$tools_dir"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "ziglang==$ZIG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
+  fi
+  export PATH="$venv/bin:$PATH"
+  # Zig's cache, kept with the tools so it survives between builds.
+  export ZIG_GLOBAL_CACHE_DIR="$tools_dir/zig-cache"
+}
+
+# Installs the Rust standard library for a target: prebuilt if rustup can get
+# it, otherwise rust-src to build it (the prebuilt armv6/armv7 musl std is not
+# downloadable everywhere). Prints "prebuilt" or "build-std".
+ensure_rust_target() {
+  local triple=$1
+  if rustup target list --installed | grep -qx "$triple"; then
+    echo prebuilt
+  elif rustup target add "$triple" >/dev/null 2>&1; then
+    echo prebuilt
+  else
+    rustup component add rust-src >/dev/null 2>&1 || {
+      echo "cannot install $triple or rust-src for it" >&2
+      return 1
+    }
+    echo build-std
+  fi
+}
