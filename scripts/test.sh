@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole fleetmq test suite from a fresh clone: installs what the
-# build needs (idempotently), checks formatting and lints, builds the
-# binaries the end-to-end tests start, and runs every test.
+# build needs (idempotently), checks formatting and lints, builds the native
+# binaries and the static ARM agents, runs every test, then runs the
+# end-to-end suite again with each Pi's agent under qemu-user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# For the ARM builds and their tests: file (checks static linking) and
+# qemu-user (runs each Pi's agent with that Pi's CPU model).
+command -v file >/dev/null 2>&1 || missing+=(file)
+command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -38,10 +44,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building the binaries the end-to-end tests start"
 cargo build --workspace --bins --locked
 
+log "static ARM builds for every Pi (targets/build.sh)"
+targets/build.sh
+
 log "doc tests"
 cargo test --workspace --locked --doc
 
-# Unit, wire-format and end-to-end tests; the end-to-end suite runs last, so
-# its summary closes the run.
 log "tests"
 cargo test --workspace --locked --all-targets
+
+# The same end-to-end suite with each Pi's agent under qemu-user; its last
+# summary closes the run.
+log "end-to-end tests with ARM agents under qemu-user"
+targets/qemu-user-test.sh

@@ -18,6 +18,15 @@ while IFS=$'\t' read -r pi triple arch qemu cpu _deb; do
   agent="$PWD/target/$triple/release/fleetmq-agent"
   [ -x "$agent" ] || { echo "missing $agent: run targets/build.sh $pi" >&2; exit 1; }
   echo "== $pi: $triple under $qemu -cpu $cpu"
+  if [ "$cpu" = arm1176 ] && [ -x target/armv7-unknown-linux-musleabihf/release/fleetmq-agent ]; then
+    # The ARMv6 run means something only if this CPU model refuses ARMv7
+    # code: the Pi 2 build must die with SIGILL here.
+    if "$qemu" -cpu "$cpu" target/armv7-unknown-linux-musleabihf/release/fleetmq-agent info >/dev/null 2>&1; then
+      echo "error: an ARMv7 agent ran under -cpu $cpu; this QEMU does not enforce ARMv6" >&2
+      exit 1
+    fi
+    echo "(control: the ARMv7 agent is refused by -cpu $cpu, as it must be)"
+  fi
   FLEETMQ_AGENT_BIN="$agent" FLEETMQ_AGENT_RUNNER="$qemu -cpu $cpu" FLEETMQ_AGENT_ARCH="$arch" \
     cargo test --locked -p fleetmq-tests --test e2e || status=1
 done < targets/targets.tsv
