@@ -53,6 +53,11 @@ cargo test --workspace --locked --doc
 log "tests"
 cargo test --workspace --locked --all-targets
 
+# A real ARM kernel boots the agent as a service in qemu-system and reports
+# to a hub on this machine through QEMU's user network only.
+log "ARM Linux in qemu-system: the agent boots as a service and reports in"
+targets/qemu-system-test.sh
+
 # The same end-to-end suite with each Pi's agent under qemu-user; its last
 # summary closes the run.
 log "end-to-end tests with ARM agents under qemu-user"

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Boots a real ARM Linux kernel from Debian's packages in qemu-system with the
+# static fleetmq-agent started as a service from a small busybox initramfs.
+# The guest reaches a hub on this machine only through QEMU's user network:
+# it has 10.0.2.15/24, no default route, and sees the host as 10.0.2.2. The
+# test passes when the hub shows the emulated device online with its arch
+# and has stored its telemetry.
+#
+#   targets/qemu-system-test.sh            every machine below
+#   targets/qemu-system-test.sh virt-a53   only these
+#
+# Kernels and busybox come from `apt-get download` into target/qemu-assets.
+# Needs root the first time (dpkg --add-architecture, apt-get install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# machine	deb_arch	kernel metapackage	rust triple	arch	qemu command
+machines=(
+  "virt-a53|arm64|linux-image-arm64|aarch64-unknown-linux-musl|aarch64|qemu-system-aarch64 -M virt -cpu cortex-a53 -m 256 -device virtio-net-device,netdev=n0"
+)
+modules_arm64=(virtio_mmio failover net_failover virtio_net)
+
+assets=$PWD/target/qemu-assets
+hub_bin=$PWD/target/debug/fleetmq-hub
+work=$(mktemp -d "${TMPDIR:-/tmp}/fleetmq-qemu.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need=()
+command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
+command -v cpio >/dev/null 2>&1 || need+=(cpio)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+[ -x "$hub_bin" ] || { echo "missing $hub_bin: run cargo build --workspace" >&2; exit 1; }
+
+# Downloads (once) the kernel and busybox-static for a Debian architecture
+# and unpacks them into $assets/<arch>/root.
+fetch() {
+  local arch=$1 meta=$2 dir="$assets/$1"
+  [ -f "$dir/ready" ] && return 0
+  if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    dpkg --add-architecture "$arch"
+  fi
+  apt-get update -qq
+  local kernel
+  kernel=$(apt-cache depends "$meta:$arch" | sed -n 's/.*Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)
+  [ -n "$kernel" ] || { echo "cannot resolve $meta for $arch" >&2; return 1; }
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$dir" && apt-get download -qq "${kernel%:*}:$arch" "busybox-static:$arch" 2>/dev/null)
+  for deb in "$dir"/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
+  rm -f "$dir"/*.deb
+  touch "$dir/ready"
+}
+
+# Builds the initramfs: busybox, the NIC modules, the agent, and an /init
+# that brings up eth0 without a default route and supervises the agent.
+initramfs() {
+  local arch=$1 agent=$2 out=$3 tree="$work/initrd-$1"
+  shift 3
+  rm -rf "$tree" && mkdir -p "$tree/bin" "$tree/lib/modules"
+  cp "$assets/$arch/root/bin/busybox" "$tree/bin/"
+  local m
+  for m in "$@"; do
+    cp "$(find "$assets/$arch/root/lib/modules" -name "$m.ko" | head -n1)" "$tree/lib/modules/"
+  done
+  cp "$agent" "$tree/fleetmq-agent"
+  cat > "$tree/init" <<INIT
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /var/lib/fleetmq
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $*; do insmod /lib/modules/\$m.ko; done
+for i in \$(seq 200); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+arg() { sed -n "s/.*fleetmq\\.\$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
+hub=\$(arg hub); id=\$(arg id)
+echo "fleetmq-init: routes: \$(ip route | tr '\\n' ';')"
+echo "fleetmq-init: starting agent \$id for \$hub"
+while true; do
+  /fleetmq-agent run --hub "\$hub" --device-id "\$id" --data-dir /var/lib/fleetmq
+  echo "fleetmq-init: agent exited with \$?; restarting in 1 s"
+  sleep 1
+done
+INIT
+  chmod +x "$tree/init"
+  (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1 > "$out")
+}
+
+devices_json() { "$hub_bin" devices --data-dir "$work/hub" --json 2>/dev/null || true; }
+
+want=("$@")
+passed=0
+failed=0
+for row in "${machines[@]}"; do
+  IFS='|' read -r name arch meta triple expect qemu <<<"$row"
+  if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " == *" $name "* ]]; then continue; fi
+  agent="$PWD/target/$triple/release/fleetmq-agent"
+  [ -x "$agent" ] || { echo "missing $agent: run targets/build.sh" >&2; exit 1; }
+  echo "== $name: Debian $arch kernel, agent $triple"
+  fetch "$arch" "$meta"
+  kernel=$(ls "$assets/$arch/root/boot"/vmlinuz-* | head -n1)
+  initramfs "$arch" "$agent" "$work/$name.cpio.gz" "${modules_arm64[@]}"
+
+  rm -rf "$work/hub"
+  "$hub_bin" run --data-dir "$work/hub" --bind 127.0.0.1:* >"$work/hub.out" 2>"$work/hub.log" &
+  hub_pid=$!
+  pids+=("$hub_pid")
+  for _ in $(seq 100); do [ -s "$work/hub.out" ] && break; sleep 0.05; done
+  port=$(sed -n 's/.*"telemetry":"tcp:\/\/127.0.0.1:\([0-9]*\)".*/\1/p' "$work/hub.out")
+  start_ns=$(date +%s%N)
+  # shellcheck disable=SC2086
+  timeout 180 $qemu -nographic -no-reboot -kernel "$kernel" -initrd "$work/$name.cpio.gz" \
+    -append "console=ttyAMA0 rdinit=/init quiet fleetmq.hub=tcp://10.0.2.2:$port fleetmq.id=$name" \
+    -netdev user,id=n0 >"$work/$name.console" 2>&1 &
+  qemu_pid=$!
+  pids+=("$qemu_pid")
+
+  ok=""
+  for _ in $(seq 1200); do
+    json=$(devices_json)
+    if echo "$json" | grep -q "\"id\":\"$name\"" &&
+      echo "$json" | grep -q "\"online\":true" &&
+      echo "$json" | grep -q "\"arch\":\"$expect\"" &&
+      [ -n "$("$hub_bin" telemetry --data-dir "$work/hub" --device "$name" --limit 1 2>/dev/null)" ]; then
+      ok=yes
+      break
+    fi
+    kill -0 "$qemu_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  took_ms=$((($(date +%s%N) - start_ns) / 1000000))
+  kill "$qemu_pid" "$hub_pid" 2>/dev/null || true
+  wait "$qemu_pid" "$hub_pid" 2>/dev/null || true
+  if [ -n "$ok" ]; then
+    grep -a "fleetmq-init: routes" "$work/$name.console" || true
+    echo "$name: online as $expect with telemetry stored, ${took_ms} ms after QEMU started"
+    passed=$((passed + 1))
+  else
+    echo "$name: did not report in; console:" >&2
+    tail -n 40 "$work/$name.console" >&2
+    echo "hub log:" >&2
+    tail -n 20 "$work/hub.log" >&2
+    failed=$((failed + 1))
+  fi
+done
+echo "qemu-system: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
