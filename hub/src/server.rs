@@ -642,9 +642,12 @@ impl Hub {
             },
             Request::Stats => self.stats().unwrap_or_else(storage),
         };
+        let submitted = matches!(response, Response::JobSubmitted { .. });
         self.answer(client, req.id, response);
-        // A new job goes out now rather than on the next tick.
-        self.dispatch_jobs(now_ms());
+        if submitted {
+            // A new job goes out now rather than on the next tick.
+            self.dispatch_jobs(now_ms());
+        }
     }
 
     fn devices(&self) -> Result<Response, crate::store::StoreError> {
@@ -661,7 +664,7 @@ impl Hub {
     }
 
     fn stats(&self) -> Result<Response, crate::store::StoreError> {
-        let (_, devices_known) = self.store.counts()?;
+        let devices_known = self.store.device_count()?;
         let c = &self.counters;
         Ok(Response::Stats(HubStats {
             hub_version: env!("CARGO_PKG_VERSION").into(),

@@ -581,16 +581,12 @@ impl Store {
         Ok(())
     }
 
-    /// Batches stored, for stats.
-    pub fn counts(&self) -> Result<(u64, u32), StoreError> {
-        let batches: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
-            .doing("counting batches")?;
+    /// Devices ever heard from, for stats.
+    pub fn device_count(&self) -> Result<u32, StoreError> {
         let devices: i64 = self
             .conn
             .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
             .doing("counting devices")?;
-        Ok((batches as u64, devices as u32))
+        Ok(devices as u32)
     }
 }
