@@ -18,6 +18,18 @@ struct Session {
     said_hello: bool,
 }
 
+impl Session {
+    /// A session that starts now.
+    fn new(now_ms: u64, heartbeat_ms: u64, said_hello: bool) -> Self {
+        Session {
+            since_ms: now_ms,
+            last_seen_ms: now_ms,
+            heartbeat_ms,
+            said_hello,
+        }
+    }
+}
+
 /// What a message from a device changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
@@ -54,15 +66,8 @@ impl Presence {
                 false
             }
             None => {
-                self.sessions.insert(
-                    id.to_string(),
-                    Session {
-                        since_ms: now_ms,
-                        last_seen_ms: now_ms,
-                        heartbeat_ms,
-                        said_hello: true,
-                    },
-                );
+                self.sessions
+                    .insert(id.to_string(), Session::new(now_ms, heartbeat_ms, true));
                 true
             }
         }
@@ -81,12 +86,7 @@ impl Presence {
             None => {
                 self.sessions.insert(
                     id.to_string(),
-                    Session {
-                        since_ms: now_ms,
-                        last_seen_ms: now_ms,
-                        heartbeat_ms: DEFAULT_HEARTBEAT_MS,
-                        said_hello: false,
-                    },
+                    Session::new(now_ms, DEFAULT_HEARTBEAT_MS, false),
                 );
                 Seen {
                     came_online: true,

@@ -234,13 +234,14 @@ impl Hub {
     fn drain_upstream(&mut self) -> anyhow::Result<()> {
         let mut batches: Vec<(String, Batch, Vec<u8>)> = Vec::new();
         for _ in 0..DRAIN {
-            let frames = match recv_frames(&self.upstream, 2).context("reading telemetry socket")? {
-                None => break,
-                Some(Err(n)) => {
-                    self.dropped("telemetry", format!("message of {n} frames"));
-                    continue;
-                }
-                Some(Ok(f)) => f,
+            let Some(frames) = next_message(
+                &self.upstream,
+                2,
+                &mut self.counters.frames_dropped,
+                "telemetry",
+            )?
+            else {
+                break;
             };
             let [id, frame] = frames.as_slice() else {
                 self.dropped("telemetry", "message without a body");
@@ -373,13 +374,14 @@ impl Hub {
 
     fn drain_results(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let frames = match recv_frames(&self.results, 1).context("reading results socket")? {
-                None => break,
-                Some(Err(n)) => {
-                    self.dropped("results", format!("message of {n} frames"));
-                    continue;
-                }
-                Some(Ok(f)) => f,
+            let Some(frames) = next_message(
+                &self.results,
+                1,
+                &mut self.counters.frames_dropped,
+                "results",
+            )?
+            else {
+                break;
             };
             let ResultFrame::Result(result) = match ResultFrame::decode(&frames[0]) {
                 Ok(r) => r,
@@ -426,13 +428,14 @@ impl Hub {
 
     fn drain_replies(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let frames = match recv_frames(&self.commands, 3).context("reading commands socket")? {
-                None => break,
-                Some(Err(n)) => {
-                    self.dropped("commands", format!("message of {n} frames"));
-                    continue;
-                }
-                Some(Ok(f)) => f,
+            let Some(frames) = next_message(
+                &self.commands,
+                3,
+                &mut self.counters.frames_dropped,
+                "commands",
+            )?
+            else {
+                break;
             };
             let [id, empty, frame] = frames.as_slice() else {
                 self.dropped("commands", "reply without the REP envelope");
@@ -476,12 +479,15 @@ impl Hub {
 
     fn drain_subscriptions(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let frames =
-                match recv_frames(&self.broadcast, 1).context("reading broadcast socket")? {
-                    None => break,
-                    Some(Err(_)) => continue,
-                    Some(Ok(f)) => f,
-                };
+            let Some(frames) = next_message(
+                &self.broadcast,
+                1,
+                &mut self.counters.frames_dropped,
+                "broadcast",
+            )?
+            else {
+                break;
+            };
             // XPUB passes up subscription messages: 1 or 0, then the prefix.
             let (on, topic) = match frames[0].split_first() {
                 Some((1, t)) => (true, t),
@@ -505,13 +511,14 @@ impl Hub {
 
     fn drain_operator(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let frames = match recv_frames(&self.operator, 3).context("reading operator socket")? {
-                None => break,
-                Some(Err(n)) => {
-                    self.dropped("operator", format!("message of {n} frames"));
-                    continue;
-                }
-                Some(Ok(f)) => f,
+            let Some(frames) = next_message(
+                &self.operator,
+                3,
+                &mut self.counters.frames_dropped,
+                "operator",
+            )?
+            else {
+                break;
             };
             let [client, empty, frame] = frames.as_slice() else {
                 self.dropped("operator", "request without the REQ envelope");
@@ -835,6 +842,33 @@ impl Hub {
             }
         }
     }
+}
+
+/// The next whole message on `socket`, or `None` when nothing is waiting.
+/// A message of more than `max` frames is read to its end, counted in
+/// `dropped` and skipped; at most [`DRAIN`] are skipped per call, so a flood
+/// of them cannot starve the other sockets.
+fn next_message(
+    socket: &zmq::Socket,
+    max: usize,
+    dropped: &mut u64,
+    name: &'static str,
+) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+    for _ in 0..DRAIN {
+        match recv_frames(socket, max).with_context(|| format!("reading the {name} socket"))? {
+            None => return Ok(None),
+            Some(Ok(frames)) => return Ok(Some(frames)),
+            Some(Err(n)) => {
+                *dropped += 1;
+                debug!(
+                    socket = name,
+                    frames = n,
+                    "dropped a message with too many frames"
+                );
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn check_spec(spec: &JobSpec) -> Result<(), OperatorError> {
