@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite with each Pi's static agent under qemu-user, with
 # that Pi's CPU model, against a native hub: the same tests as natively, with
-# the agent behind a runner prefix (FLEETMQ_AGENT_RUNNER).
+# the agent behind a runner prefix (FLEETMQ_AGENT_RUNNER). Then the same suite
+# once more with the aarch64 hub (a Pi 4 as a small fleet's hub) under
+# qemu-user, its operator command line too, against native agents.
 #
 #   targets/qemu-user-test.sh              every row of targets/targets.tsv
 #   targets/qemu-user-test.sh pi0-pi1      only these rows
+#   targets/qemu-user-test.sh hub          only the aarch64 hub
 #
 # Expects the binaries from targets/build.sh and the native workspace build.
 set -euo pipefail
@@ -30,4 +33,12 @@ while IFS=$'\t' read -r pi triple arch qemu cpu _deb; do
   FLEETMQ_AGENT_BIN="$agent" FLEETMQ_AGENT_RUNNER="$qemu -cpu $cpu" FLEETMQ_AGENT_ARCH="$arch" \
     cargo test --locked -p fleetmq-tests --test e2e || status=1
 done < targets/targets.tsv
+
+if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" hub "* ]]; then
+  hub="$PWD/target/aarch64-unknown-linux-musl/release/fleetmq-hub"
+  [ -x "$hub" ] || { echo "missing $hub: run targets/build.sh pi3-pi4-pi5" >&2; exit 1; }
+  echo "== hub: aarch64-unknown-linux-musl under qemu-aarch64-static -cpu cortex-a72, native agents"
+  FLEETMQ_HUB_BIN="$hub" FLEETMQ_HUB_RUNNER="qemu-aarch64-static -cpu cortex-a72" \
+    cargo test --locked -p fleetmq-tests --test e2e || status=1
+fi
 exit $status

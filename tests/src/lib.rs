@@ -3,9 +3,10 @@
 //!
 //! * Binaries come from the workspace's `target/debug` unless
 //!   `FLEETMQ_HUB_BIN` / `FLEETMQ_AGENT_BIN` name others (an ARM build).
-//! * `FLEETMQ_AGENT_RUNNER` is a prefix for the agent, e.g.
-//!   `qemu-aarch64-static -cpu cortex-a53`, so the same tests run an ARM
-//!   agent under QEMU against a native hub.
+//! * `FLEETMQ_AGENT_RUNNER` / `FLEETMQ_HUB_RUNNER` are prefixes for the
+//!   agent or the hub, e.g. `qemu-aarch64-static -cpu cortex-a53`, so the
+//!   same tests run an ARM agent under QEMU against a native hub, or an ARM
+//!   hub (and its operator command line) under QEMU with native agents.
 //! * Every process is killed when its handle drops, and by the kernel
 //!   (`PR_SET_PDEATHSIG`) if the test process dies first.
 
@@ -247,7 +248,7 @@ impl Hub {
 
     /// Starts the hub with exactly these `run` arguments (plus --data-dir).
     pub fn start_with(dir: &Path, args: &[&str]) -> Hub {
-        let mut cmd = Command::new(bin("fleetmq-hub", "FLEETMQ_HUB_BIN"));
+        let mut cmd = hub_command();
         cmd.arg("run")
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -302,7 +303,7 @@ impl Hub {
     /// `fleetmq-hub ARGS` pointed at this hub with `--json`, the flags placed
     /// before any trailing job or command arguments.
     fn operator_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("fleetmq-hub", "FLEETMQ_HUB_BIN"));
+        let mut cmd = hub_command();
         let verbs = if args.first() == Some(&"job") { 2 } else { 1 };
         let (path, rest) = args.split_at(verbs.min(args.len()));
         cmd.args(path)
@@ -395,17 +396,27 @@ pub fn agent_config(extra: &str) -> String {
 
 /// `fleetmq-agent`, behind `FLEETMQ_AGENT_RUNNER` (e.g. a QEMU) if set.
 pub fn agent_command() -> Command {
-    let runner: Vec<String> = std::env::var("FLEETMQ_AGENT_RUNNER")
+    program("fleetmq-agent", "FLEETMQ_AGENT_BIN", "FLEETMQ_AGENT_RUNNER")
+}
+
+/// `fleetmq-hub`, behind `FLEETMQ_HUB_RUNNER` if set.
+pub fn hub_command() -> Command {
+    program("fleetmq-hub", "FLEETMQ_HUB_BIN", "FLEETMQ_HUB_RUNNER")
+}
+
+/// The binary `name` (see [`bin`]) behind the runner prefix in `runner_env`.
+fn program(name: &str, bin_env: &str, runner_env: &str) -> Command {
+    let runner: Vec<String> = std::env::var(runner_env)
         .map(|r| r.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
-    let agent = bin("fleetmq-agent", "FLEETMQ_AGENT_BIN");
+    let path = bin(name, bin_env);
     match runner.split_first() {
         Some((prog, args)) => {
             let mut c = Command::new(prog);
-            c.args(args).arg(&agent);
+            c.args(args).arg(&path);
             c
         }
-        None => Command::new(&agent),
+        None => Command::new(&path),
     }
 }
 
