@@ -183,7 +183,9 @@ pub struct SampleRef<'a> {
     pub value: Value,
 }
 
-fn valid_metric_name(name: &str) -> bool {
+/// True if `name` can be a metric name: 1 to [`MAX_METRIC_NAME_LEN`]
+/// bytes, no control characters.
+pub fn valid_metric_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_METRIC_NAME_LEN && !name.chars().any(char::is_control)
 }
 
