@@ -24,7 +24,6 @@
 use std::io::{BufRead, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -40,9 +39,11 @@ use fleetmq_protocol::{
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
+use crate::control::{self, Control, Request};
 use crate::runner::{self, ExecPolicy};
-use crate::state::{self, JobMemory, SeqFile};
-use crate::uplink::{Record, Uplink};
+use crate::spool::{AppendError, Spool};
+use crate::state::{JobMemory, SeqFile};
+use crate::uplink::{Record, Uplink, encode_batch};
 
 const MONITOR: &str = "inproc://fleetmq-agent-monitor";
 const EVENT_HANDSHAKE_SUCCEEDED: u16 = 0x1000;
@@ -141,7 +142,8 @@ struct Agent {
     jobs_done: u64,
     commands_answered: u64,
     stdin_closed: bool,
-    saved_path: PathBuf,
+    spool: Spool,
+    control: Control,
 }
 
 /// Runs the agent until shutdown (or, in chat mode, until stdin closes and
@@ -157,20 +159,45 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
     let jobs_run = JobMemory::open(dir.join("jobs-run"), JOBS_REMEMBERED)?;
     let now = Instant::now();
     let mut uplink = Uplink::new(cfg.uplink_limits(), now, fastrand::u64(..));
-    let saved_path = dir.join("unacked");
-    let (saved, torn) = state::load_unacked(&saved_path)?;
-    if torn > 0 {
-        warn!(entries = torn, path = %saved_path.display(), "skipped torn entries of unacked telemetry");
+    let (spool, recovery) = Spool::open(cfg.spool_config(), now)
+        .context("opening the spool (is the data directory writable?)")?;
+    for note in &recovery.notes {
+        warn!("spool: {note}");
     }
-    if !saved.is_empty() {
+    if !recovery.unacked.is_empty() || recovery.unpacked > 0 {
         info!(
-            batches = saved.len(),
-            "resending telemetry not acked before the last stop"
+            batches = recovery.unacked.len(),
+            records = recovery.unpacked,
+            bytes = spool.bytes(),
+            "spool holds telemetry not yet acked; sending it"
         );
     }
-    for s in saved {
-        uplink.restore(s.seq, s.frame, s.records, now);
+    for batch in recovery.unacked {
+        // The same records under the same sequence number: if the hub
+        // stored the batch before, it recognises it.
+        let records: Vec<&Record> = batch.records.iter().collect();
+        let mut refused = 0;
+        if let (_, Some(frame)) = encode_batch(batch.seq, &records, &mut refused)? {
+            uplink.restore(
+                batch.seq,
+                batch.first,
+                frame,
+                records.len() - refused as usize,
+                now,
+            );
+        }
     }
+    uplink.set_pending(recovery.unpacked);
+    uplink.accepted(0, recovery.unpacked > 0);
+    if let Ok(old) = std::fs::metadata(dir.join("unacked")) {
+        warn!(
+            bytes = old.len(),
+            "ignoring DATA_DIR/unacked from an older agent version (the spool replaces it)"
+        );
+    }
+
+    let control = Control::bind(control::socket_path(&dir))
+        .context("opening the control socket (used by `fleetmq-agent send` and `status`)")?;
 
     let sockets = Sockets::new(cfg.net.clone());
     let events = i32::from(EVENT_HANDSHAKE_SUCCEEDED | EVENT_DISCONNECTED);
@@ -224,7 +251,8 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         jobs_done: 0,
         commands_answered: 0,
         stdin_closed: false,
-        saved_path,
+        spool,
+        control,
         cfg,
     };
     let result = agent.serve(&shutdown);
@@ -265,6 +293,7 @@ impl Agent {
                     .then(|| self.uplink.next_deadline())
                     .flatten(),
                 self.need_hello.filter(|_| self.connected),
+                self.spool.next_sync(),
             ]
             .into_iter()
             .flatten()
@@ -279,6 +308,7 @@ impl Agent {
                     zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN),
                     self.monitor.as_poll_item(zmq::POLLIN),
                     self.dealer.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.control.fd(), zmq::POLLIN),
                 ];
                 if let Some(l) = &self.links {
                     items.push(l.sub.as_poll_item(zmq::POLLIN));
@@ -308,13 +338,16 @@ impl Agent {
             if ready[3] {
                 self.drain_dealer()?;
             }
-            if ready.get(4) == Some(&true) {
-                self.drain_broadcasts()?;
+            if ready[4] {
+                self.serve_control();
             }
             if ready.get(5) == Some(&true) {
-                self.drain_jobs()?;
+                self.drain_broadcasts()?;
             }
             if ready.get(6) == Some(&true) {
+                self.drain_jobs()?;
+            }
+            if ready.get(7) == Some(&true) {
                 self.drain_commands()?;
             }
             self.timers()?;
@@ -335,6 +368,9 @@ impl Agent {
             self.sample();
             self.next_sample = now + Duration::from_millis(self.cfg.telemetry.sample_interval_ms);
         }
+        if let Err(e) = self.spool.sync_if_due(now) {
+            warn!(error = %e, "syncing the spool to disk");
+        }
         if !self.connected {
             return Ok(());
         }
@@ -351,10 +387,7 @@ impl Agent {
                 now + Duration::from_millis(u64::from(self.cfg.presence.heartbeat_ms));
         }
         if self.uplink.flush_due(now) {
-            let seq = self.next_seq()?;
-            if let Some((seq, frame)) = self.uplink.pack(now, seq)? {
-                self.send_frame(seq, &frame);
-            }
+            self.pack_and_send(now)?;
         }
         for (seq, frame) in self.uplink.resends(now) {
             debug!(seq, "resending unacked batch");
@@ -365,28 +398,166 @@ impl Agent {
 
     fn sample(&mut self) {
         let ts_ms = now_ms();
-        let mut push = |name: &str, value: Value| {
-            if !self.uplink.push(Record::Sample {
-                name: name.into(),
+        let mut records = vec![
+            Record::Sample {
+                name: "agent.uptime_s".into(),
                 ts_ms,
-                value,
-            }) && self.uplink.counters.records_dropped.is_power_of_two()
-            {
-                warn!(
-                    dropped = self.uplink.counters.records_dropped,
-                    "telemetry queue full: dropping the oldest records"
-                );
-            }
-        };
-        push(
-            "agent.uptime_s",
-            Value::Float(self.started.elapsed().as_secs_f64()),
-        );
-        push("agent.heartbeats", Value::Int(self.heartbeats as i64));
+                value: Value::Float(self.started.elapsed().as_secs_f64()),
+            },
+            Record::Sample {
+                name: "agent.heartbeats".into(),
+                ts_ms,
+                value: Value::Int(self.heartbeats as i64),
+            },
+        ];
         if let Some(up) = system_uptime_s() {
-            push("system.uptime_s", Value::Float(up));
+            records.push(Record::Sample {
+                name: "system.uptime_s".into(),
+                ts_ms,
+                value: Value::Float(up),
+            });
         }
+        self.accept(&records);
         debug!(pending = self.uplink.pending_len(), "sampled");
+    }
+
+    /// Answers local clients of the control socket.
+    fn serve_control(&mut self) {
+        for (stream, line) in self.control.requests() {
+            let answer = match control::parse(&line) {
+                Ok(Request::Status) => self.status_json(),
+                Ok(Request::Send(samples)) => {
+                    let ts_ms = now_ms();
+                    let records: Vec<Record> = samples
+                        .into_iter()
+                        .map(|(name, value)| Record::Sample { name, ts_ms, value })
+                        .collect();
+                    if self.accept(&records) {
+                        format!("ok {}", records.len())
+                    } else {
+                        "error: the spool refused them (it is full, or the disk failed); see the agent's log".into()
+                    }
+                }
+                Err(e) => format!("error: {e}"),
+            };
+            control::reply(stream, &answer);
+        }
+    }
+
+    /// Everything `fleetmq-agent status` shows, as one JSON line.
+    fn status_json(&self) -> String {
+        let s = self.status();
+        let c = &self.spool.counters;
+        serde_json::json!({
+            "device": s.device,
+            "agent_version": s.agent_version,
+            "arch": s.arch,
+            "groups": s.groups,
+            "uptime_ms": s.uptime_ms,
+            "hub": self.cfg.hub,
+            "connected": self.connected,
+            "linked": self.links.is_some(),
+            "batches": {
+                "sent": s.batches_sent,
+                "acked": s.batches_acked,
+                "resent": s.batches_resent,
+                "in_flight": s.in_flight,
+            },
+            "records": {
+                "acked": self.uplink.counters.records_acked,
+                "waiting": s.records_pending,
+                "dropped": {
+                    "spool_full_oldest": c.dropped + self.uplink.counters.records_abandoned,
+                    "spool_full_refused": c.refused,
+                    "lost_to_corruption": c.lost_records,
+                    "refused_by_protocol": self.uplink.counters.records_dropped,
+                },
+            },
+            "spool": {
+                "bytes": self.spool.bytes(),
+                "max_bytes": self.cfg.spool.max_bytes,
+                "when_full": self.cfg.spool.when_full,
+                "torn_tails_cut": c.torn_tails,
+                "corrupt_entries_skipped": c.corrupt_entries,
+            },
+            "jobs_run": s.jobs_run,
+            "commands_answered": s.commands_answered,
+        })
+        .to_string()
+    }
+
+    /// Puts records in the spool; they count as accepted only if this
+    /// returns true. A full spool applies its policy (counted, and logged
+    /// once per episode).
+    fn accept(&mut self, records: &[Record]) -> bool {
+        let now = Instant::now();
+        let chat = records.iter().any(|r| matches!(r, Record::Chat { .. }));
+        match self.spool.append(records, now) {
+            Ok(appended) => {
+                if let Some(below) = appended.dropped_below {
+                    let abandoned = self.uplink.drop_below(below);
+                    for seq in &abandoned {
+                        if let Err(e) = self.spool.abandoned(*seq) {
+                            warn!(error = %e, seq, "recording an abandoned batch in the spool");
+                        }
+                    }
+                    if self.spool.full_episode_started() {
+                        warn!(
+                            max_bytes = self.cfg.spool.max_bytes,
+                            "spool full: dropping the oldest telemetry to make room (policy drop_oldest); counted in status"
+                        );
+                    }
+                    self.uplink
+                        .set_pending(self.spool.unpacked() - records.len() as u64);
+                }
+                self.uplink.accepted(records.len() as u64, chat);
+                true
+            }
+            Err(AppendError::Full { bytes, max }) => {
+                if self.spool.full_episode_started() {
+                    warn!(
+                        bytes,
+                        max,
+                        "spool full: refusing new telemetry until the hub acks (policy refuse_new); counted in status"
+                    );
+                }
+                false
+            }
+            Err(AppendError::Io(e)) => {
+                self.spool.counters.refused += records.len() as u64;
+                warn!(error = %e, records = records.len(), "could not write the spool; records refused");
+                false
+            }
+        }
+    }
+
+    /// Packs the oldest spooled records into a batch, records the batch in
+    /// the spool, and sends it if connected.
+    fn pack_and_send(&mut self, now: Instant) -> anyhow::Result<()> {
+        let peeked = self
+            .spool
+            .peek(self.uplink.batch_max_records())
+            .context("reading the spool")?;
+        if peeked.is_empty() {
+            // The spool has nothing after all (its count was stale).
+            self.uplink.set_pending(0);
+            return Ok(());
+        }
+        let seq = self.next_seq()?;
+        let offered: Vec<(u64, &Record)> = peeked.iter().map(|(id, r, _)| (*id, r)).collect();
+        let packed = self.uplink.pack(now, seq, &offered)?;
+        let used = packed.used.max(1).min(peeked.len());
+        let (first, last, after) = (peeked[0].0, peeked[used - 1].0, peeked[used - 1].2);
+        let batch_seq = packed.batch.as_ref().map(|(s, _)| *s);
+        self.spool
+            .packed(batch_seq, first, last, used as u64, after, now)
+            .context("recording a batch in the spool")?;
+        if let Some((seq, frame)) = packed.batch
+            && self.connected
+        {
+            self.send_frame(seq, &frame);
+        }
+        Ok(())
     }
 
     fn send_up(&self, msg: Upstream) -> bool {
@@ -467,6 +638,14 @@ impl Agent {
                 Ok(Downstream::Ack(ack)) => {
                     if !self.uplink.ack(ack.seq) {
                         debug!(seq = ack.seq, "ack for a batch not in flight");
+                    } else if let Err(e) = self
+                        .spool
+                        .acked(ack.seq)
+                        .and_then(|()| self.spool.release(self.uplink.low_water()))
+                    {
+                        // Not fatal: the batch is resent after a restart
+                        // and the hub recognises it.
+                        warn!(error = %e, "recording an ack in the spool");
                     }
                 }
                 Ok(Downstream::Welcome(w)) => self.welcome(w.hub_version, w.ports)?,
@@ -713,8 +892,12 @@ impl Agent {
             batches_sent: c.batches_sent,
             batches_acked: c.batches_acked,
             batches_resent: c.batches_resent,
-            records_dropped: c.records_dropped,
-            records_pending: self.uplink.pending_len() as u64,
+            records_dropped: c.records_dropped
+                + c.records_abandoned
+                + self.spool.counters.dropped
+                + self.spool.counters.refused
+                + self.spool.counters.lost_records,
+            records_pending: self.uplink.pending_len(),
             in_flight: self.uplink.in_flight_len() as u32,
             jobs_run: self.jobs_done,
             commands_answered: self.commands_answered,
@@ -831,10 +1014,12 @@ impl Agent {
                     self.reply(corr, reply);
                 }
                 Event::ChatLine(text) => {
-                    self.uplink.push(Record::Chat {
+                    if !self.accept(&[Record::Chat {
                         ts_ms: now_ms(),
                         text,
-                    });
+                    }]) {
+                        eprintln!("fleetmq-agent: chat line not sent: the spool is full");
+                    }
                 }
                 Event::StdinClosed => {
                     // Finish what was said, then exit: stop sampling, send the rest now.
@@ -858,13 +1043,7 @@ impl Agent {
     fn seal_and_send(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
         while self.uplink.pending_len() > 0 {
-            let seq = self.next_seq()?;
-            let Some((seq, frame)) = self.uplink.pack(now, seq)? else {
-                break;
-            };
-            if self.connected {
-                self.send_frame(seq, &frame);
-            }
+            self.pack_and_send(now)?;
         }
         Ok(())
     }
@@ -896,17 +1075,16 @@ impl Agent {
                 reason: "agent stopping".into(),
             }));
         }
-        let (frames, pending) = self.uplink.unacked();
-        debug_assert_eq!(pending.count(), 0);
-        let frames: Vec<Vec<u8>> = frames.into_iter().map(|(_, f)| f.to_vec()).collect();
-        match state::save_unacked(&self.saved_path, &frames) {
-            Ok(()) if frames.is_empty() => info!("stopped; everything was acked"),
-            Ok(()) => {
-                info!(batches = frames.len(), path = %self.saved_path.display(), "stopped; unacked telemetry saved for the next start")
+        match self.spool.sync(Instant::now()) {
+            Ok(()) if self.uplink.in_flight_len() == 0 && self.uplink.pending_len() == 0 => {
+                info!("stopped; everything was acked")
             }
-            Err(e) => {
-                warn!(error = %e, batches = frames.len(), "could not save unacked telemetry; it is lost")
-            }
+            Ok(()) => info!(
+                batches = self.uplink.in_flight_len(),
+                bytes = self.spool.bytes(),
+                "stopped; unacked telemetry stays in the spool for the next start"
+            ),
+            Err(e) => warn!(error = %e, "syncing the spool at stop"),
         }
     }
 }

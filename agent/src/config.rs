@@ -7,6 +7,7 @@ use fleetmq_net::SocketOptions;
 use fleetmq_net::config::ConfigError;
 use serde::Deserialize;
 
+use crate::spool::{Fsync, FullPolicy, SpoolConfig};
 use crate::uplink::UplinkLimits;
 
 /// The commented default configuration, printed by `print-config`.
@@ -20,6 +21,7 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub groups: Vec<String>,
     pub telemetry: Telemetry,
+    pub spool: Spool,
     pub presence: Presence,
     pub jobs: Jobs,
     pub commands: Commands,
@@ -33,10 +35,26 @@ pub struct Telemetry {
     pub sample_interval_ms: u64,
     pub flush_interval_ms: u64,
     pub batch_max_records: usize,
-    pub max_pending_records: usize,
     pub max_in_flight: usize,
     pub ack_timeout_ms: u64,
     pub ack_timeout_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spool {
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub when_full: FullPolicy,
+    pub fsync: FsyncMode,
+    pub fsync_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    Interval,
+    Always,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -74,6 +92,7 @@ impl Default for AgentConfig {
             data_dir: PathBuf::from("fleetmq-agent-data"),
             groups: Vec::new(),
             telemetry: Telemetry::default(),
+            spool: Spool::default(),
             presence: Presence::default(),
             jobs: Jobs::default(),
             commands: Commands::default(),
@@ -89,10 +108,21 @@ impl Default for Telemetry {
             sample_interval_ms: 10_000,
             flush_interval_ms: 1_000,
             batch_max_records: 500,
-            max_pending_records: 100_000,
             max_in_flight: 16,
             ack_timeout_ms: 5_000,
             ack_timeout_max_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Spool {
+            max_bytes: 64 << 20,
+            segment_bytes: 1 << 20,
+            when_full: FullPolicy::DropOldest,
+            fsync: FsyncMode::Interval,
+            fsync_interval_ms: 1_000,
         }
     }
 }
@@ -190,10 +220,8 @@ impl AgentConfig {
             ("telemetry.flush_interval_ms", t.flush_interval_ms),
             ("telemetry.ack_timeout_ms", t.ack_timeout_ms),
             ("telemetry.batch_max_records", t.batch_max_records as u64),
-            (
-                "telemetry.max_pending_records",
-                t.max_pending_records as u64,
-            ),
+            ("spool.segment_bytes", self.spool.segment_bytes),
+            ("spool.fsync_interval_ms", self.spool.fsync_interval_ms),
             ("telemetry.max_in_flight", t.max_in_flight as u64),
             (
                 "presence.heartbeat_ms",
@@ -219,6 +247,21 @@ impl AgentConfig {
             return Err(invalid(
                 "telemetry.batch_max_records",
                 "must be at most 100000".into(),
+            ));
+        }
+        if self.spool.segment_bytes < 4096 || self.spool.segment_bytes > 64 << 20 {
+            return Err(invalid(
+                "spool.segment_bytes",
+                "must be between 4096 and 67108864".into(),
+            ));
+        }
+        if self.spool.max_bytes < 2 * self.spool.segment_bytes {
+            return Err(invalid(
+                "spool.max_bytes",
+                format!(
+                    "must be at least twice spool.segment_bytes ({}), so that a full spool can drop its oldest segment",
+                    self.spool.segment_bytes
+                ),
             ));
         }
         for kind in &self.jobs.allow {
@@ -253,10 +296,23 @@ impl AgentConfig {
         UplinkLimits {
             flush_interval: Duration::from_millis(t.flush_interval_ms),
             batch_max_records: t.batch_max_records,
-            max_pending: t.max_pending_records,
             max_in_flight: t.max_in_flight,
             ack_timeout: Duration::from_millis(t.ack_timeout_ms),
             ack_timeout_max: Duration::from_millis(t.ack_timeout_max_ms),
+        }
+    }
+
+    pub fn spool_config(&self) -> SpoolConfig {
+        let s = &self.spool;
+        SpoolConfig {
+            dir: self.data_dir.join("spool"),
+            max_bytes: s.max_bytes,
+            segment_bytes: s.segment_bytes,
+            policy: s.when_full,
+            fsync: match s.fsync {
+                FsyncMode::Always => Fsync::Always,
+                FsyncMode::Interval => Fsync::Interval(Duration::from_millis(s.fsync_interval_ms)),
+            },
         }
     }
 }

@@ -2,8 +2,10 @@
 
 mod agent;
 mod config;
+mod control;
 mod info;
 mod runner;
+mod spool;
 mod state;
 mod uplink;
 
@@ -44,6 +46,12 @@ enum Cmd {
     Chat(RunArgs),
     /// Print the default configuration with every key explained.
     PrintConfig,
+    /// Hand samples to the running agent: NAME=VALUE ... (integers or
+    /// floats). Exits 0 once they are in its spool, 1 with the reason if not.
+    Send(SendArgs),
+    /// Print the running agent's status as JSON: connection, spool depth
+    /// and bytes, counters (sent, acked, dropped and why), uptime, version.
+    Status(LocalArgs),
     /// Print this build's version, architecture and libzmq, and check CURVE
     /// with a handshake over loopback (as JSON; exits 1 if CURVE fails).
     Info,
@@ -66,6 +74,44 @@ struct RunArgs {
     /// A group to join (repeatable; replaces the config's groups).
     #[arg(long = "group")]
     groups: Vec<String>,
+}
+
+#[derive(Args)]
+struct LocalArgs {
+    /// Config file, to find the data directory (default: the embedded defaults).
+    #[arg(long, short, env = "FLEETMQ_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// The running agent's data directory (its control socket is there).
+    #[arg(long, env = "FLEETMQ_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Samples, NAME=VALUE, e.g. room.temp_c=21.5 door.opened=1
+    #[arg(required = true)]
+    samples: Vec<String>,
+}
+
+/// The control socket of the agent that `args` points at.
+fn control_socket(args: &LocalArgs) -> anyhow::Result<PathBuf> {
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => AgentConfig::load(args.config.as_deref())?.data_dir,
+    };
+    Ok(control::socket_path(&dir))
+}
+
+/// Asks the running agent; prints its answer; fails on an error reply.
+fn ask(args: &LocalArgs, request: &str) -> anyhow::Result<()> {
+    let reply = control::request(&control_socket(args)?, request)?;
+    if let Some(reason) = reply.strip_prefix("error: ") {
+        anyhow::bail!("{reason}");
+    }
+    println!("{reply}");
+    Ok(())
 }
 
 fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
@@ -119,6 +165,19 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
+        Cmd::Send(args) => {
+            // Check here too, so a typo fails before the agent is asked.
+            match args
+                .samples
+                .iter()
+                .map(|w| control::parse_sample(w))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(_) => ask(&args.local, &format!("send {}", args.samples.join(" "))),
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            }
+        }
+        Cmd::Status(args) => ask(&args, "status"),
         Cmd::Run(args) => start(args, false),
         Cmd::Chat(args) => start(args, true),
     };

@@ -6,15 +6,15 @@
 //!   number is never reused, which is what lets the hub drop resends.
 //! * `jobs-run`: ids of jobs this device started, one per line, written
 //!   before the job starts, so a job id never runs twice, even across a crash.
-//! * `unacked`: batches not acked when the agent last stopped, resent at
-//!   start. Each entry is `[len u32 LE][frame]`; a torn tail is skipped.
+//!
+//! Telemetry not yet acked lives in the spool (see `spool`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use fleetmq_protocol::{Outcome, Upstream};
+use fleetmq_protocol::Outcome;
 
 /// Sequence numbers reserved per write of the `seq` file.
 const SEQ_BLOCK: u64 = 1024;
@@ -181,67 +181,9 @@ impl JobMemory {
     }
 }
 
-/// Writes unacked batch frames for the next start.
-pub fn save_unacked(path: &Path, frames: &[Vec<u8>]) -> io::Result<()> {
-    if frames.is_empty() {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(path, e)),
-            _ => Ok(()),
-        };
-    }
-    let mut bytes = Vec::new();
-    for f in frames {
-        bytes.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(f);
-    }
-    write_atomically(path, &bytes).map_err(|e| with_path(path, e))
-}
-
-/// A batch saved at the last stop.
-pub struct Saved {
-    pub seq: u64,
-    pub records: usize,
-    pub frame: Vec<u8>,
-}
-
-/// Reads what [`save_unacked`] wrote; entries that do not decode as a batch
-/// (a torn write) are skipped and counted.
-pub fn load_unacked(path: &Path) -> io::Result<(Vec<Saved>, usize)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(with_path(path, e)),
-    };
-    let mut out = Vec::new();
-    let mut skipped = 0;
-    let mut rest = bytes.as_slice();
-    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-        let len = u32::from_le_bytes(*len) as usize;
-        if tail.len() < len {
-            skipped += 1;
-            break;
-        }
-        let (frame, next) = tail.split_at(len);
-        match Upstream::decode(frame) {
-            Ok(Upstream::Batch(b)) => out.push(Saved {
-                seq: b.seq,
-                records: b.record_count(),
-                frame: frame.to_vec(),
-            }),
-            _ => skipped += 1,
-        }
-        rest = next;
-    }
-    if !rest.is_empty() && rest.len() < 4 {
-        skipped += 1;
-    }
-    Ok((out, skipped))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetmq_protocol::{BatchBuilder, Value};
 
     #[test]
     fn sequence_numbers_never_repeat_across_restarts() {
@@ -290,29 +232,5 @@ mod tests {
         assert!(lines <= 20, "{lines} lines");
         let m = JobMemory::open(path, 10).unwrap();
         assert!(m.has_run(45));
-    }
-
-    #[test]
-    fn unacked_batches_round_trip_and_a_torn_tail_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("unacked");
-        let frames: Vec<Vec<u8>> = (1..=2)
-            .map(|seq| {
-                let mut b = BatchBuilder::new(seq);
-                b.push_sample("x", 1, Value::Int(seq as i64)).unwrap();
-                Upstream::Batch(b.finish()).encode().unwrap()
-            })
-            .collect();
-        save_unacked(&path, &frames).unwrap();
-        let (saved, skipped) = load_unacked(&path).unwrap();
-        assert_eq!((saved.len(), skipped), (2, 0));
-        assert_eq!(saved[1].seq, 2);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes.truncate(bytes.len() - 3);
-        std::fs::write(&path, bytes).unwrap();
-        let (saved, skipped) = load_unacked(&path).unwrap();
-        assert_eq!((saved.len(), skipped), (1, 1));
-        save_unacked(&path, &[]).unwrap();
-        assert!(!path.exists());
     }
 }

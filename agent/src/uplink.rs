@@ -1,20 +1,22 @@
 //! Telemetry on its way to the hub: pure state, no sockets, no disk.
 //!
-//! Records (samples, chat lines) wait in `pending` until a flush packs them
-//! into a batch with the next sequence number. A sent batch stays in
-//! `in_flight` until the hub acks its sequence number; if no ack comes within
-//! the ack timeout it is sent again, with exponential backoff and jitter so a
-//! fleet does not resend in lockstep. On reconnect everything in flight is
-//! due at once. The caller does the I/O and passes the clock in, so every
-//! timing rule is tested here with made-up instants.
+//! Records (samples, chat lines) wait in the spool (see `spool`) until a
+//! flush packs them into a batch with the next sequence number; this module
+//! knows how many wait and decides when. A sent batch stays in `in_flight`
+//! until the hub acks its sequence number; if no ack comes within the ack
+//! timeout it is sent again, with exponential backoff and jitter so a fleet
+//! does not resend in lockstep. On reconnect everything in flight is due at
+//! once. The caller does the I/O and passes the clock in, so every timing
+//! rule is tested here with made-up instants.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fleetmq_protocol::{BatchBuilder, EncodeError, Upstream, Value};
+use serde::{Deserialize, Serialize};
 
 /// Something the agent accepted for the hub.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     /// A measurement.
     Sample {
@@ -31,7 +33,6 @@ pub enum Record {
 pub struct UplinkLimits {
     pub flush_interval: Duration,
     pub batch_max_records: usize,
-    pub max_pending: usize,
     pub max_in_flight: usize,
     pub ack_timeout: Duration,
     pub ack_timeout_max: Duration,
@@ -40,6 +41,8 @@ pub struct UplinkLimits {
 #[derive(Debug)]
 struct InFlight {
     frame: Vec<u8>,
+    /// The spool ids of the records it carries.
+    first: u64,
     records: usize,
     attempts: u32,
     due: Option<Instant>,
@@ -51,14 +54,26 @@ pub struct UplinkCounters {
     pub batches_sent: u64,
     pub batches_acked: u64,
     pub batches_resent: u64,
+    /// Records the protocol refused (a bad name, an over-long line).
     pub records_dropped: u64,
+    /// Records whose in-flight batch was abandoned when the spool was full.
+    pub records_abandoned: u64,
     pub records_acked: u64,
+}
+
+/// A batch packed from the records offered.
+#[derive(Debug, PartialEq)]
+pub struct Packed {
+    /// How many of the offered records it used (from the front).
+    pub used: usize,
+    /// The batch, unless every used record was refused by the protocol.
+    pub batch: Option<(u64, Vec<u8>)>,
 }
 
 #[derive(Debug)]
 pub struct Uplink {
     limits: UplinkLimits,
-    pending: VecDeque<Record>,
+    pending: u64,
     in_flight: BTreeMap<u64, InFlight>,
     last_flush: Instant,
     urgent: bool,
@@ -75,11 +90,42 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32, rng: &mut fastrand::
     half + half.mul_f64(rng.f64())
 }
 
+/// Encodes `records` as batch `seq`, stopping early where the clock jumped
+/// too far for one batch. Records the protocol refuses are skipped and
+/// counted in `refused`. Returns (records used, frame if any were taken).
+pub fn encode_batch(
+    seq: u64,
+    records: &[&Record],
+    refused: &mut u64,
+) -> Result<(usize, Option<Vec<u8>>), EncodeError> {
+    let mut builder = BatchBuilder::new(seq);
+    let mut used = 0;
+    for record in records {
+        let added = match record {
+            Record::Sample { name, ts_ms, value } => builder.push_sample(name, *ts_ms, *value),
+            Record::Chat { ts_ms, text } => builder.push_chat(*ts_ms, text),
+        };
+        match added {
+            Ok(()) => {}
+            // The clock jumped: this record starts the next batch.
+            Err(fleetmq_protocol::BatchError::OffsetOutOfRange { .. }) if !builder.is_empty() => {
+                break;
+            }
+            Err(_) => *refused += 1,
+        }
+        used += 1;
+    }
+    if builder.is_empty() {
+        return Ok((used, None));
+    }
+    Ok((used, Some(Upstream::Batch(builder.finish()).encode()?)))
+}
+
 impl Uplink {
     pub fn new(limits: UplinkLimits, now: Instant, seed: u64) -> Self {
         Uplink {
             limits,
-            pending: VecDeque::new(),
+            pending: 0,
             in_flight: BTreeMap::new(),
             last_flush: now,
             urgent: false,
@@ -88,86 +134,83 @@ impl Uplink {
         }
     }
 
-    /// Accepts a record. When the queue is full the oldest record is dropped
-    /// (and counted); returns false then.
-    pub fn push(&mut self, record: Record) -> bool {
-        if matches!(record, Record::Chat { .. }) {
-            self.urgent = true;
-        }
-        self.pending.push_back(record);
-        if self.pending.len() > self.limits.max_pending {
-            self.pending.pop_front();
-            self.counters.records_dropped += 1;
-            return false;
-        }
-        true
+    /// `n` more records wait in the spool; a chat line among them makes the
+    /// next flush due at once.
+    pub fn accepted(&mut self, n: u64, chat: bool) {
+        self.pending += n;
+        self.urgent |= chat;
     }
 
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
+    /// The spool's count of records waiting (after it dropped some).
+    pub fn set_pending(&mut self, n: u64) {
+        self.pending = n;
+        if n == 0 {
+            self.urgent = false;
+        }
+    }
+
+    pub fn pending_len(&self) -> u64 {
+        self.pending
     }
 
     pub fn in_flight_len(&self) -> usize {
         self.in_flight.len()
     }
 
-    /// True when pending records should be packed into a batch now: the
+    /// The most records one batch takes.
+    pub fn batch_max_records(&self) -> usize {
+        self.limits.batch_max_records
+    }
+
+    /// True when waiting records should be packed into a batch now: the
     /// flush interval passed, a batch is full, or a chat line waits; and the
     /// in-flight window has room.
     pub fn flush_due(&self, now: Instant) -> bool {
-        !self.pending.is_empty()
+        self.pending > 0
             && self.in_flight.len() < self.limits.max_in_flight
             && (self.urgent
-                || self.pending.len() >= self.limits.batch_max_records
+                || self.pending >= self.limits.batch_max_records as u64
                 || now.duration_since(self.last_flush) >= self.limits.flush_interval)
     }
 
-    /// Packs up to a batch of pending records with sequence number `seq`,
-    /// whatever the window (at shutdown everything is packed). Returns the
-    /// encoded frame, which is in flight from now on and must be sent.
-    /// Records the protocol refuses (a bad name, an over-long line) are
-    /// dropped and counted.
-    pub fn pack(&mut self, now: Instant, seq: u64) -> Result<Option<(u64, Vec<u8>)>, EncodeError> {
-        let mut builder = BatchBuilder::new(seq);
-        while builder.len() < self.limits.batch_max_records {
-            let Some(record) = self.pending.pop_front() else {
-                break;
-            };
-            let added = match &record {
-                Record::Sample { name, ts_ms, value } => builder.push_sample(name, *ts_ms, *value),
-                Record::Chat { ts_ms, text } => builder.push_chat(*ts_ms, text),
-            };
-            match added {
-                Ok(()) => {}
-                Err(fleetmq_protocol::BatchError::OffsetOutOfRange { .. }) => {
-                    // The clock jumped: this record starts the next batch.
-                    self.pending.push_front(record);
-                    break;
-                }
-                Err(_) => self.counters.records_dropped += 1,
-            }
+    /// Packs `records` (the oldest waiting ones, with their spool ids) into
+    /// batch `seq`, whatever the window (at shutdown everything is packed).
+    /// The frame is in flight from now on and must be sent once the spool
+    /// has recorded the batch.
+    pub fn pack(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        records: &[(u64, &Record)],
+    ) -> Result<Packed, EncodeError> {
+        let take = records.len().min(self.limits.batch_max_records);
+        let list: Vec<&Record> = records[..take].iter().map(|(_, r)| *r).collect();
+        let mut refused = 0;
+        let (used, frame) = encode_batch(seq, &list, &mut refused)?;
+        self.counters.records_dropped += refused;
+        self.pending = self.pending.saturating_sub(used as u64);
+        if self.pending == 0 {
+            self.urgent = false;
         }
-        self.urgent = self
-            .pending
-            .iter()
-            .any(|r| matches!(r, Record::Chat { .. }));
         self.last_flush = now;
-        if builder.is_empty() {
-            return Ok(None);
-        }
-        let records = builder.len();
-        let frame = Upstream::Batch(builder.finish()).encode()?;
+        let Some(frame) = frame else {
+            return Ok(Packed { used, batch: None });
+        };
         self.in_flight.insert(
             seq,
             InFlight {
                 frame: frame.clone(),
-                records,
+                first: records.first().map_or(0, |(id, _)| *id),
+                records: used - refused as usize,
                 attempts: 0,
                 due: Some(now + self.limits.ack_timeout),
             },
         );
         self.counters.batches_sent += 1;
-        Ok(Some((seq, frame)))
+        Ok(Packed {
+            used,
+            batch: Some((seq, frame)),
+        })
     }
 
     /// The hub acked `seq`. Returns false for an unknown or repeated ack.
@@ -180,6 +223,29 @@ impl Uplink {
             }
             None => false,
         }
+    }
+
+    /// The spool dropped every record below `id`: in-flight batches that
+    /// start below it are abandoned (their records counted as dropped).
+    /// Returns their sequence numbers.
+    pub fn drop_below(&mut self, id: u64) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.first < id)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in &gone {
+            if let Some(f) = self.in_flight.remove(seq) {
+                self.counters.records_abandoned += f.records as u64;
+            }
+        }
+        gone
+    }
+
+    /// The lowest spool id still in flight.
+    pub fn low_water(&self) -> Option<u64> {
+        self.in_flight.values().map(|f| f.first).min()
     }
 
     /// Batches whose ack is overdue, to send again now; each gets a new,
@@ -213,9 +279,9 @@ impl Uplink {
 
     /// The next moment something is due: a flush or a resend.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let flush = (!self.pending.is_empty() && self.in_flight.len() < self.limits.max_in_flight)
-            .then(|| {
-                if self.urgent || self.pending.len() >= self.limits.batch_max_records {
+        let flush =
+            (self.pending > 0 && self.in_flight.len() < self.limits.max_in_flight).then(|| {
+                if self.urgent || self.pending >= self.limits.batch_max_records as u64 {
                     self.last_flush
                 } else {
                     self.last_flush + self.limits.flush_interval
@@ -225,24 +291,13 @@ impl Uplink {
         flush.into_iter().chain(resend).min()
     }
 
-    /// Everything not yet acked, for saving at shutdown: in-flight frames
-    /// and the pending records.
-    pub fn unacked(&self) -> (Vec<(u64, &[u8])>, impl Iterator<Item = &Record>) {
-        (
-            self.in_flight
-                .iter()
-                .map(|(s, f)| (*s, f.frame.as_slice()))
-                .collect(),
-            self.pending.iter(),
-        )
-    }
-
-    /// Restores a frame saved at the last shutdown; it is due now.
-    pub fn restore(&mut self, seq: u64, frame: Vec<u8>, records: usize, now: Instant) {
+    /// Restores a batch the spool found unacked at start; it is due now.
+    pub fn restore(&mut self, seq: u64, first: u64, frame: Vec<u8>, records: usize, now: Instant) {
         self.in_flight.insert(
             seq,
             InFlight {
                 frame,
+                first,
                 records,
                 attempts: 0,
                 due: Some(now),
@@ -259,7 +314,6 @@ mod tests {
         UplinkLimits {
             flush_interval: Duration::from_secs(1),
             batch_max_records: 3,
-            max_pending: 5,
             max_in_flight: 2,
             ack_timeout: Duration::from_secs(5),
             ack_timeout_max: Duration::from_secs(60),
@@ -274,24 +328,46 @@ mod tests {
         }
     }
 
-    fn seqs() -> impl FnMut() -> u64 {
-        let mut n = 0;
-        move || {
-            n += 1;
-            n
-        }
+    /// Stands in for the spool: records with ids, oldest first.
+    struct Waiting {
+        records: Vec<(u64, Record)>,
+        next_id: u64,
+        next_seq: u64,
     }
 
-    /// What the agent does on each timer: pack a batch if one is due.
-    fn flush(
-        u: &mut Uplink,
-        now: Instant,
-        seq: &mut impl FnMut() -> u64,
-    ) -> Option<(u64, Vec<u8>)> {
-        if u.flush_due(now) {
-            u.pack(now, seq()).unwrap()
-        } else {
-            None
+    impl Waiting {
+        fn new() -> Self {
+            Waiting {
+                records: Vec::new(),
+                next_id: 1,
+                next_seq: 1,
+            }
+        }
+
+        fn push(&mut self, u: &mut Uplink, r: Record) {
+            let chat = matches!(r, Record::Chat { .. });
+            self.records.push((self.next_id, r));
+            self.next_id += 1;
+            u.accepted(1, chat);
+        }
+
+        /// What the agent does to pack: offer the oldest, drop what was used.
+        fn pack(&mut self, u: &mut Uplink, now: Instant) -> Option<(u64, Vec<u8>)> {
+            let offered: Vec<(u64, &Record)> = self.records.iter().map(|(i, r)| (*i, r)).collect();
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let packed = u.pack(now, seq, &offered).unwrap();
+            self.records.drain(..packed.used);
+            packed.batch
+        }
+
+        /// What the agent does on each timer: pack a batch if one is due.
+        fn flush(&mut self, u: &mut Uplink, now: Instant) -> Option<(u64, Vec<u8>)> {
+            if u.flush_due(now) {
+                self.pack(u, now)
+            } else {
+                None
+            }
         }
     }
 
@@ -299,72 +375,95 @@ mod tests {
     fn flushes_on_interval_size_or_chat() {
         let t0 = Instant::now();
         let mut u = Uplink::new(limits(), t0, 1);
-        let mut seq = seqs();
-        u.push(sample(1));
-        assert_eq!(flush(&mut u, t0, &mut seq), None, "not due yet");
+        let mut w = Waiting::new();
+        w.push(&mut u, sample(1));
+        assert_eq!(w.flush(&mut u, t0), None, "not due yet");
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
-        let (s, _) = flush(&mut u, t0 + Duration::from_secs(1), &mut seq).unwrap();
+        let (s, _) = w.flush(&mut u, t0 + Duration::from_secs(1)).unwrap();
         assert_eq!(s, 1);
-        u.push(Record::Chat {
-            ts_ms: 5,
-            text: "hi".into(),
-        });
+        w.push(
+            &mut u,
+            Record::Chat {
+                ts_ms: 5,
+                text: "hi".into(),
+            },
+        );
         let t1 = t0 + Duration::from_millis(1100);
-        assert!(flush(&mut u, t1, &mut seq).is_some(), "chat goes at once");
+        assert!(w.flush(&mut u, t1).is_some(), "chat goes at once");
         assert_eq!(u.in_flight_len(), 2);
         for i in 0..3 {
-            u.push(sample(i));
+            w.push(&mut u, sample(i));
         }
-        assert_eq!(flush(&mut u, t1, &mut seq), None, "in-flight window full");
+        assert_eq!(w.flush(&mut u, t1), None, "in-flight window full");
         assert!(u.ack(1));
         assert!(!u.ack(1), "a repeated ack counts once");
-        assert!(
-            flush(&mut u, t1, &mut seq).is_some(),
-            "full batch goes at once"
-        );
+        assert!(w.flush(&mut u, t1).is_some(), "full batch goes at once");
         assert_eq!(u.counters.records_acked, 1);
+        assert_eq!(u.pending_len(), 0);
     }
 
     #[test]
-    fn pack_takes_everything_past_the_window() {
+    fn pack_takes_everything_past_the_window_a_batch_at_a_time() {
         let t0 = Instant::now();
         let mut u = Uplink::new(limits(), t0, 1);
+        let mut w = Waiting::new();
         for i in 0..5 {
-            u.push(sample(i));
+            w.push(&mut u, sample(i));
         }
-        let mut seq = seqs();
         let mut sealed = 0;
         while u.pending_len() > 0 {
-            u.pack(t0, seq()).unwrap().unwrap();
+            w.pack(&mut u, t0).unwrap();
             sealed += 1;
         }
         assert_eq!(sealed, 2, "3 + 2 records, past the window of 2");
-        assert_eq!(u.pending_len(), 0);
-        assert_eq!(u.unacked().0.len(), 2);
+        assert_eq!(u.in_flight_len(), 2);
+        assert_eq!(u.low_water(), Some(1));
     }
 
     #[test]
-    fn a_full_queue_drops_the_oldest_and_counts_it() {
+    fn records_dropped_by_the_spool_abandon_the_batches_that_carried_them() {
         let t0 = Instant::now();
         let mut u = Uplink::new(limits(), t0, 1);
-        for i in 0..7 {
-            u.push(sample(i));
+        let mut w = Waiting::new();
+        for i in 0..5 {
+            w.push(&mut u, sample(i));
         }
-        assert_eq!(u.pending_len(), 5);
-        assert_eq!(u.counters.records_dropped, 2);
-        let (_, frame) = flush(&mut u, t0 + Duration::from_secs(1), &mut seqs()).unwrap();
-        let Upstream::Batch(b) = Upstream::decode(&frame).unwrap() else {
-            panic!("not a batch")
-        };
-        assert_eq!(b.samples[0].value, Value::Int(2), "oldest two were dropped");
+        w.pack(&mut u, t0).unwrap(); // ids 1..=3, seq 1
+        w.pack(&mut u, t0).unwrap(); // ids 4..=5, seq 2
+        assert_eq!(u.drop_below(4), vec![1]);
+        assert_eq!(u.counters.records_abandoned, 3);
+        assert_eq!(u.low_water(), Some(4));
+        assert!(!u.ack(1), "an abandoned batch is gone");
+        assert!(u.ack(2));
+        assert_eq!(u.low_water(), None);
+    }
+
+    #[test]
+    fn records_the_protocol_refuses_are_counted_and_used_up() {
+        let t0 = Instant::now();
+        let mut u = Uplink::new(limits(), t0, 1);
+        let mut w = Waiting::new();
+        w.push(
+            &mut u,
+            Record::Sample {
+                name: String::new(),
+                ts_ms: 1,
+                value: Value::Int(1),
+            },
+        );
+        assert_eq!(w.pack(&mut u, t0), None, "nothing left to send");
+        assert_eq!(u.pending_len(), 0);
+        assert_eq!(u.counters.records_dropped, 1);
+        assert_eq!(u.in_flight_len(), 0);
     }
 
     #[test]
     fn unacked_batches_are_resent_with_growing_jittered_backoff() {
         let t0 = Instant::now();
         let mut u = Uplink::new(limits(), t0, 7);
-        u.push(sample(1));
-        flush(&mut u, t0 + Duration::from_secs(1), &mut seqs()).unwrap();
+        let mut w = Waiting::new();
+        w.push(&mut u, sample(1));
+        w.flush(&mut u, t0 + Duration::from_secs(1)).unwrap();
         let sent = t0 + Duration::from_secs(1);
         assert!(u.resends(sent + Duration::from_millis(4_999)).is_empty());
         let first = sent + Duration::from_secs(5);
@@ -406,21 +505,21 @@ mod tests {
     fn a_clock_jump_starts_a_new_batch_instead_of_losing_records() {
         let t0 = Instant::now();
         let mut u = Uplink::new(limits(), t0, 1);
-        u.push(Record::Sample {
-            name: "x".into(),
-            ts_ms: 0,
-            value: Value::Int(1),
-        });
-        u.push(Record::Sample {
-            name: "x".into(),
-            ts_ms: 1 << 40,
-            value: Value::Int(2),
-        });
-        let mut seq = seqs();
+        let mut w = Waiting::new();
+        for (ts_ms, v) in [(0, 1), (1 << 40, 2)] {
+            w.push(
+                &mut u,
+                Record::Sample {
+                    name: "x".into(),
+                    ts_ms,
+                    value: Value::Int(v),
+                },
+            );
+        }
         let later = t0 + Duration::from_secs(1);
-        assert!(flush(&mut u, later, &mut seq).is_some());
+        assert!(w.flush(&mut u, later).is_some());
         assert_eq!(u.pending_len(), 1);
-        assert!(flush(&mut u, later + Duration::from_secs(1), &mut seq).is_some());
+        assert!(w.flush(&mut u, later + Duration::from_secs(1)).is_some());
         assert_eq!(u.counters.records_dropped, 0);
     }
 }

@@ -1,0 +1,227 @@
+//! The agent's local control socket, `DATA_DIR/control.sock`: how programs
+//! on the device hand it samples (`fleetmq-agent send`) and read its status
+//! (`fleetmq-agent status`).
+//!
+//! One request per connection, one line each way:
+//!
+//! ```text
+//! send NAME=VALUE [NAME=VALUE ...]   ->  ok N           (all spooled)
+//!                                    ->  error: REASON  (none spooled)
+//! status                             ->  {JSON}
+//! ```
+//!
+//! `ok` is written only after the records are in the spool, so a sender
+//! that reads `ok` knows they will reach the hub (or be counted as dropped
+//! by the spool's policy). The socket is mode 0600 in the data directory:
+//! only the agent's user may use it.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetmq_protocol::Value;
+use fleetmq_protocol::telemetry::valid_metric_name;
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client may take to send its line.
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// A parsed request.
+#[derive(Debug, PartialEq)]
+pub enum Request {
+    Send(Vec<(String, Value)>),
+    Status,
+}
+
+/// Parses one request line; the error says what was wrong.
+pub fn parse(line: &str) -> Result<Request, String> {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("status") => Ok(Request::Status),
+        Some("send") => {
+            let mut samples = Vec::new();
+            for word in words {
+                samples.push(parse_sample(word)?);
+            }
+            if samples.is_empty() {
+                return Err("send needs at least one NAME=VALUE".into());
+            }
+            Ok(Request::Send(samples))
+        }
+        Some(other) => Err(format!("unknown request {other:?}; use send or status")),
+        None => Err("empty request".into()),
+    }
+}
+
+/// `NAME=VALUE`: an integer, else a finite float.
+pub fn parse_sample(word: &str) -> Result<(String, Value), String> {
+    let (name, value) = word
+        .split_once('=')
+        .ok_or_else(|| format!("{word:?} is not NAME=VALUE"))?;
+    if !valid_metric_name(name) {
+        return Err(format!(
+            "{name:?} is not a metric name: use 1 to {} printable bytes",
+            fleetmq_protocol::telemetry::MAX_METRIC_NAME_LEN
+        ));
+    }
+    let value = if let Ok(i) = value.parse::<i64>() {
+        Value::Int(i)
+    } else {
+        match value.parse::<f64>() {
+            Ok(f) if f.is_finite() => Value::Float(f),
+            _ => return Err(format!("{name}: {value:?} is not a number")),
+        }
+    };
+    Ok((name.to_string(), value))
+}
+
+pub struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Control {
+    /// Listens at `path`. A socket file left by an agent that died is
+    /// replaced; one that a running agent answers on is an error.
+    pub fn bind(path: PathBuf) -> io::Result<Control> {
+        if path.exists() {
+            if UnixStream::connect(&path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use: another agent runs with this data directory",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(Control { listener, path })
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
+    /// Every waiting client with its request line. Answer each with
+    /// [`reply`].
+    pub fn requests(&self) -> Vec<(UnixStream, String)> {
+        let mut out = Vec::new();
+        while let Ok((stream, _)) = self.listener.accept() {
+            // A connection closed without a line (another agent checking
+            // whether this socket is alive) needs no answer.
+            match read_request(&stream) {
+                Ok(line) if !line.is_empty() => out.push((stream, line)),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn read_request(stream: &UnixStream) -> io::Result<String> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_REQUEST)).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
+}
+
+/// Writes the reply line; a client that left is no one's problem.
+pub fn reply(stream: UnixStream, text: &str) {
+    let _ = (&stream).write_all(format!("{text}\n").as_bytes());
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The client side: sends `request` to the agent at `path`, returns its
+/// reply line.
+pub fn request(path: &Path, request: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let stream = UnixStream::connect(path).with_context(|| {
+        format!(
+            "connecting to {} (is the agent running with this data directory?)",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    (&stream).write_all(format!("{request}\n").as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .context("reading the agent's reply")?;
+    if reply.is_empty() {
+        anyhow::bail!("the agent closed the connection without a reply");
+    }
+    Ok(reply.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_or_say_what_is_wrong() {
+        assert_eq!(parse("status"), Ok(Request::Status));
+        assert_eq!(
+            parse("send a.b=3 t=2.5"),
+            Ok(Request::Send(vec![
+                ("a.b".into(), Value::Int(3)),
+                ("t".into(), Value::Float(2.5))
+            ]))
+        );
+        assert!(parse("send").unwrap_err().contains("NAME=VALUE"));
+        assert!(parse("send x").unwrap_err().contains("not NAME=VALUE"));
+        assert!(parse("send x=abc").unwrap_err().contains("not a number"));
+        assert!(parse("send x=inf").unwrap_err().contains("not a number"));
+        assert!(parse("send =1").unwrap_err().contains("metric name"));
+        assert!(parse("reboot").unwrap_err().contains("unknown request"));
+    }
+
+    #[test]
+    fn a_client_gets_the_reply_and_a_stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+        drop(UnixListener::bind(&path).unwrap()); // left behind by a dead agent
+        let control = Control::bind(path.clone()).unwrap();
+        let err = Control::bind(path.clone()).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || request(&path, "send x=1").unwrap()
+        });
+        let mut seen = Vec::new();
+        while !client.is_finished() {
+            for (stream, line) in control.requests() {
+                seen.push(line);
+                reply(stream, "ok 1");
+            }
+            let mut fds = [libc::pollfd {
+                fd: control.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+        }
+        assert_eq!(client.join().unwrap(), "ok 1");
+        assert_eq!(seen, vec!["send x=1"]);
+    }
+}
