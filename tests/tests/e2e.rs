@@ -580,7 +580,9 @@ fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arriv
         "agent took {took:?} to stop"
     );
     assert!(
-        agent.log_text().contains("unacked telemetry saved"),
+        agent
+            .log_text()
+            .contains("unacked telemetry stays in the spool"),
         "{}",
         agent.log_text()
     );

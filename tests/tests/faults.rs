@@ -1,0 +1,391 @@
+//! Faults, each ending in an audit: agents take a known, numbered stream of
+//! samples from a producer (`fleetmq-agent send`, which answers `ok` only
+//! once the samples are in the agent's spool), a fault is injected and
+//! healed, the spools drain, and then what the hub stored is compared with
+//! what the agents accepted.
+//!
+//! A sample whose `send` failed (the agent was being killed) is "unknown":
+//! it may or may not have reached the spool. The audit allows it at most
+//! once; every accepted sample must be stored exactly once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fleetmq_tests::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(240);
+const METRIC: &str = "audit.n";
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fleetmq-faults-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// What a producer handed to one agent.
+#[derive(Default)]
+struct Ledger {
+    accepted: BTreeSet<i64>,
+    unknown: BTreeSet<i64>,
+    refused: BTreeSet<i64>,
+}
+
+/// Sends audit.n = 1, 2, 3, ... to the agent whose data directory is
+/// `data`, one `fleetmq-agent send` per number, until stopped.
+struct Producer {
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Producer {
+    fn start(data: PathBuf, limit: Option<i64>) -> Producer {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (ledger, stop) = (ledger.clone(), stop.clone());
+            move || {
+                let mut n = 1;
+                while !stop.load(Ordering::SeqCst) && limit.is_none_or(|l| n <= l) {
+                    let out = agent_command()
+                        .arg("send")
+                        .arg("--data-dir")
+                        .arg(&data)
+                        .arg(format!("{METRIC}={n}"))
+                        .env("FLEETMQ_LOG", "warn")
+                        .output()
+                        .expect("running fleetmq-agent send");
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    let mut l = ledger.lock().unwrap();
+                    if out.status.success() {
+                        l.accepted.insert(n);
+                    } else if stderr.contains("spool refused") {
+                        l.refused.insert(n);
+                    } else {
+                        l.unknown.insert(n);
+                    }
+                    n += 1;
+                }
+            }
+        });
+        Producer {
+            ledger,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.ledger.lock().unwrap().accepted.len()
+    }
+
+    /// Waits until `more` further samples were accepted.
+    fn wait_accepted(&self, more: usize) {
+        let target = self.accepted() + more;
+        wait_for(&format!("{target} accepted samples"), || {
+            (self.accepted() >= target).then_some(())
+        });
+    }
+
+    /// Stops it (if it has no limit) and returns what it handed over.
+    fn finish(mut self) -> Ledger {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Waits until it has sent its last number.
+    fn join(&mut self) -> Ledger {
+        if let Some(t) = self.thread.take() {
+            t.join().expect("producer thread");
+        }
+        std::mem::take(&mut *self.ledger.lock().unwrap())
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every audit.n value the hub stored for `device`, with repeats.
+fn stored(hub: &Hub, device: &str) -> Vec<i64> {
+    let r = hub.op(&[
+        "telemetry",
+        "--device",
+        device,
+        "--name",
+        METRIC,
+        "--limit",
+        "1000000",
+    ]);
+    assert!(r.ok, "telemetry failed: {}", r.stderr);
+    r.json
+        .iter()
+        .filter_map(|row| row["value"].as_i64())
+        .collect()
+}
+
+/// Waits until the hub holds every accepted sample, then checks none is
+/// stored twice and nothing was stored that was not handed over.
+fn audit(hub: &Hub, device: &str, ledger: &Ledger) {
+    let values = wait_for(&format!("{device}: every accepted sample stored"), || {
+        let v = stored(hub, device);
+        let have: BTreeSet<i64> = v.iter().copied().collect();
+        ledger.accepted.is_subset(&have).then_some(v)
+    });
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    for v in &values {
+        *counts.entry(*v).or_default() += 1;
+    }
+    let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dups.is_empty(), "{device}: stored twice: {dups:?}");
+    let strangers: Vec<_> = counts
+        .keys()
+        .filter(|v| !ledger.accepted.contains(v) && !ledger.unknown.contains(v))
+        .collect();
+    assert!(
+        strangers.is_empty(),
+        "{device}: stored but never accepted: {strangers:?}"
+    );
+    eprintln!(
+        "{device}: {} accepted, all stored once; {} unknown (sent while it was killed), {} of them stored",
+        ledger.accepted.len(),
+        ledger.unknown.len(),
+        ledger
+            .unknown
+            .iter()
+            .filter(|v| counts.contains_key(v))
+            .count()
+    );
+}
+
+/// A test agent (fast timers), with `extra` config sections.
+fn start(hub: &Hub, device: &str, extra: &str) -> Proc {
+    start_agent(
+        hub.telemetry(),
+        &hub.dir,
+        device,
+        "run",
+        &agent_config(extra),
+        &[],
+    )
+}
+
+/// The hub's ports, as a config that makes a restarted hub listen there too.
+fn same_ports(hub: &Hub) -> String {
+    let listen: String = [
+        "telemetry",
+        "broadcast",
+        "jobs",
+        "results",
+        "commands",
+        "operator",
+    ]
+    .iter()
+    .map(|k| format!("{k} = \"{}\"\n", hub.endpoints[*k]))
+    .collect();
+    format!("[listen]\n{listen}")
+}
+
+/// Starts the hub again in `dir` (same store) with `config`.
+fn restart(dir: &Path, config: &str) -> Hub {
+    let path = dir.join("same-ports.toml");
+    std::fs::write(&path, config).expect("writing hub config");
+    Hub::start_with(dir, &["--config", &path.to_string_lossy()])
+}
+
+fn data_dir(hub: &Hub, device: &str) -> PathBuf {
+    hub.dir.join(device).join("data")
+}
+
+fn agent_status(data: &Path) -> Value {
+    let out = agent_command()
+        .arg("status")
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("running fleetmq-agent status");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+#[test]
+fn agents_killed_mid_stream_lose_and_repeat_nothing() {
+    let _w = watchdog("agent kill -9", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let devices = ["pi-k1", "pi-k2"];
+    let mut agents: Vec<Proc> = devices.iter().map(|d| start(&hub, d, "")).collect();
+    for d in devices {
+        hub.wait_listening(d);
+    }
+    let producers: Vec<Producer> = devices
+        .iter()
+        .map(|d| Producer::start(data_dir(&hub, d), None))
+        .collect();
+    for round in 0..3 {
+        for (i, d) in devices.iter().enumerate() {
+            producers[i].wait_accepted(15);
+            agents[i].signal(libc::SIGKILL);
+            agents[i].wait_exit(Duration::from_secs(5));
+            eprintln!("round {round}: killed {d} with -9");
+            agents[i] = start(&hub, d, "");
+        }
+    }
+    for p in &producers {
+        p.wait_accepted(15);
+    }
+    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
+    for (d, l) in devices.iter().zip(&ledgers) {
+        audit(&hub, d, l);
+    }
+}
+
+#[test]
+fn a_hub_killed_again_and_again_loses_and_repeats_nothing() {
+    let _w = watchdog("hub kill -9", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    // The restarted hub listens where the first one did.
+    let same_ports = same_ports(&hub);
+    let devices = ["pi-h1", "pi-h2", "pi-h3"];
+    let _agents: Vec<Proc> = devices.iter().map(|d| start(&hub, d, "")).collect();
+    for d in devices {
+        hub.wait_listening(d);
+    }
+    let producers: Vec<Producer> = devices
+        .iter()
+        .map(|d| Producer::start(data_dir(&hub, d), None))
+        .collect();
+    for round in 0..3 {
+        producers[0].wait_accepted(20);
+        hub.proc.signal(libc::SIGKILL);
+        hub.proc.wait_exit(Duration::from_secs(5));
+        eprintln!("round {round}: killed the hub with -9");
+        producers[0].wait_accepted(10); // the agents keep accepting meanwhile
+        hub = restart(dir.path(), &same_ports);
+    }
+    for p in &producers {
+        p.wait_accepted(15);
+    }
+    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
+    for (d, l) in devices.iter().zip(&ledgers) {
+        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
+        audit(&hub, d, l);
+    }
+}
+
+#[test]
+fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
+    let _w = watchdog("spool full", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let ports = same_ports(&hub);
+    // The agent's own samples only at start, so that its counters are
+    // about the audit stream alone.
+    let small = |policy: &str| {
+        format!(
+            "[telemetry]\nsample_interval_ms = 3600000\nflush_interval_ms = 100\nack_timeout_ms = 500\n\
+             [presence]\nheartbeat_ms = 300\n\
+             [spool]\nmax_bytes = 16384\nsegment_bytes = 4096\nwhen_full = \"{policy}\"\n"
+        )
+    };
+    let _oldest = start_agent(
+        hub.telemetry(),
+        &hub.dir,
+        "pi-drop",
+        "run",
+        &small("drop_oldest"),
+        &[],
+    );
+    let _refuse = start_agent(
+        hub.telemetry(),
+        &hub.dir,
+        "pi-refuse",
+        "run",
+        &small("refuse_new"),
+        &[],
+    );
+    for d in ["pi-drop", "pi-refuse"] {
+        hub.wait_listening(d);
+        wait_for(&format!("{d}: its first samples acked"), || {
+            let s = agent_status(&data_dir(&hub, d));
+            (s["records"]["acked"].as_u64() > Some(0)
+                && s["records"]["waiting"] == 0
+                && s["batches"]["in_flight"] == 0)
+                .then_some(())
+        });
+    }
+
+    // The hub goes away; far more is produced than 16 KB of spool holds.
+    hub.proc.signal(libc::SIGKILL);
+    hub.proc.wait_exit(Duration::from_secs(5));
+    let n = 1500;
+    let drop_ledger = Producer::start(data_dir(&hub, "pi-drop"), Some(n)).join();
+    let refuse_ledger = Producer::start(data_dir(&hub, "pi-refuse"), Some(n)).join();
+    assert_eq!(
+        drop_ledger.accepted.len() as i64,
+        n,
+        "drop_oldest accepts all; refused {:?}, unknown {:?}",
+        drop_ledger.refused.len(),
+        drop_ledger.unknown.len()
+    );
+    assert!(drop_ledger.unknown.is_empty() && refuse_ledger.unknown.is_empty());
+    assert!(
+        !refuse_ledger.refused.is_empty(),
+        "refuse_new refused some once full"
+    );
+    let dropped =
+        agent_status(&data_dir(&hub, "pi-drop"))["records"]["dropped"]["spool_full_oldest"]
+            .as_u64()
+            .expect("dropped count");
+    assert!(dropped > 0, "drop_oldest dropped some");
+    let refused =
+        agent_status(&data_dir(&hub, "pi-refuse"))["records"]["dropped"]["spool_full_refused"]
+            .as_u64()
+            .expect("refused count");
+    assert_eq!(refused as usize, refuse_ledger.refused.len());
+
+    hub = restart(dir.path(), &ports);
+    // refuse_new: exactly the accepted ones, the oldest, arrive.
+    audit(&hub, "pi-refuse", &refuse_ledger);
+    // drop_oldest: what was accepted and not counted as dropped arrives,
+    // and it is the newest.
+    let drained = wait_for("pi-drop drained", || {
+        let s = agent_status(&data_dir(&hub, "pi-drop"));
+        (s["records"]["waiting"] == 0 && s["batches"]["in_flight"] == 0).then_some(s)
+    });
+    let values = stored(&hub, "pi-drop");
+    let set: BTreeSet<i64> = values.iter().copied().collect();
+    assert_eq!(set.len(), values.len(), "nothing stored twice");
+    let dropped_total = drained["records"]["dropped"]["spool_full_oldest"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        values.len() as u64 + dropped_total,
+        n as u64,
+        "stored + counted as dropped = accepted"
+    );
+    assert!(set.contains(&n), "the newest sample survived");
+    assert!(!set.contains(&1), "the oldest sample was dropped");
+    eprintln!(
+        "drop_oldest: {n} accepted, {} stored, {dropped_total} dropped; refuse_new: {} accepted, {} refused",
+        values.len(),
+        refuse_ledger.accepted.len(),
+        refuse_ledger.refused.len()
+    );
+}
