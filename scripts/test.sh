@@ -19,6 +19,8 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v file >/dev/null 2>&1 || missing+=(file)
 command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The partition fault test puts agents in their own network namespace.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then

@@ -429,11 +429,33 @@ pub fn start_agent(
     config: &str,
     groups: &[&str],
 ) -> Proc {
+    start_agent_in(&[], hub_endpoint, dir, device, mode, config, groups)
+}
+
+/// [`start_agent`] behind `prefix`, e.g. `ip netns exec NAME` to run the
+/// agent in a network namespace.
+pub fn start_agent_in(
+    prefix: &[&str],
+    hub_endpoint: &str,
+    dir: &Path,
+    device: &str,
+    mode: &str,
+    config: &str,
+    groups: &[&str],
+) -> Proc {
     let home = dir.join(device);
     std::fs::create_dir_all(&home).expect("creating agent dir");
     let cfg = home.join("agent.toml");
     std::fs::write(&cfg, config).expect("writing agent config");
-    let mut cmd = agent_command();
+    let agent = agent_command();
+    let mut cmd = match prefix.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(agent.get_program()).args(agent.get_args());
+            c
+        }
+        None => agent,
+    };
     cmd.arg(mode)
         .arg("--config")
         .arg(&cfg)

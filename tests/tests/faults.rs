@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -388,4 +389,153 @@ fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
         refuse_ledger.accepted.len(),
         refuse_ledger.refused.len()
     );
+}
+
+/// Runs `ip ARGS` (iproute2), failing the test with its error.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (install iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace joined to this one by a veth pair; removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    ns_if: String,
+    host_ip: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test needs root: it puts agents in their own network namespace (ip netns); run the suite as root"
+        );
+        let id = std::process::id() % 10_000;
+        let net = id % 250;
+        let ns = Netns {
+            name: format!("fleetmq-{id}"),
+            host_if: format!("fmqh{id}"),
+            ns_if: format!("fmqa{id}"),
+            host_ip: format!("10.251.{net}.1"),
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.ns_if,
+        ]);
+        ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_if,
+        ]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        let ns_ip = format!("10.251.{net}.2/30");
+        ip(&["-n", &ns.name, "addr", "add", &ns_ip, "dev", &ns.ns_if]);
+        ip(&["-n", &ns.name, "link", "set", &ns.ns_if, "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Cuts the link: nothing passes either way.
+    fn cut(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.ns_if, "down"]);
+    }
+
+    fn heal(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.ns_if, "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and with it ours.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+#[test]
+fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
+    let _w = watchdog("partition", LIMIT);
+    let dir = tmp();
+    let net = Netns::new();
+    let hub = Hub::start_with(dir.path(), &["--bind", &format!("{}:*", net.host_ip)]);
+    let devices = ["pi-p1", "pi-p2"];
+    let exec = ["ip", "netns", "exec", net.name.as_str()];
+    let _agents: Vec<Proc> = devices
+        .iter()
+        .map(|d| {
+            start_agent_in(
+                &exec,
+                hub.telemetry(),
+                &hub.dir,
+                d,
+                "run",
+                &agent_config(""),
+                &[],
+            )
+        })
+        .collect();
+    for d in devices {
+        hub.wait_listening(d);
+    }
+    let producers: Vec<Producer> = devices
+        .iter()
+        .map(|d| Producer::start(data_dir(&hub, d), None))
+        .collect();
+    producers[0].wait_accepted(20);
+
+    net.cut();
+    let cut_at = std::time::Instant::now();
+    eprintln!("link cut");
+    wait_for("the hub to see every device go offline", || {
+        let devs = hub.devices();
+        devices
+            .iter()
+            .all(|d| devs[*d]["online"] == false)
+            .then_some(())
+    });
+    let before: Vec<usize> = producers.iter().map(Producer::accepted).collect();
+    // The partition itself: its length is the fault, not a wait for an event.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(cut_at.elapsed()));
+    for (p, b) in producers.iter().zip(&before) {
+        assert!(p.accepted() > *b, "the agents kept accepting while cut off");
+    }
+    net.heal();
+    eprintln!("link healed after {:?}", cut_at.elapsed());
+    for d in devices {
+        hub.wait_listening(d);
+    }
+    for p in &producers {
+        p.wait_accepted(15);
+    }
+    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
+    for (d, l) in devices.iter().zip(&ledgers) {
+        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
+        audit(&hub, d, l);
+    }
 }
