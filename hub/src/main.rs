@@ -137,6 +137,10 @@ struct CommandArgs {
     /// How long the device may take to answer, in ms (default: the hub's commands.timeout_ms).
     #[arg(long, default_value_t = 0)]
     timeout_ms: u32,
+    /// If the device is offline, let the command wait this many ms for it
+    /// to come back (default: fail at once with "offline").
+    #[arg(long, default_value_t = 0)]
+    queue_ms: u32,
     /// Target device id.
     device: String,
     /// ping, status, exec, or another name the device may know.
@@ -275,11 +279,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     args: a.args.clone(),
                 },
             };
-            let wait = Duration::from_millis(u64::from(a.timeout_ms.max(5_000)));
-            let req = Request::Command {
-                device: a.device.clone(),
-                command,
-                timeout_ms: a.timeout_ms,
+            let wait =
+                Duration::from_millis(u64::from(a.timeout_ms.max(5_000)) + u64::from(a.queue_ms));
+            let req = if a.queue_ms > 0 {
+                Request::QueuedCommand {
+                    device: a.device.clone(),
+                    command,
+                    timeout_ms: a.timeout_ms,
+                    queue_ms: a.queue_ms,
+                }
+            } else {
+                Request::Command {
+                    device: a.device.clone(),
+                    command,
+                    timeout_ms: a.timeout_ms,
+                }
             };
             operate(&a.op, req, wait, |r| match r {
                 Response::Reply { device, reply } => {

@@ -34,6 +34,17 @@ const TICK: Duration = Duration::from_millis(100);
 pub type Endpoints = crate::config::Listen;
 
 /// Counters shown by `stats`.
+/// A command waiting for its device to come online.
+struct Queued {
+    client: Vec<u8>,
+    request_id: u64,
+    device: String,
+    command: fleetmq_protocol::Command,
+    timeout_ms: u32,
+    queue_ms: u32,
+    expires_ms: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     batches_stored: u64,
@@ -64,6 +75,8 @@ struct Hub {
     ports: HubPorts,
     presence: Presence,
     pending: Pending,
+    /// Commands waiting for their device to come online.
+    queued: Vec<Queued>,
     recent: Recent,
     counters: Counters,
     started: Instant,
@@ -136,6 +149,7 @@ pub fn run(config: HubConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         operator,
         ports,
         pending: Pending::default(),
+        queued: Vec::new(),
         recent: Recent::new(1024),
         counters: Counters::default(),
         started: Instant::now(),
@@ -576,6 +590,10 @@ impl Hub {
         if self.pending.retarget(req.id, client) {
             return;
         }
+        if let Some(q) = self.queued.iter_mut().find(|q| q.request_id == req.id) {
+            q.client = client.to_vec();
+            return;
+        }
         let now = now_ms();
         let storage =
             |e: crate::store::StoreError| Response::Error(OperatorError::Storage(e.to_string()));
@@ -599,6 +617,31 @@ impl Hub {
                 Ok(()) => return,
                 Err(e) => Response::Error(e),
             },
+            Request::QueuedCommand {
+                device,
+                command,
+                timeout_ms,
+                queue_ms,
+            } => {
+                let queued = Queued {
+                    client: client.to_vec(),
+                    request_id: req.id,
+                    device: device.clone(),
+                    command: command.clone(),
+                    timeout_ms,
+                    queue_ms,
+                    expires_ms: now + u64::from(queue_ms),
+                };
+                match self.send_command(client, req.id, device, command, timeout_ms, now) {
+                    Ok(()) => return,
+                    Err(OperatorError::DeviceOffline(device)) if queue_ms > 0 => {
+                        info!(device, queue_ms, "device offline: command queued");
+                        self.queued.push(queued);
+                        return;
+                    }
+                    Err(e) => Response::Error(e),
+                }
+            }
             Request::SubmitJob(mut job) => {
                 if let Err(e) = check_spec(&job.spec) {
                     Response::Error(e)
@@ -783,7 +826,44 @@ impl Hub {
                 }),
             );
         }
+        self.send_queued(now);
         self.dispatch_jobs(now);
+    }
+
+    /// Sends queued commands whose device is back; fails those that waited
+    /// too long.
+    fn send_queued(&mut self, now: u64) {
+        for q in std::mem::take(&mut self.queued) {
+            if now >= q.expires_ms {
+                self.answer(
+                    &q.client,
+                    q.request_id,
+                    Response::Error(OperatorError::StayedOffline {
+                        device: q.device,
+                        waited_ms: q.queue_ms,
+                    }),
+                );
+                continue;
+            }
+            if !self.presence.is_online(&q.device) {
+                self.queued.push(q);
+                continue;
+            }
+            let (client, id) = (q.client.clone(), q.request_id);
+            match self.send_command(
+                &client,
+                id,
+                q.device.clone(),
+                q.command.clone(),
+                q.timeout_ms,
+                now,
+            ) {
+                Ok(()) => info!(device = q.device, "queued command sent"),
+                // Online, but its command socket is not connected yet.
+                Err(OperatorError::DeviceOffline(_)) => self.queued.push(q),
+                Err(e) => self.answer(&client, id, Response::Error(e)),
+            }
+        }
     }
 
     /// Hands out queued jobs and jobs whose lease ran out, and fails jobs out

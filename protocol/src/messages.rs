@@ -336,6 +336,18 @@ messages! {
         },
         /// The hub's counters.
         Stats,
+        /// Like `Command`, but if the device is offline the hub keeps the
+        /// command for up to `queue_ms` and sends it when the device is back.
+        QueuedCommand {
+            /// Target device id.
+            device: String,
+            /// The command.
+            command: Command,
+            /// How long to wait for the device's answer once it is sent.
+            timeout_ms: u32,
+            /// How long the command may wait for the device to come online.
+            queue_ms: u32,
+        },
     }
 
     /// Filter and cursor for telemetry.
@@ -562,6 +574,14 @@ pub enum OperatorError {
     /// The hub could not read or write its store.
     #[error("hub storage error: {0}")]
     Storage(String),
+    /// A queued command's device did not come online in time.
+    #[error("device {device:?} stayed offline for the {waited_ms} ms the command could wait")]
+    StayedOffline {
+        /// The device.
+        device: String,
+        /// How long the command waited.
+        waited_ms: u32,
+    },
 }
 
 channel! {

@@ -302,7 +302,7 @@ impl Hub {
 
     /// `fleetmq-hub ARGS` pointed at this hub with `--json`, the flags placed
     /// before any trailing job or command arguments.
-    fn operator_command(&self, args: &[&str]) -> Command {
+    pub fn operator_command(&self, args: &[&str]) -> Command {
         let mut cmd = hub_command();
         let verbs = if args.first() == Some(&"job") { 2 } else { 1 };
         let (path, rest) = args.split_at(verbs.min(args.len()));

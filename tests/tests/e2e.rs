@@ -423,6 +423,26 @@ fn commands_are_answered_or_fail_with_a_clear_reason() {
         "{}",
         offline.stderr
     );
+
+    // Asked to, the hub keeps the command until the device is back...
+    let expired = hub.op(&["command", "--queue-ms", "300", "pi-c", "ping"]);
+    assert!(
+        !expired.ok && expired.stderr.contains("stayed offline for the 300 ms"),
+        "{}",
+        expired.stderr
+    );
+    let mut queued = hub.operator_command(&["command", "--queue-ms", "30000", "pi-c", "ping"]);
+    let queued = std::thread::spawn(move || queued.output().expect("running the operator"));
+    // ...which it is only after the command was queued (the hub logs it).
+    hub.proc.wait_log("command queued");
+    let _agent = hub.agent("pi-c", &[]);
+    let answer = queued.join().expect("operator thread");
+    let stdout = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        answer.status.success() && stdout.contains("Pong"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
 }
 
 #[test]
