@@ -15,7 +15,10 @@ pub struct SocketOptions {
     pub recv_hwm: i32,
     /// Largest frame accepted; a peer that sends a bigger one is disconnected.
     pub max_message_bytes: i64,
-    /// First reconnect delay.
+    /// First reconnect delay. Each connecting socket draws its own from
+    /// between this and twice this, because libzmq's exponential backoff
+    /// (with a maximum set) has no jitter: without it, a fleet whose hub
+    /// restarts would reconnect in lockstep.
     pub reconnect_ms: i32,
     /// Reconnect delays double up to this.
     pub reconnect_max_ms: i32,
@@ -23,6 +26,16 @@ pub struct SocketOptions {
     pub heartbeat_ms: i32,
     /// A peer silent for this long after a heartbeat is taken for dead.
     pub heartbeat_timeout_ms: i32,
+}
+
+/// A socket's first reconnect delay: `base` plus up to `base` more, at
+/// random, and no more than `max` (when set).
+fn jittered(base: i32, max: i32) -> i32 {
+    if base <= 0 {
+        return base;
+    }
+    let ivl = base.saturating_add(fastrand::i32(0..=base));
+    if max > 0 { ivl.min(max.max(base)) } else { ivl }
 }
 
 impl Default for SocketOptions {
@@ -254,7 +267,7 @@ impl Builder<'_> {
         opt("ZMQ_MAXMSGSIZE", socket.set_maxmsgsize(o.max_message_bytes))?;
         opt(
             "ZMQ_RECONNECT_IVL",
-            socket.set_reconnect_ivl(o.reconnect_ms),
+            socket.set_reconnect_ivl(jittered(o.reconnect_ms, o.reconnect_max_ms)),
         )?;
         opt(
             "ZMQ_RECONNECT_IVL_MAX",
@@ -412,7 +425,8 @@ mod tests {
         assert_eq!(s.get_sndhwm().unwrap(), 11);
         assert_eq!(s.get_rcvhwm().unwrap(), 12);
         assert_eq!(s.get_maxmsgsize().unwrap(), 4096);
-        assert_eq!(s.get_reconnect_ivl().unwrap(), 250);
+        let ivl = s.get_reconnect_ivl().unwrap();
+        assert!((250..=500).contains(&ivl), "jittered first delay {ivl}");
         assert_eq!(s.get_reconnect_ivl_max().unwrap(), 9000);
         assert_eq!(s.get_heartbeat_ivl().unwrap(), 1000);
         assert_eq!(s.get_heartbeat_timeout().unwrap(), 3000);

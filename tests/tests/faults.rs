@@ -539,3 +539,102 @@ fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
         audit(&hub, d, l);
     }
 }
+
+#[test]
+fn queued_and_leased_jobs_survive_a_hub_killed_with_minus_9() {
+    let _w = watchdog("jobs survive", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let ports = same_ports(&hub);
+    let submit = |hub: &Hub, args: &[&str]| {
+        let mut full = vec!["job", "submit", "--lease-ms", "4000"];
+        full.extend_from_slice(args);
+        let r = hub.op(&full);
+        assert!(r.ok, "{}", r.stderr);
+        r.json[0]["id"].as_u64().expect("job id").to_string()
+    };
+    let kill_and_restart = |hub: &mut Hub| {
+        hub.proc.signal(libc::SIGKILL);
+        hub.proc.wait_exit(Duration::from_secs(5));
+        *hub = restart(dir.path(), &ports);
+    };
+    let done = |hub: &Hub, id: &str| {
+        wait_for(&format!("job {id} done after the restart"), || {
+            let r = hub.op(&["job", "show", id]);
+            (r.json[0]["state"] == "Done").then(|| r.json[0].clone())
+        })
+    };
+
+    // A job queued while no device is online.
+    let queued = submit(&hub, &["echo", "after the restart"]);
+    kill_and_restart(&mut hub);
+    let before = hub.op(&["job", "show", &queued]);
+    assert_eq!(before.json[0]["state"], "Queued", "{:?}", before.json);
+    let agent = start(&hub, "pi-j", "");
+    assert_eq!(done(&hub, &queued)["device"], "pi-j");
+
+    // A job running on a device when the hub dies.
+    let leased = submit(&hub, &["exec", "--", "sleep", "1"]);
+    agent.wait_log("running job");
+    kill_and_restart(&mut hub);
+    let job = done(&hub, &leased);
+    assert_eq!(job["device"], "pi-j");
+    // Its result arrives after the restart, or, if the lease ran out first,
+    // the device answers the second dispatch from memory: it never runs
+    // the job twice.
+    assert_eq!(
+        agent.log_text().matches("running job").count(),
+        2,
+        "each job ran once"
+    );
+    let echo = hub.op(&["job", "show", &queued]);
+    assert!(
+        echo.json[0].to_string().contains("after the restart"),
+        "{:?}",
+        echo.json
+    );
+}
+
+#[test]
+fn a_restarted_hub_sees_its_fleet_come_back_spread_out_not_in_lockstep() {
+    let _w = watchdog("reconnect spread", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let ports = same_ports(&hub);
+    let devices: Vec<String> = (0..20).map(|i| format!("pi-r{i:02}")).collect();
+    let _agents: Vec<Proc> = devices.iter().map(|d| start(&hub, d, "")).collect();
+    for d in &devices {
+        hub.wait_listening(d);
+    }
+    hub.proc.signal(libc::SIGKILL);
+    hub.proc.wait_exit(Duration::from_secs(5));
+    // Down long enough for every agent to be a few reconnect attempts in.
+    std::thread::sleep(Duration::from_secs(4));
+    let restarted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    hub = restart(dir.path(), &ports);
+    let back: Vec<u64> = wait_for("every agent back", || {
+        let devs = hub.devices();
+        devices
+            .iter()
+            .map(|d| {
+                let dev = &devs[d.as_str()];
+                let since = dev["since_ms"].as_u64().unwrap_or(0);
+                (dev["online"] == true && since >= restarted_ms).then(|| since - restarted_ms)
+            })
+            .collect::<Option<Vec<u64>>>()
+    });
+    let mut sorted = back.clone();
+    sorted.sort_unstable();
+    let spread = sorted[sorted.len() - 1] - sorted[0];
+    eprintln!(
+        "{} agents back {}..{} ms after the hub restarted (spread {spread} ms): {sorted:?}",
+        sorted.len(),
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
+    // libzmq's own backoff has no jitter: all would come back together.
+    assert!(spread >= 200, "agents reconnected in lockstep: {sorted:?}");
+}
