@@ -590,3 +590,54 @@ impl Store {
         Ok(devices as u32)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_protocol::Output;
+
+    /// Lease timing on a clock the test sets: a job is due while queued,
+    /// not while its lease runs, due again the moment it runs out, and all
+    /// of it survives closing and reopening the store (a hub restart).
+    #[test]
+    fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_700_000_000_000u64;
+        let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        let job = JobSubmission {
+            spec: JobSpec::Echo { text: "hi".into() },
+            timeout_ms: 1_000,
+            lease_ms: 5_000,
+            max_attempts: 3,
+        };
+        let id = store.submit_job(&job, t0).unwrap();
+        let due = store.due_jobs(t0, 10).unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+        assert_eq!(due[0].attempts, 0);
+        store.lease_job(id, 1, t0 + 5_000, t0).unwrap();
+        assert!(store.due_jobs(t0 + 4_999, 10).unwrap().is_empty());
+        drop(store);
+
+        let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        let due = store.due_jobs(t0 + 5_000, 10).unwrap();
+        assert_eq!(due.len(), 1, "the lease ran out: handed out again");
+        assert_eq!((due[0].attempts, due[0].max_attempts), (1, 3));
+        store.lease_job(id, 2, t0 + 10_000, t0 + 5_000).unwrap();
+        let done = Outcome::Completed(Output {
+            exit_code: Some(0),
+            stdout: "hi".into(),
+            stderr: String::new(),
+            truncated: false,
+            duration_ms: 5,
+        });
+        assert!(store.finish_job(id, "pi-1", &done, t0 + 6_000).unwrap());
+        assert!(
+            !store.finish_job(id, "pi-2", &done, t0 + 6_001).unwrap(),
+            "the first result wins"
+        );
+        assert!(store.due_jobs(t0 + 60_000, 10).unwrap().is_empty());
+        let info = store.job(id).unwrap().unwrap();
+        assert_eq!((info.state, info.attempts), (JobState::Done, 2));
+        assert_eq!(info.device.as_deref(), Some("pi-1"));
+    }
+}

@@ -361,6 +361,16 @@ impl Hub {
         })
     }
 
+    /// Waits until `device` is listening and answers a ping: its command
+    /// socket connects a moment after the broadcast one, and until then the
+    /// hub rightly calls it offline for commands.
+    pub fn wait_answering(&self, device: &str) {
+        self.wait_listening(device);
+        wait_for(&format!("{device} to answer a ping"), || {
+            self.op(&["command", device, "ping"]).ok.then_some(())
+        });
+    }
+
     /// Every stored telemetry row of `device`.
     pub fn telemetry_rows(&self, device: &str) -> Vec<Value> {
         let r = self.op(&["telemetry", "--device", device, "--limit", "10000"]);

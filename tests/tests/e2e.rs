@@ -349,7 +349,7 @@ fn commands_are_answered_or_fail_with_a_clear_reason() {
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
     let agent = hub.agent("pi-c", &[]);
-    hub.wait_listening("pi-c");
+    hub.wait_answering("pi-c");
 
     let ping = hub.op(&["command", "pi-c", "ping"]);
     assert!(ping.ok, "{}", ping.stderr);
@@ -619,8 +619,7 @@ fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arriv
     .unwrap();
     let hub = Hub::start_with(dir.path(), &["--config", &cfg.to_string_lossy()]);
     let _agent = hub.agent("pi-s", &[]);
-    hub.wait_listening("pi-s");
-    assert!(hub.op(&["command", "pi-s", "ping"]).ok);
+    hub.wait_answering("pi-s");
     // Batches of the first run (numbered from 1) arrive with none missing,
     // including those made while the hub was down.
     let first_run: Vec<u64> = wait_for("the saved batches", || {

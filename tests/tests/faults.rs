@@ -118,32 +118,60 @@ impl Drop for Producer {
     }
 }
 
-/// Every audit.n value the hub stored for `device`, with repeats.
+/// Every audit.n value the hub stored for `device`, with repeats, read
+/// page by page as an operator would (the hub returns at most 10,000 rows
+/// per read).
 fn stored(hub: &Hub, device: &str) -> Vec<i64> {
-    let r = hub.op(&[
-        "telemetry",
-        "--device",
-        device,
-        "--name",
-        METRIC,
-        "--limit",
-        "1000000",
-    ]);
-    assert!(r.ok, "telemetry failed: {}", r.stderr);
-    r.json
-        .iter()
-        .filter_map(|row| row["value"].as_i64())
-        .collect()
+    let mut values = Vec::new();
+    let mut after = 0;
+    loop {
+        let cursor = after.to_string();
+        let r = hub.op(&[
+            "telemetry",
+            "--device",
+            device,
+            "--name",
+            METRIC,
+            "--limit",
+            "10000",
+            "--after",
+            &cursor,
+        ]);
+        assert!(r.ok, "telemetry failed: {}", r.stderr);
+        let Some(last) = r.json.last() else {
+            return values;
+        };
+        after = last["id"].as_i64().expect("row id");
+        values.extend(r.json.iter().filter_map(|row| row["value"].as_i64()));
+    }
 }
 
 /// Waits until the hub holds every accepted sample, then checks none is
 /// stored twice and nothing was stored that was not handed over.
 fn audit(hub: &Hub, device: &str, ledger: &Ledger) {
-    let values = wait_for(&format!("{device}: every accepted sample stored"), || {
+    let deadline = std::time::Instant::now() + WAIT;
+    let values = loop {
         let v = stored(hub, device);
         let have: BTreeSet<i64> = v.iter().copied().collect();
-        ledger.accepted.is_subset(&have).then_some(v)
-    });
+        if ledger.accepted.is_subset(&have) {
+            break v;
+        }
+        if std::time::Instant::now() > deadline {
+            let missing: Vec<_> = ledger.accepted.difference(&have).take(20).collect();
+            let status = agent_command()
+                .arg("status")
+                .arg("--data-dir")
+                .arg(data_dir(hub, device))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            panic!(
+                "{device}: {} accepted samples never stored, e.g. {missing:?}\nagent status: {status:?}\nhub stats: {}",
+                ledger.accepted.difference(&have).count(),
+                hub.stats()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut counts: HashMap<i64, usize> = HashMap::new();
     for v in &values {
         *counts.entry(*v).or_default() += 1;
@@ -495,7 +523,9 @@ fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
                 &hub.dir,
                 d,
                 "run",
-                &agent_config(""),
+                // Reconnect attempts back off to at most 2 s (30 s by
+                // default), so the audit need not wait long after the heal.
+                &agent_config("[net]\nreconnect_max_ms = 2000\n"),
                 &[],
             )
         })
