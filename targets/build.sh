@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source targets/toolchain.sh
 ensure_zigbuild
+ensure_rust_src
 
 want=("$@")
 selected() {
@@ -27,18 +28,15 @@ while IFS=$'\t' read -r pi triple _arch _qemu _cpu _deb; do
   selected "$pi" || continue
   packages=(-p fleetmq-agent)
   [ "$triple" = aarch64-unknown-linux-musl ] && packages+=(-p fleetmq-hub)
-  mode=$(ensure_rust_target "$triple")
-  echo "== $pi: $triple ($mode std)"
-  if [ "$mode" = build-std ]; then
-    # No prebuilt std for this target here: build it from rust-src. musl's
-    # start files come from zig, not from Rust's self-contained copy.
-    flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-    env RUSTC_BOOTSTRAP=1 "$flags_var=-C link-self-contained=no" \
-      cargo zigbuild --release --locked --target "$triple" "${packages[@]}" \
-      -Zbuild-std=std,panic_abort
-  else
-    cargo zigbuild --release --locked --target "$triple" "${packages[@]}"
-  fi
+  echo "== $pi: $triple"
+  # std is built from rust-src with our release profile (opt-level z, LTO
+  # with our code), std's optimize_for_size, and no unwind tables (panics
+  # abort): 330 KB less than the prebuilt std on aarch64. musl's start
+  # files come from zig, not from Rust's self-contained copy.
+  flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+  env RUSTC_BOOTSTRAP=1 "$flags_var=-C link-self-contained=no -C force-unwind-tables=no" \
+    cargo zigbuild --release --locked --target "$triple" "${packages[@]}" \
+    -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
   for bin in fleetmq-agent fleetmq-hub; do
     path="target/$triple/release/$bin"
     [ -f "$path" ] || continue
@@ -53,5 +51,5 @@ while IFS=$'\t' read -r pi triple _arch _qemu _cpu _deb; do
 done < targets/targets.tsv
 
 echo
-echo "stripped sizes (release profile: opt-level z, lto, one codegen unit, panic abort, strip):"
+echo "stripped sizes (release profile: opt-level z, lto, one codegen unit, panic abort, strip; std built for size):"
 printf '%s\n' "${sizes[@]}"

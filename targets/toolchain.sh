@@ -22,20 +22,14 @@ ensure_zigbuild() {
   export ZIG_GLOBAL_CACHE_DIR="$tools_dir/zig-cache"
 }
 
-# Installs the Rust standard library for a target: prebuilt if rustup can get
-# it, otherwise rust-src to build it (the prebuilt armv6/armv7 musl std is not
-# downloadable everywhere). Prints "prebuilt" or "build-std".
-ensure_rust_target() {
-  local triple=$1
-  if rustup target list --installed | grep -qx "$triple"; then
-    echo prebuilt
-  elif rustup target add "$triple" >/dev/null 2>&1; then
-    echo prebuilt
-  else
-    rustup component add rust-src >/dev/null 2>&1 || {
-      echo "cannot install $triple or rust-src for it" >&2
-      return 1
-    }
-    echo build-std
-  fi
+# Installs rust-src: every target's standard library is built from it
+# (-Zbuild-std), size-optimised and without unwind tables, because the
+# prebuilt std is built for speed and would not fit the agent's size budget
+# (and the prebuilt armv6/armv7 musl std is not downloadable everywhere).
+ensure_rust_src() {
+  rustup component list --installed 2>/dev/null | grep -q '^rust-src' && return 0
+  rustup component add rust-src >/dev/null 2>&1 || {
+    echo "cannot install rust-src (needed to build std for the ARM targets)" >&2
+    return 1
+  }
 }
