@@ -52,6 +52,9 @@ enum Cmd {
     /// Print the running agent's status as JSON: connection, spool depth
     /// and bytes, counters (sent, acked, dropped and why), uptime, version.
     Status(LocalArgs),
+    /// Write this device's CURVE key pair: DATA_DIR/agent.key (secret, mode
+    /// 0600) and DATA_DIR/agent.pub, and print the line for the hub's allow list.
+    Keygen(KeygenArgs),
     /// Print this build's version, architecture and libzmq, and check CURVE
     /// with a handshake over loopback (as JSON; exits 1 if CURVE fails).
     Info,
@@ -93,6 +96,40 @@ struct SendArgs {
     /// Samples, NAME=VALUE, e.g. room.temp_c=21.5 door.opened=1
     #[arg(required = true)]
     samples: Vec<String>,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    #[command(flatten)]
+    local: LocalArgs,
+    /// This device's id, for the allow-list line (default: the config's, else the host name).
+    #[arg(long, env = "FLEETMQ_DEVICE_ID")]
+    device_id: Option<String>,
+    /// Replace an existing key pair (the hub refuses this device until its
+    /// allow list has the new public key).
+    #[arg(long)]
+    force: bool,
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(args.local.config.as_deref())?;
+    let dir = args.local.data_dir.clone().unwrap_or(cfg.data_dir);
+    let device = args
+        .device_id
+        .filter(|d| !d.is_empty())
+        .or_else(|| Some(cfg.device_id).filter(|d| !d.is_empty()))
+        .unwrap_or_else(config::hostname);
+    fleetmq_protocol::validate_device_id(&device).context("--device-id")?;
+    let pair = fleetmq_net::keys::generate()?;
+    let (secret, public) = fleetmq_net::keys::write(&dir, "agent", &pair, args.force)?;
+    println!(
+        "secret key: {} (mode 0600; it never leaves this device)\npublic key: {}\n\
+         add this line to the hub's allow list:\n{device} {}",
+        secret.display(),
+        public.display(),
+        pair.public
+    );
+    Ok(())
 }
 
 /// The control socket of the agent that `args` points at.
@@ -178,6 +215,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Status(args) => ask(&args, "status"),
+        Cmd::Keygen(args) => keygen(args),
         Cmd::Run(args) => start(args, false),
         Cmd::Chat(args) => start(args, true),
     };

@@ -65,6 +65,20 @@ enum Cmd {
     Broadcast(BroadcastArgs),
     /// The hub's counters.
     Stats(OpArgs),
+    /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
+    /// and DATA_DIR/hub.pub. Agents name the public key in their config.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Directory for hub.key and hub.pub.
+    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "fleetmq-data")]
+    data_dir: PathBuf,
+    /// Replace an existing key pair (agents that trust the old public key
+    /// will be refused until they are given the new one).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -249,6 +263,18 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Run(args) => run_hub(args).map(|()| ExitCode::SUCCESS),
         Cmd::PrintConfig => {
             print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Keygen(a) => {
+            let pair = fleetmq_net::keys::generate()?;
+            let (secret, public) = fleetmq_net::keys::write(&a.data_dir, "hub", &pair, a.force)?;
+            println!(
+                "secret key: {} (mode 0600; it never leaves the hub)\npublic key: {}\n\
+                 give every agent this line in its config:\nhub_public_key = \"{}\"",
+                secret.display(),
+                public.display(),
+                pair.public
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {

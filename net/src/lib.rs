@@ -13,9 +13,11 @@
 //! * [`endpoint`] helpers read back OS-chosen ports and swap ports.
 //! * [`config`] loads TOML files with errors naming the file, key and fix.
 //! * [`logging`] installs `tracing` output for both binaries.
+//! * [`keys`] writes and reads CURVE key files (`keygen`).
 
 pub mod config;
 pub mod endpoint;
+pub mod keys;
 pub mod logging;
 mod shutdown;
 mod socket;

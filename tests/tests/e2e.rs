@@ -640,3 +640,66 @@ fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arriv
         "every batch of the first run is stored"
     );
 }
+
+#[test]
+fn keygen_writes_private_key_files_and_never_replaces_them_unasked() {
+    use std::os::unix::fs::PermissionsExt;
+    let _w = watchdog("keygen", LIMIT);
+    let dir = tmp();
+    let data = dir.path().join("hub-data");
+    let data_arg = data.to_string_lossy().to_string();
+    let keygen = |force: bool| {
+        let mut cmd = hub_command();
+        cmd.args(["keygen", "--data-dir", &data_arg]);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("running fleetmq-hub keygen")
+    };
+    let public = || std::fs::read_to_string(data.join("hub.pub")).unwrap();
+
+    let first = keygen(false);
+    assert!(first.status.success(), "{first:?}");
+    let key = public();
+    let key = key.trim();
+    assert_eq!(key.len(), 40, "Z85 public key: {key:?}");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        stdout.contains(&format!("hub_public_key = \"{key}\"")),
+        "{stdout}"
+    );
+    let mode = std::fs::metadata(data.join("hub.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "secret key mode {mode:o}");
+
+    let again = keygen(false);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(public().trim(), key, "the key pair was left alone");
+    assert!(keygen(true).status.success());
+    assert_ne!(public().trim(), key, "--force made a new pair");
+
+    let agent_data = dir.path().join("agent-data");
+    let out = agent_command()
+        .args(["keygen", "--device-id", "pi-keys", "--data-dir"])
+        .arg(&agent_data)
+        .output()
+        .expect("running fleetmq-agent keygen");
+    assert!(out.status.success(), "{out:?}");
+    let agent_key = std::fs::read_to_string(agent_data.join("agent.pub")).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("pi-keys {}", agent_key.trim())),
+        "allow-list line: {stdout}"
+    );
+    let mode = std::fs::metadata(agent_data.join("agent.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
