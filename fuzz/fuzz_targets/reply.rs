@@ -1,0 +1,8 @@
+#![no_main]
+//! Any bytes as a `ReplyFrame` frame.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    fleetmq_protocol_fuzz::check_channel!(fleetmq_protocol::ReplyFrame, data);
+});
