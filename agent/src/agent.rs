@@ -448,42 +448,43 @@ impl Agent {
     fn status_json(&self) -> String {
         let s = self.status();
         let c = &self.spool.counters;
-        serde_json::json!({
-            "device": s.device,
-            "agent_version": s.agent_version,
-            "arch": s.arch,
-            "groups": s.groups,
-            "uptime_ms": s.uptime_ms,
-            "hub": self.cfg.hub,
-            "connected": self.connected,
-            "linked": self.links.is_some(),
-            "batches": {
-                "sent": s.batches_sent,
-                "acked": s.batches_acked,
-                "resent": s.batches_resent,
-                "in_flight": s.in_flight,
+        let u = &self.uplink.counters;
+        let doc = control::Status {
+            device: s.device,
+            agent_version: s.agent_version,
+            arch: s.arch,
+            groups: s.groups,
+            uptime_ms: s.uptime_ms,
+            hub: self.cfg.hub.clone(),
+            connected: self.connected,
+            linked: self.links.is_some(),
+            batches: control::BatchCounts {
+                sent: s.batches_sent,
+                acked: s.batches_acked,
+                resent: s.batches_resent,
+                in_flight: s.in_flight,
             },
-            "records": {
-                "acked": self.uplink.counters.records_acked,
-                "waiting": s.records_pending,
-                "dropped": {
-                    "spool_full_oldest": c.dropped + self.uplink.counters.records_abandoned,
-                    "spool_full_refused": c.refused,
-                    "lost_to_corruption": c.lost_records,
-                    "refused_by_protocol": self.uplink.counters.records_dropped,
+            records: control::RecordCounts {
+                acked: u.records_acked,
+                waiting: s.records_pending,
+                dropped: control::Dropped {
+                    spool_full_oldest: c.dropped + u.records_abandoned,
+                    spool_full_refused: c.refused,
+                    lost_to_corruption: c.lost_records,
+                    refused_by_protocol: u.records_dropped,
                 },
             },
-            "spool": {
-                "bytes": self.spool.bytes(),
-                "max_bytes": self.cfg.spool.max_bytes,
-                "when_full": self.cfg.spool.when_full,
-                "torn_tails_cut": c.torn_tails,
-                "corrupt_entries_skipped": c.corrupt_entries,
+            spool: control::SpoolStatus {
+                bytes: self.spool.bytes(),
+                max_bytes: self.cfg.spool.max_bytes,
+                when_full: self.cfg.spool.when_full,
+                torn_tails_cut: c.torn_tails,
+                corrupt_entries_skipped: c.corrupt_entries,
             },
-            "jobs_run": s.jobs_run,
-            "commands_answered": s.commands_answered,
-        })
-        .to_string()
+            jobs_run: s.jobs_run,
+            commands_answered: s.commands_answered,
+        };
+        serde_json::to_string(&doc).unwrap_or_else(|e| format!("error: encoding the status: {e}"))
     }
 
     /// Puts records in the spool; they count as accepted only if this

@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::valid_metric_name;
+use serde::Serialize;
+
+use crate::spool::FullPolicy;
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -31,6 +34,60 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
+}
+
+/// What `fleetmq-agent status` prints: one JSON object.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub device: String,
+    pub agent_version: String,
+    pub arch: String,
+    pub groups: Vec<String>,
+    pub uptime_ms: u64,
+    pub hub: String,
+    /// The telemetry connection is up.
+    pub connected: bool,
+    /// The hub's Welcome came and the other sockets are connected.
+    pub linked: bool,
+    pub batches: BatchCounts,
+    pub records: RecordCounts,
+    pub spool: SpoolStatus,
+    pub jobs_run: u64,
+    pub commands_answered: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchCounts {
+    pub sent: u64,
+    pub acked: u64,
+    pub resent: u64,
+    pub in_flight: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecordCounts {
+    pub acked: u64,
+    /// In the spool, not yet in a batch.
+    pub waiting: u64,
+    pub dropped: Dropped,
+}
+
+/// Records given up on, by cause.
+#[derive(Debug, Serialize)]
+pub struct Dropped {
+    pub spool_full_oldest: u64,
+    pub spool_full_refused: u64,
+    pub lost_to_corruption: u64,
+    pub refused_by_protocol: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpoolStatus {
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub when_full: FullPolicy,
+    pub torn_tails_cut: u64,
+    pub corrupt_entries_skipped: u64,
 }
 
 /// A parsed request.
