@@ -1,6 +1,7 @@
 //! `fleetmq-agent`: the device side of fleetmq.
 
 mod agent;
+mod cli;
 mod config;
 mod control;
 mod info;
@@ -13,101 +14,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
 
+use crate::cli::{Cmd, LocalArgs, RunArgs};
 use crate::config::AgentConfig;
 
-#[derive(Parser)]
-#[command(
-    name = "fleetmq-agent",
-    version,
-    about = "The fleetmq device agent: telemetry, chat, jobs and commands to and from a fleetmq hub.",
-    long_about = "The fleetmq device agent.\n\nIt connects out to a hub (it never listens), sends telemetry that the hub \
-acks, runs jobs and answers commands that its config allows, and receives broadcasts.\n\nExamples:\n  \
-fleetmq-agent run --hub tcp://hub.lan:7750\n  fleetmq-agent run --config /etc/fleetmq/agent.toml\n  \
-echo 'hello fleet' | fleetmq-agent chat --hub tcp://hub.lan:7750 --device-id pi-kitchen\n  \
-fleetmq-agent print-config > agent.toml"
-)]
-struct Cli {
-    /// Log filter: a level (error, warn, info, debug, trace) or targets like `info,fleetmq_agent=debug`.
-    #[arg(long, global = true, env = "FLEETMQ_LOG", default_value = "info")]
-    log: String,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the agent until Ctrl-C or SIGTERM.
-    Run(RunArgs),
-    /// Run the agent and join the chat room: lines on stdin are said in the
-    /// room, the room is printed on stdout; exits when stdin closes and every
-    /// line is acked by the hub.
-    Chat(RunArgs),
-    /// Print the default configuration with every key explained.
-    PrintConfig,
-    /// Hand samples to the running agent: NAME=VALUE ... (integers or
-    /// floats). Exits 0 once they are in its spool, 1 with the reason if not.
-    Send(SendArgs),
-    /// Print the running agent's status as JSON: connection, spool depth
-    /// and bytes, counters (sent, acked, dropped and why), uptime, version.
-    Status(LocalArgs),
-    /// Write this device's CURVE key pair: DATA_DIR/agent.key (secret, mode
-    /// 0600) and DATA_DIR/agent.pub, and print the line for the hub's allow list.
-    Keygen(KeygenArgs),
-    /// Print this build's version, architecture and libzmq, and check CURVE
-    /// with a handshake over loopback (as JSON; exits 1 if CURVE fails).
-    Info,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// Config file (TOML; see `print-config`). Without it the embedded defaults apply.
-    #[arg(long, short, env = "FLEETMQ_AGENT_CONFIG")]
-    config: Option<PathBuf>,
-    /// The hub's telemetry address, tcp://HOST:PORT.
-    #[arg(long, env = "FLEETMQ_HUB")]
-    hub: Option<String>,
-    /// This device's id (default: the config's device_id, else the host name).
-    #[arg(long, env = "FLEETMQ_DEVICE_ID")]
-    device_id: Option<String>,
-    /// Data directory for sequence numbers, job ids and unacked telemetry.
-    #[arg(long, env = "FLEETMQ_AGENT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// A group to join (repeatable; replaces the config's groups).
-    #[arg(long = "group")]
-    groups: Vec<String>,
-}
-
-#[derive(Args)]
-struct LocalArgs {
-    /// Config file, to find the data directory (default: the embedded defaults).
-    #[arg(long, short, env = "FLEETMQ_AGENT_CONFIG")]
-    config: Option<PathBuf>,
-    /// The running agent's data directory (its control socket is there).
-    #[arg(long, env = "FLEETMQ_AGENT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct SendArgs {
-    #[command(flatten)]
-    local: LocalArgs,
-    /// Samples, NAME=VALUE, e.g. room.temp_c=21.5 door.opened=1
-    #[arg(required = true)]
-    samples: Vec<String>,
-}
-
-#[derive(Args)]
+/// `keygen`'s options.
 struct KeygenArgs {
-    #[command(flatten)]
     local: LocalArgs,
-    /// This device's id, for the allow-list line (default: the config's, else the host name).
-    #[arg(long, env = "FLEETMQ_DEVICE_ID")]
     device_id: Option<String>,
-    /// Replace an existing key pair (the hub refuses this device until its
-    /// allow list has the new public key).
-    #[arg(long)]
     force: bool,
 }
 
@@ -181,12 +95,26 @@ fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = fleetmq_net::logging::init(&cli.log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
     let result = match cli.command {
+        Cmd::Help => {
+            print!("{}", cli::HELP);
+            Ok(())
+        }
+        Cmd::Version => {
+            println!("fleetmq-agent {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Cmd::PrintConfig => {
             print!("{}", config::EXAMPLE);
             Ok(())
@@ -202,20 +130,27 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Cmd::Send(args) => {
+        Cmd::Send { local, samples } => {
             // Check here too, so a typo fails before the agent is asked.
-            match args
-                .samples
+            match samples
                 .iter()
                 .map(|w| control::parse_sample(w))
                 .collect::<Result<Vec<_>, _>>()
             {
-                Ok(_) => ask(&args.local, &format!("send {}", args.samples.join(" "))),
+                Ok(_) => ask(&local, &format!("send {}", samples.join(" "))),
                 Err(e) => Err(anyhow::anyhow!("{e}")),
             }
         }
         Cmd::Status(args) => ask(&args, "status"),
-        Cmd::Keygen(args) => keygen(args),
+        Cmd::Keygen {
+            local,
+            device_id,
+            force,
+        } => keygen(KeygenArgs {
+            local,
+            device_id,
+            force,
+        }),
         Cmd::Run(args) => start(args, false),
         Cmd::Chat(args) => start(args, true),
     };

@@ -1,0 +1,299 @@
+//! The agent's command line, parsed with lexopt: a small parser keeps the
+//! binary small (clap cost the static agent about 90 KB), at the price of
+//! writing the help text here by hand.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+pub const HELP: &str = "\
+The fleetmq device agent.
+
+It connects out to a hub (it never listens), sends telemetry that the hub
+acks, runs jobs and answers commands that its config allows, and receives
+broadcasts.
+
+Usage: fleetmq-agent [--log FILTER] COMMAND [OPTIONS]
+
+Commands:
+  run           Run the agent until Ctrl-C or SIGTERM
+  chat          Run the agent and join the chat room: lines on stdin are said
+                in the room, the room is printed on stdout; exits when stdin
+                closes and every line is acked by the hub
+  send          Hand samples to the running agent: NAME=VALUE ... (integers or
+                floats); exits 0 once they are in its spool, 1 with the reason
+  status        Print the running agent's status as JSON: connection, spool,
+                counters (sent, acked, dropped and why), uptime, version
+  keygen        Write this device's CURVE key pair (DATA_DIR/agent.key, mode
+                0600, and agent.pub) and print the hub's allow-list line
+  print-config  Print the default configuration with every key explained
+  info          Print this build's version, arch and libzmq, and check CURVE
+                with a handshake over loopback (JSON; exits 1 if CURVE fails)
+
+Options for run and chat:
+  -c, --config FILE     Config file (TOML; see print-config) [env: FLEETMQ_AGENT_CONFIG]
+      --hub ENDPOINT    The hub's telemetry address, tcp://HOST:PORT [env: FLEETMQ_HUB]
+      --device-id ID    This device's id (default: the config's, else the host name)
+                        [env: FLEETMQ_DEVICE_ID]
+      --data-dir DIR    Spool, sequence numbers and job ids [env: FLEETMQ_AGENT_DATA_DIR]
+      --group GROUP     A group to join (repeatable; replaces the config's groups)
+
+Options for send, status and keygen:
+  -c, --config FILE     Config file, to find the data directory [env: FLEETMQ_AGENT_CONFIG]
+      --data-dir DIR    The agent's data directory [env: FLEETMQ_AGENT_DATA_DIR]
+      --device-id ID    keygen: the id for the allow-list line [env: FLEETMQ_DEVICE_ID]
+      --force           keygen: replace an existing key pair
+
+Global options:
+      --log FILTER      Log filter: a level (error, warn, info, debug, trace) or
+                        targets like info,fleetmq_agent=debug [env: FLEETMQ_LOG]
+  -h, --help            Print this help
+  -V, --version         Print the version
+
+Examples:
+  fleetmq-agent run --hub tcp://hub.lan:7750
+  fleetmq-agent run --config /etc/fleetmq/agent.toml
+  echo 'hello fleet' | fleetmq-agent chat --hub tcp://hub.lan:7750 --device-id pi-kitchen
+  fleetmq-agent send room.temp_c=21.5 door.opened=1
+  fleetmq-agent print-config > agent.toml
+";
+
+/// Options of `run` and `chat`.
+#[derive(Debug, Default, PartialEq)]
+pub struct RunArgs {
+    pub config: Option<PathBuf>,
+    pub hub: Option<String>,
+    pub device_id: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub groups: Vec<String>,
+}
+
+/// Options of the commands that talk to, or set up, a local agent.
+#[derive(Debug, Default, PartialEq)]
+pub struct LocalArgs {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Cmd {
+    Run(RunArgs),
+    Chat(RunArgs),
+    PrintConfig,
+    Send {
+        local: LocalArgs,
+        samples: Vec<String>,
+    },
+    Status(LocalArgs),
+    Keygen {
+        local: LocalArgs,
+        device_id: Option<String>,
+        force: bool,
+    },
+    Info,
+    Help,
+    Version,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Cli {
+    pub log: String,
+    pub command: Cmd,
+}
+
+/// A usage error: what was wrong, and where to read more.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}\nSee `fleetmq-agent --help`.")]
+pub struct UsageError(String);
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn string(v: OsString) -> Result<String, UsageError> {
+    v.into_string()
+        .map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")))
+}
+
+/// Parses `args` (without the program name).
+pub fn parse<I>(args: I) -> Result<Cli, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut p = lexopt::Parser::from_args(args);
+    let mut log = env("FLEETMQ_LOG").unwrap_or_else(|| "info".into());
+    let mut name: Option<String> = None;
+    let mut run = RunArgs::default();
+    let mut local = LocalArgs::default();
+    let mut device_id = None;
+    let mut force = false;
+    let mut samples = Vec::new();
+    let mut help = false;
+    while let Some(arg) = p.next()? {
+        let cmd = name.as_deref();
+        match arg {
+            Long("log") => log = string(p.value()?)?,
+            Short('h') | Long("help") => help = true,
+            Short('V') | Long("version") if cmd.is_none() => {
+                return Ok(Cli {
+                    log,
+                    command: Cmd::Version,
+                });
+            }
+            Value(v) if cmd.is_none() => name = Some(string(v)?),
+            Short('c') | Long("config") if cmd.is_some() => {
+                let file = PathBuf::from(p.value()?);
+                run.config = Some(file.clone());
+                local.config = Some(file);
+            }
+            Long("data-dir") if cmd.is_some() => {
+                let dir = PathBuf::from(p.value()?);
+                run.data_dir = Some(dir.clone());
+                local.data_dir = Some(dir);
+            }
+            Long("hub") if matches!(cmd, Some("run" | "chat")) => {
+                run.hub = Some(string(p.value()?)?)
+            }
+            Long("group") if matches!(cmd, Some("run" | "chat")) => {
+                run.groups.push(string(p.value()?)?)
+            }
+            Long("device-id") if matches!(cmd, Some("run" | "chat" | "keygen")) => {
+                let id = string(p.value()?)?;
+                run.device_id = Some(id.clone());
+                device_id = Some(id);
+            }
+            Long("force") if cmd == Some("keygen") => force = true,
+            Value(v) if cmd == Some("send") => samples.push(string(v)?),
+            other => {
+                let what = other.unexpected().to_string();
+                return Err(UsageError(match cmd {
+                    Some(c) => format!("{what} (for `fleetmq-agent {c}`)"),
+                    None => what,
+                }));
+            }
+        }
+    }
+    if help {
+        return Ok(Cli {
+            log,
+            command: Cmd::Help,
+        });
+    }
+    let from_env = |run: &mut RunArgs, local: &mut LocalArgs| {
+        let config = env("FLEETMQ_AGENT_CONFIG").map(PathBuf::from);
+        let data_dir = env("FLEETMQ_AGENT_DATA_DIR").map(PathBuf::from);
+        run.config = run.config.take().or_else(|| config.clone());
+        run.data_dir = run.data_dir.take().or_else(|| data_dir.clone());
+        run.hub = run.hub.take().or_else(|| env("FLEETMQ_HUB"));
+        run.device_id = run.device_id.take().or_else(|| env("FLEETMQ_DEVICE_ID"));
+        local.config = local.config.take().or(config);
+        local.data_dir = local.data_dir.take().or(data_dir);
+    };
+    from_env(&mut run, &mut local);
+    let command = match name.as_deref() {
+        Some("run") => Cmd::Run(run),
+        Some("chat") => Cmd::Chat(run),
+        Some("print-config") => Cmd::PrintConfig,
+        Some("info") => Cmd::Info,
+        Some("status") => Cmd::Status(local),
+        Some("send") if samples.is_empty() => {
+            return Err(UsageError(
+                "send needs at least one NAME=VALUE, e.g. `fleetmq-agent send room.temp_c=21.5`"
+                    .into(),
+            ));
+        }
+        Some("send") => Cmd::Send { local, samples },
+        Some("keygen") => Cmd::Keygen {
+            local,
+            device_id: device_id.or_else(|| env("FLEETMQ_DEVICE_ID")),
+            force,
+        },
+        Some(other) => return Err(UsageError(format!("unknown command {other:?}"))),
+        None => {
+            return Err(UsageError(
+                "a command is needed: run, chat, send, status, keygen, print-config or info".into(),
+            ));
+        }
+    };
+    Ok(Cli { log, command })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_their_options_parse() {
+        let cli = parse([
+            "--log",
+            "debug",
+            "run",
+            "-c",
+            "a.toml",
+            "--hub",
+            "tcp://h:1",
+            "--device-id",
+            "pi-1",
+            "--data-dir",
+            "/d",
+            "--group",
+            "north",
+            "--group",
+            "lab",
+        ])
+        .unwrap();
+        assert_eq!(cli.log, "debug");
+        assert_eq!(
+            cli.command,
+            Cmd::Run(RunArgs {
+                config: Some("a.toml".into()),
+                hub: Some("tcp://h:1".into()),
+                device_id: Some("pi-1".into()),
+                data_dir: Some("/d".into()),
+                groups: vec!["north".into(), "lab".into()],
+            })
+        );
+        let send = parse(["send", "--data-dir", "/d", "a=1", "b=2.5"]).unwrap();
+        assert_eq!(
+            send.command,
+            Cmd::Send {
+                local: LocalArgs {
+                    config: None,
+                    data_dir: Some("/d".into())
+                },
+                samples: vec!["a=1".into(), "b=2.5".into()],
+            }
+        );
+        let keygen = parse(["keygen", "--force", "--device-id", "pi-2"]).unwrap();
+        assert!(
+            matches!(keygen.command, Cmd::Keygen { force: true, device_id: Some(ref d), .. } if d == "pi-2")
+        );
+        assert_eq!(parse(["info"]).unwrap().command, Cmd::Info);
+        assert_eq!(parse(["run", "--help"]).unwrap().command, Cmd::Help);
+        assert_eq!(parse(["--version"]).unwrap().command, Cmd::Version);
+    }
+
+    #[test]
+    fn mistakes_say_what_was_wrong() {
+        let err = |args: &[&str]| parse(args.iter().copied()).unwrap_err().to_string();
+        assert!(err(&[]).contains("a command is needed"));
+        assert!(err(&["launch"]).contains("unknown command \"launch\""));
+        let e = err(&["run", "--force"]);
+        assert!(
+            e.contains("--force") && e.contains("fleetmq-agent run"),
+            "{e}"
+        );
+        assert!(err(&["status", "--hub", "x"]).contains("--hub"));
+        assert!(err(&["send"]).contains("at least one NAME=VALUE"));
+        assert!(err(&["run", "--hub"]).contains("--hub"), "a missing value");
+        assert!(err(&["info", "extra"]).contains("extra"));
+    }
+}
