@@ -31,10 +31,11 @@ while IFS=$'\t' read -r pi triple _arch _qemu _cpu _deb; do
   echo "== $pi: $triple"
   # std is built from rust-src with our release profile (opt-level z, LTO
   # with our code), std's optimize_for_size, and no unwind tables (panics
-  # abort): 330 KB less than the prebuilt std on aarch64. musl's start
-  # files come from zig, not from Rust's self-contained copy.
+  # abort): 330 KB less than the prebuilt std on aarch64. Panic messages
+  # keep their text but not their file and line (-Zlocation-detail=none,
+  # 30 KB). musl's start files come from zig, not Rust's self-contained copy.
   flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-  env RUSTC_BOOTSTRAP=1 "$flags_var=-C link-self-contained=no -C force-unwind-tables=no" \
+  env RUSTC_BOOTSTRAP=1 "$flags_var=-C link-self-contained=no -C force-unwind-tables=no -Zlocation-detail=none" \
     cargo zigbuild --release --locked --target "$triple" "${packages[@]}" \
     -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
   for bin in fleetmq-agent fleetmq-hub; do
