@@ -803,6 +803,15 @@ mod tests {
         peeked.iter().map(|(_, r, _)| value(r)).collect()
     }
 
+    /// A spool holding samples 0..5 in one segment; returns its path.
+    fn five_samples(cfg: &SpoolConfig, now: Instant) -> PathBuf {
+        let (mut s, _) = Spool::open(cfg.clone(), now).unwrap();
+        for i in 0..5 {
+            s.append(&[sample(i)], now).unwrap();
+        }
+        segment_files(&cfg.dir).remove(0)
+    }
+
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
@@ -853,12 +862,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
         let cfg = config(dir.path(), 1 << 20, FullPolicy::DropOldest);
-        let (mut s, _) = Spool::open(cfg.clone(), now).unwrap();
-        for i in 0..5 {
-            s.append(&[sample(i)], now).unwrap();
-        }
-        drop(s);
-        let seg = &segment_files(dir.path())[0];
+        let seg = &five_samples(&cfg, now);
         let len = fs::metadata(seg).unwrap().len();
         // A crash in the middle of writing the last record.
         OpenOptions::new()
@@ -888,12 +892,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
         let cfg = config(dir.path(), 1 << 20, FullPolicy::DropOldest);
-        let (mut s, _) = Spool::open(cfg.clone(), now).unwrap();
-        for i in 0..5 {
-            s.append(&[sample(i)], now).unwrap();
-        }
-        drop(s);
-        let seg = &segment_files(dir.path())[0];
+        let seg = &five_samples(&cfg, now);
         let mut bytes = fs::read(seg).unwrap();
         let entry = (bytes.len() - HEADER as usize) / 5;
         // Flip a bit in the body of the third record.

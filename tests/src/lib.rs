@@ -430,6 +430,14 @@ fn program(name: &str, bin_env: &str, runner_env: &str) -> Command {
     }
 }
 
+/// A fresh temporary directory named with `prefix`, removed on drop.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
+}
+
 /// Starts an agent (`run`, or `chat` with stdin piped) for `device` in `dir`.
 pub fn start_agent(
     hub_endpoint: &str,

@@ -10,10 +10,7 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("fleetmq-e2e-")
-        .tempdir()
-        .expect("temp dir")
+    temp_dir("fleetmq-e2e-")
 }
 
 #[test]
