@@ -112,31 +112,53 @@ fn write_file(path: &Path, line: &str, mode: u32) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// Checks that `key` is a Z85 CURVE key (40 characters decoding to 32
+/// bytes); the error says what is wrong with it.
+pub fn check(key: &str) -> Result<(), String> {
+    if key.len() != Z85_LEN {
+        return Err(format!(
+            "{} characters where a key has {Z85_LEN}",
+            key.chars().count()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| !Z85_CHARS.contains(*c)) {
+        return Err(format!("{c:?} is not a Z85 character"));
+    }
+    match zmq::z85_decode(key) {
+        Ok(bytes) if bytes.len() == 32 => Ok(()),
+        Ok(bytes) => Err(format!("decodes to {} bytes, not 32", bytes.len())),
+        Err(e) => Err(format!("not Z85 ({e:?})")),
+    }
+}
+
 /// Reads one Z85 key from `path` and checks that it decodes to 32 bytes.
 pub fn read(path: &Path) -> Result<String, KeyError> {
     let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let malformed = |why: String| KeyError::Malformed {
+    let key = text.trim();
+    check(key).map_err(|why| KeyError::Malformed {
         path: path.to_path_buf(),
         why,
-    };
-    let key = text.trim();
-    if key.len() != Z85_LEN {
-        return Err(malformed(format!("{} characters", key.len())));
+    })?;
+    Ok(key.to_string())
+}
+
+/// `NAME`'s key pair from `dir`, made and written first if there is none
+/// yet (the way SSH makes host keys). The flag says whether it was made now.
+pub fn load_or_create(dir: &Path, name: &str) -> Result<(KeyPair, bool), KeyError> {
+    let (secret, public) = paths(dir, name);
+    if secret.exists() {
+        let pair = KeyPair {
+            secret: read_secret(&secret)?,
+            public: read(&public)?,
+        };
+        return Ok((pair, false));
     }
-    if let Some(c) = key.chars().find(|c| !Z85_CHARS.contains(*c)) {
-        return Err(malformed(format!("{c:?} is not a Z85 character")));
-    }
-    match zmq::z85_decode(key) {
-        Ok(bytes) if bytes.len() == 32 => Ok(key.to_string()),
-        Ok(bytes) => Err(malformed(format!(
-            "decodes to {} bytes, not 32",
-            bytes.len()
-        ))),
-        Err(e) => Err(malformed(format!("not Z85 ({e:?})"))),
-    }
+    let pair = generate()?;
+    write(dir, name, &pair, false)?;
+    Ok((pair, true))
 }
 
 /// Reads a secret key, refusing one that others than its owner can read:

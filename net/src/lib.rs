@@ -23,4 +23,7 @@ mod shutdown;
 mod socket;
 
 pub use shutdown::Shutdown;
-pub use socket::{Builder, NetError, SocketOptions, Sockets, recv_frames, send_frames};
+pub use socket::{
+    Builder, NetError, Received, Security, SocketOptions, Sockets, ZAP_DOMAIN, recv_frames,
+    recv_message, send_frames,
+};

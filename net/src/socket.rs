@@ -108,11 +108,47 @@ pub enum NetError {
     },
 }
 
+/// How the agent-facing sockets authenticate and encrypt.
+#[derive(Clone, Default)]
+pub enum Security {
+    /// No encryption, no authentication (ZeroMQ's NULL mechanism): only for
+    /// a trusted network, when the operator asks for it.
+    #[default]
+    Plaintext,
+    /// CURVE server: this secret key, and a ZAP handler in the same context
+    /// decides who gets in.
+    CurveServer {
+        /// The hub's secret key (Z85).
+        secret: String,
+    },
+    /// CURVE client: the server's public key, and our own pair (Z85).
+    CurveClient {
+        /// The hub's public key.
+        server: String,
+        /// Our key pair.
+        ours: crate::keys::KeyPair,
+    },
+}
+
+impl Security {
+    /// "curve" or "plaintext", for logs and status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Security::Plaintext => "plaintext",
+            _ => "curve",
+        }
+    }
+}
+
+/// The ZAP domain the hub's sockets ask their handler about.
+pub const ZAP_DOMAIN: &str = "fleetmq";
+
 /// The context and the options for every socket made from it.
 #[derive(Clone)]
 pub struct Sockets {
     ctx: zmq::Context,
     opts: SocketOptions,
+    security: Security,
 }
 
 impl Sockets {
@@ -121,7 +157,19 @@ impl Sockets {
         Sockets {
             ctx: zmq::Context::new(),
             opts,
+            security: Security::Plaintext,
         }
+    }
+
+    /// Sockets built with [`Builder::secure`] use `security`.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// What [`Builder::secure`] applies.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// The options sockets get.
@@ -148,6 +196,7 @@ impl Sockets {
             recv_hwm: None,
             immediate: false,
             monitor: None,
+            secure: false,
         }
     }
 }
@@ -166,6 +215,7 @@ pub struct Builder<'a> {
     recv_hwm: Option<i32>,
     immediate: bool,
     monitor: Option<(String, i32)>,
+    secure: bool,
 }
 
 fn kind_name(kind: zmq::SocketType) -> &'static str {
@@ -240,6 +290,13 @@ impl Builder<'_> {
         self
     }
 
+    /// Applies the context's [`Security`] (CURVE unless the operator chose
+    /// plaintext): for every socket that crosses the network to a peer.
+    pub fn secure(mut self) -> Self {
+        self.secure = true;
+        self
+    }
+
     fn make(&self) -> Result<zmq::Socket, NetError> {
         let kind = kind_name(self.kind);
         let socket = self
@@ -305,6 +362,33 @@ impl Builder<'_> {
         for prefix in &self.subscriptions {
             opt("ZMQ_SUBSCRIBE", socket.set_subscribe(prefix))?;
         }
+        if self.secure {
+            match &self.sockets.security {
+                Security::Plaintext => {}
+                Security::CurveServer { secret } => {
+                    opt("ZMQ_CURVE_SERVER", socket.set_curve_server(true))?;
+                    opt(
+                        "ZMQ_CURVE_SECRETKEY",
+                        socket.set_curve_secretkey(secret.as_bytes()),
+                    )?;
+                    opt("ZMQ_ZAP_DOMAIN", socket.set_zap_domain(ZAP_DOMAIN))?;
+                }
+                Security::CurveClient { server, ours } => {
+                    opt(
+                        "ZMQ_CURVE_SERVERKEY",
+                        socket.set_curve_serverkey(server.as_bytes()),
+                    )?;
+                    opt(
+                        "ZMQ_CURVE_PUBLICKEY",
+                        socket.set_curve_publickey(ours.public.as_bytes()),
+                    )?;
+                    opt(
+                        "ZMQ_CURVE_SECRETKEY",
+                        socket.set_curve_secretkey(ours.secret.as_bytes()),
+                    )?;
+                }
+            }
+        }
         if let Some((endpoint, events)) = &self.monitor {
             opt("monitor", socket.monitor(endpoint, *events))?;
         }
@@ -345,6 +429,16 @@ impl Builder<'_> {
     }
 }
 
+/// One multipart message and who sent it.
+#[derive(Debug)]
+pub struct Received {
+    /// The frames, or how many there were when over the limit.
+    pub frames: Result<Vec<Vec<u8>>, usize>,
+    /// The peer's ZAP user id (the device id the hub's ZAP handler bound to
+    /// the peer's CURVE key), or `None` on a plaintext connection.
+    pub user_id: Option<String>,
+}
+
 /// Receives one whole multipart message without blocking.
 ///
 /// Returns `Ok(None)` when nothing is waiting. A message with more than
@@ -355,27 +449,46 @@ pub fn recv_frames(
     socket: &zmq::Socket,
     max_frames: usize,
 ) -> Result<Option<Result<Vec<Vec<u8>>, usize>>, zmq::Error> {
-    let first = match socket.recv_bytes(zmq::DONTWAIT) {
-        Ok(f) => f,
+    Ok(recv_message(socket, max_frames)?.map(|r| r.frames))
+}
+
+/// [`recv_frames`], also reading the sender's ZAP user id from the message's
+/// metadata (on a ROUTER the first frame is the socket's own, so the id is
+/// read from the last).
+pub fn recv_message(
+    socket: &zmq::Socket,
+    max_frames: usize,
+) -> Result<Option<Received>, zmq::Error> {
+    let mut msg = match socket.recv_msg(zmq::DONTWAIT) {
+        Ok(m) => m,
         Err(zmq::Error::EAGAIN) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut frames = vec![first];
+    let mut frames = Vec::new();
     let mut count = 1;
-    while socket.get_rcvmore()? {
+    loop {
+        let more = msg.get_more();
+        if count <= max_frames {
+            frames.push(msg.to_vec());
+        }
+        if !more {
+            break;
+        }
         // The rest of a multipart message is already here: libzmq delivers
         // messages atomically.
-        let frame = socket.recv_bytes(0)?;
+        msg = socket.recv_msg(0)?;
         count += 1;
-        if count <= max_frames {
-            frames.push(frame);
-        }
     }
-    if count > max_frames {
-        Ok(Some(Err(count)))
+    let user_id = msg
+        .gets("User-Id")
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
+    let frames = if count > max_frames {
+        Err(count)
     } else {
-        Ok(Some(Ok(frames)))
-    }
+        Ok(frames)
+    };
+    Ok(Some(Received { frames, user_id }))
 }
 
 /// Sends a multipart message without blocking. `Ok(false)` means the message
