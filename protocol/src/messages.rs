@@ -546,6 +546,23 @@ messages! {
         pub commands_sent: u64,
         /// Commands that timed out.
         pub commands_timed_out: u64,
+        /// "curve", or "plaintext" when the hub was started with --insecure.
+        pub security: String,
+        /// Keys on the allow list.
+        pub devices_allowed: u32,
+        /// CURVE handshakes refused: a key not on the allow list.
+        pub handshakes_refused: u64,
+        /// Handshakes that failed otherwise: a plaintext client against a
+        /// CURVE hub, garbage instead of ZMTP, a wrong mechanism.
+        pub handshakes_failed: u64,
+        /// Messages dropped because the connection's key belongs to another
+        /// device than the one the message claims, or was revoked.
+        pub impersonations: u64,
+        /// Messages dropped by the per-device rate limit.
+        pub rate_limited: u64,
+        /// Agent connections that ended (peer gone, or cut for a protocol
+        /// error such as a frame over the size limit).
+        pub disconnects: u64,
     }
 }
 
