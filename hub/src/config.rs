@@ -21,7 +21,30 @@ pub struct HubConfig {
     pub presence: Presence,
     pub jobs: Jobs,
     pub commands: Commands,
+    pub security: Security,
     pub net: SocketOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// The allow list file; relative to data_dir unless absolute.
+    pub allow_list: PathBuf,
+    /// Messages a second one device may send the hub (telemetry, results,
+    /// command replies together); 0 turns the limit off.
+    pub device_rate: u32,
+    /// How many messages above the rate a device may send in a burst.
+    pub device_burst: u32,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            allow_list: PathBuf::from("allowed_devices"),
+            device_rate: 100,
+            device_burst: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -70,6 +93,7 @@ impl Default for HubConfig {
             presence: Presence::default(),
             jobs: Jobs::default(),
             commands: Commands::default(),
+            security: Security::default(),
             net: SocketOptions::default(),
         }
     }
@@ -145,6 +169,11 @@ impl HubConfig {
         Ok(config)
     }
 
+    /// Where the allow list is.
+    pub fn allow_list_path(&self) -> PathBuf {
+        self.data_dir.join(&self.security.allow_list)
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self, source: &str) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
@@ -177,6 +206,18 @@ impl HubConfig {
         }
         if self.commands.timeout_ms == 0 {
             return Err(invalid("commands.timeout_ms", "must be more than 0".into()));
+        }
+        if self.security.allow_list.as_os_str().is_empty() {
+            return Err(invalid(
+                "security.allow_list",
+                "needs a file name (the default is allowed_devices in data_dir)".into(),
+            ));
+        }
+        if self.security.device_rate > 0 && self.security.device_burst == 0 {
+            return Err(invalid(
+                "security.device_burst",
+                "must be at least 1 while device_rate is on".into(),
+            ));
         }
         if self.net.max_message_bytes < 4096 {
             return Err(invalid(

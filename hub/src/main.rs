@@ -4,6 +4,7 @@
 //! running hub through its operator socket (found with `--hub`, or from the
 //! `endpoints.json` the hub wrote into its `--data-dir`).
 
+mod auth;
 mod broker;
 mod config;
 mod operator;
@@ -68,6 +69,12 @@ enum Cmd {
     /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
     /// and DATA_DIR/hub.pub. Agents name the public key in their config.
     Keygen(KeygenArgs),
+    /// Enrol a device: add DEVICE and its public key to the allow list. A
+    /// running hub lets it in within a second.
+    Allow(AllowArgs),
+    /// Remove a device from the allow list. A running hub closes its
+    /// connections within a second and refuses it from then on.
+    Revoke(RevokeArgs),
 }
 
 #[derive(Args)]
@@ -93,6 +100,40 @@ struct RunArgs {
     /// operator socket on 127.0.0.1 at PORT+5. `HOST:*` lets the OS pick every port.
     #[arg(long, value_name = "HOST:PORT")]
     bind: Option<String>,
+    /// Plaintext, no keys, no allow list: anyone who reaches the ports can
+    /// pose as any device. Only for a trusted network.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Args)]
+struct EnrolArgs {
+    /// Config file, for security.allow_list and data_dir.
+    #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory, overriding the config's data_dir.
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AllowArgs {
+    #[command(flatten)]
+    at: EnrolArgs,
+    /// The device id the key will speak for.
+    device: String,
+    /// Its public key: the 40 Z85 characters, or the agent.pub file holding them.
+    /// (Z85 may start with '-'; such a key is taken as the key, not a flag.)
+    #[arg(allow_hyphen_values = true)]
+    key: String,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    at: EnrolArgs,
+    /// The device id to cut off (all its keys).
+    device: String,
 }
 
 #[derive(Args, Clone)]
@@ -277,6 +318,46 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Allow(a) => {
+            let path = allow_list(&a.at)?;
+            fleetmq_protocol::validate_device_id(&a.device).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = if fleetmq_net::keys::check(&a.key).is_ok() {
+                a.key.clone()
+            } else if std::path::Path::new(&a.key).exists() {
+                fleetmq_net::keys::read(std::path::Path::new(&a.key))?
+            } else {
+                let why = fleetmq_net::keys::check(&a.key).err().unwrap_or_default();
+                anyhow::bail!(
+                    "{:?} is neither a public key ({why}) nor a file; give the Z85 line of the device's agent.pub, or the file",
+                    a.key
+                );
+            };
+            let edit = auth::allow(&path, &a.device, &key)?;
+            match edit {
+                auth::Edit::AlreadyThere => {
+                    println!("{} is already enrolled with this key", a.device)
+                }
+                _ => println!("enrolled {} in {}", a.device, path.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Revoke(a) => {
+            let path = allow_list(&a.at)?;
+            match auth::revoke(&path, &a.device)? {
+                auth::Edit::Removed(n) => {
+                    println!(
+                        "revoked {} ({n} key(s)) in {}; a running hub cuts it off within a second",
+                        a.device,
+                        path.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => {
+                    eprintln!("error: {} is not on {}", a.device, path.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {
             Response::Devices(d) => Some(Shown::new(&d, operator::fmt_devices(&d), true)),
             _ => None,
@@ -400,11 +481,22 @@ fn run_hub(args: RunArgs) -> anyhow::Result<()> {
         config.listen = Listen::on(host, base);
         config.validate("--bind")?;
     }
-    tracing::warn!(
-        "agent traffic is plaintext (CURVE comes with the security work): run this hub on a trusted network only"
-    );
+    if args.insecure {
+        tracing::warn!(
+            "--insecure: agent traffic is plaintext and unauthenticated; anyone who reaches these ports can pose as any device. Use a trusted network only"
+        );
+    }
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
-    server::run(config, shutdown)
+    server::run(config, args.insecure, shutdown)
+}
+
+/// The allow list file the enrolment subcommands edit.
+fn allow_list(at: &EnrolArgs) -> anyhow::Result<PathBuf> {
+    let mut config = HubConfig::load(at.config.as_deref())?;
+    if let Some(dir) = &at.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config.allow_list_path())
 }
 
 /// What to print for an answer: JSON, human text, and whether it succeeded.
@@ -643,5 +735,20 @@ fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCo
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_takes_a_key_that_starts_with_a_dash_as_the_key() {
+        let key = "-^abcdefghijabcdefghijabcdefghijabcdefgh";
+        let cli = Cli::try_parse_from(["fleetmq-hub", "allow", "pi-a", key]).unwrap();
+        let Cmd::Allow(a) = cli.command else {
+            panic!("not allow");
+        };
+        assert_eq!((a.device.as_str(), a.key.as_str()), ("pi-a", key));
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use fleetmq_net::{Shutdown, Sockets, recv_frames, send_frames};
+use fleetmq_net::{Security, Shutdown, Sockets, recv_frames, recv_message, send_frames};
 use fleetmq_protocol::{
     Ack, Announcement, Batch, Broadcast, ChatMessage, CommandFrame, CommandRequest, DeviceInfo,
     Downstream, HelloRequest, HubPorts, HubStats, Job, JobFrame, JobSpec, OperatorError,
@@ -19,6 +19,7 @@ use fleetmq_protocol::{
 };
 use tracing::{debug, info, warn};
 
+use crate::auth::{AllowList, RateLimit, Verdict, Watch};
 use crate::broker::{Pending, PendingCommand, Recent};
 use crate::config::HubConfig;
 use crate::presence::Presence;
@@ -28,6 +29,15 @@ use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Store, Stored};
 const DRAIN: usize = 1024;
 /// Timer resolution: presence, command deadlines and job leases.
 const TICK: Duration = Duration::from_millis(100);
+/// How often idle rate-limit buckets are forgotten, in ticks.
+const FORGET_TICKS: u32 = 50;
+/// Where libzmq asks who may connect (ZeroMQ RFC 27).
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+// Socket monitor events (zmq.h).
+const EVENT_DISCONNECTED: u16 = 0x0200;
+const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = 0x0800;
+const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = 0x2000;
 
 /// The endpoints the hub bound (with the ports the OS chose), as printed and
 /// written to endpoints.json.
@@ -55,6 +65,19 @@ struct Counters {
     results_received: u64,
     commands_sent: u64,
     commands_timed_out: u64,
+    handshakes_refused: u64,
+    handshakes_failed: u64,
+    impersonations: u64,
+    rate_limited: u64,
+    disconnects: u64,
+}
+
+/// The allow list in force, and the file it came from.
+struct Enrolment {
+    list: AllowList,
+    watch: Watch,
+    /// Unknown keys already logged, so a knocking stranger logs once.
+    logged: std::collections::HashSet<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -80,6 +103,16 @@ struct Hub {
     recent: Recent,
     counters: Counters,
     started: Instant,
+    endpoints: Endpoints,
+    /// ZAP handler; `None` when plaintext.
+    zap: Option<zmq::Socket>,
+    enrolment: Option<Enrolment>,
+    /// Connection events of the five agent-facing sockets.
+    monitors: Vec<zmq::Socket>,
+    rate: RateLimit,
+    /// Devices currently over their rate, logged once per episode.
+    over_rate: std::collections::HashSet<String>,
+    ticks: u32,
 }
 
 fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> anyhow::Result<PathBuf> {
@@ -92,27 +125,93 @@ fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> anyhow::Result<PathBuf>
 }
 
 /// Runs the hub until `shutdown` fires.
-pub fn run(config: HubConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Result<()> {
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
     let store = Store::open(&dir, config.storage.synchronous)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
-    let sockets = Sockets::new(config.net.clone());
+    let mut sockets = Sockets::new(config.net.clone());
+    let mut enrolment = None;
+    let mut zap = None;
+    if !insecure {
+        let (pair, made) = fleetmq_net::keys::load_or_create(&dir, "hub")
+            .context("loading the hub's CURVE key pair (DATA_DIR/hub.key)")?;
+        let pub_path = fleetmq_net::keys::paths(&dir, "hub").1;
+        if made {
+            info!(public_key = %pair.public, file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
+        } else {
+            info!(public_key = %pair.public, file = %pub_path.display(), "hub key loaded");
+        }
+        let path = config.allow_list_path();
+        let list = AllowList::load(&path).context("reading the allow list")?;
+        info!(file = %path.display(), keys = list.len(), "allow list loaded");
+        if list.len() == 0 {
+            warn!(file = %path.display(), "no device is enrolled yet: add one with `fleetmq-hub allow DEVICE PUBLIC_KEY`");
+        }
+        enrolment = Some(Enrolment {
+            list,
+            watch: Watch::new(&path),
+            logged: Default::default(),
+        });
+        sockets = sockets.with_security(Security::CurveServer {
+            secret: pair.secret.clone(),
+        });
+        // The handler must be there before the first agent knocks.
+        zap = Some(sockets.build(zmq::REP).bind(ZAP_ENDPOINT)?.0);
+    }
+    let events = i32::from(
+        EVENT_DISCONNECTED | EVENT_HANDSHAKE_FAILED_NO_DETAIL | EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    );
+    let mut monitors = Vec::new();
+    let mut monitored = |name: &str| {
+        let ep = format!("inproc://fleetmq-hub-monitor-{name}");
+        monitors.push(ep.clone());
+        (ep, events)
+    };
     let l = &config.listen;
+    let (m_up, m_bc, m_jobs, m_res, m_cmd) = (
+        monitored("telemetry"),
+        monitored("broadcast"),
+        monitored("jobs"),
+        monitored("results"),
+        monitored("commands"),
+    );
     let (upstream, telemetry) = sockets
         .build(zmq::ROUTER)
         .router_handover()
+        .secure()
+        .monitor(&m_up.0, m_up.1)
         .bind(&l.telemetry)?;
-    let (broadcast, broadcast_ep) = sockets.build(zmq::XPUB).xpub_verbose().bind(&l.broadcast)?;
+    let (broadcast, broadcast_ep) = sockets
+        .build(zmq::XPUB)
+        .xpub_verbose()
+        .secure()
+        .monitor(&m_bc.0, m_bc.1)
+        .bind(&l.broadcast)?;
     // Few jobs wait in one agent's pipe: a lease covers the rest.
-    let (jobs, jobs_ep) = sockets.build(zmq::PUSH).hwm(16, 16).bind(&l.jobs)?;
-    let (results, results_ep) = sockets.build(zmq::PULL).bind(&l.results)?;
+    let (jobs, jobs_ep) = sockets
+        .build(zmq::PUSH)
+        .hwm(16, 16)
+        .secure()
+        .monitor(&m_jobs.0, m_jobs.1)
+        .bind(&l.jobs)?;
+    let (results, results_ep) = sockets
+        .build(zmq::PULL)
+        .secure()
+        .monitor(&m_res.0, m_res.1)
+        .bind(&l.results)?;
     let (commands, commands_ep) = sockets
         .build(zmq::ROUTER)
         .router_mandatory()
         .router_handover()
+        .secure()
+        .monitor(&m_cmd.0, m_cmd.1)
         .bind(&l.commands)?;
+    let monitors = monitors
+        .iter()
+        .map(|ep| sockets.build(zmq::PAIR).connect(ep))
+        .collect::<Result<Vec<_>, _>>()?;
     let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
     let endpoints = Endpoints {
         telemetry,
@@ -130,15 +229,26 @@ pub fn run(config: HubConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         commands: port(&endpoints.commands),
     };
     let path = write_endpoints(&dir, &endpoints)?;
-    println!("{}", serde_json::to_string(&endpoints)?);
+    // The JSON line says how agents must connect.
+    let mut printed = serde_json::to_value(&endpoints)?;
+    printed["security"] = sockets.security().name().into();
+    println!("{printed}");
     info!(
         telemetry = %endpoints.telemetry,
         operator = %endpoints.operator,
         endpoints = %path.display(),
         "hub listening"
     );
+    let rate = RateLimit::new(config.security.device_rate, config.security.device_burst);
     let mut hub = Hub {
         presence: Presence::new(config.presence.offline_after_heartbeats),
+        endpoints,
+        zap,
+        enrolment,
+        monitors,
+        rate,
+        over_rate: Default::default(),
+        ticks: 0,
         config,
         store,
         upstream,
@@ -164,8 +274,8 @@ impl Hub {
     fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
         let mut last_tick = Instant::now() - TICK;
         loop {
-            let ready = {
-                let mut items = [
+            let ready: Vec<bool> = {
+                let mut items = vec![
                     self.upstream.as_poll_item(zmq::POLLIN),
                     self.results.as_poll_item(zmq::POLLIN),
                     self.commands.as_poll_item(zmq::POLLIN),
@@ -173,17 +283,25 @@ impl Hub {
                     self.broadcast.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(shutdown.fd(), zmq::POLLIN),
                 ];
+                items.extend(self.monitors.iter().map(|m| m.as_poll_item(zmq::POLLIN)));
+                if let Some(zap) = &self.zap {
+                    items.push(zap.as_poll_item(zmq::POLLIN));
+                }
                 let wait = TICK.saturating_sub(last_tick.elapsed()).as_millis() as i64;
                 match zmq::poll(&mut items, wait.max(1)) {
                     Ok(_) => {}
                     Err(zmq::Error::EINTR) => {}
                     Err(e) => return Err(e).context("polling sockets"),
                 }
-                items.map(|i| i.is_readable())
+                items.iter().map(|i| i.is_readable()).collect()
             };
             if ready[5] && shutdown.requested() {
                 info!("shutting down");
                 return Ok(());
+            }
+            // Handshakes first: a connecting agent waits on them.
+            if ready.get(6 + self.monitors.len()) == Some(&true) {
+                self.drain_zap()?;
             }
             if ready[0] {
                 self.drain_upstream()?;
@@ -200,11 +318,191 @@ impl Hub {
             if ready[4] {
                 self.drain_subscriptions()?;
             }
+            if ready[6..6 + self.monitors.len()].contains(&true) {
+                self.drain_monitors()?;
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                self.tick();
+                self.tick()?;
             }
         }
+    }
+
+    /// Answers libzmq's questions about connecting CURVE clients.
+    fn drain_zap(&mut self) -> anyhow::Result<()> {
+        loop {
+            let Some(zap) = &self.zap else {
+                return Ok(());
+            };
+            let Some(frames) = recv_frames(zap, 16).context("reading ZAP requests")? else {
+                return Ok(());
+            };
+            let frames = frames.unwrap_or_default();
+            let Some(enrolment) = &self.enrolment else {
+                return Ok(());
+            };
+            let (mut verdict, mut reply) = crate::auth::zap(&enrolment.list, &frames);
+            if matches!(verdict, Verdict::UnknownKey { .. }) {
+                // Enrolled a moment ago? Then the device need not wait for
+                // the next tick (and a reconnect) to get in.
+                self.reload_allow_list()?;
+                if let Some(enrolment) = &self.enrolment {
+                    (verdict, reply) = crate::auth::zap(&enrolment.list, &frames);
+                }
+            }
+            let parts: Vec<&[u8]> = reply.iter().map(Vec::as_slice).collect();
+            if let Some(zap) = &self.zap {
+                send_frames(zap, &parts).context("answering a ZAP request")?;
+            }
+            match verdict {
+                Verdict::Allow(device) => debug!(device, "handshake accepted"),
+                Verdict::UnknownKey { key, address } => {
+                    self.counters.handshakes_refused += 1;
+                    if let Some(e) = &mut self.enrolment
+                        && e.logged.len() < 1024
+                        && e.logged.insert(key.clone())
+                    {
+                        warn!(%address, public_key = %key, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {key}");
+                    }
+                }
+                Verdict::Malformed(why) => {
+                    self.counters.handshakes_refused += 1;
+                    debug!(%why, "refused a handshake");
+                }
+            }
+        }
+    }
+
+    /// Counts failed handshakes and ended connections.
+    fn drain_monitors(&mut self) -> anyhow::Result<()> {
+        for m in &self.monitors {
+            while let Some(frames) = recv_frames(m, 2).context("reading a socket monitor")? {
+                let Some(event) = frames
+                    .ok()
+                    .and_then(|f| f.first().and_then(|f| f.first_chunk::<2>()).copied())
+                    .map(u16::from_le_bytes)
+                else {
+                    continue;
+                };
+                match event {
+                    EVENT_DISCONNECTED => self.counters.disconnects += 1,
+                    EVENT_HANDSHAKE_FAILED_NO_DETAIL | EVENT_HANDSHAKE_FAILED_PROTOCOL => {
+                        self.counters.handshakes_failed += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a message that claims to come from `device` may be served:
+    /// on CURVE its connection must be enrolled as that very device (and
+    /// still be on the list), and the device must be within its rate.
+    fn admit(&mut self, socket: &str, device: &str, user_id: Option<&str>, now: u64) -> bool {
+        if let Some(enrolment) = &self.enrolment {
+            let enrolled_as = user_id.filter(|u| enrolment.list.has_device(u));
+            if enrolled_as != Some(device) {
+                self.counters.impersonations += 1;
+                debug!(
+                    socket,
+                    claimed = device,
+                    key_of = user_id.unwrap_or("nobody"),
+                    "dropped a message claiming another device"
+                );
+                return false;
+            }
+        }
+        if self.rate.take(device, now) {
+            if self.over_rate.remove(device) {
+                info!(device, "device back under its rate limit");
+            }
+            return true;
+        }
+        self.counters.rate_limited += 1;
+        if self.over_rate.len() < 1024 && self.over_rate.insert(device.to_string()) {
+            warn!(
+                device,
+                rate = self.config.security.device_rate,
+                "device is over its rate limit; dropping its messages (unacked, so an honest agent resends)"
+            );
+        }
+        false
+    }
+
+    /// Applies a changed allow list: a device whose key left the list is
+    /// marked offline and every agent connection is cut, so each agent
+    /// handshakes again and the revoked one is refused.
+    fn reload_allow_list(&mut self) -> anyhow::Result<()> {
+        let Some(enrolment) = &mut self.enrolment else {
+            return Ok(());
+        };
+        if !enrolment.watch.changed() {
+            return Ok(());
+        }
+        let path = enrolment.watch.path().to_path_buf();
+        let newer = match AllowList::load(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "allow list not applied; the previous one stays in force until the file is fixed");
+                return Ok(());
+            }
+        };
+        let revoked = enrolment.list.revoked_in(&newer);
+        info!(
+            keys = newer.len(),
+            revoked = revoked.len(),
+            "allow list changed"
+        );
+        enrolment.list = newer;
+        enrolment.logged.clear();
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        for (device, key) in &revoked {
+            warn!(device, public_key = %key, "key revoked; cutting the device off");
+            if let Some(last) = self.presence.bye(device) {
+                if let Err(e) = self.store.presence(device, now, last) {
+                    warn!(device, error = %e, "could not record presence");
+                }
+                info!(device, "device offline (revoked)");
+            }
+        }
+        self.cut_connections()
+    }
+
+    /// Unbinds and binds again every agent-facing socket, which closes all
+    /// their connections; agents reconnect and handshake again.
+    fn cut_connections(&mut self) -> anyhow::Result<()> {
+        let e = &self.endpoints;
+        for (socket, endpoint) in [
+            (&self.upstream, &e.telemetry),
+            (&self.broadcast, &e.broadcast),
+            (&self.jobs, &e.jobs),
+            (&self.results, &e.results),
+            (&self.commands, &e.commands),
+        ] {
+            socket
+                .unbind(endpoint)
+                .with_context(|| format!("unbinding {endpoint}"))?;
+            // The listener closes in libzmq's I/O thread; the port is free
+            // again moments later.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match socket.bind(endpoint) {
+                    Ok(()) => break,
+                    Err(zmq::Error::EADDRINUSE) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("binding {endpoint} again"));
+                    }
+                }
+            }
+        }
+        info!("agent connections cut; agents reconnect and handshake again");
+        Ok(())
     }
 
     fn dropped(&mut self, socket: &str, why: impl std::fmt::Display) {
@@ -248,7 +546,7 @@ impl Hub {
     fn drain_upstream(&mut self) -> anyhow::Result<()> {
         let mut batches: Vec<(String, Batch, Vec<u8>)> = Vec::new();
         for _ in 0..DRAIN {
-            let Some(frames) = next_message(
+            let Some((frames, user_id)) = next_message(
                 &self.upstream,
                 2,
                 &mut self.counters.frames_dropped,
@@ -270,6 +568,9 @@ impl Hub {
             };
             let device = device.to_string();
             let now = now_ms();
+            if !self.admit("telemetry", &device, user_id.as_deref(), now) {
+                continue;
+            }
             let msg = match Upstream::decode(frame) {
                 Ok(m) => m,
                 Err(e) => {
@@ -388,7 +689,7 @@ impl Hub {
 
     fn drain_results(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let Some(frames) = next_message(
+            let Some((frames, user_id)) = next_message(
                 &self.results,
                 1,
                 &mut self.counters.frames_dropped,
@@ -409,6 +710,9 @@ impl Hub {
                 continue;
             }
             let now = now_ms();
+            if !self.admit("results", &result.device, user_id.as_deref(), now) {
+                continue;
+            }
             let stored = match &result.outcome {
                 Outcome::AlreadyRun => self
                     .store
@@ -442,7 +746,7 @@ impl Hub {
 
     fn drain_replies(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let Some(frames) = next_message(
+            let Some((frames, user_id)) = next_message(
                 &self.commands,
                 3,
                 &mut self.counters.frames_dropped,
@@ -458,6 +762,9 @@ impl Hub {
             let device = String::from_utf8_lossy(id).into_owned();
             if !empty.is_empty() {
                 self.dropped("commands", "reply without the REP envelope");
+                continue;
+            }
+            if !self.admit("commands", &device, user_id.as_deref(), now_ms()) {
                 continue;
             }
             let ReplyFrame::Reply(reply) = match ReplyFrame::decode(frame) {
@@ -493,7 +800,7 @@ impl Hub {
 
     fn drain_subscriptions(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let Some(frames) = next_message(
+            let Some((frames, user_id)) = next_message(
                 &self.broadcast,
                 1,
                 &mut self.counters.frames_dropped,
@@ -515,7 +822,10 @@ impl Hub {
             else {
                 continue;
             };
-            if validate_device_id(device).is_ok() {
+            // On CURVE, only a device's own subscription says it listens
+            // (PUB cannot stop an enrolled device hearing another's topic).
+            let own = self.enrolment.is_none() || user_id.as_deref() == Some(device);
+            if validate_device_id(device).is_ok() && own {
                 debug!(device, on, "broadcast subscription");
                 self.presence.set_listening(device, on);
             }
@@ -525,7 +835,7 @@ impl Hub {
 
     fn drain_operator(&mut self) -> anyhow::Result<()> {
         for _ in 0..DRAIN {
-            let Some(frames) = next_message(
+            let Some((frames, _)) = next_message(
                 &self.operator,
                 3,
                 &mut self.counters.frames_dropped,
@@ -729,6 +1039,18 @@ impl Hub {
             results_received: c.results_received,
             commands_sent: c.commands_sent,
             commands_timed_out: c.commands_timed_out,
+            security: if self.enrolment.is_some() {
+                "curve"
+            } else {
+                "plaintext"
+            }
+            .into(),
+            devices_allowed: self.enrolment.as_ref().map_or(0, |e| e.list.len() as u32),
+            handshakes_refused: c.handshakes_refused,
+            handshakes_failed: c.handshakes_failed,
+            impersonations: c.impersonations,
+            rate_limited: c.rate_limited,
+            disconnects: c.disconnects,
         }))
     }
 
@@ -805,8 +1127,14 @@ impl Hub {
         Ok(())
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self) -> anyhow::Result<()> {
         let now = now_ms();
+        self.ticks = self.ticks.wrapping_add(1);
+        // A stat() a tick: enrolment and revocation apply within 100 ms.
+        self.reload_allow_list()?;
+        if self.ticks % FORGET_TICKS == 0 {
+            self.rate.forget_idle(now);
+        }
         for (device, last) in self.presence.sweep(now) {
             info!(device, "device offline (silent)");
             if let Err(e) = self.store.presence(&device, now, last) {
@@ -828,6 +1156,7 @@ impl Hub {
         }
         self.send_queued(now);
         self.dispatch_jobs(now);
+        Ok(())
     }
 
     /// Sends queued commands whose device is back; fails those that waited
@@ -924,6 +1253,9 @@ impl Hub {
     }
 }
 
+/// A message's frames and its sender's ZAP user id.
+type Message = (Vec<Vec<u8>>, Option<String>);
+
 /// The next whole message on `socket`, or `None` when nothing is waiting.
 /// A message of more than `max` frames is read to its end, counted in
 /// `dropped` and skipped; at most [`DRAIN`] are skipped per call, so a flood
@@ -933,12 +1265,16 @@ fn next_message(
     max: usize,
     dropped: &mut u64,
     name: &'static str,
-) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+) -> anyhow::Result<Option<Message>> {
     for _ in 0..DRAIN {
-        match recv_frames(socket, max).with_context(|| format!("reading the {name} socket"))? {
-            None => return Ok(None),
-            Some(Ok(frames)) => return Ok(Some(frames)),
-            Some(Err(n)) => {
+        let Some(got) =
+            recv_message(socket, max).with_context(|| format!("reading the {name} socket"))?
+        else {
+            return Ok(None);
+        };
+        match got.frames {
+            Ok(frames) => return Ok(Some((frames, got.user_id))),
+            Err(n) => {
                 *dropped += 1;
                 debug!(
                     socket = name,
