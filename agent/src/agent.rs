@@ -48,6 +48,9 @@ use crate::uplink::{Record, Uplink, encode_batch};
 const MONITOR: &str = "inproc://fleetmq-agent-monitor";
 const EVENT_HANDSHAKE_SUCCEEDED: u16 = 0x1000;
 const EVENT_DISCONNECTED: u16 = 0x0200;
+const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = 0x0800;
+const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = 0x2000;
+const EVENT_HANDSHAKE_FAILED_AUTH: u16 = 0x4000;
 /// How long a stopping agent waits for the hub to ack what it just sent.
 const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// How often to retry a Hello that could not be queued yet.
@@ -64,6 +67,8 @@ pub struct Options {
     /// `fleetmq-agent chat`: stdin lines are chat, the room goes to stdout,
     /// and the agent exits once stdin closes and everything is acked.
     pub chat: bool,
+    /// CURVE (with the hub's public key and ours) or plaintext.
+    pub security: fleetmq_net::Security,
 }
 
 enum Event {
@@ -123,6 +128,14 @@ struct Agent {
     sockets: Sockets,
     dealer: zmq::Socket,
     monitor: zmq::Socket,
+    /// A failed handshake was logged; quiet until one succeeds.
+    refused: bool,
+    /// When to connect again after a refused handshake, and the delay after
+    /// that one.
+    redial: Option<(Instant, Duration)>,
+    redial_delay: Duration,
+    /// Our public key, for the enrolment hint ("" when plaintext).
+    public_key: String,
     links: Option<Links>,
     connected: bool,
     need_hello: Option<Instant>,
@@ -199,12 +212,19 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
     let control = Control::bind(control::socket_path(&dir))
         .context("opening the control socket (used by `fleetmq-agent send` and `status`)")?;
 
-    let sockets = Sockets::new(cfg.net.clone());
-    let events = i32::from(EVENT_HANDSHAKE_SUCCEEDED | EVENT_DISCONNECTED);
+    let sockets = Sockets::new(cfg.net.clone()).with_security(opts.security.clone());
+    let events = i32::from(
+        EVENT_HANDSHAKE_SUCCEEDED
+            | EVENT_DISCONNECTED
+            | EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | EVENT_HANDSHAKE_FAILED_AUTH,
+    );
     let dealer = sockets
         .build(zmq::DEALER)
         .routing_id(cfg.device_id.as_bytes())
         .immediate()
+        .secure()
         .monitor(MONITOR, events)
         .connect(&cfg.hub)?;
     let monitor = sockets.build(zmq::PAIR).connect(MONITOR)?;
@@ -220,7 +240,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
     if opts.chat {
         spawn_stdin_reader(notifier.clone());
     }
-    info!(device = %cfg.device_id, hub = %cfg.hub, "agent starting");
+    info!(device = %cfg.device_id, hub = %cfg.hub, security = sockets.security().name(), "agent starting");
     let exec = ExecPolicy {
         programs: cfg.exec.programs.clone(),
         max_timeout: Duration::from_millis(u64::from(cfg.exec.timeout_ms)),
@@ -232,6 +252,13 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         sockets,
         dealer,
         monitor,
+        refused: false,
+        redial: None,
+        redial_delay: Duration::ZERO,
+        public_key: match &opts.security {
+            fleetmq_net::Security::CurveClient { ours, .. } => ours.public.clone(),
+            _ => String::new(),
+        },
         links: None,
         connected: false,
         need_hello: None,
@@ -294,6 +321,7 @@ impl Agent {
                     .flatten(),
                 self.need_hello.filter(|_| self.connected),
                 self.spool.next_sync(),
+                self.redial.map(|(at, _)| at),
             ]
             .into_iter()
             .flatten()
@@ -370,6 +398,18 @@ impl Agent {
         }
         if let Err(e) = self.spool.sync_if_due(now) {
             warn!(error = %e, "syncing the spool to disk");
+        }
+        if let Some((at, delay)) = self.redial
+            && now >= at
+        {
+            // libzmq gives up on an endpoint whose handshake was refused;
+            // knock again, as a new connection.
+            let _ = self.dealer.disconnect(&self.cfg.hub);
+            self.dealer
+                .connect(&self.cfg.hub)
+                .with_context(|| format!("connecting to {}", self.cfg.hub))?;
+            self.redial = None;
+            self.redial_delay = delay;
         }
         if !self.connected {
             return Ok(());
@@ -456,6 +496,7 @@ impl Agent {
             groups: s.groups,
             uptime_ms: s.uptime_ms,
             hub: self.cfg.hub.clone(),
+            security: self.sockets.security().name(),
             connected: self.connected,
             linked: self.links.is_some(),
             batches: control::BatchCounts {
@@ -613,8 +654,40 @@ impl Agent {
             else {
                 continue;
             };
+            let value = frames
+                .first()
+                .and_then(|f| f.get(2..6))
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map_or(0, u32::from_le_bytes);
+            if matches!(
+                event,
+                EVENT_HANDSHAKE_FAILED_AUTH | EVENT_HANDSHAKE_FAILED_PROTOCOL
+            ) {
+                self.refused_by_hub();
+            }
             match event {
+                EVENT_HANDSHAKE_FAILED_AUTH if !self.refused => {
+                    self.refused = true;
+                    warn!(
+                        hub = %self.cfg.hub,
+                        status = value,
+                        "the hub refused this device's key: enrol it on the hub with `fleetmq-hub allow {} {}`; retrying",
+                        self.cfg.device_id,
+                        self.public_key
+                    );
+                }
+                EVENT_HANDSHAKE_FAILED_NO_DETAIL | EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    if !self.refused =>
+                {
+                    self.refused = true;
+                    warn!(
+                        hub = %self.cfg.hub,
+                        "handshake with the hub failed: is hub_public_key the hub's, and do both sides agree on --insecure? retrying"
+                    );
+                }
                 EVENT_HANDSHAKE_SUCCEEDED => {
+                    self.refused = false;
+                    self.redial_delay = Duration::ZERO;
                     info!(hub = %self.cfg.hub, "connected to hub");
                     self.connected = true;
                     self.send_hello();
@@ -630,6 +703,27 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// The hub refused a handshake, which libzmq takes as final for that
+    /// connection: drop the links (they are remade after the next Welcome)
+    /// and dial again later, backing off like libzmq's reconnects.
+    fn refused_by_hub(&mut self) {
+        self.connected = false;
+        self.links = None;
+        if self.redial.is_some() {
+            return;
+        }
+        let net = &self.cfg.net;
+        let base = Duration::from_millis(net.reconnect_ms.max(1) as u64);
+        let most = Duration::from_millis(net.reconnect_max_ms.max(net.reconnect_ms).max(1) as u64);
+        let delay = if self.redial_delay.is_zero() {
+            base
+        } else {
+            (self.redial_delay * 2).min(most)
+        };
+        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
+        self.redial = Some((Instant::now() + delay + jitter, delay));
     }
 
     fn drain_dealer(&mut self) -> anyhow::Result<()> {
@@ -686,18 +780,24 @@ impl Agent {
         }
         let opts = self.sockets.options().clone();
         self.links = Some(Links {
-            sub: sub.connect(&ep(ports.broadcast)?)?,
+            sub: sub.secure().connect(&ep(ports.broadcast)?)?,
             // Take few jobs ahead: the hub's round robin skips full pipes.
             jobs: self
                 .sockets
                 .build(zmq::PULL)
                 .hwm(opts.send_hwm, 2)
+                .secure()
                 .connect(&ep(ports.jobs)?)?,
-            results: self.sockets.build(zmq::PUSH).connect(&ep(ports.results)?)?,
+            results: self
+                .sockets
+                .build(zmq::PUSH)
+                .secure()
+                .connect(&ep(ports.results)?)?,
             commands: self
                 .sockets
                 .build(zmq::DEALER)
                 .routing_id(self.cfg.device_id.as_bytes())
+                .secure()
                 .connect(&ep(ports.commands)?)?,
             ports,
         });

@@ -26,7 +26,8 @@ Commands:
   status        Print the running agent's status as JSON: connection, spool,
                 counters (sent, acked, dropped and why), uptime, version
   keygen        Write this device's CURVE key pair (DATA_DIR/agent.key, mode
-                0600, and agent.pub) and print the hub's allow-list line
+                0600, and agent.pub; run also makes them if missing) and
+                print the command that enrols it on the hub
   print-config  Print the default configuration with every key explained
   info          Print this build's version, arch and libzmq, and check CURVE
                 with a handshake over loopback (JSON; exits 1 if CURVE fails)
@@ -38,6 +39,10 @@ Options for run and chat:
                         [env: FLEETMQ_DEVICE_ID]
       --data-dir DIR    Spool, sequence numbers and job ids [env: FLEETMQ_AGENT_DATA_DIR]
       --group GROUP     A group to join (repeatable; replaces the config's groups)
+      --hub-key KEY     The hub's public key (Z85), or the hub.pub file holding it
+                        (default: the config's hub_public_key) [env: FLEETMQ_HUB_KEY]
+      --insecure        Plaintext, no keys: only for a hub run with --insecure
+                        on a trusted network
 
 Options for send, status and keygen:
   -c, --config FILE     Config file, to find the data directory [env: FLEETMQ_AGENT_CONFIG]
@@ -52,7 +57,7 @@ Global options:
   -V, --version         Print the version
 
 Examples:
-  fleetmq-agent run --hub tcp://hub.lan:7750
+  fleetmq-agent run --hub tcp://hub.lan:7750 --hub-key hub.pub
   fleetmq-agent run --config /etc/fleetmq/agent.toml
   echo 'hello fleet' | fleetmq-agent chat --hub tcp://hub.lan:7750 --device-id pi-kitchen
   fleetmq-agent send room.temp_c=21.5 door.opened=1
@@ -67,6 +72,8 @@ pub struct RunArgs {
     pub device_id: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub groups: Vec<String>,
+    pub hub_key: Option<String>,
+    pub insecure: bool,
 }
 
 /// Options of the commands that talk to, or set up, a local agent.
@@ -165,6 +172,10 @@ where
             Long("group") if matches!(cmd, Some("run" | "chat")) => {
                 run.groups.push(string(p.value()?)?)
             }
+            Long("hub-key") if matches!(cmd, Some("run" | "chat")) => {
+                run.hub_key = Some(string(p.value()?)?)
+            }
+            Long("insecure") if matches!(cmd, Some("run" | "chat")) => run.insecure = true,
             Long("device-id") if matches!(cmd, Some("run" | "chat" | "keygen")) => {
                 let id = string(p.value()?)?;
                 run.device_id = Some(id.clone());
@@ -193,6 +204,7 @@ where
         run.config = run.config.take().or_else(|| config.clone());
         run.data_dir = run.data_dir.take().or_else(|| data_dir.clone());
         run.hub = run.hub.take().or_else(|| env("FLEETMQ_HUB"));
+        run.hub_key = run.hub_key.take().or_else(|| env("FLEETMQ_HUB_KEY"));
         run.device_id = run.device_id.take().or_else(|| env("FLEETMQ_DEVICE_ID"));
         local.config = local.config.take().or(config);
         local.data_dir = local.data_dir.take().or(data_dir);
@@ -259,6 +271,8 @@ mod tests {
                 device_id: Some("pi-1".into()),
                 data_dir: Some("/d".into()),
                 groups: vec!["north".into(), "lab".into()],
+                hub_key: None,
+                insecure: false,
             })
         );
         let send = parse(["send", "--data-dir", "/d", "a=1", "b=2.5"]).unwrap();

@@ -18,6 +18,7 @@ pub const EXAMPLE: &str = include_str!("../agent.example.toml");
 pub struct AgentConfig {
     pub device_id: String,
     pub hub: String,
+    pub hub_public_key: String,
     pub data_dir: PathBuf,
     pub groups: Vec<String>,
     pub telemetry: Telemetry,
@@ -89,6 +90,7 @@ impl Default for AgentConfig {
         AgentConfig {
             device_id: String::new(),
             hub: "tcp://127.0.0.1:7750".into(),
+            hub_public_key: String::new(),
             data_dir: PathBuf::from("fleetmq-agent-data"),
             groups: Vec::new(),
             telemetry: Telemetry::default(),
@@ -210,6 +212,14 @@ impl AgentConfig {
                 "hub",
                 format!("{:?} must be tcp://HOST:PORT", self.hub),
             ));
+        }
+        if !self.hub_public_key.is_empty() {
+            fleetmq_net::keys::check(&self.hub_public_key).map_err(|why| {
+                invalid(
+                    "hub_public_key",
+                    format!("{why}; use the Z85 line of the hub's hub.pub"),
+                )
+            })?;
         }
         for g in &self.groups {
             fleetmq_protocol::validate_group(g).map_err(|e| invalid("groups", e.to_string()))?;

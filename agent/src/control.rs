@@ -45,6 +45,8 @@ pub struct Status {
     pub groups: Vec<String>,
     pub uptime_ms: u64,
     pub hub: String,
+    /// "curve", or "plaintext" when run with --insecure.
+    pub security: &'static str,
     /// The telemetry connection is up.
     pub connected: bool,
     /// The hub's Welcome came and the other sockets are connected.

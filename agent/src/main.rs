@@ -10,10 +10,11 @@ mod spool;
 mod state;
 mod uplink;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use fleetmq_net::Security;
 
 use crate::cli::{Cmd, LocalArgs, RunArgs};
 use crate::config::AgentConfig;
@@ -38,7 +39,7 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let (secret, public) = fleetmq_net::keys::write(&dir, "agent", &pair, args.force)?;
     println!(
         "secret key: {} (mode 0600; it never leaves this device)\npublic key: {}\n\
-         add this line to the hub's allow list:\n{device} {}",
+         enrol this device on the hub with:\nfleetmq-hub allow {device} {}",
         secret.display(),
         public.display(),
         pair.public
@@ -85,6 +86,14 @@ fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
     }
     if !args.groups.is_empty() {
         cfg.groups = args.groups;
+        overridden = true;
+    }
+    if let Some(key) = args.hub_key {
+        cfg.hub_public_key = if fleetmq_net::keys::check(&key).is_ok() {
+            key
+        } else {
+            fleetmq_net::keys::read(Path::new(&key)).context("--hub-key")?
+        };
         overridden = true;
     }
     if overridden {
@@ -164,10 +173,34 @@ fn main() -> ExitCode {
 }
 
 fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
+    let insecure = args.insecure;
     let cfg = config(args)?;
-    tracing::warn!(
-        "hub traffic is plaintext (CURVE comes with the security work): use a trusted network only"
-    );
+    let security = if insecure {
+        tracing::warn!(
+            "--insecure: hub traffic is plaintext and unauthenticated; use a trusted network only"
+        );
+        Security::Plaintext
+    } else {
+        if cfg.hub_public_key.is_empty() {
+            anyhow::bail!(
+                "no hub public key: set hub_public_key in the config or pass --hub-key (the Z85 line of the hub's DATA_DIR/hub.pub, which the hub prints at start); or --insecure for a plaintext hub"
+            );
+        }
+        let (ours, made) = fleetmq_net::keys::load_or_create(&cfg.data_dir, "agent")
+            .context("loading this device's CURVE key pair (DATA_DIR/agent.key)")?;
+        if made {
+            tracing::warn!(
+                public_key = %ours.public,
+                "made this device's key pair; enrol it on the hub with: fleetmq-hub allow {} {}",
+                cfg.device_id,
+                ours.public
+            );
+        }
+        Security::CurveClient {
+            server: cfg.hub_public_key.clone(),
+            ours,
+        }
+    };
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
-    agent::run(cfg, agent::Options { chat }, shutdown)
+    agent::run(cfg, agent::Options { chat, security }, shutdown)
 }
