@@ -232,6 +232,103 @@ pub struct Hub {
     pub proc: Proc,
     pub dir: PathBuf,
     pub endpoints: HashMap<String, String>,
+    /// The hub's public key; `None` when it runs with --insecure.
+    pub key: Option<String>,
+}
+
+/// How agents reach a hub: its telemetry address and, for a CURVE hub, its
+/// public key and the data directory whose allow list enrols them.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub telemetry: String,
+    pub hub_key: Option<String>,
+    pub hub_data: PathBuf,
+    /// Agents started on this link are enrolled first (as an operator would
+    /// have done); false to start one the hub does not know.
+    pub enrol: bool,
+}
+
+/// A CURVE key pair in Z85.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub public: String,
+    pub secret: String,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let pair = zmq::CurveKeyPair::new().expect("CURVE key pair");
+        Keys {
+            public: zmq::z85_encode(&pair.public_key).expect("z85"),
+            secret: zmq::z85_encode(&pair.secret_key).expect("z85"),
+        }
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new()
+    }
+}
+
+impl Link {
+    /// Gives `device` a key pair in its data directory `agent_data` (or
+    /// keeps the one there) and enrols it with `fleetmq-hub allow`, as an
+    /// operator would. Returns the public key.
+    pub fn enrol(&self, agent_data: &Path, device: &str) -> String {
+        use std::os::unix::fs::OpenOptionsExt;
+        let public = agent_data.join("agent.pub");
+        let key = match std::fs::read_to_string(&public) {
+            Ok(k) => k.trim().to_string(),
+            Err(_) => {
+                let keys = Keys::new();
+                std::fs::create_dir_all(agent_data).expect("agent data dir");
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(agent_data.join("agent.key"))
+                    .expect("writing agent.key");
+                writeln!(f, "{}", keys.secret).expect("writing agent.key");
+                std::fs::write(&public, format!("{}\n", keys.public)).expect("writing agent.pub");
+                keys.public
+            }
+        };
+        self.allow(device, &key);
+        key
+    }
+
+    /// `fleetmq-hub allow DEVICE KEY` on this hub's data directory.
+    pub fn allow(&self, device: &str, key: &str) {
+        let out = hub_command()
+            .arg("allow")
+            .arg("--data-dir")
+            .arg(&self.hub_data)
+            .args([device, key])
+            .output()
+            .expect("running fleetmq-hub allow");
+        assert!(
+            out.status.success(),
+            "fleetmq-hub allow {device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A raw socket of `kind` that speaks CURVE to this hub with `keys`
+    /// (plaintext for an insecure hub), for tests that play a peer.
+    pub fn socket(&self, ctx: &zmq::Context, kind: zmq::SocketType, keys: &Keys) -> zmq::Socket {
+        let s = ctx.socket(kind).expect("socket");
+        s.set_linger(0).expect("linger");
+        if let Some(server) = &self.hub_key {
+            s.set_curve_serverkey(server.as_bytes())
+                .expect("server key");
+            s.set_curve_publickey(keys.public.as_bytes())
+                .expect("public key");
+            s.set_curve_secretkey(keys.secret.as_bytes())
+                .expect("secret key");
+        }
+        s
+    }
 }
 
 impl Hub {
@@ -259,16 +356,27 @@ impl Hub {
         let first = proc.line();
         let eps: Value = serde_json::from_str(&first)
             .unwrap_or_else(|e| panic!("hub's first line {first:?} is not JSON: {e}"));
-        let endpoints = eps
+        let mut endpoints: HashMap<String, String> = eps
             .as_object()
             .expect("endpoints object")
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().expect("endpoint string").to_string()))
             .collect();
+        let key = match endpoints.remove("security").as_deref() {
+            Some("curve") => {
+                let path = dir.join("data/hub.pub");
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                Some(text.trim().to_string())
+            }
+            Some("plaintext") => None,
+            other => panic!("hub's first line names no security ({other:?}): {first}"),
+        };
         Hub {
             proc,
             dir: dir.to_path_buf(),
             endpoints,
+            key,
         }
     }
 
@@ -276,10 +384,20 @@ impl Hub {
         &self.endpoints["telemetry"]
     }
 
+    /// How agents reach this hub.
+    pub fn link(&self) -> Link {
+        Link {
+            telemetry: self.telemetry().to_string(),
+            hub_key: self.key.clone(),
+            hub_data: self.dir.join("data"),
+            enrol: true,
+        }
+    }
+
     /// `fleetmq-agent run` for `device`, with the test config, in this hub's directory.
     pub fn agent(&self, device: &str, groups: &[&str]) -> Proc {
         start_agent(
-            self.telemetry(),
+            &self.link(),
             &self.dir,
             device,
             "run",
@@ -291,7 +409,7 @@ impl Hub {
     /// `fleetmq-agent chat` for `device` with stdin piped.
     pub fn chat_agent(&self, device: &str, groups: &[&str]) -> Proc {
         start_agent(
-            self.telemetry(),
+            &self.link(),
             &self.dir,
             device,
             "chat",
@@ -440,21 +558,21 @@ pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
 
 /// Starts an agent (`run`, or `chat` with stdin piped) for `device` in `dir`.
 pub fn start_agent(
-    hub_endpoint: &str,
+    link: &Link,
     dir: &Path,
     device: &str,
     mode: &str,
     config: &str,
     groups: &[&str],
 ) -> Proc {
-    start_agent_in(&[], hub_endpoint, dir, device, mode, config, groups)
+    start_agent_in(&[], link, dir, device, mode, config, groups)
 }
 
 /// [`start_agent`] behind `prefix`, e.g. `ip netns exec NAME` to run the
 /// agent in a network namespace.
 pub fn start_agent_in(
     prefix: &[&str],
-    hub_endpoint: &str,
+    link: &Link,
     dir: &Path,
     device: &str,
     mode: &str,
@@ -477,10 +595,21 @@ pub fn start_agent_in(
     cmd.arg(mode)
         .arg("--config")
         .arg(&cfg)
-        .args(["--hub", hub_endpoint, "--device-id", device])
+        .args(["--hub", &link.telemetry, "--device-id", device])
         .arg("--data-dir")
         .arg(home.join("data"))
         .env("FLEETMQ_LOG", "debug");
+    match &link.hub_key {
+        Some(key) => {
+            if link.enrol {
+                link.enrol(&home.join("data"), device);
+            }
+            cmd.args(["--hub-key", key]);
+        }
+        None => {
+            cmd.arg("--insecure");
+        }
+    }
     for g in groups {
         cmd.args(["--group", g]);
     }

@@ -211,7 +211,7 @@ fn finish_and_audit(hub: &Hub, devices: &[&str], producers: Vec<Producer>, agent
 /// A test agent (fast timers), with `extra` config sections.
 fn start(hub: &Hub, device: &str, extra: &str) -> Proc {
     start_agent(
-        hub.telemetry(),
+        &hub.link(),
         &hub.dir,
         device,
         "run",
@@ -337,7 +337,7 @@ fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
         )
     };
     let _oldest = start_agent(
-        hub.telemetry(),
+        &hub.link(),
         &hub.dir,
         "pi-drop",
         "run",
@@ -345,7 +345,7 @@ fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
         &[],
     );
     let _refuse = start_agent(
-        hub.telemetry(),
+        &hub.link(),
         &hub.dir,
         "pi-refuse",
         "run",
@@ -522,7 +522,7 @@ fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
         .map(|d| {
             start_agent_in(
                 &exec,
-                hub.telemetry(),
+                &hub.link(),
                 &hub.dir,
                 d,
                 "run",

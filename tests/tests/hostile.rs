@@ -1,0 +1,278 @@
+//! Hostile peers: each test attacks a running CURVE hub the way the internet
+//! would, and checks that the hub counts the attack (in `fleetmq-hub stats`)
+//! and keeps serving an honest agent.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use fleetmq_protocol::{
+    BatchBuilder, Heartbeat, OperatorFrame, OperatorRequest, Request, Target, Upstream, Value as V,
+};
+use fleetmq_tests::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn tmp() -> tempfile::TempDir {
+    temp_dir("fleetmq-hostile-")
+}
+
+/// Waits until the hub's counter `name` reaches at least `n`.
+fn wait_count(hub: &Hub, name: &str, n: u64) -> Value {
+    wait_for(&format!("stats.{name} >= {n}"), || {
+        let stats = hub.stats();
+        (stats[name].as_u64().unwrap_or(0) >= n).then_some(stats)
+    })
+}
+
+/// The honest agent `device` still gets new telemetry stored and answers.
+fn still_served(hub: &Hub, device: &str) {
+    let before = hub.telemetry_rows(device).len();
+    wait_for("honest telemetry still stored", || {
+        (hub.telemetry_rows(device).len() > before).then_some(())
+    });
+    let ping = hub.op(&["command", device, "ping"]);
+    assert!(ping.ok, "honest agent answers: {}", ping.stderr);
+}
+
+/// Bytes from a small xorshift: the same "random" garbage every run.
+fn garbage(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn tcp_address(endpoint: &str) -> &str {
+    endpoint.trim_start_matches("tcp://")
+}
+
+#[test]
+fn strangers_are_refused_at_the_handshake_and_counted() {
+    let _w = watchdog("strangers", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = hub.agent("pi-ok", &[]);
+    hub.wait_answering("pi-ok");
+    let link = hub.link();
+    let ctx = zmq::Context::new();
+
+    // A CURVE client whose key nobody enrolled, posing as the honest device.
+    let stranger = link.socket(&ctx, zmq::DEALER, &Keys::new());
+    stranger.set_identity(b"pi-ok").unwrap();
+    stranger.connect(hub.telemetry()).unwrap();
+    let hello = Upstream::Heartbeat(Heartbeat { uptime_ms: 1 })
+        .encode()
+        .unwrap();
+    stranger.send(&hello, zmq::DONTWAIT).ok();
+    wait_count(&hub, "handshakes_refused", 1);
+
+    // Plaintext clients against the CURVE hub, on two sockets.
+    let mut plain = Vec::new();
+    for (kind, ep) in [(zmq::DEALER, "telemetry"), (zmq::PUSH, "results")] {
+        let s = ctx.socket(kind).unwrap();
+        s.set_linger(0).unwrap();
+        s.connect(&hub.endpoints[ep]).unwrap();
+        s.send(&hello, zmq::DONTWAIT).ok();
+        plain.push(s);
+    }
+    wait_count(&hub, "handshakes_failed", 2);
+
+    // Random bytes straight into every agent-facing port.
+    let before = hub.stats()["handshakes_failed"].as_u64().unwrap();
+    let mut streams = Vec::new();
+    for (i, ep) in ["telemetry", "broadcast", "jobs", "results", "commands"]
+        .iter()
+        .enumerate()
+    {
+        let mut s = TcpStream::connect(tcp_address(&hub.endpoints[*ep])).unwrap();
+        s.write_all(&garbage(i as u64 + 7, 4096)).unwrap();
+        streams.push(s);
+    }
+    let stats = wait_count(&hub, "handshakes_failed", before + 5);
+    assert_eq!(stats["security"], "curve");
+    assert_eq!(stats["devices_allowed"], 1);
+
+    still_served(&hub, "pi-ok");
+    // Nothing the strangers sent was taken for the honest device's.
+    let log = hub.proc.log_text();
+    assert!(
+        log.contains("refused a key that is not enrolled"),
+        "the refusal is logged with the key: {log}"
+    );
+}
+
+#[test]
+fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped() {
+    let _w = watchdog("insider", LIMIT);
+    let dir = tmp();
+    // Small frames, so "over the limit" is cheap to send.
+    let hub = Hub::start(dir.path(), "[net]\nmax_message_bytes = 65536\n");
+    let _agent = hub.agent("pi-ok", &[]);
+    hub.wait_answering("pi-ok");
+    let link = hub.link();
+    let ctx = zmq::Context::new();
+    let keys = Keys::new();
+    link.allow("pi-evil", &keys.public);
+
+    let bad = link.socket(&ctx, zmq::DEALER, &keys);
+    bad.set_identity(b"pi-evil").unwrap();
+    bad.connect(hub.telemetry()).unwrap();
+    let frames: [&[u8]; 6] = [
+        b"",                             // empty
+        b"\x01",                         // version, no kind
+        b"\x09\x03\x00",                 // wrong version byte
+        b"\x01\x03\xff\xff\xff",         // truncated body
+        b"\x01\x04\xff\xff\xff\xff\x0f", // a string "longer" than the frame
+        b"\x01\x7f hello",               // unknown kind
+    ];
+    for f in frames {
+        bad.send(f, 0).unwrap();
+    }
+    bad.send_multipart([&b"\x01\x02"[..], b"extra", b"frames"], 0)
+        .unwrap();
+    // Each bad frame earns a refusal naming what was wrong.
+    bad.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    let refusal = bad.recv_bytes(0).expect("a refusal");
+    assert_eq!(&refusal[..2], b"\x01\x13");
+
+    let results = link.socket(&ctx, zmq::PUSH, &keys);
+    results.connect(&hub.endpoints["results"]).unwrap();
+    results.send(&b"\xde\xad\xbe\xef"[..], 0).unwrap();
+    wait_count(&hub, "frames_dropped", 8);
+
+    // The same key, claiming to be the honest device: a sample it would
+    // inject must never be stored as pi-ok's.
+    let poser = link.socket(&ctx, zmq::DEALER, &keys);
+    poser.set_identity(b"pi-ok").unwrap();
+    poser.connect(hub.telemetry()).unwrap();
+    let mut batch = BatchBuilder::new(1 << 40);
+    batch
+        .push_sample("evil.injected", 1, V::Int(1))
+        .expect("a sample");
+    poser
+        .send(Upstream::Batch(batch.finish()).encode().unwrap(), 0)
+        .unwrap();
+    wait_count(&hub, "impersonations", 1);
+
+    // A frame over net.max_message_bytes: libzmq cuts the connection.
+    let disconnects = hub.stats()["disconnects"].as_u64().unwrap();
+    bad.send(vec![0u8; 100_000], 0).unwrap();
+    wait_count(&hub, "disconnects", disconnects + 1);
+
+    still_served(&hub, "pi-ok");
+    let rows = hub.telemetry_rows("pi-ok");
+    assert!(
+        rows.iter().all(|r| r["name"] != "evil.injected"),
+        "the posed sample was not stored"
+    );
+    assert!(
+        hub.devices()
+            .get("pi-evil")
+            .is_none_or(|d| d["batches"] == 0)
+    );
+}
+
+#[test]
+fn a_flooding_device_is_rate_limited_while_others_are_served() {
+    let _w = watchdog("flood", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(
+        dir.path(),
+        "[security]\ndevice_rate = 50\ndevice_burst = 50\n",
+    );
+    let _agent = hub.agent("pi-ok", &[]);
+    hub.wait_answering("pi-ok");
+    let link = hub.link();
+    let ctx = zmq::Context::new();
+    let keys = Keys::new();
+    link.allow("pi-flood", &keys.public);
+    let flood = link.socket(&ctx, zmq::DEALER, &keys);
+    flood.set_identity(b"pi-flood").unwrap();
+    flood.set_sndhwm(0).unwrap();
+    flood.connect(hub.telemetry()).unwrap();
+    let beat = Upstream::Heartbeat(Heartbeat { uptime_ms: 1 })
+        .encode()
+        .unwrap();
+    for _ in 0..5000 {
+        flood.send(&beat, 0).unwrap();
+    }
+    // 5000 at once against 50 a second with a burst of 50: almost all over.
+    let stats = wait_count(&hub, "rate_limited", 2500);
+    eprintln!(
+        "flood of 5000: {} rate limited",
+        stats["rate_limited"].as_u64().unwrap()
+    );
+    still_served(&hub, "pi-ok");
+    assert!(
+        hub.proc.log_text().contains("over its rate limit"),
+        "logged once"
+    );
+}
+
+#[test]
+fn a_subscriber_that_never_reads_does_not_stall_the_hub() {
+    let _w = watchdog("slow subscriber", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let listener = hub.agent("pi-ok", &[]);
+    hub.wait_answering("pi-ok");
+    let link = hub.link();
+    let ctx = zmq::Context::new();
+    let keys = Keys::new();
+    link.allow("pi-slow", &keys.public);
+    let slow = link.socket(&ctx, zmq::SUB, &keys);
+    slow.set_rcvhwm(1).unwrap();
+    slow.set_subscribe(b"").unwrap();
+    slow.connect(&hub.endpoints["broadcast"]).unwrap();
+
+    // Many large announcements for a group only the slow subscriber hears
+    // (it subscribed to everything), straight to the operator socket.
+    let op = ctx.socket(zmq::DEALER).unwrap();
+    op.set_linger(0).unwrap();
+    op.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    op.connect(&hub.endpoints["operator"]).unwrap();
+    let text = "x".repeat(16 * 1024);
+    let n = 3000u64;
+    for id in 1..=n {
+        let req = OperatorFrame::Request(OperatorRequest {
+            id,
+            request: Request::Broadcast {
+                target: if id == n {
+                    Target::All
+                } else {
+                    Target::Group("flooded".into())
+                },
+                text: if id == n {
+                    "the last one".into()
+                } else {
+                    text.clone()
+                },
+            },
+        })
+        .encode()
+        .unwrap();
+        op.send_multipart([&b""[..], &req], 0).unwrap();
+        // Every request is answered: the hub never blocks on the reader.
+        let reply = op.recv_multipart(0).expect("the hub answers");
+        assert_eq!(reply.len(), 2);
+    }
+    // The honest agent hears the last announcement after all the rest.
+    listener.wait_log("the last one");
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", hub.proc.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    eprintln!("hub after {n} x 16 KiB to a subscriber that never reads: {rss}");
+    still_served(&hub, "pi-ok");
+}
