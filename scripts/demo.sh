@@ -29,11 +29,19 @@ for _ in $(seq 100); do [ -s "$work/hub.out" ] && break; sleep 0.05; done
 hub=$(sed -n 's/.*"telemetry":"\([^"]*\)".*/\1/p' "$work/hub.out")
 echo "hub listening; agents connect to $hub"
 
+# CURVE by default: the hub made its key pair at start (hub.key, hub.pub in
+# its data directory); each device gets a key pair and is enrolled on the
+# hub's allow list before it connects.
+enrol() {
+  "$bin/fleetmq-agent" keygen --data-dir "$work/$1" --device-id "$1" >/dev/null
+  "$bin/fleetmq-hub" allow "$1" "$work/$1/agent.pub"
+}
 for dev in pi-kitchen:north pi-garage:north pi-shed:south; do
   id=${dev%%:*}
   group=${dev##*:}
-  "$bin/fleetmq-agent" run --hub "$hub" --device-id "$id" --group "$group" \
-    --data-dir "$work/$id" 2>"$work/$id.log" &
+  enrol "$id"
+  "$bin/fleetmq-agent" run --hub "$hub" --hub-key "$FLEETMQ_DATA_DIR/hub.pub" \
+    --device-id "$id" --group "$group" --data-dir "$work/$id" 2>"$work/$id.log" &
   pids+=($!)
 done
 for _ in $(seq 100); do
@@ -53,8 +61,9 @@ step "fleetmq-hub telemetry --limit 6"
 "$bin/fleetmq-hub" telemetry --limit 6
 
 step "echo 'hello from the porch' | fleetmq-agent chat --device-id pi-porch"
+enrol pi-porch >/dev/null
 echo "hello from the porch" | "$bin/fleetmq-agent" chat --hub "$hub" --device-id pi-porch \
-  --data-dir "$work/pi-porch" 2>"$work/pi-porch.log"
+  --hub-key "$FLEETMQ_DATA_DIR/hub.pub" --data-dir "$work/pi-porch" 2>"$work/pi-porch.log"
 
 step "fleetmq-hub chat"
 "$bin/fleetmq-hub" chat

@@ -4,7 +4,8 @@
 # The guest reaches a hub on this machine only through QEMU's user network:
 # it has 10.0.2.15/24, no default route, and sees the host as 10.0.2.2. The
 # test passes when the hub shows the emulated device online with its arch
-# and has stored its telemetry.
+# and has stored its telemetry. The hub runs with CURVE and an allow list
+# (no --insecure), so that also proves the device's enrolled key works.
 #
 #   targets/qemu-system-test.sh            every machine below
 #   targets/qemu-system-test.sh virt-a53   only these
@@ -31,6 +32,7 @@ machines=(
 
 assets=$PWD/target/qemu-assets
 hub_bin=$PWD/target/debug/fleetmq-hub
+agent_bin=$PWD/target/debug/fleetmq-agent
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleetmq-qemu.XXXXXX")
 pids=()
 cleanup() {
@@ -47,7 +49,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
-[ -x "$hub_bin" ] || { echo "missing $hub_bin: run cargo build --workspace" >&2; exit 1; }
+[ -x "$hub_bin" ] && [ -x "$agent_bin" ] || { echo "missing $hub_bin or $agent_bin: run cargo build --workspace" >&2; exit 1; }
 
 # Downloads (once) the kernel and busybox-static for a Debian architecture
 # and unpacks them into $assets/<arch>/root.
@@ -83,6 +85,11 @@ initramfs() {
     cp "$ko" "$tree/lib/modules/"
   done
   cp "$agent" "$tree/fleetmq-agent"
+  # Provisioned like an SD card image: the hub's public key and this
+  # device's key pair (enrolled on the hub before it boots).
+  mkdir -p "$tree/etc/fleetmq" "$tree/var/lib/fleetmq"
+  cp "$work/hub/hub.pub" "$tree/etc/fleetmq/hub.pub"
+  cp -p "$work/keys-$name/agent.key" "$work/keys-$name/agent.pub" "$tree/var/lib/fleetmq/"
   cat > "$tree/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -101,7 +108,7 @@ echo "fleetmq-init: model: \$(tr -d '\\0' < /proc/device-tree/model 2>/dev/null 
 echo "fleetmq-init: routes: \$(ip route | tr '\\n' ';')"
 echo "fleetmq-init: starting agent \$id for \$hub"
 while true; do
-  /fleetmq-agent run --hub "\$hub" --device-id "\$id" --data-dir /var/lib/fleetmq
+  /fleetmq-agent run --hub "\$hub" --hub-key /etc/fleetmq/hub.pub --device-id "\$id" --data-dir /var/lib/fleetmq
   echo "fleetmq-init: agent exited with \$?; restarting in 1 s"
   sleep 1
 done
@@ -123,6 +130,11 @@ for row in "${machines[@]}"; do
   echo "== $name: Debian $arch kernel, agent $triple"
   fetch "$arch" "$meta"
   kernel=$(ls "$assets/$arch/root/boot"/vmlinuz-* | head -n1)
+  # Keys first: the hub's pair, the device's pair, the device enrolled.
+  rm -rf "$work/hub" "$work/keys-$name"
+  "$hub_bin" keygen --data-dir "$work/hub" >/dev/null
+  "$agent_bin" keygen --data-dir "$work/keys-$name" --device-id "$name" >/dev/null
+  "$hub_bin" allow --data-dir "$work/hub" "$name" "$work/keys-$name/agent.pub" >/dev/null
   # shellcheck disable=SC2086
   initramfs "$name" "$arch" "$agent" "$work/$name.cpio.gz" "$nic" $modules
   dtb_args=()
@@ -132,7 +144,6 @@ for row in "${machines[@]}"; do
     dtb_args=(-dtb "$dtb_file")
   fi
 
-  rm -rf "$work/hub"
   "$hub_bin" run --data-dir "$work/hub" --bind 127.0.0.1:* >"$work/hub.out" 2>"$work/hub.log" &
   hub_pid=$!
   pids+=("$hub_pid")
