@@ -348,6 +348,9 @@ messages! {
             /// How long the command may wait for the device to come online.
             queue_ms: u32,
         },
+        /// The newest value of every metric of every device since the hub
+        /// started (what `/metrics` exports).
+        Latest,
     }
 
     /// Filter and cursor for telemetry.
@@ -424,6 +427,20 @@ messages! {
         Stats(HubStats),
         /// The request failed.
         Error(OperatorError),
+        /// For [`Request::Latest`].
+        Latest(Vec<LatestValue>),
+    }
+
+    /// The newest sample of one metric of one device.
+    pub struct LatestValue {
+        /// Device id.
+        pub device: String,
+        /// Metric name.
+        pub name: String,
+        /// Sample time, ms since the epoch.
+        pub ts_ms: u64,
+        /// Value.
+        pub value: Value,
     }
 
     /// A device as the hub knows it.
