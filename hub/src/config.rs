@@ -56,6 +56,9 @@ pub struct Listen {
     pub results: String,
     pub commands: String,
     pub operator: String,
+    /// HTTP (`/metrics`, `/health`, `/api`): HOST:PORT, port 0 for any,
+    /// "" for none. Where it listens is written as `http://HOST:PORT`.
+    pub http: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -121,6 +124,7 @@ impl Listen {
             results: ep(host, 3),
             commands: ep(host, 4),
             operator: ep("127.0.0.1", 5),
+            http: format!("127.0.0.1:{}", base.map_or(0, |b| b.saturating_add(6))),
         }
     }
 }
@@ -191,6 +195,15 @@ impl HubConfig {
             ("listen.operator", &l.operator),
         ] {
             fleetmq_net::endpoint::validate(ep, true).map_err(|m| invalid(key, m))?;
+        }
+        if !l.http.is_empty() && l.http.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen.http",
+                format!(
+                    "{:?} must be IP:PORT like 127.0.0.1:7756 (port 0 lets the OS pick), or \"\" for no HTTP",
+                    l.http
+                ),
+            ));
         }
         if self.presence.offline_after_heartbeats == 0 {
             return Err(invalid(

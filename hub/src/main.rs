@@ -7,6 +7,7 @@
 mod auth;
 mod broker;
 mod config;
+mod http;
 mod operator;
 mod presence;
 mod server;

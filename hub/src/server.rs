@@ -13,9 +13,10 @@ use anyhow::Context as _;
 use fleetmq_net::{Security, Shutdown, Sockets, recv_frames, recv_message, send_frames};
 use fleetmq_protocol::{
     Ack, Announcement, Batch, Broadcast, ChatMessage, CommandFrame, CommandRequest, DeviceInfo,
-    Downstream, HelloRequest, HubPorts, HubStats, Job, JobFrame, JobSpec, OperatorError,
-    OperatorFrame, OperatorReplyFrame, OperatorRequest, OperatorResponse, Outcome, Refusal,
-    ReplyFrame, Request, Response, ResultFrame, Upstream, Welcome, names, validate_device_id,
+    Downstream, HelloRequest, HubPorts, HubStats, Job, JobFrame, JobSpec, LatestValue,
+    OperatorError, OperatorFrame, OperatorReplyFrame, OperatorRequest, OperatorResponse, Outcome,
+    Refusal, ReplyFrame, Request, Response, ResultFrame, Upstream, Welcome, names,
+    validate_device_id,
 };
 use tracing::{debug, info, warn};
 
@@ -110,6 +111,8 @@ struct Hub {
     /// Connection events of the five agent-facing sockets.
     monitors: Vec<zmq::Socket>,
     rate: RateLimit,
+    /// The newest sample of each (device, metric) stored since the start.
+    latest: std::collections::HashMap<(String, String), (u64, fleetmq_protocol::Value)>,
     /// Devices currently over their rate, logged once per episode.
     over_rate: std::collections::HashSet<String>,
     ticks: u32,
@@ -213,6 +216,11 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         .map(|ep| sockets.build(zmq::PAIR).connect(ep))
         .collect::<Result<Vec<_>, _>>()?;
     let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
+    let http = if l.http.is_empty() {
+        None
+    } else {
+        Some(crate::http::Http::start(&l.http, operator_ep.clone())?)
+    };
     let endpoints = Endpoints {
         telemetry,
         broadcast: broadcast_ep,
@@ -220,6 +228,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         results: results_ep,
         commands: commands_ep,
         operator: operator_ep,
+        http: http.as_ref().map_or_else(String::new, |h| h.url.clone()),
     };
     let port = |ep: &str| fleetmq_net::endpoint::port(ep).unwrap_or(0);
     let ports = HubPorts {
@@ -247,6 +256,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         enrolment,
         monitors,
         rate,
+        latest: Default::default(),
         over_rate: Default::default(),
         ticks: 0,
         config,
@@ -265,6 +275,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         started: Instant::now(),
     };
     hub.serve(&shutdown)?;
+    drop(http);
     info!("hub stopped");
     Ok(())
     // Sockets close here with their linger; the context terminates after them.
@@ -668,6 +679,15 @@ impl Hub {
                 Stored::New => {
                     self.counters.batches_stored += 1;
                     self.counters.samples_stored += batch.samples.len() as u64;
+                    for sample in batch.resolved_samples() {
+                        let slot = self
+                            .latest
+                            .entry((device.clone(), sample.name.to_string()))
+                            .or_insert((0, sample.value));
+                        if sample.ts_ms >= slot.0 {
+                            *slot = (sample.ts_ms, sample.value);
+                        }
+                    }
                 }
                 Stored::Duplicate => self.counters.batches_duplicate += 1,
             }
@@ -1001,6 +1021,20 @@ impl Hub {
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
             Request::Stats => self.stats().unwrap_or_else(storage),
+            Request::Latest => {
+                let mut values: Vec<LatestValue> = self
+                    .latest
+                    .iter()
+                    .map(|((device, name), (ts_ms, value))| LatestValue {
+                        device: device.clone(),
+                        name: name.clone(),
+                        ts_ms: *ts_ms,
+                        value: *value,
+                    })
+                    .collect();
+                values.sort_by(|a, b| (&a.device, &a.name).cmp(&(&b.device, &b.name)));
+                Response::Latest(values)
+            }
         };
         let submitted = matches!(response, Response::JobSubmitted { .. });
         self.answer(client, req.id, response);

@@ -1,0 +1,463 @@
+//! The hub's HTTP side: `/metrics` for Prometheus, `/health`, and a small
+//! JSON API.
+//!
+//! It runs on its own thread and asks the hub loop through the operator
+//! socket, like the command line does, so it never touches the store or the
+//! hub's state directly and a slow scraper cannot stall the fleet.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use fleetmq_protocol::{
+    ChatQuery, DeviceInfo, HubStats, LatestValue, Request, Response, TelemetryQuery, Value,
+};
+use tracing::{debug, info, warn};
+
+use crate::operator::{Client, ClientError};
+
+/// How long one HTTP request may wait for the hub loop.
+const HUB_WAIT: Duration = Duration::from_secs(2);
+
+/// A running HTTP server; stops when dropped.
+pub struct Http {
+    server: std::sync::Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where it listens, as `http://HOST:PORT`.
+    pub url: String,
+}
+
+impl Http {
+    /// Listens on `addr` (`HOST:PORT`, port 0 for any) and answers with data
+    /// from the hub's operator socket at `operator`.
+    pub fn start(addr: &str, operator: String) -> anyhow::Result<Http> {
+        let server = tiny_http::Server::http(addr).map_err(|e| {
+            anyhow::anyhow!(
+                "could not listen for HTTP on {addr}: {e} (set listen.http, or \"\" to turn it off)"
+            )
+        })?;
+        let url = match server.server_addr().to_ip() {
+            Some(a) => format!("http://{a}"),
+            None => format!("http://{addr}"),
+        };
+        let server = std::sync::Arc::new(server);
+        let serving = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || serve(&serving, operator))?;
+        info!(%url, "HTTP listening: /metrics, /health, /api/...");
+        Ok(Http {
+            server,
+            thread: Some(thread),
+            url,
+        })
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        // Not joined: a request in flight may be waiting on the hub loop,
+        // which is gone, and shutdown must stay quick.
+        self.server.unblock();
+        drop(self.thread.take());
+    }
+}
+
+fn serve(server: &tiny_http::Server, operator: String) {
+    let mut hub = Client::new(operator, HUB_WAIT);
+    for request in server.incoming_requests() {
+        let (status, content_type, body) = if *request.method() != tiny_http::Method::Get {
+            (405, "text/plain", "only GET is served\n".to_string())
+        } else {
+            route(&mut hub, request.url())
+        };
+        debug!(url = request.url(), status, "HTTP request");
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+            .expect("a static header is valid");
+        let response = tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header);
+        if let Err(e) = request.respond(response) {
+            debug!(error = %e, "HTTP client went away");
+        }
+    }
+}
+
+type Answer = (u16, &'static str, String);
+
+fn json<T: serde::Serialize>(value: &T) -> Answer {
+    match serde_json::to_string(value) {
+        Ok(text) => (200, "application/json", text),
+        Err(e) => (500, "text/plain", format!("could not encode: {e}\n")),
+    }
+}
+
+fn failed(e: ClientError) -> Answer {
+    match e {
+        ClientError::Hub(e) => (400, "text/plain", format!("{e}\n")),
+        other => {
+            warn!(error = %other, "HTTP request could not reach the hub loop");
+            (
+                503,
+                "text/plain",
+                format!("the hub did not answer: {other}\n"),
+            )
+        }
+    }
+}
+
+/// Answers one GET of `url` (path and query).
+fn route(hub: &mut Client, url: &str) -> Answer {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let query = match parse_query(query) {
+        Ok(q) => q,
+        Err(e) => return (400, "text/plain", format!("{e}\n")),
+    };
+    let number = |key: &str, default: u64| -> Result<u64, String> {
+        query.get(key).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| format!("{key}={v:?} is not a whole number"))
+        })
+    };
+    let limit = match number("limit", 100) {
+        Ok(n) => n.min(10_000) as u32,
+        Err(e) => return (400, "text/plain", format!("{e}\n")),
+    };
+    let after = match number("after", 0) {
+        Ok(n) => n as i64,
+        Err(e) => return (400, "text/plain", format!("{e}\n")),
+    };
+    let call = |hub: &mut Client, r| hub.call(r, Duration::ZERO);
+    match path {
+        "/health" => match call(hub, Request::Stats) {
+            Ok(Response::Stats(s)) => json(&serde_json::json!({
+                "status": "ok",
+                "uptime_ms": s.uptime_ms,
+                "devices_online": s.devices_online,
+                "security": s.security,
+            })),
+            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+            Err(e) => failed(e),
+        },
+        "/metrics" => {
+            let stats = call(hub, Request::Stats);
+            let devices = call(hub, Request::Devices);
+            let latest = call(hub, Request::Latest);
+            match (stats, devices, latest) {
+                (Ok(Response::Stats(s)), Ok(Response::Devices(d)), Ok(Response::Latest(l))) => (
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    prometheus(&s, &d, &l),
+                ),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => failed(e),
+                _ => (500, "text/plain", "unexpected answer\n".into()),
+            }
+        }
+        "/api/stats" => match call(hub, Request::Stats) {
+            Ok(Response::Stats(s)) => json(&s),
+            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+            Err(e) => failed(e),
+        },
+        "/api/devices" => match call(hub, Request::Devices) {
+            Ok(Response::Devices(d)) => json(&d),
+            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+            Err(e) => failed(e),
+        },
+        "/api/latest" => match call(hub, Request::Latest) {
+            Ok(Response::Latest(l)) => json(&l),
+            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+            Err(e) => failed(e),
+        },
+        "/api/telemetry" => {
+            let q = TelemetryQuery {
+                device: query.get("device").cloned(),
+                name: query.get("name").cloned(),
+                after_id: after,
+                limit,
+            };
+            match call(hub, Request::Telemetry(q)) {
+                Ok(Response::Telemetry(rows)) => json(&rows),
+                Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+                Err(e) => failed(e),
+            }
+        }
+        "/api/chat" => match call(
+            hub,
+            Request::Chat(ChatQuery {
+                after_id: after,
+                limit,
+            }),
+        ) {
+            Ok(Response::Chat(rows)) => json(&rows),
+            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+            Err(e) => failed(e),
+        },
+        "/api/jobs" => match call(hub, Request::Jobs { limit }) {
+            Ok(Response::Jobs(jobs)) => json(&jobs),
+            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
+            Err(e) => failed(e),
+        },
+        _ => (
+            404,
+            "text/plain",
+            "not found; try /metrics, /health, /api/stats, /api/devices, /api/latest, \
+             /api/telemetry?device=D&name=N&after=ID&limit=N, /api/chat, /api/jobs\n"
+                .into(),
+        ),
+    }
+}
+
+/// `a=1&b=x%20y` as a map; an undecodable escape is an error.
+fn parse_query(query: &str) -> Result<HashMap<String, String>, String> {
+    let mut map = HashMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(unescape(k)?, unescape(v)?);
+    }
+    Ok(map)
+}
+
+fn unescape(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad %-escape in {s:?}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition (format 0.0.4).
+pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP fleetmq_{name} {help}\n# TYPE fleetmq_{name} {kind}\nfleetmq_{name} {value}"
+        );
+    };
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the hub started.",
+        s.uptime_ms as f64 / 1000.0,
+    );
+    let gauges = [
+        (
+            "devices_online",
+            "Devices online now.",
+            s.devices_online as f64,
+        ),
+        (
+            "devices_known",
+            "Devices ever seen.",
+            s.devices_known as f64,
+        ),
+        (
+            "devices_allowed",
+            "Keys on the allow list.",
+            s.devices_allowed as f64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        metric(name, "gauge", help, v);
+    }
+    let counters = [
+        ("batches_stored_total", "Batches stored.", s.batches_stored),
+        (
+            "batches_duplicate_total",
+            "Batches received again and not stored twice.",
+            s.batches_duplicate,
+        ),
+        ("samples_stored_total", "Samples stored.", s.samples_stored),
+        (
+            "frames_dropped_total",
+            "Frames dropped as malformed.",
+            s.frames_dropped,
+        ),
+        (
+            "jobs_dispatched_total",
+            "Jobs handed out, counting re-dispatches.",
+            s.jobs_dispatched,
+        ),
+        (
+            "results_received_total",
+            "Job results taken.",
+            s.results_received,
+        ),
+        (
+            "commands_sent_total",
+            "Commands sent to devices.",
+            s.commands_sent,
+        ),
+        (
+            "commands_timed_out_total",
+            "Commands that timed out.",
+            s.commands_timed_out,
+        ),
+        (
+            "handshakes_refused_total",
+            "Handshakes refused: key not enrolled.",
+            s.handshakes_refused,
+        ),
+        (
+            "handshakes_failed_total",
+            "Handshakes that failed otherwise.",
+            s.handshakes_failed,
+        ),
+        (
+            "impersonations_total",
+            "Messages claiming another device, dropped.",
+            s.impersonations,
+        ),
+        (
+            "rate_limited_total",
+            "Messages dropped by the per-device rate limit.",
+            s.rate_limited,
+        ),
+        (
+            "disconnects_total",
+            "Agent connections that ended.",
+            s.disconnects,
+        ),
+    ];
+    for (name, help, v) in counters {
+        metric(name, "counter", help, v as f64);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetmq_device_online 1 if the device is online.\n# TYPE fleetmq_device_online gauge"
+    );
+    for d in devices {
+        let _ = writeln!(
+            out,
+            "fleetmq_device_online{{device=\"{}\"}} {}",
+            label(&d.id),
+            u8::from(d.online)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetmq_device_last_seen_seconds When the hub last heard from the device (Unix time).\n\
+         # TYPE fleetmq_device_last_seen_seconds gauge"
+    );
+    for d in devices {
+        let _ = writeln!(
+            out,
+            "fleetmq_device_last_seen_seconds{{device=\"{}\"}} {}",
+            label(&d.id),
+            d.last_seen_ms as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetmq_metric The newest value of each device metric.\n# TYPE fleetmq_metric gauge"
+    );
+    for l in latest {
+        let v = match l.value {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+        };
+        let _ = writeln!(
+            out,
+            "fleetmq_metric{{device=\"{}\",metric=\"{}\"}} {v} {}",
+            label(&l.device),
+            label(&l.name),
+            l.ts_ms
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode_and_bad_escapes_say_so() {
+        let q = parse_query("device=pi-a&name=room%2Etemp&x=a+b&flag").unwrap();
+        assert_eq!(q["device"], "pi-a");
+        assert_eq!(q["name"], "room.temp");
+        assert_eq!(q["x"], "a b");
+        assert_eq!(q["flag"], "");
+        let err = parse_query("device=%zz").unwrap_err();
+        assert!(err.contains("%-escape"), "{err}");
+    }
+
+    #[test]
+    fn the_exposition_has_help_type_and_escaped_labels() {
+        let stats = HubStats {
+            hub_version: "0.1.0".into(),
+            uptime_ms: 1000,
+            devices_online: 1,
+            devices_known: 1,
+            batches_stored: 1,
+            batches_duplicate: 0,
+            samples_stored: 7,
+            frames_dropped: 0,
+            jobs_dispatched: 0,
+            results_received: 0,
+            commands_sent: 0,
+            commands_timed_out: 0,
+            security: "curve".into(),
+            devices_allowed: 1,
+            handshakes_refused: 0,
+            handshakes_failed: 0,
+            impersonations: 0,
+            rate_limited: 0,
+            disconnects: 0,
+        };
+        let devices = vec![DeviceInfo {
+            id: "pi-a".into(),
+            online: true,
+            listening: true,
+            since_ms: 1000,
+            last_seen_ms: 1500,
+            agent_version: "0.1.0".into(),
+            arch: "aarch64".into(),
+            os: "linux".into(),
+            hostname: "pi".into(),
+            groups: vec![],
+            batches: 1,
+        }];
+        let latest = vec![LatestValue {
+            device: "pi-a".into(),
+            name: "odd\"name".into(),
+            ts_ms: 99,
+            value: Value::Int(3),
+        }];
+        let text = prometheus(&stats, &devices, &latest);
+        assert!(text.contains("# TYPE fleetmq_devices_online gauge\nfleetmq_devices_online 1\n"));
+        assert!(text.contains("fleetmq_samples_stored_total 7\n"));
+        assert!(text.contains("fleetmq_device_online{device=\"pi-a\"} 1\n"));
+        assert!(text.contains("fleetmq_device_last_seen_seconds{device=\"pi-a\"} 1.5\n"));
+        assert!(
+            text.contains("fleetmq_metric{device=\"pi-a\",metric=\"odd\\\"name\"} 3 99\n"),
+            "{text}"
+        );
+    }
+}
