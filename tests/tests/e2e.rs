@@ -553,7 +553,8 @@ fn sigint_stops_both_quickly_and_telemetry_accepted_while_the_hub_was_down_arriv
         &cfg,
         format!(
             "[listen]\ntelemetry = \"{telemetry}\"\nbroadcast = \"tcp://127.0.0.1:*\"\njobs = \"tcp://127.0.0.1:*\"\n\
-             results = \"tcp://127.0.0.1:*\"\ncommands = \"tcp://127.0.0.1:*\"\noperator = \"tcp://127.0.0.1:*\"\n"
+             results = \"tcp://127.0.0.1:*\"\ncommands = \"tcp://127.0.0.1:*\"\noperator = \"tcp://127.0.0.1:*\"\n\
+             http = \"127.0.0.1:0\"\n"
         ),
     )
     .unwrap();
@@ -785,4 +786,94 @@ fn plaintext_needs_an_explicit_flag_on_both_sides_and_shows() {
         &[],
     );
     confused.wait_log("handshake with the hub failed");
+}
+
+/// `GET path` from a hub's `http://HOST:PORT`: the status and the body.
+fn http(method: &str, url: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connecting to the hub's HTTP");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("an HTTP answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn prometheus_health_and_the_json_api_show_the_fleet() {
+    let _w = watchdog("http", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let url = hub.endpoints["http"].clone();
+    let _agent = hub.agent("pi-m", &[]);
+    hub.wait_answering("pi-m");
+
+    let uptime = |body: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with("fleetmq_metric{device=\"pi-m\",metric=\"agent.uptime_s\"}"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    let (first, body) = wait_for("pi-m's uptime in /metrics", || {
+        let (status, body) = http("GET", &url, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        uptime(&body).map(|u| (u, body))
+    });
+    assert!(
+        body.contains("# TYPE fleetmq_devices_online gauge\nfleetmq_devices_online 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("fleetmq_device_online{device=\"pi-m\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE fleetmq_samples_stored_total counter"),
+        "{body}"
+    );
+    wait_for("a newer value on the next scrape", || {
+        let (_, body) = http("GET", &url, "/metrics");
+        uptime(&body).filter(|u| *u > first)
+    });
+
+    let (status, body) = http("GET", &url, "/health");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["security"], "curve");
+
+    let (status, body) = http("GET", &url, "/api/devices");
+    assert_eq!(status, 200);
+    let devices: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(devices[0]["id"], "pi-m");
+    let (status, body) = http(
+        "GET",
+        &url,
+        "/api/telemetry?device=pi-m&name=agent.uptime_s&limit=2",
+    );
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["name"] == "agent.uptime_s"));
+
+    let (status, body) = http("GET", &url, "/api/telemetry?limit=many");
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("limit=\"many\" is not a whole number"),
+        "{body}"
+    );
+    let (status, body) = http("GET", &url, "/nowhere");
+    assert_eq!(status, 404);
+    assert!(body.contains("/metrics"), "{body}");
+    assert_eq!(http("POST", &url, "/metrics").0, 405);
 }

@@ -233,7 +233,7 @@ fn same_ports(hub: &Hub) -> String {
     .iter()
     .map(|k| format!("{k} = \"{}\"\n", hub.endpoints[*k]))
     .collect();
-    format!("[listen]\n{listen}")
+    format!("[listen]\n{listen}http = \"127.0.0.1:0\"\n")
 }
 
 /// Starts the hub again in `dir` (same store) with `config`.
