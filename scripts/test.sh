@@ -21,6 +21,8 @@ command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # The partition fault test puts agents in their own network namespace.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The packaging test checks the systemd units with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
