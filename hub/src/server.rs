@@ -30,6 +30,8 @@ use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Store, Stored};
 const DRAIN: usize = 1024;
 /// Timer resolution: presence, command deadlines and job leases.
 const TICK: Duration = Duration::from_millis(100);
+/// Most (device, metric) pairs whose newest value is kept for /metrics.
+const MAX_LATEST: usize = 200_000;
 /// How often idle rate-limit buckets are forgotten, in ticks.
 const FORGET_TICKS: u32 = 50;
 /// Where libzmq asks who may connect (ZeroMQ RFC 27).
@@ -680,10 +682,13 @@ impl Hub {
                     self.counters.batches_stored += 1;
                     self.counters.samples_stored += batch.samples.len() as u64;
                     for sample in batch.resolved_samples() {
-                        let slot = self
-                            .latest
-                            .entry((device.clone(), sample.name.to_string()))
-                            .or_insert((0, sample.value));
+                        let key = (device.clone(), sample.name.to_string());
+                        let full = self.latest.len() >= MAX_LATEST;
+                        if full && !self.latest.contains_key(&key) {
+                            // Bounded: a device inventing names cannot grow it.
+                            continue;
+                        }
+                        let slot = self.latest.entry(key).or_insert((0, sample.value));
                         if sample.ts_ms >= slot.0 {
                             *slot = (sample.ts_ms, sample.value);
                         }
