@@ -1,5 +1,5 @@
-//! The hub's HTTP side: `/metrics` for Prometheus, `/health`, and a small
-//! JSON API.
+//! The hub's HTTP side: the fleet page at `/`, `/metrics` for Prometheus,
+//! `/health`, and the small JSON API the page reads.
 //!
 //! It runs on its own thread and asks the hub loop through the operator
 //! socket, like the command line does, so it never touches the store or the
@@ -15,6 +15,9 @@ use fleetmq_protocol::{
 use tracing::{debug, info, warn};
 
 use crate::operator::{Client, ClientError};
+
+/// The fleet page: one file, no external assets, built into the binary.
+const PAGE: &str = include_str!("../web/index.html");
 
 /// How long one HTTP request may wait for the hub loop.
 const HUB_WAIT: Duration = Duration::from_secs(2);
@@ -129,6 +132,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
     };
     let call = |hub: &mut Client, r| hub.call(r, Duration::ZERO);
     match path {
+        "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_string()),
         "/health" => match call(hub, Request::Stats) {
             Ok(Response::Stats(s)) => json(&serde_json::json!({
                 "status": "ok",
@@ -200,7 +204,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
         _ => (
             404,
             "text/plain",
-            "not found; try /metrics, /health, /api/stats, /api/devices, /api/latest, \
+            "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&after=ID&limit=N, /api/chat, /api/jobs\n"
                 .into(),
         ),

@@ -876,4 +876,15 @@ fn prometheus_health_and_the_json_api_show_the_fleet() {
     assert_eq!(status, 404);
     assert!(body.contains("/metrics"), "{body}");
     assert_eq!(http("POST", &url, "/metrics").0, 405);
+
+    // The fleet page: served by the hub itself, reading only its own API.
+    let (status, page) = http("GET", &url, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>fleetmq</title>") && page.contains("/api/devices"));
+    assert!(
+        !page.contains("src=\"http")
+            && !page.contains("href=\"http")
+            && !page.contains("fetch(\"http"),
+        "no external assets"
+    );
 }
