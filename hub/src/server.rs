@@ -168,54 +168,44 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
     let events = i32::from(
         EVENT_DISCONNECTED | EVENT_HANDSHAKE_FAILED_NO_DETAIL | EVENT_HANDSHAKE_FAILED_PROTOCOL,
     );
-    let mut monitors = Vec::new();
-    let mut monitored = |name: &str| {
-        let ep = format!("inproc://fleetmq-hub-monitor-{name}");
-        monitors.push(ep.clone());
-        (ep, events)
-    };
+    // One inproc monitor per agent-facing socket, named after it.
+    const MONITORED: [&str; 5] = ["telemetry", "broadcast", "jobs", "results", "commands"];
+    let monitor = |name: &str| format!("inproc://fleetmq-hub-monitor-{name}");
     let l = &config.listen;
-    let (m_up, m_bc, m_jobs, m_res, m_cmd) = (
-        monitored("telemetry"),
-        monitored("broadcast"),
-        monitored("jobs"),
-        monitored("results"),
-        monitored("commands"),
-    );
     let (upstream, telemetry) = sockets
         .build(zmq::ROUTER)
         .router_handover()
         .secure()
-        .monitor(&m_up.0, m_up.1)
+        .monitor(&monitor("telemetry"), events)
         .bind(&l.telemetry)?;
     let (broadcast, broadcast_ep) = sockets
         .build(zmq::XPUB)
         .xpub_verbose()
         .secure()
-        .monitor(&m_bc.0, m_bc.1)
+        .monitor(&monitor("broadcast"), events)
         .bind(&l.broadcast)?;
     // Few jobs wait in one agent's pipe: a lease covers the rest.
     let (jobs, jobs_ep) = sockets
         .build(zmq::PUSH)
         .hwm(16, 16)
         .secure()
-        .monitor(&m_jobs.0, m_jobs.1)
+        .monitor(&monitor("jobs"), events)
         .bind(&l.jobs)?;
     let (results, results_ep) = sockets
         .build(zmq::PULL)
         .secure()
-        .monitor(&m_res.0, m_res.1)
+        .monitor(&monitor("results"), events)
         .bind(&l.results)?;
     let (commands, commands_ep) = sockets
         .build(zmq::ROUTER)
         .router_mandatory()
         .router_handover()
         .secure()
-        .monitor(&m_cmd.0, m_cmd.1)
+        .monitor(&monitor("commands"), events)
         .bind(&l.commands)?;
-    let monitors = monitors
+    let monitors = MONITORED
         .iter()
-        .map(|ep| sockets.build(zmq::PAIR).connect(ep))
+        .map(|name| sockets.build(zmq::PAIR).connect(&monitor(name)))
         .collect::<Result<Vec<_>, _>>()?;
     let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
     let http = if l.http.is_empty() {
