@@ -85,7 +85,7 @@ impl AllowList {
                 if other != device {
                     return Err(err(format!(
                         "this key is already {other}'s (line {}); a key belongs to one device",
-                        first_line[key]
+                        first_line.get(key).copied().unwrap_or_default()
                     )));
                 }
                 continue;
