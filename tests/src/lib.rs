@@ -300,17 +300,12 @@ impl Link {
 
     /// `fleetmq-hub allow DEVICE KEY` on this hub's data directory.
     pub fn allow(&self, device: &str, key: &str) {
-        let out = hub_command()
-            .arg("allow")
-            .arg("--data-dir")
-            .arg(&self.hub_data)
-            .args([device, key])
-            .output()
-            .expect("running fleetmq-hub allow");
-        assert!(
-            out.status.success(),
-            "fleetmq-hub allow {device}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            hub_command()
+                .arg("allow")
+                .arg("--data-dir")
+                .arg(&self.hub_data)
+                .args([device, key]),
         );
     }
 
@@ -546,6 +541,20 @@ fn program(name: &str, bin_env: &str, runner_env: &str) -> Command {
         }
         None => Command::new(&path),
     }
+}
+
+/// Runs `cmd` to its end and requires it to succeed; the failure shows the
+/// command and what it printed on stderr.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A fresh temporary directory named with `prefix`, removed on drop.

@@ -681,29 +681,19 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
 
     // The operator runs the line keygen printed; no restart.
     let words: Vec<&str> = enrol_line.split_whitespace().skip(1).collect();
-    let out = hub_command()
-        .args(&words)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        hub_command()
+            .args(&words)
+            .arg("--data-dir")
+            .arg(dir.path().join("data")),
     );
     hub.wait_answering("pi-new");
     assert_eq!(hub.stats()["devices_allowed"], 2);
 
-    let out = hub_command()
-        .args(["revoke", "pi-new", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        hub_command()
+            .args(["revoke", "pi-new", "--data-dir"])
+            .arg(dir.path().join("data")),
     );
     wait_for("pi-new offline", || {
         (hub.devices()["pi-new"]["online"] == false).then_some(())

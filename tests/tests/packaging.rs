@@ -64,33 +64,23 @@ fn the_sample_configs_for_etc_load() {
     let dir = temp_dir("fleetmq-etc-");
     let etc = packaging().join("etc");
     let key = Keys::new().public;
-    let out = hub_command()
-        .arg("allow")
-        .arg("--config")
-        .arg(etc.join("hub.toml"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["pi-a", &key])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        hub_command()
+            .arg("allow")
+            .arg("--config")
+            .arg(etc.join("hub.toml"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["pi-a", &key]),
     );
-    let out = agent_command()
-        .arg("keygen")
-        .arg("--config")
-        .arg(etc.join("agent.toml"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--device-id", "pi-a"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        agent_command()
+            .arg("keygen")
+            .arg("--config")
+            .arg(etc.join("agent.toml"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--device-id", "pi-a"]),
     );
     assert!(dir.path().join("agent.key").exists());
 }
