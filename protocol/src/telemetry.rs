@@ -189,6 +189,116 @@ pub fn valid_metric_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_METRIC_NAME_LEN && !name.chars().any(char::is_control)
 }
 
+/// Longest tag key, in bytes.
+pub const MAX_TAG_KEY_LEN: usize = 32;
+
+/// Why a series name could not be made from a metric name and tags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesError {
+    /// The metric name is empty, too long, or holds `{`, `}` or a control
+    /// character.
+    #[error("{0:?} is not a metric name: use printable characters other than '{{' and '}}'")]
+    BadName(String),
+    /// A tag key is not `[A-Za-z_][A-Za-z0-9_]*` of at most [`MAX_TAG_KEY_LEN`] bytes.
+    #[error("tag key {0:?} is not valid: use letters, digits and '_', not starting with a digit")]
+    BadTagKey(String),
+    /// A tag value is empty or holds `,`, `=`, `{`, `}` or a control character.
+    #[error(
+        "tag {key}={value:?}: a tag value is 1 or more printable characters other than , = {{ }}"
+    )]
+    BadTagValue {
+        /// The tag's key.
+        key: String,
+        /// The offending value.
+        value: String,
+    },
+    /// The same key twice.
+    #[error("tag key {0:?} is given twice")]
+    DuplicateTag(String),
+    /// The whole series name is longer than [`MAX_METRIC_NAME_LEN`].
+    #[error(
+        "series {0:?} is longer than {MAX_METRIC_NAME_LEN} bytes; use shorter names or fewer tags"
+    )]
+    TooLong(String),
+}
+
+fn valid_tag_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    key.len() <= MAX_TAG_KEY_LEN
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_tag_value(value: &str) -> bool {
+    !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ',' | '=' | '{' | '}'))
+}
+
+/// The series name for `name` with `tags`: `name` alone without tags,
+/// else `name{k1=v1,k2=v2}` with the keys sorted, so one series always has
+/// one spelling. It travels as an ordinary metric name (see PROTOCOL.md).
+pub fn series_name<K: AsRef<str>, V: AsRef<str>>(
+    name: &str,
+    tags: &[(K, V)],
+) -> Result<String, SeriesError> {
+    if !valid_metric_name(name) || name.contains(['{', '}']) {
+        return Err(SeriesError::BadName(name.to_string()));
+    }
+    let mut sorted: Vec<(&str, &str)> =
+        tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+    sorted.sort_unstable();
+    let mut out = name.to_string();
+    for (i, (key, value)) in sorted.iter().enumerate() {
+        if !valid_tag_key(key) {
+            return Err(SeriesError::BadTagKey(key.to_string()));
+        }
+        if !valid_tag_value(value) {
+            return Err(SeriesError::BadTagValue {
+                key: key.to_string(),
+                value: value.to_string(),
+            });
+        }
+        if i > 0 && sorted[i - 1].0 == *key {
+            return Err(SeriesError::DuplicateTag(key.to_string()));
+        }
+        out.push(if i == 0 { '{' } else { ',' });
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    if !sorted.is_empty() {
+        out.push('}');
+    }
+    if out.len() > MAX_METRIC_NAME_LEN {
+        return Err(SeriesError::TooLong(out));
+    }
+    Ok(out)
+}
+
+/// Splits a series name into its metric name and tags. A name that is not
+/// of the `name{k=v,...}` form (as [`series_name`] writes it) is a metric
+/// name without tags.
+pub fn split_series(series: &str) -> (&str, Vec<(&str, &str)>) {
+    let parsed = series
+        .strip_suffix('}')
+        .and_then(|s| s.split_once('{'))
+        .and_then(|(name, inner)| {
+            let tags = inner
+                .split(',')
+                .map(|pair| {
+                    pair.split_once('=')
+                        .filter(|(k, v)| valid_tag_key(k) && valid_tag_value(v))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            (!name.is_empty()).then_some((name, tags))
+        });
+    parsed.unwrap_or((series, Vec::new()))
+}
+
 fn absolute(base_ts_ms: u64, offset_ms: i32) -> Result<u64, BatchError> {
     base_ts_ms
         .checked_add_signed(i64::from(offset_ms))
@@ -347,6 +457,55 @@ impl BatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_has_one_spelling_and_splits_back() {
+        let tags = [("mount", "/data"), ("dev", "sda1")];
+        let name = series_name("disk.used_bytes", &tags).unwrap();
+        assert_eq!(name, "disk.used_bytes{dev=sda1,mount=/data}");
+        let (base, split) = split_series(&name);
+        assert_eq!(base, "disk.used_bytes");
+        assert_eq!(split, [("dev", "sda1"), ("mount", "/data")]);
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(series_name("cpu", &none).unwrap(), "cpu");
+        // Names that only look like series stay whole.
+        for plain in ["cpu", "a{b}", "{x=1}", "a{1x=2}", "a{x=}", "a{x=1,x}"] {
+            assert_eq!(split_series(plain), (plain, vec![]), "{plain}");
+        }
+    }
+
+    #[test]
+    fn bad_series_parts_are_refused_with_the_reason() {
+        let err = |name: &str, tags: &[(&str, &str)]| series_name(name, tags).unwrap_err();
+        assert!(matches!(err("a{", &[]), SeriesError::BadName(_)));
+        assert!(matches!(err("", &[]), SeriesError::BadName(_)));
+        assert!(matches!(
+            err("a", &[("9x", "1")]),
+            SeriesError::BadTagKey(_)
+        ));
+        assert!(matches!(
+            err("a", &[("k", "a,b")]),
+            SeriesError::BadTagValue { .. }
+        ));
+        assert!(matches!(
+            err("a", &[("k", "")]),
+            SeriesError::BadTagValue { .. }
+        ));
+        assert!(matches!(
+            err("a", &[("k", "1"), ("k", "2")]),
+            SeriesError::DuplicateTag(_)
+        ));
+        let long = "v".repeat(120);
+        assert!(matches!(
+            err("metric", &[("k", &long)]),
+            SeriesError::TooLong(_)
+        ));
+        assert!(
+            err("a", &[("k", "a=b")])
+                .to_string()
+                .contains("other than , =")
+        );
+    }
 
     #[test]
     fn builder_interns_names_and_offsets_timestamps() {
