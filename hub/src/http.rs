@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use fleetmq_protocol::telemetry::split_series;
 use fleetmq_protocol::{
     ChatQuery, DeviceInfo, HubStats, LatestValue, Request, Response, TelemetryQuery, Value,
 };
@@ -386,13 +387,19 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             Value::Int(i) => i as f64,
             Value::Float(f) => f,
         };
-        let _ = writeln!(
-            out,
-            "fleetmq_metric{{device=\"{}\",metric=\"{}\"}} {v} {}",
-            label(&l.device),
-            label(&l.name),
-            l.ts_ms
-        );
+        // A series' tags become labels; one that would clash with ours
+        // gets a tag_ prefix.
+        let (name, tags) = split_series(&l.name);
+        let mut labels = format!("device=\"{}\",metric=\"{}\"", label(&l.device), label(name));
+        for (k, v) in tags {
+            let k = if matches!(k, "device" | "metric") || k.starts_with("__") {
+                format!("tag_{k}")
+            } else {
+                k.to_string()
+            };
+            let _ = write!(labels, ",{k}=\"{}\"", label(v));
+        }
+        let _ = writeln!(out, "fleetmq_metric{{{labels}}} {v} {}", l.ts_ms);
     }
     out
 }
@@ -448,12 +455,20 @@ mod tests {
             groups: vec![],
             batches: 1,
         }];
-        let latest = vec![LatestValue {
-            device: "pi-a".into(),
-            name: "odd\"name".into(),
-            ts_ms: 99,
-            value: Value::Int(3),
-        }];
+        let latest = vec![
+            LatestValue {
+                device: "pi-a".into(),
+                name: "odd\"name".into(),
+                ts_ms: 99,
+                value: Value::Int(3),
+            },
+            LatestValue {
+                device: "pi-a".into(),
+                name: "host.disk.used_pct{device=sda,mount=/}".into(),
+                ts_ms: 99,
+                value: Value::Float(12.5),
+            },
+        ];
         let text = prometheus(&stats, &devices, &latest);
         assert!(text.contains("# TYPE fleetmq_devices_online gauge\nfleetmq_devices_online 1\n"));
         assert!(text.contains("fleetmq_samples_stored_total 7\n"));
@@ -461,6 +476,12 @@ mod tests {
         assert!(text.contains("fleetmq_device_last_seen_seconds{device=\"pi-a\"} 1.5\n"));
         assert!(
             text.contains("fleetmq_metric{device=\"pi-a\",metric=\"odd\\\"name\"} 3 99\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fleetmq_metric{device=\"pi-a\",metric=\"host.disk.used_pct\",tag_device=\"sda\",mount=\"/\"} 12.5 99\n"
+            ),
             "{text}"
         );
     }
