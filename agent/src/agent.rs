@@ -30,7 +30,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use fleetmq_net::{Shutdown, Sockets, recv_frames, send_frames};
+use fleetmq_net::{Hangup, Shutdown, Sockets, recv_frames, send_frames};
 use fleetmq_protocol::{
     AgentStatus, Broadcast, Bye, Command, CommandFrame, CommandReply, Downstream, Heartbeat, Hello,
     HubPorts, JobFrame, JobResult, JobSpec, Outcome, Output, Reply, ReplyFrame, ResultFrame,
@@ -39,7 +39,9 @@ use fleetmq_protocol::{
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
-use crate::control::{self, Control, Request};
+use crate::control::{self, Control, ReloadStatus, Request};
+use crate::host::Host;
+use crate::ingest::Ingest;
 use crate::runner::{self, ExecPolicy};
 use crate::spool::{AppendError, Spool};
 use crate::state::{JobMemory, SeqFile};
@@ -69,6 +71,8 @@ pub struct Options {
     pub chat: bool,
     /// CURVE (with the hub's public key and ours) or plaintext.
     pub security: fleetmq_net::Security,
+    /// Reads the configuration again, as at start, for SIGHUP.
+    pub reload: Box<dyn Fn() -> anyhow::Result<AgentConfig>>,
 }
 
 enum Event {
@@ -116,11 +120,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn system_uptime_s() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 struct Agent {
     cfg: AgentConfig,
     chat_mode: bool,
@@ -157,6 +156,12 @@ struct Agent {
     stdin_closed: bool,
     spool: Spool,
     control: Control,
+    host: Host,
+    next_host: Instant,
+    ingest: Ingest,
+    hangup: Hangup,
+    reload: Box<dyn Fn() -> anyhow::Result<AgentConfig>>,
+    last_reload: ReloadStatus,
 }
 
 /// Runs the agent until shutdown (or, in chat mode, until stdin closes and
@@ -211,6 +216,12 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
 
     let control = Control::bind(control::socket_path(&dir))
         .context("opening the control socket (used by `fleetmq-agent send` and `status`)")?;
+
+    let (ingest, problems) = Ingest::open(&cfg.ingest, &dir);
+    for p in problems {
+        warn!("{p}; the agent runs on without it (see status)");
+    }
+    let hangup = Hangup::install().context("installing the SIGHUP handler")?;
 
     let sockets = Sockets::new(cfg.net.clone()).with_security(opts.security.clone());
     let events = i32::from(
@@ -280,6 +291,12 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         stdin_closed: false,
         spool,
         control,
+        host: Host::new("/", cfg.host.clone()),
+        next_host: now,
+        ingest,
+        hangup,
+        reload: opts.reload,
+        last_reload: ReloadStatus::default(),
         cfg,
     };
     let result = agent.serve(&shutdown);
@@ -315,6 +332,7 @@ impl Agent {
             let now = Instant::now();
             let next = [
                 Some(self.next_sample),
+                (self.cfg.host.interval_ms > 0).then_some(self.next_host),
                 self.connected.then_some(self.next_heartbeat),
                 self.connected
                     .then(|| self.uplink.next_deadline())
@@ -330,6 +348,7 @@ impl Agent {
                 t.saturating_duration_since(now).as_millis().min(60_000) as i64
             });
             let take_jobs = self.running_jobs < self.cfg.jobs.max_concurrent;
+            let ingest_fds = self.ingest.fds();
             let ready = {
                 let mut items = vec![
                     zmq::PollItem::from_fd(shutdown.fd(), zmq::POLLIN),
@@ -337,7 +356,13 @@ impl Agent {
                     self.monitor.as_poll_item(zmq::POLLIN),
                     self.dealer.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(self.control.fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.hangup.fd(), zmq::POLLIN),
                 ];
+                items.extend(
+                    ingest_fds
+                        .iter()
+                        .map(|fd| zmq::PollItem::from_fd(*fd, zmq::POLLIN)),
+                );
                 if let Some(l) = &self.links {
                     items.push(l.sub.as_poll_item(zmq::POLLIN));
                     items.push(l.jobs.as_poll_item(if take_jobs {
@@ -369,13 +394,20 @@ impl Agent {
             if ready[4] {
                 self.serve_control();
             }
-            if ready.get(5) == Some(&true) {
+            if ready[5] && self.hangup.take() {
+                self.reload();
+            }
+            let (ingest, links) = ready[6..].split_at(ingest_fds.len());
+            if ingest.contains(&true) {
+                self.drain_ingest();
+            }
+            if links.first() == Some(&true) {
                 self.drain_broadcasts()?;
             }
-            if ready.get(6) == Some(&true) {
+            if links.get(1) == Some(&true) {
                 self.drain_jobs()?;
             }
-            if ready.get(7) == Some(&true) {
+            if links.get(2) == Some(&true) {
                 self.drain_commands()?;
             }
             self.timers()?;
@@ -395,6 +427,10 @@ impl Agent {
         if now >= self.next_sample {
             self.sample();
             self.next_sample = now + Duration::from_millis(self.cfg.telemetry.sample_interval_ms);
+        }
+        if self.cfg.host.interval_ms > 0 && now >= self.next_host {
+            self.sample_host();
+            self.next_host = now + Duration::from_millis(self.cfg.host.interval_ms);
         }
         if let Err(e) = self.spool.sync_if_due(now) {
             warn!(error = %e, "syncing the spool to disk");
@@ -438,7 +474,7 @@ impl Agent {
 
     fn sample(&mut self) {
         let ts_ms = now_ms();
-        let mut records = vec![
+        let records = vec![
             Record::Sample {
                 name: "agent.uptime_s".into(),
                 ts_ms,
@@ -450,15 +486,136 @@ impl Agent {
                 value: Value::Int(self.heartbeats as i64),
             },
         ];
-        if let Some(up) = system_uptime_s() {
-            records.push(Record::Sample {
-                name: "system.uptime_s".into(),
-                ts_ms,
-                value: Value::Float(up),
-            });
-        }
         self.accept(&records);
         debug!(pending = self.uplink.pending_len(), "sampled");
+    }
+
+    fn sample_host(&mut self) {
+        let (samples, skipped) = self.host.collect();
+        for why in skipped {
+            info!("host metric group skipped: {why}");
+        }
+        let ts_ms = now_ms();
+        let records: Vec<Record> = samples
+            .into_iter()
+            .map(|(name, value)| Record::Sample { name, ts_ms, value })
+            .collect();
+        if !records.is_empty() {
+            self.accept(&records);
+        }
+    }
+
+    /// Takes what local programs sent over StatsD or Influx.
+    fn drain_ingest(&mut self) {
+        let now = now_ms();
+        let (samples, complaint) = self.ingest.drain(now);
+        if let Some(line) = complaint {
+            warn!(
+                "ingest: malformed line {line}; counted in status, quiet until a datagram parses cleanly"
+            );
+        }
+        let records: Vec<Record> = samples
+            .into_iter()
+            .map(|s| Record::Sample {
+                name: s.name,
+                ts_ms: s.ts_ms.unwrap_or(now),
+                value: s.value,
+            })
+            .collect();
+        if !records.is_empty() && !self.accept(&records) {
+            debug!(
+                records = records.len(),
+                "ingested samples refused by the spool"
+            );
+        }
+    }
+
+    /// SIGHUP: reads the configuration again and applies what can change
+    /// while running. What cannot is named, and keeps its running value.
+    fn reload(&mut self) {
+        let new = match (self.reload)() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                warn!("SIGHUP: the configuration has an error; the running one stays: {e:#}");
+                self.last_reload = ReloadStatus {
+                    at_ms: now_ms(),
+                    error: format!("{e:#}"),
+                    ..ReloadStatus::default()
+                };
+                return;
+            }
+        };
+        let old = &self.cfg;
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        let mut check = |key: &'static str, changed: bool, live: bool| {
+            if changed {
+                if live { &mut applied } else { &mut restart }.push(key);
+            }
+        };
+        let t = (&old.telemetry, &new.telemetry);
+        check(
+            "telemetry.sample_interval_ms",
+            t.0.sample_interval_ms != t.1.sample_interval_ms,
+            true,
+        );
+        check("host", old.host != new.host, true);
+        check("jobs", old.jobs != new.jobs, true);
+        check("commands", old.commands != new.commands, true);
+        check("exec", old.exec != new.exec, true);
+        // The hub learned the heartbeat interval from our Hello.
+        check("presence", old.presence != new.presence, false);
+        check("device_id", old.device_id != new.device_id, false);
+        check("hub", old.hub != new.hub, false);
+        check(
+            "hub_public_key",
+            old.hub_public_key != new.hub_public_key,
+            false,
+        );
+        check("data_dir", old.data_dir != new.data_dir, false);
+        check("groups", old.groups != new.groups, false);
+        let mut same_t = new.telemetry.clone();
+        same_t.sample_interval_ms = t.0.sample_interval_ms;
+        check(
+            "telemetry (other than sample_interval_ms)",
+            *t.0 != same_t,
+            false,
+        );
+        check("spool", old.spool != new.spool, false);
+        check("ingest", old.ingest != new.ingest, false);
+        check("net", old.net != new.net, false);
+
+        let now = Instant::now();
+        if new.telemetry.sample_interval_ms != self.cfg.telemetry.sample_interval_ms {
+            self.cfg.telemetry.sample_interval_ms = new.telemetry.sample_interval_ms;
+            self.next_sample = now;
+        }
+        if new.host != self.cfg.host {
+            self.host.reconfigure(new.host.clone());
+            self.cfg.host = new.host;
+            self.next_host = now;
+        }
+        self.exec = ExecPolicy {
+            programs: new.exec.programs.clone(),
+            max_timeout: Duration::from_millis(u64::from(new.exec.timeout_ms)),
+            max_output: new.exec.max_output_bytes,
+        };
+        self.cfg.exec = new.exec;
+        self.cfg.jobs = new.jobs;
+        self.cfg.commands = new.commands;
+        info!(applied = ?applied, "SIGHUP: configuration reloaded");
+        if !restart.is_empty() {
+            warn!(
+                keys = ?restart,
+                "SIGHUP: these changed but take effect only after a restart; their running values stay"
+            );
+        }
+        self.last_reload = ReloadStatus {
+            at_ms: now_ms(),
+            applied,
+            needs_restart: restart,
+            error: String::new(),
+        };
     }
 
     /// Answers local clients of the control socket.
@@ -524,6 +681,9 @@ impl Agent {
             },
             jobs_run: s.jobs_run,
             commands_answered: s.commands_answered,
+            host_skipped: self.host.skipped().collect(),
+            ingest: self.ingest.status.clone(),
+            reload: self.last_reload.clone(),
         };
         serde_json::to_string(&doc).unwrap_or_else(|e| format!("error: encoding the status: {e}"))
     }

@@ -17,12 +17,15 @@ broadcasts.
 Usage: fleetmq-agent [--log FILTER] COMMAND [OPTIONS]
 
 Commands:
-  run           Run the agent until Ctrl-C or SIGTERM
+  run           Run the agent until Ctrl-C or SIGTERM; SIGHUP reloads the
+                config (host metrics, intervals, allow lists; it logs what
+                else changed and needs a restart)
   chat          Run the agent and join the chat room: lines on stdin are said
                 in the room, the room is printed on stdout; exits when stdin
                 closes and every line is acked by the hub
   send          Hand samples to the running agent: NAME=VALUE ... (integers or
-                floats); exits 0 once they are in its spool, 1 with the reason
+                floats), then optionally tags KEY=TEXT ... for all of them;
+                exits 0 once they are in its spool, 1 with the reason
   status        Print the running agent's status as JSON: connection, spool,
                 counters (sent, acked, dropped and why), uptime, version
   keygen        Write this device's CURVE key pair (DATA_DIR/agent.key, mode
@@ -61,11 +64,13 @@ Examples:
   fleetmq-agent run --config /etc/fleetmq/agent.toml
   echo 'hello fleet' | fleetmq-agent chat --hub tcp://hub.lan:7750 --device-id pi-kitchen
   fleetmq-agent send room.temp_c=21.5 door.opened=1
+  fleetmq-agent send disk.free_bytes=123456 mount=/data
+  echo 'door.opened:1|c' > /dev/udp/127.0.0.1/8125   # StatsD (bash)
   fleetmq-agent print-config > agent.toml
 ";
 
 /// Options of `run` and `chat`.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct RunArgs {
     pub config: Option<PathBuf>,
     pub hub: Option<String>,

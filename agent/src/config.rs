@@ -7,6 +7,8 @@ use fleetmq_net::SocketOptions;
 use fleetmq_net::config::ConfigError;
 use serde::Deserialize;
 
+use crate::host::{GROUPS, HostConfig};
+use crate::ingest::IngestConfig;
 use crate::spool::{Fsync, FullPolicy, SpoolConfig};
 use crate::uplink::UplinkLimits;
 
@@ -23,6 +25,8 @@ pub struct AgentConfig {
     pub groups: Vec<String>,
     pub telemetry: Telemetry,
     pub spool: Spool,
+    pub host: HostConfig,
+    pub ingest: IngestConfig,
     pub presence: Presence,
     pub jobs: Jobs,
     pub commands: Commands,
@@ -95,6 +99,8 @@ impl Default for AgentConfig {
             groups: Vec::new(),
             telemetry: Telemetry::default(),
             spool: Spool::default(),
+            host: HostConfig::default(),
+            ingest: IngestConfig::default(),
             presence: Presence::default(),
             jobs: Jobs::default(),
             commands: Commands::default(),
@@ -271,6 +277,30 @@ impl AgentConfig {
                 format!(
                     "must be at least twice spool.segment_bytes ({}), so that a full spool can drop its oldest segment",
                     self.spool.segment_bytes
+                ),
+            ));
+        }
+        if let Some(group) = self.host.unknown_group() {
+            return Err(invalid(
+                "host.collect",
+                format!("{group:?} is not a host metric group; use any of {GROUPS:?}"),
+            ));
+        }
+        if self.ingest.unix.contains('/') {
+            return Err(invalid(
+                "ingest.unix",
+                format!(
+                    "{:?} must be a file name in the data directory",
+                    self.ingest.unix
+                ),
+            ));
+        }
+        if !self.ingest.udp.is_empty() && self.ingest.udp.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "ingest.udp",
+                format!(
+                    "{:?} must be IP:PORT, e.g. \"127.0.0.1:8125\", or \"\" for off",
+                    self.ingest.udp
                 ),
             ));
         }

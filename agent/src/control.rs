@@ -5,7 +5,7 @@
 //! One request per connection, one line each way:
 //!
 //! ```text
-//! send NAME=VALUE [NAME=VALUE ...]   ->  ok N           (all spooled)
+//! send NAME=VALUE ... [TAG=TEXT ...] ->  ok N           (all spooled)
 //!                                    ->  error: REASON  (none spooled)
 //! status                             ->  {JSON}
 //! ```
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetmq_protocol::Value;
-use fleetmq_protocol::telemetry::valid_metric_name;
+use fleetmq_protocol::telemetry::series_name;
 use serde::Serialize;
 
 use crate::spool::FullPolicy;
@@ -56,6 +56,24 @@ pub struct Status {
     pub spool: SpoolStatus,
     pub jobs_run: u64,
     pub commands_answered: u64,
+    /// Host metric groups skipped, each with why.
+    pub host_skipped: Vec<String>,
+    pub ingest: crate::ingest::IngestStatus,
+    /// The last SIGHUP.
+    pub reload: ReloadStatus,
+}
+
+/// What the last SIGHUP did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReloadStatus {
+    /// When, in ms since the Unix epoch; 0 for never.
+    pub at_ms: u64,
+    /// Keys (or sections) whose new values are in effect.
+    pub applied: Vec<&'static str>,
+    /// Keys that changed but keep their running values until a restart.
+    pub needs_restart: Vec<&'static str>,
+    /// Why the new configuration was not taken, if it was not.
+    pub error: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,41 +122,64 @@ pub fn parse(line: &str) -> Result<Request, String> {
     let mut words = line.split_whitespace();
     match words.next() {
         Some("status") => Ok(Request::Status),
-        Some("send") => {
-            let mut samples = Vec::new();
-            for word in words {
-                samples.push(parse_sample(word)?);
-            }
-            if samples.is_empty() {
-                return Err("send needs at least one NAME=VALUE".into());
-            }
-            Ok(Request::Send(samples))
-        }
+        Some("send") => parse_send(words).map(Request::Send),
         Some(other) => Err(format!("unknown request {other:?}; use send or status")),
         None => Err("empty request".into()),
     }
 }
 
-/// `NAME=VALUE`: an integer, else a finite float.
-pub fn parse_sample(word: &str) -> Result<(String, Value), String> {
-    let (name, value) = word
-        .split_once('=')
-        .ok_or_else(|| format!("{word:?} is not NAME=VALUE"))?;
-    if !valid_metric_name(name) {
-        return Err(format!(
-            "{name:?} is not a metric name: use 1 to {} printable bytes",
-            fleetmq_protocol::telemetry::MAX_METRIC_NAME_LEN
-        ));
-    }
-    let value = if let Ok(i) = value.parse::<i64>() {
-        Value::Int(i)
-    } else {
-        match value.parse::<f64>() {
-            Ok(f) if f.is_finite() => Value::Float(f),
-            _ => return Err(format!("{name}: {value:?} is not a number")),
+/// The words of `send`: samples `NAME=VALUE` (an integer, else a finite
+/// float), then optionally tags `KEY=TEXT` that every sample gets. The
+/// first word whose value is not a number starts the tags.
+pub fn parse_send<'a>(
+    words: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, Value)>, String> {
+    let mut samples = Vec::new();
+    let mut tags: Vec<(&str, &str)> = Vec::new();
+    for word in words {
+        let (name, value) = word
+            .split_once('=')
+            .ok_or_else(|| format!("{word:?} is not NAME=VALUE"))?;
+        match number(value) {
+            Some(Ok(v)) if tags.is_empty() => samples.push((name, v)),
+            Some(Ok(_)) => {
+                return Err(format!(
+                    "{word:?} comes after the tag {:?}; give samples first, then tags",
+                    tags.last().map_or("", |t| t.0)
+                ));
+            }
+            Some(Err(())) => return Err(format!("{name}: {value:?} is not a finite number")),
+            None if samples.is_empty() => {
+                return Err(format!(
+                    "{name}: {value:?} is not a number (start with NAME=NUMBER; words after the samples are tags)"
+                ));
+            }
+            None => tags.push((name, value)),
         }
-    };
-    Ok((name.to_string(), value))
+    }
+    if samples.is_empty() {
+        return Err("send needs at least one NAME=VALUE".into());
+    }
+    samples
+        .into_iter()
+        .map(|(name, value)| {
+            let series = series_name(name, &tags).map_err(|e| e.to_string())?;
+            Ok((series, value))
+        })
+        .collect()
+}
+
+/// Some(Ok) for a number, Some(Err) for one that is not finite, None for
+/// text.
+fn number(text: &str) -> Option<Result<Value, ()>> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(Ok(Value::Int(i)));
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() => Some(Ok(Value::Float(f))),
+        Ok(_) => Some(Err(())),
+        Err(_) => None,
+    }
 }
 
 pub struct Control {
@@ -246,11 +287,29 @@ mod tests {
                 ("t".into(), Value::Float(2.5))
             ]))
         );
+        assert_eq!(
+            parse("send disk.free=5 t=2 mount=/data site=lab"),
+            Ok(Request::Send(vec![
+                ("disk.free{mount=/data,site=lab}".into(), Value::Int(5)),
+                ("t{mount=/data,site=lab}".into(), Value::Int(2))
+            ]))
+        );
         assert!(parse("send").unwrap_err().contains("NAME=VALUE"));
         assert!(parse("send x").unwrap_err().contains("not NAME=VALUE"));
         assert!(parse("send x=abc").unwrap_err().contains("not a number"));
-        assert!(parse("send x=inf").unwrap_err().contains("not a number"));
+        assert!(
+            parse("send x=inf")
+                .unwrap_err()
+                .contains("not a finite number")
+        );
         assert!(parse("send =1").unwrap_err().contains("metric name"));
+        assert!(
+            parse("send a=1 k=v b=2")
+                .unwrap_err()
+                .contains("samples first")
+        );
+        assert!(parse("send a=1 9k=v").unwrap_err().contains("tag key"));
+        assert!(parse("send a{=1").unwrap_err().contains("metric name"));
         assert!(parse("reboot").unwrap_err().contains("unknown request"));
     }
 

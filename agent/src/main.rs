@@ -4,7 +4,9 @@ mod agent;
 mod cli;
 mod config;
 mod control;
+mod host;
 mod info;
+mod ingest;
 mod runner;
 mod spool;
 mod state;
@@ -141,11 +143,7 @@ fn main() -> ExitCode {
         }
         Cmd::Send { local, samples } => {
             // Check here too, so a typo fails before the agent is asked.
-            match samples
-                .iter()
-                .map(|w| control::parse_sample(w))
-                .collect::<Result<Vec<_>, _>>()
-            {
+            match control::parse_send(samples.iter().map(String::as_str)) {
                 Ok(_) => ask(&local, &format!("send {}", samples.join(" "))),
                 Err(e) => Err(anyhow::anyhow!("{e}")),
             }
@@ -174,6 +172,10 @@ fn main() -> ExitCode {
 
 fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
     let insecure = args.insecure;
+    let reload = {
+        let args = args.clone();
+        Box::new(move || config(args.clone()))
+    };
     let cfg = config(args)?;
     let security = if insecure {
         tracing::warn!(
@@ -202,5 +204,13 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
         }
     };
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
-    agent::run(cfg, agent::Options { chat, security }, shutdown)
+    agent::run(
+        cfg,
+        agent::Options {
+            chat,
+            security,
+            reload,
+        },
+        shutdown,
+    )
 }

@@ -22,7 +22,7 @@ pub mod logging;
 mod shutdown;
 mod socket;
 
-pub use shutdown::Shutdown;
+pub use shutdown::{Hangup, Shutdown};
 pub use socket::{
     Builder, NetError, Received, Security, SocketOptions, Sockets, ZAP_DOMAIN, recv_frames,
     recv_message, send_frames,

@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM as a file descriptor a poll loop can wait on.
+//! SIGINT/SIGTERM (stop) and SIGHUP (reload) as file descriptors a poll
+//! loop can wait on.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -6,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// Becomes readable when SIGINT or SIGTERM arrives (or [`Shutdown::trigger`]
 /// is called). A second SIGINT or SIGTERM while shutting down exits at once.
@@ -50,5 +51,38 @@ impl Shutdown {
         self.flag.store(true, Ordering::SeqCst);
         // A full pipe already wakes the loop; nothing to do on error.
         let _ = (&self.write).write(&[1]);
+    }
+}
+
+/// Becomes readable when SIGHUP arrives: the conventional "reload your
+/// configuration". Without it, SIGHUP would end the process.
+pub struct Hangup {
+    read: UnixStream,
+}
+
+impl Hangup {
+    /// Installs the handler.
+    pub fn install() -> std::io::Result<Self> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(SIGHUP, write)?;
+        Ok(Hangup { read })
+    }
+
+    /// The descriptor to poll for POLLIN.
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// True if SIGHUP came since the last call (any number of them count
+    /// as one).
+    pub fn take(&self) -> bool {
+        let mut buf = [0u8; 64];
+        let mut any = false;
+        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {
+            any = true;
+        }
+        any
     }
 }

@@ -506,6 +506,12 @@ pub struct OpResult {
     pub stderr: String,
 }
 
+/// `fleetmq-agent status` of the agent whose data directory is `data`.
+pub fn agent_status(data: &Path) -> Value {
+    let out = run_ok(agent_command().arg("status").arg("--data-dir").arg(data));
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
 /// Config for a test agent: fast timers, exec of a few harmless programs.
 pub fn agent_config(extra: &str) -> String {
     format!(
@@ -513,7 +519,8 @@ pub fn agent_config(extra: &str) -> String {
          [presence]\nheartbeat_ms = 300\n\
          [jobs]\nallow = [\"echo\", \"exec\"]\n\
          [commands]\nallow = [\"ping\", \"status\", \"exec\"]\n\
-         [exec]\nprograms = [\"echo\", \"sleep\", \"mkdir\"]\ntimeout_ms = 20000\n{extra}"
+         [exec]\nprograms = [\"echo\", \"sleep\", \"mkdir\"]\ntimeout_ms = 20000\n\
+         [ingest]\nudp = \"127.0.0.1:0\"\n{extra}"
     )
 }
 

@@ -878,3 +878,190 @@ fn prometheus_health_and_the_json_api_show_the_fleet() {
         "no external assets"
     );
 }
+
+/// The newest stored value of each series `device` sent, by name.
+fn latest_by_name(hub: &Hub, device: &str) -> std::collections::HashMap<String, Value> {
+    hub.telemetry_rows(device)
+        .into_iter()
+        .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["value"].clone())))
+        .collect()
+}
+
+#[test]
+fn host_metrics_local_ingest_and_tagged_sends_reach_the_hub() {
+    let _w = watchdog("host_ingest", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = start_agent(
+        &hub.link(),
+        dir.path(),
+        "pi-h",
+        "run",
+        &agent_config("[host]\ninterval_ms = 200\n"),
+        &[],
+    );
+    let data = dir.path().join("pi-h/data");
+
+    // Host metrics: the groups every Linux has, and each other group
+    // either reported or said to be skipped.
+    let names = wait_for("host metrics at the hub", || {
+        let names = latest_by_name(&hub, "pi-h");
+        [
+            "host.cpu.used_pct",
+            "host.load1",
+            "host.load15",
+            "host.mem.total_bytes",
+            "host.mem.used_pct",
+            "host.uptime_s",
+        ]
+        .iter()
+        .all(|n| names.contains_key(*n))
+        .then_some(names)
+    });
+    let used = names["host.cpu.used_pct"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&used), "cpu {used}");
+    assert!(names["host.mem.total_bytes"].as_i64().unwrap() > 0);
+    let status = agent_status(&data);
+    let skipped = status["host_skipped"].as_array().unwrap();
+    for (group, prefix) in [
+        ("disk", "host.disk.total_bytes{mount="),
+        ("network", "host.net.rx_bytes{iface="),
+        ("temperature", "host.temp_c{zone="),
+        ("throttled", "host.pi.throttled"),
+    ] {
+        let reported = names.keys().any(|n| n.starts_with(prefix));
+        let said = skipped
+            .iter()
+            .any(|s| s.as_str().unwrap().starts_with(&format!("{group}: ")));
+        assert!(
+            reported != said,
+            "{group}: reported {reported}, skipped {said}: {skipped:?}"
+        );
+    }
+
+    // StatsD and Influx over UDP, Influx over the Unix socket, and a
+    // tagged `send`; one malformed line is counted, not fatal.
+    let udp_addr = status["ingest"]["udp"].as_str().unwrap().to_string();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"door.opened:1|c|#site:lab\nenv,room=lab temp=21.5,hum=40i\nthis is not a line at all\n",
+        &udp_addr,
+    )
+    .unwrap();
+    let unix = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    unix.send_to(b"pump value=3i", data.join("ingest.sock"))
+        .unwrap();
+    run_ok(
+        agent_command()
+            .args(["send", "--data-dir"])
+            .arg(&data)
+            .args(["disk.free=5", "mount=/data"]),
+    );
+    let names = wait_for("ingested and sent samples at the hub", || {
+        let names = latest_by_name(&hub, "pi-h");
+        [
+            "door.opened{site=lab}",
+            "env.temp{room=lab}",
+            "env.hum{room=lab}",
+            "pump",
+            "disk.free{mount=/data}",
+        ]
+        .iter()
+        .all(|n| names.contains_key(*n))
+        .then_some(names)
+    });
+    assert_eq!(names["door.opened{site=lab}"], 1);
+    assert_eq!(names["env.temp{room=lab}"], 21.5);
+    assert_eq!(names["env.hum{room=lab}"], 40);
+    assert_eq!(names["pump"], 3);
+    assert_eq!(names["disk.free{mount=/data}"], 5);
+    let ingest = &agent_status(&data)["ingest"];
+    assert_eq!(ingest["malformed"], 1, "{ingest}");
+    assert!(
+        ingest["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("this is not a line"),
+        "{ingest}"
+    );
+    assert_eq!(ingest["samples"], 4, "{ingest}");
+
+    // Tags are labels in Prometheus.
+    let (_, body) = http("GET", &hub.endpoints["http"], "/metrics");
+    assert!(
+        body.contains("fleetmq_metric{device=\"pi-h\",metric=\"door.opened\",site=\"lab\"} 1 "),
+        "{body}"
+    );
+}
+
+#[test]
+fn sighup_applies_what_can_change_live_and_names_what_needs_a_restart() {
+    let _w = watchdog("sighup", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let agent = start_agent(
+        &hub.link(),
+        dir.path(),
+        "pi-r",
+        "run",
+        &agent_config("[host]\ninterval_ms = 200\n"),
+        &[],
+    );
+    let data = dir.path().join("pi-r/data");
+    let config = dir.path().join("pi-r/agent.toml");
+    wait_for("memory metrics", || {
+        latest_by_name(&hub, "pi-r")
+            .contains_key("host.mem.used_pct")
+            .then_some(())
+    });
+
+    // Only the load group from now on, and a socket option that needs a
+    // restart.
+    std::fs::write(
+        &config,
+        agent_config("[host]\ninterval_ms = 200\ncollect = [\"load\"]\n[net]\nlinger_ms = 100\n"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let reload = wait_for("the reload in the status", || {
+        let r = agent_status(&data)["reload"].clone();
+        (r["at_ms"].as_u64().unwrap() > 0).then_some(r)
+    });
+    assert_eq!(reload["applied"], serde_json::json!(["host"]), "{reload}");
+    assert_eq!(
+        reload["needs_restart"],
+        serde_json::json!(["net"]),
+        "{reload}"
+    );
+    agent.wait_log("take effect only after a restart");
+    let at = reload["at_ms"].as_u64().unwrap();
+    let after = |hub: &Hub| -> Vec<String> {
+        hub.telemetry_rows("pi-r")
+            .into_iter()
+            .filter(|r| r["ts_ms"].as_u64().unwrap() > at)
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .filter(|n| n.starts_with("host."))
+            .collect()
+    };
+    let names = wait_for("load samples taken after the reload", || {
+        let names = after(&hub);
+        (names.iter().filter(|n| *n == "host.load1").count() >= 3).then_some(names)
+    });
+    assert!(
+        names.iter().all(|n| n.starts_with("host.load")),
+        "only load after the reload: {names:?}"
+    );
+
+    // A broken file changes nothing and says why; the agent runs on.
+    std::fs::write(&config, "[host]\ncollect = [\"gpu\"]\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    let reload = wait_for("the failed reload in the status", || {
+        let r = agent_status(&data)["reload"].clone();
+        (r["at_ms"].as_u64().unwrap() > at && !r["error"].as_str().unwrap().is_empty()).then_some(r)
+    });
+    assert!(
+        reload["error"].as_str().unwrap().contains("\"gpu\""),
+        "{reload}"
+    );
+    hub.wait_answering("pi-r");
+}

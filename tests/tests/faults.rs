@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fleetmq_tests::*;
-use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);
 const METRIC: &str = "audit.n";
@@ -247,21 +246,6 @@ fn data_dir(hub: &Hub, device: &str) -> PathBuf {
     hub.dir.join(device).join("data")
 }
 
-fn agent_status(data: &Path) -> Value {
-    let out = agent_command()
-        .arg("status")
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("running fleetmq-agent status");
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status is JSON")
-}
-
 #[test]
 fn agents_killed_mid_stream_lose_and_repeat_nothing() {
     let _w = watchdog("agent kill -9", LIMIT);
@@ -327,13 +311,14 @@ fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
     let dir = tmp();
     let mut hub = Hub::start(dir.path(), "");
     let ports = same_ports(&hub);
-    // The agent's own samples only at start, so that its counters are
-    // about the audit stream alone.
+    // The agent's own samples only at start and no host metrics, so that
+    // its counters are about the audit stream alone.
     let small = |policy: &str| {
         format!(
             "[telemetry]\nsample_interval_ms = 3600000\nflush_interval_ms = 100\nack_timeout_ms = 500\n\
              [presence]\nheartbeat_ms = 300\n\
-             [spool]\nmax_bytes = 16384\nsegment_bytes = 4096\nwhen_full = \"{policy}\"\n"
+             [spool]\nmax_bytes = 16384\nsegment_bytes = 4096\nwhen_full = \"{policy}\"\n\
+             [host]\ninterval_ms = 0\n[ingest]\nudp = \"127.0.0.1:0\"\n"
         )
     };
     let _oldest = start_agent(

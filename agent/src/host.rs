@@ -1,0 +1,560 @@
+//! Host metrics, read straight from /proc and /sys: CPU use, load, memory,
+//! disk use per mount, network bytes per interface, uptime, temperatures
+//! and the Raspberry Pi firmware's throttling flags.
+//!
+//! Every group reads its own files. A group whose files are missing (no
+//! thermal zone on a VM, no Pi firmware) is skipped and said once, with
+//! the reason; the others go on.
+//!
+//! | group         | series                                                   |
+//! |---------------|----------------------------------------------------------|
+//! | `cpu`         | `host.cpu.used_pct` (from the second reading on)         |
+//! | `load`        | `host.load1`, `host.load5`, `host.load15`                |
+//! | `memory`      | `host.mem.{total,available}_bytes`, `host.mem.used_pct`, `host.swap.used_bytes` |
+//! | `disk`        | `host.disk.{total,used}_bytes{mount=M}`, `host.disk.used_pct{mount=M}` |
+//! | `network`     | `host.net.{rx,tx}_bytes{iface=I}` (counters since boot)  |
+//! | `uptime`      | `host.uptime_s`                                          |
+//! | `temperature` | `host.temp_c{zone=TYPE}`                                 |
+//! | `throttled`   | `host.pi.throttled` (the firmware's bit mask), `host.pi.under_voltage`, `host.pi.freq_capped`, `host.pi.throttled_now`, `host.pi.soft_temp_limit` (0 or 1, now) |
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use fleetmq_protocol::Value;
+use fleetmq_protocol::telemetry::series_name;
+use serde::Deserialize;
+
+/// Every group, in the order they are read.
+pub const GROUPS: [&str; 8] = [
+    "cpu",
+    "load",
+    "memory",
+    "disk",
+    "network",
+    "uptime",
+    "temperature",
+    "throttled",
+];
+
+/// Where the Raspberry Pi kernel exposes the firmware's throttling flags.
+const PI_THROTTLED: &str = "sys/devices/platform/soc/soc:firmware/get_throttled";
+
+/// `[host]` in the agent's config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// How often to read; 0 turns host metrics off.
+    pub interval_ms: u64,
+    /// Which groups to read (see [`GROUPS`]).
+    pub collect: Vec<String>,
+    /// Mount points for `disk`; empty means every mounted block device.
+    pub mounts: Vec<String>,
+    /// Interfaces for `network`; empty means every one but `lo`.
+    pub interfaces: Vec<String>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            interval_ms: 10_000,
+            collect: GROUPS.iter().map(|g| g.to_string()).collect(),
+            mounts: Vec::new(),
+            interfaces: Vec::new(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// The first name in `collect` that is not a group.
+    pub fn unknown_group(&self) -> Option<&str> {
+        self.collect
+            .iter()
+            .map(String::as_str)
+            .find(|g| !GROUPS.contains(g))
+    }
+}
+
+/// Reads host metrics under a root directory (`/`, or a test's fixture).
+pub struct Host {
+    root: PathBuf,
+    cfg: HostConfig,
+    /// The last /proc/stat reading: (busy, total) jiffies.
+    last_cpu: Option<(u64, u64)>,
+    /// Groups skipped, with why; each is logged once.
+    skipped: BTreeMap<&'static str, String>,
+}
+
+type Samples = Vec<(String, Value)>;
+
+impl Host {
+    pub fn new(root: impl Into<PathBuf>, cfg: HostConfig) -> Host {
+        Host {
+            root: root.into(),
+            cfg,
+            last_cpu: None,
+            skipped: BTreeMap::new(),
+        }
+    }
+
+    /// Takes a new selection; what was said about skipped groups is said
+    /// again if they are still missing.
+    pub fn reconfigure(&mut self, cfg: HostConfig) {
+        self.cfg = cfg;
+        self.skipped.clear();
+    }
+
+    /// Groups skipped so far, each with the reason.
+    pub fn skipped(&self) -> impl Iterator<Item = String> + '_ {
+        self.skipped.iter().map(|(g, why)| format!("{g}: {why}"))
+    }
+
+    /// Reads every selected group. Returns the samples, and the groups
+    /// that were skipped for the first time with why.
+    pub fn collect(&mut self) -> (Samples, Vec<String>) {
+        let mut out = Vec::new();
+        let mut newly = Vec::new();
+        for group in GROUPS {
+            if !self.cfg.collect.iter().any(|g| g == group) {
+                continue;
+            }
+            let result = match group {
+                "cpu" => self.cpu(&mut out),
+                "load" => self.load(&mut out),
+                "memory" => self.memory(&mut out),
+                "disk" => self.disk(&mut out),
+                "network" => self.network(&mut out),
+                "uptime" => self.uptime(&mut out),
+                "temperature" => self.temperature(&mut out),
+                _ => self.throttled(&mut out),
+            };
+            match result {
+                Ok(()) => {
+                    self.skipped.remove(group);
+                }
+                Err(why) => {
+                    if !self.skipped.contains_key(group) {
+                        newly.push(format!("{group}: {why}"));
+                    }
+                    self.skipped.insert(group, why);
+                }
+            }
+        }
+        (out, newly)
+    }
+
+    fn read(&self, rel: &str) -> Result<String, String> {
+        let path = self.root.join(rel);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn cpu(&mut self, out: &mut Samples) -> Result<(), String> {
+        let text = self.read("proc/stat")?;
+        let jiffies: Vec<u64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu "))
+            .ok_or("proc/stat has no cpu line")?
+            .split_whitespace()
+            .map(|w| w.parse().unwrap_or(0))
+            .collect();
+        let total: u64 = jiffies.iter().sum();
+        // idle and iowait are the 4th and 5th fields.
+        let idle = jiffies.get(3).copied().unwrap_or(0) + jiffies.get(4).copied().unwrap_or(0);
+        let busy = total.saturating_sub(idle);
+        if let Some((last_busy, last_total)) = self.last_cpu.replace((busy, total)) {
+            let dt = total.saturating_sub(last_total);
+            if dt > 0 {
+                let pct = 100.0 * busy.saturating_sub(last_busy) as f64 / dt as f64;
+                out.push(("host.cpu.used_pct".into(), Value::Float(pct.min(100.0))));
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self, out: &mut Samples) -> Result<(), String> {
+        let text = self.read("proc/loadavg")?;
+        let mut words = text.split_whitespace();
+        for name in ["host.load1", "host.load5", "host.load15"] {
+            let v: f64 = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .ok_or("proc/loadavg is not three numbers")?;
+            out.push((name.into(), Value::Float(v)));
+        }
+        Ok(())
+    }
+
+    fn memory(&self, out: &mut Samples) -> Result<(), String> {
+        let text = self.read("proc/meminfo")?;
+        let field = |key: &str| -> Option<i64> {
+            let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
+            let kb: i64 = rest
+                .trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(kb * 1024)
+        };
+        let total = field("MemTotal").ok_or("proc/meminfo has no MemTotal")?;
+        let available = field("MemAvailable").ok_or("proc/meminfo has no MemAvailable")?;
+        out.push(("host.mem.total_bytes".into(), Value::Int(total)));
+        out.push(("host.mem.available_bytes".into(), Value::Int(available)));
+        if total > 0 {
+            let used = 100.0 * (total - available) as f64 / total as f64;
+            out.push(("host.mem.used_pct".into(), Value::Float(used)));
+        }
+        if let (Some(st), Some(sf)) = (field("SwapTotal"), field("SwapFree")) {
+            out.push(("host.swap.used_bytes".into(), Value::Int(st - sf)));
+        }
+        Ok(())
+    }
+
+    fn disk(&self, out: &mut Samples) -> Result<(), String> {
+        let text = self.read("proc/mounts")?;
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(dev), Some(mount)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let mount = unescape_mount(mount);
+            let wanted = if self.cfg.mounts.is_empty() {
+                dev.starts_with("/dev/")
+            } else {
+                self.cfg.mounts.contains(&mount)
+            };
+            if !wanted || seen.contains(&mount) {
+                continue;
+            }
+            let Some((total, free)) = statvfs(Path::new(&mount)) else {
+                continue;
+            };
+            let tags = [("mount", mount.as_str())];
+            let (Ok(t), Ok(u), Ok(p)) = (
+                series_name("host.disk.total_bytes", &tags),
+                series_name("host.disk.used_bytes", &tags),
+                series_name("host.disk.used_pct", &tags),
+            ) else {
+                continue; // a mount point a tag cannot carry
+            };
+            let used = total.saturating_sub(free);
+            out.push((t, Value::Int(total as i64)));
+            out.push((u, Value::Int(used as i64)));
+            if total > 0 {
+                out.push((p, Value::Float(100.0 * used as f64 / total as f64)));
+            }
+            seen.push(mount);
+        }
+        if seen.is_empty() {
+            return Err(if self.cfg.mounts.is_empty() {
+                "no mounted block device in proc/mounts".into()
+            } else {
+                format!("none of the mounts {:?} is mounted", self.cfg.mounts)
+            });
+        }
+        Ok(())
+    }
+
+    fn network(&self, out: &mut Samples) -> Result<(), String> {
+        let text = self.read("proc/net/dev")?;
+        let mut found = false;
+        for line in text.lines() {
+            let Some((iface, counters)) = line.split_once(':') else {
+                continue;
+            };
+            let iface = iface.trim();
+            let wanted = if self.cfg.interfaces.is_empty() {
+                iface != "lo"
+            } else {
+                self.cfg.interfaces.iter().any(|i| i == iface)
+            };
+            if !wanted {
+                continue;
+            }
+            // Receive has 8 fields, then transmit; bytes come first in each.
+            let fields: Vec<i64> = counters
+                .split_whitespace()
+                .map(|w| w.parse().unwrap_or(0))
+                .collect();
+            let tags = [("iface", iface)];
+            let (Some(&rx), Some(&tx), Ok(r), Ok(t)) = (
+                fields.first(),
+                fields.get(8),
+                series_name("host.net.rx_bytes", &tags),
+                series_name("host.net.tx_bytes", &tags),
+            ) else {
+                continue;
+            };
+            out.push((r, Value::Int(rx)));
+            out.push((t, Value::Int(tx)));
+            found = true;
+        }
+        if !found {
+            return Err("no matching interface in proc/net/dev".into());
+        }
+        Ok(())
+    }
+
+    fn uptime(&self, out: &mut Samples) -> Result<(), String> {
+        let v: f64 = self
+            .read("proc/uptime")?
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .ok_or("proc/uptime does not start with a number")?;
+        out.push(("host.uptime_s".into(), Value::Float(v)));
+        Ok(())
+    }
+
+    fn temperature(&self, out: &mut Samples) -> Result<(), String> {
+        let dir = self.root.join("sys/class/thermal");
+        let mut zones: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("thermal_zone"))
+            })
+            .collect();
+        zones.sort();
+        let mut found = false;
+        for zone in zones {
+            let read = |f: &str| std::fs::read_to_string(zone.join(f)).ok();
+            let Some(milli) = read("temp").and_then(|t| t.trim().parse::<i64>().ok()) else {
+                continue;
+            };
+            let fallback = zone
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("zone")
+                .to_string();
+            let kind = read("type").map_or(fallback, |t| t.trim().to_string());
+            if let Ok(name) = series_name("host.temp_c", &[("zone", kind.as_str())]) {
+                out.push((name, Value::Float(milli as f64 / 1000.0)));
+                found = true;
+            }
+        }
+        if !found {
+            return Err(format!(
+                "{} has no readable thermal zone (normal on a VM)",
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn throttled(&self, out: &mut Samples) -> Result<(), String> {
+        let text = self
+            .read(PI_THROTTLED)
+            .map_err(|e| format!("{e} (only Raspberry Pi kernels have it)"))?;
+        let t = text.trim();
+        let bits = u32::from_str_radix(t.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("{PI_THROTTLED}: {t:?} is not a hex number"))?;
+        out.push(("host.pi.throttled".into(), Value::Int(i64::from(bits))));
+        for (bit, name) in [
+            (0, "host.pi.under_voltage"),
+            (1, "host.pi.freq_capped"),
+            (2, "host.pi.throttled_now"),
+            (3, "host.pi.soft_temp_limit"),
+        ] {
+            out.push((name.into(), Value::Int(i64::from((bits >> bit) & 1))));
+        }
+        Ok(())
+    }
+}
+
+/// /proc/mounts writes space, tab, newline and backslash as octal escapes.
+fn unescape_mount(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let s = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(s, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (total, available to unprivileged users) bytes of the filesystem at `path`.
+fn statvfs(path: &Path) -> Option<(u64, u64)> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `c` is a valid C string and `st` a properly sized out-value;
+    // statvfs only writes into it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn value(samples: &Samples, name: &str) -> Option<Value> {
+        samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// A Raspberry Pi 3 as its /proc and /sys look, cut down.
+    fn pi(root: &Path) {
+        write(
+            root,
+            "proc/stat",
+            "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n",
+        );
+        write(root, "proc/loadavg", "0.52 0.38 0.30 1/123 4567\n");
+        write(
+            root,
+            "proc/meminfo",
+            "MemTotal:         948304 kB\nMemFree:  100 kB\nMemAvailable:     474152 kB\nSwapTotal: 102396 kB\nSwapFree: 102396 kB\n",
+        );
+        write(
+            root,
+            "proc/mounts",
+            "/dev/root / ext4 rw 0 0\nproc /proc proc rw 0 0\n/dev/root / ext4 rw 0 0\n",
+        );
+        write(
+            root,
+            "proc/net/dev",
+            "Inter-|   Receive  |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n    lo: 999 1 0 0 0 0 0 0 999 1 0 0 0 0 0 0\n  eth0: 123456 10 0 0 0 0 0 0 654321 20 0 0 0 0 0 0\n",
+        );
+        write(root, "proc/uptime", "3600.25 7000.00\n");
+        write(root, "sys/class/thermal/thermal_zone0/temp", "48312\n");
+        write(
+            root,
+            "sys/class/thermal/thermal_zone0/type",
+            "cpu-thermal\n",
+        );
+        write(root, PI_THROTTLED, "0x50005\n");
+    }
+
+    #[test]
+    fn a_pi_reports_every_group() {
+        let dir = tempfile::tempdir().unwrap();
+        pi(dir.path());
+        let mut host = Host::new(dir.path(), HostConfig::default());
+        let (first, skipped) = host.collect();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        // CPU use needs two readings.
+        assert_eq!(value(&first, "host.cpu.used_pct"), None);
+        assert_eq!(value(&first, "host.load5"), Some(Value::Float(0.38)));
+        assert_eq!(
+            value(&first, "host.mem.total_bytes"),
+            Some(Value::Int(948_304 * 1024))
+        );
+        assert_eq!(value(&first, "host.mem.used_pct"), Some(Value::Float(50.0)));
+        assert_eq!(value(&first, "host.swap.used_bytes"), Some(Value::Int(0)));
+        assert!(value(&first, "host.disk.total_bytes{mount=/}").is_some());
+        assert_eq!(
+            first
+                .iter()
+                .filter(|(n, _)| n == "host.disk.used_pct{mount=/}")
+                .count(),
+            1,
+            "a mount listed twice is read once"
+        );
+        assert_eq!(
+            value(&first, "host.net.rx_bytes{iface=eth0}"),
+            Some(Value::Int(123_456))
+        );
+        assert_eq!(
+            value(&first, "host.net.tx_bytes{iface=eth0}"),
+            Some(Value::Int(654_321))
+        );
+        assert_eq!(value(&first, "host.net.rx_bytes{iface=lo}"), None);
+        assert_eq!(value(&first, "host.uptime_s"), Some(Value::Float(3600.25)));
+        assert_eq!(
+            value(&first, "host.temp_c{zone=cpu-thermal}"),
+            Some(Value::Float(48.312))
+        );
+        // 0x50005: under-voltage and throttled now, both also since boot.
+        assert_eq!(
+            value(&first, "host.pi.throttled"),
+            Some(Value::Int(0x50005))
+        );
+        assert_eq!(value(&first, "host.pi.under_voltage"), Some(Value::Int(1)));
+        assert_eq!(value(&first, "host.pi.freq_capped"), Some(Value::Int(0)));
+        assert_eq!(value(&first, "host.pi.throttled_now"), Some(Value::Int(1)));
+
+        // 100 more jiffies, 25 of them busy.
+        write(dir.path(), "proc/stat", "cpu  115 0 110 875 0 0 0 0 0 0\n");
+        let (second, _) = host.collect();
+        assert_eq!(
+            value(&second, "host.cpu.used_pct"),
+            Some(Value::Float(25.0))
+        );
+    }
+
+    #[test]
+    fn missing_files_skip_their_group_and_are_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        pi(dir.path());
+        std::fs::remove_dir_all(dir.path().join("sys")).unwrap();
+        let mut host = Host::new(dir.path(), HostConfig::default());
+        let (samples, skipped) = host.collect();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].starts_with("temperature: ") && skipped[0].contains("thermal"));
+        assert!(skipped[1].starts_with("throttled: ") && skipped[1].contains("Raspberry Pi"));
+        assert!(value(&samples, "host.load1").is_some(), "the others go on");
+        let (_, again) = host.collect();
+        assert!(again.is_empty(), "said once: {again:?}");
+        assert_eq!(host.skipped().count(), 2);
+    }
+
+    #[test]
+    fn selection_and_filters_are_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        pi(dir.path());
+        let cfg = HostConfig {
+            collect: vec!["network".into(), "disk".into()],
+            interfaces: vec!["lo".into()],
+            mounts: vec!["/nowhere".into()],
+            ..HostConfig::default()
+        };
+        let mut host = Host::new(dir.path(), cfg);
+        let (samples, skipped) = host.collect();
+        let names: Vec<&str> = samples.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["host.net.rx_bytes{iface=lo}", "host.net.tx_bytes{iface=lo}"]
+        );
+        assert_eq!(
+            skipped,
+            [r#"disk: none of the mounts ["/nowhere"] is mounted"#]
+        );
+        let bad = HostConfig {
+            collect: vec!["cpu".into(), "gpu".into()],
+            ..HostConfig::default()
+        };
+        assert_eq!(bad.unknown_group(), Some("gpu"));
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(unescape_mount(r"/media/my\040disk"), "/media/my disk");
+        assert_eq!(unescape_mount(r"/a\\b"), r"/a\\b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+}

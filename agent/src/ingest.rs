@@ -1,0 +1,564 @@
+//! Local ingest: device programs hand the agent samples as StatsD or
+//! InfluxDB line protocol, over a localhost UDP port and a Unix datagram
+//! socket. Both take either format, one or more lines per datagram; a line
+//! with a `|` is StatsD, any other is Influx.
+//!
+//! ```text
+//! StatsD  name:value|type[|@rate][|#key:value,...]
+//!         c counter (value / rate), g gauge (+N / -N change the last one),
+//!         ms h d timing, histogram, distribution (value as is)
+//! Influx  measurement[,key=value...] field=value[,field=value...] [ns]
+//!         each numeric or boolean field is a sample named
+//!         measurement.field (just measurement for a field named "value");
+//!         string fields are not samples and are skipped
+//! ```
+//!
+//! Tags become the series' tags (`name{key=value}`). Every sample goes
+//! through the spool like any other. A malformed line is counted, its
+//! reason kept for `status`, and the rest of the datagram still counts.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use fleetmq_protocol::Value;
+use fleetmq_protocol::telemetry::series_name;
+use serde::{Deserialize, Serialize};
+
+/// Largest datagram read; longer ones are cut by the kernel.
+const MAX_DATAGRAM: usize = 65_536;
+/// Influx timestamps further than this from now are refused (most likely
+/// seconds or milliseconds sent where nanoseconds are expected).
+const MAX_CLOCK_SKEW_MS: u64 = 10 * 365 * 86_400_000;
+
+/// `[ingest]` in the agent's config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// UDP address to listen on; "" turns it off.
+    pub udp: String,
+    /// Unix datagram socket, relative to the data directory; "" turns it off.
+    pub unix: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            udp: "127.0.0.1:8125".into(),
+            unix: "ingest.sock".into(),
+        }
+    }
+}
+
+/// What `status` shows of ingest.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct IngestStatus {
+    /// The UDP address bound, or why not.
+    pub udp: String,
+    /// The Unix socket's path, or why not.
+    pub unix: String,
+    pub datagrams: u64,
+    pub samples: u64,
+    pub malformed: u64,
+    /// The last malformed line and what was wrong with it.
+    pub last_error: String,
+}
+
+/// One parsed sample; `ts_ms` is None for "now".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingested {
+    pub name: String,
+    pub value: Value,
+    pub ts_ms: Option<u64>,
+}
+
+pub struct Ingest {
+    udp: Option<UdpSocket>,
+    unix: Option<(UnixDatagram, PathBuf)>,
+    /// Gauges' last values, for StatsD's relative `+N|g`.
+    gauges: HashMap<String, f64>,
+    pub status: IngestStatus,
+    /// A malformed line was logged; quiet until a datagram parses cleanly.
+    complained: bool,
+}
+
+impl Ingest {
+    /// Binds what `cfg` asks for. A socket that cannot be bound is not
+    /// fatal: the reason is returned to log and is shown in `status`.
+    pub fn open(cfg: &IngestConfig, data_dir: &Path) -> (Ingest, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut status = IngestStatus::default();
+        let udp = (!cfg.udp.is_empty())
+            .then(|| bind_udp(&cfg.udp))
+            .and_then(|r| match r {
+                Ok((sock, addr)) => {
+                    status.udp = addr;
+                    Some(sock)
+                }
+                Err(e) => {
+                    status.udp = format!("off: {e}");
+                    problems.push(format!("ingest UDP {}: {e}", cfg.udp));
+                    None
+                }
+            });
+        let unix = (!cfg.unix.is_empty())
+            .then(|| bind_unix(&data_dir.join(&cfg.unix)))
+            .and_then(|r| match r {
+                Ok((sock, path)) => {
+                    status.unix = path.display().to_string();
+                    Some((sock, path))
+                }
+                Err(e) => {
+                    status.unix = format!("off: {e}");
+                    problems.push(format!("ingest socket {}: {e}", cfg.unix));
+                    None
+                }
+            });
+        let ingest = Ingest {
+            udp,
+            unix,
+            gauges: HashMap::new(),
+            status,
+            complained: false,
+        };
+        (ingest, problems)
+    }
+
+    /// The descriptors to poll for POLLIN.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = Vec::new();
+        fds.extend(self.udp.as_ref().map(|s| s.as_raw_fd()));
+        fds.extend(self.unix.as_ref().map(|(s, _)| s.as_raw_fd()));
+        fds
+    }
+
+    /// Reads every waiting datagram. Returns the samples, and the first
+    /// malformed line of an episode (to log once).
+    pub fn drain(&mut self, now_ms: u64) -> (Vec<Ingested>, Option<String>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut datagrams = Vec::new();
+        loop {
+            let got = self.udp.as_ref().and_then(|s| s.recv(&mut buf).ok());
+            let got = got.or_else(|| self.unix.as_ref().and_then(|(s, _)| s.recv(&mut buf).ok()));
+            match got {
+                Some(n) => datagrams.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                None => break,
+            }
+        }
+        let mut out = Vec::new();
+        let mut complaint = None;
+        for text in datagrams {
+            self.status.datagrams += 1;
+            let mut clean = true;
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                match parse_line(line, now_ms, &mut self.gauges) {
+                    Ok(samples) => out.extend(samples),
+                    Err(why) => {
+                        clean = false;
+                        self.status.malformed += 1;
+                        let shown: String = line.chars().take(200).collect();
+                        self.status.last_error = format!("{shown:?}: {why}");
+                        if !self.complained {
+                            self.complained = true;
+                            complaint = Some(self.status.last_error.clone());
+                        }
+                    }
+                }
+            }
+            if clean {
+                self.complained = false;
+            }
+        }
+        self.status.samples += out.len() as u64;
+        (out, complaint)
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if let Some((_, path)) = &self.unix {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn bind_udp(addr: &str) -> io::Result<(UdpSocket, String)> {
+    let sock = UdpSocket::bind(addr)?;
+    sock.set_nonblocking(true)?;
+    let bound = sock.local_addr()?.to_string();
+    Ok((sock, bound))
+}
+
+fn bind_unix(path: &Path) -> io::Result<(UnixDatagram, PathBuf)> {
+    // A datagram socket file left by an agent that died: nothing listens
+    // on it any more (the control socket already proved this data
+    // directory is ours).
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let sock = UnixDatagram::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    // Programs of other users on the device may feed it, as with UDP.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))?;
+    sock.set_nonblocking(true)?;
+    Ok((sock, path.to_path_buf()))
+}
+
+/// Parses one line of either format.
+pub fn parse_line(
+    line: &str,
+    now_ms: u64,
+    gauges: &mut HashMap<String, f64>,
+) -> Result<Vec<Ingested>, String> {
+    if line.contains('|') {
+        statsd(line, gauges).map(|s| vec![s])
+    } else {
+        influx(line, now_ms)
+    }
+}
+
+fn number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("{text:?} is not a number")),
+    }
+}
+
+/// An integer when it is one, else a float.
+fn value_of(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        Value::Int(v as i64)
+    } else {
+        Value::Float(v)
+    }
+}
+
+/// A DogStatsD-style tag key made valid: anything but letters, digits and
+/// `_` becomes `_`, and a leading digit gets a `_` before it.
+fn tag_key(raw: &str) -> String {
+    let mut key: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if key.starts_with(|c: char| c.is_ascii_digit()) {
+        key.insert(0, '_');
+    }
+    key
+}
+
+fn statsd(line: &str, gauges: &mut HashMap<String, f64>) -> Result<Ingested, String> {
+    let mut parts = line.split('|');
+    let (name, raw) = parts
+        .next()
+        .and_then(|p| p.rsplit_once(':'))
+        .ok_or("StatsD needs name:value|type")?;
+    let kind = parts.next().unwrap_or_default();
+    let mut rate = 1.0;
+    let mut tags = Vec::new();
+    for part in parts {
+        if let Some(r) = part.strip_prefix('@') {
+            rate = number(r)?;
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(format!("sample rate {r} is not in (0, 1]"));
+            }
+        } else if let Some(list) = part.strip_prefix('#') {
+            for tag in list.split(',').filter(|t| !t.is_empty()) {
+                let (k, v) = tag.split_once(':').unwrap_or((tag, "true"));
+                tags.push((tag_key(k), v.to_string()));
+            }
+        }
+        // Other extensions (container ids, timestamps) are ignored.
+    }
+    let series = |tags: &[(String, String)]| series_name(name, tags).map_err(|e| e.to_string());
+    let series = series(&tags)?;
+    let value = match kind {
+        "c" => value_of(number(raw)? / rate),
+        "g" => {
+            let v = number(raw)?;
+            let v = if raw.starts_with(['+', '-']) {
+                gauges.get(&series).copied().unwrap_or(0.0) + v
+            } else {
+                v
+            };
+            gauges.insert(series.clone(), v);
+            value_of(v)
+        }
+        "ms" | "h" | "d" => value_of(number(raw)?),
+        "s" => return Err("StatsD sets (|s) are not supported; send a gauge".into()),
+        other => {
+            return Err(format!(
+                "unknown StatsD type {other:?}; use c, g, ms, h or d"
+            ));
+        }
+    };
+    Ok(Ingested {
+        name: series,
+        value,
+        ts_ms: None,
+    })
+}
+
+/// Splits at `sep` outside double quotes and not after a backslash.
+fn split_unescaped(text: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                out.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(n @ (',' | '=' | ' ' | '"' | '\\'))) => {
+                out.push(n);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn influx(line: &str, now_ms: u64) -> Result<Vec<Ingested>, String> {
+    if line.starts_with('#') {
+        return Ok(Vec::new()); // a comment
+    }
+    let sections: Vec<&str> = split_unescaped(line, ' ')
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (head, fields, ts) = match sections[..] {
+        [h, f] => (h, f, None),
+        [h, f, t] => (h, f, Some(t)),
+        _ => {
+            return Err(
+                "Influx needs 'measurement[,tag=v] field=value [timestamp]' (or StatsD name:value|type)"
+                    .into(),
+            );
+        }
+    };
+    let ts_ms = match ts {
+        None => None,
+        Some(t) => {
+            let ns: i64 = t
+                .parse()
+                .map_err(|_| format!("timestamp {t:?} is not an integer"))?;
+            let ms = (ns / 1_000_000).max(0) as u64;
+            if ms.abs_diff(now_ms) > MAX_CLOCK_SKEW_MS {
+                return Err(format!(
+                    "timestamp {t} is years from now; Influx timestamps are nanoseconds"
+                ));
+            }
+            Some(ms)
+        }
+    };
+    let mut head = split_unescaped(head, ',').into_iter();
+    let measurement = unescape(head.next().unwrap_or_default());
+    let mut tags = Vec::new();
+    for tag in head {
+        let (k, v) = tag
+            .split_once('=')
+            .ok_or_else(|| format!("tag {tag:?} is not key=value"))?;
+        tags.push((unescape(k), unescape(v)));
+    }
+    let mut out = Vec::new();
+    for field in split_unescaped(fields, ',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("field {field:?} is not key=value"))?;
+        let value = if v.starts_with('"') {
+            continue; // strings are not samples
+        } else if let Some(i) = v.strip_suffix(['i', 'u']) {
+            Value::Int(
+                i.parse()
+                    .map_err(|_| format!("field {k}: {v:?} is not an integer"))?,
+            )
+        } else {
+            match v {
+                "t" | "T" | "true" | "True" | "TRUE" => Value::Int(1),
+                "f" | "F" | "false" | "False" | "FALSE" => Value::Int(0),
+                _ => Value::Float(number(v).map_err(|e| format!("field {k}: {e}"))?),
+            }
+        };
+        let key = unescape(k);
+        let name = if key == "value" {
+            measurement.clone()
+        } else {
+            format!("{measurement}.{key}")
+        };
+        let name = series_name(&name, &tags).map_err(|e| e.to_string())?;
+        out.push(Ingested { name, value, ts_ms });
+    }
+    if out.is_empty() && !fields.contains('"') {
+        return Err("no fields".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn one(line: &str) -> Result<Vec<Ingested>, String> {
+        parse_line(line, NOW, &mut HashMap::new())
+    }
+
+    fn sample(name: &str, value: Value, ts_ms: Option<u64>) -> Ingested {
+        Ingested {
+            name: name.into(),
+            value,
+            ts_ms,
+        }
+    }
+
+    #[test]
+    fn statsd_lines_become_samples() {
+        assert_eq!(
+            one("door.opened:1|c"),
+            Ok(vec![sample("door.opened", Value::Int(1), None)])
+        );
+        assert_eq!(
+            one("door.opened:1|c|@0.25|#site:lab,floor:2"),
+            Ok(vec![sample(
+                "door.opened{floor=2,site=lab}",
+                Value::Int(4),
+                None
+            )])
+        );
+        assert_eq!(
+            one("req.time:12.5|ms"),
+            Ok(vec![sample("req.time", Value::Float(12.5), None)])
+        );
+        assert_eq!(
+            one("x:1|d|#9th-key,host.name:a"),
+            Ok(vec![sample(
+                "x{_9th_key=true,host_name=a}",
+                Value::Int(1),
+                None
+            )])
+        );
+        let mut gauges = HashMap::new();
+        let g = |line: &str, gauges: &mut HashMap<String, f64>| {
+            parse_line(line, NOW, gauges).unwrap()[0].value
+        };
+        assert_eq!(g("tank:40|g", &mut gauges), Value::Int(40));
+        assert_eq!(g("tank:-2.5|g", &mut gauges), Value::Float(37.5));
+        assert_eq!(g("tank:+2.5|g", &mut gauges), Value::Int(40));
+    }
+
+    #[test]
+    fn influx_lines_become_samples() {
+        assert_eq!(
+            one("env,room=lab temp=21.5,hum=40i,ok=true,note=\"fine, dry\" 1700000000123000000"),
+            Ok(vec![
+                sample(
+                    "env.temp{room=lab}",
+                    Value::Float(21.5),
+                    Some(1_700_000_000_123)
+                ),
+                sample("env.hum{room=lab}", Value::Int(40), Some(1_700_000_000_123)),
+                sample("env.ok{room=lab}", Value::Int(1), Some(1_700_000_000_123)),
+            ])
+        );
+        assert_eq!(
+            one("pump value=3"),
+            Ok(vec![sample("pump", Value::Float(3.0), None)])
+        );
+        assert_eq!(
+            one(r"my\ pump,site=north\ yard value=1u"),
+            Ok(vec![sample(
+                "my pump{site=north yard}",
+                Value::Int(1),
+                None
+            )])
+        );
+        assert_eq!(one("# a comment"), Ok(vec![]));
+    }
+
+    #[test]
+    fn malformed_lines_say_what_is_wrong() {
+        let err = |line: &str| one(line).unwrap_err();
+        assert!(err("just words here and more").contains("Influx needs"));
+        assert!(err("m").contains("Influx needs"));
+        assert!(err("m f=abc").contains("not a number"));
+        assert!(err("m f=1x2i").contains("not an integer"));
+        assert!(err("m,tag f=1").contains("not key=value"));
+        assert!(err("m f=1 1700000000").contains("nanoseconds"));
+        assert!(err("m f=1 soon").contains("not an integer"));
+        assert!(err("x:1|s").contains("sets"));
+        assert!(err("x:1|q").contains("unknown StatsD type"));
+        assert!(err("x|c").contains("name:value"));
+        assert!(err("x:abc|c").contains("not a number"));
+        assert!(err("x:1|c|@2").contains("sample rate"));
+        assert!(err("x{:1|c").contains("not a metric name"));
+        assert!(err("m,k=a\\,b f=1").contains("tag k="));
+    }
+
+    #[test]
+    fn both_sockets_take_lines_and_count_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = IngestConfig {
+            udp: "127.0.0.1:0".into(),
+            unix: "in.sock".into(),
+        };
+        let (mut ingest, problems) = Ingest::open(&cfg, dir.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.send_to(b"a:1|c\nbad line\n", &ingest.status.udp)
+            .unwrap();
+        let unix = UnixDatagram::unbound().unwrap();
+        unix.send_to(b"b v=2", dir.path().join("in.sock")).unwrap();
+        let mut got = Vec::new();
+        let mut complaints = Vec::new();
+        while got.len() < 2 {
+            let mut fds: Vec<libc::pollfd> = ingest
+                .fds()
+                .into_iter()
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `fds` is a valid array of pollfd for its length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 5_000) };
+            assert!(n > 0, "no datagram arrived within 5 s");
+            let (s, c) = ingest.drain(NOW);
+            got.extend(s);
+            complaints.extend(c);
+        }
+        let names: Vec<&str> = got.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b.v"]);
+        assert_eq!(ingest.status.malformed, 1);
+        assert_eq!(complaints.len(), 1);
+        assert!(ingest.status.last_error.contains("bad line"));
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let busy = IngestConfig {
+            udp: taken.local_addr().unwrap().to_string(),
+            unix: String::new(),
+        };
+        let (second, problems) = Ingest::open(&busy, dir.path());
+        assert_eq!(problems.len(), 1, "a port in use is said, not fatal");
+        assert!(second.status.udp.starts_with("off: "));
+    }
+}
