@@ -16,7 +16,7 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this config (toml's message names the
+    /// The file is not valid TOML for this config (the parser's message names the
     /// key, line and column).
     #[error("config file {path} is not valid: {message}")]
     Parse {
@@ -39,7 +39,7 @@ pub enum ConfigError {
 
 /// Parses `text` (from `path`, for messages) as `T`.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    basic_toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })
