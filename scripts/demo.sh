@@ -36,11 +36,14 @@ enrol() {
   "$bin/fleetmq-agent" keygen --data-dir "$work/$1" --device-id "$1" >/dev/null
   "$bin/fleetmq-hub" allow "$1" "$work/$1/agent.pub"
 }
+# Three agents on one machine: each takes its StatsD/Influx UDP port from the
+# OS (one device would use 127.0.0.1:8125) and reads host metrics every 2 s.
+printf '[host]\ninterval_ms = 2000\n[ingest]\nudp = "127.0.0.1:0"\n' >"$work/agent.toml"
 for dev in pi-kitchen:north pi-garage:north pi-shed:south; do
   id=${dev%%:*}
   group=${dev##*:}
   enrol "$id"
-  "$bin/fleetmq-agent" run --hub "$hub" --hub-key "$FLEETMQ_DATA_DIR/hub.pub" \
+  "$bin/fleetmq-agent" run --config "$work/agent.toml" --hub "$hub" --hub-key "$FLEETMQ_DATA_DIR/hub.pub" \
     --device-id "$id" --group "$group" --data-dir "$work/$id" 2>"$work/$id.log" &
   pids+=($!)
 done
@@ -59,6 +62,20 @@ step "fleetmq-hub devices"
 
 step "fleetmq-hub telemetry --limit 6"
 "$bin/fleetmq-hub" telemetry --limit 6
+
+udp=$("$bin/fleetmq-agent" status --data-dir "$work/pi-kitchen" | sed -n 's/.*"udp":"\([^"]*\)".*/\1/p')
+step "echo 'door.opened:1|c|#room:hall' > /dev/udp/${udp%:*}/${udp##*:}   # StatsD to pi-kitchen"
+echo 'door.opened:1|c|#room:hall' >"/dev/udp/${udp%:*}/${udp##*:}"
+step "fleetmq-agent send disk.free_bytes=123456 mount=/data   # on pi-kitchen, tagged"
+"$bin/fleetmq-agent" send --data-dir "$work/pi-kitchen" disk.free_bytes=123456 mount=/data
+for _ in $(seq 100); do
+  "$bin/fleetmq-hub" telemetry --device pi-kitchen --name 'door.opened{room=hall}' --limit 1 | grep -q . && break
+  sleep 0.1
+done
+step "fleetmq-hub telemetry --device pi-kitchen --name 'door.opened{room=hall}'"
+"$bin/fleetmq-hub" telemetry --device pi-kitchen --name 'door.opened{room=hall}'
+step "fleetmq-hub telemetry --device pi-kitchen --name host.load1 --limit 2"
+"$bin/fleetmq-hub" telemetry --device pi-kitchen --name host.load1 --limit 2
 
 step "echo 'hello from the porch' | fleetmq-agent chat --device-id pi-porch"
 enrol pi-porch >/dev/null
