@@ -96,6 +96,17 @@ fn json<T: serde::Serialize>(value: &T) -> Answer {
     }
 }
 
+/// The hub's answer as JSON, if it is the kind `pick` takes.
+fn answer(
+    result: Result<Response, ClientError>,
+    pick: impl FnOnce(Response) -> Option<Answer>,
+) -> Answer {
+    match result {
+        Ok(r) => pick(r).unwrap_or_else(|| (500, "text/plain", "unexpected answer\n".into())),
+        Err(e) => failed(e),
+    }
+}
+
 fn failed(e: ClientError) -> Answer {
     match e {
         ClientError::Hub(e) => (400, "text/plain", format!("{e}\n")),
@@ -158,21 +169,18 @@ fn route(hub: &mut Client, url: &str) -> Answer {
                 _ => (500, "text/plain", "unexpected answer\n".into()),
             }
         }
-        "/api/stats" => match call(hub, Request::Stats) {
-            Ok(Response::Stats(s)) => json(&s),
-            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
-            Err(e) => failed(e),
-        },
-        "/api/devices" => match call(hub, Request::Devices) {
-            Ok(Response::Devices(d)) => json(&d),
-            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
-            Err(e) => failed(e),
-        },
-        "/api/latest" => match call(hub, Request::Latest) {
-            Ok(Response::Latest(l)) => json(&l),
-            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
-            Err(e) => failed(e),
-        },
+        "/api/stats" => answer(call(hub, Request::Stats), |r| match r {
+            Response::Stats(s) => Some(json(&s)),
+            _ => None,
+        }),
+        "/api/devices" => answer(call(hub, Request::Devices), |r| match r {
+            Response::Devices(d) => Some(json(&d)),
+            _ => None,
+        }),
+        "/api/latest" => answer(call(hub, Request::Latest), |r| match r {
+            Response::Latest(l) => Some(json(&l)),
+            _ => None,
+        }),
         "/api/telemetry" => {
             let q = TelemetryQuery {
                 device: query.get("device").cloned(),
@@ -180,33 +188,42 @@ fn route(hub: &mut Client, url: &str) -> Answer {
                 after_id: after,
                 limit,
             };
-            match call(hub, Request::Telemetry(q)) {
-                Ok(Response::Telemetry(rows)) => json(&rows),
-                Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
-                Err(e) => failed(e),
-            }
+            answer(call(hub, Request::Telemetry(q)), |r| match r {
+                Response::Telemetry(rows) => Some(json(&rows)),
+                _ => None,
+            })
         }
-        "/api/chat" => match call(
-            hub,
-            Request::Chat(ChatQuery {
-                after_id: after,
-                limit,
-            }),
-        ) {
-            Ok(Response::Chat(rows)) => json(&rows),
-            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
-            Err(e) => failed(e),
-        },
-        "/api/jobs" => match call(hub, Request::Jobs { limit }) {
-            Ok(Response::Jobs(jobs)) => json(&jobs),
-            Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
-            Err(e) => failed(e),
-        },
+        "/api/chat" => {
+            // last=N: the newest N lines; else from the `after` cursor.
+            let request = match query.get("last").map(|v| v.parse::<u32>()) {
+                Some(Ok(n)) => Request::RecentChat { limit: n },
+                Some(Err(_)) => {
+                    return (400, "text/plain", "last must be a whole number\n".into());
+                }
+                None => Request::Chat(ChatQuery {
+                    after_id: after,
+                    limit,
+                }),
+            };
+            answer(call(hub, request), |r| match r {
+                Response::Chat(rows) => Some(json(&rows)),
+                _ => None,
+            })
+        }
+        "/api/jobs" => answer(call(hub, Request::Jobs { limit }), |r| match r {
+            Response::Jobs(jobs) => Some(json(&jobs)),
+            _ => None,
+        }),
+        "/api/commands" => answer(call(hub, Request::Commands { limit }), |r| match r {
+            Response::Commands(log) => Some(json(&log)),
+            _ => None,
+        }),
         _ => (
             404,
             "text/plain",
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
-             /api/telemetry?device=D&name=N&after=ID&limit=N, /api/chat, /api/jobs\n"
+             /api/telemetry?device=D&name=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
+             /api/commands\n"
                 .into(),
         ),
     }

@@ -934,6 +934,16 @@ impl Hub {
                 .chat(q.after_id, q.limit)
                 .map(Response::Chat)
                 .unwrap_or_else(storage),
+            Request::RecentChat { limit } => self
+                .store
+                .recent_chat(limit)
+                .map(Response::Chat)
+                .unwrap_or_else(storage),
+            Request::Commands { limit } => self
+                .store
+                .commands(limit)
+                .map(Response::Commands)
+                .unwrap_or_else(storage),
             Request::Command {
                 device,
                 command,

@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use fleetmq_protocol::{
-    Batch, ChatRow, DeviceInfo, Hello, JobInfo, JobSpec, JobState, JobSubmission, Outcome,
-    TelemetryQuery, TelemetryRow,
+    Batch, ChatRow, CommandInfo, DeviceInfo, Hello, JobInfo, JobSpec, JobState, JobSubmission,
+    Outcome, TelemetryQuery, TelemetryRow,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -390,6 +390,52 @@ impl Store {
         rows.collect::<Result<_, _>>().doing("reading chat")
     }
 
+    /// The newest `limit` chat lines, oldest of them first.
+    pub fn recent_chat(&self, limit: u32) -> Result<Vec<ChatRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, device, ts_ms, text FROM chat ORDER BY id DESC LIMIT ?1")
+            .doing("reading chat")?;
+        let rows = stmt
+            .query_map(params![limit.clamp(1, 10_000)], |r| {
+                Ok(ChatRow {
+                    id: r.get(0)?,
+                    device: r.get(1)?,
+                    ts_ms: r.get::<_, i64>(2)? as u64,
+                    text: r.get(3)?,
+                })
+            })
+            .doing("reading chat")?;
+        let mut rows: Vec<ChatRow> = rows.collect::<Result<_, _>>().doing("reading chat")?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The newest `limit` entries of the command log, newest first.
+    pub fn commands(&self, limit: u32) -> Result<Vec<CommandInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, device, command, sent_ms, answered_ms, result FROM commands
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .doing("reading the command log")?;
+        let rows = stmt
+            .query_map(params![limit.clamp(1, 10_000)], |r| {
+                Ok(CommandInfo {
+                    id: r.get(0)?,
+                    device: r.get(1)?,
+                    command: r.get(2)?,
+                    sent_ms: r.get::<_, i64>(3)? as u64,
+                    ended_ms: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                    result: r.get(5)?,
+                })
+            })
+            .doing("reading the command log")?;
+        rows.collect::<Result<_, _>>()
+            .doing("reading the command log")
+    }
+
     /// Queues a job; returns its id.
     pub fn submit_job(&self, job: &JobSubmission, now_ms: u64) -> Result<u64, StoreError> {
         self.conn
@@ -595,6 +641,50 @@ impl Store {
 mod tests {
     use super::*;
     use fleetmq_protocol::Output;
+
+    /// The page's chat panel and its command list read the newest rows.
+    #[test]
+    fn the_newest_chat_lines_and_commands_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_700_000_000_000u64;
+        let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        let mut b = fleetmq_protocol::BatchBuilder::new(1);
+        for i in 0..15u64 {
+            b.push_chat(t0 + i, &format!("line {i}")).unwrap();
+        }
+        let batch = b.finish();
+        // Stored as received: the frame after its version and kind bytes.
+        let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
+            .encode()
+            .unwrap();
+        let incoming = [Incoming {
+            device: "pi-a",
+            batch: &batch,
+            body: &frame[2..],
+        }];
+        store.store_batches(&incoming, t0).unwrap();
+        let texts: Vec<String> = store
+            .recent_chat(3)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.text)
+            .collect();
+        assert_eq!(texts, ["line 12", "line 13", "line 14"]);
+
+        let ping = store
+            .log_command("pi-a", &fleetmq_protocol::Command::Ping, t0)
+            .unwrap();
+        store
+            .log_command("pi-a", &fleetmq_protocol::Command::Status, t0 + 1)
+            .unwrap();
+        store.log_command_result(ping, "timed out", t0 + 2).unwrap();
+        let log = store.commands(10).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].result, None, "newest first, still in flight");
+        assert_eq!(log[1].result.as_deref(), Some("timed out"));
+        assert_eq!(log[1].ended_ms, Some(t0 + 2));
+        assert!(log[1].command.contains("Ping"), "{}", log[1].command);
+    }
 
     /// Lease timing on a clock the test sets: a job is due while queued,
     /// not while its lease runs, due again the moment it runs out, and all

@@ -351,6 +351,16 @@ messages! {
         /// The newest value of every metric of every device since the hub
         /// started (what `/metrics` exports).
         Latest,
+        /// The newest chat lines, oldest of them first.
+        RecentChat {
+            /// At most this many.
+            limit: u32,
+        },
+        /// Recent commands sent to devices and how each ended, newest first.
+        Commands {
+            /// At most this many.
+            limit: u32,
+        },
     }
 
     /// Filter and cursor for telemetry.
@@ -429,6 +439,24 @@ messages! {
         Error(OperatorError),
         /// For [`Request::Latest`].
         Latest(Vec<LatestValue>),
+        /// For [`Request::Commands`].
+        Commands(Vec<CommandInfo>),
+    }
+
+    /// A command the hub sent to a device, from its command log.
+    pub struct CommandInfo {
+        /// Log row id.
+        pub id: i64,
+        /// The device it went to.
+        pub device: String,
+        /// The command, as JSON.
+        pub command: String,
+        /// When it was sent, ms since the epoch.
+        pub sent_ms: u64,
+        /// When it ended (answer or timeout); None while it is in flight.
+        pub ended_ms: Option<u64>,
+        /// The device's reply as JSON, or "timed out"; None while in flight.
+        pub result: Option<String>,
     }
 
     /// The newest sample of one metric of one device.

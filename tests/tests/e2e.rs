@@ -856,6 +856,23 @@ fn prometheus_health_and_the_json_api_show_the_fleet() {
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r["name"] == "agent.uptime_s"));
 
+    // The command log: what was sent, to whom, and the answer.
+    let ping = hub.op(&["command", "pi-m", "ping"]);
+    assert!(ping.ok, "{}", ping.stderr);
+    let (status, body) = http("GET", &url, "/api/commands?limit=1");
+    assert_eq!(status, 200, "{body}");
+    let log: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(log.len(), 1, "{body}");
+    assert_eq!(log[0]["device"], "pi-m");
+    assert!(
+        log[0]["command"].as_str().unwrap().contains("Ping"),
+        "{body}"
+    );
+    assert!(
+        log[0]["result"].as_str().unwrap().contains("Pong"),
+        "{body}"
+    );
+
     let (status, body) = http("GET", &url, "/api/telemetry?limit=many");
     assert_eq!(status, 400);
     assert!(
