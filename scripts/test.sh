@@ -15,14 +15,18 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 # For the ARM builds and their tests: file (checks static linking) and
-# qemu-user (runs each Pi's agent with that Pi's CPU model).
+# qemu-user (runs each Pi's agent with that Pi's CPU model). The package
+# tests use dpkg, and readelf (binutils, with gcc) for the ARM CPU level.
 command -v file >/dev/null 2>&1 || missing+=(file)
 command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+command -v readelf >/dev/null 2>&1 || missing+=(binutils)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # The partition fault test puts agents in their own network namespace.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The packaging test checks the systemd units with systemd-analyze.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The browser test opens the fleet page in Debian's headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -48,8 +52,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building the binaries the end-to-end tests start"
 cargo build --workspace --bins --locked
 
-log "static ARM builds for every Pi (targets/build.sh)"
+log "static ARM builds for every Pi, and the x86-64 hub (targets/build.sh)"
 targets/build.sh
+
+log "Debian packages (targets/deb.sh)"
+targets/deb.sh
 
 log "doc tests"
 cargo test --workspace --locked --doc
