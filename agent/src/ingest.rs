@@ -31,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest datagram read; longer ones are cut by the kernel.
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams taken in one go before the agent's loop gets a turn.
+const MAX_DATAGRAMS_PER_DRAIN: usize = 256;
 /// Influx timestamps further than this from now are refused (most likely
 /// seconds or milliseconds sent where nanoseconds are expected).
 const MAX_CLOCK_SKEW_MS: u64 = 10 * 365 * 86_400_000;
@@ -84,6 +86,8 @@ pub struct Ingest {
     pub status: IngestStatus,
     /// A malformed line was logged; quiet until a datagram parses cleanly.
     complained: bool,
+    /// Datagrams taken in one drain.
+    per_drain: usize,
 }
 
 impl Ingest {
@@ -124,6 +128,7 @@ impl Ingest {
             gauges: HashMap::new(),
             status,
             complained: false,
+            per_drain: MAX_DATAGRAMS_PER_DRAIN,
         };
         (ingest, problems)
     }
@@ -141,7 +146,9 @@ impl Ingest {
     pub fn drain(&mut self, now_ms: u64) -> (Vec<Ingested>, Option<String>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut datagrams = Vec::new();
-        loop {
+        // A flood waits in the kernel's buffer (which drops the excess)
+        // while the loop serves everything else between drains.
+        while datagrams.len() < self.per_drain {
             let got = self.udp.as_ref().and_then(|s| s.recv(&mut buf).ok());
             let got = got.or_else(|| self.unix.as_ref().and_then(|(s, _)| s.recv(&mut buf).ok()));
             match got {
@@ -552,6 +559,20 @@ mod tests {
         assert_eq!(ingest.status.malformed, 1);
         assert_eq!(complaints.len(), 1);
         assert!(ingest.status.last_error.contains("bad line"));
+        // A flood is taken a slice at a time, so the agent's loop goes on.
+        // (A few datagrams: a Unix socket's queue is short, and a sender
+        // blocks when it is full.)
+        ingest.per_drain = 3;
+        let unix_path = dir.path().join("in.sock");
+        for i in 0..5 {
+            unix.send_to(format!("n v={i}").as_bytes(), &unix_path)
+                .unwrap();
+        }
+        let (first, _) = ingest.drain(NOW);
+        assert_eq!(first.len(), 3);
+        let (rest, _) = ingest.drain(NOW);
+        assert_eq!(rest.len(), 2);
+
         let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
         let busy = IngestConfig {
             udp: taken.local_addr().unwrap().to_string(),
