@@ -1,0 +1,437 @@
+//! `fleetmq-bench`: runs the benchmarks, prints a table, writes JSON.
+//!
+//! ```text
+//! fleetmq-bench all [--json FILE] [--seconds S] [--idle-seconds S]
+//! fleetmq-bench ingest [--agents 1,100,1000] [--seconds S]
+//! fleetmq-bench rtt [--count N]
+//! fleetmq-bench idle [--idle-seconds S]
+//! fleetmq-bench wire
+//! fleetmq-bench swarm --hub tcp://HOST:PORT --agents N [--seconds S] [--window W]
+//! ```
+//!
+//! Every comparison runs side by side in the same process, since absolute
+//! figures on a shared machine move from run to run. `swarm` points
+//! simulated agents at a hub you run (plaintext, with `device_rate = 0`)
+//! to see what it takes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fleetmq_bench::swarm::{self, Mode, Swarm, Template};
+use fleetmq_bench::{procstat, run, wire};
+use fleetmq_protocol::{
+    Command, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response,
+};
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|swarm [--json FILE] \
+[--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W]";
+
+/// Batches each simulated agent keeps in flight.
+const WINDOW: usize = 4;
+/// A hub for benchmarks: no per-device rate limit (the swarm is one
+/// honest client per device), otherwise as shipped.
+const HUB_CONFIG: &str = "[security]\ndevice_rate = 0\n[listen]\nhttp = \"\"\n";
+
+struct Args {
+    command: String,
+    json: Option<String>,
+    seconds: f64,
+    idle_seconds: f64,
+    agents: Vec<usize>,
+    count: usize,
+    hub: Option<String>,
+    window: usize,
+}
+
+fn parse() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut args = Args {
+        command: String::new(),
+        json: None,
+        seconds: 5.0,
+        idle_seconds: 60.0,
+        agents: vec![1, 100, 1000],
+        count: 2000,
+        hub: None,
+        window: WINDOW,
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => args.json = Some(p.value()?.string()?),
+            Long("seconds") => args.seconds = p.value()?.parse()?,
+            Long("idle-seconds") => args.idle_seconds = p.value()?.parse()?,
+            Long("count") => args.count = p.value()?.parse()?,
+            Long("hub") => args.hub = Some(p.value()?.string()?),
+            Long("window") => args.window = p.value()?.parse()?,
+            Long("agents") => {
+                let list = p.value()?.string()?;
+                args.agents = list
+                    .split(',')
+                    .map(|n| n.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        lexopt::Error::Custom(format!("--agents {list:?}: use N,N,...").into())
+                    })?;
+            }
+            Value(v) if args.command.is_empty() => args.command = v.string()?,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match bench(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> anyhow::Result<()> {
+    let mut report = serde_json::Map::new();
+    let all = args.command == "all";
+    if args.command == "swarm" {
+        return swarm_against(args);
+    }
+    if all || args.command == "wire" {
+        report.insert("wire".into(), wire_sizes());
+    }
+    if all || args.command == "ingest" {
+        report.insert("ingest".into(), ingest(args)?);
+    }
+    if all || args.command == "rtt" {
+        report.insert("command_round_trip".into(), rtt(args)?);
+    }
+    if all || args.command == "idle" {
+        report.insert("agent_idle".into(), idle(args)?);
+    }
+    anyhow::ensure!(
+        !report.is_empty(),
+        "unknown benchmark {:?}\n{USAGE}",
+        args.command
+    );
+    if all {
+        report.insert("binary_sizes".into(), binary_sizes());
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(report))?)
+            .with_context(|| format!("writing {path}"))?;
+        println!("\nwrote {path}");
+    }
+    Ok(())
+}
+
+fn wire_sizes() -> Value {
+    let sizes = wire::sizes();
+    let json = sizes
+        .iter()
+        .find(|(n, _)| *n == "JSON")
+        .map_or(1, |(_, b)| *b);
+    println!("\nwire size of a typical 50-sample batch");
+    println!("  {:<36} {:>7}  {:>8}", "encoding", "bytes", "vs JSON");
+    let mut out = serde_json::Map::new();
+    for (name, bytes) in &sizes {
+        println!(
+            "  {name:<36} {bytes:>7}  {:>7.2}x",
+            *bytes as f64 / json as f64
+        );
+        out.insert((*name).into(), json!(bytes));
+    }
+    println!("  encode and decode times: cargo bench -p fleetmq-bench --bench wire");
+    Value::Object(out)
+}
+
+fn template() -> anyhow::Result<Template> {
+    let samples = wire::samples();
+    let mut b = fleetmq_protocol::BatchBuilder::new(0);
+    for s in &samples {
+        b.push_sample(&s.name, s.ts_ms, s.value)?;
+    }
+    Template::new(&fleetmq_protocol::Upstream::Batch(b.finish()).encode()?)
+}
+
+fn ingest(args: &Args) -> anyhow::Result<Value> {
+    let template = template()?;
+    let per_batch = wire::samples().len() as f64;
+    println!(
+        "\nhub ingest: simulated agents, {}-sample batches ({} bytes), {} in flight each, {} s",
+        per_batch,
+        template.len(),
+        args.window,
+        args.seconds
+    );
+    println!(
+        "  {:>6}  {:>12} {:>12}  {:>14}  {:>9} {:>11}  {:>10}",
+        "agents", "samples/s", "batches/s", "raw msgs/s", "vs raw", "hub cpu s/s", "RSS/agent"
+    );
+    let mut rows = Vec::new();
+    for &agents in &args.agents {
+        let dir = tempfile::tempdir()?;
+        let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+        let pid = hub.proc.pid();
+        let rss_idle = procstat::rss_bytes(pid).unwrap_or(0);
+        let load = Swarm {
+            endpoint: hub.endpoint("telemetry")?,
+            agents,
+            window: args.window,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs_f64(args.seconds),
+            mode: Mode::Fleet,
+            prefix: "swarm".into(),
+        };
+        let cpu_before = procstat::cpu_seconds(pid).unwrap_or(0.0);
+        let wall = Instant::now();
+        let fleet = swarm::run(&load, &template)?;
+        let cpu =
+            (procstat::cpu_seconds(pid).unwrap_or(0.0) - cpu_before) / wall.elapsed().as_secs_f64();
+        let rss = procstat::rss_bytes(pid).unwrap_or(0);
+        drop(hub);
+        let raw = swarm::run(
+            &Swarm {
+                endpoint: swarm::raw_router()?,
+                mode: Mode::Raw,
+                ..load
+            },
+            &template,
+        )?;
+        let batches = fleet.batches as f64 / fleet.seconds;
+        let raw_rate = raw.batches as f64 / raw.seconds;
+        let rss_per_agent = rss.saturating_sub(rss_idle) as f64 / agents as f64;
+        println!(
+            "  {agents:>6}  {:>12.0} {:>12.0}  {:>14.0}  {:>8.2}x {:>11.2}  {:>7.1} KB",
+            batches * per_batch,
+            batches,
+            raw_rate,
+            batches / raw_rate,
+            cpu,
+            rss_per_agent / 1024.0
+        );
+        if fleet.answered < agents || fleet.refusals > 0 {
+            println!(
+                "          ({} of {agents} agents were acked; {} refusals)",
+                fleet.answered, fleet.refusals
+            );
+        }
+        rows.push(json!({
+            "agents": agents,
+            "samples_per_s": batches * per_batch,
+            "batches_per_s": batches,
+            "raw_messages_per_s": raw_rate,
+            "vs_raw": batches / raw_rate,
+            "hub_cpu_seconds_per_s": cpu,
+            "hub_rss_bytes": rss,
+            "hub_rss_idle_bytes": rss_idle,
+            "hub_rss_per_agent_bytes": rss_per_agent,
+            "agents_acked": fleet.answered,
+            "refusals": fleet.refusals,
+        }));
+    }
+    Ok(json!({ "batch_bytes": template.len(), "window": args.window, "rows": rows }))
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Sends `frame` on `req` and waits for one reply; the time it took.
+fn round_trip(req: &zmq::Socket, frame: &[u8]) -> anyhow::Result<(Duration, Vec<u8>)> {
+    let t = Instant::now();
+    req.send(frame, 0)?;
+    let reply = req.recv_bytes(0)?;
+    Ok((t.elapsed(), reply))
+}
+
+fn ping_frame(device: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(OperatorFrame::from(OperatorRequest {
+        id: fastrand_id(),
+        request: Request::Command {
+            device: device.into(),
+            command: Command::Ping,
+            timeout_ms: 5_000,
+        },
+    })
+    .encode()?)
+}
+
+/// A request id: the hub answers a repeated id from memory, so each must
+/// be new.
+fn fastrand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let salt = std::process::id() as u64;
+    (salt << 32) + NEXT.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+fn is_pong(reply: &[u8]) -> bool {
+    matches!(
+        OperatorReplyFrame::decode(reply),
+        Ok(OperatorReplyFrame::Response(r)) if matches!(r.response, Response::Reply { .. })
+    )
+}
+
+fn rtt(args: &Args) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+    let _agent = run::agent(dir.path(), &hub.endpoint("telemetry")?, "pi-rtt", "")?;
+    let ctx = zmq::Context::new();
+    let req = ctx.socket(zmq::REQ)?;
+    req.set_rcvtimeo(10_000)?;
+    req.set_linger(0)?;
+    req.connect(&hub.endpoint("operator")?)?;
+    // Until the agent is connected the hub answers "offline".
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, reply) = round_trip(&req, &ping_frame("pi-rtt")?)?;
+        if is_pong(&reply) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the agent did not answer a ping in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut times = Vec::with_capacity(args.count);
+    let (mut request_bytes, mut reply_bytes) = (0, 0);
+    for _ in 0..args.count {
+        let frame = ping_frame("pi-rtt")?;
+        let (t, reply) = round_trip(&req, &frame)?;
+        anyhow::ensure!(is_pong(&reply), "a ping was not answered with a pong");
+        (request_bytes, reply_bytes) = (frame.len(), reply.len());
+        times.push(t);
+    }
+    times.sort();
+
+    // The baseline: a bare REQ/REP round trip with messages of those sizes.
+    let rep = ctx.socket(zmq::REP)?;
+    rep.bind("tcp://127.0.0.1:*")?;
+    let rep_ep = rep
+        .get_last_endpoint()?
+        .map_err(|_| anyhow::anyhow!("address not UTF-8"))?;
+    let count = args.count;
+    let answer = vec![0u8; reply_bytes];
+    let server = std::thread::spawn(move || -> Result<(), zmq::Error> {
+        for _ in 0..count {
+            rep.recv_bytes(0)?;
+            rep.send(&answer, 0)?;
+        }
+        Ok(())
+    });
+    let raw_req = ctx.socket(zmq::REQ)?;
+    raw_req.connect(&rep_ep)?;
+    let ask = vec![0u8; request_bytes];
+    let mut raw = Vec::with_capacity(count);
+    for _ in 0..count {
+        raw.push(round_trip(&raw_req, &ask)?.0);
+    }
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the REP thread panicked"))??;
+    raw.sort();
+
+    let (p50, p99) = (percentile(&times, 50), percentile(&times, 99));
+    let (r50, r99) = (percentile(&raw, 50), percentile(&raw, 99));
+    println!("\ncommand round trip, operator -> hub -> agent -> hub -> operator ({count} pings)");
+    println!("  {:<28} {:>10} {:>10}", "", "p50 µs", "p99 µs");
+    println!("  {:<28} {p50:>10.0} {p99:>10.0}", "fleetmq ping");
+    println!("  {:<28} {r50:>10.0} {r99:>10.0}", "raw libzmq REQ/REP");
+    println!("  p50 is {:.2}x the raw round trip", p50 / r50);
+    Ok(json!({
+        "count": count,
+        "p50_us": p50, "p99_us": p99,
+        "raw_p50_us": r50, "raw_p99_us": r99,
+        "p50_vs_raw": p50 / r50,
+        "request_bytes": request_bytes, "reply_bytes": reply_bytes,
+    }))
+}
+
+fn idle(args: &Args) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+    // Sampling once a second: the agent's own metrics and every host group.
+    let config = "[telemetry]\nsample_interval_ms = 1000\n[host]\ninterval_ms = 1000\n";
+    let agent = run::agent(dir.path(), &hub.endpoint("telemetry")?, "pi-idle", config)?;
+    let pid = agent.pid();
+    // Let it connect and settle before measuring.
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu0 = procstat::cpu_seconds(pid).context("reading the agent's CPU time")?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.idle_seconds));
+    let cpu = procstat::cpu_seconds(pid).context("reading the agent's CPU time")? - cpu0;
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = procstat::rss_bytes(pid).context("reading the agent's RSS")?;
+    let pct = 100.0 * cpu / secs;
+    println!("\nagent at 1 Hz sampling, host metrics included, over {secs:.0} s");
+    println!(
+        "  RSS {:.2} MB, CPU {pct:.3} % of one core",
+        rss as f64 / 1e6
+    );
+    Ok(json!({ "seconds": secs, "rss_bytes": rss, "cpu_pct_of_one_core": pct }))
+}
+
+/// Stripped sizes of the static builds that targets/build.sh left.
+fn binary_sizes() -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = serde_json::Map::new();
+    println!("\nstripped static binaries (targets/build.sh)");
+    for triple in [
+        "aarch64-unknown-linux-musl",
+        "armv7-unknown-linux-musleabihf",
+        "arm-unknown-linux-musleabihf",
+    ] {
+        let path = root
+            .join("target")
+            .join(triple)
+            .join("release/fleetmq-agent");
+        match std::fs::metadata(&path) {
+            Ok(m) => {
+                println!("  fleetmq-agent {triple:<34} {:>9} bytes", m.len());
+                out.insert(triple.into(), json!(m.len()));
+            }
+            Err(_) => println!("  fleetmq-agent {triple:<34} not built"),
+        }
+    }
+    Value::Object(out)
+}
+
+fn swarm_against(args: &Args) -> anyhow::Result<()> {
+    let endpoint = args
+        .hub
+        .clone()
+        .context("swarm needs --hub tcp://HOST:PORT")?;
+    let agents = args.agents.first().copied().unwrap_or(100);
+    let template = template()?;
+    let out = swarm::run(
+        &Swarm {
+            endpoint: endpoint.clone(),
+            agents,
+            window: args.window,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs_f64(args.seconds),
+            mode: Mode::Fleet,
+            prefix: format!("swarm{}", std::process::id()),
+        },
+        &template,
+    )?;
+    let batches = out.batches as f64 / out.seconds;
+    println!(
+        "{agents} simulated agents against {endpoint}: {:.0} samples/s ({batches:.0} batches/s), {} agents acked, {} refusals",
+        batches * wire::samples().len() as f64,
+        out.answered,
+        out.refusals
+    );
+    Ok(())
+}

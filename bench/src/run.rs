@@ -1,0 +1,119 @@
+//! Starting the real binaries for a benchmark, and stopping them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context as _;
+
+/// `name` beside this binary (cargo puts them all in target/release).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("finding this program")?;
+    let path = me
+        .parent()
+        .context("this program has no directory")?
+        .join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build it with cargo build --release -p {name}",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A child process, stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hub started for a benchmark.
+pub struct Hub {
+    pub proc: Running,
+    /// Its endpoints, from the JSON line it prints at start.
+    pub endpoints: serde_json::Value,
+}
+
+impl Hub {
+    /// Starts `fleetmq-hub run --insecure` on OS-chosen loopback ports with
+    /// `config` (TOML) in `dir`; its log goes to `dir/hub.log`.
+    pub fn start(dir: &Path, config: &str) -> anyhow::Result<Hub> {
+        let cfg = dir.join("hub.toml");
+        std::fs::write(&cfg, config)?;
+        let log = std::fs::File::create(dir.join("hub.log"))?;
+        let mut child = Command::new(sibling("fleetmq-hub")?)
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--bind", "127.0.0.1:*", "--insecure"])
+            .env("FLEETMQ_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting fleetmq-hub")?;
+        let stdout = child.stdout.take().context("the hub's stdout")?;
+        let proc = Running { child };
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the hub's first line")?;
+        let endpoints: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("the hub printed {line:?}, not its endpoints"))?;
+        Ok(Hub { proc, endpoints })
+    }
+
+    pub fn endpoint(&self, name: &str) -> anyhow::Result<String> {
+        self.endpoints[name]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("the hub printed no {name} endpoint"))
+    }
+}
+
+/// Starts `fleetmq-agent run --insecure` as `device` against `hub`, with
+/// `config` (TOML), in `dir/device`.
+pub fn agent(dir: &Path, hub: &str, device: &str, config: &str) -> anyhow::Result<Running> {
+    let home = dir.join(device);
+    std::fs::create_dir_all(&home)?;
+    let cfg = home.join("agent.toml");
+    std::fs::write(&cfg, config)?;
+    let log = std::fs::File::create(home.join("agent.log"))?;
+    let child = Command::new(sibling("fleetmq-agent")?)
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--hub", hub, "--device-id", device, "--insecure"])
+        .arg("--data-dir")
+        .arg(home.join("data"))
+        .env("FLEETMQ_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting fleetmq-agent")?;
+    Ok(Running { child })
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds the release binaries, runs every benchmark
+# (hub ingest from 1, 100 and 1,000 simulated agents beside raw libzmq,
+# command round trips beside raw REQ/REP, the agent at 1 Hz for 60 s, wire
+# sizes), prints one table per benchmark and writes target/bench/results.json;
+# then criterion's encode/decode times of the wire formats.
+#
+#   scripts/bench.sh                 everything (about 4 minutes after the build)
+#   scripts/bench.sh ingest          one benchmark: ingest, rtt, idle or wire
+#   BENCH_ARGS="--seconds 10" scripts/bench.sh
+#
+# Figures are for comparing side by side within one run; absolute numbers
+# on a shared machine move from run to run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+cargo build --release --locked -p fleetmq-hub -p fleetmq-agent -p fleetmq-bench
+mkdir -p target/bench
+# shellcheck disable=SC2086
+target/release/fleetmq-bench "$what" --json target/bench/results.json ${BENCH_ARGS:-}
+if [ "$what" = all ] || [ "$what" = wire ]; then
+  cargo bench --locked -p fleetmq-bench --bench wire -- --noplot
+fi
