@@ -371,14 +371,31 @@ impl Store {
 
     /// Chat lines after a cursor, oldest first.
     pub fn chat(&self, after_id: i64, limit: u32) -> Result<Vec<ChatRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, device, ts_ms, text FROM chat WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
-            .doing("reading chat")?;
+        self.chat_rows(
+            "SELECT id, device, ts_ms, text FROM chat WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![after_id, limit.clamp(1, 10_000)],
+        )
+    }
+
+    /// The newest `limit` chat lines, oldest of them first.
+    pub fn recent_chat(&self, limit: u32) -> Result<Vec<ChatRow>, StoreError> {
+        let mut rows = self.chat_rows(
+            "SELECT id, device, ts_ms, text FROM chat ORDER BY id DESC LIMIT ?1",
+            params![limit.clamp(1, 10_000)],
+        )?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Chat rows that `sql` (selecting id, device, ts_ms, text) finds.
+    fn chat_rows(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<ChatRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).doing("reading chat")?;
         let rows = stmt
-            .query_map(params![after_id, limit.clamp(1, 10_000)], |r| {
+            .query_map(args, |r| {
                 Ok(ChatRow {
                     id: r.get(0)?,
                     device: r.get(1)?,
@@ -388,27 +405,6 @@ impl Store {
             })
             .doing("reading chat")?;
         rows.collect::<Result<_, _>>().doing("reading chat")
-    }
-
-    /// The newest `limit` chat lines, oldest of them first.
-    pub fn recent_chat(&self, limit: u32) -> Result<Vec<ChatRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, device, ts_ms, text FROM chat ORDER BY id DESC LIMIT ?1")
-            .doing("reading chat")?;
-        let rows = stmt
-            .query_map(params![limit.clamp(1, 10_000)], |r| {
-                Ok(ChatRow {
-                    id: r.get(0)?,
-                    device: r.get(1)?,
-                    ts_ms: r.get::<_, i64>(2)? as u64,
-                    text: r.get(3)?,
-                })
-            })
-            .doing("reading chat")?;
-        let mut rows: Vec<ChatRow> = rows.collect::<Result<_, _>>().doing("reading chat")?;
-        rows.reverse();
-        Ok(rows)
     }
 
     /// The newest `limit` entries of the command log, newest first.
