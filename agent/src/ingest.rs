@@ -88,6 +88,8 @@ pub struct Ingest {
     complained: bool,
     /// Datagrams taken in one drain.
     per_drain: usize,
+    /// The receive buffer, kept between drains.
+    buf: Vec<u8>,
 }
 
 impl Ingest {
@@ -129,6 +131,7 @@ impl Ingest {
             status,
             complained: false,
             per_drain: MAX_DATAGRAMS_PER_DRAIN,
+            buf: Vec::new(),
         };
         (ingest, problems)
     }
@@ -144,13 +147,22 @@ impl Ingest {
     /// Reads every waiting datagram. Returns the samples, and the first
     /// malformed line of an episode (to log once).
     pub fn drain(&mut self, now_ms: u64) -> (Vec<Ingested>, Option<String>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Allocated on first use: an agent nobody sends to never pays for it.
+        self.buf.resize(MAX_DATAGRAM, 0);
+        let buf = self.buf.as_mut_slice();
         let mut datagrams = Vec::new();
         // A flood waits in the kernel's buffer (which drops the excess)
         // while the loop serves everything else between drains.
         while datagrams.len() < self.per_drain {
-            let got = self.udp.as_ref().and_then(|s| s.recv(&mut buf).ok());
-            let got = got.or_else(|| self.unix.as_ref().and_then(|(s, _)| s.recv(&mut buf).ok()));
+            let mut got = None;
+            if let Some(s) = &self.udp {
+                got = s.recv(buf).ok();
+            }
+            if got.is_none()
+                && let Some((s, _)) = &self.unix
+            {
+                got = s.recv(buf).ok();
+            }
             match got {
                 Some(n) => datagrams.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
                 None => break,
