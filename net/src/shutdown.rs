@@ -20,9 +20,7 @@ pub struct Shutdown {
 impl Shutdown {
     /// Installs the signal handlers.
     pub fn install() -> std::io::Result<Self> {
-        let (read, write) = UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
+        let (read, write) = wake_pair()?;
         let flag = Arc::new(AtomicBool::new(false));
         for sig in [SIGINT, SIGTERM] {
             // Order matters: the conditional exit is checked before the flag
@@ -54,6 +52,15 @@ impl Shutdown {
     }
 }
 
+/// A non-blocking socketpair: signal handlers write a byte to one end, the
+/// poll loop waits on the other.
+fn wake_pair() -> std::io::Result<(UnixStream, UnixStream)> {
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    write.set_nonblocking(true)?;
+    Ok((read, write))
+}
+
 /// Becomes readable when SIGHUP arrives: the conventional "reload your
 /// configuration". Without it, SIGHUP would end the process.
 pub struct Hangup {
@@ -63,9 +70,7 @@ pub struct Hangup {
 impl Hangup {
     /// Installs the handler.
     pub fn install() -> std::io::Result<Self> {
-        let (read, write) = UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
+        let (read, write) = wake_pair()?;
         signal_hook::low_level::pipe::register(SIGHUP, write)?;
         Ok(Hangup { read })
     }
