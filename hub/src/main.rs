@@ -8,6 +8,7 @@ mod auth;
 mod broker;
 mod config;
 mod http;
+mod latest;
 mod operator;
 mod presence;
 mod server;

@@ -13,16 +13,16 @@ use anyhow::Context as _;
 use fleetmq_net::{Security, Shutdown, Sockets, recv_frames, recv_message, send_frames};
 use fleetmq_protocol::{
     Ack, Announcement, Batch, Broadcast, ChatMessage, CommandFrame, CommandRequest, DeviceInfo,
-    Downstream, HelloRequest, HubPorts, HubStats, Job, JobFrame, JobSpec, LatestValue,
-    OperatorError, OperatorFrame, OperatorReplyFrame, OperatorRequest, OperatorResponse, Outcome,
-    Refusal, ReplyFrame, Request, Response, ResultFrame, Upstream, Welcome, names,
-    validate_device_id,
+    Downstream, HelloRequest, HubPorts, HubStats, Job, JobFrame, JobSpec, OperatorError,
+    OperatorFrame, OperatorReplyFrame, OperatorRequest, OperatorResponse, Outcome, Refusal,
+    ReplyFrame, Request, Response, ResultFrame, Upstream, Welcome, names, validate_device_id,
 };
 use tracing::{debug, info, warn};
 
 use crate::auth::{AllowList, RateLimit, Verdict, Watch};
 use crate::broker::{Pending, PendingCommand, Recent};
 use crate::config::HubConfig;
+use crate::latest::Latest;
 use crate::presence::Presence;
 use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Store, Stored};
 
@@ -114,7 +114,7 @@ struct Hub {
     monitors: Vec<zmq::Socket>,
     rate: RateLimit,
     /// The newest sample of each (device, metric) stored since the start.
-    latest: std::collections::HashMap<(String, String), (u64, fleetmq_protocol::Value)>,
+    latest: Latest,
     /// Devices currently over their rate, logged once per episode.
     over_rate: std::collections::HashSet<String>,
     ticks: u32,
@@ -248,7 +248,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         enrolment,
         monitors,
         rate,
-        latest: Default::default(),
+        latest: Latest::new(MAX_LATEST),
         over_rate: Default::default(),
         ticks: 0,
         config,
@@ -300,6 +300,9 @@ impl Hub {
             };
             if ready[5] && shutdown.requested() {
                 info!("shutting down");
+                if let Err(e) = self.store.flush_log() {
+                    warn!(error = %e, "could not write the last command log entries");
+                }
                 return Ok(());
             }
             // Handshakes first: a connecting agent waits on them.
@@ -671,18 +674,7 @@ impl Hub {
                 Stored::New => {
                     self.counters.batches_stored += 1;
                     self.counters.samples_stored += batch.samples.len() as u64;
-                    for sample in batch.resolved_samples() {
-                        let key = (device.clone(), sample.name.to_string());
-                        let full = self.latest.len() >= MAX_LATEST;
-                        if full && !self.latest.contains_key(&key) {
-                            // Bounded: a device inventing names cannot grow it.
-                            continue;
-                        }
-                        let slot = self.latest.entry(key).or_insert((0, sample.value));
-                        if sample.ts_ms >= slot.0 {
-                            *slot = (sample.ts_ms, sample.value);
-                        }
-                    }
+                    self.latest.record(device, batch.resolved_samples());
                 }
                 Stored::Duplicate => self.counters.batches_duplicate += 1,
             }
@@ -797,10 +789,8 @@ impl Hub {
                 );
                 continue;
             };
+            // The operator is waiting: answer first, then write the log.
             let summary = serde_json::to_string(&reply.reply).unwrap_or_default();
-            if let Err(e) = self.store.log_command_result(p.log_id, &summary, now_ms()) {
-                warn!(error = %e, "could not log a command result");
-            }
             self.answer(
                 &p.client,
                 p.request_id,
@@ -809,6 +799,7 @@ impl Hub {
                     reply: reply.reply,
                 },
             );
+            self.store.log_command_result(p.log_id, &summary, now_ms());
         }
         Ok(())
     }
@@ -1026,20 +1017,7 @@ impl Hub {
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
             Request::Stats => self.stats().unwrap_or_else(storage),
-            Request::Latest => {
-                let mut values: Vec<LatestValue> = self
-                    .latest
-                    .iter()
-                    .map(|((device, name), (ts_ms, value))| LatestValue {
-                        device: device.clone(),
-                        name: name.clone(),
-                        ts_ms: *ts_ms,
-                        value: *value,
-                    })
-                    .collect();
-                values.sort_by(|a, b| (&a.device, &a.name).cmp(&(&b.device, &b.name)));
-                Response::Latest(values)
-            }
+            Request::Latest => Response::Latest(self.latest.values()),
         };
         let submitted = matches!(response, Response::JobSubmitted { .. });
         self.answer(client, req.id, response);
@@ -1103,15 +1081,18 @@ impl Hub {
         now: u64,
     ) -> Result<(), OperatorError> {
         validate_device_id(&device).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
-        let known = self
-            .store
-            .device_known(&device)
-            .map_err(|e| OperatorError::Storage(e.to_string()))?;
-        if !known {
-            return Err(OperatorError::UnknownDevice(device));
-        }
         if !self.presence.is_online(&device) {
-            return Err(OperatorError::DeviceOffline(device));
+            // Online means heard from; only an offline device needs the store
+            // to tell "never seen" from "gone".
+            let known = self
+                .store
+                .device_known(&device)
+                .map_err(|e| OperatorError::Storage(e.to_string()))?;
+            return Err(if known {
+                OperatorError::DeviceOffline(device)
+            } else {
+                OperatorError::UnknownDevice(device)
+            });
         }
         let timeout_ms = if timeout_ms == 0 {
             self.config.commands.timeout_ms
@@ -1148,10 +1129,7 @@ impl Hub {
             Err(e) => return Err(OperatorError::BadRequest(format!("could not send: {e}"))),
         }
         self.counters.commands_sent += 1;
-        let log_id = self
-            .store
-            .log_command(&device, &command, now)
-            .map_err(|e| OperatorError::Storage(e.to_string()))?;
+        let log_id = self.store.log_command(&device, &command, now);
         self.pending.insert(
             corr,
             PendingCommand {
@@ -1182,9 +1160,7 @@ impl Hub {
         }
         for p in self.pending.expired(now) {
             self.counters.commands_timed_out += 1;
-            if let Err(e) = self.store.log_command_result(p.log_id, "timed out", now) {
-                warn!(error = %e, "could not log a command result");
-            }
+            self.store.log_command_result(p.log_id, "timed out", now);
             self.answer(
                 &p.client,
                 p.request_id,
@@ -1195,6 +1171,9 @@ impl Hub {
         }
         self.send_queued(now);
         self.dispatch_jobs(now);
+        if let Err(e) = self.store.flush_log() {
+            warn!(error = %e, "could not write the command log; will retry");
+        }
         Ok(())
     }
 

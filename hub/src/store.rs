@@ -82,7 +82,38 @@ pub struct DueJob {
 
 pub struct Store {
     conn: Connection,
+    /// The command log's own connection to hub.db, with `synchronous =
+    /// NORMAL`: it is a record of what operators did, not data the hub
+    /// acked, so it never waits for the disk.
+    log: Connection,
+    /// Command log writes not yet written: they are written together by
+    /// [`Store::flush_log`] (the hub calls it every tick), so logging costs
+    /// a command's round trip nothing. A killed hub loses at most a tick
+    /// of log entries; a power cut may lose a few more.
+    log_queue: Vec<LogWrite>,
+    /// The id the next logged command gets.
+    next_log_id: i64,
 }
+
+/// A command log write waiting for [`Store::flush_log`].
+enum LogWrite {
+    Sent {
+        id: i64,
+        device: String,
+        command: String,
+        at_ms: u64,
+    },
+    Ended {
+        id: i64,
+        result: String,
+        at_ms: u64,
+    },
+}
+
+/// Queued command log writes that make [`Store::flush_log`] write at once.
+const LOG_QUEUE_MAX: usize = 256;
+/// Queued writes kept while the log cannot be written (a full disk).
+const LOG_QUEUE_LIMIT: usize = 16 * LOG_QUEUE_MAX;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
@@ -154,22 +185,39 @@ fn parse_state(s: &str) -> JobState {
     }
 }
 
+/// A connection to `dir/hub.db` in WAL mode.
+fn connect(dir: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let conn = Connection::open(dir.join("hub.db")).doing("opening hub.db")?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .doing("switching hub.db to WAL")?;
+    let sync = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .doing("setting synchronous")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .doing("setting busy timeout")?;
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if needed) `hub.db` in `dir`.
     pub fn open(dir: &Path, sync: Synchronous) -> Result<Self, StoreError> {
-        let conn = Connection::open(dir.join("hub.db")).doing("opening hub.db")?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .doing("switching hub.db to WAL")?;
-        let sync = match sync {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .doing("setting synchronous")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .doing("setting busy timeout")?;
+        let conn = connect(dir, sync)?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
-        Ok(Store { conn })
+        let log = connect(dir, Synchronous::Normal)?;
+        let last: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) FROM commands", [], |r| {
+                r.get(0)
+            })
+            .doing("reading the command log")?;
+        Ok(Store {
+            conn,
+            log,
+            log_queue: Vec::new(),
+            next_log_id: last + 1,
+        })
     }
 
     /// Records a Hello: creates or updates the device row.
@@ -212,7 +260,8 @@ impl Store {
     /// True if the hub has ever heard from this device.
     pub fn device_known(&self, id: &str) -> Result<bool, StoreError> {
         self.conn
-            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
+            .prepare_cached("SELECT 1 FROM devices WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |_| Ok(())))
             .optional()
             .map(|r| r.is_some())
             .doing("looking up a device")
@@ -408,7 +457,8 @@ impl Store {
     }
 
     /// The newest `limit` entries of the command log, newest first.
-    pub fn commands(&self, limit: u32) -> Result<Vec<CommandInfo>, StoreError> {
+    pub fn commands(&mut self, limit: u32) -> Result<Vec<CommandInfo>, StoreError> {
+        self.flush_log()?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -596,30 +646,85 @@ impl Store {
         Ok(())
     }
 
-    /// Logs a command sent to a device; returns the log row id.
+    /// Logs a command sent to a device; returns its id in the log. The
+    /// entry is written by the next [`Store::flush_log`].
     pub fn log_command(
-        &self,
+        &mut self,
         device: &str,
         command: &fleetmq_protocol::Command,
         now_ms: u64,
-    ) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO commands (device, command, sent_ms) VALUES (?1, ?2, ?3)",
-                params![device, json(command), now_ms as i64],
-            )
-            .doing("logging a command")?;
-        Ok(self.conn.last_insert_rowid())
+    ) -> i64 {
+        let id = self.next_log_id;
+        self.next_log_id += 1;
+        self.log_queue.push(LogWrite::Sent {
+            id,
+            device: device.to_string(),
+            command: json(command),
+            at_ms: now_ms,
+        });
+        self.flush_log_if_full();
+        id
     }
 
-    /// Records how a logged command ended.
-    pub fn log_command_result(&self, id: i64, result: &str, now_ms: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE commands SET answered_ms = ?2, result = ?3 WHERE id = ?1",
-                params![id, now_ms as i64, result],
-            )
-            .doing("logging a command result")?;
+    /// Records how a logged command ended (written by the next flush).
+    pub fn log_command_result(&mut self, id: i64, result: &str, now_ms: u64) {
+        self.log_queue.push(LogWrite::Ended {
+            id,
+            result: result.to_string(),
+            at_ms: now_ms,
+        });
+        self.flush_log_if_full();
+    }
+
+    fn flush_log_if_full(&mut self) {
+        if self.log_queue.len() < LOG_QUEUE_MAX {
+            return;
+        }
+        if let Err(e) = self.flush_log() {
+            tracing::warn!(error = %e, queued = self.log_queue.len(), "could not write the command log; will retry");
+            if self.log_queue.len() >= LOG_QUEUE_LIMIT {
+                tracing::error!(
+                    lost = self.log_queue.len(),
+                    "the command log cannot be written: dropping its queued entries (commands still run)"
+                );
+                self.log_queue.clear();
+            }
+        }
+    }
+
+    /// Writes the queued command log entries in one transaction. On error
+    /// they stay queued for the next call.
+    pub fn flush_log(&mut self) -> Result<(), StoreError> {
+        if self.log_queue.is_empty() {
+            return Ok(());
+        }
+        let tx = self.log.transaction().doing("starting a transaction")?;
+        {
+            let mut sent = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO commands (id, device, command, sent_ms) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .doing("logging a command")?;
+            let mut ended = tx
+                .prepare_cached("UPDATE commands SET answered_ms = ?2, result = ?3 WHERE id = ?1")
+                .doing("logging a command result")?;
+            for w in &self.log_queue {
+                match w {
+                    LogWrite::Sent {
+                        id,
+                        device,
+                        command,
+                        at_ms,
+                    } => sent.execute(params![id, device, command, *at_ms as i64]),
+                    LogWrite::Ended { id, result, at_ms } => {
+                        ended.execute(params![id, *at_ms as i64, result])
+                    }
+                }
+                .doing("writing the command log")?;
+            }
+        }
+        tx.commit().doing("writing the command log")?;
+        self.log_queue.clear();
         Ok(())
     }
 
@@ -667,19 +772,49 @@ mod tests {
             .collect();
         assert_eq!(texts, ["line 12", "line 13", "line 14"]);
 
-        let ping = store
-            .log_command("pi-a", &fleetmq_protocol::Command::Ping, t0)
-            .unwrap();
-        store
-            .log_command("pi-a", &fleetmq_protocol::Command::Status, t0 + 1)
-            .unwrap();
-        store.log_command_result(ping, "timed out", t0 + 2).unwrap();
+        let ping = store.log_command("pi-a", &fleetmq_protocol::Command::Ping, t0);
+        store.log_command("pi-a", &fleetmq_protocol::Command::Status, t0 + 1);
+        store.log_command_result(ping, "timed out", t0 + 2);
         let log = store.commands(10).unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].result, None, "newest first, still in flight");
         assert_eq!(log[1].result.as_deref(), Some("timed out"));
         assert_eq!(log[1].ended_ms, Some(t0 + 2));
         assert!(log[1].command.contains("Ping"), "{}", log[1].command);
+    }
+
+    /// The command log is written a tick later; what was flushed survives a
+    /// restart, and ids go on from where they were.
+    #[test]
+    fn the_command_log_is_written_by_flush_and_ids_go_on_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        let first = store.log_command("pi-a", &fleetmq_protocol::Command::Ping, 1);
+        store.log_command_result(first, "pong", 2);
+        let unfinished = store.log_command("pi-b", &fleetmq_protocol::Command::Status, 3);
+        store.flush_log().unwrap();
+        drop(store);
+
+        let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        let next = store.log_command("pi-a", &fleetmq_protocol::Command::Ping, 4);
+        assert!(
+            next > unfinished && unfinished > first,
+            "{first} {unfinished} {next}"
+        );
+        // Reading the log writes what is queued first.
+        let log = store.commands(10).unwrap();
+        let got: Vec<_> = log
+            .iter()
+            .map(|c| (c.id, c.device.as_str(), c.result.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (next, "pi-a", None),
+                (unfinished, "pi-b", None),
+                (first, "pi-a", Some("pong")),
+            ]
+        );
     }
 
     /// Lease timing on a clock the test sets: a job is due while queued,

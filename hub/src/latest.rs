@@ -1,0 +1,130 @@
+//! The newest value of every series, kept in memory for `latest`, the page
+//! and `/metrics`.
+//!
+//! It is on the ingest path (every stored sample passes through it), so a
+//! sample of a series already known costs two lookups by `&str` and no
+//! allocation; only a new series allocates its names.
+
+use std::collections::HashMap;
+
+use fleetmq_protocol::telemetry::SampleRef;
+use fleetmq_protocol::{LatestValue, Value};
+
+/// Newest values by device, then series name; at most `limit` series.
+pub struct Latest {
+    by_device: HashMap<String, HashMap<String, (u64, Value)>>,
+    len: usize,
+    limit: usize,
+}
+
+impl Latest {
+    pub fn new(limit: usize) -> Latest {
+        Latest {
+            by_device: HashMap::new(),
+            len: 0,
+            limit,
+        }
+    }
+
+    /// Records `device`'s samples: a newer (or equally new) timestamp
+    /// replaces the value. Once `limit` series are known, new ones are not
+    /// kept, so a device inventing names cannot grow the hub's memory.
+    pub fn record<'a>(&mut self, device: &str, samples: impl Iterator<Item = SampleRef<'a>>) {
+        let series = match self.by_device.get_mut(device) {
+            Some(s) => s,
+            None if self.len < self.limit => self.by_device.entry(device.to_string()).or_default(),
+            None => return,
+        };
+        for s in samples {
+            match series.get_mut(s.name) {
+                Some(slot) if s.ts_ms >= slot.0 => *slot = (s.ts_ms, s.value),
+                Some(_) => {}
+                None if self.len < self.limit => {
+                    series.insert(s.name.to_string(), (s.ts_ms, s.value));
+                    self.len += 1;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Every value, ordered by device and series name.
+    pub fn values(&self) -> Vec<LatestValue> {
+        let mut values: Vec<LatestValue> = self
+            .by_device
+            .iter()
+            .flat_map(|(device, series)| {
+                series.iter().map(|(name, (ts_ms, value))| LatestValue {
+                    device: device.clone(),
+                    name: name.clone(),
+                    ts_ms: *ts_ms,
+                    value: *value,
+                })
+            })
+            .collect();
+        values.sort_by(|a, b| (&a.device, &a.name).cmp(&(&b.device, &b.name)));
+        values
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, ts_ms: u64, v: i64) -> SampleRef<'_> {
+        SampleRef {
+            name,
+            ts_ms,
+            value: Value::Int(v),
+        }
+    }
+
+    #[test]
+    fn the_newest_value_wins_whatever_the_arrival_order() {
+        let mut l = Latest::new(10);
+        l.record("pi-b", [sample("cpu", 20, 2)].into_iter());
+        l.record(
+            "pi-a",
+            [sample("temp", 5, 40), sample("cpu", 9, 1)].into_iter(),
+        );
+        // An older sample arriving late (a resent spool) does not go back in time.
+        l.record("pi-b", [sample("cpu", 10, 7)].into_iter());
+        l.record("pi-a", [sample("temp", 6, 41)].into_iter());
+        let got: Vec<_> = l
+            .values()
+            .into_iter()
+            .map(|v| (v.device, v.name, v.ts_ms, v.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pi-a".into(), "cpu".into(), 9, Value::Int(1)),
+                ("pi-a".into(), "temp".into(), 6, Value::Int(41)),
+                ("pi-b".into(), "cpu".into(), 20, Value::Int(2)),
+            ]
+        );
+    }
+
+    #[test]
+    fn new_series_stop_at_the_limit_and_known_ones_still_update() {
+        let mut l = Latest::new(2);
+        l.record(
+            "pi-a",
+            [sample("a", 1, 1), sample("b", 1, 1), sample("c", 1, 1)].into_iter(),
+        );
+        l.record("pi-z", [sample("a", 1, 1)].into_iter());
+        l.record("pi-a", [sample("b", 2, 9)].into_iter());
+        let got: Vec<_> = l
+            .values()
+            .into_iter()
+            .map(|v| (v.device, v.name, v.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pi-a".into(), "a".into(), Value::Int(1)),
+                ("pi-a".into(), "b".into(), Value::Int(9)),
+            ]
+        );
+    }
+}
