@@ -19,6 +19,9 @@ fn main() {
     // SAFETY: a build script is single-threaded here; cc reads CXXFLAGS.
     unsafe { env::set_var("CXXFLAGS", flags) };
     zeromq_src::Build::new()
+        // The draft API: only the hub asks for it (per-connection buffer
+        // sizes); it adds about 9 KB the agent has no use for.
+        .enable_draft(env::var_os("CARGO_FEATURE_DRAFT").is_some())
         .with_libsodium(Some(zeromq_src::LibLocation::new(lib, include)))
         .build();
 }

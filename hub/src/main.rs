@@ -489,7 +489,52 @@ fn run_hub(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
+    open_files_for_a_fleet();
     server::run(config, args.insecure, shutdown)
+}
+
+/// Each connected agent holds five connections, each an open file: raises
+/// the soft open-files limit to the hard one (a default soft limit of 1024
+/// would stop the hub at about 200 agents) and says how many agents fit.
+fn open_files_for_a_fleet() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!("could not read the open-files limit");
+        return;
+    }
+    let mut raised = true;
+    // An unlimited hard limit still stops at the kernel's nr_open.
+    let most = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < most {
+        let want = libc::rlimit {
+            rlim_cur: most,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        raised = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0;
+        if raised {
+            lim = want;
+        }
+    }
+    let open_files = lim.rlim_cur;
+    let agents = open_files.saturating_sub(64) / 5;
+    if raised {
+        tracing::info!(
+            open_files,
+            agents,
+            "open-files limit: five per connected agent"
+        );
+    } else {
+        tracing::warn!(
+            open_files,
+            agents,
+            "could not raise the open-files limit; for a larger fleet raise LimitNOFILE= (or ulimit -n)"
+        );
+    }
 }
 
 /// The allow list file the enrolment subcommands edit.

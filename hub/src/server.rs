@@ -29,6 +29,12 @@ use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Store, Stored};
 /// Messages drained from one socket per round before others get a turn.
 const DRAIN: usize = 1024;
 /// Timer resolution: presence, command deadlines and job leases.
+/// Bytes a connection of a quiet agent-facing socket (broadcast, jobs,
+/// results, commands) reads and writes at once. libzmq keeps buffers of
+/// this size per connection (8 KB each by default); these sockets carry a
+/// few small messages a minute, and a hub holds thousands of them.
+const QUIET_BATCH: i32 = 512;
+const TELEMETRY_BATCH: i32 = 2048;
 const TICK: Duration = Duration::from_millis(100);
 /// Most (device, metric) pairs whose newest value is kept for /metrics.
 const MAX_LATEST: usize = 200_000;
@@ -175,12 +181,16 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
     let (upstream, telemetry) = sockets
         .build(zmq::ROUTER)
         .router_handover()
+        .batch_sizes(TELEMETRY_BATCH, TELEMETRY_BATCH)
+        .kernel_liveness()
         .secure()
         .monitor(&monitor("telemetry"), events)
         .bind(&l.telemetry)?;
     let (broadcast, broadcast_ep) = sockets
         .build(zmq::XPUB)
         .xpub_verbose()
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
         .secure()
         .monitor(&monitor("broadcast"), events)
         .bind(&l.broadcast)?;
@@ -188,11 +198,15 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
     let (jobs, jobs_ep) = sockets
         .build(zmq::PUSH)
         .hwm(16, 16)
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
         .secure()
         .monitor(&monitor("jobs"), events)
         .bind(&l.jobs)?;
     let (results, results_ep) = sockets
         .build(zmq::PULL)
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
         .secure()
         .monitor(&monitor("results"), events)
         .bind(&l.results)?;
@@ -200,6 +214,8 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         .build(zmq::ROUTER)
         .router_mandatory()
         .router_handover()
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
         .secure()
         .monitor(&monitor("commands"), events)
         .bind(&l.commands)?;
@@ -1311,5 +1327,47 @@ fn check_spec(spec: &JobSpec) -> Result<(), OperatorError> {
             "exec job needs a program name".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_net::SocketOptions;
+
+    /// The quiet sockets' small read and write batches still carry
+    /// messages many times their size, and many small ones, whole and in
+    /// order, both ways.
+    #[test]
+    fn small_batch_buffers_carry_large_and_small_messages_whole() {
+        let sockets = Sockets::new(SocketOptions::default());
+        let (router, ep) = sockets
+            .build(zmq::ROUTER)
+            .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+            .bind("tcp://127.0.0.1:*")
+            .unwrap();
+        let dealer = sockets
+            .build(zmq::DEALER)
+            .routing_id(b"pi-1")
+            .connect(&ep)
+            .unwrap();
+        router.set_rcvtimeo(10_000).unwrap();
+        dealer.set_rcvtimeo(10_000).unwrap();
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        dealer.send(&big[..], 0).unwrap();
+        for i in 0..300u32 {
+            dealer.send(&i.to_le_bytes()[..], 0).unwrap();
+        }
+        let got = router.recv_multipart(0).unwrap();
+        assert_eq!(got[0], b"pi-1");
+        assert!(got[1] == big, "the large message arrived changed");
+        for i in 0..300u32 {
+            assert_eq!(router.recv_multipart(0).unwrap()[1], i.to_le_bytes());
+        }
+        router.send_multipart([&b"pi-1"[..], &big[..]], 0).unwrap();
+        assert!(
+            dealer.recv_bytes(0).unwrap() == big,
+            "the large reply arrived changed"
+        );
     }
 }

@@ -197,6 +197,8 @@ impl Sockets {
             immediate: false,
             monitor: None,
             secure: false,
+            batch: None,
+            kernel_liveness: false,
         }
     }
 }
@@ -216,6 +218,35 @@ pub struct Builder<'a> {
     immediate: bool,
     monitor: Option<(String, i32)>,
     secure: bool,
+    batch: Option<(i32, i32)>,
+    kernel_liveness: bool,
+}
+
+/// libzmq 4.3's draft socket options (the hub's libzmq is built with the
+/// draft API), and a stable one the zmq crate has no setter for.
+const IN_BATCH_SIZE: i32 = 101;
+const OUT_BATCH_SIZE: i32 = 102;
+/// `ZMQ_TCP_MAXRT`: TCP_USER_TIMEOUT on Linux, in milliseconds.
+const TCP_MAXRT: i32 = 80;
+
+/// Sets an int socket option the zmq crate has no setter for.
+fn set_int(socket: &mut zmq::Socket, option: i32, value: i32) -> zmq::Result<()> {
+    // SAFETY: the socket pointer is live for the call (we hold the socket),
+    // and libzmq reads exactly size_of::<i32>() bytes from the pointer.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            option,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: zmq_errno reads libzmq's thread-local error number.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
 }
 
 fn kind_name(kind: zmq::SocketType) -> &'static str {
@@ -275,6 +306,28 @@ impl Builder<'_> {
         self
     }
 
+    /// The bytes each connection reads and writes at once
+    /// (`ZMQ_IN_BATCH_SIZE`, `ZMQ_OUT_BATCH_SIZE`; libzmq's default is 8 KB
+    /// each). Each connection holds buffers of these sizes, so a socket with
+    /// thousands of mostly quiet peers uses less memory with small ones.
+    pub fn batch_sizes(mut self, read: i32, write: i32) -> Self {
+        self.batch = Some((read, write));
+        self
+    }
+
+    /// Leaves noticing a dead peer to the kernel rather than to ZMTP
+    /// heartbeats: TCP keepalive probes every `heartbeat_ms` while the link
+    /// is idle and gives up after `heartbeat_timeout_ms`, as does unacked
+    /// data (`TCP_USER_TIMEOUT`). For a socket with thousands of peers:
+    /// libzmq keeps heartbeat timers in one ordered map per I/O thread and
+    /// cancels one by scanning that map on every heartbeat answered, which
+    /// costs O(connections) each time, so a hub with 3,000 agents spent two
+    /// cores on it at rest.
+    pub fn kernel_liveness(mut self) -> Self {
+        self.kernel_liveness = true;
+        self
+    }
+
     /// Queue messages only to completed connections (no queueing for peers
     /// that are not there yet).
     pub fn immediate(mut self) -> Self {
@@ -299,7 +352,7 @@ impl Builder<'_> {
 
     fn make(&self) -> Result<zmq::Socket, NetError> {
         let kind = kind_name(self.kind);
-        let socket = self
+        let mut socket = self
             .sockets
             .ctx
             .socket(self.kind)
@@ -330,7 +383,31 @@ impl Builder<'_> {
             "ZMQ_RECONNECT_IVL_MAX",
             socket.set_reconnect_ivl_max(o.reconnect_max_ms),
         )?;
-        if o.heartbeat_ms > 0 {
+        if o.heartbeat_ms > 0 && self.kernel_liveness {
+            // Probes every heartbeat while idle, given up after the timeout;
+            // unacknowledged data is given up after the timeout too.
+            let secs = (o.heartbeat_ms / 1000).max(1);
+            let probes = (o.heartbeat_timeout_ms / o.heartbeat_ms).max(1);
+            opt("ZMQ_TCP_KEEPALIVE", socket.set_tcp_keepalive(1))?;
+            opt(
+                "ZMQ_TCP_KEEPALIVE_IDLE",
+                socket.set_tcp_keepalive_idle(secs),
+            )?;
+            opt(
+                "ZMQ_TCP_KEEPALIVE_INTVL",
+                socket.set_tcp_keepalive_intvl(secs),
+            )?;
+            opt(
+                "ZMQ_TCP_KEEPALIVE_CNT",
+                socket.set_tcp_keepalive_cnt(probes),
+            )?;
+            opt(
+                "ZMQ_TCP_MAXRT",
+                set_int(&mut socket, TCP_MAXRT, o.heartbeat_timeout_ms),
+            )?;
+        } else if o.heartbeat_ms > 0 {
+            // No ZMQ_HEARTBEAT_TTL: a TTL makes the hub keep a timer per
+            // connection (see kernel_liveness).
             opt(
                 "ZMQ_HEARTBEAT_IVL",
                 socket.set_heartbeat_ivl(o.heartbeat_ms),
@@ -339,9 +416,15 @@ impl Builder<'_> {
                 "ZMQ_HEARTBEAT_TIMEOUT",
                 socket.set_heartbeat_timeout(o.heartbeat_timeout_ms),
             )?;
+        }
+        if let Some((read, write)) = self.batch {
             opt(
-                "ZMQ_HEARTBEAT_TTL",
-                socket.set_heartbeat_ttl(o.heartbeat_timeout_ms),
+                "ZMQ_IN_BATCH_SIZE",
+                set_int(&mut socket, IN_BATCH_SIZE, read),
+            )?;
+            opt(
+                "ZMQ_OUT_BATCH_SIZE",
+                set_int(&mut socket, OUT_BATCH_SIZE, write),
             )?;
         }
         if let Some(id) = &self.routing_id {
@@ -543,6 +626,41 @@ mod tests {
         assert_eq!(s.get_reconnect_ivl_max().unwrap(), 9000);
         assert_eq!(s.get_heartbeat_ivl().unwrap(), 1000);
         assert_eq!(s.get_heartbeat_timeout().unwrap(), 3000);
+    }
+
+    /// A socket with thousands of peers leaves liveness to TCP keepalive:
+    /// no ZMTP heartbeat timers, probes at the heartbeat interval, given
+    /// up after the timeout.
+    #[test]
+    fn kernel_liveness_sets_keepalive_from_the_heartbeat_and_no_zmtp_heartbeats() {
+        let sockets = Sockets::new(SocketOptions {
+            heartbeat_ms: 5000,
+            heartbeat_timeout_ms: 15_000,
+            ..SocketOptions::default()
+        });
+        let (s, _) = sockets
+            .build(zmq::ROUTER)
+            .kernel_liveness()
+            .bind("tcp://127.0.0.1:*")
+            .unwrap();
+        assert_eq!(s.get_heartbeat_ivl().unwrap(), 0);
+        assert_eq!(
+            s.get_heartbeat_timeout().unwrap(),
+            -1,
+            "libzmq's unset value"
+        );
+        assert_eq!(s.get_tcp_keepalive().unwrap(), 1);
+        assert_eq!(s.get_tcp_keepalive_idle().unwrap(), 5);
+        assert_eq!(s.get_tcp_keepalive_intvl().unwrap(), 5);
+        assert_eq!(s.get_tcp_keepalive_cnt().unwrap(), 3);
+        // Other sockets keep ZMTP heartbeats, without a TTL for the peer.
+        let (z, _) = sockets
+            .build(zmq::DEALER)
+            .bind("tcp://127.0.0.1:*")
+            .unwrap();
+        assert_eq!(z.get_heartbeat_ivl().unwrap(), 5000);
+        assert_eq!(z.get_heartbeat_ttl().unwrap(), 0);
+        assert_eq!(z.get_tcp_keepalive().unwrap(), -1, "the OS default");
     }
 
     #[test]
