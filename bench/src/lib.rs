@@ -2,6 +2,7 @@
 //! how fast a command goes round, what an idle agent costs, and how small
 //! the wire format is, each measured beside its baseline in the same run.
 
+pub mod fleet;
 pub mod procstat;
 pub mod run;
 pub mod swarm;

@@ -4,8 +4,9 @@
 //! fleetmq-bench all [--json FILE] [--seconds S] [--idle-seconds S]
 //! fleetmq-bench ingest [--agents 1,100,1000] [--seconds S]
 //! fleetmq-bench rtt [--count N]
-//! fleetmq-bench idle [--idle-seconds S]
+//! fleetmq-bench idle [--idle-seconds S] [--agent-binary PATH]
 //! fleetmq-bench wire
+//! fleetmq-bench connected [--agents 5000]
 //! fleetmq-bench swarm --hub tcp://HOST:PORT --agents N [--seconds S] [--window W]
 //! ```
 //!
@@ -18,14 +19,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use fleetmq_bench::swarm::{self, Mode, Swarm, Template};
-use fleetmq_bench::{procstat, run, wire};
+use fleetmq_bench::{fleet, procstat, run, wire};
 use fleetmq_protocol::{
     Command, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response,
 };
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|swarm [--json FILE] \
-[--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W]";
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|swarm [--json FILE] \
+[--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
+[--agent-binary PATH]";
 
 /// Batches each simulated agent keeps in flight.
 const WINDOW: usize = 4;
@@ -38,10 +40,15 @@ struct Args {
     json: Option<String>,
     seconds: f64,
     idle_seconds: f64,
-    agents: Vec<usize>,
+    /// None: each benchmark's own default.
+    agents: Option<Vec<usize>>,
     count: usize,
     hub: Option<String>,
     window: usize,
+    /// fleet-part: the first agent's number.
+    first: usize,
+    /// rtt, idle: this agent binary rather than the one beside us.
+    agent_binary: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -51,10 +58,12 @@ fn parse() -> Result<Args, lexopt::Error> {
         json: None,
         seconds: 5.0,
         idle_seconds: 60.0,
-        agents: vec![1, 100, 1000],
+        agents: None,
         count: 2000,
         hub: None,
         window: WINDOW,
+        first: 0,
+        agent_binary: None,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -65,15 +74,18 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("count") => args.count = p.value()?.parse()?,
             Long("hub") => args.hub = Some(p.value()?.string()?),
             Long("window") => args.window = p.value()?.parse()?,
+            Long("first") => args.first = p.value()?.parse()?,
+            Long("agent-binary") => args.agent_binary = Some(p.value()?.into()),
             Long("agents") => {
                 let list = p.value()?.string()?;
-                args.agents = list
+                let agents = list
                     .split(',')
                     .map(|n| n.trim().parse())
                     .collect::<Result<_, _>>()
                     .map_err(|_| {
                         lexopt::Error::Custom(format!("--agents {list:?}: use N,N,...").into())
                     })?;
+                args.agents = Some(agents);
             }
             Value(v) if args.command.is_empty() => args.command = v.string()?,
             _ => return Err(arg.unexpected()),
@@ -105,6 +117,9 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     if args.command == "swarm" {
         return swarm_against(args);
     }
+    if args.command == "fleet-part" {
+        return fleet_part(args);
+    }
     if all || args.command == "wire" {
         report.insert("wire".into(), wire_sizes());
     }
@@ -116,6 +131,9 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if all || args.command == "idle" {
         report.insert("agent_idle".into(), idle(args)?);
+    }
+    if all || args.command == "connected" {
+        report.insert("connected_fleet".into(), connected(args)?);
     }
     anyhow::ensure!(
         !report.is_empty(),
@@ -177,7 +195,7 @@ fn ingest(args: &Args) -> anyhow::Result<Value> {
         "agents", "samples/s", "batches/s", "raw msgs/s", "vs raw", "hub cpu s/s", "RSS/agent"
     );
     let mut rows = Vec::new();
-    for &agents in &args.agents {
+    for &agents in args.agents.as_deref().unwrap_or(&[1, 100, 1000]) {
         let dir = tempfile::tempdir()?;
         let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
         let pid = hub.proc.pid();
@@ -285,7 +303,13 @@ fn is_pong(reply: &[u8]) -> bool {
 fn rtt(args: &Args) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
     let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
-    let _agent = run::agent(dir.path(), &hub.endpoint("telemetry")?, "pi-rtt", "")?;
+    let _agent = run::agent(
+        args.agent_binary.as_deref(),
+        dir.path(),
+        &hub.endpoint("telemetry")?,
+        "pi-rtt",
+        "",
+    )?;
     let ctx = zmq::Context::new();
     let req = ctx.socket(zmq::REQ)?;
     req.set_rcvtimeo(10_000)?;
@@ -363,7 +387,13 @@ fn idle(args: &Args) -> anyhow::Result<Value> {
     let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
     // Sampling once a second: the agent's own metrics and every host group.
     let config = "[telemetry]\nsample_interval_ms = 1000\n[host]\ninterval_ms = 1000\n";
-    let agent = run::agent(dir.path(), &hub.endpoint("telemetry")?, "pi-idle", config)?;
+    let agent = run::agent(
+        args.agent_binary.as_deref(),
+        dir.path(),
+        &hub.endpoint("telemetry")?,
+        "pi-idle",
+        config,
+    )?;
     let pid = agent.pid();
     // Let it connect and settle before measuring.
     std::thread::sleep(Duration::from_secs(3));
@@ -373,13 +403,223 @@ fn idle(args: &Args) -> anyhow::Result<Value> {
     let cpu = procstat::cpu_seconds(pid).context("reading the agent's CPU time")? - cpu0;
     let secs = t0.elapsed().as_secs_f64();
     let rss = procstat::rss_bytes(pid).context("reading the agent's RSS")?;
+    let anon = procstat::rss_anon_bytes(pid).unwrap_or(0);
+    let binary = match &args.agent_binary {
+        Some(path) => path.display().to_string(),
+        None => "the agent beside this program".into(),
+    };
     let pct = 100.0 * cpu / secs;
-    println!("\nagent at 1 Hz sampling, host metrics included, over {secs:.0} s");
+    println!("\nagent at 1 Hz sampling, host metrics included, over {secs:.0} s ({binary})");
     println!(
-        "  RSS {:.2} MB, CPU {pct:.3} % of one core",
-        rss as f64 / 1e6
+        "  RSS {:.2} MB ({:.2} MB its own heap and stacks, {:.2} MB pages of its binary and shared libraries), CPU {pct:.3} % of one core",
+        rss as f64 / 1e6,
+        anon as f64 / 1e6,
+        rss.saturating_sub(anon) as f64 / 1e6,
     );
-    Ok(json!({ "seconds": secs, "rss_bytes": rss, "cpu_pct_of_one_core": pct }))
+    Ok(json!({
+        "seconds": secs,
+        "binary": binary,
+        "rss_bytes": rss,
+        "rss_anon_bytes": anon,
+        "cpu_pct_of_one_core": pct,
+    }))
+}
+
+/// Asks the hub's operator socket something; its response.
+fn ask(req: &zmq::Socket, request: Request) -> anyhow::Result<Response> {
+    let frame = OperatorFrame::from(OperatorRequest {
+        id: fastrand_id(),
+        request,
+    })
+    .encode()?;
+    let (_, reply) = round_trip(req, &frame)?;
+    match OperatorReplyFrame::decode(&reply)? {
+        OperatorReplyFrame::Response(r) => Ok(r.response),
+    }
+}
+
+fn connected(args: &Args) -> anyhow::Result<Value> {
+    let mut rows = Vec::new();
+    println!(
+        "\na connected fleet at rest: every socket of every simulated agent connected, one batch each acked"
+    );
+    println!(
+        "  {:>6}  {:>11}  {:>10}  {:>10}  {:>13}  {:>11}",
+        "agents", "connections", "hub RSS", "RSS/agent", "RSS/conn.", "hub cpu s/s"
+    );
+    // Each process holds at most as many descriptors as its limit; the hub
+    // one per connection, the swarm two per socket (so it runs in parts).
+    let most = args
+        .agents
+        .as_deref()
+        .and_then(|a| a.iter().max().copied())
+        .unwrap_or(5000);
+    let limit = procstat::raise_open_files((most * fleet::SOCKETS_PER_AGENT + 1024) as u64)
+        .context("raising the open-files limit")?;
+    let hub_room = (limit as usize).saturating_sub(1024) / fleet::SOCKETS_PER_AGENT;
+    let per_process = ((limit as usize).saturating_sub(1024) / fleet::FDS_PER_AGENT).clamp(1, 1000);
+    let counts = match args.agents.as_deref() {
+        Some(counts) => counts.to_vec(),
+        None if hub_room < 5000 => {
+            println!(
+                "  (5,000 agents need {} open files in the hub; the limit here is {limit}: \
+                 measuring the {hub_room} it allows)",
+                5000 * fleet::SOCKETS_PER_AGENT + 1024
+            );
+            vec![hub_room]
+        }
+        None => vec![5000],
+    };
+    for agents in counts {
+        anyhow::ensure!(
+            agents <= hub_room,
+            "{agents} agents need {} open files in the hub, and the limit is {limit}: raise it \
+             (ulimit -n, or LimitNOFILE= for a service) or measure fewer",
+            agents * fleet::SOCKETS_PER_AGENT + 1024
+        );
+        let dir = tempfile::tempdir()?;
+        let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+        let pid = hub.proc.pid();
+        let ctx = zmq::Context::new();
+        let req = ctx.socket(zmq::REQ)?;
+        req.set_rcvtimeo(30_000)?;
+        req.set_linger(0)?;
+        req.connect(&hub.endpoint("operator")?)?;
+        // A round trip first, so the hub is fully up when measured idle.
+        ask(&req, Request::Stats)?;
+        let (rss_idle, fds_idle) = (
+            procstat::rss_bytes(pid).unwrap_or(0),
+            procstat::open_fds(pid).unwrap_or(0),
+        );
+        let t0 = Instant::now();
+        let parts = connect_parts(&hub.endpoint("telemetry")?, agents, per_process)?;
+        let dialled = t0.elapsed().as_secs_f64();
+        // The hub sees every agent online and listening (its broadcast
+        // subscription arrived) before it is measured.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (online, listening) = loop {
+            let Response::Devices(devices) = ask(&req, Request::Devices)? else {
+                anyhow::bail!("the hub did not answer the device list");
+            };
+            let online = devices.iter().filter(|d| d.online).count();
+            let listening = devices.iter().filter(|d| d.listening).count();
+            if (online == agents && listening == agents) || Instant::now() > deadline {
+                break (online, listening);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        anyhow::ensure!(
+            online == agents && listening == agents,
+            "the hub saw {online} of {agents} agents online and {listening} listening"
+        );
+        let cpu0 = procstat::cpu_seconds(pid).unwrap_or(0.0);
+        let rest = Instant::now();
+        std::thread::sleep(Duration::from_secs(5));
+        let cpu = (procstat::cpu_seconds(pid).unwrap_or(0.0) - cpu0) / rest.elapsed().as_secs_f64();
+        let rss = procstat::rss_bytes(pid).unwrap_or(0);
+        let connections = procstat::open_fds(pid)
+            .unwrap_or(0)
+            .saturating_sub(fds_idle);
+        let per_agent = rss.saturating_sub(rss_idle) as f64 / agents as f64;
+        let per_connection = rss.saturating_sub(rss_idle) as f64 / connections.max(1) as f64;
+        println!(
+            "  {agents:>6}  {connections:>11}  {:>7.1} MB  {:>7.1} KB  {:>10.1} KB  {cpu:>11.3}",
+            rss as f64 / 1e6,
+            per_agent / 1024.0,
+            per_connection / 1024.0,
+        );
+        println!(
+            "          ({agents} connected and acked in {dialled:.1} s, from {} processes)",
+            parts.len()
+        );
+        drop(parts);
+        rows.push(json!({
+            "agents": agents,
+            "hub_connections": connections,
+            "hub_rss_bytes": rss,
+            "hub_rss_idle_bytes": rss_idle,
+            "hub_rss_per_agent_bytes": per_agent,
+            "hub_rss_per_connection_bytes": per_connection,
+            "hub_cpu_seconds_per_s_at_rest": cpu,
+            "connect_seconds": dialled,
+        }));
+    }
+    Ok(json!({ "sockets_per_agent": fleet::SOCKETS_PER_AGENT, "rows": rows }))
+}
+
+/// A process of the connected fleet (`fleetmq-bench fleet-part`): it keeps
+/// its agents connected until its stdin closes.
+struct Part {
+    child: std::process::Child,
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        // Closing stdin tells it to end; it closes its sockets and exits.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the fleet's processes one after another, each connecting its
+/// share of `agents` and saying "ready" when all are connected and acked.
+fn connect_parts(endpoint: &str, agents: usize, per_process: usize) -> anyhow::Result<Vec<Part>> {
+    use std::io::BufRead as _;
+    let me = std::env::current_exe().context("finding this program")?;
+    let mut parts = Vec::new();
+    let mut first = 0;
+    while first < agents {
+        let count = per_process.min(agents - first);
+        let mut child = std::process::Command::new(&me)
+            .args(["fleet-part", "--hub", endpoint])
+            .args([
+                "--first",
+                &first.to_string(),
+                "--agents",
+                &count.to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting a fleet process")?;
+        let stdout = child.stdout.take().context("a fleet process's stdout")?;
+        let part = Part { child };
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        anyhow::ensure!(
+            line.trim() == "ready",
+            "agents {first}.. did not connect (see the error above)"
+        );
+        parts.push(part);
+        first += count;
+    }
+    Ok(parts)
+}
+
+/// `fleet-part`: connects agents `--first`.. `--first + --agents`, says
+/// "ready", and keeps them until stdin closes.
+fn fleet_part(args: &Args) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let endpoint = args.hub.clone().context("fleet-part needs --hub")?;
+    let count = args
+        .agents
+        .as_deref()
+        .and_then(|a| a.first().copied())
+        .unwrap_or(1);
+    procstat::raise_open_files((count * fleet::FDS_PER_AGENT + 1024) as u64)
+        .context("raising the open-files limit")?;
+    let fleet = fleet::connect(
+        &endpoint,
+        args.first..args.first + count,
+        "fleet",
+        &template()?,
+        Duration::from_secs(300),
+    )?;
+    println!("ready");
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    drop(fleet);
+    Ok(())
 }
 
 /// Stripped sizes of the static builds that targets/build.sh left.
@@ -412,7 +652,11 @@ fn swarm_against(args: &Args) -> anyhow::Result<()> {
         .hub
         .clone()
         .context("swarm needs --hub tcp://HOST:PORT")?;
-    let agents = args.agents.first().copied().unwrap_or(100);
+    let agents = args
+        .agents
+        .as_deref()
+        .and_then(|a| a.first().copied())
+        .unwrap_or(100);
     let template = template()?;
     let out = swarm::run(
         &Swarm {

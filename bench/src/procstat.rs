@@ -1,4 +1,5 @@
-//! CPU time and resident memory of a process, from /proc.
+//! CPU time, resident memory and open files of a process, from /proc, and
+//! this process's open-files limit.
 
 /// CPU seconds (user + system) the process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -17,15 +18,65 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Resident set size in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
+}
+
+/// The part of the RSS that is the process's own (heap, stacks), not pages
+/// of files it maps (its binary, shared libraries), in bytes.
+pub fn rss_anon_bytes(pid: u32) -> Option<u64> {
+    status_kb(pid, "RssAnon:").map(|kb| kb * 1024)
+}
+
+/// A "Key:   N kB" line of /proc/PID/status.
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
-        .ok()?;
-    Some(kb * 1024)
+        .ok()
+}
+
+/// Descriptors the process has open.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Raises this process's open-files limit (which children inherit) to at
+/// least `want` if it can: the soft limit up to the hard one, and the hard
+/// one too when privileged. Returns the soft limit now in force.
+pub fn raise_open_files(want: u64) -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Ok(want);
+    }
+    // Unprivileged: as far as the hard limit goes.
+    let soft = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lim.rlim_max)
 }
 
 #[cfg(test)]
@@ -36,8 +87,21 @@ mod tests {
     fn this_process_has_memory_and_cpu_time() {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 100_000);
+        assert!(rss_anon_bytes(me).unwrap() > 0);
+        assert!(rss_anon_bytes(me).unwrap() < rss_bytes(me).unwrap());
         let spent: u64 = (0..3_000_000u64).map(|i| i.wrapping_mul(i) % 7).sum();
         assert!(spent > 0);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn open_files_are_counted_and_the_limit_is_at_least_what_is_open() {
+        let me = std::process::id();
+        let before = open_fds(me).unwrap();
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(open_fds(me).unwrap() > before);
+        drop(f);
+        // Asking for no more than is in force changes nothing.
+        assert!(raise_open_files(before as u64).unwrap() >= before as u64);
     }
 }

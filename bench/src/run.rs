@@ -95,14 +95,25 @@ impl Hub {
 }
 
 /// Starts `fleetmq-agent run --insecure` as `device` against `hub`, with
-/// `config` (TOML), in `dir/device`.
-pub fn agent(dir: &Path, hub: &str, device: &str, config: &str) -> anyhow::Result<Running> {
+/// `config` (TOML), in `dir/device`: the agent beside this program, or
+/// `binary` (a static build, say).
+pub fn agent(
+    binary: Option<&Path>,
+    dir: &Path,
+    hub: &str,
+    device: &str,
+    config: &str,
+) -> anyhow::Result<Running> {
     let home = dir.join(device);
     std::fs::create_dir_all(&home)?;
     let cfg = home.join("agent.toml");
     std::fs::write(&cfg, config)?;
     let log = std::fs::File::create(home.join("agent.log"))?;
-    let child = Command::new(sibling("fleetmq-agent")?)
+    let program = match binary {
+        Some(path) => path.to_path_buf(),
+        None => sibling("fleetmq-agent")?,
+    };
+    let child = Command::new(&program)
         .arg("run")
         .arg("--config")
         .arg(&cfg)
@@ -114,6 +125,6 @@ pub fn agent(dir: &Path, hub: &str, device: &str, config: &str) -> anyhow::Resul
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .context("starting fleetmq-agent")?;
+        .with_context(|| format!("starting {}", program.display()))?;
     Ok(Running { child })
 }

@@ -113,7 +113,8 @@ struct Agent {
     acked: u64,
 }
 
-fn hello() -> anyhow::Result<Vec<u8>> {
+/// The Hello a simulated agent sends.
+pub fn hello() -> anyhow::Result<Vec<u8>> {
     Ok(Upstream::Hello(Hello {
         agent_version: "bench".into(),
         arch: std::env::consts::ARCH.into(),

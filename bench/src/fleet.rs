@@ -1,0 +1,180 @@
+//! A fleet at rest: many simulated agents in one process, each with every
+//! socket a real agent keeps open connected to one hub. Like the agent, each
+//! says Hello on its telemetry DEALER, and on the hub's Welcome connects
+//! the broadcast SUB (subscribed to its fleet-wide and device topics), the
+//! jobs PULL, the results PUSH and the commands DEALER named by its device
+//! id. Each then sends one batch and waits for its ack, so every agent has
+//! both read and written through the hub. It sizes what a hub holds per
+//! connected agent (`fleetmq-bench connected`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fleetmq_protocol::{Downstream, HubPorts, names};
+
+use crate::swarm::{Template, hello};
+
+/// Sockets a simulated agent opens: telemetry, broadcast, jobs, results,
+/// commands.
+pub const SOCKETS_PER_AGENT: usize = 5;
+/// libzmq allows 1023 sockets a context by default.
+const AGENTS_PER_CONTEXT: usize = 1000 / SOCKETS_PER_AGENT;
+/// Agents whose handshakes may be under way at once: a whole fleet dialling
+/// in one burst would overflow the hub's listen backlog and wait out TCP's
+/// SYN retries, which measures the kernel rather than the hub.
+const DIALLING: usize = 200;
+
+struct Agent {
+    telemetry: zmq::Socket,
+    /// SUB, PULL, PUSH and DEALER once welcomed.
+    links: Vec<zmq::Socket>,
+    acked: bool,
+}
+
+/// A connected fleet; dropping it closes every socket.
+pub struct Fleet {
+    agents: Vec<Agent>,
+    // Dropped after the sockets: a context ends when its sockets are closed.
+    _contexts: Vec<zmq::Context>,
+}
+
+impl Fleet {
+    /// Agents that are welcomed, connected everywhere and acked.
+    pub fn ready(&self) -> usize {
+        self.agents
+            .iter()
+            .filter(|a| a.acked && !a.links.is_empty())
+            .count()
+    }
+}
+
+/// Descriptors each simulated agent takes in this process: a TCP
+/// connection and a libzmq mailbox per socket.
+pub const FDS_PER_AGENT: usize = 2 * SOCKETS_PER_AGENT;
+
+/// Connects the simulated agents numbered `ids` (named `PREFIX-00000`...)
+/// to the hub whose telemetry ROUTER is `endpoint`, and returns once every
+/// one is welcomed, connected on all sockets and has had a batch acked, or
+/// fails after `within`.
+pub fn connect(
+    endpoint: &str,
+    ids: std::ops::Range<usize>,
+    prefix: &str,
+    template: &Template,
+    within: Duration,
+) -> anyhow::Result<Fleet> {
+    let deadline = Instant::now() + within;
+    let (first, agents) = (ids.start, ids.len());
+    let contexts: Vec<zmq::Context> = (0..agents.div_ceil(AGENTS_PER_CONTEXT))
+        .map(|_| zmq::Context::new())
+        .collect();
+    let hello = hello()?;
+    let mut batch = Vec::new();
+    template.frame(1, &mut batch);
+    let mut fleet = Fleet {
+        agents: Vec::with_capacity(agents),
+        _contexts: Vec::new(),
+    };
+    let mut ready = 0;
+    while ready < agents {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{ready} of {agents} agents were connected and acked after {} s",
+            within.as_secs()
+        );
+        // Dial more while few handshakes are under way.
+        while fleet.agents.len() < agents && fleet.agents.len() - ready < DIALLING {
+            let i = fleet.agents.len();
+            let ctx = &contexts[i / AGENTS_PER_CONTEXT];
+            let id = format!("{prefix}-{:05}", first + i);
+            let telemetry = ctx.socket(zmq::DEALER)?;
+            telemetry.set_identity(id.as_bytes())?;
+            telemetry.set_linger(0)?;
+            telemetry
+                .connect(endpoint)
+                .with_context(|| format!("connecting to {endpoint}"))?;
+            telemetry.send(&hello, 0)?;
+            telemetry.send(&batch, 0)?;
+            fleet.agents.push(Agent {
+                telemetry,
+                links: Vec::new(),
+                acked: false,
+            });
+        }
+        let mut items: Vec<zmq::PollItem> = fleet
+            .agents
+            .iter()
+            .map(|a| a.telemetry.as_poll_item(zmq::POLLIN))
+            .collect();
+        zmq::poll(&mut items, 100)?;
+        let readable: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        drop(items);
+        for (i, a) in fleet.agents.iter_mut().enumerate() {
+            if !readable[i] {
+                continue;
+            }
+            let was_ready = a.acked && !a.links.is_empty();
+            while let Ok(msg) = a.telemetry.recv_bytes(zmq::DONTWAIT) {
+                match Downstream::decode(&msg) {
+                    Ok(Downstream::Welcome(w)) if a.links.is_empty() => {
+                        let id = format!("{prefix}-{:05}", first + i);
+                        a.links =
+                            links(&contexts[i / AGENTS_PER_CONTEXT], endpoint, &id, &w.ports)?;
+                    }
+                    Ok(Downstream::Ack(_)) => a.acked = true,
+                    Ok(Downstream::HelloRequest(_)) => a.telemetry.send(&hello, 0)?,
+                    Ok(Downstream::Refusal(r)) => {
+                        anyhow::bail!("the hub refused agent {i}: {}", r.reason)
+                    }
+                    _ => {}
+                }
+            }
+            if !was_ready && a.acked && !a.links.is_empty() {
+                ready += 1;
+            }
+        }
+    }
+    fleet._contexts = contexts;
+    Ok(fleet)
+}
+
+/// The four sockets an agent connects after the Welcome, set up as the
+/// agent sets them up.
+fn links(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    device: &str,
+    ports: &HubPorts,
+) -> anyhow::Result<Vec<zmq::Socket>> {
+    let at = |port: u16| -> anyhow::Result<String> {
+        let (host, _) = endpoint
+            .strip_prefix("tcp://")
+            .and_then(|e| e.rsplit_once(':'))
+            .context("the hub's address is not tcp://HOST:PORT")?;
+        Ok(format!("tcp://{host}:{port}"))
+    };
+    let sub = ctx.socket(zmq::SUB)?;
+    sub.set_subscribe(names::ALL_TOPIC.as_bytes())?;
+    sub.set_subscribe(names::device_topic(device).as_bytes())?;
+    let jobs = ctx.socket(zmq::PULL)?;
+    jobs.set_rcvhwm(2)?;
+    let results = ctx.socket(zmq::PUSH)?;
+    let commands = ctx.socket(zmq::DEALER)?;
+    commands.set_identity(device.as_bytes())?;
+    let sockets = [
+        (sub, ports.broadcast),
+        (jobs, ports.jobs),
+        (results, ports.results),
+        (commands, ports.commands),
+    ];
+    let mut out = Vec::with_capacity(sockets.len());
+    for (socket, port) in sockets {
+        socket.set_linger(0)?;
+        let ep = at(port)?;
+        socket
+            .connect(&ep)
+            .with_context(|| format!("connecting to {ep}"))?;
+        out.push(socket);
+    }
+    Ok(out)
+}
