@@ -2,11 +2,13 @@
 # The benchmark suite: builds the release binaries, runs every benchmark
 # (hub ingest from 1, 100 and 1,000 simulated agents beside raw libzmq,
 # command round trips beside raw REQ/REP, the agent at 1 Hz for 60 s, wire
-# sizes), prints one table per benchmark and writes target/bench/results.json;
-# then criterion's encode/decode times of the wire formats.
+# sizes, a connected fleet of 5,000 agents or as many as the open-files
+# limit allows), prints one table per benchmark and writes
+# target/bench/results.json; then criterion's encode/decode times of the
+# wire formats.
 #
-#   scripts/bench.sh                 everything (about 4 minutes after the build)
-#   scripts/bench.sh ingest          one benchmark: ingest, rtt, idle or wire
+#   scripts/bench.sh                 everything (about 5 minutes after the build)
+#   scripts/bench.sh ingest          one: ingest, rtt, idle, wire or connected
 #   BENCH_ARGS="--seconds 10" scripts/bench.sh
 #
 # Figures are for comparing side by side within one run; absolute numbers
