@@ -147,11 +147,8 @@ fn links(
     ports: &HubPorts,
 ) -> anyhow::Result<Vec<zmq::Socket>> {
     let at = |port: u16| -> anyhow::Result<String> {
-        let (host, _) = endpoint
-            .strip_prefix("tcp://")
-            .and_then(|e| e.rsplit_once(':'))
-            .context("the hub's address is not tcp://HOST:PORT")?;
-        Ok(format!("tcp://{host}:{port}"))
+        fleetmq_net::endpoint::with_port(endpoint, port)
+            .context("the hub's address is not tcp://HOST:PORT")
     };
     let sub = ctx.socket(zmq::SUB)?;
     sub.set_subscribe(names::ALL_TOPIC.as_bytes())?;

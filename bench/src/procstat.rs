@@ -94,14 +94,42 @@ mod tests {
         assert!(cpu_seconds(me).unwrap() >= 0.0);
     }
 
+    /// Descriptors a `sleep` holds after `sh` ran `redirections` and
+    /// exec'd it.
+    fn fds_of_sleep_after(redirections: &str) -> Option<usize> {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &format!("{redirections} exec sleep 30")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sh did not exec sleep"
+            );
+            std::thread::yield_now();
+        }
+        let counted = open_fds(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        counted
+    }
+
     #[test]
     fn open_files_are_counted_and_the_limit_is_at_least_what_is_open() {
-        let me = std::process::id();
-        let before = open_fds(me).unwrap();
-        let f = std::fs::File::open("/proc/self/status").unwrap();
-        assert!(open_fds(me).unwrap() > before);
-        drop(f);
+        // Processes of our own, the second with two descriptors more (this
+        // one's are in flux: other tests open and close theirs meanwhile).
+        let plain = fds_of_sleep_after("").unwrap();
+        let two_more = fds_of_sleep_after("exec 3</dev/null 4</dev/null;").unwrap();
+        assert!(plain >= 3, "stdin, stdout and stderr at least: {plain}");
+        assert_eq!(two_more, plain + 2);
         // Asking for no more than is in force changes nothing.
-        assert!(raise_open_files(before as u64).unwrap() >= before as u64);
+        let open = open_fds(std::process::id()).unwrap() as u64;
+        assert!(raise_open_files(open).unwrap() >= open);
     }
 }
