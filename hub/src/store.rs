@@ -220,6 +220,31 @@ impl Store {
         })
     }
 
+    /// A store in memory, gone when dropped: for tests of the core.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // Two connections to one database need a shared cache and a name.
+        let name = format!(
+            "file:fleetmq-{}-{}?mode=memory&cache=shared",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let open = || Connection::open_with_flags(&name, flags).doing("opening a memory store");
+        let conn = open()?;
+        conn.execute_batch(SCHEMA).doing("creating tables")?;
+        let log = open()?;
+        Ok(Store {
+            conn,
+            log,
+            log_queue: Vec::new(),
+            next_log_id: 1,
+        })
+    }
+
     /// Records a Hello: creates or updates the device row.
     pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
         self.conn

@@ -8,6 +8,8 @@
 //! * [`recv_frames`] reads one multipart message without blocking and with a
 //!   bound on the number of frames, so a hostile peer cannot make us allocate
 //!   without limit.
+//! * [`Poll`] waits on sockets and descriptors named by tokens;
+//!   [`poll::next_event`] reads socket monitor events ([`poll::event`]).
 //! * [`Shutdown`] turns SIGINT and SIGTERM into a readable file descriptor
 //!   that a `zmq::poll` loop waits on next to its sockets.
 //! * [`endpoint`] helpers read back OS-chosen ports and swap ports.
@@ -19,9 +21,11 @@ pub mod config;
 pub mod endpoint;
 pub mod keys;
 pub mod logging;
+pub mod poll;
 mod shutdown;
 mod socket;
 
+pub use poll::{Poll, now_ms};
 pub use shutdown::{Hangup, Shutdown};
 pub use socket::{
     Builder, NetError, Received, Security, SocketOptions, Sockets, ZAP_DOMAIN, recv_frames,

@@ -15,10 +15,10 @@ use fleetmq_protocol::{
 };
 use tracing::{debug, info, warn};
 
-use crate::operator::{Client, ClientError};
+use super::{Client, ClientError};
 
 /// The fleet page: one file, no external assets, built into the binary.
-const PAGE: &str = include_str!("../web/index.html");
+const PAGE: &str = include_str!("../../web/index.html");
 
 /// How long one HTTP request may wait for the hub loop.
 const HUB_WAIT: Duration = Duration::from_secs(2);

@@ -1,5 +1,6 @@
-//! Who may connect: the allow list, the ZAP handler's answers, and the
-//! per-device rate limit.
+//! The allow list file: its format, the edits `allow` and `revoke` make,
+//! and the watch that tells a running hub it changed. What the hub decides
+//! with the list is in [`crate::core`] (admission).
 //!
 //! The allow list is a text file, one enrolled device per line:
 //!
@@ -281,109 +282,6 @@ impl Watch {
     }
 }
 
-/// The answer to one ZAP request (ZeroMQ RFC 27).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Let in as this device.
-    Allow(String),
-    /// Refused: a CURVE key not on the list.
-    UnknownKey { key: String, address: String },
-    /// Not a request we understand; refused.
-    Malformed(String),
-}
-
-/// Decides a ZAP request and builds the reply frames.
-pub fn zap(list: &AllowList, frames: &[Vec<u8>]) -> (Verdict, Vec<Vec<u8>>) {
-    // version, request id, domain, address, routing id, mechanism, credentials
-    let reply = |id: &[u8], code: &str, text: &str, user: &str| {
-        vec![
-            b"1.0".to_vec(),
-            id.to_vec(),
-            code.as_bytes().to_vec(),
-            text.as_bytes().to_vec(),
-            user.as_bytes().to_vec(),
-            Vec::new(),
-        ]
-    };
-    let id = frames.get(1).map_or(&[][..], Vec::as_slice);
-    if frames.len() < 6 || frames[0] != b"1.0" {
-        let why = "not a ZAP 1.0 request".to_string();
-        return (Verdict::Malformed(why), reply(id, "500", "bad request", ""));
-    }
-    let address = String::from_utf8_lossy(&frames[3]).into_owned();
-    if frames[5] != b"CURVE" {
-        let why = format!(
-            "{} mechanism from {address}",
-            String::from_utf8_lossy(&frames[5])
-        );
-        return (Verdict::Malformed(why), reply(id, "400", "CURVE only", ""));
-    }
-    let Some(key) = frames
-        .get(6)
-        .filter(|k| k.len() == 32)
-        .and_then(|k| zmq::z85_encode(k).ok())
-    else {
-        let why = format!("CURVE request without a 32-byte key from {address}");
-        return (Verdict::Malformed(why), reply(id, "400", "no key", ""));
-    };
-    match list.device(&key) {
-        Some(device) => (
-            Verdict::Allow(device.to_string()),
-            reply(id, "200", "OK", device),
-        ),
-        None => (
-            Verdict::UnknownKey { key, address },
-            reply(id, "400", "key not enrolled", ""),
-        ),
-    }
-}
-
-/// A token bucket per device: `rate` messages a second, bursts of `burst`.
-#[derive(Debug)]
-pub struct RateLimit {
-    rate: f64,
-    burst: f64,
-    buckets: HashMap<String, (f64, u64)>,
-}
-
-impl RateLimit {
-    pub fn new(rate: u32, burst: u32) -> Self {
-        RateLimit {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Takes a token for `device` at `now_ms`; false when it has none left.
-    pub fn take(&mut self, device: &str, now_ms: u64) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let (tokens, last) = self
-            .buckets
-            .entry(device.to_string())
-            .or_insert((self.burst, now_ms));
-        let elapsed = now_ms.saturating_sub(*last) as f64 / 1000.0;
-        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
-        *last = now_ms;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Forgets devices whose bucket has been full for a while, so the map
-    /// does not grow with every id ever seen.
-    pub fn forget_idle(&mut self, now_ms: u64) {
-        let refill_ms = (self.burst / self.rate.max(f64::MIN_POSITIVE) * 1000.0) as u64;
-        self.buckets
-            .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= refill_ms.max(1000));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,53 +370,5 @@ mod tests {
         assert!(!w.changed());
         allow(&path, "pi-a", &key()).unwrap();
         assert!(w.changed(), "a rename gives a new inode");
-    }
-
-    #[test]
-    fn zap_lets_in_listed_keys_as_their_device_and_refuses_the_rest() {
-        let pair = zmq::CurveKeyPair::new().unwrap();
-        let z85 = zmq::z85_encode(&pair.public_key).unwrap();
-        let list = AllowList::parse(Path::new("a"), &format!("pi-a {z85}\n")).unwrap();
-        let request = |mech: &[u8], cred: &[u8]| {
-            vec![
-                b"1.0".to_vec(),
-                b"7".to_vec(),
-                b"fleetmq".to_vec(),
-                b"10.0.0.9".to_vec(),
-                Vec::new(),
-                mech.to_vec(),
-                cred.to_vec(),
-            ]
-        };
-        let (v, reply) = zap(&list, &request(b"CURVE", &pair.public_key));
-        assert_eq!(v, Verdict::Allow("pi-a".into()));
-        assert_eq!(reply[1], b"7");
-        assert_eq!(reply[2], b"200");
-        assert_eq!(reply[4], b"pi-a");
-
-        let stranger = zmq::CurveKeyPair::new().unwrap();
-        let (v, reply) = zap(&list, &request(b"CURVE", &stranger.public_key));
-        assert!(matches!(v, Verdict::UnknownKey { ref address, .. } if address == "10.0.0.9"));
-        assert_eq!(reply[2], b"400");
-        assert_eq!(reply[4], b"");
-
-        let (v, reply) = zap(&list, &request(b"NULL", b""));
-        assert!(matches!(v, Verdict::Malformed(_)));
-        assert_eq!(reply[2], b"400");
-        let (_, reply) = zap(&list, &[b"2.0".to_vec(), b"1".to_vec()]);
-        assert_eq!(reply[2], b"500");
-    }
-
-    #[test]
-    fn the_rate_limit_allows_a_burst_then_the_rate() {
-        let mut r = RateLimit::new(10, 5);
-        let took = (0..20).filter(|_| r.take("pi-a", 1000)).count();
-        assert_eq!(took, 5, "the burst");
-        assert!(r.take("pi-b", 1000), "per device");
-        assert!(!r.take("pi-a", 1050), "half a token after 50 ms");
-        assert!(r.take("pi-a", 1100), "one token after 100 ms");
-        r.forget_idle(100_000);
-        assert!(r.buckets.is_empty());
-        assert!(RateLimit::new(0, 0).take("x", 0), "0 turns it off");
     }
 }

@@ -7,6 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id};
+use tracing::{debug, info, warn};
+
+use super::Core;
+
 /// Heartbeat interval assumed for a device that has not said Hello.
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 
@@ -141,6 +146,91 @@ impl Presence {
 
     pub fn is_listening(&self, id: &str) -> bool {
         self.listening.contains(id)
+    }
+}
+
+impl Core {
+    /// A Hello: the device is online, its description stored, and it is
+    /// welcomed with the ports of the other sockets.
+    pub(super) fn hello(&mut self, device: &str, hello: &Hello, now_ms: u64) {
+        let came = self.presence.hello(device, hello.heartbeat_ms, now_ms);
+        if let Err(e) = self.store.hello(device, hello, now_ms) {
+            warn!(device, error = %e, "could not record a hello");
+        }
+        if came {
+            self.went_online(device, now_ms);
+        }
+        let welcome = Welcome {
+            hub_version: env!("CARGO_PKG_VERSION").into(),
+            ports: self.ports.clone(),
+        };
+        self.send_down(device, welcome.into());
+    }
+
+    /// Any message but Hello and Bye: the device is alive. A device heard
+    /// without a Hello in this session (the hub restarted) is asked for one.
+    pub(super) fn heard(&mut self, device: &str, now_ms: u64) {
+        let seen = self.presence.seen(device, now_ms);
+        if seen.came_online {
+            self.went_online(device, now_ms);
+        }
+        if seen.needs_hello {
+            self.send_down(device, HelloRequest.into());
+        }
+    }
+
+    /// Offline now, for `why` (bye, revoked), if it was online.
+    pub(super) fn went_offline(&mut self, device: &str, now_ms: u64, why: &str) {
+        if let Some(last) = self.presence.bye(device) {
+            if let Err(e) = self.store.presence(device, now_ms, last) {
+                warn!(device, error = %e, "could not record presence");
+            }
+            info!(device, why, "device offline");
+        }
+    }
+
+    /// Devices silent for too long go offline.
+    pub(super) fn sweep_presence(&mut self, now_ms: u64) {
+        for (device, last) in self.presence.sweep(now_ms) {
+            info!(device, "device offline (silent)");
+            if let Err(e) = self.store.presence(&device, now_ms, last) {
+                warn!(device, error = %e, "could not record presence");
+            }
+        }
+    }
+
+    fn went_online(&mut self, device: &str, now_ms: u64) {
+        if let Err(e) = self.store.touch(device, now_ms) {
+            warn!(device, error = %e, "could not record a device");
+        }
+        if let Err(e) = self.store.presence(device, now_ms, now_ms) {
+            warn!(device, error = %e, "could not record presence");
+        }
+        info!(device, "device online");
+    }
+
+    /// The broadcast socket passed up a subscription (`1` or `0`, then the
+    /// topic). A device's own `dev/ID/` topic says whether it listens; on
+    /// CURVE only the device's own subscription counts (PUB cannot stop an
+    /// enrolled device hearing another's topic).
+    pub fn subscription(&mut self, frame: &[u8], user_id: Option<&str>) {
+        let (on, topic) = match frame.split_first() {
+            Some((1, t)) => (true, t),
+            Some((0, t)) => (false, t),
+            _ => return,
+        };
+        let Some(device) = std::str::from_utf8(topic)
+            .ok()
+            .and_then(|t| t.strip_prefix("dev/"))
+            .and_then(|t| t.strip_suffix('/'))
+        else {
+            return;
+        };
+        let own = !self.admission.secure() || user_id == Some(device);
+        if validate_device_id(device).is_ok() && own {
+            debug!(device, on, "broadcast subscription");
+            self.presence.set_listening(device, on);
+        }
     }
 }
 

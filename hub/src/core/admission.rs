@@ -1,0 +1,329 @@
+//! Admission: who may speak for a device. The ZAP verdict on a CURVE
+//! handshake, the allow list in force, and the per-device rate limit.
+//!
+//! The ZAP handler lets a CURVE client in only if its public key is on the
+//! allow list, and answers with the device id as the connection's user id.
+//! libzmq stamps that id on every message from the connection, and the hub
+//! drops any message whose claimed device is not that id: a device cannot
+//! speak for another.
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::{debug, info, warn};
+
+use super::Core;
+use crate::enrolment::AllowList;
+
+/// How often idle rate-limit buckets are forgotten, in ticks.
+const FORGET_TICKS: u32 = 50;
+/// Most devices remembered for once-per-episode log lines.
+const LOGGED_MAX: usize = 1024;
+
+/// The allow list in force and the rate limits: what admission needs to
+/// remember between messages.
+#[derive(Debug)]
+pub struct Admission {
+    /// The enrolment in force; `None` when the hub runs plaintext.
+    list: Option<AllowList>,
+    /// Unknown keys already logged, so a knocking stranger logs once.
+    logged: HashSet<String>,
+    rate: RateLimit,
+    device_rate: u32,
+    /// Devices currently over their rate, logged once per episode.
+    over_rate: HashSet<String>,
+}
+
+impl Admission {
+    pub fn new(list: Option<AllowList>, device_rate: u32, device_burst: u32) -> Admission {
+        Admission {
+            list,
+            logged: HashSet::new(),
+            rate: RateLimit::new(device_rate, device_burst),
+            device_rate,
+            over_rate: HashSet::new(),
+        }
+    }
+
+    /// Whether the hub checks keys (CURVE) or believes routing ids.
+    pub fn secure(&self) -> bool {
+        self.list.is_some()
+    }
+
+    /// Number of keys enrolled.
+    pub fn keys(&self) -> usize {
+        self.list.as_ref().map_or(0, AllowList::len)
+    }
+
+    pub(super) fn tick(&mut self, ticks: u32, now_ms: u64) {
+        if ticks % FORGET_TICKS == 0 {
+            self.rate.forget_idle(now_ms);
+        }
+    }
+}
+
+impl Core {
+    /// Answers one ZAP request (the frames libzmq sent) with the reply
+    /// frames. A key that is not on the list may have been enrolled a
+    /// moment ago: then `reload` is asked for a newer list (`None` when the
+    /// file did not change), so the device need not wait for the next tick
+    /// and a reconnect to get in.
+    pub fn zap(
+        &mut self,
+        frames: &[Vec<u8>],
+        reload: impl FnOnce() -> Option<AllowList>,
+        now_ms: u64,
+    ) -> Vec<Vec<u8>> {
+        let Some(list) = &self.admission.list else {
+            let (_, reply) = judge_zap(&AllowList::default(), frames);
+            return reply;
+        };
+        let (mut verdict, mut reply) = judge_zap(list, frames);
+        if matches!(verdict, Verdict::UnknownKey { .. })
+            && let Some(newer) = reload()
+        {
+            self.allow_list_changed(newer, now_ms);
+            if let Some(list) = &self.admission.list {
+                (verdict, reply) = judge_zap(list, frames);
+            }
+        }
+        match verdict {
+            Verdict::Allow(device) => debug!(device, "handshake accepted"),
+            Verdict::UnknownKey { key, address } => {
+                self.counters.handshakes_refused += 1;
+                let a = &mut self.admission;
+                if a.logged.len() < LOGGED_MAX && a.logged.insert(key.clone()) {
+                    warn!(%address, public_key = %key, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {key}");
+                }
+            }
+            Verdict::Malformed(why) => {
+                self.counters.handshakes_refused += 1;
+                debug!(%why, "refused a handshake");
+            }
+        }
+        reply
+    }
+
+    /// Applies a changed allow list: a device whose key left the list is
+    /// marked offline and every agent connection is cut, so each agent
+    /// handshakes again and the revoked one is refused.
+    pub fn allow_list_changed(&mut self, newer: AllowList, now_ms: u64) {
+        let Some(list) = &mut self.admission.list else {
+            return;
+        };
+        let revoked = list.revoked_in(&newer);
+        info!(
+            keys = newer.len(),
+            revoked = revoked.len(),
+            "allow list changed"
+        );
+        *list = newer;
+        self.admission.logged.clear();
+        if revoked.is_empty() {
+            return;
+        }
+        for (device, key) in &revoked {
+            warn!(device, public_key = %key, "key revoked; cutting the device off");
+            self.went_offline(device, now_ms, "revoked");
+        }
+        self.out.push_back(super::Action::CutConnections);
+    }
+
+    /// Whether a message that claims to come from `device` may be served:
+    /// on CURVE its connection must be enrolled as that very device (and
+    /// still be on the list), and the device must be within its rate.
+    pub(super) fn admit(
+        &mut self,
+        socket: &str,
+        device: &str,
+        user_id: Option<&str>,
+        now_ms: u64,
+    ) -> bool {
+        let a = &mut self.admission;
+        if let Some(list) = &a.list {
+            let enrolled_as = user_id.filter(|u| list.has_device(u));
+            if enrolled_as != Some(device) {
+                self.counters.impersonations += 1;
+                debug!(
+                    socket,
+                    claimed = device,
+                    key_of = user_id.unwrap_or("nobody"),
+                    "dropped a message claiming another device"
+                );
+                return false;
+            }
+        }
+        if a.rate.take(device, now_ms) {
+            if a.over_rate.remove(device) {
+                info!(device, "device back under its rate limit");
+            }
+            return true;
+        }
+        self.counters.rate_limited += 1;
+        if a.over_rate.len() < LOGGED_MAX && a.over_rate.insert(device.to_string()) {
+            warn!(
+                device,
+                rate = a.device_rate,
+                "device is over its rate limit; dropping its messages (unacked, so an honest agent resends)"
+            );
+        }
+        false
+    }
+}
+
+/// The answer to one ZAP request (ZeroMQ RFC 27).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let in as this device.
+    Allow(String),
+    /// Refused: a CURVE key not on the list.
+    UnknownKey { key: String, address: String },
+    /// Not a request we understand; refused.
+    Malformed(String),
+}
+
+/// Decides a ZAP request and builds the reply frames.
+pub fn judge_zap(list: &AllowList, frames: &[Vec<u8>]) -> (Verdict, Vec<Vec<u8>>) {
+    // version, request id, domain, address, routing id, mechanism, credentials
+    let reply = |id: &[u8], code: &str, text: &str, user: &str| {
+        vec![
+            b"1.0".to_vec(),
+            id.to_vec(),
+            code.as_bytes().to_vec(),
+            text.as_bytes().to_vec(),
+            user.as_bytes().to_vec(),
+            Vec::new(),
+        ]
+    };
+    let id = frames.get(1).map_or(&[][..], Vec::as_slice);
+    if frames.len() < 6 || frames[0] != b"1.0" {
+        let why = "not a ZAP 1.0 request".to_string();
+        return (Verdict::Malformed(why), reply(id, "500", "bad request", ""));
+    }
+    let address = String::from_utf8_lossy(&frames[3]).into_owned();
+    if frames[5] != b"CURVE" {
+        let why = format!(
+            "{} mechanism from {address}",
+            String::from_utf8_lossy(&frames[5])
+        );
+        return (Verdict::Malformed(why), reply(id, "400", "CURVE only", ""));
+    }
+    let Some(key) = frames
+        .get(6)
+        .filter(|k| k.len() == 32)
+        .and_then(|k| zmq::z85_encode(k).ok())
+    else {
+        let why = format!("CURVE request without a 32-byte key from {address}");
+        return (Verdict::Malformed(why), reply(id, "400", "no key", ""));
+    };
+    match list.device(&key) {
+        Some(device) => (
+            Verdict::Allow(device.to_string()),
+            reply(id, "200", "OK", device),
+        ),
+        None => (
+            Verdict::UnknownKey { key, address },
+            reply(id, "400", "key not enrolled", ""),
+        ),
+    }
+}
+
+/// A token bucket per device: `rate` messages a second, bursts of `burst`.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<String, (f64, u64)>,
+}
+
+impl RateLimit {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        RateLimit {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes a token for `device` at `now_ms`; false when it has none left.
+    pub fn take(&mut self, device: &str, now_ms: u64) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let (tokens, last) = self
+            .buckets
+            .entry(device.to_string())
+            .or_insert((self.burst, now_ms));
+        let elapsed = now_ms.saturating_sub(*last) as f64 / 1000.0;
+        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
+        *last = now_ms;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets devices whose bucket has been full for a while, so the map
+    /// does not grow with every id ever seen.
+    pub fn forget_idle(&mut self, now_ms: u64) {
+        let refill_ms = (self.burst / self.rate.max(f64::MIN_POSITIVE) * 1000.0) as u64;
+        self.buckets
+            .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= refill_ms.max(1000));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn zap_lets_in_listed_keys_as_their_device_and_refuses_the_rest() {
+        let pair = zmq::CurveKeyPair::new().unwrap();
+        let z85 = zmq::z85_encode(&pair.public_key).unwrap();
+        let list = AllowList::parse(Path::new("a"), &format!("pi-a {z85}\n")).unwrap();
+        let request = |mech: &[u8], cred: &[u8]| {
+            vec![
+                b"1.0".to_vec(),
+                b"7".to_vec(),
+                b"fleetmq".to_vec(),
+                b"10.0.0.9".to_vec(),
+                Vec::new(),
+                mech.to_vec(),
+                cred.to_vec(),
+            ]
+        };
+        let (v, reply) = judge_zap(&list, &request(b"CURVE", &pair.public_key));
+        assert_eq!(v, Verdict::Allow("pi-a".into()));
+        assert_eq!(reply[1], b"7");
+        assert_eq!(reply[2], b"200");
+        assert_eq!(reply[4], b"pi-a");
+
+        let stranger = zmq::CurveKeyPair::new().unwrap();
+        let (v, reply) = judge_zap(&list, &request(b"CURVE", &stranger.public_key));
+        assert!(matches!(v, Verdict::UnknownKey { ref address, .. } if address == "10.0.0.9"));
+        assert_eq!(reply[2], b"400");
+        assert_eq!(reply[4], b"");
+
+        let (v, reply) = judge_zap(&list, &request(b"NULL", b""));
+        assert!(matches!(v, Verdict::Malformed(_)));
+        assert_eq!(reply[2], b"400");
+        let (_, reply) = judge_zap(&list, &[b"2.0".to_vec(), b"1".to_vec()]);
+        assert_eq!(reply[2], b"500");
+    }
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_the_rate() {
+        let mut r = RateLimit::new(10, 5);
+        let took = (0..20).filter(|_| r.take("pi-a", 1000)).count();
+        assert_eq!(took, 5, "the burst");
+        assert!(r.take("pi-b", 1000), "per device");
+        assert!(!r.take("pi-a", 1050), "half a token after 50 ms");
+        assert!(r.take("pi-a", 1100), "one token after 100 ms");
+        r.forget_idle(100_000);
+        assert!(r.buckets.is_empty());
+        assert!(RateLimit::new(0, 0).take("x", 0), "0 turns it off");
+    }
+}

@@ -1,0 +1,513 @@
+//! A command's whole life, in one place: an operator asks, the command
+//! goes to an online device (or waits for an offline one, within the time
+//! the operator allowed), the device answers or the deadline passes, the
+//! operator is answered, and the answer is remembered so that a retried
+//! request (Lazy Pirate) is answered again rather than run twice.
+//!
+//! ```text
+//!   operator request ─► queued (device offline, queue_ms > 0) ─┐
+//!          │                                                   │ device back
+//!          └──────────────► pending (sent, corr) ◄─────────────┘
+//!                              │           │
+//!                  device reply│           │deadline
+//!                              ▼           ▼
+//!                      answer the operator; remember it for retries
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+
+use fleetmq_protocol::{
+    Command, CommandFrame, CommandRequest, OperatorError, OperatorReplyFrame, OperatorResponse,
+    ReplyFrame, Response, validate_device_id,
+};
+use tracing::{debug, info, warn};
+
+use super::{Action, Core};
+
+/// Answers remembered for retried operator requests.
+const REMEMBERED: usize = 1024;
+/// Most commands in flight at once; more are refused at once.
+const MAX_PENDING: usize = 10_000;
+/// Most commands waiting for their device; more are refused at once.
+const MAX_QUEUED: usize = 10_000;
+
+/// A command sent to a device whose reply an operator waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingCommand {
+    /// The operator client's routing id, to answer on.
+    pub client: Vec<u8>,
+    /// The operator request id.
+    pub request_id: u64,
+    /// Device the command went to.
+    pub device: String,
+    /// When to give up, ms since the epoch.
+    pub deadline_ms: u64,
+    /// The operator's timeout, for the error message.
+    pub timeout_ms: u32,
+    /// Row in the command log.
+    pub log_id: i64,
+}
+
+/// Commands in flight, keyed by correlation id.
+#[derive(Debug, Default)]
+pub struct Pending {
+    by_corr: HashMap<u64, PendingCommand>,
+    next_corr: u64,
+}
+
+impl Pending {
+    /// Registers a command; returns its correlation id.
+    pub fn next_corr(&mut self) -> u64 {
+        self.next_corr += 1;
+        self.next_corr
+    }
+
+    pub fn insert(&mut self, corr: u64, cmd: PendingCommand) {
+        self.by_corr.insert(corr, cmd);
+    }
+
+    /// A reply came: the pending command, if it is still waited for and came
+    /// from the device it was sent to.
+    pub fn answer(&mut self, corr: u64, device: &str) -> Option<PendingCommand> {
+        match self.by_corr.get(&corr) {
+            Some(p) if p.device == device => self.by_corr.remove(&corr),
+            _ => None,
+        }
+    }
+
+    /// A retried operator request that is still in flight: answer on the new
+    /// client id. Returns true if it was found.
+    pub fn retarget(&mut self, request_id: u64, client: &[u8]) -> bool {
+        match self
+            .by_corr
+            .values_mut()
+            .find(|p| p.request_id == request_id)
+        {
+            Some(p) => {
+                p.client = client.to_vec();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of commands in flight.
+    pub fn in_flight(&self) -> usize {
+        self.by_corr.len()
+    }
+
+    /// The command log row of a command now sent.
+    pub fn set_log_id(&mut self, corr: u64, log_id: i64) {
+        if let Some(p) = self.by_corr.get_mut(&corr) {
+            p.log_id = log_id;
+        }
+    }
+
+    /// A command that never left: no answer will come.
+    pub fn forget(&mut self, corr: u64) {
+        self.by_corr.remove(&corr);
+    }
+
+    /// Commands whose deadline passed; they are forgotten.
+    pub fn expired(&mut self, now_ms: u64) -> Vec<PendingCommand> {
+        let corrs: Vec<u64> = self
+            .by_corr
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(c, _)| *c)
+            .collect();
+        corrs
+            .iter()
+            .filter_map(|c| self.by_corr.remove(c))
+            .collect()
+    }
+}
+
+/// Answers to recent operator requests, by request id, bounded.
+#[derive(Debug)]
+pub struct Recent {
+    answers: HashMap<u64, Vec<u8>>,
+    order: VecDeque<u64>,
+    cap: usize,
+}
+
+impl Recent {
+    pub fn new(cap: usize) -> Self {
+        Recent {
+            answers: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn get(&self, request_id: u64) -> Option<&[u8]> {
+        self.answers.get(&request_id).map(Vec::as_slice)
+    }
+
+    pub fn remember(&mut self, request_id: u64, frame: Vec<u8>) {
+        if self.answers.insert(request_id, frame).is_none() {
+            self.order.push_back(request_id);
+        }
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+    }
+}
+
+/// A command waiting for its device to come online.
+#[derive(Debug, Clone)]
+struct Queued {
+    client: Vec<u8>,
+    request_id: u64,
+    device: String,
+    command: Command,
+    timeout_ms: u32,
+    queue_ms: u32,
+    expires_ms: u64,
+}
+
+/// What an operator asked of a device.
+pub(super) struct Ask {
+    pub device: String,
+    pub command: Command,
+    /// How long to wait for the answer (0: the hub's default).
+    pub timeout_ms: u32,
+    /// How long to wait for an offline device (0: do not wait).
+    pub queue_ms: u32,
+}
+
+/// What the driver saw when it sent a command ([`Action::Command`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// On its way to the device.
+    Yes,
+    /// The device's command socket is not connected.
+    Unreachable,
+    /// Sending failed otherwise.
+    Failed(String),
+}
+
+/// Every command between the operator's request and its answer.
+#[derive(Debug)]
+pub(super) struct Commands {
+    pending: Pending,
+    recent: Recent,
+    queued: Vec<Queued>,
+    /// Commands sent but not yet confirmed by the driver, by correlation
+    /// id: the queue allowance they came with (0: none), so one the device
+    /// cannot take yet can wait for it.
+    unconfirmed: HashMap<u64, Queued>,
+}
+
+impl Commands {
+    pub(super) fn new() -> Commands {
+        Commands {
+            pending: Pending::default(),
+            recent: Recent::new(REMEMBERED),
+            queued: Vec::new(),
+            unconfirmed: HashMap::new(),
+        }
+    }
+}
+
+impl Core {
+    /// An operator asks for a command: sent now if the device is online,
+    /// else queued for up to `queue_ms` (0: answered "offline" at once).
+    pub(super) fn command_request(
+        &mut self,
+        client: &[u8],
+        request_id: u64,
+        ask: Ask,
+        now_ms: u64,
+    ) {
+        let q = Queued {
+            client: client.to_vec(),
+            request_id,
+            expires_ms: now_ms + u64::from(ask.queue_ms),
+            device: ask.device,
+            command: ask.command,
+            timeout_ms: ask.timeout_ms,
+            queue_ms: ask.queue_ms,
+        };
+        match self.send_command(q, now_ms) {
+            Ok(()) => {}
+            Err((q, OperatorError::DeviceOffline(device))) if q.queue_ms > 0 => {
+                self.queue(q, &device);
+            }
+            Err((q, e)) => self.answer(&q.client, q.request_id, Response::Error(e)),
+        }
+    }
+
+    fn queue(&mut self, q: Queued, device: &str) {
+        if self.commands.queued.len() >= MAX_QUEUED {
+            let why = format!("{MAX_QUEUED} commands already wait for their devices");
+            let e = OperatorError::BadRequest(why);
+            return self.answer(&q.client, q.request_id, Response::Error(e));
+        }
+        info!(
+            device,
+            queue_ms = q.queue_ms,
+            "device offline: command queued"
+        );
+        self.commands.queued.push(q);
+    }
+
+    /// Sends `q` if its device is online; gives it back with the reason if
+    /// not. A command sent is confirmed by the driver ([`Core::command_sent`]).
+    fn send_command(&mut self, q: Queued, now_ms: u64) -> Result<(), (Queued, OperatorError)> {
+        if let Err(e) = validate_device_id(&q.device) {
+            return Err((q, OperatorError::BadRequest(e.to_string())));
+        }
+        if !self.presence.is_online(&q.device) {
+            // Online means heard from; only an offline device needs the store
+            // to tell "never seen" from "gone".
+            let e = match self.store.device_known(&q.device) {
+                Ok(true) => OperatorError::DeviceOffline(q.device.clone()),
+                Ok(false) => OperatorError::UnknownDevice(q.device.clone()),
+                Err(e) => OperatorError::Storage(e.to_string()),
+            };
+            return Err((q, e));
+        }
+        if self.commands.pending.in_flight() >= MAX_PENDING {
+            let why = format!("{MAX_PENDING} commands are already waiting for answers");
+            return Err((q, OperatorError::BadRequest(why)));
+        }
+        let timeout_ms = if q.timeout_ms == 0 {
+            self.config.commands.timeout_ms
+        } else {
+            q.timeout_ms
+        };
+        let command = limit_exec(q.command.clone(), timeout_ms);
+        let corr = self.commands.pending.next_corr();
+        let frame = match CommandFrame::from(CommandRequest { corr, command }).encode() {
+            Ok(f) => f,
+            Err(e) => return Err((q, OperatorError::BadRequest(e.to_string()))),
+        };
+        self.commands.pending.insert(
+            corr,
+            PendingCommand {
+                client: q.client.clone(),
+                request_id: q.request_id,
+                device: q.device.clone(),
+                deadline_ms: now_ms + u64::from(timeout_ms),
+                timeout_ms,
+                log_id: 0,
+            },
+        );
+        self.out.push_back(Action::Command {
+            corr,
+            device: q.device.clone(),
+            frame,
+        });
+        self.commands.unconfirmed.insert(corr, q);
+        Ok(())
+    }
+
+    /// The driver tried to send command `corr`. Sent: it is logged and
+    /// waits for its answer. Unreachable: the device's command socket is
+    /// not connected (yet), so the command waits if it may, or the operator
+    /// hears "offline".
+    pub fn command_sent(&mut self, corr: u64, sent: Sent, now_ms: u64) {
+        let Some(q) = self.commands.unconfirmed.remove(&corr) else {
+            return;
+        };
+        if sent == Sent::Yes {
+            self.counters.commands_sent += 1;
+            let log_id = self.store.log_command(&q.device, &q.command, now_ms);
+            self.commands.pending.set_log_id(corr, log_id);
+            return;
+        }
+        self.commands.pending.forget(corr);
+        let e = match sent {
+            Sent::Failed(why) => OperatorError::BadRequest(format!("could not send: {why}")),
+            _ => OperatorError::DeviceOffline(q.device.clone()),
+        };
+        match e {
+            OperatorError::DeviceOffline(device) if now_ms < q.expires_ms => self.queue(q, &device),
+            e => self.answer(&q.client, q.request_id, Response::Error(e)),
+        }
+    }
+
+    /// A device answered on the commands socket: `[routing id][][frame]`.
+    pub fn reply(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now_ms: u64) {
+        let [id, empty, frame] = frames else {
+            return self.dropped("commands", "reply without the REP envelope");
+        };
+        if !empty.is_empty() {
+            return self.dropped("commands", "reply without the REP envelope");
+        }
+        let device = String::from_utf8_lossy(id).into_owned();
+        if !self.admit("commands", &device, user_id, now_ms) {
+            return;
+        }
+        let ReplyFrame::Reply(reply) = match ReplyFrame::decode(frame) {
+            Ok(r) => r,
+            Err(e) => return self.dropped("commands", e),
+        };
+        let Some(p) = self.commands.pending.answer(reply.corr, &device) else {
+            debug!(
+                device,
+                corr = reply.corr,
+                "late or unexpected command reply ignored"
+            );
+            return;
+        };
+        self.commands.unconfirmed.remove(&reply.corr);
+        let summary = serde_json::to_string(&reply.reply).unwrap_or_default();
+        self.store.log_command_result(p.log_id, &summary, now_ms);
+        let reply = reply.reply;
+        self.answer(&p.client, p.request_id, Response::Reply { device, reply });
+    }
+
+    /// Commands whose device did not answer in time.
+    pub(super) fn expire_commands(&mut self, now_ms: u64) {
+        for p in self.commands.pending.expired(now_ms) {
+            self.counters.commands_timed_out += 1;
+            self.store.log_command_result(p.log_id, "timed out", now_ms);
+            let e = OperatorError::TimedOut {
+                after_ms: p.timeout_ms,
+            };
+            self.answer(&p.client, p.request_id, Response::Error(e));
+        }
+    }
+
+    /// Sends queued commands whose device is back; fails those that waited
+    /// too long.
+    pub(super) fn send_queued(&mut self, now_ms: u64) {
+        for q in std::mem::take(&mut self.commands.queued) {
+            if now_ms >= q.expires_ms {
+                let e = OperatorError::StayedOffline {
+                    device: q.device,
+                    waited_ms: q.queue_ms,
+                };
+                self.answer(&q.client, q.request_id, Response::Error(e));
+                continue;
+            }
+            if !self.presence.is_online(&q.device) {
+                self.commands.queued.push(q);
+                continue;
+            }
+            let device = q.device.clone();
+            match self.send_command(q, now_ms) {
+                Ok(()) => info!(device, "queued command sent"),
+                Err((q, OperatorError::DeviceOffline(_))) => self.commands.queued.push(q),
+                Err((q, e)) => self.answer(&q.client, q.request_id, Response::Error(e)),
+            }
+        }
+    }
+
+    /// A request the hub has seen before (the operator retried it): its
+    /// remembered answer is sent again, or, still in flight, it will be
+    /// answered on the new client id. Returns false for a new request.
+    pub(super) fn retried(&mut self, client: &[u8], request_id: u64) -> bool {
+        if let Some(frame) = self.commands.recent.get(request_id) {
+            let frame = frame.to_vec();
+            let client = client.to_vec();
+            self.out.push_back(Action::Operator { client, frame });
+            return true;
+        }
+        if self.commands.pending.retarget(request_id, client) {
+            return true;
+        }
+        let waiting = self.commands.queued.iter_mut();
+        let unsent = self.commands.unconfirmed.values_mut();
+        match waiting.chain(unsent).find(|q| q.request_id == request_id) {
+            Some(q) => {
+                q.client = client.to_vec();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers an operator client. Answers to requests that act are kept
+    /// for retries; reads are safe to repeat and may be large.
+    pub(super) fn answer(&mut self, client: &[u8], id: u64, response: Response) {
+        let acted = matches!(
+            response,
+            Response::JobSubmitted { .. } | Response::Broadcast { .. } | Response::Reply { .. }
+        );
+        let frame = match OperatorReplyFrame::from(OperatorResponse { id, response }).encode() {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "could not encode an operator response");
+                return;
+            }
+        };
+        if acted && id != 0 {
+            self.commands.recent.remember(id, frame.clone());
+        }
+        let client = client.to_vec();
+        self.out.push_back(Action::Operator { client, frame });
+    }
+}
+
+/// The program of an exec command must end, and its answer arrive, before
+/// the operator stops waiting: its time limit is capped below `timeout_ms`.
+fn limit_exec(mut command: Command, timeout_ms: u32) -> Command {
+    if let Command::Exec {
+        timeout_ms: limit, ..
+    } = &mut command
+    {
+        let most = timeout_ms.saturating_sub(500).max(timeout_ms / 2);
+        *limit = if *limit == 0 {
+            most
+        } else {
+            (*limit).min(most)
+        };
+    }
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(device: &str, request_id: u64, deadline_ms: u64) -> PendingCommand {
+        PendingCommand {
+            client: b"op".to_vec(),
+            request_id,
+            device: device.into(),
+            deadline_ms,
+            timeout_ms: 1000,
+            log_id: 1,
+        }
+    }
+
+    #[test]
+    fn a_reply_is_taken_once_and_only_from_the_addressed_device() {
+        let mut p = Pending::default();
+        let c = p.next_corr();
+        p.insert(c, cmd("pi-1", 9, 100));
+        assert_eq!(p.answer(c, "pi-2"), None);
+        assert!(p.answer(c, "pi-1").is_some());
+        assert_eq!(p.answer(c, "pi-1"), None);
+    }
+
+    #[test]
+    fn deadlines_expire_and_retries_retarget() {
+        let mut p = Pending::default();
+        let a = p.next_corr();
+        let b = p.next_corr();
+        p.insert(a, cmd("pi-1", 1, 100));
+        p.insert(b, cmd("pi-1", 2, 200));
+        assert!(p.retarget(2, b"op2"));
+        assert!(!p.retarget(3, b"op3"));
+        assert_eq!(p.expired(99), vec![]);
+        assert_eq!(p.expired(150).len(), 1);
+        let left = p.expired(200);
+        assert_eq!(left[0].client, b"op2");
+    }
+
+    #[test]
+    fn recent_answers_are_bounded() {
+        let mut r = Recent::new(2);
+        r.remember(1, vec![1]);
+        r.remember(2, vec![2]);
+        r.remember(3, vec![3]);
+        assert_eq!(r.get(1), None);
+        assert_eq!(r.get(3), Some(&[3u8][..]));
+    }
+}

@@ -1,0 +1,226 @@
+//! The hub's decisions, with no sockets: the sans-I/O core.
+//!
+//! The driver ([`crate::driver`]) reads a message, hands it to one of the
+//! core's input methods with the time, and then carries out the
+//! [`Action`]s the core queued ([`Core::poll_action`]). Where carrying
+//! out an action can fail in a way that changes a decision (a command to a
+//! device whose command socket is gone, a job no agent would take), the
+//! driver reports back ([`Core::command_sent`], [`Core::job_sent`]).
+//! The core calls the SQLite [`Store`] synchronously; tests give it an
+//! in-memory one ([`Store::in_memory`]) and drive it with a fake clock.
+//!
+//! | file | flow |
+//! |---|---|
+//! | `admission.rs` | who may speak for a device: ZAP verdicts, the allow list in force, rate limits |
+//! | `presence.rs` | Hello, Bye, silence: who is online and listening |
+//! | `telemetry.rs` | batches in, stored, then acked; chat relayed; newest values |
+//! | `commands.rs` | a command's whole life: sent, answered, timed out, queued for an offline device, remembered for retries |
+//! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
+//! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
+//!
+//! Every input names the time as milliseconds since the Unix epoch; the
+//! core never reads a clock.
+
+mod admission;
+mod commands;
+mod jobs;
+mod latest;
+mod operator;
+mod presence;
+mod telemetry;
+
+use std::collections::VecDeque;
+
+use fleetmq_protocol::{Broadcast, Downstream, HubPorts};
+use tracing::{debug, warn};
+
+use crate::config::HubConfig;
+use crate::enrolment::AllowList;
+use crate::store::Store;
+
+pub use admission::{Admission, Verdict, judge_zap};
+pub use commands::Sent;
+pub use latest::Latest;
+pub use presence::Presence;
+
+/// Most (device, metric) pairs whose newest value is kept for /metrics.
+const MAX_LATEST: usize = 200_000;
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send on the telemetry ROUTER to this device: `[device][frame]`. A
+    /// device that is gone loses it (it resends what was not acked).
+    Device { device: String, frame: Vec<u8> },
+    /// Publish on the broadcast socket: `[topic][frame]`.
+    Publish { topic: String, frame: Vec<u8> },
+    /// Send a command on the commands ROUTER: `[device][][frame]`, then
+    /// report with [`Core::command_sent`].
+    Command {
+        corr: u64,
+        device: String,
+        frame: Vec<u8>,
+    },
+    /// Hand a job to whichever agent pulls next, then report with
+    /// [`Core::job_sent`]. After one job that could not be handed out, the
+    /// driver skips the other jobs of the same round: they stay due.
+    Job {
+        id: u64,
+        attempt: u32,
+        lease_ms: u32,
+        frame: Vec<u8>,
+    },
+    /// Answer an operator client: `[client][][frame]`.
+    Operator { client: Vec<u8>, frame: Vec<u8> },
+    /// Close every agent connection, so that each agent handshakes again
+    /// and a revoked key is refused.
+    CutConnections,
+}
+
+/// What the driver saw on a socket monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// A connection ended.
+    Disconnected,
+    /// A handshake failed (bad key, bad protocol).
+    HandshakeFailed,
+}
+
+/// Counters shown by `stats`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub batches_stored: u64,
+    pub batches_duplicate: u64,
+    pub samples_stored: u64,
+    pub frames_dropped: u64,
+    pub jobs_dispatched: u64,
+    pub results_received: u64,
+    pub commands_sent: u64,
+    pub commands_timed_out: u64,
+    pub handshakes_refused: u64,
+    pub handshakes_failed: u64,
+    pub impersonations: u64,
+    pub rate_limited: u64,
+    pub disconnects: u64,
+}
+
+/// The hub's state and every decision it makes.
+pub struct Core {
+    config: HubConfig,
+    store: Store,
+    /// The ports of the sockets beside telemetry, told to agents in Welcome.
+    ports: HubPorts,
+    admission: Admission,
+    presence: Presence,
+    commands: commands::Commands,
+    telemetry: telemetry::Received,
+    /// The newest sample of each (device, metric) stored since the start.
+    latest: Latest,
+    counters: Counters,
+    started_ms: u64,
+    ticks: u32,
+    out: VecDeque<Action>,
+}
+
+impl Core {
+    /// A core over `store`. `allow_list` is the enrolment in force, `None`
+    /// when the hub runs plaintext (then any routing id is believed).
+    pub fn new(
+        config: HubConfig,
+        store: Store,
+        allow_list: Option<AllowList>,
+        ports: HubPorts,
+        now_ms: u64,
+    ) -> Core {
+        Core {
+            admission: Admission::new(
+                allow_list,
+                config.security.device_rate,
+                config.security.device_burst,
+            ),
+            presence: Presence::new(config.presence.offline_after_heartbeats),
+            commands: commands::Commands::new(),
+            telemetry: telemetry::Received::default(),
+            latest: Latest::new(MAX_LATEST),
+            counters: Counters::default(),
+            started_ms: now_ms,
+            ticks: 0,
+            out: VecDeque::new(),
+            config,
+            store,
+            ports,
+        }
+    }
+
+    /// The next thing to do, in the order the core decided them.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// The counters, as `stats` shows them.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A message the driver could not even read whole (too many frames).
+    pub fn dropped(&mut self, socket: &str, why: impl std::fmt::Display) {
+        self.counters.frames_dropped += 1;
+        debug!(socket, %why, "dropped a frame");
+    }
+
+    /// A socket monitor reported an event.
+    pub fn connection_event(&mut self, event: ConnectionEvent) {
+        match event {
+            ConnectionEvent::Disconnected => self.counters.disconnects += 1,
+            ConnectionEvent::HandshakeFailed => self.counters.handshakes_failed += 1,
+        }
+    }
+
+    /// The timer: presence, command deadlines, queued commands, job leases
+    /// and the command log. The driver calls it every [`TICK_MS`].
+    pub fn tick(&mut self, now_ms: u64) {
+        self.ticks = self.ticks.wrapping_add(1);
+        self.admission.tick(self.ticks, now_ms);
+        self.sweep_presence(now_ms);
+        self.expire_commands(now_ms);
+        self.send_queued(now_ms);
+        self.dispatch_jobs(now_ms);
+        if let Err(e) = self.store.flush_log() {
+            warn!(error = %e, "could not write the command log; will retry");
+        }
+    }
+
+    /// The hub is stopping: write what is still queued for the store.
+    pub fn stop(&mut self) {
+        if let Err(e) = self.store.flush_log() {
+            warn!(error = %e, "could not write the last command log entries");
+        }
+    }
+
+    fn send_down(&mut self, device: &str, msg: Downstream) {
+        match msg.encode() {
+            Ok(frame) => self.out.push_back(Action::Device {
+                device: device.to_string(),
+                frame,
+            }),
+            Err(e) => warn!(error = %e, "could not encode a downstream message"),
+        }
+    }
+
+    fn publish(&mut self, topic: &str, msg: Broadcast) {
+        match msg.encode() {
+            Ok(frame) => self.out.push_back(Action::Publish {
+                topic: topic.to_string(),
+                frame,
+            }),
+            Err(e) => warn!(error = %e, "could not encode a broadcast"),
+        }
+    }
+}
+
+/// How often the driver calls [`Core::tick`], in milliseconds: the
+/// resolution of presence, command deadlines and job leases.
+pub const TICK_MS: u64 = 100;
+
+#[cfg(test)]
+mod tests;

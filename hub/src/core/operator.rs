@@ -1,0 +1,162 @@
+//! Operator requests (from the command line, the HTTP side, scripts): the
+//! reads are answered from the store and the core's state; the requests
+//! that act go to their flow (commands, jobs, broadcasts).
+
+use fleetmq_protocol::{
+    Announcement, DeviceInfo, HubStats, OperatorError, OperatorFrame, OperatorRequest, Request,
+    Response,
+};
+
+use super::Core;
+use super::commands::Ask;
+use crate::store::StoreError;
+
+impl Core {
+    /// One message on the operator socket: `[client][][frame]`.
+    pub fn operator(&mut self, frames: &[Vec<u8>], now_ms: u64) {
+        let [client, empty, frame] = frames else {
+            return self.dropped("operator", "request without the REQ envelope");
+        };
+        if !empty.is_empty() {
+            return self.dropped("operator", "request without the REQ envelope");
+        }
+        match OperatorFrame::decode(frame) {
+            Ok(OperatorFrame::Request(req)) => self.operator_request(client, req, now_ms),
+            Err(e) => {
+                self.dropped("operator", &e);
+                let e = OperatorError::BadRequest(e.to_string());
+                self.answer(client, 0, Response::Error(e));
+            }
+        }
+    }
+
+    fn operator_request(&mut self, client: &[u8], req: OperatorRequest, now_ms: u64) {
+        if self.retried(client, req.id) {
+            return;
+        }
+        let storage = |e: StoreError| Response::Error(OperatorError::Storage(e.to_string()));
+        let response = match req.request {
+            Request::Devices => self.devices().unwrap_or_else(storage),
+            Request::Telemetry(q) => self
+                .store
+                .telemetry(&q)
+                .map(Response::Telemetry)
+                .unwrap_or_else(storage),
+            Request::Chat(q) => self
+                .store
+                .chat(q.after_id, q.limit)
+                .map(Response::Chat)
+                .unwrap_or_else(storage),
+            Request::RecentChat { limit } => self
+                .store
+                .recent_chat(limit)
+                .map(Response::Chat)
+                .unwrap_or_else(storage),
+            Request::Commands { limit } => self
+                .store
+                .commands(limit)
+                .map(Response::Commands)
+                .unwrap_or_else(storage),
+            Request::Command {
+                device,
+                command,
+                timeout_ms,
+            } => {
+                let ask = Ask {
+                    device,
+                    command,
+                    timeout_ms,
+                    queue_ms: 0,
+                };
+                return self.command_request(client, req.id, ask, now_ms);
+            }
+            Request::QueuedCommand {
+                device,
+                command,
+                timeout_ms,
+                queue_ms,
+            } => {
+                let ask = Ask {
+                    device,
+                    command,
+                    timeout_ms,
+                    queue_ms,
+                };
+                return self.command_request(client, req.id, ask, now_ms);
+            }
+            Request::SubmitJob(job) => match self.submit_job(job, now_ms) {
+                Ok(id) => {
+                    self.answer(client, req.id, Response::JobSubmitted { id });
+                    // A new job goes out now rather than on the next tick.
+                    return self.dispatch_jobs(now_ms);
+                }
+                Err(e) => Response::Error(e),
+            },
+            Request::Job { id } => match self.store.job(id) {
+                Ok(Some(j)) => Response::Job(j),
+                Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),
+                Err(e) => storage(e),
+            },
+            Request::Jobs { limit } => self
+                .store
+                .jobs(limit)
+                .map(Response::Jobs)
+                .unwrap_or_else(storage),
+            Request::Broadcast { target, text } => match target.topic() {
+                Ok(topic) => {
+                    let msg = Announcement {
+                        ts_ms: now_ms,
+                        target,
+                        text,
+                    };
+                    self.publish(&topic, msg.into());
+                    Response::Broadcast { topic }
+                }
+                Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
+            },
+            Request::Stats => self.stats(now_ms).unwrap_or_else(storage),
+            Request::Latest => Response::Latest(self.latest.values()),
+        };
+        self.answer(client, req.id, response);
+    }
+
+    fn devices(&self) -> Result<Response, StoreError> {
+        let mut devices: Vec<DeviceInfo> = self.store.devices()?;
+        for d in &mut devices {
+            d.online = self.presence.is_online(&d.id);
+            d.listening = self.presence.is_listening(&d.id);
+            if let Some((since, last)) = self.presence.times(&d.id) {
+                d.since_ms = since;
+                d.last_seen_ms = d.last_seen_ms.max(last);
+            }
+        }
+        Ok(Response::Devices(devices))
+    }
+
+    fn stats(&self, now_ms: u64) -> Result<Response, StoreError> {
+        let devices_known = self.store.device_count()?;
+        let c = &self.counters;
+        let secure = self.admission.secure();
+        Ok(Response::Stats(HubStats {
+            hub_version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: now_ms.saturating_sub(self.started_ms),
+            devices_online: self.presence.online_count() as u32,
+            devices_known,
+            batches_stored: c.batches_stored,
+            batches_duplicate: c.batches_duplicate,
+            samples_stored: c.samples_stored,
+            frames_dropped: c.frames_dropped,
+            jobs_dispatched: c.jobs_dispatched,
+            results_received: c.results_received,
+            commands_sent: c.commands_sent,
+            commands_timed_out: c.commands_timed_out,
+            security: if secure { "curve" } else { "plaintext" }.into(),
+            devices_allowed: self.admission.keys() as u32,
+            handshakes_refused: c.handshakes_refused,
+            handshakes_failed: c.handshakes_failed,
+            impersonations: c.impersonations,
+            rate_limited: c.rate_limited,
+            disconnects: c.disconnects,
+        }))
+    }
+}

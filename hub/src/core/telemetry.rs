@@ -1,0 +1,129 @@
+//! Telemetry in: a batch is checked, stored with the others of its round in
+//! one transaction, and only then acked; chat lines in it are relayed to
+//! the room; the newest value of each series is kept for `/metrics`.
+//!
+//! The telemetry socket also carries Hello, Bye and heartbeats: any
+//! message keeps its device online ([`Core::heard`]).
+
+use fleetmq_protocol::{Ack, Batch, ChatMessage, Refusal, Upstream, names, validate_device_id};
+use tracing::warn;
+
+use super::Core;
+use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Stored};
+
+/// Batches read in this round, waiting to be stored and acked together.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    /// (device, batch, its postcard body as it arrived).
+    batches: Vec<(String, Batch, Vec<u8>)>,
+}
+
+impl Core {
+    /// One message from the telemetry socket: `[routing id][frame]`, with
+    /// the user id ZAP gave its connection. Batches wait for
+    /// [`Core::store_received`], which the driver calls once it has read
+    /// what is waiting.
+    pub fn upstream(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now_ms: u64) {
+        let [id, frame] = frames else {
+            self.dropped("telemetry", "message without a body");
+            return;
+        };
+        let Some(device) = std::str::from_utf8(id)
+            .ok()
+            .filter(|d| validate_device_id(d).is_ok())
+        else {
+            self.dropped("telemetry", "routing id is not a device id");
+            return;
+        };
+        let device = device.to_string();
+        if !self.admit("telemetry", &device, user_id, now_ms) {
+            return;
+        }
+        let msg = match Upstream::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.dropped("telemetry", &e);
+                let reason = e.to_string();
+                self.send_down(&device, Refusal { reason }.into());
+                return;
+            }
+        };
+        let batch = match msg {
+            Upstream::Hello(hello) => return self.hello(&device, &hello, now_ms),
+            Upstream::Bye(bye) => {
+                let why = format!("bye: {}", bye.reason);
+                return self.went_offline(&device, now_ms, &why);
+            }
+            Upstream::Heartbeat(_) => return self.heard(&device, now_ms),
+            Upstream::Batch(batch) => batch,
+        };
+        self.heard(&device, now_ms);
+        if let Err(e) = check(&batch) {
+            self.dropped("telemetry", &e);
+            let reason = format!("batch {} refused: {e}", batch.seq);
+            self.send_down(&device, Refusal { reason }.into());
+            return;
+        }
+        // Stored as it arrived: the frame after its envelope header.
+        match fleetmq_protocol::envelope::open(frame) {
+            Ok((_, body)) => self.telemetry.batches.push((device, batch, body.to_vec())),
+            Err(e) => self.dropped("telemetry", e),
+        }
+    }
+
+    /// Stores the batches read in this round in one transaction, then acks
+    /// each (a duplicate too: it is stored already) and relays their chat.
+    /// If the store fails nothing is acked, and agents resend.
+    pub fn store_received(&mut self, now_ms: u64) {
+        let batches = std::mem::take(&mut self.telemetry.batches);
+        if batches.is_empty() {
+            return;
+        }
+        let items: Vec<Incoming<'_>> = batches
+            .iter()
+            .map(|(device, batch, body)| Incoming {
+                device,
+                batch,
+                body,
+            })
+            .collect();
+        let (outcomes, chat) = match self.store.store_batches(&items, now_ms) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, batches = items.len(), "could not store batches; they will be resent");
+                return;
+            }
+        };
+        for ((device, batch, _), outcome) in batches.iter().zip(outcomes) {
+            match outcome {
+                Stored::New => {
+                    self.counters.batches_stored += 1;
+                    self.counters.samples_stored += batch.samples.len() as u64;
+                    self.latest.record(device, batch.resolved_samples());
+                }
+                Stored::Duplicate => self.counters.batches_duplicate += 1,
+            }
+            self.send_down(device, Ack { seq: batch.seq }.into());
+        }
+        for row in chat {
+            let msg = ChatMessage {
+                from: row.device,
+                ts_ms: row.ts_ms,
+                text: row.text,
+            };
+            self.publish(names::CHAT_TOPIC, msg.into());
+        }
+    }
+}
+
+/// Why a well-formed batch cannot be stored, if it cannot.
+fn check(batch: &Batch) -> Result<(), String> {
+    batch.validate().map_err(|e| e.to_string())?;
+    if batch.samples.len() > MAX_SAMPLES_PER_BATCH {
+        return Err(format!(
+            "{} samples is over the {MAX_SAMPLES_PER_BATCH} a batch may hold",
+            batch.samples.len()
+        ));
+    }
+    Ok(())
+}

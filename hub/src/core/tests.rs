@@ -1,0 +1,476 @@
+//! The core driven with a fake clock, an in-memory store and no sockets:
+//! each test feeds inputs and reads the actions the driver would carry out.
+
+use std::path::Path;
+
+use fleetmq_protocol::{
+    Command, CommandFrame, CommandReply, Downstream, Hello, HubPorts, JobFrame, JobResult, JobSpec,
+    JobState, JobSubmission, OperatorError, OperatorFrame, OperatorReplyFrame, OperatorRequest,
+    Outcome, Output, Reply, ReplyFrame, Request, Response, ResultFrame, Upstream, Value,
+    telemetry::BatchBuilder,
+};
+
+use super::*;
+use crate::config::HubConfig;
+use crate::store::Store;
+
+const T0: u64 = 1_700_000_000_000;
+const OP: &[u8] = b"operator-1";
+
+struct Fleet {
+    core: Core,
+    /// Z85 public key of each enrolled device.
+    keys: Vec<(String, String)>,
+}
+
+impl Fleet {
+    /// A CURVE hub with pi-a and pi-b enrolled.
+    fn new() -> Fleet {
+        let keys: Vec<(String, String)> = ["pi-a", "pi-b"]
+            .iter()
+            .map(|d| (d.to_string(), fleetmq_net::keys::generate().unwrap().public))
+            .collect();
+        let text: String = keys.iter().map(|(d, k)| format!("{d} {k}\n")).collect();
+        let list = AllowList::parse(Path::new("allowed_devices"), &text).unwrap();
+        let ports = HubPorts {
+            broadcast: 7751,
+            jobs: 7752,
+            results: 7753,
+            commands: 7754,
+        };
+        let store = Store::in_memory().unwrap();
+        let core = Core::new(HubConfig::default(), store, Some(list), ports, T0);
+        Fleet { core, keys }
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.core.poll_action()).collect()
+    }
+
+    /// A message on the telemetry socket from a connection enrolled as `key_of`.
+    fn up(&mut self, device: &str, key_of: &str, msg: Upstream, now: u64) {
+        let frames = vec![device.as_bytes().to_vec(), msg.encode().unwrap()];
+        self.core.upstream(&frames, Some(key_of), now);
+        self.core.store_received(now);
+    }
+
+    fn hello(&mut self, device: &str, now: u64) {
+        let hello = Hello {
+            agent_version: "0.1.0".into(),
+            arch: "aarch64".into(),
+            os: "linux".into(),
+            hostname: device.into(),
+            groups: vec![],
+            heartbeat_ms: 1_000,
+            started_ms: now,
+        };
+        self.up(device, device, hello.into(), now);
+    }
+
+    fn operator(&mut self, id: u64, request: Request, now: u64) {
+        let frame = OperatorFrame::from(OperatorRequest { id, request })
+            .encode()
+            .unwrap();
+        self.core.operator(&[OP.to_vec(), vec![], frame], now);
+    }
+
+    /// Carries out the actions as a driver whose sends all succeed, and
+    /// returns them.
+    fn deliver(&mut self, now: u64) -> Vec<Action> {
+        let mut done = Vec::new();
+        while let Some(a) = self.core.poll_action() {
+            match &a {
+                Action::Command { corr, .. } => self.core.command_sent(*corr, Sent::Yes, now),
+                Action::Job {
+                    id,
+                    attempt,
+                    lease_ms,
+                    ..
+                } => self.core.job_sent(*id, *attempt, *lease_ms, now),
+                _ => {}
+            }
+            done.push(a);
+        }
+        done
+    }
+}
+
+fn to_device(actions: &[Action], device: &str) -> Vec<Downstream> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Device { device: d, frame } if d == device => {
+                Some(Downstream::decode(frame).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn to_operator(actions: &[Action]) -> Vec<(u64, Response)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Operator { frame, .. } => match OperatorReplyFrame::decode(frame).unwrap() {
+                OperatorReplyFrame::Response(r) => Some((r.id, r.response)),
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn batch(seq: u64, value: f64) -> Upstream {
+    let mut b = BatchBuilder::new(seq);
+    b.push_sample("temp_c", T0, Value::Float(value)).unwrap();
+    Upstream::Batch(b.finish())
+}
+
+#[test]
+fn an_unknown_key_is_refused_at_the_handshake() {
+    let mut f = Fleet::new();
+    let stranger = zmq::CurveKeyPair::new().unwrap();
+    let request = vec![
+        b"1.0".to_vec(),
+        b"1".to_vec(),
+        b"fleetmq".to_vec(),
+        b"10.0.0.9".to_vec(),
+        vec![],
+        b"CURVE".to_vec(),
+        stranger.public_key.to_vec(),
+    ];
+    let mut asked = false;
+    let reply = f.core.zap(
+        &request,
+        || {
+            asked = true;
+            None
+        },
+        T0,
+    );
+    assert_eq!(reply[2], b"400", "refused");
+    assert!(asked, "an unknown key makes the core look for a newer list");
+    assert_eq!(f.core.counters().handshakes_refused, 1);
+}
+
+#[test]
+fn a_message_claiming_another_device_is_dropped_unanswered() {
+    let mut f = Fleet::new();
+    // pi-b's connection claims to be pi-a.
+    f.up("pi-a", "pi-b", batch(1, 20.0), T0);
+    assert_eq!(f.actions(), vec![], "no ack, nothing to anyone");
+    assert_eq!(f.core.counters().impersonations, 1);
+    assert_eq!(f.core.counters().batches_stored, 0);
+}
+
+#[test]
+fn hello_is_answered_with_welcome_naming_the_ports() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    let got = to_device(&f.actions(), "pi-a");
+    match got.as_slice() {
+        [Downstream::Welcome(w)] => assert_eq!(w.ports.commands, 7754),
+        other => panic!("want one Welcome, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_is_stored_then_acked_and_a_duplicate_is_acked_without_storing() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    f.up("pi-a", "pi-a", batch(1, 20.0), T0 + 10);
+    assert_eq!(
+        to_device(&f.actions(), "pi-a"),
+        vec![Downstream::Ack(fleetmq_protocol::Ack { seq: 1 })]
+    );
+    assert_eq!(f.core.counters().batches_stored, 1);
+    f.up("pi-a", "pi-a", batch(1, 20.0), T0 + 20);
+    assert_eq!(
+        to_device(&f.actions(), "pi-a"),
+        vec![Downstream::Ack(fleetmq_protocol::Ack { seq: 1 })],
+        "a resent batch is acked again"
+    );
+    assert_eq!(f.core.counters().batches_stored, 1);
+    assert_eq!(f.core.counters().batches_duplicate, 1);
+}
+
+#[test]
+fn a_device_goes_offline_after_three_silent_heartbeats() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    let online = |f: &mut Fleet, now| {
+        f.operator(9, Request::Devices, now);
+        match to_operator(&f.actions()).pop() {
+            Some((_, Response::Devices(d))) => d.iter().find(|d| d.id == "pi-a").unwrap().online,
+            other => panic!("{other:?}"),
+        }
+    };
+    f.core.tick(T0 + 3_000);
+    assert!(
+        online(&mut f, T0 + 3_000),
+        "three heartbeats of 1 s: still on"
+    );
+    f.core.tick(T0 + 3_001);
+    assert!(!online(&mut f, T0 + 3_001), "silent past three heartbeats");
+}
+
+#[test]
+fn a_command_is_sent_and_its_answer_reaches_the_operator() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let ask = Request::Command {
+        device: "pi-a".into(),
+        command: Command::Ping,
+        timeout_ms: 5_000,
+    };
+    f.operator(7, ask, T0);
+    let sent = f.deliver(T0);
+    let corr = match sent.as_slice() {
+        [
+            Action::Command {
+                device,
+                frame,
+                corr,
+            },
+        ] => {
+            assert_eq!(device, "pi-a");
+            let CommandFrame::Request(r) = CommandFrame::decode(frame).unwrap();
+            assert_eq!(r.command, Command::Ping);
+            *corr
+        }
+        other => panic!("want one command, got {other:?}"),
+    };
+    let reply = |corr| {
+        let r = ReplyFrame::from(CommandReply {
+            corr,
+            reply: Reply::Pong { uptime_ms: 5 },
+        });
+        vec![b"pi-a".to_vec(), vec![], r.encode().unwrap()]
+    };
+    // Another device's connection cannot answer for pi-a.
+    f.core.reply(&reply(corr), Some("pi-b"), T0 + 5);
+    assert_eq!(f.actions(), vec![]);
+    f.core.reply(&reply(corr), Some("pi-a"), T0 + 5);
+    let answers = to_operator(&f.actions());
+    assert!(
+        matches!(&answers[..], [(7, Response::Reply { device, reply: Reply::Pong { .. } })] if device == "pi-a"),
+        "{answers:?}"
+    );
+    // A retry of request 7 is answered from memory, not sent again.
+    f.operator(
+        7,
+        Request::Command {
+            device: "pi-a".into(),
+            command: Command::Ping,
+            timeout_ms: 5_000,
+        },
+        T0 + 6,
+    );
+    let again = f.actions();
+    assert!(matches!(
+        &to_operator(&again)[..],
+        [(7, Response::Reply { .. })]
+    ));
+    assert!(!again.iter().any(|a| matches!(a, Action::Command { .. })));
+}
+
+#[test]
+fn a_command_nobody_answers_times_out() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let ask = Request::Command {
+        device: "pi-a".into(),
+        command: Command::Ping,
+        timeout_ms: 2_000,
+    };
+    f.operator(8, ask, T0);
+    f.deliver(T0);
+    f.core.tick(T0 + 1_999);
+    assert_eq!(to_operator(&f.actions()), vec![]);
+    f.core.tick(T0 + 2_000);
+    assert_eq!(
+        to_operator(&f.actions()),
+        vec![(
+            8,
+            Response::Error(OperatorError::TimedOut { after_ms: 2_000 })
+        )]
+    );
+    assert_eq!(f.core.counters().commands_timed_out, 1);
+}
+
+#[test]
+fn a_command_for_an_offline_device_waits_and_is_delivered_when_it_returns() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.up(
+        "pi-a",
+        "pi-a",
+        fleetmq_protocol::Bye {
+            reason: "stopping".into(),
+        }
+        .into(),
+        T0,
+    );
+    f.actions();
+    let ask = Request::QueuedCommand {
+        device: "pi-a".into(),
+        command: Command::Ping,
+        timeout_ms: 2_000,
+        queue_ms: 60_000,
+    };
+    f.operator(11, ask.clone(), T0 + 1);
+    assert_eq!(f.actions(), vec![], "queued, not answered");
+    f.core.tick(T0 + 1_000);
+    assert_eq!(f.actions(), vec![], "still offline");
+    // Back, but its command socket is not connected yet: it keeps waiting.
+    f.hello("pi-a", T0 + 2_000);
+    f.actions();
+    f.core.tick(T0 + 2_100);
+    let tried = f.actions();
+    let Some(Action::Command { corr, .. }) =
+        tried.iter().find(|a| matches!(a, Action::Command { .. }))
+    else {
+        panic!("want the queued command sent, got {tried:?}");
+    };
+    f.core.command_sent(*corr, Sent::Unreachable, T0 + 2_100);
+    assert_eq!(
+        to_operator(&f.actions()),
+        vec![],
+        "unreachable: waits again"
+    );
+    f.core.tick(T0 + 2_200);
+    let sent = f.deliver(T0 + 2_200);
+    assert!(
+        sent.iter()
+            .any(|a| matches!(a, Action::Command { device, .. } if device == "pi-a"))
+    );
+    assert_eq!(f.core.counters().commands_sent, 1);
+    // A command for a device that never comes back is answered when its
+    // wait ends.
+    f.operator(
+        12,
+        Request::QueuedCommand {
+            device: "pi-b".into(),
+            command: Command::Ping,
+            timeout_ms: 2_000,
+            queue_ms: 500,
+        },
+        T0 + 3_000,
+    );
+    let answers = to_operator(&f.actions());
+    assert!(
+        matches!(
+            &answers[..],
+            [(12, Response::Error(OperatorError::UnknownDevice(_)))]
+        ),
+        "a device never seen is not waited for: {answers:?}"
+    );
+}
+
+#[test]
+fn a_job_whose_lease_runs_out_is_handed_out_again() {
+    let mut f = Fleet::new();
+    let job = JobSubmission {
+        spec: JobSpec::Exec {
+            program: "uname".into(),
+            args: vec![],
+        },
+        timeout_ms: 1_000,
+        lease_ms: 10_000,
+        max_attempts: 2,
+    };
+    f.operator(21, Request::SubmitJob(job), T0);
+    let out = f.deliver(T0);
+    let id = match to_operator(&out).as_slice() {
+        [(21, Response::JobSubmitted { id })] => *id,
+        other => panic!("{other:?}"),
+    };
+    let attempts = |actions: &[Action]| -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Job { frame, .. } => {
+                    let JobFrame::Job(j) = JobFrame::decode(frame).unwrap();
+                    Some(j.attempt)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(attempts(&out), vec![1], "handed out at once");
+    f.core.tick(T0 + 9_999);
+    assert_eq!(
+        attempts(&f.deliver(T0 + 9_999)),
+        Vec::<u32>::new(),
+        "leased"
+    );
+    f.core.tick(T0 + 10_000);
+    assert_eq!(attempts(&f.deliver(T0 + 10_000)), vec![2], "lease ran out");
+    // The second attempt's result finishes it.
+    let result = ResultFrame::from(JobResult {
+        id,
+        attempt: 2,
+        device: "pi-a".into(),
+        outcome: Outcome::Completed(Output {
+            exit_code: Some(0),
+            duration_ms: 3,
+            stdout: "Linux\n".into(),
+            stderr: String::new(),
+            truncated: false,
+        }),
+    });
+    f.core
+        .result(&result.encode().unwrap(), Some("pi-a"), T0 + 10_500);
+    f.operator(22, Request::Job { id }, T0 + 10_600);
+    match to_operator(&f.actions()).as_slice() {
+        [(22, Response::Job(j))] => assert_eq!(j.state, JobState::Done),
+        other => panic!("{other:?}"),
+    }
+    f.core.tick(T0 + 30_000);
+    assert_eq!(
+        attempts(&f.deliver(T0 + 30_000)),
+        Vec::<u32>::new(),
+        "done stays done"
+    );
+}
+
+#[test]
+fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
+    let mut f = Fleet::new();
+    let job = JobSubmission {
+        spec: JobSpec::Exec {
+            program: "true".into(),
+            args: vec![],
+        },
+        timeout_ms: 1_000,
+        lease_ms: 10_000,
+        max_attempts: 1,
+    };
+    f.operator(31, Request::SubmitJob(job), T0);
+    // The driver could not hand it out (no agent connected): no job_sent.
+    let offered = f.actions();
+    assert!(offered.iter().any(|a| matches!(a, Action::Job { .. })));
+    f.core.tick(T0 + 100);
+    let again = f.actions();
+    assert!(
+        again
+            .iter()
+            .any(|a| matches!(a, Action::Job { attempt: 1, .. })),
+        "offered again as attempt 1: {again:?}"
+    );
+}
+
+#[test]
+fn revoking_a_key_takes_the_device_offline_and_cuts_connections() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let (_, b_key) = f.keys[1].clone();
+    let only_b = AllowList::parse(Path::new("a"), &format!("pi-b {b_key}\n")).unwrap();
+    f.core.allow_list_changed(only_b, T0 + 1);
+    assert_eq!(f.actions(), vec![Action::CutConnections]);
+    f.up("pi-a", "pi-a", batch(1, 1.0), T0 + 2);
+    assert_eq!(f.actions(), vec![], "pi-a is no longer enrolled");
+}

@@ -1,0 +1,568 @@
+//! The hub's driver: the only code in the hub that touches zmq. One thread
+//! owns every socket, waits on them, hands what arrives to the [`Core`] and
+//! carries out the [`Action`]s it returns.
+//!
+//! `zmq::poll` waits on the five agent-facing sockets, the operator socket,
+//! the socket monitors, the ZAP handler and the shutdown descriptor. Each
+//! ready socket is drained without blocking; telemetry batches read in one
+//! round are stored in one transaction and only then acked
+//! ([`Core::store_received`]). Timers run on a tick of [`TICK_MS`].
+//!
+//! What is fatal: failing to start (a port taken, the store or keys
+//! unreadable) and a socket that cannot be polled or read. What one peer or
+//! one message causes is counted and logged by the core, and the loop goes on.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fleetmq_net::poll::{event, next_event};
+use fleetmq_net::{Poll, Security, Shutdown, Sockets, now_ms, recv_message, send_frames};
+use fleetmq_protocol::HubPorts;
+use tracing::{debug, error, info, warn};
+
+use crate::config::HubConfig;
+use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
+use crate::enrolment::{AllowList, Watch};
+use crate::store::Store;
+
+/// Messages drained from one socket per round before others get a turn.
+const DRAIN: usize = 1024;
+/// Bytes a connection of a quiet agent-facing socket (broadcast, jobs,
+/// results, commands) reads and writes at once. libzmq keeps buffers of
+/// this size per connection (8 KB each by default); these sockets carry a
+/// few small messages a minute, and a hub holds thousands of them.
+const QUIET_BATCH: i32 = 512;
+/// The same for telemetry, which carries every batch: 4 KB reads a few
+/// typical batches at once. Measured (fleetmq-bench ingest, connected):
+/// 2 KB cost ingest throughput, 8 KB memory, for little either way.
+const TELEMETRY_BATCH: i32 = 4096;
+/// Where libzmq asks who may connect (ZeroMQ RFC 27).
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// The endpoints the hub bound (with the ports the OS chose), as printed and
+/// written to endpoints.json.
+pub type Endpoints = crate::config::Listen;
+
+/// What a round of polling found readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    Telemetry,
+    Results,
+    Commands,
+    Operator,
+    Broadcast,
+    Shutdown,
+    Monitors,
+    Zap,
+}
+
+struct Driver {
+    core: Core,
+    upstream: zmq::Socket,
+    broadcast: zmq::Socket,
+    jobs: zmq::Socket,
+    results: zmq::Socket,
+    commands: zmq::Socket,
+    operator: zmq::Socket,
+    endpoints: Endpoints,
+    /// ZAP handler; `None` when plaintext.
+    zap: Option<zmq::Socket>,
+    /// The allow list file, watched for changes; `None` when plaintext.
+    watch: Option<Watch>,
+    /// Connection events of the five agent-facing sockets.
+    monitors: Vec<zmq::Socket>,
+}
+
+fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> anyhow::Result<PathBuf> {
+    let path = dir.join("endpoints.json");
+    let tmp = dir.join("endpoints.json.tmp");
+    let text = serde_json::to_string_pretty(endpoints)?;
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs the hub until `shutdown` fires.
+pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Result<()> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let store = Store::open(&dir, config.storage.synchronous)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let mut sockets = Sockets::new(config.net.clone());
+    let mut enrolment = None;
+    let mut zap = None;
+    if !insecure {
+        let (pair, made) = fleetmq_net::keys::load_or_create(&dir, "hub")
+            .context("loading the hub's CURVE key pair (DATA_DIR/hub.key)")?;
+        let pub_path = fleetmq_net::keys::paths(&dir, "hub").1;
+        if made {
+            info!(public_key = %pair.public, file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
+        } else {
+            info!(public_key = %pair.public, file = %pub_path.display(), "hub key loaded");
+        }
+        let path = config.allow_list_path();
+        let list = AllowList::load(&path).context("reading the allow list")?;
+        info!(file = %path.display(), keys = list.len(), "allow list loaded");
+        if list.len() == 0 {
+            warn!(file = %path.display(), "no device is enrolled yet: add one with `fleetmq-hub allow DEVICE PUBLIC_KEY`");
+        }
+        enrolment = Some((list, Watch::new(&path)));
+        sockets = sockets.with_security(Security::CurveServer {
+            secret: pair.secret.clone(),
+        });
+        // The handler must be there before the first agent knocks.
+        zap = Some(sockets.build(zmq::REP).bind(ZAP_ENDPOINT)?.0);
+    }
+    let events = i32::from(
+        event::DISCONNECTED | event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL,
+    );
+    // One inproc monitor per agent-facing socket, named after it.
+    const MONITORED: [&str; 5] = ["telemetry", "broadcast", "jobs", "results", "commands"];
+    let monitor = |name: &str| format!("inproc://fleetmq-hub-monitor-{name}");
+    let l = &config.listen;
+    let (upstream, telemetry) = sockets
+        .build(zmq::ROUTER)
+        .router_handover()
+        .batch_sizes(TELEMETRY_BATCH, TELEMETRY_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("telemetry"), events)
+        .bind(&l.telemetry)?;
+    let (broadcast, broadcast_ep) = sockets
+        .build(zmq::XPUB)
+        .xpub_verbose()
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("broadcast"), events)
+        .bind(&l.broadcast)?;
+    // Few jobs wait in one agent's pipe: a lease covers the rest.
+    let (jobs, jobs_ep) = sockets
+        .build(zmq::PUSH)
+        .hwm(16, 16)
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("jobs"), events)
+        .bind(&l.jobs)?;
+    let (results, results_ep) = sockets
+        .build(zmq::PULL)
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("results"), events)
+        .bind(&l.results)?;
+    let (commands, commands_ep) = sockets
+        .build(zmq::ROUTER)
+        .router_mandatory()
+        .router_handover()
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("commands"), events)
+        .bind(&l.commands)?;
+    let monitors = MONITORED
+        .iter()
+        .map(|name| sockets.build(zmq::PAIR).connect(&monitor(name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
+    let http = if l.http.is_empty() {
+        None
+    } else {
+        Some(crate::operator::http::Http::start(
+            &l.http,
+            operator_ep.clone(),
+        )?)
+    };
+    let endpoints = Endpoints {
+        telemetry,
+        broadcast: broadcast_ep,
+        jobs: jobs_ep,
+        results: results_ep,
+        commands: commands_ep,
+        operator: operator_ep,
+        http: http.as_ref().map_or_else(String::new, |h| h.url.clone()),
+    };
+    let port = |ep: &str| fleetmq_net::endpoint::port(ep).unwrap_or(0);
+    let ports = HubPorts {
+        broadcast: port(&endpoints.broadcast),
+        jobs: port(&endpoints.jobs),
+        results: port(&endpoints.results),
+        commands: port(&endpoints.commands),
+    };
+    let path = write_endpoints(&dir, &endpoints)?;
+    // The JSON line says how agents must connect.
+    let mut printed = serde_json::to_value(&endpoints)?;
+    printed["security"] = sockets.security().name().into();
+    println!("{printed}");
+    info!(
+        telemetry = %endpoints.telemetry,
+        operator = %endpoints.operator,
+        endpoints = %path.display(),
+        "hub listening"
+    );
+    let (list, watch) = match enrolment {
+        Some((list, watch)) => (Some(list), Some(watch)),
+        None => (None, None),
+    };
+    let core = Core::new(config, store, list, ports, now_ms());
+    let mut driver = Driver {
+        core,
+        upstream,
+        broadcast,
+        jobs,
+        results,
+        commands,
+        operator,
+        endpoints,
+        zap,
+        watch,
+        monitors,
+    };
+    driver.serve(&shutdown)?;
+    drop(http);
+    info!("hub stopped");
+    Ok(())
+    // Sockets close here with their linger; the context terminates after them.
+}
+
+impl Driver {
+    fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let tick = Duration::from_millis(TICK_MS);
+        let mut last_tick = Instant::now() - tick;
+        loop {
+            let ready = {
+                let mut poll = Poll::new();
+                poll.socket(Ready::Telemetry, &self.upstream)
+                    .socket(Ready::Results, &self.results)
+                    .socket(Ready::Commands, &self.commands)
+                    .socket(Ready::Operator, &self.operator)
+                    .socket(Ready::Broadcast, &self.broadcast)
+                    .fd(Ready::Shutdown, shutdown.fd());
+                for m in &self.monitors {
+                    poll.socket(Ready::Monitors, m);
+                }
+                if let Some(zap) = &self.zap {
+                    poll.socket(Ready::Zap, zap);
+                }
+                let wait = tick.saturating_sub(last_tick.elapsed()).as_millis() as i64;
+                poll.wait(wait).context("polling sockets")?
+            };
+            if ready.contains(&Ready::Shutdown) && shutdown.requested() {
+                info!("shutting down");
+                self.core.stop();
+                return Ok(());
+            }
+            // Handshakes first: a connecting agent waits on them.
+            if ready.contains(&Ready::Zap) {
+                self.drain_zap()?;
+            }
+            if ready.contains(&Ready::Telemetry) {
+                self.drain_upstream()?;
+            }
+            if ready.contains(&Ready::Results) {
+                self.drain(Ready::Results)?;
+            }
+            if ready.contains(&Ready::Commands) {
+                self.drain(Ready::Commands)?;
+            }
+            if ready.contains(&Ready::Operator) {
+                self.drain(Ready::Operator)?;
+            }
+            if ready.contains(&Ready::Broadcast) {
+                self.drain(Ready::Broadcast)?;
+            }
+            if ready.contains(&Ready::Monitors) {
+                self.drain_monitors()?;
+            }
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                self.reload_allow_list();
+                self.core.tick(now_ms());
+                self.carry_out();
+            }
+        }
+    }
+
+    /// The allow list file, if it changed and parses: the core applies it.
+    fn changed_allow_list(watch: &mut Option<Watch>) -> Option<AllowList> {
+        let watch = watch.as_mut()?;
+        if !watch.changed() {
+            return None;
+        }
+        match AllowList::load(watch.path()) {
+            Ok(list) => Some(list),
+            Err(e) => {
+                warn!(error = %e, "allow list not applied; the previous one stays in force until the file is fixed");
+                None
+            }
+        }
+    }
+
+    /// A stat() a tick: enrolment and revocation apply within a tick.
+    fn reload_allow_list(&mut self) {
+        if let Some(list) = Self::changed_allow_list(&mut self.watch) {
+            self.core.allow_list_changed(list, now_ms());
+        }
+    }
+
+    /// Answers libzmq's questions about connecting CURVE clients.
+    fn drain_zap(&mut self) -> anyhow::Result<()> {
+        let Some(zap) = &self.zap else {
+            return Ok(());
+        };
+        for _ in 0..DRAIN {
+            let Some(got) = recv_message(zap, 16).context("reading ZAP requests")? else {
+                break;
+            };
+            let frames = got.frames.unwrap_or_default();
+            let watch = &mut self.watch;
+            let reply = self
+                .core
+                .zap(&frames, || Self::changed_allow_list(watch), now_ms());
+            let parts: Vec<&[u8]> = reply.iter().map(Vec::as_slice).collect();
+            send_frames(zap, &parts).context("answering a ZAP request")?;
+        }
+        self.carry_out();
+        Ok(())
+    }
+
+    /// Counts failed handshakes and ended connections.
+    fn drain_monitors(&mut self) -> anyhow::Result<()> {
+        for m in &self.monitors {
+            while let Some(e) = next_event(m).context("reading a socket monitor")? {
+                match e {
+                    event::DISCONNECTED => {
+                        self.core.connection_event(ConnectionEvent::Disconnected)
+                    }
+                    event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL => {
+                        self.core.connection_event(ConnectionEvent::HandshakeFailed)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what waits on the telemetry socket, then stores and acks it.
+    fn drain_upstream(&mut self) -> anyhow::Result<()> {
+        for _ in 0..DRAIN {
+            let Some((frames, user_id)) =
+                next_message(&self.upstream, 2, &mut self.core, "telemetry")?
+            else {
+                break;
+            };
+            self.core.upstream(&frames, user_id.as_deref(), now_ms());
+        }
+        self.core.store_received(now_ms());
+        self.carry_out();
+        Ok(())
+    }
+
+    /// Reads what waits on one of the other sockets and hands it to the core.
+    fn drain(&mut self, which: Ready) -> anyhow::Result<()> {
+        let (frames_max, name) = match which {
+            Ready::Results => (1, "results"),
+            Ready::Commands | Ready::Operator => (3, "commands"),
+            Ready::Broadcast => (1, "broadcast"),
+            _ => return Ok(()),
+        };
+        let name = if which == Ready::Operator {
+            "operator"
+        } else {
+            name
+        };
+        for _ in 0..DRAIN {
+            let socket = match which {
+                Ready::Results => &self.results,
+                Ready::Commands => &self.commands,
+                Ready::Operator => &self.operator,
+                _ => &self.broadcast,
+            };
+            let Some((frames, user_id)) = next_message(socket, frames_max, &mut self.core, name)?
+            else {
+                break;
+            };
+            let (user_id, now) = (user_id.as_deref(), now_ms());
+            match which {
+                Ready::Results => self.core.result(&frames[0], user_id, now),
+                Ready::Commands => self.core.reply(&frames, user_id, now),
+                Ready::Operator => self.core.operator(&frames, now),
+                _ => self.core.subscription(&frames[0], user_id),
+            }
+            self.carry_out();
+        }
+        Ok(())
+    }
+
+    /// Does what the core asked, reporting back what it needs to know.
+    fn carry_out(&mut self) {
+        // After one job no agent would take, the rest of the round waits.
+        let mut jobs_blocked = false;
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Device { device, frame } => {
+                    // ROUTER drops messages for peers that are gone; the
+                    // agent resends what was not acked.
+                    if let Err(e) = send_frames(&self.upstream, &[device.as_bytes(), &frame]) {
+                        debug!(device, error = %e, "could not answer a device");
+                    }
+                }
+                Action::Publish { topic, frame } => {
+                    if let Err(e) = send_frames(&self.broadcast, &[topic.as_bytes(), &frame]) {
+                        warn!(topic, error = %e, "could not publish");
+                    }
+                }
+                Action::Command {
+                    corr,
+                    device,
+                    frame,
+                } => {
+                    let sent = match send_frames(&self.commands, &[device.as_bytes(), b"", &frame])
+                    {
+                        Ok(true) => Sent::Yes,
+                        // EHOSTUNREACH: the device's command socket is not connected.
+                        Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
+                        Err(e) => Sent::Failed(e.to_string()),
+                    };
+                    self.core.command_sent(corr, sent, now_ms());
+                }
+                Action::Job {
+                    id,
+                    attempt,
+                    lease_ms,
+                    frame,
+                } => {
+                    if jobs_blocked {
+                        continue;
+                    }
+                    match send_frames(&self.jobs, &[&frame]) {
+                        Ok(true) => self.core.job_sent(id, attempt, lease_ms, now_ms()),
+                        // No agent is connected, or every pipe is full: next tick.
+                        Ok(false) => jobs_blocked = true,
+                        Err(e) => {
+                            warn!(error = %e, "could not hand out a job");
+                            jobs_blocked = true;
+                        }
+                    }
+                }
+                Action::Operator { client, frame } => {
+                    if let Err(e) = send_frames(&self.operator, &[&client, b"", &frame]) {
+                        debug!(error = %e, "operator went away before its answer");
+                    }
+                }
+                Action::CutConnections => {
+                    if let Err(e) = self.cut_connections() {
+                        error!(error = %format!("{e:#}"), "could not cut agent connections after a revocation; a revoked device may stay connected until it reconnects");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unbinds and binds again every agent-facing socket, which closes all
+    /// their connections; agents reconnect and handshake again.
+    fn cut_connections(&mut self) -> anyhow::Result<()> {
+        let e = &self.endpoints;
+        for (socket, endpoint) in [
+            (&self.upstream, &e.telemetry),
+            (&self.broadcast, &e.broadcast),
+            (&self.jobs, &e.jobs),
+            (&self.results, &e.results),
+            (&self.commands, &e.commands),
+        ] {
+            socket
+                .unbind(endpoint)
+                .with_context(|| format!("unbinding {endpoint}"))?;
+            // The listener closes in libzmq's I/O thread; the port is free
+            // again moments later.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match socket.bind(endpoint) {
+                    Ok(()) => break,
+                    Err(zmq::Error::EADDRINUSE) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("binding {endpoint} again"));
+                    }
+                }
+            }
+        }
+        info!("agent connections cut; agents reconnect and handshake again");
+        Ok(())
+    }
+}
+
+/// A message's frames and its sender's ZAP user id.
+type Message = (Vec<Vec<u8>>, Option<String>);
+
+/// The next whole message on `socket`, or `None` when nothing is waiting.
+/// A message of more than `max` frames is read to its end, counted as
+/// dropped and skipped; at most [`DRAIN`] are skipped per call, so a flood
+/// of them cannot starve the other sockets.
+fn next_message(
+    socket: &zmq::Socket,
+    max: usize,
+    core: &mut Core,
+    name: &'static str,
+) -> anyhow::Result<Option<Message>> {
+    for _ in 0..DRAIN {
+        let Some(got) =
+            recv_message(socket, max).with_context(|| format!("reading the {name} socket"))?
+        else {
+            return Ok(None);
+        };
+        match got.frames {
+            Ok(frames) if !frames.is_empty() => return Ok(Some((frames, got.user_id))),
+            Ok(_) => core.dropped(name, "an empty message"),
+            Err(n) => core.dropped(name, format!("a message of {n} frames")),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_net::SocketOptions;
+
+    /// The quiet sockets' small read and write batches still carry
+    /// messages many times their size, and many small ones, whole and in
+    /// order, both ways.
+    #[test]
+    fn small_batch_buffers_carry_large_and_small_messages_whole() {
+        let sockets = Sockets::new(SocketOptions::default());
+        let (router, ep) = sockets
+            .build(zmq::ROUTER)
+            .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+            .bind("tcp://127.0.0.1:*")
+            .unwrap();
+        let dealer = sockets
+            .build(zmq::DEALER)
+            .routing_id(b"pi-1")
+            .connect(&ep)
+            .unwrap();
+        router.set_rcvtimeo(10_000).unwrap();
+        dealer.set_rcvtimeo(10_000).unwrap();
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        dealer.send(&big[..], 0).unwrap();
+        for i in 0..300u32 {
+            dealer.send(&i.to_le_bytes()[..], 0).unwrap();
+        }
+        let got = router.recv_multipart(0).unwrap();
+        assert_eq!(got[0], b"pi-1");
+        assert!(got[1] == big, "the large message arrived changed");
+        for i in 0..300u32 {
+            assert_eq!(router.recv_multipart(0).unwrap()[1], i.to_le_bytes());
+        }
+        router.send_multipart([&b"pi-1"[..], &big[..]], 0).unwrap();
+        assert!(
+            dealer.recv_bytes(0).unwrap() == big,
+            "the large reply arrived changed"
+        );
+    }
+}

@@ -1,0 +1,795 @@
+//! The `fleetmq-hub` command line: `run` serves the fleet ([`crate::driver`]);
+//! the enrolment subcommands edit the allow list file; every other
+//! subcommand talks to a running hub through its operator socket (found with
+//! `--hub`, or from the `endpoints.json` the hub wrote into its
+//! `--data-dir`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetmq_protocol::{
+    ChatQuery, Command, JobSpec, JobState, JobSubmission, Request, Response, Target, TelemetryQuery,
+};
+use serde::Serialize;
+
+use super::format;
+use super::{Client, ClientError};
+use crate::config::{self, HubConfig, Listen};
+use crate::enrolment;
+
+#[derive(Parser)]
+#[command(
+    name = "fleetmq-hub",
+    version,
+    about = "The fleetmq hub: stores what devices send, knows who is online, and reaches the fleet.",
+    long_about = "The fleetmq hub.\n\n`fleetmq-hub run` starts the hub on embedded defaults (a data directory with \
+a SQLite file, agents on port 7750). The other subcommands are the operator's command line: they talk to a \
+running hub, found with --hub or from the endpoints.json in its --data-dir, and print human text or, with \
+--json, JSON for scripts.\n\nExamples:\n  fleetmq-hub run --bind 127.0.0.1:*\n  fleetmq-hub devices\n  \
+fleetmq-hub command pi-kitchen ping\n  fleetmq-hub job submit exec -- uname -a\n  fleetmq-hub broadcast --group north \"maintenance at noon\""
+)]
+struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or targets like `info,fleetmq_hub=debug`.
+    #[arg(long, global = true, env = "FLEETMQ_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+    /// Print the default configuration with every key explained.
+    PrintConfig,
+    /// List devices: online or offline, since when, arch and version.
+    Devices(OpArgs),
+    /// Show stored telemetry, oldest first; --follow keeps printing new samples.
+    Telemetry(TelemetryArgs),
+    /// Show the chat room; --follow keeps printing new lines.
+    Chat(ChatArgs),
+    /// Send a command to one device and print its answer: ping, status, exec PROGRAM [ARGS...].
+    Command(CommandArgs),
+    /// Submit jobs and read their results.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Announce something to every device, a group, or one device.
+    Broadcast(BroadcastArgs),
+    /// The hub's counters.
+    Stats(OpArgs),
+    /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
+    /// and DATA_DIR/hub.pub. Agents name the public key in their config.
+    Keygen(KeygenArgs),
+    /// Enrol a device: add DEVICE and its public key to the allow list. A
+    /// running hub lets it in within a second.
+    Allow(AllowArgs),
+    /// Remove a device from the allow list. A running hub closes its
+    /// connections within a second and refuses it from then on.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Directory for hub.key and hub.pub.
+    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "fleetmq-data")]
+    data_dir: PathBuf,
+    /// Replace an existing key pair (agents that trust the old public key
+    /// will be refused until they are given the new one).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Config file (TOML; see `print-config`). Without it the embedded defaults apply.
+    #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory, overriding the config's data_dir.
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bind the agent sockets on HOST at PORT and the next four ports, and the
+    /// operator socket on 127.0.0.1 at PORT+5. `HOST:*` lets the OS pick every port.
+    #[arg(long, value_name = "HOST:PORT")]
+    bind: Option<String>,
+    /// Plaintext, no keys, no allow list: anyone who reaches the ports can
+    /// pose as any device. Only for a trusted network.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Args)]
+struct EnrolArgs {
+    /// Config file, for security.allow_list and data_dir.
+    #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory, overriding the config's data_dir.
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AllowArgs {
+    #[command(flatten)]
+    at: EnrolArgs,
+    /// The device id the key will speak for.
+    device: String,
+    /// Its public key: the 40 Z85 characters, or the agent.pub file holding them.
+    /// (Z85 may start with '-'; such a key is taken as the key, not a flag.)
+    #[arg(allow_hyphen_values = true)]
+    key: String,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    at: EnrolArgs,
+    /// The device id to cut off (all its keys).
+    device: String,
+}
+
+#[derive(Args, Clone)]
+struct OpArgs {
+    /// The hub's operator endpoint (default: read from DATA_DIR/endpoints.json).
+    #[arg(long, env = "FLEETMQ_OPERATOR", value_name = "ENDPOINT")]
+    hub: Option<String>,
+    /// The hub's data directory, where it wrote endpoints.json.
+    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "fleetmq-data")]
+    data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the hub on each of three attempts, in ms.
+    #[arg(long, default_value_t = 2000)]
+    hub_timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct TelemetryArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Only this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Only this metric.
+    #[arg(long)]
+    name: Option<String>,
+    /// At most this many samples per read.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Start after this row id (from a previous --json read).
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// Keep printing new samples until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// At most this many lines per read.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Args)]
+struct CommandArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// How long the device may take to answer, in ms (default: the hub's commands.timeout_ms).
+    #[arg(long, default_value_t = 0)]
+    timeout_ms: u32,
+    /// If the device is offline, let the command wait this many ms for it
+    /// to come back (default: fail at once with "offline").
+    #[arg(long, default_value_t = 0)]
+    queue_ms: u32,
+    /// Target device id.
+    device: String,
+    /// ping, status, exec, or another name the device may know.
+    name: String,
+    /// Arguments; for exec, the program and its arguments (use -- before arguments that start with -).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum JobCmd {
+    /// Queue a job: `echo TEXT...` or `exec PROGRAM [ARGS...]`.
+    Submit(SubmitArgs),
+    /// Show one job and its result.
+    Show(ShowArgs),
+    /// List recent jobs, newest first.
+    List(ListArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JobKind {
+    Echo,
+    Exec,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Agent-side time limit in ms (default: the hub's jobs.timeout_ms).
+    #[arg(long, default_value_t = 0)]
+    timeout_ms: u32,
+    /// Re-dispatch the job if no result comes back within this many ms (default: the hub's jobs.lease_ms).
+    #[arg(long, default_value_t = 0)]
+    lease_ms: u32,
+    /// Dispatches before the job fails (default: the hub's jobs.max_attempts).
+    #[arg(long, default_value_t = 0)]
+    max_attempts: u32,
+    /// Wait until the job is done or failed and print its result.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up waiting after this many ms.
+    #[arg(long, default_value_t = 120_000)]
+    wait_ms: u64,
+    kind: JobKind,
+    /// For echo, the text; for exec, the program and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Wait until the job is done or failed.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up waiting after this many ms.
+    #[arg(long, default_value_t = 120_000)]
+    wait_ms: u64,
+    /// Job id.
+    id: u64,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+#[derive(Args)]
+struct BroadcastArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// Only devices in this group.
+    #[arg(long, conflicts_with = "device")]
+    group: Option<String>,
+    /// Only this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// The announcement.
+    #[arg(required = true)]
+    text: Vec<String>,
+}
+
+/// Parses the command line and runs it: the whole of `fleetmq-hub`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = fleetmq_net::logging::init(&cli.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one subcommand.
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run(args) => run_hub(args).map(|()| ExitCode::SUCCESS),
+        Cmd::PrintConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Keygen(a) => {
+            let pair = fleetmq_net::keys::generate()?;
+            let (secret, public) = fleetmq_net::keys::write(&a.data_dir, "hub", &pair, a.force)?;
+            println!(
+                "secret key: {} (mode 0600; it never leaves the hub)\npublic key: {}\n\
+                 give every agent this line in its config:\nhub_public_key = \"{}\"",
+                secret.display(),
+                public.display(),
+                pair.public
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Allow(a) => {
+            let path = allow_list(&a.at)?;
+            fleetmq_protocol::validate_device_id(&a.device).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = if fleetmq_net::keys::check(&a.key).is_ok() {
+                a.key.clone()
+            } else if std::path::Path::new(&a.key).exists() {
+                fleetmq_net::keys::read(std::path::Path::new(&a.key))?
+            } else {
+                let why = fleetmq_net::keys::check(&a.key).err().unwrap_or_default();
+                anyhow::bail!(
+                    "{:?} is neither a public key ({why}) nor a file; give the Z85 line of the device's agent.pub, or the file",
+                    a.key
+                );
+            };
+            let edit = enrolment::allow(&path, &a.device, &key)?;
+            match edit {
+                enrolment::Edit::AlreadyThere => {
+                    println!("{} is already enrolled with this key", a.device)
+                }
+                _ => println!("enrolled {} in {}", a.device, path.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Revoke(a) => {
+            let path = allow_list(&a.at)?;
+            match enrolment::revoke(&path, &a.device)? {
+                enrolment::Edit::Removed(n) => {
+                    println!(
+                        "revoked {} ({n} key(s)) in {}; a running hub cuts it off within a second",
+                        a.device,
+                        path.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => {
+                    eprintln!("error: {} is not on {}", a.device, path.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {
+            Response::Devices(d) => Some(Shown::new(&d, format::fmt_devices(&d), true)),
+            _ => None,
+        }),
+        Cmd::Telemetry(a) => telemetry(a),
+        Cmd::Chat(a) => chat(a),
+        Cmd::Command(a) => {
+            let command = match a.name.as_str() {
+                "ping" => Command::Ping,
+                "status" => Command::Status,
+                "exec" => {
+                    let Some((program, args)) = a.args.split_first() else {
+                        anyhow::bail!(
+                            "exec needs a program: fleetmq-hub command DEVICE exec PROGRAM [ARGS...]"
+                        );
+                    };
+                    Command::Exec {
+                        program: program.clone(),
+                        args: args.to_vec(),
+                        // The hub sets the device's limit from how long it waits.
+                        timeout_ms: 0,
+                    }
+                }
+                other => Command::Other {
+                    name: other.to_string(),
+                    args: a.args.clone(),
+                },
+            };
+            let wait =
+                Duration::from_millis(u64::from(a.timeout_ms.max(5_000)) + u64::from(a.queue_ms));
+            let req = if a.queue_ms > 0 {
+                Request::QueuedCommand {
+                    device: a.device.clone(),
+                    command,
+                    timeout_ms: a.timeout_ms,
+                    queue_ms: a.queue_ms,
+                }
+            } else {
+                Request::Command {
+                    device: a.device.clone(),
+                    command,
+                    timeout_ms: a.timeout_ms,
+                }
+            };
+            operate(&a.op, req, wait, |r| match r {
+                Response::Reply { device, reply } => {
+                    let (text, ok) = format::fmt_reply(&device, &reply);
+                    Some(Shown::new(&reply, text, ok))
+                }
+                _ => None,
+            })
+        }
+        Cmd::Job(JobCmd::Submit(a)) => submit_job(a),
+        Cmd::Job(JobCmd::Show(a)) => show_job(&a.op, a.id, a.wait.then_some(a.wait_ms)),
+        Cmd::Job(JobCmd::List(a)) => operate(
+            &a.op,
+            Request::Jobs { limit: a.limit },
+            Duration::ZERO,
+            |r| match r {
+                Response::Jobs(jobs) => {
+                    let text: String = jobs.iter().map(|j| format::fmt_job(j).0).collect();
+                    Some(Shown::new(&jobs, text, true))
+                }
+                _ => None,
+            },
+        ),
+        Cmd::Broadcast(a) => {
+            let target = match (a.group, a.device) {
+                (Some(g), _) => Target::Group(g),
+                (None, Some(d)) => Target::Device(d),
+                (None, None) => Target::All,
+            };
+            let req = Request::Broadcast {
+                target,
+                text: a.text.join(" "),
+            };
+            operate(&a.op, req, Duration::ZERO, |r| match r {
+                Response::Broadcast { topic } => {
+                    let text = format!("sent on {topic}\n");
+                    Some(Shown::new(
+                        &serde_json::json!({ "topic": topic }),
+                        text,
+                        true,
+                    ))
+                }
+                _ => None,
+            })
+        }
+        Cmd::Stats(op) => operate(&op, Request::Stats, Duration::ZERO, |r| match r {
+            Response::Stats(s) => {
+                let text = serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
+                Some(Shown::new(&s, text, true))
+            }
+            _ => None,
+        }),
+    }
+}
+
+fn run_hub(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = HubConfig::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(bind) = args.bind {
+        let (host, port) = bind.rsplit_once(':').with_context(|| {
+            format!("--bind {bind:?} needs HOST:PORT, e.g. 0.0.0.0:7750 or 127.0.0.1:*")
+        })?;
+        let base = match port {
+            "*" | "0" => None,
+            p => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0 && *p <= u16::MAX - 5)
+                    .with_context(|| {
+                        format!(
+                            "--bind {bind:?}: port {p:?} must be 1-65530, or * to let the OS pick"
+                        )
+                    })?,
+            ),
+        };
+        config.listen = Listen::on(host, base);
+        config.validate("--bind")?;
+    }
+    if args.insecure {
+        tracing::warn!(
+            "--insecure: agent traffic is plaintext and unauthenticated; anyone who reaches these ports can pose as any device. Use a trusted network only"
+        );
+    }
+    let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
+    open_files_for_a_fleet();
+    crate::driver::run(config, args.insecure, shutdown)
+}
+
+/// Each connected agent holds five connections, each an open file: raises
+/// the soft open-files limit to the hard one (a default soft limit of 1024
+/// would stop the hub at about 200 agents) and says how many agents fit.
+fn open_files_for_a_fleet() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!("could not read the open-files limit");
+        return;
+    }
+    let mut raised = true;
+    // An unlimited hard limit still stops at the kernel's nr_open.
+    let most = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < most {
+        let want = libc::rlimit {
+            rlim_cur: most,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        raised = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0;
+        if raised {
+            lim = want;
+        }
+    }
+    let open_files = lim.rlim_cur;
+    let agents = open_files.saturating_sub(64) / 5;
+    if raised {
+        tracing::info!(
+            open_files,
+            agents,
+            "open-files limit: five per connected agent"
+        );
+    } else {
+        tracing::warn!(
+            open_files,
+            agents,
+            "could not raise the open-files limit; for a larger fleet raise LimitNOFILE= (or ulimit -n)"
+        );
+    }
+}
+
+/// The allow list file the enrolment subcommands edit.
+fn allow_list(at: &EnrolArgs) -> anyhow::Result<PathBuf> {
+    let mut config = HubConfig::load(at.config.as_deref())?;
+    if let Some(dir) = &at.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config.allow_list_path())
+}
+
+/// What to print for an answer: JSON, human text, and whether it succeeded.
+struct Shown {
+    json: serde_json::Value,
+    text: String,
+    ok: bool,
+}
+
+impl Shown {
+    fn new<T: Serialize>(value: &T, text: String, ok: bool) -> Self {
+        Shown {
+            json: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+            text,
+            ok,
+        }
+    }
+}
+
+fn client(op: &OpArgs) -> Result<Client, ClientError> {
+    let endpoint = super::find_endpoint(op.hub.as_deref(), &op.data_dir)?;
+    Ok(Client::new(
+        endpoint,
+        Duration::from_millis(op.hub_timeout_ms),
+    ))
+}
+
+/// A client for the hub, or `None` after telling the operator why not.
+fn connect(op: &OpArgs) -> Option<Client> {
+    match client(op) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            print_error(op, &e);
+            None
+        }
+    }
+}
+
+fn print_error(op: &OpArgs, e: &ClientError) {
+    if op.json {
+        println!("{}", serde_json::json!({ "error": e.to_string() }));
+    }
+    eprintln!("error: {e}");
+}
+
+fn operate(
+    op: &OpArgs,
+    request: Request,
+    extra: Duration,
+    show: impl FnOnce(Response) -> Option<Shown>,
+) -> anyhow::Result<ExitCode> {
+    let answer = client(op).and_then(|mut c| c.call(request, extra));
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(shown) = show(response) else {
+        anyhow::bail!("the hub answered with the wrong kind of response");
+    };
+    if op.json {
+        println!("{}", shown.json);
+    } else {
+        print!("{}", shown.text);
+    }
+    Ok(if shown.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// How often --follow asks for new rows when the last read found none.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Prints rows read after a cursor, oldest first; with `keep_going`, keeps
+/// reading new ones until interrupted.
+fn follow<R: Serialize>(
+    op: &OpArgs,
+    mut after: i64,
+    keep_going: bool,
+    query: impl Fn(i64) -> Request,
+    rows_of: fn(Response) -> Option<Vec<R>>,
+    id_of: fn(&R) -> i64,
+    human: fn(&R) -> String,
+) -> anyhow::Result<ExitCode> {
+    let Some(mut c) = connect(op) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    loop {
+        let rows = match c.call(query(after), Duration::ZERO) {
+            Ok(r) => rows_of(r).context("the hub answered with the wrong kind of response")?,
+            Err(e) => {
+                print_error(op, &e);
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        for row in &rows {
+            if op.json {
+                println!("{}", serde_json::to_string(row)?);
+            } else {
+                println!("{}", human(row));
+            }
+            after = id_of(row);
+        }
+        if !keep_going {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if rows.is_empty() {
+            std::thread::sleep(FOLLOW_EVERY);
+        }
+    }
+}
+
+fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
+    let query = |after_id| {
+        Request::Telemetry(TelemetryQuery {
+            device: a.device.clone(),
+            name: a.name.clone(),
+            after_id,
+            limit: a.limit,
+        })
+    };
+    let rows_of = |r| match r {
+        Response::Telemetry(rows) => Some(rows),
+        _ => None,
+    };
+    follow(
+        &a.op,
+        a.after,
+        a.follow,
+        query,
+        rows_of,
+        |r| r.id,
+        format::fmt_telemetry,
+    )
+}
+
+fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let query = |after_id| {
+        Request::Chat(ChatQuery {
+            after_id,
+            limit: a.limit,
+        })
+    };
+    let rows_of = |r| match r {
+        Response::Chat(rows) => Some(rows),
+        _ => None,
+    };
+    follow(
+        &a.op,
+        0,
+        a.follow,
+        query,
+        rows_of,
+        |r| r.id,
+        format::fmt_chat,
+    )
+}
+
+fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let spec = match a.kind {
+        JobKind::Echo => JobSpec::Echo {
+            text: a.args.join(" "),
+        },
+        JobKind::Exec => {
+            let Some((program, args)) = a.args.split_first() else {
+                anyhow::bail!(
+                    "exec needs a program: fleetmq-hub job submit exec PROGRAM [ARGS...]"
+                );
+            };
+            JobSpec::Exec {
+                program: program.clone(),
+                args: args.to_vec(),
+            }
+        }
+    };
+    let req = Request::SubmitJob(JobSubmission {
+        spec,
+        timeout_ms: a.timeout_ms,
+        lease_ms: a.lease_ms,
+        max_attempts: a.max_attempts,
+    });
+    let Some(mut c) = connect(&a.op) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let id = match c.call(req, Duration::ZERO) {
+        Ok(Response::JobSubmitted { id }) => id,
+        Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+        Err(e) => {
+            print_error(&a.op, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if a.wait {
+        return show_job(&a.op, id, Some(a.wait_ms));
+    }
+    if a.op.json {
+        println!("{}", serde_json::json!({ "id": id }));
+    } else {
+        println!("job {id} queued");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCode> {
+    let Some(mut c) = connect(op) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let deadline = wait_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let job = match c.call(Request::Job { id }, Duration::ZERO) {
+            Ok(Response::Job(j)) => j,
+            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+            Err(e) => {
+                print_error(op, &e);
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let finished = matches!(job.state, JobState::Done | JobState::Failed);
+        if finished || deadline.is_none_or(|d| Instant::now() >= d) {
+            let (text, ok) = format::fmt_job(&job);
+            if op.json {
+                println!("{}", serde_json::to_string(&job)?);
+            } else {
+                print!("{text}");
+            }
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_takes_a_key_that_starts_with_a_dash_as_the_key() {
+        let key = "-^abcdefghijabcdefghijabcdefghijabcdefgh";
+        let cli = Cli::try_parse_from(["fleetmq-hub", "allow", "pi-a", key]).unwrap();
+        let Cmd::Allow(a) = cli.command else {
+            panic!("not allow");
+        };
+        assert_eq!((a.device.as_str(), a.key.as_str()), ("pi-a", key));
+    }
+}

@@ -1,0 +1,136 @@
+//! A Lazy Pirate client for the hub's operator socket.
+//!
+//! A REQ socket that sent and never heard back cannot send again. So each
+//! attempt waits with a timeout, and on timeout the socket is closed and a
+//! new one tries again, a few times, before the hub is declared unreachable.
+//! The request id stays the same across attempts, and the hub answers a
+//! repeated id from memory, so a retried `job submit` queues one job.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fleetmq_net::{SocketOptions, Sockets};
+use fleetmq_protocol::{
+    OperatorError, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response,
+};
+
+use crate::config::Listen as Endpoints;
+
+/// Why an operator call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "the hub at {endpoint} did not answer after {attempts} attempts of {per_attempt_ms} ms (is `fleetmq-hub run` running, and is this its operator endpoint?)"
+    )]
+    Unreachable {
+        endpoint: String,
+        attempts: u32,
+        per_attempt_ms: u64,
+    },
+    #[error("cannot find the hub's operator endpoint: {0}")]
+    NoEndpoint(String),
+    #[error("talking to the hub at {endpoint}: {reason}")]
+    Protocol { endpoint: String, reason: String },
+    #[error("{0}")]
+    Hub(OperatorError),
+}
+
+/// Where the operator socket is: an explicit endpoint, or the endpoints.json
+/// a running hub wrote into its data directory.
+pub fn find_endpoint(explicit: Option<&str>, data_dir: &Path) -> Result<String, ClientError> {
+    if let Some(ep) = explicit {
+        fleetmq_net::endpoint::validate(ep, false).map_err(ClientError::NoEndpoint)?;
+        return Ok(ep.to_string());
+    }
+    let path = data_dir.join("endpoints.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ClientError::NoEndpoint(format!(
+            "{} could not be read ({e}); pass --hub tcp://HOST:PORT or the hub's --data-dir",
+            path.display()
+        ))
+    })?;
+    let eps: Endpoints = serde_json::from_str(&text)
+        .map_err(|e| ClientError::NoEndpoint(format!("{} is not valid: {e}", path.display())))?;
+    Ok(eps.operator)
+}
+
+pub struct Client {
+    sockets: Sockets,
+    endpoint: String,
+    socket: Option<zmq::Socket>,
+    timeout: Duration,
+    attempts: u32,
+}
+
+impl Client {
+    pub fn new(endpoint: String, timeout: Duration) -> Self {
+        Client {
+            sockets: Sockets::new(SocketOptions {
+                linger_ms: 0,
+                ..SocketOptions::default()
+            }),
+            endpoint,
+            socket: None,
+            timeout,
+            attempts: 3,
+        }
+    }
+
+    fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol {
+            endpoint: self.endpoint.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends `request`, waiting `extra` longer than usual per attempt (for a
+    /// command the device itself may take time to answer).
+    pub fn call(&mut self, request: Request, extra: Duration) -> Result<Response, ClientError> {
+        let id = fastrand::u64(1..);
+        let frame = OperatorFrame::from(OperatorRequest { id, request })
+            .encode()
+            .map_err(|e| self.protocol(e))?;
+        let per_attempt = self.timeout + extra;
+        for attempt in 1..=self.attempts {
+            if self.socket.is_none() {
+                let s = self
+                    .sockets
+                    .build(zmq::REQ)
+                    .connect(&self.endpoint)
+                    .map_err(|e| self.protocol(e))?;
+                self.socket = Some(s);
+            }
+            let Some(socket) = &self.socket else { continue };
+            socket.send(&frame, 0).map_err(|e| self.protocol(e))?;
+            let mut items = [socket.as_poll_item(zmq::POLLIN)];
+            zmq::poll(&mut items, per_attempt.as_millis() as i64).map_err(|e| self.protocol(e))?;
+            if !items[0].is_readable() {
+                // Lazy Pirate: abandon this socket, its REQ state is stuck.
+                self.socket = None;
+                if attempt < self.attempts {
+                    tracing::warn!(
+                        "the hub at {} did not answer within {} ms; trying again (attempt {} of {})",
+                        self.endpoint,
+                        per_attempt.as_millis(),
+                        attempt + 1,
+                        self.attempts
+                    );
+                }
+                continue;
+            }
+            let reply = socket.recv_bytes(0).map_err(|e| self.protocol(e))?;
+            let OperatorReplyFrame::Response(resp) =
+                OperatorReplyFrame::decode(&reply).map_err(|e| self.protocol(e))?;
+            return match resp.response {
+                Response::Error(e) => Err(ClientError::Hub(e)),
+                _ if resp.id != id => Err(self.protocol("answer to another request")),
+                r => Ok(r),
+            };
+        }
+        Err(ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            attempts: self.attempts,
+            per_attempt_ms: per_attempt.as_millis() as u64,
+        })
+    }
+}
