@@ -27,10 +27,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fleetmq_net::{Hangup, Shutdown, Sockets, recv_frames, send_frames};
+use fleetmq_net::poll::event;
+use fleetmq_net::{Hangup, Shutdown, Sockets, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
     AgentStatus, Broadcast, Bye, Command, CommandFrame, CommandReply, Downstream, Heartbeat, Hello,
     HubPorts, JobFrame, JobResult, JobSpec, Outcome, Output, Reply, ReplyFrame, ResultFrame,
@@ -39,20 +40,16 @@ use fleetmq_protocol::{
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
-use crate::control::{self, Control, ReloadStatus, Request};
-use crate::host::Host;
-use crate::ingest::Ingest;
+use crate::redial::Redial;
 use crate::runner::{self, ExecPolicy};
-use crate::spool::{AppendError, Spool};
+use crate::sources::control::{self, Control, ReloadStatus, Request};
+use crate::sources::host::Host;
+use crate::sources::ingest::Ingest;
 use crate::state::{JobMemory, SeqFile};
-use crate::uplink::{Record, Uplink, encode_batch};
+use crate::telemetry::spool::{AppendError, Spool};
+use crate::telemetry::uplink::{Record, Uplink, encode_batch};
 
 const MONITOR: &str = "inproc://fleetmq-agent-monitor";
-const EVENT_HANDSHAKE_SUCCEEDED: u16 = 0x1000;
-const EVENT_DISCONNECTED: u16 = 0x0200;
-const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = 0x0800;
-const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = 0x2000;
-const EVENT_HANDSHAKE_FAILED_AUTH: u16 = 0x4000;
 /// How long a stopping agent waits for the hub to ack what it just sent.
 const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// How often to retry a Hello that could not be queued yet.
@@ -114,12 +111,6 @@ struct Links {
     commands: zmq::Socket,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 struct Agent {
     cfg: AgentConfig,
     chat_mode: bool,
@@ -129,10 +120,8 @@ struct Agent {
     monitor: zmq::Socket,
     /// A failed handshake was logged; quiet until one succeeds.
     refused: bool,
-    /// When to connect again after a refused handshake, and the delay after
-    /// that one.
-    redial: Option<(Instant, Duration)>,
-    redial_delay: Duration,
+    /// When to dial the hub again after it refused a handshake.
+    redial: Redial,
     /// Our public key, for the enrolment hint ("" when plaintext).
     public_key: String,
     links: Option<Links>,
@@ -225,11 +214,11 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
 
     let sockets = Sockets::new(cfg.net.clone()).with_security(opts.security.clone());
     let events = i32::from(
-        EVENT_HANDSHAKE_SUCCEEDED
-            | EVENT_DISCONNECTED
-            | EVENT_HANDSHAKE_FAILED_NO_DETAIL
-            | EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | EVENT_HANDSHAKE_FAILED_AUTH,
+        event::HANDSHAKE_SUCCEEDED
+            | event::DISCONNECTED
+            | event::HANDSHAKE_FAILED_NO_DETAIL
+            | event::HANDSHAKE_FAILED_PROTOCOL
+            | event::HANDSHAKE_FAILED_AUTH,
     );
     let dealer = sockets
         .build(zmq::DEALER)
@@ -264,8 +253,10 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         dealer,
         monitor,
         refused: false,
-        redial: None,
-        redial_delay: Duration::ZERO,
+        redial: Redial::new(
+            u64::try_from(cfg.net.reconnect_ms).unwrap_or(0),
+            u64::try_from(cfg.net.reconnect_max_ms).unwrap_or(0),
+        ),
         public_key: match &opts.security {
             fleetmq_net::Security::CurveClient { ours, .. } => ours.public.clone(),
             _ => String::new(),
@@ -339,7 +330,7 @@ impl Agent {
                     .flatten(),
                 self.need_hello.filter(|_| self.connected),
                 self.spool.next_sync(),
-                self.redial.map(|(at, _)| at),
+                self.redial.due_at(),
             ]
             .into_iter()
             .flatten()
@@ -435,17 +426,13 @@ impl Agent {
         if let Err(e) = self.spool.sync_if_due(now) {
             warn!(error = %e, "syncing the spool to disk");
         }
-        if let Some((at, delay)) = self.redial
-            && now >= at
-        {
+        if self.redial.take_due(now) {
             // libzmq gives up on an endpoint whose handshake was refused;
             // knock again, as a new connection.
             let _ = self.dealer.disconnect(&self.cfg.hub);
             self.dealer
                 .connect(&self.cfg.hub)
                 .with_context(|| format!("connecting to {}", self.cfg.hub))?;
-            self.redial = None;
-            self.redial_delay = delay;
         }
         if !self.connected {
             return Ok(());
@@ -545,45 +532,10 @@ impl Agent {
                 return;
             }
         };
-        let old = &self.cfg;
-        let mut applied = Vec::new();
-        let mut restart = Vec::new();
-        let mut check = |key: &'static str, changed: bool, live: bool| {
-            if changed {
-                if live { &mut applied } else { &mut restart }.push(key);
-            }
-        };
-        let t = (&old.telemetry, &new.telemetry);
-        check(
-            "telemetry.sample_interval_ms",
-            t.0.sample_interval_ms != t.1.sample_interval_ms,
-            true,
-        );
-        check("host", old.host != new.host, true);
-        check("jobs", old.jobs != new.jobs, true);
-        check("commands", old.commands != new.commands, true);
-        check("exec", old.exec != new.exec, true);
-        // The hub learned the heartbeat interval from our Hello.
-        check("presence", old.presence != new.presence, false);
-        check("device_id", old.device_id != new.device_id, false);
-        check("hub", old.hub != new.hub, false);
-        check(
-            "hub_public_key",
-            old.hub_public_key != new.hub_public_key,
-            false,
-        );
-        check("data_dir", old.data_dir != new.data_dir, false);
-        check("groups", old.groups != new.groups, false);
-        let mut same_t = new.telemetry.clone();
-        same_t.sample_interval_ms = t.0.sample_interval_ms;
-        check(
-            "telemetry (other than sample_interval_ms)",
-            *t.0 != same_t,
-            false,
-        );
-        check("spool", old.spool != new.spool, false);
-        check("ingest", old.ingest != new.ingest, false);
-        check("net", old.net != new.net, false);
+        let crate::reload::Diff {
+            applied,
+            needs_restart: restart,
+        } = crate::reload::diff(&self.cfg, &new);
 
         let now = Instant::now();
         if new.telemetry.sample_interval_ms != self.cfg.telemetry.sample_interval_ms {
@@ -821,12 +773,12 @@ impl Agent {
                 .map_or(0, u32::from_le_bytes);
             if matches!(
                 event,
-                EVENT_HANDSHAKE_FAILED_AUTH | EVENT_HANDSHAKE_FAILED_PROTOCOL
+                event::HANDSHAKE_FAILED_AUTH | event::HANDSHAKE_FAILED_PROTOCOL
             ) {
                 self.refused_by_hub();
             }
             match event {
-                EVENT_HANDSHAKE_FAILED_AUTH if !self.refused => {
+                event::HANDSHAKE_FAILED_AUTH if !self.refused => {
                     self.refused = true;
                     warn!(
                         hub = %self.cfg.hub,
@@ -836,7 +788,7 @@ impl Agent {
                         self.public_key
                     );
                 }
-                EVENT_HANDSHAKE_FAILED_NO_DETAIL | EVENT_HANDSHAKE_FAILED_PROTOCOL
+                event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL
                     if !self.refused =>
                 {
                     self.refused = true;
@@ -845,15 +797,15 @@ impl Agent {
                         "handshake with the hub failed: is hub_public_key the hub's, and do both sides agree on --insecure? retrying"
                     );
                 }
-                EVENT_HANDSHAKE_SUCCEEDED => {
+                event::HANDSHAKE_SUCCEEDED => {
                     self.refused = false;
-                    self.redial_delay = Duration::ZERO;
+                    self.redial.connected();
                     info!(hub = %self.cfg.hub, "connected to hub");
                     self.connected = true;
                     self.send_hello();
                     self.uplink.reconnected(Instant::now());
                 }
-                EVENT_DISCONNECTED => {
+                event::DISCONNECTED => {
                     if self.connected {
                         warn!(hub = %self.cfg.hub, "lost the hub; reconnecting");
                     }
@@ -871,19 +823,8 @@ impl Agent {
     fn refused_by_hub(&mut self) {
         self.connected = false;
         self.links = None;
-        if self.redial.is_some() {
-            return;
-        }
-        let net = &self.cfg.net;
-        let base = Duration::from_millis(net.reconnect_ms.max(1) as u64);
-        let most = Duration::from_millis(net.reconnect_max_ms.max(net.reconnect_ms).max(1) as u64);
-        let delay = if self.redial_delay.is_zero() {
-            base
-        } else {
-            (self.redial_delay * 2).min(most)
-        };
-        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
-        self.redial = Some((Instant::now() + delay + jitter, delay));
+        self.redial
+            .refused(Instant::now(), |max| fastrand::u64(0..=max));
     }
 
     fn drain_dealer(&mut self) -> anyhow::Result<()> {
@@ -1296,7 +1237,7 @@ impl Agent {
 
     fn next_seq(&mut self) -> anyhow::Result<u64> {
         self.seq
-            .next()
+            .take()
             .context("reserving sequence numbers (is the data directory writable?)")
     }
 

@@ -7,10 +7,10 @@ use fleetmq_net::SocketOptions;
 use fleetmq_net::config::ConfigError;
 use serde::Deserialize;
 
-use crate::host::{GROUPS, HostConfig};
-use crate::ingest::IngestConfig;
-use crate::spool::{Fsync, FullPolicy, SpoolConfig};
-use crate::uplink::UplinkLimits;
+use crate::sources::host::{GROUPS, HostConfig};
+use crate::sources::ingest::IngestConfig;
+use crate::telemetry::spool::{Fsync, FullPolicy, SpoolConfig};
+use crate::telemetry::uplink::UplinkLimits;
 
 /// The commented default configuration, printed by `print-config`.
 pub const EXAMPLE: &str = include_str!("../agent.example.toml");

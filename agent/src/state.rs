@@ -73,7 +73,7 @@ impl SeqFile {
     }
 
     /// The next sequence number, reserving a new block on disk when needed.
-    pub fn next(&mut self) -> io::Result<u64> {
+    pub fn take(&mut self) -> io::Result<u64> {
         if self.next >= self.reserved {
             let until = self.next + SEQ_BLOCK;
             write_atomically(&self.path, until.to_string().as_bytes())
@@ -191,15 +191,15 @@ mod tests {
         let path = dir.path().join("seq");
         let (mut s, note) = SeqFile::open(path.clone(), 0).unwrap();
         assert!(note.is_none());
-        let first: Vec<u64> = (0..3).map(|_| s.next().unwrap()).collect();
+        let first: Vec<u64> = (0..3).map(|_| s.take().unwrap()).collect();
         assert_eq!(first, [1, 2, 3]);
         drop(s); // a crash: the rest of the block is skipped
         let (mut s, _) = SeqFile::open(path.clone(), 0).unwrap();
-        assert!(s.next().unwrap() > 3);
+        assert!(s.take().unwrap() > 3);
         std::fs::write(&path, "garbage").unwrap();
         let (mut s, note) = SeqFile::open(path, 5).unwrap();
         assert!(note.unwrap().contains("not a number"));
-        assert!(s.next().unwrap() >= 5 * SEQ_BLOCK);
+        assert!(s.take().unwrap() >= 5 * SEQ_BLOCK);
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         let path = config.allow_list_path();
         let list = AllowList::load(&path).context("reading the allow list")?;
         info!(file = %path.display(), keys = list.len(), "allow list loaded");
-        if list.len() == 0 {
+        if list.is_empty() {
             warn!(file = %path.display(), "no device is enrolled yet: add one with `fleetmq-hub allow DEVICE PUBLIC_KEY`");
         }
         enrolment = Some((list, Watch::new(&path)));

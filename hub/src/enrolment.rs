@@ -132,6 +132,11 @@ impl AllowList {
         self.by_key.len()
     }
 
+    /// Whether no key is enrolled.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
     /// Keys (with their device) that were in `self` and are gone from, or
     /// moved to another device in, `newer`.
     pub fn revoked_in(&self, newer: &AllowList) -> Vec<(String, String)> {

@@ -231,12 +231,12 @@ impl Core {
             timeout_ms: ask.timeout_ms,
             queue_ms: ask.queue_ms,
         };
-        match self.send_command(q, now_ms) {
-            Ok(()) => {}
-            Err((q, OperatorError::DeviceOffline(device))) if q.queue_ms > 0 => {
+        match self.send_command(&q, now_ms) {
+            Ok(corr) => self.sending(corr, q),
+            Err(OperatorError::DeviceOffline(device)) if q.queue_ms > 0 => {
                 self.queue(q, &device);
             }
-            Err((q, e)) => self.answer(&q.client, q.request_id, Response::Error(e)),
+            Err(e) => self.answer(&q.client, q.request_id, Response::Error(e)),
         }
     }
 
@@ -254,25 +254,30 @@ impl Core {
         self.commands.queued.push(q);
     }
 
-    /// Sends `q` if its device is online; gives it back with the reason if
-    /// not. A command sent is confirmed by the driver ([`Core::command_sent`]).
-    fn send_command(&mut self, q: Queued, now_ms: u64) -> Result<(), (Queued, OperatorError)> {
+    /// `q`'s command is on its way (as `corr`) until the driver confirms
+    /// it ([`Core::command_sent`]).
+    fn sending(&mut self, corr: u64, q: Queued) {
+        self.commands.unconfirmed.insert(corr, q);
+    }
+
+    /// Sends `q` if its device is online, returning its correlation id; or
+    /// says why not.
+    fn send_command(&mut self, q: &Queued, now_ms: u64) -> Result<u64, OperatorError> {
         if let Err(e) = validate_device_id(&q.device) {
-            return Err((q, OperatorError::BadRequest(e.to_string())));
+            return Err(OperatorError::BadRequest(e.to_string()));
         }
         if !self.presence.is_online(&q.device) {
             // Online means heard from; only an offline device needs the store
             // to tell "never seen" from "gone".
-            let e = match self.store.device_known(&q.device) {
+            return Err(match self.store.device_known(&q.device) {
                 Ok(true) => OperatorError::DeviceOffline(q.device.clone()),
                 Ok(false) => OperatorError::UnknownDevice(q.device.clone()),
                 Err(e) => OperatorError::Storage(e.to_string()),
-            };
-            return Err((q, e));
+            });
         }
         if self.commands.pending.in_flight() >= MAX_PENDING {
             let why = format!("{MAX_PENDING} commands are already waiting for answers");
-            return Err((q, OperatorError::BadRequest(why)));
+            return Err(OperatorError::BadRequest(why));
         }
         let timeout_ms = if q.timeout_ms == 0 {
             self.config.commands.timeout_ms
@@ -281,10 +286,9 @@ impl Core {
         };
         let command = limit_exec(q.command.clone(), timeout_ms);
         let corr = self.commands.pending.next_corr();
-        let frame = match CommandFrame::from(CommandRequest { corr, command }).encode() {
-            Ok(f) => f,
-            Err(e) => return Err((q, OperatorError::BadRequest(e.to_string()))),
-        };
+        let frame = CommandFrame::from(CommandRequest { corr, command })
+            .encode()
+            .map_err(|e| OperatorError::BadRequest(e.to_string()))?;
         self.commands.pending.insert(
             corr,
             PendingCommand {
@@ -301,8 +305,7 @@ impl Core {
             device: q.device.clone(),
             frame,
         });
-        self.commands.unconfirmed.insert(corr, q);
-        Ok(())
+        Ok(corr)
     }
 
     /// The driver tried to send command `corr`. Sent: it is logged and
@@ -389,11 +392,13 @@ impl Core {
                 self.commands.queued.push(q);
                 continue;
             }
-            let device = q.device.clone();
-            match self.send_command(q, now_ms) {
-                Ok(()) => info!(device, "queued command sent"),
-                Err((q, OperatorError::DeviceOffline(_))) => self.commands.queued.push(q),
-                Err((q, e)) => self.answer(&q.client, q.request_id, Response::Error(e)),
+            match self.send_command(&q, now_ms) {
+                Ok(corr) => {
+                    info!(device = q.device, "queued command sent");
+                    self.sending(corr, q);
+                }
+                Err(OperatorError::DeviceOffline(_)) => self.commands.queued.push(q),
+                Err(e) => self.answer(&q.client, q.request_id, Response::Error(e)),
             }
         }
     }

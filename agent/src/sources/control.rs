@@ -25,7 +25,7 @@ use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::series_name;
 use serde::Serialize;
 
-use crate::spool::FullPolicy;
+use crate::telemetry::spool::FullPolicy;
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -58,7 +58,7 @@ pub struct Status {
     pub commands_answered: u64,
     /// Host metric groups skipped, each with why.
     pub host_skipped: Vec<String>,
-    pub ingest: crate::ingest::IngestStatus,
+    pub ingest: crate::sources::ingest::IngestStatus,
     /// The last SIGHUP.
     pub reload: ReloadStatus,
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::uplink::Record;
+use crate::telemetry::uplink::Record;
 
 /// CRC-32 (ISO-HDLC, as zlib and Ethernet): a 1 KB table, small in the
 /// agent binary, and fast enough for records of a few hundred bytes.

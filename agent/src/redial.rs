@@ -1,0 +1,130 @@
+//! When to dial the hub again after it refused a handshake. libzmq takes a
+//! refused handshake as final for that connection, so the agent dials
+//! again itself, backing off like libzmq's own reconnects: the first
+//! retry after `reconnect_ms`, each next one twice as late up to
+//! `reconnect_max_ms`, each with up to half its delay again of random
+//! jitter, so a fleet refused at once does not knock again at once. A
+//! handshake that succeeds starts the back-off over.
+//!
+//! Plain state with the time passed in: no sockets, no clock.
+
+use std::time::{Duration, Instant};
+
+/// The redial schedule.
+#[derive(Debug, Clone)]
+pub struct Redial {
+    base: Duration,
+    most: Duration,
+    /// The delay of the last redial (zero: none since the last success).
+    delay: Duration,
+    /// When to dial next, if a redial is due.
+    at: Option<Instant>,
+}
+
+impl Redial {
+    /// Backing off from `reconnect_ms` to `reconnect_max_ms`.
+    pub fn new(reconnect_ms: u64, reconnect_max_ms: u64) -> Redial {
+        let base = Duration::from_millis(reconnect_ms.max(1));
+        let most = Duration::from_millis(reconnect_max_ms.max(reconnect_ms).max(1));
+        Redial {
+            base,
+            most,
+            delay: Duration::ZERO,
+            at: None,
+        }
+    }
+
+    /// The hub refused us at `now`: schedule a redial, unless one is
+    /// already scheduled. `jitter` picks a number in `0..=max`.
+    pub fn refused(&mut self, now: Instant, jitter: impl FnOnce(u64) -> u64) {
+        if self.at.is_some() {
+            return;
+        }
+        self.delay = if self.delay.is_zero() {
+            self.base
+        } else {
+            (self.delay * 2).min(self.most)
+        };
+        let half = self.delay.as_millis() as u64 / 2;
+        let extra = Duration::from_millis(jitter(half).min(half));
+        self.at = Some(now + self.delay + extra);
+    }
+
+    /// A handshake succeeded: the next refusal starts from `reconnect_ms`.
+    pub fn connected(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    /// When the next redial is due, if one is.
+    pub fn due_at(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// Whether to dial now; once it says yes, the redial is done.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        match self.at {
+            Some(at) if now >= at => {
+                self.at = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_to_the_cap_and_jitter_stays_within_half() {
+        let t0 = Instant::now();
+        let mut r = Redial::new(100, 1_000);
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for round in 0..6u64 {
+            // Jitter at its lowest, its highest, and out of range (clamped).
+            let pick = [0, u64::MAX, 7][round as usize % 3];
+            r.refused(now, |max| pick.min(max * 2));
+            let at = r.due_at().unwrap();
+            let delay = at - now;
+            let base = [100, 200, 400, 800, 1_000, 1_000][round as usize];
+            let base = Duration::from_millis(base);
+            assert!(
+                delay >= base && delay <= base + base / 2,
+                "round {round}: {delay:?} outside {base:?}..={:?}",
+                base + base / 2
+            );
+            delays.push(delay);
+            assert!(!r.take_due(at - Duration::from_millis(1)), "not early");
+            assert!(r.take_due(at));
+            assert!(!r.take_due(at), "once");
+            now = at;
+        }
+        r.connected();
+        r.refused(now, |_| 0);
+        assert_eq!(r.due_at(), Some(now + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_refusal_while_one_is_scheduled_changes_nothing() {
+        let t0 = Instant::now();
+        let mut r = Redial::new(100, 1_000);
+        r.refused(t0, |_| 0);
+        r.refused(t0 + Duration::from_millis(50), |_| 0);
+        assert_eq!(r.due_at(), Some(t0 + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn random_jitter_never_leaves_its_bounds() {
+        let mut r = Redial::new(50, 400);
+        let t0 = Instant::now();
+        for _ in 0..1_000 {
+            r.connected();
+            r.refused(t0, |max| fastrand::u64(0..=max));
+            let d = r.due_at().unwrap() - t0;
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(75));
+            r.take_due(t0 + d);
+        }
+    }
+}

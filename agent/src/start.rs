@@ -1,0 +1,208 @@
+//! What each `fleetmq-agent` subcommand does, from the parsed command line
+//! ([`crate::cli`]) to the running agent ([`crate::agent::run`]) or a
+//! question to a running one over its control socket.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use fleetmq_net::Security;
+
+use crate::cli::{self, Cmd, LocalArgs, RunArgs};
+use crate::config::{self, AgentConfig};
+use crate::{agent, info};
+
+/// `keygen`'s options.
+struct KeygenArgs {
+    local: LocalArgs,
+    device_id: Option<String>,
+    force: bool,
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(args.local.config.as_deref())?;
+    let dir = args.local.data_dir.clone().unwrap_or(cfg.data_dir);
+    let device = args
+        .device_id
+        .filter(|d| !d.is_empty())
+        .or_else(|| Some(cfg.device_id).filter(|d| !d.is_empty()))
+        .unwrap_or_else(config::hostname);
+    fleetmq_protocol::validate_device_id(&device).context("--device-id")?;
+    let pair = fleetmq_net::keys::generate()?;
+    let (secret, public) = fleetmq_net::keys::write(&dir, "agent", &pair, args.force)?;
+    println!(
+        "secret key: {} (mode 0600; it never leaves this device)\npublic key: {}\n\
+         enrol this device on the hub with:\nfleetmq-hub allow {device} {}",
+        secret.display(),
+        public.display(),
+        pair.public
+    );
+    Ok(())
+}
+
+/// The control socket of the agent that `args` points at.
+fn control_socket(args: &LocalArgs) -> anyhow::Result<PathBuf> {
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => AgentConfig::load(args.config.as_deref())?.data_dir,
+    };
+    Ok(crate::sources::control::socket_path(&dir))
+}
+
+/// Asks the running agent; prints its answer; fails on an error reply.
+fn ask(args: &LocalArgs, request: &str) -> anyhow::Result<()> {
+    let reply = crate::sources::control::request(&control_socket(args)?, request)?;
+    if let Some(reason) = reply.strip_prefix("error: ") {
+        anyhow::bail!("{reason}");
+    }
+    println!("{reply}");
+    Ok(())
+}
+
+fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
+    let mut cfg = AgentConfig::load(args.config.as_deref())?;
+    let mut source = args
+        .config
+        .as_ref()
+        .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+    let mut overridden = false;
+    if let Some(hub) = args.hub {
+        cfg.hub = hub;
+        overridden = true;
+    }
+    if let Some(id) = args.device_id {
+        cfg.device_id = id;
+        overridden = true;
+    }
+    if let Some(dir) = args.data_dir {
+        cfg.data_dir = dir;
+    }
+    if !args.groups.is_empty() {
+        cfg.groups = args.groups;
+        overridden = true;
+    }
+    if let Some(key) = args.hub_key {
+        cfg.hub_public_key = if fleetmq_net::keys::check(&key).is_ok() {
+            key
+        } else {
+            fleetmq_net::keys::read(Path::new(&key)).context("--hub-key")?
+        };
+        overridden = true;
+    }
+    if overridden {
+        source.push_str(" with command-line overrides");
+    }
+    cfg.validate(&source)?;
+    Ok(cfg)
+}
+
+/// The whole of `fleetmq-agent`: parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = fleetmq_net::logging::init(&cli.log) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Cmd::Help => {
+            print!("{}", cli::HELP);
+            Ok(())
+        }
+        Cmd::Version => {
+            println!("fleetmq-agent {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Cmd::PrintConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Cmd::Info => {
+            let info = info::info();
+            match serde_json::to_string_pretty(&info) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            if info.curve_handshake != "ok" {
+                return ExitCode::FAILURE;
+            }
+            Ok(())
+        }
+        Cmd::Send { local, samples } => {
+            // Check here too, so a typo fails before the agent is asked.
+            match crate::sources::control::parse_send(samples.iter().map(String::as_str)) {
+                Ok(_) => ask(&local, &format!("send {}", samples.join(" "))),
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            }
+        }
+        Cmd::Status(args) => ask(&args, "status"),
+        Cmd::Keygen {
+            local,
+            device_id,
+            force,
+        } => keygen(KeygenArgs {
+            local,
+            device_id,
+            force,
+        }),
+        Cmd::Run(args) => start(args, false),
+        Cmd::Chat(args) => start(args, true),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
+    let insecure = args.insecure;
+    let reload = {
+        let args = args.clone();
+        Box::new(move || config(args.clone()))
+    };
+    let cfg = config(args)?;
+    let security = if insecure {
+        tracing::warn!(
+            "--insecure: hub traffic is plaintext and unauthenticated; use a trusted network only"
+        );
+        Security::Plaintext
+    } else {
+        if cfg.hub_public_key.is_empty() {
+            anyhow::bail!(
+                "no hub public key: set hub_public_key in the config or pass --hub-key (the Z85 line of the hub's DATA_DIR/hub.pub, which the hub prints at start); or --insecure for a plaintext hub"
+            );
+        }
+        let (ours, made) = fleetmq_net::keys::load_or_create(&cfg.data_dir, "agent")
+            .context("loading this device's CURVE key pair (DATA_DIR/agent.key)")?;
+        if made {
+            tracing::warn!(
+                public_key = %ours.public,
+                "made this device's key pair; enrol it on the hub with: fleetmq-hub allow {} {}",
+                cfg.device_id,
+                ours.public
+            );
+        }
+        Security::CurveClient {
+            server: cfg.hub_public_key.clone(),
+            ours,
+        }
+    };
+    let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
+    agent::run(
+        cfg,
+        agent::Options {
+            chat,
+            security,
+            reload,
+        },
+        shutdown,
+    )
+}
