@@ -25,9 +25,9 @@
 //!     ─► spool drops the records acked
 //! ```
 
-pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod info;
 pub mod redial;
 pub mod reload;

@@ -1,5 +1,5 @@
 //! What each `fleetmq-agent` subcommand does, from the parsed command line
-//! ([`crate::cli`]) to the running agent ([`crate::agent::run`]) or a
+//! ([`crate::cli`]) to the running agent ([`crate::driver::run`]) or a
 //! question to a running one over its control socket.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use fleetmq_net::Security;
 
 use crate::cli::{self, Cmd, LocalArgs, RunArgs};
 use crate::config::{self, AgentConfig};
-use crate::{agent, info};
+use crate::{driver, info};
 
 /// `keygen`'s options.
 struct KeygenArgs {
@@ -196,9 +196,9 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
         }
     };
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
-    agent::run(
+    driver::run(
         cfg,
-        agent::Options {
+        driver::Options {
             chat,
             security,
             reload,

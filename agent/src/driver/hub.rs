@@ -1,0 +1,270 @@
+//! The link to the hub: telemetry out through the outbox, acks, Hello and
+//! Welcome (which connect the other sockets), handshake failures and
+//! redials, broadcasts in.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use fleetmq_net::poll::event;
+use fleetmq_net::{now_ms, recv_frames, send_frames};
+use fleetmq_protocol::{Broadcast, Downstream, Hello, HubPorts, Target, Upstream, names};
+use tracing::{debug, info, warn};
+
+use crate::telemetry::uplink::Record;
+
+use super::{Agent, HELLO_RETRY, Links};
+
+impl Agent {
+    /// Puts records in the outbox; they count as accepted only if this
+    /// returns true.
+    pub(super) fn accept(&mut self, records: &[Record]) -> bool {
+        self.outbox.accept(records, Instant::now())
+    }
+
+    /// Packs the oldest waiting records into a batch and sends it if
+    /// connected (else it goes out on reconnect).
+    pub(super) fn pack_and_send(&mut self, now: Instant) -> anyhow::Result<()> {
+        if let Some((seq, frame)) = self.outbox.pack(now)?
+            && self.connected
+        {
+            self.send_frame(seq, &frame);
+        }
+        Ok(())
+    }
+
+    /// Packs everything waiting into batches now and sends them if connected.
+    pub(super) fn seal_and_send(&mut self) -> anyhow::Result<()> {
+        for (seq, frame) in self.outbox.pack_all(Instant::now())? {
+            if self.connected {
+                self.send_frame(seq, &frame);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_up(&self, msg: Upstream) -> bool {
+        let frame = match msg.encode() {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "could not encode");
+                return false;
+            }
+        };
+        match send_frames(&self.dealer, &[&frame]) {
+            Ok(sent) => sent,
+            Err(e) => {
+                debug!(error = %e, "send to hub failed");
+                false
+            }
+        }
+    }
+
+    pub(super) fn send_frame(&self, seq: u64, frame: &[u8]) {
+        // Not queued now (disconnected, or the pipe is full): the batch stays
+        // in flight and is resent on reconnect or after its ack timeout.
+        if !matches!(send_frames(&self.dealer, &[frame]), Ok(true)) {
+            debug!(seq, "batch not queued; it stays in flight");
+        }
+    }
+
+    pub(super) fn send_hello(&mut self) {
+        let hello = Hello {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            arch: crate::info::arch().into(),
+            os: std::env::consts::OS.into(),
+            hostname: crate::config::hostname(),
+            groups: self.cfg.groups.clone(),
+            heartbeat_ms: self.cfg.presence.heartbeat_ms,
+            started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
+        };
+        self.need_hello = if self.send_up(Upstream::Hello(hello)) {
+            None
+        } else {
+            Some(Instant::now() + HELLO_RETRY)
+        };
+    }
+
+    pub(super) fn drain_monitor(&mut self) -> anyhow::Result<()> {
+        while let Some(frames) = recv_frames(&self.monitor, 2).context("reading socket monitor")? {
+            let Ok(frames) = frames else { continue };
+            let Some(event) = frames
+                .first()
+                .and_then(|f| f.first_chunk::<2>())
+                .map(|b| u16::from_le_bytes(*b))
+            else {
+                continue;
+            };
+            let value = frames
+                .first()
+                .and_then(|f| f.get(2..6))
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map_or(0, u32::from_le_bytes);
+            if matches!(
+                event,
+                event::HANDSHAKE_FAILED_AUTH | event::HANDSHAKE_FAILED_PROTOCOL
+            ) {
+                self.refused_by_hub();
+            }
+            match event {
+                event::HANDSHAKE_FAILED_AUTH if !self.refused => {
+                    self.refused = true;
+                    warn!(
+                        hub = %self.cfg.hub,
+                        status = value,
+                        "the hub refused this device's key: enrol it on the hub with `fleetmq-hub allow {} {}`; retrying",
+                        self.cfg.device_id,
+                        self.public_key
+                    );
+                }
+                event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL
+                    if !self.refused =>
+                {
+                    self.refused = true;
+                    warn!(
+                        hub = %self.cfg.hub,
+                        "handshake with the hub failed: is hub_public_key the hub's, and do both sides agree on --insecure? retrying"
+                    );
+                }
+                event::HANDSHAKE_SUCCEEDED => {
+                    self.refused = false;
+                    self.redial.connected();
+                    info!(hub = %self.cfg.hub, "connected to hub");
+                    self.connected = true;
+                    self.send_hello();
+                    self.outbox.reconnected(Instant::now());
+                }
+                event::DISCONNECTED => {
+                    if self.connected {
+                        warn!(hub = %self.cfg.hub, "lost the hub; reconnecting");
+                    }
+                    self.connected = false;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The hub refused a handshake, which libzmq takes as final for that
+    /// connection: drop the links (they are remade after the next Welcome)
+    /// and dial again later, backing off like libzmq's reconnects.
+    pub(super) fn refused_by_hub(&mut self) {
+        self.connected = false;
+        self.links = None;
+        self.redial
+            .refused(Instant::now(), |max| fastrand::u64(0..=max));
+    }
+
+    pub(super) fn drain_dealer(&mut self) -> anyhow::Result<()> {
+        while let Some(frames) = recv_frames(&self.dealer, 1).context("reading from hub")? {
+            let Ok(frames) = frames else { continue };
+            match Downstream::decode(&frames[0]) {
+                Ok(Downstream::Ack(ack)) => {
+                    if !self.outbox.ack(ack.seq) {
+                        debug!(seq = ack.seq, "ack for a batch not in flight");
+                    }
+                }
+                Ok(Downstream::Welcome(w)) => {
+                    if let Err(e) = self.welcome(w.hub_version, w.ports) {
+                        // One hub's bad answer must not end the agent:
+                        // telemetry goes on, and the next Welcome tries again.
+                        warn!(
+                            "could not connect the hub's other sockets: {e:#}; telemetry goes on, jobs and commands wait for the next welcome"
+                        );
+                    }
+                }
+                Ok(Downstream::HelloRequest(_)) => {
+                    info!("hub asked for a hello (it restarted)");
+                    self.send_hello();
+                    self.outbox.reconnected(Instant::now());
+                }
+                Ok(Downstream::Refusal(r)) => warn!(reason = %r.reason, "hub refused a message"),
+                Err(e) => warn!(error = %e, "undecodable message from hub dropped"),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn welcome(&mut self, hub_version: String, ports: HubPorts) -> anyhow::Result<()> {
+        if self.links.as_ref().is_some_and(|l| l.ports == ports) {
+            return Ok(());
+        }
+        info!(%hub_version, ?ports, "hub welcomed us; connecting broadcast, jobs, results and commands");
+        // Dropping old links closes them.
+        self.links = None;
+        let ep = |port: u16| {
+            fleetmq_net::endpoint::with_port(&self.cfg.hub, port)
+                .with_context(|| format!("hub address {:?} has no port", self.cfg.hub))
+        };
+        let mut sub = self
+            .sockets
+            .build(zmq::SUB)
+            .subscribe(names::ALL_TOPIC.as_bytes())
+            .subscribe(names::device_topic(&self.cfg.device_id).as_bytes());
+        for g in &self.cfg.groups {
+            sub = sub.subscribe(names::group_topic(g).as_bytes());
+        }
+        if self.chat_mode {
+            sub = sub.subscribe(names::CHAT_TOPIC.as_bytes());
+        }
+        let opts = self.sockets.options().clone();
+        self.links = Some(Links {
+            sub: sub.secure().connect(&ep(ports.broadcast)?)?,
+            // Take few jobs ahead: the hub's round robin skips full pipes.
+            jobs: self
+                .sockets
+                .build(zmq::PULL)
+                .hwm(opts.send_hwm, 2)
+                .secure()
+                .connect(&ep(ports.jobs)?)?,
+            results: self
+                .sockets
+                .build(zmq::PUSH)
+                .secure()
+                .connect(&ep(ports.results)?)?,
+            commands: self
+                .sockets
+                .build(zmq::DEALER)
+                .routing_id(self.cfg.device_id.as_bytes())
+                .secure()
+                .connect(&ep(ports.commands)?)?,
+            ports,
+        });
+        Ok(())
+    }
+
+    pub(super) fn drain_broadcasts(&mut self) -> anyhow::Result<()> {
+        let Some(links) = &self.links else {
+            return Ok(());
+        };
+        while let Some(frames) = recv_frames(&links.sub, 2).context("reading broadcasts")? {
+            let Ok(frames) = frames else { continue };
+            let [topic, frame] = frames.as_slice() else {
+                continue;
+            };
+            let topic = String::from_utf8_lossy(topic);
+            match Broadcast::decode(frame) {
+                Ok(Broadcast::Chat(c)) => {
+                    if self.chat_mode {
+                        println!("<{}> {}", c.from, c.text);
+                    }
+                }
+                Ok(Broadcast::Announcement(a)) => {
+                    let to = match &a.target {
+                        Target::All => "all".to_string(),
+                        Target::Group(g) => format!("group {g}"),
+                        Target::Device(d) => format!("to {d}"),
+                    };
+                    if self.chat_mode {
+                        println!("[{to}] {}", a.text);
+                    }
+                    info!(%topic, text = %a.text, "announcement");
+                }
+                Err(e) => warn!(%topic, error = %e, "undecodable broadcast dropped"),
+            }
+            let _ = std::io::stdout().flush();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! What happens on the device itself: the agent's own samples and host
+//! metrics, StatsD/Influx ingest, the control socket (`status`, `send`,
+//! `reload`), SIGHUP, and the status the agent reports.
+
+use std::time::{Duration, Instant};
+
+use fleetmq_net::now_ms;
+use fleetmq_protocol::{AgentStatus, Value};
+use tracing::{debug, info, warn};
+
+use crate::runner::ExecPolicy;
+use crate::sources::control::{self, ReloadStatus, Request};
+use crate::telemetry::uplink::Record;
+
+use super::Agent;
+
+impl Agent {
+    pub(super) fn sample(&mut self) {
+        let ts_ms = now_ms();
+        let records = vec![
+            Record::Sample {
+                name: "agent.uptime_s".into(),
+                ts_ms,
+                value: Value::Float(self.started.elapsed().as_secs_f64()),
+            },
+            Record::Sample {
+                name: "agent.heartbeats".into(),
+                ts_ms,
+                value: Value::Int(self.heartbeats as i64),
+            },
+        ];
+        self.accept(&records);
+        debug!(pending = self.outbox.waiting(), "sampled");
+    }
+
+    pub(super) fn sample_host(&mut self) {
+        let (samples, skipped) = self.host.collect();
+        for why in skipped {
+            info!("host metric group skipped: {why}");
+        }
+        let ts_ms = now_ms();
+        let records: Vec<Record> = samples
+            .into_iter()
+            .map(|(name, value)| Record::Sample { name, ts_ms, value })
+            .collect();
+        if !records.is_empty() {
+            self.accept(&records);
+        }
+    }
+
+    /// Takes what local programs sent over StatsD or Influx.
+    pub(super) fn drain_ingest(&mut self) {
+        let now = now_ms();
+        let (samples, complaint) = self.ingest.drain(now);
+        if let Some(line) = complaint {
+            warn!(
+                "ingest: malformed line {line}; counted in status, quiet until a datagram parses cleanly"
+            );
+        }
+        let records: Vec<Record> = samples
+            .into_iter()
+            .map(|s| Record::Sample {
+                name: s.name,
+                ts_ms: s.ts_ms.unwrap_or(now),
+                value: s.value,
+            })
+            .collect();
+        if !records.is_empty() && !self.accept(&records) {
+            debug!(
+                records = records.len(),
+                "ingested samples refused by the spool"
+            );
+        }
+    }
+
+    /// SIGHUP: reads the configuration again and applies what can change
+    /// while running. What cannot is named, and keeps its running value.
+    pub(super) fn reload(&mut self) {
+        let new = match (self.reload)() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                warn!("SIGHUP: the configuration has an error; the running one stays: {e:#}");
+                self.last_reload = ReloadStatus {
+                    at_ms: now_ms(),
+                    error: format!("{e:#}"),
+                    ..ReloadStatus::default()
+                };
+                return;
+            }
+        };
+        let crate::reload::Diff {
+            applied,
+            needs_restart: restart,
+        } = crate::reload::diff(&self.cfg, &new);
+
+        let now = Instant::now();
+        if new.telemetry.sample_interval_ms != self.cfg.telemetry.sample_interval_ms {
+            self.cfg.telemetry.sample_interval_ms = new.telemetry.sample_interval_ms;
+            self.next_sample = now;
+        }
+        if new.host != self.cfg.host {
+            self.host.reconfigure(new.host.clone());
+            self.cfg.host = new.host;
+            self.next_host = now;
+        }
+        self.exec = ExecPolicy {
+            programs: new.exec.programs.clone(),
+            max_timeout: Duration::from_millis(u64::from(new.exec.timeout_ms)),
+            max_output: new.exec.max_output_bytes,
+        };
+        self.cfg.exec = new.exec;
+        self.cfg.jobs = new.jobs;
+        self.cfg.commands = new.commands;
+        info!(applied = ?applied, "SIGHUP: configuration reloaded");
+        if !restart.is_empty() {
+            warn!(
+                keys = ?restart,
+                "SIGHUP: these changed but take effect only after a restart; their running values stay"
+            );
+        }
+        self.last_reload = ReloadStatus {
+            at_ms: now_ms(),
+            applied,
+            needs_restart: restart,
+            error: String::new(),
+        };
+    }
+
+    /// Answers local clients of the control socket.
+    pub(super) fn serve_control(&mut self) {
+        for (stream, line) in self.control.requests() {
+            let answer = match control::parse(&line) {
+                Ok(Request::Status) => self.status_json(),
+                Ok(Request::Send(samples)) => {
+                    let ts_ms = now_ms();
+                    let records: Vec<Record> = samples
+                        .into_iter()
+                        .map(|(name, value)| Record::Sample { name, ts_ms, value })
+                        .collect();
+                    if self.accept(&records) {
+                        format!("ok {}", records.len())
+                    } else {
+                        "error: the spool refused them (it is full, or the disk failed); see the agent's log".into()
+                    }
+                }
+                Err(e) => format!("error: {e}"),
+            };
+            control::reply(stream, &answer);
+        }
+    }
+
+    /// Everything `fleetmq-agent status` shows, as one JSON line.
+    pub(super) fn status_json(&self) -> String {
+        let s = self.status();
+        let c = self.outbox.spool_counters();
+        let u = self.outbox.uplink_counters();
+        let doc = control::Status {
+            device: s.device,
+            agent_version: s.agent_version,
+            arch: s.arch,
+            groups: s.groups,
+            uptime_ms: s.uptime_ms,
+            hub: self.cfg.hub.clone(),
+            security: self.sockets.security().name(),
+            connected: self.connected,
+            linked: self.links.is_some(),
+            batches: control::BatchCounts {
+                sent: s.batches_sent,
+                acked: s.batches_acked,
+                resent: s.batches_resent,
+                in_flight: s.in_flight,
+            },
+            records: control::RecordCounts {
+                acked: u.records_acked,
+                waiting: s.records_pending,
+                dropped: control::Dropped {
+                    spool_full_oldest: c.dropped + u.records_abandoned,
+                    spool_full_refused: c.refused,
+                    lost_to_corruption: c.lost_records,
+                    refused_by_protocol: u.records_dropped,
+                },
+            },
+            spool: control::SpoolStatus {
+                bytes: self.outbox.bytes(),
+                max_bytes: self.cfg.spool.max_bytes,
+                when_full: self.cfg.spool.when_full,
+                torn_tails_cut: c.torn_tails,
+                corrupt_entries_skipped: c.corrupt_entries,
+            },
+            jobs_run: s.jobs_run,
+            commands_answered: s.commands_answered,
+            host_skipped: self.host.skipped().collect(),
+            ingest: self.ingest.status.clone(),
+            reload: self.last_reload.clone(),
+        };
+        serde_json::to_string(&doc).unwrap_or_else(|e| format!("error: encoding the status: {e}"))
+    }
+
+    pub(super) fn status(&self) -> AgentStatus {
+        let c = self.outbox.uplink_counters();
+        let spooled = self.outbox.spool_counters();
+        AgentStatus {
+            device: self.cfg.device_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            arch: crate::info::arch().into(),
+            groups: self.cfg.groups.clone(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            batches_sent: c.batches_sent,
+            batches_acked: c.batches_acked,
+            batches_resent: c.batches_resent,
+            records_dropped: c.records_dropped
+                + c.records_abandoned
+                + spooled.dropped
+                + spooled.refused
+                + spooled.lost_records,
+            records_pending: self.outbox.waiting(),
+            in_flight: self.outbox.in_flight() as u32,
+            jobs_run: self.jobs_done,
+            commands_answered: self.commands_answered,
+        }
+    }
+}

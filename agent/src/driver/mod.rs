@@ -1,0 +1,481 @@
+//! The agent's event loop: one thread owns every zmq socket.
+//!
+//! ```text
+//!   DEALER ──► hub ROUTER   hello, heartbeats, batches; acks come back
+//!   SUB    ◄── hub PUB      all/, dev/<id>/, group/<g>/ (and chat/ in chat mode)
+//!   PULL   ◄── hub PUSH     jobs
+//!   PUSH   ──► hub PULL     job results
+//!   DEALER ◄─► hub ROUTER   commands (routing id = device id), REP envelope
+//! ```
+//!
+//! Commands use a DEALER that speaks the REP envelope (`[empty][body]`)
+//! rather than a REP socket: libzmq sends a socket's routing id in the
+//! handshake only for REQ, DEALER and ROUTER, so a hub ROUTER could never
+//! address a REP by device id. Every request still gets exactly one reply,
+//! and there is no lockstep state to wedge.
+//!
+//! The agent is given one address, the hub's telemetry ROUTER. A monitor on
+//! the DEALER reports each completed handshake; the agent then says Hello,
+//! and the hub's Welcome names the ports of its other sockets, which the
+//! agent connects (again whenever they change). Programs run on worker
+//! threads, which hand results back through a channel and wake the loop
+//! through a socketpair, so no thread but this one touches a zmq socket.
+
+mod hub;
+mod local;
+mod work;
+
+use std::io::{BufRead, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fleetmq_net::poll::event;
+use fleetmq_net::{Hangup, Poll, Shutdown, Sockets, now_ms};
+use fleetmq_protocol::{
+    Bye, Heartbeat, HubPorts, Outcome, Reply, Upstream, telemetry::MAX_CHAT_LEN,
+};
+use tracing::{debug, info, warn};
+
+use crate::config::AgentConfig;
+use crate::redial::Redial;
+use crate::runner::ExecPolicy;
+use crate::sources::control::{self, Control, ReloadStatus};
+use crate::sources::host::Host;
+use crate::sources::ingest::Ingest;
+use crate::state::JobMemory;
+use crate::telemetry::outbox::Outbox;
+
+const MONITOR: &str = "inproc://fleetmq-agent-monitor";
+/// How long a stopping agent waits for the hub to ack what it just sent.
+const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
+/// How often to retry a Hello that could not be queued yet.
+const HELLO_RETRY: Duration = Duration::from_millis(50);
+/// Events from worker and stdin threads waiting for the loop.
+const EVENTS_QUEUED: usize = 256;
+/// Exec commands running at once; more are answered "busy" at once.
+const MAX_COMMANDS_RUNNING: usize = 4;
+/// Job ids remembered (and persisted) so none runs twice.
+const JOBS_REMEMBERED: usize = 10_000;
+
+/// What a round of polling found readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    Shutdown,
+    /// Worker threads and stdin handed the loop something.
+    Events,
+    Monitor,
+    Hub,
+    Control,
+    Hangup,
+    Ingest,
+    Broadcasts,
+    Jobs,
+    Commands,
+}
+
+/// How the agent was started.
+pub struct Options {
+    /// `fleetmq-agent chat`: stdin lines are chat, the room goes to stdout,
+    /// and the agent exits once stdin closes and everything is acked.
+    pub chat: bool,
+    /// CURVE (with the hub's public key and ours) or plaintext.
+    pub security: fleetmq_net::Security,
+    /// Reads the configuration again, as at start, for SIGHUP.
+    pub reload: Box<dyn Fn() -> anyhow::Result<AgentConfig>>,
+}
+
+enum Event {
+    JobDone {
+        id: u64,
+        attempt: u32,
+        outcome: Outcome,
+    },
+    CommandDone {
+        corr: u64,
+        reply: Reply,
+    },
+    ChatLine(String),
+    StdinClosed,
+}
+
+/// Hands events to the loop from other threads.
+#[derive(Clone)]
+struct Notifier {
+    tx: mpsc::SyncSender<Event>,
+    wake: Arc<UnixStream>,
+}
+
+impl Notifier {
+    fn send(&self, event: Event) {
+        if self.tx.send(event).is_ok() {
+            // A full socketpair already means the loop will wake.
+            let _ = (&*self.wake).write(&[1]);
+        }
+    }
+}
+
+/// The sockets that follow the hub's Welcome.
+struct Links {
+    ports: HubPorts,
+    sub: zmq::Socket,
+    jobs: zmq::Socket,
+    results: zmq::Socket,
+    commands: zmq::Socket,
+}
+
+struct Agent {
+    cfg: AgentConfig,
+    chat_mode: bool,
+    started: Instant,
+    sockets: Sockets,
+    dealer: zmq::Socket,
+    monitor: zmq::Socket,
+    /// A failed handshake was logged; quiet until one succeeds.
+    refused: bool,
+    /// When to dial the hub again after it refused a handshake.
+    redial: Redial,
+    /// Our public key, for the enrolment hint ("" when plaintext).
+    public_key: String,
+    links: Option<Links>,
+    connected: bool,
+    need_hello: Option<Instant>,
+    /// Telemetry on its way: spool, in-flight window, sequence numbers.
+    outbox: Outbox,
+    jobs_run: JobMemory,
+    running_jobs: usize,
+    running_commands: usize,
+    exec: ExecPolicy,
+    stop_children: Arc<AtomicBool>,
+    notifier: Notifier,
+    events: mpsc::Receiver<Event>,
+    wake: UnixStream,
+    next_sample: Instant,
+    next_heartbeat: Instant,
+    heartbeats: u64,
+    jobs_done: u64,
+    commands_answered: u64,
+    stdin_closed: bool,
+    control: Control,
+    host: Host,
+    next_host: Instant,
+    ingest: Ingest,
+    hangup: Hangup,
+    reload: Box<dyn Fn() -> anyhow::Result<AgentConfig>>,
+    last_reload: ReloadStatus,
+}
+
+/// Runs the agent until shutdown (or, in chat mode, until stdin closes and
+/// everything is acked).
+pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+    let dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let jobs_run = JobMemory::open(dir.join("jobs-run"), JOBS_REMEMBERED)?;
+    let now = Instant::now();
+    let outbox = Outbox::open(
+        cfg.spool_config(),
+        cfg.uplink_limits(),
+        dir.join("seq"),
+        now,
+        now_ms(),
+        fastrand::u64(..),
+    )?;
+    if let Ok(old) = std::fs::metadata(dir.join("unacked")) {
+        warn!(
+            bytes = old.len(),
+            "ignoring DATA_DIR/unacked from an older agent version (the spool replaces it)"
+        );
+    }
+
+    let control = Control::bind(control::socket_path(&dir))
+        .context("opening the control socket (used by `fleetmq-agent send` and `status`)")?;
+
+    let (ingest, problems) = Ingest::open(&cfg.ingest, &dir);
+    for p in problems {
+        warn!("{p}; the agent runs on without it (see status)");
+    }
+    let hangup = Hangup::install().context("installing the SIGHUP handler")?;
+
+    let sockets = Sockets::new(cfg.net.clone()).with_security(opts.security.clone());
+    let events = i32::from(
+        event::HANDSHAKE_SUCCEEDED
+            | event::DISCONNECTED
+            | event::HANDSHAKE_FAILED_NO_DETAIL
+            | event::HANDSHAKE_FAILED_PROTOCOL
+            | event::HANDSHAKE_FAILED_AUTH,
+    );
+    let dealer = sockets
+        .build(zmq::DEALER)
+        .routing_id(cfg.device_id.as_bytes())
+        .immediate()
+        .secure()
+        .monitor(MONITOR, events)
+        .connect(&cfg.hub)?;
+    let monitor = sockets.build(zmq::PAIR).connect(MONITOR)?;
+    let (wake, wake_tx) = UnixStream::pair().context("creating the wake-up socketpair")?;
+    wake.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    // Bounded: a fast stdin waits for the loop instead of growing a queue.
+    let (tx, events_rx) = mpsc::sync_channel(EVENTS_QUEUED);
+    let notifier = Notifier {
+        tx,
+        wake: Arc::new(wake_tx),
+    };
+    if opts.chat {
+        spawn_stdin_reader(notifier.clone());
+    }
+    info!(device = %cfg.device_id, hub = %cfg.hub, security = sockets.security().name(), "agent starting");
+    let exec = ExecPolicy {
+        programs: cfg.exec.programs.clone(),
+        max_timeout: Duration::from_millis(u64::from(cfg.exec.timeout_ms)),
+        max_output: cfg.exec.max_output_bytes,
+    };
+    let mut agent = Agent {
+        chat_mode: opts.chat,
+        started: now,
+        sockets,
+        dealer,
+        monitor,
+        refused: false,
+        redial: Redial::new(
+            u64::try_from(cfg.net.reconnect_ms).unwrap_or(0),
+            u64::try_from(cfg.net.reconnect_max_ms).unwrap_or(0),
+        ),
+        public_key: match &opts.security {
+            fleetmq_net::Security::CurveClient { ours, .. } => ours.public.clone(),
+            _ => String::new(),
+        },
+        links: None,
+        connected: false,
+        need_hello: None,
+        outbox,
+        jobs_run,
+        running_jobs: 0,
+        running_commands: 0,
+        exec,
+        stop_children: Arc::new(AtomicBool::new(false)),
+        notifier,
+        events: events_rx,
+        wake,
+        next_sample: now,
+        next_heartbeat: now,
+        heartbeats: 0,
+        jobs_done: 0,
+        commands_answered: 0,
+        stdin_closed: false,
+        control,
+        host: Host::new("/", cfg.host.clone()),
+        next_host: now,
+        ingest,
+        hangup,
+        reload: opts.reload,
+        last_reload: ReloadStatus::default(),
+        cfg,
+    };
+    let result = agent.serve(&shutdown);
+    agent.stop();
+    result
+}
+
+fn spawn_stdin_reader(notifier: Notifier) {
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(mut line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            if line.len() > MAX_CHAT_LEN {
+                let mut cut = MAX_CHAT_LEN;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line.truncate(cut);
+                warn!("chat line cut to {MAX_CHAT_LEN} bytes");
+            }
+            notifier.send(Event::ChatLine(line));
+        }
+        notifier.send(Event::StdinClosed);
+    });
+}
+
+impl Agent {
+    fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+        loop {
+            let now = Instant::now();
+            let next = [
+                Some(self.next_sample),
+                (self.cfg.host.interval_ms > 0).then_some(self.next_host),
+                self.connected.then_some(self.next_heartbeat),
+                self.connected
+                    .then(|| self.outbox.next_deadline())
+                    .flatten(),
+                self.need_hello.filter(|_| self.connected),
+                self.outbox.next_sync(),
+                self.redial.due_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = next.map_or(60_000, |t| {
+                t.saturating_duration_since(now).as_millis().min(60_000) as i64
+            });
+            let take_jobs = self.running_jobs < self.cfg.jobs.max_concurrent;
+            let ready = {
+                let mut poll = Poll::new();
+                poll.fd(Ready::Shutdown, shutdown.fd())
+                    .fd(Ready::Events, self.wake.as_raw_fd())
+                    .socket(Ready::Monitor, &self.monitor)
+                    .socket(Ready::Hub, &self.dealer)
+                    .fd(Ready::Control, self.control.fd())
+                    .fd(Ready::Hangup, self.hangup.fd());
+                for fd in self.ingest.fds() {
+                    poll.fd(Ready::Ingest, fd);
+                }
+                if let Some(l) = &self.links {
+                    poll.socket(Ready::Broadcasts, &l.sub);
+                    if take_jobs {
+                        poll.socket(Ready::Jobs, &l.jobs);
+                    }
+                    poll.socket(Ready::Commands, &l.commands);
+                }
+                poll.wait(timeout).context("polling sockets")?
+            };
+            if ready.contains(&Ready::Shutdown) && shutdown.requested() {
+                info!("shutting down");
+                return Ok(());
+            }
+            for which in [
+                Ready::Events,
+                Ready::Monitor,
+                Ready::Hub,
+                Ready::Control,
+                Ready::Hangup,
+                Ready::Ingest,
+                Ready::Broadcasts,
+                Ready::Jobs,
+                Ready::Commands,
+            ] {
+                if !ready.contains(&which) {
+                    continue;
+                }
+                match which {
+                    Ready::Events => self.drain_events()?,
+                    Ready::Monitor => self.drain_monitor()?,
+                    Ready::Hub => self.drain_dealer()?,
+                    Ready::Control => self.serve_control(),
+                    Ready::Hangup => {
+                        if self.hangup.take() {
+                            self.reload();
+                        }
+                    }
+                    Ready::Ingest => self.drain_ingest(),
+                    Ready::Broadcasts => self.drain_broadcasts()?,
+                    Ready::Jobs => self.drain_jobs()?,
+                    Ready::Commands => self.drain_commands()?,
+                    Ready::Shutdown => {}
+                }
+            }
+            self.timers()?;
+            if self.chat_mode
+                && self.stdin_closed
+                && self.outbox.waiting() == 0
+                && self.outbox.in_flight() == 0
+            {
+                info!("stdin closed and every chat line is acked");
+                return Ok(());
+            }
+        }
+    }
+
+    fn timers(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        if now >= self.next_sample {
+            self.sample();
+            self.next_sample = now + Duration::from_millis(self.cfg.telemetry.sample_interval_ms);
+        }
+        if self.cfg.host.interval_ms > 0 && now >= self.next_host {
+            self.sample_host();
+            self.next_host = now + Duration::from_millis(self.cfg.host.interval_ms);
+        }
+        if let Err(e) = self.outbox.sync_if_due(now) {
+            warn!(error = %e, "syncing the spool to disk");
+        }
+        if self.redial.take_due(now) {
+            // libzmq gives up on an endpoint whose handshake was refused;
+            // knock again, as a new connection.
+            let _ = self.dealer.disconnect(&self.cfg.hub);
+            self.dealer
+                .connect(&self.cfg.hub)
+                .with_context(|| format!("connecting to {}", self.cfg.hub))?;
+        }
+        if !self.connected {
+            return Ok(());
+        }
+        if self.need_hello.is_some_and(|t| now >= t) {
+            self.send_hello();
+        }
+        if now >= self.next_heartbeat {
+            self.heartbeats += 1;
+            let hb = Heartbeat {
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+            };
+            self.send_up(Upstream::Heartbeat(hb));
+            self.next_heartbeat =
+                now + Duration::from_millis(u64::from(self.cfg.presence.heartbeat_ms));
+        }
+        if self.outbox.flush_due(now) {
+            self.pack_and_send(now)?;
+        }
+        for (seq, frame) in self.outbox.resends(now) {
+            debug!(seq, "resending unacked batch");
+            self.send_frame(seq, &frame);
+        }
+        Ok(())
+    }
+
+    /// Clean stop: flush, give the hub a moment to ack, say bye, save what
+    /// is still unacked for the next start.
+    fn stop(&mut self) {
+        self.stop_children.store(true, Ordering::SeqCst);
+        if let Err(e) = self.seal_and_send() {
+            warn!(error = format!("{e:#}"), "could not pack the last records");
+        }
+        let deadline = Instant::now() + FINAL_ACK_WAIT;
+        while self.connected && self.outbox.in_flight() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut items = [self.dealer.as_poll_item(zmq::POLLIN)];
+            if zmq::poll(&mut items, left.as_millis() as i64).is_err() || !items[0].is_readable() {
+                break;
+            }
+            if let Err(e) = self.drain_dealer() {
+                warn!(error = %e, "reading final acks");
+                break;
+            }
+        }
+        if self.connected {
+            self.send_up(Upstream::Bye(Bye {
+                reason: "agent stopping".into(),
+            }));
+        }
+        match self.outbox.sync(Instant::now()) {
+            Ok(()) if self.outbox.in_flight() == 0 && self.outbox.waiting() == 0 => {
+                info!("stopped; everything was acked")
+            }
+            Ok(()) => info!(
+                batches = self.outbox.in_flight(),
+                bytes = self.outbox.bytes(),
+                "stopped; unacked telemetry stays in the spool for the next start"
+            ),
+            Err(e) => warn!(error = %e, "syncing the spool at stop"),
+        }
+    }
+}
