@@ -31,8 +31,9 @@ pub mod driver;
 pub mod info;
 pub mod redial;
 pub mod reload;
-pub mod runner;
+
 pub mod sources;
 pub mod start;
 pub mod state;
 pub mod telemetry;
+pub mod work;

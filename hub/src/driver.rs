@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::HubConfig;
 use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
 use crate::enrolment::{AllowList, Watch};
+use crate::operator::http::Http;
 use crate::store::Store;
 
 /// Messages drained from one socket per round before others get a turn.
@@ -37,6 +38,8 @@ const QUIET_BATCH: i32 = 512;
 /// typical batches at once. Measured (fleetmq-bench ingest, connected):
 /// 2 KB cost ingest throughput, 8 KB memory, for little either way.
 const TELEMETRY_BATCH: i32 = 4096;
+/// How long a stopping hub still answers the HTTP side's request in flight.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Where libzmq asks who may connect (ZeroMQ RFC 27).
 const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 
@@ -72,6 +75,9 @@ struct Driver {
     watch: Option<Watch>,
     /// Connection events of the five agent-facing sockets.
     monitors: Vec<zmq::Socket>,
+    /// The HTTP side, which talks to this loop through the operator socket:
+    /// at shutdown the loop answers it until it has finished.
+    http: Option<Http>,
 }
 
 fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> anyhow::Result<PathBuf> {
@@ -171,10 +177,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
     let http = if l.http.is_empty() {
         None
     } else {
-        Some(crate::operator::http::Http::start(
-            &l.http,
-            operator_ep.clone(),
-        )?)
+        Some(Http::start(&l.http, operator_ep.clone())?)
     };
     let endpoints = Endpoints {
         telemetry,
@@ -220,9 +223,10 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
         zap,
         watch,
         monitors,
+        http,
     };
     driver.serve(&shutdown)?;
-    drop(http);
+    drop(driver.http.take());
     info!("hub stopped");
     Ok(())
     // Sockets close here with their linger; the context terminates after them.
@@ -232,6 +236,8 @@ impl Driver {
     fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
         let tick = Duration::from_millis(TICK_MS);
         let mut last_tick = Instant::now() - tick;
+        // Shutting down: until when the loop still answers the HTTP side.
+        let mut stopping: Option<Instant> = None;
         loop {
             let ready = {
                 let mut poll = Poll::new();
@@ -252,6 +258,14 @@ impl Driver {
             };
             if ready.contains(&Ready::Shutdown) && shutdown.requested() {
                 info!("shutting down");
+                if let Some(http) = &self.http {
+                    http.begin_stop();
+                }
+                stopping = Some(Instant::now() + STOP_GRACE);
+            }
+            if let Some(until) = stopping
+                && (Instant::now() >= until || self.http.as_ref().is_none_or(Http::finished))
+            {
                 self.core.stop();
                 return Ok(());
             }

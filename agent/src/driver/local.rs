@@ -8,9 +8,9 @@ use fleetmq_net::now_ms;
 use fleetmq_protocol::{AgentStatus, Value};
 use tracing::{debug, info, warn};
 
-use crate::runner::ExecPolicy;
 use crate::sources::control::{self, ReloadStatus, Request};
 use crate::telemetry::uplink::Record;
+use crate::work::runner::ExecPolicy;
 
 use super::Agent;
 

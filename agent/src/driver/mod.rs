@@ -29,7 +29,7 @@ use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -43,12 +43,12 @@ use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
 use crate::redial::Redial;
-use crate::runner::ExecPolicy;
 use crate::sources::control::{self, Control, ReloadStatus};
 use crate::sources::host::Host;
 use crate::sources::ingest::Ingest;
 use crate::state::JobMemory;
 use crate::telemetry::outbox::Outbox;
+use crate::work::runner::ExecPolicy;
 
 const MONITOR: &str = "inproc://fleetmq-agent-monitor";
 /// How long a stopping agent waits for the hub to ack what it just sent.
@@ -57,8 +57,6 @@ const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 const HELLO_RETRY: Duration = Duration::from_millis(50);
 /// Events from worker and stdin threads waiting for the loop.
 const EVENTS_QUEUED: usize = 256;
-/// Exec commands running at once; more are answered "busy" at once.
-const MAX_COMMANDS_RUNNING: usize = 4;
 /// Job ids remembered (and persisted) so none runs twice.
 const JOBS_REMEMBERED: usize = 10_000;
 
@@ -151,6 +149,8 @@ struct Agent {
     running_commands: usize,
     exec: ExecPolicy,
     stop_children: Arc<AtomicBool>,
+    /// Threads running jobs and exec commands, joined at stop.
+    workers: Vec<std::thread::JoinHandle<()>>,
     notifier: Notifier,
     events: mpsc::Receiver<Event>,
     wake: UnixStream,
@@ -259,6 +259,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         running_commands: 0,
         exec,
         stop_children: Arc::new(AtomicBool::new(false)),
+        workers: Vec::new(),
         notifier,
         events: events_rx,
         wake,
@@ -442,7 +443,7 @@ impl Agent {
     /// Clean stop: flush, give the hub a moment to ack, say bye, save what
     /// is still unacked for the next start.
     fn stop(&mut self) {
-        self.stop_children.store(true, Ordering::SeqCst);
+        self.stop_workers();
         if let Err(e) = self.seal_and_send() {
             warn!(error = format!("{e:#}"), "could not pack the last records");
         }

@@ -2,22 +2,70 @@
 //! allow lists, run on worker threads, answered.
 
 use std::io::Read;
+use std::os::fd::AsRawFd as _;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fleetmq_net::{now_ms, recv_frames, send_frames};
+use fleetmq_net::{Poll, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
-    Command, CommandFrame, CommandReply, JobFrame, JobResult, JobSpec, Outcome, Output, Reply,
-    ReplyFrame, ResultFrame,
+    Command, CommandFrame, CommandReply, JobFrame, JobResult, Outcome, Reply, ReplyFrame,
+    ResultFrame,
 };
 use tracing::{info, warn};
 
-use crate::runner;
+use super::{Agent, Event};
 use crate::telemetry::uplink::Record;
+use crate::work::runner;
+use crate::work::{CommandPlan, JobPlan, Start, job_kind, plan_command, plan_job};
 
-use super::{Agent, Event, MAX_COMMANDS_RUNNING};
+/// How long a stopping agent waits for its workers: a stopped program is
+/// killed within `STOP_CHECK` and its pipes given a second.
+const WORKERS_STOP_WAIT: Duration = Duration::from_secs(3);
 
 impl Agent {
+    /// Runs `work` on a worker thread that is joined at stop.
+    fn spawn_worker(&mut self, work: impl FnOnce() + Send + 'static) {
+        self.workers.retain(|w| !w.is_finished());
+        self.workers.push(std::thread::spawn(work));
+    }
+
+    /// Stops running programs and joins their workers. Their outcomes are
+    /// not reported: a job cut short is handed out again by the hub when
+    /// its lease ends, as if the device had gone.
+    pub(super) fn stop_workers(&mut self) {
+        self.stop_children.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + WORKERS_STOP_WAIT;
+        while self.workers.iter().any(|w| !w.is_finished()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // A worker's last act is to wake the loop; keep its channel
+            // drained so that no worker blocks on a full one.
+            let mut poll = Poll::new();
+            poll.fd((), self.wake.as_raw_fd());
+            let _ = poll.wait(left.min(Duration::from_millis(50)).as_millis() as i64);
+            let mut buf = [0u8; 64];
+            while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+            while self.events.try_recv().is_ok() {}
+        }
+        let mut left_running = 0;
+        for w in self.workers.drain(..) {
+            if !w.is_finished() {
+                left_running += 1;
+            } else if w.join().is_err() {
+                warn!("a job or command worker ended with a panic");
+            }
+        }
+        if left_running > 0 {
+            warn!(
+                left_running,
+                "workers did not stop in time; their programs may outlive the agent"
+            );
+        }
+    }
+
     pub(super) fn send_result(&self, id: u64, attempt: u32, outcome: Outcome) {
         let Some(links) = &self.links else {
             warn!(
@@ -46,7 +94,9 @@ impl Agent {
     }
 
     pub(super) fn drain_jobs(&mut self) -> anyhow::Result<()> {
-        while self.running_jobs < self.cfg.jobs.max_concurrent {
+        while self.running_jobs < self.cfg.jobs.max_concurrent
+            && !self.stop_children.load(Ordering::SeqCst)
+        {
             let Some(links) = &self.links else {
                 return Ok(());
             };
@@ -61,69 +111,44 @@ impl Agent {
                     continue;
                 }
             };
-            if self.jobs_run.has_run(job.id) {
-                let outcome = self
-                    .jobs_run
-                    .result(job.id)
-                    .cloned()
-                    .unwrap_or(Outcome::AlreadyRun);
-                info!(
-                    job = job.id,
-                    attempt = job.attempt,
-                    "job already ran here; not running it again"
-                );
-                self.send_result(job.id, job.attempt, outcome);
-                continue;
-            }
-            let kind = match &job.spec {
-                JobSpec::Echo { .. } => "echo",
-                JobSpec::Exec { .. } => "exec",
-            };
-            if !self.cfg.jobs.allow.iter().any(|k| k == kind) {
-                info!(job = job.id, kind, "job kind not allowed here");
-                self.send_result(
-                    job.id,
-                    job.attempt,
-                    Outcome::NotAllowed(format!("job kind {kind:?}")),
-                );
-                continue;
-            }
-            if let Err(e) = self.jobs_run.starting(job.id) {
-                warn!(job = job.id, error = %e, "cannot record the job id; not running it");
-                self.send_result(
-                    job.id,
-                    job.attempt,
-                    Outcome::Failed(format!("agent cannot record job ids: {e}")),
-                );
-                continue;
-            }
-            info!(job = job.id, attempt = job.attempt, kind, "running job");
-            match job.spec {
-                JobSpec::Echo { text } => {
-                    let outcome = Outcome::Completed(Output {
-                        exit_code: Some(0),
-                        stdout: text,
-                        stderr: String::new(),
-                        truncated: false,
-                        duration_ms: 0,
-                    });
-                    self.jobs_done += 1;
-                    self.jobs_run.finished(job.id, outcome.clone());
-                    self.send_result(job.id, job.attempt, outcome);
+            let (id, attempt) = (job.id, job.attempt);
+            let kind = job_kind(&job.spec);
+            let timeout = Duration::from_millis(u64::from(job.timeout_ms));
+            let ran = self.jobs_run.has_run(id).then(|| self.jobs_run.result(id));
+            let plan = plan_job(job, ran, &self.cfg.jobs.allow);
+            let start = match plan {
+                JobPlan::AlreadyRan(outcome) => {
+                    info!(
+                        job = id,
+                        attempt, "job already ran here; not running it again"
+                    );
+                    self.send_result(id, attempt, outcome);
+                    continue;
                 }
-                JobSpec::Exec { program, args } => {
+                JobPlan::Refuse(outcome) => {
+                    info!(job = id, kind, "job kind not allowed here");
+                    self.send_result(id, attempt, outcome);
+                    continue;
+                }
+                JobPlan::Start(start) => start,
+            };
+            if let Err(e) = self.jobs_run.starting(id) {
+                warn!(job = id, error = %e, "cannot record the job id; not running it");
+                let why = format!("agent cannot record job ids: {e}");
+                self.send_result(id, attempt, Outcome::Failed(why));
+                continue;
+            }
+            let outcome = match start {
+                Start::Done(outcome) => outcome,
+                Start::Run { program, args } => {
+                    info!(job = id, attempt, kind, "running job");
                     self.running_jobs += 1;
                     let (policy, stop, notifier) = (
                         self.exec.clone(),
                         self.stop_children.clone(),
                         self.notifier.clone(),
                     );
-                    let (id, attempt, timeout) = (
-                        job.id,
-                        job.attempt,
-                        Duration::from_millis(u64::from(job.timeout_ms)),
-                    );
-                    std::thread::spawn(move || {
+                    self.spawn_worker(move || {
                         let outcome = runner::exec(&policy, &program, &args, timeout, &stop);
                         notifier.send(Event::JobDone {
                             id,
@@ -131,8 +156,13 @@ impl Agent {
                             outcome,
                         });
                     });
+                    continue;
                 }
-            }
+            };
+            info!(job = id, attempt, kind, "running job");
+            self.jobs_done += 1;
+            self.jobs_run.finished(id, outcome.clone());
+            self.send_result(id, attempt, outcome);
         }
         Ok(())
     }
@@ -190,27 +220,21 @@ impl Agent {
     }
 
     pub(super) fn command(&mut self, corr: u64, command: Command) {
-        let allowed = |name: &str| self.cfg.commands.allow.iter().any(|a| a == name);
-        match command {
-            Command::Ping if allowed("ping") => {
+        match plan_command(command, &self.cfg.commands.allow, self.running_commands) {
+            CommandPlan::Pong => {
                 let uptime_ms = self.started.elapsed().as_millis() as u64;
                 self.reply(corr, Reply::Pong { uptime_ms });
             }
-            Command::Status if allowed("status") => {
+            CommandPlan::Status => {
                 let status = self.status();
                 self.reply(corr, Reply::Status(status));
             }
-            Command::Exec { .. }
-                if allowed("exec") && self.running_commands >= MAX_COMMANDS_RUNNING =>
-            {
-                let busy = format!("busy: {MAX_COMMANDS_RUNNING} commands already running");
-                self.reply(corr, Reply::Outcome(Outcome::Failed(busy)));
-            }
-            Command::Exec {
+            CommandPlan::Refuse(outcome) => self.reply(corr, Reply::Outcome(outcome)),
+            CommandPlan::Run {
                 program,
                 args,
                 timeout_ms,
-            } if allowed("exec") => {
+            } => {
                 info!(%program, "running command");
                 self.running_commands += 1;
                 let (policy, stop, notifier) = (
@@ -218,36 +242,14 @@ impl Agent {
                     self.stop_children.clone(),
                     self.notifier.clone(),
                 );
-                std::thread::spawn(move || {
-                    let outcome = runner::exec(
-                        &policy,
-                        &program,
-                        &args,
-                        Duration::from_millis(u64::from(timeout_ms)),
-                        &stop,
-                    );
+                let timeout = Duration::from_millis(u64::from(timeout_ms));
+                self.spawn_worker(move || {
+                    let outcome = runner::exec(&policy, &program, &args, timeout, &stop);
                     notifier.send(Event::CommandDone {
                         corr,
                         reply: Reply::Outcome(outcome),
                     });
                 });
-            }
-            Command::Other { name, .. } => {
-                self.reply(
-                    corr,
-                    Reply::Outcome(Outcome::Unknown(format!("command {name:?}"))),
-                );
-            }
-            other => {
-                let name = match other {
-                    Command::Ping => "ping",
-                    Command::Status => "status",
-                    _ => "exec",
-                };
-                self.reply(
-                    corr,
-                    Reply::Outcome(Outcome::NotAllowed(format!("command {name:?}"))),
-                );
             }
         }
     }

@@ -58,12 +58,30 @@ impl Http {
     }
 }
 
+impl Http {
+    /// Stops taking requests; the one in flight, if any, is finished (the
+    /// hub loop keeps answering until [`Http::finished`] or its grace ends).
+    pub fn begin_stop(&self) {
+        self.server.unblock();
+    }
+
+    /// Whether the server thread has ended.
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
 impl Drop for Http {
     fn drop(&mut self) {
-        // Not joined: a request in flight may be waiting on the hub loop,
-        // which is gone, and shutdown must stay quick.
         self.server.unblock();
-        drop(self.thread.take());
+        let Some(t) = self.thread.take() else { return };
+        if !t.is_finished() {
+            // Still in a request whose answer can no longer come: leaving
+            // it keeps shutdown quick; the process is ending.
+            debug!("HTTP thread still busy at shutdown; not waited for");
+        } else if t.join().is_err() {
+            warn!("the HTTP thread ended with a panic");
+        }
     }
 }
 
