@@ -79,17 +79,7 @@ impl Template {
     pub fn frame(&self, seq: u64, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.head);
-        // postcard's unsigned varint: 7 bits a byte, low first.
-        let mut v = seq;
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
+        fleetmq_protocol::envelope::push_varint(out, seq);
         out.extend_from_slice(&self.tail);
     }
 

@@ -90,6 +90,17 @@ pub fn seal<T: Serialize>(kind: u8, name: &'static str, body: &T) -> Result<Vec<
     })
 }
 
+/// Appends `value` as the wire writes every unsigned integer (postcard's
+/// varint: 7 bits a byte, low first), for tools that splice a sequence
+/// number into a prepared batch frame.
+pub fn push_varint(out: &mut Vec<u8>, value: u64) {
+    // A u64 takes at most ten varint bytes, so this cannot run out of room.
+    let mut buf = [0u8; 10];
+    if let Ok(used) = postcard::to_slice(&value, &mut buf) {
+        out.extend_from_slice(used);
+    }
+}
+
 /// Decodes a whole body as `T`, refusing leftovers.
 pub fn body<T: DeserializeOwned>(name: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Body {
@@ -170,6 +181,22 @@ mod tests {
             Err(DecodeError::UnsupportedVersion { found: 2 })
         );
         assert_eq!(open(&[1, 0x11, 9, 9]), Ok((0x11, &[9u8, 9][..])));
+    }
+
+    #[test]
+    fn varints_are_seven_bits_a_byte_low_first() {
+        for (value, want) in [
+            (0u64, vec![0x00]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (300, vec![0xac, 0x02]),
+            (u64::MAX, [vec![0xff; 9], vec![0x01]].concat()),
+        ] {
+            let mut out = vec![9];
+            push_varint(&mut out, value);
+            assert_eq!(out[1..], want[..], "{value}");
+            assert_eq!(body::<u64>("X", &out[1..]), Ok(value));
+        }
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! Jobs: queued, leased, failed, finished.
+
+use fleetmq_protocol::{JobInfo, JobSpec, JobSubmission, Outcome};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Doing as _, DueJob, Store, StoreError, json, parse_state};
+
+impl Store {
+    /// Queues a job; returns its id.
+    pub fn submit_job(&self, job: &JobSubmission, now_ms: u64) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs (spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)",
+                params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64],
+            )
+            .doing("queueing a job")?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
+        let spec: String = r.get(1)?;
+        let state: String = r.get(2)?;
+        let outcome: Option<String> = r.get(10)?;
+        Ok(JobInfo {
+            id: r.get::<_, i64>(0)? as u64,
+            spec: serde_json::from_str(&spec).unwrap_or(JobSpec::Echo {
+                text: format!("(unreadable job spec: {spec})"),
+            }),
+            state: parse_state(&state),
+            attempts: r.get(3)?,
+            max_attempts: r.get(4)?,
+            timeout_ms: r.get(5)?,
+            lease_ms: r.get(6)?,
+            created_ms: r.get::<_, i64>(7)? as u64,
+            updated_ms: r.get::<_, i64>(8)? as u64,
+            device: r.get(9)?,
+            outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+            error: r.get(11)?,
+        })
+    }
+
+    const JOB_COLUMNS: &'static str = "id, spec, state, attempts, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, device, outcome, error";
+
+    /// One job.
+    pub fn job(&self, id: u64) -> Result<Option<JobInfo>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM jobs WHERE id = ?1", Self::JOB_COLUMNS),
+                [id as i64],
+                Self::job_from_row,
+            )
+            .optional()
+            .doing("reading a job")
+    }
+
+    /// Recent jobs, newest first.
+    pub fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM jobs ORDER BY id DESC LIMIT ?1",
+                Self::JOB_COLUMNS
+            ))
+            .doing("listing jobs")?;
+        let rows = stmt
+            .query_map([limit.clamp(1, 10_000)], Self::job_from_row)
+            .doing("listing jobs")?;
+        rows.collect::<Result<_, _>>().doing("listing jobs")
+    }
+
+    /// Jobs that are queued, or leased with the lease run out.
+    pub fn due_jobs(&self, now_ms: u64, limit: u32) -> Result<Vec<DueJob>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, spec, attempts, max_attempts, timeout_ms, lease_ms FROM jobs
+                 WHERE state = 'queued' OR (state = 'leased' AND lease_until_ms <= ?1)
+                 ORDER BY id LIMIT ?2",
+            )
+            .doing("finding due jobs")?;
+        let rows = stmt
+            .query_map(params![now_ms as i64, limit], |r| {
+                let spec: String = r.get(1)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    spec,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .doing("finding due jobs")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, spec, attempts, max_attempts, timeout_ms, lease_ms) =
+                row.doing("finding due jobs")?;
+            match serde_json::from_str(&spec) {
+                Ok(spec) => out.push(DueJob {
+                    id: id as u64,
+                    spec,
+                    attempts,
+                    max_attempts,
+                    timeout_ms,
+                    lease_ms,
+                }),
+                Err(e) => self.fail_job(id as u64, &format!("job spec unreadable: {e}"), now_ms)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a job handed out for one more attempt.
+    pub fn lease_job(
+        &self,
+        id: u64,
+        attempts: u32,
+        lease_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'leased', attempts = ?2, lease_until_ms = ?3, updated_ms = ?4 WHERE id = ?1",
+                params![id as i64, attempts, lease_until_ms as i64, now_ms as i64],
+            )
+            .doing("leasing a job")?;
+        Ok(())
+    }
+
+    /// Gives up on a job.
+    pub fn fail_job(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'failed', error = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id as i64, error, now_ms as i64],
+            )
+            .doing("failing a job")?;
+        Ok(())
+    }
+
+    /// Takes a job's result. Returns false if the job already has one (or
+    /// does not exist): the first result wins.
+    pub fn finish_job(
+        &self,
+        id: u64,
+        device: &str,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state = 'done', device = ?2, outcome = ?3, error = NULL, updated_ms = ?4
+                 WHERE id = ?1 AND state != 'done'",
+                params![id as i64, device, json(outcome), now_ms as i64],
+            )
+            .doing("storing a job result")?;
+        Ok(n == 1)
+    }
+
+    /// Notes why an attempt produced no result (e.g. the agent had already run it).
+    pub fn note_job(&self, id: u64, note: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET error = ?2, updated_ms = ?3 WHERE id = ?1 AND state != 'done'",
+                params![id as i64, note, now_ms as i64],
+            )
+            .doing("noting a job attempt")?;
+        Ok(())
+    }
+}

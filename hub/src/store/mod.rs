@@ -1,0 +1,319 @@
+//! The hub's SQLite store: devices, telemetry batches, chat, jobs, commands.
+//!
+//! Telemetry is stored one row per batch, holding the batch's postcard body
+//! exactly as it arrived, with `UNIQUE(device, seq)`: storing is one insert
+//! per batch however many samples it has, and a resent batch is ignored by the
+//! constraint. Queries decode bodies on the way out. A sample's row id for
+//! cursors is `batch row id << 20 | index in batch`.
+//!
+//! Everything the hub acks is committed first (WAL; `synchronous=FULL` by
+//! default, so an acked batch survives power loss, not only a killed process).
+
+mod commands;
+mod jobs;
+mod telemetry;
+
+use commands::LogWrite;
+
+use std::path::Path;
+
+use fleetmq_protocol::{Batch, DeviceInfo, Hello, JobSpec, JobState};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Samples per batch are addressed with 20 bits of the cursor.
+const SAMPLE_BITS: u32 = 20;
+/// Largest number of samples a batch may have to be addressable by cursor.
+pub const MAX_SAMPLES_PER_BATCH: usize = 1 << SAMPLE_BITS;
+
+/// A storage error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct StoreError {
+    doing: &'static str,
+    #[source]
+    source: rusqlite::Error,
+}
+
+trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Doing<T> for rusqlite::Result<T> {
+    fn doing(self, doing: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError { doing, source })
+    }
+}
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: acked data survives power loss.
+    Full,
+    /// fsync at WAL checkpoints: acked data survives a killed hub, not power loss.
+    Normal,
+}
+
+/// One upstream batch to store.
+pub struct Incoming<'a> {
+    /// Sender.
+    pub device: &'a str,
+    /// The decoded batch (validated by the caller).
+    pub batch: &'a Batch,
+    /// Its postcard body as received.
+    pub body: &'a [u8],
+}
+
+/// What happened to one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored.
+    New,
+    /// Already stored before; nothing written.
+    Duplicate,
+}
+
+/// A job due for dispatch.
+pub struct DueJob {
+    pub id: u64,
+    pub spec: JobSpec,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: u32,
+    pub lease_ms: u32,
+}
+
+pub struct Store {
+    conn: Connection,
+    /// The command log's own connection to hub.db, with `synchronous =
+    /// NORMAL`: it is a record of what operators did, not data the hub
+    /// acked, so it never waits for the disk.
+    log: Connection,
+    /// Command log writes not yet written: they are written together by
+    /// [`Store::flush_log`] (the hub calls it every tick), so logging costs
+    /// a command's round trip nothing. A killed hub loses at most a tick
+    /// of log entries; a power cut may lose a few more.
+    log_queue: Vec<LogWrite>,
+    /// The id the next logged command gets.
+    next_log_id: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    agent_version TEXT NOT NULL DEFAULT '',
+    arch TEXT NOT NULL DEFAULT '',
+    os TEXT NOT NULL DEFAULT '',
+    hostname TEXT NOT NULL DEFAULT '',
+    groups TEXT NOT NULL DEFAULT '[]',
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
+    batches INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    wire_version INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (device, seq)
+);
+CREATE TABLE IF NOT EXISTS chat (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    lease_ms INTEGER NOT NULL,
+    lease_until_ms INTEGER,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    device TEXT,
+    outcome TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, lease_until_ms);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    command TEXT NOT NULL,
+    sent_ms INTEGER NOT NULL,
+    answered_ms INTEGER,
+    result TEXT
+);
+";
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing our own plain data types to JSON cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|e| format!("\"unserializable: {e}\""))
+}
+
+fn parse_state(s: &str) -> JobState {
+    match s {
+        "leased" => JobState::Leased,
+        "done" => JobState::Done,
+        "failed" => JobState::Failed,
+        _ => JobState::Queued,
+    }
+}
+
+/// A connection to `dir/hub.db` in WAL mode.
+fn connect(dir: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let conn = Connection::open(dir.join("hub.db")).doing("opening hub.db")?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .doing("switching hub.db to WAL")?;
+    let sync = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .doing("setting synchronous")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .doing("setting busy timeout")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) `hub.db` in `dir`.
+    pub fn open(dir: &Path, sync: Synchronous) -> Result<Self, StoreError> {
+        let conn = connect(dir, sync)?;
+        conn.execute_batch(SCHEMA).doing("creating tables")?;
+        let log = connect(dir, Synchronous::Normal)?;
+        let last: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) FROM commands", [], |r| {
+                r.get(0)
+            })
+            .doing("reading the command log")?;
+        Ok(Store {
+            conn,
+            log,
+            log_queue: Vec::new(),
+            next_log_id: last + 1,
+        })
+    }
+
+    /// A store in memory, gone when dropped: for tests of the core.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // Two connections to one database need a shared cache and a name.
+        let name = format!(
+            "file:fleetmq-{}-{}?mode=memory&cache=shared",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let open = || Connection::open_with_flags(&name, flags).doing("opening a memory store");
+        let conn = open()?;
+        conn.execute_batch(SCHEMA).doing("creating tables")?;
+        let log = open()?;
+        Ok(Store {
+            conn,
+            log,
+            log_queue: Vec::new(),
+            next_log_id: 1,
+        })
+    }
+
+    /// Records a Hello: creates or updates the device row.
+    pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
+                 ON CONFLICT (id) DO UPDATE SET agent_version = ?2, arch = ?3, os = ?4, hostname = ?5,
+                   groups = ?6, last_seen_ms = ?7",
+                params![id, h.agent_version, h.arch, h.os, h.hostname, json(&h.groups), now_ms as i64],
+            )
+            .doing("recording a hello")?;
+        Ok(())
+    }
+
+    /// Makes sure a device row exists (a device heard from before its hello).
+    pub fn touch(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms) VALUES (?1, ?2, ?2, ?2)
+                 ON CONFLICT (id) DO UPDATE SET last_seen_ms = max(last_seen_ms, ?2)",
+                params![id, now_ms as i64],
+            )
+            .doing("recording a device")?;
+        Ok(())
+    }
+
+    /// Records a presence change: online or offline since `since_ms`.
+    pub fn presence(&self, id: &str, since_ms: u64, last_seen_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE devices SET since_ms = ?2, last_seen_ms = max(last_seen_ms, ?3) WHERE id = ?1",
+                params![id, since_ms as i64, last_seen_ms as i64],
+            )
+            .doing("recording presence")?;
+        Ok(())
+    }
+
+    /// True if the hub has ever heard from this device.
+    pub fn device_known(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM devices WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |_| Ok(())))
+            .optional()
+            .map(|r| r.is_some())
+            .doing("looking up a device")
+    }
+
+    /// Every device; `online`/`listening` are filled in by the caller.
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches
+                 FROM devices ORDER BY id",
+            )
+            .doing("listing devices")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let groups: String = r.get(5)?;
+                Ok(DeviceInfo {
+                    id: r.get(0)?,
+                    online: false,
+                    listening: false,
+                    agent_version: r.get(1)?,
+                    arch: r.get(2)?,
+                    os: r.get(3)?,
+                    hostname: r.get(4)?,
+                    groups: serde_json::from_str(&groups).unwrap_or_default(),
+                    since_ms: r.get::<_, i64>(6)? as u64,
+                    last_seen_ms: r.get::<_, i64>(7)? as u64,
+                    batches: r.get::<_, i64>(8)? as u64,
+                })
+            })
+            .doing("listing devices")?;
+        rows.collect::<Result<_, _>>().doing("listing devices")
+    }
+
+    /// Devices ever heard from, for stats.
+    pub fn device_count(&self) -> Result<u32, StoreError> {
+        let devices: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+            .doing("counting devices")?;
+        Ok(devices as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests;

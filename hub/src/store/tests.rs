@@ -1,0 +1,123 @@
+//! The store against SQLite files in a temporary directory.
+
+use super::*;
+use fleetmq_protocol::{JobSubmission, Outcome, Output};
+
+/// The page's chat panel and its command list read the newest rows.
+#[test]
+fn the_newest_chat_lines_and_commands_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_700_000_000_000u64;
+    let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    let mut b = fleetmq_protocol::BatchBuilder::new(1);
+    for i in 0..15u64 {
+        b.push_chat(t0 + i, &format!("line {i}")).unwrap();
+    }
+    let batch = b.finish();
+    // Stored as received: the frame after its version and kind bytes.
+    let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
+        .encode()
+        .unwrap();
+    let incoming = [Incoming {
+        device: "pi-a",
+        batch: &batch,
+        body: fleetmq_protocol::envelope::open(&frame).unwrap().1,
+    }];
+    store.store_batches(&incoming, t0).unwrap();
+    let texts: Vec<String> = store
+        .recent_chat(3)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+    assert_eq!(texts, ["line 12", "line 13", "line 14"]);
+
+    let ping = store.log_command("pi-a", &fleetmq_protocol::Command::Ping, t0);
+    store.log_command("pi-a", &fleetmq_protocol::Command::Status, t0 + 1);
+    store.log_command_result(ping, "timed out", t0 + 2);
+    let log = store.commands(10).unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].result, None, "newest first, still in flight");
+    assert_eq!(log[1].result.as_deref(), Some("timed out"));
+    assert_eq!(log[1].ended_ms, Some(t0 + 2));
+    assert!(log[1].command.contains("Ping"), "{}", log[1].command);
+}
+
+/// The command log is written a tick later; what was flushed survives a
+/// restart, and ids go on from where they were.
+#[test]
+fn the_command_log_is_written_by_flush_and_ids_go_on_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    let first = store.log_command("pi-a", &fleetmq_protocol::Command::Ping, 1);
+    store.log_command_result(first, "pong", 2);
+    let unfinished = store.log_command("pi-b", &fleetmq_protocol::Command::Status, 3);
+    store.flush_log().unwrap();
+    drop(store);
+
+    let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    let next = store.log_command("pi-a", &fleetmq_protocol::Command::Ping, 4);
+    assert!(
+        next > unfinished && unfinished > first,
+        "{first} {unfinished} {next}"
+    );
+    // Reading the log writes what is queued first.
+    let log = store.commands(10).unwrap();
+    let got: Vec<_> = log
+        .iter()
+        .map(|c| (c.id, c.device.as_str(), c.result.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (next, "pi-a", None),
+            (unfinished, "pi-b", None),
+            (first, "pi-a", Some("pong")),
+        ]
+    );
+}
+
+/// Lease timing on a clock the test sets: a job is due while queued,
+/// not while its lease runs, due again the moment it runs out, and all
+/// of it survives closing and reopening the store (a hub restart).
+#[test]
+fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = 1_700_000_000_000u64;
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    let job = JobSubmission {
+        spec: JobSpec::Echo { text: "hi".into() },
+        timeout_ms: 1_000,
+        lease_ms: 5_000,
+        max_attempts: 3,
+    };
+    let id = store.submit_job(&job, t0).unwrap();
+    let due = store.due_jobs(t0, 10).unwrap();
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(due[0].attempts, 0);
+    store.lease_job(id, 1, t0 + 5_000, t0).unwrap();
+    assert!(store.due_jobs(t0 + 4_999, 10).unwrap().is_empty());
+    drop(store);
+
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    let due = store.due_jobs(t0 + 5_000, 10).unwrap();
+    assert_eq!(due.len(), 1, "the lease ran out: handed out again");
+    assert_eq!((due[0].attempts, due[0].max_attempts), (1, 3));
+    store.lease_job(id, 2, t0 + 10_000, t0 + 5_000).unwrap();
+    let done = Outcome::Completed(Output {
+        exit_code: Some(0),
+        stdout: "hi".into(),
+        stderr: String::new(),
+        truncated: false,
+        duration_ms: 5,
+    });
+    assert!(store.finish_job(id, "pi-1", &done, t0 + 6_000).unwrap());
+    assert!(
+        !store.finish_job(id, "pi-2", &done, t0 + 6_001).unwrap(),
+        "the first result wins"
+    );
+    assert!(store.due_jobs(t0 + 60_000, 10).unwrap().is_empty());
+    let info = store.job(id).unwrap().unwrap();
+    assert_eq!((info.state, info.attempts), (JobState::Done, 2));
+    assert_eq!(info.device.as_deref(), Some("pi-1"));
+}
