@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fleetmq_net::{Security, SocketOptions, Sockets, keys};
 use serde::Serialize;
 
 /// The CPU architecture this binary was built for, precise enough to tell a
@@ -31,52 +32,38 @@ pub struct Info {
     pub curve_handshake: String,
 }
 
+/// Sends one message over CURVE from a client to a server on loopback,
+/// both made by the same builder the agent uses for the hub.
 fn curve_handshake() -> Result<(), String> {
-    let fail = |what: &str, e: zmq::Error| format!("{what}: {e}");
-    let ctx = zmq::Context::new();
-    let server_keys = zmq::CurveKeyPair::new().map_err(|e| fail("making server keys", e))?;
-    let client_keys = zmq::CurveKeyPair::new().map_err(|e| fail("making client keys", e))?;
+    let server_keys = keys::generate().map_err(|e| format!("making server keys: {e}"))?;
+    let client_keys = keys::generate().map_err(|e| format!("making client keys: {e}"))?;
+    let server_side = Sockets::new(SocketOptions::default()).with_security(Security::CurveServer {
+        secret: server_keys.secret,
+    });
+    let (server, endpoint) = server_side
+        .build(zmq::PULL)
+        .secure()
+        .bind("tcp://127.0.0.1:*")
+        .map_err(|e| e.to_string())?;
+    let client_side = Sockets::new(SocketOptions::default()).with_security(Security::CurveClient {
+        server: server_keys.public,
+        ours: client_keys,
+    });
+    let client = client_side
+        .build(zmq::PUSH)
+        .secure()
+        .connect(&endpoint)
+        .map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(10).as_millis() as i32;
-    let server = ctx
-        .socket(zmq::PULL)
-        .map_err(|e| fail("server socket", e))?;
-    server.set_linger(0).map_err(|e| fail("linger", e))?;
     server
         .set_rcvtimeo(timeout)
-        .map_err(|e| fail("receive timeout", e))?;
-    server
-        .set_curve_server(true)
-        .map_err(|e| fail("CURVE server", e))?;
-    server
-        .set_curve_secretkey(&server_keys.secret_key)
-        .map_err(|e| fail("server key", e))?;
-    server
-        .bind("tcp://127.0.0.1:*")
-        .map_err(|e| fail("binding loopback", e))?;
-    let endpoint = server
-        .get_last_endpoint()
-        .map_err(|e| fail("reading endpoint", e))?
-        .map_err(|_| "endpoint is not UTF-8".to_string())?;
-    let client = ctx
-        .socket(zmq::PUSH)
-        .map_err(|e| fail("client socket", e))?;
-    client.set_linger(0).map_err(|e| fail("linger", e))?;
+        .map_err(|e| format!("receive timeout: {e}"))?;
     client
-        .set_curve_serverkey(&server_keys.public_key)
-        .map_err(|e| fail("server public key", e))?;
-    client
-        .set_curve_publickey(&client_keys.public_key)
-        .map_err(|e| fail("client public key", e))?;
-    client
-        .set_curve_secretkey(&client_keys.secret_key)
-        .map_err(|e| fail("client secret key", e))?;
-    client
-        .connect(&endpoint)
-        .map_err(|e| fail("connecting", e))?;
-    client.send("curve", 0).map_err(|e| fail("sending", e))?;
+        .send("curve", 0)
+        .map_err(|e| format!("sending: {e}"))?;
     let got = server
         .recv_bytes(0)
-        .map_err(|e| fail("receiving over CURVE", e))?;
+        .map_err(|e| format!("receiving over CURVE: {e}"))?;
     if got == b"curve" {
         Ok(())
     } else {

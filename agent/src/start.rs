@@ -166,7 +166,7 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
     let insecure = args.insecure;
     let reload = {
         let args = args.clone();
-        Box::new(move || config(args.clone()))
+        Box::new(move || config(args.clone()).map_err(Into::into))
     };
     let cfg = config(args)?;
     let security = if insecure {
@@ -196,13 +196,10 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
         }
     };
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
-    driver::run(
-        cfg,
-        driver::Options {
-            chat,
-            security,
-            reload,
-        },
-        shutdown,
-    )
+    let options = driver::Options {
+        chat,
+        security,
+        reload,
+    };
+    Ok(driver::run(cfg, options, shutdown)?)
 }

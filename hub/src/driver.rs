@@ -15,17 +15,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use fleetmq_net::poll::{event, next_event};
-use fleetmq_net::{Poll, Security, Shutdown, Sockets, now_ms, recv_message, send_frames};
+use fleetmq_net::{NetError, Poll, Security, Shutdown, Sockets, now_ms, recv_message, send_frames};
 use fleetmq_protocol::HubPorts;
 use tracing::{debug, error, info, warn};
 
 use crate::config::HubConfig;
 use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
-use crate::enrolment::{AllowList, Watch};
-use crate::operator::http::Http;
-use crate::store::Store;
+use crate::enrolment::{AllowError, AllowList, Watch};
+use crate::operator::http::{Http, HttpError};
+use crate::store::{Store, StoreError};
 
 /// Messages drained from one socket per round before others get a turn.
 const DRAIN: usize = 1024;
@@ -80,28 +79,82 @@ struct Driver {
     http: Option<Http>,
 }
 
-fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> anyhow::Result<PathBuf> {
+/// Why the hub could not start, or had to stop. Only start-up and a
+/// socket that can no longer be polled or read end the hub; what one peer
+/// or one message causes is counted and logged by the core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating data directory {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the store in {}", dir.display())]
+    Store {
+        dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("loading the hub's CURVE key pair (DATA_DIR/hub.key)")]
+    Keys(#[source] fleetmq_net::keys::KeyError),
+    #[error("reading the allow list")]
+    AllowList(#[source] AllowError),
+    #[error(transparent)]
+    Socket(#[from] NetError),
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A socket failed in a way no retry mends (the context ended).
+    #[error("{doing}")]
+    Zmq {
+        doing: String,
+        #[source]
+        source: zmq::Error,
+    },
+}
+
+/// A zmq failure while `doing` something, as an [`Error`].
+fn zmq_error(doing: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
+    let doing = doing.into();
+    move |source| Error::Zmq { doing, source }
+}
+
+fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> Result<PathBuf, Error> {
     let path = dir.join("endpoints.json");
     let tmp = dir.join("endpoints.json.tmp");
-    let text = serde_json::to_string_pretty(endpoints)?;
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    // Our own plain struct always serializes.
+    let text = serde_json::to_string_pretty(endpoints).unwrap_or_default();
+    let write = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Write { path, source }
+    };
+    std::fs::write(&tmp, text).map_err(write(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(write(&path))?;
     Ok(path)
 }
 
 /// Runs the hub until `shutdown` fires.
-pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Result<()> {
+pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), Error> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let store = Store::open(&dir, config.storage.synchronous)
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| Error::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&dir, config.storage.synchronous).map_err(|source| Error::Store {
+        dir: dir.clone(),
+        source,
+    })?;
     let mut sockets = Sockets::new(config.net.clone());
     let mut enrolment = None;
     let mut zap = None;
     if !insecure {
-        let (pair, made) = fleetmq_net::keys::load_or_create(&dir, "hub")
-            .context("loading the hub's CURVE key pair (DATA_DIR/hub.key)")?;
+        let (pair, made) = fleetmq_net::keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
         let pub_path = fleetmq_net::keys::paths(&dir, "hub").1;
         if made {
             info!(public_key = %pair.public, file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
@@ -109,7 +162,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
             info!(public_key = %pair.public, file = %pub_path.display(), "hub key loaded");
         }
         let path = config.allow_list_path();
-        let list = AllowList::load(&path).context("reading the allow list")?;
+        let list = AllowList::load(&path).map_err(Error::AllowList)?;
         info!(file = %path.display(), keys = list.len(), "allow list loaded");
         if list.is_empty() {
             warn!(file = %path.display(), "no device is enrolled yet: add one with `fleetmq-hub allow DEVICE PUBLIC_KEY`");
@@ -197,7 +250,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
     };
     let path = write_endpoints(&dir, &endpoints)?;
     // The JSON line says how agents must connect.
-    let mut printed = serde_json::to_value(&endpoints)?;
+    let mut printed = serde_json::to_value(&endpoints).unwrap_or_default();
     printed["security"] = sockets.security().name().into();
     println!("{printed}");
     info!(
@@ -233,7 +286,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> anyhow::Res
 }
 
 impl Driver {
-    fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+    fn serve(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
         let tick = Duration::from_millis(TICK_MS);
         let mut last_tick = Instant::now() - tick;
         // Shutting down: until when the loop still answers the HTTP side.
@@ -254,7 +307,7 @@ impl Driver {
                     poll.socket(Ready::Zap, zap);
                 }
                 let wait = tick.saturating_sub(last_tick.elapsed()).as_millis() as i64;
-                poll.wait(wait).context("polling sockets")?
+                poll.wait(wait).map_err(zmq_error("polling sockets"))?
             };
             if ready.contains(&Ready::Shutdown) && shutdown.requested() {
                 info!("shutting down");
@@ -323,12 +376,13 @@ impl Driver {
     }
 
     /// Answers libzmq's questions about connecting CURVE clients.
-    fn drain_zap(&mut self) -> anyhow::Result<()> {
+    fn drain_zap(&mut self) -> Result<(), Error> {
         let Some(zap) = &self.zap else {
             return Ok(());
         };
         for _ in 0..DRAIN {
-            let Some(got) = recv_message(zap, 16).context("reading ZAP requests")? else {
+            let Some(got) = recv_message(zap, 16).map_err(zmq_error("reading ZAP requests"))?
+            else {
                 break;
             };
             let frames = got.frames.unwrap_or_default();
@@ -337,16 +391,16 @@ impl Driver {
                 .core
                 .zap(&frames, || Self::changed_allow_list(watch), now_ms());
             let parts: Vec<&[u8]> = reply.iter().map(Vec::as_slice).collect();
-            send_frames(zap, &parts).context("answering a ZAP request")?;
+            send_frames(zap, &parts).map_err(zmq_error("answering a ZAP request"))?;
         }
         self.carry_out();
         Ok(())
     }
 
     /// Counts failed handshakes and ended connections.
-    fn drain_monitors(&mut self) -> anyhow::Result<()> {
+    fn drain_monitors(&mut self) -> Result<(), Error> {
         for m in &self.monitors {
-            while let Some(e) = next_event(m).context("reading a socket monitor")? {
+            while let Some(e) = next_event(m).map_err(zmq_error("reading a socket monitor"))? {
                 match e {
                     event::DISCONNECTED => {
                         self.core.connection_event(ConnectionEvent::Disconnected)
@@ -362,7 +416,7 @@ impl Driver {
     }
 
     /// Reads what waits on the telemetry socket, then stores and acks it.
-    fn drain_upstream(&mut self) -> anyhow::Result<()> {
+    fn drain_upstream(&mut self) -> Result<(), Error> {
         for _ in 0..DRAIN {
             let Some((frames, user_id)) =
                 next_message(&self.upstream, 2, &mut self.core, "telemetry")?
@@ -377,7 +431,7 @@ impl Driver {
     }
 
     /// Reads what waits on one of the other sockets and hands it to the core.
-    fn drain(&mut self, which: Ready) -> anyhow::Result<()> {
+    fn drain(&mut self, which: Ready) -> Result<(), Error> {
         let (frames_max, name) = match which {
             Ready::Results => (1, "results"),
             Ready::Commands | Ready::Operator => (3, "commands"),
@@ -470,7 +524,8 @@ impl Driver {
                 }
                 Action::CutConnections => {
                     if let Err(e) = self.cut_connections() {
-                        error!(error = %format!("{e:#}"), "could not cut agent connections after a revocation; a revoked device may stay connected until it reconnects");
+                        let cause = std::error::Error::source(&e).map(ToString::to_string);
+                        error!(error = %e, cause, "could not cut agent connections after a revocation; a revoked device may stay connected until it reconnects");
                     }
                 }
             }
@@ -479,7 +534,7 @@ impl Driver {
 
     /// Unbinds and binds again every agent-facing socket, which closes all
     /// their connections; agents reconnect and handshake again.
-    fn cut_connections(&mut self) -> anyhow::Result<()> {
+    fn cut_connections(&mut self) -> Result<(), Error> {
         let e = &self.endpoints;
         for (socket, endpoint) in [
             (&self.upstream, &e.telemetry),
@@ -490,7 +545,7 @@ impl Driver {
         ] {
             socket
                 .unbind(endpoint)
-                .with_context(|| format!("unbinding {endpoint}"))?;
+                .map_err(zmq_error(format!("unbinding {endpoint}")))?;
             // The listener closes in libzmq's I/O thread; the port is free
             // again moments later.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -501,7 +556,7 @@ impl Driver {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Err(err) => {
-                        return Err(err).with_context(|| format!("binding {endpoint} again"));
+                        return Err(zmq_error(format!("binding {endpoint} again"))(err));
                     }
                 }
             }
@@ -523,10 +578,10 @@ fn next_message(
     max: usize,
     core: &mut Core,
     name: &'static str,
-) -> anyhow::Result<Option<Message>> {
+) -> Result<Option<Message>, Error> {
     for _ in 0..DRAIN {
         let Some(got) =
-            recv_message(socket, max).with_context(|| format!("reading the {name} socket"))?
+            recv_message(socket, max).map_err(zmq_error(format!("reading the {name} socket")))?
         else {
             return Ok(None);
         };

@@ -31,3 +31,45 @@ pub use socket::{
     Builder, NetError, Received, Security, SocketOptions, Sockets, ZAP_DOMAIN, recv_frames,
     recv_message, send_frames,
 };
+
+/// An error and its causes as one line, `outer: inner: innermost`, for
+/// logs and status (what `anyhow` prints with `{:#}`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Some errors repeat their cause in their own message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening the spool")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("binding tcp://*:7750: {0}")]
+    struct SaysItsCause(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_reads_outer_to_inner_without_repeats() {
+        let inner = std::io::Error::other("disk full");
+        assert_eq!(
+            super::error_chain(&Outer(inner)),
+            "opening the spool: disk full"
+        );
+        let inner = std::io::Error::other("address in use");
+        assert_eq!(
+            super::error_chain(&SaysItsCause(inner)),
+            "binding tcp://*:7750: address in use"
+        );
+    }
+}

@@ -5,15 +5,14 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use fleetmq_net::poll::event;
-use fleetmq_net::{now_ms, recv_frames, send_frames};
+use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{Broadcast, Downstream, Hello, HubPorts, Target, Upstream, names};
 use tracing::{debug, info, warn};
 
 use crate::telemetry::uplink::Record;
 
-use super::{Agent, HELLO_RETRY, Links};
+use super::{Agent, Error, HELLO_RETRY, Links, zmq_error};
 
 impl Agent {
     /// Puts records in the outbox; they count as accepted only if this
@@ -24,7 +23,7 @@ impl Agent {
 
     /// Packs the oldest waiting records into a batch and sends it if
     /// connected (else it goes out on reconnect).
-    pub(super) fn pack_and_send(&mut self, now: Instant) -> anyhow::Result<()> {
+    pub(super) fn pack_and_send(&mut self, now: Instant) -> Result<(), Error> {
         if let Some((seq, frame)) = self.outbox.pack(now)?
             && self.connected
         {
@@ -34,7 +33,7 @@ impl Agent {
     }
 
     /// Packs everything waiting into batches now and sends them if connected.
-    pub(super) fn seal_and_send(&mut self) -> anyhow::Result<()> {
+    pub(super) fn seal_and_send(&mut self) -> Result<(), Error> {
         for (seq, frame) in self.outbox.pack_all(Instant::now())? {
             if self.connected {
                 self.send_frame(seq, &frame);
@@ -85,8 +84,10 @@ impl Agent {
         };
     }
 
-    pub(super) fn drain_monitor(&mut self) -> anyhow::Result<()> {
-        while let Some(frames) = recv_frames(&self.monitor, 2).context("reading socket monitor")? {
+    pub(super) fn drain_monitor(&mut self) -> Result<(), Error> {
+        while let Some(frames) =
+            recv_frames(&self.monitor, 2).map_err(zmq_error("reading socket monitor"))?
+        {
             let Ok(frames) = frames else { continue };
             let Some(event) = frames
                 .first()
@@ -156,8 +157,10 @@ impl Agent {
             .refused(Instant::now(), |max| fastrand::u64(0..=max));
     }
 
-    pub(super) fn drain_dealer(&mut self) -> anyhow::Result<()> {
-        while let Some(frames) = recv_frames(&self.dealer, 1).context("reading from hub")? {
+    pub(super) fn drain_dealer(&mut self) -> Result<(), Error> {
+        while let Some(frames) =
+            recv_frames(&self.dealer, 1).map_err(zmq_error("reading from hub"))?
+        {
             let Ok(frames) = frames else { continue };
             match Downstream::decode(&frames[0]) {
                 Ok(Downstream::Ack(ack)) => {
@@ -170,7 +173,8 @@ impl Agent {
                         // One hub's bad answer must not end the agent:
                         // telemetry goes on, and the next Welcome tries again.
                         warn!(
-                            "could not connect the hub's other sockets: {e:#}; telemetry goes on, jobs and commands wait for the next welcome"
+                            "could not connect the hub's other sockets: {}; telemetry goes on, jobs and commands wait for the next welcome",
+                            error_chain(&e)
                         );
                     }
                 }
@@ -186,7 +190,7 @@ impl Agent {
         Ok(())
     }
 
-    pub(super) fn welcome(&mut self, hub_version: String, ports: HubPorts) -> anyhow::Result<()> {
+    pub(super) fn welcome(&mut self, hub_version: String, ports: HubPorts) -> Result<(), Error> {
         if self.links.as_ref().is_some_and(|l| l.ports == ports) {
             return Ok(());
         }
@@ -195,7 +199,7 @@ impl Agent {
         self.links = None;
         let ep = |port: u16| {
             fleetmq_net::endpoint::with_port(&self.cfg.hub, port)
-                .with_context(|| format!("hub address {:?} has no port", self.cfg.hub))
+                .ok_or_else(|| Error::HubPort(self.cfg.hub.clone()))
         };
         let mut sub = self
             .sockets
@@ -234,11 +238,13 @@ impl Agent {
         Ok(())
     }
 
-    pub(super) fn drain_broadcasts(&mut self) -> anyhow::Result<()> {
+    pub(super) fn drain_broadcasts(&mut self) -> Result<(), Error> {
         let Some(links) = &self.links else {
             return Ok(());
         };
-        while let Some(frames) = recv_frames(&links.sub, 2).context("reading broadcasts")? {
+        while let Some(frames) =
+            recv_frames(&links.sub, 2).map_err(zmq_error("reading broadcasts"))?
+        {
             let Ok(frames) = frames else { continue };
             let [topic, frame] = frames.as_slice() else {
                 continue;

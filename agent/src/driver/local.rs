@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleetmq_net::now_ms;
+use fleetmq_net::{error_chain, now_ms};
 use fleetmq_protocol::{AgentStatus, Value};
 use tracing::{debug, info, warn};
 
@@ -79,10 +79,11 @@ impl Agent {
         let new = match (self.reload)() {
             Ok(cfg) => cfg,
             Err(e) => {
-                warn!("SIGHUP: the configuration has an error; the running one stays: {e:#}");
+                let e = error_chain(&*e);
+                warn!("SIGHUP: the configuration has an error; the running one stays: {e}");
                 self.last_reload = ReloadStatus {
                     at_ms: now_ms(),
-                    error: format!("{e:#}"),
+                    error: e,
                     ..ReloadStatus::default()
                 };
                 return;

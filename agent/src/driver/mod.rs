@@ -33,9 +33,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use fleetmq_net::poll::event;
-use fleetmq_net::{Hangup, Poll, Shutdown, Sockets, now_ms};
+use fleetmq_net::{Hangup, NetError, Poll, Shutdown, Sockets, error_chain, now_ms};
 use fleetmq_protocol::{
     Bye, Heartbeat, HubPorts, Outcome, Reply, Upstream, telemetry::MAX_CHAT_LEN,
 };
@@ -47,7 +46,7 @@ use crate::sources::control::{self, Control, ReloadStatus};
 use crate::sources::host::Host;
 use crate::sources::ingest::Ingest;
 use crate::state::JobMemory;
-use crate::telemetry::outbox::Outbox;
+use crate::telemetry::outbox::{Outbox, OutboxError};
 use crate::work::runner::ExecPolicy;
 
 const MONITOR: &str = "inproc://fleetmq-agent-monitor";
@@ -59,6 +58,49 @@ const HELLO_RETRY: Duration = Duration::from_millis(50);
 const EVENTS_QUEUED: usize = 256;
 /// Job ids remembered (and persisted) so none runs twice.
 const JOBS_REMEMBERED: usize = 10_000;
+
+/// Why the agent could not start, or had to stop. Start-up problems and a
+/// spool that cannot be written or read end the agent; what one message
+/// or one hub answer causes is logged and the loop goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating data directory {}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening DATA_DIR/jobs-run (the ids of jobs already run here)")]
+    JobMemory(#[source] std::io::Error),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("opening the control socket (used by `fleetmq-agent send` and `status`)")]
+    Control(#[source] std::io::Error),
+    #[error("installing the SIGHUP handler")]
+    Hangup(#[source] std::io::Error),
+    #[error("creating the wake-up socketpair")]
+    Wake(#[source] std::io::Error),
+    #[error(transparent)]
+    Socket(#[from] NetError),
+    #[error("hub address {0:?} has no port for the sockets the Welcome names")]
+    HubPort(String),
+    /// A socket failed in a way no retry mends (the context ended).
+    #[error("{doing}")]
+    Zmq {
+        doing: String,
+        #[source]
+        source: zmq::Error,
+    },
+}
+
+/// Why reading the configuration again (SIGHUP) failed.
+pub type ReloadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A zmq failure while `doing` something, as an [`Error`].
+fn zmq_error(doing: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
+    let doing = doing.into();
+    move |source| Error::Zmq { doing, source }
+}
 
 /// What a round of polling found readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +126,7 @@ pub struct Options {
     /// CURVE (with the hub's public key and ours) or plaintext.
     pub security: fleetmq_net::Security,
     /// Reads the configuration again, as at start, for SIGHUP.
-    pub reload: Box<dyn Fn() -> anyhow::Result<AgentConfig>>,
+    pub reload: Box<dyn Fn() -> Result<AgentConfig, ReloadError>>,
 }
 
 enum Event {
@@ -165,17 +207,20 @@ struct Agent {
     next_host: Instant,
     ingest: Ingest,
     hangup: Hangup,
-    reload: Box<dyn Fn() -> anyhow::Result<AgentConfig>>,
+    reload: Box<dyn Fn() -> Result<AgentConfig, ReloadError>>,
     last_reload: ReloadStatus,
 }
 
 /// Runs the agent until shutdown (or, in chat mode, until stdin closes and
 /// everything is acked).
-pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Error> {
     let dir = cfg.data_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let jobs_run = JobMemory::open(dir.join("jobs-run"), JOBS_REMEMBERED)?;
+    std::fs::create_dir_all(&dir).map_err(|source| Error::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let jobs_run =
+        JobMemory::open(dir.join("jobs-run"), JOBS_REMEMBERED).map_err(Error::JobMemory)?;
     let now = Instant::now();
     let outbox = Outbox::open(
         cfg.spool_config(),
@@ -192,14 +237,13 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         );
     }
 
-    let control = Control::bind(control::socket_path(&dir))
-        .context("opening the control socket (used by `fleetmq-agent send` and `status`)")?;
+    let control = Control::bind(control::socket_path(&dir)).map_err(Error::Control)?;
 
     let (ingest, problems) = Ingest::open(&cfg.ingest, &dir);
     for p in problems {
         warn!("{p}; the agent runs on without it (see status)");
     }
-    let hangup = Hangup::install().context("installing the SIGHUP handler")?;
+    let hangup = Hangup::install().map_err(Error::Hangup)?;
 
     let sockets = Sockets::new(cfg.net.clone()).with_security(opts.security.clone());
     let events = i32::from(
@@ -217,9 +261,9 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> anyhow::Resul
         .monitor(MONITOR, events)
         .connect(&cfg.hub)?;
     let monitor = sockets.build(zmq::PAIR).connect(MONITOR)?;
-    let (wake, wake_tx) = UnixStream::pair().context("creating the wake-up socketpair")?;
-    wake.set_nonblocking(true)?;
-    wake_tx.set_nonblocking(true)?;
+    let (wake, wake_tx) = UnixStream::pair().map_err(Error::Wake)?;
+    wake.set_nonblocking(true).map_err(Error::Wake)?;
+    wake_tx.set_nonblocking(true).map_err(Error::Wake)?;
     // Bounded: a fast stdin waits for the loop instead of growing a queue.
     let (tx, events_rx) = mpsc::sync_channel(EVENTS_QUEUED);
     let notifier = Notifier {
@@ -306,7 +350,7 @@ fn spawn_stdin_reader(notifier: Notifier) {
 }
 
 impl Agent {
-    fn serve(&mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+    fn serve(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
         loop {
             let now = Instant::now();
             let next = [
@@ -345,7 +389,7 @@ impl Agent {
                     }
                     poll.socket(Ready::Commands, &l.commands);
                 }
-                poll.wait(timeout).context("polling sockets")?
+                poll.wait(timeout).map_err(zmq_error("polling sockets"))?
             };
             if ready.contains(&Ready::Shutdown) && shutdown.requested() {
                 info!("shutting down");
@@ -394,7 +438,7 @@ impl Agent {
         }
     }
 
-    fn timers(&mut self) -> anyhow::Result<()> {
+    fn timers(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         if now >= self.next_sample {
             self.sample();
@@ -413,7 +457,7 @@ impl Agent {
             let _ = self.dealer.disconnect(&self.cfg.hub);
             self.dealer
                 .connect(&self.cfg.hub)
-                .with_context(|| format!("connecting to {}", self.cfg.hub))?;
+                .map_err(zmq_error(format!("connecting to {}", self.cfg.hub)))?;
         }
         if !self.connected {
             return Ok(());
@@ -445,7 +489,7 @@ impl Agent {
     fn stop(&mut self) {
         self.stop_workers();
         if let Err(e) = self.seal_and_send() {
-            warn!(error = format!("{e:#}"), "could not pack the last records");
+            warn!(error = error_chain(&e), "could not pack the last records");
         }
         let deadline = Instant::now() + FINAL_ACK_WAIT;
         while self.connected && self.outbox.in_flight() > 0 {

@@ -6,7 +6,6 @@ use std::os::fd::AsRawFd as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use fleetmq_net::{Poll, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
     Command, CommandFrame, CommandReply, JobFrame, JobResult, Outcome, Reply, ReplyFrame,
@@ -14,7 +13,7 @@ use fleetmq_protocol::{
 };
 use tracing::{info, warn};
 
-use super::{Agent, Event};
+use super::{Agent, Error, Event, zmq_error};
 use crate::telemetry::uplink::Record;
 use crate::work::runner;
 use crate::work::{CommandPlan, JobPlan, Start, job_kind, plan_command, plan_job};
@@ -93,14 +92,15 @@ impl Agent {
         }
     }
 
-    pub(super) fn drain_jobs(&mut self) -> anyhow::Result<()> {
+    pub(super) fn drain_jobs(&mut self) -> Result<(), Error> {
         while self.running_jobs < self.cfg.jobs.max_concurrent
             && !self.stop_children.load(Ordering::SeqCst)
         {
             let Some(links) = &self.links else {
                 return Ok(());
             };
-            let Some(frames) = recv_frames(&links.jobs, 1).context("reading jobs")? else {
+            let Some(frames) = recv_frames(&links.jobs, 1).map_err(zmq_error("reading jobs"))?
+            else {
                 return Ok(());
             };
             let Ok(frames) = frames else { continue };
@@ -192,12 +192,14 @@ impl Agent {
         }
     }
 
-    pub(super) fn drain_commands(&mut self) -> anyhow::Result<()> {
+    pub(super) fn drain_commands(&mut self) -> Result<(), Error> {
         loop {
             let Some(links) = &self.links else {
                 return Ok(());
             };
-            let Some(frames) = recv_frames(&links.commands, 2).context("reading commands")? else {
+            let Some(frames) =
+                recv_frames(&links.commands, 2).map_err(zmq_error("reading commands"))?
+            else {
                 return Ok(());
             };
             let request = match frames {
@@ -254,7 +256,7 @@ impl Agent {
         }
     }
 
-    pub(super) fn drain_events(&mut self) -> anyhow::Result<()> {
+    pub(super) fn drain_events(&mut self) -> Result<(), Error> {
         let mut buf = [0u8; 64];
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
         while let Ok(event) = self.events.try_recv() {

@@ -23,6 +23,17 @@ const PAGE: &str = include_str!("../../web/index.html");
 /// How long one HTTP request may wait for the hub loop.
 const HUB_WAIT: Duration = Duration::from_secs(2);
 
+/// Why the HTTP side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "could not listen for HTTP on {addr}: {reason} (set listen.http, or \"\" to turn it off)"
+    )]
+    Listen { addr: String, reason: String },
+    #[error("starting the HTTP thread")]
+    Thread(#[source] std::io::Error),
+}
+
 /// A running HTTP server; stops when dropped.
 pub struct Http {
     server: std::sync::Arc<tiny_http::Server>,
@@ -34,11 +45,10 @@ pub struct Http {
 impl Http {
     /// Listens on `addr` (`HOST:PORT`, port 0 for any) and answers with data
     /// from the hub's operator socket at `operator`.
-    pub fn start(addr: &str, operator: String) -> anyhow::Result<Http> {
-        let server = tiny_http::Server::http(addr).map_err(|e| {
-            anyhow::anyhow!(
-                "could not listen for HTTP on {addr}: {e} (set listen.http, or \"\" to turn it off)"
-            )
+    pub fn start(addr: &str, operator: String) -> Result<Http, HttpError> {
+        let server = tiny_http::Server::http(addr).map_err(|e| HttpError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
         })?;
         let url = match server.server_addr().to_ip() {
             Some(a) => format!("http://{a}"),
@@ -48,7 +58,8 @@ impl Http {
         let serving = server.clone();
         let thread = std::thread::Builder::new()
             .name("http".into())
-            .spawn(move || serve(&serving, operator))?;
+            .spawn(move || serve(&serving, operator))
+            .map_err(HttpError::Thread)?;
         info!(%url, "HTTP listening: /metrics, /health, /api/...");
         Ok(Http {
             server,

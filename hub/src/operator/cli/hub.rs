@@ -42,7 +42,7 @@ pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
     }
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
     open_files_for_a_fleet();
-    crate::driver::run(config, args.insecure, shutdown)
+    Ok(crate::driver::run(config, args.insecure, shutdown)?)
 }
 
 /// Each connected agent holds five connections, each an open file: raises
