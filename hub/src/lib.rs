@@ -7,13 +7,15 @@
 //! |---|---|
 //! | [`core`] | every decision, no sockets: admission, presence, telemetry, commands, jobs, operator requests ([`core::Core`]) |
 //! | [`driver`] | the only code that touches zmq: binds, polls, answers ZAP, reads socket monitors, carries out the core's [`core::Action`]s |
-//! | [`store`] | SQLite: devices, telemetry batches, chat, jobs, the command log |
+//! | [`store`] | SQLite, a synchronous call the core makes: devices and presence (`mod.rs`), telemetry and chat, jobs, the command log; [`store::Store::in_memory`] for tests |
 //! | [`enrolment`] | the allow list file: format, `allow`/`revoke` edits, the watch |
-//! | [`operator`] | the command line, the operator client, output formatting, HTTP |
+//! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`); the binary's edge, where `anyhow` lives |
+//! | [`operator`] | the operator client, output formatting for people, the HTTP side |
 //! | [`config`] | the hub's TOML config, with the embedded example |
 //!
-//! Imports run one way: `operator::cli` → `driver` → `core` → `store`;
-//! `operator::http` → `operator::client`; nothing imports back up.
+//! Imports run one way: `cli` → `driver` → `core` → `store`; `driver` →
+//! `operator::http` → `operator::client`; nothing imports back up. The core is unit-tested with a fake clock, an in-memory store and
+//! no sockets (`core/tests.rs`); the end-to-end tests start the binary.
 //!
 //! # A batch's path
 //!
@@ -29,6 +31,7 @@
 //! ─► Action::Command ─► driver sends, reports Core::command_sent ─► the
 //! device's reply ─► Core::reply ─► Action::Operator`.
 
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod driver;

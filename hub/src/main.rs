@@ -1,7 +1,7 @@
 //! `fleetmq-hub`: the hub server and the operator's command line. The
 //! command tree and everything it runs live in the library
-//! ([`fleetmq_hub::operator::cli`]); this file only starts it.
+//! ([`fleetmq_hub::cli`]); this file only starts it.
 
 fn main() -> std::process::ExitCode {
-    fleetmq_hub::operator::cli::main()
+    fleetmq_hub::cli::main()
 }

@@ -17,9 +17,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fleetmq_protocol::{Command, Request, Response, Target};
 
-use super::format;
 use crate::config::{self};
 use crate::enrolment;
+use crate::operator::format;
 
 use ask::{Shown, chat, operate, show_job, submit_job, telemetry};
 use hub::{allow_list, run_hub};
