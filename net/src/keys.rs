@@ -59,6 +59,15 @@ pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// A raw 32-byte CURVE key in Z85, as keys are written and enrolled;
+/// `None` for anything that is not 32 bytes.
+pub fn z85(raw: &[u8]) -> Option<String> {
+    if raw.len() != 32 {
+        return None;
+    }
+    zmq::z85_encode(raw).ok()
+}
+
 /// A fresh key pair from libzmq (libsodium's random source).
 pub fn generate() -> Result<KeyPair, KeyError> {
     let pair = zmq::CurveKeyPair::new().map_err(KeyError::Generate)?;
@@ -206,6 +215,22 @@ mod tests {
 
         write(dir.path(), "hub", &other, true).unwrap();
         assert_eq!(read(&public).unwrap(), other.public);
+    }
+
+    #[test]
+    fn z85_takes_32_bytes_only() {
+        // The ZeroMQ RFC 32 test vector.
+        let raw = [
+            0x86, 0x4F, 0xD2, 0x6F, 0xB5, 0x59, 0xF7, 0x5B, 0x86, 0x4F, 0xD2, 0x6F, 0xB5, 0x59,
+            0xF7, 0x5B, 0x86, 0x4F, 0xD2, 0x6F, 0xB5, 0x59, 0xF7, 0x5B, 0x86, 0x4F, 0xD2, 0x6F,
+            0xB5, 0x59, 0xF7, 0x5B,
+        ];
+        assert_eq!(
+            z85(&raw).as_deref(),
+            Some("HelloWorldHelloWorldHelloWorldHelloWorld")
+        );
+        assert_eq!(z85(&raw[..31]), None);
+        assert_eq!(z85(&[0; 33]), None);
     }
 
     #[test]

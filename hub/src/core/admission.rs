@@ -207,11 +207,7 @@ pub fn judge_zap(list: &AllowList, frames: &[Vec<u8>]) -> (Verdict, Vec<Vec<u8>>
         );
         return (Verdict::Malformed(why), reply(id, "400", "CURVE only", ""));
     }
-    let Some(key) = frames
-        .get(6)
-        .filter(|k| k.len() == 32)
-        .and_then(|k| zmq::z85_encode(k).ok())
-    else {
+    let Some(key) = frames.get(6).and_then(|k| fleetmq_net::keys::z85(k)) else {
         let why = format!("CURVE request without a 32-byte key from {address}");
         return (Verdict::Malformed(why), reply(id, "400", "no key", ""));
     };
