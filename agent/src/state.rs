@@ -10,7 +10,7 @@
 //! Telemetry not yet acked lives in the spool (see `spool`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -20,20 +20,7 @@ use fleetmq_protocol::Outcome;
 const SEQ_BLOCK: u64 = 1024;
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // Make the rename itself durable; not every file system allows this.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
-fn with_path(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    fleetmq_net::files::write_atomically(path, bytes, None)
 }
 
 pub struct SeqFile {
@@ -60,7 +47,7 @@ impl SeqFile {
                 ),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => (1, None),
-            Err(e) => return Err(with_path(&path, e)),
+            Err(e) => return Err(fleetmq_net::files::with_path(&path, e)),
         };
         Ok((
             SeqFile {
@@ -77,7 +64,7 @@ impl SeqFile {
         if self.next >= self.reserved {
             let until = self.next + SEQ_BLOCK;
             write_atomically(&self.path, until.to_string().as_bytes())
-                .map_err(|e| with_path(&self.path, e))?;
+                .map_err(|e| fleetmq_net::files::with_path(&self.path, e))?;
             self.reserved = until;
         }
         let n = self.next;
@@ -123,7 +110,7 @@ impl JobMemory {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(with_path(&mem.path, e)),
+            Err(e) => return Err(fleetmq_net::files::with_path(&mem.path, e)),
         }
         Ok(mem)
     }
@@ -149,7 +136,8 @@ impl JobMemory {
         if self.lines >= 2 * self.cap {
             // Rewrite the file with only the ids still remembered.
             let text: String = self.order.iter().map(|id| format!("{id}\n")).collect();
-            write_atomically(&self.path, text.as_bytes()).map_err(|e| with_path(&self.path, e))?;
+            write_atomically(&self.path, text.as_bytes())
+                .map_err(|e| fleetmq_net::files::with_path(&self.path, e))?;
             self.lines = self.order.len();
             return Ok(());
         }
@@ -157,10 +145,10 @@ impl JobMemory {
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| with_path(&self.path, e))?;
+            .map_err(|e| fleetmq_net::files::with_path(&self.path, e))?;
         writeln!(f, "{id}")
             .and_then(|()| f.sync_data())
-            .map_err(|e| with_path(&self.path, e))?;
+            .map_err(|e| fleetmq_net::files::with_path(&self.path, e))?;
         self.lines += 1;
         Ok(())
     }

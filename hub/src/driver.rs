@@ -127,15 +127,14 @@ fn zmq_error(doing: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
 
 fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> Result<PathBuf, Error> {
     let path = dir.join("endpoints.json");
-    let tmp = dir.join("endpoints.json.tmp");
     // Our own plain struct always serializes.
     let text = serde_json::to_string_pretty(endpoints).unwrap_or_default();
-    let write = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Write { path, source }
-    };
-    std::fs::write(&tmp, text).map_err(write(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(write(&path))?;
+    fleetmq_net::files::write_atomically(&path, text.as_bytes(), None).map_err(|source| {
+        Error::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
     Ok(path)
 }
 

@@ -17,8 +17,7 @@
 //! cannot speak for another.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -154,11 +153,7 @@ impl AllowList {
 /// Writes `text` to `path` through a temporary file and a rename, so the
 /// hub never reads half a list.
 fn replace(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    fleetmq_net::files::write_atomically(path, text.as_bytes(), None)
 }
 
 /// What an edit of the allow list did.

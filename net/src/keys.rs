@@ -7,9 +7,9 @@
 //! Existing files are never replaced unless the caller says so, because a
 //! new key pair locks out every peer that trusted the old public key.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Length of a Z85-encoded CURVE key.
@@ -104,21 +104,9 @@ pub fn write(
     Ok((secret, public))
 }
 
-/// Writes `line` to a temporary file with `mode`, syncs it, and renames it
-/// over `path`, so a reader never sees half a key.
+/// Writes `line` with `mode`, whole, so a reader never sees half a key.
 fn write_file(path: &Path, line: &str, mode: u32) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    // The umask may have taken bits away; it must not have added any.
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(format!("{line}\n").as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    crate::files::write_atomically(path, format!("{line}\n").as_bytes(), Some(mode))
 }
 
 /// Checks that `key` is a Z85 CURVE key (40 characters decoding to 32

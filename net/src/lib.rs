@@ -16,9 +16,11 @@
 //! * [`config`] loads TOML files with errors naming the file, key and fix.
 //! * [`logging`] installs `tracing` output for both binaries.
 //! * [`keys`] writes and reads CURVE key files (`keygen`).
+//! * [`files`] writes small files whole (temporary, sync, rename).
 
 pub mod config;
 pub mod endpoint;
+pub mod files;
 pub mod keys;
 pub mod logging;
 pub mod poll;

@@ -154,9 +154,7 @@ fn segment_name(first_id: u64) -> String {
     format!("{first_id:020}.seg")
 }
 
-fn with_path(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
+use fleetmq_net::files::with_path;
 
 impl Spool {
     fn active(&self) -> &Segment {

@@ -1,0 +1,66 @@
+//! Small files written whole: a reader (another process, or this one after
+//! a power cut) sees the old content or the new, never half of it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+/// Writes `bytes` to `path` through `PATH.tmp`, synced, then renamed over
+/// `path`; the directory is synced too where the file system allows it, so
+/// the rename survives a power cut. With `mode`, the file has exactly
+/// those permission bits (whatever the umask); without, the usual ones.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut open = OpenOptions::new();
+    open.write(true).create_new(true);
+    if let Some(mode) = mode {
+        open.mode(mode);
+    }
+    let mut f = open.open(&tmp)?;
+    if let Some(mode) = mode {
+        // The umask may have taken bits away; it must not have added any.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable; not every file system allows this.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// `e`, with `path` in front of its message, so it says which file.
+pub fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_replaced_whole_with_the_mode_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seq");
+        write_atomically(&path, b"1", None).unwrap();
+        write_atomically(&path, b"22", Some(0o600)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"22");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!path.with_extension("tmp").exists(), "no temporary left");
+        // A stale temporary from a crash is replaced, not an error.
+        fs::write(path.with_extension("tmp"), b"half").unwrap();
+        write_atomically(&path, b"333", None).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"333");
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let e = with_path(Path::new("/x/seq"), io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "/x/seq: disk full");
+    }
+}
