@@ -119,6 +119,28 @@ fn to_operator(actions: &[Action]) -> Vec<(u64, Response)> {
         .collect()
 }
 
+/// A ping for `device` that waits `timeout_ms` for its answer.
+fn ping(device: &str, timeout_ms: u32) -> Request {
+    Request::Command {
+        device: device.into(),
+        command: Command::Ping,
+        timeout_ms,
+    }
+}
+
+/// An exec job with a 10 s lease.
+fn exec_job(program: &str, max_attempts: u32) -> JobSubmission {
+    JobSubmission {
+        spec: JobSpec::Exec {
+            program: program.into(),
+            args: vec![],
+        },
+        timeout_ms: 1_000,
+        lease_ms: 10_000,
+        max_attempts,
+    }
+}
+
 fn batch(seq: u64, value: f64) -> Upstream {
     let mut b = BatchBuilder::new(seq);
     b.push_sample("temp_c", T0, Value::Float(value)).unwrap();
@@ -219,11 +241,7 @@ fn a_command_is_sent_and_its_answer_reaches_the_operator() {
     let mut f = Fleet::new();
     f.hello("pi-a", T0);
     f.actions();
-    let ask = Request::Command {
-        device: "pi-a".into(),
-        command: Command::Ping,
-        timeout_ms: 5_000,
-    };
+    let ask = ping("pi-a", 5_000);
     f.operator(7, ask, T0);
     let sent = f.deliver(T0);
     let corr = match sent.as_slice() {
@@ -258,15 +276,7 @@ fn a_command_is_sent_and_its_answer_reaches_the_operator() {
         "{answers:?}"
     );
     // A retry of request 7 is answered from memory, not sent again.
-    f.operator(
-        7,
-        Request::Command {
-            device: "pi-a".into(),
-            command: Command::Ping,
-            timeout_ms: 5_000,
-        },
-        T0 + 6,
-    );
+    f.operator(7, ping("pi-a", 5_000), T0 + 6);
     let again = f.actions();
     assert!(matches!(
         &to_operator(&again)[..],
@@ -280,11 +290,7 @@ fn a_command_nobody_answers_times_out() {
     let mut f = Fleet::new();
     f.hello("pi-a", T0);
     f.actions();
-    let ask = Request::Command {
-        device: "pi-a".into(),
-        command: Command::Ping,
-        timeout_ms: 2_000,
-    };
+    let ask = ping("pi-a", 2_000);
     f.operator(8, ask, T0);
     f.deliver(T0);
     f.core.tick(T0 + 1_999);
@@ -372,15 +378,7 @@ fn a_command_for_an_offline_device_waits_and_is_delivered_when_it_returns() {
 #[test]
 fn a_job_whose_lease_runs_out_is_handed_out_again() {
     let mut f = Fleet::new();
-    let job = JobSubmission {
-        spec: JobSpec::Exec {
-            program: "uname".into(),
-            args: vec![],
-        },
-        timeout_ms: 1_000,
-        lease_ms: 10_000,
-        max_attempts: 2,
-    };
+    let job = exec_job("uname", 2);
     f.operator(21, Request::SubmitJob(job), T0);
     let out = f.deliver(T0);
     let id = match to_operator(&out).as_slice() {
@@ -439,15 +437,7 @@ fn a_job_whose_lease_runs_out_is_handed_out_again() {
 #[test]
 fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
     let mut f = Fleet::new();
-    let job = JobSubmission {
-        spec: JobSpec::Exec {
-            program: "true".into(),
-            args: vec![],
-        },
-        timeout_ms: 1_000,
-        lease_ms: 10_000,
-        max_attempts: 1,
-    };
+    let job = exec_job("true", 1);
     f.operator(31, Request::SubmitJob(job), T0);
     // The driver could not hand it out (no agent connected): no job_sent.
     let offered = f.actions();
