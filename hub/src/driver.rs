@@ -400,7 +400,7 @@ impl Driver {
     fn drain_monitors(&mut self) -> Result<(), Error> {
         for m in &self.monitors {
             while let Some(e) = next_event(m).map_err(zmq_error("reading a socket monitor"))? {
-                match e {
+                match e.kind {
                     event::DISCONNECTED => {
                         self.core.connection_event(ConnectionEvent::Disconnected)
                     }

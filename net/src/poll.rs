@@ -84,15 +84,34 @@ pub mod event {
     pub const HANDSHAKE_FAILED_AUTH: u16 = 0x4000;
 }
 
-/// The next event waiting on a monitor socket (its first frame holds the
-/// event number, little-endian), `Ok(None)` when none is waiting. A frame
-/// that is not an event is skipped.
-pub fn next_event(monitor: &zmq::Socket) -> Result<Option<u16>, zmq::Error> {
+/// One socket monitor event: what happened, and its value (a descriptor,
+/// an errno or a status code, depending on the event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// One of [`event`]'s numbers.
+    pub kind: u16,
+    /// The event's value; 0 when the frame did not carry one.
+    pub value: u32,
+}
+
+/// Reads a monitor event frame: the event number (u16, little-endian),
+/// then its value (u32, little-endian).
+pub fn parse_event(frame: &[u8]) -> Option<Event> {
+    let kind = u16::from_le_bytes(*frame.first_chunk::<2>()?);
+    let value = frame
+        .get(2..6)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map_or(0, u32::from_le_bytes);
+    Some(Event { kind, value })
+}
+
+/// The next event waiting on a monitor socket, `Ok(None)` when none is
+/// waiting. A message that is not an event is skipped.
+pub fn next_event(monitor: &zmq::Socket) -> Result<Option<Event>, zmq::Error> {
     while let Some(frames) = crate::recv_frames(monitor, 2)? {
         let event = frames
             .ok()
-            .and_then(|f| f.first().and_then(|f| f.first_chunk::<2>()).copied())
-            .map(u16::from_le_bytes);
+            .and_then(|f| f.first().and_then(|f| parse_event(f)));
         if event.is_some() {
             return Ok(event);
         }
@@ -105,4 +124,29 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_frame_is_its_number_then_its_value() {
+        let frame = [0x00, 0x40, 0x90, 0x01, 0x00, 0x00];
+        assert_eq!(
+            parse_event(&frame),
+            Some(Event {
+                kind: event::HANDSHAKE_FAILED_AUTH,
+                value: 400
+            })
+        );
+        assert_eq!(
+            parse_event(&[0x00, 0x02]),
+            Some(Event {
+                kind: event::DISCONNECTED,
+                value: 0
+            })
+        );
+        assert_eq!(parse_event(&[0x00]), None);
+    }
 }

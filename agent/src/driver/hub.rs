@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use fleetmq_net::poll::event;
+use fleetmq_net::poll::{Event, event, next_event};
 use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{Broadcast, Downstream, Hello, HubPorts, Target, Upstream, names};
 use tracing::{debug, info, warn};
@@ -85,22 +85,9 @@ impl Agent {
     }
 
     pub(super) fn drain_monitor(&mut self) -> Result<(), Error> {
-        while let Some(frames) =
-            recv_frames(&self.monitor, 2).map_err(zmq_error("reading socket monitor"))?
+        while let Some(Event { kind: event, value }) =
+            next_event(&self.monitor).map_err(zmq_error("reading socket monitor"))?
         {
-            let Ok(frames) = frames else { continue };
-            let Some(event) = frames
-                .first()
-                .and_then(|f| f.first_chunk::<2>())
-                .map(|b| u16::from_le_bytes(*b))
-            else {
-                continue;
-            };
-            let value = frames
-                .first()
-                .and_then(|f| f.get(2..6))
-                .and_then(|v| <[u8; 4]>::try_from(v).ok())
-                .map_or(0, u32::from_le_bytes);
             if matches!(
                 event,
                 event::HANDSHAKE_FAILED_AUTH | event::HANDSHAKE_FAILED_PROTOCOL
