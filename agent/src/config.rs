@@ -194,10 +194,21 @@ impl AgentConfig {
     /// Reads `path`, or the defaults when there is none. Call
     /// [`AgentConfig::validate`] after applying command-line overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        match path {
-            Some(p) => fleetmq_net::config::load(p),
-            None => Ok(AgentConfig::default()),
+        let Some(path) = path else {
+            return Ok(AgentConfig::default());
+        };
+        let mut cfg: AgentConfig = fleetmq_net::config::load(path)?;
+        // A relative key file is found beside the config file.
+        let key = Path::new(&cfg.hub_public_key);
+        if !cfg.hub_public_key.is_empty()
+            && fleetmq_net::keys::check(&cfg.hub_public_key).is_err()
+            && key.is_relative()
+            && let Some(dir) = path.parent()
+            && dir.join(key).is_file()
+        {
+            cfg.hub_public_key = dir.join(key).to_string_lossy().into_owned();
         }
+        Ok(cfg)
     }
 
     /// Fills in the device id and checks values that parse but make no sense.
@@ -219,11 +230,21 @@ impl AgentConfig {
                 format!("{:?} must be tcp://HOST:PORT", self.hub),
             ));
         }
+        if !self.hub_public_key.is_empty()
+            && fleetmq_net::keys::check(&self.hub_public_key).is_err()
+            && Path::new(&self.hub_public_key).is_file()
+        {
+            // The path of the hub's hub.pub rather than its line.
+            self.hub_public_key = fleetmq_net::keys::read(Path::new(&self.hub_public_key))
+                .map_err(|e| invalid("hub_public_key", e.to_string()))?;
+        }
         if !self.hub_public_key.is_empty() {
             fleetmq_net::keys::check(&self.hub_public_key).map_err(|why| {
                 invalid(
                     "hub_public_key",
-                    format!("{why}; use the Z85 line of the hub's hub.pub"),
+                    format!(
+                        "{why}; use the Z85 line of the hub's hub.pub in single quotes, or the path of that file"
+                    ),
                 )
             })?;
         }
@@ -366,6 +387,43 @@ mod tests {
         let parsed: AgentConfig =
             fleetmq_net::config::parse(Path::new("example"), EXAMPLE).unwrap();
         assert_eq!(parsed, AgentConfig::default());
+    }
+
+    #[test]
+    fn hub_public_key_may_name_the_hub_pub_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = fleetmq_net::keys::generate().unwrap().public;
+        std::fs::write(dir.path().join("hub.pub"), format!("{key}\n")).unwrap();
+        let config = dir.path().join("agent.toml");
+        // Beside the config file, and as an absolute path.
+        let absolute = dir.path().join("hub.pub").display().to_string();
+        for named in ["hub.pub".to_string(), absolute] {
+            std::fs::write(
+                &config,
+                format!("device_id = 'pi-1'\nhub_public_key = '{named}'\n"),
+            )
+            .unwrap();
+            let mut c = AgentConfig::load(Some(&config)).unwrap();
+            c.validate("agent.toml").unwrap();
+            assert_eq!(c.hub_public_key, key, "{named}");
+        }
+        // The line itself, in single quotes as keygen prints it.
+        std::fs::write(
+            &config,
+            format!("device_id = 'pi-1'\nhub_public_key = '{key}'\n"),
+        )
+        .unwrap();
+        let mut c = AgentConfig::load(Some(&config)).unwrap();
+        c.validate("agent.toml").unwrap();
+        assert_eq!(c.hub_public_key, key);
+        // Neither a key nor a file: the error says both ways.
+        std::fs::write(&config, "device_id = 'pi-1'\nhub_public_key = 'nope.pub'\n").unwrap();
+        let mut c = AgentConfig::load(Some(&config)).unwrap();
+        let err = c.validate("agent.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("hub_public_key") && err.contains("path of that file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
          enrol this device on the hub with:\nfleetmq-hub allow {device} {}",
         secret.display(),
         public.display(),
-        pair.public
+        fleetmq_net::keys::quoted(&pair.public)
     );
     Ok(())
 }
@@ -184,10 +184,10 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
             .context("loading this device's CURVE key pair (DATA_DIR/agent.key)")?;
         if made {
             tracing::warn!(
-                public_key = %ours.public,
+                public_key = %fleetmq_net::keys::quoted(&ours.public),
                 "made this device's key pair; enrol it on the hub with: fleetmq-hub allow {} {}",
                 cfg.device_id,
-                ours.public
+                fleetmq_net::keys::quoted(&ours.public)
             );
         }
         Security::CurveClient {

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use fleetmq_net::keys;
 use fleetmq_net::poll::{event, next_event};
 use fleetmq_net::{NetError, Poll, Security, Shutdown, Sockets, now_ms, recv_message, send_frames};
 use fleetmq_protocol::HubPorts;
@@ -22,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::HubConfig;
 use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
+use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
 use crate::operator::http::{Http, HttpError};
 use crate::store::{Store, StoreError};
@@ -84,12 +86,8 @@ struct Driver {
 /// or one message causes is counted and logged by the core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("creating data directory {}", path.display())]
-    DataDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     #[error("opening the store in {}", dir.display())]
     Store {
         dir: PathBuf,
@@ -141,10 +139,8 @@ fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> Result<PathBuf, Error> 
 /// Runs the hub until `shutdown` fires.
 pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), Error> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|source| Error::DataDir {
-        path: dir.clone(),
-        source,
-    })?;
+    // Held until the hub stops.
+    let _data_dir = DataDir::lock(&dir)?;
     let store = Store::open(&dir, config.storage.synchronous).map_err(|source| Error::Store {
         dir: dir.clone(),
         source,
@@ -153,12 +149,12 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let mut enrolment = None;
     let mut zap = None;
     if !insecure {
-        let (pair, made) = fleetmq_net::keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
-        let pub_path = fleetmq_net::keys::paths(&dir, "hub").1;
+        let (pair, made) = keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
+        let pub_path = keys::paths(&dir, "hub").1;
         if made {
-            info!(public_key = %pair.public, file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
+            info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
         } else {
-            info!(public_key = %pair.public, file = %pub_path.display(), "hub key loaded");
+            info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "hub key loaded");
         }
         let path = config.allow_list_path();
         let list = AllowList::load(&path).map_err(Error::AllowList)?;

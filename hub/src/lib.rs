@@ -8,6 +8,7 @@
 //! | [`core`] | every decision, no sockets: admission, presence, telemetry, commands, jobs, operator requests ([`core::Core`]) |
 //! | [`driver`] | the only code that touches zmq: binds, polls, answers ZAP, reads socket monitors, carries out the core's [`core::Action`]s |
 //! | [`store`] | SQLite, a synchronous call the core makes: devices and presence (`mod.rs`), telemetry and chat, jobs, the command log; [`store::Store::in_memory`] for tests |
+//! | [`datadir`] | the data directory, locked so that one hub at a time uses it |
 //! | [`enrolment`] | the allow list file: format, `allow`/`revoke` edits, the watch |
 //! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`); the binary's edge, where `anyhow` lives |
 //! | [`operator`] | the operator client, output formatting for people, the HTTP side |
@@ -34,6 +35,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod datadir;
 pub mod driver;
 pub mod enrolment;
 pub mod operator;

@@ -59,6 +59,15 @@ pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// `key` as it should be printed for a person to paste: in single quotes.
+/// Z85 holds `$`, `!`, `&`, `<`, `>`, `(`, `)`, `^` and `=`, which a shell
+/// would act on (double quotes do not protect `$` and `!`), and no quote of
+/// its own, so single quotes keep it whole in a shell and in TOML (a
+/// literal string).
+pub fn quoted(key: &str) -> String {
+    format!("'{key}'")
+}
+
 /// A raw 32-byte CURVE key in Z85, as keys are written and enrolled;
 /// `None` for anything that is not 32 bytes.
 pub fn z85(raw: &[u8]) -> Option<String> {

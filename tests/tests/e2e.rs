@@ -52,6 +52,59 @@ fn hub_starts_on_embedded_defaults_and_reports_its_ports() {
 }
 
 #[test]
+fn a_second_hub_on_one_data_directory_exits_and_operators_find_the_first_from_anywhere() {
+    let _w = watchdog("data_dir_lock", LIMIT);
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let hub = Hub::start_with(dir.path(), &["--bind", "127.0.0.1:*"]);
+    let endpoints = std::fs::read_to_string(data.join("endpoints.json")).unwrap();
+    let out = hub_command()
+        .args(["run", "--bind", "127.0.0.1:*", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("running a second hub");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second hub must not run: {stderr}");
+    assert!(
+        stderr.contains("in use by another fleetmq-hub")
+            && stderr.contains(&format!("(pid {})", hub.proc.pid())),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("endpoints.json")).unwrap(),
+        endpoints,
+        "the first hub's endpoints.json is untouched"
+    );
+    // From another working directory, by the data directory or the config.
+    let elsewhere = tmp();
+    let config = elsewhere.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    for how in [
+        ["--data-dir", data.to_str().unwrap()],
+        ["--config", config.to_str().unwrap()],
+    ] {
+        let out = hub_command()
+            .current_dir(elsewhere.path())
+            .args(["stats", "--json"])
+            .args(how)
+            .output()
+            .expect("running fleetmq-hub stats");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{how:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stats: Value = serde_json::from_str(&stdout).expect("stats as JSON");
+        assert_eq!(stats["devices_known"], 0, "{how:?}");
+    }
+}
+
+#[test]
 fn the_agent_build_reports_its_arch_and_completes_a_curve_handshake() {
     let _w = watchdog("info", LIMIT);
     let out = agent_command()
@@ -605,8 +658,9 @@ fn keygen_writes_private_key_files_and_never_replaces_them_unasked() {
     let key = key.trim();
     assert_eq!(key.len(), 40, "Z85 public key: {key:?}");
     let stdout = String::from_utf8_lossy(&first.stdout);
+    // In single quotes: a TOML literal string, and whole in a shell.
     assert!(
-        stdout.contains(&format!("hub_public_key = \"{key}\"")),
+        stdout.contains(&format!("hub_public_key = '{key}'")),
         "{stdout}"
     );
     let mode = std::fs::metadata(data.join("hub.key"))
@@ -635,7 +689,7 @@ fn keygen_writes_private_key_files_and_never_replaces_them_unasked() {
     let agent_key = std::fs::read_to_string(agent_data.join("agent.pub")).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("pi-keys {}", agent_key.trim())),
+        stdout.contains(&format!("pi-keys '{}'", agent_key.trim())),
         "allow-list line: {stdout}"
     );
     let mode = std::fs::metadata(agent_data.join("agent.key"))
@@ -679,13 +733,35 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
     newbie.wait_log("the hub refused this device's key");
     assert!(hub.stats()["handshakes_refused"].as_u64().unwrap() >= 1);
 
-    // The operator runs the line keygen printed; no restart.
-    let words: Vec<&str> = enrol_line.split_whitespace().skip(1).collect();
+    // The operator pastes the line keygen printed into a shell; no restart.
+    // (Z85 holds characters a shell acts on: the quotes must keep it whole.)
+    // `fleetmq-hub` on the PATH is this hub (behind its runner, if any).
+    let shim = dir.path().join("bin");
+    std::fs::create_dir_all(&shim).unwrap();
+    let hub_cmd = hub_command();
+    let words: Vec<String> = std::iter::once(hub_cmd.get_program())
+        .chain(hub_cmd.get_args())
+        .map(|w| format!("'{}'", w.to_string_lossy()))
+        .collect();
+    let script = shim.join("fleetmq-hub");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", words.join(" ")),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     run_ok(
-        hub_command()
-            .args(&words)
-            .arg("--data-dir")
-            .arg(dir.path().join("data")),
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{enrol_line} --data-dir \"$0\""))
+            .arg(dir.path().join("data"))
+            .env("PATH", path),
     );
     hub.wait_answering("pi-new");
     assert_eq!(hub.stats()["devices_allowed"], 2);

@@ -102,7 +102,7 @@ impl Agent {
                         status = value,
                         "the hub refused this device's key: enrol it on the hub with `fleetmq-hub allow {} {}`; retrying",
                         self.cfg.device_id,
-                        self.public_key
+                        fleetmq_net::keys::quoted(&self.public_key)
                     );
                 }
                 event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL

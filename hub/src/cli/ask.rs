@@ -32,7 +32,11 @@ impl Shown {
 }
 
 pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
-    let endpoint = crate::operator::find_endpoint(op.hub.as_deref(), &op.data_dir)?;
+    let config = crate::config::HubConfig::load(op.config.as_deref())
+        .map_err(|e| ClientError::NoEndpoint(e.to_string()))?;
+    let data_dir = op.data_dir.as_ref().unwrap_or(&config.data_dir);
+    let endpoint =
+        crate::operator::find_endpoint(op.hub.as_deref(), data_dir, &config.listen.operator)?;
     Ok(Client::new(
         endpoint,
         Duration::from_millis(op.hub_timeout_ms),

@@ -136,12 +136,18 @@ struct RevokeArgs {
 
 #[derive(Args, Clone)]
 struct OpArgs {
-    /// The hub's operator endpoint (default: read from DATA_DIR/endpoints.json).
+    /// The hub's operator endpoint (default: read from DATA_DIR/endpoints.json,
+    /// else the config's listen.operator, tcp://127.0.0.1:7755 by default).
     #[arg(long, env = "FLEETMQ_OPERATOR", value_name = "ENDPOINT")]
     hub: Option<String>,
-    /// The hub's data directory, where it wrote endpoints.json.
-    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "fleetmq-data")]
-    data_dir: PathBuf,
+    /// The hub's config file, for its data_dir and listen.operator (the
+    /// packaged hub's is /etc/fleetmq/hub.toml).
+    #[arg(long, env = "FLEETMQ_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// The hub's data directory, where it wrote endpoints.json (default: the
+    /// config's data_dir, fleetmq-data without a config).
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -311,10 +317,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let (secret, public) = fleetmq_net::keys::write(&a.data_dir, "hub", &pair, a.force)?;
             println!(
                 "secret key: {} (mode 0600; it never leaves the hub)\npublic key: {}\n\
-                 give every agent this line in its config:\nhub_public_key = \"{}\"",
+                 give every agent this line in its config (or the path of a copy of {}):\n\
+                 hub_public_key = {}",
                 secret.display(),
                 public.display(),
-                pair.public
+                public.display(),
+                fleetmq_net::keys::quoted(&pair.public)
             );
             Ok(ExitCode::SUCCESS)
         }

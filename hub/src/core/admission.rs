@@ -92,6 +92,7 @@ impl Core {
                 self.counters.handshakes_refused += 1;
                 let a = &mut self.admission;
                 if a.logged.len() < LOGGED_MAX && a.logged.insert(key.clone()) {
+                    let key = fleetmq_net::keys::quoted(&key);
                     warn!(%address, public_key = %key, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {key}");
                 }
             }
@@ -122,6 +123,7 @@ impl Core {
             return;
         }
         for (device, key) in &revoked {
+            let key = fleetmq_net::keys::quoted(key);
             warn!(device, public_key = %key, "key revoked; cutting the device off");
             self.went_offline(device, now_ms, "revoked");
         }

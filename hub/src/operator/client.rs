@@ -35,20 +35,35 @@ pub enum ClientError {
     Hub(OperatorError),
 }
 
-/// Where the operator socket is: an explicit endpoint, or the endpoints.json
-/// a running hub wrote into its data directory.
-pub fn find_endpoint(explicit: Option<&str>, data_dir: &Path) -> Result<String, ClientError> {
+/// Where the operator socket is: an explicit endpoint; else the
+/// endpoints.json a running hub wrote into its data directory; else, when
+/// there is none, the `configured` operator endpoint if its port is fixed
+/// (a hub that binds `*` can only be found through endpoints.json).
+pub fn find_endpoint(
+    explicit: Option<&str>,
+    data_dir: &Path,
+    configured: &str,
+) -> Result<String, ClientError> {
     if let Some(ep) = explicit {
         fleetmq_net::endpoint::validate(ep, false).map_err(ClientError::NoEndpoint)?;
         return Ok(ep.to_string());
     }
     let path = data_dir.join("endpoints.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ClientError::NoEndpoint(format!(
-            "{} could not be read ({e}); pass --hub tcp://HOST:PORT or the hub's --data-dir",
-            path.display()
-        ))
-    })?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && fleetmq_net::endpoint::port(configured).is_some_and(|p| p > 0) =>
+        {
+            return Ok(configured.to_string());
+        }
+        Err(e) => {
+            return Err(ClientError::NoEndpoint(format!(
+                "{} could not be read ({e}); pass --hub tcp://HOST:PORT, or the hub's --config or --data-dir",
+                path.display()
+            )));
+        }
+    };
     let eps: Endpoints = serde_json::from_str(&text)
         .map_err(|e| ClientError::NoEndpoint(format!("{} is not valid: {e}", path.display())))?;
     Ok(eps.operator)
@@ -132,5 +147,31 @@ impl Client {
             attempts: self.attempts,
             per_attempt_ms: per_attempt.as_millis() as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_comes_from_the_flag_then_the_file_then_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = "tcp://127.0.0.1:7755";
+        let found = |explicit| find_endpoint(explicit, dir.path(), configured);
+        assert_eq!(found(None).unwrap(), configured, "no file: the config");
+        let wild = find_endpoint(None, dir.path(), "tcp://127.0.0.1:*").unwrap_err();
+        assert!(wild.to_string().contains("--config"), "{wild}");
+        std::fs::write(
+            dir.path().join("endpoints.json"),
+            r#"{"telemetry":"tcp://127.0.0.1:1","broadcast":"tcp://127.0.0.1:2","jobs":"tcp://127.0.0.1:3","results":"tcp://127.0.0.1:4","commands":"tcp://127.0.0.1:5","operator":"tcp://127.0.0.1:40001","http":""}"#,
+        )
+        .unwrap();
+        assert_eq!(found(None).unwrap(), "tcp://127.0.0.1:40001", "the file");
+        assert_eq!(
+            found(Some("tcp://10.0.0.1:7755")).unwrap(),
+            "tcp://10.0.0.1:7755",
+            "the flag"
+        );
     }
 }
