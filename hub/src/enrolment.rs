@@ -121,6 +121,18 @@ impl AllowList {
         self.by_key.get(key).map(String::as_str)
     }
 
+    /// The keys enrolled for `device`, sorted.
+    pub fn keys_of(&self, device: &str) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .by_key
+            .iter()
+            .filter(|(_, d)| d.as_str() == device)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
     /// Whether `device` has any key on the list.
     pub fn has_device(&self, device: &str) -> bool {
         self.devices.contains(device)
@@ -159,7 +171,10 @@ fn replace(path: &Path, text: &str) -> std::io::Result<()> {
 /// What an edit of the allow list did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Edit {
-    Added,
+    /// Added; `others` are the keys the device had before (a rotation).
+    Added {
+        others: Vec<String>,
+    },
     AlreadyThere,
     Removed(usize),
     NotThere,
@@ -182,18 +197,24 @@ pub fn allow(path: &Path, device: &str, key: &str) -> Result<Edit, AllowError> {
             text.push('\n');
         }
         text.push_str(&format!("{device} {key}\n"));
-        Ok((Edit::Added, Some(text)))
+        let others = list.keys_of(device).into_iter().map(String::from).collect();
+        Ok((Edit::Added { others }, Some(text)))
     })
 }
 
-/// Removes every line of `device` from the file.
-pub fn revoke(path: &Path, device: &str) -> Result<Edit, AllowError> {
+/// Removes `device`'s line for `key`, or every line of `device` when
+/// `key` is `None`.
+pub fn revoke(path: &Path, device: &str, key: Option<&str>) -> Result<Edit, AllowError> {
     edit(path, |_, text| {
         let mut removed = 0;
         let kept: String = text
             .lines()
             .filter(|l| {
-                let drop = l.split_whitespace().next() == Some(device) && !l.starts_with('#');
+                let mut words = l.split_whitespace();
+                let (d, k) = (words.next(), words.next());
+                let drop = d == Some(device)
+                    && key.is_none_or(|key| k == Some(key))
+                    && !l.trim_start().starts_with('#');
                 removed += usize::from(drop);
                 !drop
             })
@@ -330,16 +351,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("allowed_devices");
         let (a, b, c) = (key(), key(), key());
-        assert_eq!(allow(&path, "pi-a", &a).unwrap(), Edit::Added);
+        let added = |others: &[&String]| Edit::Added {
+            others: others.iter().map(|k| k.to_string()).collect(),
+        };
+        assert_eq!(allow(&path, "pi-a", &a).unwrap(), added(&[]));
         assert_eq!(allow(&path, "pi-a", &a).unwrap(), Edit::AlreadyThere);
-        assert_eq!(allow(&path, "pi-a", &c).unwrap(), Edit::Added);
-        assert_eq!(allow(&path, "pi-b", &b).unwrap(), Edit::Added);
+        assert_eq!(
+            allow(&path, "pi-a", &c).unwrap(),
+            added(&[&a]),
+            "a second key says which the device had"
+        );
+        assert_eq!(allow(&path, "pi-b", &b).unwrap(), added(&[]));
         let err = allow(&path, "pi-b", &a).unwrap_err().to_string();
         assert!(err.contains("enrolled as pi-a"), "{err}");
         let before = AllowList::load(&path).unwrap();
 
-        assert_eq!(revoke(&path, "pi-a").unwrap(), Edit::Removed(2));
-        assert_eq!(revoke(&path, "pi-a").unwrap(), Edit::NotThere);
+        assert_eq!(
+            revoke(&path, "pi-a", Some(&b)).unwrap(),
+            Edit::NotThere,
+            "not pi-a's"
+        );
+        assert_eq!(revoke(&path, "pi-a", Some(&c)).unwrap(), Edit::Removed(1));
+        assert_eq!(
+            AllowList::load(&path).unwrap().keys_of("pi-a"),
+            vec![a.as_str()]
+        );
+        assert_eq!(allow(&path, "pi-a", &c).unwrap(), added(&[&a]));
+        assert_eq!(revoke(&path, "pi-a", None).unwrap(), Edit::Removed(2));
+        assert_eq!(revoke(&path, "pi-a", None).unwrap(), Edit::NotThere);
         let after = AllowList::load(&path).unwrap();
         assert_eq!(after.device(&b), Some("pi-b"));
         assert!(!after.has_device("pi-a"));

@@ -495,6 +495,9 @@ messages! {
         pub groups: Vec<String>,
         /// Batches stored from it.
         pub batches: u64,
+        /// No key of it is on the allow list any more: it was revoked and
+        /// cannot get in (never set on a plaintext hub).
+        pub revoked: bool,
     }
 
     /// One stored sample.

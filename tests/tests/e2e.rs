@@ -803,6 +803,55 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
         "nothing of a revoked device is stored"
     );
     assert_eq!(hub.stats()["devices_allowed"], 1);
+    let devices = hub.devices();
+    assert_eq!(devices["pi-new"]["revoked"], true, "shown as revoked");
+    assert_eq!(devices["pi-keep"]["revoked"], false);
+    let data = dir.path().join("data");
+    let listed = run_ok(hub_command().args(["devices", "--data-dir"]).arg(&data));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("pi-new") && l.contains("revoked")),
+        "{listed}"
+    );
+
+    // A key rotation: a second key for pi-keep says so and how to retire
+    // the old one; revoking one key leaves the device its other.
+    let second = Keys::new().public;
+    let out = run_ok(
+        hub_command()
+            .args(["allow", "pi-keep", &second, "--data-dir"])
+            .arg(&data),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("it has 2 now") && stdout.contains("fleetmq-hub revoke pi-keep --key '"),
+        "{stdout}"
+    );
+    wait_for("two keys allowed", || {
+        (hub.stats()["devices_allowed"] == 2).then_some(())
+    });
+    run_ok(
+        hub_command()
+            .args(["revoke", "pi-keep", "--key", &second, "--data-dir"])
+            .arg(&data),
+    );
+    wait_for("one key again", || {
+        (hub.stats()["devices_allowed"] == 1).then_some(())
+    });
+    hub.wait_answering("pi-keep");
+    assert_eq!(hub.devices()["pi-keep"]["revoked"], false);
+    let out = hub_command()
+        .args(["revoke", "pi-keep", "--key", &second, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is not on"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -130,8 +130,12 @@ struct AllowArgs {
 struct RevokeArgs {
     #[command(flatten)]
     at: EnrolArgs,
-    /// The device id to cut off (all its keys).
+    /// The device id to cut off (all its keys, unless --key).
     device: String,
+    /// Revoke only this key of the device (Z85, or its agent.pub file): the
+    /// old key after a rotation.
+    #[arg(long, value_name = "KEY|FILE")]
+    key: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -304,6 +308,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A public key given on the command line: the Z85 line, or a file holding it.
+fn key_or_file(given: &str) -> anyhow::Result<String> {
+    if fleetmq_net::keys::check(given).is_ok() {
+        return Ok(given.to_string());
+    }
+    let path = std::path::Path::new(given);
+    if path.exists() {
+        return Ok(fleetmq_net::keys::read(path)?);
+    }
+    let why = fleetmq_net::keys::check(given).err().unwrap_or_default();
+    anyhow::bail!(
+        "{given:?} is neither a public key ({why}) nor a file; give the Z85 line of the device's agent.pub in single quotes, or the file"
+    )
+}
+
 /// Runs one subcommand.
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -329,21 +348,25 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Allow(a) => {
             let path = allow_list(&a.at)?;
             fleetmq_protocol::validate_device_id(&a.device).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let key = if fleetmq_net::keys::check(&a.key).is_ok() {
-                a.key.clone()
-            } else if std::path::Path::new(&a.key).exists() {
-                fleetmq_net::keys::read(std::path::Path::new(&a.key))?
-            } else {
-                let why = fleetmq_net::keys::check(&a.key).err().unwrap_or_default();
-                anyhow::bail!(
-                    "{:?} is neither a public key ({why}) nor a file; give the Z85 line of the device's agent.pub, or the file",
-                    a.key
-                );
-            };
+            let key = key_or_file(&a.key)?;
             let edit = enrolment::allow(&path, &a.device, &key)?;
             match edit {
                 enrolment::Edit::AlreadyThere => {
                     println!("{} is already enrolled with this key", a.device)
+                }
+                enrolment::Edit::Added { others } if !others.is_empty() => {
+                    let device = &a.device;
+                    println!(
+                        "enrolled another key for {device} in {}: it has {} now, and each gets in",
+                        path.display(),
+                        others.len() + 1
+                    );
+                    for old in others {
+                        println!(
+                            "once {device} uses the new key, revoke the old one: fleetmq-hub revoke {device} --key {}",
+                            fleetmq_net::keys::quoted(&old)
+                        );
+                    }
                 }
                 _ => println!("enrolled {} in {}", a.device, path.display()),
             }
@@ -351,7 +374,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Revoke(a) => {
             let path = allow_list(&a.at)?;
-            match enrolment::revoke(&path, &a.device)? {
+            let key = a.key.as_deref().map(key_or_file).transpose()?;
+            match enrolment::revoke(&path, &a.device, key.as_deref())? {
                 enrolment::Edit::Removed(n) => {
                     println!(
                         "revoked {} ({n} key(s)) in {}; a running hub cuts it off within a second",
@@ -361,7 +385,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 _ => {
-                    eprintln!("error: {} is not on {}", a.device, path.display());
+                    let what = match &key {
+                        Some(k) => {
+                            format!("{} with key {}", a.device, fleetmq_net::keys::quoted(k))
+                        }
+                        None => a.device.clone(),
+                    };
+                    eprintln!("error: {what} is not on {}", path.display());
                     Ok(ExitCode::FAILURE)
                 }
             }

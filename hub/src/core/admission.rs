@@ -49,6 +49,12 @@ impl Admission {
         self.list.is_some()
     }
 
+    /// Whether `device` was let in once and has no key on the list now (on
+    /// a plaintext hub, never).
+    pub fn is_revoked(&self, device: &str) -> bool {
+        self.list.as_ref().is_some_and(|l| !l.has_device(device))
+    }
+
     /// Number of keys enrolled.
     pub fn keys(&self) -> usize {
         self.list.as_ref().map_or(0, AllowList::len)

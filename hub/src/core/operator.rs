@@ -123,6 +123,7 @@ impl Core {
     fn devices(&self) -> Result<Response, StoreError> {
         let mut devices: Vec<DeviceInfo> = self.store.devices()?;
         for d in &mut devices {
+            d.revoked = self.admission.is_revoked(&d.id);
             d.online = self.presence.is_online(&d.id);
             d.listening = self.presence.is_listening(&d.id);
             if let Some((since, last)) = self.presence.times(&d.id) {

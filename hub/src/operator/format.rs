@@ -37,10 +37,11 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
         "DEVICE", "STATE", "SINCE", "LAST SEEN", "ARCH", "VERSION", "BATCHES"
     );
     for d in devices {
-        let state = match (d.online, d.listening) {
-            (true, true) => "online",
-            (true, false) => "online*",
-            (false, _) => "offline",
+        let state = match (d.revoked, d.online, d.listening) {
+            (true, _, _) => "revoked",
+            (false, true, true) => "online",
+            (false, true, false) => "online*",
+            (false, false, _) => "offline",
         };
         let _ = writeln!(
             out,

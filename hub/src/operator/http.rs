@@ -500,6 +500,7 @@ mod tests {
             hostname: "pi".into(),
             groups: vec![],
             batches: 1,
+            revoked: false,
         }];
         let latest = vec![
             LatestValue {

@@ -299,6 +299,7 @@ impl Store {
                     since_ms: r.get::<_, i64>(6)? as u64,
                     last_seen_ms: r.get::<_, i64>(7)? as u64,
                     batches: r.get::<_, i64>(8)? as u64,
+                    revoked: false,
                 })
             })
             .doing("listing devices")?;
