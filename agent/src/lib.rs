@@ -12,6 +12,7 @@
 //! | [`work`] | what this device does with a job or a command, decided from its allow lists alone; [`work::runner`] runs programs with time and output limits |
 //! | [`sources`] | local sources: host metrics from /proc and /sys, StatsD/Influx ingest, the control socket (`status`, `send`, `reload`) |
 //! | [`redial`] | when to dial a hub that refused us again, with jittered back-off |
+//! | [`link`] | why the hub has not welcomed us, said within a few seconds |
 //! | [`state`] | small files that survive restarts: the sequence number block, the jobs already run |
 //! | [`info`] | `fleetmq-agent info`: the build, and whether its libzmq can do CURVE |
 //!
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod info;
+pub mod link;
 pub mod redial;
 pub mod reload;
 pub mod sources;

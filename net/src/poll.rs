@@ -72,6 +72,8 @@ impl<'a, T: Copy> Poll<'a, T> {
 
 /// Socket monitor events (zmq.h `ZMQ_EVENT_*`) that fleetmq listens for.
 pub mod event {
+    /// A connection was made (on a connecting socket).
+    pub const CONNECTED: u16 = 0x0001;
     /// A connection closed.
     pub const DISCONNECTED: u16 = 0x0200;
     /// A handshake failed for a reason libzmq does not detail.

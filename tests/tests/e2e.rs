@@ -855,6 +855,63 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
 }
 
 #[test]
+fn an_agent_that_cannot_get_in_says_why_within_seconds() {
+    let _w = watchdog("loud_failures", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let status = |device: &str| agent_status(&dir.path().join(device).join("data"));
+
+    // Its key is enrolled as pi-real, but it calls itself pi-other: the hub
+    // tells it which id its key has.
+    let link = hub.link();
+    link.enrol(&dir.path().join("pi-other").join("data"), "pi-real");
+    let mut unenrolled = hub.link();
+    unenrolled.enrol = false;
+    let misnamed = start_agent(
+        &unenrolled,
+        dir.path(),
+        "pi-other",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    misnamed.wait_log("enrolled as pi-real, not pi-other");
+    wait_for("the reason in status", || {
+        let problem = status("pi-other")["hub_problem"].as_str()?.to_string();
+        problem.contains("device_id = 'pi-real'").then_some(())
+    });
+
+    // Nothing listens at its hub address: a port that was just freed.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let nowhere = Link {
+        telemetry: format!("tcp://127.0.0.1:{port}"),
+        enrol: false,
+        ..hub.link()
+    };
+    let lost = start_agent(
+        &nowhere,
+        dir.path(),
+        "pi-lost",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    lost.wait_log("nothing answers at tcp://127.0.0.1:");
+    let problem = status("pi-lost")["hub_problem"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(problem.contains("is the hub running"), "{problem}");
+
+    // A linked agent has no problem to report.
+    let _fine = hub.agent("pi-fine", &[]);
+    hub.wait_answering("pi-fine");
+    assert_eq!(status("pi-fine")["hub_problem"], "");
+}
+
+#[test]
 fn plaintext_needs_an_explicit_flag_on_both_sides_and_shows() {
     let _w = watchdog("insecure", LIMIT);
     let dir = tmp();

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use crate::telemetry::uplink::Record;
 
 use super::{Agent, Error, HELLO_RETRY, Links, zmq_error};
+use crate::link::Seen;
 
 impl Agent {
     /// Puts records in the outbox; they count as accepted only if this
@@ -94,6 +95,19 @@ impl Agent {
             ) {
                 self.refused_by_hub();
             }
+            let seen = match event {
+                event::CONNECTED => Some(Seen::Connected),
+                event::HANDSHAKE_SUCCEEDED => Some(Seen::Handshake),
+                event::HANDSHAKE_FAILED_AUTH => Some(Seen::KeyRefused),
+                event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL => {
+                    Some(Seen::HandshakeFailed)
+                }
+                event::DISCONNECTED => Some(Seen::Disconnected),
+                _ => None,
+            };
+            if let Some(seen) = seen {
+                self.link.seen(seen, Instant::now());
+            }
             match event {
                 event::HANDSHAKE_FAILED_AUTH if !self.refused => {
                     self.refused = true;
@@ -156,6 +170,7 @@ impl Agent {
                     }
                 }
                 Ok(Downstream::Welcome(w)) => {
+                    self.link.seen(Seen::Welcome, Instant::now());
                     if let Err(e) = self.welcome(w.hub_version, w.ports) {
                         // One hub's bad answer must not end the agent:
                         // telemetry goes on, and the next Welcome tries again.
@@ -170,7 +185,10 @@ impl Agent {
                     self.send_hello();
                     self.outbox.reconnected(Instant::now());
                 }
-                Ok(Downstream::Refusal(r)) => warn!(reason = %r.reason, "hub refused a message"),
+                Ok(Downstream::Refusal(r)) => {
+                    warn!(reason = %r.reason, "hub refused a message");
+                    self.link.seen(Seen::Refusal(r.reason), Instant::now());
+                }
                 Err(e) => warn!(error = %e, "undecodable message from hub dropped"),
             }
         }

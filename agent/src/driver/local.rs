@@ -165,6 +165,10 @@ impl Agent {
             security: self.sockets.security().name(),
             connected: self.connected,
             linked: self.links.is_some(),
+            hub_problem: self
+                .link
+                .problem(Instant::now())
+                .map_or_else(String::new, |p| p.to_string()),
             batches: control::BatchCounts {
                 sent: s.batches_sent,
                 acked: s.batches_acked,

@@ -41,6 +41,7 @@ use fleetmq_protocol::{
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
+use crate::link::LinkWatch;
 use crate::redial::Redial;
 use crate::sources::control::{self, Control, ReloadStatus};
 use crate::sources::host::Host;
@@ -141,6 +142,8 @@ enum Event {
     },
     ChatLine(String),
     StdinClosed,
+    /// The hub's host name did not resolve, for this reason.
+    Unresolvable(String),
 }
 
 /// Hands events to the loop from other threads.
@@ -179,6 +182,8 @@ struct Agent {
     refused: bool,
     /// When to dial the hub again after it refused a handshake.
     redial: Redial,
+    /// Why the hub has not welcomed us, said within a few seconds.
+    link: LinkWatch,
     /// Our public key, for the enrolment hint ("" when plaintext).
     public_key: String,
     links: Option<Links>,
@@ -247,7 +252,8 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
 
     let sockets = Sockets::new(cfg.net.clone()).with_security(opts.security.clone());
     let events = i32::from(
-        event::HANDSHAKE_SUCCEEDED
+        event::CONNECTED
+            | event::HANDSHAKE_SUCCEEDED
             | event::DISCONNECTED
             | event::HANDSHAKE_FAILED_NO_DETAIL
             | event::HANDSHAKE_FAILED_PROTOCOL
@@ -273,6 +279,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     if opts.chat {
         spawn_stdin_reader(notifier.clone());
     }
+    spawn_lookup(&cfg.hub, notifier.clone());
     info!(device = %cfg.device_id, hub = %cfg.hub, security = sockets.security().name(), "agent starting");
     let exec = ExecPolicy {
         programs: cfg.exec.programs.clone(),
@@ -286,6 +293,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         dealer,
         monitor,
         refused: false,
+        link: LinkWatch::new(&cfg.hub, now),
         redial: Redial::new(
             u64::try_from(cfg.net.reconnect_ms).unwrap_or(0),
             u64::try_from(cfg.net.reconnect_max_ms).unwrap_or(0),
@@ -327,6 +335,26 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     result
 }
 
+/// Looks the hub's host name up on a thread of its own (a slow resolver
+/// must not hold the loop), and tells the loop only if it fails.
+fn spawn_lookup(hub: &str, notifier: Notifier) {
+    let Some((host, port)) = LinkWatch::new(hub, Instant::now())
+        .host()
+        .map(|(h, p)| (h.to_string(), p))
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        use std::net::ToSocketAddrs as _;
+        let why = match (host.as_str(), port).to_socket_addrs() {
+            Ok(addrs) if addrs.len() > 0 => return,
+            Ok(_) => "no address".to_string(),
+            Err(e) => e.to_string(),
+        };
+        notifier.send(Event::Unresolvable(why));
+    });
+}
+
 fn spawn_stdin_reader(notifier: Notifier) {
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -363,6 +391,7 @@ impl Agent {
                 self.need_hello.filter(|_| self.connected),
                 self.outbox.next_sync(),
                 self.redial.due_at(),
+                self.link.next_check(),
             ]
             .into_iter()
             .flatten()
@@ -440,6 +469,9 @@ impl Agent {
 
     fn timers(&mut self) -> Result<(), Error> {
         let now = Instant::now();
+        if let Some(problem) = self.link.to_tell(now) {
+            warn!("not linked to the hub: {problem}");
+        }
         if now >= self.next_sample {
             self.sample();
             self.next_sample = now + Duration::from_millis(self.cfg.telemetry.sample_interval_ms);

@@ -14,6 +14,7 @@ use fleetmq_protocol::{
 use tracing::{info, warn};
 
 use super::{Agent, Error, Event, zmq_error};
+use crate::link::Seen;
 use crate::telemetry::uplink::Record;
 use crate::work::runner;
 use crate::work::{CommandPlan, JobPlan, Start, job_kind, plan_command, plan_job};
@@ -282,6 +283,9 @@ impl Agent {
                     }]) {
                         eprintln!("fleetmq-agent: chat line not sent: the spool is full");
                     }
+                }
+                Event::Unresolvable(why) => {
+                    self.link.seen(Seen::Unresolvable(why), Instant::now());
                 }
                 Event::StdinClosed => {
                     // Finish what was said, then exit: stop sampling, send the rest now.

@@ -51,6 +51,9 @@ pub struct Status {
     pub connected: bool,
     /// The hub's Welcome came and the other sockets are connected.
     pub linked: bool,
+    /// Why the hub has not welcomed this agent (empty when it has, or while
+    /// it is still within its first few seconds).
+    pub hub_problem: String,
     pub batches: BatchCounts,
     pub records: RecordCounts,
     pub spool: SpoolStatus,

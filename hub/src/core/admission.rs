@@ -18,6 +18,8 @@ use crate::enrolment::AllowList;
 const FORGET_TICKS: u32 = 50;
 /// Most devices remembered for once-per-episode log lines.
 const LOGGED_MAX: usize = 1024;
+/// How often an agent that claims another id than its key's is told so.
+const TELL_MISNAMED_EVERY_MS: u64 = 60_000;
 
 /// The allow list in force and the rate limits: what admission needs to
 /// remember between messages.
@@ -31,6 +33,9 @@ pub struct Admission {
     device_rate: u32,
     /// Devices currently over their rate, logged once per episode.
     over_rate: HashSet<String>,
+    /// Claimed ids whose connection's key is enrolled as another device,
+    /// with when the agent was last told so.
+    misnamed_told: HashMap<String, u64>,
 }
 
 impl Admission {
@@ -41,6 +46,7 @@ impl Admission {
             rate: RateLimit::new(device_rate, device_burst),
             device_rate,
             over_rate: HashSet::new(),
+            misnamed_told: HashMap::new(),
         }
     }
 
@@ -63,7 +69,16 @@ impl Admission {
     pub(super) fn tick(&mut self, ticks: u32, now_ms: u64) {
         if ticks % FORGET_TICKS == 0 {
             self.rate.forget_idle(now_ms);
+            self.misnamed_told
+                .retain(|_, at| now_ms.saturating_sub(*at) < TELL_MISNAMED_EVERY_MS);
         }
+    }
+
+    /// The device a connection's key is enrolled as, when that is not the
+    /// device it claims to be.
+    fn enrolled_instead<'a>(&'a self, claimed: &str, user_id: Option<&'a str>) -> Option<&'a str> {
+        let list = self.list.as_ref()?;
+        user_id.filter(|u| *u != claimed && list.has_device(u))
     }
 }
 
@@ -134,6 +149,35 @@ impl Core {
             self.went_offline(device, now_ms, "revoked");
         }
         self.out.push_back(super::Action::CutConnections);
+    }
+
+    /// An agent whose key is enrolled as another device than the id it
+    /// claims gets nothing served; it is told why (a Refusal naming its
+    /// enrolled id, on its own telemetry connection) at most once a minute,
+    /// so a misconfigured device says so in its log and status.
+    pub(super) fn tell_if_misnamed(&mut self, claimed: &str, user_id: Option<&str>, now_ms: u64) {
+        let Some(enrolled) = self.admission.enrolled_instead(claimed, user_id) else {
+            return;
+        };
+        let enrolled = enrolled.to_string();
+        let told = &mut self.admission.misnamed_told;
+        if told.len() >= LOGGED_MAX && !told.contains_key(claimed) {
+            return;
+        }
+        let last = told.get(claimed).copied();
+        if last.is_some_and(|at| now_ms.saturating_sub(at) < TELL_MISNAMED_EVERY_MS) {
+            return;
+        }
+        told.insert(claimed.to_string(), now_ms);
+        warn!(
+            claimed,
+            enrolled_as = %enrolled,
+            "an agent whose key is enrolled as {enrolled} connects as {claimed}; told it so"
+        );
+        let reason = format!(
+            "this device's key is enrolled as {enrolled}, not {claimed}: set device_id = '{enrolled}' in the agent's config (or --device-id {enrolled}), or enrol this key as {claimed}"
+        );
+        self.send_down(claimed, fleetmq_protocol::Refusal { reason }.into());
     }
 
     /// Whether a message that claims to come from `device` may be served:

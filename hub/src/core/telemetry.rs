@@ -37,6 +37,7 @@ impl Core {
         };
         let device = device.to_string();
         if !self.admit("telemetry", &device, user_id, now_ms) {
+            self.tell_if_misnamed(&device, user_id, now_ms);
             return;
         }
         let msg = match Upstream::decode(frame) {

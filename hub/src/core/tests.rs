@@ -175,13 +175,30 @@ fn an_unknown_key_is_refused_at_the_handshake() {
 }
 
 #[test]
-fn a_message_claiming_another_device_is_dropped_unanswered() {
+fn a_message_claiming_another_device_is_dropped_and_its_sender_told_its_id() {
     let mut f = Fleet::new();
-    // pi-b's connection claims to be pi-a.
+    // pi-b's connection claims to be pi-a: nothing is stored or acked, and
+    // the claimant alone is told which id its key is enrolled under.
     f.up("pi-a", "pi-b", batch(1, 20.0), T0);
-    assert_eq!(f.actions(), vec![], "no ack, nothing to anyone");
+    let told = to_device(&f.actions(), "pi-a");
+    assert!(
+        matches!(&told[..], [Downstream::Refusal(r)] if r.reason.contains("enrolled as pi-b, not pi-a")),
+        "{told:?}"
+    );
     assert_eq!(f.core.counters().impersonations, 1);
     assert_eq!(f.core.counters().batches_stored, 0);
+    f.up("pi-a", "pi-b", batch(2, 20.0), T0 + 1_000);
+    assert_eq!(f.actions(), vec![], "told at most once a minute");
+    f.up("pi-a", "pi-b", batch(3, 20.0), T0 + 61_000);
+    assert_eq!(
+        to_device(&f.actions(), "pi-a").len(),
+        1,
+        "and again after it"
+    );
+    // A key that is not enrolled at all (plaintext peer, no user id) is
+    // told nothing.
+    f.up("pi-a", "nobody", batch(4, 20.0), T0 + 62_000);
+    assert_eq!(f.actions(), vec![]);
 }
 
 #[test]
