@@ -35,6 +35,10 @@ pub struct Security {
     pub device_rate: u32,
     /// How many messages above the rate a device may send in a burst.
     pub device_burst: u32,
+    /// A file holding the bearer token every HTTP request but `/health`
+    /// must carry; relative to data_dir unless absolute; empty for none.
+    /// Without one the hub serves HTTP on loopback only.
+    pub http_token_file: PathBuf,
 }
 
 impl Default for Security {
@@ -43,6 +47,7 @@ impl Default for Security {
             allow_list: PathBuf::from("allowed_devices"),
             device_rate: 100,
             device_burst: 500,
+            http_token_file: PathBuf::new(),
         }
     }
 }
@@ -176,6 +181,12 @@ impl HubConfig {
     /// Where the allow list is.
     pub fn allow_list_path(&self) -> PathBuf {
         self.data_dir.join(&self.security.allow_list)
+    }
+
+    /// The HTTP token file, if one is set.
+    pub fn http_token_path(&self) -> Option<PathBuf> {
+        let f = &self.security.http_token_file;
+        (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
     }
 
     /// Checks values that parse but make no sense.

@@ -25,7 +25,7 @@ use crate::config::HubConfig;
 use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
-use crate::operator::http::{Http, HttpError};
+use crate::operator::http::{Http, HttpError, read_token};
 use crate::store::{Store, StoreError};
 
 /// Messages drained from one socket per round before others get a turn.
@@ -225,7 +225,14 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let http = if l.http.is_empty() {
         None
     } else {
-        Some(Http::start(&l.http, operator_ep.clone())?)
+        let token = config
+            .http_token_path()
+            .map(|p| read_token(&p))
+            .transpose()?;
+        if token.is_some() {
+            info!("HTTP needs the bearer token from security.http_token_file (all but /health)");
+        }
+        Some(Http::start(&l.http, operator_ep.clone(), token)?)
     };
     let endpoints = Endpoints {
         telemetry,

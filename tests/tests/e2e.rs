@@ -962,11 +962,17 @@ fn plaintext_needs_an_explicit_flag_on_both_sides_and_shows() {
 
 /// `GET path` from a hub's `http://HOST:PORT`: the status and the body.
 fn http(method: &str, url: &str, path: &str) -> (u16, String) {
+    http_with(method, url, path, &[])
+}
+
+/// [`http`] with extra header lines.
+fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connecting to the hub's HTTP");
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("an HTTP answer");
     let status = text
@@ -979,6 +985,74 @@ fn http(method: &str, url: &str, path: &str) -> (u16, String) {
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
+}
+
+#[test]
+fn http_beyond_loopback_needs_a_bearer_token() {
+    let _w = watchdog("http_token", LIMIT);
+    let dir = tmp();
+    let config = |extra: &str| {
+        format!(
+            "[listen]\ntelemetry = \"tcp://127.0.0.1:*\"\nbroadcast = \"tcp://127.0.0.1:*\"\n\
+             jobs = \"tcp://127.0.0.1:*\"\nresults = \"tcp://127.0.0.1:*\"\n\
+             commands = \"tcp://127.0.0.1:*\"\noperator = \"tcp://127.0.0.1:*\"\n\
+             http = \"0.0.0.0:0\"\n[security]\n{extra}"
+        )
+    };
+    // No token: the hub will not serve HTTP on every interface.
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, config("")).unwrap();
+    let out = hub_command()
+        .args(["run", "--data-dir"])
+        .arg(dir.path().join("open-data"))
+        .arg("--config")
+        .arg(&open)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("refusing to serve HTTP on 0.0.0.0:0"),
+        "{stderr}"
+    );
+
+    // With a token: every request but /health must carry it.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let token = "q2Vw8yMZ3pTq9nFv0sBx7KcR";
+    std::fs::write(data.join("http.token"), format!("{token}\n")).unwrap();
+    let cfg = dir.path().join("token.toml");
+    std::fs::write(&cfg, config("http_token_file = \"http.token\"\n")).unwrap();
+    let hub = Hub::start_with(dir.path(), &["--config", &cfg.to_string_lossy()]);
+    let port = hub.endpoints["http"]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let bearer = format!("Authorization: Bearer {token}");
+    assert_eq!(http("GET", &url, "/api/stats").0, 401, "no token");
+    assert_eq!(
+        http_with(
+            "GET",
+            &url,
+            "/api/stats",
+            &["Authorization: Bearer wrong-but-long-enough"]
+        )
+        .0,
+        401,
+        "a wrong token"
+    );
+    let (status, body) = http_with("GET", &url, "/api/stats", &[&bearer]);
+    assert_eq!(status, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["devices_known"], 0);
+    assert_eq!(http_with("GET", &url, "/metrics", &[&bearer]).0, 200);
+    assert_eq!(http("GET", &url, "/",).0, 401, "the page too");
+    assert_eq!(
+        http("GET", &url, "/health").0,
+        200,
+        "health stays open for probes"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetmq_protocol::telemetry::split_series;
@@ -32,6 +34,42 @@ pub enum HttpError {
     Listen { addr: String, reason: String },
     #[error("starting the HTTP thread")]
     Thread(#[source] std::io::Error),
+    #[error(
+        "refusing to serve HTTP on {addr} without a token: anyone who reaches it could read the fleet; set security.http_token_file, or listen.http on 127.0.0.1"
+    )]
+    NeedsToken { addr: String },
+    #[error("the HTTP token file {}: {why}", path.display())]
+    Token { path: PathBuf, why: String },
+}
+
+/// Longest token file read: a token is one line.
+const TOKEN_FILE_MAX: u64 = 4096;
+/// Shortest token accepted.
+const TOKEN_MIN: usize = 16;
+
+/// Reads the bearer token from `path`: one line of at least 16 characters.
+pub fn read_token(path: &Path) -> Result<String, HttpError> {
+    let err = |why: String| HttpError::Token {
+        path: path.to_path_buf(),
+        why,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut text = String::new();
+    file.take(TOKEN_FILE_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > TOKEN_FILE_MAX {
+        return Err(err(format!(
+            "is over {TOKEN_FILE_MAX} bytes; a token is one line"
+        )));
+    }
+    let token = text.trim();
+    if token.len() < TOKEN_MIN || token.contains(char::is_whitespace) {
+        return Err(err(format!(
+            "must hold one word of at least {TOKEN_MIN} characters (head -c 32 /dev/urandom | base64 > FILE)"
+        )));
+    }
+    Ok(token.to_string())
 }
 
 /// A running HTTP server; stops when dropped.
@@ -44,12 +82,23 @@ pub struct Http {
 
 impl Http {
     /// Listens on `addr` (`HOST:PORT`, port 0 for any) and answers with data
-    /// from the hub's operator socket at `operator`.
-    pub fn start(addr: &str, operator: String) -> Result<Http, HttpError> {
+    /// from the hub's operator socket at `operator`. With a `token`, every
+    /// request but `/health` must carry it as `Authorization: Bearer`;
+    /// without one only a loopback address is served.
+    pub fn start(addr: &str, operator: String, token: Option<String>) -> Result<Http, HttpError> {
         let server = tiny_http::Server::http(addr).map_err(|e| HttpError::Listen {
             addr: addr.to_string(),
             reason: e.to_string(),
         })?;
+        let loopback = server
+            .server_addr()
+            .to_ip()
+            .is_some_and(|a| a.ip().is_loopback());
+        if token.is_none() && !loopback {
+            return Err(HttpError::NeedsToken {
+                addr: addr.to_string(),
+            });
+        }
         let url = match server.server_addr().to_ip() {
             Some(a) => format!("http://{a}"),
             None => format!("http://{addr}"),
@@ -58,7 +107,7 @@ impl Http {
         let serving = server.clone();
         let thread = std::thread::Builder::new()
             .name("http".into())
-            .spawn(move || serve(&serving, operator))
+            .spawn(move || serve(&serving, operator, token))
             .map_err(HttpError::Thread)?;
         info!(%url, "HTTP listening: /metrics, /health, /api/...");
         Ok(Http {
@@ -96,10 +145,16 @@ impl Drop for Http {
     }
 }
 
-fn serve(server: &tiny_http::Server, operator: String) {
+fn serve(server: &tiny_http::Server, operator: String, token: Option<String>) {
     let mut hub = Client::new(operator, HUB_WAIT);
     for request in server.incoming_requests() {
-        let (status, content_type, body) = if *request.method() != tiny_http::Method::Get {
+        let health = request.url().split('?').next() == Some("/health");
+        let allowed = health || token.as_deref().is_none_or(|t| carries_token(&request, t));
+        let (status, content_type, body) = if !allowed {
+            let why =
+                "a bearer token is needed: Authorization: Bearer TOKEN (the page: /#token=TOKEN)\n";
+            (401, "text/plain", why.to_string())
+        } else if *request.method() != tiny_http::Method::Get {
             (405, "text/plain", "only GET is served\n".to_string())
         } else {
             route(&mut hub, request.url())
@@ -107,13 +162,33 @@ fn serve(server: &tiny_http::Server, operator: String) {
         debug!(url = request.url(), status, "HTTP request");
         let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
             .expect("a static header is valid");
-        let response = tiny_http::Response::from_string(body)
+        let mut response = tiny_http::Response::from_string(body)
             .with_status_code(status)
             .with_header(header);
+        if status == 401
+            && let Ok(h) = tiny_http::Header::from_bytes(&b"WWW-Authenticate"[..], &b"Bearer"[..])
+        {
+            response.add_header(h);
+        }
         if let Err(e) = request.respond(response) {
             debug!(error = %e, "HTTP client went away");
         }
     }
+}
+
+/// Whether `request` carries `token` as `Authorization: Bearer TOKEN`,
+/// compared in time that does not depend on where they differ.
+fn carries_token(request: &tiny_http::Request, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 type Answer = (u16, &'static str, String);
@@ -453,6 +528,23 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_holds_one_long_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("http.token");
+        std::fs::write(&path, "  q2Vw8yMZ3pTq9nFv0sBx7KcR\n").unwrap();
+        assert_eq!(read_token(&path).unwrap(), "q2Vw8yMZ3pTq9nFv0sBx7KcR");
+        for bad in ["", "short\n", "two words are here\n"] {
+            std::fs::write(&path, bad).unwrap();
+            let e = read_token(&path).unwrap_err().to_string();
+            assert!(e.contains("http.token") && e.contains("at least 16"), "{bad:?}: {e}");
+        }
+        std::fs::write(&path, "x".repeat(5000)).unwrap();
+        assert!(read_token(&path).unwrap_err().to_string().contains("one line"));
+        let e = read_token(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
+    }
 
     #[test]
     fn queries_decode_and_bad_escapes_say_so() {
