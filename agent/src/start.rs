@@ -5,12 +5,45 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use fleetmq_net::Security;
+use fleetmq_net::{Security, error_chain};
 
 use crate::cli::{self, Cmd, LocalArgs, RunArgs};
 use crate::config::{self, AgentConfig};
 use crate::{driver, info};
+
+/// Why a subcommand failed: one message for the operator, causes included.
+/// (The agent's edge keeps no error crate of its own: every byte counts
+/// on a Pi Zero.)
+#[derive(Debug)]
+pub struct Failed(String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failed {
+    fn from(e: E) -> Failed {
+        Failed(error_chain(&e))
+    }
+}
+
+/// A failure with what was being done in front of it.
+trait Doing<T> {
+    fn doing(self, what: &str) -> Result<T, Failed>;
+}
+
+impl<T, E: std::error::Error> Doing<T> for Result<T, E> {
+    fn doing(self, what: &str) -> Result<T, Failed> {
+        self.map_err(|e| Failed(format!("{what}: {}", error_chain(&e))))
+    }
+}
+
+/// Fails with `message`.
+fn fail<T>(message: impl Into<String>) -> Result<T, Failed> {
+    Err(Failed(message.into()))
+}
 
 /// `keygen`'s options.
 struct KeygenArgs {
@@ -19,7 +52,7 @@ struct KeygenArgs {
     force: bool,
 }
 
-fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+fn keygen(args: KeygenArgs) -> Result<(), Failed> {
     let cfg = AgentConfig::load(args.local.config.as_deref())?;
     let dir = args.local.data_dir.clone().unwrap_or(cfg.data_dir);
     let device = args
@@ -27,7 +60,7 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         .filter(|d| !d.is_empty())
         .or_else(|| Some(cfg.device_id).filter(|d| !d.is_empty()))
         .unwrap_or_else(config::hostname);
-    fleetmq_protocol::validate_device_id(&device).context("--device-id")?;
+    fleetmq_protocol::validate_device_id(&device).doing("--device-id")?;
     let pair = fleetmq_net::keys::generate()?;
     let (secret, public) = fleetmq_net::keys::write(&dir, "agent", &pair, args.force)?;
     println!(
@@ -41,7 +74,7 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 }
 
 /// The control socket of the agent that `args` points at.
-fn control_socket(args: &LocalArgs) -> anyhow::Result<PathBuf> {
+fn control_socket(args: &LocalArgs) -> Result<PathBuf, Failed> {
     let dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => AgentConfig::load(args.config.as_deref())?.data_dir,
@@ -50,16 +83,16 @@ fn control_socket(args: &LocalArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// Asks the running agent; prints its answer; fails on an error reply.
-fn ask(args: &LocalArgs, request: &str) -> anyhow::Result<()> {
+fn ask(args: &LocalArgs, request: &str) -> Result<(), Failed> {
     let reply = crate::sources::control::request(&control_socket(args)?, request)?;
     if let Some(reason) = reply.strip_prefix("error: ") {
-        anyhow::bail!("{reason}");
+        return fail(reason);
     }
     println!("{reply}");
     Ok(())
 }
 
-fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
+fn config(args: RunArgs) -> Result<AgentConfig, Failed> {
     let mut cfg = AgentConfig::load(args.config.as_deref())?;
     let mut source = args
         .config
@@ -85,7 +118,7 @@ fn config(args: RunArgs) -> anyhow::Result<AgentConfig> {
         cfg.hub_public_key = if fleetmq_net::keys::check(&key).is_ok() {
             key
         } else {
-            fleetmq_net::keys::read(Path::new(&key)).context("--hub-key")?
+            fleetmq_net::keys::read(Path::new(&key)).doing("--hub-key")?
         };
         overridden = true;
     }
@@ -137,7 +170,7 @@ pub fn main() -> ExitCode {
             // Check here too, so a typo fails before the agent is asked.
             match crate::sources::control::parse_send(samples.iter().map(String::as_str)) {
                 Ok(_) => ask(&local, &format!("send {}", samples.join(" "))),
-                Err(e) => Err(anyhow::anyhow!("{e}")),
+                Err(e) => fail(e),
             }
         }
         Cmd::Status(args) => ask(&args, "status"),
@@ -156,17 +189,17 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
+fn start(args: RunArgs, chat: bool) -> Result<(), Failed> {
     let insecure = args.insecure;
     let reload = {
         let args = args.clone();
-        Box::new(move || config(args.clone()).map_err(Into::into))
+        Box::new(move || config(args.clone()).map_err(|e| e.0.into()))
     };
     let cfg = config(args)?;
     let security = if insecure {
@@ -176,12 +209,12 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
         Security::Plaintext
     } else {
         if cfg.hub_public_key.is_empty() {
-            anyhow::bail!(
-                "no hub public key: set hub_public_key in the config or pass --hub-key (the Z85 line of the hub's DATA_DIR/hub.pub, which the hub prints at start); or --insecure for a plaintext hub"
+            return fail(
+                "no hub public key: set hub_public_key in the config or pass --hub-key (the Z85 line of the hub's DATA_DIR/hub.pub, which the hub prints at start); or --insecure for a plaintext hub",
             );
         }
         let (ours, made) = fleetmq_net::keys::load_or_create(&cfg.data_dir, "agent")
-            .context("loading this device's CURVE key pair (DATA_DIR/agent.key)")?;
+            .doing("loading this device's CURVE key pair (DATA_DIR/agent.key)")?;
         if made {
             tracing::warn!(
                 public_key = %fleetmq_net::keys::quoted(&ours.public),
@@ -195,7 +228,7 @@ fn start(args: RunArgs, chat: bool) -> anyhow::Result<()> {
             ours,
         }
     };
-    let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
+    let shutdown = fleetmq_net::Shutdown::install().doing("installing signal handlers")?;
     let options = driver::Options {
         chat,
         security,

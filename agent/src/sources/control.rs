@@ -254,24 +254,40 @@ impl Drop for Control {
     }
 }
 
+/// Why a question to a running agent got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("connecting to {} (is the agent running with this data directory?)", path.display())]
+    Connect {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("talking to the agent")]
+    Io(#[source] io::Error),
+    #[error("the agent closed the connection without a reply")]
+    NoReply,
+}
+
 /// The client side: sends `request` to the agent at `path`, returns its
 /// reply line.
-pub fn request(path: &Path, request: &str) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    let stream = UnixStream::connect(path).with_context(|| {
-        format!(
-            "connecting to {} (is the agent running with this data directory?)",
-            path.display()
-        )
+pub fn request(path: &Path, request: &str) -> Result<String, RequestError> {
+    let stream = UnixStream::connect(path).map_err(|source| RequestError::Connect {
+        path: path.to_path_buf(),
+        source,
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    (&stream).write_all(format!("{request}\n").as_bytes())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(RequestError::Io)?;
+    (&stream)
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(RequestError::Io)?;
     let mut reply = String::new();
     BufReader::new(&stream)
         .read_line(&mut reply)
-        .context("reading the agent's reply")?;
+        .map_err(RequestError::Io)?;
     if reply.is_empty() {
-        anyhow::bail!("the agent closed the connection without a reply");
+        return Err(RequestError::NoReply);
     }
     Ok(reply.trim_end().to_string())
 }

@@ -538,11 +538,21 @@ mod tests {
         for bad in ["", "short\n", "two words are here\n"] {
             std::fs::write(&path, bad).unwrap();
             let e = read_token(&path).unwrap_err().to_string();
-            assert!(e.contains("http.token") && e.contains("at least 16"), "{bad:?}: {e}");
+            assert!(
+                e.contains("http.token") && e.contains("at least 16"),
+                "{bad:?}: {e}"
+            );
         }
         std::fs::write(&path, "x".repeat(5000)).unwrap();
-        assert!(read_token(&path).unwrap_err().to_string().contains("one line"));
-        let e = read_token(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(
+            read_token(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("one line")
+        );
+        let e = read_token(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
     }
 
