@@ -94,17 +94,21 @@ mod tests {
         assert!(cpu_seconds(me).unwrap() >= 0.0);
     }
 
-    /// Descriptors a `sleep` holds after `sh` ran `redirections` and
-    /// exec'd it. The child starts with stdin, stdout and stderr only: a
-    /// descriptor another test opened at the moment of the fork without
-    /// close-on-exec (libzmq's, say) is closed before `sh` runs.
-    fn fds_of_sleep_after(redirections: &str) -> Option<usize> {
+    /// Descriptors a shell holds once it ran `redirections`, counted
+    /// while it waits on its stdin after saying so. The child starts with
+    /// stdin, stdout and stderr only: a descriptor another test opened at
+    /// the moment of the fork without close-on-exec (libzmq's, say) is
+    /// closed before `sh` runs. (Counting a freshly exec'd program instead
+    /// races with its dynamic loader, which opens libraries.)
+    fn fds_of_shell_after(redirections: &str) -> Option<usize> {
+        use std::io::BufRead as _;
         use std::os::unix::process::CommandExt as _;
+        use std::process::Stdio;
         let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", &format!("{redirections} exec sleep 30")])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.args(["-c", &format!("{redirections} echo ready; read x")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         // SAFETY: close_range is a plain system call, safe between fork
         // and exec; it touches no memory of the parent.
         unsafe {
@@ -117,18 +121,13 @@ mod tests {
             });
         }
         let mut child = cmd.spawn().unwrap();
-        let pid = child.id();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sh did not exec sleep"
-            );
-            std::thread::yield_now();
-        }
-        let counted = open_fds(pid);
-        child.kill().unwrap();
+        let mut said = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut said)
+            .unwrap();
+        assert_eq!(said, "ready\n");
+        let counted = open_fds(child.id());
+        drop(child.stdin.take()); // read sees the end, and sh exits
         child.wait().unwrap();
         counted
     }
@@ -136,9 +135,9 @@ mod tests {
     #[test]
     fn open_files_are_counted_and_the_limit_is_at_least_what_is_open() {
         // Processes of our own, the second with two descriptors more (this
-        // one's are in flux: other tests open and close theirs meanwhile).
-        let plain = fds_of_sleep_after("").unwrap();
-        let two_more = fds_of_sleep_after("exec 3</dev/null 4</dev/null;").unwrap();
+        // process's are in flux: other tests open and close theirs).
+        let plain = fds_of_shell_after("").unwrap();
+        let two_more = fds_of_shell_after("exec 3</dev/null 4</dev/null;").unwrap();
         assert_eq!(plain, 3, "stdin, stdout and stderr");
         assert_eq!(two_more, plain + 2);
         // Asking for no more than is in force changes nothing.
