@@ -1,0 +1,109 @@
+//! The HTTP side's pure parts: the token file, queries, the Prometheus text.
+
+use super::*;
+
+#[test]
+fn a_token_file_holds_one_long_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.token");
+    std::fs::write(&path, "  q2Vw8yMZ3pTq9nFv0sBx7KcR\n").unwrap();
+    assert_eq!(read_token(&path).unwrap(), "q2Vw8yMZ3pTq9nFv0sBx7KcR");
+    for bad in ["", "short\n", "two words are here\n"] {
+        std::fs::write(&path, bad).unwrap();
+        let e = read_token(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("http.token") && e.contains("at least 16"),
+            "{bad:?}: {e}"
+        );
+    }
+    std::fs::write(&path, "x".repeat(5000)).unwrap();
+    assert!(
+        read_token(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("one line")
+    );
+    let e = read_token(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing"), "{e}");
+}
+
+#[test]
+fn queries_decode_and_bad_escapes_say_so() {
+    let q = parse_query("device=pi-a&name=room%2Etemp&x=a+b&flag").unwrap();
+    assert_eq!(q["device"], "pi-a");
+    assert_eq!(q["name"], "room.temp");
+    assert_eq!(q["x"], "a b");
+    assert_eq!(q["flag"], "");
+    let err = parse_query("device=%zz").unwrap_err();
+    assert!(err.contains("%-escape"), "{err}");
+}
+
+#[test]
+fn the_exposition_has_help_type_and_escaped_labels() {
+    let stats = HubStats {
+        hub_version: "0.1.0".into(),
+        uptime_ms: 1000,
+        devices_online: 1,
+        devices_known: 1,
+        batches_stored: 1,
+        batches_duplicate: 0,
+        samples_stored: 7,
+        frames_dropped: 0,
+        jobs_dispatched: 0,
+        results_received: 0,
+        commands_sent: 0,
+        commands_timed_out: 0,
+        security: "curve".into(),
+        devices_allowed: 1,
+        handshakes_refused: 0,
+        handshakes_failed: 0,
+        impersonations: 0,
+        rate_limited: 0,
+        disconnects: 0,
+    };
+    let devices = vec![DeviceInfo {
+        id: "pi-a".into(),
+        online: true,
+        listening: true,
+        since_ms: 1000,
+        last_seen_ms: 1500,
+        agent_version: "0.1.0".into(),
+        arch: "aarch64".into(),
+        os: "linux".into(),
+        hostname: "pi".into(),
+        groups: vec![],
+        batches: 1,
+        revoked: false,
+    }];
+    let latest = vec![
+        LatestValue {
+            device: "pi-a".into(),
+            name: "odd\"name".into(),
+            ts_ms: 99,
+            value: Value::Int(3),
+        },
+        LatestValue {
+            device: "pi-a".into(),
+            name: "host.disk.used_pct{device=sda,mount=/}".into(),
+            ts_ms: 99,
+            value: Value::Float(12.5),
+        },
+    ];
+    let text = prometheus(&stats, &devices, &latest);
+    assert!(text.contains("# TYPE fleetmq_devices_online gauge\nfleetmq_devices_online 1\n"));
+    assert!(text.contains("fleetmq_samples_stored_total 7\n"));
+    assert!(text.contains("fleetmq_device_online{device=\"pi-a\"} 1\n"));
+    assert!(text.contains("fleetmq_device_last_seen_seconds{device=\"pi-a\"} 1.5\n"));
+    assert!(
+        text.contains("fleetmq_metric{device=\"pi-a\",metric=\"odd\\\"name\"} 3 99\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "fleetmq_metric{device=\"pi-a\",metric=\"host.disk.used_pct\",tag_device=\"sda\",mount=\"/\"} 12.5 99\n"
+        ),
+        "{text}"
+    );
+}
