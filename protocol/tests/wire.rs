@@ -76,6 +76,70 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     assert_eq!(hex(&chat), "01 20 02 70 69 02 02 79 6f");
+
+    let welcome = Downstream::from(Welcome {
+        hub_version: "0.1".into(),
+        ports: HubPorts {
+            broadcast: 7751,
+            jobs: 7752,
+            results: 7753,
+            commands: 7754,
+        },
+    })
+    .encode()
+    .unwrap();
+    // "0.1", then four u16 ports as varints (7751 = 0xc7 0x3c, ...)
+    assert_eq!(hex(&welcome), "01 10 03 30 2e 31 c7 3c c8 3c c9 3c ca 3c");
+
+    let refusal = Downstream::from(Refusal {
+        reason: "no".into(),
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&refusal), "01 13 02 6e 6f");
+
+    // An operator request with an Option of each kind: Some is 01 then the
+    // value, None is 00; a signed integer is zigzag (-1 is 01).
+    let request = OperatorFrame::from(OperatorRequest {
+        id: 5,
+        request: Request::Telemetry(TelemetryQuery {
+            device: Some("pi".into()),
+            name: None,
+            after_id: -1,
+            limit: 10,
+        }),
+    })
+    .encode()
+    .unwrap();
+    // id 5, Request variant 1 (Telemetry), Some "pi", None, -1, 10
+    assert_eq!(hex(&request), "01 50 05 01 01 02 70 69 00 01 0a");
+
+    // An operator reply with bools: true is 01, false is 00.
+    let reply = OperatorReplyFrame::from(OperatorResponse {
+        id: 5,
+        response: Response::Devices(vec![DeviceInfo {
+            id: "pi".into(),
+            online: true,
+            listening: false,
+            since_ms: 1,
+            last_seen_ms: 2,
+            agent_version: String::new(),
+            arch: String::new(),
+            os: String::new(),
+            hostname: String::new(),
+            groups: vec![],
+            batches: 3,
+            revoked: false,
+        }]),
+    })
+    .encode()
+    .unwrap();
+    // id 5, Response variant 0 (Devices), 1 device: "pi", true, false, 1,
+    // 2, four empty strings, no groups, 3 batches, not revoked
+    assert_eq!(
+        hex(&reply),
+        "01 51 05 00 01 02 70 69 01 00 01 02 00 00 00 00 00 03 00"
+    );
 }
 
 /// Decodes what `frame` encodes and checks it is the same message.
