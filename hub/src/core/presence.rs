@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id};
+use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id, validate_group};
 use tracing::{debug, info, warn};
 
 use super::Core;
@@ -153,6 +153,13 @@ impl Core {
     /// A Hello: the device is online, its description stored, and it is
     /// welcomed with the ports of the other sockets.
     pub(super) fn hello(&mut self, device: &str, hello: &Hello, now_ms: u64) {
+        // Group names follow the rules broadcasts to them are held to: a
+        // Hello with a group no broadcast could reach is refused, whole.
+        if let Some(e) = hello.groups.iter().find_map(|g| validate_group(g).err()) {
+            self.dropped("telemetry", &e);
+            let reason = format!("hello refused: {e}");
+            return self.send_down(device, fleetmq_protocol::Refusal { reason }.into());
+        }
         let came = self.presence.hello(device, hello.heartbeat_ms, now_ms);
         if let Err(e) = self.store.hello(device, hello, now_ms) {
             warn!(device, error = %e, "could not record a hello");

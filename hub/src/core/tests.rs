@@ -55,12 +55,16 @@ impl Fleet {
     }
 
     fn hello(&mut self, device: &str, now: u64) {
+        self.hello_in(device, &[], now);
+    }
+
+    fn hello_in(&mut self, device: &str, groups: &[&str], now: u64) {
         let hello = Hello {
             agent_version: "0.1.0".into(),
             arch: "aarch64".into(),
             os: "linux".into(),
             hostname: device.into(),
-            groups: vec![],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
             heartbeat_ms: 1_000,
             started_ms: now,
         };
@@ -210,6 +214,23 @@ fn hello_is_answered_with_welcome_naming_the_ports() {
         [Downstream::Welcome(w)] => assert_eq!(w.ports.commands, 7754),
         other => panic!("want one Welcome, got {other:?}"),
     }
+}
+
+#[test]
+fn a_hello_with_a_group_no_broadcast_could_reach_is_refused() {
+    let mut f = Fleet::new();
+    f.hello_in("pi-a", &["north", "bad/group"], T0);
+    let got = to_device(&f.actions(), "pi-a");
+    assert!(
+        matches!(&got[..], [Downstream::Refusal(r)] if r.reason.contains("bad/group")),
+        "{got:?}"
+    );
+    assert_eq!(f.core.counters().frames_dropped, 1);
+    f.hello_in("pi-a", &["north"], T0 + 1);
+    assert!(matches!(
+        &to_device(&f.actions(), "pi-a")[..],
+        [Downstream::Welcome(_)]
+    ));
 }
 
 #[test]
