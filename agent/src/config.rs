@@ -230,23 +230,10 @@ impl AgentConfig {
                 format!("{:?} must be tcp://HOST:PORT", self.hub),
             ));
         }
-        if !self.hub_public_key.is_empty()
-            && fleetmq_net::keys::check(&self.hub_public_key).is_err()
-            && Path::new(&self.hub_public_key).is_file()
-        {
-            // The path of the hub's hub.pub rather than its line.
-            self.hub_public_key = fleetmq_net::keys::read(Path::new(&self.hub_public_key))
-                .map_err(|e| invalid("hub_public_key", e.to_string()))?;
-        }
         if !self.hub_public_key.is_empty() {
-            fleetmq_net::keys::check(&self.hub_public_key).map_err(|why| {
-                invalid(
-                    "hub_public_key",
-                    format!(
-                        "{why}; use the Z85 line of the hub's hub.pub in single quotes, or the path of that file"
-                    ),
-                )
-            })?;
+            // The hub's hub.pub line, or the path of a copy of that file.
+            self.hub_public_key = fleetmq_net::keys::key_or_file(&self.hub_public_key)
+                .map_err(|e| invalid("hub_public_key", e.to_string()))?;
         }
         for g in &self.groups {
             fleetmq_protocol::validate_group(g).map_err(|e| invalid("groups", e.to_string()))?;

@@ -110,14 +110,6 @@ impl LinkWatch {
         }
     }
 
-    /// The host part of the hub's address, for a name lookup.
-    pub fn host(&self) -> Option<(&str, u16)> {
-        let rest = self.hub.strip_prefix("tcp://")?;
-        let (host, port) = rest.rsplit_once(':')?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        Some((host, port.parse().ok()?))
-    }
-
     /// Something happened on the link.
     pub fn seen(&mut self, what: Seen, now: Instant) {
         match what {
@@ -148,12 +140,6 @@ impl LinkWatch {
         }
     }
 
-    /// Whether a name lookup would tell something: past the deadline and
-    /// never connected.
-    pub fn wants_lookup(&self, now: Instant) -> bool {
-        self.overdue(now) && !self.connected
-    }
-
     fn overdue(&self, now: Instant) -> bool {
         self.waiting_since
             .is_some_and(|since| now.saturating_duration_since(since) >= GRACE)
@@ -176,7 +162,8 @@ impl LinkWatch {
         } else if self.connected {
             Problem::NoHandshake { hub }
         } else if let Some(why) = &self.unresolvable {
-            let host = self.host().map_or(hub, |(h, _)| h.to_string());
+            let host =
+                fleetmq_net::endpoint::host_port(&self.hub).map_or(hub, |(h, _)| h.to_string());
             Problem::Unresolvable {
                 host,
                 why: why.clone(),
@@ -279,17 +266,6 @@ mod tests {
         assert_eq!(
             w.to_tell(t1 + GRACE),
             Some(Problem::NothingListening { hub: HUB.into() })
-        );
-        assert!(w.wants_lookup(t1 + GRACE));
-    }
-
-    #[test]
-    fn the_host_is_read_from_the_address() {
-        let t0 = Instant::now();
-        assert_eq!(LinkWatch::new(HUB, t0).host(), Some(("hub.lan", 7750)));
-        assert_eq!(
-            LinkWatch::new("tcp://[::1]:7750", t0).host(),
-            Some(("::1", 7750))
         );
     }
 }

@@ -2,7 +2,7 @@
 //! ([`crate::cli`]) to the running agent ([`crate::driver::run`]) or a
 //! question to a running one over its control socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fleetmq_net::{Security, error_chain};
@@ -115,11 +115,7 @@ fn config(args: RunArgs) -> Result<AgentConfig, Failed> {
         overridden = true;
     }
     if let Some(key) = args.hub_key {
-        cfg.hub_public_key = if fleetmq_net::keys::check(&key).is_ok() {
-            key
-        } else {
-            fleetmq_net::keys::read(Path::new(&key)).doing("--hub-key")?
-        };
+        cfg.hub_public_key = fleetmq_net::keys::key_or_file(&key).doing("--hub-key")?;
         overridden = true;
     }
     if overridden {

@@ -10,6 +10,14 @@ pub fn port(endpoint: &str) -> Option<u16> {
         .ok()
 }
 
+/// The host and port of a `tcp://HOST:PORT` endpoint (an IPv6 host
+/// without its brackets), for a name lookup.
+pub fn host_port(endpoint: &str) -> Option<(&str, u16)> {
+    let (host, port) = endpoint.strip_prefix("tcp://")?.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host, port.parse().ok()?))
+}
+
 /// The same host as `endpoint` with another port: how an agent reaches the
 /// hub's other sockets from the one address it was given.
 pub fn with_port(endpoint: &str, port: u16) -> Option<String> {
@@ -52,6 +60,14 @@ pub fn validate(endpoint: &str, allow_wildcard_port: bool) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_port_come_apart_for_a_lookup() {
+        assert_eq!(host_port("tcp://hub.lan:7750"), Some(("hub.lan", 7750)));
+        assert_eq!(host_port("tcp://[::1]:7750"), Some(("::1", 7750)));
+        assert_eq!(host_port("tcp://hub.lan:*"), None);
+        assert_eq!(host_port("ipc:///x"), None);
+    }
 
     #[test]
     fn ports_are_read_and_swapped() {

@@ -33,6 +33,10 @@ pub enum KeyError {
         "generating a CURVE key pair: {0} (is this libzmq built with CURVE? `fleetmq-agent info` checks)"
     )]
     Generate(zmq::Error),
+    #[error(
+        "{given:?} is neither a public key ({why}) nor a file; give the Z85 line in single quotes, or the path of that file (a .pub)"
+    )]
+    NeitherKeyNorFile { given: String, why: String },
 }
 
 /// A CURVE key pair in Z85.
@@ -151,6 +155,23 @@ pub fn read(path: &Path) -> Result<String, KeyError> {
     Ok(key.to_string())
 }
 
+/// A public key as a person gives it: its Z85 line, or the path of a
+/// `.pub` file holding it.
+pub fn key_or_file(given: &str) -> Result<String, KeyError> {
+    let why = match check(given) {
+        Ok(()) => return Ok(given.to_string()),
+        Err(why) => why,
+    };
+    let path = Path::new(given);
+    if path.is_file() {
+        return read(path);
+    }
+    Err(KeyError::NeitherKeyNorFile {
+        given: given.to_string(),
+        why,
+    })
+}
+
 /// `NAME`'s key pair from `dir`, made and written first if there is none
 /// yet (the way SSH makes host keys). The flag says whether it was made now.
 pub fn load_or_create(dir: &Path, name: &str) -> Result<(KeyPair, bool), KeyError> {
@@ -212,6 +233,20 @@ mod tests {
 
         write(dir.path(), "hub", &other, true).unwrap();
         assert_eq!(read(&public).unwrap(), other.public);
+    }
+
+    #[test]
+    fn a_key_is_given_as_its_line_or_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = generate().unwrap();
+        let (_, public) = write(dir.path(), "agent", &pair, false).unwrap();
+        assert_eq!(key_or_file(&pair.public).unwrap(), pair.public);
+        assert_eq!(key_or_file(public.to_str().unwrap()).unwrap(), pair.public);
+        let e = key_or_file("nope.pub").unwrap_err().to_string();
+        assert!(
+            e.contains("neither a public key") && e.contains("nope.pub"),
+            "{e}"
+        );
     }
 
     #[test]

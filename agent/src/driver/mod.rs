@@ -338,9 +338,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
 /// Looks the hub's host name up on a thread of its own (a slow resolver
 /// must not hold the loop), and tells the loop only if it fails.
 fn spawn_lookup(hub: &str, notifier: Notifier) {
-    let Some((host, port)) = LinkWatch::new(hub, Instant::now())
-        .host()
-        .map(|(h, p)| (h.to_string(), p))
+    let Some((host, port)) = fleetmq_net::endpoint::host_port(hub).map(|(h, p)| (h.to_string(), p))
     else {
         return;
     };

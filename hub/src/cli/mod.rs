@@ -308,21 +308,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A public key given on the command line: the Z85 line, or a file holding it.
-fn key_or_file(given: &str) -> anyhow::Result<String> {
-    if fleetmq_net::keys::check(given).is_ok() {
-        return Ok(given.to_string());
-    }
-    let path = std::path::Path::new(given);
-    if path.exists() {
-        return Ok(fleetmq_net::keys::read(path)?);
-    }
-    let why = fleetmq_net::keys::check(given).err().unwrap_or_default();
-    anyhow::bail!(
-        "{given:?} is neither a public key ({why}) nor a file; give the Z85 line of the device's agent.pub in single quotes, or the file"
-    )
-}
-
 /// Runs one subcommand.
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -348,7 +333,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Allow(a) => {
             let path = allow_list(&a.at)?;
             fleetmq_protocol::validate_device_id(&a.device).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let key = key_or_file(&a.key)?;
+            let key = fleetmq_net::keys::key_or_file(&a.key)?;
             let edit = enrolment::allow(&path, &a.device, &key)?;
             match edit {
                 enrolment::Edit::AlreadyThere => {
@@ -374,7 +359,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Revoke(a) => {
             let path = allow_list(&a.at)?;
-            let key = a.key.as_deref().map(key_or_file).transpose()?;
+            let key = a
+                .key
+                .as_deref()
+                .map(fleetmq_net::keys::key_or_file)
+                .transpose()?;
             match enrolment::revoke(&path, &a.device, key.as_deref())? {
                 enrolment::Edit::Removed(n) => {
                     println!(
