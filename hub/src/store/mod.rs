@@ -189,7 +189,12 @@ impl Store {
     pub fn open(dir: &Path, sync: Synchronous) -> Result<Self, StoreError> {
         let conn = connect(dir, sync)?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
-        let log = connect(dir, Synchronous::Normal)?;
+        Store::over(conn, connect(dir, Synchronous::Normal)?)
+    }
+
+    /// The store over `conn` (schema in place) and the command log's own
+    /// connection to the same database.
+    fn over(conn: Connection, log: Connection) -> Result<Self, StoreError> {
         let last: i64 = conn
             .query_row("SELECT coalesce(max(id), 0) FROM commands", [], |r| {
                 r.get(0)
@@ -219,13 +224,7 @@ impl Store {
         let open = || Connection::open_with_flags(&name, flags).doing("opening a memory store");
         let conn = open()?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
-        let log = open()?;
-        Ok(Store {
-            conn,
-            log,
-            log_queue: Vec::new(),
-            next_log_id: 1,
-        })
+        Store::over(conn, open()?)
     }
 
     /// Records a Hello: creates or updates the device row.
