@@ -436,14 +436,10 @@ impl Driver {
     fn drain(&mut self, which: Ready) -> Result<(), Error> {
         let (frames_max, name) = match which {
             Ready::Results => (1, "results"),
-            Ready::Commands | Ready::Operator => (3, "commands"),
+            Ready::Commands => (3, "commands"),
+            Ready::Operator => (3, "operator"),
             Ready::Broadcast => (1, "broadcast"),
             _ => return Ok(()),
-        };
-        let name = if which == Ready::Operator {
-            "operator"
-        } else {
-            name
         };
         for _ in 0..DRAIN {
             let socket = match which {

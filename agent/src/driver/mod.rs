@@ -398,7 +398,7 @@ impl Agent {
                 t.saturating_duration_since(now).as_millis().min(60_000) as i64
             });
             let take_jobs = self.running_jobs < self.cfg.jobs.max_concurrent;
-            let ready = {
+            let mut ready = {
                 let mut poll = Poll::new();
                 poll.fd(Ready::Shutdown, shutdown.fd())
                     .fd(Ready::Events, self.wake.as_raw_fd())
@@ -422,20 +422,9 @@ impl Agent {
                 info!("shutting down");
                 return Ok(());
             }
-            for which in [
-                Ready::Events,
-                Ready::Monitor,
-                Ready::Hub,
-                Ready::Control,
-                Ready::Hangup,
-                Ready::Ingest,
-                Ready::Broadcasts,
-                Ready::Jobs,
-                Ready::Commands,
-            ] {
-                if !ready.contains(&which) {
-                    continue;
-                }
+            // In the order added; the ingest descriptors read as one.
+            ready.dedup();
+            for which in ready {
                 match which {
                     Ready::Events => self.drain_events()?,
                     Ready::Monitor => self.drain_monitor()?,
