@@ -160,15 +160,13 @@ fn serve(server: &tiny_http::Server, operator: String, token: Option<String>) {
             route(&mut hub, request.url())
         };
         debug!(url = request.url(), status, "HTTP request");
-        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
-            .expect("a static header is valid");
-        let mut response = tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header);
-        if status == 401
-            && let Ok(h) = tiny_http::Header::from_bytes(&b"WWW-Authenticate"[..], &b"Bearer"[..])
-        {
-            response.add_header(h);
+        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+        let www = (status == 401).then_some(("WWW-Authenticate", "Bearer"));
+        for (field, value) in std::iter::once(("Content-Type", content_type)).chain(www) {
+            // Our own static names and values always make a header.
+            if let Ok(h) = tiny_http::Header::from_bytes(field.as_bytes(), value.as_bytes()) {
+                response.add_header(h);
+            }
         }
         if let Err(e) = request.respond(response) {
             debug!(error = %e, "HTTP client went away");
