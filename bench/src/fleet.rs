@@ -88,7 +88,7 @@ pub fn connect(
             let ctx = &contexts[i / AGENTS_PER_CONTEXT];
             let id = format!("{prefix}-{:05}", first + i);
             let telemetry = ctx.socket(zmq::DEALER)?;
-            telemetry.set_identity(id.as_bytes())?;
+            telemetry.set_identity(crate::swarm::route(&id).as_bytes())?;
             telemetry.set_linger(0)?;
             telemetry
                 .connect(endpoint)
@@ -157,7 +157,7 @@ fn links(
     jobs.set_rcvhwm(2)?;
     let results = ctx.socket(zmq::PUSH)?;
     let commands = ctx.socket(zmq::DEALER)?;
-    commands.set_identity(device.as_bytes())?;
+    commands.set_identity(crate::swarm::route(device).as_bytes())?;
     let sockets = [
         (sub, ports.broadcast),
         (jobs, ports.jobs),

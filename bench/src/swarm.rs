@@ -128,7 +128,7 @@ pub fn run(swarm: &Swarm, template: &Template) -> anyhow::Result<Outcome> {
     let mut agents = Vec::with_capacity(swarm.agents);
     for i in 0..swarm.agents {
         let socket = contexts[i / AGENTS_PER_CONTEXT].socket(zmq::DEALER)?;
-        socket.set_identity(format!("{}-{i:05}", swarm.prefix).as_bytes())?;
+        socket.set_identity(route(&format!("{}-{i:05}", swarm.prefix)).as_bytes())?;
         socket.set_linger(0)?;
         socket.set_sndhwm(10_000)?;
         socket.set_rcvhwm(10_000)?;
@@ -236,6 +236,13 @@ pub fn raw_router() -> anyhow::Result<String> {
         }
     });
     Ok(endpoint)
+}
+
+/// The routing id of a simulated agent's DEALERs: its device id and a
+/// nonce, as the agent sets them (each simulated device id is unique, so
+/// one nonce serves them all).
+pub fn route(device: &str) -> String {
+    fleetmq_protocol::route(device, "benchbenchbench0")
 }
 
 #[cfg(test)]

@@ -420,12 +420,11 @@ impl Driver {
     /// Reads what waits on the telemetry socket, then stores and acks it.
     fn drain_upstream(&mut self) -> Result<(), Error> {
         for _ in 0..DRAIN {
-            let Some((frames, user_id)) =
-                next_message(&self.upstream, 2, &mut self.core, "telemetry")?
-            else {
+            let Some(m) = next_message(&self.upstream, 2, &mut self.core, "telemetry")? else {
                 break;
             };
-            self.core.upstream(&frames, user_id.as_deref(), now_ms());
+            let (user_id, address) = (m.user_id.as_deref(), m.address.as_deref());
+            self.core.upstream(&m.frames, user_id, address, now_ms());
         }
         self.core.store_received(now_ms());
         self.carry_out();
@@ -448,7 +447,9 @@ impl Driver {
                 Ready::Operator => &self.operator,
                 _ => &self.broadcast,
             };
-            let Some((frames, user_id)) = next_message(socket, frames_max, &mut self.core, name)?
+            let Some(Message {
+                frames, user_id, ..
+            }) = next_message(socket, frames_max, &mut self.core, name)?
             else {
                 break;
             };
@@ -470,11 +471,12 @@ impl Driver {
         let mut jobs_blocked = false;
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::Device { device, frame } => {
+                Action::Device { route, frame } => {
                     // ROUTER drops messages for peers that are gone; the
                     // agent resends what was not acked.
-                    if let Err(e) = send_frames(&self.upstream, &[device.as_bytes(), &frame]) {
-                        debug!(device, error = %e, "could not answer a device");
+                    if let Err(e) = send_frames(&self.upstream, &[&route, &frame]) {
+                        let route = String::from_utf8_lossy(&route);
+                        debug!(%route, error = %e, "could not answer a device");
                     }
                 }
                 Action::Publish { topic, frame } => {
@@ -483,12 +485,9 @@ impl Driver {
                     }
                 }
                 Action::Command {
-                    corr,
-                    device,
-                    frame,
+                    corr, route, frame, ..
                 } => {
-                    let sent = match send_frames(&self.commands, &[device.as_bytes(), b"", &frame])
-                    {
+                    let sent = match send_frames(&self.commands, &[&route, b"", &frame]) {
                         Ok(true) => Sent::Yes,
                         // EHOSTUNREACH: the device's command socket is not connected.
                         Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
@@ -564,8 +563,12 @@ impl Driver {
     }
 }
 
-/// A message's frames and its sender's ZAP user id.
-type Message = (Vec<Vec<u8>>, Option<String>);
+/// A message's frames, its sender's ZAP user id and address.
+struct Message {
+    frames: Vec<Vec<u8>>,
+    user_id: Option<String>,
+    address: Option<String>,
+}
 
 /// The next whole message on `socket`, or `None` when nothing is waiting.
 /// A message of more than `max` frames is read to its end, counted as
@@ -584,7 +587,13 @@ fn next_message(
             return Ok(None);
         };
         match got.frames {
-            Ok(frames) if !frames.is_empty() => return Ok(Some((frames, got.user_id))),
+            Ok(frames) if !frames.is_empty() => {
+                return Ok(Some(Message {
+                    frames,
+                    user_id: got.user_id,
+                    address: got.address,
+                }));
+            }
             Ok(_) => core.dropped(name, "an empty message"),
             Err(n) => core.dropped(name, format!("a message of {n} frames")),
         }

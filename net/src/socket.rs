@@ -520,6 +520,8 @@ pub struct Received {
     /// The peer's ZAP user id (the device id the hub's ZAP handler bound to
     /// the peer's CURVE key), or `None` on a plaintext connection.
     pub user_id: Option<String>,
+    /// The peer's IP address, as libzmq saw the connection.
+    pub address: Option<String>,
 }
 
 /// Receives one whole multipart message without blocking.
@@ -566,12 +568,20 @@ pub fn recv_message(
         .gets("User-Id")
         .filter(|u| !u.is_empty())
         .map(str::to_string);
+    let address = msg
+        .gets("Peer-Address")
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
     let frames = if count > max_frames {
         Err(count)
     } else {
         Ok(frames)
     };
-    Ok(Some(Received { frames, user_id }))
+    Ok(Some(Received {
+        frames,
+        user_id,
+        address,
+    }))
 }
 
 /// Sends a multipart message without blocking. `Ok(false)` means the message

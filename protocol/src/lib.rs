@@ -32,5 +32,7 @@ pub mod telemetry;
 
 pub use envelope::{DecodeError, EncodeError, VERSION};
 pub use messages::*;
-pub use names::{NameError, Target, validate_device_id, validate_group};
+pub use names::{
+    NameError, RouteError, Target, route, route_device, validate_device_id, validate_group,
+};
 pub use telemetry::{Batch, BatchBuilder, BatchError, ChatLine, Sample, Value};

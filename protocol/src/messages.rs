@@ -3,7 +3,7 @@
 //! | channel | sockets | kinds |
 //! |---|---|---|
 //! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -112,6 +112,14 @@ messages! {
     /// The hub dropped something the agent sent, and why. Logged by the agent.
     pub struct Refusal {
         /// What was wrong.
+        pub reason: String,
+    }
+
+    /// The hub cannot reach this agent's commands socket though its
+    /// telemetry connection works: close the broadcast, jobs, results and
+    /// commands sockets and connect them again.
+    pub struct Relink {
+        /// What the hub saw, for the agent's log.
         pub reason: String,
     }
 
@@ -477,7 +485,8 @@ messages! {
         pub id: String,
         /// Connected and heard from recently.
         pub online: bool,
-        /// Its broadcast subscription is live at the hub's PUB socket.
+        /// Its `dev/<id>/` broadcast subscription is live at the hub's XPUB
+        /// socket (the hub publishes nothing on it; it marks a live link).
         pub listening: bool,
         /// When it came online (or went offline), ms since the epoch.
         pub since_ms: u64,
@@ -498,6 +507,12 @@ messages! {
         /// No key of it is on the allow list any more: it was revoked and
         /// cannot get in (never set on a plaintext hub).
         pub revoked: bool,
+        /// Messages refused from a second agent with this device's key while
+        /// the first was connected (a cloned SD card, or a restart the hub
+        /// had not yet seen the end of).
+        pub conflicts: u64,
+        /// Where the last refused second agent connected from.
+        pub conflict_address: String,
     }
 
     /// One stored sample.
@@ -611,6 +626,9 @@ messages! {
         /// Agent connections that ended (peer gone, or cut for a protocol
         /// error such as a frame over the size limit).
         pub disconnects: u64,
+        /// Messages refused because another connection with the same
+        /// device's key held the device (see `DeviceInfo.conflicts`).
+        pub connection_conflicts: u64,
     }
 }
 
@@ -674,6 +692,10 @@ channel! {
         0x12 => HelloRequest(HelloRequest),
         /// Something was dropped.
         0x13 => Refusal(Refusal),
+        /// An operator's announcement for this one device.
+        0x14 => Announcement(Announcement),
+        /// Connect the other sockets again.
+        0x15 => Relink(Relink),
     }
 }
 

@@ -116,9 +116,63 @@ pub fn group_topic(group: &str) -> String {
     format!("group/{group}/")
 }
 
-/// The topic for one device, `dev/<id>/`.
+/// The topic for one device, `dev/<id>/`. The hub publishes nothing on
+/// it: what is meant for one device travels on that device's own telemetry
+/// connection. An agent subscribes to it so the hub sees its broadcast
+/// subscription is live.
 pub fn device_topic(id: &str) -> String {
     format!("dev/{id}/")
+}
+
+/// Separates the device id from the nonce in an agent DEALER's routing id.
+pub const ROUTE_SEPARATOR: char = '@';
+/// Fewest characters of a route's nonce.
+pub const NONCE_MIN: usize = 16;
+/// Most characters of a route's nonce.
+pub const NONCE_MAX: usize = 64;
+
+/// A routing id that is not `<device id>@<nonce>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No `@`: an agent older than the hub, or a client that sets the bare
+    /// device id.
+    #[error(
+        "routing id {0:?} carries no nonce: it must be DEVICE_ID@NONCE (an agent older than the hub? upgrade it)"
+    )]
+    NoNonce(String),
+    /// The part before `@` is not a device id.
+    #[error(transparent)]
+    Device(#[from] NameError),
+    /// The part after `@` is not 16 to 64 characters from `A-Z a-z 0-9`.
+    #[error(
+        "the nonce of routing id {0:?} must be {NONCE_MIN} to {NONCE_MAX} characters from A-Z a-z 0-9"
+    )]
+    BadNonce(String),
+}
+
+/// The routing id of an agent's telemetry and commands DEALERs:
+/// `<device id>@<nonce>`. The nonce is drawn at random when the agent
+/// starts and travels only inside the CURVE handshake, so no other peer
+/// can claim the route, and the hub sends what is meant for a device only
+/// to the route it last heard that device's key on.
+pub fn route(device: &str, nonce: &str) -> String {
+    format!("{device}{ROUTE_SEPARATOR}{nonce}")
+}
+
+/// The device id of a routing id `<device id>@<nonce>`, checking both parts.
+pub fn route_device(id: &[u8]) -> Result<&str, RouteError> {
+    let text = std::str::from_utf8(id)
+        .map_err(|_| RouteError::NoNonce(String::from_utf8_lossy(id).into_owned()))?;
+    let Some((device, nonce)) = text.split_once(ROUTE_SEPARATOR) else {
+        return Err(RouteError::NoNonce(text.to_string()));
+    };
+    validate_device_id(device)?;
+    let nonce_ok = (NONCE_MIN..=NONCE_MAX).contains(&nonce.len())
+        && nonce.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !nonce_ok {
+        return Err(RouteError::BadNonce(text.to_string()));
+    }
+    Ok(device)
 }
 
 #[cfg(test)]
@@ -157,5 +211,30 @@ mod tests {
         assert_eq!(Target::Device("pi-1".into()).topic().unwrap(), "dev/pi-1/");
         assert!(!"dev/pi-10/".starts_with(&device_topic("pi-1")));
         assert!(Target::Device("../x".into()).topic().is_err());
+    }
+
+    #[test]
+    fn a_route_is_a_device_id_and_a_nonce() {
+        let nonce = "0123456789abcdefABCDEF";
+        assert_eq!(route_device(route("pi-1", nonce).as_bytes()), Ok("pi-1"));
+        assert!(matches!(route_device(b"pi-1"), Err(RouteError::NoNonce(_))));
+        assert!(matches!(
+            route_device(route("a/b", nonce).as_bytes()),
+            Err(RouteError::Device(NameError::BadChar { bad: '/', .. }))
+        ));
+        for bad in ["short", "0123456789abcdef!", &"x".repeat(65)] {
+            assert!(
+                matches!(
+                    route_device(route("pi-1", bad).as_bytes()),
+                    Err(RouteError::BadNonce(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(route_device(b"\xff@0123456789abcdef").is_err());
+        assert_eq!(
+            route_device(route("pi-1", &"x".repeat(16)).as_bytes()),
+            Ok("pi-1")
+        );
     }
 }

@@ -130,16 +130,37 @@ fn golden_vectors() {
             groups: vec![],
             batches: 3,
             revoked: false,
+            conflicts: 2,
+            conflict_address: "h".into(),
         }]),
     })
     .encode()
     .unwrap();
     // id 5, Response variant 0 (Devices), 1 device: "pi", true, false, 1,
-    // 2, four empty strings, no groups, 3 batches, not revoked
+    // 2, four empty strings, no groups, 3 batches, not revoked, 2
+    // conflicts, the last from "h"
     assert_eq!(
         hex(&reply),
-        "01 51 05 00 01 02 70 69 01 00 01 02 00 00 00 00 00 03 00"
+        "01 51 05 00 01 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68"
     );
+
+    // What the hub sends one device on its own connection.
+    let direct = Downstream::from(Announcement {
+        ts_ms: 1,
+        target: Target::Device("pi".into()),
+        text: "hi".into(),
+    })
+    .encode()
+    .unwrap();
+    // ts 1, Target variant 2 (Device) "pi", "hi"
+    assert_eq!(hex(&direct), "01 14 01 02 02 70 69 02 68 69");
+    let relink = Downstream::from(Relink { reason: "x".into() })
+        .encode()
+        .unwrap();
+    assert_eq!(hex(&relink), "01 15 01 78");
+
+    // The routing id of an agent's DEALERs: device id, '@', nonce.
+    assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
 }
 
 /// Decodes what `frame` encodes and checks it is the same message.
@@ -222,8 +243,8 @@ fn decode_everything(frame: &[u8]) {
 fn garbage_never_panics_and_is_refused() {
     let mut rng = fastrand::Rng::with_seed(42);
     let kinds = [
-        0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x40, 0x41, 0x50,
-        0x51,
+        0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20, 0x21, 0x30, 0x31, 0x40,
+        0x41, 0x50, 0x51,
     ];
     for _ in 0..100_000 {
         let len = rng.usize(0..256);

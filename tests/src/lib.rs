@@ -326,6 +326,12 @@ impl Link {
     }
 }
 
+/// A routing id `<device>@<nonce>` as an agent sets it, with a fixed nonce
+/// of the test's choosing.
+pub fn route(device: &str, nonce: &str) -> Vec<u8> {
+    fleetmq_protocol::route(device, nonce).into_bytes()
+}
+
 impl Hub {
     /// Starts `fleetmq-hub run --bind 127.0.0.1:*` with `config` (TOML) in `dir`.
     pub fn start(dir: &Path, config: &str) -> Hub {

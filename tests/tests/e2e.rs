@@ -250,10 +250,13 @@ fn chat_room_and_operator_broadcasts_by_topic() {
     a.lines_until("the group announcement", |l| {
         l == "[group north] north only"
     });
+    // A device's own message travels on its own connection, not a topic.
     assert!(hub.op(&["broadcast", "--device", "pi-b", "just b"]).ok);
-    // Broadcasts reach a subscriber in order: by the time b sees its own
-    // message it would have seen the group one, had it been subscribed.
-    let seen_by_b = b.lines_until("the message to b", |l| l == "[to pi-b] just b");
+    b.lines_until("the message to b", |l| l == "[to pi-b] just b");
+    // Broadcasts reach a subscriber in order: by the time b sees a later
+    // one to all it would have seen the group one, had it been subscribed.
+    assert!(hub.op(&["broadcast", "after", "north"]).ok);
+    let seen_by_b = b.lines_until("the later one", |l| l == "[all] after north");
     assert!(
         !seen_by_b.iter().any(|l| l.contains("north only")),
         "{seen_by_b:?}"

@@ -136,7 +136,8 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
     link.allow("pi-evil", &keys.public);
 
     let bad = link.socket(&ctx, zmq::DEALER, &keys);
-    bad.set_identity(b"pi-evil").unwrap();
+    bad.set_identity(&route("pi-evil", "evilevilevilevil"))
+        .unwrap();
     bad.connect(hub.telemetry()).unwrap();
     let frames: [&[u8]; 6] = [
         b"",                             // empty
@@ -164,7 +165,9 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
     // The same key, claiming to be the honest device: a sample it would
     // inject must never be stored as pi-ok's.
     let poser = link.socket(&ctx, zmq::DEALER, &keys);
-    poser.set_identity(b"pi-ok").unwrap();
+    poser
+        .set_identity(&route("pi-ok", "posingposingposi"))
+        .unwrap();
     poser.connect(hub.telemetry()).unwrap();
     let mut batch = BatchBuilder::new(1 << 40);
     batch
@@ -194,6 +197,92 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
 }
 
 #[test]
+fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
+    let _w = watchdog("takeover", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = hub.agent("pi-ok", &[]);
+    hub.wait_answering("pi-ok");
+    let link = hub.link();
+    let ctx = zmq::Context::new();
+    let keys = Keys::new();
+    link.allow("pi-evil", &keys.public);
+
+    // pi-evil claims pi-ok on the telemetry and commands sockets: with the
+    // bare device id (what agents used to send) and with routes of its own.
+    let claims = [b"pi-ok".to_vec(), route("pi-ok", "guessguessguess0")];
+    let hello = Upstream::Heartbeat(Heartbeat { uptime_ms: 1 })
+        .encode()
+        .unwrap();
+    let mut thieves = Vec::new();
+    for claim in &claims {
+        for socket in ["telemetry", "commands"] {
+            let s = link.socket(&ctx, zmq::DEALER, &keys);
+            s.set_identity(claim).unwrap();
+            s.connect(&hub.endpoints[socket]).unwrap();
+            if socket == "commands" {
+                // The REP envelope, as a device answering a command.
+                s.send_multipart([&b""[..], &hello], 0).unwrap();
+            } else {
+                s.send(&hello, 0).unwrap();
+            }
+            thieves.push((socket, s));
+        }
+    }
+    // And listens to every broadcast topic, pi-ok's own included.
+    let sub = link.socket(&ctx, zmq::SUB, &keys);
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(&hub.endpoints["broadcast"]).unwrap();
+    // The hub has heard each thief: three claims on another device's id,
+    // and the bare id on the commands socket, which is not even a route
+    // (dropped, as is the bare id on telemetry).
+    wait_count(&hub, "impersonations", 3);
+    wait_count(&hub, "frames_dropped", 2);
+
+    // During the attempt pi-ok's commands, acks and announcements go on.
+    for _ in 0..5 {
+        let ping = hub.op(&["command", "pi-ok", "ping"]);
+        assert!(ping.ok, "pi-ok answers during the attempt: {}", ping.stderr);
+    }
+    let secret = "for pi-ok alone";
+    assert!(hub.op(&["broadcast", "--device", "pi-ok", secret]).ok);
+    still_served(&hub, "pi-ok");
+    _agent.wait_log(secret);
+
+    // The thieves got nothing of pi-ok's: at most a refusal of their own
+    // messages on telemetry, nothing at all on commands.
+    for (socket, s) in &thieves {
+        while let Ok(frames) = s.recv_multipart(zmq::DONTWAIT) {
+            let last = frames.last().unwrap();
+            let got = fleetmq_protocol::Downstream::decode(last);
+            assert!(
+                *socket == "telemetry"
+                    && matches!(got, Ok(fleetmq_protocol::Downstream::Refusal(_))),
+                "a thief on {socket} received {got:?} ({frames:?})"
+            );
+        }
+    }
+    while let Ok(frames) = sub.recv_multipart(zmq::DONTWAIT) {
+        let topic = String::from_utf8_lossy(&frames[0]);
+        assert!(
+            !topic.starts_with("dev/"),
+            "a device topic was published: {topic}"
+        );
+        assert!(
+            !frames
+                .iter()
+                .any(|f| f.windows(secret.len()).any(|w| w == secret.as_bytes())),
+            "pi-ok's announcement was on a topic any device can read"
+        );
+    }
+
+    // After the attempt, pi-ok is served as before.
+    drop(thieves);
+    drop(sub);
+    still_served(&hub, "pi-ok");
+}
+
+#[test]
 fn a_flooding_device_is_rate_limited_while_others_are_served() {
     let _w = watchdog("flood", LIMIT);
     let dir = tmp();
@@ -208,7 +297,9 @@ fn a_flooding_device_is_rate_limited_while_others_are_served() {
     let keys = Keys::new();
     link.allow("pi-flood", &keys.public);
     let flood = link.socket(&ctx, zmq::DEALER, &keys);
-    flood.set_identity(b"pi-flood").unwrap();
+    flood
+        .set_identity(&route("pi-flood", "floodfloodflood0"))
+        .unwrap();
     flood.set_sndhwm(0).unwrap();
     flood.connect(hub.telemetry()).unwrap();
     let beat = Upstream::Heartbeat(Heartbeat { uptime_ms: 1 })

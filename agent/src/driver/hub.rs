@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use fleetmq_net::poll::{Event, event, next_event};
 use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
-use fleetmq_protocol::{Broadcast, Downstream, Hello, HubPorts, Target, Upstream, names};
+use fleetmq_protocol::{
+    Announcement, Broadcast, Downstream, Hello, HubPorts, Target, Upstream, names,
+};
 use tracing::{debug, info, warn};
 
 use crate::telemetry::uplink::Record;
@@ -189,6 +191,18 @@ impl Agent {
                     warn!(reason = %r.reason, "hub refused a message");
                     self.link.seen(Seen::Refusal(r.reason), Instant::now());
                 }
+                Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
+                Ok(Downstream::Relink(r)) => {
+                    warn!(reason = %r.reason, "the hub asked for new connections; reconnecting broadcast, jobs, results and commands");
+                    if let Some(ports) = self.links.take().map(|l| l.ports)
+                        && let Err(e) = self.welcome("(unchanged)".into(), ports)
+                    {
+                        warn!(
+                            "could not connect the hub's other sockets again: {}; the next welcome tries again",
+                            error_chain(&e)
+                        );
+                    }
+                }
                 Err(e) => warn!(error = %e, "undecodable message from hub dropped"),
             }
         }
@@ -235,12 +249,27 @@ impl Agent {
             commands: self
                 .sockets
                 .build(zmq::DEALER)
-                .routing_id(self.cfg.device_id.as_bytes())
+                .routing_id(self.route.as_bytes())
                 .secure()
                 .connect(&ep(ports.commands)?)?,
             ports,
         });
         Ok(())
+    }
+
+    /// An operator's announcement, from a broadcast `topic` or sent to
+    /// this device alone.
+    fn announced(&self, a: &Announcement, topic: &str) {
+        let to = match &a.target {
+            Target::All => "all".to_string(),
+            Target::Group(g) => format!("group {g}"),
+            Target::Device(d) => format!("to {d}"),
+        };
+        if self.chat_mode {
+            println!("[{to}] {}", a.text);
+            let _ = std::io::stdout().flush();
+        }
+        info!(%topic, text = %a.text, "announcement");
     }
 
     pub(super) fn drain_broadcasts(&mut self) -> Result<(), Error> {
@@ -261,17 +290,7 @@ impl Agent {
                         println!("<{}> {}", c.from, c.text);
                     }
                 }
-                Ok(Broadcast::Announcement(a)) => {
-                    let to = match &a.target {
-                        Target::All => "all".to_string(),
-                        Target::Group(g) => format!("group {g}"),
-                        Target::Device(d) => format!("to {d}"),
-                    };
-                    if self.chat_mode {
-                        println!("[{to}] {}", a.text);
-                    }
-                    info!(%topic, text = %a.text, "announcement");
-                }
+                Ok(Broadcast::Announcement(a)) => self.announced(&a, &topic),
                 Err(e) => warn!(%topic, error = %e, "undecodable broadcast dropped"),
             }
             let _ = std::io::stdout().flush();

@@ -81,6 +81,8 @@ pub enum Error {
     Hangup(#[source] std::io::Error),
     #[error("creating the wake-up socketpair")]
     Wake(#[source] std::io::Error),
+    #[error("reading /dev/urandom for the route nonce")]
+    Nonce(#[source] std::io::Error),
     #[error(transparent)]
     Socket(#[from] NetError),
     #[error("hub address {0:?} has no port for the sockets the Welcome names")]
@@ -96,6 +98,16 @@ pub enum Error {
 
 /// Why reading the configuration again (SIGHUP) failed.
 pub type ReloadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// 128 random bits as 32 hex digits: the nonce of this run's route. It
+/// travels only inside the CURVE handshake, so no other peer can claim the
+/// route and receive what the hub sends this device.
+fn nonce() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// A zmq failure while `doing` something, as an [`Error`].
 fn zmq_error(doing: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
@@ -173,6 +185,9 @@ struct Links {
 
 struct Agent {
     cfg: AgentConfig,
+    /// The routing id of the telemetry and commands DEALERs,
+    /// `<device id>@<nonce>`: the hub answers only this route.
+    route: String,
     chat_mode: bool,
     started: Instant,
     sockets: Sockets,
@@ -259,9 +274,10 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
             | event::HANDSHAKE_FAILED_PROTOCOL
             | event::HANDSHAKE_FAILED_AUTH,
     );
+    let route = fleetmq_protocol::route(&cfg.device_id, &nonce().map_err(Error::Nonce)?);
     let dealer = sockets
         .build(zmq::DEALER)
-        .routing_id(cfg.device_id.as_bytes())
+        .routing_id(route.as_bytes())
         .immediate()
         .secure()
         .monitor(MONITOR, events)
@@ -287,6 +303,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         max_output: cfg.exec.max_output_bytes,
     };
     let mut agent = Agent {
+        route,
         chat_mode: opts.chat,
         started: now,
         sockets,

@@ -155,7 +155,13 @@ impl Core {
     /// claims gets nothing served; it is told why (a Refusal naming its
     /// enrolled id, on its own telemetry connection) at most once a minute,
     /// so a misconfigured device says so in its log and status.
-    pub(super) fn tell_if_misnamed(&mut self, claimed: &str, user_id: Option<&str>, now_ms: u64) {
+    pub(super) fn tell_if_misnamed(
+        &mut self,
+        route: &[u8],
+        claimed: &str,
+        user_id: Option<&str>,
+        now_ms: u64,
+    ) {
         let Some(enrolled) = self.admission.enrolled_instead(claimed, user_id) else {
             return;
         };
@@ -177,7 +183,7 @@ impl Core {
         let reason = format!(
             "this device's key is enrolled as {enrolled}, not {claimed}: set device_id = '{enrolled}' in the agent's config (or --device-id {enrolled}), or enrol this key as {claimed}"
         );
-        self.send_down(claimed, fleetmq_protocol::Refusal { reason }.into());
+        self.send_to_route(route.to_vec(), fleetmq_protocol::Refusal { reason }.into());
     }
 
     /// Whether a message that claims to come from `device` may be served:

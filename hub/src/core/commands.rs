@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 
 use fleetmq_protocol::{
     Command, CommandFrame, CommandRequest, OperatorError, OperatorReplyFrame, OperatorResponse,
-    ReplyFrame, Response, validate_device_id,
+    Relink, ReplyFrame, Response, validate_device_id,
 };
 use tracing::{debug, info, warn};
 
@@ -30,6 +30,11 @@ const REMEMBERED: usize = 1024;
 const MAX_PENDING: usize = 10_000;
 /// Most commands waiting for their device; more are refused at once.
 const MAX_QUEUED: usize = 10_000;
+/// How long after coming online a device may take to connect its
+/// commands socket before the hub asks it to reconnect.
+const RELINK_GRACE_MS: u64 = 10_000;
+/// How often one device is asked to reconnect its sockets, at most.
+const RELINK_EVERY_MS: u64 = 30_000;
 
 /// A command sent to a device whose reply an operator waits for.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +204,8 @@ pub(super) struct Commands {
     /// id: the queue allowance they came with (0: none), so one the device
     /// cannot take yet can wait for it.
     unconfirmed: HashMap<u64, Queued>,
+    /// Devices told to connect their other sockets again, and when.
+    relinked: HashMap<String, u64>,
 }
 
 impl Commands {
@@ -208,6 +215,7 @@ impl Commands {
             recent: Recent::new(REMEMBERED),
             queued: Vec::new(),
             unconfirmed: HashMap::new(),
+            relinked: HashMap::new(),
         }
     }
 }
@@ -266,7 +274,8 @@ impl Core {
         if let Err(e) = validate_device_id(&q.device) {
             return Err(OperatorError::BadRequest(e.to_string()));
         }
-        if !self.presence.is_online(&q.device) {
+        let route = self.routes.route(&q.device).map(<[u8]>::to_vec);
+        let Some(route) = route.filter(|_| self.presence.is_online(&q.device)) else {
             // Online means heard from; only an offline device needs the store
             // to tell "never seen" from "gone".
             return Err(match self.store.device_known(&q.device) {
@@ -274,7 +283,7 @@ impl Core {
                 Ok(false) => OperatorError::UnknownDevice(q.device.clone()),
                 Err(e) => OperatorError::Storage(e.to_string()),
             });
-        }
+        };
         if self.commands.pending.in_flight() >= MAX_PENDING {
             let why = format!("{MAX_PENDING} commands are already waiting for answers");
             return Err(OperatorError::BadRequest(why));
@@ -303,6 +312,7 @@ impl Core {
         self.out.push_back(Action::Command {
             corr,
             device: q.device.clone(),
+            route,
             frame,
         });
         Ok(corr)
@@ -323,6 +333,9 @@ impl Core {
             return;
         }
         self.commands.pending.forget(corr);
+        if sent == Sent::Unreachable {
+            self.relink_if_stuck(&q.device, now_ms);
+        }
         let e = match sent {
             Sent::Failed(why) => OperatorError::BadRequest(format!("could not send: {why}")),
             _ => OperatorError::DeviceOffline(q.device.clone()),
@@ -333,17 +346,53 @@ impl Core {
         }
     }
 
-    /// A device answered on the commands socket: `[routing id][][frame]`.
+    /// A device online for a while whose commands socket the hub cannot
+    /// reach (libzmq reconnects a socket only when it sees the connection
+    /// end): tell it, on its telemetry connection, to connect its other
+    /// sockets again. At most once per [`RELINK_EVERY_MS`].
+    fn relink_if_stuck(&mut self, device: &str, now_ms: u64) {
+        let Some((since, _)) = self.presence.times(device) else {
+            return;
+        };
+        let last = self.commands.relinked.get(device).copied();
+        if now_ms.saturating_sub(since) < RELINK_GRACE_MS
+            || last.is_some_and(|at| now_ms.saturating_sub(at) < RELINK_EVERY_MS)
+        {
+            return;
+        }
+        self.commands
+            .relinked
+            .retain(|_, at| now_ms.saturating_sub(*at) < RELINK_EVERY_MS);
+        self.commands.relinked.insert(device.to_string(), now_ms);
+        warn!(
+            device,
+            "the device is online but its commands socket is not connected here; asked it to reconnect"
+        );
+        let reason = "the hub cannot reach this agent's commands socket".to_string();
+        self.send_down(device, Relink { reason }.into());
+    }
+
+    /// A device answered on the commands socket: `[route][][frame]`. Only
+    /// the route that speaks for the device is heard.
     pub fn reply(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now_ms: u64) {
-        let [id, empty, frame] = frames else {
+        let [route, empty, frame] = frames else {
             return self.dropped("commands", "reply without the REP envelope");
         };
         if !empty.is_empty() {
             return self.dropped("commands", "reply without the REP envelope");
         }
-        let device = String::from_utf8_lossy(id).into_owned();
+        let device = match fleetmq_protocol::route_device(route) {
+            Ok(d) => d.to_string(),
+            Err(e) => return self.dropped("commands", e),
+        };
         if !self.admit("commands", &device, user_id, now_ms) {
             return;
+        }
+        if !self.routes.holds(&device, route) {
+            return self.dropped(
+                "commands",
+                "a reply from a connection that does not speak for its device",
+            );
         }
         let ReplyFrame::Reply(reply) = match ReplyFrame::decode(frame) {
             Ok(r) => r,

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `admission.rs` | who may speak for a device: ZAP verdicts, the allow list in force, rate limits |
 //! | `presence.rs` | Hello, Bye, silence: who is online and listening |
+//! | `routes.rs` | which connection speaks for a device, and where its messages go |
 //! | `telemetry.rs` | batches in, stored, then acked; chat relayed; newest values |
 //! | `commands.rs` | a command's whole life: sent, answered, timed out, queued for an offline device, remembered for retries |
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
@@ -27,6 +28,7 @@ mod jobs;
 mod latest;
 mod operator;
 mod presence;
+mod routes;
 mod telemetry;
 
 use std::collections::VecDeque;
@@ -49,16 +51,17 @@ const MAX_LATEST: usize = 200_000;
 /// What the core asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Send on the telemetry ROUTER to this device: `[device][frame]`. A
+    /// Send on the telemetry ROUTER to this route: `[route][frame]`. A
     /// device that is gone loses it (it resends what was not acked).
-    Device { device: String, frame: Vec<u8> },
+    Device { route: Vec<u8>, frame: Vec<u8> },
     /// Publish on the broadcast socket: `[topic][frame]`.
     Publish { topic: String, frame: Vec<u8> },
-    /// Send a command on the commands ROUTER: `[device][][frame]`, then
+    /// Send a command on the commands ROUTER: `[route][][frame]`, then
     /// report with [`Core::command_sent`].
     Command {
         corr: u64,
         device: String,
+        route: Vec<u8>,
         frame: Vec<u8>,
     },
     /// Hand a job to whichever agent pulls next, then report with
@@ -102,6 +105,7 @@ pub struct Counters {
     pub impersonations: u64,
     pub rate_limited: u64,
     pub disconnects: u64,
+    pub connection_conflicts: u64,
 }
 
 /// The hub's state and every decision it makes.
@@ -112,6 +116,7 @@ pub struct Core {
     ports: HubPorts,
     admission: Admission,
     presence: Presence,
+    routes: routes::Routes,
     commands: commands::Commands,
     telemetry: telemetry::Received,
     /// The newest sample of each (device, metric) stored since the start.
@@ -139,6 +144,7 @@ impl Core {
                 config.security.device_burst,
             ),
             presence: Presence::new(config.presence.offline_after_heartbeats),
+            routes: routes::Routes::default(),
             commands: commands::Commands::new(),
             telemetry: telemetry::Received::default(),
             latest: Latest::new(MAX_LATEST),
@@ -181,6 +187,9 @@ impl Core {
     pub fn tick(&mut self, now_ms: u64) {
         self.ticks = self.ticks.wrapping_add(1);
         self.admission.tick(self.ticks, now_ms);
+        if self.ticks % 50 == 0 {
+            self.routes.forget_told(now_ms, routes::TELL_EVERY_MS);
+        }
         self.sweep_presence(now_ms);
         self.expire_commands(now_ms);
         self.send_queued(now_ms);
@@ -197,12 +206,26 @@ impl Core {
         }
     }
 
+    /// Sends `msg` to the connection that speaks for `device`, if one does.
     fn send_down(&mut self, device: &str, msg: Downstream) {
+        match self.routes.route(device) {
+            Some(route) => {
+                let route = route.to_vec();
+                self.send_to_route(route, msg);
+            }
+            None => debug!(
+                device,
+                kind = msg.name(),
+                "no connection speaks for the device; not sent"
+            ),
+        }
+    }
+
+    /// Sends `msg` to one connection, whether or not it speaks for its
+    /// device (a refusal says why it does not).
+    fn send_to_route(&mut self, route: Vec<u8>, msg: Downstream) {
         match msg.encode() {
-            Ok(frame) => self.out.push_back(Action::Device {
-                device: device.to_string(),
-                frame,
-            }),
+            Ok(frame) => self.out.push_back(Action::Device { route, frame }),
             Err(e) => warn!(error = %e, "could not encode a downstream message"),
         }
     }

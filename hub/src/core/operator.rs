@@ -4,7 +4,7 @@
 
 use fleetmq_protocol::{
     Announcement, DeviceInfo, HubStats, OperatorError, OperatorFrame, OperatorRequest, Request,
-    Response,
+    Response, Target,
 };
 
 use super::Core;
@@ -104,13 +104,30 @@ impl Core {
                 .unwrap_or_else(storage),
             Request::Broadcast { target, text } => match target.topic() {
                 Ok(topic) => {
+                    let device = match &target {
+                        Target::Device(d) => Some(d.clone()),
+                        _ => None,
+                    };
                     let msg = Announcement {
                         ts_ms: now_ms,
                         target,
                         text,
                     };
-                    self.publish(&topic, msg.into());
-                    Response::Broadcast { topic }
+                    match device {
+                        // Only on the device's own connection: PUB topics are
+                        // open to every enrolled device.
+                        Some(d) if self.routes.route(&d).is_none() => {
+                            Response::Error(OperatorError::DeviceOffline(d))
+                        }
+                        Some(d) => {
+                            self.send_down(&d, msg.into());
+                            Response::Broadcast { topic }
+                        }
+                        None => {
+                            self.publish(&topic, msg.into());
+                            Response::Broadcast { topic }
+                        }
+                    }
                 }
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
@@ -126,6 +143,10 @@ impl Core {
             d.revoked = self.admission.is_revoked(&d.id);
             d.online = self.presence.is_online(&d.id);
             d.listening = self.presence.is_listening(&d.id);
+            if let Some(c) = self.routes.conflicts(&d.id) {
+                d.conflicts = c.count;
+                d.conflict_address = c.address.clone();
+            }
             if let Some((since, last)) = self.presence.times(&d.id) {
                 d.since_ms = since;
                 d.last_seen_ms = d.last_seen_ms.max(last);
@@ -158,6 +179,7 @@ impl Core {
             impersonations: c.impersonations,
             rate_limited: c.rate_limited,
             disconnects: c.disconnects,
+            connection_conflicts: c.connection_conflicts,
         }))
     }
 }

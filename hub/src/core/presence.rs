@@ -188,6 +188,7 @@ impl Core {
 
     /// Offline now, for `why` (bye, revoked), if it was online.
     pub(super) fn went_offline(&mut self, device: &str, now_ms: u64, why: &str) {
+        self.routes.release(device);
         if let Some(last) = self.presence.bye(device) {
             if let Err(e) = self.store.presence(device, now_ms, last) {
                 warn!(device, error = %e, "could not record presence");
@@ -199,6 +200,7 @@ impl Core {
     /// Devices silent for too long go offline.
     pub(super) fn sweep_presence(&mut self, now_ms: u64) {
         for (device, last) in self.presence.sweep(now_ms) {
+            self.routes.release(&device);
             info!(device, "device offline (silent)");
             if let Err(e) = self.store.presence(&device, now_ms, last) {
                 warn!(device, error = %e, "could not record presence");

@@ -5,7 +5,7 @@
 //! The telemetry socket also carries Hello, Bye and heartbeats: any
 //! message keeps its device online ([`Core::heard`]).
 
-use fleetmq_protocol::{Ack, Batch, ChatMessage, Refusal, Upstream, names, validate_device_id};
+use fleetmq_protocol::{Ack, Batch, ChatMessage, Refusal, Upstream, names, route_device};
 use tracing::warn;
 
 use super::Core;
@@ -19,25 +19,30 @@ pub(super) struct Received {
 }
 
 impl Core {
-    /// One message from the telemetry socket: `[routing id][frame]`, with
-    /// the user id ZAP gave its connection. Batches wait for
-    /// [`Core::store_received`], which the driver calls once it has read
-    /// what is waiting.
-    pub fn upstream(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now_ms: u64) {
-        let [id, frame] = frames else {
+    /// One message from the telemetry socket: `[route][frame]`, with the
+    /// user id ZAP gave its connection and the peer's address. Batches wait
+    /// for [`Core::store_received`], which the driver calls once it has
+    /// read what is waiting.
+    pub fn upstream(
+        &mut self,
+        frames: &[Vec<u8>],
+        user_id: Option<&str>,
+        address: Option<&str>,
+        now_ms: u64,
+    ) {
+        let [route, frame] = frames else {
             self.dropped("telemetry", "message without a body");
             return;
         };
-        let Some(device) = std::str::from_utf8(id)
-            .ok()
-            .filter(|d| validate_device_id(d).is_ok())
-        else {
-            self.dropped("telemetry", "routing id is not a device id");
-            return;
+        let device = match route_device(route) {
+            Ok(d) => d.to_string(),
+            Err(e) => return self.refuse_route(route, user_id, &e, now_ms),
         };
-        let device = device.to_string();
         if !self.admit("telemetry", &device, user_id, now_ms) {
-            self.tell_if_misnamed(&device, user_id, now_ms);
+            self.tell_if_misnamed(route, &device, user_id, now_ms);
+            return;
+        }
+        if !self.holds(&device, route, address.unwrap_or("unknown address"), now_ms) {
             return;
         }
         let msg = match Upstream::decode(frame) {
@@ -45,7 +50,7 @@ impl Core {
             Err(e) => {
                 self.dropped("telemetry", &e);
                 let reason = e.to_string();
-                self.send_down(&device, Refusal { reason }.into());
+                self.send_to_route(route.clone(), Refusal { reason }.into());
                 return;
             }
         };

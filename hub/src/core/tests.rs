@@ -47,10 +47,18 @@ impl Fleet {
         std::iter::from_fn(|| self.core.poll_action()).collect()
     }
 
-    /// A message on the telemetry socket from a connection enrolled as `key_of`.
+    /// A message on the telemetry socket from `device`'s usual route, on
+    /// a connection enrolled as `key_of`.
     fn up(&mut self, device: &str, key_of: &str, msg: Upstream, now: u64) {
-        let frames = vec![device.as_bytes().to_vec(), msg.encode().unwrap()];
-        self.core.upstream(&frames, Some(key_of), now);
+        self.up_via(&route(device), key_of, msg, now);
+    }
+
+    /// A message on the telemetry socket from `route`, on a connection
+    /// enrolled as `key_of`.
+    fn up_via(&mut self, route: &[u8], key_of: &str, msg: Upstream, now: u64) {
+        let frames = vec![route.to_vec(), msg.encode().unwrap()];
+        self.core
+            .upstream(&frames, Some(key_of), Some("10.0.0.1"), now);
         self.core.store_received(now);
     }
 
@@ -99,11 +107,22 @@ impl Fleet {
     }
 }
 
+/// The usual route of `device`'s agent: its id and a nonce.
+fn route(device: &str) -> Vec<u8> {
+    fleetmq_protocol::route(device, "0123456789abcdef").into_bytes()
+}
+
+/// What was sent to `device`'s usual route.
 fn to_device(actions: &[Action], device: &str) -> Vec<Downstream> {
+    to_route(actions, &route(device))
+}
+
+/// What was sent to one route.
+fn to_route(actions: &[Action], to: &[u8]) -> Vec<Downstream> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Device { device: d, frame } if d == device => {
+            Action::Device { route, frame } if route == to => {
                 Some(Downstream::decode(frame).unwrap())
             }
             _ => None,
@@ -286,11 +305,13 @@ fn a_command_is_sent_and_its_answer_reaches_the_operator() {
         [
             Action::Command {
                 device,
+                route: to,
                 frame,
                 corr,
             },
         ] => {
             assert_eq!(device, "pi-a");
+            assert_eq!(to, &route("pi-a"), "only to the route that speaks for pi-a");
             let CommandFrame::Request(r) = CommandFrame::decode(frame).unwrap();
             assert_eq!(r.command, Command::Ping);
             *corr
@@ -302,7 +323,7 @@ fn a_command_is_sent_and_its_answer_reaches_the_operator() {
             corr,
             reply: Reply::Pong { uptime_ms: 5 },
         });
-        vec![b"pi-a".to_vec(), vec![], r.encode().unwrap()]
+        vec![route("pi-a"), vec![], r.encode().unwrap()]
     };
     // Another device's connection cannot answer for pi-a.
     f.core.reply(&reply(corr), Some("pi-b"), T0 + 5);
@@ -501,4 +522,170 @@ fn revoking_a_key_takes_the_device_offline_and_cuts_connections() {
     assert_eq!(f.actions(), vec![Action::CutConnections]);
     f.up("pi-a", "pi-a", batch(1, 1.0), T0 + 2);
     assert_eq!(f.actions(), vec![], "pi-a is no longer enrolled");
+}
+
+#[test]
+fn what_is_meant_for_a_device_goes_only_to_the_route_its_key_spoke_from() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.hello("pi-b", T0);
+    f.actions();
+    // pi-b's key on a route that names pi-a (a takeover attempt with a
+    // routing id of its own choosing): dropped, never answered as pi-a.
+    let hijack = fleetmq_protocol::route("pi-a", "attackerattacker").into_bytes();
+    f.up_via(&hijack, "pi-b", batch(1, 1.0), T0 + 1);
+    let sent = f.actions();
+    assert!(
+        !to_route(&sent, &hijack)
+            .iter()
+            .any(|m| matches!(m, Downstream::Ack(_))),
+        "{sent:?}"
+    );
+    assert!(to_device(&sent, "pi-a").is_empty());
+    // pi-a's own acks, commands and announcements go to its route only.
+    f.up("pi-a", "pi-a", batch(1, 1.0), T0 + 2);
+    assert!(matches!(
+        &to_device(&f.actions(), "pi-a")[..],
+        [Downstream::Ack(_)]
+    ));
+    f.operator(1, ping("pi-a", 5_000), T0 + 3);
+    let sent = f.deliver(T0 + 3);
+    assert!(
+        matches!(&sent[..], [Action::Command { route: r, .. }] if *r == route("pi-a")),
+        "{sent:?}"
+    );
+    let to_pi_a = Request::Broadcast {
+        target: fleetmq_protocol::Target::Device("pi-a".into()),
+        text: "for pi-a alone".into(),
+    };
+    f.operator(2, to_pi_a, T0 + 4);
+    let sent = f.actions();
+    assert!(
+        !sent.iter().any(|a| matches!(a, Action::Publish { .. })),
+        "a device's announcement is never published on a topic: {sent:?}"
+    );
+    assert!(
+        matches!(&to_device(&sent, "pi-a")[..], [Downstream::Announcement(a)] if a.text == "for pi-a alone"),
+        "{sent:?}"
+    );
+    // A device with no connection: the operator hears it is offline.
+    let to_pi_c = Request::Broadcast {
+        target: fleetmq_protocol::Target::Device("pi-c".into()),
+        text: "nobody".into(),
+    };
+    f.operator(3, to_pi_c, T0 + 5);
+    let answers = to_operator(&f.actions());
+    assert!(
+        matches!(
+            &answers[..],
+            [(3, Response::Error(OperatorError::DeviceOffline(_)))]
+        ),
+        "{answers:?}"
+    );
+    // A command reply from a route that does not speak for pi-a is ignored.
+    let reply = ReplyFrame::from(CommandReply {
+        corr: 1,
+        reply: Reply::Pong { uptime_ms: 1 },
+    })
+    .encode()
+    .unwrap();
+    let clone = fleetmq_protocol::route("pi-a", "someotherroute00").into_bytes();
+    f.core.reply(&[clone, vec![], reply], Some("pi-a"), T0 + 6);
+    assert!(to_operator(&f.actions()).is_empty());
+}
+
+#[test]
+fn a_second_agent_with_a_connected_devices_key_is_refused_and_told_why() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    // A clone: same key, same id, its own route.
+    let clone = fleetmq_protocol::route("pi-a", "clonecloneclone0").into_bytes();
+    f.up_via(&clone, "pi-a", batch(1, 1.0), T0 + 10);
+    let sent = f.actions();
+    let told = to_route(&sent, &clone);
+    assert!(
+        matches!(&told[..], [Downstream::Refusal(r)] if r.reason.contains("another agent is connected as pi-a from 10.0.0.1") && r.reason.contains("clone")),
+        "{told:?}"
+    );
+    assert!(to_device(&sent, "pi-a").is_empty());
+    assert_eq!(
+        f.core.counters().batches_stored,
+        0,
+        "nothing of the clone's is served"
+    );
+    assert_eq!(f.core.counters().connection_conflicts, 1);
+    f.up_via(&clone, "pi-a", batch(1, 1.0), T0 + 20);
+    assert_eq!(f.actions(), vec![], "told at most once a minute");
+    f.operator(1, Request::Devices, T0 + 30);
+    let answers = to_operator(&f.actions());
+    let [(1, Response::Devices(devices))] = &answers[..] else {
+        panic!("{answers:?}");
+    };
+    let a = devices.iter().find(|d| d.id == "pi-a").unwrap();
+    assert_eq!((a.conflicts, a.conflict_address.as_str()), (2, "10.0.0.1"));
+
+    // The first agent goes quiet (a restart the hub did not see end): once
+    // it is offline, the new route takes the device and is served.
+    f.core.tick(T0 + 10_000);
+    f.actions();
+    f.up_via(&clone, "pi-a", batch(1, 1.0), T0 + 10_001);
+    let sent = f.actions();
+    assert!(
+        to_route(&sent, &clone)
+            .iter()
+            .any(|m| matches!(m, Downstream::Ack(a) if a.seq == 1)),
+        "{sent:?}"
+    );
+    // Now the first one is the one refused.
+    f.up("pi-a", "pi-a", batch(2, 1.0), T0 + 10_002);
+    let told = to_device(&f.actions(), "pi-a");
+    assert!(matches!(&told[..], [Downstream::Refusal(_)]), "{told:?}");
+}
+
+#[test]
+fn an_agent_without_a_route_nonce_is_told_to_upgrade() {
+    let mut f = Fleet::new();
+    f.up_via(b"pi-a", "pi-a", batch(1, 1.0), T0);
+    let told = to_route(&f.actions(), b"pi-a");
+    assert!(
+        matches!(&told[..], [Downstream::Refusal(r)] if r.reason.contains("no nonce")),
+        "{told:?}"
+    );
+    assert_eq!(f.core.counters().batches_stored, 0);
+    // Not when its key is another device's.
+    f.up_via(b"pi-b", "pi-a", batch(1, 1.0), T0);
+    assert_eq!(f.actions(), vec![]);
+}
+
+#[test]
+fn a_device_whose_commands_socket_cannot_be_reached_is_asked_to_reconnect() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let unreachable = |f: &mut Fleet, id: u64, now: u64| {
+        f.operator(id, ping("pi-a", 5_000), now);
+        let mut told = Vec::new();
+        while let Some(a) = f.core.poll_action() {
+            if let Action::Command { corr, .. } = a {
+                f.core.command_sent(corr, Sent::Unreachable, now);
+            } else {
+                told.push(a);
+            }
+        }
+        to_device(&told, "pi-a")
+    };
+    // Just online: its sockets are still connecting.
+    assert_eq!(unreachable(&mut f, 1, T0 + 1_000), vec![]);
+    f.up(
+        "pi-a",
+        "pi-a",
+        Upstream::Heartbeat(fleetmq_protocol::Heartbeat { uptime_ms: 1 }),
+        T0 + 11_000,
+    );
+    f.actions();
+    let told = unreachable(&mut f, 2, T0 + 11_000);
+    assert!(matches!(&told[..], [Downstream::Relink(_)]), "{told:?}");
+    // Not again right away.
+    assert_eq!(unreachable(&mut f, 3, T0 + 11_500), vec![]);
 }

@@ -468,6 +468,11 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "Agent connections that ended.",
             s.disconnects,
         ),
+        (
+            "connection_conflicts_total",
+            "Messages refused from a second agent with a connected device's key.",
+            s.connection_conflicts,
+        ),
     ];
     for (name, help, v) in counters {
         metric(name, "counter", help, v as f64);

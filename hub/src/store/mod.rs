@@ -299,6 +299,8 @@ impl Store {
                     last_seen_ms: r.get::<_, i64>(7)? as u64,
                     batches: r.get::<_, i64>(8)? as u64,
                     revoked: false,
+                    conflicts: 0,
+                    conflict_address: String::new(),
                 })
             })
             .doing("listing devices")?;

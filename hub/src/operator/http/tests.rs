@@ -62,6 +62,7 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         impersonations: 0,
         rate_limited: 0,
         disconnects: 0,
+        connection_conflicts: 0,
     };
     let devices = vec![DeviceInfo {
         id: "pi-a".into(),
@@ -76,6 +77,8 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         groups: vec![],
         batches: 1,
         revoked: false,
+        conflicts: 0,
+        conflict_address: String::new(),
     }];
     let latest = vec![
         LatestValue {

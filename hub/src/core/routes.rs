@@ -1,0 +1,253 @@
+//! Routes: which connection speaks for a device, and where the hub sends
+//! what is meant for it.
+//!
+//! An agent's DEALERs carry the routing id `<device id>@<nonce>`, the nonce
+//! drawn at random when the agent starts and sent only inside the CURVE
+//! handshake. The first route heard with a device's key holds the device
+//! while the device is online; acks, commands and per-device announcements
+//! go to that route only, never to an id a peer chose. A second route for
+//! the same device (a cloned SD card, or a restarted agent whose old
+//! connection the hub has not seen end) is refused while the holder is
+//! online, told why with the holder's address, and counted.
+
+use std::collections::HashMap;
+
+use fleetmq_protocol::{Refusal, RouteError, validate_device_id};
+use tracing::warn;
+
+use super::Core;
+
+/// Most devices and routes remembered for conflicts and warnings.
+const REMEMBERED_MAX: usize = 4096;
+/// How often a refused connection is told why.
+pub const TELL_EVERY_MS: u64 = 60_000;
+
+/// The connection that speaks for a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    route: Vec<u8>,
+    address: String,
+}
+
+/// Second connections refused for one device, for `devices`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conflicts {
+    /// How many messages from another route were refused.
+    pub count: u64,
+    /// The address the last refused one came from.
+    pub address: String,
+}
+
+/// What a message's route means for its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The route holds the device (now, or from before): serve it.
+    Holds,
+    /// Another route holds the device: refuse. `tell` is true when the
+    /// sender has not been told so in the last `tell_every_ms`.
+    Refused { holder_address: String, tell: bool },
+}
+
+#[derive(Debug, Default)]
+pub struct Routes {
+    held: HashMap<String, Held>,
+    conflicts: HashMap<String, Conflicts>,
+    /// Refused routes, with when each was last told why.
+    told: HashMap<Vec<u8>, u64>,
+}
+
+impl Routes {
+    /// A message for `device` arrived from `route` (at `address`).
+    /// `online` says whether the device is online now: an offline device's
+    /// route is free for any connection with its key.
+    pub fn claim(
+        &mut self,
+        device: &str,
+        route: &[u8],
+        address: &str,
+        online: bool,
+        now_ms: u64,
+        tell_every_ms: u64,
+    ) -> Claim {
+        match self.held.get(device) {
+            Some(h) if h.route == route => return Claim::Holds,
+            Some(h) if online => {
+                let holder_address = h.address.clone();
+                if self.conflicts.len() < REMEMBERED_MAX || self.conflicts.contains_key(device) {
+                    let c = self.conflicts.entry(device.to_string()).or_default();
+                    c.count += 1;
+                    c.address = address.to_string();
+                }
+                let tell = self.tell(route, now_ms, tell_every_ms);
+                return Claim::Refused {
+                    holder_address,
+                    tell,
+                };
+            }
+            _ => {}
+        }
+        let held = Held {
+            route: route.to_vec(),
+            address: address.to_string(),
+        };
+        self.held.insert(device.to_string(), held);
+        Claim::Holds
+    }
+
+    /// Whether the connection on `route` should be told why it is refused:
+    /// not when it was told in the last `tell_every_ms`.
+    pub fn tell(&mut self, route: &[u8], now_ms: u64, tell_every_ms: u64) -> bool {
+        let last = self.told.get(route).copied();
+        let tell = last.is_none_or(|at| now_ms.saturating_sub(at) >= tell_every_ms)
+            && (self.told.len() < REMEMBERED_MAX || last.is_some());
+        if tell {
+            self.told.insert(route.to_vec(), now_ms);
+        }
+        tell
+    }
+
+    /// The route that speaks for `device`, if one does.
+    pub fn route(&self, device: &str) -> Option<&[u8]> {
+        self.held.get(device).map(|h| h.route.as_slice())
+    }
+
+    /// Whether `route` speaks for `device`.
+    pub fn holds(&self, device: &str, route: &[u8]) -> bool {
+        self.route(device) == Some(route)
+    }
+
+    /// The device went offline (Bye, silence, revoked): its route is free.
+    pub fn release(&mut self, device: &str) {
+        self.held.remove(device);
+    }
+
+    /// Refused second connections for `device`.
+    pub fn conflicts(&self, device: &str) -> Option<&Conflicts> {
+        self.conflicts.get(device)
+    }
+
+    /// Forgets when refused routes were told, once that is older than
+    /// `tell_every_ms`.
+    pub fn forget_told(&mut self, now_ms: u64, tell_every_ms: u64) {
+        self.told
+            .retain(|_, at| now_ms.saturating_sub(*at) < tell_every_ms);
+    }
+}
+
+impl Core {
+    /// Whether the connection on `route` speaks for `device`: it does if it
+    /// did, or if the device is offline (then it takes the device over).
+    /// Otherwise its message is refused, counted, and the agent is told,
+    /// with the address of the one that holds the device.
+    pub(super) fn holds(&mut self, device: &str, route: &[u8], address: &str, now_ms: u64) -> bool {
+        let online = self.presence.is_online(device);
+        let claim = self
+            .routes
+            .claim(device, route, address, online, now_ms, TELL_EVERY_MS);
+        let Claim::Refused {
+            holder_address,
+            tell,
+        } = claim
+        else {
+            return true;
+        };
+        self.counters.connection_conflicts += 1;
+        if tell {
+            warn!(
+                device,
+                holder = %holder_address,
+                from = address,
+                "a second agent with this device's key connected while the first is online; refused it (a cloned SD card?)"
+            );
+            let silent = self.config.presence.offline_after_heartbeats;
+            let reason = format!(
+                "another agent is connected as {device} from {holder_address}: is this SD card a clone? Give each device its own key and id (fleetmq-agent keygen, then fleetmq-hub allow on the hub). If this device just restarted, it gets in once that connection has missed {silent} heartbeats"
+            );
+            self.send_to_route(route.to_vec(), Refusal { reason }.into());
+        }
+        false
+    }
+
+    /// A telemetry message whose routing id is not `<device id>@<nonce>`:
+    /// dropped. An agent older than the hub sets the bare device id; when
+    /// its key is that device's, it is told to upgrade, once a minute.
+    pub(super) fn refuse_route(
+        &mut self,
+        route: &[u8],
+        user_id: Option<&str>,
+        e: &RouteError,
+        now_ms: u64,
+    ) {
+        self.dropped("telemetry", e);
+        if let RouteError::NoNonce(id) = e
+            && validate_device_id(id).is_ok()
+            && self.admit("telemetry", id, user_id, now_ms)
+            && self.routes.tell(route, now_ms, TELL_EVERY_MS)
+        {
+            warn!(device = %id, "an agent without a route nonce connected; told it to upgrade");
+            let reason = e.to_string();
+            self.send_to_route(route.to_vec(), Refusal { reason }.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn the_first_route_holds_a_device_until_it_goes_offline() {
+        let mut r = Routes::default();
+        assert_eq!(
+            r.claim("pi-1", b"pi-1@a", "10.0.0.1", false, 0, MIN),
+            Claim::Holds
+        );
+        assert_eq!(r.route("pi-1"), Some(&b"pi-1@a"[..]));
+        // The same route again (a reconnect) keeps it.
+        assert_eq!(
+            r.claim("pi-1", b"pi-1@a", "10.0.0.1", true, 1, MIN),
+            Claim::Holds
+        );
+
+        // A second agent with the same key, while the first is online.
+        let refused = r.claim("pi-1", b"pi-1@b", "10.0.0.2", true, 2, MIN);
+        assert_eq!(
+            refused,
+            Claim::Refused {
+                holder_address: "10.0.0.1".into(),
+                tell: true
+            }
+        );
+        assert!(r.holds("pi-1", b"pi-1@a"));
+        assert!(!r.holds("pi-1", b"pi-1@b"));
+        // Told once a minute, counted every time.
+        let again = r.claim("pi-1", b"pi-1@b", "10.0.0.2", true, 3, MIN);
+        assert!(matches!(again, Claim::Refused { tell: false, .. }));
+        let later = r.claim("pi-1", b"pi-1@b", "10.0.0.2", true, 2 + MIN, MIN);
+        assert!(matches!(later, Claim::Refused { tell: true, .. }));
+        let c = r.conflicts("pi-1").unwrap();
+        assert_eq!((c.count, c.address.as_str()), (3, "10.0.0.2"));
+
+        // Offline (silence or Bye): the next route takes the device.
+        r.release("pi-1");
+        assert_eq!(r.route("pi-1"), None);
+        assert_eq!(
+            r.claim("pi-1", b"pi-1@b", "10.0.0.2", false, 5, MIN),
+            Claim::Holds
+        );
+        assert!(r.holds("pi-1", b"pi-1@b"));
+        // A holder left over from an offline device does not block.
+        assert_eq!(
+            r.claim("pi-1", b"pi-1@c", "10.0.0.3", false, 6, MIN),
+            Claim::Holds
+        );
+        // Other devices are not affected.
+        assert_eq!(
+            r.claim("pi-2", b"pi-2@a", "10.0.0.9", false, 7, MIN),
+            Claim::Holds
+        );
+        assert!(r.conflicts("pi-2").is_none());
+    }
+}
