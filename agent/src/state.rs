@@ -59,6 +59,12 @@ impl SeqFile {
         ))
     }
 
+    /// Numbers below `from` are not taken from now on (the hub holds them
+    /// from another agent with this id).
+    pub fn skip_to(&mut self, from: u64) {
+        self.next = self.next.max(from);
+    }
+
     /// The next sequence number, reserving a new block on disk when needed.
     pub fn take(&mut self) -> io::Result<u64> {
         if self.next >= self.reserved {

@@ -3,7 +3,7 @@
 //! | channel | sockets | kinds |
 //! |---|---|---|
 //! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -113,6 +113,17 @@ messages! {
     pub struct Refusal {
         /// What was wrong.
         pub reason: String,
+    }
+
+    /// The hub holds batch `seq` of this device with other content: another
+    /// agent used the number (a reinstall that started again at 1, or a
+    /// cloned SD card). The agent sends the batch again under a number at
+    /// or above `from` and numbers every later batch above it.
+    pub struct Renumber {
+        /// The refused batch.
+        pub seq: u64,
+        /// The lowest number the hub does not hold for this device.
+        pub from: u64,
     }
 
     /// The hub cannot reach this agent's commands socket though its
@@ -629,6 +640,9 @@ messages! {
         /// Messages refused because another connection with the same
         /// device's key held the device (see `DeviceInfo.conflicts`).
         pub connection_conflicts: u64,
+        /// Batches refused because the device's number was taken by a batch
+        /// with other content; the agent was told to renumber them.
+        pub batches_renumbered: u64,
     }
 }
 
@@ -696,6 +710,8 @@ channel! {
         0x14 => Announcement(Announcement),
         /// Connect the other sockets again.
         0x15 => Relink(Relink),
+        /// Send a batch again under a new number.
+        0x16 => Renumber(Renumber),
     }
 }
 

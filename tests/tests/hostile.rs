@@ -282,6 +282,114 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
     still_served(&hub, "pi-ok");
 }
 
+/// Copies the regular files under `from` to `to` (sockets are skipped).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// `fleetmq-agent send NAME=VALUE` through the agent whose data is `data`.
+fn send_marker(data: &std::path::Path, sample: &str) {
+    run_ok(
+        agent_command()
+            .args(["send", "--data-dir"])
+            .arg(data)
+            .arg(sample),
+    );
+}
+
+/// Waits until `name` is among `device`'s stored samples.
+fn wait_stored(hub: &Hub, device: &str, name: &str) {
+    wait_for(&format!("{name} stored for {device}"), || {
+        hub.telemetry_rows(device)
+            .iter()
+            .any(|r| r["name"] == name)
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_cloned_sd_card_and_a_wiped_one_are_told_and_lose_nothing() {
+    let _w = watchdog("clones", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let link = hub.link();
+    // Resends back off to 2 s at most, so the test need not wait minutes.
+    let config = agent_config("").replace(
+        "ack_timeout_ms = 500\n",
+        "ack_timeout_ms = 500\nack_timeout_max_ms = 2000\n",
+    );
+    let mut original = start_agent(&link, dir.path(), "pi-c", "run", &config, &[]);
+    hub.wait_answering("pi-c");
+    let data = dir.path().join("pi-c/data");
+    send_marker(&data, "before.clone=1");
+    wait_stored(&hub, "pi-c", "before.clone");
+
+    // A copy of the SD card: the same key, id, sequence file and spool.
+    let clone_dir = dir.path().join("clone");
+    let clone_data = clone_dir.join("pi-c/data");
+    copy_dir(&data, &clone_data);
+    let clone = start_agent(&link, &clone_dir, "pi-c", "run", &config, &[]);
+    clone.wait_log("another agent is connected as pi-c from 127.0.0.1: is this SD card a clone?");
+    let conflicts = wait_for("the conflict shown in devices", || {
+        let d = hub.devices().get("pi-c").cloned()?;
+        (d["conflicts"].as_u64()? >= 1).then_some(d)
+    });
+    assert_eq!(conflicts["conflict_address"], "127.0.0.1");
+    assert_eq!(
+        conflicts["online"], true,
+        "the first agent keeps the device"
+    );
+    assert!(hub.stats()["connection_conflicts"].as_u64().unwrap() >= 1);
+    // Each side takes a record while both run.
+    send_marker(&data, "original.during=1");
+    send_marker(&clone_data, "clone.during=1");
+    wait_stored(&hub, "pi-c", "original.during");
+    let ping = hub.op(&["command", "pi-c", "status"]);
+    assert!(ping.ok, "the device answers: {}", ping.stderr);
+
+    // The original stops: the clone takes over and what it held arrives.
+    original.signal(libc::SIGTERM);
+    original.wait_exit(Duration::from_secs(10));
+    wait_stored(&hub, "pi-c", "clone.during");
+    drop(clone);
+
+    // A wiped data directory under the same key and id: numbering starts
+    // at 1 again, over numbers the hub holds with other samples.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "agent.key" || name == "agent.pub" || name.ends_with(".log") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let renumbered = hub.stats()["batches_renumbered"].as_u64().unwrap();
+    let wiped = start_agent(&link, dir.path(), "pi-c", "run", &config, &[]);
+    wiped.wait_log("agent starting");
+    send_marker(&data, "after.wipe=1");
+    wait_stored(&hub, "pi-c", "after.wipe");
+    wiped.wait_log("numbering on from there; nothing is lost");
+    assert!(hub.stats()["batches_renumbered"].as_u64().unwrap() > renumbered);
+    let status = agent_status(&data);
+    assert!(
+        status["batches"]["renumbered"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}
+
 #[test]
 fn a_flooding_device_is_rate_limited_while_others_are_served() {
     let _w = watchdog("flood", LIMIT);

@@ -192,6 +192,7 @@ impl Agent {
                     self.link.seen(Seen::Refusal(r.reason), Instant::now());
                 }
                 Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
+                Ok(Downstream::Renumber(r)) => self.renumber(r.seq, r.from)?,
                 Ok(Downstream::Relink(r)) => {
                     warn!(reason = %r.reason, "the hub asked for new connections; reconnecting broadcast, jobs, results and commands");
                     if let Some(ports) = self.links.take().map(|l| l.ports)
@@ -254,6 +255,27 @@ impl Agent {
                 .connect(&ep(ports.commands)?)?,
             ports,
         });
+        Ok(())
+    }
+
+    /// The hub holds batch `seq` from another agent with this device id:
+    /// send it again under a new number (and every later batch above it).
+    fn renumber(&mut self, seq: u64, from: u64) -> Result<(), Error> {
+        let Some((new, frame)) = self.outbox.renumber(seq, from, Instant::now())? else {
+            debug!(seq, "renumber for a batch not in flight");
+            return Ok(());
+        };
+        if !self.renumbering {
+            self.renumbering = true;
+            warn!(
+                seq,
+                new,
+                "the hub already holds this batch number from another agent with this device id (this data directory was wiped, or this SD card is a clone): sending it as {new}, numbering on from there; nothing is lost"
+            );
+        }
+        if self.connected {
+            self.send_frame(new, &frame);
+        }
         Ok(())
     }
 

@@ -173,6 +173,7 @@ impl Agent {
                 sent: s.batches_sent,
                 acked: s.batches_acked,
                 resent: s.batches_resent,
+                renumbered: u.batches_renumbered,
                 in_flight: s.in_flight,
             },
             records: control::RecordCounts {

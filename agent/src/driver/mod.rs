@@ -185,6 +185,8 @@ struct Links {
 
 struct Agent {
     cfg: AgentConfig,
+    /// A renumbered batch was logged (once per run).
+    renumbering: bool,
     /// The routing id of the telemetry and commands DEALERs,
     /// `<device id>@<nonce>`: the hub answers only this route.
     route: String,
@@ -303,6 +305,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         max_output: cfg.exec.max_output_bytes,
     };
     let mut agent = Agent {
+        renumbering: false,
         route,
         chat_mode: opts.chat,
         started: now,

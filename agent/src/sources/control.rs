@@ -84,6 +84,9 @@ pub struct BatchCounts {
     pub sent: u64,
     pub acked: u64,
     pub resent: u64,
+    /// Sent again under a new number: the hub held theirs from another
+    /// agent with this device id (a reinstall, or a cloned SD card).
+    pub renumbered: u64,
     pub in_flight: u32,
 }
 

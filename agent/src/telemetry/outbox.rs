@@ -91,7 +91,7 @@ impl Outbox {
             let mut refused = 0;
             if let (_, Some(frame)) = encode_batch(batch.seq, &records, &mut refused)? {
                 let carried = records.len() - refused as usize;
-                uplink.restore(batch.seq, batch.first, frame, carried, now);
+                uplink.restore(batch.seq, (batch.first, batch.last), frame, carried, now);
             }
         }
         uplink.set_pending(recovery.unpacked);
@@ -194,6 +194,33 @@ impl Outbox {
     /// The hub acked `seq`: it leaves the window, and the spool forgets
     /// what no batch in flight still needs. False for an ack of a batch
     /// not in flight (a repeat, or one abandoned).
+    /// The hub holds batch `seq` of this device with other content (another
+    /// agent used the number: a reinstall that started again at 1, or a
+    /// cloned SD card) and takes numbers from `from` on. The batch gets the
+    /// next number at or above `from`, which the spool records (the new
+    /// batch, then the old one abandoned) so that a restart resends it under
+    /// the new one. Returns the frame to send, or `None` if `seq` is not in
+    /// flight (acked meanwhile, or renumbered already).
+    pub fn renumber(
+        &mut self,
+        seq: u64,
+        from: u64,
+        now: Instant,
+    ) -> Result<Option<Frame>, OutboxError> {
+        if !self.uplink.is_in_flight(seq) {
+            return Ok(None);
+        }
+        self.seq.skip_to(from);
+        let new = self.seq.take().map_err(OutboxError::Seq)?;
+        let Some((first, last, frame)) = self.uplink.renumber(seq, new, now) else {
+            return Ok(None);
+        };
+        self.spool
+            .renumbered(seq, new, first, last)
+            .map_err(OutboxError::Record)?;
+        Ok(Some((new, frame)))
+    }
+
     pub fn ack(&mut self, seq: u64) -> bool {
         if !self.uplink.ack(seq) {
             return false;
@@ -351,6 +378,44 @@ mod tests {
         let (next_seq, frame) = o.pack(t1).unwrap().unwrap();
         assert!(next_seq > first_seq, "new batches get new numbers");
         assert_eq!(values(&frame), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_batch_whose_number_the_hub_holds_goes_again_under_a_new_one_even_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut o = open(dir.path(), 1 << 20, FullPolicy::DropOldest, t0);
+        o.accept(&[sample(1)], t0);
+        let (seq, _) = o.pack(t0).unwrap().unwrap();
+        assert_eq!(seq, 1, "a wiped data directory starts again at 1");
+        // The hub holds 1..=500 from the device's earlier life.
+        let (new, frame) = o.renumber(seq, 501, t0).unwrap().unwrap();
+        assert_eq!(new, 501);
+        assert_eq!(values(&frame), vec![1], "the same records");
+        assert_eq!(o.uplink_counters().batches_renumbered, 1);
+        assert!(o.renumber(seq, 501, t0).unwrap().is_none(), "only once");
+        assert!(!o.ack(seq), "the old number is no longer in flight");
+        o.accept(&[sample(2)], t0);
+        let (next, _) = o.pack(t0).unwrap().unwrap();
+        assert!(next > new, "later batches number on above it");
+        drop(o); // killed before either was acked
+        let t1 = t0 + Duration::from_secs(1);
+        let mut o = open(dir.path(), 1 << 20, FullPolicy::DropOldest, t1);
+        let mut resent: Vec<(u64, Vec<i64>)> = o
+            .resends(t1)
+            .into_iter()
+            .map(|(s, f)| (s, values(&f)))
+            .collect();
+        resent.sort();
+        assert_eq!(resent, vec![(new, vec![1]), (next, vec![2])]);
+        assert!(o.ack(new) && o.ack(next));
+        assert_eq!(o.in_flight(), 0);
+        assert_eq!(o.uplink_counters().records_acked, 2);
+        let (after, _) = {
+            o.accept(&[sample(3)], t1);
+            o.pack(t1).unwrap().unwrap()
+        };
+        assert!(after > next, "the sequence file kept the jump");
     }
 
     #[test]

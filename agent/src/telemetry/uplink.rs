@@ -41,8 +41,9 @@ pub struct UplinkLimits {
 #[derive(Debug)]
 struct InFlight {
     frame: Vec<u8>,
-    /// The spool ids of the records it carries.
+    /// The spool ids of the records it carries, first and last.
     first: u64,
+    last: u64,
     records: usize,
     attempts: u32,
     due: Option<Instant>,
@@ -59,6 +60,9 @@ pub struct UplinkCounters {
     /// Records whose in-flight batch was abandoned when the spool was full.
     pub records_abandoned: u64,
     pub records_acked: u64,
+    /// Batches sent again under a new number because the hub held theirs
+    /// from another agent with this device id.
+    pub batches_renumbered: u64,
 }
 
 /// A batch packed from the records offered.
@@ -201,6 +205,9 @@ impl Uplink {
             InFlight {
                 frame: frame.clone(),
                 first: records.first().map_or(0, |(id, _)| *id),
+                last: records[..used.min(records.len())]
+                    .last()
+                    .map_or(0, |(id, _)| *id),
                 records: used - refused as usize,
                 attempts: 0,
                 due: Some(now + self.limits.ack_timeout),
@@ -291,13 +298,48 @@ impl Uplink {
         flush.into_iter().chain(resend).min()
     }
 
+    /// Batch `old` goes out again as `new`: the hub holds `old` of this
+    /// device with other content. The frame is re-encoded under the new
+    /// number and due now. Returns the spool ids it carries (first, last)
+    /// and the frame, or `None` if `old` is not in flight.
+    pub fn renumber(&mut self, old: u64, new: u64, now: Instant) -> Option<(u64, u64, Vec<u8>)> {
+        let f = self.in_flight.get(&old)?;
+        // Our own frame always decodes; if it did not, it stays as it is.
+        let Ok(Upstream::Batch(mut batch)) = Upstream::decode(&f.frame) else {
+            return None;
+        };
+        batch.seq = new;
+        let frame = Upstream::Batch(batch).encode().ok()?;
+        let mut f = self.in_flight.remove(&old)?;
+        let (first, last) = (f.first, f.last);
+        f.frame = frame.clone();
+        f.due = Some(now + self.limits.ack_timeout);
+        self.in_flight.insert(new, f);
+        self.counters.batches_renumbered += 1;
+        Some((first, last, frame))
+    }
+
+    /// Whether batch `seq` is in flight.
+    pub fn is_in_flight(&self, seq: u64) -> bool {
+        self.in_flight.contains_key(&seq)
+    }
+
     /// Restores a batch the spool found unacked at start; it is due now.
-    pub fn restore(&mut self, seq: u64, first: u64, frame: Vec<u8>, records: usize, now: Instant) {
+    pub fn restore(
+        &mut self,
+        seq: u64,
+        span: (u64, u64),
+        frame: Vec<u8>,
+        records: usize,
+        now: Instant,
+    ) {
+        let (first, last) = span;
         self.in_flight.insert(
             seq,
             InFlight {
                 frame,
                 first,
+                last,
                 records,
                 attempts: 0,
                 due: Some(now),

@@ -106,6 +106,7 @@ pub struct Counters {
     pub rate_limited: u64,
     pub disconnects: u64,
     pub connection_conflicts: u64,
+    pub batches_renumbered: u64,
 }
 
 /// The hub's state and every decision it makes.

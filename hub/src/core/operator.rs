@@ -180,6 +180,7 @@ impl Core {
             rate_limited: c.rate_limited,
             disconnects: c.disconnects,
             connection_conflicts: c.connection_conflicts,
+            batches_renumbered: c.batches_renumbered,
         }))
     }
 }

@@ -5,7 +5,7 @@
 //! The telemetry socket also carries Hello, Bye and heartbeats: any
 //! message keeps its device online ([`Core::heard`]).
 
-use fleetmq_protocol::{Ack, Batch, ChatMessage, Refusal, Upstream, names, route_device};
+use fleetmq_protocol::{Ack, Batch, ChatMessage, Refusal, Renumber, Upstream, names, route_device};
 use tracing::warn;
 
 use super::Core;
@@ -108,6 +108,21 @@ impl Core {
                     self.latest.record(device, batch.resolved_samples());
                 }
                 Stored::Duplicate => self.counters.batches_duplicate += 1,
+                Stored::Taken { from } => {
+                    self.counters.batches_renumbered += 1;
+                    warn!(
+                        device,
+                        seq = batch.seq,
+                        from,
+                        "batch number already used by another agent with this device id (a wiped data directory, or a cloned SD card); told the agent to renumber from {from}"
+                    );
+                    let msg = Renumber {
+                        seq: batch.seq,
+                        from,
+                    };
+                    self.send_down(device, msg.into());
+                    continue;
+                }
             }
             self.send_down(device, Ack { seq: batch.seq }.into());
         }

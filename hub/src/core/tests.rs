@@ -689,3 +689,30 @@ fn a_device_whose_commands_socket_cannot_be_reached_is_asked_to_reconnect() {
     // Not again right away.
     assert_eq!(unreachable(&mut f, 3, T0 + 11_500), vec![]);
 }
+
+#[test]
+fn a_batch_number_another_agent_used_is_not_acked_but_renumbered() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    for seq in 1..=3 {
+        f.up("pi-a", "pi-a", batch(seq, 1.0), T0 + seq);
+    }
+    f.actions();
+    // The device's data directory was wiped: it starts again at 1, with
+    // other samples.
+    f.up("pi-a", "pi-a", batch(1, 2.0), T0 + 10);
+    let told = to_device(&f.actions(), "pi-a");
+    assert!(
+        matches!(&told[..], [Downstream::Renumber(r)] if r.seq == 1 && r.from == 4),
+        "{told:?}"
+    );
+    assert_eq!(f.core.counters().batches_renumbered, 1);
+    // A resend of what is stored is still a duplicate, acked.
+    f.up("pi-a", "pi-a", batch(2, 1.0), T0 + 11);
+    assert!(matches!(&to_device(&f.actions(), "pi-a")[..], [Downstream::Ack(a)] if a.seq == 2));
+    assert_eq!(f.core.counters().batches_duplicate, 1);
+    // Renumbered, it is stored.
+    f.up("pi-a", "pi-a", batch(4, 2.0), T0 + 12);
+    assert!(matches!(&to_device(&f.actions(), "pi-a")[..], [Downstream::Ack(a)] if a.seq == 4));
+    assert_eq!(f.core.counters().batches_stored, 4);
+}

@@ -473,6 +473,11 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "Messages refused from a second agent with a connected device's key.",
             s.connection_conflicts,
         ),
+        (
+            "batches_renumbered_total",
+            "Batches whose number another agent with the same device id had used; renumbered.",
+            s.batches_renumbered,
+        ),
     ];
     for (name, help, v) in counters {
         metric(name, "counter", help, v as f64);

@@ -71,6 +71,10 @@ pub enum Stored {
     New,
     /// Already stored before; nothing written.
     Duplicate,
+    /// The device's number is taken by a batch with other content (another
+    /// agent with this device id used it); nothing written. `from` is the
+    /// lowest number the store does not hold for the device.
+    Taken { from: u64 },
 }
 
 /// A job due for dispatch.

@@ -31,6 +31,12 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .doing("preparing batch insert")?;
+            let mut held = tx
+                .prepare_cached("SELECT body FROM batches WHERE device = ?1 AND seq = ?2")
+                .doing("preparing batch lookup")?;
+            let mut highest = tx
+                .prepare_cached("SELECT max(seq) FROM batches WHERE device = ?1")
+                .doing("preparing batch lookup")?;
             let mut line = tx
                 .prepare_cached(
                     "INSERT INTO chat (device, seq, ts_ms, text) VALUES (?1, ?2, ?3, ?4)",
@@ -49,7 +55,20 @@ impl Store {
                     ])
                     .doing("storing a batch")?;
                 if inserted == 0 {
-                    outcomes.push(Stored::Duplicate);
+                    // A resend carries the very bytes stored before; other
+                    // bytes under the number come from another agent.
+                    let body: Vec<u8> = held
+                        .query_row(params![item.device, b.seq as i64], |r| r.get(0))
+                        .doing("reading a stored batch")?;
+                    if body == item.body {
+                        outcomes.push(Stored::Duplicate);
+                    } else {
+                        let max: i64 = highest
+                            .query_row(params![item.device], |r| r.get(0))
+                            .doing("reading a device's highest batch")?;
+                        let from = (max as u64).saturating_add(1);
+                        outcomes.push(Stored::Taken { from });
+                    }
                     continue;
                 }
                 device

@@ -121,3 +121,31 @@ fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
     assert_eq!((info.state, info.attempts), (JobState::Done, 2));
     assert_eq!(info.device.as_deref(), Some("pi-1"));
 }
+
+/// A resend is a duplicate; the same number with other content (another
+/// agent with this device id) is refused with the next free number.
+#[test]
+fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
+    let mut store = Store::in_memory().unwrap();
+    let store_one = |store: &mut Store, seq: u64, value: i64| {
+        let mut b = fleetmq_protocol::BatchBuilder::new(seq);
+        b.push_sample("n", 1_000, fleetmq_protocol::Value::Int(value))
+            .unwrap();
+        let batch = b.finish();
+        let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
+            .encode()
+            .unwrap();
+        let incoming = [Incoming {
+            device: "pi-a",
+            batch: &batch,
+            body: fleetmq_protocol::envelope::open(&frame).unwrap().1,
+        }];
+        store.store_batches(&incoming, 1).unwrap().0[0].clone()
+    };
+    assert_eq!(store_one(&mut store, 1, 10), Stored::New);
+    assert_eq!(store_one(&mut store, 1, 10), Stored::Duplicate);
+    assert_eq!(store_one(&mut store, 1, 11), Stored::Taken { from: 2 });
+    assert_eq!(store_one(&mut store, 5, 50), Stored::New);
+    assert_eq!(store_one(&mut store, 1, 12), Stored::Taken { from: 6 });
+    assert_eq!(store_one(&mut store, 6, 12), Stored::New);
+}

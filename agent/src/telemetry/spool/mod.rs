@@ -418,6 +418,18 @@ impl Spool {
         self.write(&encode(&Entry::Ack { seq }))
     }
 
+    /// Batch `old` goes out again as `new`, carrying spool ids `first` to
+    /// `last`: recorded as the new batch, then the old one abandoned, so a
+    /// restart resends the records under `new` only.
+    pub fn renumbered(&mut self, old: u64, new: u64, first: u64, last: u64) -> io::Result<()> {
+        self.write(&encode(&Entry::Batch {
+            seq: new,
+            first,
+            last,
+        }))?;
+        self.write(&encode(&Entry::Abandon { seq: old }))
+    }
+
     /// Batch `seq` will not be sent again (its records were dropped).
     pub fn abandoned(&mut self, seq: u64) -> io::Result<()> {
         self.write(&encode(&Entry::Abandon { seq }))

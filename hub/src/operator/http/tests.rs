@@ -63,6 +63,7 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         rate_limited: 0,
         disconnects: 0,
         connection_conflicts: 0,
+        batches_renumbered: 0,
     };
     let devices = vec![DeviceInfo {
         id: "pi-a".into(),
