@@ -265,7 +265,8 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         Some((list, watch)) => (Some(list), Some(watch)),
         None => (None, None),
     };
-    let core = Core::new(config, store, list, ports, now_ms());
+    let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
+    let core = Core::new(config, store, list, ports, now_ms(), tokens);
     let mut driver = Driver {
         core,
         upstream,
@@ -498,6 +499,7 @@ impl Driver {
                 Action::Job {
                     id,
                     attempt,
+                    token,
                     lease_ms,
                     frame,
                 } => {
@@ -505,7 +507,7 @@ impl Driver {
                         continue;
                     }
                     match send_frames(&self.jobs, &[&frame]) {
-                        Ok(true) => self.core.job_sent(id, attempt, lease_ms, now_ms()),
+                        Ok(true) => self.core.job_sent(id, attempt, token, lease_ms, now_ms()),
                         // No agent is connected, or every pipe is full: next tick.
                         Ok(false) => jobs_blocked = true,
                         Err(e) => {

@@ -24,6 +24,7 @@ pub mod files;
 pub mod keys;
 pub mod logging;
 pub mod poll;
+pub mod random;
 mod shutdown;
 mod socket;
 

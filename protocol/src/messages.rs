@@ -164,6 +164,10 @@ messages! {
         pub spec: JobSpec,
         /// How long the agent lets it run before killing it.
         pub timeout_ms: u32,
+        /// Drawn at random by the hub for this attempt: its result must
+        /// carry it, so only the device the attempt was given to can
+        /// finish the job.
+        pub token: u64,
     }
 
     /// What a job does.
@@ -192,6 +196,8 @@ messages! {
         pub device: String,
         /// What happened.
         pub outcome: Outcome,
+        /// The `token` of the attempt, from its `Job`.
+        pub token: u64,
     }
 
     /// How running a job or an exec command ended.
@@ -643,6 +649,9 @@ messages! {
         /// Batches refused because the device's number was taken by a batch
         /// with other content; the agent was told to renumber them.
         pub batches_renumbered: u64,
+        /// Job results refused: not for the attempt the device was given
+        /// (a wrong token), so the job was unaffected.
+        pub results_refused: u64,
     }
 }
 

@@ -282,6 +282,62 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
     still_served(&hub, "pi-ok");
 }
 
+#[test]
+fn a_job_result_counts_only_from_the_device_the_attempt_was_given_to() {
+    let _w = watchdog("forged results", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let agent = hub.agent("pi-ok", &[]);
+    hub.wait_answering("pi-ok");
+    let link = hub.link();
+    let ctx = zmq::Context::new();
+    let keys = Keys::new();
+    link.allow("pi-evil", &keys.public);
+    // pi-evil connects only a results socket, so the job goes to pi-ok.
+    let forger = link.socket(&ctx, zmq::PUSH, &keys);
+    forger.connect(&hub.endpoints["results"]).unwrap();
+
+    let r = hub.op(&["job", "submit", "exec", "--", "sleep", "2"]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().unwrap();
+    agent.wait_log("running job");
+    // While pi-ok runs it, pi-evil claims to have finished it: with a
+    // guessed token, and with none.
+    for token in [0, 1, 0x5eed_5eed] {
+        let forged = fleetmq_protocol::ResultFrame::from(fleetmq_protocol::JobResult {
+            id,
+            attempt: 1,
+            device: "pi-evil".into(),
+            outcome: fleetmq_protocol::Outcome::Completed(fleetmq_protocol::Output {
+                exit_code: Some(0),
+                stdout: "forged".into(),
+                stderr: String::new(),
+                truncated: false,
+                duration_ms: 1,
+            }),
+            token,
+        });
+        forger.send(forged.encode().unwrap(), 0).unwrap();
+    }
+    wait_count(&hub, "results_refused", 3);
+    let shown = hub.op(&["job", "show", &id.to_string()]);
+    assert_eq!(
+        shown.json[0]["state"], "Leased",
+        "unaffected: {:?}",
+        shown.json
+    );
+
+    // The real run finishes it, as pi-ok's.
+    let job = wait_for("the job done by pi-ok", || {
+        let r = hub.op(&["job", "show", &id.to_string()]);
+        (r.json[0]["state"] == "Done").then(|| r.json[0].clone())
+    });
+    assert_eq!(job["device"], "pi-ok");
+    assert_eq!(job["outcome"]["Completed"]["exit_code"], 0);
+    assert_ne!(job["outcome"]["Completed"]["stdout"], "forged");
+    assert!(hub.proc.log_text().contains("refused a job result"));
+}
+
 /// Copies the regular files under `from` to `to` (sockets are skipped).
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

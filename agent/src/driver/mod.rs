@@ -99,16 +99,6 @@ pub enum Error {
 /// Why reading the configuration again (SIGHUP) failed.
 pub type ReloadError = Box<dyn std::error::Error + Send + Sync>;
 
-/// 128 random bits as 32 hex digits: the nonce of this run's route. It
-/// travels only inside the CURVE handshake, so no other peer can claim the
-/// route and receive what the hub sends this device.
-fn nonce() -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// A zmq failure while `doing` something, as an [`Error`].
 fn zmq_error(doing: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
     let doing = doing.into();
@@ -144,8 +134,7 @@ pub struct Options {
 
 enum Event {
     JobDone {
-        id: u64,
-        attempt: u32,
+        given: work::Given,
         outcome: Outcome,
     },
     CommandDone {
@@ -276,7 +265,11 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
             | event::HANDSHAKE_FAILED_PROTOCOL
             | event::HANDSHAKE_FAILED_AUTH,
     );
-    let route = fleetmq_protocol::route(&cfg.device_id, &nonce().map_err(Error::Nonce)?);
+    // 128 random bits: the nonce travels only inside the CURVE handshake,
+    // so no other peer can claim the route and receive what is this
+    // device's.
+    let nonce = fleetmq_net::random::hex(16).map_err(Error::Nonce)?;
+    let route = fleetmq_protocol::route(&cfg.device_id, &nonce);
     let dealer = sockets
         .build(zmq::DEALER)
         .routing_id(route.as_bytes())

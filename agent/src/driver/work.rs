@@ -19,6 +19,15 @@ use crate::telemetry::uplink::Record;
 use crate::work::runner;
 use crate::work::{CommandPlan, JobPlan, Start, job_kind, plan_command, plan_job};
 
+/// One attempt of a job as the hub handed it out: its result carries the
+/// same three.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Given {
+    pub id: u64,
+    pub attempt: u32,
+    pub token: u64,
+}
+
 /// How long a stopping agent waits for its workers: a stopped program is
 /// killed within `STOP_CHECK` and its pipes given a second.
 const WORKERS_STOP_WAIT: Duration = Duration::from_secs(3);
@@ -66,7 +75,8 @@ impl Agent {
         }
     }
 
-    pub(super) fn send_result(&self, id: u64, attempt: u32, outcome: Outcome) {
+    pub(super) fn send_result(&self, given: Given, outcome: Outcome) {
+        let Given { id, attempt, token } = given;
         let Some(links) = &self.links else {
             warn!(
                 job = id,
@@ -79,6 +89,7 @@ impl Agent {
             attempt,
             device: self.cfg.device_id.clone(),
             outcome,
+            token,
         };
         match ResultFrame::from(result).encode() {
             Ok(frame) => {
@@ -113,6 +124,11 @@ impl Agent {
                 }
             };
             let (id, attempt) = (job.id, job.attempt);
+            let given = Given {
+                id,
+                attempt,
+                token: job.token,
+            };
             let kind = job_kind(&job.spec);
             let timeout = Duration::from_millis(u64::from(job.timeout_ms));
             let ran = self.jobs_run.has_run(id).then(|| self.jobs_run.result(id));
@@ -123,12 +139,12 @@ impl Agent {
                         job = id,
                         attempt, "job already ran here; not running it again"
                     );
-                    self.send_result(id, attempt, outcome);
+                    self.send_result(given, outcome);
                     continue;
                 }
                 JobPlan::Refuse(outcome) => {
                     info!(job = id, kind, "job kind not allowed here");
-                    self.send_result(id, attempt, outcome);
+                    self.send_result(given, outcome);
                     continue;
                 }
                 JobPlan::Start(start) => start,
@@ -136,7 +152,7 @@ impl Agent {
             if let Err(e) = self.jobs_run.starting(id) {
                 warn!(job = id, error = %e, "cannot record the job id; not running it");
                 let why = format!("agent cannot record job ids: {e}");
-                self.send_result(id, attempt, Outcome::Failed(why));
+                self.send_result(given, Outcome::Failed(why));
                 continue;
             }
             let outcome = match start {
@@ -151,11 +167,7 @@ impl Agent {
                     );
                     self.spawn_worker(move || {
                         let outcome = runner::exec(&policy, &program, &args, timeout, &stop);
-                        notifier.send(Event::JobDone {
-                            id,
-                            attempt,
-                            outcome,
-                        });
+                        notifier.send(Event::JobDone { given, outcome });
                     });
                     continue;
                 }
@@ -163,7 +175,7 @@ impl Agent {
             info!(job = id, attempt, kind, "running job");
             self.jobs_done += 1;
             self.jobs_run.finished(id, outcome.clone());
-            self.send_result(id, attempt, outcome);
+            self.send_result(given, outcome);
         }
         Ok(())
     }
@@ -262,15 +274,11 @@ impl Agent {
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
         while let Ok(event) = self.events.try_recv() {
             match event {
-                Event::JobDone {
-                    id,
-                    attempt,
-                    outcome,
-                } => {
+                Event::JobDone { given, outcome } => {
                     self.running_jobs = self.running_jobs.saturating_sub(1);
                     self.jobs_done += 1;
-                    self.jobs_run.finished(id, outcome.clone());
-                    self.send_result(id, attempt, outcome);
+                    self.jobs_run.finished(given.id, outcome.clone());
+                    self.send_result(given, outcome);
                 }
                 Event::CommandDone { corr, reply } => {
                     self.running_commands = self.running_commands.saturating_sub(1);

@@ -171,6 +171,7 @@ mod tests {
             attempt: 2,
             spec,
             timeout_ms: 1_000,
+            token: 9,
         };
         let exec_job = || {
             job(JobSpec::Exec {

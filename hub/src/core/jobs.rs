@@ -14,6 +14,7 @@ use fleetmq_protocol::{
 use tracing::{debug, info, warn};
 
 use super::{Action, Core};
+use crate::store::AttemptCheck;
 
 /// Jobs read from the store per round of dispatch.
 const DISPATCH_BATCH: u32 = 64;
@@ -69,16 +70,25 @@ impl Core {
                 continue;
             }
             let attempt = job.attempts + 1;
+            let token = match (self.tokens)() {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(error = %e, "could not draw a job token; jobs wait for the next tick");
+                    return;
+                }
+            };
             let frame = JobFrame::from(Job {
                 id: job.id,
                 attempt,
                 spec: job.spec,
                 timeout_ms: job.timeout_ms,
+                token,
             });
             match frame.encode() {
                 Ok(frame) => self.out.push_back(Action::Job {
                     id: job.id,
                     attempt,
+                    token,
                     lease_ms: job.lease_ms,
                     frame,
                 }),
@@ -87,15 +97,15 @@ impl Core {
         }
     }
 
-    /// The driver handed attempt `attempt` of job `id` to an agent: its
-    /// lease of `lease_ms` starts now.
-    pub fn job_sent(&mut self, id: u64, attempt: u32, lease_ms: u32, now_ms: u64) {
+    /// The driver handed attempt `attempt` of job `id` (with `token`) to an
+    /// agent: its lease of `lease_ms` starts now.
+    pub fn job_sent(&mut self, id: u64, attempt: u32, token: u64, lease_ms: u32, now_ms: u64) {
         self.counters.jobs_dispatched += 1;
         if attempt > 1 {
             info!(job = id, attempt, "job lease ran out; handed out again");
         }
         let until = now_ms + u64::from(lease_ms);
-        if let Err(e) = self.store.lease_job(id, attempt, until, now_ms) {
+        if let Err(e) = self.store.lease_job(id, attempt, token, until, now_ms) {
             warn!(job = id, error = %e, "could not record a job lease");
         }
     }
@@ -112,6 +122,30 @@ impl Core {
         }
         if !self.admit("results", &result.device, user_id, now_ms) {
             return;
+        }
+        // Only the device the attempt was given to knows its token.
+        match self
+            .store
+            .check_attempt(result.id, result.attempt, result.token)
+        {
+            Ok(AttemptCheck::Given) => {}
+            Ok(AttemptCheck::NotGiven) => {
+                self.counters.results_refused += 1;
+                warn!(
+                    job = result.id,
+                    attempt = result.attempt,
+                    device = %result.device,
+                    "refused a job result for an attempt this device was not given; the job is unaffected"
+                );
+                return;
+            }
+            Ok(AttemptCheck::Finished | AttemptCheck::Unknown) => {
+                return debug!(
+                    job = result.id,
+                    "result for a finished or unknown job ignored"
+                );
+            }
+            Err(e) => return warn!(job = result.id, error = %e, "could not read a job"),
         }
         let stored = match &result.outcome {
             Outcome::AlreadyRun => {

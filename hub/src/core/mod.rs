@@ -70,6 +70,7 @@ pub enum Action {
     Job {
         id: u64,
         attempt: u32,
+        token: u64,
         lease_ms: u32,
         frame: Vec<u8>,
     },
@@ -107,10 +108,16 @@ pub struct Counters {
     pub disconnects: u64,
     pub connection_conflicts: u64,
     pub batches_renumbered: u64,
+    pub results_refused: u64,
 }
+
+/// Where job tokens come from: the OS's randomness in the hub, a counter in
+/// tests. The core never reads it itself.
+pub type Tokens = Box<dyn FnMut() -> std::io::Result<u64> + Send>;
 
 /// The hub's state and every decision it makes.
 pub struct Core {
+    tokens: Tokens,
     config: HubConfig,
     store: Store,
     /// The ports of the sockets beside telemetry, told to agents in Welcome.
@@ -137,8 +144,10 @@ impl Core {
         allow_list: Option<AllowList>,
         ports: HubPorts,
         now_ms: u64,
+        tokens: Tokens,
     ) -> Core {
         Core {
+            tokens,
             admission: Admission::new(
                 allow_list,
                 config.security.device_rate,

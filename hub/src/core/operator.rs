@@ -181,6 +181,7 @@ impl Core {
             disconnects: c.disconnects,
             connection_conflicts: c.connection_conflicts,
             batches_renumbered: c.batches_renumbered,
+            results_refused: c.results_refused,
         }))
     }
 }

@@ -39,7 +39,12 @@ impl Fleet {
             commands: 7754,
         };
         let store = Store::in_memory().unwrap();
-        let core = Core::new(HubConfig::default(), store, Some(list), ports, T0);
+        let mut drawn = 1000;
+        let tokens: Tokens = Box::new(move || {
+            drawn += 1;
+            Ok(drawn)
+        });
+        let core = Core::new(HubConfig::default(), store, Some(list), ports, T0, tokens);
         Fleet { core, keys }
     }
 
@@ -96,9 +101,10 @@ impl Fleet {
                 Action::Job {
                     id,
                     attempt,
+                    token,
                     lease_ms,
                     ..
-                } => self.core.job_sent(*id, *attempt, *lease_ms, now),
+                } => self.core.job_sent(*id, *attempt, *token, *lease_ms, now),
                 _ => {}
             }
             done.push(a);
@@ -444,19 +450,23 @@ fn a_job_whose_lease_runs_out_is_handed_out_again() {
         [(21, Response::JobSubmitted { id })] => *id,
         other => panic!("{other:?}"),
     };
-    let attempts = |actions: &[Action]| -> Vec<u32> {
+    let given = |actions: &[Action]| -> Vec<(u32, u64)> {
         actions
             .iter()
             .filter_map(|a| match a {
                 Action::Job { frame, .. } => {
                     let JobFrame::Job(j) = JobFrame::decode(frame).unwrap();
-                    Some(j.attempt)
+                    Some((j.attempt, j.token))
                 }
                 _ => None,
             })
             .collect()
     };
-    assert_eq!(attempts(&out), vec![1], "handed out at once");
+    let attempts =
+        |actions: &[Action]| -> Vec<u32> { given(actions).iter().map(|g| g.0).collect() };
+    let first = given(&out);
+    assert_eq!(first.len(), 1, "handed out at once");
+    assert_eq!(first[0].0, 1);
     f.core.tick(T0 + 9_999);
     assert_eq!(
         attempts(&f.deliver(T0 + 9_999)),
@@ -464,22 +474,41 @@ fn a_job_whose_lease_runs_out_is_handed_out_again() {
         "leased"
     );
     f.core.tick(T0 + 10_000);
-    assert_eq!(attempts(&f.deliver(T0 + 10_000)), vec![2], "lease ran out");
-    // The second attempt's result finishes it.
-    let result = ResultFrame::from(JobResult {
-        id,
-        attempt: 2,
-        device: "pi-a".into(),
-        outcome: Outcome::Completed(Output {
-            exit_code: Some(0),
-            duration_ms: 3,
-            stdout: "Linux\n".into(),
-            stderr: String::new(),
-            truncated: false,
-        }),
-    });
+    let second = given(&f.deliver(T0 + 10_000));
+    assert_eq!(second.len(), 1, "lease ran out");
+    assert_eq!(second[0].0, 2);
+    assert_ne!(second[0].1, first[0].1, "each attempt has its own token");
+    let result = |attempt, token| {
+        ResultFrame::from(JobResult {
+            id,
+            attempt,
+            device: "pi-a".into(),
+            outcome: Outcome::Completed(Output {
+                exit_code: Some(0),
+                duration_ms: 3,
+                stdout: "Linux\n".into(),
+                stderr: String::new(),
+                truncated: false,
+            }),
+            token,
+        })
+        .encode()
+        .unwrap()
+    };
+    // A device that was not given attempt 2 cannot finish it: a guessed
+    // token, or the first attempt's.
+    f.core.result(&result(2, 12345), Some("pi-a"), T0 + 10_100);
     f.core
-        .result(&result.encode().unwrap(), Some("pi-a"), T0 + 10_500);
+        .result(&result(1, first[0].1), Some("pi-a"), T0 + 10_200);
+    assert_eq!(f.core.counters().results_refused, 2);
+    f.operator(23, Request::Job { id }, T0 + 10_300);
+    match to_operator(&f.actions()).as_slice() {
+        [(23, Response::Job(j))] => assert_eq!(j.state, JobState::Leased, "unaffected"),
+        other => panic!("{other:?}"),
+    }
+    // The second attempt's result, with its token, finishes it.
+    f.core
+        .result(&result(2, second[0].1), Some("pi-a"), T0 + 10_500);
     f.operator(22, Request::Job { id }, T0 + 10_600);
     match to_operator(&f.actions()).as_slice() {
         [(22, Response::Job(j))] => assert_eq!(j.state, JobState::Done),

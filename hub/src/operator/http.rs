@@ -478,6 +478,11 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "Batches whose number another agent with the same device id had used; renumbered.",
             s.batches_renumbered,
         ),
+        (
+            "results_refused_total",
+            "Job results refused: not from the device the attempt was given to.",
+            s.results_refused,
+        ),
     ];
     for (name, help, v) in counters {
         metric(name, "counter", help, v as f64);

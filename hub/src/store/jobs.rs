@@ -3,7 +3,7 @@
 use fleetmq_protocol::{JobInfo, JobSpec, JobSubmission, Outcome};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Doing as _, DueJob, Store, StoreError, json, parse_state};
+use super::{AttemptCheck, Doing as _, DueJob, Store, StoreError, json, parse_state};
 
 impl Store {
     /// Queues a job; returns its id.
@@ -112,23 +112,53 @@ impl Store {
     }
 
     /// Marks a job handed out for one more attempt.
+    /// Attempt `attempts` of job `id` was handed out with `token`; its
+    /// lease runs until `lease_until_ms`.
     pub fn lease_job(
         &self,
         id: u64,
         attempts: u32,
+        token: u64,
         lease_until_ms: u64,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE jobs SET state = 'leased', attempts = ?2, lease_until_ms = ?3, updated_ms = ?4 WHERE id = ?1",
-                params![id as i64, attempts, lease_until_ms as i64, now_ms as i64],
+                "UPDATE jobs SET state = 'leased', attempts = ?2, lease_until_ms = ?3, updated_ms = ?4, token = ?5 WHERE id = ?1",
+                params![id as i64, attempts, lease_until_ms as i64, now_ms as i64, token as i64],
             )
             .doing("leasing a job")?;
         Ok(())
     }
 
     /// Gives up on a job.
+    /// Whether attempt `attempt` of job `id`, with `token`, is the one the
+    /// hub handed out last.
+    pub fn check_attempt(
+        &self,
+        id: u64,
+        attempt: u32,
+        token: u64,
+    ) -> Result<AttemptCheck, StoreError> {
+        let row: Option<(String, u32, i64)> = self
+            .conn
+            .query_row(
+                "SELECT state, attempts, token FROM jobs WHERE id = ?1",
+                [id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .doing("reading a job")?;
+        Ok(match row {
+            None => AttemptCheck::Unknown,
+            Some((state, _, _)) if state == "done" => AttemptCheck::Finished,
+            Some((_, attempts, t)) if attempts == attempt && t == token as i64 && t != 0 => {
+                AttemptCheck::Given
+            }
+            Some(_) => AttemptCheck::NotGiven,
+        })
+    }
+
     pub fn fail_job(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError> {
         self.conn
             .execute(

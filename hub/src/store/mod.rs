@@ -77,6 +77,19 @@ pub enum Stored {
     Taken { from: u64 },
 }
 
+/// Whether a result's (job, attempt, token) is one the hub handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptCheck {
+    /// The job's current attempt, with its token: the result counts.
+    Given,
+    /// Not the current attempt, or not its token: refused.
+    NotGiven,
+    /// The job has a result already.
+    Finished,
+    /// No such job.
+    Unknown,
+}
+
 /// A job due for dispatch.
 pub struct DueJob {
     pub id: u64,
@@ -145,7 +158,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_ms INTEGER NOT NULL,
     device TEXT,
     outcome TEXT,
-    error TEXT
+    error TEXT,
+    token INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, lease_until_ms);
 CREATE TABLE IF NOT EXISTS commands (
@@ -199,6 +213,12 @@ impl Store {
     /// The store over `conn` (schema in place) and the command log's own
     /// connection to the same database.
     fn over(conn: Connection, log: Connection) -> Result<Self, StoreError> {
+        // A hub.db from before job tokens: the column is added, 0 (no
+        // attempt handed out with a token yet).
+        if conn.prepare("SELECT token FROM jobs LIMIT 0").is_err() {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0")
+                .doing("adding the jobs token column")?;
+        }
         let last: i64 = conn
             .query_row("SELECT coalesce(max(id), 0) FROM commands", [], |r| {
                 r.get(0)

@@ -95,7 +95,8 @@ fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
     let due = store.due_jobs(t0, 10).unwrap();
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
     assert_eq!(due[0].attempts, 0);
-    store.lease_job(id, 1, t0 + 5_000, t0).unwrap();
+    store.lease_job(id, 1, 77, t0 + 5_000, t0).unwrap();
+    assert_eq!(store.check_attempt(id, 1, 77).unwrap(), AttemptCheck::Given);
     assert!(store.due_jobs(t0 + 4_999, 10).unwrap().is_empty());
     drop(store);
 
@@ -103,7 +104,24 @@ fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
     let due = store.due_jobs(t0 + 5_000, 10).unwrap();
     assert_eq!(due.len(), 1, "the lease ran out: handed out again");
     assert_eq!((due[0].attempts, due[0].max_attempts), (1, 3));
-    store.lease_job(id, 2, t0 + 10_000, t0 + 5_000).unwrap();
+    // The token outlives a restart.
+    assert_eq!(store.check_attempt(id, 1, 77).unwrap(), AttemptCheck::Given);
+    store.lease_job(id, 2, 88, t0 + 10_000, t0 + 5_000).unwrap();
+    assert_eq!(
+        store.check_attempt(id, 1, 77).unwrap(),
+        AttemptCheck::NotGiven,
+        "an older attempt"
+    );
+    assert_eq!(
+        store.check_attempt(id, 2, 77).unwrap(),
+        AttemptCheck::NotGiven,
+        "another token"
+    );
+    assert_eq!(store.check_attempt(id, 2, 88).unwrap(), AttemptCheck::Given);
+    assert_eq!(
+        store.check_attempt(id + 1, 1, 0).unwrap(),
+        AttemptCheck::Unknown
+    );
     let done = Outcome::Completed(Output {
         exit_code: Some(0),
         stdout: "hi".into(),
@@ -117,6 +135,10 @@ fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
         "the first result wins"
     );
     assert!(store.due_jobs(t0 + 60_000, 10).unwrap().is_empty());
+    assert_eq!(
+        store.check_attempt(id, 2, 88).unwrap(),
+        AttemptCheck::Finished
+    );
     let info = store.job(id).unwrap().unwrap();
     assert_eq!((info.state, info.attempts), (JobState::Done, 2));
     assert_eq!(info.device.as_deref(), Some("pi-1"));

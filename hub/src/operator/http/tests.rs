@@ -64,6 +64,7 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         disconnects: 0,
         connection_conflicts: 0,
         batches_renumbered: 0,
+        results_refused: 0,
     };
     let devices = vec![DeviceInfo {
         id: "pi-a".into(),
