@@ -19,7 +19,7 @@ use fleetmq_net::keys;
 use fleetmq_net::poll::{event, next_event};
 use fleetmq_net::{NetError, Poll, Security, Shutdown, Sockets, now_ms, recv_message, send_frames};
 use fleetmq_protocol::HubPorts;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::HubConfig;
 use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
@@ -27,6 +27,15 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
 use crate::operator::http::{Http, HttpError, read_token};
 use crate::store::{Store, StoreError};
+
+mod peers;
+use peers::Peers;
+
+/// The telemetry socket's index in [`MONITORED`].
+const TELEMETRY: usize = 0;
+
+/// The agent-facing sockets, in the order of their monitors.
+const MONITORED: [&str; 5] = ["telemetry", "broadcast", "jobs", "results", "commands"];
 
 /// Messages drained from one socket per round before others get a turn.
 const DRAIN: usize = 1024;
@@ -69,13 +78,15 @@ struct Driver {
     results: zmq::Socket,
     commands: zmq::Socket,
     operator: zmq::Socket,
-    endpoints: Endpoints,
     /// ZAP handler; `None` when plaintext.
     zap: Option<zmq::Socket>,
     /// The allow list file, watched for changes; `None` when plaintext.
     watch: Option<Watch>,
-    /// Connection events of the five agent-facing sockets.
+    /// Connection events of the five agent-facing sockets, in the order of
+    /// [`MONITORED`].
     monitors: Vec<zmq::Socket>,
+    /// Which device each connection that spoke belongs to.
+    peers: Peers,
     /// The HTTP side, which talks to this loop through the operator socket:
     /// at shutdown the loop answers it until it has finished.
     http: Option<Http>,
@@ -173,7 +184,6 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         event::DISCONNECTED | event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL,
     );
     // One inproc monitor per agent-facing socket, named after it.
-    const MONITORED: [&str; 5] = ["telemetry", "broadcast", "jobs", "results", "commands"];
     let monitor = |name: &str| format!("inproc://fleetmq-hub-monitor-{name}");
     let l = &config.listen;
     let (upstream, telemetry) = sockets
@@ -275,10 +285,10 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         results,
         commands,
         operator,
-        endpoints,
         zap,
         watch,
         monitors,
+        peers: Peers::default(),
         http,
     };
     driver.serve(&shutdown)?;
@@ -402,10 +412,13 @@ impl Driver {
 
     /// Counts failed handshakes and ended connections.
     fn drain_monitors(&mut self) -> Result<(), Error> {
-        for m in &self.monitors {
+        for (socket, m) in self.monitors.iter().enumerate() {
             while let Some(e) = next_event(m).map_err(zmq_error("reading a socket monitor"))? {
                 match e.kind {
                     event::DISCONNECTED => {
+                        if let Ok(fd) = i32::try_from(e.value) {
+                            self.peers.ended(socket, fd);
+                        }
                         self.core.connection_event(ConnectionEvent::Disconnected)
                     }
                     event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL => {
@@ -424,6 +437,9 @@ impl Driver {
             let Some(m) = next_message(&self.upstream, 2, &mut self.core, "telemetry")? else {
                 break;
             };
+            if let (Some(fd), Some(device)) = (m.fd, &m.user_id) {
+                self.peers.note(TELEMETRY, fd, device);
+            }
             let (user_id, address) = (m.user_id.as_deref(), m.address.as_deref());
             self.core.upstream(&m.frames, user_id, address, now_ms());
         }
@@ -449,11 +465,19 @@ impl Driver {
                 _ => &self.broadcast,
             };
             let Some(Message {
-                frames, user_id, ..
+                frames,
+                user_id,
+                fd,
+                ..
             }) = next_message(socket, frames_max, &mut self.core, name)?
             else {
                 break;
             };
+            if let (Some(fd), Some(device), Some(index)) =
+                (fd, &user_id, MONITORED.iter().position(|m| *m == name))
+            {
+                self.peers.note(index, fd, device);
+            }
             let (user_id, now) = (user_id.as_deref(), now_ms());
             match which {
                 Ready::Results => self.core.result(&frames[0], user_id, now),
@@ -521,55 +545,26 @@ impl Driver {
                         debug!(error = %e, "operator went away before its answer");
                     }
                 }
-                Action::CutConnections => {
-                    if let Err(e) = self.cut_connections() {
-                        let cause = std::error::Error::source(&e).map(ToString::to_string);
-                        error!(error = %e, cause, "could not cut agent connections after a revocation; a revoked device may stay connected until it reconnects");
-                    }
+                Action::CutDevice { device } => {
+                    let cut = self.peers.cut(&device);
+                    info!(
+                        device,
+                        connections = cut,
+                        "revoked device's connections cut; its next handshake is refused"
+                    );
                 }
             }
         }
-    }
-
-    /// Unbinds and binds again every agent-facing socket, which closes all
-    /// their connections; agents reconnect and handshake again.
-    fn cut_connections(&mut self) -> Result<(), Error> {
-        let e = &self.endpoints;
-        for (socket, endpoint) in [
-            (&self.upstream, &e.telemetry),
-            (&self.broadcast, &e.broadcast),
-            (&self.jobs, &e.jobs),
-            (&self.results, &e.results),
-            (&self.commands, &e.commands),
-        ] {
-            socket
-                .unbind(endpoint)
-                .map_err(zmq_error(format!("unbinding {endpoint}")))?;
-            // The listener closes in libzmq's I/O thread; the port is free
-            // again moments later.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match socket.bind(endpoint) {
-                    Ok(()) => break,
-                    Err(zmq::Error::EADDRINUSE) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(err) => {
-                        return Err(zmq_error(format!("binding {endpoint} again"))(err));
-                    }
-                }
-            }
-        }
-        info!("agent connections cut; agents reconnect and handshake again");
-        Ok(())
     }
 }
 
-/// A message's frames, its sender's ZAP user id and address.
+/// A message's frames, its sender's ZAP user id and address, and the
+/// descriptor of its connection.
 struct Message {
     frames: Vec<Vec<u8>>,
     user_id: Option<String>,
     address: Option<String>,
+    fd: Option<i32>,
 }
 
 /// The next whole message on `socket`, or `None` when nothing is waiting.
@@ -594,6 +589,7 @@ fn next_message(
                     frames,
                     user_id: got.user_id,
                     address: got.address,
+                    fd: got.fd,
                 }));
             }
             Ok(_) => core.dropped(name, "an empty message"),

@@ -522,6 +522,9 @@ pub struct Received {
     pub user_id: Option<String>,
     /// The peer's IP address, as libzmq saw the connection.
     pub address: Option<String>,
+    /// The descriptor of the connection it came on (libzmq's `__fd`
+    /// property), to tell connections apart.
+    pub fd: Option<i32>,
 }
 
 /// Receives one whole multipart message without blocking.
@@ -572,6 +575,7 @@ pub fn recv_message(
         .gets("Peer-Address")
         .filter(|a| !a.is_empty())
         .map(str::to_string);
+    let fd = msg.gets("__fd").and_then(|f| f.parse().ok());
     let frames = if count > max_frames {
         Err(count)
     } else {
@@ -581,6 +585,7 @@ pub fn recv_message(
         frames,
         user_id,
         address,
+        fd,
     }))
 }
 

@@ -707,8 +707,10 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
     let _w = watchdog("enrolment", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let _keep = hub.agent("pi-keep", &[]);
+    let keep = hub.agent("pi-keep", &[]);
+    let other = hub.agent("pi-other", &[]);
     hub.wait_answering("pi-keep");
+    hub.wait_answering("pi-other");
 
     // A new device makes its key pair; the hub refuses it until enrolled.
     let data = dir.path().join("pi-new").join("data");
@@ -767,7 +769,7 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
             .env("PATH", path),
     );
     hub.wait_answering("pi-new");
-    assert_eq!(hub.stats()["devices_allowed"], 2);
+    assert_eq!(hub.stats()["devices_allowed"], 3);
 
     run_ok(
         hub_command()
@@ -787,12 +789,18 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
             >= 2)
             .then_some(())
     });
-    // Everyone else reconnected and is served; jobs reach only them.
+    // Only pi-new was cut: the other two never handshook again, and they
+    // are served; jobs reach only them.
     hub.wait_answering("pi-keep");
+    for agent in [&keep, &other] {
+        let log = agent.log_text();
+        assert_eq!(log.matches("connected to hub").count(), 1, "{log}");
+        assert_eq!(log.matches("lost the hub").count(), 0, "{log}");
+    }
     for _ in 0..3 {
         let job = hub.op(&["job", "submit", "--wait", "echo", "after revocation"]);
         assert!(job.ok, "{}", job.stderr);
-        assert_eq!(job.json[0]["device"], "pi-keep", "{:?}", job.json);
+        assert_ne!(job.json[0]["device"], "pi-new", "{:?}", job.json);
     }
     let ping = hub.op(&["command", "pi-new", "ping"]);
     assert!(
@@ -805,7 +813,7 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
         stored,
         "nothing of a revoked device is stored"
     );
-    assert_eq!(hub.stats()["devices_allowed"], 1);
+    assert_eq!(hub.stats()["devices_allowed"], 2);
     let devices = hub.devices();
     assert_eq!(devices["pi-new"]["revoked"], true, "shown as revoked");
     assert_eq!(devices["pi-keep"]["revoked"], false);
@@ -832,8 +840,8 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
         stdout.contains("it has 2 now") && stdout.contains("fleetmq-hub revoke pi-keep --key '"),
         "{stdout}"
     );
-    wait_for("two keys allowed", || {
-        (hub.stats()["devices_allowed"] == 2).then_some(())
+    wait_for("a second key allowed", || {
+        (hub.stats()["devices_allowed"] == 3).then_some(())
     });
     run_ok(
         hub_command()
@@ -841,7 +849,7 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
             .arg(&data),
     );
     wait_for("one key again", || {
-        (hub.stats()["devices_allowed"] == 1).then_some(())
+        (hub.stats()["devices_allowed"] == 2).then_some(())
     });
     hub.wait_answering("pi-keep");
     assert_eq!(hub.devices()["pi-keep"]["revoked"], false);

@@ -126,8 +126,8 @@ impl Core {
     }
 
     /// Applies a changed allow list: a device whose key left the list is
-    /// marked offline and every agent connection is cut, so each agent
-    /// handshakes again and the revoked one is refused.
+    /// marked offline and its connections are cut, so it handshakes again
+    /// and is refused. Other devices' connections are not touched.
     pub fn allow_list_changed(&mut self, newer: AllowList, now_ms: u64) {
         let Some(list) = &mut self.admission.list else {
             return;
@@ -140,15 +140,12 @@ impl Core {
         );
         *list = newer;
         self.admission.logged.clear();
-        if revoked.is_empty() {
-            return;
-        }
-        for (device, key) in &revoked {
-            let key = fleetmq_net::keys::quoted(key);
+        for (device, key) in revoked {
+            let key = fleetmq_net::keys::quoted(&key);
             warn!(device, public_key = %key, "key revoked; cutting the device off");
-            self.went_offline(device, now_ms, "revoked");
+            self.went_offline(&device, now_ms, "revoked");
+            self.out.push_back(super::Action::CutDevice { device });
         }
-        self.out.push_back(super::Action::CutConnections);
     }
 
     /// An agent whose key is enrolled as another device than the id it

@@ -76,9 +76,9 @@ pub enum Action {
     },
     /// Answer an operator client: `[client][][frame]`.
     Operator { client: Vec<u8>, frame: Vec<u8> },
-    /// Close every agent connection, so that each agent handshakes again
-    /// and a revoked key is refused.
-    CutConnections,
+    /// Close the connections of a device whose key was revoked (its next
+    /// handshake is refused).
+    CutDevice { device: String },
 }
 
 /// What the driver saw on a socket monitor.

@@ -541,14 +541,19 @@ fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
 }
 
 #[test]
-fn revoking_a_key_takes_the_device_offline_and_cuts_connections() {
+fn revoking_a_key_takes_the_device_offline_and_cuts_its_connections_only() {
     let mut f = Fleet::new();
     f.hello("pi-a", T0);
     f.actions();
     let (_, b_key) = f.keys[1].clone();
     let only_b = AllowList::parse(Path::new("a"), &format!("pi-b {b_key}\n")).unwrap();
     f.core.allow_list_changed(only_b, T0 + 1);
-    assert_eq!(f.actions(), vec![Action::CutConnections]);
+    assert_eq!(
+        f.actions(),
+        vec![Action::CutDevice {
+            device: "pi-a".into()
+        }]
+    );
     f.up("pi-a", "pi-a", batch(1, 1.0), T0 + 2);
     assert_eq!(f.actions(), vec![], "pi-a is no longer enrolled");
 }
