@@ -3,7 +3,7 @@
 //! | channel | sockets | kinds |
 //! |---|---|---|
 //! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -124,6 +124,15 @@ messages! {
         pub seq: u64,
         /// The lowest number the hub does not hold for this device.
         pub from: u64,
+    }
+
+    /// The hub will never store batch `seq` (it is invalid): the agent gives
+    /// it up instead of resending it, and counts its records as dropped.
+    pub struct Rejected {
+        /// The batch given up.
+        pub seq: u64,
+        /// What was wrong with it.
+        pub reason: String,
     }
 
     /// The hub cannot reach this agent's commands socket though its
@@ -721,6 +730,8 @@ channel! {
         0x15 => Relink(Relink),
         /// Send a batch again under a new number.
         0x16 => Renumber(Renumber),
+        /// Give a batch up: it will never be stored.
+        0x17 => Rejected(Rejected),
     }
 }
 

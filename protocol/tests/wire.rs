@@ -162,6 +162,13 @@ fn golden_vectors() {
         .encode()
         .unwrap();
     assert_eq!(hex(&renumber), "01 16 01 ac 02");
+    let rejected = Downstream::from(Rejected {
+        seq: 2,
+        reason: "x".into(),
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&rejected), "01 17 02 01 78");
 
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
@@ -247,8 +254,8 @@ fn decode_everything(frame: &[u8]) {
 fn garbage_never_panics_and_is_refused() {
     let mut rng = fastrand::Rng::with_seed(42);
     let kinds = [
-        0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21, 0x30, 0x31,
-        0x40, 0x41, 0x50, 0x51,
+        0x01, 0x02, 0x03, 0x04, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x20, 0x21, 0x30,
+        0x31, 0x40, 0x41, 0x50, 0x51,
     ];
     for _ in 0..100_000 {
         let len = rng.usize(0..256);

@@ -193,6 +193,11 @@ impl Agent {
                 }
                 Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
                 Ok(Downstream::Renumber(r)) => self.renumber(r.seq, r.from)?,
+                Ok(Downstream::Rejected(r)) => {
+                    if self.outbox.reject(r.seq) {
+                        warn!(seq = r.seq, reason = %r.reason, "the hub rejected a batch as invalid; its records are dropped (counted in status)");
+                    }
+                }
                 Ok(Downstream::Relink(r)) => {
                     warn!(reason = %r.reason, "the hub asked for new connections; reconnecting broadcast, jobs, results and commands");
                     if let Some(ports) = self.links.take().map(|l| l.ports)

@@ -184,6 +184,7 @@ impl Agent {
                     spool_full_refused: c.refused,
                     lost_to_corruption: c.lost_records,
                     refused_by_protocol: u.records_dropped,
+                    rejected_by_hub: u.records_rejected,
                 },
             },
             spool: control::SpoolStatus {
@@ -216,6 +217,7 @@ impl Agent {
             batches_resent: c.batches_resent,
             records_dropped: c.records_dropped
                 + c.records_abandoned
+                + c.records_rejected
                 + spooled.dropped
                 + spooled.refused
                 + spooled.lost_records,

@@ -105,6 +105,8 @@ pub struct Dropped {
     pub spool_full_refused: u64,
     pub lost_to_corruption: u64,
     pub refused_by_protocol: u64,
+    /// In batches the hub rejected as invalid (a peer of another version).
+    pub rejected_by_hub: u64,
 }
 
 #[derive(Debug, Serialize)]

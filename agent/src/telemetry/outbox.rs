@@ -221,6 +221,24 @@ impl Outbox {
         Ok(Some((new, frame)))
     }
 
+    /// The hub rejected batch `seq` as invalid: it is given up (the spool
+    /// records it abandoned, so a restart does not send it again). Returns
+    /// false if it was not in flight.
+    pub fn reject(&mut self, seq: u64) -> bool {
+        if !self.uplink.reject(seq) {
+            return false;
+        }
+        let low = self.uplink.low_water();
+        if let Err(e) = self
+            .spool
+            .abandoned(seq)
+            .and_then(|()| self.spool.release(low))
+        {
+            warn!(error = %e, "recording a rejected batch in the spool");
+        }
+        true
+    }
+
     pub fn ack(&mut self, seq: u64) -> bool {
         if !self.uplink.ack(seq) {
             return false;
@@ -416,6 +434,23 @@ mod tests {
             o.pack(t1).unwrap().unwrap()
         };
         assert!(after > next, "the sequence file kept the jump");
+    }
+
+    #[test]
+    fn a_batch_the_hub_rejects_is_given_up_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut o = open(dir.path(), 1 << 20, FullPolicy::DropOldest, t0);
+        o.accept(&[sample(1), sample(2)], t0);
+        let (seq, _) = o.pack(t0).unwrap().unwrap();
+        assert!(o.reject(seq));
+        assert!(!o.reject(seq), "once");
+        assert_eq!(o.in_flight(), 0);
+        assert_eq!(o.uplink_counters().records_rejected, 2);
+        drop(o);
+        let t1 = t0 + Duration::from_secs(1);
+        let mut o = open(dir.path(), 1 << 20, FullPolicy::DropOldest, t1);
+        assert!(o.resends(t1).is_empty(), "not sent again after a restart");
     }
 
     #[test]

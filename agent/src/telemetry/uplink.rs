@@ -63,6 +63,8 @@ pub struct UplinkCounters {
     /// Batches sent again under a new number because the hub held theirs
     /// from another agent with this device id.
     pub batches_renumbered: u64,
+    /// Records in batches the hub rejected as invalid (given up).
+    pub records_rejected: u64,
 }
 
 /// A batch packed from the records offered.
@@ -317,6 +319,18 @@ impl Uplink {
         self.in_flight.insert(new, f);
         self.counters.batches_renumbered += 1;
         Some((first, last, frame))
+    }
+
+    /// The hub will never store batch `seq`: it leaves the window and its
+    /// records count as rejected. Returns false if it was not in flight.
+    pub fn reject(&mut self, seq: u64) -> bool {
+        match self.in_flight.remove(&seq) {
+            Some(f) => {
+                self.counters.records_rejected += f.records as u64;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether batch `seq` is in flight.

@@ -5,7 +5,9 @@
 //! The telemetry socket also carries Hello, Bye and heartbeats: any
 //! message keeps its device online ([`Core::heard`]).
 
-use fleetmq_protocol::{Ack, Batch, ChatMessage, Refusal, Renumber, Upstream, names, route_device};
+use fleetmq_protocol::{
+    Ack, Batch, ChatMessage, Refusal, Rejected, Renumber, Upstream, names, route_device,
+};
 use tracing::warn;
 
 use super::Core;
@@ -67,7 +69,8 @@ impl Core {
         if let Err(e) = check(&batch) {
             self.dropped("telemetry", &e);
             let reason = format!("batch {} refused: {e}", batch.seq);
-            self.send_down(&device, Refusal { reason }.into());
+            let seq = batch.seq;
+            self.send_down(&device, Rejected { seq, reason }.into());
             return;
         }
         // Stored as it arrived: the frame after its envelope header.

@@ -750,3 +750,29 @@ fn a_batch_number_another_agent_used_is_not_acked_but_renumbered() {
     assert!(matches!(&to_device(&f.actions(), "pi-a")[..], [Downstream::Ack(a)] if a.seq == 4));
     assert_eq!(f.core.counters().batches_stored, 4);
 }
+
+#[test]
+fn an_invalid_batch_is_rejected_by_number_so_the_agent_gives_it_up() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    // A name with a control character: never storable.
+    let bad = fleetmq_protocol::Batch {
+        seq: 9,
+        base_ts_ms: T0,
+        names: vec!["bad\u{7}name".into()],
+        samples: vec![fleetmq_protocol::Sample {
+            name: 0,
+            offset_ms: 0,
+            value: Value::Int(1),
+        }],
+        chat: vec![],
+    };
+    f.up("pi-a", "pi-a", Upstream::Batch(bad), T0 + 1);
+    let told = to_device(&f.actions(), "pi-a");
+    assert!(
+        matches!(&told[..], [Downstream::Rejected(r)] if r.seq == 9 && r.reason.contains("batch 9")),
+        "{told:?}"
+    );
+    assert_eq!(f.core.counters().batches_stored, 0);
+}
