@@ -59,6 +59,13 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
     if devices.iter().any(|d| d.online && !d.listening) {
         out.push_str("(online*: connected, broadcast subscription not live yet)\n");
     }
+    for d in devices.iter().filter(|d| d.conflicts > 0) {
+        let _ = writeln!(
+            out,
+            "{}: {} messages refused from a second agent with its key, the last from {}: a cloned SD card? Give each device its own key and id",
+            d.id, d.conflicts, d.conflict_address
+        );
+    }
     out
 }
 
@@ -205,6 +212,32 @@ pub fn fmt_job(j: &JobInfo) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_with_a_second_agent_is_named_under_the_table() {
+        let device = |id: &str, conflicts| DeviceInfo {
+            id: id.into(),
+            online: true,
+            listening: true,
+            since_ms: 0,
+            last_seen_ms: 0,
+            agent_version: String::new(),
+            arch: String::new(),
+            os: String::new(),
+            hostname: String::new(),
+            groups: vec![],
+            batches: 0,
+            revoked: false,
+            conflicts,
+            conflict_address: "10.0.0.7".into(),
+        };
+        let out = fmt_devices(&[device("pi-1", 0), device("pi-2", 4)]);
+        assert!(
+            out.ends_with("pi-2: 4 messages refused from a second agent with its key, the last from 10.0.0.7: a cloned SD card? Give each device its own key and id\n"),
+            "{out}"
+        );
+        assert!(!out.contains("pi-1: "), "{out}");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
