@@ -53,6 +53,39 @@ fn tcp_address(endpoint: &str) -> &str {
     endpoint.trim_start_matches("tcp://")
 }
 
+/// A CURVE hub with an honest agent, pi-ok, answering, and the key of an
+/// enrolled insider (`name`) for the raw sockets a test attacks with.
+struct Insider {
+    hub: Hub,
+    agent: Proc,
+    link: Link,
+    ctx: zmq::Context,
+    keys: Keys,
+}
+
+impl Insider {
+    fn start(dir: &std::path::Path, config: &str, name: &str) -> Insider {
+        let hub = Hub::start(dir, config);
+        let agent = hub.agent("pi-ok", &[]);
+        hub.wait_answering("pi-ok");
+        let link = hub.link();
+        let keys = Keys::new();
+        link.allow(name, &keys.public);
+        Insider {
+            hub,
+            agent,
+            link,
+            ctx: zmq::Context::new(),
+            keys,
+        }
+    }
+
+    /// A raw socket with the insider's key.
+    fn socket(&self, kind: zmq::SocketType) -> zmq::Socket {
+        self.link.socket(&self.ctx, kind, &self.keys)
+    }
+}
+
 #[test]
 fn strangers_are_refused_at_the_handshake_and_counted() {
     let _w = watchdog("strangers", LIMIT);
@@ -127,15 +160,10 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
     let _w = watchdog("insider", LIMIT);
     let dir = tmp();
     // Small frames, so "over the limit" is cheap to send.
-    let hub = Hub::start(dir.path(), "[net]\nmax_message_bytes = 65536\n");
-    let _agent = hub.agent("pi-ok", &[]);
-    hub.wait_answering("pi-ok");
-    let link = hub.link();
-    let ctx = zmq::Context::new();
-    let keys = Keys::new();
-    link.allow("pi-evil", &keys.public);
+    let x = Insider::start(dir.path(), "[net]\nmax_message_bytes = 65536\n", "pi-evil");
+    let hub = &x.hub;
 
-    let bad = link.socket(&ctx, zmq::DEALER, &keys);
+    let bad = x.socket(zmq::DEALER);
     bad.set_identity(&route("pi-evil", "evilevilevilevil"))
         .unwrap();
     bad.connect(hub.telemetry()).unwrap();
@@ -157,14 +185,14 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
     let refusal = bad.recv_bytes(0).expect("a refusal");
     assert_eq!(&refusal[..2], b"\x01\x13");
 
-    let results = link.socket(&ctx, zmq::PUSH, &keys);
+    let results = x.socket(zmq::PUSH);
     results.connect(&hub.endpoints["results"]).unwrap();
     results.send(&b"\xde\xad\xbe\xef"[..], 0).unwrap();
-    wait_count(&hub, "frames_dropped", 8);
+    wait_count(hub, "frames_dropped", 8);
 
     // The same key, claiming to be the honest device: a sample it would
     // inject must never be stored as pi-ok's.
-    let poser = link.socket(&ctx, zmq::DEALER, &keys);
+    let poser = x.socket(zmq::DEALER);
     poser
         .set_identity(&route("pi-ok", "posingposingposi"))
         .unwrap();
@@ -176,14 +204,14 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
     poser
         .send(Upstream::Batch(batch.finish()).encode().unwrap(), 0)
         .unwrap();
-    wait_count(&hub, "impersonations", 1);
+    wait_count(hub, "impersonations", 1);
 
     // A frame over net.max_message_bytes: libzmq cuts the connection.
     let disconnects = hub.stats()["disconnects"].as_u64().unwrap();
     bad.send(vec![0u8; 100_000], 0).unwrap();
-    wait_count(&hub, "disconnects", disconnects + 1);
+    wait_count(hub, "disconnects", disconnects + 1);
 
-    still_served(&hub, "pi-ok");
+    still_served(hub, "pi-ok");
     let rows = hub.telemetry_rows("pi-ok");
     assert!(
         rows.iter().all(|r| r["name"] != "evil.injected"),
@@ -200,13 +228,8 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
 fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
     let _w = watchdog("takeover", LIMIT);
     let dir = tmp();
-    let hub = Hub::start(dir.path(), "");
-    let _agent = hub.agent("pi-ok", &[]);
-    hub.wait_answering("pi-ok");
-    let link = hub.link();
-    let ctx = zmq::Context::new();
-    let keys = Keys::new();
-    link.allow("pi-evil", &keys.public);
+    let x = Insider::start(dir.path(), "", "pi-evil");
+    let hub = &x.hub;
 
     // pi-evil claims pi-ok on the telemetry and commands sockets: with the
     // bare device id (what agents used to send) and with routes of its own.
@@ -217,7 +240,7 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
     let mut thieves = Vec::new();
     for claim in &claims {
         for socket in ["telemetry", "commands"] {
-            let s = link.socket(&ctx, zmq::DEALER, &keys);
+            let s = x.socket(zmq::DEALER);
             s.set_identity(claim).unwrap();
             s.connect(&hub.endpoints[socket]).unwrap();
             if socket == "commands" {
@@ -230,14 +253,14 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
         }
     }
     // And listens to every broadcast topic, pi-ok's own included.
-    let sub = link.socket(&ctx, zmq::SUB, &keys);
+    let sub = x.socket(zmq::SUB);
     sub.set_subscribe(b"").unwrap();
     sub.connect(&hub.endpoints["broadcast"]).unwrap();
     // The hub has heard each thief: three claims on another device's id,
     // and the bare id on the commands socket, which is not even a route
     // (dropped, as is the bare id on telemetry).
-    wait_count(&hub, "impersonations", 3);
-    wait_count(&hub, "frames_dropped", 2);
+    wait_count(hub, "impersonations", 3);
+    wait_count(hub, "frames_dropped", 2);
 
     // During the attempt pi-ok's commands, acks and announcements go on.
     for _ in 0..5 {
@@ -246,8 +269,8 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
     }
     let secret = "for pi-ok alone";
     assert!(hub.op(&["broadcast", "--device", "pi-ok", secret]).ok);
-    still_served(&hub, "pi-ok");
-    _agent.wait_log(secret);
+    still_served(hub, "pi-ok");
+    x.agent.wait_log(secret);
 
     // The thieves got nothing of pi-ok's: at most a refusal of their own
     // messages on telemetry, nothing at all on commands.
@@ -279,22 +302,17 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
     // After the attempt, pi-ok is served as before.
     drop(thieves);
     drop(sub);
-    still_served(&hub, "pi-ok");
+    still_served(hub, "pi-ok");
 }
 
 #[test]
 fn a_job_result_counts_only_from_the_device_the_attempt_was_given_to() {
     let _w = watchdog("forged results", LIMIT);
     let dir = tmp();
-    let hub = Hub::start(dir.path(), "");
-    let agent = hub.agent("pi-ok", &[]);
-    hub.wait_answering("pi-ok");
-    let link = hub.link();
-    let ctx = zmq::Context::new();
-    let keys = Keys::new();
-    link.allow("pi-evil", &keys.public);
+    let x = Insider::start(dir.path(), "", "pi-evil");
+    let (hub, agent) = (&x.hub, &x.agent);
     // pi-evil connects only a results socket, so the job goes to pi-ok.
-    let forger = link.socket(&ctx, zmq::PUSH, &keys);
+    let forger = x.socket(zmq::PUSH);
     forger.connect(&hub.endpoints["results"]).unwrap();
 
     let r = hub.op(&["job", "submit", "exec", "--", "sleep", "2"]);
@@ -319,7 +337,7 @@ fn a_job_result_counts_only_from_the_device_the_attempt_was_given_to() {
         });
         forger.send(forged.encode().unwrap(), 0).unwrap();
     }
-    wait_count(&hub, "results_refused", 3);
+    wait_count(hub, "results_refused", 3);
     let shown = hub.op(&["job", "show", &id.to_string()]);
     assert_eq!(
         shown.json[0]["state"], "Leased",
@@ -450,17 +468,10 @@ fn a_cloned_sd_card_and_a_wiped_one_are_told_and_lose_nothing() {
 fn a_flooding_device_is_rate_limited_while_others_are_served() {
     let _w = watchdog("flood", LIMIT);
     let dir = tmp();
-    let hub = Hub::start(
-        dir.path(),
-        "[security]\ndevice_rate = 50\ndevice_burst = 50\n",
-    );
-    let _agent = hub.agent("pi-ok", &[]);
-    hub.wait_answering("pi-ok");
-    let link = hub.link();
-    let ctx = zmq::Context::new();
-    let keys = Keys::new();
-    link.allow("pi-flood", &keys.public);
-    let flood = link.socket(&ctx, zmq::DEALER, &keys);
+    let config = "[security]\ndevice_rate = 50\ndevice_burst = 50\n";
+    let x = Insider::start(dir.path(), config, "pi-flood");
+    let hub = &x.hub;
+    let flood = x.socket(zmq::DEALER);
     flood
         .set_identity(&route("pi-flood", "floodfloodflood0"))
         .unwrap();
@@ -473,12 +484,12 @@ fn a_flooding_device_is_rate_limited_while_others_are_served() {
         flood.send(&beat, 0).unwrap();
     }
     // 5000 at once against 50 a second with a burst of 50: almost all over.
-    let stats = wait_count(&hub, "rate_limited", 2500);
+    let stats = wait_count(hub, "rate_limited", 2500);
     eprintln!(
         "flood of 5000: {} rate limited",
         stats["rate_limited"].as_u64().unwrap()
     );
-    still_served(&hub, "pi-ok");
+    still_served(hub, "pi-ok");
     assert!(
         hub.proc.log_text().contains("over its rate limit"),
         "logged once"
