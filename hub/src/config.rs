@@ -39,6 +39,9 @@ pub struct Security {
     /// must carry; relative to data_dir unless absolute; empty for none.
     /// Without one the hub serves HTTP on loopback only.
     pub http_token_file: PathBuf,
+    /// The operator allow list (remote operators and their roles);
+    /// relative to data_dir unless absolute.
+    pub operator_allow_list: PathBuf,
 }
 
 impl Default for Security {
@@ -48,6 +51,7 @@ impl Default for Security {
             device_rate: 100,
             device_burst: 500,
             http_token_file: PathBuf::new(),
+            operator_allow_list: PathBuf::from("allowed_operators"),
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Listen {
     pub results: String,
     pub commands: String,
     pub operator: String,
+    /// The CURVE operator socket for remote operators; "" for none.
+    pub operator_remote: String,
     /// HTTP (`/metrics`, `/health`, `/api`): HOST:PORT, port 0 for any,
     /// "" for none. Where it listens is written as `http://HOST:PORT`.
     pub http: String,
@@ -129,6 +135,7 @@ impl Listen {
             results: ep(host, 3),
             commands: ep(host, 4),
             operator: ep("127.0.0.1", 5),
+            operator_remote: String::new(),
             http: format!("127.0.0.1:{}", base.map_or(0, |b| b.saturating_add(6))),
         }
     }
@@ -183,6 +190,10 @@ impl HubConfig {
         self.data_dir.join(&self.security.allow_list)
     }
 
+    pub fn operator_allow_list_path(&self) -> PathBuf {
+        self.data_dir.join(&self.security.operator_allow_list)
+    }
+
     /// The HTTP token file, if one is set.
     pub fn http_token_path(&self) -> Option<PathBuf> {
         let f = &self.security.http_token_file;
@@ -206,6 +217,24 @@ impl HubConfig {
             ("listen.operator", &l.operator),
         ] {
             fleetmq_net::endpoint::validate(ep, true).map_err(|m| invalid(key, m))?;
+        }
+        let loopback = match l.operator.strip_prefix("tcp://") {
+            Some(rest) => rest.rsplit_once(':').is_some_and(|(h, _)| is_loopback(h)),
+            // ipc:// is a file on this machine.
+            None => true,
+        };
+        if !loopback {
+            return Err(invalid(
+                "listen.operator",
+                format!(
+                    "{:?} is not a loopback address: this socket is plaintext and unauthenticated, so it stays on 127.0.0.1; for operators on other machines set listen.operator_remote (CURVE, with security.operator_allow_list)",
+                    l.operator
+                ),
+            ));
+        }
+        if !l.operator_remote.is_empty() {
+            fleetmq_net::endpoint::validate(&l.operator_remote, true)
+                .map_err(|m| invalid("listen.operator_remote", m))?;
         }
         if !l.http.is_empty() && l.http.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
@@ -253,6 +282,15 @@ impl HubConfig {
     }
 }
 
+/// Whether `host` (as in an endpoint) is this machine only.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +332,28 @@ mod tests {
                 && err.contains("tcp://HOST:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_plaintext_operator_socket_stays_on_this_machine() {
+        let mut c = HubConfig::default();
+        for local in [
+            "tcp://127.0.0.1:*",
+            "tcp://[::1]:7755",
+            "tcp://localhost:7755",
+        ] {
+            c.listen.operator = local.into();
+            assert!(c.validate("h.toml").is_ok(), "{local}");
+        }
+        c.listen.operator = "tcp://0.0.0.0:7755".into();
+        let err = c.validate("h.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("listen.operator") && err.contains("listen.operator_remote"),
+            "{err}"
+        );
+        c.listen.operator = "tcp://127.0.0.1:7755".into();
+        c.listen.operator_remote = "tcp://0.0.0.0".into();
+        let err = c.validate("h.toml").unwrap_err().to_string();
+        assert!(err.contains("listen.operator_remote"), "{err}");
     }
 }

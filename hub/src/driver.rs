@@ -22,10 +22,11 @@ use fleetmq_protocol::HubPorts;
 use tracing::{debug, info, warn};
 
 use crate::config::HubConfig;
-use crate::core::{Action, ConnectionEvent, Core, Sent, TICK_MS};
+use crate::core::{Action, Caller, ConnectionEvent, Core, Sent, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
 use crate::operator::http::{Http, HttpError, read_token};
+use crate::operators::{Operators, OperatorsError};
 use crate::store::{Store, StoreError};
 
 mod peers;
@@ -64,6 +65,7 @@ enum Ready {
     Results,
     Commands,
     Operator,
+    RemoteOperator,
     Broadcast,
     Shutdown,
     Monitors,
@@ -78,6 +80,9 @@ struct Driver {
     results: zmq::Socket,
     commands: zmq::Socket,
     operator: zmq::Socket,
+    /// The CURVE operator socket for remote operators, if configured, and
+    /// its allow list file, watched for changes.
+    remote: Option<(zmq::Socket, Watch)>,
     /// ZAP handler; `None` when plaintext.
     zap: Option<zmq::Socket>,
     /// The allow list file, watched for changes; `None` when plaintext.
@@ -109,6 +114,12 @@ pub enum Error {
     Keys(#[source] fleetmq_net::keys::KeyError),
     #[error("reading the allow list")]
     AllowList(#[source] AllowError),
+    #[error("reading the operator allow list")]
+    Operators(#[source] OperatorsError),
+    #[error(
+        "listen.operator_remote needs CURVE: it cannot be used with --insecure (use the local operator socket, or drop --insecure)"
+    )]
+    RemoteNeedsCurve,
     #[error(transparent)]
     Socket(#[from] NetError),
     #[error("writing {}", path.display())]
@@ -232,6 +243,27 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         .map(|name| sockets.build(zmq::PAIR).connect(&monitor(name)))
         .collect::<Result<Vec<_>, _>>()?;
     let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
+    let mut remote = None;
+    let mut remote_ep = String::new();
+    let mut operators = None;
+    if !l.operator_remote.is_empty() {
+        if insecure {
+            return Err(Error::RemoteNeedsCurve);
+        }
+        let path = config.operator_allow_list_path();
+        let list = Operators::load(&path).map_err(Error::Operators)?;
+        if list.is_empty() {
+            warn!(file = %path.display(), "no operator is allowed on listen.operator_remote yet: add NAME ROLE KEY lines (make a key with `fleetmq-hub keygen --operator`)");
+        }
+        let (socket, ep) = sockets
+            .build(zmq::ROUTER)
+            .for_operators()
+            .bind(&l.operator_remote)?;
+        info!(endpoint = %ep, operators = list.len(), file = %path.display(), "remote operators: CURVE, by the operator allow list");
+        remote = Some((socket, Watch::new(&path)));
+        remote_ep = ep;
+        operators = Some(list);
+    }
     let http = if l.http.is_empty() {
         None
     } else {
@@ -251,6 +283,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         results: results_ep,
         commands: commands_ep,
         operator: operator_ep,
+        operator_remote: remote_ep,
         http: http.as_ref().map_or_else(String::new, |h| h.url.clone()),
     };
     let port = |ep: &str| fleetmq_net::endpoint::port(ep).unwrap_or(0);
@@ -276,7 +309,10 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         None => (None, None),
     };
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
-    let core = Core::new(config, store, list, ports, now_ms(), tokens);
+    let mut core = Core::new(config, store, list, ports, now_ms(), tokens);
+    if let Some(operators) = operators {
+        core.operators_changed(operators);
+    }
     let mut driver = Driver {
         core,
         upstream,
@@ -285,6 +321,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         results,
         commands,
         operator,
+        remote,
         zap,
         watch,
         monitors,
@@ -319,6 +356,9 @@ impl Driver {
                 if let Some(zap) = &self.zap {
                     poll.socket(Ready::Zap, zap);
                 }
+                if let Some((remote, _)) = &self.remote {
+                    poll.socket(Ready::RemoteOperator, remote);
+                }
                 let wait = tick.saturating_sub(last_tick.elapsed()).as_millis() as i64;
                 poll.wait(wait).map_err(zmq_error("polling sockets"))?
             };
@@ -351,6 +391,9 @@ impl Driver {
             if ready.contains(&Ready::Operator) {
                 self.drain(Ready::Operator)?;
             }
+            if ready.contains(&Ready::RemoteOperator) {
+                self.drain(Ready::RemoteOperator)?;
+            }
             if ready.contains(&Ready::Broadcast) {
                 self.drain(Ready::Broadcast)?;
             }
@@ -381,10 +424,21 @@ impl Driver {
         }
     }
 
-    /// A stat() a tick: enrolment and revocation apply within a tick.
+    /// A stat() a tick: enrolment and revocation apply within a tick, and
+    /// so do changes to the operator allow list.
     fn reload_allow_list(&mut self) {
         if let Some(list) = Self::changed_allow_list(&mut self.watch) {
             self.core.allow_list_changed(list, now_ms());
+        }
+        if let Some((_, watch)) = &mut self.remote
+            && watch.changed()
+        {
+            match Operators::load(watch.path()) {
+                Ok(list) => self.core.operators_changed(list),
+                Err(e) => {
+                    warn!(error = %e, "operator allow list not applied; the previous one stays in force until the file is fixed");
+                }
+            }
         }
     }
 
@@ -454,6 +508,7 @@ impl Driver {
             Ready::Results => (1, "results"),
             Ready::Commands => (3, "commands"),
             Ready::Operator => (3, "operator"),
+            Ready::RemoteOperator => (3, "remote operator"),
             Ready::Broadcast => (1, "broadcast"),
             _ => return Ok(()),
         };
@@ -462,6 +517,10 @@ impl Driver {
                 Ready::Results => &self.results,
                 Ready::Commands => &self.commands,
                 Ready::Operator => &self.operator,
+                Ready::RemoteOperator => match &self.remote {
+                    Some((s, _)) => s,
+                    None => return Ok(()),
+                },
                 _ => &self.broadcast,
             };
             let Some(Message {
@@ -482,7 +541,13 @@ impl Driver {
             match which {
                 Ready::Results => self.core.result(&frames[0], user_id, now),
                 Ready::Commands => self.core.reply(&frames, user_id, now),
-                Ready::Operator => self.core.operator(&frames, now),
+                Ready::Operator => self
+                    .core
+                    .operator(&tagged(LOCAL, frames), Caller::Local, now),
+                Ready::RemoteOperator => {
+                    let caller = Caller::Remote(user_id);
+                    self.core.operator(&tagged(REMOTE, frames), caller, now)
+                }
                 _ => self.core.subscription(&frames[0], user_id),
             }
             self.carry_out();
@@ -541,7 +606,15 @@ impl Driver {
                     }
                 }
                 Action::Operator { client, frame } => {
-                    if let Err(e) = send_frames(&self.operator, &[&client, b"", &frame]) {
+                    let (socket, client) = match client.split_first() {
+                        Some((&REMOTE, id)) => match &self.remote {
+                            Some((s, _)) => (s, id),
+                            None => continue,
+                        },
+                        Some((_, id)) => (&self.operator, id),
+                        None => continue,
+                    };
+                    if let Err(e) = send_frames(socket, &[client, b"", &frame]) {
                         debug!(error = %e, "operator went away before its answer");
                     }
                 }
@@ -556,6 +629,19 @@ impl Driver {
             }
         }
     }
+}
+
+/// Client ids the core sees start with the operator socket they came on:
+/// the two sockets' ROUTERs may give two clients the same id.
+const LOCAL: u8 = b'L';
+const REMOTE: u8 = b'R';
+
+/// An operator request's frames with its client id tagged by `socket`.
+fn tagged(socket: u8, mut frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    if let Some(client) = frames.first_mut() {
+        client.insert(0, socket);
+    }
+    frames
 }
 
 /// A message's frames, its sender's ZAP user id and address, and the

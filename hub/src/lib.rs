@@ -10,6 +10,7 @@
 //! | [`store`] | SQLite, a synchronous call the core makes: devices and presence (`mod.rs`), telemetry and chat, jobs, the command log; [`store::Store::in_memory`] for tests |
 //! | [`datadir`] | the data directory, locked so that one hub at a time uses it |
 //! | [`enrolment`] | the allow list file: format, `allow`/`revoke` edits, the watch |
+//! | [`operators`] | the operator allow list: remote operators' keys and roles |
 //! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`); the binary's edge, where `anyhow` lives |
 //! | [`operator`] | the operator client, output formatting for people, the HTTP side |
 //! | [`config`] | the hub's TOML config, with the embedded example |
@@ -39,4 +40,5 @@ pub mod datadir;
 pub mod driver;
 pub mod enrolment;
 pub mod operator;
+pub mod operators;
 pub mod store;

@@ -31,8 +31,8 @@ mod socket;
 pub use poll::{Poll, now_ms};
 pub use shutdown::{Hangup, Shutdown};
 pub use socket::{
-    Builder, NetError, Received, Security, SocketOptions, Sockets, ZAP_DOMAIN, recv_frames,
-    recv_message, send_frames,
+    Builder, NetError, OPERATOR_ZAP_DOMAIN, Received, Security, SocketOptions, Sockets, ZAP_DOMAIN,
+    recv_frames, recv_message, send_frames,
 };
 
 /// An error and its causes as one line, `outer: inner: innermost`, for

@@ -142,6 +142,8 @@ impl Security {
 
 /// The ZAP domain the hub's sockets ask their handler about.
 pub const ZAP_DOMAIN: &str = "fleetmq";
+/// The ZAP domain of the hub's remote operator socket.
+pub const OPERATOR_ZAP_DOMAIN: &str = "fleetmq-operator";
 
 /// The context and the options for every socket made from it.
 #[derive(Clone)]
@@ -197,6 +199,7 @@ impl Sockets {
             immediate: false,
             monitor: None,
             secure: false,
+            zap_domain: ZAP_DOMAIN,
             batch: None,
             kernel_liveness: false,
         }
@@ -218,6 +221,7 @@ pub struct Builder<'a> {
     immediate: bool,
     monitor: Option<(String, i32)>,
     secure: bool,
+    zap_domain: &'static str,
     batch: Option<(i32, i32)>,
     kernel_liveness: bool,
 }
@@ -350,6 +354,14 @@ impl Builder<'_> {
         self
     }
 
+    /// A CURVE server socket for operators: its handshakes are asked about
+    /// under [`OPERATOR_ZAP_DOMAIN`], kept apart from devices'.
+    pub fn for_operators(mut self) -> Self {
+        self.secure = true;
+        self.zap_domain = OPERATOR_ZAP_DOMAIN;
+        self
+    }
+
     fn make(&self) -> Result<zmq::Socket, NetError> {
         let kind = kind_name(self.kind);
         let mut socket = self
@@ -454,7 +466,7 @@ impl Builder<'_> {
                         "ZMQ_CURVE_SECRETKEY",
                         socket.set_curve_secretkey(secret.as_bytes()),
                     )?;
-                    opt("ZMQ_ZAP_DOMAIN", socket.set_zap_domain(ZAP_DOMAIN))?;
+                    opt("ZMQ_ZAP_DOMAIN", socket.set_zap_domain(self.zap_domain))?;
                 }
                 Security::CurveClient { server, ours } => {
                     opt(

@@ -697,6 +697,10 @@ pub enum OperatorError {
         /// How long the command waited.
         waited_ms: u32,
     },
+    /// The operator's role does not allow the request (a `read` operator
+    /// asked to act), or the caller is not an operator.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
 }
 
 channel! {

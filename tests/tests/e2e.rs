@@ -2,6 +2,7 @@
 //! an operator would look (the operator command line, the hub's store).
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use fleetmq_tests::*;
@@ -996,6 +997,120 @@ fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16, Str
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
+}
+
+/// `fleetmq-hub keygen --operator NAME` in `dir`: the line for the hub's
+/// operator allow list with `role`.
+fn operator_keygen(dir: &Path, name: &str, role: &str) -> String {
+    let out = run_ok(
+        hub_command()
+            .args(["keygen", "--operator", name, "--data-dir"])
+            .arg(dir),
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    printed
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} {role} ")))
+        .unwrap_or_else(|| panic!("keygen prints the {role} line: {printed}"))
+        .to_string()
+}
+
+#[test]
+fn remote_operators_need_curve_an_allowed_key_and_the_admin_role_to_act() {
+    let _w = watchdog("remote operators", LIMIT);
+    let dir = tmp();
+    let (alice, grafana, stranger) = (
+        dir.path().join("alice"),
+        dir.path().join("grafana"),
+        dir.path().join("stranger"),
+    );
+    let allowed = format!(
+        "{}\n{}\n",
+        operator_keygen(&alice, "alice", "admin"),
+        operator_keygen(&grafana, "grafana", "read")
+    );
+    operator_keygen(&stranger, "mallory", "admin");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/allowed_operators"), allowed).unwrap();
+    // Beyond loopback: every address of this machine.
+    let hub = Hub::start(
+        dir.path(),
+        "[listen]\noperator_remote = \"tcp://0.0.0.0:*\"\n",
+    );
+    let _agent = hub.agent("pi-r", &[]);
+    hub.wait_answering("pi-r");
+    let remote = hub.endpoints["operator_remote"].replace("0.0.0.0", "127.0.0.1");
+    let hub_pub = dir.path().join("data/hub.pub");
+    let hub_pub = hub_pub.to_string_lossy();
+    let as_operator = |keys: &Path, args: &[&str]| {
+        let keys = keys.to_string_lossy();
+        let mut full = args.to_vec();
+        full.extend([
+            "--hub",
+            &remote,
+            "--hub-key",
+            &hub_pub,
+            "--operator-keys",
+            &keys,
+            "--hub-timeout-ms",
+            "1000",
+        ]);
+        hub.op(&full)
+    };
+
+    // The admin reads and acts.
+    let devices = as_operator(&alice, &["devices"]);
+    assert!(devices.ok, "{}", devices.stderr);
+    let ping = as_operator(&alice, &["command", "pi-r", "ping"]);
+    assert!(ping.ok, "{}", ping.stderr);
+    // The reader reads, and is told why it may not act.
+    assert!(as_operator(&grafana, &["stats"]).ok);
+    let refused = as_operator(&grafana, &["command", "pi-r", "ping"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("grafana has the read role"),
+        "{}",
+        refused.stderr
+    );
+    let broadcast = as_operator(&grafana, &["broadcast", "no"]);
+    assert!(!broadcast.ok, "{}", broadcast.stderr);
+    // A key not on the operator list, and a plaintext client, get nothing.
+    let before = hub.stats()["handshakes_refused"].as_u64().unwrap();
+    assert!(!as_operator(&stranger, &["devices"]).ok);
+    assert!(hub.stats()["handshakes_refused"].as_u64().unwrap() > before);
+    assert!(
+        hub.proc
+            .log_text()
+            .contains("not in security.operator_allow_list")
+    );
+    let plain = hub.op(&["devices", "--hub", &remote, "--hub-timeout-ms", "300"]);
+    assert!(
+        !plain.ok && plain.stderr.contains("did not answer"),
+        "{}",
+        plain.stderr
+    );
+    // One key flag without the other says what is missing.
+    let half = hub.op(&["devices", "--hub", &remote, "--hub-key", &hub_pub]);
+    assert!(
+        !half.ok && half.stderr.contains("--operator-keys"),
+        "{}",
+        half.stderr
+    );
+
+    // The plaintext operator socket is refused beyond loopback.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[listen]\noperator = \"tcp://0.0.0.0:7999\"\n").unwrap();
+    let out = hub_command()
+        .args(["run", "--config"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("listen.operator_remote"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -37,10 +37,23 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
     let data_dir = op.data_dir.as_ref().unwrap_or(&config.data_dir);
     let endpoint =
         crate::operator::find_endpoint(op.hub.as_deref(), data_dir, &config.listen.operator)?;
-    Ok(Client::new(
-        endpoint,
-        Duration::from_millis(op.hub_timeout_ms),
-    ))
+    let client = Client::new(endpoint, Duration::from_millis(op.hub_timeout_ms));
+    let no_key = |e: fleetmq_net::keys::KeyError| ClientError::NoEndpoint(e.to_string());
+    match (&op.hub_key, &op.operator_keys) {
+        (None, None) => Ok(client),
+        (Some(server), Some(dir)) => {
+            let server = fleetmq_net::keys::key_or_file(server).map_err(no_key)?;
+            let (secret, public) = fleetmq_net::keys::paths(dir, "operator");
+            let ours = fleetmq_net::keys::KeyPair {
+                secret: fleetmq_net::keys::read_secret(&secret).map_err(no_key)?,
+                public: fleetmq_net::keys::read(&public).map_err(no_key)?,
+            };
+            Ok(client.curve(server, ours))
+        }
+        _ => Err(ClientError::NoEndpoint(
+            "a remote operator socket needs both --hub-key (the hub's public key) and --operator-keys (the directory of your operator.key, from `fleetmq-hub keygen --operator`)".into(),
+        )),
+    }
 }
 
 /// A client for the hub, or `None` after telling the operator why not.

@@ -32,7 +32,11 @@ pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
                     })?,
             ),
         };
+        // Only the agent sockets and the local ones move; a remote
+        // operator socket stays where the config put it.
+        let remote = std::mem::take(&mut config.listen.operator_remote);
         config.listen = Listen::on(host, base);
+        config.listen.operator_remote = remote;
         config.validate("--bind")?;
     }
     if args.insecure {

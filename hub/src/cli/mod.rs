@@ -84,6 +84,11 @@ struct KeygenArgs {
     /// will be refused until they are given the new one).
     #[arg(long)]
     force: bool,
+    /// Make an operator's key pair instead (operator.key, operator.pub), for
+    /// a remote operator socket; NAME is how the hub's operator allow list
+    /// will know you.
+    #[arg(long, value_name = "NAME")]
+    operator: Option<String>,
 }
 
 #[derive(Args)]
@@ -95,7 +100,8 @@ struct RunArgs {
     #[arg(long, env = "FLEETMQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Bind the agent sockets on HOST at PORT and the next four ports, and the
-    /// operator socket on 127.0.0.1 at PORT+5. `HOST:*` lets the OS pick every port.
+    /// operator socket on 127.0.0.1 at PORT+5 (listen.operator_remote stays as
+    /// configured). `HOST:*` lets the OS pick every port.
     #[arg(long, value_name = "HOST:PORT")]
     bind: Option<String>,
     /// Plaintext, no keys, no allow list: anyone who reaches the ports can
@@ -158,6 +164,19 @@ struct OpArgs {
     /// How long to wait for the hub on each of three attempts, in ms.
     #[arg(long, default_value_t = 2000)]
     hub_timeout_ms: u64,
+    /// For a remote operator socket (listen.operator_remote): the hub's
+    /// public key, or its hub.pub file. Needs --operator-keys.
+    #[arg(
+        long,
+        env = "FLEETMQ_HUB_KEY",
+        value_name = "KEY|FILE",
+        allow_hyphen_values = true
+    )]
+    hub_key: Option<String>,
+    /// For a remote operator socket: the directory holding your
+    /// operator.key and operator.pub (`fleetmq-hub keygen --operator`).
+    #[arg(long, env = "FLEETMQ_OPERATOR_KEYS", value_name = "DIR")]
+    operator_keys: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -314,6 +333,28 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Run(args) => run_hub(args).map(|()| ExitCode::SUCCESS),
         Cmd::PrintConfig => {
             print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Keygen(KeygenArgs {
+            data_dir,
+            force,
+            operator: Some(name),
+        }) => {
+            fleetmq_protocol::validate_device_id(&name)
+                .map_err(|e| anyhow::anyhow!("operator name: {e}"))?;
+            let pair = fleetmq_net::keys::generate()?;
+            let (secret, public) = fleetmq_net::keys::write(&data_dir, "operator", &pair, force)?;
+            println!(
+                "secret key: {} (mode 0600; it never leaves this machine)\npublic key: {}\n\
+                 on the hub, add one of these lines to its operator allow list (DATA_DIR/allowed_operators):\n\
+                 {name} read {}\n{name} admin {}\n\
+                 then: fleetmq-hub devices --hub tcp://HUB:PORT --hub-key HUB_PUBLIC_KEY --operator-keys {}",
+                secret.display(),
+                public.display(),
+                pair.public,
+                pair.public,
+                data_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Keygen(a) => {

@@ -11,8 +11,11 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
+use fleetmq_net::OPERATOR_ZAP_DOMAIN;
+
 use super::Core;
 use crate::enrolment::AllowList;
+use crate::operators::Operators;
 
 /// How often idle rate-limit buckets are forgotten, in ticks.
 const FORGET_TICKS: u32 = 50;
@@ -36,6 +39,8 @@ pub struct Admission {
     /// Claimed ids whose connection's key is enrolled as another device,
     /// with when the agent was last told so.
     misnamed_told: HashMap<String, u64>,
+    /// Who may use the remote operator socket.
+    operators: Operators,
 }
 
 impl Admission {
@@ -47,6 +52,7 @@ impl Admission {
             device_rate,
             over_rate: HashSet::new(),
             misnamed_told: HashMap::new(),
+            operators: Operators::default(),
         }
     }
 
@@ -94,6 +100,12 @@ impl Core {
         reload: impl FnOnce() -> Option<AllowList>,
         now_ms: u64,
     ) -> Vec<Vec<u8>> {
+        if frames
+            .get(2)
+            .is_some_and(|d| d == OPERATOR_ZAP_DOMAIN.as_bytes())
+        {
+            return self.zap_operator(frames);
+        }
         let Some(list) = &self.admission.list else {
             let (_, reply) = judge_zap(&AllowList::default(), frames);
             return reply;
@@ -123,6 +135,47 @@ impl Core {
             }
         }
         reply
+    }
+
+    /// Applies a changed operator allow list.
+    pub fn operators_changed(&mut self, operators: Operators) {
+        info!(operators = operators.len(), "operator allow list loaded");
+        self.admission.operators = operators;
+    }
+
+    /// A handshake on the remote operator socket: let in an operator's
+    /// key, with `operator:ROLE:NAME` as the connection's user id.
+    fn zap_operator(&mut self, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let key = frames.get(6).and_then(|k| fleetmq_net::keys::z85(k));
+        let address = frames
+            .get(3)
+            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let id = frames.get(1).map_or(&[][..], Vec::as_slice);
+        let found = key
+            .as_deref()
+            .and_then(|k| self.admission.operators.operator(k));
+        let reply = |code: &str, text: &str, user: &str| zap_reply(id, code, text, user);
+        if frames.len() < 7 || frames[0] != b"1.0" || frames[5] != b"CURVE" {
+            self.counters.handshakes_refused += 1;
+            return reply("400", "CURVE only", "");
+        }
+        match found {
+            Some((name, role)) => {
+                info!(operator = name, ?role, "operator connected");
+                reply("200", "OK", &crate::operators::user_id(name, role))
+            }
+            None => {
+                self.counters.handshakes_refused += 1;
+                let key = key
+                    .map(|k| fleetmq_net::keys::quoted(&k))
+                    .unwrap_or_default();
+                let a = &mut self.admission;
+                if a.logged.len() < LOGGED_MAX && a.logged.insert(key.clone()) {
+                    warn!(address = address.unwrap_or_default(), public_key = %key, "refused an operator key that is not in security.operator_allow_list");
+                }
+                reply("400", "operator key not allowed", "")
+            }
+        }
     }
 
     /// Applies a changed allow list: a device whose key left the list is
@@ -236,19 +289,23 @@ pub enum Verdict {
     Malformed(String),
 }
 
+/// A ZAP reply: version, request id, status code and text, user id, no
+/// metadata.
+fn zap_reply(id: &[u8], code: &str, text: &str, user: &str) -> Vec<Vec<u8>> {
+    vec![
+        b"1.0".to_vec(),
+        id.to_vec(),
+        code.as_bytes().to_vec(),
+        text.as_bytes().to_vec(),
+        user.as_bytes().to_vec(),
+        Vec::new(),
+    ]
+}
+
 /// Decides a ZAP request and builds the reply frames.
 pub fn judge_zap(list: &AllowList, frames: &[Vec<u8>]) -> (Verdict, Vec<Vec<u8>>) {
     // version, request id, domain, address, routing id, mechanism, credentials
-    let reply = |id: &[u8], code: &str, text: &str, user: &str| {
-        vec![
-            b"1.0".to_vec(),
-            id.to_vec(),
-            code.as_bytes().to_vec(),
-            text.as_bytes().to_vec(),
-            user.as_bytes().to_vec(),
-            Vec::new(),
-        ]
-    };
+    let reply = zap_reply;
     let id = frames.get(1).map_or(&[][..], Vec::as_slice);
     if frames.len() < 6 || frames[0] != b"1.0" {
         let why = "not a ZAP 1.0 request".to_string();

@@ -43,6 +43,7 @@ use crate::store::Store;
 pub use admission::{Admission, Verdict, judge_zap};
 pub use commands::Sent;
 pub use latest::Latest;
+pub use operator::Caller;
 pub use presence::Presence;
 
 /// Most (device, metric) pairs whose newest value is kept for /metrics.

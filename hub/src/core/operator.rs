@@ -11,9 +11,18 @@ use super::Core;
 use super::commands::Ask;
 use crate::store::StoreError;
 
+/// Who sent an operator request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// The plaintext operator socket on this machine: may do anything.
+    Local,
+    /// The CURVE operator socket, with the ZAP user id of the connection.
+    Remote(Option<&'a str>),
+}
+
 impl Core {
-    /// One message on the operator socket: `[client][][frame]`.
-    pub fn operator(&mut self, frames: &[Vec<u8>], now_ms: u64) {
+    /// One message on an operator socket: `[client][][frame]`.
+    pub fn operator(&mut self, frames: &[Vec<u8>], caller: Caller<'_>, now_ms: u64) {
         let [client, empty, frame] = frames else {
             return self.dropped("operator", "request without the REQ envelope");
         };
@@ -21,7 +30,13 @@ impl Core {
             return self.dropped("operator", "request without the REQ envelope");
         }
         match OperatorFrame::decode(frame) {
-            Ok(OperatorFrame::Request(req)) => self.operator_request(client, req, now_ms),
+            Ok(OperatorFrame::Request(req)) => {
+                if let Err(why) = permitted(caller, &req.request) {
+                    let e = OperatorError::Forbidden(why);
+                    return self.answer(client, req.id, Response::Error(e));
+                }
+                self.operator_request(client, req, now_ms)
+            }
             Err(e) => {
                 self.dropped("operator", &e);
                 let e = OperatorError::BadRequest(e.to_string());
@@ -183,5 +198,19 @@ impl Core {
             batches_renumbered: c.batches_renumbered,
             results_refused: c.results_refused,
         }))
+    }
+}
+
+/// Whether `caller` may make `request`: a remote operator by its role.
+fn permitted(caller: Caller<'_>, request: &Request) -> Result<(), String> {
+    let Caller::Remote(user) = caller else {
+        return Ok(());
+    };
+    match user.and_then(crate::operators::from_user_id) {
+        Some((_, role)) if role.may(request) => Ok(()),
+        Some((name, _)) => Err(format!(
+            "operator {name} has the read role; commands, jobs and broadcasts need admin (in the hub's security.operator_allow_list)"
+        )),
+        None => Err("this connection is not an enrolled operator's".into()),
     }
 }

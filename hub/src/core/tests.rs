@@ -88,7 +88,8 @@ impl Fleet {
         let frame = OperatorFrame::from(OperatorRequest { id, request })
             .encode()
             .unwrap();
-        self.core.operator(&[OP.to_vec(), vec![], frame], now);
+        self.core
+            .operator(&[OP.to_vec(), vec![], frame], Caller::Local, now);
     }
 
     /// Carries out the actions as a driver whose sends all succeed, and
@@ -775,4 +776,76 @@ fn an_invalid_batch_is_rejected_by_number_so_the_agent_gives_it_up() {
         "{told:?}"
     );
     assert_eq!(f.core.counters().batches_stored, 0);
+}
+
+#[test]
+fn a_remote_operator_is_let_in_by_its_key_and_acts_only_with_the_admin_role() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let (reader, admin) = (
+        fleetmq_net::keys::generate().unwrap(),
+        fleetmq_net::keys::generate().unwrap(),
+    );
+    let text = format!("ro read {}\nboss admin {}\n", reader.public, admin.public);
+    let ops = crate::operators::Operators::parse(Path::new("ops"), &text).unwrap();
+    f.core.operators_changed(ops);
+    let zap = |f: &mut Fleet, domain: &str, key: &str| {
+        let raw = zmq::z85_decode(key).unwrap();
+        let frames = vec![
+            b"1.0".to_vec(),
+            b"1".to_vec(),
+            domain.as_bytes().to_vec(),
+            b"10.0.0.5".to_vec(),
+            vec![],
+            b"CURVE".to_vec(),
+            raw,
+        ];
+        let reply = f.core.zap(&frames, || None, T0);
+        (
+            String::from_utf8(reply[2].clone()).unwrap(),
+            String::from_utf8(reply[4].clone()).unwrap(),
+        )
+    };
+    let op = fleetmq_net::OPERATOR_ZAP_DOMAIN;
+    assert_eq!(
+        zap(&mut f, op, &reader.public),
+        ("200".into(), "operator:read:ro".into())
+    );
+    assert_eq!(
+        zap(&mut f, op, &admin.public),
+        ("200".into(), "operator:admin:boss".into())
+    );
+    // A device's key is not an operator's, nor an operator's a device's.
+    let (_, device_key) = f.keys[0].clone();
+    assert_eq!(zap(&mut f, op, &device_key).0, "400");
+    assert_eq!(zap(&mut f, fleetmq_net::ZAP_DOMAIN, &admin.public).0, "400");
+
+    let ask = |f: &mut Fleet, id: u64, request: Request, user: Option<&str>| {
+        let frame = OperatorFrame::from(OperatorRequest { id, request })
+            .encode()
+            .unwrap();
+        f.core
+            .operator(&[OP.to_vec(), vec![], frame], Caller::Remote(user), T0 + 1);
+        f.deliver(T0 + 1)
+    };
+    let read_only = Some("operator:read:ro");
+    let sent = ask(&mut f, 1, ping("pi-a", 1_000), read_only);
+    assert!(!sent.iter().any(|a| matches!(a, Action::Command { .. })));
+    assert!(
+        matches!(&to_operator(&sent)[..], [(1, Response::Error(OperatorError::Forbidden(why)))] if why.contains("read role")),
+        "{sent:?}"
+    );
+    let read = ask(&mut f, 2, Request::Devices, read_only);
+    assert!(matches!(
+        &to_operator(&read)[..],
+        [(2, Response::Devices(_))]
+    ));
+    let acted = ask(&mut f, 3, ping("pi-a", 1_000), Some("operator:admin:boss"));
+    assert!(acted.iter().any(|a| matches!(a, Action::Command { .. })));
+    let nobody = ask(&mut f, 4, Request::Devices, None);
+    assert!(matches!(
+        &to_operator(&nobody)[..],
+        [(4, Response::Error(OperatorError::Forbidden(_)))]
+    ));
 }

@@ -71,6 +71,8 @@ pub fn find_endpoint(
 
 pub struct Client {
     sockets: Sockets,
+    /// CURVE to a remote operator socket; plaintext to the local one.
+    secure: bool,
     endpoint: String,
     socket: Option<zmq::Socket>,
     timeout: Duration,
@@ -84,11 +86,21 @@ impl Client {
                 linger_ms: 0,
                 ..SocketOptions::default()
             }),
+            secure: false,
             endpoint,
             socket: None,
             timeout,
             attempts: 3,
         }
+    }
+
+    /// Speaks CURVE, as operator `ours`, to a hub whose public key is
+    /// `server`: for the hub's remote operator socket.
+    pub fn curve(mut self, server: String, ours: fleetmq_net::keys::KeyPair) -> Self {
+        let security = fleetmq_net::Security::CurveClient { server, ours };
+        self.sockets = self.sockets.with_security(security);
+        self.secure = true;
+        self
     }
 
     fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
@@ -108,9 +120,11 @@ impl Client {
         let per_attempt = self.timeout + extra;
         for attempt in 1..=self.attempts {
             if self.socket.is_none() {
-                let s = self
-                    .sockets
-                    .build(zmq::REQ)
+                let mut builder = self.sockets.build(zmq::REQ);
+                if self.secure {
+                    builder = builder.secure();
+                }
+                let s = builder
                     .connect(&self.endpoint)
                     .map_err(|e| self.protocol(e))?;
                 self.socket = Some(s);
