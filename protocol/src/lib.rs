@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod envelope;
+pub mod growable;
 pub mod messages;
 pub mod names;
 pub mod telemetry;

@@ -288,7 +288,7 @@ messages! {
             uptime_ms: u64,
         },
         /// Answer to [`Command::Status`].
-        Status(AgentStatus),
+        Status(#[serde(with = "crate::growable")] AgentStatus),
         /// Answer to [`Command::Exec`] or [`Command::Other`].
         Outcome(Outcome),
     }
@@ -337,9 +337,9 @@ messages! {
         /// List every known device.
         Devices,
         /// Telemetry rows after a cursor.
-        Telemetry(TelemetryQuery),
+        Telemetry(#[serde(with = "crate::growable")] TelemetryQuery),
         /// Chat rows after a cursor.
-        Chat(ChatQuery),
+        Chat(#[serde(with = "crate::growable")] ChatQuery),
         /// Send a command to a device and wait for its reply.
         Command {
             /// Target device id.
@@ -350,7 +350,7 @@ messages! {
             timeout_ms: u32,
         },
         /// Queue a job.
-        SubmitJob(JobSubmission),
+        SubmitJob(#[serde(with = "crate::growable")] JobSubmission),
         /// One job and its result.
         Job {
             /// Job id.
@@ -441,11 +441,11 @@ messages! {
     /// Answers, one per [`Request`] kind, or an error.
     pub enum Response {
         /// For [`Request::Devices`].
-        Devices(Vec<DeviceInfo>),
+        Devices(#[serde(with = "crate::growable::list")] Vec<DeviceInfo>),
         /// For [`Request::Telemetry`].
-        Telemetry(Vec<TelemetryRow>),
+        Telemetry(#[serde(with = "crate::growable::list")] Vec<TelemetryRow>),
         /// For [`Request::Chat`].
-        Chat(Vec<ChatRow>),
+        Chat(#[serde(with = "crate::growable::list")] Vec<ChatRow>),
         /// For [`Request::Command`].
         Reply {
             /// Device that answered.
@@ -459,22 +459,22 @@ messages! {
             id: u64,
         },
         /// For [`Request::Job`].
-        Job(JobInfo),
+        Job(#[serde(with = "crate::growable")] JobInfo),
         /// For [`Request::Jobs`].
-        Jobs(Vec<JobInfo>),
+        Jobs(#[serde(with = "crate::growable::list")] Vec<JobInfo>),
         /// For [`Request::Broadcast`].
         Broadcast {
             /// The topic it went out on.
             topic: String,
         },
         /// For [`Request::Stats`].
-        Stats(HubStats),
+        Stats(#[serde(with = "crate::growable")] HubStats),
         /// The request failed.
         Error(OperatorError),
         /// For [`Request::Latest`].
-        Latest(Vec<LatestValue>),
+        Latest(#[serde(with = "crate::growable::list")] Vec<LatestValue>),
         /// For [`Request::Commands`].
-        Commands(Vec<CommandInfo>),
+        Commands(#[serde(with = "crate::growable::list")] Vec<CommandInfo>),
     }
 
     /// A command the hub sent to a device, from its command log.

@@ -111,8 +111,9 @@ fn golden_vectors() {
     })
     .encode()
     .unwrap();
-    // id 5, Request variant 1 (Telemetry), Some "pi", None, -1, 10
-    assert_eq!(hex(&request), "01 50 05 01 01 02 70 69 00 01 0a");
+    // id 5, Request variant 1 (Telemetry), the query's 7 bytes (growable):
+    // Some "pi", None, -1, 10
+    assert_eq!(hex(&request), "01 50 05 01 07 01 02 70 69 00 01 0a");
 
     // An operator reply with bools: true is 01, false is 00.
     let reply = OperatorReplyFrame::from(OperatorResponse {
@@ -136,12 +137,13 @@ fn golden_vectors() {
     })
     .encode()
     .unwrap();
-    // id 5, Response variant 0 (Devices), 1 device: "pi", true, false, 1,
+    // id 5, Response variant 0 (Devices), 1 device of 17 bytes (growable):
+    // "pi", true, false, 1,
     // 2, four empty strings, no groups, 3 batches, not revoked, 2
     // conflicts, the last from "h"
     assert_eq!(
         hex(&reply),
-        "01 51 05 00 01 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68"
+        "01 51 05 00 01 11 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68"
     );
 
     // What the hub sends one device on its own connection.
@@ -172,6 +174,34 @@ fn golden_vectors() {
 
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
+}
+
+/// A client reads a reply from a hub with more fields, or fewer, than it
+/// knows: growable structs carry their length.
+#[test]
+fn operator_replies_from_newer_and_older_hubs_decode() {
+    let golden = "01 51 05 00 01 11 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68";
+    let bytes = |hex: &str| -> Vec<u8> {
+        hex.split(' ')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    let devices = |frame: &[u8]| match OperatorReplyFrame::decode(frame).unwrap() {
+        OperatorReplyFrame::Response(OperatorResponse {
+            response: Response::Devices(d),
+            ..
+        }) => d,
+        other => panic!("{other:?}"),
+    };
+    let now = devices(&bytes(golden));
+    // A newer hub: two more bytes of fields this client does not know.
+    let newer = golden.replace("01 11 ", "01 13 ") + " 07 07";
+    assert_eq!(devices(&bytes(&newer)), now);
+    // An older hub, without conflicts and conflict_address: read as 0, "".
+    let older = "01 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";
+    let old = devices(&bytes(older));
+    assert_eq!((old[0].conflicts, old[0].conflict_address.as_str()), (0, ""));
+    assert_eq!((old[0].id.as_str(), old[0].batches), ("pi", 3));
 }
 
 /// Decodes what `frame` encodes and checks it is the same message.
