@@ -200,7 +200,10 @@ fn operator_replies_from_newer_and_older_hubs_decode() {
     // An older hub, without conflicts and conflict_address: read as 0, "".
     let older = "01 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";
     let old = devices(&bytes(older));
-    assert_eq!((old[0].conflicts, old[0].conflict_address.as_str()), (0, ""));
+    assert_eq!(
+        (old[0].conflicts, old[0].conflict_address.as_str()),
+        (0, "")
+    );
     assert_eq!((old[0].id.as_str(), old[0].batches), ("pi", 3));
 }
 

@@ -999,6 +999,112 @@ fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16, Str
     (status, body)
 }
 
+/// A fake hub (plaintext) tells a real agent to connect its other sockets
+/// again, as the hub does when it cannot reach an online device's commands
+/// socket: the agent does, and answers on the new connection.
+#[test]
+fn an_agent_told_to_relink_connects_its_command_socket_again() {
+    let _w = watchdog("relink", LIMIT);
+    let dir = tmp();
+    let ctx = zmq::Context::new();
+    let bind = |kind| {
+        let s = ctx.socket(kind).unwrap();
+        s.set_linger(0).unwrap();
+        s.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+        s.bind("tcp://127.0.0.1:*").unwrap();
+        let ep = s.get_last_endpoint().unwrap().unwrap();
+        let port: u16 = ep.rsplit(':').next().unwrap().parse().unwrap();
+        (s, ep, port)
+    };
+    let (telemetry, telemetry_ep, _) = bind(zmq::ROUTER);
+    let (_broadcast, _, broadcast) = bind(zmq::XPUB);
+    let (_jobs, _, jobs) = bind(zmq::PUSH);
+    let (_results, _, results) = bind(zmq::PULL);
+    let (commands, _, commands_port) = bind(zmq::ROUTER);
+    // As the hub's: a command to a route not yet connected fails instead of
+    // vanishing, and a reconnection with the same route takes it over.
+    commands.set_router_mandatory(true).unwrap();
+    commands.set_router_handover(true).unwrap();
+    commands
+        .monitor(
+            "inproc://relink-commands",
+            zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32,
+        )
+        .unwrap();
+    let accepted = ctx.socket(zmq::PAIR).unwrap();
+    accepted.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    accepted.connect("inproc://relink-commands").unwrap();
+    let link = Link {
+        telemetry: telemetry_ep,
+        hub_key: None,
+        hub_data: dir.path().join("data"),
+        enrol: false,
+    };
+    let agent = start_agent(&link, dir.path(), "pi-rl", "run", &agent_config(""), &[]);
+
+    // Its Hello, answered with a Welcome naming the other ports.
+    let route = loop {
+        let msg = telemetry
+            .recv_multipart(0)
+            .expect("a message from the agent");
+        if let Ok(fleetmq_protocol::Upstream::Hello(_)) =
+            fleetmq_protocol::Upstream::decode(&msg[1])
+        {
+            break msg[0].clone();
+        }
+    };
+    let down = |m: fleetmq_protocol::Downstream| {
+        telemetry
+            .send_multipart([&route[..], &m.encode().unwrap()], 0)
+            .unwrap();
+    };
+    down(
+        fleetmq_protocol::Welcome {
+            hub_version: "fake".into(),
+            ports: fleetmq_protocol::HubPorts {
+                broadcast,
+                jobs,
+                results,
+                commands: commands_port,
+            },
+        }
+        .into(),
+    );
+    let ping = |corr: u64| {
+        let req = fleetmq_protocol::CommandFrame::from(fleetmq_protocol::CommandRequest {
+            corr,
+            command: fleetmq_protocol::Command::Ping,
+        })
+        .encode()
+        .unwrap();
+        // The ROUTER knows the route once it has processed the handshake
+        // the monitor reported; until then a send says so.
+        wait_for("the agent's commands route", || {
+            commands.send_multipart([&route[..], b"", &req], 0).ok()
+        });
+        let reply = commands.recv_multipart(0).expect("a reply");
+        let fleetmq_protocol::ReplyFrame::Reply(r) =
+            fleetmq_protocol::ReplyFrame::decode(&reply[2]).unwrap();
+        assert_eq!(r.corr, corr);
+    };
+    accepted
+        .recv_multipart(0)
+        .expect("the commands socket connected");
+    ping(1);
+
+    down(
+        fleetmq_protocol::Relink {
+            reason: "test".into(),
+        }
+        .into(),
+    );
+    agent.wait_log("the hub asked for new connections");
+    accepted
+        .recv_multipart(0)
+        .expect("the commands socket connected again");
+    ping(2);
+}
+
 /// `fleetmq-hub keygen --operator NAME` in `dir`: the line for the hub's
 /// operator allow list with `role`.
 fn operator_keygen(dir: &Path, name: &str, role: &str) -> String {
