@@ -15,7 +15,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The wire version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Why a frame could not be decoded. Never a panic: every input maps to one
 /// of these or to a message.
@@ -177,10 +177,10 @@ mod tests {
         assert_eq!(open(&[]), Err(DecodeError::TooShort { len: 0 }));
         assert_eq!(open(&[1]), Err(DecodeError::TooShort { len: 1 }));
         assert_eq!(
-            open(&[2, 0x11, 0]),
-            Err(DecodeError::UnsupportedVersion { found: 2 })
+            open(&[1, 0x11, 0]),
+            Err(DecodeError::UnsupportedVersion { found: 1 })
         );
-        assert_eq!(open(&[1, 0x11, 9, 9]), Ok((0x11, &[9u8, 9][..])));
+        assert_eq!(open(&[2, 0x11, 9, 9]), Ok((0x11, &[9u8, 9][..])));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! use fleetmq_protocol::{Ack, Downstream};
 //!
 //! let frame = Downstream::from(Ack { seq: 7 }).encode().expect("encodes");
-//! assert_eq!(frame, [1, 0x11, 7]);
+//! assert_eq!(frame, [2, 0x11, 7]);
 //! assert_eq!(Downstream::decode(&frame), Ok(Downstream::Ack(Ack { seq: 7 })));
 //! ```
 #![deny(missing_docs)]

@@ -17,8 +17,8 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn golden_vectors() {
     let ack = Downstream::from(Ack { seq: 300 }).encode().unwrap();
-    // version 1, kind 0x11, seq 300 as varint: 0xac 0x02
-    assert_eq!(hex(&ack), "01 11 ac 02");
+    // version 2, kind 0x11, seq 300 as varint: 0xac 0x02
+    assert_eq!(hex(&ack), "02 11 ac 02");
 
     let mut b = BatchBuilder::new(7);
     b.push_sample("cpu", 1_000, Value::Float(0.5)).unwrap();
@@ -28,7 +28,7 @@ fn golden_vectors() {
     assert_eq!(
         hex(&batch),
         concat!(
-            "01 03 ",                            // version 1, kind Batch
+            "02 03 ",                            // version 2, kind Batch
             "07 ",                               // seq 7
             "e8 07 ",                            // base_ts_ms 1000
             "02 03 63 70 75 02 75 70 ",          // names ["cpu", "up"]
@@ -52,7 +52,7 @@ fn golden_vectors() {
     .unwrap();
     assert_eq!(
         hex(&hello),
-        "01 01 03 30 2e 31 03 61 72 6d 05 6c 69 6e 75 78 02 70 69 01 01 6e 88 27 01"
+        "02 01 03 30 2e 31 03 61 72 6d 05 6c 69 6e 75 78 02 70 69 01 01 6e 88 27 01"
     );
 
     let cmd = CommandFrame::from(CommandRequest {
@@ -66,7 +66,7 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     // corr 1, Command variant 2 (Exec), "df", ["-h"], 1000
-    assert_eq!(hex(&cmd), "01 40 01 02 02 64 66 01 02 2d 68 e8 07");
+    assert_eq!(hex(&cmd), "02 40 01 02 02 64 66 01 02 2d 68 e8 07");
 
     let chat = Broadcast::from(ChatMessage {
         from: "pi".into(),
@@ -75,7 +75,7 @@ fn golden_vectors() {
     })
     .encode()
     .unwrap();
-    assert_eq!(hex(&chat), "01 20 02 70 69 02 02 79 6f");
+    assert_eq!(hex(&chat), "02 20 02 70 69 02 02 79 6f");
 
     let welcome = Downstream::from(Welcome {
         hub_version: "0.1".into(),
@@ -89,14 +89,14 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     // "0.1", then four u16 ports as varints (7751 = 0xc7 0x3c, ...)
-    assert_eq!(hex(&welcome), "01 10 03 30 2e 31 c7 3c c8 3c c9 3c ca 3c");
+    assert_eq!(hex(&welcome), "02 10 03 30 2e 31 c7 3c c8 3c c9 3c ca 3c");
 
     let refusal = Downstream::from(Refusal {
         reason: "no".into(),
     })
     .encode()
     .unwrap();
-    assert_eq!(hex(&refusal), "01 13 02 6e 6f");
+    assert_eq!(hex(&refusal), "02 13 02 6e 6f");
 
     // An operator request with an Option of each kind: Some is 01 then the
     // value, None is 00; a signed integer is zigzag (-1 is 01).
@@ -113,7 +113,7 @@ fn golden_vectors() {
     .unwrap();
     // id 5, Request variant 1 (Telemetry), the query's 7 bytes (growable):
     // Some "pi", None, -1, 10
-    assert_eq!(hex(&request), "01 50 05 01 07 01 02 70 69 00 01 0a");
+    assert_eq!(hex(&request), "02 50 05 01 07 01 02 70 69 00 01 0a");
 
     // An operator reply with bools: true is 01, false is 00.
     let reply = OperatorReplyFrame::from(OperatorResponse {
@@ -143,7 +143,7 @@ fn golden_vectors() {
     // conflicts, the last from "h"
     assert_eq!(
         hex(&reply),
-        "01 51 05 00 01 11 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68"
+        "02 51 05 00 01 11 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68"
     );
 
     // What the hub sends one device on its own connection.
@@ -155,22 +155,22 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     // ts 1, Target variant 2 (Device) "pi", "hi"
-    assert_eq!(hex(&direct), "01 14 01 02 02 70 69 02 68 69");
+    assert_eq!(hex(&direct), "02 14 01 02 02 70 69 02 68 69");
     let relink = Downstream::from(Relink { reason: "x".into() })
         .encode()
         .unwrap();
-    assert_eq!(hex(&relink), "01 15 01 78");
+    assert_eq!(hex(&relink), "02 15 01 78");
     let renumber = Downstream::from(Renumber { seq: 1, from: 300 })
         .encode()
         .unwrap();
-    assert_eq!(hex(&renumber), "01 16 01 ac 02");
+    assert_eq!(hex(&renumber), "02 16 01 ac 02");
     let rejected = Downstream::from(Rejected {
         seq: 2,
         reason: "x".into(),
     })
     .encode()
     .unwrap();
-    assert_eq!(hex(&rejected), "01 17 02 01 78");
+    assert_eq!(hex(&rejected), "02 17 02 01 78");
 
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
@@ -180,7 +180,7 @@ fn golden_vectors() {
 /// knows: growable structs carry their length.
 #[test]
 fn operator_replies_from_newer_and_older_hubs_decode() {
-    let golden = "01 51 05 00 01 11 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68";
+    let golden = "02 51 05 00 01 11 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68";
     let bytes = |hex: &str| -> Vec<u8> {
         hex.split(' ')
             .map(|b| u8::from_str_radix(b, 16).unwrap())
@@ -198,7 +198,7 @@ fn operator_replies_from_newer_and_older_hubs_decode() {
     let newer = golden.replace("01 11 ", "01 13 ") + " 07 07";
     assert_eq!(devices(&bytes(&newer)), now);
     // An older hub, without conflicts and conflict_address: read as 0, "".
-    let older = "01 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";
+    let older = "02 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";
     let old = devices(&bytes(older));
     assert_eq!(
         (old[0].conflicts, old[0].conflict_address.as_str()),
@@ -344,11 +344,11 @@ fn mutated_valid_frames_never_panic() {
 #[test]
 fn wrong_version_kind_and_trailing_bytes_are_typed_errors() {
     let ack = Downstream::from(Ack { seq: 1 }).encode().unwrap();
-    let mut v2 = ack.clone();
-    v2[0] = 2;
+    let mut v1 = ack.clone();
+    v1[0] = 1;
     assert_eq!(
-        Downstream::decode(&v2),
-        Err(DecodeError::UnsupportedVersion { found: 2 })
+        Downstream::decode(&v1),
+        Err(DecodeError::UnsupportedVersion { found: 1 })
     );
     assert_eq!(
         Upstream::decode(&ack),
@@ -366,9 +366,9 @@ fn wrong_version_kind_and_trailing_bytes_are_typed_errors() {
             extra: 1
         })
     );
-    let msg = DecodeError::UnsupportedVersion { found: 2 }.to_string();
+    let msg = DecodeError::UnsupportedVersion { found: 1 }.to_string();
     assert!(
-        msg.contains("version 2") && msg.contains("upgrade"),
+        msg.contains("version 1") && msg.contains("upgrade"),
         "{msg}"
     );
 }

@@ -169,21 +169,21 @@ fn an_enrolled_peer_sending_garbage_or_posing_as_another_is_counted_and_dropped(
     bad.connect(hub.telemetry()).unwrap();
     let frames: [&[u8]; 6] = [
         b"",                             // empty
-        b"\x01",                         // version, no kind
+        b"\x02",                         // version, no kind
         b"\x09\x03\x00",                 // wrong version byte
-        b"\x01\x03\xff\xff\xff",         // truncated body
-        b"\x01\x04\xff\xff\xff\xff\x0f", // a string "longer" than the frame
-        b"\x01\x7f hello",               // unknown kind
+        b"\x02\x03\xff\xff\xff",         // truncated body
+        b"\x02\x04\xff\xff\xff\xff\x0f", // a string "longer" than the frame
+        b"\x02\x7f hello",               // unknown kind
     ];
     for f in frames {
         bad.send(f, 0).unwrap();
     }
-    bad.send_multipart([&b"\x01\x02"[..], b"extra", b"frames"], 0)
+    bad.send_multipart([&b"\x02\x02"[..], b"extra", b"frames"], 0)
         .unwrap();
     // Each bad frame earns a refusal naming what was wrong.
     bad.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
     let refusal = bad.recv_bytes(0).expect("a refusal");
-    assert_eq!(&refusal[..2], b"\x01\x13");
+    assert_eq!(&refusal[..2], b"\x02\x13");
 
     let results = x.socket(zmq::PUSH);
     results.connect(&hub.endpoints["results"]).unwrap();
