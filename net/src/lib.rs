@@ -27,6 +27,7 @@ pub mod poll;
 pub mod random;
 mod shutdown;
 mod socket;
+pub mod text;
 
 pub use poll::{Poll, now_ms};
 pub use shutdown::{Hangup, Shutdown};

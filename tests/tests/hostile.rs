@@ -356,6 +356,61 @@ fn a_job_result_counts_only_from_the_device_the_attempt_was_given_to() {
     assert!(hub.proc.log_text().contains("refused a job result"));
 }
 
+#[test]
+fn escape_sequences_from_a_device_never_reach_the_operators_terminal() {
+    let _w = watchdog("terminal injection", LIMIT);
+    let dir = tmp();
+    let x = Insider::start(dir.path(), "", "pi-evil");
+    let hub = &x.hub;
+    let evil = x.socket(zmq::DEALER);
+    evil.set_identity(&route("pi-evil", "evilevilevilevil"))
+        .unwrap();
+    evil.connect(hub.telemetry()).unwrap();
+    let hello = Upstream::from(fleetmq_protocol::Hello {
+        agent_version: "\x1b[2J\x1b[H1.0".into(),
+        arch: "arm\x1b]0;owned\x07".into(),
+        os: "linux".into(),
+        hostname: "pi\rFAKE".into(),
+        groups: vec![],
+        heartbeat_ms: 60_000,
+        started_ms: 1,
+    });
+    evil.send(hello.encode().unwrap(), 0).unwrap();
+    let mut batch = BatchBuilder::new(1);
+    batch
+        .push_chat(1_000, "\x1b[31mred\u{9b}2J\u{202e}txt.exe")
+        .unwrap();
+    evil.send(Upstream::Batch(batch.finish()).encode().unwrap(), 0)
+        .unwrap();
+    wait_for("the chat line stored", || {
+        let chat = hub.op(&["chat"]);
+        chat.json
+            .iter()
+            .any(|r| r["device"] == "pi-evil")
+            .then_some(())
+    });
+
+    let data = dir.path().join("data");
+    for what in ["chat", "devices"] {
+        let out = run_ok(hub_command().args([what, "--data-dir"]).arg(&data));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("pi-evil"), "{text}");
+        for bad in ['\x1b', '\x07', '\r', '\u{9b}', '\u{202e}'] {
+            assert!(!text.contains(bad), "{what} printed {bad:?} raw: {text:?}");
+        }
+        assert!(text.contains("\\u{1b}"), "{what} shows the escape: {text}");
+    }
+    // JSON stays exact.
+    let chat = hub.op(&["chat"]);
+    assert!(
+        chat.json
+            .iter()
+            .any(|r| r["text"] == "\x1b[31mred\u{9b}2J\u{202e}txt.exe"),
+        "{:?}",
+        chat.json
+    );
+}
+
 /// Copies the regular files under `from` to `to` (sockets are skipped).
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -293,7 +293,7 @@ impl Agent {
             Target::Device(d) => format!("to {d}"),
         };
         if self.chat_mode {
-            println!("[{to}] {}", a.text);
+            println!("[{to}] {}", fleetmq_net::text::line(&a.text));
             let _ = std::io::stdout().flush();
         }
         info!(%topic, text = %a.text, "announcement");
@@ -314,7 +314,8 @@ impl Agent {
             match Broadcast::decode(frame) {
                 Ok(Broadcast::Chat(c)) => {
                     if self.chat_mode {
-                        println!("<{}> {}", c.from, c.text);
+                        // Another device's words: shown, never acted on.
+                        println!("<{}> {}", c.from, fleetmq_net::text::line(&c.text));
                     }
                 }
                 Ok(Broadcast::Announcement(a)) => self.announced(&a, &topic),

@@ -1,7 +1,15 @@
 //! How operator answers are shown to people: one function per kind of
 //! answer, returning the text (and, where it can fail, whether it did).
+//!
+//! Everything a device sent (host names, versions, groups, metric names,
+//! chat, command output) passes through [`line`] or [`block`] on its way
+//! to a terminal: control characters (escape sequences, a carriage return
+//! that hides a line) and the Unicode controls that reorder text are shown
+//! as `\u{..}` escapes, never acted on. JSON output is exact.
 
 use std::fmt::Write as _;
+
+pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
     AgentStatus, ChatRow, DeviceInfo, JobInfo, JobState, Outcome, Output, Reply, TelemetryRow,
@@ -50,10 +58,10 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
             state,
             fmt_ts(d.since_ms),
             fmt_ts(d.last_seen_ms),
-            d.arch,
-            d.agent_version,
+            line(&d.arch),
+            line(&d.agent_version),
             d.batches,
-            d.groups.join(",")
+            line(&d.groups.join(","))
         );
     }
     if devices.iter().any(|d| d.online && !d.listening) {
@@ -63,7 +71,9 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
         let _ = writeln!(
             out,
             "{}: {} messages refused from a second agent with its key, the last from {}: a cloned SD card? Give each device its own key and id",
-            d.id, d.conflicts, d.conflict_address
+            d.id,
+            d.conflicts,
+            line(&d.conflict_address)
         );
     }
     out
@@ -74,17 +84,17 @@ pub fn fmt_telemetry(row: &TelemetryRow) -> String {
         "{} {} {}={}",
         fmt_ts(row.ts_ms),
         row.device,
-        row.name,
+        line(&row.name),
         row.value
     )
 }
 
 pub fn fmt_chat(row: &ChatRow) -> String {
-    format!("{} <{}> {}", fmt_ts(row.ts_ms), row.device, row.text)
+    format!("{} <{}> {}", fmt_ts(row.ts_ms), row.device, line(&row.text))
 }
 
 fn fmt_output(out: &mut String, o: &Output) {
-    out.push_str(&o.stdout);
+    out.push_str(&block(&o.stdout));
     if !o.stderr.is_empty() {
         let _ = write!(
             out,
@@ -94,7 +104,7 @@ fn fmt_output(out: &mut String, o: &Output) {
             } else {
                 "\n"
             },
-            o.stderr
+            block(&o.stderr)
         );
     }
     if !out.is_empty() && !out.ends_with('\n') {
@@ -128,11 +138,15 @@ pub fn fmt_outcome(outcome: &Outcome) -> (String, bool) {
             false
         }
         Outcome::NotAllowed(what) => {
-            let _ = writeln!(out, "not allowed: {what} is not in the device's allow list");
+            let _ = writeln!(
+                out,
+                "not allowed: {} is not in the device's allow list",
+                line(what)
+            );
             false
         }
         Outcome::Unknown(what) => {
-            let _ = writeln!(out, "unknown command: {what}");
+            let _ = writeln!(out, "unknown command: {}", line(what));
             false
         }
         Outcome::AlreadyRun => {
@@ -140,7 +154,7 @@ pub fn fmt_outcome(outcome: &Outcome) -> (String, bool) {
             false
         }
         Outcome::Failed(why) => {
-            let _ = writeln!(out, "failed: {why}");
+            let _ = writeln!(out, "failed: {}", line(why));
             false
         }
     };
@@ -150,10 +164,10 @@ pub fn fmt_outcome(outcome: &Outcome) -> (String, bool) {
 fn fmt_status(s: &AgentStatus) -> String {
     format!(
         "device:            {}\nversion:           {} ({})\ngroups:            {}\nuptime:            {:.1} s\nbatches sent:      {}\nbatches acked:     {}\nbatches resent:    {}\nin flight:         {}\nrecords pending:   {}\nrecords dropped:   {}\njobs run:          {}\ncommands answered: {}\n",
-        s.device,
-        s.agent_version,
-        s.arch,
-        s.groups.join(","),
+        line(&s.device),
+        line(&s.agent_version),
+        line(&s.arch),
+        line(&s.groups.join(",")),
         s.uptime_ms as f64 / 1000.0,
         s.batches_sent,
         s.batches_acked,
@@ -198,7 +212,7 @@ pub fn fmt_job(j: &JobInfo) -> (String, bool) {
             .unwrap_or_default()
     );
     if let Some(e) = &j.error {
-        let _ = writeln!(out, "note: {e}");
+        let _ = writeln!(out, "note: {}", line(e));
     }
     let mut ok = j.state == JobState::Done;
     if let Some(o) = &j.outcome {
@@ -237,6 +251,26 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("pi-1: "), "{out}");
+    }
+
+    #[test]
+    fn what_a_device_sent_cannot_drive_the_terminal() {
+        let chat = ChatRow {
+            id: 1,
+            device: "pi-1".into(),
+            ts_ms: 0,
+            text: "\x1b]0;owned\x07hi".into(),
+        };
+        assert!(fmt_chat(&chat).ends_with("<pi-1> \\u{1b}]0;owned\\u{7}hi"));
+        let (text, _) = fmt_outcome(&Outcome::Completed(Output {
+            exit_code: Some(0),
+            stdout: "ok\n\x1b[31mred\n".into(),
+            stderr: String::new(),
+            truncated: false,
+            duration_ms: 1,
+        }));
+        assert!(text.starts_with("ok\n\\u{1b}[31mred\n"), "{text:?}");
+        assert!(!text.contains('\x1b'));
     }
 
     #[test]

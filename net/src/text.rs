@@ -1,0 +1,63 @@
+//! Text a peer sent, made safe to print on a terminal: control characters
+//! (escape sequences, a carriage return that hides a line, BEL) and the
+//! Unicode controls that reorder text are shown as `\u{..}` escapes, never
+//! acted on.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Whether a character must not reach a terminal as it is: C0 and C1
+/// controls (ESC, CSI, BEL, CR...) and the bidirectional overrides and
+/// isolates that make text read other than it is stored.
+fn unsafe_char(c: char, keep_newlines: bool) -> bool {
+    (c.is_control() && !(keep_newlines && (c == '\n' || c == '\t')))
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escaped(s: &str, keep_newlines: bool) -> Cow<'_, str> {
+    if !s.chars().any(|c| unsafe_char(c, keep_newlines)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c, keep_newlines) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A device's text for one line: every control character escaped,
+/// newlines too.
+pub fn line(s: &str) -> Cow<'_, str> {
+    escaped(s, false)
+}
+
+/// A device's text of many lines (command output): newlines and tabs kept,
+/// every other control character escaped.
+pub fn block(s: &str) -> Cow<'_, str> {
+    escaped(s, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_acted_on() {
+        assert_eq!(line("pi-kitchen"), "pi-kitchen");
+        assert!(matches!(line("plain text"), Cow::Borrowed(_)));
+        assert_eq!(line("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(line("up\rFAKE"), "up\\u{d}FAKE");
+        assert_eq!(line("two\nlines"), "two\\u{a}lines");
+        assert_eq!(line("\u{9b}31m"), "\\u{9b}31m", "a C1 CSI");
+        assert_eq!(
+            line("abc\u{202e}fed"),
+            "abc\\u{202e}fed",
+            "right-to-left override"
+        );
+        assert_eq!(block("out\n\tindented\x07\n"), "out\n\tindented\\u{7}\n");
+    }
+}
