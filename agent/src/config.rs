@@ -258,6 +258,31 @@ impl AgentConfig {
                 return Err(invalid(key, "must be more than 0".into()));
             }
         }
+        // Shorter than these, a Pi spends its CPU on timers and /proc.
+        let host_ms = self.host.interval_ms;
+        for (key, v, min) in [
+            ("telemetry.sample_interval_ms", t.sample_interval_ms, 100),
+            ("telemetry.flush_interval_ms", t.flush_interval_ms, 10),
+            ("telemetry.ack_timeout_ms", t.ack_timeout_ms, 100),
+            (
+                "presence.heartbeat_ms",
+                u64::from(self.presence.heartbeat_ms),
+                100,
+            ),
+            ("spool.fsync_interval_ms", self.spool.fsync_interval_ms, 10),
+            (
+                "host.interval_ms",
+                host_ms,
+                if host_ms == 0 { 0 } else { 100 },
+            ),
+        ] {
+            if v < min {
+                return Err(invalid(
+                    key,
+                    format!("{v} ms is too short: the least is {min} ms"),
+                ));
+            }
+        }
         if t.ack_timeout_max_ms < t.ack_timeout_ms {
             return Err(invalid(
                 "telemetry.ack_timeout_max_ms",
@@ -410,6 +435,33 @@ mod tests {
         assert!(
             err.contains("hub_public_key") && err.contains("path of that file"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn intervals_below_their_minimum_are_refused() {
+        let ok = || AgentConfig {
+            device_id: "pi-1".into(),
+            ..AgentConfig::default()
+        };
+        let mut c = ok();
+        c.telemetry.sample_interval_ms = 1;
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("telemetry.sample_interval_ms") && err.contains("the least is 100 ms"),
+            "{err}"
+        );
+        let mut c = ok();
+        c.host.interval_ms = 1;
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(err.contains("host.interval_ms"), "{err}");
+        let mut c = ok();
+        c.host.interval_ms = 0;
+        c.telemetry.sample_interval_ms = 100;
+        c.presence.heartbeat_ms = 100;
+        assert!(
+            c.validate("a.toml").is_ok(),
+            "0 turns host metrics off; 100 is allowed"
         );
     }
 

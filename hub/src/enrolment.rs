@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 
 use fleetmq_protocol::validate_device_id;
 
+/// The most an allow list file may hold: about half a million devices.
+pub const LIST_FILE_MAX: u64 = 64 << 20;
+
 /// The header a new allow list file starts with.
 const HEADER: &str = "\
 # fleetmq allow list: one enrolled device per line, DEVICE_ID PUBLIC_KEY.
@@ -103,7 +106,7 @@ impl AllowList {
             path: path.to_path_buf(),
             source,
         };
-        match fs::read_to_string(path) {
+        match fleetmq_net::files::read_capped(path, LIST_FILE_MAX) {
             Ok(text) => Self::parse(path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -251,7 +254,7 @@ fn edit(
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(io(std::io::Error::last_os_error()));
     }
-    let text = fs::read_to_string(path).map_err(io)?;
+    let text = fleetmq_net::files::read_capped(path, LIST_FILE_MAX).map_err(io)?;
     let list = AllowList::parse(path, &text)?;
     let (what, new) = change(&list, &text).map_err(|why| AllowError::Line {
         path: path.to_path_buf(),

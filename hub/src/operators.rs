@@ -131,7 +131,7 @@ impl Operators {
 
     /// Reads the file; a missing file allows no one.
     pub fn load(path: &Path) -> Result<Self, OperatorsError> {
-        match std::fs::read_to_string(path) {
+        match fleetmq_net::files::read_capped(path, crate::enrolment::LIST_FILE_MAX) {
             Ok(text) => Self::parse(path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Operators::default()),
             Err(source) => Err(OperatorsError::Io {

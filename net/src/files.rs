@@ -34,6 +34,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Res
 }
 
 /// `e`, with `path` in front of its message, so it says which file.
+/// Reads a text file of at most `max` bytes. A larger one (or a device
+/// like /dev/zero given by mistake) is an error that names the limit,
+/// after reading no more than `max + 1` bytes.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes: is this the right file?"),
+        ));
+    }
+    Ok(text)
+}
+
 pub fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }

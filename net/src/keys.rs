@@ -143,7 +143,7 @@ pub fn check(key: &str) -> Result<(), String> {
 
 /// Reads one Z85 key from `path` and checks that it decodes to 32 bytes.
 pub fn read(path: &Path) -> Result<String, KeyError> {
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
+    let text = crate::files::read_capped(path, KEY_FILE_MAX).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -154,6 +154,10 @@ pub fn read(path: &Path) -> Result<String, KeyError> {
     })?;
     Ok(key.to_string())
 }
+
+/// The most a key file may hold: one 40-character line, and room for a
+/// comment or two.
+pub const KEY_FILE_MAX: u64 = 4096;
 
 /// A public key as a person gives it: its Z85 line, or the path of a
 /// `.pub` file holding it.

@@ -999,6 +999,79 @@ fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16, Str
     (status, body)
 }
 
+/// Edges that used to burn a core, eat memory or wait for timeouts now fail
+/// at once, saying what was wrong.
+#[test]
+fn bad_intervals_huge_files_and_oversized_requests_fail_at_once() {
+    let _w = watchdog("edges", LIMIT);
+    let dir = tmp();
+    // A 1 ms sampling interval: the agent does not start, and says which key.
+    let cfg = dir.path().join("fast.toml");
+    std::fs::write(&cfg, "[telemetry]\nsample_interval_ms = 1\n").unwrap();
+    let out = agent_command()
+        .args([
+            "run",
+            "--insecure",
+            "--device-id",
+            "pi-x",
+            "--hub",
+            "tcp://127.0.0.1:1",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("telemetry.sample_interval_ms")
+            && stderr.contains("the least is 100 ms"),
+        "{stderr}"
+    );
+
+    // A "key file" of a megabyte: read no further than the cap.
+    let big = dir.path().join("big.pub");
+    std::fs::write(&big, vec![b'k'; 1 << 20]).unwrap();
+    let out = hub_command()
+        .args(["allow", "pi-x"])
+        .arg(&big)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("larger than 4096 bytes"),
+        "{stderr}"
+    );
+
+    // A request over the hub's net.max_message_bytes fails before sending.
+    let hub = Hub::start(dir.path(), "[net]\nmax_message_bytes = 65536\n");
+    let config = dir.path().join("hub.toml");
+    let text = "x".repeat(100_000);
+    let started = std::time::Instant::now();
+    // With a minute per attempt, waiting for the hub at all would show.
+    let r = hub.op(&[
+        "broadcast",
+        "--config",
+        &config.to_string_lossy(),
+        "--hub-timeout-ms",
+        "60000",
+        &text,
+    ]);
+    assert!(
+        !r.ok && r.stderr.contains("the hub takes at most 65536"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "at once, not after a timeout"
+    );
+}
+
 /// A fake hub (plaintext) tells a real agent to connect its other sockets
 /// again, as the hub does when it cannot reach an online device's commands
 /// socket: the agent does, and answers on the new connection.

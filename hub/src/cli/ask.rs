@@ -37,7 +37,8 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
     let data_dir = op.data_dir.as_ref().unwrap_or(&config.data_dir);
     let endpoint =
         crate::operator::find_endpoint(op.hub.as_deref(), data_dir, &config.listen.operator)?;
-    let client = Client::new(endpoint, Duration::from_millis(op.hub_timeout_ms));
+    let client = Client::new(endpoint, Duration::from_millis(op.hub_timeout_ms))
+        .max_message(config.net.max_message_bytes);
     let no_key = |e: fleetmq_net::keys::KeyError| ClientError::NoEndpoint(e.to_string());
     match (&op.hub_key, &op.operator_keys) {
         (None, None) => Ok(client),

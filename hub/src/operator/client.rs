@@ -33,6 +33,10 @@ pub enum ClientError {
     Protocol { endpoint: String, reason: String },
     #[error("{0}")]
     Hub(OperatorError),
+    #[error(
+        "the request is {bytes} bytes; the hub takes at most {max} (net.max_message_bytes): send less"
+    )]
+    TooLarge { bytes: usize, max: i64 },
 }
 
 /// Where the operator socket is: an explicit endpoint; else the
@@ -73,6 +77,8 @@ pub struct Client {
     sockets: Sockets,
     /// CURVE to a remote operator socket; plaintext to the local one.
     secure: bool,
+    /// The largest request the hub takes; a larger one fails at once.
+    max_bytes: i64,
     endpoint: String,
     socket: Option<zmq::Socket>,
     timeout: Duration,
@@ -87,11 +93,20 @@ impl Client {
                 ..SocketOptions::default()
             }),
             secure: false,
+            max_bytes: SocketOptions::default().max_message_bytes,
             endpoint,
             socket: None,
             timeout,
             attempts: 3,
         }
+    }
+
+    /// The hub's `net.max_message_bytes`: a larger request fails at once
+    /// rather than after every attempt's timeout (the hub drops the
+    /// connection that sends it).
+    pub fn max_message(mut self, bytes: i64) -> Self {
+        self.max_bytes = bytes;
+        self
     }
 
     /// Speaks CURVE, as operator `ours`, to a hub whose public key is
@@ -117,6 +132,12 @@ impl Client {
         let frame = OperatorFrame::from(OperatorRequest { id, request })
             .encode()
             .map_err(|e| self.protocol(e))?;
+        if self.max_bytes > 0 && frame.len() as i64 > self.max_bytes {
+            return Err(ClientError::TooLarge {
+                bytes: frame.len(),
+                max: self.max_bytes,
+            });
+        }
         let per_attempt = self.timeout + extra;
         for attempt in 1..=self.attempts {
             if self.socket.is_none() {
