@@ -26,7 +26,7 @@ use crate::core::{Action, Caller, ConnectionEvent, Core, Sent, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
 use crate::operator::http::{Http, HttpError, read_token};
-use crate::operators::{Operators, OperatorsError};
+use crate::operators::Operators;
 use crate::store::{Store, StoreError};
 
 mod peers;
@@ -115,7 +115,7 @@ pub enum Error {
     #[error("reading the allow list")]
     AllowList(#[source] AllowError),
     #[error("reading the operator allow list")]
-    Operators(#[source] OperatorsError),
+    Operators(#[source] AllowError),
     #[error(
         "listen.operator_remote needs CURVE: it cannot be used with --insecure (use the local operator socket, or drop --insecure)"
     )]

@@ -16,9 +16,11 @@
 //! running hub reads the file again when it changes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fleetmq_protocol::{Request, validate_device_id};
+
+use crate::enrolment::AllowError;
 
 /// What an operator may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,22 +74,6 @@ pub fn from_user_id(user: &str) -> Option<(&str, Role)> {
     Some((name, Role::parse(role)?))
 }
 
-/// A problem with the operator allow list, naming the file and line.
-#[derive(Debug, thiserror::Error)]
-pub enum OperatorsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} line {line}: {why}")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        why: String,
-    },
-}
-
 /// The operators allowed on the remote operator socket, by public key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Operators {
@@ -96,10 +82,10 @@ pub struct Operators {
 
 impl Operators {
     /// Parses the file's text; `path` only names it in errors.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, OperatorsError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, AllowError> {
         let mut by_key = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
-            let err = |why: String| OperatorsError::Line {
+            let err = |why: String| AllowError::Line {
                 path: path.to_path_buf(),
                 line: i + 1,
                 why,
@@ -130,11 +116,11 @@ impl Operators {
     }
 
     /// Reads the file; a missing file allows no one.
-    pub fn load(path: &Path) -> Result<Self, OperatorsError> {
+    pub fn load(path: &Path) -> Result<Self, AllowError> {
         match fleetmq_net::files::read_capped(path, crate::enrolment::LIST_FILE_MAX) {
             Ok(text) => Self::parse(path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Operators::default()),
-            Err(source) => Err(OperatorsError::Io {
+            Err(source) => Err(AllowError::Io {
                 path: path.to_path_buf(),
                 source,
             }),
