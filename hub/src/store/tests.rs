@@ -3,6 +3,20 @@
 use super::*;
 use fleetmq_protocol::{JobSubmission, Outcome, Output};
 
+/// Stores `batch` from `device` as the hub does (the frame after its version
+/// and kind bytes), and says what became of it.
+fn store_as(device: &str, store: &mut Store, batch: fleetmq_protocol::Batch, now: u64) -> Stored {
+    let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
+        .encode()
+        .unwrap();
+    let incoming = [Incoming {
+        device,
+        batch: &batch,
+        body: fleetmq_protocol::envelope::open(&frame).unwrap().1,
+    }];
+    store.store_batches(&incoming, now).unwrap().0[0].clone()
+}
+
 /// The page's chat panel and its command list read the newest rows.
 #[test]
 fn the_newest_chat_lines_and_commands_come_back() {
@@ -13,17 +27,7 @@ fn the_newest_chat_lines_and_commands_come_back() {
     for i in 0..15u64 {
         b.push_chat(t0 + i, &format!("line {i}")).unwrap();
     }
-    let batch = b.finish();
-    // Stored as received: the frame after its version and kind bytes.
-    let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
-        .encode()
-        .unwrap();
-    let incoming = [Incoming {
-        device: "pi-a",
-        batch: &batch,
-        body: fleetmq_protocol::envelope::open(&frame).unwrap().1,
-    }];
-    store.store_batches(&incoming, t0).unwrap();
+    store_as("pi-a", &mut store, b.finish(), t0);
     let texts: Vec<String> = store
         .recent_chat(3)
         .unwrap()
@@ -153,16 +157,7 @@ fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
         let mut b = fleetmq_protocol::BatchBuilder::new(seq);
         b.push_sample("n", 1_000, fleetmq_protocol::Value::Int(value))
             .unwrap();
-        let batch = b.finish();
-        let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
-            .encode()
-            .unwrap();
-        let incoming = [Incoming {
-            device: "pi-a",
-            batch: &batch,
-            body: fleetmq_protocol::envelope::open(&frame).unwrap().1,
-        }];
-        store.store_batches(&incoming, 1).unwrap().0[0].clone()
+        store_as("pi-a", store, b.finish(), 1)
     };
     assert_eq!(store_one(&mut store, 1, 10), Stored::New);
     assert_eq!(store_one(&mut store, 1, 10), Stored::Duplicate);
