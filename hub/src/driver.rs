@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use fleetmq_net::keys;
 use fleetmq_net::poll::{event, next_event};
-use fleetmq_net::{NetError, Poll, Security, Shutdown, Sockets, now_ms, recv_message, send_frames};
+use fleetmq_net::{
+    NetError, Poll, Security, Sender, Shutdown, Sockets, now_ms, recv_message, send_frames,
+};
 use fleetmq_protocol::HubPorts;
 use tracing::{debug, info, warn};
 
@@ -488,14 +490,14 @@ impl Driver {
     /// Reads what waits on the telemetry socket, then stores and acks it.
     fn drain_upstream(&mut self) -> Result<(), Error> {
         for _ in 0..DRAIN {
-            let Some(m) = next_message(&self.upstream, 2, &mut self.core, "telemetry")? else {
+            let Some((frames, from)) =
+                next_message(&self.upstream, 2, &mut self.core, "telemetry")?
+            else {
                 break;
             };
-            if let (Some(fd), Some(device)) = (m.fd, &m.user_id) {
-                self.peers.note(TELEMETRY, fd, device);
-            }
-            let (user_id, address) = (m.user_id.as_deref(), m.address.as_deref());
-            self.core.upstream(&m.frames, user_id, address, now_ms());
+            self.peers.heard(TELEMETRY, &from);
+            let (user_id, address) = (from.user_id.as_deref(), from.address.as_deref());
+            self.core.upstream(&frames, user_id, address, now_ms());
         }
         self.core.store_received(now_ms());
         self.carry_out();
@@ -512,6 +514,8 @@ impl Driver {
             Ready::Broadcast => (1, "broadcast"),
             _ => return Ok(()),
         };
+        // Agent-facing sockets note whose each connection is.
+        let monitored = MONITORED.iter().position(|m| *m == name);
         for _ in 0..DRAIN {
             let socket = match which {
                 Ready::Results => &self.results,
@@ -523,21 +527,14 @@ impl Driver {
                 },
                 _ => &self.broadcast,
             };
-            let Some(Message {
-                frames,
-                user_id,
-                fd,
-                ..
-            }) = next_message(socket, frames_max, &mut self.core, name)?
+            let Some((frames, from)) = next_message(socket, frames_max, &mut self.core, name)?
             else {
                 break;
             };
-            if let (Some(fd), Some(device), Some(index)) =
-                (fd, &user_id, MONITORED.iter().position(|m| *m == name))
-            {
-                self.peers.note(index, fd, device);
+            if let Some(index) = monitored {
+                self.peers.heard(index, &from);
             }
-            let (user_id, now) = (user_id.as_deref(), now_ms());
+            let (user_id, now) = (from.user_id.as_deref(), now_ms());
             match which {
                 Ready::Results => self.core.result(&frames[0], user_id, now),
                 Ready::Commands => self.core.reply(&frames, user_id, now),
@@ -644,14 +641,8 @@ fn tagged(socket: u8, mut frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     frames
 }
 
-/// A message's frames, its sender's ZAP user id and address, and the
-/// descriptor of its connection.
-struct Message {
-    frames: Vec<Vec<u8>>,
-    user_id: Option<String>,
-    address: Option<String>,
-    fd: Option<i32>,
-}
+/// A message's frames, and who sent it.
+type Message = (Vec<Vec<u8>>, Sender);
 
 /// The next whole message on `socket`, or `None` when nothing is waiting.
 /// A message of more than `max` frames is read to its end, counted as
@@ -670,14 +661,7 @@ fn next_message(
             return Ok(None);
         };
         match got.frames {
-            Ok(frames) if !frames.is_empty() => {
-                return Ok(Some(Message {
-                    frames,
-                    user_id: got.user_id,
-                    address: got.address,
-                    fd: got.fd,
-                }));
-            }
+            Ok(frames) if !frames.is_empty() => return Ok(Some((frames, got.from))),
             Ok(_) => core.dropped(name, "an empty message"),
             Err(n) => core.dropped(name, format!("a message of {n} frames")),
         }

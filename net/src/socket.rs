@@ -529,6 +529,12 @@ impl Builder<'_> {
 pub struct Received {
     /// The frames, or how many there were when over the limit.
     pub frames: Result<Vec<Vec<u8>>, usize>,
+    pub from: Sender,
+}
+
+/// Who sent a message, as libzmq's metadata on it says.
+#[derive(Debug, Clone, Default)]
+pub struct Sender {
     /// The peer's ZAP user id (the device id the hub's ZAP handler bound to
     /// the peer's CURVE key), or `None` on a plaintext connection.
     pub user_id: Option<String>,
@@ -595,9 +601,11 @@ pub fn recv_message(
     };
     Ok(Some(Received {
         frames,
-        user_id,
-        address,
-        fd,
+        from: Sender {
+            user_id,
+            address,
+            fd,
+        },
     }))
 }
 

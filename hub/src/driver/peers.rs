@@ -29,6 +29,14 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// A message came on `socket` from `from`: notes its connection, if
+    /// libzmq named the descriptor and ZAP the device.
+    pub fn heard(&mut self, socket: SocketIndex, from: &fleetmq_net::Sender) {
+        if let (Some(fd), Some(device)) = (from.fd, &from.user_id) {
+            self.note(socket, fd, device);
+        }
+    }
+
     /// A message from `device` came on connection `fd` of `socket`.
     pub fn note(&mut self, socket: SocketIndex, fd: i32, device: &str) {
         if self
