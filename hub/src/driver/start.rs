@@ -1,0 +1,196 @@
+//! Starting the hub: the data directory locked, the store opened, keys
+//! and allow lists loaded, every socket bound with its options and monitor,
+//! the HTTP side started, and where it all listens written down. Then
+//! [`Driver::serve`] runs until shutdown.
+
+use super::*;
+
+fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> Result<PathBuf, Error> {
+    let path = dir.join("endpoints.json");
+    // Our own plain struct always serializes.
+    let text = serde_json::to_string_pretty(endpoints).unwrap_or_default();
+    fleetmq_net::files::write_atomically(&path, text.as_bytes(), None).map_err(|source| {
+        Error::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(path)
+}
+
+/// Runs the hub until `shutdown` fires.
+pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), Error> {
+    let dir = config.data_dir.clone();
+    // Held until the hub stops.
+    let _data_dir = DataDir::lock(&dir)?;
+    let store = Store::open(&dir, config.storage.synchronous).map_err(|source| Error::Store {
+        dir: dir.clone(),
+        source,
+    })?;
+    let mut sockets = Sockets::new(config.net.clone());
+    let mut enrolment = None;
+    let mut zap = None;
+    if !insecure {
+        let (pair, made) = keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
+        let pub_path = keys::paths(&dir, "hub").1;
+        if made {
+            info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
+        } else {
+            info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "hub key loaded");
+        }
+        let path = config.allow_list_path();
+        let list = AllowList::load(&path).map_err(Error::AllowList)?;
+        info!(file = %path.display(), keys = list.len(), "allow list loaded");
+        if list.is_empty() {
+            warn!(file = %path.display(), "no device is enrolled yet: add one with `fleetmq-hub allow DEVICE PUBLIC_KEY`");
+        }
+        enrolment = Some((list, Watch::new(&path)));
+        sockets = sockets.with_security(Security::CurveServer {
+            secret: pair.secret.clone(),
+        });
+        // The handler must be there before the first agent knocks.
+        zap = Some(sockets.build(zmq::REP).bind(ZAP_ENDPOINT)?.0);
+    }
+    let events = i32::from(
+        event::DISCONNECTED | event::HANDSHAKE_FAILED_NO_DETAIL | event::HANDSHAKE_FAILED_PROTOCOL,
+    );
+    // One inproc monitor per agent-facing socket, named after it.
+    let monitor = |name: &str| format!("inproc://fleetmq-hub-monitor-{name}");
+    let l = &config.listen;
+    let (upstream, telemetry) = sockets
+        .build(zmq::ROUTER)
+        .router_handover()
+        .batch_sizes(TELEMETRY_BATCH, TELEMETRY_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("telemetry"), events)
+        .bind(&l.telemetry)?;
+    let (broadcast, broadcast_ep) = sockets
+        .build(zmq::XPUB)
+        .xpub_verbose()
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("broadcast"), events)
+        .bind(&l.broadcast)?;
+    // Few jobs wait in one agent's pipe: a lease covers the rest.
+    let (jobs, jobs_ep) = sockets
+        .build(zmq::PUSH)
+        .hwm(16, 16)
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("jobs"), events)
+        .bind(&l.jobs)?;
+    let (results, results_ep) = sockets
+        .build(zmq::PULL)
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("results"), events)
+        .bind(&l.results)?;
+    let (commands, commands_ep) = sockets
+        .build(zmq::ROUTER)
+        .router_mandatory()
+        .router_handover()
+        .batch_sizes(QUIET_BATCH, QUIET_BATCH)
+        .kernel_liveness()
+        .secure()
+        .monitor(&monitor("commands"), events)
+        .bind(&l.commands)?;
+    let monitors = MONITORED
+        .iter()
+        .map(|name| sockets.build(zmq::PAIR).connect(&monitor(name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
+    let mut remote = None;
+    let mut remote_ep = String::new();
+    let mut operators = None;
+    if !l.operator_remote.is_empty() {
+        if insecure {
+            return Err(Error::RemoteNeedsCurve);
+        }
+        let path = config.operator_allow_list_path();
+        let list = Operators::load(&path).map_err(Error::Operators)?;
+        if list.is_empty() {
+            warn!(file = %path.display(), "no operator is allowed on listen.operator_remote yet: add NAME ROLE KEY lines (make a key with `fleetmq-hub keygen --operator`)");
+        }
+        let (socket, ep) = sockets
+            .build(zmq::ROUTER)
+            .for_operators()
+            .bind(&l.operator_remote)?;
+        info!(endpoint = %ep, operators = list.len(), file = %path.display(), "remote operators: CURVE, by the operator allow list");
+        remote = Some((socket, Watch::new(&path)));
+        remote_ep = ep;
+        operators = Some(list);
+    }
+    let http = if l.http.is_empty() {
+        None
+    } else {
+        let token = config
+            .http_token_path()
+            .map(|p| read_token(&p))
+            .transpose()?;
+        if token.is_some() {
+            info!("HTTP needs the bearer token from security.http_token_file (all but /health)");
+        }
+        Some(Http::start(&l.http, operator_ep.clone(), token)?)
+    };
+    let endpoints = Endpoints {
+        telemetry,
+        broadcast: broadcast_ep,
+        jobs: jobs_ep,
+        results: results_ep,
+        commands: commands_ep,
+        operator: operator_ep,
+        operator_remote: remote_ep,
+        http: http.as_ref().map_or_else(String::new, |h| h.url.clone()),
+    };
+    let port = |ep: &str| fleetmq_net::endpoint::port(ep).unwrap_or(0);
+    let ports = HubPorts {
+        broadcast: port(&endpoints.broadcast),
+        jobs: port(&endpoints.jobs),
+        results: port(&endpoints.results),
+        commands: port(&endpoints.commands),
+    };
+    let path = write_endpoints(&dir, &endpoints)?;
+    // The JSON line says how agents must connect.
+    let mut printed = serde_json::to_value(&endpoints).unwrap_or_default();
+    printed["security"] = sockets.security().name().into();
+    println!("{printed}");
+    info!(
+        telemetry = %endpoints.telemetry,
+        operator = %endpoints.operator,
+        endpoints = %path.display(),
+        "hub listening"
+    );
+    let (list, watch) = match enrolment {
+        Some((list, watch)) => (Some(list), Some(watch)),
+        None => (None, None),
+    };
+    let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
+    let mut core = Core::new(config, store, list, ports, now_ms(), tokens);
+    if let Some(operators) = operators {
+        core.operators_changed(operators);
+    }
+    let mut driver = Driver {
+        core,
+        upstream,
+        broadcast,
+        jobs,
+        results,
+        commands,
+        operator,
+        remote,
+        zap,
+        watch,
+        monitors,
+        peers: Peers::default(),
+        http,
+    };
+    driver.serve(&shutdown)?;
+    drop(driver.http.take());
+    info!("hub stopped");
+    Ok(())
+    // Sockets close here with their linger; the context terminates after them.
+}
