@@ -2,7 +2,7 @@
 //! answer, returning the text (and, where it can fail, whether it did).
 //!
 //! Everything a device sent (host names, versions, groups, metric names,
-//! chat, command output) passes through [`line`] or [`block`] on its way
+//! chat, command output) passes through [`line()`] or [`block()`] on its way
 //! to a terminal: control characters (escape sequences, a carriage return
 //! that hides a line) and the Unicode controls that reorder text are shown
 //! as `\u{..}` escapes, never acted on. JSON output is exact.

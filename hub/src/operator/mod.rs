@@ -1,7 +1,7 @@
 //! The operator's side of the hub, apart from the hub loop: the Lazy
 //! Pirate client that the command line ([`crate::cli`]) and the HTTP side
 //! talk to the hub through ([`client`]), how answers are shown to people
-//! ([`format`]), and the HTTP side ([`http`]: the fleet page, `/metrics`,
+//! ([`format`](mod@format)), and the HTTP side ([`http`]: the fleet page, `/metrics`,
 //! the JSON API).
 //!
 //! Nothing here touches the hub's state: every request travels over the
