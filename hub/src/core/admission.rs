@@ -21,8 +21,6 @@ use crate::operators::Operators;
 const FORGET_TICKS: u32 = 50;
 /// Most devices remembered for once-per-episode log lines.
 const LOGGED_MAX: usize = 1024;
-/// How often an agent that claims another id than its key's is told so.
-const TELL_MISNAMED_EVERY_MS: u64 = 60_000;
 
 /// The allow list in force and the rate limits: what admission needs to
 /// remember between messages.
@@ -36,9 +34,6 @@ pub struct Admission {
     device_rate: u32,
     /// Devices currently over their rate, logged once per episode.
     over_rate: HashSet<String>,
-    /// Claimed ids whose connection's key is enrolled as another device,
-    /// with when the agent was last told so.
-    misnamed_told: HashMap<String, u64>,
     /// Who may use the remote operator socket.
     operators: Operators,
 }
@@ -51,7 +46,6 @@ impl Admission {
             rate: RateLimit::new(device_rate, device_burst),
             device_rate,
             over_rate: HashSet::new(),
-            misnamed_told: HashMap::new(),
             operators: Operators::default(),
         }
     }
@@ -75,8 +69,6 @@ impl Admission {
     pub(super) fn tick(&mut self, ticks: u32, now_ms: u64) {
         if ticks % FORGET_TICKS == 0 {
             self.rate.forget_idle(now_ms);
-            self.misnamed_told
-                .retain(|_, at| now_ms.saturating_sub(*at) < TELL_MISNAMED_EVERY_MS);
         }
     }
 
@@ -216,15 +208,12 @@ impl Core {
             return;
         };
         let enrolled = enrolled.to_string();
-        let told = &mut self.admission.misnamed_told;
-        if told.len() >= LOGGED_MAX && !told.contains_key(claimed) {
+        if !self
+            .routes
+            .tell(route, now_ms, super::routes::TELL_EVERY_MS)
+        {
             return;
         }
-        let last = told.get(claimed).copied();
-        if last.is_some_and(|at| now_ms.saturating_sub(at) < TELL_MISNAMED_EVERY_MS) {
-            return;
-        }
-        told.insert(claimed.to_string(), now_ms);
         warn!(
             claimed,
             enrolled_as = %enrolled,
