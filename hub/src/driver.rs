@@ -24,7 +24,7 @@ use fleetmq_protocol::HubPorts;
 use tracing::{debug, info, warn};
 
 use crate::config::HubConfig;
-use crate::core::{Action, Caller, ConnectionEvent, Core, Sent, TICK_MS};
+use crate::core::{Action, Caller, ConnectionEvent, Core, Now, Sent, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
 use crate::operator::http::{Http, HttpError, read_token};
@@ -75,6 +75,17 @@ enum Ready {
     Shutdown,
     Monitors,
     Zap,
+}
+
+/// The time for the core, on both its clocks: the monotonic one counts
+/// from the first reading in this process.
+fn now() -> Now {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    Now {
+        mono_ms: start.elapsed().as_millis() as u64,
+        wall_ms: now_ms(),
+    }
 }
 
 struct Driver {
@@ -218,7 +229,7 @@ impl Driver {
             if last_tick.elapsed() >= tick {
                 last_tick = Instant::now();
                 self.reload_allow_list();
-                self.core.tick(now_ms());
+                self.core.tick(now());
                 self.carry_out();
             }
         }
@@ -243,7 +254,7 @@ impl Driver {
     /// so do changes to the operator allow list.
     fn reload_allow_list(&mut self) {
         if let Some(list) = Self::changed_allow_list(&mut self.watch) {
-            self.core.allow_list_changed(list, now_ms());
+            self.core.allow_list_changed(list, now());
         }
         if let Some((_, watch)) = &mut self.remote
             && watch.changed()
@@ -271,7 +282,7 @@ impl Driver {
             let watch = &mut self.watch;
             let reply = self
                 .core
-                .zap(&frames, || Self::changed_allow_list(watch), now_ms());
+                .zap(&frames, || Self::changed_allow_list(watch), now());
             let parts: Vec<&[u8]> = reply.iter().map(Vec::as_slice).collect();
             send_frames(zap, &parts).map_err(zmq_error("answering a ZAP request"))?;
         }
@@ -310,9 +321,9 @@ impl Driver {
             };
             self.peers.heard(TELEMETRY, &from);
             let (user_id, address) = (from.user_id.as_deref(), from.address.as_deref());
-            self.core.upstream(&frames, user_id, address, now_ms());
+            self.core.upstream(&frames, user_id, address, now());
         }
-        self.core.store_received(now_ms());
+        self.core.store_received(now());
         self.carry_out();
         Ok(())
     }
@@ -347,7 +358,7 @@ impl Driver {
             if let Some(index) = monitored {
                 self.peers.heard(index, &from);
             }
-            let (user_id, now) = (from.user_id.as_deref(), now_ms());
+            let (user_id, now) = (from.user_id.as_deref(), now());
             match which {
                 Ready::Results => self.core.result(&frames[0], user_id, now),
                 Ready::Commands => self.core.reply(&frames, user_id, now),
@@ -393,7 +404,7 @@ impl Driver {
                         Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
                         Err(e) => Sent::Failed(e.to_string()),
                     };
-                    self.core.command_sent(corr, sent, now_ms());
+                    self.core.command_sent(corr, sent, now());
                 }
                 Action::Job {
                     id,
@@ -406,7 +417,7 @@ impl Driver {
                         continue;
                     }
                     match send_frames(&self.jobs, &[&frame]) {
-                        Ok(true) => self.core.job_sent(id, attempt, token, lease_ms, now_ms()),
+                        Ok(true) => self.core.job_sent(id, attempt, token, lease_ms, now()),
                         // No agent is connected, or every pipe is full: next tick.
                         Ok(false) => jobs_blocked = true,
                         Err(e) => {

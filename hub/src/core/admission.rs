@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use fleetmq_net::OPERATOR_ZAP_DOMAIN;
 
-use super::Core;
+use super::{Core, Now};
 use crate::enrolment::AllowList;
 use crate::operators::Operators;
 
@@ -66,9 +66,9 @@ impl Admission {
         self.list.as_ref().map_or(0, AllowList::len)
     }
 
-    pub(super) fn tick(&mut self, ticks: u32, now_ms: u64) {
+    pub(super) fn tick(&mut self, ticks: u32, now: Now) {
         if ticks % FORGET_TICKS == 0 {
-            self.rate.forget_idle(now_ms);
+            self.rate.forget_idle(now.mono_ms);
         }
     }
 
@@ -90,7 +90,7 @@ impl Core {
         &mut self,
         frames: &[Vec<u8>],
         reload: impl FnOnce() -> Option<AllowList>,
-        now_ms: u64,
+        now: Now,
     ) -> Vec<Vec<u8>> {
         if frames
             .get(2)
@@ -106,7 +106,7 @@ impl Core {
         if matches!(verdict, Verdict::UnknownKey { .. })
             && let Some(newer) = reload()
         {
-            self.allow_list_changed(newer, now_ms);
+            self.allow_list_changed(newer, now);
             if let Some(list) = &self.admission.list {
                 (verdict, reply) = judge_zap(list, frames);
             }
@@ -173,7 +173,7 @@ impl Core {
     /// Applies a changed allow list: a device whose key left the list is
     /// marked offline and its connections are cut, so it handshakes again
     /// and is refused. Other devices' connections are not touched.
-    pub fn allow_list_changed(&mut self, newer: AllowList, now_ms: u64) {
+    pub fn allow_list_changed(&mut self, newer: AllowList, now: Now) {
         let Some(list) = &mut self.admission.list else {
             return;
         };
@@ -188,7 +188,7 @@ impl Core {
         for (device, key) in revoked {
             let key = fleetmq_net::keys::quoted(&key);
             warn!(device, public_key = %key, "key revoked; cutting the device off");
-            self.went_offline(&device, now_ms, "revoked");
+            self.went_offline(&device, now, "revoked");
             self.out.push_back(super::Action::CutDevice { device });
         }
     }
@@ -202,7 +202,7 @@ impl Core {
         route: &[u8],
         claimed: &str,
         user_id: Option<&str>,
-        now_ms: u64,
+        now: Now,
     ) {
         let Some(enrolled) = self.admission.enrolled_instead(claimed, user_id) else {
             return;
@@ -210,7 +210,7 @@ impl Core {
         let enrolled = enrolled.to_string();
         if !self
             .routes
-            .tell(route, now_ms, super::routes::TELL_EVERY_MS)
+            .tell(route, now.mono_ms, super::routes::TELL_EVERY_MS)
         {
             return;
         }
@@ -233,7 +233,7 @@ impl Core {
         socket: &str,
         device: &str,
         user_id: Option<&str>,
-        now_ms: u64,
+        now: Now,
     ) -> bool {
         let a = &mut self.admission;
         if let Some(list) = &a.list {
@@ -249,7 +249,7 @@ impl Core {
                 return false;
             }
         }
-        if a.rate.take(device, now_ms) {
+        if a.rate.take(device, now.mono_ms) {
             if a.over_rate.remove(device) {
                 info!(device, "device back under its rate limit");
             }
@@ -341,7 +341,7 @@ impl RateLimit {
         }
     }
 
-    /// Takes a token for `device` at `now_ms`; false when it has none left.
+    /// Takes a token for `device` at `now_ms` (monotonic); false when it has none left.
     pub fn take(&mut self, device: &str, now_ms: u64) -> bool {
         if self.rate <= 0.0 {
             return true;

@@ -22,7 +22,7 @@ use fleetmq_protocol::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Action, Core};
+use super::{Action, Core, Now};
 
 /// Answers remembered for retried operator requests.
 const REMEMBERED: usize = 1024;
@@ -223,23 +223,17 @@ impl Commands {
 impl Core {
     /// An operator asks for a command: sent now if the device is online,
     /// else queued for up to `queue_ms` (0: answered "offline" at once).
-    pub(super) fn command_request(
-        &mut self,
-        client: &[u8],
-        request_id: u64,
-        ask: Ask,
-        now_ms: u64,
-    ) {
+    pub(super) fn command_request(&mut self, client: &[u8], request_id: u64, ask: Ask, now: Now) {
         let q = Queued {
             client: client.to_vec(),
             request_id,
-            expires_ms: now_ms + u64::from(ask.queue_ms),
+            expires_ms: now.mono_ms + u64::from(ask.queue_ms),
             device: ask.device,
             command: ask.command,
             timeout_ms: ask.timeout_ms,
             queue_ms: ask.queue_ms,
         };
-        match self.send_command(&q, now_ms) {
+        match self.send_command(&q, now) {
             Ok(corr) => self.sending(corr, q),
             Err(OperatorError::DeviceOffline(device)) if q.queue_ms > 0 => {
                 self.queue(q, &device);
@@ -270,7 +264,7 @@ impl Core {
 
     /// Sends `q` if its device is online, returning its correlation id; or
     /// says why not.
-    fn send_command(&mut self, q: &Queued, now_ms: u64) -> Result<u64, OperatorError> {
+    fn send_command(&mut self, q: &Queued, now: Now) -> Result<u64, OperatorError> {
         if let Err(e) = validate_device_id(&q.device) {
             return Err(OperatorError::BadRequest(e.to_string()));
         }
@@ -304,7 +298,7 @@ impl Core {
                 client: q.client.clone(),
                 request_id: q.request_id,
                 device: q.device.clone(),
-                deadline_ms: now_ms + u64::from(timeout_ms),
+                deadline_ms: now.mono_ms + u64::from(timeout_ms),
                 timeout_ms,
                 log_id: 0,
             },
@@ -322,26 +316,28 @@ impl Core {
     /// waits for its answer. Unreachable: the device's command socket is
     /// not connected (yet), so the command waits if it may, or the operator
     /// hears "offline".
-    pub fn command_sent(&mut self, corr: u64, sent: Sent, now_ms: u64) {
+    pub fn command_sent(&mut self, corr: u64, sent: Sent, now: Now) {
         let Some(q) = self.commands.unconfirmed.remove(&corr) else {
             return;
         };
         if sent == Sent::Yes {
             self.counters.commands_sent += 1;
-            let log_id = self.store.log_command(&q.device, &q.command, now_ms);
+            let log_id = self.store.log_command(&q.device, &q.command, now.wall_ms);
             self.commands.pending.set_log_id(corr, log_id);
             return;
         }
         self.commands.pending.forget(corr);
         if sent == Sent::Unreachable {
-            self.relink_if_stuck(&q.device, now_ms);
+            self.relink_if_stuck(&q.device, now);
         }
         let e = match sent {
             Sent::Failed(why) => OperatorError::BadRequest(format!("could not send: {why}")),
             _ => OperatorError::DeviceOffline(q.device.clone()),
         };
         match e {
-            OperatorError::DeviceOffline(device) if now_ms < q.expires_ms => self.queue(q, &device),
+            OperatorError::DeviceOffline(device) if now.mono_ms < q.expires_ms => {
+                self.queue(q, &device)
+            }
             e => self.answer(&q.client, q.request_id, Response::Error(e)),
         }
     }
@@ -350,20 +346,22 @@ impl Core {
     /// reach (libzmq reconnects a socket only when it sees the connection
     /// end): tell it, on its telemetry connection, to connect its other
     /// sockets again. At most once per [`RELINK_EVERY_MS`].
-    fn relink_if_stuck(&mut self, device: &str, now_ms: u64) {
-        let Some((since, _)) = self.presence.times(device) else {
+    fn relink_if_stuck(&mut self, device: &str, now: Now) {
+        let Some(since) = self.presence.online_since(device) else {
             return;
         };
         let last = self.commands.relinked.get(device).copied();
-        if now_ms.saturating_sub(since) < RELINK_GRACE_MS
-            || last.is_some_and(|at| now_ms.saturating_sub(at) < RELINK_EVERY_MS)
+        if now.mono_ms.saturating_sub(since.mono_ms) < RELINK_GRACE_MS
+            || last.is_some_and(|at| now.mono_ms.saturating_sub(at) < RELINK_EVERY_MS)
         {
             return;
         }
         self.commands
             .relinked
-            .retain(|_, at| now_ms.saturating_sub(*at) < RELINK_EVERY_MS);
-        self.commands.relinked.insert(device.to_string(), now_ms);
+            .retain(|_, at| now.mono_ms.saturating_sub(*at) < RELINK_EVERY_MS);
+        self.commands
+            .relinked
+            .insert(device.to_string(), now.mono_ms);
         warn!(
             device,
             "the device is online but its commands socket is not connected here; asked it to reconnect"
@@ -374,7 +372,7 @@ impl Core {
 
     /// A device answered on the commands socket: `[route][][frame]`. Only
     /// the route that speaks for the device is heard.
-    pub fn reply(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now_ms: u64) {
+    pub fn reply(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now: Now) {
         let [route, empty, frame] = frames else {
             return self.dropped("commands", "reply without the REP envelope");
         };
@@ -385,7 +383,7 @@ impl Core {
             Ok(d) => d.to_string(),
             Err(e) => return self.dropped("commands", e),
         };
-        if !self.admit("commands", &device, user_id, now_ms) {
+        if !self.admit("commands", &device, user_id, now) {
             return;
         }
         if !self.routes.holds(&device, route) {
@@ -408,16 +406,18 @@ impl Core {
         };
         self.commands.unconfirmed.remove(&reply.corr);
         let summary = serde_json::to_string(&reply.reply).unwrap_or_default();
-        self.store.log_command_result(p.log_id, &summary, now_ms);
+        self.store
+            .log_command_result(p.log_id, &summary, now.wall_ms);
         let reply = reply.reply;
         self.answer(&p.client, p.request_id, Response::Reply { device, reply });
     }
 
     /// Commands whose device did not answer in time.
-    pub(super) fn expire_commands(&mut self, now_ms: u64) {
-        for p in self.commands.pending.expired(now_ms) {
+    pub(super) fn expire_commands(&mut self, now: Now) {
+        for p in self.commands.pending.expired(now.mono_ms) {
             self.counters.commands_timed_out += 1;
-            self.store.log_command_result(p.log_id, "timed out", now_ms);
+            self.store
+                .log_command_result(p.log_id, "timed out", now.wall_ms);
             let e = OperatorError::TimedOut {
                 after_ms: p.timeout_ms,
             };
@@ -427,9 +427,9 @@ impl Core {
 
     /// Sends queued commands whose device is back; fails those that waited
     /// too long.
-    pub(super) fn send_queued(&mut self, now_ms: u64) {
+    pub(super) fn send_queued(&mut self, now: Now) {
         for q in std::mem::take(&mut self.commands.queued) {
-            if now_ms >= q.expires_ms {
+            if now.mono_ms >= q.expires_ms {
                 let e = OperatorError::StayedOffline {
                     device: q.device,
                     waited_ms: q.queue_ms,
@@ -441,7 +441,7 @@ impl Core {
                 self.commands.queued.push(q);
                 continue;
             }
-            match self.send_command(&q, now_ms) {
+            match self.send_command(&q, now) {
                 Ok(corr) => {
                     info!(device = q.device, "queued command sent");
                     self.sending(corr, q);

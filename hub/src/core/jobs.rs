@@ -7,17 +7,70 @@
 //!                ▲            │ lease ran out
 //!                └────────────┘ (attempt < max; else failed)
 //! ```
+//!
+//! A lease runs out on the monotonic clock ([`Leases`]): a step of the
+//! system clock never hands a job out a second time. The store keeps the
+//! lease's wall-clock end only so that a restarted hub knows how much of
+//! each lease was left.
 
 use fleetmq_protocol::{
     Job, JobFrame, JobSpec, JobSubmission, OperatorError, Outcome, ResultFrame, validate_device_id,
 };
 use tracing::{debug, info, warn};
 
-use super::{Action, Core};
+use std::collections::HashMap;
+
+use super::{Action, Core, Now};
 use crate::store::AttemptCheck;
 
 /// Jobs read from the store per round of dispatch.
 const DISPATCH_BATCH: u32 = 64;
+
+/// The leases running, by job id: when each runs out on the monotonic
+/// clock.
+#[derive(Debug, Default)]
+pub struct Leases {
+    until_mono_ms: HashMap<u64, u64>,
+    /// Whether the leases a previous run of the hub left in the store are
+    /// known yet (read on the first tick, and again until that works).
+    loaded: bool,
+}
+
+impl Leases {
+    /// Job `id`'s lease runs until `until_mono_ms`.
+    pub fn start(&mut self, id: u64, until_mono_ms: u64) {
+        self.until_mono_ms.insert(id, until_mono_ms);
+    }
+
+    /// Job `id` needs no lease any more (it has its result).
+    pub fn end(&mut self, id: u64) {
+        self.until_mono_ms.remove(&id);
+    }
+
+    /// The jobs whose lease has run out by `now_mono_ms`, forgotten here.
+    pub fn run_out(&mut self, now_mono_ms: u64) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .until_mono_ms
+            .iter()
+            .filter(|&(_, &until)| until <= now_mono_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        out.sort_unstable();
+        for id in &out {
+            self.until_mono_ms.remove(id);
+        }
+        out
+    }
+}
+
+/// How much of a lease a previous run of the hub left: what its
+/// wall-clock end says, but never more than the whole lease (the clock may
+/// have stepped back while the hub was down) and never less than nothing.
+pub fn lease_left_ms(until_wall_ms: u64, lease_ms: u32, now_wall_ms: u64) -> u64 {
+    until_wall_ms
+        .saturating_sub(now_wall_ms)
+        .min(u64::from(lease_ms))
+}
 
 impl Core {
     /// A new job: defaults filled in from the config, stored, then handed
@@ -25,7 +78,7 @@ impl Core {
     pub(super) fn submit_job(
         &mut self,
         mut job: JobSubmission,
-        now_ms: u64,
+        now: Now,
     ) -> Result<u64, OperatorError> {
         check_spec(&job.spec)?;
         let d = &self.config.jobs;
@@ -40,17 +93,42 @@ impl Core {
         }
         let id = self
             .store
-            .submit_job(&job, now_ms)
+            .submit_job(&job, now.wall_ms)
             .map_err(|e| OperatorError::Storage(e.to_string()))?;
         info!(job = id, "job queued");
         Ok(id)
     }
 
-    /// Hands out queued jobs and jobs whose lease ran out, and fails jobs
-    /// out of attempts. A job is leased only once the driver confirms it
-    /// was handed out ([`Core::job_sent`]).
-    pub(super) fn dispatch_jobs(&mut self, now_ms: u64) {
-        let due = match self.store.due_jobs(now_ms, DISPATCH_BATCH) {
+    /// Leases that ran out put their jobs back in the queue; on the first
+    /// tick, the leases a previous run of the hub left are taken up with
+    /// what was left of them.
+    pub(super) fn expire_leases(&mut self, now: Now) {
+        if !self.leases.loaded {
+            match self.store.leased_jobs() {
+                Ok(leased) => {
+                    for (id, until_wall_ms, lease_ms) in leased {
+                        let left = lease_left_ms(until_wall_ms, lease_ms, now.wall_ms);
+                        self.leases.start(id, now.mono_ms + left);
+                    }
+                    self.leases.loaded = true;
+                }
+                Err(e) => warn!(error = %e, "could not read the job leases; will retry"),
+            }
+        }
+        for id in self.leases.run_out(now.mono_ms) {
+            if let Err(e) = self.store.lease_ran_out(id, now.wall_ms) {
+                warn!(job = id, error = %e, "could not put a job back in the queue");
+                // Tried again on the next tick.
+                self.leases.start(id, now.mono_ms);
+            }
+        }
+    }
+
+    /// Hands out queued jobs (new ones and those whose lease ran out), and
+    /// fails jobs out of attempts. A job is leased only once the driver
+    /// confirms it was handed out ([`Core::job_sent`]).
+    pub(super) fn dispatch_jobs(&mut self, now: Now) {
+        let due = match self.store.due_jobs(now.wall_ms, DISPATCH_BATCH) {
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "could not read due jobs");
@@ -64,7 +142,7 @@ impl Core {
                     job.attempts, job.lease_ms
                 );
                 warn!(job = job.id, %why, "job failed");
-                if let Err(e) = self.store.fail_job(job.id, &why, now_ms) {
+                if let Err(e) = self.store.fail_job(job.id, &why, now.wall_ms) {
                     warn!(job = job.id, error = %e, "could not fail a job");
                 }
                 continue;
@@ -99,20 +177,24 @@ impl Core {
 
     /// The driver handed attempt `attempt` of job `id` (with `token`) to an
     /// agent: its lease of `lease_ms` starts now.
-    pub fn job_sent(&mut self, id: u64, attempt: u32, token: u64, lease_ms: u32, now_ms: u64) {
+    pub fn job_sent(&mut self, id: u64, attempt: u32, token: u64, lease_ms: u32, now: Now) {
         self.counters.jobs_dispatched += 1;
         if attempt > 1 {
             info!(job = id, attempt, "job lease ran out; handed out again");
         }
-        let until = now_ms + u64::from(lease_ms);
-        if let Err(e) = self.store.lease_job(id, attempt, token, until, now_ms) {
+        self.leases.start(id, now.mono_ms + u64::from(lease_ms));
+        let until_wall_ms = now.wall_ms + u64::from(lease_ms);
+        if let Err(e) = self
+            .store
+            .lease_job(id, attempt, token, until_wall_ms, now.wall_ms)
+        {
             warn!(job = id, error = %e, "could not record a job lease");
         }
     }
 
     /// A result on the results socket: `[frame]`, with the user id of the
     /// connection it came on.
-    pub fn result(&mut self, frame: &[u8], user_id: Option<&str>, now_ms: u64) {
+    pub fn result(&mut self, frame: &[u8], user_id: Option<&str>, now: Now) {
         let ResultFrame::Result(result) = match ResultFrame::decode(frame) {
             Ok(r) => r,
             Err(e) => return self.dropped("results", e),
@@ -120,7 +202,7 @@ impl Core {
         if validate_device_id(&result.device).is_err() {
             return self.dropped("results", "result from an invalid device id");
         }
-        if !self.admit("results", &result.device, user_id, now_ms) {
+        if !self.admit("results", &result.device, user_id, now) {
             return;
         }
         // Only the device the attempt was given to knows its token.
@@ -154,15 +236,16 @@ impl Core {
                     result.attempt, result.device
                 );
                 self.store
-                    .note_job(result.id, &note, now_ms)
+                    .note_job(result.id, &note, now.wall_ms)
                     .map(|()| false)
             }
             outcome => self
                 .store
-                .finish_job(result.id, &result.device, outcome, now_ms),
+                .finish_job(result.id, &result.device, outcome, now.wall_ms),
         };
         match stored {
             Ok(true) => {
+                self.leases.end(result.id);
                 self.counters.results_received += 1;
                 info!(job = result.id, device = %result.device, "job done");
             }

@@ -19,8 +19,12 @@
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //!
-//! Every input names the time as milliseconds since the Unix epoch; the
-//! core never reads a clock.
+//! Every input names the time it happened ([`Now`]) on two clocks: every
+//! timer (presence, job leases, command deadlines, rate limits, the
+//! once-a-minute refusals) runs on the monotonic one, so a step of the
+//! system clock neither hands a job out twice nor takes devices offline;
+//! the wall clock is only stored with data and shown to people. The core
+//! never reads a clock.
 
 mod admission;
 mod commands;
@@ -48,6 +52,17 @@ pub use presence::Presence;
 
 /// Most (device, metric) pairs whose newest value is kept for /metrics.
 const MAX_LATEST: usize = 200_000;
+
+/// When an input happened, on the two clocks the core keeps apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a clock that never steps (the driver counts them
+    /// from its start with `Instant`). Every timer runs on it.
+    pub mono_ms: u64,
+    /// Milliseconds since the Unix epoch by the system clock, which an
+    /// operator or NTP may step. Stored with data and shown; never timed.
+    pub wall_ms: u64,
+}
 
 /// What the core asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +146,10 @@ pub struct Core {
     /// The newest sample of each (device, metric) stored since the start.
     latest: Latest,
     counters: Counters,
-    started_ms: u64,
+    /// When the core was made: uptime runs on the monotonic clock.
+    started: Now,
+    /// Job leases running out on the monotonic clock.
+    leases: jobs::Leases,
     ticks: u32,
     out: VecDeque<Action>,
 }
@@ -144,7 +162,7 @@ impl Core {
         store: Store,
         allow_list: Option<AllowList>,
         ports: HubPorts,
-        now_ms: u64,
+        now: Now,
         tokens: Tokens,
     ) -> Core {
         Core {
@@ -160,7 +178,8 @@ impl Core {
             telemetry: telemetry::Received::default(),
             latest: Latest::new(MAX_LATEST),
             counters: Counters::default(),
-            started_ms: now_ms,
+            started: now,
+            leases: jobs::Leases::default(),
             ticks: 0,
             out: VecDeque::new(),
             config,
@@ -195,16 +214,17 @@ impl Core {
 
     /// The timer: presence, command deadlines, queued commands, job leases
     /// and the command log. The driver calls it every [`TICK_MS`].
-    pub fn tick(&mut self, now_ms: u64) {
+    pub fn tick(&mut self, now: Now) {
         self.ticks = self.ticks.wrapping_add(1);
-        self.admission.tick(self.ticks, now_ms);
+        self.admission.tick(self.ticks, now);
         if self.ticks % 50 == 0 {
-            self.routes.forget_told(now_ms, routes::TELL_EVERY_MS);
+            self.routes.forget_told(now.mono_ms, routes::TELL_EVERY_MS);
         }
-        self.sweep_presence(now_ms);
-        self.expire_commands(now_ms);
-        self.send_queued(now_ms);
-        self.dispatch_jobs(now_ms);
+        self.sweep_presence(now);
+        self.expire_commands(now);
+        self.send_queued(now);
+        self.expire_leases(now);
+        self.dispatch_jobs(now);
         if let Err(e) = self.store.flush_log() {
             warn!(error = %e, "could not write the command log; will retry");
         }

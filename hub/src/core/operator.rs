@@ -7,8 +7,8 @@ use fleetmq_protocol::{
     Response, Target,
 };
 
-use super::Core;
 use super::commands::Ask;
+use super::{Core, Now};
 use crate::store::StoreError;
 
 /// Who sent an operator request.
@@ -22,7 +22,7 @@ pub enum Caller<'a> {
 
 impl Core {
     /// One message on an operator socket: `[client][][frame]`.
-    pub fn operator(&mut self, frames: &[Vec<u8>], caller: Caller<'_>, now_ms: u64) {
+    pub fn operator(&mut self, frames: &[Vec<u8>], caller: Caller<'_>, now: Now) {
         let [client, empty, frame] = frames else {
             return self.dropped("operator", "request without the REQ envelope");
         };
@@ -35,7 +35,7 @@ impl Core {
                     let e = OperatorError::Forbidden(why);
                     return self.answer(client, req.id, Response::Error(e));
                 }
-                self.operator_request(client, req, now_ms)
+                self.operator_request(client, req, now)
             }
             Err(e) => {
                 self.dropped("operator", &e);
@@ -45,7 +45,7 @@ impl Core {
         }
     }
 
-    fn operator_request(&mut self, client: &[u8], req: OperatorRequest, now_ms: u64) {
+    fn operator_request(&mut self, client: &[u8], req: OperatorRequest, now: Now) {
         if self.retried(client, req.id) {
             return;
         }
@@ -83,7 +83,7 @@ impl Core {
                     timeout_ms,
                     queue_ms: 0,
                 };
-                return self.command_request(client, req.id, ask, now_ms);
+                return self.command_request(client, req.id, ask, now);
             }
             Request::QueuedCommand {
                 device,
@@ -97,13 +97,13 @@ impl Core {
                     timeout_ms,
                     queue_ms,
                 };
-                return self.command_request(client, req.id, ask, now_ms);
+                return self.command_request(client, req.id, ask, now);
             }
-            Request::SubmitJob(job) => match self.submit_job(job, now_ms) {
+            Request::SubmitJob(job) => match self.submit_job(job, now) {
                 Ok(id) => {
                     self.answer(client, req.id, Response::JobSubmitted { id });
                     // A new job goes out now rather than on the next tick.
-                    return self.dispatch_jobs(now_ms);
+                    return self.dispatch_jobs(now);
                 }
                 Err(e) => Response::Error(e),
             },
@@ -124,7 +124,7 @@ impl Core {
                         _ => None,
                     };
                     let msg = Announcement {
-                        ts_ms: now_ms,
+                        ts_ms: now.wall_ms,
                         target,
                         text,
                     };
@@ -146,7 +146,7 @@ impl Core {
                 }
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
-            Request::Stats => self.stats(now_ms).unwrap_or_else(storage),
+            Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
         };
         self.answer(client, req.id, response);
@@ -170,13 +170,13 @@ impl Core {
         Ok(Response::Devices(devices))
     }
 
-    fn stats(&self, now_ms: u64) -> Result<Response, StoreError> {
+    fn stats(&self, now: Now) -> Result<Response, StoreError> {
         let devices_known = self.store.device_count()?;
         let c = &self.counters;
         let secure = self.admission.secure();
         Ok(Response::Stats(HubStats {
             hub_version: env!("CARGO_PKG_VERSION").into(),
-            uptime_ms: now_ms.saturating_sub(self.started_ms),
+            uptime_ms: now.mono_ms.saturating_sub(self.started.mono_ms),
             devices_online: self.presence.online_count() as u32,
             devices_known,
             batches_stored: c.batches_stored,

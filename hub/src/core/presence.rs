@@ -10,25 +10,26 @@ use std::collections::{HashMap, HashSet};
 use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id, validate_group};
 use tracing::{debug, info, warn};
 
-use super::Core;
+use super::{Core, Now};
 
 /// Heartbeat interval assumed for a device that has not said Hello.
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Session {
-    since_ms: u64,
-    last_seen_ms: u64,
+    since: Now,
+    /// Silence is timed on `last_seen.mono_ms`; `wall_ms` is shown.
+    last_seen: Now,
     heartbeat_ms: u64,
     said_hello: bool,
 }
 
 impl Session {
     /// A session that starts now.
-    fn new(now_ms: u64, heartbeat_ms: u64, said_hello: bool) -> Self {
+    fn new(now: Now, heartbeat_ms: u64, said_hello: bool) -> Self {
         Session {
-            since_ms: now_ms,
-            last_seen_ms: now_ms,
+            since: now,
+            last_seen: now,
             heartbeat_ms,
             said_hello,
         }
@@ -61,28 +62,28 @@ impl Presence {
     }
 
     /// A Hello arrived. Returns true if the device came online with it.
-    pub fn hello(&mut self, id: &str, heartbeat_ms: u32, now_ms: u64) -> bool {
+    pub fn hello(&mut self, id: &str, heartbeat_ms: u32, now: Now) -> bool {
         let heartbeat_ms = u64::from(heartbeat_ms.max(100));
         match self.sessions.get_mut(id) {
             Some(s) => {
-                s.last_seen_ms = now_ms;
+                s.last_seen = now;
                 s.heartbeat_ms = heartbeat_ms;
                 s.said_hello = true;
                 false
             }
             None => {
                 self.sessions
-                    .insert(id.to_string(), Session::new(now_ms, heartbeat_ms, true));
+                    .insert(id.to_string(), Session::new(now, heartbeat_ms, true));
                 true
             }
         }
     }
 
     /// Any other message arrived.
-    pub fn seen(&mut self, id: &str, now_ms: u64) -> Seen {
+    pub fn seen(&mut self, id: &str, now: Now) -> Seen {
         match self.sessions.get_mut(id) {
             Some(s) => {
-                s.last_seen_ms = now_ms;
+                s.last_seen = now;
                 Seen {
                     came_online: false,
                     needs_hello: !s.said_hello,
@@ -91,7 +92,7 @@ impl Presence {
             None => {
                 self.sessions.insert(
                     id.to_string(),
-                    Session::new(now_ms, DEFAULT_HEARTBEAT_MS, false),
+                    Session::new(now, DEFAULT_HEARTBEAT_MS, false),
                 );
                 Seen {
                     came_online: true,
@@ -101,20 +102,23 @@ impl Presence {
         }
     }
 
-    /// A Bye arrived. Returns the last-seen time if the device was online.
+    /// A Bye arrived. Returns the last-seen wall time if the device was
+    /// online.
     pub fn bye(&mut self, id: &str) -> Option<u64> {
-        self.sessions.remove(id).map(|s| s.last_seen_ms)
+        self.sessions.remove(id).map(|s| s.last_seen.wall_ms)
     }
 
-    /// Devices whose silence has lasted too long, with their last-seen time;
-    /// they are offline from now on.
-    pub fn sweep(&mut self, now_ms: u64) -> Vec<(String, u64)> {
+    /// Devices whose silence has lasted too long on the monotonic clock,
+    /// with their last-seen wall time; they are offline from now on.
+    pub fn sweep(&mut self, now_mono_ms: u64) -> Vec<(String, u64)> {
         let limit = self.offline_after;
         let gone: Vec<(String, u64)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now_ms.saturating_sub(s.last_seen_ms) > s.heartbeat_ms * limit)
-            .map(|(id, s)| (id.clone(), s.last_seen_ms))
+            .filter(|(_, s)| {
+                now_mono_ms.saturating_sub(s.last_seen.mono_ms) > s.heartbeat_ms * limit
+            })
+            .map(|(id, s)| (id.clone(), s.last_seen.wall_ms))
             .collect();
         for (id, _) in &gone {
             self.sessions.remove(id);
@@ -126,9 +130,16 @@ impl Presence {
         self.sessions.contains_key(id)
     }
 
-    /// (online since, last seen) for an online device.
+    /// (online since, last seen) on the wall clock, for an online device.
     pub fn times(&self, id: &str) -> Option<(u64, u64)> {
-        self.sessions.get(id).map(|s| (s.since_ms, s.last_seen_ms))
+        self.sessions
+            .get(id)
+            .map(|s| (s.since.wall_ms, s.last_seen.wall_ms))
+    }
+
+    /// When an online device came online.
+    pub fn online_since(&self, id: &str) -> Option<Now> {
+        self.sessions.get(id).map(|s| s.since)
     }
 
     pub fn online_count(&self) -> usize {
@@ -152,7 +163,7 @@ impl Presence {
 impl Core {
     /// A Hello: the device is online, its description stored, and it is
     /// welcomed with the ports of the other sockets.
-    pub(super) fn hello(&mut self, device: &str, hello: &Hello, now_ms: u64) {
+    pub(super) fn hello(&mut self, device: &str, hello: &Hello, now: Now) {
         // Group names follow the rules broadcasts to them are held to: a
         // Hello with a group no broadcast could reach is refused, whole.
         if let Some(e) = hello.groups.iter().find_map(|g| validate_group(g).err()) {
@@ -160,12 +171,12 @@ impl Core {
             let reason = format!("hello refused: {e}");
             return self.send_down(device, fleetmq_protocol::Refusal { reason }.into());
         }
-        let came = self.presence.hello(device, hello.heartbeat_ms, now_ms);
-        if let Err(e) = self.store.hello(device, hello, now_ms) {
+        let came = self.presence.hello(device, hello.heartbeat_ms, now);
+        if let Err(e) = self.store.hello(device, hello, now.wall_ms) {
             warn!(device, error = %e, "could not record a hello");
         }
         if came {
-            self.went_online(device, now_ms);
+            self.went_online(device, now);
         }
         let welcome = Welcome {
             hub_version: env!("CARGO_PKG_VERSION").into(),
@@ -176,10 +187,10 @@ impl Core {
 
     /// Any message but Hello and Bye: the device is alive. A device heard
     /// without a Hello in this session (the hub restarted) is asked for one.
-    pub(super) fn heard(&mut self, device: &str, now_ms: u64) {
-        let seen = self.presence.seen(device, now_ms);
+    pub(super) fn heard(&mut self, device: &str, now: Now) {
+        let seen = self.presence.seen(device, now);
         if seen.came_online {
-            self.went_online(device, now_ms);
+            self.went_online(device, now);
         }
         if seen.needs_hello {
             self.send_down(device, HelloRequest.into());
@@ -187,10 +198,10 @@ impl Core {
     }
 
     /// Offline now, for `why` (bye, revoked), if it was online.
-    pub(super) fn went_offline(&mut self, device: &str, now_ms: u64, why: &str) {
+    pub(super) fn went_offline(&mut self, device: &str, now: Now, why: &str) {
         self.routes.release(device);
         if let Some(last) = self.presence.bye(device) {
-            if let Err(e) = self.store.presence(device, now_ms, last) {
+            if let Err(e) = self.store.presence(device, now.wall_ms, last) {
                 warn!(device, error = %e, "could not record presence");
             }
             info!(device, why, "device offline");
@@ -198,21 +209,21 @@ impl Core {
     }
 
     /// Devices silent for too long go offline.
-    pub(super) fn sweep_presence(&mut self, now_ms: u64) {
-        for (device, last) in self.presence.sweep(now_ms) {
+    pub(super) fn sweep_presence(&mut self, now: Now) {
+        for (device, last) in self.presence.sweep(now.mono_ms) {
             self.routes.release(&device);
             info!(device, "device offline (silent)");
-            if let Err(e) = self.store.presence(&device, now_ms, last) {
+            if let Err(e) = self.store.presence(&device, now.wall_ms, last) {
                 warn!(device, error = %e, "could not record presence");
             }
         }
     }
 
-    fn went_online(&mut self, device: &str, now_ms: u64) {
-        if let Err(e) = self.store.touch(device, now_ms) {
+    fn went_online(&mut self, device: &str, now: Now) {
+        if let Err(e) = self.store.touch(device, now.wall_ms) {
             warn!(device, error = %e, "could not record a device");
         }
-        if let Err(e) = self.store.presence(device, now_ms, now_ms) {
+        if let Err(e) = self.store.presence(device, now.wall_ms, now.wall_ms) {
             warn!(device, error = %e, "could not record presence");
         }
         info!(device, "device online");
@@ -247,13 +258,24 @@ impl Core {
 mod tests {
     use super::*;
 
+    /// The wall clock, 2023-11-14, when the monotonic one reads 0.
+    const WALL: u64 = 1_700_000_000_000;
+
+    /// `ms` on the monotonic clock, with the wall clock in step.
+    fn at(ms: u64) -> Now {
+        Now {
+            mono_ms: ms,
+            wall_ms: WALL + ms,
+        }
+    }
+
     #[test]
     fn hello_brings_a_device_online_and_silence_takes_it_offline() {
         let mut p = Presence::new(3);
-        assert!(p.hello("pi-1", 1_000, 10_000));
-        assert!(!p.hello("pi-1", 1_000, 10_500));
+        assert!(p.hello("pi-1", 1_000, at(10_000)));
+        assert!(!p.hello("pi-1", 1_000, at(10_500)));
         assert_eq!(
-            p.seen("pi-1", 11_000),
+            p.seen("pi-1", at(11_000)),
             Seen {
                 came_online: false,
                 needs_hello: false
@@ -261,7 +283,7 @@ mod tests {
         );
         // Three intervals after the last message: still online at the edge.
         assert!(p.sweep(14_000).is_empty());
-        assert_eq!(p.sweep(14_001), vec![("pi-1".to_string(), 11_000)]);
+        assert_eq!(p.sweep(14_001), vec![("pi-1".to_string(), WALL + 11_000)]);
         assert!(!p.is_online("pi-1"));
     }
 
@@ -269,39 +291,64 @@ mod tests {
     fn a_device_heard_without_hello_is_asked_for_one() {
         let mut p = Presence::new(3);
         assert_eq!(
-            p.seen("pi-2", 0),
+            p.seen("pi-2", at(0)),
             Seen {
                 came_online: true,
                 needs_hello: true
             }
         );
         assert_eq!(
-            p.seen("pi-2", 1),
+            p.seen("pi-2", at(1)),
             Seen {
                 came_online: false,
                 needs_hello: true
             }
         );
-        p.hello("pi-2", 5_000, 2);
+        p.hello("pi-2", 5_000, at(2));
         assert_eq!(
-            p.seen("pi-2", 3),
+            p.seen("pi-2", at(3)),
             Seen {
                 came_online: false,
                 needs_hello: false
             }
         );
-        assert_eq!(p.times("pi-2"), Some((0, 3)));
+        assert_eq!(p.times("pi-2"), Some((WALL, WALL + 3)));
     }
 
     #[test]
     fn bye_is_offline_at_once_and_listening_is_separate() {
         let mut p = Presence::new(3);
-        p.hello("pi-3", 5_000, 0);
+        p.hello("pi-3", 5_000, at(0));
         p.set_listening("pi-3", true);
-        assert_eq!(p.bye("pi-3"), Some(0));
+        assert_eq!(p.bye("pi-3"), Some(WALL));
         assert_eq!(p.bye("pi-3"), None);
         assert!(p.is_listening("pi-3"));
         p.set_listening("pi-3", false);
         assert!(!p.is_listening("pi-3"));
+    }
+
+    #[test]
+    fn silence_is_timed_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+        let mut p = Presence::new(3);
+        p.hello("pi-4", 1_000, at(0));
+        // The system clock steps an hour forward, then a day back: only
+        // the monotonic clock times silence.
+        let ahead = Now {
+            mono_ms: 500,
+            wall_ms: WALL + 3_600_000,
+        };
+        p.seen("pi-4", ahead);
+        assert!(p.sweep(3_500).is_empty());
+        let behind = Now {
+            mono_ms: 3_000,
+            wall_ms: WALL - 86_400_000,
+        };
+        p.seen("pi-4", behind);
+        assert!(p.sweep(6_000).is_empty());
+        assert_eq!(p.times("pi-4"), Some((WALL, WALL - 86_400_000)));
+        assert_eq!(
+            p.sweep(6_001),
+            vec![("pi-4".to_string(), WALL - 86_400_000)]
+        );
     }
 }

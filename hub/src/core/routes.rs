@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use fleetmq_protocol::{Refusal, RouteError, validate_device_id};
 use tracing::warn;
 
-use super::Core;
+use super::{Core, Now};
 
 /// Most devices and routes remembered for conflicts and warnings.
 const REMEMBERED_MAX: usize = 4096;
@@ -139,11 +139,11 @@ impl Core {
     /// did, or if the device is offline (then it takes the device over).
     /// Otherwise its message is refused, counted, and the agent is told,
     /// with the address of the one that holds the device.
-    pub(super) fn holds(&mut self, device: &str, route: &[u8], address: &str, now_ms: u64) -> bool {
+    pub(super) fn holds(&mut self, device: &str, route: &[u8], address: &str, now: Now) -> bool {
         let online = self.presence.is_online(device);
         let claim = self
             .routes
-            .claim(device, route, address, online, now_ms, TELL_EVERY_MS);
+            .claim(device, route, address, online, now.mono_ms, TELL_EVERY_MS);
         let Claim::Refused {
             holder_address,
             tell,
@@ -176,13 +176,13 @@ impl Core {
         route: &[u8],
         user_id: Option<&str>,
         e: &RouteError,
-        now_ms: u64,
+        now: Now,
     ) {
         self.dropped("telemetry", e);
         if let RouteError::NoNonce(id) = e
             && validate_device_id(id).is_ok()
-            && self.admit("telemetry", id, user_id, now_ms)
-            && self.routes.tell(route, now_ms, TELL_EVERY_MS)
+            && self.admit("telemetry", id, user_id, now)
+            && self.routes.tell(route, now.mono_ms, TELL_EVERY_MS)
         {
             warn!(device = %id, "an agent without a route nonce connected; told it to upgrade");
             let reason = e.to_string();

@@ -10,7 +10,7 @@ use fleetmq_protocol::{
 };
 use tracing::warn;
 
-use super::Core;
+use super::{Core, Now};
 use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Stored};
 
 /// Batches read in this round, waiting to be stored and acked together.
@@ -30,7 +30,7 @@ impl Core {
         frames: &[Vec<u8>],
         user_id: Option<&str>,
         address: Option<&str>,
-        now_ms: u64,
+        now: Now,
     ) {
         let [route, frame] = frames else {
             self.dropped("telemetry", "message without a body");
@@ -38,13 +38,13 @@ impl Core {
         };
         let device = match route_device(route) {
             Ok(d) => d.to_string(),
-            Err(e) => return self.refuse_route(route, user_id, &e, now_ms),
+            Err(e) => return self.refuse_route(route, user_id, &e, now),
         };
-        if !self.admit("telemetry", &device, user_id, now_ms) {
-            self.tell_if_misnamed(route, &device, user_id, now_ms);
+        if !self.admit("telemetry", &device, user_id, now) {
+            self.tell_if_misnamed(route, &device, user_id, now);
             return;
         }
-        if !self.holds(&device, route, address.unwrap_or("unknown address"), now_ms) {
+        if !self.holds(&device, route, address.unwrap_or("unknown address"), now) {
             return;
         }
         let msg = match Upstream::decode(frame) {
@@ -57,15 +57,15 @@ impl Core {
             }
         };
         let batch = match msg {
-            Upstream::Hello(hello) => return self.hello(&device, &hello, now_ms),
+            Upstream::Hello(hello) => return self.hello(&device, &hello, now),
             Upstream::Bye(bye) => {
                 let why = format!("bye: {}", bye.reason);
-                return self.went_offline(&device, now_ms, &why);
+                return self.went_offline(&device, now, &why);
             }
-            Upstream::Heartbeat(_) => return self.heard(&device, now_ms),
+            Upstream::Heartbeat(_) => return self.heard(&device, now),
             Upstream::Batch(batch) => batch,
         };
-        self.heard(&device, now_ms);
+        self.heard(&device, now);
         if let Err(e) = check(&batch) {
             self.dropped("telemetry", &e);
             let reason = format!("batch {} refused: {e}", batch.seq);
@@ -83,7 +83,7 @@ impl Core {
     /// Stores the batches read in this round in one transaction, then acks
     /// each (a duplicate too: it is stored already) and relays their chat.
     /// If the store fails nothing is acked, and agents resend.
-    pub fn store_received(&mut self, now_ms: u64) {
+    pub fn store_received(&mut self, now: Now) {
         let batches = std::mem::take(&mut self.telemetry.batches);
         if batches.is_empty() {
             return;
@@ -96,7 +96,7 @@ impl Core {
                 body,
             })
             .collect();
-        let (outcomes, chat) = match self.store.store_batches(&items, now_ms) {
+        let (outcomes, chat) = match self.store.store_batches(&items, now.wall_ms) {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, batches = items.len(), "could not store batches; they will be resent");

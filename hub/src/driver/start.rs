@@ -169,7 +169,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         None => (None, None),
     };
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
-    let mut core = Core::new(config, store, list, ports, now_ms(), tokens);
+    let mut core = Core::new(config, store, list, ports, now(), tokens);
     if let Some(operators) = operators {
         core.operators_changed(operators);
     }

@@ -69,18 +69,19 @@ impl Store {
         rows.collect::<Result<_, _>>().doing("listing jobs")
     }
 
-    /// Jobs that are queued, or leased with the lease run out.
+    /// Jobs waiting in the queue, oldest first: new ones and those whose
+    /// lease ran out ([`Store::lease_ran_out`]). `now_ms` (wall clock)
+    /// stamps a job whose spec cannot be read, which fails.
     pub fn due_jobs(&self, now_ms: u64, limit: u32) -> Result<Vec<DueJob>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT id, spec, attempts, max_attempts, timeout_ms, lease_ms FROM jobs
-                 WHERE state = 'queued' OR (state = 'leased' AND lease_until_ms <= ?1)
-                 ORDER BY id LIMIT ?2",
+                 WHERE state = 'queued' ORDER BY id LIMIT ?1",
             )
             .doing("finding due jobs")?;
         let rows = stmt
-            .query_map(params![now_ms as i64, limit], |r| {
+            .query_map(params![limit], |r| {
                 let spec: String = r.get(1)?;
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -131,7 +132,39 @@ impl Store {
         Ok(())
     }
 
-    /// Gives up on a job.
+    /// Every leased job: (id, the lease's wall-clock end, the lease's
+    /// length). A starting hub times what is left of each.
+    pub fn leased_jobs(&self) -> Result<Vec<(u64, u64, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, COALESCE(lease_until_ms, 0), lease_ms FROM jobs WHERE state = 'leased'",
+            )
+            .doing("reading job leases")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                    r.get(2)?,
+                ))
+            })
+            .doing("reading job leases")?;
+        rows.collect::<Result<_, _>>().doing("reading job leases")
+    }
+
+    /// Job `id`'s lease ran out without a result: it waits in the queue
+    /// for its next attempt. A job finished meanwhile is left alone.
+    pub fn lease_ran_out(&self, id: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'queued', updated_ms = ?2 WHERE id = ?1 AND state = 'leased'",
+                params![id as i64, now_ms as i64],
+            )
+            .doing("putting a job back in the queue")?;
+        Ok(())
+    }
+
     /// Whether attempt `attempt` of job `id`, with `token`, is the one the
     /// hub handed out last.
     pub fn check_attempt(
@@ -159,6 +192,7 @@ impl Store {
         })
     }
 
+    /// Gives up on a job.
     pub fn fail_job(&self, id: u64, error: &str, now_ms: u64) -> Result<(), StoreError> {
         self.conn
             .execute(

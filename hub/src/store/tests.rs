@@ -82,10 +82,11 @@ fn the_command_log_is_written_by_flush_and_ids_go_on_after_a_restart() {
 }
 
 /// Lease timing on a clock the test sets: a job is due while queued,
-/// not while its lease runs, due again the moment it runs out, and all
-/// of it survives closing and reopening the store (a hub restart).
+/// not while leased, queued again when the core says its lease ran out,
+/// and all of it (the lease's end included) survives closing and reopening
+/// the store (a hub restart).
 #[test]
-fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
+fn leases_are_kept_across_a_restart_and_a_run_out_lease_queues_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = 1_700_000_000_000u64;
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
@@ -102,9 +103,16 @@ fn leases_run_out_on_the_given_clock_and_survive_a_restart() {
     store.lease_job(id, 1, 77, t0 + 5_000, t0).unwrap();
     assert_eq!(store.check_attempt(id, 1, 77).unwrap(), AttemptCheck::Given);
     assert!(store.due_jobs(t0 + 4_999, 10).unwrap().is_empty());
+    assert!(
+        store.due_jobs(t0 + 99_999, 10).unwrap().is_empty(),
+        "the wall clock alone never ends a lease"
+    );
     drop(store);
 
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert_eq!(store.leased_jobs().unwrap(), vec![(id, t0 + 5_000, 5_000)]);
+    store.lease_ran_out(id, t0 + 5_000).unwrap();
+    assert!(store.leased_jobs().unwrap().is_empty());
     let due = store.due_jobs(t0 + 5_000, 10).unwrap();
     assert_eq!(due.len(), 1, "the lease ran out: handed out again");
     assert_eq!((due[0].attempts, due[0].max_attempts), (1, 3));

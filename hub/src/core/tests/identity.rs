@@ -31,7 +31,7 @@ fn an_unknown_key_is_refused_at_the_handshake() {
             asked = true;
             None
         },
-        T0,
+        at(T0),
     );
     assert_eq!(reply[2], b"400", "refused");
     assert!(asked, "an unknown key makes the core look for a newer list");
@@ -72,7 +72,7 @@ fn revoking_a_key_takes_the_device_offline_and_cuts_its_connections_only() {
     f.actions();
     let (_, b_key) = f.keys[1].clone();
     let only_b = AllowList::parse(Path::new("a"), &format!("pi-b {b_key}\n")).unwrap();
-    f.core.allow_list_changed(only_b, T0 + 1);
+    f.core.allow_list_changed(only_b, at(T0 + 1));
     assert_eq!(
         f.actions(),
         vec![Action::CutDevice {
@@ -149,7 +149,8 @@ fn what_is_meant_for_a_device_goes_only_to_the_route_its_key_spoke_from() {
     .encode()
     .unwrap();
     let clone = fleetmq_protocol::route("pi-a", "someotherroute00").into_bytes();
-    f.core.reply(&[clone, vec![], reply], Some("pi-a"), T0 + 6);
+    f.core
+        .reply(&[clone, vec![], reply], Some("pi-a"), at(T0 + 6));
     assert!(to_operator(&f.actions()).is_empty());
 }
 
@@ -186,7 +187,7 @@ fn a_second_agent_with_a_connected_devices_key_is_refused_and_told_why() {
 
     // The first agent goes quiet (a restart the hub did not see end): once
     // it is offline, the new route takes the device and is served.
-    f.core.tick(T0 + 10_000);
+    f.core.tick(at(T0 + 10_000));
     f.actions();
     f.up_via(&clone, "pi-a", batch(1, 1.0), T0 + 10_001);
     let sent = f.actions();
@@ -227,7 +228,7 @@ fn a_device_whose_commands_socket_cannot_be_reached_is_asked_to_reconnect() {
         let mut told = Vec::new();
         while let Some(a) = f.core.poll_action() {
             if let Action::Command { corr, .. } = a {
-                f.core.command_sent(corr, Sent::Unreachable, now);
+                f.core.command_sent(corr, Sent::Unreachable, at(now));
             } else {
                 told.push(a);
             }
@@ -325,7 +326,7 @@ fn a_remote_operator_is_let_in_by_its_key_and_acts_only_with_the_admin_role() {
             b"CURVE".to_vec(),
             raw,
         ];
-        let reply = f.core.zap(&frames, || None, T0);
+        let reply = f.core.zap(&frames, || None, at(T0));
         (
             String::from_utf8(reply[2].clone()).unwrap(),
             String::from_utf8(reply[4].clone()).unwrap(),
@@ -349,8 +350,11 @@ fn a_remote_operator_is_let_in_by_its_key_and_acts_only_with_the_admin_role() {
         let frame = OperatorFrame::from(OperatorRequest { id, request })
             .encode()
             .unwrap();
-        f.core
-            .operator(&[OP.to_vec(), vec![], frame], Caller::Remote(user), T0 + 1);
+        f.core.operator(
+            &[OP.to_vec(), vec![], frame],
+            Caller::Remote(user),
+            at(T0 + 1),
+        );
         f.deliver(T0 + 1)
     };
     let read_only = Some("operator:read:ro");

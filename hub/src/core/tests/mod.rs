@@ -15,6 +15,21 @@ use crate::config::HubConfig;
 use crate::store::Store;
 
 const T0: u64 = 1_700_000_000_000;
+
+/// `ms` on both clocks, which agree unless a test steps one.
+fn at(ms: u64) -> Now {
+    Now {
+        mono_ms: ms,
+        wall_ms: ms,
+    }
+}
+
+/// The harness takes a plain time where the clocks agree.
+impl From<u64> for Now {
+    fn from(ms: u64) -> Now {
+        at(ms)
+    }
+}
 const OP: &[u8] = b"operator-1";
 
 struct Fleet {
@@ -44,7 +59,14 @@ impl Fleet {
             drawn += 1;
             Ok(drawn)
         });
-        let core = Core::new(HubConfig::default(), store, Some(list), ports, T0, tokens);
+        let core = Core::new(
+            HubConfig::default(),
+            store,
+            Some(list),
+            ports,
+            at(T0),
+            tokens,
+        );
         Fleet { core, keys }
     }
 
@@ -54,24 +76,25 @@ impl Fleet {
 
     /// A message on the telemetry socket from `device`'s usual route, on
     /// a connection enrolled as `key_of`.
-    fn up(&mut self, device: &str, key_of: &str, msg: Upstream, now: u64) {
+    fn up(&mut self, device: &str, key_of: &str, msg: Upstream, now: impl Into<Now>) {
         self.up_via(&route(device), key_of, msg, now);
     }
 
     /// A message on the telemetry socket from `route`, on a connection
     /// enrolled as `key_of`.
-    fn up_via(&mut self, route: &[u8], key_of: &str, msg: Upstream, now: u64) {
-        let frames = vec![route.to_vec(), msg.encode().unwrap()];
+    fn up_via(&mut self, route: &[u8], key_of: &str, msg: Upstream, now: impl Into<Now>) {
+        let (frames, now) = (vec![route.to_vec(), msg.encode().unwrap()], now.into());
         self.core
             .upstream(&frames, Some(key_of), Some("10.0.0.1"), now);
         self.core.store_received(now);
     }
 
-    fn hello(&mut self, device: &str, now: u64) {
+    fn hello(&mut self, device: &str, now: impl Into<Now>) {
         self.hello_in(device, &[], now);
     }
 
-    fn hello_in(&mut self, device: &str, groups: &[&str], now: u64) {
+    fn hello_in(&mut self, device: &str, groups: &[&str], now: impl Into<Now>) {
+        let now = now.into();
         let hello = Hello {
             agent_version: "0.1.0".into(),
             arch: "aarch64".into(),
@@ -79,23 +102,23 @@ impl Fleet {
             hostname: device.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             heartbeat_ms: 1_000,
-            started_ms: now,
+            started_ms: now.wall_ms,
         };
         self.up(device, device, hello.into(), now);
     }
 
-    fn operator(&mut self, id: u64, request: Request, now: u64) {
+    fn operator(&mut self, id: u64, request: Request, now: impl Into<Now>) {
         let frame = OperatorFrame::from(OperatorRequest { id, request })
             .encode()
             .unwrap();
         self.core
-            .operator(&[OP.to_vec(), vec![], frame], Caller::Local, now);
+            .operator(&[OP.to_vec(), vec![], frame], Caller::Local, now.into());
     }
 
     /// Carries out the actions as a driver whose sends all succeed, and
     /// returns them.
-    fn deliver(&mut self, now: u64) -> Vec<Action> {
-        let mut done = Vec::new();
+    fn deliver(&mut self, now: impl Into<Now>) -> Vec<Action> {
+        let (mut done, now) = (Vec::new(), now.into());
         while let Some(a) = self.core.poll_action() {
             match &a {
                 Action::Command { corr, .. } => self.core.command_sent(*corr, Sent::Yes, now),
@@ -237,12 +260,12 @@ fn a_device_goes_offline_after_three_silent_heartbeats() {
             other => panic!("{other:?}"),
         }
     };
-    f.core.tick(T0 + 3_000);
+    f.core.tick(at(T0 + 3_000));
     assert!(
         online(&mut f, T0 + 3_000),
         "three heartbeats of 1 s: still on"
     );
-    f.core.tick(T0 + 3_001);
+    f.core.tick(at(T0 + 3_001));
     assert!(!online(&mut f, T0 + 3_001), "silent past three heartbeats");
 }
 
@@ -279,9 +302,9 @@ fn a_command_is_sent_and_its_answer_reaches_the_operator() {
         vec![route("pi-a"), vec![], r.encode().unwrap()]
     };
     // Another device's connection cannot answer for pi-a.
-    f.core.reply(&reply(corr), Some("pi-b"), T0 + 5);
+    f.core.reply(&reply(corr), Some("pi-b"), at(T0 + 5));
     assert_eq!(f.actions(), vec![]);
-    f.core.reply(&reply(corr), Some("pi-a"), T0 + 5);
+    f.core.reply(&reply(corr), Some("pi-a"), at(T0 + 5));
     let answers = to_operator(&f.actions());
     assert!(
         matches!(&answers[..], [(7, Response::Reply { device, reply: Reply::Pong { .. } })] if device == "pi-a"),
@@ -305,9 +328,9 @@ fn a_command_nobody_answers_times_out() {
     let ask = ping("pi-a", 2_000);
     f.operator(8, ask, T0);
     f.deliver(T0);
-    f.core.tick(T0 + 1_999);
+    f.core.tick(at(T0 + 1_999));
     assert_eq!(to_operator(&f.actions()), vec![]);
-    f.core.tick(T0 + 2_000);
+    f.core.tick(at(T0 + 2_000));
     assert_eq!(
         to_operator(&f.actions()),
         vec![(
@@ -340,25 +363,26 @@ fn a_command_for_an_offline_device_waits_and_is_delivered_when_it_returns() {
     };
     f.operator(11, ask.clone(), T0 + 1);
     assert_eq!(f.actions(), vec![], "queued, not answered");
-    f.core.tick(T0 + 1_000);
+    f.core.tick(at(T0 + 1_000));
     assert_eq!(f.actions(), vec![], "still offline");
     // Back, but its command socket is not connected yet: it keeps waiting.
     f.hello("pi-a", T0 + 2_000);
     f.actions();
-    f.core.tick(T0 + 2_100);
+    f.core.tick(at(T0 + 2_100));
     let tried = f.actions();
     let Some(Action::Command { corr, .. }) =
         tried.iter().find(|a| matches!(a, Action::Command { .. }))
     else {
         panic!("want the queued command sent, got {tried:?}");
     };
-    f.core.command_sent(*corr, Sent::Unreachable, T0 + 2_100);
+    f.core
+        .command_sent(*corr, Sent::Unreachable, at(T0 + 2_100));
     assert_eq!(
         to_operator(&f.actions()),
         vec![],
         "unreachable: waits again"
     );
-    f.core.tick(T0 + 2_200);
+    f.core.tick(at(T0 + 2_200));
     let sent = f.deliver(T0 + 2_200);
     assert!(
         sent.iter()
@@ -414,13 +438,13 @@ fn a_job_whose_lease_runs_out_is_handed_out_again() {
     let first = given(&out);
     assert_eq!(first.len(), 1, "handed out at once");
     assert_eq!(first[0].0, 1);
-    f.core.tick(T0 + 9_999);
+    f.core.tick(at(T0 + 9_999));
     assert_eq!(
         attempts(&f.deliver(T0 + 9_999)),
         Vec::<u32>::new(),
         "leased"
     );
-    f.core.tick(T0 + 10_000);
+    f.core.tick(at(T0 + 10_000));
     let second = given(&f.deliver(T0 + 10_000));
     assert_eq!(second.len(), 1, "lease ran out");
     assert_eq!(second[0].0, 2);
@@ -444,9 +468,10 @@ fn a_job_whose_lease_runs_out_is_handed_out_again() {
     };
     // A device that was not given attempt 2 cannot finish it: a guessed
     // token, or the first attempt's.
-    f.core.result(&result(2, 12345), Some("pi-a"), T0 + 10_100);
     f.core
-        .result(&result(1, first[0].1), Some("pi-a"), T0 + 10_200);
+        .result(&result(2, 12345), Some("pi-a"), at(T0 + 10_100));
+    f.core
+        .result(&result(1, first[0].1), Some("pi-a"), at(T0 + 10_200));
     assert_eq!(f.core.counters().results_refused, 2);
     f.operator(23, Request::Job { id }, T0 + 10_300);
     match to_operator(&f.actions()).as_slice() {
@@ -455,17 +480,97 @@ fn a_job_whose_lease_runs_out_is_handed_out_again() {
     }
     // The second attempt's result, with its token, finishes it.
     f.core
-        .result(&result(2, second[0].1), Some("pi-a"), T0 + 10_500);
+        .result(&result(2, second[0].1), Some("pi-a"), at(T0 + 10_500));
     f.operator(22, Request::Job { id }, T0 + 10_600);
     match to_operator(&f.actions()).as_slice() {
         [(22, Response::Job(j))] => assert_eq!(j.state, JobState::Done),
         other => panic!("{other:?}"),
     }
-    f.core.tick(T0 + 30_000);
+    f.core.tick(at(T0 + 30_000));
     assert_eq!(
         attempts(&f.deliver(T0 + 30_000)),
         Vec::<u32>::new(),
         "done stays done"
+    );
+}
+
+/// The system clock steps an hour ahead, then two hours back, during a
+/// 15-second job: the job is handed out once, and devices that keep
+/// talking stay online. Only the wall-clock stamps move.
+#[test]
+fn a_clock_step_neither_hands_a_job_out_twice_nor_takes_devices_offline() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.hello("pi-b", T0);
+    let job = JobSubmission {
+        timeout_ms: 15_000,
+        lease_ms: 20_000,
+        ..exec_job("sleep", 3)
+    };
+    f.operator(41, Request::SubmitJob(job), T0);
+    let out = f.deliver(T0);
+    assert_eq!(
+        out.iter()
+            .filter(|a| matches!(a, Action::Job { .. }))
+            .count(),
+        1
+    );
+    let heartbeat = || Upstream::Heartbeat(fleetmq_protocol::Heartbeat { uptime_ms: 1 });
+    for step in 1..200u64 {
+        let mono_ms = T0 + step * 100;
+        let wall_ms = match step {
+            ..50 => mono_ms,
+            50..100 => mono_ms + 3_600_000,
+            _ => mono_ms - 7_200_000,
+        };
+        let now = Now { mono_ms, wall_ms };
+        if step % 10 == 0 {
+            f.up("pi-a", "pi-a", heartbeat(), now);
+            f.up("pi-b", "pi-b", heartbeat(), now);
+        }
+        f.core.tick(now);
+        let acts = f.deliver(now);
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Job { .. })),
+            "handed out again {} ms into the job: {acts:?}",
+            step * 100
+        );
+        assert!(f.core.presence.is_online("pi-a") && f.core.presence.is_online("pi-b"));
+    }
+    assert_eq!(f.core.counters().jobs_dispatched, 1);
+    // The wall clock is what people see: the device was last seen at the
+    // stepped-back time.
+    let (_, last_seen) = f.core.presence.times("pi-a").unwrap();
+    assert_eq!(last_seen, T0 + 19_000 - 7_200_000);
+    // The lease still runs out on the monotonic clock, 20 s after the
+    // job went out.
+    let now = Now {
+        mono_ms: T0 + 20_000,
+        wall_ms: T0 + 20_000 - 7_200_000,
+    };
+    f.up("pi-a", "pi-a", heartbeat(), now);
+    f.core.tick(now);
+    let again = f.deliver(now);
+    assert!(
+        again
+            .iter()
+            .any(|a| matches!(a, Action::Job { attempt: 2, .. })),
+        "{again:?}"
+    );
+}
+
+/// A restarted hub takes up the leases the last run left with what was
+/// left of them, but never more than a whole lease, however far the clock
+/// moved while it was down.
+#[test]
+fn a_restarted_hub_times_what_is_left_of_each_lease() {
+    use super::jobs::lease_left_ms;
+    assert_eq!(lease_left_ms(T0 + 4_000, 10_000, T0), 4_000);
+    assert_eq!(lease_left_ms(T0 + 4_000, 10_000, T0 + 5_000), 0, "ran out");
+    assert_eq!(
+        lease_left_ms(T0 + 4_000, 10_000, T0 - 86_400_000),
+        10_000,
+        "the clock went back a day: one whole lease, not a day"
     );
 }
 
@@ -477,7 +582,7 @@ fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
     // The driver could not hand it out (no agent connected): no job_sent.
     let offered = f.actions();
     assert!(offered.iter().any(|a| matches!(a, Action::Job { .. })));
-    f.core.tick(T0 + 100);
+    f.core.tick(at(T0 + 100));
     let again = f.actions();
     assert!(
         again
