@@ -27,14 +27,24 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The browser test opens the fleet page in Debian's headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
+# The metrics test checks /metrics with Prometheus's own promtool. The
+# prometheus package carries it; its recommends (exporters, smartmontools)
+# are not needed, and its server is never started by the tests.
+lean=()
+command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
+  log "installing ${missing[*]} ${lean[*]}"
   if [ "$(id -u)" -ne 0 ]; then
-    echo "need ${missing[*]}; run as root or install them" >&2
+    echo "need ${missing[*]} ${lean[*]}; run as root or install them" >&2
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  if [ ${#lean[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}"
+  fi
 fi
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

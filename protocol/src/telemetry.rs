@@ -26,6 +26,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_METRIC_NAME_LEN: usize = 128;
 /// Longest chat line, in bytes.
 pub const MAX_CHAT_LEN: usize = 2000;
+/// The latest record time a batch may carry: 9999-12-31T23:59:59.999Z, in
+/// ms since the Unix epoch. It fits an `i64` (SQLite, Prometheus) and a
+/// JSON number exactly. There is no earliest but the epoch: a Pi without a
+/// real-time clock says 1970 until NTP answers, and is stored as it says.
+pub const MAX_TS_MS: u64 = 253_402_300_799_999;
 
 /// One sample's value: an integer or a float.
 ///
@@ -153,8 +158,11 @@ pub enum BatchError {
         /// Its length.
         len: usize,
     },
-    /// An offset moves a timestamp outside the u64 range.
-    #[error("record offset {offset_ms} ms from base {base_ts_ms} is out of range")]
+    /// A record's time (base plus offset) is before the Unix epoch or
+    /// after [`MAX_TS_MS`].
+    #[error(
+        "record time {base_ts_ms} ms {offset_ms:+} ms is outside 0..={MAX_TS_MS} (the Unix epoch to the end of year 9999); check the writer's clock"
+    )]
     Timestamp {
         /// The batch base.
         base_ts_ms: u64,
@@ -302,6 +310,7 @@ pub fn split_series(series: &str) -> (&str, Vec<(&str, &str)>) {
 fn absolute(base_ts_ms: u64, offset_ms: i32) -> Result<u64, BatchError> {
     base_ts_ms
         .checked_add_signed(i64::from(offset_ms))
+        .filter(|&ts| ts <= MAX_TS_MS)
         .ok_or(BatchError::Timestamp {
             base_ts_ms,
             offset_ms,
@@ -570,6 +579,20 @@ mod tests {
             batch.validate(),
             Err(BatchError::Timestamp { .. })
         ));
+        // The latest time is the last millisecond of year 9999; past it
+        // (2^63 + 5 broke every Prometheus scrape once) is refused.
+        batch.samples[0].offset_ms = 0;
+        batch.base_ts_ms = MAX_TS_MS;
+        assert_eq!(batch.validate(), Ok(()));
+        batch.samples[0].offset_ms = 1;
+        assert!(matches!(
+            batch.validate(),
+            Err(BatchError::Timestamp { .. })
+        ));
+        batch.base_ts_ms = (1 << 63) + 5;
+        batch.samples[0].offset_ms = 0;
+        let e = batch.validate().unwrap_err().to_string();
+        assert!(e.contains("outside 0..=") && e.contains("clock"), "{e}");
         batch.samples.clear();
         batch.names = vec!["bad\nname".into()];
         assert!(matches!(batch.validate(), Err(BatchError::BadName { .. })));

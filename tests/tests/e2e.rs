@@ -972,33 +972,6 @@ fn plaintext_needs_an_explicit_flag_on_both_sides_and_shows() {
     confused.wait_log("handshake with the hub failed");
 }
 
-/// `GET path` from a hub's `http://HOST:PORT`: the status and the body.
-fn http(method: &str, url: &str, path: &str) -> (u16, String) {
-    http_with(method, url, path, &[])
-}
-
-/// [`http`] with extra header lines.
-fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connecting to the hub's HTTP");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("an HTTP answer");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 /// Edges that used to burn a core, eat memory or wait for timeouts now fail
 /// at once, saying what was wrong.
 #[test]

@@ -411,6 +411,102 @@ fn escape_sequences_from_a_device_never_reach_the_operators_terminal() {
     );
 }
 
+/// Whatever names, tags, values and times an enrolled device sends, the
+/// hub's `/metrics` stays a scrape Prometheus takes: checked with
+/// Prometheus's own `promtool check metrics`.
+#[test]
+fn metrics_stay_valid_whatever_a_device_sends() {
+    let _w = watchdog("metrics validity", LIMIT);
+    let promtool = std::process::Command::new("promtool")
+        .arg("--version")
+        .output();
+    assert!(
+        promtool.is_ok_and(|o| o.status.success()),
+        "promtool is missing: scripts/test.sh installs it (Debian package prometheus)"
+    );
+    let dir = tmp();
+    let x = Insider::start(dir.path(), "", "pi-evil");
+    let hub = &x.hub;
+    let evil = x.socket(zmq::DEALER);
+    evil.set_identity(&route("pi-evil", "evilevilevilevil"))
+        .unwrap();
+    evil.connect(hub.telemetry()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Tags named like the hub's own labels, Prometheus's reserved prefix,
+    // a name that is taken after one renaming; quotes and backslashes in
+    // values; every special float.
+    let mut batch = BatchBuilder::new(1);
+    let hostile = [
+        ("temp{device=hall}", V::Float(f64::NAN)),
+        (
+            "temp{__name__=up,metric=x,tag_device=sda}",
+            V::Float(f64::INFINITY),
+        ),
+        ("temp{device=a,tag_device=b}", V::Float(f64::NEG_INFINITY)),
+        ("odd\"name\\{q=say\"hi\\}", V::Int(i64::MIN)),
+        ("big", V::Float(f64::MAX)),
+    ];
+    for (name, value) in hostile {
+        batch.push_sample(name, now, value).unwrap();
+    }
+    evil.send(Upstream::Batch(batch.finish()).encode().unwrap(), 0)
+        .unwrap();
+    // A time no i64 holds is refused at ingest, with its number.
+    let mut late = BatchBuilder::new(2);
+    late.push_sample("late", (1 << 63) + 5, V::Int(1)).unwrap();
+    evil.send(Upstream::Batch(late.finish()).encode().unwrap(), 0)
+        .unwrap();
+    let rejected = wait_for("batch 2 rejected", || {
+        let frames = evil.recv_multipart(zmq::DONTWAIT).ok()?;
+        match fleetmq_protocol::Downstream::decode(frames.last()?) {
+            Ok(fleetmq_protocol::Downstream::Rejected(r)) => Some(r),
+            _ => None,
+        }
+    });
+    assert_eq!(rejected.seq, 2);
+    assert!(rejected.reason.contains("outside"), "{}", rejected.reason);
+
+    let url = hub.endpoints["http"].clone();
+    let body = wait_for("pi-evil's series in /metrics", || {
+        let (status, body) = http("GET", &url, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        let seen = body
+            .lines()
+            .filter(|l| l.starts_with("fleetmq_metric{device=\"pi-evil\""))
+            .count();
+        (seen == hostile.len()).then_some(body)
+    });
+    assert!(!body.contains("late"), "{body}");
+    assert!(
+        body.contains("tag_tag_device=\"a\",tag_device=\"b\""),
+        "{body}"
+    );
+    assert!(body.contains("+Inf") && body.contains("-Inf") && body.contains("NaN"));
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool refused the scrape: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Copies the regular files under `from` to `to` (sockets are skipped).
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

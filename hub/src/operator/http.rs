@@ -11,7 +11,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetmq_protocol::telemetry::split_series;
+use fleetmq_protocol::telemetry::{MAX_TS_MS, split_series};
 use fleetmq_protocol::{
     ChatQuery, DeviceInfo, HubStats, LatestValue, Request, Response, TelemetryQuery, Value,
 };
@@ -521,21 +521,56 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             Value::Int(i) => i as f64,
             Value::Float(f) => f,
         };
-        // A series' tags become labels; one that would clash with ours
-        // gets a tag_ prefix.
         let (name, tags) = split_series(&l.name);
         let mut labels = format!("device=\"{}\",metric=\"{}\"", label(&l.device), label(name));
-        for (k, v) in tags {
-            let k = if matches!(k, "device" | "metric") || k.starts_with("__") {
-                format!("tag_{k}")
-            } else {
-                k.to_string()
-            };
+        for (k, v) in tag_labels(&tags) {
             let _ = write!(labels, ",{k}=\"{}\"", label(v));
         }
-        let _ = writeln!(out, "fleetmq_metric{{{labels}}} {v} {}", l.ts_ms);
+        let _ = write!(out, "fleetmq_metric{{{labels}}} {}", sample_value(v));
+        // Ingest keeps times within MAX_TS_MS; an older store's row past
+        // it goes out without a time rather than break the scrape.
+        if l.ts_ms <= MAX_TS_MS {
+            let _ = write!(out, " {}", l.ts_ms);
+        }
+        out.push('\n');
     }
     out
+}
+
+/// The labels a series' tags become. A tag named like one of the hub's own
+/// labels (`device`, `metric`) or with Prometheus's reserved `__` prefix
+/// gets `tag_` in front, again until it is unlike every other label on the
+/// line: `device` becomes `tag_device`, or `tag_tag_device` if the series
+/// also has a `tag_device` tag. Other tag keys are valid label names as
+/// they are (the protocol holds them to `[A-Za-z_][A-Za-z0-9_]*`).
+fn tag_labels<'a>(tags: &[(&'a str, &'a str)]) -> Vec<(String, &'a str)> {
+    let taken = |name: &str, done: &[(String, &str)]| {
+        matches!(name, "device" | "metric")
+            || tags.iter().any(|(k, _)| *k == name)
+            || done.iter().any(|(k, _)| k == name)
+    };
+    let mut out: Vec<(String, &str)> = Vec::with_capacity(tags.len());
+    for &(k, v) in tags {
+        let mut name = k.to_string();
+        if matches!(k, "device" | "metric") || k.starts_with("__") {
+            name = format!("tag_{k}");
+            while taken(&name, &out) {
+                name.insert_str(0, "tag_");
+            }
+        }
+        out.push((name, v));
+    }
+    out
+}
+
+/// A sample value as the text format writes it: `NaN`, `+Inf`, `-Inf` or
+/// a number (Rust alone would write `inf`).
+fn sample_value(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -40,9 +40,9 @@ fn queries_decode_and_bad_escapes_say_so() {
     assert!(err.contains("%-escape"), "{err}");
 }
 
-#[test]
-fn the_exposition_has_help_type_and_escaped_labels() {
-    let stats = HubStats {
+/// Counters for an exposition test.
+fn stats() -> HubStats {
+    HubStats {
         hub_version: "0.1.0".into(),
         uptime_ms: 1000,
         devices_online: 1,
@@ -65,7 +65,12 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         connection_conflicts: 0,
         batches_renumbered: 0,
         results_refused: 0,
-    };
+    }
+}
+
+#[test]
+fn the_exposition_has_help_type_and_escaped_labels() {
+    let stats = stats();
     let devices = vec![DeviceInfo {
         id: "pi-a".into(),
         online: true,
@@ -109,6 +114,54 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         text.contains(
             "fleetmq_metric{device=\"pi-a\",metric=\"host.disk.used_pct\",tag_device=\"sda\",mount=\"/\"} 12.5 99\n"
         ),
+        "{text}"
+    );
+}
+
+#[test]
+fn tags_that_clash_with_the_hubs_labels_are_renamed_until_unique() {
+    let labels = |tags: &[(&'static str, &'static str)]| -> Vec<String> {
+        tag_labels(tags).into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(labels(&[("mount", "/")]), ["mount"]);
+    assert_eq!(
+        labels(&[("__name__", "x"), ("device", "sda"), ("metric", "m")]),
+        ["tag___name__", "tag_device", "tag_metric"]
+    );
+    assert_eq!(
+        labels(&[
+            ("device", "a"),
+            ("tag_device", "b"),
+            ("tag_tag_device", "c")
+        ]),
+        ["tag_tag_tag_device", "tag_device", "tag_tag_device"]
+    );
+}
+
+#[test]
+fn values_and_times_are_written_as_the_text_format_reads_them() {
+    assert_eq!(sample_value(f64::INFINITY), "+Inf");
+    assert_eq!(sample_value(f64::NEG_INFINITY), "-Inf");
+    assert_eq!(sample_value(f64::NAN), "NaN");
+    assert_eq!(sample_value(-2.5), "-2.5");
+    let latest = |ts_ms| {
+        vec![LatestValue {
+            device: "pi-a".into(),
+            name: "x".into(),
+            ts_ms,
+            value: Value::Float(f64::INFINITY),
+        }]
+    };
+    let stats = stats();
+    let text = prometheus(&stats, &[], &latest(5));
+    assert!(
+        text.contains("fleetmq_metric{device=\"pi-a\",metric=\"x\"} +Inf 5\n"),
+        "{text}"
+    );
+    // A time no scrape could carry is left out, not written.
+    let text = prometheus(&stats, &[], &latest((1 << 63) + 5));
+    assert!(
+        text.contains("fleetmq_metric{device=\"pi-a\",metric=\"x\"} +Inf\n"),
         "{text}"
     );
 }
