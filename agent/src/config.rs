@@ -271,6 +271,11 @@ impl AgentConfig {
             ),
             ("spool.fsync_interval_ms", self.spool.fsync_interval_ms, 10),
             (
+                "ingest.statsd_interval_ms",
+                self.ingest.statsd_interval_ms,
+                100,
+            ),
+            (
                 "host.interval_ms",
                 host_ms,
                 if host_ms == 0 { 0 } else { 100 },
@@ -334,6 +339,21 @@ impl AgentConfig {
                 format!(
                     "{:?} must be IP:PORT, e.g. \"127.0.0.1:8125\", or \"\" for off",
                     self.ingest.udp
+                ),
+            ));
+        }
+        if self.ingest.percentiles.len() > 10
+            || self
+                .ingest
+                .percentiles
+                .iter()
+                .any(|p| !(*p > 0.0 && *p <= 100.0))
+        {
+            return Err(invalid(
+                "ingest.percentiles",
+                format!(
+                    "{:?}: at most 10, each above 0 and at most 100, e.g. [50, 90, 99]",
+                    self.ingest.percentiles
                 ),
             ));
         }
@@ -497,6 +517,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("a.toml") && err.contains("hub"), "{err}");
+    }
+
+    #[test]
+    fn statsd_percentiles_are_numbers_above_0_and_at_most_100() {
+        let mut c: AgentConfig = fleetmq_net::config::parse(
+            Path::new("a.toml"),
+            "device_id = 'pi-1'\n[ingest]\npercentiles = [50, 99.9]\n",
+        )
+        .unwrap();
+        c.validate("a.toml").unwrap();
+        assert_eq!(c.ingest.percentiles, [50.0, 99.9]);
+        c.ingest.percentiles = vec![0.0];
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("ingest.percentiles") && err.contains("[50, 90, 99]"),
+            "{err}"
+        );
+        c.ingest.percentiles = vec![50.0];
+        c.ingest.statsd_interval_ms = 10;
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(err.contains("ingest.statsd_interval_ms"), "{err}");
     }
 
     #[test]

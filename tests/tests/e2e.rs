@@ -1448,7 +1448,8 @@ fn host_metrics_local_ingest_and_tagged_sends_reach_the_hub() {
         dir.path(),
         "pi-h",
         "run",
-        &agent_config("[host]\ninterval_ms = 200\n"),
+        // After agent_config's [ingest]: StatsD folded for 200 ms.
+        &agent_config("statsd_interval_ms = 200\n[host]\ninterval_ms = 200\n"),
         &[],
     );
     let data = dir.path().join("pi-h/data");
@@ -1543,6 +1544,80 @@ fn host_metrics_local_ingest_and_tagged_sends_reach_the_hub() {
         body.contains("fleetmq_metric{device=\"pi-h\",metric=\"door.opened\",site=\"lab\"} 1 "),
         "{body}"
     );
+}
+
+/// A local program floods StatsD over the Unix socket (which makes it wait
+/// rather than drop): 20,000 counter lines and 2,000 timings become a
+/// few samples per interval, and the counter's samples add up to every
+/// line sent.
+#[test]
+fn a_statsd_flood_is_folded_into_a_few_samples_per_interval() {
+    let _w = watchdog("statsd flood", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = start_agent(
+        &hub.link(),
+        dir.path(),
+        "pi-s",
+        "run",
+        // After agent_config's [ingest].
+        &agent_config("statsd_interval_ms = 500\npercentiles = [50.0, 99.0]\n"),
+        &[],
+    );
+    let data = dir.path().join("pi-s/data");
+    let socket = data.join("ingest.sock");
+    wait_for("the ingest socket", || socket.exists().then_some(()));
+    let unix = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let hits = "hits:1|c\n".repeat(100);
+    let timings: String = (1..=100).map(|v| format!("lat:{v}|ms\n")).collect();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        unix.send_to(hits.as_bytes(), &socket).unwrap();
+        if i % 10 == 9 {
+            unix.send_to(timings.as_bytes(), &socket).unwrap();
+        }
+        // About 10,000 lines a second: a chatty program, not a burst.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent_ms = started.elapsed().as_millis() as u64;
+    let rows_of = |name: &str| -> Vec<Value> {
+        hub.telemetry_rows("pi-s")
+            .into_iter()
+            .filter(|r| r["name"] == name)
+            .collect()
+    };
+    let sum = |rows: &[Value]| {
+        rows.iter()
+            .map(|r| r["value"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let counted = wait_for("every hit counted at the hub", || {
+        let rows = rows_of("hits");
+        (sum(&rows) == 20_000).then_some(rows)
+    });
+    // One sample per interval that had lines (and one more at most for
+    // an interval cut by the sending's end).
+    let most = sent_ms / 500 + 2;
+    assert!(
+        (counted.len() as u64) <= most,
+        "{} samples for 20,000 lines in {sent_ms} ms",
+        counted.len()
+    );
+    let counts = wait_for("every timing counted", || {
+        let rows = rows_of("lat.count");
+        (sum(&rows) == 2_000).then_some(rows)
+    });
+    assert!(counts.len() as u64 <= most);
+    for (name, value) in [("lat.min", 1), ("lat.max", 100)] {
+        let rows = rows_of(name);
+        assert_eq!(rows.len(), counts.len(), "{name}");
+        assert!(rows.iter().all(|r| r["value"] == value), "{name}: {rows:?}");
+    }
+    assert_eq!(rows_of("lat.p50").len(), counts.len());
+    assert_eq!(rows_of("lat.p99").len(), counts.len());
+    let ingest = &agent_status(&data)["ingest"];
+    assert_eq!(ingest["statsd_lines"], 22_000, "{ingest}");
+    assert_eq!(ingest["malformed"], 0, "{ingest}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use fleetmq_protocol::{AgentStatus, Value};
 use tracing::{debug, info, warn};
 
 use crate::sources::control::{self, ReloadStatus, Request};
+use crate::sources::ingest::Ingested;
 use crate::telemetry::uplink::Record;
 use crate::work::runner::ExecPolicy;
 
@@ -51,12 +52,23 @@ impl Agent {
     /// Takes what local programs sent over StatsD or Influx.
     pub(super) fn drain_ingest(&mut self) {
         let now = now_ms();
-        let (samples, complaint) = self.ingest.drain(now);
+        let (samples, complaint) = self.ingest.drain(now, Instant::now());
         if let Some(line) = complaint {
             warn!(
                 "ingest: malformed line {line}; counted in status, quiet until a datagram parses cleanly"
             );
         }
+        self.accept_ingested(samples, now);
+    }
+
+    /// Sends what the open StatsD interval folded.
+    pub(super) fn flush_statsd(&mut self) {
+        let now = now_ms();
+        let samples = self.ingest.flush_statsd(now);
+        self.accept_ingested(samples, now);
+    }
+
+    fn accept_ingested(&mut self, samples: Vec<Ingested>, now: u64) {
         let records: Vec<Record> = samples
             .into_iter()
             .map(|s| Record::Sample {

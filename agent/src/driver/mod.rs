@@ -401,6 +401,7 @@ impl Agent {
                     .flatten(),
                 self.need_hello.filter(|_| self.connected),
                 self.outbox.next_sync(),
+                self.ingest.statsd_due(),
                 self.redial.due_at(),
                 self.link.next_check(),
             ]
@@ -480,6 +481,9 @@ impl Agent {
             self.sample_host();
             self.next_host = now + Duration::from_millis(self.cfg.host.interval_ms);
         }
+        if self.ingest.statsd_due().is_some_and(|t| now >= t) {
+            self.flush_statsd();
+        }
         if let Err(e) = self.outbox.sync_if_due(now) {
             warn!(error = %e, "syncing the spool to disk");
         }
@@ -520,6 +524,8 @@ impl Agent {
     /// is still unacked for the next start.
     fn stop(&mut self) {
         self.stop_workers();
+        // StatsD lines folded so far go out with the last records.
+        self.flush_statsd();
         if let Err(e) = self.seal_and_send() {
             warn!(error = error_chain(&e), "could not pack the last records");
         }

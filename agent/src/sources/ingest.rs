@@ -6,7 +6,9 @@
 //! ```text
 //! StatsD  name:value|type[|@rate][|#key:value,...]
 //!         c counter (value / rate), g gauge (+N / -N change the last one),
-//!         ms h d timing, histogram, distribution (value as is)
+//!         ms h d timing, histogram, distribution; folded per interval
+//!         (statsd.rs): a counter sums, a gauge keeps its last value, a
+//!         timing gives count, min, max, mean and percentiles
 //! Influx  measurement[,key=value...] field=value[,field=value...] [ns]
 //!         each numeric or boolean field is a sample named
 //!         measurement.field (just measurement for a field named "value");
@@ -14,20 +16,22 @@
 //! ```
 //!
 //! Tags become the series' tags (`name{key=value}`). Every sample goes
-//! through the spool like any other. A malformed line is counted, its
+//! through the spool like any other; Influx lines go as they come. A malformed line is counted, its
 //! reason kept for `status`, and the rest of the datagram still counts.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::series_name;
 use serde::{Deserialize, Serialize};
+
+use super::statsd::Statsd;
 
 /// Largest datagram read; longer ones are cut by the kernel.
 const MAX_DATAGRAM: usize = 65_536;
@@ -45,6 +49,10 @@ pub struct IngestConfig {
     pub udp: String,
     /// Unix datagram socket, relative to the data directory; "" turns it off.
     pub unix: String,
+    /// How long StatsD lines are folded before their samples are sent.
+    pub statsd_interval_ms: u64,
+    /// The percentiles a StatsD timing reports, each in (0, 100].
+    pub percentiles: Vec<f64>,
 }
 
 impl Default for IngestConfig {
@@ -52,6 +60,8 @@ impl Default for IngestConfig {
         IngestConfig {
             udp: "127.0.0.1:8125".into(),
             unix: "ingest.sock".into(),
+            statsd_interval_ms: 10_000,
+            percentiles: vec![50.0, 90.0, 99.0],
         }
     }
 }
@@ -64,7 +74,13 @@ pub struct IngestStatus {
     /// The Unix socket's path, or why not.
     pub unix: String,
     pub datagrams: u64,
+    /// Samples handed to the spool: Influx fields, and what StatsD
+    /// intervals folded their lines into.
     pub samples: u64,
+    /// StatsD lines folded into intervals.
+    pub statsd_lines: u64,
+    /// StatsD lines refused: their interval already had the most series.
+    pub statsd_over_series_cap: u64,
     pub malformed: u64,
     /// The last malformed line and what was wrong with it.
     pub last_error: String,
@@ -81,8 +97,7 @@ pub struct Ingested {
 pub struct Ingest {
     udp: Option<UdpSocket>,
     unix: Option<(UnixDatagram, PathBuf)>,
-    /// Gauges' last values, for StatsD's relative `+N|g`.
-    gauges: HashMap<String, f64>,
+    statsd: Statsd,
     pub status: IngestStatus,
     /// A malformed line was logged; quiet until a datagram parses cleanly.
     complained: bool,
@@ -127,7 +142,7 @@ impl Ingest {
         let ingest = Ingest {
             udp,
             unix,
-            gauges: HashMap::new(),
+            statsd: Statsd::new(cfg.statsd_interval_ms, &cfg.percentiles),
             status,
             complained: false,
             per_drain: MAX_DATAGRAMS_PER_DRAIN,
@@ -144,9 +159,10 @@ impl Ingest {
         fds
     }
 
-    /// Reads every waiting datagram. Returns the samples, and the first
+    /// Reads every waiting datagram. Returns the Influx samples (StatsD
+    /// lines are folded until [`Ingest::statsd_due`]), and the first
     /// malformed line of an episode (to log once).
-    pub fn drain(&mut self, now_ms: u64) -> (Vec<Ingested>, Option<String>) {
+    pub fn drain(&mut self, now_ms: u64, now: Instant) -> (Vec<Ingested>, Option<String>) {
         // Allocated on first use: an agent nobody sends to never pays for it.
         self.buf.resize(MAX_DATAGRAM, 0);
         let buf = self.buf.as_mut_slice();
@@ -174,7 +190,12 @@ impl Ingest {
             self.status.datagrams += 1;
             let mut clean = true;
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                match parse_line(line, now_ms, &mut self.gauges) {
+                let parsed = if line.contains('|') {
+                    self.statsd.fold(line, now).map(|()| Vec::new())
+                } else {
+                    influx(line, now_ms)
+                };
+                match parsed {
                     Ok(samples) => out.extend(samples),
                     Err(why) => {
                         clean = false;
@@ -193,7 +214,21 @@ impl Ingest {
             }
         }
         self.status.samples += out.len() as u64;
+        self.status.statsd_lines = self.statsd.lines;
+        self.status.statsd_over_series_cap = self.statsd.over_series_cap;
         (out, complaint)
+    }
+
+    /// When the open StatsD interval is to be flushed, if one is open.
+    pub fn statsd_due(&self) -> Option<Instant> {
+        self.statsd.due()
+    }
+
+    /// The open StatsD interval's samples, stamped `now_ms`.
+    pub fn flush_statsd(&mut self, now_ms: u64) -> Vec<Ingested> {
+        let out = self.statsd.flush(now_ms);
+        self.status.samples += out.len() as u64;
+        out
     }
 }
 
@@ -227,20 +262,7 @@ fn bind_unix(path: &Path) -> io::Result<(UnixDatagram, PathBuf)> {
     Ok((sock, path.to_path_buf()))
 }
 
-/// Parses one line of either format.
-pub fn parse_line(
-    line: &str,
-    now_ms: u64,
-    gauges: &mut HashMap<String, f64>,
-) -> Result<Vec<Ingested>, String> {
-    if line.contains('|') {
-        statsd(line, gauges).map(|s| vec![s])
-    } else {
-        influx(line, now_ms)
-    }
-}
-
-fn number(text: &str) -> Result<f64, String> {
+pub(super) fn number(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(format!("{text:?} is not a number")),
@@ -248,7 +270,7 @@ fn number(text: &str) -> Result<f64, String> {
 }
 
 /// An integer when it is one, else a float.
-fn value_of(v: f64) -> Value {
+pub(super) fn value_of(v: f64) -> Value {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         Value::Int(v as i64)
     } else {
@@ -258,7 +280,7 @@ fn value_of(v: f64) -> Value {
 
 /// A DogStatsD-style tag key made valid: anything but letters, digits and
 /// `_` becomes `_`, and a leading digit gets a `_` before it.
-fn tag_key(raw: &str) -> String {
+pub(super) fn tag_key(raw: &str) -> String {
     let mut key: String = raw
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -267,58 +289,6 @@ fn tag_key(raw: &str) -> String {
         key.insert(0, '_');
     }
     key
-}
-
-fn statsd(line: &str, gauges: &mut HashMap<String, f64>) -> Result<Ingested, String> {
-    let mut parts = line.split('|');
-    let (name, raw) = parts
-        .next()
-        .and_then(|p| p.rsplit_once(':'))
-        .ok_or("StatsD needs name:value|type")?;
-    let kind = parts.next().unwrap_or_default();
-    let mut rate = 1.0;
-    let mut tags = Vec::new();
-    for part in parts {
-        if let Some(r) = part.strip_prefix('@') {
-            rate = number(r)?;
-            if !(rate > 0.0 && rate <= 1.0) {
-                return Err(format!("sample rate {r} is not in (0, 1]"));
-            }
-        } else if let Some(list) = part.strip_prefix('#') {
-            for tag in list.split(',').filter(|t| !t.is_empty()) {
-                let (k, v) = tag.split_once(':').unwrap_or((tag, "true"));
-                tags.push((tag_key(k), v.to_string()));
-            }
-        }
-        // Other extensions (container ids, timestamps) are ignored.
-    }
-    let series = |tags: &[(String, String)]| series_name(name, tags).map_err(|e| e.to_string());
-    let series = series(&tags)?;
-    let value = match kind {
-        "c" => value_of(number(raw)? / rate),
-        "g" => {
-            let v = number(raw)?;
-            let v = if raw.starts_with(['+', '-']) {
-                gauges.get(&series).copied().unwrap_or(0.0) + v
-            } else {
-                v
-            };
-            gauges.insert(series.clone(), v);
-            value_of(v)
-        }
-        "ms" | "h" | "d" => value_of(number(raw)?),
-        "s" => return Err("StatsD sets (|s) are not supported; send a gauge".into()),
-        other => {
-            return Err(format!(
-                "unknown StatsD type {other:?}; use c, g, ms, h or d"
-            ));
-        }
-    };
-    Ok(Ingested {
-        name: series,
-        value,
-        ts_ms: None,
-    })
 }
 
 /// Splits at `sep` outside double quotes and not after a backslash.
@@ -434,12 +404,14 @@ fn influx(line: &str, now_ms: u64) -> Result<Vec<Ingested>, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const NOW: u64 = 1_700_000_000_000;
 
     fn one(line: &str) -> Result<Vec<Ingested>, String> {
-        parse_line(line, NOW, &mut HashMap::new())
+        influx(line, NOW)
     }
 
     fn sample(name: &str, value: Value, ts_ms: Option<u64>) -> Ingested {
@@ -448,41 +420,6 @@ mod tests {
             value,
             ts_ms,
         }
-    }
-
-    #[test]
-    fn statsd_lines_become_samples() {
-        assert_eq!(
-            one("door.opened:1|c"),
-            Ok(vec![sample("door.opened", Value::Int(1), None)])
-        );
-        assert_eq!(
-            one("door.opened:1|c|@0.25|#site:lab,floor:2"),
-            Ok(vec![sample(
-                "door.opened{floor=2,site=lab}",
-                Value::Int(4),
-                None
-            )])
-        );
-        assert_eq!(
-            one("req.time:12.5|ms"),
-            Ok(vec![sample("req.time", Value::Float(12.5), None)])
-        );
-        assert_eq!(
-            one("x:1|d|#9th-key,host.name:a"),
-            Ok(vec![sample(
-                "x{_9th_key=true,host_name=a}",
-                Value::Int(1),
-                None
-            )])
-        );
-        let mut gauges = HashMap::new();
-        let g = |line: &str, gauges: &mut HashMap<String, f64>| {
-            parse_line(line, NOW, gauges).unwrap()[0].value
-        };
-        assert_eq!(g("tank:40|g", &mut gauges), Value::Int(40));
-        assert_eq!(g("tank:-2.5|g", &mut gauges), Value::Float(37.5));
-        assert_eq!(g("tank:+2.5|g", &mut gauges), Value::Int(40));
     }
 
     #[test]
@@ -524,12 +461,6 @@ mod tests {
         assert!(err("m,tag f=1").contains("not key=value"));
         assert!(err("m f=1 1700000000").contains("nanoseconds"));
         assert!(err("m f=1 soon").contains("not an integer"));
-        assert!(err("x:1|s").contains("sets"));
-        assert!(err("x:1|q").contains("unknown StatsD type"));
-        assert!(err("x|c").contains("name:value"));
-        assert!(err("x:abc|c").contains("not a number"));
-        assert!(err("x:1|c|@2").contains("sample rate"));
-        assert!(err("x{:1|c").contains("not a metric name"));
         assert!(err("m,k=a\\,b f=1").contains("tag k="));
     }
 
@@ -539,9 +470,11 @@ mod tests {
         let cfg = IngestConfig {
             udp: "127.0.0.1:0".into(),
             unix: "in.sock".into(),
+            ..IngestConfig::default()
         };
         let (mut ingest, problems) = Ingest::open(&cfg, dir.path());
         assert!(problems.is_empty(), "{problems:?}");
+        let t0 = Instant::now();
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.send_to(b"a:1|c\nbad line\n", &ingest.status.udp)
             .unwrap();
@@ -549,7 +482,7 @@ mod tests {
         unix.send_to(b"b v=2", dir.path().join("in.sock")).unwrap();
         let mut got = Vec::new();
         let mut complaints = Vec::new();
-        while got.len() < 2 {
+        while ingest.status.datagrams < 2 {
             let mut fds: Vec<libc::pollfd> = ingest
                 .fds()
                 .into_iter()
@@ -562,12 +495,22 @@ mod tests {
             // SAFETY: `fds` is a valid array of pollfd for its length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 5_000) };
             assert!(n > 0, "no datagram arrived within 5 s");
-            let (s, c) = ingest.drain(NOW);
+            let (s, c) = ingest.drain(NOW, t0);
             got.extend(s);
             complaints.extend(c);
         }
+        // The Influx sample at once; the StatsD line when its interval is
+        // flushed.
         let names: Vec<&str> = got.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["a", "b.v"]);
+        assert_eq!(names, ["b.v"]);
+        assert_eq!(ingest.statsd_due(), Some(t0 + Duration::from_secs(10)));
+        let folded = ingest.flush_statsd(NOW);
+        assert_eq!(folded.len(), 1);
+        assert_eq!(
+            (folded[0].name.as_str(), folded[0].value),
+            ("a", Value::Int(1))
+        );
+        assert_eq!((ingest.status.statsd_lines, ingest.status.samples), (1, 2));
         assert_eq!(ingest.status.malformed, 1);
         assert_eq!(complaints.len(), 1);
         assert!(ingest.status.last_error.contains("bad line"));
@@ -580,15 +523,16 @@ mod tests {
             unix.send_to(format!("n v={i}").as_bytes(), &unix_path)
                 .unwrap();
         }
-        let (first, _) = ingest.drain(NOW);
+        let (first, _) = ingest.drain(NOW, t0);
         assert_eq!(first.len(), 3);
-        let (rest, _) = ingest.drain(NOW);
+        let (rest, _) = ingest.drain(NOW, t0);
         assert_eq!(rest.len(), 2);
 
         let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
         let busy = IngestConfig {
             udp: taken.local_addr().unwrap().to_string(),
             unix: String::new(),
+            ..IngestConfig::default()
         };
         let (second, problems) = Ingest::open(&busy, dir.path());
         assert_eq!(problems.len(), 1, "a port in use is said, not fatal");

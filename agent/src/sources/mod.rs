@@ -1,8 +1,9 @@
 //! Local sources: what the agent reads on the device itself, apart from the
 //! hub. Host metrics ([`host`]), StatsD and Influx line protocol from local
-//! programs ([`ingest`]), and the control socket that `fleetmq-agent
+//! programs ([`ingest`], StatsD folded per interval in [`statsd`]), and the control socket that `fleetmq-agent
 //! status`, `send` and `reload` talk to ([`control`]).
 
 pub mod control;
 pub mod host;
 pub mod ingest;
+pub mod statsd;
