@@ -297,10 +297,11 @@ impl AgentConfig {
                 ),
             ));
         }
-        if t.batch_max_records > 100_000 {
+        let most = fleetmq_protocol::telemetry::MAX_BATCH_RECORDS;
+        if t.batch_max_records > most {
             return Err(invalid(
                 "telemetry.batch_max_records",
-                "must be at most 100000".into(),
+                format!("must be at most {most}, the most a hub takes in one batch"),
             ));
         }
         if self.spool.segment_bytes < 4096 || self.spool.segment_bytes > 64 << 20 {

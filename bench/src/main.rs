@@ -7,6 +7,7 @@
 //! fleetmq-bench idle [--idle-seconds S] [--agent-binary PATH]
 //! fleetmq-bench wire
 //! fleetmq-bench connected [--agents 5000]
+//! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench swarm --hub tcp://HOST:PORT --agents N [--seconds S] [--window W]
 //! ```
 //!
@@ -18,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use fleetmq_bench::flood::{self, Flood};
 use fleetmq_bench::swarm::{self, Mode, Swarm, Template};
 use fleetmq_bench::{fleet, procstat, run, wire};
 use fleetmq_protocol::{
@@ -25,7 +27,7 @@ use fleetmq_protocol::{
 };
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|swarm [--json FILE] \
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
 [--agent-binary PATH]";
 
@@ -134,6 +136,9 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if all || args.command == "connected" {
         report.insert("connected_fleet".into(), connected(args)?);
+    }
+    if all || args.command == "flood" {
+        report.insert("flood".into(), flooded(args)?);
     }
     anyhow::ensure!(
         !report.is_empty(),
@@ -257,6 +262,81 @@ fn ingest(args: &Args) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({ "batch_bytes": template.len(), "window": args.window, "rows": rows }))
+}
+
+/// Honest agents' ack latency with one device flooding valid but huge
+/// batches, beside the same run without the flood; with the hub's budgets
+/// as shipped, and (for scale) with them off. The message rate limit is on
+/// as shipped (100 a second): budgets in work are what bound 20,000-record
+/// batches.
+fn flooded(args: &Args) -> anyhow::Result<Value> {
+    let honest = args
+        .agents
+        .as_ref()
+        .and_then(|a| a.first())
+        .copied()
+        .unwrap_or(20);
+    let template = template()?;
+    let off = "[limits]\ndevice_records_per_s = 0\ndevice_bytes_per_s = 0\ndevice_series = 0\n";
+    println!(
+        "\none device floods: {honest} honest agents send a batch every 100 ms each, {} s; ack latency",
+        args.seconds
+    );
+    println!(
+        "  {:<34} {:>8} {:>8} {:>9} {:>10}  {:>11}  flood sent/stored/throttled/rejected",
+        "run", "p50 ms", "p99 ms", "max ms", "p99 vs no", "hub RSS +MB"
+    );
+    let mut rows = Vec::new();
+    let mut base_p99 = None;
+    for (name, flood, limits) in [
+        ("no flood", Flood::None, ""),
+        ("chat flood, budgets as shipped", Flood::Chat, ""),
+        ("name flood, budgets as shipped", Flood::Names, ""),
+        ("chat flood, budgets off", Flood::Chat, off),
+        ("name flood, budgets off", Flood::Names, off),
+    ] {
+        let dir = tempfile::tempdir()?;
+        // As shipped: the message rate limit on too.
+        let hub = run::Hub::start(dir.path(), &format!("[listen]\nhttp = \"\"\n{limits}"))?;
+        let pid = hub.proc.pid();
+        let rss_before = procstat::rss_bytes(pid).unwrap_or(0);
+        let out = flood::run(
+            &hub.endpoint("telemetry")?,
+            honest,
+            args.seconds,
+            flood,
+            &template,
+        )?;
+        let rss_after = procstat::rss_bytes(pid).unwrap_or(0);
+        let grown_mb = rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64;
+        let l = &out.latencies;
+        let (p50, p99) = (flood::percentile_ms(l, 50.0), flood::percentile_ms(l, 99.0));
+        let max = l.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let base = *base_p99.get_or_insert(p99);
+        println!(
+            "  {name:<34} {p50:>8.1} {p99:>8.1} {max:>9.1} {:>9.1}x  {grown_mb:>11.1}  {}/{}/{}/{}",
+            p99 / base.max(0.001),
+            out.flood_sent,
+            out.flood_acked,
+            out.flood_throttled,
+            out.flood_rejected
+        );
+        rows.push(json!({
+            "run": name,
+            "acks": l.len(),
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": max,
+            "p99_vs_no_flood": p99 / base.max(0.001),
+            "hub_rss_growth_bytes": rss_after.saturating_sub(rss_before),
+            "hub_rss_bytes": rss_after,
+            "flood_sent": out.flood_sent,
+            "flood_stored": out.flood_acked,
+            "flood_throttled": out.flood_throttled,
+            "flood_rejected": out.flood_rejected,
+        }));
+    }
+    Ok(json!({ "honest_agents": honest, "rows": rows }))
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> f64 {

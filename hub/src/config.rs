@@ -22,7 +22,37 @@ pub struct HubConfig {
     pub jobs: Jobs,
     pub commands: Commands,
     pub security: Security,
+    pub limits: Limits,
     pub net: SocketOptions,
+}
+
+/// What one device may cost the hub in work (see `core::budgets`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Records (samples and chat lines) a second; 0 turns it off.
+    pub device_records_per_s: u32,
+    /// Records above the rate in a burst; at least a whole batch.
+    pub device_records_burst: u32,
+    /// Telemetry bytes a second; 0 turns it off.
+    pub device_bytes_per_s: u32,
+    /// Bytes above the rate in a burst; at least one whole message.
+    pub device_bytes_burst: u32,
+    /// Distinct series one device may have since the hub started; 0 for
+    /// no limit of its own (the hub keeps at most 200,000 in all).
+    pub device_series: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            device_records_per_s: 2_000,
+            device_records_burst: 40_000,
+            device_bytes_per_s: 256 << 10,
+            device_bytes_burst: 4 << 20,
+            device_series: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,6 +138,7 @@ impl Default for HubConfig {
             jobs: Jobs::default(),
             commands: Commands::default(),
             security: Security::default(),
+            limits: Limits::default(),
             net: SocketOptions::default(),
         }
     }
@@ -278,6 +309,26 @@ impl HubConfig {
                 "must be at least 4096".into(),
             ));
         }
+        let l = &self.limits;
+        let most = fleetmq_protocol::telemetry::MAX_BATCH_RECORDS;
+        if l.device_records_per_s > 0 && (l.device_records_burst as usize) < most {
+            return Err(invalid(
+                "limits.device_records_burst",
+                format!(
+                    "must be at least {most} (one whole batch) while device_records_per_s is on"
+                ),
+            ));
+        }
+        if l.device_bytes_per_s > 0 && i64::from(l.device_bytes_burst) < self.net.max_message_bytes
+        {
+            return Err(invalid(
+                "limits.device_bytes_burst",
+                format!(
+                    "must be at least net.max_message_bytes ({}) while device_bytes_per_s is on",
+                    self.net.max_message_bytes
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -332,6 +383,19 @@ mod tests {
                 && err.contains("tcp://HOST:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_budget_burst_holds_at_least_one_whole_batch_or_message() {
+        let mut c = HubConfig::default();
+        c.limits.device_records_burst = 19_999;
+        let err = c.validate("hub.toml").unwrap_err().to_string();
+        assert!(err.contains("limits.device_records_burst") && err.contains("20000"), "{err}");
+        c.limits.device_records_per_s = 0;
+        assert!(c.validate("hub.toml").is_ok(), "a rate that is off needs no burst");
+        c.limits.device_bytes_burst = 4096;
+        let err = c.validate("hub.toml").unwrap_err().to_string();
+        assert!(err.contains("net.max_message_bytes (1048576)"), "{err}");
     }
 
     #[test]

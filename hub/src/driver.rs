@@ -54,6 +54,10 @@ const QUIET_BATCH: i32 = 512;
 /// typical batches at once. Measured (fleetmq-bench ingest, connected):
 /// 2 KB cost ingest throughput, 8 KB memory, for little either way.
 const TELEMETRY_BATCH: i32 = 4096;
+/// Messages libzmq queues per telemetry connection before it stops
+/// reading from TCP: an honest agent has at most its window (16 batches by
+/// default) unacked.
+const TELEMETRY_QUEUE: i32 = 64;
 /// How long a stopping hub still answers the HTTP side's request in flight.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Where libzmq asks who may connect (ZeroMQ RFC 27).
@@ -314,6 +318,9 @@ impl Driver {
     /// Reads what waits on the telemetry socket, then stores and acks it.
     fn drain_upstream(&mut self) -> Result<(), Error> {
         for _ in 0..DRAIN {
+            if self.core.round_full() {
+                break;
+            }
             let Some((frames, from)) =
                 next_message(&self.upstream, 2, &mut self.core, "telemetry")?
             else {

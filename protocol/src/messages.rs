@@ -3,7 +3,7 @@
 //! | channel | sockets | kinds |
 //! |---|---|---|
 //! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -132,6 +132,18 @@ messages! {
         /// The batch given up.
         pub seq: u64,
         /// What was wrong with it.
+        pub reason: String,
+    }
+
+    /// Batch `seq` is over the device's budget (records or bytes a second)
+    /// and was not stored: the agent keeps it and sends it again after
+    /// `retry_after_ms`.
+    pub struct Throttled {
+        /// The batch not stored.
+        pub seq: u64,
+        /// How long until the budget has room for it.
+        pub retry_after_ms: u32,
+        /// Which budget, and its figures.
         pub reason: String,
     }
 
@@ -661,6 +673,12 @@ messages! {
         /// Job results refused: not for the attempt the device was given
         /// (a wrong token), so the job was unaffected.
         pub results_refused: u64,
+        /// Batches answered Throttled: over a device's records or bytes
+        /// a second (the agent sends them again later).
+        pub batches_throttled: u64,
+        /// Batches answered Rejected: invalid, or over a device's
+        /// distinct-series budget (never stored).
+        pub batches_rejected: u64,
     }
 }
 
@@ -717,6 +735,18 @@ channel! {
     }
 }
 
+impl Upstream {
+    /// The sequence number of a `Batch` frame, read without decoding the
+    /// rest (`None` for another kind or a frame too short): what a hub
+    /// answers with when it will not read the batch.
+    pub fn batch_seq(frame: &[u8]) -> Option<u64> {
+        match crate::envelope::open(frame) {
+            Ok((0x03, body)) => postcard::take_from_bytes::<u64>(body).ok().map(|(s, _)| s),
+            _ => None,
+        }
+    }
+}
+
 channel! {
     /// Hub ROUTER → agent DEALER.
     Downstream {
@@ -736,6 +766,8 @@ channel! {
         0x16 => Renumber(Renumber),
         /// Give a batch up: it will never be stored.
         0x17 => Rejected(Rejected),
+        /// Send a batch again later: it is over the device's budget.
+        0x18 => Throttled(Throttled),
     }
 }
 

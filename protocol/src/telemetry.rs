@@ -26,6 +26,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_METRIC_NAME_LEN: usize = 128;
 /// Longest chat line, in bytes.
 pub const MAX_CHAT_LEN: usize = 2000;
+/// Most records (samples and chat lines) one batch may hold: bounds the
+/// work one message costs the hub.
+pub const MAX_BATCH_RECORDS: usize = 20_000;
 /// The latest record time a batch may carry: 9999-12-31T23:59:59.999Z, in
 /// ms since the Unix epoch. It fits an `i64` (SQLite, Prometheus) and a
 /// JSON number exactly. There is no earliest but the epoch: a Pi without a
@@ -168,6 +171,21 @@ pub enum BatchError {
         base_ts_ms: u64,
         /// The offset.
         offset_ms: i32,
+    },
+    /// More records than [`MAX_BATCH_RECORDS`].
+    #[error("{records} records is over the {MAX_BATCH_RECORDS} a batch may hold")]
+    TooManyRecords {
+        /// Samples and chat lines.
+        records: usize,
+    },
+    /// More names than samples: a batch lists only the names its samples
+    /// use.
+    #[error("{names} names for {samples} samples: a batch lists only the names its samples use")]
+    UnusedNames {
+        /// Names listed.
+        names: usize,
+        /// Samples.
+        samples: usize,
     },
     /// The record is too far in time from the batch's first record to be
     /// stored as an offset; start a new batch.
@@ -321,6 +339,16 @@ impl Batch {
     /// Checks what postcard cannot: indices, names, lengths and timestamps.
     /// The hub refuses a batch that fails this rather than store half of it.
     pub fn validate(&self) -> Result<(), BatchError> {
+        let records = self.record_count();
+        if records > MAX_BATCH_RECORDS {
+            return Err(BatchError::TooManyRecords { records });
+        }
+        if self.names.len() > self.samples.len() {
+            return Err(BatchError::UnusedNames {
+                names: self.names.len(),
+                samples: self.samples.len(),
+            });
+        }
         if let Some(name) = self.names.iter().find(|n| !valid_metric_name(n)) {
             return Err(BatchError::BadName { name: name.clone() });
         }
@@ -594,7 +622,35 @@ mod tests {
         let e = batch.validate().unwrap_err().to_string();
         assert!(e.contains("outside 0..=") && e.contains("clock"), "{e}");
         batch.samples.clear();
+        assert!(matches!(
+            batch.validate(),
+            Err(BatchError::UnusedNames {
+                names: 1,
+                samples: 0
+            })
+        ));
+        batch.names.clear();
+        batch.chat = vec![
+            ChatLine {
+                offset_ms: 0,
+                text: String::new(),
+            };
+            MAX_BATCH_RECORDS + 1
+        ];
+        assert!(matches!(
+            batch.validate(),
+            Err(BatchError::TooManyRecords { records }) if records == MAX_BATCH_RECORDS + 1
+        ));
+        batch.chat.pop();
+        batch.base_ts_ms = 0;
+        assert_eq!(batch.validate(), Ok(()));
+        batch.chat.clear();
         batch.names = vec!["bad\nname".into()];
+        batch.samples = vec![Sample {
+            name: 0,
+            offset_ms: 0,
+            value: Value::Int(0),
+        }];
         assert!(matches!(batch.validate(), Err(BatchError::BadName { .. })));
     }
 

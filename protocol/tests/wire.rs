@@ -171,6 +171,24 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     assert_eq!(hex(&rejected), "02 17 02 01 78");
+    let throttled = Downstream::from(Throttled {
+        seq: 3,
+        retry_after_ms: 1500,
+        reason: "x".into(),
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&throttled), "02 18 03 dc 0b 01 78");
+    // A batch's number is read without decoding the batch.
+    let mut b = BatchBuilder::new(300);
+    b.push_chat(1, "hi").unwrap();
+    let frame = Upstream::Batch(b.finish()).encode().unwrap();
+    assert_eq!(Upstream::batch_seq(&frame), Some(300));
+    assert_eq!(Upstream::batch_seq(&frame[..2]), None);
+    let hb = Upstream::Heartbeat(Heartbeat { uptime_ms: 300 })
+        .encode()
+        .unwrap();
+    assert_eq!(Upstream::batch_seq(&hb), None, "not a batch");
 
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");

@@ -647,6 +647,83 @@ fn a_flooding_device_is_rate_limited_while_others_are_served() {
     );
 }
 
+/// Valid but huge: an enrolled device sends 30 batches of 20,000 empty
+/// chat lines as fast as it can, and one with 20,001. Each is within the
+/// message rate; the hub counts them in work, holds back what is over the
+/// device's budget (Throttled, naming each batch), rejects the oversized
+/// one, and serves the honest agent meanwhile.
+#[test]
+fn a_valid_but_huge_flood_is_held_to_the_devices_budget() {
+    let _w = watchdog("work flood", LIMIT);
+    let dir = tmp();
+    let config = "[limits]\ndevice_records_per_s = 2000\ndevice_records_burst = 20000\n";
+    let x = Insider::start(dir.path(), config, "pi-flood");
+    let hub = &x.hub;
+    let flood = x.socket(zmq::DEALER);
+    flood
+        .set_identity(&route("pi-flood", "floodfloodflood1"))
+        .unwrap();
+    flood.connect(hub.telemetry()).unwrap();
+    let huge = |seq: u64, lines: usize| {
+        let mut b = BatchBuilder::new(seq);
+        for _ in 0..lines {
+            b.push_chat(1_000, "").unwrap();
+        }
+        Upstream::Batch(b.finish()).encode().unwrap()
+    };
+    let sent = std::time::Instant::now();
+    for seq in 1..=30u64 {
+        flood.send(huge(seq, 20_000), 0).unwrap();
+    }
+    flood.send(huge(31, 20_001), 0).unwrap();
+    let (mut acked, mut throttled, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
+    wait_for("an answer to every batch", || {
+        while let Ok(frames) = flood.recv_multipart(zmq::DONTWAIT) {
+            match fleetmq_protocol::Downstream::decode(frames.last()?) {
+                Ok(fleetmq_protocol::Downstream::Ack(a)) => acked.push(a.seq),
+                Ok(fleetmq_protocol::Downstream::Throttled(t)) => throttled.push(t),
+                Ok(fleetmq_protocol::Downstream::Rejected(r)) => rejected.push(r),
+                _ => {}
+            }
+        }
+        (acked.len() + throttled.len() + rejected.len() >= 31).then_some(())
+    });
+    let elapsed_s = sent.elapsed().as_secs_f64();
+    eprintln!(
+        "work flood: {} stored, {} throttled, {} rejected in {elapsed_s:.2} s",
+        acked.len(),
+        throttled.len(),
+        rejected.len()
+    );
+    // The burst and the rate for the time it took, and not all 30.
+    let most = 1.0 + (elapsed_s * 2_000.0 / 20_000.0).ceil();
+    assert!(
+        !acked.is_empty() && acked.len() as f64 <= most,
+        "{} of 30 batches stored in {elapsed_s:.1} s",
+        acked.len()
+    );
+    assert_eq!(
+        acked.len() + throttled.len(),
+        30,
+        "every batch answered once"
+    );
+    let t = &throttled[0];
+    assert!(t.retry_after_ms > 0 && t.retry_after_ms <= 10_000, "{t:?}");
+    assert!(t.reason.contains("records a second"), "{}", t.reason);
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].seq, 31);
+    assert!(
+        rejected[0].reason.contains("20001 records"),
+        "{}",
+        rejected[0].reason
+    );
+    let stats = hub.stats();
+    assert_eq!(stats["batches_throttled"], throttled.len() as u64);
+    assert_eq!(stats["batches_rejected"], 1);
+    still_served(hub, "pi-ok");
+    assert!(hub.proc.log_text().contains("over its budget"), "logged");
+}
+
 #[test]
 fn a_subscriber_that_never_reads_does_not_stall_the_hub() {
     let _w = watchdog("slow subscriber", LIMIT);

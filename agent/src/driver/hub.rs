@@ -3,7 +3,7 @@
 //! redials, broadcasts in.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetmq_net::poll::{Event, event, next_event};
 use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
@@ -169,6 +169,14 @@ impl Agent {
                 Ok(Downstream::Ack(ack)) => {
                     if !self.outbox.ack(ack.seq) {
                         debug!(seq = ack.seq, "ack for a batch not in flight");
+                    }
+                    self.over_budget = false;
+                }
+                Ok(Downstream::Throttled(t)) => {
+                    let wait = Duration::from_millis(u64::from(t.retry_after_ms));
+                    if self.outbox.throttled(t.seq, wait, Instant::now()) && !self.over_budget {
+                        self.over_budget = true;
+                        warn!(seq = t.seq, reason = %t.reason, retry_after_ms = t.retry_after_ms, "the hub holds batches back: this device is over its budget; they are sent again when it says (counted in status)");
                     }
                 }
                 Ok(Downstream::Welcome(w)) => {

@@ -186,6 +186,7 @@ impl Agent {
                 acked: s.batches_acked,
                 resent: s.batches_resent,
                 renumbered: u.batches_renumbered,
+                throttled: u.batches_throttled,
                 in_flight: s.in_flight,
             },
             records: control::RecordCounts {

@@ -195,6 +195,9 @@ struct Agent {
     links: Option<Links>,
     connected: bool,
     need_hello: Option<Instant>,
+    /// The hub is holding batches back (Throttled) and that was logged;
+    /// the next Ack ends the episode.
+    over_budget: bool,
     /// Telemetry on its way: spool, in-flight window, sequence numbers.
     outbox: Outbox,
     jobs_run: JobMemory,
@@ -318,6 +321,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         links: None,
         connected: false,
         need_hello: None,
+        over_budget: false,
         outbox,
         jobs_run,
         running_jobs: 0,

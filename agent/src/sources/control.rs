@@ -87,6 +87,9 @@ pub struct BatchCounts {
     /// Sent again under a new number: the hub held theirs from another
     /// agent with this device id (a reinstall, or a cloned SD card).
     pub renumbered: u64,
+    /// Held back by the hub: over this device's budget (records or bytes
+    /// a second), each sent again when the hub said.
+    pub throttled: u64,
     pub in_flight: u32,
 }
 
@@ -105,7 +108,8 @@ pub struct Dropped {
     pub spool_full_refused: u64,
     pub lost_to_corruption: u64,
     pub refused_by_protocol: u64,
-    /// In batches the hub rejected as invalid (a peer of another version).
+    /// In batches the hub rejected: invalid (a peer of another version),
+    /// or past this device's distinct-series budget.
     pub rejected_by_hub: u64,
 }
 

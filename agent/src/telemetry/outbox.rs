@@ -18,7 +18,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetmq_protocol::EncodeError;
 use tracing::{info, warn};
@@ -237,6 +237,12 @@ impl Outbox {
             warn!(error = %e, "recording a rejected batch in the spool");
         }
         true
+    }
+
+    /// The hub held batch `seq` back (over this device's budget): it is
+    /// sent again after `retry_after`. False if it was not in flight.
+    pub fn throttled(&mut self, seq: u64, retry_after: Duration, now: Instant) -> bool {
+        self.uplink.throttled(seq, retry_after, now)
     }
 
     pub fn ack(&mut self, seq: u64) -> bool {

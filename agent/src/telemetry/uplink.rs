@@ -65,6 +65,9 @@ pub struct UplinkCounters {
     pub batches_renumbered: u64,
     /// Records in batches the hub rejected as invalid (given up).
     pub records_rejected: u64,
+    /// Times the hub said a batch was over this device's budget; each was
+    /// sent again when the hub said there would be room.
+    pub batches_throttled: u64,
 }
 
 /// A batch packed from the records offered.
@@ -333,6 +336,20 @@ impl Uplink {
         }
     }
 
+    /// The hub did not store batch `seq`, over this device's budget: it is
+    /// due again in `retry_after` (and not before, whatever its ack
+    /// timeout said). Returns false if it was not in flight.
+    pub fn throttled(&mut self, seq: u64, retry_after: Duration, now: Instant) -> bool {
+        match self.in_flight.get_mut(&seq) {
+            Some(f) => {
+                f.due = Some(now + retry_after);
+                self.counters.batches_throttled += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether batch `seq` is in flight.
     pub fn is_in_flight(&self, seq: u64) -> bool {
         self.in_flight.contains_key(&seq)
@@ -511,6 +528,26 @@ mod tests {
         assert_eq!(u.pending_len(), 0);
         assert_eq!(u.counters.records_dropped, 1);
         assert_eq!(u.in_flight_len(), 0);
+    }
+
+    #[test]
+    fn a_throttled_batch_is_sent_again_when_the_hub_said_and_not_before() {
+        let t0 = Instant::now();
+        let mut u = Uplink::new(limits(), t0, 7);
+        let mut w = Waiting::new();
+        w.push(&mut u, sample(1));
+        let sent = t0 + Duration::from_secs(1);
+        let (seq, _) = w.flush(&mut u, sent).unwrap();
+        // Sooner than the 5 s ack timeout, and later.
+        for wait in [Duration::from_millis(800), Duration::from_secs(30)] {
+            assert!(u.throttled(seq, wait, sent));
+            assert_eq!(u.next_deadline(), Some(sent + wait));
+            assert!(u.resends(sent + wait - Duration::from_millis(1)).is_empty());
+        }
+        assert_eq!(u.resends(sent + Duration::from_secs(30)).len(), 1);
+        assert_eq!(u.counters.batches_throttled, 2);
+        assert!(!u.throttled(seq + 1, Duration::ZERO, sent), "not in flight");
+        assert!(u.ack(seq), "still in flight until acked");
     }
 
     #[test]

@@ -48,6 +48,22 @@ impl Latest {
         }
     }
 
+    /// How many series of `device` are known.
+    pub fn series_count(&self, device: &str) -> usize {
+        self.by_device.get(device).map_or(0, HashMap::len)
+    }
+
+    /// How many of `names` are not yet known series of `device`.
+    pub fn unknown_series(&self, device: &str, names: &[String]) -> usize {
+        match self.by_device.get(device) {
+            Some(series) => names
+                .iter()
+                .filter(|n| !series.contains_key(n.as_str()))
+                .count(),
+            None => names.len(),
+        }
+    }
+
     /// Every value, ordered by device and series name.
     pub fn values(&self) -> Vec<LatestValue> {
         let mut values: Vec<LatestValue> = self

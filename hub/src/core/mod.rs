@@ -27,6 +27,7 @@
 //! never reads a clock.
 
 mod admission;
+mod budgets;
 mod commands;
 mod jobs;
 mod latest;
@@ -125,6 +126,8 @@ pub struct Counters {
     pub connection_conflicts: u64,
     pub batches_renumbered: u64,
     pub results_refused: u64,
+    pub batches_throttled: u64,
+    pub batches_rejected: u64,
 }
 
 /// Where job tokens come from: the OS's randomness in the hub, a counter in
@@ -139,6 +142,7 @@ pub struct Core {
     /// The ports of the sockets beside telemetry, told to agents in Welcome.
     ports: HubPorts,
     admission: Admission,
+    budgets: budgets::Budgets,
     presence: Presence,
     routes: routes::Routes,
     commands: commands::Commands,
@@ -172,6 +176,7 @@ impl Core {
                 config.security.device_rate,
                 config.security.device_burst,
             ),
+            budgets: budgets::Budgets::new(config.limits.clone()),
             presence: Presence::new(config.presence.offline_after_heartbeats),
             routes: routes::Routes::default(),
             commands: commands::Commands::new(),
@@ -219,6 +224,7 @@ impl Core {
         self.admission.tick(self.ticks, now);
         if self.ticks % 50 == 0 {
             self.routes.forget_told(now.mono_ms, routes::TELL_EVERY_MS);
+            self.budgets.forget_idle(now.mono_ms);
         }
         self.sweep_presence(now);
         self.expire_commands(now);

@@ -197,6 +197,8 @@ impl Core {
             connection_conflicts: c.connection_conflicts,
             batches_renumbered: c.batches_renumbered,
             results_refused: c.results_refused,
+            batches_throttled: c.batches_throttled,
+            batches_rejected: c.batches_rejected,
         }))
     }
 }

@@ -13,11 +13,19 @@ use tracing::warn;
 use super::{Core, Now};
 use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Stored};
 
+/// Records one round reads at most before it stores and acks them (a
+/// batch is never split, so a round holds at least one).
+pub const ROUND_RECORDS: usize = 20_000;
+/// Bytes of batches one round reads at most.
+pub const ROUND_BYTES: usize = 4 << 20;
+
 /// Batches read in this round, waiting to be stored and acked together.
 #[derive(Debug, Default)]
 pub(super) struct Received {
     /// (device, batch, its postcard body as it arrived).
     batches: Vec<(String, Batch, Vec<u8>)>,
+    records: usize,
+    bytes: usize,
 }
 
 impl Core {
@@ -36,6 +44,8 @@ impl Core {
             self.dropped("telemetry", "message without a body");
             return;
         };
+        // The round's work: every frame read counts, kept or not.
+        self.telemetry.bytes += frame.len();
         let device = match route_device(route) {
             Ok(d) => d.to_string(),
             Err(e) => return self.refuse_route(route, user_id, &e, now),
@@ -46,6 +56,14 @@ impl Core {
         }
         if !self.holds(&device, route, address.unwrap_or("unknown address"), now) {
             return;
+        }
+        // A device told to wait that sends anyway is answered from the
+        // batch's number alone, without reading the batch.
+        if let Some(t) = self.budgets.held(&device, now.mono_ms)
+            && let Some(seq) = Upstream::batch_seq(frame)
+        {
+            self.heard(&device, now);
+            return self.throttle(&device, seq, t);
         }
         let msg = match Upstream::decode(frame) {
             Ok(m) => m,
@@ -66,11 +84,16 @@ impl Core {
             Upstream::Batch(batch) => batch,
         };
         self.heard(&device, now);
+        self.telemetry.records += batch.record_count();
         if let Err(e) = check(&batch) {
             self.dropped("telemetry", &e);
+            self.counters.batches_rejected += 1;
             let reason = format!("batch {} refused: {e}", batch.seq);
             let seq = batch.seq;
             self.send_down(&device, Rejected { seq, reason }.into());
+            return;
+        }
+        if !self.within_budget(&device, &batch, frame.len(), now) {
             return;
         }
         // Stored as it arrived: the frame after its envelope header.
@@ -80,11 +103,21 @@ impl Core {
         }
     }
 
+    /// Whether this round has read as much as one round may (every frame
+    /// read counts, stored or refused): the driver then stops reading and
+    /// stores what it kept, so the loop's work per round is bounded
+    /// whatever devices send ([`ROUND_RECORDS`], [`ROUND_BYTES`]).
+    pub fn round_full(&self) -> bool {
+        let r = &self.telemetry;
+        r.records >= ROUND_RECORDS || r.bytes >= ROUND_BYTES
+    }
+
     /// Stores the batches read in this round in one transaction, then acks
     /// each (a duplicate too: it is stored already) and relays their chat.
     /// If the store fails nothing is acked, and agents resend.
     pub fn store_received(&mut self, now: Now) {
         let batches = std::mem::take(&mut self.telemetry.batches);
+        (self.telemetry.records, self.telemetry.bytes) = (0, 0);
         if batches.is_empty() {
             return;
         }

@@ -57,8 +57,12 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     // One inproc monitor per agent-facing socket, named after it.
     let monitor = |name: &str| format!("inproc://fleetmq-hub-monitor-{name}");
     let l = &config.listen;
+    // Few messages wait per agent connection: an agent sends at most its
+    // window unacked, and a peer sending more waits in TCP, not in the
+    // hub's memory (at most TELEMETRY_QUEUE messages of max_message_bytes).
     let (upstream, telemetry) = sockets
         .build(zmq::ROUTER)
+        .hwm(sockets.options().send_hwm, TELEMETRY_QUEUE)
         .router_handover()
         .batch_sizes(TELEMETRY_BATCH, TELEMETRY_BATCH)
         .kernel_liveness()

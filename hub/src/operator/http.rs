@@ -483,6 +483,16 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "Job results refused: not from the device the attempt was given to.",
             s.results_refused,
         ),
+        (
+            "batches_throttled_total",
+            "Batches over a device's records or bytes a second; the agent sends them again later.",
+            s.batches_throttled,
+        ),
+        (
+            "batches_rejected_total",
+            "Batches never to be stored: invalid, or over a device's distinct-series budget.",
+            s.batches_rejected,
+        ),
     ];
     for (name, help, v) in counters {
         metric(name, "counter", help, v as f64);

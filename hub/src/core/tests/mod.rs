@@ -41,6 +41,11 @@ struct Fleet {
 impl Fleet {
     /// A CURVE hub with pi-a and pi-b enrolled.
     fn new() -> Fleet {
+        Fleet::with(HubConfig::default())
+    }
+
+    /// [`Fleet::new`] with `config`.
+    fn with(config: HubConfig) -> Fleet {
         let keys: Vec<(String, String)> = ["pi-a", "pi-b"]
             .iter()
             .map(|d| (d.to_string(), fleetmq_net::keys::generate().unwrap().public))
@@ -59,14 +64,7 @@ impl Fleet {
             drawn += 1;
             Ok(drawn)
         });
-        let core = Core::new(
-            HubConfig::default(),
-            store,
-            Some(list),
-            ports,
-            at(T0),
-            tokens,
-        );
+        let core = Core::new(config, store, Some(list), ports, at(T0), tokens);
         Fleet { core, keys }
     }
 
@@ -592,4 +590,5 @@ fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
     );
 }
 
+mod budgets;
 mod identity;

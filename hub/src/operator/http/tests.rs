@@ -65,6 +65,8 @@ fn stats() -> HubStats {
         connection_conflicts: 0,
         batches_renumbered: 0,
         results_refused: 0,
+        batches_throttled: 0,
+        batches_rejected: 0,
     }
 }
 
