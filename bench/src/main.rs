@@ -8,6 +8,7 @@
 //! fleetmq-bench wire
 //! fleetmq-bench connected [--agents 5000]
 //! fleetmq-bench flood [--agents 20] [--seconds S]
+//! fleetmq-bench query [--agents 20] [--seconds S]
 //! fleetmq-bench swarm --hub tcp://HOST:PORT --agents N [--seconds S] [--window W]
 //! ```
 //!
@@ -27,7 +28,7 @@ use fleetmq_protocol::{
 };
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|swarm [--json FILE] \
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
 [--agent-binary PATH]";
 
@@ -139,6 +140,9 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if all || args.command == "flood" {
         report.insert("flood".into(), flooded(args)?);
+    }
+    if all || args.command == "query" {
+        report.insert("query".into(), queried(args)?);
     }
     anyhow::ensure!(
         !report.is_empty(),
@@ -337,6 +341,105 @@ fn flooded(args: &Args) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({ "honest_agents": honest, "rows": rows }))
+}
+
+/// Honest agents' ack latency while an operator runs the heaviest
+/// documented read over and over (telemetry for a series no row has: a
+/// scan of the whole store), beside the same run without it.
+fn queried(args: &Args) -> anyhow::Result<Value> {
+    let honest = args
+        .agents
+        .as_ref()
+        .and_then(|a| a.first())
+        .copied()
+        .unwrap_or(20);
+    let template = template()?;
+    let dir = tempfile::tempdir()?;
+    let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+    let telemetry = hub.endpoint("telemetry")?;
+    // A large store: a swarm writes for a while.
+    let fill = swarm::run(
+        &Swarm {
+            endpoint: telemetry.clone(),
+            agents: 200,
+            window: WINDOW,
+            warmup: Duration::ZERO,
+            measure: Duration::from_secs_f64(args.seconds * 4.0),
+            mode: Mode::Fleet,
+            prefix: "fill".into(),
+        },
+        &template,
+    )?;
+    let batches = fill.batches;
+    println!(
+        "\nan operator scans the store: {batches} batches ({} samples) stored; {honest} honest agents send a batch every 100 ms each, {} s",
+        batches * wire::samples().len() as u64,
+        args.seconds
+    );
+    let baseline = flood::run(&telemetry, honest, args.seconds, Flood::None, &template)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scans = {
+        let (endpoint, stop) = (hub.endpoint("operator")?, stop.clone());
+        std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+            let ctx = zmq::Context::new();
+            let req = ctx.socket(zmq::REQ)?;
+            req.set_linger(0)?;
+            req.set_rcvtimeo(120_000)?;
+            req.connect(&endpoint)?;
+            let mut took = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let frame = OperatorFrame::from(OperatorRequest {
+                    id: fastrand_id(),
+                    request: Request::Telemetry(fleetmq_protocol::TelemetryQuery {
+                        device: None,
+                        name: Some("no.such.series".into()),
+                        after_id: 0,
+                        limit: 100,
+                    }),
+                })
+                .encode()?;
+                let (t, _) = round_trip(&req, &frame)?;
+                took.push(t);
+            }
+            Ok(took)
+        })
+    };
+    let during = flood::run(&telemetry, honest, args.seconds, Flood::None, &template)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scans = scans
+        .join()
+        .map_err(|_| anyhow::anyhow!("the scanning thread panicked"))??;
+    let scan_ms =
+        scans.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / scans.len().max(1) as f64;
+    println!(
+        "  {:<30} {:>8} {:>8} {:>9} {:>10}",
+        "run", "p50 ms", "p99 ms", "max ms", "p99 vs no"
+    );
+    let row = |name: &str, l: &[Duration], base: f64| {
+        let (p50, p99) = (flood::percentile_ms(l, 50.0), flood::percentile_ms(l, 99.0));
+        let max = l.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        println!(
+            "  {name:<30} {p50:>8.1} {p99:>8.1} {max:>9.1} {:>9.1}x",
+            p99 / base.max(0.001)
+        );
+        json!({ "run": name, "acks": l.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max })
+    };
+    let base = flood::percentile_ms(&baseline.latencies, 99.0);
+    let rows = vec![
+        row("no query", &baseline.latencies, base),
+        row("full scans back to back", &during.latencies, base),
+    ];
+    println!(
+        "  {} scans of the whole store, {scan_ms:.0} ms each on average, off the hub loop",
+        scans.len()
+    );
+    Ok(json!({
+        "honest_agents": honest,
+        "store_batches": batches,
+        "scans": scans.len(),
+        "scan_ms_mean": scan_ms,
+        "rows": rows,
+    }))
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> f64 {

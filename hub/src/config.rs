@@ -390,9 +390,15 @@ mod tests {
         let mut c = HubConfig::default();
         c.limits.device_records_burst = 19_999;
         let err = c.validate("hub.toml").unwrap_err().to_string();
-        assert!(err.contains("limits.device_records_burst") && err.contains("20000"), "{err}");
+        assert!(
+            err.contains("limits.device_records_burst") && err.contains("20000"),
+            "{err}"
+        );
         c.limits.device_records_per_s = 0;
-        assert!(c.validate("hub.toml").is_ok(), "a rate that is off needs no burst");
+        assert!(
+            c.validate("hub.toml").is_ok(),
+            "a rate that is off needs no burst"
+        );
         c.limits.device_bytes_burst = 4096;
         let err = c.validate("hub.toml").unwrap_err().to_string();
         assert!(err.contains("net.max_message_bytes (1048576)"), "{err}");

@@ -20,7 +20,7 @@ use fleetmq_net::poll::{event, next_event};
 use fleetmq_net::{
     NetError, Poll, Security, Sender, Shutdown, Sockets, now_ms, recv_message, send_frames,
 };
-use fleetmq_protocol::HubPorts;
+use fleetmq_protocol::{HubPorts, OperatorError, Response};
 use tracing::{debug, info, warn};
 
 use crate::config::HubConfig;
@@ -32,6 +32,7 @@ use crate::operators::Operators;
 use crate::store::{Store, StoreError};
 
 mod peers;
+mod readers;
 mod start;
 
 use peers::Peers;
@@ -79,6 +80,7 @@ enum Ready {
     Shutdown,
     Monitors,
     Zap,
+    Reads,
 }
 
 /// The time for the core, on both its clocks: the monotonic one counts
@@ -115,6 +117,8 @@ struct Driver {
     /// The HTTP side, which talks to this loop through the operator socket:
     /// at shutdown the loop answers it until it has finished.
     http: Option<Http>,
+    /// The threads that answer reads that scan the store.
+    readers: readers::Readers,
 }
 
 /// Why the hub could not start, or had to stop. Only start-up and a
@@ -150,6 +154,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error("starting a reader thread")]
+    Thread(#[source] std::io::Error),
     /// A socket failed in a way no retry mends (the context ended).
     #[error("{doing}")]
     Zmq {
@@ -189,6 +195,7 @@ impl Driver {
                 if let Some((remote, _)) = &self.remote {
                     poll.socket(Ready::RemoteOperator, remote);
                 }
+                poll.socket(Ready::Reads, self.readers.socket());
                 let wait = tick.saturating_sub(last_tick.elapsed()).as_millis() as i64;
                 poll.wait(wait).map_err(zmq_error("polling sockets"))?
             };
@@ -229,6 +236,12 @@ impl Driver {
             }
             if ready.contains(&Ready::Monitors) {
                 self.drain_monitors()?;
+            }
+            if ready.contains(&Ready::Reads) {
+                for (id, frame) in self.readers.answers() {
+                    self.core.read_done(id, frame);
+                }
+                self.carry_out();
             }
             if last_tick.elapsed() >= tick {
                 last_tick = Instant::now();
@@ -444,6 +457,16 @@ impl Driver {
                     };
                     if let Err(e) = send_frames(socket, &[client, b"", &frame]) {
                         debug!(error = %e, "operator went away before its answer");
+                    }
+                }
+                Action::Read { id, request } => {
+                    if !self.readers.submit(id, request) {
+                        warn!("the readers have stopped; a read is answered with an error");
+                        let why = "the hub's readers stopped; restart the hub".to_string();
+                        let response = Response::Error(OperatorError::Storage(why));
+                        if let Some(frame) = readers::encode(id, response) {
+                            self.core.read_done(id, frame);
+                        }
                     }
                 }
                 Action::CutDevice { device } => {

@@ -724,6 +724,83 @@ fn a_valid_but_huge_flood_is_held_to_the_devices_budget() {
     assert!(hub.proc.log_text().contains("over its budget"), "logged");
 }
 
+/// An operator asks for a series no row has, which scans the whole store
+/// (4 million samples here): while the scan runs, on the hub's readers,
+/// the honest agent's telemetry is stored and a ping is answered.
+#[test]
+fn a_scan_of_the_whole_store_does_not_stall_the_fleet() {
+    let _w = watchdog("scan", LIMIT);
+    let dir = tmp();
+    let config =
+        "[security]\ndevice_rate = 0\n[limits]\ndevice_records_per_s = 0\ndevice_bytes_per_s = 0\n";
+    let x = Insider::start(dir.path(), config, "pi-fill");
+    let hub = &x.hub;
+    let fill = x.socket(zmq::DEALER);
+    fill.set_identity(&route("pi-fill", "fillfillfillfill"))
+        .unwrap();
+    fill.connect(hub.telemetry()).unwrap();
+    // 200 batches of 20,000 samples: one encoding, its number spliced in.
+    let mut b = BatchBuilder::new(0);
+    for i in 0..20_000u32 {
+        b.push_sample(&format!("s{}", i % 10), 1_000, V::Int(i64::from(i)))
+            .unwrap();
+    }
+    let template = Upstream::Batch(b.finish()).encode().unwrap();
+    for seq in 1..=200u64 {
+        let mut frame = template[..2].to_vec();
+        fleetmq_protocol::envelope::push_varint(&mut frame, seq);
+        frame.extend_from_slice(&template[3..]);
+        fill.send(frame, 0).unwrap();
+    }
+    let mut acked = 0;
+    wait_for("the store filled", || {
+        while let Ok(frames) = fill.recv_multipart(zmq::DONTWAIT) {
+            if let Ok(fleetmq_protocol::Downstream::Ack(_)) =
+                fleetmq_protocol::Downstream::decode(frames.last()?)
+            {
+                acked += 1;
+            }
+        }
+        (acked == 200).then_some(())
+    });
+
+    let ctx = zmq::Context::new();
+    let scan = ctx.socket(zmq::REQ).unwrap();
+    scan.set_linger(0).unwrap();
+    scan.connect(&hub.endpoints["operator"]).unwrap();
+    let request = OperatorFrame::from(OperatorRequest {
+        id: 77,
+        request: Request::Telemetry(fleetmq_protocol::TelemetryQuery {
+            device: None,
+            name: Some("no.such.series".into()),
+            after_id: 0,
+            limit: 10,
+        }),
+    });
+    scan.send(request.encode().unwrap(), 0).unwrap();
+    still_served(hub, "pi-ok");
+    let mut items = [scan.as_poll_item(zmq::POLLIN)];
+    zmq::poll(&mut items, 0).unwrap();
+    assert!(
+        !items[0].is_readable(),
+        "the scan finished before the fleet was served: too small a store to show anything"
+    );
+    zmq::poll(&mut items, LIMIT.as_millis() as i64).unwrap();
+    assert!(items[0].is_readable(), "the scan was answered");
+    let reply = scan.recv_bytes(0).unwrap();
+    match fleetmq_protocol::OperatorReplyFrame::decode(&reply) {
+        Ok(fleetmq_protocol::OperatorReplyFrame::Response(r)) => {
+            assert_eq!(r.id, 77);
+            assert!(
+                matches!(&r.response, fleetmq_protocol::Response::Telemetry(rows) if rows.is_empty()),
+                "{:?}",
+                r.response
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_subscriber_that_never_reads_does_not_stall_the_hub() {
     let _w = watchdog("slow subscriber", LIMIT);

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use fleetmq_protocol::telemetry::{series_name, split_series};
+use fleetmq_protocol::telemetry::series_name;
 
 use super::ingest::{Ingested, number, tag_key, value_of};
 
@@ -30,6 +30,9 @@ pub const MAX_KEPT: usize = 256;
 /// Most gauges whose last value is remembered across intervals (for
 /// relative `+N|g`).
 const MAX_GAUGES: usize = 10_000;
+
+/// A series' metric name and tags, as a line gave them.
+type Named = (String, Vec<(String, String)>);
 
 /// What one line says of its series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,7 +47,8 @@ enum Kind {
 enum Folded {
     Counter(f64),
     Gauge(f64),
-    Timing(Timings),
+    /// With its name and tags, for the names it sends.
+    Timing(Box<(Timings, Named)>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +131,7 @@ impl Statsd {
         now: Instant,
         draw: &mut impl FnMut(u64) -> u64,
     ) -> Result<(), String> {
-        let (series, kind) = parse(line)?;
+        let (series, named, kind) = parse(line)?;
         if !self.pending.contains_key(&series) && self.pending.len() >= MAX_SERIES {
             self.over_series_cap += 1;
             return Err(format!(
@@ -147,13 +151,14 @@ impl Statsd {
         }
         match (self.pending.get_mut(&series), kind) {
             (Some(Folded::Counter(sum)), Kind::Counter(v)) => *sum += v,
-            (Some(Folded::Timing(t)), Kind::Timing(v)) => t.add(v, draw),
+            (Some(Folded::Timing(t)), Kind::Timing(v)) => t.0.add(v, draw),
             // A new series, or one whose type changed: the line decides.
             (_, Kind::Counter(v)) => {
                 self.pending.insert(series, Folded::Counter(v));
             }
             (_, Kind::Timing(v)) => {
-                self.pending.insert(series, Folded::Timing(Timings::new(v)));
+                let folded = Folded::Timing(Box::new((Timings::new(v), named)));
+                self.pending.insert(series, folded);
             }
             (_, Kind::Gauge { .. }) => {}
         }
@@ -177,15 +182,11 @@ impl Statsd {
                 ts_ms: Some(now_ms),
             })
         };
-        let mut pending: Vec<(String, Folded)> = self.pending.drain().collect();
-        pending.sort_by(|a, b| a.0.cmp(&b.0));
-        for (series, folded) in pending {
+        for (series, folded) in self.pending.drain() {
             match folded {
                 Folded::Counter(v) | Folded::Gauge(v) => push(series, v),
-                Folded::Timing(mut t) => {
-                    let (name, tags) = split_series(&series);
-                    let derived =
-                        |suffix: &str| series_name(&format!("{name}.{suffix}"), &tags).ok();
+                Folded::Timing(timing) => {
+                    let (mut t, (name, tags)) = *timing;
                     t.kept.sort_by(f64::total_cmp);
                     let mut stats = vec![
                         ("count".to_string(), t.count as f64),
@@ -198,7 +199,7 @@ impl Statsd {
                         stats.push((label, Timings::percentile(&t.kept, p)));
                     }
                     for (suffix, v) in stats {
-                        if let Some(name) = derived(&suffix) {
+                        if let Ok(name) = series_name(&format!("{name}.{suffix}"), &tags) {
                             push(name, v);
                         }
                     }
@@ -209,8 +210,8 @@ impl Statsd {
     }
 }
 
-/// One StatsD line: its series (name and tags) and what it says.
-fn parse(line: &str) -> Result<(String, Kind), String> {
+/// One StatsD line: its series, its name and tags apart, and what it says.
+fn parse(line: &str) -> Result<(String, Named, Kind), String> {
     let mut parts = line.split('|');
     let (name, raw) = parts
         .next()
@@ -248,7 +249,7 @@ fn parse(line: &str) -> Result<(String, Kind), String> {
             ));
         }
     };
-    Ok((series, kind))
+    Ok((series, (name.to_string(), tags), kind))
 }
 
 #[cfg(test)]
@@ -269,7 +270,9 @@ mod tests {
         let out = statsd.flush(NOW);
         assert_eq!(statsd.due(), None, "the next line opens the next interval");
         assert!(out.iter().all(|s| s.ts_ms == Some(NOW)));
-        out.into_iter().map(|s| (s.name, s.value)).collect()
+        let mut got: Vec<(String, Value)> = out.into_iter().map(|s| (s.name, s.value)).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got
     }
 
     fn named(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
@@ -316,9 +319,9 @@ mod tests {
             got,
             named(&[
                 ("req.count{path=/a}", Value::Int(100)),
-                ("req.min{path=/a}", Value::Int(1)),
                 ("req.max{path=/a}", Value::Int(100)),
                 ("req.mean{path=/a}", Value::Float(50.5)),
+                ("req.min{path=/a}", Value::Int(1)),
                 ("req.p50{path=/a}", Value::Int(50)),
                 ("req.p90{path=/a}", Value::Int(90)),
                 ("req.p99_9{path=/a}", Value::Int(100)),
@@ -341,9 +344,10 @@ mod tests {
             .unwrap();
         }
         assert_eq!(draws, 10_000 - MAX_KEPT as u64);
-        let Some(Folded::Timing(t)) = s.pending.get("t") else {
+        let Some(Folded::Timing(timing)) = s.pending.get("t") else {
             panic!("{:?}", s.pending);
         };
+        let t = &timing.0;
         assert_eq!((t.count, t.kept.len()), (10_000, MAX_KEPT));
         assert_eq!((t.min, t.max), (0.0, 9_999.0));
         // 10,000 counter lines a second for ten seconds: one sample.

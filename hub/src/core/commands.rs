@@ -462,7 +462,9 @@ impl Core {
             self.out.push_back(Action::Operator { client, frame });
             return true;
         }
-        if self.commands.pending.retarget(request_id, client) {
+        if self.commands.pending.retarget(request_id, client)
+            || self.reads.retarget(request_id, client)
+        {
             return true;
         }
         let waiting = self.commands.queued.iter_mut();

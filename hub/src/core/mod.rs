@@ -18,6 +18,8 @@
 //! | `commands.rs` | a command's whole life: sent, answered, timed out, queued for an offline device, remembered for retries |
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
+//! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
+//! | `budgets.rs` | what one device may cost: records, bytes and series |
 //!
 //! Every input names the time it happened ([`Now`]) on two clocks: every
 //! timer (presence, job leases, command deadlines, rate limits, the
@@ -33,6 +35,7 @@ mod jobs;
 mod latest;
 mod operator;
 mod presence;
+pub mod reads;
 mod routes;
 mod telemetry;
 
@@ -66,7 +69,7 @@ pub struct Now {
 }
 
 /// What the core asks the driver to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send on the telemetry ROUTER to this route: `[route][frame]`. A
     /// device that is gone loses it (it resends what was not acked).
@@ -93,6 +96,12 @@ pub enum Action {
     },
     /// Answer an operator client: `[client][][frame]`.
     Operator { client: Vec<u8>, frame: Vec<u8> },
+    /// Run read `id` off the loop (see [`reads`]), then hand the encoded
+    /// answer to [`Core::read_done`].
+    Read {
+        id: u64,
+        request: fleetmq_protocol::Request,
+    },
     /// Close the connections of a device whose key was revoked (its next
     /// handshake is refused).
     CutDevice { device: String },
@@ -146,6 +155,7 @@ pub struct Core {
     presence: Presence,
     routes: routes::Routes,
     commands: commands::Commands,
+    reads: reads::Reads,
     telemetry: telemetry::Received,
     /// The newest sample of each (device, metric) stored since the start.
     latest: Latest,
@@ -180,6 +190,7 @@ impl Core {
             presence: Presence::new(config.presence.offline_after_heartbeats),
             routes: routes::Routes::default(),
             commands: commands::Commands::new(),
+            reads: reads::Reads::default(),
             telemetry: telemetry::Received::default(),
             latest: Latest::new(MAX_LATEST),
             counters: Counters::default(),

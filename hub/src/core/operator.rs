@@ -49,29 +49,12 @@ impl Core {
         if self.retried(client, req.id) {
             return;
         }
+        if super::reads::off_loop(&req.request) {
+            return self.read_off_loop(client, req.id, req.request);
+        }
         let storage = |e: StoreError| Response::Error(OperatorError::Storage(e.to_string()));
         let response = match req.request {
             Request::Devices => self.devices().unwrap_or_else(storage),
-            Request::Telemetry(q) => self
-                .store
-                .telemetry(&q)
-                .map(Response::Telemetry)
-                .unwrap_or_else(storage),
-            Request::Chat(q) => self
-                .store
-                .chat(q.after_id, q.limit)
-                .map(Response::Chat)
-                .unwrap_or_else(storage),
-            Request::RecentChat { limit } => self
-                .store
-                .recent_chat(limit)
-                .map(Response::Chat)
-                .unwrap_or_else(storage),
-            Request::Commands { limit } => self
-                .store
-                .commands(limit)
-                .map(Response::Commands)
-                .unwrap_or_else(storage),
             Request::Command {
                 device,
                 command,
@@ -112,11 +95,6 @@ impl Core {
                 Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),
                 Err(e) => storage(e),
             },
-            Request::Jobs { limit } => self
-                .store
-                .jobs(limit)
-                .map(Response::Jobs)
-                .unwrap_or_else(storage),
             Request::Broadcast { target, text } => match target.topic() {
                 Ok(topic) => {
                     let device = match &target {
@@ -148,6 +126,8 @@ impl Core {
             },
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
+            // Answered off the loop, above.
+            read => super::reads::answer(&mut self.store, read),
         };
         self.answer(client, req.id, response);
     }

@@ -172,6 +172,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         Some((list, watch)) => (Some(list), Some(watch)),
         None => (None, None),
     };
+    let readers = readers::Readers::start(sockets.context(), &dir)?;
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
     let mut core = Core::new(config, store, list, ports, now(), tokens);
     if let Some(operators) = operators {
@@ -191,6 +192,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         monitors,
         peers: Peers::default(),
         http,
+        readers,
     };
     driver.serve(&shutdown)?;
     drop(driver.http.take());

@@ -210,6 +210,20 @@ impl Store {
         Store::over(conn, connect(dir, Synchronous::Normal)?)
     }
 
+    /// Another store over `dir/hub.db`, for reads only (`query_only`): the
+    /// readers that answer operator reads off the hub loop each have one,
+    /// beside the loop's own connection (WAL lets readers and the writer
+    /// go on at once). The loop's [`Store::open`] made the schema.
+    pub fn open_reader(dir: &Path) -> Result<Self, StoreError> {
+        let read_only = || -> Result<Connection, StoreError> {
+            let conn = connect(dir, Synchronous::Normal)?;
+            conn.pragma_update(None, "query_only", true)
+                .doing("making a read-only connection")?;
+            Ok(conn)
+        };
+        Store::over(read_only()?, read_only()?)
+    }
+
     /// The store over `conn` (schema in place) and the command log's own
     /// connection to the same database.
     fn over(conn: Connection, log: Connection) -> Result<Self, StoreError> {

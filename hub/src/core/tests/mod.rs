@@ -590,5 +590,63 @@ fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
     );
 }
 
+/// A read that scans the store goes to the driver's readers once, however
+/// often its client retries; the answer goes to the client that asked
+/// last; past MAX_READS in flight an operator is told to try again.
+#[test]
+fn a_read_runs_off_the_loop_once_however_often_it_is_retried() {
+    let mut f = Fleet::new();
+    f.operator(7, Request::Jobs { limit: 10 }, T0);
+    let reads = |actions: &[Action]| -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Read { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(reads(&f.actions()), vec![7]);
+    // The Lazy Pirate client asks again on a fresh socket.
+    let frame = OperatorFrame::from(OperatorRequest {
+        id: 7,
+        request: Request::Jobs { limit: 10 },
+    })
+    .encode()
+    .unwrap();
+    f.core.operator(
+        &[b"retry".to_vec(), vec![], frame],
+        Caller::Local,
+        at(T0 + 1),
+    );
+    assert_eq!(f.actions(), vec![], "no second scan");
+    let answer = reads::answer(
+        &mut Store::in_memory().unwrap(),
+        Request::Jobs { limit: 10 },
+    );
+    assert_eq!(answer, Response::Jobs(vec![]));
+    f.core.read_done(7, b"the answer".to_vec());
+    assert_eq!(
+        f.actions(),
+        vec![Action::Operator {
+            client: b"retry".to_vec(),
+            frame: b"the answer".to_vec()
+        }]
+    );
+    f.core.read_done(7, b"again".to_vec());
+    assert_eq!(f.actions(), vec![], "answered once");
+    for id in 100..100 + reads::MAX_READS as u64 {
+        f.operator(id, Request::Jobs { limit: 1 }, T0 + 2);
+    }
+    assert_eq!(reads(&f.actions()).len(), reads::MAX_READS);
+    f.operator(999, Request::Jobs { limit: 1 }, T0 + 3);
+    match to_operator(&f.actions()).as_slice() {
+        [(999, Response::Error(OperatorError::Storage(why)))] => {
+            assert!(why.contains("try again"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 mod budgets;
 mod identity;

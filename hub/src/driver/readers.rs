@@ -1,0 +1,116 @@
+//! The readers: threads that answer the operator reads that scan the store
+//! ([`crate::core::reads`]), each on its own read-only connection, so a
+//! long scan never stalls ingest, commands or presence. The loop hands
+//! them reads over a channel; they hand back encoded answers over an
+//! inproc socket the loop polls like any other.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use fleetmq_protocol::{OperatorReplyFrame, OperatorResponse, Request};
+use tracing::warn;
+
+use super::{Error, zmq_error};
+use crate::core::reads;
+use crate::store::Store;
+
+/// Reader threads: two, so one long scan leaves another reader free.
+const THREADS: usize = 2;
+const ENDPOINT: &str = "inproc://fleetmq-hub-readers";
+
+pub struct Readers {
+    jobs: Sender<(u64, Request)>,
+    /// Answers: `[id as 8 bytes][frame]`.
+    answers: zmq::Socket,
+}
+
+impl Readers {
+    /// Starts the readers over `dir/hub.db`.
+    pub fn start(ctx: &zmq::Context, dir: &Path) -> Result<Readers, Error> {
+        let answers = ctx
+            .socket(zmq::PULL)
+            .map_err(zmq_error("making the readers' socket"))?;
+        answers
+            .bind(ENDPOINT)
+            .map_err(zmq_error("binding the readers' socket"))?;
+        let (jobs, queue) = channel::<(u64, Request)>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..THREADS {
+            let store = Store::open_reader(dir).map_err(|source| Error::Store {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+            let out = ctx
+                .socket(zmq::PUSH)
+                .map_err(zmq_error("making a reader's socket"))?;
+            out.connect(ENDPOINT)
+                .map_err(zmq_error("connecting a reader"))?;
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("reader-{n}"))
+                .spawn(move || serve(store, &queue, &out))
+                .map_err(Error::Thread)?;
+        }
+        Ok(Readers { jobs, answers })
+    }
+
+    /// The socket answers arrive on.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.answers
+    }
+
+    /// Hands read `id` to a reader. False if none is running any more.
+    pub fn submit(&self, id: u64, request: Request) -> bool {
+        self.jobs.send((id, request)).is_ok()
+    }
+
+    /// The answers waiting: (request id, encoded reply).
+    pub fn answers(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Ok(frames) = self.answers.recv_multipart(zmq::DONTWAIT) {
+            if let [id, frame] = frames.as_slice()
+                && let Ok(id) = <[u8; 8]>::try_from(id.as_slice())
+            {
+                out.push((u64::from_le_bytes(id), frame.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// The reply to read `id`; an answer that cannot be encoded is answered
+/// with why, so nobody waits for it.
+pub fn encode(id: u64, response: fleetmq_protocol::Response) -> Option<Vec<u8>> {
+    OperatorReplyFrame::from(OperatorResponse { id, response })
+        .encode()
+        .or_else(|e| {
+            warn!(error = %e, "could not encode a read's answer");
+            let why = fleetmq_protocol::OperatorError::Storage(format!("encoding the answer: {e}"));
+            let response = fleetmq_protocol::Response::Error(why);
+            OperatorReplyFrame::from(OperatorResponse { id, response }).encode()
+        })
+        .ok()
+}
+
+/// One reader: answers reads until the loop is gone.
+fn serve(mut store: Store, queue: &Mutex<Receiver<(u64, Request)>>, out: &zmq::Socket) {
+    loop {
+        // A poisoned lock is another reader that panicked: take it anyway.
+        let next = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok((id, request)) = next else { return };
+        let response = reads::answer(&mut store, request);
+        let Some(frame) = encode(id, response) else {
+            continue;
+        };
+        if out
+            .send_multipart([&id.to_le_bytes()[..], &frame], 0)
+            .is_err()
+        {
+            return;
+        }
+    }
+}
