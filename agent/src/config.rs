@@ -352,10 +352,7 @@ impl AgentConfig {
         {
             return Err(invalid(
                 "ingest.percentiles",
-                format!(
-                    "{:?}: at most 10, each above 0 and at most 100, e.g. [50, 90, 99]",
-                    self.ingest.percentiles
-                ),
+                "takes at most 10, each above 0 and at most 100, e.g. [50, 90, 99]".into(),
             ));
         }
         for kind in &self.jobs.allow {

@@ -195,8 +195,7 @@ impl Statsd {
                         ("mean".to_string(), t.sum / t.count as f64),
                     ];
                     for &p in &self.percentiles {
-                        let label = format!("p{p}").replace('.', "_");
-                        stats.push((label, Timings::percentile(&t.kept, p)));
+                        stats.push((percentile_label(p), Timings::percentile(&t.kept, p)));
                     }
                     for (suffix, v) in stats {
                         if let Ok(name) = series_name(&format!("{name}.{suffix}"), &tags) {
@@ -208,6 +207,22 @@ impl Statsd {
         }
         out
     }
+}
+
+/// A percentile's name: `p50`, or `p99_9` for 99.9 (up to three
+/// decimals). Written with integers: the agent carries no float printing.
+fn percentile_label(p: f64) -> String {
+    let milli = (p * 1000.0).round() as u32;
+    let (whole, mut frac) = (milli / 1000, milli % 1000);
+    if frac == 0 {
+        return format!("p{whole}");
+    }
+    let mut digits = 3;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    format!("p{whole}_{frac:0digits$}")
 }
 
 /// One StatsD line: its series, its name and tags apart, and what it says.
@@ -369,6 +384,18 @@ mod tests {
             value: Value::Int(100_000),
             ts_ms: Some(NOW)
         }));
+    }
+
+    #[test]
+    fn percentiles_are_named_without_a_dot() {
+        let names: Vec<String> = [50.0, 99.0, 99.9, 99.99, 0.5, 100.0, 12.345]
+            .into_iter()
+            .map(percentile_label)
+            .collect();
+        assert_eq!(
+            names,
+            ["p50", "p99", "p99_9", "p99_99", "p0_5", "p100", "p12_345"]
+        );
     }
 
     #[test]
