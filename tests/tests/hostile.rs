@@ -801,6 +801,86 @@ fn a_scan_of_the_whole_store_does_not_stall_the_fleet() {
     }
 }
 
+/// 200 clients that never finish a request and one that pipelines 2,000
+/// requests without reading an answer: /health still answers within a
+/// second, pipelined requests are answered in order, and the hub does not
+/// spend a thread per connection.
+#[test]
+fn no_http_client_can_block_another() {
+    use std::io::{Read as _, Write as _};
+    let _w = watchdog("http clients", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let addr = hub.endpoints["http"]
+        .trim_start_matches("http://")
+        .to_string();
+    let slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut greedy = TcpStream::connect(&addr).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        // The fleet page: its answers fill the socket's buffers quickly.
+        let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut sent = 0;
+        while sent < 2_000 && greedy.write_all(one).is_ok() {
+            sent += 1;
+        }
+        (greedy, sent)
+    });
+    let health = |_| {
+        let t = std::time::Instant::now();
+        let (status, body) = http("GET", &hub.endpoints["http"], "/health");
+        assert_eq!(status, 200, "{body}");
+        t.elapsed()
+    };
+    let mut took: Vec<Duration> = (0..10).map(health).collect();
+    took.sort();
+    eprintln!("/health beside 200 slow clients and a pipelining one: {took:?}");
+    assert!(took[9] < Duration::from_secs(1), "{took:?}");
+    // The hub holds every connection without a thread for each.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", hub.proc.pid())).unwrap();
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(threads < 40, "{threads} threads for 201 HTTP connections");
+    // Pipelined requests are answered in order.
+    let mut piped = TcpStream::connect(&addr).unwrap();
+    piped
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    piped
+        .write_all(
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut text = String::new();
+    piped.read_to_string(&mut text).unwrap();
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "404", "200"], "{text}");
+    let (i_health, i_stats) = (
+        text.find("\"status\":\"ok\"").unwrap(),
+        text.find("batches_stored").unwrap(),
+    );
+    assert!(i_health < i_stats, "in order: {text}");
+    drop(slow);
+    let (_, sent) = writer.join().unwrap();
+    assert!(sent > 0);
+}
+
 #[test]
 fn a_subscriber_that_never_reads_does_not_stall_the_hub() {
     let _w = watchdog("slow subscriber", LIMIT);

@@ -1,9 +1,11 @@
 //! The hub's HTTP side: the fleet page at `/`, `/metrics` for Prometheus,
 //! `/health`, and the small JSON API the page reads.
 //!
-//! It runs on its own thread and asks the hub loop through the operator
-//! socket, like the command line does, so it never touches the store or the
-//! hub's state directly and a slow scraper cannot stall the fleet.
+//! It runs on its own thread ([`server`]: hyper on a small tokio runtime)
+//! and asks the hub loop through the operator socket, like the command line
+//! does, so it never touches the store or the hub's state directly; the
+//! reads that scan the store run off the hub loop, so a slow scraper cannot
+//! stall the fleet.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,11 +13,13 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use server::Http;
+
 use fleetmq_protocol::telemetry::{MAX_TS_MS, split_series};
 use fleetmq_protocol::{
     ChatQuery, DeviceInfo, HubStats, LatestValue, Request, Response, TelemetryQuery, Value,
 };
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::{Client, ClientError};
 
@@ -70,123 +74,6 @@ pub fn read_token(path: &Path) -> Result<String, HttpError> {
         )));
     }
     Ok(token.to_string())
-}
-
-/// A running HTTP server; stops when dropped.
-pub struct Http {
-    server: std::sync::Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// Where it listens, as `http://HOST:PORT`.
-    pub url: String,
-}
-
-impl Http {
-    /// Listens on `addr` (`HOST:PORT`, port 0 for any) and answers with data
-    /// from the hub's operator socket at `operator`. With a `token`, every
-    /// request but `/health` must carry it as `Authorization: Bearer`;
-    /// without one only a loopback address is served.
-    pub fn start(addr: &str, operator: String, token: Option<String>) -> Result<Http, HttpError> {
-        let server = tiny_http::Server::http(addr).map_err(|e| HttpError::Listen {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
-        let loopback = server
-            .server_addr()
-            .to_ip()
-            .is_some_and(|a| a.ip().is_loopback());
-        if token.is_none() && !loopback {
-            return Err(HttpError::NeedsToken {
-                addr: addr.to_string(),
-            });
-        }
-        let url = match server.server_addr().to_ip() {
-            Some(a) => format!("http://{a}"),
-            None => format!("http://{addr}"),
-        };
-        let server = std::sync::Arc::new(server);
-        let serving = server.clone();
-        let thread = std::thread::Builder::new()
-            .name("http".into())
-            .spawn(move || serve(&serving, operator, token))
-            .map_err(HttpError::Thread)?;
-        info!(%url, "HTTP listening: /metrics, /health, /api/...");
-        Ok(Http {
-            server,
-            thread: Some(thread),
-            url,
-        })
-    }
-}
-
-impl Http {
-    /// Stops taking requests; the one in flight, if any, is finished (the
-    /// hub loop keeps answering until [`Http::finished`] or its grace ends).
-    pub fn begin_stop(&self) {
-        self.server.unblock();
-    }
-
-    /// Whether the server thread has ended.
-    pub fn finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        self.server.unblock();
-        let Some(t) = self.thread.take() else { return };
-        if !t.is_finished() {
-            // Still in a request whose answer can no longer come: leaving
-            // it keeps shutdown quick; the process is ending.
-            debug!("HTTP thread still busy at shutdown; not waited for");
-        } else if t.join().is_err() {
-            warn!("the HTTP thread ended with a panic");
-        }
-    }
-}
-
-fn serve(server: &tiny_http::Server, operator: String, token: Option<String>) {
-    let mut hub = Client::new(operator, HUB_WAIT);
-    for request in server.incoming_requests() {
-        let health = request.url().split('?').next() == Some("/health");
-        let allowed = health || token.as_deref().is_none_or(|t| carries_token(&request, t));
-        let (status, content_type, body) = if !allowed {
-            let why =
-                "a bearer token is needed: Authorization: Bearer TOKEN (the page: /#token=TOKEN)\n";
-            (401, "text/plain", why.to_string())
-        } else if *request.method() != tiny_http::Method::Get {
-            (405, "text/plain", "only GET is served\n".to_string())
-        } else {
-            route(&mut hub, request.url())
-        };
-        debug!(url = request.url(), status, "HTTP request");
-        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-        let www = (status == 401).then_some(("WWW-Authenticate", "Bearer"));
-        for (field, value) in std::iter::once(("Content-Type", content_type)).chain(www) {
-            // Our own static names and values always make a header.
-            if let Ok(h) = tiny_http::Header::from_bytes(field.as_bytes(), value.as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        if let Err(e) = request.respond(response) {
-            debug!(error = %e, "HTTP client went away");
-        }
-    }
-}
-
-/// Whether `request` carries `token` as `Authorization: Bearer TOKEN`,
-/// compared in time that does not depend on where they differ.
-fn carries_token(request: &tiny_http::Request, token: &str) -> bool {
-    let Some(given) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 type Answer = (u16, &'static str, String);
@@ -583,5 +470,6 @@ fn sample_value(v: f64) -> String {
     }
 }
 
+mod server;
 #[cfg(test)]
 mod tests;

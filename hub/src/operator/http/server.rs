@@ -1,0 +1,265 @@
+//! The HTTP server: hyper (HTTP/1.1) on a tokio runtime of its own, on one
+//! thread, so that no client can block another.
+//!
+//! - At most [`MAX_CONNECTIONS`] connections; past that a client is told
+//!   503 and closed at once.
+//! - A client has [`HEADER_TIMEOUT`] to send a request's head, and a
+//!   connection lives at most [`CONNECTION_MAX`]: a slow client, or one
+//!   that pipelines requests and never reads the answers, holds only its
+//!   own connection, and not for long.
+//! - Pipelined requests are answered one after another, in order.
+//! - Asking the hub loop blocks (a ZeroMQ request), so it runs on at most
+//!   [`HUB_CALLS`] blocking threads at once, each with its own operator
+//!   client; `/health` has a thread of its own beside them, so it answers
+//!   whatever the other requests wait for.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+use super::{Answer, HUB_WAIT, HttpError, route};
+use crate::operator::Client;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a request's head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open, requests and answers together.
+pub const CONNECTION_MAX: Duration = Duration::from_secs(120);
+/// Requests asking the hub loop at once (besides `/health`).
+pub const HUB_CALLS: usize = 4;
+
+/// A running HTTP server; stops when dropped.
+pub struct Http {
+    stop: Arc<Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where it listens, as `http://HOST:PORT`.
+    pub url: String,
+}
+
+/// What every request needs.
+struct Shared {
+    operator: String,
+    token: Option<String>,
+    /// Operator clients not in use: one per blocking call at most.
+    clients: Mutex<Vec<Client>>,
+    /// Turns for asking the hub; `/health` does not take one.
+    calls: Semaphore,
+}
+
+impl Shared {
+    /// Answers one GET of `url`, on a blocking thread, with a client from
+    /// the pool.
+    fn ask(&self, url: &str) -> Answer {
+        let pooled = self.clients.lock().ok().and_then(|mut c| c.pop());
+        let mut client = pooled.unwrap_or_else(|| Client::new(self.operator.clone(), HUB_WAIT));
+        let answer = route(&mut client, url);
+        if let Ok(mut c) = self.clients.lock() {
+            c.push(client);
+        }
+        answer
+    }
+}
+
+impl Http {
+    /// Listens on `addr` (`HOST:PORT`, port 0 for any) and answers with data
+    /// from the hub's operator socket at `operator`. With a `token`, every
+    /// request but `/health` must carry it as `Authorization: Bearer`;
+    /// without one only a loopback address is served.
+    pub fn start(addr: &str, operator: String, token: Option<String>) -> Result<Http, HttpError> {
+        let listen_err = |e: std::io::Error| HttpError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(listen_err)?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        let local = listener.local_addr().map_err(listen_err)?;
+        if token.is_none() && !local.ip().is_loopback() {
+            return Err(HttpError::NeedsToken {
+                addr: addr.to_string(),
+            });
+        }
+        let url = format!("http://{local}");
+        let shared = Arc::new(Shared {
+            operator,
+            token,
+            clients: Mutex::new(Vec::new()),
+            calls: Semaphore::new(HUB_CALLS),
+        });
+        let stop = Arc::new(Notify::new());
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    // HUB_CALLS, /health, and one spare.
+                    .max_blocking_threads(HUB_CALLS + 2)
+                    .build();
+                match runtime {
+                    Ok(rt) => {
+                        rt.block_on(accept(listener, shared, &stopping));
+                        rt.shutdown_timeout(Duration::from_secs(1));
+                    }
+                    Err(e) => warn!(error = %e, "could not start the HTTP runtime; HTTP is off"),
+                }
+            })
+            .map_err(HttpError::Thread)?;
+        info!(%url, "HTTP listening: /metrics, /health, /api/...");
+        Ok(Http {
+            stop,
+            thread: Some(thread),
+            url,
+        })
+    }
+
+    /// Stops taking connections; requests in flight are finished (the hub
+    /// loop keeps answering until [`Http::finished`] or its grace ends).
+    pub fn begin_stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Whether the server thread has ended.
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        self.begin_stop();
+        let Some(t) = self.thread.take() else { return };
+        if !t.is_finished() {
+            // Still in a request whose answer can no longer come: leaving
+            // it keeps shutdown quick; the process is ending.
+            debug!("HTTP thread still busy at shutdown; not waited for");
+        } else if t.join().is_err() {
+            warn!("the HTTP thread ended with a panic");
+        }
+    }
+}
+
+/// Takes connections until told to stop.
+async fn accept(listener: std::net::TcpListener, shared: Arc<Shared>, stop: &Notify) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return warn!(error = %e, "could not serve HTTP"),
+    };
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            () = stop.notified() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, most likely: a moment for some
+                    // to close rather than spin.
+                    warn!(error = %e, "could not accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        match open.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(connection(stream, shared.clone(), permit));
+            }
+            Err(_) => refuse(&stream),
+        }
+    }
+}
+
+/// Serves one connection, within its time.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    _open: OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_MAX, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "HTTP connection ended"),
+        Err(_) => debug!("HTTP connection open too long; closed"),
+    }
+}
+
+/// Tells a client past [`MAX_CONNECTIONS`] to come back, and closes.
+fn refuse(stream: &tokio::net::TcpStream) {
+    let busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 43\r\nConnection: close\r\n\r\ntoo many connections to the hub; try again\n";
+    // A fresh connection's send buffer takes it whole; if not, it is cut.
+    let _ = stream.try_write(busy);
+}
+
+/// One request.
+async fn handle(
+    req: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let url = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let health = req.uri().path() == "/health";
+    let allowed = health
+        || shared.token.as_deref().is_none_or(|t| {
+            let given = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            carries_token(given, t)
+        });
+    let (status, content_type, body) = if !allowed {
+        let why =
+            "a bearer token is needed: Authorization: Bearer TOKEN (the page: /#token=TOKEN)\n";
+        (401, "text/plain", why.to_string())
+    } else if req.method() != hyper::Method::GET {
+        (405, "text/plain", "only GET is served\n".to_string())
+    } else {
+        // /health does not wait for a turn: it says whether the loop
+        // answers, whatever else is asked of it.
+        let turn = if health {
+            None
+        } else {
+            shared.calls.acquire().await.ok()
+        };
+        let asking = shared.clone();
+        let url = url.clone();
+        let answer = tokio::task::spawn_blocking(move || asking.ask(&url)).await;
+        drop(turn);
+        answer.unwrap_or_else(|e| (500, "text/plain", format!("the request failed: {e}\n")))
+    };
+    debug!(url, status, "HTTP request");
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == 401 {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    Ok(response)
+}
+
+/// Whether `given` (an Authorization header) is `Bearer TOKEN` with this
+/// token, compared in time that does not depend on where they differ.
+pub fn carries_token(given: Option<&str>, token: &str) -> bool {
+    let Some(given) = given.and_then(|v| v.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
