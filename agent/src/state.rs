@@ -23,6 +23,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fleetmq_net::files::write_atomically(path, bytes, None)
 }
 
+/// Writes `bytes` at the start of `path` (made if missing), without
+/// truncating it, and syncs it.
+fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.write_all(bytes)?;
+    // A longer file (edited by hand) is cut to the number: shrinking needs
+    // no space either.
+    if file.metadata()?.len() > bytes.len() as u64 {
+        file.set_len(bytes.len() as u64)?;
+    }
+    file.sync_data()
+}
+
 pub struct SeqFile {
     path: PathBuf,
     next: u64,
@@ -46,7 +64,13 @@ impl SeqFile {
                     )),
                 ),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (1, None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Made now, while there is room, so that reserving numbers
+                // later needs none; if there is none, the first reservation
+                // tries again.
+                let _ = write_in_place(&path, format!("{:020}\n", 1).as_bytes());
+                (1, None)
+            }
             Err(e) => return Err(fleetmq_net::files::with_path(&path, e)),
         };
         Ok((
@@ -66,10 +90,16 @@ impl SeqFile {
     }
 
     /// The next sequence number, reserving a new block on disk when needed.
+    ///
+    /// The block's end is written over the file in place, always 20 digits
+    /// and a newline, so a reservation needs no new space on a full disk.
+    /// A write torn by a crash leaves the new number's first digits over the
+    /// old one's last: never less than the old reservation, which is all
+    /// that was handed out.
     pub fn take(&mut self) -> io::Result<u64> {
         if self.next >= self.reserved {
             let until = self.next + SEQ_BLOCK;
-            write_atomically(&self.path, until.to_string().as_bytes())
+            write_in_place(&self.path, format!("{until:020}\n").as_bytes())
                 .map_err(|e| fleetmq_net::files::with_path(&self.path, e))?;
             self.reserved = until;
         }
@@ -178,6 +208,37 @@ impl JobMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_is_written_in_place_and_a_torn_one_never_goes_back() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seq");
+        // An older agent's file: the number alone.
+        std::fs::write(&path, "2048").unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let (mut s, _) = SeqFile::open(path.clone(), 0).unwrap();
+        assert_eq!(s.take().unwrap(), 2048);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "00000000000000003072\n"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            inode,
+            "the same file, no new one"
+        );
+        // A crash in the middle of the next reservation leaves a prefix of
+        // the new number over the old: never below what was reserved.
+        let torn = format!(
+            "{}{}",
+            &format!("{:020}", 4096)[..18],
+            &format!("{:020}\n", 3072)[18..]
+        );
+        std::fs::write(&path, &torn).unwrap();
+        let (mut s, _) = SeqFile::open(path, 0).unwrap();
+        assert!(s.take().unwrap() >= 3072, "{torn:?}");
+    }
 
     #[test]
     fn sequence_numbers_never_repeat_across_restarts() {

@@ -676,3 +676,55 @@ pub fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16,
         .to_string();
     (status, body)
 }
+
+/// A small tmpfs mounted at a directory (made if missing) and unmounted
+/// when dropped: a disk that fills up. Mounting needs root, which the test
+/// suite has (scripts/test.sh runs as root).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, bytes: u64) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("making the mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs at {} failed (the full-disk tests need root, as scripts/test.sh runs): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Fills it to the last byte with a file of its own; returns the file
+    /// (remove it to give the room back).
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("creating the filler");
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        // Whatever a whole page could not take.
+        while f.write_all(&chunk[..1]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A TCP endpoint on loopback where nothing listens (a hub that is away).
+pub fn nobody_listening() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    let port = l.local_addr().expect("its address").port();
+    format!("tcp://127.0.0.1:{port}")
+}

@@ -96,6 +96,11 @@ impl Producer {
         self.join()
     }
 
+    /// Waits until it has sent every number up to its limit.
+    fn finish_all(mut self) -> Ledger {
+        self.join()
+    }
+
     /// Waits until it has sent its last number.
     fn join(&mut self) -> Ledger {
         if let Some(t) = self.thread.take() {
@@ -491,6 +496,56 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .output();
+    }
+}
+
+/// The disk under an agent's data directory fills to the last byte while
+/// its hub is away (a small tmpfs): restarted on the full disk, the agent
+/// runs, answers `status` and commands, and once it reaches the hub drains
+/// every sample it had accepted, once, under either spool policy.
+#[test]
+fn an_agent_on_a_full_disk_runs_and_drains_under_either_policy() {
+    let _w = watchdog("full disk", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    for (device, policy) in [("pi-full-a", "drop_oldest"), ("pi-full-b", "refuse_new")] {
+        let data = data_dir(&hub, device);
+        let disk = Tmpfs::mount(&data, 1 << 20);
+        let config = agent_config(&format!(
+            "[spool]\nwhen_full = \"{policy}\"\nsegment_bytes = 16384\n"
+        ));
+        let away = Link {
+            telemetry: nobody_listening(),
+            ..hub.link()
+        };
+        let mut agent = start_agent(&away, &hub.dir, device, "run", &config, &[]);
+        wait_for("the agent answering status", || {
+            let out = agent_command()
+                .arg("status")
+                .arg("--data-dir")
+                .arg(&data)
+                .output();
+            out.ok().filter(|o| o.status.success()).map(|_| ())
+        });
+        let ledger = Producer::start(data.clone(), Some(200)).finish_all();
+        assert_eq!(ledger.accepted.len(), 200, "{device}: the disk had room");
+        disk.fill();
+        agent.signal(libc::SIGTERM);
+        agent.wait_exit(WAIT);
+
+        let back = Link {
+            enrol: false,
+            ..hub.link()
+        };
+        let mut agent = start_agent(&back, &hub.dir, device, "run", &config, &[]);
+        audit(&hub, device, &ledger);
+        let ping = hub.op(&["command", device, "ping"]);
+        assert!(ping.ok, "{device} answers on a full disk: {}", ping.stderr);
+        let status = agent_status(&data);
+        assert_eq!(status["batches"]["in_flight"], 0, "{device}: {status}");
+        agent.signal(libc::SIGTERM);
+        let (exit, _) = agent.wait_exit(WAIT);
+        assert!(exit.success(), "{device} stopped cleanly: {exit:?}");
     }
 }
 

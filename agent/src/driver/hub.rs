@@ -26,23 +26,52 @@ impl Agent {
 
     /// Packs the oldest waiting records into a batch and sends it if
     /// connected (else it goes out on reconnect).
-    pub(super) fn pack_and_send(&mut self, now: Instant) -> Result<(), Error> {
-        if let Some((seq, frame)) = self.outbox.pack(now)?
-            && self.connected
-        {
-            self.send_frame(seq, &frame);
+    pub(super) fn pack_and_send(&mut self, now: Instant) {
+        match self.outbox.pack(now) {
+            Ok(packed) => {
+                self.packing_again();
+                if let Some((seq, frame)) = packed
+                    && self.connected
+                {
+                    self.send_frame(seq, &frame);
+                }
+            }
+            Err(e) => self.cannot_pack(&e, now),
         }
-        Ok(())
     }
 
     /// Packs everything waiting into batches now and sends them if connected.
-    pub(super) fn seal_and_send(&mut self) -> Result<(), Error> {
-        for (seq, frame) in self.outbox.pack_all(Instant::now())? {
-            if self.connected {
-                self.send_frame(seq, &frame);
+    pub(super) fn seal_and_send(&mut self) {
+        match self.outbox.pack_all(Instant::now()) {
+            Ok(frames) => {
+                for (seq, frame) in frames {
+                    if self.connected {
+                        self.send_frame(seq, &frame);
+                    }
+                }
             }
+            Err(e) => self.cannot_pack(&e, Instant::now()),
         }
-        Ok(())
+    }
+
+    /// Records could not go into a batch (a full disk, most likely: the
+    /// batch is recorded in the spool, and its number reserved, before it
+    /// is sent). Not fatal: everything else goes on, packing is tried again
+    /// after `PACK_RETRY`, and the first failure of an episode is logged.
+    fn cannot_pack(&mut self, e: &crate::telemetry::outbox::OutboxError, now: Instant) {
+        if self.pack_blocked_until.is_none() {
+            warn!(
+                error = %e,
+                "cannot pack telemetry into a batch; records stay in the spool, packing is tried again every second, and the agent goes on answering commands and status"
+            );
+        }
+        self.pack_blocked_until = Some(now + super::PACK_RETRY);
+    }
+
+    fn packing_again(&mut self) {
+        if self.pack_blocked_until.take().is_some() {
+            info!("packing telemetry into batches again");
+        }
     }
 
     pub(super) fn send_up(&self, msg: Upstream) -> bool {
@@ -200,7 +229,7 @@ impl Agent {
                     self.link.seen(Seen::Refusal(r.reason), Instant::now());
                 }
                 Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
-                Ok(Downstream::Renumber(r)) => self.renumber(r.seq, r.from)?,
+                Ok(Downstream::Renumber(r)) => self.renumber(r.seq, r.from),
                 Ok(Downstream::Rejected(r)) => {
                     if self.outbox.reject(r.seq) {
                         warn!(seq = r.seq, reason = %r.reason, "the hub rejected a batch as invalid; its records are dropped (counted in status)");
@@ -273,10 +302,13 @@ impl Agent {
 
     /// The hub holds batch `seq` from another agent with this device id:
     /// send it again under a new number (and every later batch above it).
-    fn renumber(&mut self, seq: u64, from: u64) -> Result<(), Error> {
-        let Some((new, frame)) = self.outbox.renumber(seq, from, Instant::now())? else {
-            debug!(seq, "renumber for a batch not in flight");
-            return Ok(());
+    fn renumber(&mut self, seq: u64, from: u64) {
+        let (new, frame) = match self.outbox.renumber(seq, from, Instant::now()) {
+            Ok(Some(renumbered)) => renumbered,
+            Ok(None) => return debug!(seq, "renumber for a batch not in flight"),
+            // It stays in flight under its old number: resent, and told to
+            // renumber again.
+            Err(e) => return self.cannot_pack(&e, Instant::now()),
         };
         if !self.renumbering {
             self.renumbering = true;
@@ -289,7 +321,6 @@ impl Agent {
         if self.connected {
             self.send_frame(new, &frame);
         }
-        Ok(())
     }
 
     /// An operator's announcement, from a broadcast `topic` or sent to

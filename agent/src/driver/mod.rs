@@ -34,7 +34,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fleetmq_net::poll::event;
-use fleetmq_net::{Hangup, NetError, Poll, Shutdown, Sockets, error_chain, now_ms};
+use fleetmq_net::{Hangup, NetError, Poll, Shutdown, Sockets, now_ms};
 use fleetmq_protocol::{
     Bye, Heartbeat, HubPorts, Outcome, Reply, Upstream, telemetry::MAX_CHAT_LEN,
 };
@@ -55,6 +55,8 @@ const MONITOR: &str = "inproc://fleetmq-agent-monitor";
 const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// How often to retry a Hello that could not be queued yet.
 const HELLO_RETRY: Duration = Duration::from_millis(50);
+/// How long after a failed attempt (a full disk) packing is tried again.
+const PACK_RETRY: Duration = Duration::from_secs(1);
 /// Events from worker and stdin threads waiting for the loop.
 const EVENTS_QUEUED: usize = 256;
 /// Job ids remembered (and persisted) so none runs twice.
@@ -198,6 +200,8 @@ struct Agent {
     /// The hub is holding batches back (Throttled) and that was logged;
     /// the next Ack ends the episode.
     over_budget: bool,
+    /// Packing failed (a full disk): not tried again before then.
+    pack_blocked_until: Option<Instant>,
     /// Telemetry on its way: spool, in-flight window, sequence numbers.
     outbox: Outbox,
     jobs_run: JobMemory,
@@ -322,6 +326,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         connected: false,
         need_hello: None,
         over_budget: false,
+        pack_blocked_until: None,
         outbox,
         jobs_run,
         running_jobs: 0,
@@ -400,9 +405,11 @@ impl Agent {
                 Some(self.next_sample),
                 (self.cfg.host.interval_ms > 0).then_some(self.next_host),
                 self.connected.then_some(self.next_heartbeat),
+                // While packing waits for room, so does the next flush.
                 self.connected
                     .then(|| self.outbox.next_deadline())
-                    .flatten(),
+                    .flatten()
+                    .map(|t| self.pack_blocked_until.map_or(t, |b| t.max(b))),
                 self.need_hello.filter(|_| self.connected),
                 self.outbox.next_sync(),
                 self.ingest.statsd_due(),
@@ -514,8 +521,8 @@ impl Agent {
             self.next_heartbeat =
                 now + Duration::from_millis(u64::from(self.cfg.presence.heartbeat_ms));
         }
-        if self.outbox.flush_due(now) {
-            self.pack_and_send(now)?;
+        if self.outbox.flush_due(now) && self.pack_blocked_until.is_none_or(|t| now >= t) {
+            self.pack_and_send(now);
         }
         for (seq, frame) in self.outbox.resends(now) {
             debug!(seq, "resending unacked batch");
@@ -530,9 +537,7 @@ impl Agent {
         self.stop_workers();
         // StatsD lines folded so far go out with the last records.
         self.flush_statsd();
-        if let Err(e) = self.seal_and_send() {
-            warn!(error = error_chain(&e), "could not pack the last records");
-        }
+        self.seal_and_send();
         let deadline = Instant::now() + FINAL_ACK_WAIT;
         while self.connected && self.outbox.in_flight() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());

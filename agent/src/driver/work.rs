@@ -299,7 +299,7 @@ impl Agent {
                     // Finish what was said, then exit: stop sampling, send the rest now.
                     self.stdin_closed = true;
                     self.next_sample = Instant::now() + Duration::from_secs(86_400 * 365);
-                    self.seal_and_send()?;
+                    self.seal_and_send();
                 }
             }
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use fleetmq_protocol::EncodeError;
 use tracing::{info, warn};
 
-use super::spool::{AppendError, Spool, SpoolConfig, SpoolCounters};
+use super::spool::{AppendError, Spool, SpoolConfig, SpoolCounters, disk_full};
 use super::uplink::{Record, Uplink, UplinkCounters, UplinkLimits, encode_batch};
 use crate::state::SeqFile;
 
@@ -169,7 +169,13 @@ impl Outbox {
             self.uplink.set_pending(0);
             return Ok(None);
         }
-        let seq = self.seq.take().map_err(OutboxError::Seq)?;
+        let seq = match self.seq.take() {
+            // A full disk and no sequence file yet: the spool's reserve
+            // makes room for it.
+            Err(e) if disk_full(&e) && self.spool.give_up_reserve() => self.seq.take(),
+            taken => taken,
+        }
+        .map_err(OutboxError::Seq)?;
         let offered: Vec<(u64, &Record)> = peeked.iter().map(|(id, r, _)| (*id, r)).collect();
         let packed = self.uplink.pack(now, seq, &offered)?;
         let used = packed.used.max(1).min(peeked.len());
@@ -250,10 +256,14 @@ impl Outbox {
             return false;
         }
         let low = self.uplink.low_water();
-        if let Err(e) = self.spool.acked(seq).and_then(|()| self.spool.release(low)) {
-            // Not fatal: the batch is resent after a restart and the hub
-            // recognises it.
+        // Neither is fatal: a lost ack entry means a resend after a restart,
+        // which the hub recognises. Release even so: deleting acked
+        // segments is what gives a full disk room again.
+        if let Err(e) = self.spool.acked(seq) {
             warn!(error = %e, "recording an ack in the spool");
+        }
+        if let Err(e) = self.spool.release(low) {
+            warn!(error = %e, "deleting acked spool segments");
         }
         true
     }

@@ -150,6 +150,20 @@ pub struct Spool {
     pub counters: SpoolCounters,
 }
 
+/// Bytes the spool keeps on disk, in a file of their own (`reserve`), for
+/// its own bookkeeping. When the disk is full (the spool filled it, with
+/// `refuse_new`, or something else did), the first batch, ack or abandon
+/// entry that finds no room frees them: the spool can go on sending what it
+/// holds, and delete it once acked, which makes room again. The reserve is
+/// made again when there is room.
+const RESERVE_BYTES: usize = 64 << 10;
+
+/// Whether `e` says the disk (or the user's quota) is full.
+pub fn disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 fn segment_name(first_id: u64) -> String {
     format!("{first_id:020}.seg")
 }
@@ -198,6 +212,45 @@ impl Spool {
         self.total_bytes += n;
         self.unsynced = true;
         Ok(())
+    }
+
+    fn reserve_path(dir: &Path) -> PathBuf {
+        dir.join("reserve")
+    }
+
+    /// Makes the reserve if it is missing and the disk has room for it; a
+    /// full disk leaves it for later.
+    pub(super) fn keep_reserve(dir: &Path) {
+        let path = Self::reserve_path(dir);
+        if path.exists() {
+            return;
+        }
+        let made = File::create(&path).and_then(|mut f| f.write_all(&vec![0u8; RESERVE_BYTES]));
+        if made.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Frees the reserve for bookkeeping on a full disk; false if it was
+    /// gone already.
+    pub fn give_up_reserve(&self) -> bool {
+        let freed = fs::remove_file(Self::reserve_path(&self.cfg.dir)).is_ok();
+        if freed {
+            tracing::warn!(
+                "disk full: the spool gave up its {} KB reserve to go on recording batches and acks; it is made again when there is room",
+                RESERVE_BYTES >> 10
+            );
+        }
+        freed
+    }
+
+    /// Writes a bookkeeping entry (batch, ack, abandon); if the disk is
+    /// full, frees the reserve and tries once more.
+    fn write_bookkeeping(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.write(bytes) {
+            Err(e) if disk_full(&e) && self.give_up_reserve() => self.write(bytes),
+            other => other,
+        }
     }
 
     /// Makes room for `need` bytes by the policy. Returns the id below
@@ -397,7 +450,7 @@ impl Spool {
         now: Instant,
     ) -> io::Result<()> {
         if let Some(seq) = seq {
-            self.write(&encode(&Entry::Batch {
+            self.write_bookkeeping(&encode(&Entry::Batch {
                 seq,
                 first,
                 last: last_id,
@@ -415,24 +468,24 @@ impl Spool {
     /// The hub acked `seq`. Not synced: losing an ack only means a resend,
     /// which the hub recognises.
     pub fn acked(&mut self, seq: u64) -> io::Result<()> {
-        self.write(&encode(&Entry::Ack { seq }))
+        self.write_bookkeeping(&encode(&Entry::Ack { seq }))
     }
 
     /// Batch `old` goes out again as `new`, carrying spool ids `first` to
     /// `last`: recorded as the new batch, then the old one abandoned, so a
     /// restart resends the records under `new` only.
     pub fn renumbered(&mut self, old: u64, new: u64, first: u64, last: u64) -> io::Result<()> {
-        self.write(&encode(&Entry::Batch {
+        self.write_bookkeeping(&encode(&Entry::Batch {
             seq: new,
             first,
             last,
         }))?;
-        self.write(&encode(&Entry::Abandon { seq: old }))
+        self.write_bookkeeping(&encode(&Entry::Abandon { seq: old }))
     }
 
     /// Batch `seq` will not be sent again (its records were dropped).
     pub fn abandoned(&mut self, seq: u64) -> io::Result<()> {
-        self.write(&encode(&Entry::Abandon { seq }))
+        self.write_bookkeeping(&encode(&Entry::Abandon { seq }))
     }
 
     /// Deletes sealed segments all of whose records are below `low_water`
@@ -450,6 +503,7 @@ impl Spool {
                 };
             }
             fs::remove_file(&seg.path).map_err(|e| with_path(&seg.path, e))?;
+            Self::keep_reserve(&self.cfg.dir);
         }
         Ok(())
     }

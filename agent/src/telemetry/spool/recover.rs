@@ -134,8 +134,18 @@ impl Spool {
             .max(segments.last().map_or(0, |s| s.first_id.saturating_sub(1)))
             + 1;
         if segments.is_empty() {
-            segments.push(Self::create_segment(&cfg.dir, next_id)?);
+            let made = match Self::create_segment(&cfg.dir, next_id) {
+                // A full disk: the reserve makes room for the first segment.
+                Err(e)
+                    if disk_full(&e) && fs::remove_file(Self::reserve_path(&cfg.dir)).is_ok() =>
+                {
+                    Self::create_segment(&cfg.dir, next_id)
+                }
+                other => other,
+            };
+            segments.push(made?);
         }
+        Self::keep_reserve(&cfg.dir);
         let active = segments.last().map(|s| s.path.clone()).unwrap_or_default();
         let file = OpenOptions::new()
             .append(true)
