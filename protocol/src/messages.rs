@@ -679,6 +679,9 @@ messages! {
         /// Batches answered Rejected: invalid, or over a device's
         /// distinct-series budget (never stored).
         pub batches_rejected: u64,
+        /// Why the hub cannot write its store now (a full disk), or empty:
+        /// telemetry is held back (Throttled) until it can.
+        pub storage_problem: String,
     }
 }
 

@@ -549,6 +549,70 @@ fn an_agent_on_a_full_disk_runs_and_drains_under_either_policy() {
     }
 }
 
+/// The hub's disk fills to the last byte (a small tmpfs) while an agent
+/// sends: the hub goes on serving commands and reads, holds telemetry back
+/// without acking it and says why in /health and stats, and resumes by
+/// itself when there is room again, losing nothing. A hub also starts on a
+/// full disk.
+#[test]
+fn a_hub_on_a_full_disk_holds_telemetry_back_and_resumes_by_itself() {
+    let _w = watchdog("hub full disk", LIMIT);
+    let dir = tmp();
+    let disk = Tmpfs::mount(&dir.path().join("data"), 4 << 20);
+    let hub = Hub::start(dir.path(), "");
+    let _agent = start(&hub, "pi-d", "");
+    let data = data_dir(&hub, "pi-d");
+    wait_for("the agent answering status", || {
+        let out = agent_command()
+            .arg("status")
+            .arg("--data-dir")
+            .arg(&data)
+            .output();
+        out.ok().filter(|o| o.status.success()).map(|_| ())
+    });
+    let producer = Producer::start(data.clone(), None);
+    producer.wait_accepted(20);
+    let filler = disk.fill();
+    let stats = wait_for("the hub saying its store cannot be written", || {
+        let s = hub.stats();
+        (s["storage_problem"].as_str().is_some_and(|p| !p.is_empty())).then_some(s)
+    });
+    eprintln!("storage problem: {}", stats["storage_problem"]);
+    let url = hub.endpoints["http"].clone();
+    let (status, body) = http("GET", &url, "/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage_failing"), "{body}");
+    let (_, metrics) = http("GET", &url, "/metrics");
+    assert!(metrics.contains("fleetmq_store_writable 0\n"), "{metrics}");
+    // Commands and reads go on; the agent is told to wait, not acked.
+    let ping = hub.op(&["command", "pi-d", "ping"]);
+    assert!(ping.ok, "{}", ping.stderr);
+    assert!(hub.op(&["devices"]).ok);
+    wait_for("the agent told to wait", || {
+        (agent_status(&data)["batches"]["throttled"].as_u64() > Some(0)).then_some(())
+    });
+    producer.wait_accepted(20);
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("the hub storing again", || {
+        let s = hub.stats();
+        (s["storage_problem"] == "").then_some(())
+    });
+    assert_eq!(http("GET", &url, "/health").0, 200);
+    producer.wait_accepted(20);
+    let ledger = producer.finish();
+    audit(&hub, "pi-d", &ledger);
+
+    // Stopped, and started again on a full disk: it runs and answers.
+    let mut hub = hub;
+    hub.proc.signal(libc::SIGTERM);
+    hub.proc.wait_exit(WAIT);
+    let _filler = disk.fill();
+    let hub = restart(dir.path(), "");
+    assert!(hub.devices().contains_key("pi-d"), "reads on a full disk");
+    drop(hub);
+}
+
 #[test]
 fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
     let _w = watchdog("partition", LIMIT);

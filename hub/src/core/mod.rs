@@ -162,6 +162,9 @@ pub struct Core {
     counters: Counters,
     /// When the core was made: uptime runs on the monotonic clock.
     started: Now,
+    /// Why the store cannot be written now, if it cannot (a full disk):
+    /// shown in stats and /health; telemetry waits until it can.
+    storage: Option<String>,
     /// Job leases running out on the monotonic clock.
     leases: jobs::Leases,
     ticks: u32,
@@ -195,6 +198,7 @@ impl Core {
             latest: Latest::new(MAX_LATEST),
             counters: Counters::default(),
             started: now,
+            storage: None,
             leases: jobs::Leases::default(),
             ticks: 0,
             out: VecDeque::new(),
@@ -243,7 +247,27 @@ impl Core {
         self.expire_leases(now);
         self.dispatch_jobs(now);
         if let Err(e) = self.store.flush_log() {
-            warn!(error = %e, "could not write the command log; will retry");
+            self.store_failed("writing the command log", &e);
+        }
+    }
+
+    /// A write to the store failed: the hub goes on (presence, commands,
+    /// reads), says why in `/health` and stats, and logs it once per
+    /// episode.
+    fn store_failed(&mut self, what: &str, e: &crate::store::StoreError) {
+        let why = format!("{what}: {e}");
+        if self.storage.is_none() {
+            warn!(%why, "the store cannot be written (is the disk full?); telemetry is held back (Throttled, not acked) until it can be; presence, commands and reads go on");
+        } else {
+            debug!(%why, "a store write failed");
+        }
+        self.storage = Some(why);
+    }
+
+    /// A write to the store worked: the episode, if there was one, is over.
+    fn store_works(&mut self) {
+        if self.storage.take().is_some() {
+            tracing::info!("the store can be written again; telemetry is stored and acked");
         }
     }
 

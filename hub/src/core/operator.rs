@@ -179,6 +179,7 @@ impl Core {
             results_refused: c.results_refused,
             batches_throttled: c.batches_throttled,
             batches_rejected: c.batches_rejected,
+            storage_problem: self.storage.clone().unwrap_or_default(),
         }))
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id, validate_group};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{Core, Now};
 
@@ -173,7 +173,7 @@ impl Core {
         }
         let came = self.presence.hello(device, hello.heartbeat_ms, now);
         if let Err(e) = self.store.hello(device, hello, now.wall_ms) {
-            warn!(device, error = %e, "could not record a hello");
+            self.store_failed("recording a hello", &e);
         }
         if came {
             self.went_online(device, now);
@@ -202,7 +202,7 @@ impl Core {
         self.routes.release(device);
         if let Some(last) = self.presence.bye(device) {
             if let Err(e) = self.store.presence(device, now.wall_ms, last) {
-                warn!(device, error = %e, "could not record presence");
+                self.store_failed("recording presence", &e);
             }
             info!(device, why, "device offline");
         }
@@ -214,17 +214,17 @@ impl Core {
             self.routes.release(&device);
             info!(device, "device offline (silent)");
             if let Err(e) = self.store.presence(&device, now.wall_ms, last) {
-                warn!(device, error = %e, "could not record presence");
+                self.store_failed("recording presence", &e);
             }
         }
     }
 
     fn went_online(&mut self, device: &str, now: Now) {
         if let Err(e) = self.store.touch(device, now.wall_ms) {
-            warn!(device, error = %e, "could not record a device");
+            self.store_failed("recording a device", &e);
         }
         if let Err(e) = self.store.presence(device, now.wall_ms, now.wall_ms) {
-            warn!(device, error = %e, "could not record presence");
+            self.store_failed("recording presence", &e);
         }
         info!(device, "device online");
     }

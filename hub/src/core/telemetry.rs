@@ -19,6 +19,10 @@ pub const ROUND_RECORDS: usize = 20_000;
 /// Bytes of batches one round reads at most.
 pub const ROUND_BYTES: usize = 4 << 20;
 
+/// How long an agent waits before sending again a batch the hub could not
+/// store (a full disk).
+const STORE_RETRY_MS: u32 = 5_000;
+
 /// Batches read in this round, waiting to be stored and acked together.
 #[derive(Debug, Default)]
 pub(super) struct Received {
@@ -132,10 +136,22 @@ impl Core {
         let (outcomes, chat) = match self.store.store_batches(&items, now.wall_ms) {
             Ok(r) => r,
             Err(e) => {
-                warn!(error = %e, batches = items.len(), "could not store batches; they will be resent");
+                self.store_failed("storing telemetry", &e);
+                // Told, not acked: each agent keeps its batch and sends it
+                // again after the wait.
+                let reason =
+                    format!("the hub cannot store telemetry now ({e}); it is kept and sent again");
+                for (device, batch, _) in &batches {
+                    let wait = super::budgets::Throttle {
+                        retry_after_ms: STORE_RETRY_MS,
+                        reason: reason.clone(),
+                    };
+                    self.throttle(device, batch.seq, wait);
+                }
                 return;
             }
         };
+        self.store_works();
         for ((device, batch, _), outcome) in batches.iter().zip(outcomes) {
             match outcome {
                 Stored::New => {

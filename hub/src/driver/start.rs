@@ -5,17 +5,23 @@
 
 use super::*;
 
-fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> Result<PathBuf, Error> {
+/// Writes `endpoints.json`, where the command line finds the hub. An
+/// earlier run's file goes first: its ports may be stale, and on a full
+/// disk its room is what the new one needs. A hub whose disk has no room
+/// even then still starts, and says so.
+fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> PathBuf {
     let path = dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&path);
     // Our own plain struct always serializes.
     let text = serde_json::to_string_pretty(endpoints).unwrap_or_default();
-    fleetmq_net::files::write_atomically(&path, text.as_bytes(), None).map_err(|source| {
-        Error::Write {
-            path: path.clone(),
-            source,
-        }
-    })?;
-    Ok(path)
+    if let Err(e) = fleetmq_net::files::write_atomically(&path, text.as_bytes(), None) {
+        warn!(
+            file = %path.display(),
+            error = %e,
+            "could not write endpoints.json (is the disk full?); the hub runs, and commands on this machine need --endpoint or the config's ports to find it"
+        );
+    }
+    path
 }
 
 /// Runs the hub until `shutdown` fires.
@@ -157,7 +163,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         results: port(&endpoints.results),
         commands: port(&endpoints.commands),
     };
-    let path = write_endpoints(&dir, &endpoints)?;
+    let path = write_endpoints(&dir, &endpoints);
     // The JSON line says how agents must connect.
     let mut printed = serde_json::to_value(&endpoints).unwrap_or_default();
     printed["security"] = sockets.security().name().into();

@@ -135,6 +135,17 @@ fn route(hub: &mut Client, url: &str) -> Answer {
     match path {
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_string()),
         "/health" => match call(hub, Request::Stats) {
+            // The loop answers, but cannot store telemetry: not healthy.
+            Ok(Response::Stats(s)) if !s.storage_problem.is_empty() => {
+                let (_, content_type, body) = json(&serde_json::json!({
+                    "status": "storage_failing",
+                    "why": s.storage_problem,
+                    "uptime_ms": s.uptime_ms,
+                    "devices_online": s.devices_online,
+                    "security": s.security,
+                }));
+                (503, content_type, body)
+            }
             Ok(Response::Stats(s)) => json(&serde_json::json!({
                 "status": "ok",
                 "uptime_ms": s.uptime_ms,
@@ -292,6 +303,11 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "devices_allowed",
             "Keys on the allow list.",
             s.devices_allowed as f64,
+        ),
+        (
+            "store_writable",
+            "1 if the hub can write its store; 0 while it cannot (a full disk), and telemetry waits.",
+            f64::from(u8::from(s.storage_problem.is_empty())),
         ),
     ];
     for (name, help, v) in gauges {

@@ -67,6 +67,7 @@ fn stats() -> HubStats {
         results_refused: 0,
         batches_throttled: 0,
         batches_rejected: 0,
+        storage_problem: String::new(),
     }
 }
 
