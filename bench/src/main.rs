@@ -268,18 +268,22 @@ fn ingest(args: &Args) -> anyhow::Result<Value> {
     Ok(json!({ "batch_bytes": template.len(), "window": args.window, "rows": rows }))
 }
 
+/// The honest agents of the flood and query benchmarks: `--agents N`, or 20.
+fn honest_agents(args: &Args) -> usize {
+    args.agents
+        .as_ref()
+        .and_then(|a| a.first())
+        .copied()
+        .unwrap_or(20)
+}
+
 /// Honest agents' ack latency with one device flooding valid but huge
 /// batches, beside the same run without the flood; with the hub's budgets
 /// as shipped, and (for scale) with them off. The message rate limit is on
 /// as shipped (100 a second): budgets in work are what bound 20,000-record
 /// batches.
 fn flooded(args: &Args) -> anyhow::Result<Value> {
-    let honest = args
-        .agents
-        .as_ref()
-        .and_then(|a| a.first())
-        .copied()
-        .unwrap_or(20);
+    let honest = honest_agents(args);
     let template = template()?;
     let off = "[limits]\ndevice_records_per_s = 0\ndevice_bytes_per_s = 0\ndevice_series = 0\n";
     println!(
@@ -347,12 +351,7 @@ fn flooded(args: &Args) -> anyhow::Result<Value> {
 /// documented read over and over (telemetry for a series no row has: a
 /// scan of the whole store), beside the same run without it.
 fn queried(args: &Args) -> anyhow::Result<Value> {
-    let honest = args
-        .agents
-        .as_ref()
-        .and_then(|a| a.first())
-        .copied()
-        .unwrap_or(20);
+    let honest = honest_agents(args);
     let template = template()?;
     let dir = tempfile::tempdir()?;
     let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;

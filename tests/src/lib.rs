@@ -722,6 +722,18 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Waits until the agent with data directory `data` answers `status`.
+pub fn wait_status(data: &Path) {
+    wait_for("the agent answering status", || {
+        let out = agent_command()
+            .arg("status")
+            .arg("--data-dir")
+            .arg(data)
+            .output();
+        out.ok().filter(|o| o.status.success()).map(|_| ())
+    });
+}
+
 /// A TCP endpoint on loopback where nothing listens (a hub that is away).
 pub fn nobody_listening() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");

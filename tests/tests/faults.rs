@@ -519,14 +519,7 @@ fn an_agent_on_a_full_disk_runs_and_drains_under_either_policy() {
             ..hub.link()
         };
         let mut agent = start_agent(&away, &hub.dir, device, "run", &config, &[]);
-        wait_for("the agent answering status", || {
-            let out = agent_command()
-                .arg("status")
-                .arg("--data-dir")
-                .arg(&data)
-                .output();
-            out.ok().filter(|o| o.status.success()).map(|_| ())
-        });
+        wait_status(&data);
         let ledger = Producer::start(data.clone(), Some(200)).finish_all();
         assert_eq!(ledger.accepted.len(), 200, "{device}: the disk had room");
         disk.fill();
@@ -562,14 +555,7 @@ fn a_hub_on_a_full_disk_holds_telemetry_back_and_resumes_by_itself() {
     let hub = Hub::start(dir.path(), "");
     let _agent = start(&hub, "pi-d", "");
     let data = data_dir(&hub, "pi-d");
-    wait_for("the agent answering status", || {
-        let out = agent_command()
-            .arg("status")
-            .arg("--data-dir")
-            .arg(&data)
-            .output();
-        out.ok().filter(|o| o.status.success()).map(|_| ())
-    });
+    wait_status(&data);
     let producer = Producer::start(data.clone(), None);
     producer.wait_accepted(20);
     let filler = disk.fill();
