@@ -36,7 +36,7 @@ pub fn init(filter: &str) -> Result<(), LogError> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
+                .with_ansi(cfg!(feature = "color") && std::io::stderr().is_terminal()),
         )
         .with(targets)
         .try_init()
