@@ -1124,14 +1124,23 @@ fn an_agent_told_to_relink_connects_its_command_socket_again() {
         .encode()
         .unwrap();
         // The ROUTER knows the route once it has processed the handshake
-        // the monitor reported; until then a send says so.
-        wait_for("the agent's commands route", || {
-            commands.send_multipart([&route[..], b"", &req], 0).ok()
+        // the monitor reported; until then a send says so. And until the
+        // new connection's pipe takes the route over (a moment after that
+        // handshake), a send may still go to the connection the agent
+        // closed: ask again until this ping is answered.
+        wait_for("a reply to the ping on the agent's commands route", || {
+            commands.send_multipart([&route[..], b"", &req], 0).ok()?;
+            let mut items = [commands.as_poll_item(zmq::POLLIN)];
+            while zmq::poll(&mut items, 1_000).ok()? > 0 {
+                let reply = commands.recv_multipart(0).ok()?;
+                let fleetmq_protocol::ReplyFrame::Reply(r) =
+                    fleetmq_protocol::ReplyFrame::decode(&reply[2]).unwrap();
+                if r.corr == corr {
+                    return Some(());
+                }
+            }
+            None
         });
-        let reply = commands.recv_multipart(0).expect("a reply");
-        let fleetmq_protocol::ReplyFrame::Reply(r) =
-            fleetmq_protocol::ReplyFrame::decode(&reply[2]).unwrap();
-        assert_eq!(r.corr, corr);
     };
     accepted
         .recv_multipart(0)

@@ -6,7 +6,7 @@
 //! message keeps its device online ([`Core::heard`]).
 
 use fleetmq_protocol::{
-    Ack, Batch, ChatMessage, Refusal, Rejected, Renumber, Upstream, names, route_device,
+    Ack, Batch, ChatMessage, Refusal, Rejected, Renumber, Throttled, Upstream, names, route_device,
 };
 use tracing::warn;
 
@@ -118,7 +118,8 @@ impl Core {
 
     /// Stores the batches read in this round in one transaction, then acks
     /// each (a duplicate too: it is stored already) and relays their chat.
-    /// If the store fails nothing is acked, and agents resend.
+    /// If the store fails nothing is acked: each batch is answered
+    /// `Throttled`, and its agent sends it again.
     pub fn store_received(&mut self, now: Now) {
         let batches = std::mem::take(&mut self.telemetry.batches);
         (self.telemetry.records, self.telemetry.bytes) = (0, 0);
@@ -138,15 +139,18 @@ impl Core {
             Err(e) => {
                 self.store_failed("storing telemetry", &e);
                 // Told, not acked: each agent keeps its batch and sends it
-                // again after the wait.
+                // again after the wait (the store's failure is logged once,
+                // above, not as each device's budget).
                 let reason =
                     format!("the hub cannot store telemetry now ({e}); it is kept and sent again");
                 for (device, batch, _) in &batches {
-                    let wait = super::budgets::Throttle {
+                    self.counters.batches_throttled += 1;
+                    let msg = Throttled {
+                        seq: batch.seq,
                         retry_after_ms: STORE_RETRY_MS,
                         reason: reason.clone(),
                     };
-                    self.throttle(device, batch.seq, wait);
+                    self.send_down(device, msg.into());
                 }
                 return;
             }
