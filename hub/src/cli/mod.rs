@@ -139,8 +139,8 @@ struct RevokeArgs {
     /// The device id to cut off (all its keys, unless --key).
     device: String,
     /// Revoke only this key of the device (Z85, or its agent.pub file): the
-    /// old key after a rotation.
-    #[arg(long, value_name = "KEY|FILE")]
+    /// old key after a rotation. (Z85 may start with '-'.)
+    #[arg(long, value_name = "KEY|FILE", allow_hyphen_values = true)]
     key: Option<String>,
 }
 
