@@ -589,13 +589,22 @@ fn a_hub_on_a_full_disk_holds_telemetry_back_and_resumes_by_itself() {
     let ledger = producer.finish();
     audit(&hub, "pi-d", &ledger);
 
-    // Stopped, and started again on a full disk: it runs and answers.
+    // Stopped (which folds the WAL into hub.db and deletes it), and started
+    // again on a full disk: SQLite cannot make its -wal and -shm files until
+    // the hub gives up its reserve; then it runs and answers.
     let mut hub = hub;
     hub.proc.signal(libc::SIGTERM);
     hub.proc.wait_exit(WAIT);
     let _filler = disk.fill();
     let hub = restart(dir.path(), "");
     assert!(hub.devices().contains_key("pi-d"), "reads on a full disk");
+    assert!(
+        hub.proc
+            .log_text()
+            .contains("gave up the data directory's 1 MB reserve"),
+        "{}",
+        hub.proc.log_text()
+    );
     drop(hub);
 }
 

@@ -20,9 +20,11 @@ const THREADS: usize = 2;
 const ENDPOINT: &str = "inproc://fleetmq-hub-readers";
 
 pub struct Readers {
-    jobs: Sender<(u64, Request)>,
+    /// Taken when the readers stop.
+    jobs: Option<Sender<(u64, Request)>>,
     /// Answers: `[id as 8 bytes][frame]`.
     answers: zmq::Socket,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Readers {
@@ -36,6 +38,7 @@ impl Readers {
             .map_err(zmq_error("binding the readers' socket"))?;
         let (jobs, queue) = channel::<(u64, Request)>();
         let queue = Arc::new(Mutex::new(queue));
+        let mut threads = Vec::with_capacity(THREADS);
         for n in 0..THREADS {
             let store = Store::open_reader(dir).map_err(|source| Error::Store {
                 dir: dir.to_path_buf(),
@@ -47,12 +50,17 @@ impl Readers {
             out.connect(ENDPOINT)
                 .map_err(zmq_error("connecting a reader"))?;
             let queue = queue.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("reader-{n}"))
                 .spawn(move || serve(store, &queue, &out))
                 .map_err(Error::Thread)?;
+            threads.push(thread);
         }
-        Ok(Readers { jobs, answers })
+        Ok(Readers {
+            jobs: Some(jobs),
+            answers,
+            threads,
+        })
     }
 
     /// The socket answers arrive on.
@@ -62,7 +70,9 @@ impl Readers {
 
     /// Hands read `id` to a reader. False if none is running any more.
     pub fn submit(&self, id: u64, request: Request) -> bool {
-        self.jobs.send((id, request)).is_ok()
+        self.jobs
+            .as_ref()
+            .is_some_and(|j| j.send((id, request)).is_ok())
     }
 
     /// The answers waiting: (request id, encoded reply).
@@ -76,6 +86,24 @@ impl Readers {
             }
         }
         out
+    }
+}
+
+impl Drop for Readers {
+    /// The readers end with the hub, closing their connections (the last
+    /// connection to close folds the WAL into hub.db). One still in a long
+    /// scan is not waited for past a second: the process is ending.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for t in std::mem::take(&mut self.threads) {
+            if t.is_finished() && t.join().is_err() {
+                warn!("a reader thread ended with a panic");
+            }
+        }
     }
 }
 

@@ -24,15 +24,42 @@ fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> PathBuf {
     path
 }
 
+/// Space the hub keeps in its data directory (a file, `reserve`) so that it
+/// can open its store on a full disk: SQLite makes or grows its `-wal` and
+/// `-shm` files when it opens. Given up when the store will not open, made
+/// again at the next start with room.
+const RESERVE_BYTES: usize = 1 << 20;
+
+/// Opens the store, giving up the reserve for a second try if need be.
+fn open_store(dir: &Path, sync: crate::store::Synchronous) -> Result<Store, Error> {
+    let reserve = dir.join("reserve");
+    let store = match Store::open(dir, sync) {
+        Err(first) if std::fs::remove_file(&reserve).is_ok() => {
+            warn!(error = %first, "could not open the store; gave up the data directory's 1 MB reserve (is the disk full?) and trying again");
+            Store::open(dir, sync)
+        }
+        opened => opened,
+    }
+    .map_err(|source| Error::Store {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    if !reserve.exists() {
+        let made = std::fs::File::create(&reserve)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES]));
+        if made.is_err() {
+            let _ = std::fs::remove_file(&reserve);
+        }
+    }
+    Ok(store)
+}
+
 /// Runs the hub until `shutdown` fires.
 pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), Error> {
     let dir = config.data_dir.clone();
     // Held until the hub stops.
     let _data_dir = DataDir::lock(&dir)?;
-    let store = Store::open(&dir, config.storage.synchronous).map_err(|source| Error::Store {
-        dir: dir.clone(),
-        source,
-    })?;
+    let store = open_store(&dir, config.storage.synchronous)?;
     let mut sockets = Sockets::new(config.net.clone());
     let mut enrolment = None;
     let mut zap = None;
