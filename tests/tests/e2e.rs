@@ -1629,6 +1629,38 @@ fn a_statsd_flood_is_folded_into_a_few_samples_per_interval() {
     assert_eq!(ingest["malformed"], 0, "{ingest}");
 }
 
+/// `fleetmq-hub telemetry --follow | head -1`: when the pipe closes, the
+/// command ends quietly, as Unix tools do, instead of panicking.
+#[test]
+fn an_operator_command_piped_into_head_ends_quietly() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let _w = watchdog("closed pipe", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = hub.agent("pi-p", &[]);
+    wait_for("telemetry from pi-p", || {
+        (!hub.telemetry_rows("pi-p").is_empty()).then_some(())
+    });
+    let mut follow = hub
+        .operator_command(&["telemetry", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(follow.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("pi-p"), "{first}");
+    // The reader is gone; the next rows the agent sends end the command.
+    let status = wait_for("the command to end", || follow.try_wait().unwrap());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn sighup_applies_what_can_change_live_and_names_what_needs_a_restart() {
     let _w = watchdog("sighup", LIMIT);

@@ -314,6 +314,17 @@ struct BroadcastArgs {
 /// Parses the command line and runs it: the whole of `fleetmq-hub`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Run(_)) {
+        // An operator command piped into `head` ends quietly when the pipe
+        // closes, as Unix tools do, instead of panicking in println!. The
+        // server keeps Rust's default: a connection that closes is an
+        // error to handle, not a reason to stop.
+        // SAFETY: signal(2) with the default disposition, before any
+        // thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Err(e) = fleetmq_net::logging::init(&cli.log) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
