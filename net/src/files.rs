@@ -33,7 +33,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Res
     Ok(())
 }
 
-/// `e`, with `path` in front of its message, so it says which file.
 /// Reads a text file of at most `max` bytes. A larger one (or a device
 /// like /dev/zero given by mistake) is an error that names the limit,
 /// after reading no more than `max + 1` bytes.
@@ -50,8 +49,37 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<String> {
     Ok(text)
 }
 
+/// `e`, with `path` in front of its message, so it says which file.
 pub fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Whether `e` says the disk (or the user's quota) is full.
+pub fn disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Keeps room on the disk for the day it fills: makes `path` a file of `bytes`
+/// zero bytes if it is missing. A disk without room leaves it for later
+/// (nothing half-made stays). The agent's spool and the hub's data
+/// directory each keep one, and [`give_up_reserve`] when a write they
+/// cannot do without finds the disk full.
+pub fn keep_reserve(path: &Path, bytes: usize) {
+    if path.exists() {
+        return;
+    }
+    let made = File::create(path).and_then(|mut f| f.write_all(&vec![0u8; bytes]));
+    if made.is_err() {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Frees the reserve at `path`; true if there was one to free.
+pub fn give_up_reserve(path: &Path) -> bool {
+    fs::remove_file(path).is_ok()
 }
 
 #[cfg(test)]

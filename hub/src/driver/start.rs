@@ -34,7 +34,7 @@ const RESERVE_BYTES: usize = 1 << 20;
 fn open_store(dir: &Path, sync: crate::store::Synchronous) -> Result<Store, Error> {
     let reserve = dir.join("reserve");
     let store = match Store::open(dir, sync) {
-        Err(first) if std::fs::remove_file(&reserve).is_ok() => {
+        Err(first) if fleetmq_net::files::give_up_reserve(&reserve) => {
             warn!(error = %first, "could not open the store; gave up the data directory's 1 MB reserve (is the disk full?) and trying again");
             Store::open(dir, sync)
         }
@@ -44,13 +44,7 @@ fn open_store(dir: &Path, sync: crate::store::Synchronous) -> Result<Store, Erro
         dir: dir.to_path_buf(),
         source,
     })?;
-    if !reserve.exists() {
-        let made = std::fs::File::create(&reserve)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &vec![0u8; RESERVE_BYTES]));
-        if made.is_err() {
-            let _ = std::fs::remove_file(&reserve);
-        }
-    }
+    fleetmq_net::files::keep_reserve(&reserve, RESERVE_BYTES);
     Ok(store)
 }
 

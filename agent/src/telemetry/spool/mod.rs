@@ -158,11 +158,7 @@ pub struct Spool {
 /// made again when there is room.
 const RESERVE_BYTES: usize = 64 << 10;
 
-/// Whether `e` says the disk (or the user's quota) is full.
-pub fn disk_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull
-        || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-}
+pub use fleetmq_net::files::disk_full;
 
 fn segment_name(first_id: u64) -> String {
     format!("{first_id:020}.seg")
@@ -221,20 +217,13 @@ impl Spool {
     /// Makes the reserve if it is missing and the disk has room for it; a
     /// full disk leaves it for later.
     pub(super) fn keep_reserve(dir: &Path) {
-        let path = Self::reserve_path(dir);
-        if path.exists() {
-            return;
-        }
-        let made = File::create(&path).and_then(|mut f| f.write_all(&vec![0u8; RESERVE_BYTES]));
-        if made.is_err() {
-            let _ = fs::remove_file(&path);
-        }
+        fleetmq_net::files::keep_reserve(&Self::reserve_path(dir), RESERVE_BYTES);
     }
 
     /// Frees the reserve for bookkeeping on a full disk; false if it was
     /// gone already.
     pub fn give_up_reserve(&self) -> bool {
-        let freed = fs::remove_file(Self::reserve_path(&self.cfg.dir)).is_ok();
+        let freed = fleetmq_net::files::give_up_reserve(&Self::reserve_path(&self.cfg.dir));
         if freed {
             tracing::warn!(
                 "disk full: the spool gave up its {} KB reserve to go on recording batches and acks; it is made again when there is room",
@@ -332,7 +321,7 @@ impl Spool {
             match self.write(&bytes) {
                 Ok(()) => Ok(below),
                 // The disk itself is full: the policy applies as at the cap.
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                Err(e) if disk_full(&e) => {
                     if self.cfg.policy == FullPolicy::DropOldest && self.segments.len() > 1 {
                         let below = self.drop_oldest()?;
                         self.write(&bytes)?;

@@ -137,7 +137,8 @@ impl Spool {
             let made = match Self::create_segment(&cfg.dir, next_id) {
                 // A full disk: the reserve makes room for the first segment.
                 Err(e)
-                    if disk_full(&e) && fs::remove_file(Self::reserve_path(&cfg.dir)).is_ok() =>
+                    if disk_full(&e)
+                        && fleetmq_net::files::give_up_reserve(&Self::reserve_path(&cfg.dir)) =>
                 {
                     Self::create_segment(&cfg.dir, next_id)
                 }
