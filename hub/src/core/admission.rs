@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use fleetmq_net::OPERATOR_ZAP_DOMAIN;
 
+use super::bucket::{Bucket, Rate};
 use super::{Core, Now};
 use crate::enrolment::AllowList;
 use crate::operators::Operators;
@@ -327,46 +328,40 @@ pub fn judge_zap(list: &AllowList, frames: &[Vec<u8>]) -> (Verdict, Vec<Vec<u8>>
 /// A token bucket per device: `rate` messages a second, bursts of `burst`.
 #[derive(Debug)]
 pub struct RateLimit {
-    rate: f64,
-    burst: f64,
-    buckets: HashMap<String, (f64, u64)>,
+    rate: Rate,
+    buckets: HashMap<String, Bucket>,
 }
 
 impl RateLimit {
     pub fn new(rate: u32, burst: u32) -> Self {
         RateLimit {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
+            rate: Rate::new(rate, burst.max(1)),
             buckets: HashMap::new(),
         }
     }
 
     /// Takes a token for `device` at `now_ms` (monotonic); false when it has none left.
     pub fn take(&mut self, device: &str, now_ms: u64) -> bool {
-        if self.rate <= 0.0 {
+        if self.rate.is_off() {
             return true;
         }
-        let (tokens, last) = self
-            .buckets
-            .entry(device.to_string())
-            .or_insert((self.burst, now_ms));
-        let elapsed = now_ms.saturating_sub(*last) as f64 / 1000.0;
-        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
-        *last = now_ms;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let rate = self.rate;
+        let bucket = match self.buckets.get_mut(device) {
+            Some(b) => b,
+            None => self
+                .buckets
+                .entry(device.to_string())
+                .or_insert(Bucket::full(rate, now_ms)),
+        };
+        bucket.take(rate, 1.0, now_ms).is_ok()
     }
 
     /// Forgets devices whose bucket has been full for a while, so the map
     /// does not grow with every id ever seen.
     pub fn forget_idle(&mut self, now_ms: u64) {
-        let refill_ms = (self.burst / self.rate.max(f64::MIN_POSITIVE) * 1000.0) as u64;
+        let idle_ms = self.rate.fill_ms().max(1000);
         self.buckets
-            .retain(|_, (_, last)| now_ms.saturating_sub(*last) <= refill_ms.max(1000));
+            .retain(|_, b| now_ms.saturating_sub(b.at_ms()) <= idle_ms);
     }
 }
 

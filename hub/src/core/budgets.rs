@@ -12,40 +12,17 @@ use std::collections::HashMap;
 use fleetmq_protocol::{Batch, Rejected, Throttled};
 use tracing::{info, warn};
 
+use super::bucket::{Bucket, Rate};
 use super::{Core, Now};
 use crate::config::Limits;
 
 /// Devices whose budget episode is logged at most; past it, only counted.
 const LOGGED_MAX: usize = 10_000;
 
-/// A token bucket that refills at `rate` a second up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Bucket {
-    tokens: f64,
-}
-
-impl Bucket {
-    /// The tokens after refilling for `elapsed_s`.
-    fn refilled(self, rate: f64, burst: f64, elapsed_s: f64) -> f64 {
-        (self.tokens + elapsed_s * rate).min(burst)
-    }
-}
-
-/// How long until `want` fits `tokens` refilling at `rate`, in ms; 0 if
-/// it fits now (or the rate is off).
-fn wait_ms(tokens: f64, want: f64, rate: f64) -> u64 {
-    if rate <= 0.0 || want <= tokens {
-        0
-    } else {
-        ((want - tokens) / rate * 1000.0).ceil() as u64
-    }
-}
-
 #[derive(Debug)]
 struct Spend {
     records: Bucket,
     bytes: Bucket,
-    at_ms: u64,
     /// The device was told to wait until then, and why.
     held: Option<(u64, String)>,
 }
@@ -86,36 +63,26 @@ impl Budgets {
         now_ms: u64,
     ) -> Result<(), Throttle> {
         let l = &self.limits;
-        let (r_rate, r_burst) = (
-            f64::from(l.device_records_per_s),
-            f64::from(l.device_records_burst),
-        );
-        let (b_rate, b_burst) = (
-            f64::from(l.device_bytes_per_s),
-            f64::from(l.device_bytes_burst),
-        );
-        let spend = self.spent.entry(device.to_string()).or_insert(Spend {
-            records: Bucket { tokens: r_burst },
-            bytes: Bucket { tokens: b_burst },
-            at_ms: now_ms,
-            held: None,
-        });
-        let elapsed_s = now_ms.saturating_sub(spend.at_ms) as f64 / 1000.0;
-        let r_tokens = spend.records.refilled(r_rate, r_burst, elapsed_s);
-        let b_tokens = spend.bytes.refilled(b_rate, b_burst, elapsed_s);
-        spend.records.tokens = r_tokens;
-        spend.bytes.tokens = b_tokens;
-        spend.at_ms = now_ms;
+        let r_rate = Rate::new(l.device_records_per_s, l.device_records_burst);
+        let b_rate = Rate::new(l.device_bytes_per_s, l.device_bytes_burst);
+        let spend = match self.spent.get_mut(device) {
+            Some(s) => s,
+            None => self.spent.entry(device.to_string()).or_insert(Spend {
+                records: Bucket::full(r_rate, now_ms),
+                bytes: Bucket::full(b_rate, now_ms),
+                held: None,
+            }),
+        };
+        spend.records.refill(r_rate, now_ms);
+        spend.bytes.refill(b_rate, now_ms);
         let (records, bytes) = (records as f64, bytes as f64);
-        let r_wait = wait_ms(r_tokens, records, r_rate);
-        let b_wait = wait_ms(b_tokens, bytes, b_rate);
+        // Both or neither: a batch is taken from each budget only if each
+        // has room for it.
+        let r_wait = spend.records.wait_ms(r_rate, records);
+        let b_wait = spend.bytes.wait_ms(b_rate, bytes);
         if r_wait == 0 && b_wait == 0 {
-            if r_rate > 0.0 {
-                spend.records.tokens -= records;
-            }
-            if b_rate > 0.0 {
-                spend.bytes.tokens -= bytes;
-            }
+            spend.records.spend(r_rate, records);
+            spend.bytes.spend(b_rate, bytes);
             return Ok(());
         }
         let reason = if r_wait >= b_wait {
@@ -152,18 +119,13 @@ impl Budgets {
     /// not grow with every id ever seen.
     pub fn forget_idle(&mut self, now_ms: u64) {
         let l = &self.limits;
-        let full_after_s = |burst: u32, rate: u32| {
-            if rate == 0 {
-                0.0
-            } else {
-                f64::from(burst) / f64::from(rate)
-            }
-        };
-        let idle_ms = (full_after_s(l.device_records_burst, l.device_records_per_s)
-            .max(full_after_s(l.device_bytes_burst, l.device_bytes_per_s))
-            * 1000.0) as u64;
-        self.spent
-            .retain(|_, s| now_ms.saturating_sub(s.at_ms) <= idle_ms.max(1000));
+        let idle_ms = Rate::new(l.device_records_per_s, l.device_records_burst)
+            .fill_ms()
+            .max(Rate::new(l.device_bytes_per_s, l.device_bytes_burst).fill_ms())
+            .max(1000);
+        self.spent.retain(|_, s| {
+            now_ms.saturating_sub(s.records.at_ms().max(s.bytes.at_ms())) <= idle_ms
+        });
     }
 }
 

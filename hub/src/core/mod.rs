@@ -29,6 +29,7 @@
 //! never reads a clock.
 
 mod admission;
+mod bucket;
 mod budgets;
 mod commands;
 mod jobs;
