@@ -199,11 +199,9 @@ fn flood_until(
     Ok(counts)
 }
 
-/// The `p`th percentile of sorted `latencies`, in milliseconds.
-pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
+/// p50, p99 and the most of sorted `latencies`, in milliseconds.
+pub fn spread_ms(sorted: &[Duration]) -> (f64, f64, f64) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |p| crate::percentile(sorted, p).map_or(0.0, ms);
+    (at(50.0), at(99.0), sorted.last().copied().map_or(0.0, ms))
 }

@@ -8,3 +8,10 @@ pub mod procstat;
 pub mod run;
 pub mod swarm;
 pub mod wire;
+
+/// The `p`th percentile (nearest rank) of `sorted` times; `None` if there
+/// are none.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> Option<std::time::Duration> {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}

@@ -318,8 +318,7 @@ fn flooded(args: &Args) -> anyhow::Result<Value> {
         let rss_after = procstat::rss_bytes(pid).unwrap_or(0);
         let grown_mb = rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64;
         let l = &out.latencies;
-        let (p50, p99) = (flood::percentile_ms(l, 50.0), flood::percentile_ms(l, 99.0));
-        let max = l.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let (p50, p99, max) = flood::spread_ms(l);
         let base = *base_p99.get_or_insert(p99);
         println!(
             "  {name:<34} {p50:>8.1} {p99:>8.1} {max:>9.1} {:>9.1}x  {grown_mb:>11.1}  {}/{}/{}/{}",
@@ -415,15 +414,14 @@ fn queried(args: &Args) -> anyhow::Result<Value> {
         "run", "p50 ms", "p99 ms", "max ms", "p99 vs no"
     );
     let row = |name: &str, l: &[Duration], base: f64| {
-        let (p50, p99) = (flood::percentile_ms(l, 50.0), flood::percentile_ms(l, 99.0));
-        let max = l.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let (p50, p99, max) = flood::spread_ms(l);
         println!(
             "  {name:<30} {p50:>8.1} {p99:>8.1} {max:>9.1} {:>9.1}x",
             p99 / base.max(0.001)
         );
         json!({ "run": name, "acks": l.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max })
     };
-    let base = flood::percentile_ms(&baseline.latencies, 99.0);
+    let (_, base, _) = flood::spread_ms(&baseline.latencies);
     let rows = vec![
         row("no query", &baseline.latencies, base),
         row("full scans back to back", &during.latencies, base),
@@ -441,9 +439,9 @@ fn queried(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-fn percentile(sorted: &[Duration], p: usize) -> f64 {
-    let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
-    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+/// The `p`th percentile of sorted `times`, in microseconds.
+fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    fleetmq_bench::percentile(sorted, p).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
 /// Sends `frame` on `req` and waits for one reply; the time it took.
@@ -548,8 +546,8 @@ fn rtt(args: &Args) -> anyhow::Result<Value> {
         .map_err(|_| anyhow::anyhow!("the REP thread panicked"))??;
     raw.sort();
 
-    let (p50, p99) = (percentile(&times, 50), percentile(&times, 99));
-    let (r50, r99) = (percentile(&raw, 50), percentile(&raw, 99));
+    let (p50, p99) = (percentile_us(&times, 50.0), percentile_us(&times, 99.0));
+    let (r50, r99) = (percentile_us(&raw, 50.0), percentile_us(&raw, 99.0));
     println!("\ncommand round trip, operator -> hub -> agent -> hub -> operator ({count} pings)");
     println!("  {:<28} {:>10} {:>10}", "", "p50 µs", "p99 µs");
     println!("  {:<28} {p50:>10.0} {p99:>10.0}", "fleetmq ping");
