@@ -174,11 +174,18 @@ impl Core {
 
     /// Batch `seq` of `device` waits: the agent is told, and it is counted.
     pub(super) fn throttle(&mut self, device: &str, seq: u64, t: Throttle) {
-        self.counters.batches_throttled += 1;
         let b = &mut self.budgets;
         if b.throttled.len() < LOGGED_MAX && b.throttled.insert(device.to_string()) {
             warn!(device, reason = %t.reason, "device over its budget; its batches wait (told Throttled, not acked)");
         }
+        self.hold_back(device, seq, t);
+    }
+
+    /// Tells `device` that batch `seq` was not stored and when to send it
+    /// again, and counts it: over its budget, or a store that cannot be
+    /// written now.
+    pub(super) fn hold_back(&mut self, device: &str, seq: u64, t: Throttle) {
+        self.counters.batches_throttled += 1;
         let msg = Throttled {
             seq,
             retry_after_ms: t.retry_after_ms,

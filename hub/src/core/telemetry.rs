@@ -6,10 +6,11 @@
 //! message keeps its device online ([`Core::heard`]).
 
 use fleetmq_protocol::{
-    Ack, Batch, ChatMessage, Refusal, Rejected, Renumber, Throttled, Upstream, names, route_device,
+    Ack, Batch, ChatMessage, Refusal, Rejected, Renumber, Upstream, names, route_device,
 };
 use tracing::warn;
 
+use super::budgets::Throttle;
 use super::{Core, Now};
 use crate::store::{Incoming, MAX_SAMPLES_PER_BATCH, Stored};
 
@@ -144,13 +145,11 @@ impl Core {
                 let reason =
                     format!("the hub cannot store telemetry now ({e}); it is kept and sent again");
                 for (device, batch, _) in &batches {
-                    self.counters.batches_throttled += 1;
-                    let msg = Throttled {
-                        seq: batch.seq,
+                    let wait = Throttle {
                         retry_after_ms: STORE_RETRY_MS,
                         reason: reason.clone(),
                     };
-                    self.send_down(device, msg.into());
+                    self.hold_back(device, batch.seq, wait);
                 }
                 return;
             }
