@@ -23,7 +23,72 @@ pub struct HubConfig {
     pub commands: Commands,
     pub security: Security,
     pub limits: Limits,
+    pub retention: Retention,
     pub net: SocketOptions,
+}
+
+/// How long, and how much, the store keeps of each kind (see
+/// `store::retention`). A limit of 0 is off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub telemetry: KeepBytes,
+    pub chat: KeepRows,
+    pub jobs: KeepRows,
+    pub commands: KeepRows,
+}
+
+/// Telemetry: batches older than `max_age_s` (by when the hub stored
+/// them), and the oldest past `max_bytes` of batch bodies, are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepBytes {
+    pub max_age_s: u64,
+    pub max_bytes: u64,
+}
+
+/// Chat lines, finished jobs, the command log: rows older than
+/// `max_age_s`, and the oldest past `max_rows`, are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepRows {
+    pub max_age_s: u64,
+    pub max_rows: u64,
+}
+
+/// Thirty days.
+const MONTH_S: u64 = 30 * 86_400;
+
+impl Default for KeepBytes {
+    fn default() -> Self {
+        KeepBytes {
+            max_age_s: MONTH_S,
+            max_bytes: 0,
+        }
+    }
+}
+
+impl Default for KeepRows {
+    fn default() -> Self {
+        KeepRows {
+            max_age_s: MONTH_S,
+            max_rows: 100_000,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            telemetry: KeepBytes::default(),
+            chat: KeepRows {
+                max_rows: 1_000_000,
+                ..KeepRows::default()
+            },
+            jobs: KeepRows::default(),
+            commands: KeepRows::default(),
+        }
+    }
 }
 
 /// What one device may cost the hub in work (see `core::budgets`).
@@ -139,6 +204,7 @@ impl Default for HubConfig {
             commands: Commands::default(),
             security: Security::default(),
             limits: Limits::default(),
+            retention: Retention::default(),
             net: SocketOptions::default(),
         }
     }

@@ -413,12 +413,25 @@ messages! {
     pub struct TelemetryQuery {
         /// Only this device.
         pub device: Option<String>,
-        /// Only this metric.
+        /// Only this metric: a name without tags matches its series with
+        /// any tags (`host.disk.used_pct` matches
+        /// `host.disk.used_pct{mount=/}`); a name with tags matches that
+        /// one series.
         pub name: Option<String>,
         /// Rows with a larger id than this (0 for the start).
         pub after_id: i64,
         /// At most this many rows.
         pub limit: u32,
+        /// Only samples taken at or after this time, ms since the epoch
+        /// (0: no bound).
+        pub since_ms: u64,
+        /// Only samples taken at or before this time (0: no bound).
+        pub until_ms: u64,
+        /// Read the newest `limit` matching rows after `after_id`
+        /// (returned oldest first), not the oldest.
+        pub newest: bool,
+        /// Only series carrying every one of these tags, each `key=value`.
+        pub tags: Vec<String>,
     }
 
     /// Cursor for chat.
@@ -682,6 +695,24 @@ messages! {
         /// Why the hub cannot write its store now (a full disk), or empty:
         /// telemetry is held back (Throttled) until it can.
         pub storage_problem: String,
+        /// A telemetry cursor at the end of the store: a `TelemetryQuery`
+        /// with it as `after_id` reads only samples stored after this
+        /// answer (what `--follow` starts from).
+        pub telemetry_cursor: i64,
+        /// The same for chat: the id of the newest chat line (0 for none).
+        pub chat_cursor: i64,
+        /// Bytes of telemetry stored (the batches' bodies as received).
+        pub telemetry_bytes: u64,
+        /// Telemetry batches deleted by retention since the hub started.
+        pub pruned_batches: u64,
+        /// Records (samples and chat lines) in them.
+        pub pruned_records: u64,
+        /// Chat lines deleted by retention since the hub started.
+        pub pruned_chat: u64,
+        /// Finished jobs deleted by retention since the hub started.
+        pub pruned_jobs: u64,
+        /// Command log entries deleted by retention since the hub started.
+        pub pruned_commands: u64,
     }
 }
 

@@ -107,13 +107,37 @@ fn golden_vectors() {
             name: None,
             after_id: -1,
             limit: 10,
+            since_ms: 0,
+            until_ms: 0,
+            newest: true,
+            tags: vec!["k=v".into()],
         }),
     })
     .encode()
     .unwrap();
-    // id 5, Request variant 1 (Telemetry), the query's 7 bytes (growable):
-    // Some "pi", None, -1, 10
-    assert_eq!(hex(&request), "02 50 05 01 07 01 02 70 69 00 01 0a");
+    // id 5, Request variant 1 (Telemetry), the query's 15 bytes (growable):
+    // Some "pi", None, -1, 10, 0, 0, true, ["k=v"]
+    assert_eq!(
+        hex(&request),
+        "02 50 05 01 0f 01 02 70 69 00 01 0a 00 00 01 01 03 6b 3d 76"
+    );
+    // An older client's query (its first four fields, 7 bytes) reads the
+    // rest as zero: no time bounds, oldest first, no tags.
+    let older = OperatorFrame::decode(&[
+        0x02, 0x50, 0x05, 0x01, 0x07, 0x01, 0x02, 0x70, 0x69, 0x00, 0x01, 0x0a,
+    ])
+    .unwrap();
+    let OperatorFrame::Request(OperatorRequest {
+        request: Request::Telemetry(q),
+        ..
+    }) = older
+    else {
+        panic!("{older:?}");
+    };
+    assert_eq!(
+        (q.limit, q.since_ms, q.until_ms, q.newest, q.tags.len()),
+        (10, 0, 0, false, 0)
+    );
 
     // An operator reply with bools: true is 01, false is 00.
     let reply = OperatorReplyFrame::from(OperatorResponse {
@@ -338,6 +362,10 @@ fn mutated_valid_frames_never_panic() {
                 name: None,
                 after_id: 3,
                 limit: 10,
+                since_ms: 5,
+                until_ms: 0,
+                newest: false,
+                tags: vec![],
             }),
         })
         .encode()

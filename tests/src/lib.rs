@@ -420,7 +420,7 @@ impl Hub {
     }
 
     /// `fleetmq-hub ARGS` pointed at this hub with `--json`, the flags placed
-    /// before any trailing job or command arguments.
+    /// right after the subcommand (options go anywhere before a `--`).
     pub fn operator_command(&self, args: &[&str]) -> Command {
         let mut cmd = hub_command();
         let verbs = if args.first() == Some(&"job") { 2 } else { 1 };
@@ -437,7 +437,8 @@ impl Hub {
     }
 
     /// Runs an operator subcommand with `--json`; returns exit success,
-    /// parsed stdout (JSON lines) and stderr.
+    /// what it printed (one JSON document: a list's items, or the one
+    /// object) and stderr.
     pub fn op(&self, args: &[&str]) -> OpResult {
         let out = self
             .operator_command(args)
@@ -445,16 +446,21 @@ impl Hub {
             .output()
             .unwrap_or_else(|e| panic!("running fleetmq-hub {args:?}: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
+        let doc: Value = if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap_or_else(|e| {
+                panic!("{args:?} printed {stdout:?}, not one JSON document: {e}")
+            })
+        };
         OpResult {
             ok: out.status.success(),
-            json: stdout
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    serde_json::from_str(l)
-                        .unwrap_or_else(|e| panic!("{args:?} printed {l:?}, not JSON: {e}"))
-                })
-                .collect(),
+            code: out.status.code(),
+            json: match doc {
+                Value::Array(items) => items,
+                Value::Null => Vec::new(),
+                one => vec![one],
+            },
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
@@ -463,9 +469,7 @@ impl Hub {
     pub fn devices(&self) -> HashMap<String, Value> {
         let r = self.op(&["devices"]);
         assert!(r.ok, "devices failed: {}", r.stderr);
-        r.json[0]
-            .as_array()
-            .expect("devices array")
+        r.json
             .iter()
             .map(|d| (d["id"].as_str().expect("id").to_string(), d.clone()))
             .collect()
@@ -492,7 +496,7 @@ impl Hub {
 
     /// Every stored telemetry row of `device`.
     pub fn telemetry_rows(&self, device: &str) -> Vec<Value> {
-        let r = self.op(&["telemetry", "--device", device, "--limit", "10000"]);
+        let r = self.op(&["telemetry", "--device", device, "--from-start"]);
         assert!(r.ok, "telemetry failed: {}", r.stderr);
         r.json
     }
@@ -508,6 +512,9 @@ impl Hub {
 #[derive(Debug)]
 pub struct OpResult {
     pub ok: bool,
+    /// The exit code (see the README's exit codes).
+    pub code: Option<i32>,
+    /// A list's items, or the one object printed.
     pub json: Vec<Value>,
     pub stderr: String,
 }

@@ -315,12 +315,12 @@ fn the_fleet_page_shows_devices_live_charts_chat_jobs_and_commands() {
     page.wait_until(
         "the job",
         r#"document.getElementById("jobs").textContent"#,
-        r#"t => t.includes("page job") && t.includes("Done")"#,
+        r#"t => t.includes("echo page job") && t.includes("done")"#,
     );
     page.wait_until(
         "the command",
         r#"document.getElementById("commands").textContent"#,
-        r#"t => t.includes("pi-b2") && t.includes("Ping") && t.includes("Pong")"#,
+        r#"t => t.includes("pi-b2") && t.includes("ping") && t.includes("pong")"#,
     );
 
     let png = page.screenshot();

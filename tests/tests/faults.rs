@@ -119,32 +119,23 @@ impl Drop for Producer {
     }
 }
 
-/// Every audit.n value the hub stored for `device`, with repeats, read
-/// page by page as an operator would (the hub returns at most 10,000 rows
-/// per read).
+/// Every audit.n value the hub stored for `device`, with repeats, as an
+/// operator reads them (`--from-start` pages through the hub's answers of
+/// at most 1,000 rows).
 fn stored(hub: &Hub, device: &str) -> Vec<i64> {
-    let mut values = Vec::new();
-    let mut after = 0;
-    loop {
-        let cursor = after.to_string();
-        let r = hub.op(&[
-            "telemetry",
-            "--device",
-            device,
-            "--name",
-            METRIC,
-            "--limit",
-            "10000",
-            "--after",
-            &cursor,
-        ]);
-        assert!(r.ok, "telemetry failed: {}", r.stderr);
-        let Some(last) = r.json.last() else {
-            return values;
-        };
-        after = last["id"].as_i64().expect("row id");
-        values.extend(r.json.iter().filter_map(|row| row["value"].as_i64()));
-    }
+    let r = hub.op(&[
+        "telemetry",
+        "--device",
+        device,
+        "--name",
+        METRIC,
+        "--from-start",
+    ]);
+    assert!(r.ok, "telemetry failed: {}", r.stderr);
+    r.json
+        .iter()
+        .filter_map(|row| row["value"].as_i64())
+        .collect()
 }
 
 /// Waits until the hub holds every accepted sample, then checks none is
@@ -689,7 +680,7 @@ fn queued_and_leased_jobs_survive_a_hub_killed_with_minus_9() {
     let done = |hub: &Hub, id: &str| {
         wait_for(&format!("job {id} done after the restart"), || {
             let r = hub.op(&["job", "show", id]);
-            (r.json[0]["state"] == "Done").then(|| r.json[0].clone())
+            (r.json[0]["state"] == "done").then(|| r.json[0].clone())
         })
     };
 
@@ -697,7 +688,7 @@ fn queued_and_leased_jobs_survive_a_hub_killed_with_minus_9() {
     let queued = submit(&hub, &["echo", "after the restart"]);
     kill_and_restart(&mut hub);
     let before = hub.op(&["job", "show", &queued]);
-    assert_eq!(before.json[0]["state"], "Queued", "{:?}", before.json);
+    assert_eq!(before.json[0]["state"], "queued", "{:?}", before.json);
     let agent = start(&hub, "pi-j", "");
     assert_eq!(done(&hub, &queued)["device"], "pi-j");
 

@@ -1,33 +1,73 @@
 //! The subcommands that ask a running hub, and how their answers are
-//! printed: human text, or JSON with --json.
+//! printed: human text by default; with `--json` one JSON document (an
+//! array for lists, `[]` when empty), or JSON Lines, one object a line, for
+//! `--follow`.
+//!
+//! Exit codes, the same for every one of them ([`Exit`]): 0 answered and
+//! it went well; 1 answered no (the device refused or failed, the job
+//! failed, an unknown or offline device); 2 a mistake on the command line;
+//! 3 the hub could not be reached.
 
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use fleetmq_protocol::{
-    ChatQuery, JobSpec, JobState, JobSubmission, Request, Response, TelemetryQuery,
+    ChatQuery, ChatRow, HubStats, JobSpec, JobState, JobSubmission, Request, Response,
+    TelemetryQuery, TelemetryRow,
 };
-use serde::Serialize;
+use serde_json::Value;
 
 use super::{ChatArgs, JobKind, OpArgs, SubmitArgs, TelemetryArgs};
-use crate::operator::format;
-use crate::operator::{Client, ClientError};
+use crate::operator::{Client, ClientError, format, views};
+
+/// How a command line ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// Answered, and it went well.
+    Ok = 0,
+    /// Answered no: refused, failed, unknown, offline, timed out.
+    No = 1,
+    /// The command line was wrong.
+    Usage = 2,
+    /// The hub could not be reached (or found).
+    Unreachable = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+impl Exit {
+    /// Success or "no".
+    pub(super) fn ok_if(ok: bool) -> Exit {
+        if ok { Exit::Ok } else { Exit::No }
+    }
+
+    /// How a failed call to the hub ends.
+    fn of(e: &ClientError) -> Exit {
+        match e {
+            ClientError::Hub(_) => Exit::No,
+            ClientError::TooLarge { .. } => Exit::Usage,
+            ClientError::Unreachable { .. }
+            | ClientError::NoEndpoint(_)
+            | ClientError::Protocol { .. } => Exit::Unreachable,
+        }
+    }
+}
 
 /// What to print for an answer: JSON, human text, and whether it succeeded.
 pub(super) struct Shown {
-    json: serde_json::Value,
+    json: Value,
     text: String,
     ok: bool,
 }
 
 impl Shown {
-    pub(super) fn new<T: Serialize>(value: &T, text: String, ok: bool) -> Self {
-        Shown {
-            json: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
-            text,
-            ok,
-        }
+    pub(super) fn new(json: Value, text: String, ok: bool) -> Self {
+        Shown { json, text, ok }
     }
 }
 
@@ -57,24 +97,17 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
     }
 }
 
-/// A client for the hub, or `None` after telling the operator why not.
-pub(super) fn connect(op: &OpArgs) -> Option<Client> {
-    match client(op) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            print_error(op, &e);
-            None
-        }
-    }
-}
-
-pub(super) fn print_error(op: &OpArgs, e: &ClientError) {
+/// Tells the operator why a call failed (as `{"error"}` too with --json)
+/// and how the command ends.
+pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
     if op.json {
         println!("{}", serde_json::json!({ "error": e.to_string() }));
     }
     eprintln!("error: {e}");
+    Exit::of(e).into()
 }
 
+/// Asks once and prints the answer.
 pub(super) fn operate(
     op: &OpArgs,
     request: Request,
@@ -84,10 +117,7 @@ pub(super) fn operate(
     let answer = client(op).and_then(|mut c| c.call(request, extra));
     let response = match answer {
         Ok(r) => r,
-        Err(e) => {
-            print_error(op, &e);
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(e) => return Ok(failed(op, &e)),
     };
     let Some(shown) = show(response) else {
         anyhow::bail!("the hub answered with the wrong kind of response");
@@ -97,99 +127,256 @@ pub(super) fn operate(
     } else {
         print!("{}", shown.text);
     }
-    Ok(if shown.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(Exit::ok_if(shown.ok).into())
 }
 
-/// How often --follow asks for new rows when the last read found none.
-const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// Prints rows as they come: human lines; with --json one array, or JSON
+/// Lines when following.
+struct Printer {
+    json: bool,
+    lines: bool,
+    count: usize,
+}
 
-/// Prints rows read after a cursor, oldest first; with `keep_going`, keeps
-/// reading new ones until interrupted.
-pub(super) fn follow<R: Serialize>(
-    op: &OpArgs,
-    mut after: i64,
-    keep_going: bool,
-    query: impl Fn(i64) -> Request,
-    rows_of: fn(Response) -> Option<Vec<R>>,
-    id_of: fn(&R) -> i64,
-    human: fn(&R) -> String,
-) -> anyhow::Result<ExitCode> {
-    let Some(mut c) = connect(op) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    loop {
-        let rows = match c.call(query(after), Duration::ZERO) {
-            Ok(r) => rows_of(r).context("the hub answered with the wrong kind of response")?,
-            Err(e) => {
-                print_error(op, &e);
-                return Ok(ExitCode::FAILURE);
-            }
+impl Printer {
+    fn new(op: &OpArgs, follow: bool) -> Self {
+        let p = Printer {
+            json: op.json,
+            lines: follow,
+            count: 0,
         };
-        for row in &rows {
-            if op.json {
-                println!("{}", serde_json::to_string(row)?);
-            } else {
-                println!("{}", human(row));
-            }
-            after = id_of(row);
+        if p.json && !p.lines {
+            print!("[");
         }
-        if !keep_going {
-            return Ok(ExitCode::SUCCESS);
+        p
+    }
+
+    fn row(&mut self, json: Value, human: String) {
+        if !self.json {
+            println!("{human}");
+        } else if self.lines {
+            println!("{json}");
+        } else {
+            print!("{}\n{json}", if self.count == 0 { "" } else { "," });
         }
-        if rows.is_empty() {
-            std::thread::sleep(FOLLOW_EVERY);
+        self.count += 1;
+        // A follower sees each row when it comes.
+        let _ = std::io::stdout().flush();
+    }
+
+    fn end(self) {
+        if self.json && !self.lines {
+            println!("{}]", if self.count == 0 { "" } else { "\n" });
         }
     }
 }
 
+/// How often --follow asks for new rows when the last read found none.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// Rows asked for at a time when reading on from a cursor.
+const PAGE: u32 = 1000;
+
+/// Milliseconds since the Unix epoch now.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `--since`/`--until`: a time ago (`10m`, `2h 30m`, `7d`), a time (RFC
+/// 3339, `2026-12-02T10:00:00Z`; a space for the `T` and no zone mean
+/// UTC), or milliseconds since the epoch.
+pub(super) fn parse_time(flag: &str, text: &str, now_ms: u64) -> anyhow::Result<u64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(now_ms.saturating_sub(ago.as_millis() as u64));
+    }
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64));
+    }
+    Err(super::usage(&format!(
+        "{flag} {text:?}: give a time ago like 10m, 2h or 7d, a time like 2026-12-02T10:00:00Z, or milliseconds since the epoch"
+    )))
+}
+
+/// The hub's cursors at the end of the store (telemetry, chat).
+fn cursors(c: &mut Client) -> Result<HubStats, ClientError> {
+    match c.call(Request::Stats, Duration::ZERO)? {
+        Response::Stats(s) => Ok(s),
+        _ => Err(ClientError::Protocol {
+            endpoint: c.endpoint().to_string(),
+            reason: "the hub answered stats with another kind of response".into(),
+        }),
+    }
+}
+
+fn telemetry_rows(c: &mut Client, q: TelemetryQuery) -> Result<Vec<TelemetryRow>, ClientError> {
+    match c.call(Request::Telemetry(q), Duration::ZERO)? {
+        Response::Telemetry(rows) => Ok(rows),
+        _ => Err(ClientError::Protocol {
+            endpoint: c.endpoint().to_string(),
+            reason: "the hub answered a telemetry query with another kind of response".into(),
+        }),
+    }
+}
+
 pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
-    let query = |after_id| {
-        Request::Telemetry(TelemetryQuery {
-            device: a.device.clone(),
-            name: a.name.clone(),
-            after_id,
-            limit: a.limit,
-        })
+    let now = now_ms();
+    let since_ms = match &a.since {
+        Some(t) => parse_time("--since", t, now)?,
+        None => 0,
     };
-    let rows_of = |r| match r {
-        Response::Telemetry(rows) => Some(rows),
-        _ => None,
+    let until_ms = match &a.until {
+        Some(t) => parse_time("--until", t, now)?,
+        None => 0,
     };
-    follow(
-        &a.op,
-        a.after,
-        a.follow,
-        query,
-        rows_of,
-        |r| r.id,
-        format::fmt_telemetry,
-    )
+    let query = |after_id: i64, limit: u32, newest: bool| TelemetryQuery {
+        device: a.device.clone(),
+        name: a.name.clone(),
+        after_id,
+        limit,
+        since_ms,
+        until_ms,
+        newest,
+        tags: a.tag.clone(),
+    };
+    let mut c = match client(&a.op) {
+        Ok(c) => c,
+        Err(e) => return Ok(failed(&a.op, &e)),
+    };
+    let mut out = Printer::new(&a.op, a.follow);
+    let print = |rows: &[TelemetryRow], out: &mut Printer| {
+        for r in rows {
+            out.row(views::sample(r), format::fmt_telemetry(r));
+        }
+    };
+    // A range (from the start, from a cursor, or from a time, without
+    // --last) is read whole, oldest first; otherwise the newest --last.
+    let range = a.from_start || a.after.is_some() || (a.since.is_some() && a.last.is_none());
+    let mut cursor = a.after.unwrap_or(0);
+    let result = (|| -> Result<(), ClientError> {
+        if range {
+            loop {
+                let rows = telemetry_rows(&mut c, query(cursor, PAGE, false))?;
+                print(&rows, &mut out);
+                match rows.last() {
+                    Some(r) => cursor = r.id,
+                    None => break,
+                }
+            }
+        } else {
+            let end = if a.follow {
+                cursors(&mut c)?.telemetry_cursor
+            } else {
+                0
+            };
+            // --follow alone starts now; --last N shows N first.
+            let last = a.last.unwrap_or(if a.follow { 0 } else { 100 });
+            if last > 0 {
+                let rows = telemetry_rows(&mut c, query(0, last, true))?;
+                print(&rows, &mut out);
+                cursor = rows.last().map_or(0, |r| r.id);
+            }
+            cursor = cursor.max(end);
+        }
+        if !a.follow {
+            return Ok(());
+        }
+        loop {
+            let end = cursors(&mut c)?.telemetry_cursor;
+            let rows = telemetry_rows(&mut c, query(cursor, PAGE, false))?;
+            print(&rows, &mut out);
+            match rows.last() {
+                Some(r) => cursor = r.id,
+                // Nothing new matched: everything stored before `end`
+                // was looked at, so the next read starts past it.
+                None => {
+                    cursor = cursor.max(end);
+                    std::thread::sleep(FOLLOW_EVERY);
+                }
+            }
+        }
+    })();
+    out.end();
+    Ok(match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => failed(&a.op, &e),
+    })
+}
+
+fn chat_rows(c: &mut Client, request: Request) -> Result<Vec<ChatRow>, ClientError> {
+    match c.call(request, Duration::ZERO)? {
+        Response::Chat(rows) => Ok(rows),
+        _ => Err(ClientError::Protocol {
+            endpoint: c.endpoint().to_string(),
+            reason: "the hub answered a chat query with another kind of response".into(),
+        }),
+    }
 }
 
 pub(super) fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let query = |after_id| {
+    let mut c = match client(&a.op) {
+        Ok(c) => c,
+        Err(e) => return Ok(failed(&a.op, &e)),
+    };
+    let mut out = Printer::new(&a.op, a.follow);
+    let print = |rows: &[ChatRow], out: &mut Printer| {
+        for r in rows {
+            out.row(views::chat(r), format::fmt_chat(r));
+        }
+    };
+    let after = |after_id| {
         Request::Chat(ChatQuery {
             after_id,
-            limit: a.limit,
+            limit: PAGE,
         })
     };
-    let rows_of = |r| match r {
-        Response::Chat(rows) => Some(rows),
-        _ => None,
-    };
-    follow(
-        &a.op,
-        0,
-        a.follow,
-        query,
-        rows_of,
-        |r| r.id,
-        format::fmt_chat,
-    )
+    let mut cursor = 0;
+    let result = (|| -> Result<(), ClientError> {
+        if a.from_start {
+            loop {
+                let rows = chat_rows(&mut c, after(cursor))?;
+                print(&rows, &mut out);
+                match rows.last() {
+                    Some(r) => cursor = r.id,
+                    None => break,
+                }
+            }
+        } else {
+            let last = a.last.unwrap_or(if a.follow { 0 } else { 100 });
+            cursor = if a.follow {
+                cursors(&mut c)?.chat_cursor
+            } else {
+                0
+            };
+            if last > 0 {
+                let rows = chat_rows(&mut c, Request::RecentChat { limit: last })?;
+                print(&rows, &mut out);
+                cursor = cursor.max(rows.last().map_or(0, |r| r.id));
+            }
+        }
+        if !a.follow {
+            return Ok(());
+        }
+        loop {
+            let rows = chat_rows(&mut c, after(cursor))?;
+            print(&rows, &mut out);
+            match rows.last() {
+                Some(r) => cursor = r.id,
+                None => std::thread::sleep(FOLLOW_EVERY),
+            }
+        }
+    })();
+    out.end();
+    Ok(match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => failed(&a.op, &e),
+    })
 }
 
 pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -199,9 +386,9 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         },
         JobKind::Exec => {
             let Some((program, args)) = a.args.split_first() else {
-                anyhow::bail!(
-                    "exec needs a program: fleetmq-hub job submit exec PROGRAM [ARGS...]"
-                );
+                return Err(super::usage(
+                    "exec needs a program: fleetmq-hub job submit exec PROGRAM [ARGS...]",
+                ));
             };
             JobSpec::Exec {
                 program: program.clone(),
@@ -215,31 +402,26 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         lease_ms: a.lease_ms,
         max_attempts: a.max_attempts,
     });
-    let Some(mut c) = connect(&a.op) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let id = match c.call(req, Duration::ZERO) {
+    let id = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
         Ok(Response::JobSubmitted { id }) => id,
         Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
-        Err(e) => {
-            print_error(&a.op, &e);
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(e) => return Ok(failed(&a.op, &e)),
     };
     if a.wait {
         return show_job(&a.op, id, Some(a.wait_ms));
     }
     if a.op.json {
-        println!("{}", serde_json::json!({ "id": id }));
+        println!("{}", serde_json::json!({ "id": id, "state": "queued" }));
     } else {
         println!("job {id} queued");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }
 
 pub(super) fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCode> {
-    let Some(mut c) = connect(op) else {
-        return Ok(ExitCode::FAILURE);
+    let mut c = match client(op) {
+        Ok(c) => c,
+        Err(e) => return Ok(failed(op, &e)),
     };
     let deadline = wait_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut pause = Duration::from_millis(50);
@@ -247,26 +429,54 @@ pub(super) fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Re
         let job = match c.call(Request::Job { id }, Duration::ZERO) {
             Ok(Response::Job(j)) => j,
             Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
-            Err(e) => {
-                print_error(op, &e);
-                return Ok(ExitCode::FAILURE);
-            }
+            Err(e) => return Ok(failed(op, &e)),
         };
         let finished = matches!(job.state, JobState::Done | JobState::Failed);
         if finished || deadline.is_none_or(|d| Instant::now() >= d) {
             let (text, ok) = format::fmt_job(&job);
             if op.json {
-                println!("{}", serde_json::to_string(&job)?);
+                println!("{}", views::job(&job));
             } else {
                 print!("{text}");
             }
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+            return Ok(Exit::ok_if(ok).into());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_ago_a_timestamp_or_epoch_milliseconds() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_time("--since", "10m", now).unwrap(), now - 600_000);
+        assert_eq!(
+            parse_time("--since", "2h 30m", now).unwrap(),
+            now - 9_000_000
+        );
+        assert_eq!(
+            parse_time("--since", "7d", now).unwrap(),
+            now - 7 * 86_400_000
+        );
+        assert_eq!(
+            parse_time("--until", "2026-12-02T10:00:00Z", now).unwrap(),
+            1_796_205_600_000
+        );
+        assert_eq!(
+            parse_time("--until", "2026-12-02 10:00:00", now).unwrap(),
+            1_796_205_600_000
+        );
+        assert_eq!(parse_time("--since", "1234", now).unwrap(), 1234);
+        let err = parse_time("--since", "yesterday-ish", now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--since \"yesterday-ish\"") && err.contains("10m"),
+            "{err}"
+        );
     }
 }

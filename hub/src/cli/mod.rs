@@ -21,7 +21,8 @@ use crate::config::{self};
 use crate::enrolment;
 use crate::operator::format;
 
-use ask::{Shown, chat, operate, show_job, submit_job, telemetry};
+use crate::operator::views;
+use ask::{Exit, Shown, chat, operate, show_job, submit_job, telemetry};
 use hub::{allow_list, run_hub};
 
 #[derive(Parser)]
@@ -32,8 +33,13 @@ use hub::{allow_list, run_hub};
     long_about = "The fleetmq hub.\n\n`fleetmq-hub run` starts the hub on embedded defaults (a data directory with \
 a SQLite file, agents on port 7750). The other subcommands are the operator's command line: they talk to a \
 running hub, found with --hub or from the endpoints.json in its --data-dir, and print human text or, with \
---json, JSON for scripts.\n\nExamples:\n  fleetmq-hub run --bind 127.0.0.1:*\n  fleetmq-hub devices\n  \
-fleetmq-hub command pi-kitchen ping\n  fleetmq-hub job submit exec -- uname -a\n  fleetmq-hub broadcast --group north \"maintenance at noon\""
+--json, one JSON document (JSON Lines, one object a line, with --follow).\n\nOptions go before or after the \
+other words; `--` ends them, so what follows it is taken as it is (`exec -- ls -l`).\n\nExit codes: 0 answered \
+and it went well; 1 answered no (refused, failed, unknown or offline device); 2 a mistake on the command line; \
+3 the hub could not be reached.\n\nExamples:\n  fleetmq-hub run --bind 127.0.0.1:*\n  fleetmq-hub devices\n  \
+fleetmq-hub command pi-kitchen ping\n  fleetmq-hub job submit exec -- uname -a\n  \
+fleetmq-hub telemetry --device pi-kitchen --name host.temp_c --since 1h\n  \
+fleetmq-hub broadcast --group north \"maintenance at noon\""
 )]
 struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or targets like `info,fleetmq_hub=debug`.
@@ -51,9 +57,12 @@ enum Cmd {
     PrintConfig,
     /// List devices: online or offline, since when, arch and version.
     Devices(OpArgs),
-    /// Show stored telemetry, oldest first; --follow keeps printing new samples.
+    /// Show stored telemetry: the newest 100 samples, or --last N, or a
+    /// range (--since, --until, --from-start); --follow prints new samples
+    /// as they are stored.
     Telemetry(TelemetryArgs),
-    /// Show the chat room; --follow keeps printing new lines.
+    /// Show the chat room: the newest 100 lines, or --last N; --follow
+    /// prints new lines as they are said.
     Chat(ChatArgs),
     /// Send a command to one device and print its answer: ping, status, exec PROGRAM [ARGS...].
     Command(CommandArgs),
@@ -62,7 +71,7 @@ enum Cmd {
     Job(JobCmd),
     /// Announce something to every device, a group, or one device.
     Broadcast(BroadcastArgs),
-    /// The hub's counters.
+    /// The hub's counters: devices, what was stored, refused and pruned.
     Stats(OpArgs),
     /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
     /// and DATA_DIR/hub.pub. Agents name the public key in their config.
@@ -158,7 +167,7 @@ struct OpArgs {
     /// config's data_dir, fleetmq-data without a config).
     #[arg(long, env = "FLEETMQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Print JSON instead of text.
+    /// Print one JSON document instead of text (JSON Lines with --follow).
     #[arg(long)]
     json: bool,
     /// How long to wait for the hub on each of three attempts, in ms.
@@ -186,16 +195,34 @@ struct TelemetryArgs {
     /// Only this device.
     #[arg(long)]
     device: Option<String>,
-    /// Only this metric.
+    /// Only this metric, with any tags (`host.disk.used_pct` matches
+    /// `host.disk.used_pct{mount=/}`); with tags, only that series.
     #[arg(long)]
     name: Option<String>,
-    /// At most this many samples per read.
-    #[arg(long, default_value_t = 100)]
-    limit: u32,
-    /// Start after this row id (from a previous --json read).
-    #[arg(long, default_value_t = 0)]
-    after: i64,
-    /// Keep printing new samples until interrupted.
+    /// Only series with this tag, KEY=VALUE, or KEY for any value
+    /// (repeatable: every one must match).
+    #[arg(long, value_name = "KEY=VALUE")]
+    tag: Vec<String>,
+    /// The newest N matching samples (default 100; with --follow, none
+    /// before the new ones unless given).
+    #[arg(long, value_name = "N", conflicts_with_all = ["from_start", "after"])]
+    last: Option<u32>,
+    /// Samples taken since: a time ago (10m, 2h, 7d), a time
+    /// (2026-12-02T10:00:00Z; UTC without a zone), or ms since the epoch.
+    /// Without --last, every sample from then on, oldest first.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Samples taken up to this time (as for --since).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Every stored sample, oldest first (with --follow: then the new ones).
+    #[arg(long)]
+    from_start: bool,
+    /// Every sample after this row id (a cursor from an earlier --json
+    /// read), oldest first.
+    #[arg(long, value_name = "ID")]
+    after: Option<i64>,
+    /// Keep printing new samples as they are stored, until interrupted.
     #[arg(long, short)]
     follow: bool,
 }
@@ -204,10 +231,14 @@ struct TelemetryArgs {
 struct ChatArgs {
     #[command(flatten)]
     op: OpArgs,
-    /// At most this many lines per read.
-    #[arg(long, default_value_t = 100)]
-    limit: u32,
-    /// Keep printing new lines until interrupted.
+    /// The newest N lines (default 100; with --follow, none before the new
+    /// ones unless given).
+    #[arg(long, value_name = "N", conflicts_with = "from_start")]
+    last: Option<u32>,
+    /// Every stored line, oldest first (with --follow: then the new ones).
+    #[arg(long)]
+    from_start: bool,
+    /// Keep printing new lines as they are said, until interrupted.
     #[arg(long, short)]
     follow: bool,
 }
@@ -227,8 +258,8 @@ struct CommandArgs {
     device: String,
     /// ping, status, exec, or another name the device may know.
     name: String,
-    /// Arguments; for exec, the program and its arguments (use -- before arguments that start with -).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// Arguments; for exec, the program and its arguments (put `--` before
+    /// them when one starts with `-`: `exec -- ls -l`).
     args: Vec<String>,
 }
 
@@ -268,8 +299,9 @@ struct SubmitArgs {
     #[arg(long, default_value_t = 120_000)]
     wait_ms: u64,
     kind: JobKind,
-    /// For echo, the text; for exec, the program and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    /// For echo, the text; for exec, the program and its arguments (put
+    /// `--` before them when one starts with `-`: `exec -- uname -a`).
+    #[arg(required = true)]
     args: Vec<String>,
 }
 
@@ -333,7 +365,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                Exit::Usage.into()
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -438,7 +474,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {
-            Response::Devices(d) => Some(Shown::new(&d, format::fmt_devices(&d), true)),
+            Response::Devices(d) => Some(Shown::new(
+                d.iter().map(views::device).collect(),
+                format::fmt_devices(&d),
+                true,
+            )),
             _ => None,
         }),
         Cmd::Telemetry(a) => telemetry(a),
@@ -449,9 +489,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 "status" => Command::Status,
                 "exec" => {
                     let Some((program, args)) = a.args.split_first() else {
-                        anyhow::bail!(
-                            "exec needs a program: fleetmq-hub command DEVICE exec PROGRAM [ARGS...]"
-                        );
+                        return Err(usage(
+                            "exec needs a program: fleetmq-hub command DEVICE exec PROGRAM [ARGS...]",
+                        ));
                     };
                     Command::Exec {
                         program: program.clone(),
@@ -484,7 +524,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             operate(&a.op, req, wait, |r| match r {
                 Response::Reply { device, reply } => {
                     let (text, ok) = format::fmt_reply(&device, &reply);
-                    Some(Shown::new(&reply, text, ok))
+                    Some(Shown::new(views::reply(&device, &reply), text, ok))
                 }
                 _ => None,
             })
@@ -496,10 +536,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Request::Jobs { limit: a.limit },
             Duration::ZERO,
             |r| match r {
-                Response::Jobs(jobs) => {
-                    let text: String = jobs.iter().map(|j| format::fmt_job(j).0).collect();
-                    Some(Shown::new(&jobs, text, true))
-                }
+                Response::Jobs(jobs) => Some(Shown::new(
+                    jobs.iter().map(views::job).collect(),
+                    format::fmt_jobs(&jobs),
+                    true,
+                )),
                 _ => None,
             },
         ),
@@ -517,7 +558,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Response::Broadcast { topic } => {
                     let text = format!("sent on {topic}\n");
                     Some(Shown::new(
-                        &serde_json::json!({ "topic": topic }),
+                        serde_json::json!({ "topic": topic }),
                         text,
                         true,
                     ))
@@ -526,13 +567,23 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Stats(op) => operate(&op, Request::Stats, Duration::ZERO, |r| match r {
-            Response::Stats(s) => {
-                let text = serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
-                Some(Shown::new(&s, text, true))
-            }
+            Response::Stats(s) => Some(Shown::new(
+                serde_json::to_value(&s).unwrap_or_default(),
+                format::fmt_stats(&s),
+                true,
+            )),
             _ => None,
         }),
     }
+}
+
+/// A mistake on the command line that clap cannot see: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn usage(message: &str) -> anyhow::Error {
+    Usage(message.to_string()).into()
 }
 
 #[cfg(test)]

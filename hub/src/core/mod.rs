@@ -138,6 +138,8 @@ pub struct Counters {
     pub results_refused: u64,
     pub batches_throttled: u64,
     pub batches_rejected: u64,
+    /// What retention deleted since the start (`bytes` and `more` unused).
+    pub pruned: crate::store::Pruned,
 }
 
 /// Where job tokens come from: the OS's randomness in the hub, a counter in
@@ -168,6 +170,8 @@ pub struct Core {
     storage: Option<String>,
     /// Job leases running out on the monotonic clock.
     leases: jobs::Leases,
+    /// Retention's last step left more to delete.
+    prune_more: bool,
     ticks: u32,
     out: VecDeque<Action>,
 }
@@ -201,6 +205,7 @@ impl Core {
             started: now,
             storage: None,
             leases: jobs::Leases::default(),
+            prune_more: false,
             ticks: 0,
             out: VecDeque::new(),
             config,
@@ -233,8 +238,8 @@ impl Core {
         }
     }
 
-    /// The timer: presence, command deadlines, queued commands, job leases
-    /// and the command log. The driver calls it every [`TICK_MS`].
+    /// The timer: presence, command deadlines, queued commands, job leases,
+    /// the command log and retention. The driver calls it every [`TICK_MS`].
     pub fn tick(&mut self, now: Now) {
         self.ticks = self.ticks.wrapping_add(1);
         self.admission.tick(self.ticks, now);
@@ -249,6 +254,32 @@ impl Core {
         self.dispatch_jobs(now);
         if let Err(e) = self.store.flush_log() {
             self.store_failed("writing the command log", &e);
+        }
+        if self.ticks % PRUNE_EVERY_TICKS == 0 || self.prune_more {
+            self.prune(now);
+        }
+    }
+
+    /// One step of retention (see `store::retention`): once a second, and
+    /// on every tick while a kind is still past its limits.
+    fn prune(&mut self, now: Now) {
+        match self.store.prune(&self.config.retention, now.wall_ms) {
+            Ok(p) => {
+                self.prune_more = p.more;
+                if !p.is_empty() {
+                    debug!(?p, "retention pruned");
+                }
+                let total = &mut self.counters.pruned;
+                total.batches += p.batches;
+                total.records += p.records;
+                total.chat += p.chat;
+                total.jobs += p.jobs;
+                total.commands += p.commands;
+            }
+            Err(e) => {
+                self.prune_more = false;
+                warn!(error = %e, "retention could not prune the store; it tries again in a second");
+            }
         }
     }
 
@@ -317,6 +348,9 @@ impl Core {
 /// How often the driver calls [`Core::tick`], in milliseconds: the
 /// resolution of presence, command deadlines and job leases.
 pub const TICK_MS: u64 = 100;
+
+/// Ticks between retention steps when the last one finished its work.
+const PRUNE_EVERY_TICKS: u32 = 10;
 
 #[cfg(test)]
 mod tests;

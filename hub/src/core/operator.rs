@@ -180,6 +180,14 @@ impl Core {
             batches_throttled: c.batches_throttled,
             batches_rejected: c.batches_rejected,
             storage_problem: self.storage.clone().unwrap_or_default(),
+            telemetry_cursor: self.store.telemetry_cursor()?,
+            chat_cursor: self.store.chat_cursor()?,
+            telemetry_bytes: self.store.telemetry_bytes(),
+            pruned_batches: c.pruned.batches,
+            pruned_records: c.pruned.records,
+            pruned_chat: c.pruned.chat,
+            pruned_jobs: c.pruned.jobs,
+            pruned_commands: c.pruned.commands,
         }))
     }
 }

@@ -118,6 +118,11 @@ impl Client {
         self
     }
 
+    /// The hub's operator endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
         ClientError::Protocol {
             endpoint: self.endpoint.clone(),

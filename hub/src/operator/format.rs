@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
-    AgentStatus, ChatRow, DeviceInfo, JobInfo, JobState, Outcome, Output, Reply, TelemetryRow,
+    AgentStatus, ChatRow, DeviceInfo, HubStats, JobInfo, JobSpec, JobState, Outcome, Output, Reply,
+    TelemetryRow,
 };
 
 /// `2026-11-21T20:20:28.123Z` from milliseconds since the Unix epoch.
@@ -194,22 +195,33 @@ pub fn fmt_reply(device: &str, reply: &Reply) -> (String, bool) {
     }
 }
 
+/// What a job does, as a command line: `echo TEXT` or `exec PROGRAM ARGS`.
+pub fn fmt_spec(spec: &JobSpec) -> String {
+    match spec {
+        JobSpec::Echo { text } => format!("echo {}", line(text)),
+        JobSpec::Exec { program, args } => {
+            let mut s = format!("exec {}", line(program));
+            for a in args {
+                s.push(' ');
+                s.push_str(&line(a));
+            }
+            s
+        }
+    }
+}
+
 pub fn fmt_job(j: &JobInfo) -> (String, bool) {
-    let state = match j.state {
-        JobState::Queued => "queued",
-        JobState::Leased => "running",
-        JobState::Done => "done",
-        JobState::Failed => "failed",
-    };
+    let state = crate::operator::views::job_state(j);
     let mut out = format!(
-        "job {}: {state}, attempt {}/{}{}\n",
+        "job {}: {state}, attempt {}/{}{}: {}\n",
         j.id,
         j.attempts,
         j.max_attempts,
         j.device
             .as_deref()
             .map(|d| format!(", on {d}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        fmt_spec(&j.spec)
     );
     if let Some(e) = &j.error {
         let _ = writeln!(out, "note: {}", line(e));
@@ -221,6 +233,107 @@ pub fn fmt_job(j: &JobInfo) -> (String, bool) {
         ok &= good;
     }
     (out, ok)
+}
+
+/// Jobs one a line: id, state, attempts, device, what it does.
+pub fn fmt_jobs(jobs: &[JobInfo]) -> String {
+    let mut out = format!(
+        "{:>6} {:<10} {:>8} {:<24} {:<24} WORK\n",
+        "JOB", "STATE", "ATTEMPTS", "DEVICE", "UPDATED"
+    );
+    for j in jobs {
+        let _ = writeln!(
+            out,
+            "{:>6} {:<10} {:>8} {:<24} {:<24} {}",
+            j.id,
+            crate::operator::views::job_state(j),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            j.device.as_deref().unwrap_or("-"),
+            fmt_ts(j.updated_ms),
+            fmt_spec(&j.spec)
+        );
+    }
+    out
+}
+
+/// The hub's counters, grouped, one a line.
+pub fn fmt_stats(s: &HubStats) -> String {
+    let mut out = String::new();
+    let mut group = |title: &str, rows: &[(&str, String)]| {
+        let _ = writeln!(out, "{title}");
+        for (k, v) in rows {
+            let _ = writeln!(out, "  {k:<22} {v}");
+        }
+    };
+    group(
+        "hub",
+        &[
+            ("version", s.hub_version.clone()),
+            ("up", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
+            ("security", s.security.clone()),
+            (
+                "store",
+                if s.storage_problem.is_empty() {
+                    "writable".to_string()
+                } else {
+                    format!("NOT WRITABLE: {}", line(&s.storage_problem))
+                },
+            ),
+        ],
+    );
+    group(
+        "devices",
+        &[
+            ("online", s.devices_online.to_string()),
+            ("known", s.devices_known.to_string()),
+            ("enrolled keys", s.devices_allowed.to_string()),
+        ],
+    );
+    group(
+        "telemetry",
+        &[
+            ("batches stored", s.batches_stored.to_string()),
+            ("samples stored", s.samples_stored.to_string()),
+            ("duplicates ignored", s.batches_duplicate.to_string()),
+            ("throttled", s.batches_throttled.to_string()),
+            ("rejected", s.batches_rejected.to_string()),
+            ("renumbered", s.batches_renumbered.to_string()),
+            ("bytes in store", s.telemetry_bytes.to_string()),
+        ],
+    );
+    group(
+        "work",
+        &[
+            ("jobs dispatched", s.jobs_dispatched.to_string()),
+            ("results received", s.results_received.to_string()),
+            ("results refused", s.results_refused.to_string()),
+            ("commands sent", s.commands_sent.to_string()),
+            ("commands timed out", s.commands_timed_out.to_string()),
+        ],
+    );
+    group(
+        "refused",
+        &[
+            ("handshakes refused", s.handshakes_refused.to_string()),
+            ("handshakes failed", s.handshakes_failed.to_string()),
+            ("impersonations", s.impersonations.to_string()),
+            ("rate limited", s.rate_limited.to_string()),
+            ("connection conflicts", s.connection_conflicts.to_string()),
+            ("frames dropped", s.frames_dropped.to_string()),
+            ("disconnects", s.disconnects.to_string()),
+        ],
+    );
+    group(
+        "pruned since start",
+        &[
+            ("batches", s.pruned_batches.to_string()),
+            ("records in them", s.pruned_records.to_string()),
+            ("chat lines", s.pruned_chat.to_string()),
+            ("jobs", s.pruned_jobs.to_string()),
+            ("commands", s.pruned_commands.to_string()),
+        ],
+    );
+    out
 }
 
 #[cfg(test)]

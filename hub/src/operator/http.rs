@@ -21,7 +21,7 @@ use fleetmq_protocol::{
 };
 use tracing::warn;
 
-use super::{Client, ClientError};
+use super::{Client, ClientError, views};
 
 /// The fleet page: one file, no external assets, built into the binary.
 const PAGE: &str = include_str!("../../web/index.html");
@@ -174,7 +174,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             _ => None,
         }),
         "/api/devices" => answer(call(hub, Request::Devices), |r| match r {
-            Response::Devices(d) => Some(json(&d)),
+            Response::Devices(d) => Some(json(&d.iter().map(views::device).collect::<Vec<_>>())),
             _ => None,
         }),
         "/api/latest" => answer(call(hub, Request::Latest), |r| match r {
@@ -182,11 +182,28 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             _ => None,
         }),
         "/api/telemetry" => {
+            let (since_ms, until_ms) = match (number("since", 0), number("until", 0)) {
+                (Ok(s), Ok(u)) => (s, u),
+                (Err(e), _) | (_, Err(e)) => return (400, "text/plain", format!("{e}\n")),
+            };
+            // last=N: the newest N samples that match; else from `after`.
+            let (newest, limit) = match number("last", 0) {
+                Ok(0) => (false, limit),
+                Ok(n) => (true, n.min(10_000) as u32),
+                Err(e) => return (400, "text/plain", format!("{e}\n")),
+            };
             let q = TelemetryQuery {
                 device: query.get("device").cloned(),
                 name: query.get("name").cloned(),
                 after_id: after,
                 limit,
+                since_ms,
+                until_ms,
+                newest,
+                tags: query
+                    .get("tags")
+                    .map(|t| t.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
             };
             answer(call(hub, Request::Telemetry(q)), |r| match r {
                 Response::Telemetry(rows) => Some(json(&rows)),
@@ -211,18 +228,20 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             })
         }
         "/api/jobs" => answer(call(hub, Request::Jobs { limit }), |r| match r {
-            Response::Jobs(jobs) => Some(json(&jobs)),
+            Response::Jobs(jobs) => Some(json(&jobs.iter().map(views::job).collect::<Vec<_>>())),
             _ => None,
         }),
         "/api/commands" => answer(call(hub, Request::Commands { limit }), |r| match r {
-            Response::Commands(log) => Some(json(&log)),
+            Response::Commands(log) => Some(json(
+                &log.iter().map(views::command_info).collect::<Vec<_>>(),
+            )),
             _ => None,
         }),
         _ => (
             404,
             "text/plain",
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
-             /api/telemetry?device=D&name=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
+             /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
              /api/commands\n"
                 .into(),
         ),
@@ -308,6 +327,11 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "store_writable",
             "1 if the hub can write its store; 0 while it cannot (a full disk), and telemetry waits.",
             f64::from(u8::from(s.storage_problem.is_empty())),
+        ),
+        (
+            "telemetry_stored_bytes",
+            "Bytes of telemetry batches in the store (what retention.telemetry.max_bytes holds to).",
+            s.telemetry_bytes as f64,
         ),
     ];
     for (name, help, v) in gauges {
@@ -395,6 +419,31 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             "batches_rejected_total",
             "Batches never to be stored: invalid, or over a device's distinct-series budget.",
             s.batches_rejected,
+        ),
+        (
+            "pruned_batches_total",
+            "Telemetry batches deleted by retention.",
+            s.pruned_batches,
+        ),
+        (
+            "pruned_records_total",
+            "Records (samples and chat lines) in the batches retention deleted.",
+            s.pruned_records,
+        ),
+        (
+            "pruned_chat_total",
+            "Chat lines deleted by retention.",
+            s.pruned_chat,
+        ),
+        (
+            "pruned_jobs_total",
+            "Finished jobs deleted by retention.",
+            s.pruned_jobs,
+        ),
+        (
+            "pruned_commands_total",
+            "Command log entries deleted by retention.",
+            s.pruned_commands,
         ),
     ];
     for (name, help, v) in counters {

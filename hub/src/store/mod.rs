@@ -11,7 +11,10 @@
 
 mod commands;
 mod jobs;
+mod retention;
 mod telemetry;
+
+pub use retention::Pruned;
 
 use commands::LogWrite;
 
@@ -113,6 +116,10 @@ pub struct Store {
     log_queue: Vec<LogWrite>,
     /// The id the next logged command gets.
     next_log_id: i64,
+    /// Bytes of batch bodies stored (the `totals` row `telemetry`, kept
+    /// in step with every store and prune): what retention's `max_bytes`
+    /// is held to. Known only to the writing store, 0 in a reader.
+    telemetry_bytes: u64,
 }
 
 const SCHEMA: &str = "
@@ -137,6 +144,12 @@ CREATE TABLE IF NOT EXISTS batches (
     wire_version INTEGER NOT NULL,
     body BLOB NOT NULL,
     UNIQUE (device, seq)
+);
+CREATE INDEX IF NOT EXISTS batches_time ON batches (received_ms);
+CREATE INDEX IF NOT EXISTS batches_device ON batches (device, id);
+CREATE TABLE IF NOT EXISTS totals (
+    kind TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chat (
     id INTEGER PRIMARY KEY,
@@ -207,7 +220,9 @@ impl Store {
     pub fn open(dir: &Path, sync: Synchronous) -> Result<Self, StoreError> {
         let conn = connect(dir, sync)?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
-        Store::over(conn, connect(dir, Synchronous::Normal)?)
+        let mut store = Store::over(conn, connect(dir, Synchronous::Normal)?)?;
+        store.count_telemetry_bytes()?;
+        Ok(store)
     }
 
     /// Another store over `dir/hub.db`, for reads only (`query_only`): the
@@ -243,6 +258,7 @@ impl Store {
             log,
             log_queue: Vec::new(),
             next_log_id: last + 1,
+            telemetry_bytes: 0,
         })
     }
 
@@ -262,7 +278,9 @@ impl Store {
         let open = || Connection::open_with_flags(&name, flags).doing("opening a memory store");
         let conn = open()?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
-        Store::over(conn, open()?)
+        let mut store = Store::over(conn, open()?)?;
+        store.count_telemetry_bytes()?;
+        Ok(store)
     }
 
     /// Records a Hello: creates or updates the device row.

@@ -2,9 +2,65 @@
 //! back decoded.
 
 use fleetmq_protocol::{Batch, ChatRow, TelemetryQuery, TelemetryRow};
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 
 use super::{Doing as _, Incoming, SAMPLE_BITS, Store, StoreError, Stored};
+
+/// How far ahead of the hub's clock a device's clock may run for a
+/// `since_ms` query to still find its samples by when they were stored.
+pub const CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
+
+/// Batches read from SQLite at a time.
+const PAGE: u32 = 1000;
+
+/// Which samples a [`TelemetryQuery`] wants.
+struct Filter<'q> {
+    /// The metric name, and whether it must match with its tags exactly.
+    name: Option<(&'q str, bool)>,
+    /// Tags every matching series carries: `key=value`, or `key` for any
+    /// value.
+    tags: Vec<(&'q str, Option<&'q str>)>,
+    since_ms: u64,
+    until_ms: u64,
+}
+
+impl<'q> Filter<'q> {
+    fn new(q: &'q TelemetryQuery) -> Self {
+        Filter {
+            name: q.name.as_deref().map(|n| (n, n.contains('{'))),
+            tags: q
+                .tags
+                .iter()
+                .map(|t| match t.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (t.as_str(), None),
+                })
+                .collect(),
+            since_ms: q.since_ms,
+            until_ms: q.until_ms,
+        }
+    }
+
+    fn matches(&self, series: &str, ts_ms: u64) -> bool {
+        if ts_ms < self.since_ms || (self.until_ms > 0 && ts_ms > self.until_ms) {
+            return false;
+        }
+        if self.name.is_none() && self.tags.is_empty() {
+            return true;
+        }
+        let (metric, tags) = fleetmq_protocol::telemetry::split_series(series);
+        let named = match self.name {
+            None => true,
+            Some((name, true)) => name == series,
+            Some((name, false)) => name == metric,
+        };
+        named
+            && self.tags.iter().all(|(key, value)| {
+                tags.iter()
+                    .any(|(k, v)| k == key && value.is_none_or(|value| value == *v))
+            })
+    }
+}
 
 impl Store {
     /// Stores batches in one transaction. Nothing is acked until this returns
@@ -18,6 +74,7 @@ impl Store {
         let tx = self.conn.transaction().doing("starting a transaction")?;
         let mut outcomes = Vec::with_capacity(items.len());
         let mut chat = Vec::new();
+        let mut added = 0u64;
         {
             let mut device = tx
                 .prepare_cached(
@@ -74,6 +131,7 @@ impl Store {
                 device
                     .execute(params![item.device, now_ms as i64])
                     .doing("counting a batch")?;
+                added += item.body.len() as u64;
                 for (ts_ms, text) in b.resolved_chat() {
                     line.execute(params![item.device, b.seq as i64, ts_ms as i64, text])
                         .doing("storing chat")?;
@@ -87,27 +145,50 @@ impl Store {
                 outcomes.push(Stored::New);
             }
         }
+        if added > 0 {
+            tx.prepare_cached("UPDATE totals SET bytes = bytes + ?1 WHERE kind = 'telemetry'")
+                .and_then(|mut s| s.execute(params![added as i64]))
+                .doing("counting stored bytes")?;
+        }
         tx.commit().doing("committing batches")?;
+        self.telemetry_bytes += added;
         Ok((outcomes, chat))
     }
 
-    /// Samples after a cursor, oldest first.
+    /// Samples after a cursor that match the query: the oldest of them,
+    /// or with `newest` the newest (see [`TelemetryQuery`]); returned
+    /// oldest first either way.
+    ///
+    /// Batches are found by device (indexed with their ids) and by when
+    /// the hub stored them (indexed): a sample taken at or after
+    /// `since_ms` was stored after it, give or take a device clock that
+    /// runs ahead of the hub's, which [`CLOCK_AHEAD_MS`] allows for. Bodies
+    /// are decoded on the way out.
     pub fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<TelemetryRow>, StoreError> {
         let limit = q.limit.clamp(1, 10_000) as usize;
         let after = q.after_id.max(0);
-        let after_batch = after >> SAMPLE_BITS;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, device, seq, body FROM batches
-                 WHERE id >= ?1 AND (?2 IS NULL OR device = ?2) ORDER BY id LIMIT 1000",
-            )
-            .doing("reading telemetry")?;
+        let filter = Filter::new(q);
+        let order = if q.newest { "DESC" } else { "ASC" };
+        let device = if q.device.is_some() {
+            "device = ?3"
+        } else {
+            "?3 IS NULL"
+        };
+        let sql = format!(
+            "SELECT id, device, seq, body FROM batches WHERE id >= ?1 AND id <= ?2 AND {device}
+             ORDER BY id {order} LIMIT {PAGE}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).doing("reading telemetry")?;
         let mut out = Vec::new();
-        let mut from = after_batch;
+        // The batch ids still to look at, narrowed page by page.
+        let (mut low, mut high) = (after >> SAMPLE_BITS, i64::MAX);
+        if q.since_ms > 0 {
+            low =
+                low.max(self.first_batch_stored_since(q.since_ms.saturating_sub(CLOCK_AHEAD_MS))?);
+        }
         'scan: loop {
             let mut rows = stmt
-                .query(params![from, q.device])
+                .query(params![low, high, q.device])
                 .doing("reading telemetry")?;
             let mut last = None;
             while let Some(r) = rows.next().doing("reading telemetry")? {
@@ -121,30 +202,72 @@ impl Store {
                 let Ok(batch) = fleetmq_protocol::envelope::body::<Batch>("Batch", &body) else {
                     continue;
                 };
-                for (i, s) in batch.resolved_samples().enumerate() {
-                    let row_id = (id << SAMPLE_BITS) | i as i64;
-                    if row_id <= after || q.name.as_deref().is_some_and(|n| n != s.name) {
-                        continue;
-                    }
-                    out.push(TelemetryRow {
+                let mut matched: Vec<TelemetryRow> = batch
+                    .resolved_samples()
+                    .enumerate()
+                    .map(|(i, s)| ((id << SAMPLE_BITS) | i as i64, s))
+                    .filter(|(row_id, s)| *row_id > after && filter.matches(s.name, s.ts_ms))
+                    .map(|(row_id, s)| TelemetryRow {
                         id: row_id,
                         device: device.clone(),
                         seq: seq as u64,
                         ts_ms: s.ts_ms,
                         name: s.name.to_string(),
                         value: s.value,
-                    });
+                    })
+                    .collect();
+                if q.newest {
+                    matched.reverse();
+                }
+                for row in matched {
+                    out.push(row);
                     if out.len() >= limit {
                         break 'scan;
                     }
                 }
             }
             match last {
-                Some(id) => from = id + 1,
+                Some(id) if q.newest => high = id - 1,
+                Some(id) => low = id + 1,
                 None => break,
             }
         }
+        if q.newest {
+            out.reverse();
+        }
         Ok(out)
+    }
+
+    /// The id of the first batch the hub stored at or after `ms` (ids
+    /// and store times rise together), `i64::MAX` for none.
+    fn first_batch_stored_since(&self, ms: u64) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id FROM batches WHERE received_ms >= ?1 ORDER BY received_ms LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![ms as i64], |r| r.get(0)).optional())
+            .map(|id| id.unwrap_or(i64::MAX))
+            .doing("finding batches by time")
+    }
+
+    /// A telemetry cursor past every sample stored so far.
+    pub fn telemetry_cursor(&self) -> Result<i64, StoreError> {
+        let last: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM batches", [], |r| r.get(0))
+            .doing("reading the newest batch")?;
+        Ok(if last == 0 {
+            0
+        } else {
+            (last << SAMPLE_BITS) | ((1 << SAMPLE_BITS) - 1)
+        })
+    }
+
+    /// The id of the newest chat line, 0 for none.
+    pub fn chat_cursor(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM chat", [], |r| r.get(0))
+            .doing("reading the newest chat line")
     }
 
     /// Chat lines after a cursor, oldest first.

@@ -68,6 +68,14 @@ fn stats() -> HubStats {
         batches_throttled: 0,
         batches_rejected: 0,
         storage_problem: String::new(),
+        telemetry_cursor: 0,
+        chat_cursor: 0,
+        telemetry_bytes: 900,
+        pruned_batches: 2,
+        pruned_records: 20,
+        pruned_chat: 0,
+        pruned_jobs: 0,
+        pruned_commands: 0,
     }
 }
 

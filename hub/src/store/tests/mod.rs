@@ -174,3 +174,5 @@ fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
     assert_eq!(store_one(&mut store, 1, 12), Stored::Taken { from: 6 });
     assert_eq!(store_one(&mut store, 6, 12), Stored::New);
 }
+
+mod queries_and_retention;

@@ -1,0 +1,181 @@
+//! How operator answers look as JSON, for the command line's `--json` and
+//! the HTTP API alike: kinds, states and outcomes in plain words
+//! (`"kind": "exec"`, `"state": "refused"`), never the wire format's enum
+//! wrappers. The words are the ones the human text uses.
+
+use fleetmq_protocol::{
+    ChatRow, Command, CommandInfo, DeviceInfo, JobInfo, JobSpec, JobState, Outcome, Reply,
+    TelemetryRow,
+};
+use serde_json::{Value, json};
+
+/// Where a job stands, in one word: `queued`, `running`, `done` (it ran
+/// and exited 0), `failed` (it ran and exited otherwise, could not start,
+/// or ran out of attempts), `timed_out`, or `refused` (the device does not
+/// allow or know it).
+pub fn job_state(j: &JobInfo) -> &'static str {
+    match (&j.state, &j.outcome) {
+        (JobState::Queued, _) => "queued",
+        (JobState::Leased, _) => "running",
+        (JobState::Failed, _) => "failed",
+        (JobState::Done, Some(o)) => match o {
+            Outcome::Completed(out) if out.exit_code == Some(0) => "done",
+            Outcome::TimedOut(_) => "timed_out",
+            Outcome::NotAllowed(_) | Outcome::Unknown(_) => "refused",
+            Outcome::Completed(_) | Outcome::AlreadyRun | Outcome::Failed(_) => "failed",
+        },
+        (JobState::Done, None) => "done",
+    }
+}
+
+/// How a job or command ended, in one word.
+pub fn outcome_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Completed(_) => "completed",
+        Outcome::TimedOut(_) => "timed_out",
+        Outcome::NotAllowed(_) => "not_allowed",
+        Outcome::Unknown(_) => "unknown",
+        Outcome::AlreadyRun => "already_run",
+        Outcome::Failed(_) => "failed",
+    }
+}
+
+/// A job's work: `{"kind": "echo", "text"}` or `{"kind": "exec", "program", "args"}`.
+pub fn spec(s: &JobSpec) -> Value {
+    match s {
+        JobSpec::Echo { text } => json!({ "kind": "echo", "text": text }),
+        JobSpec::Exec { program, args } => {
+            json!({ "kind": "exec", "program": program, "args": args })
+        }
+    }
+}
+
+/// A command: `{"kind": "ping" | "status" | "exec" | NAME, ...}`.
+pub fn command(c: &Command) -> Value {
+    match c {
+        Command::Ping => json!({ "kind": "ping" }),
+        Command::Status => json!({ "kind": "status" }),
+        Command::Exec {
+            program,
+            args,
+            timeout_ms,
+        } => json!({ "kind": "exec", "program": program, "args": args, "timeout_ms": timeout_ms }),
+        Command::Other { name, args } => json!({ "kind": name, "args": args }),
+    }
+}
+
+/// An outcome: `{"result": WORD, ...}` with the output of a program that
+/// ran, or `detail` saying what was refused or why it could not start.
+pub fn outcome(o: &Outcome) -> Value {
+    let mut v = json!({ "result": outcome_word(o) });
+    match o {
+        Outcome::Completed(out) | Outcome::TimedOut(out) => {
+            v["exit_code"] = json!(out.exit_code);
+            v["stdout"] = json!(out.stdout);
+            v["stderr"] = json!(out.stderr);
+            v["truncated"] = json!(out.truncated);
+            v["duration_ms"] = json!(out.duration_ms);
+        }
+        Outcome::NotAllowed(what) | Outcome::Unknown(what) | Outcome::Failed(what) => {
+            v["detail"] = json!(what);
+        }
+        Outcome::AlreadyRun => {}
+    }
+    v
+}
+
+/// A device's answer to a command: `{"device", "ok", "result": "pong" |
+/// "status" | an outcome's word, ...}`.
+pub fn reply(device: &str, r: &Reply) -> Value {
+    let mut v = answer(r);
+    v["device"] = json!(device);
+    v
+}
+
+/// A reply without the device: `{"ok", "result", ...}`.
+fn answer(r: &Reply) -> Value {
+    let mut v = match r {
+        Reply::Pong { uptime_ms } => json!({ "result": "pong", "uptime_ms": uptime_ms }),
+        Reply::Status(s) => json!({ "result": "status", "status": s }),
+        Reply::Outcome(o) => outcome(o),
+    };
+    v["ok"] = json!(reply_ok(r));
+    v
+}
+
+/// A job and its result.
+pub fn job(j: &JobInfo) -> Value {
+    json!({
+        "id": j.id,
+        "state": job_state(j),
+        "work": spec(&j.spec),
+        "attempts": j.attempts,
+        "max_attempts": j.max_attempts,
+        "timeout_ms": j.timeout_ms,
+        "lease_ms": j.lease_ms,
+        "created_ms": j.created_ms,
+        "updated_ms": j.updated_ms,
+        "device": j.device,
+        "outcome": j.outcome.as_ref().map(outcome),
+        "error": j.error,
+    })
+}
+
+/// A command log entry, its command and answer read back from the log's
+/// JSON into the same words.
+pub fn command_info(c: &CommandInfo) -> Value {
+    let command_view = serde_json::from_str::<Command>(&c.command)
+        .map(|cmd| command(&cmd))
+        .unwrap_or_else(|_| json!({ "kind": "unknown", "text": c.command }));
+    let result = c
+        .result
+        .as_deref()
+        .map(|r| match serde_json::from_str::<Reply>(r) {
+            Ok(reply) => answer(&reply),
+            // "timed out", or what an older hub wrote.
+            Err(_) => json!({ "result": r.replace(' ', "_"), "ok": false }),
+        });
+    json!({
+        "id": c.id,
+        "device": c.device,
+        "command": command_view,
+        "sent_ms": c.sent_ms,
+        "ended_ms": c.ended_ms,
+        "answer": result,
+    })
+}
+
+/// Whether a reply is a success: a pong, a status, a program that exited 0.
+pub fn reply_ok(r: &Reply) -> bool {
+    match r {
+        Reply::Pong { .. } | Reply::Status(_) => true,
+        Reply::Outcome(Outcome::Completed(o)) => o.exit_code == Some(0),
+        Reply::Outcome(_) => false,
+    }
+}
+
+/// A device's state in one word: `online`, `offline`, `revoked`.
+pub fn device_state(d: &DeviceInfo) -> &'static str {
+    match (d.revoked, d.online) {
+        (true, _) => "revoked",
+        (false, true) => "online",
+        (false, false) => "offline",
+    }
+}
+
+/// A device as the hub knows it, with its state in a word.
+pub fn device(d: &DeviceInfo) -> Value {
+    let mut v = json!(d);
+    v["state"] = json!(device_state(d));
+    v
+}
+
+/// One stored sample: already plain.
+pub fn sample(r: &TelemetryRow) -> Value {
+    json!(r)
+}
+
+/// One chat line: already plain.
+pub fn chat(r: &ChatRow) -> Value {
+    json!(r)
+}

@@ -1,0 +1,319 @@
+//! Retention: what the store deletes so it stays bounded, a small step at
+//! a time.
+//!
+//! Each call of [`Store::prune`] deletes at most [`STEP`] rows of each
+//! kind that is past its age or its size, oldest first, in one short
+//! transaction, and says whether any kind had more to delete. The hub
+//! calls it once a second, and again on the next tick while there is more,
+//! so a store far over its limits (a limit lowered, a hub that was off for
+//! a month) is brought back in many steps between rounds of ingest rather
+//! than in one long delete that would stall it.
+//!
+//! | kind | age by | size by |
+//! |---|---|---|
+//! | telemetry | when the hub stored the batch (`received_ms`, indexed) | bytes of batch bodies, kept in `totals` |
+//! | chat | the line's time, oldest ids first | rows |
+//! | jobs | when a done or failed job last changed; queued and leased jobs are never pruned | rows of done or failed jobs |
+//! | commands | when the command was sent, oldest ids first | rows |
+//!
+//! Chat and the command log are pruned from their oldest id onwards and stop
+//! at the first row that is young enough, so a step never scans the table.
+
+use rusqlite::{Connection, params};
+
+use super::{Doing as _, Store, StoreError};
+use crate::config::Retention;
+
+/// Most rows of one kind deleted in one step.
+pub const STEP: usize = 1_000;
+
+/// What one step deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Telemetry batches.
+    pub batches: u64,
+    /// Records (samples and chat lines) in them.
+    pub records: u64,
+    /// Bytes of their bodies.
+    pub bytes: u64,
+    /// Chat lines.
+    pub chat: u64,
+    /// Done or failed jobs.
+    pub jobs: u64,
+    /// Command log entries.
+    pub commands: u64,
+    /// Some kind is still past a limit: call again soon.
+    pub more: bool,
+}
+
+impl Pruned {
+    /// True when the step deleted nothing.
+    pub fn is_empty(&self) -> bool {
+        self.batches + self.chat + self.jobs + self.commands == 0
+    }
+}
+
+/// `now_ms - age_s`, or `None` when the age limit is off.
+fn cutoff(now_ms: u64, max_age_s: u64) -> Option<i64> {
+    (max_age_s > 0).then(|| now_ms.saturating_sub(max_age_s.saturating_mul(1000)) as i64)
+}
+
+impl Store {
+    /// Bytes of telemetry stored.
+    pub fn telemetry_bytes(&self) -> u64 {
+        self.telemetry_bytes
+    }
+
+    /// Reads the stored byte count, counting it once from the batches
+    /// for a hub.db from before it was kept.
+    pub(super) fn count_telemetry_bytes(&mut self) -> Result<(), StoreError> {
+        let kept: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT bytes FROM totals WHERE kind = 'telemetry'",
+                [],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .doing("reading the stored byte count")?;
+        let bytes = match kept {
+            Some(b) => b,
+            None => {
+                let b: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT coalesce(sum(length(body)), 0) FROM batches",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .doing("counting stored bytes")?;
+                self.conn
+                    .execute(
+                        "INSERT INTO totals (kind, bytes) VALUES ('telemetry', ?1)",
+                        params![b],
+                    )
+                    .doing("keeping the stored byte count")?;
+                b
+            }
+        };
+        self.telemetry_bytes = bytes.max(0) as u64;
+        Ok(())
+    }
+
+    /// One step of retention at wall time `now_ms` (see the module docs).
+    pub fn prune(&mut self, rules: &Retention, now_ms: u64) -> Result<Pruned, StoreError> {
+        let mut done = Pruned::default();
+        self.prune_telemetry(rules, now_ms, &mut done)?;
+        let c = &rules.chat;
+        let (n, more) = prune_front(
+            &self.conn,
+            "chat",
+            "ts_ms",
+            cutoff(now_ms, c.max_age_s),
+            c.max_rows,
+        )?;
+        done.chat = n;
+        done.more |= more;
+        let (n, more) = self.prune_jobs(rules, now_ms)?;
+        done.jobs = n;
+        done.more |= more;
+        // The command log has its own connection; its queued writes go
+        // first, so an answer is never written after its entry is gone.
+        self.flush_log()?;
+        let c = &rules.commands;
+        let (n, more) = prune_front(
+            &self.log,
+            "commands",
+            "sent_ms",
+            cutoff(now_ms, c.max_age_s),
+            c.max_rows,
+        )?;
+        done.commands = n;
+        done.more |= more;
+        Ok(done)
+    }
+
+    fn prune_telemetry(
+        &mut self,
+        rules: &Retention,
+        now_ms: u64,
+        done: &mut Pruned,
+    ) -> Result<(), StoreError> {
+        let t = &rules.telemetry;
+        let over = |bytes: u64| t.max_bytes > 0 && bytes > t.max_bytes;
+        let tx = self.conn.transaction().doing("starting a prune")?;
+        let mut victims: Vec<(i64, u64, u64)> = Vec::new();
+        if let Some(before) = cutoff(now_ms, t.max_age_s) {
+            let mut old = tx
+                .prepare_cached(
+                    "SELECT id, length(body), records FROM batches WHERE received_ms < ?1
+                     ORDER BY received_ms LIMIT ?2",
+                )
+                .doing("finding old batches")?;
+            let rows = old
+                .query_map(params![before, STEP as i64], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })
+                .doing("finding old batches")?;
+            for row in rows {
+                victims.push(row.doing("finding old batches")?);
+            }
+        }
+        let mut bytes = self.telemetry_bytes
+            - victims
+                .iter()
+                .map(|v| v.1)
+                .sum::<u64>()
+                .min(self.telemetry_bytes);
+        if victims.len() < STEP && over(bytes) {
+            let after = victims.iter().map(|v| v.0).max().unwrap_or(0);
+            let mut oldest = tx
+                .prepare_cached(
+                    "SELECT id, length(body), records FROM batches WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .doing("finding the oldest batches")?;
+            let mut rows = oldest
+                .query(params![after, (STEP - victims.len()) as i64])
+                .doing("finding the oldest batches")?;
+            while over(bytes) {
+                let Some(r) = rows.next().doing("finding the oldest batches")? else {
+                    break;
+                };
+                let v: (i64, u64, u64) = (
+                    r.get(0).doing("finding the oldest batches")?,
+                    r.get::<_, i64>(1).doing("finding the oldest batches")? as u64,
+                    r.get::<_, i64>(2).doing("finding the oldest batches")? as u64,
+                );
+                bytes = bytes.saturating_sub(v.1);
+                victims.push(v);
+            }
+        }
+        if victims.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM batches WHERE id = ?1")
+                .doing("pruning batches")?;
+            for (id, _, _) in &victims {
+                delete.execute(params![id]).doing("pruning batches")?;
+            }
+        }
+        let gone: u64 = victims.iter().map(|v| v.1).sum();
+        tx.prepare_cached("UPDATE totals SET bytes = max(bytes - ?1, 0) WHERE kind = 'telemetry'")
+            .and_then(|mut s| s.execute(params![gone as i64]))
+            .doing("counting stored bytes")?;
+        tx.commit().doing("committing a prune")?;
+        self.telemetry_bytes = self.telemetry_bytes.saturating_sub(gone);
+        done.batches = victims.len() as u64;
+        done.records = victims.iter().map(|v| v.2).sum();
+        done.bytes = gone;
+        done.more |= victims.len() >= STEP || over(self.telemetry_bytes);
+        Ok(())
+    }
+
+    fn prune_jobs(&mut self, rules: &Retention, now_ms: u64) -> Result<(u64, bool), StoreError> {
+        let j = &rules.jobs;
+        let finished = "state IN ('done', 'failed')";
+        let mut n = 0;
+        if let Some(before) = cutoff(now_ms, j.max_age_s) {
+            n += self
+                .conn
+                .execute(
+                    &format!(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {finished}
+                         AND updated_ms < ?1 ORDER BY id LIMIT ?2)"
+                    ),
+                    params![before, STEP as i64],
+                )
+                .doing("pruning jobs")?;
+        }
+        if j.max_rows > 0 && n < STEP {
+            let count: i64 = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*) FROM jobs WHERE {finished}"),
+                    [],
+                    |r| r.get(0),
+                )
+                .doing("counting jobs")?;
+            let excess = (count.max(0) as u64).saturating_sub(j.max_rows);
+            let take = excess.min((STEP - n) as u64);
+            if take > 0 {
+                n += self
+                    .conn
+                    .execute(
+                        &format!(
+                            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {finished}
+                             ORDER BY id LIMIT ?1)"
+                        ),
+                        params![take as i64],
+                    )
+                    .doing("pruning jobs")?;
+            }
+        }
+        Ok((n as u64, n >= STEP))
+    }
+}
+
+/// Deletes from the front (lowest ids) of `table`: rows whose `time` is
+/// before `before`, stopping at the first that is not, and rows past
+/// `max_rows` (0: no cap). Ids only grow and only the front is deleted, so
+/// the rows are `max(id) - min(id) + 1` without counting them. Returns how
+/// many were deleted and whether more are due.
+fn prune_front(
+    conn: &Connection,
+    table: &str,
+    time: &str,
+    before: Option<i64>,
+    max_rows: u64,
+) -> Result<(u64, bool), StoreError> {
+    let (first, last): (Option<i64>, Option<i64>) = conn
+        .query_row(&format!("SELECT min(id), max(id) FROM {table}"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .doing("finding what to prune")?;
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok((0, false));
+    };
+    let rows = (last - first + 1).max(0) as u64;
+    // Everything below `upto` goes: past the row cap...
+    let mut upto = first;
+    if max_rows > 0 && rows > max_rows {
+        upto = first + (rows - max_rows).min(STEP as u64) as i64;
+    }
+    // ...and then the old ones, up to the first young one.
+    if let Some(before) = before {
+        let young: Option<i64> = conn
+            .query_row(
+                &format!(
+                    "SELECT min(id) FROM (SELECT id, {time} FROM {table} WHERE id >= ?1
+                     ORDER BY id LIMIT ?2) WHERE {time} >= ?3"
+                ),
+                params![upto, STEP as i64, before],
+                |r| r.get(0),
+            )
+            .doing("finding what to prune")?;
+        upto = young
+            .unwrap_or((upto + STEP as i64).min(last + 1))
+            .max(upto);
+    }
+    upto = upto.min(first + STEP as i64);
+    if upto <= first {
+        return Ok((0, false));
+    }
+    let n = conn
+        .execute(&format!("DELETE FROM {table} WHERE id < ?1"), params![upto])
+        .doing("pruning")?;
+    let left = (last - upto + 1).max(0) as u64;
+    let more = n >= STEP || (max_rows > 0 && left > max_rows);
+    Ok((n as u64, more))
+}

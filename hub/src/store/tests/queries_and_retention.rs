@@ -1,0 +1,287 @@
+//! Telemetry queries by name, tag and time, and retention, on a clock the
+//! tests set.
+
+use super::*;
+use crate::config::{KeepBytes, KeepRows, Retention};
+use fleetmq_protocol::{BatchBuilder, JobSubmission, TelemetryQuery, Value};
+
+const T0: u64 = 1_700_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+/// A batch of `(name, ts_ms)` samples, each valued by its position.
+fn batch(seq: u64, samples: &[(&str, u64)]) -> fleetmq_protocol::Batch {
+    let mut b = BatchBuilder::new(seq);
+    for (i, (name, ts)) in samples.iter().enumerate() {
+        b.push_sample(name, *ts, Value::Int(i as i64)).unwrap();
+    }
+    b.finish()
+}
+
+fn query() -> TelemetryQuery {
+    TelemetryQuery {
+        device: None,
+        name: None,
+        after_id: 0,
+        limit: 100,
+        since_ms: 0,
+        until_ms: 0,
+        newest: false,
+        tags: vec![],
+    }
+}
+
+/// (device, name, ts) of what a query returns.
+fn found(store: &Store, q: &TelemetryQuery) -> Vec<(String, String, u64)> {
+    store
+        .telemetry(q)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.device, r.name, r.ts_ms))
+        .collect()
+}
+
+fn row(device: &str, name: &str, ts: u64) -> (String, String, u64) {
+    (device.into(), name.into(), ts)
+}
+
+#[test]
+fn a_name_matches_its_series_with_any_tags_and_tags_narrow_it() {
+    let mut store = Store::in_memory().unwrap();
+    let root = "host.disk.used_pct{mount=/}";
+    let data = "host.disk.used_pct{mount=/data}";
+    let b = batch(1, &[(root, T0), (data, T0 + 1), ("host.temp_c", T0 + 2)]);
+    store_as("pi-a", &mut store, b, T0);
+    store_as("pi-b", &mut store, batch(1, &[(root, T0 + 3)]), T0);
+
+    let name = |n: &str| TelemetryQuery {
+        name: Some(n.into()),
+        ..query()
+    };
+    assert_eq!(
+        found(&store, &name("host.disk.used_pct")),
+        [
+            row("pi-a", root, T0),
+            row("pi-a", data, T0 + 1),
+            row("pi-b", root, T0 + 3)
+        ]
+    );
+    assert_eq!(
+        found(&store, &name(data)),
+        [row("pi-a", data, T0 + 1)],
+        "a name with tags is that one series"
+    );
+    let tagged = TelemetryQuery {
+        tags: vec!["mount=/".into()],
+        ..name("host.disk.used_pct")
+    };
+    assert_eq!(
+        found(&store, &tagged),
+        [row("pi-a", root, T0), row("pi-b", root, T0 + 3)]
+    );
+    let any_mount = TelemetryQuery {
+        tags: vec!["mount".into()],
+        device: Some("pi-a".into()),
+        ..query()
+    };
+    assert_eq!(
+        found(&store, &any_mount),
+        [row("pi-a", root, T0), row("pi-a", data, T0 + 1)]
+    );
+    assert!(found(&store, &name("host.disk")).is_empty(), "no prefixes");
+}
+
+#[test]
+fn the_newest_rows_come_back_oldest_first_within_a_time_range() {
+    let mut store = Store::in_memory().unwrap();
+    // Three batches an hour apart, stored when they were taken.
+    for (i, at) in [T0, T0 + HOUR, T0 + 2 * HOUR].into_iter().enumerate() {
+        let b = batch(i as u64 + 1, &[("m", at), ("m", at + 1), ("n", at + 2)]);
+        store_as("pi-a", &mut store, b, at);
+    }
+    let newest = TelemetryQuery {
+        name: Some("m".into()),
+        newest: true,
+        limit: 3,
+        ..query()
+    };
+    assert_eq!(
+        found(&store, &newest),
+        [
+            row("pi-a", "m", T0 + HOUR + 1),
+            row("pi-a", "m", T0 + 2 * HOUR),
+            row("pi-a", "m", T0 + 2 * HOUR + 1)
+        ]
+    );
+    let window = TelemetryQuery {
+        name: Some("m".into()),
+        since_ms: T0 + HOUR,
+        until_ms: T0 + HOUR + 1,
+        ..query()
+    };
+    assert_eq!(
+        found(&store, &window),
+        [row("pi-a", "m", T0 + HOUR), row("pi-a", "m", T0 + HOUR + 1)]
+    );
+    // A cursor past the end reads nothing; after it, only what comes next.
+    let end = store.telemetry_cursor().unwrap();
+    let after_end = TelemetryQuery {
+        after_id: end,
+        ..query()
+    };
+    assert!(found(&store, &after_end).is_empty());
+    store_as(
+        "pi-a",
+        &mut store,
+        batch(9, &[("m", T0 + 3 * HOUR)]),
+        T0 + 3 * HOUR,
+    );
+    assert_eq!(found(&store, &after_end), [row("pi-a", "m", T0 + 3 * HOUR)]);
+}
+
+fn retention() -> Retention {
+    let off = KeepRows {
+        max_age_s: 0,
+        max_rows: 0,
+    };
+    Retention {
+        telemetry: KeepBytes {
+            max_age_s: 0,
+            max_bytes: 0,
+        },
+        chat: off,
+        jobs: off,
+        commands: off,
+    }
+}
+
+#[test]
+fn telemetry_past_its_age_or_its_bytes_is_pruned_oldest_first_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+    for (i, at) in [T0, T0 + HOUR, T0 + 2 * HOUR].into_iter().enumerate() {
+        store_as(
+            "pi-a",
+            &mut store,
+            batch(i as u64 + 1, &[("m", at), ("m", at + 1)]),
+            at,
+        );
+    }
+    let all = store.telemetry_bytes();
+    let one = all / 3;
+    assert!(all > 0 && all % 3 == 0, "{all}");
+
+    let mut rules = retention();
+    rules.telemetry.max_age_s = 90 * 60;
+    let p = store.prune(&rules, T0 + 2 * HOUR).unwrap();
+    assert_eq!((p.batches, p.records, p.bytes, p.more), (1, 2, one, false));
+    assert_eq!(store.telemetry_bytes(), 2 * one);
+    assert!(store.prune(&rules, T0 + 2 * HOUR).unwrap().is_empty());
+
+    // The byte count survives a restart, and a cap deletes the oldest
+    // until the rest fits.
+    drop(store);
+    let mut store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+    assert_eq!(store.telemetry_bytes(), 2 * one);
+    let mut rules = retention();
+    rules.telemetry.max_bytes = one;
+    let p = store.prune(&rules, T0 + 2 * HOUR).unwrap();
+    assert_eq!((p.batches, store.telemetry_bytes()), (1, one));
+    let left: Vec<u64> = store
+        .telemetry(&query())
+        .unwrap()
+        .iter()
+        .map(|r| r.ts_ms)
+        .collect();
+    assert_eq!(left, [T0 + 2 * HOUR, T0 + 2 * HOUR + 1]);
+}
+
+#[test]
+fn a_store_far_over_its_limit_is_pruned_a_step_at_a_time() {
+    let mut store = Store::in_memory().unwrap();
+    let n = retention::STEP as u64 * 2 + 10;
+    let items: Vec<(fleetmq_protocol::Batch, Vec<u8>)> = (1..=n)
+        .map(|seq| {
+            let b = batch(seq, &[("m", T0)]);
+            let frame = fleetmq_protocol::Upstream::Batch(b.clone())
+                .encode()
+                .unwrap();
+            let body = fleetmq_protocol::envelope::open(&frame).unwrap().1.to_vec();
+            (b, body)
+        })
+        .collect();
+    let incoming: Vec<Incoming<'_>> = items
+        .iter()
+        .map(|(batch, body)| Incoming {
+            device: "pi-a",
+            batch,
+            body,
+        })
+        .collect();
+    store.store_batches(&incoming, T0).unwrap();
+    let mut rules = retention();
+    rules.telemetry.max_age_s = 60;
+    let steps: Vec<(u64, bool)> = (0..4)
+        .map(|_| store.prune(&rules, T0 + HOUR).unwrap())
+        .map(|p| (p.batches, p.more))
+        .collect();
+    let step = retention::STEP as u64;
+    assert_eq!(steps, [(step, true), (step, true), (10, false), (0, false)]);
+    assert_eq!(store.telemetry_bytes(), 0);
+}
+
+#[test]
+fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
+    let mut store = Store::in_memory().unwrap();
+    let mut b = BatchBuilder::new(1);
+    for i in 0..10u64 {
+        b.push_chat(T0 + i * HOUR, &format!("line {i}")).unwrap();
+    }
+    store_as("pi-a", &mut store, b.finish(), T0);
+    let job = JobSubmission {
+        spec: JobSpec::Echo { text: "hi".into() },
+        timeout_ms: 1_000,
+        lease_ms: 5_000,
+        max_attempts: 1,
+    };
+    let queued = store.submit_job(&job, T0).unwrap();
+    let done: Vec<u64> = (0..3)
+        .map(|i| {
+            let id = store.submit_job(&job, T0).unwrap();
+            store.fail_job(id, "gave up", T0 + i * HOUR).unwrap();
+            id
+        })
+        .collect();
+    for i in 0..5 {
+        store.log_command("pi-a", &fleetmq_protocol::Command::Ping, T0 + i * HOUR);
+    }
+
+    let mut rules = retention();
+    // At 10 h with 2.5 h kept, chat from before 7.5 h goes (lines 0-7)...
+    rules.chat.max_age_s = 2 * 3600 + 1800;
+    rules.jobs.max_age_s = 3600 + 1800;
+    rules.commands.max_rows = 2;
+    let p = store.prune(&rules, T0 + 10 * HOUR).unwrap();
+    assert_eq!((p.chat, p.jobs, p.commands), (8, 3, 3));
+    let chat: Vec<String> = store
+        .recent_chat(100)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+    assert_eq!(chat, ["line 8", "line 9"]);
+    let jobs: Vec<u64> = store.jobs(100).unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(jobs, [queued], "a queued job is never pruned: {done:?}");
+    assert_eq!(store.commands(100).unwrap().len(), 2);
+
+    // ...and a row cap keeps the newest.
+    let mut rules = retention();
+    rules.chat.max_rows = 1;
+    assert_eq!(store.prune(&rules, T0).unwrap().chat, 1);
+    let chat: Vec<String> = store
+        .recent_chat(100)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+    assert_eq!(chat, ["line 9"]);
+}

@@ -1,0 +1,243 @@
+//! Running a fleet from the operator's command line: one convention for
+//! every command (JSON, options, exit codes), telemetry queries by name,
+//! tag and time, --follow from now, and a store kept bounded by retention.
+
+use std::io::BufRead as _;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fleetmq_tests::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn tmp() -> tempfile::TempDir {
+    temp_dir("fleetmq-operate-")
+}
+
+/// `fleetmq-agent send` from `device`'s agent (through its spool).
+fn send(hub: &Hub, device: &str, args: &[&str]) {
+    run_ok(
+        agent_command()
+            .args(["send", "--data-dir"])
+            .arg(hub.dir.join(device).join("data"))
+            .args(args),
+    );
+}
+
+/// `fleetmq-hub ARGS --data-dir ...` exactly as given (no --json added).
+fn raw(hub: &Hub, args: &[&str]) -> std::process::Output {
+    hub_command()
+        .args(args)
+        .arg("--data-dir")
+        .arg(hub.dir.join("data"))
+        .env("FLEETMQ_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running fleetmq-hub")
+}
+
+fn values(rows: &[Value]) -> Vec<i64> {
+    rows.iter().filter_map(|r| r["value"].as_i64()).collect()
+}
+
+#[test]
+fn telemetry_is_found_by_name_tag_and_time_and_follow_starts_now() {
+    let _w = watchdog("telemetry_queries", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = hub.agent("pi-q", &[]);
+    hub.wait_listening("pi-q");
+    send(&hub, "pi-q", &["disk.free=5", "mount=/data"]);
+    send(&hub, "pi-q", &["disk.free=7", "mount=/"]);
+
+    // A name matches its series with any tags; a tag narrows it.
+    let both = wait_for("both disk.free series stored", || {
+        let r = hub.op(&["telemetry", "--name", "disk.free", "--from-start"]);
+        (r.json.len() == 2).then_some(r.json)
+    });
+    assert_eq!(values(&both), [5, 7]);
+    let data = hub.op(&["telemetry", "--name", "disk.free", "--tag", "mount=/data"]);
+    assert_eq!(values(&data.json), [5], "{:?}", data.json);
+    assert_eq!(data.json[0]["name"], "disk.free{mount=/data}");
+
+    // --last N is the newest N, oldest of them first: the end of a range.
+    // The range ends at a sample already stored: the agent sends in order,
+    // so everything up to it is stored too.
+    let until = wait_for("a few samples from pi-q", || {
+        let r = hub.op(&["telemetry", "--device", "pi-q", "--last", "10"]);
+        (r.json.len() == 10).then(|| r.json[5]["ts_ms"].to_string())
+    });
+    let whole = hub.op(&[
+        "telemetry",
+        "--device",
+        "pi-q",
+        "--from-start",
+        "--until",
+        &until,
+    ]);
+    let last = hub.op(&[
+        "telemetry",
+        "--device",
+        "pi-q",
+        "--last",
+        "3",
+        "--until",
+        &until,
+    ]);
+    assert!(whole.json.len() > 3, "{:?}", whole.json);
+    assert_eq!(last.json, whole.json[whole.json.len() - 3..]);
+    let recent = hub.op(&["telemetry", "--device", "pi-q", "--since", "10m"]);
+    assert!(
+        recent.json.len() >= whole.json.len(),
+        "--since 10m has it all"
+    );
+
+    // Nothing matched: an empty array, not nothing.
+    let none = raw(
+        &hub,
+        &["telemetry", "--since", "2099-01-01T00:00:00Z", "--json"],
+    );
+    assert!(none.status.success());
+    assert_eq!(String::from_utf8_lossy(&none.stdout), "[]\n");
+
+    // --follow starts at the end of the store: with --last 1, the newest
+    // matching sample, then only what comes after (no replay of 5).
+    let mut follow = hub
+        .operator_command(&[
+            "telemetry",
+            "--follow",
+            "--last",
+            "1",
+            "--name",
+            "disk.free",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("a line from --follow")
+            .unwrap();
+        serde_json::from_str(&line).expect("JSON Lines with --follow")
+    };
+    assert_eq!(next()["value"], 7, "the newest one first");
+    send(&hub, "pi-q", &["disk.free=9", "mount=/x"]);
+    assert_eq!(next()["value"], 9, "then the new one, nothing older");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[test]
+fn every_operator_command_takes_options_anywhere_and_exits_by_what_happened() {
+    let _w = watchdog("convention", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = hub.agent("pi-o", &[]);
+    hub.wait_answering("pi-o");
+
+    // Options after the words are options; after `--`, words.
+    let out = raw(
+        &hub,
+        &["job", "submit", "--wait", "echo", "hello", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(
+        job["work"],
+        serde_json::json!({"kind": "echo", "text": "hello"})
+    );
+    assert_eq!(job["state"], "done");
+    let job = hub.op(&["job", "submit", "--wait", "exec", "--", "echo", "--json"]);
+    assert_eq!(job.json[0]["outcome"]["stdout"], "--json\n");
+    assert_eq!(job.json[0]["outcome"]["result"], "completed");
+
+    // Lists are one array.
+    let out = raw(&hub, &["job", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+
+    // Human text by default, stats included.
+    let out = raw(&hub, &["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    assert!(
+        text.contains("samples stored") && text.contains("pruned since start"),
+        "{text}"
+    );
+    let out = raw(&hub, &["job", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("echo hello") && text.contains("done"),
+        "{text}"
+    );
+
+    // Exit codes: 0 answered, 1 answered no, 2 a mistake on the line.
+    assert_eq!(hub.op(&["command", "pi-o", "ping"]).code, Some(0));
+    let refused = hub.op(&["command", "pi-o", "exec", "--", "cat", "/etc/hostname"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    let nobody = hub.op(&["command", "pi-nobody", "ping"]);
+    assert_eq!(nobody.code, Some(1), "{nobody:?}");
+    let bad = raw(&hub, &["telemetry", "--since", "yesterday-ish"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("10m"),
+        "says what to give"
+    );
+    let dash = raw(&hub, &["command", "pi-o", "exec", "ls", "-l"]);
+    assert_eq!(dash.status.code(), Some(2), "an unknown option");
+    assert!(
+        String::from_utf8_lossy(&dash.stderr).contains("--"),
+        "the hint says to use --"
+    );
+}
+
+#[test]
+fn retention_keeps_the_store_under_its_cap_and_stats_show_what_went() {
+    let _w = watchdog("retention", LIMIT);
+    let dir = tmp();
+    let cap = 4_000;
+    let hub = Hub::start(
+        dir.path(),
+        &format!("[retention.telemetry]\nmax_bytes = {cap}\n"),
+    );
+    let _agent = hub.agent("pi-r", &[]);
+    let first = wait_for("telemetry from pi-r", || {
+        hub.op(&["telemetry", "--device", "pi-r", "--from-start"])
+            .json
+            .first()
+            .cloned()
+    });
+    let stats = wait_for("retention to prune", || {
+        let s = hub.stats();
+        (s["pruned_batches"].as_u64() > Some(0)).then_some(s)
+    });
+    assert!(stats["pruned_records"].as_u64() > Some(0), "{stats}");
+    // Pruning runs every second and the agent sends 10 batches a second:
+    // the store is held near its cap, not left to grow.
+    let bytes = stats["telemetry_bytes"].as_u64().unwrap();
+    assert!(bytes < cap * 3, "{bytes} bytes stored for a cap of {cap}");
+    let oldest = hub.op(&["telemetry", "--device", "pi-r", "--from-start"]);
+    assert!(
+        oldest.json[0]["id"].as_i64() > first["id"].as_i64(),
+        "the oldest rows went first: {first} then {}",
+        oldest.json[0]
+    );
+    let out = raw(&hub, &["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pruned since start"), "{text}");
+}
