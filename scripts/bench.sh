@@ -8,7 +8,8 @@
 # wire formats.
 #
 #   scripts/bench.sh                 everything (about 5 minutes after the build)
-#   scripts/bench.sh ingest          one: ingest, rtt, idle, wire or connected
+#   scripts/bench.sh ingest          one: ingest, rtt, idle, wire, connected,
+#                                    flood, query, or store (not in "all")
 #   BENCH_ARGS="--seconds 10" scripts/bench.sh
 #
 # Figures are for comparing side by side within one run; absolute numbers

@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod flood;
 pub mod procstat;
 pub mod run;
+pub mod store;
 pub mod swarm;
 pub mod wire;
 

@@ -9,6 +9,7 @@
 //! fleetmq-bench connected [--agents 5000]
 //! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench query [--agents 20] [--seconds S]
+//! fleetmq-bench store [--agents 200] [--hours 24]    (not in `all`: it writes GBs)
 //! fleetmq-bench swarm --hub tcp://HOST:PORT --agents N [--seconds S] [--window W]
 //! ```
 //!
@@ -28,9 +29,9 @@ use fleetmq_protocol::{
 };
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|swarm [--json FILE] \
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
-[--agent-binary PATH]";
+[--agent-binary PATH] [--hours H]";
 
 /// Batches each simulated agent keeps in flight.
 const WINDOW: usize = 4;
@@ -52,6 +53,8 @@ struct Args {
     first: usize,
     /// rtt, idle: this agent binary rather than the one beside us.
     agent_binary: Option<std::path::PathBuf>,
+    /// store: hours of fleet time to generate.
+    hours: u64,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -67,6 +70,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         window: WINDOW,
         first: 0,
         agent_binary: None,
+        hours: 24,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -78,6 +82,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("hub") => args.hub = Some(p.value()?.string()?),
             Long("window") => args.window = p.value()?.parse()?,
             Long("first") => args.first = p.value()?.parse()?,
+            Long("hours") => args.hours = p.value()?.parse()?,
             Long("agent-binary") => args.agent_binary = Some(p.value()?.into()),
             Long("agents") => {
                 let list = p.value()?.string()?;
@@ -143,6 +148,14 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if all || args.command == "query" {
         report.insert("query".into(), queried(args)?);
+    }
+    if args.command == "store" {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetmq-bench-store-")
+            .tempdir()?;
+        let devices = args.agents.as_ref().and_then(|a| a.first().copied());
+        let result = fleetmq_bench::store::run(dir.path(), devices.unwrap_or(200), args.hours)?;
+        report.insert("store".into(), result);
     }
     anyhow::ensure!(
         !report.is_empty(),
@@ -393,6 +406,10 @@ fn queried(args: &Args) -> anyhow::Result<Value> {
                         name: Some("no.such.series".into()),
                         after_id: 0,
                         limit: 100,
+                        since_ms: 0,
+                        until_ms: 0,
+                        newest: false,
+                        tags: vec![],
                     }),
                 })
                 .encode()?;
