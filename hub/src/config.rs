@@ -185,6 +185,8 @@ pub struct Jobs {
     pub lease_ms: u32,
     pub max_attempts: u32,
     pub timeout_ms: u32,
+    /// How long a job aimed at devices waits for an offline one.
+    pub ttl_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -260,6 +262,7 @@ impl Default for Jobs {
             lease_ms: 30_000,
             max_attempts: 3,
             timeout_ms: 60_000,
+            ttl_ms: 86_400_000,
         }
     }
 }

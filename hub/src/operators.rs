@@ -40,6 +40,7 @@ impl Role {
                 | Request::QueuedCommand { .. }
                 | Request::SubmitJob(_)
                 | Request::Broadcast { .. }
+                | Request::FleetCommand(_)
         );
         self == Role::Admin || !acts
     }

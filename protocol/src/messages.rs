@@ -2,8 +2,8 @@
 //!
 //! | channel | sockets | kinds |
 //! |---|---|---|
-//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled |
+//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -65,6 +65,19 @@ messages! {
         pub heartbeat_ms: u32,
         /// When the agent process started, ms since the Unix epoch.
         pub started_ms: u64,
+    }
+
+    /// Sent by an agent after each Hello: what work it takes on, so the
+    /// hub never hands it a job it would refuse. Its one field is growable.
+    pub struct Offer(#[serde(with = "crate::growable")] pub Abilities);
+
+    /// What an agent takes on.
+    pub struct Abilities {
+        /// The job kinds its `[jobs] allow` names: `echo`, `exec`.
+        pub job_kinds: Vec<String>,
+        /// The programs its `[exec] programs` allows (for exec jobs and
+        /// commands).
+        pub exec_programs: Vec<String>,
     }
 
     /// "Still here", sent on the heartbeat interval.
@@ -407,6 +420,32 @@ messages! {
             /// At most this many.
             limit: u32,
         },
+        /// One command for several devices: each gets it when online,
+        /// within the time to live; answered at once with the command's id.
+        FleetCommand(#[serde(with = "crate::growable")] FleetCommand),
+        /// Where a [`Request::FleetCommand`] stands on each device.
+        FleetAnswers {
+            /// The id it was answered with.
+            id: u64,
+        },
+    }
+
+    /// A command for devices, groups or the whole fleet.
+    pub struct FleetCommand {
+        /// What to do.
+        pub command: Command,
+        /// These devices,
+        pub devices: Vec<String>,
+        /// and every device in any of these groups,
+        pub groups: Vec<String>,
+        /// or every device the hub knows.
+        pub all: bool,
+        /// How long each device may take to answer once it has the
+        /// command (0: the hub's `commands.timeout_ms`).
+        pub timeout_ms: u32,
+        /// How long the command waits for a device that is offline (0: the
+        /// hub's `jobs.ttl_ms`).
+        pub ttl_ms: u32,
     }
 
     /// Filter and cursor for telemetry.
@@ -453,6 +492,16 @@ messages! {
         pub lease_ms: u32,
         /// Dispatches before the job fails.
         pub max_attempts: u32,
+        /// Run it on each of these devices (with `groups` and `all`;
+        /// none of the three: on any one device, from the work queue).
+        pub devices: Vec<String>,
+        /// Run it on each device in any of these groups.
+        pub groups: Vec<String>,
+        /// Run it on every device the hub knows.
+        pub all: bool,
+        /// How long an aimed job waits for an offline device (0: the hub's
+        /// `jobs.ttl_ms`); past it that device's run fails.
+        pub ttl_ms: u32,
     }
 
     /// The hub's answer to an [`OperatorRequest`].
@@ -500,6 +549,31 @@ messages! {
         Latest(#[serde(with = "crate::growable::list")] Vec<LatestValue>),
         /// For [`Request::Commands`].
         Commands(#[serde(with = "crate::growable::list")] Vec<CommandInfo>),
+        /// For [`Request::FleetCommand`].
+        FleetCommandQueued {
+            /// Ask [`Request::FleetAnswers`] with it.
+            id: u64,
+            /// The devices it is for.
+            devices: Vec<String>,
+        },
+        /// For [`Request::FleetAnswers`]: one per device, by device id.
+        FleetAnswers(#[serde(with = "crate::growable::list")] Vec<FleetAnswer>),
+    }
+
+    /// Where a fleet command stands on one device.
+    pub struct FleetAnswer {
+        /// The device.
+        pub device: String,
+        /// `offline` (waiting for the device), `sending`, `sent` (waiting
+        /// for its answer), `answered`, `timed_out`, `expired` (the device
+        /// stayed away past the time to live) or `failed`.
+        pub state: String,
+        /// The device's answer, once `answered`.
+        pub reply: Option<Reply>,
+        /// Why it ended without an answer.
+        pub error: Option<String>,
+        /// When it ended, ms since the epoch (0 while it has not).
+        pub ended_ms: u64,
     }
 
     /// A command the hub sent to a device, from its command log.
@@ -617,6 +691,30 @@ messages! {
         /// Device whose result was taken.
         pub device: Option<String>,
         /// The result.
+        pub outcome: Option<Outcome>,
+        /// Why it failed, when it did.
+        pub error: Option<String>,
+        /// Where it runs: `any` (the work queue), or the devices, groups or
+        /// `all` it was aimed at.
+        pub target: String,
+        /// For a job aimed at devices: its run on each, by device id.
+        #[serde(with = "crate::growable::list")]
+        pub runs: Vec<JobRun>,
+    }
+
+    /// A job's run on one device it was aimed at.
+    pub struct JobRun {
+        /// The run's own job id (its results carry it).
+        pub id: u64,
+        /// The device.
+        pub device: String,
+        /// Where it stands.
+        pub state: JobState,
+        /// Dispatches so far.
+        pub attempts: u32,
+        /// When it last changed.
+        pub updated_ms: u64,
+        /// The device's result.
         pub outcome: Option<Outcome>,
         /// Why it failed, when it did.
         pub error: Option<String>,
@@ -766,6 +864,8 @@ channel! {
         0x03 => Batch(Batch),
         /// Clean shutdown.
         0x04 => Bye(Bye),
+        /// What the agent takes on, after each Hello.
+        0x05 => Offer(Offer),
     }
 }
 
@@ -802,6 +902,9 @@ channel! {
         0x17 => Rejected(Rejected),
         /// Send a batch again later: it is over the device's budget.
         0x18 => Throttled(Throttled),
+        /// A job aimed at this device (not from the work queue): run it
+        /// and send its result on the results socket, as for a pulled one.
+        0x19 => Work(Job),
     }
 }
 

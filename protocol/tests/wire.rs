@@ -203,6 +203,35 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     assert_eq!(hex(&throttled), "02 18 03 dc 0b 01 78");
+    // A job aimed at the device: a Job, as on the work queue.
+    let work = Downstream::Work(Job {
+        id: 7,
+        attempt: 1,
+        spec: JobSpec::Echo { text: "hi".into() },
+        timeout_ms: 1000,
+        token: 9,
+    })
+    .encode()
+    .unwrap();
+    // id 7, attempt 1, JobSpec variant 0 (Echo) "hi", 1000, token 9
+    assert_eq!(hex(&work), "02 19 07 01 00 02 68 69 e8 07 09");
+    // What an agent takes on, growable: 10 bytes of fields follow.
+    let offer = Upstream::Offer(Offer(Abilities {
+        job_kinds: vec!["echo".into()],
+        exec_programs: vec!["df".into()],
+    }))
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&offer), "02 05 0a 01 04 65 63 68 6f 01 02 64 66");
+    // A newer agent's extra fields are skipped; an older one's missing
+    // lists read as empty.
+    let newer = Upstream::decode(&[
+        0x02, 0x05, 0x0c, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x07, 0x07,
+    ])
+    .unwrap();
+    assert!(matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"]));
+    let older = Upstream::decode(&[0x02, 0x05, 0x06, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f]).unwrap();
+    assert!(matches!(older, Upstream::Offer(Offer(ref a)) if a.exec_programs.is_empty()));
     // A batch's number is read without decoding the batch.
     let mut b = BatchBuilder::new(300);
     b.push_chat(1, "hi").unwrap();

@@ -385,6 +385,30 @@ impl Hub {
         &self.endpoints["telemetry"]
     }
 
+    /// This hub's ports, as a config that makes a restarted hub listen
+    /// there too.
+    pub fn same_ports(&self) -> String {
+        let listen: String = [
+            "telemetry",
+            "broadcast",
+            "jobs",
+            "results",
+            "commands",
+            "operator",
+        ]
+        .iter()
+        .map(|k| format!("{k} = \"{}\"\n", self.endpoints[*k]))
+        .collect();
+        format!("[listen]\n{listen}http = \"127.0.0.1:0\"\n")
+    }
+
+    /// Starts the hub again in `dir` (same store) with `config`.
+    pub fn restart(dir: &Path, config: &str) -> Hub {
+        let path = dir.join("same-ports.toml");
+        std::fs::write(&path, config).expect("writing hub config");
+        Hub::start_with(dir, &["--config", &path.to_string_lossy()])
+    }
+
     /// How agents reach this hub.
     pub fn link(&self) -> Link {
         Link {

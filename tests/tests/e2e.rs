@@ -313,10 +313,15 @@ fn jobs_run_where_allowed_with_arguments_passed_literally() {
     assert_eq!(exec["attempts"], 1);
     assert!(!std::path::Path::new("/tmp/fleetmq-pwned").exists());
 
+    // A work-queue job the only device refuses goes back to the queue for
+    // another; with none, it fails saying who refused it and why.
     let refused = job_result(&hub, &["exec", "--", "sh", "-c", "id"]);
-    assert_eq!(refused["state"], "refused");
-    assert_eq!(refused["outcome"]["result"], "not_allowed");
-    assert_eq!(refused["outcome"]["detail"], "program \"sh\"");
+    assert_eq!(refused["state"], "failed");
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused by pi-j") && error.contains("program \"sh\""),
+        "{error}"
+    );
 
     let list = hub.op(&["job", "list"]);
     assert_eq!(list.json.len(), 3);
@@ -542,6 +547,10 @@ fn a_retried_job_submission_queues_one_job() {
             timeout_ms: 0,
             lease_ms: 0,
             max_attempts: 0,
+            devices: vec![],
+            groups: vec![],
+            all: false,
+            ttl_ms: 0,
         }),
     })
     .encode()

@@ -9,7 +9,7 @@
 //! once; every accepted sample must be stored exactly once.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -215,29 +215,6 @@ fn start(hub: &Hub, device: &str, extra: &str) -> Proc {
     )
 }
 
-/// The hub's ports, as a config that makes a restarted hub listen there too.
-fn same_ports(hub: &Hub) -> String {
-    let listen: String = [
-        "telemetry",
-        "broadcast",
-        "jobs",
-        "results",
-        "commands",
-        "operator",
-    ]
-    .iter()
-    .map(|k| format!("{k} = \"{}\"\n", hub.endpoints[*k]))
-    .collect();
-    format!("[listen]\n{listen}http = \"127.0.0.1:0\"\n")
-}
-
-/// Starts the hub again in `dir` (same store) with `config`.
-fn restart(dir: &Path, config: &str) -> Hub {
-    let path = dir.join("same-ports.toml");
-    std::fs::write(&path, config).expect("writing hub config");
-    Hub::start_with(dir, &["--config", &path.to_string_lossy()])
-}
-
 fn data_dir(hub: &Hub, device: &str) -> PathBuf {
     hub.dir.join(device).join("data")
 }
@@ -277,7 +254,7 @@ fn a_hub_killed_again_and_again_loses_and_repeats_nothing() {
     let dir = tmp();
     let mut hub = Hub::start(dir.path(), "");
     // The restarted hub listens where the first one did.
-    let same_ports = same_ports(&hub);
+    let same_ports = hub.same_ports();
     let devices = ["pi-h1", "pi-h2", "pi-h3"];
     let _agents: Vec<Proc> = devices.iter().map(|d| start(&hub, d, "")).collect();
     for d in devices {
@@ -293,7 +270,7 @@ fn a_hub_killed_again_and_again_loses_and_repeats_nothing() {
         hub.proc.wait_exit(Duration::from_secs(5));
         eprintln!("round {round}: killed the hub with -9");
         producers[0].wait_accepted(10); // the agents keep accepting meanwhile
-        hub = restart(dir.path(), &same_ports);
+        hub = Hub::restart(dir.path(), &same_ports);
     }
     for p in &producers {
         p.wait_accepted(15);
@@ -306,7 +283,7 @@ fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
     let _w = watchdog("spool full", LIMIT);
     let dir = tmp();
     let mut hub = Hub::start(dir.path(), "");
-    let ports = same_ports(&hub);
+    let ports = hub.same_ports();
     // The agent's own samples only at start and no host metrics, so that
     // its counters are about the audit stream alone.
     let small = |policy: &str| {
@@ -373,7 +350,7 @@ fn a_full_spool_drops_or_refuses_exactly_what_its_policy_says() {
             .expect("refused count");
     assert_eq!(refused as usize, refuse_ledger.refused.len());
 
-    hub = restart(dir.path(), &ports);
+    hub = Hub::restart(dir.path(), &ports);
     // refuse_new: exactly the accepted ones, the oldest, arrive.
     audit(&hub, "pi-refuse", &refuse_ledger);
     // drop_oldest: what was accepted and not counted as dropped arrives,
@@ -587,7 +564,7 @@ fn a_hub_on_a_full_disk_holds_telemetry_back_and_resumes_by_itself() {
     hub.proc.signal(libc::SIGTERM);
     hub.proc.wait_exit(WAIT);
     let _filler = disk.fill();
-    let hub = restart(dir.path(), "");
+    let hub = Hub::restart(dir.path(), "");
     assert!(hub.devices().contains_key("pi-d"), "reads on a full disk");
     assert!(
         hub.proc
@@ -664,7 +641,7 @@ fn queued_and_leased_jobs_survive_a_hub_killed_with_minus_9() {
     let _w = watchdog("jobs survive", LIMIT);
     let dir = tmp();
     let mut hub = Hub::start(dir.path(), "");
-    let ports = same_ports(&hub);
+    let ports = hub.same_ports();
     let submit = |hub: &Hub, args: &[&str]| {
         let mut full = vec!["job", "submit", "--lease-ms", "4000"];
         full.extend_from_slice(args);
@@ -675,7 +652,7 @@ fn queued_and_leased_jobs_survive_a_hub_killed_with_minus_9() {
     let kill_and_restart = |hub: &mut Hub| {
         hub.proc.signal(libc::SIGKILL);
         hub.proc.wait_exit(Duration::from_secs(5));
-        *hub = restart(dir.path(), &ports);
+        *hub = Hub::restart(dir.path(), &ports);
     };
     let done = |hub: &Hub, id: &str| {
         wait_for(&format!("job {id} done after the restart"), || {
@@ -719,7 +696,7 @@ fn a_restarted_hub_sees_its_fleet_come_back_spread_out_not_in_lockstep() {
     let _w = watchdog("reconnect spread", LIMIT);
     let dir = tmp();
     let mut hub = Hub::start(dir.path(), "");
-    let ports = same_ports(&hub);
+    let ports = hub.same_ports();
     let devices: Vec<String> = (0..20).map(|i| format!("pi-r{i:02}")).collect();
     let _agents: Vec<Proc> = devices.iter().map(|d| start(&hub, d, "")).collect();
     for d in &devices {
@@ -733,7 +710,7 @@ fn a_restarted_hub_sees_its_fleet_come_back_spread_out_not_in_lockstep() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64;
-    hub = restart(dir.path(), &ports);
+    hub = Hub::restart(dir.path(), &ports);
     let back: Vec<u64> = wait_for("every agent back", || {
         let devs = hub.devices();
         devices

@@ -241,3 +241,192 @@ fn retention_keeps_the_store_under_its_cap_and_stats_show_what_went() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("pruned since start"), "{text}");
 }
+
+#[test]
+fn jobs_aimed_at_a_group_run_on_each_member_and_wait_for_the_offline_one_across_a_restart() {
+    let _w = watchdog("aim", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let ports = hub.same_ports();
+    let _x = hub.agent("pi-x", &["lab"]);
+    // pi-y takes echo jobs only.
+    let echo_only = agent_config("").replace(
+        "[jobs]\nallow = [\"echo\", \"exec\"]",
+        "[jobs]\nallow = [\"echo\"]",
+    );
+    assert!(echo_only.contains("allow = [\"echo\"]\n"), "{echo_only}");
+    let y = start_agent(&hub.link(), &hub.dir, "pi-y", "run", &echo_only, &["lab"]);
+    // pi-z is known in the group, and away.
+    let mut z = hub.agent("pi-z", &["lab"]);
+    for d in ["pi-x", "pi-y", "pi-z"] {
+        hub.wait_listening(d);
+    }
+    z.signal(libc::SIGTERM);
+    z.wait_exit(Duration::from_secs(10));
+    wait_for("pi-z offline", || {
+        (hub.devices()["pi-z"]["online"] == false).then_some(())
+    });
+
+    // Aimed at the group: a run on each member.
+    let r = hub.op(&[
+        "job", "submit", "--group", "lab", "exec", "--", "echo", "aimed",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().unwrap().to_string();
+    let job = wait_for("pi-x done and pi-y refused", || {
+        let j = hub.op(&["job", "show", &id]).json[0].clone();
+        (j["summary"] == serde_json::json!({"done": 1, "refused": 1, "waiting": 1})).then_some(j)
+    });
+    assert_eq!(job["target"], "groups lab");
+    assert_eq!(job["state"], "running", "pi-z's run waits");
+    let runs = job["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["device"], "pi-x");
+    assert_eq!(runs[0]["outcome"]["stdout"], "aimed\n");
+    assert_eq!(runs[1]["outcome"]["result"], "not_allowed");
+    let y_log = y.log_text();
+    assert!(
+        !y_log.contains("running job") && !y_log.contains("not allowed here"),
+        "the hub never handed pi-y an exec job: {y_log}"
+    );
+    let out = hub_command()
+        .args(["job", "show", &id, "--data-dir"])
+        .arg(hub.dir.join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("job {id} for groups lab: running: 3 device(s)"))
+            && text.contains("--- pi-y: refused"),
+        "{text}"
+    );
+
+    // The waiting run survives a hub restart and runs when pi-z returns.
+    hub.proc.signal(libc::SIGKILL);
+    hub.proc.wait_exit(Duration::from_secs(5));
+    hub = Hub::restart(dir.path(), &ports);
+    let _z = hub.agent("pi-z", &["lab"]);
+    let r = hub.op(&["job", "show", "--wait", "--wait-ms", "60000", &id]);
+    assert_eq!(r.code, Some(1), "one device refused: not all done");
+    let job = &r.json[0];
+    assert_eq!(job["summary"], serde_json::json!({"done": 2, "refused": 1}));
+    assert_eq!(job["runs"][2]["device"], "pi-z");
+    assert_eq!(job["runs"][2]["outcome"]["stdout"], "aimed\n");
+
+    // The work queue in a mixed fleet: an exec job pi-y refuses goes back
+    // to the queue and ends done on a device that allows it.
+    for _ in 0..4 {
+        let r = hub.op(&[
+            "job",
+            "submit",
+            "--wait",
+            "--max-attempts",
+            "6",
+            "exec",
+            "--",
+            "echo",
+            "q",
+        ]);
+        assert_eq!(r.json[0]["state"], "done", "{:?}", r.json);
+        assert_ne!(r.json[0]["device"], "pi-y");
+    }
+}
+
+#[test]
+fn a_device_that_takes_no_jobs_is_never_handed_one() {
+    let _w = watchdog("no_jobs", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let none =
+        agent_config("").replace("[jobs]\nallow = [\"echo\", \"exec\"]", "[jobs]\nallow = []");
+    let n = start_agent(&hub.link(), &hub.dir, "pi-n", "run", &none, &[]);
+    hub.wait_listening("pi-n");
+    n.wait_log("this device takes no jobs, so its jobs socket is not connected");
+    // Queued while pi-n is the only device: it is not offered the job...
+    let r = hub.op(&["job", "submit", "echo", "for someone else"]);
+    let id = r.json[0]["id"].as_u64().unwrap().to_string();
+    // ...which waits for a device that takes jobs.
+    let _m = hub.agent("pi-m", &[]);
+    let job = wait_for("the job done by pi-m", || {
+        let j = hub.op(&["job", "show", &id]).json[0].clone();
+        (j["state"] == "done").then_some(j)
+    });
+    assert_eq!(job["device"], "pi-m");
+    assert_eq!(job["error"], Value::Null, "no refusal on the way: {job}");
+    assert!(!n.log_text().contains("job kind not allowed"));
+    // Aimed at pi-n, it is refused by the hub without being sent.
+    let r = hub.op(&["job", "submit", "--device", "pi-n", "--wait", "echo", "x"]);
+    assert_eq!(r.json[0]["state"], "failed", "{:?}", r.json);
+    assert_eq!(r.json[0]["summary"], serde_json::json!({"refused": 1}));
+    assert_eq!(r.code, Some(1));
+}
+
+#[test]
+fn a_command_for_a_group_prints_each_answer_and_reaches_the_offline_member_after_a_restart() {
+    let _w = watchdog("fleet_command", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let ports = hub.same_ports();
+    let _a = hub.agent("pi-a", &["lab"]);
+    let mut b = hub.agent("pi-b", &["lab"]);
+    hub.wait_answering("pi-a");
+    hub.wait_answering("pi-b");
+    b.signal(libc::SIGTERM);
+    b.wait_exit(Duration::from_secs(10));
+    wait_for("pi-b offline", || {
+        (hub.devices()["pi-b"]["online"] == false).then_some(())
+    });
+
+    // Human text: the online member's answer as it comes, then who waits.
+    let out = hub_command()
+        .args(["command", "--group", "lab", "ping", "--data-dir"])
+        .arg(hub.dir.join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not every device answered: {text}"
+    );
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("command ") && first.ends_with("for 2 device(s): pi-a, pi-b"),
+        "{text}"
+    );
+    assert!(text.contains("pong from pi-a"), "{text}");
+    assert!(
+        text.contains("still waiting for 1 device(s): pi-b"),
+        "{text}"
+    );
+    let id = first
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse::<u64>().ok())
+        .expect("the command's id")
+        .to_string();
+
+    // Kept across a restart; sent when pi-b returns.
+    hub.proc.signal(libc::SIGKILL);
+    hub.proc.wait_exit(Duration::from_secs(5));
+    hub = Hub::restart(dir.path(), &ports);
+    let _b = hub.agent("pi-b", &["lab"]);
+    let done = wait_for("pi-b's answer", || {
+        let r = hub.op(&["command", "--answers", &id]);
+        (r.code == Some(0)).then_some(r)
+    });
+    let answers = done.json[0]["answers"].as_array().unwrap().clone();
+    let got: Vec<(&str, &str, &str)> = answers
+        .iter()
+        .map(|a| {
+            (
+                a["device"].as_str().unwrap(),
+                a["state"].as_str().unwrap(),
+                a["result"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("pi-a", "answered", "pong"), ("pi-b", "answered", "pong")]
+    );
+}

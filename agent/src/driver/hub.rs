@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fleetmq_net::poll::{Event, event, next_event};
 use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
-    Announcement, Broadcast, Downstream, Hello, HubPorts, Target, Upstream, names,
+    Abilities, Announcement, Broadcast, Downstream, Hello, HubPorts, Offer, Target, Upstream, names,
 };
 use tracing::{debug, info, warn};
 
@@ -16,6 +16,10 @@ use crate::telemetry::uplink::Record;
 
 use super::{Agent, Error, HELLO_RETRY, Links, zmq_error};
 use crate::link::Seen;
+
+/// Aimed jobs an agent keeps waiting for a free worker; past it the hub
+/// hands them out again when their leases end.
+const MAX_AIMED: usize = 64;
 
 impl Agent {
     /// Puts records in the outbox; they count as accepted only if this
@@ -110,10 +114,23 @@ impl Agent {
             started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
         };
         self.need_hello = if self.send_up(Upstream::Hello(hello)) {
+            self.send_offer();
             None
         } else {
             Some(Instant::now() + HELLO_RETRY)
         };
+    }
+
+    /// Tells the hub what work this device takes on (after each Hello, and
+    /// after a reload): the hub aims no job at it that it would refuse.
+    pub(super) fn send_offer(&mut self) {
+        let offer = Offer(Abilities {
+            job_kinds: self.cfg.jobs.allow.clone(),
+            exec_programs: self.cfg.exec.programs.clone(),
+        });
+        if !self.send_up(Upstream::Offer(offer)) {
+            debug!("offer not queued; the next hello sends it");
+        }
     }
 
     pub(super) fn drain_monitor(&mut self) -> Result<(), Error> {
@@ -229,6 +246,18 @@ impl Agent {
                     self.link.seen(Seen::Refusal(r.reason), Instant::now());
                 }
                 Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
+                Ok(Downstream::Work(job)) => {
+                    if self.aimed.len() >= MAX_AIMED {
+                        // The hub hands it out again when its lease ends.
+                        warn!(
+                            job = job.id,
+                            "too many aimed jobs waiting; this one is left to the hub to send again"
+                        );
+                    } else {
+                        self.aimed.push_back(job);
+                        self.drain_jobs()?;
+                    }
+                }
                 Ok(Downstream::Renumber(r)) => self.renumber(r.seq, r.from),
                 Ok(Downstream::Rejected(r)) => {
                     if self.outbox.reject(r.seq) {
@@ -275,15 +304,25 @@ impl Agent {
             sub = sub.subscribe(names::CHAT_TOPIC.as_bytes());
         }
         let opts = self.sockets.options().clone();
+        if self.cfg.jobs.allow.is_empty() {
+            info!(
+                "[jobs] allow is empty: this device takes no jobs, so its jobs socket is not connected"
+            );
+        }
         self.links = Some(Links {
             sub: sub.secure().connect(&ep(ports.broadcast)?)?,
             // Take few jobs ahead: the hub's round robin skips full pipes.
-            jobs: self
-                .sockets
-                .build(zmq::PULL)
-                .hwm(opts.send_hwm, 2)
-                .secure()
-                .connect(&ep(ports.jobs)?)?,
+            jobs: if self.cfg.jobs.allow.is_empty() {
+                None
+            } else {
+                Some(
+                    self.sockets
+                        .build(zmq::PULL)
+                        .hwm(opts.send_hwm, 2)
+                        .secure()
+                        .connect(&ep(ports.jobs)?)?,
+                )
+            },
             results: self
                 .sockets
                 .build(zmq::PUSH)

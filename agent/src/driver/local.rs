@@ -124,6 +124,10 @@ impl Agent {
         self.cfg.exec = new.exec;
         self.cfg.jobs = new.jobs;
         self.cfg.commands = new.commands;
+        // The hub aims jobs by what we take on.
+        if self.connected {
+            self.send_offer();
+        }
         info!(applied = ?applied, "SIGHUP: configuration reloaded");
         if !restart.is_empty() {
             warn!(

@@ -169,7 +169,9 @@ impl Notifier {
 struct Links {
     ports: HubPorts,
     sub: zmq::Socket,
-    jobs: zmq::Socket,
+    /// Connected only when `[jobs] allow` names a kind: a device that
+    /// takes no jobs is never handed one from the work queue.
+    jobs: Option<zmq::Socket>,
     results: zmq::Socket,
     commands: zmq::Socket,
 }
@@ -205,6 +207,9 @@ struct Agent {
     /// Telemetry on its way: spool, in-flight window, sequence numbers.
     outbox: Outbox,
     jobs_run: JobMemory,
+    /// Jobs the hub aimed at this device (Downstream `Work`), waiting for
+    /// a free worker; taken before the work queue's.
+    aimed: std::collections::VecDeque<fleetmq_protocol::Job>,
     running_jobs: usize,
     running_commands: usize,
     exec: ExecPolicy,
@@ -329,6 +334,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         pack_blocked_until: None,
         outbox,
         jobs_run,
+        aimed: std::collections::VecDeque::new(),
         running_jobs: 0,
         running_commands: 0,
         exec,
@@ -436,8 +442,8 @@ impl Agent {
                 }
                 if let Some(l) = &self.links {
                     poll.socket(Ready::Broadcasts, &l.sub);
-                    if take_jobs {
-                        poll.socket(Ready::Jobs, &l.jobs);
+                    if let (true, Some(jobs)) = (take_jobs, &l.jobs) {
+                        poll.socket(Ready::Jobs, jobs);
                     }
                     poll.socket(Ready::Commands, &l.commands);
                 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fleetmq_net::{Poll, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
-    Command, CommandFrame, CommandReply, JobFrame, JobResult, Outcome, Reply, ReplyFrame,
+    Command, CommandFrame, CommandReply, Job, JobFrame, JobResult, Outcome, Reply, ReplyFrame,
     ResultFrame,
 };
 use tracing::{info, warn};
@@ -104,80 +104,84 @@ impl Agent {
         }
     }
 
+    /// Runs jobs while a worker is free: those aimed at this device first,
+    /// then the work queue's.
     pub(super) fn drain_jobs(&mut self) -> Result<(), Error> {
         while self.running_jobs < self.cfg.jobs.max_concurrent
             && !self.stop_children.load(Ordering::SeqCst)
         {
-            let Some(links) = &self.links else {
+            if let Some(job) = self.aimed.pop_front() {
+                self.take_job(job);
+                continue;
+            }
+            let Some(jobs) = self.links.as_ref().and_then(|l| l.jobs.as_ref()) else {
                 return Ok(());
             };
-            let Some(frames) = recv_frames(&links.jobs, 1).map_err(zmq_error("reading jobs"))?
-            else {
+            let Some(frames) = recv_frames(jobs, 1).map_err(zmq_error("reading jobs"))? else {
                 return Ok(());
             };
             let Ok(frames) = frames else { continue };
-            let JobFrame::Job(job) = match JobFrame::decode(&frames[0]) {
-                Ok(j) => j,
-                Err(e) => {
-                    warn!(error = %e, "undecodable job dropped");
-                    continue;
-                }
-            };
-            let (id, attempt) = (job.id, job.attempt);
-            let given = Given {
-                id,
-                attempt,
-                token: job.token,
-            };
-            let kind = job_kind(&job.spec);
-            let timeout = Duration::from_millis(u64::from(job.timeout_ms));
-            let ran = self.jobs_run.has_run(id).then(|| self.jobs_run.result(id));
-            let plan = plan_job(job, ran, &self.cfg.jobs.allow);
-            let start = match plan {
-                JobPlan::AlreadyRan(outcome) => {
-                    info!(
-                        job = id,
-                        attempt, "job already ran here; not running it again"
-                    );
-                    self.send_result(given, outcome);
-                    continue;
-                }
-                JobPlan::Refuse(outcome) => {
-                    info!(job = id, kind, "job kind not allowed here");
-                    self.send_result(given, outcome);
-                    continue;
-                }
-                JobPlan::Start(start) => start,
-            };
-            if let Err(e) = self.jobs_run.starting(id) {
-                warn!(job = id, error = %e, "cannot record the job id; not running it");
-                let why = format!("agent cannot record job ids: {e}");
-                self.send_result(given, Outcome::Failed(why));
-                continue;
+            match JobFrame::decode(&frames[0]) {
+                Ok(JobFrame::Job(job)) => self.take_job(job),
+                Err(e) => warn!(error = %e, "undecodable job dropped"),
             }
-            let outcome = match start {
-                Start::Done(outcome) => outcome,
-                Start::Run { program, args } => {
-                    info!(job = id, attempt, kind, "running job");
-                    self.running_jobs += 1;
-                    let (policy, stop, notifier) = (
-                        self.exec.clone(),
-                        self.stop_children.clone(),
-                        self.notifier.clone(),
-                    );
-                    self.spawn_worker(move || {
-                        let outcome = runner::exec(&policy, &program, &args, timeout, &stop);
-                        notifier.send(Event::JobDone { given, outcome });
-                    });
-                    continue;
-                }
-            };
-            info!(job = id, attempt, kind, "running job");
-            self.jobs_done += 1;
-            self.jobs_run.finished(id, outcome.clone());
-            self.send_result(given, outcome);
         }
         Ok(())
+    }
+
+    /// One job, from the work queue or aimed here: run it (on a worker
+    /// when it runs a program), refuse it, or answer it from memory.
+    fn take_job(&mut self, job: Job) {
+        let (id, attempt) = (job.id, job.attempt);
+        let given = Given {
+            id,
+            attempt,
+            token: job.token,
+        };
+        let kind = job_kind(&job.spec);
+        let timeout = Duration::from_millis(u64::from(job.timeout_ms));
+        let ran = self.jobs_run.has_run(id).then(|| self.jobs_run.result(id));
+        let plan = plan_job(job, ran, &self.cfg.jobs.allow);
+        let start = match plan {
+            JobPlan::AlreadyRan(outcome) => {
+                info!(
+                    job = id,
+                    attempt, "job already ran here; not running it again"
+                );
+                return self.send_result(given, outcome);
+            }
+            JobPlan::Refuse(outcome) => {
+                info!(job = id, kind, "job kind not allowed here");
+                return self.send_result(given, outcome);
+            }
+            JobPlan::Start(start) => start,
+        };
+        if let Err(e) = self.jobs_run.starting(id) {
+            warn!(job = id, error = %e, "cannot record the job id; not running it");
+            let why = format!("agent cannot record job ids: {e}");
+            return self.send_result(given, Outcome::Failed(why));
+        }
+        let outcome = match start {
+            Start::Done(outcome) => outcome,
+            Start::Run { program, args } => {
+                info!(job = id, attempt, kind, "running job");
+                self.running_jobs += 1;
+                let (policy, stop, notifier) = (
+                    self.exec.clone(),
+                    self.stop_children.clone(),
+                    self.notifier.clone(),
+                );
+                self.spawn_worker(move || {
+                    let outcome = runner::exec(&policy, &program, &args, timeout, &stop);
+                    notifier.send(Event::JobDone { given, outcome });
+                });
+                return;
+            }
+        };
+        info!(job = id, attempt, kind, "running job");
+        self.jobs_done += 1;
+        self.jobs_run.finished(id, outcome.clone());
+        self.send_result(given, outcome);
     }
 
     pub(super) fn reply(&mut self, corr: u64, reply: Reply) {

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleetmq_protocol::{
-    ChatQuery, ChatRow, HubStats, JobSpec, JobState, JobSubmission, Request, Response,
-    TelemetryQuery, TelemetryRow,
+    ChatQuery, ChatRow, Command, FleetCommand, HubStats, JobSpec, JobState, JobSubmission, Request,
+    Response, TelemetryQuery, TelemetryRow,
 };
 use serde_json::Value;
 
-use super::{ChatArgs, JobKind, OpArgs, SubmitArgs, TelemetryArgs};
+use super::{ChatArgs, CommandArgs, JobKind, OpArgs, SubmitArgs, TelemetryArgs};
 use crate::operator::{Client, ClientError, format, views};
 
 /// How a command line ends.
@@ -396,11 +396,16 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let ttl_ms = parse_ttl(a.ttl.as_deref())?;
     let req = Request::SubmitJob(JobSubmission {
         spec,
         timeout_ms: a.timeout_ms,
         lease_ms: a.lease_ms,
         max_attempts: a.max_attempts,
+        devices: a.device.clone(),
+        groups: a.group.clone(),
+        all: a.all,
+        ttl_ms,
     });
     let id = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
         Ok(Response::JobSubmitted { id }) => id,
@@ -416,6 +421,100 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         println!("job {id} queued");
     }
     Ok(Exit::Ok.into())
+}
+
+/// `--ttl`: a duration (`10m`, `2h`, `7d`) in ms, 0 for the hub's default.
+fn parse_ttl(ttl: Option<&str>) -> anyhow::Result<u32> {
+    let Some(t) = ttl else { return Ok(0) };
+    let d = humantime::parse_duration(t)
+        .map_err(|_| super::usage(&format!("--ttl {t:?}: give a duration like 10m, 2h or 7d")))?;
+    u32::try_from(d.as_millis())
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| super::usage(&format!("--ttl {t:?}: from 1 ms to 49 days")))
+}
+
+/// `command --device/--group/--all`: kept by the hub for each device, and
+/// each answer printed as it comes.
+pub(super) fn fleet_command(a: &CommandArgs, command: Command) -> anyhow::Result<ExitCode> {
+    let req = Request::FleetCommand(FleetCommand {
+        command,
+        devices: a.devices.clone(),
+        groups: a.group.clone(),
+        all: a.all,
+        timeout_ms: a.timeout_ms,
+        ttl_ms: parse_ttl(a.ttl.as_deref())?,
+    });
+    let (id, devices) = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
+        Ok(Response::FleetCommandQueued { id, devices }) => (id, devices),
+        Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+        Err(e) => return Ok(failed(&a.op, &e)),
+    };
+    if !a.op.json {
+        println!(
+            "command {id} for {} device(s): {}",
+            devices.len(),
+            devices.join(", ")
+        );
+    }
+    fleet_answers(&a.op, id, Some(Duration::from_millis(a.wait_ms)))
+}
+
+/// Prints where fleet command `id` stands on each device: with `wait`,
+/// each answer as it comes, until every online device has answered (or
+/// the wait is over); without, once.
+pub(super) fn fleet_answers(
+    op: &OpArgs,
+    id: u64,
+    wait: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let mut c = match client(op) {
+        Ok(c) => c,
+        Err(e) => return Ok(failed(op, &e)),
+    };
+    let deadline = Instant::now() + wait.unwrap_or_default();
+    let mut shown = std::collections::HashSet::new();
+    let answers = loop {
+        let answers = match c.call(Request::FleetAnswers { id }, Duration::ZERO) {
+            Ok(Response::FleetAnswers(a)) => a,
+            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+            Err(e) => return Ok(failed(op, &e)),
+        };
+        for a in answers.iter().filter(|a| crate::core::fleet::ended(a)) {
+            if !op.json && shown.insert(a.device.clone()) {
+                print!("{}", format::fmt_fleet_answer(a));
+                let _ = std::io::stdout().flush();
+            }
+        }
+        let moving = answers
+            .iter()
+            .any(|a| matches!(a.state.as_str(), "sending" | "sent"));
+        if !moving || Instant::now() >= deadline {
+            break answers;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ok = answers
+        .iter()
+        .all(|a| a.state == "answered" && a.reply.as_ref().is_some_and(views::reply_ok));
+    if op.json {
+        let list: Vec<Value> = answers.iter().map(views::fleet_answer).collect();
+        println!("{}", serde_json::json!({ "id": id, "answers": list }));
+    } else {
+        let open: Vec<&str> = answers
+            .iter()
+            .filter(|a| !crate::core::fleet::ended(a))
+            .map(|a| a.device.as_str())
+            .collect();
+        if !open.is_empty() {
+            println!(
+                "still waiting for {} device(s): {} (the hub sends it to an offline one when it returns, within the time to live); `fleetmq-hub command --answers {id}` shows where it stands",
+                open.len(),
+                open.join(", ")
+            );
+        }
+    }
+    Ok(Exit::ok_if(ok).into())
 }
 
 pub(super) fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCode> {

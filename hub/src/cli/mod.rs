@@ -64,7 +64,9 @@ enum Cmd {
     /// Show the chat room: the newest 100 lines, or --last N; --follow
     /// prints new lines as they are said.
     Chat(ChatArgs),
-    /// Send a command to one device and print its answer: ping, status, exec PROGRAM [ARGS...].
+    /// Send a command to one device and print its answer: ping, status,
+    /// exec PROGRAM [ARGS...]; or to --device, --group or --all, printing
+    /// each device's answer as it comes.
     Command(CommandArgs),
     /// Submit jobs and read their results.
     #[command(subcommand)]
@@ -247,27 +249,48 @@ struct ChatArgs {
 struct CommandArgs {
     #[command(flatten)]
     op: OpArgs,
-    /// How long the device may take to answer, in ms (default: the hub's commands.timeout_ms).
+    /// How long each device may take to answer, in ms (default: the hub's commands.timeout_ms).
     #[arg(long, default_value_t = 0)]
     timeout_ms: u32,
     /// If the device is offline, let the command wait this many ms for it
     /// to come back (default: fail at once with "offline").
     #[arg(long, default_value_t = 0)]
     queue_ms: u32,
-    /// Target device id.
-    device: String,
-    /// ping, status, exec, or another name the device may know.
-    name: String,
-    /// Arguments; for exec, the program and its arguments (put `--` before
+    /// Send it to this device (repeatable); then the words are NAME [ARGS].
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Vec<String>,
+    /// Send it to each device in this group (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    group: Vec<String>,
+    /// Send it to every device the hub knows.
+    #[arg(long)]
+    all: bool,
+    /// With --device, --group or --all: how long the hub keeps it for a
+    /// device that is offline (10m, 2h, 7d; default: jobs.ttl_ms, a day).
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// With --device, --group or --all: how long to print answers here
+    /// before leaving the rest to `--answers` (ms).
+    #[arg(long, default_value_t = 60_000)]
+    wait_ms: u64,
+    /// Show where an earlier --group/--all/--device command stands on
+    /// each device, by the id it printed.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all"])]
+    answers: Option<u64>,
+    /// DEVICE NAME [ARGS...]; with --device, --group or --all, NAME
+    /// [ARGS...]. NAME is ping, status, exec, or another the device may
+    /// know; for exec, the program and its arguments (put `--` before
     /// them when one starts with `-`: `exec -- ls -l`).
-    args: Vec<String>,
+    #[arg(value_name = "WORDS")]
+    words: Vec<String>,
 }
 
 #[derive(Subcommand)]
 enum JobCmd {
-    /// Queue a job: `echo TEXT...` or `exec PROGRAM [ARGS...]`.
+    /// Queue a job: `echo TEXT...` or `exec PROGRAM [ARGS...]`, for any one
+    /// device, or aimed at --device, --group or --all.
     Submit(SubmitArgs),
-    /// Show one job and its result.
+    /// Show one job and its result; an aimed job with each device's.
     Show(ShowArgs),
     /// List recent jobs, newest first.
     List(ListArgs),
@@ -292,7 +315,22 @@ struct SubmitArgs {
     /// Dispatches before the job fails (default: the hub's jobs.max_attempts).
     #[arg(long, default_value_t = 0)]
     max_attempts: u32,
-    /// Wait until the job is done or failed and print its result.
+    /// Run it on this device (repeatable). Without --device, --group or
+    /// --all the job goes to any one device that pulls it.
+    #[arg(long, value_name = "DEVICE")]
+    device: Vec<String>,
+    /// Run it on each device in this group (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    group: Vec<String>,
+    /// Run it on every device the hub knows.
+    #[arg(long)]
+    all: bool,
+    /// With --device, --group or --all: how long to wait for a device that
+    /// is offline (10m, 2h, 7d; default: the hub's jobs.ttl_ms, a day).
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// Wait until the job is done or failed and print its result (an aimed
+    /// job: until every device's run ended).
     #[arg(long)]
     wait: bool,
     /// With --wait: give up waiting after this many ms.
@@ -484,11 +522,24 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Telemetry(a) => telemetry(a),
         Cmd::Chat(a) => chat(a),
         Cmd::Command(a) => {
-            let command = match a.name.as_str() {
+            if let Some(id) = a.answers {
+                return ask::fleet_answers(&a.op, id, None);
+            }
+            let aimed = !a.devices.is_empty() || !a.group.is_empty() || a.all;
+            let (device, name, args) = match (aimed, a.words.as_slice()) {
+                (true, [name, args @ ..]) => (None, name, args),
+                (false, [device, name, args @ ..]) => (Some(device), name, args),
+                _ => {
+                    return Err(usage(
+                        "give DEVICE NAME [ARGS...], or NAME [ARGS...] with --device, --group or --all",
+                    ));
+                }
+            };
+            let command = match name.as_str() {
                 "ping" => Command::Ping,
                 "status" => Command::Status,
                 "exec" => {
-                    let Some((program, args)) = a.args.split_first() else {
+                    let Some((program, args)) = args.split_first() else {
                         return Err(usage(
                             "exec needs a program: fleetmq-hub command DEVICE exec PROGRAM [ARGS...]",
                         ));
@@ -502,21 +553,24 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }
                 other => Command::Other {
                     name: other.to_string(),
-                    args: a.args.clone(),
+                    args: args.to_vec(),
                 },
+            };
+            let Some(device) = device else {
+                return ask::fleet_command(&a, command);
             };
             let wait =
                 Duration::from_millis(u64::from(a.timeout_ms.max(5_000)) + u64::from(a.queue_ms));
             let req = if a.queue_ms > 0 {
                 Request::QueuedCommand {
-                    device: a.device.clone(),
+                    device: device.clone(),
                     command,
                     timeout_ms: a.timeout_ms,
                     queue_ms: a.queue_ms,
                 }
             } else {
                 Request::Command {
-                    device: a.device.clone(),
+                    device: device.clone(),
                     command,
                     timeout_ms: a.timeout_ms,
                 }

@@ -317,6 +317,7 @@ impl Core {
     /// not connected (yet), so the command waits if it may, or the operator
     /// hears "offline".
     pub fn command_sent(&mut self, corr: u64, sent: Sent, now: Now) {
+        self.wall_ms = now.wall_ms;
         let Some(q) = self.commands.unconfirmed.remove(&corr) else {
             return;
         };
@@ -373,6 +374,7 @@ impl Core {
     /// A device answered on the commands socket: `[route][][frame]`. Only
     /// the route that speaks for the device is heard.
     pub fn reply(&mut self, frames: &[Vec<u8>], user_id: Option<&str>, now: Now) {
+        self.wall_ms = now.wall_ms;
         let [route, empty, frame] = frames else {
             return self.dropped("commands", "reply without the REP envelope");
         };
@@ -481,6 +483,9 @@ impl Core {
     /// Answers an operator client. Answers to requests that act are kept
     /// for retries; reads are safe to repeat and may be large.
     pub(super) fn answer(&mut self, client: &[u8], id: u64, response: Response) {
+        if client == super::fleet::FLEET_CLIENT && id & super::fleet::FLEET_BIT != 0 {
+            return self.fleet_answered(id, response);
+        }
         let acted = matches!(
             response,
             Response::JobSubmitted { .. } | Response::Broadcast { .. } | Response::Reply { .. }

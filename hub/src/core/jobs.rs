@@ -1,6 +1,8 @@
 //! Jobs: submitted by an operator, handed out on the work queue (PUSH to
-//! whichever agent pulls), leased, handed out again when a lease runs out,
-//! failed when out of attempts, finished by the device's result.
+//! whichever agent pulls), leased, handed out again when a lease runs out
+//! or the device refused it, failed when out of attempts, finished by the
+//! device's result. Jobs aimed at devices are `aim.rs`'s; their runs are
+//! leased and finished here as work-queue jobs are.
 //!
 //! ```text
 //!   submit ─► queued ─► leased (attempt n, until t) ─► done
@@ -90,6 +92,9 @@ impl Core {
         }
         if job.max_attempts == 0 {
             job.max_attempts = d.max_attempts;
+        }
+        if let Some((target, members)) = self.members(&job.devices, &job.groups, job.all)? {
+            return self.submit_aimed(&job, &target, &members, now);
         }
         let id = self
             .store
@@ -230,6 +235,20 @@ impl Core {
             Err(e) => return warn!(job = result.id, error = %e, "could not read a job"),
         }
         let stored = match &result.outcome {
+            // A work-queue job the device does not allow goes back in the
+            // queue for another device (an aimed one never reaches a device
+            // that would refuse it; if it does, the refusal is its result).
+            Outcome::NotAllowed(why) | Outcome::Unknown(why)
+                if matches!(self.store.is_aimed(result.id), Ok(false)) =>
+            {
+                let note = format!("refused by {}: {why}", result.device);
+                info!(job = result.id, device = %result.device, "job refused; back in the queue for another device");
+                self.leases.end(result.id);
+                if let Err(e) = self.store.refused(result.id, &note, now.wall_ms) {
+                    warn!(job = result.id, error = %e, "could not put a refused job back");
+                }
+                return;
+            }
             Outcome::AlreadyRun => {
                 let note = format!(
                     "attempt {} reached {}, which had already run it",

@@ -17,6 +17,8 @@
 //! | `telemetry.rs` | batches in, stored, then acked; chat relayed; newest values |
 //! | `commands.rs` | a command's whole life: sent, answered, timed out, queued for an offline device, remembered for retries |
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
+//! | `aim.rs` | jobs aimed at devices, groups or the fleet: a run per member, held for offline ones |
+//! | `fleet.rs` | commands for many devices: a share per member, kept until answered, timed out or expired |
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
 //! | `budgets.rs` | what one device may cost: records, bytes and series |
@@ -29,9 +31,11 @@
 //! never reads a clock.
 
 mod admission;
+mod aim;
 mod bucket;
 mod budgets;
 mod commands;
+pub mod fleet;
 mod jobs;
 mod latest;
 mod operator;
@@ -170,8 +174,15 @@ pub struct Core {
     storage: Option<String>,
     /// Job leases running out on the monotonic clock.
     leases: jobs::Leases,
+    /// What each device said it takes on (its Offer).
+    offers: aim::Offers,
     /// Retention's last step left more to delete.
     prune_more: bool,
+    /// Fleet command shares cut off by a restart were ended (first tick).
+    fleet_started: bool,
+    /// The wall clock at the last tick or answer: when a fleet command's
+    /// answer is stored.
+    wall_ms: u64,
     ticks: u32,
     out: VecDeque<Action>,
 }
@@ -205,7 +216,10 @@ impl Core {
             started: now,
             storage: None,
             leases: jobs::Leases::default(),
+            offers: aim::Offers::new(),
             prune_more: false,
+            fleet_started: false,
+            wall_ms: now.wall_ms,
             ticks: 0,
             out: VecDeque::new(),
             config,
@@ -242,6 +256,7 @@ impl Core {
     /// the command log and retention. The driver calls it every [`TICK_MS`].
     pub fn tick(&mut self, now: Now) {
         self.ticks = self.ticks.wrapping_add(1);
+        self.wall_ms = now.wall_ms;
         self.admission.tick(self.ticks, now);
         if self.ticks % 50 == 0 {
             self.routes.forget_told(now.mono_ms, routes::TELL_EVERY_MS);
@@ -252,6 +267,10 @@ impl Core {
         self.send_queued(now);
         self.expire_leases(now);
         self.dispatch_jobs(now);
+        self.dispatch_aimed(now);
+        if self.ticks % 10 == 0 || !self.fleet_started {
+            self.send_fleet(now);
+        }
         if let Err(e) = self.store.flush_log() {
             self.store_failed("writing the command log", &e);
         }

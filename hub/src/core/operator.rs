@@ -124,6 +124,8 @@ impl Core {
                 }
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
+            Request::FleetCommand(fc) => self.fleet_command(fc, now),
+            Request::FleetAnswers { id } => self.fleet_answers(id),
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
             // Answered off the loop, above.

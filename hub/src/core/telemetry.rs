@@ -86,6 +86,10 @@ impl Core {
                 return self.went_offline(&device, now, &why);
             }
             Upstream::Heartbeat(_) => return self.heard(&device, now),
+            Upstream::Offer(offer) => {
+                self.heard(&device, now);
+                return self.offered(&device, offer.0, now);
+            }
             Upstream::Batch(batch) => batch,
         };
         self.heard(&device, now);

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
-    AgentStatus, ChatRow, DeviceInfo, HubStats, JobInfo, JobSpec, JobState, Outcome, Output, Reply,
-    TelemetryRow,
+    AgentStatus, ChatRow, DeviceInfo, FleetAnswer, HubStats, JobInfo, JobSpec, JobState, Outcome,
+    Output, Reply, TelemetryRow,
 };
 
 /// `2026-11-21T20:20:28.123Z` from milliseconds since the Unix epoch.
@@ -210,8 +210,33 @@ pub fn fmt_spec(spec: &JobSpec) -> String {
     }
 }
 
+/// One device's share of a fleet command, once it ended.
+pub fn fmt_fleet_answer(a: &FleetAnswer) -> String {
+    match &a.reply {
+        Some(r) => {
+            let (text, _) = fmt_reply(&a.device, r);
+            match r {
+                Reply::Pong { .. } => text,
+                _ => format!("--- {}:\n{text}", a.device),
+            }
+        }
+        None => format!(
+            "--- {}: {}{}\n",
+            a.device,
+            a.state.replace('_', " "),
+            a.error
+                .as_deref()
+                .map(|e| format!(": {}", line(e)))
+                .unwrap_or_default()
+        ),
+    }
+}
+
 pub fn fmt_job(j: &JobInfo) -> (String, bool) {
     let state = crate::operator::views::job_state(j);
+    if !j.runs.is_empty() {
+        return fmt_aimed(j, state);
+    }
     let mut out = format!(
         "job {}: {state}, attempt {}/{}{}: {}\n",
         j.id,
@@ -235,20 +260,58 @@ pub fn fmt_job(j: &JobInfo) -> (String, bool) {
     (out, ok)
 }
 
-/// Jobs one a line: id, state, attempts, device, what it does.
+/// An aimed job: a summary line, then each device's run.
+fn fmt_aimed(j: &JobInfo, state: &str) -> (String, bool) {
+    let counts: Vec<String> = crate::operator::views::summary(j)
+        .iter()
+        .map(|(word, n)| format!("{n} {word}"))
+        .collect();
+    let mut out = format!(
+        "job {} for {}: {state}: {} device(s): {}: {}\n",
+        j.id,
+        line(&j.target),
+        j.runs.len(),
+        counts.join(", "),
+        fmt_spec(&j.spec)
+    );
+    for r in &j.runs {
+        let _ = writeln!(
+            out,
+            "--- {}: {}, attempt {}/{}",
+            r.device,
+            crate::operator::views::run_state(r),
+            r.attempts,
+            j.max_attempts
+        );
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "note: {}", line(e));
+        }
+        if let Some(o) = &r.outcome {
+            out.push_str(&fmt_outcome(o).0);
+        }
+    }
+    (out, state == "done")
+}
+
+/// Jobs one a line: id, state, attempts, where it runs, what it does.
 pub fn fmt_jobs(jobs: &[JobInfo]) -> String {
     let mut out = format!(
         "{:>6} {:<10} {:>8} {:<24} {:<24} WORK\n",
-        "JOB", "STATE", "ATTEMPTS", "DEVICE", "UPDATED"
+        "JOB", "STATE", "ATTEMPTS", "ON", "UPDATED"
     );
     for j in jobs {
+        let on = match (&j.device, j.runs.len()) {
+            (_, n) if n > 0 => format!("{} ({n})", line(&j.target)),
+            (Some(d), _) => d.clone(),
+            (None, _) => "-".into(),
+        };
         let _ = writeln!(
             out,
             "{:>6} {:<10} {:>8} {:<24} {:<24} {}",
             j.id,
             crate::operator::views::job_state(j),
             format!("{}/{}", j.attempts, j.max_attempts),
-            j.device.as_deref().unwrap_or("-"),
+            on,
             fmt_ts(j.updated_ms),
             fmt_spec(&j.spec)
         );

@@ -4,17 +4,44 @@
 //! wrappers. The words are the ones the human text uses.
 
 use fleetmq_protocol::{
-    ChatRow, Command, CommandInfo, DeviceInfo, JobInfo, JobSpec, JobState, Outcome, Reply,
-    TelemetryRow,
+    ChatRow, Command, CommandInfo, DeviceInfo, FleetAnswer, JobInfo, JobRun, JobSpec, JobState,
+    Outcome, Reply, TelemetryRow,
 };
 use serde_json::{Value, json};
 
 /// Where a job stands, in one word: `queued`, `running`, `done` (it ran
 /// and exited 0), `failed` (it ran and exited otherwise, could not start,
 /// or ran out of attempts), `timed_out`, or `refused` (the device does not
-/// allow or know it).
+/// allow or know it). A job aimed at devices is `queued` until a run
+/// starts, `running` while any run waits or runs, then `done` if every
+/// run was, else `failed`.
 pub fn job_state(j: &JobInfo) -> &'static str {
-    match (&j.state, &j.outcome) {
+    if j.runs.is_empty() {
+        return state_word(&j.state, j.outcome.as_ref());
+    }
+    let words: Vec<&str> = j.runs.iter().map(run_state).collect();
+    if words.iter().all(|w| *w == "waiting") {
+        "queued"
+    } else if words.iter().any(|w| matches!(*w, "waiting" | "running")) {
+        "running"
+    } else if words.iter().all(|w| *w == "done") {
+        "done"
+    } else {
+        "failed"
+    }
+}
+
+/// Where a run on one device stands: as [`job_state`] says of a job, but
+/// `waiting` (for its device) rather than `queued`.
+pub fn run_state(r: &JobRun) -> &'static str {
+    match state_word(&r.state, r.outcome.as_ref()) {
+        "queued" => "waiting",
+        other => other,
+    }
+}
+
+fn state_word(state: &JobState, outcome: Option<&Outcome>) -> &'static str {
+    match (state, outcome) {
         (JobState::Queued, _) => "queued",
         (JobState::Leased, _) => "running",
         (JobState::Failed, _) => "failed",
@@ -103,8 +130,43 @@ fn answer(r: &Reply) -> Value {
     v
 }
 
+/// How many runs of an aimed job stand where: `{"done": 2, "waiting": 1}`.
+pub fn summary(j: &JobInfo) -> serde_json::Map<String, Value> {
+    let mut counts = serde_json::Map::new();
+    for r in &j.runs {
+        let n = counts.entry(run_state(r)).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
+    counts
+}
+
 /// A job and its result.
 pub fn job(j: &JobInfo) -> Value {
+    let runs: Vec<Value> = j
+        .runs
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "device": r.device,
+                "state": run_state(r),
+                "attempts": r.attempts,
+                "updated_ms": r.updated_ms,
+                "outcome": r.outcome.as_ref().map(outcome),
+                "error": r.error,
+            })
+        })
+        .collect();
+    let mut v = job_fields(j);
+    v["target"] = json!(j.target);
+    if !j.runs.is_empty() {
+        v["summary"] = Value::Object(summary(j));
+        v["runs"] = json!(runs);
+    }
+    v
+}
+
+fn job_fields(j: &JobInfo) -> Value {
     json!({
         "id": j.id,
         "state": job_state(j),
@@ -152,6 +214,20 @@ pub fn reply_ok(r: &Reply) -> bool {
         Reply::Outcome(Outcome::Completed(o)) => o.exit_code == Some(0),
         Reply::Outcome(_) => false,
     }
+}
+
+/// Where a fleet command stands on one device: `{"device", "state",
+/// "error", ...}` and, once answered, the answer's fields.
+pub fn fleet_answer(a: &FleetAnswer) -> Value {
+    let mut v = match &a.reply {
+        Some(r) => answer(r),
+        None => json!({}),
+    };
+    v["device"] = json!(a.device);
+    v["state"] = json!(a.state);
+    v["error"] = json!(a.error);
+    v["ended_ms"] = json!(a.ended_ms);
+    v
 }
 
 /// A device's state in one word: `online`, `offline`, `revoked`.

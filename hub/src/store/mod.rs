@@ -10,10 +10,12 @@
 //! default, so an acked batch survives power loss, not only a killed process).
 
 mod commands;
+mod fleet;
 mod jobs;
 mod retention;
 mod telemetry;
 
+pub use fleet::FleetWaiting;
 pub use retention::Pruned;
 
 use commands::LogWrite;
@@ -172,9 +174,33 @@ CREATE TABLE IF NOT EXISTS jobs (
     device TEXT,
     outcome TEXT,
     error TEXT,
-    token INTEGER NOT NULL DEFAULT 0
+    token INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'queue',
+    aim TEXT,
+    parent INTEGER,
+    target TEXT NOT NULL DEFAULT '',
+    expires_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, lease_until_ms);
+CREATE TABLE IF NOT EXISTS fleet_commands (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    target TEXT NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_answers (
+    id INTEGER PRIMARY KEY,
+    fleet INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reply TEXT,
+    error TEXT,
+    ended_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS fleet_answers_state ON fleet_answers (state);
+CREATE INDEX IF NOT EXISTS fleet_answers_fleet ON fleet_answers (fleet);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY,
     device TEXT NOT NULL,
@@ -221,7 +247,7 @@ impl Store {
         let conn = connect(dir, sync)?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
         let mut store = Store::over(conn, connect(dir, Synchronous::Normal)?)?;
-        store.count_telemetry_bytes()?;
+        store.ready_to_write()?;
         Ok(store)
     }
 
@@ -248,6 +274,18 @@ impl Store {
             conn.execute_batch("ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0")
                 .doing("adding the jobs token column")?;
         }
+        // A hub.db from before aimed jobs: every job is the work queue's.
+        if conn.prepare("SELECT kind FROM jobs LIMIT 0").is_err() {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'queue';
+                 ALTER TABLE jobs ADD COLUMN aim TEXT;
+                 ALTER TABLE jobs ADD COLUMN parent INTEGER;
+                 ALTER TABLE jobs ADD COLUMN target TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE jobs ADD COLUMN expires_ms INTEGER;",
+            )
+            .doing("adding the aimed job columns")?;
+        }
+
         let last: i64 = conn
             .query_row("SELECT coalesce(max(id), 0) FROM commands", [], |r| {
                 r.get(0)
@@ -260,6 +298,19 @@ impl Store {
             next_log_id: last + 1,
             telemetry_bytes: 0,
         })
+    }
+
+    /// What only the writing store does once it is open: indexes on
+    /// columns an older hub.db gained in [`Store::over`], and the stored
+    /// byte count.
+    fn ready_to_write(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "CREATE INDEX IF NOT EXISTS jobs_aimed ON jobs (kind, state, aim);
+                 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);",
+            )
+            .doing("indexing aimed jobs")?;
+        self.count_telemetry_bytes()
     }
 
     /// A store in memory, gone when dropped: for tests of the core.
@@ -279,7 +330,7 @@ impl Store {
         let conn = open()?;
         conn.execute_batch(SCHEMA).doing("creating tables")?;
         let mut store = Store::over(conn, open()?)?;
-        store.count_telemetry_bytes()?;
+        store.ready_to_write()?;
         Ok(store)
     }
 

@@ -14,7 +14,7 @@
 //! | telemetry | when the hub stored the batch (`received_ms`, indexed) | bytes of batch bodies, kept in `totals` |
 //! | chat | the line's time, oldest ids first | rows |
 //! | jobs | when a done or failed job last changed; queued and leased jobs are never pruned | rows of done or failed jobs |
-//! | commands | when the command was sent, oldest ids first | rows |
+//! | commands | when the command was sent, oldest ids first (fleet commands too, with their devices' shares) | rows (of the command log) |
 //!
 //! Chat and the command log are pruned from their oldest id onwards and stop
 //! at the first row that is young enough, so a step never scans the table.
@@ -134,6 +134,11 @@ impl Store {
         )?;
         done.commands = n;
         done.more |= more;
+        if let Some(before) = cutoff(now_ms, c.max_age_s) {
+            let (n, more) = self.prune_fleet_commands(before)?;
+            done.commands += n;
+            done.more |= more;
+        }
         Ok(done)
     }
 
@@ -218,6 +223,25 @@ impl Store {
         done.bytes = gone;
         done.more |= victims.len() >= STEP || over(self.telemetry_bytes);
         Ok(())
+    }
+
+    /// Fleet commands sent before `before`, with their devices' shares.
+    fn prune_fleet_commands(&mut self, before: i64) -> Result<(u64, bool), StoreError> {
+        let tx = self.conn.transaction().doing("pruning fleet commands")?;
+        let old = "SELECT id FROM fleet_commands WHERE created_ms < ?1 ORDER BY id LIMIT ?2";
+        tx.execute(
+            &format!("DELETE FROM fleet_answers WHERE fleet IN ({old})"),
+            params![before, STEP as i64],
+        )
+        .doing("pruning fleet commands")?;
+        let n = tx
+            .execute(
+                &format!("DELETE FROM fleet_commands WHERE id IN ({old})"),
+                params![before, STEP as i64],
+            )
+            .doing("pruning fleet commands")?;
+        tx.commit().doing("pruning fleet commands")?;
+        Ok((n as u64, n >= STEP))
     }
 
     fn prune_jobs(&mut self, rules: &Retention, now_ms: u64) -> Result<(u64, bool), StoreError> {

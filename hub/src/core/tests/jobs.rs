@@ -183,3 +183,183 @@ fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
         "offered again as attempt 1: {again:?}"
     );
 }
+
+/// What a device said it takes on.
+fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
+    let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+    Upstream::Offer(fleetmq_protocol::Offer(fleetmq_protocol::Abilities {
+        job_kinds: strings(kinds),
+        exec_programs: strings(programs),
+    }))
+}
+
+/// The jobs aimed at `device` in `actions`: (id, attempt, token).
+fn work_for(actions: &[Action], device: &str) -> Vec<(u64, u32, u64)> {
+    to_device(actions, device)
+        .into_iter()
+        .filter_map(|d| match d {
+            Downstream::Work(j) => Some((j.id, j.attempt, j.token)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn show(f: &mut Fleet, id: u64, now: u64) -> JobInfo {
+    f.operator(90, Request::Job { id }, now);
+    match to_operator(&f.actions()).as_slice() {
+        [(90, Response::Job(j))] => j.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_job_for_a_group_runs_once_on_each_member_and_waits_for_the_offline_one() {
+    let mut f = Fleet::new();
+    f.hello_in("pi-a", &["north"], T0);
+    f.up("pi-a", "pi-a", offer(&["echo", "exec"], &["uname"]), T0);
+    f.hello_in("pi-b", &["north"], T0);
+    f.up(
+        "pi-b",
+        "pi-b",
+        Upstream::Bye(fleetmq_protocol::Bye {
+            reason: "off".into(),
+        }),
+        T0,
+    );
+    f.actions();
+
+    let mut job = exec_job("uname", 2);
+    job.groups = vec!["north".into()];
+    f.operator(31, Request::SubmitJob(job), T0 + 10);
+    let out = f.deliver(T0 + 10);
+    let id = match to_operator(&out).as_slice() {
+        [(31, Response::JobSubmitted { id })] => *id,
+        other => panic!("{other:?}"),
+    };
+    let given = work_for(&out, "pi-a");
+    assert_eq!(
+        given.len(),
+        1,
+        "the online member is handed its run at once"
+    );
+    assert!(work_for(&out, "pi-b").is_empty(), "the offline one waits");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Job { .. })),
+        "an aimed job never goes on the work queue"
+    );
+    let j = show(&mut f, id, T0 + 20);
+    assert_eq!(j.target, "groups north");
+    let runs: Vec<(&str, JobState)> = j
+        .runs
+        .iter()
+        .map(|r| (r.device.as_str(), r.state.clone()))
+        .collect();
+    assert_eq!(
+        runs,
+        [("pi-a", JobState::Leased), ("pi-b", JobState::Queued)]
+    );
+
+    // pi-a's result finishes its run; the job waits for pi-b.
+    let (run_a, attempt, token) = given[0];
+    let result = ResultFrame::from(JobResult {
+        id: run_a,
+        attempt,
+        device: "pi-a".into(),
+        outcome: Outcome::Completed(Output {
+            exit_code: Some(0),
+            duration_ms: 3,
+            stdout: "Linux\n".into(),
+            stderr: String::new(),
+            truncated: false,
+        }),
+        token,
+    })
+    .encode()
+    .unwrap();
+    f.core.result(&result, Some("pi-a"), at(T0 + 30));
+    assert_eq!(show(&mut f, id, T0 + 40).state, JobState::Leased);
+
+    // pi-b comes back taking echo jobs only: its run is refused without
+    // being sent, and the job is over.
+    f.hello_in("pi-b", &["north"], T0 + 50);
+    f.up("pi-b", "pi-b", offer(&["echo"], &[]), T0 + 50);
+    let out = f.deliver(T0 + 50);
+    assert!(
+        work_for(&out, "pi-b").is_empty(),
+        "never handed a kind it refuses"
+    );
+    let j = show(&mut f, id, T0 + 60);
+    assert_eq!(j.state, JobState::Done);
+    assert!(
+        matches!(&j.runs[1].outcome, Some(Outcome::NotAllowed(why)) if why.contains("exec jobs")),
+        "{:?}",
+        j.runs[1]
+    );
+    assert_eq!(
+        crate::operator::views::job_state(&j),
+        "failed",
+        "one refused"
+    );
+    let summary = crate::operator::views::summary(&j);
+    assert_eq!(
+        serde_json::Value::Object(summary),
+        serde_json::json!({"done": 1, "refused": 1})
+    );
+}
+
+#[test]
+fn an_aimed_run_fails_when_its_device_stays_away_past_the_time_to_live() {
+    let mut f = Fleet::new();
+    f.hello("pi-b", T0);
+    f.up(
+        "pi-b",
+        "pi-b",
+        Upstream::Bye(fleetmq_protocol::Bye {
+            reason: "off".into(),
+        }),
+        T0,
+    );
+    let mut job = exec_job("uname", 2);
+    job.devices = vec!["pi-b".into()];
+    job.ttl_ms = 60_000;
+    f.operator(41, Request::SubmitJob(job.clone()), T0);
+    let id = match to_operator(&f.deliver(T0)).as_slice() {
+        [(41, Response::JobSubmitted { id })] => *id,
+        other => panic!("{other:?}"),
+    };
+    // The time to live is on the wall clock (it outlives a hub restart).
+    for t in [T0 + 59_000, T0 + 61_000] {
+        for _ in 0..10 {
+            f.core.tick(at(t));
+        }
+    }
+    let j = show(&mut f, id, T0 + 62_000);
+    assert_eq!(j.state, JobState::Done);
+    assert_eq!(j.runs[0].state, JobState::Failed);
+    assert!(
+        j.runs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("time to live"),
+        "{:?}",
+        j.runs[0]
+    );
+
+    // Unknown devices and empty groups are refused with what to do.
+    job.devices = vec!["pi-zz".into()];
+    f.operator(42, Request::SubmitJob(job.clone()), T0);
+    assert!(matches!(
+        to_operator(&f.actions()).as_slice(),
+        [(42, Response::Error(OperatorError::UnknownDevice(d)))] if d == "pi-zz"
+    ));
+    job.devices = vec![];
+    job.groups = vec!["south".into()];
+    f.operator(43, Request::SubmitJob(job), T0);
+    match to_operator(&f.actions()).as_slice() {
+        [(43, Response::Error(OperatorError::BadRequest(why)))] => {
+            assert!(why.contains("no known device is in groups south"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

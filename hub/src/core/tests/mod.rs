@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use fleetmq_protocol::{
-    Command, CommandFrame, CommandReply, Downstream, Hello, HubPorts, JobFrame, JobResult, JobSpec,
-    JobState, JobSubmission, OperatorError, OperatorFrame, OperatorReplyFrame, OperatorRequest,
-    Outcome, Output, Reply, ReplyFrame, Request, Response, ResultFrame, Upstream, Value,
-    telemetry::BatchBuilder,
+    Command, CommandFrame, CommandReply, Downstream, Hello, HubPorts, JobFrame, JobInfo, JobResult,
+    JobSpec, JobState, JobSubmission, OperatorError, OperatorFrame, OperatorReplyFrame,
+    OperatorRequest, Outcome, Output, Reply, ReplyFrame, Request, Response, ResultFrame, Upstream,
+    Value, telemetry::BatchBuilder,
 };
 
 use super::*;
@@ -189,6 +189,10 @@ fn exec_job(program: &str, max_attempts: u32) -> JobSubmission {
         timeout_ms: 1_000,
         lease_ms: 10_000,
         max_attempts,
+        devices: vec![],
+        groups: vec![],
+        all: false,
+        ttl_ms: 0,
     }
 }
 
@@ -468,5 +472,6 @@ fn a_read_runs_off_the_loop_once_however_often_it_is_retried() {
 }
 
 mod budgets;
+mod fleet;
 mod identity;
 mod jobs;

@@ -95,6 +95,10 @@ fn leases_are_kept_across_a_restart_and_a_run_out_lease_queues_the_job() {
         timeout_ms: 1_000,
         lease_ms: 5_000,
         max_attempts: 3,
+        devices: vec![],
+        groups: vec![],
+        all: false,
+        ttl_ms: 0,
     };
     let id = store.submit_job(&job, t0).unwrap();
     let due = store.due_jobs(t0, 10).unwrap();

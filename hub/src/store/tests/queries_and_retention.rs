@@ -242,6 +242,10 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
         timeout_ms: 1_000,
         lease_ms: 5_000,
         max_attempts: 1,
+        devices: vec![],
+        groups: vec![],
+        all: false,
+        ttl_ms: 0,
     };
     let queued = store.submit_job(&job, T0).unwrap();
     let done: Vec<u64> = (0..3)
@@ -254,14 +258,23 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
     for i in 0..5 {
         store.log_command("pi-a", &fleetmq_protocol::Command::Ping, T0 + i * HOUR);
     }
+    let devices = ["pi-a".to_string()];
+    let ping = fleetmq_protocol::Command::Ping;
+    let fleet = store
+        .fleet_submit(&ping, "all", &devices, 0, T0 + HOUR, T0)
+        .unwrap();
 
     let mut rules = retention();
     // At 10 h with 2.5 h kept, chat from before 7.5 h goes (lines 0-7)...
     rules.chat.max_age_s = 2 * 3600 + 1800;
     rules.jobs.max_age_s = 3600 + 1800;
     rules.commands.max_rows = 2;
+    rules.commands.max_age_s = 9 * 3600;
     let p = store.prune(&rules, T0 + 10 * HOUR).unwrap();
-    assert_eq!((p.chat, p.jobs, p.commands), (8, 3, 3));
+    // The command log: 3 past its rows (the 2 left are younger than 9 h);
+    // and the fleet command of 10 h ago.
+    assert_eq!((p.chat, p.jobs, p.commands), (8, 3, 4));
+    assert!(store.fleet_answers(fleet).unwrap().is_none());
     let chat: Vec<String> = store
         .recent_chat(100)
         .unwrap()

@@ -1,0 +1,216 @@
+//! Jobs aimed at devices, groups or the whole fleet: one run on each
+//! member, handed to that device alone (Downstream `Work` on its telemetry
+//! connection), kept in the store until the device is online, within the
+//! job's time to live (the zguide's Titanic pattern).
+//!
+//! ```text
+//!   submit --device/--group/--all ─► a run per member, queued
+//!   member online, its Offer known ─► takes the kind and program? ─► Work, leased ─► done
+//!                                          │ no                           │ lease ran out: queued again
+//!                                          └► refused, never sent          (or failed past its attempts)
+//!   member away past the time to live ─► failed
+//! ```
+//!
+//! Members are the devices known when the job is submitted: named ones,
+//! those whose last Hello named one of the groups, or every device. A
+//! device says what it takes on in its `Offer` after each Hello; until the
+//! hub has heard one (an agent older than this), runs for it wait.
+
+use std::collections::HashMap;
+
+use fleetmq_protocol::{
+    Abilities, Downstream, Job, JobSpec, JobSubmission, OperatorError, Outcome, validate_device_id,
+    validate_group,
+};
+use tracing::{info, warn};
+
+use super::{Core, Now};
+
+/// Runs handed to one device per round of dispatch.
+const PER_DEVICE: u32 = 16;
+
+/// Whether a device that offered `abilities` takes `spec`; if not, why.
+pub fn refusal(abilities: &Abilities, spec: &JobSpec) -> Option<String> {
+    let kind = match spec {
+        JobSpec::Echo { .. } => "echo",
+        JobSpec::Exec { .. } => "exec",
+    };
+    if !abilities.job_kinds.iter().any(|k| k == kind) {
+        return Some(format!(
+            "the device does not take {kind} jobs (its [jobs] allow)"
+        ));
+    }
+    match spec {
+        JobSpec::Exec { program, .. } if !abilities.exec_programs.contains(program) => Some(
+            format!("program {program:?} is not in the device's [exec] programs"),
+        ),
+        _ => None,
+    }
+}
+
+/// What devices said they take on, by device id.
+pub type Offers = HashMap<String, Abilities>;
+
+impl Core {
+    /// A device said what it takes on: its waiting runs go out now.
+    pub(super) fn offered(&mut self, device: &str, abilities: Abilities, now: Now) {
+        self.offers.insert(device.to_string(), abilities);
+        self.dispatch_to(device, now);
+    }
+
+    /// Whom `devices`, `groups` and `all` name, in words, and those
+    /// devices; `None` when they name nobody (the work queue, for a job).
+    pub(super) fn members(
+        &self,
+        devices: &[String],
+        groups: &[String],
+        all: bool,
+    ) -> Result<Option<(String, Vec<String>)>, OperatorError> {
+        if devices.is_empty() && groups.is_empty() && !all {
+            return Ok(None);
+        }
+        let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
+        let known = self.store.devices().map_err(storage)?;
+        let mut members = Vec::new();
+        let mut named = Vec::new();
+        for d in devices {
+            validate_device_id(d).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
+            if !known.iter().any(|k| &k.id == d) {
+                return Err(OperatorError::UnknownDevice(d.clone()));
+            }
+            members.push(d.clone());
+        }
+        if !devices.is_empty() {
+            named.push(format!("devices {}", devices.join(",")));
+        }
+        for g in groups {
+            validate_group(g).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
+        }
+        if !groups.is_empty() {
+            named.push(format!("groups {}", groups.join(",")));
+        }
+        if all {
+            named.push("all".into());
+        }
+        for d in &known {
+            let in_group = d.groups.iter().any(|g| groups.contains(g));
+            if (all || in_group) && !self.admission.is_revoked(&d.id) {
+                members.push(d.id.clone());
+            }
+        }
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Err(OperatorError::BadRequest(format!(
+                "no known device is in {}: `fleetmq-hub devices` lists devices and their groups",
+                named.join(" or ")
+            )));
+        }
+        Ok(Some((named.join(" and "), members)))
+    }
+
+    /// Queues `job` (defaults filled in) on each of `members`.
+    pub(super) fn submit_aimed(
+        &mut self,
+        job: &JobSubmission,
+        target: &str,
+        members: &[String],
+        now: Now,
+    ) -> Result<u64, OperatorError> {
+        let ttl = if job.ttl_ms == 0 {
+            self.config.jobs.ttl_ms
+        } else {
+            job.ttl_ms
+        };
+        let expires = now.wall_ms.saturating_add(u64::from(ttl));
+        let id = self
+            .store
+            .submit_aimed(job, target, members, expires, now.wall_ms)
+            .map_err(|e| OperatorError::Storage(e.to_string()))?;
+        info!(
+            job = id,
+            target,
+            devices = members.len(),
+            "aimed job queued"
+        );
+        for device in members {
+            self.dispatch_to(device, now);
+        }
+        Ok(id)
+    }
+
+    /// Hands out the runs waiting for devices that are online and have
+    /// said what they take on, and fails those past their time to live.
+    pub(super) fn dispatch_aimed(&mut self, now: Now) {
+        if self.ticks % 10 == 0 {
+            match self.store.expire_runs(now.wall_ms) {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    runs = n,
+                    "aimed jobs failed: their devices stayed away past the time to live"
+                ),
+                Err(e) => warn!(error = %e, "could not expire aimed jobs"),
+            }
+        }
+        let waiting = match self.store.aimed_devices() {
+            Ok(d) => d,
+            Err(e) => return warn!(error = %e, "could not read aimed jobs"),
+        };
+        for device in waiting {
+            self.dispatch_to(&device, now);
+        }
+    }
+
+    /// Hands `device` its waiting runs, if it can take them now; refuses
+    /// at once, never sending it, a run it would refuse.
+    fn dispatch_to(&mut self, device: &str, now: Now) {
+        if !self.presence.is_online(device) || self.routes.route(device).is_none() {
+            return;
+        }
+        let Some(abilities) = self.offers.get(device).cloned() else {
+            return;
+        };
+        let due = match self.store.aimed_due(device, PER_DEVICE, now.wall_ms) {
+            Ok(d) => d,
+            Err(e) => return warn!(device, error = %e, "could not read aimed jobs"),
+        };
+        for run in due {
+            if let Some(why) = refusal(&abilities, &run.spec) {
+                info!(job = run.id, device, %why, "aimed job refused without sending it");
+                if let Err(e) =
+                    self.store
+                        .finish_job(run.id, device, &Outcome::NotAllowed(why), now.wall_ms)
+                {
+                    warn!(job = run.id, error = %e, "could not record a refusal");
+                }
+                continue;
+            }
+            if run.attempts >= run.max_attempts {
+                let why = format!(
+                    "no result after {} attempt(s) of {} ms each",
+                    run.attempts, run.lease_ms
+                );
+                if let Err(e) = self.store.fail_job(run.id, &why, now.wall_ms) {
+                    warn!(job = run.id, error = %e, "could not fail a job");
+                }
+                continue;
+            }
+            let token = match (self.tokens)() {
+                Ok(t) => t,
+                Err(e) => {
+                    return warn!(error = %e, "could not draw a job token; jobs wait for the next tick");
+                }
+            };
+            let attempt = run.attempts + 1;
+            let job = Job {
+                id: run.id,
+                attempt,
+                spec: run.spec,
+                timeout_ms: run.timeout_ms,
+                token,
+            };
+            self.send_down(device, Downstream::Work(job));
+            self.job_sent(run.id, attempt, token, run.lease_ms, now);
+        }
+    }
+}

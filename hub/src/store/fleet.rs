@@ -1,0 +1,182 @@
+//! Commands for many devices: one row per command and one per device it
+//! is for, kept until every device answered, timed out, or stayed away past
+//! the command's time to live, and across hub restarts.
+
+use fleetmq_protocol::{Command, FleetAnswer, Reply};
+use rusqlite::params;
+
+use super::{Doing as _, Store, StoreError, json};
+
+/// A device's share of a fleet command, waiting to be sent.
+pub struct FleetWaiting {
+    /// Its row: what the answer is stored under.
+    pub id: u64,
+    pub device: String,
+    pub command: Command,
+    pub timeout_ms: u32,
+}
+
+impl Store {
+    /// Keeps `command` for each of `devices` until `expires_ms`; returns
+    /// its id.
+    pub fn fleet_submit(
+        &mut self,
+        command: &Command,
+        target: &str,
+        devices: &[String],
+        timeout_ms: u32,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction().doing("keeping a fleet command")?;
+        tx.execute(
+            "INSERT INTO fleet_commands (command, target, timeout_ms, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                json(command),
+                target,
+                timeout_ms,
+                now_ms as i64,
+                expires_ms as i64
+            ],
+        )
+        .doing("keeping a fleet command")?;
+        let id = tx.last_insert_rowid();
+        for device in devices {
+            tx.execute(
+                "INSERT INTO fleet_answers (fleet, device, state) VALUES (?1, ?2, 'waiting')",
+                params![id, device],
+            )
+            .doing("keeping a fleet command")?;
+        }
+        tx.commit().doing("keeping a fleet command")?;
+        Ok(id as u64)
+    }
+
+    /// Every device's share still waiting to be sent, within its time to
+    /// live at `now_ms`.
+    pub fn fleet_waiting(&self, now_ms: u64) -> Result<Vec<FleetWaiting>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT a.id, a.device, c.command, c.timeout_ms FROM fleet_answers a
+                 JOIN fleet_commands c ON c.id = a.fleet
+                 WHERE a.state = 'waiting' AND c.expires_ms >= ?1 ORDER BY a.id",
+            )
+            .doing("reading fleet commands")?;
+        let rows = stmt
+            .query_map(params![now_ms as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .doing("reading fleet commands")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, device, command, timeout_ms) = row.doing("reading fleet commands")?;
+            // Written by this hub from a decoded command; one that does not
+            // read back is skipped (and expires).
+            if let Ok(command) = serde_json::from_str(&command) {
+                out.push(FleetWaiting {
+                    id: id as u64,
+                    device,
+                    command,
+                    timeout_ms,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records where a device's share stands: `state`, with the device's
+    /// `reply` or an `error` once it ended.
+    pub fn fleet_mark(
+        &self,
+        id: u64,
+        state: &str,
+        reply: Option<&Reply>,
+        error: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let ended = if matches!(state, "waiting" | "sent") {
+            0
+        } else {
+            now_ms as i64
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE fleet_answers SET state = ?2, reply = ?3, error = ?4, ended_ms = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id as i64, state, reply.map(json), error, ended]))
+            .doing("recording a fleet answer")?;
+        Ok(())
+    }
+
+    /// Ends the shares still waiting past their time to live, and (`first`,
+    /// on a hub's first call) those sent before a restart, whose answers
+    /// can no longer arrive.
+    pub fn fleet_expire(&self, now_ms: u64, first: bool) -> Result<usize, StoreError> {
+        let mut n = self
+            .conn
+            .execute(
+                "UPDATE fleet_answers SET state = 'expired', ended_ms = ?1,
+                   error = 'the device did not come online within the command''s time to live'
+                 WHERE state = 'waiting' AND fleet IN (SELECT id FROM fleet_commands WHERE expires_ms < ?1)",
+                params![now_ms as i64],
+            )
+            .doing("expiring fleet commands")?;
+        if first {
+            n += self
+                .conn
+                .execute(
+                    "UPDATE fleet_answers SET state = 'failed', ended_ms = ?1,
+                       error = 'the hub restarted before the device answered'
+                     WHERE state = 'sent'",
+                    params![now_ms as i64],
+                )
+                .doing("ending fleet commands")?;
+        }
+        Ok(n)
+    }
+
+    /// Where fleet command `id` stands on each device (`None`: no such
+    /// command). A share waiting to be sent reads `waiting`.
+    pub fn fleet_answers(&self, id: u64) -> Result<Option<Vec<FleetAnswer>>, StoreError> {
+        let known: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM fleet_commands WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .doing("reading a fleet command")?;
+        if known == 0 {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT device, state, reply, error, ended_ms FROM fleet_answers
+                 WHERE fleet = ?1 ORDER BY device",
+            )
+            .doing("reading a fleet command")?;
+        let rows = stmt
+            .query_map([id as i64], |r| {
+                let reply: Option<String> = r.get(2)?;
+                Ok(FleetAnswer {
+                    device: r.get(0)?,
+                    state: r.get(1)?,
+                    reply: reply.and_then(|j| serde_json::from_str(&j).ok()),
+                    error: r.get(3)?,
+                    ended_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .doing("reading a fleet command")?;
+        rows.collect::<Result<_, _>>()
+            .map(Some)
+            .doing("reading a fleet command")
+    }
+}
