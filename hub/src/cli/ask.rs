@@ -396,15 +396,15 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let ttl_ms = parse_ttl(a.ttl.as_deref())?;
+    let ttl_ms = parse_ttl(a.aim.ttl.as_deref())?;
     let req = Request::SubmitJob(JobSubmission {
         spec,
         timeout_ms: a.timeout_ms,
         lease_ms: a.lease_ms,
         max_attempts: a.max_attempts,
-        devices: a.device.clone(),
-        groups: a.group.clone(),
-        all: a.all,
+        devices: a.aim.devices.clone(),
+        groups: a.aim.group.clone(),
+        all: a.aim.all,
         ttl_ms,
     });
     let id = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
@@ -439,11 +439,11 @@ fn parse_ttl(ttl: Option<&str>) -> anyhow::Result<u32> {
 pub(super) fn fleet_command(a: &CommandArgs, command: Command) -> anyhow::Result<ExitCode> {
     let req = Request::FleetCommand(FleetCommand {
         command,
-        devices: a.devices.clone(),
-        groups: a.group.clone(),
-        all: a.all,
+        devices: a.aim.devices.clone(),
+        groups: a.aim.group.clone(),
+        all: a.aim.all,
         timeout_ms: a.timeout_ms,
-        ttl_ms: parse_ttl(a.ttl.as_deref())?,
+        ttl_ms: parse_ttl(a.aim.ttl.as_deref())?,
     });
     let (id, devices) = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
         Ok(Response::FleetCommandQueued { id, devices }) => (id, devices),

@@ -245,6 +245,32 @@ struct ChatArgs {
     follow: bool,
 }
 
+/// Whom a job or command is for, beside the one device or the work queue.
+#[derive(Args)]
+struct AimArgs {
+    /// For this device (repeatable).
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Vec<String>,
+    /// For each device in this group (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    group: Vec<String>,
+    /// For every device the hub knows.
+    #[arg(long)]
+    all: bool,
+    /// With --device, --group or --all: how long the hub keeps it for a
+    /// device that is offline (10m, 2h, 7d; default: the hub's
+    /// jobs.ttl_ms, a day). Kept across hub restarts.
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+}
+
+impl AimArgs {
+    /// Whether any device, group or the fleet is named.
+    fn aimed(&self) -> bool {
+        !self.devices.is_empty() || !self.group.is_empty() || self.all
+    }
+}
+
 #[derive(Args)]
 struct CommandArgs {
     #[command(flatten)]
@@ -256,19 +282,8 @@ struct CommandArgs {
     /// to come back (default: fail at once with "offline").
     #[arg(long, default_value_t = 0)]
     queue_ms: u32,
-    /// Send it to this device (repeatable); then the words are NAME [ARGS].
-    #[arg(long = "device", value_name = "DEVICE")]
-    devices: Vec<String>,
-    /// Send it to each device in this group (repeatable).
-    #[arg(long, value_name = "GROUP")]
-    group: Vec<String>,
-    /// Send it to every device the hub knows.
-    #[arg(long)]
-    all: bool,
-    /// With --device, --group or --all: how long the hub keeps it for a
-    /// device that is offline (10m, 2h, 7d; default: jobs.ttl_ms, a day).
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
+    #[command(flatten)]
+    aim: AimArgs,
     /// With --device, --group or --all: how long to print answers here
     /// before leaving the rest to `--answers` (ms).
     #[arg(long, default_value_t = 60_000)]
@@ -288,7 +303,8 @@ struct CommandArgs {
 #[derive(Subcommand)]
 enum JobCmd {
     /// Queue a job: `echo TEXT...` or `exec PROGRAM [ARGS...]`, for any one
-    /// device, or aimed at --device, --group or --all.
+    /// device that takes it (the work queue), or once on each of --device,
+    /// --group or --all.
     Submit(SubmitArgs),
     /// Show one job and its result; an aimed job with each device's.
     Show(ShowArgs),
@@ -315,20 +331,8 @@ struct SubmitArgs {
     /// Dispatches before the job fails (default: the hub's jobs.max_attempts).
     #[arg(long, default_value_t = 0)]
     max_attempts: u32,
-    /// Run it on this device (repeatable). Without --device, --group or
-    /// --all the job goes to any one device that pulls it.
-    #[arg(long, value_name = "DEVICE")]
-    device: Vec<String>,
-    /// Run it on each device in this group (repeatable).
-    #[arg(long, value_name = "GROUP")]
-    group: Vec<String>,
-    /// Run it on every device the hub knows.
-    #[arg(long)]
-    all: bool,
-    /// With --device, --group or --all: how long to wait for a device that
-    /// is offline (10m, 2h, 7d; default: the hub's jobs.ttl_ms, a day).
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
+    #[command(flatten)]
+    aim: AimArgs,
     /// Wait until the job is done or failed and print its result (an aimed
     /// job: until every device's run ended).
     #[arg(long)]
@@ -525,8 +529,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if let Some(id) = a.answers {
                 return ask::fleet_answers(&a.op, id, None);
             }
-            let aimed = !a.devices.is_empty() || !a.group.is_empty() || a.all;
-            let (device, name, args) = match (aimed, a.words.as_slice()) {
+            let (device, name, args) = match (a.aim.aimed(), a.words.as_slice()) {
                 (true, [name, args @ ..]) => (None, name, args),
                 (false, [device, name, args @ ..]) => (Some(device), name, args),
                 _ => {
@@ -652,5 +655,42 @@ mod tests {
             panic!("not allow");
         };
         assert_eq!((a.device.as_str(), a.key.as_str()), ("pi-a", key));
+    }
+
+    #[test]
+    fn options_go_anywhere_and_a_double_dash_ends_them() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+        let Ok(Cmd::Job(JobCmd::Submit(a))) = parse(&[
+            "fleetmq-hub",
+            "job",
+            "submit",
+            "--wait",
+            "echo",
+            "hello",
+            "--json",
+        ]) else {
+            panic!("not job submit");
+        };
+        assert!(a.op.json && a.wait);
+        assert_eq!(a.args, ["hello"]);
+        let Ok(Cmd::Command(a)) = parse(&[
+            "fleetmq-hub",
+            "command",
+            "--group",
+            "lab",
+            "exec",
+            "--",
+            "ls",
+            "-l",
+            "--json",
+        ]) else {
+            panic!("not command");
+        };
+        assert!(!a.op.json, "after --, --json is a word");
+        assert_eq!(a.aim.group, ["lab"]);
+        assert_eq!(a.words, ["exec", "ls", "-l", "--json"]);
+        let dash = parse(&["fleetmq-hub", "command", "pi-a", "exec", "ls", "-l"]);
+        let err = dash.err().expect("an option it does not know").to_string();
+        assert!(err.contains("-- -l"), "the hint says how: {err}");
     }
 }
