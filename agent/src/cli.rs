@@ -28,6 +28,9 @@ Commands:
                 exits 0 once they are in its spool, 1 with the reason
   status        Print the running agent's status as JSON: connection, spool,
                 counters (sent, acked, dropped and why), uptime, version
+  config get KEY
+                Print the value the hub's configuration set for KEY (an
+                app.* key, or any it applied); exits 1 if it set none
   keygen        Write this device's CURVE key pair (DATA_DIR/agent.key, mode
                 0600, and agent.pub; run also makes them if missing) and
                 print the command that enrols it on the hub
@@ -47,7 +50,7 @@ Options for run and chat:
       --insecure        Plaintext, no keys: only for a hub run with --insecure
                         on a trusted network
 
-Options for send, status and keygen:
+Options for send, status, config and keygen:
   -c, --config FILE     Config file, to find the data directory [env: FLEETMQ_AGENT_CONFIG]
       --data-dir DIR    The agent's data directory [env: FLEETMQ_AGENT_DATA_DIR]
       --device-id ID    keygen: the id for the allow-list line [env: FLEETMQ_DEVICE_ID]
@@ -65,6 +68,7 @@ Examples:
   echo 'hello fleet' | fleetmq-agent chat --hub tcp://hub.lan:7750 --device-id pi-kitchen
   fleetmq-agent send room.temp_c=21.5 door.opened=1
   fleetmq-agent send disk.free_bytes=123456 mount=/data
+  fleetmq-agent config get app.greeting
   echo 'door.opened:1|c' > /dev/udp/127.0.0.1/8125   # StatsD (bash)
   fleetmq-agent print-config > agent.toml
 ";
@@ -98,6 +102,11 @@ pub enum Cmd {
         samples: Vec<String>,
     },
     Status(LocalArgs),
+    /// `config get KEY`.
+    ConfigGet {
+        local: LocalArgs,
+        key: String,
+    },
     Keygen {
         local: LocalArgs,
         device_id: Option<String>,
@@ -187,7 +196,7 @@ where
                 device_id = Some(id);
             }
             Long("force") if cmd == Some("keygen") => force = true,
-            Value(v) if cmd == Some("send") => samples.push(string(v)?),
+            Value(v) if matches!(cmd, Some("send" | "config")) => samples.push(string(v)?),
             other => {
                 let what = other.unexpected().to_string();
                 return Err(UsageError(match cmd {
@@ -228,6 +237,17 @@ where
             ));
         }
         Some("send") => Cmd::Send { local, samples },
+        Some("config") => match samples.as_slice() {
+            [get, key] if get == "get" => Cmd::ConfigGet {
+                local,
+                key: key.clone(),
+            },
+            _ => {
+                return Err(UsageError(
+                    "config takes `get KEY`, e.g. `fleetmq-agent config get app.greeting`".into(),
+                ));
+            }
+        },
         Some("keygen") => Cmd::Keygen {
             local,
             device_id: device_id.or_else(|| env("FLEETMQ_DEVICE_ID")),

@@ -31,7 +31,27 @@ pub struct AgentConfig {
     pub jobs: Jobs,
     pub commands: Commands,
     pub exec: Exec,
+    pub remote: RemoteConfig,
     pub net: SocketOptions,
+}
+
+/// What the hub's desired configuration may change here (see `remote`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    /// Keys the hub may set: exact names, or `prefix.*`.
+    pub may_set: Vec<String>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            may_set: crate::remote::DEFAULT_MAY_SET
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,6 +125,7 @@ impl Default for AgentConfig {
             jobs: Jobs::default(),
             commands: Commands::default(),
             exec: Exec::default(),
+            remote: RemoteConfig::default(),
             net: SocketOptions::default(),
         }
     }
@@ -370,6 +391,15 @@ impl AgentConfig {
                     format!("{name:?} is not a command; use \"ping\", \"status\" or \"exec\""),
                 ));
             }
+        }
+        if let Some(bad) = crate::remote::unknown_pattern(&self.remote.may_set) {
+            return Err(invalid(
+                "remote.may_set",
+                format!(
+                    "{bad:?} names no key the hub can set; use {}, app.* or app.NAME, or a prefix like host.*",
+                    crate::remote::KEYS.join(", ")
+                ),
+            ));
         }
         for p in &self.exec.programs {
             if p.is_empty() || (p.contains('/') && !p.starts_with('/')) {

@@ -42,6 +42,7 @@ pub mod info;
 pub mod link;
 pub mod redial;
 pub mod reload;
+pub mod remote;
 pub mod sources;
 pub mod start;
 pub mod state;

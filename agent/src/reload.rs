@@ -55,7 +55,18 @@ pub fn diff(old: &AgentConfig, new: &AgentConfig) -> Diff {
         false,
     );
     check("spool", old.spool != new.spool, false);
-    check("ingest", old.ingest != new.ingest, false);
+    let (i0, i1) = (&old.ingest, &new.ingest);
+    check(
+        "ingest.statsd_interval_ms, ingest.percentiles",
+        i0.statsd_interval_ms != i1.statsd_interval_ms || i0.percentiles != i1.percentiles,
+        true,
+    );
+    check(
+        "ingest.udp, ingest.unix",
+        i0.udp != i1.udp || i0.unix != i1.unix,
+        false,
+    );
+    check("remote", old.remote != new.remote, true);
     check("net", old.net != new.net, false);
     d
 }

@@ -82,6 +82,26 @@ fn control_socket(args: &LocalArgs) -> Result<PathBuf, Failed> {
     Ok(crate::sources::control::socket_path(&dir))
 }
 
+/// `config get KEY`: what the hub's configuration set, as applied here
+/// (read from DATA_DIR/remote.json, so it works while the agent is down).
+fn config_get(args: &LocalArgs, key: &str) -> Result<(), Failed> {
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => AgentConfig::load(args.config.as_deref())?.data_dir,
+    };
+    let remote = crate::remote::load(&dir).map_err(Failed)?;
+    match remote.values.get(key) {
+        Some(v) => {
+            println!("{v}");
+            Ok(())
+        }
+        None => fail(format!(
+            "{key} is not set by the hub's configuration here (version {}): set it with `fleetmq-hub config set {key}=VALUE`",
+            remote.version
+        )),
+    }
+}
+
 /// Asks the running agent; prints its answer; fails on an error reply.
 fn ask(args: &LocalArgs, request: &str) -> Result<(), Failed> {
     let reply = crate::sources::control::request(&control_socket(args)?, request)?;
@@ -170,6 +190,7 @@ pub fn main() -> ExitCode {
             }
         }
         Cmd::Status(args) => ask(&args, "status"),
+        Cmd::ConfigGet { local, key } => config_get(&local, &key),
         Cmd::Keygen {
             local,
             device_id,

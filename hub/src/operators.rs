@@ -41,6 +41,7 @@ impl Role {
                 | Request::SubmitJob(_)
                 | Request::Broadcast { .. }
                 | Request::FleetCommand(_)
+                | Request::ConfigEdit(_)
         );
         self == Role::Admin || !acts
     }

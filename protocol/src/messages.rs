@@ -2,8 +2,8 @@
 //!
 //! | channel | sockets | kinds |
 //! |---|---|---|
-//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work |
+//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer, 0x06 Applied |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -78,6 +78,35 @@ messages! {
         /// The programs its `[exec] programs` allows (for exec jobs and
         /// commands).
         pub exec_programs: Vec<String>,
+        /// The version of the hub's desired configuration it applied last
+        /// (0: none): the hub sends the document only if it is newer.
+        pub config_version: u64,
+    }
+
+    /// The hub's desired configuration for this device, whole: sent when the
+    /// device's Offer shows it behind, and again on every change. Its one
+    /// field is growable.
+    pub struct Desired(#[serde(with = "crate::growable")] pub ConfigDoc);
+
+    /// A configuration document: keys and values, merged from the hub's
+    /// layers.
+    pub struct ConfigDoc {
+        /// Its version; the agent reports it back once applied.
+        pub version: u64,
+        /// Keys and their values (text, as an operator typed them).
+        pub values: Vec<(String, String)>,
+    }
+
+    /// The agent applied a [`Desired`] document: every key but those in
+    /// `errors`. Its one field is growable.
+    pub struct Applied(#[serde(with = "crate::growable")] pub ConfigReport);
+
+    /// What became of a configuration document.
+    pub struct ConfigReport {
+        /// The document's version.
+        pub version: u64,
+        /// Keys not applied, each with why.
+        pub errors: Vec<(String, String)>,
     }
 
     /// "Still here", sent on the heartbeat interval.
@@ -428,6 +457,29 @@ messages! {
             /// The id it was answered with.
             id: u64,
         },
+        /// Sets or unsets keys of one layer of the desired configuration.
+        ConfigEdit(#[serde(with = "crate::growable")] ConfigEdit),
+        /// One device's desired configuration, merged, each key with the
+        /// layer it came from.
+        ConfigShow {
+            /// The device.
+            device: String,
+        },
+        /// Every device's desired and applied configuration versions.
+        ConfigStatus,
+    }
+
+    /// An edit of one layer of the desired configuration.
+    pub struct ConfigEdit {
+        /// `fleet`, `group:NAME` or `device:ID`.
+        pub layer: String,
+        /// Keys to set, with their values.
+        pub set: Vec<(String, String)>,
+        /// Keys to take out of this layer.
+        pub unset: Vec<String>,
+        /// Apply only if the configuration's version is still this one
+        /// (0: whatever it is).
+        pub if_version: u64,
     }
 
     /// A command for devices, groups or the whole fleet.
@@ -558,6 +610,45 @@ messages! {
         },
         /// For [`Request::FleetAnswers`]: one per device, by device id.
         FleetAnswers(#[serde(with = "crate::growable::list")] Vec<FleetAnswer>),
+        /// For [`Request::ConfigEdit`]: the configuration's new version.
+        ConfigVersion {
+            /// The version now.
+            version: u64,
+        },
+        /// For [`Request::ConfigShow`].
+        ConfigShow(#[serde(with = "crate::growable")] ConfigView),
+        /// For [`Request::ConfigStatus`]: one per known device.
+        ConfigStatus(#[serde(with = "crate::growable::list")] Vec<ConfigState>),
+    }
+
+    /// One device's desired configuration.
+    pub struct ConfigView {
+        /// The device.
+        pub device: String,
+        /// The configuration's version (for a conditional edit).
+        pub version: u64,
+        /// The version of the newest change that applies to this device.
+        pub desired_version: u64,
+        /// The version the device last reported applied (0: none).
+        pub applied_version: u64,
+        /// Merged keys: (key, value, the layer it came from).
+        pub entries: Vec<(String, String, String)>,
+        /// Keys the device did not apply, with why.
+        pub errors: Vec<(String, String)>,
+    }
+
+    /// Where one device's configuration stands.
+    pub struct ConfigState {
+        /// The device.
+        pub device: String,
+        /// Its groups.
+        pub groups: Vec<String>,
+        /// The version of the newest change that applies to it.
+        pub desired_version: u64,
+        /// The version it last reported applied.
+        pub applied_version: u64,
+        /// Keys it did not apply, with why.
+        pub errors: Vec<(String, String)>,
     }
 
     /// Where a fleet command stands on one device.
@@ -866,6 +957,8 @@ channel! {
         0x04 => Bye(Bye),
         /// What the agent takes on, after each Hello.
         0x05 => Offer(Offer),
+        /// A desired configuration applied (with the keys that were not).
+        0x06 => Applied(Applied),
     }
 }
 
@@ -905,6 +998,8 @@ channel! {
         /// A job aimed at this device (not from the work queue): run it
         /// and send its result on the results socket, as for a pulled one.
         0x19 => Work(Job),
+        /// The hub's desired configuration for this device.
+        0x1a => Desired(Desired),
     }
 }
 

@@ -215,23 +215,42 @@ fn golden_vectors() {
     .unwrap();
     // id 7, attempt 1, JobSpec variant 0 (Echo) "hi", 1000, token 9
     assert_eq!(hex(&work), "02 19 07 01 00 02 68 69 e8 07 09");
-    // What an agent takes on, growable: 10 bytes of fields follow.
+    // What an agent takes on, growable: 11 bytes of fields follow.
     let offer = Upstream::Offer(Offer(Abilities {
         job_kinds: vec!["echo".into()],
         exec_programs: vec!["df".into()],
+        config_version: 3,
     }))
     .encode()
     .unwrap();
-    assert_eq!(hex(&offer), "02 05 0a 01 04 65 63 68 6f 01 02 64 66");
+    assert_eq!(hex(&offer), "02 05 0b 01 04 65 63 68 6f 01 02 64 66 03");
     // A newer agent's extra fields are skipped; an older one's missing
     // lists read as empty.
     let newer = Upstream::decode(&[
-        0x02, 0x05, 0x0c, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x07, 0x07,
+        0x02, 0x05, 0x0d, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x07,
+        0x07,
     ])
     .unwrap();
     assert!(matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"]));
     let older = Upstream::decode(&[0x02, 0x05, 0x06, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f]).unwrap();
-    assert!(matches!(older, Upstream::Offer(Offer(ref a)) if a.exec_programs.is_empty()));
+    assert!(
+        matches!(older, Upstream::Offer(Offer(ref a)) if a.exec_programs.is_empty() && a.config_version == 0)
+    );
+    // The hub's document, and the agent's report (each growable).
+    let desired = Downstream::Desired(Desired(ConfigDoc {
+        version: 2,
+        values: vec![("a.b".into(), "1".into())],
+    }))
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&desired), "02 1a 08 02 01 03 61 2e 62 01 31");
+    let applied = Upstream::Applied(Applied(ConfigReport {
+        version: 2,
+        errors: vec![("a.b".into(), "no".into())],
+    }))
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&applied), "02 06 09 02 01 03 61 2e 62 02 6e 6f");
     // A batch's number is read without decoding the batch.
     let mut b = BatchBuilder::new(300);
     b.push_chat(1, "hi").unwrap();

@@ -447,7 +447,11 @@ impl Hub {
     /// right after the subcommand (options go anywhere before a `--`).
     pub fn operator_command(&self, args: &[&str]) -> Command {
         let mut cmd = hub_command();
-        let verbs = if args.first() == Some(&"job") { 2 } else { 1 };
+        let verbs = if matches!(args.first(), Some(&"job" | &"config")) {
+            2
+        } else {
+            1
+        };
         let (path, rest) = args.split_at(verbs.min(args.len()));
         cmd.args(path)
             .args([

@@ -284,7 +284,7 @@ fn jobs_run_where_allowed_with_arguments_passed_literally() {
     let _w = watchdog("jobs", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    let _agent = hub.agent("pi-j", &[]);
+    let agent = hub.agent("pi-j", &[]);
     hub.wait_listening("pi-j");
 
     let echo = job_result(&hub, &["echo", "hello", "jobs"]);
@@ -313,18 +313,27 @@ fn jobs_run_where_allowed_with_arguments_passed_literally() {
     assert_eq!(exec["attempts"], 1);
     assert!(!std::path::Path::new("/tmp/fleetmq-pwned").exists());
 
-    // A work-queue job the only device refuses goes back to the queue for
-    // another; with none, it fails saying who refused it and why.
-    let refused = job_result(&hub, &["exec", "--", "sh", "-c", "id"]);
-    assert_eq!(refused["state"], "failed");
-    let error = refused["error"].as_str().unwrap();
-    assert!(
-        error.contains("refused by pi-j") && error.contains("program \"sh\""),
-        "{error}"
-    );
+    // A job no device online takes is never handed to one: it waits in
+    // the queue, and says why.
+    let r = hub.op(&["job", "submit", "exec", "--", "sh", "-c", "id"]);
+    let id = r.json[0]["id"].as_u64().unwrap().to_string();
+    let waiting = wait_for("the job to say why it waits", || {
+        let j = hub.op(&["job", "show", &id]).json[0].clone();
+        j["error"]
+            .as_str()?
+            .contains("no device online takes it")
+            .then_some(j)
+    });
+    assert_eq!(waiting["state"], "queued");
+    assert_eq!(waiting["attempts"], 0);
 
     let list = hub.op(&["job", "list"]);
     assert_eq!(list.json.len(), 3);
+    let log = agent.log_text();
+    assert!(
+        !log.contains("not allowed here"),
+        "pi-j was never handed it: {log}"
+    );
 }
 
 #[test]

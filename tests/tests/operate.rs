@@ -312,23 +312,20 @@ fn jobs_aimed_at_a_group_run_on_each_member_and_wait_for_the_offline_one_across_
     assert_eq!(job["runs"][2]["device"], "pi-z");
     assert_eq!(job["runs"][2]["outcome"]["stdout"], "aimed\n");
 
-    // The work queue in a mixed fleet: an exec job pi-y refuses goes back
-    // to the queue and ends done on a device that allows it.
+    // The work queue in a mixed fleet: an exec job is never handed to
+    // pi-y, which would refuse it; each ends done at its first attempt.
     for _ in 0..4 {
-        let r = hub.op(&[
-            "job",
-            "submit",
-            "--wait",
-            "--max-attempts",
-            "6",
-            "exec",
-            "--",
-            "echo",
-            "q",
-        ]);
+        let r = hub.op(&["job", "submit", "--wait", "exec", "--", "echo", "q"]);
         assert_eq!(r.json[0]["state"], "done", "{:?}", r.json);
         assert_ne!(r.json[0]["device"], "pi-y");
+        assert_eq!(r.json[0]["attempts"], 1, "{:?}", r.json);
+        assert_eq!(r.json[0]["error"], Value::Null, "{:?}", r.json);
     }
+    // An echo job every device takes goes on the queue, as before.
+    let r = hub.op(&["job", "submit", "--wait", "echo", "any"]);
+    assert_eq!(r.json[0]["state"], "done", "{:?}", r.json);
+    let y_log = y.log_text();
+    assert!(!y_log.contains("not allowed here"), "{y_log}");
 }
 
 #[test]
@@ -429,4 +426,169 @@ fn a_command_for_a_group_prints_each_answer_and_reaches_the_offline_member_after
         got,
         [("pi-a", "answered", "pong"), ("pi-b", "answered", "pong")]
     );
+}
+
+/// `fleetmq-agent config get KEY` on `device`'s agent: (exit code, stdout).
+fn config_get(hub: &Hub, device: &str, key: &str) -> (Option<i32>, String) {
+    let out = agent_command()
+        .args(["config", "get", key, "--data-dir"])
+        .arg(hub.dir.join(device).join("data"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// Waits until `device`'s configuration is `state` in `config status`.
+fn config_state(hub: &Hub, device: &str, state: &str) -> Value {
+    wait_for(&format!("{device}'s configuration {state}"), || {
+        let r = hub.op(&["config", "status"]);
+        r.json[0]["devices"]
+            .as_array()?
+            .iter()
+            .find(|d| d["device"] == device && d["state"] == state)
+            .cloned()
+    })
+}
+
+#[test]
+fn desired_configuration_reaches_each_device_in_layers_and_survives_restarts() {
+    let _w = watchdog("desired_config", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let ports = hub.same_ports();
+    let c1 = hub.agent("pi-c1", &["north"]);
+    let mut c2 = hub.agent("pi-c2", &["north"]);
+    hub.wait_listening("pi-c1");
+    hub.wait_listening("pi-c2");
+    c2.signal(libc::SIGTERM);
+    c2.wait_exit(Duration::from_secs(10));
+
+    // The fleet's layer, then the group's over it.
+    assert!(hub.op(&["config", "set", "host.interval_ms=10000"]).ok);
+    let r = hub.op(&[
+        "config",
+        "set",
+        "--group",
+        "north",
+        "host.interval_ms=5000",
+        "app.greeting=hello",
+    ]);
+    assert_eq!(r.json[0]["version"], 2, "{r:?}");
+    let state = config_state(&hub, "pi-c1", "in_sync");
+    assert_eq!(state["applied_version"], 2);
+    assert_eq!(
+        config_get(&hub, "pi-c1", "app.greeting"),
+        (Some(0), "hello".into())
+    );
+    let status = agent_status(&hub.dir.join("pi-c1").join("data"));
+    assert_eq!(
+        status["config"]["values"]["host.interval_ms"], "5000",
+        "{status}"
+    );
+    let show = hub.op(&["config", "show", "pi-c1"]);
+    let entries = &show.json[0]["entries"];
+    assert_eq!(
+        entries,
+        &serde_json::json!([
+            {"key": "app.greeting", "value": "hello", "layer": "group:north"},
+            {"key": "host.interval_ms", "value": "5000", "layer": "group:north"},
+        ])
+    );
+
+    // A bad value, and a key the device does not let the hub set: refused
+    // by the device, shown at the hub; the rest applies.
+    let r = hub.op(&[
+        "config",
+        "set",
+        "--device",
+        "pi-c1",
+        "telemetry.sample_interval_ms=5",
+        "exec.programs=sh",
+        "app.mode=eco",
+    ]);
+    assert!(r.ok, "{r:?}");
+    let failed = config_state(&hub, "pi-c1", "failed");
+    assert_eq!(failed["applied_version"], 3);
+    assert!(
+        failed["errors"]["telemetry.sample_interval_ms"]
+            .as_str()
+            .unwrap()
+            .contains("100"),
+        "{failed}"
+    );
+    assert!(
+        failed["errors"]["exec.programs"]
+            .as_str()
+            .unwrap()
+            .contains("may_set"),
+        "{failed}"
+    );
+    assert_eq!(
+        config_get(&hub, "pi-c1", "app.mode"),
+        (Some(0), "eco".into())
+    );
+    let out = hub_command()
+        .args(["config", "show", "pi-c1", "--data-dir"])
+        .arg(hub.dir.join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("refused by the device: exec.programs"),
+        "{text}"
+    );
+
+    // A write conditional on an old version changes nothing.
+    let stale = hub.op(&["config", "set", "--if-version", "1", "app.x=1"]);
+    assert_eq!(stale.code, Some(1));
+    assert!(
+        stale.stderr.contains("version 3, not 1"),
+        "{}",
+        stale.stderr
+    );
+
+    // A hub restart loses nothing; the device that was away catches up.
+    hub.proc.signal(libc::SIGKILL);
+    hub.proc.wait_exit(Duration::from_secs(5));
+    hub = Hub::restart(dir.path(), &ports);
+    let show = hub.op(&["config", "show", "pi-c1"]);
+    assert_eq!(show.json[0]["version"], 3);
+    assert_eq!(
+        show.json[0]["entries"].as_array().unwrap().len(),
+        5,
+        "desired, refused keys too"
+    );
+    assert_eq!(
+        config_get(&hub, "pi-c2", "app.greeting").0,
+        Some(1),
+        "not yet"
+    );
+    let _c2 = hub.agent("pi-c2", &["north"]);
+    let state = config_state(&hub, "pi-c2", "in_sync");
+    assert_eq!(
+        state["desired_version"], 2,
+        "pi-c1's own layer is not pi-c2's"
+    );
+    assert_eq!(
+        config_get(&hub, "pi-c2", "app.greeting"),
+        (Some(0), "hello".into())
+    );
+
+    // A reboot keeps what was applied, before the hub says anything.
+    drop(c1);
+    let c1 = hub.agent("pi-c1", &["north"]);
+    c1.wait_log("agent starting");
+    let status = wait_for("pi-c1's status", || {
+        let out = agent_command()
+            .arg("status")
+            .arg("--data-dir")
+            .arg(hub.dir.join("pi-c1").join("data"))
+            .output()
+            .ok()?;
+        serde_json::from_slice::<Value>(&out.stdout).ok()
+    });
+    assert_eq!(status["config"]["version"], 3, "{status}");
 }

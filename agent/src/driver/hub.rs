@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use fleetmq_net::poll::{Event, event, next_event};
 use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
-    Abilities, Announcement, Broadcast, Downstream, Hello, HubPorts, Offer, Target, Upstream, names,
+    Abilities, Announcement, Broadcast, Desired, Downstream, Hello, HubPorts, Offer, Target,
+    Upstream, names,
 };
 use tracing::{debug, info, warn};
 
@@ -127,6 +128,7 @@ impl Agent {
         let offer = Offer(Abilities {
             job_kinds: self.cfg.jobs.allow.clone(),
             exec_programs: self.cfg.exec.programs.clone(),
+            config_version: self.remote.version,
         });
         if !self.send_up(Upstream::Offer(offer)) {
             debug!("offer not queued; the next hello sends it");
@@ -246,6 +248,7 @@ impl Agent {
                     self.link.seen(Seen::Refusal(r.reason), Instant::now());
                 }
                 Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
+                Ok(Downstream::Desired(Desired(doc))) => self.desired(doc),
                 Ok(Downstream::Work(job)) => {
                     if self.aimed.len() >= MAX_AIMED {
                         // The hub hands it out again when its lease ends.

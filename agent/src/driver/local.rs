@@ -86,9 +86,10 @@ impl Agent {
     }
 
     /// SIGHUP: reads the configuration again and applies what can change
-    /// while running. What cannot is named, and keeps its running value.
+    /// while running (with the hub's configuration over it, as applied
+    /// before). What cannot is named, and keeps its running value.
     pub(super) fn reload(&mut self) {
-        let new = match (self.reload)() {
+        let local = match (self.reload)() {
             Ok(cfg) => cfg,
             Err(e) => {
                 let e = error_chain(&*e);
@@ -101,33 +102,14 @@ impl Agent {
                 return;
             }
         };
+        self.local = local;
+        let pairs: Vec<(String, String)> = self.remote.values.clone().into_iter().collect();
+        let out = crate::remote::apply(&self.local, &pairs);
+        self.remote_errors = out.errors;
         let crate::reload::Diff {
             applied,
             needs_restart: restart,
-        } = crate::reload::diff(&self.cfg, &new);
-
-        let now = Instant::now();
-        if new.telemetry.sample_interval_ms != self.cfg.telemetry.sample_interval_ms {
-            self.cfg.telemetry.sample_interval_ms = new.telemetry.sample_interval_ms;
-            self.next_sample = now;
-        }
-        if new.host != self.cfg.host {
-            self.host.reconfigure(new.host.clone());
-            self.cfg.host = new.host;
-            self.next_host = now;
-        }
-        self.exec = ExecPolicy {
-            programs: new.exec.programs.clone(),
-            max_timeout: Duration::from_millis(u64::from(new.exec.timeout_ms)),
-            max_output: new.exec.max_output_bytes,
-        };
-        self.cfg.exec = new.exec;
-        self.cfg.jobs = new.jobs;
-        self.cfg.commands = new.commands;
-        // The hub aims jobs by what we take on.
-        if self.connected {
-            self.send_offer();
-        }
+        } = self.apply_live(out.config);
         info!(applied = ?applied, "SIGHUP: configuration reloaded");
         if !restart.is_empty() {
             warn!(
@@ -141,6 +123,82 @@ impl Agent {
             needs_restart: restart,
             error: String::new(),
         };
+    }
+
+    /// The hub's desired configuration: the keys this device lets it set
+    /// are applied over the local file, kept in DATA_DIR/remote.json, and
+    /// reported with the keys that were not.
+    pub(super) fn desired(&mut self, doc: fleetmq_protocol::ConfigDoc) {
+        let out = crate::remote::apply(&self.local, &doc.values);
+        self.apply_live(out.config);
+        let remote = crate::remote::Remote {
+            version: doc.version,
+            values: out.applied,
+        };
+        if let Err(e) = crate::remote::save(&self.cfg.data_dir, &remote) {
+            warn!(error = %e, "could not keep the hub's configuration in DATA_DIR/remote.json; it applies until a restart");
+        }
+        for (key, why) in &out.errors {
+            warn!(key, %why, version = doc.version, "a key of the hub's configuration was not applied");
+        }
+        info!(
+            version = doc.version,
+            keys = remote.values.len(),
+            refused = out.errors.len(),
+            "applied the hub's configuration"
+        );
+        self.remote = remote;
+        self.remote_errors = out.errors.clone();
+        let report = fleetmq_protocol::Applied(fleetmq_protocol::ConfigReport {
+            version: doc.version,
+            errors: out.errors,
+        });
+        if !self.send_up(fleetmq_protocol::Upstream::Applied(report)) {
+            debug!(
+                "could not report the configuration applied; the next connect's offer says its version"
+            );
+        }
+    }
+
+    /// Makes `new` the running configuration where it can change while
+    /// running; says what changed and what waits for a restart.
+    fn apply_live(&mut self, new: crate::config::AgentConfig) -> crate::reload::Diff {
+        let diff = crate::reload::diff(&self.cfg, &new);
+        let now = Instant::now();
+        if new.telemetry.sample_interval_ms != self.cfg.telemetry.sample_interval_ms {
+            self.cfg.telemetry.sample_interval_ms = new.telemetry.sample_interval_ms;
+            self.next_sample = now;
+        }
+        if new.host != self.cfg.host {
+            self.host.reconfigure(new.host.clone());
+            self.cfg.host = new.host;
+            self.next_host = now;
+        }
+        let i = &new.ingest;
+        if i.statsd_interval_ms != self.cfg.ingest.statsd_interval_ms
+            || i.percentiles != self.cfg.ingest.percentiles
+        {
+            self.ingest.reconfigure(i);
+            self.cfg.ingest.statsd_interval_ms = i.statsd_interval_ms;
+            self.cfg.ingest.percentiles = i.percentiles.clone();
+        }
+        self.exec = ExecPolicy {
+            programs: new.exec.programs.clone(),
+            max_timeout: Duration::from_millis(u64::from(new.exec.timeout_ms)),
+            max_output: new.exec.max_output_bytes,
+        };
+        let offered = (self.cfg.jobs.allow.clone(), self.cfg.exec.programs.clone());
+        self.cfg.exec = new.exec;
+        self.cfg.jobs = new.jobs;
+        self.cfg.commands = new.commands;
+        self.cfg.remote = new.remote;
+        // The hub aims jobs by what we take on.
+        if self.connected
+            && offered != (self.cfg.jobs.allow.clone(), self.cfg.exec.programs.clone())
+        {
+            self.send_offer();
+        }
+        diff
     }
 
     /// Answers local clients of the control socket.
@@ -216,6 +274,11 @@ impl Agent {
             host_skipped: self.host.skipped().collect(),
             ingest: self.ingest.status.clone(),
             reload: self.last_reload.clone(),
+            config: control::ConfigStatus {
+                version: self.remote.version,
+                values: self.remote.values.clone(),
+                errors: self.remote_errors.clone(),
+            },
         };
         serde_json::to_string(&doc).unwrap_or_else(|e| format!("error: encoding the status: {e}"))
     }

@@ -206,6 +206,12 @@ struct Agent {
     pack_blocked_until: Option<Instant>,
     /// Telemetry on its way: spool, in-flight window, sequence numbers.
     outbox: Outbox,
+    /// The configuration from the file (and flags), before the hub's.
+    local: AgentConfig,
+    /// The hub's desired configuration as applied here.
+    remote: crate::remote::Remote,
+    /// Keys of the hub's configuration that were not applied, with why.
+    remote_errors: Vec<(String, String)>,
     jobs_run: JobMemory,
     /// Jobs the hub aimed at this device (Downstream `Work`), waiting for
     /// a free worker; taken before the work queue's.
@@ -262,6 +268,18 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
 
     let control = Control::bind(control::socket_path(&dir)).map_err(Error::Control)?;
 
+    // The hub's configuration, as applied before, over the local file.
+    let local = cfg.clone();
+    let remote = crate::remote::load(&dir).unwrap_or_else(|e| {
+        warn!("{e}");
+        crate::remote::Remote::default()
+    });
+    let pairs: Vec<(String, String)> = remote.values.clone().into_iter().collect();
+    let applied = crate::remote::apply(&local, &pairs);
+    for (key, why) in &applied.errors {
+        warn!(key, %why, "a key the hub set before no longer applies; the local value stays");
+    }
+    let cfg = applied.config;
     let (ingest, problems) = Ingest::open(&cfg.ingest, &dir);
     for p in problems {
         warn!("{p}; the agent runs on without it (see status)");
@@ -356,6 +374,9 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         hangup,
         reload: opts.reload,
         last_reload: ReloadStatus::default(),
+        local,
+        remote,
+        remote_errors: applied.errors,
         cfg,
     };
     let result = agent.serve(&shutdown);

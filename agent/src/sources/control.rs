@@ -64,6 +64,19 @@ pub struct Status {
     pub ingest: crate::sources::ingest::IngestStatus,
     /// The last SIGHUP.
     pub reload: ReloadStatus,
+    /// The hub's desired configuration as applied here.
+    pub config: ConfigStatus,
+}
+
+/// The hub's configuration on this device.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ConfigStatus {
+    /// The version applied (0: none yet).
+    pub version: u64,
+    /// The keys applied and their values.
+    pub values: std::collections::BTreeMap<String, String>,
+    /// Keys not applied, each with why.
+    pub errors: Vec<(String, String)>,
 }
 
 /// What the last SIGHUP did.

@@ -225,6 +225,12 @@ impl Ingest {
     }
 
     /// The open StatsD interval's samples, stamped `now_ms`.
+    /// New StatsD folding settings (the listening sockets stay).
+    pub fn reconfigure(&mut self, cfg: &IngestConfig) {
+        self.statsd
+            .reconfigure(cfg.statsd_interval_ms, &cfg.percentiles);
+    }
+
     pub fn flush_statsd(&mut self, now_ms: u64) -> Vec<Ingested> {
         let out = self.statsd.flush(now_ms);
         self.status.samples += out.len() as u64;

@@ -120,6 +120,12 @@ impl Statsd {
         }
     }
 
+    /// New settings, for the next interval (the open one keeps its own).
+    pub fn reconfigure(&mut self, interval_ms: u64, percentiles: &[f64]) {
+        self.interval = Duration::from_millis(interval_ms);
+        self.percentiles = percentiles.to_vec();
+    }
+
     /// Folds one line into the open interval (opening one at `now`).
     pub fn fold(&mut self, line: &str, now: Instant) -> Result<(), String> {
         self.fold_with(line, now, &mut |n| fastrand::u64(0..n))

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleetmq_protocol::{
-    ChatQuery, ChatRow, Command, FleetCommand, HubStats, JobSpec, JobState, JobSubmission, Request,
-    Response, TelemetryQuery, TelemetryRow,
+    ChatQuery, ChatRow, Command, ConfigEdit, FleetCommand, HubStats, JobSpec, JobState,
+    JobSubmission, Request, Response, TelemetryQuery, TelemetryRow,
 };
 use serde_json::Value;
 
-use super::{ChatArgs, CommandArgs, JobKind, OpArgs, SubmitArgs, TelemetryArgs};
+use super::{ChatArgs, CommandArgs, JobKind, LayerArgs, OpArgs, SubmitArgs, TelemetryArgs};
 use crate::operator::{Client, ClientError, format, views};
 
 /// How a command line ends.
@@ -515,6 +515,38 @@ pub(super) fn fleet_answers(
         }
     }
     Ok(Exit::ok_if(ok).into())
+}
+
+/// `config set` and `config unset`: one edit of one layer.
+pub(super) fn config_edit(
+    op: &OpArgs,
+    layer: &LayerArgs,
+    set: Vec<(String, String)>,
+    unset: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let layer_name = layer.layer();
+    let what: Vec<String> = set
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(unset.iter().map(|k| format!("-{k}")))
+        .collect();
+    let req = Request::ConfigEdit(ConfigEdit {
+        layer: layer_name.clone(),
+        set,
+        unset,
+        if_version: layer.if_version,
+    });
+    operate(op, req, Duration::ZERO, |r| match r {
+        Response::ConfigVersion { version } => Some(Shown::new(
+            serde_json::json!({ "version": version, "layer": layer_name }),
+            format!(
+                "configuration version {version}: {layer_name}: {}; online devices it applies to get it now, the others when they connect (`fleetmq-hub config status`)\n",
+                what.join(" ")
+            ),
+            true,
+        )),
+        _ => None,
+    })
 }
 
 pub(super) fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Result<ExitCode> {

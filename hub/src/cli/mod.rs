@@ -73,6 +73,10 @@ enum Cmd {
     Job(JobCmd),
     /// Announce something to every device, a group, or one device.
     Broadcast(BroadcastArgs),
+    /// The desired configuration: set or unset keys for the fleet, a
+    /// group or a device; show a device's; see who applied it.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// The hub's counters: devices, what was stored, refused and pruned.
     Stats(OpArgs),
     /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
@@ -298,6 +302,77 @@ struct CommandArgs {
     /// them when one starts with `-`: `exec -- ls -l`).
     #[arg(value_name = "WORDS")]
     words: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Set KEY=VALUE... in the fleet's layer, or a group's or a device's.
+    Set(ConfigSetArgs),
+    /// Take KEY... out of a layer (what a lower layer sets stands).
+    Unset(ConfigUnsetArgs),
+    /// A device's merged configuration, each key with the layer it came
+    /// from, and what the device applied.
+    Show(ConfigShowArgs),
+    /// Per device: the desired and applied versions and refused keys; per
+    /// group: in sync, pending, failed.
+    Status(OpArgs),
+}
+
+/// Which layer an edit is for.
+#[derive(Args)]
+struct LayerArgs {
+    /// The group's layer (groups apply in name order, over the fleet's).
+    #[arg(long, conflicts_with = "device")]
+    group: Option<String>,
+    /// The device's own layer (over its groups').
+    #[arg(long)]
+    device: Option<String>,
+    /// Only if the configuration is still at this version (from `config
+    /// show`); else nothing changes and the command says so.
+    #[arg(long, value_name = "VERSION", default_value_t = 0)]
+    if_version: u64,
+}
+
+impl LayerArgs {
+    fn layer(&self) -> String {
+        match (&self.group, &self.device) {
+            (Some(g), _) => format!("group:{g}"),
+            (None, Some(d)) => format!("device:{d}"),
+            (None, None) => "fleet".into(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ConfigSetArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    #[command(flatten)]
+    layer: LayerArgs,
+    /// KEY=VALUE pairs: keys the agents take (host.interval_ms,
+    /// telemetry.sample_interval_ms, host.collect, ingest.percentiles,
+    /// app.NAME, ...); lists as a,b,c.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pairs: Vec<String>,
+}
+
+#[derive(Args)]
+struct ConfigUnsetArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    #[command(flatten)]
+    layer: LayerArgs,
+    /// Keys to take out of the layer.
+    #[arg(required = true, value_name = "KEY")]
+    keys: Vec<String>,
+}
+
+#[derive(Args)]
+struct ConfigShowArgs {
+    #[command(flatten)]
+    op: OpArgs,
+    /// The device.
+    device: String,
 }
 
 #[derive(Subcommand)]
@@ -620,6 +695,46 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         true,
                     ))
                 }
+                _ => None,
+            })
+        }
+        Cmd::Config(ConfigCmd::Set(a)) => {
+            let set = a
+                .pairs
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| usage(&format!("{p:?}: give KEY=VALUE")))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            ask::config_edit(&a.op, &a.layer, set, Vec::new())
+        }
+        Cmd::Config(ConfigCmd::Unset(a)) => {
+            ask::config_edit(&a.op, &a.layer, Vec::new(), a.keys.clone())
+        }
+        Cmd::Config(ConfigCmd::Show(a)) => operate(
+            &a.op,
+            Request::ConfigShow {
+                device: a.device.clone(),
+            },
+            Duration::ZERO,
+            |r| match r {
+                Response::ConfigShow(v) => Some(Shown::new(
+                    views::config_view(&v),
+                    format::fmt_config_view(&v),
+                    true,
+                )),
+                _ => None,
+            },
+        ),
+        Cmd::Config(ConfigCmd::Status(op)) => {
+            operate(&op, Request::ConfigStatus, Duration::ZERO, |r| match r {
+                Response::ConfigStatus(s) => Some(Shown::new(
+                    views::config_status(&s),
+                    format::fmt_config_status(&s),
+                    true,
+                )),
                 _ => None,
             })
         }

@@ -16,12 +16,14 @@
 //! each lease was left.
 
 use fleetmq_protocol::{
-    Job, JobFrame, JobSpec, JobSubmission, OperatorError, Outcome, ResultFrame, validate_device_id,
+    Downstream, Job, JobFrame, JobSpec, JobSubmission, OperatorError, Outcome, ResultFrame,
+    validate_device_id,
 };
 use tracing::{debug, info, warn};
 
 use std::collections::HashMap;
 
+use super::aim::Route;
 use super::{Action, Core, Now};
 use crate::store::AttemptCheck;
 
@@ -152,6 +154,19 @@ impl Core {
                 }
                 continue;
             }
+            let route = self.queue_route(&job.spec, job.id as usize);
+            if route == Route::Wait {
+                // Said once, in the job: it waits for a device that takes it.
+                if self.waiting.insert(job.id) {
+                    let note = "waiting: no device online takes it (their [jobs] allow and [exec] programs)";
+                    info!(job = job.id, "{note}");
+                    if let Err(e) = self.store.note_job(job.id, note, now.wall_ms) {
+                        warn!(job = job.id, error = %e, "could not note a waiting job");
+                    }
+                }
+                continue;
+            }
+            self.waiting.remove(&job.id);
             let attempt = job.attempts + 1;
             let token = match (self.tokens)() {
                 Ok(t) => t,
@@ -160,14 +175,21 @@ impl Core {
                     return;
                 }
             };
-            let frame = JobFrame::from(Job {
+            let work = Job {
                 id: job.id,
                 attempt,
                 spec: job.spec,
                 timeout_ms: job.timeout_ms,
                 token,
-            });
-            match frame.encode() {
+            };
+            if let Route::Device(device) = route {
+                // Some device on the queue would refuse it: it goes to one
+                // that takes it, on that device's own connection.
+                self.send_down(&device, Downstream::Work(work));
+                self.job_sent(job.id, attempt, token, job.lease_ms, now);
+                continue;
+            }
+            match JobFrame::from(work).encode() {
                 Ok(frame) => self.out.push_back(Action::Job {
                     id: job.id,
                     attempt,

@@ -19,6 +19,7 @@
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
 //! | `aim.rs` | jobs aimed at devices, groups or the fleet: a run per member, held for offline ones |
 //! | `fleet.rs` | commands for many devices: a share per member, kept until answered, timed out or expired |
+//! | `config.rs` | the desired configuration: layers, versions, a device's document when it is behind |
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
 //! | `budgets.rs` | what one device may cost: records, bytes and series |
@@ -35,6 +36,7 @@ mod aim;
 mod bucket;
 mod budgets;
 mod commands;
+mod config;
 pub mod fleet;
 mod jobs;
 mod latest;
@@ -176,6 +178,8 @@ pub struct Core {
     leases: jobs::Leases,
     /// What each device said it takes on (its Offer).
     offers: aim::Offers,
+    /// Work-queue jobs noted as waiting for a device that takes them.
+    waiting: std::collections::HashSet<u64>,
     /// Retention's last step left more to delete.
     prune_more: bool,
     /// Fleet command shares cut off by a restart were ended (first tick).
@@ -217,6 +221,7 @@ impl Core {
             storage: None,
             leases: jobs::Leases::default(),
             offers: aim::Offers::new(),
+            waiting: std::collections::HashSet::new(),
             prune_more: false,
             fleet_started: false,
             wall_ms: now.wall_ms,

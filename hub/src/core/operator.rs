@@ -126,6 +126,9 @@ impl Core {
             },
             Request::FleetCommand(fc) => self.fleet_command(fc, now),
             Request::FleetAnswers { id } => self.fleet_answers(id),
+            Request::ConfigEdit(edit) => self.config_edit(edit),
+            Request::ConfigShow { device } => self.config_show(&device),
+            Request::ConfigStatus => self.config_status(),
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
             // Answered off the loop, above.

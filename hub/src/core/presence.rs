@@ -146,6 +146,11 @@ impl Presence {
         self.sessions.len()
     }
 
+    /// The devices online now.
+    pub fn online(&self) -> impl Iterator<Item = &str> {
+        self.sessions.keys().map(String::as_str)
+    }
+
     /// The XPUB socket saw the device's own topic subscribed or dropped.
     pub fn set_listening(&mut self, id: &str, on: bool) {
         if on {

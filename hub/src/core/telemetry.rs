@@ -88,7 +88,13 @@ impl Core {
             Upstream::Heartbeat(_) => return self.heard(&device, now),
             Upstream::Offer(offer) => {
                 self.heard(&device, now);
-                return self.offered(&device, offer.0, now);
+                let applied = offer.0.config_version;
+                self.offered(&device, offer.0, now);
+                return self.send_config_if_behind(&device, applied);
+            }
+            Upstream::Applied(applied) => {
+                self.heard(&device, now);
+                return self.config_applied(&device, applied.0, now);
             }
             Upstream::Batch(batch) => batch,
         };

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
-    AgentStatus, ChatRow, DeviceInfo, FleetAnswer, HubStats, JobInfo, JobSpec, JobState, Outcome,
-    Output, Reply, TelemetryRow,
+    AgentStatus, ChatRow, ConfigState, ConfigView, DeviceInfo, FleetAnswer, HubStats, JobInfo,
+    JobSpec, JobState, Outcome, Output, Reply, TelemetryRow,
 };
 
 /// `2026-11-21T20:20:28.123Z` from milliseconds since the Unix epoch.
@@ -208,6 +208,73 @@ pub fn fmt_spec(spec: &JobSpec) -> String {
             s
         }
     }
+}
+
+/// A device's configuration: a line of versions, then each key.
+pub fn fmt_config_view(v: &ConfigView) -> String {
+    let state =
+        crate::operator::views::config_state(v.desired_version, v.applied_version, &v.errors);
+    let mut out = format!(
+        "{}: desired version {}, applied {} ({}); the configuration is at version {}\n",
+        v.device,
+        v.desired_version,
+        v.applied_version,
+        state.replace('_', " "),
+        v.version
+    );
+    if v.entries.is_empty() {
+        out.push_str("(no key set for this device)\n");
+    } else {
+        let _ = writeln!(out, "{:<32} {:<24} LAYER", "KEY", "VALUE");
+        for (k, val, layer) in &v.entries {
+            let _ = writeln!(out, "{:<32} {:<24} {}", line(k), line(val), line(layer));
+        }
+    }
+    for (k, e) in &v.errors {
+        let _ = writeln!(out, "refused by the device: {}: {}", line(k), line(e));
+    }
+    out
+}
+
+/// Every device's configuration state, then each group's counts.
+pub fn fmt_config_status(s: &[ConfigState]) -> String {
+    let mut out = format!(
+        "{:<24} {:>8} {:>8} {:<8}  GROUPS\n",
+        "DEVICE", "DESIRED", "APPLIED", "STATE"
+    );
+    let mut groups: std::collections::BTreeMap<&str, [u32; 3]> = Default::default();
+    for d in s {
+        let state =
+            crate::operator::views::config_state(d.desired_version, d.applied_version, &d.errors);
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8} {:>8} {:<8}  {}",
+            d.device,
+            d.desired_version,
+            d.applied_version,
+            state.replace('_', " "),
+            line(&d.groups.join(","))
+        );
+        for (k, e) in &d.errors {
+            let _ = writeln!(out, "  refused: {}: {}", line(k), line(e));
+        }
+        for g in &d.groups {
+            let c = groups.entry(g).or_default();
+            c[match state {
+                "in_sync" => 0,
+                "pending" => 1,
+                _ => 2,
+            }] += 1;
+        }
+    }
+    for (g, [sync, pending, failed]) in groups {
+        let _ = writeln!(
+            out,
+            "group {}: {sync} in sync, {pending} pending, {failed} failed",
+            line(g)
+        );
+    }
+    out
 }
 
 /// One device's share of a fleet command, once it ended.

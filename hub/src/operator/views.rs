@@ -4,8 +4,8 @@
 //! wrappers. The words are the ones the human text uses.
 
 use fleetmq_protocol::{
-    ChatRow, Command, CommandInfo, DeviceInfo, FleetAnswer, JobInfo, JobRun, JobSpec, JobState,
-    Outcome, Reply, TelemetryRow,
+    ChatRow, Command, CommandInfo, ConfigState, ConfigView, DeviceInfo, FleetAnswer, JobInfo,
+    JobRun, JobSpec, JobState, Outcome, Reply, TelemetryRow,
 };
 use serde_json::{Value, json};
 
@@ -228,6 +228,66 @@ pub fn fleet_answer(a: &FleetAnswer) -> Value {
     v["error"] = json!(a.error);
     v["ended_ms"] = json!(a.ended_ms);
     v
+}
+
+/// Where a device's configuration stands: `in_sync`, `pending` (a newer
+/// change has not been applied yet) or `failed` (keys refused).
+pub fn config_state(desired: u64, applied: u64, errors: &[(String, String)]) -> &'static str {
+    if !errors.is_empty() {
+        "failed"
+    } else if applied < desired {
+        "pending"
+    } else {
+        "in_sync"
+    }
+}
+
+fn errors_map(errors: &[(String, String)]) -> Value {
+    Value::Object(errors.iter().map(|(k, e)| (k.clone(), json!(e))).collect())
+}
+
+/// One device's configuration: entries as `{key, value, layer}`.
+pub fn config_view(v: &ConfigView) -> Value {
+    json!({
+        "device": v.device,
+        "version": v.version,
+        "desired_version": v.desired_version,
+        "applied_version": v.applied_version,
+        "state": config_state(v.desired_version, v.applied_version, &v.errors),
+        "entries": v.entries.iter().map(|(k, val, l)| json!({"key": k, "value": val, "layer": l})).collect::<Vec<_>>(),
+        "errors": errors_map(&v.errors),
+    })
+}
+
+/// Every device's configuration state, and each group's counts.
+pub fn config_status(s: &[ConfigState]) -> Value {
+    let mut groups: std::collections::BTreeMap<&str, serde_json::Map<String, Value>> =
+        Default::default();
+    let devices: Vec<Value> = s
+        .iter()
+        .map(|d| {
+            let state = config_state(d.desired_version, d.applied_version, &d.errors);
+            for g in &d.groups {
+                let counts = groups.entry(g).or_insert_with(|| {
+                    ["in_sync", "pending", "failed"]
+                        .iter()
+                        .map(|k| (k.to_string(), json!(0)))
+                        .collect()
+                });
+                let n = counts[state].as_u64().unwrap_or(0);
+                counts.insert(state.into(), json!(n + 1));
+            }
+            json!({
+                "device": d.device,
+                "groups": d.groups,
+                "desired_version": d.desired_version,
+                "applied_version": d.applied_version,
+                "state": state,
+                "errors": errors_map(&d.errors),
+            })
+        })
+        .collect();
+    json!({ "devices": devices, "groups": groups })
 }
 
 /// A device's state in one word: `online`, `offline`, `revoked`.

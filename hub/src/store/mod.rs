@@ -10,11 +10,13 @@
 //! default, so an acked batch survives power loss, not only a killed process).
 
 mod commands;
+mod config;
 mod fleet;
 mod jobs;
 mod retention;
 mod telemetry;
 
+pub use config::{EditError, LayerKey, MAX_LAYER_BYTES};
 pub use fleet::FleetWaiting;
 pub use retention::Pruned;
 
@@ -182,6 +184,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, lease_until_ms);
+CREATE TABLE IF NOT EXISTS config (
+    layer TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (layer, key)
+);
+CREATE TABLE IF NOT EXISTS config_applied (
+    device TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    errors TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS fleet_commands (
     id INTEGER PRIMARY KEY,
     command TEXT NOT NULL,

@@ -190,6 +190,7 @@ fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
     Upstream::Offer(fleetmq_protocol::Offer(fleetmq_protocol::Abilities {
         job_kinds: strings(kinds),
         exec_programs: strings(programs),
+        config_version: 0,
     }))
 }
 
@@ -362,4 +363,45 @@ fn an_aimed_run_fails_when_its_device_stays_away_past_the_time_to_live() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_work_queue_job_some_device_would_refuse_goes_to_one_that_takes_it() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.up("pi-a", "pi-a", offer(&["echo", "exec"], &["uname"]), T0);
+    f.hello("pi-b", T0);
+    f.up("pi-b", "pi-b", offer(&["echo"], &[]), T0);
+    f.actions();
+    let queued = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Job { .. }))
+            .count()
+    };
+
+    // Both take echo: the work queue, as ever.
+    let mut echo = exec_job("uname", 2);
+    echo.spec = JobSpec::Echo { text: "hi".into() };
+    f.operator(51, Request::SubmitJob(echo), T0 + 1);
+    let out = f.deliver(T0 + 1);
+    assert_eq!(queued(&out), 1);
+    // pi-b would refuse exec: the job goes to pi-a alone.
+    f.operator(52, Request::SubmitJob(exec_job("uname", 2)), T0 + 2);
+    let out = f.deliver(T0 + 2);
+    assert_eq!(queued(&out), 0, "not on the queue pi-b pulls from");
+    assert_eq!(work_for(&out, "pi-a").len(), 1);
+    assert!(work_for(&out, "pi-b").is_empty());
+    // Nobody online takes `rm`: it waits, and says why, once.
+    f.operator(53, Request::SubmitJob(exec_job("rm", 2)), T0 + 3);
+    let out = f.deliver(T0 + 3);
+    let id = match to_operator(&out).as_slice() {
+        [(53, Response::JobSubmitted { id })] => *id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(queued(&out), 0);
+    assert!(work_for(&out, "pi-a").is_empty() && work_for(&out, "pi-b").is_empty());
+    let j = show(&mut f, id, T0 + 4);
+    assert_eq!((j.state, j.attempts), (JobState::Queued, 0));
+    assert!(j.error.unwrap().contains("no device online takes it"));
 }

@@ -1,0 +1,298 @@
+//! The hub's desired configuration, as this device takes it: only the keys
+//! its own config lets the hub set (`[remote] may_set`), each checked the
+//! way the config file's values are, applied over the local file, and kept
+//! in `DATA_DIR/remote.json` so a reboot keeps what was applied.
+//!
+//! Plain data in, plain data out: the driver applies the result live.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AgentConfig;
+
+/// What `[remote] may_set` is by default: what changes how much and how
+/// often this device reports, and the free `app.` keys; never what it lets
+/// the hub run.
+pub const DEFAULT_MAY_SET: &[&str] = &[
+    "telemetry.sample_interval_ms",
+    "host.*",
+    "ingest.statsd_interval_ms",
+    "ingest.percentiles",
+    "app.*",
+];
+
+/// The keys that can be set remotely, besides `app.*`.
+pub const KEYS: &[&str] = &[
+    "telemetry.sample_interval_ms",
+    "host.interval_ms",
+    "host.collect",
+    "host.mounts",
+    "host.interfaces",
+    "ingest.statsd_interval_ms",
+    "ingest.percentiles",
+    "jobs.allow",
+    "commands.allow",
+    "exec.programs",
+];
+
+/// What the hub's configuration set here: its version and the values
+/// applied (keys that were refused are not in it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Remote {
+    pub version: u64,
+    pub values: BTreeMap<String, String>,
+}
+
+/// Where it is kept.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("remote.json")
+}
+
+/// What was applied before, or nothing (none yet, or unreadable: said in
+/// the error).
+pub fn load(data_dir: &Path) -> Result<Remote, String> {
+    let p = path(data_dir);
+    match std::fs::read(&p) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{} is not readable ({e}); the hub sends its configuration again",
+                p.display()
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Remote::default()),
+        Err(e) => Err(format!("reading {}: {e}", p.display())),
+    }
+}
+
+/// Keeps what was applied, atomically (a crash leaves the old or the new).
+pub fn save(data_dir: &Path, remote: &Remote) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(remote).map_err(io::Error::other)?;
+    fleetmq_net::files::write_atomically(&path(data_dir), &bytes, None)
+}
+
+/// Whether `may_set` lets the hub set `key`: named exactly, or by a
+/// `prefix.*` pattern.
+pub fn allowed(may_set: &[String], key: &str) -> bool {
+    may_set.iter().any(|m| match m.strip_suffix(".*") {
+        Some(prefix) => key.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')),
+        None => m == key,
+    })
+}
+
+/// A `may_set` entry that names no key this agent can set.
+pub fn unknown_pattern(may_set: &[String]) -> Option<&str> {
+    may_set.iter().map(String::as_str).find(|m| !names_a_key(m))
+}
+
+fn names_a_key(m: &str) -> bool {
+    match m.strip_suffix(".*") {
+        Some(prefix) => {
+            prefix == "app"
+                || KEYS
+                    .iter()
+                    .any(|k| k.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+        }
+        None => KEYS.contains(&m) || (m.starts_with("app.") && m.len() > 4),
+    }
+}
+
+/// A comma-separated list, spaces around items trimmed; "" is empty.
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn number(key: &str, value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{key} = {value:?} is not a whole number of ms"))
+}
+
+/// Sets one key on `cfg`.
+fn set(cfg: &mut AgentConfig, key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "telemetry.sample_interval_ms" => cfg.telemetry.sample_interval_ms = number(key, value)?,
+        "host.interval_ms" => cfg.host.interval_ms = number(key, value)?,
+        "host.collect" => cfg.host.collect = list(value),
+        "host.mounts" => cfg.host.mounts = list(value),
+        "host.interfaces" => cfg.host.interfaces = list(value),
+        "ingest.statsd_interval_ms" => cfg.ingest.statsd_interval_ms = number(key, value)?,
+        "ingest.percentiles" => {
+            cfg.ingest.percentiles = list(value)
+                .iter()
+                .map(|p| p.parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("{key} = {value:?}: give numbers like 50,90,99"))?;
+        }
+        "jobs.allow" => cfg.jobs.allow = list(value),
+        "commands.allow" => cfg.commands.allow = list(value),
+        "exec.programs" => cfg.exec.programs = list(value),
+        k if k.starts_with("app.") && k.len() > 4 => {}
+        _ => {
+            return Err(format!(
+                "{key} cannot be set from the hub (keys: {}, app.*)",
+                KEYS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The outcome of applying a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The local config with the accepted keys over it.
+    pub config: AgentConfig,
+    /// The accepted keys and values.
+    pub applied: BTreeMap<String, String>,
+    /// The refused keys, each with why.
+    pub errors: Vec<(String, String)>,
+}
+
+/// Applies `values` over `local`, key by key: a key `may_set` does not
+/// name, that cannot be set, or whose value the config would refuse, is an
+/// error and leaves its local value.
+pub fn apply(local: &AgentConfig, values: &[(String, String)]) -> Outcome {
+    let mut config = local.clone();
+    let mut applied = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (key, value) in values {
+        if !allowed(&local.remote.may_set, key) {
+            errors.push((
+                key.clone(),
+                "not in this device's [remote] may_set: the device keeps its own value".into(),
+            ));
+            continue;
+        }
+        let mut candidate = config.clone();
+        let checked = set(&mut candidate, key, value).and_then(|()| {
+            candidate
+                .validate("the hub's configuration")
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(()) => {
+                config = candidate;
+                applied.insert(key.clone(), value.clone());
+            }
+            Err(e) => errors.push((key.clone(), e)),
+        }
+    }
+    Outcome {
+        config,
+        applied,
+        errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn may_set_caps_what_the_hub_can_change() {
+        let mut local = AgentConfig::default();
+        local.exec.programs = vec!["uptime".into()];
+        let out = apply(
+            &local,
+            &doc(&[
+                ("host.interval_ms", "5000"),
+                ("app.greeting", "hello"),
+                ("exec.programs", "uptime,sh"),
+                ("jobs.allow", "echo,exec"),
+            ]),
+        );
+        assert_eq!(out.config.host.interval_ms, 5000);
+        assert_eq!(out.config.exec.programs, ["uptime"], "never widened");
+        assert_eq!(out.config.jobs.allow, local.jobs.allow);
+        assert_eq!(
+            out.applied.keys().collect::<Vec<_>>(),
+            ["app.greeting", "host.interval_ms"]
+        );
+        let refused: Vec<&str> = out.errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(refused, ["exec.programs", "jobs.allow"]);
+        assert!(out.errors[0].1.contains("may_set"));
+
+        // Named in may_set, the exec list can be set.
+        local.remote.may_set.push("exec.programs".into());
+        let out = apply(&local, &doc(&[("exec.programs", "uptime,df")]));
+        assert_eq!(out.config.exec.programs, ["uptime", "df"]);
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_with_why_and_the_rest_applies() {
+        let local = AgentConfig::default();
+        let out = apply(
+            &local,
+            &doc(&[
+                ("telemetry.sample_interval_ms", "5"),
+                ("host.interval_ms", "soon"),
+                ("ingest.percentiles", "50,99"),
+                ("host.collect", "cpu,warp"),
+                ("no.such", "1"),
+            ]),
+        );
+        assert_eq!(out.config.ingest.percentiles, [50.0, 99.0]);
+        assert_eq!(
+            out.config.telemetry.sample_interval_ms,
+            local.telemetry.sample_interval_ms
+        );
+        let errors: BTreeMap<&str, &str> = out
+            .errors
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.as_str()))
+            .collect();
+        assert!(
+            errors["telemetry.sample_interval_ms"].contains("100"),
+            "{errors:?}"
+        );
+        assert!(
+            errors["host.interval_ms"].contains("whole number"),
+            "{errors:?}"
+        );
+        assert!(errors["host.collect"].contains("warp"), "{errors:?}");
+        assert!(errors["no.such"].contains("may_set"), "{errors:?}");
+    }
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        let may: Vec<String> = vec!["host.*".into(), "app.*".into()];
+        assert!(allowed(&may, "host.interval_ms"));
+        assert!(allowed(&may, "app.x.y"));
+        assert!(!allowed(&may, "hostile.x"));
+        assert!(!allowed(&may, "exec.programs"));
+        assert_eq!(unknown_pattern(&may), None);
+        let bad: Vec<String> = vec!["telemetry.flush_interval_ms".into()];
+        assert_eq!(unknown_pattern(&bad), Some("telemetry.flush_interval_ms"));
+    }
+
+    #[test]
+    fn what_was_applied_survives_in_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Remote::default());
+        let mut r = Remote {
+            version: 7,
+            ..Remote::default()
+        };
+        r.values.insert("app.x".into(), "1".into());
+        save(dir.path(), &r).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), r);
+        std::fs::write(path(dir.path()), "{").unwrap();
+        assert!(load(dir.path()).unwrap_err().contains("not readable"));
+    }
+}

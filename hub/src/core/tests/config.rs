@@ -1,0 +1,83 @@
+//! The desired configuration: a device gets its document only when it is
+//! behind, on connect and on each change that applies to it.
+
+use super::*;
+use fleetmq_protocol::{Abilities, Applied, ConfigEdit, ConfigReport, Offer};
+
+fn offer(config_version: u64) -> Upstream {
+    Upstream::Offer(Offer(Abilities {
+        job_kinds: vec![],
+        exec_programs: vec![],
+        config_version,
+    }))
+}
+
+fn edit(layer: &str, key: &str, value: &str, if_version: u64) -> Request {
+    Request::ConfigEdit(ConfigEdit {
+        layer: layer.into(),
+        set: vec![(key.into(), value.into())],
+        unset: vec![],
+        if_version,
+    })
+}
+
+/// The documents sent to `device`: (version, values).
+fn documents(actions: &[Action], device: &str) -> Vec<(u64, Vec<(String, String)>)> {
+    to_device(actions, device)
+        .into_iter()
+        .filter_map(|d| match d {
+            Downstream::Desired(fleetmq_protocol::Desired(doc)) => Some((doc.version, doc.values)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_device_gets_its_document_when_behind_and_on_each_change_that_applies() {
+    let mut f = Fleet::new();
+    f.hello_in("pi-a", &["north"], T0);
+    f.hello_in("pi-b", &["south"], T0);
+    f.up("pi-a", "pi-a", offer(0), T0);
+    f.up("pi-b", "pi-b", offer(0), T0);
+    assert!(
+        documents(&f.actions(), "pi-a").is_empty(),
+        "nothing set yet"
+    );
+
+    f.operator(60, edit("group:north", "app.mode", "eco", 0), T0 + 1);
+    let out = f.actions();
+    assert!(matches!(
+        to_operator(&out).as_slice(),
+        [(60, Response::ConfigVersion { version: 1 })]
+    ));
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        documents(&out, "pi-a"),
+        [(1, vec![pair("app.mode", "eco")])]
+    );
+    assert!(documents(&out, "pi-b").is_empty(), "not pi-b's group");
+
+    // pi-a applied it; reconnecting at version 1, it gets nothing again.
+    let report = Applied(ConfigReport {
+        version: 1,
+        errors: vec![],
+    });
+    f.up("pi-a", "pi-a", Upstream::Applied(report), T0 + 2);
+    f.up("pi-a", "pi-a", offer(1), T0 + 3);
+    assert!(documents(&f.actions(), "pi-a").is_empty());
+    // A stale conditional write changes nothing; a fleet-wide one reaches both.
+    f.operator(61, edit("fleet", "host.interval_ms", "5000", 7), T0 + 4);
+    match to_operator(&f.actions()).as_slice() {
+        [(61, Response::Error(OperatorError::BadRequest(why)))] => {
+            assert!(why.contains("version 1, not 7"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    f.operator(62, edit("fleet", "host.interval_ms", "5000", 1), T0 + 5);
+    let out = f.actions();
+    assert_eq!(documents(&out, "pi-a")[0].0, 2);
+    assert_eq!(
+        documents(&out, "pi-b"),
+        [(2, vec![pair("host.interval_ms", "5000")])]
+    );
+}
