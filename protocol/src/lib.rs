@@ -9,6 +9,8 @@
 //! * [`messages`]: one enum per socket pair (a *channel*), e.g. [`Upstream`] for
 //!   what an agent's DEALER sends to the hub's ROUTER. Decoding a frame on the
 //!   wrong channel is a typed error, not a mis-parse.
+//! * [`operator`]: what an operator asks the hub and the answers, carried
+//!   by the operator channel.
 //! * [`telemetry`]: the compact batch of samples and chat lines, with a builder
 //!   that interns metric names and stores timestamps as offsets.
 //! * [`names`]: device ids, group names and broadcast topic prefixes.
@@ -29,6 +31,7 @@ pub mod envelope;
 pub mod growable;
 pub mod messages;
 pub mod names;
+pub mod operator;
 pub mod telemetry;
 
 pub use envelope::{DecodeError, EncodeError, VERSION};
@@ -36,4 +39,5 @@ pub use messages::*;
 pub use names::{
     NameError, RouteError, Target, route, route_device, validate_device_id, validate_group,
 };
+pub use operator::*;
 pub use telemetry::{Batch, BatchBuilder, BatchError, ChatLine, Sample, Value};

@@ -1,0 +1,442 @@
+//! The command line's words: every subcommand and option, as clap reads
+//! them. What each does is in `mod.rs` (the run) and `ask.rs` (asking a
+//! running hub).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "fleetmq-hub",
+    version,
+    about = "The fleetmq hub: stores what devices send, knows who is online, and reaches the fleet.",
+    long_about = "The fleetmq hub.\n\n`fleetmq-hub run` starts the hub on embedded defaults (a data directory with \
+a SQLite file, agents on port 7750). The other subcommands are the operator's command line: they talk to a \
+running hub, found with --hub or from the endpoints.json in its --data-dir, and print human text or, with \
+--json, one JSON document (JSON Lines, one object a line, with --follow).\n\nOptions go before or after the \
+other words; `--` ends them, so what follows it is taken as it is (`exec -- ls -l`).\n\nExit codes: 0 answered \
+and it went well; 1 answered no (refused, failed, unknown or offline device); 2 a mistake on the command line; \
+3 the hub could not be reached.\n\nExamples:\n  fleetmq-hub run --bind 127.0.0.1:*\n  fleetmq-hub devices\n  \
+fleetmq-hub command pi-kitchen ping\n  fleetmq-hub job submit exec -- uname -a\n  \
+fleetmq-hub telemetry --device pi-kitchen --name host.temp_c --since 1h\n  \
+fleetmq-hub broadcast --group north \"maintenance at noon\""
+)]
+pub(super) struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or targets like `info,fleetmq_hub=debug`.
+    #[arg(long, global = true, env = "FLEETMQ_LOG", default_value = "info")]
+    pub(super) log: String,
+    #[command(subcommand)]
+    pub(super) command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Cmd {
+    /// Run the hub until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+    /// Print the default configuration with every key explained.
+    PrintConfig,
+    /// List devices: online or offline, since when, arch and version.
+    Devices(OpArgs),
+    /// Show stored telemetry: the newest 100 samples, or --last N, or a
+    /// range (--since, --until, --from-start); --follow prints new samples
+    /// as they are stored.
+    Telemetry(TelemetryArgs),
+    /// Show the chat room: the newest 100 lines, or --last N; --follow
+    /// prints new lines as they are said.
+    Chat(ChatArgs),
+    /// Send a command to one device and print its answer: ping, status,
+    /// exec PROGRAM [ARGS...]; or to --device, --group or --all, printing
+    /// each device's answer as it comes.
+    Command(CommandArgs),
+    /// Submit jobs and read their results.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Announce something to every device, a group, or one device.
+    Broadcast(BroadcastArgs),
+    /// The desired configuration: set or unset keys for the fleet, a
+    /// group or a device; show a device's; see who applied it.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// The hub's counters: devices, what was stored, refused and pruned.
+    Stats(OpArgs),
+    /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
+    /// and DATA_DIR/hub.pub. Agents name the public key in their config.
+    Keygen(KeygenArgs),
+    /// Enrol a device: add DEVICE and its public key to the allow list. A
+    /// running hub lets it in within a second.
+    Allow(AllowArgs),
+    /// Remove a device from the allow list. A running hub closes its
+    /// connections within a second and refuses it from then on.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+pub(super) struct KeygenArgs {
+    /// Directory for hub.key and hub.pub.
+    #[arg(long, env = "FLEETMQ_DATA_DIR", default_value = "fleetmq-data")]
+    pub(super) data_dir: PathBuf,
+    /// Replace an existing key pair (agents that trust the old public key
+    /// will be refused until they are given the new one).
+    #[arg(long)]
+    pub(super) force: bool,
+    /// Make an operator's key pair instead (operator.key, operator.pub), for
+    /// a remote operator socket; NAME is how the hub's operator allow list
+    /// will know you.
+    #[arg(long, value_name = "NAME")]
+    pub(super) operator: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    /// Config file (TOML; see `print-config`). Without it the embedded defaults apply.
+    #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
+    pub(super) config: Option<PathBuf>,
+    /// Data directory, overriding the config's data_dir.
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// Bind the agent sockets on HOST at PORT and the next four ports, and the
+    /// operator socket on 127.0.0.1 at PORT+5 (listen.operator_remote stays as
+    /// configured). `HOST:*` lets the OS pick every port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(super) bind: Option<String>,
+    /// Plaintext, no keys, no allow list: anyone who reaches the ports can
+    /// pose as any device. Only for a trusted network.
+    #[arg(long)]
+    pub(super) insecure: bool,
+}
+
+#[derive(Args)]
+pub(super) struct EnrolArgs {
+    /// Config file, for security.allow_list and data_dir.
+    #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
+    pub(super) config: Option<PathBuf>,
+    /// Data directory, overriding the config's data_dir.
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(super) struct AllowArgs {
+    #[command(flatten)]
+    pub(super) at: EnrolArgs,
+    /// The device id the key will speak for.
+    pub(super) device: String,
+    /// Its public key: the 40 Z85 characters, or the agent.pub file holding them.
+    /// (Z85 may start with '-'; such a key is taken as the key, not a flag.)
+    #[arg(allow_hyphen_values = true)]
+    pub(super) key: String,
+}
+
+#[derive(Args)]
+pub(super) struct RevokeArgs {
+    #[command(flatten)]
+    pub(super) at: EnrolArgs,
+    /// The device id to cut off (all its keys, unless --key).
+    pub(super) device: String,
+    /// Revoke only this key of the device (Z85, or its agent.pub file): the
+    /// old key after a rotation. (Z85 may start with '-'.)
+    #[arg(long, value_name = "KEY|FILE", allow_hyphen_values = true)]
+    pub(super) key: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub(super) struct OpArgs {
+    /// The hub's operator endpoint (default: read from DATA_DIR/endpoints.json,
+    /// else the config's listen.operator, tcp://127.0.0.1:7755 by default).
+    #[arg(long, env = "FLEETMQ_OPERATOR", value_name = "ENDPOINT")]
+    pub(super) hub: Option<String>,
+    /// The hub's config file, for its data_dir and listen.operator (the
+    /// packaged hub's is /etc/fleetmq/hub.toml).
+    #[arg(long, env = "FLEETMQ_HUB_CONFIG")]
+    pub(super) config: Option<PathBuf>,
+    /// The hub's data directory, where it wrote endpoints.json (default: the
+    /// config's data_dir, fleetmq-data without a config).
+    #[arg(long, env = "FLEETMQ_DATA_DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// Print one JSON document instead of text (JSON Lines with --follow).
+    #[arg(long)]
+    pub(super) json: bool,
+    /// How long to wait for the hub on each of three attempts, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) hub_timeout_ms: u64,
+    /// For a remote operator socket (listen.operator_remote): the hub's
+    /// public key, or its hub.pub file. Needs --operator-keys.
+    #[arg(
+        long,
+        env = "FLEETMQ_HUB_KEY",
+        value_name = "KEY|FILE",
+        allow_hyphen_values = true
+    )]
+    pub(super) hub_key: Option<String>,
+    /// For a remote operator socket: the directory holding your
+    /// operator.key and operator.pub (`fleetmq-hub keygen --operator`).
+    #[arg(long, env = "FLEETMQ_OPERATOR_KEYS", value_name = "DIR")]
+    pub(super) operator_keys: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(super) struct TelemetryArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Only this device.
+    #[arg(long)]
+    pub(super) device: Option<String>,
+    /// Only this metric, with any tags (`host.disk.used_pct` matches
+    /// `host.disk.used_pct{mount=/}`); with tags, only that series.
+    #[arg(long)]
+    pub(super) name: Option<String>,
+    /// Only series with this tag, KEY=VALUE, or KEY for any value
+    /// (repeatable: every one must match).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(super) tag: Vec<String>,
+    /// The newest N matching samples (default 100; with --follow, none
+    /// before the new ones unless given).
+    #[arg(long, value_name = "N", conflicts_with_all = ["from_start", "after"])]
+    pub(super) last: Option<u32>,
+    /// Samples taken since: a time ago (10m, 2h, 7d), a time
+    /// (2026-12-02T10:00:00Z; UTC without a zone), or ms since the epoch.
+    /// Without --last, every sample from then on, oldest first.
+    #[arg(long, value_name = "TIME")]
+    pub(super) since: Option<String>,
+    /// Samples taken up to this time (as for --since).
+    #[arg(long, value_name = "TIME")]
+    pub(super) until: Option<String>,
+    /// Every stored sample, oldest first (with --follow: then the new ones).
+    #[arg(long)]
+    pub(super) from_start: bool,
+    /// Every sample after this row id (a cursor from an earlier --json
+    /// read), oldest first.
+    #[arg(long, value_name = "ID")]
+    pub(super) after: Option<i64>,
+    /// Keep printing new samples as they are stored, until interrupted.
+    #[arg(long, short)]
+    pub(super) follow: bool,
+}
+
+#[derive(Args)]
+pub(super) struct ChatArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// The newest N lines (default 100; with --follow, none before the new
+    /// ones unless given).
+    #[arg(long, value_name = "N", conflicts_with = "from_start")]
+    pub(super) last: Option<u32>,
+    /// Every stored line, oldest first (with --follow: then the new ones).
+    #[arg(long)]
+    pub(super) from_start: bool,
+    /// Keep printing new lines as they are said, until interrupted.
+    #[arg(long, short)]
+    pub(super) follow: bool,
+}
+
+/// Whom a job or command is for, beside the one device or the work queue.
+#[derive(Args)]
+pub(super) struct AimArgs {
+    /// For this device (repeatable).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub(super) devices: Vec<String>,
+    /// For each device in this group (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    pub(super) group: Vec<String>,
+    /// For every device the hub knows.
+    #[arg(long)]
+    pub(super) all: bool,
+    /// With --device, --group or --all: how long the hub keeps it for a
+    /// device that is offline (10m, 2h, 7d; default: the hub's
+    /// jobs.ttl_ms, a day). Kept across hub restarts.
+    #[arg(long, value_name = "DURATION")]
+    pub(super) ttl: Option<String>,
+}
+
+impl AimArgs {
+    /// Whether any device, group or the fleet is named.
+    pub(super) fn aimed(&self) -> bool {
+        !self.devices.is_empty() || !self.group.is_empty() || self.all
+    }
+}
+
+#[derive(Args)]
+pub(super) struct CommandArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// How long each device may take to answer, in ms (default: the hub's commands.timeout_ms).
+    #[arg(long, default_value_t = 0)]
+    pub(super) timeout_ms: u32,
+    /// If the device is offline, let the command wait this many ms for it
+    /// to come back (default: fail at once with "offline").
+    #[arg(long, default_value_t = 0)]
+    pub(super) queue_ms: u32,
+    #[command(flatten)]
+    pub(super) aim: AimArgs,
+    /// With --device, --group or --all: how long to print answers here
+    /// before leaving the rest to `--answers` (ms).
+    #[arg(long, default_value_t = 60_000)]
+    pub(super) wait_ms: u64,
+    /// Show where an earlier --group/--all/--device command stands on
+    /// each device, by the id it printed.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all"])]
+    pub(super) answers: Option<u64>,
+    /// DEVICE NAME [ARGS...]; with --device, --group or --all, NAME
+    /// [ARGS...]. NAME is ping, status, exec, or another the device may
+    /// know; for exec, the program and its arguments (put `--` before
+    /// them when one starts with `-`: `exec -- ls -l`).
+    #[arg(value_name = "WORDS")]
+    pub(super) words: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub(super) enum ConfigCmd {
+    /// Set KEY=VALUE... in the fleet's layer, or a group's or a device's.
+    Set(ConfigSetArgs),
+    /// Take KEY... out of a layer (what a lower layer sets stands).
+    Unset(ConfigUnsetArgs),
+    /// A device's merged configuration, each key with the layer it came
+    /// from, and what the device applied.
+    Show(ConfigShowArgs),
+    /// Per device: the desired and applied versions and refused keys; per
+    /// group: in sync, pending, failed.
+    Status(OpArgs),
+}
+
+/// Which layer an edit is for.
+#[derive(Args)]
+pub(super) struct LayerArgs {
+    /// The group's layer (groups apply in name order, over the fleet's).
+    #[arg(long, conflicts_with = "device")]
+    pub(super) group: Option<String>,
+    /// The device's own layer (over its groups').
+    #[arg(long)]
+    pub(super) device: Option<String>,
+    /// Only if the configuration is still at this version (from `config
+    /// show`); else nothing changes and the command says so.
+    #[arg(long, value_name = "VERSION", default_value_t = 0)]
+    pub(super) if_version: u64,
+}
+
+impl LayerArgs {
+    pub(super) fn layer(&self) -> String {
+        match (&self.group, &self.device) {
+            (Some(g), _) => format!("group:{g}"),
+            (None, Some(d)) => format!("device:{d}"),
+            (None, None) => "fleet".into(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub(super) struct ConfigSetArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    #[command(flatten)]
+    pub(super) layer: LayerArgs,
+    /// KEY=VALUE pairs: keys the agents take (host.interval_ms,
+    /// telemetry.sample_interval_ms, host.collect, ingest.percentiles,
+    /// app.NAME, ...); lists as a,b,c.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub(super) pairs: Vec<String>,
+}
+
+#[derive(Args)]
+pub(super) struct ConfigUnsetArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    #[command(flatten)]
+    pub(super) layer: LayerArgs,
+    /// Keys to take out of the layer.
+    #[arg(required = true, value_name = "KEY")]
+    pub(super) keys: Vec<String>,
+}
+
+#[derive(Args)]
+pub(super) struct ConfigShowArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// The device.
+    pub(super) device: String,
+}
+
+#[derive(Subcommand)]
+pub(super) enum JobCmd {
+    /// Queue a job: `echo TEXT...` or `exec PROGRAM [ARGS...]`, for any one
+    /// device that takes it (the work queue), or once on each of --device,
+    /// --group or --all.
+    Submit(SubmitArgs),
+    /// Show one job and its result; an aimed job with each device's.
+    Show(ShowArgs),
+    /// List recent jobs, newest first.
+    List(ListArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum JobKind {
+    Echo,
+    Exec,
+}
+
+#[derive(Args)]
+pub(super) struct SubmitArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Agent-side time limit in ms (default: the hub's jobs.timeout_ms).
+    #[arg(long, default_value_t = 0)]
+    pub(super) timeout_ms: u32,
+    /// Re-dispatch the job if no result comes back within this many ms (default: the hub's jobs.lease_ms).
+    #[arg(long, default_value_t = 0)]
+    pub(super) lease_ms: u32,
+    /// Dispatches before the job fails (default: the hub's jobs.max_attempts).
+    #[arg(long, default_value_t = 0)]
+    pub(super) max_attempts: u32,
+    #[command(flatten)]
+    pub(super) aim: AimArgs,
+    /// Wait until the job is done or failed and print its result (an aimed
+    /// job: until every device's run ended).
+    #[arg(long)]
+    pub(super) wait: bool,
+    /// With --wait: give up waiting after this many ms.
+    #[arg(long, default_value_t = 120_000)]
+    pub(super) wait_ms: u64,
+    pub(super) kind: JobKind,
+    /// For echo, the text; for exec, the program and its arguments (put
+    /// `--` before them when one starts with `-`: `exec -- uname -a`).
+    #[arg(required = true)]
+    pub(super) args: Vec<String>,
+}
+
+#[derive(Args)]
+pub(super) struct ShowArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Wait until the job is done or failed.
+    #[arg(long)]
+    pub(super) wait: bool,
+    /// With --wait: give up waiting after this many ms.
+    #[arg(long, default_value_t = 120_000)]
+    pub(super) wait_ms: u64,
+    /// Job id.
+    pub(super) id: u64,
+}
+
+#[derive(Args)]
+pub(super) struct ListArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub(super) limit: u32,
+}
+
+#[derive(Args)]
+pub(super) struct BroadcastArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Only devices in this group.
+    #[arg(long, conflicts_with = "device")]
+    pub(super) group: Option<String>,
+    /// Only this device.
+    #[arg(long)]
+    pub(super) device: Option<String>,
+    /// The announcement.
+    #[arg(required = true)]
+    pub(super) text: Vec<String>,
+}

@@ -1,0 +1,582 @@
+//! The operator's messages: what an operator (the command line, the HTTP
+//! side, a script) asks the hub on its operator socket, and the answers.
+//! They travel in [`OperatorFrame`](crate::OperatorFrame) and
+//! [`OperatorReplyFrame`](crate::OperatorReplyFrame); the structs marked
+//! growable in PROTOCOL.md may gain fields at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{Command, JobSpec, Outcome, Reply, messages};
+use crate::names::Target;
+use crate::telemetry::Value;
+
+#[cfg(feature = "arbitrary")]
+use arbitrary::Arbitrary;
+
+messages! {
+    /// One operator request, with an id that makes retries idempotent: the hub
+    /// answers a repeated id from its memory instead of acting twice.
+    pub struct OperatorRequest {
+        /// Random per request; the same on every retry of it.
+        pub id: u64,
+        /// What the operator asks for.
+        pub request: Request,
+    }
+
+    /// What an operator can ask the hub.
+    pub enum Request {
+        /// List every known device.
+        Devices,
+        /// Telemetry rows after a cursor.
+        Telemetry(#[serde(with = "crate::growable")] TelemetryQuery),
+        /// Chat rows after a cursor.
+        Chat(#[serde(with = "crate::growable")] ChatQuery),
+        /// Send a command to a device and wait for its reply.
+        Command {
+            /// Target device id.
+            device: String,
+            /// The command.
+            command: Command,
+            /// How long to wait for the device's answer.
+            timeout_ms: u32,
+        },
+        /// Queue a job.
+        SubmitJob(#[serde(with = "crate::growable")] JobSubmission),
+        /// One job and its result.
+        Job {
+            /// Job id.
+            id: u64,
+        },
+        /// Recent jobs, newest first.
+        Jobs {
+            /// At most this many.
+            limit: u32,
+        },
+        /// Publish an announcement.
+        Broadcast {
+            /// Who it is for.
+            target: Target,
+            /// The text.
+            text: String,
+        },
+        /// The hub's counters.
+        Stats,
+        /// Like `Command`, but if the device is offline the hub keeps the
+        /// command for up to `queue_ms` and sends it when the device is back.
+        QueuedCommand {
+            /// Target device id.
+            device: String,
+            /// The command.
+            command: Command,
+            /// How long to wait for the device's answer once it is sent.
+            timeout_ms: u32,
+            /// How long the command may wait for the device to come online.
+            queue_ms: u32,
+        },
+        /// The newest value of every metric of every device since the hub
+        /// started (what `/metrics` exports).
+        Latest,
+        /// The newest chat lines, oldest of them first.
+        RecentChat {
+            /// At most this many.
+            limit: u32,
+        },
+        /// Recent commands sent to devices and how each ended, newest first.
+        Commands {
+            /// At most this many.
+            limit: u32,
+        },
+        /// One command for several devices: each gets it when online,
+        /// within the time to live; answered at once with the command's id.
+        FleetCommand(#[serde(with = "crate::growable")] FleetCommand),
+        /// Where a [`Request::FleetCommand`] stands on each device.
+        FleetAnswers {
+            /// The id it was answered with.
+            id: u64,
+        },
+        /// Sets or unsets keys of one layer of the desired configuration.
+        ConfigEdit(#[serde(with = "crate::growable")] ConfigEdit),
+        /// One device's desired configuration, merged, each key with the
+        /// layer it came from.
+        ConfigShow {
+            /// The device.
+            device: String,
+        },
+        /// Every device's desired and applied configuration versions.
+        ConfigStatus,
+    }
+
+    /// An edit of one layer of the desired configuration.
+    pub struct ConfigEdit {
+        /// `fleet`, `group:NAME` or `device:ID`.
+        pub layer: String,
+        /// Keys to set, with their values.
+        pub set: Vec<(String, String)>,
+        /// Keys to take out of this layer.
+        pub unset: Vec<String>,
+        /// Apply only if the configuration's version is still this one
+        /// (0: whatever it is).
+        pub if_version: u64,
+    }
+
+    /// A command for devices, groups or the whole fleet.
+    pub struct FleetCommand {
+        /// What to do.
+        pub command: Command,
+        /// These devices,
+        pub devices: Vec<String>,
+        /// and every device in any of these groups,
+        pub groups: Vec<String>,
+        /// or every device the hub knows.
+        pub all: bool,
+        /// How long each device may take to answer once it has the
+        /// command (0: the hub's `commands.timeout_ms`).
+        pub timeout_ms: u32,
+        /// How long the command waits for a device that is offline (0: the
+        /// hub's `jobs.ttl_ms`).
+        pub ttl_ms: u32,
+    }
+
+    /// Filter and cursor for telemetry.
+    pub struct TelemetryQuery {
+        /// Only this device.
+        pub device: Option<String>,
+        /// Only this metric: a name without tags matches its series with
+        /// any tags (`host.disk.used_pct` matches
+        /// `host.disk.used_pct{mount=/}`); a name with tags matches that
+        /// one series.
+        pub name: Option<String>,
+        /// Rows with a larger id than this (0 for the start).
+        pub after_id: i64,
+        /// At most this many rows.
+        pub limit: u32,
+        /// Only samples taken at or after this time, ms since the epoch
+        /// (0: no bound).
+        pub since_ms: u64,
+        /// Only samples taken at or before this time (0: no bound).
+        pub until_ms: u64,
+        /// Read the newest `limit` matching rows after `after_id`
+        /// (returned oldest first), not the oldest.
+        pub newest: bool,
+        /// Only series carrying every one of these tags, each `key=value`.
+        pub tags: Vec<String>,
+    }
+
+    /// Cursor for chat.
+    pub struct ChatQuery {
+        /// Rows with a larger id than this (0 for the start).
+        pub after_id: i64,
+        /// At most this many rows.
+        pub limit: u32,
+    }
+
+    /// A job to queue.
+    pub struct JobSubmission {
+        /// What to do.
+        pub spec: JobSpec,
+        /// Agent-side time limit.
+        pub timeout_ms: u32,
+        /// How long a dispatched job may go without a result before it is
+        /// handed out again.
+        pub lease_ms: u32,
+        /// Dispatches before the job fails.
+        pub max_attempts: u32,
+        /// Run it on each of these devices (with `groups` and `all`;
+        /// none of the three: on any one device, from the work queue).
+        pub devices: Vec<String>,
+        /// Run it on each device in any of these groups.
+        pub groups: Vec<String>,
+        /// Run it on every device the hub knows.
+        pub all: bool,
+        /// How long an aimed job waits for an offline device (0: the hub's
+        /// `jobs.ttl_ms`); past it that device's run fails.
+        pub ttl_ms: u32,
+    }
+
+    /// The hub's answer to an [`OperatorRequest`].
+    pub struct OperatorResponse {
+        /// The request's id.
+        pub id: u64,
+        /// The answer.
+        pub response: Response,
+    }
+
+    /// Answers, one per [`Request`] kind, or an error.
+    pub enum Response {
+        /// For [`Request::Devices`].
+        Devices(#[serde(with = "crate::growable::list")] Vec<DeviceInfo>),
+        /// For [`Request::Telemetry`].
+        Telemetry(#[serde(with = "crate::growable::list")] Vec<TelemetryRow>),
+        /// For [`Request::Chat`].
+        Chat(#[serde(with = "crate::growable::list")] Vec<ChatRow>),
+        /// For [`Request::Command`].
+        Reply {
+            /// Device that answered.
+            device: String,
+            /// Its answer.
+            reply: Reply,
+        },
+        /// For [`Request::SubmitJob`].
+        JobSubmitted {
+            /// The new job's id.
+            id: u64,
+        },
+        /// For [`Request::Job`].
+        Job(#[serde(with = "crate::growable")] JobInfo),
+        /// For [`Request::Jobs`].
+        Jobs(#[serde(with = "crate::growable::list")] Vec<JobInfo>),
+        /// For [`Request::Broadcast`].
+        Broadcast {
+            /// The topic it went out on.
+            topic: String,
+        },
+        /// For [`Request::Stats`].
+        Stats(#[serde(with = "crate::growable")] HubStats),
+        /// The request failed.
+        Error(OperatorError),
+        /// For [`Request::Latest`].
+        Latest(#[serde(with = "crate::growable::list")] Vec<LatestValue>),
+        /// For [`Request::Commands`].
+        Commands(#[serde(with = "crate::growable::list")] Vec<CommandInfo>),
+        /// For [`Request::FleetCommand`].
+        FleetCommandQueued {
+            /// Ask [`Request::FleetAnswers`] with it.
+            id: u64,
+            /// The devices it is for.
+            devices: Vec<String>,
+        },
+        /// For [`Request::FleetAnswers`]: one per device, by device id.
+        FleetAnswers(#[serde(with = "crate::growable::list")] Vec<FleetAnswer>),
+        /// For [`Request::ConfigEdit`]: the configuration's new version.
+        ConfigVersion {
+            /// The version now.
+            version: u64,
+        },
+        /// For [`Request::ConfigShow`].
+        ConfigShow(#[serde(with = "crate::growable")] ConfigView),
+        /// For [`Request::ConfigStatus`]: one per known device.
+        ConfigStatus(#[serde(with = "crate::growable::list")] Vec<ConfigState>),
+    }
+
+    /// One device's desired configuration.
+    pub struct ConfigView {
+        /// The device.
+        pub device: String,
+        /// The configuration's version (for a conditional edit).
+        pub version: u64,
+        /// The version of the newest change that applies to this device.
+        pub desired_version: u64,
+        /// The version the device last reported applied (0: none).
+        pub applied_version: u64,
+        /// Merged keys: (key, value, the layer it came from).
+        pub entries: Vec<(String, String, String)>,
+        /// Keys the device did not apply, with why.
+        pub errors: Vec<(String, String)>,
+    }
+
+    /// Where one device's configuration stands.
+    pub struct ConfigState {
+        /// The device.
+        pub device: String,
+        /// Its groups.
+        pub groups: Vec<String>,
+        /// The version of the newest change that applies to it.
+        pub desired_version: u64,
+        /// The version it last reported applied.
+        pub applied_version: u64,
+        /// Keys it did not apply, with why.
+        pub errors: Vec<(String, String)>,
+    }
+
+    /// Where a fleet command stands on one device.
+    pub struct FleetAnswer {
+        /// The device.
+        pub device: String,
+        /// `offline` (waiting for the device), `sending`, `sent` (waiting
+        /// for its answer), `answered`, `timed_out`, `expired` (the device
+        /// stayed away past the time to live) or `failed`.
+        pub state: String,
+        /// The device's answer, once `answered`.
+        pub reply: Option<Reply>,
+        /// Why it ended without an answer.
+        pub error: Option<String>,
+        /// When it ended, ms since the epoch (0 while it has not).
+        pub ended_ms: u64,
+    }
+
+    /// A command the hub sent to a device, from its command log.
+    pub struct CommandInfo {
+        /// Log row id.
+        pub id: i64,
+        /// The device it went to.
+        pub device: String,
+        /// The command, as JSON.
+        pub command: String,
+        /// When it was sent, ms since the epoch.
+        pub sent_ms: u64,
+        /// When it ended (answer or timeout); None while it is in flight.
+        pub ended_ms: Option<u64>,
+        /// The device's reply as JSON, or "timed out"; None while in flight.
+        pub result: Option<String>,
+    }
+
+    /// The newest sample of one metric of one device.
+    pub struct LatestValue {
+        /// Device id.
+        pub device: String,
+        /// Metric name.
+        pub name: String,
+        /// Sample time, ms since the epoch.
+        pub ts_ms: u64,
+        /// Value.
+        pub value: Value,
+    }
+
+    /// A device as the hub knows it.
+    pub struct DeviceInfo {
+        /// Device id.
+        pub id: String,
+        /// Connected and heard from recently.
+        pub online: bool,
+        /// Its `dev/<id>/` broadcast subscription is live at the hub's XPUB
+        /// socket (the hub publishes nothing on it; it marks a live link).
+        pub listening: bool,
+        /// When it came online (or went offline), ms since the epoch.
+        pub since_ms: u64,
+        /// When the hub last heard from it.
+        pub last_seen_ms: u64,
+        /// Agent version from its last Hello.
+        pub agent_version: String,
+        /// Architecture from its last Hello.
+        pub arch: String,
+        /// OS from its last Hello.
+        pub os: String,
+        /// Host name from its last Hello.
+        pub hostname: String,
+        /// Groups from its last Hello.
+        pub groups: Vec<String>,
+        /// Batches stored from it.
+        pub batches: u64,
+        /// No key of it is on the allow list any more: it was revoked and
+        /// cannot get in (never set on a plaintext hub).
+        pub revoked: bool,
+        /// Messages refused from a second agent with this device's key while
+        /// the first was connected (a cloned SD card, or a restart the hub
+        /// had not yet seen the end of).
+        pub conflicts: u64,
+        /// Where the last refused second agent connected from.
+        pub conflict_address: String,
+    }
+
+    /// One stored sample.
+    pub struct TelemetryRow {
+        /// Row id, usable as a cursor.
+        pub id: i64,
+        /// Device id.
+        pub device: String,
+        /// Batch sequence number.
+        pub seq: u64,
+        /// Sample time, ms since the epoch.
+        pub ts_ms: u64,
+        /// Metric name.
+        pub name: String,
+        /// Value.
+        pub value: Value,
+    }
+
+    /// One stored chat line.
+    pub struct ChatRow {
+        /// Row id, usable as a cursor.
+        pub id: i64,
+        /// Speaker.
+        pub device: String,
+        /// When it was said.
+        pub ts_ms: u64,
+        /// What was said.
+        pub text: String,
+    }
+
+    /// A job and where it stands.
+    pub struct JobInfo {
+        /// Job id.
+        pub id: u64,
+        /// What it does.
+        pub spec: JobSpec,
+        /// Where it stands.
+        pub state: JobState,
+        /// Dispatches so far.
+        pub attempts: u32,
+        /// Dispatches allowed.
+        pub max_attempts: u32,
+        /// Agent-side time limit.
+        pub timeout_ms: u32,
+        /// Lease length.
+        pub lease_ms: u32,
+        /// When it was submitted.
+        pub created_ms: u64,
+        /// When it last changed.
+        pub updated_ms: u64,
+        /// Device whose result was taken.
+        pub device: Option<String>,
+        /// The result.
+        pub outcome: Option<Outcome>,
+        /// Why it failed, when it did.
+        pub error: Option<String>,
+        /// Where it runs: `any` (the work queue), or the devices, groups or
+        /// `all` it was aimed at.
+        pub target: String,
+        /// For a job aimed at devices: its run on each, by device id.
+        #[serde(with = "crate::growable::list")]
+        pub runs: Vec<JobRun>,
+    }
+
+    /// A job's run on one device it was aimed at.
+    pub struct JobRun {
+        /// The run's own job id (its results carry it).
+        pub id: u64,
+        /// The device.
+        pub device: String,
+        /// Where it stands.
+        pub state: JobState,
+        /// Dispatches so far.
+        pub attempts: u32,
+        /// When it last changed.
+        pub updated_ms: u64,
+        /// The device's result.
+        pub outcome: Option<Outcome>,
+        /// Why it failed, when it did.
+        pub error: Option<String>,
+    }
+
+    /// The life of a job.
+    pub enum JobState {
+        /// Waiting for an agent.
+        Queued,
+        /// Handed out; waiting for a result until the lease ends.
+        Leased,
+        /// A result came back.
+        Done,
+        /// Given up: attempts exhausted.
+        Failed,
+    }
+
+    /// The hub's counters.
+    pub struct HubStats {
+        /// Hub version.
+        pub hub_version: String,
+        /// Milliseconds since the hub started.
+        pub uptime_ms: u64,
+        /// Devices online now.
+        pub devices_online: u32,
+        /// Devices ever seen.
+        pub devices_known: u32,
+        /// Batches stored.
+        pub batches_stored: u64,
+        /// Batches received again and not stored twice.
+        pub batches_duplicate: u64,
+        /// Samples stored.
+        pub samples_stored: u64,
+        /// Frames dropped as malformed or unexpected.
+        pub frames_dropped: u64,
+        /// Jobs handed out, counting re-dispatches.
+        pub jobs_dispatched: u64,
+        /// Job results taken.
+        pub results_received: u64,
+        /// Commands sent to devices.
+        pub commands_sent: u64,
+        /// Commands that timed out.
+        pub commands_timed_out: u64,
+        /// "curve", or "plaintext" when the hub was started with --insecure.
+        pub security: String,
+        /// Keys on the allow list.
+        pub devices_allowed: u32,
+        /// CURVE handshakes refused: a key not on the allow list.
+        pub handshakes_refused: u64,
+        /// Handshakes that failed otherwise: a plaintext client against a
+        /// CURVE hub, garbage instead of ZMTP, a wrong mechanism.
+        pub handshakes_failed: u64,
+        /// Messages dropped because the connection's key belongs to another
+        /// device than the one the message claims, or was revoked.
+        pub impersonations: u64,
+        /// Messages dropped by the per-device rate limit.
+        pub rate_limited: u64,
+        /// Agent connections that ended (peer gone, or cut for a protocol
+        /// error such as a frame over the size limit).
+        pub disconnects: u64,
+        /// Messages refused because another connection with the same
+        /// device's key held the device (see `DeviceInfo.conflicts`).
+        pub connection_conflicts: u64,
+        /// Batches refused because the device's number was taken by a batch
+        /// with other content; the agent was told to renumber them.
+        pub batches_renumbered: u64,
+        /// Job results refused: not for the attempt the device was given
+        /// (a wrong token), so the job was unaffected.
+        pub results_refused: u64,
+        /// Batches answered Throttled: over a device's records or bytes
+        /// a second (the agent sends them again later).
+        pub batches_throttled: u64,
+        /// Batches answered Rejected: invalid, or over a device's
+        /// distinct-series budget (never stored).
+        pub batches_rejected: u64,
+        /// Why the hub cannot write its store now (a full disk), or empty:
+        /// telemetry is held back (Throttled) until it can.
+        pub storage_problem: String,
+        /// A telemetry cursor at the end of the store: a `TelemetryQuery`
+        /// with it as `after_id` reads only samples stored after this
+        /// answer (what `--follow` starts from).
+        pub telemetry_cursor: i64,
+        /// The same for chat: the id of the newest chat line (0 for none).
+        pub chat_cursor: i64,
+        /// Bytes of telemetry stored (the batches' bodies as received).
+        pub telemetry_bytes: u64,
+        /// Telemetry batches deleted by retention since the hub started.
+        pub pruned_batches: u64,
+        /// Records (samples and chat lines) in them.
+        pub pruned_records: u64,
+        /// Chat lines deleted by retention since the hub started.
+        pub pruned_chat: u64,
+        /// Finished jobs deleted by retention since the hub started.
+        pub pruned_jobs: u64,
+        /// Command log entries deleted by retention since the hub started.
+        pub pruned_commands: u64,
+    }
+}
+
+/// Why an operator request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+pub enum OperatorError {
+    /// The hub has never seen this device.
+    #[error("unknown device {0:?}: `fleetmq-hub devices` lists the known ones")]
+    UnknownDevice(String),
+    /// The device is known but not connected.
+    #[error("device {0:?} is offline")]
+    DeviceOffline(String),
+    /// The device did not answer in time.
+    #[error("device did not answer within {after_ms} ms")]
+    TimedOut {
+        /// The limit that passed.
+        after_ms: u32,
+    },
+    /// No such job or row.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request itself is wrong.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The hub could not read or write its store.
+    #[error("hub storage error: {0}")]
+    Storage(String),
+    /// A queued command's device did not come online in time.
+    #[error("device {device:?} stayed offline for the {waited_ms} ms the command could wait")]
+    StayedOffline {
+        /// The device.
+        device: String,
+        /// How long the command waited.
+        waited_ms: u32,
+    },
+    /// The operator's role does not allow the request (a `read` operator
+    /// asked to act), or the caller is not an operator.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+}
