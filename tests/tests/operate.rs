@@ -198,6 +198,17 @@ fn every_operator_command_takes_options_anywhere_and_exits_by_what_happened() {
         String::from_utf8_lossy(&bad.stderr).contains("10m"),
         "says what to give"
     );
+    // The allow list's commands speak the same way.
+    let out = raw(&hub, &["revoke", "pi-nobody", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("pi-nobody is not on"),
+        "{doc}"
+    );
     let dash = raw(&hub, &["command", "pi-o", "exec", "ls", "-l"]);
     assert_eq!(dash.status.code(), Some(2), "an unknown option");
     assert!(

@@ -85,6 +85,9 @@ pub(super) struct KeygenArgs {
     /// will know you.
     #[arg(long, value_name = "NAME")]
     pub(super) operator: Option<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Args)]
@@ -114,6 +117,9 @@ pub(super) struct EnrolArgs {
     /// Data directory, overriding the config's data_dir.
     #[arg(long, env = "FLEETMQ_DATA_DIR")]
     pub(super) data_dir: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Args)]

@@ -67,63 +67,97 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             data_dir,
             force,
             operator: Some(name),
+            json,
         }) => {
             fleetmq_protocol::validate_device_id(&name)
                 .map_err(|e| anyhow::anyhow!("operator name: {e}"))?;
             let pair = fleetmq_net::keys::generate()?;
             let (secret, public) = fleetmq_net::keys::write(&data_dir, "operator", &pair, force)?;
-            println!(
-                "secret key: {} (mode 0600; it never leaves this machine)\npublic key: {}\n\
-                 on the hub, add one of these lines to its operator allow list (DATA_DIR/allowed_operators):\n\
-                 {name} read {}\n{name} admin {}\n\
-                 then: fleetmq-hub devices --hub tcp://HUB:PORT --hub-key HUB_PUBLIC_KEY --operator-keys {}",
-                secret.display(),
-                public.display(),
-                pair.public,
-                pair.public,
-                data_dir.display()
+            say(
+                json,
+                serde_json::json!({
+                    "operator": name,
+                    "secret_key_file": secret,
+                    "public_key_file": public,
+                    "public_key": pair.public,
+                }),
+                format!(
+                    "secret key: {} (mode 0600; it never leaves this machine)\npublic key: {}\n\
+                     on the hub, add one of these lines to its operator allow list (DATA_DIR/allowed_operators):\n\
+                     {name} read {}\n{name} admin {}\n\
+                     then: fleetmq-hub devices --hub tcp://HUB:PORT --hub-key HUB_PUBLIC_KEY --operator-keys {}\n",
+                    secret.display(),
+                    public.display(),
+                    pair.public,
+                    pair.public,
+                    data_dir.display()
+                ),
             );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Keygen(a) => {
             let pair = fleetmq_net::keys::generate()?;
             let (secret, public) = fleetmq_net::keys::write(&a.data_dir, "hub", &pair, a.force)?;
-            println!(
-                "secret key: {} (mode 0600; it never leaves the hub)\npublic key: {}\n\
-                 give every agent this line in its config (or the path of a copy of {}):\n\
-                 hub_public_key = {}",
-                secret.display(),
-                public.display(),
-                public.display(),
-                fleetmq_net::keys::quoted(&pair.public)
+            say(
+                a.json,
+                serde_json::json!({
+                    "secret_key_file": secret,
+                    "public_key_file": public,
+                    "public_key": pair.public,
+                }),
+                format!(
+                    "secret key: {} (mode 0600; it never leaves the hub)\npublic key: {}\n\
+                     give every agent this line in its config (or the path of a copy of {}):\n\
+                     hub_public_key = {}\n",
+                    secret.display(),
+                    public.display(),
+                    public.display(),
+                    fleetmq_net::keys::quoted(&pair.public)
+                ),
             );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Allow(a) => {
             let path = allow_list(&a.at)?;
-            fleetmq_protocol::validate_device_id(&a.device).map_err(|e| anyhow::anyhow!("{e}"))?;
+            fleetmq_protocol::validate_device_id(&a.device).map_err(|e| usage(&e.to_string()))?;
             let key = fleetmq_net::keys::key_or_file(&a.key)?;
-            let edit = enrolment::allow(&path, &a.device, &key)?;
-            match edit {
-                enrolment::Edit::AlreadyThere => {
-                    println!("{} is already enrolled with this key", a.device)
-                }
+            let device = &a.device;
+            let (result, others, text) = match enrolment::allow(&path, device, &key)? {
+                enrolment::Edit::AlreadyThere => (
+                    "already_enrolled",
+                    Vec::new(),
+                    format!("{device} is already enrolled with this key\n"),
+                ),
                 enrolment::Edit::Added { others } if !others.is_empty() => {
-                    let device = &a.device;
-                    println!(
-                        "enrolled another key for {device} in {}: it has {} now, and each gets in",
+                    let mut text = format!(
+                        "enrolled another key for {device} in {}: it has {} now, and each gets in\n",
                         path.display(),
                         others.len() + 1
                     );
-                    for old in others {
-                        println!(
-                            "once {device} uses the new key, revoke the old one: fleetmq-hub revoke {device} --key {}",
-                            fleetmq_net::keys::quoted(&old)
-                        );
+                    for old in &others {
+                        text.push_str(&format!(
+                            "once {device} uses the new key, revoke the old one: fleetmq-hub revoke {device} --key {}\n",
+                            fleetmq_net::keys::quoted(old)
+                        ));
                     }
+                    ("enrolled_another_key", others, text)
                 }
-                _ => println!("enrolled {} in {}", a.device, path.display()),
-            }
+                _ => (
+                    "enrolled",
+                    Vec::new(),
+                    format!("enrolled {device} in {}\n", path.display()),
+                ),
+            };
+            say(
+                a.at.json,
+                serde_json::json!({
+                    "device": device,
+                    "result": result,
+                    "allow_list": path,
+                    "other_keys": others,
+                }),
+                text,
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Revoke(a) => {
@@ -135,10 +169,14 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             match enrolment::revoke(&path, &a.device, key.as_deref())? {
                 enrolment::Edit::Removed(n) => {
-                    println!(
-                        "revoked {} ({n} key(s)) in {}; a running hub cuts it off within a second",
-                        a.device,
-                        path.display()
+                    say(
+                        a.at.json,
+                        serde_json::json!({ "device": a.device, "removed_keys": n, "allow_list": path }),
+                        format!(
+                            "revoked {} ({n} key(s)) in {}; a running hub cuts it off within a second\n",
+                            a.device,
+                            path.display()
+                        ),
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -149,8 +187,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         }
                         None => a.device.clone(),
                     };
-                    eprintln!("error: {what} is not on {}", path.display());
-                    Ok(ExitCode::FAILURE)
+                    let e = format!("{what} is not on {}", path.display());
+                    if a.at.json {
+                        println!("{}", serde_json::json!({ "error": e }));
+                    }
+                    eprintln!("error: {e}");
+                    Ok(Exit::No.into())
                 }
             }
         }
@@ -310,6 +352,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             )),
             _ => None,
         }),
+    }
+}
+
+/// Prints `value` as JSON with --json, else `text`.
+fn say(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else {
+        print!("{text}");
     }
 }
 
