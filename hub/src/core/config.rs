@@ -15,7 +15,7 @@ use fleetmq_protocol::{
 use tracing::{info, warn};
 
 use super::{Core, Now};
-use crate::store::{EditError, LayerKey};
+use crate::store::{EditError, LayerKey, MAX_LAYER_BYTES};
 
 /// The longest key, and value, an edit may set.
 const MAX_KEY: usize = 128;
@@ -162,6 +162,9 @@ impl Core {
         if let Some((k, _)) = edit.set.iter().find(|(_, v)| v.len() > MAX_VALUE) {
             return bad(format!("the value of {k} is over {MAX_VALUE} bytes"));
         }
+        if let Err(e) = self.check_documents(&edit) {
+            return Response::Error(e);
+        }
         let version =
             match self
                 .store
@@ -190,6 +193,42 @@ impl Core {
             self.send_config_if_behind(&device, version - 1);
         }
         Response::ConfigVersion { version }
+    }
+
+    /// Refuses an edit that would make any known device's merged document
+    /// larger than [`MAX_LAYER_BYTES`] (keys and values).
+    fn check_documents(&self, edit: &ConfigEdit) -> Result<(), OperatorError> {
+        let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
+        for d in self.store.devices().map_err(storage)? {
+            let names = layers(&d.id, &d.groups);
+            let Some(at) = names.iter().position(|l| *l == edit.layer) else {
+                continue;
+            };
+            let rank = |k: &LayerKey| names.iter().position(|l| *l == k.layer).unwrap_or(0);
+            let mut keys = self.store.config_layers(&names).map_err(storage)?;
+            keys.retain(|k| {
+                k.layer != edit.layer
+                    || !(edit.unset.contains(&k.key) || edit.set.iter().any(|(s, _)| *s == k.key))
+            });
+            // The edited layer's new keys go where the layer stands.
+            let split = keys.iter().position(|k| rank(k) > at).unwrap_or(keys.len());
+            let edited = edit.set.iter().map(|(key, value)| LayerKey {
+                layer: edit.layer.clone(),
+                key: key.clone(),
+                value: Some(value.clone()),
+                version: 0,
+            });
+            keys.splice(split..split, edited);
+            let (_, entries) = merge(&keys);
+            let bytes: usize = entries.iter().map(|(k, v, _)| k.len() + v.len()).sum();
+            if bytes > MAX_LAYER_BYTES {
+                return Err(OperatorError::BadRequest(format!(
+                    "{}'s configuration would be {bytes} bytes of keys and values; a device's document holds at most {MAX_LAYER_BYTES}",
+                    d.id
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// One device's merged document, each key with its layer.

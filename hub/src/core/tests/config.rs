@@ -81,3 +81,41 @@ fn a_device_gets_its_document_when_behind_and_on_each_change_that_applies() {
         [(2, vec![pair("host.interval_ms", "5000")])]
     );
 }
+
+#[test]
+fn an_edit_that_would_make_a_devices_document_over_32_kib_is_refused() {
+    let mut f = Fleet::new();
+    f.hello_in("pi-a", &["north"], T0);
+    f.hello_in("pi-b", &[], T0);
+    f.actions();
+    // Keys of 4,000-byte values: six in the fleet's layer, three in north's.
+    let many = |layer: &str, prefix: &str, n: usize| {
+        Request::ConfigEdit(ConfigEdit {
+            layer: layer.into(),
+            set: (0..n)
+                .map(|i| (format!("app.{prefix}{i}"), "x".repeat(4_000)))
+                .collect(),
+            unset: vec![],
+            if_version: 0,
+        })
+    };
+    f.operator(63, many("fleet", "f", 6), T0);
+    assert!(matches!(
+        to_operator(&f.actions()).as_slice(),
+        [(63, Response::ConfigVersion { version: 1 })]
+    ));
+    // Alone, each layer fits; over the fleet's, north's would not.
+    f.operator(64, many("group:north", "n", 3), T0);
+    match to_operator(&f.actions()).as_slice() {
+        [(64, Response::Error(OperatorError::BadRequest(why)))] => {
+            assert!(why.contains("pi-a's configuration would be"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Over keys the fleet already sets, it fits.
+    f.operator(65, many("group:north", "f", 3), T0);
+    assert!(matches!(
+        to_operator(&f.actions()).as_slice(),
+        [(65, Response::ConfigVersion { version: 2 })]
+    ));
+}
