@@ -55,6 +55,19 @@ pub fn merge(keys: &[LayerKey]) -> (u64, Entries) {
     (version, entries)
 }
 
+/// The keys of `names` (in that order) from every layer's keys.
+fn keys_of(
+    all: &std::collections::HashMap<String, Vec<LayerKey>>,
+    names: &[String],
+) -> Vec<LayerKey> {
+    names
+        .iter()
+        .filter_map(|n| all.get(n))
+        .flatten()
+        .cloned()
+        .collect()
+}
+
 /// Checks a layer's name.
 fn check_layer(layer: &str) -> Result<(), String> {
     match layer.split_once(':') {
@@ -88,11 +101,9 @@ fn check_key(key: &str) -> Result<(), String> {
 impl Core {
     /// A device's groups, as its last Hello named them.
     fn groups_of(&self, device: &str) -> Result<Option<Vec<String>>, OperatorError> {
-        let known = self
-            .store
-            .devices()
-            .map_err(|e| OperatorError::Storage(e.to_string()))?;
-        Ok(known.into_iter().find(|d| d.id == device).map(|d| d.groups))
+        self.store
+            .device_groups(device)
+            .map_err(|e| OperatorError::Storage(e.to_string()))
     }
 
     /// A device's merged document: its version and entries.
@@ -111,12 +122,17 @@ impl Core {
     /// Sends `device` its document if a change newer than `applied`
     /// applies to it.
     pub(super) fn send_config_if_behind(&mut self, device: &str, applied: u64) {
-        let groups = match self.groups_of(device) {
-            Ok(Some(g)) => g,
-            Ok(None) => return,
-            Err(e) => return warn!(device, error = %e, "could not read the desired configuration"),
-        };
-        let (version, entries) = match self.desired_for(device, &groups) {
+        match self.groups_of(device) {
+            Ok(Some(groups)) => self.send_config(device, &groups, applied),
+            Ok(None) => {}
+            Err(e) => warn!(device, error = %e, "could not read the desired configuration"),
+        }
+    }
+
+    /// Sends `device` (in `groups`) its document if a change newer than
+    /// `applied` applies to it.
+    fn send_config(&mut self, device: &str, groups: &[String], applied: u64) {
+        let (version, entries) = match self.desired_for(device, groups) {
             Ok(d) => d,
             Err(e) => return warn!(device, error = %e, "could not read the desired configuration"),
         };
@@ -177,20 +193,20 @@ impl Core {
                 Err(e) => return bad(e.to_string()),
             };
         info!(layer = %edit.layer, version, set = edit.set.len(), unset = edit.unset.len(), "desired configuration changed");
-        let online: Vec<String> = match self.store.devices() {
+        let online: Vec<(String, Vec<String>)> = match self.store.devices() {
             Ok(d) => d
                 .into_iter()
                 .filter(|d| self.presence.is_online(&d.id) && self.offers.contains_key(&d.id))
                 .filter(|d| layers(&d.id, &d.groups).contains(&edit.layer))
-                .map(|d| d.id)
+                .map(|d| (d.id, d.groups))
                 .collect(),
             Err(e) => {
                 warn!(error = %e, "could not list devices to send the configuration to");
                 Vec::new()
             }
         };
-        for device in online {
-            self.send_config_if_behind(&device, version - 1);
+        for (device, groups) in online {
+            self.send_config(&device, &groups, version - 1);
         }
         Response::ConfigVersion { version }
     }
@@ -199,13 +215,14 @@ impl Core {
     /// larger than [`MAX_LAYER_BYTES`] (keys and values).
     fn check_documents(&self, edit: &ConfigEdit) -> Result<(), OperatorError> {
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
+        let all = self.store.config_all().map_err(storage)?;
         for d in self.store.devices().map_err(storage)? {
             let names = layers(&d.id, &d.groups);
             let Some(at) = names.iter().position(|l| *l == edit.layer) else {
                 continue;
             };
             let rank = |k: &LayerKey| names.iter().position(|l| *l == k.layer).unwrap_or(0);
-            let mut keys = self.store.config_layers(&names).map_err(storage)?;
+            let mut keys = keys_of(&all, &names);
             keys.retain(|k| {
                 k.layer != edit.layer
                     || !(edit.unset.contains(&k.key) || edit.set.iter().any(|(s, _)| *s == k.key))
@@ -262,9 +279,10 @@ impl Core {
     pub(super) fn config_status(&self) -> Response {
         let status = (|| -> Result<Vec<ConfigState>, OperatorError> {
             let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
+            let all = self.store.config_all().map_err(storage)?;
             let mut out = Vec::new();
             for d in self.store.devices().map_err(storage)? {
-                let (desired_version, _) = self.desired_for(&d.id, &d.groups)?;
+                let (desired_version, _) = merge(&keys_of(&all, &layers(&d.id, &d.groups)));
                 let (applied_version, errors) =
                     self.store.config_applied_by(&d.id).map_err(storage)?;
                 out.push(ConfigState {

@@ -99,6 +99,32 @@ impl Store {
         Ok(version)
     }
 
+    /// Every key of every layer, by layer.
+    pub fn config_all(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<LayerKey>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT layer, key, value, version FROM config ORDER BY layer, key")
+            .doing("reading the configuration")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LayerKey {
+                    layer: r.get(0)?,
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                    version: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .doing("reading the configuration")?;
+        let mut out: std::collections::HashMap<String, Vec<LayerKey>> = Default::default();
+        for row in rows {
+            let k = row.doing("reading the configuration")?;
+            out.entry(k.layer.clone()).or_default().push(k);
+        }
+        Ok(out)
+    }
+
     /// Every key of the given layers.
     pub fn config_layers(&self, layers: &[String]) -> Result<Vec<LayerKey>, StoreError> {
         let mut stmt = self

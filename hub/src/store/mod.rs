@@ -429,6 +429,16 @@ impl Store {
         rows.collect::<Result<_, _>>().doing("listing devices")
     }
 
+    /// A device's groups, as its last Hello named them; `None` for a
+    /// device never heard from.
+    pub fn device_groups(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT groups FROM devices WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get::<_, String>(0)).optional())
+            .map(|g| g.map(|g| serde_json::from_str(&g).unwrap_or_default()))
+            .doing("looking up a device's groups")
+    }
+
     /// Devices ever heard from, for stats.
     pub fn device_count(&self) -> Result<u32, StoreError> {
         let devices: i64 = self
