@@ -51,44 +51,29 @@ pub fn refusal(abilities: &Abilities, spec: &JobSpec) -> Option<String> {
 /// What devices said they take on, by device id.
 pub type Offers = HashMap<String, Abilities>;
 
-/// How a work-queue job goes out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// On the work queue: every device that may pull it takes it.
-    Queue,
-    /// Straight to this device: some puller would refuse it, and this one
-    /// takes it.
-    Device(String),
-    /// No device online takes it: it waits in the queue.
-    Wait,
-}
-
 impl Core {
-    /// How a work-queue job with `spec` goes out, so that no device is
-    /// handed a job it would refuse: on the queue when every online device
-    /// that may pull it takes it (a device whose Offer is not known, an
-    /// older agent, is taken to); else to one online device that takes it,
-    /// the next in turn after `turn`.
-    pub(super) fn queue_route(&self, spec: &JobSpec, turn: usize) -> Route {
-        let mut takers: Vec<&str> = Vec::new();
+    /// Who may take a work-queue job with `spec`, so that no device is
+    /// handed a job it would refuse: `None` when every online device that
+    /// may pull it takes it (a device whose Offer is not known, an older
+    /// agent, is taken to), so it can go on the queue; else the online
+    /// devices that take it (reachable now), by id, maybe none.
+    pub(super) fn queue_takers(&self, spec: &JobSpec) -> Option<Vec<String>> {
+        let mut takers: Vec<String> = Vec::new();
         let mut all_take = true;
         for device in self.presence.online() {
             match self.offers.get(device) {
                 None => {}
                 Some(a) if a.job_kinds.is_empty() => {}
                 Some(a) if refusal(a, spec).is_some() => all_take = false,
-                Some(_) => takers.push(device),
+                Some(_) => takers.push(device.to_string()),
             }
         }
         if all_take {
-            return Route::Queue;
+            return None;
         }
         takers.retain(|d| self.routes.route(d).is_some());
-        if takers.is_empty() {
-            return Route::Wait;
-        }
         takers.sort_unstable();
-        Route::Device(takers[turn % takers.len()].to_string())
+        Some(takers)
     }
 
     /// A device said what it takes on: its waiting runs go out now.

@@ -23,12 +23,23 @@ use tracing::{debug, info, warn};
 
 use std::collections::HashMap;
 
-use super::aim::Route;
 use super::{Action, Core, Now};
 use crate::store::AttemptCheck;
 
 /// Jobs read from the store per round of dispatch.
 const DISPATCH_BATCH: u32 = 64;
+
+/// How a work-queue job goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// On the work queue: every device that may pull it takes it.
+    Queue,
+    /// Straight to this device: some puller would refuse it, and this one
+    /// takes it.
+    Device(String),
+    /// No device online takes it: it waits in the queue.
+    Wait,
+}
 
 /// The leases running, by job id: when each runs out on the monotonic
 /// clock.
@@ -142,6 +153,7 @@ impl Core {
                 return;
             }
         };
+        let mut takers: HashMap<String, Option<Vec<String>>> = HashMap::new();
         for job in due {
             if job.attempts >= job.max_attempts {
                 let why = format!(
@@ -154,7 +166,20 @@ impl Core {
                 }
                 continue;
             }
-            let route = self.queue_route(&job.spec, job.id as usize);
+            // Who takes it, worked out once per kind and program a round.
+            let what = match &job.spec {
+                JobSpec::Echo { .. } => "echo".to_string(),
+                JobSpec::Exec { program, .. } => format!("exec {program}"),
+            };
+            let who = match takers.get(&what) {
+                Some(t) => t,
+                None => takers.entry(what).or_insert(self.queue_takers(&job.spec)),
+            };
+            let route = match who {
+                None => Route::Queue,
+                Some(t) if t.is_empty() => Route::Wait,
+                Some(t) => Route::Device(t[job.id as usize % t.len()].clone()),
+            };
             if route == Route::Wait {
                 // Said once, in the job: it waits for a device that takes it.
                 if self.waiting.insert(job.id) {
