@@ -53,15 +53,15 @@ for _ in $(seq 100); do
 done
 
 for _ in $(seq 100); do
-  [ -n "$("$bin/fleetmq-hub" telemetry --limit 1)" ] && break
+  [ -n "$("$bin/fleetmq-hub" telemetry --last 1)" ] && break
   sleep 0.1
 done
 
 step "fleetmq-hub devices"
 "$bin/fleetmq-hub" devices
 
-step "fleetmq-hub telemetry --limit 6"
-"$bin/fleetmq-hub" telemetry --limit 6
+step "fleetmq-hub telemetry --last 6"
+"$bin/fleetmq-hub" telemetry --last 6
 
 udp=$("$bin/fleetmq-agent" status --data-dir "$work/pi-kitchen" | sed -n 's/.*"udp":"\([^"]*\)".*/\1/p')
 step "echo 'door.opened:1|c|#room:hall' > /dev/udp/${udp%:*}/${udp##*:}   # StatsD to pi-kitchen"
@@ -69,13 +69,13 @@ echo 'door.opened:1|c|#room:hall' >"/dev/udp/${udp%:*}/${udp##*:}"
 step "fleetmq-agent send disk.free_bytes=123456 mount=/data   # on pi-kitchen, tagged"
 "$bin/fleetmq-agent" send --data-dir "$work/pi-kitchen" disk.free_bytes=123456 mount=/data
 for _ in $(seq 100); do
-  "$bin/fleetmq-hub" telemetry --device pi-kitchen --name 'door.opened{room=hall}' --limit 1 | grep -q . && break
+  "$bin/fleetmq-hub" telemetry --device pi-kitchen --name 'door.opened{room=hall}' --last 1 | grep -q . && break
   sleep 0.1
 done
 step "fleetmq-hub telemetry --device pi-kitchen --name 'door.opened{room=hall}'"
 "$bin/fleetmq-hub" telemetry --device pi-kitchen --name 'door.opened{room=hall}'
-step "fleetmq-hub telemetry --device pi-kitchen --name host.load1 --limit 2"
-"$bin/fleetmq-hub" telemetry --device pi-kitchen --name host.load1 --limit 2
+step "fleetmq-hub telemetry --device pi-kitchen --name host.load1 --last 2"
+"$bin/fleetmq-hub" telemetry --device pi-kitchen --name host.load1 --last 2
 
 step "echo 'hello from the porch' | fleetmq-agent chat --device-id pi-porch"
 enrol pi-porch >/dev/null
@@ -96,6 +96,23 @@ step "fleetmq-hub command pi-garage status"
 
 step "fleetmq-hub broadcast --group north 'maintenance at noon'"
 "$bin/fleetmq-hub" broadcast --group north "maintenance at noon"
+
+step "fleetmq-hub job submit --group north --wait echo once on each"
+"$bin/fleetmq-hub" job submit --group north --wait echo once on each
+
+step "fleetmq-hub command --all ping"
+"$bin/fleetmq-hub" command --all ping || true
+
+step "fleetmq-hub config set --group north host.interval_ms=5000 app.greeting=hello"
+"$bin/fleetmq-hub" config set --group north host.interval_ms=5000 app.greeting=hello
+for _ in $(seq 50); do
+  "$bin/fleetmq-agent" config get app.greeting --data-dir "$work/pi-kitchen" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+step "fleetmq-hub config status"
+"$bin/fleetmq-hub" config status
+step "fleetmq-agent config get app.greeting   (on pi-kitchen)"
+"$bin/fleetmq-agent" config get app.greeting --data-dir "$work/pi-kitchen" || true
 
 step "fleetmq-hub stats"
 "$bin/fleetmq-hub" stats

@@ -163,7 +163,7 @@ for row in "${machines[@]}"; do
     if echo "$json" | grep -q "\"id\":\"$name\"" &&
       echo "$json" | grep -q "\"online\":true" &&
       echo "$json" | grep -q "\"arch\":\"$expect\"" &&
-      [ -n "$("$hub_bin" telemetry --data-dir "$work/hub" --device "$name" --limit 1 2>/dev/null)" ]; then
+      [ -n "$("$hub_bin" telemetry --data-dir "$work/hub" --device "$name" --last 1 2>/dev/null)" ]; then
       ok=yes
       break
     fi

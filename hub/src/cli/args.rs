@@ -197,8 +197,8 @@ pub(super) struct TelemetryArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub(super) tag: Vec<String>,
     /// The newest N matching samples (default 100; with --follow, none
-    /// before the new ones unless given).
-    #[arg(long, value_name = "N", conflicts_with_all = ["from_start", "after"])]
+    /// before the new ones unless given). `--limit` is its older name.
+    #[arg(long, alias = "limit", value_name = "N", conflicts_with_all = ["from_start", "after"])]
     pub(super) last: Option<u32>,
     /// Samples taken since: a time ago (10m, 2h, 7d), a time
     /// (2026-12-02T10:00:00Z; UTC without a zone), or ms since the epoch.
@@ -225,8 +225,8 @@ pub(super) struct ChatArgs {
     #[command(flatten)]
     pub(super) op: OpArgs,
     /// The newest N lines (default 100; with --follow, none before the new
-    /// ones unless given).
-    #[arg(long, value_name = "N", conflicts_with = "from_start")]
+    /// ones unless given). `--limit` is its older name.
+    #[arg(long, alias = "limit", value_name = "N", conflicts_with = "from_start")]
     pub(super) last: Option<u32>,
     /// Every stored line, oldest first (with --follow: then the new ones).
     #[arg(long)]
