@@ -12,6 +12,29 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{AttemptCheck, Doing as _, DueJob, Store, StoreError, json, parse_state};
 
+/// Bytes of output the runs of one aimed job show in all (`job show`): the
+/// answer must fit in one operator message (1 MiB by default).
+const JOB_OUTPUT_BUDGET: usize = 256 * 1024;
+
+/// Cuts a run's output to `most` bytes (stdout first), marking it cut.
+fn cut_output(o: &mut fleetmq_protocol::Output, most: usize) {
+    let total = o.stdout.len() + o.stderr.len();
+    if total <= most {
+        return;
+    }
+    let cut = |s: &mut String, at: usize| {
+        let mut at = at.min(s.len());
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    };
+    cut(&mut o.stdout, most);
+    let left = most.saturating_sub(o.stdout.len());
+    cut(&mut o.stderr, left);
+    o.truncated = true;
+}
+
 impl Store {
     /// Queues a job; returns its id.
     pub fn submit_job(&self, job: &JobSubmission, now_ms: u64) -> Result<u64, StoreError> {
@@ -168,10 +191,22 @@ impl Store {
         rows.collect::<Result<_, _>>().doing("reading a job's runs")
     }
 
-    /// A job as shown, with its runs if it was aimed.
-    fn with_runs(&self, mut job: JobInfo, kind: &str) -> Result<JobInfo, StoreError> {
+    /// A job as shown, with its runs if it was aimed, their output cut to
+    /// `output_budget` bytes in all (an answer must fit in one message).
+    fn with_runs(
+        &self,
+        mut job: JobInfo,
+        kind: &str,
+        output_budget: usize,
+    ) -> Result<JobInfo, StoreError> {
         if kind == "fanout" {
             job.runs = self.runs(job.id)?;
+            let each = output_budget / job.runs.len().max(1);
+            for run in &mut job.runs {
+                if let Some(Outcome::Completed(o) | Outcome::TimedOut(o)) = &mut run.outcome {
+                    cut_output(o, each);
+                }
+            }
             let waiting = job.runs.iter().any(|r| r.state == JobState::Queued);
             let leased = job.runs.iter().any(|r| r.state == JobState::Leased);
             job.state = match (leased, waiting) {
@@ -228,7 +263,7 @@ impl Store {
             )
             .optional()
             .doing("reading a job")?;
-        row.map(|(job, kind)| self.with_runs(job, &kind))
+        row.map(|(job, kind)| self.with_runs(job, &kind, JOB_OUTPUT_BUDGET))
             .transpose()
     }
 
@@ -247,8 +282,9 @@ impl Store {
             })
             .doing("listing jobs")?;
         let rows: Vec<(JobInfo, String)> = rows.collect::<Result<_, _>>().doing("listing jobs")?;
+        // A list shows where each run stands, not what it printed.
         rows.into_iter()
-            .map(|(job, kind)| self.with_runs(job, &kind))
+            .map(|(job, kind)| self.with_runs(job, &kind, 0))
             .collect()
     }
 

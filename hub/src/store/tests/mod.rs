@@ -180,3 +180,54 @@ fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
 }
 
 mod queries_and_retention;
+
+/// An aimed job's answer fits in one message however much its runs
+/// printed: `job show` cuts their output to a shared budget, a list shows
+/// none.
+#[test]
+fn an_aimed_jobs_output_is_cut_to_fit_one_answer() {
+    let mut store = Store::in_memory().unwrap();
+    let job = JobSubmission {
+        spec: JobSpec::Echo { text: "hi".into() },
+        timeout_ms: 1_000,
+        lease_ms: 5_000,
+        max_attempts: 1,
+        devices: vec![],
+        groups: vec![],
+        all: false,
+        ttl_ms: 0,
+    };
+    let devices: Vec<String> = (0..3).map(|i| format!("pi-{i}")).collect();
+    let id = store
+        .submit_aimed(&job, "all", &devices, u64::MAX, 1)
+        .unwrap();
+    let shown = store.job(id).unwrap().unwrap();
+    for run in &shown.runs {
+        let big = Outcome::Completed(Output {
+            exit_code: Some(0),
+            stdout: "é".repeat(100_000),
+            stderr: "e".repeat(50_000),
+            truncated: false,
+            duration_ms: 1,
+        });
+        assert!(store.finish_job(run.id, &run.device, &big, 2).unwrap());
+    }
+    let shown = store.job(id).unwrap().unwrap();
+    let printed: usize = shown
+        .runs
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(Outcome::Completed(o)) => {
+                assert!(o.truncated);
+                o.stdout.len() + o.stderr.len()
+            }
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert!(printed <= 256 * 1024 && printed > 200 * 1024, "{printed}");
+    let listed = store.jobs(10).unwrap();
+    assert!(listed[0].runs.iter().all(|r| matches!(
+        &r.outcome,
+        Some(Outcome::Completed(o)) if o.stdout.is_empty()
+    )));
+}
