@@ -175,8 +175,20 @@ impl Store {
                 })
             })
             .doing("reading a fleet command")?;
-        rows.collect::<Result<_, _>>()
-            .map(Some)
-            .doing("reading a fleet command")
+        let mut answers: Vec<FleetAnswer> = rows
+            .collect::<Result<_, _>>()
+            .doing("reading a fleet command")?;
+        // The answer must fit in one message: programs' output is cut to a
+        // share of a budget.
+        let each = super::jobs::JOB_OUTPUT_BUDGET / answers.len().max(1);
+        for a in &mut answers {
+            if let Some(Reply::Outcome(
+                fleetmq_protocol::Outcome::Completed(o) | fleetmq_protocol::Outcome::TimedOut(o),
+            )) = &mut a.reply
+            {
+                super::jobs::cut_output(o, each);
+            }
+        }
+        Ok(Some(answers))
     }
 }

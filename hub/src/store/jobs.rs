@@ -14,10 +14,10 @@ use super::{AttemptCheck, Doing as _, DueJob, Store, StoreError, json, parse_sta
 
 /// Bytes of output the runs of one aimed job show in all (`job show`): the
 /// answer must fit in one operator message (1 MiB by default).
-const JOB_OUTPUT_BUDGET: usize = 256 * 1024;
+pub(super) const JOB_OUTPUT_BUDGET: usize = 256 * 1024;
 
 /// Cuts a run's output to `most` bytes (stdout first), marking it cut.
-fn cut_output(o: &mut fleetmq_protocol::Output, most: usize) {
+pub(super) fn cut_output(o: &mut fleetmq_protocol::Output, most: usize) {
     let total = o.stdout.len() + o.stderr.len();
     if total <= most {
         return;
