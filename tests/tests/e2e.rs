@@ -1256,6 +1256,14 @@ fn remote_operators_need_curve_an_allowed_key_and_the_admin_role_to_act() {
     );
     let broadcast = as_operator(&grafana, &["broadcast", "no"]);
     assert!(!broadcast.ok, "{}", broadcast.stderr);
+    let edit = as_operator(&grafana, &["config", "set", "app.x=1"]);
+    assert!(
+        !edit.ok && edit.stderr.contains("read role"),
+        "{}",
+        edit.stderr
+    );
+    assert!(as_operator(&grafana, &["config", "status"]).ok);
+    assert!(as_operator(&alice, &["config", "set", "app.x=1"]).ok);
     // A key not on the operator list, and a plaintext client, get nothing.
     let before = hub.stats()["handshakes_refused"].as_u64().unwrap();
     assert!(!as_operator(&stranger, &["devices"]).ok);
