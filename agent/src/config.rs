@@ -35,6 +35,57 @@ pub struct AgentConfig {
     pub net: SocketOptions,
 }
 
+/// What `[remote] may_set` is by default: what changes how much and how
+/// often this device reports, and the free `app.` keys; never what it lets
+/// the hub run.
+pub const DEFAULT_MAY_SET: &[&str] = &[
+    "telemetry.sample_interval_ms",
+    "host.*",
+    "ingest.statsd_interval_ms",
+    "ingest.percentiles",
+    "app.*",
+];
+
+/// The keys that can be set remotely, besides `app.*`.
+pub const KEYS: &[&str] = &[
+    "telemetry.sample_interval_ms",
+    "host.interval_ms",
+    "host.collect",
+    "host.mounts",
+    "host.interfaces",
+    "ingest.statsd_interval_ms",
+    "ingest.percentiles",
+    "jobs.allow",
+    "commands.allow",
+    "exec.programs",
+];
+
+/// Whether `may_set` lets the hub set `key`: named exactly, or by a
+/// `prefix.*` pattern.
+pub fn allowed(may_set: &[String], key: &str) -> bool {
+    may_set.iter().any(|m| match m.strip_suffix(".*") {
+        Some(prefix) => key.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')),
+        None => m == key,
+    })
+}
+
+/// A `may_set` entry that names no key this agent can set.
+pub fn unknown_pattern(may_set: &[String]) -> Option<&str> {
+    may_set.iter().map(String::as_str).find(|m| !names_a_key(m))
+}
+
+fn names_a_key(m: &str) -> bool {
+    match m.strip_suffix(".*") {
+        Some(prefix) => {
+            prefix == "app"
+                || KEYS
+                    .iter()
+                    .any(|k| k.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+        }
+        None => KEYS.contains(&m) || (m.starts_with("app.") && m.len() > 4),
+    }
+}
+
 /// What the hub's desired configuration may change here (see `remote`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,10 +97,7 @@ pub struct RemoteConfig {
 impl Default for RemoteConfig {
     fn default() -> Self {
         RemoteConfig {
-            may_set: crate::remote::DEFAULT_MAY_SET
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            may_set: DEFAULT_MAY_SET.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -392,12 +440,12 @@ impl AgentConfig {
                 ));
             }
         }
-        if let Some(bad) = crate::remote::unknown_pattern(&self.remote.may_set) {
+        if let Some(bad) = unknown_pattern(&self.remote.may_set) {
             return Err(invalid(
                 "remote.may_set",
                 format!(
                     "{bad:?} names no key the hub can set; use {}, app.* or app.NAME, or a prefix like host.*",
-                    crate::remote::KEYS.join(", ")
+                    KEYS.join(", ")
                 ),
             ));
         }

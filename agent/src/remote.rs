@@ -11,32 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::AgentConfig;
-
-/// What `[remote] may_set` is by default: what changes how much and how
-/// often this device reports, and the free `app.` keys; never what it lets
-/// the hub run.
-pub const DEFAULT_MAY_SET: &[&str] = &[
-    "telemetry.sample_interval_ms",
-    "host.*",
-    "ingest.statsd_interval_ms",
-    "ingest.percentiles",
-    "app.*",
-];
-
-/// The keys that can be set remotely, besides `app.*`.
-pub const KEYS: &[&str] = &[
-    "telemetry.sample_interval_ms",
-    "host.interval_ms",
-    "host.collect",
-    "host.mounts",
-    "host.interfaces",
-    "ingest.statsd_interval_ms",
-    "ingest.percentiles",
-    "jobs.allow",
-    "commands.allow",
-    "exec.programs",
-];
+use crate::config::{AgentConfig, KEYS, allowed};
 
 /// What the hub's configuration set here: its version and the values
 /// applied (keys that were refused are not in it).
@@ -71,32 +46,6 @@ pub fn load(data_dir: &Path) -> Result<Remote, String> {
 pub fn save(data_dir: &Path, remote: &Remote) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(remote).map_err(io::Error::other)?;
     fleetmq_net::files::write_atomically(&path(data_dir), &bytes, None)
-}
-
-/// Whether `may_set` lets the hub set `key`: named exactly, or by a
-/// `prefix.*` pattern.
-pub fn allowed(may_set: &[String], key: &str) -> bool {
-    may_set.iter().any(|m| match m.strip_suffix(".*") {
-        Some(prefix) => key.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')),
-        None => m == key,
-    })
-}
-
-/// A `may_set` entry that names no key this agent can set.
-pub fn unknown_pattern(may_set: &[String]) -> Option<&str> {
-    may_set.iter().map(String::as_str).find(|m| !names_a_key(m))
-}
-
-fn names_a_key(m: &str) -> bool {
-    match m.strip_suffix(".*") {
-        Some(prefix) => {
-            prefix == "app"
-                || KEYS
-                    .iter()
-                    .any(|k| k.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
-        }
-        None => KEYS.contains(&m) || (m.starts_with("app.") && m.len() > 4),
-    }
 }
 
 /// A comma-separated list, spaces around items trimmed; "" is empty.
@@ -196,6 +145,7 @@ pub fn apply(local: &AgentConfig, values: &[(String, String)]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::unknown_pattern;
 
     fn doc(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

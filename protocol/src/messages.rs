@@ -9,8 +9,8 @@
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
 //! | [`CommandFrame`] | hub ROUTER → agent DEALER (REP envelope) | 0x40 CommandRequest |
 //! | [`ReplyFrame`] | agent DEALER → hub ROUTER | 0x41 CommandReply |
-//! | [`OperatorFrame`] | operator REQ → hub ROUTER | 0x50 OperatorRequest |
-//! | [`OperatorReplyFrame`] | hub ROUTER → operator REQ | 0x51 OperatorResponse |
+//! | [`OperatorFrame`](crate::OperatorFrame) | operator REQ → hub ROUTER | 0x50 OperatorRequest (in [`operator`](crate::operator)) |
+//! | [`OperatorReplyFrame`](crate::OperatorReplyFrame) | hub ROUTER → operator REQ | 0x51 OperatorResponse |
 //!
 //! Kind bytes are unique across channels, so a frame that arrives on the wrong
 //! socket is refused by kind rather than mis-read as something else.
@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::channel;
 use crate::names::Target;
-use crate::operator::{OperatorRequest, OperatorResponse};
 use crate::telemetry::Batch;
 
 #[cfg(feature = "arbitrary")]
@@ -479,21 +478,5 @@ channel! {
     ReplyFrame {
         /// A command's reply.
         0x41 => Reply(CommandReply),
-    }
-}
-
-channel! {
-    /// Operator REQ → hub ROUTER.
-    OperatorFrame {
-        /// A request.
-        0x50 => Request(OperatorRequest),
-    }
-}
-
-channel! {
-    /// Hub ROUTER → operator REQ.
-    OperatorReplyFrame {
-        /// A response.
-        0x51 => Response(OperatorResponse),
     }
 }

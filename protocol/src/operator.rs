@@ -1,11 +1,11 @@
-//! The operator's messages: what an operator (the command line, the HTTP
-//! side, a script) asks the hub on its operator socket, and the answers.
-//! They travel in [`OperatorFrame`](crate::OperatorFrame) and
-//! [`OperatorReplyFrame`](crate::OperatorReplyFrame); the structs marked
-//! growable in PROTOCOL.md may gain fields at the end.
+//! The operator's channel: what an operator (the command line, the HTTP
+//! side, a script) asks the hub on its operator socket ([`OperatorFrame`]),
+//! and the answers ([`OperatorReplyFrame`]). The structs marked growable
+//! in PROTOCOL.md may gain fields at the end.
 
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::channel;
 use crate::messages::{Command, JobSpec, Outcome, Reply, messages};
 use crate::names::Target;
 use crate::telemetry::Value;
@@ -579,4 +579,20 @@ pub enum OperatorError {
     /// asked to act), or the caller is not an operator.
     #[error("not allowed: {0}")]
     Forbidden(String),
+}
+
+channel! {
+    /// Operator REQ → hub ROUTER.
+    OperatorFrame {
+        /// A request.
+        0x50 => Request(OperatorRequest),
+    }
+}
+
+channel! {
+    /// Hub ROUTER → operator REQ.
+    OperatorReplyFrame {
+        /// A response.
+        0x51 => Response(OperatorResponse),
+    }
 }

@@ -9,7 +9,7 @@ use fleetmq_protocol::{AgentStatus, Value};
 use tracing::{debug, info, warn};
 
 use crate::sources::control::{self, ReloadStatus, Request};
-use crate::sources::ingest::Ingested;
+use crate::sources::sample::Ingested;
 use crate::telemetry::uplink::Record;
 use crate::work::runner::ExecPolicy;
 

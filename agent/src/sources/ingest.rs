@@ -31,6 +31,7 @@ use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::series_name;
 use serde::{Deserialize, Serialize};
 
+use super::sample::{Ingested, number};
 use super::statsd::Statsd;
 
 /// Largest datagram read; longer ones are cut by the kernel.
@@ -84,14 +85,6 @@ pub struct IngestStatus {
     pub malformed: u64,
     /// The last malformed line and what was wrong with it.
     pub last_error: String,
-}
-
-/// One parsed sample; `ts_ms` is None for "now".
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ingested {
-    pub name: String,
-    pub value: Value,
-    pub ts_ms: Option<u64>,
 }
 
 pub struct Ingest {
@@ -266,35 +259,6 @@ fn bind_unix(path: &Path) -> io::Result<(UnixDatagram, PathBuf)> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))?;
     sock.set_nonblocking(true)?;
     Ok((sock, path.to_path_buf()))
-}
-
-pub(super) fn number(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(format!("{text:?} is not a number")),
-    }
-}
-
-/// An integer when it is one, else a float.
-pub(super) fn value_of(v: f64) -> Value {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        Value::Int(v as i64)
-    } else {
-        Value::Float(v)
-    }
-}
-
-/// A DogStatsD-style tag key made valid: anything but letters, digits and
-/// `_` becomes `_`, and a leading digit gets a `_` before it.
-pub(super) fn tag_key(raw: &str) -> String {
-    let mut key: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if key.starts_with(|c: char| c.is_ascii_digit()) {
-        key.insert(0, '_');
-    }
-    key
 }
 
 /// Splits at `sep` outside double quotes and not after a backslash.

@@ -6,4 +6,5 @@
 pub mod control;
 pub mod host;
 pub mod ingest;
+pub mod sample;
 pub mod statsd;

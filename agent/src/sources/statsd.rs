@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fleetmq_protocol::telemetry::series_name;
 
-use super::ingest::{Ingested, number, tag_key, value_of};
+use super::sample::{Ingested, number, tag_key, value_of};
 
 /// Most series one interval folds; a line for another is refused.
 pub const MAX_SERIES: usize = 1_000;

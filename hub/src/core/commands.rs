@@ -24,6 +24,11 @@ use tracing::{debug, info, warn};
 
 use super::{Action, Core, Now};
 
+/// The client id of commands the hub asks itself (a fleet command's
+/// shares): their answers wait in [`Commands::take_internal`] for their
+/// owner. An operator client's id is never empty.
+pub(super) const INTERNAL_CLIENT: &[u8] = b"";
+
 /// Answers remembered for retried operator requests.
 const REMEMBERED: usize = 1024;
 /// Most commands in flight at once; more are refused at once.
@@ -86,7 +91,7 @@ impl Pending {
         match self
             .by_corr
             .values_mut()
-            .find(|p| p.request_id == request_id)
+            .find(|p| p.request_id == request_id && p.client != INTERNAL_CLIENT)
         {
             Some(p) => {
                 p.client = client.to_vec();
@@ -206,6 +211,9 @@ pub(super) struct Commands {
     unconfirmed: HashMap<u64, Queued>,
     /// Devices told to connect their other sockets again, and when.
     relinked: HashMap<String, u64>,
+    /// Answers to the hub's own commands ([`INTERNAL_CLIENT`]), by request
+    /// id, for their owner to take.
+    internal: Vec<(u64, Response)>,
 }
 
 impl Commands {
@@ -216,7 +224,15 @@ impl Commands {
             queued: Vec::new(),
             unconfirmed: HashMap::new(),
             relinked: HashMap::new(),
+            internal: Vec::new(),
         }
+    }
+}
+
+impl Commands {
+    /// The answers to the hub's own commands since the last call.
+    pub(super) fn take_internal(&mut self) -> Vec<(u64, Response)> {
+        std::mem::take(&mut self.internal)
     }
 }
 
@@ -471,7 +487,10 @@ impl Core {
         }
         let waiting = self.commands.queued.iter_mut();
         let unsent = self.commands.unconfirmed.values_mut();
-        match waiting.chain(unsent).find(|q| q.request_id == request_id) {
+        match waiting
+            .chain(unsent)
+            .find(|q| q.request_id == request_id && q.client != INTERNAL_CLIENT)
+        {
             Some(q) => {
                 q.client = client.to_vec();
                 true
@@ -483,8 +502,8 @@ impl Core {
     /// Answers an operator client. Answers to requests that act are kept
     /// for retries; reads are safe to repeat and may be large.
     pub(super) fn answer(&mut self, client: &[u8], id: u64, response: Response) {
-        if client == super::fleet::FLEET_CLIENT && id & super::fleet::FLEET_BIT != 0 {
-            return self.fleet_answered(id, response);
+        if client == INTERNAL_CLIENT {
+            return self.commands.internal.push((id, response));
         }
         let acted = matches!(
             response,

@@ -6,21 +6,15 @@
 //! fails (its answer can no longer arrive, and a command may have acted,
 //! so it is not sent twice).
 //!
-//! The command path answers an operator client; a share's "client" is
-//! [`FLEET_CLIENT`] and its request id its row with [`FLEET_BIT`] set, and
-//! [`Core::answer`] hands such answers here instead.
+//! The command path answers an operator client; a share's "client" is the
+//! hub itself (`commands::INTERNAL_CLIENT`) and its request id its row, and
+//! its answer waits there until [`Core::fleet_answers_in`] stores it.
 
 use fleetmq_protocol::{FleetAnswer, FleetCommand, OperatorError, Response};
 use tracing::{info, warn};
 
-use super::commands::Ask;
+use super::commands::{Ask, INTERNAL_CLIENT};
 use super::{Core, Now};
-
-/// The client id of fleet command shares (operator clients' ids are never
-/// empty).
-pub(super) const FLEET_CLIENT: &[u8] = b"";
-/// Marks a request id as a fleet command share's row.
-pub(super) const FLEET_BIT: u64 = 1 << 63;
 
 impl Core {
     /// An operator's command for several devices: kept, answered with its
@@ -67,7 +61,8 @@ impl Core {
     }
 
     /// Where fleet command `id` stands on each device.
-    pub(super) fn fleet_answers(&self, id: u64) -> Response {
+    pub(super) fn fleet_answers(&mut self, id: u64) -> Response {
+        self.fleet_answers_in();
         match self.store.fleet_answers(id) {
             Ok(Some(mut answers)) => {
                 for a in &mut answers {
@@ -115,14 +110,21 @@ impl Core {
                 timeout_ms: w.timeout_ms,
                 queue_ms: 0,
             };
-            self.command_request(FLEET_CLIENT, FLEET_BIT | w.id, ask, now);
+            self.command_request(INTERNAL_CLIENT, w.id, ask, now);
+        }
+        self.fleet_answers_in();
+    }
+
+    /// Stores the answers the command path has for shares.
+    pub(super) fn fleet_answers_in(&mut self) {
+        for (row, response) in self.commands.take_internal() {
+            self.fleet_answered(row, response);
         }
     }
 
     /// How a share ended, from the command path: stored for the operator.
     /// An unreachable device's share waits for it again.
-    pub(super) fn fleet_answered(&mut self, id: u64, response: Response) {
-        let row = id & !FLEET_BIT;
+    fn fleet_answered(&mut self, row: u64, response: Response) {
         let now = self.wall_ms;
         let marked = match &response {
             Response::Reply { reply, .. } => {

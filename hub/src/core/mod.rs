@@ -275,6 +275,8 @@ impl Core {
         self.dispatch_aimed(now);
         if self.ticks % 10 == 0 || !self.fleet_started {
             self.send_fleet(now);
+        } else {
+            self.fleet_answers_in();
         }
         if let Err(e) = self.store.flush_log() {
             self.store_failed("writing the command log", &e);

@@ -78,6 +78,13 @@ fn a_command_for_a_group_reaches_each_member_and_waits_for_the_offline_one() {
         [("pi-a", "sent"), ("pi-b", "offline")]
     );
 
+    // An operator request that happens to carry a share's number is its
+    // own request, not a retry that could take the share's answer.
+    f.operator(1, ping("pi-b", 1_000), T0 + 25);
+    assert!(matches!(
+        to_operator(&f.deliver(T0 + 25)).as_slice(),
+        [(1, Response::Error(OperatorError::DeviceOffline(_)))]
+    ));
     // pi-a answers: stored, and no operator client hears of it directly.
     f.core
         .reply(&pong("pi-a", sent[0].1), Some("pi-a"), at(T0 + 30));
