@@ -29,6 +29,11 @@ use super::{Core, Now};
 /// Runs handed to one device per round of dispatch.
 const PER_DEVICE: u32 = 16;
 
+/// The most an Offer may name: job kinds, programs, bytes in a name.
+const MAX_OFFER_KINDS: usize = 16;
+const MAX_OFFER_PROGRAMS: usize = 1024;
+const MAX_OFFER_NAME: usize = 1024;
+
 /// Whether a device that offered `abilities` takes `spec`; if not, why.
 pub fn refusal(abilities: &Abilities, spec: &JobSpec) -> Option<String> {
     let kind = match spec {
@@ -76,8 +81,25 @@ impl Core {
         Some(takers)
     }
 
-    /// A device said what it takes on: its waiting runs go out now.
+    /// A device said what it takes on: its waiting runs go out now. An
+    /// offer past the limits a real config has is refused (the hub keeps
+    /// one per device).
     pub(super) fn offered(&mut self, device: &str, abilities: Abilities, now: Now) {
+        let names = abilities.job_kinds.iter().chain(&abilities.exec_programs);
+        if abilities.job_kinds.len() > MAX_OFFER_KINDS
+            || abilities.exec_programs.len() > MAX_OFFER_PROGRAMS
+            || names.clone().any(|n| n.len() > MAX_OFFER_NAME)
+        {
+            self.counters.frames_dropped += 1;
+            warn!(
+                device,
+                "an offer past its limits refused; jobs wait for a valid one"
+            );
+            let reason = format!(
+                "offer refused: at most {MAX_OFFER_KINDS} job kinds and {MAX_OFFER_PROGRAMS} programs of {MAX_OFFER_NAME} bytes"
+            );
+            return self.send_down(device, fleetmq_protocol::Refusal { reason }.into());
+        }
         self.offers.insert(device.to_string(), abilities);
         self.dispatch_to(device, now);
     }

@@ -20,6 +20,8 @@ use crate::store::{EditError, LayerKey, MAX_LAYER_BYTES};
 /// The longest key, and value, an edit may set.
 const MAX_KEY: usize = 128;
 const MAX_VALUE: usize = 4096;
+/// Refused keys kept of one device's report.
+const MAX_REPORTED: usize = 256;
 
 /// The layers that apply to a device in `groups`, in order.
 pub fn layers(device: &str, groups: &[String]) -> Vec<String> {
@@ -148,7 +150,20 @@ impl Core {
     }
 
     /// A device applied a document.
-    pub(super) fn config_applied(&mut self, device: &str, report: ConfigReport, now: Now) {
+    pub(super) fn config_applied(&mut self, device: &str, mut report: ConfigReport, now: Now) {
+        // What a device reports is kept per device: bounded, as a document is.
+        report.errors.truncate(MAX_REPORTED);
+        for (k, e) in &mut report.errors {
+            for s in [k, e] {
+                if s.len() > MAX_VALUE {
+                    let mut at = MAX_VALUE;
+                    while !s.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    s.truncate(at);
+                }
+            }
+        }
         if !report.errors.is_empty() {
             warn!(device, version = report.version, errors = ?report.errors, "the device refused keys of its desired configuration");
         }

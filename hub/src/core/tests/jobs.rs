@@ -405,3 +405,23 @@ fn a_work_queue_job_some_device_would_refuse_goes_to_one_that_takes_it() {
     assert_eq!((j.state, j.attempts), (JobState::Queued, 0));
     assert!(j.error.unwrap().contains("no device online takes it"));
 }
+
+#[test]
+fn an_offer_past_its_limits_is_refused_and_not_kept() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let many: Vec<String> = (0..2_000).map(|i| format!("p{i}")).collect();
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    f.up("pi-a", "pi-a", offer(&["exec"], &names), T0);
+    let refused = to_device(&f.actions(), "pi-a");
+    assert!(
+        matches!(refused.as_slice(), [Downstream::Refusal(r)] if r.reason.contains("1024 programs")),
+        "{refused:?}"
+    );
+    // Nothing aimed at pi-a goes out on the strength of it.
+    let mut job = exec_job("p1", 2);
+    job.devices = vec!["pi-a".into()];
+    f.operator(54, Request::SubmitJob(job), T0 + 1);
+    assert!(work_for(&f.deliver(T0 + 1), "pi-a").is_empty());
+}
