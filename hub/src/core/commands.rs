@@ -507,7 +507,11 @@ impl Core {
         }
         let acted = matches!(
             response,
-            Response::JobSubmitted { .. } | Response::Broadcast { .. } | Response::Reply { .. }
+            Response::JobSubmitted { .. }
+                | Response::Broadcast { .. }
+                | Response::Reply { .. }
+                | Response::FleetCommandQueued { .. }
+                | Response::ConfigVersion { .. }
         );
         let frame = match OperatorReplyFrame::from(OperatorResponse { id, response }).encode() {
             Ok(f) => f,

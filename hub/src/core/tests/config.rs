@@ -50,6 +50,12 @@ fn a_device_gets_its_document_when_behind_and_on_each_change_that_applies() {
         to_operator(&out).as_slice(),
         [(60, Response::ConfigVersion { version: 1 })]
     ));
+    // A retry of request 60 is answered from memory, not a second edit.
+    f.operator(60, edit("group:north", "app.mode", "eco", 0), T0 + 1);
+    assert!(matches!(
+        to_operator(&f.actions()).as_slice(),
+        [(60, Response::ConfigVersion { version: 1 })]
+    ));
     let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
     assert_eq!(
         documents(&out, "pi-a"),

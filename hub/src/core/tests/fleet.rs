@@ -72,6 +72,23 @@ fn a_command_for_a_group_reaches_each_member_and_waits_for_the_offline_one() {
     };
     let sent = commands(&out);
     assert_eq!(sent.len(), 1, "only the online member now: {sent:?}");
+    // A retry of request 70 (its answer lost) is answered from memory: the
+    // command is not kept, or sent, twice.
+    let again = FleetCommand {
+        command: Command::Ping,
+        devices: vec![],
+        groups: vec!["lab".into()],
+        all: false,
+        timeout_ms: 2_000,
+        ttl_ms: 60_000,
+    };
+    f.operator(70, Request::FleetCommand(again), T0 + 15);
+    let retry = f.deliver(T0 + 15);
+    assert!(commands(&retry).is_empty());
+    assert!(matches!(
+        to_operator(&retry).as_slice(),
+        [(70, Response::FleetCommandQueued { id: same, .. })] if *same == id
+    ));
     assert_eq!(sent[0].0, "pi-a");
     assert_eq!(
         states(&answers(&mut f, id, T0 + 20)),
