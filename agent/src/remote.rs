@@ -1,7 +1,7 @@
 //! The hub's desired configuration, as this device takes it: only the keys
 //! its own config lets the hub set (`[remote] may_set`), each checked the
 //! way the config file's values are, applied over the local file, and kept
-//! in `DATA_DIR/remote.json` so a reboot keeps what was applied.
+//! in `DATA_DIR/remote` so a reboot keeps what was applied.
 //!
 //! Plain data in, plain data out: the driver applies the result live.
 
@@ -9,13 +9,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{AgentConfig, KEYS, allowed};
 
 /// What the hub's configuration set here: its version and the values
 /// applied (keys that were refused are not in it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Remote {
     pub version: u64,
     pub values: BTreeMap<String, String>,
@@ -23,15 +21,65 @@ pub struct Remote {
 
 /// Where it is kept.
 pub fn path(data_dir: &Path) -> PathBuf {
-    data_dir.join("remote.json")
+    data_dir.join("remote")
+}
+
+/// The file's first line, saying what it is.
+const HEADER: &str =
+    "# the hub's configuration as applied here; see `fleetmq-agent config get KEY`";
+
+/// The file: a header, `version N`, then one `KEY VALUE` a line, the value
+/// with `\` and line breaks escaped (`\\`, `\n`). Keys have no spaces.
+fn render(remote: &Remote) -> String {
+    let mut out = format!("{HEADER}\nversion {}\n", remote.version);
+    for (key, value) in &remote.values {
+        let value = value
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        out.push_str(&format!("{key} {value}\n"));
+    }
+    out
+}
+
+fn parse(text: &str) -> Result<Remote, String> {
+    let mut remote = Remote::default();
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        if key == "version" && n <= 1 {
+            remote.version = value
+                .parse()
+                .map_err(|_| format!("line {}: {value:?} is not a version", n + 1))?;
+            continue;
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut chars = value.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('\\') => out.push('\\'),
+                other => return Err(format!("line {}: a bad escape {other:?}", n + 1)),
+            }
+        }
+        remote.values.insert(key.to_string(), out);
+    }
+    Ok(remote)
 }
 
 /// What was applied before, or nothing (none yet, or unreadable: said in
 /// the error).
 pub fn load(data_dir: &Path) -> Result<Remote, String> {
     let p = path(data_dir);
-    match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+    match std::fs::read_to_string(&p) {
+        Ok(text) => parse(&text).map_err(|e| {
             format!(
                 "{} is not readable ({e}); the hub sends its configuration again",
                 p.display()
@@ -44,8 +92,7 @@ pub fn load(data_dir: &Path) -> Result<Remote, String> {
 
 /// Keeps what was applied, atomically (a crash leaves the old or the new).
 pub fn save(data_dir: &Path, remote: &Remote) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(remote).map_err(io::Error::other)?;
-    fleetmq_net::files::write_atomically(&path(data_dir), &bytes, None)
+    fleetmq_net::files::write_atomically(&path(data_dir), render(remote).as_bytes(), None)
 }
 
 /// A comma-separated list, spaces around items trimmed; "" is empty.
@@ -240,9 +287,14 @@ mod tests {
             ..Remote::default()
         };
         r.values.insert("app.x".into(), "1".into());
+        r.values
+            .insert("app.motd".into(), "two\nlines, a \\ and a \r".into());
+        r.values.insert("app.empty".into(), String::new());
         save(dir.path(), &r).unwrap();
         assert_eq!(load(dir.path()).unwrap(), r);
-        std::fs::write(path(dir.path()), "{").unwrap();
+        std::fs::write(path(dir.path()), "version x\n").unwrap();
         assert!(load(dir.path()).unwrap_err().contains("not readable"));
+        std::fs::write(path(dir.path()), "version 1\napp.x a\\q\n").unwrap();
+        assert!(load(dir.path()).unwrap_err().contains("bad escape"));
     }
 }

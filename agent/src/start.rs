@@ -83,7 +83,7 @@ fn control_socket(args: &LocalArgs) -> Result<PathBuf, Failed> {
 }
 
 /// `config get KEY`: what the hub's configuration set, as applied here
-/// (read from DATA_DIR/remote.json, so it works while the agent is down).
+/// (read from DATA_DIR/remote, so it works while the agent is down).
 fn config_get(args: &LocalArgs, key: &str) -> Result<(), Failed> {
     let dir = match &args.data_dir {
         Some(d) => d.clone(),

@@ -126,7 +126,7 @@ impl Agent {
     }
 
     /// The hub's desired configuration: the keys this device lets it set
-    /// are applied over the local file, kept in DATA_DIR/remote.json, and
+    /// are applied over the local file, kept in DATA_DIR/remote, and
     /// reported with the keys that were not.
     pub(super) fn desired(&mut self, doc: fleetmq_protocol::ConfigDoc) {
         let out = crate::remote::apply(&self.local, &doc.values);
@@ -136,7 +136,7 @@ impl Agent {
             values: out.applied,
         };
         if let Err(e) = crate::remote::save(&self.cfg.data_dir, &remote) {
-            warn!(error = %e, "could not keep the hub's configuration in DATA_DIR/remote.json; it applies until a restart");
+            warn!(error = %e, "could not keep the hub's configuration in DATA_DIR/remote; it applies until a restart");
         }
         for (key, why) in &out.errors {
             warn!(key, %why, version = doc.version, "a key of the hub's configuration was not applied");
