@@ -22,6 +22,8 @@ const MAX_KEY: usize = 128;
 const MAX_VALUE: usize = 4096;
 /// Refused keys kept of one device's report.
 const MAX_REPORTED: usize = 256;
+/// Documents an edit sends per tick (the rest on the next ones).
+const CONFIG_SENDS_PER_TICK: usize = 256;
 
 /// The layers that apply to a device in `groups`, in order.
 pub fn layers(device: &str, groups: &[String]) -> Vec<String> {
@@ -220,10 +222,24 @@ impl Core {
                 Vec::new()
             }
         };
-        for (device, groups) in online {
-            self.send_config(&device, &groups, version - 1);
-        }
+        // Sent a few hundred a tick: a fleet-wide edit does not stall the
+        // loop, or queue every device's document at once.
+        self.config_outbox
+            .extend(online.into_iter().map(|(d, g)| (d, g, version - 1)));
+        self.send_config_outbox();
         Response::ConfigVersion { version }
+    }
+
+    /// Sends the next documents an edit made due (on each tick).
+    pub(super) fn send_config_outbox(&mut self) {
+        for _ in 0..CONFIG_SENDS_PER_TICK {
+            let Some((device, groups, applied)) = self.config_outbox.pop_front() else {
+                return;
+            };
+            if self.presence.is_online(&device) {
+                self.send_config(&device, &groups, applied);
+            }
+        }
     }
 
     /// Refuses an edit that would make any known device's merged document

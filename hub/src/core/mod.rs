@@ -180,6 +180,9 @@ pub struct Core {
     offers: aim::Offers,
     /// Work-queue jobs noted as waiting for a device that takes them.
     waiting: std::collections::HashSet<u64>,
+    /// Devices an edit of the desired configuration applies to, with their
+    /// groups and the version before it, waiting for their document.
+    config_outbox: VecDeque<(String, Vec<String>, u64)>,
     /// Retention's last step left more to delete.
     prune_more: bool,
     /// Fleet command shares cut off by a restart were ended (first tick).
@@ -222,6 +225,7 @@ impl Core {
             leases: jobs::Leases::default(),
             offers: aim::Offers::new(),
             waiting: std::collections::HashSet::new(),
+            config_outbox: VecDeque::new(),
             prune_more: false,
             fleet_started: false,
             wall_ms: now.wall_ms,
@@ -273,6 +277,7 @@ impl Core {
         self.expire_leases(now);
         self.dispatch_jobs(now);
         self.dispatch_aimed(now);
+        self.send_config_outbox();
         if self.ticks % 10 == 0 || !self.fleet_started {
             self.send_fleet(now);
         } else {

@@ -125,3 +125,26 @@ fn an_edit_that_would_make_a_devices_document_over_32_kib_is_refused() {
         [(65, Response::ConfigVersion { version: 2 })]
     ));
 }
+
+#[test]
+fn a_fleet_wide_edit_reaches_many_devices_a_few_hundred_a_tick() {
+    let mut f = Fleet::plaintext();
+    let devices: Vec<String> = (0..300).map(|i| format!("pi-{i:03}")).collect();
+    for d in &devices {
+        f.hello(d, T0);
+        f.up(d, d, offer(0), T0);
+    }
+    f.actions();
+    f.operator(66, edit("fleet", "app.mode", "eco", 0), T0 + 1);
+    let sent = |actions: &[Action]| {
+        devices
+            .iter()
+            .filter(|d| !documents(actions, d).is_empty())
+            .count()
+    };
+    assert_eq!(sent(&f.actions()), 256, "the first few hundred at once");
+    f.core.tick(at(T0 + 100));
+    assert_eq!(sent(&f.actions()), 44, "the rest on the next tick");
+    f.core.tick(at(T0 + 200));
+    assert_eq!(sent(&f.actions()), 0, "each once");
+}

@@ -68,6 +68,21 @@ impl Fleet {
         Fleet { core, keys }
     }
 
+    /// A plaintext hub (any routing id is believed), for fleets of many.
+    fn plaintext() -> Fleet {
+        let mut f = Fleet::new();
+        let ports = HubPorts {
+            broadcast: 7751,
+            jobs: 7752,
+            results: 7753,
+            commands: 7754,
+        };
+        let tokens: Tokens = Box::new(|| Ok(7));
+        let store = Store::in_memory().unwrap();
+        f.core = Core::new(HubConfig::default(), store, None, ports, at(T0), tokens);
+        f
+    }
+
     fn actions(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.core.poll_action()).collect()
     }
