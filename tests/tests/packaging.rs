@@ -139,6 +139,16 @@ fn every_package_holds_its_static_binary_unit_config_and_scripts() {
             );
         }
 
+        if name == "fleetmq-hub" {
+            let dashboard = "./usr/share/fleetmq-hub/grafana/fleetmq.json";
+            assert!(
+                listing
+                    .lines()
+                    .any(|l| l.ends_with(&format!(" {dashboard}"))),
+                "{name} {arch} lacks {dashboard}:\n{listing}"
+            );
+        }
+
         // The binary inside: static, for this architecture's CPU.
         let dir = temp_dir("fleetmq-deb-");
         run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.path()));
