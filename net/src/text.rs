@@ -41,9 +41,31 @@ pub fn block(s: &str) -> Cow<'_, str> {
     escaped(s, true)
 }
 
+/// Cuts `s` to at most `max` bytes, at a character boundary; says whether
+/// anything was cut.
+pub fn truncate(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let mut s = String::from("héllo");
+        assert!(truncate(&mut s, 2));
+        assert_eq!(s, "h");
+        assert!(!truncate(&mut s, 5));
+    }
 
     #[test]
     fn control_characters_are_shown_not_acted_on() {

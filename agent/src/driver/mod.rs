@@ -410,12 +410,7 @@ fn spawn_stdin_reader(notifier: Notifier) {
             if line.trim().is_empty() {
                 continue;
             }
-            if line.len() > MAX_CHAT_LEN {
-                let mut cut = MAX_CHAT_LEN;
-                while !line.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                line.truncate(cut);
+            if fleetmq_net::text::truncate(&mut line, MAX_CHAT_LEN) {
                 warn!("chat line cut to {MAX_CHAT_LEN} bytes");
             }
             notifier.send(Event::ChatLine(line));

@@ -156,15 +156,8 @@ impl Core {
         // What a device reports is kept per device: bounded, as a document is.
         report.errors.truncate(MAX_REPORTED);
         for (k, e) in &mut report.errors {
-            for s in [k, e] {
-                if s.len() > MAX_VALUE {
-                    let mut at = MAX_VALUE;
-                    while !s.is_char_boundary(at) {
-                        at -= 1;
-                    }
-                    s.truncate(at);
-                }
-            }
+            fleetmq_net::text::truncate(k, MAX_VALUE);
+            fleetmq_net::text::truncate(e, MAX_VALUE);
         }
         if !report.errors.is_empty() {
             warn!(device, version = report.version, errors = ?report.errors, "the device refused keys of its desired configuration");

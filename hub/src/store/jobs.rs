@@ -18,20 +18,11 @@ pub(super) const JOB_OUTPUT_BUDGET: usize = 256 * 1024;
 
 /// Cuts a run's output to `most` bytes (stdout first), marking it cut.
 pub(super) fn cut_output(o: &mut fleetmq_protocol::Output, most: usize) {
-    let total = o.stdout.len() + o.stderr.len();
-    if total <= most {
+    if o.stdout.len() + o.stderr.len() <= most {
         return;
     }
-    let cut = |s: &mut String, at: usize| {
-        let mut at = at.min(s.len());
-        while !s.is_char_boundary(at) {
-            at -= 1;
-        }
-        s.truncate(at);
-    };
-    cut(&mut o.stdout, most);
-    let left = most.saturating_sub(o.stdout.len());
-    cut(&mut o.stderr, left);
+    fleetmq_net::text::truncate(&mut o.stdout, most);
+    fleetmq_net::text::truncate(&mut o.stderr, most.saturating_sub(o.stdout.len()));
     o.truncated = true;
 }
 
