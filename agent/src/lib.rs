@@ -40,6 +40,7 @@ pub mod config;
 pub mod driver;
 pub mod info;
 pub mod link;
+pub mod may_set;
 pub mod redial;
 pub mod reload;
 pub mod remote;

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{AgentConfig, KEYS, allowed};
+use crate::config::AgentConfig;
+use crate::may_set::{KEYS, allowed};
 
 /// What the hub's configuration set here: its version and the values
 /// applied (keys that were refused are not in it).
@@ -192,7 +193,7 @@ pub fn apply(local: &AgentConfig, values: &[(String, String)]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::unknown_pattern;
+    use crate::may_set::unknown_pattern;
 
     fn doc(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
