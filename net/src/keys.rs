@@ -160,16 +160,17 @@ pub fn read(path: &Path) -> Result<String, KeyError> {
 pub const KEY_FILE_MAX: u64 = 4096;
 
 /// A public key as a person gives it: its Z85 line, or the path of a
-/// `.pub` file holding it.
+/// `.pub` file holding it. A file that exists wins: a path can be 40
+/// characters that are all Z85 (`/tmp/fleetmq-cluster.8bsPgn/fe-a/hub.pub`).
 pub fn key_or_file(given: &str) -> Result<String, KeyError> {
-    let why = match check(given) {
-        Ok(()) => return Ok(given.to_string()),
-        Err(why) => why,
-    };
     let path = Path::new(given);
     if path.is_file() {
         return read(path);
     }
+    let why = match check(given) {
+        Ok(()) => return Ok(given.to_string()),
+        Err(why) => why,
+    };
     Err(KeyError::NeitherKeyNorFile {
         given: given.to_string(),
         why,
@@ -251,6 +252,19 @@ mod tests {
             e.contains("neither a public key") && e.contains("nope.pub"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_path_that_happens_to_be_40_z85_characters_is_read_as_the_file() {
+        // /tmp/.tmpXXXXXX/ then a name that makes it 40 characters, all Z85.
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let pair = generate().unwrap();
+        let (_, public) = write(dir.path(), "hub", &pair, false).unwrap();
+        let prefix = format!("{}/", dir.path().display());
+        let name = format!("{prefix}{}", "x".repeat(40 - prefix.len()));
+        std::fs::copy(&public, &name).unwrap();
+        assert!(check(&name).is_ok(), "the path itself parses as a key");
+        assert_eq!(key_or_file(&name).unwrap(), pair.public);
     }
 
     #[test]
