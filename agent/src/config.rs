@@ -189,6 +189,18 @@ impl Default for Exec {
     }
 }
 
+impl AgentConfig {
+    /// The hubs to connect to, in order: `hub` split at commas. The agent
+    /// is on one at a time and moves to the next when its hub goes away.
+    pub fn hubs(&self) -> Vec<&str> {
+        self.hub
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect()
+    }
+}
+
 /// The host name made into a valid device id.
 pub fn hostname() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -242,12 +254,20 @@ impl AgentConfig {
         }
         fleetmq_protocol::validate_device_id(&self.device_id)
             .map_err(|e| invalid("device_id", e.to_string()))?;
-        fleetmq_net::endpoint::validate(&self.hub, false).map_err(|m| invalid("hub", m))?;
-        if !self.hub.starts_with("tcp://") {
+        if self.hubs().is_empty() {
             return Err(invalid(
                 "hub",
-                format!("{:?} must be tcp://HOST:PORT", self.hub),
+                "names no hub: use tcp://HOST:PORT, or several separated by commas".into(),
             ));
+        }
+        for hub in self.hubs() {
+            fleetmq_net::endpoint::validate(hub, false).map_err(|m| invalid("hub", m))?;
+            if !hub.starts_with("tcp://") {
+                return Err(invalid(
+                    "hub",
+                    format!("{hub:?} must be tcp://HOST:PORT (several: separated by commas)"),
+                ));
+            }
         }
         if !self.hub_public_key.is_empty() {
             // The hub's hub.pub line, or the path of a copy of that file.

@@ -72,9 +72,85 @@ impl Redial {
     }
 }
 
+/// When to move to the next hub of several (`hub = "tcp://a:7750,tcp://b:7750"`):
+/// the agent stays on one hub at a time and moves on once it has not been
+/// linked to it for [`FAILOVER_AFTER`] plus up to as much again of random
+/// jitter, so the agents of a hub that died spread over the others instead
+/// of arriving at once. With one hub it never moves.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    hubs: usize,
+    at: Option<Instant>,
+}
+
+/// How long an agent waits for its hub to come back before it moves on.
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(2);
+
+impl Failover {
+    /// Failing over between `hubs` hubs.
+    pub fn new(hubs: usize) -> Failover {
+        Failover { hubs, at: None }
+    }
+
+    /// The link is down at `now` (lost, or not made yet): move on later,
+    /// unless a move is already due. `jitter` picks a number in `0..=max`.
+    pub fn lost(&mut self, now: Instant, jitter: impl FnOnce(u64) -> u64) {
+        if self.hubs < 2 || self.at.is_some() {
+            return;
+        }
+        let most = FAILOVER_AFTER.as_millis() as u64;
+        self.at = Some(now + FAILOVER_AFTER + Duration::from_millis(jitter(most).min(most)));
+    }
+
+    /// Linked: stay.
+    pub fn linked(&mut self) {
+        self.at = None;
+    }
+
+    /// When a move is due, if one is.
+    pub fn due_at(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// Whether to move now; once it says yes, the move is done (call
+    /// [`Failover::lost`] again to time the next).
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        match self.at {
+            Some(at) if now >= at => {
+                self.at = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_moves_on_only_after_its_hub_stays_away_and_never_with_one_hub() {
+        let t0 = Instant::now();
+        let mut one = Failover::new(1);
+        one.lost(t0, |_| 0);
+        assert_eq!(one.due_at(), None);
+
+        let mut f = Failover::new(3);
+        f.lost(t0, |max| max);
+        let due = f.due_at().unwrap();
+        assert_eq!(due, t0 + FAILOVER_AFTER * 2);
+        // Lost again before the move: the first deadline stands.
+        f.lost(t0 + Duration::from_secs(1), |_| 0);
+        assert_eq!(f.due_at(), Some(due));
+        assert!(!f.take_due(due - Duration::from_millis(1)));
+        // Back in time: no move.
+        f.linked();
+        assert!(!f.take_due(due));
+        f.lost(t0, |_| 0);
+        assert!(f.take_due(t0 + FAILOVER_AFTER));
+        assert!(!f.take_due(t0 + FAILOVER_AFTER), "a move is taken once");
+    }
 
     #[test]
     fn delays_double_to_the_cap_and_jitter_stays_within_half() {

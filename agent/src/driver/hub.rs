@@ -162,7 +162,7 @@ impl Agent {
                 event::HANDSHAKE_FAILED_AUTH if !self.refused => {
                     self.refused = true;
                     warn!(
-                        hub = %self.cfg.hub,
+                        hub = %self.hub,
                         status = value,
                         "the hub refused this device's key: enrol it on the hub with `fleetmq-hub allow {} {}`; retrying",
                         self.cfg.device_id,
@@ -174,27 +174,56 @@ impl Agent {
                 {
                     self.refused = true;
                     warn!(
-                        hub = %self.cfg.hub,
+                        hub = %self.hub,
                         "handshake with the hub failed: is hub_public_key the hub's, and do both sides agree on --insecure? retrying"
                     );
                 }
                 event::HANDSHAKE_SUCCEEDED => {
                     self.refused = false;
                     self.redial.connected();
-                    info!(hub = %self.cfg.hub, "connected to hub");
+                    self.failover.linked();
+                    info!(hub = %self.hub, "connected to hub");
                     self.connected = true;
                     self.send_hello();
                     self.outbox.reconnected(Instant::now());
                 }
                 event::DISCONNECTED => {
                     if self.connected {
-                        warn!(hub = %self.cfg.hub, "lost the hub; reconnecting");
+                        warn!(hub = %self.hub, "lost the hub; reconnecting");
                     }
                     self.connected = false;
+                    self.failover
+                        .lost(Instant::now(), |max| fastrand::u64(0..=max));
                 }
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// The hub has stayed away: move to the next of the configured hubs,
+    /// with everything unacked sent again there once it welcomes us.
+    pub(super) fn move_hub(&mut self) -> Result<(), Error> {
+        let hubs: Vec<String> = self.cfg.hubs().into_iter().map(String::from).collect();
+        let Some(next) = hubs
+            .iter()
+            .position(|h| *h == self.hub)
+            .map_or(hubs.first(), |i| hubs.get((i + 1) % hubs.len()))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        warn!(from = %self.hub, to = %next, "the hub stayed away; moving to the next hub");
+        let _ = self.dealer.disconnect(&self.hub);
+        self.links = None;
+        self.connected = false;
+        self.dealer
+            .connect(&next)
+            .map_err(zmq_error(format!("connecting to {next}")))?;
+        self.link = crate::link::LinkWatch::new(&next, Instant::now());
+        self.hub = next;
+        self.failover
+            .lost(Instant::now(), |max| fastrand::u64(0..=max));
         Ok(())
     }
 
@@ -292,8 +321,8 @@ impl Agent {
         // Dropping old links closes them.
         self.links = None;
         let ep = |port: u16| {
-            fleetmq_net::endpoint::with_port(&self.cfg.hub, port)
-                .ok_or_else(|| Error::HubPort(self.cfg.hub.clone()))
+            fleetmq_net::endpoint::with_port(&self.hub, port)
+                .ok_or_else(|| Error::HubPort(self.hub.clone()))
         };
         let mut sub = self
             .sockets

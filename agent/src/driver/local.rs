@@ -235,7 +235,7 @@ impl Agent {
             arch: s.arch,
             groups: s.groups,
             uptime_ms: s.uptime_ms,
-            hub: self.cfg.hub.clone(),
+            hub: self.hub.clone(),
             security: self.sockets.security().name(),
             connected: self.connected,
             linked: self.links.is_some(),

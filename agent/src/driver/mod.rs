@@ -42,7 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
 use crate::link::LinkWatch;
-use crate::redial::Redial;
+use crate::redial::{Failover, Redial};
 use crate::sources::control::{self, Control, ReloadStatus};
 use crate::sources::host::Host;
 use crate::sources::ingest::Ingest;
@@ -187,6 +187,10 @@ struct Agent {
     started: Instant,
     sockets: Sockets,
     dealer: zmq::Socket,
+    /// The hub the dealer is connected to now (one of `cfg.hubs()`).
+    hub: String,
+    /// When to move to the next hub, if there are several.
+    failover: Failover,
     monitor: zmq::Socket,
     /// A failed handshake was logged; quiet until one succeeds.
     refused: bool,
@@ -300,13 +304,19 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     // device's.
     let nonce = fleetmq_net::random::hex(16).map_err(Error::Nonce)?;
     let route = fleetmq_protocol::route(&cfg.device_id, &nonce);
+    let first_hub = cfg
+        .hubs()
+        .first()
+        .map_or_else(|| cfg.hub.clone(), |h| h.to_string());
+    let mut failover = Failover::new(cfg.hubs().len());
+    failover.lost(now, |max| fastrand::u64(0..=max));
     let dealer = sockets
         .build(zmq::DEALER)
         .routing_id(route.as_bytes())
         .immediate()
         .secure()
         .monitor(MONITOR, events)
-        .connect(&cfg.hub)?;
+        .connect(&first_hub)?;
     let monitor = sockets.build(zmq::PAIR).connect(MONITOR)?;
     let (wake, wake_tx) = UnixStream::pair().map_err(Error::Wake)?;
     wake.set_nonblocking(true).map_err(Error::Wake)?;
@@ -320,8 +330,8 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     if opts.chat {
         spawn_stdin_reader(notifier.clone());
     }
-    spawn_lookup(&cfg.hub, notifier.clone());
-    info!(device = %cfg.device_id, hub = %cfg.hub, security = sockets.security().name(), "agent starting");
+    spawn_lookup(&first_hub, notifier.clone());
+    info!(device = %cfg.device_id, hub = %first_hub, security = sockets.security().name(), "agent starting");
     let exec = ExecPolicy {
         programs: cfg.exec.programs.clone(),
         max_timeout: Duration::from_millis(u64::from(cfg.exec.timeout_ms)),
@@ -336,7 +346,9 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         dealer,
         monitor,
         refused: false,
-        link: LinkWatch::new(&cfg.hub, now),
+        link: LinkWatch::new(&first_hub, now),
+        hub: first_hub,
+        failover,
         redial: Redial::new(
             u64::try_from(cfg.net.reconnect_ms).unwrap_or(0),
             u64::try_from(cfg.net.reconnect_max_ms).unwrap_or(0),
@@ -436,6 +448,7 @@ impl Agent {
                 self.outbox.next_sync(),
                 self.ingest.statsd_due(),
                 self.redial.due_at(),
+                self.failover.due_at(),
                 self.link.next_check(),
             ]
             .into_iter()
@@ -523,10 +536,13 @@ impl Agent {
         if self.redial.take_due(now) {
             // libzmq gives up on an endpoint whose handshake was refused;
             // knock again, as a new connection.
-            let _ = self.dealer.disconnect(&self.cfg.hub);
+            let _ = self.dealer.disconnect(&self.hub);
             self.dealer
-                .connect(&self.cfg.hub)
-                .map_err(zmq_error(format!("connecting to {}", self.cfg.hub)))?;
+                .connect(&self.hub)
+                .map_err(zmq_error(format!("connecting to {}", self.hub)))?;
+        }
+        if self.failover.take_due(now) {
+            self.move_hub()?;
         }
         if !self.connected {
             return Ok(());
