@@ -23,6 +23,7 @@ use fleetmq_net::{
 use fleetmq_protocol::{HubPorts, OperatorError, Response};
 use tracing::{debug, info, warn};
 
+use crate::cluster::FromCluster;
 use crate::config::HubConfig;
 use crate::core::{Action, Caller, ConnectionEvent, Core, Now, Sent, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
@@ -81,6 +82,7 @@ enum Ready {
     Monitors,
     Zap,
     Reads,
+    Cluster,
 }
 
 /// The time for the core, on both its clocks: the monotonic one counts
@@ -119,6 +121,8 @@ struct Driver {
     http: Option<Http>,
     /// The threads that answer reads that scan the store.
     readers: readers::Readers,
+    /// The link to the NATS cluster, if this hub is a front-end.
+    cluster: Option<crate::cluster::Link>,
 }
 
 /// Why the hub could not start, or had to stop. Only start-up and a
@@ -154,6 +158,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error("joining the NATS cluster")]
+    Cluster(#[source] crate::cluster::LinkError),
     #[error("starting a reader thread")]
     Thread(#[source] std::io::Error),
     /// A socket failed in a way no retry mends (the context ended).
@@ -196,6 +202,9 @@ impl Driver {
                     poll.socket(Ready::RemoteOperator, remote);
                 }
                 poll.socket(Ready::Reads, self.readers.socket());
+                if let Some(link) = &self.cluster {
+                    poll.fd(Ready::Cluster, link.fd());
+                }
                 let wait = tick.saturating_sub(last_tick.elapsed()).as_millis() as i64;
                 poll.wait(wait).map_err(zmq_error("polling sockets"))?
             };
@@ -242,6 +251,9 @@ impl Driver {
                     self.core.read_done(id, frame);
                 }
                 self.carry_out();
+            }
+            if ready.contains(&Ready::Cluster) {
+                self.drain_cluster();
             }
             if last_tick.elapsed() >= tick {
                 last_tick = Instant::now();
@@ -396,6 +408,30 @@ impl Driver {
         Ok(())
     }
 
+    /// What the cluster said: JetStream's acks, the stream, holders.
+    fn drain_cluster(&mut self) {
+        let Some(link) = &mut self.cluster else {
+            return;
+        };
+        for msg in link.drain() {
+            match msg {
+                FromCluster::Replicated {
+                    device,
+                    seq,
+                    outcome,
+                } => self.core.replicated(&device, seq, outcome),
+                FromCluster::Stream { batches, last } => {
+                    self.core.from_stream(&batches, last, now())
+                }
+                FromCluster::HeldElsewhere { device, frontend } => {
+                    self.core.held_elsewhere(&device, &frontend)
+                }
+                FromCluster::Connection(problem) => self.core.cluster_connection(problem),
+            }
+        }
+        self.carry_out();
+    }
+
     /// Does what the core asked, reporting back what it needs to know.
     fn carry_out(&mut self) {
         // After one job no agent would take, the rest of the round waits.
@@ -467,6 +503,11 @@ impl Driver {
                         if let Some(frame) = readers::encode(id, response) {
                             self.core.read_done(id, frame);
                         }
+                    }
+                }
+                Action::Cluster(msg) => {
+                    if !self.cluster.as_ref().is_some_and(|l| l.send(msg)) {
+                        warn!("the cluster link has stopped; restart the hub");
                     }
                 }
                 Action::CutDevice { device } => {

@@ -14,8 +14,10 @@
 //! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`); the binary's edge, where `anyhow` lives |
 //! | [`operator`] | the operator client, output formatting for people, the HTTP side |
 //! | [`config`] | the hub's TOML config, with the embedded example |
+//! | [`cluster`] | a front-end over NATS JetStream: the only code that speaks NATS, on a thread of its own ([`cluster::Link`]); what the loop and it say to each other |
 //!
-//! Imports run one way: `cli` → `driver` → `core` → `store`; `driver` →
+//! Imports run one way: `cli` → `driver` → `core` → `store`; `driver`
+//! and `core` → `cluster` (its messages; it imports neither); `driver` →
 //! `operator::http` → `operator::client`; nothing imports back up. The core is unit-tested with a fake clock, an in-memory store and
 //! no sockets (`core/tests.rs`); the end-to-end tests start the binary.
 //!
@@ -34,6 +36,7 @@
 //! device's reply ─► Core::reply ─► Action::Operator`.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod datadir;

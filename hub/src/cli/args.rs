@@ -107,6 +107,13 @@ pub(super) struct RunArgs {
     /// pose as any device. Only for a trusted network.
     #[arg(long)]
     pub(super) insecure: bool,
+    /// Run as a front-end over this NATS JetStream cluster (comma-separated
+    /// nats://HOST:PORT), overriding cluster.servers.
+    #[arg(long, value_name = "URL,URL", env = "FLEETMQ_NATS")]
+    pub(super) nats: Option<String>,
+    /// This front-end's name in the cluster, overriding cluster.name.
+    #[arg(long, value_name = "NAME")]
+    pub(super) name: Option<String>,
 }
 
 #[derive(Args)]

@@ -39,6 +39,18 @@ pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
         config.listen.operator_remote = remote;
         config.validate("--bind")?;
     }
+    if let Some(nats) = args.nats {
+        config.cluster.servers = nats
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    if let Some(name) = args.name {
+        config.cluster.name = name;
+    }
+    config.validate("--nats/--name")?;
     if args.insecure {
         tracing::warn!(
             "--insecure: agent traffic is plaintext and unauthenticated; anyone who reaches these ports can pose as any device. Use a trusted network only"

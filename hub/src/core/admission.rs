@@ -68,7 +68,7 @@ impl Admission {
     }
 
     pub(super) fn tick(&mut self, ticks: u32, now: Now) {
-        if ticks % FORGET_TICKS == 0 {
+        if ticks.is_multiple_of(FORGET_TICKS) {
             self.rate.forget_idle(now.mono_ms);
         }
     }

@@ -188,7 +188,7 @@ impl Core {
     /// Hands out the runs waiting for devices that are online and have
     /// said what they take on, and fails those past their time to live.
     pub(super) fn dispatch_aimed(&mut self, now: Now) {
-        if self.ticks % 10 == 0 {
+        if self.ticks.is_multiple_of(10) {
             match self.store.expire_runs(now.wall_ms) {
                 Ok(0) => {}
                 Ok(n) => info!(

@@ -23,6 +23,7 @@
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
 //! | `budgets.rs` | what one device may cost: records, bytes and series |
+//! | `cluster.rs` | a front-end: batches acked once the cluster has them, the store filled from the stream, devices held told |
 //!
 //! Every input names the time it happened ([`Now`]) on two clocks: every
 //! timer (presence, job leases, command deadlines, rate limits, the
@@ -35,6 +36,7 @@ mod admission;
 mod aim;
 mod bucket;
 mod budgets;
+mod cluster;
 mod commands;
 mod config;
 pub mod fleet;
@@ -56,6 +58,7 @@ use crate::enrolment::AllowList;
 use crate::store::Store;
 
 pub use admission::{Admission, Verdict, judge_zap};
+pub use cluster::STREAM_MARK;
 pub use commands::Sent;
 pub use latest::Latest;
 pub use operator::Caller;
@@ -112,6 +115,8 @@ pub enum Action {
     /// Close the connections of a device whose key was revoked (its next
     /// handshake is refused).
     CutDevice { device: String },
+    /// Hand this to the NATS cluster (front-ends only).
+    Cluster(crate::cluster::ToCluster),
 }
 
 /// What the driver saw on a socket monitor.
@@ -144,6 +149,10 @@ pub struct Counters {
     pub results_refused: u64,
     pub batches_throttled: u64,
     pub batches_rejected: u64,
+    /// Front-ends: batches handed to the cluster and not yet answered.
+    pub batches_replicating: u64,
+    /// Front-ends: batches the stream took.
+    pub batches_replicated: u64,
     /// What retention deleted since the start (`bytes` and `more` unused).
     pub pruned: crate::store::Pruned,
 }
@@ -191,6 +200,10 @@ pub struct Core {
     /// answer is stored.
     wall_ms: u64,
     ticks: u32,
+    /// A front-end over a NATS cluster (see `cluster.rs`).
+    front_end: bool,
+    /// Why the cluster does not take telemetry now, if it does not.
+    cluster_problem: Option<String>,
     out: VecDeque<Action>,
 }
 
@@ -230,6 +243,8 @@ impl Core {
             fleet_started: false,
             wall_ms: now.wall_ms,
             ticks: 0,
+            front_end: false,
+            cluster_problem: None,
             out: VecDeque::new(),
             config,
             store,
@@ -267,7 +282,7 @@ impl Core {
         self.ticks = self.ticks.wrapping_add(1);
         self.wall_ms = now.wall_ms;
         self.admission.tick(self.ticks, now);
-        if self.ticks % 50 == 0 {
+        if self.ticks.is_multiple_of(50) {
             self.routes.forget_told(now.mono_ms, routes::TELL_EVERY_MS);
             self.budgets.forget_idle(now.mono_ms);
         }
@@ -278,7 +293,7 @@ impl Core {
         self.dispatch_jobs(now);
         self.dispatch_aimed(now);
         self.send_config_outbox();
-        if self.ticks % 10 == 0 || !self.fleet_started {
+        if self.ticks.is_multiple_of(10) || !self.fleet_started {
             self.send_fleet(now);
         } else {
             self.fleet_answers_in();
@@ -286,7 +301,7 @@ impl Core {
         if let Err(e) = self.store.flush_log() {
             self.store_failed("writing the command log", &e);
         }
-        if self.ticks % PRUNE_EVERY_TICKS == 0 || self.prune_more {
+        if self.ticks.is_multiple_of(PRUNE_EVERY_TICKS) || self.prune_more {
             self.prune(now);
         }
     }

@@ -184,7 +184,14 @@ impl Core {
             results_refused: c.results_refused,
             batches_throttled: c.batches_throttled,
             batches_rejected: c.batches_rejected,
-            storage_problem: self.storage.clone().unwrap_or_default(),
+            storage_problem: self
+                .storage
+                .clone()
+                .or_else(|| {
+                    let why = self.cluster_problem.as_ref()?;
+                    Some(format!("the NATS cluster does not take telemetry: {why}"))
+                })
+                .unwrap_or_default(),
             telemetry_cursor: self.store.telemetry_cursor()?,
             chat_cursor: self.store.chat_cursor()?,
             telemetry_bytes: self.store.telemetry_bytes(),

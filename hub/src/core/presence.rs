@@ -182,6 +182,11 @@ impl Core {
         }
         if came {
             self.went_online(device, now);
+            self.tell_cluster(crate::cluster::ToCluster::Online {
+                device: device.to_string(),
+                version: hello.agent_version.clone(),
+                arch: hello.arch.clone(),
+            });
         }
         let welcome = Welcome {
             hub_version: env!("CARGO_PKG_VERSION").into(),
@@ -196,6 +201,11 @@ impl Core {
         let seen = self.presence.seen(device, now);
         if seen.came_online {
             self.went_online(device, now);
+            self.tell_cluster(crate::cluster::ToCluster::Online {
+                device: device.to_string(),
+                version: String::new(),
+                arch: String::new(),
+            });
         }
         if seen.needs_hello {
             self.send_down(device, HelloRequest.into());
@@ -210,6 +220,8 @@ impl Core {
                 self.store_failed("recording presence", &e);
             }
             info!(device, why, "device offline");
+            let device = device.to_string();
+            self.tell_cluster(crate::cluster::ToCluster::Offline { device });
         }
     }
 
@@ -221,6 +233,7 @@ impl Core {
             if let Err(e) = self.store.presence(&device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);
             }
+            self.tell_cluster(crate::cluster::ToCluster::Offline { device });
         }
     }
 

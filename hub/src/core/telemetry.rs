@@ -137,6 +137,9 @@ impl Core {
         if batches.is_empty() {
             return;
         }
+        if self.front_end {
+            return self.replicate(batches);
+        }
         let items: Vec<Incoming<'_>> = batches
             .iter()
             .map(|(device, batch, body)| Incoming {

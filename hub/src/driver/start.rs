@@ -184,10 +184,14 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         results: port(&endpoints.results),
         commands: port(&endpoints.commands),
     };
+    let cluster = join_cluster(&config, &store)?;
     let path = write_endpoints(&dir, &endpoints);
     // The JSON line says how agents must connect.
     let mut printed = serde_json::to_value(&endpoints).unwrap_or_default();
     printed["security"] = sockets.security().name().into();
+    if let Some((name, _)) = &cluster {
+        printed["front_end"] = name.clone().into();
+    }
     println!("{printed}");
     info!(
         telemetry = %endpoints.telemetry,
@@ -202,6 +206,9 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let readers = readers::Readers::start(sockets.context(), &dir)?;
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
     let mut core = Core::new(config, store, list, ports, now(), tokens);
+    if cluster.is_some() {
+        core.front_end();
+    }
     if let Some(operators) = operators {
         core.operators_changed(operators);
     }
@@ -220,10 +227,36 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         peers: Peers::default(),
         http,
         readers,
+        cluster: cluster.map(|(_, link)| link),
     };
     driver.serve(&shutdown)?;
+    // The link says goodbye to the cluster as it drops.
+    drop(driver.cluster.take());
     drop(driver.http.take());
     info!("hub stopped");
     Ok(())
     // Sockets close here with their linger; the context terminates after them.
+}
+
+/// Joins the NATS cluster if `config` names one: (this front-end's name,
+/// the link).
+fn join_cluster(
+    config: &HubConfig,
+    store: &Store,
+) -> Result<Option<(String, crate::cluster::Link)>, Error> {
+    if config.cluster.servers.is_empty() {
+        return Ok(None);
+    }
+    let name = crate::cluster::front_end_name(&config.cluster.name);
+    let after = store
+        .mark(crate::core::STREAM_MARK)
+        .map_err(|source| Error::Store {
+            dir: config.data_dir.clone(),
+            source,
+        })?
+        .unwrap_or(0);
+    let link = crate::cluster::Link::start(&config.cluster, &config.data_dir, &name, after)
+        .map_err(Error::Cluster)?;
+    info!(front_end = %name, after, "a front-end of the cluster: telemetry is acked once JetStream has it");
+    Ok(Some((name, link)))
 }

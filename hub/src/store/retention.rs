@@ -59,6 +59,35 @@ fn cutoff(now_ms: u64, max_age_s: u64) -> Option<i64> {
 }
 
 impl Store {
+    /// A number kept under `name` (a front-end's place in the telemetry
+    /// stream), if one was.
+    pub fn mark(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM marks WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| Some(v as u64))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .doing("reading a mark")
+    }
+
+    /// Keeps `value` under `name`.
+    pub fn set_mark(&mut self, name: &str, value: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO marks (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value as i64],
+            )
+            .map(|_| ())
+            .doing("keeping a mark")
+    }
+
     /// Bytes of telemetry stored.
     pub fn telemetry_bytes(&self) -> u64 {
         self.telemetry_bytes

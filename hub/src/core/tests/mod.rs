@@ -487,6 +487,7 @@ fn a_read_runs_off_the_loop_once_however_often_it_is_retried() {
 }
 
 mod budgets;
+mod cluster;
 mod config;
 mod fleet;
 mod identity;

@@ -168,7 +168,7 @@ fn telemetry_past_its_age_or_its_bytes_is_pruned_oldest_first_and_counted() {
     }
     let all = store.telemetry_bytes();
     let one = all / 3;
-    assert!(all > 0 && all % 3 == 0, "{all}");
+    assert!(all > 0 && all.is_multiple_of(3), "{all}");
 
     let mut rules = retention();
     rules.telemetry.max_age_s = 90 * 60;

@@ -1,0 +1,609 @@
+//! The link to NATS: a thread of its own with a small tokio runtime, so
+//! the loop never waits on the network. The loop hands it [`ToCluster`]
+//! over a channel; it hands back [`FromCluster`] over another and writes a
+//! byte to a socket pair the loop polls, as the readers do.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{
+    DEVICES_BUCKET, FRONTEND_BEAT_S, FRONTEND_TTL_S, FRONTENDS_BUCKET, FromCluster, HEADER_BATCH,
+    HEADER_DEVICE, HEADER_SEQ, Holder, Replicated, STREAM, SUBJECT_PREFIX, ToCluster, batch_id,
+};
+use crate::config::Cluster;
+
+/// How long a front-end waits for NATS at start before it gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a batch waits for JetStream's ack before it counts as not taken.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages read from the stream handed to the loop at once, at most.
+const STREAM_CHUNK: usize = 512;
+/// Chunks of the stream waiting for the loop: past them, reading waits.
+const STREAM_QUEUE: usize = 8;
+/// How long the stream reader waits for a message before it checks that
+/// it has not fallen behind the stream.
+const READ_STALL: Duration = Duration::from_secs(3);
+/// Seconds a front-end waits at start for JetStream to make its stream.
+const SETUP_TRIES: u32 = 30;
+
+/// Why a front-end could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("starting the cluster thread")]
+    Thread(#[source] std::io::Error),
+    #[error("{0}")]
+    Nats(String),
+}
+
+/// The loop's end of the link.
+pub struct Link {
+    to: mpsc::UnboundedSender<ToCluster>,
+    events: mpsc::UnboundedReceiver<FromCluster>,
+    stream: mpsc::Receiver<FromCluster>,
+    wake: UnixStream,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Where the link's tasks send what the loop should see.
+#[derive(Clone)]
+struct Out {
+    events: mpsc::UnboundedSender<FromCluster>,
+    wake: Arc<UnixStream>,
+}
+
+impl Out {
+    fn send(&self, msg: FromCluster) {
+        if self.events.send(msg).is_ok() {
+            self.poke();
+        }
+    }
+
+    fn poke(&self) {
+        // A full pair already wakes the loop.
+        let _ = (&*self.wake).write(&[1]);
+    }
+}
+
+/// What the tasks share once connected.
+#[derive(Clone)]
+struct Shared {
+    name: String,
+    js: jetstream::Context,
+    devices: kv::Store,
+    frontends: kv::Store,
+    out: Out,
+}
+
+impl Link {
+    /// Connects to `cfg.servers` as front-end `name`, makes the stream and
+    /// buckets if they are missing, and starts reading the stream after
+    /// `after` (the last stream sequence this front-end stored). Fails
+    /// with what to do when NATS cannot be reached or JetStream refuses.
+    pub fn start(
+        cfg: &Cluster,
+        data_dir: &std::path::Path,
+        name: &str,
+        after: u64,
+    ) -> Result<Link, LinkError> {
+        let (to, inbox) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (stream_tx, stream) = mpsc::channel(STREAM_QUEUE);
+        let (wake, poke) = UnixStream::pair().map_err(LinkError::Thread)?;
+        wake.set_nonblocking(true).map_err(LinkError::Thread)?;
+        poke.set_nonblocking(true).map_err(LinkError::Thread)?;
+        let out = Out {
+            events: events_tx,
+            wake: Arc::new(poke),
+        };
+        let (started_tx, started) = std::sync::mpsc::channel::<Result<(), String>>();
+        let cfg = cfg.clone();
+        let resolve = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| data_dir.join(p));
+        let paths = Paths {
+            credentials: resolve(&cfg.credentials),
+            ca: resolve(&cfg.tls_ca),
+            cert: resolve(&cfg.tls_cert),
+            key: resolve(&cfg.tls_key),
+        };
+        let name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("starting its runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let shared = match join(&cfg, &paths, &name, out.clone()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok(()));
+                    serve(shared, inbox, stream_tx, after).await;
+                });
+            })
+            .map_err(LinkError::Thread)?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Link {
+                to,
+                events,
+                stream,
+                wake,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(LinkError::Nats(e)),
+            Err(_) => Err(LinkError::Nats("the cluster thread ended at start".into())),
+        }
+    }
+
+    /// The descriptor that is readable when something waits.
+    pub fn fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Hands `msg` to the cluster; false if the link has stopped.
+    pub fn send(&self, msg: ToCluster) -> bool {
+        self.to.send(msg).is_ok()
+    }
+
+    /// What waits for the loop: events first, then at most one chunk of
+    /// the stream (the next comes on the next wake-up).
+    pub fn drain(&mut self) -> Vec<FromCluster> {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        if let Ok(chunk) = self.stream.try_recv() {
+            out.push(chunk);
+            // More may wait: come back without waiting for a write.
+            if !self.stream.is_empty() {
+                let _ = self.to.send(ToCluster::Poke);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = self.to.send(ToCluster::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Paths {
+    credentials: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// Connects and makes sure the stream and buckets are there.
+async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shared, String> {
+    let servers = cfg.servers.join(",");
+    let mut opts = match &paths.credentials {
+        Some(p) => async_nats::ConnectOptions::with_credentials_file(p)
+            .await
+            .map_err(|e| format!("reading the NATS credentials file {}: {e}", p.display()))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let Some(ca) = &paths.ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&paths.cert, &paths.key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    let events = out.clone();
+    let opts = opts
+        .name(format!("fleetmq-hub {name}"))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => events.send(FromCluster::Connection(None)),
+                    async_nats::Event::Disconnected => events.send(FromCluster::Connection(Some(
+                        "disconnected from NATS; reconnecting".into(),
+                    ))),
+                    other => debug!(event = %other, "NATS event"),
+                }
+            }
+        });
+    let addrs = cfg
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("cluster.servers: {s:?} is not a NATS URL: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect(addrs))
+        .await
+        .map_err(|_| format!("no NATS server of {servers} answered within {CONNECT_TIMEOUT:?}: is the cluster running, and are cluster.servers right?"))?
+        .map_err(|e| format!("connecting to NATS at {servers}: {e} (check cluster.servers, credentials and TLS)"))?;
+    let mut js = jetstream::new(client);
+    js.set_timeout(ACK_TIMEOUT);
+    // A cluster that is still forming (its servers just started) cannot
+    // make a replicated stream yet: try again for a while.
+    let mut tries = 0;
+    let (devices, frontends) = loop {
+        match make_stream_and_buckets(&js, cfg).await {
+            Ok(made) => break made,
+            Err(e) if tries < SETUP_TRIES => {
+                tries += 1;
+                if tries == 1 {
+                    info!(error = %e, "JetStream is not ready yet; trying again every second");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let replicas = cfg.replicas;
+    info!(
+        servers,
+        front_end = name,
+        replicas,
+        "joined the NATS cluster"
+    );
+    Ok(Shared {
+        name: name.to_string(),
+        js,
+        devices,
+        frontends,
+        out,
+    })
+}
+
+/// The telemetry stream and the two buckets, made if they are missing.
+async fn make_stream_and_buckets(
+    js: &jetstream::Context,
+    cfg: &Cluster,
+) -> Result<(kv::Store, kv::Store), String> {
+    let replicas = usize::from(cfg.replicas);
+    let refused = |what: &str, e: &dyn std::fmt::Display| {
+        format!(
+            "JetStream refused the {what}: {e} (is JetStream enabled on every server, and are there at least cluster.replicas = {replicas} of them?)"
+        )
+    };
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec![format!("{SUBJECT_PREFIX}>")],
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(cfg.dedupe_window_s),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| refused("telemetry stream", &e))?;
+    let bucket = |bucket: &str, max_age: Duration| kv::Config {
+        bucket: bucket.into(),
+        history: 1,
+        max_age,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let devices = open_bucket(js, bucket(DEVICES_BUCKET, Duration::ZERO))
+        .await
+        .map_err(|e| refused("devices bucket", &e))?;
+    let frontends = open_bucket(
+        js,
+        bucket(FRONTENDS_BUCKET, Duration::from_secs(FRONTEND_TTL_S)),
+    )
+    .await
+    .map_err(|e| refused("front-ends bucket", &e))?;
+    Ok((devices, frontends))
+}
+
+async fn open_bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(cfg.bucket.clone()).await {
+        return Ok(store);
+    }
+    js.create_key_value(cfg).await.map_err(|e| e.to_string())
+}
+
+/// Runs the link until the loop stops it.
+async fn serve(
+    shared: Shared,
+    mut inbox: mpsc::UnboundedReceiver<ToCluster>,
+    stream_tx: mpsc::Sender<FromCluster>,
+    after: u64,
+) {
+    tokio::spawn(read_stream(shared.clone(), stream_tx, after));
+    tokio::spawn(beat(shared.clone()));
+    tokio::spawn(watch_holders(shared.clone()));
+    // Presence changes are written in order, one at a time.
+    let (presence_tx, presence_rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_presence(shared.clone(), presence_rx));
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            ToCluster::Batch {
+                device,
+                seq,
+                lines,
+                body,
+            } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let outcome = publish(&shared, &device, seq, lines, &body).await;
+                    shared.out.send(FromCluster::Replicated {
+                        device,
+                        seq,
+                        outcome,
+                    });
+                });
+            }
+            ToCluster::Online { .. } | ToCluster::Offline { .. } => {
+                let _ = presence_tx.send(msg);
+            }
+            ToCluster::Poke => shared.out.poke(),
+            ToCluster::Stop => break,
+        }
+    }
+    // Say goodbye: the others need not wait for the entry to expire.
+    let bye = shared.frontends.delete(&shared.name);
+    let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+}
+
+/// Puts one batch on the stream and waits for JetStream's ack.
+async fn publish(
+    shared: &Shared,
+    device: &str,
+    seq: u64,
+    lines: String,
+    body: &[u8],
+) -> Replicated {
+    let msg = jetstream::message::PublishMessage::build()
+        .message_id(batch_id(device, seq))
+        .header(HEADER_DEVICE, device)
+        .header(HEADER_SEQ, seq.to_string().as_str())
+        .header(
+            HEADER_BATCH,
+            base64::engine::general_purpose::STANDARD
+                .encode(body)
+                .as_str(),
+        )
+        .payload(lines.into());
+    let subject = format!("{SUBJECT_PREFIX}{device}");
+    let ack = match shared.js.send_publish(subject, msg).await {
+        Ok(ack) => ack.await,
+        Err(e) => return Replicated::Failed(format!("publishing: {e}")),
+    };
+    match ack {
+        Ok(a) if a.duplicate => Replicated::Duplicate,
+        Ok(_) => Replicated::Stored,
+        Err(e) => Replicated::Failed(format!("JetStream did not ack: {e}")),
+    }
+}
+
+/// Reads the whole stream in order from after `after`, handing the loop
+/// chunks of (device, body); waits when the loop has not taken them.
+async fn read_stream(shared: Shared, tx: mpsc::Sender<FromCluster>, mut after: u64) {
+    loop {
+        match read_stream_once(&shared, &tx, &mut after).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, after, "reading the telemetry stream stopped; reading again in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn read_stream_once(
+    shared: &Shared,
+    tx: &mpsc::Sender<FromCluster>,
+    after: &mut u64,
+) -> Result<(), String> {
+    let stream = shared
+        .js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("{SUBJECT_PREFIX}>"),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: *after + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?
+        .ready_chunks(STREAM_CHUNK);
+    loop {
+        let chunk = match tokio::time::timeout(READ_STALL, messages.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                // Quiet, or stalled (a server it read from died): if the
+                // stream has moved on past us, read again from here.
+                let last = shared
+                    .js
+                    .get_stream(STREAM)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .cached_info()
+                    .state
+                    .last_sequence;
+                if last > *after {
+                    return Err(format!(
+                        "no message for {READ_STALL:?} while the stream is at {last}, past {after}"
+                    ));
+                }
+                continue;
+            }
+        };
+        let mut batches = Vec::with_capacity(chunk.len());
+        let mut last = *after;
+        for m in chunk {
+            let m = m.map_err(|e| e.to_string())?;
+            let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+            last = last.max(seq);
+            match exact_batch(&m) {
+                Some(b) => batches.push(b),
+                None => warn!(
+                    stream_seq = seq,
+                    "a telemetry message without a readable Fleetmq-Batch header was skipped"
+                ),
+            }
+        }
+        if tx
+            .send(FromCluster::Stream { batches, last })
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        shared.out.poke();
+        *after = last;
+    }
+    Err("the stream's messages ended".into())
+}
+
+/// The device and postcard body a telemetry message carries.
+fn exact_batch(m: &jetstream::Message) -> Option<(String, Vec<u8>)> {
+    let headers = m.headers.as_ref()?;
+    let device = headers.get(HEADER_DEVICE)?.as_str().to_string();
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(headers.get(HEADER_BATCH)?.as_str())
+        .ok()?;
+    Some((device, body))
+}
+
+/// Says this front-end lives, every [`FRONTEND_BEAT_S`].
+async fn beat(shared: Shared) {
+    let mut every = tokio::time::interval(Duration::from_secs(FRONTEND_BEAT_S));
+    loop {
+        every.tick().await;
+        if let Err(e) = shared
+            .frontends
+            .put(&shared.name, super::now_ms().to_string().into())
+            .await
+        {
+            debug!(error = %e, "could not say this front-end lives");
+        }
+    }
+}
+
+/// Writes each device's holder, in order: the newest connection wins.
+async fn write_presence(shared: Shared, mut rx: mpsc::UnboundedReceiver<ToCluster>) {
+    while let Some(msg) = rx.recv().await {
+        let (device, online, version, arch) = match msg {
+            ToCluster::Online {
+                device,
+                version,
+                arch,
+            } => (device, true, version, arch),
+            ToCluster::Offline { device } => (device, false, String::new(), String::new()),
+            _ => continue,
+        };
+        for attempt in 0..5 {
+            match set_holder(&shared, &device, online, &version, &arch).await {
+                Ok(()) => break,
+                Err(e) if attempt == 4 => {
+                    warn!(device, error = %e, "could not record which front-end holds the device")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+/// One compare-and-set of a device's holder.
+async fn set_holder(
+    shared: &Shared,
+    device: &str,
+    online: bool,
+    version: &str,
+    arch: &str,
+) -> Result<(), String> {
+    let entry = shared
+        .devices
+        .entry(device)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held: Option<Holder> = entry
+        .as_ref()
+        .filter(|e| e.operation == kv::Operation::Put)
+        .and_then(|e| serde_json::from_slice(&e.value).ok());
+    let Some(next) = super::next_holder(
+        held.as_ref(),
+        &shared.name,
+        online,
+        version,
+        arch,
+        super::now_ms(),
+    ) else {
+        return Ok(());
+    };
+    let value = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
+    match entry {
+        Some(e) => shared
+            .devices
+            .update(device, value.into(), e.revision)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => shared
+            .devices
+            .create(device, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Tells the loop when another front-end takes one of the devices.
+async fn watch_holders(shared: Shared) {
+    loop {
+        match shared.devices.watch_all().await {
+            Ok(mut watch) => {
+                while let Some(entry) = watch.next().await {
+                    let Ok(entry) = entry else { break };
+                    if entry.operation != kv::Operation::Put {
+                        continue;
+                    }
+                    if let Ok(h) = serde_json::from_slice::<Holder>(&entry.value)
+                        && h.frontend != shared.name
+                        && h.online
+                    {
+                        shared.out.send(FromCluster::HeldElsewhere {
+                            device: entry.key,
+                            frontend: h.frontend,
+                        });
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "watching the devices bucket"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

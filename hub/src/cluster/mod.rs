@@ -1,0 +1,233 @@
+//! Front-ends over a NATS JetStream cluster: what a hub shares with the
+//! others when one hub is not enough. The only code that speaks NATS.
+//!
+//! A front-end holds some agents' ZeroMQ connections, as a single hub does,
+//! and shares the rest through JetStream:
+//!
+//! | what | where | how |
+//! |---|---|---|
+//! | telemetry | stream `FLEETMQ_TELEMETRY`, subjects `fleetmq.telemetry.<device>` | a batch is acked to its agent once JetStream acked it at the stream's replication; its id `<device>/<seq>` stores a resent batch once within the dedupe window |
+//! | the fleet's telemetry, queried | each front-end's own hub.db | every front-end reads the whole stream in order and stores it as a single hub does (idempotent by device and number), so queries, `/metrics` and chat see the whole fleet from anywhere |
+//! | who holds which device | bucket `fleetmq_devices`, key = device id | written with compare-and-set; the newest connection of a device wins |
+//! | which front-ends live | bucket `fleetmq_frontends`, entries expire after [`FRONTEND_TTL_S`] | a device whose front-end is gone counts as offline |
+//!
+//! The message body is Influx line protocol ([`lines`]) for Telegraf's and
+//! Vector's NATS inputs; the exact batch travels in the `Fleetmq-Batch`
+//! header (base64 of its postcard body), which front-ends store.
+//!
+//! The loop talks to the cluster through [`Link`]: it hands over
+//! [`ToCluster`] and polls a descriptor for [`FromCluster`].
+
+pub mod lines;
+mod link;
+
+pub use link::{Link, LinkError};
+
+use serde::{Deserialize, Serialize};
+
+/// The telemetry stream.
+pub const STREAM: &str = "FLEETMQ_TELEMETRY";
+/// Subjects of the telemetry stream: `fleetmq.telemetry.<device>`.
+pub const SUBJECT_PREFIX: &str = "fleetmq.telemetry.";
+/// Who holds which device.
+pub const DEVICES_BUCKET: &str = "fleetmq_devices";
+/// Front-ends alive.
+pub const FRONTENDS_BUCKET: &str = "fleetmq_frontends";
+/// A front-end that has not said it lives for this long is gone, and so
+/// are its devices (it says so every [`FRONTEND_BEAT_S`]).
+pub const FRONTEND_TTL_S: u64 = 15;
+pub const FRONTEND_BEAT_S: u64 = 5;
+
+/// Headers on a telemetry message.
+pub const HEADER_DEVICE: &str = "Fleetmq-Device";
+pub const HEADER_SEQ: &str = "Fleetmq-Seq";
+pub const HEADER_BATCH: &str = "Fleetmq-Batch";
+
+/// Whether `name` can name a front-end (it is part of keys and subjects).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// This front-end's name: `configured`, or the host name made valid.
+pub fn front_end_name(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() { "hub".into() } else { name }
+}
+
+/// A batch's id on the stream: JetStream stores a message with an id it
+/// has seen within the dedupe window once.
+pub fn batch_id(device: &str, seq: u64) -> String {
+    format!("{device}/{seq}")
+}
+
+/// Who holds a device, as kept in [`DEVICES_BUCKET`] (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The front-end holding (or last holding) the device.
+    pub frontend: String,
+    /// Whether it is online there.
+    pub online: bool,
+    /// Wall clock ms of the last change.
+    pub since_ms: u64,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub arch: String,
+}
+
+fn now_ms() -> u64 {
+    fleetmq_net::now_ms()
+}
+
+/// The holder to write when `device` came online (or went offline) at
+/// front-end `me`, given the holder in the bucket: `None` to leave it.
+/// The newest connection of a device wins (its key was checked by the
+/// front-end it reached); going offline changes only what `me` holds.
+pub fn next_holder(
+    held: Option<&Holder>,
+    me: &str,
+    online: bool,
+    version: &str,
+    arch: &str,
+    now_ms: u64,
+) -> Option<Holder> {
+    let mine = held.is_some_and(|h| h.frontend == me);
+    if !online && !mine {
+        return None;
+    }
+    let (version, arch) = match held {
+        // Offline, or online again without a Hello: what it said before.
+        Some(h) if !online || version.is_empty() => (h.version.clone(), h.arch.clone()),
+        _ => (version.to_string(), arch.to_string()),
+    };
+    Some(Holder {
+        frontend: me.to_string(),
+        online,
+        since_ms: now_ms,
+        version,
+        arch,
+    })
+}
+
+/// What the loop asks of the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToCluster {
+    /// Put a batch on the stream; answered with [`FromCluster::Replicated`].
+    Batch {
+        device: String,
+        seq: u64,
+        /// The batch as line protocol.
+        lines: String,
+        /// Its postcard body, as stored.
+        body: Vec<u8>,
+    },
+    /// `device` came online here.
+    Online {
+        device: String,
+        version: String,
+        arch: String,
+    },
+    /// `device` went offline here.
+    Offline { device: String },
+    /// The loop has not taken everything the stream gave: wake it again.
+    Poke,
+    /// The hub is stopping.
+    Stop,
+}
+
+/// What JetStream said of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replicated {
+    /// Stored at the stream's replication.
+    Stored,
+    /// Stored before (its id is within the dedupe window).
+    Duplicate,
+    /// Not taken: why.
+    Failed(String),
+}
+
+/// What the cluster tells the loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromCluster {
+    Replicated {
+        device: String,
+        seq: u64,
+        outcome: Replicated,
+    },
+    /// Batches read from the stream, in its order: (device, postcard body),
+    /// and the stream sequence of the last one.
+    Stream {
+        batches: Vec<(String, Vec<u8>)>,
+        last: u64,
+    },
+    /// Another front-end holds `device` now.
+    HeldElsewhere { device: String, frontend: String },
+    /// The connection to NATS: `None` when it works, else why not.
+    Connection(Option<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(frontend: &str, online: bool) -> Holder {
+        Holder {
+            frontend: frontend.into(),
+            online,
+            since_ms: 1,
+            version: "0.1.0".into(),
+            arch: "aarch64".into(),
+        }
+    }
+
+    #[test]
+    fn the_newest_connection_takes_a_device_and_only_its_holder_lets_it_go() {
+        let taken = next_holder(Some(&holder("a", true)), "b", true, "0.2.0", "armv6", 9).unwrap();
+        assert_eq!((taken.frontend.as_str(), taken.online), ("b", true));
+        assert_eq!(
+            (taken.version.as_str(), taken.arch.as_str()),
+            ("0.2.0", "armv6")
+        );
+        // a hears of the device's silence after b took it: a changes nothing.
+        assert_eq!(next_holder(Some(&taken), "a", false, "", "", 10), None);
+        let gone = next_holder(Some(&taken), "b", false, "", "", 11).unwrap();
+        assert_eq!((gone.online, gone.version.as_str()), (false, "0.2.0"));
+        assert_eq!(next_holder(None, "a", false, "", "", 1), None);
+    }
+
+    #[test]
+    fn online_again_without_a_hello_keeps_what_it_said() {
+        let back = next_holder(Some(&holder("a", false)), "b", true, "", "", 5).unwrap();
+        assert_eq!(
+            (back.version.as_str(), back.arch.as_str(), back.online),
+            ("0.1.0", "aarch64", true)
+        );
+    }
+
+    #[test]
+    fn names_and_ids() {
+        assert!(valid_name("fe-1_a"));
+        assert!(!valid_name("fe.1") && !valid_name("") && !valid_name(&"x".repeat(65)));
+        assert_eq!(batch_id("pi.1", 42), "pi.1/42");
+    }
+}

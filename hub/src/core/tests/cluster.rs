@@ -1,0 +1,126 @@
+//! A front-end: acked once the cluster has a batch, held back when it
+//! does not, the store filled from the stream, devices told and let go.
+
+use super::*;
+use crate::cluster::{Replicated, ToCluster};
+
+fn front_end() -> Fleet {
+    let mut f = Fleet::new();
+    f.core.front_end();
+    f
+}
+
+fn to_cluster(actions: &[Action]) -> Vec<ToCluster> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cluster(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_is_acked_only_once_the_cluster_has_it_and_held_back_when_not() {
+    let mut f = front_end();
+    f.hello("pi-a", T0);
+    let told = to_cluster(&f.actions());
+    assert!(
+        matches!(&told[..], [ToCluster::Online { device, .. }] if device == "pi-a"),
+        "{told:?}"
+    );
+    f.up("pi-a", "pi-a", batch(1, 20.0), T0 + 10);
+    f.up("pi-a", "pi-a", batch(2, 21.0), T0 + 10);
+    let actions = f.actions();
+    assert!(to_device(&actions, "pi-a").is_empty(), "nothing acked yet");
+    let sent = to_cluster(&actions);
+    match &sent[..] {
+        [
+            ToCluster::Batch {
+                device,
+                seq: 1,
+                lines,
+                ..
+            },
+            ToCluster::Batch { seq: 2, .. },
+        ] => {
+            assert_eq!(device, "pi-a");
+            assert!(
+                lines.starts_with("temp_c,device=pi-a value=20.0 "),
+                "{lines}"
+            );
+        }
+        other => panic!("want two batches for the cluster, got {other:?}"),
+    }
+    assert_eq!(
+        f.core.counters().batches_stored,
+        0,
+        "the store is filled from the stream"
+    );
+
+    f.core.replicated("pi-a", 1, Replicated::Stored);
+    f.core
+        .replicated("pi-a", 2, Replicated::Failed("timed out".into()));
+    let got = to_device(&f.actions(), "pi-a");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], Downstream::Ack(fleetmq_protocol::Ack { seq: 1 }));
+    match &got[1] {
+        Downstream::Throttled(t) => {
+            assert_eq!(t.seq, 2);
+            assert!(
+                t.reason.contains("cluster") && t.reason.contains("timed out"),
+                "{t:?}"
+            );
+        }
+        other => panic!("want Throttled, got {other:?}"),
+    }
+    // A batch the stream had already (sent again after a move) is acked.
+    f.core.replicated("pi-a", 2, Replicated::Duplicate);
+    assert_eq!(
+        to_device(&f.actions(), "pi-a"),
+        vec![Downstream::Ack(fleetmq_protocol::Ack { seq: 2 })]
+    );
+}
+
+#[test]
+fn the_stream_fills_the_store_once_and_keeps_its_place() {
+    let mut f = front_end();
+    let body = |seq, v| {
+        let Upstream::Batch(b) = batch(seq, v) else {
+            unreachable!()
+        };
+        let frame = Upstream::Batch(b).encode().unwrap();
+        let (_, body) = fleetmq_protocol::envelope::open(&frame).unwrap();
+        body.to_vec()
+    };
+    let chunk = vec![
+        ("pi-b".to_string(), body(1, 1.0)),
+        ("pi-b".to_string(), body(2, 2.0)),
+    ];
+    f.core.from_stream(&chunk, 7, at(T0));
+    // Read again (a reader that restarted before its mark was kept).
+    f.core.from_stream(&chunk, 7, at(T0 + 1));
+    assert_eq!(f.core.counters().batches_stored, 2);
+    assert_eq!(
+        f.core.store.mark(crate::core::STREAM_MARK).unwrap(),
+        Some(7)
+    );
+    assert!(
+        to_device(&f.actions(), "pi-b").is_empty(),
+        "the stream is never acked to a device"
+    );
+}
+
+#[test]
+fn a_device_taken_by_another_front_end_is_let_go_without_telling_the_cluster() {
+    let mut f = front_end();
+    f.hello("pi-a", T0);
+    f.actions();
+    f.core.held_elsewhere("pi-a", "fe-b");
+    assert!(!f.core.presence.is_online("pi-a"));
+    assert!(f.core.routes.route("pi-a").is_none());
+    assert!(to_cluster(&f.actions()).is_empty());
+    // Going silent later changes nothing either.
+    f.core.tick(at(T0 + 60_000));
+    assert!(to_cluster(&f.actions()).is_empty());
+}
