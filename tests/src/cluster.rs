@@ -1,0 +1,144 @@
+//! A three-node NATS JetStream cluster on this machine for the front-end
+//! tests, on ports the OS picked, each node a [`Proc`] that can be killed
+//! and started again on the same ports and store.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Hub, Proc, spawn};
+
+/// nats-server: `FLEETMQ_NATS_SERVER`, else where `scripts/test.sh`
+/// installs it (`targets/toolchain.sh`, `ensure_nats_server`).
+pub fn nats_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLEETMQ_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = crate::target_dir().join("tools/nats/bin/nats-server");
+    assert!(
+        p.exists(),
+        "{} not found: scripts/test.sh installs it (or set FLEETMQ_NATS_SERVER)",
+        p.display()
+    );
+    p
+}
+
+/// A port the OS picked, free when this returns.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("picking a free port")
+}
+
+pub struct NatsCluster {
+    dir: PathBuf,
+    /// (client port, cluster port) of each node.
+    ports: Vec<(u16, u16)>,
+    nodes: Vec<Option<Proc>>,
+}
+
+impl NatsCluster {
+    /// Starts three JetStream nodes in `dir`, each writing to disk before
+    /// it acks (`sync_interval: always`).
+    pub fn start(dir: &Path) -> NatsCluster {
+        let ports = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut cluster = NatsCluster {
+            dir: dir.to_path_buf(),
+            ports,
+            nodes: vec![None, None, None],
+        };
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        for node in cluster.nodes.iter().flatten() {
+            node.wait_log("Server is ready");
+        }
+        cluster
+    }
+
+    /// The client URLs, comma-separated.
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node_dir = self.dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&node_dir).expect("creating a node dir");
+        let routes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(_, c)| format!("\"nats-route://127.0.0.1:{c}\""))
+            .collect();
+        let (client, route) = self.ports[i];
+        let config = format!(
+            "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\nmax_payload: 8MB\n\
+             jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
+             cluster {{ name: fleetmq, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
+            node_dir.join("js").display(),
+            routes.join(", ")
+        );
+        let path = node_dir.join("nats.conf");
+        std::fs::write(&path, config).expect("writing a node config");
+        let mut cmd = std::process::Command::new(nats_server());
+        cmd.arg("-c").arg(&path);
+        let n = std::fs::read_dir(&node_dir).map(|d| d.count()).unwrap_or(0);
+        self.nodes[i] = Some(spawn(
+            &format!("nats-n{i}"),
+            cmd,
+            node_dir.join(format!("nats-{n}.log")),
+            false,
+        ));
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.signal(libc::SIGKILL);
+            node.wait_exit(crate::WAIT);
+        }
+    }
+
+    /// Starts node `i` again on its ports and store.
+    pub fn restart(&mut self, i: usize) {
+        self.start_node(i);
+        if let Some(node) = &self.nodes[i] {
+            node.wait_log("Server is ready");
+        }
+    }
+}
+
+/// `[cluster]` for a front-end called `name` of `cluster`.
+pub fn front_end_config(cluster: &NatsCluster, name: &str) -> String {
+    let servers: Vec<String> = cluster
+        .urls()
+        .split(',')
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    format!(
+        "[cluster]\nservers = [{}]\nname = \"{name}\"\n",
+        servers.join(", ")
+    )
+}
+
+/// Starts front-end `name` in `dir` over `cluster`, with `extra` config.
+/// Front-ends share one CURVE key pair: `keys_from` (an earlier
+/// front-end's data directory) is copied in first.
+pub fn start_front_end(
+    dir: &Path,
+    cluster: &NatsCluster,
+    name: &str,
+    keys_from: Option<&Path>,
+    extra: &str,
+) -> Hub {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("creating a front-end data dir");
+    if let Some(from) = keys_from {
+        for f in ["hub.key", "hub.pub"] {
+            std::fs::copy(from.join(f), data.join(f)).expect("sharing the hub key pair");
+        }
+    }
+    Hub::start(dir, &format!("{}{extra}", front_end_config(cluster, name)))
+}
