@@ -23,7 +23,6 @@ use fleetmq_net::{
 use fleetmq_protocol::{HubPorts, OperatorError, Response};
 use tracing::{debug, info, warn};
 
-use crate::cluster::FromCluster;
 use crate::config::HubConfig;
 use crate::core::{Action, Caller, ConnectionEvent, Core, Now, Sent, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
@@ -32,6 +31,7 @@ use crate::operator::http::{Http, HttpError, read_token};
 use crate::operators::Operators;
 use crate::store::{Store, StoreError};
 
+mod front_end;
 mod peers;
 mod readers;
 mod start;
@@ -122,7 +122,7 @@ struct Driver {
     /// The threads that answer reads that scan the store.
     readers: readers::Readers,
     /// The link to the NATS cluster, if this hub is a front-end.
-    cluster: Option<crate::cluster::Link>,
+    cluster: Option<front_end::FrontEnd>,
 }
 
 /// Why the hub could not start, or had to stop. Only start-up and a
@@ -202,8 +202,8 @@ impl Driver {
                     poll.socket(Ready::RemoteOperator, remote);
                 }
                 poll.socket(Ready::Reads, self.readers.socket());
-                if let Some(link) = &self.cluster {
-                    poll.fd(Ready::Cluster, link.fd());
+                if let Some(fe) = &self.cluster {
+                    poll.fd(Ready::Cluster, fe.link.fd());
                 }
                 let wait = tick.saturating_sub(last_tick.elapsed()).as_millis() as i64;
                 poll.wait(wait).map_err(zmq_error("polling sockets"))?
@@ -283,7 +283,11 @@ impl Driver {
     /// so do changes to the operator allow list.
     fn reload_allow_list(&mut self) {
         if let Some(list) = Self::changed_allow_list(&mut self.watch) {
-            self.core.allow_list_changed(list, now());
+            match &mut self.cluster {
+                // A front-end's edits go to the cluster, and come back.
+                Some(fe) if fe.mirrors() => fe.file_changed(&list),
+                _ => self.core.allow_list_changed(list, now()),
+            }
         }
         if let Some((_, watch)) = &mut self.remote
             && watch.changed()
@@ -308,10 +312,19 @@ impl Driver {
                 break;
             };
             let frames = got.frames.unwrap_or_default();
-            let watch = &mut self.watch;
-            let reply = self
-                .core
-                .zap(&frames, || Self::changed_allow_list(watch), now());
+            let (watch, cluster) = (&mut self.watch, &mut self.cluster);
+            let changed = || {
+                let list = Self::changed_allow_list(watch)?;
+                match cluster {
+                    // A front-end's edit goes to the cluster and comes back.
+                    Some(fe) if fe.mirrors() => {
+                        fe.file_changed(&list);
+                        None
+                    }
+                    _ => Some(list),
+                }
+            };
+            let reply = self.core.zap(&frames, changed, now());
             let parts: Vec<&[u8]> = reply.iter().map(Vec::as_slice).collect();
             send_frames(zap, &parts).map_err(zmq_error("answering a ZAP request"))?;
         }
@@ -408,28 +421,29 @@ impl Driver {
         Ok(())
     }
 
-    /// What the cluster said: JetStream's acks, the stream, holders.
-    fn drain_cluster(&mut self) {
-        let Some(link) = &mut self.cluster else {
-            return;
-        };
-        for msg in link.drain() {
-            match msg {
-                FromCluster::Replicated {
-                    device,
-                    seq,
-                    outcome,
-                } => self.core.replicated(&device, seq, outcome),
-                FromCluster::Stream { batches, last } => {
-                    self.core.from_stream(&batches, last, now())
+    /// An answer to the operator client `client` (tagged with the socket it
+    /// came on, or the cluster).
+    fn send_operator(&mut self, client: &[u8], frame: &[u8]) {
+        let (socket, client) = match client.split_first() {
+            Some((&REMOTE, id)) => match &self.remote {
+                Some((s, _)) => (s, id),
+                None => return,
+            },
+            Some((&CLUSTER, id)) => {
+                let id = <[u8; 8]>::try_from(id).map_or(0, u64::from_be_bytes);
+                let frame = frame.to_vec();
+                if let Some(fe) = &self.cluster {
+                    fe.link
+                        .send(crate::cluster::ToCluster::Answer { id, frame });
                 }
-                FromCluster::HeldElsewhere { device, frontend } => {
-                    self.core.held_elsewhere(&device, &frontend)
-                }
-                FromCluster::Connection(problem) => self.core.cluster_connection(problem),
+                return;
             }
+            Some((_, id)) => (&self.operator, id),
+            None => return,
+        };
+        if let Err(e) = send_frames(socket, &[client, b"", frame]) {
+            debug!(error = %e, "operator went away before its answer");
         }
-        self.carry_out();
     }
 
     /// Does what the core asked, reporting back what it needs to know.
@@ -482,19 +496,7 @@ impl Driver {
                         }
                     }
                 }
-                Action::Operator { client, frame } => {
-                    let (socket, client) = match client.split_first() {
-                        Some((&REMOTE, id)) => match &self.remote {
-                            Some((s, _)) => (s, id),
-                            None => continue,
-                        },
-                        Some((_, id)) => (&self.operator, id),
-                        None => continue,
-                    };
-                    if let Err(e) = send_frames(socket, &[client, b"", &frame]) {
-                        debug!(error = %e, "operator went away before its answer");
-                    }
-                }
+                Action::Operator { client, frame } => self.send_operator(&client, &frame),
                 Action::Read { id, request } => {
                     if !self.readers.submit(id, request) {
                         warn!("the readers have stopped; a read is answered with an error");
@@ -506,7 +508,7 @@ impl Driver {
                     }
                 }
                 Action::Cluster(msg) => {
-                    if !self.cluster.as_ref().is_some_and(|l| l.send(msg)) {
+                    if !self.cluster.as_ref().is_some_and(|fe| fe.link.send(msg)) {
                         warn!("the cluster link has stopped; restart the hub");
                     }
                 }
@@ -527,6 +529,9 @@ impl Driver {
 /// the two sockets' ROUTERs may give two clients the same id.
 const LOCAL: u8 = b'L';
 const REMOTE: u8 = b'R';
+/// Requests another front-end asked this one (then the request's id in
+/// the cluster link, 8 bytes).
+const CLUSTER: u8 = b'C';
 
 /// An operator request's frames with its client id tagged by `socket`.
 fn tagged(socket: u8, mut frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {

@@ -151,6 +151,47 @@ impl AllowList {
         self.by_key.is_empty()
     }
 
+    /// Every (device, key) pair, sorted.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = self
+            .by_key
+            .iter()
+            .map(|(key, device)| (device.as_str(), key.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
+    /// A list of these (device, key) pairs; a key that is already another
+    /// device's is left out (a key belongs to one device), and returned.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> (AllowList, Vec<(String, String)>) {
+        let mut list = AllowList::default();
+        let mut clashes = Vec::new();
+        for (device, key) in pairs {
+            match list.by_key.get(key) {
+                Some(other) if other != device => {
+                    clashes.push((device.to_string(), key.to_string()))
+                }
+                _ => {
+                    list.by_key.insert(key.to_string(), device.to_string());
+                    list.devices.insert(device.to_string());
+                }
+            }
+        }
+        (list, clashes)
+    }
+
+    /// The list as the file holds it: the header, then a line per key.
+    pub fn render(&self) -> String {
+        let mut text = HEADER.to_string();
+        for (device, key) in self.pairs() {
+            text.push_str(&format!("{device} {key}\n"));
+        }
+        text
+    }
+
     /// Keys (with their device) that were in `self` and are gone from, or
     /// moved to another device in, `newer`.
     pub fn revoked_in(&self, newer: &AllowList) -> Vec<(String, String)> {
@@ -266,6 +307,25 @@ fn edit(
         replace(path, &new).map_err(io)?;
     }
     Ok(what)
+}
+
+/// Writes `list` as the whole file, under the edits' lock, unless the file
+/// changed since `seen` (an edit landed first): then nothing is written
+/// and the file's own list is returned, to be dealt with first.
+pub fn write_unless_changed(
+    path: &Path,
+    list: &AllowList,
+    seen: &AllowList,
+) -> Result<Option<AllowList>, AllowError> {
+    let mut changed = None;
+    edit(path, |now, _| {
+        if now != seen {
+            changed = Some(now.clone());
+            return Ok((Edit::NotThere, None));
+        }
+        Ok((Edit::NotThere, Some(list.render())))
+    })?;
+    Ok(changed)
 }
 
 /// Notices when the allow list file changes (written in place or replaced).

@@ -16,6 +16,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::allow::ALLOW_BUCKET;
 use super::{
     DEVICES_BUCKET, FRONTEND_BEAT_S, FRONTEND_TTL_S, FRONTENDS_BUCKET, FromCluster, HEADER_BATCH,
     HEADER_DEVICE, HEADER_SEQ, Holder, Replicated, STREAM, SUBJECT_PREFIX, ToCluster, batch_id,
@@ -33,6 +34,8 @@ const STREAM_QUEUE: usize = 8;
 /// How long the stream reader waits for a message before it checks that
 /// it has not fallen behind the stream.
 const READ_STALL: Duration = Duration::from_secs(3);
+/// Requests from other front-ends waiting for this loop's answer.
+const MAX_ASKS: usize = 4096;
 /// Seconds a front-end waits at start for JetStream to make its stream.
 const SETUP_TRIES: u32 = 30;
 
@@ -78,9 +81,11 @@ impl Out {
 #[derive(Clone)]
 struct Shared {
     name: String,
+    client: async_nats::Client,
     js: jetstream::Context,
     devices: kv::Store,
     frontends: kv::Store,
+    allow: kv::Store,
     out: Out,
 }
 
@@ -243,12 +248,12 @@ async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shar
         .await
         .map_err(|_| format!("no NATS server of {servers} answered within {CONNECT_TIMEOUT:?}: is the cluster running, and are cluster.servers right?"))?
         .map_err(|e| format!("connecting to NATS at {servers}: {e} (check cluster.servers, credentials and TLS)"))?;
-    let mut js = jetstream::new(client);
+    let mut js = jetstream::new(client.clone());
     js.set_timeout(ACK_TIMEOUT);
     // A cluster that is still forming (its servers just started) cannot
     // make a replicated stream yet: try again for a while.
     let mut tries = 0;
-    let (devices, frontends) = loop {
+    let (devices, frontends, allow) = loop {
         match make_stream_and_buckets(&js, cfg).await {
             Ok(made) => break made,
             Err(e) if tries < SETUP_TRIES => {
@@ -270,9 +275,11 @@ async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shar
     );
     Ok(Shared {
         name: name.to_string(),
+        client,
         js,
         devices,
         frontends,
+        allow,
         out,
     })
 }
@@ -281,7 +288,7 @@ async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shar
 async fn make_stream_and_buckets(
     js: &jetstream::Context,
     cfg: &Cluster,
-) -> Result<(kv::Store, kv::Store), String> {
+) -> Result<(kv::Store, kv::Store, kv::Store), String> {
     let replicas = usize::from(cfg.replicas);
     let refused = |what: &str, e: &dyn std::fmt::Display| {
         format!(
@@ -315,7 +322,10 @@ async fn make_stream_and_buckets(
     )
     .await
     .map_err(|e| refused("front-ends bucket", &e))?;
-    Ok((devices, frontends))
+    let allow = open_bucket(js, bucket(ALLOW_BUCKET, Duration::ZERO))
+        .await
+        .map_err(|e| refused("allow list bucket", &e))?;
+    Ok((devices, frontends, allow))
 }
 
 async fn open_bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, String> {
@@ -335,6 +345,12 @@ async fn serve(
     tokio::spawn(read_stream(shared.clone(), stream_tx, after));
     tokio::spawn(beat(shared.clone()));
     tokio::spawn(watch_holders(shared.clone()));
+    tokio::spawn(watch_enrolled(shared.clone()));
+    tokio::spawn(list_front_ends(shared.clone()));
+    // Requests other front-ends ask this one: their reply subjects by id.
+    let replies: Arc<std::sync::Mutex<std::collections::HashMap<u64, async_nats::Subject>>> =
+        Arc::default();
+    tokio::spawn(answer_asks(shared.clone(), replies.clone()));
     // Presence changes are written in order, one at a time.
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_presence(shared.clone(), presence_rx));
@@ -356,8 +372,42 @@ async fn serve(
                     });
                 });
             }
-            ToCluster::Online { .. } | ToCluster::Offline { .. } => {
+            ToCluster::Online { .. } | ToCluster::Offline { .. } | ToCluster::Enrol { .. } => {
                 let _ = presence_tx.send(msg);
+            }
+            ToCluster::Ask {
+                frontend,
+                client,
+                frame,
+                timeout_ms,
+            } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let request = async_nats::Request::new()
+                        .payload(frame.clone().into())
+                        .timeout(Some(Duration::from_millis(timeout_ms)));
+                    let subject = super::ask_subject(&frontend);
+                    let msg = match shared.client.send_request(subject, request).await {
+                        Ok(reply) => FromCluster::Answered {
+                            client,
+                            frame: reply.payload.to_vec(),
+                        },
+                        Err(e) => FromCluster::Unanswered {
+                            client,
+                            frame,
+                            why: format!("front-end {frontend} did not answer: {e}"),
+                        },
+                    };
+                    shared.out.send(msg);
+                });
+            }
+            ToCluster::Answer { id, frame } => {
+                let to = replies.lock().ok().and_then(|mut r| r.remove(&id));
+                if let Some(to) = to
+                    && let Err(e) = shared.client.publish(to, frame.into()).await
+                {
+                    debug!(error = %e, "could not answer another front-end");
+                }
             }
             ToCluster::Poke => shared.out.poke(),
             ToCluster::Stop => break,
@@ -513,10 +563,15 @@ async fn beat(shared: Shared) {
     }
 }
 
-/// Writes each device's holder, in order: the newest connection wins.
+/// Writes each device's holder and enrolment, in order: the newest
+/// connection wins.
 async fn write_presence(shared: Shared, mut rx: mpsc::UnboundedReceiver<ToCluster>) {
     while let Some(msg) = rx.recv().await {
         let (device, online, version, arch) = match msg {
+            ToCluster::Enrol { device, keys } => {
+                enrol(&shared, &device, &keys).await;
+                continue;
+            }
             ToCluster::Online {
                 device,
                 version,
@@ -535,6 +590,81 @@ async fn write_presence(shared: Shared, mut rx: mpsc::UnboundedReceiver<ToCluste
             }
         }
     }
+}
+
+/// Puts `device`'s keys in the allow list bucket (none: deletes it).
+async fn enrol(shared: &Shared, device: &str, keys: &[String]) {
+    let done = if keys.is_empty() {
+        shared.allow.delete(device).await.map_err(|e| e.to_string())
+    } else {
+        let value = super::allow::value(keys);
+        shared
+            .allow
+            .put(device, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    match done {
+        Ok(()) => info!(
+            device,
+            keys = keys.len(),
+            "allow list change sent to the cluster"
+        ),
+        Err(e) => {
+            warn!(device, error = %e, "could not put an allow list change in the cluster; edit the file again once NATS is back")
+        }
+    }
+}
+
+/// Tells the loop what the allow list bucket holds, then each change.
+async fn watch_enrolled(shared: Shared) {
+    loop {
+        if let Err(e) = watch_enrolled_once(&shared).await {
+            debug!(error = %e, "watching the allow list bucket; again in a second");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn watch_enrolled_once(shared: &Shared) -> Result<(), String> {
+    let mut all = super::allow::Enrolled::new();
+    let mut newest = 0;
+    let mut keys = shared.allow.keys().await.map_err(|e| e.to_string())?;
+    let mut devices = Vec::new();
+    while let Some(key) = keys.next().await {
+        devices.push(key.map_err(|e| e.to_string())?);
+    }
+    for device in devices {
+        if let Some(entry) = shared
+            .allow
+            .entry(&device)
+            .await
+            .map_err(|e| e.to_string())?
+            && entry.operation == kv::Operation::Put
+        {
+            newest = newest.max(entry.revision);
+            all.insert(device, super::allow::keys_in(&entry.value));
+        }
+    }
+    shared.out.send(FromCluster::EnrolledAll(all));
+    let mut watch = shared
+        .allow
+        .watch_all_from_revision(newest + 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let keys = match entry.operation {
+            kv::Operation::Put => super::allow::keys_in(&entry.value).into_iter().collect(),
+            _ => Vec::new(),
+        };
+        shared.out.send(FromCluster::EnrolledOne {
+            device: entry.key,
+            keys,
+        });
+    }
+    Err("the watch ended".into())
 }
 
 /// One compare-and-set of a device's holder.
@@ -581,28 +711,77 @@ async fn set_holder(
     }
 }
 
-/// Tells the loop when another front-end takes one of the devices.
+/// Tells the loop who holds each device, and each change.
 async fn watch_holders(shared: Shared) {
     loop {
-        match shared.devices.watch_all().await {
+        match shared.devices.watch_with_history(">").await {
             Ok(mut watch) => {
                 while let Some(entry) = watch.next().await {
                     let Ok(entry) = entry else { break };
-                    if entry.operation != kv::Operation::Put {
-                        continue;
-                    }
-                    if let Ok(h) = serde_json::from_slice::<Holder>(&entry.value)
-                        && h.frontend != shared.name
-                        && h.online
-                    {
-                        shared.out.send(FromCluster::HeldElsewhere {
-                            device: entry.key,
-                            frontend: h.frontend,
-                        });
-                    }
+                    let holder = match entry.operation {
+                        kv::Operation::Put => serde_json::from_slice::<Holder>(&entry.value).ok(),
+                        _ => None,
+                    };
+                    shared.out.send(FromCluster::Holder {
+                        device: entry.key,
+                        holder,
+                    });
                 }
             }
             Err(e) => debug!(error = %e, "watching the devices bucket"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Tells the loop which front-ends live, every [`FRONTEND_BEAT_S`].
+async fn list_front_ends(shared: Shared) {
+    let mut every = tokio::time::interval(Duration::from_secs(FRONTEND_BEAT_S));
+    loop {
+        every.tick().await;
+        let Ok(mut keys) = shared.frontends.keys().await else {
+            continue;
+        };
+        let mut live = Vec::new();
+        while let Some(Ok(name)) = keys.next().await {
+            live.push(name);
+        }
+        shared.out.send(FromCluster::FrontEnds(live));
+    }
+}
+
+/// Hands the loop what other front-ends ask this one.
+async fn answer_asks(
+    shared: Shared,
+    replies: Arc<std::sync::Mutex<std::collections::HashMap<u64, async_nats::Subject>>>,
+) {
+    let mut next = 0u64;
+    loop {
+        match shared
+            .client
+            .subscribe(super::ask_subject(&shared.name))
+            .await
+        {
+            Ok(mut asks) => {
+                while let Some(msg) = asks.next().await {
+                    let Some(reply) = msg.reply else { continue };
+                    next += 1;
+                    if let Ok(mut r) = replies.lock() {
+                        r.insert(next, reply);
+                        // One the loop never answered is forgotten in time
+                        // (its asker has stopped waiting long before).
+                        if r.len() > MAX_ASKS {
+                            let oldest = next.saturating_sub(MAX_ASKS as u64);
+                            r.retain(|id, _| *id > oldest);
+                        }
+                    }
+                    shared.out.send(FromCluster::Asked {
+                        id: next,
+                        frame: msg.payload.to_vec(),
+                    });
+                }
+            }
+            Err(e) => debug!(error = %e, "subscribing to what other front-ends ask"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

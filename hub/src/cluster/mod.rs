@@ -9,6 +9,8 @@
 //! | telemetry | stream `FLEETMQ_TELEMETRY`, subjects `fleetmq.telemetry.<device>` | a batch is acked to its agent once JetStream acked it at the stream's replication; its id `<device>/<seq>` stores a resent batch once within the dedupe window |
 //! | the fleet's telemetry, queried | each front-end's own hub.db | every front-end reads the whole stream in order and stores it as a single hub does (idempotent by device and number), so queries, `/metrics` and chat see the whole fleet from anywhere |
 //! | who holds which device | bucket `fleetmq_devices`, key = device id | written with compare-and-set; the newest connection of a device wins |
+//! | the allow list | bucket `fleetmq_allow`, key = device id, value = its keys | every front-end's file mirrors it; an edit of any file goes to the bucket ([`allow`]) |
+//! | commands for a device another front-end holds | core NATS request/reply to `fleetmq.frontend.<name>.ask` | the operator's request as it came; no responder: the device counts as offline |
 //! | which front-ends live | bucket `fleetmq_frontends`, entries expire after [`FRONTEND_TTL_S`] | a device whose front-end is gone counts as offline |
 //!
 //! The message body is Influx line protocol ([`lines`]) for Telegraf's and
@@ -18,6 +20,7 @@
 //! The loop talks to the cluster through [`Link`]: it hands over
 //! [`ToCluster`] and polls a descriptor for [`FromCluster`].
 
+pub mod allow;
 pub mod lines;
 mod link;
 
@@ -37,6 +40,11 @@ pub const FRONTENDS_BUCKET: &str = "fleetmq_frontends";
 /// are its devices (it says so every [`FRONTEND_BEAT_S`]).
 pub const FRONTEND_TTL_S: u64 = 15;
 pub const FRONTEND_BEAT_S: u64 = 5;
+
+/// The subject a front-end answers operator requests on.
+pub fn ask_subject(frontend: &str) -> String {
+    format!("fleetmq.frontend.{frontend}.ask")
+}
 
 /// Headers on a telemetry message.
 pub const HEADER_DEVICE: &str = "Fleetmq-Device";
@@ -149,6 +157,19 @@ pub enum ToCluster {
     },
     /// `device` went offline here.
     Offline { device: String },
+    /// Ask front-end `frontend` to answer an operator request (`frame`,
+    /// as the operator sent it) for a device it holds; the answer comes
+    /// back as [`FromCluster::Answered`] for `client`.
+    Ask {
+        frontend: String,
+        client: Vec<u8>,
+        frame: Vec<u8>,
+        timeout_ms: u64,
+    },
+    /// The answer to [`FromCluster::Asked`] `id`.
+    Answer { id: u64, frame: Vec<u8> },
+    /// Enrol `device` with exactly these keys (none: revoke it).
+    Enrol { device: String, keys: Vec<String> },
     /// The loop has not taken everything the stream gave: wake it again.
     Poke,
     /// The hub is stopping.
@@ -180,8 +201,29 @@ pub enum FromCluster {
         batches: Vec<(String, Vec<u8>)>,
         last: u64,
     },
-    /// Another front-end holds `device` now.
-    HeldElsewhere { device: String, frontend: String },
+    /// Who holds `device` now (`None`: nobody is recorded).
+    Holder {
+        device: String,
+        holder: Option<Holder>,
+    },
+    /// The front-ends alive now (every few seconds).
+    FrontEnds(Vec<String>),
+    /// Another front-end asks this one an operator request (`frame`);
+    /// answer with [`ToCluster::Answer`] `id`.
+    Asked { id: u64, frame: Vec<u8> },
+    /// The answer of the front-end asked for `client`.
+    Answered { client: Vec<u8>, frame: Vec<u8> },
+    /// No front-end answered for `client` (none holds the device now).
+    Unanswered {
+        client: Vec<u8>,
+        frame: Vec<u8>,
+        why: String,
+    },
+    /// The allow list bucket as it is (at start, and after the watch
+    /// was lost); empty when the bucket is.
+    EnrolledAll(allow::Enrolled),
+    /// One device's keys changed (none: revoked).
+    EnrolledOne { device: String, keys: Vec<String> },
     /// The connection to NATS: `None` when it works, else why not.
     Connection(Option<String>),
 }

@@ -205,9 +205,10 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     };
     let readers = readers::Readers::start(sockets.context(), &dir)?;
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
+    let list_now = list.clone();
     let mut core = Core::new(config, store, list, ports, now(), tokens);
-    if cluster.is_some() {
-        core.front_end();
+    if let Some((name, _)) = &cluster {
+        core.front_end(name);
     }
     if let Some(operators) = operators {
         core.operators_changed(operators);
@@ -227,7 +228,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         peers: Peers::default(),
         http,
         readers,
-        cluster: cluster.map(|(_, link)| link),
+        cluster: cluster.map(|(_, link)| front_end::FrontEnd::new(link, list_now.as_ref())),
     };
     driver.serve(&shutdown)?;
     // The link says goodbye to the cluster as it drops.

@@ -1,0 +1,137 @@
+//! A front-end's side of the loop: what the cluster link says (JetStream's
+//! acks, the stream, holders, the allow list bucket) handed to the core,
+//! and the allow list file kept as a mirror of the bucket.
+
+use tracing::warn;
+
+use super::{Driver, now};
+use crate::cluster::allow::{self, Enrolled};
+use crate::cluster::{FromCluster, Link, ToCluster};
+use crate::enrolment::{self, AllowList};
+
+pub(super) struct FrontEnd {
+    pub(super) link: Link,
+    /// The cluster's allow list, once its bucket was read.
+    mirror: Option<Enrolled>,
+    /// The allow list file as last read or written here.
+    file_seen: Enrolled,
+}
+
+impl FrontEnd {
+    /// `file` is the allow list file's list at start (`None` on plaintext).
+    pub(super) fn new(link: Link, file: Option<&AllowList>) -> FrontEnd {
+        FrontEnd {
+            link,
+            mirror: None,
+            file_seen: file.map(allow::enrolled).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the file is a mirror of the cluster's list (once the bucket
+    /// was read): edits go to the cluster, not straight to the core.
+    pub(super) fn mirrors(&self) -> bool {
+        self.mirror.is_some()
+    }
+
+    /// The file changed here: what differs from what it held goes to the
+    /// cluster, and comes back from its bucket to every front-end.
+    pub(super) fn file_changed(&mut self, list: &AllowList) {
+        let now = allow::enrolled(list);
+        for (device, keys) in allow::changes(&self.file_seen, &now) {
+            self.link.send(ToCluster::Enrol { device, keys });
+        }
+        self.file_seen = now;
+    }
+}
+
+impl Driver {
+    /// What the cluster said.
+    pub(super) fn drain_cluster(&mut self) {
+        let Some(fe) = &mut self.cluster else {
+            return;
+        };
+        for msg in fe.link.drain() {
+            match msg {
+                FromCluster::Replicated {
+                    device,
+                    seq,
+                    outcome,
+                } => self.core.replicated(&device, seq, outcome),
+                FromCluster::Stream { batches, last } => {
+                    self.core.from_stream(&batches, last, now())
+                }
+                FromCluster::Holder { device, holder } => self.core.holder_changed(&device, holder),
+                FromCluster::FrontEnds(names) => self.core.front_ends_live(names),
+                FromCluster::Asked { id, frame } => {
+                    let mut client = vec![super::CLUSTER];
+                    client.extend_from_slice(&id.to_be_bytes());
+                    let frames = [client, Vec::new(), frame];
+                    self.core
+                        .operator(&frames, crate::core::Caller::Local, now());
+                }
+                FromCluster::Answered { client, frame } => self.send_operator(&client, &frame),
+                FromCluster::Unanswered { client, frame, why } => {
+                    self.core.unforwarded(&client, &frame, &why, now())
+                }
+                FromCluster::Connection(problem) => self.core.cluster_connection(problem),
+                FromCluster::EnrolledAll(all) => self.enrolled_all(all),
+                FromCluster::EnrolledOne { device, keys } => {
+                    let Some(fe) = &mut self.cluster else {
+                        continue;
+                    };
+                    let mirror = fe.mirror.get_or_insert_with(Enrolled::new);
+                    if keys.is_empty() {
+                        mirror.remove(&device);
+                    } else {
+                        mirror.insert(device, keys.into_iter().collect());
+                    }
+                    self.apply_mirror();
+                }
+            }
+        }
+        self.carry_out();
+    }
+
+    /// The bucket as it is: an empty bucket is filled from this file (the
+    /// first front-end of a hub that had a list); else the bucket wins.
+    fn enrolled_all(&mut self, all: Enrolled) {
+        let (Some(fe), Some(_)) = (&mut self.cluster, &self.watch) else {
+            return;
+        };
+        if all.is_empty() && !fe.file_seen.is_empty() {
+            for (device, keys) in allow::changes(&Enrolled::new(), &fe.file_seen) {
+                fe.link.send(ToCluster::Enrol { device, keys });
+            }
+            fe.mirror = Some(fe.file_seen.clone());
+            return;
+        }
+        fe.mirror = Some(all);
+        self.apply_mirror();
+    }
+
+    /// The cluster's list in force here, and written to the file (unless
+    /// an edit landed there first: that goes to the cluster, and the file
+    /// is written when it comes back).
+    fn apply_mirror(&mut self) {
+        let (Some(fe), Some(watch)) = (&mut self.cluster, &self.watch) else {
+            return;
+        };
+        let Some(mirror) = &fe.mirror else { return };
+        let (list, clashes) = allow::allow_list(mirror);
+        for (device, key) in clashes {
+            warn!(
+                device,
+                key, "the cluster's allow list gives this key to two devices; the first keeps it"
+            );
+        }
+        let (seen, _) = allow::allow_list(&fe.file_seen);
+        match enrolment::write_unless_changed(watch.path(), &list, &seen) {
+            Ok(None) => fe.file_seen = mirror.clone(),
+            Ok(Some(edited)) => fe.file_changed(&edited),
+            Err(e) => {
+                warn!(error = %e, "could not write the cluster's allow list to the file; it is in force all the same")
+            }
+        }
+        self.core.allow_list_changed(list, now());
+    }
+}
