@@ -366,6 +366,9 @@ messages! {
         pub conflicts: u64,
         /// Where the last refused second agent connected from.
         pub conflict_address: String,
+        /// The front-end it is connected to, when hubs are front-ends over
+        /// a NATS cluster (empty on a single hub, and while offline).
+        pub front_end: String,
     }
 
     /// One stored sample.

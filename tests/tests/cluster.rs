@@ -15,7 +15,8 @@ const LIMIT: Duration = Duration::from_secs(240);
 const DEVICES: [&str; 2] = ["pi-1", "pi-2"];
 
 /// Two front-ends over one cluster, and agents that know both (front-end
-/// `a` first), enrolled at both.
+/// `a` first), enrolled at `a` only: the cluster's allow list takes them
+/// to `b`.
 struct Fleet {
     nats: NatsCluster,
     a: Hub,
@@ -42,12 +43,17 @@ impl Fleet {
         };
         let agents = DEVICES
             .iter()
-            .map(|d| {
-                let key = link.enrol(&a.dir.join(d).join("data"), d);
-                b.link().allow(d, &key);
-                start_agent(&link, &a.dir, d, "run", &agent_config(""), &[])
-            })
+            .map(|d| start_agent(&link, &a.dir, d, "run", &agent_config(""), &[]))
             .collect();
+        let started = std::time::Instant::now();
+        wait_for("front-end b's allow list to list every device", || {
+            let list = std::fs::read_to_string(b.dir.join("data/allowed_devices")).ok()?;
+            DEVICES
+                .iter()
+                .all(|d| list.lines().any(|l| l.starts_with(&format!("{d} "))))
+                .then_some(())
+        });
+        eprintln!("enrolled at a, listed at b after {:?}", started.elapsed());
         Fleet {
             nats,
             a,
@@ -138,4 +144,62 @@ fn a_nats_node_killed_keeps_the_fleet_going_and_loses_nothing_acked() {
         audit(&fleet.a, d, l);
         audit(&fleet.b, d, l);
     }
+}
+
+#[test]
+fn a_device_revoked_at_one_front_end_is_cut_off_at_the_one_that_holds_it() {
+    let _w = watchdog("revoke across front-ends", LIMIT);
+    let fleet = Fleet::start();
+    wait_online(&fleet.a, "every device online at front-end a");
+    let started = std::time::Instant::now();
+    run_ok(
+        hub_command()
+            .arg("revoke")
+            .arg("--data-dir")
+            .arg(fleet.b.dir.join("data"))
+            .arg("pi-1"),
+    );
+    fleet.a.proc.wait_log("key revoked; cutting the device off");
+    eprintln!("revoked at b, cut off at a after {:?}", started.elapsed());
+    let devices = fleet.a.devices();
+    assert_eq!(devices["pi-1"]["online"], false, "{devices:?}");
+    assert_eq!(devices["pi-2"]["online"], true, "{devices:?}");
+    let list = std::fs::read_to_string(fleet.a.dir.join("data/allowed_devices")).unwrap();
+    assert!(
+        !list.contains("pi-1 "),
+        "a's file mirrors the cluster: {list}"
+    );
+    // It cannot come back in through either front-end.
+    fleet.agents[0].wait_log("the hub refused this device's key");
+}
+
+#[test]
+fn one_fleet_from_either_front_end_devices_and_commands() {
+    let _w = watchdog("one fleet from any front-end", LIMIT);
+    let fleet = Fleet::start();
+    wait_online(&fleet.a, "every device online at front-end a");
+    fleet.a.wait_answering("pi-1");
+    // b holds no agent, and shows them all online, at a.
+    wait_online(&fleet.b, "front-end b to show a's devices online");
+    let devices = fleet.b.devices();
+    assert_eq!(devices["pi-1"]["front_end"], "fe-a", "{devices:?}");
+    // A command asked at b goes to a, which holds the device.
+    let ping = fleet.b.op(&["command", "pi-1", "ping"]);
+    assert!(ping.ok, "{}", ping.stderr);
+    assert_eq!(ping.json[0]["result"], "pong");
+    let exec = fleet
+        .b
+        .op(&["command", "pi-2", "exec", "--", "echo", "-n", "via b"]);
+    assert!(exec.ok, "{}", exec.stderr);
+    assert_eq!(exec.json[0]["stdout"], "via b");
+    // Once a is gone, b says the device is offline (it has moved to b
+    // by then, or is on its way).
+    let mut a = fleet.a;
+    a.proc.signal(libc::SIGKILL);
+    a.proc.wait_exit(WAIT);
+    wait_online(&fleet.b, "every device online at front-end b");
+    fleet.b.wait_answering("pi-1");
+    let ping = fleet.b.op(&["command", "pi-1", "ping"]);
+    assert!(ping.ok, "{}", ping.stderr);
+    assert_eq!(fleet.b.devices()["pi-1"]["front_end"], "fe-b");
 }

@@ -9,8 +9,32 @@ use tracing::{info, warn};
 
 use super::budgets::Throttle;
 use super::{Action, Core, Now};
-use crate::cluster::{Replicated, ToCluster, lines};
+use std::collections::{HashMap, HashSet};
+
+use fleetmq_protocol::{OperatorFrame, Request};
+
+use crate::cluster::{Holder, Replicated, ToCluster, lines};
 use crate::store::{Incoming, Stored};
+
+/// What a front-end knows of the others.
+#[derive(Debug, Default)]
+pub(super) struct Cluster {
+    /// This front-end's name.
+    name: String,
+    /// Who holds each device, from the cluster's bucket.
+    holders: HashMap<String, Holder>,
+    /// The front-ends alive.
+    live: HashSet<String>,
+}
+
+impl Cluster {
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// How much longer than the command's own time a forwarded command waits.
+const ASK_MARGIN_MS: u64 = 2_000;
 
 /// How long an agent waits before sending again a batch the cluster did
 /// not take.
@@ -22,8 +46,9 @@ impl Core {
     /// Makes this hub a front-end: from now on batches go to the cluster
     /// before they are acked ([`Core::replicated`]), and the store is
     /// filled from the stream ([`Core::from_stream`]).
-    pub fn front_end(&mut self) {
+    pub fn front_end(&mut self, name: &str) {
         self.front_end = true;
+        self.cluster.name = name.to_string();
     }
 
     /// Whether this hub is a front-end.
@@ -148,15 +173,97 @@ impl Core {
         }
     }
 
-    /// Another front-end holds `device` now (its newest connection went
-    /// there): this one lets it go.
-    pub fn held_elsewhere(&mut self, device: &str, frontend: &str) {
-        if !self.presence.is_online(device) {
-            return;
+    /// Who holds `device` now, from the cluster's bucket. If another live
+    /// front-end does (its newest connection went there), this one lets it
+    /// go.
+    pub fn holder_changed(&mut self, device: &str, holder: Option<Holder>) {
+        match holder {
+            Some(h) => self.cluster.holders.insert(device.to_string(), h),
+            None => self.cluster.holders.remove(device),
+        };
+        if let Some(frontend) = self.held_by_other(device)
+            && self.presence.is_online(device)
+        {
+            self.routes.release(device);
+            self.presence.bye(device);
+            info!(device, frontend, "device moved to another front-end");
         }
-        self.routes.release(device);
-        self.presence.bye(device);
-        info!(device, frontend, "device moved to another front-end");
+    }
+
+    /// The front-ends alive now.
+    pub fn front_ends_live(&mut self, names: Vec<String>) {
+        self.cluster.live = names.into_iter().collect();
+    }
+
+    /// The live front-end other than this one that holds `device` online.
+    pub(super) fn held_by_other(&self, device: &str) -> Option<String> {
+        let h = self.cluster.holders.get(device)?;
+        (h.online && h.frontend != self.cluster.name && self.cluster.live.contains(&h.frontend))
+            .then(|| h.frontend.clone())
+    }
+
+    /// Whether some front-end has held `device`.
+    pub(super) fn known_in_cluster(&self, device: &str) -> bool {
+        self.cluster.holders.contains_key(device)
+    }
+
+    /// Devices online at other live front-ends.
+    pub(super) fn online_elsewhere(&self) -> impl Iterator<Item = (&str, &Holder)> {
+        self.cluster
+            .holders
+            .iter()
+            .filter(|(d, _)| self.held_by_other(d).is_some())
+            .map(|(d, h)| (d.as_str(), h))
+    }
+
+    /// An operator's command for a device another front-end holds goes to
+    /// that front-end, as the operator sent it; its answer comes back to
+    /// the operator unchanged. True if it went.
+    pub(super) fn forward(&mut self, client: &[u8], frame: &[u8], request: &Request) -> bool {
+        let (device, timeout_ms) = match request {
+            Request::Command {
+                device, timeout_ms, ..
+            }
+            | Request::QueuedCommand {
+                device, timeout_ms, ..
+            } => (device, *timeout_ms),
+            _ => return false,
+        };
+        if !self.front_end || self.presence.is_online(device) {
+            return false;
+        }
+        let Some(frontend) = self.held_by_other(device) else {
+            return false;
+        };
+        let wait = if timeout_ms == 0 {
+            self.config.commands.timeout_ms
+        } else {
+            timeout_ms
+        };
+        self.out.push_back(Action::Cluster(ToCluster::Ask {
+            frontend,
+            client: client.to_vec(),
+            frame: frame.to_vec(),
+            timeout_ms: u64::from(wait) + ASK_MARGIN_MS,
+        }));
+        true
+    }
+
+    /// The front-end asked did not answer (it died, or no longer holds the
+    /// device): the request is handled here, the device counting as
+    /// offline (queued, if the operator asked for that).
+    pub fn unforwarded(&mut self, client: &[u8], frame: &[u8], why: &str, now: Now) {
+        if let Ok(OperatorFrame::Request(req)) = OperatorFrame::decode(frame)
+            && let Request::Command { device, .. } | Request::QueuedCommand { device, .. } =
+                &req.request
+        {
+            info!(device, %why, "the front-end holding the device did not answer; it counts as offline");
+            if let Some(h) = self.cluster.holders.get_mut(device) {
+                h.online = false;
+            }
+        }
+        let frames = [client.to_vec(), Vec::new(), frame.to_vec()];
+        self.operator(&frames, super::Caller::Local, now);
     }
 
     /// Tells the cluster that `device` is online here (or not).

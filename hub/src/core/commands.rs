@@ -290,6 +290,10 @@ impl Core {
             // to tell "never seen" from "gone".
             return Err(match self.store.device_known(&q.device) {
                 Ok(true) => OperatorError::DeviceOffline(q.device.clone()),
+                // Another front-end has held it: known to the fleet.
+                Ok(false) if self.known_in_cluster(&q.device) => {
+                    OperatorError::DeviceOffline(q.device.clone())
+                }
                 Ok(false) => OperatorError::UnknownDevice(q.device.clone()),
                 Err(e) => OperatorError::Storage(e.to_string()),
             });

@@ -202,6 +202,8 @@ pub struct Core {
     ticks: u32,
     /// A front-end over a NATS cluster (see `cluster.rs`).
     front_end: bool,
+    /// What a front-end knows of the other front-ends.
+    cluster: cluster::Cluster,
     /// Why the cluster does not take telemetry now, if it does not.
     cluster_problem: Option<String>,
     out: VecDeque<Action>,
@@ -244,6 +246,7 @@ impl Core {
             wall_ms: now.wall_ms,
             ticks: 0,
             front_end: false,
+            cluster: cluster::Cluster::default(),
             cluster_problem: None,
             out: VecDeque::new(),
             config,

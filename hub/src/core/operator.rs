@@ -35,6 +35,9 @@ impl Core {
                     let e = OperatorError::Forbidden(why);
                     return self.answer(client, req.id, Response::Error(e));
                 }
+                if self.forward(client, frame, &req.request) {
+                    return;
+                }
                 self.operator_request(client, req, now)
             }
             Err(e) => {
@@ -151,6 +154,36 @@ impl Core {
                 d.since_ms = since;
                 d.last_seen_ms = d.last_seen_ms.max(last);
             }
+            if d.online && self.front_end {
+                d.front_end = self.cluster.name().to_string();
+            }
+        }
+        // A front-end shows the devices other front-ends hold too.
+        for (id, h) in self.online_elsewhere() {
+            match devices.iter_mut().find(|d| d.id == id) {
+                Some(d) => {
+                    d.online = true;
+                    d.since_ms = h.since_ms;
+                    d.front_end = h.frontend.clone();
+                }
+                None => devices.push(DeviceInfo {
+                    id: id.to_string(),
+                    online: true,
+                    listening: false,
+                    since_ms: h.since_ms,
+                    last_seen_ms: h.since_ms,
+                    agent_version: h.version.clone(),
+                    arch: h.arch.clone(),
+                    os: String::new(),
+                    hostname: String::new(),
+                    groups: Vec::new(),
+                    batches: 0,
+                    revoked: false,
+                    conflicts: 0,
+                    conflict_address: String::new(),
+                    front_end: h.frontend.clone(),
+                }),
+            }
         }
         Ok(Response::Devices(devices))
     }
@@ -162,7 +195,7 @@ impl Core {
         Ok(Response::Stats(HubStats {
             hub_version: env!("CARGO_PKG_VERSION").into(),
             uptime_ms: now.mono_ms.saturating_sub(self.started.mono_ms),
-            devices_online: self.presence.online_count() as u32,
+            devices_online: (self.presence.online_count() + self.online_elsewhere().count()) as u32,
             devices_known,
             batches_stored: c.batches_stored,
             batches_duplicate: c.batches_duplicate,

@@ -41,9 +41,18 @@ pub fn fmt_ts(ms: u64) -> String {
 }
 
 pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
+    // Front-ends over NATS: which one holds each device.
+    let front_ends = devices.iter().any(|d| !d.front_end.is_empty());
     let mut out = format!(
-        "{:<24} {:<8} {:<24} {:<24} {:<8} {:<8} {:>8}  GROUPS\n",
-        "DEVICE", "STATE", "SINCE", "LAST SEEN", "ARCH", "VERSION", "BATCHES"
+        "{:<24} {:<8} {:<24} {:<24} {:<8} {:<8} {:>8}  GROUPS{}\n",
+        "DEVICE",
+        "STATE",
+        "SINCE",
+        "LAST SEEN",
+        "ARCH",
+        "VERSION",
+        "BATCHES",
+        if front_ends { "  FRONT-END" } else { "" }
     );
     for d in devices {
         let state = match (d.revoked, d.online, d.listening) {
@@ -52,7 +61,7 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
             (false, true, false) => "online*",
             (false, false, _) => "offline",
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:<24} {:<8} {:<24} {:<24} {:<8} {:<8} {:>8}  {}",
             d.id,
@@ -64,6 +73,10 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
             d.batches,
             line(&d.groups.join(","))
         );
+        if front_ends {
+            let _ = write!(out, "  {}", line(&d.front_end));
+        }
+        out.push('\n');
     }
     if devices.iter().any(|d| d.online && !d.listening) {
         out.push_str("(online*: connected, broadcast subscription not live yet)\n");
@@ -487,6 +500,7 @@ mod tests {
             revoked: false,
             conflicts,
             conflict_address: "10.0.0.7".into(),
+            front_end: String::new(),
         };
         let out = fmt_devices(&[device("pi-1", 0), device("pi-2", 4)]);
         assert!(

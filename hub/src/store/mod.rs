@@ -427,6 +427,7 @@ impl Store {
                     revoked: false,
                     conflicts: 0,
                     conflict_address: String::new(),
+                    front_end: String::new(),
                 })
             })
             .doing("listing devices")?;

@@ -2,11 +2,11 @@
 //! does not, the store filled from the stream, devices told and let go.
 
 use super::*;
-use crate::cluster::{Replicated, ToCluster};
+use crate::cluster::{Holder, Replicated, ToCluster};
 
 fn front_end() -> Fleet {
     let mut f = Fleet::new();
-    f.core.front_end();
+    f.core.front_end("fe-a");
     f
 }
 
@@ -111,16 +111,88 @@ fn the_stream_fills_the_store_once_and_keeps_its_place() {
     );
 }
 
+fn holder(frontend: &str, online: bool) -> Option<Holder> {
+    Some(Holder {
+        frontend: frontend.into(),
+        online,
+        since_ms: T0,
+        version: "0.1.0".into(),
+        arch: "armv6".into(),
+    })
+}
+
 #[test]
-fn a_device_taken_by_another_front_end_is_let_go_without_telling_the_cluster() {
+fn a_device_taken_by_another_live_front_end_is_let_go_and_shown_there() {
     let mut f = front_end();
     f.hello("pi-a", T0);
     f.actions();
-    f.core.held_elsewhere("pi-a", "fe-b");
+    // fe-b is not known to live yet: its word does not count.
+    f.core.holder_changed("pi-a", holder("fe-b", true));
+    assert!(f.core.presence.is_online("pi-a"));
+    f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    f.core.holder_changed("pi-a", holder("fe-b", true));
     assert!(!f.core.presence.is_online("pi-a"));
     assert!(f.core.routes.route("pi-a").is_none());
-    assert!(to_cluster(&f.actions()).is_empty());
-    // Going silent later changes nothing either.
+    assert!(
+        to_cluster(&f.actions()).is_empty(),
+        "the new holder wrote the bucket"
+    );
+    // Going silent later tells the cluster nothing either.
     f.core.tick(at(T0 + 60_000));
     assert!(to_cluster(&f.actions()).is_empty());
+    // devices shows it online, at fe-b; a device only fe-b ever saw too.
+    f.core.holder_changed("pi-z", holder("fe-b", true));
+    f.operator(1, Request::Devices, T0 + 60_001);
+    let (_, got) = to_operator(&f.actions()).pop().unwrap();
+    let Response::Devices(devices) = got else {
+        panic!("{got:?}")
+    };
+    let by_id = |id: &str| devices.iter().find(|d| d.id == id).unwrap().clone();
+    assert_eq!(
+        (by_id("pi-a").online, by_id("pi-a").front_end.as_str()),
+        (true, "fe-b")
+    );
+    assert_eq!(
+        (by_id("pi-z").online, by_id("pi-z").arch.as_str()),
+        (true, "armv6")
+    );
+    // fe-b dies: its devices count as offline once its entry is gone.
+    f.core.front_ends_live(vec!["fe-a".into()]);
+    f.operator(2, Request::Devices, T0 + 60_002);
+    let (_, got) = to_operator(&f.actions()).pop().unwrap();
+    let Response::Devices(devices) = got else {
+        panic!("{got:?}")
+    };
+    assert!(devices.iter().all(|d| !d.online), "{devices:?}");
+}
+
+#[test]
+fn a_command_for_a_device_held_elsewhere_is_asked_there_and_handled_here_if_unanswered() {
+    let mut f = front_end();
+    f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    f.core.holder_changed("pi-b", holder("fe-b", true));
+    f.operator(7, ping("pi-b", 3_000), T0);
+    let actions = f.actions();
+    let asked = to_cluster(&actions);
+    let [
+        ToCluster::Ask {
+            frontend,
+            client,
+            frame,
+            timeout_ms,
+        },
+    ] = &asked[..]
+    else {
+        panic!("want one Ask, got {asked:?}")
+    };
+    assert_eq!((frontend.as_str(), *timeout_ms), ("fe-b", 5_000));
+    assert!(to_operator(&actions).is_empty(), "fe-b answers");
+    // fe-b died before it answered: the device counts as offline here.
+    f.core
+        .unforwarded(client, frame, "no responders", at(T0 + 10));
+    let answers = to_operator(&f.actions());
+    assert!(
+        matches!(&answers[..], [(7, Response::Error(OperatorError::DeviceOffline(d)))] if d == "pi-b"),
+        "{answers:?}"
+    );
 }

@@ -97,6 +97,7 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         revoked: false,
         conflicts: 0,
         conflict_address: String::new(),
+        front_end: String::new(),
     }];
     let latest = vec![
         LatestValue {
