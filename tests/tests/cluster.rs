@@ -192,6 +192,21 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
         .op(&["command", "pi-2", "exec", "--", "echo", "-n", "via b"]);
     assert!(exec.ok, "{}", exec.stderr);
     assert_eq!(exec.json[0]["stdout"], "via b");
+    // Announcements made at b reach a's agents: to all, and to one device.
+    let link = Link {
+        telemetry: format!("{},{}", fleet.a.telemetry(), fleet.b.telemetry()),
+        ..fleet.a.link()
+    };
+    let chat = start_agent(&link, &fleet.a.dir, "pi-c", "chat", &agent_config(""), &[]);
+    fleet.a.wait_listening("pi-c");
+    wait_for("b to know pi-c is at a", || {
+        (fleet.b.devices().get("pi-c")?["front_end"] == "fe-a").then_some(())
+    });
+    assert!(fleet.b.op(&["broadcast", "to", "everyone"]).ok);
+    chat.lines_until("the announcement to all", |l| l == "[all] to everyone");
+    let direct = fleet.b.op(&["broadcast", "--device", "pi-c", "just c"]);
+    assert!(direct.ok, "{}", direct.stderr);
+    chat.lines_until("the message to pi-c", |l| l == "[to pi-c] just c");
     // Once a is gone, b says the device is offline (it has moved to b
     // by then, or is on its way).
     let mut a = fleet.a;

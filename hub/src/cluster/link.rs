@@ -18,8 +18,9 @@ use tracing::{debug, info, warn};
 
 use super::allow::ALLOW_BUCKET;
 use super::{
-    DEVICES_BUCKET, FRONTEND_BEAT_S, FRONTEND_TTL_S, FRONTENDS_BUCKET, FromCluster, HEADER_BATCH,
-    HEADER_DEVICE, HEADER_SEQ, Holder, Replicated, STREAM, SUBJECT_PREFIX, ToCluster, batch_id,
+    BROADCAST_SUBJECT, DEVICES_BUCKET, FRONTEND_BEAT_S, FRONTEND_TTL_S, FRONTENDS_BUCKET,
+    FromCluster, HEADER_BATCH, HEADER_DEVICE, HEADER_FROM, HEADER_SEQ, HEADER_TOPIC, Holder,
+    Replicated, STREAM, SUBJECT_PREFIX, ToCluster, batch_id,
 };
 use crate::config::Cluster;
 
@@ -347,6 +348,7 @@ async fn serve(
     tokio::spawn(watch_holders(shared.clone()));
     tokio::spawn(watch_enrolled(shared.clone()));
     tokio::spawn(list_front_ends(shared.clone()));
+    tokio::spawn(hear_broadcasts(shared.clone()));
     // Requests other front-ends ask this one: their reply subjects by id.
     let replies: Arc<std::sync::Mutex<std::collections::HashMap<u64, async_nats::Subject>>> =
         Arc::default();
@@ -407,6 +409,18 @@ async fn serve(
                     && let Err(e) = shared.client.publish(to, frame.into()).await
                 {
                     debug!(error = %e, "could not answer another front-end");
+                }
+            }
+            ToCluster::Broadcast { topic, frame } => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(HEADER_TOPIC, topic.as_str());
+                headers.insert(HEADER_FROM, shared.name.as_str());
+                let sent = shared
+                    .client
+                    .publish_with_headers(BROADCAST_SUBJECT, headers, frame.into())
+                    .await;
+                if let Err(e) = sent {
+                    warn!(topic, error = %e, "could not send an announcement to the other front-ends");
                 }
             }
             ToCluster::Poke => shared.out.poke(),
@@ -747,6 +761,34 @@ async fn list_front_ends(shared: Shared) {
             live.push(name);
         }
         shared.out.send(FromCluster::FrontEnds(live));
+    }
+}
+
+/// Hands the loop the announcements other front-ends made.
+async fn hear_broadcasts(shared: Shared) {
+    loop {
+        match shared.client.subscribe(BROADCAST_SUBJECT).await {
+            Ok(mut heard) => {
+                while let Some(msg) = heard.next().await {
+                    let Some(headers) = &msg.headers else {
+                        continue;
+                    };
+                    let from = headers.get(HEADER_FROM).map(|v| v.as_str());
+                    let Some(topic) = headers.get(HEADER_TOPIC).map(|v| v.to_string()) else {
+                        continue;
+                    };
+                    if from == Some(shared.name.as_str()) {
+                        continue;
+                    }
+                    shared.out.send(FromCluster::Broadcast {
+                        topic,
+                        frame: msg.payload.to_vec(),
+                    });
+                }
+            }
+            Err(e) => debug!(error = %e, "subscribing to announcements"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -11,6 +11,7 @@
 //! | who holds which device | bucket `fleetmq_devices`, key = device id | written with compare-and-set; the newest connection of a device wins |
 //! | the allow list | bucket `fleetmq_allow`, key = device id, value = its keys | every front-end's file mirrors it; an edit of any file goes to the bucket ([`allow`]) |
 //! | commands for a device another front-end holds | core NATS request/reply to `fleetmq.frontend.<name>.ask` | the operator's request as it came; no responder: the device counts as offline |
+//! | announcements for groups and the fleet | core NATS subject `fleetmq.broadcast` | each other front-end publishes it to its agents |
 //! | which front-ends live | bucket `fleetmq_frontends`, entries expire after [`FRONTEND_TTL_S`] | a device whose front-end is gone counts as offline |
 //!
 //! The message body is Influx line protocol ([`lines`]) for Telegraf's and
@@ -45,6 +46,13 @@ pub const FRONTEND_BEAT_S: u64 = 5;
 pub fn ask_subject(frontend: &str) -> String {
     format!("fleetmq.frontend.{frontend}.ask")
 }
+
+/// The subject announcements go to every front-end on (core NATS: a
+/// front-end that is not connected then misses it).
+pub const BROADCAST_SUBJECT: &str = "fleetmq.broadcast";
+/// Headers on a broadcast: the topic, and the front-end it came from.
+pub const HEADER_TOPIC: &str = "Fleetmq-Topic";
+pub const HEADER_FROM: &str = "Fleetmq-From";
 
 /// Headers on a telemetry message.
 pub const HEADER_DEVICE: &str = "Fleetmq-Device";
@@ -168,6 +176,9 @@ pub enum ToCluster {
     },
     /// The answer to [`FromCluster::Asked`] `id`.
     Answer { id: u64, frame: Vec<u8> },
+    /// An announcement for a group or the fleet, for every other
+    /// front-end's agents (this one published it to its own).
+    Broadcast { topic: String, frame: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
     Enrol { device: String, keys: Vec<String> },
     /// The loop has not taken everything the stream gave: wake it again.
@@ -224,6 +235,9 @@ pub enum FromCluster {
     EnrolledAll(allow::Enrolled),
     /// One device's keys changed (none: revoked).
     EnrolledOne { device: String, keys: Vec<String> },
+    /// An announcement another front-end's operator made: publish it to
+    /// this front-end's agents.
+    Broadcast { topic: String, frame: Vec<u8> },
     /// The connection to NATS: `None` when it works, else why not.
     Connection(Option<String>),
 }

@@ -11,7 +11,7 @@ use super::budgets::Throttle;
 use super::{Action, Core, Now};
 use std::collections::{HashMap, HashSet};
 
-use fleetmq_protocol::{OperatorFrame, Request};
+use fleetmq_protocol::{OperatorFrame, Request, Target};
 
 use crate::cluster::{Holder, Replicated, ToCluster, lines};
 use crate::store::{Incoming, Stored};
@@ -227,6 +227,10 @@ impl Core {
             | Request::QueuedCommand {
                 device, timeout_ms, ..
             } => (device, *timeout_ms),
+            Request::Broadcast {
+                target: Target::Device(device),
+                ..
+            } => (device, 0),
             _ => return false,
         };
         if !self.front_end || self.presence.is_online(device) {
@@ -254,8 +258,12 @@ impl Core {
     /// offline (queued, if the operator asked for that).
     pub fn unforwarded(&mut self, client: &[u8], frame: &[u8], why: &str, now: Now) {
         if let Ok(OperatorFrame::Request(req)) = OperatorFrame::decode(frame)
-            && let Request::Command { device, .. } | Request::QueuedCommand { device, .. } =
-                &req.request
+            && let Request::Command { device, .. }
+            | Request::QueuedCommand { device, .. }
+            | Request::Broadcast {
+                target: Target::Device(device),
+                ..
+            } = &req.request
         {
             info!(device, %why, "the front-end holding the device did not answer; it counts as offline");
             if let Some(h) = self.cluster.holders.get_mut(device) {

@@ -120,7 +120,17 @@ impl Core {
                             Response::Broadcast { topic }
                         }
                         None => {
-                            self.publish(&topic, msg.into());
+                            self.publish(&topic, msg.clone().into());
+                            // Every front-end's agents hear it once.
+                            if self.front_end
+                                && let Ok(frame) = fleetmq_protocol::Broadcast::from(msg).encode()
+                            {
+                                let topic = topic.clone();
+                                self.tell_cluster(crate::cluster::ToCluster::Broadcast {
+                                    topic,
+                                    frame,
+                                });
+                            }
                             Response::Broadcast { topic }
                         }
                     }

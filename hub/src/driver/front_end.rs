@@ -74,6 +74,13 @@ impl Driver {
                     self.core.unforwarded(&client, &frame, &why, now())
                 }
                 FromCluster::Connection(problem) => self.core.cluster_connection(problem),
+                FromCluster::Broadcast { topic, frame } => {
+                    let sent =
+                        fleetmq_net::send_frames(&self.broadcast, &[topic.as_bytes(), &frame]);
+                    if let Err(e) = sent {
+                        warn!(topic, error = %e, "could not publish another front-end's announcement");
+                    }
+                }
                 FromCluster::EnrolledAll(all) => self.enrolled_all(all),
                 FromCluster::EnrolledOne { device, keys } => {
                     let Some(fe) = &mut self.cluster else {
