@@ -512,6 +512,7 @@ impl Driver {
                         warn!("the cluster link has stopped; restart the hub");
                     }
                 }
+                Action::Door { open } => self.door(open),
                 Action::CutDevice { device } => {
                     let cut = self.peers.cut(&device);
                     info!(

@@ -2,7 +2,10 @@
 //! tests, on ports the OS picked, each node a [`Proc`] that can be killed
 //! and started again on the same ports and store.
 
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::{Hub, Proc, spawn};
 
@@ -55,6 +58,11 @@ impl NatsCluster {
         cluster
     }
 
+    /// Each node's client port.
+    pub fn client_ports(&self) -> Vec<u16> {
+        self.ports.iter().map(|(client, _)| *client).collect()
+    }
+
     /// The client URLs, comma-separated.
     pub fn urls(&self) -> String {
         self.ports
@@ -76,7 +84,7 @@ impl NatsCluster {
         let config = format!(
             "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\nmax_payload: 8MB\n\
              jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
-             cluster {{ name: fleetmq, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
+             cluster {{ name: fleetmq, listen: \"127.0.0.1:{route}\", routes: [{}], no_advertise: true }}\n",
             node_dir.join("js").display(),
             routes.join(", ")
         );
@@ -112,11 +120,13 @@ impl NatsCluster {
 
 /// `[cluster]` for a front-end called `name` of `cluster`.
 pub fn front_end_config(cluster: &NatsCluster, name: &str) -> String {
-    let servers: Vec<String> = cluster
-        .urls()
-        .split(',')
-        .map(|u| format!("\"{u}\""))
-        .collect();
+    front_end_config_via(&cluster.urls(), name)
+}
+
+/// `[cluster]` for a front-end called `name` that reaches NATS at `urls`
+/// (comma-separated).
+pub fn front_end_config_via(urls: &str, name: &str) -> String {
+    let servers: Vec<String> = urls.split(',').map(|u| format!("\"{u}\"")).collect();
     format!(
         "[cluster]\nservers = [{}]\nname = \"{name}\"\n",
         servers.join(", ")
@@ -133,6 +143,17 @@ pub fn start_front_end(
     keys_from: Option<&Path>,
     extra: &str,
 ) -> Hub {
+    start_front_end_via(dir, &cluster.urls(), name, keys_from, extra)
+}
+
+/// [`start_front_end`] reaching NATS at `urls` (through [`Proxy`]s, say).
+pub fn start_front_end_via(
+    dir: &Path,
+    urls: &str,
+    name: &str,
+    keys_from: Option<&Path>,
+    extra: &str,
+) -> Hub {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("creating a front-end data dir");
     if let Some(from) = keys_from {
@@ -140,5 +161,64 @@ pub fn start_front_end(
             std::fs::copy(from.join(f), data.join(f)).expect("sharing the hub key pair");
         }
     }
-    Hub::start(dir, &format!("{}{extra}", front_end_config(cluster, name)))
+    Hub::start(dir, &format!("{}{extra}", front_end_config_via(urls, name)))
+}
+
+/// A TCP proxy to a port on this machine that a test can cut (every
+/// connection through it ends, new ones are refused) and heal.
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(to: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        std::thread::spawn({
+            let (cut, open) = (cut.clone(), open.clone());
+            move || {
+                for down in listener.incoming() {
+                    let Ok(down) = down else { continue };
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
+                        continue;
+                    };
+                    let (Ok(d2), Ok(u2)) = (down.try_clone(), up.try_clone()) else {
+                        continue;
+                    };
+                    if let Ok(mut o) = open.lock() {
+                        o.extend(down.try_clone().ok());
+                        o.extend(up.try_clone().ok());
+                    }
+                    std::thread::spawn(move || pump(down, up));
+                    std::thread::spawn(move || pump(u2, d2));
+                }
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    /// Ends every connection through it and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.open.lock().expect("proxy connections").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

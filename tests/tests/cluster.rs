@@ -22,14 +22,36 @@ struct Fleet {
     a: Hub,
     b: Hub,
     agents: Vec<Proc>,
+    /// Front-end a's way to NATS, when it goes through proxies.
+    proxies: Vec<Proxy>,
     _dir: tempfile::TempDir,
 }
 
 impl Fleet {
     fn start() -> Fleet {
+        Fleet::start_with(false)
+    }
+
+    /// With `proxied`, front-end a reaches NATS only through proxies a
+    /// test can cut.
+    fn start_with(proxied: bool) -> Fleet {
         let dir = temp_dir("fleetmq-cluster-");
         let nats = NatsCluster::start(&dir.path().join("nats"));
-        let a = start_front_end(&dir.path().join("a"), &nats, "fe-a", None, "");
+        let proxies: Vec<Proxy> = if proxied {
+            nats.client_ports().into_iter().map(Proxy::start).collect()
+        } else {
+            Vec::new()
+        };
+        let a_urls = if proxied {
+            let urls: Vec<String> = proxies
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{}", p.port))
+                .collect();
+            urls.join(",")
+        } else {
+            nats.urls()
+        };
+        let a = start_front_end_via(&dir.path().join("a"), &a_urls, "fe-a", None, "");
         let b = start_front_end(
             &dir.path().join("b"),
             &nats,
@@ -59,6 +81,7 @@ impl Fleet {
             a,
             b,
             agents,
+            proxies,
             _dir: dir,
         }
     }
@@ -217,4 +240,41 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
     let ping = fleet.b.op(&["command", "pi-1", "ping"]);
     assert!(ping.ok, "{}", ping.stderr);
     assert_eq!(fleet.b.devices()["pi-1"]["front_end"], "fe-b");
+}
+
+#[test]
+fn a_front_end_cut_off_from_nats_sends_its_agents_on_and_acks_nothing_the_stream_lacks() {
+    let _w = watchdog("front-end cut off from NATS", LIMIT);
+    let fleet = Fleet::start_with(true);
+    wait_online(&fleet.a, "every device online at front-end a");
+    let producers = fleet.producers();
+    for p in &producers {
+        p.wait_accepted(30);
+    }
+    for p in &fleet.proxies {
+        p.cut();
+    }
+    // a stops acking, then closes its telemetry port; the agents move to b
+    // with what a did not ack still in their spools.
+    fleet
+        .a
+        .proc
+        .wait_log("cut off from the NATS cluster; closing the telemetry port");
+    wait_online(&fleet.b, "every device online at front-end b");
+    for p in &producers {
+        p.wait_accepted(30);
+    }
+    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
+    for (d, l) in DEVICES.iter().zip(&ledgers) {
+        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
+        audit(&fleet.b, d, l);
+    }
+    for p in &fleet.proxies {
+        p.heal();
+    }
+    fleet.a.proc.wait_log("the telemetry port is open again");
+    // a reads on from where it was cut off, and has it all too.
+    for (d, l) in DEVICES.iter().zip(&ledgers) {
+        audit(&fleet.a, d, l);
+    }
 }

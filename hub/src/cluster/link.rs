@@ -35,6 +35,8 @@ const STREAM_QUEUE: usize = 8;
 /// How long the stream reader waits for a message before it checks that
 /// it has not fallen behind the stream.
 const READ_STALL: Duration = Duration::from_secs(3);
+/// How often a front-end checks that the cluster would take telemetry.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// Requests from other front-ends waiting for this loop's answer.
 const MAX_ASKS: usize = 4096;
 /// Seconds a front-end waits at start for JetStream to make its stream.
@@ -349,6 +351,7 @@ async fn serve(
     tokio::spawn(watch_enrolled(shared.clone()));
     tokio::spawn(list_front_ends(shared.clone()));
     tokio::spawn(hear_broadcasts(shared.clone()));
+    tokio::spawn(check_health(shared.clone()));
     // Requests other front-ends ask this one: their reply subjects by id.
     let replies: Arc<std::sync::Mutex<std::collections::HashMap<u64, async_nats::Subject>>> =
         Arc::default();
@@ -761,6 +764,27 @@ async fn list_front_ends(shared: Shared) {
             live.push(name);
         }
         shared.out.send(FromCluster::FrontEnds(live));
+    }
+}
+
+/// Asks the telemetry stream for its state every [`HEALTH_EVERY`]: the
+/// loop hears whether the cluster would take a batch now (its stream has
+/// a leader that answers), whether or not agents send any.
+async fn check_health(shared: Shared) {
+    let mut every = tokio::time::interval(HEALTH_EVERY);
+    let mut told: Option<Option<String>> = None;
+    loop {
+        every.tick().await;
+        let health =
+            match tokio::time::timeout(HEALTH_EVERY * 2, shared.js.get_stream(STREAM)).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("the telemetry stream does not answer: {e}")),
+                Err(_) => Some("the telemetry stream does not answer".to_string()),
+            };
+        if told.as_ref() != Some(&health) {
+            told = Some(health.clone());
+            shared.out.send(FromCluster::Connection(health));
+        }
     }
 }
 

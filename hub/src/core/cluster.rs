@@ -25,6 +25,10 @@ pub(super) struct Cluster {
     holders: HashMap<String, Holder>,
     /// The front-ends alive.
     live: HashSet<String>,
+    /// Since when (monotonic ms) the cluster has not taken telemetry.
+    trouble_since: Option<u64>,
+    /// The telemetry port is closed (cut off from the cluster).
+    door_closed: bool,
 }
 
 impl Cluster {
@@ -32,6 +36,9 @@ impl Cluster {
         &self.name
     }
 }
+
+/// How long a front-end cut off from the cluster keeps its agents.
+pub const CUT_OFF_MS: u64 = 5_000;
 
 /// How much longer than the command's own time a forwarded command waits.
 const ASK_MARGIN_MS: u64 = 2_000;
@@ -72,7 +79,7 @@ impl Core {
 
     /// JetStream's word on a batch: acked if the stream has it (now or
     /// before), else held back and sent again by its agent.
-    pub fn replicated(&mut self, device: &str, seq: u64, outcome: Replicated) {
+    pub fn replicated(&mut self, device: &str, seq: u64, outcome: Replicated, now: Now) {
         self.counters.batches_replicating = self.counters.batches_replicating.saturating_sub(1);
         match outcome {
             Replicated::Stored => self.counters.batches_replicated += 1,
@@ -81,7 +88,7 @@ impl Core {
                 if self.cluster_problem.is_none() {
                     warn!(%why, "the cluster does not take telemetry; batches are held back (Throttled, not acked) and agents keep them in their spools");
                 }
-                self.cluster_problem = Some(why.clone());
+                self.cluster_trouble(Some(why.clone()), now);
                 let wait = Throttle {
                     retry_after_ms: CLUSTER_RETRY_MS,
                     reason: format!(
@@ -91,22 +98,65 @@ impl Core {
                 return self.hold_back(device, seq, wait);
             }
         }
-        if self.cluster_problem.take().is_some() {
+        if self.cluster_problem.is_some() {
             info!("the cluster takes telemetry again");
+            self.cluster_trouble(None, now);
         }
         self.send_down(device, Ack { seq }.into());
     }
 
     /// The connection to NATS changed: `None` when it works again.
-    pub fn cluster_connection(&mut self, problem: Option<String>) {
+    pub fn cluster_connection(&mut self, problem: Option<String>, now: Now) {
         match &problem {
-            Some(why) => {
+            Some(why) if self.cluster_problem.is_none() => {
                 warn!(%why, "lost the NATS cluster; telemetry is not acked until it is back")
             }
-            None if self.cluster_problem.is_some() => info!("connected to the NATS cluster"),
-            None => {}
+            None if self.cluster_problem.is_some() => {
+                info!("the NATS cluster takes telemetry again")
+            }
+            _ => {}
         }
-        self.cluster_problem = problem;
+        self.cluster_trouble(problem, now);
+    }
+
+    /// Notes the cluster's trouble (`None`: none) from `now`.
+    fn cluster_trouble(&mut self, problem: Option<String>, now: Now) {
+        match problem {
+            Some(why) => {
+                self.cluster.trouble_since.get_or_insert(now.mono_ms);
+                self.cluster_problem = Some(why);
+            }
+            None => {
+                self.cluster.trouble_since = None;
+                self.cluster_problem = None;
+            }
+        }
+    }
+
+    /// A front-end cut off from the cluster for [`CUT_OFF_MS`] closes its
+    /// telemetry port, which ends its agents' connections: they move to
+    /// another front-end, their spools holding what was not acked. It opens
+    /// the port again once the cluster takes telemetry. Called every tick.
+    pub(super) fn door(&mut self, now: Now) {
+        if !self.front_end {
+            return;
+        }
+        let cut_off = self
+            .cluster
+            .trouble_since
+            .is_some_and(|since| now.mono_ms.saturating_sub(since) >= CUT_OFF_MS);
+        if cut_off && !self.cluster.door_closed {
+            self.cluster.door_closed = true;
+            warn!(
+                why = self.cluster_problem.as_deref().unwrap_or(""),
+                "cut off from the NATS cluster; closing the telemetry port so that agents move to another front-end (their spools keep what was not acked)"
+            );
+            self.out.push_back(Action::Door { open: false });
+        } else if self.cluster.trouble_since.is_none() && self.cluster.door_closed {
+            self.cluster.door_closed = false;
+            info!("the NATS cluster is back; the telemetry port is open again");
+            self.out.push_back(Action::Door { open: true });
+        }
     }
 
     /// Batches read from the stream, in its order: stored here as a single

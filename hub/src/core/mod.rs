@@ -117,6 +117,9 @@ pub enum Action {
     CutDevice { device: String },
     /// Hand this to the NATS cluster (front-ends only).
     Cluster(crate::cluster::ToCluster),
+    /// Close (unbind) or open again the telemetry endpoint: a front-end
+    /// cut off from the cluster sends its agents elsewhere.
+    Door { open: bool },
 }
 
 /// What the driver saw on a socket monitor.
@@ -290,6 +293,7 @@ impl Core {
             self.budgets.forget_idle(now.mono_ms);
         }
         self.sweep_presence(now);
+        self.door(now);
         self.expire_commands(now);
         self.send_queued(now);
         self.expire_leases(now);

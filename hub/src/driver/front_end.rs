@@ -15,15 +15,19 @@ pub(super) struct FrontEnd {
     mirror: Option<Enrolled>,
     /// The allow list file as last read or written here.
     file_seen: Enrolled,
+    /// Where the telemetry socket is bound (closed while cut off).
+    telemetry: String,
 }
 
 impl FrontEnd {
     /// `file` is the allow list file's list at start (`None` on plaintext).
-    pub(super) fn new(link: Link, file: Option<&AllowList>) -> FrontEnd {
+    /// `telemetry` is the endpoint the telemetry socket is bound to.
+    pub(super) fn new(link: Link, file: Option<&AllowList>, telemetry: String) -> FrontEnd {
         FrontEnd {
             link,
             mirror: None,
             file_seen: file.map(allow::enrolled).unwrap_or_default(),
+            telemetry,
         }
     }
 
@@ -56,7 +60,7 @@ impl Driver {
                     device,
                     seq,
                     outcome,
-                } => self.core.replicated(&device, seq, outcome),
+                } => self.core.replicated(&device, seq, outcome, now()),
                 FromCluster::Stream { batches, last } => {
                     self.core.from_stream(&batches, last, now())
                 }
@@ -73,7 +77,7 @@ impl Driver {
                 FromCluster::Unanswered { client, frame, why } => {
                     self.core.unforwarded(&client, &frame, &why, now())
                 }
-                FromCluster::Connection(problem) => self.core.cluster_connection(problem),
+                FromCluster::Connection(problem) => self.core.cluster_connection(problem, now()),
                 FromCluster::Broadcast { topic, frame } => {
                     let sent =
                         fleetmq_net::send_frames(&self.broadcast, &[topic.as_bytes(), &frame]);
@@ -97,6 +101,20 @@ impl Driver {
             }
         }
         self.carry_out();
+    }
+
+    /// Closes the telemetry endpoint (unbinding it ends the connections
+    /// accepted on it, so agents move on) or opens it again.
+    pub(super) fn door(&mut self, open: bool) {
+        let Some(fe) = &self.cluster else { return };
+        let done = if open {
+            self.upstream.bind(&fe.telemetry)
+        } else {
+            self.upstream.unbind(&fe.telemetry)
+        };
+        if let Err(e) = done {
+            warn!(endpoint = %fe.telemetry, open, error = %e, "could not open or close the telemetry port");
+        }
     }
 
     /// The bucket as it is: an empty bucket is filled from this file (the

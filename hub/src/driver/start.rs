@@ -228,7 +228,9 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         peers: Peers::default(),
         http,
         readers,
-        cluster: cluster.map(|(_, link)| front_end::FrontEnd::new(link, list_now.as_ref())),
+        cluster: cluster.map(|(_, link)| {
+            front_end::FrontEnd::new(link, list_now.as_ref(), endpoints.telemetry.clone())
+        }),
     };
     driver.serve(&shutdown)?;
     // The link says goodbye to the cluster as it drops.

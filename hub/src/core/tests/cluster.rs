@@ -58,9 +58,14 @@ fn a_batch_is_acked_only_once_the_cluster_has_it_and_held_back_when_not() {
         "the store is filled from the stream"
     );
 
-    f.core.replicated("pi-a", 1, Replicated::Stored);
     f.core
-        .replicated("pi-a", 2, Replicated::Failed("timed out".into()));
+        .replicated("pi-a", 1, Replicated::Stored, at(T0 + 20));
+    f.core.replicated(
+        "pi-a",
+        2,
+        Replicated::Failed("timed out".into()),
+        at(T0 + 20),
+    );
     let got = to_device(&f.actions(), "pi-a");
     assert_eq!(got.len(), 2);
     assert_eq!(got[0], Downstream::Ack(fleetmq_protocol::Ack { seq: 1 }));
@@ -75,7 +80,8 @@ fn a_batch_is_acked_only_once_the_cluster_has_it_and_held_back_when_not() {
         other => panic!("want Throttled, got {other:?}"),
     }
     // A batch the stream had already (sent again after a move) is acked.
-    f.core.replicated("pi-a", 2, Replicated::Duplicate);
+    f.core
+        .replicated("pi-a", 2, Replicated::Duplicate, at(T0 + 30));
     assert_eq!(
         to_device(&f.actions(), "pi-a"),
         vec![Downstream::Ack(fleetmq_protocol::Ack { seq: 2 })]
@@ -195,4 +201,44 @@ fn a_command_for_a_device_held_elsewhere_is_asked_there_and_handled_here_if_unan
         matches!(&answers[..], [(7, Response::Error(OperatorError::DeviceOffline(d)))] if d == "pi-b"),
         "{answers:?}"
     );
+}
+
+#[test]
+fn a_front_end_cut_off_for_five_seconds_closes_its_door_and_opens_it_when_back() {
+    let doors = |actions: Vec<Action>| -> Vec<bool> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Door { open } => Some(open),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut f = front_end();
+    f.core
+        .cluster_connection(Some("disconnected".into()), at(T0));
+    f.core.tick(at(T0 + 4_900));
+    assert!(
+        doors(f.actions()).is_empty(),
+        "a short loss keeps the agents"
+    );
+    // Still out: a failed publish does not restart the count.
+    f.core.replicated(
+        "pi-a",
+        1,
+        Replicated::Failed("timed out".into()),
+        at(T0 + 4_950),
+    );
+    f.core.tick(at(T0 + 5_000));
+    assert_eq!(doors(f.actions()), vec![false]);
+    f.core.tick(at(T0 + 9_000));
+    assert!(doors(f.actions()).is_empty(), "closed once");
+    f.core.cluster_connection(None, at(T0 + 9_500));
+    f.core.tick(at(T0 + 9_600));
+    assert_eq!(doors(f.actions()), vec![true]);
+    // A single hub never closes its door.
+    let mut single = Fleet::new();
+    single.core.cluster_connection(Some("x".into()), at(T0));
+    single.core.tick(at(T0 + 60_000));
+    assert!(doors(single.actions()).is_empty());
 }
