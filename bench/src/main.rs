@@ -10,6 +10,7 @@
 //! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench query [--agents 20] [--seconds S]
 //! fleetmq-bench store [--agents 200] [--hours 24]    (not in `all`: it writes GBs)
+//! fleetmq-bench cluster [--agents 10000] [--seconds S] (not in `all`: it runs a NATS cluster)
 //! fleetmq-bench swarm --hub tcp://HOST:PORT --agents N [--seconds S] [--window W]
 //! ```
 //!
@@ -29,7 +30,7 @@ use fleetmq_protocol::{
 };
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|swarm [--json FILE] \
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
 [--agent-binary PATH] [--hours H]";
 
@@ -148,6 +149,9 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if all || args.command == "query" {
         report.insert("query".into(), queried(args)?);
+    }
+    if args.command == "cluster" {
+        report.insert("cluster".into(), fleetmq_bench_cluster(args)?);
     }
     if args.command == "store" {
         let dir = tempfile::Builder::new()
@@ -689,7 +693,7 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
             procstat::open_fds(pid).unwrap_or(0),
         );
         let t0 = Instant::now();
-        let parts = connect_parts(&hub.endpoint("telemetry")?, agents, per_process)?;
+        let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process)?;
         let dialled = t0.elapsed().as_secs_f64();
         // The hub sees every agent online and listening (its broadcast
         // subscription arrived) before it is measured.
@@ -760,13 +764,17 @@ impl Drop for Part {
 
 /// Starts the fleet's processes one after another, each connecting its
 /// share of `agents` and saying "ready" when all are connected and acked.
-fn connect_parts(endpoint: &str, agents: usize, per_process: usize) -> anyhow::Result<Vec<Part>> {
+fn connect_parts(
+    endpoint: &str,
+    ids: std::ops::Range<usize>,
+    per_process: usize,
+) -> anyhow::Result<Vec<Part>> {
     use std::io::BufRead as _;
     let me = std::env::current_exe().context("finding this program")?;
     let mut parts = Vec::new();
-    let mut first = 0;
-    while first < agents {
-        let count = per_process.min(agents - first);
+    let mut first = ids.start;
+    while first < ids.end {
+        let count = per_process.min(ids.end - first);
         let mut child = std::process::Command::new(&me)
             .args(["fleet-part", "--hub", endpoint])
             .args([
@@ -875,4 +883,189 @@ fn swarm_against(args: &Args) -> anyhow::Result<()> {
         out.refusals
     );
     Ok(())
+}
+
+/// Front-ends in the cluster benchmark: three hold 10,000 agents within
+/// 20,000 open files each.
+const FRONT_ENDS: usize = 3;
+
+/// `cluster`: front-ends over a three-node JetStream cluster on this
+/// machine. Durable ingest of the whole fleet beside one hub on SQLite (in
+/// the same run); a fleet with every socket connected, spread over the
+/// front-ends, and each front-end's memory per agent; then one front-end
+/// killed and the time until its agents are connected and acked at the
+/// others.
+fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
+    let dir = tempfile::Builder::new()
+        .prefix("fleetmq-bench-cluster-")
+        .tempdir()?;
+    let template = template()?;
+    let per_batch = wire::samples().len() as f64;
+    println!(
+        "\nfront-ends over a 3-node NATS JetStream cluster on this machine, {FRONT_ENDS} front-ends"
+    );
+
+    // Durable ingest: 300 agents with their batches in flight, split over
+    // the front-ends, beside the same load on one hub, in the same run;
+    // with every NATS node writing to disk before it acks, and without.
+    let agents = 300;
+    let single_dir = tempfile::tempdir()?;
+    let single = run::Hub::start(single_dir.path(), HUB_CONFIG)?;
+    let single_rate = ingest_over(args, &[single.endpoint("telemetry")?], agents, &template)?.0;
+    drop(single);
+    let mut ingest_rows = Vec::new();
+    let mut kept = None;
+    for sync in [false, true] {
+        let label = if sync { "sync" } else { "nosync" };
+        let nats = run::Nats::start(&dir.path().join(format!("nats-{label}")), sync)?;
+        let mut fronts = Vec::new();
+        for i in 0..FRONT_ENDS {
+            let name = format!("fe-{i}");
+            let hub = run::Hub::start_with(
+                &dir.path().join(format!("{label}-{name}")),
+                HUB_CONFIG,
+                &["--nats", &nats.urls, "--name", &name],
+            )?;
+            fronts.push(hub);
+        }
+        let endpoints = fronts
+            .iter()
+            .map(|f| f.endpoint("telemetry"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (rate, answered) = ingest_over(args, &endpoints, agents, &template)?;
+        let promise = if sync {
+            "acked once on disk at 2 of 3 nodes (sync_interval: always)"
+        } else {
+            "acked once in memory at 2 of 3 nodes (disk on the servers' schedule)"
+        };
+        println!(
+            "  durable ingest, {agents} agents x {} in flight, {promise}: {rate:.0} batches/s ({:.0} samples/s); one hub on SQLite (synchronous = full): {single_rate:.0}; {:.2}x ({answered} agents acked)",
+            args.window,
+            rate * per_batch,
+            rate / single_rate
+        );
+        ingest_rows.push(json!({
+            "nats_sync_always": sync,
+            "batches_per_s": rate,
+            "samples_per_s": rate * per_batch,
+            "vs_single_hub": rate / single_rate,
+        }));
+        if sync {
+            kept = Some((nats, fronts, endpoints));
+        }
+    }
+    let Some((nats, mut fronts, endpoints)) = kept else {
+        anyhow::bail!("no cluster was kept");
+    };
+    let cluster_rate = ingest_rows
+        .last()
+        .and_then(|r| r["batches_per_s"].as_f64())
+        .unwrap_or(0.0);
+
+    // Every socket connected: the fleet spread over the front-ends.
+    let total = args
+        .agents
+        .as_deref()
+        .and_then(|a| a.first().copied())
+        .unwrap_or(10_000);
+    let share = total.div_ceil(FRONT_ENDS);
+    let limit = procstat::raise_open_files((share * fleet::SOCKETS_PER_AGENT + 1024) as u64)
+        .context("raising the open-files limit")?;
+    let per_process = ((limit as usize).saturating_sub(1024) / fleet::FDS_PER_AGENT).clamp(1, 1000);
+    let idle: Vec<u64> = fronts
+        .iter()
+        .map(|f| procstat::rss_bytes(f.proc.pid()).unwrap_or(0))
+        .collect();
+    let t0 = Instant::now();
+    let mut parts: Vec<Vec<Part>> = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let ids = i * share..((i + 1) * share).min(total);
+        parts.push(connect_parts(endpoint, ids, per_process)?);
+    }
+    let dialled = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut per_agent = Vec::new();
+    for (i, f) in fronts.iter().enumerate() {
+        let rss = procstat::rss_bytes(f.proc.pid()).unwrap_or(0);
+        let held = share.min(total - i * share);
+        let each = rss.saturating_sub(idle[i]) as f64 / held.max(1) as f64;
+        println!(
+            "  front-end fe-{i}: {held} agents with every socket connected, RSS {:.1} MB, {:.1} KB per agent",
+            rss as f64 / 1e6,
+            each / 1024.0
+        );
+        per_agent.push(each);
+    }
+    println!("  {total} agents connected and acked in {dialled:.1} s");
+
+    // One front-end killed: its agents dial the others (a real agent
+    // moves after 2 s plus up to 2 s of jitter; that is not counted here).
+    let killed = fronts.remove(0);
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(killed.proc.pid() as i32, libc::SIGKILL) };
+    let t1 = Instant::now();
+    drop(parts.remove(0));
+    let half = share / 2;
+    let moved = [
+        connect_parts(&endpoints[1], 0..half, per_process)?,
+        connect_parts(&endpoints[2], half..share, per_process)?,
+    ];
+    let back = t1.elapsed().as_secs_f64();
+    println!(
+        "  fe-0 killed with -9: its {share} agents connected and acked at fe-1 and fe-2 {back:.1} s later (plus the agent's own 2-4 s before it moves)"
+    );
+    drop(moved);
+    drop(parts);
+    drop(fronts);
+    drop(nats);
+    Ok(json!({
+        "front_ends": FRONT_ENDS,
+        "ingest_agents": agents,
+        "ingest": ingest_rows,
+        "ingest_batches_per_s": cluster_rate,
+        "single_hub_batches_per_s": single_rate,
+        "connected_agents": total,
+        "connect_seconds": dialled,
+        "front_end_rss_per_agent_bytes": per_agent,
+        "failover_agents": share,
+        "failover_seconds": back,
+    }))
+}
+
+/// Batches a second acked when `agents` simulated agents are split over
+/// `endpoints` (all at once), and how many agents were acked.
+fn ingest_over(
+    args: &Args,
+    endpoints: &[String],
+    agents: usize,
+    template: &Template,
+) -> anyhow::Result<(f64, usize)> {
+    let share = agents / endpoints.len();
+    let loads: Vec<Swarm> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, endpoint)| Swarm {
+            endpoint: endpoint.clone(),
+            agents: share,
+            window: args.window,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs_f64(args.seconds),
+            mode: Mode::Fleet,
+            prefix: format!("ingest{i}"),
+        })
+        .collect();
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = loads
+            .iter()
+            .map(|l| s.spawn(|| swarm::run(l, template)))
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let (mut batches, mut answered) = (0.0, 0);
+    for r in runs {
+        let o = r.map_err(|_| anyhow::anyhow!("a swarm thread panicked"))??;
+        batches += o.batches as f64 / o.seconds;
+        answered += o.answered;
+    }
+    Ok((batches, answered))
 }

@@ -59,6 +59,12 @@ impl Hub {
     /// Starts `fleetmq-hub run --insecure` on OS-chosen loopback ports with
     /// `config` (TOML) in `dir`; its log goes to `dir/hub.log`.
     pub fn start(dir: &Path, config: &str) -> anyhow::Result<Hub> {
+        Hub::start_with(dir, config, &[])
+    }
+
+    /// [`Hub::start`] with more `run` arguments (`--nats`, `--name`).
+    pub fn start_with(dir: &Path, config: &str, more: &[&str]) -> anyhow::Result<Hub> {
+        std::fs::create_dir_all(dir)?;
         let cfg = dir.join("hub.toml");
         std::fs::write(&cfg, config)?;
         let log = std::fs::File::create(dir.join("hub.log"))?;
@@ -69,6 +75,7 @@ impl Hub {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--bind", "127.0.0.1:*", "--insecure"])
+            .args(more)
             .env("FLEETMQ_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -127,4 +134,80 @@ pub fn agent(
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     Ok(Running { child })
+}
+
+/// Three nats-server nodes with JetStream in one cluster, on ports the OS
+/// had free; with `sync`, each writes to disk before it acks
+/// (`sync_interval: always`), else on the server's own schedule.
+/// `FLEETMQ_NATS_SERVER`, or the one `scripts/test.sh` installs.
+pub struct Nats {
+    pub nodes: Vec<Running>,
+    /// Client URLs, comma-separated.
+    pub urls: String,
+}
+
+impl Nats {
+    pub fn start(dir: &Path, sync: bool) -> anyhow::Result<Nats> {
+        let server = match std::env::var_os("FLEETMQ_NATS_SERVER") {
+            Some(p) => PathBuf::from(p),
+            None => sibling("fleetmq-bench")?
+                .parent()
+                .and_then(Path::parent)
+                .map(|target| target.join("tools/nats/bin/nats-server"))
+                .context("finding target/tools")?,
+        };
+        anyhow::ensure!(
+            server.exists(),
+            "{} is missing: scripts/test.sh installs it (or set FLEETMQ_NATS_SERVER)",
+            server.display()
+        );
+        let free = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| Ok((free()?, free()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, r)| format!("\"nats-route://127.0.0.1:{r}\""))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let node = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&node)?;
+            let conf = node.join("nats.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\nmax_payload: 8MB\n\
+                     max_connections: 100000\n\
+                     jetstream {{ store_dir: \"{}\"{} }}\n\
+                     cluster {{ name: fleetmq, listen: \"127.0.0.1:{route}\", routes: [{}] }}\n",
+                    node.join("js").display(),
+                    if sync { ", sync_interval: always" } else { "" },
+                    routes.join(", ")
+                ),
+            )?;
+            let log = std::fs::File::create(node.join("nats.log"))?;
+            let child = Command::new(&server)
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", server.display()))?;
+            nodes.push(Running { child });
+        }
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|(c, _)| format!("nats://127.0.0.1:{c}"))
+            .collect();
+        Ok(Nats {
+            nodes,
+            urls: urls.join(","),
+        })
+    }
 }
