@@ -231,6 +231,14 @@ pub struct Jobs {
     pub ttl_ms: u32,
 }
 
+impl Jobs {
+    /// On front-ends, the cluster queue's lease (its consumer's ack wait):
+    /// `lease_ms`, or longer to fit the default time limit and 5 s.
+    pub fn queue_lease_ms(&self) -> u32 {
+        self.lease_ms.max(self.timeout_ms.saturating_add(5_000))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Commands {

@@ -259,6 +259,7 @@ impl Driver {
                 last_tick = Instant::now();
                 self.reload_allow_list();
                 self.core.tick(now());
+                self.want_job();
                 self.carry_out();
             }
         }
@@ -513,6 +514,10 @@ impl Driver {
                     }
                 }
                 Action::Door { open } => self.door(open),
+                Action::ClusterJob { token, frame } => {
+                    let sent = matches!(send_frames(&self.jobs, &[&frame]), Ok(true));
+                    self.core.cluster_job_sent(token, sent, now());
+                }
                 Action::CutDevice { device } => {
                     let cut = self.peers.cut(&device);
                     info!(

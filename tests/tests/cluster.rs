@@ -29,12 +29,13 @@ struct Fleet {
 
 impl Fleet {
     fn start() -> Fleet {
-        Fleet::start_with(false)
+        Fleet::start_with(false, "")
     }
 
     /// With `proxied`, front-end a reaches NATS only through proxies a
     /// test can cut.
-    fn start_with(proxied: bool) -> Fleet {
+    /// `extra` is added to both front-ends' configuration.
+    fn start_with(proxied: bool, extra: &str) -> Fleet {
         let dir = temp_dir("fleetmq-cluster-");
         let nats = NatsCluster::start(&dir.path().join("nats"));
         let proxies: Vec<Proxy> = if proxied {
@@ -51,13 +52,13 @@ impl Fleet {
         } else {
             nats.urls()
         };
-        let a = start_front_end_via(&dir.path().join("a"), &a_urls, "fe-a", None, "");
+        let a = start_front_end_via(&dir.path().join("a"), &a_urls, "fe-a", None, extra);
         let b = start_front_end(
             &dir.path().join("b"),
             &nats,
             "fe-b",
             Some(&a.dir.join("data")),
-            "",
+            extra,
         );
         let link = Link {
             telemetry: format!("{},{}", a.telemetry(), b.telemetry()),
@@ -245,7 +246,7 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
 #[test]
 fn a_front_end_cut_off_from_nats_sends_its_agents_on_and_acks_nothing_the_stream_lacks() {
     let _w = watchdog("front-end cut off from NATS", LIMIT);
-    let fleet = Fleet::start_with(true);
+    let fleet = Fleet::start_with(true, "");
     wait_online(&fleet.a, "every device online at front-end a");
     let producers = fleet.producers();
     for p in &producers {
@@ -277,4 +278,60 @@ fn a_front_end_cut_off_from_nats_sends_its_agents_on_and_acks_nothing_the_stream
     for (d, l) in DEVICES.iter().zip(&ledgers) {
         audit(&fleet.a, d, l);
     }
+}
+
+/// `job show ID` at `hub`, once the job is there and over.
+fn wait_job_over(hub: &Hub, id: &str) -> serde_json::Value {
+    wait_for(
+        &format!("job {id} to be over at {}", hub.dir.display()),
+        || {
+            let r = hub.op(&["job", "show", id]);
+            let job = r.json.first()?.clone();
+            matches!(job["state"].as_str(), Some("done" | "failed")).then_some(job)
+        },
+    )
+}
+
+#[test]
+fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one_dies() {
+    let _w = watchdog("jobs across front-ends", LIMIT);
+    // A short lease so that a job lost with its front-end comes back soon.
+    let fleet = Fleet::start_with(
+        false,
+        "[jobs]\nlease_ms = 8000\ntimeout_ms = 3000\nmax_attempts = 5\n",
+    );
+    wait_online(&fleet.a, "every device online at front-end a");
+    // Submitted at b, which holds no agent: run by one of a's.
+    let r = fleet.b.op(&["job", "submit", "echo", "from b"]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    for hub in [&fleet.b, &fleet.a] {
+        let job = wait_job_over(hub, &id);
+        assert_eq!(job["state"], "done", "{job}");
+        assert_eq!(job["outcome"]["stdout"], "from b", "{job}");
+        assert!(
+            DEVICES.contains(&job["device"].as_str().unwrap_or("")),
+            "{job}"
+        );
+    }
+    // A job running when its front-end dies: delivered again after its
+    // lease, at b, and done there (by the device that did not run it:
+    // the other says it ran it already, its result lost with a).
+    let r = fleet.a.op(&["job", "submit", "exec", "--", "sleep", "2"]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    let running = format!("running job job={id} ");
+    wait_for("an agent at a to run the job", || {
+        fleet
+            .agents
+            .iter()
+            .any(|p| p.log_text().contains(&running))
+            .then_some(())
+    });
+    let mut a = fleet.a;
+    a.proc.signal(libc::SIGKILL);
+    a.proc.wait_exit(WAIT);
+    wait_online(&fleet.b, "every device online at front-end b");
+    let job = wait_job_over(&fleet.b, &id);
+    assert_eq!(job["state"], "done", "{job}");
 }

@@ -10,16 +10,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::allow::ALLOW_BUCKET;
+use super::jobs::{EVENTS_STREAM, EVENTS_SUBJECT, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT};
 use super::{
     BROADCAST_SUBJECT, DEVICES_BUCKET, FRONTEND_BEAT_S, FRONTEND_TTL_S, FRONTENDS_BUCKET,
-    FromCluster, HEADER_BATCH, HEADER_DEVICE, HEADER_FROM, HEADER_SEQ, HEADER_TOPIC, Holder,
+    FromCluster, HEADER_BATCH, HEADER_DEVICE, HEADER_FROM, HEADER_SEQ, HEADER_TOPIC, Holder, Marks,
     Replicated, STREAM, SUBJECT_PREFIX, ToCluster, batch_id,
 };
 use crate::config::Cluster;
@@ -89,19 +90,34 @@ struct Shared {
     devices: kv::Store,
     frontends: kv::Store,
     allow: kv::Store,
+    /// The consumer every front-end takes work-queue jobs from.
+    jobs: consumer::PullConsumer,
+    /// Jobs taken and not yet over, by handle.
+    taken: Arc<std::sync::Mutex<Taken>>,
     out: Out,
 }
 
+/// Jobs this front-end took from the queue, by the handle the loop knows
+/// them by.
+#[derive(Default)]
+struct Taken {
+    next: u64,
+    messages: std::collections::HashMap<u64, jetstream::Message>,
+}
+
 impl Link {
-    /// Connects to `cfg.servers` as front-end `name`, makes the stream and
-    /// buckets if they are missing, and starts reading the stream after
-    /// `after` (the last stream sequence this front-end stored). Fails
-    /// with what to do when NATS cannot be reached or JetStream refuses.
+    /// Connects to `cfg.servers` as front-end `name`, makes the streams,
+    /// buckets and the jobs consumer (its ack wait `jobs.lease_ms`, its
+    /// deliveries `jobs.max_attempts`) if they are missing, and starts
+    /// reading the streams after `after` (where this front-end's store has
+    /// them to). Fails with what to do when NATS cannot be reached or
+    /// JetStream refuses.
     pub fn start(
         cfg: &Cluster,
+        jobs: &crate::config::Jobs,
         data_dir: &std::path::Path,
         name: &str,
-        after: u64,
+        after: Marks,
     ) -> Result<Link, LinkError> {
         let (to, inbox) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -115,6 +131,7 @@ impl Link {
         };
         let (started_tx, started) = std::sync::mpsc::channel::<Result<(), String>>();
         let cfg = cfg.clone();
+        let jobs = jobs.clone();
         let resolve = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| data_dir.join(p));
         let paths = Paths {
             credentials: resolve(&cfg.credentials),
@@ -137,7 +154,7 @@ impl Link {
                     }
                 };
                 rt.block_on(async move {
-                    let shared = match join(&cfg, &paths, &name, out.clone()).await {
+                    let shared = match join(&cfg, &jobs, &paths, &name, out.clone()).await {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = started_tx.send(Err(e));
@@ -209,7 +226,13 @@ struct Paths {
 }
 
 /// Connects and makes sure the stream and buckets are there.
-async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shared, String> {
+async fn join(
+    cfg: &Cluster,
+    jobs: &crate::config::Jobs,
+    paths: &Paths,
+    name: &str,
+    out: Out,
+) -> Result<Shared, String> {
     let servers = cfg.servers.join(",");
     let mut opts = match &paths.credentials {
         Some(p) => async_nats::ConnectOptions::with_credentials_file(p)
@@ -256,8 +279,8 @@ async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shar
     // A cluster that is still forming (its servers just started) cannot
     // make a replicated stream yet: try again for a while.
     let mut tries = 0;
-    let (devices, frontends, allow) = loop {
-        match make_stream_and_buckets(&js, cfg).await {
+    let made = loop {
+        match make_stream_and_buckets(&js, cfg, jobs).await {
             Ok(made) => break made,
             Err(e) if tries < SETUP_TRIES => {
                 tries += 1;
@@ -280,18 +303,29 @@ async fn join(cfg: &Cluster, paths: &Paths, name: &str, out: Out) -> Result<Shar
         name: name.to_string(),
         client,
         js,
-        devices,
-        frontends,
-        allow,
+        devices: made.devices,
+        frontends: made.frontends,
+        allow: made.allow,
+        jobs: made.jobs,
+        taken: Arc::default(),
         out,
     })
 }
 
-/// The telemetry stream and the two buckets, made if they are missing.
+/// What a front-end finds or makes in JetStream.
+struct Made {
+    devices: kv::Store,
+    frontends: kv::Store,
+    allow: kv::Store,
+    jobs: consumer::PullConsumer,
+}
+
+/// The streams, buckets and the jobs consumer, made if they are missing.
 async fn make_stream_and_buckets(
     js: &jetstream::Context,
     cfg: &Cluster,
-) -> Result<(kv::Store, kv::Store, kv::Store), String> {
+    jobs: &crate::config::Jobs,
+) -> Result<Made, String> {
     let replicas = usize::from(cfg.replicas);
     let refused = |what: &str, e: &dyn std::fmt::Display| {
         format!(
@@ -328,7 +362,47 @@ async fn make_stream_and_buckets(
     let allow = open_bucket(js, bucket(ALLOW_BUCKET, Duration::ZERO))
         .await
         .map_err(|e| refused("allow list bucket", &e))?;
-    Ok((devices, frontends, allow))
+    let queue = js
+        .get_or_create_stream(stream::Config {
+            name: JOBS_STREAM.into(),
+            subjects: vec![JOBS_SUBJECT.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(cfg.dedupe_window_s),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| refused("jobs stream", &e))?;
+    js.get_or_create_stream(stream::Config {
+        name: EVENTS_STREAM.into(),
+        subjects: vec![EVENTS_SUBJECT.into()],
+        num_replicas: replicas,
+        max_age: Duration::from_secs(30 * 86_400),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| refused("job events stream", &e))?;
+    let jobs = queue
+        .get_or_create_consumer(
+            JOBS_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(JOBS_CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_millis(u64::from(jobs.queue_lease_ms())),
+                max_deliver: i64::from(jobs.max_attempts),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| refused("jobs consumer", &e))?;
+    Ok(Made {
+        devices,
+        frontends,
+        allow,
+        jobs,
+    })
 }
 
 async fn open_bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, String> {
@@ -343,9 +417,20 @@ async fn serve(
     shared: Shared,
     mut inbox: mpsc::UnboundedReceiver<ToCluster>,
     stream_tx: mpsc::Sender<FromCluster>,
-    after: u64,
+    after: Marks,
 ) {
-    tokio::spawn(read_stream(shared.clone(), stream_tx, after));
+    tokio::spawn(read_stream(
+        shared.clone(),
+        TELEMETRY,
+        stream_tx.clone(),
+        after.telemetry,
+    ));
+    tokio::spawn(read_stream(
+        shared.clone(),
+        JOB_EVENTS,
+        stream_tx,
+        after.job_events,
+    ));
     tokio::spawn(beat(shared.clone()));
     tokio::spawn(watch_holders(shared.clone()));
     tokio::spawn(watch_enrolled(shared.clone()));
@@ -426,6 +511,46 @@ async fn serve(
                     warn!(topic, error = %e, "could not send an announcement to the other front-ends");
                 }
             }
+            ToCluster::SubmitJob {
+                client,
+                request_id,
+                submission,
+            } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let outcome = submit_job(&shared, &client, request_id, submission).await;
+                    shared.out.send(FromCluster::JobSubmitted {
+                        client,
+                        request_id,
+                        outcome,
+                    });
+                });
+            }
+            ToCluster::WantJob => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let msg = take_job(&shared).await;
+                    shared.out.send(msg);
+                });
+            }
+            ToCluster::JobDone { handle, event } => {
+                let shared = shared.clone();
+                tokio::spawn(
+                    async move { job_over(&shared, handle, AckKind::Ack, Some(event)).await },
+                );
+            }
+            ToCluster::JobBack { handle } => {
+                let shared = shared.clone();
+                tokio::spawn(
+                    async move { job_over(&shared, handle, AckKind::Nak(None), None).await },
+                );
+            }
+            ToCluster::JobEnd { handle, event } => {
+                let shared = shared.clone();
+                tokio::spawn(
+                    async move { job_over(&shared, handle, AckKind::Term, Some(event)).await },
+                );
+            }
             ToCluster::Poke => shared.out.poke(),
             ToCluster::Stop => break,
         }
@@ -466,14 +591,158 @@ async fn publish(
     }
 }
 
-/// Reads the whole stream in order from after `after`, handing the loop
-/// chunks of (device, body); waits when the loop has not taken them.
-async fn read_stream(shared: Shared, tx: mpsc::Sender<FromCluster>, mut after: u64) {
+/// Puts a job on the queue (its id: the stream sequence) and says so on
+/// the events stream. A retried request (same client and request id) is
+/// the same message to JetStream within the dedupe window.
+async fn submit_job(
+    shared: &Shared,
+    client: &[u8],
+    request_id: u64,
+    submission: Vec<u8>,
+) -> Result<u64, String> {
+    let parsed: fleetmq_protocol::JobSubmission =
+        serde_json::from_slice(&submission).map_err(|e| e.to_string())?;
+    let retry_id = format!(
+        "{}/{}/{request_id}",
+        shared.name,
+        base64::engine::general_purpose::STANDARD.encode(client)
+    );
+    let msg = jetstream::message::PublishMessage::build()
+        .message_id(retry_id)
+        .payload(submission.into());
+    let ack = shared
+        .js
+        .send_publish(JOBS_SUBJECT, msg)
+        .await
+        .map_err(|e| format!("the cluster did not take the job: {e}"))?
+        .await
+        .map_err(|e| format!("the cluster did not take the job: {e}"))?;
+    if !ack.duplicate {
+        let event = super::jobs::JobEvent::Submitted {
+            id: ack.sequence,
+            submission: parsed,
+            at_ms: super::now_ms(),
+        };
+        publish_event(shared, event.encode()).await;
+    }
+    Ok(ack.sequence)
+}
+
+/// One job from the queue, if one is waiting.
+async fn take_job(shared: &Shared) -> FromCluster {
+    let fetched = shared
+        .jobs
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await;
+    let mut messages = match fetched {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(error = %e, "could not take a job from the queue");
+            return FromCluster::NoJob;
+        }
+    };
+    let Some(Ok(msg)) = messages.next().await else {
+        return FromCluster::NoJob;
+    };
+    let Ok(info) = msg.info() else {
+        return FromCluster::NoJob;
+    };
+    let (id, attempt) = (
+        info.stream_sequence,
+        u32::try_from(info.delivered).unwrap_or(u32::MAX),
+    );
+    let submission = msg.payload.to_vec();
+    let Ok(mut taken) = shared.taken.lock() else {
+        return FromCluster::NoJob;
+    };
+    taken.next += 1;
+    let handle = taken.next;
+    taken.messages.insert(handle, msg);
+    FromCluster::Job {
+        handle,
+        id,
+        attempt,
+        submission,
+    }
+}
+
+/// Ends a taken job with `kind` (done, back in the queue, or failed for
+/// good), telling every front-end `event` if there is one.
+async fn job_over(shared: &Shared, handle: u64, kind: AckKind, event: Option<Vec<u8>>) {
+    let msg = shared
+        .taken
+        .lock()
+        .ok()
+        .and_then(|mut t| t.messages.remove(&handle));
+    if let Some(event) = event {
+        publish_event(shared, event).await;
+    }
+    let Some(msg) = msg else { return };
+    let done = match kind {
+        AckKind::Ack => msg.double_ack().await,
+        other => msg.ack_with(other).await,
+    };
+    if let Err(e) = done {
+        warn!(error = %e, "could not settle a job with the cluster; it is delivered again after its lease");
+    }
+}
+
+async fn publish_event(shared: &Shared, event: Vec<u8>) {
+    let sent = match shared.js.publish(EVENTS_SUBJECT, event.into()).await {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        warn!(error = %e, "could not record a job event in the cluster");
+    }
+}
+
+/// What a stream reader reads: which stream, and what it makes of it.
+#[derive(Clone, Copy)]
+struct Reading {
+    stream: &'static str,
+    subjects: &'static str,
+    /// A chunk of messages for the loop (and the stream sequence of the
+    /// last); a message it cannot read is logged and skipped.
+    chunk: fn(&[jetstream::Message], u64) -> FromCluster,
+}
+
+/// The telemetry stream: (device, body) per batch.
+const TELEMETRY: Reading = Reading {
+    stream: STREAM,
+    subjects: "fleetmq.telemetry.>",
+    chunk: |messages, last| FromCluster::Stream {
+        batches: messages.iter().filter_map(exact_batch).collect(),
+        last,
+    },
+};
+
+/// The job events stream.
+const JOB_EVENTS: Reading = Reading {
+    stream: super::jobs::EVENTS_STREAM,
+    subjects: super::jobs::EVENTS_SUBJECT,
+    chunk: |messages, last| FromCluster::JobEvents {
+        events: messages.iter().map(|m| m.payload.to_vec()).collect(),
+        last,
+    },
+};
+
+/// Reads a whole stream in order from after `after`, handing the loop
+/// chunks; waits when the loop has not taken them.
+async fn read_stream(
+    shared: Shared,
+    reading: Reading,
+    tx: mpsc::Sender<FromCluster>,
+    mut after: u64,
+) {
     loop {
-        match read_stream_once(&shared, &tx, &mut after).await {
+        match read_stream_once(&shared, reading, &tx, &mut after).await {
             Ok(()) => return,
             Err(e) => {
-                warn!(error = %e, after, "reading the telemetry stream stopped; reading again in a second");
+                warn!(stream = reading.stream, error = %e, after, "reading a stream stopped; reading again in a second");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -482,17 +751,18 @@ async fn read_stream(shared: Shared, tx: mpsc::Sender<FromCluster>, mut after: u
 
 async fn read_stream_once(
     shared: &Shared,
+    reading: Reading,
     tx: &mpsc::Sender<FromCluster>,
     after: &mut u64,
 ) -> Result<(), String> {
     let stream = shared
         .js
-        .get_stream(STREAM)
+        .get_stream(reading.stream)
         .await
         .map_err(|e| e.to_string())?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("{SUBJECT_PREFIX}>"),
+            filter_subject: reading.subjects.to_string(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: *after + 1,
             },
@@ -514,7 +784,7 @@ async fn read_stream_once(
                 // stream has moved on past us, read again from here.
                 let last = shared
                     .js
-                    .get_stream(STREAM)
+                    .get_stream(reading.stream)
                     .await
                     .map_err(|e| e.to_string())?
                     .cached_info()
@@ -528,25 +798,14 @@ async fn read_stream_once(
                 continue;
             }
         };
-        let mut batches = Vec::with_capacity(chunk.len());
+        let mut read = Vec::with_capacity(chunk.len());
         let mut last = *after;
         for m in chunk {
             let m = m.map_err(|e| e.to_string())?;
-            let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-            last = last.max(seq);
-            match exact_batch(&m) {
-                Some(b) => batches.push(b),
-                None => warn!(
-                    stream_seq = seq,
-                    "a telemetry message without a readable Fleetmq-Batch header was skipped"
-                ),
-            }
+            last = last.max(m.info().map_err(|e| e.to_string())?.stream_sequence);
+            read.push(m);
         }
-        if tx
-            .send(FromCluster::Stream { batches, last })
-            .await
-            .is_err()
-        {
+        if tx.send((reading.chunk)(&read, last)).await.is_err() {
             return Ok(());
         }
         shared.out.poke();
@@ -557,6 +816,14 @@ async fn read_stream_once(
 
 /// The device and postcard body a telemetry message carries.
 fn exact_batch(m: &jetstream::Message) -> Option<(String, Vec<u8>)> {
+    let found = exact_batch_of(m);
+    if found.is_none() {
+        warn!("a telemetry message without a readable Fleetmq-Batch header was skipped");
+    }
+    found
+}
+
+fn exact_batch_of(m: &jetstream::Message) -> Option<(String, Vec<u8>)> {
     let headers = m.headers.as_ref()?;
     let device = headers.get(HEADER_DEVICE)?.as_str().to_string();
     let body = base64::engine::general_purpose::STANDARD

@@ -12,6 +12,7 @@
 //! | the allow list | bucket `fleetmq_allow`, key = device id, value = its keys | every front-end's file mirrors it; an edit of any file goes to the bucket ([`allow`]) |
 //! | commands for a device another front-end holds | core NATS request/reply to `fleetmq.frontend.<name>.ask` | the operator's request as it came; no responder: the device counts as offline |
 //! | announcements for groups and the fleet | core NATS subject `fleetmq.broadcast` | each other front-end publishes it to its agents |
+//! | work-queue jobs | work-queue stream `FLEETMQ_JOBS` (one consumer: ack wait = lease, deliveries = attempts) and `FLEETMQ_JOB_EVENTS` | see [`jobs`] |
 //! | which front-ends live | bucket `fleetmq_frontends`, entries expire after [`FRONTEND_TTL_S`] | a device whose front-end is gone counts as offline |
 //!
 //! The message body is Influx line protocol ([`lines`]) for Telegraf's and
@@ -22,6 +23,7 @@
 //! [`ToCluster`] and polls a descriptor for [`FromCluster`].
 
 pub mod allow;
+pub mod jobs;
 pub mod lines;
 mod link;
 
@@ -145,6 +147,13 @@ pub fn next_holder(
     })
 }
 
+/// Where this front-end's store has read each stream to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub telemetry: u64,
+    pub job_events: u64,
+}
+
 /// What the loop asks of the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToCluster {
@@ -179,6 +188,23 @@ pub enum ToCluster {
     /// An announcement for a group or the fleet, for every other
     /// front-end's agents (this one published it to its own).
     Broadcast { topic: String, frame: Vec<u8> },
+    /// Queue a work-queue job (JSON of its `JobSubmission`); answered with
+    /// [`FromCluster::JobSubmitted`] for the operator's request.
+    SubmitJob {
+        client: Vec<u8>,
+        request_id: u64,
+        submission: Vec<u8>,
+    },
+    /// This front-end has an agent free: take one job from the queue
+    /// ([`FromCluster::Job`], or [`FromCluster::NoJob`]).
+    WantJob,
+    /// The job taken as `handle` is over: acknowledge it, and tell every
+    /// front-end `event` (a [`jobs::JobEvent`]).
+    JobDone { handle: u64, event: Vec<u8> },
+    /// Give the job taken as `handle` back (delivered again, elsewhere).
+    JobBack { handle: u64 },
+    /// The job taken as `handle` failed for good: stop delivering it.
+    JobEnd { handle: u64, event: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
     Enrol { device: String, keys: Vec<String> },
     /// The loop has not taken everything the stream gave: wake it again.
@@ -230,6 +256,24 @@ pub enum FromCluster {
         frame: Vec<u8>,
         why: String,
     },
+    /// The queue took a job: its id, or why not.
+    JobSubmitted {
+        client: Vec<u8>,
+        request_id: u64,
+        outcome: Result<u64, String>,
+    },
+    /// A job from the queue: its id, which delivery this is, and its
+    /// submission (JSON).
+    Job {
+        handle: u64,
+        id: u64,
+        attempt: u32,
+        submission: Vec<u8>,
+    },
+    /// The queue had no job.
+    NoJob,
+    /// Job events, in order, and the stream sequence of the last.
+    JobEvents { events: Vec<Vec<u8>>, last: u64 },
     /// The allow list bucket as it is (at start, and after the watch
     /// was lost); empty when the bucket is.
     EnrolledAll(allow::Enrolled),

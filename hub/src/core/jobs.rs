@@ -257,6 +257,9 @@ impl Core {
         if !self.admit("results", &result.device, user_id, now) {
             return;
         }
+        if self.cluster_result(&result, now) {
+            return;
+        }
         // Only the device the attempt was given to knows its token.
         match self
             .store
@@ -324,7 +327,7 @@ impl Core {
     }
 }
 
-fn check_spec(spec: &JobSpec) -> Result<(), OperatorError> {
+pub(super) fn check_spec(spec: &JobSpec) -> Result<(), OperatorError> {
     match spec {
         JobSpec::Exec { program, .. } if program.is_empty() => Err(OperatorError::BadRequest(
             "exec job needs a program name".into(),

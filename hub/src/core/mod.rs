@@ -23,6 +23,7 @@
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
 //! | `budgets.rs` | what one device may cost: records, bytes and series |
+//! | `cluster_jobs.rs` | a front-end's work-queue jobs: submitted to the cluster's queue, taken when an agent is free, settled by their result |
 //! | `cluster.rs` | a front-end: batches acked once the cluster has them, the store filled from the stream, devices held told |
 //!
 //! Every input names the time it happened ([`Now`]) on two clocks: every
@@ -37,6 +38,7 @@ mod aim;
 mod bucket;
 mod budgets;
 mod cluster;
+mod cluster_jobs;
 mod commands;
 mod config;
 pub mod fleet;
@@ -59,6 +61,7 @@ use crate::store::Store;
 
 pub use admission::{Admission, Verdict, judge_zap};
 pub use cluster::STREAM_MARK;
+pub use cluster_jobs::JOB_EVENTS_MARK;
 pub use commands::Sent;
 pub use latest::Latest;
 pub use operator::Caller;
@@ -117,6 +120,9 @@ pub enum Action {
     CutDevice { device: String },
     /// Hand this to the NATS cluster (front-ends only).
     Cluster(crate::cluster::ToCluster),
+    /// Hand a job taken from the cluster's queue to whichever agent pulls
+    /// next, then report with [`Core::cluster_job_sent`].
+    ClusterJob { token: u64, frame: Vec<u8> },
     /// Close (unbind) or open again the telemetry endpoint: a front-end
     /// cut off from the cluster sends its agents elsewhere.
     Door { open: bool },
@@ -207,6 +213,8 @@ pub struct Core {
     front_end: bool,
     /// What a front-end knows of the other front-ends.
     cluster: cluster::Cluster,
+    /// Jobs a front-end took from the cluster's queue.
+    cluster_jobs: cluster_jobs::ClusterJobs,
     /// Why the cluster does not take telemetry now, if it does not.
     cluster_problem: Option<String>,
     out: VecDeque<Action>,
@@ -250,6 +258,7 @@ impl Core {
             ticks: 0,
             front_end: false,
             cluster: cluster::Cluster::default(),
+            cluster_jobs: cluster_jobs::ClusterJobs::default(),
             cluster_problem: None,
             out: VecDeque::new(),
             config,
@@ -297,6 +306,7 @@ impl Core {
         self.expire_commands(now);
         self.send_queued(now);
         self.expire_leases(now);
+        self.expire_cluster_jobs(now);
         self.dispatch_jobs(now);
         self.dispatch_aimed(now);
         self.send_config_outbox();

@@ -86,6 +86,21 @@ impl Driver {
                     }
                 }
                 FromCluster::EnrolledAll(all) => self.enrolled_all(all),
+                FromCluster::JobSubmitted {
+                    client,
+                    request_id,
+                    outcome,
+                } => self.core.job_submitted(&client, request_id, outcome),
+                FromCluster::Job {
+                    handle,
+                    id,
+                    attempt,
+                    submission,
+                } => self
+                    .core
+                    .cluster_job(handle, id, attempt, &submission, now()),
+                FromCluster::NoJob => self.core.no_job(),
+                FromCluster::JobEvents { events, last } => self.core.job_events(&events, last),
                 FromCluster::EnrolledOne { device, keys } => {
                     let Some(fe) = &mut self.cluster else {
                         continue;
@@ -101,6 +116,20 @@ impl Driver {
             }
         }
         self.carry_out();
+    }
+
+    /// Asks the cluster's queue for a job when the core wants one and an
+    /// agent here can take it now (the jobs socket is writable).
+    pub(super) fn want_job(&mut self) {
+        let Some(fe) = &self.cluster else { return };
+        if !self.core.wants_job() {
+            return;
+        }
+        let mut item = [self.jobs.as_poll_item(zmq::POLLOUT)];
+        if matches!(zmq::poll(&mut item, 0), Ok(n) if n > 0) && item[0].is_writable() {
+            fe.link.send(ToCluster::WantJob);
+            self.core.job_asked();
+        }
     }
 
     /// Closes the telemetry endpoint (unbinding it ends the connections

@@ -251,15 +251,27 @@ fn join_cluster(
         return Ok(None);
     }
     let name = crate::cluster::front_end_name(&config.cluster.name);
-    let after = store
-        .mark(crate::core::STREAM_MARK)
-        .map_err(|source| Error::Store {
-            dir: config.data_dir.clone(),
-            source,
-        })?
-        .unwrap_or(0);
-    let link = crate::cluster::Link::start(&config.cluster, &config.data_dir, &name, after)
-        .map_err(Error::Cluster)?;
-    info!(front_end = %name, after, "a front-end of the cluster: telemetry is acked once JetStream has it");
+    let mark = |name: &str| {
+        store
+            .mark(name)
+            .map(Option::unwrap_or_default)
+            .map_err(|source| Error::Store {
+                dir: config.data_dir.clone(),
+                source,
+            })
+    };
+    let after = crate::cluster::Marks {
+        telemetry: mark(crate::core::STREAM_MARK)?,
+        job_events: mark(crate::core::JOB_EVENTS_MARK)?,
+    };
+    let link = crate::cluster::Link::start(
+        &config.cluster,
+        &config.jobs,
+        &config.data_dir,
+        &name,
+        after,
+    )
+    .map_err(Error::Cluster)?;
+    info!(front_end = %name, after = after.telemetry, "a front-end of the cluster: telemetry is acked once JetStream has it");
     Ok(Some((name, link)))
 }

@@ -39,6 +39,24 @@ impl Store {
         Ok(self.conn.last_insert_rowid() as u64)
     }
 
+    /// A job of the cluster's queue, as its events show it here (front-ends;
+    /// never handed out from this store). Known already: unchanged.
+    pub fn insert_cluster_job(
+        &self,
+        id: u64,
+        job: &JobSubmission,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO jobs (id, kind, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms)
+                 VALUES (?1, 'cluster', ?2, 'queued', ?3, ?4, ?5, ?6, ?6)",
+                params![id as i64, json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64],
+            )
+            .doing("recording a cluster job")?;
+        Ok(())
+    }
+
     /// Queues `job` aimed at each of `devices` (`target` says how they were
     /// named); a run that has not started by `expires_ms` fails. Returns
     /// the job's id.

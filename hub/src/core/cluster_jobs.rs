@@ -1,0 +1,285 @@
+//! Work-queue jobs on a front-end (see [`crate::cluster::jobs`]): a job
+//! submitted here goes to the cluster's queue; when an agent here is free,
+//! one job is taken from the queue and handed out with a token of its own;
+//! its result settles it in the queue and becomes an event every
+//! front-end stores. A lease that runs out gives the job back (delivered
+//! again, maybe elsewhere); after the last delivery it fails for good.
+
+use std::collections::HashMap;
+
+use fleetmq_protocol::{Job, JobFrame, JobResult, JobSubmission, OperatorError, Outcome, Response};
+use tracing::{info, warn};
+
+use super::{Action, Core, Now};
+use crate::cluster::ToCluster;
+use crate::cluster::jobs::JobEvent;
+
+/// Jobs a front-end holds from the queue at once.
+const MAX_IN_HAND: usize = 8;
+/// The store's mark of the job events read.
+pub const JOB_EVENTS_MARK: &str = "job_events";
+
+/// What a front-end holds from the job queue.
+#[derive(Debug, Default)]
+pub(super) struct ClusterJobs {
+    /// A job was asked of the queue and has not come yet.
+    wanting: bool,
+    /// Jobs taken, by the token of the attempt handed out.
+    in_hand: HashMap<u64, InHand>,
+}
+
+#[derive(Debug)]
+struct InHand {
+    handle: u64,
+    id: u64,
+    attempt: u32,
+    /// When its lease runs out (monotonic ms).
+    until_ms: u64,
+}
+
+impl Core {
+    /// The queue's lease: how long a taken job may go without a result
+    /// (the jobs consumer's ack wait). A job's time limit fits in it.
+    pub fn cluster_lease_ms(&self) -> u32 {
+        self.config.jobs.queue_lease_ms()
+    }
+
+    /// A work-queue job submitted at a front-end: filled in and checked
+    /// here, then queued in the cluster; the operator is answered when the
+    /// cluster has it ([`Core::job_submitted`]).
+    pub(super) fn submit_to_cluster(
+        &mut self,
+        client: &[u8],
+        request_id: u64,
+        mut job: JobSubmission,
+    ) -> Result<(), OperatorError> {
+        super::jobs::check_spec(&job.spec)?;
+        if job.timeout_ms == 0 {
+            job.timeout_ms = self.config.jobs.timeout_ms;
+        }
+        let lease = self.cluster_lease_ms();
+        if job.timeout_ms.saturating_add(5_000) > lease {
+            return Err(OperatorError::BadRequest(format!(
+                "on front-ends a job's time limit must be 5 s under the queue's lease ({lease} ms, from jobs.lease_ms and jobs.timeout_ms): ask for less, or raise jobs.lease_ms on every front-end"
+            )));
+        }
+        job.lease_ms = lease;
+        job.max_attempts = self.config.jobs.max_attempts;
+        let submission = serde_json::to_vec(&job)
+            .map_err(|e| OperatorError::BadRequest(format!("encoding the job: {e}")))?;
+        self.out.push_back(Action::Cluster(ToCluster::SubmitJob {
+            client: client.to_vec(),
+            request_id,
+            submission,
+        }));
+        Ok(())
+    }
+
+    /// The cluster's word on a submission.
+    pub fn job_submitted(&mut self, client: &[u8], request_id: u64, outcome: Result<u64, String>) {
+        let response = match outcome {
+            Ok(id) => {
+                info!(job = id, "job queued in the cluster");
+                Response::JobSubmitted { id }
+            }
+            Err(why) => Response::Error(OperatorError::Storage(why)),
+        };
+        self.answer(client, request_id, response);
+    }
+
+    /// Whether to take a job from the queue now: a front-end with agents,
+    /// not already waiting for one, holding fewer than [`MAX_IN_HAND`].
+    /// The driver asks only when its jobs socket can hand one out.
+    pub fn wants_job(&self) -> bool {
+        let j = &self.cluster_jobs;
+        self.front_end
+            && !j.wanting
+            && j.in_hand.len() < MAX_IN_HAND
+            && self.presence.online_count() > 0
+    }
+
+    /// A job was asked of the queue.
+    pub fn job_asked(&mut self) {
+        self.cluster_jobs.wanting = true;
+    }
+
+    /// The queue had none.
+    pub fn no_job(&mut self) {
+        self.cluster_jobs.wanting = false;
+    }
+
+    /// A job from the queue: handed out with a token of its own.
+    pub fn cluster_job(&mut self, handle: u64, id: u64, attempt: u32, submission: &[u8], now: Now) {
+        self.cluster_jobs.wanting = false;
+        let job: JobSubmission = match serde_json::from_slice(submission) {
+            Ok(j) => j,
+            Err(e) => {
+                let why = format!("the job in the queue could not be read: {e}");
+                warn!(job = id, %why, "job failed");
+                let event = JobEvent::Failed {
+                    id,
+                    why,
+                    at_ms: now.wall_ms,
+                }
+                .encode();
+                return self.tell_cluster(ToCluster::JobEnd { handle, event });
+            }
+        };
+        let token = match (self.tokens)() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "could not draw a job token; the job goes back to the queue");
+                return self.tell_cluster(ToCluster::JobBack { handle });
+            }
+        };
+        let work = Job {
+            id,
+            attempt,
+            spec: job.spec,
+            timeout_ms: job.timeout_ms,
+            token,
+        };
+        match JobFrame::from(work).encode() {
+            Ok(frame) => {
+                let until_ms = now.mono_ms + u64::from(self.cluster_lease_ms());
+                let held = InHand {
+                    handle,
+                    id,
+                    attempt,
+                    until_ms,
+                };
+                self.cluster_jobs.in_hand.insert(token, held);
+                self.out.push_back(Action::ClusterJob { token, frame });
+            }
+            Err(e) => {
+                warn!(job = id, error = %e, "could not encode a job; back to the queue");
+                self.tell_cluster(ToCluster::JobBack { handle });
+            }
+        }
+    }
+
+    /// The driver handed the job with `token` to an agent (or could not:
+    /// then it goes back to the queue).
+    pub fn cluster_job_sent(&mut self, token: u64, sent: bool, now: Now) {
+        if sent {
+            self.counters.jobs_dispatched += 1;
+            return;
+        }
+        if let Some(h) = self.cluster_jobs.in_hand.remove(&token) {
+            self.give_back(h, "no agent here could take it", now);
+        }
+    }
+
+    /// A result for a job taken from the queue: true if it was one.
+    pub(super) fn cluster_result(&mut self, result: &JobResult, now: Now) -> bool {
+        let Some(h) = self.cluster_jobs.in_hand.remove(&result.token) else {
+            return false;
+        };
+        if h.id != result.id || h.attempt != result.attempt {
+            // Not the attempt the token was drawn for.
+            self.cluster_jobs.in_hand.insert(result.token, h);
+            return false;
+        }
+        let handle = h.handle;
+        match &result.outcome {
+            Outcome::NotAllowed(why) | Outcome::Unknown(why) => {
+                info!(job = h.id, device = %result.device, %why, "job refused; back in the cluster's queue");
+                let why = format!("refused by {}: {why}", result.device);
+                self.give_back(h, &why, now);
+            }
+            Outcome::AlreadyRun => {
+                info!(job = h.id, device = %result.device, "the device had run this job already (its result was lost); back in the queue");
+                let why = format!("{} had run it already; its result was lost", result.device);
+                self.give_back(h, &why, now);
+            }
+            outcome => {
+                self.counters.results_received += 1;
+                info!(job = h.id, device = %result.device, "job done");
+                let event = JobEvent::Finished {
+                    id: h.id,
+                    device: result.device.clone(),
+                    outcome: outcome.clone(),
+                    at_ms: now.wall_ms,
+                };
+                self.tell_cluster(ToCluster::JobDone {
+                    handle,
+                    event: event.encode(),
+                });
+            }
+        }
+        true
+    }
+
+    /// Leases run out: the job goes back to the queue, or fails after
+    /// its last attempt.
+    pub(super) fn expire_cluster_jobs(&mut self, now: Now) {
+        let over: Vec<u64> = self
+            .cluster_jobs
+            .in_hand
+            .iter()
+            .filter(|(_, h)| h.until_ms <= now.mono_ms)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in over {
+            let Some(h) = self.cluster_jobs.in_hand.remove(&token) else {
+                continue;
+            };
+            info!(job = h.id, attempt = h.attempt, "job lease ran out");
+            self.give_back(h, "its lease ran out", now);
+        }
+    }
+
+    /// A job this front-end cannot finish goes back to the queue, or, at
+    /// its last attempt, fails for good (the queue would not deliver it
+    /// again, and nobody would end it).
+    fn give_back(&mut self, h: InHand, why: &str, now: Now) {
+        if h.attempt >= self.config.jobs.max_attempts {
+            let why = format!("no result after {} attempt(s); the last: {why}", h.attempt);
+            warn!(job = h.id, %why, "job failed");
+            let event = JobEvent::Failed {
+                id: h.id,
+                why,
+                at_ms: now.wall_ms,
+            };
+            self.tell_cluster(ToCluster::JobEnd {
+                handle: h.handle,
+                event: event.encode(),
+            });
+        } else {
+            self.tell_cluster(ToCluster::JobBack { handle: h.handle });
+        }
+    }
+
+    /// Job events from the cluster, in order: the store shows every job.
+    pub fn job_events(&mut self, events: &[Vec<u8>], last: u64) {
+        for bytes in events {
+            let Some(event) = JobEvent::decode(bytes) else {
+                warn!("a job event could not be read; skipped");
+                continue;
+            };
+            let stored = match &event {
+                JobEvent::Submitted {
+                    id,
+                    submission,
+                    at_ms,
+                } => self.store.insert_cluster_job(*id, submission, *at_ms),
+                JobEvent::Finished {
+                    id,
+                    device,
+                    outcome,
+                    at_ms,
+                } => self
+                    .store
+                    .finish_job(*id, device, outcome, *at_ms)
+                    .map(|_| ()),
+                JobEvent::Failed { id, why, at_ms } => self.store.fail_job(*id, why, *at_ms),
+            };
+            if let Err(e) = stored {
+                self.store_failed("storing a job event", &e);
+            }
+        }
+        if let Err(e) = self.store.set_mark(JOB_EVENTS_MARK, last) {
+            self.store_failed("keeping the place in the job events", &e);
+        }
+    }
+}
