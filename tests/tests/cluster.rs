@@ -335,3 +335,49 @@ fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one
     let job = wait_job_over(&fleet.b, &id);
     assert_eq!(job["state"], "done", "{job}");
 }
+
+#[test]
+fn everything_killed_and_restarted_loses_and_repeats_nothing() {
+    let _w = watchdog("restart everything", LIMIT);
+    let mut fleet = Fleet::start();
+    wait_online(&fleet.a, "every device online at front-end a");
+    let producers = fleet.producers();
+    for p in &producers {
+        p.wait_accepted(30);
+    }
+    // Every front-end and every NATS node, at once, with -9.
+    for hub in [&mut fleet.a, &mut fleet.b] {
+        hub.proc.signal(libc::SIGKILL);
+        hub.proc.wait_exit(WAIT);
+    }
+    for node in 0..3 {
+        fleet.nats.kill(node);
+    }
+    // The agents keep accepting into their spools meanwhile.
+    for p in &producers {
+        p.wait_accepted(20);
+    }
+    for node in 0..3 {
+        fleet.nats.restart(node);
+    }
+    let again = |hub: &Hub, name: &str| {
+        let config = format!(
+            "{}{}",
+            front_end_config(&fleet.nats, name),
+            hub.same_ports()
+        );
+        Hub::restart(&hub.dir, &config)
+    };
+    let a = again(&fleet.a, "fe-a");
+    let b = again(&fleet.b, "fe-b");
+    wait_online(&a, "every device back at a front-end");
+    for p in &producers {
+        p.wait_accepted(20);
+    }
+    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
+    for (d, l) in DEVICES.iter().zip(&ledgers) {
+        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
+        audit(&a, d, l);
+        audit(&b, d, l);
+    }
+}
