@@ -114,6 +114,7 @@ impl Link {
     /// JetStream refuses.
     pub fn start(
         cfg: &Cluster,
+        keep: &crate::config::KeepBytes,
         jobs: &crate::config::Jobs,
         data_dir: &std::path::Path,
         name: &str,
@@ -132,6 +133,7 @@ impl Link {
         let (started_tx, started) = std::sync::mpsc::channel::<Result<(), String>>();
         let cfg = cfg.clone();
         let jobs = jobs.clone();
+        let keep = *keep;
         let resolve = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| data_dir.join(p));
         let paths = Paths {
             credentials: resolve(&cfg.credentials),
@@ -154,7 +156,7 @@ impl Link {
                     }
                 };
                 rt.block_on(async move {
-                    let shared = match join(&cfg, &jobs, &paths, &name, out.clone()).await {
+                    let shared = match join(&cfg, &keep, &jobs, &paths, &name, out.clone()).await {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = started_tx.send(Err(e));
@@ -228,6 +230,7 @@ struct Paths {
 /// Connects and makes sure the stream and buckets are there.
 async fn join(
     cfg: &Cluster,
+    keep: &crate::config::KeepBytes,
     jobs: &crate::config::Jobs,
     paths: &Paths,
     name: &str,
@@ -280,7 +283,7 @@ async fn join(
     // make a replicated stream yet: try again for a while.
     let mut tries = 0;
     let made = loop {
-        match make_stream_and_buckets(&js, cfg, jobs).await {
+        match make_stream_and_buckets(&js, cfg, keep, jobs).await {
             Ok(made) => break made,
             Err(e) if tries < SETUP_TRIES => {
                 tries += 1;
@@ -324,6 +327,7 @@ struct Made {
 async fn make_stream_and_buckets(
     js: &jetstream::Context,
     cfg: &Cluster,
+    keep: &crate::config::KeepBytes,
     jobs: &crate::config::Jobs,
 ) -> Result<Made, String> {
     let replicas = usize::from(cfg.replicas);
@@ -336,6 +340,13 @@ async fn make_stream_and_buckets(
         name: STREAM.into(),
         subjects: vec![format!("{SUBJECT_PREFIX}>")],
         num_replicas: replicas,
+        // Kept as long as a hub keeps telemetry ([retention.telemetry]
+        // when the stream is made), so a front-end can be rebuilt from it.
+        max_age: Duration::from_secs(keep.max_age_s),
+        max_bytes: i64::try_from(keep.max_bytes)
+            .ok()
+            .filter(|b| *b > 0)
+            .unwrap_or(-1),
         duplicate_window: Duration::from_secs(cfg.dedupe_window_s),
         storage: stream::StorageType::File,
         ..Default::default()

@@ -266,6 +266,7 @@ fn join_cluster(
     };
     let link = crate::cluster::Link::start(
         &config.cluster,
+        &config.retention.telemetry,
         &config.jobs,
         &config.data_dir,
         &name,
