@@ -95,6 +95,19 @@ impl Fleet {
     }
 }
 
+/// Stops the producers and audits every device's stream at each of
+/// `hubs` (no send may have failed: no agent is killed here).
+fn finish_and_audit(producers: Vec<Producer>, hubs: &[&Hub]) -> Vec<Ledger> {
+    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
+    for (d, l) in DEVICES.iter().zip(&ledgers) {
+        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
+        for hub in hubs {
+            audit(hub, d, l);
+        }
+    }
+    ledgers
+}
+
 /// Waits until `hub` has every device online.
 fn wait_online(hub: &Hub, what: &str) {
     wait_for(what, || {
@@ -122,12 +135,8 @@ fn a_front_end_killed_mid_stream_loses_and_repeats_nothing() {
     for p in &producers {
         p.wait_accepted(30);
     }
-    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
     // b stored what a had put on the stream before it died, and the rest.
-    for (d, l) in DEVICES.iter().zip(&ledgers) {
-        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
-        audit(&fleet.b, d, l);
-    }
+    let ledgers = finish_and_audit(producers, &[&fleet.b]);
     for agent in &fleet.agents {
         agent.wait_log("moving to the next hub");
     }
@@ -162,12 +171,7 @@ fn a_nats_node_killed_keeps_the_fleet_going_and_loses_nothing_acked() {
     for p in &producers {
         p.wait_accepted(30);
     }
-    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
-    for (d, l) in DEVICES.iter().zip(&ledgers) {
-        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
-        audit(&fleet.a, d, l);
-        audit(&fleet.b, d, l);
-    }
+    finish_and_audit(producers, &[&fleet.a, &fleet.b]);
 }
 
 #[test]
@@ -265,11 +269,7 @@ fn a_front_end_cut_off_from_nats_sends_its_agents_on_and_acks_nothing_the_stream
     for p in &producers {
         p.wait_accepted(30);
     }
-    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
-    for (d, l) in DEVICES.iter().zip(&ledgers) {
-        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
-        audit(&fleet.b, d, l);
-    }
+    let ledgers = finish_and_audit(producers, &[&fleet.b]);
     for p in &fleet.proxies {
         p.heal();
     }
@@ -374,10 +374,5 @@ fn everything_killed_and_restarted_loses_and_repeats_nothing() {
     for p in &producers {
         p.wait_accepted(20);
     }
-    let ledgers: Vec<Ledger> = producers.into_iter().map(Producer::finish).collect();
-    for (d, l) in DEVICES.iter().zip(&ledgers) {
-        assert!(l.unknown.is_empty(), "{d}: the agent itself never failed");
-        audit(&a, d, l);
-        audit(&b, d, l);
-    }
+    finish_and_audit(producers, &[&a, &b]);
 }

@@ -4,7 +4,7 @@
 //! store with the whole fleet's telemetry; devices held here are told to
 //! the cluster, and one taken by another front-end is let go.
 
-use fleetmq_protocol::{Ack, Batch, ChatMessage, names};
+use fleetmq_protocol::{Ack, Batch};
 use tracing::{info, warn};
 
 use super::budgets::Throttle;
@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use fleetmq_protocol::{OperatorFrame, Request, Target};
 
 use crate::cluster::{Holder, Replicated, ToCluster, lines};
-use crate::store::{Incoming, Stored};
+use crate::store::Stored;
 
 /// What a front-end knows of the others.
 #[derive(Debug, Default)]
@@ -177,15 +177,9 @@ impl Core {
                 }
             })
             .collect();
-        let items: Vec<Incoming<'_>> = decoded
-            .iter()
-            .map(|(device, batch, body)| Incoming {
-                device,
-                batch,
-                body,
-            })
-            .collect();
-        let (outcomes, chat) = match self.store.store_batches(&items, now.wall_ms) {
+        let items: Vec<(&str, &Batch, &[u8])> =
+            decoded.iter().map(|(d, b, body)| (*d, b, *body)).collect();
+        let (outcomes, chat) = match self.store_round(&items, now) {
             Ok(r) => r,
             Err(e) => {
                 // Read again from the last mark at the next start; until
@@ -200,11 +194,7 @@ impl Core {
         self.store_works();
         for ((device, batch, _), outcome) in decoded.iter().zip(outcomes) {
             match outcome {
-                Stored::New => {
-                    self.counters.batches_stored += 1;
-                    self.counters.samples_stored += batch.samples.len() as u64;
-                    self.latest.record(device, batch.resolved_samples());
-                }
+                Stored::New => self.count_stored(device, batch),
                 Stored::Duplicate => {}
                 Stored::Taken { .. } => warn!(
                     device,
@@ -213,14 +203,7 @@ impl Core {
                 ),
             }
         }
-        for row in chat {
-            let msg = ChatMessage {
-                from: row.device,
-                ts_ms: row.ts_ms,
-                text: row.text,
-            };
-            self.publish(names::CHAT_TOPIC, msg.into());
-        }
+        self.relay_chat(chat);
     }
 
     /// Who holds `device` now, from the cluster's bucket. If another live

@@ -6,7 +6,7 @@
 //! message keeps its device online ([`Core::heard`]).
 
 use fleetmq_protocol::{
-    Ack, Batch, ChatMessage, Refusal, Rejected, Renumber, Upstream, names, route_device,
+    Ack, Batch, ChatMessage, ChatRow, Refusal, Rejected, Renumber, Upstream, names, route_device,
 };
 use tracing::warn;
 
@@ -140,15 +140,11 @@ impl Core {
         if self.front_end {
             return self.replicate(batches);
         }
-        let items: Vec<Incoming<'_>> = batches
+        let items: Vec<(&str, &Batch, &[u8])> = batches
             .iter()
-            .map(|(device, batch, body)| Incoming {
-                device,
-                batch,
-                body,
-            })
+            .map(|(device, batch, body)| (device.as_str(), batch, body.as_slice()))
             .collect();
-        let (outcomes, chat) = match self.store.store_batches(&items, now.wall_ms) {
+        let (outcomes, chat) = match self.store_round(&items, now) {
             Ok(r) => r,
             Err(e) => {
                 self.store_failed("storing telemetry", &e);
@@ -170,11 +166,7 @@ impl Core {
         self.store_works();
         for ((device, batch, _), outcome) in batches.iter().zip(outcomes) {
             match outcome {
-                Stored::New => {
-                    self.counters.batches_stored += 1;
-                    self.counters.samples_stored += batch.samples.len() as u64;
-                    self.latest.record(device, batch.resolved_samples());
-                }
+                Stored::New => self.count_stored(device, batch),
                 Stored::Duplicate => self.counters.batches_duplicate += 1,
                 Stored::Taken { from } => {
                     self.counters.batches_renumbered += 1;
@@ -194,6 +186,36 @@ impl Core {
             }
             self.send_down(device, Ack { seq: batch.seq }.into());
         }
+        self.relay_chat(chat);
+    }
+
+    /// Stores one round's batches (device, batch, body as it arrived) in
+    /// one transaction: each one's outcome, and the chat lines stored.
+    pub(super) fn store_round(
+        &mut self,
+        batches: &[(&str, &Batch, &[u8])],
+        now: Now,
+    ) -> Result<(Vec<Stored>, Vec<ChatRow>), crate::store::StoreError> {
+        let items: Vec<Incoming<'_>> = batches
+            .iter()
+            .map(|(device, batch, body)| Incoming {
+                device,
+                batch,
+                body,
+            })
+            .collect();
+        self.store.store_batches(&items, now.wall_ms)
+    }
+
+    /// A batch stored for the first time: counted, its newest values kept.
+    pub(super) fn count_stored(&mut self, device: &str, batch: &Batch) {
+        self.counters.batches_stored += 1;
+        self.counters.samples_stored += batch.samples.len() as u64;
+        self.latest.record(device, batch.resolved_samples());
+    }
+
+    /// Chat lines stored, relayed to the room.
+    pub(super) fn relay_chat(&mut self, chat: Vec<ChatRow>) {
         for row in chat {
             let msg = ChatMessage {
                 from: row.device,
