@@ -9,7 +9,8 @@
 #
 #   scripts/bench.sh                 everything (about 5 minutes after the build)
 #   scripts/bench.sh ingest          one: ingest, rtt, idle, wire, connected,
-#                                    flood, query, or store (not in "all")
+#                                    flood, query, or store or cluster (not
+#                                    in "all"; cluster installs nats-server)
 #   BENCH_ARGS="--seconds 10" scripts/bench.sh
 #
 # Figures are for comparing side by side within one run; absolute numbers
@@ -18,6 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 cargo build --release --locked -p fleetmq-hub -p fleetmq-agent -p fleetmq-bench
+if [ "$what" = cluster ]; then
+  source targets/toolchain.sh
+  ensure_nats_server
+fi
 mkdir -p target/bench
 # shellcheck disable=SC2086
 target/release/fleetmq-bench "$what" --json target/bench/results.json ${BENCH_ARGS:-}

@@ -885,9 +885,10 @@ fn swarm_against(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Front-ends in the cluster benchmark: three hold 10,000 agents within
-/// 20,000 open files each.
-const FRONT_ENDS: usize = 3;
+/// Front-ends in the cluster benchmark: four hold 10,000 agents, and the
+/// three left when one is killed hold them all, within 20,000 open files
+/// each (3,795 agents).
+const FRONT_ENDS: usize = 4;
 
 /// `cluster`: front-ends over a three-node JetStream cluster on this
 /// machine. Durable ingest of the whole fleet beside one hub on SQLite (in
@@ -911,7 +912,21 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
     let agents = 300;
     let single_dir = tempfile::tempdir()?;
     let single = run::Hub::start(single_dir.path(), HUB_CONFIG)?;
-    let single_rate = ingest_over(args, &[single.endpoint("telemetry")?], agents, &template)?.0;
+    let single_pid = single.proc.pid();
+    let (single_rate, _, single_cpu) = ingest_over(
+        args,
+        &[single.endpoint("telemetry")?],
+        agents,
+        &template,
+        &[single_pid],
+    )?;
+    // CPU per acked batch over the whole run (warm-up included).
+    let run_s = 2.0 + args.seconds;
+    let per_batch_us = |cpu: f64, rate: f64| cpu / (rate * run_s).max(1.0) * 1e6;
+    println!(
+        "  one hub on SQLite (synchronous = full): {single_rate:.0} batches/s, {:.0} us of hub CPU per batch",
+        per_batch_us(single_cpu[0], single_rate)
+    );
     drop(single);
     let mut ingest_rows = Vec::new();
     let mut kept = None;
@@ -932,23 +947,32 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
             .iter()
             .map(|f| f.endpoint("telemetry"))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let (rate, answered) = ingest_over(args, &endpoints, agents, &template)?;
+        let nats_pids: Vec<u32> = nats.nodes.iter().map(|n| n.pid()).collect();
+        let front_pids: Vec<u32> = fronts.iter().map(|f| f.proc.pid()).collect();
+        let pids: Vec<u32> = nats_pids.iter().chain(&front_pids).copied().collect();
+        let (rate, answered, used) = ingest_over(args, &endpoints, agents, &template, &pids)?;
+        let nats_cpu: f64 = used[..nats_pids.len()].iter().sum();
+        let front_cpu: f64 = used[nats_pids.len()..].iter().sum();
         let promise = if sync {
             "acked once on disk at 2 of 3 nodes (sync_interval: always)"
         } else {
             "acked once in memory at 2 of 3 nodes (disk on the servers' schedule)"
         };
         println!(
-            "  durable ingest, {agents} agents x {} in flight, {promise}: {rate:.0} batches/s ({:.0} samples/s); one hub on SQLite (synchronous = full): {single_rate:.0}; {:.2}x ({answered} agents acked)",
+            "  durable ingest, {agents} agents x {} in flight, {promise}: {rate:.0} batches/s ({:.0} samples/s), {:.2}x one hub ({answered} agents acked); CPU per batch: NATS {:.0} us, front-ends {:.0} us",
             args.window,
             rate * per_batch,
-            rate / single_rate
+            rate / single_rate,
+            per_batch_us(nats_cpu, rate),
+            per_batch_us(front_cpu, rate),
         );
         ingest_rows.push(json!({
             "nats_sync_always": sync,
             "batches_per_s": rate,
             "samples_per_s": rate * per_batch,
             "vs_single_hub": rate / single_rate,
+            "nats_cpu_us_per_batch": per_batch_us(nats_cpu, rate),
+            "front_end_cpu_us_per_batch": per_batch_us(front_cpu, rate),
         }));
         if sync {
             kept = Some((nats, fronts, endpoints));
@@ -969,8 +993,16 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
         .and_then(|a| a.first().copied())
         .unwrap_or(10_000);
     let share = total.div_ceil(FRONT_ENDS);
-    let limit = procstat::raise_open_files((share * fleet::SOCKETS_PER_AGENT + 1024) as u64)
+    // After one front-end is killed, the others hold its agents too.
+    let after_kill = share + share.div_ceil(FRONT_ENDS - 1);
+    let limit = procstat::raise_open_files((after_kill * fleet::SOCKETS_PER_AGENT + 1024) as u64)
         .context("raising the open-files limit")?;
+    let room = (limit as usize).saturating_sub(1024) / fleet::SOCKETS_PER_AGENT;
+    anyhow::ensure!(
+        after_kill <= room,
+        "{total} agents over {FRONT_ENDS} front-ends leave {after_kill} on each once one is killed, \
+         and {limit} open files hold {room}: raise the limit (ulimit -n) or measure fewer agents"
+    );
     let per_process = ((limit as usize).saturating_sub(1024) / fleet::FDS_PER_AGENT).clamp(1, 1000);
     let idle: Vec<u64> = fronts
         .iter()
@@ -1005,14 +1037,16 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
     unsafe { libc::kill(killed.proc.pid() as i32, libc::SIGKILL) };
     let t1 = Instant::now();
     drop(parts.remove(0));
-    let half = share / 2;
-    let moved = [
-        connect_parts(&endpoints[1], 0..half, per_process)?,
-        connect_parts(&endpoints[2], half..share, per_process)?,
-    ];
+    let each = share.div_ceil(FRONT_ENDS - 1);
+    let mut moved = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate().skip(1) {
+        let ids = (i - 1) * each..(i * each).min(share);
+        moved.push(connect_parts(endpoint, ids, per_process)?);
+    }
     let back = t1.elapsed().as_secs_f64();
     println!(
-        "  fe-0 killed with -9: its {share} agents connected and acked at fe-1 and fe-2 {back:.1} s later (plus the agent's own 2-4 s before it moves)"
+        "  fe-0 killed with -9: its {share} agents connected and acked at the other {} {back:.1} s later (plus the agent's own 2-4 s before it moves)",
+        FRONT_ENDS - 1
     );
     drop(moved);
     drop(parts);
@@ -1033,13 +1067,17 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
 }
 
 /// Batches a second acked when `agents` simulated agents are split over
-/// `endpoints` (all at once), and how many agents were acked.
+/// `endpoints` (all at once), how many agents were acked, and the CPU
+/// seconds each of `pids` used meanwhile.
 fn ingest_over(
     args: &Args,
     endpoints: &[String],
     agents: usize,
     template: &Template,
-) -> anyhow::Result<(f64, usize)> {
+    pids: &[u32],
+) -> anyhow::Result<(f64, usize, Vec<f64>)> {
+    let cpu = |pid: &u32| procstat::cpu_seconds(*pid).unwrap_or(0.0);
+    let before: Vec<f64> = pids.iter().map(cpu).collect();
     let share = agents / endpoints.len();
     let loads: Vec<Swarm> = endpoints
         .iter()
@@ -1067,5 +1105,6 @@ fn ingest_over(
         batches += o.batches as f64 / o.seconds;
         answered += o.answered;
     }
-    Ok((batches, answered))
+    let used = pids.iter().zip(before).map(|(p, b)| cpu(p) - b).collect();
+    Ok((batches, answered, used))
 }
