@@ -29,6 +29,9 @@ pub(super) struct Cluster {
     trouble_since: Option<u64>,
     /// The telemetry port is closed (cut off from the cluster).
     door_closed: bool,
+    /// Batches read from the stream could not be stored: the mark no
+    /// longer moves, so a restart reads them again.
+    stream_gap: bool,
 }
 
 impl Cluster {
@@ -182,13 +185,20 @@ impl Core {
         let (outcomes, chat) = match self.store_round(&items, now) {
             Ok(r) => r,
             Err(e) => {
-                // Read again from the last mark at the next start; until
-                // then, queries here miss these batches (the stream has them).
+                // The stream has them; this store does not. The mark stays
+                // where it was from now on, so the next start reads them
+                // again (and skips what it has).
+                if !self.cluster.stream_gap {
+                    warn!(error = %e, "could not store batches read from the stream; queries here miss them until this front-end is restarted (nothing is lost: the stream has them)");
+                }
+                self.cluster.stream_gap = true;
                 self.store_failed("storing telemetry from the stream", &e);
                 return;
             }
         };
-        if let Err(e) = self.store.set_mark(STREAM_MARK, last) {
+        if !self.cluster.stream_gap
+            && let Err(e) = self.store.set_mark(STREAM_MARK, last)
+        {
             self.store_failed("keeping the place in the stream", &e);
         }
         self.store_works();

@@ -26,6 +26,8 @@ pub(super) struct ClusterJobs {
     wanting: bool,
     /// Jobs taken, by the token of the attempt handed out.
     in_hand: HashMap<u64, InHand>,
+    /// A job event could not be stored: the mark no longer moves.
+    events_gap: bool,
 }
 
 #[derive(Debug)]
@@ -275,10 +277,14 @@ impl Core {
                 JobEvent::Failed { id, why, at_ms } => self.store.fail_job(*id, why, *at_ms),
             };
             if let Err(e) = stored {
+                // The mark stays from now on: a restart reads them again.
+                self.cluster_jobs.events_gap = true;
                 self.store_failed("storing a job event", &e);
             }
         }
-        if let Err(e) = self.store.set_mark(JOB_EVENTS_MARK, last) {
+        if !self.cluster_jobs.events_gap
+            && let Err(e) = self.store.set_mark(JOB_EVENTS_MARK, last)
+        {
             self.store_failed("keeping the place in the job events", &e);
         }
     }
