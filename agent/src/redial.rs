@@ -102,6 +102,11 @@ impl Failover {
         self.at = Some(now + FAILOVER_AFTER + Duration::from_millis(jitter(most).min(most)));
     }
 
+    /// There are `hubs` hubs now (a name resolved to several addresses).
+    pub fn set_hubs(&mut self, hubs: usize) {
+        self.hubs = hubs;
+    }
+
     /// Linked: stay.
     pub fn linked(&mut self) {
         self.at = None;
@@ -125,9 +130,68 @@ impl Failover {
     }
 }
 
+/// `rotation` with the entry `hub` replaced by the addresses its name
+/// resolved to (an address already in the rotation is not repeated).
+pub fn expand(rotation: &[String], hub: &str, addrs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(rotation.len() + addrs.len());
+    for h in rotation {
+        let add: &[String] = if h == hub {
+            addrs
+        } else {
+            std::slice::from_ref(h)
+        };
+        for a in add {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The hub after `current` in `rotation` (the first if `current` is not
+/// in it, as a name replaced by its addresses is not).
+pub fn next_hub(rotation: &[String], current: &str) -> Option<String> {
+    let next = match rotation.iter().position(|h| h == current) {
+        Some(i) => rotation.get((i + 1) % rotation.len()),
+        None => rotation.first(),
+    };
+    next.cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_with_several_addresses_becomes_each_of_them_in_the_rotation() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let rotation = s(&["tcp://fe.lan:7750", "tcp://10.0.0.9:7750"]);
+        let addrs = s(&[
+            "tcp://10.0.0.1:7750",
+            "tcp://10.0.0.2:7750",
+            "tcp://10.0.0.9:7750",
+        ]);
+        let expanded = expand(&rotation, "tcp://fe.lan:7750", &addrs);
+        assert_eq!(
+            expanded,
+            s(&[
+                "tcp://10.0.0.1:7750",
+                "tcp://10.0.0.2:7750",
+                "tcp://10.0.0.9:7750"
+            ])
+        );
+        // Connected through the name: the first address is next.
+        assert_eq!(
+            next_hub(&expanded, "tcp://fe.lan:7750").as_deref(),
+            Some("tcp://10.0.0.1:7750")
+        );
+        assert_eq!(
+            next_hub(&expanded, "tcp://10.0.0.9:7750").as_deref(),
+            Some("tcp://10.0.0.1:7750")
+        );
+        assert_eq!(next_hub(&[], "tcp://x:1"), None);
+    }
 
     #[test]
     fn an_agent_moves_on_only_after_its_hub_stays_away_and_never_with_one_hub() {

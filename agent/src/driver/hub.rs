@@ -204,13 +204,7 @@ impl Agent {
     /// The hub has stayed away: move to the next of the configured hubs,
     /// with everything unacked sent again there once it welcomes us.
     pub(super) fn move_hub(&mut self) -> Result<(), Error> {
-        let hubs: Vec<String> = self.cfg.hubs().into_iter().map(String::from).collect();
-        let Some(next) = hubs
-            .iter()
-            .position(|h| *h == self.hub)
-            .map_or(hubs.first(), |i| hubs.get((i + 1) % hubs.len()))
-            .cloned()
-        else {
+        let Some(next) = crate::redial::next_hub(&self.rotation, &self.hub) else {
             return Ok(());
         };
         warn!(from = %self.hub, to = %next, "the hub stayed away; moving to the next hub");

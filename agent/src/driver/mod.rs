@@ -147,6 +147,12 @@ enum Event {
     StdinClosed,
     /// The hub's host name did not resolve, for this reason.
     Unresolvable(String),
+    /// A hub named by a host name resolved to these addresses
+    /// (`tcp://IP:PORT`): the agent moves between all of them.
+    Resolved {
+        hub: String,
+        addrs: Vec<String>,
+    },
 }
 
 /// Hands events to the loop from other threads.
@@ -191,6 +197,9 @@ struct Agent {
     hub: String,
     /// When to move to the next hub, if there are several.
     failover: Failover,
+    /// The hubs the agent moves between: `cfg.hubs()`, each host name
+    /// that resolved to several addresses replaced by them.
+    rotation: Vec<String>,
     monitor: zmq::Socket,
     /// A failed handshake was logged; quiet until one succeeds.
     refused: bool,
@@ -330,7 +339,10 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     if opts.chat {
         spawn_stdin_reader(notifier.clone());
     }
-    spawn_lookup(&first_hub, notifier.clone());
+    spawn_lookup(
+        cfg.hubs().into_iter().map(String::from).collect(),
+        notifier.clone(),
+    );
     info!(device = %cfg.device_id, hub = %first_hub, security = sockets.security().name(), "agent starting");
     let exec = ExecPolicy {
         programs: cfg.exec.programs.clone(),
@@ -349,6 +361,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         link: LinkWatch::new(&first_hub, now),
         hub: first_hub,
         failover,
+        rotation: cfg.hubs().into_iter().map(String::from).collect(),
         redial: Redial::new(
             u64::try_from(cfg.net.reconnect_ms).unwrap_or(0),
             u64::try_from(cfg.net.reconnect_max_ms).unwrap_or(0),
@@ -398,19 +411,31 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
 
 /// Looks the hub's host name up on a thread of its own (a slow resolver
 /// must not hold the loop), and tells the loop only if it fails.
-fn spawn_lookup(hub: &str, notifier: Notifier) {
-    let Some((host, port)) = fleetmq_net::endpoint::host_port(hub).map(|(h, p)| (h.to_string(), p))
-    else {
-        return;
-    };
+/// Resolves each hub's host name off the loop: a name that does not
+/// resolve is said in status and the log; one that resolves to several
+/// addresses becomes all of them in the agent's rotation (libzmq itself
+/// would connect to the first only).
+fn spawn_lookup(hubs: Vec<String>, notifier: Notifier) {
     std::thread::spawn(move || {
-        use std::net::ToSocketAddrs as _;
-        let why = match (host.as_str(), port).to_socket_addrs() {
-            Ok(addrs) if addrs.len() > 0 => return,
-            Ok(_) => "no address".to_string(),
-            Err(e) => e.to_string(),
-        };
-        notifier.send(Event::Unresolvable(why));
+        for hub in hubs {
+            let Some((host, port)) =
+                fleetmq_net::endpoint::host_port(&hub).map(|(h, p)| (h.to_string(), p))
+            else {
+                continue;
+            };
+            use std::net::ToSocketAddrs as _;
+            match (host.as_str(), port).to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<String> = addrs.map(|a| format!("tcp://{a}")).collect();
+                    if addrs.is_empty() {
+                        notifier.send(Event::Unresolvable("no address".into()));
+                    } else if addrs.len() > 1 && host.parse::<std::net::IpAddr>().is_err() {
+                        notifier.send(Event::Resolved { hub, addrs });
+                    }
+                }
+                Err(e) => notifier.send(Event::Unresolvable(e.to_string())),
+            }
+        }
     });
 }
 

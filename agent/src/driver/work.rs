@@ -299,6 +299,11 @@ impl Agent {
                 Event::Unresolvable(why) => {
                     self.link.seen(Seen::Unresolvable(why), Instant::now());
                 }
+                Event::Resolved { hub, addrs } => {
+                    info!(%hub, addresses = addrs.len(), "the hub's name resolves to several addresses; the agent moves between them");
+                    self.rotation = crate::redial::expand(&self.rotation, &hub, &addrs);
+                    self.failover.set_hubs(self.rotation.len());
+                }
                 Event::StdinClosed => {
                     // Finish what was said, then exit: stop sampling, send the rest now.
                     self.stdin_closed = true;
