@@ -220,6 +220,16 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
         .op(&["command", "pi-2", "exec", "--", "echo", "-n", "via b"]);
     assert!(exec.ok, "{}", exec.stderr);
     assert_eq!(exec.json[0]["stdout"], "via b");
+    // A command for the whole fleet, asked at b: every device answers,
+    // through a.
+    let all = fleet.b.op(&["command", "--all", "ping"]);
+    assert_eq!(
+        all.code,
+        Some(0),
+        "every device answers: {:?} {}",
+        all.json,
+        all.stderr
+    );
     // Announcements made at b reach a's agents: to all, and to one device.
     let link = Link {
         telemetry: format!("{},{}", fleet.a.telemetry(), fleet.b.telemetry()),

@@ -111,6 +111,9 @@ pub struct Holder {
     pub version: String,
     #[serde(default)]
     pub arch: String,
+    /// Groups from its last Hello (for commands to groups from anywhere).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 fn now_ms() -> u64 {
@@ -125,26 +128,46 @@ pub fn next_holder(
     held: Option<&Holder>,
     me: &str,
     online: bool,
-    version: &str,
-    arch: &str,
+    said: Option<&Said>,
     now_ms: u64,
 ) -> Option<Holder> {
     let mine = held.is_some_and(|h| h.frontend == me);
     if !online && !mine {
         return None;
     }
-    let (version, arch) = match held {
+    let said = match (held, said) {
         // Offline, or online again without a Hello: what it said before.
-        Some(h) if !online || version.is_empty() => (h.version.clone(), h.arch.clone()),
-        _ => (version.to_string(), arch.to_string()),
+        (Some(h), _) if !online => Said::of(h),
+        (Some(h), None) => Said::of(h),
+        (_, Some(s)) => s.clone(),
+        (None, None) => Said::default(),
     };
     Some(Holder {
         frontend: me.to_string(),
         online,
         since_ms: now_ms,
-        version,
-        arch,
+        version: said.version,
+        arch: said.arch,
+        groups: said.groups,
     })
+}
+
+/// What a device said of itself in its last Hello, as a holder keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Said {
+    pub version: String,
+    pub arch: String,
+    pub groups: Vec<String>,
+}
+
+impl Said {
+    fn of(h: &Holder) -> Said {
+        Said {
+            version: h.version.clone(),
+            arch: h.arch.clone(),
+            groups: h.groups.clone(),
+        }
+    }
 }
 
 /// Where this front-end's store has read each stream to.
@@ -171,6 +194,7 @@ pub enum ToCluster {
         device: String,
         version: String,
         arch: String,
+        groups: Vec<String>,
     },
     /// `device` went offline here.
     Offline { device: String },
@@ -297,31 +321,39 @@ mod tests {
             since_ms: 1,
             version: "0.1.0".into(),
             arch: "aarch64".into(),
+            groups: vec!["north".into()],
         }
     }
 
     #[test]
     fn the_newest_connection_takes_a_device_and_only_its_holder_lets_it_go() {
-        let taken = next_holder(Some(&holder("a", true)), "b", true, "0.2.0", "armv6", 9).unwrap();
+        let hello = Said {
+            version: "0.2.0".into(),
+            arch: "armv6".into(),
+            groups: vec!["south".into()],
+        };
+        let taken = next_holder(Some(&holder("a", true)), "b", true, Some(&hello), 9).unwrap();
         assert_eq!((taken.frontend.as_str(), taken.online), ("b", true));
         assert_eq!(
             (taken.version.as_str(), taken.arch.as_str()),
             ("0.2.0", "armv6")
         );
+        assert_eq!(taken.groups, vec!["south".to_string()]);
         // a hears of the device's silence after b took it: a changes nothing.
-        assert_eq!(next_holder(Some(&taken), "a", false, "", "", 10), None);
-        let gone = next_holder(Some(&taken), "b", false, "", "", 11).unwrap();
+        assert_eq!(next_holder(Some(&taken), "a", false, None, 10), None);
+        let gone = next_holder(Some(&taken), "b", false, None, 11).unwrap();
         assert_eq!((gone.online, gone.version.as_str()), (false, "0.2.0"));
-        assert_eq!(next_holder(None, "a", false, "", "", 1), None);
+        assert_eq!(next_holder(None, "a", false, None, 1), None);
     }
 
     #[test]
     fn online_again_without_a_hello_keeps_what_it_said() {
-        let back = next_holder(Some(&holder("a", false)), "b", true, "", "", 5).unwrap();
+        let back = next_holder(Some(&holder("a", false)), "b", true, None, 5).unwrap();
         assert_eq!(
             (back.version.as_str(), back.arch.as_str(), back.online),
             ("0.1.0", "aarch64", true)
         );
+        assert_eq!(back.groups, vec!["north".to_string()]);
     }
 
     #[test]

@@ -116,7 +116,19 @@ impl Core {
             return Ok(None);
         }
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
-        let known = self.store.devices().map_err(storage)?;
+        let mut known = self.store.devices().map_err(storage)?;
+        // A front-end knows the devices other front-ends have held too.
+        for (id, groups) in self.cluster_devices() {
+            match known.iter_mut().find(|k| k.id == id) {
+                Some(k) if k.groups.is_empty() => k.groups = groups,
+                Some(_) => {}
+                None => known.push(fleetmq_protocol::DeviceInfo {
+                    id,
+                    groups,
+                    ..crate::store::unknown_device()
+                }),
+            }
+        }
         let mut members = Vec::new();
         let mut named = Vec::new();
         for d in devices {

@@ -250,6 +250,60 @@ impl Core {
         self.cluster.holders.contains_key(device)
     }
 
+    /// Every device some front-end has held, with its groups.
+    pub(super) fn cluster_devices(&self) -> Vec<(String, Vec<String>)> {
+        self.cluster
+            .holders
+            .iter()
+            .map(|(d, h)| (d.clone(), h.groups.clone()))
+            .collect()
+    }
+
+    /// A fleet command's share for a device another front-end holds goes
+    /// there as a one-device command; its answer comes back to
+    /// [`Core::answered_elsewhere`]. False if no other front-end holds it.
+    pub(super) fn forward_share(&mut self, row: u64, ask: &super::commands::Ask) -> bool {
+        let Some(frontend) = self.held_by_other(&ask.device) else {
+            return false;
+        };
+        let request = Request::Command {
+            device: ask.device.clone(),
+            command: ask.command.clone(),
+            timeout_ms: ask.timeout_ms,
+        };
+        let frame = fleetmq_protocol::OperatorRequest { id: row, request };
+        let Ok(frame) = OperatorFrame::from(frame).encode() else {
+            return false;
+        };
+        let wait = if ask.timeout_ms == 0 {
+            self.config.commands.timeout_ms
+        } else {
+            ask.timeout_ms
+        };
+        self.out.push_back(Action::Cluster(ToCluster::Ask {
+            frontend,
+            client: super::commands::INTERNAL_CLIENT.to_vec(),
+            frame,
+            timeout_ms: u64::from(wait) + ASK_MARGIN_MS,
+        }));
+        true
+    }
+
+    /// Another front-end's answer for `client`: a fleet command share's
+    /// (the hub's own client) is stored here, true; an operator's is for
+    /// the driver to pass on, false.
+    pub fn answered_elsewhere(&mut self, client: &[u8], frame: &[u8]) -> bool {
+        if client != super::commands::INTERNAL_CLIENT {
+            return false;
+        }
+        if let Ok(fleetmq_protocol::OperatorReplyFrame::Response(r)) =
+            fleetmq_protocol::OperatorReplyFrame::decode(frame)
+        {
+            self.fleet_answered(r.id, r.response);
+        }
+        true
+    }
+
     /// Devices online at other live front-ends.
     pub(super) fn online_elsewhere(&self) -> impl Iterator<Item = (&str, &Holder)> {
         self.cluster
@@ -300,6 +354,14 @@ impl Core {
     /// device): the request is handled here, the device counting as
     /// offline (queued, if the operator asked for that).
     pub fn unforwarded(&mut self, client: &[u8], frame: &[u8], why: &str, now: Now) {
+        if client == super::commands::INTERNAL_CLIENT {
+            // A fleet command share: it waits for its device again.
+            if let Ok(OperatorFrame::Request(req)) = OperatorFrame::decode(frame) {
+                let e = fleetmq_protocol::OperatorError::DeviceOffline(why.to_string());
+                self.fleet_answered(req.id, fleetmq_protocol::Response::Error(e));
+            }
+            return;
+        }
         if let Ok(OperatorFrame::Request(req)) = OperatorFrame::decode(frame)
             && let Request::Command { device, .. }
             | Request::QueuedCommand { device, .. }

@@ -67,7 +67,8 @@ impl Core {
             Ok(Some(mut answers)) => {
                 for a in &mut answers {
                     if a.state == "waiting" {
-                        a.state = if self.presence.is_online(&a.device) {
+                        let elsewhere = self.held_by_other(&a.device).is_some();
+                        a.state = if self.presence.is_online(&a.device) || elsewhere {
                             "sending"
                         } else {
                             "offline"
@@ -97,7 +98,8 @@ impl Core {
             Err(e) => return warn!(error = %e, "could not read fleet commands"),
         };
         for w in waiting {
-            if !self.presence.is_online(&w.device) || self.routes.route(&w.device).is_none() {
+            let here = self.presence.is_online(&w.device) && self.routes.route(&w.device).is_some();
+            if !here && self.held_by_other(&w.device).is_none() {
                 continue;
             }
             if let Err(e) = self.store.fleet_mark(w.id, "sent", None, None, now.wall_ms) {
@@ -110,6 +112,15 @@ impl Core {
                 timeout_ms: w.timeout_ms,
                 queue_ms: 0,
             };
+            if !here {
+                // Held by another front-end: asked there.
+                if !self.forward_share(w.id, &ask) {
+                    let _ = self
+                        .store
+                        .fleet_mark(w.id, "waiting", None, None, now.wall_ms);
+                }
+                continue;
+            }
             self.command_request(INTERNAL_CLIENT, w.id, ask, now);
         }
         self.fleet_answers_in();
@@ -124,7 +135,7 @@ impl Core {
 
     /// How a share ended, from the command path: stored for the operator.
     /// An unreachable device's share waits for it again.
-    fn fleet_answered(&mut self, row: u64, response: Response) {
+    pub(super) fn fleet_answered(&mut self, row: u64, response: Response) {
         let now = self.wall_ms;
         let marked = match &response {
             Response::Reply { reply, .. } => {

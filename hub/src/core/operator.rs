@@ -99,9 +99,6 @@ impl Core {
                     Err(e) => Response::Error(e),
                 }
             }
-            Request::FleetCommand(_) if self.front_end => Response::Error(not_on_front_ends(
-                "commands for several devices (--device/--group/--all)",
-            )),
             Request::ConfigEdit(_) if self.front_end => {
                 Response::Error(not_on_front_ends("the desired configuration"))
             }
@@ -199,19 +196,13 @@ impl Core {
                 None => devices.push(DeviceInfo {
                     id: id.to_string(),
                     online: true,
-                    listening: false,
                     since_ms: h.since_ms,
                     last_seen_ms: h.since_ms,
                     agent_version: h.version.clone(),
                     arch: h.arch.clone(),
-                    os: String::new(),
-                    hostname: String::new(),
-                    groups: Vec::new(),
-                    batches: 0,
-                    revoked: false,
-                    conflicts: 0,
-                    conflict_address: String::new(),
+                    groups: h.groups.clone(),
                     front_end: h.frontend.clone(),
+                    ..crate::store::unknown_device()
                 }),
             }
         }

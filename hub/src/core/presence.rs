@@ -186,6 +186,7 @@ impl Core {
                 device: device.to_string(),
                 version: hello.agent_version.clone(),
                 arch: hello.arch.clone(),
+                groups: hello.groups.clone(),
             });
         }
         let welcome = Welcome {
@@ -205,6 +206,7 @@ impl Core {
                 device: device.to_string(),
                 version: String::new(),
                 arch: String::new(),
+                groups: Vec::new(),
             });
         }
         if seen.needs_hello {

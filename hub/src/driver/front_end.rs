@@ -73,7 +73,11 @@ impl Driver {
                     self.core
                         .operator(&frames, crate::core::Caller::Local, now());
                 }
-                FromCluster::Answered { client, frame } => self.send_operator(&client, &frame),
+                FromCluster::Answered { client, frame } => {
+                    if !self.core.answered_elsewhere(&client, &frame) {
+                        self.send_operator(&client, &frame);
+                    }
+                }
                 FromCluster::Unanswered { client, frame, why } => {
                     self.core.unforwarded(&client, &frame, &why, now())
                 }

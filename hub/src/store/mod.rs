@@ -456,3 +456,24 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// A device the store has no row for: nothing known but what is set.
+pub fn unknown_device() -> DeviceInfo {
+    DeviceInfo {
+        id: String::new(),
+        online: false,
+        listening: false,
+        since_ms: 0,
+        last_seen_ms: 0,
+        agent_version: String::new(),
+        arch: String::new(),
+        os: String::new(),
+        hostname: String::new(),
+        groups: Vec::new(),
+        batches: 0,
+        revoked: false,
+        conflicts: 0,
+        conflict_address: String::new(),
+        front_end: String::new(),
+    }
+}

@@ -22,21 +22,31 @@ pub(super) async fn beat(shared: Shared) {
 /// connection wins.
 pub(super) async fn write_presence(shared: Shared, mut rx: mpsc::UnboundedReceiver<ToCluster>) {
     while let Some(msg) = rx.recv().await {
-        let (device, online, version, arch) = match msg {
+        let (device, online, said) = match msg {
             ToCluster::Enrol { device, keys } => {
                 enrol(&shared, &device, &keys).await;
                 continue;
             }
+            // Online without a Hello (heard after a restart): what it
+            // said before stays.
             ToCluster::Online {
                 device,
                 version,
                 arch,
-            } => (device, true, version, arch),
-            ToCluster::Offline { device } => (device, false, String::new(), String::new()),
+                groups,
+            } => {
+                let said = (!version.is_empty()).then_some(crate::cluster::Said {
+                    version,
+                    arch,
+                    groups,
+                });
+                (device, true, said)
+            }
+            ToCluster::Offline { device } => (device, false, None),
             _ => continue,
         };
         for attempt in 0..5 {
-            match set_holder(&shared, &device, online, &version, &arch).await {
+            match set_holder(&shared, &device, online, said.as_ref()).await {
                 Ok(()) => break,
                 Err(e) if attempt == 4 => {
                     warn!(device, error = %e, "could not record which front-end holds the device")
@@ -129,8 +139,7 @@ pub(super) async fn set_holder(
     shared: &Shared,
     device: &str,
     online: bool,
-    version: &str,
-    arch: &str,
+    said: Option<&crate::cluster::Said>,
 ) -> Result<(), String> {
     let entry = shared
         .devices
@@ -145,8 +154,7 @@ pub(super) async fn set_holder(
         held.as_ref(),
         &shared.name,
         online,
-        version,
-        arch,
+        said,
         crate::cluster::now_ms(),
     ) else {
         return Ok(());

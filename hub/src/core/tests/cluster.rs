@@ -124,6 +124,7 @@ fn holder(frontend: &str, online: bool) -> Option<Holder> {
         since_ms: T0,
         version: "0.1.0".into(),
         arch: "armv6".into(),
+        groups: vec!["north".into()],
     })
 }
 
@@ -426,4 +427,69 @@ fn job_events_show_every_job_in_the_store() {
     f.hello("pi-a", T0);
     f.core.tick(at(T0 + 100));
     assert!(!f.actions().iter().any(|a| matches!(a, Action::Job { .. })));
+}
+
+#[test]
+fn a_fleet_command_reaches_a_group_member_another_front_end_holds_and_keeps_its_answer() {
+    use fleetmq_protocol::{Command, FleetCommand, OperatorReplyFrame, OperatorResponse, Reply};
+    let mut f = front_end();
+    f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    f.hello_in("pi-a", &["north"], T0);
+    f.core.holder_changed("pi-b", holder("fe-b", true));
+    f.actions();
+    let fc = FleetCommand {
+        command: Command::Ping,
+        devices: vec![],
+        groups: vec!["north".into()],
+        all: false,
+        timeout_ms: 0,
+        ttl_ms: 0,
+    };
+    f.operator(70, Request::FleetCommand(fc), T0 + 1);
+    let actions = f.actions();
+    let queued = to_operator(&actions);
+    assert!(
+        matches!(&queued[..], [(70, Response::FleetCommandQueued { devices, .. })] if devices == &["pi-a".to_string(), "pi-b".to_string()]),
+        "{queued:?}"
+    );
+    // pi-a's share goes on this front-end's command socket, pi-b's to fe-b.
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Command { device, .. } if device == "pi-a"))
+    );
+    let asked = to_cluster(&actions);
+    let [
+        ToCluster::Ask {
+            frontend,
+            client,
+            frame,
+            ..
+        },
+    ] = &asked[..]
+    else {
+        panic!("want pi-b's share asked at fe-b, got {asked:?}")
+    };
+    assert_eq!(frontend, "fe-b");
+    let Ok(OperatorFrame::Request(req)) = OperatorFrame::decode(frame) else {
+        panic!("the share goes as an operator request")
+    };
+    // fe-b answers it.
+    let answer = OperatorReplyFrame::from(OperatorResponse {
+        id: req.id,
+        response: Response::Reply {
+            device: "pi-b".into(),
+            reply: Reply::Pong { uptime_ms: 9 },
+        },
+    })
+    .encode()
+    .unwrap();
+    assert!(f.core.answered_elsewhere(client, &answer));
+    f.operator(80, Request::FleetAnswers { id: 1 }, T0 + 2);
+    let got = to_operator(&f.actions());
+    let [(80, Response::FleetAnswers(answers))] = &got[..] else {
+        panic!("{got:?}")
+    };
+    let b = answers.iter().find(|a| a.device == "pi-b").unwrap();
+    assert_eq!(b.state, "answered");
 }
