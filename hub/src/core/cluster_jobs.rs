@@ -1,6 +1,8 @@
 //! Work-queue jobs on a front-end (see [`crate::cluster::jobs`]): a job
 //! submitted here goes to the cluster's queue; when an agent here is free,
-//! one job is taken from the queue and handed out with a token of its own;
+//! one job is taken from the queue and handed out with a token of its own
+//! (on the jobs socket, or as `Work` to a device that takes it when some
+//! device here would refuse it, as a single hub does);
 //! its result settles it in the queue and becomes an event every
 //! front-end stores. A lease that runs out gives the job back (delivered
 //! again, maybe elsewhere); after the last delivery it fails for good.
@@ -127,6 +129,25 @@ impl Core {
                 return self.tell_cluster(ToCluster::JobEnd { handle, event });
             }
         };
+        // As on a single hub: no device here is handed a job it would
+        // refuse (by its Offer); one that takes it gets it directly.
+        let taker = match self.queue_takers(&job.spec) {
+            None => None,
+            Some(takers) if takers.is_empty() => {
+                info!(
+                    job = id,
+                    "no device here takes this job; back in the cluster's queue"
+                );
+                let held = InHand {
+                    handle,
+                    id,
+                    attempt,
+                    until_ms: now.mono_ms,
+                };
+                return self.give_back(held, "no device of the front-end it reached takes it", now);
+            }
+            Some(takers) => Some(takers[id as usize % takers.len()].clone()),
+        };
         let token = match (self.tokens)() {
             Ok(t) => t,
             Err(e) => {
@@ -141,15 +162,20 @@ impl Core {
             timeout_ms: job.timeout_ms,
             token,
         };
+        let until_ms = now.mono_ms + u64::from(self.cluster_lease_ms());
+        let held = InHand {
+            handle,
+            id,
+            attempt,
+            until_ms,
+        };
+        if let Some(device) = taker {
+            self.cluster_jobs.in_hand.insert(token, held);
+            self.counters.jobs_dispatched += 1;
+            return self.send_down(&device, fleetmq_protocol::Downstream::Work(work));
+        }
         match JobFrame::from(work).encode() {
             Ok(frame) => {
-                let until_ms = now.mono_ms + u64::from(self.cluster_lease_ms());
-                let held = InHand {
-                    handle,
-                    id,
-                    attempt,
-                    until_ms,
-                };
                 self.cluster_jobs.in_hand.insert(token, held);
                 self.out.push_back(Action::ClusterJob { token, frame });
             }

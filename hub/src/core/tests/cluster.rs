@@ -493,3 +493,42 @@ fn a_fleet_command_reaches_a_group_member_another_front_end_holds_and_keeps_its_
     let b = answers.iter().find(|a| a.device == "pi-b").unwrap();
     assert_eq!(b.state, "answered");
 }
+
+#[test]
+fn a_cluster_job_goes_to_a_device_here_that_takes_it_or_back_when_none_does() {
+    let offer = |kinds: &[&str], programs: &[&str]| {
+        Upstream::Offer(fleetmq_protocol::Offer(fleetmq_protocol::Abilities {
+            job_kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            exec_programs: programs.iter().map(|p| p.to_string()).collect(),
+            config_version: 0,
+        }))
+    };
+    let mut f = front_end();
+    f.hello("pi-a", T0);
+    f.up("pi-a", "pi-a", offer(&["echo"], &[]), T0);
+    f.actions();
+    let submission = serde_json::to_vec(&exec_job("uname", 3)).unwrap();
+    // Only a device that would refuse it here: back to the queue unsent.
+    f.core.cluster_job(1, 41, 1, &submission, at(T0 + 1));
+    let actions = f.actions();
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ClusterJob { .. }))
+    );
+    assert!(matches!(
+        &settled(&actions)[..],
+        [ToCluster::JobBack { handle: 1 }]
+    ));
+    // A device that takes it: handed to it alone, as Work.
+    f.hello("pi-b", T0 + 2);
+    f.up("pi-b", "pi-b", offer(&["exec"], &["uname"]), T0 + 2);
+    f.actions();
+    f.core.cluster_job(2, 42, 2, &submission, at(T0 + 3));
+    let actions = f.actions();
+    assert!(
+        matches!(&to_device(&actions, "pi-b")[..], [Downstream::Work(j)] if j.id == 42 && j.attempt == 2),
+        "{actions:?}"
+    );
+    assert!(to_device(&actions, "pi-a").is_empty());
+}
