@@ -45,8 +45,8 @@ nats=$(printf 'nats://127.0.0.1:%s,' "${clients[@]}")
 nats=${nats%,}
 echo "NATS cluster: $nats"
 
-# Two front-ends sharing one CURVE key pair (agents know one hub key) and
-# one allow list (copied here; enrol on each front-end's data directory).
+# Two front-ends sharing one CURVE key pair (agents know one hub key). The
+# allow list is the cluster's: enrolling on one front-end enrols everywhere.
 front_end() {
   "$bin/fleetmq-hub" run --nats "$nats" --name "$1" --data-dir "$work/$1" --bind 127.0.0.1:* \
     >"$work/$1.out" 2>"$work/$1.log" &
@@ -65,7 +65,7 @@ echo "front-ends: fe-a at $fe_a, fe-b at $fe_b"
 
 for id in pi-kitchen pi-garage pi-shed; do
   "$bin/fleetmq-agent" keygen --data-dir "$work/$id" --device-id "$id" >/dev/null
-  for fe in fe-a fe-b; do "$bin/fleetmq-hub" allow --data-dir "$work/$fe" "$id" "$work/$id/agent.pub"; done
+  "$bin/fleetmq-hub" allow --data-dir "$work/fe-a" "$id" "$work/$id/agent.pub"
   "$bin/fleetmq-agent" run --hub "$fe_a,$fe_b" --hub-key "$work/fe-a/hub.pub" \
     --device-id "$id" --data-dir "$work/$id" 2>"$work/$id.log" &
   pids+=($!)
