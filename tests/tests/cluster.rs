@@ -230,6 +230,26 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
         all.json,
         all.stderr
     );
+    // The desired configuration, set at b, reaches a device a holds; both
+    // front-ends say so.
+    let set = fleet.b.op(&["config", "set", "app.greeting=from b"]);
+    assert!(set.ok, "{}", set.stderr);
+    wait_for("pi-1 to apply the configuration set at b", || {
+        let out = agent_command()
+            .args(["config", "get", "app.greeting", "--data-dir"])
+            .arg(fleet.a.dir.join("pi-1").join("data"))
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == "from b").then_some(())
+    });
+    for hub in [&fleet.a, &fleet.b] {
+        wait_for("pi-1's configuration in sync at both front-ends", || {
+            let r = hub.op(&["config", "show", "pi-1"]);
+            let v = r.json.first()?;
+            (v["applied_version"] == v["desired_version"] && v["applied_version"] != 0)
+                .then_some(())
+        });
+    }
     // Announcements made at b reach a's agents: to all, and to one device.
     let link = Link {
         telemetry: format!("{},{}", fleet.a.telemetry(), fleet.b.telemetry()),

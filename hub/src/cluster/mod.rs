@@ -13,6 +13,7 @@
 //! | commands for a device another front-end holds | core NATS request/reply to `fleetmq.frontend.<name>.ask` | the operator's request as it came; no responder: the device counts as offline |
 //! | announcements for groups and the fleet | core NATS subject `fleetmq.broadcast` | each other front-end publishes it to its agents |
 //! | work-queue jobs | work-queue stream `FLEETMQ_JOBS` (one consumer: ack wait = lease, deliveries = attempts) and `FLEETMQ_JOB_EVENTS` | see [`jobs`] |
+//! | the desired configuration | stream `FLEETMQ_CONFIG`: edits and applied reports, applied in order by every front-end | see [`config`] |
 //! | which front-ends live | bucket `fleetmq_frontends`, entries expire after [`FRONTEND_TTL_S`] | a device whose front-end is gone counts as offline |
 //!
 //! The message body is Influx line protocol ([`lines`]) for Telegraf's and
@@ -23,6 +24,7 @@
 //! [`ToCluster`] and polls a descriptor for [`FromCluster`].
 
 pub mod allow;
+pub mod config;
 pub mod jobs;
 pub mod lines;
 mod link;
@@ -175,6 +177,7 @@ impl Said {
 pub struct Marks {
     pub telemetry: u64,
     pub job_events: u64,
+    pub config: u64,
 }
 
 /// What the loop asks of the cluster.
@@ -229,6 +232,8 @@ pub enum ToCluster {
     JobBack { handle: u64 },
     /// The job taken as `handle` failed for good: stop delivering it.
     JobEnd { handle: u64, event: Vec<u8> },
+    /// Put an event (a [`config::ConfigEvent`]) on the configuration stream.
+    Config { event: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
     Enrol { device: String, keys: Vec<String> },
     /// The loop has not taken everything the stream gave: wake it again.
@@ -296,6 +301,11 @@ pub enum FromCluster {
     },
     /// The queue had no job.
     NoJob,
+    /// Configuration events, in order: (stream sequence, event).
+    ConfigEvents {
+        events: Vec<(u64, Vec<u8>)>,
+        last: u64,
+    },
     /// Job events, in order, and the stream sequence of the last.
     JobEvents { events: Vec<Vec<u8>>, last: u64 },
     /// The allow list bucket as it is (at start, and after the watch

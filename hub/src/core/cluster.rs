@@ -250,6 +250,12 @@ impl Core {
         self.cluster.holders.contains_key(device)
     }
 
+    /// The groups of a device some front-end has held, as its last Hello
+    /// named them.
+    pub(super) fn cluster_groups(&self, device: &str) -> Option<Vec<String>> {
+        self.cluster.holders.get(device).map(|h| h.groups.clone())
+    }
+
     /// Every device some front-end has held, with its groups.
     pub(super) fn cluster_devices(&self) -> Vec<(String, Vec<String>)> {
         self.cluster

@@ -105,9 +105,12 @@ fn check_key(key: &str) -> Result<(), String> {
 impl Core {
     /// A device's groups, as its last Hello named them.
     fn groups_of(&self, device: &str) -> Result<Option<Vec<String>>, OperatorError> {
-        self.store
+        let groups = self
+            .store
             .device_groups(device)
-            .map_err(|e| OperatorError::Storage(e.to_string()))
+            .map_err(|e| OperatorError::Storage(e.to_string()))?;
+        // A front-end knows the devices other front-ends hold too.
+        Ok(groups.or_else(|| self.cluster_groups(device)))
     }
 
     /// A device's merged document: its version and entries.
@@ -168,40 +171,53 @@ impl Core {
         {
             warn!(device, error = %e, "could not record an applied configuration");
         }
+        // Every front-end's `config status` shows it.
+        self.tell_config_applied(device, &report);
     }
 
     /// An operator's edit: checked, stored, and sent to the devices it
     /// applies to that are online.
     pub(super) fn config_edit(&mut self, edit: ConfigEdit) -> Response {
-        let bad = |m: String| Response::Error(OperatorError::BadRequest(m));
-        if let Err(m) = check_layer(&edit.layer) {
-            return bad(m);
-        }
-        if edit.set.is_empty() && edit.unset.is_empty() {
-            return bad("nothing to set or unset".into());
-        }
-        for key in edit.set.iter().map(|(k, _)| k).chain(&edit.unset) {
-            if let Err(m) = check_key(key) {
-                return bad(m);
-            }
-        }
-        if let Some((k, _)) = edit.set.iter().find(|(_, v)| v.len() > MAX_VALUE) {
-            return bad(format!("the value of {k} is over {MAX_VALUE} bytes"));
-        }
-        if let Err(e) = self.check_documents(&edit) {
+        if let Err(e) = self.check_edit(&edit) {
             return Response::Error(e);
         }
-        let version =
-            match self
-                .store
-                .config_edit(&edit.layer, &edit.set, &edit.unset, edit.if_version)
-            {
-                Ok(v) => v,
-                Err(EditError::Store(e)) => {
-                    return Response::Error(OperatorError::Storage(e.to_string()));
-                }
-                Err(e) => return bad(e.to_string()),
-            };
+        match self.apply_edit(&edit, None) {
+            Ok(version) => Response::ConfigVersion { version },
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    /// Whether `edit` may be made: its layer, keys, values, and every known
+    /// device's document after it.
+    pub(super) fn check_edit(&self, edit: &ConfigEdit) -> Result<(), OperatorError> {
+        let bad = |m: String| OperatorError::BadRequest(m);
+        check_layer(&edit.layer).map_err(bad)?;
+        if edit.set.is_empty() && edit.unset.is_empty() {
+            return Err(bad("nothing to set or unset".into()));
+        }
+        for key in edit.set.iter().map(|(k, _)| k).chain(&edit.unset) {
+            check_key(key).map_err(bad)?;
+        }
+        if let Some((k, _)) = edit.set.iter().find(|(_, v)| v.len() > MAX_VALUE) {
+            return Err(bad(format!("the value of {k} is over {MAX_VALUE} bytes")));
+        }
+        self.check_documents(edit)
+    }
+
+    /// Stores a checked edit (as version `at`, on a front-end) and queues
+    /// the documents of the online devices it applies to.
+    pub(super) fn apply_edit(
+        &mut self,
+        edit: &ConfigEdit,
+        at: Option<u64>,
+    ) -> Result<u64, OperatorError> {
+        let version = self
+            .store
+            .config_edit_at(&edit.layer, &edit.set, &edit.unset, edit.if_version, at)
+            .map_err(|e| match e {
+                EditError::Store(e) => OperatorError::Storage(e.to_string()),
+                e => OperatorError::BadRequest(e.to_string()),
+            })?;
         info!(layer = %edit.layer, version, set = edit.set.len(), unset = edit.unset.len(), "desired configuration changed");
         let online: Vec<(String, Vec<String>)> = match self.store.devices() {
             Ok(d) => d
@@ -220,7 +236,7 @@ impl Core {
         self.config_outbox
             .extend(online.into_iter().map(|(d, g)| (d, g, version - 1)));
         self.send_config_outbox();
-        Response::ConfigVersion { version }
+        Ok(version)
     }
 
     /// Sends the next documents an edit made due (on each tick).

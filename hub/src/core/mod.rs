@@ -23,6 +23,7 @@
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
 //! | `budgets.rs` | what one device may cost: records, bytes and series |
+//! | `cluster_config.rs` | a front-end's desired configuration: edits and reports through the cluster's stream, applied in its order |
 //! | `cluster_jobs.rs` | a front-end's work-queue jobs: submitted to the cluster's queue, taken when an agent is free, settled by their result |
 //! | `cluster.rs` | a front-end: batches acked once the cluster has them, the store filled from the stream, devices held told |
 //!
@@ -38,6 +39,7 @@ mod aim;
 mod bucket;
 mod budgets;
 mod cluster;
+mod cluster_config;
 mod cluster_jobs;
 mod commands;
 mod config;
@@ -61,6 +63,7 @@ use crate::store::Store;
 
 pub use admission::{Admission, Verdict, judge_zap};
 pub use cluster::STREAM_MARK;
+pub use cluster_config::CONFIG_MARK;
 pub use cluster_jobs::JOB_EVENTS_MARK;
 pub use commands::Sent;
 pub use latest::Latest;
@@ -215,6 +218,8 @@ pub struct Core {
     cluster: cluster::Cluster,
     /// Jobs a front-end took from the cluster's queue.
     cluster_jobs: cluster_jobs::ClusterJobs,
+    /// Configuration edits a front-end put on the cluster's stream.
+    pending_edits: cluster_config::PendingEdits,
     /// Why the cluster does not take telemetry now, if it does not.
     cluster_problem: Option<String>,
     out: VecDeque<Action>,
@@ -259,6 +264,7 @@ impl Core {
             front_end: false,
             cluster: cluster::Cluster::default(),
             cluster_jobs: cluster_jobs::ClusterJobs::default(),
+            pending_edits: cluster_config::PendingEdits::default(),
             cluster_problem: None,
             out: VecDeque::new(),
             config,

@@ -99,8 +99,11 @@ impl Core {
                     Err(e) => Response::Error(e),
                 }
             }
-            Request::ConfigEdit(_) if self.front_end => {
-                Response::Error(not_on_front_ends("the desired configuration"))
+            Request::ConfigEdit(edit) if self.front_end => {
+                match self.config_edit_in_cluster(client, req.id, edit) {
+                    Ok(()) => return,
+                    Err(e) => Response::Error(e),
+                }
             }
             Request::SubmitJob(job) => match self.submit_job(job, now) {
                 Ok(id) => {

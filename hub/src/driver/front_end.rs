@@ -105,6 +105,9 @@ impl Driver {
                     .cluster_job(handle, id, attempt, &submission, now()),
                 FromCluster::NoJob => self.core.no_job(),
                 FromCluster::JobEvents { events, last } => self.core.job_events(&events, last),
+                FromCluster::ConfigEvents { events, last } => {
+                    self.core.config_events(&events, last, now())
+                }
                 FromCluster::EnrolledOne { device, keys } => {
                     let Some(fe) = &mut self.cluster else {
                         continue;

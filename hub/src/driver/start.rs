@@ -53,7 +53,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let dir = config.data_dir.clone();
     // Held until the hub stops.
     let _data_dir = DataDir::lock(&dir)?;
-    let store = open_store(&dir, config.storage.synchronous)?;
+    let mut store = open_store(&dir, config.storage.synchronous)?;
     let mut sockets = Sockets::new(config.net.clone());
     let mut enrolment = None;
     let mut zap = None;
@@ -184,7 +184,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         results: port(&endpoints.results),
         commands: port(&endpoints.commands),
     };
-    let cluster = join_cluster(&config, &store)?;
+    let cluster = join_cluster(&config, &mut store)?;
     let path = write_endpoints(&dir, &endpoints);
     // The JSON line says how agents must connect.
     let mut printed = serde_json::to_value(&endpoints).unwrap_or_default();
@@ -245,24 +245,34 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
 /// the link).
 fn join_cluster(
     config: &HubConfig,
-    store: &Store,
+    store: &mut Store,
 ) -> Result<Option<(String, crate::cluster::Link)>, Error> {
     if config.cluster.servers.is_empty() {
         return Ok(None);
     }
     let name = crate::cluster::front_end_name(&config.cluster.name);
-    let mark = |name: &str| {
+    let failed = |source| Error::Store {
+        dir: config.data_dir.clone(),
+        source,
+    };
+    let mark = |store: &Store, name: &str| {
         store
             .mark(name)
             .map(Option::unwrap_or_default)
-            .map_err(|source| Error::Store {
-                dir: config.data_dir.clone(),
-                source,
-            })
+            .map_err(failed)
     };
+    // A hub that becomes a front-end takes the cluster's configuration:
+    // versions are places in the cluster's stream from then on.
+    if mark(store, crate::core::CONFIG_MARK)? == 0 && store.config_version().unwrap_or(0) > 0 {
+        warn!(
+            "this hub's own desired configuration is replaced by the cluster's (set it again with `fleetmq-hub config set` if the cluster has none)"
+        );
+        store.config_clear().map_err(failed)?;
+    }
     let after = crate::cluster::Marks {
-        telemetry: mark(crate::core::STREAM_MARK)?,
-        job_events: mark(crate::core::JOB_EVENTS_MARK)?,
+        telemetry: mark(store, crate::core::STREAM_MARK)?,
+        job_events: mark(store, crate::core::JOB_EVENTS_MARK)?,
+        config: mark(store, crate::core::CONFIG_MARK)?,
     };
     let link = crate::cluster::Link::start(
         &config.cluster,

@@ -51,6 +51,21 @@ impl Store {
         unset: &[String],
         if_version: u64,
     ) -> Result<u64, EditError> {
+        self.config_edit_at(layer, set, unset, if_version, None)
+    }
+
+    /// [`Store::config_edit`] as version `at` when given (front-ends: the
+    /// edit's place in the cluster's configuration stream, the same on
+    /// every front-end); an edit at a version this store has reached
+    /// already is not applied again.
+    pub fn config_edit_at(
+        &mut self,
+        layer: &str,
+        set: &[(String, String)],
+        unset: &[String],
+        if_version: u64,
+        at: Option<u64>,
+    ) -> Result<u64, EditError> {
         let tx = self.conn.transaction().doing("editing the configuration")?;
         let now: i64 = tx
             .query_row("SELECT coalesce(max(version), 0) FROM config", [], |r| {
@@ -58,13 +73,18 @@ impl Store {
             })
             .doing("editing the configuration")?;
         let now = now.max(0) as u64;
+        if let Some(at) = at
+            && now >= at
+        {
+            return Ok(at);
+        }
         if if_version != 0 && if_version != now {
             return Err(EditError::Conflict {
                 expected: if_version,
                 now,
             });
         }
-        let version = now + 1;
+        let version = at.unwrap_or(now + 1);
         for (key, value) in set {
             tx.execute(
                 "INSERT INTO config (layer, key, value, version) VALUES (?1, ?2, ?3, ?4)
@@ -97,6 +117,14 @@ impl Store {
         }
         tx.commit().doing("editing the configuration")?;
         Ok(version)
+    }
+
+    /// Forgets the desired configuration and what devices applied of it
+    /// (a hub becoming a front-end takes the cluster's instead).
+    pub fn config_clear(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("DELETE FROM config; DELETE FROM config_applied;")
+            .doing("clearing the desired configuration")
     }
 
     /// Every key of every layer, by layer.

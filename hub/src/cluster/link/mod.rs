@@ -254,8 +254,14 @@ async fn serve(
     tokio::spawn(read_stream(
         shared.clone(),
         JOB_EVENTS,
-        stream_tx,
+        stream_tx.clone(),
         after.job_events,
+    ));
+    tokio::spawn(read_stream(
+        shared.clone(),
+        CONFIG_EVENTS,
+        stream_tx,
+        after.config,
     ));
     tokio::spawn(beat(shared.clone()));
     tokio::spawn(watch_holders(shared.clone()));
@@ -376,6 +382,19 @@ async fn serve(
                 tokio::spawn(
                     async move { job_over(&shared, handle, AckKind::Term, Some(event)).await },
                 );
+            }
+            ToCluster::Config { event } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let subject = crate::cluster::config::CONFIG_SUBJECT;
+                    let sent = match shared.js.publish(subject, event.into()).await {
+                        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = sent {
+                        warn!(error = %e, "could not put a configuration event in the cluster");
+                    }
+                });
             }
             ToCluster::Poke => shared.out.poke(),
             ToCluster::Stop => break,

@@ -169,6 +169,15 @@ pub(super) async fn make_stream_and_buckets(
         .await
         .map_err(|e| refused("jobs stream", &e))?;
     js.get_or_create_stream(stream::Config {
+        name: crate::cluster::config::CONFIG_STREAM.into(),
+        subjects: vec![crate::cluster::config::CONFIG_SUBJECT.into()],
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| refused("configuration stream", &e))?;
+    js.get_or_create_stream(stream::Config {
         name: EVENTS_STREAM.into(),
         subjects: vec![EVENTS_SUBJECT.into()],
         num_replicas: replicas,

@@ -53,6 +53,20 @@ pub(super) const TELEMETRY: Reading = Reading {
     },
 };
 
+/// The configuration stream: each event with its sequence (an edit's
+/// version).
+pub(super) const CONFIG_EVENTS: Reading = Reading {
+    stream: crate::cluster::config::CONFIG_STREAM,
+    subjects: crate::cluster::config::CONFIG_SUBJECT,
+    chunk: |messages, last| FromCluster::ConfigEvents {
+        events: messages
+            .iter()
+            .filter_map(|m| Some((m.info().ok()?.stream_sequence, m.payload.to_vec())))
+            .collect(),
+        last,
+    },
+};
+
 /// The job events stream.
 pub(super) const JOB_EVENTS: Reading = Reading {
     stream: crate::cluster::jobs::EVENTS_STREAM,

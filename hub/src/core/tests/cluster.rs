@@ -532,3 +532,68 @@ fn a_cluster_job_goes_to_a_device_here_that_takes_it_or_back_when_none_does() {
     );
     assert!(to_device(&actions, "pi-a").is_empty());
 }
+
+#[test]
+fn a_configuration_edit_goes_through_the_stream_and_is_applied_at_its_place_there() {
+    use crate::cluster::config::ConfigEvent;
+    use fleetmq_protocol::{ConfigEdit, ConfigReport};
+    let mut f = front_end();
+    let edit = ConfigEdit {
+        layer: "fleet".into(),
+        set: vec![("app.greeting".into(), "hi".into())],
+        unset: vec![],
+        if_version: 0,
+    };
+    f.operator(9, Request::ConfigEdit(edit.clone()), T0);
+    let actions = f.actions();
+    assert!(to_operator(&actions).is_empty(), "answered once applied");
+    let sent = to_cluster(&actions);
+    let [ToCluster::Config { event }] = &sent[..] else {
+        panic!("want the edit for the stream, got {sent:?}")
+    };
+    assert!(matches!(
+        ConfigEvent::decode(event),
+        Some(ConfigEvent::Edit { .. })
+    ));
+    // Back from the stream at sequence 5: applied as version 5, answered.
+    f.core.config_events(&[(5, event.clone())], 5, at(T0 + 1));
+    let answers = to_operator(&f.actions());
+    assert!(
+        matches!(&answers[..], [(9, Response::ConfigVersion { version: 5 })]),
+        "{answers:?}"
+    );
+    assert_eq!(f.core.store.config_version().unwrap(), 5);
+    // Read again (a restart before the mark was kept): nothing changes.
+    f.core.config_events(&[(5, event.clone())], 5, at(T0 + 2));
+    assert!(to_operator(&f.actions()).is_empty());
+    assert_eq!(f.core.store.config_version().unwrap(), 5);
+    // Another front-end's edit, and a device's report made elsewhere.
+    let theirs = ConfigEvent::Edit {
+        origin: "fe-b".into(),
+        ask: 1,
+        edit: ConfigEdit {
+            if_version: 5,
+            ..edit
+        },
+    };
+    let report = ConfigEvent::Applied {
+        device: "pi-z".into(),
+        report: ConfigReport {
+            version: 7,
+            errors: vec![],
+        },
+        at_ms: T0,
+    };
+    f.core
+        .config_events(&[(7, theirs.encode()), (8, report.encode())], 8, at(T0 + 3));
+    assert!(
+        to_operator(&f.actions()).is_empty(),
+        "fe-b answers its operator"
+    );
+    assert_eq!(f.core.store.config_version().unwrap(), 7);
+    assert_eq!(f.core.store.config_applied_by("pi-z").unwrap().0, 7);
+    assert_eq!(
+        f.core.store.mark(crate::core::CONFIG_MARK).unwrap(),
+        Some(8)
+    );
+}
