@@ -52,14 +52,14 @@ front_end() {
     >"$work/$1.out" 2>"$work/$1.log" &
   echo $! >"$work/$1.pid"
   for _ in $(seq 600); do [ -s "$work/$1.out" ] && break; sleep 0.05; done
-  [ -s "$work/$1.out" ] || { echo "front-end $1 did not start:"; cat "$work/$1.log"; exit 1; }
+  [ -s "$work/$1.out" ] || { echo "front-end $1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1; }
   sed -n 's/.*"telemetry":"\([^"]*\)".*/\1/p' "$work/$1.out"
 }
-fe_a=$(front_end fe-a)
+fe_a=$(front_end fe-a) || exit 1
 pids+=("$(cat "$work/fe-a.pid")")
 mkdir -p "$work/fe-b"
 cp "$work/fe-a/hub.key" "$work/fe-a/hub.pub" "$work/fe-b/"
-fe_b=$(front_end fe-b)
+fe_b=$(front_end fe-b) || exit 1
 pids+=("$(cat "$work/fe-b.pid")")
 echo "front-ends: fe-a at $fe_a, fe-b at $fe_b"
 
