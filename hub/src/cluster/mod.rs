@@ -184,11 +184,11 @@ pub struct Marks {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToCluster {
     /// Put a batch on the stream; answered with [`FromCluster::Replicated`].
+    /// The link writes it as line protocol on its own thread, off the
+    /// loop.
     Batch {
         device: String,
-        seq: u64,
-        /// The batch as line protocol.
-        lines: String,
+        batch: fleetmq_protocol::Batch,
         /// Its postcard body, as stored.
         body: Vec<u8>,
     },

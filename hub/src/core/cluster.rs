@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use fleetmq_protocol::{OperatorFrame, Request, Target};
 
-use crate::cluster::{Holder, Replicated, ToCluster, lines};
+use crate::cluster::{Holder, Replicated, ToCluster};
 use crate::store::Stored;
 
 /// What a front-end knows of the others.
@@ -61,20 +61,13 @@ impl Core {
         self.cluster.name = name.to_string();
     }
 
-    /// Whether this hub is a front-end.
-    pub fn is_front_end(&self) -> bool {
-        self.front_end
-    }
-
     /// The batches of this round, handed to the cluster.
     pub(super) fn replicate(&mut self, batches: Vec<(String, Batch, Vec<u8>)>) {
         for (device, batch, body) in batches {
-            let lines = lines::batch_lines(&device, &batch);
             self.counters.batches_replicating += 1;
             self.out.push_back(Action::Cluster(ToCluster::Batch {
                 device,
-                seq: batch.seq,
-                lines,
+                batch,
                 body,
             }));
         }

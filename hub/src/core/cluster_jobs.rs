@@ -42,12 +42,6 @@ struct InHand {
 }
 
 impl Core {
-    /// The queue's lease: how long a taken job may go without a result
-    /// (the jobs consumer's ack wait). A job's time limit fits in it.
-    pub fn cluster_lease_ms(&self) -> u32 {
-        self.config.jobs.queue_lease_ms()
-    }
-
     /// A work-queue job submitted at a front-end: filled in and checked
     /// here, then queued in the cluster; the operator is answered when the
     /// cluster has it ([`Core::job_submitted`]).
@@ -61,7 +55,7 @@ impl Core {
         if job.timeout_ms == 0 {
             job.timeout_ms = self.config.jobs.timeout_ms;
         }
-        let lease = self.cluster_lease_ms();
+        let lease = self.config.jobs.queue_lease_ms();
         if job.timeout_ms.saturating_add(5_000) > lease {
             return Err(OperatorError::BadRequest(format!(
                 "on front-ends a job's time limit must be 5 s under the queue's lease ({lease} ms, from jobs.lease_ms and jobs.timeout_ms): ask for less, or raise jobs.lease_ms on every front-end"
@@ -162,7 +156,7 @@ impl Core {
             timeout_ms: job.timeout_ms,
             token,
         };
-        let until_ms = now.mono_ms + u64::from(self.cluster_lease_ms());
+        let until_ms = now.mono_ms + u64::from(self.config.jobs.queue_lease_ms());
         let held = InHand {
             handle,
             id,

@@ -280,13 +280,13 @@ async fn serve(
         match msg {
             ToCluster::Batch {
                 device,
-                seq,
-                lines,
+                batch,
                 body,
             } => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let outcome = publish(&shared, &device, seq, lines, &body).await;
+                    let seq = batch.seq;
+                    let outcome = publish(&shared, &device, &batch, &body).await;
                     shared.out.send(FromCluster::Replicated {
                         device,
                         seq,

@@ -2,14 +2,16 @@
 
 use super::*;
 
-/// Puts one batch on the stream and waits for JetStream's ack.
+/// Puts one batch on the stream (as line protocol, the exact batch in a
+/// header) and waits for JetStream's ack.
 pub(super) async fn publish(
     shared: &Shared,
     device: &str,
-    seq: u64,
-    lines: String,
+    batch: &fleetmq_protocol::Batch,
     body: &[u8],
 ) -> Replicated {
+    let seq = batch.seq;
+    let lines = crate::cluster::lines::batch_lines(device, batch);
     let msg = jetstream::message::PublishMessage::build()
         .message_id(batch_id(device, seq))
         .header(HEADER_DEVICE, device)

@@ -36,15 +36,12 @@ fn a_batch_is_acked_only_once_the_cluster_has_it_and_held_back_when_not() {
     let sent = to_cluster(&actions);
     match &sent[..] {
         [
-            ToCluster::Batch {
-                device,
-                seq: 1,
-                lines,
-                ..
-            },
-            ToCluster::Batch { seq: 2, .. },
-        ] => {
+            ToCluster::Batch { device, batch, .. },
+            ToCluster::Batch { batch: second, .. },
+        ] if batch.seq == 1 && second.seq == 2 => {
             assert_eq!(device, "pi-a");
+            // What the link puts on the stream for it.
+            let lines = crate::cluster::lines::batch_lines(device, batch);
             assert!(
                 lines.starts_with("temp_c,device=pi-a value=20.0 "),
                 "{lines}"
