@@ -430,3 +430,32 @@ impl Agent {
         Ok(())
     }
 }
+
+/// Resolves each hub's host name on a thread of its own (a slow resolver
+/// must not hold the loop): a name that does not
+/// resolve is said in status and the log; one that resolves to several
+/// addresses becomes all of them in the agent's rotation (libzmq itself
+/// would connect to the first only).
+pub(super) fn spawn_lookup(hubs: Vec<String>, notifier: super::Notifier) {
+    std::thread::spawn(move || {
+        for hub in hubs {
+            let Some((host, port)) =
+                fleetmq_net::endpoint::host_port(&hub).map(|(h, p)| (h.to_string(), p))
+            else {
+                continue;
+            };
+            use std::net::ToSocketAddrs as _;
+            match (host.as_str(), port).to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<String> = addrs.map(|a| format!("tcp://{a}")).collect();
+                    if addrs.is_empty() {
+                        notifier.send(super::Event::Unresolvable("no address".into()));
+                    } else if addrs.len() > 1 && host.parse::<std::net::IpAddr>().is_err() {
+                        notifier.send(super::Event::Resolved { hub, addrs });
+                    }
+                }
+                Err(e) => notifier.send(super::Event::Unresolvable(e.to_string())),
+            }
+        }
+    });
+}

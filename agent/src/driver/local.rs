@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use fleetmq_net::{error_chain, now_ms};
+use fleetmq_protocol::telemetry::MAX_CHAT_LEN;
 use fleetmq_protocol::{AgentStatus, Value};
 use tracing::{debug, info, warn};
 
@@ -307,4 +308,23 @@ impl Agent {
             commands_answered: self.commands_answered,
         }
     }
+}
+
+/// Chat mode: stdin's lines, each a chat line, read on a thread of their
+/// own.
+pub(super) fn spawn_stdin_reader(notifier: super::Notifier) {
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in std::io::BufRead::lines(stdin.lock()) {
+            let Ok(mut line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            if fleetmq_net::text::truncate(&mut line, MAX_CHAT_LEN) {
+                warn!("chat line cut to {MAX_CHAT_LEN} bytes");
+            }
+            notifier.send(super::Event::ChatLine(line));
+        }
+        notifier.send(super::Event::StdinClosed);
+    });
 }

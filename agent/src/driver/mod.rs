@@ -25,7 +25,7 @@ mod hub;
 mod local;
 mod work;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -35,9 +35,7 @@ use std::time::{Duration, Instant};
 
 use fleetmq_net::poll::event;
 use fleetmq_net::{Hangup, NetError, Poll, Shutdown, Sockets, now_ms};
-use fleetmq_protocol::{
-    Bye, Heartbeat, HubPorts, Outcome, Reply, Upstream, telemetry::MAX_CHAT_LEN,
-};
+use fleetmq_protocol::{Bye, Heartbeat, HubPorts, Outcome, Reply, Upstream};
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
@@ -337,9 +335,9 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         wake: Arc::new(wake_tx),
     };
     if opts.chat {
-        spawn_stdin_reader(notifier.clone());
+        local::spawn_stdin_reader(notifier.clone());
     }
-    spawn_lookup(
+    hub::spawn_lookup(
         cfg.hubs().into_iter().map(String::from).collect(),
         notifier.clone(),
     );
@@ -407,53 +405,6 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     let result = agent.serve(&shutdown);
     agent.stop();
     result
-}
-
-/// Looks the hub's host name up on a thread of its own (a slow resolver
-/// must not hold the loop), and tells the loop only if it fails.
-/// Resolves each hub's host name off the loop: a name that does not
-/// resolve is said in status and the log; one that resolves to several
-/// addresses becomes all of them in the agent's rotation (libzmq itself
-/// would connect to the first only).
-fn spawn_lookup(hubs: Vec<String>, notifier: Notifier) {
-    std::thread::spawn(move || {
-        for hub in hubs {
-            let Some((host, port)) =
-                fleetmq_net::endpoint::host_port(&hub).map(|(h, p)| (h.to_string(), p))
-            else {
-                continue;
-            };
-            use std::net::ToSocketAddrs as _;
-            match (host.as_str(), port).to_socket_addrs() {
-                Ok(addrs) => {
-                    let addrs: Vec<String> = addrs.map(|a| format!("tcp://{a}")).collect();
-                    if addrs.is_empty() {
-                        notifier.send(Event::Unresolvable("no address".into()));
-                    } else if addrs.len() > 1 && host.parse::<std::net::IpAddr>().is_err() {
-                        notifier.send(Event::Resolved { hub, addrs });
-                    }
-                }
-                Err(e) => notifier.send(Event::Unresolvable(e.to_string())),
-            }
-        }
-    });
-}
-
-fn spawn_stdin_reader(notifier: Notifier) {
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let Ok(mut line) = line else { break };
-            if line.trim().is_empty() {
-                continue;
-            }
-            if fleetmq_net::text::truncate(&mut line, MAX_CHAT_LEN) {
-                warn!("chat line cut to {MAX_CHAT_LEN} bytes");
-            }
-            notifier.send(Event::ChatLine(line));
-        }
-        notifier.send(Event::StdinClosed);
-    });
 }
 
 impl Agent {
