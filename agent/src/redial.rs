@@ -62,13 +62,7 @@ impl Redial {
 
     /// Whether to dial now; once it says yes, the redial is done.
     pub fn take_due(&mut self, now: Instant) -> bool {
-        match self.at {
-            Some(at) if now >= at => {
-                self.at = None;
-                true
-            }
-            _ => false,
-        }
+        take_if_due(&mut self.at, now)
     }
 }
 
@@ -120,14 +114,17 @@ impl Failover {
     /// Whether to move now; once it says yes, the move is done (call
     /// [`Failover::lost`] again to time the next).
     pub fn take_due(&mut self, now: Instant) -> bool {
-        match self.at {
-            Some(at) if now >= at => {
-                self.at = None;
-                true
-            }
-            _ => false,
-        }
+        take_if_due(&mut self.at, now)
     }
+}
+
+/// Whether the deadline `at` has come by `now`; if so it is taken (done).
+fn take_if_due(at: &mut Option<Instant>, now: Instant) -> bool {
+    if at.is_some_and(|at| now >= at) {
+        *at = None;
+        return true;
+    }
+    false
 }
 
 /// `rotation` with the entry `hub` replaced by the addresses its name
