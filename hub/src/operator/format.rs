@@ -489,18 +489,9 @@ mod tests {
             id: id.into(),
             online: true,
             listening: true,
-            since_ms: 0,
-            last_seen_ms: 0,
-            agent_version: String::new(),
-            arch: String::new(),
-            os: String::new(),
-            hostname: String::new(),
-            groups: vec![],
-            batches: 0,
-            revoked: false,
             conflicts,
             conflict_address: "10.0.0.7".into(),
-            front_end: String::new(),
+            ..crate::store::unknown_device()
         };
         let out = fmt_devices(&[device("pi-1", 0), device("pi-2", 4)]);
         assert!(

@@ -414,8 +414,6 @@ impl Store {
                 let groups: String = r.get(5)?;
                 Ok(DeviceInfo {
                     id: r.get(0)?,
-                    online: false,
-                    listening: false,
                     agent_version: r.get(1)?,
                     arch: r.get(2)?,
                     os: r.get(3)?,
@@ -424,10 +422,7 @@ impl Store {
                     since_ms: r.get::<_, i64>(6)? as u64,
                     last_seen_ms: r.get::<_, i64>(7)? as u64,
                     batches: r.get::<_, i64>(8)? as u64,
-                    revoked: false,
-                    conflicts: 0,
-                    conflict_address: String::new(),
-                    front_end: String::new(),
+                    ..unknown_device()
                 })
             })
             .doing("listing devices")?;
@@ -457,7 +452,8 @@ impl Store {
 #[cfg(test)]
 mod tests;
 
-/// A device the store has no row for: nothing known but what is set.
+/// A device nothing is known of yet: offline, never seen, no Hello; set
+/// what is known over it.
 pub fn unknown_device() -> DeviceInfo {
     DeviceInfo {
         id: String::new(),

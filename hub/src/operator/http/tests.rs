@@ -92,12 +92,8 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         arch: "aarch64".into(),
         os: "linux".into(),
         hostname: "pi".into(),
-        groups: vec![],
         batches: 1,
-        revoked: false,
-        conflicts: 0,
-        conflict_address: String::new(),
-        front_end: String::new(),
+        ..crate::store::unknown_device()
     }];
     let latest = vec![
         LatestValue {
