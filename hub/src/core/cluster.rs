@@ -57,8 +57,12 @@ impl Core {
     /// before they are acked ([`Core::replicated`]), and the store is
     /// filled from the stream ([`Core::from_stream`]).
     pub fn front_end(&mut self, name: &str) {
-        self.front_end = true;
         self.cluster.name = name.to_string();
+    }
+
+    /// Whether this hub is a front-end (it has a name in a cluster).
+    pub(super) fn is_front_end(&self) -> bool {
+        !self.cluster.name.is_empty()
     }
 
     /// The batches of this round, handed to the cluster.
@@ -134,7 +138,7 @@ impl Core {
     /// another front-end, their spools holding what was not acked. It opens
     /// the port again once the cluster takes telemetry. Called every tick.
     pub(super) fn door(&mut self, now: Now) {
-        if !self.front_end {
+        if !self.is_front_end() {
             return;
         }
         let cut_off = self
@@ -329,7 +333,7 @@ impl Core {
             } => (device, 0),
             _ => return false,
         };
-        if !self.front_end || self.presence.is_online(device) {
+        if !self.is_front_end() || self.presence.is_online(device) {
             return false;
         }
         let Some(frontend) = self.held_by_other(device) else {
@@ -380,7 +384,7 @@ impl Core {
 
     /// Tells the cluster that `device` is online here (or not).
     pub(super) fn tell_cluster(&mut self, msg: ToCluster) {
-        if self.front_end {
+        if self.is_front_end() {
             self.out.push_back(Action::Cluster(msg));
         }
     }

@@ -60,7 +60,7 @@ impl Core {
 
     /// A device's report, for every front-end (front-ends only).
     pub(super) fn tell_config_applied(&mut self, device: &str, report: &ConfigReport) {
-        if !self.front_end {
+        if !self.is_front_end() {
             return;
         }
         let event = ConfigEvent::Applied {

@@ -90,7 +90,7 @@ impl Core {
     /// The driver asks only when its jobs socket can hand one out.
     pub fn wants_job(&self) -> bool {
         let j = &self.cluster_jobs;
-        self.front_end
+        self.is_front_end()
             && !j.wanting
             && j.in_hand.len() < MAX_IN_HAND
             && self.presence.online_count() > 0

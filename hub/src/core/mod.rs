@@ -212,8 +212,6 @@ pub struct Core {
     /// answer is stored.
     wall_ms: u64,
     ticks: u32,
-    /// A front-end over a NATS cluster (see `cluster.rs`).
-    front_end: bool,
     /// What a front-end knows of the other front-ends.
     cluster: cluster::Cluster,
     /// Jobs a front-end took from the cluster's queue.
@@ -261,7 +259,6 @@ impl Core {
             fleet_started: false,
             wall_ms: now.wall_ms,
             ticks: 0,
-            front_end: false,
             cluster: cluster::Cluster::default(),
             cluster_jobs: cluster_jobs::ClusterJobs::default(),
             pending_edits: cluster_config::PendingEdits::default(),

@@ -85,7 +85,7 @@ impl Core {
                 };
                 return self.command_request(client, req.id, ask, now);
             }
-            Request::SubmitJob(job) if self.front_end => {
+            Request::SubmitJob(job) if self.is_front_end() => {
                 let aimed = !job.devices.is_empty() || !job.groups.is_empty() || job.all;
                 let refused = if aimed {
                     Err(not_on_front_ends(
@@ -99,7 +99,7 @@ impl Core {
                     Err(e) => Response::Error(e),
                 }
             }
-            Request::ConfigEdit(edit) if self.front_end => {
+            Request::ConfigEdit(edit) if self.is_front_end() => {
                 match self.config_edit_in_cluster(client, req.id, edit) {
                     Ok(()) => return,
                     Err(e) => Response::Error(e),
@@ -142,7 +142,7 @@ impl Core {
                         None => {
                             self.publish(&topic, msg.clone().into());
                             // Every front-end's agents hear it once.
-                            if self.front_end
+                            if self.is_front_end()
                                 && let Ok(frame) = fleetmq_protocol::Broadcast::from(msg).encode()
                             {
                                 let topic = topic.clone();
@@ -184,7 +184,7 @@ impl Core {
                 d.since_ms = since;
                 d.last_seen_ms = d.last_seen_ms.max(last);
             }
-            if d.online && self.front_end {
+            if d.online && self.is_front_end() {
                 d.front_end = self.cluster.name().to_string();
             }
         }

@@ -137,7 +137,7 @@ impl Core {
         if batches.is_empty() {
             return;
         }
-        if self.front_end {
+        if self.is_front_end() {
             return self.replicate(batches);
         }
         let items: Vec<(&str, &Batch, &[u8])> = batches
