@@ -367,6 +367,71 @@ fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one
 }
 
 #[test]
+fn a_job_aimed_at_devices_runs_on_each_where_it_is_held_and_follows_a_device_that_moves() {
+    let _w = watchdog("aimed jobs across front-ends", LIMIT);
+    let fleet = Fleet::start_with(
+        false,
+        "[jobs]\nlease_ms = 8000\ntimeout_ms = 3000\nmax_attempts = 5\n",
+    );
+    wait_online(&fleet.a, "every device online at front-end a");
+    // A third device, held by b.
+    let link = Link {
+        telemetry: format!("{},{}", fleet.b.telemetry(), fleet.a.telemetry()),
+        ..fleet.a.link()
+    };
+    let _c = start_agent(&link, &fleet.a.dir, "pi-3", "run", &agent_config(""), &[]);
+    wait_for("pi-3 online at b, and a knowing so", || {
+        let at_b = fleet.b.devices().get("pi-3")?["front_end"] == "fe-b";
+        let at_a = fleet.a.devices().get("pi-3")?["online"] == true;
+        (at_b && at_a).then_some(())
+    });
+    // For the whole fleet, asked at a: each device runs it once, wherever
+    // it is held, and both front-ends show every run.
+    let r = fleet.a.op(&["job", "submit", "--all", "echo", "to all"]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    for hub in [&fleet.a, &fleet.b] {
+        let job = wait_job_over(hub, &id);
+        assert_eq!(job["state"], "done", "{job}");
+        let runs = job["runs"].as_array().expect("its runs");
+        let on: Vec<&str> = runs.iter().filter_map(|r| r["device"].as_str()).collect();
+        assert_eq!(on, ["pi-1", "pi-2", "pi-3"], "{job}");
+        for run in runs {
+            assert_eq!(run["state"], "done", "{job}");
+            assert_eq!(run["outcome"]["stdout"], "to all", "{job}");
+        }
+    }
+    // For one device a holds, asked at b; a dies while it runs. The device
+    // moves to b, which takes the result it sends from there (or, if the
+    // result was lost with a, hands it the run again once the lease is out,
+    // and the device answers with what it did): done, run once.
+    let r = fleet.b.op(&[
+        "job", "submit", "--device", "pi-1", "exec", "--", "sleep", "2",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    let run = wait_for("the run at a", || {
+        let job = fleet.a.op(&["job", "show", &id]).json.first()?.clone();
+        job["runs"][0]["id"].as_u64()
+    });
+    let running = format!("running job job={run} ");
+    wait_for("pi-1 to run it", || {
+        fleet.agents[0].log_text().contains(&running).then_some(())
+    });
+    let mut a = fleet.a;
+    a.proc.signal(libc::SIGKILL);
+    a.proc.wait_exit(WAIT);
+    wait_online(&fleet.b, "every device online at front-end b");
+    let job = wait_job_over(&fleet.b, &id);
+    assert_eq!(job["state"], "done", "{job}");
+    let run = &job["runs"][0];
+    assert_eq!(run["state"], "done", "{job}");
+    assert_eq!(run["outcome"]["exit_code"], 0, "{job}");
+    let started = fleet.agents[0].log_text().matches(&running).count();
+    assert_eq!(started, 1, "run once on the device");
+}
+
+#[test]
 fn everything_killed_and_restarted_loses_and_repeats_nothing() {
     let _w = watchdog("restart everything", LIMIT);
     let mut fleet = Fleet::start();

@@ -215,12 +215,13 @@ pub enum ToCluster {
     /// An announcement for a group or the fleet, for every other
     /// front-end's agents (this one published it to its own).
     Broadcast { topic: String, frame: Vec<u8> },
-    /// Queue a work-queue job (JSON of its `JobSubmission`); answered with
-    /// [`FromCluster::JobSubmitted`] for the operator's request.
+    /// Record a new job (`Submitted` for the work queue, or `Aimed`) and
+    /// queue a work-queue one; answered with [`FromCluster::JobSubmitted`]
+    /// for the operator's request.
     SubmitJob {
         client: Vec<u8>,
         request_id: u64,
-        submission: Vec<u8>,
+        event: jobs::JobEvent,
     },
     /// This front-end has an agent free: take one job from the queue
     /// ([`FromCluster::Job`], or [`FromCluster::NoJob`]).
@@ -232,6 +233,9 @@ pub enum ToCluster {
     JobBack { handle: u64 },
     /// The job taken as `handle` failed for good: stop delivering it.
     JobEnd { handle: u64, event: Vec<u8> },
+    /// Tell every front-end what became of an aimed job's run (a
+    /// [`jobs::JobEvent`]), in the order told.
+    JobEvent { event: Vec<u8> },
     /// Put an event (a [`config::ConfigEvent`]) on the configuration stream.
     Config { event: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
@@ -307,7 +311,10 @@ pub enum FromCluster {
         last: u64,
     },
     /// Job events, in order, and the stream sequence of the last.
-    JobEvents { events: Vec<Vec<u8>>, last: u64 },
+    JobEvents {
+        events: Vec<(u64, Vec<u8>)>,
+        last: u64,
+    },
     /// The allow list bucket as it is (at start, and after the watch
     /// was lost); empty when the bucket is.
     EnrolledAll(allow::Enrolled),

@@ -25,6 +25,7 @@ use fleetmq_protocol::{
 use tracing::{info, warn};
 
 use super::{Core, Now};
+use crate::cluster::jobs::JobEvent;
 
 /// Runs handed to one device per round of dispatch.
 const PER_DEVICE: u32 = 16;
@@ -175,12 +176,7 @@ impl Core {
         members: &[String],
         now: Now,
     ) -> Result<u64, OperatorError> {
-        let ttl = if job.ttl_ms == 0 {
-            self.config.jobs.ttl_ms
-        } else {
-            job.ttl_ms
-        };
-        let expires = now.wall_ms.saturating_add(u64::from(ttl));
+        let expires = self.expires_ms(job, now);
         let id = self
             .store
             .submit_aimed(job, target, members, expires, now.wall_ms)
@@ -195,6 +191,16 @@ impl Core {
             self.dispatch_to(device, now);
         }
         Ok(id)
+    }
+
+    /// When the runs of `job`, submitted now, fail if not started.
+    pub(super) fn expires_ms(&self, job: &JobSubmission, now: Now) -> u64 {
+        let ttl = if job.ttl_ms == 0 {
+            self.config.jobs.ttl_ms
+        } else {
+            job.ttl_ms
+        };
+        now.wall_ms.saturating_add(u64::from(ttl))
     }
 
     /// Hands out the runs waiting for devices that are online and have
@@ -220,8 +226,9 @@ impl Core {
     }
 
     /// Hands `device` its waiting runs, if it can take them now; refuses
-    /// at once, never sending it, a run it would refuse.
-    fn dispatch_to(&mut self, device: &str, now: Now) {
+    /// at once, never sending it, a run it would refuse. On a front-end,
+    /// what it did is an event for every front-end's store.
+    pub(super) fn dispatch_to(&mut self, device: &str, now: Now) {
         if !self.presence.is_online(device) || self.routes.route(device).is_none() {
             return;
         }
@@ -235,12 +242,16 @@ impl Core {
         for run in due {
             if let Some(why) = refusal(&abilities, &run.spec) {
                 info!(job = run.id, device, %why, "aimed job refused without sending it");
-                if let Err(e) =
-                    self.store
-                        .finish_job(run.id, device, &Outcome::NotAllowed(why), now.wall_ms)
-                {
+                let outcome = Outcome::NotAllowed(why);
+                if let Err(e) = self.store.finish_job(run.id, device, &outcome, now.wall_ms) {
                     warn!(job = run.id, error = %e, "could not record a refusal");
                 }
+                self.run_event(JobEvent::Finished {
+                    id: run.id,
+                    device: device.to_string(),
+                    outcome,
+                    at_ms: now.wall_ms,
+                });
                 continue;
             }
             if run.attempts >= run.max_attempts {
@@ -251,6 +262,11 @@ impl Core {
                 if let Err(e) = self.store.fail_job(run.id, &why, now.wall_ms) {
                     warn!(job = run.id, error = %e, "could not fail a job");
                 }
+                self.run_event(JobEvent::Failed {
+                    id: run.id,
+                    why,
+                    at_ms: now.wall_ms,
+                });
                 continue;
             }
             let token = match (self.tokens)() {
@@ -269,6 +285,14 @@ impl Core {
             };
             self.send_down(device, Downstream::Work(job));
             self.job_sent(run.id, attempt, token, run.lease_ms, now);
+            self.run_event(JobEvent::Sent {
+                id: run.id,
+                device: device.to_string(),
+                attempt,
+                token,
+                lease_ms: run.lease_ms,
+                at_ms: now.wall_ms,
+            });
         }
     }
 }

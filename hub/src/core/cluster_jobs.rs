@@ -1,5 +1,8 @@
-//! Work-queue jobs on a front-end (see [`crate::cluster::jobs`]): a job
-//! submitted here goes to the cluster's queue; when an agent here is free,
+//! Jobs on a front-end (see [`crate::cluster::jobs`]). A job submitted
+//! here is recorded in the cluster; an aimed one's runs then wait in every
+//! front-end's store, and the front-end that holds each member hands it
+//! its run (`aim.rs`, telling the others). A work-queue job goes on the
+//! cluster's queue; when an agent here is free,
 //! one job is taken from the queue and handed out with a token of its own
 //! (on the jobs socket, or as `Work` to a device that takes it when some
 //! device here would refuse it, as a single hub does);
@@ -14,7 +17,8 @@ use tracing::{info, warn};
 
 use super::{Action, Core, Now};
 use crate::cluster::ToCluster;
-use crate::cluster::jobs::JobEvent;
+use crate::cluster::jobs::{JobEvent, MOST_MEMBER_BYTES, MOST_MEMBERS, run_id};
+use crate::store::StoreError;
 
 /// Jobs a front-end holds from the queue at once.
 const MAX_IN_HAND: usize = 8;
@@ -42,35 +46,65 @@ struct InHand {
 }
 
 impl Core {
-    /// A work-queue job submitted at a front-end: filled in and checked
-    /// here, then queued in the cluster; the operator is answered when the
-    /// cluster has it ([`Core::job_submitted`]).
+    /// A job submitted at a front-end: filled in and checked here (its
+    /// members named, if it is aimed), then recorded in the cluster; the
+    /// operator is answered when the cluster has it
+    /// ([`Core::job_submitted`]).
     pub(super) fn submit_to_cluster(
         &mut self,
         client: &[u8],
         request_id: u64,
-        mut job: JobSubmission,
+        job: JobSubmission,
+        now: Now,
     ) -> Result<(), OperatorError> {
-        super::jobs::check_spec(&job.spec)?;
-        if job.timeout_ms == 0 {
-            job.timeout_ms = self.config.jobs.timeout_ms;
-        }
-        let lease = self.config.jobs.queue_lease_ms();
-        if job.timeout_ms.saturating_add(5_000) > lease {
-            return Err(OperatorError::BadRequest(format!(
-                "on front-ends a job's time limit must be 5 s under the queue's lease ({lease} ms, from jobs.lease_ms and jobs.timeout_ms): ask for less, or raise jobs.lease_ms on every front-end"
-            )));
-        }
-        job.lease_ms = lease;
-        job.max_attempts = self.config.jobs.max_attempts;
-        let submission = serde_json::to_vec(&job)
-            .map_err(|e| OperatorError::BadRequest(format!("encoding the job: {e}")))?;
+        let mut job = self.with_defaults(job)?;
+        let event = match self.members(&job.devices, &job.groups, job.all)? {
+            Some((target, members)) => {
+                let bytes: usize = members.iter().map(|m| m.len() + 3).sum();
+                if members.len() > MOST_MEMBERS || bytes > MOST_MEMBER_BYTES {
+                    return Err(OperatorError::BadRequest(format!(
+                        "{target} names {} devices, more than one job across front-ends can carry ({MOST_MEMBERS} devices, {} KiB of ids): aim at fewer, by group",
+                        members.len(),
+                        MOST_MEMBER_BYTES / 1024
+                    )));
+                }
+                JobEvent::Aimed {
+                    expires_ms: self.expires_ms(&job, now),
+                    submission: job,
+                    target,
+                    members,
+                    at_ms: now.wall_ms,
+                }
+            }
+            None => {
+                let lease = self.config.jobs.queue_lease_ms();
+                if job.timeout_ms.saturating_add(5_000) > lease {
+                    return Err(OperatorError::BadRequest(format!(
+                        "on front-ends a job's time limit must be 5 s under the queue's lease ({lease} ms, from jobs.lease_ms and jobs.timeout_ms): ask for less, or raise jobs.lease_ms on every front-end"
+                    )));
+                }
+                job.lease_ms = lease;
+                job.max_attempts = self.config.jobs.max_attempts;
+                JobEvent::Submitted {
+                    submission: job,
+                    at_ms: now.wall_ms,
+                }
+            }
+        };
         self.out.push_back(Action::Cluster(ToCluster::SubmitJob {
             client: client.to_vec(),
             request_id,
-            submission,
+            event,
         }));
         Ok(())
+    }
+
+    /// What became of a run of an aimed job here, for every front-end's
+    /// store (nothing on a single hub).
+    pub(super) fn run_event(&mut self, event: JobEvent) {
+        self.tell_cluster(ToCluster::JobEvent {
+            event: event.encode(),
+        });
     }
 
     /// The cluster's word on a submission.
@@ -272,31 +306,16 @@ impl Core {
         }
     }
 
-    /// Job events from the cluster, in order: the store shows every job.
-    pub fn job_events(&mut self, events: &[Vec<u8>], last: u64) {
-        for bytes in events {
+    /// Job events from the cluster, in order, each with its sequence (a
+    /// new job's id): the store shows every job, and runs of aimed jobs
+    /// wait here for their devices.
+    pub fn job_events(&mut self, events: &[(u64, Vec<u8>)], last: u64, now: Now) {
+        for (seq, bytes) in events {
             let Some(event) = JobEvent::decode(bytes) else {
-                warn!("a job event could not be read; skipped");
+                warn!(seq, "a job event could not be read; skipped");
                 continue;
             };
-            let stored = match &event {
-                JobEvent::Submitted {
-                    id,
-                    submission,
-                    at_ms,
-                } => self.store.insert_cluster_job(*id, submission, *at_ms),
-                JobEvent::Finished {
-                    id,
-                    device,
-                    outcome,
-                    at_ms,
-                } => self
-                    .store
-                    .finish_job(*id, device, outcome, *at_ms)
-                    .map(|_| ()),
-                JobEvent::Failed { id, why, at_ms } => self.store.fail_job(*id, why, *at_ms),
-            };
-            if let Err(e) = stored {
+            if let Err(e) = self.job_event(*seq, event, now) {
                 // The mark stays from now on: a restart reads them again.
                 self.cluster_jobs.events_gap = true;
                 self.store_failed("storing a job event", &e);
@@ -306,6 +325,78 @@ impl Core {
             && let Err(e) = self.store.set_mark(JOB_EVENTS_MARK, last)
         {
             self.store_failed("keeping the place in the job events", &e);
+        }
+    }
+
+    fn job_event(&mut self, seq: u64, event: JobEvent, now: Now) -> Result<(), StoreError> {
+        match event {
+            JobEvent::Submitted { submission, at_ms } => {
+                self.store.insert_cluster_job(seq, &submission, at_ms)
+            }
+            JobEvent::Aimed {
+                submission,
+                target,
+                members,
+                expires_ms,
+                at_ms,
+            } => {
+                let runs: Option<Vec<(u64, &str)>> = (members.iter().enumerate())
+                    .map(|(place, device)| Some((run_id(seq, place)?, device.as_str())))
+                    .collect();
+                let Some(runs) = runs else {
+                    warn!(
+                        job = seq,
+                        members = members.len(),
+                        "an aimed job past the cluster's bounds; skipped"
+                    );
+                    return Ok(());
+                };
+                self.store.insert_cluster_aimed(
+                    seq,
+                    &submission,
+                    &target,
+                    &runs,
+                    expires_ms,
+                    at_ms,
+                )?;
+                info!(job = seq, %target, devices = members.len(), "aimed job queued in the cluster");
+                for device in &members {
+                    self.dispatch_to(device, now);
+                }
+                Ok(())
+            }
+            JobEvent::Sent {
+                id,
+                attempt,
+                token,
+                lease_ms,
+                at_ms,
+                ..
+            } => {
+                let until_ms = at_ms.saturating_add(u64::from(lease_ms));
+                if self.store.run_sent(id, attempt, token, until_ms, at_ms)? {
+                    // Timed here too: should its front-end go, the run
+                    // waits again for wherever its device goes.
+                    self.leases
+                        .start(id, now.mono_ms.saturating_add(u64::from(lease_ms)));
+                }
+                Ok(())
+            }
+            JobEvent::Finished {
+                id,
+                device,
+                outcome,
+                at_ms,
+            } => {
+                if self.store.finish_job(id, &device, &outcome, at_ms)? {
+                    self.leases.end(id);
+                }
+                Ok(())
+            }
+            JobEvent::Failed { id, why, at_ms } => {
+                self.leases.end(id);
+                self.store.fail_job(id, &why, at_ms)
+            }
         }
     }
 }

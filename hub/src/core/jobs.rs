@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use std::collections::HashMap;
 
 use super::{Action, Core, Now};
+use crate::cluster::jobs::JobEvent;
 use crate::store::AttemptCheck;
 
 /// Jobs read from the store per round of dispatch.
@@ -92,9 +93,26 @@ impl Core {
     /// out at once rather than on the next tick.
     pub(super) fn submit_job(
         &mut self,
-        mut job: JobSubmission,
+        job: JobSubmission,
         now: Now,
     ) -> Result<u64, OperatorError> {
+        let job = self.with_defaults(job)?;
+        if let Some((target, members)) = self.members(&job.devices, &job.groups, job.all)? {
+            return self.submit_aimed(&job, &target, &members, now);
+        }
+        let id = self
+            .store
+            .submit_job(&job, now.wall_ms)
+            .map_err(|e| OperatorError::Storage(e.to_string()))?;
+        info!(job = id, "job queued");
+        Ok(id)
+    }
+
+    /// `job`, checked, with the config's defaults for what it left out.
+    pub(super) fn with_defaults(
+        &self,
+        mut job: JobSubmission,
+    ) -> Result<JobSubmission, OperatorError> {
         check_spec(&job.spec)?;
         let d = &self.config.jobs;
         if job.timeout_ms == 0 {
@@ -106,15 +124,7 @@ impl Core {
         if job.max_attempts == 0 {
             job.max_attempts = d.max_attempts;
         }
-        if let Some((target, members)) = self.members(&job.devices, &job.groups, job.all)? {
-            return self.submit_aimed(&job, &target, &members, now);
-        }
-        let id = self
-            .store
-            .submit_job(&job, now.wall_ms)
-            .map_err(|e| OperatorError::Storage(e.to_string()))?;
-        info!(job = id, "job queued");
-        Ok(id)
+        Ok(job)
     }
 
     /// Leases that ran out put their jobs back in the queue; on the first
@@ -317,6 +327,13 @@ impl Core {
                 self.leases.end(result.id);
                 self.counters.results_received += 1;
                 info!(job = result.id, device = %result.device, "job done");
+                // On a front-end, a run of an aimed job: every store has it.
+                self.run_event(JobEvent::Finished {
+                    id: result.id,
+                    device: result.device,
+                    outcome: result.outcome,
+                    at_ms: now.wall_ms,
+                });
             }
             Ok(false) => debug!(
                 job = result.id,

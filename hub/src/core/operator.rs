@@ -86,15 +86,7 @@ impl Core {
                 return self.command_request(client, req.id, ask, now);
             }
             Request::SubmitJob(job) if self.is_front_end() => {
-                let aimed = !job.devices.is_empty() || !job.groups.is_empty() || job.all;
-                let refused = if aimed {
-                    Err(not_on_front_ends(
-                        "jobs aimed at devices, groups or the fleet",
-                    ))
-                } else {
-                    self.submit_to_cluster(client, req.id, job)
-                };
-                match refused {
+                match self.submit_to_cluster(client, req.id, job, now) {
                     Ok(()) => return,
                     Err(e) => Response::Error(e),
                 }
@@ -273,12 +265,4 @@ fn permitted(caller: Caller<'_>, request: &Request) -> Result<(), String> {
         )),
         None => Err("this connection is not an enrolled operator's".into()),
     }
-}
-
-/// What a front-end cannot do yet says so, rather than doing it for only
-/// its own devices.
-fn not_on_front_ends(what: &str) -> OperatorError {
-    OperatorError::BadRequest(format!(
-        "{what}: not available on front-ends over NATS yet (each front-end would reach only its own devices); use a single hub, or ask one device at a time"
-    ))
 }

@@ -104,7 +104,9 @@ impl Driver {
                     .core
                     .cluster_job(handle, id, attempt, &submission, now()),
                 FromCluster::NoJob => self.core.no_job(),
-                FromCluster::JobEvents { events, last } => self.core.job_events(&events, last),
+                FromCluster::JobEvents { events, last } => {
+                    self.core.job_events(&events, last, now())
+                }
                 FromCluster::ConfigEvents { events, last } => {
                     self.core.config_events(&events, last, now())
                 }

@@ -2,17 +2,16 @@
 
 use super::*;
 
-/// Puts a job on the queue (its id: the stream sequence) and says so on
-/// the events stream. A retried request (same client and request id) is
-/// the same message to JetStream within the dedupe window.
+/// Records a new job (`Submitted` or `Aimed`) on the events stream, whose
+/// sequence is its id; a work-queue job then goes on the queue too. A
+/// retried request (same client and request id) is the same event to
+/// JetStream within the dedupe window, and so the same job.
 pub(super) async fn submit_job(
     shared: &Shared,
     client: &[u8],
     request_id: u64,
-    submission: Vec<u8>,
+    event: JobEvent,
 ) -> Result<u64, String> {
-    let parsed: fleetmq_protocol::JobSubmission =
-        serde_json::from_slice(&submission).map_err(|e| e.to_string())?;
     let retry_id = format!(
         "{}/{}/{request_id}",
         shared.name,
@@ -20,23 +19,45 @@ pub(super) async fn submit_job(
     );
     let msg = jetstream::message::PublishMessage::build()
         .message_id(retry_id)
-        .payload(submission.into());
-    let ack = shared
+        .payload(event.encode().into());
+    let id = shared
         .js
-        .send_publish(JOBS_SUBJECT, msg)
+        .send_publish(EVENTS_SUBJECT, msg)
         .await
         .map_err(|e| format!("the cluster did not take the job: {e}"))?
         .await
-        .map_err(|e| format!("the cluster did not take the job: {e}"))?;
-    if !ack.duplicate {
-        let event = crate::cluster::jobs::JobEvent::Submitted {
-            id: ack.sequence,
-            submission: parsed,
+        .map_err(|e| format!("the cluster did not take the job: {e}"))?
+        .sequence;
+    let JobEvent::Submitted { submission, .. } = event else {
+        return Ok(id);
+    };
+    let queued = async {
+        let payload = serde_json::to_vec(&submission).map_err(|e| e.to_string())?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(JOB_ID_HEADER, id.to_string().as_str());
+        let msg = jetstream::message::PublishMessage::build()
+            .message_id(format!("job/{id}"))
+            .headers(headers)
+            .payload(payload.into());
+        shared
+            .js
+            .send_publish(JOBS_SUBJECT, msg)
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = queued.await {
+        let why = format!("the cluster's work queue did not take it: {e}");
+        let failed = JobEvent::Failed {
+            id,
+            why: why.clone(),
             at_ms: crate::cluster::now_ms(),
         };
-        publish_event(shared, event.encode()).await;
+        publish_event(shared, failed.encode()).await;
+        return Err(why);
     }
-    Ok(ack.sequence)
+    Ok(id)
 }
 
 /// One job from the queue, if one is waiting.
@@ -61,10 +82,22 @@ pub(super) async fn take_job(shared: &Shared) -> FromCluster {
     let Ok(info) = msg.info() else {
         return FromCluster::NoJob;
     };
-    let (id, attempt) = (
-        info.stream_sequence,
-        u32::try_from(info.delivered).unwrap_or(u32::MAX),
-    );
+    let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+    let id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(JOB_ID_HEADER))
+        .and_then(|v| v.as_str().parse::<u64>().ok());
+    let Some(id) = id else {
+        warn!(
+            seq = info.stream_sequence,
+            "a message on the work queue without its job id (put there by hand?); removed"
+        );
+        if let Err(e) = msg.ack_with(AckKind::Term).await {
+            debug!(error = %e, "could not remove it");
+        }
+        return FromCluster::NoJob;
+    };
     let submission = msg.payload.to_vec();
     let Ok(mut taken) = shared.taken.lock() else {
         return FromCluster::NoJob;
@@ -101,12 +134,19 @@ pub(super) async fn job_over(shared: &Shared, handle: u64, kind: AckKind, event:
     }
 }
 
-pub(super) async fn publish_event(shared: &Shared, event: Vec<u8>) {
+/// Times a run's event is tried, a second apart, before it is given up
+/// (the other front-ends then time its lease out and hand it out again).
+pub(super) const EVENT_TRIES: usize = 10;
+
+/// Puts `event` on the job events stream; false (and logged) if the
+/// cluster did not take it.
+pub(super) async fn publish_event(shared: &Shared, event: Vec<u8>) -> bool {
     let sent = match shared.js.publish(EVENTS_SUBJECT, event.into()).await {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = sent {
+    if let Err(e) = &sent {
         warn!(error = %e, "could not record a job event in the cluster");
     }
+    sent.is_ok()
 }

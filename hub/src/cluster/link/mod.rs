@@ -25,7 +25,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::allow::ALLOW_BUCKET;
-use super::jobs::{EVENTS_STREAM, EVENTS_SUBJECT, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT};
+use super::jobs::{
+    EVENTS_STREAM, EVENTS_SUBJECT, JOB_ID_HEADER, JOBS_CONSUMER, JOBS_STREAM, JOBS_SUBJECT,
+    JobEvent,
+};
 use super::{
     BROADCAST_SUBJECT, DEVICES_BUCKET, FRONTEND_BEAT_S, FRONTEND_TTL_S, FRONTENDS_BUCKET,
     FromCluster, HEADER_BATCH, HEADER_DEVICE, HEADER_FROM, HEADER_SEQ, HEADER_TOPIC, Holder, Marks,
@@ -276,6 +279,19 @@ async fn serve(
     // Presence changes are written in order, one at a time.
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_presence(shared.clone(), presence_rx));
+    // So are a run's events: its result never precedes its sending.
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let events_shared = shared.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            for _ in 0..EVENT_TRIES {
+                if publish_event(&events_shared, event.clone()).await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
     while let Some(msg) = inbox.recv().await {
         match msg {
             ToCluster::Batch {
@@ -346,11 +362,11 @@ async fn serve(
             ToCluster::SubmitJob {
                 client,
                 request_id,
-                submission,
+                event,
             } => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let outcome = submit_job(&shared, &client, request_id, submission).await;
+                    let outcome = submit_job(&shared, &client, request_id, event).await;
                     shared.out.send(FromCluster::JobSubmitted {
                         client,
                         request_id,
@@ -382,6 +398,9 @@ async fn serve(
                 tokio::spawn(
                     async move { job_over(&shared, handle, AckKind::Term, Some(event)).await },
                 );
+            }
+            ToCluster::JobEvent { event } => {
+                let _ = events_tx.send(event);
             }
             ToCluster::Config { event } => {
                 let shared = shared.clone();

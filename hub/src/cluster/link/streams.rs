@@ -61,23 +61,25 @@ pub(super) const CONFIG_EVENTS: Reading = Reading {
     stream: crate::cluster::config::CONFIG_STREAM,
     subjects: crate::cluster::config::CONFIG_SUBJECT,
     chunk: |messages, last| FromCluster::ConfigEvents {
-        events: messages
-            .iter()
-            .filter_map(|m| Some((m.info().ok()?.stream_sequence, m.payload.to_vec())))
-            .collect(),
+        events: messages.iter().filter_map(sequenced).collect(),
         last,
     },
 };
 
-/// The job events stream.
+/// The job events stream: each event with its sequence (a new job's id).
 pub(super) const JOB_EVENTS: Reading = Reading {
     stream: crate::cluster::jobs::EVENTS_STREAM,
     subjects: crate::cluster::jobs::EVENTS_SUBJECT,
     chunk: |messages, last| FromCluster::JobEvents {
-        events: messages.iter().map(|m| m.payload.to_vec()).collect(),
+        events: messages.iter().filter_map(sequenced).collect(),
         last,
     },
 };
+
+/// A message's stream sequence and payload.
+fn sequenced(m: &jetstream::Message) -> Option<(u64, Vec<u8>)> {
+    Some((m.info().ok()?.stream_sequence, m.payload.to_vec()))
+}
 
 /// Reads a whole stream in order from after `after`, handing the loop
 /// chunks; waits when the loop has not taken them.

@@ -185,7 +185,7 @@ fn a_job_no_agent_takes_stays_due_and_is_not_leased() {
 }
 
 /// What a device said it takes on.
-fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
+pub(super) fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
     let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
     Upstream::Offer(fleetmq_protocol::Offer(fleetmq_protocol::Abilities {
         job_kinds: strings(kinds),
@@ -195,7 +195,7 @@ fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
 }
 
 /// The jobs aimed at `device` in `actions`: (id, attempt, token).
-fn work_for(actions: &[Action], device: &str) -> Vec<(u64, u32, u64)> {
+pub(super) fn work_for(actions: &[Action], device: &str) -> Vec<(u64, u32, u64)> {
     to_device(actions, device)
         .into_iter()
         .filter_map(|d| match d {
@@ -205,7 +205,7 @@ fn work_for(actions: &[Action], device: &str) -> Vec<(u64, u32, u64)> {
         .collect()
 }
 
-fn show(f: &mut Fleet, id: u64, now: u64) -> JobInfo {
+pub(super) fn show(f: &mut Fleet, id: u64, now: u64) -> JobInfo {
     f.operator(90, Request::Job { id }, now);
     match to_operator(&f.actions()).as_slice() {
         [(90, Response::Job(j))] => j.clone(),

@@ -488,6 +488,7 @@ fn a_read_runs_off_the_loop_once_however_often_it_is_retried() {
 
 mod budgets;
 mod cluster;
+mod cluster_aimed;
 mod config;
 mod fleet;
 mod identity;
