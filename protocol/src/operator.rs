@@ -542,6 +542,37 @@ messages! {
         pub pruned_jobs: u64,
         /// Command log entries deleted by retention since the hub started.
         pub pruned_commands: u64,
+        /// Front-ends over NATS: what each live front-end, this one among
+        /// them, last reported of its own traffic (every 5 s); empty on a
+        /// single hub. The fields above are this hub's own.
+        #[serde(with = "crate::growable::list")]
+        pub front_ends: Vec<FrontEndStats>,
+    }
+
+    /// One front-end's own traffic, as it last reported it.
+    pub struct FrontEndStats {
+        /// Its name.
+        pub name: String,
+        /// When it reported (ms since the epoch, its clock).
+        pub reported_ms: u64,
+        /// Devices connected to it.
+        pub devices_online: u32,
+        /// Batches it acked once the cluster had them.
+        pub batches_accepted: u64,
+        /// Batches it answered Throttled.
+        pub batches_throttled: u64,
+        /// Frames it dropped as malformed or unexpected.
+        pub frames_dropped: u64,
+        /// Jobs it handed out.
+        pub jobs_dispatched: u64,
+        /// Job results it took.
+        pub results_received: u64,
+        /// Commands it sent to its devices.
+        pub commands_sent: u64,
+        /// Handshakes it refused (a key not on the allow list).
+        pub handshakes_refused: u64,
+        /// Agent connections to it that ended.
+        pub disconnects: u64,
     }
 }
 

@@ -265,6 +265,16 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
     let direct = fleet.b.op(&["broadcast", "--device", "pi-c", "just c"]);
     assert!(direct.ok, "{}", direct.stderr);
     chat.lines_until("the message to pi-c", |l| l == "[to pi-c] just c");
+    // `stats` at b shows each front-end's own traffic: a's as it last
+    // reported it (every 5 s), b's as of now.
+    wait_for("a's traffic in b's stats", || {
+        let r = fleet.b.op(&["stats"]);
+        let front_ends = r.json.first()?["front_ends"].as_array()?.clone();
+        let a = front_ends.iter().find(|f| f["name"] == "fe-a")?;
+        let b = front_ends.iter().find(|f| f["name"] == "fe-b")?;
+        let a_busy = a["devices_online"] == 3 && a["batches_accepted"].as_u64()? > 0;
+        (a_busy && b["devices_online"] == 0).then_some(())
+    });
     // Once a is gone, b says the device is offline (it has moved to b
     // by then, or is on its way).
     let mut a = fleet.a;

@@ -240,6 +240,10 @@ pub enum ToCluster {
     Config { event: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
     Enrol { device: String, keys: Vec<String> },
+    /// This front-end's own traffic now (JSON of a `FrontEndStats`), for
+    /// its entry in the front-ends bucket: every front-end's `stats` shows
+    /// it.
+    Report { report: Vec<u8> },
     /// The loop has not taken everything the stream gave: wake it again.
     Poke,
     /// The hub is stopping.
@@ -276,8 +280,9 @@ pub enum FromCluster {
         device: String,
         holder: Option<Holder>,
     },
-    /// The front-ends alive now (every few seconds).
-    FrontEnds(Vec<String>),
+    /// The front-ends alive now (every few seconds), each with its last
+    /// report of its own traffic (see [`ToCluster::Report`]).
+    FrontEnds(Vec<(String, Vec<u8>)>),
     /// Another front-end asks this one an operator request (`frame`);
     /// answer with [`ToCluster::Answer`] `id`.
     Asked { id: u64, frame: Vec<u8> },

@@ -313,6 +313,7 @@ impl Core {
         self.dispatch_jobs(now);
         self.dispatch_aimed(now);
         self.send_config_outbox();
+        self.report(now);
         if self.ticks.is_multiple_of(10) || !self.fleet_started {
             self.send_fleet(now);
         } else {

@@ -249,6 +249,7 @@ impl Core {
             pruned_chat: c.pruned.chat,
             pruned_jobs: c.pruned.jobs,
             pruned_commands: c.pruned.commands,
+            front_ends: self.front_end_stats(now),
         }))
     }
 }

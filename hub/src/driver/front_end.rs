@@ -65,7 +65,7 @@ impl Driver {
                     self.core.from_stream(&batches, last, now())
                 }
                 FromCluster::Holder { device, holder } => self.core.holder_changed(&device, holder),
-                FromCluster::FrontEnds(names) => self.core.front_ends_live(names),
+                FromCluster::FrontEnds(live) => self.core.front_ends_reported(live),
                 FromCluster::Asked { id, frame } => {
                     let mut client = vec![super::CLUSTER];
                     client.extend_from_slice(&id.to_be_bytes());

@@ -476,6 +476,67 @@ pub fn fmt_stats(s: &HubStats) -> String {
             ("commands", s.pruned_commands.to_string()),
         ],
     );
+    if !s.front_ends.is_empty() {
+        out.push_str(&fmt_front_ends(&s.front_ends));
+    }
+    out
+}
+
+/// Each front-end's own traffic, one a line, and the fleet's total.
+fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
+    let mut out = format!(
+        "front-ends (each one's own traffic, as it last reported)\n  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  REPORTED\n",
+        "NAME",
+        "ONLINE",
+        "BATCHES",
+        "THROTTLED",
+        "DROPPED",
+        "JOBS",
+        "RESULTS",
+        "COMMANDS",
+        "REFUSED"
+    );
+    let mut total = fleetmq_protocol::FrontEndStats {
+        name: "all".into(),
+        reported_ms: 0,
+        devices_online: 0,
+        batches_accepted: 0,
+        batches_throttled: 0,
+        frames_dropped: 0,
+        jobs_dispatched: 0,
+        results_received: 0,
+        commands_sent: 0,
+        handshakes_refused: 0,
+        disconnects: 0,
+    };
+    let mut row = |f: &fleetmq_protocol::FrontEndStats, when: String| {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  {when}",
+            line(&f.name),
+            f.devices_online,
+            f.batches_accepted,
+            f.batches_throttled,
+            f.frames_dropped,
+            f.jobs_dispatched,
+            f.results_received,
+            f.commands_sent,
+            f.handshakes_refused,
+        );
+    };
+    for f in front_ends {
+        row(f, fmt_ts(f.reported_ms));
+        total.devices_online += f.devices_online;
+        total.batches_accepted += f.batches_accepted;
+        total.batches_throttled += f.batches_throttled;
+        total.frames_dropped += f.frames_dropped;
+        total.jobs_dispatched += f.jobs_dispatched;
+        total.results_received += f.results_received;
+        total.commands_sent += f.commands_sent;
+        total.handshakes_refused += f.handshakes_refused;
+        total.disconnects += f.disconnects;
+    }
+    row(&total, String::new());
     out
 }
 
@@ -526,5 +587,30 @@ mod tests {
         assert_eq!(fmt_ts(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(fmt_ts(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(fmt_ts(1_795_292_428_999), "2026-11-21T20:20:28.999Z");
+    }
+
+    #[test]
+    fn each_front_end_is_a_row_and_the_fleet_the_sum() {
+        let fe = |name: &str, online: u32, batches: u64| fleetmq_protocol::FrontEndStats {
+            name: name.into(),
+            reported_ms: 0,
+            devices_online: online,
+            batches_accepted: batches,
+            batches_throttled: 1,
+            frames_dropped: 0,
+            jobs_dispatched: 2,
+            results_received: 2,
+            commands_sent: 0,
+            handshakes_refused: 0,
+            disconnects: 0,
+        };
+        let out = fmt_front_ends(&[fe("fe-a", 3, 1_000), fe("fe-b", 2, 500)]);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..4], ["fe-a", "3", "1000", "1"], "{out}");
+        assert_eq!(rows[2][..6], ["all", "5", "1500", "2", "0", "4"], "{out}");
     }
 }

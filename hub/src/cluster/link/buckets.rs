@@ -8,11 +8,8 @@ pub(super) async fn beat(shared: Shared) {
     let mut every = tokio::time::interval(Duration::from_secs(FRONTEND_BEAT_S));
     loop {
         every.tick().await;
-        if let Err(e) = shared
-            .frontends
-            .put(&shared.name, crate::cluster::now_ms().to_string().into())
-            .await
-        {
+        let report = shared.report.lock().map(|r| r.clone()).unwrap_or_default();
+        if let Err(e) = shared.frontends.put(&shared.name, report.into()).await {
             debug!(error = %e, "could not say this front-end lives");
         }
     }
@@ -207,9 +204,17 @@ pub(super) async fn list_front_ends(shared: Shared) {
         let Ok(mut keys) = shared.frontends.keys().await else {
             continue;
         };
-        let mut live = Vec::new();
+        let mut names = Vec::new();
         while let Some(Ok(name)) = keys.next().await {
-            live.push(name);
+            names.push(name);
+        }
+        let mut live = Vec::with_capacity(names.len());
+        for name in names {
+            let report = match shared.frontends.get(&name).await {
+                Ok(Some(r)) => r.to_vec(),
+                _ => Vec::new(),
+            };
+            live.push((name, report));
         }
         shared.out.send(FromCluster::FrontEnds(live));
     }

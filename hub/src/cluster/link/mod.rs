@@ -115,6 +115,9 @@ struct Shared {
     jobs: consumer::PullConsumer,
     /// Jobs taken and not yet over, by handle.
     taken: Arc<std::sync::Mutex<Taken>>,
+    /// This front-end's last report of its own traffic (JSON of a
+    /// `FrontEndStats`), put in its entry on every beat.
+    report: Arc<std::sync::Mutex<Vec<u8>>>,
     out: Out,
 }
 
@@ -414,6 +417,11 @@ async fn serve(
                         warn!(error = %e, "could not put a configuration event in the cluster");
                     }
                 });
+            }
+            ToCluster::Report { report } => {
+                if let Ok(mut r) = shared.report.lock() {
+                    *r = report;
+                }
             }
             ToCluster::Poke => shared.out.poke(),
             ToCluster::Stop => break,

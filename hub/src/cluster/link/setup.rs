@@ -94,6 +94,7 @@ pub(super) async fn join(
         allow: made.allow,
         jobs: made.jobs,
         taken: Arc::default(),
+        report: Arc::default(),
         out,
     })
 }

@@ -489,6 +489,7 @@ fn a_read_runs_off_the_loop_once_however_often_it_is_retried() {
 mod budgets;
 mod cluster;
 mod cluster_aimed;
+mod cluster_stats;
 mod config;
 mod fleet;
 mod identity;

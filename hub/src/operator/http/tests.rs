@@ -76,6 +76,7 @@ fn stats() -> HubStats {
         pruned_chat: 0,
         pruned_jobs: 0,
         pruned_commands: 0,
+        front_ends: vec![],
     }
 }
 

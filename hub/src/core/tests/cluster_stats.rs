@@ -1,0 +1,78 @@
+//! `stats` on a front-end: its own figures, and every live front-end's
+//! own traffic as each last reported it.
+
+use super::cluster::front_end;
+use super::*;
+use crate::cluster::ToCluster;
+use fleetmq_protocol::FrontEndStats;
+
+fn report(name: &str, online: u32, accepted: u64) -> Vec<u8> {
+    serde_json::to_vec(&FrontEndStats {
+        name: name.into(),
+        reported_ms: T0,
+        devices_online: online,
+        batches_accepted: accepted,
+        batches_throttled: 0,
+        frames_dropped: 0,
+        jobs_dispatched: 0,
+        results_received: 0,
+        commands_sent: 0,
+        handshakes_refused: 0,
+        disconnects: 0,
+    })
+    .unwrap()
+}
+
+fn front_ends(f: &mut Fleet, now: u64) -> Vec<(String, u32, u64)> {
+    f.operator(70, Request::Stats, now);
+    match to_operator(&f.actions()).as_slice() {
+        [(70, Response::Stats(s))] => s
+            .front_ends
+            .iter()
+            .map(|r| (r.name.clone(), r.devices_online, r.batches_accepted))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stats_at_a_front_end_show_each_live_front_ends_own_traffic() {
+    let mut f = front_end();
+    f.hello("pi-a", T0);
+    f.actions();
+    // Every 5 s a front-end tells the cluster its own traffic.
+    for t in 1..=50 {
+        f.hello("pi-a", T0 + t * 100);
+        f.core.tick(at(T0 + t * 100));
+    }
+    let told: Vec<FrontEndStats> = f
+        .actions()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cluster(ToCluster::Report { report }) => serde_json::from_slice(report).ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!((told[0].name.as_str(), told[0].devices_online), ("fe-a", 1));
+
+    // The others' reports, as the bucket has them: one not yet reported
+    // (an empty entry) lives without figures; this one's own entry is
+    // replaced by its figures as of now.
+    f.core.front_ends_reported(vec![
+        ("fe-a".into(), report("fe-a", 9, 9)),
+        ("fe-b".into(), report("fe-b", 2, 40)),
+        ("fe-c".into(), Vec::new()),
+    ]);
+    assert_eq!(
+        front_ends(&mut f, T0 + 5_001),
+        [("fe-a".into(), 1, 0), ("fe-b".into(), 2, 40)]
+    );
+    // A front-end gone from the bucket is gone from stats.
+    f.core
+        .front_ends_reported(vec![("fe-a".into(), Vec::new())]);
+    assert_eq!(front_ends(&mut f, T0 + 5_002), [("fe-a".into(), 1, 0)]);
+    // A single hub has none.
+    let mut single = Fleet::new();
+    assert!(front_ends(&mut single, T0).is_empty());
+}
