@@ -8,7 +8,9 @@ use serde::Deserialize;
 
 use crate::store::Synchronous;
 
+mod alerts;
 mod cluster;
+pub use alerts::{Alerts, Condition, Op, Rule, RuleConfig};
 pub use cluster::Cluster;
 
 /// The commented default configuration, printed by `print-config`.
@@ -28,6 +30,7 @@ pub struct HubConfig {
     pub limits: Limits,
     pub retention: Retention,
     pub cluster: Cluster,
+    pub alerts: Alerts,
     pub net: SocketOptions,
 }
 
@@ -220,6 +223,7 @@ impl Default for HubConfig {
             limits: Limits::default(),
             retention: Retention::default(),
             cluster: Cluster::default(),
+            alerts: Alerts::default(),
             net: SocketOptions::default(),
         }
     }
@@ -411,7 +415,8 @@ impl HubConfig {
                 ),
             ));
         }
-        self.validate_cluster(&invalid)
+        self.validate_cluster(&invalid)?;
+        self.validate_alerts(&invalid)
     }
 }
 

@@ -35,6 +35,7 @@ mod front_end;
 mod peers;
 mod readers;
 mod start;
+mod webhooks;
 
 use peers::Peers;
 pub use start::run;
@@ -123,6 +124,8 @@ struct Driver {
     readers: readers::Readers,
     /// The link to the NATS cluster, if this hub is a front-end.
     cluster: Option<front_end::FrontEnd>,
+    /// The thread that tells the alert webhooks, if there are any.
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 /// Why the hub could not start, or had to stop. Only start-up and a
@@ -162,6 +165,8 @@ pub enum Error {
     Cluster(#[source] crate::cluster::LinkError),
     #[error("starting a reader thread")]
     Thread(#[source] std::io::Error),
+    #[error("starting the alert webhooks' thread")]
+    Webhooks(#[source] std::io::Error),
     /// A socket failed in a way no retry mends (the context ended).
     #[error("{doing}")]
     Zmq {
@@ -514,6 +519,11 @@ impl Driver {
                     }
                 }
                 Action::Door { open } => self.door(open),
+                Action::Alert(notice) => {
+                    if let Some(w) = &self.webhooks {
+                        w.send(notice);
+                    }
+                }
                 Action::ClusterJob { token, frame } => {
                     let sent = matches!(send_frames(&self.jobs, &[&frame]), Ok(true));
                     self.core.cluster_job_sent(token, sent, now());

@@ -104,6 +104,8 @@ messages! {
         },
         /// Every device's desired and applied configuration versions.
         ConfigStatus,
+        /// The alerts pending or firing.
+        Alerts,
     }
 
     /// An edit of one layer of the desired configuration.
@@ -256,6 +258,27 @@ messages! {
         ConfigShow(#[serde(with = "crate::growable")] ConfigView),
         /// For [`Request::ConfigStatus`]: one per known device.
         ConfigStatus(#[serde(with = "crate::growable::list")] Vec<ConfigState>),
+        /// For [`Request::Alerts`].
+        Alerts(#[serde(with = "crate::growable::list")] Vec<AlertInfo>),
+    }
+
+    /// An alert: one rule on one device (and one series, for a metric).
+    pub struct AlertInfo {
+        /// The rule's name.
+        pub rule: String,
+        /// The device.
+        pub device: String,
+        /// The series (metric rules), or empty.
+        pub series: String,
+        /// Firing (told to the webhooks), or pending (holding, not for
+        /// long enough yet).
+        pub firing: bool,
+        /// Since when it fires, or holds (ms since the epoch).
+        pub since_ms: u64,
+        /// The value (metric rules), or the seconds offline.
+        pub value: f64,
+        /// In words.
+        pub summary: String,
     }
 
     /// One device's desired configuration.

@@ -19,6 +19,9 @@ use super::Agent;
 impl Agent {
     pub(super) fn sample(&mut self) {
         let ts_ms = now_ms();
+        let dropped = self.records_dropped();
+        let dropping = dropped.saturating_sub(self.dropped_sampled);
+        self.dropped_sampled = dropped;
         let records = vec![
             Record::Sample {
                 name: "agent.uptime_s".into(),
@@ -29,6 +32,13 @@ impl Agent {
                 name: "agent.heartbeats".into(),
                 ts_ms,
                 value: Value::Int(self.heartbeats as i64),
+            },
+            // Records this agent dropped since the last sample (a full
+            // spool, refused or rejected batches): an alert's signal.
+            Record::Sample {
+                name: "agent.records_dropping".into(),
+                ts_ms,
+                value: Value::Int(i64::try_from(dropping).unwrap_or(i64::MAX)),
             },
         ];
         self.accept(&records);
@@ -284,9 +294,20 @@ impl Agent {
         serde_json::to_string(&doc).unwrap_or_else(|e| format!("error: encoding the status: {e}"))
     }
 
-    pub(super) fn status(&self) -> AgentStatus {
+    /// Records dropped since the start, every way a record can be lost.
+    fn records_dropped(&self) -> u64 {
         let c = self.outbox.uplink_counters();
         let spooled = self.outbox.spool_counters();
+        c.records_dropped
+            + c.records_abandoned
+            + c.records_rejected
+            + spooled.dropped
+            + spooled.refused
+            + spooled.lost_records
+    }
+
+    pub(super) fn status(&self) -> AgentStatus {
+        let c = self.outbox.uplink_counters();
         AgentStatus {
             device: self.cfg.device_id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -296,12 +317,7 @@ impl Agent {
             batches_sent: c.batches_sent,
             batches_acked: c.batches_acked,
             batches_resent: c.batches_resent,
-            records_dropped: c.records_dropped
-                + c.records_abandoned
-                + c.records_rejected
-                + spooled.dropped
-                + spooled.refused
-                + spooled.lost_records,
+            records_dropped: self.records_dropped(),
             records_pending: self.outbox.waiting(),
             in_flight: self.outbox.in_flight() as u32,
             jobs_run: self.jobs_done,

@@ -239,6 +239,8 @@ struct Agent {
     next_sample: Instant,
     next_heartbeat: Instant,
     heartbeats: u64,
+    /// Records dropped in all, as of the last sample (`agent.records_dropping`).
+    dropped_sampled: u64,
     jobs_done: u64,
     commands_answered: u64,
     stdin_closed: bool,
@@ -387,6 +389,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         next_sample: now,
         next_heartbeat: now,
         heartbeats: 0,
+        dropped_sampled: 0,
         jobs_done: 0,
         commands_answered: 0,
         stdin_closed: false,

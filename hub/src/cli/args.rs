@@ -60,6 +60,8 @@ pub(super) enum Cmd {
     Config(ConfigCmd),
     /// The hub's counters: devices, what was stored, refused and pruned.
     Stats(OpArgs),
+    /// The alerts firing or pending, by the rules of the hub's [alerts].
+    Alerts(OpArgs),
     /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
     /// and DATA_DIR/hub.pub. Agents name the public key in their config.
     Keygen(KeygenArgs),

@@ -344,6 +344,14 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 _ => None,
             })
         }
+        Cmd::Alerts(op) => operate(&op, Request::Alerts, Duration::ZERO, |r| match r {
+            Response::Alerts(a) => Some(Shown::new(
+                serde_json::to_value(&a).unwrap_or_default(),
+                format::fmt_alerts(&a),
+                true,
+            )),
+            _ => None,
+        }),
         Cmd::Stats(op) => operate(&op, Request::Stats, Duration::ZERO, |r| match r {
             Response::Stats(s) => Some(Shown::new(
                 serde_json::to_value(&s).unwrap_or_default(),

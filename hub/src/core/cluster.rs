@@ -368,6 +368,27 @@ impl Core {
     }
 
     /// Devices online at other live front-ends.
+    /// When devices some front-end held went offline, by the cluster's
+    /// holders (their last sign of life, for a front-end that never held
+    /// them).
+    pub(super) fn offline_since(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.cluster
+            .holders
+            .iter()
+            .filter(|(_, h)| !h.online)
+            .map(|(d, h)| (d.as_str(), h.since_ms))
+    }
+
+    /// Whether this hub checks the alert rules: a single hub does; of the
+    /// front-ends, the live one first by name (so each notice goes once).
+    pub(super) fn checks_alerts(&self) -> bool {
+        if !self.is_front_end() {
+            return true;
+        }
+        let first = self.cluster.live.iter().min();
+        first.is_some_and(|f| *f == self.cluster.name)
+    }
+
     pub(super) fn online_elsewhere(&self) -> impl Iterator<Item = (&str, &Holder)> {
         self.cluster
             .holders

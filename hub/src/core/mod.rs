@@ -36,6 +36,7 @@
 
 mod admission;
 mod aim;
+pub mod alerts;
 mod bucket;
 mod budgets;
 mod cluster;
@@ -123,6 +124,8 @@ pub enum Action {
     CutDevice { device: String },
     /// Hand this to the NATS cluster (front-ends only).
     Cluster(crate::cluster::ToCluster),
+    /// Tell the alert webhooks.
+    Alert(alerts::Notice),
     /// Hand a job taken from the cluster's queue to whichever agent pulls
     /// next, then report with [`Core::cluster_job_sent`].
     ClusterJob { token: u64, frame: Vec<u8> },
@@ -165,6 +168,8 @@ pub struct Counters {
     pub batches_replicating: u64,
     /// Front-ends: batches the stream took.
     pub batches_replicated: u64,
+    /// Alert notices handed to the webhooks.
+    pub alert_notices: u64,
     /// What retention deleted since the start (`bytes` and `more` unused).
     pub pruned: crate::store::Pruned,
 }
@@ -189,6 +194,8 @@ pub struct Core {
     telemetry: telemetry::Received,
     /// The newest sample of each (device, metric) stored since the start.
     latest: Latest,
+    /// The alert rules and where each alert stands.
+    alerts: alerts::Alerts,
     counters: Counters,
     /// When the core was made: uptime runs on the monotonic clock.
     started: Now,
@@ -248,6 +255,10 @@ impl Core {
             reads: reads::Reads::default(),
             telemetry: telemetry::Received::default(),
             latest: Latest::new(MAX_LATEST),
+            alerts: alerts::Alerts::new(
+                config.alerts.checked_rules().unwrap_or_default(),
+                config.alerts.repeat_ms,
+            ),
             counters: Counters::default(),
             started: now,
             storage: None,
@@ -314,6 +325,7 @@ impl Core {
         self.dispatch_aimed(now);
         self.send_config_outbox();
         self.report(now);
+        self.check_alerts(now);
         if self.ticks.is_multiple_of(10) || !self.fleet_started {
             self.send_fleet(now);
         } else {

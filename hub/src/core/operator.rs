@@ -154,6 +154,7 @@ impl Core {
             Request::ConfigEdit(edit) => self.config_edit(edit),
             Request::ConfigShow { device } => self.config_show(&device),
             Request::ConfigStatus => self.config_status(),
+            Request::Alerts => Response::Alerts(self.alert_list(now)),
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
             // Answered off the loop, above.
@@ -163,6 +164,12 @@ impl Core {
     }
 
     fn devices(&self) -> Result<Response, StoreError> {
+        self.fleet_devices().map(Response::Devices)
+    }
+
+    /// Every device known, as it stands now (on a front-end: across the
+    /// cluster).
+    pub(super) fn fleet_devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
         let mut devices: Vec<DeviceInfo> = self.store.devices()?;
         for d in &mut devices {
             d.revoked = self.admission.is_revoked(&d.id);
@@ -201,7 +208,12 @@ impl Core {
                 }),
             }
         }
-        Ok(Response::Devices(devices))
+        for (id, since) in self.offline_since() {
+            if let Some(d) = devices.iter_mut().find(|d| d.id == id && !d.online) {
+                d.last_seen_ms = d.last_seen_ms.max(since);
+            }
+        }
+        Ok(devices)
     }
 
     fn stats(&self, now: Now) -> Result<Response, StoreError> {

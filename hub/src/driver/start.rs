@@ -204,6 +204,8 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         None => (None, None),
     };
     let readers = readers::Readers::start(sockets.context(), &dir)?;
+    let webhooks = super::webhooks::Webhooks::start(config.alerts.webhooks.clone())
+        .map_err(Error::Webhooks)?;
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
     let list_now = list.clone();
     let mut core = Core::new(config, store, list, ports, now(), tokens);
@@ -231,6 +233,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         cluster: cluster.map(|(_, link)| {
             front_end::FrontEnd::new(link, list_now.as_ref(), endpoints.telemetry.clone())
         }),
+        webhooks,
     };
     driver.serve(&shutdown)?;
     // The link says goodbye to the cluster as it drops.

@@ -482,6 +482,27 @@ pub fn fmt_stats(s: &HubStats) -> String {
     out
 }
 
+/// Alerts one a line, firing first: state, since, rule, what.
+pub fn fmt_alerts(alerts: &[fleetmq_protocol::AlertInfo]) -> String {
+    if alerts.is_empty() {
+        return "no alert is firing or pending\n".into();
+    }
+    let mut sorted: Vec<&fleetmq_protocol::AlertInfo> = alerts.iter().collect();
+    sorted.sort_by_key(|a| (!a.firing, a.since_ms));
+    let mut out = format!("{:<8} {:<24} {:<20} WHAT\n", "STATE", "SINCE", "RULE");
+    for a in sorted {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<24} {:<20} {}",
+            if a.firing { "FIRING" } else { "pending" },
+            fmt_ts(a.since_ms),
+            line(&a.rule),
+            line(&a.summary)
+        );
+    }
+    out
+}
+
 /// Each front-end's own traffic, one a line, and the fleet's total.
 fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
     let mut out = format!(

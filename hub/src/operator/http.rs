@@ -17,7 +17,8 @@ pub use server::Http;
 
 use fleetmq_protocol::telemetry::{MAX_TS_MS, split_series};
 use fleetmq_protocol::{
-    ChatQuery, DeviceInfo, HubStats, LatestValue, Request, Response, TelemetryQuery, Value,
+    AlertInfo, ChatQuery, DeviceInfo, HubStats, LatestValue, Request, Response, TelemetryQuery,
+    Value,
 };
 use tracing::warn;
 
@@ -159,13 +160,21 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             let stats = call(hub, Request::Stats);
             let devices = call(hub, Request::Devices);
             let latest = call(hub, Request::Latest);
-            match (stats, devices, latest) {
-                (Ok(Response::Stats(s)), Ok(Response::Devices(d)), Ok(Response::Latest(l))) => (
+            let alerts = call(hub, Request::Alerts);
+            match (stats, devices, latest, alerts) {
+                (
+                    Ok(Response::Stats(s)),
+                    Ok(Response::Devices(d)),
+                    Ok(Response::Latest(l)),
+                    Ok(Response::Alerts(a)),
+                ) => (
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    prometheus(&s, &d, &l),
+                    prometheus(&s, &d, &l, &a),
                 ),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => failed(e),
+                (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
+                    failed(e)
+                }
                 _ => (500, "text/plain", "unexpected answer\n".into()),
             }
         }
@@ -175,6 +184,10 @@ fn route(hub: &mut Client, url: &str) -> Answer {
         }),
         "/api/devices" => answer(call(hub, Request::Devices), |r| match r {
             Response::Devices(d) => Some(json(&d.iter().map(views::device).collect::<Vec<_>>())),
+            _ => None,
+        }),
+        "/api/alerts" => answer(call(hub, Request::Alerts), |r| match r {
+            Response::Alerts(a) => Some(json(&a)),
             _ => None,
         }),
         "/api/latest" => answer(call(hub, Request::Latest), |r| match r {
@@ -242,7 +255,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "text/plain",
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
-             /api/commands\n"
+             /api/commands, /api/alerts\n"
                 .into(),
         ),
     }
@@ -293,7 +306,12 @@ fn label(v: &str) -> String {
 }
 
 /// The Prometheus text exposition (format 0.0.4).
-pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) -> String {
+pub fn prometheus(
+    s: &HubStats,
+    devices: &[DeviceInfo],
+    latest: &[LatestValue],
+    alerts: &[AlertInfo],
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
         let _ = writeln!(
@@ -495,6 +513,22 @@ pub fn prometheus(s: &HubStats, devices: &[DeviceInfo], latest: &[LatestValue]) 
             let _ = write!(out, " {}", l.ts_ms);
         }
         out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetmq_alert 1 while the alert fires, 0 while it is pending (rules in [alerts]).\n# TYPE fleetmq_alert gauge"
+    );
+    for a in alerts {
+        let _ = write!(
+            out,
+            "fleetmq_alert{{alertname=\"{}\",device=\"{}\"",
+            label(&a.rule),
+            label(&a.device)
+        );
+        if !a.series.is_empty() {
+            let _ = write!(out, ",series=\"{}\"", label(&a.series));
+        }
+        let _ = writeln!(out, "}} {}", u8::from(a.firing));
     }
     out
 }

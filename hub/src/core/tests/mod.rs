@@ -486,6 +486,7 @@ fn a_read_runs_off_the_loop_once_however_often_it_is_retried() {
     }
 }
 
+mod alerts;
 mod budgets;
 mod cluster;
 mod cluster_aimed;

@@ -110,7 +110,34 @@ fn the_exposition_has_help_type_and_escaped_labels() {
             value: Value::Float(12.5),
         },
     ];
-    let text = prometheus(&stats, &devices, &latest);
+    let alerts = vec![
+        fleetmq_protocol::AlertInfo {
+            rule: "hot".into(),
+            device: "pi-a".into(),
+            series: "host.temp_c".into(),
+            firing: true,
+            since_ms: 1,
+            value: 81.0,
+            summary: String::new(),
+        },
+        fleetmq_protocol::AlertInfo {
+            rule: "off".into(),
+            device: "pi-b".into(),
+            series: String::new(),
+            firing: false,
+            since_ms: 1,
+            value: 60.0,
+            summary: String::new(),
+        },
+    ];
+    let text = prometheus(&stats, &devices, &latest, &alerts);
+    assert!(
+        text.contains(
+            "fleetmq_alert{alertname=\"hot\",device=\"pi-a\",series=\"host.temp_c\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("fleetmq_alert{alertname=\"off\",device=\"pi-b\"} 0\n"));
     assert!(text.contains("# TYPE fleetmq_devices_online gauge\nfleetmq_devices_online 1\n"));
     assert!(text.contains("fleetmq_samples_stored_total 7\n"));
     assert!(text.contains("fleetmq_device_online{device=\"pi-a\"} 1\n"));
@@ -162,13 +189,13 @@ fn values_and_times_are_written_as_the_text_format_reads_them() {
         }]
     };
     let stats = stats();
-    let text = prometheus(&stats, &[], &latest(5));
+    let text = prometheus(&stats, &[], &latest(5), &[]);
     assert!(
         text.contains("fleetmq_metric{device=\"pi-a\",metric=\"x\"} +Inf 5\n"),
         "{text}"
     );
     // A time no scrape could carry is left out, not written.
-    let text = prometheus(&stats, &[], &latest((1 << 63) + 5));
+    let text = prometheus(&stats, &[], &latest((1 << 63) + 5), &[]);
     assert!(
         text.contains("fleetmq_metric{device=\"pi-a\",metric=\"x\"} +Inf\n"),
         "{text}"

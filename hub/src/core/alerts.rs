@@ -1,0 +1,300 @@
+//! Alerts: the rules of `[alerts]` checked once a second against what the
+//! hub knows of each device (online, last seen, groups) and the newest
+//! value of each series. An alert is one rule on one device (and, for a
+//! metric, one series):
+//!
+//! ```text
+//!   condition holds ─► pending ─(held for_ms)─► firing ─► notice "firing"
+//!        ▲                │ no longer              │ every repeat_ms: again
+//!        └── forgotten ◄──┘                        │ condition gone, or the
+//!                                                  ▼ device or series gone
+//!                                          notice "resolved", forgotten
+//! ```
+//!
+//! `offline` counts from the device's last sign of life, so a device that
+//! went away while the hub was down is not given the time again. On
+//! front-ends, the live front-end first by name checks the rules, so each
+//! notice is sent once.
+
+use std::collections::BTreeMap;
+
+use fleetmq_protocol::{AlertInfo, DeviceInfo, LatestValue};
+
+use super::{Action, Core, Now};
+use crate::config::{Condition, Rule};
+
+/// Ticks between checks (a second).
+const CHECK_EVERY_TICKS: u32 = 10;
+
+/// Firing, or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+/// What the webhooks are told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub status: Status,
+    pub rule: String,
+    pub device: String,
+    /// The series (metric rules), or empty.
+    pub series: String,
+    /// The rule's condition as written.
+    pub condition: String,
+    /// The value that made it fire (metric rules), or the seconds offline.
+    pub value: f64,
+    pub summary: String,
+    /// When it began firing, wall-clock ms.
+    pub starts_ms: u64,
+    /// When it resolved (0 while firing).
+    pub ends_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    rule: usize,
+    device: String,
+    series: String,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    /// Since when the condition holds (monotonic ms).
+    pending_since: u64,
+    /// When it began firing (wall ms), once it does.
+    firing_since: Option<u64>,
+    /// When its last notice went (monotonic ms).
+    last_sent: u64,
+    value: f64,
+    summary: String,
+}
+
+/// The rules and where each alert stands.
+#[derive(Debug, Default)]
+pub struct Alerts {
+    rules: Vec<Rule>,
+    repeat_ms: u64,
+    states: BTreeMap<Key, State>,
+}
+
+/// What holds now for one (rule, device, series): its value and summary.
+type Holding = BTreeMap<Key, (f64, String, u64)>;
+
+impl Alerts {
+    pub fn new(rules: Vec<Rule>, repeat_ms: u64) -> Alerts {
+        Alerts {
+            rules,
+            repeat_ms,
+            states: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Checks every rule against `devices` and the newest values, at
+    /// `now`: the notices to send.
+    pub fn check(
+        &mut self,
+        devices: &[DeviceInfo],
+        latest: &[LatestValue],
+        now: Now,
+    ) -> Vec<Notice> {
+        let holding = self.holding(devices, latest, now);
+        let mut out = Vec::new();
+        // Gone, or no longer holding: resolved if it fired, else forgotten.
+        let over: Vec<Key> = (self.states.keys())
+            .filter(|k| !holding.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in over {
+            let Some(state) = self.states.remove(&key) else {
+                continue;
+            };
+            if let Some(since) = state.firing_since {
+                out.push(self.notice(&key, &state, Status::Resolved, since, now.wall_ms));
+            }
+        }
+        for (key, (value, summary, held_ms)) in holding {
+            let state = self.states.entry(key.clone()).or_insert_with(|| State {
+                pending_since: now.mono_ms.saturating_sub(held_ms),
+                firing_since: None,
+                last_sent: 0,
+                value,
+                summary: summary.clone(),
+            });
+            state.value = value;
+            state.summary = summary;
+            let for_ms = self.rules[key.rule].for_ms;
+            let due = match state.firing_since {
+                None => now.mono_ms.saturating_sub(state.pending_since) >= for_ms,
+                Some(_) => {
+                    self.repeat_ms > 0
+                        && now.mono_ms.saturating_sub(state.last_sent) >= self.repeat_ms
+                }
+            };
+            if !due {
+                continue;
+            }
+            let since = *state.firing_since.get_or_insert(now.wall_ms);
+            state.last_sent = now.mono_ms;
+            let state = state.clone();
+            out.push(self.notice(&key, &state, Status::Firing, since, 0));
+        }
+        out
+    }
+
+    /// Every (rule, device, series) whose condition holds now, with its
+    /// value, summary, and how long it has held already (offline: since
+    /// the device's last sign of life).
+    fn holding(&self, devices: &[DeviceInfo], latest: &[LatestValue], now: Now) -> Holding {
+        let mut holding = Holding::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let watched = |d: &DeviceInfo| {
+                !d.revoked
+                    && (rule.groups.is_empty() || d.groups.iter().any(|g| rule.groups.contains(g)))
+            };
+            match &rule.condition {
+                Condition::Offline => {
+                    for d in devices.iter().filter(|d| watched(d) && !d.online) {
+                        if d.last_seen_ms == 0 {
+                            continue;
+                        }
+                        let away = now.wall_ms.saturating_sub(d.last_seen_ms);
+                        let key = Key {
+                            rule: i,
+                            device: d.id.clone(),
+                            series: String::new(),
+                        };
+                        let summary = format!("{} offline for {}", d.id, words(away));
+                        holding.insert(key, (away as f64 / 1000.0, summary, away));
+                    }
+                }
+                Condition::Metric { metric, op, value } => {
+                    for v in latest {
+                        let name = v.name.split('{').next().unwrap_or("");
+                        if name != metric {
+                            continue;
+                        }
+                        let Some(d) = devices.iter().find(|d| d.id == v.device) else {
+                            continue;
+                        };
+                        let Some(x) = number(&v.value) else { continue };
+                        if !watched(d) || !op.holds(x, *value) {
+                            continue;
+                        }
+                        let key = Key {
+                            rule: i,
+                            device: v.device.clone(),
+                            series: v.name.clone(),
+                        };
+                        let summary =
+                            format!("{} {} = {x} ({} {value})", v.device, v.name, op.symbol());
+                        holding.insert(key, (x, summary, 0));
+                    }
+                }
+            }
+        }
+        holding
+    }
+
+    fn notice(&self, key: &Key, state: &State, status: Status, since: u64, ends: u64) -> Notice {
+        let rule = &self.rules[key.rule];
+        Notice {
+            status,
+            rule: rule.name.clone(),
+            device: key.device.clone(),
+            series: key.series.clone(),
+            condition: condition_text(&rule.condition),
+            value: state.value,
+            summary: state.summary.clone(),
+            starts_ms: since,
+            ends_ms: ends,
+        }
+    }
+
+    /// Where each alert stands: pending or firing.
+    pub fn list(&self, now: Now) -> Vec<AlertInfo> {
+        self.states
+            .iter()
+            .map(|(key, s)| AlertInfo {
+                rule: self.rules[key.rule].name.clone(),
+                device: key.device.clone(),
+                series: key.series.clone(),
+                firing: s.firing_since.is_some(),
+                since_ms: s.firing_since.unwrap_or_else(|| {
+                    now.wall_ms
+                        .saturating_sub(now.mono_ms.saturating_sub(s.pending_since))
+                }),
+                value: s.value,
+                summary: s.summary.clone(),
+            })
+            .collect()
+    }
+}
+
+fn condition_text(c: &Condition) -> String {
+    match c {
+        Condition::Offline => "offline".into(),
+        Condition::Metric { metric, op, value } => format!("{metric} {} {value}", op.symbol()),
+    }
+}
+
+fn number(v: &fleetmq_protocol::Value) -> Option<f64> {
+    match v {
+        fleetmq_protocol::Value::Int(i) => Some(*i as f64),
+        fleetmq_protocol::Value::Float(f) if f.is_finite() => Some(*f),
+        fleetmq_protocol::Value::Float(_) => None,
+    }
+}
+
+/// `ms` in words: `42 s`, `5 min`, `3 h 10 min`, `2 d 4 h`.
+fn words(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+impl Core {
+    /// Checks the alert rules once a second; on front-ends, only the live
+    /// front-end first by name does.
+    pub(super) fn check_alerts(&mut self, now: Now) {
+        if self.alerts.is_empty() || !self.ticks.is_multiple_of(CHECK_EVERY_TICKS) {
+            return;
+        }
+        if !self.checks_alerts() {
+            return;
+        }
+        let devices = match self.fleet_devices() {
+            Ok(d) => d,
+            Err(e) => {
+                return tracing::warn!(error = %e, "could not read the devices to check alerts");
+            }
+        };
+        let latest = self.latest.values();
+        for notice in self.alerts.check(&devices, &latest, now) {
+            match notice.status {
+                Status::Firing => {
+                    tracing::warn!(rule = %notice.rule, device = %notice.device, summary = %notice.summary, "alert firing")
+                }
+                Status::Resolved => {
+                    tracing::info!(rule = %notice.rule, device = %notice.device, "alert resolved")
+                }
+            }
+            self.counters.alert_notices += 1;
+            self.out.push_back(Action::Alert(notice));
+        }
+    }
+
+    /// Alerts where they stand.
+    pub(super) fn alert_list(&self, now: Now) -> Vec<AlertInfo> {
+        self.alerts.list(now)
+    }
+}

@@ -1,0 +1,170 @@
+//! Alerts on a fake clock: a rule's condition held for its time fires
+//! once, repeats on its interval, and resolves once when it ends.
+
+use super::*;
+use crate::config::{Alerts, RuleConfig};
+use crate::core::alerts::{Notice, Status};
+
+fn fleet(rules: &[(&str, &str, u64)], repeat_ms: u64) -> Fleet {
+    let alerts = Alerts {
+        webhooks: vec![],
+        repeat_ms,
+        rules: rules
+            .iter()
+            .map(|(name, when, for_ms)| RuleConfig {
+                name: name.to_string(),
+                when: when.to_string(),
+                for_ms: *for_ms,
+                groups: vec![],
+            })
+            .collect(),
+    };
+    Fleet::with(HubConfig {
+        alerts,
+        ..HubConfig::default()
+    })
+}
+
+/// Ticks every 100 ms from `from` to `to` (both ms after T0), keeping
+/// `alive` online with a heartbeat a tick; the notices sent.
+fn run(f: &mut Fleet, from: u64, to: u64, alive: &[&str]) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    let mut t = from;
+    while t <= to {
+        for d in alive {
+            let beat = fleetmq_protocol::Heartbeat { uptime_ms: t };
+            f.up(d, d, Upstream::Heartbeat(beat), T0 + t);
+        }
+        f.core.tick(at(T0 + t));
+        for a in f.actions() {
+            if let Action::Alert(n) = a {
+                notices.push(n);
+            }
+        }
+        t += 100;
+    }
+    notices
+}
+
+fn bye(f: &mut Fleet, device: &str, now: u64) {
+    let bye = fleetmq_protocol::Bye {
+        reason: "off".into(),
+    };
+    f.up(device, device, Upstream::Bye(bye), T0 + now);
+}
+
+#[test]
+fn a_device_away_past_its_time_fires_once_and_resolves_once_when_back() {
+    let mut f = fleet(&[("device-offline", "offline", 60_000)], 0);
+    f.hello("pi-a", T0);
+    f.hello("pi-b", T0);
+    assert!(run(&mut f, 100, 2_000, &["pi-a", "pi-b"]).is_empty());
+    bye(&mut f, "pi-a", 2_000);
+    assert!(
+        run(&mut f, 2_100, 61_900, &["pi-b"]).is_empty(),
+        "not before it has been away for_ms"
+    );
+    let fired = run(&mut f, 62_000, 63_000, &["pi-b"]);
+    let [n] = &fired[..] else {
+        panic!("want one notice, got {fired:?}")
+    };
+    assert_eq!(
+        (n.status, n.rule.as_str(), n.device.as_str()),
+        (Status::Firing, "device-offline", "pi-a")
+    );
+    assert!(n.summary.contains("pi-a offline for 1 min"), "{n:?}");
+    assert!(
+        run(&mut f, 63_100, 600_000, &["pi-b"]).is_empty(),
+        "once: no repeat interval"
+    );
+    f.operator(5, Request::Alerts, T0 + 600_000);
+    match to_operator(&f.actions()).as_slice() {
+        [(5, Response::Alerts(list))] => {
+            assert_eq!(list.len(), 1);
+            assert!(list[0].firing && list[0].device == "pi-a", "{list:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    f.hello("pi-a", T0 + 600_100);
+    let back = run(&mut f, 600_100, 602_000, &["pi-a", "pi-b"]);
+    let [n] = &back[..] else {
+        panic!("want one notice, got {back:?}")
+    };
+    assert_eq!((n.status, n.device.as_str()), (Status::Resolved, "pi-a"));
+    assert!(n.ends_ms > n.starts_ms);
+    assert!(run(&mut f, 602_100, 700_000, &["pi-a", "pi-b"]).is_empty());
+}
+
+#[test]
+fn a_metric_past_its_threshold_fires_after_holding_repeats_and_resolves() {
+    let mut f = fleet(&[("hot", "temp_c > 80", 5_000)], 20_000);
+    f.hello("pi-a", T0);
+    f.up("pi-a", "pi-a", batch(1, 85.0), T0 + 100);
+    // A blip shorter than for_ms: pending, then forgotten.
+    assert!(run(&mut f, 100, 3_000, &["pi-a"]).is_empty());
+    f.operator(6, Request::Alerts, T0 + 3_000);
+    match to_operator(&f.actions()).as_slice() {
+        [(6, Response::Alerts(list))] => {
+            assert!(list.len() == 1 && !list[0].firing, "pending: {list:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    f.up("pi-a", "pi-a", batch(2, 70.0), T0 + 3_000);
+    assert!(run(&mut f, 3_100, 10_000, &["pi-a"]).is_empty());
+    // Held: fires once, with the value; repeats every repeat_ms.
+    f.up("pi-a", "pi-a", batch(3, 90.0), T0 + 10_000);
+    let fired = run(&mut f, 10_100, 16_000, &["pi-a"]);
+    let [n] = &fired[..] else {
+        panic!("want one notice, got {fired:?}")
+    };
+    assert_eq!((n.status, n.value), (Status::Firing, 90.0));
+    assert_eq!(n.series, "temp_c");
+    let again = run(&mut f, 16_100, 36_500, &["pi-a"]);
+    assert_eq!(again.len(), 1, "repeated once in 20 s: {again:?}");
+    assert_eq!(again[0].starts_ms, n.starts_ms, "the same alert");
+    f.up("pi-a", "pi-a", batch(4, 60.0), T0 + 36_500);
+    let over = run(&mut f, 36_600, 40_000, &["pi-a"]);
+    assert!(
+        matches!(
+            &over[..],
+            [Notice {
+                status: Status::Resolved,
+                ..
+            }]
+        ),
+        "{over:?}"
+    );
+}
+
+#[test]
+fn a_revoked_device_resolves_its_alerts_and_only_the_first_front_end_checks() {
+    let mut f = fleet(&[("off", "offline", 1_000)], 0);
+    f.hello("pi-a", T0);
+    bye(&mut f, "pi-a", 100);
+    let fired = run(&mut f, 200, 3_000, &[]);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let (_, b_key) = f.keys[1].clone();
+    let only_b = AllowList::parse(Path::new("a"), &format!("pi-b {b_key}\n")).unwrap();
+    f.core.allow_list_changed(only_b, at(T0 + 3_000));
+    let over = run(&mut f, 3_100, 4_000, &[]);
+    assert!(
+        matches!(
+            &over[..],
+            [Notice {
+                status: Status::Resolved,
+                ..
+            }]
+        ),
+        "{over:?}"
+    );
+
+    // Front-ends: fe-a checks while it is the first live one by name.
+    let mut fe = fleet(&[("off", "offline", 1_000)], 0);
+    fe.core.front_end("fe-b");
+    fe.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    fe.hello("pi-a", T0);
+    bye(&mut fe, "pi-a", 100);
+    assert!(run(&mut fe, 200, 3_000, &[]).is_empty(), "fe-a checks");
+    fe.core.front_ends_live(vec!["fe-b".into()]);
+    assert_eq!(run(&mut fe, 3_100, 4_000, &[]).len(), 1, "fe-a is gone");
+}
