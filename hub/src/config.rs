@@ -141,6 +141,10 @@ pub struct Security {
     /// must carry; relative to data_dir unless absolute; empty for none.
     /// Without one the hub serves HTTP on loopback only.
     pub http_token_file: PathBuf,
+    /// A file holding the admin token: a request that carries it may also
+    /// act (the page's actions: commands, jobs, announcements); empty for
+    /// none, and then HTTP only reads.
+    pub http_admin_token_file: PathBuf,
     /// The operator allow list (remote operators and their roles);
     /// relative to data_dir unless absolute.
     pub operator_allow_list: PathBuf,
@@ -153,6 +157,7 @@ impl Default for Security {
             device_rate: 100,
             device_burst: 500,
             http_token_file: PathBuf::new(),
+            http_admin_token_file: PathBuf::new(),
             operator_allow_list: PathBuf::from("allowed_operators"),
         }
     }
@@ -314,6 +319,12 @@ impl HubConfig {
     /// The HTTP token file, if one is set.
     pub fn http_token_path(&self) -> Option<PathBuf> {
         let f = &self.security.http_token_file;
+        (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
+    }
+
+    /// The HTTP admin token file, if one is set.
+    pub fn http_admin_token_path(&self) -> Option<PathBuf> {
+        let f = &self.security.http_admin_token_file;
         (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
     }
 

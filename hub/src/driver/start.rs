@@ -163,9 +163,25 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
             .map(|p| read_token(&p))
             .transpose()?;
         if token.is_some() {
-            info!("HTTP needs the bearer token from security.http_token_file (all but /health)");
+            info!(
+                "HTTP needs the bearer token from security.http_token_file (all but /health and the page itself)"
+            );
         }
-        Some(Http::start(&l.http, operator_ep.clone(), token)?)
+        let admin = config
+            .http_admin_token_path()
+            .map(|p| read_token(&p))
+            .transpose()?;
+        if admin.is_some() {
+            info!(
+                "HTTP actions (commands, jobs, announcements) with the token from security.http_admin_token_file"
+            );
+        }
+        if token.is_some() && token == admin {
+            warn!(
+                "security.http_token_file and http_admin_token_file hold the same token: every reader may act"
+            );
+        }
+        Some(Http::start(&l.http, operator_ep.clone(), token, admin)?)
     };
     let endpoints = Endpoints {
         telemetry,

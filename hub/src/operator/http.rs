@@ -190,10 +190,28 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             Response::Alerts(a) => Some(json(&a)),
             _ => None,
         }),
-        "/api/latest" => answer(call(hub, Request::Latest), |r| match r {
-            Response::Latest(l) => Some(json(&l)),
-            _ => None,
-        }),
+        "/api/latest" => console::latest(hub, &query),
+        "/api/series" => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            console::series(hub, &query, now_ms)
+        }
+        "/api/config" => match query.get("device") {
+            Some(device) => answer(
+                call(
+                    hub,
+                    Request::ConfigShow {
+                        device: device.clone(),
+                    },
+                ),
+                |r| match r {
+                    Response::ConfigShow(v) => Some(json(&views::config_view(&v))),
+                    _ => None,
+                },
+            ),
+            None => (400, "text/plain", "config needs device=D\n".into()),
+        },
         "/api/telemetry" => {
             let (since_ms, until_ms) = match (number("since", 0), number("until", 0)) {
                 (Ok(s), Ok(u)) => (s, u),
@@ -255,7 +273,8 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "text/plain",
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
-             /api/commands, /api/alerts\n"
+             /api/commands, /api/alerts, /api/latest?device=D&name=A,B, \
+             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config?device=D\n"
                 .into(),
         ),
     }
@@ -569,6 +588,8 @@ fn sample_value(v: f64) -> String {
     }
 }
 
+mod actions;
+mod console;
 mod server;
 #[cfg(test)]
 mod tests;

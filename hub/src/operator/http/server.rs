@@ -49,6 +49,8 @@ pub struct Http {
 struct Shared {
     operator: String,
     token: Option<String>,
+    /// The token that may also act (POST).
+    admin: Option<String>,
     /// Operator clients not in use: one per blocking call at most.
     clients: Mutex<Vec<Client>>,
     /// Turns for asking the hub; `/health` does not take one.
@@ -58,10 +60,13 @@ struct Shared {
 impl Shared {
     /// Answers one GET of `url`, on a blocking thread, with a client from
     /// the pool.
-    fn ask(&self, url: &str) -> Answer {
+    fn ask(&self, url: &str, post: Option<&[u8]>) -> Answer {
         let pooled = self.clients.lock().ok().and_then(|mut c| c.pop());
         let mut client = pooled.unwrap_or_else(|| Client::new(self.operator.clone(), HUB_WAIT));
-        let answer = route(&mut client, url);
+        let answer = match post {
+            None => route(&mut client, url),
+            Some(body) => super::actions::act(&mut client, url, body),
+        };
         if let Ok(mut c) = self.clients.lock() {
             c.push(client);
         }
@@ -73,8 +78,14 @@ impl Http {
     /// Listens on `addr` (`HOST:PORT`, port 0 for any) and answers with data
     /// from the hub's operator socket at `operator`. With a `token`, every
     /// request but `/health` must carry it as `Authorization: Bearer`;
-    /// without one only a loopback address is served.
-    pub fn start(addr: &str, operator: String, token: Option<String>) -> Result<Http, HttpError> {
+    /// without one only a loopback address is served. A request carrying
+    /// the `admin` token may also act (`POST`).
+    pub fn start(
+        addr: &str,
+        operator: String,
+        token: Option<String>,
+        admin: Option<String>,
+    ) -> Result<Http, HttpError> {
         let listen_err = |e: std::io::Error| HttpError::Listen {
             addr: addr.to_string(),
             reason: e.to_string(),
@@ -91,6 +102,7 @@ impl Http {
         let shared = Arc::new(Shared {
             operator,
             token,
+            admin,
             clients: Mutex::new(Vec::new()),
             calls: Semaphore::new(HUB_CALLS),
         });
@@ -214,20 +226,49 @@ async fn handle(
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let health = req.uri().path() == "/health";
+    // The page itself holds no data (it reads the API with the token it
+    // was opened with, /#token=TOKEN), so it is served without one.
+    let page =
+        req.method() == hyper::Method::GET && matches!(req.uri().path(), "/" | "/index.html");
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let admin = (shared.admin.as_deref()).is_some_and(|t| carries_token(given.as_deref(), t));
     let allowed = health
-        || shared.token.as_deref().is_none_or(|t| {
-            let given = req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            carries_token(given, t)
-        });
+        || page
+        || admin
+        || (shared.token.as_deref()).is_none_or(|t| carries_token(given.as_deref(), t));
+    let post = req.method() == hyper::Method::POST;
     let (status, content_type, body) = if !allowed {
         let why =
             "a bearer token is needed: Authorization: Bearer TOKEN (the page: /#token=TOKEN)\n";
         (401, "text/plain", why.to_string())
-    } else if req.method() != hyper::Method::GET {
-        (405, "text/plain", "only GET is served\n".to_string())
+    } else if req.uri().path() == "/api/me" {
+        let role = if admin { "admin" } else { "read" };
+        (200, "application/json", format!("{{\"role\":\"{role}\"}}"))
+    } else if post && !admin {
+        let why = "acting (commands, jobs, announcements) needs the admin token: security.http_admin_token_file\n";
+        (403, "text/plain", why.to_string())
+    } else if req.method() != hyper::Method::GET && !post {
+        (
+            405,
+            "text/plain",
+            "only GET, and POST with the admin token, are served\n".to_string(),
+        )
+    } else if post {
+        match read_body(req).await {
+            Ok(bytes) => {
+                let _turn = shared.calls.acquire().await.ok();
+                let asking = shared.clone();
+                let path = url.clone();
+                let answer =
+                    tokio::task::spawn_blocking(move || asking.ask(&path, Some(&bytes))).await;
+                answer.unwrap_or_else(|e| (500, "text/plain", format!("the request failed: {e}\n")))
+            }
+            Err(answer) => answer,
+        }
     } else {
         // /health does not wait for a turn: it says whether the loop
         // answers, whatever else is asked of it.
@@ -238,7 +279,7 @@ async fn handle(
         };
         let asking = shared.clone();
         let url = url.clone();
-        let answer = tokio::task::spawn_blocking(move || asking.ask(&url)).await;
+        let answer = tokio::task::spawn_blocking(move || asking.ask(&url, None)).await;
         drop(turn);
         answer.unwrap_or_else(|e| (500, "text/plain", format!("the request failed: {e}\n")))
     };
@@ -252,6 +293,23 @@ async fn handle(
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     Ok(response)
+}
+
+/// A POST's body, at most [`super::actions::MAX_BODY`] bytes.
+async fn read_body(req: hyper::Request<Incoming>) -> Result<Vec<u8>, Answer> {
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(req.into_body(), super::actions::MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) => Err((
+            400,
+            "text/plain",
+            format!(
+                "could not read the body (at most {} bytes): {e}\n",
+                super::actions::MAX_BODY
+            ),
+        )),
+    }
 }
 
 /// Whether `given` (an Authorization header) is `Bearer TOKEN` with this

@@ -1,0 +1,231 @@
+//! What the page may do, with the admin token only (`POST`, a JSON body):
+//! ping or command a device, a group or the fleet, submit a job, make an
+//! announcement. Each becomes the operator request the command line would
+//! send, and its answer comes back as the command line's `--json` has it.
+
+use std::time::Duration;
+
+use fleetmq_protocol::{Command, FleetCommand, JobSpec, JobSubmission, Request, Response, Target};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Answer, failed, json};
+use crate::operator::{Client, views};
+
+/// Largest request body taken.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// An action's body: whom it is for (exactly one of `device`, `group`,
+/// `all`), and what: `name` and `args` for a command, `kind` (`echo` with
+/// `text`, `exec` with `program` and `args`) for a job, `text` for an
+/// announcement.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    program: String,
+}
+
+fn bad(why: impl std::fmt::Display) -> Answer {
+    (400, "text/plain", format!("{why}\n"))
+}
+
+impl Body {
+    /// Exactly one of device, group, all.
+    fn check(&self) -> Result<(), Answer> {
+        let named = usize::from(self.device.is_some())
+            + usize::from(self.group.is_some())
+            + usize::from(self.all);
+        if named != 1 {
+            return Err(bad(
+                "name exactly one of \"device\", \"group\" or \"all\": true",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn command_of(name: &str, args: &[String]) -> Result<Command, Answer> {
+    Ok(match name {
+        "ping" => Command::Ping,
+        "status" => Command::Status,
+        "exec" => {
+            let Some((program, args)) = args.split_first() else {
+                return Err(bad("exec needs a program: \"args\": [\"PROGRAM\", ...]"));
+            };
+            Command::Exec {
+                program: program.clone(),
+                args: args.to_vec(),
+                timeout_ms: 0,
+            }
+        }
+        "" => return Err(bad("a command needs a \"name\": ping, status, exec, ...")),
+        other => Command::Other {
+            name: other.to_string(),
+            args: args.to_vec(),
+        },
+    })
+}
+
+/// Answers one `POST path` with `body`.
+pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
+    let action = match path {
+        "/api/command" => Action::Command,
+        "/api/job" => Action::Job,
+        "/api/broadcast" => Action::Broadcast,
+        _ => {
+            return (
+                404,
+                "text/plain",
+                "not found; POST /api/command, /api/job or /api/broadcast\n".into(),
+            );
+        }
+    };
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => action.run(b, hub).unwrap_or_else(|a| a),
+        Err(e) => bad(format!("{path}: the body is not what it takes: {e}")),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Command,
+    Job,
+    Broadcast,
+}
+
+impl Action {
+    fn run(self, b: Body, hub: &mut Client) -> Result<Answer, Answer> {
+        b.check()?;
+        match self {
+            Action::Command => {
+                let c = b;
+                let command = command_of(&c.name, &c.args)?;
+                if let Some(device) = c.device {
+                    let request = Request::Command {
+                        device: device.clone(),
+                        command,
+                        timeout_ms: 0,
+                    };
+                    // The hub's own time limit for commands, and some.
+                    return Ok(
+                        match hub.call(request, Duration::from_secs(30)).map_err(failed)? {
+                            Response::Reply { device, reply } => {
+                                json(&views::reply(&device, &reply))
+                            }
+                            other => unexpected(&other),
+                        },
+                    );
+                }
+                let fc = FleetCommand {
+                    command,
+                    devices: Vec::new(),
+                    groups: c.group.into_iter().collect(),
+                    all: c.all,
+                    timeout_ms: 0,
+                    ttl_ms: 0,
+                };
+                Ok(
+                    match hub
+                        .call(Request::FleetCommand(fc), Duration::ZERO)
+                        .map_err(failed)?
+                    {
+                        Response::FleetCommandQueued { id, devices } => {
+                            json(&json!({ "id": id, "devices": devices }))
+                        }
+                        other => unexpected(&other),
+                    },
+                )
+            }
+            Action::Job => {
+                let j = b;
+                let spec = match j.kind.as_str() {
+                    "echo" => JobSpec::Echo { text: j.text },
+                    "exec" if !j.program.is_empty() => JobSpec::Exec {
+                        program: j.program,
+                        args: j.args,
+                    },
+                    "exec" => return Err(bad("an exec job needs a \"program\"")),
+                    other => return Err(bad(format!("{other:?}: a job is \"echo\" or \"exec\""))),
+                };
+                let job = JobSubmission {
+                    spec,
+                    timeout_ms: 0,
+                    lease_ms: 0,
+                    max_attempts: 0,
+                    devices: j.device.into_iter().collect(),
+                    groups: j.group.into_iter().collect(),
+                    all: j.all,
+                    ttl_ms: 0,
+                };
+                Ok(
+                    match hub
+                        .call(Request::SubmitJob(job), Duration::ZERO)
+                        .map_err(failed)?
+                    {
+                        Response::JobSubmitted { id } => json(&json!({ "id": id })),
+                        other => unexpected(&other),
+                    },
+                )
+            }
+            Action::Broadcast => {
+                let target = match (b.device, b.group) {
+                    (Some(d), _) => Target::Device(d),
+                    (None, Some(g)) => Target::Group(g),
+                    (None, None) => Target::All,
+                };
+                let request = Request::Broadcast {
+                    target,
+                    text: b.text,
+                };
+                Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
+                    Response::Broadcast { topic } => json(&json!({ "topic": topic })),
+                    other => unexpected(&other),
+                })
+            }
+        }
+    }
+}
+
+fn unexpected(r: &Response) -> Answer {
+    (500, "text/plain", format!("unexpected answer: {r:?}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_name_one_target_and_a_command_or_job_that_makes_sense() {
+        let aim: Body = serde_json::from_str(r#"{"group": "north", "name": "ping"}"#).unwrap();
+        assert!(aim.check().is_ok());
+        let both: Body = serde_json::from_str(r#"{"device": "a", "all": true}"#).unwrap();
+        assert!(both.check().is_err());
+        assert!(Body::default().check().is_err());
+        assert!(serde_json::from_str::<Body>(r#"{"all": true, "name": "ping", "x": 1}"#).is_err());
+        assert_eq!(command_of("ping", &[]).unwrap(), Command::Ping);
+        assert!(command_of("exec", &[]).is_err());
+        assert_eq!(
+            command_of("exec", &["uname".into(), "-a".into()]).unwrap(),
+            Command::Exec {
+                program: "uname".into(),
+                args: vec!["-a".into()],
+                timeout_ms: 0
+            }
+        );
+    }
+}
