@@ -106,6 +106,13 @@ messages! {
         ConfigStatus,
         /// The alerts pending or firing.
         Alerts,
+        /// A device's newest connects and disconnects, newest first.
+        PresenceLog {
+            /// The device.
+            device: String,
+            /// At most this many.
+            limit: u32,
+        },
     }
 
     /// An edit of one layer of the desired configuration.
@@ -260,6 +267,20 @@ messages! {
         ConfigStatus(#[serde(with = "crate::growable::list")] Vec<ConfigState>),
         /// For [`Request::Alerts`].
         Alerts(#[serde(with = "crate::growable::list")] Vec<AlertInfo>),
+        /// For [`Request::PresenceLog`].
+        PresenceLog(#[serde(with = "crate::growable::list")] Vec<PresenceEvent>),
+    }
+
+    /// A device came online or went offline.
+    pub struct PresenceEvent {
+        /// Online (true) or offline.
+        pub online: bool,
+        /// When (ms since the epoch, the hub's clock).
+        pub at_ms: u64,
+        /// Why: `hello`, `heard` (it spoke without a Hello, after a hub
+        /// restart), `bye`, `silent` (its heartbeats stopped), `revoked`,
+        /// `moved` (to another front-end).
+        pub why: String,
     }
 
     /// An alert: one rule on one device (and one series, for a metric).

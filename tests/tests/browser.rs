@@ -372,6 +372,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"document.getElementById("d-facts").textContent + "|" + document.getElementById("d-config").textContent"#,
         r#"t => t.includes("online since") && t.includes("north") && t.includes("desired version")"#,
     );
+    page.wait_until(
+        "pi-b1's connects and disconnects",
+        r#"document.getElementById("d-presence").textContent"#,
+        r#"t => t.includes("online") && t.includes("hello")"#,
+    );
     page.save_screenshot("device-view.png");
     // The range reads the store again.
     page.eval(r#"document.querySelector('#d-range [data-range="86400000"]').click()"#);

@@ -62,6 +62,8 @@ pub(super) enum Cmd {
     Stats(OpArgs),
     /// The alerts firing or pending, by the rules of the hub's [alerts].
     Alerts(OpArgs),
+    /// A device's newest connects and disconnects, and why.
+    Presence(PresenceArgs),
     /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
     /// and DATA_DIR/hub.pub. Agents name the public key in their config.
     Keygen(KeygenArgs),
@@ -269,6 +271,17 @@ impl AimArgs {
     pub(super) fn aimed(&self) -> bool {
         !self.devices.is_empty() || !self.group.is_empty() || self.all
     }
+}
+
+#[derive(Args)]
+pub(super) struct PresenceArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// The device.
+    pub(super) device: String,
+    /// At most this many, newest first (the hub keeps 200 per device).
+    #[arg(long, default_value_t = 20)]
+    pub(super) limit: u32,
 }
 
 #[derive(Args)]

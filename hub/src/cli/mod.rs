@@ -344,6 +344,20 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 _ => None,
             })
         }
+        Cmd::Presence(a) => {
+            let request = Request::PresenceLog {
+                device: a.device.clone(),
+                limit: a.limit,
+            };
+            operate(&a.op, request, Duration::ZERO, |r| match r {
+                Response::PresenceLog(log) => Some(Shown::new(
+                    serde_json::to_value(&log).unwrap_or_default(),
+                    format::fmt_presence(&log),
+                    true,
+                )),
+                _ => None,
+            })
+        }
         Cmd::Alerts(op) => operate(&op, Request::Alerts, Duration::ZERO, |r| match r {
             Response::Alerts(a) => Some(Shown::new(
                 serde_json::to_value(&a).unwrap_or_default(),

@@ -230,6 +230,10 @@ impl Core {
         {
             self.routes.release(device);
             self.presence.bye(device);
+            let why = format!("moved to {frontend}");
+            if let Err(e) = self.store.log_presence(device, false, self.wall_ms, &why) {
+                self.store_failed("logging a connect or disconnect", &e);
+            }
             info!(device, frontend, "device moved to another front-end");
         }
     }

@@ -155,6 +155,11 @@ impl Core {
             Request::ConfigShow { device } => self.config_show(&device),
             Request::ConfigStatus => self.config_status(),
             Request::Alerts => Response::Alerts(self.alert_list(now)),
+            Request::PresenceLog { device, limit } => self
+                .store
+                .presence_log(&device, limit)
+                .map(Response::PresenceLog)
+                .unwrap_or_else(storage),
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
             // Answered off the loop, above.

@@ -181,7 +181,7 @@ impl Core {
             self.store_failed("recording a hello", &e);
         }
         if came {
-            self.went_online(device, now);
+            self.went_online(device, now, "hello");
             self.tell_cluster(crate::cluster::ToCluster::Online {
                 device: device.to_string(),
                 version: hello.agent_version.clone(),
@@ -201,7 +201,7 @@ impl Core {
     pub(super) fn heard(&mut self, device: &str, now: Now) {
         let seen = self.presence.seen(device, now);
         if seen.came_online {
-            self.went_online(device, now);
+            self.went_online(device, now, "heard");
             self.tell_cluster(crate::cluster::ToCluster::Online {
                 device: device.to_string(),
                 version: String::new(),
@@ -221,6 +221,7 @@ impl Core {
             if let Err(e) = self.store.presence(device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);
             }
+            self.log_presence(device, false, now, why);
             info!(device, why, "device offline");
             let device = device.to_string();
             self.tell_cluster(crate::cluster::ToCluster::Offline { device });
@@ -235,18 +236,30 @@ impl Core {
             if let Err(e) = self.store.presence(&device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);
             }
+            self.log_presence(&device, false, now, "silent");
             self.tell_cluster(crate::cluster::ToCluster::Offline { device });
         }
     }
 
-    fn went_online(&mut self, device: &str, now: Now) {
+    fn went_online(&mut self, device: &str, now: Now, why: &str) {
         if let Err(e) = self.store.touch(device, now.wall_ms) {
             self.store_failed("recording a device", &e);
         }
         if let Err(e) = self.store.presence(device, now.wall_ms, now.wall_ms) {
             self.store_failed("recording presence", &e);
         }
+        self.log_presence(device, true, now, why);
         info!(device, "device online");
+    }
+
+    /// Keeps a connect or disconnect in the device's log.
+    fn log_presence(&mut self, device: &str, online: bool, now: Now, why: &str) {
+        // A Bye's reason is the device's own words: kept short.
+        let mut why = why.to_string();
+        fleetmq_net::text::truncate(&mut why, 200);
+        if let Err(e) = self.store.log_presence(device, online, now.wall_ms, &why) {
+            self.store_failed("logging a connect or disconnect", &e);
+        }
     }
 
     /// The broadcast socket passed up a subscription (`1` or `0`, then the

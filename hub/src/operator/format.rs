@@ -482,6 +482,24 @@ pub fn fmt_stats(s: &HubStats) -> String {
     out
 }
 
+/// Connects and disconnects one a line, newest first.
+pub fn fmt_presence(log: &[fleetmq_protocol::PresenceEvent]) -> String {
+    if log.is_empty() {
+        return "no connect or disconnect kept for this device\n".into();
+    }
+    let mut out = String::new();
+    for e in log {
+        let _ = writeln!(
+            out,
+            "{}  {:<8} {}",
+            fmt_ts(e.at_ms),
+            if e.online { "online" } else { "offline" },
+            line(&e.why)
+        );
+    }
+    out
+}
+
 /// Alerts one a line, firing first: state, since, rule, what.
 pub fn fmt_alerts(alerts: &[fleetmq_protocol::AlertInfo]) -> String {
     if alerts.is_empty() {

@@ -186,6 +186,19 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             Response::Devices(d) => Some(json(&d.iter().map(views::device).collect::<Vec<_>>())),
             _ => None,
         }),
+        "/api/presence" => match query.get("device") {
+            Some(device) => {
+                let request = Request::PresenceLog {
+                    device: device.clone(),
+                    limit: limit.min(200),
+                };
+                answer(call(hub, request), |r| match r {
+                    Response::PresenceLog(log) => Some(json(&log)),
+                    _ => None,
+                })
+            }
+            None => (400, "text/plain", "presence needs device=D\n".into()),
+        },
         "/api/alerts" => answer(call(hub, Request::Alerts), |r| match r {
             Response::Alerts(a) => Some(json(&a)),
             _ => None,
@@ -274,7 +287,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
              /api/commands, /api/alerts, /api/latest?device=D&name=A,B, \
-             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config?device=D\n"
+             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config?device=D, /api/presence?device=D&limit=N\n"
                 .into(),
         ),
     }

@@ -228,7 +228,18 @@ CREATE TABLE IF NOT EXISTS commands (
     answered_ms INTEGER,
     result TEXT
 );
+CREATE TABLE IF NOT EXISTS presence_log (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS presence_log_device ON presence_log (device, id);
 ";
+
+/// Connects and disconnects kept per device (the oldest go first).
+pub const PRESENCE_LOG_KEEP: u32 = 200;
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     // Serializing our own plain data types to JSON cannot fail.
@@ -388,6 +399,56 @@ impl Store {
             )
             .doing("recording presence")?;
         Ok(())
+    }
+
+    /// `device` came online (or went offline) at `at_ms`, for `why`; the
+    /// device's oldest entries past [`PRESENCE_LOG_KEEP`] go.
+    pub fn log_presence(
+        &self,
+        device: &str,
+        online: bool,
+        at_ms: u64,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO presence_log (device, online, at_ms, why) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![device, online, at_ms as i64, why]))
+            .doing("logging a connect or disconnect")?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM presence_log WHERE device = ?1 AND id <= (SELECT id FROM presence_log
+                   WHERE device = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .and_then(|mut s| s.execute(params![device, PRESENCE_LOG_KEEP]))
+            .doing("logging a connect or disconnect")?;
+        Ok(())
+    }
+
+    /// A device's newest connects and disconnects, newest first.
+    pub fn presence_log(
+        &self,
+        device: &str,
+        limit: u32,
+    ) -> Result<Vec<fleetmq_protocol::PresenceEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT online, at_ms, why FROM presence_log WHERE device = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .doing("reading connects and disconnects")?;
+        let rows = stmt
+            .query_map(params![device, limit.min(PRESENCE_LOG_KEEP)], |r| {
+                Ok(fleetmq_protocol::PresenceEvent {
+                    online: r.get(0)?,
+                    at_ms: r.get::<_, i64>(1)?.max(0) as u64,
+                    why: r.get(2)?,
+                })
+            })
+            .doing("reading connects and disconnects")?;
+        rows.collect::<Result<_, _>>()
+            .doing("reading connects and disconnects")
     }
 
     /// True if the hub has ever heard from this device.

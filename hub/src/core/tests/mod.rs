@@ -495,3 +495,4 @@ mod config;
 mod fleet;
 mod identity;
 mod jobs;
+mod presence_log;

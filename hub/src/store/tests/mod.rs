@@ -231,3 +231,21 @@ fn an_aimed_jobs_output_is_cut_to_fit_one_answer() {
         Some(Outcome::Completed(o)) if o.stdout.is_empty()
     )));
 }
+
+/// A device's log of connects and disconnects keeps its newest entries.
+#[test]
+fn the_presence_log_keeps_each_devices_newest() {
+    let store = Store::in_memory().unwrap();
+    let most = u64::from(super::PRESENCE_LOG_KEEP);
+    for i in 0..most + 50 {
+        store
+            .log_presence("pi-1", i % 2 == 0, i, &format!("n{i}"))
+            .unwrap();
+    }
+    store.log_presence("pi-2", true, 1, "hello").unwrap();
+    let kept = store.presence_log("pi-1", 1_000).unwrap();
+    assert_eq!(kept.len() as u64, most);
+    assert_eq!(kept[0].why, format!("n{}", most + 49), "newest first");
+    assert_eq!(kept.last().unwrap().why, "n50", "the oldest went");
+    assert_eq!(store.presence_log("pi-2", 10).unwrap().len(), 1);
+}
