@@ -12,9 +12,12 @@ use std::fmt::Write as _;
 pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
-    AgentStatus, ChatRow, ConfigState, ConfigView, DeviceInfo, FleetAnswer, HubStats, JobInfo,
-    JobSpec, JobState, Outcome, Output, Reply, TelemetryRow,
+    AgentStatus, ChatRow, ConfigState, ConfigView, DeviceInfo, FleetAnswer, JobInfo, JobSpec,
+    JobState, Outcome, Output, Reply, TelemetryRow,
 };
+
+mod stats;
+pub use stats::{fmt_alerts, fmt_presence, fmt_stats};
 
 /// `2026-11-21T20:20:28.123Z` from milliseconds since the Unix epoch.
 pub fn fmt_ts(ms: u64) -> String {
@@ -399,186 +402,6 @@ pub fn fmt_jobs(jobs: &[JobInfo]) -> String {
     out
 }
 
-/// The hub's counters, grouped, one a line.
-pub fn fmt_stats(s: &HubStats) -> String {
-    let mut out = String::new();
-    let mut group = |title: &str, rows: &[(&str, String)]| {
-        let _ = writeln!(out, "{title}");
-        for (k, v) in rows {
-            let _ = writeln!(out, "  {k:<22} {v}");
-        }
-    };
-    group(
-        "hub",
-        &[
-            ("version", s.hub_version.clone()),
-            ("up", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
-            ("security", s.security.clone()),
-            (
-                "store",
-                if s.storage_problem.is_empty() {
-                    "writable".to_string()
-                } else {
-                    format!("NOT WRITABLE: {}", line(&s.storage_problem))
-                },
-            ),
-        ],
-    );
-    group(
-        "devices",
-        &[
-            ("online", s.devices_online.to_string()),
-            ("known", s.devices_known.to_string()),
-            ("enrolled keys", s.devices_allowed.to_string()),
-        ],
-    );
-    group(
-        "telemetry",
-        &[
-            ("batches stored", s.batches_stored.to_string()),
-            ("samples stored", s.samples_stored.to_string()),
-            ("duplicates ignored", s.batches_duplicate.to_string()),
-            ("throttled", s.batches_throttled.to_string()),
-            ("rejected", s.batches_rejected.to_string()),
-            ("renumbered", s.batches_renumbered.to_string()),
-            ("bytes in store", s.telemetry_bytes.to_string()),
-        ],
-    );
-    group(
-        "work",
-        &[
-            ("jobs dispatched", s.jobs_dispatched.to_string()),
-            ("results received", s.results_received.to_string()),
-            ("results refused", s.results_refused.to_string()),
-            ("commands sent", s.commands_sent.to_string()),
-            ("commands timed out", s.commands_timed_out.to_string()),
-        ],
-    );
-    group(
-        "refused",
-        &[
-            ("handshakes refused", s.handshakes_refused.to_string()),
-            ("handshakes failed", s.handshakes_failed.to_string()),
-            ("impersonations", s.impersonations.to_string()),
-            ("rate limited", s.rate_limited.to_string()),
-            ("connection conflicts", s.connection_conflicts.to_string()),
-            ("frames dropped", s.frames_dropped.to_string()),
-            ("disconnects", s.disconnects.to_string()),
-        ],
-    );
-    group(
-        "pruned since start",
-        &[
-            ("batches", s.pruned_batches.to_string()),
-            ("records in them", s.pruned_records.to_string()),
-            ("chat lines", s.pruned_chat.to_string()),
-            ("jobs", s.pruned_jobs.to_string()),
-            ("commands", s.pruned_commands.to_string()),
-        ],
-    );
-    if !s.front_ends.is_empty() {
-        out.push_str(&fmt_front_ends(&s.front_ends));
-    }
-    out
-}
-
-/// Connects and disconnects one a line, newest first.
-pub fn fmt_presence(log: &[fleetmq_protocol::PresenceEvent]) -> String {
-    if log.is_empty() {
-        return "no connect or disconnect kept for this device\n".into();
-    }
-    let mut out = String::new();
-    for e in log {
-        let _ = writeln!(
-            out,
-            "{}  {:<8} {}",
-            fmt_ts(e.at_ms),
-            if e.online { "online" } else { "offline" },
-            line(&e.why)
-        );
-    }
-    out
-}
-
-/// Alerts one a line, firing first: state, since, rule, what.
-pub fn fmt_alerts(alerts: &[fleetmq_protocol::AlertInfo]) -> String {
-    if alerts.is_empty() {
-        return "no alert is firing or pending\n".into();
-    }
-    let mut sorted: Vec<&fleetmq_protocol::AlertInfo> = alerts.iter().collect();
-    sorted.sort_by_key(|a| (!a.firing, a.since_ms));
-    let mut out = format!("{:<8} {:<24} {:<20} WHAT\n", "STATE", "SINCE", "RULE");
-    for a in sorted {
-        let _ = writeln!(
-            out,
-            "{:<8} {:<24} {:<20} {}",
-            if a.firing { "FIRING" } else { "pending" },
-            fmt_ts(a.since_ms),
-            line(&a.rule),
-            line(&a.summary)
-        );
-    }
-    out
-}
-
-/// Each front-end's own traffic, one a line, and the fleet's total.
-fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
-    let mut out = format!(
-        "front-ends (each one's own traffic, as it last reported)\n  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  REPORTED\n",
-        "NAME",
-        "ONLINE",
-        "BATCHES",
-        "THROTTLED",
-        "DROPPED",
-        "JOBS",
-        "RESULTS",
-        "COMMANDS",
-        "REFUSED"
-    );
-    let mut total = fleetmq_protocol::FrontEndStats {
-        name: "all".into(),
-        reported_ms: 0,
-        devices_online: 0,
-        batches_accepted: 0,
-        batches_throttled: 0,
-        frames_dropped: 0,
-        jobs_dispatched: 0,
-        results_received: 0,
-        commands_sent: 0,
-        handshakes_refused: 0,
-        disconnects: 0,
-    };
-    let mut row = |f: &fleetmq_protocol::FrontEndStats, when: String| {
-        let _ = writeln!(
-            out,
-            "  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  {when}",
-            line(&f.name),
-            f.devices_online,
-            f.batches_accepted,
-            f.batches_throttled,
-            f.frames_dropped,
-            f.jobs_dispatched,
-            f.results_received,
-            f.commands_sent,
-            f.handshakes_refused,
-        );
-    };
-    for f in front_ends {
-        row(f, fmt_ts(f.reported_ms));
-        total.devices_online += f.devices_online;
-        total.batches_accepted += f.batches_accepted;
-        total.batches_throttled += f.batches_throttled;
-        total.frames_dropped += f.frames_dropped;
-        total.jobs_dispatched += f.jobs_dispatched;
-        total.results_received += f.results_received;
-        total.commands_sent += f.commands_sent;
-        total.handshakes_refused += f.handshakes_refused;
-        total.disconnects += f.disconnects;
-    }
-    row(&total, String::new());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,30 +449,5 @@ mod tests {
         assert_eq!(fmt_ts(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(fmt_ts(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(fmt_ts(1_795_292_428_999), "2026-11-21T20:20:28.999Z");
-    }
-
-    #[test]
-    fn each_front_end_is_a_row_and_the_fleet_the_sum() {
-        let fe = |name: &str, online: u32, batches: u64| fleetmq_protocol::FrontEndStats {
-            name: name.into(),
-            reported_ms: 0,
-            devices_online: online,
-            batches_accepted: batches,
-            batches_throttled: 1,
-            frames_dropped: 0,
-            jobs_dispatched: 2,
-            results_received: 2,
-            commands_sent: 0,
-            handshakes_refused: 0,
-            disconnects: 0,
-        };
-        let out = fmt_front_ends(&[fe("fe-a", 3, 1_000), fe("fe-b", 2, 500)]);
-        let rows: Vec<Vec<&str>> = out
-            .lines()
-            .skip(2)
-            .map(|l| l.split_whitespace().collect())
-            .collect();
-        assert_eq!(rows[0][..4], ["fe-a", "3", "1000", "1"], "{out}");
-        assert_eq!(rows[2][..6], ["all", "5", "1500", "2", "0", "4"], "{out}");
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP side's pure parts: the token file, queries, the Prometheus text.
 
 use super::*;
+use fleetmq_protocol::{DeviceInfo, HubStats, LatestValue, Value};
 
 #[test]
 fn a_token_file_holds_one_long_word() {
