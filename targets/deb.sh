@@ -2,7 +2,8 @@
 # Debian packages, made with cargo-deb from the static builds (run
 # targets/build.sh first):
 #
-#   fleetmq-agent  arm64 (Pi 3/4/5), armhf (Pi 2 and later), armel (Pi Zero/1)
+#   fleetmq-agent  arm64 (Pi 3/4/5, 64-bit OS), armhf and armel (every
+#                  32-bit Pi: both hold the ARMv6 build)
 #   fleetmq-hub    arm64 and amd64
 #
 # Each holds the binary in /usr/bin, its systemd unit, a sample config in
@@ -22,19 +23,34 @@ package() {
   cargo deb --no-build --no-strip --target "$triple" -p "$crate" -o "$out" --quiet
 }
 
-while IFS=$'\t' read -r pi triple _arch _qemu _cpu deb; do
+# cargo-deb names the architecture after the triple it is given: a build
+# is staged under the triple that gives each Debian name it is packaged as.
+# The ARMv6 build is hard-float but static, so the system's float ABI does
+# not matter to it: it runs on any ARMv6 with VFP (every Pi Zero and Pi 1)
+# and on every later 32-bit Pi.
+triple_for() {
+  case "$1" in
+    arm64) echo aarch64-unknown-linux-musl ;;
+    armhf) echo arm-unknown-linux-musleabihf ;;
+    armel) echo arm-unknown-linux-musleabi ;;
+    *) echo "targets.tsv: no triple for Debian architecture $1" >&2; return 1 ;;
+  esac
+}
+while IFS=$'\t' read -r pi triple _arch _qemu _cpu debs; do
   case "$pi" in '#'*|'') continue ;; esac
-  if [ "$deb" = armel ]; then
-    # cargo-deb says armel for ...-musleabi. Our ARMv6 build is hard-float
-    # but static, so the system's float ABI does not matter to it: it runs
-    # on any ARMv6 with VFP, which every Pi Zero and Pi 1 has. It is staged
-    # under the soft-float triple only for the name.
-    stage=target/arm-unknown-linux-musleabi/release
-    mkdir -p "$stage"
-    cp "target/$triple/release/fleetmq-agent" "$stage/"
-    triple=arm-unknown-linux-musleabi
-  fi
-  package "$triple" fleetmq-agent
+  [ "$debs" = - ] && continue
+  for deb in ${debs//,/ }; do
+    named=$(triple_for "$deb")
+    if [ "$named" != "$triple" ]; then
+      mkdir -p "target/$named/release"
+      cp "target/$triple/release/fleetmq-agent" "target/$named/release/"
+    fi
+    package "$named" fleetmq-agent
+    if ! compgen -G "$out/fleetmq-agent_*_$deb.deb" >/dev/null; then
+      echo "targets/deb.sh: cargo-deb did not name the $triple build $deb (from $named)" >&2
+      exit 1
+    fi
+  done
 done < targets/targets.tsv
 package aarch64-unknown-linux-musl fleetmq-hub
 package x86_64-unknown-linux-musl fleetmq-hub

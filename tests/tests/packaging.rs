@@ -162,14 +162,10 @@ fn every_package_holds_its_static_binary_unit_config_and_scripts() {
         };
         assert!(kind.contains(machine), "{name} {arch}: {kind}");
         if arch.starts_with("arm") && arch != "arm64" {
-            // armel is the Pi Zero/1 build (ARMv6), armhf the Pi 2 one (ARMv7).
+            // Both 32-bit packages hold the ARMv6 build: Raspberry Pi OS
+            // says armhf on a Pi Zero and Pi 1 too.
             let attrs = stdout(Command::new("readelf").arg("-A").arg(&binary));
-            let want = if arch == "armel" {
-                "Tag_CPU_arch: v6"
-            } else {
-                "Tag_CPU_arch: v7"
-            };
-            assert!(attrs.contains(want), "{name} {arch}: {attrs}");
+            assert!(attrs.contains("Tag_CPU_arch: v6"), "{name} {arch}: {attrs}");
         }
 
         let control = temp_dir("fleetmq-control-");
@@ -227,6 +223,29 @@ fn dpkg(root: &Path) -> Command {
         "--log=/dev/null",
     ]);
     cmd
+}
+
+#[test]
+fn the_armhf_agent_package_runs_on_a_pi_zeros_cpu() {
+    let _w = watchdog("armhf deb on ARMv6", std::time::Duration::from_secs(120));
+    let root = dpkg_root();
+    let r = root.path();
+    run_ok(dpkg(r).arg("-i").arg(deb("fleetmq-agent", "armhf")));
+    // What apt installs on Raspberry Pi OS (32-bit) runs on a Pi Zero's
+    // ARM1176, not only on a Pi 2's Cortex-A7.
+    let data = temp_dir("fleetmq-deb-armhf-");
+    let out = run_ok(
+        Command::new("qemu-arm-static")
+            .args(["-cpu", "arm1176"])
+            .arg(r.join("usr/bin/fleetmq-agent"))
+            .arg("keygen")
+            .arg("--config")
+            .arg(r.join("etc/fleetmq/agent.toml"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--device-id", "pi-zero"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fleetmq-hub allow pi-zero "));
 }
 
 #[test]
