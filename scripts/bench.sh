@@ -9,8 +9,10 @@
 #
 #   scripts/bench.sh                 everything (about 5 minutes after the build)
 #   scripts/bench.sh ingest          one: ingest, rtt, idle, wire, connected,
-#                                    flood, query, or store or cluster (not
-#                                    in "all"; cluster installs nats-server)
+#                                    flood, query, or store, cluster or peers
+#                                    (not in "all"; cluster installs
+#                                    nats-server, peers nats-server and
+#                                    Mosquitto)
 #   BENCH_ARGS="--seconds 10" scripts/bench.sh
 #
 # Figures are for comparing side by side within one run; absolute numbers
@@ -19,9 +21,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 cargo build --release --locked -p fleetmq-hub -p fleetmq-agent -p fleetmq-bench
-if [ "$what" = cluster ]; then
+if [ "$what" = cluster ] || [ "$what" = peers ]; then
   source targets/toolchain.sh
   ensure_nats_server
+fi
+if [ "$what" = peers ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "installing Mosquitto (apt) for the peers benchmark"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q mosquitto; else sudo apt-get install -y -q mosquitto; fi
 fi
 mkdir -p target/bench
 # shellcheck disable=SC2086

@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod flood;
+pub mod peers;
 pub mod procstat;
 pub mod run;
 pub mod store;

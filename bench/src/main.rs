@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fleetmq_bench::flood::{self, Flood};
 use fleetmq_bench::swarm::{self, Mode, Swarm, Template};
-use fleetmq_bench::{fleet, procstat, run, wire};
+use fleetmq_bench::{fleet, peers, procstat, run, wire};
 use fleetmq_protocol::{
     Command, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response,
 };
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|swarm [--json FILE] \
+const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|peers|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
 [--agent-binary PATH] [--hours H]";
 
@@ -152,6 +152,9 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     if args.command == "cluster" {
         report.insert("cluster".into(), fleetmq_bench_cluster(args)?);
+    }
+    if args.command == "peers" {
+        report.insert("peers".into(), peers(args)?);
     }
     if args.command == "store" {
         let dir = tempfile::Builder::new()
@@ -678,41 +681,15 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
              (ulimit -n, or LimitNOFILE= for a service) or measure fewer",
             agents * fleet::SOCKETS_PER_AGENT + 1024
         );
-        let dir = tempfile::tempdir()?;
-        let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+        let AtRest {
+            hub,
+            parts,
+            rss_idle,
+            fds_idle,
+            dialled,
+            _dir,
+        } = fleet_at_rest(agents, per_process)?;
         let pid = hub.proc.pid();
-        let ctx = zmq::Context::new();
-        let req = ctx.socket(zmq::REQ)?;
-        req.set_rcvtimeo(30_000)?;
-        req.set_linger(0)?;
-        req.connect(&hub.endpoint("operator")?)?;
-        // A round trip first, so the hub is fully up when measured idle.
-        ask(&req, Request::Stats)?;
-        let (rss_idle, fds_idle) = (
-            procstat::rss_bytes(pid).unwrap_or(0),
-            procstat::open_fds(pid).unwrap_or(0),
-        );
-        let t0 = Instant::now();
-        let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process)?;
-        let dialled = t0.elapsed().as_secs_f64();
-        // The hub sees every agent online and listening (its broadcast
-        // subscription arrived) before it is measured.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let (online, listening) = loop {
-            let Response::Devices(devices) = ask(&req, Request::Devices)? else {
-                anyhow::bail!("the hub did not answer the device list");
-            };
-            let online = devices.iter().filter(|d| d.online).count();
-            let listening = devices.iter().filter(|d| d.listening).count();
-            if (online == agents && listening == agents) || Instant::now() > deadline {
-                break (online, listening);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        anyhow::ensure!(
-            online == agents && listening == agents,
-            "the hub saw {online} of {agents} agents online and {listening} listening"
-        );
         let cpu0 = procstat::cpu_seconds(pid).unwrap_or(0.0);
         let rest = Instant::now();
         std::thread::sleep(Duration::from_secs(5));
@@ -746,6 +723,154 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({ "sockets_per_agent": fleet::SOCKETS_PER_AGENT, "rows": rows }))
+}
+
+/// A hub with a fleet of simulated agents connected, every one online and
+/// listening, and what the hub held before they came.
+struct AtRest {
+    hub: run::Hub,
+    parts: Vec<Part>,
+    rss_idle: u64,
+    fds_idle: usize,
+    /// Seconds to connect them all.
+    dialled: f64,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a hub and connects `agents` simulated agents to it, from
+/// processes of at most `per_process` each.
+fn fleet_at_rest(agents: usize, per_process: usize) -> anyhow::Result<AtRest> {
+    let dir = tempfile::tempdir()?;
+    let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+    let pid = hub.proc.pid();
+    let ctx = zmq::Context::new();
+    let req = ctx.socket(zmq::REQ)?;
+    req.set_rcvtimeo(30_000)?;
+    req.set_linger(0)?;
+    req.connect(&hub.endpoint("operator")?)?;
+    // A round trip first, so the hub is fully up when measured idle.
+    ask(&req, Request::Stats)?;
+    let (rss_idle, fds_idle) = (
+        procstat::rss_bytes(pid).unwrap_or(0),
+        procstat::open_fds(pid).unwrap_or(0),
+    );
+    let t0 = Instant::now();
+    let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process)?;
+    let dialled = t0.elapsed().as_secs_f64();
+    // The hub sees every agent online and listening (its broadcast
+    // subscription arrived) before it is measured.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (online, listening) = loop {
+        let Response::Devices(devices) = ask(&req, Request::Devices)? else {
+            anyhow::bail!("the hub did not answer the device list");
+        };
+        let online = devices.iter().filter(|d| d.online).count();
+        let listening = devices.iter().filter(|d| d.listening).count();
+        if (online == agents && listening == agents) || Instant::now() > deadline {
+            break (online, listening);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    anyhow::ensure!(
+        online == agents && listening == agents,
+        "the hub saw {online} of {agents} agents online and {listening} listening"
+    );
+    Ok(AtRest {
+        hub,
+        parts,
+        rss_idle,
+        fds_idle,
+        dialled,
+        _dir: dir,
+    })
+}
+
+/// `fleetmq-bench peers`: what the hub, nats-server (JetStream on) and
+/// Mosquitto each hold per idle connected device, alternated over rounds,
+/// medians beside each other.
+fn peers(args: &Args) -> anyhow::Result<Value> {
+    const ROUNDS: usize = 3;
+    let devices = args
+        .agents
+        .as_deref()
+        .and_then(|a| a.first().copied())
+        .unwrap_or(1000);
+    let server = run::nats_server()?;
+    let limit = procstat::raise_open_files((devices * fleet::FDS_PER_AGENT + 1024) as u64)
+        .context("raising the open-files limit")?;
+    let per_process = ((limit as usize).saturating_sub(1024) / fleet::FDS_PER_AGENT).clamp(1, 1000);
+    let systems = [
+        (
+            "fleetmq",
+            "five ZeroMQ connections (CURVE off), online and listening",
+        ),
+        (
+            "nats",
+            "one connection, subscribed to its command subject and the broadcasts",
+        ),
+        (
+            "mosquitto",
+            "one MQTT 3.1.1 connection, subscribed at QoS 1 to its command topic and the broadcasts",
+        ),
+    ];
+    let mut per_device: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    for _ in 0..ROUNDS {
+        let at = fleet_at_rest(devices, per_process)?;
+        let rss = procstat::rss_bytes(at.hub.proc.pid()).unwrap_or(0);
+        per_device[0].push(rss.saturating_sub(at.rss_idle) as f64 / devices as f64);
+        drop(at);
+        let dir = tempfile::tempdir()?;
+        let nats = peers::nats(&server, &dir.path().join("nats"))?;
+        per_device[1].push(broker_per_device(&nats, devices, peers::nats_devices)?);
+        drop(nats);
+        let mosquitto = peers::mosquitto(&dir.path().join("mosquitto"))?;
+        per_device[2].push(broker_per_device(&mosquitto, devices, peers::mqtt_devices)?);
+    }
+    println!(
+        "
+broker memory per idle connected device, {devices} devices, median of {ROUNDS} alternated rounds"
+    );
+    let base = median(&per_device[0]);
+    let mut rows = Vec::new();
+    for ((name, holds), values) in systems.iter().zip(&per_device) {
+        let m = median(values);
+        println!(
+            "  {name:<10} {:>8.1} KB  {:>6.2}x fleetmq   {holds}",
+            m / 1024.0,
+            m / base
+        );
+        rows.push(json!({
+            "system": name,
+            "device_holds": holds,
+            "rss_per_device_bytes": m,
+            "rounds_bytes": values,
+            "ratio_to_fleetmq": m / base,
+        }));
+    }
+    Ok(json!({ "devices": devices, "rounds": ROUNDS, "memory_per_idle_device": rows }))
+}
+
+/// What `broker` holds per device once `n` have connected with `connect`
+/// (measured from one device in, so what every connection shares is in
+/// the baseline).
+fn broker_per_device(
+    broker: &peers::Broker,
+    n: usize,
+    connect: fn(u16, usize) -> anyhow::Result<Vec<std::net::TcpStream>>,
+) -> anyhow::Result<f64> {
+    let pid = broker.proc.pid();
+    let _first = connect(broker.port, 1)?;
+    let before = procstat::rss_bytes(pid).unwrap_or(0);
+    let held = connect(broker.port, n)?;
+    let after = procstat::rss_bytes(pid).unwrap_or(0);
+    drop(held);
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A process of the connected fleet (`fleetmq-bench fleet-part`): it keeps

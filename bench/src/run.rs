@@ -146,21 +146,28 @@ pub struct Nats {
     pub urls: String,
 }
 
+/// The pinned nats-server the test command installs (or
+/// `FLEETMQ_NATS_SERVER`).
+pub fn nats_server() -> anyhow::Result<PathBuf> {
+    let server = match std::env::var_os("FLEETMQ_NATS_SERVER") {
+        Some(p) => PathBuf::from(p),
+        None => sibling("fleetmq-bench")?
+            .parent()
+            .and_then(Path::parent)
+            .map(|target| target.join("tools/nats/bin/nats-server"))
+            .context("finding target/tools")?,
+    };
+    anyhow::ensure!(
+        server.exists(),
+        "{} is missing: scripts/test.sh installs it (or set FLEETMQ_NATS_SERVER)",
+        server.display()
+    );
+    Ok(server)
+}
+
 impl Nats {
     pub fn start(dir: &Path, sync: bool) -> anyhow::Result<Nats> {
-        let server = match std::env::var_os("FLEETMQ_NATS_SERVER") {
-            Some(p) => PathBuf::from(p),
-            None => sibling("fleetmq-bench")?
-                .parent()
-                .and_then(Path::parent)
-                .map(|target| target.join("tools/nats/bin/nats-server"))
-                .context("finding target/tools")?,
-        };
-        anyhow::ensure!(
-            server.exists(),
-            "{} is missing: scripts/test.sh installs it (or set FLEETMQ_NATS_SERVER)",
-            server.display()
-        );
+        let server = nats_server()?;
         let free = || -> anyhow::Result<u16> {
             Ok(std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
