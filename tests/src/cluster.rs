@@ -41,21 +41,40 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts three JetStream nodes in `dir`, each writing to disk before
-    /// it acks (`sync_interval: always`).
+    /// it acks (`sync_interval: always`). A node must be told its routes'
+    /// ports before they listen, so ports are picked free and then bound by
+    /// the nodes; if another process took one in between (tests run side by
+    /// side), the cluster starts again on new ports.
     pub fn start(dir: &Path) -> NatsCluster {
-        let ports = (0..3).map(|_| (free_port(), free_port())).collect();
-        let mut cluster = NatsCluster {
-            dir: dir.to_path_buf(),
-            ports,
-            nodes: vec![None, None, None],
-        };
-        for i in 0..3 {
-            cluster.start_node(i);
+        const TRIES: usize = 5;
+        for attempt in 1..=TRIES {
+            let ports = (0..3).map(|_| (free_port(), free_port())).collect();
+            let mut cluster = NatsCluster {
+                dir: dir.join(format!("try-{attempt}")),
+                ports,
+                nodes: vec![None, None, None],
+            };
+            for i in 0..3 {
+                cluster.start_node(i);
+            }
+            let taken = cluster.nodes.iter().flatten().any(|node| {
+                crate::wait_for(&format!("{} to start", node.name), || {
+                    let log = node.log_text();
+                    if log.contains("Server is ready") {
+                        Some(false)
+                    } else if log.contains("address already in use") {
+                        Some(true)
+                    } else {
+                        None
+                    }
+                })
+            });
+            if !taken {
+                return cluster;
+            }
+            eprintln!("a NATS port was taken by another process; starting the cluster again");
         }
-        for node in cluster.nodes.iter().flatten() {
-            node.wait_log("Server is ready");
-        }
-        cluster
+        panic!("{TRIES} times a NATS port was taken before the node bound it");
     }
 
     /// Each node's client port.
