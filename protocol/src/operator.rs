@@ -113,6 +113,15 @@ messages! {
             /// At most this many.
             limit: u32,
         },
+        /// The newest values of one device (`None`: every device) and of
+        /// some metrics (a name without tags: that metric with any tags;
+        /// none: every series), answered as [`Response::Latest`].
+        LatestOf {
+            /// The device, if one.
+            device: Option<String>,
+            /// Series or metric names; empty for all.
+            names: Vec<String>,
+        },
     }
 
     /// An edit of one layer of the desired configuration.

@@ -95,6 +95,19 @@ impl Alerts {
         self.rules.is_empty()
     }
 
+    /// The metrics the rules watch (none when every rule is `offline`).
+    fn metrics(&self) -> Vec<String> {
+        let mut names: Vec<String> = (self.rules.iter())
+            .filter_map(|r| match &r.condition {
+                Condition::Metric { metric, .. } => Some(metric.clone()),
+                Condition::Offline => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Checks every rule against `devices` and the newest values, at
     /// `now`: the notices to send.
     pub fn check(
@@ -278,7 +291,13 @@ impl Core {
                 return tracing::warn!(error = %e, "could not read the devices to check alerts");
             }
         };
-        let latest = self.latest.values();
+        // Only the values the rules watch, not every series of the fleet.
+        let metrics = self.alerts.metrics();
+        let latest = if metrics.is_empty() {
+            Vec::new()
+        } else {
+            self.latest.matching(None, &metrics)
+        };
         for notice in self.alerts.check(&devices, &latest, now) {
             match notice.status {
                 Status::Firing => {

@@ -11,8 +11,11 @@ use fleetmq_protocol::telemetry::SampleRef;
 use fleetmq_protocol::{LatestValue, Value};
 
 /// Newest values by device, then series name; at most `limit` series.
+/// A device's series: the newest (time, value) of each, by name.
+type Series = HashMap<String, (u64, Value)>;
+
 pub struct Latest {
-    by_device: HashMap<String, HashMap<String, (u64, Value)>>,
+    by_device: HashMap<String, Series>,
     len: usize,
     limit: usize,
 }
@@ -66,16 +69,33 @@ impl Latest {
 
     /// Every value, ordered by device and series name.
     pub fn values(&self) -> Vec<LatestValue> {
-        let mut values: Vec<LatestValue> = self
-            .by_device
-            .iter()
+        self.matching(None, &[])
+    }
+
+    /// The values of `device` (every device: `None`) whose series is one
+    /// of `names`, a name without tags matching the metric with any tags
+    /// (every series: no names), ordered by device and series name.
+    pub fn matching(&self, device: Option<&str>, names: &[String]) -> Vec<LatestValue> {
+        let wanted = |name: &str| {
+            let metric = name.split('{').next().unwrap_or("");
+            names.is_empty() || names.iter().any(|n| n == name || n == metric)
+        };
+        let devices: Vec<(&String, &Series)> = match device {
+            Some(d) => self.by_device.get_key_value(d).into_iter().collect(),
+            None => self.by_device.iter().collect(),
+        };
+        let mut values: Vec<LatestValue> = devices
+            .into_iter()
             .flat_map(|(device, series)| {
-                series.iter().map(|(name, (ts_ms, value))| LatestValue {
-                    device: device.clone(),
-                    name: name.clone(),
-                    ts_ms: *ts_ms,
-                    value: *value,
-                })
+                series
+                    .iter()
+                    .filter(|(name, _)| wanted(name))
+                    .map(|(name, (ts_ms, value))| LatestValue {
+                        device: device.clone(),
+                        name: name.clone(),
+                        ts_ms: *ts_ms,
+                        value: *value,
+                    })
             })
             .collect();
         values.sort_by(|a, b| (&a.device, &a.name).cmp(&(&b.device, &b.name)));
@@ -141,6 +161,36 @@ mod tests {
                 ("pi-a".into(), "a".into(), Value::Int(1)),
                 ("pi-a".into(), "b".into(), Value::Int(9)),
             ]
+        );
+    }
+
+    #[test]
+    fn latest_values_are_picked_by_device_and_metric_with_any_tags() {
+        let mut l = Latest::new(100);
+        l.record(
+            "pi-1",
+            [sample("host.temp_c{zone=cpu}", 1, 1), sample("x", 1, 1)].into_iter(),
+        );
+        l.record("pi-2", [sample("host.temp_c{zone=cpu}", 1, 1)].into_iter());
+        let picked = |device: Option<&str>, names: &[&str]| -> Vec<(String, String)> {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            l.matching(device, &names)
+                .into_iter()
+                .map(|v| (v.device, v.name))
+                .collect()
+        };
+        let temp = ("pi-1".to_string(), "host.temp_c{zone=cpu}".to_string());
+        assert_eq!(picked(Some("pi-1"), &["host.temp_c"]), [temp]);
+        assert_eq!(picked(None, &["host.temp_c{zone=cpu}"]).len(), 2);
+        assert!(picked(Some("pi-3"), &[]).is_empty());
+        assert!(picked(None, &["host.temp"]).is_empty());
+        assert_eq!(picked(Some("pi-1"), &[]).len(), 2);
+        assert_eq!(
+            picked(None, &[]),
+            l.values()
+                .into_iter()
+                .map(|v| (v.device, v.name))
+                .collect::<Vec<_>>()
         );
     }
 }

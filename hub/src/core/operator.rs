@@ -162,6 +162,9 @@ impl Core {
                 .unwrap_or_else(storage),
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
+            Request::LatestOf { device, names } => {
+                Response::Latest(self.latest.matching(device.as_deref(), &names))
+            }
             // Answered off the loop, above.
             read => super::reads::answer(&mut self.store, read),
         };

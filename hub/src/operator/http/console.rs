@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fleetmq_protocol::{LatestValue, Request, Response, TelemetryQuery, TelemetryRow, Value};
+use fleetmq_protocol::{Request, Response, TelemetryQuery, TelemetryRow, Value};
 use serde_json::json;
 
 use super::{Answer, failed, json};
@@ -19,27 +19,23 @@ const MOST_ROWS: usize = 200_000;
 /// Buckets a chart may ask for.
 const MOST_POINTS: u64 = 2_000;
 
-/// Whether `v` is wanted: of `device` (if named), and of one of `names`
-/// (if any), a name without tags matching the metric with any tags.
-pub fn wanted(v: &LatestValue, device: Option<&str>, names: &[&str]) -> bool {
-    let metric = v.name.split('{').next().unwrap_or("");
-    device.is_none_or(|d| v.device == d)
-        && (names.is_empty() || names.iter().any(|n| *n == v.name || *n == metric))
-}
-
-/// `/api/latest?device=D&name=A,B`: the newest values, only those wanted.
+/// `/api/latest?device=D&name=A,B`: the newest values, only those asked
+/// for (selected by the hub).
 pub fn latest(hub: &mut Client, query: &HashMap<String, String>) -> Answer {
-    let names: Vec<&str> = query
-        .get("name")
-        .map(|n| n.split(',').filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default();
-    let device = query.get("device").map(String::as_str);
-    match hub.call(Request::Latest, Duration::ZERO) {
-        Ok(Response::Latest(all)) => {
-            let some: Vec<&LatestValue> =
-                all.iter().filter(|v| wanted(v, device, &names)).collect();
-            json(&some)
-        }
+    let request = Request::LatestOf {
+        device: query.get("device").cloned(),
+        names: query
+            .get("name")
+            .map(|n| {
+                n.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    match hub.call(request, Duration::ZERO) {
+        Ok(Response::Latest(some)) => json(&some),
         Ok(_) => (500, "text/plain", "unexpected answer\n".into()),
         Err(e) => failed(e),
     }
@@ -180,21 +176,5 @@ mod tests {
             ],
             "outside the range left out, empty buckets left out"
         );
-    }
-
-    #[test]
-    fn latest_values_are_picked_by_device_and_metric_with_any_tags() {
-        let v = |device: &str, name: &str| LatestValue {
-            device: device.into(),
-            name: name.into(),
-            ts_ms: 1,
-            value: Value::Int(1),
-        };
-        let temp = v("pi-1", "host.temp_c{zone=cpu}");
-        assert!(wanted(&temp, Some("pi-1"), &["host.temp_c"]));
-        assert!(wanted(&temp, None, &["host.temp_c{zone=cpu}"]));
-        assert!(!wanted(&temp, Some("pi-2"), &[]));
-        assert!(!wanted(&temp, None, &["host.temp"]));
-        assert!(wanted(&v("pi-1", "x"), None, &[]));
     }
 }
