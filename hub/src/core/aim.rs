@@ -119,22 +119,28 @@ impl Core {
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
         let mut known = self.store.devices().map_err(storage)?;
         // A front-end knows the devices other front-ends have held too.
+        let mut at: HashMap<String, usize> = (known.iter().enumerate())
+            .map(|(i, k)| (k.id.clone(), i))
+            .collect();
         for (id, groups) in self.cluster_devices() {
-            match known.iter_mut().find(|k| k.id == id) {
-                Some(k) if k.groups.is_empty() => k.groups = groups,
+            match at.get(&id) {
+                Some(&i) if known[i].groups.is_empty() => known[i].groups = groups,
                 Some(_) => {}
-                None => known.push(fleetmq_protocol::DeviceInfo {
-                    id,
-                    groups,
-                    ..crate::store::unknown_device()
-                }),
+                None => {
+                    at.insert(id.clone(), known.len());
+                    known.push(fleetmq_protocol::DeviceInfo {
+                        id,
+                        groups,
+                        ..crate::store::unknown_device()
+                    });
+                }
             }
         }
         let mut members = Vec::new();
         let mut named = Vec::new();
         for d in devices {
             validate_device_id(d).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
-            if !known.iter().any(|k| &k.id == d) {
+            if !at.contains_key(d) {
                 return Err(OperatorError::UnknownDevice(d.clone()));
             }
             members.push(d.clone());

@@ -195,29 +195,41 @@ impl Core {
                 d.front_end = self.cluster.name().to_string();
             }
         }
+        if !self.is_front_end() {
+            return Ok(devices);
+        }
         // A front-end shows the devices other front-ends hold too.
+        let mut at: std::collections::HashMap<String, usize> = (devices.iter().enumerate())
+            .map(|(i, d)| (d.id.clone(), i))
+            .collect();
         for (id, h) in self.online_elsewhere() {
-            match devices.iter_mut().find(|d| d.id == id) {
-                Some(d) => {
+            match at.get(id) {
+                Some(&i) => {
+                    let d = &mut devices[i];
                     d.online = true;
                     d.since_ms = h.since_ms;
                     d.front_end = h.frontend.clone();
                 }
-                None => devices.push(DeviceInfo {
-                    id: id.to_string(),
-                    online: true,
-                    since_ms: h.since_ms,
-                    last_seen_ms: h.since_ms,
-                    agent_version: h.version.clone(),
-                    arch: h.arch.clone(),
-                    groups: h.groups.clone(),
-                    front_end: h.frontend.clone(),
-                    ..crate::store::unknown_device()
-                }),
+                None => {
+                    at.insert(id.to_string(), devices.len());
+                    devices.push(DeviceInfo {
+                        id: id.to_string(),
+                        online: true,
+                        since_ms: h.since_ms,
+                        last_seen_ms: h.since_ms,
+                        agent_version: h.version.clone(),
+                        arch: h.arch.clone(),
+                        groups: h.groups.clone(),
+                        front_end: h.frontend.clone(),
+                        ..crate::store::unknown_device()
+                    })
+                }
             }
         }
         for (id, since) in self.offline_since() {
-            if let Some(d) = devices.iter_mut().find(|d| d.id == id && !d.online) {
+            if let Some(d) = at.get(id).map(|&i| &mut devices[i])
+                && !d.online
+            {
                 d.last_seen_ms = d.last_seen_ms.max(since);
             }
         }
