@@ -350,7 +350,8 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     // its unit on the axis and a readout under the pointer.
     page.eval(r##"location.hash = "#/device/pi-b1""##);
     let chart = r#"(() => { const c = document.querySelector('[data-series="host.mem.used_pct"]');
-        if (!c) return null; const svg = c.querySelector("svg");
+        // The card is placed before its series arrives; its axis is drawn with it.
+        if (!c) return null; const svg = c.querySelector("svg"); if (!svg.querySelector(".axis")) return null;
         return { points: +(svg.dataset.points || 0), axis: svg.querySelector(".axis").textContent, readout: c.querySelector(".readout").textContent }; })()"#;
     let seen = page.wait_until(
         "pi-b1's memory chart with points",
@@ -382,7 +383,7 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     page.eval(r#"document.querySelector('#d-range [data-range="86400000"]').click()"#);
     page.wait_until(
         "the 24 h range",
-        r#"document.querySelector('#d-range .active').textContent + "|" + document.querySelector('[data-series="host.mem.used_pct"] .axis').textContent"#,
+        r#"document.querySelector('#d-range .active').textContent + "|" + (document.querySelector('[data-series="host.mem.used_pct"] .axis')?.textContent ?? "")"#,
         r#"t => t.startsWith("24 h|") && /[A-Z][a-z]{2} \d/.test(t)"#,
     );
 
