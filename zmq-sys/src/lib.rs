@@ -213,6 +213,19 @@ unsafe extern "C" {
     pub fn zmq_curve_public(z85_public_key: *mut c_char, z85_secret_key: *const c_char) -> c_int;
 }
 
+unsafe extern "C" {
+    /// Defined by the settings header our build script compiles into
+    /// libzmq in place of its `config.hpp`.
+    static fleetmq_zmq_message_pipe_granularity: c_int;
+}
+
+/// Messages per allocation in a libzmq pipe, as this libzmq was built
+/// (libzmq's own default is 256; see `build.rs`).
+pub fn message_pipe_granularity() -> u32 {
+    // SAFETY: a constant int defined in the linked libzmq.
+    unsafe { fleetmq_zmq_message_pipe_granularity as u32 }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -237,6 +250,48 @@ mod tests {
             zmq_version(&mut major, &mut minor, &mut patch);
             assert_eq!((major, minor, patch), (4, 3, 5));
             assert_eq!(zmq_has(c"curve".as_ptr()), 1);
+        }
+    }
+
+    #[test]
+    fn libzmq_is_built_with_our_pipe_granularity() {
+        let set: u32 = env!("FLEETMQ_ZMQ_PIPE_GRANULARITY").parse().unwrap();
+        assert_eq!(message_pipe_granularity(), set);
+        assert_ne!(set, 256, "libzmq's own value: the override is not needed");
+    }
+
+    #[test]
+    fn libzmq_names_endpoints_without_iostreams() {
+        // A WebSocket endpoint's name is built by the string builder that
+        // stands in for std::ostringstream (see build.rs): a string, a
+        // host, a port number and a path.
+        // SAFETY: a socket on a fresh context, used and closed here; the
+        // buffer outlives the call and its length is passed with it.
+        unsafe {
+            let ctx = zmq_ctx_new();
+            let s = zmq_socket(ctx, ZMQ_REP as c_int);
+            assert_eq!(zmq_bind(s, c"ws://127.0.0.1:*/fleet".as_ptr()), 0);
+            let mut buf = [0u8; 256];
+            let mut len: size_t = buf.len();
+            assert_eq!(
+                zmq_getsockopt(
+                    s,
+                    ZMQ_LAST_ENDPOINT as c_int,
+                    buf.as_mut_ptr().cast(),
+                    &mut len
+                ),
+                0
+            );
+            let name = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
+            let name = name.to_str().unwrap();
+            let port: u16 = name
+                .strip_prefix("ws://127.0.0.1:")
+                .and_then(|rest| rest.strip_suffix("/fleet"))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{name:?}"));
+            assert!(port > 0, "{name}");
+            assert_eq!(zmq_close(s), 0);
+            assert_eq!(zmq_ctx_term(ctx), 0);
         }
     }
 
