@@ -91,7 +91,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         .build(zmq::ROUTER)
         .hwm(sockets.options().send_hwm, TELEMETRY_QUEUE)
         .router_handover()
-        .batch_sizes(TELEMETRY_BATCH, TELEMETRY_BATCH)
+        .batch_sizes(TELEMETRY_BATCH, TELEMETRY_WRITE_BATCH)
         .kernel_liveness()
         .secure()
         .monitor(&monitor("telemetry"), events)
