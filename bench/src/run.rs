@@ -64,6 +64,25 @@ impl Hub {
 
     /// [`Hub::start`] with more `run` arguments (`--nats`, `--name`).
     pub fn start_with(dir: &Path, config: &str, more: &[&str]) -> anyhow::Result<Hub> {
+        Hub::spawn(dir, config, &[&["--insecure"], more].concat())
+    }
+
+    /// A hub with CURVE on, as fleets run it: `hub` is its key pair and
+    /// `allow_list` its allow list (`DEVICE_ID PUBLIC_KEY` lines), both
+    /// written to its data directory first.
+    pub fn start_secure(
+        dir: &Path,
+        config: &str,
+        hub: &fleetmq_net::keys::KeyPair,
+        allow_list: &str,
+    ) -> anyhow::Result<Hub> {
+        let data = dir.join("data");
+        fleetmq_net::keys::write(&data, "hub", hub, false)?;
+        std::fs::write(data.join("allowed_devices"), allow_list)?;
+        Hub::spawn(dir, config, &[])
+    }
+
+    fn spawn(dir: &Path, config: &str, more: &[&str]) -> anyhow::Result<Hub> {
         std::fs::create_dir_all(dir)?;
         let cfg = dir.join("hub.toml");
         std::fs::write(&cfg, config)?;
@@ -74,7 +93,7 @@ impl Hub {
             .arg(&cfg)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--bind", "127.0.0.1:*", "--insecure"])
+            .args(["--bind", "127.0.0.1:*"])
             .args(more)
             .env("FLEETMQ_LOG", "warn")
             .stdin(Stdio::null())

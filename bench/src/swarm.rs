@@ -38,6 +38,36 @@ pub struct Swarm {
     pub mode: Mode,
     /// Device ids are PREFIX-00000, PREFIX-00001, ...
     pub prefix: String,
+    /// CURVE on every socket, or plaintext (None).
+    pub curve: Option<Curve>,
+}
+
+/// CURVE for a swarm: the hub's public key and one key pair per agent, in
+/// the order of their device ids (see [`Curve::allow_list`]).
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub hub_public: String,
+    pub agents: Vec<fleetmq_net::keys::KeyPair>,
+}
+
+impl Curve {
+    /// Key pairs for `agents` agents.
+    pub fn generate(hub_public: String, agents: usize) -> anyhow::Result<Curve> {
+        let agents = (0..agents)
+            .map(|_| fleetmq_net::keys::generate())
+            .collect::<Result<_, _>>()?;
+        Ok(Curve { hub_public, agents })
+    }
+
+    /// The hub's allow list for the agents named PREFIX-00000...: one
+    /// `DEVICE_ID PUBLIC_KEY` line each.
+    pub fn allow_list(&self, prefix: &str) -> String {
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{prefix}-{i:05} {}\n", k.public))
+            .collect()
+    }
 }
 
 /// What a swarm achieved while measuring.
@@ -47,6 +77,8 @@ pub struct Outcome {
     pub batches: u64,
     /// Seconds they were counted over.
     pub seconds: f64,
+    /// Acked batches since the swarm started, warm-up included.
+    pub total: u64,
     /// Agents that got at least one ack.
     pub answered: usize,
     /// Refusals the hub sent (should be none).
@@ -132,6 +164,15 @@ pub fn run(swarm: &Swarm, template: &Template) -> anyhow::Result<Outcome> {
         socket.set_linger(0)?;
         socket.set_sndhwm(10_000)?;
         socket.set_rcvhwm(10_000)?;
+        if let Some(curve) = &swarm.curve {
+            let keys = curve
+                .agents
+                .get(i)
+                .context("fewer CURVE key pairs than agents")?;
+            socket.set_curve_serverkey(curve.hub_public.as_bytes())?;
+            socket.set_curve_publickey(keys.public.as_bytes())?;
+            socket.set_curve_secretkey(keys.secret.as_bytes())?;
+        }
         socket
             .connect(&swarm.endpoint)
             .with_context(|| format!("connecting to {}", swarm.endpoint))?;
@@ -161,6 +202,7 @@ pub fn run(swarm: &Swarm, template: &Template) -> anyhow::Result<Outcome> {
             return Ok(Outcome {
                 batches: total - at,
                 seconds: now.duration_since(since).as_secs_f64(),
+                total,
                 answered: agents.iter().filter(|a| a.acked > 0).count(),
                 refusals,
             });
@@ -202,6 +244,13 @@ pub fn run(swarm: &Swarm, template: &Template) -> anyhow::Result<Outcome> {
                             refusals += 1;
                             false
                         }
+                        // A throttled batch waits for the agent to send it
+                        // again, which the swarm does not: the run would
+                        // count nothing and say nothing.
+                        Ok(Downstream::Throttled(t)) => anyhow::bail!(
+                            "the hub throttled a simulated agent ({}): benchmark hubs need [limits] device_records_per_s = 0 and device_bytes_per_s = 0",
+                            t.reason
+                        ),
                         _ => false,
                     },
                 };
@@ -276,6 +325,7 @@ mod tests {
             measure: Duration::from_millis(200),
             mode: Mode::Raw,
             prefix: "t".into(),
+            curve: None,
         };
         let template = Template {
             head: vec![1, 3],

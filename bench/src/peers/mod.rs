@@ -1,23 +1,38 @@
 //! The brokers an operator would pick instead, run beside the hub on this
 //! machine: NATS (with JetStream on, as a fleet on NATS runs it) and
-//! Mosquitto. So far one figure: what the broker holds per idle connected
-//! device, each device connected and subscribed as a fleet device would be
-//! (its own command subject or topic, and the broadcasts), every handshake
-//! answered before the broker is measured.
+//! Mosquitto, each as the benchmark's own process on a loopback port with
+//! a configuration it writes. What is measured against each (see
+//! `fleetmq-bench peers`):
 //!
-//! The load here is idle connections, so the generators speak just enough
-//! of each protocol to connect and subscribe (NATS's text protocol, MQTT
-//! 3.1.1's CONNECT and SUBSCRIBE packets); they hold sockets, nothing more.
+//! - durable ingest: publishers each keeping a window of the same 790-byte
+//!   batch in flight, counting the broker's acks ([`nats::ingest`],
+//!   [`mqtt::ingest`]);
+//! - a request answered by a device and its reply ([`nats::round_trips`],
+//!   [`mqtt::round_trips`]);
+//! - what the broker holds per idle connected device ([`nats::devices`],
+//!   [`mqtt::devices`]), each device connected and subscribed as a fleet
+//!   device would be (its own command subject or topic, and the
+//!   broadcasts), every handshake answered before the broker is measured;
+//! - the bytes one 50-sample batch takes on each wire ([`wire_bytes`]).
+//!
+//! NATS's load comes from async-nats, its official client (already the
+//! hub's). MQTT's comes from this module's few packets of MQTT 3.1.1
+//! (CONNECT, SUBSCRIBE, PUBLISH, PUBACK, DISCONNECT) on a blocking thread
+//! per client: the load generators' own CPU is reported beside each figure.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use crate::run::Running;
+
+pub mod mqtt;
+pub mod nats;
 
 /// A broker started for a benchmark, on a loopback port the OS picked.
 pub struct Broker {
@@ -33,10 +48,10 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Waits until something listens on `port`.
 fn wait_listening(port: u16, what: &str) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "{what} did not listen on 127.0.0.1:{port} within 10 s (see its log)"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -44,15 +59,28 @@ fn wait_listening(port: u16, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When JetStream's file store flushes what it acked to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsSync {
+    /// nats-server's default: written at once, fsynced every two minutes.
+    Default,
+    /// `sync_interval: always`: fsynced before each ack.
+    Always,
+}
+
 /// One nats-server (`server`) with JetStream, in `dir`.
-pub fn nats(server: &Path, dir: &Path) -> anyhow::Result<Broker> {
+pub fn nats_server(server: &Path, dir: &Path, sync: NatsSync) -> anyhow::Result<Broker> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let conf = dir.join("nats.conf");
+    let sync = match sync {
+        NatsSync::Default => "",
+        NatsSync::Always => ", sync_interval: always",
+    };
     std::fs::write(
         &conf,
         format!(
-            "listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\njetstream {{ store_dir: \"{}\" }}\n",
+            "listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\njetstream {{ store_dir: \"{}\"{sync} }}\n",
             dir.join("js").display()
         ),
     )?;
@@ -69,7 +97,9 @@ pub fn nats(server: &Path, dir: &Path) -> anyhow::Result<Broker> {
     Ok(Broker { proc, port })
 }
 
-/// Mosquitto, in `dir`: plaintext on loopback, nothing persisted.
+/// Mosquitto, in `dir`: plaintext on loopback, nothing persisted, and no
+/// limit on the messages it queues for a client that is away (so an
+/// offline subscriber's session keeps every message published).
 pub fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
@@ -77,7 +107,7 @@ pub fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 0\n"
         ),
     )?;
     let program = ["mosquitto", "/usr/sbin/mosquitto"]
@@ -105,90 +135,83 @@ fn connect(port: u16) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
-/// `n` NATS clients, each subscribed to its own command subject and the
-/// broadcasts, each having had its PONG (so the server has taken the
-/// subscriptions).
-pub fn nats_devices(port: u16, n: usize) -> anyhow::Result<Vec<TcpStream>> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let s = connect(port)?;
-        let mut reader = BufReader::new(s.try_clone()?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        anyhow::ensure!(line.starts_with("INFO"), "NATS said {line:?}, not INFO");
-        let hello = format!(
-            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":\"dev-{i}\"}}\r\n\
-             SUB fleet.cmd.dev-{i} 1\r\nSUB fleet.broadcast.> 2\r\nPING\r\n"
-        );
-        (&s).write_all(hello.as_bytes())?;
-        line.clear();
-        reader.read_line(&mut line)?;
-        anyhow::ensure!(line.starts_with("PONG"), "NATS said {line:?}, not PONG");
-        out.push(s);
-    }
-    Ok(out)
+/// A load's acks: those counted over the measured window, and all of them
+/// since it started (which the broker's CPU time is divided by).
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    pub acked: u64,
+    pub seconds: f64,
+    pub total: u64,
 }
 
-/// MQTT's variable-length "remaining length".
-fn remaining(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return;
+/// What a load's workers share: acks so far, and when to stop.
+#[derive(Clone, Default)]
+pub struct Tally {
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Tally {
+    pub fn ack(&self) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Lets the workers run `warmup`, counts their acks over `measure`,
+    /// then tells them to stop.
+    pub fn count(&self, warmup: Duration, measure: Duration) -> Counted {
+        std::thread::sleep(warmup);
+        let (at, since) = (self.acked.load(Ordering::Relaxed), Instant::now());
+        std::thread::sleep(measure);
+        let (now, seconds) = (
+            self.acked.load(Ordering::Relaxed),
+            since.elapsed().as_secs_f64(),
+        );
+        self.stop.store(true, Ordering::Relaxed);
+        Counted {
+            acked: now - at,
+            seconds,
+            total: now,
         }
     }
 }
 
-fn mqtt_string(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// `n` MQTT 3.1.1 clients (clean session, keep-alive 10 min), each
-/// subscribed at QoS 1 to its own command topic and the broadcasts, each
-/// having had its SUBACK.
-pub fn mqtt_devices(port: u16, n: usize) -> anyhow::Result<Vec<TcpStream>> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut s = connect(port)?;
-        let id = format!("dev-{i}");
-        let mut body = Vec::new();
-        mqtt_string("MQTT", &mut body);
-        body.extend_from_slice(&[4, 0x02, 0x02, 0x58]);
-        mqtt_string(&id, &mut body);
-        let mut packet = vec![0x10];
-        remaining(body.len(), &mut packet);
-        packet.extend_from_slice(&body);
-        s.write_all(&packet)?;
-        let mut connack = [0u8; 4];
-        s.read_exact(&mut connack)?;
-        anyhow::ensure!(
-            connack == [0x20, 2, 0, 0],
-            "Mosquitto said {connack:?}, not CONNACK"
-        );
-        let mut body = vec![0, 1];
-        for topic in [format!("fleet/cmd/{id}"), "fleet/broadcast/#".to_string()] {
-            mqtt_string(&topic, &mut body);
-            body.push(1);
-        }
-        let mut packet = vec![0x82];
-        remaining(body.len(), &mut packet);
-        packet.extend_from_slice(&body);
-        s.write_all(&packet)?;
-        let mut suback = [0u8; 6];
-        s.read_exact(&mut suback)?;
-        anyhow::ensure!(
-            suback[0] == 0x90 && suback[4..] == [1, 1],
-            "Mosquitto said {suback:?}, not a SUBACK granting QoS 1"
-        );
-        out.push(s);
-    }
-    Ok(out)
+/// Bytes one batch of `samples` takes on each system's wire (the
+/// transport's own framing included, TCP/IP's not): fleetmq's batch in
+/// one ZMTP frame (plaintext and CURVE); for NATS and MQTT the same
+/// samples as Influx line protocol, the format Telegraf and the hub's own
+/// NATS stream use, published with a de-duplication id (NATS) or at QoS 1
+/// (MQTT).
+pub fn wire_bytes(device: &str, seq: u64, batch: &[u8], lines: &str) -> Vec<(&'static str, usize)> {
+    // ZMTP 3: a frame over 255 bytes has a 9-byte header (flags, 8-byte
+    // size). CURVE sends each as a MESSAGE command: the name ("\x07MESSAGE",
+    // 8), an 8-byte nonce, and a box (16-byte tag, one flags byte, the
+    // frame), in a command frame of its own.
+    let frame = |body: usize| body + if body > 255 { 9 } else { 2 };
+    let plain = frame(batch.len());
+    let curve = frame(8 + 8 + 16 + 1 + batch.len());
+    // A JetStream publish is a request: its reply subject is async-nats's
+    // "_INBOX." and two 22-character unique ids.
+    let subject = format!("telemetry.{device}");
+    let reply = format!("_INBOX.{0}.{0}", "x".repeat(22));
+    let headers = format!("NATS/1.0\r\nNats-Msg-Id: {device}/{seq}\r\n\r\n");
+    let hpub = format!(
+        "HPUB {subject} {reply} {} {}\r\n",
+        headers.len(),
+        headers.len() + lines.len()
+    );
+    let nats = hpub.len() + headers.len() + lines.len() + 2;
+    let topic = format!("telemetry/{device}");
+    let mqtt = mqtt::publish(&topic, Some(1), lines.as_bytes()).len();
+    vec![
+        ("fleetmq", plain),
+        ("fleetmq (CURVE)", curve),
+        ("nats", nats),
+        ("mosquitto", mqtt),
+    ]
 }
 
 #[cfg(test)]
@@ -196,15 +219,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mqtt_lengths_are_seven_bits_a_byte_low_first() {
-        let enc = |n| {
-            let mut v = Vec::new();
-            remaining(n, &mut v);
-            v
-        };
-        assert_eq!(enc(0), [0]);
-        assert_eq!(enc(127), [127]);
-        assert_eq!(enc(128), [0x80, 1]);
-        assert_eq!(enc(16_383), [0xff, 0x7f]);
+    fn each_wire_counts_its_own_framing_around_the_same_batch() {
+        let batch = vec![7u8; 790];
+        let lines = "m,device=d value=1i 1000000\n".repeat(50);
+        let sizes = wire_bytes("d", 9, &batch, &lines);
+        let get = |name: &str| sizes.iter().find(|(n, _)| *n == name).map(|(_, b)| *b);
+        // One long ZMTP frame: flags and an 8-byte size.
+        assert_eq!(get("fleetmq"), Some(799));
+        // CURVE's MESSAGE command: name, nonce, tag, flags, then the frame.
+        assert_eq!(get("fleetmq (CURVE)"), Some(790 + 33 + 9));
+        // HPUB line, headers, payload, CRLF.
+        let headers = "NATS/1.0\r\nNats-Msg-Id: d/9\r\n\r\n".len();
+        let hpub = format!(
+            "HPUB telemetry.d _INBOX.{0}.{0} {headers} {1}\r\n",
+            "x".repeat(22),
+            headers + lines.len()
+        );
+        assert_eq!(get("nats"), Some(hpub.len() + headers + lines.len() + 2));
+        // PUBLISH: type, a 2-byte length, topic, packet id, payload.
+        assert_eq!(get("mosquitto"), Some(1 + 2 + 2 + 11 + 2 + lines.len()));
     }
 }
