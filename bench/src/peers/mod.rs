@@ -177,6 +177,21 @@ impl Tally {
             total: now,
         }
     }
+
+    /// [`Tally::count`], then waits for the `workers` (each `what`) to end.
+    pub fn count_then_join(
+        &self,
+        warmup: Duration,
+        measure: Duration,
+        workers: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+        what: &str,
+    ) -> anyhow::Result<Counted> {
+        let counted = self.count(warmup, measure);
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("{what} panicked"))??;
+        }
+        Ok(counted)
+    }
 }
 
 /// Bytes one batch of `samples` takes on each system's wire (the

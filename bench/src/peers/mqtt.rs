@@ -172,12 +172,7 @@ pub fn ingest(
             })
         })
         .collect();
-    let counted = tally.count(warmup, measure);
-    for w in workers {
-        w.join()
-            .map_err(|_| anyhow::anyhow!("an MQTT publisher panicked"))??;
-    }
-    Ok(counted)
+    tally.count_then_join(warmup, measure, workers, "an MQTT publisher")
 }
 
 /// `count` round trips: a request published at QoS 0 on a device's

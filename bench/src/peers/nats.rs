@@ -116,12 +116,7 @@ pub fn ingest(
             })
         })
         .collect();
-    let counted = tally.count(warmup, measure);
-    for w in workers {
-        w.join()
-            .map_err(|_| anyhow::anyhow!("a NATS publisher thread panicked"))??;
-    }
-    Ok(counted)
+    tally.count_then_join(warmup, measure, workers, "a NATS publisher thread")
 }
 
 /// `count` core NATS requests to a device's command subject, each
