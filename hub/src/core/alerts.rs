@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use fleetmq_protocol::telemetry::metric_of;
 use fleetmq_protocol::{AlertInfo, DeviceInfo, LatestValue};
 
 use super::{Action, Core, Now};
@@ -165,6 +166,9 @@ impl Alerts {
     /// the device's last sign of life).
     fn holding(&self, devices: &[DeviceInfo], latest: &[LatestValue], now: Now) -> Holding {
         let mut holding = Holding::new();
+        // Each value names its device: found by id, not by a scan a value.
+        let by_id: std::collections::HashMap<&str, &DeviceInfo> =
+            devices.iter().map(|d| (d.id.as_str(), d)).collect();
         for (i, rule) in self.rules.iter().enumerate() {
             let watched = |d: &DeviceInfo| {
                 !d.revoked
@@ -188,11 +192,10 @@ impl Alerts {
                 }
                 Condition::Metric { metric, op, value } => {
                     for v in latest {
-                        let name = v.name.split('{').next().unwrap_or("");
-                        if name != metric {
+                        if metric_of(&v.name) != metric {
                             continue;
                         }
-                        let Some(d) = devices.iter().find(|d| d.id == v.device) else {
+                        let Some(d) = by_id.get(v.device.as_str()) else {
                             continue;
                         };
                         let Some(x) = number(&v.value) else { continue };

@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 
-use fleetmq_protocol::telemetry::SampleRef;
+use fleetmq_protocol::telemetry::{SampleRef, metric_of};
 use fleetmq_protocol::{LatestValue, Value};
 
-/// Newest values by device, then series name; at most `limit` series.
 /// A device's series: the newest (time, value) of each, by name.
 type Series = HashMap<String, (u64, Value)>;
 
+/// Newest values by device, then series name; at most `limit` series.
 pub struct Latest {
     by_device: HashMap<String, Series>,
     len: usize,
@@ -77,7 +77,7 @@ impl Latest {
     /// (every series: no names), ordered by device and series name.
     pub fn matching(&self, device: Option<&str>, names: &[String]) -> Vec<LatestValue> {
         let wanted = |name: &str| {
-            let metric = name.split('{').next().unwrap_or("");
+            let metric = metric_of(name);
             names.is_empty() || names.iter().any(|n| n == name || n == metric)
         };
         let devices: Vec<(&String, &Series)> = match device {
