@@ -13,7 +13,7 @@ use std::{env, fs, path::PathBuf};
 const MESSAGE_PIPE_GRANULARITY: u32 = 8;
 
 /// A header force-included first in every libzmq translation unit (C++
-/// only), with two changes to libzmq as it ships:
+/// only), with three changes to libzmq as it ships:
 ///
 /// - **Its compile-time settings.** libzmq's `config.hpp` holds them as one
 ///   enum in namespace `zmq`. This header takes `config.hpp`'s include
@@ -148,18 +148,20 @@ fn main() {
     // cc takes a target's own CXXFLAGS_<target> before plain CXXFLAGS, so
     // ours go into whichever it will read.
     let target = env::var("TARGET").unwrap_or_default();
-    let mut name = "CXXFLAGS".to_string();
-    for candidate in [
+    let candidates = [
         format!("CXXFLAGS_{target}"),
         format!("CXXFLAGS_{}", target.replace('-', "_")),
         "TARGET_CXXFLAGS".to_string(),
-    ] {
-        if env::var_os(&candidate).is_some() {
-            name = candidate;
-            break;
-        }
+        "CXXFLAGS".to_string(),
+    ];
+    for c in &candidates {
+        println!("cargo:rerun-if-env-changed={c}");
     }
-    println!("cargo:rerun-if-env-changed={name}");
+    let name = candidates
+        .iter()
+        .find(|c| env::var_os(c).is_some())
+        .unwrap_or(&candidates[3])
+        .clone();
     let flags = format!(
         "{} -w -include {}",
         env::var(&name).unwrap_or_default(),
