@@ -40,6 +40,8 @@ pub const GROUPS: [&str; 8] = [
     "throttled",
 ];
 
+/// Where the kernel lists thermal zones.
+const THERMAL: &str = "sys/class/thermal";
 /// Where the Raspberry Pi kernel exposes the firmware's throttling flags.
 const PI_THROTTLED: &str = "sys/devices/platform/soc/soc:firmware/get_throttled";
 
@@ -91,7 +93,11 @@ pub struct Host {
     /// open and a close per file each second were about a tenth of an idle
     /// agent's CPU. One that fails to read is closed and opened again next
     /// time.
-    open: RefCell<Vec<(&'static str, File)>>,
+    open: RefCell<Vec<(String, File)>>,
+    /// Thermal zones found: each one's temperature file (relative to the
+    /// root) and its type. Found once and then only read; looked for again
+    /// while none can be read.
+    zones: Vec<(String, String)>,
 }
 
 type Samples = Vec<(String, Value)>;
@@ -104,6 +110,7 @@ impl Host {
             last_cpu: None,
             skipped: BTreeMap::new(),
             open: RefCell::new(Vec::new()),
+            zones: Vec::new(),
         }
     }
 
@@ -153,14 +160,14 @@ impl Host {
         (out, newly)
     }
 
-    fn read(&self, rel: &'static str) -> Result<String, String> {
+    fn read(&self, rel: &str) -> Result<String, String> {
         let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", self.root.join(rel).display());
         let mut open = self.open.borrow_mut();
-        let at = match open.iter().position(|(r, _)| *r == rel) {
+        let at = match open.iter().position(|(r, _)| r == rel) {
             Some(at) => at,
             None => {
                 let file = File::open(self.root.join(rel)).map_err(|e| failed(&e))?;
-                open.push((rel, file));
+                open.push((rel.to_string(), file));
                 open.len() - 1
             }
         };
@@ -339,43 +346,51 @@ impl Host {
         Ok(())
     }
 
-    fn temperature(&self, out: &mut Samples) -> Result<(), String> {
-        let dir = self.root.join("sys/class/thermal");
-        let mut zones: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("thermal_zone"))
-            })
-            .collect();
-        zones.sort();
+    fn temperature(&mut self, out: &mut Samples) -> Result<(), String> {
+        if self.zones.is_empty() {
+            self.zones = self.thermal_zones()?;
+        }
         let mut found = false;
-        for zone in zones {
-            let read = |f: &str| std::fs::read_to_string(zone.join(f)).ok();
-            let Some(milli) = read("temp").and_then(|t| t.trim().parse::<i64>().ok()) else {
+        for (temp, kind) in &self.zones {
+            let Some(milli) = (self.read(temp).ok()).and_then(|t| t.trim().parse::<i64>().ok())
+            else {
                 continue;
             };
-            let fallback = zone
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("zone")
-                .to_string();
-            let kind = read("type").map_or(fallback, |t| t.trim().to_string());
             if let Ok(name) = series_name("host.temp_c", &[("zone", kind.as_str())]) {
                 out.push((name, Value::Float(milli as f64 / 1000.0)));
                 found = true;
             }
         }
         if !found {
+            self.zones.clear();
             return Err(format!(
                 "{} has no readable thermal zone (normal on a VM)",
-                dir.display()
+                self.root.join(THERMAL).display()
             ));
         }
         Ok(())
+    }
+
+    /// The thermal zones under the root, in order: each one's temperature
+    /// file (relative to the root) and its type (the zone's own name if it
+    /// has none).
+    fn thermal_zones(&self) -> Result<Vec<(String, String)>, String> {
+        let dir = self.root.join(THERMAL);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("thermal_zone"))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let kind = std::fs::read_to_string(dir.join(&n).join("type"))
+                    .map_or_else(|_| n.clone(), |t| t.trim().to_string());
+                (format!("{THERMAL}/{n}/temp"), kind)
+            })
+            .collect())
     }
 
     fn throttled(&self, out: &mut Samples) -> Result<(), String> {
@@ -436,176 +451,4 @@ fn statvfs(path: &Path) -> Option<(u64, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(root: &Path, rel: &str, text: &str) {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    fn value(samples: &Samples, name: &str) -> Option<Value> {
-        samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-    }
-
-    /// A Raspberry Pi 3 as its /proc and /sys look, cut down.
-    fn pi(root: &Path) {
-        write(
-            root,
-            "proc/stat",
-            "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n",
-        );
-        write(root, "proc/loadavg", "0.52 0.38 0.30 1/123 4567\n");
-        write(
-            root,
-            "proc/meminfo",
-            "MemTotal:         948304 kB\nMemFree:  100 kB\nMemAvailable:     474152 kB\nSwapTotal: 102396 kB\nSwapFree: 102396 kB\n",
-        );
-        write(
-            root,
-            "proc/mounts",
-            "/dev/root / ext4 rw 0 0\nproc /proc proc rw 0 0\n/dev/root / ext4 rw 0 0\n",
-        );
-        write(
-            root,
-            "proc/net/dev",
-            "Inter-|   Receive  |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n    lo: 999 1 0 0 0 0 0 0 999 1 0 0 0 0 0 0\n  eth0: 123456 10 0 0 0 0 0 0 654321 20 0 0 0 0 0 0\n",
-        );
-        write(root, "proc/uptime", "3600.25 7000.00\n");
-        write(root, "sys/class/thermal/thermal_zone0/temp", "48312\n");
-        write(
-            root,
-            "sys/class/thermal/thermal_zone0/type",
-            "cpu-thermal\n",
-        );
-        write(root, PI_THROTTLED, "0x50005\n");
-    }
-
-    #[test]
-    fn a_pi_reports_every_group() {
-        let dir = tempfile::tempdir().unwrap();
-        pi(dir.path());
-        let mut host = Host::new(dir.path(), HostConfig::default());
-        let (first, skipped) = host.collect();
-        assert!(skipped.is_empty(), "{skipped:?}");
-        // CPU use needs two readings.
-        assert_eq!(value(&first, "host.cpu.used_pct"), None);
-        assert_eq!(value(&first, "host.load5"), Some(Value::Float(0.38)));
-        assert_eq!(
-            value(&first, "host.mem.total_bytes"),
-            Some(Value::Int(948_304 * 1024))
-        );
-        assert_eq!(value(&first, "host.mem.used_pct"), Some(Value::Float(50.0)));
-        assert_eq!(value(&first, "host.swap.used_bytes"), Some(Value::Int(0)));
-        assert!(value(&first, "host.disk.total_bytes{mount=/}").is_some());
-        assert_eq!(
-            first
-                .iter()
-                .filter(|(n, _)| n == "host.disk.used_pct{mount=/}")
-                .count(),
-            1,
-            "a mount listed twice is read once"
-        );
-        assert_eq!(
-            value(&first, "host.net.rx_bytes{iface=eth0}"),
-            Some(Value::Int(123_456))
-        );
-        assert_eq!(
-            value(&first, "host.net.tx_bytes{iface=eth0}"),
-            Some(Value::Int(654_321))
-        );
-        assert_eq!(value(&first, "host.net.rx_bytes{iface=lo}"), None);
-        assert_eq!(value(&first, "host.uptime_s"), Some(Value::Float(3600.25)));
-        assert_eq!(
-            value(&first, "host.temp_c{zone=cpu-thermal}"),
-            Some(Value::Float(48.312))
-        );
-        // 0x50005: under-voltage and throttled now, both also since boot.
-        assert_eq!(
-            value(&first, "host.pi.throttled"),
-            Some(Value::Int(0x50005))
-        );
-        assert_eq!(value(&first, "host.pi.under_voltage"), Some(Value::Int(1)));
-        assert_eq!(value(&first, "host.pi.freq_capped"), Some(Value::Int(0)));
-        assert_eq!(value(&first, "host.pi.throttled_now"), Some(Value::Int(1)));
-
-        // 100 more jiffies, 25 of them busy.
-        write(dir.path(), "proc/stat", "cpu  115 0 110 875 0 0 0 0 0 0\n");
-        let (second, _) = host.collect();
-        assert_eq!(
-            value(&second, "host.cpu.used_pct"),
-            Some(Value::Float(25.0))
-        );
-    }
-
-    #[test]
-    fn a_proc_file_kept_open_is_read_afresh() {
-        // The real /proc: uptime moves on, and the same open file shows it.
-        let host = Host::new("/", HostConfig::default());
-        let uptime = || -> f64 {
-            let text = host.read("proc/uptime").unwrap();
-            text.split_whitespace().next().unwrap().parse().unwrap()
-        };
-        let first = uptime();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while uptime() <= first {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "uptime stayed at {first}"
-            );
-        }
-        assert_eq!(host.open.borrow().len(), 1, "one file, opened once");
-    }
-
-    #[test]
-    fn missing_files_skip_their_group_and_are_said_once() {
-        let dir = tempfile::tempdir().unwrap();
-        pi(dir.path());
-        std::fs::remove_dir_all(dir.path().join("sys")).unwrap();
-        let mut host = Host::new(dir.path(), HostConfig::default());
-        let (samples, skipped) = host.collect();
-        assert_eq!(skipped.len(), 2, "{skipped:?}");
-        assert!(skipped[0].starts_with("temperature: ") && skipped[0].contains("thermal"));
-        assert!(skipped[1].starts_with("throttled: ") && skipped[1].contains("Raspberry Pi"));
-        assert!(value(&samples, "host.load1").is_some(), "the others go on");
-        let (_, again) = host.collect();
-        assert!(again.is_empty(), "said once: {again:?}");
-        assert_eq!(host.skipped().count(), 2);
-    }
-
-    #[test]
-    fn selection_and_filters_are_honoured() {
-        let dir = tempfile::tempdir().unwrap();
-        pi(dir.path());
-        let cfg = HostConfig {
-            collect: vec!["network".into(), "disk".into()],
-            interfaces: vec!["lo".into()],
-            mounts: vec!["/nowhere".into()],
-            ..HostConfig::default()
-        };
-        let mut host = Host::new(dir.path(), cfg);
-        let (samples, skipped) = host.collect();
-        let names: Vec<&str> = samples.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["host.net.rx_bytes{iface=lo}", "host.net.tx_bytes{iface=lo}"]
-        );
-        assert_eq!(
-            skipped,
-            [r#"disk: none of the mounts ["/nowhere"] is mounted"#]
-        );
-        let bad = HostConfig {
-            collect: vec!["cpu".into(), "gpu".into()],
-            ..HostConfig::default()
-        };
-        assert_eq!(bad.unknown_group(), Some("gpu"));
-    }
-
-    #[test]
-    fn mount_points_are_unescaped() {
-        assert_eq!(unescape_mount(r"/media/my\040disk"), "/media/my disk");
-        assert_eq!(unescape_mount(r"/a\\b"), r"/a\\b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
-    }
-}
+mod tests;
