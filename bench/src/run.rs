@@ -21,6 +21,27 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A loopback port the OS picked as free.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `program -c CONF` (a server reading its config file), its output to
+/// `log`; stopped when dropped.
+pub fn server(program: &Path, conf: &Path, log: &Path) -> anyhow::Result<Running> {
+    let child = Command::new(program)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Running { child })
+}
+
 /// A child process, stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Running {
     pub child: Child,
@@ -186,14 +207,9 @@ pub fn nats_server() -> anyhow::Result<PathBuf> {
 
 impl Nats {
     pub fn start(dir: &Path, sync: bool) -> anyhow::Result<Nats> {
-        let server = nats_server()?;
-        let free = || -> anyhow::Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
-        };
+        let program = nats_server()?;
         let ports: Vec<(u16, u16)> = (0..3)
-            .map(|_| Ok((free()?, free()?)))
+            .map(|_| Ok((free_port()?, free_port()?)))
             .collect::<anyhow::Result<_>>()?;
         let routes: Vec<String> = ports
             .iter()
@@ -216,16 +232,7 @@ impl Nats {
                     routes.join(", ")
                 ),
             )?;
-            let log = std::fs::File::create(node.join("nats.log"))?;
-            let child = Command::new(&server)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", server.display()))?;
-            nodes.push(Running { child });
+            nodes.push(server(&program, &conf, &node.join("nats.log"))?);
         }
         let urls: Vec<String> = ports
             .iter()

@@ -65,9 +65,14 @@ impl Curve {
         self.agents
             .iter()
             .enumerate()
-            .map(|(i, k)| format!("{prefix}-{i:05} {}\n", k.public))
+            .map(|(i, k)| format!("{} {}\n", device_id(prefix, i), k.public))
             .collect()
     }
+}
+
+/// The device id of a swarm's `i`th agent: PREFIX-00000, PREFIX-00001, ...
+pub fn device_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i:05}")
 }
 
 /// What a swarm achieved while measuring.
@@ -160,7 +165,7 @@ pub fn run(swarm: &Swarm, template: &Template) -> anyhow::Result<Outcome> {
     let mut agents = Vec::with_capacity(swarm.agents);
     for i in 0..swarm.agents {
         let socket = contexts[i / AGENTS_PER_CONTEXT].socket(zmq::DEALER)?;
-        socket.set_identity(route(&format!("{}-{i:05}", swarm.prefix)).as_bytes())?;
+        socket.set_identity(route(&device_id(&swarm.prefix, i)).as_bytes())?;
         socket.set_linger(0)?;
         socket.set_sndhwm(10_000)?;
         socket.set_rcvhwm(10_000)?;

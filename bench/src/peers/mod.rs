@@ -22,14 +22,14 @@
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::run::Running;
+use crate::run::{self, Running};
 
 pub mod mqtt;
 pub mod nats;
@@ -38,12 +38,6 @@ pub mod nats;
 pub struct Broker {
     pub proc: Running,
     pub port: u16,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Waits until something listens on `port`.
@@ -70,62 +64,49 @@ pub enum NatsSync {
 
 /// One nats-server (`server`) with JetStream, in `dir`.
 pub fn nats_server(server: &Path, dir: &Path, sync: NatsSync) -> anyhow::Result<Broker> {
-    std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
-    let conf = dir.join("nats.conf");
     let sync = match sync {
         NatsSync::Default => "",
         NatsSync::Always => ", sync_interval: always",
     };
-    std::fs::write(
-        &conf,
+    start(server, dir, "nats-server", |port| {
         format!(
             "listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\njetstream {{ store_dir: \"{}\"{sync} }}\n",
             dir.join("js").display()
-        ),
-    )?;
-    let child = Command::new(server)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("nats.log"))?)
-        .spawn()
-        .with_context(|| format!("starting {}", server.display()))?;
-    let proc = Running { child };
-    wait_listening(port, "nats-server")?;
-    Ok(Broker { proc, port })
+        )
+    })
 }
 
 /// Mosquitto, in `dir`: plaintext on loopback, nothing persisted, and no
 /// limit on the messages it queues for a client that is away (so an
 /// offline subscriber's session keeps every message published).
 pub fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
-    std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 0\n"
-        ),
-    )?;
     let program = ["mosquitto", "/usr/sbin/mosquitto"]
         .into_iter()
         .find(|p| Command::new(p).arg("-h").output().is_ok())
         .context(
             "mosquitto is missing: scripts/bench.sh peers installs it (apt install mosquitto)",
         )?;
-    let child = Command::new(program)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("mosquitto.log"))?)
-        .spawn()
-        .context("starting mosquitto")?;
-    let proc = Running { child };
-    wait_listening(port, "mosquitto")?;
+    start(Path::new(program), dir, "mosquitto", |port| {
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 0\n"
+        )
+    })
+}
+
+/// `program` in `dir` on a free loopback port, with the config `conf`
+/// writes for that port (`NAME.conf`, its log `NAME.log`), once it listens.
+fn start(
+    program: &Path,
+    dir: &Path,
+    name: &str,
+    conf: impl FnOnce(u16) -> String,
+) -> anyhow::Result<Broker> {
+    std::fs::create_dir_all(dir)?;
+    let port = run::free_port()?;
+    let path = dir.join(format!("{name}.conf"));
+    std::fs::write(&path, conf(port))?;
+    let proc = run::server(program, &path, &dir.join(format!("{name}.log")))?;
+    wait_listening(port, name)?;
     Ok(Broker { proc, port })
 }
 

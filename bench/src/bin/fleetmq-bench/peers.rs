@@ -12,34 +12,97 @@ use serde_json::{Value, json};
 
 use super::{Args, HUB_CONFIG, fleet_at_rest, fleet_round_trips, percentile_us, template};
 
-/// One system of the peers benchmark: its name, and what its ack means.
-struct Peer {
-    name: &'static str,
-    ack: &'static str,
+/// Publishers in the ingest load, each keeping `--window` batches in flight.
+const PUBLISHERS: usize = 100;
+/// The swarm's device ids (and the CURVE allow list's).
+const PREFIX: &str = "peer";
+
+/// The systems compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Fleetmq,
+    FleetmqCurve,
+    NatsSync,
+    Nats,
+    Mosquitto,
 }
 
-const PEERS: [Peer; 5] = [
-    Peer {
-        name: "fleetmq",
-        ack: "committed to SQLite and fsynced (WAL, synchronous=FULL); a resent batch is stored once (device, sequence)",
-    },
-    Peer {
-        name: "fleetmq+curve",
-        ack: "as fleetmq, every agent enrolled and on CURVE, as fleets run",
-    },
-    Peer {
-        name: "nats-sync",
-        ack: "JetStream (file store, 1 replica) wrote it and fsynced (sync_interval: always); stored once (Nats-Msg-Id)",
-    },
-    Peer {
-        name: "nats",
-        ack: "JetStream (file store, 1 replica) wrote it to the OS, fsynced within 2 min (the default); stored once (Nats-Msg-Id)",
-    },
-    Peer {
-        name: "mosquitto",
-        ack: "QoS 1 PUBACK: queued in the broker's memory for the store's session; lost if the broker stops; at least once",
-    },
-];
+use System::*;
+
+/// Ingest runs against each; request/reply and memory against one of each
+/// broker (CURVE and NATS's sync setting change neither).
+const INGEST: [System; 5] = [Fleetmq, FleetmqCurve, NatsSync, Nats, Mosquitto];
+const BROKERS: [System; 3] = [Fleetmq, Nats, Mosquitto];
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            Fleetmq => "fleetmq",
+            FleetmqCurve => "fleetmq+curve",
+            NatsSync => "nats-sync",
+            Nats => "nats",
+            Mosquitto => "mosquitto",
+        }
+    }
+
+    /// What its ack means.
+    fn ack(self) -> &'static str {
+        match self {
+            Fleetmq => {
+                "committed to SQLite and fsynced (WAL, synchronous=FULL); a resent batch is stored once (device, sequence)"
+            }
+            FleetmqCurve => "as fleetmq, every agent enrolled and on CURVE, as fleets run",
+            NatsSync => {
+                "JetStream (file store, 1 replica) wrote it and fsynced (sync_interval: always); stored once (Nats-Msg-Id)"
+            }
+            Nats => {
+                "JetStream (file store, 1 replica) wrote it to the OS, fsynced within 2 min (the default); stored once (Nats-Msg-Id)"
+            }
+            Mosquitto => {
+                "QoS 1 PUBACK: queued in the broker's memory for the store's session; lost if the broker stops; at least once"
+            }
+        }
+    }
+
+    /// The request/reply path measured.
+    fn path(self) -> &'static str {
+        match self {
+            Fleetmq | FleetmqCurve => {
+                "operator -> hub -> agent -> hub -> operator (REQ, ROUTER, DEALER)"
+            }
+            Nats | NatsSync => "core request/reply through nats-server to a subscribed client",
+            Mosquitto => "QoS 0 publish on the device's command topic, reply on its reply topic",
+        }
+    }
+
+    /// What one idle device holds at the broker.
+    fn device_holds(self) -> &'static str {
+        match self {
+            Fleetmq | FleetmqCurve => "five ZeroMQ connections (CURVE off), online and listening",
+            Nats | NatsSync => {
+                "one connection, subscribed to its command subject and the broadcasts"
+            }
+            Mosquitto => {
+                "one MQTT 3.1.1 connection, subscribed at QoS 1 to its command topic and the broadcasts"
+            }
+        }
+    }
+
+    /// A fresh broker of this kind in `dir` (not for fleetmq, whose hub
+    /// each measurement starts its own way).
+    fn broker(
+        self,
+        nats_server: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<peers::Broker> {
+        match self {
+            Nats => peers::nats_server(nats_server, dir, peers::NatsSync::Default),
+            NatsSync => peers::nats_server(nats_server, dir, peers::NatsSync::Always),
+            Mosquitto => peers::mosquitto(dir),
+            Fleetmq | FleetmqCurve => anyhow::bail!("fleetmq runs its own hub"),
+        }
+    }
+}
 
 /// What one system did under the ingest load in one round.
 struct Ingested {
@@ -75,15 +138,14 @@ fn ingest_cost(
     })
 }
 
-/// One round of durable ingest for `peer`: a fresh broker, `PUBLISHERS`
+/// One round of durable ingest for `system`: a fresh broker, `PUBLISHERS`
 /// publishers keeping `window` of the same batch in flight.
-fn peer_ingest(
-    peer: &str,
+fn ingest(
+    system: System,
     nats_server: &std::path::Path,
     template: &Template,
     args: &Args,
 ) -> anyhow::Result<Ingested> {
-    const PUBLISHERS: usize = 100;
     let (warmup, measure) = (
         Duration::from_secs(2),
         Duration::from_secs_f64(args.seconds),
@@ -91,9 +153,9 @@ fn peer_ingest(
     let mut payload = Vec::new();
     template.frame(1, &mut payload);
     let dir = tempfile::tempdir()?;
-    match peer {
-        "fleetmq" | "fleetmq+curve" => {
-            let (hub, curve) = if peer == "fleetmq" {
+    match system {
+        Fleetmq | FleetmqCurve => {
+            let (hub, curve) = if system == Fleetmq {
                 (run::Hub::start(dir.path(), HUB_CONFIG)?, None)
             } else {
                 let keys = fleetmq_net::keys::generate()?;
@@ -102,7 +164,7 @@ fn peer_ingest(
                     dir.path(),
                     HUB_CONFIG,
                     &keys,
-                    &curve.allow_list("peer"),
+                    &curve.allow_list(PREFIX),
                 )?;
                 (hub, Some(curve))
             };
@@ -113,7 +175,7 @@ fn peer_ingest(
                 warmup,
                 measure,
                 mode: Mode::Fleet,
-                prefix: "peer".into(),
+                prefix: PREFIX.into(),
                 curve,
             };
             ingest_cost(hub.proc.pid(), || {
@@ -125,19 +187,14 @@ fn peer_ingest(
                 })
             })
         }
-        "nats" | "nats-sync" => {
-            let sync = if peer == "nats" {
-                peers::NatsSync::Default
-            } else {
-                peers::NatsSync::Always
-            };
-            let b = peers::nats_server(nats_server, dir.path(), sync)?;
+        Nats | NatsSync => {
+            let b = system.broker(nats_server, dir.path())?;
             ingest_cost(b.proc.pid(), || {
                 peers::nats::ingest(b.port, PUBLISHERS, args.window, &payload, warmup, measure)
             })
         }
-        _ => {
-            let b = peers::mosquitto(dir.path())?;
+        Mosquitto => {
+            let b = system.broker(nats_server, dir.path())?;
             peers::mqtt::offline_store(b.port)?;
             ingest_cost(b.proc.pid(), || {
                 peers::mqtt::ingest(b.port, PUBLISHERS, args.window, &payload, warmup, measure)
@@ -146,47 +203,54 @@ fn peer_ingest(
     }
 }
 
-/// One round of request/reply for `peer`: the sorted times.
-fn peer_round_trips(
-    peer: &str,
+/// One round of request/reply for a broker: the sorted times. fleetmq's
+/// pings also set `sizes` (request and reply bytes), which the others then
+/// use, so it goes first.
+fn round_trips(
+    system: System,
     nats_server: &std::path::Path,
     args: &Args,
-    sizes: (usize, usize),
+    sizes: &mut (usize, usize),
 ) -> anyhow::Result<Vec<Duration>> {
     let dir = tempfile::tempdir()?;
-    match peer {
-        "fleetmq" => Ok(fleet_round_trips(args.agent_binary.as_deref(), args.count)?.0),
-        "nats" => {
-            let b = peers::nats_server(nats_server, dir.path(), peers::NatsSync::Default)?;
+    match system {
+        Fleetmq | FleetmqCurve => {
+            let (times, request, reply) =
+                fleet_round_trips(args.agent_binary.as_deref(), args.count)?;
+            *sizes = (request, reply);
+            Ok(times)
+        }
+        Nats | NatsSync => {
+            let b = system.broker(nats_server, dir.path())?;
             peers::nats::round_trips(b.port, args.count, sizes.0, sizes.1)
         }
-        _ => {
-            let b = peers::mosquitto(dir.path())?;
+        Mosquitto => {
+            let b = system.broker(nats_server, dir.path())?;
             peers::mqtt::round_trips(b.port, args.count, sizes.0, sizes.1)
         }
     }
 }
 
-/// One round of memory per idle connected device for `peer`.
-fn peer_memory(
-    peer: &str,
+/// One round of memory per idle connected device for a broker.
+fn memory(
+    system: System,
     nats_server: &std::path::Path,
     devices: usize,
     per_process: usize,
 ) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    match peer {
-        "fleetmq" => {
+    match system {
+        Fleetmq | FleetmqCurve => {
             let at = fleet_at_rest(devices, per_process)?;
             let rss = procstat::rss_bytes(at.hub.proc.pid()).unwrap_or(0);
             Ok(rss.saturating_sub(at.rss_idle) as f64 / devices as f64)
         }
-        "nats" => {
-            let b = peers::nats_server(nats_server, dir.path(), peers::NatsSync::Default)?;
+        Nats | NatsSync => {
+            let b = system.broker(nats_server, dir.path())?;
             broker_per_device(&b, devices, peers::nats::devices)
         }
-        _ => {
-            let b = peers::mosquitto(dir.path())?;
+        Mosquitto => {
+            let b = system.broker(nats_server, dir.path())?;
             broker_per_device(&b, devices, peers::mqtt::devices)
         }
     }
@@ -206,35 +270,35 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
     let limit = procstat::raise_open_files((devices * fleet::FDS_PER_AGENT + 1024) as u64)
         .context("raising the open-files limit")?;
     let per_process = ((limit as usize).saturating_sub(1024) / fleet::FDS_PER_AGENT).clamp(1, 1000);
-    let (_, request_bytes, reply_bytes) = fleet_round_trips(args.agent_binary.as_deref(), 1)?;
-    let rtt_peers = ["fleetmq", "nats", "mosquitto"];
-    let mut ingest: Vec<Vec<Ingested>> = (0..PEERS.len()).map(|_| Vec::new()).collect();
-    let mut rtt: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rtt_peers.len()];
-    let mut memory: Vec<Vec<f64>> = vec![Vec::new(); rtt_peers.len()];
+    let mut sizes = (0, 0);
+    let mut ingested: Vec<Vec<Ingested>> = INGEST.iter().map(|_| Vec::new()).collect();
+    let mut rtt: Vec<Vec<(f64, f64)>> = vec![Vec::new(); BROKERS.len()];
+    let mut held: Vec<Vec<f64>> = vec![Vec::new(); BROKERS.len()];
     for round in 0..ROUNDS {
         eprintln!("peers: round {} of {ROUNDS}", round + 1);
-        for (i, p) in PEERS.iter().enumerate() {
-            ingest[i].push(
-                peer_ingest(p.name, &server, &template, args)
-                    .with_context(|| format!("{} ingest", p.name))?,
+        for (i, &s) in INGEST.iter().enumerate() {
+            ingested[i].push(
+                ingest(s, &server, &template, args)
+                    .with_context(|| format!("{} ingest", s.name()))?,
             );
         }
-        for (i, p) in rtt_peers.iter().enumerate() {
-            let times = peer_round_trips(p, &server, args, (request_bytes, reply_bytes))
-                .with_context(|| format!("{p} round trips"))?;
+        for (i, &s) in BROKERS.iter().enumerate() {
+            let times = round_trips(s, &server, args, &mut sizes)
+                .with_context(|| format!("{} round trips", s.name()))?;
             rtt[i].push((percentile_us(&times, 50.0), percentile_us(&times, 99.0)));
-            memory[i].push(
-                peer_memory(p, &server, devices, per_process)
-                    .with_context(|| format!("{p} memory per device"))?,
+            held[i].push(
+                memory(s, &server, devices, per_process)
+                    .with_context(|| format!("{} memory per device", s.name()))?,
             );
         }
     }
+    let (request_bytes, reply_bytes) = sizes;
 
     let of = |rows: &[Ingested], f: fn(&Ingested) -> f64| {
         median(&rows.iter().map(f).collect::<Vec<_>>())
     };
     println!(
-        "\ndurable ingest: 100 publishers, {} in flight each, the same {}-byte batch, {} s, median of {ROUNDS} alternated rounds",
+        "\ndurable ingest: {PUBLISHERS} publishers, {} in flight each, the same {}-byte batch, {} s, median of {ROUNDS} alternated rounds",
         args.window,
         template.len(),
         args.seconds
@@ -243,9 +307,9 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
         "  {:<13} {:>10} {:>9} {:>11} {:>9} {:>10}   what the ack means",
         "system", "acked/s", "vs fleetmq", "cpu µs/msg", "RSS MB", "load cpu"
     );
-    let base = of(&ingest[0], |r| r.per_s);
+    let base = of(&ingested[0], |r| r.per_s);
     let mut ingest_rows = Vec::new();
-    for (p, rows) in PEERS.iter().zip(&ingest) {
+    for (s, rows) in INGEST.iter().zip(&ingested) {
         let (rate, cpu, rss, load) = (
             of(rows, |r| r.per_s),
             of(rows, |r| r.cpu_us_per_msg),
@@ -254,13 +318,13 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
         );
         println!(
             "  {:<13} {rate:>10.0} {:>9.2}x {cpu:>11.1} {:>9.1} {load:>10.2}   {}",
-            p.name,
+            s.name(),
             rate / base,
             rss / 1e6,
-            p.ack
+            s.ack()
         );
         ingest_rows.push(json!({
-            "system": p.name, "ack_means": p.ack,
+            "system": s.name(), "ack_means": s.ack(),
             "acked_per_s": rate, "ratio_to_fleetmq": rate / base,
             "broker_cpu_us_per_msg": cpu, "broker_rss_bytes": rss,
             "load_generator_cpu_s_per_s": load,
@@ -276,14 +340,10 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
         "  {:<10} {:>8} {:>8} {:>10}   path",
         "system", "p50 µs", "p99 µs", "p50 vs fleetmq"
     );
-    let paths = [
-        "operator -> hub -> agent -> hub -> operator (REQ, ROUTER, DEALER)",
-        "core request/reply through nats-server to a subscribed client",
-        "QoS 0 publish on the device's command topic, reply on its reply topic",
-    ];
     let base = median(&rtt[0].iter().map(|r| r.0).collect::<Vec<_>>());
     let mut rtt_rows = Vec::new();
-    for ((p, rows), path) in rtt_peers.iter().zip(&rtt).zip(paths) {
+    for (s, rows) in BROKERS.iter().zip(&rtt) {
+        let (p, path) = (s.name(), s.path());
         let p50 = median(&rows.iter().map(|r| r.0).collect::<Vec<_>>());
         let p99 = median(&rows.iter().map(|r| r.1).collect::<Vec<_>>());
         println!(
@@ -296,14 +356,10 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
     println!(
         "\nbroker memory per idle connected device, {devices} devices, median of {ROUNDS} alternated rounds"
     );
-    let holds = [
-        "five ZeroMQ connections (CURVE off), online and listening",
-        "one connection, subscribed to its command subject and the broadcasts",
-        "one MQTT 3.1.1 connection, subscribed at QoS 1 to its command topic and the broadcasts",
-    ];
-    let base = median(&memory[0]);
+    let base = median(&held[0]);
     let mut memory_rows = Vec::new();
-    for ((p, values), holds) in rtt_peers.iter().zip(&memory).zip(holds) {
+    for (s, values) in BROKERS.iter().zip(&held) {
+        let (p, holds) = (s.name(), s.device_holds());
         let m = median(values);
         println!(
             "  {p:<10} {:>8.1} KB  {:>6.2}x fleetmq   {holds}",
@@ -338,7 +394,7 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
     );
     Ok(json!({
         "rounds": ROUNDS,
-        "ingest": { "publishers": 100, "window": args.window, "batch_bytes": template.len(), "seconds": args.seconds, "rows": ingest_rows },
+        "ingest": { "publishers": PUBLISHERS, "window": args.window, "batch_bytes": template.len(), "seconds": args.seconds, "rows": ingest_rows },
         "request_reply": { "count": args.count, "request_bytes": request_bytes, "reply_bytes": reply_bytes, "rows": rtt_rows },
         "memory_per_idle_device": { "devices": devices, "rows": memory_rows },
         "bytes_per_batch": wire_rows,
