@@ -76,9 +76,11 @@ pub fn nats_server(server: &Path, dir: &Path, sync: NatsSync) -> anyhow::Result<
     })
 }
 
-/// Mosquitto, in `dir`: plaintext on loopback, nothing persisted, and no
+/// Mosquitto, in `dir`: plaintext on loopback, nothing persisted, no
 /// limit on the messages it queues for a client that is away (so an
-/// offline subscriber's session keeps every message published).
+/// offline subscriber's session keeps every message published), and its
+/// sockets without Nagle's delay, as fleetmq's and NATS's are (otherwise a
+/// small reply can wait 40 ms for a delayed ACK).
 pub fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
     let program = ["mosquitto", "/usr/sbin/mosquitto"]
         .into_iter()
@@ -88,7 +90,7 @@ pub fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
         )?;
     start(Path::new(program), dir, "mosquitto", |port| {
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 0\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 0\nset_tcp_nodelay true\n"
         )
     })
 }
