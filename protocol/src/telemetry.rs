@@ -390,6 +390,31 @@ impl Batch {
         })
     }
 
+    /// The newest sample of each name (the later one in the batch when two
+    /// share a time), in the order of `names`: what a reader keeping the
+    /// newest value of every series needs, with one look-up a name
+    /// instead of one a sample (a batch of 1 Hz readings holds each
+    /// series many times).
+    pub fn newest_samples(&self) -> Vec<SampleRef<'_>> {
+        let mut newest: Vec<Option<(u64, Value)>> = vec![None; self.names.len()];
+        for s in &self.samples {
+            let (Some(slot), Ok(ts_ms)) = (
+                newest.get_mut(s.name as usize),
+                absolute(self.base_ts_ms, s.offset_ms),
+            ) else {
+                continue;
+            };
+            if slot.is_none_or(|(t, _)| ts_ms >= t) {
+                *slot = Some((ts_ms, s.value));
+            }
+        }
+        self.names
+            .iter()
+            .zip(newest)
+            .filter_map(|(name, n)| n.map(|(ts_ms, value)| SampleRef { name, ts_ms, value }))
+            .collect()
+    }
+
     /// The chat lines with absolute timestamps.
     pub fn resolved_chat(&self) -> impl Iterator<Item = (u64, &str)> {
         self.chat.iter().filter_map(|c| {
@@ -510,6 +535,49 @@ mod tests {
             metric_of("host.temp_c{zone=cpu}"),
             split_series("host.temp_c{zone=cpu}").0
         );
+    }
+
+    #[test]
+    fn newest_samples_hold_each_name_once_at_its_latest_time() {
+        let mut b = BatchBuilder::new(1);
+        for (name, ts_ms, v) in [
+            ("cpu", 1_000, 1),
+            ("temp", 3_000, 40),
+            ("cpu", 5_000, 2),
+            ("cpu", 2_000, 9),
+            ("temp", 3_000, 41),
+            ("load", 4_000, 7),
+        ] {
+            b.push_sample(name, ts_ms, Value::Int(v)).unwrap();
+        }
+        let batch = b.finish();
+        let got: Vec<(&str, u64, Value)> = batch
+            .newest_samples()
+            .into_iter()
+            .map(|s| (s.name, s.ts_ms, s.value))
+            .collect();
+        // A sample out of order does not go back in time; of two at one
+        // time the later in the batch wins, as a reader of every sample
+        // in turn would keep it.
+        assert_eq!(
+            got,
+            [
+                ("cpu", 5_000, Value::Int(2)),
+                ("temp", 3_000, Value::Int(41)),
+                ("load", 4_000, Value::Int(7)),
+            ]
+        );
+        let mut by_every_sample = std::collections::HashMap::new();
+        for s in batch.resolved_samples() {
+            let slot = by_every_sample.entry(s.name).or_insert((0, Value::Int(0)));
+            if s.ts_ms >= slot.0 {
+                *slot = (s.ts_ms, s.value);
+            }
+        }
+        assert_eq!(by_every_sample.len(), got.len());
+        for (name, ts_ms, value) in got {
+            assert_eq!(by_every_sample[name], (ts_ms, value));
+        }
     }
 
     #[test]

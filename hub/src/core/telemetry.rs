@@ -211,7 +211,8 @@ impl Core {
     pub(super) fn count_stored(&mut self, device: &str, batch: &Batch) {
         self.counters.batches_stored += 1;
         self.counters.samples_stored += batch.samples.len() as u64;
-        self.latest.record(device, batch.resolved_samples());
+        self.latest
+            .record(device, batch.newest_samples().into_iter());
     }
 
     /// Chat lines stored, relayed to the room.
