@@ -1,6 +1,8 @@
 //! Telemetry batches and chat: stored in one transaction per round, read
 //! back decoded.
 
+use std::collections::HashMap;
+
 use fleetmq_protocol::{Batch, ChatRow, TelemetryQuery, TelemetryRow};
 use rusqlite::{OptionalExtension as _, params};
 
@@ -75,11 +77,13 @@ impl Store {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut chat = Vec::new();
         let mut added = 0u64;
+        // New batches by device.
+        let mut counted: HashMap<&str, i64> = HashMap::new();
         {
             let mut device = tx
                 .prepare_cached(
-                    "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches) VALUES (?1, ?2, ?2, ?2, 1)
-                     ON CONFLICT (id) DO UPDATE SET batches = batches + 1, last_seen_ms = max(last_seen_ms, ?2)",
+                    "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches) VALUES (?1, ?2, ?2, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET batches = batches + ?3, last_seen_ms = max(last_seen_ms, ?2)",
                 )
                 .doing("preparing device update")?;
             let mut batch = tx
@@ -128,9 +132,7 @@ impl Store {
                     }
                     continue;
                 }
-                device
-                    .execute(params![item.device, now_ms as i64])
-                    .doing("counting a batch")?;
+                *counted.entry(item.device).or_insert(0) += 1;
                 added += item.body.len() as u64;
                 for (ts_ms, text) in b.resolved_chat() {
                     line.execute(params![item.device, b.seq as i64, ts_ms as i64, text])
@@ -143,6 +145,13 @@ impl Store {
                     });
                 }
                 outcomes.push(Stored::New);
+            }
+            // One statement a device, however many of its batches the round
+            // holds (up to its window).
+            for (id, n) in counted {
+                device
+                    .execute(params![id, now_ms as i64, n])
+                    .doing("counting a device's batches")?;
             }
         }
         if added > 0 {

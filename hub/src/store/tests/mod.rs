@@ -179,6 +179,55 @@ fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
     assert_eq!(store_one(&mut store, 6, 12), Stored::New);
 }
 
+/// A round holding several batches of a device counts each new one once
+/// on its device, and a resend in it not at all.
+#[test]
+fn a_round_counts_each_devices_new_batches() {
+    let mut store = Store::in_memory().unwrap();
+    let batch = |seq: u64| {
+        let mut b = fleetmq_protocol::BatchBuilder::new(seq);
+        b.push_sample("n", 1_000, fleetmq_protocol::Value::Int(seq as i64))
+            .unwrap();
+        let batch = b.finish();
+        let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
+            .encode()
+            .unwrap();
+        let body = fleetmq_protocol::envelope::open(&frame).unwrap().1.to_vec();
+        (batch, body)
+    };
+    // pi-a 1 is stored before the round, which resends it.
+    assert_eq!(store_as("pi-a", &mut store, batch(1).0, 5), Stored::New);
+    let round = [
+        ("pi-a", batch(2)),
+        ("pi-b", batch(1)),
+        ("pi-a", batch(3)),
+        ("pi-a", batch(1)),
+    ];
+    let incoming: Vec<Incoming<'_>> = round
+        .iter()
+        .map(|(device, (batch, body))| Incoming {
+            device,
+            batch,
+            body,
+        })
+        .collect();
+    let (outcomes, _) = store.store_batches(&incoming, 9).unwrap();
+    assert_eq!(
+        outcomes,
+        [Stored::New, Stored::New, Stored::New, Stored::Duplicate]
+    );
+    let counted: Vec<(String, u64, u64)> = store
+        .devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.batches, d.last_seen_ms))
+        .collect();
+    assert_eq!(
+        counted,
+        [("pi-a".to_string(), 3, 9), ("pi-b".to_string(), 1, 9)]
+    );
+}
+
 mod queries_and_retention;
 
 /// An aimed job's answer fits in one message however much its runs
