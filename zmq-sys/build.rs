@@ -13,8 +13,20 @@ use std::{env, fs, path::PathBuf};
 const MESSAGE_PIPE_GRANULARITY: u32 = 8;
 
 /// A header force-included first in every libzmq translation unit (C++
-/// only), with three changes to libzmq as it ships:
+/// only), with four changes to libzmq as zeromq-src builds it:
 ///
+/// - **What Linux has.** libzmq's CMake build finds these and writes them
+///   to `platform.hpp`; zeromq-src writes that file empty and defines only
+///   a few, so libzmq ran without them: `SO_KEEPALIVE` and the
+///   `TCP_KEEP*` options were never set, so `ZMQ_TCP_KEEPALIVE` did
+///   nothing and a hub never noticed a device that lost power on its
+///   quiet sockets (the connections stayed, five descriptors each);
+///   libzmq's clock was the wall clock (`gettimeofday`), so its timers and
+///   `zmq_poll` timeouts moved when a Pi without a real-time clock set its
+///   time; each mailbox was a socket pair where one `eventfd` does, and
+///   the descriptors it made could be inherited by programs the agent
+///   runs. Every one of these is in Linux since 2.6.28 and in glibc and
+///   musl.
 /// - **Its compile-time settings.** libzmq's `config.hpp` holds them as one
 ///   enum in namespace `zmq`. This header takes `config.hpp`'s include
 ///   guard, so libzmq's copy is skipped, and gives the same values except
@@ -54,6 +66,18 @@ __cxa_demangle (const char *, char *, std::size_t *, int *status_)
     format!(
         r#"#ifndef __ZMQ_CONFIG_HPP_INCLUDED__
 #define __ZMQ_CONFIG_HPP_INCLUDED__
+#ifdef __linux__
+#define HAVE_CLOCK_GETTIME 1
+#define ZMQ_HAVE_SO_KEEPALIVE 1
+#define ZMQ_HAVE_TCP_KEEPCNT 1
+#define ZMQ_HAVE_TCP_KEEPIDLE 1
+#define ZMQ_HAVE_TCP_KEEPINTVL 1
+#define ZMQ_HAVE_EVENTFD 1
+#define ZMQ_HAVE_EVENTFD_CLOEXEC 1
+#define ZMQ_HAVE_SOCK_CLOEXEC 1
+#define HAVE_ACCEPT4 1
+#define ZMQ_IOTHREAD_POLLER_USE_EPOLL_CLOEXEC 1
+#endif
 #ifdef __cplusplus
 #include <sstream>
 #include <string>

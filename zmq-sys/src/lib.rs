@@ -295,6 +295,151 @@ mod tests {
         }
     }
 
+    /// An int socket option of `fd` at `level`.
+    fn int_option(fd: c_int, level: c_int, name: c_int) -> c_int {
+        let (mut value, mut len) = (0 as c_int, size_of::<c_int>() as libc::socklen_t);
+        // SAFETY: getsockopt on a descriptor of this process, into a local
+        // int whose size is passed with it.
+        let rc =
+            unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) };
+        assert_eq!(rc, 0, "getsockopt({fd}, {level}, {name})");
+        value
+    }
+
+    /// This process's descriptors whose /proc link starts with `kind`.
+    #[cfg(target_os = "linux")]
+    fn descriptors(kind: &str) -> std::vec::Vec<c_int> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let link = std::fs::read_link(e.path()).ok()?;
+                let fd: c_int = e.file_name().to_str()?.parse().ok()?;
+                link.to_str()?.starts_with(kind).then_some(fd)
+            })
+            .collect()
+    }
+
+    /// `ZMQ_TCP_KEEPALIVE` reaches the kernel: a connection a listening
+    /// socket accepts has keepalive on with the idle time, interval and
+    /// count asked for (libzmq set none of them before build.rs said
+    /// Linux has them).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn accepted_connections_have_the_keepalive_asked_for() {
+        use std::net::TcpStream;
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a socket on a fresh context, used and closed here; the
+        // buffers outlive the calls and their lengths are passed with them.
+        unsafe {
+            let ctx = zmq_ctx_new();
+            let s = zmq_socket(ctx, ZMQ_ROUTER as c_int);
+            for (option, value) in [
+                (ZMQ_TCP_KEEPALIVE, 1),
+                (ZMQ_TCP_KEEPALIVE_IDLE, 7),
+                (ZMQ_TCP_KEEPALIVE_INTVL, 3),
+                (ZMQ_TCP_KEEPALIVE_CNT, 4),
+            ] {
+                let value: c_int = value;
+                let len = size_of::<c_int>();
+                let set = zmq_setsockopt(s, option as c_int, (&raw const value).cast(), len);
+                assert_eq!(set, 0);
+            }
+            assert_eq!(zmq_bind(s, c"tcp://127.0.0.1:*".as_ptr()), 0);
+            let mut buf = [0u8; 64];
+            let mut len: size_t = buf.len();
+            let got = zmq_getsockopt(
+                s,
+                ZMQ_LAST_ENDPOINT as c_int,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            );
+            assert_eq!(got, 0);
+            let name = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
+            let address = name.to_str().unwrap().strip_prefix("tcp://").unwrap();
+            let client = TcpStream::connect(address).unwrap();
+            let ours = client.local_addr().unwrap();
+            // The accepted end: the socket in this process whose peer is
+            // our client, once libzmq's I/O thread has accepted it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let accepted = loop {
+                let found = descriptors("socket:").into_iter().find(|&fd| {
+                    let peer = libc_peer(fd);
+                    fd != client.as_raw_fd() && peer == Some(ours)
+                });
+                if let Some(fd) = found {
+                    break fd;
+                }
+                assert!(std::time::Instant::now() < deadline, "never accepted");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            };
+            assert_eq!(
+                int_option(accepted, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+                1
+            );
+            assert_eq!(
+                int_option(accepted, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+                7
+            );
+            assert_eq!(
+                int_option(accepted, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+                3
+            );
+            assert_eq!(
+                int_option(accepted, libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+                4
+            );
+            drop(client);
+            assert_eq!(zmq_close(s), 0);
+            assert_eq!(zmq_ctx_term(ctx), 0);
+        }
+    }
+
+    /// The IPv4 peer of socket `fd`, if it has one.
+    fn libc_peer(fd: c_int) -> Option<std::net::SocketAddr> {
+        // SAFETY: getpeername into a zeroed sockaddr_in whose size is passed.
+        unsafe {
+            let mut sa: libc::sockaddr_in = core::mem::zeroed();
+            let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::getpeername(fd, (&raw mut sa).cast(), &raw mut len);
+            if rc != 0 || c_int::from(sa.sin_family) != libc::AF_INET {
+                return None;
+            }
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+            Some((ip, u16::from_be(sa.sin_port)).into())
+        }
+    }
+
+    /// libzmq's mailboxes are eventfds, and neither they nor its epoll
+    /// descriptors pass to programs the process runs (close-on-exec).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn libzmq_descriptors_are_eventfds_closed_on_exec() {
+        // SAFETY: a socket on a fresh context, checked and closed here.
+        unsafe {
+            let ctx = zmq_ctx_new();
+            let s = zmq_socket(ctx, ZMQ_PAIR as c_int);
+            assert!(!s.is_null());
+            let eventfds = descriptors("anon_inode:[eventfd]");
+            assert!(
+                !eventfds.is_empty(),
+                "no eventfd: mailboxes are socket pairs"
+            );
+            for fd in eventfds
+                .into_iter()
+                .chain(descriptors("anon_inode:[eventpoll]"))
+            {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                // Another test may have closed it since it was listed.
+                if flags >= 0 {
+                    assert_ne!(flags & libc::FD_CLOEXEC, 0, "descriptor {fd} is inherited");
+                }
+            }
+            assert_eq!(zmq_close(s), 0);
+            assert_eq!(zmq_ctx_term(ctx), 0);
+        }
+    }
+
     #[test]
     fn libzmq_uses_our_error_numbers() {
         // SAFETY: a socket on a fresh context, used and closed here.
