@@ -16,28 +16,7 @@ pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     if let Some(bind) = args.bind {
-        let (host, port) = bind.rsplit_once(':').with_context(|| {
-            format!("--bind {bind:?} needs HOST:PORT, e.g. 0.0.0.0:7750 or 127.0.0.1:*")
-        })?;
-        let base = match port {
-            "*" | "0" => None,
-            p => Some(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0 && *p <= u16::MAX - 5)
-                    .with_context(|| {
-                        format!(
-                            "--bind {bind:?}: port {p:?} must be 1-65530, or * to let the OS pick"
-                        )
-                    })?,
-            ),
-        };
-        // Only the agent sockets and the local ones move; a remote
-        // operator socket stays where the config put it.
-        let remote = std::mem::take(&mut config.listen.operator_remote);
-        config.listen = Listen::on(host, base);
-        config.listen.operator_remote = remote;
-        config.validate("--bind")?;
+        apply_bind(&mut config, &bind)?;
     }
     if let Some(nats) = args.nats {
         config.cluster.servers = nats
@@ -59,6 +38,37 @@ pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = fleetmq_net::Shutdown::install().context("installing signal handlers")?;
     open_files_for_a_fleet();
     Ok(crate::driver::run(config, args.insecure, shutdown)?)
+}
+
+/// `--bind HOST:PORT`: the agent sockets on HOST at PORT and the next four
+/// ports, the operator socket on 127.0.0.1 at PORT+5 and the HTTP side at
+/// PORT+6 (every port the OS's pick for `*`). What the config placed
+/// itself stays: the remote operator socket, and an HTTP side it turned
+/// off (`listen.http = ""`) stays off.
+fn apply_bind(config: &mut HubConfig, bind: &str) -> anyhow::Result<()> {
+    let (host, port) = bind.rsplit_once(':').with_context(|| {
+        format!("--bind {bind:?} needs HOST:PORT, e.g. 0.0.0.0:7750 or 127.0.0.1:*")
+    })?;
+    let base = match port {
+        "*" | "0" => None,
+        p => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0 && *p <= u16::MAX - 6)
+                .with_context(|| {
+                    format!("--bind {bind:?}: port {p:?} must be 1-65529, or * to let the OS pick")
+                })?,
+        ),
+    };
+    let remote = std::mem::take(&mut config.listen.operator_remote);
+    let http_off = config.listen.http.is_empty();
+    config.listen = Listen::on(host, base);
+    config.listen.operator_remote = remote;
+    if http_off {
+        config.listen.http.clear();
+    }
+    config.validate("--bind")?;
+    Ok(())
 }
 
 /// Each connected agent holds five connections, each an open file: raises
@@ -112,4 +122,38 @@ pub(super) fn allow_list(at: &EnrolArgs) -> anyhow::Result<PathBuf> {
         config.data_dir = dir.clone();
     }
     Ok(config.allow_list_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_moves_the_sockets_and_keeps_what_the_config_placed() {
+        let mut config = HubConfig::default();
+        config.listen.operator_remote = "tcp://0.0.0.0:7800".into();
+        apply_bind(&mut config, "0.0.0.0:9000").unwrap();
+        let l = &config.listen;
+        assert_eq!(l.telemetry, "tcp://0.0.0.0:9000");
+        assert_eq!(l.commands, "tcp://0.0.0.0:9004");
+        assert_eq!(l.operator, "tcp://127.0.0.1:9005");
+        assert_eq!(l.http, "127.0.0.1:9006");
+        assert_eq!(l.operator_remote, "tcp://0.0.0.0:7800");
+
+        let mut quiet = HubConfig::default();
+        quiet.listen.http = String::new();
+        apply_bind(&mut quiet, "127.0.0.1:*").unwrap();
+        assert_eq!(quiet.listen.telemetry, "tcp://127.0.0.1:*");
+        assert_eq!(quiet.listen.http, "", "an HTTP side turned off stays off");
+    }
+
+    #[test]
+    fn bind_refuses_what_it_cannot_place_and_says_how() {
+        let mut config = HubConfig::default();
+        let err = |c: &mut HubConfig, bind: &str| apply_bind(c, bind).unwrap_err().to_string();
+        assert!(err(&mut config, "7750").contains("needs HOST:PORT"));
+        assert!(err(&mut config, "0.0.0.0:65530").contains("must be 1-65529"));
+        assert!(err(&mut config, "0.0.0.0:x").contains("or * to let the OS pick"));
+        assert_eq!(config.listen, HubConfig::default().listen, "nothing moved");
+    }
 }
