@@ -235,7 +235,9 @@ struct Netns {
 }
 
 impl Netns {
-    fn new() -> Netns {
+    /// Namespace `n` (0 or 1) of this test process: each test that cuts a
+    /// link has its own.
+    fn new(n: u32) -> Netns {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         assert!(
@@ -243,11 +245,11 @@ impl Netns {
             "this test needs root: it puts agents in their own network namespace (ip netns); run the suite as root"
         );
         let id = std::process::id() % 10_000;
-        let net = id % 250;
+        let net = (id % 125) * 2 + n;
         let ns = Netns {
-            name: format!("fleetmq-{id}"),
-            host_if: format!("fmqh{id}"),
-            ns_if: format!("fmqa{id}"),
+            name: format!("fleetmq-{id}-{n}"),
+            host_if: format!("fmqh{id}x{n}"),
+            ns_if: format!("fmqa{id}x{n}"),
             host_ip: format!("10.251.{net}.1"),
         };
         ip(&["netns", "add", &ns.name]);
@@ -412,7 +414,7 @@ fn a_hub_on_a_full_disk_holds_telemetry_back_and_resumes_by_itself() {
 fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
     let _w = watchdog("partition", LIMIT);
     let dir = tmp();
-    let net = Netns::new();
+    let net = Netns::new(0);
     let hub = Hub::start_with(dir.path(), &["--bind", &format!("{}:*", net.host_ip)]);
     let devices = ["pi-p1", "pi-p2"];
     let exec = ["ip", "netns", "exec", net.name.as_str()];
@@ -466,6 +468,56 @@ fn a_network_partition_of_30_seconds_loses_and_repeats_nothing() {
         p.wait_accepted(15);
     }
     finish_and_audit(&hub, &devices, producers, false);
+}
+
+/// A device that loses power sends nothing more, not even a FIN or a
+/// RST: the hub notices by TCP keepalive (probes every heartbeat once a
+/// connection is idle, given up after the heartbeat timeout) and closes
+/// each of its five connections, rather than holding their descriptors
+/// and buffers for good.
+#[test]
+fn the_hub_closes_the_connections_of_a_device_that_lost_power() {
+    let _w = watchdog("power loss", LIMIT);
+    let dir = tmp();
+    let net = Netns::new(1);
+    let hub = Hub::start_with(dir.path(), &["--bind", &format!("{}:*", net.host_ip)]);
+    let exec = ["ip", "netns", "exec", net.name.as_str()];
+    let agent = start_agent_in(
+        &exec,
+        &hub.link(),
+        &hub.dir,
+        "pi-power",
+        "run",
+        &agent_config(""),
+        &[],
+    );
+    hub.wait_listening("pi-power");
+    let before = hub.stats()["disconnects"].as_u64().unwrap();
+    // The power goes: the link first, so that what the dying agent's
+    // kernel sends never arrives.
+    net.cut();
+    agent.signal(libc::SIGKILL);
+    let cut_at = std::time::Instant::now();
+    // 5 s idle, then 3 unanswered probes 5 s apart (the defaults): about
+    // 20 s. Twice that, and then some, before calling it a leak.
+    let deadline = cut_at + Duration::from_secs(60);
+    let closed = loop {
+        let closed = hub.stats()["disconnects"].as_u64().unwrap() - before;
+        if closed >= 5 {
+            break closed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 60 s the hub had closed {closed} of the 5 connections of a device that lost power"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!(
+        "{closed} connections of the powered-off device closed after {:?}",
+        cut_at.elapsed()
+    );
+    let devices = hub.devices();
+    assert_eq!(devices["pi-power"]["online"], false);
 }
 
 #[test]
