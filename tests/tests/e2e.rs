@@ -1693,6 +1693,35 @@ fn an_operator_command_piped_into_head_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// A device that took no jobs and is told by a reload to take them gets
+/// work-queue jobs at once: the reload says `jobs` applied, so its jobs
+/// socket connects then, not at its next connection to the hub.
+#[test]
+fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
+    let _w = watchdog("jobs reload", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    // The suite's agent configuration, taking no jobs at first.
+    let jobs = "[jobs]\nallow = [\"echo\", \"exec\"]\n";
+    let none = agent_config("").replace(jobs, "[jobs]\nallow = []\n");
+    assert_ne!(none, agent_config(""), "the suite's [jobs] line moved");
+    let agent = start_agent(&hub.link(), dir.path(), "pi-jr", "run", &none, &[]);
+    hub.wait_listening("pi-jr");
+    agent.wait_log("takes no jobs");
+    let config = dir.path().join("pi-jr/agent.toml");
+    std::fs::write(&config, agent_config("")).unwrap();
+    agent.signal(libc::SIGHUP);
+    let reload = wait_for("the reload in the status", || {
+        let r = agent_status(&dir.path().join("pi-jr/data"))["reload"].clone();
+        (r["at_ms"].as_u64().unwrap() > 0).then_some(r)
+    });
+    assert_eq!(reload["applied"], serde_json::json!(["jobs"]), "{reload}");
+    let echo = job_result(&hub, &["echo", "after the reload"]);
+    assert_eq!(echo["state"], "done", "{echo}");
+    assert_eq!(echo["device"], "pi-jr");
+    assert_eq!(echo["outcome"]["stdout"], "after the reload");
+}
+
 #[test]
 fn sighup_applies_what_can_change_live_and_names_what_needs_a_restart() {
     let _w = watchdog("sighup", LIMIT);

@@ -329,26 +329,9 @@ impl Agent {
         if self.chat_mode {
             sub = sub.subscribe(names::CHAT_TOPIC.as_bytes());
         }
-        let opts = self.sockets.options().clone();
-        if self.cfg.jobs.allow.is_empty() {
-            info!(
-                "[jobs] allow is empty: this device takes no jobs, so its jobs socket is not connected"
-            );
-        }
         self.links = Some(Links {
             sub: sub.secure().connect(&ep(ports.broadcast)?)?,
-            // Take few jobs ahead: the hub's round robin skips full pipes.
-            jobs: if self.cfg.jobs.allow.is_empty() {
-                None
-            } else {
-                Some(
-                    self.sockets
-                        .build(zmq::PULL)
-                        .hwm(opts.send_hwm, 2)
-                        .secure()
-                        .connect(&ep(ports.jobs)?)?,
-                )
-            },
+            jobs: self.jobs_socket(&ports)?,
             results: self
                 .sockets
                 .build(zmq::PUSH)
@@ -363,6 +346,48 @@ impl Agent {
             ports,
         });
         Ok(())
+    }
+
+    /// The work queue's socket to the hub at `ports`, if `[jobs] allow`
+    /// names a kind: a device that takes no jobs is never handed one.
+    fn jobs_socket(&self, ports: &HubPorts) -> Result<Option<zmq::Socket>, Error> {
+        if self.cfg.jobs.allow.is_empty() {
+            info!(
+                "[jobs] allow is empty: this device takes no jobs, so its jobs socket is not connected"
+            );
+            return Ok(None);
+        }
+        let ep = fleetmq_net::endpoint::with_port(&self.hub, ports.jobs)
+            .ok_or_else(|| Error::HubPort(self.hub.clone()))?;
+        let hwm = self.sockets.options().send_hwm;
+        // Take few jobs ahead: the hub's round robin skips full pipes.
+        let socket = self
+            .sockets
+            .build(zmq::PULL)
+            .hwm(hwm, 2)
+            .secure()
+            .connect(&ep)?;
+        Ok(Some(socket))
+    }
+
+    /// `[jobs] allow` went from empty to naming a kind, or back: the jobs
+    /// socket is connected, or closed, to match (at the next Welcome it
+    /// would be anyway).
+    pub(super) fn relink_jobs(&mut self) {
+        let Some(ports) = self.links.as_ref().map(|l| l.ports.clone()) else {
+            return;
+        };
+        match self.jobs_socket(&ports) {
+            Ok(jobs) => {
+                if let Some(links) = &mut self.links {
+                    links.jobs = jobs;
+                }
+            }
+            Err(e) => warn!(
+                "the jobs socket could not be connected after the reload; work-queue jobs wait for the next connection to the hub: {}",
+                error_chain(&e)
+            ),
+        }
     }
 
     /// The hub holds batch `seq` from another agent with this device id:

@@ -199,8 +199,12 @@ impl Agent {
             max_output: new.exec.max_output_bytes,
         };
         let offered = (self.cfg.jobs.allow.clone(), self.cfg.exec.programs.clone());
+        let took_none = self.cfg.jobs.allow.is_empty();
         self.cfg.exec = new.exec;
         self.cfg.jobs = new.jobs;
+        if took_none != self.cfg.jobs.allow.is_empty() {
+            self.relink_jobs();
+        }
         self.cfg.commands = new.commands;
         self.cfg.remote = new.remote;
         // The hub aims jobs by what we take on.
