@@ -314,10 +314,7 @@ impl Agent {
         info!(%hub_version, ?ports, "hub welcomed us; connecting broadcast, jobs, results and commands");
         // Dropping old links closes them.
         self.links = None;
-        let ep = |port: u16| {
-            fleetmq_net::endpoint::with_port(&self.hub, port)
-                .ok_or_else(|| Error::HubPort(self.hub.clone()))
-        };
+        let ep = |port: u16| self.hub_port(port);
         let mut sub = self
             .sockets
             .build(zmq::SUB)
@@ -348,6 +345,12 @@ impl Agent {
         Ok(())
     }
 
+    /// The hub's address at another of its ports.
+    fn hub_port(&self, port: u16) -> Result<String, Error> {
+        fleetmq_net::endpoint::with_port(&self.hub, port)
+            .ok_or_else(|| Error::HubPort(self.hub.clone()))
+    }
+
     /// The work queue's socket to the hub at `ports`, if `[jobs] allow`
     /// names a kind: a device that takes no jobs is never handed one.
     fn jobs_socket(&self, ports: &HubPorts) -> Result<Option<zmq::Socket>, Error> {
@@ -357,8 +360,7 @@ impl Agent {
             );
             return Ok(None);
         }
-        let ep = fleetmq_net::endpoint::with_port(&self.hub, ports.jobs)
-            .ok_or_else(|| Error::HubPort(self.hub.clone()))?;
+        let ep = self.hub_port(ports.jobs)?;
         let hwm = self.sockets.options().send_hwm;
         // Take few jobs ahead: the hub's round robin skips full pipes.
         let socket = self
