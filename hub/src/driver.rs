@@ -2,7 +2,7 @@
 //! owns every socket, waits on them, hands what arrives to the [`Core`] and
 //! carries out the [`Action`]s it returns.
 //!
-//! `zmq::poll` waits on the five agent-facing sockets, the operator socket,
+//! [`Poll`] waits on the five agent-facing sockets, the operator socket,
 //! the socket monitors, the ZAP handler and the shutdown descriptor. Each
 //! ready socket is drained without blocking; telemetry batches read in one
 //! round are stored in one transaction and only then acked

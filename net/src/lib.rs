@@ -11,7 +11,7 @@
 //! * [`Poll`] waits on sockets and descriptors named by tokens;
 //!   [`poll::next_event`] reads socket monitor events ([`poll::event`]).
 //! * [`Shutdown`] turns SIGINT and SIGTERM into a readable file descriptor
-//!   that a `zmq::poll` loop waits on next to its sockets.
+//!   that a [`Poll`] loop waits on next to its sockets.
 //! * [`endpoint`] helpers read back OS-chosen ports and swap ports.
 //! * [`config`] loads TOML files with errors naming the file, key and fix.
 //! * [`logging`] installs `tracing` output for both binaries.

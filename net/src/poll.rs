@@ -16,19 +16,37 @@
 //! # Ok(()) }
 //! ```
 
+use std::io;
 use std::os::fd::RawFd;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Sockets and descriptors to wait on, each with the token it reports as.
+///
+/// This is `zmq_poll`'s wait with less asking. A ZeroMQ socket signals on its
+/// descriptor (`ZMQ_FD`) when commands reach it, and whether a message can
+/// be read is known only by asking it (`ZMQ_EVENTS`, which is itself a
+/// `poll(2)` of that descriptor). `zmq_poll` asks every socket before it
+/// sleeps and every socket again after any wake-up; this asks every socket
+/// once before sleeping (a send or receive since the last wait may have
+/// taken a signal while leaving a message), and after a wake-up only the
+/// sockets whose descriptor signalled: nothing else can have changed while
+/// the loop slept. An idle agent wakes a few times a second, and a hub
+/// twice per command, with a dozen sockets each; the asking was a fifth of
+/// an idle agent's CPU.
 pub struct Poll<'a, T> {
-    items: Vec<zmq::PollItem<'a>>,
+    members: Vec<Member<'a>>,
     tokens: Vec<T>,
+}
+
+enum Member<'a> {
+    Socket(&'a zmq::Socket),
+    Fd(RawFd),
 }
 
 impl<T: Copy> Default for Poll<'_, T> {
     fn default() -> Self {
         Poll {
-            items: Vec::new(),
+            members: Vec::new(),
             tokens: Vec::new(),
         }
     }
@@ -41,33 +59,91 @@ impl<'a, T: Copy> Poll<'a, T> {
 
     /// Waits for `socket` to be readable, reported as `token`.
     pub fn socket(&mut self, token: T, socket: &'a zmq::Socket) -> &mut Self {
-        self.items.push(socket.as_poll_item(zmq::POLLIN));
+        self.members.push(Member::Socket(socket));
         self.tokens.push(token);
         self
     }
 
     /// Waits for the descriptor `fd` to be readable, reported as `token`.
     pub fn fd(&mut self, token: T, fd: RawFd) -> &mut Self {
-        self.items.push(zmq::PollItem::from_fd(fd, zmq::POLLIN));
+        self.members.push(Member::Fd(fd));
         self.tokens.push(token);
         self
     }
 
     /// Waits up to `timeout_ms` (at least 1) and returns the tokens of what
     /// is readable, in the order they were added. A signal that interrupts
-    /// the wait returns nothing ready.
+    /// the wait returns what was found readable before it, often nothing.
     pub fn wait(&mut self, timeout_ms: i64) -> Result<Vec<T>, zmq::Error> {
-        match zmq::poll(&mut self.items, timeout_ms.max(1)) {
-            Ok(_) => {}
-            Err(zmq::Error::EINTR) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(1) as u64);
+        let mut ready = vec![false; self.members.len()];
+        let mut fds = Vec::with_capacity(self.members.len());
+        for (member, ready) in self.members.iter().zip(&mut ready) {
+            let fd = match member {
+                Member::Socket(s) => {
+                    *ready = readable(s)?;
+                    s.get_fd()?
+                }
+                Member::Fd(fd) => *fd,
+            };
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
-        let ready = self.items.iter().zip(&self.tokens);
+        // Something is readable already: only look at the descriptors.
+        let look_only = ready.contains(&true);
+        loop {
+            let wait_ms = if look_only {
+                0
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            };
+            // SAFETY: `fds` is a live, initialised array of `fds.len()`
+            // pollfd entries that poll(2) only writes `revents` of.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => break,
+                    errno => return Err(zmq::Error::from_raw(errno.unwrap_or(libc::EIO))),
+                }
+            }
+            // A descriptor that woke the wait ends it, readable or not (a
+            // closed pipe says so without data), as `zmq_poll` did.
+            let mut woke = false;
+            for ((pollfd, member), ready) in fds.iter().zip(&self.members).zip(&mut ready) {
+                if pollfd.revents == 0 {
+                    continue;
+                }
+                match member {
+                    Member::Fd(_) => {
+                        woke = true;
+                        *ready |= pollfd.revents & libc::POLLIN != 0;
+                    }
+                    Member::Socket(s) => *ready = *ready || readable(s)?,
+                }
+            }
+            // A socket woken by commands that carry no message (a peer
+            // connected, a pipe has room) sleeps again for what is left.
+            if look_only || woke || ready.contains(&true) || Instant::now() >= deadline {
+                break;
+            }
+        }
         Ok(ready
-            .filter(|(item, _)| item.is_readable())
+            .iter()
+            .zip(&self.tokens)
+            .filter(|(ready, _)| **ready)
             .map(|(_, token)| *token)
             .collect())
     }
+}
+
+/// Whether a message can be read from `socket` now.
+fn readable(socket: &zmq::Socket) -> Result<bool, zmq::Error> {
+    Ok(socket.get_events()?.contains(zmq::POLLIN))
 }
 
 /// Socket monitor events (zmq.h `ZMQ_EVENT_*`) that fleetmq listens for.
@@ -131,6 +207,75 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+
+    /// Two PAIR sockets joined in process: (reader, writer).
+    fn pair(ctx: &zmq::Context, name: &str) -> (zmq::Socket, zmq::Socket) {
+        let reader = ctx.socket(zmq::PAIR).unwrap();
+        reader.bind(&format!("inproc://{name}")).unwrap();
+        let writer = ctx.socket(zmq::PAIR).unwrap();
+        writer.connect(&format!("inproc://{name}")).unwrap();
+        (reader, writer)
+    }
+
+    #[test]
+    fn a_message_sent_during_the_wait_ends_it_naming_its_socket() {
+        let ctx = zmq::Context::new();
+        let (quiet, _q) = pair(&ctx, "quiet");
+        let (reader, writer) = pair(&ctx, "loud");
+        let sender = std::thread::spawn(move || writer.send("hi", 0).map(|()| writer));
+        let mut poll = Poll::new();
+        poll.socket(1, &quiet).socket(2, &reader);
+        assert_eq!(poll.wait(10_000).unwrap(), vec![2]);
+        assert_eq!(reader.recv_bytes(0).unwrap(), b"hi");
+        sender.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_message_left_after_a_receive_is_still_reported() {
+        // The first receive takes the socket's signal for both messages:
+        // the second is found by asking the socket, not by its descriptor.
+        let ctx = zmq::Context::new();
+        let (reader, writer) = pair(&ctx, "two");
+        writer.send("a", 0).unwrap();
+        writer.send("b", 0).unwrap();
+        let mut poll = Poll::new();
+        poll.socket((), &reader);
+        assert_eq!(poll.wait(10_000).unwrap(), vec![()]);
+        assert_eq!(reader.recv_bytes(0).unwrap(), b"a");
+        assert_eq!(poll.wait(10_000).unwrap(), vec![()]);
+        assert_eq!(reader.recv_bytes(0).unwrap(), b"b");
+    }
+
+    #[test]
+    fn a_connection_without_a_message_does_not_end_the_wait() {
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER).unwrap();
+        router.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = router.get_last_endpoint().unwrap().unwrap();
+        let dealer = ctx.socket(zmq::DEALER).unwrap();
+        dealer.set_linger(0).unwrap();
+        dealer.connect(&endpoint).unwrap();
+        let t0 = Instant::now();
+        let mut poll = Poll::new();
+        poll.socket((), &router);
+        assert_eq!(poll.wait(300).unwrap(), vec![]);
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        dealer.send("after", 0).unwrap();
+        assert_eq!(poll.wait(10_000).unwrap(), vec![()]);
+    }
+
+    #[test]
+    fn a_readable_descriptor_is_reported_beside_the_sockets() {
+        let ctx = zmq::Context::new();
+        let (reader, _writer) = pair(&ctx, "beside");
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(b"x").unwrap();
+        let mut poll = Poll::new();
+        poll.socket('s', &reader).fd('f', b.as_raw_fd());
+        assert_eq!(poll.wait(10_000).unwrap(), vec!['f']);
+    }
 
     #[test]
     fn an_event_frame_is_its_number_then_its_value() {
