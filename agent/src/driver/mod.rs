@@ -55,6 +55,12 @@ const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 const HELLO_RETRY: Duration = Duration::from_millis(50);
 /// How long after a failed attempt (a full disk) packing is tried again.
 const PACK_RETRY: Duration = Duration::from_secs(1);
+/// Periodic work due within this of a wake-up is done in it: sampling, host
+/// metrics, StatsD, the spool's sync, heartbeats and the batch flush each
+/// keep their own interval, and they drift apart by milliseconds; without
+/// it each woke the agent on its own (five wake-ups a second at 1 Hz where
+/// two do: one for the work, one for the ack).
+const TIMER_SLACK: Duration = Duration::from_millis(10);
 /// Events from worker and stdin threads waiting for the loop.
 const EVENTS_QUEUED: usize = 256;
 /// Job ids remembered (and persisted) so none runs twice.
@@ -433,8 +439,11 @@ impl Agent {
             .into_iter()
             .flatten()
             .min();
+            // Rounded up: waking a millisecond early only to wait again is a
+            // wake-up for nothing.
             let timeout = next.map_or(60_000, |t| {
-                t.saturating_duration_since(now).as_millis().min(60_000) as i64
+                let left = t.saturating_duration_since(now).as_micros().div_ceil(1000);
+                left.min(60_000) as i64
             });
             let take_jobs = self.running_jobs < self.cfg.jobs.max_concurrent;
             let mut ready = {
@@ -495,21 +504,24 @@ impl Agent {
 
     fn timers(&mut self) -> Result<(), Error> {
         let now = Instant::now();
+        let soon = now + TIMER_SLACK;
         if let Some(problem) = self.link.to_tell(now) {
             warn!("not linked to the hub: {problem}");
         }
-        if now >= self.next_sample {
+        if soon >= self.next_sample {
             self.sample();
             self.next_sample = now + Duration::from_millis(self.cfg.telemetry.sample_interval_ms);
         }
-        if self.cfg.host.interval_ms > 0 && now >= self.next_host {
+        if self.cfg.host.interval_ms > 0 && soon >= self.next_host {
             self.sample_host();
             self.next_host = now + Duration::from_millis(self.cfg.host.interval_ms);
         }
-        if self.ingest.statsd_due().is_some_and(|t| now >= t) {
+        if self.ingest.statsd_due().is_some_and(|t| soon >= t) {
             self.flush_statsd();
         }
-        if let Err(e) = self.outbox.sync_if_due(now) {
+        // Early is safe: a sync sooner than due only shortens what a power
+        // cut could take.
+        if let Err(e) = self.outbox.sync_if_due(soon) {
             warn!(error = %e, "syncing the spool to disk");
         }
         if self.redial.take_due(now) {
@@ -529,7 +541,7 @@ impl Agent {
         if self.need_hello.is_some_and(|t| now >= t) {
             self.send_hello();
         }
-        if now >= self.next_heartbeat {
+        if soon >= self.next_heartbeat {
             self.heartbeats += 1;
             let hb = Heartbeat {
                 uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -538,7 +550,7 @@ impl Agent {
             self.next_heartbeat =
                 now + Duration::from_millis(u64::from(self.cfg.presence.heartbeat_ms));
         }
-        if self.outbox.flush_due(now) && self.pack_blocked_until.is_none_or(|t| now >= t) {
+        if self.outbox.flush_due(soon) && self.pack_blocked_until.is_none_or(|t| now >= t) {
             self.pack_and_send(now);
         }
         for (seq, frame) in self.outbox.resends(now) {
@@ -575,7 +587,7 @@ impl Agent {
                 reason: "agent stopping".into(),
             }));
         }
-        match self.outbox.sync(Instant::now()) {
+        match self.outbox.sync() {
             Ok(()) if self.outbox.in_flight() == 0 && self.outbox.waiting() == 0 => {
                 info!("stopped; everything was acked")
             }

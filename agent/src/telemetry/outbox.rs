@@ -71,7 +71,7 @@ impl Outbox {
         if let Some(note) = note {
             warn!("{note}");
         }
-        let (spool, recovery) = Spool::open(spool, now).map_err(OutboxError::Open)?;
+        let (spool, recovery) = Spool::open(spool).map_err(OutboxError::Open)?;
         for note in &recovery.notes {
             warn!("spool: {note}");
         }
@@ -295,8 +295,8 @@ impl Outbox {
     }
 
     /// Syncs the spool now.
-    pub fn sync(&mut self, now: Instant) -> io::Result<()> {
-        self.spool.sync(now)
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.spool.sync()
     }
 
     /// Records accepted and not yet in a batch.

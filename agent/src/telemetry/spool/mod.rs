@@ -35,9 +35,11 @@ use crate::telemetry::uplink::Record;
 
 mod entry;
 mod recover;
+mod tail;
 
 use entry::{Entry, HEADER, MAGIC, MAX_ENTRY, checksum, encode, scan};
 pub use entry::{SegmentScan, scan_segment};
+use tail::Tail;
 
 /// What to do with a new record when the spool is at its byte limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,9 +146,19 @@ pub struct Spool {
     /// The highest record id in a batch (or dropped).
     packed_upto: u64,
     total_bytes: u64,
-    unsynced: bool,
-    last_sync: Instant,
+    /// When the oldest write not yet synced was made; `None` when all is
+    /// synced. An interval sync is due `fsync_interval` after it, so the
+    /// sync keeps in step with the writes (one wake-up for sampling,
+    /// packing and syncing) rather than with the last sync.
+    dirty_since: Option<Instant>,
     full_episode: bool,
+    /// Every record after the cursor, as written, while they are few: the
+    /// next batch is packed from here rather than read back from the file
+    /// just written (an open, a read and a close each interval). `None`
+    /// when they are not all here (after a restart, or while the hub is
+    /// away and they pile up); then `peek` reads the file, and the tail is
+    /// kept again once every record is in a batch.
+    tail: Option<Tail>,
     pub counters: SpoolCounters,
 }
 
@@ -190,7 +202,7 @@ impl Spool {
         }
         self.total_bytes += seg.bytes;
         self.segments.push(seg);
-        self.unsynced = false;
+        self.dirty_since = None;
         Ok(())
     }
 
@@ -206,7 +218,6 @@ impl Spool {
         let last = self.segments.len() - 1;
         self.segments[last].bytes += n;
         self.total_bytes += n;
-        self.unsynced = true;
         Ok(())
     }
 
@@ -235,11 +246,13 @@ impl Spool {
 
     /// Writes a bookkeeping entry (batch, ack, abandon); if the disk is
     /// full, frees the reserve and tries once more.
-    fn write_bookkeeping(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_bookkeeping(&mut self, bytes: &[u8], now: Instant) -> io::Result<()> {
         match self.write(bytes) {
             Err(e) if disk_full(&e) && self.give_up_reserve() => self.write(bytes),
             other => other,
-        }
+        }?;
+        self.dirty_since.get_or_insert(now);
+        Ok(())
     }
 
     /// Makes room for `need` bytes by the policy. Returns the id below
@@ -270,6 +283,9 @@ impl Spool {
 
     /// Deletes the oldest segment; returns the first id that survives.
     fn drop_oldest(&mut self) -> io::Result<u64> {
+        // The cursor may move past records the tail holds: read the file
+        // until every record is in a batch again.
+        self.tail = None;
         let seg = self.segments.remove(0);
         let below = self.segments[0].first_id;
         if self.cursor.segment == seg.first_id {
@@ -307,11 +323,13 @@ impl Spool {
     pub fn append(&mut self, records: &[Record], now: Instant) -> Result<Appended, AppendError> {
         let first_id = self.next_id;
         let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             bytes.extend(encode(&Entry::Record {
                 id: first_id + i as u64,
                 record: record.clone(),
             }));
+            ends.push(bytes.len() as u64);
         }
         let need = bytes.len() as u64;
         let result = self.make_room(need).and_then(|below| {
@@ -338,10 +356,12 @@ impl Spool {
         });
         match result {
             Ok(dropped_below) => {
+                self.dirty_since.get_or_insert(now);
+                self.keep_in_tail(first_id, records, &ends);
                 self.next_id += records.len() as u64;
                 self.unpacked += records.len() as u64;
                 if self.cfg.fsync == Fsync::Always {
-                    self.sync(now)?;
+                    self.sync()?;
                 }
                 if dropped_below.is_none() && self.full_episode {
                     self.full_episode = false;
@@ -359,6 +379,19 @@ impl Spool {
         }
     }
 
+    /// Adds records just written to the end of the active segment (ids from
+    /// `first_id`, each ending `ends[i]` bytes into what was written) to
+    /// the tail, or gives the tail up when they would make it too big.
+    fn keep_in_tail(&mut self, first_id: u64, records: &[Record], ends: &[u64]) {
+        let written = ends.last().copied().unwrap_or(0);
+        let (segment, start) = (self.active().first_id, self.active().bytes - written);
+        if let Some(tail) = &mut self.tail
+            && !tail.push(first_id, records, ends, segment, start)
+        {
+            self.tail = None;
+        }
+    }
+
     /// True once per episode of the spool being full: the caller logs then.
     pub fn full_episode_started(&mut self) -> bool {
         !std::mem::replace(&mut self.full_episode, true)
@@ -367,6 +400,14 @@ impl Spool {
     /// Up to `max` records not yet in a batch, oldest first, each with the
     /// position just after it (to pass to `packed`).
     pub fn peek(&mut self, max: usize) -> io::Result<Vec<(u64, Record, Pos)>> {
+        match &self.tail {
+            Some(tail) => Ok(tail.peek(max)),
+            None => self.peek_file(max),
+        }
+    }
+
+    /// `peek`, reading the segment files.
+    fn peek_file(&mut self, max: usize) -> io::Result<Vec<(u64, Record, Pos)>> {
         let mut out = Vec::new();
         let mut pos = self.cursor;
         while out.len() < max {
@@ -439,17 +480,26 @@ impl Spool {
         now: Instant,
     ) -> io::Result<()> {
         if let Some(seq) = seq {
-            self.write_bookkeeping(&encode(&Entry::Batch {
-                seq,
-                first,
-                last: last_id,
-            }))?;
+            self.write_bookkeeping(
+                &encode(&Entry::Batch {
+                    seq,
+                    first,
+                    last: last_id,
+                }),
+                now,
+            )?;
         }
         self.cursor = after;
         self.unpacked = self.unpacked.saturating_sub(used);
         self.packed_upto = self.packed_upto.max(last_id);
+        if let Some(tail) = &mut self.tail {
+            tail.packed_through(last_id);
+        }
+        if self.unpacked == 0 && self.tail.is_none() {
+            self.tail = Some(Tail::default());
+        }
         if self.cfg.fsync == Fsync::Always {
-            self.sync(now)?;
+            self.sync()?;
         }
         Ok(())
     }
@@ -457,24 +507,28 @@ impl Spool {
     /// The hub acked `seq`. Not synced: losing an ack only means a resend,
     /// which the hub recognises.
     pub fn acked(&mut self, seq: u64) -> io::Result<()> {
-        self.write_bookkeeping(&encode(&Entry::Ack { seq }))
+        self.write_bookkeeping(&encode(&Entry::Ack { seq }), Instant::now())
     }
 
     /// Batch `old` goes out again as `new`, carrying spool ids `first` to
     /// `last`: recorded as the new batch, then the old one abandoned, so a
     /// restart resends the records under `new` only.
     pub fn renumbered(&mut self, old: u64, new: u64, first: u64, last: u64) -> io::Result<()> {
-        self.write_bookkeeping(&encode(&Entry::Batch {
-            seq: new,
-            first,
-            last,
-        }))?;
-        self.write_bookkeeping(&encode(&Entry::Abandon { seq: old }))
+        let now = Instant::now();
+        self.write_bookkeeping(
+            &encode(&Entry::Batch {
+                seq: new,
+                first,
+                last,
+            }),
+            now,
+        )?;
+        self.write_bookkeeping(&encode(&Entry::Abandon { seq: old }), now)
     }
 
     /// Batch `seq` will not be sent again (its records were dropped).
     pub fn abandoned(&mut self, seq: u64) -> io::Result<()> {
-        self.write_bookkeeping(&encode(&Entry::Abandon { seq }))
+        self.write_bookkeeping(&encode(&Entry::Abandon { seq }), Instant::now())
     }
 
     /// Deletes sealed segments all of whose records are below `low_water`
@@ -497,11 +551,11 @@ impl Spool {
         Ok(())
     }
 
-    /// Syncs if anything is unsynced and the interval has passed.
+    /// Syncs if a write has waited the interval for it.
     pub fn sync_if_due(&mut self, now: Instant) -> io::Result<()> {
         match self.cfg.fsync {
-            Fsync::Interval(every) if self.unsynced && now >= self.last_sync + every => {
-                self.sync(now)
+            Fsync::Interval(every) if self.dirty_since.is_some_and(|t| now >= t + every) => {
+                self.sync()
             }
             _ => Ok(()),
         }
@@ -510,17 +564,17 @@ impl Spool {
     /// When the next interval sync is due, if one is waiting.
     pub fn next_sync(&self) -> Option<Instant> {
         match self.cfg.fsync {
-            Fsync::Interval(every) if self.unsynced => Some(self.last_sync + every),
+            Fsync::Interval(every) => self.dirty_since.map(|t| t + every),
             _ => None,
         }
     }
 
-    pub fn sync(&mut self, now: Instant) -> io::Result<()> {
-        if self.unsynced {
+    /// Syncs what is written, if anything is unsynced.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty_since.is_some() {
             self.file.sync_data()?;
-            self.unsynced = false;
+            self.dirty_since = None;
         }
-        self.last_sync = now;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use super::*;
 impl Spool {
     /// Opens (or creates) the spool in `cfg.dir` and reads it back: batches
     /// sent but not acked, and how many records wait to be packed.
-    pub fn open(cfg: SpoolConfig, now: Instant) -> io::Result<(Spool, Recovery)> {
+    pub fn open(cfg: SpoolConfig) -> io::Result<(Spool, Recovery)> {
         fs::create_dir_all(&cfg.dir).map_err(|e| with_path(&cfg.dir, e))?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(&cfg.dir).map_err(|e| with_path(&cfg.dir, e))? {
@@ -167,9 +167,9 @@ impl Spool {
             unpacked,
             packed_upto,
             total_bytes,
-            unsynced: false,
-            last_sync: now,
+            dirty_since: None,
             full_episode: false,
+            tail: (unpacked == 0).then(Tail::default),
             counters,
         };
         Ok((spool, recovery))

@@ -53,7 +53,7 @@ fn pack(s: &mut Spool, seq: u64, n: usize) -> Vec<i64> {
 
 /// A spool holding samples 0..5 in one segment; returns its path.
 fn five_samples(cfg: &SpoolConfig, now: Instant) -> PathBuf {
-    let (mut s, _) = Spool::open(cfg.clone(), now).unwrap();
+    let (mut s, _) = Spool::open(cfg.clone()).unwrap();
     for i in 0..5 {
         s.append(&[sample(i)], now).unwrap();
     }
@@ -80,8 +80,7 @@ fn the_checksum_is_crc32_iso_hdlc_so_older_spools_still_read() {
 fn unacked_batches_and_waiting_records_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
-    let (mut s, rec) =
-        Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest), now).unwrap();
+    let (mut s, rec) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
     assert!(rec.unacked.is_empty() && rec.unpacked == 0);
     for i in 0..10 {
         s.append(&[sample(i)], now).unwrap();
@@ -91,8 +90,7 @@ fn unacked_batches_and_waiting_records_survive_a_restart() {
     s.acked(7).unwrap();
     drop(s); // as if killed: nothing is flushed at the end
 
-    let (mut s, rec) =
-        Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest), now).unwrap();
+    let (mut s, rec) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
     assert_eq!(rec.unacked.len(), 1, "batch 7 was acked, 8 was not");
     let b = &rec.unacked[0];
     assert_eq!(b.seq, 8, "resent under its own sequence number");
@@ -126,7 +124,7 @@ fn a_torn_tail_is_cut_off_and_counted_and_writing_goes_on() {
         .set_len(len - 3)
         .unwrap();
 
-    let (mut s, rec) = Spool::open(cfg.clone(), now).unwrap();
+    let (mut s, rec) = Spool::open(cfg.clone()).unwrap();
     assert_eq!(s.counters.torn_tails, 1);
     assert_eq!(rec.unpacked, 4, "the torn record was never whole");
     assert!(
@@ -137,7 +135,7 @@ fn a_torn_tail_is_cut_off_and_counted_and_writing_goes_on() {
     s.append(&[sample(99)], now).unwrap();
     assert_eq!(pack(&mut s, 1, 100), vec![0, 1, 2, 3, 99]);
     drop(s);
-    let (_, rec) = Spool::open(cfg, now).unwrap();
+    let (_, rec) = Spool::open(cfg).unwrap();
     assert_eq!(rec.unacked[0].records.len(), 5, "clean after the cut");
 }
 
@@ -153,7 +151,7 @@ fn a_corrupt_entry_in_the_middle_is_skipped_and_the_rest_kept() {
     bytes[HEADER as usize + 2 * entry + 10] ^= 0x40;
     fs::write(seg, &bytes).unwrap();
 
-    let (mut s, rec) = Spool::open(cfg, now).unwrap();
+    let (mut s, rec) = Spool::open(cfg).unwrap();
     assert_eq!(s.counters.corrupt_entries, 1);
     assert_eq!(rec.unpacked, 4);
     assert_eq!(pack(&mut s, 1, 100), vec![0, 1, 3, 4]);
@@ -164,7 +162,7 @@ fn a_full_spool_drops_whole_oldest_segments_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let max = 5 * 4096;
-    let (mut s, _) = Spool::open(config(dir.path(), max, FullPolicy::DropOldest), now).unwrap();
+    let (mut s, _) = Spool::open(config(dir.path(), max, FullPolicy::DropOldest)).unwrap();
     let mut lowest_kept = 0;
     for i in 0..5_000 {
         let a = s.append(&[sample(i)], now).unwrap();
@@ -188,7 +186,7 @@ fn refuse_new_keeps_what_is_spooled_and_counts_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let max = 2 * 4096;
-    let (mut s, _) = Spool::open(config(dir.path(), max, FullPolicy::RefuseNew), now).unwrap();
+    let (mut s, _) = Spool::open(config(dir.path(), max, FullPolicy::RefuseNew)).unwrap();
     let mut accepted = 0;
     let mut refused = 0;
     for i in 0..2_000 {
@@ -212,7 +210,7 @@ fn refuse_new_keeps_what_is_spooled_and_counts_refusals() {
 fn acked_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
-    let (mut s, _) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest), now).unwrap();
+    let (mut s, _) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
     for i in 0..2_000 {
         s.append(&[sample(i)], now).unwrap();
     }
@@ -227,7 +225,7 @@ fn acked_segments_are_deleted() {
     assert_eq!(s.segments(), 1, "only the active segment is left");
     assert_eq!(segment_files(dir.path()).len(), 1);
     drop(s);
-    let (_, rec) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest), now).unwrap();
+    let (_, rec) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
     assert!(rec.unacked.is_empty() && rec.unpacked == 0);
 }
 
@@ -247,11 +245,11 @@ fn garbage_never_panics_the_scanner() {
 fn a_segment_scan_counts_whole_entries_and_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
-    let (mut s, _) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest), now).unwrap();
+    let (mut s, _) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
     for i in 0..3 {
         s.append(&[sample(i)], now).unwrap();
     }
-    s.sync(now).unwrap();
+    s.sync().unwrap();
     drop(s);
     let file = &segment_files(dir.path())[0];
     let bytes = std::fs::read(file).unwrap();
@@ -260,4 +258,100 @@ fn a_segment_scan_counts_whole_entries_and_a_torn_tail() {
     assert_eq!(whole.valid, bytes.len() as u64);
     let cut = scan_segment(&bytes[..bytes.len() - 1]);
     assert_eq!((cut.entries, cut.torn), (2, true), "a write cut short");
+}
+
+/// What `peek` gives (from memory when it can) against the files.
+fn assert_peek_matches_disk(s: &mut Spool, n: usize) {
+    let peeked = s.peek(n).unwrap();
+    assert_eq!(peeked, s.peek_file(n).unwrap());
+}
+
+#[test]
+fn the_next_batch_is_packed_from_memory_exactly_as_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 20, FullPolicy::DropOldest);
+    let now = Instant::now();
+    let (mut s, _) = Spool::open(cfg.clone()).unwrap();
+    // Bursts of records, bookkeeping between them, segments turning over.
+    let mut next = 0;
+    for (round, burst) in [1, 7, 30, 3, 60, 150, 12].into_iter().enumerate() {
+        let records: Vec<Record> = (next..next + burst).map(sample).collect();
+        s.append(&records, now).unwrap();
+        next += burst;
+        assert!(s.tail.is_some(), "round {round}: a few records are kept");
+        assert_peek_matches_disk(&mut s, 10);
+        let seq = round as u64 + 1;
+        pack(&mut s, seq, 100);
+        s.acked(seq).unwrap();
+        assert_peek_matches_disk(&mut s, 1000);
+    }
+    assert!(s.segments() > 1, "the records crossed segments");
+
+    // The hub away: more than the tail holds. The files serve until every
+    // record is in a batch; then memory again.
+    let many: Vec<Record> = (next..next + 3000).map(sample).collect();
+    s.append(&many, now).unwrap();
+    assert!(s.tail.is_none());
+    let mut seq = 100;
+    while s.unpacked() > 0 {
+        assert_peek_matches_disk(&mut s, 500);
+        pack(&mut s, seq, 500);
+        seq += 1;
+    }
+    assert!(s.tail.is_some());
+    s.append(&[sample(90_001)], now).unwrap();
+    assert_peek_matches_disk(&mut s, 10);
+    assert_eq!(pack(&mut s, seq, 10), vec![90_001]);
+
+    // A restart with records waiting reads them from the files.
+    s.append(&[sample(90_002), sample(90_003)], now).unwrap();
+    drop(s);
+    let (mut s, _) = Spool::open(cfg).unwrap();
+    assert!(s.tail.is_none());
+    assert_eq!(pack(&mut s, seq + 1, 10), vec![90_002, 90_003]);
+    assert!(s.tail.is_some());
+}
+
+#[test]
+fn dropping_the_oldest_segment_leaves_the_tail_to_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3 * 4096, FullPolicy::DropOldest);
+    let now = Instant::now();
+    let (mut s, _) = Spool::open(cfg).unwrap();
+    for i in 0..2000 {
+        s.append(&[sample(i)], now).unwrap();
+    }
+    assert!(s.counters.dropped > 0, "the cap dropped records");
+    assert!(s.tail.is_none());
+    assert_peek_matches_disk(&mut s, 1000);
+    let first = value(&s.peek(1).unwrap()[0].1);
+    assert_eq!(
+        first as u64,
+        2000 - s.unpacked(),
+        "what survived is the newest"
+    );
+}
+
+#[test]
+fn an_interval_sync_is_due_an_interval_after_the_first_unsynced_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = Duration::from_secs(1);
+    let (mut s, _) = Spool::open(config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
+    assert_eq!(s.next_sync(), None, "nothing written, nothing to sync");
+    let t0 = Instant::now();
+    s.append(&[sample(1)], t0).unwrap();
+    assert_eq!(s.next_sync(), Some(t0 + every));
+    // More writes do not put it off.
+    s.append(&[sample(2)], t0 + Duration::from_millis(600))
+        .unwrap();
+    assert_eq!(s.next_sync(), Some(t0 + every));
+    s.sync_if_due(t0 + Duration::from_millis(999)).unwrap();
+    assert_eq!(s.next_sync(), Some(t0 + every), "not due yet");
+    s.sync_if_due(t0 + every).unwrap();
+    assert_eq!(s.next_sync(), None, "synced");
+    // However long after the last sync, the next write waits an interval,
+    // so the sync falls due with the next sampling.
+    let t1 = t0 + Duration::from_secs(5);
+    s.append(&[sample(3)], t1).unwrap();
+    assert_eq!(s.next_sync(), Some(t1 + every));
 }
