@@ -46,7 +46,7 @@ impl Agent {
     }
 
     pub(super) fn sample_host(&mut self) {
-        let (samples, skipped) = self.host.collect();
+        let (samples, skipped) = self.host.collect(Instant::now());
         for why in skipped {
             info!("host metric group skipped: {why}");
         }

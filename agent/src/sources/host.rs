@@ -4,7 +4,9 @@
 //!
 //! Every group reads its own files. A group whose files are missing (no
 //! thermal zone on a VM, no Pi firmware) is skipped and said once, with
-//! the reason; the others go on.
+//! the reason, and looked at again once a minute; the others go on. The
+//! mount table behind `disk` is read once a minute too: mounts change
+//! rarely, and /proc/mounts is the dearest file of the lot to make.
 //!
 //! | group         | series                                                   |
 //! |---------------|----------------------------------------------------------|
@@ -23,6 +25,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::series_name;
@@ -39,6 +42,11 @@ pub const GROUPS: [&str; 8] = [
     "temperature",
     "throttled",
 ];
+
+/// How long a group that could not be read is left before it is tried again.
+const RETRY_SKIPPED: Duration = Duration::from_secs(60);
+/// How long the mount points read from /proc/mounts are used.
+const MOUNTS_FOR: Duration = Duration::from_secs(60);
 
 /// Where the kernel lists thermal zones.
 const THERMAL: &str = "sys/class/thermal";
@@ -86,8 +94,9 @@ pub struct Host {
     cfg: HostConfig,
     /// The last /proc/stat reading: (busy, total) jiffies.
     last_cpu: Option<(u64, u64)>,
-    /// Groups skipped, with why; each is logged once.
-    skipped: BTreeMap<&'static str, String>,
+    /// Groups skipped, with why and when they were last tried; each is
+    /// logged once.
+    skipped: BTreeMap<&'static str, (String, Instant)>,
     /// The files read every interval, kept open: /proc and /sys make a
     /// file's text afresh when it is read again from the start, and an
     /// open and a close per file each second were about a tenth of an idle
@@ -98,6 +107,8 @@ pub struct Host {
     /// root) and its type. Found once and then only read; looked for again
     /// while none can be read.
     zones: Vec<(String, String)>,
+    /// The mount points `disk` reads, and when /proc/mounts named them.
+    mounts: Option<(Instant, Vec<String>)>,
 }
 
 type Samples = Vec<(String, Value)>;
@@ -111,6 +122,7 @@ impl Host {
             skipped: BTreeMap::new(),
             open: RefCell::new(Vec::new()),
             zones: Vec::new(),
+            mounts: None,
         }
     }
 
@@ -119,27 +131,36 @@ impl Host {
     pub fn reconfigure(&mut self, cfg: HostConfig) {
         self.cfg = cfg;
         self.skipped.clear();
+        self.mounts = None;
     }
 
     /// Groups skipped so far, each with the reason.
     pub fn skipped(&self) -> impl Iterator<Item = String> + '_ {
-        self.skipped.iter().map(|(g, why)| format!("{g}: {why}"))
+        self.skipped
+            .iter()
+            .map(|(g, (why, _))| format!("{g}: {why}"))
     }
 
-    /// Reads every selected group. Returns the samples, and the groups
-    /// that were skipped for the first time with why.
-    pub fn collect(&mut self) -> (Samples, Vec<String>) {
+    /// Reads every selected group, at `now`. Returns the samples, and the
+    /// groups that were skipped for the first time with why. A group
+    /// skipped less than a minute ago is not tried.
+    pub fn collect(&mut self, now: Instant) -> (Samples, Vec<String>) {
         let mut out = Vec::new();
         let mut newly = Vec::new();
         for group in GROUPS {
             if !self.cfg.collect.iter().any(|g| g == group) {
                 continue;
             }
+            if let Some((_, tried)) = self.skipped.get(group)
+                && now < *tried + RETRY_SKIPPED
+            {
+                continue;
+            }
             let result = match group {
                 "cpu" => self.cpu(&mut out),
                 "load" => self.load(&mut out),
                 "memory" => self.memory(&mut out),
-                "disk" => self.disk(&mut out),
+                "disk" => self.disk(&mut out, now),
                 "network" => self.network(&mut out),
                 "uptime" => self.uptime(&mut out),
                 "temperature" => self.temperature(&mut out),
@@ -153,7 +174,7 @@ impl Host {
                     if !self.skipped.contains_key(group) {
                         newly.push(format!("{group}: {why}"));
                     }
-                    self.skipped.insert(group, why);
+                    self.skipped.insert(group, (why, now));
                 }
             }
         }
@@ -249,24 +270,14 @@ impl Host {
         Ok(())
     }
 
-    fn disk(&self, out: &mut Samples) -> Result<(), String> {
-        let text = self.read("proc/mounts")?;
-        let mut seen = Vec::new();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            let (Some(dev), Some(mount)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let mount = unescape_mount(mount);
-            let wanted = if self.cfg.mounts.is_empty() {
-                dev.starts_with("/dev/")
-            } else {
-                self.cfg.mounts.contains(&mount)
-            };
-            if !wanted || seen.contains(&mount) {
-                continue;
-            }
-            let Some((total, free)) = statvfs(Path::new(&mount)) else {
+    fn disk(&mut self, out: &mut Samples, now: Instant) -> Result<(), String> {
+        let mounts = match self.mounts.take() {
+            Some((read, mounts)) if now < read + MOUNTS_FOR => (read, mounts),
+            _ => (now, self.wanted_mounts()?),
+        };
+        let mut found = false;
+        for mount in &mounts.1 {
+            let Some((total, free)) = statvfs(Path::new(mount)) else {
                 continue;
             };
             let tags = [("mount", mount.as_str())];
@@ -283,9 +294,10 @@ impl Host {
             if total > 0 {
                 out.push((p, Value::Float(100.0 * used as f64 / total as f64)));
             }
-            seen.push(mount);
+            found = true;
         }
-        if seen.is_empty() {
+        self.mounts = Some(mounts);
+        if !found {
             return Err(if self.cfg.mounts.is_empty() {
                 "no mounted block device in proc/mounts".into()
             } else {
@@ -293,6 +305,29 @@ impl Host {
             });
         }
         Ok(())
+    }
+
+    /// The mount points /proc/mounts names that `disk` reads, each once:
+    /// those asked for, or every mounted block device.
+    fn wanted_mounts(&self) -> Result<Vec<String>, String> {
+        let text = self.read("proc/mounts")?;
+        let mut wanted = Vec::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(dev), Some(mount)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let mount = unescape_mount(mount);
+            let asked = if self.cfg.mounts.is_empty() {
+                dev.starts_with("/dev/")
+            } else {
+                self.cfg.mounts.contains(&mount)
+            };
+            if asked && !wanted.contains(&mount) {
+                wanted.push(mount);
+            }
+        }
+        Ok(wanted)
     }
 
     fn network(&self, out: &mut Samples) -> Result<(), String> {

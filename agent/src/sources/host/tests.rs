@@ -1,5 +1,11 @@
 use super::*;
 
+/// A fake clock: `at(s)` is `s` seconds after the first reading.
+fn at(s: u64) -> Instant {
+    thread_local!(static T0: Instant = Instant::now());
+    T0.with(|t0| *t0 + Duration::from_secs(s))
+}
+
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -48,7 +54,7 @@ fn a_pi_reports_every_group() {
     let dir = tempfile::tempdir().unwrap();
     pi(dir.path());
     let mut host = Host::new(dir.path(), HostConfig::default());
-    let (first, skipped) = host.collect();
+    let (first, skipped) = host.collect(at(0));
     assert!(skipped.is_empty(), "{skipped:?}");
     // CPU use needs two readings.
     assert_eq!(value(&first, "host.cpu.used_pct"), None);
@@ -93,7 +99,7 @@ fn a_pi_reports_every_group() {
 
     // 100 more jiffies, 25 of them busy.
     write(dir.path(), "proc/stat", "cpu  115 0 110 875 0 0 0 0 0 0\n");
-    let (second, _) = host.collect();
+    let (second, _) = host.collect(at(1));
     assert_eq!(
         value(&second, "host.cpu.used_pct"),
         Some(Value::Float(25.0))
@@ -124,7 +130,7 @@ fn thermal_zones_are_found_once_and_then_only_read() {
     let dir = tempfile::tempdir().unwrap();
     pi(dir.path());
     let mut host = Host::new(dir.path(), HostConfig::default());
-    host.collect();
+    host.collect(at(0));
     // Gone now, but the zone's type was learnt: no scan names it again.
     std::fs::remove_file(dir.path().join("sys/class/thermal/thermal_zone0/type")).unwrap();
     write(
@@ -132,20 +138,34 @@ fn thermal_zones_are_found_once_and_then_only_read() {
         "sys/class/thermal/thermal_zone0/temp",
         "51000\n",
     );
-    let (second, _) = host.collect();
+    let (second, _) = host.collect(at(1));
     assert_eq!(
         value(&second, "host.temp_c{zone=cpu-thermal}"),
         Some(Value::Float(51.0))
     );
     // No zone read sends the next reading looking for zones again.
     write(dir.path(), "sys/class/thermal/thermal_zone0/temp", "gone\n");
-    let (third, newly) = host.collect();
+    let (third, newly) = host.collect(at(2));
     assert!(value(&third, "host.temp_c{zone=cpu-thermal}").is_none());
     assert!(
         newly.iter().any(|s| s.starts_with("temperature: ")),
         "{newly:?}"
     );
     assert!(host.zones.is_empty());
+    // A minute later the zones are looked for again, and found.
+    pi(dir.path());
+    write(
+        dir.path(),
+        "sys/class/thermal/thermal_zone0/temp",
+        "52000\n",
+    );
+    let (soon, _) = host.collect(at(61));
+    assert!(value(&soon, "host.temp_c{zone=cpu-thermal}").is_none());
+    let (later, _) = host.collect(at(62));
+    assert_eq!(
+        value(&later, "host.temp_c{zone=cpu-thermal}"),
+        Some(Value::Float(52.0))
+    );
 }
 
 #[test]
@@ -154,14 +174,50 @@ fn missing_files_skip_their_group_and_are_said_once() {
     pi(dir.path());
     std::fs::remove_dir_all(dir.path().join("sys")).unwrap();
     let mut host = Host::new(dir.path(), HostConfig::default());
-    let (samples, skipped) = host.collect();
+    let (samples, skipped) = host.collect(at(0));
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert!(skipped[0].starts_with("temperature: ") && skipped[0].contains("thermal"));
     assert!(skipped[1].starts_with("throttled: ") && skipped[1].contains("Raspberry Pi"));
     assert!(value(&samples, "host.load1").is_some(), "the others go on");
-    let (_, again) = host.collect();
+    let (_, again) = host.collect(at(1));
     assert!(again.is_empty(), "said once: {again:?}");
     assert_eq!(host.skipped().count(), 2);
+    // Not looked for within the minute; the firmware's file appears.
+    write(dir.path(), PI_THROTTLED, "0x0\n");
+    let (soon, _) = host.collect(at(59));
+    assert!(value(&soon, "host.pi.throttled").is_none());
+    let (later, _) = host.collect(at(60));
+    assert_eq!(value(&later, "host.pi.throttled"), Some(Value::Int(0)));
+    assert_eq!(
+        host.skipped().count(),
+        1,
+        "only temperature is still missing"
+    );
+}
+
+#[test]
+fn the_mount_table_is_read_once_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    pi(dir.path());
+    let mut host = Host::new(dir.path(), HostConfig::default());
+    let (first, _) = host.collect(at(0));
+    assert!(value(&first, "host.disk.total_bytes{mount=/}").is_some());
+    // /proc (a real directory here) is mounted from a block device now.
+    let table = "/dev/root / ext4 rw 0 0\n/dev/sda1 /proc ext4 rw 0 0\n";
+    write(dir.path(), "proc/mounts", table);
+    let (soon, _) = host.collect(at(59));
+    assert!(value(&soon, "host.disk.total_bytes{mount=/}").is_some());
+    assert!(value(&soon, "host.disk.total_bytes{mount=/proc}").is_none());
+    let (later, _) = host.collect(at(60));
+    assert!(value(&later, "host.disk.total_bytes{mount=/proc}").is_some());
+    // A new selection reads it at once.
+    host.reconfigure(HostConfig {
+        mounts: vec!["/proc".into()],
+        ..HostConfig::default()
+    });
+    let (chosen, _) = host.collect(at(61));
+    assert!(value(&chosen, "host.disk.total_bytes{mount=/}").is_none());
+    assert!(value(&chosen, "host.disk.total_bytes{mount=/proc}").is_some());
 }
 
 #[test]
@@ -175,7 +231,7 @@ fn selection_and_filters_are_honoured() {
         ..HostConfig::default()
     };
     let mut host = Host::new(dir.path(), cfg);
-    let (samples, skipped) = host.collect();
+    let (samples, skipped) = host.collect(at(0));
     let names: Vec<&str> = samples.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
