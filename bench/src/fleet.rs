@@ -5,7 +5,9 @@
 //! jobs PULL, the results PUSH and the commands DEALER named by its device
 //! id. Each then sends one batch and waits for its ack, so every agent has
 //! both read and written through the hub. It sizes what a hub holds per
-//! connected agent (`fleetmq-bench connected`).
+//! connected agent (`fleetmq-bench connected`). Agents that take no jobs,
+//! as a real one with an empty `[jobs] allow`, connect neither the jobs
+//! PULL nor the results PUSH (`connected --no-jobs`).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,9 @@ use crate::swarm::{Template, hello};
 /// Sockets a simulated agent opens: telemetry, broadcast, jobs, results,
 /// commands.
 pub const SOCKETS_PER_AGENT: usize = 5;
+/// Sockets a simulated agent opens if it takes no jobs: telemetry,
+/// broadcast, commands.
+pub const SOCKETS_WITHOUT_JOBS: usize = SOCKETS_PER_AGENT - 2;
 /// libzmq allows 1023 sockets a context by default.
 const AGENTS_PER_CONTEXT: usize = 1000 / SOCKETS_PER_AGENT;
 /// Agents whose handshakes may be under way at once: a whole fleet dialling
@@ -61,6 +66,7 @@ pub fn connect(
     ids: std::ops::Range<usize>,
     prefix: &str,
     template: &Template,
+    takes_jobs: bool,
     within: Duration,
 ) -> anyhow::Result<Fleet> {
     let deadline = Instant::now() + within;
@@ -118,8 +124,8 @@ pub fn connect(
                 match Downstream::decode(&msg) {
                     Ok(Downstream::Welcome(w)) if a.links.is_empty() => {
                         let id = format!("{prefix}-{:05}", first + i);
-                        a.links =
-                            links(&contexts[i / AGENTS_PER_CONTEXT], endpoint, &id, &w.ports)?;
+                        let ctx = &contexts[i / AGENTS_PER_CONTEXT];
+                        a.links = links(ctx, endpoint, &id, &w.ports, takes_jobs)?;
                     }
                     Ok(Downstream::Ack(_)) => a.acked = true,
                     Ok(Downstream::HelloRequest(_)) => a.telemetry.send(&hello, 0)?,
@@ -138,13 +144,14 @@ pub fn connect(
     Ok(fleet)
 }
 
-/// The four sockets an agent connects after the Welcome, set up as the
-/// agent sets them up.
+/// The sockets an agent connects after the Welcome (four, or two if it
+/// takes no jobs), set up as the agent sets them up.
 fn links(
     ctx: &zmq::Context,
     endpoint: &str,
     device: &str,
     ports: &HubPorts,
+    takes_jobs: bool,
 ) -> anyhow::Result<Vec<zmq::Socket>> {
     let at = |port: u16| -> anyhow::Result<String> {
         fleetmq_net::endpoint::with_port(endpoint, port)
@@ -158,12 +165,10 @@ fn links(
     let results = ctx.socket(zmq::PUSH)?;
     let commands = ctx.socket(zmq::DEALER)?;
     commands.set_identity(crate::swarm::route(device).as_bytes())?;
-    let sockets = [
-        (sub, ports.broadcast),
-        (jobs, ports.jobs),
-        (results, ports.results),
-        (commands, ports.commands),
-    ];
+    let mut sockets = vec![(sub, ports.broadcast), (commands, ports.commands)];
+    if takes_jobs {
+        sockets.extend([(jobs, ports.jobs), (results, ports.results)]);
+    }
     let mut out = Vec::with_capacity(sockets.len());
     for (socket, port) in sockets {
         socket.set_linger(0)?;

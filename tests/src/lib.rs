@@ -128,6 +128,32 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// How many established TCP connections the process holds.
+    pub fn tcp_connections(&self) -> usize {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("its descriptors");
+        let inodes: Vec<String> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|target| {
+                let t = target.to_string_lossy();
+                Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            })
+            .collect();
+        ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(format!("/proc/{}/net/{f}", self.pid())).ok())
+            .flat_map(|table| {
+                table
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            })
+            // Field 3 is the state (01: established), field 9 the inode.
+            .filter(|w| w.len() > 9 && w[3] == "01" && inodes.contains(&w[9]))
+            .count()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {

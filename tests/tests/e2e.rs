@@ -1693,9 +1693,10 @@ fn an_operator_command_piped_into_head_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// A device that took no jobs and is told by a reload to take them gets
-/// work-queue jobs at once: the reload says `jobs` applied, so its jobs
-/// socket connects then, not at its next connection to the hub.
+/// A device that takes no jobs holds neither the jobs nor the results
+/// connection; told by a reload to take them, it gets work-queue jobs at
+/// once and its results arrive: the reload says `jobs` applied, so both
+/// sockets connect then, not at its next connection to the hub.
 #[test]
 fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     let _w = watchdog("jobs reload", LIMIT);
@@ -1706,8 +1707,10 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     let none = agent_config("").replace(jobs, "[jobs]\nallow = []\n");
     assert_ne!(none, agent_config(""), "the suite's [jobs] line moved");
     let agent = start_agent(&hub.link(), dir.path(), "pi-jr", "run", &none, &[]);
-    hub.wait_listening("pi-jr");
+    hub.wait_answering("pi-jr");
     agent.wait_log("takes no jobs");
+    // Telemetry, broadcasts and commands: no work queue, no results.
+    assert_eq!(agent.tcp_connections(), 3);
     let config = dir.path().join("pi-jr/agent.toml");
     std::fs::write(&config, agent_config("")).unwrap();
     agent.signal(libc::SIGHUP);
@@ -1720,6 +1723,7 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     assert_eq!(echo["state"], "done", "{echo}");
     assert_eq!(echo["device"], "pi-jr");
     assert_eq!(echo["outcome"]["stdout"], "after the reload");
+    assert_eq!(agent.tcp_connections(), 5);
 }
 
 #[test]

@@ -329,11 +329,7 @@ impl Agent {
         self.links = Some(Links {
             sub: sub.secure().connect(&ep(ports.broadcast)?)?,
             jobs: self.jobs_socket(&ports)?,
-            results: self
-                .sockets
-                .build(zmq::PUSH)
-                .secure()
-                .connect(&ep(ports.results)?)?,
+            results: self.results_socket(&ports)?,
             commands: self
                 .sockets
                 .build(zmq::DEALER)
@@ -356,7 +352,7 @@ impl Agent {
     fn jobs_socket(&self, ports: &HubPorts) -> Result<Option<zmq::Socket>, Error> {
         if self.cfg.jobs.allow.is_empty() {
             info!(
-                "[jobs] allow is empty: this device takes no jobs, so its jobs socket is not connected"
+                "[jobs] allow is empty: this device takes no jobs, so its jobs and results sockets are not connected"
             );
             return Ok(None);
         }
@@ -372,21 +368,40 @@ impl Agent {
         Ok(Some(socket))
     }
 
+    /// The socket job results go to the hub by, if this device takes jobs
+    /// or is running one.
+    fn results_socket(&self, ports: &HubPorts) -> Result<Option<zmq::Socket>, Error> {
+        if self.cfg.jobs.allow.is_empty() && self.running_jobs == 0 {
+            return Ok(None);
+        }
+        let ep = self.hub_port(ports.results)?;
+        Ok(Some(self.sockets.build(zmq::PUSH).secure().connect(&ep)?))
+    }
+
     /// `[jobs] allow` went from empty to naming a kind, or back: the jobs
     /// socket is connected, or closed, to match (at the next Welcome it
-    /// would be anyway).
+    /// would be anyway), and the results socket is connected if it is
+    /// missing. A results socket is not closed here: a job that is still
+    /// running sends its result by it.
     pub(super) fn relink_jobs(&mut self) {
         let Some(ports) = self.links.as_ref().map(|l| l.ports.clone()) else {
             return;
         };
-        match self.jobs_socket(&ports) {
-            Ok(jobs) => {
+        let results = match self.links.as_ref().and_then(|l| l.results.as_ref()) {
+            Some(_) => Ok(None),
+            None => self.results_socket(&ports),
+        };
+        match (self.jobs_socket(&ports), results) {
+            (Ok(jobs), Ok(results)) => {
                 if let Some(links) = &mut self.links {
                     links.jobs = jobs;
+                    if results.is_some() {
+                        links.results = results;
+                    }
                 }
             }
-            Err(e) => warn!(
-                "the jobs socket could not be connected after the reload; work-queue jobs wait for the next connection to the hub: {}",
+            (Err(e), _) | (_, Err(e)) => warn!(
+                "the jobs or results socket could not be connected after the reload; work-queue jobs wait for the next connection to the hub: {}",
                 error_chain(&e)
             ),
         }

@@ -182,7 +182,10 @@ struct Links {
     /// Connected only when `[jobs] allow` names a kind: a device that
     /// takes no jobs is never handed one from the work queue.
     jobs: Option<zmq::Socket>,
-    results: zmq::Socket,
+    /// Connected when `[jobs] allow` names a kind or a job is running, and
+    /// then kept until the next Welcome: a result never finds it closed
+    /// under it, and a device that takes no jobs holds one connection less.
+    results: Option<zmq::Socket>,
     commands: zmq::Socket,
 }
 

@@ -77,7 +77,7 @@ impl Agent {
 
     pub(super) fn send_result(&self, given: Given, outcome: Outcome) {
         let Given { id, attempt, token } = given;
-        let Some(links) = &self.links else {
+        let Some(results) = self.links.as_ref().and_then(|l| l.results.as_ref()) else {
             warn!(
                 job = id,
                 "no results socket yet; the hub will hand the job out again"
@@ -93,7 +93,7 @@ impl Agent {
         };
         match ResultFrame::from(result).encode() {
             Ok(frame) => {
-                if !matches!(send_frames(&links.results, &[&frame]), Ok(true)) {
+                if !matches!(send_frames(results, &[&frame]), Ok(true)) {
                     warn!(
                         job = id,
                         "could not queue a job result; the hub will hand the job out again"

@@ -6,7 +6,7 @@
 //! fleetmq-bench rtt [--count N]
 //! fleetmq-bench idle [--idle-seconds S] [--agent-binary PATH]
 //! fleetmq-bench wire
-//! fleetmq-bench connected [--agents 5000]
+//! fleetmq-bench connected [--agents 5000] [--no-jobs]
 //! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench query [--agents 20] [--seconds S]
 //! fleetmq-bench store [--agents 200] [--hours 24]    (not in `all`: it writes GBs)
@@ -36,7 +36,7 @@ mod peers;
 
 const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|peers|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
-[--agent-binary PATH] [--hours H]";
+[--agent-binary PATH] [--hours H] [--no-jobs]";
 
 /// Batches each simulated agent keeps in flight.
 const WINDOW: usize = 4;
@@ -61,6 +61,9 @@ struct Args {
     agent_binary: Option<std::path::PathBuf>,
     /// store: hours of fleet time to generate.
     hours: u64,
+    /// connected, fleet-part: simulated agents that take no jobs (no jobs
+    /// or results socket).
+    no_jobs: bool,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -77,6 +80,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         first: 0,
         agent_binary: None,
         hours: 24,
+        no_jobs: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -89,6 +93,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("window") => args.window = p.value()?.parse()?,
             Long("first") => args.first = p.value()?.parse()?,
             Long("hours") => args.hours = p.value()?.parse()?,
+            Long("no-jobs") => args.no_jobs = true,
             Long("agent-binary") => args.agent_binary = Some(p.value()?.into()),
             Long("agents") => {
                 let list = p.value()?.string()?;
@@ -671,7 +676,12 @@ fn ask(req: &zmq::Socket, request: Request) -> anyhow::Result<Response> {
 fn connected(args: &Args) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     println!(
-        "\na connected fleet at rest: every socket of every simulated agent connected, one batch each acked"
+        "\na connected fleet at rest: every socket of every simulated agent connected, one batch each acked{}",
+        if args.no_jobs {
+            " (agents that take no jobs: telemetry, broadcast and commands only)"
+        } else {
+            ""
+        }
     );
     println!(
         "  {:>6}  {:>11}  {:>10}  {:>10}  {:>13}  {:>11}",
@@ -714,7 +724,7 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
             fds_idle,
             dialled,
             _dir,
-        } = fleet_at_rest(agents, per_process)?;
+        } = fleet_at_rest(agents, per_process, !args.no_jobs)?;
         let pid = hub.proc.pid();
         let cpu0 = procstat::cpu_seconds(pid).unwrap_or(0.0);
         let rest = Instant::now();
@@ -748,7 +758,12 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
             "connect_seconds": dialled,
         }));
     }
-    Ok(json!({ "sockets_per_agent": fleet::SOCKETS_PER_AGENT, "rows": rows }))
+    let sockets = if args.no_jobs {
+        fleet::SOCKETS_WITHOUT_JOBS
+    } else {
+        fleet::SOCKETS_PER_AGENT
+    };
+    Ok(json!({ "sockets_per_agent": sockets, "takes_jobs": !args.no_jobs, "rows": rows }))
 }
 
 /// A hub with a fleet of simulated agents connected, every one online and
@@ -764,8 +779,9 @@ struct AtRest {
 }
 
 /// Starts a hub and connects `agents` simulated agents to it, from
-/// processes of at most `per_process` each.
-fn fleet_at_rest(agents: usize, per_process: usize) -> anyhow::Result<AtRest> {
+/// processes of at most `per_process` each, with the jobs and results
+/// sockets if they take jobs.
+fn fleet_at_rest(agents: usize, per_process: usize, takes_jobs: bool) -> anyhow::Result<AtRest> {
     let dir = tempfile::tempdir()?;
     let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
     let pid = hub.proc.pid();
@@ -781,7 +797,12 @@ fn fleet_at_rest(agents: usize, per_process: usize) -> anyhow::Result<AtRest> {
         procstat::open_fds(pid).unwrap_or(0),
     );
     let t0 = Instant::now();
-    let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process)?;
+    let parts = connect_parts(
+        &hub.endpoint("telemetry")?,
+        0..agents,
+        per_process,
+        takes_jobs,
+    )?;
     let dialled = t0.elapsed().as_secs_f64();
     // The hub sees every agent online and listening (its broadcast
     // subscription arrived) before it is measured.
@@ -831,6 +852,7 @@ fn connect_parts(
     endpoint: &str,
     ids: std::ops::Range<usize>,
     per_process: usize,
+    takes_jobs: bool,
 ) -> anyhow::Result<Vec<Part>> {
     use std::io::BufRead as _;
     let me = std::env::current_exe().context("finding this program")?;
@@ -846,6 +868,7 @@ fn connect_parts(
                 "--agents",
                 &count.to_string(),
             ])
+            .args((!takes_jobs).then_some("--no-jobs"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -881,6 +904,7 @@ fn fleet_part(args: &Args) -> anyhow::Result<()> {
         args.first..args.first + count,
         "fleet",
         &template()?,
+        !args.no_jobs,
         Duration::from_secs(300),
     )?;
     println!("ready");
@@ -1076,7 +1100,7 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
     let mut parts: Vec<Vec<Part>> = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let ids = i * share..((i + 1) * share).min(total);
-        parts.push(connect_parts(endpoint, ids, per_process)?);
+        parts.push(connect_parts(endpoint, ids, per_process, true)?);
     }
     let dialled = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
@@ -1105,7 +1129,7 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
     let mut moved = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate().skip(1) {
         let ids = (i - 1) * each..(i * each).min(share);
-        moved.push(connect_parts(endpoint, ids, per_process)?);
+        moved.push(connect_parts(endpoint, ids, per_process, true)?);
     }
     let back = t1.elapsed().as_secs_f64();
     println!(
