@@ -23,9 +23,20 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 /// A loopback port the OS picked as free.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` loopback ports the OS picked as free, all different: each is held
+/// until all are picked (one at a time, the OS can hand out the same port
+/// twice, and a NATS node got the same port for clients and routes).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?)
 }
 
 /// `program -c CONF` (a server reading its config file), its output to
@@ -208,9 +219,7 @@ pub fn nats_server() -> anyhow::Result<PathBuf> {
 impl Nats {
     pub fn start(dir: &Path, sync: bool) -> anyhow::Result<Nats> {
         let program = nats_server()?;
-        let ports: Vec<(u16, u16)> = (0..3)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<anyhow::Result<_>>()?;
+        let ports: Vec<(u16, u16)> = free_ports(6)?.chunks(2).map(|p| (p[0], p[1])).collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, r)| format!("\"nats-route://127.0.0.1:{r}\""))

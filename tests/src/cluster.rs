@@ -24,12 +24,17 @@ pub fn nats_server() -> PathBuf {
     p
 }
 
-/// A port the OS picked, free when this returns.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("picking a free port")
+/// `n` ports the OS picked, all different and free when this returns: each
+/// is held until all are picked (picked one at a time, the OS can hand out
+/// a port it just gave, and a node then had the same port for clients and
+/// routes).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("picking a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a picked port").port())
+        .collect()
 }
 
 pub struct NatsCluster {
@@ -48,7 +53,8 @@ impl NatsCluster {
     pub fn start(dir: &Path) -> NatsCluster {
         const TRIES: usize = 5;
         for attempt in 1..=TRIES {
-            let ports = (0..3).map(|_| (free_port(), free_port())).collect();
+            let picked = free_ports(6);
+            let ports = picked.chunks(2).map(|p| (p[0], p[1])).collect();
             let mut cluster = NatsCluster {
                 dir: dir.join(format!("try-{attempt}")),
                 ports,
@@ -58,12 +64,16 @@ impl NatsCluster {
                 cluster.start_node(i);
             }
             let taken = cluster.nodes.iter().flatten().any(|node| {
+                // nats-server says it is ready before it binds its route
+                // port: started means both listeners are up.
                 crate::wait_for(&format!("{} to start", node.name), || {
                     let log = node.log_text();
-                    if log.contains("Server is ready") {
-                        Some(false)
-                    } else if log.contains("address already in use") {
+                    if log.contains("address already in use") {
                         Some(true)
+                    } else if log.contains("Server is ready")
+                        && log.contains("Listening for route connections")
+                    {
+                        Some(false)
                     } else {
                         None
                     }
