@@ -28,6 +28,9 @@ use tracing::{debug, info, warn};
 use super::{Answer, HUB_WAIT, HttpError, route};
 use crate::operator::Client;
 
+/// Connections waiting to be taken (the kernel caps it at
+/// `net.core.somaxconn`).
+pub const BACKLOG: i32 = 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 512;
 /// How long a client may take to send a request's head.
@@ -90,8 +93,7 @@ impl Http {
             addr: addr.to_string(),
             reason: e.to_string(),
         };
-        let listener = std::net::TcpListener::bind(addr).map_err(listen_err)?;
-        listener.set_nonblocking(true).map_err(listen_err)?;
+        let listener = listen(addr).map_err(listen_err)?;
         let local = listener.local_addr().map_err(listen_err)?;
         if token.is_none() && !local.ip().is_loopback() {
             return Err(HttpError::NeedsToken {
@@ -158,6 +160,31 @@ impl Drop for Http {
             warn!("the HTTP thread ended with a panic");
         }
     }
+}
+
+/// A non-blocking listener on the first address `addr` resolves to, with a
+/// backlog of [`BACKLOG`]: std's 128 overflows when a few hundred clients
+/// connect at once, and a client whose SYN is dropped waits a second for
+/// its retry.
+fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let mut last = None;
+    for at in std::net::ToSocketAddrs::to_socket_addrs(addr)? {
+        let bound = Socket::new(Domain::for_address(at), Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&at.into())?;
+            s.listen(BACKLOG)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
+        match bound {
+            Ok(s) => return Ok(s.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
 }
 
 /// Takes connections until told to stop.
@@ -320,4 +347,35 @@ pub fn carries_token(given: Option<&str>, token: &str) -> bool {
     };
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients that connect at once while the server is busy wait in the
+    /// backlog instead of having their SYNs dropped (a second's retry each).
+    #[test]
+    fn hundreds_of_clients_connecting_at_once_all_get_in() {
+        let listener = listen("127.0.0.1:0").expect("listening on loopback");
+        let at = listener.local_addr().unwrap();
+        // Nobody accepts: every connection stays queued.
+        let queued: Vec<std::net::TcpStream> = (0..300)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&at, Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("connection {i} not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(queued.len(), 300);
+    }
+
+    /// A port another program listens on is refused, as std's bind did
+    /// (address reuse covers only connections that are closing).
+    #[test]
+    fn a_port_in_use_is_refused() {
+        let first = listen("127.0.0.1:0").unwrap();
+        let taken = first.local_addr().unwrap().to_string();
+        let e = listen(&taken).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    }
 }
