@@ -145,6 +145,13 @@ pub const ZAP_DOMAIN: &str = "fleetmq";
 /// The ZAP domain of the hub's remote operator socket.
 pub const OPERATOR_ZAP_DOMAIN: &str = "fleetmq-operator";
 
+/// Connections a bound socket lets wait to be taken (libzmq's default is
+/// 100; the kernel caps it at `net.core.somaxconn`). After a hub restart
+/// every device reconnects within its first reconnect interval, five
+/// sockets each: a connection the backlog cannot hold has its SYN dropped
+/// and waits a second or more for the retry.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// The context and the options for every socket made from it.
 #[derive(Clone)]
 pub struct Sockets {
@@ -495,6 +502,13 @@ impl Builder<'_> {
     pub fn bind(self, endpoint: &str) -> Result<(zmq::Socket, String), NetError> {
         let kind = kind_name(self.kind);
         let socket = self.make()?;
+        socket
+            .set_backlog(LISTEN_BACKLOG)
+            .map_err(|source| NetError::Option {
+                kind,
+                option: "ZMQ_BACKLOG",
+                source,
+            })?;
         let bind_err = |source| NetError::Bind {
             kind,
             endpoint: endpoint.to_string(),
@@ -661,6 +675,7 @@ mod tests {
         assert_eq!(s.get_reconnect_ivl_max().unwrap(), 9000);
         assert_eq!(s.get_heartbeat_ivl().unwrap(), 1000);
         assert_eq!(s.get_heartbeat_timeout().unwrap(), 3000);
+        assert_eq!(s.get_backlog().unwrap(), LISTEN_BACKLOG);
     }
 
     /// A socket with thousands of peers leaves liveness to TCP keepalive:
