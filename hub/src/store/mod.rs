@@ -8,7 +8,9 @@
 //!
 //! Everything the hub acks is committed first (WAL; `synchronous=FULL` by
 //! default, so an acked batch survives power loss, not only a killed process).
+//! The WAL is copied into hub.db by a thread of its own (`checkpoint.rs`), off the loop.
 
+mod checkpoint;
 mod commands;
 mod config;
 mod fleet;
@@ -124,6 +126,9 @@ pub struct Store {
     /// in step with every store and prune): what retention's `max_bytes`
     /// is held to. Known only to the writing store, 0 in a reader.
     telemetry_bytes: u64,
+    /// Copies the WAL into hub.db off the hub loop (the writing store's
+    /// only; stopped after the connections above are closed).
+    _checkpoints: Option<checkpoint::Checkpointer>,
 }
 
 const SCHEMA: &str = "
@@ -278,6 +283,8 @@ impl Store {
         conn.execute_batch(SCHEMA).doing("creating tables")?;
         let mut store = Store::over(conn, connect(dir, Synchronous::Normal)?)?;
         store.ready_to_write()?;
+        store._checkpoints =
+            checkpoint::Checkpointer::start(dir, sync, &[&store.conn, &store.log])?;
         Ok(store)
     }
 
@@ -327,6 +334,7 @@ impl Store {
             log_queue: Vec::new(),
             next_log_id: last + 1,
             telemetry_bytes: 0,
+            _checkpoints: None,
         })
     }
 
