@@ -222,7 +222,7 @@ impl Outbox {
             return Ok(None);
         };
         self.spool
-            .renumbered(seq, new, first, last)
+            .renumbered(seq, new, first, last, now)
             .map_err(OutboxError::Record)?;
         Ok(Some((new, frame)))
     }

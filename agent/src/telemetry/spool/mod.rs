@@ -207,7 +207,7 @@ impl Spool {
     }
 
     /// Writes encoded entries to the active segment, all or nothing.
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write(&mut self, bytes: &[u8], now: Instant) -> io::Result<()> {
         let before = self.active().bytes;
         if let Err(e) = self.file.write_all(bytes) {
             // Cut off whatever part of it reached the file.
@@ -218,6 +218,7 @@ impl Spool {
         let last = self.segments.len() - 1;
         self.segments[last].bytes += n;
         self.total_bytes += n;
+        self.dirty_since.get_or_insert(now);
         Ok(())
     }
 
@@ -247,12 +248,10 @@ impl Spool {
     /// Writes a bookkeeping entry (batch, ack, abandon); if the disk is
     /// full, frees the reserve and tries once more.
     fn write_bookkeeping(&mut self, bytes: &[u8], now: Instant) -> io::Result<()> {
-        match self.write(bytes) {
-            Err(e) if disk_full(&e) && self.give_up_reserve() => self.write(bytes),
+        match self.write(bytes, now) {
+            Err(e) if disk_full(&e) && self.give_up_reserve() => self.write(bytes, now),
             other => other,
-        }?;
-        self.dirty_since.get_or_insert(now);
-        Ok(())
+        }
     }
 
     /// Makes room for `need` bytes by the policy. Returns the id below
@@ -336,13 +335,13 @@ impl Spool {
             if self.active().bytes >= self.cfg.segment_bytes {
                 self.rotate()?;
             }
-            match self.write(&bytes) {
+            match self.write(&bytes, now) {
                 Ok(()) => Ok(below),
                 // The disk itself is full: the policy applies as at the cap.
                 Err(e) if disk_full(&e) => {
                     if self.cfg.policy == FullPolicy::DropOldest && self.segments.len() > 1 {
                         let below = self.drop_oldest()?;
-                        self.write(&bytes)?;
+                        self.write(&bytes, now)?;
                         Ok(Some(below))
                     } else {
                         Err(AppendError::Full {
@@ -356,7 +355,6 @@ impl Spool {
         });
         match result {
             Ok(dropped_below) => {
-                self.dirty_since.get_or_insert(now);
                 self.keep_in_tail(first_id, records, &ends);
                 self.next_id += records.len() as u64;
                 self.unpacked += records.len() as u64;
@@ -513,8 +511,14 @@ impl Spool {
     /// Batch `old` goes out again as `new`, carrying spool ids `first` to
     /// `last`: recorded as the new batch, then the old one abandoned, so a
     /// restart resends the records under `new` only.
-    pub fn renumbered(&mut self, old: u64, new: u64, first: u64, last: u64) -> io::Result<()> {
-        let now = Instant::now();
+    pub fn renumbered(
+        &mut self,
+        old: u64,
+        new: u64,
+        first: u64,
+        last: u64,
+        now: Instant,
+    ) -> io::Result<()> {
         self.write_bookkeeping(
             &encode(&Entry::Batch {
                 seq: new,
