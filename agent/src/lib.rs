@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`start`], [`cli`] | the command line: parsed by hand ([`cli`], lexopt, small), then each subcommand run ([`start`]); the binary's edge, where errors become one message (no error crate: the agent counts its bytes) |
 //! | [`config`] | the TOML config with the embedded example; [`reload`] says what a SIGHUP changes |
-//! | [`driver`] | the event loop, the only code that owns zmq sockets: `mod.rs` (loop, timers, stop), `hub.rs` (the link to the hub), `work.rs` (jobs and commands), `local.rs` (samples, ingest, control socket, status) |
+//! | [`driver`] | the event loop, the only code that owns zmq sockets: `mod.rs` (loop, stop), `timers.rs` (the periodic work), `hub.rs` (the link to the hub), `work.rs` (jobs and commands), `local.rs` (samples, ingest, control socket, status) |
 //! | [`telemetry`] | the [`telemetry::outbox`]: one book for a record's life, over the disk spool ([`telemetry::spool`]) and the in-flight window ([`telemetry::uplink`]) |
 //! | [`work`] | what this device does with a job or a command, decided from its allow lists alone; [`work::runner`] runs programs with time and output limits |
 //! | [`sources`] | local sources: host metrics from /proc and /sys, StatsD/Influx ingest, the control socket (`status`, `send`, `reload`) |

@@ -23,6 +23,7 @@
 
 mod hub;
 mod local;
+mod timers;
 mod work;
 
 use std::io::Write;
@@ -35,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use fleetmq_net::poll::event;
 use fleetmq_net::{Hangup, NetError, Poll, Shutdown, Sockets, now_ms};
-use fleetmq_protocol::{Bye, Heartbeat, HubPorts, Outcome, Reply, Upstream};
-use tracing::{debug, info, warn};
+use fleetmq_protocol::{Bye, HubPorts, Outcome, Reply, Upstream};
+use tracing::{info, warn};
 
 use crate::config::AgentConfig;
 use crate::link::LinkWatch;
@@ -55,12 +56,6 @@ const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 const HELLO_RETRY: Duration = Duration::from_millis(50);
 /// How long after a failed attempt (a full disk) packing is tried again.
 const PACK_RETRY: Duration = Duration::from_secs(1);
-/// Periodic work due within this of a wake-up is done in it: sampling, host
-/// metrics, StatsD, the spool's sync, heartbeats and the batch flush each
-/// keep their own interval, and they drift apart by milliseconds; without
-/// it each woke the agent on its own (five wake-ups a second at 1 Hz where
-/// two do: one for the work, one for the ack).
-const TIMER_SLACK: Duration = Duration::from_millis(10);
 /// Events from worker and stdin threads waiting for the loop.
 const EVENTS_QUEUED: usize = 256;
 /// Job ids remembered (and persisted) so none runs twice.
@@ -503,64 +498,6 @@ impl Agent {
                 return Ok(());
             }
         }
-    }
-
-    fn timers(&mut self) -> Result<(), Error> {
-        let now = Instant::now();
-        let soon = now + TIMER_SLACK;
-        if let Some(problem) = self.link.to_tell(now) {
-            warn!("not linked to the hub: {problem}");
-        }
-        if soon >= self.next_sample {
-            self.sample();
-            self.next_sample = now + Duration::from_millis(self.cfg.telemetry.sample_interval_ms);
-        }
-        if self.cfg.host.interval_ms > 0 && soon >= self.next_host {
-            self.sample_host();
-            self.next_host = now + Duration::from_millis(self.cfg.host.interval_ms);
-        }
-        if self.ingest.statsd_due().is_some_and(|t| soon >= t) {
-            self.flush_statsd();
-        }
-        // Early is safe: a sync sooner than due only shortens what a power
-        // cut could take.
-        if let Err(e) = self.outbox.sync_if_due(soon) {
-            warn!(error = %e, "syncing the spool to disk");
-        }
-        if self.redial.take_due(now) {
-            // libzmq gives up on an endpoint whose handshake was refused;
-            // knock again, as a new connection.
-            let _ = self.dealer.disconnect(&self.hub);
-            self.dealer
-                .connect(&self.hub)
-                .map_err(zmq_error(format!("connecting to {}", self.hub)))?;
-        }
-        if self.failover.take_due(now) {
-            self.move_hub()?;
-        }
-        if !self.connected {
-            return Ok(());
-        }
-        if self.need_hello.is_some_and(|t| now >= t) {
-            self.send_hello();
-        }
-        if soon >= self.next_heartbeat {
-            self.heartbeats += 1;
-            let hb = Heartbeat {
-                uptime_ms: self.started.elapsed().as_millis() as u64,
-            };
-            self.send_up(Upstream::Heartbeat(hb));
-            self.next_heartbeat =
-                now + Duration::from_millis(u64::from(self.cfg.presence.heartbeat_ms));
-        }
-        if self.outbox.flush_due(soon) && self.pack_blocked_until.is_none_or(|t| now >= t) {
-            self.pack_and_send(now);
-        }
-        for (seq, frame) in self.outbox.resends(now) {
-            debug!(seq, "resending unacked batch");
-            self.send_frame(seq, &frame);
-        }
-        Ok(())
     }
 
     /// Clean stop: flush, give the hub a moment to ack, say bye, save what
