@@ -8,7 +8,8 @@
 //!
 //! Everything the hub acks is committed first (WAL; `synchronous=FULL` by
 //! default, so an acked batch survives power loss, not only a killed process).
-//! The WAL is copied into hub.db by a thread of its own (`checkpoint.rs`), off the loop.
+//! The WAL is copied into hub.db by a thread of its own (`checkpoint.rs`), off
+//! the loop, which also empties the WAL file once a burst of writes is over.
 
 mod checkpoint;
 mod commands;
