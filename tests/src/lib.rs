@@ -128,8 +128,9 @@ impl Proc {
         self.child.id() as i32
     }
 
-    /// How many established TCP connections the process holds.
-    pub fn tcp_connections(&self) -> usize {
+    /// The remote ports of this process's established TCP connections,
+    /// sorted.
+    pub fn tcp_peer_ports(&self) -> Vec<u16> {
         let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("its descriptors");
         let inodes: Vec<String> = fds
             .flatten()
@@ -139,7 +140,7 @@ impl Proc {
                 Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
             })
             .collect();
-        ["tcp", "tcp6"]
+        let mut ports: Vec<u16> = ["tcp", "tcp6"]
             .iter()
             .filter_map(|f| std::fs::read_to_string(format!("/proc/{}/net/{f}", self.pid())).ok())
             .flat_map(|table| {
@@ -149,9 +150,13 @@ impl Proc {
                     .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
                     .collect::<Vec<_>>()
             })
-            // Field 3 is the state (01: established), field 9 the inode.
+            // Field 2 is the remote address (hex ADDR:PORT), 3 the state
+            // (01: established), 9 the inode.
             .filter(|w| w.len() > 9 && w[3] == "01" && inodes.contains(&w[9]))
-            .count()
+            .filter_map(|w| u16::from_str_radix(w[2].rsplit(':').next()?, 16).ok())
+            .collect();
+        ports.sort_unstable();
+        ports
     }
 
     pub fn signal(&self, sig: i32) {

@@ -1709,8 +1709,30 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     let agent = start_agent(&hub.link(), dir.path(), "pi-jr", "run", &none, &[]);
     hub.wait_answering("pi-jr");
     agent.wait_log("takes no jobs");
-    // Telemetry, broadcasts and commands: no work queue, no results.
-    assert_eq!(agent.tcp_connections(), 3);
+    let port = |name: &str| -> u16 {
+        let ep = &hub.endpoints[name];
+        ep.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: {ep}"))
+    };
+    let held = |names: &[&str]| -> Vec<u16> {
+        let peers = agent.tcp_peer_ports();
+        let mut to: Vec<u16> = peers
+            .iter()
+            .copied()
+            .filter(|p| names.iter().any(|n| port(n) == *p))
+            .collect();
+        to.dedup();
+        to
+    };
+    // Telemetry, broadcasts and commands only: no work queue, no results.
+    assert_eq!(
+        held(&["jobs", "results"]),
+        Vec::<u16>::new(),
+        "{:?}",
+        agent.tcp_peer_ports()
+    );
     let config = dir.path().join("pi-jr/agent.toml");
     std::fs::write(&config, agent_config("")).unwrap();
     agent.signal(libc::SIGHUP);
@@ -1723,7 +1745,14 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     assert_eq!(echo["state"], "done", "{echo}");
     assert_eq!(echo["device"], "pi-jr");
     assert_eq!(echo["outcome"]["stdout"], "after the reload");
-    assert_eq!(agent.tcp_connections(), 5);
+    let mut work: Vec<u16> = ["jobs", "results"].map(port).to_vec();
+    work.sort_unstable();
+    assert_eq!(
+        held(&["jobs", "results"]),
+        work,
+        "{:?}",
+        agent.tcp_peer_ports()
+    );
 }
 
 #[test]
