@@ -291,7 +291,7 @@ impl Agent {
                     }
                 }
                 Ok(Downstream::Relink(r)) => {
-                    warn!(reason = %r.reason, "the hub asked for new connections; reconnecting broadcast, jobs, results and commands");
+                    warn!(reason = %r.reason, "the hub asked for new connections; connecting again");
                     if let Some(ports) = self.links.take().map(|l| l.ports)
                         && let Err(e) = self.welcome("(unchanged)".into(), ports)
                     {
@@ -311,7 +311,6 @@ impl Agent {
         if self.links.as_ref().is_some_and(|l| l.ports == ports) {
             return Ok(());
         }
-        info!(%hub_version, ?ports, "hub welcomed us; connecting broadcast, jobs, results and commands");
         // Dropping old links closes them.
         self.links = None;
         let ep = |port: u16| self.hub_port(port);
@@ -338,6 +337,18 @@ impl Agent {
                 .connect(&ep(ports.commands)?)?,
             ports,
         });
+        if let Some(links) = &self.links {
+            let mut which = vec!["broadcast", "commands"];
+            if links.jobs.is_some() {
+                which.push("jobs");
+            }
+            if links.results.is_some() {
+                which.push("results");
+            }
+            let (last, rest) = which.split_last().unwrap_or((&"", &[]));
+            let which = format!("{} and {last}", rest.join(", "));
+            info!(%hub_version, ports = ?links.ports, "hub welcomed us; connecting {which}");
+        }
         Ok(())
     }
 
