@@ -419,6 +419,16 @@ impl Hub {
         &self.endpoints["telemetry"]
     }
 
+    /// The port of the endpoint `name` printed at start (`telemetry`,
+    /// `jobs`, `http`...).
+    pub fn port(&self, name: &str) -> u16 {
+        let ep = &self.endpoints[name];
+        ep.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the hub's {name} endpoint has no port: {ep}"))
+    }
+
     /// This hub's ports, as a config that makes a restarted hub listen
     /// there too.
     pub fn same_ports(&self) -> String {

@@ -1340,12 +1340,7 @@ fn http_beyond_loopback_needs_a_bearer_token() {
     let cfg = dir.path().join("token.toml");
     std::fs::write(&cfg, config("http_token_file = \"http.token\"\n")).unwrap();
     let hub = Hub::start_with(dir.path(), &["--config", &cfg.to_string_lossy()]);
-    let port = hub.endpoints["http"]
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://127.0.0.1:{}", hub.port("http"));
     let bearer = format!("Authorization: Bearer {token}");
     assert_eq!(http("GET", &url, "/api/stats").0, 401, "no token");
     assert_eq!(
@@ -1709,19 +1704,12 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     let agent = start_agent(&hub.link(), dir.path(), "pi-jr", "run", &none, &[]);
     hub.wait_answering("pi-jr");
     agent.wait_log("takes no jobs");
-    let port = |name: &str| -> u16 {
-        let ep = &hub.endpoints[name];
-        ep.rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{name}: {ep}"))
-    };
+    // The hub's ports among the agent's peers, once each.
     let held = |names: &[&str]| -> Vec<u16> {
-        let peers = agent.tcp_peer_ports();
-        let mut to: Vec<u16> = peers
-            .iter()
-            .copied()
-            .filter(|p| names.iter().any(|n| port(n) == *p))
+        let mut to: Vec<u16> = agent
+            .tcp_peer_ports()
+            .into_iter()
+            .filter(|p| names.iter().any(|n| hub.port(n) == *p))
             .collect();
         to.dedup();
         to
@@ -1745,14 +1733,10 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     assert_eq!(echo["state"], "done", "{echo}");
     assert_eq!(echo["device"], "pi-jr");
     assert_eq!(echo["outcome"]["stdout"], "after the reload");
-    let mut work: Vec<u16> = ["jobs", "results"].map(port).to_vec();
-    work.sort_unstable();
-    assert_eq!(
-        held(&["jobs", "results"]),
-        work,
-        "{:?}",
-        agent.tcp_peer_ports()
-    );
+    let all = ["telemetry", "broadcast", "commands", "jobs", "results"];
+    let mut every: Vec<u16> = all.map(|n| hub.port(n)).to_vec();
+    every.sort_unstable();
+    assert_eq!(held(&all), every, "{:?}", agent.tcp_peer_ports());
 }
 
 #[test]
