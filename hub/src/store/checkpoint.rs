@@ -109,7 +109,7 @@ impl Checkpointer {
         let wal = dir.join("hub.db-wal");
         let spawned = std::thread::Builder::new()
             .name("checkpoint".into())
-            .spawn(move || run(&conn, (&wal, frame), &nudged, &stopping, &counting));
+            .spawn(move || run(&conn, &wal, frame, &nudged, &stopping, &counting));
         let thread = match spawned {
             Ok(t) => t,
             Err(e) => {
@@ -164,7 +164,8 @@ impl Drop for Checkpointer {
 /// page takes `frame` bytes) when calm or quiet; until stopped.
 fn run(
     conn: &Connection,
-    (wal, frame): (&Path, u64),
+    wal: &Path,
+    frame: u64,
     nudged: &Receiver<()>,
     stop: &AtomicBool,
     done: &AtomicU64,
