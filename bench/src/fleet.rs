@@ -7,7 +7,10 @@
 //! both read and written through the hub. It sizes what a hub holds per
 //! connected agent (`fleetmq-bench connected`). Agents that take no jobs,
 //! as a real one with an empty `[jobs] allow`, connect neither the jobs
-//! PULL nor the results PUSH (`connected --no-jobs`).
+//! PULL nor the results PUSH (`connected --no-jobs`). Agents that keep
+//! only their telemetry DEALER (`connected --telemetry-only`) are no agent
+//! fleetmq ships: they measure what a device would cost a hub if all its
+//! traffic shared one connection.
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +19,42 @@ use fleetmq_protocol::{Downstream, HubPorts, names};
 
 use crate::swarm::{Template, hello};
 
-/// Sockets a simulated agent opens: telemetry, broadcast, jobs, results,
-/// commands.
+/// Sockets a simulated agent opens at most: telemetry, broadcast, jobs,
+/// results, commands.
 pub const SOCKETS_PER_AGENT: usize = 5;
-/// Sockets a simulated agent opens if it takes no jobs: telemetry,
-/// broadcast, commands.
-pub const SOCKETS_WITHOUT_JOBS: usize = SOCKETS_PER_AGENT - 2;
+
+/// Which of its sockets a simulated agent connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// All five, as an agent that takes jobs.
+    All,
+    /// Telemetry, broadcast and commands, as an agent with an empty
+    /// `[jobs] allow`.
+    NoJobs,
+    /// Telemetry alone: not an agent fleetmq ships, but what a device
+    /// would cost the hub if all its traffic shared one connection.
+    TelemetryOnly,
+}
+
+impl Kept {
+    /// Connections each agent holds to the hub.
+    pub fn sockets(self) -> usize {
+        match self {
+            Kept::All => SOCKETS_PER_AGENT,
+            Kept::NoJobs => SOCKETS_PER_AGENT - 2,
+            Kept::TelemetryOnly => 1,
+        }
+    }
+
+    /// The flag that asks for these (`fleetmq-bench connected`).
+    pub fn flag(self) -> Option<&'static str> {
+        match self {
+            Kept::All => None,
+            Kept::NoJobs => Some("--no-jobs"),
+            Kept::TelemetryOnly => Some("--telemetry-only"),
+        }
+    }
+}
 /// libzmq allows 1023 sockets a context by default.
 const AGENTS_PER_CONTEXT: usize = 1000 / SOCKETS_PER_AGENT;
 /// Agents whose handshakes may be under way at once: a whole fleet dialling
@@ -31,9 +64,16 @@ const DIALLING: usize = 200;
 
 struct Agent {
     telemetry: zmq::Socket,
-    /// SUB, PULL, PUSH and DEALER once welcomed.
+    /// SUB, PULL, PUSH and DEALER once welcomed (as [`Kept`] says).
     links: Vec<zmq::Socket>,
+    welcomed: bool,
     acked: bool,
+}
+
+impl Agent {
+    fn ready(&self) -> bool {
+        self.welcomed && self.acked
+    }
 }
 
 /// A connected fleet; dropping it closes every socket.
@@ -46,10 +86,7 @@ pub struct Fleet {
 impl Fleet {
     /// Agents that are welcomed, connected everywhere and acked.
     pub fn ready(&self) -> usize {
-        self.agents
-            .iter()
-            .filter(|a| a.acked && !a.links.is_empty())
-            .count()
+        self.agents.iter().filter(|a| a.ready()).count()
     }
 }
 
@@ -66,7 +103,7 @@ pub fn connect(
     ids: std::ops::Range<usize>,
     prefix: &str,
     template: &Template,
-    takes_jobs: bool,
+    kept: Kept,
     within: Duration,
 ) -> anyhow::Result<Fleet> {
     let deadline = Instant::now() + within;
@@ -104,6 +141,7 @@ pub fn connect(
             fleet.agents.push(Agent {
                 telemetry,
                 links: Vec::new(),
+                welcomed: false,
                 acked: false,
             });
         }
@@ -119,13 +157,14 @@ pub fn connect(
             if !readable[i] {
                 continue;
             }
-            let was_ready = a.acked && !a.links.is_empty();
+            let was_ready = a.ready();
             while let Ok(msg) = a.telemetry.recv_bytes(zmq::DONTWAIT) {
                 match Downstream::decode(&msg) {
-                    Ok(Downstream::Welcome(w)) if a.links.is_empty() => {
+                    Ok(Downstream::Welcome(w)) if !a.welcomed => {
                         let id = format!("{prefix}-{:05}", first + i);
                         let ctx = &contexts[i / AGENTS_PER_CONTEXT];
-                        a.links = links(ctx, endpoint, &id, &w.ports, takes_jobs)?;
+                        a.links = links(ctx, endpoint, &id, &w.ports, kept)?;
+                        a.welcomed = true;
                     }
                     Ok(Downstream::Ack(_)) => a.acked = true,
                     Ok(Downstream::HelloRequest(_)) => a.telemetry.send(&hello, 0)?,
@@ -135,7 +174,7 @@ pub fn connect(
                     _ => {}
                 }
             }
-            if !was_ready && a.acked && !a.links.is_empty() {
+            if !was_ready && a.ready() {
                 ready += 1;
             }
         }
@@ -144,15 +183,19 @@ pub fn connect(
     Ok(fleet)
 }
 
-/// The sockets an agent connects after the Welcome (four, or two if it
-/// takes no jobs), set up as the agent sets them up.
+/// The sockets an agent connects after the Welcome (four, two if it takes
+/// no jobs, none if it keeps telemetry only), set up as the agent sets
+/// them up.
 fn links(
     ctx: &zmq::Context,
     endpoint: &str,
     device: &str,
     ports: &HubPorts,
-    takes_jobs: bool,
+    kept: Kept,
 ) -> anyhow::Result<Vec<zmq::Socket>> {
+    if kept == Kept::TelemetryOnly {
+        return Ok(Vec::new());
+    }
     let at = |port: u16| -> anyhow::Result<String> {
         fleetmq_net::endpoint::with_port(endpoint, port)
             .context("the hub's address is not tcp://HOST:PORT")
@@ -166,7 +209,7 @@ fn links(
     let commands = ctx.socket(zmq::DEALER)?;
     commands.set_identity(crate::swarm::route(device).as_bytes())?;
     let mut sockets = vec![(sub, ports.broadcast), (commands, ports.commands)];
-    if takes_jobs {
+    if kept == Kept::All {
         sockets.extend([(jobs, ports.jobs), (results, ports.results)]);
     }
     let mut out = Vec::with_capacity(sockets.len());

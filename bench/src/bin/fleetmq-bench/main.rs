@@ -6,7 +6,7 @@
 //! fleetmq-bench rtt [--count N]
 //! fleetmq-bench idle [--idle-seconds S] [--agent-binary PATH]
 //! fleetmq-bench wire
-//! fleetmq-bench connected [--agents 5000] [--no-jobs]
+//! fleetmq-bench connected [--agents 5000] [--no-jobs | --telemetry-only]
 //! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench query [--agents 20] [--seconds S]
 //! fleetmq-bench store [--agents 200] [--hours 24]    (not in `all`: it writes GBs)
@@ -36,7 +36,7 @@ mod peers;
 
 const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|peers|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
-[--agent-binary PATH] [--hours H] [--no-jobs]";
+[--agent-binary PATH] [--hours H] [--no-jobs | --telemetry-only]";
 
 /// Batches each simulated agent keeps in flight.
 const WINDOW: usize = 4;
@@ -61,9 +61,9 @@ struct Args {
     agent_binary: Option<std::path::PathBuf>,
     /// store: hours of fleet time to generate.
     hours: u64,
-    /// connected, fleet-part: simulated agents that take no jobs (no jobs
-    /// or results socket).
-    no_jobs: bool,
+    /// connected, fleet-part: the sockets each simulated agent connects
+    /// (`--no-jobs`: no jobs or results socket; `--telemetry-only`).
+    kept: fleet::Kept,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -80,7 +80,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         first: 0,
         agent_binary: None,
         hours: 24,
-        no_jobs: false,
+        kept: fleet::Kept::All,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -93,7 +93,8 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("window") => args.window = p.value()?.parse()?,
             Long("first") => args.first = p.value()?.parse()?,
             Long("hours") => args.hours = p.value()?.parse()?,
-            Long("no-jobs") => args.no_jobs = true,
+            Long("no-jobs") => args.kept = fleet::Kept::NoJobs,
+            Long("telemetry-only") => args.kept = fleet::Kept::TelemetryOnly,
             Long("agent-binary") => args.agent_binary = Some(p.value()?.into()),
             Long("agents") => {
                 let list = p.value()?.string()?;
@@ -677,10 +678,12 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     println!(
         "\na connected fleet at rest: every socket of every simulated agent connected, one batch each acked{}",
-        if args.no_jobs {
-            " (agents that take no jobs: telemetry, broadcast and commands only)"
-        } else {
-            ""
+        match args.kept {
+            fleet::Kept::All => "",
+            fleet::Kept::NoJobs =>
+                " (agents that take no jobs: telemetry, broadcast and commands only)",
+            fleet::Kept::TelemetryOnly =>
+                " (telemetry only: what a device would cost on one connection)",
         }
     );
     println!(
@@ -724,7 +727,7 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
             fds_idle,
             dialled,
             _dir,
-        } = fleet_at_rest(agents, per_process, !args.no_jobs)?;
+        } = fleet_at_rest(agents, per_process, args.kept)?;
         let pid = hub.proc.pid();
         let cpu0 = procstat::cpu_seconds(pid).unwrap_or(0.0);
         let rest = Instant::now();
@@ -758,16 +761,16 @@ fn connected(args: &Args) -> anyhow::Result<Value> {
             "connect_seconds": dialled,
         }));
     }
-    let sockets = if args.no_jobs {
-        fleet::SOCKETS_WITHOUT_JOBS
-    } else {
-        fleet::SOCKETS_PER_AGENT
-    };
-    Ok(json!({ "sockets_per_agent": sockets, "takes_jobs": !args.no_jobs, "rows": rows }))
+    Ok(json!({
+        "sockets_per_agent": args.kept.sockets(),
+        "takes_jobs": args.kept == fleet::Kept::All,
+        "rows": rows,
+    }))
 }
 
 /// A hub with a fleet of simulated agents connected, every one online and
-/// listening, and what the hub held before they came.
+/// (unless it keeps telemetry only) listening, and what the hub held
+/// before they came.
 struct AtRest {
     hub: run::Hub,
     parts: Vec<Part>,
@@ -779,9 +782,9 @@ struct AtRest {
 }
 
 /// Starts a hub and connects `agents` simulated agents to it, from
-/// processes of at most `per_process` each, with the jobs and results
-/// sockets if they take jobs.
-fn fleet_at_rest(agents: usize, per_process: usize, takes_jobs: bool) -> anyhow::Result<AtRest> {
+/// processes of at most `per_process` each, each connecting the sockets
+/// `kept` names.
+fn fleet_at_rest(agents: usize, per_process: usize, kept: fleet::Kept) -> anyhow::Result<AtRest> {
     let dir = tempfile::tempdir()?;
     let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
     let pid = hub.proc.pid();
@@ -797,15 +800,16 @@ fn fleet_at_rest(agents: usize, per_process: usize, takes_jobs: bool) -> anyhow:
         procstat::open_fds(pid).unwrap_or(0),
     );
     let t0 = Instant::now();
-    let parts = connect_parts(
-        &hub.endpoint("telemetry")?,
-        0..agents,
-        per_process,
-        takes_jobs,
-    )?;
+    let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process, kept)?;
     let dialled = t0.elapsed().as_secs_f64();
     // The hub sees every agent online and listening (its broadcast
-    // subscription arrived) before it is measured.
+    // subscription arrived) before it is measured; one that keeps telemetry
+    // only never listens.
+    let listeners = if kept == fleet::Kept::TelemetryOnly {
+        0
+    } else {
+        agents
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     let (online, listening) = loop {
         let Response::Devices(devices) = ask(&req, Request::Devices)? else {
@@ -813,14 +817,15 @@ fn fleet_at_rest(agents: usize, per_process: usize, takes_jobs: bool) -> anyhow:
         };
         let online = devices.iter().filter(|d| d.online).count();
         let listening = devices.iter().filter(|d| d.listening).count();
-        if (online == agents && listening == agents) || Instant::now() > deadline {
+        if (online == agents && listening == listeners) || Instant::now() > deadline {
             break (online, listening);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     anyhow::ensure!(
-        online == agents && listening == agents,
-        "the hub saw {online} of {agents} agents online and {listening} listening"
+        online == agents && listening == listeners,
+        "the hub saw {online} of {agents} agents online and {listening} listening \
+         (of {listeners} that subscribe)"
     );
     Ok(AtRest {
         hub,
@@ -852,7 +857,7 @@ fn connect_parts(
     endpoint: &str,
     ids: std::ops::Range<usize>,
     per_process: usize,
-    takes_jobs: bool,
+    kept: fleet::Kept,
 ) -> anyhow::Result<Vec<Part>> {
     use std::io::BufRead as _;
     let me = std::env::current_exe().context("finding this program")?;
@@ -868,7 +873,7 @@ fn connect_parts(
                 "--agents",
                 &count.to_string(),
             ])
-            .args((!takes_jobs).then_some("--no-jobs"))
+            .args(kept.flag())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -904,7 +909,7 @@ fn fleet_part(args: &Args) -> anyhow::Result<()> {
         args.first..args.first + count,
         "fleet",
         &template()?,
-        !args.no_jobs,
+        args.kept,
         Duration::from_secs(300),
     )?;
     println!("ready");
@@ -1100,7 +1105,7 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
     let mut parts: Vec<Vec<Part>> = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let ids = i * share..((i + 1) * share).min(total);
-        parts.push(connect_parts(endpoint, ids, per_process, true)?);
+        parts.push(connect_parts(endpoint, ids, per_process, fleet::Kept::All)?);
     }
     let dialled = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
@@ -1129,7 +1134,7 @@ fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
     let mut moved = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate().skip(1) {
         let ids = (i - 1) * each..(i * each).min(share);
-        moved.push(connect_parts(endpoint, ids, per_process, true)?);
+        moved.push(connect_parts(endpoint, ids, per_process, fleet::Kept::All)?);
     }
     let back = t1.elapsed().as_secs_f64();
     println!(
