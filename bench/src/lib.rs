@@ -2,6 +2,7 @@
 //! how fast a command goes round, what an idle agent costs, how small
 //! the wire format is, and what one flooding device costs the others, each measured beside its baseline in the same run.
 
+pub mod baseline;
 pub mod fleet;
 pub mod flood;
 pub mod peers;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fleetmq_bench::flood::{self, Flood};
 use fleetmq_bench::swarm::{self, Mode, Swarm, Template};
-use fleetmq_bench::{fleet, procstat, run, wire};
+use fleetmq_bench::{baseline, fleet, procstat, run, wire};
 use fleetmq_protocol::{
     Command, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response,
 };
@@ -575,49 +575,37 @@ fn fleet_round_trips(
 }
 
 fn rtt(args: &Args) -> anyhow::Result<Value> {
-    let ctx = zmq::Context::new();
-    let (times, request_bytes, reply_bytes) =
-        fleet_round_trips(args.agent_binary.as_deref(), args.count)?;
-
-    // The baseline: a bare REQ/REP round trip with messages of those sizes.
-    let rep = ctx.socket(zmq::REP)?;
-    rep.bind("tcp://127.0.0.1:*")?;
-    let rep_ep = rep
-        .get_last_endpoint()?
-        .map_err(|_| anyhow::anyhow!("address not UTF-8"))?;
     let count = args.count;
-    let answer = vec![0u8; reply_bytes];
-    let server = std::thread::spawn(move || -> Result<(), zmq::Error> {
-        for _ in 0..count {
-            rep.recv_bytes(0)?;
-            rep.send(&answer, 0)?;
-        }
-        Ok(())
-    });
-    let raw_req = ctx.socket(zmq::REQ)?;
-    raw_req.connect(&rep_ep)?;
-    let ask = vec![0u8; request_bytes];
-    let mut raw = Vec::with_capacity(count);
-    for _ in 0..count {
-        raw.push(round_trip(&raw_req, &ask)?.0);
-    }
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the REP thread panicked"))??;
-    raw.sort();
+    let (times, request_bytes, reply_bytes) =
+        fleet_round_trips(args.agent_binary.as_deref(), count)?;
+    // The baselines, with messages of those sizes: a bare REQ/REP round
+    // trip, and libzmq alone on the command's four hops.
+    let raw = baseline::req_rep(count, request_bytes, reply_bytes)?;
+    let relay = baseline::relay(count, request_bytes, reply_bytes)?;
 
     let (p50, p99) = (percentile_us(&times, 50.0), percentile_us(&times, 99.0));
     let (r50, r99) = (percentile_us(&raw, 50.0), percentile_us(&raw, 99.0));
+    let (l50, l99) = (percentile_us(&relay, 50.0), percentile_us(&relay, 99.0));
     println!("\ncommand round trip, operator -> hub -> agent -> hub -> operator ({count} pings)");
-    println!("  {:<28} {:>10} {:>10}", "", "p50 µs", "p99 µs");
-    println!("  {:<28} {p50:>10.0} {p99:>10.0}", "fleetmq ping");
-    println!("  {:<28} {r50:>10.0} {r99:>10.0}", "raw libzmq REQ/REP");
-    println!("  p50 is {:.2}x the raw round trip", p50 / r50);
+    println!("  {:<44} {:>10} {:>10}", "", "p50 µs", "p99 µs");
+    println!("  {:<44} {p50:>10.0} {p99:>10.0}", "fleetmq ping");
+    println!(
+        "  {:<44} {l50:>10.0} {l99:>10.0}",
+        "raw libzmq relay (the same four hops)"
+    );
+    println!("  {:<44} {r50:>10.0} {r99:>10.0}", "raw libzmq REQ/REP");
+    println!(
+        "  p50 is {:.2}x the relay's and {:.2}x the raw round trip",
+        p50 / l50,
+        p50 / r50
+    );
     Ok(json!({
         "count": count,
         "p50_us": p50, "p99_us": p99,
         "raw_p50_us": r50, "raw_p99_us": r99,
         "p50_vs_raw": p50 / r50,
+        "relay_p50_us": l50, "relay_p99_us": l99,
+        "p50_vs_relay": p50 / l50,
         "request_bytes": request_bytes, "reply_bytes": reply_bytes,
     }))
 }
