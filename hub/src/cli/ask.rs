@@ -578,36 +578,4 @@ pub(super) fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_ago_a_timestamp_or_epoch_milliseconds() {
-        let now = 1_800_000_000_000;
-        assert_eq!(parse_time("--since", "10m", now).unwrap(), now - 600_000);
-        assert_eq!(
-            parse_time("--since", "2h 30m", now).unwrap(),
-            now - 9_000_000
-        );
-        assert_eq!(
-            parse_time("--since", "7d", now).unwrap(),
-            now - 7 * 86_400_000
-        );
-        assert_eq!(
-            parse_time("--until", "2026-12-02T10:00:00Z", now).unwrap(),
-            1_796_205_600_000
-        );
-        assert_eq!(
-            parse_time("--until", "2026-12-02 10:00:00", now).unwrap(),
-            1_796_205_600_000
-        );
-        assert_eq!(parse_time("--since", "1234", now).unwrap(), 1234);
-        let err = parse_time("--since", "yesterday-ish", now)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--since \"yesterday-ish\"") && err.contains("10m"),
-            "{err}"
-        );
-    }
-}
+mod tests;
