@@ -23,7 +23,7 @@ const FRONT_ENDS: usize = 4;
 /// front-ends, and each front-end's memory per agent; then one front-end
 /// killed and the time until its agents are connected and acked at the
 /// others.
-pub(crate) fn fleetmq_bench_cluster(args: &Args) -> anyhow::Result<Value> {
+pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let dir = tempfile::Builder::new()
         .prefix("fleetmq-bench-cluster-")
         .tempdir()?;

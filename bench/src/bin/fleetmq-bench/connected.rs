@@ -26,7 +26,10 @@ fn ask(req: &zmq::Socket, request: Request) -> anyhow::Result<Response> {
     }
 }
 
-pub(crate) fn connected(args: &Args) -> anyhow::Result<Value> {
+/// A connected fleet at rest of each size `--agents` names (5,000, or as
+/// many as the open-files limit allows): the hub's RSS and descriptors per
+/// agent, and its CPU at rest.
+pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     println!(
         "\na connected fleet at rest: every socket of every simulated agent connected, one batch each acked{}",

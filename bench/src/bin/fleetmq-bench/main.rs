@@ -157,7 +157,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
         report.insert("agent_idle".into(), idle(args)?);
     }
     if all || args.command == "connected" {
-        report.insert("connected_fleet".into(), connected::connected(args)?);
+        report.insert("connected_fleet".into(), connected::measure(args)?);
     }
     if all || args.command == "flood" {
         report.insert("flood".into(), flooded(args)?);
@@ -166,7 +166,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
         report.insert("query".into(), queried(args)?);
     }
     if args.command == "cluster" {
-        report.insert("cluster".into(), cluster::fleetmq_bench_cluster(args)?);
+        report.insert("cluster".into(), cluster::measure(args)?);
     }
     if args.command == "peers" {
         report.insert("peers".into(), peers::measure(args)?);
