@@ -1026,6 +1026,22 @@ fn bad_intervals_huge_files_and_oversized_requests_fail_at_once() {
         "{stderr}"
     );
 
+    // A hub config file that is not there: the hub names it and says why,
+    // once.
+    let missing = dir.path().join("missing.toml");
+    let out = hub_command()
+        .args(["run", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&*missing.to_string_lossy())
+            && stderr.matches("No such file or directory").count() == 1,
+        "{stderr}"
+    );
+
     // A "key file" of a megabyte: read no further than the cap.
     let big = dir.path().join("big.pub");
     std::fs::write(&big, vec![b'k'; 1 << 20]).unwrap();

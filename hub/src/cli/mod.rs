@@ -39,13 +39,15 @@ pub fn main() -> ExitCode {
         }
     }
     if let Err(e) = fleetmq_net::logging::init(&cli.log) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: many of ours name their cause in their own
+            // message, which anyhow's `{:#}` would print again.
+            eprintln!("error: {}", fleetmq_net::error_chain(&*e));
             if e.downcast_ref::<Usage>().is_some() {
                 Exit::Usage.into()
             } else {
