@@ -87,7 +87,7 @@ pub enum NetError {
         source: zmq::Error,
     },
     /// Connect failed (malformed endpoint; unreachable peers are retried by libzmq).
-    #[error("could not connect {kind} to {endpoint}: {source} (use tcp://HOST:PORT)")]
+    #[error("could not connect {kind} to {endpoint} (use tcp://HOST:PORT): {source}")]
     Connect {
         /// Socket type.
         kind: &'static str,
@@ -738,6 +738,18 @@ mod tests {
             panic!("binding a malformed endpoint succeeded");
         };
         assert!(err.to_string().contains("tcp://nonsense"), "{err}");
+    }
+
+    #[test]
+    fn connect_error_names_the_endpoint_and_libzmqs_reason_once() {
+        let sockets = Sockets::new(SocketOptions::default());
+        let Err(err) = sockets.build(zmq::DEALER).connect("tcp://nonsense") else {
+            panic!("connecting to a malformed endpoint succeeded");
+        };
+        let chain = crate::error_chain(&err);
+        let reason = zmq::Error::EINVAL.to_string();
+        assert!(chain.contains("tcp://nonsense"), "{chain}");
+        assert_eq!(chain.matches(&reason).count(), 1, "{chain}");
     }
 }
 
