@@ -37,14 +37,16 @@ pub use socket::{
 };
 
 /// An error and its causes as one line, `outer: inner: innermost`, for
-/// logs and status (what `anyhow` prints with `{:#}`).
+/// logs, status and the binaries' last word (what `anyhow` prints with
+/// `{:#}`, but each cause once).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
         let text = c.to_string();
-        // Some errors repeat their cause in their own message.
-        if !out.ends_with(&text) {
+        // Many of ours name their cause in their own message, some with a
+        // hint after it.
+        if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
@@ -63,6 +65,10 @@ mod tests {
     #[error("binding tcp://*:7750: {0}")]
     struct SaysItsCause(#[source] std::io::Error);
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("binding tcp://*:7750: {0} (is another process using it?)")]
+    struct SaysItsCauseThenAHint(#[source] std::io::Error);
+
     #[test]
     fn a_chain_reads_outer_to_inner_without_repeats() {
         let inner = std::io::Error::other("disk full");
@@ -74,6 +80,11 @@ mod tests {
         assert_eq!(
             super::error_chain(&SaysItsCause(inner)),
             "binding tcp://*:7750: address in use"
+        );
+        let inner = std::io::Error::other("address in use");
+        assert_eq!(
+            super::error_chain(&SaysItsCauseThenAHint(inner)),
+            "binding tcp://*:7750: address in use (is another process using it?)"
         );
     }
 }

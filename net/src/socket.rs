@@ -732,12 +732,15 @@ mod tests {
     }
 
     #[test]
-    fn bind_error_names_the_endpoint() {
+    fn bind_error_names_the_endpoint_and_libzmqs_reason_once() {
         let sockets = Sockets::new(SocketOptions::default());
         let Err(err) = sockets.build(zmq::PUB).bind("tcp://nonsense") else {
             panic!("binding a malformed endpoint succeeded");
         };
-        assert!(err.to_string().contains("tcp://nonsense"), "{err}");
+        let chain = crate::error_chain(&err);
+        let reason = zmq::Error::EINVAL.to_string();
+        assert!(chain.contains("tcp://nonsense"), "{chain}");
+        assert_eq!(chain.matches(&reason).count(), 1, "{chain}");
     }
 
     #[test]
