@@ -33,7 +33,7 @@ pub use poll::{Poll, now_ms};
 pub use shutdown::{Hangup, Shutdown};
 pub use socket::{
     Builder, NetError, OPERATOR_ZAP_DOMAIN, Received, Security, Sender, SocketOptions, Sockets,
-    ZAP_DOMAIN, recv_frames, recv_message, send_frames,
+    ZAP_DOMAIN, recv_frames, recv_message, send_frames, uninterrupted,
 };
 
 /// An error and its causes as one line, `outer: inner: innermost`, for

@@ -143,7 +143,7 @@ impl<'a, T: Copy> Poll<'a, T> {
 
 /// Whether a message can be read from `socket` now.
 fn readable(socket: &zmq::Socket) -> Result<bool, zmq::Error> {
-    Ok(socket.get_events()?.contains(zmq::POLLIN))
+    Ok(crate::socket::uninterrupted(|| socket.get_events())?.contains(zmq::POLLIN))
 }
 
 /// Socket monitor events (zmq.h `ZMQ_EVENT_*`) that fleetmq listens for.
@@ -230,6 +230,63 @@ mod tests {
         assert_eq!(poll.wait(10_000).unwrap(), vec![2]);
         assert_eq!(reader.recv_bytes(0).unwrap(), b"hi");
         sender.join().unwrap().unwrap();
+    }
+
+    /// A signal that lands inside libzmq (SIGTERM, SIGHUP: the binaries
+    /// handle them) fails its call with EINTR even when nothing blocks;
+    /// sending, receiving and polling make the call again rather than
+    /// report an error, which would end the agent's or the hub's loop.
+    #[test]
+    fn signals_that_land_in_libzmq_calls_are_not_errors() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        extern "C" fn ignore(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing, installed without
+        // SA_RESTART (as a handler that lets a poll loop see the signal
+        // is), for a signal nothing else in these tests uses.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let ctx = zmq::Context::new();
+        let (reader, writer) = pair(&ctx, "signalled");
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let stop = Arc::new(AtomicBool::new(false));
+        let storm = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    // SAFETY: the test thread outlives this loop: it joins
+                    // this thread after setting `stop`.
+                    unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR1) };
+                    sent += 1;
+                }
+                sent
+            })
+        };
+        let mut poll = Poll::new();
+        poll.socket((), &reader);
+        let mut result = Ok(());
+        let t0 = Instant::now();
+        while result.is_ok() && t0.elapsed() < Duration::from_secs(1) {
+            result = (|| {
+                assert!(crate::send_frames(&writer, &[b"a", b"b"])?);
+                assert_eq!(poll.wait(10_000)?, vec![()]);
+                let got = crate::recv_frames(&reader, 2)?;
+                assert_eq!(got, Some(Ok(vec![b"a".to_vec(), b"b".to_vec()])));
+                Ok::<_, zmq::Error>(())
+            })();
+        }
+        stop.store(true, Ordering::SeqCst);
+        let sent = storm.join().unwrap();
+        result.unwrap();
+        assert!(sent > 1000, "only {sent} signals were sent");
     }
 
     #[test]

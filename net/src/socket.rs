@@ -579,7 +579,7 @@ pub fn recv_message(
     socket: &zmq::Socket,
     max_frames: usize,
 ) -> Result<Option<Received>, zmq::Error> {
-    let mut msg = match socket.recv_msg(zmq::DONTWAIT) {
+    let mut msg = match uninterrupted(|| socket.recv_msg(zmq::DONTWAIT)) {
         Ok(m) => m,
         Err(zmq::Error::EAGAIN) => return Ok(None),
         Err(e) => return Err(e),
@@ -596,7 +596,7 @@ pub fn recv_message(
         }
         // The rest of a multipart message is already here: libzmq delivers
         // messages atomically.
-        msg = socket.recv_msg(0)?;
+        msg = uninterrupted(|| socket.recv_msg(0))?;
         count += 1;
     }
     let user_id = msg
@@ -623,6 +623,20 @@ pub fn recv_message(
     }))
 }
 
+/// Runs a libzmq call again while a signal interrupts it (EINTR). libzmq
+/// checks its socket's commands before it reads or writes a message, and a
+/// signal (SIGTERM, SIGHUP) that lands in that check's poll(2) fails the
+/// call with nothing read or sent, even without blocking: the call is
+/// simply made again.
+pub fn uninterrupted<T>(mut call: impl FnMut() -> Result<T, zmq::Error>) -> Result<T, zmq::Error> {
+    loop {
+        match call() {
+            Err(zmq::Error::EINTR) => continue,
+            done => return done,
+        }
+    }
+}
+
 /// Sends a multipart message without blocking. `Ok(false)` means the message
 /// could not be queued now (no peer, or the high-water mark is reached).
 pub fn send_frames(socket: &zmq::Socket, frames: &[&[u8]]) -> Result<bool, zmq::Error> {
@@ -630,7 +644,7 @@ pub fn send_frames(socket: &zmq::Socket, frames: &[&[u8]]) -> Result<bool, zmq::
         return Ok(true);
     };
     for (i, f) in init.iter().enumerate() {
-        match socket.send(*f, zmq::SNDMORE | zmq::DONTWAIT) {
+        match uninterrupted(|| socket.send(*f, zmq::SNDMORE | zmq::DONTWAIT)) {
             Ok(()) => {}
             // Only the first frame can fail with EAGAIN; after it the message
             // is committed to the pipe.
@@ -638,7 +652,7 @@ pub fn send_frames(socket: &zmq::Socket, frames: &[&[u8]]) -> Result<bool, zmq::
             Err(e) => return Err(e),
         }
     }
-    match socket.send(*last, zmq::DONTWAIT) {
+    match uninterrupted(|| socket.send(*last, zmq::DONTWAIT)) {
         Ok(()) => Ok(true),
         Err(zmq::Error::EAGAIN) if init.is_empty() => Ok(false),
         Err(e) => Err(e),

@@ -134,10 +134,11 @@ fn serve(mut store: Store, queue: &Mutex<Receiver<(u64, Request)>>, out: &zmq::S
         let Some(frame) = encode(id, response) else {
             continue;
         };
-        if out
-            .send_multipart([&id.to_le_bytes()[..], &frame], 0)
-            .is_err()
-        {
+        // Frame by frame, each made again if a signal interrupts it: the
+        // hub handles SIGHUP and SIGTERM, and this thread may take them.
+        let sent = fleetmq_net::uninterrupted(|| out.send(&id.to_le_bytes()[..], zmq::SNDMORE))
+            .and_then(|()| fleetmq_net::uninterrupted(|| out.send(&frame, 0)));
+        if sent.is_err() {
             return;
         }
     }
