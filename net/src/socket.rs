@@ -745,28 +745,26 @@ mod tests {
         assert_eq!(recv_frames(&pull, 2).unwrap(), None);
     }
 
-    #[test]
-    fn bind_error_names_the_endpoint_and_libzmqs_reason_once() {
-        let sockets = Sockets::new(SocketOptions::default());
-        let Err(err) = sockets.build(zmq::PUB).bind("tcp://nonsense") else {
-            panic!("binding a malformed endpoint succeeded");
-        };
-        let chain = crate::error_chain(&err);
+    /// `err`, as the binaries print it, names the malformed endpoint and
+    /// libzmq's reason once.
+    fn names_the_endpoint_and_the_reason_once(err: &NetError) {
+        let chain = crate::error_chain(err);
         let reason = zmq::Error::EINVAL.to_string();
         assert!(chain.contains("tcp://nonsense"), "{chain}");
         assert_eq!(chain.matches(&reason).count(), 1, "{chain}");
     }
 
     #[test]
-    fn connect_error_names_the_endpoint_and_libzmqs_reason_once() {
+    fn bind_and_connect_errors_name_the_endpoint_and_libzmqs_reason_once() {
         let sockets = Sockets::new(SocketOptions::default());
+        let Err(err) = sockets.build(zmq::PUB).bind("tcp://nonsense") else {
+            panic!("binding a malformed endpoint succeeded");
+        };
+        names_the_endpoint_and_the_reason_once(&err);
         let Err(err) = sockets.build(zmq::DEALER).connect("tcp://nonsense") else {
             panic!("connecting to a malformed endpoint succeeded");
         };
-        let chain = crate::error_chain(&err);
-        let reason = zmq::Error::EINVAL.to_string();
-        assert!(chain.contains("tcp://nonsense"), "{chain}");
-        assert_eq!(chain.matches(&reason).count(), 1, "{chain}");
+        names_the_endpoint_and_the_reason_once(&err);
     }
 }
 
