@@ -47,6 +47,11 @@ pub fn diff(old: &AgentConfig, new: &AgentConfig) -> Diff {
     );
     check("data_dir", old.data_dir != new.data_dir, false);
     check("groups", old.groups != new.groups, false);
+    check(
+        "one_connection",
+        old.one_connection != new.one_connection,
+        false,
+    );
     let mut same_t = t1.clone();
     same_t.sample_interval_ms = t0.sample_interval_ms;
     check(

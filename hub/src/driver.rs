@@ -481,9 +481,18 @@ impl Driver {
                     }
                 }
                 Action::Command {
-                    corr, route, frame, ..
+                    corr,
+                    route,
+                    frame,
+                    carried,
+                    ..
                 } => {
-                    let sent = match send_frames(&self.commands, &[&route, b"", &frame]) {
+                    let sent = if carried {
+                        send_frames(&self.upstream, &[&route, &frame])
+                    } else {
+                        send_frames(&self.commands, &[&route, b"", &frame])
+                    };
+                    let sent = match sent {
                         Ok(true) => Sent::Yes,
                         // EHOSTUNREACH: the device's command socket is not connected.
                         Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,

@@ -2,8 +2,8 @@
 //!
 //! | channel | sockets | kinds |
 //! |---|---|---|
-//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer, 0x06 Applied |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired |
+//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer, 0x06 Applied, 0x07 Result, 0x08 Reply |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired, 0x1b Carry, 0x1c Chat, 0x1d Command |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -82,6 +82,17 @@ messages! {
         /// The version of the hub's desired configuration it applied last
         /// (0: none): the hub sends the document only if it is newer.
         pub config_version: u64,
+        /// The agent carries everything on its telemetry connection when
+        /// the hub offers it ([`Carry`] before [`Welcome`]): broadcasts,
+        /// commands and jobs come down it, results and replies go up it,
+        /// and it connects none of the hub's other sockets.
+        pub one_connection: bool,
+        /// On one connection: the agent wants the chat room's lines.
+        pub chat: bool,
+        /// On one connection: how many work-queue jobs it runs at once
+        /// (0 reads as 1). The hub hands it no more than this many, plus
+        /// one waiting, until their results come back.
+        pub job_slots: u32,
     }
 
     /// The hub's desired configuration for this device, whole: sent when the
@@ -151,6 +162,12 @@ messages! {
 
     /// The hub does not know this agent's session (it restarted): send Hello again.
     pub struct HelloRequest;
+
+    /// Sent just before [`Welcome`] by a hub that carries everything on the
+    /// telemetry connection for an agent whose Offer says
+    /// `one_connection`: such an agent then connects none of the ports in
+    /// the Welcome.
+    pub struct Carry;
 
     /// The hub dropped something the agent sent, and why. Logged by the agent.
     pub struct Refusal {
@@ -395,6 +412,10 @@ channel! {
         0x05 => Offer(Offer),
         /// A desired configuration applied (with the keys that were not).
         0x06 => Applied(Applied),
+        /// A job's result, from an agent on one connection.
+        0x07 => Result(JobResult),
+        /// A command's reply, from an agent on one connection.
+        0x08 => Reply(CommandReply),
     }
 }
 
@@ -436,6 +457,12 @@ channel! {
         0x19 => Work(Job),
         /// The hub's desired configuration for this device.
         0x1a => Desired(Desired),
+        /// Everything travels on this connection (sent before Welcome).
+        0x1b => Carry(Carry),
+        /// A chat room line, to an agent on one connection.
+        0x1c => Chat(ChatMessage),
+        /// A command, to an agent on one connection.
+        0x1d => Command(CommandRequest),
     }
 }
 

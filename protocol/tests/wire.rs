@@ -216,27 +216,80 @@ fn golden_vectors() {
     .unwrap();
     // id 7, attempt 1, JobSpec variant 0 (Echo) "hi", 1000, token 9
     assert_eq!(hex(&work), "02 19 07 01 00 02 68 69 e8 07 09");
-    // What an agent takes on, growable: 11 bytes of fields follow.
+    // What an agent takes on, growable: 14 bytes of fields follow.
     let offer = Upstream::Offer(Offer(Abilities {
         job_kinds: vec!["echo".into()],
         exec_programs: vec!["df".into()],
         config_version: 3,
+        one_connection: true,
+        chat: false,
+        job_slots: 2,
     }))
     .encode()
     .unwrap();
-    assert_eq!(hex(&offer), "02 05 0b 01 04 65 63 68 6f 01 02 64 66 03");
+    assert_eq!(
+        hex(&offer),
+        "02 05 0e 01 04 65 63 68 6f 01 02 64 66 03 01 00 02"
+    );
     // A newer agent's extra fields are skipped; an older one's missing
-    // lists read as empty.
+    // fields read as zero values: an agent of the previous release (11
+    // bytes) is not on one connection.
     let newer = Upstream::decode(&[
-        0x02, 0x05, 0x0d, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x07,
-        0x07,
+        0x02, 0x05, 0x10, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
+        0x00, 0x02, 0x07, 0x07,
     ])
     .unwrap();
-    assert!(matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"]));
+    assert!(
+        matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"] && a.job_slots == 2)
+    );
+    let previous = Upstream::decode(&[
+        0x02, 0x05, 0x0b, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03,
+    ])
+    .unwrap();
+    assert!(
+        matches!(previous, Upstream::Offer(Offer(ref a)) if a.config_version == 3 && !a.one_connection && a.job_slots == 0)
+    );
     let older = Upstream::decode(&[0x02, 0x05, 0x06, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f]).unwrap();
     assert!(
         matches!(older, Upstream::Offer(Offer(ref a)) if a.exec_programs.is_empty() && a.config_version == 0)
     );
+    // One connection: the hub's Carry before its Welcome; what the other
+    // sockets carry, as kinds of their own on the telemetry connection.
+    let carry = Downstream::Carry(Carry).encode().unwrap();
+    assert_eq!(hex(&carry), "02 1b");
+    let chat = Downstream::Chat(ChatMessage {
+        from: "pi".into(),
+        ts_ms: 2,
+        text: "yo".into(),
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&chat), "02 1c 02 70 69 02 02 79 6f");
+    let command = Downstream::Command(CommandRequest {
+        corr: 1,
+        command: Command::Ping,
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&command), "02 1d 01 00");
+    let reply = Upstream::Reply(CommandReply {
+        corr: 1,
+        reply: Reply::Pong { uptime_ms: 5 },
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&reply), "02 08 01 00 05");
+    let result = Upstream::Result(JobResult {
+        id: 7,
+        attempt: 1,
+        device: "pi".into(),
+        outcome: Outcome::AlreadyRun,
+        token: 9,
+    })
+    .encode()
+    .unwrap();
+    // id 7, attempt 1, "pi", Outcome variant 4 (AlreadyRun), token 9
+    assert_eq!(hex(&result), "02 07 07 01 02 70 69 04 09");
     // The hub's document, and the agent's report (each growable).
     let desired = Downstream::Desired(Desired(ConfigDoc {
         version: 2,

@@ -477,14 +477,12 @@ impl Hub {
 
     /// `fleetmq-agent chat` for `device` with stdin piped.
     pub fn chat_agent(&self, device: &str, groups: &[&str]) -> Proc {
-        start_agent(
-            &self.link(),
-            &self.dir,
-            device,
-            "chat",
-            &agent_config(""),
-            groups,
-        )
+        self.chat_agent_with(device, groups, &agent_config(""))
+    }
+
+    /// [`Hub::chat_agent`] with its own configuration.
+    pub fn chat_agent_with(&self, device: &str, groups: &[&str], config: &str) -> Proc {
+        start_agent(&self.link(), &self.dir, device, "chat", config, groups)
     }
 
     /// `fleetmq-hub ARGS` pointed at this hub with `--json`, the flags placed
@@ -598,6 +596,12 @@ pub fn agent_status(data: &Path) -> Value {
 }
 
 /// Config for a test agent: fast timers, exec of a few harmless programs.
+/// [`agent_config`] for an agent that connects every hub socket, as an
+/// agent older than one connection does (`one_connection = false`).
+pub fn agent_config_on_five(extra: &str) -> String {
+    format!("one_connection = false\n{}", agent_config(extra))
+}
+
 pub fn agent_config(extra: &str) -> String {
     format!(
         "[telemetry]\nsample_interval_ms = 200\nflush_interval_ms = 100\nack_timeout_ms = 500\n\

@@ -222,10 +222,20 @@ fn chat_room_and_operator_broadcasts_by_topic() {
     let _w = watchdog("chat", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
+    // A mixed fleet: a on one connection, b on the hub's broadcast socket
+    // (as an agent older than one connection).
     let mut a = hub.chat_agent("pi-a", &["north"]);
-    let b = hub.chat_agent("pi-b", &["south"]);
+    let b = hub.chat_agent_with("pi-b", &["south"], &agent_config_on_five(""));
     hub.wait_listening("pi-a");
     hub.wait_listening("pi-b");
+    assert_eq!(
+        agent_status(&dir.path().join("pi-a/data"))["one_connection"],
+        true
+    );
+    assert_eq!(
+        agent_status(&dir.path().join("pi-b/data"))["one_connection"],
+        false
+    );
 
     a.write_line("hello from a");
     b.lines_until("a's line", |l| l == "<pi-a> hello from a");
@@ -1126,7 +1136,8 @@ fn an_agent_told_to_relink_connects_its_command_socket_again() {
     };
     let agent = start_agent(&link, dir.path(), "pi-rl", "run", &agent_config(""), &[]);
 
-    // Its Hello, answered with a Welcome naming the other ports.
+    // Its Hello, answered with a Welcome naming the other ports and no
+    // Carry before it, as an older hub does: the agent connects them.
     let route = loop {
         let msg = telemetry
             .recv_multipart(0)
@@ -1713,10 +1724,15 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     let _w = watchdog("jobs reload", LIMIT);
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
-    // The suite's agent configuration, taking no jobs at first.
+    // The suite's agent configuration on the hub's five sockets (as an
+    // agent older than one connection), taking no jobs at first.
     let jobs = "[jobs]\nallow = [\"echo\", \"exec\"]\n";
-    let none = agent_config("").replace(jobs, "[jobs]\nallow = []\n");
-    assert_ne!(none, agent_config(""), "the suite's [jobs] line moved");
+    let none = agent_config_on_five("").replace(jobs, "[jobs]\nallow = []\n");
+    assert_ne!(
+        none,
+        agent_config_on_five(""),
+        "the suite's [jobs] line moved"
+    );
     let agent = start_agent(&hub.link(), dir.path(), "pi-jr", "run", &none, &[]);
     hub.wait_answering("pi-jr");
     agent.wait_log("takes no jobs");
@@ -1738,7 +1754,7 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
         agent.tcp_peer_ports()
     );
     let config = dir.path().join("pi-jr/agent.toml");
-    std::fs::write(&config, agent_config("")).unwrap();
+    std::fs::write(&config, agent_config_on_five("")).unwrap();
     agent.signal(libc::SIGHUP);
     let reload = wait_for("the reload in the status", || {
         let r = agent_status(&dir.path().join("pi-jr/data"))["reload"].clone();
@@ -1753,6 +1769,48 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
     let mut every: Vec<u16> = all.map(|n| hub.port(n)).to_vec();
     every.sort_unstable();
     assert_eq!(held(&all), every, "{:?}", agent.tcp_peer_ports());
+}
+
+#[test]
+fn an_agent_on_one_connection_holds_one_and_takes_commands_and_jobs_on_it() {
+    let _w = watchdog("one connection", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let agent = hub.agent("pi-one", &[]);
+    hub.wait_answering("pi-one");
+    agent.wait_log("travel on this one connection");
+
+    // A command run on a worker: its reply goes up the same connection.
+    let exec = hub.op(&["command", "pi-one", "exec", "--", "echo", "-n", "up"]);
+    assert!(exec.ok, "{}", exec.stderr);
+    assert_eq!(exec.json[0]["stdout"], "up");
+    // Work-queue jobs, one answered at once and one run by a program.
+    let echo = job_result(&hub, &["echo", "down and up"]);
+    assert_eq!(
+        (&echo["state"], &echo["device"]),
+        (&"done".into(), &"pi-one".into()),
+        "{echo}"
+    );
+    assert_eq!(echo["outcome"]["stdout"], "down and up");
+    let run = job_result(&hub, &["exec", "--", "echo", "ran"]);
+    assert_eq!(run["outcome"]["stdout"], "ran\n", "{run}");
+
+    // Of the hub's five agent ports, it holds the telemetry one only.
+    let all = ["telemetry", "broadcast", "commands", "jobs", "results"];
+    let ports: Vec<u16> = all.map(|n| hub.port(n)).to_vec();
+    let mut held: Vec<u16> = (agent.tcp_peer_ports().into_iter())
+        .filter(|p| ports.contains(p))
+        .collect();
+    held.dedup();
+    assert_eq!(
+        held,
+        vec![hub.port("telemetry")],
+        "{:?}",
+        agent.tcp_peer_ports()
+    );
+    let status = agent_status(&dir.path().join("pi-one/data"));
+    assert_eq!(status["linked"], true, "{status}");
+    assert_eq!(status["one_connection"], true, "{status}");
 }
 
 #[test]

@@ -488,7 +488,9 @@ fn the_hub_closes_the_connections_of_a_device_that_lost_power() {
         &hub.dir,
         "pi-power",
         "run",
-        &agent_config(""),
+        // Every socket of the hub's, as an agent older than one
+        // connection holds: each must be closed.
+        &agent_config_on_five(""),
         &[],
     );
     hub.wait_listening("pi-power");

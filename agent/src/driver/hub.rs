@@ -1,6 +1,7 @@
 //! The link to the hub: telemetry out through the outbox, acks, Hello and
-//! Welcome (which connect the other sockets), handshake failures and
-//! redials, broadcasts in.
+//! Welcome (which connect the other sockets, unless the hub's Carry came
+//! first: then everything travels on this one connection), handshake
+//! failures and redials, broadcasts in.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 use fleetmq_net::poll::{Event, event, next_event};
 use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
-    Abilities, Announcement, Broadcast, Desired, Downstream, Hello, HubPorts, Offer, Target,
-    Upstream, names,
+    Abilities, Announcement, Broadcast, ChatMessage, Desired, Downstream, Hello, HubPorts, Offer,
+    Target, Upstream, names,
 };
 use tracing::{debug, info, warn};
 
@@ -114,6 +115,8 @@ impl Agent {
             heartbeat_ms: self.cfg.presence.heartbeat_ms,
             started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
         };
+        // A Carry counts only between this Hello and its Welcome.
+        self.carry_offered = false;
         self.need_hello = if self.send_up(Upstream::Hello(hello)) {
             self.send_offer();
             None
@@ -129,6 +132,9 @@ impl Agent {
             job_kinds: self.cfg.jobs.allow.clone(),
             exec_programs: self.cfg.exec.programs.clone(),
             config_version: self.remote.version,
+            one_connection: self.cfg.one_connection,
+            chat: self.chat_mode,
+            job_slots: u32::try_from(self.cfg.jobs.max_concurrent).unwrap_or(u32::MAX),
         });
         if !self.send_up(Upstream::Offer(offer)) {
             debug!("offer not queued; the next hello sends it");
@@ -250,9 +256,12 @@ impl Agent {
                         warn!(seq = t.seq, reason = %t.reason, retry_after_ms = t.retry_after_ms, "the hub holds batches back: this device is over its budget; they are sent again when it says (counted in status)");
                     }
                 }
+                Ok(Downstream::Carry(_)) => self.carry_offered = true,
                 Ok(Downstream::Welcome(w)) => {
                     self.link.seen(Seen::Welcome, Instant::now());
-                    if let Err(e) = self.welcome(w.hub_version, w.ports) {
+                    if std::mem::take(&mut self.carry_offered) && self.cfg.one_connection {
+                        self.on_one_connection(&w.hub_version);
+                    } else if let Err(e) = self.welcome(w.hub_version, w.ports) {
                         // One hub's bad answer must not end the agent:
                         // telemetry goes on, and the next Welcome tries again.
                         warn!(
@@ -271,6 +280,8 @@ impl Agent {
                     self.link.seen(Seen::Refusal(r.reason), Instant::now());
                 }
                 Ok(Downstream::Announcement(a)) => self.announced(&a, "direct"),
+                Ok(Downstream::Chat(c)) => self.chat_line(&c),
+                Ok(Downstream::Command(r)) => self.command(r.corr, r.command),
                 Ok(Downstream::Desired(Desired(doc))) => self.desired(doc),
                 Ok(Downstream::Work(job)) => {
                     if self.aimed.len() >= MAX_AIMED {
@@ -307,7 +318,19 @@ impl Agent {
         Ok(())
     }
 
+    /// The hub carries everything on the telemetry connection: the other
+    /// sockets, if any, are closed (a job's result goes up this connection
+    /// too).
+    fn on_one_connection(&mut self, hub_version: &str) {
+        self.links = None;
+        if !self.carried {
+            info!(%hub_version, "hub welcomed us; broadcasts, commands and jobs travel on this one connection");
+        }
+        self.carried = true;
+    }
+
     pub(super) fn welcome(&mut self, hub_version: String, ports: HubPorts) -> Result<(), Error> {
+        self.carried = false;
         if self.links.as_ref().is_some_and(|l| l.ports == ports) {
             return Ok(());
         }
@@ -456,6 +479,15 @@ impl Agent {
         info!(%topic, text = %a.text, "announcement");
     }
 
+    /// A line of the chat room, shown in chat mode.
+    fn chat_line(&self, c: &ChatMessage) {
+        if self.chat_mode {
+            // Another device's words: shown, never acted on.
+            println!("<{}> {}", c.from, fleetmq_net::text::line(&c.text));
+            let _ = std::io::stdout().flush();
+        }
+    }
+
     pub(super) fn drain_broadcasts(&mut self) -> Result<(), Error> {
         let Some(links) = &self.links else {
             return Ok(());
@@ -469,12 +501,7 @@ impl Agent {
             };
             let topic = String::from_utf8_lossy(topic);
             match Broadcast::decode(frame) {
-                Ok(Broadcast::Chat(c)) => {
-                    if self.chat_mode {
-                        // Another device's words: shown, never acted on.
-                        println!("<{}> {}", c.from, fleetmq_net::text::line(&c.text));
-                    }
-                }
+                Ok(Broadcast::Chat(c)) => self.chat_line(&c),
                 Ok(Broadcast::Announcement(a)) => self.announced(&a, &topic),
                 Err(e) => warn!(%topic, error = %e, "undecodable broadcast dropped"),
             }

@@ -253,7 +253,8 @@ impl Agent {
             hub: self.hub.clone(),
             security: self.sockets.security().name(),
             connected: self.connected,
-            linked: self.links.is_some(),
+            linked: self.links.is_some() || self.carried,
+            one_connection: self.carried,
             hub_problem: self
                 .link
                 .problem(Instant::now())

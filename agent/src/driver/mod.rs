@@ -212,6 +212,11 @@ struct Agent {
     /// Our public key, for the enrolment hint ("" when plaintext).
     public_key: String,
     links: Option<Links>,
+    /// The hub sent Carry since our last Hello: its Welcome is to be taken
+    /// as "everything on this connection" (if `one_connection`).
+    carry_offered: bool,
+    /// Everything travels on the telemetry connection: no `links`.
+    carried: bool,
     connected: bool,
     need_hello: Option<Instant>,
     /// The hub is holding batches back (Throttled) and that was logged;
@@ -375,6 +380,8 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
             _ => String::new(),
         },
         links: None,
+        carry_offered: false,
+        carried: false,
         connected: false,
         need_hello: None,
         over_budget: false,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fleetmq_net::{Poll, now_ms, recv_frames, send_frames};
 use fleetmq_protocol::{
     Command, CommandFrame, CommandReply, Job, JobFrame, JobResult, Outcome, Reply, ReplyFrame,
-    ResultFrame,
+    ResultFrame, Upstream,
 };
 use tracing::{info, warn};
 
@@ -77,19 +77,28 @@ impl Agent {
 
     pub(super) fn send_result(&self, given: Given, outcome: Outcome) {
         let Given { id, attempt, token } = given;
-        let Some(results) = self.links.as_ref().and_then(|l| l.results.as_ref()) else {
-            warn!(
-                job = id,
-                "no results socket yet; the hub will hand the job out again"
-            );
-            return;
-        };
         let result = JobResult {
             id,
             attempt,
             device: self.cfg.device_id.clone(),
             outcome,
             token,
+        };
+        if self.carried {
+            if !self.send_up(Upstream::Result(result)) {
+                warn!(
+                    job = id,
+                    "could not queue a job result; the hub will hand the job out again"
+                );
+            }
+            return;
+        }
+        let Some(results) = self.links.as_ref().and_then(|l| l.results.as_ref()) else {
+            warn!(
+                job = id,
+                "no results socket yet; the hub will hand the job out again"
+            );
+            return;
         };
         match ResultFrame::from(result).encode() {
             Ok(frame) => {
@@ -185,8 +194,17 @@ impl Agent {
     }
 
     pub(super) fn reply(&mut self, corr: u64, reply: Reply) {
-        let Some(links) = &self.links else { return };
         self.commands_answered += 1;
+        if self.carried {
+            if !self.send_up(Upstream::Reply(CommandReply { corr, reply })) {
+                warn!(
+                    corr,
+                    "could not queue a command reply; the operator will see a timeout"
+                );
+            }
+            return;
+        }
+        let Some(links) = &self.links else { return };
         let frame = match ReplyFrame::from(CommandReply { corr, reply }).encode() {
             Ok(f) => f,
             Err(e) => {

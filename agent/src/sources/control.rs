@@ -49,8 +49,12 @@ pub struct Status {
     pub security: &'static str,
     /// The telemetry connection is up.
     pub connected: bool,
-    /// The hub's Welcome came and the other sockets are connected.
+    /// The hub's Welcome came, and the other sockets are connected or
+    /// everything travels on the telemetry connection.
     pub linked: bool,
+    /// Everything travels on the telemetry connection (the hub offered it
+    /// and `one_connection` is on).
+    pub one_connection: bool,
     /// Why the hub has not welcomed this agent (empty when it has, or while
     /// it is still within its first few seconds).
     pub hub_problem: String,

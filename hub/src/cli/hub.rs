@@ -71,9 +71,10 @@ fn apply_bind(config: &mut HubConfig, bind: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each connected agent holds five connections, each an open file: raises
-/// the soft open-files limit to the hard one (a default soft limit of 1024
-/// would stop the hub at about 200 agents) and says how many agents fit.
+/// Each connected agent holds one connection (five on the separate
+/// sockets), each an open file: raises the soft open-files limit to the
+/// hard one (a default soft limit of 1024 would stop the hub at about 1,000
+/// agents, 200 on five) and says how many agents fit.
 pub(super) fn open_files_for_a_fleet() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -99,17 +100,20 @@ pub(super) fn open_files_for_a_fleet() {
         }
     }
     let open_files = lim.rlim_cur;
-    let agents = open_files.saturating_sub(64) / 5;
+    let agents = open_files.saturating_sub(64);
+    let on_five = agents / 5;
     if raised {
         tracing::info!(
             open_files,
             agents,
-            "open-files limit: five per connected agent"
+            on_five,
+            "open-files limit: one per agent on one connection, five per agent on the separate sockets"
         );
     } else {
         tracing::warn!(
             open_files,
             agents,
+            on_five,
             "could not raise the open-files limit; for a larger fleet raise LimitNOFILE= (or ulimit -n)"
         );
     }

@@ -24,6 +24,7 @@ use fleetmq_protocol::{
 };
 use tracing::{info, warn};
 
+use super::routes::OneConnection;
 use super::{Core, Now};
 use crate::cluster::jobs::JobEvent;
 
@@ -57,29 +58,109 @@ pub fn refusal(abilities: &Abilities, spec: &JobSpec) -> Option<String> {
 /// What devices said they take on, by device id.
 pub type Offers = HashMap<String, Abilities>;
 
+/// Who may take work-queue jobs of one kind and program.
+#[derive(Debug)]
+pub(super) struct Takers {
+    /// Online agents on one connection that take them, with their slots.
+    carried: Vec<(String, u32)>,
+    /// `None` when every online agent that may pull jobs takes them (an
+    /// agent whose Offer is not known, an older one, is taken to), so they
+    /// can go on the work queue's socket; else the online pullers that take
+    /// them (reachable now), by id, maybe none.
+    pullers: Option<Vec<String>>,
+}
+
+/// Where one work-queue job goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Taker {
+    /// On the work queue's socket, to whichever agent pulls it.
+    Queue,
+    /// As `Work` to this device; `carried` when it is on one connection
+    /// (the job is then in its hands until its result).
+    Device { device: String, carried: bool },
+    /// Only agents on one connection take it, and their hands are full.
+    Busy,
+    /// No device online takes it.
+    Nobody,
+}
+
 impl Core {
     /// Who may take a work-queue job with `spec`, so that no device is
-    /// handed a job it would refuse: `None` when every online device that
-    /// may pull it takes it (a device whose Offer is not known, an older
-    /// agent, is taken to), so it can go on the queue; else the online
-    /// devices that take it (reachable now), by id, maybe none.
-    pub(super) fn queue_takers(&self, spec: &JobSpec) -> Option<Vec<String>> {
-        let mut takers: Vec<String> = Vec::new();
-        let mut all_take = true;
+    /// handed a job it would refuse.
+    pub(super) fn queue_takers(&self, spec: &JobSpec) -> Takers {
+        let mut carried = Vec::new();
+        let mut pullers: Vec<String> = Vec::new();
+        // Online agents that may pull without having said what they take
+        // (older ones), and whether a puller or an agent on one connection
+        // would refuse it.
+        let (mut unknown, mut puller_refuses, mut carried_refuses) = (false, false, false);
         for device in self.presence.online() {
+            let one = self.routes.carried(device);
             match self.offers.get(device) {
-                None => {}
+                None => unknown |= one.is_none(),
                 Some(a) if a.job_kinds.is_empty() => {}
-                Some(a) if refusal(a, spec).is_some() => all_take = false,
-                Some(_) => takers.push(device.to_string()),
+                Some(a) if refusal(a, spec).is_some() => match one {
+                    Some(_) => carried_refuses = true,
+                    None => puller_refuses = true,
+                },
+                Some(_) => match one {
+                    Some(one) => carried.push((device.to_string(), one.job_slots)),
+                    None => pullers.push(device.to_string()),
+                },
             }
         }
-        if all_take {
-            return None;
+        carried.sort_unstable();
+        // An agent on one connection pulls nothing: its refusal keeps the
+        // job off the work queue's socket only when no puller is there.
+        let may_pull = unknown || !pullers.is_empty() || !carried_refuses;
+        if !puller_refuses && may_pull {
+            return Takers {
+                carried,
+                pullers: None,
+            };
         }
-        takers.retain(|d| self.routes.route(d).is_some());
-        takers.sort_unstable();
-        Some(takers)
+        pullers.retain(|d| self.routes.route(d).is_some());
+        pullers.sort_unstable();
+        Takers {
+            carried,
+            pullers: Some(pullers),
+        }
+    }
+
+    /// Where the `turn`-th job for `takers` goes: to an agent on one
+    /// connection with room first, then as before to the pullers.
+    pub(super) fn queue_taker(&self, takers: &Takers, turn: u64) -> Taker {
+        if let Some(device) = self.handed.pick(&takers.carried, turn) {
+            return Taker::Device {
+                device,
+                carried: true,
+            };
+        }
+        match &takers.pullers {
+            None => Taker::Queue,
+            Some(p) if !p.is_empty() => Taker::Device {
+                device: p[(turn % p.len() as u64) as usize].clone(),
+                carried: false,
+            },
+            Some(_) if takers.carried.is_empty() => Taker::Nobody,
+            Some(_) => Taker::Busy,
+        }
+    }
+
+    /// Whether an online agent on one connection has room for a job of
+    /// some kind: a front-end then takes one from the cluster's queue.
+    pub fn room_for_jobs(&self) -> bool {
+        self.presence.online().any(|device| {
+            self.routes.carried(device).is_some_and(|one| {
+                self.offers
+                    .get(device)
+                    .is_some_and(|a| !a.job_kinds.is_empty())
+                    && self
+                        .handed
+                        .pick(&[(device.to_string(), one.job_slots)], 0)
+                        .is_some()
+            })
+        })
     }
 
     /// A device said what it takes on: its waiting runs go out now. An
@@ -101,6 +182,11 @@ impl Core {
             );
             return self.send_down(device, fleetmq_protocol::Refusal { reason }.into());
         }
+        let one = abilities.one_connection.then_some(OneConnection {
+            chat: abilities.chat,
+            job_slots: abilities.job_slots.max(1),
+        });
+        self.routes.carry(device, one);
         self.offers.insert(device.to_string(), abilities);
         self.dispatch_to(device, now);
     }

@@ -229,6 +229,7 @@ impl Core {
             && self.presence.is_online(device)
         {
             self.routes.release(device);
+            self.handed.forget_device(device);
             self.presence.bye(device);
             let why = format!("moved to {frontend}");
             if let Err(e) = self.store.log_presence(device, false, self.wall_ms, &why) {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use fleetmq_protocol::{Job, JobFrame, JobResult, JobSubmission, OperatorError, Outcome, Response};
 use tracing::{info, warn};
 
+use super::aim::Taker;
 use super::{Action, Core, Now};
 use crate::cluster::ToCluster;
 use crate::cluster::jobs::{JobEvent, MOST_MEMBER_BYTES, MOST_MEMBERS, run_id};
@@ -159,22 +160,25 @@ impl Core {
         };
         // As on a single hub: no device here is handed a job it would
         // refuse (by its Offer); one that takes it gets it directly.
-        let taker = match self.queue_takers(&job.spec) {
-            None => None,
-            Some(takers) if takers.is_empty() => {
-                info!(
-                    job = id,
-                    "no device here takes this job; back in the cluster's queue"
-                );
+        let takers = self.queue_takers(&job.spec);
+        let taker = match self.queue_taker(&takers, id) {
+            Taker::Queue => None,
+            Taker::Device { device, carried } => Some((device, carried)),
+            refused => {
+                let why = if refused == Taker::Busy {
+                    "every device of the front-end it reached that takes it is busy"
+                } else {
+                    "no device of the front-end it reached takes it"
+                };
+                info!(job = id, "{why}; back in the cluster's queue");
                 let held = InHand {
                     handle,
                     id,
                     attempt,
                     until_ms: now.mono_ms,
                 };
-                return self.give_back(held, "no device of the front-end it reached takes it", now);
+                return self.give_back(held, why, now);
             }
-            Some(takers) => Some(takers[id as usize % takers.len()].clone()),
         };
         let token = match (self.tokens)() {
             Ok(t) => t,
@@ -197,9 +201,12 @@ impl Core {
             attempt,
             until_ms,
         };
-        if let Some(device) = taker {
+        if let Some((device, carried)) = taker {
             self.cluster_jobs.in_hand.insert(token, held);
             self.counters.jobs_dispatched += 1;
+            if carried {
+                self.handed.give(token, &device, until_ms);
+            }
             return self.send_down(&device, fleetmq_protocol::Downstream::Work(work));
         }
         match JobFrame::from(work).encode() {

@@ -17,8 +17,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use fleetmq_protocol::{
-    Command, CommandFrame, CommandRequest, OperatorError, OperatorReplyFrame, OperatorResponse,
-    Relink, ReplyFrame, Response, validate_device_id,
+    Command, CommandFrame, CommandReply, CommandRequest, Downstream, OperatorError,
+    OperatorReplyFrame, OperatorResponse, Relink, ReplyFrame, Response, validate_device_id,
 };
 use tracing::{debug, info, warn};
 
@@ -309,9 +309,15 @@ impl Core {
         };
         let command = limit_exec(q.command.clone(), timeout_ms);
         let corr = self.commands.pending.next_corr();
-        let frame = CommandFrame::from(CommandRequest { corr, command })
-            .encode()
-            .map_err(|e| OperatorError::BadRequest(e.to_string()))?;
+        let request = CommandRequest { corr, command };
+        // An agent on one connection takes it on its telemetry connection.
+        let carried = self.routes.carried(&q.device).is_some();
+        let frame = if carried {
+            Downstream::Command(request).encode()
+        } else {
+            CommandFrame::from(request).encode()
+        }
+        .map_err(|e| OperatorError::BadRequest(e.to_string()))?;
         self.commands.pending.insert(
             corr,
             PendingCommand {
@@ -328,6 +334,7 @@ impl Core {
             device: q.device.clone(),
             route,
             frame,
+            carried,
         });
         Ok(corr)
     }
@@ -418,6 +425,13 @@ impl Core {
             Ok(r) => r,
             Err(e) => return self.dropped("commands", e),
         };
+        self.replied(device, reply, now);
+    }
+
+    /// `device` answered a command, on its commands socket or its
+    /// telemetry connection (an agent on one connection), from the route
+    /// that speaks for it.
+    pub(super) fn replied(&mut self, device: String, reply: CommandReply, now: Now) {
         let Some(p) = self.commands.pending.answer(reply.corr, &device) else {
             debug!(
                 device,

@@ -16,31 +16,20 @@
 //! each lease was left.
 
 use fleetmq_protocol::{
-    Downstream, Job, JobFrame, JobSpec, JobSubmission, OperatorError, Outcome, ResultFrame,
-    validate_device_id,
+    Downstream, Job, JobFrame, JobResult, JobSpec, JobSubmission, OperatorError, Outcome,
+    ResultFrame, validate_device_id,
 };
 use tracing::{debug, info, warn};
 
 use std::collections::HashMap;
 
+use super::aim::{Taker, Takers};
 use super::{Action, Core, Now};
 use crate::cluster::jobs::JobEvent;
 use crate::store::AttemptCheck;
 
 /// Jobs read from the store per round of dispatch.
 const DISPATCH_BATCH: u32 = 64;
-
-/// How a work-queue job goes out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
-    /// On the work queue: every device that may pull it takes it.
-    Queue,
-    /// Straight to this device: some puller would refuse it, and this one
-    /// takes it.
-    Device(String),
-    /// No device online takes it: it waits in the queue.
-    Wait,
-}
 
 /// The leases running, by job id: when each runs out on the monotonic
 /// clock.
@@ -131,6 +120,7 @@ impl Core {
     /// tick, the leases a previous run of the hub left are taken up with
     /// what was left of them.
     pub(super) fn expire_leases(&mut self, now: Now) {
+        self.handed.expire(now.mono_ms);
         if !self.leases.loaded {
             match self.store.leased_jobs() {
                 Ok(leased) => {
@@ -163,7 +153,7 @@ impl Core {
                 return;
             }
         };
-        let mut takers: HashMap<String, Option<Vec<String>>> = HashMap::new();
+        let mut takers: HashMap<String, Takers> = HashMap::new();
         for job in due {
             if job.attempts >= job.max_attempts {
                 let why = format!(
@@ -185,12 +175,12 @@ impl Core {
                 Some(t) => t,
                 None => takers.entry(what).or_insert(self.queue_takers(&job.spec)),
             };
-            let route = match who {
-                None => Route::Queue,
-                Some(t) if t.is_empty() => Route::Wait,
-                Some(t) => Route::Device(t[job.id as usize % t.len()].clone()),
-            };
-            if route == Route::Wait {
+            let taker = self.queue_taker(who, job.id);
+            if taker == Taker::Busy {
+                // Its takers' hands are full: due again next round.
+                continue;
+            }
+            if taker == Taker::Nobody {
                 // Said once, in the job: it waits for a device that takes it.
                 if self.waiting.insert(job.id) {
                     let note = "waiting: no device online takes it (their [jobs] allow and [exec] programs)";
@@ -217,11 +207,16 @@ impl Core {
                 timeout_ms: job.timeout_ms,
                 token,
             };
-            if let Route::Device(device) = route {
-                // Some device on the queue would refuse it: it goes to one
-                // that takes it, on that device's own connection.
+            if let Taker::Device { device, carried } = taker {
+                // An agent on one connection, or one that takes it while
+                // some puller would refuse it: on the device's own
+                // connection.
                 self.send_down(&device, Downstream::Work(work));
                 self.job_sent(job.id, attempt, token, job.lease_ms, now);
+                if carried {
+                    let until = now.mono_ms + u64::from(job.lease_ms);
+                    self.handed.give(token, &device, until);
+                }
                 continue;
             }
             match JobFrame::from(work).encode() {
@@ -267,6 +262,13 @@ impl Core {
         if !self.admit("results", &result.device, user_id, now) {
             return;
         }
+        self.take_result(result, now);
+    }
+
+    /// A job's result from its device (already admitted), on the results
+    /// socket or its telemetry connection (an agent on one connection).
+    pub(super) fn take_result(&mut self, result: JobResult, now: Now) {
+        self.handed.done(result.token);
         if self.cluster_result(&result, now) {
             return;
         }

@@ -17,6 +17,7 @@
 //! | `telemetry.rs` | batches in, stored, then acked; chat relayed; newest values |
 //! | `commands.rs` | a command's whole life: sent, answered, timed out, queued for an offline device, remembered for retries |
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
+//! | `slots.rs` | work-queue jobs in the hands of agents on one connection, so none is handed more than it runs |
 //! | `aim.rs` | jobs aimed at devices, groups or the fleet: a run per member, held for offline ones |
 //! | `fleet.rs` | commands for many devices: a share per member, kept until answered, timed out or expired |
 //! | `config.rs` | the desired configuration: layers, versions, a device's document when it is behind |
@@ -51,6 +52,7 @@ mod operator;
 mod presence;
 pub mod reads;
 mod routes;
+mod slots;
 mod telemetry;
 
 use std::collections::VecDeque;
@@ -93,13 +95,15 @@ pub enum Action {
     Device { route: Vec<u8>, frame: Vec<u8> },
     /// Publish on the broadcast socket: `[topic][frame]`.
     Publish { topic: String, frame: Vec<u8> },
-    /// Send a command on the commands ROUTER: `[route][][frame]`, then
-    /// report with [`Core::command_sent`].
+    /// Send a command on the commands ROUTER: `[route][][frame]`; or,
+    /// `carried` (an agent on one connection), on the telemetry ROUTER:
+    /// `[route][frame]`. Then report with [`Core::command_sent`].
     Command {
         corr: u64,
         device: String,
         route: Vec<u8>,
         frame: Vec<u8>,
+        carried: bool,
     },
     /// Hand a job to whichever agent pulls next, then report with
     /// [`Core::job_sent`]. After one job that could not be handed out, the
@@ -204,6 +208,8 @@ pub struct Core {
     storage: Option<String>,
     /// Job leases running out on the monotonic clock.
     leases: jobs::Leases,
+    /// Work-queue jobs in the hands of agents on one connection.
+    handed: slots::Handed,
     /// What each device said it takes on (its Offer).
     offers: aim::Offers,
     /// Work-queue jobs noted as waiting for a device that takes them.
@@ -263,6 +269,7 @@ impl Core {
             started: now,
             storage: None,
             leases: jobs::Leases::default(),
+            handed: slots::Handed::default(),
             offers: aim::Offers::new(),
             waiting: std::collections::HashSet::new(),
             config_outbox: VecDeque::new(),
@@ -413,6 +420,8 @@ impl Core {
         }
     }
 
+    /// Publishes `msg` on the broadcast socket, and sends it down every
+    /// route that carries everything and hears `topic`.
     fn publish(&mut self, topic: &str, msg: Broadcast) {
         match msg.encode() {
             Ok(frame) => self.out.push_back(Action::Publish {
@@ -421,6 +430,38 @@ impl Core {
             }),
             Err(e) => warn!(error = %e, "could not encode a broadcast"),
         }
+        self.carry_broadcast(topic, msg);
+    }
+
+    /// A broadcast for the agents on one connection that hear `topic`.
+    fn carry_broadcast(&mut self, topic: &str, msg: Broadcast) {
+        let routes = self.routes.hearing(topic);
+        if routes.is_empty() {
+            return;
+        }
+        let down = match msg {
+            Broadcast::Chat(chat) => Downstream::Chat(chat),
+            Broadcast::Announcement(a) => Downstream::Announcement(a),
+        };
+        match down.encode() {
+            Ok(frame) => {
+                for route in routes {
+                    let frame = frame.clone();
+                    self.out.push_back(Action::Device { route, frame });
+                }
+            }
+            Err(e) => warn!(error = %e, "could not encode a broadcast"),
+        }
+    }
+
+    /// Another front-end's broadcast, as it published it: published here
+    /// too, and carried to this front-end's agents on one connection.
+    pub fn cluster_broadcast(&mut self, topic: String, frame: Vec<u8>) {
+        match Broadcast::decode(&frame) {
+            Ok(msg) => self.carry_broadcast(&topic, msg),
+            Err(e) => warn!(error = %e, "another front-end's broadcast could not be read"),
+        }
+        self.out.push_back(Action::Publish { topic, frame });
     }
 }
 

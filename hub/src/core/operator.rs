@@ -182,7 +182,9 @@ impl Core {
         for d in &mut devices {
             d.revoked = self.admission.is_revoked(&d.id);
             d.online = self.presence.is_online(&d.id);
-            d.listening = self.presence.is_listening(&d.id);
+            // An agent on one connection hears broadcasts on it.
+            d.listening = self.presence.is_listening(&d.id)
+                || (d.online && self.routes.carried(&d.id).is_some());
             if let Some(c) = self.routes.conflicts(&d.id) {
                 d.conflicts = c.count;
                 d.conflict_address = c.address.clone();

@@ -167,7 +167,8 @@ impl Presence {
 
 impl Core {
     /// A Hello: the device is online, its description stored, and it is
-    /// welcomed with the ports of the other sockets.
+    /// welcomed with the ports of the other sockets, after a Carry that
+    /// offers it to use none of them.
     pub(super) fn hello(&mut self, device: &str, hello: &Hello, now: Now) {
         // Group names follow the rules broadcasts to them are held to: a
         // Hello with a group no broadcast could reach is refused, whole.
@@ -193,6 +194,10 @@ impl Core {
             hub_version: env!("CARGO_PKG_VERSION").into(),
             ports: self.ports.clone(),
         };
+        // Carry first: an agent that can keeps to this connection when the
+        // Welcome comes; an older agent drops it and connects the ports.
+        self.routes.hello(device, &hello.groups);
+        self.send_down(device, fleetmq_protocol::Carry.into());
         self.send_down(device, welcome.into());
     }
 
@@ -217,6 +222,7 @@ impl Core {
     /// Offline now, for `why` (bye, revoked), if it was online.
     pub(super) fn went_offline(&mut self, device: &str, now: Now, why: &str) {
         self.routes.release(device);
+        self.handed.forget_device(device);
         if let Some(last) = self.presence.bye(device) {
             if let Err(e) = self.store.presence(device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);
@@ -232,6 +238,7 @@ impl Core {
     pub(super) fn sweep_presence(&mut self, now: Now) {
         for (device, last) in self.presence.sweep(now.mono_ms) {
             self.routes.release(&device);
+            self.handed.forget_device(&device);
             info!(device, "device offline (silent)");
             if let Err(e) = self.store.presence(&device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);

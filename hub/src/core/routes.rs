@@ -9,10 +9,16 @@
 //! the same device (a cloned SD card, or a restarted agent whose old
 //! connection the hub has not seen end) is refused while the holder is
 //! online, told why with the holder's address, and counted.
+//!
+//! A route also says how its agent is reached: an agent whose Offer says
+//! `one_connection` (after the hub's Carry) connects none of the hub's
+//! other sockets, so its broadcasts, commands and work-queue jobs go down
+//! its route too ([`OneConnection`]). A new Hello on a route forgets that
+//! until the agent's next Offer.
 
 use std::collections::HashMap;
 
-use fleetmq_protocol::{Refusal, RouteError, validate_device_id};
+use fleetmq_protocol::{Refusal, RouteError, names, validate_device_id};
 use tracing::warn;
 
 use super::{Core, Now};
@@ -27,6 +33,20 @@ pub const TELL_EVERY_MS: u64 = 60_000;
 struct Held {
     route: Vec<u8>,
     address: String,
+    /// The groups of the route's last Hello: the broadcasts it hears.
+    groups: Vec<String>,
+    /// Set when everything travels on this route.
+    one: Option<OneConnection>,
+}
+
+/// How an agent that carries everything on its telemetry connection
+/// takes broadcasts and jobs (from its Offer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OneConnection {
+    /// It wants the chat room's lines.
+    pub chat: bool,
+    /// Work-queue jobs it runs at once (at least 1).
+    pub job_slots: u32,
 }
 
 /// Second connections refused for one device, for `devices`.
@@ -89,6 +109,8 @@ impl Routes {
         let held = Held {
             route: route.to_vec(),
             address: address.to_string(),
+            groups: Vec::new(),
+            one: None,
         };
         self.held.insert(device.to_string(), held);
         Claim::Holds
@@ -114,6 +136,47 @@ impl Routes {
     /// Whether `route` speaks for `device`.
     pub fn holds(&self, device: &str, route: &[u8]) -> bool {
         self.route(device) == Some(route)
+    }
+
+    /// The route holding `device` said Hello with these groups: until its
+    /// next Offer it is taken to connect the hub's other sockets.
+    pub fn hello(&mut self, device: &str, groups: &[String]) {
+        if let Some(h) = self.held.get_mut(device) {
+            h.groups = groups.to_vec();
+            h.one = None;
+        }
+    }
+
+    /// The route holding `device` offered to carry everything (`Some`), or
+    /// not.
+    pub fn carry(&mut self, device: &str, one: Option<OneConnection>) {
+        if let Some(h) = self.held.get_mut(device) {
+            h.one = one;
+        }
+    }
+
+    /// How `device` is reached if everything travels on its route.
+    pub fn carried(&self, device: &str) -> Option<OneConnection> {
+        self.held.get(device).and_then(|h| h.one)
+    }
+
+    /// The routes that carry everything and hear broadcasts on `topic`:
+    /// the topics their agents' SUB would subscribe to (everyone's, their
+    /// groups', and the chat room's if they want it; nothing is published
+    /// for one device).
+    pub fn hearing(&self, topic: &str) -> Vec<Vec<u8>> {
+        let hears = |h: &Held, one: &OneConnection| {
+            topic.starts_with(names::ALL_TOPIC)
+                || (one.chat && topic.starts_with(names::CHAT_TOPIC))
+                || h.groups
+                    .iter()
+                    .any(|g| topic.starts_with(&names::group_topic(g)))
+        };
+        self.held
+            .values()
+            .filter(|h| h.one.as_ref().is_some_and(|one| hears(h, one)))
+            .map(|h| h.route.clone())
+            .collect()
     }
 
     /// The device went offline (Bye, silence, revoked): its route is free.

@@ -2,7 +2,8 @@
 //! one transaction, and only then acked; chat lines in it are relayed to
 //! the room; the newest value of each series is kept for `/metrics`.
 //!
-//! The telemetry socket also carries Hello, Bye and heartbeats: any
+//! The telemetry socket also carries Hello, Bye and heartbeats, and from
+//! an agent on one connection its job results and command replies: any
 //! message keeps its device online ([`Core::heard`]).
 
 use fleetmq_protocol::{
@@ -95,6 +96,17 @@ impl Core {
             Upstream::Applied(applied) => {
                 self.heard(&device, now);
                 return self.config_applied(&device, applied.0, now);
+            }
+            Upstream::Result(result) => {
+                self.heard(&device, now);
+                if result.device != device {
+                    return self.dropped("telemetry", "a job result naming another device");
+                }
+                return self.take_result(result, now);
+            }
+            Upstream::Reply(reply) => {
+                self.heard(&device, now);
+                return self.replied(device, reply, now);
             }
             Upstream::Batch(batch) => batch,
         };

@@ -83,11 +83,7 @@ impl Driver {
                 }
                 FromCluster::Connection(problem) => self.core.cluster_connection(problem, now()),
                 FromCluster::Broadcast { topic, frame } => {
-                    let sent =
-                        fleetmq_net::send_frames(&self.broadcast, &[topic.as_bytes(), &frame]);
-                    if let Err(e) = sent {
-                        warn!(topic, error = %e, "could not publish another front-end's announcement");
-                    }
+                    self.core.cluster_broadcast(topic, frame)
                 }
                 FromCluster::EnrolledAll(all) => self.enrolled_all(all),
                 FromCluster::JobSubmitted {
@@ -128,14 +124,17 @@ impl Driver {
     }
 
     /// Asks the cluster's queue for a job when the core wants one and an
-    /// agent here can take it now (the jobs socket is writable).
+    /// agent here can take it now (the jobs socket is writable, or an agent
+    /// on one connection has room).
     pub(super) fn want_job(&mut self) {
         let Some(fe) = &self.cluster else { return };
         if !self.core.wants_job() {
             return;
         }
         let mut item = [self.jobs.as_poll_item(zmq::POLLOUT)];
-        if matches!(zmq::poll(&mut item, 0), Ok(n) if n > 0) && item[0].is_writable() {
+        let mut pullable =
+            || matches!(zmq::poll(&mut item, 0), Ok(n) if n > 0) && item[0].is_writable();
+        if self.core.room_for_jobs() || pullable() {
             fe.link.send(ToCluster::WantJob);
             self.core.job_asked();
         }

@@ -495,6 +495,9 @@ fn a_cluster_job_goes_to_a_device_here_that_takes_it_or_back_when_none_does() {
             job_kinds: kinds.iter().map(|k| k.to_string()).collect(),
             exec_programs: programs.iter().map(|p| p.to_string()).collect(),
             config_version: 0,
+            one_connection: false,
+            chat: false,
+            job_slots: 0,
         }))
     };
     let mut f = front_end();

@@ -9,6 +9,9 @@ fn offer(config_version: u64) -> Upstream {
         job_kinds: vec![],
         exec_programs: vec![],
         config_version,
+        one_connection: false,
+        chat: false,
+        job_slots: 0,
     }))
 }
 

@@ -191,6 +191,9 @@ pub(super) fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
         job_kinds: strings(kinds),
         exec_programs: strings(programs),
         config_version: 0,
+        one_connection: false,
+        chat: false,
+        job_slots: 0,
     }))
 }
 

@@ -218,13 +218,13 @@ fn batch(seq: u64, value: f64) -> Upstream {
 }
 
 #[test]
-fn hello_is_answered_with_welcome_naming_the_ports() {
+fn hello_is_answered_with_carry_then_welcome_naming_the_ports() {
     let mut f = Fleet::new();
     f.hello("pi-a", T0);
     let got = to_device(&f.actions(), "pi-a");
     match got.as_slice() {
-        [Downstream::Welcome(w)] => assert_eq!(w.ports.commands, 7754),
-        other => panic!("want one Welcome, got {other:?}"),
+        [Downstream::Carry(_), Downstream::Welcome(w)] => assert_eq!(w.ports.commands, 7754),
+        other => panic!("want Carry then Welcome, got {other:?}"),
     }
 }
 
@@ -241,7 +241,7 @@ fn a_hello_with_a_group_no_broadcast_could_reach_is_refused() {
     f.hello_in("pi-a", &["north"], T0 + 1);
     assert!(matches!(
         &to_device(&f.actions(), "pi-a")[..],
-        [Downstream::Welcome(_)]
+        [Downstream::Carry(_), Downstream::Welcome(_)]
     ));
 }
 
@@ -301,6 +301,7 @@ fn a_command_is_sent_and_its_answer_reaches_the_operator() {
                 route: to,
                 frame,
                 corr,
+                carried: false,
             },
         ] => {
             assert_eq!(device, "pi-a");
@@ -495,4 +496,5 @@ mod config;
 mod fleet;
 mod identity;
 mod jobs;
+mod one_connection;
 mod presence_log;

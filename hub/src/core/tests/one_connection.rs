@@ -1,0 +1,223 @@
+//! Agents on one connection: after the hub's Carry and an Offer saying
+//! `one_connection`, commands, broadcasts and work-queue jobs go down the
+//! device's telemetry route, and its replies and results come up it.
+
+use super::jobs::{show, work_for};
+use super::*;
+use fleetmq_protocol::{Abilities, Offer, Target};
+
+/// An Offer from an agent that carries everything on its connection.
+fn offer_one(kinds: &[&str], chat: bool, job_slots: u32) -> Upstream {
+    Upstream::Offer(Offer(Abilities {
+        job_kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        exec_programs: vec![],
+        config_version: 0,
+        one_connection: true,
+        chat,
+        job_slots,
+    }))
+}
+
+/// `device` says Hello in `groups`, then offers to carry everything.
+fn join(f: &mut Fleet, device: &str, groups: &[&str], offer: Upstream, now: u64) {
+    f.hello_in(device, groups, now);
+    f.up(device, device, offer, now);
+    f.actions();
+}
+
+fn echo_job() -> JobSubmission {
+    JobSubmission {
+        spec: JobSpec::Echo { text: "hi".into() },
+        ..exec_job("unused", 3)
+    }
+}
+
+#[test]
+fn a_command_goes_down_the_telemetry_route_and_its_reply_comes_up_it() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&[], false, 0), T0);
+    join(&mut f, "pi-b", &[], offer_one(&[], false, 0), T0);
+    f.operator(7, ping("pi-a", 5_000), T0);
+    let sent = f.deliver(T0);
+    let corr = match sent.as_slice() {
+        [
+            Action::Command {
+                route: to,
+                frame,
+                corr,
+                carried: true,
+                ..
+            },
+        ] => {
+            assert_eq!(to, &route("pi-a"));
+            let Downstream::Command(r) = Downstream::decode(frame).unwrap() else {
+                panic!("not a command: {frame:?}");
+            };
+            assert_eq!((r.corr, r.command), (*corr, Command::Ping));
+            *corr
+        }
+        other => panic!("want one command on the telemetry route, got {other:?}"),
+    };
+    let pong = |corr| {
+        Upstream::Reply(CommandReply {
+            corr,
+            reply: Reply::Pong { uptime_ms: 5 },
+        })
+    };
+    // Another device cannot answer for pi-a.
+    f.up("pi-b", "pi-b", pong(corr), T0 + 1);
+    assert_eq!(to_operator(&f.actions()), vec![]);
+    f.up("pi-a", "pi-a", pong(corr), T0 + 2);
+    match to_operator(&f.actions()).as_slice() {
+        [(7, Response::Reply { device, reply })] => {
+            assert_eq!(device, "pi-a");
+            assert_eq!(reply, &Reply::Pong { uptime_ms: 5 });
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_new_hello_without_its_offer_is_reached_on_the_commands_socket() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&[], false, 0), T0);
+    // An older agent took the device over after a restart: its Hello,
+    // and an Offer without one_connection.
+    f.hello("pi-a", T0 + 1);
+    f.operator(8, ping("pi-a", 5_000), T0 + 1);
+    assert!(matches!(
+        f.deliver(T0 + 1).as_slice(),
+        [.., Action::Command { carried: false, .. }]
+    ));
+}
+
+#[test]
+fn broadcasts_reach_agents_on_one_connection_by_group_and_chat() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &["north"], offer_one(&[], true, 0), T0);
+    join(&mut f, "pi-b", &[], offer_one(&[], false, 0), T0);
+    // Each its own request: a request id seen before is a retry.
+    let announce = |f: &mut Fleet, target: Target, now: u64| {
+        let text = "hello".to_string();
+        f.operator(now, Request::Broadcast { target, text }, now);
+        f.actions()
+    };
+    let announced = |actions: &[Action], device: &str| -> usize {
+        to_device(actions, device)
+            .iter()
+            .filter(|d| matches!(d, Downstream::Announcement(_)))
+            .count()
+    };
+    let all = announce(&mut f, Target::All, T0 + 1);
+    assert_eq!((announced(&all, "pi-a"), announced(&all, "pi-b")), (1, 1));
+    assert!(
+        all.iter()
+            .any(|a| matches!(a, Action::Publish { topic, .. } if topic == "all/")),
+        "published for agents on a SUB too"
+    );
+    let north = announce(&mut f, Target::Group("north".into()), T0 + 2);
+    assert_eq!(
+        (announced(&north, "pi-a"), announced(&north, "pi-b")),
+        (1, 0)
+    );
+    let south = announce(&mut f, Target::Group("south".into()), T0 + 3);
+    assert_eq!(
+        (announced(&south, "pi-a"), announced(&south, "pi-b")),
+        (0, 0)
+    );
+    // A chat line reaches only the agent that wants the room.
+    let mut b = BatchBuilder::new(1);
+    b.push_chat(T0, "anyone?").unwrap();
+    f.up("pi-b", "pi-b", Upstream::Batch(b.finish()), T0 + 4);
+    let out = f.actions();
+    let chat = |device| {
+        to_device(&out, device)
+            .into_iter()
+            .filter_map(|d| match d {
+                Downstream::Chat(c) => Some((c.from, c.text)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chat("pi-a"), vec![("pi-b".into(), "anyone?".into())]);
+    assert_eq!(chat("pi-b"), vec![]);
+    // Offline, it hears nothing.
+    f.up(
+        "pi-a",
+        "pi-a",
+        Upstream::Bye(fleetmq_protocol::Bye { reason: "x".into() }),
+        T0 + 5,
+    );
+    let after = announce(&mut f, Target::All, T0 + 6);
+    assert_eq!(announced(&after, "pi-a"), 0);
+}
+
+#[test]
+fn work_queue_jobs_go_to_agents_on_one_connection_no_more_than_they_run() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&["echo"], false, 1), T0);
+    for id in 0..3 {
+        f.operator(30 + id, Request::SubmitJob(echo_job()), T0);
+    }
+    // Not confirmed by a driver: the work queue's socket has no puller.
+    let out = f.actions();
+    let given = work_for(&out, "pi-a");
+    assert_eq!(given.len(), 2, "one running, one waiting: {given:?}");
+    let queued = out.iter().filter(|a| matches!(a, Action::Job { .. }));
+    assert_eq!(queued.count(), 1, "the third is left to pullers, if any");
+    f.core.tick(at(T0 + 100));
+    assert_eq!(work_for(&f.actions(), "pi-a"), vec![], "its hands are full");
+
+    // A result naming another device is not taken from pi-a's route.
+    let result = |(id, attempt, token): (u64, u32, u64), device: &str| {
+        Upstream::Result(JobResult {
+            id,
+            attempt,
+            device: device.into(),
+            outcome: Outcome::Completed(Output {
+                exit_code: Some(0),
+                stdout: "hi".into(),
+                stderr: String::new(),
+                truncated: false,
+                duration_ms: 1,
+            }),
+            token,
+        })
+    };
+    let dropped = f.core.counters().frames_dropped;
+    f.up("pi-a", "pi-a", result(given[0], "pi-b"), T0 + 200);
+    assert_eq!(f.core.counters().frames_dropped, dropped + 1);
+    f.core.tick(at(T0 + 300));
+    assert_eq!(work_for(&f.actions(), "pi-a"), vec![]);
+
+    // Its own result finishes the job and frees a hand.
+    f.up("pi-a", "pi-a", result(given[0], "pi-a"), T0 + 400);
+    let done = show(&mut f, given[0].0, T0 + 400);
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    f.core.tick(at(T0 + 500));
+    let third = work_for(&f.actions(), "pi-a");
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert!(
+        !given.iter().any(|g| g.0 == third[0].0),
+        "a job not given before"
+    );
+}
+
+#[test]
+fn the_device_list_shows_an_agent_on_one_connection_as_listening() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&[], false, 0), T0);
+    f.hello("pi-b", T0);
+    f.actions();
+    f.operator(11, Request::Devices, T0 + 1);
+    let devices = match to_operator(&f.actions()).as_slice() {
+        [(11, Response::Devices(d))] => d.clone(),
+        other => panic!("{other:?}"),
+    };
+    let listening = |id: &str| devices.iter().find(|d| d.id == id).unwrap().listening;
+    assert!(
+        listening("pi-a"),
+        "carried: hears broadcasts on its connection"
+    );
+    assert!(!listening("pi-b"), "its SUB has not subscribed");
+}
