@@ -1,21 +1,22 @@
-//! A fleet at rest: many simulated agents in one process, each with every
-//! socket a real agent keeps open connected to one hub. Like the agent, each
-//! says Hello on its telemetry DEALER, and on the hub's Welcome connects
-//! the broadcast SUB (subscribed to its fleet-wide and device topics), the
-//! jobs PULL, the results PUSH and the commands DEALER named by its device
-//! id. Each then sends one batch and waits for its ack, so every agent has
-//! both read and written through the hub. It sizes what a hub holds per
-//! connected agent (`fleetmq-bench connected`). Agents that take no jobs,
-//! as a real one with an empty `[jobs] allow`, connect neither the jobs
-//! PULL nor the results PUSH (`connected --no-jobs`). Agents that keep
-//! only their telemetry DEALER (`connected --telemetry-only`) are no agent
-//! fleetmq ships: they measure what a device would cost a hub if all its
-//! traffic shared one connection.
+//! A fleet at rest: many simulated agents in one process, each with the
+//! sockets a real agent keeps open connected to one hub. Like the agent,
+//! each says Hello on its telemetry DEALER and then its Offer. By default
+//! each is today's agent: it offers to carry everything on that one
+//! connection (taking echo jobs, one at a time), and on the hub's Carry
+//! and Welcome connects nothing more. With `connected --five`, each is an
+//! agent on the hub's five sockets (`one_connection = false`, or older):
+//! on the Welcome it connects the broadcast SUB (subscribed to its
+//! fleet-wide and device topics), the jobs PULL, the results PUSH and the
+//! commands DEALER named by its device id; with `--no-jobs`, as such an
+//! agent with an empty `[jobs] allow`, neither the jobs PULL nor the
+//! results PUSH. Each then sends one batch and waits for its ack, so every
+//! agent has both read and written through the hub. It sizes what a hub
+//! holds per connected agent (`fleetmq-bench connected`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fleetmq_protocol::{Downstream, HubPorts, names};
+use fleetmq_protocol::{Abilities, Downstream, HubPorts, Offer, Upstream, names};
 
 use crate::swarm::{Template, hello};
 
@@ -26,33 +27,50 @@ pub const SOCKETS_PER_AGENT: usize = 5;
 /// Which of its sockets a simulated agent connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
-    /// All five, as an agent that takes jobs.
+    /// Telemetry alone, everything carried on it: today's agent.
+    One,
+    /// All five, as an agent on the hub's five sockets that takes jobs.
     All,
-    /// Telemetry, broadcast and commands, as an agent with an empty
-    /// `[jobs] allow`.
+    /// Telemetry, broadcast and commands, as an agent on the hub's five
+    /// sockets with an empty `[jobs] allow`.
     NoJobs,
-    /// Telemetry alone: not an agent fleetmq ships, but what a device
-    /// would cost the hub if all its traffic shared one connection.
-    TelemetryOnly,
 }
 
 impl Kept {
     /// Connections each agent holds to the hub.
     pub fn sockets(self) -> usize {
         match self {
+            Kept::One => 1,
             Kept::All => SOCKETS_PER_AGENT,
             Kept::NoJobs => SOCKETS_PER_AGENT - 2,
-            Kept::TelemetryOnly => 1,
         }
     }
 
     /// The flag that asks for these (`fleetmq-bench connected`).
     pub fn flag(self) -> Option<&'static str> {
         match self {
-            Kept::All => None,
+            Kept::One => None,
+            Kept::All => Some("--five"),
             Kept::NoJobs => Some("--no-jobs"),
-            Kept::TelemetryOnly => Some("--telemetry-only"),
         }
+    }
+
+    /// The Offer such an agent sends after each Hello.
+    fn offer(self) -> anyhow::Result<Vec<u8>> {
+        let takes_jobs = self != Kept::NoJobs;
+        Ok(Upstream::Offer(Offer(Abilities {
+            job_kinds: if takes_jobs {
+                vec!["echo".into()]
+            } else {
+                Vec::new()
+            },
+            exec_programs: Vec::new(),
+            config_version: 0,
+            one_connection: self == Kept::One,
+            chat: false,
+            job_slots: 1,
+        }))
+        .encode()?)
     }
 }
 /// libzmq allows 1023 sockets a context by default.
@@ -64,7 +82,8 @@ const DIALLING: usize = 200;
 
 struct Agent {
     telemetry: zmq::Socket,
-    /// SUB, PULL, PUSH and DEALER once welcomed (as [`Kept`] says).
+    /// SUB, PULL, PUSH and DEALER once welcomed (as [`Kept`] says; none
+    /// on one connection).
     links: Vec<zmq::Socket>,
     welcomed: bool,
     acked: bool,
@@ -112,6 +131,7 @@ pub fn connect(
         .map(|_| zmq::Context::new())
         .collect();
     let hello = hello()?;
+    let offer = kept.offer()?;
     let mut batch = Vec::new();
     template.frame(1, &mut batch);
     let mut fleet = Fleet {
@@ -137,6 +157,7 @@ pub fn connect(
                 .connect(endpoint)
                 .with_context(|| format!("connecting to {endpoint}"))?;
             telemetry.send(&hello, 0)?;
+            telemetry.send(&offer, 0)?;
             telemetry.send(&batch, 0)?;
             fleet.agents.push(Agent {
                 telemetry,
@@ -167,7 +188,10 @@ pub fn connect(
                         a.welcomed = true;
                     }
                     Ok(Downstream::Ack(_)) => a.acked = true,
-                    Ok(Downstream::HelloRequest(_)) => a.telemetry.send(&hello, 0)?,
+                    Ok(Downstream::HelloRequest(_)) => {
+                        a.telemetry.send(&hello, 0)?;
+                        a.telemetry.send(&offer, 0)?;
+                    }
                     Ok(Downstream::Refusal(r)) => {
                         anyhow::bail!("the hub refused agent {i}: {}", r.reason)
                     }
@@ -183,8 +207,8 @@ pub fn connect(
     Ok(fleet)
 }
 
-/// The sockets an agent connects after the Welcome (four, two if it takes
-/// no jobs, none if it keeps telemetry only), set up as the agent sets
+/// The sockets an agent connects after the Welcome (none on one
+/// connection, four, two if it takes no jobs), set up as the agent sets
 /// them up.
 fn links(
     ctx: &zmq::Context,
@@ -193,7 +217,7 @@ fn links(
     ports: &HubPorts,
     kept: Kept,
 ) -> anyhow::Result<Vec<zmq::Socket>> {
-    if kept == Kept::TelemetryOnly {
+    if kept == Kept::One {
         return Ok(Vec::new());
     }
     let at = |port: u16| -> anyhow::Result<String> {

@@ -139,7 +139,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut parts: Vec<Vec<Part>> = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let ids = i * share..((i + 1) * share).min(total);
-        parts.push(connect_parts(endpoint, ids, per_process, fleet::Kept::All)?);
+        parts.push(connect_parts(endpoint, ids, per_process, fleet::Kept::One)?);
     }
     let dialled = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
@@ -149,7 +149,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
         let held = share.min(total - i * share);
         let each = rss.saturating_sub(idle[i]) as f64 / held.max(1) as f64;
         println!(
-            "  front-end fe-{i}: {held} agents with every socket connected, RSS {:.1} MB, {:.1} KB per agent",
+            "  front-end fe-{i}: {held} agents connected (one connection each), RSS {:.1} MB, {:.1} KB per agent",
             rss as f64 / 1e6,
             each / 1024.0
         );
@@ -168,7 +168,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut moved = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate().skip(1) {
         let ids = (i - 1) * each..(i * each).min(share);
-        moved.push(connect_parts(endpoint, ids, per_process, fleet::Kept::All)?);
+        moved.push(connect_parts(endpoint, ids, per_process, fleet::Kept::One)?);
     }
     let back = t1.elapsed().as_secs_f64();
     println!(

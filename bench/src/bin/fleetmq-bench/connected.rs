@@ -32,13 +32,12 @@ fn ask(req: &zmq::Socket, request: Request) -> anyhow::Result<Response> {
 pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     println!(
-        "\na connected fleet at rest: every socket of every simulated agent connected, one batch each acked{}",
+        "\na connected fleet at rest: every simulated agent connected, one batch each acked{}",
         match args.kept {
-            fleet::Kept::All => "",
+            fleet::Kept::One => " (on one connection each, as today's agent)",
+            fleet::Kept::All => " (on the hub's five sockets each, as an agent that takes jobs)",
             fleet::Kept::NoJobs =>
-                " (agents that take no jobs: telemetry, broadcast and commands only)",
-            fleet::Kept::TelemetryOnly =>
-                " (telemetry only: what a device would cost on one connection)",
+                " (on the hub's sockets, taking no jobs: telemetry, broadcast and commands)",
         }
     );
     println!(
@@ -118,14 +117,13 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     }
     Ok(json!({
         "sockets_per_agent": args.kept.sockets(),
-        "takes_jobs": args.kept == fleet::Kept::All,
+        "takes_jobs": args.kept != fleet::Kept::NoJobs,
         "rows": rows,
     }))
 }
 
 /// A hub with a fleet of simulated agents connected, every one online and
-/// (unless it keeps telemetry only) listening, and what the hub held
-/// before they came.
+/// listening, and what the hub held before they came.
 pub(crate) struct AtRest {
     pub(crate) hub: run::Hub,
     parts: Vec<Part>,
@@ -162,13 +160,9 @@ pub(crate) fn fleet_at_rest(
     let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process, kept)?;
     let dialled = t0.elapsed().as_secs_f64();
     // The hub sees every agent online and listening (its broadcast
-    // subscription arrived) before it is measured; one that keeps telemetry
-    // only never listens.
-    let listeners = if kept == fleet::Kept::TelemetryOnly {
-        0
-    } else {
-        agents
-    };
+    // subscription arrived, or its Offer to carry everything) before it is
+    // measured.
+    let listeners = agents;
     let deadline = Instant::now() + Duration::from_secs(120);
     let (online, listening) = loop {
         let Response::Devices(devices) = ask(&req, Request::Devices)? else {

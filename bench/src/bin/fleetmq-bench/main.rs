@@ -6,7 +6,7 @@
 //! fleetmq-bench rtt [--count N]
 //! fleetmq-bench idle [--idle-seconds S] [--agent-binary PATH]
 //! fleetmq-bench wire
-//! fleetmq-bench connected [--agents 5000] [--no-jobs | --telemetry-only]
+//! fleetmq-bench connected [--agents 5000] [--five | --no-jobs]
 //! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench query [--agents 20] [--seconds S]
 //! fleetmq-bench store [--agents 200] [--hours 24]    (not in `all`: it writes GBs)
@@ -40,7 +40,7 @@ mod peers;
 
 const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|peers|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
-[--agent-binary PATH] [--hours H] [--no-jobs | --telemetry-only]";
+[--agent-binary PATH] [--hours H] [--five | --no-jobs]";
 
 /// Batches each simulated agent keeps in flight.
 const WINDOW: usize = 4;
@@ -66,7 +66,8 @@ struct Args {
     /// store: hours of fleet time to generate.
     hours: u64,
     /// connected, fleet-part: the sockets each simulated agent connects
-    /// (`--no-jobs`: no jobs or results socket; `--telemetry-only`).
+    /// (one by default; `--five`: the hub's five; `--no-jobs`: those but
+    /// the jobs and results sockets).
     kept: fleet::Kept,
 }
 
@@ -84,7 +85,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         first: 0,
         agent_binary: None,
         hours: 24,
-        kept: fleet::Kept::All,
+        kept: fleet::Kept::One,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -97,8 +98,8 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("window") => args.window = p.value()?.parse()?,
             Long("first") => args.first = p.value()?.parse()?,
             Long("hours") => args.hours = p.value()?.parse()?,
+            Long("five") => args.kept = fleet::Kept::All,
             Long("no-jobs") => args.kept = fleet::Kept::NoJobs,
-            Long("telemetry-only") => args.kept = fleet::Kept::TelemetryOnly,
             Long("agent-binary") => args.agent_binary = Some(p.value()?.into()),
             Long("agents") => {
                 let list = p.value()?.string()?;

@@ -79,7 +79,9 @@ impl System {
     /// What one idle device holds at the broker.
     fn device_holds(self) -> &'static str {
         match self {
-            Fleetmq | FleetmqCurve => "five ZeroMQ connections (CURVE off), online and listening",
+            Fleetmq | FleetmqCurve => {
+                "one ZeroMQ connection carrying everything (CURVE off), online and listening"
+            }
             Nats | NatsSync => {
                 "one connection, subscribed to its command subject and the broadcasts"
             }
@@ -242,7 +244,7 @@ fn memory(
     let dir = tempfile::tempdir()?;
     match system {
         Fleetmq | FleetmqCurve => {
-            let at = fleet_at_rest(devices, per_process, fleet::Kept::All)?;
+            let at = fleet_at_rest(devices, per_process, fleet::Kept::One)?;
             let rss = procstat::rss_bytes(at.hub.proc.pid()).unwrap_or(0);
             Ok(rss.saturating_sub(at.rss_idle) as f64 / devices as f64)
         }
