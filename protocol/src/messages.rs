@@ -452,8 +452,9 @@ channel! {
         0x17 => Rejected(Rejected),
         /// Send a batch again later: it is over the device's budget.
         0x18 => Throttled(Throttled),
-        /// A job aimed at this device (not from the work queue): run it
-        /// and send its result on the results socket, as for a pulled one.
+        /// A job aimed at this device, or from the work queue to an agent
+        /// on one connection: run it and send its result on the results
+        /// socket, as for a pulled one (on one connection, as `Result`).
         0x19 => Work(Job),
         /// The hub's desired configuration for this device.
         0x1a => Desired(Desired),

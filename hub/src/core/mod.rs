@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `admission.rs` | who may speak for a device: ZAP verdicts, the allow list in force, rate limits |
 //! | `presence.rs` | Hello, Bye, silence: who is online and listening |
-//! | `routes.rs` | which connection speaks for a device, and where its messages go |
+//! | `routes.rs` | which connection speaks for a device, where its messages go, and whether everything travels on it (one connection) |
 //! | `telemetry.rs` | batches in, stored, then acked; chat relayed; newest values |
 //! | `commands.rs` | a command's whole life: sent, answered, timed out, queued for an offline device, remembered for retries |
 //! | `jobs.rs` | jobs handed out, leased, handed out again, finished |
