@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use fleetmq_protocol::{Abilities, Downstream, HubPorts, Offer, Upstream, names};
 
-use crate::swarm::{Template, hello};
+use crate::swarm::{Curve, Template, hello};
 
 /// Sockets a simulated agent opens at most: telemetry, broadcast, jobs,
 /// results, commands.
@@ -123,6 +123,7 @@ pub fn connect(
     prefix: &str,
     template: &Template,
     kept: Kept,
+    curve: Option<&Curve>,
     within: Duration,
 ) -> anyhow::Result<Fleet> {
     let deadline = Instant::now() + within;
@@ -153,6 +154,9 @@ pub fn connect(
             let telemetry = ctx.socket(zmq::DEALER)?;
             telemetry.set_identity(crate::swarm::route(&id).as_bytes())?;
             telemetry.set_linger(0)?;
+            if let Some(curve) = curve {
+                curve.secure(&telemetry, first + i)?;
+            }
             telemetry
                 .connect(endpoint)
                 .with_context(|| format!("connecting to {endpoint}"))?;
@@ -184,7 +188,8 @@ pub fn connect(
                     Ok(Downstream::Welcome(w)) if !a.welcomed => {
                         let id = format!("{prefix}-{:05}", first + i);
                         let ctx = &contexts[i / AGENTS_PER_CONTEXT];
-                        a.links = links(ctx, endpoint, &id, &w.ports, kept)?;
+                        let secure = curve.map(|c| (c, first + i));
+                        a.links = links(ctx, endpoint, &id, &w.ports, kept, secure)?;
                         a.welcomed = true;
                     }
                     Ok(Downstream::Ack(_)) => a.acked = true,
@@ -216,6 +221,7 @@ fn links(
     device: &str,
     ports: &HubPorts,
     kept: Kept,
+    curve: Option<(&Curve, usize)>,
 ) -> anyhow::Result<Vec<zmq::Socket>> {
     if kept == Kept::One {
         return Ok(Vec::new());
@@ -239,6 +245,9 @@ fn links(
     let mut out = Vec::with_capacity(sockets.len());
     for (socket, port) in sockets {
         socket.set_linger(0)?;
+        if let Some((curve, i)) = curve {
+            curve.secure(&socket, i)?;
+        }
         let ep = at(port)?;
         socket
             .connect(&ep)

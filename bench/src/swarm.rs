@@ -59,6 +59,50 @@ impl Curve {
         Ok(Curve { hub_public, agents })
     }
 
+    /// Writes the keys to `path`, for the fleet's other processes: the
+    /// hub's public key on the first line, then `PUBLIC SECRET` for each
+    /// agent (Z85 has no spaces).
+    pub fn write(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let mut text = format!("{}\n", self.hub_public);
+        for k in &self.agents {
+            text.push_str(&format!("{} {}\n", k.public, k.secret));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Reads the keys [`Curve::write`] wrote.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Curve> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut lines = text.lines();
+        let hub_public = lines
+            .next()
+            .context("no hub key in the keys file")?
+            .to_string();
+        let agents = lines
+            .map(|l| {
+                let (public, secret) = l.split_once(' ').context("a keys line without two keys")?;
+                Ok(fleetmq_net::keys::KeyPair {
+                    public: public.to_string(),
+                    secret: secret.to_string(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Curve { hub_public, agents })
+    }
+
+    /// Sets CURVE on `socket` as agent `i`'s.
+    pub fn secure(&self, socket: &zmq::Socket, i: usize) -> anyhow::Result<()> {
+        let keys = self
+            .agents
+            .get(i)
+            .with_context(|| format!("no key pair for agent {i}"))?;
+        socket.set_curve_serverkey(self.hub_public.as_bytes())?;
+        socket.set_curve_publickey(keys.public.as_bytes())?;
+        socket.set_curve_secretkey(keys.secret.as_bytes())?;
+        Ok(())
+    }
+
     /// The hub's allow list for the agents named PREFIX-00000...: one
     /// `DEVICE_ID PUBLIC_KEY` line each.
     pub fn allow_list(&self, prefix: &str) -> String {
@@ -170,13 +214,7 @@ pub fn run(swarm: &Swarm, template: &Template) -> anyhow::Result<Outcome> {
         socket.set_sndhwm(10_000)?;
         socket.set_rcvhwm(10_000)?;
         if let Some(curve) = &swarm.curve {
-            let keys = curve
-                .agents
-                .get(i)
-                .context("fewer CURVE key pairs than agents")?;
-            socket.set_curve_serverkey(curve.hub_public.as_bytes())?;
-            socket.set_curve_publickey(keys.public.as_bytes())?;
-            socket.set_curve_secretkey(keys.secret.as_bytes())?;
+            curve.secure(&socket, i)?;
         }
         socket
             .connect(&swarm.endpoint)

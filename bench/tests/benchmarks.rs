@@ -46,13 +46,21 @@ fn the_ingest_benchmark_has_every_simulated_agent_acked_by_a_real_hub() {
 }
 
 /// Each kind of simulated agent holds the connections it stands for, so
-/// the figure a device is what that many connections cost the hub.
+/// the figure a device is what that many connections cost the hub; on
+/// CURVE too (a fleet the hub did not admit would never be measured).
 #[test]
 fn each_kind_of_simulated_agent_holds_the_connections_it_stands_for() {
-    for (flags, sockets) in [(&[][..], 1), (&["--five"][..], 5), (&["--no-jobs"][..], 3)] {
+    let kinds = [
+        (&[][..], 1),
+        (&["--five"][..], 5),
+        (&["--no-jobs"][..], 3),
+        (&["--curve"][..], 1),
+    ];
+    for (flags, sockets) in kinds {
         let args = [&["connected", "--agents", "10"][..], flags].concat();
         let report = bench(&args, "connected_fleet");
         assert_eq!(report["sockets_per_agent"], sockets, "{flags:?}: {report}");
+        assert_eq!(report["curve"], flags.contains(&"--curve"), "{report}");
         let row = &report["rows"][0];
         assert_eq!(row["agents"], 10, "{flags:?}: {row}");
         // The hub's descriptors beyond those it held idle, one a connection.

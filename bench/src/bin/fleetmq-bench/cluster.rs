@@ -139,7 +139,13 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut parts: Vec<Vec<Part>> = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let ids = i * share..((i + 1) * share).min(total);
-        parts.push(connect_parts(endpoint, ids, per_process, fleet::Kept::One)?);
+        parts.push(connect_parts(
+            endpoint,
+            ids,
+            per_process,
+            fleet::Kept::One,
+            None,
+        )?);
     }
     let dialled = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
@@ -168,7 +174,13 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut moved = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate().skip(1) {
         let ids = (i - 1) * each..(i * each).min(share);
-        moved.push(connect_parts(endpoint, ids, per_process, fleet::Kept::One)?);
+        moved.push(connect_parts(
+            endpoint,
+            ids,
+            per_process,
+            fleet::Kept::One,
+            None,
+        )?);
     }
     let back = t1.elapsed().as_secs_f64();
     println!(

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use fleetmq_bench::{fleet, procstat, run};
+use fleetmq_bench::{fleet, procstat, run, swarm};
 use fleetmq_protocol::{OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response};
 use serde_json::{Value, json};
 
@@ -32,7 +32,12 @@ fn ask(req: &zmq::Socket, request: Request) -> anyhow::Result<Response> {
 pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     println!(
-        "\na connected fleet at rest: every simulated agent connected, one batch each acked{}",
+        "\na connected fleet at rest: every simulated agent connected, one batch each acked{}{}",
+        if args.curve {
+            ", CURVE on (every agent enrolled)"
+        } else {
+            ""
+        },
         match args.kept {
             fleet::Kept::One => " (on one connection each, as today's agent)",
             fleet::Kept::All => " (on the hub's five sockets each, as an agent that takes jobs)",
@@ -81,7 +86,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
             fds_idle,
             dialled,
             _dir,
-        } = fleet_at_rest(agents, per_process, args.kept)?;
+        } = fleet_at_rest(agents, per_process, args.kept, args.curve)?;
         let pid = hub.proc.pid();
         let cpu0 = procstat::cpu_seconds(pid).unwrap_or(0.0);
         let rest = Instant::now();
@@ -117,6 +122,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     }
     Ok(json!({
         "sockets_per_agent": args.kept.sockets(),
+        "curve": args.curve,
         "takes_jobs": args.kept != fleet::Kept::NoJobs,
         "rows": rows,
     }))
@@ -134,16 +140,30 @@ pub(crate) struct AtRest {
     _dir: tempfile::TempDir,
 }
 
+/// The device ids of the connected fleet's agents: `fleet-00000`...
+const FLEET: &str = "fleet";
+
 /// Starts a hub and connects `agents` simulated agents to it, from
 /// processes of at most `per_process` each, each connecting the sockets
-/// `kept` names.
+/// `kept` names; with `curve`, every agent enrolled and on CURVE.
 pub(crate) fn fleet_at_rest(
     agents: usize,
     per_process: usize,
     kept: fleet::Kept,
+    curve: bool,
 ) -> anyhow::Result<AtRest> {
     let dir = tempfile::tempdir()?;
-    let hub = run::Hub::start(dir.path(), HUB_CONFIG)?;
+    let (hub, keys) = if curve {
+        let hub_keys = fleetmq_net::keys::generate()?;
+        let curve = swarm::Curve::generate(hub_keys.public.clone(), agents)?;
+        let keys = dir.path().join("fleet.keys");
+        curve.write(&keys)?;
+        let allow = curve.allow_list(FLEET);
+        let hub = run::Hub::start_secure(dir.path(), HUB_CONFIG, &hub_keys, &allow)?;
+        (hub, Some(keys))
+    } else {
+        (run::Hub::start(dir.path(), HUB_CONFIG)?, None)
+    };
     let pid = hub.proc.pid();
     let ctx = zmq::Context::new();
     let req = ctx.socket(zmq::REQ)?;
@@ -157,7 +177,8 @@ pub(crate) fn fleet_at_rest(
         procstat::open_fds(pid).unwrap_or(0),
     );
     let t0 = Instant::now();
-    let parts = connect_parts(&hub.endpoint("telemetry")?, 0..agents, per_process, kept)?;
+    let endpoint = hub.endpoint("telemetry")?;
+    let parts = connect_parts(&endpoint, 0..agents, per_process, kept, keys.as_deref())?;
     let dialled = t0.elapsed().as_secs_f64();
     // The hub sees every agent online and listening (its broadcast
     // subscription arrived, or its Offer to carry everything) before it is
@@ -205,12 +226,14 @@ impl Drop for Part {
 }
 
 /// Starts the fleet's processes one after another, each connecting its
-/// share of `agents` and saying "ready" when all are connected and acked.
+/// share of `agents` and saying "ready" when all are connected and acked;
+/// with `keys` (written by [`swarm::Curve::write`]), on CURVE.
 pub(crate) fn connect_parts(
     endpoint: &str,
     ids: std::ops::Range<usize>,
     per_process: usize,
     kept: fleet::Kept,
+    keys: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<Part>> {
     use std::io::BufRead as _;
     let me = std::env::current_exe().context("finding this program")?;
@@ -227,6 +250,11 @@ pub(crate) fn connect_parts(
                 &count.to_string(),
             ])
             .args(kept.flag())
+            .args(
+                keys.map(|k| [std::ffi::OsStr::new("--keys"), k.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -257,12 +285,14 @@ pub(crate) fn fleet_part(args: &Args) -> anyhow::Result<()> {
         .unwrap_or(1);
     procstat::raise_open_files((count * fleet::FDS_PER_AGENT + 1024) as u64)
         .context("raising the open-files limit")?;
+    let curve = args.keys.as_deref().map(swarm::Curve::read).transpose()?;
     let fleet = fleet::connect(
         &endpoint,
         args.first..args.first + count,
-        "fleet",
+        FLEET,
         &template()?,
         args.kept,
+        curve.as_ref(),
         Duration::from_secs(300),
     )?;
     println!("ready");

@@ -6,7 +6,7 @@
 //! fleetmq-bench rtt [--count N]
 //! fleetmq-bench idle [--idle-seconds S] [--agent-binary PATH]
 //! fleetmq-bench wire
-//! fleetmq-bench connected [--agents 5000] [--five | --no-jobs]
+//! fleetmq-bench connected [--agents 5000] [--five | --no-jobs] [--curve]
 //! fleetmq-bench flood [--agents 20] [--seconds S]
 //! fleetmq-bench query [--agents 20] [--seconds S]
 //! fleetmq-bench store [--agents 200] [--hours 24]    (not in `all`: it writes GBs)
@@ -40,7 +40,7 @@ mod peers;
 
 const USAGE: &str = "usage: fleetmq-bench all|ingest|rtt|idle|wire|connected|flood|query|store|cluster|peers|swarm [--json FILE] \
 [--seconds S] [--idle-seconds S] [--agents N,N,...] [--count N] [--hub ENDPOINT] [--window W] \
-[--agent-binary PATH] [--hours H] [--five | --no-jobs]";
+[--agent-binary PATH] [--hours H] [--five | --no-jobs] [--curve]";
 
 /// Batches each simulated agent keeps in flight.
 const WINDOW: usize = 4;
@@ -69,6 +69,10 @@ struct Args {
     /// (one by default; `--five`: the hub's five; `--no-jobs`: those but
     /// the jobs and results sockets).
     kept: fleet::Kept,
+    /// connected: every agent enrolled and on CURVE.
+    curve: bool,
+    /// fleet-part: the agents' CURVE keys (written by `connected --curve`).
+    keys: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -86,6 +90,8 @@ fn parse() -> Result<Args, lexopt::Error> {
         agent_binary: None,
         hours: 24,
         kept: fleet::Kept::One,
+        curve: false,
+        keys: None,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -100,6 +106,8 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("hours") => args.hours = p.value()?.parse()?,
             Long("five") => args.kept = fleet::Kept::All,
             Long("no-jobs") => args.kept = fleet::Kept::NoJobs,
+            Long("curve") => args.curve = true,
+            Long("keys") => args.keys = Some(p.value()?.into()),
             Long("agent-binary") => args.agent_binary = Some(p.value()?.into()),
             Long("agents") => {
                 let list = p.value()?.string()?;

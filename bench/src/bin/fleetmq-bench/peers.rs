@@ -244,7 +244,7 @@ fn memory(
     let dir = tempfile::tempdir()?;
     match system {
         Fleetmq | FleetmqCurve => {
-            let at = fleet_at_rest(devices, per_process, fleet::Kept::One)?;
+            let at = fleet_at_rest(devices, per_process, fleet::Kept::One, false)?;
             let rss = procstat::rss_bytes(at.hub.proc.pid()).unwrap_or(0);
             Ok(rss.saturating_sub(at.rss_idle) as f64 / devices as f64)
         }
