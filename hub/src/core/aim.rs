@@ -155,10 +155,7 @@ impl Core {
                 self.offers
                     .get(device)
                     .is_some_and(|a| !a.job_kinds.is_empty())
-                    && self
-                        .handed
-                        .pick(&[(device.to_string(), one.job_slots)], 0)
-                        .is_some()
+                    && self.handed.has_room(device, one.job_slots)
             })
         })
     }

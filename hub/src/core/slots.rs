@@ -69,11 +69,16 @@ impl Handed {
         self.per_device.get(device).copied().unwrap_or(0)
     }
 
+    /// Whether `device`, running `slots` jobs at once, has room for one more.
+    pub fn has_room(&self, device: &str, slots: u32) -> bool {
+        self.load(device) < slots.saturating_add(AHEAD)
+    }
+
     /// Of `takers` (a device and its slots), one with room: the least
     /// loaded, and among those the `turn`-th, so equal devices share the
     /// work.
     pub fn pick(&self, takers: &[(String, u32)], turn: u64) -> Option<String> {
-        let room = |(d, slots): &&(String, u32)| self.load(d) < slots.saturating_add(AHEAD);
+        let room = |(d, slots): &&(String, u32)| self.has_room(d, *slots);
         let least = takers
             .iter()
             .filter(room)

@@ -134,7 +134,9 @@ impl Driver {
         let mut item = [self.jobs.as_poll_item(zmq::POLLOUT)];
         let mut pullable =
             || matches!(zmq::poll(&mut item, 0), Ok(n) if n > 0) && item[0].is_writable();
-        if self.core.room_for_jobs() || pullable() {
+        // The socket first: one poll, where the core's answer walks the
+        // devices online.
+        if pullable() || self.core.room_for_jobs() {
             fe.link.send(ToCluster::WantJob);
             self.core.job_asked();
         }
