@@ -20,17 +20,18 @@ use fleetmq_net::poll::{event, next_event};
 use fleetmq_net::{
     NetError, Poll, Security, Sender, Shutdown, Sockets, now_ms, recv_message, send_frames,
 };
-use fleetmq_protocol::{HubPorts, OperatorError, Response};
-use tracing::{debug, info, warn};
+use fleetmq_protocol::HubPorts;
+use tracing::{info, warn};
 
 use crate::config::HubConfig;
-use crate::core::{Action, Caller, ConnectionEvent, Core, Now, Sent, TICK_MS};
+use crate::core::{Caller, ConnectionEvent, Core, Now, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
 use crate::operator::http::{Http, HttpError, read_token};
 use crate::operators::Operators;
 use crate::store::{Store, StoreError};
 
+mod actions;
 mod front_end;
 mod peers;
 mod readers;
@@ -434,128 +435,6 @@ impl Driver {
             self.carry_out();
         }
         Ok(())
-    }
-
-    /// An answer to the operator client `client` (tagged with the socket it
-    /// came on, or the cluster).
-    fn send_operator(&mut self, client: &[u8], frame: &[u8]) {
-        let (socket, client) = match client.split_first() {
-            Some((&REMOTE, id)) => match &self.remote {
-                Some((s, _)) => (s, id),
-                None => return,
-            },
-            Some((&CLUSTER, id)) => {
-                let id = <[u8; 8]>::try_from(id).map_or(0, u64::from_be_bytes);
-                let frame = frame.to_vec();
-                if let Some(fe) = &self.cluster {
-                    fe.link
-                        .send(crate::cluster::ToCluster::Answer { id, frame });
-                }
-                return;
-            }
-            Some((_, id)) => (&self.operator, id),
-            None => return,
-        };
-        if let Err(e) = send_frames(socket, &[client, b"", frame]) {
-            debug!(error = %e, "operator went away before its answer");
-        }
-    }
-
-    /// Does what the core asked, reporting back what it needs to know.
-    fn carry_out(&mut self) {
-        // After one job no agent would take, the rest of the round waits.
-        let mut jobs_blocked = false;
-        while let Some(action) = self.core.poll_action() {
-            match action {
-                Action::Device { route, frame } => {
-                    // ROUTER drops messages for peers that are gone; the
-                    // agent resends what was not acked.
-                    if let Err(e) = send_frames(&self.upstream, &[&route, &frame]) {
-                        let route = String::from_utf8_lossy(&route);
-                        debug!(%route, error = %e, "could not answer a device");
-                    }
-                }
-                Action::Publish { topic, frame } => {
-                    if let Err(e) = send_frames(&self.broadcast, &[topic.as_bytes(), &frame]) {
-                        warn!(topic, error = %e, "could not publish");
-                    }
-                }
-                Action::Command {
-                    corr,
-                    route,
-                    frame,
-                    carried,
-                    ..
-                } => {
-                    let sent = if carried {
-                        send_frames(&self.upstream, &[&route, &frame])
-                    } else {
-                        send_frames(&self.commands, &[&route, b"", &frame])
-                    };
-                    let sent = match sent {
-                        Ok(true) => Sent::Yes,
-                        // EHOSTUNREACH: the device's command socket is not connected.
-                        Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
-                        Err(e) => Sent::Failed(e.to_string()),
-                    };
-                    self.core.command_sent(corr, sent, now());
-                }
-                Action::Job {
-                    id,
-                    attempt,
-                    token,
-                    lease_ms,
-                    frame,
-                } => {
-                    if jobs_blocked {
-                        continue;
-                    }
-                    match send_frames(&self.jobs, &[&frame]) {
-                        Ok(true) => self.core.job_sent(id, attempt, token, lease_ms, now()),
-                        // No agent is connected, or every pipe is full: next tick.
-                        Ok(false) => jobs_blocked = true,
-                        Err(e) => {
-                            warn!(error = %e, "could not hand out a job");
-                            jobs_blocked = true;
-                        }
-                    }
-                }
-                Action::Operator { client, frame } => self.send_operator(&client, &frame),
-                Action::Read { id, request } => {
-                    if !self.readers.submit(id, request) {
-                        warn!("the readers have stopped; a read is answered with an error");
-                        let why = "the hub's readers stopped; restart the hub".to_string();
-                        let response = Response::Error(OperatorError::Storage(why));
-                        if let Some(frame) = readers::encode(id, response) {
-                            self.core.read_done(id, frame);
-                        }
-                    }
-                }
-                Action::Cluster(msg) => {
-                    if !self.cluster.as_ref().is_some_and(|fe| fe.link.send(msg)) {
-                        warn!("the cluster link has stopped; restart the hub");
-                    }
-                }
-                Action::Door { open } => self.door(open),
-                Action::Alert(notice) => {
-                    if let Some(w) = &self.webhooks {
-                        w.send(notice);
-                    }
-                }
-                Action::ClusterJob { token, frame } => {
-                    let sent = matches!(send_frames(&self.jobs, &[&frame]), Ok(true));
-                    self.core.cluster_job_sent(token, sent, now());
-                }
-                Action::CutDevice { device } => {
-                    let cut = self.peers.cut(&device);
-                    info!(
-                        device,
-                        connections = cut,
-                        "revoked device's connections cut; its next handshake is refused"
-                    );
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,136 @@
+//! Carrying out what the core asked ([`Action`]): sends to devices, to
+//! the broadcast, jobs and commands sockets and to operators, reads handed
+//! to the readers, messages to the cluster and the webhooks, and reporting
+//! back to the core what it needs to know (a command or job that could not
+//! be handed out).
+
+use fleetmq_net::send_frames;
+use fleetmq_protocol::{OperatorError, Response};
+use tracing::{debug, info, warn};
+
+use super::{CLUSTER, Driver, REMOTE, now, readers};
+use crate::core::{Action, Sent};
+
+impl Driver {
+    /// An answer to the operator client `client` (tagged with the socket it
+    /// came on, or the cluster).
+    pub(super) fn send_operator(&mut self, client: &[u8], frame: &[u8]) {
+        let (socket, client) = match client.split_first() {
+            Some((&REMOTE, id)) => match &self.remote {
+                Some((s, _)) => (s, id),
+                None => return,
+            },
+            Some((&CLUSTER, id)) => {
+                let id = <[u8; 8]>::try_from(id).map_or(0, u64::from_be_bytes);
+                let frame = frame.to_vec();
+                if let Some(fe) = &self.cluster {
+                    fe.link
+                        .send(crate::cluster::ToCluster::Answer { id, frame });
+                }
+                return;
+            }
+            Some((_, id)) => (&self.operator, id),
+            None => return,
+        };
+        if let Err(e) = send_frames(socket, &[client, b"", frame]) {
+            debug!(error = %e, "operator went away before its answer");
+        }
+    }
+
+    /// Does what the core asked, reporting back what it needs to know.
+    pub(super) fn carry_out(&mut self) {
+        // After one job no agent would take, the rest of the round waits.
+        let mut jobs_blocked = false;
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Device { route, frame } => {
+                    // ROUTER drops messages for peers that are gone; the
+                    // agent resends what was not acked.
+                    if let Err(e) = send_frames(&self.upstream, &[&route, &frame]) {
+                        let route = String::from_utf8_lossy(&route);
+                        debug!(%route, error = %e, "could not answer a device");
+                    }
+                }
+                Action::Publish { topic, frame } => {
+                    if let Err(e) = send_frames(&self.broadcast, &[topic.as_bytes(), &frame]) {
+                        warn!(topic, error = %e, "could not publish");
+                    }
+                }
+                Action::Command {
+                    corr,
+                    route,
+                    frame,
+                    carried,
+                    ..
+                } => {
+                    let sent = if carried {
+                        send_frames(&self.upstream, &[&route, &frame])
+                    } else {
+                        send_frames(&self.commands, &[&route, b"", &frame])
+                    };
+                    let sent = match sent {
+                        Ok(true) => Sent::Yes,
+                        // EHOSTUNREACH: the device's command socket is not connected.
+                        Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
+                        Err(e) => Sent::Failed(e.to_string()),
+                    };
+                    self.core.command_sent(corr, sent, now());
+                }
+                Action::Job {
+                    id,
+                    attempt,
+                    token,
+                    lease_ms,
+                    frame,
+                } => {
+                    if jobs_blocked {
+                        continue;
+                    }
+                    match send_frames(&self.jobs, &[&frame]) {
+                        Ok(true) => self.core.job_sent(id, attempt, token, lease_ms, now()),
+                        // No agent is connected, or every pipe is full: next tick.
+                        Ok(false) => jobs_blocked = true,
+                        Err(e) => {
+                            warn!(error = %e, "could not hand out a job");
+                            jobs_blocked = true;
+                        }
+                    }
+                }
+                Action::Operator { client, frame } => self.send_operator(&client, &frame),
+                Action::Read { id, request } => {
+                    if !self.readers.submit(id, request) {
+                        warn!("the readers have stopped; a read is answered with an error");
+                        let why = "the hub's readers stopped; restart the hub".to_string();
+                        let response = Response::Error(OperatorError::Storage(why));
+                        if let Some(frame) = readers::encode(id, response) {
+                            self.core.read_done(id, frame);
+                        }
+                    }
+                }
+                Action::Cluster(msg) => {
+                    if !self.cluster.as_ref().is_some_and(|fe| fe.link.send(msg)) {
+                        warn!("the cluster link has stopped; restart the hub");
+                    }
+                }
+                Action::Door { open } => self.door(open),
+                Action::Alert(notice) => {
+                    if let Some(w) = &self.webhooks {
+                        w.send(notice);
+                    }
+                }
+                Action::ClusterJob { token, frame } => {
+                    let sent = matches!(send_frames(&self.jobs, &[&frame]), Ok(true));
+                    self.core.cluster_job_sent(token, sent, now());
+                }
+                Action::CutDevice { device } => {
+                    let cut = self.peers.cut(&device);
+                    info!(
+                        device,
+                        connections = cut,
+                        "revoked device's connections cut; its next handshake is refused"
+                    );
+                }
+            }
+        }
+    }
+}
