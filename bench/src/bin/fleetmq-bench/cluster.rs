@@ -135,17 +135,13 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
         .iter()
         .map(|f| procstat::rss_bytes(f.proc.pid()).unwrap_or(0))
         .collect();
+    // Agents as today's agent, on one connection each, in plaintext.
+    let connect =
+        |endpoint: &str, ids| connect_parts(endpoint, ids, per_process, fleet::Kept::One, None);
     let t0 = Instant::now();
     let mut parts: Vec<Vec<Part>> = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        let ids = i * share..((i + 1) * share).min(total);
-        parts.push(connect_parts(
-            endpoint,
-            ids,
-            per_process,
-            fleet::Kept::One,
-            None,
-        )?);
+        parts.push(connect(endpoint, i * share..((i + 1) * share).min(total))?);
     }
     let dialled = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
@@ -173,14 +169,7 @@ pub(crate) fn measure(args: &Args) -> anyhow::Result<Value> {
     let each = share.div_ceil(FRONT_ENDS - 1);
     let mut moved = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate().skip(1) {
-        let ids = (i - 1) * each..(i * each).min(share);
-        moved.push(connect_parts(
-            endpoint,
-            ids,
-            per_process,
-            fleet::Kept::One,
-            None,
-        )?);
+        moved.push(connect(endpoint, (i - 1) * each..(i * each).min(share))?);
     }
     let back = t1.elapsed().as_secs_f64();
     println!(
