@@ -116,6 +116,12 @@ pub fn group_topic(group: &str) -> String {
     format!("group/{group}/")
 }
 
+/// The group a topic is published to: `g` for `group/g/...`, else `None`.
+pub fn topic_group(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("group/")?;
+    rest.split_once('/').map(|(group, _)| group)
+}
+
 /// The topic for one device, `dev/<id>/`. The hub publishes nothing on
 /// it: what is meant for one device travels on that device's own telemetry
 /// connection. An agent subscribes to it so the hub sees its broadcast
@@ -178,6 +184,15 @@ pub fn route_device(id: &[u8]) -> Result<&str, RouteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_topic_names_its_group_and_no_other_topic_does() {
+        assert_eq!(topic_group(&group_topic("north")), Some("north"));
+        assert_eq!(topic_group("group/north/x"), Some("north"));
+        assert_eq!(topic_group(ALL_TOPIC), None);
+        assert_eq!(topic_group(CHAT_TOPIC), None);
+        assert_eq!(topic_group("group/north"), None, "not a whole group topic");
+    }
 
     #[test]
     fn device_ids_accept_the_documented_set_only() {

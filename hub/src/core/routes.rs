@@ -165,12 +165,11 @@ impl Routes {
     /// groups', and the chat room's if they want it; nothing is published
     /// for one device).
     pub fn hearing(&self, topic: &str) -> Vec<Vec<u8>> {
+        let group = names::topic_group(topic);
         let hears = |h: &Held, one: &OneConnection| {
             topic.starts_with(names::ALL_TOPIC)
                 || (one.chat && topic.starts_with(names::CHAT_TOPIC))
-                || h.groups
-                    .iter()
-                    .any(|g| topic.starts_with(&names::group_topic(g)))
+                || group.is_some_and(|group| h.groups.iter().any(|g| g == group))
         };
         self.held
             .values()
