@@ -90,8 +90,8 @@ messages! {
         /// On one connection: the agent wants the chat room's lines.
         pub chat: bool,
         /// On one connection: how many work-queue jobs it runs at once
-        /// (0 reads as 1). The hub hands it no more than this many, plus
-        /// one waiting, until their results come back.
+        /// (0 reads as 1, more than 64 as 64). The hub hands it no more
+        /// than this many, plus one waiting, until their results come back.
         pub job_slots: u32,
     }
 

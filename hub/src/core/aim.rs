@@ -25,6 +25,7 @@ use fleetmq_protocol::{
 use tracing::{info, warn};
 
 use super::routes::OneConnection;
+use super::slots::MAX_JOB_SLOTS;
 use super::{Core, Now};
 use crate::cluster::jobs::JobEvent;
 
@@ -181,7 +182,7 @@ impl Core {
         }
         let one = abilities.one_connection.then_some(OneConnection {
             chat: abilities.chat,
-            job_slots: abilities.job_slots.max(1),
+            job_slots: abilities.job_slots.clamp(1, MAX_JOB_SLOTS),
         });
         self.routes.carry(device, one);
         self.offers.insert(device.to_string(), abilities);

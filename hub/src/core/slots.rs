@@ -11,6 +11,12 @@ use std::collections::HashMap;
 /// the next one without waiting for the hub.
 const AHEAD: u32 = 1;
 
+/// The most jobs the hub counts a device as running at once, whatever its
+/// Offer says: one agent (a misconfigured one, or a device someone took
+/// over) cannot draw the whole work queue into its hands, where each job
+/// would wait out its lease and lose an attempt.
+pub const MAX_JOB_SLOTS: u32 = 64;
+
 /// One attempt in a device's hands.
 #[derive(Debug)]
 struct InHands {

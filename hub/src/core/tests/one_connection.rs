@@ -204,6 +204,30 @@ fn work_queue_jobs_go_to_agents_on_one_connection_no_more_than_they_run() {
 }
 
 #[test]
+fn an_offer_of_endless_slots_holds_no_more_than_the_hubs_limit() {
+    let mut f = Fleet::new();
+    join(
+        &mut f,
+        "pi-a",
+        &[],
+        offer_one(&["echo"], false, u32::MAX),
+        T0,
+    );
+    let limit = crate::core::slots::MAX_JOB_SLOTS as u64;
+    for id in 0..limit + 10 {
+        f.operator(100 + id, Request::SubmitJob(echo_job()), T0);
+    }
+    let out = f.actions();
+    assert_eq!(
+        work_for(&out, "pi-a").len() as u64,
+        limit + 1,
+        "its slots as the hub counts them, plus one waiting"
+    );
+    f.core.tick(at(T0 + 100));
+    assert_eq!(work_for(&f.actions(), "pi-a"), vec![], "its hands are full");
+}
+
+#[test]
 fn the_device_list_shows_an_agent_on_one_connection_as_listening() {
     let mut f = Fleet::new();
     join(&mut f, "pi-a", &[], offer_one(&[], false, 0), T0);
