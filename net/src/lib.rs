@@ -21,6 +21,7 @@
 pub mod config;
 pub mod endpoint;
 pub mod files;
+mod frames;
 pub mod keys;
 pub mod logging;
 pub mod poll;
@@ -29,11 +30,11 @@ mod shutdown;
 mod socket;
 pub mod text;
 
+pub use frames::{Received, Sender, recv_frames, recv_message, send_frames, uninterrupted};
 pub use poll::{Poll, now_ms};
 pub use shutdown::{Hangup, Shutdown};
 pub use socket::{
-    Builder, NetError, OPERATOR_ZAP_DOMAIN, Received, Security, Sender, SocketOptions, Sockets,
-    ZAP_DOMAIN, recv_frames, recv_message, send_frames, uninterrupted,
+    Builder, NetError, OPERATOR_ZAP_DOMAIN, Security, SocketOptions, Sockets, ZAP_DOMAIN,
 };
 
 /// An error and its causes as one line, `outer: inner: innermost`, for

@@ -143,7 +143,7 @@ impl<'a, T: Copy> Poll<'a, T> {
 
 /// Whether a message can be read from `socket` now.
 fn readable(socket: &zmq::Socket) -> Result<bool, zmq::Error> {
-    Ok(crate::socket::uninterrupted(|| socket.get_events())?.contains(zmq::POLLIN))
+    Ok(crate::frames::uninterrupted(|| socket.get_events())?.contains(zmq::POLLIN))
 }
 
 /// Socket monitor events (zmq.h `ZMQ_EVENT_*`) that fleetmq listens for.
