@@ -11,7 +11,8 @@ use fleetmq_bench::{fleet, procstat, run, swarm};
 use fleetmq_protocol::{OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response};
 use serde_json::{Value, json};
 
-use super::{Args, HUB_CONFIG, fastrand_id, round_trip, template};
+use super::rtt::{fastrand_id, round_trip};
+use super::{Args, HUB_CONFIG, template};
 
 /// Asks the hub's operator socket something; its response.
 fn ask(req: &zmq::Socket, request: Request) -> anyhow::Result<Response> {

@@ -11,7 +11,8 @@ use fleetmq_bench::{fleet, peers, procstat, run, wire};
 use serde_json::{Value, json};
 
 use super::connected::fleet_at_rest;
-use super::{Args, HUB_CONFIG, fleet_round_trips, percentile_us, template};
+use super::rtt::{fleet_round_trips, percentile_us};
+use super::{Args, HUB_CONFIG, template};
 
 /// Publishers in the ingest load, each keeping `--window` batches in flight.
 const PUBLISHERS: usize = 100;
