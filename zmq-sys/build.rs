@@ -1,8 +1,12 @@
 //! Builds libzmq 4.3.5 (zeromq-src) against the libsodium that
-//! libsodium-sys-stable built, so the CURVE mechanism is compiled in, and
-//! with our own compile-time settings in place of libzmq's `config.hpp`.
+//! libsodium-sys-stable built, so the CURVE mechanism is compiled in, with
+//! our own compile-time settings in place of libzmq's `config.hpp`, and
+//! with one change to its source (`build/zap_pipe.rs`).
 
 use std::{env, fs, path::PathBuf};
+
+#[path = "build/zap_pipe.rs"]
+mod zap_pipe;
 
 /// Messages per allocation in a pipe between a socket and one connection.
 /// libzmq's own 256 gives every pipe a 16 KB first chunk (256 `msg_t` of
@@ -149,6 +153,10 @@ __attribute__ ((weak)) extern const int
 }
 
 fn main() {
+    if let Some(real) = env::var_os(zap_pipe::WRAP) {
+        // cc runs this program as its C++ compiler (see zap_pipe.rs).
+        zap_pipe::compile(real);
+    }
     let (Ok(lib), Ok(include)) = (env::var("DEP_SODIUM_LIB"), env::var("DEP_SODIUM_INCLUDE"))
     else {
         // Build scripts report failure by panicking; say what is missing.
@@ -193,6 +201,7 @@ fn main() {
     );
     // SAFETY: a build script is single-threaded here; cc reads the flags.
     unsafe { env::set_var(&name, flags.trim_start()) };
+    zap_pipe::stand_in_for_cxx(&out);
     zeromq_src::Build::new()
         // The draft API: only the hub asks for it (per-connection buffer
         // sizes); it adds about 9 KB the agent has no use for.

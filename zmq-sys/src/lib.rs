@@ -217,6 +217,8 @@ unsafe extern "C" {
     /// Defined by the settings header our build script compiles into
     /// libzmq in place of its `config.hpp`.
     static fleetmq_zmq_message_pipe_granularity: c_int;
+    /// Defined by the changed `session_base.cpp` (`build/zap_pipe.rs`).
+    static fleetmq_zmq_zap_pipe_closes: c_int;
 }
 
 /// Messages per allocation in a libzmq pipe, as this libzmq was built
@@ -224,6 +226,14 @@ unsafe extern "C" {
 pub fn message_pipe_granularity() -> u32 {
     // SAFETY: a constant int defined in the linked libzmq.
     unsafe { fleetmq_zmq_message_pipe_granularity as u32 }
+}
+
+/// Whether this libzmq closes an accepted connection's pipe to the ZAP
+/// handler once its handshake is over (our change; see
+/// `build/zap_pipe.rs`), rather than keeping it for the connection's life.
+pub fn zap_pipe_closes() -> bool {
+    // SAFETY: a constant int defined in the linked libzmq.
+    unsafe { fleetmq_zmq_zap_pipe_closes == 1 }
 }
 
 #[cfg(test)]
@@ -258,6 +268,11 @@ mod tests {
         let set: u32 = env!("FLEETMQ_ZMQ_PIPE_GRANULARITY").parse().unwrap();
         assert_eq!(message_pipe_granularity(), set);
         assert_ne!(set, 256, "libzmq's own value: the override is not needed");
+    }
+
+    #[test]
+    fn libzmq_is_built_with_the_zap_pipe_closed_after_the_handshake() {
+        assert!(zap_pipe_closes());
     }
 
     #[test]
