@@ -5,11 +5,11 @@
 //! Each CURVE connection a socket accepts asks the ZAP handler (the hub's
 //! allow list) about its key through a pipe pair libzmq opens for it, and
 //! libzmq keeps that pair until the connection ends, though ZMTP 3 never
-//! asks again: about 2 KB a connection (two pipes and their first message
-//! chunks), an eighth of what a hub holds for an idle device on one
-//! connection. `session_base_t::engine_ready`, which libzmq calls when a
-//! handshake (and with it the ZAP exchange) has succeeded, now starts
-//! that pipe's termination, as a failed handshake already did. Only on the
+//! asks again: with the handler's side of it, 3 KB of the 19.9 KB a hub
+//! held for an idle device on CURVE (16.9 KB without it; `fleetmq-bench
+//! connected --curve`). `session_base_t::engine_ready`, which libzmq calls
+//! when a handshake (and with it the ZAP exchange) has succeeded, now
+//! starts that pipe's termination, as a failed handshake already did. Only on the
 //! side that accepted the connection: a connecting session outlives its
 //! connections and may ask again on the next, and a raw socket ends its
 //! session with any of its pipes.
