@@ -1,12 +1,12 @@
 //! Builds libzmq 4.3.5 (zeromq-src) against the libsodium that
 //! libsodium-sys-stable built, so the CURVE mechanism is compiled in, with
 //! our own compile-time settings in place of libzmq's `config.hpp`, and
-//! with one change to its source (`build/zap_pipe.rs`).
+//! with changes to its source as it compiles (`build/source.rs`).
 
 use std::{env, fs, path::PathBuf};
 
-#[path = "build/zap_pipe.rs"]
-mod zap_pipe;
+#[path = "build/source.rs"]
+mod source;
 
 /// Messages per allocation in a pipe between a socket and one connection.
 /// libzmq's own 256 gives every pipe a 16 KB first chunk (256 `msg_t` of
@@ -17,7 +17,7 @@ mod zap_pipe;
 const MESSAGE_PIPE_GRANULARITY: u32 = 8;
 
 /// A header force-included first in every libzmq translation unit (C++
-/// only), with four changes to libzmq as zeromq-src builds it:
+/// only), with five changes to libzmq as zeromq-src builds it:
 ///
 /// - **What Linux has.** libzmq's CMake build finds these and writes them
 ///   to `platform.hpp`; zeromq-src writes that file empty and defines only
@@ -44,6 +44,9 @@ const MESSAGE_PIPE_GRANULARITY: u32 = 8;
 ///   `<sstream>` is included first, so the standard library keeps its
 ///   names, and then both names are defined to a small string builder
 ///   that does just those appends.
+/// - **No WebSocket transport.** `ZMQ_HAVE_WS`, which zeromq-src
+///   defines, is undefined; `build/source.rs` compiles the transport's
+///   own files empty, and says why.
 /// - **No demangler, on static builds** (`static_cxx`): libc++abi's
 ///   handler for an uncaught C++ exception names the exception's type
 ///   through `__cxa_demangle`, a large parser. A weak stand-in that says
@@ -82,6 +85,7 @@ __cxa_demangle (const char *, char *, std::size_t *, int *status_)
 #define HAVE_ACCEPT4 1
 #define ZMQ_IOTHREAD_POLLER_USE_EPOLL_CLOEXEC 1
 #endif
+#undef ZMQ_HAVE_WS
 #ifdef __cplusplus
 #include <sstream>
 #include <string>
@@ -153,9 +157,9 @@ __attribute__ ((weak)) extern const int
 }
 
 fn main() {
-    if let Some(real) = env::var_os(zap_pipe::WRAP) {
-        // cc runs this program as its C++ compiler (see zap_pipe.rs).
-        zap_pipe::compile(real);
+    if let Some(real) = env::var_os(source::WRAP) {
+        // cc runs this program as its C++ compiler (see source.rs).
+        source::compile(real);
     }
     let (Ok(lib), Ok(include)) = (env::var("DEP_SODIUM_LIB"), env::var("DEP_SODIUM_INCLUDE"))
     else {
@@ -201,7 +205,7 @@ fn main() {
     );
     // SAFETY: a build script is single-threaded here; cc reads the flags.
     unsafe { env::set_var(&name, flags.trim_start()) };
-    zap_pipe::stand_in_for_cxx(&out);
+    source::stand_in_for_cxx(&out);
     zeromq_src::Build::new()
         // The draft API: only the hub asks for it (per-connection buffer
         // sizes); it adds about 9 KB the agent has no use for.

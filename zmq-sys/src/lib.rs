@@ -217,7 +217,7 @@ unsafe extern "C" {
     /// Defined by the settings header our build script compiles into
     /// libzmq in place of its `config.hpp`.
     static fleetmq_zmq_message_pipe_granularity: c_int;
-    /// Defined by the changed `session_base.cpp` (`build/zap_pipe.rs`).
+    /// Defined by the changed `session_base.cpp` (`build/source.rs`).
     static fleetmq_zmq_zap_pipe_closes: c_int;
 }
 
@@ -230,7 +230,7 @@ pub fn message_pipe_granularity() -> u32 {
 
 /// Whether this libzmq closes an accepted connection's pipe to the ZAP
 /// handler once its handshake is over (our change; see
-/// `build/zap_pipe.rs`), rather than keeping it for the connection's life.
+/// `build/source.rs`), rather than keeping it for the connection's life.
 pub fn zap_pipe_closes() -> bool {
     // SAFETY: a constant int defined in the linked libzmq.
     unsafe { fleetmq_zmq_zap_pipe_closes == 1 }
@@ -271,41 +271,52 @@ mod tests {
     }
 
     #[test]
+    fn libzmq_is_built_without_the_websocket_transport() {
+        // SAFETY: a plain FFI call with a NUL-terminated string.
+        let ws = unsafe { zmq_has(c"ws".as_ptr()) };
+        assert_eq!(ws, 0, "ws:// is compiled in; build.rs turns it off");
+    }
+
+    #[test]
     fn libzmq_is_built_with_the_zap_pipe_closed_after_the_handshake() {
         assert!(zap_pipe_closes());
     }
 
     #[test]
-    fn libzmq_names_endpoints_without_iostreams() {
-        // A WebSocket endpoint's name is built by the string builder that
-        // stands in for std::ostringstream (see build.rs): a string, a
-        // host, a port number and a path.
-        // SAFETY: a socket on a fresh context, used and closed here; the
-        // buffer outlives the call and its length is passed with it.
+    fn libzmq_numbers_a_messages_connection_without_iostreams() {
+        // A message's __fd property (which the hub reads to tell
+        // connections apart) is the connection's descriptor, written out
+        // by the string builder that stands in for std::ostringstream
+        // (see build.rs).
+        // SAFETY: sockets on a fresh context, used and closed here; the
+        // buffer outlives the call and its length is passed with it; the
+        // message is initialised before use and closed after, and the
+        // string libzmq returns is read while the message lives.
         unsafe {
             let ctx = zmq_ctx_new();
-            let s = zmq_socket(ctx, ZMQ_REP as c_int);
-            assert_eq!(zmq_bind(s, c"ws://127.0.0.1:*/fleet".as_ptr()), 0);
-            let mut buf = [0u8; 256];
-            let mut len: size_t = buf.len();
+            let pull = zmq_socket(ctx, ZMQ_PULL as c_int);
+            let push = zmq_socket(ctx, ZMQ_PUSH as c_int);
+            assert_eq!(zmq_bind(pull, c"tcp://127.0.0.1:*".as_ptr()), 0);
+            let mut endpoint = [0u8; 256];
+            let mut len: size_t = endpoint.len();
+            let option = ZMQ_LAST_ENDPOINT as c_int;
             assert_eq!(
-                zmq_getsockopt(
-                    s,
-                    ZMQ_LAST_ENDPOINT as c_int,
-                    buf.as_mut_ptr().cast(),
-                    &mut len
-                ),
+                zmq_getsockopt(pull, option, endpoint.as_mut_ptr().cast(), &mut len),
                 0
             );
-            let name = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
-            let name = name.to_str().unwrap();
-            let port: u16 = name
-                .strip_prefix("ws://127.0.0.1:")
-                .and_then(|rest| rest.strip_suffix("/fleet"))
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("{name:?}"));
-            assert!(port > 0, "{name}");
-            assert_eq!(zmq_close(s), 0);
+            assert_eq!(zmq_connect(push, endpoint.as_ptr().cast()), 0);
+            assert_eq!(zmq_send(push, b"x".as_ptr().cast(), 1, 0), 1);
+            let mut msg: zmq_msg_t = core::mem::zeroed();
+            assert_eq!(zmq_msg_init(&mut msg), 0);
+            assert_eq!(zmq_msg_recv(&mut msg, pull, 0), 1);
+            let fd = zmq_msg_gets(&msg, c"__fd".as_ptr());
+            assert!(!fd.is_null(), "no __fd on the message");
+            let fd = std::ffi::CStr::from_ptr(fd).to_str().unwrap();
+            let number: i32 = fd.parse().unwrap_or_else(|_| panic!("__fd {fd:?}"));
+            assert!(number > 2, "{fd}");
+            assert_eq!(zmq_msg_close(&mut msg), 0);
+            assert_eq!(zmq_close(push), 0);
+            assert_eq!(zmq_close(pull), 0);
             assert_eq!(zmq_ctx_term(ctx), 0);
         }
     }
