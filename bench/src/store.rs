@@ -296,3 +296,66 @@ pub fn run(dir: &Path, devices: usize, hours: u64) -> anyhow::Result<Json> {
         "queries": queries,
     }))
 }
+
+/// What the hub's store alone takes: `frame` (an encoded batch, as agents
+/// send it) stored as `devices` devices with `window` batches each in
+/// every round, the round the hub stores when each has its window in
+/// flight, straight into a `Store` in `dir` with `synchronous = FULL`, no
+/// network and no hub loop. Rounds run for `warmup`, then for `measure`;
+/// only the time inside `store_batches` counts, so this is the ceiling the
+/// hub's durable ingest is held to on this machine.
+pub fn alone(
+    dir: &Path,
+    template: &crate::swarm::Template,
+    devices: usize,
+    window: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<crate::peers::Counted> {
+    let mut store = Store::open(dir, Synchronous::Full)?;
+    let ids: Vec<String> = (0..devices)
+        .map(|d| crate::swarm::device_id("alone", d))
+        .collect();
+    let mut frame = Vec::new();
+    let (mut stored, mut total, mut inside) = (0u64, 0u64, Duration::ZERO);
+    let started = Instant::now();
+    for round in 0u64.. {
+        let measuring = started.elapsed() >= warmup;
+        if measuring && inside >= measure {
+            break;
+        }
+        let mut round_batches = Vec::with_capacity(devices * window);
+        for d in 0..devices {
+            for k in 0..window {
+                template.frame(round * window as u64 + k as u64 + 1, &mut frame);
+                let fleetmq_protocol::Upstream::Batch(batch) =
+                    fleetmq_protocol::Upstream::decode(&frame)?
+                else {
+                    anyhow::bail!("the template is not a batch");
+                };
+                let (_, body) = fleetmq_protocol::envelope::open(&frame)?;
+                round_batches.push((d, batch, body.to_vec()));
+            }
+        }
+        let incoming: Vec<Incoming<'_>> = round_batches
+            .iter()
+            .map(|(d, batch, body)| Incoming {
+                device: &ids[*d],
+                batch,
+                body,
+            })
+            .collect();
+        let t = Instant::now();
+        store.store_batches(&incoming, T0 + round * 1000)?;
+        if measuring {
+            inside += t.elapsed();
+            stored += incoming.len() as u64;
+        }
+        total += incoming.len() as u64;
+    }
+    Ok(crate::peers::Counted {
+        acked: stored,
+        seconds: inside.as_secs_f64(),
+        total,
+    })
+}

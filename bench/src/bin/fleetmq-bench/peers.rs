@@ -210,6 +210,22 @@ fn ingest(
     }
 }
 
+/// One round of the store alone, the ceiling of fleetmq's durable ingest:
+/// batches stored a second of time inside the store.
+fn store_alone(template: &Template, args: &Args) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let counted = fleetmq_bench::store::alone(
+        dir.path(),
+        template,
+        PUBLISHERS,
+        args.window,
+        Duration::from_secs(2),
+        Duration::from_secs_f64(args.seconds),
+    )?;
+    anyhow::ensure!(counted.seconds > 0.0, "nothing was stored");
+    Ok(counted.acked as f64 / counted.seconds)
+}
+
 /// One round of request/reply for a broker: the sorted times. fleetmq's
 /// pings also set `sizes` (request and reply bytes), which the others then
 /// use, so it goes first.
@@ -280,6 +296,7 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
     let per_process = ((limit as usize).saturating_sub(1024) / fleet::FDS_PER_AGENT).clamp(1, 1000);
     let mut sizes = (0, 0);
     let mut ingested: Vec<Vec<Ingested>> = INGEST.iter().map(|_| Vec::new()).collect();
+    let mut alone: Vec<f64> = Vec::new();
     let mut rtt: Vec<Vec<(f64, f64)>> = vec![Vec::new(); BROKERS.len()];
     let mut held: Vec<Vec<f64>> = vec![Vec::new(); MEMORY.len()];
     for round in 0..ROUNDS {
@@ -290,6 +307,7 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
                     .with_context(|| format!("{} ingest", s.name()))?,
             );
         }
+        alone.push(store_alone(&template, args).context("the store alone")?);
         for (i, &s) in BROKERS.iter().enumerate() {
             let times = round_trips(s, &server, args, &mut sizes)
                 .with_context(|| format!("{} round trips", s.name()))?;
@@ -341,6 +359,16 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
             "rounds_acked_per_s": rows.iter().map(|r| r.per_s).collect::<Vec<_>>(),
         }));
     }
+    let ceiling = median(&alone);
+    println!(
+        "  {:<13} {ceiling:>10.0} {:>9.2}x {:>11.1} {:>9} {:>10}   the ceiling: fleetmq's store alone, the same batches in rounds of {PUBLISHERS} devices x {} written straight into the hub's Store (synchronous=FULL), no network, no hub loop; cpu is the time inside the store",
+        "store alone",
+        ceiling / base,
+        1e6 / ceiling,
+        "-",
+        "-",
+        args.window
+    );
 
     println!(
         "\nrequest and reply, {} round trips a round ({request_bytes}-byte request, {reply_bytes}-byte reply), median of {ROUNDS} alternated rounds",
@@ -404,7 +432,10 @@ pub(super) fn measure(args: &Args) -> anyhow::Result<Value> {
     );
     Ok(json!({
         "rounds": ROUNDS,
-        "ingest": { "publishers": PUBLISHERS, "window": args.window, "batch_bytes": template.len(), "seconds": args.seconds, "rows": ingest_rows },
+        "ingest": {
+            "publishers": PUBLISHERS, "window": args.window, "batch_bytes": template.len(), "seconds": args.seconds, "rows": ingest_rows,
+            "store_alone": { "batches_per_s": ceiling, "ratio_to_fleetmq": ceiling / base, "rounds_batches_per_s": alone },
+        },
         "request_reply": { "count": args.count, "request_bytes": request_bytes, "reply_bytes": reply_bytes, "rows": rtt_rows },
         "memory_per_idle_device": { "devices": devices, "rows": memory_rows },
         "bytes_per_batch": wire_rows,
