@@ -353,9 +353,44 @@ pub fn alone(
         }
         total += incoming.len() as u64;
     }
+    // Every batch written was new: a figure of resends the store only
+    // looked up would not be the ingest it stands for.
+    let held: u64 = store.devices()?.iter().map(|d| d.batches).sum();
+    anyhow::ensure!(
+        held == total,
+        "the store holds {held} of the {total} batches written"
+    );
     Ok(crate::peers::Counted {
         acked: stored,
         seconds: inside.as_secs_f64(),
         total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmq_protocol::Upstream;
+
+    /// The ceiling counts only time inside the store, and only new batches
+    /// (`alone` checks the store holds every one it wrote).
+    #[test]
+    fn the_store_alone_stores_every_batch_of_every_round_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = BatchBuilder::new(0);
+        for (i, name) in series().iter().enumerate() {
+            b.push_sample(name, T0, Value::Int(i as i64)).unwrap();
+        }
+        let frame = Upstream::Batch(b.finish()).encode().unwrap();
+        let template = crate::swarm::Template::new(&frame).unwrap();
+        let measure = Duration::from_millis(50);
+        let counted = alone(dir.path(), &template, 3, 2, Duration::ZERO, measure).unwrap();
+        assert!(
+            counted.acked > 0 && counted.acked.is_multiple_of(6),
+            "{}",
+            counted.acked
+        );
+        assert_eq!(counted.total, counted.acked);
+        assert!(counted.seconds >= measure.as_secs_f64());
+    }
 }
