@@ -17,6 +17,10 @@
 //!    that backlog a step at a time and then keeps pace.
 //!
 //! Then the operator's queries at that size, each the median of five.
+//!
+//! [`alone`] is the ceiling of the hub's durable ingest, which `peers`
+//! shows beside the other systems: the ingest's batches written straight
+//! into a `Store`, in the rounds the hub would store them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -297,8 +301,8 @@ pub fn run(dir: &Path, devices: usize, hours: u64) -> anyhow::Result<Json> {
     }))
 }
 
-/// What the hub's store alone takes: `frame` (an encoded batch, as agents
-/// send it) stored as `devices` devices with `window` batches each in
+/// What the hub's store alone takes: `template`'s batch (as agents send
+/// it) stored as `devices` devices with `window` batches each in
 /// every round, the round the hub stores when each has its window in
 /// flight, straight into a `Store` in `dir` with `synchronous = FULL`, no
 /// network and no hub loop. Rounds run for `warmup`, then for `measure`;
