@@ -297,6 +297,14 @@ mod tests {
             let pull = zmq_socket(ctx, ZMQ_PULL as c_int);
             let push = zmq_socket(ctx, ZMQ_PUSH as c_int);
             assert_eq!(zmq_bind(pull, c"tcp://127.0.0.1:*".as_ptr()), 0);
+            // A hard limit: a message that never arrives fails the test.
+            let wait_ms: c_int = 10_000;
+            let len_of = std::mem::size_of::<c_int>();
+            let timeout = (&raw const wait_ms).cast();
+            assert_eq!(
+                zmq_setsockopt(pull, ZMQ_RCVTIMEO as c_int, timeout, len_of),
+                0
+            );
             let mut endpoint = [0u8; 256];
             let mut len: size_t = endpoint.len();
             let option = ZMQ_LAST_ENDPOINT as c_int;
@@ -308,7 +316,7 @@ mod tests {
             assert_eq!(zmq_send(push, b"x".as_ptr().cast(), 1, 0), 1);
             let mut msg: zmq_msg_t = core::mem::zeroed();
             assert_eq!(zmq_msg_init(&mut msg), 0);
-            assert_eq!(zmq_msg_recv(&mut msg, pull, 0), 1);
+            assert_eq!(zmq_msg_recv(&mut msg, pull, 0), 1, "no message within 10 s");
             let fd = zmq_msg_gets(&msg, c"__fd".as_ptr());
             assert!(!fd.is_null(), "no __fd on the message");
             let fd = std::ffi::CStr::from_ptr(fd).to_str().unwrap();
