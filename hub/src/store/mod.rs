@@ -1,10 +1,13 @@
 //! The hub's SQLite store: devices, telemetry batches, chat, jobs, commands.
 //!
 //! Telemetry is stored one row per batch, holding the batch's postcard body
-//! exactly as it arrived, with `UNIQUE(device, seq)`: storing is one insert
-//! per batch however many samples it has, and a resent batch is ignored by the
-//! constraint. Queries decode bodies on the way out. A sample's row id for
-//! cursors is `batch row id << 20 | index in batch`.
+//! exactly as it arrived: storing is one insert per batch however many
+//! samples it has. A resent batch is stored once: each device's row keeps
+//! the highest number stored and the holes below it (`numbers.rs`), so a
+//! new batch is known without an index on `(device, seq)`, and a number
+//! already used is looked up among the device's newest batches. Queries
+//! decode bodies on the way out. A sample's row id for cursors is
+//! `batch row id << 20 | index in batch`.
 //!
 //! Everything the hub acks is committed first (WAL; `synchronous=FULL` by
 //! default, so an acked batch survives power loss, not only a killed process).
@@ -16,6 +19,7 @@ mod commands;
 mod config;
 mod fleet;
 mod jobs;
+mod numbers;
 mod retention;
 mod telemetry;
 
@@ -127,6 +131,9 @@ pub struct Store {
     /// in step with every store and prune): what retention's `max_bytes`
     /// is held to. Known only to the writing store, 0 in a reader.
     telemetry_bytes: u64,
+    /// The batch numbers each device seen since the start holds, as its
+    /// row has them ([`numbers`]). Known only to the writing store.
+    numbers: std::collections::HashMap<String, numbers::Numbers>,
     /// Copies the WAL into hub.db off the hub loop (the writing store's
     /// only; stopped after the connections above are closed).
     _checkpoints: Option<checkpoint::Checkpointer>,
@@ -143,7 +150,9 @@ CREATE TABLE IF NOT EXISTS devices (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
     since_ms INTEGER NOT NULL,
-    batches INTEGER NOT NULL DEFAULT 0
+    batches INTEGER NOT NULL DEFAULT 0,
+    high_seq INTEGER,
+    holes TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
@@ -152,8 +161,7 @@ CREATE TABLE IF NOT EXISTS batches (
     received_ms INTEGER NOT NULL,
     records INTEGER NOT NULL,
     wire_version INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    UNIQUE (device, seq)
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_time ON batches (received_ms);
 CREATE INDEX IF NOT EXISTS batches_device ON batches (device, id);
@@ -312,6 +320,20 @@ impl Store {
             conn.execute_batch("ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0")
                 .doing("adding the jobs token column")?;
         }
+        // A hub.db from before the devices' batch numbers: each device's
+        // are read from its batches when it is first seen
+        // (`high_seq` NULL). Its batches keep their unique index on
+        // (device, seq), which also refuses a number stored twice.
+        if conn
+            .prepare("SELECT high_seq FROM devices LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch(
+                "ALTER TABLE devices ADD COLUMN high_seq INTEGER;
+                 ALTER TABLE devices ADD COLUMN holes TEXT;",
+            )
+            .doing("adding the devices' batch numbers")?;
+        }
         // A hub.db from before aimed jobs: every job is the work queue's.
         if conn.prepare("SELECT kind FROM jobs LIMIT 0").is_err() {
             conn.execute_batch(
@@ -335,6 +357,7 @@ impl Store {
             log_queue: Vec::new(),
             next_log_id: last + 1,
             telemetry_bytes: 0,
+            numbers: std::collections::HashMap::new(),
             _checkpoints: None,
         })
     }

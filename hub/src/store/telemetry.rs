@@ -2,15 +2,24 @@
 //! back decoded.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use fleetmq_protocol::{Batch, ChatRow, TelemetryQuery, TelemetryRow};
 use rusqlite::{OptionalExtension as _, params};
 
+use super::numbers::Numbers;
 use super::{Doing as _, Incoming, SAMPLE_BITS, Store, StoreError, Stored};
 
 /// How far ahead of the hub's clock a device's clock may run for a
 /// `since_ms` query to still find its samples by when they were stored.
 pub const CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
+
+/// How many of a device's newest batches are looked through for one whose
+/// number is not new: a resend comes within the agent's window of its
+/// newest (`telemetry.max_in_flight`, 16 by default), so one not found
+/// among these is taken for another agent's and renumbered (stored, once,
+/// under its new number).
+pub const LOOK_BACK: u64 = 10_000;
 
 /// Batches read from SQLite at a time.
 const PAGE: u32 = 1000;
@@ -68,6 +77,12 @@ impl Store {
     /// Stores batches in one transaction. Nothing is acked until this returns
     /// `Ok`; on error nothing of the call is stored and agents resend.
     /// Returns one outcome per batch and the chat rows that are new.
+    ///
+    /// A batch whose number is above its device's highest, or in a hole
+    /// below it, is new ([`Numbers`]). Any other is looked for among the
+    /// device's newest [`LOOK_BACK`] batches: the very bytes stored before
+    /// make it a resend, acked again; other bytes, or none found, mean
+    /// another agent uses the number, and it is told where to go on from.
     pub fn store_batches(
         &mut self,
         items: &[Incoming<'_>],
@@ -77,13 +92,16 @@ impl Store {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut chat = Vec::new();
         let mut added = 0u64;
-        // New batches by device.
-        let mut counted: HashMap<&str, i64> = HashMap::new();
+        // The numbers of each device in the round as they become, and its
+        // new batches.
+        let mut round: HashMap<&str, (Numbers, i64)> = HashMap::new();
         {
             let mut device = tx
                 .prepare_cached(
-                    "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches) VALUES (?1, ?2, ?2, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET batches = batches + ?3, last_seen_ms = max(last_seen_ms, ?2)",
+                    "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches, high_seq, holes)
+                     VALUES (?1, ?2, ?2, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET batches = batches + ?3,
+                         last_seen_ms = max(last_seen_ms, ?2), high_seq = ?4, holes = ?5",
                 )
                 .doing("preparing device update")?;
             let mut batch = tx
@@ -92,51 +110,65 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .doing("preparing batch insert")?;
+            // Newest first, through the (device, id) index.
             let mut held = tx
-                .prepare_cached("SELECT body FROM batches WHERE device = ?1 AND seq = ?2")
-                .doing("preparing batch lookup")?;
-            let mut highest = tx
-                .prepare_cached("SELECT max(seq) FROM batches WHERE device = ?1")
-                .doing("preparing batch lookup")?;
-            let mut line = tx
                 .prepare_cached(
-                    "INSERT INTO chat (device, seq, ts_ms, text) VALUES (?1, ?2, ?3, ?4)",
+                    "SELECT body FROM (SELECT seq, body FROM batches WHERE device = ?1
+                         ORDER BY id DESC LIMIT ?3)
+                     WHERE seq = ?2 LIMIT 1",
                 )
-                .doing("preparing chat insert")?;
+                .doing("preparing batch lookup")?;
             for item in items {
                 let b = item.batch;
-                let inserted = batch
-                    .execute(params![
-                        item.device,
-                        b.seq as i64,
-                        now_ms as i64,
-                        b.record_count() as i64,
-                        fleetmq_protocol::VERSION,
-                        item.body
-                    ])
-                    .doing("storing a batch")?;
-                if inserted == 0 {
+                let numbers = match round.entry(item.device) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let known = match self.numbers.get(item.device) {
+                            Some(n) => n.clone(),
+                            None => numbers_of(&tx, item.device)?,
+                        };
+                        e.insert((known, 0))
+                    }
+                };
+                let inserted = numbers.0.is_new(b.seq)
+                    && batch
+                        .execute(params![
+                            item.device,
+                            b.seq as i64,
+                            now_ms as i64,
+                            b.record_count() as i64,
+                            fleetmq_protocol::VERSION,
+                            item.body
+                        ])
+                        .doing("storing a batch")?
+                        == 1;
+                if !inserted {
                     // A resend carries the very bytes stored before; other
-                    // bytes under the number come from another agent.
-                    let body: Vec<u8> = held
-                        .query_row(params![item.device, b.seq as i64], |r| r.get(0))
-                        .doing("reading a stored batch")?;
-                    if body == item.body {
+                    // bytes under the number come from another agent. One
+                    // not found so far back is taken for another's too.
+                    let near = b.seq.saturating_add(LOOK_BACK) >= numbers.0.next_free();
+                    let body: Option<Vec<u8>> = if near {
+                        held.query_row(params![item.device, b.seq as i64, LOOK_BACK as i64], |r| {
+                            r.get(0)
+                        })
+                        .optional()
+                        .doing("reading a stored batch")?
+                    } else {
+                        None
+                    };
+                    if body.as_deref() == Some(item.body) {
                         outcomes.push(Stored::Duplicate);
                     } else {
-                        let max: i64 = highest
-                            .query_row(params![item.device], |r| r.get(0))
-                            .doing("reading a device's highest batch")?;
-                        let from = (max as u64).saturating_add(1);
+                        let from = numbers.0.next_free();
                         outcomes.push(Stored::Taken { from });
                     }
                     continue;
                 }
-                *counted.entry(item.device).or_insert(0) += 1;
+                numbers.0.add(b.seq);
+                numbers.1 += 1;
                 added += item.body.len() as u64;
                 for (ts_ms, text) in b.resolved_chat() {
-                    line.execute(params![item.device, b.seq as i64, ts_ms as i64, text])
-                        .doing("storing chat")?;
+                    line(&tx, item.device, b.seq, ts_ms, text)?;
                     chat.push(ChatRow {
                         id: tx.last_insert_rowid(),
                         device: item.device.to_string(),
@@ -146,11 +178,15 @@ impl Store {
                 }
                 outcomes.push(Stored::New);
             }
-            // One statement a device, however many of its batches the round
-            // holds (up to its window).
-            for (id, n) in counted {
+            // One statement a device with new batches, however many of
+            // them the round holds (up to its window).
+            for (id, (numbers, n)) in &round {
+                if *n == 0 {
+                    continue;
+                }
+                let high = numbers.high().map(|h| h as i64);
                 device
-                    .execute(params![id, now_ms as i64, n])
+                    .execute(params![id, now_ms as i64, n, high, numbers.holes_text()])
                     .doing("counting a device's batches")?;
             }
         }
@@ -161,6 +197,14 @@ impl Store {
         }
         tx.commit().doing("committing batches")?;
         self.telemetry_bytes += added;
+        for (id, (numbers, _)) in round {
+            match self.numbers.get_mut(id) {
+                Some(known) => *known = numbers,
+                None => {
+                    self.numbers.insert(id.to_string(), numbers);
+                }
+            }
+        }
         Ok((outcomes, chat))
     }
 
@@ -316,4 +360,41 @@ impl Store {
             .doing("reading chat")?;
         rows.collect::<Result<_, _>>().doing("reading chat")
     }
+}
+
+/// A device's batch numbers as its row holds them; from its batches for a
+/// row from before they were kept there.
+fn numbers_of(tx: &rusqlite::Transaction<'_>, device: &str) -> Result<Numbers, StoreError> {
+    let row: Option<(Option<i64>, Option<String>)> = tx
+        .prepare_cached("SELECT high_seq, holes FROM devices WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![device], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .doing("reading a device's batch numbers")?;
+    let high = match row {
+        Some((Some(high), _)) => Some(high),
+        // A device not seen yet, or seen by a hub.db from before: its
+        // batches (indexed on (device, seq) in such a hub.db).
+        _ => tx
+            .prepare_cached("SELECT max(seq) FROM batches WHERE device = ?1")
+            .and_then(|mut s| s.query_row(params![device], |r| r.get(0)))
+            .doing("reading a device's highest batch")?,
+    };
+    let holes = row.and_then(|(_, holes)| holes);
+    Ok(Numbers::stored(high.map(|h| h as u64), holes.as_deref()))
+}
+
+/// Stores one chat line of batch `seq`.
+fn line(
+    tx: &rusqlite::Transaction<'_>,
+    device: &str,
+    seq: u64,
+    ts_ms: u64,
+    text: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO chat (device, seq, ts_ms, text) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![device, seq as i64, ts_ms as i64, text]))
+        .doing("storing chat")?;
+    Ok(())
 }

@@ -179,6 +179,155 @@ fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
     assert_eq!(store_one(&mut store, 6, 12), Stored::New);
 }
 
+/// A batch numbered `seq` from pi-a holding `value`.
+fn numbered(seq: u64, value: i64) -> fleetmq_protocol::Batch {
+    let mut b = fleetmq_protocol::BatchBuilder::new(seq);
+    b.push_sample("n", 1_000, fleetmq_protocol::Value::Int(value))
+        .unwrap();
+    b.finish()
+}
+
+/// How many batches the store holds under each number of `device`.
+fn held(store: &Store, device: &str) -> Vec<(i64, i64)> {
+    let mut stmt = store
+        .conn
+        .prepare("SELECT seq, count(*) FROM batches WHERE device = ?1 GROUP BY seq ORDER BY seq")
+        .unwrap();
+    stmt.query_map([device], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// What the store knows of a device's numbers (its highest, the holes
+/// below it) survives a restart: a resend after it is stored once, and a
+/// hole is filled.
+#[test]
+fn a_resend_after_a_restart_is_stored_once_and_a_hole_is_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        for seq in [1, 2, 5] {
+            assert_eq!(
+                store_as("pi-a", &mut store, numbered(seq, 10), 1),
+                Stored::New
+            );
+        }
+    }
+    let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(5, 10), 2),
+        Stored::Duplicate
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(2, 10), 2),
+        Stored::Duplicate
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(4, 10), 2),
+        Stored::New
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(4, 10), 3),
+        Stored::Duplicate
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(2, 99), 3),
+        Stored::Taken { from: 6 }
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(3, 10), 3),
+        Stored::New
+    );
+    assert_eq!(
+        held(&store, "pi-a"),
+        [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+    );
+    let devices = store.devices().unwrap();
+    assert_eq!(devices[0].batches, 5, "each stored batch counted once");
+}
+
+/// A hub.db from before the devices kept their numbers (batches unique on
+/// (device, seq)) goes on storing each batch once after the upgrade.
+#[test]
+fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |seq: u64| {
+        let frame = fleetmq_protocol::Upstream::Batch(numbered(seq, 10))
+            .encode()
+            .unwrap();
+        fleetmq_protocol::envelope::open(&frame).unwrap().1.to_vec()
+    };
+    {
+        let old = rusqlite::Connection::open(dir.path().join("hub.db")).unwrap();
+        old.execute_batch(
+            "CREATE TABLE devices (id TEXT PRIMARY KEY, agent_version TEXT NOT NULL DEFAULT '',
+                 arch TEXT NOT NULL DEFAULT '', os TEXT NOT NULL DEFAULT '',
+                 hostname TEXT NOT NULL DEFAULT '', groups TEXT NOT NULL DEFAULT '[]',
+                 first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+                 since_ms INTEGER NOT NULL, batches INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE batches (id INTEGER PRIMARY KEY, device TEXT NOT NULL,
+                 seq INTEGER NOT NULL, received_ms INTEGER NOT NULL, records INTEGER NOT NULL,
+                 wire_version INTEGER NOT NULL, body BLOB NOT NULL, UNIQUE (device, seq));
+             INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches)
+                 VALUES ('pi-a', 1, 1, 1, 3);",
+        )
+        .unwrap();
+        for seq in [1u64, 2, 3] {
+            old.execute(
+                "INSERT INTO batches (device, seq, received_ms, records, wire_version, body)
+                 VALUES ('pi-a', ?1, 1, 1, 1, ?2)",
+                rusqlite::params![seq as i64, body(seq)],
+            )
+            .unwrap();
+        }
+    }
+    let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(3, 10), 2),
+        Stored::Duplicate
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(1, 99), 2),
+        Stored::Taken { from: 4 }
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(4, 10), 2),
+        Stored::New
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(4, 10), 2),
+        Stored::Duplicate
+    );
+    assert_eq!(held(&store, "pi-a"), [(1, 1), (2, 1), (3, 1), (4, 1)]);
+    assert_eq!(store.devices().unwrap()[0].batches, 4);
+}
+
+/// A number far below the device's highest, further back than any resend
+/// comes, is taken for another agent's without reading the batches.
+#[test]
+fn a_number_further_back_than_any_resend_is_renumbered() {
+    let mut store = Store::in_memory().unwrap();
+    let top = 2 * super::telemetry::LOOK_BACK;
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(1, 10), 1),
+        Stored::New
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(top, 10), 1),
+        Stored::New
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(1, 10), 2),
+        Stored::Taken { from: top + 1 }
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(top - 1, 10), 2),
+        Stored::New,
+        "a hole just below the highest is filled"
+    );
+}
+
 /// A round holding several batches of a device counts each new one once
 /// on its device, and a resend in it not at all.
 #[test]

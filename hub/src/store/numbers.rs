@@ -1,0 +1,160 @@
+//! Which batch numbers of a device the store holds: its highest, and the
+//! numbers below that it skipped and may still get (holes). A batch above
+//! the highest, or in a hole, is new and is stored without looking at the
+//! batches table; any other number is a resend or another agent's, told
+//! apart by the bodies stored under it ([`super::telemetry`]).
+//!
+//! This is what keeps a resent batch stored once. A unique index on
+//! `(device, seq)` did it before, at a price every commit paid: one leaf of
+//! the index written per device in the round, next to the leaf of the
+//! `(device, id)` index that queries by device need. The numbers live in
+//! the device's row, which the round updates anyway, in the same
+//! transaction as its batches, and in memory.
+//!
+//! An agent sends its batches in order, so holes come only from a batch
+//! lost on the way while later ones arrived, and its resend fills it.
+//! At most [`HOLES_MAX`] are kept, the highest: a batch in a hole that was
+//! let go is taken for another agent's, and its agent renumbers it and
+//! sends it again (stored, once).
+
+use std::collections::BTreeSet;
+
+/// Holes kept a device, the highest.
+pub const HOLES_MAX: usize = 1024;
+
+/// The batch numbers of one device the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Numbers {
+    /// The highest stored; `None` before the device's first batch.
+    high: Option<u64>,
+    /// Numbers below `high` not stored.
+    holes: BTreeSet<u64>,
+}
+
+impl Numbers {
+    /// Numbers as stored in the device's row: the highest, and the holes
+    /// as written by [`Numbers::holes_text`]. Holes that do not parse are
+    /// dropped (each such batch, if it comes, is renumbered, not lost).
+    pub fn stored(high: Option<u64>, holes: Option<&str>) -> Numbers {
+        let holes = holes
+            .and_then(|h| serde_json::from_str::<BTreeSet<u64>>(h).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&s| high.is_some_and(|h| s < h))
+            .collect();
+        Numbers { high, holes }
+    }
+
+    /// Whether `seq` is surely not stored: above the highest, or a hole.
+    pub fn is_new(&self, seq: u64) -> bool {
+        self.high.is_none_or(|h| seq > h) || self.holes.contains(&seq)
+    }
+
+    /// Notes `seq` as stored: a hole filled, or a new highest, with the
+    /// numbers it skipped as holes.
+    pub fn add(&mut self, seq: u64) {
+        match self.high {
+            Some(h) if seq <= h => {
+                self.holes.remove(&seq);
+            }
+            Some(h) => {
+                let skipped = seq - h - 1;
+                let from = h + 1 + skipped.saturating_sub(HOLES_MAX as u64);
+                self.holes.extend(from..seq);
+                while self.holes.len() > HOLES_MAX {
+                    self.holes.pop_first();
+                }
+                self.high = Some(seq);
+            }
+            None => self.high = Some(seq),
+        }
+    }
+
+    /// The highest number stored.
+    pub fn high(&self) -> Option<u64> {
+        self.high
+    }
+
+    /// The lowest number above everything stored: where an agent whose
+    /// numbers are taken goes on from.
+    pub fn next_free(&self) -> u64 {
+        self.high.map_or(0, |h| h.saturating_add(1))
+    }
+
+    /// The holes for the device's row; `None` without any.
+    pub fn holes_text(&self) -> Option<String> {
+        if self.holes.is_empty() {
+            return None;
+        }
+        serde_json::to_string(&self.holes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_batch_of_any_number_is_new_and_then_only_higher_ones_are() {
+        let mut n = Numbers::default();
+        assert!(n.is_new(0) && n.is_new(500));
+        n.add(500);
+        assert!(!n.is_new(500) && !n.is_new(1) && n.is_new(501));
+        assert_eq!(
+            (n.high(), n.next_free(), n.holes_text()),
+            (Some(500), 501, None)
+        );
+    }
+
+    #[test]
+    fn numbers_skipped_are_holes_until_their_batches_come() {
+        let mut n = Numbers::default();
+        n.add(1);
+        n.add(5);
+        assert!(n.is_new(2) && n.is_new(3) && n.is_new(4));
+        assert!(!n.is_new(1) && !n.is_new(5));
+        n.add(3);
+        assert!(!n.is_new(3) && n.is_new(2) && n.is_new(4));
+        assert_eq!(n.holes_text().as_deref(), Some("[2,4]"));
+        n.add(2);
+        n.add(4);
+        assert_eq!(n.holes_text(), None);
+        assert_eq!(n.next_free(), 6);
+    }
+
+    #[test]
+    fn the_highest_holes_are_kept_when_there_are_too_many() {
+        let mut n = Numbers::default();
+        n.add(1);
+        n.add(1 + HOLES_MAX as u64 * 3);
+        let top = 1 + HOLES_MAX as u64 * 3;
+        assert!(n.is_new(top - 1) && n.is_new(top - HOLES_MAX as u64));
+        assert!(!n.is_new(top - HOLES_MAX as u64 - 1), "let go");
+        n.add(top + 2);
+        assert!(n.is_new(top + 1));
+        assert!(!n.is_new(top - HOLES_MAX as u64), "the lowest let go");
+        assert!(n.is_new(top - HOLES_MAX as u64 + 1));
+    }
+
+    #[test]
+    fn numbers_read_back_from_the_row_are_the_numbers_written() {
+        let mut n = Numbers::default();
+        for seq in [3, 9, 4, 12] {
+            n.add(seq);
+        }
+        let text = n.holes_text();
+        assert_eq!(Numbers::stored(n.high(), text.as_deref()), n);
+        assert_eq!(
+            Numbers::stored(Some(7), Some("not json")),
+            Numbers::stored(Some(7), None),
+            "holes that do not parse are dropped"
+        );
+        assert_eq!(
+            Numbers::stored(Some(7), Some("[3,7,9]"))
+                .holes_text()
+                .as_deref(),
+            Some("[3]"),
+            "only numbers below the highest are holes"
+        );
+    }
+}
