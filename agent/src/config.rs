@@ -338,6 +338,15 @@ impl AgentConfig {
                 ),
             ));
         }
+        let most = fleetmq_protocol::telemetry::MAX_IN_FLIGHT;
+        if t.max_in_flight > most {
+            return Err(invalid(
+                "telemetry.max_in_flight",
+                format!(
+                    "must be at most {most}: the hub knows a resend only within that many of a device's newest batch"
+                ),
+            ));
+        }
         let most = fleetmq_protocol::telemetry::MAX_BATCH_RECORDS;
         if t.batch_max_records > most {
             return Err(invalid(
@@ -530,6 +539,22 @@ mod tests {
         assert!(
             c.validate("a.toml").is_ok(),
             "0 turns host metrics off; 100 is allowed"
+        );
+    }
+
+    #[test]
+    fn a_window_past_what_the_hub_looks_back_over_is_refused() {
+        let mut c = AgentConfig {
+            device_id: "pi-1".into(),
+            ..AgentConfig::default()
+        };
+        c.telemetry.max_in_flight = fleetmq_protocol::telemetry::MAX_IN_FLIGHT;
+        assert!(c.validate("a.toml").is_ok(), "1,024 is allowed");
+        c.telemetry.max_in_flight += 1;
+        let err = c.validate("a.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("telemetry.max_in_flight") && err.contains("at most 1024"),
+            "{err}"
         );
     }
 

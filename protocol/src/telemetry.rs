@@ -29,6 +29,10 @@ pub const MAX_CHAT_LEN: usize = 2000;
 /// Most records (samples and chat lines) one batch may hold: bounds the
 /// work one message costs the hub.
 pub const MAX_BATCH_RECORDS: usize = 20_000;
+/// Most batches an agent keeps sent and not yet acked: a resend comes
+/// within this many of the device's newest batch, and the hub looks for
+/// it among that many.
+pub const MAX_IN_FLIGHT: usize = 1024;
 /// The latest record time a batch may carry: 9999-12-31T23:59:59.999Z, in
 /// ms since the Unix epoch. It fits an `i64` (SQLite, Prometheus) and a
 /// JSON number exactly. There is no earliest but the epoch: a Pi without a

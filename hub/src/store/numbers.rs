@@ -19,8 +19,9 @@
 
 use std::collections::BTreeSet;
 
-/// Holes kept a device, the highest.
-pub const HOLES_MAX: usize = 1024;
+/// Holes kept a device, the highest: as many as an agent may have batches
+/// in flight, so a batch lost on the way is a hole until its resend.
+pub const HOLES_MAX: usize = fleetmq_protocol::telemetry::MAX_IN_FLIGHT;
 
 /// The batch numbers of one device the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

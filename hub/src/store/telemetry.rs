@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use fleetmq_protocol::telemetry::MAX_IN_FLIGHT;
 use fleetmq_protocol::{Batch, ChatRow, TelemetryQuery, TelemetryRow};
 use rusqlite::{OptionalExtension as _, params};
 
@@ -16,10 +17,12 @@ pub const CLOCK_AHEAD_MS: u64 = 10 * 60 * 1000;
 
 /// How many of a device's newest batches are looked through for one whose
 /// number is not new: a resend comes within the agent's window of its
-/// newest (`telemetry.max_in_flight`, 16 by default), so one not found
-/// among these is taken for another agent's and renumbered (stored, once,
-/// under its new number).
-pub const LOOK_BACK: u64 = 10_000;
+/// newest (`telemetry.max_in_flight`, 16 by default, at most
+/// [`MAX_IN_FLIGHT`]), so one not found among these is taken for another
+/// agent's and renumbered (stored, once, under its new number). It also
+/// bounds what a device sending numbers it never used can cost the loop:
+/// at most this many rows read a message.
+pub const LOOK_BACK: u64 = MAX_IN_FLIGHT as u64;
 
 /// Batches read from SQLite at a time.
 const PAGE: u32 = 1000;

@@ -303,6 +303,45 @@ fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
     assert_eq!(store.devices().unwrap()[0].batches, 4);
 }
 
+/// A batch and its resend in the same round: stored once, the resend
+/// acked as a duplicate; another agent's bytes under the number in the
+/// same round are told to renumber.
+#[test]
+fn a_number_twice_in_one_round_is_stored_once() {
+    let mut store = Store::in_memory().unwrap();
+    let encoded = |b: &fleetmq_protocol::Batch| {
+        let frame = fleetmq_protocol::Upstream::Batch(b.clone())
+            .encode()
+            .unwrap();
+        fleetmq_protocol::envelope::open(&frame).unwrap().1.to_vec()
+    };
+    let (one, other) = (numbered(7, 10), numbered(7, 99));
+    let (body, other_body) = (encoded(&one), encoded(&other));
+    let incoming = [
+        Incoming {
+            device: "pi-a",
+            batch: &one,
+            body: &body,
+        },
+        Incoming {
+            device: "pi-a",
+            batch: &one,
+            body: &body,
+        },
+        Incoming {
+            device: "pi-a",
+            batch: &other,
+            body: &other_body,
+        },
+    ];
+    let (outcomes, _) = store.store_batches(&incoming, 1).unwrap();
+    assert_eq!(
+        outcomes,
+        [Stored::New, Stored::Duplicate, Stored::Taken { from: 8 }]
+    );
+    assert_eq!(held(&store, "pi-a"), [(7, 1)]);
+}
+
 /// A number far below the device's highest, further back than any resend
 /// comes, is taken for another agent's without reading the batches.
 #[test]
