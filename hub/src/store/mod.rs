@@ -164,7 +164,7 @@ CREATE TABLE IF NOT EXISTS batches (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_time ON batches (received_ms);
-CREATE INDEX IF NOT EXISTS batches_device ON batches (device, id);
+CREATE INDEX IF NOT EXISTS batches_device ON batches (device, id, seq);
 CREATE TABLE IF NOT EXISTS totals (
     kind TEXT PRIMARY KEY,
     bytes INTEGER NOT NULL

@@ -7,7 +7,9 @@
 //! This is what keeps a resent batch stored once. A unique index on
 //! `(device, seq)` did it before, at a price every commit paid: one leaf of
 //! the index written per device in the round, next to the leaf of the
-//! `(device, id)` index that queries by device need. The numbers live in
+//! `(device, id)` index that queries by device need (`(device, id, seq)`
+//! now, so that a number that is not new is looked for in the index
+//! alone). The numbers live in
 //! the device's row, which the round updates anyway, in the same
 //! transaction as its batches, and in memory.
 //!

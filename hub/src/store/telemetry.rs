@@ -113,12 +113,14 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .doing("preparing batch insert")?;
-            // Newest first, through the (device, id) index.
+            // Newest first, in the (device, id, seq) index alone: a look
+            // that finds nothing reads no batch.
             let mut held = tx
                 .prepare_cached(
-                    "SELECT body FROM (SELECT seq, body FROM batches WHERE device = ?1
-                         ORDER BY id DESC LIMIT ?3)
-                     WHERE seq = ?2 LIMIT 1",
+                    "SELECT body FROM batches WHERE id = (
+                         SELECT id FROM (SELECT id, seq FROM batches WHERE device = ?1
+                             ORDER BY id DESC LIMIT ?3)
+                         WHERE seq = ?2 LIMIT 1)",
                 )
                 .doing("preparing batch lookup")?;
             for item in items {
