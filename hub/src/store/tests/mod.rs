@@ -199,6 +199,15 @@ fn held(store: &Store, device: &str) -> Vec<(i64, i64)> {
         .unwrap()
 }
 
+/// Stores pi-a's batches one by one, (number, value) each, and checks what
+/// became of each.
+fn expect(store: &mut Store, steps: &[(u64, i64, Stored)]) {
+    for (seq, value, want) in steps {
+        let got = store_as("pi-a", store, numbered(*seq, *value), 1);
+        assert_eq!(&got, want, "batch {seq} holding {value}");
+    }
+}
+
 /// What the store knows of a device's numbers (its highest, the holes
 /// below it) survives a restart: a resend after it is stored once, and a
 /// hole is filled.
@@ -207,37 +216,20 @@ fn a_resend_after_a_restart_is_stored_once_and_a_hole_is_filled() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
-        for seq in [1, 2, 5] {
-            assert_eq!(
-                store_as("pi-a", &mut store, numbered(seq, 10), 1),
-                Stored::New
-            );
-        }
+        let new = |seq| (seq, 10, Stored::New);
+        expect(&mut store, &[new(1), new(2), new(5)]);
     }
     let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(5, 10), 2),
-        Stored::Duplicate
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(2, 10), 2),
-        Stored::Duplicate
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(4, 10), 2),
-        Stored::New
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(4, 10), 3),
-        Stored::Duplicate
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(2, 99), 3),
-        Stored::Taken { from: 6 }
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(3, 10), 3),
-        Stored::New
+    expect(
+        &mut store,
+        &[
+            (5, 10, Stored::Duplicate),
+            (2, 10, Stored::Duplicate),
+            (4, 10, Stored::New),
+            (4, 10, Stored::Duplicate),
+            (2, 99, Stored::Taken { from: 6 }),
+            (3, 10, Stored::New),
+        ],
     );
     assert_eq!(
         held(&store, "pi-a"),
@@ -283,21 +275,14 @@ fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
         }
     }
     let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(3, 10), 2),
-        Stored::Duplicate
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(1, 99), 2),
-        Stored::Taken { from: 4 }
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(4, 10), 2),
-        Stored::New
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(4, 10), 2),
-        Stored::Duplicate
+    expect(
+        &mut store,
+        &[
+            (3, 10, Stored::Duplicate),
+            (1, 99, Stored::Taken { from: 4 }),
+            (4, 10, Stored::New),
+            (4, 10, Stored::Duplicate),
+        ],
     );
     assert_eq!(held(&store, "pi-a"), [(1, 1), (2, 1), (3, 1), (4, 1)]);
     assert_eq!(store.devices().unwrap()[0].batches, 4);
@@ -348,14 +333,7 @@ fn a_number_twice_in_one_round_is_stored_once() {
 fn a_number_further_back_than_any_resend_is_renumbered() {
     let mut store = Store::in_memory().unwrap();
     let top = 2 * super::telemetry::LOOK_BACK;
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(1, 10), 1),
-        Stored::New
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(top, 10), 1),
-        Stored::New
-    );
+    expect(&mut store, &[(1, 10, Stored::New), (top, 10, Stored::New)]);
     assert_eq!(
         store_as("pi-a", &mut store, numbered(1, 10), 2),
         Stored::Taken { from: top + 1 }
