@@ -13,25 +13,26 @@
 //! the device's row, which the round updates anyway, in the same
 //! transaction as its batches, and in memory.
 //!
-//! An agent sends its batches in order, so holes come only from a batch
-//! lost on the way while later ones arrived, and its resend fills it.
-//! At most [`HOLES_MAX`] are kept, the highest: a batch in a hole that was
-//! let go is taken for another agent's, and its agent renumbers it and
-//! sends it again (stored, once).
+//! An agent sends its batches in order, so a hole comes from a batch lost
+//! on the way while later ones arrived (its resend fills it), or from the
+//! numbers an agent skips after a crash (the rest of its reserved block of
+//! 1,024, never sent). Holes are kept as ranges, so a skipped block costs
+//! one; at most [`HOLE_RANGES_MAX`] are kept, the highest. A batch in a
+//! hole let go is looked for like a resend and, not found, renumbered: its
+//! records are stored once, under the new number.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
-/// Holes kept a device, the highest: as many as an agent may have batches
-/// in flight, so a batch lost on the way is a hole until its resend.
-pub const HOLES_MAX: usize = fleetmq_protocol::telemetry::MAX_IN_FLIGHT;
+/// Ranges of holes kept a device, the highest.
+pub const HOLE_RANGES_MAX: usize = 64;
 
 /// The batch numbers of one device the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Numbers {
     /// The highest stored; `None` before the device's first batch.
     high: Option<u64>,
-    /// Numbers below `high` not stored.
-    holes: BTreeSet<u64>,
+    /// Numbers below `high` not stored: first → last, inclusive.
+    holes: BTreeMap<u64, u64>,
 }
 
 impl Numbers {
@@ -39,37 +40,53 @@ impl Numbers {
     /// as written by [`Numbers::holes_text`]. Holes that do not parse are
     /// dropped (each such batch, if it comes, is renumbered, not lost).
     pub fn stored(high: Option<u64>, holes: Option<&str>) -> Numbers {
-        let holes = holes
-            .and_then(|h| serde_json::from_str::<BTreeSet<u64>>(h).ok())
-            .unwrap_or_default()
+        let ranges: Vec<(u64, u64)> = holes
+            .and_then(|h| serde_json::from_str(h).ok())
+            .unwrap_or_default();
+        let below = |n: u64| high.is_some_and(|h| n < h);
+        let holes = ranges
             .into_iter()
-            .filter(|&s| high.is_some_and(|h| s < h))
+            .filter(|&(first, last)| first <= last && below(last))
             .collect();
         Numbers { high, holes }
     }
 
     /// Whether `seq` is surely not stored: above the highest, or a hole.
     pub fn is_new(&self, seq: u64) -> bool {
-        self.high.is_none_or(|h| seq > h) || self.holes.contains(&seq)
+        self.high.is_none_or(|h| seq > h) || self.hole_of(seq).is_some()
+    }
+
+    /// The hole `seq` is in, as (first, last).
+    fn hole_of(&self, seq: u64) -> Option<(u64, u64)> {
+        let (&first, &last) = self.holes.range(..=seq).next_back()?;
+        (seq <= last).then_some((first, last))
     }
 
     /// Notes `seq` as stored: a hole filled, or a new highest, with the
-    /// numbers it skipped as holes.
+    /// numbers it skipped as a hole.
     pub fn add(&mut self, seq: u64) {
         match self.high {
             Some(h) if seq <= h => {
-                self.holes.remove(&seq);
+                if let Some((first, last)) = self.hole_of(seq) {
+                    self.holes.remove(&first);
+                    if first < seq {
+                        self.holes.insert(first, seq - 1);
+                    }
+                    if seq < last {
+                        self.holes.insert(seq + 1, last);
+                    }
+                }
             }
             Some(h) => {
-                let skipped = seq - h - 1;
-                let from = h + 1 + skipped.saturating_sub(HOLES_MAX as u64);
-                self.holes.extend(from..seq);
-                while self.holes.len() > HOLES_MAX {
-                    self.holes.pop_first();
+                if seq > h + 1 {
+                    self.holes.insert(h + 1, seq - 1);
                 }
                 self.high = Some(seq);
             }
             None => self.high = Some(seq),
+        }
+        while self.holes.len() > HOLE_RANGES_MAX {
+            self.holes.pop_first();
         }
     }
 
@@ -84,12 +101,14 @@ impl Numbers {
         self.high.map_or(0, |h| h.saturating_add(1))
     }
 
-    /// The holes for the device's row; `None` without any.
+    /// The holes for the device's row, `[[first, last], ...]`; `None`
+    /// without any.
     pub fn holes_text(&self) -> Option<String> {
         if self.holes.is_empty() {
             return None;
         }
-        serde_json::to_string(&self.holes).ok()
+        let ranges: Vec<(u64, u64)> = self.holes.iter().map(|(&f, &l)| (f, l)).collect();
+        serde_json::to_string(&ranges).ok()
     }
 }
 
@@ -118,7 +137,7 @@ mod tests {
         assert!(!n.is_new(1) && !n.is_new(5));
         n.add(3);
         assert!(!n.is_new(3) && n.is_new(2) && n.is_new(4));
-        assert_eq!(n.holes_text().as_deref(), Some("[2,4]"));
+        assert_eq!(n.holes_text().as_deref(), Some("[[2,2],[4,4]]"));
         n.add(2);
         n.add(4);
         assert_eq!(n.holes_text(), None);
@@ -126,17 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn a_block_skipped_after_a_crash_is_one_hole() {
+        let mut n = Numbers::default();
+        n.add(1000);
+        n.add(2049);
+        assert_eq!(n.holes_text().as_deref(), Some("[[1001,2048]]"));
+        assert!(n.is_new(1001) && n.is_new(1500) && n.is_new(2048));
+        n.add(1001);
+        assert_eq!(n.holes_text().as_deref(), Some("[[1002,2048]]"));
+    }
+
+    #[test]
     fn the_highest_holes_are_kept_when_there_are_too_many() {
         let mut n = Numbers::default();
         n.add(1);
-        n.add(1 + HOLES_MAX as u64 * 3);
-        let top = 1 + HOLES_MAX as u64 * 3;
-        assert!(n.is_new(top - 1) && n.is_new(top - HOLES_MAX as u64));
-        assert!(!n.is_new(top - HOLES_MAX as u64 - 1), "let go");
-        n.add(top + 2);
-        assert!(n.is_new(top + 1));
-        assert!(!n.is_new(top - HOLES_MAX as u64), "the lowest let go");
-        assert!(n.is_new(top - HOLES_MAX as u64 + 1));
+        for k in 1..=HOLE_RANGES_MAX as u64 + 1 {
+            n.add(1 + 2 * k);
+        }
+        assert!(!n.is_new(2), "the lowest let go");
+        assert!(n.is_new(4), "the next one kept");
+        assert!(n.is_new(2 * HOLE_RANGES_MAX as u64 + 2));
     }
 
     #[test]
@@ -153,11 +181,11 @@ mod tests {
             "holes that do not parse are dropped"
         );
         assert_eq!(
-            Numbers::stored(Some(7), Some("[3,7,9]"))
+            Numbers::stored(Some(7), Some("[[3,4],[6,9],[5,2]]"))
                 .holes_text()
                 .as_deref(),
-            Some("[3]"),
-            "only numbers below the highest are holes"
+            Some("[[3,4]]"),
+            "only ranges below the highest are holes"
         );
     }
 }

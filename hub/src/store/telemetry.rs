@@ -151,16 +151,12 @@ impl Store {
                     // A resend carries the very bytes stored before; other
                     // bytes under the number come from another agent. One
                     // not found so far back is taken for another's too.
-                    let near = b.seq.saturating_add(LOOK_BACK) >= numbers.0.next_free();
-                    let body: Option<Vec<u8>> = if near {
-                        held.query_row(params![item.device, b.seq as i64, LOOK_BACK as i64], |r| {
+                    let body: Option<Vec<u8>> = held
+                        .query_row(params![item.device, b.seq as i64, LOOK_BACK as i64], |r| {
                             r.get(0)
                         })
                         .optional()
-                        .doing("reading a stored batch")?
-                    } else {
-                        None
-                    };
+                        .doing("reading a stored batch")?;
                     if body.as_deref() == Some(item.body) {
                         outcomes.push(Stored::Duplicate);
                     } else {

@@ -327,21 +327,45 @@ fn a_number_twice_in_one_round_is_stored_once() {
     assert_eq!(held(&store, "pi-a"), [(7, 1)]);
 }
 
-/// A number far below the device's highest, further back than any resend
-/// comes, is taken for another agent's without reading the batches.
+/// A resend is looked for among its device's newest batches only: one
+/// stored further back than any agent keeps in flight is taken for another
+/// agent's number, and renumbered. A resend after a crash, numbered far
+/// below the highest (the agent skipped the rest of its block), is found.
 #[test]
-fn a_number_further_back_than_any_resend_is_renumbered() {
+fn a_number_stored_further_back_than_any_resend_comes_is_renumbered() {
     let mut store = Store::in_memory().unwrap();
-    let top = 2 * super::telemetry::LOOK_BACK;
-    expect(&mut store, &[(1, 10, Stored::New), (top, 10, Stored::New)]);
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(1, 10), 2),
-        Stored::Taken { from: top + 1 }
-    );
-    assert_eq!(
-        store_as("pi-a", &mut store, numbered(top - 1, 10), 2),
-        Stored::New,
-        "a hole just below the highest is filled"
+    let back = super::telemetry::LOOK_BACK;
+    expect(&mut store, &[(1, 10, Stored::New), (5000, 10, Stored::New)]);
+    expect(&mut store, &[(1, 10, Stored::Duplicate)]);
+    // 5000 becomes the oldest of the newest `back`, 1 is past them.
+    let later: Vec<fleetmq_protocol::Batch> =
+        (5001..5000 + back).map(|seq| numbered(seq, 10)).collect();
+    let frames: Vec<Vec<u8>> = later
+        .iter()
+        .map(|b| {
+            let frame = fleetmq_protocol::Upstream::Batch(b.clone())
+                .encode()
+                .unwrap();
+            fleetmq_protocol::envelope::open(&frame).unwrap().1.to_vec()
+        })
+        .collect();
+    let incoming: Vec<Incoming<'_>> = later
+        .iter()
+        .zip(&frames)
+        .map(|(batch, body)| Incoming {
+            device: "pi-a",
+            batch,
+            body,
+        })
+        .collect();
+    store.store_batches(&incoming, 1).unwrap();
+    expect(
+        &mut store,
+        &[
+            (5000, 10, Stored::Duplicate),
+            (1, 10, Stored::Taken { from: 5000 + back }),
+            (4999, 10, Stored::New),
+        ],
     );
 }
 
