@@ -167,6 +167,46 @@ mod tests {
         assert!(n.is_new(2 * HOLE_RANGES_MAX as u64 + 2));
     }
 
+    /// Whatever order numbers come in (resends, late batches, blocks
+    /// skipped), and through the device's row after every one, a number
+    /// stored is never taken for new again, the holes' cap included:
+    /// checked against every number stored.
+    #[test]
+    fn a_stored_number_is_never_new_again() {
+        for seed in 0..100 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut n = Numbers::default();
+            let mut stored = std::collections::BTreeSet::new();
+            let mut next = rng.u64(0..5);
+            for _ in 0..400 {
+                let seq = match rng.u8(0..10) {
+                    // Mostly in order, sometimes skipping a block.
+                    0..=5 => {
+                        next += if rng.u8(0..20) == 0 {
+                            rng.u64(2..1500)
+                        } else {
+                            1
+                        };
+                        next
+                    }
+                    // A resend or a late batch below the highest.
+                    _ => rng.u64(0..=next),
+                };
+                if n.is_new(seq) {
+                    assert!(stored.insert(seq), "seed {seed}: {seq} stored twice");
+                    n.add(seq);
+                }
+                let text = n.holes_text();
+                n = Numbers::stored(n.high(), text.as_deref());
+            }
+            for seq in 0..=next + 1 {
+                if stored.contains(&seq) {
+                    assert!(!n.is_new(seq), "seed {seed}: {seq} is stored");
+                }
+            }
+        }
+    }
+
     #[test]
     fn numbers_read_back_from_the_row_are_the_numbers_written() {
         let mut n = Numbers::default();
