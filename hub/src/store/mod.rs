@@ -134,6 +134,9 @@ pub struct Store {
     /// The batch numbers each device seen since the start holds, as its
     /// row has them ([`numbers`]). Known only to the writing store.
     numbers: std::collections::HashMap<String, numbers::Numbers>,
+    /// The batches are unique on (device, seq): a hub.db made by an
+    /// earlier hub.
+    seq_unique: bool,
     /// Copies the WAL into hub.db off the hub loop (the writing store's
     /// only; stopped after the connections above are closed).
     _checkpoints: Option<checkpoint::Checkpointer>,
@@ -346,6 +349,14 @@ impl Store {
             .doing("adding the aimed job columns")?;
         }
 
+        let seq_unique: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master
+                 WHERE type = 'index' AND name LIKE 'sqlite_autoindex_batches_%'",
+                [],
+                |r| r.get(0),
+            )
+            .doing("reading the batches' indexes")?;
         let last: i64 = conn
             .query_row("SELECT coalesce(max(id), 0) FROM commands", [], |r| {
                 r.get(0)
@@ -358,6 +369,7 @@ impl Store {
             next_log_id: last + 1,
             telemetry_bytes: 0,
             numbers: std::collections::HashMap::new(),
+            seq_unique,
             _checkpoints: None,
         })
     }

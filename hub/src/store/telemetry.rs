@@ -114,15 +114,18 @@ impl Store {
                 )
                 .doing("preparing batch insert")?;
             // Newest first, in the (device, id, seq) index alone: a look
-            // that finds nothing reads no batch.
-            let mut held = tx
-                .prepare_cached(
-                    "SELECT body FROM batches WHERE id = (
-                         SELECT id FROM (SELECT id, seq FROM batches WHERE device = ?1
-                             ORDER BY id DESC LIMIT ?3)
-                         WHERE seq = ?2 LIMIT 1)",
-                )
-                .doing("preparing batch lookup")?;
+            // that finds nothing reads no batch. A hub.db from before still
+            // has its unique index on (device, seq): the number is found
+            // at once, however old.
+            let look = if self.seq_unique {
+                "SELECT body FROM batches WHERE device = ?1 AND seq = ?2 LIMIT ?3"
+            } else {
+                "SELECT body FROM batches WHERE id = (
+                     SELECT id FROM (SELECT id, seq FROM batches WHERE device = ?1
+                         ORDER BY id DESC LIMIT ?3)
+                     WHERE seq = ?2 LIMIT 1)"
+            };
+            let mut held = tx.prepare_cached(look).doing("preparing batch lookup")?;
             for item in items {
                 let b = item.batch;
                 let numbers = match round.entry(item.device) {

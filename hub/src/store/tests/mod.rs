@@ -240,7 +240,8 @@ fn a_resend_after_a_restart_is_stored_once_and_a_hole_is_filled() {
 }
 
 /// A hub.db from before the devices kept their numbers (batches unique on
-/// (device, seq)) goes on storing each batch once after the upgrade.
+/// (device, seq)) goes on storing each batch once after the upgrade, and
+/// finds a resend by its number however old it is.
 #[test]
 fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,10 +263,10 @@ fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
                  seq INTEGER NOT NULL, received_ms INTEGER NOT NULL, records INTEGER NOT NULL,
                  wire_version INTEGER NOT NULL, body BLOB NOT NULL, UNIQUE (device, seq));
              INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches)
-                 VALUES ('pi-a', 1, 1, 1, 3);",
+                 VALUES ('pi-a', 1, 1, 1, 1100);",
         )
         .unwrap();
-        for seq in [1u64, 2, 3] {
+        for seq in 1..=1100u64 {
             old.execute(
                 "INSERT INTO batches (device, seq, received_ms, records, wire_version, body)
                  VALUES ('pi-a', ?1, 1, 1, 1, ?2)",
@@ -278,14 +279,17 @@ fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
     expect(
         &mut store,
         &[
-            (3, 10, Stored::Duplicate),
-            (1, 99, Stored::Taken { from: 4 }),
-            (4, 10, Stored::New),
-            (4, 10, Stored::Duplicate),
+            (1100, 10, Stored::Duplicate),
+            (1, 10, Stored::Duplicate),
+            (1, 99, Stored::Taken { from: 1101 }),
+            (1101, 10, Stored::New),
+            (1101, 10, Stored::Duplicate),
         ],
     );
-    assert_eq!(held(&store, "pi-a"), [(1, 1), (2, 1), (3, 1), (4, 1)]);
-    assert_eq!(store.devices().unwrap()[0].batches, 4);
+    let held = held(&store, "pi-a");
+    assert_eq!(held.len(), 1101);
+    assert!(held.iter().all(|&(_, n)| n == 1), "each number once");
+    assert_eq!(store.devices().unwrap()[0].batches, 1101);
 }
 
 /// A batch and its resend in the same round: stored once, the resend
