@@ -39,7 +39,7 @@ impl Numbers {
     /// Numbers as stored in the device's row: the highest, and the holes
     /// as written by [`Numbers::holes_text`]. Holes that do not parse are
     /// dropped (each such batch, if it comes, is renumbered, not lost).
-    pub fn stored(high: Option<u64>, holes: Option<&str>) -> Numbers {
+    pub fn from_row(high: Option<u64>, holes: Option<&str>) -> Numbers {
         let ranges: Vec<(u64, u64)> = holes
             .and_then(|h| serde_json::from_str(h).ok())
             .unwrap_or_default();
@@ -197,7 +197,7 @@ mod tests {
                     n.add(seq);
                 }
                 let text = n.holes_text();
-                n = Numbers::stored(n.high(), text.as_deref());
+                n = Numbers::from_row(n.high(), text.as_deref());
             }
             for seq in 0..=next + 1 {
                 if stored.contains(&seq) {
@@ -214,14 +214,14 @@ mod tests {
             n.add(seq);
         }
         let text = n.holes_text();
-        assert_eq!(Numbers::stored(n.high(), text.as_deref()), n);
+        assert_eq!(Numbers::from_row(n.high(), text.as_deref()), n);
         assert_eq!(
-            Numbers::stored(Some(7), Some("not json")),
-            Numbers::stored(Some(7), None),
+            Numbers::from_row(Some(7), Some("not json")),
+            Numbers::from_row(Some(7), None),
             "holes that do not parse are dropped"
         );
         assert_eq!(
-            Numbers::stored(Some(7), Some("[[3,4],[6,9],[5,2]]"))
+            Numbers::from_row(Some(7), Some("[[3,4],[6,9],[5,2]]"))
                 .holes_text()
                 .as_deref(),
             Some("[[3,4]]"),

@@ -95,9 +95,9 @@ impl Store {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut chat = Vec::new();
         let mut added = 0u64;
-        // The numbers of each device in the round as they become, and its
+        // Each device in the round: its numbers as they become, and its
         // new batches.
-        let mut round: HashMap<&str, (Numbers, i64)> = HashMap::new();
+        let mut round: HashMap<&str, Seen> = HashMap::new();
         {
             let mut device = tx
                 .prepare_cached(
@@ -118,6 +118,7 @@ impl Store {
             // has its unique index on (device, seq): the number is found
             // at once, however old.
             let look = if self.seq_unique {
+                // LIMIT ?3 only keeps both looks' parameters the same.
                 "SELECT body FROM batches WHERE device = ?1 AND seq = ?2 LIMIT ?3"
             } else {
                 "SELECT body FROM batches WHERE id = (
@@ -126,19 +127,27 @@ impl Store {
                      WHERE seq = ?2 LIMIT 1)"
             };
             let mut held = tx.prepare_cached(look).doing("preparing batch lookup")?;
+            let mut line = tx
+                .prepare_cached(
+                    "INSERT INTO chat (device, seq, ts_ms, text) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .doing("preparing chat insert")?;
             for item in items {
                 let b = item.batch;
-                let numbers = match round.entry(item.device) {
+                let seen = match round.entry(item.device) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => {
                         let known = match self.numbers.get(item.device) {
                             Some(n) => n.clone(),
                             None => numbers_of(&tx, item.device)?,
                         };
-                        e.insert((known, 0))
+                        e.insert(Seen {
+                            numbers: known,
+                            new: 0,
+                        })
                     }
                 };
-                let inserted = numbers.0.is_new(b.seq)
+                let inserted = seen.numbers.is_new(b.seq)
                     && batch
                         .execute(params![
                             item.device,
@@ -163,16 +172,17 @@ impl Store {
                     if body.as_deref() == Some(item.body) {
                         outcomes.push(Stored::Duplicate);
                     } else {
-                        let from = numbers.0.next_free();
+                        let from = seen.numbers.next_free();
                         outcomes.push(Stored::Taken { from });
                     }
                     continue;
                 }
-                numbers.0.add(b.seq);
-                numbers.1 += 1;
+                seen.numbers.add(b.seq);
+                seen.new += 1;
                 added += item.body.len() as u64;
                 for (ts_ms, text) in b.resolved_chat() {
-                    line(&tx, item.device, b.seq, ts_ms, text)?;
+                    line.execute(params![item.device, b.seq as i64, ts_ms as i64, text])
+                        .doing("storing chat")?;
                     chat.push(ChatRow {
                         id: tx.last_insert_rowid(),
                         device: item.device.to_string(),
@@ -184,13 +194,19 @@ impl Store {
             }
             // One statement a device with new batches, however many of
             // them the round holds (up to its window).
-            for (id, (numbers, n)) in &round {
-                if *n == 0 {
+            for (id, seen) in &round {
+                if seen.new == 0 {
                     continue;
                 }
-                let high = numbers.high().map(|h| h as i64);
+                let (n, high) = (seen.new, seen.numbers.high().map(|h| h as i64));
                 device
-                    .execute(params![id, now_ms as i64, n, high, numbers.holes_text()])
+                    .execute(params![
+                        id,
+                        now_ms as i64,
+                        n,
+                        high,
+                        seen.numbers.holes_text()
+                    ])
                     .doing("counting a device's batches")?;
             }
         }
@@ -201,11 +217,11 @@ impl Store {
         }
         tx.commit().doing("committing batches")?;
         self.telemetry_bytes += added;
-        for (id, (numbers, _)) in round {
+        for (id, seen) in round {
             match self.numbers.get_mut(id) {
-                Some(known) => *known = numbers,
+                Some(known) => *known = seen.numbers,
                 None => {
-                    self.numbers.insert(id.to_string(), numbers);
+                    self.numbers.insert(id.to_string(), seen.numbers);
                 }
             }
         }
@@ -366,6 +382,14 @@ impl Store {
     }
 }
 
+/// A device in a round being stored.
+struct Seen {
+    /// Its batch numbers, with the round's new batches added.
+    numbers: Numbers,
+    /// Its new batches in the round.
+    new: i64,
+}
+
 /// A device's batch numbers as its row holds them; from its batches for a
 /// row from before they were kept there.
 fn numbers_of(tx: &rusqlite::Transaction<'_>, device: &str) -> Result<Numbers, StoreError> {
@@ -386,19 +410,5 @@ fn numbers_of(tx: &rusqlite::Transaction<'_>, device: &str) -> Result<Numbers, S
             .doing("reading a device's highest batch")?,
     };
     let holes = row.and_then(|(_, holes)| holes);
-    Ok(Numbers::stored(high.map(|h| h as u64), holes.as_deref()))
-}
-
-/// Stores one chat line of batch `seq`.
-fn line(
-    tx: &rusqlite::Transaction<'_>,
-    device: &str,
-    seq: u64,
-    ts_ms: u64,
-    text: &str,
-) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO chat (device, seq, ts_ms, text) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| s.execute(params![device, seq as i64, ts_ms as i64, text]))
-        .doing("storing chat")?;
-    Ok(())
+    Ok(Numbers::from_row(high.map(|h| h as u64), holes.as_deref()))
 }
