@@ -320,6 +320,13 @@ pub enum OperatorError {
     /// asked to act), or the caller is not an operator.
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// The device is connected but has not read what the hub sent it
+    /// until its queue filled: what the hub sends it is dropped until it
+    /// reads again.
+    #[error(
+        "device {0:?} is connected but not reading what the hub sends (its queue is full); nothing was sent: try again once it reads (see the hub's log)"
+    )]
+    NotReading(String),
 }
 
 channel! {

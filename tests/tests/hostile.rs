@@ -943,3 +943,122 @@ fn a_subscriber_that_never_reads_does_not_stall_the_hub() {
     eprintln!("hub after {n} x 16 KiB to a subscriber that never reads: {rss}");
     still_served(&hub, "pi-ok");
 }
+
+#[test]
+fn a_device_on_one_connection_that_never_reads_is_told_about_not_waited_for() {
+    let _w = watchdog("never reads", LIMIT);
+    let dir = tmp();
+    let x = Insider::start(dir.path(), "", "pi-stuck");
+    let hub = &x.hub;
+
+    // pi-stuck says Hello in group "stuck", offers to carry everything on
+    // its connection, and then never reads (a kernel buffer of 4 KB).
+    let stuck = x.socket(zmq::DEALER);
+    stuck.set_rcvbuf(4096).unwrap();
+    stuck.set_rcvhwm(1).unwrap();
+    stuck
+        .set_identity(&route("pi-stuck", "stuckstuckstuck0"))
+        .unwrap();
+    stuck.connect(hub.telemetry()).unwrap();
+    let hello = Upstream::Hello(fleetmq_protocol::Hello {
+        agent_version: "0.1.0".into(),
+        arch: "x86_64".into(),
+        os: "linux".into(),
+        hostname: "stuck".into(),
+        groups: vec!["stuck".into()],
+        heartbeat_ms: 60_000,
+        started_ms: 1,
+    });
+    let offer = Upstream::Offer(fleetmq_protocol::Offer(fleetmq_protocol::Abilities {
+        job_kinds: vec![],
+        exec_programs: vec![],
+        config_version: 0,
+        one_connection: true,
+        chat: false,
+        job_slots: 0,
+    }));
+    stuck.send(hello.encode().unwrap(), 0).unwrap();
+    stuck.send(offer.encode().unwrap(), 0).unwrap();
+    wait_for("pi-stuck online", || {
+        hub.devices()
+            .get("pi-stuck")
+            .filter(|d| d["online"] == true)
+            .map(|_| ())
+    });
+
+    // Announcements for its group go down its connection until its queue
+    // ([net] send_hwm, 1,000) is full behind the full TCP buffers.
+    let op = x.ctx.socket(zmq::DEALER).unwrap();
+    op.set_linger(0).unwrap();
+    op.set_rcvtimeo(30_000).unwrap();
+    op.connect(&hub.endpoints["operator"]).unwrap();
+    let text = "x".repeat(16 * 1024);
+    let mut id = 0u64;
+    let undelivered = || hub.stats()["messages_undelivered"].as_u64().unwrap_or(0);
+    while undelivered() == 0 {
+        for _ in 0..100 {
+            id += 1;
+            let req = OperatorFrame::Request(OperatorRequest {
+                id,
+                request: Request::Broadcast {
+                    target: Target::Group("stuck".into()),
+                    text: text.clone(),
+                },
+            })
+            .encode()
+            .unwrap();
+            op.send_multipart([&b""[..], &req], 0).unwrap();
+            op.recv_multipart(0)
+                .expect("the hub answers every broadcast");
+        }
+        assert!(id < 20_000, "{id} announcements of 16 KiB and none dropped");
+    }
+    hub.proc
+        .wait_log("the device is not reading what the hub sends and its queue is full");
+
+    // A command to it fails at once, saying why, instead of timing out.
+    let ping = hub.op(&["command", "pi-stuck", "ping", "--timeout-ms", "60000"]);
+    assert!(!ping.ok);
+    assert!(
+        ping.stderr.contains("not reading what the hub sends"),
+        "{}",
+        ping.stderr
+    );
+    // Everyone else is served as before.
+    still_served(hub, "pi-ok");
+
+    // Once it reads, what the hub sends reaches it again, and the log
+    // says the episode is over.
+    // It reads until nothing came for 2 s.
+    stuck.set_rcvtimeo(2_000).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = 0u64;
+        while stuck.recv_multipart(0).is_ok() {
+            got += 1;
+        }
+        got
+    });
+    wait_for("pi-stuck reads again", || {
+        let req = OperatorFrame::Request(OperatorRequest {
+            id: {
+                id += 1;
+                id
+            },
+            request: Request::Broadcast {
+                target: Target::Group("stuck".into()),
+                text: "are you there".into(),
+            },
+        })
+        .encode()
+        .unwrap();
+        op.send_multipart([&b""[..], &req], 0).unwrap();
+        op.recv_multipart(0).expect("the hub answers");
+        hub.proc
+            .log_text()
+            .contains("the device reads again")
+            .then_some(())
+    });
+    let got = reader.join().unwrap();
+    assert!(got >= 1_000, "pi-stuck read {got} messages once it read");
+    still_served(hub, "pi-ok");
+}

@@ -195,6 +195,8 @@ pub enum Sent {
     Yes,
     /// The device's command socket is not connected.
     Unreachable,
+    /// The device is connected but its queue is full: it is not reading.
+    NotReading,
     /// Sending failed otherwise.
     Failed(String),
 }
@@ -342,7 +344,8 @@ impl Core {
     /// The driver tried to send command `corr`. Sent: it is logged and
     /// waits for its answer. Unreachable: the device's command socket is
     /// not connected (yet), so the command waits if it may, or the operator
-    /// hears "offline".
+    /// hears "offline". NotReading: the operator hears so at once, rather
+    /// than after the command's timeout.
     pub fn command_sent(&mut self, corr: u64, sent: Sent, now: Now) {
         self.wall_ms = now.wall_ms;
         let Some(q) = self.commands.unconfirmed.remove(&corr) else {
@@ -360,6 +363,7 @@ impl Core {
         }
         let e = match sent {
             Sent::Failed(why) => OperatorError::BadRequest(format!("could not send: {why}")),
+            Sent::NotReading => OperatorError::NotReading(q.device.clone()),
             _ => OperatorError::DeviceOffline(q.device.clone()),
         };
         match e {

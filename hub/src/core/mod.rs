@@ -27,6 +27,7 @@
 //! | `cluster_config.rs` | a front-end's desired configuration: edits and reports through the cluster's stream, applied in its order |
 //! | `cluster_jobs.rs` | a front-end's work-queue jobs: submitted to the cluster's queue, taken when an agent is free, settled by their result |
 //! | `cluster.rs` | a front-end: batches acked once the cluster has them, the store filled from the stream, devices held told |
+//! | `undelivered.rs` | messages a device on one connection was not reading: counted, told once, noted on a job |
 //!
 //! Every input names the time it happened ([`Now`]) on two clocks: every
 //! timer (presence, job leases, command deadlines, rate limits, the
@@ -54,6 +55,7 @@ pub mod reads;
 mod routes;
 mod slots;
 mod telemetry;
+mod undelivered;
 
 use std::collections::VecDeque;
 
@@ -72,6 +74,7 @@ pub use commands::Sent;
 pub use latest::Latest;
 pub use operator::Caller;
 pub use presence::Presence;
+pub use undelivered::Carrying;
 
 /// Most (device, metric) pairs whose newest value is kept for /metrics.
 const MAX_LATEST: usize = 200_000;
@@ -91,8 +94,13 @@ pub struct Now {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send on the telemetry ROUTER to this route: `[route][frame]`. A
-    /// device that is gone loses it (it resends what was not acked).
-    Device { route: Vec<u8>, frame: Vec<u8> },
+    /// device that is gone loses it (it resends what was not acked); one
+    /// whose queue is full is reported with [`Core::undelivered`].
+    Device {
+        route: Vec<u8>,
+        frame: Vec<u8>,
+        what: Carrying,
+    },
     /// Publish on the broadcast socket: `[topic][frame]`.
     Publish { topic: String, frame: Vec<u8> },
     /// Send a command on the commands ROUTER: `[route][][frame]`; or,
@@ -168,6 +176,9 @@ pub struct Counters {
     pub results_refused: u64,
     pub batches_throttled: u64,
     pub batches_rejected: u64,
+    /// Messages for a device on one connection dropped: it was not
+    /// reading and its queue was full.
+    pub messages_undelivered: u64,
     /// Front-ends: batches handed to the cluster and not yet answered.
     pub batches_replicating: u64,
     /// Front-ends: batches the stream took.
@@ -233,6 +244,8 @@ pub struct Core {
     pending_edits: cluster_config::PendingEdits,
     /// Why the cluster does not take telemetry now, if it does not.
     cluster_problem: Option<String>,
+    /// Devices whose messages are being dropped (not reading).
+    undelivered: undelivered::Undelivered,
     out: VecDeque<Action>,
 }
 
@@ -281,6 +294,7 @@ impl Core {
             cluster_jobs: cluster_jobs::ClusterJobs::default(),
             pending_edits: cluster_config::PendingEdits::default(),
             cluster_problem: None,
+            undelivered: undelivered::Undelivered::default(),
             out: VecDeque::new(),
             config,
             store,
@@ -414,8 +428,15 @@ impl Core {
     /// Sends `msg` to one connection, whether or not it speaks for its
     /// device (a refusal says why it does not).
     fn send_to_route(&mut self, route: Vec<u8>, msg: Downstream) {
+        let what = Carrying {
+            kind: msg.name(),
+            job: match &msg {
+                Downstream::Work(job) => Some((job.id, job.attempt)),
+                _ => None,
+            },
+        };
         match msg.encode() {
-            Ok(frame) => self.out.push_back(Action::Device { route, frame }),
+            Ok(frame) => self.out.push_back(Action::Device { route, frame, what }),
             Err(e) => warn!(error = %e, "could not encode a downstream message"),
         }
     }
@@ -443,11 +464,15 @@ impl Core {
             Broadcast::Chat(chat) => Downstream::Chat(chat),
             Broadcast::Announcement(a) => Downstream::Announcement(a),
         };
+        let what = Carrying {
+            kind: down.name(),
+            job: None,
+        };
         match down.encode() {
             Ok(frame) => {
                 for route in routes {
                     let frame = frame.clone();
-                    self.out.push_back(Action::Device { route, frame });
+                    self.out.push_back(Action::Device { route, frame, what });
                 }
             }
             Err(e) => warn!(error = %e, "could not encode a broadcast"),

@@ -284,6 +284,7 @@ impl Core {
             pruned_jobs: c.pruned.jobs,
             pruned_commands: c.pruned.commands,
             front_ends: self.front_end_stats(now),
+            messages_undelivered: c.messages_undelivered,
         }))
     }
 }

@@ -223,6 +223,7 @@ impl Core {
     pub(super) fn went_offline(&mut self, device: &str, now: Now, why: &str) {
         self.routes.release(device);
         self.handed.forget_device(device);
+        self.forget_undelivered(device);
         if let Some(last) = self.presence.bye(device) {
             if let Err(e) = self.store.presence(device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);
@@ -239,6 +240,7 @@ impl Core {
         for (device, last) in self.presence.sweep(now.mono_ms) {
             self.routes.release(&device);
             self.handed.forget_device(&device);
+            self.forget_undelivered(&device);
             info!(device, "device offline (silent)");
             if let Err(e) = self.store.presence(&device, now.wall_ms, last) {
                 self.store_failed("recording presence", &e);

@@ -9,7 +9,7 @@ use fleetmq_protocol::{OperatorError, Response};
 use tracing::{debug, info, warn};
 
 use super::{CLUSTER, Driver, REMOTE, now, readers};
-use crate::core::{Action, Sent};
+use crate::core::{Action, Carrying, Sent};
 
 impl Driver {
     /// An answer to the operator client `client` (tagged with the socket it
@@ -43,12 +43,18 @@ impl Driver {
         let mut jobs_blocked = false;
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::Device { route, frame } => {
-                    // ROUTER drops messages for peers that are gone; the
-                    // agent resends what was not acked.
-                    if let Err(e) = send_frames(&self.upstream, &[&route, &frame]) {
-                        let route = String::from_utf8_lossy(&route);
-                        debug!(%route, error = %e, "could not answer a device");
+                Action::Device { route, frame, what } => {
+                    match send_frames(&self.upstream, &[&route, &frame]) {
+                        Ok(true) if self.core.undelivering() => self.core.delivered(&route),
+                        Ok(true) => {}
+                        // The device's queue is full: it is not reading.
+                        Ok(false) => self.core.undelivered(&route, what, now()),
+                        // EHOSTUNREACH: the peer is gone; its agent resends
+                        // what was not acked.
+                        Err(e) => {
+                            let route = String::from_utf8_lossy(&route);
+                            debug!(%route, error = %e, "could not answer a device");
+                        }
                     }
                 }
                 Action::Publish { topic, frame } => {
@@ -70,8 +76,19 @@ impl Driver {
                     };
                     let sent = match sent {
                         Ok(true) => Sent::Yes,
+                        // The device's queue is full: it is not reading.
+                        Ok(false) => {
+                            if carried {
+                                let what = Carrying {
+                                    kind: "Command",
+                                    job: None,
+                                };
+                                self.core.undelivered(&route, what, now());
+                            }
+                            Sent::NotReading
+                        }
                         // EHOSTUNREACH: the device's command socket is not connected.
-                        Ok(false) | Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
+                        Err(zmq::Error::EHOSTUNREACH) => Sent::Unreachable,
                         Err(e) => Sent::Failed(e.to_string()),
                     };
                     self.core.command_sent(corr, sent, now());

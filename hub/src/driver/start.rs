@@ -90,6 +90,9 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let (upstream, telemetry) = sockets
         .build(zmq::ROUTER)
         .hwm(sockets.options().send_hwm, TELEMETRY_QUEUE)
+        // A device's full queue is reported, not dropped without a word
+        // (core/undelivered.rs).
+        .router_mandatory()
         .router_handover()
         .batch_sizes(TELEMETRY_BATCH, TELEMETRY_WRITE_BATCH)
         .kernel_liveness()

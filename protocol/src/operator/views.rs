@@ -332,6 +332,11 @@ messages! {
         /// single hub. The fields above are this hub's own.
         #[serde(with = "crate::growable::list")]
         pub front_ends: Vec<FrontEndStats>,
+        /// Messages for devices on one connection that the hub dropped
+        /// because the device was not reading (its queue of
+        /// `[net] send_hwm` messages was full): acks, broadcasts, jobs,
+        /// commands and configuration.
+        pub messages_undelivered: u64,
     }
 
     /// One front-end's own traffic, as it last reported it.

@@ -165,7 +165,7 @@ fn to_route(actions: &[Action], to: &[u8]) -> Vec<Downstream> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Device { route, frame } if route == to => {
+            Action::Device { route, frame, .. } if route == to => {
                 Some(Downstream::decode(frame).unwrap())
             }
             _ => None,

@@ -245,3 +245,71 @@ fn the_device_list_shows_an_agent_on_one_connection_as_listening() {
     );
     assert!(!listening("pi-b"), "its SUB has not subscribed");
 }
+
+/// The actions a driver would carry out when `device`'s queue is full:
+/// every send to it reported as not delivered, commands too.
+fn not_reading(f: &mut Fleet, device: &str, now: u64) -> Vec<Action> {
+    let out = f.actions();
+    for a in &out {
+        match a {
+            Action::Device {
+                route: to, what, ..
+            } if *to == route(device) => {
+                f.core.undelivered(to, *what, at(now));
+            }
+            Action::Command { corr, .. } => f.core.command_sent(*corr, Sent::NotReading, at(now)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn a_device_that_is_not_reading_is_counted_its_command_fails_at_once_and_its_job_says_why() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&["echo"], false, 1), T0);
+    assert!(!f.core.undelivering());
+
+    // An ack and a job it never gets: counted, and the job says why.
+    f.up("pi-a", "pi-a", batch(1, 20.5), T0);
+    f.operator(30, Request::SubmitJob(echo_job()), T0);
+    let out = not_reading(&mut f, "pi-a", T0);
+    let given = work_for(&out, "pi-a");
+    assert_eq!(given.len(), 1, "{out:?}");
+    assert_eq!(f.core.counters().messages_undelivered, 2);
+    assert!(f.core.undelivering());
+    let job = show(&mut f, given[0].0, T0 + 1);
+    let why = job.error.unwrap_or_default();
+    assert!(
+        why.contains("attempt 1 was not delivered") && why.contains("pi-a was not reading"),
+        "{why}"
+    );
+
+    // A command is answered at once, not when its 5 s run out.
+    f.operator(7, ping("pi-a", 5_000), T0 + 2);
+    not_reading(&mut f, "pi-a", T0 + 2);
+    assert_eq!(
+        to_operator(&f.actions()),
+        vec![(7, Response::Error(OperatorError::NotReading("pi-a".into())))]
+    );
+    assert_eq!(f.core.counters().commands_sent, 0);
+
+    // It reads again: the episode is over, and the counter stays.
+    f.core.delivered(&route("pi-a"));
+    assert!(!f.core.undelivering());
+    assert_eq!(f.core.counters().messages_undelivered, 2);
+}
+
+#[test]
+fn a_device_that_goes_offline_while_not_reading_leaves_nothing_behind() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&[], false, 0), T0);
+    f.up("pi-a", "pi-a", batch(1, 20.5), T0);
+    not_reading(&mut f, "pi-a", T0);
+    assert!(f.core.undelivering());
+    let bye = Upstream::Bye(fleetmq_protocol::Bye {
+        reason: "stopping".into(),
+    });
+    f.up("pi-a", "pi-a", bye, T0 + 1);
+    assert!(!f.core.undelivering());
+}

@@ -142,6 +142,11 @@ pub fn prometheus(
             s.batches_throttled,
         ),
         (
+            "messages_undelivered_total",
+            "Messages for devices on one connection dropped: the device was not reading and its queue was full.",
+            s.messages_undelivered,
+        ),
+        (
             "batches_rejected_total",
             "Batches never to be stored: invalid, or over a device's distinct-series budget.",
             s.batches_rejected,

@@ -78,6 +78,7 @@ fn stats() -> HubStats {
         pruned_jobs: 0,
         pruned_commands: 0,
         front_ends: vec![],
+        messages_undelivered: 0,
     }
 }
 
