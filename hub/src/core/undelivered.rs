@@ -4,7 +4,8 @@
 //! such messages without a word; the hub's telemetry ROUTER is mandatory,
 //! so the driver hears of each and tells the core, which counts it
 //! (`messages_undelivered`), says so when a device's episode begins (once
-//! a minute at most) and when it ends, and notes a dropped job on the job. A dropped command is
+//! a minute at most) and when it ends, notes a dropped job on the job, and
+//! sends a dropped configuration document again once the device reads. A dropped command is
 //! answered at once ([`OperatorError::NotReading`]) rather than after its
 //! timeout; see `commands.rs`.
 //!
@@ -34,28 +35,44 @@ struct Episode {
     /// Messages dropped since the episode began.
     dropped: u64,
     active: bool,
+    /// Whether a configuration document was among them.
+    config: bool,
     /// Whether this episode was told (else an earlier one was, lately).
     told: bool,
     /// When an episode of this device was last told.
     told_ms: u64,
 }
 
+/// An episode that is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ended {
+    /// How many messages it dropped, if it was told (else an earlier
+    /// episode was, lately, and this one goes unsaid).
+    told: Option<u64>,
+    /// Whether a configuration document was dropped.
+    config: bool,
+}
+
 impl Undelivered {
-    /// A message for `device` was dropped at `now_ms`: whether to tell.
-    fn dropped(&mut self, device: &str, now_ms: u64) -> bool {
+    /// A message for `device` (`config`: a configuration document) was
+    /// dropped at `now_ms`: whether to tell.
+    fn dropped(&mut self, device: &str, config: bool, now_ms: u64) -> bool {
         let e = self.devices.entry(device.to_string()).or_insert(Episode {
             dropped: 0,
             active: false,
+            config: false,
             told: false,
             told_ms: 0,
         });
-        e.dropped += 1;
         if e.active {
+            e.dropped += 1;
+            e.config |= config;
             return false;
         }
         self.active += 1;
         e.active = true;
         e.dropped = 1;
+        e.config = config;
         e.told = e.told_ms == 0 || now_ms.saturating_sub(e.told_ms) >= TELL_EVERY_MS;
         if e.told {
             e.told_ms = now_ms.max(1);
@@ -63,13 +80,16 @@ impl Undelivered {
         e.told
     }
 
-    /// A message reached `device`'s queue: if an episode was told, it is
-    /// over now and this is how many messages it dropped.
-    fn delivered(&mut self, device: &str) -> Option<u64> {
+    /// A message reached `device`'s queue: the episode it ends, if one
+    /// was going on.
+    fn delivered(&mut self, device: &str) -> Option<Ended> {
         let e = self.devices.get_mut(device).filter(|e| e.active)?;
         e.active = false;
         self.active -= 1;
-        e.told.then_some(e.dropped)
+        Some(Ended {
+            told: e.told.then_some(e.dropped),
+            config: std::mem::take(&mut e.config),
+        })
     }
 
     /// `device` went offline: forgotten.
@@ -108,27 +128,40 @@ impl Core {
                 warn!(job = id, error = %e, "could not note an undelivered job");
             }
         }
-        if self.undelivered.dropped(&device, now.mono_ms) {
+        let config = what.kind == "Desired";
+        if self.undelivered.dropped(&device, config, now.mono_ms) {
             warn!(
                 device,
                 kind = what.kind,
                 queue,
-                "the device is not reading what the hub sends and its queue is full: acks, broadcasts, jobs, commands and configuration for it are dropped until it reads again (it resends the batches not acked; commands fail at once; a job waits for its lease to run out). Look at the device's link and agent"
+                "the device is not reading what the hub sends and its queue is full: acks, broadcasts, jobs, commands and configuration for it are dropped until it reads again (it resends the batches not acked; commands fail at once; a job waits for its lease to run out; its configuration is sent again once it reads). Look at the device's link and agent"
             );
         }
     }
 
     /// A message reached `route`'s queue: if its device's were being
-    /// dropped, that is over, and the log says how many were.
+    /// dropped, that is over: the log says how many were, and a dropped
+    /// configuration document is sent again if the device is behind.
     pub fn delivered(&mut self, route: &[u8]) {
         let Ok(device) = route_device(route) else {
             return;
         };
-        if let Some(dropped) = self.undelivered.delivered(device) {
+        let Some(ended) = self.undelivered.delivered(device) else {
+            return;
+        };
+        if let Some(dropped) = ended.told {
             info!(
                 device,
                 dropped, "the device reads again; messages for it are delivered again"
             );
+        }
+        if ended.config {
+            match self.store.config_applied_by(device) {
+                Ok((applied, _)) => self.send_config_if_behind(device, applied),
+                Err(e) => {
+                    warn!(device, error = %e, "could not read the configuration a device applied")
+                }
+            }
         }
     }
 
@@ -151,40 +184,51 @@ mod tests {
     #[test]
     fn an_episode_is_told_when_it_begins_and_when_it_ends() {
         let mut u = Undelivered::default();
-        assert!(u.dropped("pi-a", 1_000));
-        assert!(!u.dropped("pi-a", 1_001), "once an episode");
-        assert!(!u.dropped("pi-a", 1_002));
+        assert!(u.dropped("pi-a", false, 1_000));
+        assert!(!u.dropped("pi-a", true, 1_001), "once an episode");
+        assert!(!u.dropped("pi-a", false, 1_002));
         assert_eq!(u.active, 1);
-        assert_eq!(u.delivered("pi-a"), Some(3));
+        let ended = Ended {
+            told: Some(3),
+            config: true,
+        };
+        assert_eq!(u.delivered("pi-a"), Some(ended));
         assert_eq!(u.delivered("pi-a"), None, "over already");
         assert_eq!(u.active, 0);
+        // The next episode dropped no configuration.
+        u.dropped("pi-a", false, 2_000);
+        assert_eq!(u.delivered("pi-a").map(|e| e.config), Some(false));
     }
 
     #[test]
     fn a_device_that_fills_and_frees_its_queue_is_told_once_a_minute() {
         let mut u = Undelivered::default();
-        assert!(u.dropped("pi-a", 1_000));
-        assert_eq!(u.delivered("pi-a"), Some(1));
+        assert!(u.dropped("pi-a", false, 1_000));
+        assert_eq!(u.delivered("pi-a").and_then(|e| e.told), Some(1));
         // Full again within the minute: counted, not told, nor its end.
-        assert!(!u.dropped("pi-a", 2_000));
+        assert!(!u.dropped("pi-a", false, 2_000));
         assert_eq!(u.active, 1);
-        assert_eq!(u.delivered("pi-a"), None);
-        assert!(u.dropped("pi-a", 1_000 + TELL_EVERY_MS));
+        let ended = Ended {
+            told: None,
+            config: false,
+        };
+        assert_eq!(u.delivered("pi-a"), Some(ended));
+        assert!(u.dropped("pi-a", false, 1_000 + TELL_EVERY_MS));
         // Another device is its own episode.
-        assert!(u.dropped("pi-b", 2_000));
+        assert!(u.dropped("pi-b", false, 2_000));
         assert_eq!(u.active, 2);
     }
 
     #[test]
     fn a_device_gone_offline_mid_episode_is_forgotten() {
         let mut u = Undelivered::default();
-        u.dropped("pi-a", 1_000);
+        u.dropped("pi-a", false, 1_000);
         u.forget("pi-a");
         assert_eq!(u.active, 0);
         assert!(u.devices.is_empty());
         u.forget("pi-a");
         assert_eq!(u.active, 0);
         // Back and not reading again: told again.
-        assert!(u.dropped("pi-a", 2_000));
+        assert!(u.dropped("pi-a", false, 2_000));
     }
 }

@@ -313,3 +313,35 @@ fn a_device_that_goes_offline_while_not_reading_leaves_nothing_behind() {
     f.up("pi-a", "pi-a", bye, T0 + 1);
     assert!(!f.core.undelivering());
 }
+
+#[test]
+fn a_configuration_dropped_while_not_reading_is_sent_again_once_it_reads() {
+    let mut f = Fleet::new();
+    join(&mut f, "pi-a", &[], offer_one(&[], false, 0), T0);
+    let edit = Request::ConfigEdit(fleetmq_protocol::ConfigEdit {
+        layer: "fleet".into(),
+        set: vec![("app.mode".into(), "eco".into())],
+        unset: vec![],
+        if_version: 0,
+    });
+    f.operator(60, edit, T0 + 1);
+    let desired = |actions: &[Action]| {
+        to_device(actions, "pi-a")
+            .into_iter()
+            .filter(|d| matches!(d, Downstream::Desired(_)))
+            .count()
+    };
+    assert_eq!(desired(&not_reading(&mut f, "pi-a", T0 + 1)), 1);
+
+    // It reads again: what it missed comes again, once.
+    f.core.delivered(&route("pi-a"));
+    assert_eq!(desired(&f.actions()), 1);
+    f.core.delivered(&route("pi-a"));
+    assert_eq!(desired(&f.actions()), 0, "the episode is over");
+
+    // An episode that dropped only an ack sends no document.
+    f.up("pi-a", "pi-a", batch(1, 20.5), T0 + 2);
+    not_reading(&mut f, "pi-a", T0 + 2);
+    f.core.delivered(&route("pi-a"));
+    assert_eq!(desired(&f.actions()), 0);
+}
