@@ -7,10 +7,14 @@
 //! ```text
 //! # comments start with '#'
 //! pi-kitchen  rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7
+//! pi-barn     Cx2]&kL!w0Zb8.Qe@Tq1n>VfR9s4u+Hy7mP3dGj6  groups=north,barns
 //! ```
 //!
 //! A device may have more than one key (while it rotates keys); a key
-//! belongs to one device. The ZAP handler lets a CURVE client in only if its
+//! belongs to one device. A `groups=` word pins the device's groups: the
+//! hub then takes them from here, whatever its Hello says (a device named
+//! on no such line names its own). Every line of a device that has the
+//! word must name the same groups; a line without it takes them. The ZAP handler lets a CURVE client in only if its
 //! public key is listed, and answers with the device id as the connection's
 //! user id. libzmq stamps that id on every message from the connection, and
 //! the hub drops any message whose claimed device is not that id: a device
@@ -22,14 +26,16 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use fleetmq_protocol::validate_device_id;
+use fleetmq_protocol::{validate_device_id, validate_group};
 
 /// The most an allow list file may hold: about half a million devices.
 pub const LIST_FILE_MAX: u64 = 64 << 20;
 
 /// The header a new allow list file starts with.
 const HEADER: &str = "\
-# fleetmq allow list: one enrolled device per line, DEVICE_ID PUBLIC_KEY.
+# fleetmq allow list: one enrolled device per line, DEVICE_ID PUBLIC_KEY,
+# and optionally groups=GROUP,GROUP to pin the device's groups (the hub
+# then ignores the groups its Hello names).
 # The public key is the Z85 line of the device's agent.pub.
 # `fleetmq-hub allow DEVICE KEY` and `fleetmq-hub revoke DEVICE` edit this
 # file; so may you. A running hub applies changes within a second, and
@@ -52,11 +58,40 @@ pub enum AllowError {
     },
 }
 
-/// The enrolled devices: public key (Z85) to device id.
+/// The enrolled devices: public key (Z85) to device id, and the groups
+/// of the devices whose groups the list pins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     by_key: HashMap<String, String>,
     devices: HashSet<String>,
+    groups: HashMap<String, Vec<String>>,
+}
+
+/// The word that pins a device's groups: `groups=a,b` (`groups=` alone
+/// pins it to none).
+const GROUPS_WORD: &str = "groups=";
+
+/// The groups a `groups=` word names, checked as broadcasts to them are.
+pub fn parse_groups(word: &str) -> Result<Vec<String>, String> {
+    let Some(list) = word.strip_prefix(GROUPS_WORD) else {
+        return Err(format!(
+            "{word:?} is not {GROUPS_WORD}GROUP,GROUP (the third word pins the device's groups)"
+        ));
+    };
+    let mut groups: Vec<String> = Vec::new();
+    for g in list.split(',').filter(|g| !g.is_empty()) {
+        validate_group(g).map_err(|e| e.to_string())?;
+        if !groups.iter().any(|have| have == g) {
+            groups.push(g.to_string());
+        }
+    }
+    groups.sort();
+    Ok(groups)
+}
+
+/// `groups` as the word that pins them.
+pub fn groups_word(groups: &[String]) -> String {
+    format!("{GROUPS_WORD}{}", groups.join(","))
 }
 
 impl AllowList {
@@ -64,6 +99,8 @@ impl AllowList {
     pub fn parse(path: &Path, text: &str) -> Result<Self, AllowError> {
         let mut by_key: HashMap<String, String> = HashMap::new();
         let mut first_line: HashMap<String, usize> = HashMap::new();
+        // Each pinned device's groups, with the line that first named them.
+        let mut groups_line: HashMap<String, (usize, Vec<String>)> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let err = |why: String| AllowError::Line {
@@ -76,14 +113,31 @@ impl AllowList {
                 continue;
             }
             let mut words = entry.split_whitespace();
-            let (Some(device), Some(key), None) = (words.next(), words.next(), words.next()) else {
+            let (Some(device), Some(key), pin, None) =
+                (words.next(), words.next(), words.next(), words.next())
+            else {
                 return Err(err(format!(
-                    "{entry:?} is not DEVICE_ID PUBLIC_KEY (two words)"
+                    "{entry:?} is not DEVICE_ID PUBLIC_KEY [groups=GROUP,GROUP]"
                 )));
             };
             validate_device_id(device).map_err(|e| err(e.to_string()))?;
             fleetmq_net::keys::check(key)
                 .map_err(|why| err(format!("the key for {device}: {why}")))?;
+            if let Some(word) = pin {
+                let groups = parse_groups(word).map_err(|why| err(format!("{device}: {why}")))?;
+                match groups_line.get(device) {
+                    Some((at, had)) if *had != groups => {
+                        return Err(err(format!(
+                            "{device} is pinned to {} on line {at}: every line of a device names the same groups (or none)",
+                            groups_word(had)
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        groups_line.insert(device.to_string(), (line, groups));
+                    }
+                }
+            }
             if let Some(other) = by_key.get(key) {
                 if other != device {
                     return Err(err(format!(
@@ -97,7 +151,12 @@ impl AllowList {
             by_key.insert(key.to_string(), device.to_string());
         }
         let devices = by_key.values().cloned().collect();
-        Ok(AllowList { by_key, devices })
+        let groups = groups_line.into_iter().map(|(d, (_, g))| (d, g)).collect();
+        Ok(AllowList {
+            by_key,
+            devices,
+            groups,
+        })
     }
 
     /// Reads the file, creating it (with a header, empty) when missing.
@@ -139,6 +198,29 @@ impl AllowList {
     /// Whether `device` has any key on the list.
     pub fn has_device(&self, device: &str) -> bool {
         self.devices.contains(device)
+    }
+
+    /// The groups the list pins `device` to, if it pins them.
+    pub fn groups_of(&self, device: &str) -> Option<&[String]> {
+        self.groups.get(device).map(Vec::as_slice)
+    }
+
+    /// Every pinned device and its groups, sorted.
+    pub fn pinned(&self) -> Vec<(&str, &[String])> {
+        let mut pinned: Vec<(&str, &[String])> = self
+            .groups
+            .iter()
+            .map(|(d, g)| (d.as_str(), g.as_slice()))
+            .collect();
+        pinned.sort_unstable();
+        pinned
+    }
+
+    /// Pins `device` (enrolled) to `groups`.
+    pub fn pin(&mut self, device: &str, groups: Vec<String>) {
+        if self.devices.contains(device) {
+            self.groups.insert(device.to_string(), groups);
+        }
     }
 
     /// Number of keys enrolled.
@@ -183,13 +265,30 @@ impl AllowList {
         (list, clashes)
     }
 
-    /// The list as the file holds it: the header, then a line per key.
+    /// The list as the file holds it: the header, then a line per key
+    /// (a pinned device's lines each name its groups).
     pub fn render(&self) -> String {
         let mut text = HEADER.to_string();
         for (device, key) in self.pairs() {
-            text.push_str(&format!("{device} {key}\n"));
+            match self.groups_of(device) {
+                Some(groups) => text.push_str(&format!("{device} {key} {}\n", groups_word(groups))),
+                None => text.push_str(&format!("{device} {key}\n")),
+            }
         }
         text
+    }
+
+    /// Devices on both lists whose pinned groups differ from `self` to
+    /// `newer` (pinned, unpinned, or other groups), sorted.
+    pub fn regrouped_in(&self, newer: &AllowList) -> Vec<String> {
+        let mut changed: Vec<String> = self
+            .devices
+            .intersection(&newer.devices)
+            .filter(|d| self.groups_of(d) != newer.groups_of(d))
+            .cloned()
+            .collect();
+        changed.sort();
+        changed
     }
 
     /// Keys (with their device) that were in `self` and are gone from, or
@@ -220,27 +319,53 @@ pub enum Edit {
         others: Vec<String>,
     },
     AlreadyThere,
+    /// The key was there; the device's groups were pinned anew.
+    Regrouped,
     Removed(usize),
     NotThere,
 }
 
-/// Adds `device key` to the file (creating it), or says it is there.
-/// Another edit at the same time waits for this one (a lock file).
-pub fn allow(path: &Path, device: &str, key: &str) -> Result<Edit, AllowError> {
+/// Adds `device key` to the file (creating it), or says it is there;
+/// with `groups`, pins the device's groups on every line of it. Another
+/// edit at the same time waits for this one (a lock file).
+pub fn allow(
+    path: &Path,
+    device: &str,
+    key: &str,
+    groups: Option<&[String]>,
+) -> Result<Edit, AllowError> {
     edit(path, |list, text| {
-        if list.device(key) == Some(device) {
-            return Ok((Edit::AlreadyThere, None));
-        }
-        if let Some(other) = list.device(key) {
+        if let Some(other) = list.device(key).filter(|d| *d != device) {
             return Err(format!(
                 "this key is enrolled as {other}; revoke {other} first"
             ));
         }
-        let mut text = text.to_string();
+        let there = list.device(key) == Some(device);
+        let regroup = groups.is_some_and(|g| list.groups_of(device) != Some(g));
+        if there && !regroup {
+            return Ok((Edit::AlreadyThere, None));
+        }
+        let word = groups.map(|g| format!(" {}", groups_word(g)));
+        let mut text: String = match &word {
+            Some(word) if regroup => text
+                .lines()
+                .map(|l| {
+                    let mut words = l.split_whitespace();
+                    match (words.next(), words.next()) {
+                        (Some(d), Some(k)) if d == device => format!("{d} {k}{word}\n"),
+                        _ => format!("{l}\n"),
+                    }
+                })
+                .collect(),
+            _ => text.to_string(),
+        };
+        if there {
+            return Ok((Edit::Regrouped, Some(text)));
+        }
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&format!("{device} {key}\n"));
+        text.push_str(&format!("{device} {key}{}\n", word.unwrap_or_default()));
         let others = list.keys_of(device).into_iter().map(String::from).collect();
         Ok((Edit::Added { others }, Some(text)))
     })
@@ -384,8 +509,23 @@ mod tests {
         assert_eq!(list.len(), 2);
 
         let cases = [
-            ("pi-a\n".to_string(), "line 1", "two words"),
-            (format!("#\npi a {a}\n"), "line 2", "two words"),
+            (
+                "pi-a\n".to_string(),
+                "line 1",
+                "DEVICE_ID PUBLIC_KEY [groups",
+            ),
+            (format!("pi-a {a} north\n"), "line 1", "is not groups="),
+            (format!("pi-a {a} groups=a/b\n"), "line 1", "a/b"),
+            (
+                format!("pi-a {a} groups=north\npi-a {b} groups=south\n"),
+                "line 2",
+                "pinned to groups=north on line 1",
+            ),
+            (
+                format!("#\npi a {a} b\n"),
+                "line 2",
+                "DEVICE_ID PUBLIC_KEY [groups",
+            ),
             (
                 "pi-a short\n".to_string(),
                 "line 1",
@@ -417,15 +557,15 @@ mod tests {
         let added = |others: &[&String]| Edit::Added {
             others: others.iter().map(|k| k.to_string()).collect(),
         };
-        assert_eq!(allow(&path, "pi-a", &a).unwrap(), added(&[]));
-        assert_eq!(allow(&path, "pi-a", &a).unwrap(), Edit::AlreadyThere);
+        assert_eq!(allow(&path, "pi-a", &a, None).unwrap(), added(&[]));
+        assert_eq!(allow(&path, "pi-a", &a, None).unwrap(), Edit::AlreadyThere);
         assert_eq!(
-            allow(&path, "pi-a", &c).unwrap(),
+            allow(&path, "pi-a", &c, None).unwrap(),
             added(&[&a]),
             "a second key says which the device had"
         );
-        assert_eq!(allow(&path, "pi-b", &b).unwrap(), added(&[]));
-        let err = allow(&path, "pi-b", &a).unwrap_err().to_string();
+        assert_eq!(allow(&path, "pi-b", &b, None).unwrap(), added(&[]));
+        let err = allow(&path, "pi-b", &a, None).unwrap_err().to_string();
         assert!(err.contains("enrolled as pi-a"), "{err}");
         let before = AllowList::load(&path).unwrap();
 
@@ -439,7 +579,7 @@ mod tests {
             AllowList::load(&path).unwrap().keys_of("pi-a"),
             vec![a.as_str()]
         );
-        assert_eq!(allow(&path, "pi-a", &c).unwrap(), added(&[&a]));
+        assert_eq!(allow(&path, "pi-a", &c, None).unwrap(), added(&[&a]));
         assert_eq!(revoke(&path, "pi-a", None).unwrap(), Edit::Removed(2));
         assert_eq!(revoke(&path, "pi-a", None).unwrap(), Edit::NotThere);
         let after = AllowList::load(&path).unwrap();
@@ -452,11 +592,57 @@ mod tests {
     }
 
     #[test]
+    fn a_groups_word_pins_a_device_on_every_line_and_edits_keep_it() {
+        let (a, b, c) = (key(), key(), key());
+        let text = format!("pi-a {a} groups=north,barns,north\npi-a {b}\npi-b {c}\n");
+        let list = AllowList::parse(Path::new("allow"), &text).unwrap();
+        let pinned = ["barns".to_string(), "north".to_string()];
+        assert_eq!(list.groups_of("pi-a"), Some(&pinned[..]));
+        assert_eq!(list.groups_of("pi-b"), None, "names its own");
+        let again = AllowList::parse(Path::new("allow"), &list.render()).unwrap();
+        assert_eq!(again, list, "rendered with the word on each line");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("allowed_devices");
+        let north = vec!["north".to_string()];
+        let south = vec!["south".to_string()];
+        assert!(matches!(
+            allow(&path, "pi-a", &a, Some(&north)).unwrap(),
+            Edit::Added { .. }
+        ));
+        // A second key without --groups takes the device's groups.
+        allow(&path, "pi-a", &b, None).unwrap();
+        let list = AllowList::load(&path).unwrap();
+        assert_eq!(list.groups_of("pi-a"), Some(&north[..]));
+        assert_eq!(
+            allow(&path, "pi-a", &a, Some(&north)).unwrap(),
+            Edit::AlreadyThere
+        );
+        // Re-pinning rewrites every line of the device, and only its.
+        allow(&path, "pi-b", &c, None).unwrap();
+        assert_eq!(
+            allow(&path, "pi-a", &b, Some(&south)).unwrap(),
+            Edit::Regrouped
+        );
+        let after = AllowList::load(&path).unwrap();
+        assert_eq!(after.groups_of("pi-a"), Some(&south[..]));
+        assert_eq!(after.groups_of("pi-b"), None);
+        assert_eq!(after.keys_of("pi-a").len(), 2);
+        assert_eq!(list.regrouped_in(&after), vec!["pi-a".to_string()]);
+        // Pinned to no group at all.
+        allow(&path, "pi-b", &c, Some(&[])).unwrap();
+        assert_eq!(
+            AllowList::load(&path).unwrap().groups_of("pi-b"),
+            Some(&[][..])
+        );
+    }
+
+    #[test]
     fn an_edit_refuses_a_list_that_does_not_parse() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("allowed_devices");
         fs::write(&path, "pi-a nonsense\n").unwrap();
-        let err = allow(&path, "pi-b", &key()).unwrap_err().to_string();
+        let err = allow(&path, "pi-b", &key(), None).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "pi-a nonsense\n");
     }
@@ -470,7 +656,7 @@ mod tests {
         AllowList::load(&path).unwrap();
         assert!(w.changed());
         assert!(!w.changed());
-        allow(&path, "pi-a", &key()).unwrap();
+        allow(&path, "pi-a", &key(), None).unwrap();
         assert!(w.changed(), "a rename gives a new inode");
     }
 }

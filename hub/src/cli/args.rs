@@ -144,6 +144,11 @@ pub(super) struct AllowArgs {
     /// (Z85 may start with '-'; such a key is taken as the key, not a flag.)
     #[arg(allow_hyphen_values = true)]
     pub(super) key: String,
+    /// Pin the device's groups (comma-separated; empty for none): the hub
+    /// then uses these, whatever the device's Hello names. Without it a
+    /// device names its own groups, unless the list pins them already.
+    #[arg(long, value_name = "GROUP,GROUP")]
+    pub(super) groups: Option<String>,
 }
 
 #[derive(Args)]

@@ -124,11 +124,27 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             fleetmq_protocol::validate_device_id(&a.device).map_err(|e| usage(&e.to_string()))?;
             let key = fleetmq_net::keys::key_or_file(&a.key)?;
             let device = &a.device;
-            let (result, others, text) = match enrolment::allow(&path, device, &key)? {
+            let groups = a
+                .groups
+                .as_deref()
+                .map(|g| enrolment::parse_groups(&format!("groups={g}")))
+                .transpose()
+                .map_err(|why| usage(&format!("--groups: {why}")))?;
+            let edit = enrolment::allow(&path, device, &key, groups.as_deref())?;
+            let (result, others, text) = match edit {
                 enrolment::Edit::AlreadyThere => (
                     "already_enrolled",
                     Vec::new(),
                     format!("{device} is already enrolled with this key\n"),
+                ),
+                enrolment::Edit::Regrouped => (
+                    "regrouped",
+                    Vec::new(),
+                    format!(
+                        "pinned {device}'s groups in {}: {}; a running hub applies them within a second\n",
+                        path.display(),
+                        enrolment::groups_word(groups.as_deref().unwrap_or_default())
+                    ),
                 ),
                 enrolment::Edit::Added { others } if !others.is_empty() => {
                     let mut text = format!(
@@ -157,6 +173,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     "result": result,
                     "allow_list": path,
                     "other_keys": others,
+                    "groups": groups,
                 }),
                 text,
             );

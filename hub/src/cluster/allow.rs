@@ -1,17 +1,19 @@
 //! The allow list across front-ends: one entry per device in the bucket
-//! [`ALLOW_BUCKET`] (its keys, one per line), watched by every front-end.
+//! [`ALLOW_BUCKET`] (its keys, one per line, and the `groups=` word of a
+//! device whose groups the list pins), watched by every front-end.
 //! Each front-end's allow list file mirrors the bucket; an edit of any
 //! front-end's file (`fleetmq-hub allow`, `revoke`, or by hand) goes to
 //! the bucket, and from there to every front-end within a second.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::enrolment::AllowList;
+use crate::enrolment::{AllowList, groups_word, parse_groups};
 
 /// Enrolled devices and their keys.
 pub const ALLOW_BUCKET: &str = "fleetmq_allow";
 
-/// Each enrolled device's keys.
+/// Each enrolled device's words: its keys, and a `groups=` word if the
+/// list pins its groups.
 pub type Enrolled = BTreeMap<String, BTreeSet<String>>;
 
 /// `list` by device.
@@ -22,17 +24,31 @@ pub fn enrolled(list: &AllowList) -> Enrolled {
             .or_default()
             .insert(key.to_string());
     }
+    for (device, groups) in list.pinned() {
+        if let Some(words) = out.get_mut(device) {
+            words.insert(groups_word(groups));
+        }
+    }
     out
 }
 
 /// `enrolled` as an allow list, and the keys left out because another
 /// device has them.
 pub fn allow_list(enrolled: &Enrolled) -> (AllowList, Vec<(String, String)>) {
-    AllowList::from_pairs(
-        enrolled
+    let is_key = |w: &&String| !w.starts_with("groups=");
+    let (mut list, clashes) = AllowList::from_pairs(enrolled.iter().flat_map(|(d, words)| {
+        words
             .iter()
-            .flat_map(|(d, keys)| keys.iter().map(move |k| (d.as_str(), k.as_str()))),
-    )
+            .filter(is_key)
+            .map(move |k| (d.as_str(), k.as_str()))
+    }));
+    for (device, words) in enrolled {
+        // keys_in kept only words that parse.
+        if let Some(Ok(groups)) = words.iter().find(|w| !is_key(w)).map(|w| parse_groups(w)) {
+            list.pin(device, groups);
+        }
+    }
+    (list, clashes)
 }
 
 /// The devices whose keys differ from `old` to `new`, each with its keys
@@ -54,14 +70,20 @@ pub fn value(keys: &[String]) -> Vec<u8> {
     keys.join("\n").into_bytes()
 }
 
-/// The keys in a bucket value; lines that are not keys are skipped.
+/// The words in a bucket value: keys, and the first `groups=` word that
+/// parses; other lines are skipped.
 pub fn keys_in(value: &[u8]) -> BTreeSet<String> {
-    String::from_utf8_lossy(value)
-        .lines()
-        .map(str::trim)
+    let text = String::from_utf8_lossy(value);
+    let lines = text.lines().map(str::trim);
+    let mut words: BTreeSet<String> = lines
+        .clone()
         .filter(|k| fleetmq_net::keys::check(k).is_ok())
         .map(String::from)
-        .collect()
+        .collect();
+    if let Some(groups) = lines.filter_map(|w| parse_groups(w).ok()).next() {
+        words.insert(groups_word(&groups));
+    }
+    words
 }
 
 #[cfg(test)]
@@ -100,5 +122,29 @@ mod tests {
         let (list, clashes) = allow_list(&e);
         assert_eq!(list.device(K1), Some("pi-1"));
         assert_eq!(clashes, vec![("pi-9".to_string(), K1.to_string())]);
+    }
+
+    #[test]
+    fn pinned_groups_travel_with_the_devices_keys() {
+        let text = format!("pi-1 {K1} groups=north,barns\npi-1 {K2}\n");
+        let list = AllowList::parse(std::path::Path::new("allow"), &text).unwrap();
+        let e = enrolled(&list);
+        let words: Vec<String> = e["pi-1"].iter().cloned().collect();
+        let value = value(&words);
+        let back: Enrolled = [("pi-1".to_string(), keys_in(&value))].into();
+        let (mirrored, _) = allow_list(&back);
+        assert_eq!(mirrored, list);
+        let pinned = ["barns".to_string(), "north".to_string()];
+        assert_eq!(mirrored.groups_of("pi-1"), Some(&pinned[..]));
+        // Re-pinning is a change of the device's entry.
+        let other = AllowList::parse(
+            std::path::Path::new("allow"),
+            &format!("pi-1 {K1} groups=south\npi-1 {K2}\n"),
+        )
+        .unwrap();
+        assert_eq!(changes(&e, &enrolled(&other)).len(), 1);
+        // A groups line that does not parse pins nothing.
+        let bad = format!("{K1}\ngroups=no/slash\n");
+        assert_eq!(keys_in(bad.as_bytes()), [K1.to_string()].into());
     }
 }
