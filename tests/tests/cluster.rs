@@ -202,6 +202,31 @@ fn a_device_revoked_at_one_front_end_is_cut_off_at_the_one_that_holds_it() {
 }
 
 #[test]
+fn groups_pinned_at_one_front_end_apply_at_the_one_that_holds_the_device() {
+    let _w = watchdog("pinned groups across front-ends", LIMIT);
+    let fleet = Fleet::start();
+    wait_online(&fleet.a, "every device online at front-end a");
+    let key = std::fs::read_to_string(fleet.a.dir.join("pi-1/data/agent.pub")).unwrap();
+    run_ok(
+        hub_command()
+            .arg("allow")
+            .arg("--data-dir")
+            .arg(fleet.b.dir.join("data"))
+            .args(["pi-1", key.trim(), "--groups", "north"]),
+    );
+    // a mirrors the pin in its file, asks pi-1 for a Hello, and takes its
+    // groups from the list.
+    wait_for("pi-1 pinned to north at a", || {
+        (fleet.a.devices()["pi-1"]["groups"] == serde_json::json!(["north"])).then_some(())
+    });
+    let list = std::fs::read_to_string(fleet.a.dir.join("data/allowed_devices")).unwrap();
+    assert!(list.contains("groups=north"), "a's file mirrors it: {list}");
+    let devices = fleet.a.devices();
+    assert_eq!(devices["pi-1"]["online"], true, "{devices:?}");
+    assert_ne!(devices["pi-2"]["groups"], serde_json::json!(["north"]));
+}
+
+#[test]
 fn one_fleet_from_either_front_end_devices_and_commands() {
     let _w = watchdog("one fleet from any front-end", LIMIT);
     let fleet = Fleet::start();

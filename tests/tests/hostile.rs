@@ -1062,3 +1062,50 @@ fn a_device_on_one_connection_that_never_reads_is_told_about_not_waited_for() {
     assert!(got >= 1_000, "pi-stuck read {got} messages once it read");
     still_served(hub, "pi-ok");
 }
+
+#[test]
+fn a_device_whose_groups_the_allow_list_pins_cannot_name_others() {
+    let _w = watchdog("pinned groups", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let link = hub.link();
+    let key = link.enrol(&dir.path().join("pi-pinned/data"), "pi-pinned");
+    let pin = |groups: &str| {
+        run_ok(
+            hub_command()
+                .arg("allow")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(["pi-pinned", &key, "--groups", groups]),
+        );
+    };
+    pin("north");
+    // Its own configuration says it is in "south".
+    let agent = hub.agent("pi-pinned", &["south"]);
+    hub.wait_answering("pi-pinned");
+    let groups = || hub.devices()["pi-pinned"]["groups"].clone();
+    assert_eq!(groups(), serde_json::json!(["north"]));
+    hub.proc
+        .wait_log("names other groups than its allow-list entry pins");
+
+    // What is meant for "south" does not reach it; what is for "north" does.
+    assert!(
+        hub.op(&["broadcast", "--group", "south", "for the south"])
+            .ok
+    );
+    assert!(
+        hub.op(&["broadcast", "--group", "north", "for the north"])
+            .ok
+    );
+    agent.wait_log("for the north");
+    assert!(!agent.log_text().contains("for the south"));
+
+    // Pinned anew while it is online: it is asked for a Hello, and its
+    // groups are the new pin within a second or two.
+    pin("south");
+    wait_for("pi-pinned in south", || {
+        (groups() == serde_json::json!(["south"])).then_some(())
+    });
+    assert!(hub.op(&["broadcast", "--group", "south", "south again"]).ok);
+    agent.wait_log("south again");
+}

@@ -67,6 +67,11 @@ impl Admission {
         self.list.as_ref().map_or(0, AllowList::len)
     }
 
+    /// The groups the allow list pins `device` to, if it pins them.
+    pub fn groups_of(&self, device: &str) -> Option<&[String]> {
+        self.list.as_ref()?.groups_of(device)
+    }
+
     pub(super) fn tick(&mut self, ticks: u32, now: Now) {
         if ticks.is_multiple_of(FORGET_TICKS) {
             self.rate.forget_idle(now.mono_ms);
@@ -179,6 +184,7 @@ impl Core {
             return;
         };
         let revoked = list.revoked_in(&newer);
+        let regrouped = list.regrouped_in(&newer);
         info!(
             keys = newer.len(),
             revoked = revoked.len(),
@@ -191,6 +197,17 @@ impl Core {
             warn!(device, public_key = %key, "key revoked; cutting the device off");
             self.went_offline(&device, now, "revoked");
             self.out.push_back(super::Action::CutDevice { device });
+        }
+        // A device whose pinned groups changed says Hello again, and the
+        // hub takes its groups anew from the list.
+        for device in regrouped {
+            if self.presence.is_online(&device) {
+                info!(
+                    device,
+                    "the allow list pins other groups; asked the device for a new Hello"
+                );
+                self.send_down(&device, fleetmq_protocol::HelloRequest.into());
+            }
         }
     }
 

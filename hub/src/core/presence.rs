@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id, validate_group};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Core, Now};
 
@@ -177,6 +177,29 @@ impl Core {
             let reason = format!("hello refused: {e}");
             return self.send_down(device, fleetmq_protocol::Refusal { reason }.into());
         }
+        // Groups the allow list pins are the device's, whatever it says.
+        let pinned;
+        let hello = match self.admission.groups_of(device) {
+            Some(groups) => {
+                let mut said = hello.groups.clone();
+                said.sort();
+                said.dedup();
+                if said != groups {
+                    warn!(
+                        device,
+                        said = ?hello.groups,
+                        pinned = ?groups,
+                        "the device's Hello names other groups than its allow-list entry pins; the allow list's are used (fix the agent's groups, or pin others with fleetmq-hub allow --groups)"
+                    );
+                }
+                pinned = Hello {
+                    groups: groups.to_vec(),
+                    ..hello.clone()
+                };
+                &pinned
+            }
+            None => hello,
+        };
         let came = self.presence.hello(device, hello.heartbeat_ms, now);
         if let Err(e) = self.store.hello(device, hello, now.wall_ms) {
             self.store_failed("recording a hello", &e);

@@ -345,3 +345,77 @@ fn a_configuration_dropped_while_not_reading_is_sent_again_once_it_reads() {
     f.core.delivered(&route("pi-a"));
     assert_eq!(desired(&f.actions()), 0);
 }
+
+#[test]
+fn groups_the_allow_list_pins_are_the_devices_whatever_its_hello_says() {
+    let mut f = Fleet::new();
+    let (a_key, b_key) = (f.keys[0].1.clone(), f.keys[1].1.clone());
+    let list = |a_groups: &str| {
+        let text = format!("pi-a {a_key} groups={a_groups}\npi-b {b_key}\n");
+        AllowList::parse(std::path::Path::new("allowed_devices"), &text).unwrap()
+    };
+    f.core.allow_list_changed(list("north"), at(T0));
+    // pi-a claims groups it is not pinned to; pi-b names its own.
+    join(
+        &mut f,
+        "pi-a",
+        &["south", "admins"],
+        offer_one(&[], false, 0),
+        T0,
+    );
+    join(&mut f, "pi-b", &["south"], offer_one(&[], false, 0), T0);
+    let groups = |f: &mut Fleet, now: u64| {
+        f.operator(now, Request::Devices, now);
+        let answers = to_operator(&f.actions());
+        let [(_, Response::Devices(devices))] = &answers[..] else {
+            panic!("{answers:?}");
+        };
+        let of = |id: &str| devices.iter().find(|d| d.id == id).unwrap().groups.clone();
+        (of("pi-a"), of("pi-b"))
+    };
+    let names = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        groups(&mut f, T0 + 1),
+        (names(&["north"]), names(&["south"]))
+    );
+    let heard = |f: &mut Fleet, group: &str, now: u64| {
+        let (target, text) = (Target::Group(group.into()), "hi".to_string());
+        f.operator(now, Request::Broadcast { target, text }, now);
+        let out = f.actions();
+        let count = |device| {
+            to_device(&out, device)
+                .iter()
+                .filter(|d| matches!(d, Downstream::Announcement(_)))
+                .count()
+        };
+        (count("pi-a"), count("pi-b"))
+    };
+    assert_eq!(heard(&mut f, "south", T0 + 2), (0, 1));
+    assert_eq!(heard(&mut f, "admins", T0 + 3), (0, 0));
+    assert_eq!(heard(&mut f, "north", T0 + 4), (1, 0));
+
+    // Pinned anew: the online device is asked for a Hello, and its groups
+    // come from the list again.
+    f.core.allow_list_changed(list("south"), at(T0 + 5));
+    let out = f.actions();
+    assert!(
+        matches!(to_device(&out, "pi-a")[..], [Downstream::HelloRequest(_)]),
+        "{out:?}"
+    );
+    assert!(
+        to_device(&out, "pi-b").is_empty(),
+        "its groups did not change"
+    );
+    join(
+        &mut f,
+        "pi-a",
+        &["south", "admins"],
+        offer_one(&[], false, 0),
+        T0 + 6,
+    );
+    assert_eq!(
+        groups(&mut f, T0 + 7),
+        (names(&["south"]), names(&["south"]))
+    );
+    assert_eq!(heard(&mut f, "south", T0 + 8), (1, 1));
+}
