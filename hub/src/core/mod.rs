@@ -428,13 +428,7 @@ impl Core {
     /// Sends `msg` to one connection, whether or not it speaks for its
     /// device (a refusal says why it does not).
     fn send_to_route(&mut self, route: Vec<u8>, msg: Downstream) {
-        let what = Carrying {
-            kind: msg.name(),
-            job: match &msg {
-                Downstream::Work(job) => Some((job.id, job.attempt)),
-                _ => None,
-            },
-        };
+        let what = Carrying::of(&msg);
         match msg.encode() {
             Ok(frame) => self.out.push_back(Action::Device { route, frame, what }),
             Err(e) => warn!(error = %e, "could not encode a downstream message"),
@@ -464,10 +458,7 @@ impl Core {
             Broadcast::Chat(chat) => Downstream::Chat(chat),
             Broadcast::Announcement(a) => Downstream::Announcement(a),
         };
-        let what = Carrying {
-            kind: down.name(),
-            job: None,
-        };
+        let what = Carrying::of(&down);
         match down.encode() {
             Ok(frame) => {
                 for route in routes {

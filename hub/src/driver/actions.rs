@@ -79,10 +79,7 @@ impl Driver {
                         // The device's queue is full: it is not reading.
                         Ok(false) => {
                             if carried {
-                                let what = Carrying {
-                                    kind: "Command",
-                                    job: None,
-                                };
+                                let what = Carrying::Other("Command");
                                 self.core.undelivered(&route, what, now());
                             }
                             Sent::NotReading
