@@ -127,7 +127,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let groups = a
                 .groups
                 .as_deref()
-                .map(|g| enrolment::parse_groups(&format!("groups={g}")))
+                .map(enrolment::parse_group_list)
                 .transpose()
                 .map_err(|why| usage(&format!("--groups: {why}")))?;
             let edit = enrolment::allow(&path, device, &key, groups.as_deref())?;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::enrolment::{AllowList, groups_word, parse_groups};
+use crate::enrolment::{AllowList, GROUPS_WORD, groups_word, parse_groups};
 
 /// Enrolled devices and their keys.
 pub const ALLOW_BUCKET: &str = "fleetmq_allow";
@@ -35,7 +35,7 @@ pub fn enrolled(list: &AllowList) -> Enrolled {
 /// `enrolled` as an allow list, and the keys left out because another
 /// device has them.
 pub fn allow_list(enrolled: &Enrolled) -> (AllowList, Vec<(String, String)>) {
-    let is_key = |w: &&String| !w.starts_with("groups=");
+    let is_key = |w: &&String| !w.starts_with(GROUPS_WORD);
     let (mut list, clashes) = AllowList::from_pairs(enrolled.iter().flat_map(|(d, words)| {
         words
             .iter()
