@@ -43,6 +43,8 @@ pub use start::run;
 
 /// The telemetry socket's index in [`MONITORED`].
 const TELEMETRY: usize = 0;
+/// The broadcast socket's index in [`MONITORED`].
+const BROADCAST: usize = 1;
 
 /// The agent-facing sockets, in the order of their monitors.
 const MONITORED: [&str; 5] = ["telemetry", "broadcast", "jobs", "results", "commands"];
@@ -430,7 +432,15 @@ impl Driver {
                     let caller = Caller::Remote(user_id);
                     self.core.operator(&tagged(REMOTE, frames), caller, now)
                 }
-                _ => self.core.subscription(&frames[0], user_id),
+                _ => {
+                    // libzmq knows the connection a subscription came from
+                    // only until the socket's next read: applied now.
+                    if self.core.subscription(&frames[0], user_id)
+                        && let Err(e) = fleetmq_net::apply_subscription(socket, &frames[0])
+                    {
+                        warn!(error = %e, "could not apply a broadcast subscription");
+                    }
+                }
             }
             self.carry_out();
         }

@@ -35,6 +35,7 @@ pub use poll::{Poll, now_ms};
 pub use shutdown::{Hangup, Shutdown};
 pub use socket::{
     Builder, NetError, OPERATOR_ZAP_DOMAIN, Security, SocketOptions, Sockets, ZAP_DOMAIN,
+    apply_subscription,
 };
 
 /// An error and its causes as one line, `outer: inner: innermost`, for

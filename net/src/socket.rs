@@ -200,7 +200,7 @@ impl Sockets {
             subscriptions: Vec::new(),
             router_mandatory: false,
             router_handover: false,
-            xpub_verbose: false,
+            xpub_manual: false,
             send_hwm: None,
             recv_hwm: None,
             immediate: false,
@@ -222,7 +222,7 @@ pub struct Builder<'a> {
     subscriptions: Vec<Vec<u8>>,
     router_mandatory: bool,
     router_handover: bool,
-    xpub_verbose: bool,
+    xpub_manual: bool,
     send_hwm: Option<i32>,
     recv_hwm: Option<i32>,
     immediate: bool,
@@ -239,6 +239,8 @@ const IN_BATCH_SIZE: i32 = 101;
 const OUT_BATCH_SIZE: i32 = 102;
 /// `ZMQ_TCP_MAXRT`: TCP_USER_TIMEOUT on Linux, in milliseconds.
 const TCP_MAXRT: i32 = 80;
+/// `ZMQ_XPUB_MANUAL`: the application applies each subscription.
+const XPUB_MANUAL: i32 = 71;
 
 /// Sets an int socket option the zmq crate has no setter for.
 fn set_int(socket: &mut zmq::Socket, option: i32, value: i32) -> zmq::Result<()> {
@@ -257,6 +259,17 @@ fn set_int(socket: &mut zmq::Socket, option: i32, value: i32) -> zmq::Result<()>
     } else {
         // SAFETY: zmq_errno reads libzmq's thread-local error number.
         Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
+}
+
+/// Applies a subscription or its end (`1` or `0`, then the topic) that a
+/// manual XPUB just passed up, to the connection it came from. libzmq
+/// knows that connection only until the socket's next read.
+pub fn apply_subscription(xpub: &zmq::Socket, frame: &[u8]) -> zmq::Result<()> {
+    match frame.split_first() {
+        Some((1, topic)) => xpub.set_subscribe(topic),
+        Some((0, topic)) => xpub.set_unsubscribe(topic),
+        _ => Ok(()),
     }
 }
 
@@ -304,9 +317,10 @@ impl Builder<'_> {
         self
     }
 
-    /// XPUB: pass every subscription message up, not just new ones.
-    pub fn xpub_verbose(mut self) -> Self {
-        self.xpub_verbose = true;
+    /// XPUB: pass every subscription and its end up, and apply none of
+    /// them until [`apply_subscription`] says so.
+    pub fn xpub_manual(mut self) -> Self {
+        self.xpub_manual = true;
         self
     }
 
@@ -455,8 +469,8 @@ impl Builder<'_> {
         if self.router_handover {
             opt("ZMQ_ROUTER_HANDOVER", socket.set_router_handover(true))?;
         }
-        if self.xpub_verbose {
-            opt("ZMQ_XPUB_VERBOSE", socket.set_xpub_verbose(true))?;
+        if self.xpub_manual {
+            opt("ZMQ_XPUB_MANUAL", set_int(&mut socket, XPUB_MANUAL, 1))?;
         }
         if self.immediate {
             opt("ZMQ_IMMEDIATE", socket.set_immediate(true))?;

@@ -261,10 +261,12 @@ fn an_enrolled_peer_cannot_take_over_another_devices_connections() {
             thieves.push((socket, s));
         }
     }
-    // And listens to every broadcast topic, pi-ok's own included.
+    // And asks for every broadcast topic and for pi-ok's own: both refused.
     let sub = x.socket(zmq::SUB);
     sub.set_subscribe(b"").unwrap();
+    sub.set_subscribe(b"dev/pi-ok/").unwrap();
     sub.connect(&hub.endpoints["broadcast"]).unwrap();
+    wait_count(hub, "subscriptions_refused", 2);
     // The hub has heard each thief: three claims on another device's id,
     // and the bare id on the commands socket, which is not even a route
     // (dropped, as is the bare id on telemetry).
@@ -896,11 +898,11 @@ fn a_subscriber_that_never_reads_does_not_stall_the_hub() {
     link.allow("pi-slow", &keys.public);
     let slow = link.socket(&ctx, zmq::SUB, &keys);
     slow.set_rcvhwm(1).unwrap();
-    slow.set_subscribe(b"").unwrap();
+    slow.set_subscribe(b"group/flooded/").unwrap();
     slow.connect(&hub.endpoints["broadcast"]).unwrap();
 
     // Many large announcements for a group only the slow subscriber hears
-    // (it subscribed to everything), straight to the operator socket.
+    // (pi-slow names its own groups), straight to the operator socket.
     let op = ctx.socket(zmq::DEALER).unwrap();
     op.set_linger(0).unwrap();
     op.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
@@ -1108,4 +1110,90 @@ fn a_device_whose_groups_the_allow_list_pins_cannot_name_others() {
     });
     assert!(hub.op(&["broadcast", "--group", "south", "south again"]).ok);
     agent.wait_log("south again");
+}
+
+#[test]
+fn a_device_on_five_sockets_is_subscribed_only_to_what_it_may_hear() {
+    let _w = watchdog("subscriptions", LIMIT);
+    let dir = tmp();
+    let x = Insider::start(dir.path(), "", "pi-sub");
+    let hub = &x.hub;
+    let pin = |groups: &str| {
+        run_ok(
+            hub_command()
+                .arg("allow")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(["pi-sub", &x.keys.public, "--groups", groups]),
+        );
+    };
+    pin("north");
+
+    // pi-sub's SUB asks for every topic, a group outside its pin, another
+    // device's topic, and (allowed) everyone's and its pinned group's.
+    let sub = x.socket(zmq::SUB);
+    for topic in [
+        "",
+        "group/",
+        "group/south/",
+        "dev/pi-ok/",
+        "group/north/",
+        "all/",
+    ] {
+        sub.set_subscribe(topic.as_bytes()).unwrap();
+    }
+    sub.connect(&hub.endpoints["broadcast"]).unwrap();
+    wait_count(hub, "subscriptions_refused", 4);
+    hub.proc.wait_log("refused a broadcast subscription");
+
+    // Each announcement names its group; a PUB connection keeps order, so
+    // once the marker for everyone is heard, whatever came before it has.
+    let heard = |group: &str, marker: &str| -> Vec<String> {
+        // The first for `group` is sent until it is heard: the hub applies
+        // subscriptions as it reads them.
+        let mut texts = Vec::new();
+        wait_for(&format!("{group} heard"), || {
+            assert!(hub.op(&["broadcast", "--group", group, group]).ok);
+            let got = sub.recv_multipart(0).ok()?;
+            texts.push(String::from_utf8_lossy(got.last()?).into_owned());
+            texts.iter().any(|t| t.contains(group)).then_some(())
+        });
+        for other in ["north", "south", "flooded"] {
+            assert!(hub.op(&["broadcast", "--group", other, other]).ok);
+        }
+        assert!(hub.op(&["broadcast", marker]).ok);
+        loop {
+            let got = sub.recv_multipart(0).expect("the marker comes");
+            let text = String::from_utf8_lossy(got.last().unwrap()).into_owned();
+            let done = text.contains(marker);
+            texts.push(text);
+            if done {
+                return texts;
+            }
+        }
+    };
+    sub.set_rcvtimeo(200).unwrap();
+    let texts = heard("north", "end of the first");
+    let heard_any = |word: &str| texts.iter().any(|t| t.contains(word));
+    assert!(
+        !heard_any("south"),
+        "south reached a device pinned to north: {texts:?}"
+    );
+    assert!(
+        !heard_any("flooded"),
+        "a prefix subscription heard others: {texts:?}"
+    );
+
+    // Pinned anew: the hub cuts its broadcast connection, the SUB connects
+    // again, and its subscriptions are checked against the new pin.
+    pin("south");
+    hub.proc.wait_log("the device's broadcast connection cut");
+    let texts = heard("south", "end of the second");
+    let heard_any = |word: &str| texts.iter().any(|t| t.contains(word));
+    assert!(
+        !heard_any("north"),
+        "north reached it after it was pinned to south: {texts:?}"
+    );
+    assert!(!heard_any("flooded"), "{texts:?}");
+    still_served(hub, "pi-ok");
 }

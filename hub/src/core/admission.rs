@@ -72,6 +72,12 @@ impl Admission {
         self.list.as_ref()?.groups_of(device)
     }
 
+    /// Whether `what` is logged for the first time since the allow list
+    /// last changed (at most [`LOGGED_MAX`] things are remembered).
+    pub(super) fn first_time(&mut self, what: String) -> bool {
+        self.logged.len() < LOGGED_MAX && self.logged.insert(what)
+    }
+
     pub(super) fn tick(&mut self, ticks: u32, now: Now) {
         if ticks.is_multiple_of(FORGET_TICKS) {
             self.rate.forget_idle(now.mono_ms);
@@ -121,8 +127,7 @@ impl Core {
             Verdict::Allow(device) => debug!(device, "handshake accepted"),
             Verdict::UnknownKey { key, address } => {
                 self.counters.handshakes_refused += 1;
-                let a = &mut self.admission;
-                if a.logged.len() < LOGGED_MAX && a.logged.insert(key.clone()) {
+                if self.admission.first_time(key.clone()) {
                     let key = fleetmq_net::keys::quoted(&key);
                     warn!(%address, public_key = %key, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {key}");
                 }
@@ -167,8 +172,7 @@ impl Core {
                 let key = key
                     .map(|k| fleetmq_net::keys::quoted(&k))
                     .unwrap_or_default();
-                let a = &mut self.admission;
-                if a.logged.len() < LOGGED_MAX && a.logged.insert(key.clone()) {
+                if self.admission.first_time(key.clone()) {
                     warn!(address = address.unwrap_or_default(), public_key = %key, "refused an operator key that is not in security.operator_allow_list");
                 }
                 reply("400", "operator key not allowed", "")
@@ -199,8 +203,12 @@ impl Core {
             self.out.push_back(super::Action::CutDevice { device });
         }
         // A device whose pinned groups changed says Hello again, and the
-        // hub takes its groups anew from the list.
+        // hub takes its groups anew from the list; on five sockets its
+        // subscriptions are made again, and checked against the new pin.
         for device in regrouped {
+            self.out.push_back(super::Action::CutBroadcast {
+                device: device.clone(),
+            });
             if self.presence.is_online(&device) {
                 info!(
                     device,

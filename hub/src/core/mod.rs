@@ -54,6 +54,7 @@ mod presence;
 pub mod reads;
 mod routes;
 mod slots;
+mod subscriptions;
 mod telemetry;
 mod undelivered;
 
@@ -134,6 +135,10 @@ pub enum Action {
     /// Close the connections of a device whose key was revoked (its next
     /// handshake is refused).
     CutDevice { device: String },
+    /// Close the broadcast connections (an agent on five sockets) of a
+    /// device whose pinned groups changed: its SUB connects again, and what
+    /// it subscribes to is checked against the new pin.
+    CutBroadcast { device: String },
     /// Hand this to the NATS cluster (front-ends only).
     Cluster(crate::cluster::ToCluster),
     /// Tell the alert webhooks.
@@ -179,6 +184,8 @@ pub struct Counters {
     /// Messages for a device on one connection dropped: it was not
     /// reading and its queue was full.
     pub messages_undelivered: u64,
+    /// Broadcast subscriptions refused: a topic the device may not hear.
+    pub subscriptions_refused: u64,
     /// Front-ends: batches handed to the cluster and not yet answered.
     pub batches_replicating: u64,
     /// Front-ends: batches the stream took.

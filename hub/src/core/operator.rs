@@ -122,8 +122,8 @@ impl Core {
                         text,
                     };
                     match device {
-                        // Only on the device's own connection: PUB topics are
-                        // open to every enrolled device.
+                        // Only on the device's own connection, which holds
+                        // its key (a plaintext hub's PUB topics are anyone's).
                         Some(d) if self.routes.route(&d).is_none() => {
                             Response::Error(OperatorError::DeviceOffline(d))
                         }
@@ -285,6 +285,7 @@ impl Core {
             pruned_commands: c.pruned.commands,
             front_ends: self.front_end_stats(now),
             messages_undelivered: c.messages_undelivered,
+            subscriptions_refused: c.subscriptions_refused,
         }))
     }
 }

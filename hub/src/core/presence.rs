@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_device_id, validate_group};
-use tracing::{debug, info, warn};
+use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_group};
+use tracing::{info, warn};
 
 use super::{Core, Now};
 
@@ -291,30 +291,6 @@ impl Core {
         fleetmq_net::text::truncate(&mut why, 200);
         if let Err(e) = self.store.log_presence(device, online, now.wall_ms, &why) {
             self.store_failed("logging a connect or disconnect", &e);
-        }
-    }
-
-    /// The broadcast socket passed up a subscription (`1` or `0`, then the
-    /// topic). A device's own `dev/ID/` topic says whether it listens; on
-    /// CURVE only the device's own subscription counts (PUB cannot stop an
-    /// enrolled device hearing another's topic).
-    pub fn subscription(&mut self, frame: &[u8], user_id: Option<&str>) {
-        let (on, topic) = match frame.split_first() {
-            Some((1, t)) => (true, t),
-            Some((0, t)) => (false, t),
-            _ => return,
-        };
-        let Some(device) = std::str::from_utf8(topic)
-            .ok()
-            .and_then(|t| t.strip_prefix("dev/"))
-            .and_then(|t| t.strip_suffix('/'))
-        else {
-            return;
-        };
-        let own = !self.admission.secure() || user_id == Some(device);
-        if validate_device_id(device).is_ok() && own {
-            debug!(device, on, "broadcast subscription");
-            self.presence.set_listening(device, on);
         }
     }
 }

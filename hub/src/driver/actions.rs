@@ -137,12 +137,21 @@ impl Driver {
                     self.core.cluster_job_sent(token, sent, now());
                 }
                 Action::CutDevice { device } => {
-                    let cut = self.peers.cut(&device);
+                    let cut = self.peers.cut(&device, None);
                     info!(
                         device,
                         connections = cut,
                         "revoked device's connections cut; its next handshake is refused"
                     );
+                }
+                Action::CutBroadcast { device } => {
+                    let cut = self.peers.cut(&device, Some(super::BROADCAST));
+                    if cut > 0 {
+                        info!(
+                            device,
+                            "the device's broadcast connection cut; its SUB subscribes again under its new groups"
+                        );
+                    }
                 }
             }
         }

@@ -57,12 +57,13 @@ impl Peers {
         self.owners.remove(&(socket, fd));
     }
 
-    /// Shuts down every connection noted for `device`; returns how many.
-    pub fn cut(&mut self, device: &str) -> usize {
+    /// Shuts down every connection noted for `device`, or only those on
+    /// socket `only`; returns how many.
+    pub fn cut(&mut self, device: &str, only: Option<SocketIndex>) -> usize {
         let mine: Vec<(SocketIndex, i32)> = self
             .owners
             .iter()
-            .filter(|(_, o)| o.device == device)
+            .filter(|((socket, _), o)| o.device == device && only.is_none_or(|s| s == *socket))
             .map(|(k, _)| *k)
             .collect();
         let mut cut = 0;
@@ -138,7 +139,7 @@ mod tests {
         assert_eq!(peers.count("pi-a"), 2);
         // A connection that ended is forgotten.
         peers.ended(1, accepted[1].as_raw_fd());
-        assert_eq!(peers.cut("pi-a"), 1);
+        assert_eq!(peers.cut("pi-a", None), 1);
         assert_eq!(peers.count("pi-a"), 0);
         let mut buf = [0u8; 1];
         assert_eq!(
@@ -151,6 +152,36 @@ mod tests {
             .unwrap();
         assert!(clients[2].read(&mut buf).is_err(), "pi-b's is still open");
         assert_eq!(peers.count("pi-b"), 1);
+    }
+
+    #[test]
+    fn cutting_one_socket_of_a_device_leaves_its_others() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut accepted = Vec::new();
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).unwrap());
+            accepted.push(listener.accept().unwrap().0);
+        }
+        let mut peers = Peers::default();
+        peers.note(0, accepted[0].as_raw_fd(), "pi-a");
+        peers.note(1, accepted[1].as_raw_fd(), "pi-a");
+        assert_eq!(peers.cut("pi-a", Some(1)), 1);
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            clients[1].read(&mut buf).unwrap(),
+            0,
+            "socket 1's was shut down"
+        );
+        clients[0]
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        assert!(
+            clients[0].read(&mut buf).is_err(),
+            "socket 0's is still open"
+        );
+        assert_eq!(peers.count("pi-a"), 1);
     }
 
     #[test]
@@ -169,7 +200,7 @@ mod tests {
         // what `accepted`'s number refers to, with no moment it is free.
         let fd = unsafe { libc::dup2(newer.as_raw_fd(), accepted.as_raw_fd()) };
         assert_eq!(fd, accepted.as_raw_fd());
-        assert_eq!(peers.cut("pi-a"), 0);
+        assert_eq!(peers.cut("pi-a", None), 0);
         other
             .set_read_timeout(Some(std::time::Duration::from_millis(50)))
             .unwrap();

@@ -101,7 +101,8 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         .bind(&l.telemetry)?;
     let (broadcast, broadcast_ep) = sockets
         .build(zmq::XPUB)
-        .xpub_verbose()
+        // Only what a device may hear is applied (core/subscriptions.rs).
+        .xpub_manual()
         .batch_sizes(QUIET_BATCH, QUIET_BATCH)
         .kernel_liveness()
         .secure()

@@ -337,6 +337,10 @@ messages! {
         /// `[net] send_hwm` messages was full): acks, broadcasts, jobs,
         /// commands and configuration.
         pub messages_undelivered: u64,
+        /// Broadcast subscriptions (agents on five sockets) the hub did not
+        /// apply: another device's topic, a group the allow list does not
+        /// pin the device to, or a prefix that is not one whole topic.
+        pub subscriptions_refused: u64,
     }
 
     /// One front-end's own traffic, as it last reported it.

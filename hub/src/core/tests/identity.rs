@@ -377,3 +377,44 @@ fn a_remote_operator_is_let_in_by_its_key_and_acts_only_with_the_admin_role() {
         [(4, Response::Error(OperatorError::Forbidden(_)))]
     ));
 }
+
+#[test]
+fn a_device_on_five_sockets_is_subscribed_only_to_what_it_may_hear() {
+    let mut f = Fleet::new();
+    let (a_key, b_key) = (f.keys[0].1.clone(), f.keys[1].1.clone());
+    let text = format!("pi-a {a_key} groups=north\npi-b {b_key}\n");
+    let list = AllowList::parse(Path::new("allowed_devices"), &text).unwrap();
+    f.core.allow_list_changed(list, at(T0));
+    let mut apply = |frame: &[u8], user_id: Option<&str>| f.core.subscription(frame, user_id);
+
+    // Everyone's topics, its own, and the groups it is pinned to.
+    assert!(apply(b"\x01all/", Some("pi-a")));
+    assert!(apply(b"\x01chat/", Some("pi-a")));
+    assert!(apply(b"\x01dev/pi-a/", Some("pi-a")));
+    assert!(apply(b"\x01group/north/", Some("pi-a")));
+    // Not another group, another device's topic, or a prefix of many.
+    assert!(!apply(b"\x01group/south/", Some("pi-a")));
+    assert!(!apply(b"\x01dev/pi-b/", Some("pi-a")));
+    assert!(!apply(b"\x01", Some("pi-a")));
+    assert!(!apply(b"\x01group/", Some("pi-a")));
+    // A device the list does not pin names its own groups.
+    assert!(apply(b"\x01group/south/", Some("pi-b")));
+    // A connection no enrolled device's (none on CURVE) subscribes to nothing.
+    assert!(!apply(b"\x01all/", None));
+    assert!(!apply(b"\x01all/", Some("pi-gone")));
+    // Ends are applied: they take away only what was given.
+    assert!(apply(b"\x00group/south/", Some("pi-a")));
+    assert!(apply(b"\x00dev/pi-a/", None));
+    // Not a subscription at all.
+    assert!(!apply(b"\x02all/", Some("pi-a")));
+    assert!(!apply(b"", Some("pi-a")));
+    assert_eq!(f.core.counters().subscriptions_refused, 6);
+}
+
+#[test]
+fn a_plaintext_hub_applies_every_subscription() {
+    let mut f = Fleet::plaintext();
+    assert!(f.core.subscription(b"\x01", None), "every topic");
+    assert!(f.core.subscription(b"\x01dev/pi-b/", None));
+    assert_eq!(f.core.counters().subscriptions_refused, 0);
+}

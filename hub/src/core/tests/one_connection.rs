@@ -406,6 +406,18 @@ fn groups_the_allow_list_pins_are_the_devices_whatever_its_hello_says() {
         to_device(&out, "pi-b").is_empty(),
         "its groups did not change"
     );
+    let cut: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::CutBroadcast { device } => Some(device.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cut,
+        ["pi-a"],
+        "its subscriptions (five sockets) are made again"
+    );
     join(
         &mut f,
         "pi-a",

@@ -75,6 +75,7 @@ pub fn fmt_stats(s: &HubStats) -> String {
                 "undelivered (not reading)",
                 s.messages_undelivered.to_string(),
             ),
+            ("subscriptions refused", s.subscriptions_refused.to_string()),
             ("disconnects", s.disconnects.to_string()),
         ],
     );

@@ -147,6 +147,11 @@ pub fn prometheus(
             s.messages_undelivered,
         ),
         (
+            "subscriptions_refused_total",
+            "Broadcast subscriptions refused: a topic the device may not hear (another device's, a group outside its pin, or a prefix).",
+            s.subscriptions_refused,
+        ),
+        (
             "batches_rejected_total",
             "Batches never to be stored: invalid, or over a device's distinct-series budget.",
             s.batches_rejected,

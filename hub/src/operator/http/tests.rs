@@ -79,6 +79,7 @@ fn stats() -> HubStats {
         pruned_commands: 0,
         front_ends: vec![],
         messages_undelivered: 0,
+        subscriptions_refused: 0,
     }
 }
 
