@@ -3,7 +3,7 @@
 //! | channel | sockets | kinds |
 //! |---|---|---|
 //! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer, 0x06 Applied, 0x07 Result, 0x08 Reply |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired, 0x1b Carry, 0x1c Chat, 0x1d Command |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired, 0x1b Carry, 0x1c Chat, 0x1d Command, 0x1e PinnedGroups |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -168,6 +168,16 @@ messages! {
     /// `one_connection`: such an agent then connects none of the ports in
     /// the Welcome.
     pub struct Carry;
+
+    /// The groups the hub's allow list pins this device to, sent after a
+    /// Hello that named others (and before the Carry and Welcome that
+    /// answer it): the hub uses these, whatever the Hello said. The agent
+    /// subscribes to them (on five sockets) and reports them as its groups
+    /// until its next Hello.
+    pub struct PinnedGroups {
+        /// The pinned groups, in name order; empty for none.
+        pub groups: Vec<String>,
+    }
 
     /// The hub dropped something the agent sent, and why. Logged by the agent.
     pub struct Refusal {
@@ -373,7 +383,8 @@ messages! {
         pub agent_version: String,
         /// Its architecture.
         pub arch: String,
-        /// Its groups.
+        /// Its groups: the ones the hub's allow list pins, if the hub told
+        /// it ([`PinnedGroups`]), else its configured ones.
         pub groups: Vec<String>,
         /// Milliseconds since it started.
         pub uptime_ms: u64,
@@ -464,6 +475,8 @@ channel! {
         0x1c => Chat(ChatMessage),
         /// A command, to an agent on one connection.
         0x1d => Command(CommandRequest),
+        /// The groups the allow list pins this device to (before Welcome).
+        0x1e => PinnedGroups(PinnedGroups),
     }
 }
 

@@ -272,6 +272,12 @@ fn golden_vectors() {
     .encode()
     .unwrap();
     assert_eq!(hex(&command), "02 1d 01 00");
+    let pinned = Downstream::PinnedGroups(PinnedGroups {
+        groups: vec!["north".into()],
+    })
+    .encode()
+    .unwrap();
+    assert_eq!(hex(&pinned), "02 1e 01 05 6e 6f 72 74 68");
     let reply = Upstream::Reply(CommandReply {
         corr: 1,
         reply: Reply::Pong { uptime_ms: 5 },

@@ -1068,6 +1068,18 @@ fn a_device_on_one_connection_that_never_reads_is_told_about_not_waited_for() {
 #[test]
 fn a_device_whose_groups_the_allow_list_pins_cannot_name_others() {
     let _w = watchdog("pinned groups", LIMIT);
+    pinned_agent(&agent_config(""));
+}
+
+#[test]
+fn an_agent_on_five_sockets_hears_the_groups_it_is_pinned_to() {
+    let _w = watchdog("pinned groups on five sockets", LIMIT);
+    pinned_agent(&agent_config_on_five(""));
+}
+
+/// An agent with `config`, in "south" by its configuration and pinned to
+/// "north", is in "north" (and is told so), then pinned to "south".
+fn pinned_agent(config: &str) {
     let dir = tmp();
     let hub = Hub::start(dir.path(), "");
     let link = hub.link();
@@ -1083,24 +1095,36 @@ fn a_device_whose_groups_the_allow_list_pins_cannot_name_others() {
     };
     pin("north");
     // Its own configuration says it is in "south".
-    let agent = hub.agent("pi-pinned", &["south"]);
+    let agent = start_agent(&link, dir.path(), "pi-pinned", "run", config, &["south"]);
     hub.wait_answering("pi-pinned");
     let groups = || hub.devices()["pi-pinned"]["groups"].clone();
     assert_eq!(groups(), serde_json::json!(["north"]));
     hub.proc
         .wait_log("names other groups than its allow-list entry pins");
+    // The agent is told, says so, and reports the pinned groups.
+    agent.wait_log("pins this device to other groups than its config names");
+    let status = agent_status(&dir.path().join("pi-pinned/data"));
+    assert_eq!(status["groups"], serde_json::json!(["north"]), "{status}");
 
-    // What is meant for "south" does not reach it; what is for "north" does.
+    // Sent until heard: on five sockets the SUB's subscriptions reach the
+    // hub on their own connection, after the agent answers commands.
+    let hears = |group: &str, text: &str| {
+        wait_for(&format!("{text:?} heard"), || {
+            assert!(hub.op(&["broadcast", "--group", group, text]).ok);
+            agent.log_text().contains(text).then_some(())
+        })
+    };
+    // What is for "north" reaches it; what is meant for "south" does not
+    // (it would come before the second "north", on the same connection).
+    hears("north", "for the north");
     assert!(
         hub.op(&["broadcast", "--group", "south", "for the south"])
             .ok
     );
-    assert!(
-        hub.op(&["broadcast", "--group", "north", "for the north"])
-            .ok
-    );
-    agent.wait_log("for the north");
+    hears("north", "north again");
     assert!(!agent.log_text().contains("for the south"));
+    // On five sockets it asked for nothing it may not hear.
+    assert_eq!(hub.stats()["subscriptions_refused"], 0);
 
     // Pinned anew while it is online: it is asked for a Hello, and its
     // groups are the new pin within a second or two.
@@ -1108,8 +1132,7 @@ fn a_device_whose_groups_the_allow_list_pins_cannot_name_others() {
     wait_for("pi-pinned in south", || {
         (groups() == serde_json::json!(["south"])).then_some(())
     });
-    assert!(hub.op(&["broadcast", "--group", "south", "south again"]).ok);
-    agent.wait_log("south again");
+    hears("south", "south again");
 }
 
 #[test]

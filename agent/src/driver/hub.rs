@@ -115,8 +115,10 @@ impl Agent {
             heartbeat_ms: self.cfg.presence.heartbeat_ms,
             started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
         };
-        // A Carry counts only between this Hello and its Welcome.
+        // A Carry counts only between this Hello and its Welcome, and so
+        // do the groups the hub pins, if it tells us any.
         self.carry_offered = false;
+        self.pinned_groups = None;
         self.need_hello = if self.send_up(Upstream::Hello(hello)) {
             self.send_offer();
             None
@@ -257,6 +259,16 @@ impl Agent {
                     }
                 }
                 Ok(Downstream::Carry(_)) => self.carry_offered = true,
+                Ok(Downstream::PinnedGroups(p)) => {
+                    if self.pinned_groups.as_ref() != Some(&p.groups) {
+                        warn!(
+                            pinned = ?p.groups,
+                            configured = ?self.cfg.groups,
+                            "the hub's allow list pins this device to other groups than its config names; it is in the pinned ones (set groups in the config to match, or ask the operator to pin others)"
+                        );
+                    }
+                    self.pinned_groups = Some(p.groups);
+                }
                 Ok(Downstream::Welcome(w)) => {
                     self.link.seen(Seen::Welcome, Instant::now());
                     if std::mem::take(&mut self.carry_offered) && self.cfg.one_connection {
@@ -332,6 +344,7 @@ impl Agent {
     pub(super) fn welcome(&mut self, hub_version: String, ports: HubPorts) -> Result<(), Error> {
         self.carried = false;
         if self.links.as_ref().is_some_and(|l| l.ports == ports) {
+            self.subscribe_groups();
             return Ok(());
         }
         // Dropping old links closes them.
@@ -342,7 +355,8 @@ impl Agent {
             .build(zmq::SUB)
             .subscribe(names::ALL_TOPIC.as_bytes())
             .subscribe(names::device_topic(&self.cfg.device_id).as_bytes());
-        for g in &self.cfg.groups {
+        let groups = self.groups().to_vec();
+        for g in &groups {
             sub = sub.subscribe(names::group_topic(g).as_bytes());
         }
         if self.chat_mode {
@@ -350,6 +364,7 @@ impl Agent {
         }
         self.links = Some(Links {
             sub: sub.secure().connect(&ep(ports.broadcast)?)?,
+            groups,
             jobs: self.jobs_socket(&ports)?,
             results: self.results_socket(&ports)?,
             commands: self
@@ -373,6 +388,36 @@ impl Agent {
             info!(%hub_version, ports = ?links.ports, "hub welcomed us; connecting {which}");
         }
         Ok(())
+    }
+
+    /// The groups this device is in: the ones the hub's allow list pins,
+    /// if it told us, else the configured ones.
+    pub(super) fn groups(&self) -> &[String] {
+        self.pinned_groups.as_deref().unwrap_or(&self.cfg.groups)
+    }
+
+    /// Makes the broadcast socket's group subscriptions this device's
+    /// groups (they change when the hub pins others).
+    fn subscribe_groups(&mut self) {
+        let groups = self.groups().to_vec();
+        let Some(links) = &mut self.links else {
+            return;
+        };
+        if links.groups == groups {
+            return;
+        }
+        for g in links.groups.iter().filter(|g| !groups.contains(g)) {
+            if let Err(e) = links.sub.set_unsubscribe(names::group_topic(g).as_bytes()) {
+                warn!(group = %g, error = %e, "could not leave a group's broadcasts");
+            }
+        }
+        for g in groups.iter().filter(|g| !links.groups.contains(g)) {
+            if let Err(e) = links.sub.set_subscribe(names::group_topic(g).as_bytes()) {
+                warn!(group = %g, error = %e, "could not subscribe to a group's broadcasts");
+            }
+        }
+        info!(groups = ?groups, "broadcasts now heard for these groups");
+        links.groups = groups;
     }
 
     /// The hub's address at another of its ports.

@@ -317,7 +317,7 @@ impl Agent {
             device: self.cfg.device_id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             arch: crate::info::arch().into(),
-            groups: self.cfg.groups.clone(),
+            groups: self.groups().to_vec(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             batches_sent: c.batches_sent,
             batches_acked: c.batches_acked,

@@ -174,6 +174,8 @@ impl Notifier {
 struct Links {
     ports: HubPorts,
     sub: zmq::Socket,
+    /// The groups `sub` is subscribed to.
+    groups: Vec<String>,
     /// Connected only when `[jobs] allow` names a kind: a device that
     /// takes no jobs is never handed one from the work queue.
     jobs: Option<zmq::Socket>,
@@ -217,6 +219,9 @@ struct Agent {
     carry_offered: bool,
     /// Everything travels on the telemetry connection: no `links`.
     carried: bool,
+    /// The groups the hub's allow list pins this device to, when it told
+    /// us after our last Hello that they are not the configured ones.
+    pinned_groups: Option<Vec<String>>,
     connected: bool,
     need_hello: Option<Instant>,
     /// The hub is holding batches back (Throttled) and that was logged;
@@ -381,6 +386,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         },
         links: None,
         carry_offered: false,
+        pinned_groups: None,
         carried: false,
         connected: false,
         need_hello: None,

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fleetmq_protocol::{Hello, HelloRequest, Welcome, validate_group};
+use fleetmq_protocol::{Hello, HelloRequest, PinnedGroups, Welcome, validate_group};
 use tracing::{info, warn};
 
 use super::{Core, Now};
@@ -177,14 +177,17 @@ impl Core {
             let reason = format!("hello refused: {e}");
             return self.send_down(device, fleetmq_protocol::Refusal { reason }.into());
         }
-        // Groups the allow list pins are the device's, whatever it says.
+        // Groups the allow list pins are the device's, whatever it says;
+        // a device that said others is told which.
         let pinned;
+        let mut tell = None;
         let hello = match self.admission.groups_of(device) {
             Some(groups) => {
                 let mut said = hello.groups.clone();
                 said.sort();
                 said.dedup();
                 if said != groups {
+                    tell = Some(groups.to_vec());
                     warn!(
                         device,
                         said = ?hello.groups,
@@ -220,6 +223,9 @@ impl Core {
         // Carry first: an agent that can keeps to this connection when the
         // Welcome comes; an older agent drops it and connects the ports.
         self.routes.hello(device, &hello.groups);
+        if let Some(groups) = tell {
+            self.send_down(device, PinnedGroups { groups }.into());
+        }
         self.send_down(device, fleetmq_protocol::Carry.into());
         self.send_down(device, welcome.into());
     }

@@ -138,7 +138,7 @@ messages! {
         pub os: String,
         /// Host name from its last Hello.
         pub hostname: String,
-        /// Groups from its last Hello.
+        /// Groups from its last Hello, or the ones the allow list pins.
         pub groups: Vec<String>,
         /// Batches stored from it.
         pub batches: u64,

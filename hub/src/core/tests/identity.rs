@@ -418,3 +418,45 @@ fn a_plaintext_hub_applies_every_subscription() {
     assert!(f.core.subscription(b"\x01dev/pi-b/", None));
     assert_eq!(f.core.counters().subscriptions_refused, 0);
 }
+
+#[test]
+fn a_pinned_device_whose_hello_names_other_groups_is_told_its_pinned_ones() {
+    let mut f = Fleet::new();
+    let (a_key, b_key) = (f.keys[0].1.clone(), f.keys[1].1.clone());
+    let text = format!("pi-a {a_key} groups=barns,north\npi-b {b_key}\n");
+    let list = AllowList::parse(Path::new("allowed_devices"), &text).unwrap();
+    f.core.allow_list_changed(list, at(T0));
+    f.actions();
+    let kinds =
+        |f: &mut Fleet, device: &str| -> Vec<Downstream> { to_device(&f.actions(), device) };
+
+    // Told before the Carry and the Welcome that answer its Hello.
+    f.hello_in("pi-a", &["south"], T0);
+    let told = kinds(&mut f, "pi-a");
+    assert!(
+        matches!(
+            &told[..],
+            [Downstream::PinnedGroups(p), Downstream::Carry(_), Downstream::Welcome(_)]
+                if p.groups == ["barns", "north"]
+        ),
+        "{told:?}"
+    );
+    // A Hello that names the pinned groups (in any order) is not told.
+    f.hello_in("pi-a", &["north", "barns"], T0 + 1);
+    let told = kinds(&mut f, "pi-a");
+    assert!(
+        !told
+            .iter()
+            .any(|d| matches!(d, Downstream::PinnedGroups(_))),
+        "{told:?}"
+    );
+    // Nor is a device the list does not pin.
+    f.hello_in("pi-b", &["south"], T0 + 2);
+    let told = kinds(&mut f, "pi-b");
+    assert!(
+        !told
+            .iter()
+            .any(|d| matches!(d, Downstream::PinnedGroups(_))),
+        "{told:?}"
+    );
+}
