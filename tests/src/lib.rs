@@ -343,6 +343,18 @@ impl Link {
         );
     }
 
+    /// `fleetmq-hub allow DEVICE KEY --groups GROUPS`: pins the device's
+    /// groups (`""` for none).
+    pub fn pin(&self, device: &str, key: &str, groups: &str) {
+        run_ok(
+            hub_command()
+                .arg("allow")
+                .arg("--data-dir")
+                .arg(&self.hub_data)
+                .args([device, key, "--groups", groups]),
+        );
+    }
+
     /// A raw socket of `kind` that speaks CURVE to this hub with `keys`
     /// (plaintext for an insecure hub), for tests that play a peer.
     pub fn socket(&self, ctx: &zmq::Context, kind: zmq::SocketType, keys: &Keys) -> zmq::Socket {

@@ -1084,15 +1084,7 @@ fn pinned_agent(config: &str) {
     let hub = Hub::start(dir.path(), "");
     let link = hub.link();
     let key = link.enrol(&dir.path().join("pi-pinned/data"), "pi-pinned");
-    let pin = |groups: &str| {
-        run_ok(
-            hub_command()
-                .arg("allow")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["pi-pinned", &key, "--groups", groups]),
-        );
-    };
+    let pin = |groups: &str| link.pin("pi-pinned", &key, groups);
     pin("north");
     // Its own configuration says it is in "south".
     let agent = start_agent(&link, dir.path(), "pi-pinned", "run", config, &["south"]);
@@ -1141,15 +1133,7 @@ fn a_device_on_five_sockets_is_subscribed_only_to_what_it_may_hear() {
     let dir = tmp();
     let x = Insider::start(dir.path(), "", "pi-sub");
     let hub = &x.hub;
-    let pin = |groups: &str| {
-        run_ok(
-            hub_command()
-                .arg("allow")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["pi-sub", &x.keys.public, "--groups", groups]),
-        );
-    };
+    let pin = |groups: &str| x.link.pin("pi-sub", &x.keys.public, groups);
     pin("north");
 
     // pi-sub's SUB asks for every topic, a group outside its pin, another
