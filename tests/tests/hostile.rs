@@ -1125,6 +1125,8 @@ fn pinned_agent(config: &str) {
         (groups() == serde_json::json!(["south"])).then_some(())
     });
     hears("south", "south again");
+    // The agent subscribed to its new groups before its SUB connected again.
+    assert_eq!(hub.stats()["subscriptions_refused"], 0);
 }
 
 #[test]

@@ -350,20 +350,9 @@ impl Agent {
         // Dropping old links closes them.
         self.links = None;
         let ep = |port: u16| self.hub_port(port);
-        let mut sub = self
-            .sockets
-            .build(zmq::SUB)
-            .subscribe(names::ALL_TOPIC.as_bytes())
-            .subscribe(names::device_topic(&self.cfg.device_id).as_bytes());
         let groups = self.groups().to_vec();
-        for g in &groups {
-            sub = sub.subscribe(names::group_topic(g).as_bytes());
-        }
-        if self.chat_mode {
-            sub = sub.subscribe(names::CHAT_TOPIC.as_bytes());
-        }
         self.links = Some(Links {
-            sub: sub.secure().connect(&ep(ports.broadcast)?)?,
+            sub: self.broadcast_socket(&ports, &groups)?,
             groups,
             jobs: self.jobs_socket(&ports)?,
             results: self.results_socket(&ports)?,
@@ -396,28 +385,49 @@ impl Agent {
         self.pinned_groups.as_deref().unwrap_or(&self.cfg.groups)
     }
 
-    /// Makes the broadcast socket's group subscriptions this device's
-    /// groups (they change when the hub pins others).
+    /// The broadcast SUB, subscribed to everyone's topic, this device's
+    /// and its groups' (and the chat room's in chat mode).
+    fn broadcast_socket(&self, ports: &HubPorts, groups: &[String]) -> Result<zmq::Socket, Error> {
+        let mut sub = self
+            .sockets
+            .build(zmq::SUB)
+            .subscribe(names::ALL_TOPIC.as_bytes())
+            .subscribe(names::device_topic(&self.cfg.device_id).as_bytes());
+        for g in groups {
+            sub = sub.subscribe(names::group_topic(g).as_bytes());
+        }
+        if self.chat_mode {
+            sub = sub.subscribe(names::CHAT_TOPIC.as_bytes());
+        }
+        Ok(sub.secure().connect(&self.hub_port(ports.broadcast)?)?)
+    }
+
+    /// When this device's groups changed (the hub pins others), a new
+    /// broadcast SUB takes the old one's place. A new socket rather than
+    /// new subscriptions on the old one: libzmq would send the old one's
+    /// former subscriptions again if its connection were cut meanwhile,
+    /// as the hub does when a pin changes.
     fn subscribe_groups(&mut self) {
         let groups = self.groups().to_vec();
-        let Some(links) = &mut self.links else {
+        let Some(links) = &self.links else {
             return;
         };
         if links.groups == groups {
             return;
         }
-        for g in links.groups.iter().filter(|g| !groups.contains(g)) {
-            if let Err(e) = links.sub.set_unsubscribe(names::group_topic(g).as_bytes()) {
-                warn!(group = %g, error = %e, "could not leave a group's broadcasts");
+        match self.broadcast_socket(&links.ports, &groups) {
+            Ok(sub) => {
+                info!(groups = ?groups, "broadcasts now heard for these groups");
+                if let Some(links) = &mut self.links {
+                    links.sub = sub;
+                    links.groups = groups;
+                }
             }
+            Err(e) => warn!(
+                "could not connect a broadcast socket for groups {groups:?}: {}; the next welcome tries again",
+                error_chain(&e)
+            ),
         }
-        for g in groups.iter().filter(|g| !links.groups.contains(g)) {
-            if let Err(e) = links.sub.set_subscribe(names::group_topic(g).as_bytes()) {
-                warn!(group = %g, error = %e, "could not subscribe to a group's broadcasts");
-            }
-        }
-        info!(groups = ?groups, "broadcasts now heard for these groups");
-        links.groups = groups;
     }
 
     /// The hub's address at another of its ports.

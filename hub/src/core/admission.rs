@@ -22,6 +22,9 @@ use crate::operators::Operators;
 const FORGET_TICKS: u32 = 50;
 /// Most devices remembered for once-per-episode log lines.
 const LOGGED_MAX: usize = 1024;
+/// How long a device pinned anew has to say Hello before its broadcast
+/// connection is cut anyway.
+const REGROUP_HELLO_MS: u64 = 5_000;
 
 /// The allow list in force and the rate limits: what admission needs to
 /// remember between messages.
@@ -37,6 +40,10 @@ pub struct Admission {
     over_rate: HashSet<String>,
     /// Who may use the remote operator socket.
     operators: Operators,
+    /// Online devices pinned anew, asked for a Hello: their broadcast
+    /// connections are cut at that Hello, or at this deadline (ms on the
+    /// monotonic clock) if none comes.
+    regrouped: HashMap<String, u64>,
 }
 
 impl Admission {
@@ -48,6 +55,7 @@ impl Admission {
             device_rate,
             over_rate: HashSet::new(),
             operators: Operators::default(),
+            regrouped: HashMap::new(),
         }
     }
 
@@ -203,19 +211,47 @@ impl Core {
             self.out.push_back(super::Action::CutDevice { device });
         }
         // A device whose pinned groups changed says Hello again, and the
-        // hub takes its groups anew from the list; on five sockets its
-        // subscriptions are made again, and checked against the new pin.
+        // hub takes its groups anew from the list. On five sockets its
+        // broadcast connection is cut, so that what it subscribes to is
+        // checked against the new pin: after that Hello, whose answer
+        // tells an agent its groups before its SUB connects again.
         for device in regrouped {
-            self.out.push_back(super::Action::CutBroadcast {
-                device: device.clone(),
-            });
             if self.presence.is_online(&device) {
                 info!(
                     device,
                     "the allow list pins other groups; asked the device for a new Hello"
                 );
                 self.send_down(&device, fleetmq_protocol::HelloRequest.into());
+                let deadline = now.mono_ms + REGROUP_HELLO_MS;
+                self.admission.regrouped.insert(device, deadline);
+            } else {
+                self.out.push_back(super::Action::CutBroadcast { device });
             }
+        }
+    }
+
+    /// After the Hello of a device pinned anew (answered): its broadcast
+    /// connection, if any, is cut.
+    pub(super) fn regrouped_hello(&mut self, device: &str) {
+        if self.admission.regrouped.remove(device).is_some() {
+            let device = device.to_string();
+            self.out.push_back(super::Action::CutBroadcast { device });
+        }
+    }
+
+    /// A device pinned anew that has not said Hello in time is cut all
+    /// the same.
+    pub(super) fn regrouped_overdue(&mut self, now: Now) {
+        let overdue: Vec<String> = self
+            .admission
+            .regrouped
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now.mono_ms)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for device in overdue {
+            self.admission.regrouped.remove(&device);
+            self.out.push_back(super::Action::CutBroadcast { device });
         }
     }
 

@@ -339,6 +339,7 @@ impl Core {
         self.ticks = self.ticks.wrapping_add(1);
         self.wall_ms = now.wall_ms;
         self.admission.tick(self.ticks, now);
+        self.regrouped_overdue(now);
         if self.ticks.is_multiple_of(50) {
             self.routes.forget_told(now.mono_ms, routes::TELL_EVERY_MS);
             self.budgets.forget_idle(now.mono_ms);

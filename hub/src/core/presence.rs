@@ -228,6 +228,7 @@ impl Core {
         }
         self.send_down(device, fleetmq_protocol::Carry.into());
         self.send_down(device, welcome.into());
+        self.regrouped_hello(device);
     }
 
     /// Any message but Hello and Bye: the device is alive. A device heard

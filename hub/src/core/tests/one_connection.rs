@@ -406,28 +406,46 @@ fn groups_the_allow_list_pins_are_the_devices_whatever_its_hello_says() {
         to_device(&out, "pi-b").is_empty(),
         "its groups did not change"
     );
-    let cut: Vec<_> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::CutBroadcast { device } => Some(device.as_str()),
-            _ => None,
-        })
-        .collect();
+    let cut = |out: &[Action]| -> Vec<String> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::CutBroadcast { device } => Some(device.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(cut(&out).is_empty(), "not before its Hello is answered");
+    f.hello_in("pi-a", &["south", "admins"], T0 + 6);
+    let out = f.actions();
+    assert!(
+        matches!(
+            &to_device(&out, "pi-a")[..],
+            [
+                Downstream::PinnedGroups(_),
+                Downstream::Carry(_),
+                Downstream::Welcome(_)
+            ]
+        ),
+        "{out:?}"
+    );
     assert_eq!(
-        cut,
+        cut(&out),
         ["pi-a"],
-        "its subscriptions (five sockets) are made again"
+        "then its subscriptions (five sockets) are made again"
     );
-    join(
-        &mut f,
-        "pi-a",
-        &["south", "admins"],
-        offer_one(&[], false, 0),
-        T0 + 6,
-    );
+    f.up("pi-a", "pi-a", offer_one(&[], false, 0), T0 + 6);
+    f.actions();
     assert_eq!(
         groups(&mut f, T0 + 7),
         (names(&["south"]), names(&["south"]))
     );
     assert_eq!(heard(&mut f, "south", T0 + 8), (1, 1));
+
+    // A device pinned anew that does not say Hello is cut all the same.
+    f.core.allow_list_changed(list("north"), at(T0 + 10));
+    assert!(cut(&f.actions()).is_empty());
+    f.core.tick(at(T0 + 4_000));
+    assert!(cut(&f.actions()).is_empty(), "it has 5 s");
+    f.core.tick(at(T0 + 5_010));
+    assert_eq!(cut(&f.actions()), ["pi-a"]);
 }
