@@ -148,6 +148,10 @@ pub struct Security {
     /// The operator allow list (remote operators and their roles);
     /// relative to data_dir unless absolute.
     pub operator_allow_list: PathBuf,
+    /// A device's groups come only from the allow list: one whose line
+    /// pins none (no `groups=` word) is in no group, whatever its Hello
+    /// names.
+    pub pinned_groups_only: bool,
 }
 
 impl Default for Security {
@@ -159,6 +163,7 @@ impl Default for Security {
             http_token_file: PathBuf::new(),
             http_admin_token_file: PathBuf::new(),
             operator_allow_list: PathBuf::from("allowed_operators"),
+            pinned_groups_only: false,
         }
     }
 }

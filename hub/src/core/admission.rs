@@ -40,6 +40,9 @@ pub struct Admission {
     over_rate: HashSet<String>,
     /// Who may use the remote operator socket.
     operators: Operators,
+    /// `security.pinned_groups_only`: a device the list pins to no groups
+    /// is in none.
+    pinned_only: bool,
     /// Online devices pinned anew, asked for a Hello: their broadcast
     /// connections are cut at that Hello, or at this deadline (ms on the
     /// monotonic clock) if none comes.
@@ -47,7 +50,8 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(list: Option<AllowList>, device_rate: u32, device_burst: u32) -> Admission {
+    pub fn new(list: Option<AllowList>, security: &crate::config::Security) -> Admission {
+        let (device_rate, device_burst) = (security.device_rate, security.device_burst);
         Admission {
             list,
             logged: HashSet::new(),
@@ -56,6 +60,7 @@ impl Admission {
             over_rate: HashSet::new(),
             operators: Operators::default(),
             regrouped: HashMap::new(),
+            pinned_only: security.pinned_groups_only,
         }
     }
 
@@ -75,9 +80,15 @@ impl Admission {
         self.list.as_ref().map_or(0, AllowList::len)
     }
 
-    /// The groups the allow list pins `device` to, if it pins them.
+    /// The groups the allow list pins `device` to, if it pins them (none,
+    /// under `security.pinned_groups_only`, for a device it lists without).
     pub fn groups_of(&self, device: &str) -> Option<&[String]> {
-        self.list.as_ref()?.groups_of(device)
+        let list = self.list.as_ref()?;
+        match list.groups_of(device) {
+            Some(groups) => Some(groups),
+            None if self.pinned_only && list.has_device(device) => Some(&[]),
+            None => None,
+        }
     }
 
     /// Whether `what` is logged for the first time since the allow list

@@ -269,11 +269,7 @@ impl Core {
     ) -> Core {
         Core {
             tokens,
-            admission: Admission::new(
-                allow_list,
-                config.security.device_rate,
-                config.security.device_burst,
-            ),
+            admission: Admission::new(allow_list, &config.security),
             budgets: budgets::Budgets::new(config.limits.clone()),
             presence: Presence::new(config.presence.offline_after_heartbeats),
             routes: routes::Routes::default(),

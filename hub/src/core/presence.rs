@@ -192,7 +192,7 @@ impl Core {
                         device,
                         said = ?hello.groups,
                         pinned = ?groups,
-                        "the device's Hello names other groups than its allow-list entry pins; the allow list's are used (fix the agent's groups, or pin others with fleetmq-hub allow --groups)"
+                        "the device's Hello names other groups than its allow-list entry pins; the allow list's are used (fix the agent's groups, or pin others with fleetmq-hub allow --groups; with security.pinned_groups_only a line without groups= pins none)"
                     );
                 }
                 pinned = Hello {

@@ -460,3 +460,35 @@ fn a_pinned_device_whose_hello_names_other_groups_is_told_its_pinned_ones() {
         "{told:?}"
     );
 }
+
+#[test]
+fn with_pinned_groups_only_a_device_the_list_pins_to_nothing_is_in_no_group() {
+    let mut config = HubConfig::default();
+    config.security.pinned_groups_only = true;
+    let mut f = Fleet::with(config);
+    let (a_key, b_key) = (f.keys[0].1.clone(), f.keys[1].1.clone());
+    let text = format!("pi-a {a_key} groups=north\npi-b {b_key}\n");
+    let list = AllowList::parse(Path::new("allowed_devices"), &text).unwrap();
+    f.core.allow_list_changed(list, at(T0));
+    f.actions();
+
+    // pi-b's line pins nothing: whatever it says, it is in no group, and
+    // is told so.
+    f.hello_in("pi-b", &["north"], T0);
+    let told = to_device(&f.actions(), "pi-b");
+    assert!(
+        matches!(&told[0], Downstream::PinnedGroups(p) if p.groups.is_empty()),
+        "{told:?}"
+    );
+    f.hello_in("pi-a", &["north"], T0 + 1);
+    f.operator(1, Request::Devices, T0 + 2);
+    let answers = to_operator(&f.actions());
+    let [(_, Response::Devices(devices))] = &answers[..] else {
+        panic!("{answers:?}");
+    };
+    let groups = |id: &str| devices.iter().find(|d| d.id == id).unwrap().groups.clone();
+    assert_eq!(groups("pi-a"), ["north"]);
+    assert!(groups("pi-b").is_empty());
+    assert!(!f.core.subscription(b"\x01group/north/", Some("pi-b")));
+    assert!(f.core.subscription(b"\x01group/north/", Some("pi-a")));
+}
