@@ -260,13 +260,12 @@ impl Agent {
                 }
                 Ok(Downstream::Carry(_)) => self.carry_offered = true,
                 Ok(Downstream::PinnedGroups(p)) => {
-                    if self.pinned_groups.as_ref() != Some(&p.groups) {
-                        warn!(
-                            pinned = ?p.groups,
-                            configured = ?self.cfg.groups,
-                            "the hub's allow list pins this device to other groups than its config names; it is in the pinned ones (set groups in the config to match, or ask the operator to pin others)"
-                        );
-                    }
+                    // Told after each Hello, as the hub warns of each.
+                    warn!(
+                        pinned = ?p.groups,
+                        configured = ?self.cfg.groups,
+                        "the hub's allow list pins this device to other groups than its config names; it is in the pinned ones (set groups in the config to match, or ask the operator to pin others)"
+                    );
                     self.pinned_groups = Some(p.groups);
                 }
                 Ok(Downstream::Welcome(w)) => {
