@@ -1086,6 +1086,8 @@ fn pinned_agent(config: &str) {
     let key = link.enrol(&dir.path().join("pi-pinned/data"), "pi-pinned");
     let pin = |groups: &str| link.pin("pi-pinned", &key, groups);
     pin("north");
+    // The pin is in force before the device connects.
+    hub.proc.wait_log("pinned=1");
     // Its own configuration says it is in "south".
     let agent = start_agent(&link, dir.path(), "pi-pinned", "run", config, &["south"]);
     hub.wait_answering("pi-pinned");
@@ -1137,6 +1139,8 @@ fn a_device_on_five_sockets_is_subscribed_only_to_what_it_may_hear() {
     let hub = &x.hub;
     let pin = |groups: &str| x.link.pin("pi-sub", &x.keys.public, groups);
     pin("north");
+    // The pin is in force before the SUB connects.
+    hub.proc.wait_log("pinned=1");
 
     // pi-sub's SUB asks for every topic, a group outside its pin, another
     // device's topic, and (allowed) everyone's and its pinned group's.

@@ -210,7 +210,9 @@ impl Core {
         let regrouped = list.regrouped_in(&newer);
         info!(
             keys = newer.len(),
+            pinned = newer.pinned().len(),
             revoked = revoked.len(),
+            regrouped = regrouped.len(),
             "allow list changed"
         );
         *list = newer;

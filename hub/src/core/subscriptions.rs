@@ -81,7 +81,7 @@ impl Core {
                     warn!(
                         device,
                         %topic,
-                        "refused a broadcast subscription: {why} (on one connection, the default, an agent needs no subscriptions; an agent on five sockets subscribes to the groups in its config, so make them the ones fleetmq-hub allow --groups pins)"
+                        "refused a broadcast subscription: {why} (an agent of this release subscribes to the groups the hub pins; an older one to the groups in its config, so make them the ones fleetmq-hub allow --groups pins)"
                     );
                 } else {
                     debug!(device, %topic, why, "refused a broadcast subscription");
