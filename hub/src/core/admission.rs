@@ -255,17 +255,15 @@ impl Core {
     /// A device pinned anew that has not said Hello in time is cut all
     /// the same.
     pub(super) fn regrouped_overdue(&mut self, now: Now) {
-        let overdue: Vec<String> = self
-            .admission
-            .regrouped
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now.mono_ms)
-            .map(|(d, _)| d.clone())
-            .collect();
-        for device in overdue {
-            self.admission.regrouped.remove(&device);
-            self.out.push_back(super::Action::CutBroadcast { device });
-        }
+        let out = &mut self.out;
+        self.admission.regrouped.retain(|device, deadline| {
+            let due = *deadline <= now.mono_ms;
+            if due {
+                let device = device.clone();
+                out.push_back(super::Action::CutBroadcast { device });
+            }
+            !due
+        });
     }
 
     /// An agent whose key is enrolled as another device than the id it

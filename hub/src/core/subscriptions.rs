@@ -20,6 +20,12 @@ use tracing::{debug, warn};
 
 use super::Core;
 
+/// The name inside a whole topic `PREFIX NAME/`, such as the id in
+/// `dev/pi-1/`.
+fn inside<'a>(topic: &'a str, prefix: &str) -> Option<&'a str> {
+    topic.strip_prefix(prefix)?.strip_suffix('/')
+}
+
 /// Why `device`, pinned to `pinned` groups if the allow list pins them,
 /// may not hear `topic`; `Ok` when it may.
 pub(super) fn may_hear(
@@ -33,15 +39,14 @@ pub(super) fn may_hear(
     if topic == names::ALL_TOPIC || topic == names::CHAT_TOPIC {
         return Ok(());
     }
-    let whole = |prefix: &str| topic.strip_prefix(prefix)?.strip_suffix('/');
-    if let Some(id) = whole("dev/") {
+    if let Some(id) = inside(topic, "dev/") {
         return if id == device {
             Ok(())
         } else {
             Err("it is another device's topic")
         };
     }
-    if let Some(group) = whole("group/").filter(|g| validate_group(g).is_ok()) {
+    if let Some(group) = inside(topic, "group/").filter(|g| validate_group(g).is_ok()) {
         return match pinned {
             Some(groups) if !groups.iter().any(|g| g == group) => {
                 Err("the allow list does not pin the device to that group")
@@ -91,8 +96,7 @@ impl Core {
         }
         let listening = std::str::from_utf8(topic)
             .ok()
-            .and_then(|t| t.strip_prefix("dev/"))
-            .and_then(|t| t.strip_suffix('/'));
+            .and_then(|t| inside(t, "dev/"));
         if let Some(device) = listening {
             let own = !self.admission.secure() || user_id == Some(device);
             if validate_device_id(device).is_ok() && own {
