@@ -24,7 +24,23 @@ selected() {
 }
 
 sizes=()
-# Builds PACKAGES for TRIPLE, fully static, and records each binary's size.
+# Checks that a built binary is static and notes its size.
+check_static() {
+  local label=$1 triple=$2 bin=$3 path kind
+  path="target/$triple/release/$bin"
+  kind=$(file -b "$path")
+  case "$kind" in
+    *"statically linked"*|*"static-pie linked"*) ;;
+    *) echo "error: $path is not statically linked: $kind" >&2; exit 1 ;;
+  esac
+  sizes+=("$(printf '%-14s %-34s %-14s %9d bytes  %s' "$label" "$triple" "$bin" "$(stat -c %s "$path")" "${kind%%,*}")")
+}
+
+# Builds PACKAGE, fully static, for one or more targets in one cargo run,
+# so that cargo runs one target's single-threaded steps (libsodium's
+# configure script, the final link with LTO) beside another's and both
+# cores work.
+#   build_static PACKAGE TRIPLE...
 #
 # std is built from rust-src with our release profile (opt-level z, LTO
 # with our code), std's optimize_for_size, and no unwind tables (panics
@@ -32,58 +48,65 @@ sizes=()
 # keep their text but not their file and line (-Zlocation-detail=none,
 # 30 KB). musl's start files come from zig, not Rust's self-contained copy.
 build_static() {
-  local label=$1 triple=$2
-  shift 2
-  local packages=() p
-  for p in "$@"; do packages+=(-p "$p"); done
-  echo "== $label: $triple"
-  local flags_var
-  flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+  local package=$1 triple
+  shift
   # A hub is built for speed: opt-level 3 for everything in it, libzmq and
   # SQLite included (15 % more durable ingest than at "z"). An agent keeps
   # the size-first release profile.
   local speed=z
-  case " $* " in *" fleetmq-hub "*) speed=3 ;; esac
-  if [ "$label" = amd64-hub ]; then
-    # A server's hub: size does not matter there, build time in CI does.
-    # Rust's prebuilt musl std, and no LTO (a third of the build time).
-    rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
-    env "$flags_var=-C link-self-contained=no" CARGO_PROFILE_RELEASE_LTO=off \
-      CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=$speed \
-      cargo zigbuild --release --locked --target "$triple" "${packages[@]}"
-  else
-    env RUSTC_BOOTSTRAP=1 "$flags_var=-C link-self-contained=no -C force-unwind-tables=no -Zlocation-detail=none" \
-      CARGO_PROFILE_RELEASE_OPT_LEVEL=$speed \
-      cargo zigbuild --release --locked --target "$triple" "${packages[@]}" \
-      -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
-  fi
-  local bin path kind
-  for bin in "$@"; do
-    path="target/$triple/release/$bin"
-    kind=$(file -b "$path")
-    case "$kind" in
-      *"statically linked"*|*"static-pie linked"*) ;;
-      *) echo "error: $path is not statically linked: $kind" >&2; exit 1 ;;
-    esac
-    sizes+=("$(printf '%-14s %-34s %-14s %9d bytes  %s' "$label" "$triple" "$bin" "$(stat -c %s "$path")" "${kind%%,*}")")
+  [ "$package" = fleetmq-hub ] && speed=3
+  local targets=() envs=()
+  for triple in "$@"; do
+    echo "== $package: $triple"
+    targets+=(--target "$triple")
+    envs+=("CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no -Zlocation-detail=none")
+    # Zig links an optimised C program with LTO, 0.85 s a link even with
+    # its cache warm, and libsodium's configure links 133 test programs a
+    # target (two minutes). Its test links need no LTO; what is compiled
+    # (-c) is machine code either way, and the final links are rustc's.
+    envs+=("CFLAGS_${triple//-/_}=-fno-lto")
   done
+  env RUSTC_BOOTSTRAP=1 "${envs[@]}" CARGO_PROFILE_RELEASE_OPT_LEVEL=$speed \
+    cargo zigbuild --release --locked "${targets[@]}" -p "$package" \
+    -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
 }
 
+agents=()
+agent_labels=()
 while IFS=$'\t' read -r pi triple _arch _qemu _cpu _deb; do
   case "$pi" in '#'*|'') continue ;; esac
   selected "$pi" || continue
-  if [ "$triple" = aarch64-unknown-linux-musl ]; then
-    # Apart: the hub's libzmq has the draft API (buffer sizes), the
-    # agent's does not, and one cargo run would give both the same.
-    build_static "$pi" "$triple" fleetmq-agent
-    build_static "$pi" "$triple" fleetmq-hub
-  else
-    build_static "$pi" "$triple" fleetmq-agent
-  fi
+  agents+=("$triple")
+  agent_labels+=("$pi")
 done < targets/targets.tsv
+if [ ${#agents[@]} -gt 0 ]; then
+  build_static fleetmq-agent "${agents[@]}"
+  for i in "${!agents[@]}"; do
+    check_static "${agent_labels[$i]}" "${agents[$i]}" fleetmq-agent
+  done
+fi
+# The hub for aarch64 (a Pi 4 as a small fleet's hub) whenever its Pi row
+# is built. Apart from the agents: the hub's libzmq has the draft API
+# (buffer sizes), the agent's does not, and one cargo run would give both
+# the same.
+for i in "${!agents[@]}"; do
+  if [ "${agents[$i]}" = aarch64-unknown-linux-musl ]; then
+    build_static fleetmq-hub aarch64-unknown-linux-musl
+    check_static "${agent_labels[$i]}" aarch64-unknown-linux-musl fleetmq-hub
+  fi
+done
 # The hub for an ordinary x86-64 server, static too (its .deb is amd64).
+# Size does not matter there, build time in CI does: Rust's prebuilt musl
+# std, and no LTO (a third of the build time).
 if selected amd64-hub; then
-  build_static amd64-hub x86_64-unknown-linux-musl fleetmq-hub
+  triple=x86_64-unknown-linux-musl
+  echo "== fleetmq-hub: $triple"
+  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+  env CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no" \
+    CFLAGS_x86_64_unknown_linux_musl=-fno-lto CARGO_PROFILE_RELEASE_LTO=off \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=3 \
+    cargo zigbuild --release --locked --target "$triple" -p fleetmq-hub
+  check_static amd64-hub "$triple" fleetmq-hub
 fi
 
 echo

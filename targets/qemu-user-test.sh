@@ -15,6 +15,20 @@ cd "$(dirname "$0")/.."
 
 want=("$@")
 status=0
+
+# The e2e test binary, from the same cargo command as the native test run
+# (scripts/test.sh), so nothing is rebuilt. `cargo test -p fleetmq-tests`
+# would resolve the features anew and build libzmq and libsodium again
+# (two minutes); run alone, this builds what the native run would.
+e2e=$(cargo test --workspace --locked --all-targets --no-run --message-format=json |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "e2e" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$e2e" ] || { echo "cargo built no e2e test binary" >&2; exit 1; }
+# cargo runs a package's tests in its directory; so do we.
+run_e2e() { (cd tests && "$e2e") || status=1; }
 while IFS=$'\t' read -r pi triple arch qemu cpu _deb; do
   case "$pi" in '#'*|'') continue ;; esac
   if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " == *" $pi "* ]]; then continue; fi
@@ -30,15 +44,13 @@ while IFS=$'\t' read -r pi triple arch qemu cpu _deb; do
     fi
     echo "(control: the ARMv7 agent is refused by -cpu $cpu, as it must be)"
   fi
-  FLEETMQ_AGENT_BIN="$agent" FLEETMQ_AGENT_RUNNER="$qemu -cpu $cpu" FLEETMQ_AGENT_ARCH="$arch" \
-    cargo test --locked -p fleetmq-tests --test e2e || status=1
+  FLEETMQ_AGENT_BIN="$agent" FLEETMQ_AGENT_RUNNER="$qemu -cpu $cpu" FLEETMQ_AGENT_ARCH="$arch" run_e2e
 done < targets/targets.tsv
 
 if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" hub "* ]]; then
   hub="$PWD/target/aarch64-unknown-linux-musl/release/fleetmq-hub"
   [ -x "$hub" ] || { echo "missing $hub: run targets/build.sh pi3-pi4-pi5" >&2; exit 1; }
   echo "== hub: aarch64-unknown-linux-musl under qemu-aarch64-static -cpu cortex-a72, native agents"
-  FLEETMQ_HUB_BIN="$hub" FLEETMQ_HUB_RUNNER="qemu-aarch64-static -cpu cortex-a72" \
-    cargo test --locked -p fleetmq-tests --test e2e || status=1
+  FLEETMQ_HUB_BIN="$hub" FLEETMQ_HUB_RUNNER="qemu-aarch64-static -cpu cortex-a72" run_e2e
 fi
 exit $status

@@ -20,6 +20,13 @@ ensure_zigbuild() {
   export PATH="$venv/bin:$PATH"
   # Zig's cache, kept with the tools so it survives between builds.
   export ZIG_GLOBAL_CACHE_DIR="$tools_dir/zig-cache"
+  # cargo-zigbuild wraps every compiler call, and before each one it asks
+  # `python3 -m ziglang version` three times (0.11 s a call; libsodium's
+  # configure, libzmq and SQLite make about 450 calls a target). Handed the
+  # zig binary inside the ziglang wheel and a Python that fails at once
+  # (`false`), it runs zig directly: 0.09 s a call instead of 0.20 s.
+  CARGO_ZIGBUILD_ZIG_PATH="$("$venv/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')"
+  export CARGO_ZIGBUILD_ZIG_PATH CARGO_ZIGBUILD_PYTHON_PATH=false
 }
 
 # Installs rust-src: every target's standard library is built from it
