@@ -89,7 +89,8 @@ cargo test --workspace --locked --all-targets
 log "ARM Linux in qemu-system: the agent boots as a service and reports in"
 targets/qemu-system-test.sh
 
-# The same end-to-end suite with each Pi's agent under qemu-user; its last
-# summary closes the run.
+# The same end-to-end suite with each Pi's agent under qemu-user, with the
+# aarch64 hub under qemu-user, and with the amd64 package's static hub; its
+# last summary closes the run.
 log "end-to-end tests with ARM agents under qemu-user"
 targets/qemu-user-test.sh

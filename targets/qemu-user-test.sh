@@ -3,11 +3,13 @@
 # that Pi's CPU model, against a native hub: the same tests as natively, with
 # the agent behind a runner prefix (FLEETMQ_AGENT_RUNNER). Then the same suite
 # once more with the aarch64 hub (a Pi 4 as a small fleet's hub) under
-# qemu-user, its operator command line too, against native agents.
+# qemu-user, its operator command line too, against native agents, and
+# once with the static x86-64 hub that the amd64 package holds.
 #
 #   targets/qemu-user-test.sh              every row of targets/targets.tsv
 #   targets/qemu-user-test.sh pi0-pi1      only these rows
 #   targets/qemu-user-test.sh hub          only the aarch64 hub
+#   targets/qemu-user-test.sh amd64-hub    only the static x86-64 hub (no QEMU)
 #
 # Expects the binaries from targets/build.sh and the native workspace build.
 set -euo pipefail
@@ -52,5 +54,14 @@ if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" hub "* ]]; then
   [ -x "$hub" ] || { echo "missing $hub: run targets/build.sh pi3-pi4-pi5" >&2; exit 1; }
   echo "== hub: aarch64-unknown-linux-musl under qemu-aarch64-static -cpu cortex-a72, native agents"
   FLEETMQ_HUB_BIN="$hub" FLEETMQ_HUB_RUNNER="qemu-aarch64-static -cpu cortex-a72" run_e2e
+fi
+
+# The amd64 package's hub (static, musl, built by targets/build.sh) is a
+# binary of this machine's own architecture: no emulator, the same suite.
+if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" amd64-hub "* ]]; then
+  hub="$PWD/target/x86_64-unknown-linux-musl/release/fleetmq-hub"
+  [ -x "$hub" ] || { echo "missing $hub: run targets/build.sh amd64-hub" >&2; exit 1; }
+  echo "== amd64-hub: x86_64-unknown-linux-musl, native agents"
+  FLEETMQ_HUB_BIN="$hub" run_e2e
 fi
 exit $status
