@@ -60,11 +60,6 @@ build_static() {
     echo "== $package: $triple"
     targets+=(--target "$triple")
     envs+=("CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no -Zlocation-detail=none")
-    # Zig links an optimised C program with LTO, 0.85 s a link even with
-    # its cache warm, and libsodium's configure links 133 test programs a
-    # target (two minutes). Its test links need no LTO; what is compiled
-    # (-c) is machine code either way, and the final links are rustc's.
-    envs+=("CFLAGS_${triple//-/_}=-fno-lto")
   done
   env RUSTC_BOOTSTRAP=1 "${envs[@]}" CARGO_PROFILE_RELEASE_OPT_LEVEL=$speed \
     cargo zigbuild --release --locked "${targets[@]}" -p "$package" \
@@ -87,7 +82,7 @@ if selected amd64-hub; then
   # Its own process group, so that a failed ARM build takes it down too.
   CARGO_TARGET_DIR="$amd64_dir" setsid -w \
     env CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no" \
-    CFLAGS_x86_64_unknown_linux_musl=-fno-lto CARGO_PROFILE_RELEASE_LTO=off \
+    CARGO_PROFILE_RELEASE_LTO=off \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=3 \
     cargo zigbuild --release --locked --target "$amd64_triple" -p fleetmq-hub \
     >"$amd64_dir/build.log" 2>&1 &
