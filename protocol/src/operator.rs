@@ -337,6 +337,21 @@ channel! {
     }
 }
 
+impl OperatorFrame {
+    /// The `id` of an `OperatorRequest` frame, read without decoding the
+    /// request (`None` for another version or kind, or a frame too short):
+    /// what a hub answers a request it cannot read with, so that the
+    /// client can match the error to its request.
+    pub fn request_id(frame: &[u8]) -> Option<u64> {
+        match crate::envelope::open(frame) {
+            Ok((0x50, body)) => postcard::take_from_bytes::<u64>(body)
+                .ok()
+                .map(|(id, _)| id),
+            _ => None,
+        }
+    }
+}
+
 channel! {
     /// Hub ROUTER → operator REQ.
     OperatorReplyFrame {

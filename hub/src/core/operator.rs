@@ -42,8 +42,9 @@ impl Core {
             }
             Err(e) => {
                 self.dropped("operator", &e);
+                let id = OperatorFrame::request_id(frame).unwrap_or(0);
                 let e = OperatorError::BadRequest(e.to_string());
-                self.answer(client, 0, Response::Error(e));
+                self.answer(client, id, Response::Error(e));
             }
         }
     }

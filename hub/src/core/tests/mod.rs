@@ -287,6 +287,29 @@ fn a_device_goes_offline_after_three_silent_heartbeats() {
 }
 
 #[test]
+fn a_request_the_hub_cannot_read_is_answered_bad_request_with_its_id() {
+    let mut f = Fleet::new();
+    let ask = |f: &mut Fleet, frame: Vec<u8>| {
+        f.core
+            .operator(&[OP.to_vec(), vec![], frame], Caller::Local, at(T0));
+        to_operator(&f.actions())
+    };
+    // Request 9 names a variant this hub does not have (99): the id is
+    // readable, so the client can match the error to its request.
+    let answers = ask(&mut f, vec![2, 0x50, 9, 99]);
+    assert!(
+        matches!(&answers[..], [(9, Response::Error(OperatorError::BadRequest(why)))] if !why.is_empty()),
+        "{answers:?}"
+    );
+    // A frame of another version has no id the hub can trust: 0.
+    let answers = ask(&mut f, vec![3, 0x50, 9, 0]);
+    assert!(
+        matches!(&answers[..], [(0, Response::Error(OperatorError::BadRequest(why)))] if why.contains("version")),
+        "{answers:?}"
+    );
+}
+
+#[test]
 fn a_command_is_sent_and_its_answer_reaches_the_operator() {
     let mut f = Fleet::new();
     f.hello("pi-a", T0);
