@@ -22,6 +22,9 @@ command -v file >/dev/null 2>&1 || missing+=(file)
 command -v qemu-arm-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 command -v readelf >/dev/null 2>&1 || missing+=(binutils)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The conformance test's client, written from PROTOCOL.md in Python, runs
+# on Debian's Python with Debian's pyzmq (the system libzmq, with CURVE).
+/usr/bin/python3 -c 'import zmq' >/dev/null 2>&1 || missing+=(python3-zmq)
 # The partition fault test puts agents in their own network namespace.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The packaging test checks the systemd units with systemd-analyze.

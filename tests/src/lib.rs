@@ -87,7 +87,9 @@ pub struct Proc {
     pub log: PathBuf,
 }
 
-pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf, stdin: bool) -> Proc {
+/// Starts `cmd` as a [`Proc`]: stdout on its channel, stderr into `log`,
+/// stdin piped if `stdin`, killed with the test.
+pub fn spawn(name: &str, mut cmd: Command, log: PathBuf, stdin: bool) -> Proc {
     let err = std::fs::File::create(&log).expect("creating a log file");
     cmd.stdout(Stdio::piped()).stderr(err).stdin(if stdin {
         Stdio::piped()
@@ -198,6 +200,20 @@ impl Proc {
                 ),
             }
         }
+    }
+
+    /// Every stdout line not read yet, up to the end of its output (for a
+    /// process that has exited), waiting up to [`WAIT`] for the end.
+    pub fn rest_of_lines(&self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut rest = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            rest.push(line);
+        }
+        rest
     }
 
     pub fn write_line(&mut self, line: &str) {

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""An agent and an operator client written from protocol/PROTOCOL.md alone.
+
+It plays one device (on one connection, CURVE) and the operator (REQ on
+the local operator socket) against a real hub, and checks every answer
+against what the document promises. The frames are built and read by
+`wire.py`, which knows nothing of the Rust crates. Run by
+`tests/tests/conformance.rs`; by hand:
+
+    python3 client.py --telemetry=tcp://127.0.0.1:7750 \
+        --operator=tcp://127.0.0.1:7755 --hub-key=HUBKEY \
+        --public=PUB --secret=SECRET --device=py-1 --real-agent=rs-1 \
+        --ports=7751,7752,7753,7754 --protocol=../../protocol/PROTOCOL.md
+
+Exit status 0 when every check passed, 1 on the first that failed (what
+was expected and what came), 2 when it cannot run (no pyzmq).
+"""
+
+import argparse
+import secrets
+import sys
+import time
+
+try:
+    import zmq
+except ImportError:
+    print("the conformance client needs pyzmq: apt install python3-zmq", file=sys.stderr)
+    sys.exit(2)
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+import wire  # noqa: E402
+
+WAIT_S = 15.0
+
+
+class Failed(Exception):
+    pass
+
+
+CHECKS = [0]
+
+
+def check(ok, what, got=None):
+    if not ok:
+        raise Failed(f"{what}; got {got!r}")
+    CHECKS[0] += 1
+    print(f"ok {CHECKS[0]}: {what}", flush=True)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+class Agent:
+    """One device on one connection: a DEALER whose routing id is its route."""
+
+    def __init__(self, ctx, endpoint, device, hub_key, public, secret):
+        self.device = device
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        # The nonce: 16 to 64 characters of A-Z a-z 0-9, drawn at start.
+        self.sock.setsockopt(zmq.ROUTING_ID, f"{device}@{secrets.token_hex(16)}".encode())
+        if hub_key:
+            self.sock.setsockopt(zmq.CURVE_SERVERKEY, hub_key.encode())
+            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
+            self.sock.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
+        self.sock.connect(endpoint)
+        self.started = time.monotonic()
+        self.last_sent = 0.0
+        self.backlog = []
+
+    def uptime_ms(self):
+        return int((time.monotonic() - self.started) * 1000)
+
+    def send(self, frame):
+        self.sock.send(frame)
+        self.last_sent = time.monotonic()
+
+    def keep_alive(self):
+        # Hello says heartbeat_ms = 1000; stay heard while waiting.
+        if time.monotonic() - self.last_sent > 0.5:
+            self.send(wire.heartbeat(self.uptime_ms()))
+
+    def take(self):
+        """Reads one waiting frame. Commands are answered at once, as an
+        agent does (Ping with Pong); anything else goes to the backlog."""
+        name, fields = wire.read_downstream(self.sock.recv())
+        if name == "Command" and fields["command"] == ("ping",):
+            self.send(wire.reply_pong(fields["corr"], 4242))
+        self.backlog.append((name, fields))
+
+    def expect(self, name, where=lambda f: True, timeout=WAIT_S):
+        """The first downstream message called `name` that satisfies
+        `where`, from the backlog or the socket."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, (n, f) in enumerate(self.backlog):
+                if n == name and where(f):
+                    del self.backlog[i]
+                    return f
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failed(f"{self.device} was sent no {name} in {timeout} s; "
+                             f"it was sent {self.backlog}")
+            self.keep_alive()
+            if self.sock.poll(int(min(left, 0.25) * 1000)):
+                self.take()
+
+
+class Operator:
+    """The operator's REQ on the hub's local operator socket."""
+
+    def __init__(self, ctx, endpoint, agent):
+        self.sock = ctx.socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.agent = agent
+
+    def ask(self, request, body=b"", timeout=WAIT_S):
+        """Sends one request and returns (response name, body). The agent
+        is served meanwhile, so a command to it is answered."""
+        request_id = secrets.randbits(63)
+        self.sock.send(wire.operator_request(request_id, request, body))
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.agent.sock, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.agent.keep_alive()
+            for sock, _ in poller.poll(250):
+                if sock is self.agent.sock:
+                    self.agent.take()
+                else:
+                    got_id, name, answer = wire.read_operator_response(sock.recv())
+                    check(got_id == request_id, f"{request} is answered with its own id",
+                          (got_id, name, answer))
+                    return name, answer
+        raise Failed(f"the hub did not answer {request} in {timeout} s")
+
+    def expect(self, request, response, body=b""):
+        name, answer = self.ask(request, body)
+        check(name == response, f"{request} is answered {response}", (name, answer))
+        return answer
+
+    def until(self, what, request, response, body, done):
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            answer = self.expect(request, response, body)
+            if done(answer):
+                check(True, what)
+                return answer
+            time.sleep(0.1)
+        raise Failed(f"{what}: last {request} answer {answer!r}")
+
+
+def golden_vectors(protocol_md):
+    """Every frame in PROTOCOL.md's table of golden vectors reads exactly,
+    and the frames this client writes come out as the table's bytes."""
+    import re
+
+    with open(protocol_md, encoding="utf-8") as f:
+        doc = f.read()
+    table = doc[doc.index("## Golden vectors"):doc.index("## Limits")]
+    frames = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        found = re.fullmatch(r"`((?:[0-9a-f]{2} ?)+)`(.*)", cells[-1])
+        if len(cells) >= 2 and found:
+            data = bytes.fromhex(found.group(1))
+            # Rows for an older writer's message show its growable
+            # struct's first fields only.
+            name, fields = wire.read_any(data, older=True)
+            frames.append((name, fields, data))
+    check(len(frames) >= 26, "PROTOCOL.md's golden vectors all read exactly", len(frames))
+    written = {
+        "Batch": wire.batch(7, 1000, ["cpu", "up"], [(0, 0, 0.5), (1, 250, -2)], [(0, "hi")]),
+        "Hello": wire.hello("0.1", "arm", "linux", "pi", ["n"], 5000, 1),
+        "Offer": wire.offer(["echo"], ["df"], 3, True, False, 2),
+        "OperatorRequest": wire.operator_request(5, "Telemetry", wire.telemetry_query(
+            device="pi", after_id=-1, limit=10, newest=True, tags=["k=v"])),
+        "Result": wire.job_result(7, 1, "pi", ("already_run",), 9),
+        "Reply": wire.reply_pong(1, 5),
+        "Applied": wire.applied(2, [("a.b", "no")]),
+    }
+    for name, data in written.items():
+        check(data == next(d for n, _, d in frames if n == name),
+              f"this client writes the golden {name} byte for byte", data.hex(" "))
+
+
+def rows_of(answer, device):
+    return [(r["seq"], r["ts_ms"], r["name"], r["value"]) for r in answer if r["device"] == device]
+
+
+def run(args):
+    golden_vectors(args.protocol)
+    ctx = zmq.Context()
+    agent = Agent(ctx, args.telemetry, args.device, args.hub_key, args.public, args.secret)
+    op = Operator(ctx, args.operator, agent)
+    dev = args.device
+    ports = dict(zip(("broadcast", "jobs", "results", "commands"),
+                     (int(p) for p in args.ports.split(","))))
+
+    # --- joining: Hello, Carry, Welcome, Offer -------------------------
+    agent.send(wire.hello("conformance-0.1", "python", "linux", "py-host", ["north"], 1000,
+                          now_ms()))
+    first = agent.expect("Carry")
+    check(first == {}, "a Hello is answered with Carry", first)
+    check(not any(n == "Welcome" for n, _ in agent.backlog), "Carry comes before Welcome",
+          agent.backlog)
+    welcome = agent.expect("Welcome")
+    check(welcome["ports"] == ports, "Welcome names the hub's other ports", welcome)
+    agent.send(wire.offer(["echo"], [], 0, True, False, 1))
+    agent.send(wire.heartbeat(agent.uptime_ms()))
+
+    # --- telemetry: Ack, a resend, Renumber, Rejected, Refusal ---------
+    base = now_ms()
+    names = ["py.temp{room=lab}", "py.count"]
+    samples = [(0, 0, 21.5), (1, 250, -3), (0, -1000, 20.25)]
+    chat = [(0, "hello from python")]
+    agent.send(wire.batch(1, base, names, samples, chat))
+    check(agent.expect("Ack")["seq"] == 1, "batch 1 is acked")
+    agent.send(wire.batch(1, base, names, samples, chat))
+    check(agent.expect("Ack")["seq"] == 1, "the same bytes again are acked again")
+    agent.send(wire.batch(1, base, names, [(0, 0, 99.0), (1, 0, 99)], []))
+    renumber = agent.expect("Renumber")
+    check(renumber["seq"] == 1 and renumber["from"] >= 2,
+          "other bytes under a stored number are answered Renumber, from above it", renumber)
+    moved = renumber["from"]
+    agent.send(wire.batch(moved, base, names, samples, chat))
+    check(agent.expect("Ack")["seq"] == moved, "the records sent again under `from` are acked")
+
+    bad = moved + 1
+    agent.send(wire.batch(bad, 253_402_300_799_999, ["late"], [(0, 1, 1)], []))
+    rejected = agent.expect("Rejected")
+    check(rejected["seq"] == bad and rejected["reason"],
+          "a record past 9999-12-31 is Rejected with a reason", rejected)
+    agent.send(wire.batch(bad + 1, base, ["x" * 129], [(0, 0, 1)], []))
+    rejected = agent.expect("Rejected")
+    check(rejected["seq"] == bad + 1, "a 129-byte metric name is Rejected", rejected)
+    agent.send(wire.batch(bad + 2, base, [], [], [(0, "y" * 2001)]))
+    rejected = agent.expect("Rejected")
+    check(rejected["seq"] == bad + 2, "a 2,001-byte chat line is Rejected", rejected)
+
+    agent.send(bytes([9, 0x02]) + wire.varint(5))
+    refusal = agent.expect("Refusal")
+    check(refusal["reason"] != "", "a frame of version 9 is answered Refusal with a reason",
+          refusal)
+    agent.send(wire.heartbeat(5) + b"\x00")
+    agent.expect("Refusal")
+    check(True, "a frame with a trailing byte is answered Refusal")
+
+    # --- the operator: what was stored ---------------------------------
+    devices = {d["id"]: d for d in op.expect("Devices", "Devices")}
+    me = devices.get(dev)
+    check(me is not None and me["online"], f"{dev} is listed online", devices.keys())
+    check((me["agent_version"], me["arch"], me["os"], me["hostname"], me["groups"])
+          == ("conformance-0.1", "python", "linux", "py-host", ["north"]),
+          "DeviceInfo carries what the Hello said", me)
+    check(me["batches"] == 2, "DeviceInfo counts the two batches stored", me["batches"])
+    check(devices.get(args.real_agent, {}).get("online"),
+          f"the real agent {args.real_agent} is listed online", list(devices))
+
+    rows = op.expect("Telemetry", "Telemetry", wire.telemetry_query(device=dev, limit=1000))
+    mine = rows_of(rows, dev)
+    want = sorted((s, base + off, names[n], v) for s in (1, moved) for n, off, v in samples)
+    check(sorted(mine) == want, "Telemetry returns every sample stored, with its time", mine)
+    check([r["id"] for r in rows] == sorted(r["id"] for r in rows), "rows come oldest first")
+    check(all(r["value"] != 99.0 for r in rows), "the renumbered bytes were not stored under 1")
+
+    tagged = op.expect("Telemetry", "Telemetry", wire.telemetry_query(
+        device=dev, name="py.temp", tags=["room=lab"], limit=1000))
+    check(sorted(r["value"] for r in tagged) == [20.25, 20.25, 21.5, 21.5],
+          "a metric name without tags, with a tag, finds that series", tagged)
+    newest = op.expect("Telemetry", "Telemetry", wire.telemetry_query(
+        device=dev, limit=1, newest=True))
+    check(len(newest) == 1 and newest[0]["id"] == max(r["id"] for r in rows),
+          "newest with limit 1 is the last row", newest)
+
+    lines = op.expect("Chat", "Chat", wire.chat_query(0, 100))
+    said = [c for c in lines if c["device"] == dev]
+    check([c["text"] for c in said] == ["hello from python"] * 2 and said[0]["ts_ms"] == base,
+          "Chat holds the line of each stored batch, at its time", said)
+    recent = op.expect("RecentChat", "Chat", wire.varint(1))
+    check(len(recent) == 1 and recent[0]["id"] == max(c["id"] for c in lines),
+          "RecentChat with limit 1 is the newest line", recent)
+
+    latest = op.expect("Latest", "Latest")
+    check(any(v["device"] == dev and v["name"] == "py.count" and v["value"] == -3
+              for v in latest), "Latest holds the device's newest py.count", latest)
+    latest_of = op.expect("LatestOf", "Latest", wire.option(dev, wire.string)
+                          + wire.seq(["py.count"], wire.string))
+    check([(v["device"], v["name"], v["ts_ms"], v["value"]) for v in latest_of]
+          == [(dev, "py.count", base + 250, -3)], "LatestOf names one series", latest_of)
+
+    # --- commands --------------------------------------------------------
+    ping = wire.string(dev) + wire.command(("ping",)) + wire.varint(5000)
+    reply = op.expect("Command", "Reply", ping)
+    check(reply == {"device": dev, "reply": ("Pong", 4242)},
+          "a Ping reaches the device as Command on its one connection and its Pong comes back",
+          reply)
+    status = op.expect("Command", "Reply", wire.string(args.real_agent)
+                       + wire.command(("status",)) + wire.varint(5000))
+    check(status["reply"][0] == "Status" and status["reply"][1]["device"] == args.real_agent,
+          "the real agent's Status reads as AgentStatus", status)
+    error = op.expect("Command", "Error", wire.string("nobody-here")
+                      + wire.command(("ping",)) + wire.varint(1000))
+    check(error == ("UnknownDevice", "nobody-here"), "a command to an unknown device",
+          error)
+    queued = op.expect("QueuedCommand", "Reply", ping + wire.varint(5000))
+    check(queued["reply"] == ("Pong", 4242), "a QueuedCommand to an online device", queued)
+
+    fleet = op.expect("FleetCommand", "FleetCommandQueued", wire.fleet_command(
+        ("ping",), devices=[dev]))
+    check(fleet["devices"] == [dev], "FleetCommandQueued names its members", fleet)
+    answers = op.until("the fleet command's share is answered", "FleetAnswers", "FleetAnswers",
+                       wire.varint(fleet["id"]),
+                       lambda a: a and a[0]["state"] == "answered")
+    check(answers[0]["device"] == dev and answers[0]["reply"] == ("Pong", 4242)
+          and answers[0]["ended_ms"] > 0, "FleetAnswer carries the reply", answers)
+    log = op.expect("Commands", "Commands", wire.varint(10))
+    check(log and all(a["sent_ms"] >= b["sent_ms"] for a, b in zip(log, log[1:]))
+          and any(c["device"] == dev for c in log), "the command log, newest first", log)
+
+    # --- jobs --------------------------------------------------------------
+    job = op.expect("SubmitJob", "JobSubmitted", wire.job_submission(
+        ("echo", "hi from the hub"), devices=[dev]))
+    work = agent.expect("Work")
+    check(work["spec"] == ("echo", "hi from the hub") and work["token"] != 0,
+          "an aimed job reaches the device as Work, with a token", work)
+    agent.send(wire.job_result(work["id"], work["attempt"], dev, ("completed", {
+        "exit_code": 0, "stdout": "hi from the hub", "stderr": "", "truncated": False,
+        "duration_ms": 3}), work["token"]))
+    info = op.until("the aimed job is Done", "Job", "Job", wire.varint(job["id"]),
+                    lambda j: j["state"] == "Done")
+    run_ = info["runs"][0] if info["runs"] else {}
+    check(run_.get("id") == work["id"] and run_.get("device") == dev
+          and run_.get("outcome", ("",))[0] == "Completed"
+          and run_["outcome"][1]["stdout"] == "hi from the hub",
+          "its run holds the result the device sent", info)
+    forged = op.expect("SubmitJob", "JobSubmitted", wire.job_submission(
+        ("exec", "uname", []), devices=[dev]))
+    refused = op.until("a job the Offer does not take ends NotAllowed", "Job", "Job",
+                       wire.varint(forged["id"]),
+                       lambda j: j["runs"] and j["runs"][0]["outcome"] is not None)
+    check(refused["runs"][0]["outcome"][0] == "NotAllowed", "without being sent", refused)
+    listed = op.expect("Jobs", "Jobs", wire.varint(50))
+    check({job["id"], forged["id"]} <= {j["id"] for j in listed}, "Jobs lists both", listed)
+
+    # --- broadcasts on one connection --------------------------------------
+    for where, text in (((("device", dev)), "to python"), (("group", "south"), "not ours"),
+                        (("group", "north"), "to north"), (None, "to all")):
+        answer = op.expect("Broadcast", "Broadcast", wire.target(where) + wire.string(text))
+        check(answer["topic"] != "", f"Broadcast to {where} names its topic", answer)
+    for where, text in ((("device", dev), "to python"), (("group", "north"), "to north"),
+                        (None, "to all")):
+        got = agent.expect("Announcement", lambda f, t=text: f["text"] == t)
+        check(got["target"] == where, f"the device hears its announcement {text!r}", got)
+    check(not any(f.get("text") == "not ours" for _, f in agent.backlog),
+          "nor one to a group it is not in", agent.backlog)
+
+    # --- desired configuration ---------------------------------------------
+    edit = op.expect("ConfigEdit", "ConfigVersion",
+                     wire.config_edit(f"device:{dev}", [("app.colour", "blue")]))
+    desired = agent.expect("Desired", lambda d: d["version"] == edit["version"])
+    check(("app.colour", "blue") in desired["values"], "the device is sent its document",
+          desired)
+    agent.send(wire.applied(edit["version"], [("app.colour", "this client keeps no app keys")]))
+    view = op.until("ConfigShow has the device's report", "ConfigShow", "ConfigShow",
+                    wire.string(dev), lambda v: v["applied_version"] == edit["version"])
+    check(("app.colour", "blue", f"device:{dev}") in view["entries"]
+          and view["errors"] == [("app.colour", "this client keeps no app keys")],
+          "ConfigView lists the key, its layer and the refusal", view)
+    states = op.expect("ConfigStatus", "ConfigStatus")
+    check(any(s["device"] == dev and s["applied_version"] == edit["version"] for s in states),
+          "ConfigStatus lists the device", states)
+    stale = op.expect("ConfigEdit", "Error", wire.config_edit(
+        f"device:{dev}", [("app.colour", "red")], if_version=edit["version"] + 100))
+    check(stale[0] == "BadRequest", "an edit at another version is BadRequest", stale)
+
+    # --- the rest of the operator's view -------------------------------------
+    unknown = op.expect(99, "Error")
+    check(unknown[0] == "BadRequest" and unknown[1] != "",
+          "a request of a variant the hub does not know is BadRequest, with its id", unknown)
+    op.expect("Alerts", "Alerts")
+    check(True, "Alerts reads as a list of AlertInfo")
+    stats = op.expect("Stats", "Stats")
+    check(stats["security"] == "curve" and stats["devices_online"] >= 2,
+          "Stats: CURVE, both devices online", stats)
+    check(stats["batches_duplicate"] >= 1 and stats["batches_renumbered"] >= 1
+          and stats["batches_rejected"] >= 3 and stats["frames_dropped"] >= 2,
+          "Stats counts the resend, the renumbering, the rejections and the refusals", stats)
+    check(stats["telemetry_cursor"] >= max(r["id"] for r in rows),
+          "telemetry_cursor is past every row", stats)
+
+    agent.send(wire.bye("conformance done"))
+    op.until(f"{dev} is offline after Bye", "Devices", "Devices", b"",
+             lambda ds: any(d["id"] == dev and not d["online"] for d in ds))
+    events = op.expect("PresenceLog", "PresenceLog", wire.string(dev) + wire.varint(10))
+    check(events and events[0] == {**events[0], "online": False, "why": "bye: conformance done"}
+          and events[-1]["online"] and events[-1]["why"] == "hello",
+          "PresenceLog, newest first: the Bye, and the Hello first", events)
+    ctx.destroy(linger=0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--telemetry", required=True)
+    p.add_argument("--operator", required=True)
+    p.add_argument("--hub-key", required=True)
+    p.add_argument("--public", required=True)
+    p.add_argument("--secret", required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--real-agent", required=True)
+    p.add_argument("--ports", required=True, help="broadcast,jobs,results,commands")
+    p.add_argument("--protocol", required=True, help="the path of PROTOCOL.md")
+    args = p.parse_args()
+    try:
+        run(args)
+    except (Failed, wire.WireError) as e:
+        print(f"FAILED after {CHECKS[0]} checks: {e}", flush=True)
+        return 1
+    print(f"conformance: all {CHECKS[0]} checks passed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
