@@ -9,7 +9,8 @@ against what the document promises. The frames are built and read by
 
     python3 client.py --telemetry=tcp://127.0.0.1:7750 \
         --operator=tcp://127.0.0.1:7755 --hub-key=HUBKEY \
-        --public=PUB --secret=SECRET --device=py-1 --real-agent=rs-1 \
+        --public=PUB --secret=SECRET --public5=PUB5 --secret5=SECRET5 \
+        --device=py-1 --real-agent=rs-1 \
         --ports=7751,7752,7753,7754 --protocol=../../protocol/PROTOCOL.md
 
 Exit status 0 when every check passed, 1 on the first that failed (what
@@ -64,10 +65,42 @@ class Agent:
             self.sock.setsockopt(zmq.CURVE_SERVERKEY, hub_key.encode())
             self.sock.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
             self.sock.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
+        self.keys = (hub_key, public, secret)
+        self.route = self.sock.getsockopt(zmq.ROUTING_ID)
         self.sock.connect(endpoint)
+        self.endpoint = endpoint
         self.started = time.monotonic()
         self.last_sent = 0.0
         self.backlog = []
+        # The other four sockets, when it does not keep to one connection.
+        self.ports = {}
+
+    def socket(self, ctx, kind):
+        s = ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        hub_key, public, secret = self.keys
+        if hub_key:
+            s.setsockopt(zmq.CURVE_SERVERKEY, hub_key.encode())
+            s.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
+            s.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
+        return s
+
+    def connect_ports(self, ctx, welcome, topics):
+        """Connects the four ports of the Welcome, on the telemetry
+        socket's host, and subscribes the SUB to `topics`."""
+        host = self.endpoint.rsplit(":", 1)[0]
+        for name, kind in (("broadcast", zmq.SUB), ("commands", zmq.DEALER),
+                           ("jobs", zmq.PULL), ("results", zmq.PUSH)):
+            s = self.socket(ctx, kind)
+            if name == "commands":
+                s.setsockopt(zmq.ROUTING_ID, self.route)
+            for topic in topics if name == "broadcast" else ():
+                s.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            s.connect(f"{host}:{welcome['ports'][name]}")
+            self.ports[name] = s
+
+    def sockets(self):
+        return [self.sock] + [s for n, s in self.ports.items() if n != "results"]
 
     def uptime_ms(self):
         return int((time.monotonic() - self.started) * 1000)
@@ -81,12 +114,28 @@ class Agent:
         if time.monotonic() - self.last_sent > 0.5:
             self.send(wire.heartbeat(self.uptime_ms()))
 
-    def take(self):
-        """Reads one waiting frame. Commands are answered at once, as an
-        agent does (Ping with Pong); anything else goes to the backlog."""
-        name, fields = wire.read_downstream(self.sock.recv())
-        if name == "Command" and fields["command"] == ("ping",):
-            self.send(wire.reply_pong(fields["corr"], 4242))
+    def take(self, sock=None):
+        """Reads one waiting frame from `sock` (the telemetry socket by
+        default). Commands are answered at once, as an agent does (Ping
+        with Pong); everything read goes to the backlog, broadcasts as
+        ("broadcast", (topic, name, fields))."""
+        sock = sock or self.sock
+        if sock is self.sock:
+            name, fields = wire.read_downstream(sock.recv())
+            if name == "Command" and fields["command"] == ("ping",):
+                self.send(wire.reply_pong(fields["corr"], 4242))
+        elif sock is self.ports.get("broadcast"):
+            topic, data = sock.recv_multipart()
+            name, fields = "broadcast", (topic.decode(), *wire.read_any(data))
+        elif sock is self.ports.get("commands"):
+            parts = sock.recv_multipart()
+            check(len(parts) == 2 and parts[0] == b"",
+                  "the commands DEALER gets [empty][envelope]", parts)
+            name, fields = wire.read_any(parts[1])
+            if name == "CommandRequest" and fields["command"] == ("ping",):
+                sock.send_multipart([b"", wire.command_reply_pong(fields["corr"], 4343)])
+        else:
+            name, fields = wire.read_any(sock.recv())
         self.backlog.append((name, fields))
 
     def expect(self, name, where=lambda f: True, timeout=WAIT_S):
@@ -103,8 +152,11 @@ class Agent:
                 raise Failed(f"{self.device} was sent no {name} in {timeout} s; "
                              f"it was sent {self.backlog}")
             self.keep_alive()
-            if self.sock.poll(int(min(left, 0.25) * 1000)):
-                self.take()
+            poller = zmq.Poller()
+            for sock in self.sockets():
+                poller.register(sock, zmq.POLLIN)
+            for sock, _ in poller.poll(int(min(left, 0.25) * 1000)):
+                self.take(sock)
 
 
 class Operator:
@@ -123,13 +175,14 @@ class Operator:
         self.sock.send(wire.operator_request(request_id, request, body))
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self.agent.sock, zmq.POLLIN)
+        for sock in self.agent.sockets():
+            poller.register(sock, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.agent.keep_alive()
             for sock, _ in poller.poll(250):
-                if sock is self.agent.sock:
-                    self.agent.take()
+                if sock is not self.sock:
+                    self.agent.take(sock)
                 else:
                     got_id, name, answer = wire.read_operator_response(sock.recv())
                     check(got_id == request_id, f"{request} is answered with its own id",
@@ -185,6 +238,14 @@ def golden_vectors(protocol_md):
     for name, data in written.items():
         check(data == next(d for n, _, d in frames if n == name),
               f"this client writes the golden {name} byte for byte", data.hex(" "))
+
+
+def topic_of(where):
+    """The broadcast topic of a Target: all/, group/<group>/, dev/<id>/."""
+    if where is None:
+        return "all/"
+    kind, name = where
+    return f"{'dev' if kind == 'device' else 'group'}/{name}/"
 
 
 def rows_of(answer, device):
@@ -350,7 +411,8 @@ def run(args):
     for where, text in (((("device", dev)), "to python"), (("group", "south"), "not ours"),
                         (("group", "north"), "to north"), (None, "to all")):
         answer = op.expect("Broadcast", "Broadcast", wire.target(where) + wire.string(text))
-        check(answer["topic"] != "", f"Broadcast to {where} names its topic", answer)
+        check(answer["topic"] == topic_of(where), f"Broadcast to {where} names its topic",
+              answer)
     for where, text in ((("device", dev), "to python"), (("group", "north"), "to north"),
                         (None, "to all")):
         got = agent.expect("Announcement", lambda f, t=text: f["text"] == t)
@@ -399,7 +461,85 @@ def run(args):
     check(events and events[0] == {**events[0], "online": False, "why": "bye: conformance done"}
           and events[-1]["online"] and events[-1]["why"] == "hello",
           "PresenceLog, newest first: the Bye, and the Hello first", events)
+    five_sockets(ctx, args, op)
     ctx.destroy(linger=0)
+
+
+def five_sockets(ctx, args, op):
+    """A second device that does not keep to one connection: it connects
+    the ports of the Welcome, as an agent of an older release does."""
+    dev = args.device + "-five"
+    agent = Agent(ctx, args.telemetry, dev, args.hub_key, args.public5, args.secret5)
+    op.agent = agent
+    agent.send(wire.hello("conformance-0.1", "python", "linux", "py-host", ["north"], 1000,
+                          now_ms()))
+    agent.expect("Carry")
+    welcome = agent.expect("Welcome")
+    agent.send(wire.offer(["echo"], [], 0, False, True, 1))
+    topics = ["all/", f"dev/{dev}/", "group/north/", "chat/", f"dev/{args.device}/"]
+    agent.connect_ports(ctx, welcome, topics)
+
+    op.until(f"{dev} is listening once its SUB subscribed its dev/ topic", "Devices",
+             "Devices", b"", lambda ds: any(d["id"] == dev and d["listening"] for d in ds))
+    op.until("the SUB's subscription to another device's topic is refused and counted",
+             "Stats", "Stats", b"", lambda st: st["subscriptions_refused"] >= 1)
+
+    ping = wire.string(dev) + wire.command(("ping",)) + wire.varint(5000)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        name, answer = op.ask("Command", ping)
+        if name == "Reply" or time.monotonic() > deadline:
+            break
+        # Until its commands socket is connected the hub calls it offline
+        # for commands.
+        check(answer[0] == "DeviceOffline", "until then, DeviceOffline", answer)
+        time.sleep(0.1)
+    check(answer == {"device": dev, "reply": ("Pong", 4343)},
+          "a Ping comes on the commands DEALER in the REP envelope and its Pong goes back",
+          answer)
+
+    gone = op.expect("Broadcast", "Error", wire.target(("device", args.device))
+                     + wire.string("five: other"))
+    check(gone == ("DeviceOffline", args.device),
+          "an announcement to a device that said Bye is DeviceOffline", gone)
+    for where, text in ((("group", "south"), "five: south"), (("group", "north"), "five: north"),
+                        (("device", dev), "five: mine"), (None, "five: all")):
+        op.expect("Broadcast", "Broadcast", wire.target(where) + wire.string(text))
+    mine = agent.expect("Announcement", lambda f: f["text"] == "five: mine")
+    check(mine["target"] == ("device", dev),
+          "an announcement to the device comes on its telemetry connection", mine)
+    for topic, text in (("group/north/", "five: north"), ("all/", "five: all")):
+        got = agent.expect("broadcast", lambda f, t=text: f[2].get("text") == t)
+        check(got[0] == topic and got[1] == "Announcement",
+              f"the SUB hears {text!r} under {topic}", got)
+    heard = [f for n, f in agent.backlog if n == "broadcast"]
+    check(not any(f[2].get("text") == "five: south" for f in heard),
+          "nor one to a group it is not in, published before them", heard)
+
+    agent.send(wire.batch(1, now_ms(), [], [], [(0, "hello from five sockets")]))
+    check(agent.expect("Ack")["seq"] == 1, "a batch of one chat line is acked")
+    line = agent.expect("broadcast", lambda f: f[1] == "ChatMessage")
+    check(line[0] == "chat/" and line[2]["from"] == dev
+          and line[2]["text"] == "hello from five sockets",
+          "the chat room relays the line to chat/", line)
+
+    job = op.expect("SubmitJob", "JobSubmitted", wire.job_submission(("echo", "pulled")))
+    pulled = agent.expect("Job", lambda j: j["spec"] == ("echo", "pulled"))
+    check(pulled["token"] != 0, "a work-queue job comes on the PULL, with a token", pulled)
+    results = agent.ports["results"]
+    done = ("completed", {"exit_code": 0, "stdout": "pulled", "stderr": "", "truncated": False,
+                          "duration_ms": 1})
+    results.send(wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
+                                         pulled["token"] ^ 1))
+    op.until("a result with another token is refused and counted", "Stats", "Stats", b"",
+             lambda st: st["results_refused"] >= 1)
+    results.send(wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
+                                         pulled["token"]))
+    info = op.until("the job is Done by the result on the PUSH", "Job", "Job",
+                    wire.varint(job["id"]), lambda j: j["state"] == "Done")
+    check(info["device"] == dev and info["outcome"][0] == "Completed"
+          and info["outcome"][1]["stdout"] == "pulled", "with that result", info)
+    agent.send(wire.bye("five done"))
 
 
 def main():
@@ -409,6 +549,8 @@ def main():
     p.add_argument("--hub-key", required=True)
     p.add_argument("--public", required=True)
     p.add_argument("--secret", required=True)
+    p.add_argument("--public5", required=True, help="the key of DEVICE-five")
+    p.add_argument("--secret5", required=True)
     p.add_argument("--device", required=True)
     p.add_argument("--real-agent", required=True)
     p.add_argument("--ports", required=True, help="broadcast,jobs,results,commands")

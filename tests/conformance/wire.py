@@ -200,6 +200,22 @@ def reply_outcome(corr, result):
     return frame(0x08, varint(corr) + varint(2) + outcome(result))
 
 
+# On the separate sockets of an agent that does not keep to one connection.
+
+
+def command_reply_pong(corr, uptime_ms):
+    """CommandReply (0x41) on the commands DEALER, after its empty frame."""
+    return frame(0x41, varint(corr) + varint(0) + varint(uptime_ms))
+
+
+def results_job_result(job_id, attempt, device, result, token):
+    """JobResult (0x31) on the results PUSH."""
+    return frame(
+        0x31,
+        varint(job_id) + varint(attempt) + string(device) + outcome(result) + varint(token),
+    )
+
+
 # Operator, REQ -> hub ROUTER: Request variants by their index.
 
 REQUESTS = [

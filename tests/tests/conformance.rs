@@ -26,11 +26,17 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     let dir = temp_dir("fleetmq-conformance-");
     let hub = Hub::start(dir.path(), "");
     let hub_key = hub.key.clone().expect("the hub runs on CURVE");
-    let _real = hub.agent("rs-1", &[]);
+    // The real agent takes no jobs, so work-queue jobs go to the client.
+    let config = "[presence]\nheartbeat_ms = 300\n[jobs]\nallow = []\n\
+                  [commands]\nallow = [\"ping\", \"status\"]\n[ingest]\nudp = \"127.0.0.1:0\"\n";
+    let _real = start_agent(&hub.link(), dir.path(), "rs-1", "run", config, &[]);
     hub.wait_answering("rs-1");
 
+    // py-1 keeps to one connection; py-1-five connects every port.
     let keys = Keys::new();
     hub.link().allow("py-1", &keys.public);
+    let five = Keys::new();
+    hub.link().allow("py-1-five", &five.public);
     let ports = ["broadcast", "jobs", "results", "commands"]
         .map(|name| hub.port(name).to_string())
         .join(",");
@@ -44,6 +50,8 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         format!("--hub-key={hub_key}"),
         format!("--public={}", keys.public),
         format!("--secret={}", keys.secret),
+        format!("--public5={}", five.public),
+        format!("--secret5={}", five.secret),
         "--device=py-1".to_string(),
         "--real-agent=rs-1".to_string(),
         format!("--ports={ports}"),
