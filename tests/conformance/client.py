@@ -30,6 +30,7 @@ except ImportError:
 
 sys.dont_write_bytecode = True  # nothing written into the source tree
 import wire  # noqa: E402
+from zmq.utils.monitor import recv_monitor_message  # noqa: E402
 
 WAIT_S = 15.0
 
@@ -539,7 +540,80 @@ def five_sockets(ctx, args, op):
                     wire.varint(job["id"]), lambda j: j["state"] == "Done")
     check(info["device"] == dev and info["outcome"][0] == "Completed"
           and info["outcome"][1]["stdout"] == "pulled", "with that result", info)
+    identity(ctx, args, op, agent)
+    budgets(op, agent)
     agent.send(wire.bye("five done"))
+
+
+def identity(ctx, args, op, holder):
+    """Security: who may speak for a device, and what those who may not
+    are told."""
+    dev = holder.device
+    clone = Agent(ctx, args.telemetry, dev, args.hub_key, args.public5, args.secret5)
+    clone.send(wire.hello("clone", "python", "linux", "clone-host", [], 1000, now_ms()))
+    refusal = clone.expect("Refusal")
+    check("127.0.0.1" in refusal["reason"],
+          "a second route for an online device is refused, naming the holder's address",
+          refusal)
+    devices = {d["id"]: d for d in op.expect("Devices", "Devices")}
+    check(devices[dev]["conflicts"] >= 1 and devices[dev]["conflict_address"] != "",
+          "DeviceInfo counts the conflict and where it came from", devices[dev])
+    answer = op.expect("Command", "Reply", wire.string(dev) + wire.command(("ping",))
+                       + wire.varint(5000))
+    check(answer["reply"] == ("Pong", 4343), "the holder still answers for the device", answer)
+    clone.sock.close()
+
+    bare = ctx.socket(zmq.DEALER)
+    bare.setsockopt(zmq.LINGER, 0)
+    bare.setsockopt(zmq.ROUTING_ID, dev.encode())
+    bare.setsockopt(zmq.CURVE_SERVERKEY, args.hub_key.encode())
+    bare.setsockopt(zmq.CURVE_PUBLICKEY, args.public5.encode())
+    bare.setsockopt(zmq.CURVE_SECRETKEY, args.secret5.encode())
+    bare.connect(args.telemetry)
+    bare.send(wire.heartbeat(1))
+    check(bare.poll(int(WAIT_S * 1000)), "a routing id without a nonce is answered")
+    name, fields = wire.read_downstream(bare.recv())
+    check(name == "Refusal" and fields["reason"] != "",
+          "with a Refusal saying why, since its key is the device's", (name, fields))
+    bare.close()
+
+    public, secret = zmq.curve_keypair()
+    stranger = ctx.socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.setsockopt(zmq.ROUTING_ID, f"stranger@{secrets.token_hex(16)}".encode())
+    stranger.setsockopt(zmq.CURVE_SERVERKEY, args.hub_key.encode())
+    stranger.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    stranger.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    monitor = stranger.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    stranger.connect(args.telemetry)
+    check(monitor.poll(int(WAIT_S * 1000)), "a key not on the allow list fails its handshake")
+    event = recv_monitor_message(monitor)
+    check(event["value"] == 400, "with ZMTP ERROR status 400", event)
+    stranger.disable_monitor()
+    monitor.close()
+    stranger.close()
+    op.until("Stats counts the refused handshake", "Stats", "Stats", b"",
+             lambda st: st["handshakes_refused"] >= 1 and st["connection_conflicts"] >= 1)
+
+
+def budgets(op, agent):
+    """Past its records budget (bursts of 40,000 by default) a device's
+    batch is Throttled, and so is every batch until the wait is over."""
+    big = [(0, i % 1000, i) for i in range(20_000)]
+    base = now_ms()
+    for seq_no in (2, 3):
+        agent.send(wire.batch(seq_no, base, ["bulk"], big, []))
+        check(agent.expect("Ack")["seq"] == seq_no, f"batch {seq_no} of 20,000 records is acked")
+    agent.send(wire.batch(4, base, ["bulk"], big, []))
+    held = agent.expect("Throttled")
+    check(held["seq"] == 4 and held["retry_after_ms"] > 0 and held["reason"] != "",
+          "the third is Throttled, with the time to wait and which budget", held)
+    agent.send(wire.batch(5, base, ["bulk"], big[:1], []))
+    again = agent.expect("Throttled")
+    check(again["seq"] == 5 and 0 < again["retry_after_ms"] <= held["retry_after_ms"],
+          "and so is the next batch, with what is left of the wait", again)
+    stats = op.expect("Stats", "Stats")
+    check(stats["batches_throttled"] >= 2, "Stats counts both", stats["batches_throttled"])
 
 
 def main():
