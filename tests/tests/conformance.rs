@@ -3,16 +3,44 @@
 //! alone (it reads none of the Rust crates), and here it talks to a real
 //! hub, beside a real agent, on CURVE. Every frame it reads must decode
 //! exactly as the document says, and every answer must be the one the
-//! document promises. It needs Debian's `python3-zmq`, which
-//! `scripts/test.sh` installs.
+//! document promises. `tests/conformance/jetstream.py` reads what a
+//! front-end over NATS keeps in JetStream as the document's last section
+//! says another program may, with a NATS client of its own. They need
+//! Debian's `python3-zmq` and nats-server, which `scripts/test.sh`
+//! installs.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use fleetmq_tests::cluster::{NatsCluster, start_front_end};
 use fleetmq_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// `tests/conformance/NAME` on Debian's Python with `args`, as a test
+/// process; fails the test with what it printed unless it passed.
+fn run_script(dir: &Path, name: &str, args: &[String], hub: &Hub) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance")
+        .join(name);
+    let mut cmd = Command::new(python());
+    cmd.arg(&script).args(args);
+    let mut client = spawn(name, cmd, dir.join(format!("{name}.log")), false);
+    let (status, _) = client.wait_exit(LIMIT - Duration::from_secs(30));
+    let printed = client.rest_of_lines().join("\n");
+    assert!(
+        status.success(),
+        "{name} ended with {status}; it printed:\n{printed}\nits stderr:\n{}\nthe hub's log:\n{}",
+        client.log_text(),
+        hub.proc.log_text()
+    );
+    assert!(
+        printed.contains("checks passed"),
+        "{name} printed no summary:\n{printed}"
+    );
+    println!("{printed}");
+}
 
 /// Debian's Python, where `apt install python3-zmq` puts pyzmq, unless
 /// `FLEETMQ_PYTHON` names another.
@@ -40,11 +68,9 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     let ports = ["broadcast", "jobs", "results", "commands"]
         .map(|name| hub.port(name).to_string())
         .join(",");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/client.py");
     let protocol = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/PROTOCOL.md");
-    let mut cmd = Command::new(python());
     // `--name=value`: a Z85 key may begin with `-`.
-    cmd.arg(&script).args([
+    let args = [
         format!("--telemetry={}", hub.telemetry()),
         format!("--operator={}", hub.endpoints["operator"]),
         format!("--hub-key={hub_key}"),
@@ -56,24 +82,34 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         "--real-agent=rs-1".to_string(),
         format!("--ports={ports}"),
         format!("--protocol={}", protocol.display()),
-    ]);
-    let mut client = spawn(
-        "conformance client",
-        cmd,
-        dir.path().join("client.log"),
-        false,
-    );
-    let (status, _) = client.wait_exit(LIMIT - Duration::from_secs(10));
-    let printed = client.rest_of_lines().join("\n");
-    assert!(
-        status.success(),
-        "the conformance client ended with {status}; it printed:\n{printed}\nits stderr:\n{}\nthe hub's log:\n{}",
-        client.log_text(),
-        hub.proc.log_text()
-    );
-    assert!(
-        printed.contains("checks passed"),
-        "the client printed no summary:\n{printed}"
-    );
-    println!("{printed}");
+    ];
+    run_script(dir.path(), "client.py", &args, &hub);
+}
+
+#[test]
+fn what_front_ends_keep_in_jetstream_reads_as_protocol_md_says() {
+    let _w = watchdog("conformance over NATS", LIMIT);
+    let dir = temp_dir("fleetmq-conformance-nats-");
+    let nats = NatsCluster::start(&dir.path().join("nats"));
+    let hub = start_front_end(&dir.path().join("fe"), &nats, "fe-c", None, "");
+    let hub_key = hub.key.clone().expect("the front-end runs on CURVE");
+    let keys = Keys::new();
+    hub.link().allow("py-js", &keys.public);
+    let first_node = nats
+        .urls()
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let args = [
+        format!("--telemetry={}", hub.telemetry()),
+        format!("--operator={}", hub.endpoints["operator"]),
+        format!("--hub-key={hub_key}"),
+        format!("--public={}", keys.public),
+        format!("--secret={}", keys.secret),
+        "--device=py-js".to_string(),
+        format!("--nats={first_node}"),
+        "--front-end=fe-c".to_string(),
+    ];
+    run_script(dir.path(), "jetstream.py", &args, &hub);
 }
