@@ -40,13 +40,30 @@ class Failed(Exception):
 
 
 CHECKS = [0]
+STARTED = time.monotonic()
 
 
 def check(ok, what, got=None):
+    """Counts a check that held (with the seconds since the start, to show
+    where a slow run spent its time), or fails the run."""
     if not ok:
         raise Failed(f"{what}; got {got!r}")
     CHECKS[0] += 1
-    print(f"ok {CHECKS[0]}: {what}", flush=True)
+    print(f"ok {CHECKS[0]} ({time.monotonic() - STARTED:.1f} s): {what}", flush=True)
+
+
+def send_now(sock, parts, who):
+    """Sends a frame (or a list of frames) without blocking: after a
+    refused handshake libzmq keeps no connection, and a socket without one
+    would wait forever."""
+    try:
+        if isinstance(parts, list):
+            sock.send_multipart(parts, zmq.NOBLOCK)
+        else:
+            sock.send(parts, zmq.NOBLOCK)
+    except zmq.Again:
+        raise Failed(f"{who} has no connection to send on (was its handshake refused?)") \
+            from None
 
 
 def now_ms():
@@ -107,7 +124,7 @@ class Agent:
         return int((time.monotonic() - self.started) * 1000)
 
     def send(self, frame):
-        self.sock.send(frame)
+        send_now(self.sock, frame, self.device)
         self.last_sent = time.monotonic()
 
     def keep_alive(self):
@@ -134,7 +151,8 @@ class Agent:
                   "the commands DEALER gets [empty][envelope]", parts)
             name, fields = wire.read_any(parts[1])
             if name == "CommandRequest" and fields["command"] == ("ping",):
-                sock.send_multipart([b"", wire.command_reply_pong(fields["corr"], 4343)])
+                send_now(sock, [b"", wire.command_reply_pong(fields["corr"], 4343)],
+                         f"{self.device}'s commands socket")
         else:
             name, fields = wire.read_any(sock.recv())
         self.backlog.append((name, fields))
@@ -173,7 +191,7 @@ class Operator:
         """Sends one request and returns (response name, body). The agent
         is served meanwhile, so a command to it is answered."""
         request_id = secrets.randbits(63)
-        self.sock.send(wire.operator_request(request_id, request, body))
+        send_now(self.sock, wire.operator_request(request_id, request, body), "the operator")
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         for sock in self.agent.sockets():
@@ -253,9 +271,8 @@ def rows_of(answer, device):
     return [(r["seq"], r["ts_ms"], r["name"], r["value"]) for r in answer if r["device"] == device]
 
 
-def run(args):
+def run(args, ctx):
     golden_vectors(args.protocol)
-    ctx = zmq.Context()
     agent = Agent(ctx, args.telemetry, args.device, args.hub_key, args.public, args.secret)
     op = Operator(ctx, args.operator, agent)
     dev = args.device
@@ -463,7 +480,6 @@ def run(args):
           and events[-1]["online"] and events[-1]["why"] == "hello",
           "PresenceLog, newest first: the Bye, and the Hello first", events)
     five_sockets(ctx, args, op)
-    ctx.destroy(linger=0)
 
 
 def five_sockets(ctx, args, op):
@@ -530,12 +546,12 @@ def five_sockets(ctx, args, op):
     results = agent.ports["results"]
     done = ("completed", {"exit_code": 0, "stdout": "pulled", "stderr": "", "truncated": False,
                           "duration_ms": 1})
-    results.send(wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
-                                         pulled["token"] ^ 1))
+    send_now(results, wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
+                                              pulled["token"] ^ 1), "the results PUSH")
     op.until("a result with another token is refused and counted", "Stats", "Stats", b"",
              lambda st: st["results_refused"] >= 1)
-    results.send(wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
-                                         pulled["token"]))
+    send_now(results, wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
+                                              pulled["token"]), "the results PUSH")
     info = op.until("the job is Done by the result on the PUSH", "Job", "Job",
                     wire.varint(job["id"]), lambda j: j["state"] == "Done")
     check(info["device"] == dev and info["outcome"][0] == "Completed"
@@ -570,7 +586,7 @@ def identity(ctx, args, op, holder):
     bare.setsockopt(zmq.CURVE_PUBLICKEY, args.public5.encode())
     bare.setsockopt(zmq.CURVE_SECRETKEY, args.secret5.encode())
     bare.connect(args.telemetry)
-    bare.send(wire.heartbeat(1))
+    send_now(bare, wire.heartbeat(1), "the routing id without a nonce")
     check(bare.poll(int(WAIT_S * 1000)), "a routing id without a nonce is answered")
     name, fields = wire.read_downstream(bare.recv())
     check(name == "Refusal" and fields["reason"] != "",
@@ -630,11 +646,16 @@ def main():
     p.add_argument("--ports", required=True, help="broadcast,jobs,results,commands")
     p.add_argument("--protocol", required=True, help="the path of PROTOCOL.md")
     args = p.parse_args()
+    # Destroyed on every way out: a context with a socket still open
+    # would keep the process from ending.
+    ctx = zmq.Context()
     try:
-        run(args)
+        run(args, ctx)
     except (Failed, wire.WireError) as e:
         print(f"FAILED after {CHECKS[0]} checks: {e}", flush=True)
         return 1
+    finally:
+        ctx.destroy(linger=0)
     print(f"conformance: all {CHECKS[0]} checks passed", flush=True)
     return 0
 

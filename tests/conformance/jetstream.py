@@ -175,8 +175,7 @@ def job_events(nats, after, kind):
             return event
 
 
-def run(args):
-    ctx = client.zmq.Context()
+def run(args, ctx):
     dev = args.device
     agent = Agent(ctx, args.telemetry, dev, args.hub_key, args.public, args.secret)
     op = Operator(ctx, args.operator, agent)
@@ -283,7 +282,6 @@ def run(args):
           and fields["text"] == "to every front-end",
           "fleetmq.broadcast carries the Announcement with its topic", (subject, hdrs, fields))
     agent.send(wire.bye("done"))
-    ctx.destroy(linger=0)
 
 
 def main():
@@ -292,11 +290,16 @@ def main():
                  "front-end"):
         p.add_argument(f"--{name}", required=True)
     args = p.parse_args()
+    # Destroyed on every way out: a context with a socket still open
+    # would keep the process from ending.
+    ctx = client.zmq.Context()
     try:
-        run(args)
+        run(args, ctx)
     except (Failed, wire.WireError, OSError, KeyError, ValueError) as e:
         print(f"FAILED after {client.CHECKS[0]} checks: {type(e).__name__}: {e}", flush=True)
         return 1
+    finally:
+        ctx.destroy(linger=0)
     print(f"jetstream: all {client.CHECKS[0]} checks passed", flush=True)
     return 0
 

@@ -252,16 +252,26 @@ impl Proc {
     /// Waits up to `limit` for exit; returns the status and how long it took.
     pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
         let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for a child") {
-                return (status, start.elapsed());
-            }
-            assert!(
-                start.elapsed() < limit,
+        let status = self.exited_within(limit).unwrap_or_else(|| {
+            panic!(
                 "{} did not exit within {limit:?}; its log:\n{}",
                 self.name,
                 self.log_text()
-            );
+            )
+        });
+        (status, start.elapsed())
+    }
+
+    /// Its exit status, if it exits within `limit`.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for a child") {
+                return Some(status);
+            }
+            if start.elapsed() >= limit {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }

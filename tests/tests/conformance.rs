@@ -27,8 +27,17 @@ fn run_script(dir: &Path, name: &str, args: &[String], hub: &Hub) {
     let mut cmd = Command::new(python());
     cmd.arg(&script).args(args);
     let mut client = spawn(name, cmd, dir.join(format!("{name}.log")), false);
-    let (status, _) = client.wait_exit(LIMIT - Duration::from_secs(30));
+    let status = client.exited_within(LIMIT - Duration::from_secs(30));
+    if status.is_none() {
+        client.signal(libc::SIGKILL);
+    }
     let printed = client.rest_of_lines().join("\n");
+    let Some(status) = status else {
+        panic!(
+            "{name} did not end in time; it printed:\n{printed}\nits stderr:\n{}",
+            client.log_text()
+        );
+    };
     assert!(
         status.success(),
         "{name} ended with {status}; it printed:\n{printed}\nits stderr:\n{}\nthe hub's log:\n{}",
@@ -65,6 +74,8 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     hub.link().allow("py-1", &keys.public);
     let five = Keys::new();
     hub.link().allow("py-1-five", &five.public);
+    // Enrolled once the hub has read its allow list again.
+    hub.proc.wait_log("allow list changed keys=3");
     let ports = ["broadcast", "jobs", "results", "commands"]
         .map(|name| hub.port(name).to_string())
         .join(",");
@@ -95,6 +106,9 @@ fn what_front_ends_keep_in_jetstream_reads_as_protocol_md_says() {
     let hub_key = hub.key.clone().expect("the front-end runs on CURVE");
     let keys = Keys::new();
     hub.link().allow("py-js", &keys.public);
+    // On a front-end, an enrolment is in force once it has been to the
+    // cluster's bucket and back.
+    hub.proc.wait_log("allow list changed keys=1");
     let first_node = nats
         .urls()
         .split(',')
