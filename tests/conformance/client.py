@@ -645,18 +645,23 @@ def main():
     p.add_argument("--real-agent", required=True)
     p.add_argument("--ports", required=True, help="broadcast,jobs,results,commands")
     p.add_argument("--protocol", required=True, help="the path of PROTOCOL.md")
-    args = p.parse_args()
+    return run_checks("conformance", run, p.parse_args())
+
+
+def run_checks(name, run_them, args):
+    """Runs `run_them(args, ctx)` and says how it ended: 0 when every
+    check passed, 1 at the first that failed."""
     # Destroyed on every way out: a context with a socket still open
     # would keep the process from ending.
     ctx = zmq.Context()
     try:
-        run(args, ctx)
-    except (Failed, wire.WireError) as e:
-        print(f"FAILED after {CHECKS[0]} checks: {e}", flush=True)
+        run_them(args, ctx)
+    except (Failed, wire.WireError, OSError, KeyError, ValueError) as e:
+        print(f"FAILED after {CHECKS[0]} checks: {type(e).__name__}: {e}", flush=True)
         return 1
     finally:
         ctx.destroy(linger=0)
-    print(f"conformance: all {CHECKS[0]} checks passed", flush=True)
+    print(f"{name}: all {CHECKS[0]} checks passed", flush=True)
     return 0
 
 

@@ -289,20 +289,7 @@ def main():
     for name in ("telemetry", "operator", "hub-key", "public", "secret", "device", "nats",
                  "front-end"):
         p.add_argument(f"--{name}", required=True)
-    args = p.parse_args()
-    # Destroyed on every way out: a context with a socket still open
-    # would keep the process from ending.
-    ctx = client.zmq.Context()
-    try:
-        run(args, ctx)
-    except (Failed, wire.WireError, OSError, KeyError, ValueError) as e:
-        print(f"FAILED after {client.CHECKS[0]} checks: {type(e).__name__}: {e}", flush=True)
-        return 1
-    finally:
-        ctx.destroy(linger=0)
-    print(f"jetstream: all {client.CHECKS[0]} checks passed", flush=True)
-    return 0
-
+    return client.run_checks("jetstream", run, p.parse_args())
 
 if __name__ == "__main__":
     sys.exit(main())

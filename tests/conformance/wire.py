@@ -392,6 +392,13 @@ class Reader:
         body.end(f"{name} holds fields PROTOCOL.md does not list")
         return out
 
+    def envelope(self):
+        """The envelope's version byte, which must be 2, then its kind."""
+        version = self.u8()
+        if version != VERSION:
+            self.fail(f"version {version}")
+        return self.u8()
+
     def end(self, why="trailing bytes"):
         if self.at != len(self.data):
             self.fail(f"{why}: {len(self.data) - self.at} bytes left: {self.data[self.at:].hex(' ')}")
@@ -484,10 +491,7 @@ def read_job(r):
 def read_downstream(data):
     """A frame the hub sends an agent's DEALER: (kind name, fields)."""
     r = Reader(data, "downstream frame")
-    version = r.u8()
-    if version != VERSION:
-        r.fail(f"version {version}")
-    kind = r.u8()
+    kind = r.envelope()
     if kind == 0x10:
         out = ("Welcome", {
             "hub_version": r.s(),
@@ -697,10 +701,7 @@ def read_response_body(r):
 def read_operator_response(data):
     """OperatorResponse (0x51): (id, response name, body)."""
     r = Reader(data, "operator response")
-    version = r.u8()
-    if version != VERSION:
-        r.fail(f"version {version}")
-    kind = r.u8()
+    kind = r.envelope()
     if kind != 0x51:
         r.fail(f"kind {kind:#04x}, not OperatorResponse (0x51)")
     request_id = r.u()
@@ -801,10 +802,7 @@ def read_any(data, older=False):
     across channels): (message name, fields). `older`: growable structs
     may end early, as from an older writer."""
     r = Reader(data, "frame", older)
-    version = r.u8()
-    if version != VERSION:
-        r.fail(f"version {version}")
-    kind = r.u8()
+    kind = r.envelope()
     out = read_upstream_body(r, kind)
     if out is None and 0x10 <= kind <= 0x1E:
         return read_downstream(data)

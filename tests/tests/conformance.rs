@@ -51,6 +51,21 @@ fn run_script(dir: &Path, name: &str, args: &[String], hub: &Hub) {
     println!("{printed}");
 }
 
+/// How a script's device reaches `hub` with `keys`: the arguments
+/// client.py and jetstream.py share. `--name=value`, since a Z85 key may
+/// begin with `-`.
+fn device_args(hub: &Hub, keys: &Keys, device: &str) -> Vec<String> {
+    let hub_key = hub.key.as_deref().expect("the hub runs on CURVE");
+    vec![
+        format!("--telemetry={}", hub.telemetry()),
+        format!("--operator={}", hub.endpoints["operator"]),
+        format!("--hub-key={hub_key}"),
+        format!("--public={}", keys.public),
+        format!("--secret={}", keys.secret),
+        format!("--device={device}"),
+    ]
+}
+
 /// Debian's Python, where `apt install python3-zmq` puts pyzmq, unless
 /// `FLEETMQ_PYTHON` names another.
 fn python() -> String {
@@ -62,7 +77,6 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     let _w = watchdog("conformance", LIMIT);
     let dir = temp_dir("fleetmq-conformance-");
     let hub = Hub::start(dir.path(), "");
-    let hub_key = hub.key.clone().expect("the hub runs on CURVE");
     // The real agent takes no jobs, so work-queue jobs go to the client.
     let config = "[presence]\nheartbeat_ms = 300\n[jobs]\nallow = []\n\
                   [commands]\nallow = [\"ping\", \"status\"]\n[ingest]\nudp = \"127.0.0.1:0\"\n";
@@ -80,20 +94,14 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         .map(|name| hub.port(name).to_string())
         .join(",");
     let protocol = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/PROTOCOL.md");
-    // `--name=value`: a Z85 key may begin with `-`.
-    let args = [
-        format!("--telemetry={}", hub.telemetry()),
-        format!("--operator={}", hub.endpoints["operator"]),
-        format!("--hub-key={hub_key}"),
-        format!("--public={}", keys.public),
-        format!("--secret={}", keys.secret),
+    let mut args = device_args(&hub, &keys, "py-1");
+    args.extend([
         format!("--public5={}", five.public),
         format!("--secret5={}", five.secret),
-        "--device=py-1".to_string(),
         "--real-agent=rs-1".to_string(),
         format!("--ports={ports}"),
         format!("--protocol={}", protocol.display()),
-    ];
+    ]);
     run_script(dir.path(), "client.py", &args, &hub);
 }
 
@@ -103,7 +111,6 @@ fn what_front_ends_keep_in_jetstream_reads_as_protocol_md_says() {
     let dir = temp_dir("fleetmq-conformance-nats-");
     let nats = NatsCluster::start(&dir.path().join("nats"));
     let hub = start_front_end(&dir.path().join("fe"), &nats, "fe-c", None, "");
-    let hub_key = hub.key.clone().expect("the front-end runs on CURVE");
     let keys = Keys::new();
     hub.link().allow("py-js", &keys.public);
     // On a front-end, an enrolment is in force once it has been to the
@@ -115,15 +122,10 @@ fn what_front_ends_keep_in_jetstream_reads_as_protocol_md_says() {
         .next()
         .unwrap_or_default()
         .to_string();
-    let args = [
-        format!("--telemetry={}", hub.telemetry()),
-        format!("--operator={}", hub.endpoints["operator"]),
-        format!("--hub-key={hub_key}"),
-        format!("--public={}", keys.public),
-        format!("--secret={}", keys.secret),
-        "--device=py-js".to_string(),
+    let mut args = device_args(&hub, &keys, "py-js");
+    args.extend([
         format!("--nats={first_node}"),
         "--front-end=fe-c".to_string(),
-    ];
+    ]);
     run_script(dir.path(), "jetstream.py", &args, &hub);
 }
