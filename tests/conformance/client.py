@@ -10,7 +10,8 @@ against what the document promises. The frames are built and read by
     python3 client.py --telemetry=tcp://127.0.0.1:7750 \
         --operator=tcp://127.0.0.1:7755 --hub-key=HUBKEY \
         --public=PUB --secret=SECRET --public5=PUB5 --secret5=SECRET5 \
-        --device=py-1 --real-agent=rs-1 \
+        --device=py-1 --real-agent=rs-1 --operator-remote=tcp://127.0.0.1:7757 \
+        --admin-public=A --admin-secret=AS --reader-public=R --reader-secret=RS \
         --ports=7751,7752,7753,7754 --protocol=../../protocol/PROTOCOL.md
 
 Exit status 0 when every check passed, 1 on the first that failed (what
@@ -179,11 +180,16 @@ class Agent:
 
 
 class Operator:
-    """The operator's REQ on the hub's local operator socket."""
+    """The operator's REQ on the hub's local operator socket, or on its
+    remote one with `curve` = (hub key, public, secret)."""
 
-    def __init__(self, ctx, endpoint, agent):
+    def __init__(self, ctx, endpoint, agent, curve=None):
         self.sock = ctx.socket(zmq.REQ)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve:
+            for option, key in zip((zmq.CURVE_SERVERKEY, zmq.CURVE_PUBLICKEY,
+                                    zmq.CURVE_SECRETKEY), curve):
+                self.sock.setsockopt(option, key.encode())
         self.sock.connect(endpoint)
         self.agent = agent
 
@@ -558,7 +564,37 @@ def five_sockets(ctx, args, op):
           and info["outcome"][1]["stdout"] == "pulled", "with that result", info)
     identity(ctx, args, op, agent)
     budgets(op, agent)
+    remote_operators(ctx, args, agent)
     agent.send(wire.bye("five done"))
+
+
+def remote_operators(ctx, args, agent):
+    """The remote operator socket: CURVE, keys on the operator allow
+    list, each with its role; never a device's key."""
+    admin = Operator(ctx, args.operator_remote, agent,
+                     (args.hub_key, args.admin_public, args.admin_secret))
+    reader = Operator(ctx, args.operator_remote, agent,
+                      (args.hub_key, args.reader_public, args.reader_secret))
+    shout = wire.target(None) + wire.string("from afar")
+    check(admin.expect("Broadcast", "Broadcast", shout)["topic"] == "all/",
+          "an admin operator acts from the remote socket")
+    check(any(d["id"] == agent.device for d in reader.expect("Devices", "Devices")),
+          "a read operator reads")
+    refused = reader.expect("Broadcast", "Error", shout)
+    check(refused[0] == "Forbidden" and "read" in refused[1],
+          "and is answered Forbidden when it would act, naming its role", refused)
+    device = ctx.socket(zmq.REQ)
+    device.setsockopt(zmq.LINGER, 0)
+    for option, key in zip((zmq.CURVE_SERVERKEY, zmq.CURVE_PUBLICKEY, zmq.CURVE_SECRETKEY),
+                           (args.hub_key, args.public5, args.secret5)):
+        device.setsockopt(option, key.encode())
+    monitor = device.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    device.connect(args.operator_remote)
+    check(monitor.poll(int(WAIT_S * 1000)) and recv_monitor_message(monitor)["value"] == 400,
+          "a device's key is refused at the operator socket")
+    device.disable_monitor()
+    monitor.close()
+    device.close()
 
 
 def identity(ctx, args, op, holder):
@@ -642,6 +678,10 @@ def main():
     p.add_argument("--public5", required=True, help="the key of DEVICE-five")
     p.add_argument("--secret5", required=True)
     p.add_argument("--device", required=True)
+    p.add_argument("--operator-remote", required=True)
+    for role in ("admin", "reader"):
+        p.add_argument(f"--{role}-public", required=True)
+        p.add_argument(f"--{role}-secret", required=True)
     p.add_argument("--real-agent", required=True)
     p.add_argument("--ports", required=True, help="broadcast,jobs,results,commands")
     p.add_argument("--protocol", required=True, help="the path of PROTOCOL.md")

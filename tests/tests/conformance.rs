@@ -76,7 +76,15 @@ fn python() -> String {
 fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     let _w = watchdog("conformance", LIMIT);
     let dir = temp_dir("fleetmq-conformance-");
-    let hub = Hub::start(dir.path(), "");
+    let (admin, reader) = (Keys::new(), Keys::new());
+    std::fs::create_dir_all(dir.path().join("data")).expect("the hub's data directory");
+    let operators = format!("ada admin {}\nrex read {}\n", admin.public, reader.public);
+    std::fs::write(dir.path().join("data/allowed_operators"), operators)
+        .expect("writing allowed_operators");
+    let hub = Hub::start(
+        dir.path(),
+        "[listen]\noperator_remote = \"tcp://127.0.0.1:*\"\n",
+    );
     // The real agent takes no jobs, so work-queue jobs go to the client.
     let config = "[presence]\nheartbeat_ms = 300\n[jobs]\nallow = []\n\
                   [commands]\nallow = [\"ping\", \"status\"]\n[ingest]\nudp = \"127.0.0.1:0\"\n";
@@ -99,6 +107,11 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         format!("--public5={}", five.public),
         format!("--secret5={}", five.secret),
         "--real-agent=rs-1".to_string(),
+        format!("--operator-remote={}", hub.endpoints["operator_remote"]),
+        format!("--admin-public={}", admin.public),
+        format!("--admin-secret={}", admin.secret),
+        format!("--reader-public={}", reader.public),
+        format!("--reader-secret={}", reader.secret),
         format!("--ports={ports}"),
         format!("--protocol={}", protocol.display()),
     ]);
