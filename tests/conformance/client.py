@@ -181,7 +181,8 @@ class Agent:
 
 class Operator:
     """The operator's REQ on the hub's local operator socket, or on its
-    remote one with `curve` = (hub key, public, secret)."""
+    remote one with `curve` = (hub key, public, secret); `agent`, if any,
+    is served while it waits."""
 
     def __init__(self, ctx, endpoint, agent, curve=None):
         self.sock = ctx.socket(zmq.REQ)
@@ -200,11 +201,12 @@ class Operator:
         send_now(self.sock, wire.operator_request(request_id, request, body), "the operator")
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        for sock in self.agent.sockets():
+        for sock in self.agent.sockets() if self.agent else []:
             poller.register(sock, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.agent.keep_alive()
+            if self.agent:
+                self.agent.keep_alive()
             for sock, _ in poller.poll(250):
                 if sock is not self.sock:
                     self.agent.take(sock)

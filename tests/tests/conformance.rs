@@ -5,9 +5,10 @@
 //! exactly as the document says, and every answer must be the one the
 //! document promises. `tests/conformance/jetstream.py` reads what a
 //! front-end over NATS keeps in JetStream as the document's last section
-//! says another program may, with a NATS client of its own. They need
-//! Debian's `python3-zmq` and nats-server, which `scripts/test.sh`
-//! installs.
+//! says another program may, with a NATS client of its own, and
+//! `tests/conformance/http_api.py` uses the HTTP API as the README tells
+//! a program to. They need Debian's `python3-zmq` and nats-server, which
+//! `scripts/test.sh` installs.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,9 +82,18 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     let operators = format!("ada admin {}\nrex read {}\n", admin.public, reader.public);
     std::fs::write(dir.path().join("data/allowed_operators"), operators)
         .expect("writing allowed_operators");
+    let (token, admin_token) = (
+        "read-token-for-the-conformance-test",
+        "admin-token-for-the-conformance-test",
+    );
+    for (file, value) in [("http.token", token), ("admin.token", admin_token)] {
+        std::fs::write(dir.path().join("data").join(file), format!("{value}\n"))
+            .expect("writing an HTTP token");
+    }
     let hub = Hub::start(
         dir.path(),
-        "[listen]\noperator_remote = \"tcp://127.0.0.1:*\"\n",
+        "[listen]\noperator_remote = \"tcp://127.0.0.1:*\"\n\
+         [security]\nhttp_token_file = \"http.token\"\nhttp_admin_token_file = \"admin.token\"\n",
     );
     // The real agent takes no jobs, so work-queue jobs go to the client.
     let config = "[presence]\nheartbeat_ms = 300\n[jobs]\nallow = []\n\
@@ -116,6 +126,17 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         format!("--protocol={}", protocol.display()),
     ]);
     run_script(dir.path(), "client.py", &args, &hub);
+
+    // The HTTP API over what client.py left in the store.
+    let args = [
+        format!("--http={}", hub.endpoints["http"]),
+        format!("--operator={}", hub.endpoints["operator"]),
+        format!("--token={token}"),
+        format!("--admin-token={admin_token}"),
+        "--device=py-1".to_string(),
+        "--real-agent=rs-1".to_string(),
+    ];
+    run_script(dir.path(), "http_api.py", &args, &hub);
 }
 
 #[test]

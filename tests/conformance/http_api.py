@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""The hub's HTTP API, used as the README ("The fleet page, Prometheus,
+health and a JSON API") tells a program to use it.
+
+Run after client.py against the same hub, so the store holds what that
+device sent: py-1's two batches (py.temp{room=lab} 21.5 and 20.25,
+py.count -3, a chat line each), its configuration, jobs, commands and
+presence. Python's standard library only. Run by
+`tests/tests/conformance.rs`. Exit status as client.py's.
+"""
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+import client  # noqa: E402  (exits 2 without pyzmq)
+from client import check  # noqa: E402
+
+
+class Http:
+    def __init__(self, base, token=None):
+        self.base = base
+        self.token = token
+
+    def call(self, path, body=None):
+        """(status, content type, body bytes) of a GET, or of a POST of
+        `body` as JSON."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=client.WAIT_S) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", ""), e.read()
+
+    def json(self, path, body=None):
+        status, _, data = self.call(path, body)
+        check(status == 200, f"{'POST' if body is not None else 'GET'} {path} answers 200",
+              (status, data[:300]))
+        return json.loads(data)
+
+
+def query(**fields):
+    return "?" + urllib.parse.urlencode(fields)
+
+
+def run(args, ctx):
+    nobody = Http(args.http)
+    reader = Http(args.http, args.token)
+    admin = Http(args.http, args.admin_token)
+    dev = args.device
+
+    # --- who may ask -----------------------------------------------------
+    status, _, body = nobody.call("/health")
+    check(status == 200 and json.loads(body).get("status") == "ok",
+          "/health answers without a token", (status, body))
+    status, kind, _ = nobody.call("/")
+    check(status == 200 and kind.startswith("text/html"), "so does the page", (status, kind))
+    status, _, _ = nobody.call("/api/stats")
+    check(status == 401, "the API wants the token", status)
+    status, _, _ = Http(args.http, "not-the-token-at-all").call("/api/stats")
+    check(status == 401, "and no other", status)
+    check(reader.json("/api/me") == {"role": "read"}, "/api/me: the read token reads")
+    check(admin.json("/api/me") == {"role": "admin"}, "/api/me: the admin token acts")
+
+    # --- reads -------------------------------------------------------------
+    stats = reader.json("/api/stats")
+    check(stats.get("security") == "curve" and stats.get("batches_stored", 0) >= 2,
+          "/api/stats as stats --json", stats)
+    # HubStats as PROTOCOL.md lists it, read on the operator socket.
+    fields = client.Operator(ctx, args.operator, None).expect("Stats", "Stats").keys()
+    check(set(fields) <= stats.keys(), "/api/stats holds every HubStats field by name",
+          sorted(set(fields) - stats.keys()))
+    devices = {d["id"]: d for d in reader.json("/api/devices")}
+    check(dev in devices and not devices[dev]["online"] and devices[dev]["groups"] == ["north"],
+          "/api/devices as devices --json", devices.get(dev))
+
+    series = urllib.parse.quote("py.temp{room=lab}")
+    rows = reader.json("/api/telemetry" + query(device=dev, name="py.temp", tags="room=lab",
+                                                limit=1000))
+    check(sorted(r["value"] for r in rows) == [20.25, 20.25, 21.5, 21.5]
+          and all(r["name"] == "py.temp{room=lab}" and r["device"] == dev for r in rows)
+          and [r["id"] for r in rows] == sorted(r["id"] for r in rows),
+          "/api/telemetry by name and tag, oldest first", rows)
+    newest = reader.json("/api/telemetry" + query(device=dev, last=1))
+    check(len(newest) == 1 and newest[0]["id"] >= max(r["id"] for r in rows),
+          "last=1 is the newest row", newest)
+    first = reader.json("/api/telemetry" + query(device=dev, name="py.temp", limit=2))
+    rest = reader.json("/api/telemetry" + query(device=dev, name="py.temp",
+                                                after=first[-1]["id"], limit=100))
+    check([r["id"] for r in first + rest] == [r["id"] for r in rows],
+          "limit and after page through every row once", (first, rest))
+    earliest = min(r["ts_ms"] for r in rows)
+    early = reader.json("/api/telemetry" + query(device=dev, name="py.temp",
+                                                 until=earliest, limit=100))
+    check(early and all(r["ts_ms"] == earliest for r in early),
+          "until bounds the sample's time", early)
+
+    points = reader.json(f"/api/series?device={dev}&name={series}&points=1"
+                         f"&since={earliest - 1}&until={earliest + 60_000}")
+    check(points.get("samples") == 4 and len(points["points"]) == 1
+          and points["points"][0][1:] == [20.25, 20.875, 21.5],
+          "/api/series: [time, min, mean, max] buckets and how many samples", points)
+
+    lines = reader.json("/api/chat" + query(after=0, limit=100))
+    check([c["text"] for c in lines if c["device"] == dev] == ["hello from python"] * 2,
+          "/api/chat from a cursor", lines)
+    last = reader.json("/api/chat" + query(last=1))
+    check(len(last) == 1 and last[0]["id"] == max(c["id"] for c in lines),
+          "/api/chat?last=1 is the newest line", last)
+
+    latest = reader.json("/api/latest" + query(device=dev, name="py.count"))
+    check([(v["device"], v["name"], v["value"]) for v in latest] == [(dev, "py.count", -3)],
+          "/api/latest of one device's named metric", latest)
+    config = reader.json("/api/config" + query(device=dev))
+    check({"key": "app.colour", "value": "blue", "layer": f"device:{dev}"} in config["entries"],
+          "/api/config as config show --json", config)
+    presence = reader.json("/api/presence" + query(device=dev, limit=2))
+    check(len(presence) == 2 and presence[0]["why"] == "bye: conformance done"
+          and not presence[0]["online"], "/api/presence, newest first", presence)
+    jobs = reader.json("/api/jobs" + query(limit=50))
+    check(any(j["work"] == {"kind": "echo", "text": "pulled"} and j["state"] == "done"
+              and j["outcome"]["result"] == "completed" for j in jobs),
+          "/api/jobs in the command line's words", jobs)
+    log = reader.json("/api/commands" + query(limit=50))
+    check(log and all(a["sent_ms"] >= b["sent_ms"] for a, b in zip(log, log[1:]))
+          and any(c["device"] == dev and c["answer"]["result"] == "pong" for c in log),
+          "/api/commands, newest first, with their answers", log[:2])
+    check(reader.json("/api/alerts") == [], "/api/alerts: none firing")
+
+    status, kind, body = reader.call("/metrics")
+    check(status == 200 and kind.startswith("text/plain"), "/metrics with the token",
+          (status, kind))
+    samples = {}
+    for line in body.decode().splitlines():
+        if line.startswith("fleetmq_metric{"):
+            labels, _, value = line[len("fleetmq_metric{"):].rpartition("} ")
+            pairs = dict(p.split("=", 1) for p in labels.split('",') if p)
+            key = frozenset((k, v.strip('"')) for k, v in pairs.items())
+            # The value, then the sample's time in ms.
+            samples[key] = float(value.split()[0])
+    want = frozenset({("device", dev), ("metric", "py.temp"), ("room", "lab")})
+    check(samples.get(want) == 21.5, "fleetmq_metric{device,metric,...tags} holds the newest",
+          sorted(map(sorted, samples))[:5])
+
+    # --- acting --------------------------------------------------------------
+    shout = {"all": True, "text": "from http"}
+    status, _, _ = reader.call("/api/broadcast", shout)
+    check(status == 403, "a POST with the read token is 403", status)
+    check(admin.json("/api/broadcast", shout).get("topic") == "all/",
+          "the admin token's announcement, answered as broadcast --json")
+    pong = admin.json("/api/command", {"device": args.real_agent, "name": "ping", "args": []})
+    check(pong.get("device") == args.real_agent and pong.get("ok") is True
+          and pong.get("result") == "pong", "the admin token's command, answered", pong)
+    job = admin.json("/api/job", {"device": args.real_agent, "kind": "echo", "text": "hi"})
+    check(isinstance(job.get("id"), int), "the admin token's job, answered with its id", job)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("http", "operator", "token", "admin-token", "device", "real-agent"):
+        p.add_argument(f"--{name}", required=True)
+    return client.run_checks("http", run, p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
