@@ -263,8 +263,9 @@ def golden_vectors(protocol_md):
         "Applied": wire.applied(2, [("a.b", "no")]),
     }
     for name, data in written.items():
-        check(data == next(d for n, _, d in frames if n == name),
-              f"this client writes the golden {name} byte for byte", data.hex(" "))
+        golden = next((d for n, _, d in frames if n == name), None)
+        check(data == golden, f"this client writes the golden {name} byte for byte",
+              {"written": data.hex(" "), "golden": golden and golden.hex(" ")})
 
 
 def topic_of(where):
