@@ -7,12 +7,13 @@ against what the document promises. The frames are built and read by
 `wire.py`, which knows nothing of the Rust crates. Run by
 `tests/tests/conformance.rs`; by hand:
 
-    python3 client.py --telemetry=tcp://127.0.0.1:7750 \
-        --operator=tcp://127.0.0.1:7755 --hub-key=HUBKEY \
+    python3 client.py --telemetry=TELEMETRY --operator=OPERATOR --hub-key=HUBKEY \
         --public=PUB --secret=SECRET --public5=PUB5 --secret5=SECRET5 \
-        --device=py-1 --real-agent=rs-1 --operator-remote=tcp://127.0.0.1:7757 \
+        --device=py-1 --real-agent=rs-1 --operator-remote=OPERATOR_REMOTE \
         --admin-public=A --admin-secret=AS --reader-public=R --reader-secret=RS \
-        --ports=7751,7752,7753,7754 --protocol=../../protocol/PROTOCOL.md
+        --ports=BROADCAST,JOBS,RESULTS,COMMANDS --protocol=../../protocol/PROTOCOL.md
+
+with the endpoints and ports the hub prints on its first line.
 
 Exit status 0 when every check passed, 1 on the first that failed (what
 was expected and what came), 2 when it cannot run (no pyzmq).
@@ -67,6 +68,35 @@ def send_now(sock, parts, who):
             from None
 
 
+def curve_socket(ctx, kind, curve, routing_id=None):
+    """A socket of `kind` that closes at once, with CURVE keys `curve` =
+    (hub key, public, secret) as Z85 (none: plaintext)."""
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    if routing_id is not None:
+        s.setsockopt(zmq.ROUTING_ID, routing_id.encode())
+    if curve and curve[0]:
+        for option, key in zip((zmq.CURVE_SERVERKEY, zmq.CURVE_PUBLICKEY,
+                                zmq.CURVE_SECRETKEY), curve):
+            s.setsockopt(option, key if isinstance(key, bytes) else key.encode())
+    return s
+
+
+def refused_at_handshake(sock, endpoint):
+    """Connects `sock` to `endpoint` and returns the status of the ZMTP
+    ERROR that refused its handshake, as libzmq's monitor reports it
+    (None if none came in time). Closes the socket."""
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    sock.connect(endpoint)
+    status = None
+    if monitor.poll(int(WAIT_S * 1000)):
+        status = recv_monitor_message(monitor)["value"]
+    sock.disable_monitor()
+    monitor.close()
+    sock.close()
+    return status
+
+
 def now_ms():
     return int(time.time() * 1000)
 
@@ -76,16 +106,10 @@ class Agent:
 
     def __init__(self, ctx, endpoint, device, hub_key, public, secret):
         self.device = device
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        # The nonce: 16 to 64 characters of A-Z a-z 0-9, drawn at start.
-        self.sock.setsockopt(zmq.ROUTING_ID, f"{device}@{secrets.token_hex(16)}".encode())
-        if hub_key:
-            self.sock.setsockopt(zmq.CURVE_SERVERKEY, hub_key.encode())
-            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
-            self.sock.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
         self.keys = (hub_key, public, secret)
-        self.route = self.sock.getsockopt(zmq.ROUTING_ID)
+        # The nonce: 16 to 64 characters of A-Z a-z 0-9, drawn at start.
+        self.route = f"{device}@{secrets.token_hex(16)}"
+        self.sock = curve_socket(ctx, zmq.DEALER, self.keys, self.route)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.started = time.monotonic()
@@ -94,25 +118,13 @@ class Agent:
         # The other four sockets, when it does not keep to one connection.
         self.ports = {}
 
-    def socket(self, ctx, kind):
-        s = ctx.socket(kind)
-        s.setsockopt(zmq.LINGER, 0)
-        hub_key, public, secret = self.keys
-        if hub_key:
-            s.setsockopt(zmq.CURVE_SERVERKEY, hub_key.encode())
-            s.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
-            s.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
-        return s
-
     def connect_ports(self, ctx, welcome, topics):
         """Connects the four ports of the Welcome, on the telemetry
         socket's host, and subscribes the SUB to `topics`."""
         host = self.endpoint.rsplit(":", 1)[0]
         for name, kind in (("broadcast", zmq.SUB), ("commands", zmq.DEALER),
                            ("jobs", zmq.PULL), ("results", zmq.PUSH)):
-            s = self.socket(ctx, kind)
-            if name == "commands":
-                s.setsockopt(zmq.ROUTING_ID, self.route)
+            s = curve_socket(ctx, kind, self.keys, self.route if name == "commands" else None)
             for topic in topics if name == "broadcast" else ():
                 s.setsockopt(zmq.SUBSCRIBE, topic.encode())
             s.connect(f"{host}:{welcome['ports'][name]}")
@@ -152,7 +164,7 @@ class Agent:
                   "the commands DEALER gets [empty][envelope]", parts)
             name, fields = wire.read_any(parts[1])
             if name == "CommandRequest" and fields["command"] == ("ping",):
-                send_now(sock, [b"", wire.command_reply_pong(fields["corr"], 4343)],
+                send_now(sock, [b"", wire.reply_pong(fields["corr"], 4343, wire.COMMAND_REPLY)],
                          f"{self.device}'s commands socket")
         else:
             name, fields = wire.read_any(sock.recv())
@@ -185,12 +197,7 @@ class Operator:
     is served while it waits."""
 
     def __init__(self, ctx, endpoint, agent, curve=None):
-        self.sock = ctx.socket(zmq.REQ)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        if curve:
-            for option, key in zip((zmq.CURVE_SERVERKEY, zmq.CURVE_PUBLICKEY,
-                                    zmq.CURVE_SECRETKEY), curve):
-                self.sock.setsockopt(option, key.encode())
+        self.sock = curve_socket(ctx, zmq.REQ, curve)
         self.sock.connect(endpoint)
         self.agent = agent
 
@@ -555,12 +562,12 @@ def five_sockets(ctx, args, op):
     results = agent.ports["results"]
     done = ("completed", {"exit_code": 0, "stdout": "pulled", "stderr": "", "truncated": False,
                           "duration_ms": 1})
-    send_now(results, wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
-                                              pulled["token"] ^ 1), "the results PUSH")
+    send_now(results, wire.job_result(pulled["id"], pulled["attempt"], dev, done,
+                                      pulled["token"] ^ 1, wire.JOB_RESULT), "the results PUSH")
     op.until("a result with another token is refused and counted", "Stats", "Stats", b"",
              lambda st: st["results_refused"] >= 1)
-    send_now(results, wire.results_job_result(pulled["id"], pulled["attempt"], dev, done,
-                                              pulled["token"]), "the results PUSH")
+    send_now(results, wire.job_result(pulled["id"], pulled["attempt"], dev, done,
+                                      pulled["token"], wire.JOB_RESULT), "the results PUSH")
     info = op.until("the job is Done by the result on the PUSH", "Job", "Job",
                     wire.varint(job["id"]), lambda j: j["state"] == "Done")
     check(info["device"] == dev and info["outcome"][0] == "Completed"
@@ -586,18 +593,9 @@ def remote_operators(ctx, args, agent):
     refused = reader.expect("Broadcast", "Error", shout)
     check(refused[0] == "Forbidden" and "read" in refused[1],
           "and is answered Forbidden when it would act, naming its role", refused)
-    device = ctx.socket(zmq.REQ)
-    device.setsockopt(zmq.LINGER, 0)
-    for option, key in zip((zmq.CURVE_SERVERKEY, zmq.CURVE_PUBLICKEY, zmq.CURVE_SECRETKEY),
-                           (args.hub_key, args.public5, args.secret5)):
-        device.setsockopt(option, key.encode())
-    monitor = device.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-    device.connect(args.operator_remote)
-    check(monitor.poll(int(WAIT_S * 1000)) and recv_monitor_message(monitor)["value"] == 400,
-          "a device's key is refused at the operator socket")
-    device.disable_monitor()
-    monitor.close()
-    device.close()
+    device = curve_socket(ctx, zmq.REQ, (args.hub_key, args.public5, args.secret5))
+    status = refused_at_handshake(device, args.operator_remote)
+    check(status == 400, "a device's key is refused at the operator socket", status)
 
 
 def identity(ctx, args, op, holder):
@@ -618,12 +616,7 @@ def identity(ctx, args, op, holder):
     check(answer["reply"] == ("Pong", 4343), "the holder still answers for the device", answer)
     clone.sock.close()
 
-    bare = ctx.socket(zmq.DEALER)
-    bare.setsockopt(zmq.LINGER, 0)
-    bare.setsockopt(zmq.ROUTING_ID, dev.encode())
-    bare.setsockopt(zmq.CURVE_SERVERKEY, args.hub_key.encode())
-    bare.setsockopt(zmq.CURVE_PUBLICKEY, args.public5.encode())
-    bare.setsockopt(zmq.CURVE_SECRETKEY, args.secret5.encode())
+    bare = curve_socket(ctx, zmq.DEALER, (args.hub_key, args.public5, args.secret5), dev)
     bare.connect(args.telemetry)
     send_now(bare, wire.heartbeat(1), "the routing id without a nonce")
     check(bare.poll(int(WAIT_S * 1000)), "a routing id without a nonce is answered")
@@ -633,20 +626,11 @@ def identity(ctx, args, op, holder):
     bare.close()
 
     public, secret = zmq.curve_keypair()
-    stranger = ctx.socket(zmq.DEALER)
-    stranger.setsockopt(zmq.LINGER, 0)
-    stranger.setsockopt(zmq.ROUTING_ID, f"stranger@{secrets.token_hex(16)}".encode())
-    stranger.setsockopt(zmq.CURVE_SERVERKEY, args.hub_key.encode())
-    stranger.setsockopt(zmq.CURVE_PUBLICKEY, public)
-    stranger.setsockopt(zmq.CURVE_SECRETKEY, secret)
-    monitor = stranger.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-    stranger.connect(args.telemetry)
-    check(monitor.poll(int(WAIT_S * 1000)), "a key not on the allow list fails its handshake")
-    event = recv_monitor_message(monitor)
-    check(event["value"] == 400, "with ZMTP ERROR status 400", event)
-    stranger.disable_monitor()
-    monitor.close()
-    stranger.close()
+    stranger = curve_socket(ctx, zmq.DEALER, (args.hub_key, public, secret),
+                            f"stranger@{secrets.token_hex(16)}")
+    status = refused_at_handshake(stranger, args.telemetry)
+    check(status is not None, "a key not on the allow list fails its handshake")
+    check(status == 400, "with ZMTP ERROR status 400", status)
     op.until("Stats counts the refused handshake", "Stats", "Stats", b"",
              lambda st: st["handshakes_refused"] >= 1 and st["connection_conflicts"] >= 1)
 

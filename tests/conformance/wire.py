@@ -184,36 +184,25 @@ def applied(version, errors):
     return frame(0x06, growable(varint(version) + seq(errors, pair)))
 
 
-def job_result(job_id, attempt, device, result, token):
+# The same bodies under two kinds: upstream on one connection, or on the
+# separate sockets of an agent that does not keep to one (the results
+# PUSH; the commands DEALER, after its empty frame).
+RESULT, JOB_RESULT = 0x07, 0x31
+REPLY, COMMAND_REPLY = 0x08, 0x41
+
+
+def job_result(job_id, attempt, device, result, token, kind=RESULT):
+    """Result (0x07), or JobResult (0x31) with `kind`."""
     return frame(
-        0x07,
+        kind,
         varint(job_id) + varint(attempt) + string(device) + outcome(result) + varint(token),
     )
 
 
-def reply_pong(corr, uptime_ms):
-    """Reply(CommandReply { corr, Pong { uptime_ms } })."""
-    return frame(0x08, varint(corr) + varint(0) + varint(uptime_ms))
-
-
-def reply_outcome(corr, result):
-    return frame(0x08, varint(corr) + varint(2) + outcome(result))
-
-
-# On the separate sockets of an agent that does not keep to one connection.
-
-
-def command_reply_pong(corr, uptime_ms):
-    """CommandReply (0x41) on the commands DEALER, after its empty frame."""
-    return frame(0x41, varint(corr) + varint(0) + varint(uptime_ms))
-
-
-def results_job_result(job_id, attempt, device, result, token):
-    """JobResult (0x31) on the results PUSH."""
-    return frame(
-        0x31,
-        varint(job_id) + varint(attempt) + string(device) + outcome(result) + varint(token),
-    )
+def reply_pong(corr, uptime_ms, kind=REPLY):
+    """Reply(CommandReply { corr, Pong { uptime_ms } }) (0x08), or the
+    CommandReply (0x41) with `kind`."""
+    return frame(kind, varint(corr) + varint(0) + varint(uptime_ms))
 
 
 # Operator, REQ -> hub ROUTER: Request variants by their index.

@@ -150,15 +150,9 @@ fn what_front_ends_keep_in_jetstream_reads_as_protocol_md_says() {
     // On a front-end, an enrolment is in force once it has been to the
     // cluster's bucket and back.
     hub.proc.wait_log("allow list changed keys=1");
-    let first_node = nats
-        .urls()
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .to_string();
     let mut args = device_args(&hub, &keys, "py-js");
     args.extend([
-        format!("--nats={first_node}"),
+        format!("--nats=nats://127.0.0.1:{}", nats.client_ports()[0]),
         "--front-end=fe-c".to_string(),
     ]);
     run_script(dir.path(), "jetstream.py", &args, &hub);
