@@ -15,7 +15,8 @@
 //!         string fields are not samples and are skipped
 //! ```
 //!
-//! Tags become the series' tags (`name{key=value}`). Every sample goes
+//! Tags become the series' tags (`name{key=value}`), their keys made valid
+//! the same way in both formats (`sample::tag_key`). Every sample goes
 //! through the spool like any other; Influx lines go as they come. A malformed line is counted, its
 //! reason kept for `status`, and the rest of the datagram still counts.
 
@@ -31,7 +32,7 @@ use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::series_name;
 use serde::{Deserialize, Serialize};
 
-use super::sample::{Ingested, number};
+use super::sample::{Ingested, number, tag_key};
 use super::statsd::Statsd;
 
 /// Largest datagram read; longer ones are cut by the kernel.
@@ -336,7 +337,10 @@ fn influx(line: &str, now_ms: u64) -> Result<Vec<Ingested>, String> {
         let (k, v) = tag
             .split_once('=')
             .ok_or_else(|| format!("tag {tag:?} is not key=value"))?;
-        tags.push((unescape(k), unescape(v)));
+        // Made valid as a StatsD tag key is (`k8s.pod` is `k8s_pod`): a
+        // key Telegraf or a client library chose is not a reason to lose
+        // the line.
+        tags.push((tag_key(&unescape(k)), unescape(v)));
     }
     let mut out = Vec::new();
     for field in split_unescaped(fields, ',') {
@@ -419,6 +423,18 @@ mod tests {
             )])
         );
         assert_eq!(one("# a comment"), Ok(vec![]));
+    }
+
+    #[test]
+    fn influx_tag_keys_are_made_valid_as_statsd_ones() {
+        assert_eq!(
+            one("env,k8s.pod=web-1,host-name=pi\\ 3 t=1i"),
+            Ok(vec![sample(
+                "env.t{host_name=pi 3,k8s_pod=web-1}",
+                Value::Int(1),
+                None
+            )])
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! ```text
 //! c         a counter sums (value / sample rate): one sample, the total
 //! g         a gauge keeps its last value (+N / -N change it): one sample
-//! ms h d    a timing keeps count, min, max, mean and the chosen
-//!           percentiles: NAME.count, NAME.min, NAME.max, NAME.mean,
+//! ms h d    a timing keeps count (each line counting 1 / sample rate),
+//!           min, max, mean and the chosen percentiles: NAME.count,
+//!           NAME.min, NAME.max, NAME.mean,
 //!           NAME.p50, NAME.p90, NAME.p99 (p99_9 for 99.9)
 //! ```
 //!
@@ -38,8 +39,12 @@ type Named = (String, Vec<(String, String)>);
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Counter(f64),
-    Gauge { value: f64, relative: bool },
-    Timing(f64),
+    Gauge {
+        value: f64,
+        relative: bool,
+    },
+    /// A timing and what it counts for (1 / its sample rate).
+    Timing(f64, f64),
 }
 
 /// What an interval holds for one series.
@@ -53,7 +58,11 @@ enum Folded {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Timings {
+    /// Lines folded.
     count: u64,
+    /// What they count for: each line 1 / its sample rate, as statsd and
+    /// Telegraf count a sampled timing.
+    weight: f64,
     sum: f64,
     min: f64,
     max: f64,
@@ -62,9 +71,10 @@ struct Timings {
 }
 
 impl Timings {
-    fn new(v: f64) -> Timings {
+    fn new(v: f64, weight: f64) -> Timings {
         Timings {
             count: 1,
+            weight,
             sum: v,
             min: v,
             max: v,
@@ -73,8 +83,9 @@ impl Timings {
     }
 
     /// Takes one more timing; `draw(n)` is a uniform pick in `0..n`.
-    fn add(&mut self, v: f64, draw: &mut impl FnMut(u64) -> u64) {
+    fn add(&mut self, v: f64, weight: f64, draw: &mut impl FnMut(u64) -> u64) {
         self.count += 1;
+        self.weight += weight;
         self.sum += v;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
@@ -157,13 +168,13 @@ impl Statsd {
         }
         match (self.pending.get_mut(&series), kind) {
             (Some(Folded::Counter(sum)), Kind::Counter(v)) => *sum += v,
-            (Some(Folded::Timing(t)), Kind::Timing(v)) => t.0.add(v, draw),
+            (Some(Folded::Timing(t)), Kind::Timing(v, w)) => t.0.add(v, w, draw),
             // A new series, or one whose type changed: the line decides.
             (_, Kind::Counter(v)) => {
                 self.pending.insert(series, Folded::Counter(v));
             }
-            (_, Kind::Timing(v)) => {
-                let folded = Folded::Timing(Box::new((Timings::new(v), named)));
+            (_, Kind::Timing(v, w)) => {
+                let folded = Folded::Timing(Box::new((Timings::new(v, w), named)));
                 self.pending.insert(series, folded);
             }
             (_, Kind::Gauge { .. }) => {}
@@ -195,7 +206,7 @@ impl Statsd {
                     let (mut t, (name, tags)) = *timing;
                     t.kept.sort_by(f64::total_cmp);
                     let mut stats = vec![
-                        ("count".to_string(), t.count as f64),
+                        ("count".to_string(), t.weight),
                         ("min".to_string(), t.min),
                         ("max".to_string(), t.max),
                         ("mean".to_string(), t.sum / t.count as f64),
@@ -262,7 +273,7 @@ fn parse(line: &str) -> Result<(String, Named, Kind), String> {
             value: number(raw)?,
             relative: raw.starts_with(['+', '-']),
         },
-        "ms" | "h" | "d" => Kind::Timing(number(raw)?),
+        "ms" | "h" | "d" => Kind::Timing(number(raw)?, 1.0 / rate),
         "s" => return Err("StatsD sets (|s) are not supported; send a gauge".into()),
         other => {
             return Err(format!(
@@ -346,6 +357,24 @@ mod tests {
                 ("req.p50{path=/a}", Value::Int(50)),
                 ("req.p90{path=/a}", Value::Int(90)),
                 ("req.p99_9{path=/a}", Value::Int(100)),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_sampled_timing_counts_for_one_over_its_rate() {
+        let mut s = Statsd::new(10_000, &[50.0]);
+        let got = interval(&mut s, &["db:10|ms|@0.1", "db:30|ms|@0.5", "db:20|ms"]);
+        assert_eq!(
+            got,
+            named(&[
+                // 10 + 2 + 1 timings stand behind these three lines; the
+                // mean and the percentiles are of the lines' values.
+                ("db.count", Value::Int(13)),
+                ("db.max", Value::Int(30)),
+                ("db.mean", Value::Int(20)),
+                ("db.min", Value::Int(10)),
+                ("db.p50", Value::Int(20)),
             ])
         );
     }
