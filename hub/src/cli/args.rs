@@ -2,9 +2,10 @@
 //! them. What each does is in `mod.rs` (the run) and `ask.rs` (asking a
 //! running hub).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -473,4 +474,58 @@ pub(super) struct BroadcastArgs {
     /// The announcement.
     #[arg(required = true)]
     pub(super) text: Vec<String>,
+}
+
+/// The command line with the options written before the subcommand
+/// (`fleetmq-hub --json devices`, `fleetmq-hub --data-dir d job show 7`)
+/// moved to just after it, where clap reads them: options go before or
+/// after the other words. Anything else is returned as it is, for clap to
+/// read or refuse (`--help` and `--version` among them).
+pub(super) fn options_after_the_subcommand(args: Vec<OsString>) -> Vec<OsString> {
+    let cli = Cli::command();
+    let words: Option<Vec<&str>> = args.iter().map(|a| a.to_str()).collect();
+    let Some(words) = words else {
+        return args;
+    };
+    // The leading options, each with its value when it takes one.
+    let mut i = 1;
+    while let Some(word) = words.get(i).filter(|w| w.starts_with('-')) {
+        let name = word.trim_start_matches('-');
+        if *word == "--" || matches!(name, "h" | "help" | "V" | "version") {
+            return args;
+        }
+        i += if !name.contains('=') && takes_a_value(&cli, name) {
+            2
+        } else {
+            1
+        };
+    }
+    if i == 1 {
+        return args;
+    }
+    // The subcommand's words: one, or a group's and one of its own.
+    let Some(sub) = words.get(i).and_then(|w| cli.find_subcommand(w)) else {
+        return args;
+    };
+    let mut end = i + 1;
+    if sub.has_subcommands()
+        && words
+            .get(end)
+            .and_then(|w| sub.find_subcommand(w))
+            .is_some()
+    {
+        end += 1;
+    }
+    let mut out = vec![args[0].clone()];
+    out.extend_from_slice(&args[i..end]);
+    out.extend_from_slice(&args[1..i]);
+    out.extend_from_slice(&args[end..]);
+    out
+}
+
+/// Whether the long option `name` takes a value in any subcommand.
+fn takes_a_value(cmd: &clap::Command, name: &str) -> bool {
+    cmd.get_arguments()
+        .any(|a| a.get_long() == Some(name) && a.get_action().takes_values())
+        || cmd.get_subcommands().any(|s| takes_a_value(s, name))
 }

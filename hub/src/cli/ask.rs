@@ -570,7 +570,10 @@ pub(super) fn show_job(op: &OpArgs, id: u64, wait_ms: Option<u64>) -> anyhow::Re
             } else {
                 print!("{text}");
             }
-            return Ok(Exit::ok_if(ok).into());
+            // Without --wait, a job still queued or running is an answer,
+            // not a no; with it, one that did not finish in time is.
+            let going = matches!(views::job_state(&job), "queued" | "running");
+            return Ok(Exit::ok_if(ok || (going && deadline.is_none())).into());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(500));

@@ -26,7 +26,7 @@ use hub::{allow_list, run_hub};
 
 /// Parses the command line and runs it: the whole of `fleetmq-hub`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(options_after_the_subcommand(std::env::args_os().collect()));
     if !matches!(cli.command, Cmd::Run(_)) {
         // An operator command piped into `head` ends quietly when the pipe
         // closes, as Unix tools do, instead of panicking in println!. The
@@ -416,6 +416,8 @@ fn usage(message: &str) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use super::*;
 
     #[test]
@@ -463,5 +465,59 @@ mod tests {
         let dash = parse(&["fleetmq-hub", "command", "pi-a", "exec", "ls", "-l"]);
         let err = dash.err().expect("an option it does not know").to_string();
         assert!(err.contains("-- -l"), "the hint says how: {err}");
+    }
+
+    /// `parse` after the options before the subcommand are moved.
+    fn parse_moved(args: &[&str]) -> Result<Cmd, clap::Error> {
+        let args = args.iter().map(OsString::from).collect();
+        Cli::try_parse_from(options_after_the_subcommand(args)).map(|c| c.command)
+    }
+
+    #[test]
+    fn options_go_before_the_subcommand_too() {
+        let Ok(Cmd::Devices(a)) = parse_moved(&["fleetmq-hub", "--json", "devices"]) else {
+            panic!("not devices");
+        };
+        assert!(a.json);
+        let Ok(Cmd::Job(JobCmd::Show(a))) = parse_moved(&[
+            "fleetmq-hub",
+            "--data-dir",
+            "d",
+            "--hub-timeout-ms=50",
+            "--json",
+            "job",
+            "show",
+            "7",
+        ]) else {
+            panic!("not job show");
+        };
+        assert!(a.op.json && a.op.hub_timeout_ms == 50);
+        assert_eq!(a.op.data_dir.as_deref(), Some(std::path::Path::new("d")));
+        // Words after `--` stay words, wherever the options were.
+        let Ok(Cmd::Command(a)) = parse_moved(&[
+            "fleetmq-hub",
+            "--json",
+            "command",
+            "pi-a",
+            "exec",
+            "--",
+            "ls",
+            "--json",
+        ]) else {
+            panic!("not command");
+        };
+        assert!(a.op.json);
+        assert_eq!(a.words, ["pi-a", "exec", "ls", "--json"]);
+        // Help and mistakes are clap's, as before.
+        let help = parse_moved(&["fleetmq-hub", "--help", "devices"]).err();
+        assert_eq!(
+            help.map(|e| e.kind()),
+            Some(clap::error::ErrorKind::DisplayHelp)
+        );
+        let wrong = parse_moved(&["fleetmq-hub", "--json", "nothing"]).err();
+        assert_eq!(
+            wrong.map(|e| e.kind()),
+            Some(clap::error::ErrorKind::UnknownArgument)
+        );
     }
 }
