@@ -7,7 +7,9 @@
 //! front-end over NATS keeps in JetStream as the document's last section
 //! says another program may, with a NATS client of its own, and
 //! `tests/conformance/http_api.py` uses the HTTP API as the README tells
-//! a program to. They need Debian's `python3-zmq` and nats-server, which
+//! a program to, `operator_cli.py` the operator's command line, and
+//! `device_ingest.py` the agent's local ingest (StatsD, Influx lines,
+//! `fleetmq-agent send`). They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
 use std::path::Path;
@@ -137,6 +139,30 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         "--real-agent=rs-1".to_string(),
     ];
     run_script(dir.path(), "http_api.py", &args, &hub);
+
+    // The operator's command line over the same store, and a device's own
+    // programs feeding an agent the script enrols and starts itself.
+    let hub_bin = bin("fleetmq-hub", "FLEETMQ_HUB_BIN");
+    let data = dir.path().join("data");
+    let args = [
+        format!("--hub-bin={}", hub_bin.display()),
+        format!("--data-dir={}", data.display()),
+        "--device=py-1".to_string(),
+        "--real-agent=rs-1".to_string(),
+    ];
+    run_script(dir.path(), "operator_cli.py", &args, &hub);
+    let work = dir.path().join("device-ingest");
+    std::fs::create_dir_all(&work).expect("a directory for device_ingest.py");
+    let args = [
+        format!("--hub-bin={}", hub_bin.display()),
+        format!(
+            "--agent-bin={}",
+            bin("fleetmq-agent", "FLEETMQ_AGENT_BIN").display()
+        ),
+        format!("--data-dir={}", data.display()),
+        format!("--work={}", work.display()),
+    ];
+    run_script(dir.path(), "device_ingest.py", &args, &hub);
 }
 
 #[test]
