@@ -82,8 +82,9 @@ class Follow:
                     self.rows.clear()
                     return got
                 left = deadline - time.monotonic()
-                check(left > 0, f"{what}: stored within {client.WAIT_S} s",
-                      sorted(set(names) - set(got)))
+                if left <= 0:
+                    check(False, f"{what}: stored within {client.WAIT_S} s",
+                          sorted(set(names) - set(got)))
                 self.cond.wait(left)
 
     def stop(self):
@@ -141,7 +142,8 @@ class Agent:
             status = json.loads(done.stdout) if done.returncode == 0 else done.stderr
             if done.returncode == 0 and holds(status):
                 return status
-            check(time.monotonic() < deadline and self.proc.poll() is None, what, status)
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                check(False, what, status)
             time.sleep(0.05)
 
     def stop(self):

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.dont_write_bytecode = True  # nothing written into the source tree
@@ -180,6 +181,11 @@ def run(args, _ctx):
     _, err = hub.code(UNREACHABLE, "devices", "--hub", nowhere, "--hub-timeout-ms", "100",
                       hub=False, what="no hub at --hub: exit 3")
     check(nowhere in err, "the endpoint it tried is named", err)
+    with tempfile.TemporaryDirectory() as empty:
+        _, err = hub.code(UNREACHABLE, "devices", "--data-dir", empty, "--hub-timeout-ms", "100",
+                          hub=False, what="a --data-dir no hub runs on: exit 3")
+    check(os.path.join(empty, "endpoints.json") in err and "--data-dir" in err,
+          "it says no hub wrote endpoints.json there, and what to give", err)
 
     # --- a closed stdout ends a command quietly --------------------------------
     # The pipe is closed before the command writes, so its first write

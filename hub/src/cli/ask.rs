@@ -100,11 +100,34 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
 /// Tells the operator why a call failed (as `{"error"}` too with --json)
 /// and how the command ends.
 pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
+    let message = match (e, unwritten_endpoints(op)) {
+        (ClientError::Unreachable { .. }, Some(path)) => format!(
+            "{e}; no hub has written {}, so this is the configured operator endpoint: \
+             give the running hub's --data-dir (or --config), or --hub",
+            path.display()
+        ),
+        _ => e.to_string(),
+    };
     if op.json {
-        println!("{}", serde_json::json!({ "error": e.to_string() }));
+        println!("{}", serde_json::json!({ "error": message }));
     }
-    eprintln!("error: {e}");
+    eprintln!("error: {message}");
     Exit::of(e).into()
+}
+
+/// The endpoints.json the hub was looked for in, when there is none and
+/// no `--hub` was given: the usual reason for asking the wrong place.
+fn unwritten_endpoints(op: &OpArgs) -> Option<std::path::PathBuf> {
+    if op.hub.is_some() {
+        return None;
+    }
+    let config = crate::config::HubConfig::load(op.config.as_deref()).ok()?;
+    let path = op
+        .data_dir
+        .as_ref()
+        .unwrap_or(&config.data_dir)
+        .join("endpoints.json");
+    (!path.exists()).then_some(path)
 }
 
 /// Asks once and prints the answer.
