@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suite with each Pi's static agent under qemu-user, with
-# that Pi's CPU model, against a native hub: the same tests as natively, with
-# the agent behind a runner prefix (FLEETMQ_AGENT_RUNNER). Then the same suite
-# once more with the aarch64 hub (a Pi 4 as a small fleet's hub) under
-# qemu-user, its operator command line too, against native agents, and
-# once with the static x86-64 hub that the amd64 package holds.
+# Runs the end-to-end suite and the conformance tests (the Python clients
+# written from PROTOCOL.md and the README) with each Pi's static agent under
+# qemu-user, with that Pi's CPU model, against a native hub: the same tests
+# as natively, with the agent behind a runner prefix (FLEETMQ_AGENT_RUNNER).
+# Then the same once more with the aarch64 hub (a Pi 4 as a small fleet's
+# hub) under qemu-user, its operator command line too, against native
+# agents, and once with the static x86-64 hub that the amd64 package holds.
 #
 #   targets/qemu-user-test.sh              every row of targets/targets.tsv
 #   targets/qemu-user-test.sh pi0-pi1      only these rows
@@ -18,19 +19,23 @@ cd "$(dirname "$0")/.."
 want=("$@")
 status=0
 
-# The e2e test binary, from the same cargo command as the native test run
-# (scripts/test.sh), so nothing is rebuilt. `cargo test -p fleetmq-tests`
-# would resolve the features anew and build libzmq and libsodium again
-# (two minutes); run alone, this builds what the native run would.
-e2e=$(cargo test --workspace --locked --all-targets --no-run --message-format=json |
+# The e2e and conformance test binaries, from the same cargo command as the
+# native test run (scripts/test.sh), so nothing is rebuilt. `cargo test -p
+# fleetmq-tests` would resolve the features anew and build libzmq and
+# libsodium again (two minutes); run alone, this builds what the native run
+# would.
+tests=$(cargo test --workspace --locked --all-targets --no-run --message-format=json |
   python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "e2e" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] in ("e2e", "conformance") and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
+e2e=$(awk '$1 == "e2e" { print $2 }' <<<"$tests")
+conformance=$(awk '$1 == "conformance" { print $2 }' <<<"$tests")
 [ -x "$e2e" ] || { echo "cargo built no e2e test binary" >&2; exit 1; }
+[ -x "$conformance" ] || { echo "cargo built no conformance test binary" >&2; exit 1; }
 # cargo runs a package's tests in its directory; so do we.
-run_e2e() { (cd tests && "$e2e") || status=1; }
+run_e2e() { (cd tests && "$e2e" && "$conformance") || status=1; }
 while IFS=$'\t' read -r pi triple arch qemu cpu _deb; do
   case "$pi" in '#'*|'') continue ;; esac
   if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " == *" $pi "* ]]; then continue; fi

@@ -10,11 +10,12 @@ the `fleetmq-hub allow` line it prints, `run`), with StatsD folded every
 INTERVAL_MS. Python's standard library only. Run by
 `tests/tests/conformance.rs`; by hand, against a running hub:
 
-    python3 device_ingest.py --hub-bin=target/debug/fleetmq-hub \
-        --agent-bin=target/debug/fleetmq-agent --data-dir=HUB_DATA_DIR \
+    python3 device_ingest.py --hub-command=target/debug/fleetmq-hub \
+        --agent-command=target/debug/fleetmq-agent --data-dir=HUB_DATA_DIR \
         --work=AN_EMPTY_DIRECTORY
 
-Exit status as client.py's.
+Each command is a binary, or a runner and it (`qemu-arm-static -cpu arm1176
+PATH`). Exit status as client.py's.
 """
 
 import argparse
@@ -96,7 +97,7 @@ class Agent:
     """An agent of our own, started as the README starts one."""
 
     def __init__(self, args, hub):
-        self.bin = args.agent_bin
+        self.command = shlex.split(args.agent_command)
         self.data = os.path.join(args.work, "agent-data")
         endpoints = os.path.join(args.data_dir, "endpoints.json")
         with open(endpoints) as f:
@@ -110,7 +111,7 @@ class Agent:
         self.write_config(INTERVAL_MS)
         self.log = open(os.path.join(args.work, "agent.log"), "w")
         self.proc = subprocess.Popen(
-            [self.bin, "run", "--config", self.config, "--hub", telemetry,
+            [*self.command, "run", "--config", self.config, "--hub", telemetry,
              "--hub-key", os.path.join(args.data_dir, "hub.pub"), "--device-id", DEVICE,
              "--data-dir", self.data],
             stdout=self.log, stderr=subprocess.STDOUT)
@@ -122,7 +123,7 @@ class Agent:
                     f"statsd_interval_ms = {statsd_interval_ms}\npercentiles = {PERCENTILES}\n")
 
     def ok(self, *args):
-        done = subprocess.run([self.bin, *args], capture_output=True, text=True,
+        done = subprocess.run([*self.command, *args], capture_output=True, text=True,
                               timeout=client.WAIT_S)
         check(done.returncode == 0, f"fleetmq-agent {args[0]} exits 0",
               (done.returncode, done.stdout[:300], done.stderr[:300]))
@@ -137,7 +138,7 @@ class Agent:
         asked again."""
         deadline = time.monotonic() + client.WAIT_S
         while True:
-            done = subprocess.run([self.bin, "status", "--data-dir", self.data],
+            done = subprocess.run([*self.command, "status", "--data-dir", self.data],
                                   capture_output=True, text=True, timeout=client.WAIT_S)
             status = json.loads(done.stdout) if done.returncode == 0 else done.stderr
             if done.returncode == 0 and holds(status):
@@ -155,7 +156,7 @@ class Agent:
 
 
 def run(args, _ctx):
-    hub = Cli(args.hub_bin, args.data_dir)
+    hub = Cli(args.hub_command, args.data_dir)
     agent = Agent(args, hub)
     follow = None
     try:
@@ -294,7 +295,7 @@ def ingest(agent, status, follow):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-bin", "agent-bin", "data-dir", "work"):
+    for name in ("hub-command", "agent-command", "data-dir", "work"):
         p.add_argument(f"--{name}", required=True)
     return client.run_checks("device ingest", run, p.parse_args())
 

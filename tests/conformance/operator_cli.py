@@ -11,15 +11,17 @@ real agent REAL (which answers ping and status, and runs no exec) is
 online. Python's standard library only. Run by
 `tests/tests/conformance.rs`; by hand:
 
-    python3 operator_cli.py --hub-bin=target/debug/fleetmq-hub \
+    python3 operator_cli.py --hub-command=target/debug/fleetmq-hub \
         --data-dir=HUB_DATA_DIR --device=py-1 --real-agent=rs-1
 
-Exit status as client.py's.
+`--hub-command` is the hub binary, or a runner and it (`qemu-aarch64-static
+-cpu cortex-a72 PATH`), split as a shell would. Exit status as client.py's.
 """
 
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -36,16 +38,16 @@ OK, NO, USAGE, UNREACHABLE = 0, 1, 2, 3
 
 
 class Cli:
-    """`fleetmq-hub` at `binary`, finding its hub through `data_dir`'s
-    endpoints.json, as the README's examples do."""
+    """`fleetmq-hub` as `command` runs it, finding its hub through
+    `data_dir`'s endpoints.json, as the README's examples do."""
 
-    def __init__(self, binary, data_dir):
-        self.binary = binary
+    def __init__(self, command, data_dir):
+        self.command = shlex.split(command)
         self.data_dir = data_dir
 
     def words(self, *args, hub=True):
         where = ["--data-dir", self.data_dir] if hub else []
-        return [self.binary, *before_double_dash(args, where)]
+        return [*self.command, *before_double_dash(args, where)]
 
     def run(self, *args, hub=True, timeout=client.WAIT_S):
         """(exit code, stdout, stderr) of `fleetmq-hub ARGS`."""
@@ -86,7 +88,7 @@ def unused_port():
 
 
 def run(args, _ctx):
-    hub = Cli(args.hub_bin, args.data_dir)
+    hub = Cli(args.hub_command, args.data_dir)
     dev, real = args.device, args.real_agent
 
     # --- reads, and --json ---------------------------------------------------
@@ -203,7 +205,7 @@ def run(args, _ctx):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-bin", "data-dir", "device", "real-agent"):
+    for name in ("hub-command", "data-dir", "device", "real-agent"):
         p.add_argument(f"--{name}", required=True)
     return client.run_checks("operator command line", run, p.parse_args())
 

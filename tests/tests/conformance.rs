@@ -69,6 +69,16 @@ fn device_args(hub: &Hub, keys: &Keys, device: &str) -> Vec<String> {
     ]
 }
 
+/// `cmd`'s program and arguments as one line a shell (and Python's shlex)
+/// splits back into them: a runner such as QEMU, then the binary.
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|word| format!("'{}'", word.to_string_lossy().replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Debian's Python, where `apt install python3-zmq` puts pyzmq, unless
 /// `FLEETMQ_PYTHON` names another.
 fn python() -> String {
@@ -142,10 +152,9 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
 
     // The operator's command line over the same store, and a device's own
     // programs feeding an agent the script enrols and starts itself.
-    let hub_bin = bin("fleetmq-hub", "FLEETMQ_HUB_BIN");
     let data = dir.path().join("data");
     let args = [
-        format!("--hub-bin={}", hub_bin.display()),
+        format!("--hub-command={}", command_line(&hub_command())),
         format!("--data-dir={}", data.display()),
         "--device=py-1".to_string(),
         "--real-agent=rs-1".to_string(),
@@ -154,11 +163,8 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
     let work = dir.path().join("device-ingest");
     std::fs::create_dir_all(&work).expect("a directory for device_ingest.py");
     let args = [
-        format!("--hub-bin={}", hub_bin.display()),
-        format!(
-            "--agent-bin={}",
-            bin("fleetmq-agent", "FLEETMQ_AGENT_BIN").display()
-        ),
+        format!("--hub-command={}", command_line(&hub_command())),
+        format!("--agent-command={}", command_line(&agent_command())),
         format!("--data-dir={}", data.display()),
         format!("--work={}", work.display()),
     ];
