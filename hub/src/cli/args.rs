@@ -494,7 +494,7 @@ pub(super) fn options_after_the_subcommand(args: Vec<OsString>) -> Vec<OsString>
         if *word == "--" || matches!(name, "h" | "help" | "V" | "version") {
             return args;
         }
-        i += if !name.contains('=') && takes_a_value(&cli, name) {
+        i += if !name.contains('=') && takes_a_value(&cli, word) {
             2
         } else {
             1
@@ -523,9 +523,14 @@ pub(super) fn options_after_the_subcommand(args: Vec<OsString>) -> Vec<OsString>
     out
 }
 
-/// Whether the long option `name` takes a value in any subcommand.
-fn takes_a_value(cmd: &clap::Command, name: &str) -> bool {
+/// Whether the option `word` (`--name` or `-c`) takes a value in any
+/// subcommand.
+fn takes_a_value(cmd: &clap::Command, word: &str) -> bool {
+    let named = |a: &clap::Arg| match word.strip_prefix("--") {
+        Some(long) => a.get_long() == Some(long),
+        None => word.len() == 2 && a.get_short() == word.chars().nth(1),
+    };
     cmd.get_arguments()
-        .any(|a| a.get_long() == Some(name) && a.get_action().takes_values())
-        || cmd.get_subcommands().any(|s| takes_a_value(s, name))
+        .any(|a| named(a) && a.get_action().takes_values())
+        || cmd.get_subcommands().any(|s| takes_a_value(s, word))
 }

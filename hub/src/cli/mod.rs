@@ -508,6 +508,11 @@ mod tests {
         };
         assert!(a.op.json);
         assert_eq!(a.words, ["pi-a", "exec", "ls", "--json"]);
+        // A short option's value is its value, not the subcommand.
+        let Ok(Cmd::Run(a)) = parse_moved(&["fleetmq-hub", "-c", "h.toml", "run"]) else {
+            panic!("not run");
+        };
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("h.toml")));
         // Help and mistakes are clap's, as before.
         let help = parse_moved(&["fleetmq-hub", "--help", "devices"]).err();
         assert_eq!(
