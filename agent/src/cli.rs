@@ -198,9 +198,15 @@ where
             Long("force") if cmd == Some("keygen") => force = true,
             Value(v) if matches!(cmd, Some("send" | "config")) => samples.push(string(v)?),
             other => {
+                let option = !matches!(other, Value(_));
                 let what = other.unexpected().to_string();
                 return Err(UsageError(match cmd {
                     Some(c) => format!("{what} (for `fleetmq-agent {c}`)"),
+                    // `fleetmq-agent --data-dir D status`: say where it goes.
+                    None if option => format!(
+                        "{what} before the command: write the command first, then its \
+                         options (fleetmq-agent COMMAND [OPTIONS]; --log may go first)"
+                    ),
                     None => what,
                 }));
             }
@@ -334,5 +340,10 @@ mod tests {
         assert!(err(&["send"]).contains("at least one NAME=VALUE"));
         assert!(err(&["run", "--hub"]).contains("--hub"), "a missing value");
         assert!(err(&["info", "extra"]).contains("extra"));
+        let e = err(&["--data-dir", "d", "status"]);
+        assert!(
+            e.contains("--data-dir") && e.contains("write the command first"),
+            "{e}"
+        );
     }
 }
