@@ -68,6 +68,24 @@ class Follow:
                     self.bad.append(line)
                 self.cond.notify_all()
 
+    def live(self, agent):
+        """Waits until the follow prints what is stored: it starts at the
+        end of the store once it has asked the hub, which a slow start
+        (an emulated hub) may not have done yet. A marker sample is sent
+        until one shows."""
+        deadline = time.monotonic() + client.WAIT_S
+        while True:
+            agent.ok("send", "follow.marker=1", "--data-dir", agent.data)
+            with self.cond:
+                self.cond.wait_for(lambda: any(r["name"] == "follow.marker" for r in self.rows),
+                                   timeout=1.0)
+                if any(r["name"] == "follow.marker" for r in self.rows):
+                    self.rows.clear()
+                    return
+            if time.monotonic() > deadline:
+                check(False, "telemetry --follow prints a sample stored after it started",
+                      self.lines)
+
     def until(self, what, names):
         """Waits for a row of each series in `names` after what was taken
         so far; returns {series: row} of the first of each series stored
@@ -163,6 +181,7 @@ def run(args, _ctx):
         status = agent.status_until("the agent is linked to the hub",
                                     lambda s: s.get("linked") is True)
         follow = Follow(hub)
+        follow.live(agent)
         ingest(agent, status, follow)
     finally:
         if follow:
