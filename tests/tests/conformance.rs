@@ -9,7 +9,8 @@
 //! `tests/conformance/http_api.py` uses the HTTP API as the README tells
 //! a program to, `operator_cli.py` the operator's command line, and
 //! `device_ingest.py` the agent's local ingest (StatsD, Influx lines,
-//! `fleetmq-agent send`). They need Debian's `python3-zmq` and nats-server, which
+//! `fleetmq-agent send`), and `alerts.py` hears the alerts' webhooks as an
+//! Alertmanager receiver would. They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
 use std::path::Path;
@@ -22,8 +23,22 @@ use fleetmq_tests::*;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// `tests/conformance/NAME` on Debian's Python with `args`, as a test
-/// process; fails the test with what it printed unless it passed.
+/// process; fails the test with what it printed, and `hub`'s log, unless
+/// it passed.
 fn run_script(dir: &Path, name: &str, args: &[String], hub: &Hub) {
+    run_script_beside(dir, name, args, || hub.proc.log_text());
+}
+
+/// [`run_script`] for a script that starts its own hub, logging into
+/// `dir/hub.log`.
+fn run_script_alone(dir: &Path, name: &str, args: &[String]) {
+    let log = dir.join("hub.log");
+    run_script_beside(dir, name, args, || {
+        std::fs::read_to_string(&log).unwrap_or_else(|e| format!("{}: {e}", log.display()))
+    });
+}
+
+fn run_script_beside(dir: &Path, name: &str, args: &[String], hub_log: impl Fn() -> String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("conformance")
         .join(name);
@@ -45,7 +60,7 @@ fn run_script(dir: &Path, name: &str, args: &[String], hub: &Hub) {
         status.success(),
         "{name} ended with {status}; it printed:\n{printed}\nits stderr:\n{}\nthe hub's log:\n{}",
         client.log_text(),
-        hub.proc.log_text()
+        hub_log()
     );
     assert!(
         printed.contains("checks passed"),
@@ -169,6 +184,19 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         format!("--work={}", work.display()),
     ];
     run_script(dir.path(), "device_ingest.py", &args, &hub);
+}
+
+#[test]
+fn alerts_reach_a_webhook_as_alertmanager_receivers_take_them() {
+    let _w = watchdog("conformance of alerts", LIMIT);
+    let dir = temp_dir("fleetmq-conformance-alerts-");
+    // alerts.py starts its own hub, with its rules, and its own agents.
+    let args = [
+        format!("--hub-command={}", command_line(&hub_command())),
+        format!("--agent-command={}", command_line(&agent_command())),
+        format!("--work={}", dir.path().display()),
+    ];
+    run_script_alone(dir.path(), "alerts.py", &args);
 }
 
 #[test]
