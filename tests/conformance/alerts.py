@@ -18,20 +18,15 @@ import argparse
 import datetime
 import http.server
 import json
-import os
 import queue
-import shlex
-import signal
-import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 sys.dont_write_bytecode = True  # nothing written into the source tree
 import client  # noqa: E402  (exits 2 without pyzmq)
+import fleet  # noqa: E402
 from client import check  # noqa: E402
-from operator_cli import Cli  # noqa: E402
 
 NORTH, SOUTH = "py-north", "py-south"
 SERIES = "test.temp_c{zone=cpu}"
@@ -76,85 +71,6 @@ class Receiver:
             return None
 
 
-def started(command, args, log_path):
-    log = open(log_path, "w")
-    return subprocess.Popen([*command, *args], stdout=log, stderr=subprocess.STDOUT), log
-
-
-def start_hub(args, webhook):
-    """`fleetmq-hub run` with the rules, on ports the OS picks; returns the
-    process and the endpoints it printed as its first line."""
-    data = os.path.join(args.work, "hub-data")
-    config = os.path.join(args.work, "hub.toml")
-    with open(config, "w") as f:
-        f.write(f"""[alerts]
-webhooks = ["{webhook}"]
-repeat_ms = 0
-
-[[alerts.rules]]
-name = "hot"
-when = "test.temp_c > 80"
-for_ms = 0
-groups = ["north"]
-
-[[alerts.rules]]
-name = "device-offline"
-when = "offline"
-for_ms = 500
-""")
-    out = os.path.join(args.work, "hub.out")
-    hub = subprocess.Popen(
-        [*shlex.split(args.hub_command), "run", "--config", config, "--data-dir", data,
-         "--bind", "127.0.0.1:*"],
-        stdout=open(out, "w"), stderr=open(os.path.join(args.work, "hub.log"), "w"))
-    deadline = time.monotonic() + client.WAIT_S
-    while True:
-        with open(out) as f:
-            first = f.readline()
-        if first.endswith("\n"):
-            return hub, data, json.loads(first)
-        if time.monotonic() > deadline or hub.poll() is not None:
-            check(False, "the hub prints its endpoints as its first line", first)
-        time.sleep(0.05)
-
-
-class Agent:
-    def __init__(self, args, hub_cli, hub_data, endpoints, device, groups):
-        self.command = shlex.split(args.agent_command)
-        self.device = device
-        self.data = os.path.join(args.work, device)
-        keygen = self.ok("keygen", "--device-id", device, "--data-dir", self.data)
-        allow = [line for line in keygen.splitlines() if line.startswith("fleetmq-hub allow ")]
-        check(len(allow) == 1, f"{device}: keygen prints the allow line", keygen)
-        hub_cli.code(0, *shlex.split(allow[0])[1:], what=f"{device}: enrolled")
-        config = os.path.join(args.work, f"{device}.toml")
-        with open(config, "w") as f:
-            f.write("[telemetry]\nflush_interval_ms = 100\n[ingest]\nudp = \"\"\n")
-        words = ["run", "--config", config, "--hub", endpoints["telemetry"],
-                 "--hub-key", os.path.join(hub_data, "hub.pub"), "--device-id", device,
-                 "--data-dir", self.data]
-        for g in groups:
-            words += ["--group", g]
-        self.proc, self.log = started(self.command, words,
-                                      os.path.join(args.work, f"{device}.log"))
-
-    def ok(self, *args):
-        done = subprocess.run([*self.command, *args], capture_output=True, text=True,
-                              timeout=client.WAIT_S)
-        check(done.returncode == 0, f"fleetmq-agent {args[0]} exits 0",
-              (done.returncode, done.stdout[:300], done.stderr[:300]))
-        return done.stdout
-
-    def send(self, value):
-        self.ok("send", f"test.temp_c={value}", "zone=cpu", "--data-dir", self.data)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=client.WAIT_S)
-        self.log.close()
-
-
 def rfc3339(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -181,33 +97,52 @@ def alertmanager_body(body, what):
     return alert
 
 
+RULES = """[alerts]
+webhooks = ["{webhook}"]
+repeat_ms = 0
+
+[[alerts.rules]]
+name = "hot"
+when = "test.temp_c > 80"
+for_ms = 0
+groups = ["north"]
+
+[[alerts.rules]]
+name = "device-offline"
+when = "offline"
+for_ms = 500
+"""
+AGENT = "[telemetry]\nflush_interval_ms = 100\n[ingest]\nudp = \"\"\n"
+
+
 def run(args, _ctx):
     receiver = Receiver()
-    hub, data, endpoints = start_hub(args, receiver.url)
-    hub_cli = Cli(args.hub_command, data)
+    hub = fleet.Hub(args.hub_command, args.work, RULES.format(webhook=receiver.url))
     agents = []
     try:
-        agents = [Agent(args, hub_cli, data, endpoints, NORTH, ["north"]),
-                  Agent(args, hub_cli, data, endpoints, SOUTH, [])]
-        alerts(receiver, hub_cli, endpoints, agents)
+        for device, groups in [(NORTH, ["north"]), (SOUTH, [])]:
+            agents.append(fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
+                                      hub.endpoints["telemetry"], device, AGENT, groups))
+        alerts(receiver, hub, agents)
     finally:
         for a in agents:
             a.stop()
-        hub.send_signal(signal.SIGTERM)
-        hub.wait(timeout=client.WAIT_S)
+        hub.stop()
 
 
-def alerts(receiver, hub_cli, endpoints, agents):
+def send(agent, value):
+    agent.ok("send", f"test.temp_c={value}", "zone=cpu", "--data-dir", agent.data)
+
+
+def alerts(receiver, hub, agents):
     north, south = agents
-    deadline = time.monotonic() + client.WAIT_S
-    while {d["id"] for d in hub_cli.json("devices") if d["online"]} != {NORTH, SOUTH}:
-        if time.monotonic() > deadline:
-            check(False, "both agents online", hub_cli.json("devices"))
-        time.sleep(0.1)
+    hub_cli = hub.cli
+    fleet.until("both agents online", lambda: hub_cli.json("devices"),
+                lambda ds: {d["id"] for d in ds if d["online"]} == {NORTH, SOUTH})
 
     # --- a metric rule for one group ---------------------------------------------
-    north.send(90)
-    south.send(95)
+    send(north, 90)
+    send(south, 95)
     body = receiver.next("hot on py-north")
     fired = alertmanager_body(body, "firing")
     check(body["status"] == "firing" and fired["labels"] ==
@@ -220,22 +155,19 @@ def alerts(receiver, hub_cli, endpoints, agents):
     listed = hub_cli.json("alerts")
     check([(a["rule"], a["device"], a["series"], a["firing"]) for a in listed]
           == [("hot", NORTH, SERIES, True)], "fleetmq-hub alerts --json: what fires", listed)
-    metrics = urllib.request.urlopen(endpoints["http"] + "/metrics",
+    metrics = urllib.request.urlopen(hub.endpoints["http"] + "/metrics",
                                      timeout=client.WAIT_S).read().decode()
     line = f'fleetmq_alert{{alertname="hot",device="{NORTH}",series="{SERIES}"}} 1'
     check(line in metrics.splitlines(), "/metrics: fleetmq_alert 1 while it fires",
           [m for m in metrics.splitlines() if m.startswith("fleetmq_alert")])
 
     # Still over: nothing more (repeat_ms = 0), once the rules have seen it.
-    north.send(85)
-    deadline = time.monotonic() + client.WAIT_S
-    while [a["value"] for a in hub_cli.json("alerts")] != [85]:
-        if time.monotonic() > deadline:
-            check(False, "the rules see the new value", hub_cli.json("alerts"))
-        time.sleep(0.1)
+    send(north, 85)
+    fleet.until("the rules see the new value", lambda: hub_cli.json("alerts"),
+                lambda listed: [a["value"] for a in listed] == [85])
     check(receiver.heard.empty(), "a firing alert whose value changes is not sent again", None)
     # Under: resolved, once.
-    north.send(70)
+    send(north, 70)
     body = receiver.next("hot resolved")
     resolved = alertmanager_body(body, "resolved")
     check(body["status"] == "resolved" and resolved["labels"] == fired["labels"],

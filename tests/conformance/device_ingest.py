@@ -21,7 +21,6 @@ PATH`). Exit status as client.py's.
 import argparse
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ import time
 sys.dont_write_bytecode = True  # nothing written into the source tree
 import client  # noqa: E402  (exits 2 without pyzmq)
 from client import check  # noqa: E402
+import fleet  # noqa: E402
 from operator_cli import Cli  # noqa: E402
 
 DEVICE = "py-in"
@@ -111,71 +111,18 @@ class Follow:
         self.proc.wait(timeout=client.WAIT_S)
 
 
-class Agent:
-    """An agent of our own, started as the README starts one."""
-
-    def __init__(self, args, hub):
-        self.command = shlex.split(args.agent_command)
-        self.data = os.path.join(args.work, "agent-data")
-        endpoints = os.path.join(args.data_dir, "endpoints.json")
-        with open(endpoints) as f:
-            telemetry = json.load(f)["telemetry"]
-        printed = self.ok("keygen", "--device-id", DEVICE, "--data-dir", self.data)
-        allow = [line for line in printed.splitlines() if line.startswith("fleetmq-hub allow ")]
-        check(len(allow) == 1, "keygen prints the fleetmq-hub allow line", printed)
-        words = shlex.split(allow[0])[1:]
-        hub.code(0, *words, what="the printed allow line, run on the hub, enrols the device")
-        self.config = os.path.join(args.work, "agent.toml")
-        self.write_config(INTERVAL_MS)
-        self.log = open(os.path.join(args.work, "agent.log"), "w")
-        self.proc = subprocess.Popen(
-            [*self.command, "run", "--config", self.config, "--hub", telemetry,
-             "--hub-key", os.path.join(args.data_dir, "hub.pub"), "--device-id", DEVICE,
-             "--data-dir", self.data],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def write_config(self, statsd_interval_ms):
-        with open(self.config, "w") as f:
-            f.write(f"[telemetry]\nflush_interval_ms = 100\n"
-                    f"[ingest]\nudp = \"127.0.0.1:0\"\n"
-                    f"statsd_interval_ms = {statsd_interval_ms}\npercentiles = {PERCENTILES}\n")
-
-    def ok(self, *args):
-        done = subprocess.run([*self.command, *args], capture_output=True, text=True,
-                              timeout=client.WAIT_S)
-        check(done.returncode == 0, f"fleetmq-agent {args[0]} exits 0",
-              (done.returncode, done.stdout[:300], done.stderr[:300]))
-        return done.stdout
-
-    def status(self):
-        return json.loads(self.ok("status", "--data-dir", self.data))
-
-    def status_until(self, what, holds):
-        """Polls `status` (the agent gives no other signal) until `holds`;
-        a status that cannot be had yet (an agent still starting) is
-        asked again."""
-        deadline = time.monotonic() + client.WAIT_S
-        while True:
-            done = subprocess.run([*self.command, "status", "--data-dir", self.data],
-                                  capture_output=True, text=True, timeout=client.WAIT_S)
-            status = json.loads(done.stdout) if done.returncode == 0 else done.stderr
-            if done.returncode == 0 and holds(status):
-                return status
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                check(False, what, status)
-            time.sleep(0.05)
-
-    def stop(self):
-        """A clean stop, as systemctl stop sends."""
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=client.WAIT_S)
-        self.log.close()
-        return code
+def agent_config(statsd_interval_ms):
+    return (f"[telemetry]\nflush_interval_ms = 100\n"
+            f"[ingest]\nudp = \"127.0.0.1:0\"\n"
+            f"statsd_interval_ms = {statsd_interval_ms}\npercentiles = {PERCENTILES}\n")
 
 
 def run(args, _ctx):
     hub = Cli(args.hub_command, args.data_dir)
-    agent = Agent(args, hub)
+    with open(os.path.join(args.data_dir, "endpoints.json")) as f:
+        telemetry = json.load(f)["telemetry"]
+    agent = fleet.Agent(args.agent_command, args.work, hub, args.data_dir, telemetry, DEVICE,
+                        agent_config(INTERVAL_MS))
     follow = None
     try:
         status = agent.status_until("the agent is linked to the hub",
@@ -293,7 +240,7 @@ def ingest(agent, status, follow):
 
     # --- SIGHUP: a new StatsD interval at once -------------------------------------
     # Ten minutes: what the next lines open ends only when the agent stops.
-    agent.write_config(statsd_interval_ms=600_000)
+    agent.write_config(agent_config(statsd_interval_ms=600_000))
     agent.proc.send_signal(signal.SIGHUP)
     reload = agent.status_until("the config re-read on SIGHUP",
                                 lambda s: s["reload"]["at_ms"] > 0)["reload"]
