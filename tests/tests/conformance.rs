@@ -9,8 +9,9 @@
 //! `tests/conformance/http_api.py` uses the HTTP API as the README tells
 //! a program to, `operator_cli.py` the operator's command line, and
 //! `device_ingest.py` the agent's local ingest (StatsD, Influx lines,
-//! `fleetmq-agent send`), and `alerts.py` hears the alerts' webhooks as an
-//! Alertmanager receiver would. They need Debian's `python3-zmq` and nats-server, which
+//! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks as an
+//! Alertmanager receiver would, and `desired_config.py` sets the desired
+//! configuration (`fleet.py` starts their own hubs and agents). They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
 use std::path::Path;
@@ -197,6 +198,19 @@ fn alerts_reach_a_webhook_as_alertmanager_receivers_take_them() {
         format!("--work={}", dir.path().display()),
     ];
     run_script_alone(dir.path(), "alerts.py", &args);
+}
+
+#[test]
+fn the_desired_configuration_reaches_devices_as_the_readme_says() {
+    let _w = watchdog("conformance of the desired configuration", LIMIT);
+    let dir = temp_dir("fleetmq-conformance-config-");
+    // desired_config.py starts its own hub and agents.
+    let args = [
+        format!("--hub-command={}", command_line(&hub_command())),
+        format!("--agent-command={}", command_line(&agent_command())),
+        format!("--work={}", dir.path().display()),
+    ];
+    run_script_alone(dir.path(), "desired_config.py", &args);
 }
 
 #[test]
