@@ -126,8 +126,24 @@ boot() {
   "$hub_bin" run --data-dir "$work/hub" --bind 127.0.0.1:* >"$work/hub.out" 2>"$work/hub.log" &
   hub_pid=$!
   pids+=("$hub_pid")
-  for _ in $(seq 100); do [ -s "$work/hub.out" ] && break; sleep 0.05; done
-  port=$(sed -n 's/.*"telemetry":"tcp:\/\/127.0.0.1:\([0-9]*\)".*/\1/p' "$work/hub.out")
+  # Its first line names its ports; a loaded machine may take a while
+  # to start it, and a QEMU told no port would boot for nothing.
+  port=""
+  for _ in $(seq 600); do
+    port=$(sed -n '1s/.*"telemetry":"tcp:\/\/127.0.0.1:\([0-9][0-9]*\)".*/\1/p' "$work/hub.out")
+    [ -n "$port" ] && break
+    kill -0 "$hub_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$port" ]; then
+    echo "$name: the hub printed no telemetry port within 30 s; its log:" >&2
+    tail -n 20 "$work/hub.log" >&2
+    ok=""
+    took_ms=0
+    kill "$hub_pid" 2>/dev/null || true
+    wait "$hub_pid" 2>/dev/null || true
+    return
+  fi
   start_ns=$(date +%s%N)
   # shellcheck disable=SC2086
   timeout 180 $qemu -nographic -no-reboot -kernel "$kernel" "${dtb_args[@]}" -initrd "$work/$name.cpio.gz" \
