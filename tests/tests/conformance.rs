@@ -30,11 +30,19 @@ fn run_script(dir: &Path, name: &str, args: &[String], hub: &Hub) {
     run_script_beside(dir, name, args, || hub.proc.log_text());
 }
 
-/// [`run_script`] for a script that starts its own hub, logging into
-/// `dir/hub.log`.
-fn run_script_alone(dir: &Path, name: &str, args: &[String]) {
+/// [`run_script`] for a script that starts its own hub (logging into
+/// `WORK/hub.log`) and agents, with the commands that run them and a
+/// directory of its own.
+fn run_script_alone(name: &str) {
+    let dir = temp_dir("fleetmq-conformance-");
+    let dir = dir.path();
+    let args = [
+        format!("--hub-command={}", command_line(&hub_command())),
+        format!("--agent-command={}", command_line(&agent_command())),
+        format!("--work={}", dir.display()),
+    ];
     let log = dir.join("hub.log");
-    run_script_beside(dir, name, args, || {
+    run_script_beside(dir, name, &args, || {
         std::fs::read_to_string(&log).unwrap_or_else(|e| format!("{}: {e}", log.display()))
     });
 }
@@ -190,27 +198,13 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
 #[test]
 fn alerts_reach_a_webhook_as_alertmanager_receivers_take_them() {
     let _w = watchdog("conformance of alerts", LIMIT);
-    let dir = temp_dir("fleetmq-conformance-alerts-");
-    // alerts.py starts its own hub, with its rules, and its own agents.
-    let args = [
-        format!("--hub-command={}", command_line(&hub_command())),
-        format!("--agent-command={}", command_line(&agent_command())),
-        format!("--work={}", dir.path().display()),
-    ];
-    run_script_alone(dir.path(), "alerts.py", &args);
+    run_script_alone("alerts.py");
 }
 
 #[test]
 fn the_desired_configuration_reaches_devices_as_the_readme_says() {
     let _w = watchdog("conformance of the desired configuration", LIMIT);
-    let dir = temp_dir("fleetmq-conformance-config-");
-    // desired_config.py starts its own hub and agents.
-    let args = [
-        format!("--hub-command={}", command_line(&hub_command())),
-        format!("--agent-command={}", command_line(&agent_command())),
-        format!("--work={}", dir.path().display()),
-    ];
-    run_script_alone(dir.path(), "desired_config.py", &args);
+    run_script_alone("desired_config.py");
 }
 
 #[test]

@@ -100,7 +100,14 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
 /// Tells the operator why a call failed (as `{"error"}` too with --json)
 /// and how the command ends.
 pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
-    let message = match (e, unwritten_endpoints(op)) {
+    let message = match (
+        e,
+        crate::operator::client::unwritten_endpoints(
+            op.hub.as_deref(),
+            op.config.as_deref(),
+            op.data_dir.as_deref(),
+        ),
+    ) {
         (ClientError::Unreachable { .. }, Some(path)) => format!(
             "{e}; no hub has written {}, so this is the configured operator endpoint: \
              give the running hub's --data-dir (or --config), or --hub",
@@ -113,21 +120,6 @@ pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
     }
     eprintln!("error: {message}");
     Exit::of(e).into()
-}
-
-/// The endpoints.json the hub was looked for in, when there is none and
-/// no `--hub` was given: the usual reason for asking the wrong place.
-fn unwritten_endpoints(op: &OpArgs) -> Option<std::path::PathBuf> {
-    if op.hub.is_some() {
-        return None;
-    }
-    let config = crate::config::HubConfig::load(op.config.as_deref()).ok()?;
-    let path = op
-        .data_dir
-        .as_ref()
-        .unwrap_or(&config.data_dir)
-        .join("endpoints.json");
-    (!path.exists()).then_some(path)
 }
 
 /// Asks once and prints the answer.

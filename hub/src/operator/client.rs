@@ -73,6 +73,22 @@ pub fn find_endpoint(
     Ok(eps.operator)
 }
 
+/// The endpoints.json the hub was looked for in, when there is none and
+/// no `--hub` (`explicit`) was given: the usual reason for asking the
+/// wrong place. `config` and `data_dir` as the command line gave them.
+pub fn unwritten_endpoints(
+    explicit: Option<&str>,
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Option<std::path::PathBuf> {
+    if explicit.is_some() {
+        return None;
+    }
+    let loaded = crate::config::HubConfig::load(config).ok()?;
+    let path = data_dir.unwrap_or(&loaded.data_dir).join("endpoints.json");
+    (!path.exists()).then_some(path)
+}
+
 pub struct Client {
     sockets: Sockets,
     /// CURVE to a remote operator socket; plaintext to the local one.
