@@ -403,7 +403,7 @@ fn a_command_for_a_group_prints_each_answer_and_reaches_the_offline_member_after
     );
     assert!(text.contains("pong from pi-a"), "{text}");
     assert!(
-        text.contains("still waiting for 1 device(s): pi-b"),
+        text.contains("offline: 1 device(s): pi-b (the hub sends it to each when it returns"),
         "{text}"
     );
     let id = first

@@ -397,7 +397,7 @@ pub(super) enum JobCmd {
     /// device that takes it (the work queue), or once on each of --device,
     /// --group or --all.
     Submit(SubmitArgs),
-    /// Show one job and its result; an aimed job with each device's.
+    /// Show one job and its result; for an aimed job, each device's run.
     Show(ShowArgs),
     /// List recent jobs, newest first.
     List(ListArgs),

@@ -516,17 +516,30 @@ pub(super) fn fleet_answers(
         let list: Vec<Value> = answers.iter().map(views::fleet_answer).collect();
         println!("{}", serde_json::json!({ "id": id, "answers": list }));
     } else {
-        let open: Vec<&str> = answers
-            .iter()
-            .filter(|a| !crate::core::fleet::ended(a))
-            .map(|a| a.device.as_str())
-            .collect();
-        if !open.is_empty() {
+        let open = |offline: bool| -> Vec<&str> {
+            answers
+                .iter()
+                .filter(|a| !crate::core::fleet::ended(a) && (a.state == "offline") == offline)
+                .map(|a| a.device.as_str())
+                .collect()
+        };
+        let (asked, away) = (open(false), open(true));
+        if !asked.is_empty() {
             println!(
-                "still waiting for {} device(s): {} (the hub sends it to an offline one when it returns, within the time to live); `fleetmq-hub command --answers {id}` shows where it stands",
-                open.len(),
-                open.join(", ")
+                "no answer yet from {} device(s): {} (each has until its --timeout-ms from when it got the command)",
+                asked.len(),
+                asked.join(", ")
             );
+        }
+        if !away.is_empty() {
+            println!(
+                "offline: {} device(s): {} (the hub sends it to each when it returns, within the time to live)",
+                away.len(),
+                away.join(", ")
+            );
+        }
+        if !asked.is_empty() || !away.is_empty() {
+            println!("`fleetmq-hub command --answers {id}` shows where it stands");
         }
     }
     Ok(Exit::ok_if(ok).into())

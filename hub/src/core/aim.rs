@@ -37,21 +37,22 @@ const MAX_OFFER_KINDS: usize = 16;
 const MAX_OFFER_PROGRAMS: usize = 1024;
 const MAX_OFFER_NAME: usize = 1024;
 
-/// Whether a device that offered `abilities` takes `spec`; if not, why.
+/// Whether a device that offered `abilities` takes `spec`; if not, what
+/// it does not allow, named as the agent itself names it in a
+/// `NotAllowed` (`job kind "exec"`, `program "df"`), so that every
+/// refusal reads "... is not in the device's allow list".
 pub fn refusal(abilities: &Abilities, spec: &JobSpec) -> Option<String> {
     let kind = match spec {
         JobSpec::Echo { .. } => "echo",
         JobSpec::Exec { .. } => "exec",
     };
     if !abilities.job_kinds.iter().any(|k| k == kind) {
-        return Some(format!(
-            "the device does not take {kind} jobs (its [jobs] allow)"
-        ));
+        return Some(format!("job kind {kind:?}"));
     }
     match spec {
-        JobSpec::Exec { program, .. } if !abilities.exec_programs.contains(program) => Some(
-            format!("program {program:?} is not in the device's [exec] programs"),
-        ),
+        JobSpec::Exec { program, .. } if !abilities.exec_programs.contains(program) => {
+            Some(format!("program {program:?}"))
+        }
         _ => None,
     }
 }
@@ -330,9 +331,10 @@ impl Core {
             Err(e) => return warn!(device, error = %e, "could not read aimed jobs"),
         };
         for run in due {
-            if let Some(why) = refusal(&abilities, &run.spec) {
-                info!(job = run.id, device, %why, "aimed job refused without sending it");
-                let outcome = Outcome::NotAllowed(why);
+            if let Some(what) = refusal(&abilities, &run.spec) {
+                info!(job = run.id, device, not_allowed = %what,
+                    "aimed job refused without sending it: the device's Offer does not take it");
+                let outcome = Outcome::NotAllowed(what);
                 if let Err(e) = self.store.finish_job(run.id, device, &outcome, now.wall_ms) {
                     warn!(job = run.id, error = %e, "could not record a refusal");
                 }
