@@ -10,8 +10,10 @@
 //! a program to, `operator_cli.py` the operator's command line, and
 //! `device_ingest.py` the agent's local ingest (StatsD, Influx lines,
 //! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks as an
-//! Alertmanager receiver would, and `desired_config.py` sets the desired
-//! configuration (`fleet.py` starts their own hubs and agents). They need Debian's `python3-zmq` and nats-server, which
+//! Alertmanager receiver would, `desired_config.py` sets the desired
+//! configuration, and `aimed_work.py` aims jobs and commands at devices,
+//! groups and the fleet (`fleet.py` starts their own hubs and agents).
+//! They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
 use std::path::Path;
@@ -205,6 +207,12 @@ fn alerts_reach_a_webhook_as_alertmanager_receivers_take_them() {
 fn the_desired_configuration_reaches_devices_as_the_readme_says() {
     let _w = watchdog("conformance of the desired configuration", LIMIT);
     run_script_alone("desired_config.py");
+}
+
+#[test]
+fn jobs_and_commands_aimed_at_devices_groups_and_the_fleet_as_the_readme_says() {
+    let _w = watchdog("conformance of aimed jobs and commands", LIMIT);
+    run_script_alone("aimed_work.py");
 }
 
 #[test]
