@@ -71,10 +71,7 @@ pub fn fmt_stats(s: &HubStats) -> String {
             ("rate limited", s.rate_limited.to_string()),
             ("connection conflicts", s.connection_conflicts.to_string()),
             ("frames dropped", s.frames_dropped.to_string()),
-            (
-                "undelivered (not reading)",
-                s.messages_undelivered.to_string(),
-            ),
+            ("dropped, not reading", s.messages_undelivered.to_string()),
             ("subscriptions refused", s.subscriptions_refused.to_string()),
             ("disconnects", s.disconnects.to_string()),
         ],
