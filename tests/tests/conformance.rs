@@ -11,8 +11,9 @@
 //! `device_ingest.py` the agent's local ingest (StatsD, Influx lines,
 //! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks as an
 //! Alertmanager receiver would, `desired_config.py` sets the desired
-//! configuration, and `aimed_work.py` aims jobs and commands at devices,
-//! groups and the fleet (`fleet.py` starts their own hubs and agents).
+//! configuration, `aimed_work.py` aims jobs and commands at devices,
+//! groups and the fleet, and `retention.py` bounds the store (`fleet.py`
+//! starts their own hubs and agents).
 //! They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
@@ -213,6 +214,12 @@ fn the_desired_configuration_reaches_devices_as_the_readme_says() {
 fn jobs_and_commands_aimed_at_devices_groups_and_the_fleet_as_the_readme_says() {
     let _w = watchdog("conformance of aimed jobs and commands", LIMIT);
     run_script_alone("aimed_work.py");
+}
+
+#[test]
+fn the_store_stays_within_its_retention_limits_as_the_readme_says() {
+    let _w = watchdog("conformance of retention", LIMIT);
+    run_script_alone("retention.py");
 }
 
 #[test]

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""A store that stays bounded, as the README ("Retention: a store that
+stays bounded") tells an operator to set it: `[retention]` by size and by
+age for telemetry, chat, jobs and commands, oldest out first, queued jobs
+never pruned, a lowered limit worked off after a restart, and what
+`stats` and `/metrics` say was pruned.
+
+It starts a hub of its own with small limits and an agent of its own,
+pi-r, with host metrics off, so that what is stored is what the script
+sent. Python's standard library only. Run by
+`tests/tests/conformance.rs`; by hand:
+
+    python3 retention.py --hub-command=target/debug/fleetmq-hub \
+        --agent-command=target/debug/fleetmq-agent --work=AN_EMPTY_DIRECTORY
+
+Each command is a binary, or a runner and it. Exit status as client.py's.
+"""
+
+import argparse
+import shlex
+import subprocess
+import sys
+import urllib.request
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+import client  # noqa: E402  (exits 2 without pyzmq)
+import fleet  # noqa: E402
+from client import check  # noqa: E402
+
+DEVICE, TALKER = "pi-r", "pi-talk"
+AGENT = ("[telemetry]\nflush_interval_ms = 10\n[ingest]\nudp = \"\"\n"
+         "[host]\ninterval_ms = 0\n[jobs]\nallow = [\"echo\", \"exec\"]\n")
+MAX_BYTES, LOWERED = 8000, 2000
+LIMITS = f"""
+[retention.telemetry]
+max_bytes = {MAX_BYTES}
+[retention.chat]
+max_rows = 5
+[retention.jobs]
+max_rows = 3
+[retention.commands]
+max_rows = 3
+"""
+SENDS = 30
+PAD = "p" * 100
+
+
+def run(args, _ctx):
+    hub = fleet.Hub(args.hub_command, args.work, LIMITS)
+    agent = None
+    try:
+        agent = fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
+                            hub.endpoints["telemetry"], DEVICE, AGENT)
+        fleet.until("pi-r online", lambda: hub.cli.json("devices"),
+                    lambda ds: [d["id"] for d in ds if d["online"]] == [DEVICE])
+        print_config(args)
+        telemetry(hub, agent)
+        chat(args, hub)
+        queued = jobs_and_commands(hub)
+        agent.stop()
+        hub.stop()
+        hub = fleet.Hub(args.hub_command, args.work, lowered_config())
+        lowered(hub, queued)
+    finally:
+        if agent:
+            agent.stop()
+        hub.stop()
+
+
+def lowered_config():
+    """After a restart: telemetry's size lowered; finished jobs kept a second."""
+    config = LIMITS.replace(f"max_bytes = {MAX_BYTES}", f"max_bytes = {LOWERED}")
+    return config.replace("[retention.jobs]\nmax_rows = 3", "[retention.jobs]\nmax_age_s = 1")
+
+
+def print_config(args):
+    out = subprocess.run([*shlex.split(args.hub_command), "print-config"],
+                         capture_output=True, text=True, timeout=client.WAIT_S).stdout
+    for section in ("telemetry", "chat", "jobs", "commands"):
+        block = out.split(f"[retention.{section}]\n", 1)
+        check(len(block) == 2, f"print-config shows [retention.{section}]", out[-2000:])
+        keys = {line.split(" = ")[0] for line in block[1].split("\n\n")[0].splitlines()
+                if " = " in line and not line.startswith("#")}
+        want = {"max_age_s", "max_bytes" if section == "telemetry" else "max_rows"}
+        check(keys == want, f"[retention.{section}]: {sorted(want)}", block[1][:400])
+
+
+def stats(hub):
+    return hub.cli.json("stats")
+
+
+def metrics(hub):
+    """`/metrics` as {name: value}, for the unlabelled lines."""
+    text = urllib.request.urlopen(hub.endpoints["http"] + "/metrics",
+                                  timeout=client.WAIT_S).read().decode()
+    return {k: float(v) for k, v in (line.split(" ", 1) for line in text.splitlines()
+                                     if line and not line.startswith("#") and "{" not in line)}
+
+
+def values(hub):
+    """The `r.n` values stored, oldest first."""
+    rows = hub.cli.json("telemetry", "--name", "r.n", "--from-start")
+    return [int(r["value"]) for r in rows]
+
+
+def telemetry(hub, agent):
+    for i in range(SENDS):
+        agent.ok("send", f"r.n={i}", *(f"r.f{k}={k}" for k in range(4)), f"pad={PAD}",
+                 "--data-dir", agent.data)
+    fleet.until(f"every one of the {SENDS} sends stored or pruned",
+                lambda: stats(hub), lambda s: s["batches_stored"] >= SENDS)
+    s = fleet.until(f"max_bytes = {MAX_BYTES}: the batches stored stay within it",
+                    lambda: stats(hub), lambda s: s["telemetry_bytes"] <= MAX_BYTES)
+    check(s["pruned_batches"] > 0 and s["pruned_records"] >= s["pruned_batches"],
+          "stats counts what was pruned (batches, and the records in them)", s)
+    kept = values(hub)
+    check(kept and kept == list(range(kept[0], SENDS)) and kept[0] > 0,
+          "the oldest went first: what is left is the newest, none missing", kept)
+    m = metrics(hub)
+    check(m.get("fleetmq_pruned_batches_total", -1) >= s["pruned_batches"]
+          and 0 < m.get("fleetmq_telemetry_stored_bytes", -1) <= MAX_BYTES,
+          "/metrics: fleetmq_pruned_batches_total and fleetmq_telemetry_stored_bytes",
+          {k: v for k, v in m.items() if "pruned" in k or "stored_bytes" in k})
+
+
+def chat(args, hub):
+    """Eight lines said by a device of its own with `fleetmq-agent chat`;
+    `max_rows = 5` keeps the newest five."""
+    talker = fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
+                         hub.endpoints["telemetry"], TALKER, AGENT)
+    talker.stop()
+    lines = [f"line {i}" for i in range(8)]
+    done = subprocess.run([*talker.command, "chat", *talker.words[1:]],
+                          input="".join(f"{t}\n" for t in lines), capture_output=True,
+                          text=True, timeout=client.WAIT_S)
+    check(done.returncode == 0, "fleetmq-agent chat exits 0 once every line is acked",
+          (done.returncode, done.stderr[-500:]))
+    rows = fleet.until("chat max_rows = 5: the newest five are kept",
+                       lambda: hub.cli.json("chat", "--from-start"), lambda r: len(r) <= 5)
+    check([r["text"] for r in rows] == lines[3:], "the oldest lines went first", rows)
+    check(stats(hub)["pruned_chat"] == 3, "stats counts the chat lines pruned")
+
+
+def jobs_and_commands(hub):
+    """Jobs max_rows = 3 keeps the newest three finished jobs and every
+    queued one; commands max_rows = 3 the newest three. Returns the id of
+    the queued job."""
+    queued = hub.cli.json("job", "submit", "exec", "--", "no-such-program")["id"]
+    done = [hub.cli.json("job", "submit", "--wait", "echo", f"j{i}")["id"] for i in range(5)]
+    listed = fleet.until("jobs max_rows = 3: finished jobs beyond the newest three go",
+                         lambda: hub.cli.json("job", "list", "--limit", "50"),
+                         lambda js: len(js) <= 4)
+    check(sorted(j["id"] for j in listed) == sorted([queued, *done[-3:]]),
+          "the queued job stays; the newest finished ones are kept", listed)
+    for _ in range(5):
+        hub.cli.code(0, "command", DEVICE, "ping")
+    fleet.until("commands max_rows = 3: the oldest two go",
+                lambda: stats(hub), lambda s: s["pruned_commands"] == 2)
+    s = stats(hub)
+    check(s["pruned_jobs"] == 2, "stats counts the jobs pruned", s)
+    return queued
+
+
+def lowered(hub, queued):
+    """After a restart with `max_bytes` lowered and finished jobs kept a
+    second: both are worked off, the newest telemetry kept, the queued job
+    never pruned."""
+    s = fleet.until(f"a lowered max_bytes ({LOWERED}) is worked off after a restart",
+                    lambda: stats(hub), lambda s: s["telemetry_bytes"] <= LOWERED)
+    check(s["pruned_batches"] > 0, "stats counts what this hub pruned since it started", s)
+    kept = values(hub)
+    check(kept and kept[-1] == SENDS - 1 and kept == list(range(kept[0], SENDS)),
+          "still the newest, none missing", kept)
+    listed = fleet.until("jobs max_age_s = 1: finished jobs go, a queued one stays",
+                         lambda: hub.cli.json("job", "list", "--limit", "50"),
+                         lambda js: len(js) <= 1)
+    check([(j["id"], j["state"]) for j in listed] == [(queued, "queued")],
+          "the queued job is never pruned", listed)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("hub-command", "agent-command", "work"):
+        p.add_argument(f"--{name}", required=True)
+    return client.run_checks("retention", run, p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
