@@ -1293,7 +1293,12 @@ fn remote_operators_need_curve_an_allowed_key_and_the_admin_role_to_act() {
     assert!(as_operator(&alice, &["config", "set", "app.x=1"]).ok);
     // A key not on the operator list, and a plaintext client, get nothing.
     let before = hub.stats()["handshakes_refused"].as_u64().unwrap();
-    assert!(!as_operator(&stranger, &["devices"]).ok);
+    let stranger = as_operator(&stranger, &["devices"]);
+    assert!(
+        !stranger.ok && stranger.stderr.contains("refused this operator's key"),
+        "told why at once: {}",
+        stranger.stderr
+    );
     assert!(hub.stats()["handshakes_refused"].as_u64().unwrap() > before);
     assert!(
         hub.proc

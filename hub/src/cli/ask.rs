@@ -6,7 +6,7 @@
 //! Exit codes, the same for every one of them ([`Exit`]): 0 answered and
 //! it went well; 1 answered no (the device refused or failed, the job
 //! failed, an unknown or offline device); 2 a mistake on the command line;
-//! 3 the hub could not be reached.
+//! 3 the hub could not be reached, or refused this operator's key.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -30,7 +30,7 @@ pub(super) enum Exit {
     No = 1,
     /// The command line was wrong.
     Usage = 2,
-    /// The hub could not be reached (or found).
+    /// The hub could not be reached (or found), or refused our key.
     Unreachable = 3,
 }
 
@@ -50,9 +50,11 @@ impl Exit {
     fn of(e: &ClientError) -> Exit {
         match e {
             ClientError::Hub(_) => Exit::No,
-            ClientError::TooLarge { .. } => Exit::Usage,
+            ClientError::TooLarge { .. } | ClientError::Keys(_) => Exit::Usage,
             ClientError::Unreachable { .. }
             | ClientError::NoEndpoint(_)
+            | ClientError::KeyRefused { .. }
+            | ClientError::HandshakeFailed { .. }
             | ClientError::Protocol { .. } => Exit::Unreachable,
         }
     }
@@ -79,7 +81,7 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
         crate::operator::find_endpoint(op.hub.as_deref(), data_dir, &config.listen.operator)?;
     let client = Client::new(endpoint, Duration::from_millis(op.hub_timeout_ms))
         .max_message(config.net.max_message_bytes);
-    let no_key = |e: fleetmq_net::keys::KeyError| ClientError::NoEndpoint(e.to_string());
+    let no_key = |e: fleetmq_net::keys::KeyError| ClientError::Keys(e.to_string());
     match (&op.hub_key, &op.operator_keys) {
         (None, None) => Ok(client),
         (Some(server), Some(dir)) => {
@@ -91,8 +93,8 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
             };
             Ok(client.curve(server, ours))
         }
-        _ => Err(ClientError::NoEndpoint(
-            "a remote operator socket needs both --hub-key (the hub's public key) and --operator-keys (the directory of your operator.key, from `fleetmq-hub keygen --operator`)".into(),
+        _ => Err(ClientError::Keys(
+            "give both --hub-key (the hub's public key) and --operator-keys (the directory of your operator.key, from `fleetmq-hub keygen --operator`)".into(),
         )),
     }
 }

@@ -7,8 +7,9 @@
 //! repeated id from memory, so a retried `job submit` queues one job.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fleetmq_net::poll::{event, next_event};
 use fleetmq_net::{SocketOptions, Sockets};
 use fleetmq_protocol::{
     OperatorError, OperatorFrame, OperatorReplyFrame, OperatorRequest, Request, Response,
@@ -29,6 +30,16 @@ pub enum ClientError {
     },
     #[error("cannot find the hub's operator endpoint: {0}")]
     NoEndpoint(String),
+    #[error("for the hub's remote operator socket: {0}")]
+    Keys(String),
+    #[error(
+        "the hub at {endpoint} refused this operator's key {key} at the handshake: the hub's operator allow list (DATA_DIR/allowed_operators) needs the line `NAME read KEY` or `NAME admin KEY` that `fleetmq-hub keygen --operator NAME` printed for it"
+    )]
+    KeyRefused { endpoint: String, key: String },
+    #[error(
+        "the CURVE handshake with {endpoint} failed: is it the hub's listen.operator_remote (the local operator socket is plaintext: leave out --hub-key and --operator-keys for it), and is --hub-key the hub's public key?"
+    )]
+    HandshakeFailed { endpoint: String },
     #[error("talking to the hub at {endpoint}: {reason}")]
     Protocol { endpoint: String, reason: String },
     #[error("{0}")]
@@ -96,10 +107,21 @@ pub struct Client {
     /// The largest request the hub takes; a larger one fails at once.
     max_bytes: i64,
     endpoint: String,
-    socket: Option<zmq::Socket>,
+    /// The REQ socket of this attempt, and for CURVE its handshake monitor.
+    socket: Option<(zmq::Socket, Option<zmq::Socket>)>,
+    /// Our public key, for CURVE: named when the hub refuses it.
+    public_key: Option<String>,
+    /// Monitors made so far: each socket's has an inproc name of its own.
+    monitors: u32,
     timeout: Duration,
     attempts: u32,
 }
+
+/// The handshake events an operator client listens for on CURVE.
+const HANDSHAKE_EVENTS: u16 = event::HANDSHAKE_FAILED_AUTH
+    | event::HANDSHAKE_FAILED_PROTOCOL
+    | event::HANDSHAKE_FAILED_NO_DETAIL
+    | event::HANDSHAKE_SUCCEEDED;
 
 impl Client {
     pub fn new(endpoint: String, timeout: Duration) -> Self {
@@ -112,6 +134,8 @@ impl Client {
             max_bytes: SocketOptions::default().max_message_bytes,
             endpoint,
             socket: None,
+            public_key: None,
+            monitors: 0,
             timeout,
             attempts: 3,
         }
@@ -128,6 +152,7 @@ impl Client {
     /// Speaks CURVE, as operator `ours`, to a hub whose public key is
     /// `server`: for the hub's remote operator socket.
     pub fn curve(mut self, server: String, ours: fleetmq_net::keys::KeyPair) -> Self {
+        self.public_key = Some(ours.public.clone());
         let security = fleetmq_net::Security::CurveClient { server, ours };
         self.sockets = self.sockets.with_security(security);
         self.secure = true;
@@ -162,20 +187,13 @@ impl Client {
         let per_attempt = self.timeout + extra;
         for attempt in 1..=self.attempts {
             if self.socket.is_none() {
-                let mut builder = self.sockets.build(zmq::REQ);
-                if self.secure {
-                    builder = builder.secure();
-                }
-                let s = builder
-                    .connect(&self.endpoint)
-                    .map_err(|e| self.protocol(e))?;
-                self.socket = Some(s);
+                self.socket = Some(self.open()?);
             }
-            let Some(socket) = &self.socket else { continue };
+            let Some((socket, monitor)) = &self.socket else {
+                continue;
+            };
             socket.send(&frame, 0).map_err(|e| self.protocol(e))?;
-            let mut items = [socket.as_poll_item(zmq::POLLIN)];
-            zmq::poll(&mut items, per_attempt.as_millis() as i64).map_err(|e| self.protocol(e))?;
-            if !items[0].is_readable() {
+            if !self.answered(socket, monitor.as_ref(), per_attempt)? {
                 // Lazy Pirate: abandon this socket, its REQ state is stuck.
                 self.socket = None;
                 if attempt < self.attempts {
@@ -203,6 +221,86 @@ impl Client {
             attempts: self.attempts,
             per_attempt_ms: per_attempt.as_millis() as u64,
         })
+    }
+}
+
+impl Client {
+    /// A REQ socket connected to the hub; on CURVE with a monitor of its
+    /// handshakes, so that a refused key is said at once.
+    fn open(&mut self) -> Result<(zmq::Socket, Option<zmq::Socket>), ClientError> {
+        let mut builder = self.sockets.build(zmq::REQ);
+        let mut monitor = None;
+        if self.secure {
+            // The monitor's reader is connected first (inproc allows that),
+            // so that no event of the first handshake is lost before it.
+            self.monitors += 1;
+            let name = format!("inproc://fleetmq-operator-handshakes-{}", self.monitors);
+            let reader = self.sockets.build(zmq::PAIR).connect(&name);
+            monitor = Some(reader.map_err(|e| self.protocol(e))?);
+            builder = builder.secure().monitor(&name, i32::from(HANDSHAKE_EVENTS));
+        }
+        let socket = builder
+            .connect(&self.endpoint)
+            .map_err(|e| self.protocol(e))?;
+        Ok((socket, monitor))
+    }
+
+    /// Waits up to `wait` for the answer on `socket`; false when none came.
+    /// A handshake the hub refused ends the wait with why, and so does a
+    /// wait in which every handshake failed and none succeeded (a hub key
+    /// that is not the hub's: the hub drops such a handshake unanswered).
+    fn answered(
+        &self,
+        socket: &zmq::Socket,
+        monitor: Option<&zmq::Socket>,
+        wait: Duration,
+    ) -> Result<bool, ClientError> {
+        let deadline = Instant::now() + wait;
+        let (mut failed, mut succeeded) = (false, false);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut items = vec![socket.as_poll_item(zmq::POLLIN)];
+            if let Some(m) = monitor {
+                items.push(m.as_poll_item(zmq::POLLIN));
+            }
+            zmq::poll(&mut items, left.as_millis() as i64).map_err(|e| self.protocol(e))?;
+            if items[0].is_readable() {
+                return Ok(true);
+            }
+            let events = monitor.filter(|_| items.get(1).is_some_and(|i| i.is_readable()));
+            while let Some(e) = events
+                .map(next_event)
+                .transpose()
+                .map_err(|e| self.protocol(e))?
+                .flatten()
+            {
+                match e.kind {
+                    event::HANDSHAKE_FAILED_AUTH => return Err(self.key_refused()),
+                    event::HANDSHAKE_FAILED_PROTOCOL => return Err(self.handshake_failed()),
+                    event::HANDSHAKE_SUCCEEDED => succeeded = true,
+                    _ => failed = true,
+                }
+            }
+            if Instant::now() >= deadline {
+                if failed && !succeeded {
+                    return Err(self.handshake_failed());
+                }
+                return Ok(false);
+            }
+        }
+    }
+
+    fn key_refused(&self) -> ClientError {
+        ClientError::KeyRefused {
+            endpoint: self.endpoint.clone(),
+            key: fleetmq_net::keys::quoted(self.public_key.as_deref().unwrap_or_default()),
+        }
+    }
+
+    fn handshake_failed(&self) -> ClientError {
+        ClientError::HandshakeFailed {
+            endpoint: self.endpoint.clone(),
+        }
     }
 }
 
