@@ -12,7 +12,8 @@
 //! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks as an
 //! Alertmanager receiver would, `desired_config.py` sets the desired
 //! configuration, `aimed_work.py` aims jobs and commands at devices,
-//! groups and the fleet, and `retention.py` bounds the store (`fleet.py`
+//! groups and the fleet, `retention.py` bounds the store, and
+//! `remote_operator.py` is an operator on another machine (`fleet.py`
 //! starts their own hubs and agents).
 //! They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
@@ -220,6 +221,12 @@ fn jobs_and_commands_aimed_at_devices_groups_and_the_fleet_as_the_readme_says() 
 fn the_store_stays_within_its_retention_limits_as_the_readme_says() {
     let _w = watchdog("conformance of retention", LIMIT);
     run_script_alone("retention.py");
+}
+
+#[test]
+fn operators_on_other_machines_reach_the_hub_as_the_readme_says() {
+    let _w = watchdog("conformance of remote operators", LIMIT);
+    run_script_alone("remote_operator.py");
 }
 
 #[test]

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Operators on other machines, as the README ("Operators on other
+machines") tells them to work: `fleetmq-hub keygen --operator`, a line in
+`DATA_DIR/allowed_operators` applied at once, `--hub-key` and
+`--operator-keys` (or their environment variables) against the CURVE-only
+remote operator socket, the `read` and `admin` roles, and what an
+operator is told when the handshake cannot succeed.
+
+It starts a hub of its own with `listen.operator_remote` on a port the OS
+picks, and no agent. Python's standard library only. Run by `tests/tests/conformance.rs`;
+by hand:
+
+    python3 remote_operator.py --hub-command=target/debug/fleetmq-hub \
+        --work=AN_EMPTY_DIRECTORY
+
+The command is a binary, or a runner and it. Exit status as client.py's.
+"""
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+import client  # noqa: E402  (exits 2 without pyzmq)
+import fleet  # noqa: E402
+from client import check  # noqa: E402
+from operator_cli import NO, OK, UNREACHABLE, USAGE  # noqa: E402
+
+REMOTE = "[listen]\noperator_remote = \"tcp://127.0.0.1:*\"\n"
+
+
+class Laptop:
+    """`fleetmq-hub` run as an operator elsewhere: no data directory of the
+    hub's, only its endpoint and public key, and a key pair of its own."""
+
+    def __init__(self, command):
+        self.command = shlex.split(command)
+
+    def run(self, *args, env=None):
+        """(exit code, stdout, stderr)."""
+        done = subprocess.run([*self.command, *args], capture_output=True, text=True,
+                              timeout=client.WAIT_S,
+                              env={**os.environ, **(env or {})})
+        return done.returncode, done.stdout, done.stderr
+
+    def code(self, want, *args, what, env=None):
+        code, out, err = self.run(*args, env=env)
+        check(code == want, what, (code, out[-300:], err[-600:]))
+        return out, err
+
+
+def run(args, _ctx):
+    hub = fleet.Hub(args.hub_command, args.work, REMOTE)
+    try:
+        remote(args, hub)
+    finally:
+        hub.stop()
+    plaintext_stays_on_loopback(args)
+
+
+def remote(args, hub):
+    laptop = Laptop(args.hub_command)
+    keys = os.path.join(args.work, "alice")
+    out, _ = laptop.code(OK, "keygen", "--operator", "alice", "--data-dir", keys,
+                         what="keygen --operator makes an operator's key pair")
+    with open(os.path.join(keys, "operator.pub")) as f:
+        key = f.read().strip()
+    lines = {line for line in out.splitlines() if line.startswith("alice ")}
+    check(lines == {f"alice read {key}", f"alice admin {key}"},
+          "it prints the allow-list lines for each role, with its public key", out)
+    laptop.code(NO, "keygen", "--operator", "alice", "--data-dir", keys,
+                what="a second keygen does not replace the key pair")
+
+    endpoint = hub.endpoints.get("operator_remote", "")
+    check(endpoint.startswith("tcp://127.0.0.1:"),
+          "the remote operator socket is among the endpoints the hub prints", hub.endpoints)
+    hub_pub = os.path.join(hub.data, "hub.pub")
+    far = ["--hub", endpoint, "--hub-key", hub_pub, "--operator-keys", keys]
+
+    # --- not on the list: refused at the handshake, and told so at once --------
+    _, err = laptop.code(UNREACHABLE, "devices", *far, "--hub-timeout-ms", "10000",
+                         what="an operator key not on the list: exit 3")
+    check(f"'{key}'" in err and "allowed_operators" in err and "trying again" not in err,
+          "told at once that the hub refused its key, naming the key and the list", err)
+    check(hub.cli.json("stats")["handshakes_refused"] >= 1,
+          "the refused handshake is counted in handshakes_refused")
+
+    # --- the read role -----------------------------------------------------------
+    allowed = os.path.join(hub.data, "allowed_operators")
+    with open(allowed, "a") as f:
+        f.write(f"alice read {key}\n")
+    fleet.until("a line added to allowed_operators applies at once",
+                lambda: laptop.run("devices", "--json", *far)[0], lambda code: code == OK)
+    _, err = laptop.code(NO, "job", "submit", "echo", "hi", *far,
+                         what="a read operator asking to act: exit 1")
+    check("not allowed: operator alice has the read role" in err,
+          "told that its role is read", err)
+
+    # --- the admin role, and the environment variables ----------------------------
+    with open(allowed, "w") as f:
+        f.write(f"alice admin {key}\n")
+    fleet.until("the role changed in the file applies at once",
+                lambda: laptop.run("job", "submit", "--json", "echo", "hi", *far)[0],
+                lambda code: code == OK)
+    env = {"FLEETMQ_OPERATOR": endpoint, "FLEETMQ_HUB_KEY": hub_pub,
+           "FLEETMQ_OPERATOR_KEYS": keys}
+    laptop.code(OK, "config", "set", "app.from=afar", env=env,
+                what="FLEETMQ_OPERATOR, FLEETMQ_HUB_KEY and FLEETMQ_OPERATOR_KEYS stand for the flags")
+    with open(hub_pub) as f:
+        quoted = f.read().strip()
+    laptop.code(OK, "stats", "--hub", endpoint, "--hub-key", quoted, "--operator-keys", keys,
+                what="--hub-key takes the key itself as well as the hub.pub file")
+
+    # --- handshakes that cannot succeed, and command-line mistakes ---------------
+    other = os.path.join(args.work, "other-hub")
+    laptop.code(OK, "keygen", "--data-dir", other, what="another hub's key pair")
+    _, err = laptop.code(UNREACHABLE, "devices", "--hub", endpoint, "--hub-key",
+                         os.path.join(other, "hub.pub"), "--operator-keys", keys,
+                         "--hub-timeout-ms", "500", what="a --hub-key that is not the hub's: exit 3")
+    check("--hub-key" in err and "handshake" in err and "attempts" not in err,
+          "told after one wait that the handshake failed, and to check --hub-key", err)
+    _, err = laptop.code(UNREACHABLE, "devices", "--hub", hub.endpoints["operator"],
+                         "--hub-key", hub_pub, "--operator-keys", keys, "--hub-timeout-ms", "500",
+                         what="keys given for the plaintext local socket: exit 3")
+    check("listen.operator_remote" in err, "told that keys are for the remote socket", err)
+    _, err = laptop.code(USAGE, "devices", "--hub", endpoint, "--hub-key", hub_pub,
+                         what="--hub-key without --operator-keys is a command-line mistake")
+    check("--operator-keys" in err, "told to give both", err)
+    _, err = laptop.code(USAGE, "devices", "--hub", endpoint, "--hub-key", hub_pub,
+                         "--operator-keys", os.path.join(args.work, "nobody"),
+                         what="an --operator-keys directory without keys: exit 2")
+    check("operator.key" in err, "the missing file is named", err)
+
+    # --- taken off the list ------------------------------------------------------
+    with open(allowed, "w") as f:
+        f.write("# nobody\n")
+    fleet.until("a line taken out of allowed_operators is refused at once",
+                lambda: laptop.run("devices", *far)[0], lambda code: code == UNREACHABLE)
+
+
+def plaintext_stays_on_loopback(args):
+    """The plaintext operator socket is refused anywhere but loopback: the
+    hub does not start, and says why and what to use instead."""
+    config = os.path.join(args.work, "open.toml")
+    with open(config, "w") as f:
+        f.write("[listen]\noperator = \"tcp://0.0.0.0:7755\"\n")
+    done = subprocess.run([*shlex.split(args.hub_command), "run", "--config", config,
+                           "--data-dir", os.path.join(args.work, "open-data")],
+                          capture_output=True, text=True, timeout=client.WAIT_S)
+    check(done.returncode != 0 and "listen.operator" in done.stderr
+          and "operator_remote" in done.stderr,
+          "a plaintext operator socket off loopback stops the hub at start, naming the way",
+          (done.returncode, done.stderr[-500:]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("hub-command", "work"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--agent-command", help="not used: this script starts no agent")
+    return client.run_checks("remote operators", run, p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
