@@ -101,12 +101,19 @@ pub struct Ingest {
     buf: Vec<u8>,
 }
 
+/// What `status` shows for a socket the config turned off.
+const OFF_IN_CONFIG: &str = "off: ingest.KEY is \"\" in the config";
+
 impl Ingest {
     /// Binds what `cfg` asks for. A socket that cannot be bound is not
     /// fatal: the reason is returned to log and is shown in `status`.
     pub fn open(cfg: &IngestConfig, data_dir: &Path) -> (Ingest, Vec<String>) {
         let mut problems = Vec::new();
-        let mut status = IngestStatus::default();
+        let mut status = IngestStatus {
+            udp: OFF_IN_CONFIG.replace("KEY", "udp"),
+            unix: OFF_IN_CONFIG.replace("KEY", "unix"),
+            ..IngestStatus::default()
+        };
         let udp = (!cfg.udp.is_empty())
             .then(|| bind_udp(&cfg.udp))
             .and_then(|r| match r {
@@ -523,5 +530,9 @@ mod tests {
         let (second, problems) = Ingest::open(&busy, dir.path());
         assert_eq!(problems.len(), 1, "a port in use is said, not fatal");
         assert!(second.status.udp.starts_with("off: "));
+        assert_eq!(
+            second.status.unix, "off: ingest.unix is \"\" in the config",
+            "a socket turned off says so in status"
+        );
     }
 }
