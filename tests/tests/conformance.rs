@@ -12,9 +12,10 @@
 //! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks as an
 //! Alertmanager receiver would, `desired_config.py` sets the desired
 //! configuration, `aimed_work.py` aims jobs and commands at devices,
-//! groups and the fleet, `retention.py` bounds the store, and
-//! `remote_operator.py` is an operator on another machine (`fleet.py`
-//! starts their own hubs and agents).
+//! groups and the fleet, `retention.py` bounds the store,
+//! `remote_operator.py` is an operator on another machine, and
+//! `host_metrics.py` reads what a device reports of itself and reloads it
+//! (`fleet.py` starts their own hubs and agents).
 //! They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
@@ -227,6 +228,12 @@ fn the_store_stays_within_its_retention_limits_as_the_readme_says() {
 fn operators_on_other_machines_reach_the_hub_as_the_readme_says() {
     let _w = watchdog("conformance of remote operators", LIMIT);
     run_script_alone("remote_operator.py");
+}
+
+#[test]
+fn a_device_reports_its_host_and_reloads_as_the_readme_says() {
+    let _w = watchdog("conformance of host metrics and reload", LIMIT);
+    run_script_alone("host_metrics.py");
 }
 
 #[test]
