@@ -65,12 +65,14 @@ impl Agent {
             self.next_heartbeat =
                 now + Duration::from_millis(u64::from(self.cfg.presence.heartbeat_ms));
         }
-        if self.outbox.flush_due(soon) && self.pack_blocked_until.is_none_or(|t| now >= t) {
-            self.pack_and_send(now);
-        }
+        // Overdue batches first: after a reconnect the hub gets the
+        // numbers in order, the oldest before a batch packed now.
         for (seq, frame) in self.outbox.resends(now) {
             debug!(seq, "resending unacked batch");
             self.send_frame(seq, &frame);
+        }
+        if self.outbox.flush_due(soon) && self.pack_blocked_until.is_none_or(|t| now >= t) {
+            self.pack_and_send(now);
         }
         Ok(())
     }

@@ -16,7 +16,9 @@
 //! An agent sends its batches in order, so a hole comes from a batch lost
 //! on the way while later ones arrived (its resend fills it), or from the
 //! numbers an agent skips after a crash (the rest of its reserved block of
-//! 1,024, never sent). Holes are kept as ranges, so a skipped block costs
+//! 1,024, never sent). Every number below a device's first stored batch is
+//! a hole too: nothing of the device's was stored before it, so a batch
+//! that batch overtook is new. Holes are kept as ranges, so a skipped block costs
 //! one; at most [`HOLE_RANGES_MAX`] are kept, the highest. A batch in a
 //! hole let go is looked for like a resend and, not found, renumbered: its
 //! records are stored once, under the new number.
@@ -83,7 +85,16 @@ impl Numbers {
                 }
                 self.high = Some(seq);
             }
-            None => self.high = Some(seq),
+            None => {
+                // Nothing of the device's is stored: every number below its
+                // first batch is free, and one that comes later (a resend
+                // that was overtaken, a batch throttled while the next went
+                // through) is new, not another agent's.
+                if seq > 0 {
+                    self.holes.insert(0, seq - 1);
+                }
+                self.high = Some(seq);
+            }
         }
         while self.holes.len() > HOLE_RANGES_MAX {
             self.holes.pop_first();
@@ -117,15 +128,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_first_batch_of_any_number_is_new_and_then_only_higher_ones_are() {
+    fn a_first_batch_of_any_number_is_new_and_so_is_every_number_below_it() {
         let mut n = Numbers::default();
         assert!(n.is_new(0) && n.is_new(500));
         n.add(500);
-        assert!(!n.is_new(500) && !n.is_new(1) && n.is_new(501));
-        assert_eq!(
-            (n.high(), n.next_free(), n.holes_text()),
-            (Some(500), 501, None)
+        assert!(!n.is_new(500) && n.is_new(501));
+        assert!(
+            n.is_new(0) && n.is_new(1) && n.is_new(499),
+            "nothing below the first batch is stored"
         );
+        assert_eq!(
+            (n.high(), n.next_free(), n.holes_text().as_deref()),
+            (Some(500), 501, Some("[[0,499]]"))
+        );
+        n.add(1);
+        assert!(!n.is_new(1) && n.is_new(2));
     }
 
     #[test]
@@ -137,10 +154,10 @@ mod tests {
         assert!(!n.is_new(1) && !n.is_new(5));
         n.add(3);
         assert!(!n.is_new(3) && n.is_new(2) && n.is_new(4));
-        assert_eq!(n.holes_text().as_deref(), Some("[[2,2],[4,4]]"));
+        assert_eq!(n.holes_text().as_deref(), Some("[[0,0],[2,2],[4,4]]"));
         n.add(2);
         n.add(4);
-        assert_eq!(n.holes_text(), None);
+        assert_eq!(n.holes_text().as_deref(), Some("[[0,0]]"), "0 was never sent");
         assert_eq!(n.next_free(), 6);
     }
 
@@ -149,10 +166,10 @@ mod tests {
         let mut n = Numbers::default();
         n.add(1000);
         n.add(2049);
-        assert_eq!(n.holes_text().as_deref(), Some("[[1001,2048]]"));
+        assert_eq!(n.holes_text().as_deref(), Some("[[0,999],[1001,2048]]"));
         assert!(n.is_new(1001) && n.is_new(1500) && n.is_new(2048));
         n.add(1001);
-        assert_eq!(n.holes_text().as_deref(), Some("[[1002,2048]]"));
+        assert_eq!(n.holes_text().as_deref(), Some("[[0,999],[1002,2048]]"));
     }
 
     #[test]

@@ -239,6 +239,27 @@ fn a_resend_after_a_restart_is_stored_once_and_a_hole_is_filled() {
     assert_eq!(devices[0].batches, 5, "each stored batch counted once");
 }
 
+/// A device's first batches may come out of order (a resend after a
+/// reconnect overtaken by a batch packed then, or one throttled while the
+/// next went through): nothing of the device's was stored, so each is new,
+/// not another agent's to renumber.
+#[test]
+fn batches_overtaken_by_a_devices_first_are_stored_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    expect(
+        &mut store,
+        &[
+            (5121, 10, Stored::New),
+            (1, 10, Stored::New),
+            (1025, 10, Stored::New),
+            (1, 10, Stored::Duplicate),
+            (5121, 99, Stored::Taken { from: 5122 }),
+        ],
+    );
+    assert_eq!(held(&store, "pi-a"), [(1, 1), (1025, 1), (5121, 1)]);
+}
+
 /// A hub.db from before the devices kept their numbers (batches unique on
 /// (device, seq)) goes on storing each batch once after the upgrade, and
 /// finds a resend by its number however old it is.
