@@ -17,8 +17,10 @@
 use std::time::{Duration, Instant};
 
 /// How long after starting (or losing the hub) the agent waits for a
-/// Welcome before it says why there is none.
-pub const GRACE: Duration = Duration::from_secs(5);
+/// Welcome before it says why there is none, unless the hub said why
+/// itself (a refused key, a Refusal), which is told at once: within the
+/// five seconds the README promises.
+pub const GRACE: Duration = Duration::from_secs(4);
 
 /// What the driver saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +121,11 @@ impl LinkWatch {
                     ..LinkWatch::new(&self.hub, now)
                 };
             }
+            // What was reached in this episode stays known: a hub that
+            // drops a handshake it cannot read (another hub's key) ends
+            // each connection it was offered, and that is no handshake,
+            // not nothing listening.
             Seen::Disconnected => {
-                self.connected = false;
-                self.handshake = false;
                 self.waiting_since.get_or_insert(now);
             }
             Seen::Connected => {
@@ -145,19 +149,23 @@ impl LinkWatch {
             .is_some_and(|since| now.saturating_duration_since(since) >= GRACE)
     }
 
-    /// The problem now, if the hub has not welcomed us within [`GRACE`].
+    /// The problem now: what the hub said at once, else the stage reached
+    /// if the hub has not welcomed us within [`GRACE`].
     pub fn problem(&self, now: Instant) -> Option<Problem> {
+        self.waiting_since?;
+        let hub = self.hub.clone();
+        if let Some(reason) = &self.refusal {
+            return Some(Problem::Refused {
+                reason: reason.clone(),
+            });
+        }
+        if self.key_refused {
+            return Some(Problem::KeyRefused { hub });
+        }
         if !self.overdue(now) {
             return None;
         }
-        let hub = self.hub.clone();
-        Some(if let Some(reason) = &self.refusal {
-            Problem::Refused {
-                reason: reason.clone(),
-            }
-        } else if self.key_refused {
-            Problem::KeyRefused { hub }
-        } else if self.handshake {
+        Some(if self.handshake {
             Problem::NotWelcomed { hub }
         } else if self.connected {
             Problem::NoHandshake { hub }
@@ -250,6 +258,36 @@ mod tests {
             Some(Problem::Refused { reason: why })
         );
         assert_eq!(case(&[Seen::Handshake, Seen::Welcome]), None);
+        assert_eq!(
+            case(&[
+                Seen::Connected,
+                Seen::HandshakeFailed,
+                Seen::Disconnected,
+                Seen::Connected,
+                Seen::Disconnected
+            ]),
+            Some(Problem::NoHandshake { hub: hub.clone() }),
+            "a hub that drops each handshake it cannot read (another hub's key)"
+        );
+    }
+
+    #[test]
+    fn what_the_hub_said_is_told_at_once() {
+        let t0 = Instant::now();
+        let mut w = LinkWatch::new(HUB, t0);
+        w.seen(Seen::Connected, t0);
+        assert_eq!(w.to_tell(t0), None, "connecting is not a problem yet");
+        w.seen(Seen::KeyRefused, t0);
+        assert_eq!(
+            w.to_tell(t0),
+            Some(Problem::KeyRefused { hub: HUB.into() })
+        );
+        assert_eq!(w.to_tell(t0 + GRACE), None, "told once");
+        let why = "another agent is connected as pi-1".to_string();
+        w.seen(Seen::Refusal(why.clone()), t0);
+        assert_eq!(w.to_tell(t0), Some(Problem::Refused { reason: why }));
+        w.seen(Seen::Welcome, t0);
+        assert_eq!(w.problem(t0 + GRACE), None, "welcomed: no problem");
     }
 
     #[test]
