@@ -278,10 +278,7 @@ mod tests {
         w.seen(Seen::Connected, t0);
         assert_eq!(w.to_tell(t0), None, "connecting is not a problem yet");
         w.seen(Seen::KeyRefused, t0);
-        assert_eq!(
-            w.to_tell(t0),
-            Some(Problem::KeyRefused { hub: HUB.into() })
-        );
+        assert_eq!(w.to_tell(t0), Some(Problem::KeyRefused { hub: HUB.into() }));
         assert_eq!(w.to_tell(t0 + GRACE), None, "told once");
         let why = "another agent is connected as pi-1".to_string();
         w.seen(Seen::Refusal(why.clone()), t0);

@@ -13,9 +13,10 @@
 //! Alertmanager receiver would, `desired_config.py` sets the desired
 //! configuration, `aimed_work.py` aims jobs and commands at devices,
 //! groups and the fleet, `retention.py` bounds the store,
-//! `remote_operator.py` is an operator on another machine, and
-//! `host_metrics.py` reads what a device reports of itself and reloads it
-//! (`fleet.py` starts their own hubs and agents).
+//! `remote_operator.py` is an operator on another machine,
+//! `host_metrics.py` reads what a device reports of itself and reloads it,
+//! and `enrolment.py` lets devices in, or hears why not (`fleet.py`
+//! starts their own hubs and agents).
 //! They need Debian's `python3-zmq` and nats-server, which
 //! `scripts/test.sh` installs.
 
@@ -234,6 +235,12 @@ fn operators_on_other_machines_reach_the_hub_as_the_readme_says() {
 fn a_device_reports_its_host_and_reloads_as_the_readme_says() {
     let _w = watchdog("conformance of host metrics and reload", LIMIT);
     run_script_alone("host_metrics.py");
+}
+
+#[test]
+fn devices_get_in_or_say_why_as_the_readme_says() {
+    let _w = watchdog("conformance of enrolment", LIMIT);
+    run_script_alone("enrolment.py");
 }
 
 #[test]

@@ -157,7 +157,11 @@ mod tests {
         assert_eq!(n.holes_text().as_deref(), Some("[[0,0],[2,2],[4,4]]"));
         n.add(2);
         n.add(4);
-        assert_eq!(n.holes_text().as_deref(), Some("[[0,0]]"), "0 was never sent");
+        assert_eq!(
+            n.holes_text().as_deref(),
+            Some("[[0,0]]"),
+            "0 was never sent"
+        );
         assert_eq!(n.next_free(), 6);
     }
 
