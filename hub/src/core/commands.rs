@@ -280,6 +280,19 @@ impl Core {
         self.commands.unconfirmed.insert(corr, q);
     }
 
+    /// Why `device` cannot be reached now: offline, or never seen.
+    /// Online means heard from; only an offline device needs the store to
+    /// tell "never seen" from "gone".
+    pub(super) fn not_here(&self, device: String) -> OperatorError {
+        match self.store.device_known(&device) {
+            Ok(true) => OperatorError::DeviceOffline(device),
+            // Another front-end has held it: known to the fleet.
+            Ok(false) if self.known_in_cluster(&device) => OperatorError::DeviceOffline(device),
+            Ok(false) => OperatorError::UnknownDevice(device),
+            Err(e) => OperatorError::Storage(e.to_string()),
+        }
+    }
+
     /// Sends `q` if its device is online, returning its correlation id; or
     /// says why not.
     fn send_command(&mut self, q: &Queued, now: Now) -> Result<u64, OperatorError> {
@@ -288,17 +301,7 @@ impl Core {
         }
         let route = self.routes.route(&q.device).map(<[u8]>::to_vec);
         let Some(route) = route.filter(|_| self.presence.is_online(&q.device)) else {
-            // Online means heard from; only an offline device needs the store
-            // to tell "never seen" from "gone".
-            return Err(match self.store.device_known(&q.device) {
-                Ok(true) => OperatorError::DeviceOffline(q.device.clone()),
-                // Another front-end has held it: known to the fleet.
-                Ok(false) if self.known_in_cluster(&q.device) => {
-                    OperatorError::DeviceOffline(q.device.clone())
-                }
-                Ok(false) => OperatorError::UnknownDevice(q.device.clone()),
-                Err(e) => OperatorError::Storage(e.to_string()),
-            });
+            return Err(self.not_here(q.device.clone()));
         };
         if self.commands.pending.in_flight() >= MAX_PENDING {
             let why = format!("{MAX_PENDING} commands are already waiting for answers");

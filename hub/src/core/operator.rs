@@ -126,7 +126,7 @@ impl Core {
                         // Only on the device's own connection, which holds
                         // its key (a plaintext hub's PUB topics are anyone's).
                         Some(d) if self.routes.route(&d).is_none() => {
-                            Response::Error(OperatorError::DeviceOffline(d))
+                            Response::Error(self.not_here(d))
                         }
                         Some(d) => {
                             self.send_down(&d, msg.into());

@@ -163,7 +163,7 @@ pub fn fmt_outcome(outcome: &Outcome) -> (String, bool) {
             false
         }
         Outcome::Unknown(what) => {
-            let _ = writeln!(out, "unknown command: {}", line(what));
+            let _ = writeln!(out, "not known to the device: {}", line(what));
             false
         }
         Outcome::AlreadyRun => {

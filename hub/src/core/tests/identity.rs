@@ -127,7 +127,8 @@ fn what_is_meant_for_a_device_goes_only_to_the_route_its_key_spoke_from() {
         matches!(&to_device(&sent, "pi-a")[..], [Downstream::Announcement(a)] if a.text == "for pi-a alone"),
         "{sent:?}"
     );
-    // A device with no connection: the operator hears it is offline.
+    // A device never seen: the operator hears it is unknown (one seen and
+    // gone is offline: client.py's device that said Bye).
     let to_pi_c = Request::Broadcast {
         target: fleetmq_protocol::Target::Device("pi-c".into()),
         text: "nobody".into(),
@@ -137,7 +138,7 @@ fn what_is_meant_for_a_device_goes_only_to_the_route_its_key_spoke_from() {
     assert!(
         matches!(
             &answers[..],
-            [(3, Response::Error(OperatorError::DeviceOffline(_)))]
+            [(3, Response::Error(OperatorError::UnknownDevice(d)))] if d == "pi-c"
         ),
         "{answers:?}"
     );
