@@ -21,7 +21,6 @@ hand:
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import json
 import re
 import signal
@@ -260,12 +259,5 @@ def commands(f):
     hub.code(0, "command", "--answers", share, what="every device answered well: exit 0")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("aimed work", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("aimed work", run, __doc__, fleet.OWN))

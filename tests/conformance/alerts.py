@@ -14,7 +14,6 @@ enrolled the README's way. Python's standard library only. Run by
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import datetime
 import http.server
 import json
@@ -188,12 +187,5 @@ def alerts(receiver, hub, agents):
     check(receiver.none_within(1.0) is None, "and nothing else is said", None)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("alerts", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("alerts", run, __doc__, fleet.OWN))

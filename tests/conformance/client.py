@@ -676,6 +676,17 @@ def main():
     return run_checks("conformance", run, p.parse_args())
 
 
+def script_main(name, run_them, doc, required, optional=()):
+    """A script's `main`: its `--OPTION VALUE`s (the first line of `doc`
+    as its description), then its checks as `run_checks` runs them."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for option in required:
+        p.add_argument(f"--{option}", required=True)
+    for option in optional:
+        p.add_argument(f"--{option}", help="not used by this script")
+    return run_checks(name, run_them, p.parse_args())
+
+
 def run_checks(name, run_them, args):
     """Runs `run_them(args, ctx)` and says how it ended: 0 when every
     check passed, 1 at the first that failed."""

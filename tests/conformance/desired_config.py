@@ -15,7 +15,6 @@ north with the default `may_set`, and pi-w whose `may_set` also names
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import re
 import socket
 import sys
@@ -138,12 +137,5 @@ def desired(hub, north, wide):
           "and its programs still read what the hub set")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("desired configuration", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("desired configuration", run, __doc__, fleet.OWN))

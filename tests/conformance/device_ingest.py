@@ -18,7 +18,6 @@ Each command is a binary, or a runner and it (`qemu-arm-static -cpu arm1176
 PATH`). Exit status as client.py's.
 """
 
-import argparse
 import json
 import os
 import signal
@@ -259,12 +258,6 @@ def ingest(agent, status, follow):
           "--follow printed one JSON object a line", (follow.lines, follow.bad[:3]))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "data-dir", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("device ingest", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("device ingest", run, __doc__,
+                                ("hub-command", "agent-command", "data-dir", "work")))

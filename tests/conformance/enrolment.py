@@ -18,7 +18,6 @@ by `tests/tests/conformance.rs`; by hand:
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import json
 import os
 import shlex
@@ -246,12 +245,5 @@ def pinned(args, hub, devices):
           "devices lists it in the pinned group", listed)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("enrolment", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("enrolment", run, __doc__, fleet.OWN))

@@ -19,6 +19,10 @@ from client import check
 from operator_cli import Cli
 
 
+# The options of a script that starts its own hub and agents.
+OWN = ("hub-command", "agent-command", "work")
+
+
 class Hub:
     """`fleetmq-hub run` in `work` with `config` (TOML), on ports the OS
     picks; its log is `work/hub.log`."""

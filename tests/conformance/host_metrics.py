@@ -16,7 +16,6 @@ hand:
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import re
 import signal
 import sys
@@ -170,12 +169,5 @@ def reloads(hub, agent):
           "the agent runs on with the config it had, sending every group")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("host metrics", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("host metrics", run, __doc__, fleet.OWN))

@@ -9,7 +9,6 @@ presence. Python's standard library only. Run by
 `tests/tests/conformance.rs`. Exit status as client.py's.
 """
 
-import argparse
 import json
 import sys
 import urllib.error
@@ -164,12 +163,6 @@ def run(args, ctx):
     check(isinstance(job.get("id"), int), "the admin token's job, answered with its id", job)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("http", "operator", "token", "admin-token", "device", "real-agent"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("http", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("http", run, __doc__,
+                                ("http", "operator", "token", "admin-token", "device", "real-agent")))

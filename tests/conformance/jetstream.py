@@ -11,7 +11,6 @@ NATS library and nothing of the Rust crates. Run by
 `tests/tests/conformance.rs`. Exit status as client.py's.
 """
 
-import argparse
 import base64
 import json
 import math
@@ -284,12 +283,6 @@ def run(args, ctx):
     agent.send(wire.bye("done"))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("telemetry", "operator", "hub-key", "public", "secret", "device", "nats",
-                 "front-end"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("jetstream", run, p.parse_args())
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("jetstream", run, __doc__, (
+        "telemetry", "operator", "hub-key", "public", "secret", "device", "nats", "front-end")))

@@ -18,7 +18,6 @@ online. Python's standard library only. Run by
 -cpu cortex-a72 PATH`), split as a shell would. Exit status as client.py's.
 """
 
-import argparse
 import json
 import os
 import shlex
@@ -203,12 +202,6 @@ def run(args, _ctx):
           "telemetry into a closed pipe ends quietly", (done.returncode, done.stderr[:300]))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "data-dir", "device", "real-agent"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("operator command line", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("operator command line", run, __doc__,
+                                ("hub-command", "data-dir", "device", "real-agent")))

@@ -16,7 +16,6 @@ by hand:
 The command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -155,13 +154,6 @@ def plaintext_stays_on_loopback(args):
           (done.returncode, done.stderr[-500:]))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--agent-command", help="not used: this script starts no agent")
-    return client.run_checks("remote operators", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("remote operators", run, __doc__,
+                                ("hub-command", "work"), optional=("agent-command",)))

@@ -16,7 +16,6 @@ sent. Python's standard library only. Run by
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import argparse
 import shlex
 import subprocess
 import sys
@@ -178,12 +177,5 @@ def lowered(hub, queued):
           "the queued job is never pruned", listed)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hub-command", "agent-command", "work"):
-        p.add_argument(f"--{name}", required=True)
-    return client.run_checks("retention", run, p.parse_args())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(client.script_main("retention", run, __doc__, fleet.OWN))
