@@ -677,9 +677,9 @@ def main():
 
 
 def script_main(name, run_them, doc, required, optional=()):
-    """A script's `main`: its `--OPTION VALUE`s (the first line of `doc`
-    as its description), then its checks as `run_checks` runs them."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    """A script's `main`: its `--OPTION VALUE`s (the first paragraph of
+    `doc` as its description), then its checks as `run_checks` runs them."""
+    p = argparse.ArgumentParser(description=" ".join(doc.split("\n\n")[0].split()))
     for option in required:
         p.add_argument(f"--{option}", required=True)
     for option in optional:
