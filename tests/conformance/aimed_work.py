@@ -231,6 +231,9 @@ def commands(f):
     # --- an offline device gets its share when it returns, across a restart ------
     f.agents[C].stop()
     f.online([A, B])
+    _, err = hub.code(1, "command", C, "ping", what="a command to one offline device: exit 1")
+    check("offline" in err and "--queue-ms" in err and "--ttl" in err,
+          "it says the device is offline, and how to wait for it or keep the command", err)
     out, _ = hub.code(1, "command", "--device", C, "--wait-ms", "300", "ping",
                       what="a command not yet answered by every device exits 1")
     share = command_id(out)

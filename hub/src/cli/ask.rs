@@ -115,6 +115,10 @@ pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
              give the running hub's --data-dir (or --config), or --hub",
             path.display()
         ),
+        (ClientError::Hub(fleetmq_protocol::OperatorError::DeviceOffline(d)), _) => format!(
+            "{e}: `fleetmq-hub devices` shows when it was last seen; a command can wait for \
+             it (--queue-ms MS) or be kept until it returns (--device {d} --ttl 1d)"
+        ),
         _ => e.to_string(),
     };
     if op.json {
