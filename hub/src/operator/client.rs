@@ -5,6 +5,11 @@
 //! new one tries again, a few times, before the hub is declared unreachable.
 //! The request id stays the same across attempts, and the hub answers a
 //! repeated id from memory, so a retried `job submit` queues one job.
+//!
+//! On CURVE (the remote operator socket) each socket's handshakes are
+//! watched by a socket monitor: a key the hub refuses, or a handshake that
+//! cannot succeed, ends the call at once with what to fix, rather than
+//! after every attempt's timeout.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -193,7 +198,15 @@ impl Client {
                 continue;
             };
             socket.send(&frame, 0).map_err(|e| self.protocol(e))?;
-            if !self.answered(socket, monitor.as_ref(), per_attempt)? {
+            let answered = match self.answered(socket, monitor.as_ref(), per_attempt) {
+                Ok(answered) => answered,
+                Err(e) => {
+                    // A handshake that cannot succeed: this socket is done.
+                    self.socket = None;
+                    return Err(e);
+                }
+            };
+            if !answered {
                 // Lazy Pirate: abandon this socket, its REQ state is stuck.
                 self.socket = None;
                 if attempt < self.attempts {
