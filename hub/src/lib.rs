@@ -11,7 +11,7 @@
 //! | [`datadir`] | the data directory, locked so that one hub at a time uses it |
 //! | [`enrolment`] | the allow list file: format, `allow`/`revoke` edits, the watch |
 //! | [`operators`] | the operator allow list: remote operators' keys and roles |
-//! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`); the binary's edge, where `anyhow` lives |
+//! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`, and `work.rs` for jobs and fleet commands); the binary's edge, where `anyhow` lives |
 //! | [`operator`] | the operator client, output formatting for people, the HTTP side |
 //! | [`config`] | the hub's TOML config, with the embedded example |
 //! | [`cluster`] | a front-end over NATS JetStream: the only code that speaks NATS, on a thread of its own ([`cluster::Link`]); what the loop and it say to each other |

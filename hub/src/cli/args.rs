@@ -1,6 +1,6 @@
 //! The command line's words: every subcommand and option, as clap reads
-//! them. What each does is in `mod.rs` (the run) and `ask.rs` (asking a
-//! running hub).
+//! them. What each does is in `mod.rs` (the run), `ask.rs` (asking a
+//! running hub) and `work.rs` (jobs, and commands for many devices).
 
 use std::ffi::OsString;
 use std::path::PathBuf;

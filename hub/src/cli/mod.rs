@@ -5,11 +5,13 @@
 //! `--data-dir`).
 //!
 //! `args.rs` holds the words (clap); `hub.rs` starts the hub and finds the
-//! allow list; `ask.rs` asks a running hub and prints the answer.
+//! allow list; `ask.rs` asks a running hub and prints the answer (`work.rs`: jobs, and
+//! commands for many devices).
 
 mod args;
 mod ask;
 mod hub;
+mod work;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,8 +23,9 @@ use crate::config::{self};
 use crate::enrolment;
 use crate::operator::{format, views};
 use args::*;
-use ask::{Exit, Shown, chat, operate, show_job, submit_job, telemetry};
+use ask::{Exit, Shown, chat, operate, telemetry};
 use hub::{allow_list, run_hub};
+use work::{show_job, submit_job};
 
 /// Parses the command line and runs it: the whole of `fleetmq-hub`.
 pub fn main() -> ExitCode {
@@ -227,7 +230,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Chat(a) => chat(a),
         Cmd::Command(a) => {
             if let Some(id) = a.answers {
-                return ask::fleet_answers(&a.op, id, None);
+                return work::fleet_answers(&a.op, id, None);
             }
             let (device, name, args) = match (a.aim.aimed(), a.words.as_slice()) {
                 (true, [name, args @ ..]) => (None, name, args),
@@ -260,7 +263,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 },
             };
             let Some(device) = device else {
-                return ask::fleet_command(&a, command);
+                return work::fleet_command(&a, command);
             };
             let wait =
                 Duration::from_millis(u64::from(a.timeout_ms.max(5_000)) + u64::from(a.queue_ms));
