@@ -18,15 +18,12 @@ by `tests/tests/conformance.rs`; by hand:
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
-import json
 import os
 import shlex
 import shutil
-import signal
 import stat
 import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True  # nothing written into the source tree
 import client  # noqa: E402  (exits 2 without pyzmq)
@@ -34,33 +31,21 @@ import fleet  # noqa: E402
 from client import check  # noqa: E402
 from operator_cli import unused_port  # noqa: E402
 
-# The README promises a reason within five seconds; a run under emulation
-# gets the time the rest of the suite allows.
-WHY_S = client.WAIT_S
 AGENT = ("[telemetry]\nflush_interval_ms = 50\nsample_interval_ms = 200\n"
          "[ingest]\nudp = \"\"\n[host]\ninterval_ms = 0\n")
 
 
-class Device:
+class Device(fleet.Device):
     """`fleetmq-agent` for `device` with data in `data`, run by hand."""
 
     def __init__(self, args, device, data):
-        self.command = shlex.split(args.agent_command)
+        super().__init__(args.agent_command, data)
         self.work = args.work
         self.device = device
-        self.data = data
         self.config = os.path.join(args.work, "agent.toml")
         with open(self.config, "w") as f:
             f.write(AGENT)
-        self.proc = None
         self.runs = 0
-
-    def agent(self, *args, want=0):
-        done = subprocess.run([*self.command, *args], capture_output=True, text=True,
-                              timeout=client.WAIT_S)
-        check(done.returncode == want, f"fleetmq-agent {' '.join(args[:1])} exits {want}",
-              (done.returncode, done.stdout[-300:], done.stderr[-300:]))
-        return done.stdout
 
     def run(self, hub, hub_key, *extra):
         self.runs += 1
@@ -72,27 +57,11 @@ class Device:
                 stdout=out, stderr=subprocess.STDOUT)
         return self
 
-    def status(self):
-        done = subprocess.run([*self.command, "status", "--data-dir", self.data],
-                              capture_output=True, text=True, timeout=client.WAIT_S)
-        return json.loads(done.stdout) if done.returncode == 0 else None
-
-    def status_until(self, what, holds):
-        return fleet.until(what, self.status, lambda s: s is not None and holds(s))
-
     def problem(self, what, *words):
         """Waits for `status` to give a `hub_problem` holding every word."""
-        started = time.monotonic()
         status = self.status_until(what, lambda s: s["hub_problem"] != "")
-        took = time.monotonic() - started
         check(all(w in status["hub_problem"] for w in words),
               f"{what}: hub_problem says {words}", status["hub_problem"])
-        return took
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=client.WAIT_S)
 
 
 def run(args, _ctx):
@@ -124,13 +93,13 @@ def cannot_get_in(args, hub, devices):
     telemetry, hub_pub = hub.endpoints["telemetry"], os.path.join(hub.data, "hub.pub")
     pi = Device(args, "pi-1", os.path.join(args.work, "pi-1"))
     devices.append(pi)
-    allow = enrol_line(pi.agent("keygen", "--device-id", "pi-1", "--data-dir", pi.data))
+    allow = enrol_line(pi.ok("keygen", "--device-id", "pi-1", "--data-dir", pi.data))
     key = allow[-1]
     with open(os.path.join(pi.data, "agent.pub")) as f:
         check(f.read().strip() == key, "the line names the key in DATA_DIR/agent.pub")
     mode = stat.S_IMODE(os.stat(os.path.join(pi.data, "agent.key")).st_mode)
     check(mode == 0o600, "agent.key is mode 0600", oct(mode))
-    pi.agent("keygen", "--device-id", "pi-1", "--data-dir", pi.data, want=1)
+    pi.ok("keygen", "--device-id", "pi-1", "--data-dir", pi.data, want=1)
 
     # --- each reason a device that cannot get in gives --------------------------
     pi.run(telemetry, hub_pub)
@@ -203,7 +172,7 @@ def rotation(args, hub, devices):
     old = devices[0]
     new = Device(args, "pi-1", os.path.join(args.work, "pi-1-new"))
     devices.append(new)
-    allow = enrol_line(new.agent("keygen", "--device-id", "pi-1", "--data-dir", new.data))
+    allow = enrol_line(new.ok("keygen", "--device-id", "pi-1", "--data-dir", new.data))
     with open(os.path.join(old.data, "agent.pub")) as f:
         old_key = f.read().strip()
     out, _ = hub.cli.code(0, *allow, what="a second key for a device is enrolled")
@@ -231,7 +200,7 @@ def pinned(args, hub, devices):
     telemetry, hub_pub = hub.endpoints["telemetry"], os.path.join(hub.data, "hub.pub")
     pi = Device(args, "pi-g", os.path.join(args.work, "pi-g"))
     devices.append(pi)
-    allow = enrol_line(pi.agent("keygen", "--device-id", "pi-g", "--data-dir", pi.data))
+    allow = enrol_line(pi.ok("keygen", "--device-id", "pi-g", "--data-dir", pi.data))
     hub.cli.code(0, *allow, "--groups", "north", what="allow --groups pins the groups")
     with open(os.path.join(hub.data, "allowed_devices")) as f:
         check(any(line.startswith("pi-g ") and line.rstrip().endswith("groups=north")

@@ -54,43 +54,14 @@ class Hub:
         self.proc.wait(timeout=client.WAIT_S)
 
 
-class Agent:
-    """An agent for `device` in `work/DEVICE`, enrolled on the hub whose
-    data directory is `hub_data` (through `hub_cli`) and run against its
-    `telemetry` endpoint with `config` (TOML) and `groups`."""
+class Device:
+    """`fleetmq-agent` on the data directory `data`: its one-shot commands,
+    its status, and a clean stop of the `run` in `self.proc`."""
 
-    def __init__(self, command, work, hub_cli, hub_data, telemetry, device, config, groups=()):
+    def __init__(self, command, data):
         self.command = shlex.split(command)
-        self.device = device
-        self.data = os.path.join(work, device)
-        self.config = os.path.join(work, f"{device}.toml")
-        self.log_path = os.path.join(work, f"{device}.log")
-        keygen = self.ok("keygen", "--device-id", device, "--data-dir", self.data)
-        allow = [line for line in keygen.splitlines() if line.startswith("fleetmq-hub allow ")]
-        check(len(allow) == 1, f"{device}: keygen prints the fleetmq-hub allow line", keygen)
-        hub_cli.code(0, *shlex.split(allow[0])[1:],
-                     what=f"{device}: the printed allow line, run on the hub, enrols it")
-        self.write_config(config)
-        self.words = ["run", "--config", self.config, "--hub", telemetry,
-                      "--hub-key", os.path.join(hub_data, "hub.pub"), "--device-id", device,
-                      "--data-dir", self.data]
-        for g in groups:
-            self.words += ["--group", g]
+        self.data = data
         self.proc = None
-        self.start()
-
-    def write_config(self, config):
-        with open(self.config, "w") as f:
-            f.write(config)
-
-    def start(self, hub=None):
-        """Runs it (again), against `hub` instead if given."""
-        words = list(self.words)
-        if hub:
-            words[words.index("--hub") + 1] = hub
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen([*self.command, *words], stdout=log,
-                                         stderr=subprocess.STDOUT)
 
     def ok(self, *args, want=0):
         """`fleetmq-agent ARGS`, which must exit `want`; its stdout."""
@@ -120,9 +91,48 @@ class Agent:
 
     def stop(self):
         """A clean stop, as systemctl stop sends; its exit code."""
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=client.WAIT_S)
+
+
+class Agent(Device):
+    """An agent for `device` in `work/DEVICE`, enrolled on the hub whose
+    data directory is `hub_data` (through `hub_cli`) and run against its
+    `telemetry` endpoint with `config` (TOML) and `groups`."""
+
+    def __init__(self, command, work, hub_cli, hub_data, telemetry, device, config, groups=()):
+        super().__init__(command, os.path.join(work, device))
+        self.device = device
+        self.config = os.path.join(work, f"{device}.toml")
+        self.log_path = os.path.join(work, f"{device}.log")
+        keygen = self.ok("keygen", "--device-id", device, "--data-dir", self.data)
+        allow = [line for line in keygen.splitlines() if line.startswith("fleetmq-hub allow ")]
+        check(len(allow) == 1, f"{device}: keygen prints the fleetmq-hub allow line", keygen)
+        hub_cli.code(0, *shlex.split(allow[0])[1:],
+                     what=f"{device}: the printed allow line, run on the hub, enrols it")
+        self.write_config(config)
+        self.words = ["run", "--config", self.config, "--hub", telemetry,
+                      "--hub-key", os.path.join(hub_data, "hub.pub"), "--device-id", device,
+                      "--data-dir", self.data]
+        for g in groups:
+            self.words += ["--group", g]
+        self.start()
+
+    def write_config(self, config):
+        with open(self.config, "w") as f:
+            f.write(config)
+
+    def start(self, hub=None):
+        """Runs it (again), against `hub` instead if given."""
+        words = list(self.words)
+        if hub:
+            words[words.index("--hub") + 1] = hub
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen([*self.command, *words], stdout=log,
+                                         stderr=subprocess.STDOUT)
 
 
 def until(what, ask, holds):

@@ -38,29 +38,32 @@ OK, NO, USAGE, UNREACHABLE = 0, 1, 2, 3
 
 class Cli:
     """`fleetmq-hub` as `command` runs it, finding its hub through
-    `data_dir`'s endpoints.json, as the README's examples do."""
+    `data_dir`'s endpoints.json, as the README's examples do; without a
+    `data_dir`, as an operator on another machine, where each command names
+    the hub itself."""
 
-    def __init__(self, command, data_dir):
+    def __init__(self, command, data_dir=None):
         self.command = shlex.split(command)
         self.data_dir = data_dir
 
     def words(self, *args, hub=True):
-        where = ["--data-dir", self.data_dir] if hub else []
+        where = ["--data-dir", self.data_dir] if hub and self.data_dir else []
         return [*self.command, *before_double_dash(args, where)]
 
-    def run(self, *args, hub=True, timeout=client.WAIT_S):
-        """(exit code, stdout, stderr) of `fleetmq-hub ARGS`."""
+    def run(self, *args, hub=True, timeout=client.WAIT_S, env=None):
+        """(exit code, stdout, stderr) of `fleetmq-hub ARGS`, with `env`
+        added to the environment."""
         try:
             done = subprocess.run(self.words(*args, hub=hub), capture_output=True,
-                                  timeout=timeout)
+                                  timeout=timeout, env={**os.environ, **(env or {})})
         except subprocess.TimeoutExpired as e:
             raise client.Failed(f"fleetmq-hub {' '.join(args)} did not end in {timeout} s") from e
         return done.returncode, done.stdout.decode(), done.stderr.decode()
 
-    def code(self, want, *args, what=None, hub=True):
+    def code(self, want, *args, what=None, hub=True, env=None):
         """Runs it and checks its exit code is `want` (any, if None);
         returns (stdout, stderr)."""
-        code, out, err = self.run(*args, hub=hub)
+        code, out, err = self.run(*args, hub=hub, env=env)
         check(want is None or code == want, what or f"fleetmq-hub {' '.join(args)} exits {want}",
               (code, out[:300], err[:300]))
         return out, err

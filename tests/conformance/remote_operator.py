@@ -25,29 +25,9 @@ sys.dont_write_bytecode = True  # nothing written into the source tree
 import client  # noqa: E402  (exits 2 without pyzmq)
 import fleet  # noqa: E402
 from client import check  # noqa: E402
-from operator_cli import NO, OK, UNREACHABLE, USAGE  # noqa: E402
+from operator_cli import NO, OK, UNREACHABLE, USAGE, Cli  # noqa: E402
 
 REMOTE = "[listen]\noperator_remote = \"tcp://127.0.0.1:*\"\n"
-
-
-class Laptop:
-    """`fleetmq-hub` run as an operator elsewhere: no data directory of the
-    hub's, only its endpoint and public key, and a key pair of its own."""
-
-    def __init__(self, command):
-        self.command = shlex.split(command)
-
-    def run(self, *args, env=None):
-        """(exit code, stdout, stderr)."""
-        done = subprocess.run([*self.command, *args], capture_output=True, text=True,
-                              timeout=client.WAIT_S,
-                              env={**os.environ, **(env or {})})
-        return done.returncode, done.stdout, done.stderr
-
-    def code(self, want, *args, what, env=None):
-        code, out, err = self.run(*args, env=env)
-        check(code == want, what, (code, out[-300:], err[-600:]))
-        return out, err
 
 
 def run(args, _ctx):
@@ -60,7 +40,9 @@ def run(args, _ctx):
 
 
 def remote(args, hub):
-    laptop = Laptop(args.hub_command)
+    # The operator on a laptop: no data directory of the hub's, only its
+    # endpoint and public key, and a key pair of its own.
+    laptop = Cli(args.hub_command)
     keys = os.path.join(args.work, "alice")
     out, _ = laptop.code(OK, "keygen", "--operator", "alice", "--data-dir", keys,
                          what="keygen --operator makes an operator's key pair")
