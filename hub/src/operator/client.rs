@@ -107,15 +107,14 @@ pub fn unwritten_endpoints(
 
 pub struct Client {
     sockets: Sockets,
-    /// CURVE to a remote operator socket; plaintext to the local one.
-    secure: bool,
+    /// Our public key when speaking CURVE to a remote operator socket
+    /// (named when the hub refuses it); `None`: plaintext to the local one.
+    curve_key: Option<String>,
     /// The largest request the hub takes; a larger one fails at once.
     max_bytes: i64,
     endpoint: String,
     /// The REQ socket of this attempt, and for CURVE its handshake monitor.
     socket: Option<(zmq::Socket, Option<zmq::Socket>)>,
-    /// Our public key, for CURVE: named when the hub refuses it.
-    public_key: Option<String>,
     /// Monitors made so far: each socket's has an inproc name of its own.
     monitors: u32,
     timeout: Duration,
@@ -135,11 +134,10 @@ impl Client {
                 linger_ms: 0,
                 ..SocketOptions::default()
             }),
-            secure: false,
+            curve_key: None,
             max_bytes: SocketOptions::default().max_message_bytes,
             endpoint,
             socket: None,
-            public_key: None,
             monitors: 0,
             timeout,
             attempts: 3,
@@ -157,10 +155,9 @@ impl Client {
     /// Speaks CURVE, as operator `ours`, to a hub whose public key is
     /// `server`: for the hub's remote operator socket.
     pub fn curve(mut self, server: String, ours: fleetmq_net::keys::KeyPair) -> Self {
-        self.public_key = Some(ours.public.clone());
+        self.curve_key = Some(ours.public.clone());
         let security = fleetmq_net::Security::CurveClient { server, ours };
         self.sockets = self.sockets.with_security(security);
-        self.secure = true;
         self
     }
 
@@ -235,15 +232,13 @@ impl Client {
             per_attempt_ms: per_attempt.as_millis() as u64,
         })
     }
-}
 
-impl Client {
     /// A REQ socket connected to the hub; on CURVE with a monitor of its
     /// handshakes, so that a refused key is said at once.
     fn open(&mut self) -> Result<(zmq::Socket, Option<zmq::Socket>), ClientError> {
         let mut builder = self.sockets.build(zmq::REQ);
         let mut monitor = None;
-        if self.secure {
+        if self.curve_key.is_some() {
             // The monitor's reader is connected first (inproc allows that),
             // so that no event of the first handshake is lost before it.
             self.monitors += 1;
@@ -306,7 +301,7 @@ impl Client {
     fn key_refused(&self) -> ClientError {
         ClientError::KeyRefused {
             endpoint: self.endpoint.clone(),
-            key: fleetmq_net::keys::quoted(self.public_key.as_deref().unwrap_or_default()),
+            key: fleetmq_net::keys::quoted(self.curve_key.as_deref().unwrap_or_default()),
         }
     }
 
