@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fleetmq_net::SocketOptions;
 use fleetmq_net::config::ConfigError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::may_set::{DEFAULT_MAY_SET, KEYS, unknown_pattern};
 use crate::sources::host::{GROUPS, HostConfig};
@@ -16,7 +16,7 @@ use crate::telemetry::uplink::UplinkLimits;
 /// The commented default configuration, printed by `print-config`.
 pub const EXAMPLE: &str = include_str!("../agent.example.toml");
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     pub device_id: String,
@@ -38,7 +38,7 @@ pub struct AgentConfig {
 }
 
 /// What the hub's desired configuration may change here (see `remote`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
     /// Keys the hub may set: exact names, or `prefix.*`.
@@ -53,7 +53,7 @@ impl Default for RemoteConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Telemetry {
     pub sample_interval_ms: u64,
@@ -64,7 +64,7 @@ pub struct Telemetry {
     pub ack_timeout_max_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Spool {
     pub max_bytes: u64,
@@ -74,33 +74,33 @@ pub struct Spool {
     pub fsync_interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncMode {
     Interval,
     Always,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Presence {
     pub heartbeat_ms: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jobs {
     pub allow: Vec<String>,
     pub max_concurrent: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Commands {
     pub allow: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Exec {
     pub programs: Vec<String>,

@@ -2,78 +2,89 @@
 //! and the one just read, split into what applies at once and what waits
 //! for a restart. Plain data in, plain data out.
 
+use serde_json::Value;
+
 use crate::config::AgentConfig;
 
-/// Keys (or sections) that changed, by when they take effect.
+/// Keys that changed, by when they take effect: dotted as in the config
+/// file (`spool.max_bytes`; a list is one key), sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
     /// Changed, and applied to the running agent now.
-    pub applied: Vec<&'static str>,
+    pub applied: Vec<String>,
     /// Changed, but kept at their running values until a restart.
-    pub needs_restart: Vec<&'static str>,
+    pub needs_restart: Vec<String>,
 }
 
-/// Compares the running configuration `old` with `new`.
+/// What a SIGHUP applies at once: a key, or every key of a `section.`.
+/// Any other key waits for a restart, so a key added to the config is
+/// safe until it is made live here and in the driver's `apply_live`.
+const LIVE: &[&str] = &[
+    "telemetry.sample_interval_ms",
+    "host.",
+    "ingest.statsd_interval_ms",
+    "ingest.percentiles",
+    "jobs.",
+    "commands.",
+    "exec.",
+    "remote.",
+];
+
+fn live(key: &str) -> bool {
+    LIVE.iter().any(|l| match l.strip_suffix('.') {
+        Some(section) => key
+            .strip_prefix(section)
+            .is_some_and(|r| r.starts_with('.')),
+        None => key == *l,
+    })
+}
+
+/// Compares the running configuration `old` with `new`, key by key.
 pub fn diff(old: &AgentConfig, new: &AgentConfig) -> Diff {
-    let mut d = Diff::default();
-    let mut check = |key: &'static str, changed: bool, live: bool| {
-        if changed {
-            if live {
-                &mut d.applied
-            } else {
-                &mut d.needs_restart
-            }
-            .push(key);
-        }
+    let mut changed = Vec::new();
+    if old.data_dir != new.data_dir {
+        // Compared as paths: one need not be UTF-8, which JSON needs.
+        changed.push("data_dir".to_string());
+    }
+    let as_json = |c: &AgentConfig| {
+        let mut c = c.clone();
+        c.data_dir = Default::default();
+        serde_json::to_value(c)
     };
-    let (t0, t1) = (&old.telemetry, &new.telemetry);
-    check(
-        "telemetry.sample_interval_ms",
-        t0.sample_interval_ms != t1.sample_interval_ms,
-        true,
-    );
-    check("host", old.host != new.host, true);
-    check("jobs", old.jobs != new.jobs, true);
-    check("commands", old.commands != new.commands, true);
-    check("exec", old.exec != new.exec, true);
-    // The hub learned the heartbeat interval from our Hello.
-    check("presence", old.presence != new.presence, false);
-    check("device_id", old.device_id != new.device_id, false);
-    check("hub", old.hub != new.hub, false);
-    check(
-        "hub_public_key",
-        old.hub_public_key != new.hub_public_key,
-        false,
-    );
-    check("data_dir", old.data_dir != new.data_dir, false);
-    check("groups", old.groups != new.groups, false);
-    check(
-        "one_connection",
-        old.one_connection != new.one_connection,
-        false,
-    );
-    let mut same_t = t1.clone();
-    same_t.sample_interval_ms = t0.sample_interval_ms;
-    check(
-        "telemetry (other than sample_interval_ms)",
-        *t0 != same_t,
-        false,
-    );
-    check("spool", old.spool != new.spool, false);
-    let (i0, i1) = (&old.ingest, &new.ingest);
-    check(
-        "ingest.statsd_interval_ms, ingest.percentiles",
-        i0.statsd_interval_ms != i1.statsd_interval_ms || i0.percentiles != i1.percentiles,
-        true,
-    );
-    check(
-        "ingest.udp, ingest.unix",
-        i0.udp != i1.udp || i0.unix != i1.unix,
-        false,
-    );
-    check("remote", old.remote != new.remote, true);
-    check("net", old.net != new.net, false);
-    d
+    match (as_json(old), as_json(new)) {
+        (Ok(a), Ok(b)) => keys_that_differ("", &a, &b, &mut changed),
+        (Err(e), _) | (_, Err(e)) => {
+            if old != new {
+                changed.push(format!("(keys not listed: {e})"));
+            }
+        }
+    }
+    changed.sort();
+    let (applied, needs_restart) = changed.into_iter().partition(|k| live(k));
+    Diff {
+        applied,
+        needs_restart,
+    }
+}
+
+/// The dotted keys under `prefix` whose values differ between `a` and
+/// `b`.
+fn keys_that_differ(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    if let (Value::Object(a), Value::Object(b)) = (a, b) {
+        for (key, va) in a {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match b.get(key) {
+                Some(vb) => keys_that_differ(&path, va, vb, out),
+                None => out.push(path),
+            }
+        }
+    } else if a != b {
+        out.push(prefix.to_string());
+    }
 }
 
 #[cfg(test)]
@@ -91,24 +102,53 @@ mod tests {
         new.hub = "tcp://elsewhere:7750".into();
         new.presence.heartbeat_ms += 1;
         new.spool.max_bytes += 1;
+        new.net.send_hwm += 1;
         let d = diff(&old, &new);
         assert_eq!(
             d.applied,
-            vec!["telemetry.sample_interval_ms", "host", "exec"]
+            [
+                "exec.timeout_ms",
+                "host.interval_ms",
+                "telemetry.sample_interval_ms"
+            ]
         );
-        assert_eq!(d.needs_restart, vec!["presence", "hub", "spool"]);
+        assert_eq!(
+            d.needs_restart,
+            [
+                "hub",
+                "net.send_hwm",
+                "presence.heartbeat_ms",
+                "spool.max_bytes"
+            ]
+        );
     }
 
     #[test]
-    fn another_telemetry_key_is_not_taken_for_the_interval() {
+    fn a_key_is_named_as_the_config_file_writes_it() {
         let old = AgentConfig::default();
         let mut new = old.clone();
         new.telemetry.batch_max_records += 1;
+        new.ingest.udp = String::new();
+        new.ingest.percentiles.push(99.9);
+        new.groups = vec!["barns".into()];
+        new.data_dir = "elsewhere".into();
         let d = diff(&old, &new);
-        assert_eq!(d.applied, Vec::<&str>::new());
+        assert_eq!(d.applied, ["ingest.percentiles"]);
         assert_eq!(
             d.needs_restart,
-            vec!["telemetry (other than sample_interval_ms)"]
+            [
+                "data_dir",
+                "groups",
+                "ingest.udp",
+                "telemetry.batch_max_records"
+            ]
         );
+    }
+
+    #[test]
+    fn a_section_prefix_is_not_a_key_prefix() {
+        assert!(live("host.mounts"));
+        assert!(!live("hostname"), "`host.` is a section, not a prefix");
+        assert!(!live("telemetry.sample_interval_ms_max"));
     }
 }

@@ -1,10 +1,10 @@
 //! The one socket builder.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Socket options every fleetmq socket sets. The defaults suit a fleet of a
 /// few thousand devices on links that come and go.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketOptions {
     /// How long a closing socket may try to deliver queued messages.

@@ -1765,7 +1765,11 @@ fn jobs_turned_on_by_a_reload_reach_the_device_at_once() {
         let r = agent_status(&dir.path().join("pi-jr/data"))["reload"].clone();
         (r["at_ms"].as_u64().unwrap() > 0).then_some(r)
     });
-    assert_eq!(reload["applied"], serde_json::json!(["jobs"]), "{reload}");
+    assert_eq!(
+        reload["applied"],
+        serde_json::json!(["jobs.allow"]),
+        "{reload}"
+    );
     let echo = job_result(&hub, &["echo", "after the reload"]);
     assert_eq!(echo["state"], "done", "{echo}");
     assert_eq!(echo["device"], "pi-jr");
@@ -1851,10 +1855,14 @@ fn sighup_applies_what_can_change_live_and_names_what_needs_a_restart() {
         let r = agent_status(&data)["reload"].clone();
         (r["at_ms"].as_u64().unwrap() > 0).then_some(r)
     });
-    assert_eq!(reload["applied"], serde_json::json!(["host"]), "{reload}");
+    assert_eq!(
+        reload["applied"],
+        serde_json::json!(["host.collect"]),
+        "{reload}"
+    );
     assert_eq!(
         reload["needs_restart"],
-        serde_json::json!(["net"]),
+        serde_json::json!(["net.linger_ms"]),
         "{reload}"
     );
     agent.wait_log("take effect only after a restart");

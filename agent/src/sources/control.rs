@@ -88,10 +88,10 @@ pub struct ConfigStatus {
 pub struct ReloadStatus {
     /// When, in ms since the Unix epoch; 0 for never.
     pub at_ms: u64,
-    /// Keys (or sections) whose new values are in effect.
-    pub applied: Vec<&'static str>,
+    /// Keys whose new values are in effect, dotted (`host.interval_ms`).
+    pub applied: Vec<String>,
     /// Keys that changed but keep their running values until a restart.
-    pub needs_restart: Vec<&'static str>,
+    pub needs_restart: Vec<String>,
     /// Why the new configuration was not taken, if it was not.
     pub error: String,
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use fleetmq_protocol::Value;
 use fleetmq_protocol::telemetry::series_name;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Every group, in the order they are read.
 pub const GROUPS: [&str; 8] = [
@@ -54,7 +54,7 @@ const THERMAL: &str = "sys/class/thermal";
 const PI_THROTTLED: &str = "sys/devices/platform/soc/soc:firmware/get_throttled";
 
 /// `[host]` in the agent's config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     /// How often to read; 0 turns host metrics off.

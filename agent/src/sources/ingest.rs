@@ -44,7 +44,7 @@ const MAX_DATAGRAMS_PER_DRAIN: usize = 256;
 const MAX_CLOCK_SKEW_MS: u64 = 10 * 365 * 86_400_000;
 
 /// `[ingest]` in the agent's config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// UDP address to listen on; "" turns it off.
