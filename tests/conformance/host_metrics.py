@@ -16,6 +16,8 @@ hand:
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
+import codecs
+import os
 import re
 import signal
 import sys
@@ -87,6 +89,26 @@ def meminfo(key):
     return None
 
 
+def block_devices():
+    """Where this machine's /proc/mounts mounts each block device first,
+    read-only images left out, as a tag can carry it."""
+    seen, first = set(), set()
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mount, fs = line.split()[:3]
+            mount = codecs.decode(mount, "unicode_escape")
+            if not dev.startswith("/dev/") or fs in ("squashfs", "iso9660", "erofs", "cramfs"):
+                continue
+            if dev not in seen and not set(mount) & set(",={}"):
+                try:
+                    os.statvfs(mount)
+                    first.add(mount)
+                except OSError:
+                    pass
+            seen.add(dev)
+    return first
+
+
 def everything(hub, agent):
     """The defaults: every group, every block-device mount, every
     interface but lo."""
@@ -104,6 +126,9 @@ def everything(hub, agent):
                   f"{metric} is tagged with its interface, lo left out", name)
     check("host.disk.used_pct{mount=/}" in values, "the root file system is among the mounts",
           sorted(n for n in values if n.startswith("host.disk")))
+    mounts = {split(n)[1]["mount"] for n in values if n.startswith("host.disk.total_bytes")}
+    check(mounts == block_devices(), "each block device once, at its first mount point, "
+          "and no read-only image (a snap)", (sorted(mounts), sorted(block_devices())))
     check(values["host.mem.total_bytes"] == meminfo("MemTotal"),
           "host.mem.total_bytes is /proc/meminfo's MemTotal", values["host.mem.total_bytes"])
     with open("/proc/uptime") as f:

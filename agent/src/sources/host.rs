@@ -45,6 +45,10 @@ pub const GROUPS: [&str; 8] = [
 
 /// How long a group that could not be read is left before it is tried again.
 const RETRY_SKIPPED: Duration = Duration::from_secs(60);
+/// File systems `disk` leaves out unless `mounts` names them: read-only
+/// images (snaps, a mounted CD) that are always 100 % used.
+const IMAGE_FS: &[&str] = &["squashfs", "iso9660", "erofs", "cramfs"];
+
 /// How long the mount points read from /proc/mounts are used.
 const MOUNTS_FOR: Duration = Duration::from_secs(60);
 
@@ -61,7 +65,8 @@ pub struct HostConfig {
     pub interval_ms: u64,
     /// Which groups to read (see [`GROUPS`]).
     pub collect: Vec<String>,
-    /// Mount points for `disk`; empty means every mounted block device.
+    /// Mount points for `disk`; empty means every mounted block device,
+    /// once, but for read-only images.
     pub mounts: Vec<String>,
     /// Interfaces for `network`; empty means every one but `lo`.
     pub interfaces: Vec<String>,
@@ -308,18 +313,25 @@ impl Host {
     }
 
     /// The mount points /proc/mounts names that `disk` reads, each once:
-    /// those asked for, or every mounted block device.
+    /// those asked for, or every mounted block device at its first mount
+    /// point (a bind mount or a second subvolume is the same file system
+    /// again), but for read-only images, which are always full.
     fn wanted_mounts(&self) -> Result<Vec<String>, String> {
         let text = self.read("proc/mounts")?;
         let mut wanted = Vec::new();
+        let mut devices = Vec::new();
         for line in text.lines() {
             let mut words = line.split_whitespace();
-            let (Some(dev), Some(mount)) = (words.next(), words.next()) else {
+            let (Some(dev), Some(mount), Some(fs)) = (words.next(), words.next(), words.next())
+            else {
                 continue;
             };
             let mount = unescape_mount(mount);
             let asked = if self.cfg.mounts.is_empty() {
-                dev.starts_with("/dev/")
+                let new =
+                    dev.starts_with("/dev/") && !IMAGE_FS.contains(&fs) && !devices.contains(&dev);
+                devices.push(dev);
+                new
             } else {
                 self.cfg.mounts.contains(&mount)
             };

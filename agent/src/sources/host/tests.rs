@@ -221,6 +221,32 @@ fn the_mount_table_is_read_once_a_minute() {
 }
 
 #[test]
+fn each_block_device_is_read_once_and_images_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    pi(dir.path());
+    // The root disk bind-mounted at /proc (a real directory here), a snap
+    // on a loop device, and a second disk at /sys.
+    let table = "/dev/root / ext4 rw 0 0\n/dev/root /proc ext4 rw 0 0\n\
+                 /dev/loop0 /proc squashfs ro 0 0\n/dev/sda1 /sys ext4 rw 0 0\n";
+    write(dir.path(), "proc/mounts", table);
+    let mut host = Host::new(dir.path(), HostConfig::default());
+    let (samples, _) = host.collect(at(0));
+    let mounts: Vec<&str> = samples
+        .iter()
+        .filter_map(|(n, _)| n.strip_prefix("host.disk.total_bytes{mount="))
+        .collect();
+    assert_eq!(mounts, ["/}", "/sys}"]);
+    // Named, a mount is read whatever is mounted there.
+    host.reconfigure(HostConfig {
+        mounts: vec!["/".into(), "/proc".into()],
+        ..HostConfig::default()
+    });
+    let (chosen, _) = host.collect(at(1));
+    assert!(value(&chosen, "host.disk.total_bytes{mount=/proc}").is_some());
+    assert!(value(&chosen, "host.disk.total_bytes{mount=/}").is_some());
+}
+
+#[test]
 fn selection_and_filters_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
     pi(dir.path());
