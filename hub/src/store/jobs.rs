@@ -26,13 +26,21 @@ pub(super) fn cut_output(o: &mut fleetmq_protocol::Output, most: usize) {
     o.truncated = true;
 }
 
+/// A new job's id: past every id stored or pruned (the `jobs_last_id`
+/// trigger keeps the highest deleted), never one used before. SQLite
+/// alone would give the highest stored plus one, and so reuse the ids of
+/// the newest jobs once retention pruned them: an agent that ran such an
+/// id would answer the new job with the old one's result.
+const NEXT_JOB_ID: &str = "(SELECT max(coalesce((SELECT max(id) FROM jobs), 0), \
+     coalesce((SELECT value FROM marks WHERE name = 'jobs.last_id'), 0)) + 1)";
+
 impl Store {
     /// Queues a job; returns its id.
     pub fn submit_job(&self, job: &JobSubmission, now_ms: u64) -> Result<u64, StoreError> {
         self.conn
             .execute(
-                "INSERT INTO jobs (spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)",
+                &format!("INSERT INTO jobs (id, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms)
+                 VALUES ({NEXT_JOB_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5)"),
                 params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64],
             )
             .doing("queueing a job")?;
@@ -127,16 +135,16 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let tx = self.conn.transaction().doing("queueing a job")?;
         tx.execute(
-            "INSERT INTO jobs (spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, kind, target)
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'fanout', ?6)",
+            &format!("INSERT INTO jobs (id, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, kind, target)
+             VALUES ({NEXT_JOB_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'fanout', ?6)"),
             params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64, target],
         )
         .doing("queueing a job")?;
         let id = tx.last_insert_rowid();
         for device in devices {
             tx.execute(
-                "INSERT INTO jobs (spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, kind, aim, parent, expires_ms)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'run', ?6, ?7, ?8)",
+                &format!("INSERT INTO jobs (id, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, kind, aim, parent, expires_ms)
+                 VALUES ({NEXT_JOB_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'run', ?6, ?7, ?8)"),
                 params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64, device, id, expires_ms as i64],
             )
             .doing("queueing a job")?;

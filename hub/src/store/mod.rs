@@ -253,6 +253,10 @@ CREATE TABLE IF NOT EXISTS presence_log (
     why TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_log_device ON presence_log (device, id);
+CREATE TRIGGER IF NOT EXISTS jobs_last_id AFTER DELETE ON jobs BEGIN
+    INSERT INTO marks (name, value) VALUES ('jobs.last_id', old.id)
+    ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
+END;
 ";
 
 /// Connects and disconnects kept per device (the oldest go first).

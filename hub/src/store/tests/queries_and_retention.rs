@@ -284,6 +284,13 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
     assert_eq!(chat, ["line 8", "line 9"]);
     let jobs: Vec<u64> = store.jobs(100).unwrap().iter().map(|j| j.id).collect();
     assert_eq!(jobs, [queued], "a queued job is never pruned: {done:?}");
+    // The pruned jobs' ids are never given again: an agent that ran one
+    // would answer a new job with its result.
+    let next = store.submit_job(&job, T0 + 10 * HOUR).unwrap();
+    let aimed = store
+        .submit_aimed(&job, "pi-a", &devices, T0 + 11 * HOUR, T0 + 10 * HOUR)
+        .unwrap();
+    assert_eq!((next, aimed), (done[2] + 1, done[2] + 2));
     assert_eq!(store.commands(100).unwrap().len(), 2);
 
     // ...and a row cap keeps the newest.
