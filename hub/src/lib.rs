@@ -9,6 +9,7 @@
 //! | [`driver`] | the only code that touches zmq: binds (`driver/start.rs`), polls, answers ZAP, reads socket monitors, carries out the core's [`core::Action`]s; `driver/peers.rs` knows whose each connection is |
 //! | [`store`] | SQLite, a synchronous call the core makes: devices and presence (`mod.rs`), telemetry and chat, jobs, the command log; [`store::Store::in_memory`] for tests |
 //! | [`datadir`] | the data directory, locked so that one hub at a time uses it |
+//! | [`backup`] | `fleetmq-hub backup`: a copy of the data directory, taken while the hub runs, that is a data directory itself |
 //! | [`enrolment`] | the allow list file: format, `allow`/`revoke` edits, the watch |
 //! | [`operators`] | the operator allow list: remote operators' keys and roles |
 //! | [`cli`] | the command line: the command tree, starting the hub (`hub.rs`), asking a running one (`ask.rs`, and `work.rs` for jobs and fleet commands); the binary's edge, where `anyhow` lives |
@@ -35,6 +36,7 @@
 //! ─► Action::Command ─► driver sends, reports Core::command_sent ─► the
 //! device's reply ─► Core::reply ─► Action::Operator`.
 
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod config;

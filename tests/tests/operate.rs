@@ -1,11 +1,14 @@
 //! Running a fleet from the operator's command line: one convention for
 //! every command (JSON, options, exit codes), telemetry queries by name,
-//! tag and time, --follow from now, and a store kept bounded by retention.
+//! tag and time, --follow from now, a store kept bounded by retention, and
+//! backups taken while the hub stores.
 
+use std::collections::BTreeSet;
 use std::io::BufRead as _;
 use std::process::Stdio;
 use std::time::Duration;
 
+use fleetmq_tests::audit::{Producer, audit, stored};
 use fleetmq_tests::*;
 use serde_json::Value;
 
@@ -602,4 +605,66 @@ fn desired_configuration_reaches_each_device_in_layers_and_survives_restarts() {
         serde_json::from_slice::<Value>(&out.stdout).ok()
     });
     assert_eq!(status["config"]["version"], 3, "{status}");
+}
+
+#[test]
+fn a_backup_taken_while_the_hub_stores_is_a_data_directory_a_hub_serves() {
+    let _w = watchdog("backup", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let _agent = hub.agent("pi-b", &[]);
+    let producer = Producer::start(hub.dir.join("pi-b/data"), None);
+    wait_for("samples stored before the backup", || {
+        (stored(&hub, "pi-b").len() >= 20).then_some(())
+    });
+    let before: BTreeSet<i64> = stored(&hub, "pi-b").into_iter().collect();
+
+    let copy = tmp();
+    let to = copy.path().join("data");
+    let r = hub.op(&["backup", &to.to_string_lossy()]);
+    assert!(r.ok, "backup failed: {}", r.stderr);
+    let after: BTreeSet<i64> = stored(&hub, "pi-b").into_iter().collect();
+    let names: Vec<&str> = r.json[0]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, ["hub.db", "hub.key", "hub.pub", "allowed_devices"]);
+
+    // The hub stores on, and has lost nothing for the backup.
+    producer.wait_accepted(10);
+    wait_for("samples stored after the backup", || {
+        (stored(&hub, "pi-b").len() > after.len()).then_some(())
+    });
+    audit(&hub, "pi-b", &producer.finish());
+
+    // A hub on the copy has the same key (its agents trust it), knows the
+    // device, and holds the store as one commit left it: everything
+    // stored before the backup began, nothing after it ended, none twice.
+    let restored = Hub::start(copy.path(), "");
+    assert_eq!(restored.key, hub.key);
+    assert!(restored.devices().contains_key("pi-b"));
+    let values = stored(&restored, "pi-b");
+    let held: BTreeSet<i64> = values.iter().copied().collect();
+    assert_eq!(
+        held.len(),
+        values.len(),
+        "a sample stored twice: {values:?}"
+    );
+    assert!(
+        before.is_subset(&held),
+        "lost: {:?}",
+        before.difference(&held)
+    );
+    assert!(
+        held.is_subset(&after),
+        "from after the backup: {:?}",
+        held.difference(&after)
+    );
+
+    // A backup replaces nothing: the same directory again is a mistake.
+    let again = hub.op(&["backup", &to.to_string_lossy()]);
+    assert_eq!(again.code, Some(2), "{}", again.stderr);
+    assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
 }

@@ -74,6 +74,18 @@ pub(super) enum Cmd {
     /// Remove a device from the allow list. A running hub closes its
     /// connections within a second and refuses it from then on.
     Revoke(RevokeArgs),
+    /// Copy the hub's store, keys and allow lists into a new directory,
+    /// while the hub runs: the copy is a data directory (`run --data-dir`
+    /// serves from it).
+    Backup(BackupArgs),
+}
+
+#[derive(Args)]
+pub(super) struct BackupArgs {
+    #[command(flatten)]
+    pub(super) at: EnrolArgs,
+    /// The backup directory: new, or empty. Never replaced.
+    pub(super) to: PathBuf,
 }
 
 #[derive(Args)]
@@ -124,7 +136,7 @@ pub(super) struct RunArgs {
 
 #[derive(Args)]
 pub(super) struct EnrolArgs {
-    /// Config file, for security.allow_list and data_dir.
+    /// Config file, for data_dir and the allow lists.
     #[arg(long, short, env = "FLEETMQ_HUB_CONFIG")]
     pub(super) config: Option<PathBuf>,
     /// Data directory, overriding the config's data_dir.

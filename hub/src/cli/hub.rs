@@ -121,11 +121,16 @@ pub(super) fn open_files_for_a_fleet() {
 
 /// The allow list file the enrolment subcommands edit.
 pub(super) fn allow_list(at: &EnrolArgs) -> anyhow::Result<PathBuf> {
+    Ok(config_at(at)?.allow_list_path())
+}
+
+/// The hub's configuration, with `--data-dir` over its data_dir.
+pub(super) fn config_at(at: &EnrolArgs) -> anyhow::Result<HubConfig> {
     let mut config = HubConfig::load(at.config.as_deref())?;
     if let Some(dir) = &at.data_dir {
         config.data_dir = dir.clone();
     }
-    Ok(config.allow_list_path())
+    Ok(config)
 }
 
 #[cfg(test)]

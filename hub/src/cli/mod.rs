@@ -218,6 +218,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Backup(a) => back_up(&a),
         Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {
             Response::Devices(d) => Some(Shown::new(
                 d.iter().map(views::device).collect(),
@@ -400,6 +401,35 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints `value` as JSON with --json, else `text`.
+/// `backup`: the copy, and how to use it.
+fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let config = hub::config_at(&a.at)?;
+    let done = match crate::backup::backup(&config, &a.to) {
+        Ok(done) => done,
+        Err(e) if e.is_usage() => return Err(usage(&e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut text = format!(
+        "backed up {} to {}:\n",
+        config.data_dir.display(),
+        done.dir.display()
+    );
+    for f in &done.files {
+        text.push_str(&format!("  {:<20} {:>12} bytes\n", f.name, f.bytes));
+    }
+    text.push_str(&format!(
+        "it is a data directory: `fleetmq-hub run --data-dir {}` serves from it\n",
+        done.dir.display()
+    ));
+    if !config.cluster.servers.is_empty() {
+        text.push_str(
+            "this hub is a front-end over NATS: telemetry, jobs and the configuration are in JetStream; back those up there\n",
+        );
+    }
+    say(a.at.json, serde_json::json!(done), text);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn say(json: bool, value: serde_json::Value, text: String) {
     if json {
         println!("{value}");
