@@ -18,6 +18,13 @@
 //!
 //! Chat and the command log are pruned from their oldest id onwards and stop
 //! at the first row that is young enough, so a step never scans the table.
+//!
+//! The newest row of each kind but jobs is never pruned, however old:
+//! SQLite gives a new row the highest id plus one, so a table emptied
+//! would start its ids again at 1, and a reader that keeps its place by
+//! id (`telemetry --after`, `--follow`, the chat's) would see nothing new
+//! until the ids passed it again. Jobs keep their highest id in `marks`
+//! instead (see `jobs.rs`), since a finished job must go with its output.
 
 use rusqlite::{Connection, params};
 
@@ -185,7 +192,7 @@ impl Store {
             let mut old = tx
                 .prepare_cached(
                     "SELECT id, length(body), records FROM batches WHERE received_ms < ?1
-                     ORDER BY received_ms LIMIT ?2",
+                     AND id < (SELECT max(id) FROM batches) ORDER BY received_ms LIMIT ?2",
                 )
                 .doing("finding old batches")?;
             let rows = old
@@ -211,7 +218,8 @@ impl Store {
             let after = victims.iter().map(|v| v.0).max().unwrap_or(0);
             let mut oldest = tx
                 .prepare_cached(
-                    "SELECT id, length(body), records FROM batches WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, length(body), records FROM batches WHERE id > ?1
+                     AND id < (SELECT max(id) FROM batches) ORDER BY id LIMIT ?2",
                 )
                 .doing("finding the oldest batches")?;
             let mut rows = oldest
@@ -257,7 +265,8 @@ impl Store {
     /// Fleet commands sent before `before`, with their devices' shares.
     fn prune_fleet_commands(&mut self, before: i64) -> Result<(u64, bool), StoreError> {
         let tx = self.conn.transaction().doing("pruning fleet commands")?;
-        let old = "SELECT id FROM fleet_commands WHERE created_ms < ?1 ORDER BY id LIMIT ?2";
+        let old = "SELECT id FROM fleet_commands WHERE created_ms < ?1
+                   AND id < (SELECT max(id) FROM fleet_commands) ORDER BY id LIMIT ?2";
         tx.execute(
             &format!("DELETE FROM fleet_answers WHERE fleet IN ({old})"),
             params![before, STEP as i64],
@@ -359,7 +368,8 @@ fn prune_front(
             .unwrap_or((upto + STEP as i64).min(last + 1))
             .max(upto);
     }
-    upto = upto.min(first + STEP as i64);
+    // The newest row stays, so that ids never go back (module docs).
+    upto = upto.min(first + STEP as i64).min(last);
     if upto <= first {
         return Ok((0, false));
     }

@@ -225,8 +225,27 @@ fn a_store_far_over_its_limit_is_pruned_a_step_at_a_time() {
         .map(|p| (p.batches, p.more))
         .collect();
     let step = retention::STEP as u64;
-    assert_eq!(steps, [(step, true), (step, true), (10, false), (0, false)]);
-    assert_eq!(store.telemetry_bytes(), 0);
+    // All of them are past their age; the newest stays, so that the next
+    // batch's id follows it (a reader's `--after` cursor stays good).
+    assert_eq!(steps, [(step, true), (step, true), (9, false), (0, false)]);
+    let kept = store.telemetry(&query()).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    store_as(
+        "pi-a",
+        &mut store,
+        batch(n + 1, &[("m", T0 + HOUR)]),
+        T0 + HOUR,
+    );
+    let after = TelemetryQuery {
+        after_id: kept[0].id,
+        ..query()
+    };
+    let new = store.telemetry(&after).unwrap();
+    assert_eq!(
+        new.len(),
+        1,
+        "the new batch comes after the cursor: {new:?}"
+    );
 }
 
 #[test]
@@ -263,6 +282,9 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
     let fleet = store
         .fleet_submit(&ping, "all", &devices, 0, T0 + HOUR, T0)
         .unwrap();
+    let young = store
+        .fleet_submit(&ping, "all", &devices, 0, T0 + 6 * HOUR, T0 + 5 * HOUR)
+        .unwrap();
 
     let mut rules = retention();
     // At 10 h with 2.5 h kept, chat from before 7.5 h goes (lines 0-7)...
@@ -275,6 +297,7 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
     // and the fleet command of 10 h ago.
     assert_eq!((p.chat, p.jobs, p.commands), (8, 3, 4));
     assert!(store.fleet_answers(fleet).unwrap().is_none());
+    assert!(store.fleet_answers(young).unwrap().is_some());
     let chat: Vec<String> = store
         .recent_chat(100)
         .unwrap()
@@ -304,4 +327,15 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
         .map(|c| c.text)
         .collect();
     assert_eq!(chat, ["line 9"]);
+
+    // The newest row of each stays however old, so that ids never go
+    // back to 1 (a reader's cursor would skip what came next).
+    let mut rules = retention();
+    rules.chat.max_age_s = 1;
+    rules.commands.max_age_s = 1;
+    let far = T0 + 1000 * HOUR;
+    store.prune(&rules, far).unwrap();
+    assert_eq!(store.recent_chat(100).unwrap().len(), 1);
+    assert_eq!(store.commands(100).unwrap().len(), 1);
+    assert!(store.fleet_answers(young).unwrap().is_some());
 }
