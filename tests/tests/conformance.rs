@@ -244,6 +244,12 @@ fn devices_get_in_or_say_why_as_the_readme_says() {
 }
 
 #[test]
+fn a_backup_taken_beside_a_running_hub_restores_as_the_readme_says() {
+    let _w = watchdog("conformance of backups", LIMIT);
+    run_script_alone("backup.py");
+}
+
+#[test]
 fn what_front_ends_keep_in_jetstream_reads_as_protocol_md_says() {
     let _w = watchdog("conformance over NATS", LIMIT);
     let dir = temp_dir("fleetmq-conformance-nats-");
