@@ -93,27 +93,43 @@ pub fn backup(config: &HubConfig, to: &Path) -> Result<Backup, BackupError> {
     let Some(target_text) = target.to_str() else {
         return Err(BackupError::NotUtf8(to.to_path_buf()));
     };
-    new_directory(to)?;
+    let made = new_directory(to)?;
+    let done = fill(config, &store, to, target_text);
+    if done.is_err() {
+        // Half a backup is worse than none: what was written goes (the
+        // directory was empty, or new).
+        if made {
+            let _ = fs::remove_dir_all(to);
+        } else if let Ok(entries) = fs::read_dir(to) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    done
+}
 
+/// Writes the backup into the empty directory `to`.
+fn fill(config: &HubConfig, store: &Path, to: &Path, target: &str) -> Result<Backup, BackupError> {
     let sqlite = |source| BackupError::Store {
         path: to.to_path_buf(),
         source,
     };
     let conn =
-        Connection::open_with_flags(&store, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sqlite)?;
+        Connection::open_with_flags(store, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sqlite)?;
     conn.busy_timeout(BUSY).map_err(sqlite)?;
-    conn.execute("VACUUM INTO ?1", [target_text])
-        .map_err(sqlite)?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(sqlite)?;
     drop(conn);
-    skip_job_ids(&target).map_err(sqlite)?;
-    sync(&target)?;
-    if let Err(why) = check(&target) {
-        let _ = fs::remove_file(&target);
-        return Err(BackupError::Check { path: target, why });
+    let target = Path::new(target);
+    skip_job_ids(target).map_err(sqlite)?;
+    sync(target)?;
+    if let Err(why) = check(target) {
+        let path = target.to_path_buf();
+        return Err(BackupError::Check { path, why });
     }
     let mut files = vec![Written {
         name: "hub.db".into(),
-        bytes: size(&target)?,
+        bytes: size(target)?,
     }];
 
     let keys = ["hub.key", "hub.pub"].map(|k| config.data_dir.join(k));
@@ -171,8 +187,9 @@ fn skip_job_ids(db: &Path) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// Makes `dir` (mode 0700) or takes it if it exists and is empty.
-fn new_directory(dir: &Path) -> Result<(), BackupError> {
+/// Makes `dir` (mode 0700) or takes it if it exists and is empty;
+/// whether it made it.
+fn new_directory(dir: &Path) -> Result<bool, BackupError> {
     let io = |source| BackupError::Io {
         path: dir.to_path_buf(),
         source,
@@ -182,12 +199,13 @@ fn new_directory(dir: &Path) -> Result<(), BackupError> {
             if entries.next().is_some() {
                 return Err(BackupError::NotEmpty(dir.to_path_buf()));
             }
-            Ok(())
+            Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
+            .map(|()| true)
             .map_err(io),
         Err(e) => Err(io(e)),
     }
@@ -306,6 +324,27 @@ mod tests {
         assert!(
             !dir.path().join("new").exists(),
             "nothing made for a failed backup"
+        );
+    }
+
+    #[test]
+    fn a_backup_that_fails_leaves_nothing_behind() {
+        let (dir, config) = hub_dir();
+        fs::write(config.data_dir.join("hub.db"), vec![7u8; 8192]).unwrap();
+        let made = dir.path().join("made");
+        let e = backup(&config, &made).unwrap_err();
+        assert!(
+            matches!(e, BackupError::Store { .. }) && !e.is_usage(),
+            "{e}"
+        );
+        assert!(!made.exists(), "the directory it made is gone");
+        let given = dir.path().join("given");
+        fs::create_dir(&given).unwrap();
+        backup(&config, &given).unwrap_err();
+        let left: Vec<_> = fs::read_dir(&given).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "an empty directory given stays, empty: {left:?}"
         );
     }
 }
