@@ -288,16 +288,7 @@ mod tests {
         // can have given since.
         let original = Store::open(&config.data_dir, Synchronous::Full).unwrap();
         let restored = Store::open(&to, Synchronous::Full).unwrap();
-        let job = fleetmq_protocol::JobSubmission {
-            spec: fleetmq_protocol::JobSpec::Echo { text: "hi".into() },
-            timeout_ms: 1_000,
-            lease_ms: 5_000,
-            max_attempts: 1,
-            devices: vec![],
-            groups: vec![],
-            all: false,
-            ttl_ms: 0,
-        };
+        let job = crate::store::tests::echo_job(1);
         assert_eq!(original.submit_job(&job, 0).unwrap(), 1);
         assert_eq!(restored.submit_job(&job, 0).unwrap(), JOB_ID_GAP as u64 + 1);
     }

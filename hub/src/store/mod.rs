@@ -559,7 +559,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// A device nothing is known of yet: offline, never seen, no Hello; set
 /// what is known over it.

@@ -3,6 +3,20 @@
 use super::*;
 use fleetmq_protocol::{JobSubmission, Outcome, Output};
 
+/// An echo job for the work queue, tried `max_attempts` times.
+pub(crate) fn echo_job(max_attempts: u32) -> JobSubmission {
+    JobSubmission {
+        spec: JobSpec::Echo { text: "hi".into() },
+        timeout_ms: 1_000,
+        lease_ms: 5_000,
+        max_attempts,
+        devices: vec![],
+        groups: vec![],
+        all: false,
+        ttl_ms: 0,
+    }
+}
+
 /// Stores `batch` from `device` as the hub does (the frame after its version
 /// and kind bytes), and says what became of it.
 fn store_as(device: &str, store: &mut Store, batch: fleetmq_protocol::Batch, now: u64) -> Stored {
@@ -90,16 +104,7 @@ fn leases_are_kept_across_a_restart_and_a_run_out_lease_queues_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = 1_700_000_000_000u64;
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
-    let job = JobSubmission {
-        spec: JobSpec::Echo { text: "hi".into() },
-        timeout_ms: 1_000,
-        lease_ms: 5_000,
-        max_attempts: 3,
-        devices: vec![],
-        groups: vec![],
-        all: false,
-        ttl_ms: 0,
-    };
+    let job = echo_job(3);
     let id = store.submit_job(&job, t0).unwrap();
     let due = store.due_jobs(t0, 10).unwrap();
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
@@ -451,16 +456,7 @@ mod queries_and_retention;
 #[test]
 fn an_aimed_jobs_output_is_cut_to_fit_one_answer() {
     let mut store = Store::in_memory().unwrap();
-    let job = JobSubmission {
-        spec: JobSpec::Echo { text: "hi".into() },
-        timeout_ms: 1_000,
-        lease_ms: 5_000,
-        max_attempts: 1,
-        devices: vec![],
-        groups: vec![],
-        all: false,
-        ttl_ms: 0,
-    };
+    let job = echo_job(1);
     let devices: Vec<String> = (0..3).map(|i| format!("pi-{i}")).collect();
     let id = store
         .submit_aimed(&job, "all", &devices, u64::MAX, 1)

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{KeepBytes, KeepRows, Retention};
-use fleetmq_protocol::{BatchBuilder, JobSubmission, TelemetryQuery, Value};
+use fleetmq_protocol::{BatchBuilder, TelemetryQuery, Value};
 
 const T0: u64 = 1_700_000_000_000;
 const HOUR: u64 = 3_600_000;
@@ -256,16 +256,7 @@ fn chat_jobs_and_commands_are_pruned_by_age_and_rows_and_queued_jobs_stay() {
         b.push_chat(T0 + i * HOUR, &format!("line {i}")).unwrap();
     }
     store_as("pi-a", &mut store, b.finish(), T0);
-    let job = JobSubmission {
-        spec: JobSpec::Echo { text: "hi".into() },
-        timeout_ms: 1_000,
-        lease_ms: 5_000,
-        max_attempts: 1,
-        devices: vec![],
-        groups: vec![],
-        all: false,
-        ttl_ms: 0,
-    };
+    let job = super::echo_job(1);
     let queued = store.submit_job(&job, T0).unwrap();
     let done: Vec<u64> = (0..3)
         .map(|i| {
