@@ -5,8 +5,9 @@
 //! so the copy is the store as one commit left it (batches, devices' batch
 //! numbers, jobs, configuration together), while the hub's commits go on
 //! into the write-ahead log. The copy is synced and checked
-//! (`quick_check`) before it counts, and its job ids are moved on (a hub
-//! started on it must not give an id the lost hub gave after the copy).
+//! (`quick_check`) before it counts, and its job ids and configuration
+//! version are moved on (a hub started on it must not give a number the
+//! lost hub gave after the copy: devices remember both).
 //! Beside it go the files a hub cannot
 //! be rebuilt without: its key pair (agents trust its public key) and its
 //! allow lists, each under its own name.
@@ -121,7 +122,7 @@ fn fill(config: &HubConfig, store: &Path, to: &Path, target: &str) -> Result<Bac
     conn.execute("VACUUM INTO ?1", [target]).map_err(sqlite)?;
     drop(conn);
     let target = Path::new(target);
-    skip_job_ids(target).map_err(sqlite)?;
+    move_numbers_on(target).map_err(sqlite)?;
     sync(target)?;
     if let Err(why) = check(target) {
         let path = target.to_path_buf();
@@ -165,26 +166,39 @@ fn fill(config: &HubConfig, store: &Path, to: &Path, target: &str) -> Result<Bac
     })
 }
 
-/// Job ids a hub started on the copy skips: more than the hub it was
-/// copied from hands out between a backup and its restore, so that no
-/// agent is given a new job under an id it already ran (it would answer
-/// with that job's result).
-pub const JOB_ID_GAP: i64 = 1_000_000_000;
+/// How far a hub started on the copy moves its job ids and configuration
+/// versions on: more than the hub it was copied from hands out between a
+/// backup and its restore. Devices remember both: an agent answers a job
+/// id it ran with that job's result instead of running it, and a device
+/// is sent the configuration only when its version is past the one it
+/// applied.
+pub const GAP: i64 = 1_000_000_000;
 
-/// Makes the copy's next job id [`JOB_ID_GAP`] past the highest it holds.
-fn skip_job_ids(db: &Path) -> Result<(), rusqlite::Error> {
-    let conn = Connection::open(db)?;
-    conn.execute_batch(
+/// Makes the copy's next job id, and its configuration's version, [`GAP`]
+/// past the highest it holds.
+fn move_numbers_on(db: &Path) -> Result<(), rusqlite::Error> {
+    let mut conn = Connection::open(db)?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     )?;
-    conn.execute(
+    tx.execute(
         "INSERT INTO marks (name, value) VALUES ('jobs.last_id', \
          (SELECT max(coalesce((SELECT max(id) FROM jobs), 0), \
           coalesce((SELECT value FROM marks WHERE name = 'jobs.last_id'), 0))) + ?1) \
          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        [JOB_ID_GAP],
+        [GAP],
     )?;
-    Ok(())
+    // Every key's stamp moves alike, so their order stays, and devices
+    // are sent what applies to them; the next edit goes on from there.
+    tx.execute(
+        "INSERT INTO marks (name, value) VALUES ('config.version', \
+         coalesce((SELECT max(version) FROM config), 0) + ?1) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [GAP],
+    )?;
+    tx.execute("UPDATE config SET version = version + ?1", [GAP])?;
+    tx.commit()
 }
 
 /// Makes `dir` (mode 0700) or takes it if it exists and is empty;
@@ -286,11 +300,19 @@ mod tests {
         );
         // The copy opens as a store, and gives job ids past any the hub
         // can have given since.
-        let original = Store::open(&config.data_dir, Synchronous::Full).unwrap();
-        let restored = Store::open(&to, Synchronous::Full).unwrap();
+        let mut original = Store::open(&config.data_dir, Synchronous::Full).unwrap();
+        let mut restored = Store::open(&to, Synchronous::Full).unwrap();
         let job = crate::store::tests::echo_job(1);
         assert_eq!(original.submit_job(&job, 0).unwrap(), 1);
-        assert_eq!(restored.submit_job(&job, 0).unwrap(), JOB_ID_GAP as u64 + 1);
+        assert_eq!(restored.submit_job(&job, 0).unwrap(), GAP as u64 + 1);
+        // The configuration too: a device that applied a version the lost
+        // hub reached after the copy is sent the restored one.
+        let set = [("app.x".to_string(), "1".to_string())];
+        assert_eq!(original.config_edit("fleet", &set, &[], 0).unwrap(), 1);
+        assert_eq!(
+            restored.config_edit("fleet", &set, &[], 0).unwrap(),
+            GAP as u64 + 1
+        );
     }
 
     #[test]

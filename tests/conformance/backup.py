@@ -4,7 +4,10 @@ tells an operator to take them: `fleetmq-hub backup DIR` beside a running
 hub, what it writes and with which modes, `--json`'s shape, a backup that
 would replace a file refused, the hub storing on, and the copy run as a
 data directory: the same key, the samples stored before it, old jobs
-kept and new job ids a billion past them.
+kept and new job ids a billion past them. Then the device moves to the
+restored hub, as after a lost one: it gets in, is sent the restored
+configuration though it applied a later one, and runs a new job rather
+than answering it from memory of the lost hub's job of the same number.
 
 It starts a hub of its own and an agent of its own, pi-bk, with host
 metrics off, so that what is stored is what the script sent. Python's
@@ -43,6 +46,8 @@ def run(args, _ctx):
         for n in range(1, 11):
             send(agent, n)
         until_stored(hub, 10)
+        hub.cli.code(0, "config", "set", "app.color=blue")
+        until_config(agent, "blue")
         job = hub.cli.json("job", "submit", "--wait", "echo", "before the backup")
         check(job.get("state") == "done", "a job done before the backup", job)
 
@@ -53,6 +58,11 @@ def run(args, _ctx):
 
         send(agent, 11)
         until_stored(hub, 11)
+        hub.cli.code(0, "config", "set", "app.color=red")
+        until_config(agent, "red")
+        live = hub.cli.json("job", "submit", "--wait", "echo", "on the original")
+        check(live.get("id") == job["id"] + 1 and live.get("state") == "done",
+              "the original hub goes on, its job ids as before", (job, live))
         _, err = hub.cli.code(2, "backup", to, what="a backup into a directory that is not "
                               "empty exits 2")
         check("not empty" in err and to in err, "and says the directory is not empty", err)
@@ -64,7 +74,8 @@ def run(args, _ctx):
               "and makes no backup directory", os.listdir(args.work))
 
         restored = fleet.Hub(args.hub_command, copy, "")
-        restore(hub, restored, job["id"])
+        restore(restored, job["id"])
+        moved(agent, restored)
     finally:
         for p in (agent, restored, hub):
             if p:
@@ -103,7 +114,13 @@ def written(doc, to, data):
             check(a.read() == b.read(), f"{name} is the hub's", name)
 
 
-def restore(hub, restored, old_job):
+def until_config(agent, color):
+    fleet.until(f"the device applies app.color = {color}",
+                lambda: agent.ok("config", "get", "app.color", "--data-dir", agent.data).strip(),
+                lambda v: v == color)
+
+
+def restore(restored, old_job):
     """A hub run on the copy, as the README restores one."""
     check(restored.endpoints.get("security") == "curve", "the copy runs as a data directory, "
           "on CURVE with its key", restored.endpoints)
@@ -114,12 +131,23 @@ def restore(hub, restored, old_job):
           "what came after", vs)
     shown = restored.cli.json("job", "show", str(old_job))
     check(shown.get("state") == "done", "the job done before the backup is kept", shown)
-    new = restored.cli.json("job", "submit", "echo", "after the restore")
-    check(isinstance(new.get("id"), int) and new["id"] > old_job + 1_000_000_000,
-          "a new job's id is a billion past the backup's", (old_job, new))
-    live = hub.cli.json("job", "submit", "echo", "on the original")
-    check(live.get("id") == old_job + 1, "the original hub's ids go on as before",
-          (old_job, live))
+    listed = restored.cli.json("job", "list")
+    check([j["id"] for j in listed] == [old_job], "and only it: what came after is not", listed)
+
+
+def moved(agent, restored):
+    """The device, moved to the restored hub."""
+    agent.stop()
+    agent.start(hub=restored.endpoints["telemetry"])
+    fleet.until("the device gets into the restored hub (same key, its allow list)",
+                lambda: restored.cli.json("devices"),
+                lambda ds: [d["id"] for d in ds if d["online"]] == [DEVICE])
+    until_config(agent, "blue")
+    new = restored.cli.json("job", "submit", "--wait", "echo", "after the restore")
+    check(new.get("id", 0) > 1_000_000_000, "a new job's id is a billion past the backup's",
+          new)
+    check(new.get("state") == "done" and "after the restore" in str(new),
+          "and the device runs it, not answering with the lost hub's job of its number", new)
 
 
 if __name__ == "__main__":

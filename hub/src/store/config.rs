@@ -32,13 +32,16 @@ pub struct LayerKey {
     pub version: u64,
 }
 
+/// The configuration's version: the newest edit's, or the floor a backup
+/// set (`marks`: `config.version`) for a hub started on it.
+const VERSION: &str = "SELECT max(coalesce((SELECT max(version) FROM config), 0), \
+     coalesce((SELECT value FROM marks WHERE name = 'config.version'), 0))";
+
 impl Store {
     /// The configuration's version: the newest edit's (0: none yet).
     pub fn config_version(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT coalesce(max(version), 0) FROM config", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(VERSION, [], |r| r.get::<_, i64>(0))
             .map(|v| v.max(0) as u64)
             .doing("reading the configuration's version")
     }
@@ -68,9 +71,7 @@ impl Store {
     ) -> Result<u64, EditError> {
         let tx = self.conn.transaction().doing("editing the configuration")?;
         let now: i64 = tx
-            .query_row("SELECT coalesce(max(version), 0) FROM config", [], |r| {
-                r.get(0)
-            })
+            .query_row(VERSION, [], |r| r.get(0))
             .doing("editing the configuration")?;
         let now = now.max(0) as u64;
         if let Some(at) = at
