@@ -1,5 +1,6 @@
 //! The `fleetmq-hub` command line: `run` serves the fleet ([`crate::driver`]);
-//! the enrolment subcommands edit the allow list file; every other
+//! the enrolment subcommands edit the allow list file; `backup` copies the
+//! data directory ([`crate::backup`]); every other
 //! subcommand talks to a running hub through its operator socket (found with
 //! `--hub`, or from the `endpoints.json` the hub wrote into its
 //! `--data-dir`).
@@ -400,7 +401,6 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints `value` as JSON with --json, else `text`.
 /// `backup`: the copy, and how to use it.
 fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = hub::config_at(&a.at)?;
@@ -430,6 +430,7 @@ fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints `value` as JSON with --json, else `text`.
 fn say(json: bool, value: serde_json::Value, text: String) {
     if json {
         println!("{value}");
