@@ -1,6 +1,6 @@
 //! The hub's driver: the only code in the hub that touches zmq. One thread
 //! owns every socket, waits on them, hands what arrives to the [`Core`] and
-//! carries out the [`Action`]s it returns.
+//! carries out the [`crate::core::Action`]s it returns.
 //!
 //! [`Poll`] waits on the five agent-facing sockets, the operator socket,
 //! the socket monitors, the ZAP handler and the shutdown descriptor. Each

@@ -121,7 +121,7 @@ impl Core {
     }
 
     /// Whether to take a job from the queue now: a front-end with agents,
-    /// not already waiting for one, holding fewer than [`MAX_IN_HAND`].
+    /// not already waiting for one, holding fewer than `MAX_IN_HAND`.
     /// The driver asks only when its jobs socket can hand one out.
     pub fn wants_job(&self) -> bool {
         let j = &self.cluster_jobs;

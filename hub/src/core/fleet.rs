@@ -1,14 +1,14 @@
 //! One command for many devices: each member's share is kept in the store
 //! and sent, through the one-device command path (`commands.rs`), when its
 //! device is online; its answer, timeout or failure is stored for the
-//! operator to read ([`Request::FleetAnswers`]) as it comes. A share that
+//! operator to read ([`fleetmq_protocol::Request::FleetAnswers`]) as it comes. A share that
 //! waits past the time to live expires; one sent before a hub restart
 //! fails (its answer can no longer arrive, and a command may have acted,
 //! so it is not sent twice).
 //!
 //! The command path answers an operator client; a share's "client" is the
 //! hub itself (`commands::INTERNAL_CLIENT`) and its request id its row, and
-//! its answer waits there until [`Core::fleet_answers_in`] stores it.
+//! its answer waits there until `Core::fleet_answers_in` stores it.
 
 use fleetmq_protocol::{FleetAnswer, FleetCommand, OperatorError, Response};
 use tracing::{info, warn};

@@ -133,7 +133,7 @@ impl Core {
     /// Whether this round has read as much as one round may (every frame
     /// read counts, stored or refused): the driver then stops reading and
     /// stores what it kept, so the loop's work per round is bounded
-    /// whatever devices send ([`ROUND_RECORDS`], [`ROUND_BYTES`]).
+    /// whatever devices send (`ROUND_RECORDS`, `ROUND_BYTES`).
     pub fn round_full(&self) -> bool {
         let r = &self.telemetry;
         r.records >= ROUND_RECORDS || r.bytes >= ROUND_BYTES

@@ -1,7 +1,7 @@
 //! The hub's HTTP side: the fleet page at `/`, `/metrics` for Prometheus,
 //! `/health`, and the small JSON API the page reads.
 //!
-//! It runs on its own thread ([`server`]: hyper on a small tokio runtime)
+//! It runs on its own thread (`server`: hyper on a small tokio runtime)
 //! and asks the hub loop through the operator socket, like the command line
 //! does, so it never touches the store or the hub's state directly; the
 //! reads that scan the store run off the hub loop, so a slow scraper cannot

@@ -82,8 +82,8 @@ impl Store {
     /// Returns one outcome per batch and the chat rows that are new.
     ///
     /// A batch whose number is above its device's highest, or in a hole
-    /// below it, is new ([`Numbers`]). Any other is looked for among the
-    /// device's newest [`LOOK_BACK`] batches: the very bytes stored before
+    /// below it, is new (`Numbers`). Any other is looked for among the
+    /// device's newest `LOOK_BACK` batches: the very bytes stored before
     /// make it a resend, acked again; other bytes, or none found, mean
     /// another agent uses the number, and it is told where to go on from.
     pub fn store_batches(
@@ -235,7 +235,7 @@ impl Store {
     /// Batches are found by device (indexed with their ids) and by when
     /// the hub stored them (indexed): a sample taken at or after
     /// `since_ms` was stored after it, give or take a device clock that
-    /// runs ahead of the hub's, which [`CLOCK_AHEAD_MS`] allows for. Bodies
+    /// runs ahead of the hub's, which `CLOCK_AHEAD_MS` allows for. Bodies
     /// are decoded on the way out.
     pub fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<TelemetryRow>, StoreError> {
         let limit = q.limit.clamp(1, 10_000) as usize;
