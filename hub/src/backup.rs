@@ -166,29 +166,34 @@ fn fill(config: &HubConfig, store: &Path, to: &Path, target: &str) -> Result<Bac
     })
 }
 
-/// How far a hub started on the copy moves its job ids and configuration
-/// versions on: more than the hub it was copied from hands out between a
-/// backup and its restore. Devices remember both: an agent answers a job
-/// id it ran with that job's result instead of running it, and a device
-/// is sent the configuration only when its version is past the one it
-/// applied.
+/// How far a hub started on the copy moves its job and fleet command ids
+/// and its configuration version on: more than the hub it was copied from
+/// hands out between a backup and its restore. Devices remember two of
+/// them: an agent answers a job id it ran with that job's result instead
+/// of running it, and a device is sent the configuration only when its
+/// version is past the one it applied. A fleet command's id is what an
+/// operator's script reads its answers by.
 pub const GAP: i64 = 1_000_000_000;
 
-/// Makes the copy's next job id, and its configuration's version, [`GAP`]
-/// past the highest it holds.
+/// Makes the copy's next job and fleet command ids, and its
+/// configuration's version, [`GAP`] past the highest it holds.
 fn move_numbers_on(db: &Path) -> Result<(), rusqlite::Error> {
     let mut conn = Connection::open(db)?;
     let tx = conn.transaction()?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     )?;
-    tx.execute(
-        "INSERT INTO marks (name, value) VALUES ('jobs.last_id', \
-         (SELECT max(coalesce((SELECT max(id) FROM jobs), 0), \
-          coalesce((SELECT value FROM marks WHERE name = 'jobs.last_id'), 0))) + ?1) \
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        [GAP],
-    )?;
+    for table in ["jobs", "fleet_commands"] {
+        tx.execute(
+            &format!(
+                "INSERT INTO marks (name, value) VALUES (?2, \
+                 (SELECT max(coalesce((SELECT max(id) FROM {table}), 0), \
+                  coalesce((SELECT value FROM marks WHERE name = ?2), 0))) + ?1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+            ),
+            rusqlite::params![GAP, format!("{table}.last_id")],
+        )?;
+    }
     // Every key's stamp moves alike, so their order stays, and devices
     // are sent what applies to them; the next edit goes on from there.
     tx.execute(
@@ -313,6 +318,11 @@ mod tests {
             restored.config_edit("fleet", &set, &[], 0).unwrap(),
             GAP as u64 + 1
         );
+        // And fleet commands, read by their ids.
+        let ping = fleetmq_protocol::Command::Ping;
+        let fleet = |s: &mut Store| s.fleet_submit(&ping, "all", &[], 0, 1, 0).unwrap();
+        assert_eq!(fleet(&mut original), 1);
+        assert_eq!(fleet(&mut restored), GAP as u64 + 1);
     }
 
     #[test]
