@@ -21,6 +21,7 @@ Each command is a binary, or a runner and it. Exit status as client.py's.
 
 import os
 import stat
+import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # nothing written into the source tree
@@ -115,9 +116,13 @@ def written(doc, to, data):
 
 
 def until_config(agent, color):
-    fleet.until(f"the device applies app.color = {color}",
-                lambda: agent.ok("config", "get", "app.color", "--data-dir", agent.data).strip(),
-                lambda v: v == color)
+    """Waits until the device's programs read `color`; until the document
+    arrives `config get` exits 1, which is asked again."""
+    def read():
+        done = subprocess.run([*agent.command, "config", "get", "app.color", "--data-dir",
+                               agent.data], capture_output=True, text=True, timeout=client.WAIT_S)
+        return done.stdout.strip() if done.returncode == 0 else done.stderr.strip()
+    fleet.until(f"the device applies app.color = {color}", read, lambda v: v == color)
 
 
 def restore(restored, old_job):
