@@ -186,12 +186,11 @@ fn move_numbers_on(db: &Path) -> Result<(), rusqlite::Error> {
     for table in ["jobs", "fleet_commands"] {
         tx.execute(
             &format!(
-                "INSERT INTO marks (name, value) VALUES (?2, \
-                 (SELECT max(coalesce((SELECT max(id) FROM {table}), 0), \
-                  coalesce((SELECT value FROM marks WHERE name = ?2), 0))) + ?1) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                "INSERT INTO marks (name, value) VALUES ('{table}.last_id', {} + ?1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                crate::store::highest_id(table)
             ),
-            rusqlite::params![GAP, format!("{table}.last_id")],
+            [GAP],
         )?;
     }
     // Every key's stamp moves alike, so their order stays, and devices

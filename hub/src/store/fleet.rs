@@ -16,13 +16,6 @@ pub struct FleetWaiting {
     pub timeout_ms: u32,
 }
 
-/// A new fleet command's id: past the highest stored, and past the floor a
-/// backup set (`marks`: `fleet_commands.last_id`) for a hub started on it,
-/// so that `command --answers ID` never names a command the lost hub
-/// gave that number.
-const NEXT_FLEET_ID: &str = "(SELECT max(coalesce((SELECT max(id) FROM fleet_commands), 0), \
-     coalesce((SELECT value FROM marks WHERE name = 'fleet_commands.last_id'), 0)) + 1)";
-
 impl Store {
     /// Keeps `command` for each of `devices` until `expires_ms`; returns
     /// its id.
@@ -37,9 +30,12 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let tx = self.conn.transaction().doing("keeping a fleet command")?;
         tx.execute(
+            // Past a backup's floor too, so that `command --answers ID`
+            // never names a command the lost hub gave that number.
             &format!(
                 "INSERT INTO fleet_commands (id, command, target, timeout_ms, created_ms, expires_ms)
-                 VALUES ({NEXT_FLEET_ID}, ?1, ?2, ?3, ?4, ?5)"
+                 VALUES ({} + 1, ?1, ?2, ?3, ?4, ?5)",
+                super::highest_id("fleet_commands")
             ),
             params![
                 json(command),

@@ -31,8 +31,9 @@ pub(super) fn cut_output(o: &mut fleetmq_protocol::Output, most: usize) {
 /// alone would give the highest stored plus one, and so reuse the ids of
 /// the newest jobs once retention pruned them: an agent that ran such an
 /// id would answer the new job with the old one's result.
-const NEXT_JOB_ID: &str = "(SELECT max(coalesce((SELECT max(id) FROM jobs), 0), \
-     coalesce((SELECT value FROM marks WHERE name = 'jobs.last_id'), 0)) + 1)";
+fn next_job_id() -> String {
+    format!("{} + 1", super::highest_id("jobs"))
+}
 
 impl Store {
     /// Queues a job; returns its id.
@@ -40,7 +41,7 @@ impl Store {
         self.conn
             .execute(
                 &format!("INSERT INTO jobs (id, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms)
-                 VALUES ({NEXT_JOB_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5)"),
+                 VALUES ({}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5)", next_job_id()),
                 params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64],
             )
             .doing("queueing a job")?;
@@ -136,7 +137,7 @@ impl Store {
         let tx = self.conn.transaction().doing("queueing a job")?;
         tx.execute(
             &format!("INSERT INTO jobs (id, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, kind, target)
-             VALUES ({NEXT_JOB_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'fanout', ?6)"),
+             VALUES ({}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'fanout', ?6)", next_job_id()),
             params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64, target],
         )
         .doing("queueing a job")?;
@@ -144,7 +145,7 @@ impl Store {
         for device in devices {
             tx.execute(
                 &format!("INSERT INTO jobs (id, spec, state, max_attempts, timeout_ms, lease_ms, created_ms, updated_ms, kind, aim, parent, expires_ms)
-                 VALUES ({NEXT_JOB_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'run', ?6, ?7, ?8)"),
+                 VALUES ({}, ?1, 'queued', ?2, ?3, ?4, ?5, ?5, 'run', ?6, ?7, ?8)", next_job_id()),
                 params![json(&job.spec), job.max_attempts, job.timeout_ms, job.lease_ms, now_ms as i64, device, id, expires_ms as i64],
             )
             .doing("queueing a job")?;

@@ -259,6 +259,17 @@ CREATE TRIGGER IF NOT EXISTS jobs_last_id AFTER DELETE ON jobs BEGIN
 END;
 ";
 
+/// The highest id `table` has given: its highest row's, or the floor kept
+/// in `marks` under `TABLE.last_id` (the highest pruned job's, or one a
+/// backup set past the copy's), whichever is higher. Tables whose ids a
+/// device or an operator's script remembers give the next id past it.
+pub(crate) fn highest_id(table: &str) -> String {
+    format!(
+        "max(coalesce((SELECT max(id) FROM {table}), 0), \
+         coalesce((SELECT value FROM marks WHERE name = '{table}.last_id'), 0))"
+    )
+}
+
 /// Connects and disconnects kept per device (the oldest go first).
 pub const PRESENCE_LOG_KEEP: u32 = 200;
 
