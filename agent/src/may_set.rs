@@ -30,10 +30,10 @@ pub const KEYS: &[&str] = &[
 
 /// Whether `may_set` lets the hub set `key`: named exactly, or by a
 /// `prefix.*` pattern.
-pub fn allowed(may_set: &[String], key: &str) -> bool {
-    may_set.iter().any(|m| match m.strip_suffix(".*") {
+pub fn allowed(may_set: &[impl AsRef<str>], key: &str) -> bool {
+    may_set.iter().any(|m| match m.as_ref().strip_suffix(".*") {
         Some(prefix) => key.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')),
-        None => m == key,
+        None => m.as_ref() == key,
     })
 }
 

@@ -16,27 +16,23 @@ pub struct Diff {
     pub needs_restart: Vec<String>,
 }
 
-/// What a SIGHUP applies at once: a key, or every key of a `section.`.
+/// What a SIGHUP applies at once: a key, or every key of a `section.*`,
+/// matched as `[remote] may_set` matches.
 /// Any other key waits for a restart, so a key added to the config is
 /// safe until it is made live here and in the driver's `apply_live`.
 const LIVE: &[&str] = &[
     "telemetry.sample_interval_ms",
-    "host.",
+    "host.*",
     "ingest.statsd_interval_ms",
     "ingest.percentiles",
-    "jobs.",
-    "commands.",
-    "exec.",
-    "remote.",
+    "jobs.*",
+    "commands.*",
+    "exec.*",
+    "remote.*",
 ];
 
 fn live(key: &str) -> bool {
-    LIVE.iter().any(|l| match l.strip_suffix('.') {
-        Some(section) => key
-            .strip_prefix(section)
-            .is_some_and(|r| r.starts_with('.')),
-        None => key == *l,
-    })
+    crate::may_set::allowed(LIVE, key)
 }
 
 /// Compares the running configuration `old` with `new`, key by key.
