@@ -120,7 +120,8 @@ impl Agent {
         let crate::reload::Diff {
             applied,
             needs_restart: restart,
-        } = self.apply_live(out.config);
+        } = crate::reload::diff(&self.cfg, &out.config);
+        self.apply_live(out.config);
         info!(applied = ?applied, "SIGHUP: configuration reloaded");
         if !restart.is_empty() {
             warn!(
@@ -172,9 +173,8 @@ impl Agent {
     }
 
     /// Makes `new` the running configuration where it can change while
-    /// running; says what changed and what waits for a restart.
-    fn apply_live(&mut self, new: crate::config::AgentConfig) -> crate::reload::Diff {
-        let diff = crate::reload::diff(&self.cfg, &new);
+    /// running (`LIVE` in `reload.rs`); the rest keeps its running value.
+    fn apply_live(&mut self, new: crate::config::AgentConfig) {
         let now = Instant::now();
         if new.telemetry.sample_interval_ms != self.cfg.telemetry.sample_interval_ms {
             self.cfg.telemetry.sample_interval_ms = new.telemetry.sample_interval_ms;
@@ -213,7 +213,6 @@ impl Agent {
         {
             self.send_offer();
         }
-        diff
     }
 
     /// Answers local clients of the control socket.
