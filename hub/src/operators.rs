@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use fleetmq_protocol::{Request, validate_device_id};
+use fleetmq_protocol::{Request, validate_operator_name};
 
 use crate::enrolment::AllowError;
 
@@ -102,7 +102,7 @@ impl Operators {
                     "{entry:?} is not NAME ROLE PUBLIC_KEY (three words; ROLE is read or admin)"
                 )));
             };
-            validate_device_id(name).map_err(|e| err(format!("operator name: {e}")))?;
+            validate_operator_name(name).map_err(|e| err(e.to_string()))?;
             let role = Role::parse(role)
                 .ok_or_else(|| err(format!("role {role:?} is not read or admin")))?;
             fleetmq_net::keys::check(key)
@@ -197,7 +197,7 @@ mod tests {
     fn an_operators_user_id_never_looks_like_a_device() {
         let id = user_id("alice", Role::Read);
         assert_eq!(id, "operator:read:alice");
-        assert!(validate_device_id(&id).is_err());
+        assert!(fleetmq_protocol::validate_device_id(&id).is_err());
         assert_eq!(from_user_id(&id), Some(("alice", Role::Read)));
         assert_eq!(from_user_id("pi-1"), None);
         assert_eq!(from_user_id("operator:root:x"), None);

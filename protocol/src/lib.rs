@@ -38,6 +38,7 @@ pub use envelope::{DecodeError, EncodeError, VERSION};
 pub use messages::*;
 pub use names::{
     NameError, RouteError, Target, route, route_device, validate_device_id, validate_group,
+    validate_operator_name,
 };
 pub use operator::*;
 pub use telemetry::{Batch, BatchBuilder, BatchError, ChatLine, Sample, Value};

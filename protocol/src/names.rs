@@ -26,13 +26,13 @@ pub enum NameError {
     /// Empty names cannot route anything.
     #[error("{what} is empty; use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 . _ -")]
     Empty {
-        /// "device id" or "group".
+        /// "device id", "group" or "operator name".
         what: &'static str,
     },
     /// Longer than [`MAX_NAME_LEN`].
     #[error("{what} {name:?} is {len} bytes long; the limit is {MAX_NAME_LEN}")]
     TooLong {
-        /// "device id" or "group".
+        /// "device id", "group" or "operator name".
         what: &'static str,
         /// The name, for the message.
         name: String,
@@ -42,7 +42,7 @@ pub enum NameError {
     /// Contains a character outside the allowed set.
     #[error("{what} {name:?} contains {bad:?}; use only A-Z a-z 0-9 . _ -")]
     BadChar {
-        /// "device id" or "group".
+        /// "device id", "group" or "operator name".
         what: &'static str,
         /// The name, for the message.
         name: String,
@@ -81,6 +81,12 @@ fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
 /// so it must not contain `/` or bytes that would be ambiguous in a prefix.
 pub fn validate_device_id(id: &str) -> Result<(), NameError> {
     validate("device id", id)
+}
+
+/// Checks an operator's name (in the hub's operator allow list), with the
+/// same rules as a device id.
+pub fn validate_operator_name(name: &str) -> Result<(), NameError> {
+    validate("operator name", name)
 }
 
 /// Checks a group name, with the same rules as a device id.

@@ -48,11 +48,30 @@ def remote(args, hub):
                          what="keygen --operator makes an operator's key pair")
     with open(os.path.join(keys, "operator.pub")) as f:
         key = f.read().strip()
-    lines = {line for line in out.splitlines() if line.startswith("alice ")}
-    check(lines == {f"alice read {key}", f"alice admin {key}"},
-          "it prints the allow-list lines for each role, with its public key", out)
+    lines = [line for line in out.splitlines() if line.startswith("echo ")]
+    check(lines == [f"echo 'alice read {key}' >> DATA_DIR/allowed_operators",
+                    f"echo 'alice admin {key}' >> DATA_DIR/allowed_operators"],
+          "it prints a command a role, each adding the allow-list line with its public key",
+          out)
+    # The key is Z85, full of < > ( ) & $: pasted into a shell, each printed
+    # command must append exactly its line, and nothing else.
+    pasted = os.path.join(args.work, "pasted")
+    os.makedirs(pasted, exist_ok=True)
+    for line in lines:
+        subprocess.run(["sh", "-c", line.replace("DATA_DIR", pasted)], cwd=pasted,
+                       check=True, timeout=10)
+    with open(os.path.join(pasted, "allowed_operators")) as f:
+        appended = f.read()
+    check(appended == f"alice read {key}\nalice admin {key}\n" and os.listdir(pasted) == ["allowed_operators"],
+          "the printed commands, run by a shell, append the two lines and make no other file",
+          (appended, os.listdir(pasted)))
     laptop.code(NO, "keygen", "--operator", "alice", "--data-dir", keys,
                 what="a second keygen does not replace the key pair")
+    spaced = os.path.join(args.work, "spaced")
+    _, err = laptop.code(USAGE, "keygen", "--operator", "al ice", "--data-dir", spaced,
+                         what="an operator name the allow list cannot hold: exit 2")
+    check("operator name" in err and "use only" in err and not os.path.exists(spaced),
+          "it says what is wrong with the name and makes no key pair", err)
 
     endpoint = hub.endpoints.get("operator_remote", "")
     check(endpoint.startswith("tcp://127.0.0.1:"),

@@ -75,8 +75,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             operator: Some(name),
             json,
         }) => {
-            fleetmq_protocol::validate_device_id(&name)
-                .map_err(|e| anyhow::anyhow!("operator name: {e}"))?;
+            fleetmq_protocol::validate_operator_name(&name)
+                .map_err(|e| usage(&format!("--operator: {e}")))?;
             let pair = fleetmq_net::keys::generate()?;
             let (secret, public) = fleetmq_net::keys::write(&data_dir, "operator", &pair, force)?;
             say(
@@ -89,8 +89,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }),
                 format!(
                     "secret key: {} (mode 0600; it never leaves this machine)\npublic key: {}\n\
-                     on the hub, add one of these lines to its operator allow list (DATA_DIR/allowed_operators):\n\
-                     {name} read {}\n{name} admin {}\n\
+                     on the hub, add one of these lines to its operator allow list, DATA_DIR/allowed_operators (applied at once):\n\
+                     echo '{name} read {}' >> DATA_DIR/allowed_operators\n\
+                     echo '{name} admin {}' >> DATA_DIR/allowed_operators\n\
                      then: fleetmq-hub devices --hub tcp://HUB:PORT --hub-key HUB_PUBLIC_KEY --operator-keys {}\n",
                     secret.display(),
                     public.display(),

@@ -38,7 +38,7 @@ pub enum ClientError {
     #[error("for the hub's remote operator socket: {0}")]
     Keys(String),
     #[error(
-        "the hub at {endpoint} refused this operator's key {key} at the handshake: the hub's operator allow list (DATA_DIR/allowed_operators) needs the line `NAME read KEY` or `NAME admin KEY` that `fleetmq-hub keygen --operator NAME` printed for it"
+        "the hub at {endpoint} refused this operator's key {key} at the handshake: the hub's operator allow list (DATA_DIR/allowed_operators) needs the line `NAME read KEY` or `NAME admin KEY` (`fleetmq-hub keygen --operator NAME` printed the commands that add it)"
     )]
     KeyRefused { endpoint: String, key: String },
     #[error(
