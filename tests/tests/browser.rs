@@ -368,6 +368,44 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         hovered["shown"], "visible",
         "the cursor follows the pointer: {hovered}"
     );
+    // Every chart's three value ticks read differently: a flat series (the
+    // disk's size) and one that moves by a few KiB in GiB (memory available).
+    let ticks = page.wait_until(
+        "every chart of pi-b1 drawn",
+        r#"[...document.querySelectorAll('#d-charts [data-series]')].map(c =>
+            [c.dataset.series, [...c.querySelectorAll('.axis text')].slice(0, 3).map(t => t.textContent)])"#,
+        "cs => cs.length >= 5 && cs.every(([, t]) => t.length === 3)",
+    );
+    for chart in ticks.as_array().unwrap() {
+        let labels: Vec<&str> = chart[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert!(
+            labels[0] != labels[1] && labels[1] != labels[2] && labels[0] != labels[2],
+            "{}'s axis repeats a value: {labels:?}",
+            chart[0]
+        );
+    }
+    // Bytes through an interface count up since boot: charted per second,
+    // once two of its buckets are in (the charts are read every 10 s).
+    let rate = page.wait_until(
+        "pi-b1's received bytes as a rate",
+        r#"(() => { const c = document.querySelector('[data-series^="host.net.rx_bytes"]');
+        return c && c.querySelector(".axis") && { title: c.querySelector("h3").textContent, axis: c.querySelector(".axis").textContent,
+            readout: c.querySelector(".readout").textContent, last: c.querySelector("svg").dataset.last }; })()"#,
+        r#"c => c && c.last !== """#,
+    );
+    assert!(
+        rate["title"].as_str().unwrap().ends_with("per second")
+            && rate["axis"].as_str().unwrap().contains("B/s")
+            && rate["readout"].as_str().unwrap().contains("B/s"),
+        "an interface's bytes are charted as a rate: {rate}"
+    );
+    let last: f64 = rate["last"].as_str().unwrap().parse().unwrap();
+    assert!(last >= 0.0, "a rate is never negative: {rate}");
     page.wait_until(
         "pi-b1's facts and configuration",
         r#"document.getElementById("d-facts").textContent + "|" + document.getElementById("d-config").textContent"#,
