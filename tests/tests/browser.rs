@@ -327,6 +327,32 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         json!(true),
         "a reader is shown no actions"
     );
+    // The header: what the store holds, what came since the start, and a
+    // store that cannot be written said in words (a full disk, as the hub
+    // reports it in stats: here put into the page's answer).
+    page.wait_until(
+        "the header",
+        r#"document.getElementById("summary").textContent"#,
+        r#"t => /devices online · [\d.]+ (B|KiB|MiB) of telemetry stored · \d+ samples since start · .* up \d+ s$/.test(t)"#,
+    );
+    page.eval(
+        r#"(() => { window.realFetch = window.fetch;
+        window.fetch = async (path, o) => { const r = await window.realFetch(path, o);
+            if (!String(path).startsWith("/api/stats")) return r;
+            const s = await r.json(); s.storage_problem = "disk full (test)";
+            return new Response(JSON.stringify(s), { status: 200 }); }; })()"#,
+    );
+    page.wait_until(
+        "a storage problem said",
+        r#"document.getElementById("error").textContent"#,
+        r#"t => t.includes("cannot store telemetry: disk full (test)") && t.includes("send it again")"#,
+    );
+    page.eval("window.fetch = window.realFetch");
+    page.wait_until(
+        "the storage problem gone once the hub stores again",
+        r#"document.getElementById("error").textContent"#,
+        r#"t => t === """#,
+    );
     page.wait_until(
         "the chat line",
         r#"document.getElementById("chat").textContent"#,
