@@ -1478,6 +1478,14 @@ fn prometheus_health_and_the_json_api_show_the_fleet() {
         body.contains("limit=\"many\" is not a whole number"),
         "{body}"
     );
+    // A misspelt filter is refused by name, not ignored (which would
+    // answer for every device).
+    let (status, body) = http("GET", &url, "/api/telemetry?devcie=pi-m&last=1");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("no parameter \"devcie\"") && body.contains("device"),
+        "{body}"
+    );
     let (status, body) = http("GET", &url, "/nowhere");
     assert_eq!(status, 404);
     assert!(body.contains("/metrics"), "{body}");

@@ -106,6 +106,52 @@ fn failed(e: ClientError) -> Answer {
     }
 }
 
+/// The query parameters each JSON path takes. Any other is refused, so a
+/// misspelt filter (`devcie=pi-1`) is told rather than ignored, which would
+/// answer for the whole fleet.
+const PARAMETERS: &[(&str, &[&str])] = &[
+    ("/api/stats", &[]),
+    ("/api/devices", &[]),
+    ("/api/alerts", &[]),
+    ("/api/latest", &["device", "name"]),
+    ("/api/presence", &["device", "limit"]),
+    ("/api/config", &["device"]),
+    (
+        "/api/series",
+        &["device", "name", "since", "until", "points"],
+    ),
+    (
+        "/api/telemetry",
+        &[
+            "device", "name", "tags", "since", "until", "last", "after", "limit",
+        ],
+    ),
+    ("/api/chat", &["last", "after", "limit"]),
+    ("/api/jobs", &["limit"]),
+    ("/api/commands", &["limit"]),
+];
+
+/// Why `query` does not suit `path`, if a JSON path's parameter is not
+/// one it takes.
+fn unknown_parameter(path: &str, query: &HashMap<String, String>) -> Option<String> {
+    let (_, takes) = PARAMETERS.iter().find(|(p, _)| *p == path)?;
+    let mut unknown: Vec<&str> = query
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !takes.contains(k))
+        .collect();
+    unknown.sort_unstable();
+    let first = unknown.first()?;
+    Some(if takes.is_empty() {
+        format!("{path} takes no parameters; {first:?} is not one")
+    } else {
+        format!(
+            "{path} has no parameter {first:?}; it takes {}",
+            takes.join(", ")
+        )
+    })
+}
+
 /// Answers one GET of `url` (path and query).
 fn route(hub: &mut Client, url: &str) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
@@ -113,6 +159,9 @@ fn route(hub: &mut Client, url: &str) -> Answer {
         Ok(q) => q,
         Err(e) => return (400, "text/plain", format!("{e}\n")),
     };
+    if let Some(e) = unknown_parameter(path, &query) {
+        return (400, "text/plain", format!("{e}\n"));
+    }
     let number = |key: &str, default: u64| -> Result<u64, String> {
         query.get(key).map_or(Ok(default), |v| {
             v.parse()
@@ -293,7 +342,12 @@ fn parse_query(query: &str) -> Result<HashMap<String, String>, String> {
     let mut map = HashMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(unescape(k)?, unescape(v)?);
+        let k = unescape(k)?;
+        if map.insert(k.clone(), unescape(v)?).is_some() {
+            return Err(format!(
+                "{k:?} is given twice; give it once (a list such as name=A,B takes commas)"
+            ));
+        }
     }
     Ok(map)
 }

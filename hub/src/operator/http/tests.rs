@@ -41,6 +41,39 @@ fn queries_decode_and_bad_escapes_say_so() {
     assert!(err.contains("%-escape"), "{err}");
 }
 
+#[test]
+fn a_parameter_a_path_does_not_take_or_one_given_twice_is_refused_by_name() {
+    let q = |s: &str| parse_query(s).unwrap();
+    let misspelt = unknown_parameter("/api/telemetry", &q("devcie=pi-1&last=5")).unwrap();
+    assert!(
+        misspelt.contains("\"devcie\"") && misspelt.contains("device, name, tags"),
+        "{misspelt}"
+    );
+    let none = unknown_parameter("/api/stats", &q("x=1")).unwrap();
+    assert!(none.contains("takes no parameters"), "{none}");
+    for (path, query) in [
+        (
+            "/api/telemetry",
+            "device=a&name=b&tags=k=v&since=1&until=2&last=3&after=4&limit=5",
+        ),
+        ("/api/series", "device=a&name=b&since=1&until=2&points=3"),
+        ("/api/chat", "last=1&after=2&limit=3"),
+        ("/api/latest", "device=a&name=b,c"),
+        ("/api/presence", "device=a&limit=1"),
+        ("/api/config", "device=a"),
+        ("/api/jobs", "limit=1"),
+        ("/api/commands", "limit=1"),
+        ("/api/stats", ""),
+        // The page and the scrape paths take none, and are not checked.
+        ("/metrics", "anything=1"),
+        ("/", "anything=1"),
+    ] {
+        assert_eq!(unknown_parameter(path, &q(query)), None, "{path}?{query}");
+    }
+    let twice = parse_query("device=a&device=b").unwrap_err();
+    assert!(twice.contains("\"device\" is given twice"), "{twice}");
+}
+
 /// Counters for an exposition test.
 fn stats() -> HubStats {
     HubStats {
