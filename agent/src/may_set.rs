@@ -14,19 +14,9 @@ pub const DEFAULT_MAY_SET: &[&str] = &[
     "app.*",
 ];
 
-/// The keys that can be set remotely, besides `app.*`.
-pub const KEYS: &[&str] = &[
-    "telemetry.sample_interval_ms",
-    "host.interval_ms",
-    "host.collect",
-    "host.mounts",
-    "host.interfaces",
-    "ingest.statsd_interval_ms",
-    "ingest.percentiles",
-    "jobs.allow",
-    "commands.allow",
-    "exec.programs",
-];
+/// The keys that can be set remotely, besides `app.*`: the protocol's
+/// list, which the hub's `config set` checks against too.
+pub use fleetmq_protocol::CONFIG_KEYS as KEYS;
 
 /// Whether `may_set` lets the hub set `key`: named exactly, or by a
 /// `prefix.*` pattern.

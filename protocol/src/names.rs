@@ -83,6 +83,23 @@ pub fn validate_device_id(id: &str) -> Result<(), NameError> {
     validate("device id", id)
 }
 
+/// The keys an agent of this release takes from the hub's desired
+/// configuration, besides the free `app.*` keys; each only where the
+/// device's `[remote] may_set` names it. The hub's `config set` refuses
+/// any other key, a typo most likely, unless told the agents are newer.
+pub const CONFIG_KEYS: &[&str] = &[
+    "telemetry.sample_interval_ms",
+    "host.interval_ms",
+    "host.collect",
+    "host.mounts",
+    "host.interfaces",
+    "ingest.statsd_interval_ms",
+    "ingest.percentiles",
+    "jobs.allow",
+    "commands.allow",
+    "exec.programs",
+];
+
 /// Checks an operator's name (in the hub's operator allow list), with the
 /// same rules as a device id.
 pub fn validate_operator_name(name: &str) -> Result<(), NameError> {

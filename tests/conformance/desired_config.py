@@ -83,6 +83,24 @@ def desired(hub, north, wide):
     hub.code(0, "config", "set", "--if-version", str(last), "app.mode=eco",
              what="and taken at the current one")
 
+    # --- a key no agent of this release takes: a typo, refused before it is sent ---
+    before = hub.json("config", "show", NORTH)["desired_version"]
+    _, err = hub.code(2, "config", "set", "host.intervl_ms=5000",
+                      what="a key agents do not take is refused as a command-line mistake")
+    check("host.intervl_ms" in err and "host.interval_ms" in err and "--force" in err,
+          "naming the key, the keys agents take, and --force", err)
+    check(hub.json("config", "show", NORTH)["desired_version"] == before,
+          "and nothing changes", before)
+    out, _ = hub.code(0, "config", "set", "--all", "--force", "future.key=1",
+                      what="--force sets it (for agents newer than the hub); --all names the fleet")
+    last = version_of(out)
+    status = fleet.until("the devices report version " + str(last),
+                         lambda: hub.json("config", "status"),
+                         lambda s: all(d["applied_version"] == last for d in s["devices"]))
+    check(all("future.key" in d["errors"] for d in status["devices"]),
+          "and each device refuses a key it does not take, saying so", status["devices"])
+    hub.code(0, "config", "unset", "future.key", what="unset takes it out without --force")
+
     # --- may_set: what a device lets the hub change ------------------------------
     out, _ = hub.code(0, "config", "set", "jobs.allow=echo,exec", "telemetry.sample_interval_ms=5")
     last = version_of(out)

@@ -349,6 +349,10 @@ pub(super) enum ConfigCmd {
 /// Which layer an edit is for.
 #[derive(Args)]
 pub(super) struct LayerArgs {
+    /// The fleet's layer, under every group's and device's: what is edited
+    /// without --group or --device (as jobs and commands say --all).
+    #[arg(long, conflicts_with_all = ["group", "device"])]
+    pub(super) all: bool,
     /// The group's layer (groups apply in name order, over the fleet's).
     #[arg(long, conflicts_with = "device")]
     pub(super) group: Option<String>,
@@ -382,6 +386,10 @@ pub(super) struct ConfigSetArgs {
     /// app.NAME, ...); lists as a,b,c.
     #[arg(required = true, value_name = "KEY=VALUE")]
     pub(super) pairs: Vec<String>,
+    /// Set keys agents of this release do not take (for agents newer than
+    /// this hub); without it such a key is refused as a likely typo.
+    #[arg(long)]
+    pub(super) force: bool,
 }
 
 #[derive(Args)]

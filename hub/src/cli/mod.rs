@@ -339,6 +339,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         .ok_or_else(|| usage(&format!("{p:?}: give KEY=VALUE")))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            if !a.force
+                && let Some((key, _)) = set.iter().find(|(k, _)| !agents_take(k))
+            {
+                return Err(usage(&format!(
+                    "{key:?} is not a key agents of this release take from the hub (a typo?); \
+                     they take {} and app.NAME. For a key only agents newer than this hub take, give --force",
+                    fleetmq_protocol::CONFIG_KEYS.join(", ")
+                )));
+            }
             ask::config_edit(&a.op, &a.layer, set, Vec::new())
         }
         Cmd::Config(ConfigCmd::Unset(a)) => {
@@ -440,6 +449,14 @@ fn say(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
+/// Whether agents of this release take `key` from the hub's desired
+/// configuration (if their `may_set` lets them).
+fn agents_take(key: &str) -> bool {
+    key.strip_prefix("app.")
+        .is_some_and(|name| !name.is_empty())
+        || fleetmq_protocol::CONFIG_KEYS.contains(&key)
+}
+
 /// A mistake on the command line that clap cannot see: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -454,6 +471,21 @@ mod tests {
     use std::ffi::OsString;
 
     use super::*;
+
+    #[test]
+    fn config_set_knows_the_keys_agents_take() {
+        for key in [
+            "host.interval_ms",
+            "exec.programs",
+            "app.greeting",
+            "app.a.b",
+        ] {
+            assert!(agents_take(key), "{key}");
+        }
+        for key in ["host.intervl_ms", "host", "app.", "spool.max_bytes", "hub"] {
+            assert!(!agents_take(key), "{key}");
+        }
+    }
 
     #[test]
     fn allow_takes_a_key_that_starts_with_a_dash_as_the_key() {
