@@ -1210,7 +1210,7 @@ fn an_agent_told_to_relink_connects_its_command_socket_again() {
 }
 
 /// `fleetmq-hub keygen --operator NAME` in `dir`: the line for the hub's
-/// operator allow list with `role`.
+/// operator allow list with `role`, from the `echo 'LINE' >> ...` printed.
 fn operator_keygen(dir: &Path, name: &str, role: &str) -> String {
     let out = run_ok(
         hub_command()
@@ -1220,9 +1220,12 @@ fn operator_keygen(dir: &Path, name: &str, role: &str) -> String {
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     printed
         .lines()
-        .find(|l| l.starts_with(&format!("{name} {role} ")))
+        .find_map(|l| {
+            l.strip_prefix(&format!("echo '{name} {role} "))
+                .and_then(|rest| rest.split_once('\''))
+                .map(|(key, _)| format!("{name} {role} {key}"))
+        })
         .unwrap_or_else(|| panic!("keygen prints the {role} line: {printed}"))
-        .to_string()
 }
 
 #[test]
