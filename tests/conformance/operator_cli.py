@@ -106,6 +106,22 @@ def run(args, _ctx):
                                  what="an option before the subcommand: exit 0")[0])
     check(sorted(d["id"] for d in before) == sorted(d["id"] for d in devices),
           "--json before the subcommand is --json after it", before)
+    online = hub.json("devices", "--state", "online")
+    check({d["id"] for d in online} == {d["id"] for d in devices if d["online"] and not d["revoked"]}
+          and real in {d["id"] for d in online},
+          "devices --state online lists the online devices and no other", online)
+    either = hub.json("devices", "--state", "offline", "--state", "online")
+    check(sorted(d["id"] for d in either) == sorted(d["id"] for d in devices if not d["revoked"]),
+          "--state repeated: in any of the states", either)
+    groups = next(d for d in devices if d["id"] == real)["groups"]
+    if groups:
+        mine = hub.json("devices", "--group", groups[0])
+        check(real in {d["id"] for d in mine} and all(groups[0] in d["groups"] for d in mine),
+              "devices --group lists the group's devices", mine)
+    check(hub.json("devices", "--group", "no-such-group") == [],
+          "a group no device is in: [] (and exit 0)")
+    _, err = hub.code(USAGE, "devices", "--state", "asleep")
+    check("online" in err and "revoked" in err, "an unknown state is refused, naming the states", err)
     stats = hub.json("stats")
     check(isinstance(stats, dict) and stats.get("security") == "curve", "stats --json", stats)
     check(isinstance(hub.json("alerts"), list), "alerts --json is an array")

@@ -37,8 +37,9 @@ pub(super) enum Cmd {
     Run(RunArgs),
     /// Print the default configuration with every key explained.
     PrintConfig,
-    /// List devices: online or offline, since when, arch and version.
-    Devices(OpArgs),
+    /// List devices: online or offline, since when, arch and version;
+    /// --state and --group pick some.
+    Devices(DevicesArgs),
     /// Show stored telemetry: the newest 100 samples, or --last N, or a
     /// range (--since, --until, --from-start); --follow prints new samples
     /// as they are stored.
@@ -344,6 +345,29 @@ pub(super) enum ConfigCmd {
     /// Per device: the desired and applied versions and refused keys; per
     /// group: in sync, pending, failed.
     Status(OpArgs),
+}
+
+#[derive(Args)]
+pub(super) struct DevicesArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Only devices in this state (repeat for any of several): online,
+    /// offline, revoked (no key left on the allow list), or conflict (a
+    /// second agent with its key was refused).
+    #[arg(long, value_enum, value_name = "STATE")]
+    pub(super) state: Vec<DeviceState>,
+    /// Only devices in this group (repeat for any of several).
+    #[arg(long, value_name = "GROUP")]
+    pub(super) group: Vec<String>,
+}
+
+/// A state `devices --state` picks, as the fleet page counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum DeviceState {
+    Online,
+    Offline,
+    Revoked,
+    Conflict,
 }
 
 /// Which layer an edit is for.

@@ -221,12 +221,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Backup(a) => back_up(&a),
-        Cmd::Devices(op) => operate(&op, Request::Devices, Duration::ZERO, |r| match r {
-            Response::Devices(d) => Some(Shown::new(
-                d.iter().map(views::device).collect(),
-                format::fmt_devices(&d),
-                true,
-            )),
+        Cmd::Devices(a) => operate(&a.op, Request::Devices, Duration::ZERO, |r| match r {
+            Response::Devices(mut d) => {
+                d.retain(|d| device_matches(d, &a.state, &a.group));
+                Some(Shown::new(
+                    d.iter().map(views::device).collect(),
+                    format::fmt_devices(&d),
+                    true,
+                ))
+            }
             _ => None,
         }),
         Cmd::Telemetry(a) => telemetry(a),
@@ -449,6 +452,24 @@ fn say(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
+/// Whether `devices --state ... --group ...` lists `d`: in one of the
+/// states and one of the groups asked for (any, where none is given).
+fn device_matches(
+    d: &fleetmq_protocol::DeviceInfo,
+    states: &[DeviceState],
+    groups: &[String],
+) -> bool {
+    // The states are the words `devices` prints; conflict is besides them.
+    let in_state = |s: &DeviceState| match s {
+        DeviceState::Online => views::device_state(d) == "online",
+        DeviceState::Offline => views::device_state(d) == "offline",
+        DeviceState::Revoked => views::device_state(d) == "revoked",
+        DeviceState::Conflict => d.conflicts > 0,
+    };
+    (states.is_empty() || states.iter().any(in_state))
+        && (groups.is_empty() || groups.iter().any(|g| d.groups.contains(g)))
+}
+
 /// Whether agents of this release take `key` from the hub's desired
 /// configuration (if their `may_set` lets them).
 fn agents_take(key: &str) -> bool {
@@ -471,6 +492,47 @@ mod tests {
     use std::ffi::OsString;
 
     use super::*;
+
+    #[test]
+    fn devices_picks_by_state_and_group() {
+        let device =
+            |id: &str, online, revoked, conflicts, groups: &[&str]| fleetmq_protocol::DeviceInfo {
+                id: id.into(),
+                online,
+                revoked,
+                conflicts,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..crate::store::unknown_device()
+            };
+        let fleet = [
+            device("up", true, false, 0, &["north"]),
+            device("down", false, false, 0, &["south"]),
+            device("gone", false, true, 0, &["north"]),
+            device("cloned", true, false, 3, &[]),
+        ];
+        let picked = |states: &[DeviceState], groups: &[&str]| {
+            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            fleet
+                .iter()
+                .filter(|d| device_matches(d, states, &groups))
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(picked(&[], &[]), ["up", "down", "gone", "cloned"]);
+        assert_eq!(picked(&[DeviceState::Online], &[]), ["up", "cloned"]);
+        assert_eq!(
+            picked(&[DeviceState::Offline], &[]),
+            ["down"],
+            "revoked is not offline"
+        );
+        assert_eq!(
+            picked(&[DeviceState::Revoked, DeviceState::Conflict], &[]),
+            ["gone", "cloned"]
+        );
+        assert_eq!(picked(&[], &["north", "south"]), ["up", "down", "gone"]);
+        assert_eq!(picked(&[DeviceState::Online], &["north"]), ["up"]);
+        assert!(picked(&[], &["nowhere"]).is_empty());
+    }
 
     #[test]
     fn config_set_knows_the_keys_agents_take() {
@@ -545,7 +607,7 @@ mod tests {
         let Ok(Cmd::Devices(a)) = parse_moved(&["fleetmq-hub", "--json", "devices"]) else {
             panic!("not devices");
         };
-        assert!(a.json);
+        assert!(a.op.json);
         let Ok(Cmd::Job(JobCmd::Show(a))) = parse_moved(&[
             "fleetmq-hub",
             "--data-dir",
