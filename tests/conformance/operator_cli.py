@@ -145,12 +145,21 @@ def run(args, _ctx):
           "a read that matches nothing is [] and exit 0")
     now_ms = int(time.time() * 1000)
     iso_hour_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
-    for since in ["10m", "2h 30m", "7d", iso_hour_ago, iso_hour_ago[:-1], str(now_ms - 600_000)]:
+    # The same hour ago as a local time with an offset, east and west.
+    east = time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(time.time() - 3600 + 19800))
+    west = time.strftime("%Y-%m-%dT%H:%M:%S-08:00", time.gmtime(time.time() - 3600 - 28800))
+    for since in ["10m", "2h 30m", "7d", iso_hour_ago, iso_hour_ago[:-1], east, west,
+                  str(now_ms - 600_000)]:
         got = hub.json("telemetry", "--device", dev, "--since", since,
                        what=f"--since {since!r} is understood")
         check(got == rows, f"--since {since!r}: every sample since then", (len(got), len(rows)))
     _, err = hub.code(USAGE, "telemetry", "--since", "yesterday")
     check("--since" in err and "10m" in err, "a bad --since says what to give", err)
+    _, err = hub.code(USAGE, "telemetry", "--since", "1h", "--until", "2h",
+                      what="--since after --until is a mistake")
+    check("after --until" in err, "saying so", err)
+    _, err = hub.code(USAGE, "telemetry", "--tag", "=lab", what="a --tag without a key")
+    check("key is empty" in err, "says the key is empty", err)
     later = hub.json("telemetry", "--device", dev, "--after", str(rows[0]["id"]))
     check(later == rows[1:], "--after ID: every sample after that row", later)
     chat = hub.json("chat", "--last", "5")

@@ -204,8 +204,8 @@ fn now_ms() -> u64 {
 }
 
 /// `--since`/`--until`: a time ago (`10m`, `2h 30m`, `7d`), a time (RFC
-/// 3339, `2026-12-02T10:00:00Z`; a space for the `T` and no zone mean
-/// UTC), or milliseconds since the epoch.
+/// 3339, `2026-12-02T10:00:00Z` or with an offset, `+01:00`; a space for
+/// the `T` and no zone mean UTC), or milliseconds since the epoch.
 pub(super) fn parse_time(flag: &str, text: &str, now_ms: u64) -> anyhow::Result<u64> {
     let text = text.trim();
     if let Ok(ms) = text.parse::<u64>() {
@@ -214,14 +214,45 @@ pub(super) fn parse_time(flag: &str, text: &str, now_ms: u64) -> anyhow::Result<
     if let Ok(ago) = humantime::parse_duration(text) {
         return Ok(now_ms.saturating_sub(ago.as_millis() as u64));
     }
-    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
-        return Ok(at
+    // humantime reads UTC only: an offset is taken off and applied here.
+    let (local, offset_ms) = split_offset(text);
+    if let Ok(at) = humantime::parse_rfc3339_weak(local) {
+        let utc_ms = at
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64));
+            .map_or(0, |d| d.as_millis() as i64);
+        return Ok(u64::try_from(utc_ms - offset_ms).unwrap_or(0));
     }
     Err(super::usage(&format!(
-        "{flag} {text:?}: give a time ago like 10m, 2h or 7d, a time like 2026-12-02T10:00:00Z, or milliseconds since the epoch"
+        "{flag} {text:?}: give a time ago like 10m, 2h or 7d, a time like 2026-12-02T10:00:00Z \
+         or 2026-12-02T11:00:00+01:00, or milliseconds since the epoch"
     )))
+}
+
+/// A time's RFC 3339 offset (`+01:00`, `-05:30`) split off its end, in
+/// milliseconds east of UTC; none (0) if it has none.
+fn split_offset(text: &str) -> (&str, i64) {
+    let Some((local, zone)) = text.len().checked_sub(6).and_then(|at| {
+        // At a char boundary: the text is the operator's and may be anything.
+        Some((text.get(..at)?, text.get(at..)?))
+    }) else {
+        return (text, 0);
+    };
+    let b = zone.as_bytes();
+    let digits = |i: usize| b[i].is_ascii_digit() && b[i + 1].is_ascii_digit();
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return (text, 0),
+    };
+    // Only after a time of day: 2026-12-02 ends in -02, not an offset.
+    if !(digits(1) && b[3] == b':' && digits(4) && local.contains(':')) {
+        return (text, 0);
+    }
+    let (h, m) = (
+        i64::from(b[1] - b'0') * 10 + i64::from(b[2] - b'0'),
+        i64::from(b[4] - b'0') * 10 + i64::from(b[5] - b'0'),
+    );
+    (local, sign * (h * 60 + m) * 60_000)
 }
 
 /// The hub's cursors at the end of the store (telemetry, chat).
@@ -255,6 +286,22 @@ pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
         Some(t) => parse_time("--until", t, now)?,
         None => 0,
     };
+    if until_ms > 0 && since_ms > until_ms {
+        return Err(super::usage(&format!(
+            "--since ({}) is after --until ({}): nothing is in that range; swap them?",
+            format::fmt_ts(since_ms),
+            format::fmt_ts(until_ms)
+        )));
+    }
+    if let Some(t) = a
+        .tag
+        .iter()
+        .find(|t| t.split('=').next().is_none_or(str::is_empty))
+    {
+        return Err(super::usage(&format!(
+            "--tag {t:?}: give KEY=VALUE, or KEY for any value; the key is empty"
+        )));
+    }
     let query = |after_id: i64, limit: u32, newest: bool| TelemetryQuery {
         device: a.device.clone(),
         name: a.name.clone(),

@@ -21,6 +21,27 @@ fn times_are_ago_a_timestamp_or_epoch_milliseconds() {
         1_796_205_600_000
     );
     assert_eq!(parse_time("--since", "1234", now).unwrap(), 1234);
+    // The same instant with an offset, east and west of UTC.
+    for t in [
+        "2026-12-02T11:00:00+01:00",
+        "2026-12-02T04:30:00-05:30",
+        "2026-12-02T10:00:00+00:00",
+        "2026-12-02 12:00:00+02:00",
+    ] {
+        assert_eq!(
+            parse_time("--until", t, now).unwrap(),
+            1_796_205_600_000,
+            "{t}"
+        );
+    }
+    for bad in [
+        "2026-12-02T10:00:00+1:00",
+        "2026-12-02T10:00:00+01",
+        "x+01:00",
+        "é+01:00",
+    ] {
+        assert!(parse_time("--since", bad, now).is_err(), "{bad}");
+    }
     let err = parse_time("--since", "yesterday-ish", now)
         .unwrap_err()
         .to_string();
