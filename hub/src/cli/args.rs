@@ -361,7 +361,8 @@ pub(super) struct DevicesArgs {
     pub(super) group: Vec<String>,
 }
 
-/// A state `devices --state` picks, as the fleet page counts them.
+/// A state `devices --state` picks: the words `devices` prints, and
+/// conflict (any device a second agent's messages were refused for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum DeviceState {
     Online,

@@ -89,7 +89,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }),
                 format!(
                     "secret key: {} (mode 0600; it never leaves this machine)\npublic key: {}\n\
-                     on the hub, add one of these lines to its operator allow list, DATA_DIR/allowed_operators (applied at once):\n\
+                     on the hub, add the line for the role you give to its operator allow list (applied at once):\n\
                      echo '{name} read {}' >> DATA_DIR/allowed_operators\n\
                      echo '{name} admin {}' >> DATA_DIR/allowed_operators\n\
                      then: fleetmq-hub devices --hub tcp://HUB:PORT --hub-key HUB_PUBLIC_KEY --operator-keys {}\n",
