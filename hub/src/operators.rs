@@ -39,6 +39,7 @@ impl Role {
             Request::Command { .. }
                 | Request::QueuedCommand { .. }
                 | Request::SubmitJob(_)
+                | Request::CancelJob { .. }
                 | Request::Broadcast { .. }
                 | Request::FleetCommand(_)
                 | Request::ConfigEdit(_)
@@ -188,9 +189,13 @@ mod tests {
         for read in [Request::Devices, Request::Stats, Request::Jobs { limit: 1 }] {
             assert!(Role::Read.may(&read), "{read:?}");
         }
+        let cancel = Request::CancelJob { id: 1 };
         assert!(!Role::Read.may(&command));
         assert!(!Role::Read.may(&broadcast));
-        assert!(Role::Admin.may(&command) && Role::Admin.may(&broadcast));
+        assert!(!Role::Read.may(&cancel), "cancelling a job acts");
+        assert!(
+            Role::Admin.may(&command) && Role::Admin.may(&broadcast) && Role::Admin.may(&cancel)
+        );
     }
 
     #[test]

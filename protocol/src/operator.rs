@@ -124,6 +124,13 @@ messages! {
             /// Series or metric names; empty for all.
             names: Vec<String>,
         },
+        /// Stops a job: of the work queue, aimed (every run of it), or one
+        /// run. What has not been handed out never is; an attempt running
+        /// on a device finishes there, with no further attempt.
+        CancelJob {
+            /// The job's id (or a run's).
+            id: u64,
+        },
     }
 
     /// An edit of one layer of the desired configuration.
@@ -280,6 +287,14 @@ messages! {
         Alerts(#[serde(with = "crate::growable::list")] Vec<AlertInfo>),
         /// For [`Request::PresenceLog`].
         PresenceLog(#[serde(with = "crate::growable::list")] Vec<PresenceEvent>),
+        /// For [`Request::CancelJob`]: how much of the job it stopped (both
+        /// 0: it had already ended).
+        JobCancelled {
+            /// Attempts or runs not handed out, now failed as cancelled.
+            stopped: u32,
+            /// Attempts running on devices, which finish with no further one.
+            running: u32,
+        },
     }
 }
 

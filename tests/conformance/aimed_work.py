@@ -144,6 +144,15 @@ def jobs(f):
                           lambda: hub.json("job", "show", job),
                           lambda j: j["state"] == "queued" and "no device" in (j["error"] or ""))
     hub.code(0, "job", "show", job, what="job show of a job still queued exits 0")
+    stuck = job_id(hub.json("job", "submit", "exec", "--", "no-device-runs-this"))
+    fleet.until("a second job no device takes waits",
+                lambda: hub.json("job", "show", stuck),
+                lambda j: "no device" in (j["error"] or ""))
+    out, _ = hub.code(0, "job", "cancel", stuck, what="job cancel of a queued work-queue job")
+    check("1 not yet handed out will not be" in out, "it says what it stopped", out)
+    gone = hub.json("job", "show", stuck, want=1)
+    check(gone["state"] == "failed" and "cancelled" in gone["error"],
+          "the job reads failed, cancelled by an operator", gone)
     f.agents[A].write_config(worker(["uname", "sleep", "true"]))
     f.agents[A].proc.send_signal(signal.SIGHUP)
     done = hub.json("job", "show", "--wait", job, what="after a reload that allows it, it runs")
@@ -155,6 +164,7 @@ def jobs(f):
     f.online([A, C])
     later = job_id(hub.json("job", "submit", "--device", B, "echo", "later"))
     never = job_id(hub.json("job", "submit", "--device", B, "--ttl", "1s", "echo", "never"))
+    called_off = job_id(hub.json("job", "submit", "--device", B, "echo", "called off"))
     shown = hub.json("job", "show", later)
     check(shown["summary"] == {"waiting": 1}, "a run for an offline device waits", shown)
     f.restart_hub([A, C])
@@ -166,9 +176,22 @@ def jobs(f):
     check(runs_of(ended)[B]["state"] == "failed", "the offline device's run failed", ended)
     shown = hub.json("job", "show", later)
     check(shown["summary"] == {"waiting": 1}, "a waiting run is kept across a hub restart", shown)
+    # --- job cancel: a run that has not been handed out never is --------------------
+    cancelled = hub.json("job", "cancel", called_off, what="job cancel of a waiting run: exit 0")
+    check(cancelled == {"id": int(called_off), "stopped": 1, "running": 0},
+          "job cancel --json says what it stopped", cancelled)
+    run = runs_of(hub.json("job", "show", called_off, want=1))[B]
+    check(run["state"] == "failed" and "cancelled" in (run["error"] or ""),
+          "the run reads failed, cancelled", run)
+    out, _ = hub.code(1, "job", "cancel", called_off, what="cancelling it again: exit 1")
+    check("already ended" in out, "it says the job had already ended", out)
+    hub.code(1, "job", "cancel", "999999999", what="job cancel of no such job: exit 1")
     f.start(B)
     shown = hub.json("job", "show", "--wait", later, what="the run is sent when its device returns")
     check(runs_of(shown)[B]["outcome"]["stdout"] == "later", "and it ran there", shown)
+    run = runs_of(hub.json("job", "show", called_off, want=1))[B]
+    check(run["state"] == "failed" and run["attempts"] == 0,
+          "the cancelled run was never sent to its device once it returned", run)
 
 
 def slots(hub):

@@ -229,6 +229,7 @@ REQUESTS = [
     "Alerts",
     "PresenceLog",
     "LatestOf",
+    "CancelJob",
 ]
 
 
@@ -628,7 +629,7 @@ def read_response_body(r):
     kind = r.enum(["Devices", "Telemetry", "Chat", "Reply", "JobSubmitted", "Job", "Jobs",
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
-                   "PresenceLog"])
+                   "PresenceLog", "JobCancelled"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -681,9 +682,11 @@ def read_response_body(r):
         body = r.vec(lambda: r.growable("AlertInfo", lambda g: {
             "rule": g.s(), "device": g.s(), "series": g.s(), "firing": g.b(),
             "since_ms": g.u(), "value": g.f64(), "summary": g.s()}))
-    else:
+    elif kind == "PresenceLog":
         body = r.vec(lambda: r.growable("PresenceEvent", lambda g: {
             "online": g.b(), "at_ms": g.u(), "why": g.s()}))
+    else:
+        body = {"stopped": r.u(32), "running": r.u(32)}
     return kind, body
 
 
@@ -764,7 +767,7 @@ def read_request(r):
             "spec": read_job_spec(g), "timeout_ms": g.u(32), "lease_ms": g.u(32),
             "max_attempts": g.u(32), "devices": g.vec(g.s), "groups": g.vec(g.s),
             "all": g.b(), "ttl_ms": g.u(32)})
-    if kind in ("Job", "FleetAnswers"):
+    if kind in ("Job", "FleetAnswers", "CancelJob"):
         return kind, {"id": r.u()}
     if kind in ("Jobs", "RecentChat", "Commands"):
         return kind, {"limit": r.u(32)}

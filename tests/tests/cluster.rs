@@ -370,6 +370,14 @@ fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one
     let r = fleet.b.op(&["job", "submit", "echo", "from b"]);
     assert!(r.ok, "{}", r.stderr);
     let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    // A front-end cannot cancel a job yet, and says so rather than
+    // appearing to.
+    let cancel = fleet.b.op(&["job", "cancel", &id]);
+    assert!(
+        !cancel.ok && cancel.stderr.contains("cannot cancel a job yet"),
+        "{}",
+        cancel.stderr
+    );
     for hub in [&fleet.b, &fleet.a] {
         let job = wait_job_over(hub, &id);
         assert_eq!(job["state"], "done", "{job}");

@@ -446,6 +446,18 @@ pub(super) enum JobCmd {
     Show(ShowArgs),
     /// List recent jobs, newest first.
     List(ListArgs),
+    /// Cancel a job (aimed: every run of it; or one run): what has not
+    /// been handed out never is; an attempt running on a device finishes
+    /// there, with no further one.
+    Cancel(CancelArgs),
+}
+
+#[derive(Args)]
+pub(super) struct CancelArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Job id (or the id of one run of an aimed job).
+    pub(super) id: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -310,6 +310,19 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 _ => None,
             },
         ),
+        Cmd::Job(JobCmd::Cancel(a)) => operate(
+            &a.op,
+            Request::CancelJob { id: a.id },
+            Duration::ZERO,
+            |r| match r {
+                Response::JobCancelled { stopped, running } => Some(Shown::new(
+                    serde_json::json!({ "id": a.id, "stopped": stopped, "running": running }),
+                    format::fmt_cancelled(a.id, stopped, running),
+                    stopped + running > 0,
+                )),
+                _ => None,
+            },
+        ),
         Cmd::Broadcast(a) => {
             let target = match (a.group, a.device) {
                 (Some(g), _) => Target::Group(g),

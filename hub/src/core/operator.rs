@@ -106,6 +106,21 @@ impl Core {
                 }
                 Err(e) => Response::Error(e),
             },
+            Request::CancelJob { .. } if self.is_front_end() => {
+                Response::Error(OperatorError::BadRequest(
+                    "a front-end over NATS cannot cancel a job yet: the job runs as submitted"
+                        .into(),
+                ))
+            }
+            Request::CancelJob { id } => match self.store.cancel_job(id, now.wall_ms) {
+                Ok(Some((stopped, running))) => {
+                    self.waiting.remove(&id);
+                    tracing::info!(job = id, stopped, running, "job cancelled by an operator");
+                    Response::JobCancelled { stopped, running }
+                }
+                Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),
+                Err(e) => storage(e),
+            },
             Request::Job { id } => match self.store.job(id) {
                 Ok(Some(j)) => Response::Job(j),
                 Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),

@@ -43,6 +43,20 @@ pub fn fmt_ts(ms: u64) -> String {
     )
 }
 
+/// What `job cancel ID` stopped.
+pub fn fmt_cancelled(id: u64, stopped: u32, running: u32) -> String {
+    match (stopped, running) {
+        (0, 0) => {
+            format!("job {id} had already ended: nothing to cancel (`fleetmq-hub job show {id}`)\n")
+        }
+        _ => format!(
+            "job {id} cancelled: {stopped} not yet handed out will not be; \
+             {running} running on a device finish there, with no further attempt \
+             (`fleetmq-hub job show {id}`)\n"
+        ),
+    }
+}
+
 pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
     // Front-ends over NATS: which one holds each device.
     let front_ends = devices.iter().any(|d| !d.front_end.is_empty());

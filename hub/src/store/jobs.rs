@@ -199,6 +199,41 @@ impl Store {
         Ok(n)
     }
 
+    /// Cancels job `id`: with an aimed job, each of its runs. Whatever
+    /// has not been handed out fails, saying it was cancelled; an attempt
+    /// running on a device is given no further one (its result is still
+    /// taken). Returns (stopped, running), or `None` for no such job.
+    pub fn cancel_job(&self, id: u64, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
+        let known = self
+            .conn
+            .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id as i64], |_| Ok(()))
+            .optional()
+            .doing("reading a job")?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        let stopped = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state = 'failed', updated_ms = ?2,
+                   error = 'cancelled by an operator before it was handed out'
+                 WHERE (id = ?1 OR parent = ?1) AND kind != 'fanout' AND state = 'queued'",
+                params![id as i64, now_ms as i64],
+            )
+            .doing("cancelling a job")?;
+        let running = self
+            .conn
+            .execute(
+                "UPDATE jobs SET max_attempts = attempts, updated_ms = ?2,
+                   error = 'cancelled by an operator while it ran: no further attempt'
+                 WHERE (id = ?1 OR parent = ?1) AND state = 'leased'",
+                params![id as i64, now_ms as i64],
+            )
+            .doing("cancelling a job")?;
+        self.settle(now_ms)?;
+        Ok(Some((stopped as u32, running as u32)))
+    }
+
     /// Marks done every aimed job none of whose runs is waiting or leased.
     fn settle(&self, now_ms: u64) -> Result<(), StoreError> {
         self.conn

@@ -492,6 +492,63 @@ fn an_aimed_jobs_output_is_cut_to_fit_one_answer() {
     )));
 }
 
+/// Cancelling: a queued job and the runs not handed out fail as cancelled
+/// and are never due again; a run leased gets no further attempt, and its
+/// result is still taken; an ended job is left as it was.
+#[test]
+fn a_cancelled_job_is_never_handed_out_and_a_running_attempt_is_its_last() {
+    let mut store = Store::in_memory().unwrap();
+    let queued = store.submit_job(&echo_job(3), 1).unwrap();
+    assert_eq!(store.cancel_job(queued, 2).unwrap(), Some((1, 0)));
+    assert!(store.due_jobs(3, 10).unwrap().is_empty());
+    let info = store.job(queued).unwrap().unwrap();
+    assert_eq!(info.state, JobState::Failed);
+    assert!(info.error.unwrap_or_default().contains("cancelled"));
+    assert_eq!(
+        store.cancel_job(queued, 4).unwrap(),
+        Some((0, 0)),
+        "ended already"
+    );
+    assert_eq!(store.cancel_job(queued + 1_000, 4).unwrap(), None);
+
+    let devices: Vec<String> = ["pi-a", "pi-b", "pi-c"].map(String::from).to_vec();
+    let aimed = store
+        .submit_aimed(&echo_job(3), "all", &devices, u64::MAX, 10)
+        .unwrap();
+    let runs = store.job(aimed).unwrap().unwrap().runs;
+    let (a, b) = (runs[0].id, runs[1].id);
+    store.lease_job(a, 1, 7, 1_000, 11).unwrap();
+    store.lease_job(b, 1, 8, 1_000, 11).unwrap();
+    let done = Outcome::Completed(Output {
+        exit_code: Some(0),
+        stdout: "hi".into(),
+        stderr: String::new(),
+        truncated: false,
+        duration_ms: 1,
+    });
+    assert!(store.finish_job(b, "pi-b", &done, 12).unwrap());
+    // pi-a runs it, pi-b is done, pi-c has not been handed it.
+    assert_eq!(store.cancel_job(aimed, 13).unwrap(), Some((1, 1)));
+    assert!(store.aimed_due("pi-c", 10, 14).unwrap().is_empty());
+    assert_eq!(store.aimed_devices().unwrap(), Vec::<String>::new());
+    // pi-a's lease runs out: its attempt was the last.
+    store.lease_ran_out(a, 1_000).unwrap();
+    let due = store.aimed_due("pi-a", 10, 1_000).unwrap();
+    assert_eq!((due[0].attempts, due[0].max_attempts), (1, 1));
+    assert!(
+        store.finish_job(a, "pi-a", &done, 1_001).unwrap(),
+        "a late result is taken"
+    );
+    let shown = store.job(aimed).unwrap().unwrap();
+    let states: Vec<JobState> = shown.runs.iter().map(|r| r.state.clone()).collect();
+    assert_eq!(states, [JobState::Done, JobState::Done, JobState::Failed]);
+    assert_eq!(
+        shown.state,
+        JobState::Done,
+        "nothing waits: the job has ended"
+    );
+}
+
 /// A device's log of connects and disconnects keeps its newest entries.
 #[test]
 fn the_presence_log_keeps_each_devices_newest() {
