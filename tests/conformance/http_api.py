@@ -161,6 +161,16 @@ def run(args, ctx):
           and pong.get("result") == "pong", "the admin token's command, answered", pong)
     job = admin.json("/api/job", {"device": args.real_agent, "kind": "echo", "text": "hi"})
     check(isinstance(job.get("id"), int), "the admin token's job, answered with its id", job)
+    # A job for the protocol client's device (it runs nothing): called off.
+    aimed = admin.json("/api/job", {"device": args.device, "kind": "echo", "text": "off"})
+    off = admin.json("/api/job/cancel", {"id": aimed["id"]})
+    check(off.get("id") == aimed["id"] and off.get("stopped", 0) + off.get("running", 0) == 1,
+          "/api/job/cancel, answered as job cancel --json", off)
+    again = admin.json("/api/job/cancel", {"id": aimed["id"]})
+    check(again == {"id": aimed["id"], "stopped": 0, "running": 0},
+          "a job that has ended: nothing stopped", again)
+    status, _, body = reader.call("/api/job/cancel", {"id": aimed["id"]})
+    check(status == 403, "cancelling with the read token is 403", (status, body))
 
 
 if __name__ == "__main__":

@@ -564,14 +564,56 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         "the cancelled announcement was not sent"
     );
     admin.save_screenshot("actions.png");
-    // A reader's token cannot act, whatever the page does.
-    let (status, _) = http_with(
-        "POST",
-        &hub.endpoints["http"],
-        "/api/command",
-        &[&format!("Authorization: Bearer {READ}")],
+    // A job that no device takes waits; the admin calls it off from Work.
+    let r = hub.op(&["job", "submit", "exec", "--", "nothing-takes-this"]);
+    assert!(r.ok, "{}", r.stderr);
+    let stuck = r.json[0]["id"].as_u64().expect("a job id");
+    admin.eval(r##"location.hash = "#/work""##);
+    admin.wait_until(
+        "the waiting job's cancel button",
+        &format!(r#"!!document.querySelector('button.cancel-job[data-job="{stuck}"]')"#),
+        "b => b",
     );
-    assert_eq!(status, 403);
+    let question = admin.eval(&format!(
+        r#"(() => {{ document.querySelector('button.cancel-job[data-job="{stuck}"]').click();
+            return document.getElementById("a-question").textContent; }})()"#
+    ));
+    assert_eq!(
+        question,
+        format!("Really cancel job {stuck} “exec nothing-takes-this”?").as_str(),
+        "asked in words before it is sent"
+    );
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "the job cancelled",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => t.includes("cancelled: 1 not yet handed out")"#,
+    );
+    let job = hub.op(&["job", "show", &stuck.to_string()]);
+    assert_eq!(job.json[0]["state"], "failed", "{:?}", job.json);
+    assert!(
+        job.json[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cancelled by an operator")),
+        "{:?}",
+        job.json
+    );
+    // Ended: no button any more.
+    admin.wait_until(
+        "no cancel button on an ended job",
+        &format!(r#"!!document.querySelector('button.cancel-job[data-job="{stuck}"]')"#),
+        "b => !b",
+    );
+    // A reader's token cannot act, whatever the page does.
+    for path in ["/api/command", "/api/job/cancel"] {
+        let (status, _) = http_with(
+            "POST",
+            &hub.endpoints["http"],
+            path,
+            &[&format!("Authorization: Bearer {READ}")],
+        );
+        assert_eq!(status, 403, "{path}");
+    }
 }
 
 const READ: &str = "reader-token-0123456789abcdef";

@@ -1,6 +1,6 @@
 //! What the page may do, with the admin token only (`POST`, a JSON body):
-//! ping or command a device, a group or the fleet, submit a job, make an
-//! announcement. Each becomes the operator request the command line would
+//! ping or command a device, a group or the fleet, submit a job, cancel
+//! one, make an announcement. Each becomes the operator request the command line would
 //! send, and its answer comes back as the command line's `--json` has it.
 
 use std::time::Duration;
@@ -38,6 +38,13 @@ struct Body {
     text: String,
     #[serde(default)]
     program: String,
+}
+
+/// `POST /api/job/cancel`'s body: the job.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    id: u64,
 }
 
 fn bad(why: impl std::fmt::Display) -> Answer {
@@ -87,11 +94,13 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
         "/api/command" => Action::Command,
         "/api/job" => Action::Job,
         "/api/broadcast" => Action::Broadcast,
+        "/api/job/cancel" => return cancel(hub, body).unwrap_or_else(|a| a),
         _ => {
             return (
                 404,
                 "text/plain",
-                "not found; POST /api/command, /api/job or /api/broadcast\n".into(),
+                "not found; POST /api/command, /api/job, /api/job/cancel or /api/broadcast\n"
+                    .into(),
             );
         }
     };
@@ -199,6 +208,24 @@ impl Action {
             }
         }
     }
+}
+
+/// Cancels the job a `{"id": N}` body names, answered as `job cancel
+/// --json` is.
+fn cancel(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
+    let Cancel { id } = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("/api/job/cancel takes {{\"id\": JOB}}: {e}")))?;
+    Ok(
+        match hub
+            .call(Request::CancelJob { id }, Duration::ZERO)
+            .map_err(failed)?
+        {
+            Response::JobCancelled { stopped, running } => {
+                json(&json!({ "id": id, "stopped": stopped, "running": running }))
+            }
+            other => unexpected(&other),
+        },
+    )
 }
 
 fn unexpected(r: &Response) -> Answer {
