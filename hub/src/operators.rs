@@ -40,6 +40,7 @@ impl Role {
                 | Request::QueuedCommand { .. }
                 | Request::SubmitJob(_)
                 | Request::CancelJob { .. }
+                | Request::CancelCommand { .. }
                 | Request::Broadcast { .. }
                 | Request::FleetCommand(_)
                 | Request::ConfigEdit(_)
@@ -193,6 +194,7 @@ mod tests {
         assert!(!Role::Read.may(&command));
         assert!(!Role::Read.may(&broadcast));
         assert!(!Role::Read.may(&cancel), "cancelling a job acts");
+        assert!(!Role::Read.may(&Request::CancelCommand { id: 1 }));
         assert!(
             Role::Admin.may(&command) && Role::Admin.may(&broadcast) && Role::Admin.may(&cancel)
         );

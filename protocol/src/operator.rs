@@ -131,6 +131,13 @@ messages! {
             /// The job's id (or a run's).
             id: u64,
         },
+        /// Stops a [`Request::FleetCommand`]: a share not yet sent to its
+        /// device (offline, or not yet reached) never is; one sent is
+        /// answered or times out as before.
+        CancelCommand {
+            /// The id [`Response::FleetCommandQueued`] gave.
+            id: u64,
+        },
     }
 
     /// An edit of one layer of the desired configuration.
@@ -294,6 +301,14 @@ messages! {
             stopped: u32,
             /// Attempts running on devices, which finish with no further one.
             running: u32,
+        },
+        /// For [`Request::CancelCommand`]: how much of the command it
+        /// stopped (both 0: every share had ended).
+        CommandCancelled {
+            /// Shares not yet sent, now failed as cancelled.
+            stopped: u32,
+            /// Shares sent and not answered yet, which go on.
+            sent: u32,
         },
     }
 }

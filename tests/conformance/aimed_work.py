@@ -264,6 +264,14 @@ def commands(f):
           "it says which devices are offline and get it when they return", out)
     expiring = command_id(hub.code(
         1, "command", "--device", C, "--ttl", "1s", "--wait-ms", "0", "ping")[0])
+    called_off = command_id(hub.code(
+        1, "command", "--device", C, "--wait-ms", "0", "ping")[0])
+    cancelled = hub.json("command", "--cancel", called_off,
+                         what="command --cancel of a share waiting for its device: exit 0")
+    check(cancelled == {"id": int(called_off), "stopped": 1, "sent": 0},
+          "command --cancel --json says what it stopped", cancelled)
+    out, _ = hub.code(1, "command", "--cancel", called_off, what="cancelling it again: exit 1")
+    check("nothing to cancel" in out, "it says the command had ended", out)
     out, _ = hub.code(1, "command", "--device", A, "--timeout-ms", "10000", "--wait-ms", "500",
                       "exec", "--", "sleep", "3")
     cut = command_id(out)
@@ -283,6 +291,9 @@ def commands(f):
                       lambda: answers(hub, share, None)[C], lambda a: a["state"] == "answered")
     check(got["result"] == "pong" and got["ok"] is True, "with the device's answer", got)
     hub.code(0, "command", "--answers", share, what="every device answered well: exit 0")
+    off = answers(hub, called_off, 1)[C]
+    check(off["state"] == "failed" and "cancelled" in (off.get("error") or ""),
+          "the cancelled share was never sent to its device once it returned", off)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,7 @@ REQUESTS = [
     "PresenceLog",
     "LatestOf",
     "CancelJob",
+    "CancelCommand",
 ]
 
 
@@ -629,7 +630,7 @@ def read_response_body(r):
     kind = r.enum(["Devices", "Telemetry", "Chat", "Reply", "JobSubmitted", "Job", "Jobs",
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
-                   "PresenceLog", "JobCancelled"])
+                   "PresenceLog", "JobCancelled", "CommandCancelled"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -685,8 +686,10 @@ def read_response_body(r):
     elif kind == "PresenceLog":
         body = r.vec(lambda: r.growable("PresenceEvent", lambda g: {
             "online": g.b(), "at_ms": g.u(), "why": g.s()}))
-    else:
+    elif kind == "JobCancelled":
         body = {"stopped": r.u(32), "running": r.u(32)}
+    else:
+        body = {"stopped": r.u(32), "sent": r.u(32)}
     return kind, body
 
 
@@ -767,7 +770,7 @@ def read_request(r):
             "spec": read_job_spec(g), "timeout_ms": g.u(32), "lease_ms": g.u(32),
             "max_attempts": g.u(32), "devices": g.vec(g.s), "groups": g.vec(g.s),
             "all": g.b(), "ttl_ms": g.u(32)})
-    if kind in ("Job", "FleetAnswers", "CancelJob"):
+    if kind in ("Job", "FleetAnswers", "CancelJob", "CancelCommand"):
         return kind, {"id": r.u()}
     if kind in ("Jobs", "RecentChat", "Commands"):
         return kind, {"limit": r.u(32)}

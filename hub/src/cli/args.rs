@@ -325,6 +325,10 @@ pub(super) struct CommandArgs {
     /// each device, by the id it printed.
     #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all"])]
     pub(super) answers: Option<u64>,
+    /// Cancel an earlier --group/--all/--device command, by the id it
+    /// printed: devices not yet sent it never are.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all", "answers"])]
+    pub(super) cancel: Option<u64>,
     /// DEVICE NAME [ARGS...]; with --device, --group or --all, NAME
     /// [ARGS...]. NAME is ping, status, exec, or another the device may
     /// know; for exec, the program and its arguments (put `--` before

@@ -238,6 +238,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if let Some(id) = a.answers {
                 return work::fleet_answers(&a.op, id, None);
             }
+            if let Some(id) = a.cancel {
+                return operate(
+                    &a.op,
+                    Request::CancelCommand { id },
+                    Duration::ZERO,
+                    |r| match r {
+                        Response::CommandCancelled { stopped, sent } => Some(Shown::new(
+                            serde_json::json!({ "id": id, "stopped": stopped, "sent": sent }),
+                            format::fmt_command_cancelled(id, stopped, sent),
+                            stopped + sent > 0,
+                        )),
+                        _ => None,
+                    },
+                );
+            }
             let (device, name, args) = match (a.aim.aimed(), a.words.as_slice()) {
                 (true, [name, args @ ..]) => (None, name, args),
                 (false, [device, name, args @ ..]) => (Some(device), name, args),

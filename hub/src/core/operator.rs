@@ -121,6 +121,19 @@ impl Core {
                 Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),
                 Err(e) => storage(e),
             },
+            Request::CancelCommand { id } => match self.store.fleet_cancel(id, now.wall_ms) {
+                Ok(Some((stopped, sent))) => {
+                    tracing::info!(
+                        command = id,
+                        stopped,
+                        sent,
+                        "command cancelled by an operator"
+                    );
+                    Response::CommandCancelled { stopped, sent }
+                }
+                Ok(None) => Response::Error(OperatorError::NotFound(format!("fleet command {id}"))),
+                Err(e) => storage(e),
+            },
             Request::Job { id } => match self.store.job(id) {
                 Ok(Some(j)) => Response::Job(j),
                 Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),

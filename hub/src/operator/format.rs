@@ -57,6 +57,19 @@ pub fn fmt_cancelled(id: u64, stopped: u32, running: u32) -> String {
     }
 }
 
+/// What `command --cancel ID` stopped.
+pub fn fmt_command_cancelled(id: u64, stopped: u32, sent: u32) -> String {
+    match (stopped, sent) {
+        (0, 0) => format!(
+            "command {id} had ended on every device: nothing to cancel (`fleetmq-hub command --answers {id}`)\n"
+        ),
+        _ => format!(
+            "command {id} cancelled: {stopped} device(s) not yet sent it will not be; \
+             {sent} sent it answer or time out as before (`fleetmq-hub command --answers {id}`)\n"
+        ),
+    }
+}
+
 pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
     // Front-ends over NATS: which one holds each device.
     let front_ends = devices.iter().any(|d| !d.front_end.is_empty());

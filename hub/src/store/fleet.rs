@@ -147,6 +147,41 @@ impl Store {
         Ok(n)
     }
 
+    /// Cancels fleet command `id`: each share not yet sent fails, saying
+    /// it was cancelled. Returns (stopped, sent and not yet answered), or
+    /// `None` for no such command.
+    pub fn fleet_cancel(&self, id: u64, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
+        let known: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM fleet_commands WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .doing("reading a fleet command")?;
+        if known == 0 {
+            return Ok(None);
+        }
+        let stopped = self
+            .conn
+            .execute(
+                "UPDATE fleet_answers SET state = 'failed', ended_ms = ?2,
+                   error = 'cancelled by an operator before it was sent'
+                 WHERE fleet = ?1 AND state = 'waiting'",
+                params![id as i64, now_ms as i64],
+            )
+            .doing("cancelling a fleet command")?;
+        let sent: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM fleet_answers WHERE fleet = ?1 AND state = 'sent'",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .doing("cancelling a fleet command")?;
+        Ok(Some((stopped as u32, sent as u32)))
+    }
+
     /// Where fleet command `id` stands on each device (`None`: no such
     /// command). A share waiting to be sent reads `waiting`.
     pub fn fleet_answers(&self, id: u64) -> Result<Option<Vec<FleetAnswer>>, StoreError> {

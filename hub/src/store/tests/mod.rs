@@ -549,6 +549,46 @@ fn a_cancelled_job_is_never_handed_out_and_a_running_attempt_is_its_last() {
     );
 }
 
+/// Cancelling a command for many devices: the shares not sent fail as
+/// cancelled and are never due; one sent goes on.
+#[test]
+fn a_cancelled_fleet_commands_waiting_shares_are_never_sent() {
+    let mut store = Store::in_memory().unwrap();
+    let devices: Vec<String> = ["pi-a", "pi-b", "pi-c"].map(String::from).to_vec();
+    let id = store
+        .fleet_submit(
+            &fleetmq_protocol::Command::Ping,
+            "all",
+            &devices,
+            0,
+            u64::MAX / 2,
+            1,
+        )
+        .unwrap();
+    let waiting = store.fleet_waiting(2).unwrap();
+    let a = waiting.iter().find(|w| w.device == "pi-a").unwrap().id;
+    store.fleet_mark(a, "sent", None, None, 3).unwrap();
+    assert_eq!(store.fleet_cancel(id, 4).unwrap(), Some((2, 1)));
+    assert!(
+        store.fleet_waiting(5).unwrap().is_empty(),
+        "nothing left to send"
+    );
+    let states: Vec<(String, String)> = store
+        .fleet_answers(id)
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.state, a.error.unwrap_or_default()))
+        .collect();
+    assert_eq!(states[0].0, "sent");
+    assert!(
+        states[1..]
+            .iter()
+            .all(|(s, e)| s == "failed" && e.contains("cancelled"))
+    );
+    assert_eq!(store.fleet_cancel(id + 1, 6).unwrap(), None);
+}
+
 /// A device's log of connects and disconnects keeps its newest entries.
 #[test]
 fn the_presence_log_keeps_each_devices_newest() {
