@@ -147,10 +147,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Cancels fleet command `id`: each share not yet sent fails, saying
-    /// it was cancelled. Returns (stopped, sent and not yet answered), or
-    /// `None` for no such command.
-    pub fn fleet_cancel(&self, id: u64, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
+    /// Whether fleet command `id` was ever given (and not pruned).
+    fn fleet_command_known(&self, id: u64) -> Result<bool, StoreError> {
         let known: i64 = self
             .conn
             .query_row(
@@ -159,7 +157,14 @@ impl Store {
                 |r| r.get(0),
             )
             .doing("reading a fleet command")?;
-        if known == 0 {
+        Ok(known > 0)
+    }
+
+    /// Cancels fleet command `id`: each share not yet sent fails, saying
+    /// it was cancelled. Returns (stopped, sent and not yet answered), or
+    /// `None` for no such command.
+    pub fn fleet_cancel(&self, id: u64, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
+        if !self.fleet_command_known(id)? {
             return Ok(None);
         }
         let stopped = self
@@ -185,15 +190,7 @@ impl Store {
     /// Where fleet command `id` stands on each device (`None`: no such
     /// command). A share waiting to be sent reads `waiting`.
     pub fn fleet_answers(&self, id: u64) -> Result<Option<Vec<FleetAnswer>>, StoreError> {
-        let known: i64 = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM fleet_commands WHERE id = ?1",
-                [id as i64],
-                |r| r.get(0),
-            )
-            .doing("reading a fleet command")?;
-        if known == 0 {
+        if !self.fleet_command_known(id)? {
             return Ok(None);
         }
         let mut stmt = self
