@@ -40,6 +40,6 @@ fn names_a_key(m: &str) -> bool {
                     .iter()
                     .any(|k| k.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
         }
-        None => KEYS.contains(&m) || (m.starts_with("app.") && m.len() > 4),
+        None => fleetmq_protocol::is_config_key(m),
     }
 }

@@ -37,8 +37,8 @@ pub mod telemetry;
 pub use envelope::{DecodeError, EncodeError, VERSION};
 pub use messages::*;
 pub use names::{
-    CONFIG_KEYS, NameError, RouteError, Target, route, route_device, validate_device_id,
-    validate_group, validate_operator_name,
+    CONFIG_KEYS, NameError, RouteError, Target, is_config_key, route, route_device,
+    validate_device_id, validate_group, validate_operator_name,
 };
 pub use operator::*;
 pub use telemetry::{Batch, BatchBuilder, BatchError, ChatLine, Sample, Value};

@@ -100,6 +100,15 @@ pub const CONFIG_KEYS: &[&str] = &[
     "exec.programs",
 ];
 
+/// Whether an agent of this release takes `key` from the hub: one of
+/// [`CONFIG_KEYS`], or a free `app.NAME`.
+pub fn is_config_key(key: &str) -> bool {
+    CONFIG_KEYS.contains(&key)
+        || key
+            .strip_prefix("app.")
+            .is_some_and(|name| !name.is_empty())
+}
+
 /// Checks an operator's name (in the hub's operator allow list), with the
 /// same rules as a device id.
 pub fn validate_operator_name(name: &str) -> Result<(), NameError> {
@@ -207,6 +216,21 @@ pub fn route_device(id: &[u8]) -> Result<&str, RouteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_keys_are_the_listed_ones_and_app_names() {
+        for key in [
+            "host.interval_ms",
+            "exec.programs",
+            "app.greeting",
+            "app.a.b",
+        ] {
+            assert!(is_config_key(key), "{key}");
+        }
+        for key in ["host.intervl_ms", "host", "app.", "spool.max_bytes", "hub"] {
+            assert!(!is_config_key(key), "{key}");
+        }
+    }
 
     #[test]
     fn a_group_topic_names_its_group_and_no_other_topic_does() {

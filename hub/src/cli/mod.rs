@@ -371,7 +371,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if !a.force
-                && let Some((key, _)) = set.iter().find(|(k, _)| !agents_take(k))
+                && let Some((key, _)) = set
+                    .iter()
+                    .find(|(k, _)| !fleetmq_protocol::is_config_key(k))
             {
                 return Err(usage(&format!(
                     "{key:?} is not a key agents of this release take from the hub (a typo?); \
@@ -498,14 +500,6 @@ fn device_matches(
         && (groups.is_empty() || groups.iter().any(|g| d.groups.contains(g)))
 }
 
-/// Whether agents of this release take `key` from the hub's desired
-/// configuration (if their `may_set` lets them).
-fn agents_take(key: &str) -> bool {
-    key.strip_prefix("app.")
-        .is_some_and(|name| !name.is_empty())
-        || fleetmq_protocol::CONFIG_KEYS.contains(&key)
-}
-
 /// A mistake on the command line that clap cannot see: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -560,21 +554,6 @@ mod tests {
         assert_eq!(picked(&[], &["north", "south"]), ["up", "down", "gone"]);
         assert_eq!(picked(&[DeviceState::Online], &["north"]), ["up"]);
         assert!(picked(&[], &["nowhere"]).is_empty());
-    }
-
-    #[test]
-    fn config_set_knows_the_keys_agents_take() {
-        for key in [
-            "host.interval_ms",
-            "exec.programs",
-            "app.greeting",
-            "app.a.b",
-        ] {
-            assert!(agents_take(key), "{key}");
-        }
-        for key in ["host.intervl_ms", "host", "app.", "spool.max_bytes", "hub"] {
-            assert!(!agents_take(key), "{key}");
-        }
     }
 
     #[test]
