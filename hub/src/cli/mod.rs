@@ -490,10 +490,11 @@ fn device_matches(
     groups: &[String],
 ) -> bool {
     // The states are the words `devices` prints; conflict is besides them.
+    let word = views::device_state(d);
     let in_state = |s: &DeviceState| match s {
-        DeviceState::Online => views::device_state(d) == "online",
-        DeviceState::Offline => views::device_state(d) == "offline",
-        DeviceState::Revoked => views::device_state(d) == "revoked",
+        DeviceState::Online => word == "online",
+        DeviceState::Offline => word == "offline",
+        DeviceState::Revoked => word == "revoked",
         DeviceState::Conflict => d.conflicts > 0,
     };
     (states.is_empty() || states.iter().any(in_state))
