@@ -32,19 +32,35 @@ pub enum Role {
 }
 
 impl Role {
-    /// Whether this role may make `request`.
+    /// Whether this role may make `request`. Every request is named, so
+    /// that a new one must be placed as a read or an act here.
     pub fn may(self, request: &Request) -> bool {
-        let acts = matches!(
-            request,
+        let acts = match request {
+            Request::Devices
+            | Request::Telemetry(_)
+            | Request::Chat(_)
+            | Request::Job { .. }
+            | Request::Jobs { .. }
+            | Request::Stats
+            | Request::Latest
+            | Request::RecentChat { .. }
+            | Request::Commands { .. }
+            | Request::FleetAnswers { .. }
+            | Request::ConfigShow { .. }
+            | Request::ConfigStatus
+            | Request::Alerts
+            | Request::PresenceLog { .. }
+            | Request::LatestOf { .. } => false,
             Request::Command { .. }
-                | Request::QueuedCommand { .. }
-                | Request::SubmitJob(_)
-                | Request::CancelJob { .. }
-                | Request::CancelCommand { .. }
-                | Request::Broadcast { .. }
-                | Request::FleetCommand(_)
-                | Request::ConfigEdit(_)
-        );
+            | Request::QueuedCommand { .. }
+            | Request::SubmitJob(_)
+            | Request::CancelJob { .. }
+            | Request::CancelCommand { .. }
+            | Request::Broadcast { .. }
+            | Request::FleetCommand(_)
+            | Request::ConfigEdit(_)
+            | Request::Forget { .. } => true,
+        };
         self == Role::Admin || !acts
     }
 
@@ -195,6 +211,11 @@ mod tests {
         assert!(!Role::Read.may(&broadcast));
         assert!(!Role::Read.may(&cancel), "cancelling a job acts");
         assert!(!Role::Read.may(&Request::CancelCommand { id: 1 }));
+        let forget = Request::Forget {
+            device: "pi".into(),
+        };
+        assert!(!Role::Read.may(&forget), "forgetting a device acts");
+        assert!(Role::Admin.may(&forget));
         assert!(
             Role::Admin.may(&command) && Role::Admin.may(&broadcast) && Role::Admin.may(&cancel)
         );

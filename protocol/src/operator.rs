@@ -138,6 +138,16 @@ messages! {
             /// The id [`Response::FleetCommandQueued`] gave.
             id: u64,
         },
+        /// Forgets a decommissioned device: offline, and on a hub with an
+        /// allow list, revoked. It leaves the device list, `/metrics`,
+        /// alerts and what a group or the fleet reaches; job runs and
+        /// command shares waiting for it fail. Its stored telemetry stays
+        /// (until retention), and so do its batch numbers: a message from
+        /// it later (enrolled again) brings it back.
+        Forget {
+            /// The device.
+            device: String,
+        },
     }
 
     /// An edit of one layer of the desired configuration.
@@ -309,6 +319,14 @@ messages! {
             stopped: u32,
             /// Shares sent and not answered yet, which go on.
             sent: u32,
+        },
+        /// For [`Request::Forget`]: what was waiting for the device and
+        /// now never will be sent.
+        Forgotten {
+            /// Job runs aimed at it, not yet handed out.
+            runs: u32,
+            /// Shares of commands for many devices, not yet sent.
+            shares: u32,
         },
     }
 }

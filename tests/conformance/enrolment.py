@@ -4,8 +4,9 @@
 operator: the key pair and the printed `fleetmq-hub allow` line, the
 running hub applying the allow list, each reason a device that cannot
 get in gives in `status`, a clone refused and counted, a key rotated and
-the old one revoked, a revoked device shown as such, and a device's
-groups pinned by the allow list.
+the old one revoked, a revoked device shown as such, a device's
+groups pinned by the allow list, and a decommissioned device forgotten
+(and back once enrolled again).
 
 It starts a hub of its own and agents of its own, each run by hand here
 (not enrolled first, another hub's key, an address where nothing
@@ -72,6 +73,7 @@ def run(args, _ctx):
         clones(args, hub, devices)
         rotation(args, hub, devices)
         pinned(args, hub, devices)
+        forgotten(hub, devices)
     finally:
         for d in devices:
             d.stop()
@@ -212,6 +214,43 @@ def pinned(args, hub, devices):
     listed = hub.cli.json("devices")
     check(next(d for d in listed if d["id"] == "pi-g")["groups"] == ["north"],
           "devices lists it in the pinned group", listed)
+
+
+def forgotten(hub, devices):
+    """`forget` takes a revoked device out of the lists and calls off the
+    work waiting for it; enrolled again, it comes back with what it had."""
+    telemetry, hub_pub = hub.endpoints["telemetry"], os.path.join(hub.data, "hub.pub")
+    _, err = hub.cli.code(1, "forget", "pi-g", what="an enrolled device is not forgotten")
+    check("revoke it first (`fleetmq-hub revoke pi-g`)" in err, "it says to revoke it first", err)
+    before = next(d for d in hub.cli.json("devices") if d["id"] == "pi-1")
+    stats = hub.cli.json("stats")
+    known, renumbered = stats["devices_known"], stats["batches_renumbered"]
+    job = hub.cli.json("job", "submit", "--device", "pi-1", "echo", "for the revoked pi-1")["id"]
+    done = hub.cli.json("forget", "pi-1")
+    check(done == {"device": "pi-1", "runs": 1, "shares": 0},
+          "forget answers what it called off", done)
+    listed = hub.cli.json("devices")
+    check(all(d["id"] != "pi-1" for d in listed), "devices no longer lists it", listed)
+    check(hub.cli.json("stats")["devices_known"] == known - 1, "stats counts one device fewer")
+    run = hub.cli.json("job", "show", str(job), want=1, what="a job whose run failed: exit 1")["runs"][0]
+    check(run["state"] == "failed" and "forgotten" in run["error"],
+          "the run waiting for it failed, saying why", run)
+    _, err = hub.cli.code(1, "forget", "pi-1", what="forgotten already")
+    check("unknown device" in err, "a device forgotten already is unknown", err)
+
+    # The card comes back (the newest key, enrolled again): listed again,
+    # with the batches it had.
+    new = next(d for d in devices if d.data.endswith("pi-1-new"))
+    with open(os.path.join(new.data, "agent.pub")) as f:
+        hub.cli.code(0, "allow", "pi-1", f.read().strip())
+    new.run(telemetry, hub_pub)
+    online(hub, "pi-1")
+    back = next(d for d in hub.cli.json("devices") if d["id"] == "pi-1")
+    check(back["batches"] >= before["batches"], "its stored batches count on", (before, back))
+    now = hub.cli.json("stats")["batches_renumbered"]
+    check(now == renumbered, "its batch numbers are still its own: none is renumbered",
+          (renumbered, now))
+    new.stop()
 
 
 if __name__ == "__main__":

@@ -231,6 +231,7 @@ REQUESTS = [
     "LatestOf",
     "CancelJob",
     "CancelCommand",
+    "Forget",
 ]
 
 
@@ -630,7 +631,7 @@ def read_response_body(r):
     kind = r.enum(["Devices", "Telemetry", "Chat", "Reply", "JobSubmitted", "Job", "Jobs",
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
-                   "PresenceLog", "JobCancelled", "CommandCancelled"])
+                   "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -688,6 +689,8 @@ def read_response_body(r):
             "online": g.b(), "at_ms": g.u(), "why": g.s()}))
     elif kind == "JobCancelled":
         body = {"stopped": r.u(32), "running": r.u(32)}
+    elif kind == "Forgotten":
+        body = {"runs": r.u(32), "shares": r.u(32)}
     else:
         body = {"stopped": r.u(32), "sent": r.u(32)}
     return kind, body
@@ -783,7 +786,7 @@ def read_request(r):
     if kind == "ConfigEdit":
         return kind, r.growable("ConfigEdit", lambda g: {
             "layer": g.s(), "set": g.vec(g.pair), "unset": g.vec(g.s), "if_version": g.u()})
-    if kind == "ConfigShow":
+    if kind in ("ConfigShow", "Forget"):
         return kind, {"device": r.s()}
     if kind == "PresenceLog":
         return kind, {"device": r.s(), "limit": r.u(32)}

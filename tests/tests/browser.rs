@@ -604,8 +604,46 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         &format!(r#"!!document.querySelector('button.cancel-job[data-job="{stuck}"]')"#),
         "b => !b",
     );
+    // A device taken out of service: revoked, it is offered to be
+    // forgotten, and once forgotten it is gone from the fleet.
+    let r = hub.op(&["revoke", "pi-b3"]);
+    assert!(r.ok, "{}", r.stderr);
+    admin.eval(r##"location.hash = "#/device/pi-b3""##);
+    admin.wait_until(
+        "pi-b3 revoked, with a forget button",
+        r#"!!document.getElementById("forget-device")"#,
+        "b => b",
+    );
+    let question = admin.eval(
+        r#"(() => { document.getElementById("forget-device").click();
+            return document.getElementById("a-question").textContent; })()"#,
+    );
+    assert!(
+        question
+            .as_str()
+            .is_some_and(|q| q.starts_with("Really forget pi-b3: it leaves the fleet list")),
+        "asked in words before it is sent: {question}"
+    );
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "pi-b3 forgotten",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => t.startsWith("forgot pi-b3")"#,
+    );
+    let devices = hub.op(&["devices"]);
+    assert!(
+        devices.json.iter().all(|d| d["id"] != "pi-b3")
+            && devices.json.iter().any(|d| d["id"] == "pi-b1"),
+        "{:?}",
+        devices.json
+    );
+    admin.wait_until(
+        "pi-b3's page says the hub does not know it",
+        r#"document.getElementById("d-facts").textContent"#,
+        r#"t => t.includes("not known to this hub")"#,
+    );
     // A reader's token cannot act, whatever the page does.
-    for path in ["/api/command", "/api/job/cancel"] {
+    for path in ["/api/command", "/api/job/cancel", "/api/forget"] {
         let (status, _) = http_with(
             "POST",
             &hub.endpoints["http"],

@@ -378,6 +378,13 @@ fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one
         "{}",
         cancel.stderr
     );
+    // Nor forget a device: each front-end keeps what it held.
+    let forget = fleet.b.op(&["forget", "pi-gone"]);
+    assert!(
+        !forget.ok && forget.stderr.contains("cannot forget a device yet"),
+        "{}",
+        forget.stderr
+    );
     for hub in [&fleet.b, &fleet.a] {
         let job = wait_job_over(hub, &id);
         assert_eq!(job["state"], "done", "{job}");

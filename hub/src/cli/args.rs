@@ -75,10 +75,23 @@ pub(super) enum Cmd {
     /// Remove a device from the allow list. A running hub closes its
     /// connections within a second and refuses it from then on.
     Revoke(RevokeArgs),
+    /// Forget a decommissioned device (offline, and revoked on a hub with
+    /// an allow list): it leaves devices, /metrics, the page and alerts,
+    /// and what waits for it is called off. Its telemetry stays until
+    /// retention removes it.
+    Forget(ForgetArgs),
     /// Copy the hub's store, keys and allow lists into a new directory,
     /// while the hub runs: the copy is a data directory (`run --data-dir`
     /// serves from it).
     Backup(BackupArgs),
+}
+
+#[derive(Args)]
+pub(super) struct ForgetArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// The device.
+    pub(super) device: String,
 }
 
 #[derive(Args)]

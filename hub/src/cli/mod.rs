@@ -184,6 +184,20 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Forget(a) => {
+            let device = a.device.clone();
+            let request = Request::Forget {
+                device: device.clone(),
+            };
+            operate(&a.op, request, Duration::ZERO, |r| match r {
+                Response::Forgotten { runs, shares } => Some(Shown::new(
+                    serde_json::json!({ "device": device, "runs": runs, "shares": shares }),
+                    format::fmt_forgotten(&device, runs, shares),
+                    true,
+                )),
+                _ => None,
+            })
+        }
         Cmd::Revoke(a) => {
             let path = allow_list(&a.at)?;
             let key = a

@@ -52,6 +52,13 @@ impl Latest {
         }
     }
 
+    /// Drops every series of `device` (forgotten).
+    pub fn forget(&mut self, device: &str) {
+        if let Some(series) = self.by_device.remove(device) {
+            self.len -= series.len();
+        }
+    }
+
     /// How many series of `device` are known.
     pub fn series_count(&self, device: &str) -> usize {
         self.by_device.get(device).map_or(0, HashMap::len)

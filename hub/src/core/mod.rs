@@ -20,6 +20,7 @@
 //! | `slots.rs` | work-queue jobs in the hands of agents on one connection, so none is handed more than it runs |
 //! | `aim.rs` | jobs aimed at devices, groups or the fleet: a run per member, held for offline ones |
 //! | `fleet.rs` | commands for many devices: a share per member, kept until answered, timed out or expired |
+//! | `forget.rs` | a decommissioned device forgotten: out of every list, its waiting work called off |
 //! | `config.rs` | the desired configuration: layers, versions, a device's document when it is behind |
 //! | `operator.rs` | operator requests: reads, and the acting requests routed to the flows above |
 //! | `reads.rs` | the reads that scan the store, run off the loop by the driver's readers |
@@ -47,6 +48,7 @@ mod cluster_jobs;
 mod commands;
 mod config;
 pub mod fleet;
+mod forget;
 mod jobs;
 mod latest;
 mod operator;

@@ -178,6 +178,7 @@ impl Core {
                 }
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
+            Request::Forget { device } => self.forget(device, now),
             Request::FleetCommand(fc) => self.fleet_command(fc, now),
             Request::FleetAnswers { id } => self.fleet_answers(id),
             Request::ConfigEdit(edit) => self.config_edit(edit),

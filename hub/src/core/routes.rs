@@ -183,6 +183,12 @@ impl Routes {
         self.held.remove(device);
     }
 
+    /// Drops all that is known of `device`'s connections (forgotten).
+    pub fn forget(&mut self, device: &str) {
+        self.held.remove(device);
+        self.conflicts.remove(device);
+    }
+
     /// Refused second connections for `device`.
     pub fn conflicts(&self, device: &str) -> Option<&Conflicts> {
         self.conflicts.get(device)

@@ -57,6 +57,21 @@ pub fn fmt_cancelled(id: u64, stopped: u32, running: u32) -> String {
     }
 }
 
+/// What `forget DEVICE` did.
+pub fn fmt_forgotten(device: &str, runs: u32, shares: u32) -> String {
+    let called_off = match (runs, shares) {
+        (0, 0) => String::new(),
+        _ => {
+            format!("; called off what waited for it: {runs} job run(s), {shares} command share(s)")
+        }
+    };
+    format!(
+        "forgot {device}: it is gone from devices, /metrics, the console and alerts{called_off}. \
+         Its stored telemetry stays until retention removes it; if it is enrolled and \
+         connects again, it comes back\n"
+    )
+}
+
 /// What `command --cancel ID` stopped.
 pub fn fmt_command_cancelled(id: u64, stopped: u32, sent: u32) -> String {
     match (stopped, sent) {

@@ -235,7 +235,7 @@ impl Store {
     }
 
     /// Marks done every aimed job none of whose runs is waiting or leased.
-    fn settle(&self, now_ms: u64) -> Result<(), StoreError> {
+    pub(super) fn settle(&self, now_ms: u64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "UPDATE jobs SET state = 'done', updated_ms = ?1

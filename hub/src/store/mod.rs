@@ -17,6 +17,7 @@
 mod checkpoint;
 mod commands;
 mod config;
+mod devices;
 mod fleet;
 mod jobs;
 mod numbers;
@@ -24,6 +25,7 @@ mod retention;
 mod telemetry;
 
 pub use config::{EditError, LayerKey, MAX_LAYER_BYTES};
+pub use devices::{PRESENCE_LOG_KEEP, unknown_device};
 pub use fleet::FleetWaiting;
 pub use retention::Pruned;
 
@@ -31,8 +33,8 @@ use commands::LogWrite;
 
 use std::path::Path;
 
-use fleetmq_protocol::{Batch, DeviceInfo, Hello, JobSpec, JobState};
-use rusqlite::{Connection, OptionalExtension, params};
+use fleetmq_protocol::{Batch, JobSpec, JobState};
+use rusqlite::Connection;
 
 /// Samples per batch are addressed with 20 bits of the cursor.
 const SAMPLE_BITS: u32 = 20;
@@ -155,7 +157,8 @@ CREATE TABLE IF NOT EXISTS devices (
     since_ms INTEGER NOT NULL,
     batches INTEGER NOT NULL DEFAULT 0,
     high_seq INTEGER,
-    holes TEXT
+    holes TEXT,
+    forgotten_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
@@ -270,9 +273,6 @@ pub(crate) fn highest_id(table: &str) -> String {
     )
 }
 
-/// Connects and disconnects kept per device (the oldest go first).
-pub const PRESENCE_LOG_KEEP: u32 = 200;
-
 fn json<T: serde::Serialize>(v: &T) -> String {
     // Serializing our own plain data types to JSON cannot fail.
     serde_json::to_string(v).unwrap_or_else(|e| format!("\"unserializable: {e}\""))
@@ -352,6 +352,14 @@ impl Store {
             )
             .doing("adding the devices' batch numbers")?;
         }
+        // A hub.db from before `forget`: no device is forgotten.
+        if conn
+            .prepare("SELECT forgotten_ms FROM devices LIMIT 0")
+            .is_err()
+        {
+            conn.execute_batch("ALTER TABLE devices ADD COLUMN forgotten_ms INTEGER")
+                .doing("adding the devices' forgotten column")?;
+        }
         // A hub.db from before aimed jobs: every job is the work queue's.
         if conn.prepare("SELECT kind FROM jobs LIMIT 0").is_err() {
             conn.execute_batch(
@@ -422,174 +430,7 @@ impl Store {
         store.ready_to_write()?;
         Ok(store)
     }
-
-    /// Records a Hello: creates or updates the device row.
-    pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
-                 ON CONFLICT (id) DO UPDATE SET agent_version = ?2, arch = ?3, os = ?4, hostname = ?5,
-                   groups = ?6, last_seen_ms = ?7",
-                params![id, h.agent_version, h.arch, h.os, h.hostname, json(&h.groups), now_ms as i64],
-            )
-            .doing("recording a hello")?;
-        Ok(())
-    }
-
-    /// Makes sure a device row exists (a device heard from before its hello).
-    pub fn touch(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms) VALUES (?1, ?2, ?2, ?2)
-                 ON CONFLICT (id) DO UPDATE SET last_seen_ms = max(last_seen_ms, ?2)",
-                params![id, now_ms as i64],
-            )
-            .doing("recording a device")?;
-        Ok(())
-    }
-
-    /// Records a presence change: online or offline since `since_ms`.
-    pub fn presence(&self, id: &str, since_ms: u64, last_seen_ms: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE devices SET since_ms = ?2, last_seen_ms = max(last_seen_ms, ?3) WHERE id = ?1",
-                params![id, since_ms as i64, last_seen_ms as i64],
-            )
-            .doing("recording presence")?;
-        Ok(())
-    }
-
-    /// `device` came online (or went offline) at `at_ms`, for `why`; the
-    /// device's oldest entries past [`PRESENCE_LOG_KEEP`] go.
-    pub fn log_presence(
-        &self,
-        device: &str,
-        online: bool,
-        at_ms: u64,
-        why: &str,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO presence_log (device, online, at_ms, why) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![device, online, at_ms as i64, why]))
-            .doing("logging a connect or disconnect")?;
-        self.conn
-            .prepare_cached(
-                "DELETE FROM presence_log WHERE device = ?1 AND id <= (SELECT id FROM presence_log
-                   WHERE device = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )
-            .and_then(|mut s| s.execute(params![device, PRESENCE_LOG_KEEP]))
-            .doing("logging a connect or disconnect")?;
-        Ok(())
-    }
-
-    /// A device's newest connects and disconnects, newest first.
-    pub fn presence_log(
-        &self,
-        device: &str,
-        limit: u32,
-    ) -> Result<Vec<fleetmq_protocol::PresenceEvent>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT online, at_ms, why FROM presence_log WHERE device = ?1 ORDER BY id DESC LIMIT ?2",
-            )
-            .doing("reading connects and disconnects")?;
-        let rows = stmt
-            .query_map(params![device, limit.min(PRESENCE_LOG_KEEP)], |r| {
-                Ok(fleetmq_protocol::PresenceEvent {
-                    online: r.get(0)?,
-                    at_ms: r.get::<_, i64>(1)?.max(0) as u64,
-                    why: r.get(2)?,
-                })
-            })
-            .doing("reading connects and disconnects")?;
-        rows.collect::<Result<_, _>>()
-            .doing("reading connects and disconnects")
-    }
-
-    /// True if the hub has ever heard from this device.
-    pub fn device_known(&self, id: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("SELECT 1 FROM devices WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row([id], |_| Ok(())))
-            .optional()
-            .map(|r| r.is_some())
-            .doing("looking up a device")
-    }
-
-    /// Every device; `online`/`listening` are filled in by the caller.
-    pub fn devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches
-                 FROM devices ORDER BY id",
-            )
-            .doing("listing devices")?;
-        let rows = stmt
-            .query_map([], |r| {
-                let groups: String = r.get(5)?;
-                Ok(DeviceInfo {
-                    id: r.get(0)?,
-                    agent_version: r.get(1)?,
-                    arch: r.get(2)?,
-                    os: r.get(3)?,
-                    hostname: r.get(4)?,
-                    groups: serde_json::from_str(&groups).unwrap_or_default(),
-                    since_ms: r.get::<_, i64>(6)? as u64,
-                    last_seen_ms: r.get::<_, i64>(7)? as u64,
-                    batches: r.get::<_, i64>(8)? as u64,
-                    ..unknown_device()
-                })
-            })
-            .doing("listing devices")?;
-        rows.collect::<Result<_, _>>().doing("listing devices")
-    }
-
-    /// A device's groups, as its last Hello named them; `None` for a
-    /// device never heard from.
-    pub fn device_groups(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        self.conn
-            .prepare_cached("SELECT groups FROM devices WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row([id], |r| r.get::<_, String>(0)).optional())
-            .map(|g| g.map(|g| serde_json::from_str(&g).unwrap_or_default()))
-            .doing("looking up a device's groups")
-    }
-
-    /// Devices ever heard from, for stats.
-    pub fn device_count(&self) -> Result<u32, StoreError> {
-        let devices: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
-            .doing("counting devices")?;
-        Ok(devices as u32)
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests;
-
-/// A device nothing is known of yet: offline, never seen, no Hello; set
-/// what is known over it.
-pub fn unknown_device() -> DeviceInfo {
-    DeviceInfo {
-        id: String::new(),
-        online: false,
-        listening: false,
-        since_ms: 0,
-        last_seen_ms: 0,
-        agent_version: String::new(),
-        arch: String::new(),
-        os: String::new(),
-        hostname: String::new(),
-        groups: Vec::new(),
-        batches: 0,
-        revoked: false,
-        conflicts: 0,
-        conflict_address: String::new(),
-        front_end: String::new(),
-    }
-}

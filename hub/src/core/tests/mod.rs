@@ -517,6 +517,7 @@ mod cluster_aimed;
 mod cluster_stats;
 mod config;
 mod fleet;
+mod forget;
 mod identity;
 mod jobs;
 mod one_connection;

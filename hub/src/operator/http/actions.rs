@@ -1,6 +1,7 @@
 //! What the page may do, with the admin token only (`POST`, a JSON body):
 //! ping or command a device, a group or the fleet, submit a job, cancel
-//! one, make an announcement. Each becomes the operator request the command line would
+//! one, make an announcement, forget a decommissioned device. Each becomes
+//! the operator request the command line would
 //! send, and its answer comes back as the command line's `--json` has it.
 
 use std::time::Duration;
@@ -45,6 +46,13 @@ struct Body {
 #[serde(deny_unknown_fields)]
 struct Cancel {
     id: u64,
+}
+
+/// `POST /api/forget`'s body: the device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Forget {
+    device: String,
 }
 
 fn bad(why: impl std::fmt::Display) -> Answer {
@@ -95,11 +103,13 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
         "/api/job" => Action::Job,
         "/api/broadcast" => Action::Broadcast,
         "/api/job/cancel" => return cancel(hub, body).unwrap_or_else(|a| a),
+        "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
         _ => {
             return (
                 404,
                 "text/plain",
-                "not found; POST /api/command, /api/job, /api/job/cancel or /api/broadcast\n"
+                "not found; POST /api/command, /api/job, /api/job/cancel, /api/broadcast \
+                 or /api/forget\n"
                     .into(),
             );
         }
@@ -226,6 +236,22 @@ fn cancel(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
             other => unexpected(&other),
         },
     )
+}
+
+/// Forgets the device a `{"device": ID}` body names, answered as `forget
+/// --json` is.
+fn forget(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
+    let Forget { device } = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("/api/forget takes {{\"device\": ID}}: {e}")))?;
+    let request = Request::Forget {
+        device: device.clone(),
+    };
+    Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
+        Response::Forgotten { runs, shares } => {
+            json(&json!({ "device": device, "runs": runs, "shares": shares }))
+        }
+        other => unexpected(&other),
+    })
 }
 
 fn unexpected(r: &Response) -> Answer {

@@ -19,7 +19,12 @@ pub(crate) fn echo_job(max_attempts: u32) -> JobSubmission {
 
 /// Stores `batch` from `device` as the hub does (the frame after its version
 /// and kind bytes), and says what became of it.
-fn store_as(device: &str, store: &mut Store, batch: fleetmq_protocol::Batch, now: u64) -> Stored {
+pub(crate) fn store_as(
+    device: &str,
+    store: &mut Store,
+    batch: fleetmq_protocol::Batch,
+    now: u64,
+) -> Stored {
     let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
         .encode()
         .unwrap();
@@ -115,7 +120,7 @@ fn a_batch_number_taken_with_other_content_is_refused_with_the_next_free_one() {
 }
 
 /// A batch numbered `seq` from pi-a holding `value`.
-fn numbered(seq: u64, value: i64) -> fleetmq_protocol::Batch {
+pub(crate) fn numbered(seq: u64, value: i64) -> fleetmq_protocol::Batch {
     let mut b = fleetmq_protocol::BatchBuilder::new(seq);
     b.push_sample("n", 1_000, fleetmq_protocol::Value::Int(value))
         .unwrap();
@@ -123,7 +128,7 @@ fn numbered(seq: u64, value: i64) -> fleetmq_protocol::Batch {
 }
 
 /// How many batches the store holds under each number of `device`.
-fn held(store: &Store, device: &str) -> Vec<(i64, i64)> {
+pub(crate) fn held(store: &Store, device: &str) -> Vec<(i64, i64)> {
     let mut stmt = store
         .conn
         .prepare("SELECT seq, count(*) FROM batches WHERE device = ?1 GROUP BY seq ORDER BY seq")
@@ -378,23 +383,6 @@ fn a_round_counts_each_devices_new_batches() {
     );
 }
 
+mod devices;
 mod queries_and_retention;
 mod work;
-
-/// A device's log of connects and disconnects keeps its newest entries.
-#[test]
-fn the_presence_log_keeps_each_devices_newest() {
-    let store = Store::in_memory().unwrap();
-    let most = u64::from(super::PRESENCE_LOG_KEEP);
-    for i in 0..most + 50 {
-        store
-            .log_presence("pi-1", i % 2 == 0, i, &format!("n{i}"))
-            .unwrap();
-    }
-    store.log_presence("pi-2", true, 1, "hello").unwrap();
-    let kept = store.presence_log("pi-1", 1_000).unwrap();
-    assert_eq!(kept.len() as u64, most);
-    assert_eq!(kept[0].why, format!("n{}", most + 49), "newest first");
-    assert_eq!(kept.last().unwrap().why, "n50", "the oldest went");
-    assert_eq!(store.presence_log("pi-2", 10).unwrap().len(), 1);
-}

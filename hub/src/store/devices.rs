@@ -1,0 +1,229 @@
+//! The devices the hub has heard from: their rows (what each said in its
+//! Hello, when it was seen, its batch numbers), their connects and
+//! disconnects, and forgetting a decommissioned one.
+
+use fleetmq_protocol::{DeviceInfo, Hello};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Doing as _, Store, StoreError, json};
+
+/// Connects and disconnects kept per device (the oldest go first).
+pub const PRESENCE_LOG_KEEP: u32 = 200;
+
+impl Store {
+    /// Records a Hello: creates or updates the device row.
+    pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
+                 ON CONFLICT (id) DO UPDATE SET agent_version = ?2, arch = ?3, os = ?4, hostname = ?5,
+                   groups = ?6, last_seen_ms = ?7, forgotten_ms = NULL",
+                params![id, h.agent_version, h.arch, h.os, h.hostname, json(&h.groups), now_ms as i64],
+            )
+            .doing("recording a hello")?;
+        Ok(())
+    }
+
+    /// Makes sure a device row exists (a device heard from before its hello).
+    pub fn touch(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms) VALUES (?1, ?2, ?2, ?2)
+                 ON CONFLICT (id) DO UPDATE SET last_seen_ms = max(last_seen_ms, ?2), forgotten_ms = NULL",
+                params![id, now_ms as i64],
+            )
+            .doing("recording a device")?;
+        Ok(())
+    }
+
+    /// Records a presence change: online or offline since `since_ms`.
+    pub fn presence(&self, id: &str, since_ms: u64, last_seen_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE devices SET since_ms = ?2, last_seen_ms = max(last_seen_ms, ?3) WHERE id = ?1",
+                params![id, since_ms as i64, last_seen_ms as i64],
+            )
+            .doing("recording presence")?;
+        Ok(())
+    }
+
+    /// `device` came online (or went offline) at `at_ms`, for `why`; the
+    /// device's oldest entries past [`PRESENCE_LOG_KEEP`] go.
+    pub fn log_presence(
+        &self,
+        device: &str,
+        online: bool,
+        at_ms: u64,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO presence_log (device, online, at_ms, why) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![device, online, at_ms as i64, why]))
+            .doing("logging a connect or disconnect")?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM presence_log WHERE device = ?1 AND id <= (SELECT id FROM presence_log
+                   WHERE device = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .and_then(|mut s| s.execute(params![device, PRESENCE_LOG_KEEP]))
+            .doing("logging a connect or disconnect")?;
+        Ok(())
+    }
+
+    /// A device's newest connects and disconnects, newest first.
+    pub fn presence_log(
+        &self,
+        device: &str,
+        limit: u32,
+    ) -> Result<Vec<fleetmq_protocol::PresenceEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT online, at_ms, why FROM presence_log WHERE device = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .doing("reading connects and disconnects")?;
+        let rows = stmt
+            .query_map(params![device, limit.min(PRESENCE_LOG_KEEP)], |r| {
+                Ok(fleetmq_protocol::PresenceEvent {
+                    online: r.get(0)?,
+                    at_ms: r.get::<_, i64>(1)?.max(0) as u64,
+                    why: r.get(2)?,
+                })
+            })
+            .doing("reading connects and disconnects")?;
+        rows.collect::<Result<_, _>>()
+            .doing("reading connects and disconnects")
+    }
+
+    /// True if the hub has heard from this device (and not forgotten it).
+    pub fn device_known(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM devices WHERE id = ?1 AND forgotten_ms IS NULL")
+            .and_then(|mut stmt| stmt.query_row([id], |_| Ok(())))
+            .optional()
+            .map(|r| r.is_some())
+            .doing("looking up a device")
+    }
+
+    /// Every device; `online`/`listening` are filled in by the caller.
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches
+                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id",
+            )
+            .doing("listing devices")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let groups: String = r.get(5)?;
+                Ok(DeviceInfo {
+                    id: r.get(0)?,
+                    agent_version: r.get(1)?,
+                    arch: r.get(2)?,
+                    os: r.get(3)?,
+                    hostname: r.get(4)?,
+                    groups: serde_json::from_str(&groups).unwrap_or_default(),
+                    since_ms: r.get::<_, i64>(6)? as u64,
+                    last_seen_ms: r.get::<_, i64>(7)? as u64,
+                    batches: r.get::<_, i64>(8)? as u64,
+                    ..unknown_device()
+                })
+            })
+            .doing("listing devices")?;
+        rows.collect::<Result<_, _>>().doing("listing devices")
+    }
+
+    /// A device's groups, as its last Hello named them; `None` for a
+    /// device never heard from.
+    pub fn device_groups(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT groups FROM devices WHERE id = ?1 AND forgotten_ms IS NULL")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get::<_, String>(0)).optional())
+            .map(|g| g.map(|g| serde_json::from_str(&g).unwrap_or_default()))
+            .doing("looking up a device's groups")
+    }
+
+    /// Devices heard from and not forgotten, for stats.
+    pub fn device_count(&self) -> Result<u32, StoreError> {
+        let devices: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM devices WHERE forgotten_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .doing("counting devices")?;
+        Ok(devices as u32)
+    }
+
+    /// Forgets a decommissioned device: it leaves the device list (and so
+    /// `/metrics`, the page, alerts, configuration status and what `--all`
+    /// or `--group` reaches), and the job runs and command shares waiting
+    /// for it fail, saying so. Its row stays, with its batch numbers, so
+    /// that if it comes back (enrolled again) its resent batches are still
+    /// known; any message from it undoes this. Its telemetry, chat and
+    /// connects stay until retention removes them. Returns (runs, shares)
+    /// called off, or `None` for a device not known (or forgotten already).
+    pub fn forget_device(&self, id: &str, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
+        const WHY: &str =
+            "its device was forgotten (`fleetmq-hub forget`) before it was handed out";
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .doing("forgetting a device")?;
+        let forgot = tx
+            .execute(
+                "UPDATE devices SET forgotten_ms = ?2 WHERE id = ?1 AND forgotten_ms IS NULL",
+                params![id, now_ms as i64],
+            )
+            .doing("forgetting a device")?;
+        if forgot == 0 {
+            return Ok(None);
+        }
+        let runs = tx
+            .execute(
+                "UPDATE jobs SET state = 'failed', updated_ms = ?2, error = ?3
+                 WHERE kind = 'run' AND state = 'queued' AND aim = ?1",
+                params![id, now_ms as i64, WHY],
+            )
+            .doing("forgetting a device's job runs")?;
+        let shares = tx
+            .execute(
+                "UPDATE fleet_answers SET state = 'failed', ended_ms = ?2, error = ?3
+                 WHERE device = ?1 AND state = 'waiting'",
+                params![id, now_ms as i64, WHY.replace("handed out", "sent")],
+            )
+            .doing("forgetting a device's command shares")?;
+        tx.execute("DELETE FROM config_applied WHERE device = ?1", [id])
+            .doing("forgetting a device's configuration status")?;
+        self.settle(now_ms)?;
+        tx.commit().doing("forgetting a device")?;
+        Ok(Some((runs as u32, shares as u32)))
+    }
+}
+
+/// A device nothing is known of yet: offline, never seen, no Hello; set
+/// what is known over it.
+pub fn unknown_device() -> DeviceInfo {
+    DeviceInfo {
+        id: String::new(),
+        online: false,
+        listening: false,
+        since_ms: 0,
+        last_seen_ms: 0,
+        agent_version: String::new(),
+        arch: String::new(),
+        os: String::new(),
+        hostname: String::new(),
+        groups: Vec::new(),
+        batches: 0,
+        revoked: false,
+        conflicts: 0,
+        conflict_address: String::new(),
+        front_end: String::new(),
+    }
+}

@@ -1,0 +1,132 @@
+//! The devices' rows: their connects and disconnects, and forgetting one.
+
+use super::*;
+
+/// A device's log of connects and disconnects keeps its newest entries.
+#[test]
+fn the_presence_log_keeps_each_devices_newest() {
+    let store = Store::in_memory().unwrap();
+    let most = u64::from(PRESENCE_LOG_KEEP);
+    for i in 0..most + 50 {
+        store
+            .log_presence("pi-1", i % 2 == 0, i, &format!("n{i}"))
+            .unwrap();
+    }
+    store.log_presence("pi-2", true, 1, "hello").unwrap();
+    let kept = store.presence_log("pi-1", 1_000).unwrap();
+    assert_eq!(kept.len() as u64, most);
+    assert_eq!(kept[0].why, format!("n{}", most + 49), "newest first");
+    assert_eq!(kept.last().unwrap().why, "n50", "the oldest went");
+    assert_eq!(store.presence_log("pi-2", 10).unwrap().len(), 1);
+}
+
+/// Forgetting a decommissioned device takes it out of every list and calls
+/// off what waits for it, but keeps its batch numbers: once it speaks
+/// again it is back, and a batch it resends is stored once.
+#[test]
+fn a_forgotten_device_leaves_the_lists_and_comes_back_with_its_numbers() {
+    let mut store = Store::in_memory().unwrap();
+    for seq in 1..=3 {
+        assert_eq!(
+            store_as("pi-a", &mut store, numbered(seq, 10), 1),
+            Stored::New
+        );
+    }
+    store.touch("pi-b", 1).unwrap();
+    let both: Vec<String> = ["pi-a", "pi-b"].map(String::from).to_vec();
+    let job = store
+        .submit_aimed(&echo_job(3), "all", &both, u64::MAX, 2)
+        .unwrap();
+    let command = store
+        .fleet_submit(
+            &fleetmq_protocol::Command::Ping,
+            "all",
+            &both,
+            0,
+            u64::MAX / 2,
+            2,
+        )
+        .unwrap();
+
+    assert_eq!(store.forget_device("pi-a", 3).unwrap(), Some((1, 1)));
+    assert_eq!(
+        store.forget_device("pi-a", 4).unwrap(),
+        None,
+        "forgotten already"
+    );
+    assert_eq!(
+        store.forget_device("pi-z", 4).unwrap(),
+        None,
+        "never heard from"
+    );
+    let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["pi-b"]);
+    assert_eq!(store.device_count().unwrap(), 1);
+    assert!(!store.device_known("pi-a").unwrap());
+    assert_eq!(store.device_groups("pi-a").unwrap(), None);
+
+    // What waited for pi-a never goes; pi-b's share and run still do.
+    assert!(store.aimed_due("pi-a", 10, 5).unwrap().is_empty());
+    assert_eq!(store.aimed_due("pi-b", 10, 5).unwrap().len(), 1);
+    let runs = store.job(job).unwrap().unwrap().runs;
+    let run_a = runs.iter().find(|r| r.device == "pi-a").unwrap();
+    assert_eq!(run_a.state, JobState::Failed);
+    assert!(
+        run_a
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("forgotten")
+    );
+    let waiting: Vec<String> = store
+        .fleet_waiting(5)
+        .unwrap()
+        .into_iter()
+        .map(|w| w.device)
+        .collect();
+    assert_eq!(waiting, ["pi-b"]);
+    let answers = store.fleet_answers(command).unwrap().unwrap();
+    assert!(
+        answers[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("forgotten")
+    );
+
+    // Enrolled again and heard from: back, and its numbers still hold.
+    store.touch("pi-a", 6).unwrap();
+    assert!(store.device_known("pi-a").unwrap());
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(3, 10), 7),
+        Stored::Duplicate
+    );
+    assert_eq!(
+        store_as("pi-a", &mut store, numbered(4, 10), 7),
+        Stored::New
+    );
+    assert_eq!(held(&store, "pi-a"), [(1, 1), (2, 1), (3, 1), (4, 1)]);
+    let again = store.devices().unwrap();
+    assert_eq!((again[0].id.as_str(), again[0].batches), ("pi-a", 4));
+}
+
+/// A hub.db from before `forget` gains the column; its devices are all
+/// listed, and one can be forgotten.
+#[test]
+fn a_hub_db_from_before_forget_lists_its_devices_and_can_forget_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        store.touch("pi-a", 1).unwrap();
+        store.touch("pi-b", 1).unwrap();
+        store
+            .conn
+            .execute_batch("ALTER TABLE devices DROP COLUMN forgotten_ms")
+            .unwrap();
+    }
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert_eq!(store.device_count().unwrap(), 2);
+    assert_eq!(store.forget_device("pi-a", 2).unwrap(), Some((0, 0)));
+    let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["pi-b"]);
+}
