@@ -46,6 +46,7 @@ impl Role {
             | Request::RecentChat { .. }
             | Request::Commands { .. }
             | Request::FleetAnswers { .. }
+            | Request::FleetCommands { .. }
             | Request::ConfigShow { .. }
             | Request::ConfigStatus
             | Request::Alerts

@@ -141,12 +141,19 @@ messages! {
         /// Forgets a decommissioned device: offline, and on a hub with an
         /// allow list, revoked. It leaves the device list, `/metrics`,
         /// alerts and what a group or the fleet reaches; job runs and
-        /// command shares waiting for it fail. Its stored telemetry stays
-        /// (until retention), and so do its batch numbers: a message from
-        /// it later (enrolled again) brings it back.
+        /// command shares waiting for it fail, and its log of connects
+        /// goes. Its stored telemetry stays (until retention), and so do
+        /// its batch numbers: a message from it later (enrolled again)
+        /// brings it back.
         Forget {
             /// The device.
             device: String,
+        },
+        /// The newest commands for many devices, newest first, each with
+        /// how many of its shares stand where.
+        FleetCommands {
+            /// At most this many.
+            limit: u32,
         },
     }
 
@@ -328,6 +335,8 @@ messages! {
             /// Shares of commands for many devices, not yet sent.
             shares: u32,
         },
+        /// For [`Request::FleetCommands`].
+        FleetCommands(#[serde(with = "crate::growable::list")] Vec<FleetCommandInfo>),
     }
 }
 

@@ -272,6 +272,15 @@ def commands(f):
           "command --cancel --json says what it stopped", cancelled)
     out, _ = hub.code(1, "command", "--cancel", called_off, what="cancelling it again: exit 1")
     check("nothing to cancel" in out, "it says the command had ended", out)
+    listed = hub.json("command", "--list", "3")
+    check([c["id"] for c in listed] == [int(called_off), int(expiring), int(share)],
+          "command --list N: the newest N, newest first", listed)
+    check(listed[0]["shares"] == {"failed": 1} and listed[2]["shares"] == {"waiting": 1}
+          and listed[2]["target"] == f"devices {C}" and listed[2]["command"] == {"kind": "ping"},
+          "each with whom it is for, what it asks and its shares counted", listed)
+    out, _ = hub.code(0, "command", "--list")
+    check("1 waiting (may wait until" in out and "ping" in out,
+          "the text says how many wait, and until when", out)
     out, _ = hub.code(1, "command", "--device", A, "--timeout-ms", "10000", "--wait-ms", "500",
                       "exec", "--", "sleep", "3")
     cut = command_id(out)

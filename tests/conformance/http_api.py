@@ -171,6 +171,23 @@ def run(args, ctx):
           "a job that has ended: nothing stopped", again)
     status, _, body = reader.call("/api/job/cancel", {"id": aimed["id"]})
     check(status == 403, "cancelling with the read token is 403", (status, body))
+    # A command for every device: the protocol client's device (offline
+    # now) keeps its share waiting, until it is called off.
+    sent = admin.json("/api/command", {"all": True, "name": "ping", "args": []})
+    check(isinstance(sent.get("id"), int) and args.device in sent.get("devices", []),
+          "a command for every device, answered with its id and members", sent)
+    listed = reader.json("/api/fleet-commands" + query(limit=5))
+    check(listed and listed[0]["id"] == sent["id"] and listed[0]["target"] == "all"
+          and listed[0]["shares"].get("waiting", 0) >= 1,
+          "/api/fleet-commands: the newest first, its waiting share counted", listed[:1])
+    off = admin.json("/api/command/cancel", {"id": sent["id"]})
+    check(off.get("id") == sent["id"] and off.get("stopped", 0) >= 1,
+          "/api/command/cancel, answered as command --cancel --json", off)
+    after = reader.json("/api/fleet-commands" + query(limit=1))[0]
+    check("waiting" not in after["shares"] and after["shares"].get("failed", 0) >= 1,
+          "nothing of it waits any more", after)
+    status, _, body = reader.call("/api/command/cancel", {"id": sent["id"]})
+    check(status == 403, "cancelling with the read token is 403", (status, body))
 
 
 if __name__ == "__main__":

@@ -232,6 +232,7 @@ REQUESTS = [
     "CancelJob",
     "CancelCommand",
     "Forget",
+    "FleetCommands",
 ]
 
 
@@ -631,7 +632,8 @@ def read_response_body(r):
     kind = r.enum(["Devices", "Telemetry", "Chat", "Reply", "JobSubmitted", "Job", "Jobs",
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
-                   "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten"])
+                   "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten",
+                   "FleetCommands"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -691,6 +693,10 @@ def read_response_body(r):
         body = {"stopped": r.u(32), "running": r.u(32)}
     elif kind == "Forgotten":
         body = {"runs": r.u(32), "shares": r.u(32)}
+    elif kind == "FleetCommands":
+        body = r.vec(lambda: r.growable("FleetCommandInfo", lambda g: {
+            "id": g.u(), "command": read_command(g), "target": g.s(), "created_ms": g.u(),
+            "expires_ms": g.u(), "states": g.vec(lambda: (g.s(), g.u(32)))}))
     else:
         body = {"stopped": r.u(32), "sent": r.u(32)}
     return kind, body
@@ -775,7 +781,7 @@ def read_request(r):
             "all": g.b(), "ttl_ms": g.u(32)})
     if kind in ("Job", "FleetAnswers", "CancelJob", "CancelCommand"):
         return kind, {"id": r.u()}
-    if kind in ("Jobs", "RecentChat", "Commands"):
+    if kind in ("Jobs", "RecentChat", "Commands", "FleetCommands"):
         return kind, {"limit": r.u(32)}
     if kind == "Broadcast":
         return kind, {"target": read_target(r), "text": r.s()}

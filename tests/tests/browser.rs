@@ -608,6 +608,43 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     // forgotten, and once forgotten it is gone from the fleet.
     let r = hub.op(&["revoke", "pi-b3"]);
     assert!(r.ok, "{}", r.stderr);
+    // A command kept for the revoked pi-b3 (once it is cut off) waits;
+    // the admin calls it off from Work.
+    wait_for("pi-b3 revoked and offline", || {
+        let devices = hub.op(&["devices"]).json;
+        let d = devices.iter().find(|d| d["id"] == "pi-b3")?;
+        (d["revoked"] == true && d["online"] == false).then_some(())
+    });
+    let kept = hub.op(&["command", "--device", "pi-b3", "--wait-ms", "0", "ping"]);
+    let kept = kept.json[0]["id"].as_u64().expect("a command id");
+    admin.eval(r##"location.hash = "#/work""##);
+    let button =
+        format!(r#"document.querySelector('button.cancel-command[data-command="{kept}"]')"#);
+    admin.wait_until(
+        "the waiting command's cancel button",
+        &format!("!!{button}"),
+        "b => b",
+    );
+    let question = admin.eval(&format!(
+        r#"(() => {{ {button}.click(); return document.getElementById("a-question").textContent; }})()"#
+    ));
+    assert_eq!(
+        question,
+        format!("Really cancel command {kept} “ping” for the 1 device(s) not sent it yet?")
+            .as_str(),
+        "asked in words before it is sent"
+    );
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "the command cancelled",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => t.includes("cancelled: 1 device(s) not yet sent it will not be")"#,
+    );
+    admin.wait_until(
+        "no cancel button once nothing waits",
+        &format!("!!{button}"),
+        "b => !b",
+    );
     admin.eval(r##"location.hash = "#/device/pi-b3""##);
     admin.wait_until(
         "pi-b3 revoked, with a forget button",
@@ -643,7 +680,12 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"t => t.includes("not known to this hub")"#,
     );
     // A reader's token cannot act, whatever the page does.
-    for path in ["/api/command", "/api/job/cancel", "/api/forget"] {
+    for path in [
+        "/api/command",
+        "/api/job/cancel",
+        "/api/command/cancel",
+        "/api/forget",
+    ] {
         let (status, _) = http_with(
             "POST",
             &hub.endpoints["http"],

@@ -342,6 +342,17 @@ pub(super) struct CommandArgs {
     /// printed: devices not yet sent it never are.
     #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all", "answers"])]
     pub(super) cancel: Option<u64>,
+    /// List the newest N (20) --group/--all/--device commands, newest
+    /// first: each one's id, whom it is for, and how many devices answered,
+    /// failed or are still waiting.
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "20",
+        conflicts_with_all = ["devices", "group", "all", "answers", "cancel"]
+    )]
+    pub(super) list: Option<u32>,
     /// DEVICE NAME [ARGS...]; with --device, --group or --all, NAME
     /// [ARGS...]. NAME is ping, status, exec, or another the device may
     /// know; for exec, the program and its arguments (put `--` before

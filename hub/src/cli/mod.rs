@@ -252,6 +252,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if let Some(id) = a.answers {
                 return work::fleet_answers(&a.op, id, None);
             }
+            if let Some(limit) = a.list {
+                return operate(
+                    &a.op,
+                    Request::FleetCommands { limit },
+                    Duration::ZERO,
+                    |r| match r {
+                        Response::FleetCommands(list) => Some(Shown::new(
+                            list.iter().map(views::fleet_command).collect(),
+                            format::fmt_fleet_commands(&list),
+                            true,
+                        )),
+                        _ => None,
+                    },
+                );
+            }
             if let Some(id) = a.cancel {
                 return operate(
                     &a.op,

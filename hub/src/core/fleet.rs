@@ -83,6 +83,15 @@ impl Core {
         }
     }
 
+    /// The newest commands for many devices, with their shares counted.
+    pub(super) fn fleet_commands(&mut self, limit: u32) -> Response {
+        self.fleet_answers_in();
+        match self.store.fleet_commands(limit) {
+            Ok(list) => Response::FleetCommands(list),
+            Err(e) => Response::Error(OperatorError::Storage(e.to_string())),
+        }
+    }
+
     /// Sends the waiting shares whose devices are online; ends those past
     /// their time to live (and, the first time, those a restart cut off).
     pub(super) fn send_fleet(&mut self, now: Now) {

@@ -181,6 +181,7 @@ impl Core {
             Request::Forget { device } => self.forget(device, now),
             Request::FleetCommand(fc) => self.fleet_command(fc, now),
             Request::FleetAnswers { id } => self.fleet_answers(id),
+            Request::FleetCommands { limit } => self.fleet_commands(limit),
             Request::ConfigEdit(edit) => self.config_edit(edit),
             Request::ConfigShow { device } => self.config_show(&device),
             Request::ConfigStatus => self.config_status(),

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
-    AgentStatus, ChatRow, ConfigState, ConfigView, DeviceInfo, FleetAnswer, JobInfo, JobSpec,
-    JobState, Outcome, Output, Reply, TelemetryRow,
+    AgentStatus, ChatRow, Command, ConfigState, ConfigView, DeviceInfo, FleetAnswer,
+    FleetCommandInfo, JobInfo, JobSpec, JobState, Outcome, Output, Reply, TelemetryRow,
 };
 
 mod stats;
@@ -266,6 +266,57 @@ pub fn fmt_spec(spec: &JobSpec) -> String {
             s
         }
     }
+}
+
+/// A command as its command line: `ping`, `exec PROGRAM ARGS`, `NAME ARGS`.
+pub fn fmt_command(c: &Command) -> String {
+    let (name, args): (&str, &[String]) = match c {
+        Command::Ping => ("ping", &[]),
+        Command::Status => ("status", &[]),
+        Command::Exec { program, args, .. } => {
+            return fmt_spec(&JobSpec::Exec {
+                program: program.clone(),
+                args: args.clone(),
+            });
+        }
+        Command::Other { name, args } => (name, args),
+    };
+    std::iter::once(line(name))
+        .chain(args.iter().map(|a| line(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `command --list`: each command for many devices, its shares counted.
+pub fn fmt_fleet_commands(list: &[FleetCommandInfo]) -> String {
+    let mut out = format!(
+        "{:>6} {:<24} {:<20} {:<20} SHARES\n",
+        "ID", "GIVEN", "FOR", "COMMAND"
+    );
+    for c in list {
+        let mut shares: Vec<String> = (c.states.iter())
+            .map(|(state, n)| format!("{n} {}", state.replace('_', " ")))
+            .collect();
+        if shares.is_empty() {
+            shares.push("none".into());
+        }
+        let waiting = c.states.iter().any(|(s, n)| s == "waiting" && *n > 0);
+        let until = if waiting {
+            format!(" (may wait until {})", fmt_ts(c.expires_ms))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:>6} {:<24} {:<20} {:<20} {}{until}",
+            c.id,
+            fmt_ts(c.created_ms),
+            line(&c.target),
+            fmt_command(&c.command),
+            shares.join(", ")
+        );
+    }
+    out
 }
 
 /// A device's configuration: a line of versions, then each key.

@@ -129,6 +129,7 @@ const PARAMETERS: &[(&str, &[&str])] = &[
     ("/api/chat", &["last", "after", "limit"]),
     ("/api/jobs", &["limit"]),
     ("/api/commands", &["limit"]),
+    ("/api/fleet-commands", &["limit"]),
 ];
 
 /// Why `query` does not suit `path`, if a JSON path's parameter is not
@@ -319,6 +320,12 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             Response::Jobs(jobs) => Some(json(&jobs.iter().map(views::job).collect::<Vec<_>>())),
             _ => None,
         }),
+        "/api/fleet-commands" => answer(call(hub, Request::FleetCommands { limit }), |r| match r {
+            Response::FleetCommands(list) => Some(json(
+                &list.iter().map(views::fleet_command).collect::<Vec<_>>(),
+            )),
+            _ => None,
+        }),
         "/api/commands" => answer(call(hub, Request::Commands { limit }), |r| match r {
             Response::Commands(log) => Some(json(
                 &log.iter().map(views::command_info).collect::<Vec<_>>(),
@@ -330,7 +337,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "text/plain",
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
-             /api/commands, /api/alerts, /api/latest?device=D&name=A,B, \
+             /api/commands, /api/fleet-commands, /api/alerts, /api/latest?device=D&name=A,B, \
              /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config?device=D, /api/presence?device=D&limit=N\n"
                 .into(),
         ),

@@ -4,8 +4,8 @@
 //! wrappers. The words are the ones the human text uses.
 
 use fleetmq_protocol::{
-    ChatRow, Command, CommandInfo, ConfigState, ConfigView, DeviceInfo, FleetAnswer, JobInfo,
-    JobRun, JobSpec, JobState, Outcome, Reply, TelemetryRow,
+    ChatRow, Command, CommandInfo, ConfigState, ConfigView, DeviceInfo, FleetAnswer,
+    FleetCommandInfo, JobInfo, JobRun, JobSpec, JobState, Outcome, Reply, TelemetryRow,
 };
 use serde_json::{Value, json};
 
@@ -228,6 +228,22 @@ pub fn fleet_answer(a: &FleetAnswer) -> Value {
     v["error"] = json!(a.error);
     v["ended_ms"] = json!(a.ended_ms);
     v
+}
+
+/// A command for many devices: `{"id", "command", "target", "created_ms",
+/// "expires_ms", "shares": {STATE: N, ...}}`.
+pub fn fleet_command(c: &FleetCommandInfo) -> Value {
+    let shares: serde_json::Map<String, Value> = (c.states.iter())
+        .map(|(state, n)| (state.clone(), json!(n)))
+        .collect();
+    json!({
+        "id": c.id,
+        "command": command(&c.command),
+        "target": c.target,
+        "created_ms": c.created_ms,
+        "expires_ms": c.expires_ms,
+        "shares": shares,
+    })
 }
 
 /// Where a device's configuration stands: `in_sync`, `pending` (a newer

@@ -165,8 +165,8 @@ impl Store {
     /// or `--group` reaches), and the job runs and command shares waiting
     /// for it fail, saying so. Its row stays, with its batch numbers, so
     /// that if it comes back (enrolled again) its resent batches are still
-    /// known; any message from it undoes this. Its telemetry, chat and
-    /// connects stay until retention removes them. Returns (runs, shares)
+    /// known; any message from it undoes this. Its log of connects goes;
+    /// its telemetry and chat stay until retention removes them. Returns (runs, shares)
     /// called off, or `None` for a device not known (or forgotten already).
     pub fn forget_device(&self, id: &str, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
         const WHY: &str =
@@ -200,6 +200,8 @@ impl Store {
             .doing("forgetting a device's command shares")?;
         tx.execute("DELETE FROM config_applied WHERE device = ?1", [id])
             .doing("forgetting a device's configuration status")?;
+        tx.execute("DELETE FROM presence_log WHERE device = ?1", [id])
+            .doing("forgetting a device's connects")?;
         self.settle(now_ms)?;
         tx.commit().doing("forgetting a device")?;
         Ok(Some((runs as u32, shares as u32)))

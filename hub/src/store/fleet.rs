@@ -2,7 +2,7 @@
 //! is for, kept until every device answered, timed out, or stayed away past
 //! the command's time to live, and across hub restarts.
 
-use fleetmq_protocol::{Command, FleetAnswer, Reply};
+use fleetmq_protocol::{Command, FleetAnswer, FleetCommandInfo, Reply};
 use rusqlite::params;
 
 use super::{Doing as _, Store, StoreError, json};
@@ -185,6 +185,59 @@ impl Store {
             )
             .doing("cancelling a fleet command")?;
         Ok(Some((stopped as u32, sent as u32)))
+    }
+
+    /// The newest `limit` fleet commands, newest first, each with how many
+    /// of its shares are in each state.
+    pub fn fleet_commands(&self, limit: u32) -> Result<Vec<FleetCommandInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.id, c.command, c.target, c.created_ms, c.expires_ms, a.state, count(a.id)
+                 FROM (SELECT * FROM fleet_commands ORDER BY id DESC LIMIT ?1) c
+                 LEFT JOIN fleet_answers a ON a.fleet = c.id
+                 GROUP BY c.id, a.state ORDER BY c.id DESC, a.state",
+            )
+            .doing("listing fleet commands")?;
+        let rows = stmt
+            .query_map(params![limit.clamp(1, 1_000)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .doing("listing fleet commands")?;
+        let mut out: Vec<FleetCommandInfo> = Vec::new();
+        for row in rows {
+            let (id, command, target, created, expires, state, n) =
+                row.doing("listing fleet commands")?;
+            let id = id as u64;
+            if out.last().is_none_or(|c| c.id != id) {
+                // Written by this hub from a decoded command; one that does
+                // not read back is shown as a command it does not know.
+                let command = serde_json::from_str(&command).unwrap_or(Command::Other {
+                    name: command,
+                    args: Vec::new(),
+                });
+                out.push(FleetCommandInfo {
+                    id,
+                    command,
+                    target,
+                    created_ms: created.max(0) as u64,
+                    expires_ms: expires.max(0) as u64,
+                    states: Vec::new(),
+                });
+            }
+            if let (Some(state), Some(c)) = (state, out.last_mut()) {
+                c.states.push((state, n as u32));
+            }
+        }
+        Ok(out)
     }
 
     /// Where fleet command `id` stands on each device (`None`: no such

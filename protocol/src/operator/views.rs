@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{JobSpec, Outcome, Reply, messages};
+use crate::messages::{Command, JobSpec, Outcome, Reply, messages};
 use crate::telemetry::Value;
 
 #[cfg(feature = "arbitrary")]
@@ -87,6 +87,25 @@ messages! {
         pub error: Option<String>,
         /// When it ended, ms since the epoch (0 while it has not).
         pub ended_ms: u64,
+    }
+
+    /// A command for many devices ([`Request::FleetCommand`](super::Request::FleetCommand)),
+    /// and how many of its shares stand where.
+    pub struct FleetCommandInfo {
+        /// The id it was answered with.
+        pub id: u64,
+        /// What it asks.
+        pub command: Command,
+        /// Whom it is for, in words (`all`, `groups north`, `devices pi-1,pi-2`).
+        pub target: String,
+        /// When it was given, ms since the epoch.
+        pub created_ms: u64,
+        /// Until when a share may wait for its device, ms since the epoch.
+        pub expires_ms: u64,
+        /// How many shares are in each state, by the state's name
+        /// (`waiting`: not yet sent; then as [`FleetAnswer`]'s), in the
+        /// order of the names.
+        pub states: Vec<(String, u32)>,
     }
 
     /// A command the hub sent to a device, from its command log.

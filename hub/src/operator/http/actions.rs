@@ -1,6 +1,7 @@
 //! What the page may do, with the admin token only (`POST`, a JSON body):
 //! ping or command a device, a group or the fleet, submit a job, cancel
-//! one, make an announcement, forget a decommissioned device. Each becomes
+//! a job or a command for many devices, make an announcement, forget a
+//! decommissioned device. Each becomes
 //! the operator request the command line would
 //! send, and its answer comes back as the command line's `--json` has it.
 
@@ -41,7 +42,8 @@ struct Body {
     program: String,
 }
 
-/// `POST /api/job/cancel`'s body: the job.
+/// `POST /api/job/cancel`'s and `/api/command/cancel`'s body: the job,
+/// or the command for many devices.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Cancel {
@@ -102,14 +104,16 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
         "/api/command" => Action::Command,
         "/api/job" => Action::Job,
         "/api/broadcast" => Action::Broadcast,
-        "/api/job/cancel" => return cancel(hub, body).unwrap_or_else(|a| a),
+        "/api/job/cancel" | "/api/command/cancel" => {
+            return cancel(hub, path, body).unwrap_or_else(|a| a);
+        }
         "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
         _ => {
             return (
                 404,
                 "text/plain",
-                "not found; POST /api/command, /api/job, /api/job/cancel, /api/broadcast \
-                 or /api/forget\n"
+                "not found; POST /api/command, /api/job, /api/job/cancel, \
+                 /api/command/cancel, /api/broadcast or /api/forget\n"
                     .into(),
             );
         }
@@ -220,22 +224,26 @@ impl Action {
     }
 }
 
-/// Cancels the job a `{"id": N}` body names, answered as `job cancel
-/// --json` is.
-fn cancel(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
+/// Cancels the job (`/api/job/cancel`) or the command for many devices
+/// (`/api/command/cancel`) a `{"id": N}` body names, answered as `job
+/// cancel --json` or `command --cancel --json` is.
+fn cancel(hub: &mut Client, path: &str, body: &[u8]) -> Result<Answer, Answer> {
     let Cancel { id } = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("/api/job/cancel takes {{\"id\": JOB}}: {e}")))?;
-    Ok(
-        match hub
-            .call(Request::CancelJob { id }, Duration::ZERO)
-            .map_err(failed)?
-        {
-            Response::JobCancelled { stopped, running } => {
-                json(&json!({ "id": id, "stopped": stopped, "running": running }))
-            }
-            other => unexpected(&other),
-        },
-    )
+        .map_err(|e| bad(format!("{path} takes {{\"id\": ID}}: {e}")))?;
+    let request = if path == "/api/job/cancel" {
+        Request::CancelJob { id }
+    } else {
+        Request::CancelCommand { id }
+    };
+    Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
+        Response::JobCancelled { stopped, running } => {
+            json(&json!({ "id": id, "stopped": stopped, "running": running }))
+        }
+        Response::CommandCancelled { stopped, sent } => {
+            json(&json!({ "id": id, "stopped": stopped, "sent": sent }))
+        }
+        other => unexpected(&other),
+    })
 }
 
 /// Forgets the device a `{"device": ID}` body names, answered as `forget

@@ -63,6 +63,7 @@ fn a_parameter_a_path_does_not_take_or_one_given_twice_is_refused_by_name() {
         ("/api/config", "device=a"),
         ("/api/jobs", "limit=1"),
         ("/api/commands", "limit=1"),
+        ("/api/fleet-commands", "limit=1"),
         ("/api/stats", ""),
         // The page and the scrape paths take none, and are not checked.
         ("/metrics", "anything=1"),

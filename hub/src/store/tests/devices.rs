@@ -48,7 +48,14 @@ fn a_forgotten_device_leaves_the_lists_and_comes_back_with_its_numbers() {
         )
         .unwrap();
 
+    store.log_presence("pi-a", true, 1, "hello").unwrap();
+    store.log_presence("pi-b", true, 1, "hello").unwrap();
     assert_eq!(store.forget_device("pi-a", 3).unwrap(), Some((1, 1)));
+    assert!(
+        store.presence_log("pi-a", 10).unwrap().is_empty(),
+        "its connects go"
+    );
+    assert_eq!(store.presence_log("pi-b", 10).unwrap().len(), 1);
     assert_eq!(
         store.forget_device("pi-a", 4).unwrap(),
         None,

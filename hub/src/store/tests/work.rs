@@ -211,3 +211,51 @@ fn a_cancelled_fleet_commands_waiting_shares_are_never_sent() {
     );
     assert_eq!(store.fleet_cancel(id + 1, 6).unwrap(), None);
 }
+
+/// The list of fleet commands: newest first, each one's shares counted by
+/// state, and only as many as asked.
+#[test]
+fn fleet_commands_are_listed_newest_first_with_their_shares_counted() {
+    let mut store = Store::in_memory().unwrap();
+    let devices: Vec<String> = ["pi-a", "pi-b", "pi-c"].map(String::from).to_vec();
+    let ping = store
+        .fleet_submit(
+            &fleetmq_protocol::Command::Ping,
+            "groups north",
+            &devices,
+            0,
+            9_000,
+            1,
+        )
+        .unwrap();
+    let status = store
+        .fleet_submit(
+            &fleetmq_protocol::Command::Status,
+            "all",
+            &devices[..1],
+            0,
+            9_000,
+            2,
+        )
+        .unwrap();
+    let waiting = store.fleet_waiting(3).unwrap();
+    let a = (waiting.iter())
+        .find(|w| w.device == "pi-a" && w.command == fleetmq_protocol::Command::Ping)
+        .unwrap();
+    store.fleet_mark(a.id, "answered", None, None, 4).unwrap();
+    store.fleet_cancel(ping, 5).unwrap();
+
+    let list = store.fleet_commands(10).unwrap();
+    let ids: Vec<u64> = list.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [status, ping], "newest first");
+    assert_eq!(list[0].target, "all");
+    assert_eq!(list[0].states, [("waiting".to_string(), 1)]);
+    assert_eq!(list[1].target, "groups north");
+    assert_eq!(
+        list[1].states,
+        [("answered".to_string(), 1), ("failed".to_string(), 2)]
+    );
+    assert_eq!(list[1].command, fleetmq_protocol::Command::Ping);
+    assert_eq!((list[1].created_ms, list[1].expires_ms), (1, 9_000));
+    assert_eq!(store.fleet_commands(1).unwrap()[0].id, status, "the newest");
+}
