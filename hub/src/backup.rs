@@ -22,6 +22,9 @@ use serde::Serialize;
 
 use crate::config::HubConfig;
 
+mod keep;
+pub use keep::{Kept, backup_keeping};
+
 /// What a backup wrote.
 #[derive(Debug, Serialize)]
 pub struct Backup {
@@ -50,6 +53,8 @@ pub enum BackupError {
     NotEmpty(PathBuf),
     #[error("{}: SQLite needs the backup's path as UTF-8 text; choose another", .0.display())]
     NotUtf8(PathBuf),
+    #[error("--keep 0 would remove the backup just made: keep at least 1")]
+    KeepNone,
     #[error("copying the store into {}", path.display())]
     Store {
         path: PathBuf,
@@ -74,7 +79,10 @@ impl BackupError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            BackupError::NoStore(_) | BackupError::NotEmpty(_) | BackupError::NotUtf8(_)
+            BackupError::NoStore(_)
+                | BackupError::NotEmpty(_)
+                | BackupError::NotUtf8(_)
+                | BackupError::KeepNone
         )
     }
 }
@@ -268,7 +276,8 @@ mod tests {
     use crate::store::{Store, Synchronous};
     use std::os::unix::fs::PermissionsExt as _;
 
-    fn hub_dir() -> (tempfile::TempDir, HubConfig) {
+    /// A hub's data directory with a store, keys and an allow list.
+    pub(super) fn hub_dir() -> (tempfile::TempDir, HubConfig) {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         fs::create_dir(&data).unwrap();

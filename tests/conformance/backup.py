@@ -20,6 +20,7 @@ Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def run(args, _ctx):
         check("no hub.db" in err, "and says there is no hub.db there", err)
         check(not os.path.exists(os.path.join(args.work, "b2")),
               "and makes no backup directory", os.listdir(args.work))
+        kept_series(hub, os.path.join(args.work, "series"))
 
         restored = fleet.Hub(args.hub_command, copy, "")
         restore(restored, job["id"])
@@ -81,6 +83,26 @@ def run(args, _ctx):
         for p in (agent, restored, hub):
             if p:
                 p.stop()
+
+
+def kept_series(hub, series):
+    """`backup --keep 2 DIR` three times: each a data directory in DIR
+    named by its time; the third removes the first, and only it."""
+    os.makedirs(os.path.join(series, "notes"))
+    made = []
+    for i in range(3):
+        doc = hub.cli.json("backup", "--keep", "2", series)
+        check(os.path.dirname(doc["dir"]) == series
+              and re.fullmatch(r"hub-\d{8}T\d{6}Z(-\d{3})?", os.path.basename(doc["dir"])),
+              "backup --keep makes DIR/hub-YYYYMMDDTHHMMSSZ", doc["dir"])
+        check(os.path.isfile(os.path.join(doc["dir"], "hub.db")), "holding the store")
+        check(doc["removed"] == made[:1] if i == 2 else doc["removed"] == [],
+              "the oldest beyond the newest 2 is removed, once the new one is whole", doc)
+        made.append(doc["dir"])
+    check(sorted(os.listdir(series)) == sorted([os.path.basename(d) for d in made[1:]] + ["notes"]),
+          "the newest two are kept, and nothing else in DIR is touched", os.listdir(series))
+    _, err = hub.cli.code(2, "backup", "--keep", "0", series, what="--keep 0 exits 2")
+    check("keep at least 1" in err, "and says to keep at least one", err)
 
 
 def send(agent, n):

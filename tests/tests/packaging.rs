@@ -59,6 +59,47 @@ fn the_systemd_units_verify_and_are_sandboxed() {
     }
 }
 
+/// The daily backup: the timer and its service verify, and the service,
+/// which keeps the newest 7 backups of the packaged hub, is sandboxed.
+#[test]
+fn the_backup_timer_and_its_service_verify_and_are_sandboxed() {
+    let dir = temp_dir("fleetmq-backup-units-");
+    let installed = "/usr/bin/fleetmq-hub";
+    let service = std::fs::read_to_string(packaging().join("systemd/fleetmq-hub-backup.service"))
+        .expect("reading the unit");
+    assert!(
+        service.contains(&format!(
+            "ExecStart={installed} backup --config /etc/fleetmq/hub.toml --keep 7 /var/lib/fleetmq-hub-backups"
+        )),
+        "it keeps the newest 7 backups of the hub the /etc config names: {service}"
+    );
+    let here = bin("fleetmq-hub", "NO_OVERRIDE");
+    let unit = dir.path().join("fleetmq-hub-backup.service");
+    std::fs::write(&unit, service.replace(installed, &here.to_string_lossy())).unwrap();
+    let timer = dir.path().join("fleetmq-hub-backup.timer");
+    std::fs::copy(packaging().join("systemd/fleetmq-hub-backup.timer"), &timer).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args([&unit, &timer])
+        .output()
+        .expect("systemd-analyze (apt install systemd)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the backup is too exposed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn the_sample_configs_for_etc_load() {
     let dir = temp_dir("fleetmq-etc-");
@@ -140,13 +181,16 @@ fn every_package_holds_its_static_binary_unit_config_and_scripts() {
         }
 
         if name == "fleetmq-hub" {
-            let dashboard = "./usr/share/fleetmq-hub/grafana/fleetmq.json";
-            assert!(
-                listing
-                    .lines()
-                    .any(|l| l.ends_with(&format!(" {dashboard}"))),
-                "{name} {arch} lacks {dashboard}:\n{listing}"
-            );
+            for file in [
+                "./usr/share/fleetmq-hub/grafana/fleetmq.json",
+                "./usr/lib/systemd/system/fleetmq-hub-backup.service",
+                "./usr/lib/systemd/system/fleetmq-hub-backup.timer",
+            ] {
+                assert!(
+                    listing.lines().any(|l| l.ends_with(&format!(" {file}"))),
+                    "{name} {arch} lacks {file}:\n{listing}"
+                );
+            }
         }
 
         // The binary inside: static, for this architecture's CPU.

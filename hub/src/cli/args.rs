@@ -98,8 +98,14 @@ pub(super) struct ForgetArgs {
 pub(super) struct BackupArgs {
     #[command(flatten)]
     pub(super) at: EnrolArgs,
-    /// The backup directory: new, or empty. Never replaced.
+    /// The backup directory: new, or empty. Never replaced. With --keep,
+    /// the directory that holds the backups.
     pub(super) to: PathBuf,
+    /// Keep a series in DIR: this backup goes into DIR/hub-YYYYMMDDTHHMMSSZ
+    /// (UTC), then the oldest backups there beyond the newest N are removed
+    /// (for a timer: the package's fleetmq-hub-backup.timer).
+    #[arg(long, value_name = "N")]
+    pub(super) keep: Option<usize>,
 }
 
 #[derive(Args)]

@@ -476,11 +476,25 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 /// `backup`: the copy, and how to use it.
 fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = hub::config_at(&a.at)?;
-    let done = match crate::backup::backup(&config, &a.to) {
-        Ok(done) => done,
+    let made = match a.keep {
+        Some(keep) => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            crate::backup::backup_keeping(&config, &a.to, keep, now_ms)
+        }
+        None => crate::backup::backup(&config, &a.to).map(|backup| crate::backup::Kept {
+            backup,
+            removed: Vec::new(),
+            left: Vec::new(),
+        }),
+    };
+    let kept = match made {
+        Ok(kept) => kept,
         Err(e) if e.is_usage() => return Err(usage(&e.to_string())),
         Err(e) => return Err(e.into()),
     };
+    let done = &kept.backup;
     let mut text = format!(
         "backed up {} to {}:\n",
         config.data_dir.display(),
@@ -493,12 +507,25 @@ fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
         "it is a data directory: `fleetmq-hub run --data-dir {}` serves from it\n",
         done.dir.display()
     ));
+    for old in &kept.removed {
+        text.push_str(&format!("removed the older backup {}\n", old.display()));
+    }
+    for (old, why) in &kept.left {
+        eprintln!(
+            "warning: the older backup {} was not removed: {why}",
+            old.display()
+        );
+    }
     if !config.cluster.servers.is_empty() {
         text.push_str(
             "this hub is a front-end over NATS: telemetry, jobs and the configuration are in JetStream; back those up there\n",
         );
     }
-    say(a.at.json, serde_json::json!(done), text);
+    let mut json = serde_json::json!(done);
+    if a.keep.is_some() {
+        json = serde_json::json!(kept);
+    }
+    say(a.at.json, json, text);
     Ok(ExitCode::SUCCESS)
 }
 
