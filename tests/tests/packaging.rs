@@ -11,51 +11,67 @@ fn packaging() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
 }
 
-/// The unit with its ExecStart pointed at this build, so `verify` can check
-/// the command exists; everything else as shipped.
-fn unit_for_this_build(name: &str, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(packaging().join("systemd").join(format!("{name}.service")))
-        .expect("reading the unit");
+/// `file`, a unit of packaging/systemd, with its ExecStart pointed at this
+/// build of `name`, so `verify` can check the command exists; everything
+/// else as shipped. It must run the installed binary with `args`.
+fn unit_for_this_build(file: &str, name: &str, args: &str, dir: &Path) -> PathBuf {
+    let text =
+        std::fs::read_to_string(packaging().join("systemd").join(file)).expect("reading the unit");
     let installed = format!("/usr/bin/{name}");
     assert!(
-        text.contains(&format!("ExecStart={installed} run --config /etc/fleetmq/")),
-        "the unit runs the installed binary with the /etc config: {text}"
+        text.contains(&format!("ExecStart={installed} {args}")),
+        "{file} runs the installed binary with {args}: {text}"
     );
     let here = bin(name, "NO_OVERRIDE");
-    let path = dir.join(format!("{name}.service"));
+    let path = dir.join(file);
     std::fs::write(&path, text.replace(&installed, &here.to_string_lossy())).unwrap();
     path
+}
+
+/// `systemd-analyze verify` passes `units` (a timer with its service),
+/// saying nothing.
+fn verifies(units: &[&Path]) {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("systemd-analyze (apt install systemd)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{units:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `unit`'s exposure on systemd's 0-10 scale is at most 2.0 ("OK").
+fn sandboxed(unit: &Path) {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let level = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or("no overall level")
+        .to_string();
+    eprintln!("{}: {level}", unit.display());
+    assert!(
+        out.status.success(),
+        "{} is too exposed: {report}",
+        unit.display()
+    );
 }
 
 #[test]
 fn the_systemd_units_verify_and_are_sandboxed() {
     let dir = temp_dir("fleetmq-units-");
-    for name in ["fleetmq-agent", "fleetmq-hub"] {
-        let unit = unit_for_this_build(name, dir.path());
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&unit)
-            .output()
-            .expect("systemd-analyze (apt install systemd)");
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Exposure on systemd's 0-10 scale, in tenths: at most 2.0 ("OK").
-        let out = Command::new("systemd-analyze")
-            .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
-            .arg(&unit)
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
-        let level = report
-            .lines()
-            .find(|l| l.contains("Overall exposure level"))
-            .unwrap_or("no overall level")
-            .to_string();
-        eprintln!("{name}: {level}");
-        assert!(out.status.success(), "{name} is too exposed: {report}");
+    for (name, config) in [("fleetmq-agent", "agent"), ("fleetmq-hub", "hub")] {
+        let args = format!("run --config /etc/fleetmq/{config}.toml");
+        let unit = unit_for_this_build(&format!("{name}.service"), name, &args, dir.path());
+        verifies(&[&unit]);
+        sandboxed(&unit);
     }
 }
 
@@ -64,40 +80,17 @@ fn the_systemd_units_verify_and_are_sandboxed() {
 #[test]
 fn the_backup_timer_and_its_service_verify_and_are_sandboxed() {
     let dir = temp_dir("fleetmq-backup-units-");
-    let installed = "/usr/bin/fleetmq-hub";
-    let service = std::fs::read_to_string(packaging().join("systemd/fleetmq-hub-backup.service"))
-        .expect("reading the unit");
-    assert!(
-        service.contains(&format!(
-            "ExecStart={installed} backup --config /etc/fleetmq/hub.toml --keep 7 /var/lib/fleetmq-hub-backups"
-        )),
-        "it keeps the newest 7 backups of the hub the /etc config names: {service}"
+    let args = "backup --config /etc/fleetmq/hub.toml --keep 7 /var/lib/fleetmq-hub-backups";
+    let unit = unit_for_this_build(
+        "fleetmq-hub-backup.service",
+        "fleetmq-hub",
+        args,
+        dir.path(),
     );
-    let here = bin("fleetmq-hub", "NO_OVERRIDE");
-    let unit = dir.path().join("fleetmq-hub-backup.service");
-    std::fs::write(&unit, service.replace(installed, &here.to_string_lossy())).unwrap();
     let timer = dir.path().join("fleetmq-hub-backup.timer");
     std::fs::copy(packaging().join("systemd/fleetmq-hub-backup.timer"), &timer).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .args([&unit, &timer])
-        .output()
-        .expect("systemd-analyze (apt install systemd)");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the backup is too exposed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    verifies(&[&unit, &timer]);
+    sandboxed(&unit);
 }
 
 #[test]
