@@ -29,8 +29,8 @@ impl Core {
     /// Why `device` may not be forgotten now, if it may not.
     fn may_forget(&self, device: &str) -> Result<(), String> {
         if self.is_front_end() {
-            return Err("a front-end over NATS cannot forget a device yet: \
-                 each front-end keeps the devices it held in its own store"
+            return Err("a front-end over NATS cannot forget a device yet: every \
+                 front-end's store holds the devices, filled from the cluster's stream"
                 .into());
         }
         let secure = self.admission.secure();
