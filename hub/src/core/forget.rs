@@ -5,7 +5,7 @@
 //! (and so its batch numbers) marked forgotten; a message from it later
 //! brings it back.
 
-use fleetmq_protocol::{OperatorError, Response};
+use fleetmq_protocol::{OperatorError, Response, validate_device_id};
 
 use super::{Core, Now};
 
@@ -28,6 +28,7 @@ impl Core {
 
     /// Why `device` may not be forgotten now, if it may not.
     fn may_forget(&self, device: &str) -> Result<(), String> {
+        validate_device_id(device).map_err(|e| e.to_string())?;
         if self.is_front_end() {
             return Err("a front-end over NATS cannot forget a device yet: every \
                  front-end's store holds the devices, filled from the cluster's stream"

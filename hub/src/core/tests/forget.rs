@@ -86,6 +86,11 @@ fn a_device_is_forgotten_once_revoked_and_leaves_every_list() {
         Response::Error(OperatorError::UnknownDevice("pi-a".into())),
         "forgotten already"
     );
+    let why = refused(&forget(&mut f, "pi a\u{1b}[2J", T0 + 8));
+    assert!(
+        why.contains("device id"),
+        "a name no device can have: {why}"
+    );
 }
 
 #[test]
