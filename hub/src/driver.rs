@@ -110,6 +110,11 @@ fn now() -> Now {
 }
 
 struct Driver {
+    /// The threads that answer reads that scan the store. Declared first,
+    /// so dropped first: their connections close before the core's store,
+    /// whose own (and then the checkpointer's) close last and fold the WAL
+    /// into hub.db, deleting it, at every clean stop.
+    readers: readers::Readers,
     core: Core,
     upstream: zmq::Socket,
     broadcast: zmq::Socket,
@@ -132,8 +137,6 @@ struct Driver {
     /// The HTTP side, which talks to this loop through the operator socket:
     /// at shutdown the loop answers it until it has finished.
     http: Option<Http>,
-    /// The threads that answer reads that scan the store.
-    readers: readers::Readers,
     /// The link to the NATS cluster, if this hub is a front-end.
     cluster: Option<front_end::FrontEnd>,
     /// The thread that tells the alert webhooks, if there are any.

@@ -397,6 +397,12 @@ fn a_hub_on_a_full_disk_holds_telemetry_back_and_resumes_by_itself() {
     let mut hub = hub;
     hub.proc.signal(libc::SIGTERM);
     hub.proc.wait_exit(WAIT);
+    for file in ["hub.db-wal", "hub.db-shm"] {
+        assert!(
+            !dir.path().join("data").join(file).exists(),
+            "a clean stop folds the WAL into hub.db and deletes {file}"
+        );
+    }
     let _filler = disk.fill();
     let hub = Hub::restart(dir.path(), "");
     assert!(hub.devices().contains_key("pi-d"), "reads on a full disk");
