@@ -26,6 +26,17 @@ pub struct Kept {
     pub left: Vec<(PathBuf, String)>,
 }
 
+impl Kept {
+    /// A backup made on its own, with no series to keep.
+    pub fn alone(backup: Backup) -> Kept {
+        Kept {
+            backup,
+            removed: Vec::new(),
+            left: Vec::new(),
+        }
+    }
+}
+
 /// The name of a backup made at `now_ms` (ms since the epoch).
 pub fn name_at(now_ms: u64) -> String {
     // `2026-12-05T19:58:04.123Z` -> `20261205T195804Z`.
@@ -39,21 +50,22 @@ pub fn name_at(now_ms: u64) -> String {
 }
 
 /// Whether `name` is one [`name_at`] gives, or one [`free_name`] gives.
+/// Read as bytes: a directory's name may be any text, and a byte offset
+/// into it need not fall between characters.
 fn is_backup_name(name: &str) -> bool {
-    let name = match name.rsplit_once("Z-") {
-        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            &name[..=head.len()]
-        }
-        _ => name,
-    };
-    let Some(stamp) = name.strip_prefix("hub-").and_then(|s| s.strip_suffix('Z')) else {
+    let digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+    let Some(rest) = name.as_bytes().strip_prefix(b"hub-") else {
         return false;
     };
-    let (date, time) = stamp.split_at(stamp.len().min(8));
-    stamp.len() == 15
-        && date.bytes().all(|b| b.is_ascii_digit())
-        && time.starts_with('T')
-        && time[1..].bytes().all(|b| b.is_ascii_digit())
+    if rest.len() < 16 {
+        return false;
+    }
+    let (stamp, suffix) = rest.split_at(16);
+    digits(&stamp[..8])
+        && stamp[8] == b'T'
+        && digits(&stamp[9..15])
+        && stamp[15] == b'Z'
+        && (suffix.is_empty() || (suffix.len() == 4 && suffix[0] == b'-' && digits(&suffix[1..])))
 }
 
 /// Makes a backup in `parent` named by `now_ms`, then removes the oldest
@@ -92,7 +104,7 @@ fn free_name(parent: &Path, now_ms: u64) -> PathBuf {
     let name = name_at(now_ms);
     let mut path = parent.join(&name);
     let mut n = 1;
-    while path.exists() && n < 1_000 {
+    while path.exists() && n < 999 {
         n += 1;
         path = parent.join(format!("{name}-{n:03}"));
     }
@@ -150,6 +162,9 @@ mod tests {
         assert!(is_backup_name(&name_at(T0)));
         assert!(name_at(T0) < name_at(T0 + DAY_MS));
         for other in [
+            "hub-20261205T1958éZ",
+            "hub-abcdefgéT195804Z",
+            "hub-20261205T195804Z-1000",
             "hub-2026",
             "hub-20261205T1958Z",
             "db-20261205T195804Z",

@@ -477,17 +477,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = hub::config_at(&a.at)?;
     let made = match a.keep {
-        Some(keep) => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            crate::backup::backup_keeping(&config, &a.to, keep, now_ms)
-        }
-        None => crate::backup::backup(&config, &a.to).map(|backup| crate::backup::Kept {
-            backup,
-            removed: Vec::new(),
-            left: Vec::new(),
-        }),
+        Some(keep) => crate::backup::backup_keeping(&config, &a.to, keep, fleetmq_net::now_ms()),
+        None => crate::backup::backup(&config, &a.to).map(crate::backup::Kept::alone),
     };
     let kept = match made {
         Ok(kept) => kept,
@@ -521,10 +512,11 @@ fn back_up(a: &BackupArgs) -> anyhow::Result<ExitCode> {
             "this hub is a front-end over NATS: telemetry, jobs and the configuration are in JetStream; back those up there\n",
         );
     }
-    let mut json = serde_json::json!(done);
-    if a.keep.is_some() {
-        json = serde_json::json!(kept);
-    }
+    // `--json` names what was removed only when asked to keep a series.
+    let json = match a.keep {
+        Some(_) => serde_json::json!(kept),
+        None => serde_json::json!(done),
+    };
     say(a.at.json, json, text);
     Ok(ExitCode::SUCCESS)
 }
