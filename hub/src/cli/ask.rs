@@ -10,7 +10,7 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use fleetmq_protocol::{
     ChatQuery, ChatRow, ConfigEdit, HubStats, Request, Response, TelemetryQuery, TelemetryRow,
@@ -196,13 +196,6 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Rows asked for at a time when reading on from a cursor.
 const PAGE: u32 = 1000;
 
-/// Milliseconds since the Unix epoch now.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// `--since`/`--until`: a time ago (`10m`, `2h 30m`, `7d`), a time (RFC
 /// 3339, `2026-12-02T10:00:00Z` or with an offset, `+01:00`; a space for
 /// the `T` and no zone mean UTC), or milliseconds since the epoch.
@@ -277,7 +270,7 @@ fn telemetry_rows(c: &mut Client, q: TelemetryQuery) -> Result<Vec<TelemetryRow>
 }
 
 pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
-    let now = now_ms();
+    let now = fleetmq_net::now_ms();
     let since_ms = match &a.since {
         Some(t) => parse_time("--since", t, now)?,
         None => 0,

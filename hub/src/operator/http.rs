@@ -249,12 +249,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             _ => None,
         }),
         "/api/latest" => console::latest(hub, &query),
-        "/api/series" => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            console::series(hub, &query, now_ms)
-        }
+        "/api/series" => console::series(hub, &query, fleetmq_net::now_ms()),
         "/api/config" => match query.get("device") {
             Some(device) => answer(
                 call(
