@@ -270,19 +270,15 @@ pub fn fmt_spec(spec: &JobSpec) -> String {
 
 /// A command as its command line: `ping`, `exec PROGRAM ARGS`, `NAME ARGS`.
 pub fn fmt_command(c: &Command) -> String {
-    let (name, args): (&str, &[String]) = match c {
-        Command::Ping => ("ping", &[]),
-        Command::Status => ("status", &[]),
-        Command::Exec { program, args, .. } => {
-            return fmt_spec(&JobSpec::Exec {
-                program: program.clone(),
-                args: args.clone(),
-            });
-        }
-        Command::Other { name, args } => (name, args),
+    let (head, rest): (&[&str], &[String]) = match c {
+        Command::Ping => (&["ping"], &[]),
+        Command::Status => (&["status"], &[]),
+        Command::Exec { program, args, .. } => (&["exec", program], args),
+        Command::Other { name, args } => (&[name], args),
     };
-    std::iter::once(line(name))
-        .chain(args.iter().map(|a| line(a)))
+    (head.iter().copied())
+        .chain(rest.iter().map(String::as_str))
+        .map(line)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -498,6 +494,22 @@ pub fn fmt_jobs(jobs: &[JobInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_reads_as_its_command_line() {
+        let exec = Command::Exec {
+            program: "ls".into(),
+            args: vec!["-l".into(), "/data".into()],
+            timeout_ms: 0,
+        };
+        assert_eq!(fmt_command(&exec), "exec ls -l /data");
+        assert_eq!(fmt_command(&Command::Ping), "ping");
+        let other = Command::Other {
+            name: "reboot".into(),
+            args: vec!["now".into()],
+        };
+        assert_eq!(fmt_command(&other), "reboot now");
+    }
 
     #[test]
     fn a_device_with_a_second_agent_is_named_under_the_table() {
