@@ -169,8 +169,9 @@ impl Store {
     /// its telemetry and chat stay until retention removes them. Returns (runs, shares)
     /// called off, or `None` for a device not known (or forgotten already).
     pub fn forget_device(&self, id: &str, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {
-        const WHY: &str =
+        const RUN: &str =
             "its device was forgotten (`fleetmq-hub forget`) before it was handed out";
+        const SHARE: &str = "its device was forgotten (`fleetmq-hub forget`) before it was sent";
         let tx = self
             .conn
             .unchecked_transaction()
@@ -188,14 +189,14 @@ impl Store {
             .execute(
                 "UPDATE jobs SET state = 'failed', updated_ms = ?2, error = ?3
                  WHERE kind = 'run' AND state = 'queued' AND aim = ?1",
-                params![id, now_ms as i64, WHY],
+                params![id, now_ms as i64, RUN],
             )
             .doing("forgetting a device's job runs")?;
         let shares = tx
             .execute(
                 "UPDATE fleet_answers SET state = 'failed', ended_ms = ?2, error = ?3
                  WHERE device = ?1 AND state = 'waiting'",
-                params![id, now_ms as i64, WHY.replace("handed out", "sent")],
+                params![id, now_ms as i64, SHARE],
             )
             .doing("forgetting a device's command shares")?;
         tx.execute("DELETE FROM config_applied WHERE device = ?1", [id])
