@@ -104,8 +104,13 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
         "/api/command" => Action::Command,
         "/api/job" => Action::Job,
         "/api/broadcast" => Action::Broadcast,
-        "/api/job/cancel" | "/api/command/cancel" => {
-            return cancel(hub, path, body).unwrap_or_else(|a| a);
+        "/api/job/cancel" => {
+            let job = |id| Request::CancelJob { id };
+            return cancel(hub, path, body, job).unwrap_or_else(|a| a);
+        }
+        "/api/command/cancel" => {
+            let command = |id| Request::CancelCommand { id };
+            return cancel(hub, path, body, command).unwrap_or_else(|a| a);
         }
         "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
         _ => {
@@ -227,23 +232,25 @@ impl Action {
 /// Cancels the job (`/api/job/cancel`) or the command for many devices
 /// (`/api/command/cancel`) a `{"id": N}` body names, answered as `job
 /// cancel --json` or `command --cancel --json` is.
-fn cancel(hub: &mut Client, path: &str, body: &[u8]) -> Result<Answer, Answer> {
+fn cancel(
+    hub: &mut Client,
+    path: &str,
+    body: &[u8],
+    request: impl FnOnce(u64) -> Request,
+) -> Result<Answer, Answer> {
     let Cancel { id } = serde_json::from_slice(body)
         .map_err(|e| bad(format!("{path} takes {{\"id\": ID}}: {e}")))?;
-    let request = if path == "/api/job/cancel" {
-        Request::CancelJob { id }
-    } else {
-        Request::CancelCommand { id }
-    };
-    Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
-        Response::JobCancelled { stopped, running } => {
-            json(&json!({ "id": id, "stopped": stopped, "running": running }))
-        }
-        Response::CommandCancelled { stopped, sent } => {
-            json(&json!({ "id": id, "stopped": stopped, "sent": sent }))
-        }
-        other => unexpected(&other),
-    })
+    Ok(
+        match hub.call(request(id), Duration::ZERO).map_err(failed)? {
+            Response::JobCancelled { stopped, running } => {
+                json(&json!({ "id": id, "stopped": stopped, "running": running }))
+            }
+            Response::CommandCancelled { stopped, sent } => {
+                json(&json!({ "id": id, "stopped": stopped, "sent": sent }))
+            }
+            other => unexpected(&other),
+        },
+    )
 }
 
 /// Forgets the device a `{"device": ID}` body names, answered as `forget
