@@ -165,7 +165,9 @@ impl Store {
     /// or `--group` reaches), and the job runs and command shares waiting
     /// for it fail, saying so. Its row stays, with its batch numbers, so
     /// that if it comes back (enrolled again) its resent batches are still
-    /// known; any message from it undoes this. Its log of connects goes;
+    /// known. A forgotten device is offline, so any message from it first
+    /// brings it online, whose [`Store::touch`] (or [`Store::hello`])
+    /// undoes this; the batch path need not. Its log of connects goes;
     /// its telemetry and chat stay until retention removes them. Returns (runs, shares)
     /// called off, or `None` for a device not known (or forgotten already).
     pub fn forget_device(&self, id: &str, now_ms: u64) -> Result<Option<(u32, u32)>, StoreError> {

@@ -104,8 +104,7 @@ impl Store {
                     "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, batches, high_seq, holes)
                      VALUES (?1, ?2, ?2, ?2, ?3, ?4, ?5)
                      ON CONFLICT (id) DO UPDATE SET batches = batches + ?3,
-                         last_seen_ms = max(last_seen_ms, ?2), high_seq = ?4, holes = ?5,
-                         forgotten_ms = NULL",
+                         last_seen_ms = max(last_seen_ms, ?2), high_seq = ?4, holes = ?5",
                 )
                 .doing("preparing device update")?;
             let mut batch = tx
