@@ -6,8 +6,6 @@
 //! it. What a device applied goes on the stream too, so `config status`
 //! is the whole fleet's from any front-end.
 
-use std::collections::HashMap;
-
 use fleetmq_protocol::{ConfigEdit, ConfigReport, OperatorError, Response};
 use tracing::warn;
 
@@ -17,16 +15,6 @@ use crate::cluster::config::ConfigEvent;
 
 /// The store's mark of the configuration events applied.
 pub const CONFIG_MARK: &str = "config_events";
-/// Edits waiting for their turn in the stream at once, at most.
-const MAX_PENDING_EDITS: usize = 256;
-
-/// Edits this front-end put on the stream, waiting to be applied, by the
-/// number it gave them: who asked.
-#[derive(Debug, Default)]
-pub(super) struct PendingEdits {
-    next: u64,
-    waiting: HashMap<u64, (Vec<u8>, u64)>,
-}
 
 impl Core {
     /// An operator's edit at a front-end: checked here, then applied by
@@ -38,15 +26,7 @@ impl Core {
         edit: ConfigEdit,
     ) -> Result<(), OperatorError> {
         self.check_edit(&edit)?;
-        let pending = &mut self.pending_edits;
-        if pending.waiting.len() >= MAX_PENDING_EDITS {
-            return Err(OperatorError::BadRequest(format!(
-                "{MAX_PENDING_EDITS} configuration edits already wait for the cluster; try again"
-            )));
-        }
-        pending.next += 1;
-        let ask = pending.next;
-        pending.waiting.insert(ask, (client.to_vec(), request_id));
+        let ask = (self.pending_edits).hold("configuration edits", client, request_id, ())?;
         let event = ConfigEvent::Edit {
             origin: self.cluster.name().to_string(),
             ask,
@@ -88,13 +68,13 @@ impl Core {
                         warn!(seq, error = %e, "a configuration edit from the cluster was not applied (every front-end decides the same)");
                     }
                     if origin == self.cluster.name()
-                        && let Some((client, request_id)) = self.pending_edits.waiting.remove(&ask)
+                        && let Some(asked) = self.pending_edits.take(ask)
                     {
                         let response = match applied {
                             Ok(version) => Response::ConfigVersion { version },
                             Err(e) => Response::Error(e),
                         };
-                        self.answer(&client, request_id, response);
+                        self.answer(&asked.client, asked.request_id, response);
                     }
                 }
                 ConfigEvent::Applied {

@@ -52,6 +52,7 @@ mod forget;
 mod jobs;
 mod latest;
 mod operator;
+mod pending;
 mod presence;
 pub mod reads;
 mod routes;
@@ -250,7 +251,7 @@ pub struct Core {
     /// Jobs a front-end took from the cluster's queue.
     cluster_jobs: cluster_jobs::ClusterJobs,
     /// Configuration edits a front-end put on the cluster's stream.
-    pending_edits: cluster_config::PendingEdits,
+    pending_edits: pending::Pending<()>,
     /// Why the cluster does not take telemetry now, if it does not.
     cluster_problem: Option<String>,
     /// Devices whose messages are being dropped (not reading).
@@ -297,7 +298,7 @@ impl Core {
             ticks: 0,
             cluster: cluster::Cluster::default(),
             cluster_jobs: cluster_jobs::ClusterJobs::default(),
-            pending_edits: cluster_config::PendingEdits::default(),
+            pending_edits: pending::Pending::starting_at(now.wall_ms),
             cluster_problem: None,
             undelivered: undelivered::Undelivered::default(),
             out: VecDeque::new(),
