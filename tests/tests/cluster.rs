@@ -175,7 +175,7 @@ fn a_nats_node_killed_keeps_the_fleet_going_and_loses_nothing_acked() {
 }
 
 #[test]
-fn a_device_revoked_at_one_front_end_is_cut_off_at_the_one_that_holds_it() {
+fn a_device_revoked_at_one_front_end_is_cut_off_where_it_is_held_and_forgotten_from_any() {
     let _w = watchdog("revoke across front-ends", LIMIT);
     let fleet = Fleet::start();
     wait_online(&fleet.a, "every device online at front-end a");
@@ -199,6 +199,38 @@ fn a_device_revoked_at_one_front_end_is_cut_off_at_the_one_that_holds_it() {
     );
     // It cannot come back in through either front-end.
     fleet.agents[0].wait_log("the hub refused this device's key");
+
+    // Decommissioned: a run left for it, then forgotten at b. Both
+    // front-ends drop it, and the run is called off at both.
+    let r = fleet
+        .a
+        .op(&["job", "submit", "--device", "pi-1", "echo", "never"]);
+    assert!(r.ok, "{}", r.stderr);
+    let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    wait_for("the job at b", || {
+        fleet.b.op(&["job", "show", &id]).json.first().cloned()
+    });
+    wait_for("b to know pi-1 is offline", || {
+        (fleet.b.devices().get("pi-1")?["online"] == false).then_some(())
+    });
+    let forget = fleet.b.op(&["forget", "pi-1"]);
+    assert!(forget.ok, "{}", forget.stderr);
+    assert_eq!(forget.json[0]["runs"], 1, "{:?}", forget.json);
+    for hub in [&fleet.b, &fleet.a] {
+        wait_for("pi-1 gone from the device list", || {
+            (!hub.devices().contains_key("pi-1")).then_some(())
+        });
+        let job = wait_job_over(hub, &id);
+        let why = job["runs"][0]["error"].as_str().unwrap_or_default();
+        assert!(why.contains("forgotten"), "{job}");
+    }
+    assert!(fleet.a.devices().contains_key("pi-2"));
+    let again = fleet.a.op(&["forget", "pi-1"]);
+    assert!(
+        !again.ok && again.stderr.contains("pi-1"),
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
@@ -370,21 +402,26 @@ fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one
     let r = fleet.b.op(&["job", "submit", "echo", "from b"]);
     assert!(r.ok, "{}", r.stderr);
     let id = r.json[0]["id"].as_u64().expect("a job id").to_string();
-    // A front-end cannot cancel a job yet, and says so rather than
-    // appearing to.
-    let cancel = fleet.b.op(&["job", "cancel", &id]);
-    assert!(
-        !cancel.ok && cancel.stderr.contains("cannot cancel a job yet"),
-        "{}",
-        cancel.stderr
-    );
-    // Nor forget a device: each front-end keeps what it held.
-    let forget = fleet.b.op(&["forget", "pi-gone"]);
-    assert!(
-        !forget.ok && forget.stderr.contains("cannot forget a device yet"),
-        "{}",
-        forget.stderr
-    );
+    // A job no device takes, submitted at b and cancelled at a: over at
+    // both, and taken off the queue when next delivered.
+    let r = fleet
+        .b
+        .op(&["job", "submit", "exec", "--", "no-device-runs-this"]);
+    assert!(r.ok, "{}", r.stderr);
+    let stuck = r.json[0]["id"].as_u64().expect("a job id").to_string();
+    wait_for("the job at a", || {
+        fleet.a.op(&["job", "show", &stuck]).json.first().cloned()
+    });
+    let cancel = fleet.a.op(&["job", "cancel", &stuck]);
+    assert!(cancel.ok, "{}", cancel.stderr);
+    assert_eq!(cancel.json[0]["stopped"], 1, "{:?}", cancel.json);
+    for hub in [&fleet.a, &fleet.b] {
+        let job = wait_job_over(hub, &stuck);
+        assert_eq!(job["state"], "failed", "{job}");
+        let why = job["error"].as_str().unwrap_or_default();
+        assert!(why.contains("cancelled by an operator"), "{job}");
+    }
+    fleet.a.proc.wait_log("taken off the cluster's queue");
     for hub in [&fleet.b, &fleet.a] {
         let job = wait_job_over(hub, &id);
         assert_eq!(job["state"], "done", "{job}");

@@ -16,6 +16,10 @@
 //! then shows it leased, every front-end times the lease, and a result the
 //! device sends after moving is taken where it arrives. A run whose lease
 //! runs out waits again for whichever front-end holds its device then.
+//!
+//! A job cancelled at any front-end is a `Cancelled` event: every store
+//! cancels it as a single hub does, and a front-end the queue delivers a
+//! job its store shows over takes it off the queue instead of running it.
 
 use fleetmq_protocol::{JobSubmission, Outcome};
 use serde::{Deserialize, Serialize};
@@ -85,6 +89,17 @@ pub enum JobEvent {
         why: String,
         at_ms: u64,
     },
+    /// An operator cancelled job `id` at front-end `origin`, which answers
+    /// them (its request `ask`) once it has applied this: every front-end
+    /// fails what of the job waits, gives a run that is out no further
+    /// attempt, and takes a cancelled job off the work queue when it next
+    /// takes it.
+    Cancelled {
+        id: u64,
+        origin: String,
+        ask: u64,
+        at_ms: u64,
+    },
 }
 
 impl JobEvent {
@@ -146,7 +161,13 @@ mod tests {
             }),
             at_ms: 2,
         };
-        for e in [submitted, aimed, sent, finished] {
+        let cancelled = JobEvent::Cancelled {
+            id: 7,
+            origin: "fe-a".into(),
+            ask: 3,
+            at_ms: 4,
+        };
+        for e in [submitted, aimed, sent, finished, cancelled] {
             assert_eq!(JobEvent::decode(&e.encode()), Some(e));
         }
         assert_eq!(JobEvent::decode(b"{}"), None);

@@ -8,11 +8,11 @@
 //! |---|---|---|
 //! | telemetry | stream `FLEETMQ_TELEMETRY`, subjects `fleetmq.telemetry.<device>` | a batch is acked to its agent once JetStream acked it at the stream's replication; its id `<device>/<seq>` stores a resent batch once within the dedupe window |
 //! | the fleet's telemetry, queried | each front-end's own hub.db | every front-end reads the whole stream in order and stores it as a single hub does (idempotent by device and number), so queries, `/metrics` and chat see the whole fleet from anywhere |
-//! | who holds which device | bucket `fleetmq_devices`, key = device id | written with compare-and-set; the newest connection of a device wins |
+//! | who holds which device | bucket `fleetmq_devices`, key = device id | written with compare-and-set; the newest connection of a device wins; an operator's `forget` marks it (`forgotten_ms`), every front-end forgets it, and its next connection clears the mark |
 //! | the allow list | bucket `fleetmq_allow`, key = device id, value = its keys | every front-end's file mirrors it; an edit of any file goes to the bucket ([`allow`]) |
 //! | commands for a device another front-end holds | core NATS request/reply to `fleetmq.frontend.<name>.ask` | the operator's request as it came; no responder: the device counts as offline |
 //! | announcements for groups and the fleet | core NATS subject `fleetmq.broadcast` | each other front-end publishes it to its agents |
-//! | work-queue jobs | work-queue stream `FLEETMQ_JOBS` (one consumer: ack wait = lease, deliveries = attempts) and `FLEETMQ_JOB_EVENTS` | see [`jobs`] |
+//! | work-queue jobs, and cancelling any job | work-queue stream `FLEETMQ_JOBS` (one consumer: ack wait = lease, deliveries = attempts) and `FLEETMQ_JOB_EVENTS` | see [`jobs`] |
 //! | the desired configuration | stream `FLEETMQ_CONFIG`: edits and applied reports, applied in order by every front-end | see [`config`] |
 //! | which front-ends live | bucket `fleetmq_frontends`, entries expire after [`FRONTEND_TTL_S`] | a device whose front-end is gone counts as offline |
 //!
@@ -116,6 +116,34 @@ pub struct Holder {
     /// Groups from its last Hello (for commands to groups from anywhere).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// When an operator forgot the device (`fleetmq-hub forget`): every
+    /// front-end forgets it in its own store. Its next connection, at any
+    /// front-end, writes a holder without it, and every front-end
+    /// remembers the device again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten_ms: Option<u64>,
+}
+
+impl Holder {
+    /// Whether an operator forgot the device (and it has not been back).
+    pub fn forgotten(&self) -> bool {
+        self.forgotten_ms.is_some()
+    }
+
+    /// `held` (or, for a device no front-end has held, an empty holder)
+    /// marked forgotten at `now_ms`: offline, held by nobody.
+    pub fn forgotten_now(held: Option<&Holder>, now_ms: u64) -> Holder {
+        let said = held.map(Said::of).unwrap_or_default();
+        Holder {
+            frontend: String::new(),
+            online: false,
+            since_ms: held.map_or(now_ms, |h| h.since_ms),
+            version: said.version,
+            arch: said.arch,
+            groups: said.groups,
+            forgotten_ms: Some(now_ms),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -125,7 +153,8 @@ fn now_ms() -> u64 {
 /// The holder to write when `device` came online (or went offline) at
 /// front-end `me`, given the holder in the bucket: `None` to leave it.
 /// The newest connection of a device wins (its key was checked by the
-/// front-end it reached); going offline changes only what `me` holds.
+/// front-end it reached); going offline changes only what `me` holds,
+/// and never undoes a forgetting (only a connection does).
 pub fn next_holder(
     held: Option<&Holder>,
     me: &str,
@@ -133,7 +162,7 @@ pub fn next_holder(
     said: Option<&Said>,
     now_ms: u64,
 ) -> Option<Holder> {
-    let mine = held.is_some_and(|h| h.frontend == me);
+    let mine = held.is_some_and(|h| h.frontend == me && !h.forgotten());
     if !online && !mine {
         return None;
     }
@@ -151,6 +180,7 @@ pub fn next_holder(
         version: said.version,
         arch: said.arch,
         groups: said.groups,
+        forgotten_ms: None,
     })
 }
 
@@ -231,8 +261,10 @@ pub enum ToCluster {
     JobDone { handle: u64, event: Vec<u8> },
     /// Give the job taken as `handle` back (delivered again, elsewhere).
     JobBack { handle: u64 },
-    /// The job taken as `handle` failed for good: stop delivering it.
-    JobEnd { handle: u64, event: Vec<u8> },
+    /// The job taken as `handle` failed for good: stop delivering it,
+    /// and tell every front-end `event` if there is one (none for a job
+    /// every store shows ended already, such as one cancelled).
+    JobEnd { handle: u64, event: Option<Vec<u8>> },
     /// Tell every front-end what became of an aimed job's run (a
     /// [`jobs::JobEvent`]), in the order told.
     JobEvent { event: Vec<u8> },
@@ -240,6 +272,10 @@ pub enum ToCluster {
     Config { event: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
     Enrol { device: String, keys: Vec<String> },
+    /// Mark `device` forgotten in the holders bucket, unless it is online
+    /// at a live front-end (compare-and-set: a connection in between
+    /// wins); answered with [`FromCluster::Forgot`] `ask`.
+    Forget { device: String, ask: u64 },
     /// This front-end's own traffic now (JSON of a `FrontEndStats`), for
     /// its entry in the front-ends bucket: every front-end's `stats` shows
     /// it.
@@ -325,6 +361,13 @@ pub enum FromCluster {
     EnrolledAll(allow::Enrolled),
     /// One device's keys changed (none: revoked).
     EnrolledOne { device: String, keys: Vec<String> },
+    /// What became of [`ToCluster::Forget`] `ask`: the holder written, or
+    /// why none was.
+    Forgot {
+        ask: u64,
+        device: String,
+        outcome: Result<Holder, String>,
+    },
     /// An announcement another front-end's operator made: publish it to
     /// this front-end's agents.
     Broadcast { topic: String, frame: Vec<u8> },
@@ -344,6 +387,7 @@ mod tests {
             version: "0.1.0".into(),
             arch: "aarch64".into(),
             groups: vec!["north".into()],
+            forgotten_ms: None,
         }
     }
 
@@ -376,6 +420,25 @@ mod tests {
             ("0.1.0", "aarch64", true)
         );
         assert_eq!(back.groups, vec!["north".to_string()]);
+    }
+
+    #[test]
+    fn a_forgotten_device_stays_forgotten_until_it_connects() {
+        let gone = Holder::forgotten_now(Some(&holder("a", false)), 20);
+        assert!(gone.forgotten() && !gone.online);
+        assert_eq!(gone.groups, vec!["north".to_string()], "what it said stays");
+        // Its old front-end hears of its silence late: nothing changes.
+        assert_eq!(next_holder(Some(&gone), "a", false, None, 21), None);
+        assert_eq!(next_holder(Some(&gone), "", false, None, 21), None);
+        // It connects again (enrolled again): remembered, anywhere.
+        let back = next_holder(Some(&gone), "b", true, None, 22).unwrap();
+        assert!(!back.forgotten() && back.online);
+        assert_eq!(back.frontend, "b");
+        // The JSON of a holder never forgotten is as older front-ends wrote it.
+        let json = serde_json::to_string(&holder("a", true)).unwrap();
+        assert!(!json.contains("forgotten"), "{json}");
+        let old: Holder = serde_json::from_str(&json).unwrap();
+        assert!(!old.forgotten());
     }
 
     #[test]

@@ -205,7 +205,14 @@ impl Core {
         self.store_works();
         for ((device, batch, _), outcome) in decoded.iter().zip(outcomes) {
             match outcome {
-                Stored::New => self.count_stored(device, batch),
+                Stored::New => {
+                    self.count_stored(device, batch);
+                    // What the stream holds of a forgotten device is stored
+                    // (retention removes it), but not shown as its newest.
+                    if self.cluster_holder(device).is_some_and(Holder::forgotten) {
+                        self.latest.forget(device);
+                    }
+                }
                 Stored::Duplicate => {}
                 Stored::Taken { .. } => warn!(
                     device,
@@ -219,12 +226,28 @@ impl Core {
 
     /// Who holds `device` now, from the cluster's bucket. If another live
     /// front-end does (its newest connection went there), this one lets it
-    /// go.
+    /// go. A holder marked forgotten forgets the device here; one that is
+    /// not, for a device forgotten here, brings it back.
     pub fn holder_changed(&mut self, device: &str, holder: Option<Holder>) {
+        let was_forgotten = self.cluster.holders.get(device).map(Holder::forgotten);
+        let forgotten_ms = holder.as_ref().and_then(|h| h.forgotten_ms);
+        let present = holder.is_some();
         match holder {
             Some(h) => self.cluster.holders.insert(device.to_string(), h),
             None => self.cluster.holders.remove(device),
         };
+        match (was_forgotten, forgotten_ms) {
+            (Some(true), Some(_)) => {}
+            (_, Some(at_ms)) => self.forget_from_cluster(device, at_ms),
+            // Back, or first heard of (this store may have forgotten it
+            // while this front-end was away).
+            (None | Some(true), None) if present => {
+                if let Err(e) = self.store.remember(device) {
+                    self.store_failed("remembering a device", &e);
+                }
+            }
+            _ => {}
+        }
         if let Some(frontend) = self.held_by_other(device)
             && self.presence.is_online(device)
         {
@@ -307,22 +330,33 @@ impl Core {
             .then(|| h.frontend.clone())
     }
 
-    /// Whether some front-end has held `device`.
+    /// The cluster's holder of `device`, forgotten or not.
+    pub(super) fn cluster_holder(&self, device: &str) -> Option<&Holder> {
+        self.cluster.holders.get(device)
+    }
+
+    /// The holders of the devices some front-end has held, leaving out
+    /// those an operator forgot.
+    fn remembered(&self) -> impl Iterator<Item = (&String, &Holder)> {
+        (self.cluster.holders.iter()).filter(|(_, h)| !h.forgotten())
+    }
+
+    /// Whether some front-end has held `device` (and it is not forgotten).
     pub(super) fn known_in_cluster(&self, device: &str) -> bool {
-        self.cluster.holders.contains_key(device)
+        self.cluster_holder(device).is_some_and(|h| !h.forgotten())
     }
 
     /// The groups of a device some front-end has held, as its last Hello
     /// named them.
     pub(super) fn cluster_groups(&self, device: &str) -> Option<Vec<String>> {
-        self.cluster.holders.get(device).map(|h| h.groups.clone())
+        (self.cluster_holder(device))
+            .filter(|h| !h.forgotten())
+            .map(|h| h.groups.clone())
     }
 
     /// Every device some front-end has held, with its groups.
     pub(super) fn cluster_devices(&self) -> Vec<(String, Vec<String>)> {
-        self.cluster
-            .holders
-            .iter()
+        self.remembered()
             .map(|(d, h)| (d.clone(), h.groups.clone()))
             .collect()
     }
@@ -377,9 +411,7 @@ impl Core {
     /// holders (their last sign of life, for a front-end that never held
     /// them).
     pub(super) fn offline_since(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.cluster
-            .holders
-            .iter()
+        self.remembered()
             .filter(|(_, h)| !h.online)
             .map(|(d, h)| (d.as_str(), h.since_ms))
     }

@@ -100,6 +100,34 @@ impl Core {
         Ok(())
     }
 
+    /// An operator's cancel at a front-end: put on the job events, which
+    /// every front-end applies in order; answered once this one has
+    /// applied it (with what it stopped here, the same in every store).
+    pub(super) fn cancel_in_cluster(
+        &mut self,
+        client: &[u8],
+        request_id: u64,
+        id: u64,
+        now: Now,
+    ) -> Result<(), OperatorError> {
+        let over = self.store.job_over(id);
+        if over
+            .map_err(|e| OperatorError::Storage(e.to_string()))?
+            .is_none()
+        {
+            return Err(OperatorError::NotFound(format!("job {id}")));
+        }
+        let ask = (self.pending_cancels).hold("job cancellations", client, request_id, ())?;
+        let event = JobEvent::Cancelled {
+            id,
+            origin: self.cluster.name().to_string(),
+            ask,
+            at_ms: now.wall_ms,
+        };
+        self.run_event(event);
+        Ok(())
+    }
+
     /// What became of a run of an aimed job here, for every front-end's
     /// store (nothing on a single hub).
     pub(super) fn run_event(&mut self, event: JobEvent) {
@@ -155,9 +183,28 @@ impl Core {
                     at_ms: now.wall_ms,
                 }
                 .encode();
-                return self.tell_cluster(ToCluster::JobEnd { handle, event });
+                return self.tell_cluster(ToCluster::JobEnd {
+                    handle,
+                    event: Some(event),
+                });
             }
         };
+        // One every store shows over (cancelled, or done with its ack to
+        // the queue lost) comes off the queue instead of going out again.
+        match self.store.job_over(id) {
+            Ok(Some(true)) => {
+                info!(
+                    job = id,
+                    "the job is over (cancelled?); taken off the cluster's queue"
+                );
+                return self.tell_cluster(ToCluster::JobEnd {
+                    handle,
+                    event: None,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => self.store_failed("reading a job from the cluster's queue", &e),
+        }
         // As on a single hub: no device here is handed a job it would
         // refuse (by its Offer); one that takes it gets it directly.
         let takers = self.queue_takers(&job.spec);
@@ -296,7 +343,16 @@ impl Core {
     /// its last attempt, fails for good (the queue would not deliver it
     /// again, and nobody would end it).
     fn give_back(&mut self, h: InHand, why: &str, now: Now) {
-        if h.attempt >= self.config.jobs.max_attempts {
+        if self.store.job_over(h.id).unwrap_or(None) == Some(true) {
+            info!(
+                job = h.id,
+                "the job was cancelled while out; taken off the cluster's queue, not given back"
+            );
+            self.tell_cluster(ToCluster::JobEnd {
+                handle: h.handle,
+                event: None,
+            });
+        } else if h.attempt >= self.config.jobs.max_attempts {
             let why = format!("no result after {} attempt(s); the last: {why}", h.attempt);
             warn!(job = h.id, %why, "job failed");
             let event = JobEvent::Failed {
@@ -306,7 +362,7 @@ impl Core {
             };
             self.tell_cluster(ToCluster::JobEnd {
                 handle: h.handle,
-                event: event.encode(),
+                event: Some(event.encode()),
             });
         } else {
             self.tell_cluster(ToCluster::JobBack { handle: h.handle });
@@ -403,6 +459,32 @@ impl Core {
             JobEvent::Failed { id, why, at_ms } => {
                 self.leases.end(id);
                 self.store.fail_job(id, &why, at_ms)
+            }
+            JobEvent::Cancelled {
+                id,
+                origin,
+                ask,
+                at_ms,
+            } => {
+                let cancelled = self.store.cancel_job(id, at_ms);
+                if let Ok(Some((stopped, running))) = cancelled {
+                    info!(job = id, stopped, running, %origin, "job cancelled by an operator");
+                }
+                let asked = (origin == self.cluster.name())
+                    .then(|| self.pending_cancels.take(ask))
+                    .flatten();
+                if let Some(a) = asked {
+                    let response = match &cancelled {
+                        Ok(Some((stopped, running))) => Response::JobCancelled {
+                            stopped: *stopped,
+                            running: *running,
+                        },
+                        Ok(None) => Response::Error(OperatorError::NotFound(format!("job {id}"))),
+                        Err(e) => Response::Error(OperatorError::Storage(e.to_string())),
+                    };
+                    self.answer(&a.client, a.request_id, response);
+                }
+                cancelled.map(|_| ())
             }
         }
     }

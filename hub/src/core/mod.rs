@@ -252,6 +252,11 @@ pub struct Core {
     cluster_jobs: cluster_jobs::ClusterJobs,
     /// Configuration edits a front-end put on the cluster's stream.
     pending_edits: pending::Pending<()>,
+    /// Job cancellations a front-end put on the cluster's job events.
+    pending_cancels: pending::Pending<()>,
+    /// Devices a front-end is marking forgotten in the cluster, with what
+    /// waited for each here: (runs, shares).
+    pending_forgets: pending::Pending<(u32, u32)>,
     /// Why the cluster does not take telemetry now, if it does not.
     cluster_problem: Option<String>,
     /// Devices whose messages are being dropped (not reading).
@@ -299,6 +304,8 @@ impl Core {
             cluster: cluster::Cluster::default(),
             cluster_jobs: cluster_jobs::ClusterJobs::default(),
             pending_edits: pending::Pending::starting_at(now.wall_ms),
+            pending_cancels: pending::Pending::starting_at(now.wall_ms),
+            pending_forgets: pending::Pending::starting_at(now.wall_ms),
             cluster_problem: None,
             undelivered: undelivered::Undelivered::default(),
             out: VecDeque::new(),

@@ -106,11 +106,11 @@ impl Core {
                 }
                 Err(e) => Response::Error(e),
             },
-            Request::CancelJob { .. } if self.is_front_end() => {
-                Response::Error(OperatorError::BadRequest(
-                    "a front-end over NATS cannot cancel a job yet: the job runs as submitted"
-                        .into(),
-                ))
+            Request::CancelJob { id } if self.is_front_end() => {
+                match self.cancel_in_cluster(client, req.id, id, now) {
+                    Ok(()) => return,
+                    Err(e) => Response::Error(e),
+                }
             }
             Request::CancelJob { id } => match self.store.cancel_job(id, now.wall_ms) {
                 Ok(Some((stopped, running))) => {
@@ -178,6 +178,12 @@ impl Core {
                 }
                 Err(e) => Response::Error(OperatorError::BadRequest(e.to_string())),
             },
+            Request::Forget { device } if self.is_front_end() => {
+                match self.forget_in_cluster(client, req.id, device) {
+                    Ok(()) => return,
+                    Err(e) => Response::Error(e),
+                }
+            }
             Request::Forget { device } => self.forget(device, now),
             Request::FleetCommand(fc) => self.fleet_command(fc, now),
             Request::FleetAnswers { id } => self.fleet_answers(id),

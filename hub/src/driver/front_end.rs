@@ -65,6 +65,11 @@ impl Driver {
                     self.core.from_stream(&batches, last, now())
                 }
                 FromCluster::Holder { device, holder } => self.core.holder_changed(&device, holder),
+                FromCluster::Forgot {
+                    ask,
+                    device,
+                    outcome,
+                } => self.core.forgot(ask, &device, outcome),
                 FromCluster::FrontEnds(live) => self.core.front_ends_reported(live),
                 FromCluster::Asked { id, frame } => {
                     let mut client = vec![super::CLUSTER];

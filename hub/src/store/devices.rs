@@ -209,6 +209,48 @@ impl Store {
         tx.commit().doing("forgetting a device")?;
         Ok(Some((runs as u32, shares as u32)))
     }
+    /// What forgetting `id` would call off now: (runs, shares), as
+    /// [`Store::forget_device`] would count them.
+    pub fn forget_counts(&self, id: &str) -> Result<(u32, u32), StoreError> {
+        let count = |sql: &str| {
+            self.conn
+                .query_row(sql, [id], |r| r.get::<_, u32>(0))
+                .doing("counting what waits for a device")
+        };
+        Ok((
+            count(
+                "SELECT count(*) FROM jobs WHERE kind = 'run' AND state = 'queued' AND aim = ?1",
+            )?,
+            count("SELECT count(*) FROM fleet_answers WHERE device = ?1 AND state = 'waiting'")?,
+        ))
+    }
+
+    /// A device the cluster says an operator forgot (front-ends): as
+    /// [`Store::forget_device`], and for a device this store has not heard
+    /// of yet (a front-end reading the stream from its start), a row
+    /// marked forgotten, which what the stream holds of it then leaves so.
+    pub fn forget_from_cluster(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms) VALUES (?1, ?2, ?2, ?2)
+                 ON CONFLICT (id) DO NOTHING",
+                params![id, now_ms as i64],
+            )
+            .doing("forgetting a device")?;
+        self.forget_device(id, now_ms).map(|_| ())
+    }
+
+    /// A forgotten device came back at another front-end: it is listed
+    /// here again (nothing happens to one not forgotten).
+    pub fn remember(&self, id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE devices SET forgotten_ms = NULL WHERE id = ?1 AND forgotten_ms IS NOT NULL",
+            )
+            .and_then(|mut s| s.execute([id]))
+            .doing("remembering a device")?;
+        Ok(())
+    }
 }
 
 /// A device nothing is known of yet: offline, never seen, no Hello; set

@@ -102,7 +102,8 @@ impl Store {
 
     /// Another front-end handed attempt `attempt` of run `id` out with
     /// `token`, its lease running until `lease_until_ms`: shown leased
-    /// here too, unless it is done or this store knows a later attempt.
+    /// here too, unless it is over here (done, failed or cancelled: its
+    /// result is still taken) or this store knows a later attempt.
     /// Returns whether it changed anything.
     pub fn run_sent(
         &self,
@@ -116,7 +117,7 @@ impl Store {
             .conn
             .execute(
                 "UPDATE jobs SET state = 'leased', attempts = ?2, lease_until_ms = ?3, updated_ms = ?4, token = ?5
-                 WHERE id = ?1 AND kind = 'run' AND state != 'done' AND attempts < ?2",
+                 WHERE id = ?1 AND kind = 'run' AND state IN ('queued', 'leased') AND attempts < ?2",
                 params![id as i64, attempt, lease_until_ms as i64, now_ms as i64, token as i64],
             )
             .doing("recording a run handed out")?;
@@ -212,11 +213,16 @@ impl Store {
         if known.is_none() {
             return Ok(None);
         }
+        // A job of the cluster's work queue may be out at a front-end (no
+        // store shows which): it is taken off the queue, and a result for
+        // an attempt already out is still taken.
         let stopped = self
             .conn
             .execute(
                 "UPDATE jobs SET state = 'failed', updated_ms = ?2,
-                   error = 'cancelled by an operator before it was handed out'
+                   error = CASE kind WHEN 'cluster'
+                     THEN 'cancelled by an operator: taken off the cluster''s work queue (an attempt already out goes on, and its result is taken)'
+                     ELSE 'cancelled by an operator before it was handed out' END
                  WHERE (id = ?1 OR parent = ?1) AND kind != 'fanout' AND state = 'queued'",
                 params![id as i64, now_ms as i64],
             )
@@ -259,6 +265,19 @@ impl Store {
             )
             .doing("putting a refused job back in the queue")?;
         Ok(())
+    }
+
+    /// Whether job `id` is over (done, failed or cancelled); `None` for a
+    /// job not known here.
+    pub fn job_over(&self, id: u64) -> Result<Option<bool>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT state IN ('done', 'failed') FROM jobs WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .doing("reading a job")
     }
 
     /// Whether job `id` is a run aimed at a device (not the work queue's).

@@ -24,6 +24,15 @@ pub(super) async fn write_presence(shared: Shared, mut rx: mpsc::UnboundedReceiv
                 enrol(&shared, &device, &keys).await;
                 continue;
             }
+            ToCluster::Forget { device, ask } => {
+                let outcome = forget(&shared, &device).await;
+                shared.out.send(FromCluster::Forgot {
+                    ask,
+                    device,
+                    outcome,
+                });
+                continue;
+            }
             // Online without a Hello (heard after a restart): what it
             // said before stays.
             ToCluster::Online {
@@ -171,6 +180,45 @@ pub(super) async fn set_holder(
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }
+}
+
+/// Marks `device` forgotten in the holders bucket, unless a live
+/// front-end holds it online; a connection written in between wins (the
+/// write is a compare-and-set). Returns the holder written.
+pub(super) async fn forget(shared: &Shared, device: &str) -> Result<Holder, String> {
+    let lost = |e: String| format!("the cluster's devices bucket did not answer ({e}); try again");
+    let entry = (shared.devices.entry(device).await).map_err(|e| lost(e.to_string()))?;
+    let held: Option<Holder> = entry
+        .as_ref()
+        .filter(|e| e.operation == kv::Operation::Put)
+        .and_then(|e| serde_json::from_slice(&e.value).ok());
+    if let Some(h) = held.as_ref().filter(|h| h.online) {
+        let live = shared.frontends.get(&h.frontend).await;
+        if matches!(live, Ok(Some(_))) {
+            return Err(format!(
+                "{device} is online at front-end {}: stop its agent (or revoke it), then forget it",
+                h.frontend
+            ));
+        }
+    }
+    let next = Holder::forgotten_now(held.as_ref(), crate::cluster::now_ms());
+    let value = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
+    let written = match entry {
+        Some(e) => (shared.devices)
+            .update(device, value.into(), e.revision)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => (shared.devices)
+            .create(device, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    };
+    written.map_err(|e| {
+        format!("{device} changed in the cluster while it was being forgotten (did it connect?): {e}; try again")
+    })?;
+    Ok(next)
 }
 
 /// Tells the loop who holds each device, and each change.

@@ -313,7 +313,10 @@ async fn serve(
                     });
                 });
             }
-            ToCluster::Online { .. } | ToCluster::Offline { .. } | ToCluster::Enrol { .. } => {
+            ToCluster::Online { .. }
+            | ToCluster::Offline { .. }
+            | ToCluster::Enrol { .. }
+            | ToCluster::Forget { .. } => {
                 let _ = presence_tx.send(msg);
             }
             ToCluster::Ask {
@@ -398,9 +401,7 @@ async fn serve(
             }
             ToCluster::JobEnd { handle, event } => {
                 let shared = shared.clone();
-                tokio::spawn(
-                    async move { job_over(&shared, handle, AckKind::Term, Some(event)).await },
-                );
+                tokio::spawn(async move { job_over(&shared, handle, AckKind::Term, event).await });
             }
             ToCluster::JobEvent { event } => {
                 let _ = events_tx.send(event);

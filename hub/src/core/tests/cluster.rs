@@ -123,6 +123,7 @@ pub(super) fn holder(frontend: &str, online: bool) -> Option<Holder> {
         version: "0.1.0".into(),
         arch: "armv6".into(),
         groups: vec!["north".into()],
+        forgotten_ms: None,
     })
 }
 
@@ -377,7 +378,10 @@ fn a_taken_job_is_settled_by_its_result_given_back_when_refused_and_failed_after
     match &out[..] {
         [
             ToCluster::JobBack { handle: 4 },
-            ToCluster::JobEnd { handle: 5, event },
+            ToCluster::JobEnd {
+                handle: 5,
+                event: Some(event),
+            },
         ] => {
             assert!(matches!(
                 crate::cluster::jobs::JobEvent::decode(event),

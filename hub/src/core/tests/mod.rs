@@ -515,6 +515,7 @@ mod budgets;
 mod cluster;
 mod cluster_aimed;
 mod cluster_stats;
+mod cluster_undo;
 mod config;
 mod fleet;
 mod forget;

@@ -117,6 +117,42 @@ fn a_forgotten_device_leaves_the_lists_and_comes_back_with_its_numbers() {
     assert_eq!((again[0].id.as_str(), again[0].batches), ("pi-a", 4));
 }
 
+/// On a front-end: what forgetting would call off is counted before the
+/// cluster is asked; a device the cluster forgot is forgotten here even
+/// before its telemetry is read from the stream, and stays so until the
+/// cluster says it is back.
+#[test]
+fn a_device_the_cluster_forgot_stays_forgotten_here_until_the_cluster_remembers_it() {
+    let mut store = Store::in_memory().unwrap();
+    store.touch("pi-a", 1).unwrap();
+    let both: Vec<String> = ["pi-a", "pi-b"].map(String::from).to_vec();
+    store
+        .submit_aimed(&echo_job(3), "all", &both, u64::MAX, 2)
+        .unwrap();
+    assert_eq!(store.forget_counts("pi-a").unwrap(), (1, 0));
+    assert_eq!(store.forget_counts("pi-z").unwrap(), (0, 0));
+    store.forget_from_cluster("pi-a", 3).unwrap();
+    assert_eq!(store.forget_counts("pi-a").unwrap(), (0, 0), "called off");
+    // Told twice (the bucket's word after this front-end's own): the same.
+    store.forget_from_cluster("pi-a", 4).unwrap();
+
+    // Never heard of here: forgotten before its telemetry comes.
+    store.forget_from_cluster("pi-n", 5).unwrap();
+    assert_eq!(
+        store_as("pi-n", &mut store, numbered(1, 10), 6),
+        Stored::New
+    );
+    assert!(!store.device_known("pi-n").unwrap());
+    assert_eq!(store.device_count().unwrap(), 0);
+
+    // Back at another front-end: listed again, its numbers kept.
+    store.remember("pi-n").unwrap();
+    store.remember("pi-q").unwrap();
+    let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["pi-n"]);
+    assert_eq!(held(&store, "pi-n"), [(1, 1)]);
+}
+
 /// A hub.db from before `forget` gains the column; its devices are all
 /// listed, and one can be forgotten.
 #[test]

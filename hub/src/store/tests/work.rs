@@ -172,6 +172,53 @@ fn a_cancelled_job_is_never_handed_out_and_a_running_attempt_is_its_last() {
     );
 }
 
+/// On a front-end, a cancel read from the job events: the queue's job is
+/// over here (taken off the queue when next delivered), and a run another
+/// front-end hands out in the meantime stays cancelled until its result.
+#[test]
+fn a_cluster_job_cancelled_is_over_and_a_run_sent_after_stays_cancelled() {
+    let mut store = Store::in_memory().unwrap();
+    store.insert_cluster_job(41, &echo_job(3), 1).unwrap();
+    assert_eq!(store.job_over(41).unwrap(), Some(false));
+    assert_eq!(store.cancel_job(41, 2).unwrap(), Some((1, 0)));
+    assert_eq!(store.job_over(41).unwrap(), Some(true));
+    let why = store.job(41).unwrap().unwrap().error.unwrap_or_default();
+    assert!(why.contains("taken off the cluster's work queue"), "{why}");
+    assert_eq!(store.job_over(99).unwrap(), None, "not known here");
+
+    let run = 1 << 52 | 42 << 20 | 1;
+    store
+        .insert_cluster_aimed(
+            42,
+            &echo_job(3),
+            "devices pi-a",
+            &[(run, "pi-a")],
+            u64::MAX,
+            3,
+        )
+        .unwrap();
+    assert_eq!(store.cancel_job(42, 4).unwrap(), Some((1, 0)));
+    assert!(
+        !store.run_sent(run, 1, 77, 10_000, 5).unwrap(),
+        "a run handed out before the cancel reached its front-end"
+    );
+    assert_eq!(
+        store.job(42).unwrap().unwrap().runs[0].state,
+        JobState::Failed
+    );
+    let done = Outcome::Completed(Output {
+        exit_code: Some(0),
+        stdout: "hi".into(),
+        stderr: String::new(),
+        truncated: false,
+        duration_ms: 1,
+    });
+    assert!(
+        store.finish_job(run, "pi-a", &done, 6).unwrap(),
+        "its result is taken"
+    );
+}
+
 /// Cancelling a command for many devices: the shares not sent fail as
 /// cancelled and are never due; one sent goes on.
 #[test]
