@@ -31,6 +31,9 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The browser test opens the fleet page in Debian's headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The alerts test makes a private certificate authority for its https
+# webhook with the openssl command.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The metrics test checks /metrics with Prometheus's own promtool. The
 # prometheus package carries it; its recommends (exporters, smartmontools)
 # are not needed, and its server is never started by the tests.

@@ -333,6 +333,12 @@ impl HubConfig {
         (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
     }
 
+    /// The authorities' file for `https://` webhooks, if one is set.
+    pub fn alerts_ca_path(&self) -> Option<PathBuf> {
+        let f = &self.alerts.ca_file;
+        (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self, source: &str) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {

@@ -182,6 +182,9 @@ pub enum Error {
     Thread(#[source] std::io::Error),
     #[error("starting the alert webhooks' thread")]
     Webhooks(#[source] std::io::Error),
+    /// The authorities for `https://` webhooks could not be had.
+    #[error("alerts: {0}")]
+    WebhookRoots(String),
     /// A socket failed in a way no retry mends (the context ended).
     #[error("{doing}")]
     Zmq {

@@ -5,7 +5,12 @@ webhook receivers take: a version 4 body, one alert per POST.
 
 It starts a hub of its own with a metric rule for one group and an
 offline rule, and two agents of its own (one in that group), each
-enrolled the README's way. Python's standard library only. Run by
+enrolled the README's way. Every notice goes to three receivers: one on
+http://, one on https:// whose certificate comes from a private
+authority made here with `openssl` and named in `alerts.ca_file`, and one
+on https:// whose authority the hub was not told to trust, which is sent
+nothing. A hub told to trust a file that holds no certificate refuses to
+start, saying so. Python's standard library only. Run by
 `tests/tests/conformance.rs`; by hand:
 
     python3 alerts.py --hub-command=target/debug/fleetmq-hub \
@@ -17,7 +22,11 @@ Each command is a binary, or a runner and it. Exit status as client.py's.
 import datetime
 import http.server
 import json
+import os
 import queue
+import shlex
+import ssl
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -34,9 +43,10 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 class Receiver:
     """An HTTP receiver on a port the OS picks: every POST's JSON body, in
-    the order they came."""
+    the order they came. With `tls` (a certificate and its key, PEM
+    files), it speaks https."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         heard = self.heard = queue.Queue()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -49,9 +59,19 @@ class Receiver:
             def log_message(self, *_):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, *_):
+                pass  # a handshake the hub broke off (a certificate it refused)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def next(self, what):
         """The next notice: (status, the body)."""
@@ -97,7 +117,8 @@ def alertmanager_body(body, what):
 
 
 RULES = """[alerts]
-webhooks = ["{webhook}"]
+webhooks = ["{webhook}", "{secure}", "{untrusted}"]
+ca_file = "{ca_file}"
 repeat_ms = 0
 
 [[alerts.rules]]
@@ -114,26 +135,88 @@ for_ms = 500
 AGENT = "[telemetry]\nflush_interval_ms = 100\n[ingest]\nudp = \"\"\n"
 
 
+def private_authority(work, name):
+    """A certificate authority of our own, and a certificate it signed for
+    127.0.0.1: (the authority's PEM, (the certificate, its key))."""
+    d = os.path.join(work, "tls", name)
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key, leaf, leaf_key, csr, ext = (os.path.join(d, n) for n in (
+        "ca.pem", "ca.key", "leaf.pem", "leaf.key", "leaf.csr", "leaf.ext"))
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                "extendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", f"/CN=fleetmq test authority {name}"],
+        ["req", *ec, "-keyout", leaf_key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", leaf, "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=30)
+    return ca, (leaf, leaf_key)
+
+
+def refuses_a_ca_file_without_certificates(args):
+    """A hub whose alerts.ca_file holds no certificate does not start, and
+    says which file and what it wants."""
+    work = os.path.join(args.work, "no-ca")
+    os.makedirs(work)
+    empty = os.path.join(work, "empty.pem")
+    with open(empty, "w") as f:
+        f.write("not a certificate\n")
+    config = os.path.join(work, "hub.toml")
+    with open(config, "w") as f:
+        f.write(f'[alerts]\nwebhooks = ["https://127.0.0.1:9/hook"]\nca_file = "{empty}"\n')
+    done = subprocess.run(
+        [*shlex.split(args.hub_command), "run", "--config", config, "--data-dir",
+         os.path.join(work, "data"), "--bind", "127.0.0.1:*"],
+        capture_output=True, text=True, timeout=client.WAIT_S)
+    check(done.returncode != 0 and "alerts.ca_file" in done.stderr
+          and "holds no certificate" in done.stderr,
+          "a hub told to trust a file with no certificate refuses to start, naming it",
+          (done.returncode, done.stderr[-400:]))
+
+
 def run(args, _ctx):
-    receiver = Receiver()
-    hub = fleet.Hub(args.hub_command, args.work, RULES.format(webhook=receiver.url))
+    refuses_a_ca_file_without_certificates(args)
+    ca, leaf = private_authority(args.work, "trusted")
+    _, stranger = private_authority(args.work, "stranger")
+    receiver, secure, untrusted = Receiver(), Receiver(tls=leaf), Receiver(tls=stranger)
+    rules = RULES.format(webhook=receiver.url, secure=secure.url, untrusted=untrusted.url,
+                         ca_file=ca)
+    hub = fleet.Hub(args.hub_command, args.work, rules)
     agents = []
     try:
         for device, groups in [(NORTH, ["north"]), (SOUTH, [])]:
             agents.append(fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
                                       hub.endpoints["telemetry"], device, AGENT, groups))
-        alerts(receiver, hub, agents)
+        alerts(receiver, hub, agents, secure)
+        refused = f'url="{untrusted.url}"'
+        fleet.until("the hub gives up on the webhook it cannot trust, saying why",
+                    lambda: notice_lines(args.work),
+                    lambda lines: any(refused in line and "could not be sent" in line
+                                      and "certificate" in line for line in lines))
+        check(untrusted.heard.empty(),
+              "an https webhook whose certificate's authority is not trusted is sent nothing",
+              None)
     finally:
         for a in agents:
             a.stop()
         hub.stop()
 
 
+def notice_lines(work):
+    """The hub's log lines about alert notices."""
+    with open(os.path.join(work, "hub.log")) as f:
+        return [line for line in f if "alert notice" in line]
+
+
 def send(agent, value):
     agent.ok("send", f"test.temp_c={value}", "zone=cpu", "--data-dir", agent.data)
 
 
-def alerts(receiver, hub, agents):
+def alerts(receiver, hub, agents, secure):
     north, south = agents
     hub_cli = hub.cli
     fleet.until("both agents online", lambda: hub_cli.json("devices"),
@@ -150,6 +233,9 @@ def alerts(receiver, hub, agents):
           fired)
     check(fired["endsAt"] == ZERO_TIME, "endsAt is the zero time while firing", fired)
     check(float(fired["annotations"]["value"]) == 90, "the value that fired it", fired)
+    over_tls = secure.next("hot on py-north, over https")
+    check(over_tls == body, "the https webhook, its certificate from alerts.ca_file's "
+          "authority, hears the same notice", over_tls)
 
     listed = hub_cli.json("alerts")
     check([(a["rule"], a["device"], a["series"], a["firing"]) for a in listed]
@@ -169,6 +255,8 @@ def alerts(receiver, hub, agents):
     send(north, 70)
     body = receiver.next("hot resolved")
     resolved = alertmanager_body(body, "resolved")
+    check(secure.next("hot resolved, over https") == body,
+          "and the https webhook hears it resolve", None)
     check(body["status"] == "resolved" and resolved["labels"] == fired["labels"],
           "the next notice resolves the same alert (none for the other group's device, "
           "none while it stayed over)", body)

@@ -158,6 +158,13 @@ fn every_package_holds_its_static_binary_unit_config_and_scripts() {
             "",
             "{name} {arch}: static, depends on nothing"
         );
+        if name == "fleetmq-hub" {
+            assert_eq!(
+                field("Recommends").trim(),
+                "ca-certificates",
+                "{arch}: the authorities https:// webhooks are checked against"
+            );
+        }
 
         let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb));
         let short = name.trim_start_matches("fleetmq-");

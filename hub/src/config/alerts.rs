@@ -1,6 +1,8 @@
 //! `[alerts]`: rules the hub checks every second, and the webhooks told
 //! when an alert fires and when it resolves (see `core::alerts`).
 
+use std::path::PathBuf;
+
 use fleetmq_net::config::ConfigError;
 use serde::Deserialize;
 
@@ -10,8 +12,13 @@ use super::HubConfig;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Alerts {
-    /// Each notice is POSTed to every one of these (`http://HOST:PORT/PATH`).
+    /// Each notice is POSTed to every one of these
+    /// (`http://` or `https://HOST[:PORT]/PATH`).
     pub webhooks: Vec<String>,
+    /// PEM certificates of the authorities an `https://` webhook's
+    /// certificate may come from, besides this machine's (a private CA);
+    /// relative to the data directory. Empty: the machine's only.
+    pub ca_file: PathBuf,
     /// A firing alert is sent again this often while it fires (0: never).
     pub repeat_ms: u64,
     pub rules: Vec<RuleConfig>,
@@ -21,6 +28,7 @@ impl Default for Alerts {
     fn default() -> Self {
         Alerts {
             webhooks: Vec::new(),
+            ca_file: PathBuf::new(),
             repeat_ms: 4 * 3_600_000,
             rules: Vec::new(),
         }
@@ -188,19 +196,23 @@ impl HubConfig {
     }
 }
 
-/// A webhook must be `http://HOST[:PORT][/PATH]`.
-fn check_webhook(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url:?}: https webhooks are not supported yet; point it at a relay on this machine or your network (http://)"
-        ));
+impl Alerts {
+    /// Whether some webhook is `https://` (and so needs the authorities
+    /// to check its certificate against).
+    pub fn any_https(&self) -> bool {
+        self.webhooks.iter().any(|w| w.starts_with("https://"))
     }
-    let rest = url
+}
+
+/// A webhook must be `http://` or `https://HOST[:PORT][/PATH]`.
+fn check_webhook(url: &str) -> Result<(), String> {
+    let rest = (url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} must start with http://"))?;
+        .or_else(|| url.strip_prefix("https://")))
+    .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("{url:?} names no host: http://HOST[:PORT]/PATH"));
+        return Err(format!("{url:?} names no host: http(s)://HOST[:PORT]/PATH"));
     }
     Ok(())
 }
@@ -258,12 +270,13 @@ mod tests {
         let unnamed = alerts(vec![rule("", "offline")]);
         assert!(unnamed.checked_rules().unwrap_err().contains("rule name"));
         assert!(check_webhook("http://127.0.0.1:9000/hook").is_ok());
-        assert!(
-            check_webhook("https://ntfy.sh/x")
-                .unwrap_err()
-                .contains("relay")
-        );
-        assert!(check_webhook("ftp://x").is_err());
+        assert!(check_webhook("https://ntfy.sh/x").is_ok());
+        assert!(check_webhook("ftp://x").unwrap_err().contains("https://"));
         assert!(check_webhook("http:///x").is_err());
+        assert!(
+            check_webhook("https:// x/y")
+                .unwrap_err()
+                .contains("no host")
+        );
     }
 }

@@ -2,13 +2,17 @@
 //! so the loop never waits on a webhook. Each notice is POSTed to every
 //! webhook as Alertmanager's webhook JSON (version 4, one alert a
 //! message), tried three times a few seconds apart; one that still fails
-//! is logged with why.
+//! is logged with why. An `https://` webhook's certificate is checked
+//! against this machine's authorities and those of `alerts.ca_file`
+//! (rustls, with ring).
 
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::core::alerts::{Notice, Status};
 use crate::operator::format::fmt_ts;
@@ -27,11 +31,20 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the thread, if there is a webhook to tell.
-    pub fn start(urls: Vec<String>) -> std::io::Result<Option<Webhooks>> {
+    /// Starts the thread, if there is a webhook to tell; `roots` are the
+    /// authorities an `https://` webhook's certificate is checked against
+    /// ([`roots`]).
+    pub fn start(
+        urls: Vec<String>,
+        roots: Option<Vec<Certificate<'static>>>,
+    ) -> std::io::Result<Option<Webhooks>> {
         if urls.is_empty() {
             return Ok(None);
         }
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::Specific(Arc::new(roots.unwrap_or_default())))
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build();
         let (tx, rx) = mpsc::sync_channel::<Notice>(QUEUE);
         std::thread::Builder::new()
             .name("webhooks".into())
@@ -39,6 +52,7 @@ impl Webhooks {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .timeout_global(Some(TIMEOUT))
                     .http_status_as_error(true)
+                    .tls_config(tls)
                     .build()
                     .into();
                 while let Ok(notice) = rx.recv() {
@@ -60,6 +74,52 @@ impl Webhooks {
             warn!(rule = %notice.rule, device = %notice.device, "an alert notice was dropped: the webhooks are {QUEUE} notices behind (are they reachable?)");
         }
     }
+}
+
+/// The authorities an `https://` webhook's certificate may come from:
+/// this machine's (as OpenSSL finds them; `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` count) and those in `ca_file`. Fails, saying what to do,
+/// when `ca_file` cannot be read or holds no certificate, or when there is
+/// none at all.
+pub fn roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        warn!(error = %e, "could not read some of this machine's CA certificates");
+    }
+    let mut roots: Vec<Certificate<'static>> = (found.certs.iter())
+        .map(|der| Certificate::from_der(der).to_owned())
+        .collect();
+    let machine = roots.len();
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let pem =
+            std::fs::read(path).map_err(|e| format!("reading alerts.ca_file {shown}: {e}"))?;
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => roots.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "alerts.ca_file {shown} is not PEM certificates: {e}"
+                    ));
+                }
+            }
+        }
+        if roots.len() == machine {
+            return Err(format!(
+                "alerts.ca_file {shown} holds no certificate (want PEM, -----BEGIN CERTIFICATE-----)"
+            ));
+        }
+    }
+    if roots.is_empty() {
+        return Err("an https:// webhook needs certificate authorities to check it against, and this machine has none: install them (apt install ca-certificates), or name a PEM file in alerts.ca_file".into());
+    }
+    info!(
+        machine,
+        ca_file = roots.len() - machine,
+        "certificate authorities for https webhooks"
+    );
+    Ok(roots)
 }
 
 fn post(agent: &ureq::Agent, url: &str, body: &str, notice: &Notice) {
@@ -136,6 +196,46 @@ fn fingerprint(key: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A certificate authority made for this test alone (its key thrown
+    /// away): what an operator's private CA file holds.
+    const AUTHORITY: &str = "-----BEGIN CERTIFICATE-----
+MIIBozCCAUmgAwIBAgIUFgXer6XaV38AEhrxXjhv7bMhaFcwCgYIKoZIzj0EAwIw
+JjEkMCIGA1UEAwwbZmxlZXRtcSB1bml0IHRlc3QgYXV0aG9yaXR5MCAXDTI2MTIw
+NTIyMjYxN1oYDzIxMjYxMTExMjIyNjE3WjAmMSQwIgYDVQQDDBtmbGVldG1xIHVu
+aXQgdGVzdCBhdXRob3JpdHkwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR9XqPi
+BPl+jZBKdL9M5LSTYbcX2qnhCh8xsCXIeTi/5NLcwx+rd4IlkNYpd86VSJ87elnx
+1BMuJ+yxn37fnmJ1o1MwUTAdBgNVHQ4EFgQUh1IUgqFUwpBcCyxsQivPgBMmIuAw
+HwYDVR0jBBgwFoAUh1IUgqFUwpBcCyxsQivPgBMmIuAwDwYDVR0TAQH/BAUwAwEB
+/zAKBggqhkjOPQQDAgNIADBFAiBWOzVc8c9mishL3HQgOXYYlsg25wQxOiFc9ON1
+xtk3DgIhALzkQmWYfHlWcbcb45V9ORjell4V7DMJ0Xn2IBc4e3v/
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn a_ca_file_adds_its_authorities_and_a_bad_one_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let machine = roots(None).map_or(0, |r| r.len());
+        let ca = file("ca.pem", AUTHORITY);
+        assert_eq!(roots(Some(&ca)).unwrap().len(), machine + 1);
+        let two = file("two.pem", &format!("{AUTHORITY}{AUTHORITY}"));
+        assert_eq!(roots(Some(&two)).unwrap().len(), machine + 2);
+
+        let missing = dir.path().join("missing.pem");
+        let why = roots(Some(&missing)).unwrap_err();
+        assert!(
+            why.contains("reading alerts.ca_file") && why.contains("missing.pem"),
+            "{why}"
+        );
+        let junk = file("junk.pem", "not a certificate\n");
+        let why = roots(Some(&junk)).unwrap_err();
+        assert!(why.contains("holds no certificate"), "{why}");
+    }
 
     #[test]
     fn a_notice_is_alertmanagers_webhook_json() {

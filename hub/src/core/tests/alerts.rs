@@ -7,7 +7,6 @@ use crate::core::alerts::{Notice, Status};
 
 fn fleet(rules: &[(&str, &str, u64)], repeat_ms: u64) -> Fleet {
     let alerts = Alerts {
-        webhooks: vec![],
         repeat_ms,
         rules: rules
             .iter()
@@ -18,6 +17,7 @@ fn fleet(rules: &[(&str, &str, u64)], repeat_ms: u64) -> Fleet {
                 groups: vec![],
             })
             .collect(),
+        ..Alerts::default()
     };
     Fleet::with(HubConfig {
         alerts,
