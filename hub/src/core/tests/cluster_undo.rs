@@ -6,6 +6,7 @@
 use fleetmq_protocol::{JobState, OperatorError};
 
 use super::cluster::{holder, to_cluster};
+use super::cluster_aimed::told;
 use super::*;
 use crate::cluster::jobs::{JobEvent, run_id};
 use crate::cluster::{Holder, ToCluster};
@@ -15,17 +16,6 @@ fn plaintext_front_end() -> Fleet {
     f.core.front_end("fe-a");
     f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
     f
-}
-
-/// The job events this front-end told the cluster.
-fn told(actions: &[Action]) -> Vec<JobEvent> {
-    to_cluster(actions)
-        .into_iter()
-        .filter_map(|m| match m {
-            ToCluster::JobEvent { event } => JobEvent::decode(&event),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A batch of `device` as the telemetry stream holds it.

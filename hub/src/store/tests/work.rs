@@ -142,13 +142,7 @@ fn a_cancelled_job_is_never_handed_out_and_a_running_attempt_is_its_last() {
     let (a, b) = (runs[0].id, runs[1].id);
     store.lease_job(a, 1, 7, 1_000, 11).unwrap();
     store.lease_job(b, 1, 8, 1_000, 11).unwrap();
-    let done = Outcome::Completed(Output {
-        exit_code: Some(0),
-        stdout: "hi".into(),
-        stderr: String::new(),
-        truncated: false,
-        duration_ms: 1,
-    });
+    let done = echoed();
     assert!(store.finish_job(b, "pi-b", &done, 12).unwrap());
     // pi-a runs it, pi-b is done, pi-c has not been handed it.
     assert_eq!(store.cancel_job(aimed, 13).unwrap(), Some((1, 1)));
@@ -206,13 +200,7 @@ fn a_cluster_job_cancelled_is_over_and_a_run_sent_after_stays_cancelled() {
         store.job(42).unwrap().unwrap().runs[0].state,
         JobState::Failed
     );
-    let done = Outcome::Completed(Output {
-        exit_code: Some(0),
-        stdout: "hi".into(),
-        stderr: String::new(),
-        truncated: false,
-        duration_ms: 1,
-    });
+    let done = echoed();
     assert!(
         store.finish_job(run, "pi-a", &done, 6).unwrap(),
         "its result is taken"
@@ -305,4 +293,15 @@ fn fleet_commands_are_listed_newest_first_with_their_shares_counted() {
     assert_eq!(list[1].command, fleetmq_protocol::Command::Ping);
     assert_eq!((list[1].created_ms, list[1].expires_ms), (1, 9_000));
     assert_eq!(store.fleet_commands(1).unwrap()[0].id, status, "the newest");
+}
+
+/// What an echo job that said "hi" ended with.
+fn echoed() -> Outcome {
+    Outcome::Completed(Output {
+        exit_code: Some(0),
+        stdout: "hi".into(),
+        stderr: String::new(),
+        truncated: false,
+        duration_ms: 1,
+    })
 }
