@@ -224,13 +224,10 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         None => (None, None),
     };
     let readers = readers::Readers::start(sockets.context(), &dir)?;
-    let roots = match config.alerts.any_https() {
-        true => Some(
-            super::webhooks::roots(config.alerts_ca_path().as_deref())
-                .map_err(Error::WebhookRoots)?,
-        ),
-        false => None,
-    };
+    let roots = (config.alerts.any_https())
+        .then(|| super::webhooks::roots(config.alerts_ca_path().as_deref()))
+        .transpose()
+        .map_err(Error::WebhookRoots)?;
     let webhooks = super::webhooks::Webhooks::start(config.alerts.webhooks.clone(), roots)
         .map_err(Error::Webhooks)?;
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
