@@ -145,6 +145,12 @@ pub struct Security {
     /// act (the page's actions: commands, jobs, announcements); empty for
     /// none, and then HTTP only reads.
     pub http_admin_token_file: PathBuf,
+    /// PEM files of the certificate (its chain, the server's first) and
+    /// its private key: with both, HTTP is served as HTTPS only; relative
+    /// to data_dir unless absolute; empty for none. Read again when they
+    /// change.
+    pub http_cert_file: PathBuf,
+    pub http_key_file: PathBuf,
     /// The operator allow list (remote operators and their roles);
     /// relative to data_dir unless absolute.
     pub operator_allow_list: PathBuf,
@@ -162,6 +168,8 @@ impl Default for Security {
             device_burst: 500,
             http_token_file: PathBuf::new(),
             http_admin_token_file: PathBuf::new(),
+            http_cert_file: PathBuf::new(),
+            http_key_file: PathBuf::new(),
             operator_allow_list: PathBuf::from("allowed_operators"),
             pinned_groups_only: false,
         }
@@ -333,6 +341,14 @@ impl HubConfig {
         (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
     }
 
+    /// The certificate and key files HTTP is served over TLS with, if
+    /// both are set.
+    pub fn http_tls_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        let (cert, key) = (&self.security.http_cert_file, &self.security.http_key_file);
+        (!cert.as_os_str().is_empty() && !key.as_os_str().is_empty())
+            .then(|| (self.data_dir.join(cert), self.data_dir.join(key)))
+    }
+
     /// The authorities' file for `https://` webhooks, if one is set.
     pub fn alerts_ca_path(&self) -> Option<PathBuf> {
         let f = &self.alerts.ca_file;
@@ -382,6 +398,13 @@ impl HubConfig {
                     "{:?} must be IP:PORT like 127.0.0.1:7756 (port 0 lets the OS pick), or \"\" for no HTTP",
                     l.http
                 ),
+            ));
+        }
+        let s = &self.security;
+        if s.http_cert_file.as_os_str().is_empty() != s.http_key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "security.http_cert_file",
+                "HTTPS needs both security.http_cert_file and security.http_key_file (PEM), or neither for plain HTTP".into(),
             ));
         }
         if self.presence.offline_after_heartbeats == 0 {

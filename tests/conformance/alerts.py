@@ -135,28 +135,6 @@ for_ms = 500
 AGENT = "[telemetry]\nflush_interval_ms = 100\n[ingest]\nudp = \"\"\n"
 
 
-def private_authority(work, name):
-    """A certificate authority of our own, and a certificate it signed for
-    127.0.0.1: (the authority's PEM, (the certificate, its key))."""
-    d = os.path.join(work, "tls", name)
-    os.makedirs(d, exist_ok=True)
-    ca, ca_key, leaf, leaf_key, csr, ext = (os.path.join(d, n) for n in (
-        "ca.pem", "ca.key", "leaf.pem", "leaf.key", "leaf.csr", "leaf.ext"))
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                "extendedKeyUsage=serverAuth\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for argv in (
-        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
-         "-subj", f"/CN=fleetmq test authority {name}"],
-        ["req", *ec, "-keyout", leaf_key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", leaf, "-days", "2", "-extfile", ext],
-    ):
-        subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=30)
-    return ca, (leaf, leaf_key)
-
-
 def refuses_a_ca_file_without_certificates(args):
     """A hub whose alerts.ca_file holds no certificate does not start, and
     says which file and what it wants."""
@@ -180,8 +158,8 @@ def refuses_a_ca_file_without_certificates(args):
 
 def run(args, _ctx):
     refuses_a_ca_file_without_certificates(args)
-    ca, leaf = private_authority(args.work, "trusted")
-    _, stranger = private_authority(args.work, "stranger")
+    ca, leaf = fleet.private_authority(args.work, "trusted")
+    _, stranger = fleet.private_authority(args.work, "stranger")
     receiver, secure, untrusted = Receiver(), Receiver(tls=leaf), Receiver(tls=stranger)
     rules = RULES.format(webhook=receiver.url, secure=secure.url, untrusted=untrusted.url,
                          ca_file=ca)

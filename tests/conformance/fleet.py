@@ -145,3 +145,25 @@ def until(what, ask, holds):
         if time.monotonic() > deadline:
             check(False, what, answer)
         time.sleep(0.1)
+
+
+def private_authority(work, name):
+    """A certificate authority of our own, and a certificate it signed for
+    127.0.0.1: (the authority's PEM, (the certificate, its key))."""
+    d = os.path.join(work, "tls", name)
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key, leaf, leaf_key, csr, ext = (os.path.join(d, n) for n in (
+        "ca.pem", "ca.key", "leaf.pem", "leaf.key", "leaf.csr", "leaf.ext"))
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                "extendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", f"/CN=fleetmq test authority {name}"],
+        ["req", *ec, "-keyout", leaf_key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", leaf, "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=30)
+    return ca, (leaf, leaf_key)

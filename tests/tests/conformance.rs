@@ -9,8 +9,9 @@
 //! `tests/conformance/http_api.py` uses the HTTP API as the README tells
 //! a program to, `operator_cli.py` the operator's command line, and
 //! `device_ingest.py` the agent's local ingest (StatsD, Influx lines,
-//! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks as an
-//! Alertmanager receiver would, `desired_config.py` sets the desired
+//! `fleetmq-agent send`), `alerts.py` hears the alerts' webhooks (http and
+//! https) as an Alertmanager receiver would, `https.py` reads the page and
+//! API over HTTPS and renews their certificate, `desired_config.py` sets the desired
 //! configuration, `aimed_work.py` aims jobs and commands at devices,
 //! groups and the fleet, `retention.py` bounds the store,
 //! `remote_operator.py` is an operator on another machine,
@@ -205,6 +206,12 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
 fn alerts_reach_a_webhook_as_alertmanager_receivers_take_them() {
     let _w = watchdog("conformance of alerts", LIMIT);
     run_script_alone("alerts.py");
+}
+
+#[test]
+fn the_page_and_api_are_served_over_https_as_the_readme_says() {
+    let _w = watchdog("conformance of HTTPS", LIMIT);
+    run_script_alone("https.py");
 }
 
 #[test]

@@ -185,7 +185,22 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
                 "security.http_token_file and http_admin_token_file hold the same token: every reader may act"
             );
         }
-        Some(Http::start(&l.http, operator_ep.clone(), token, admin)?)
+        let certs = match config.http_tls_paths() {
+            Some((cert, key)) => {
+                let certs =
+                    crate::operator::http::tls::Certs::load(&cert, &key).map_err(HttpError::Tls)?;
+                info!(cert = %cert.display(), "HTTP is served as HTTPS only");
+                Some(certs)
+            }
+            None => None,
+        };
+        Some(Http::start(
+            &l.http,
+            operator_ep.clone(),
+            token,
+            admin,
+            certs,
+        )?)
     };
     let endpoints = Endpoints {
         telemetry,

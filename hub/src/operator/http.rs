@@ -40,6 +40,9 @@ pub enum HttpError {
     NeedsToken { addr: String },
     #[error("the HTTP token file {}: {why}", path.display())]
     Token { path: PathBuf, why: String },
+    /// The certificate or key for HTTPS could not be used.
+    #[error("HTTPS: {0}")]
+    Tls(String),
 }
 
 /// Longest token file read: a token is one line.
@@ -385,6 +388,7 @@ mod actions;
 mod console;
 mod prometheus;
 mod server;
+pub mod tls;
 
 pub use prometheus::prometheus;
 #[cfg(test)]

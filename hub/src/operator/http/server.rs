@@ -12,6 +12,8 @@
 //!   [`HUB_CALLS`] blocking threads at once, each with its own operator
 //!   client; `/health` has a thread of its own beside them, so it answers
 //!   whatever the other requests wait for.
+//! - With a certificate ([`super::tls`]) every connection is HTTPS; its
+//!   handshake has [`HEADER_TIMEOUT`] too.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::tls::Certs;
 use super::{Answer, HUB_WAIT, HttpError, route};
 use crate::operator::Client;
 
@@ -44,7 +49,8 @@ pub const HUB_CALLS: usize = 4;
 pub struct Http {
     stop: Arc<Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Where it listens, as `http://HOST:PORT`.
+    /// Where it listens, as `http://HOST:PORT` (`https://` with a
+    /// certificate).
     pub url: String,
 }
 
@@ -82,12 +88,14 @@ impl Http {
     /// from the hub's operator socket at `operator`. With a `token`, every
     /// request but `/health` must carry it as `Authorization: Bearer`;
     /// without one only a loopback address is served. A request carrying
-    /// the `admin` token may also act (`POST`).
+    /// the `admin` token may also act (`POST`). With `certs`, it serves
+    /// HTTPS only.
     pub fn start(
         addr: &str,
         operator: String,
         token: Option<String>,
         admin: Option<String>,
+        certs: Option<Arc<Certs>>,
     ) -> Result<Http, HttpError> {
         let listen_err = |e: std::io::Error| HttpError::Listen {
             addr: addr.to_string(),
@@ -100,7 +108,16 @@ impl Http {
                 addr: addr.to_string(),
             });
         }
-        let url = format!("http://{local}");
+        let tls = match &certs {
+            Some(c) => Some(TlsAcceptor::from(Arc::new(
+                c.server_config().map_err(HttpError::Tls)?,
+            ))),
+            None => None,
+        };
+        let url = match tls {
+            Some(_) => format!("https://{local}"),
+            None => format!("http://{local}"),
+        };
         let shared = Arc::new(Shared {
             operator,
             token,
@@ -121,7 +138,7 @@ impl Http {
                     .build();
                 match runtime {
                     Ok(rt) => {
-                        rt.block_on(accept(listener, shared, &stopping));
+                        rt.block_on(accept(listener, shared, tls, &stopping));
                         rt.shutdown_timeout(Duration::from_secs(1));
                     }
                     Err(e) => warn!(error = %e, "could not start the HTTP runtime; HTTP is off"),
@@ -188,7 +205,12 @@ fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Takes connections until told to stop.
-async fn accept(listener: std::net::TcpListener, shared: Arc<Shared>, stop: &Notify) {
+async fn accept(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    stop: &Notify,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return warn!(error = %e, "could not serve HTTP"),
@@ -210,19 +232,35 @@ async fn accept(listener: std::net::TcpListener, shared: Arc<Shared>, stop: &Not
         };
         match open.clone().try_acquire_owned() {
             Ok(permit) => {
-                tokio::spawn(connection(stream, shared.clone(), permit));
+                tokio::spawn(connection(stream, shared.clone(), tls.clone(), permit));
             }
             Err(_) => refuse(&stream),
         }
     }
 }
 
-/// Serves one connection, within its time.
+/// Serves one connection, after its TLS handshake if there is one.
 async fn connection(
     stream: tokio::net::TcpStream,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     _open: OwnedSemaphorePermit,
 ) {
+    let Some(tls) = tls else {
+        return serve(stream, shared).await;
+    };
+    match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve(stream, shared).await,
+        Ok(Err(e)) => debug!(error = %e, "HTTPS handshake failed"),
+        Err(_) => debug!("HTTPS handshake took too long; closed"),
+    }
+}
+
+/// Serves the requests on one connection, within its time.
+async fn serve<S>(stream: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
