@@ -2,7 +2,7 @@
 //! thread, so that no client can block another.
 //!
 //! - At most [`MAX_CONNECTIONS`] connections; past that a client is told
-//!   503 and closed at once.
+//!   503 (over HTTPS, not told) and closed at once.
 //! - A client has [`HEADER_TIMEOUT`] to send a request's head, and a
 //!   connection lives at most [`CONNECTION_MAX`]: a slow client, or one
 //!   that pipelines requests and never reads the answers, holds only its
@@ -234,6 +234,9 @@ async fn accept(
             Ok(permit) => {
                 tokio::spawn(connection(stream, shared.clone(), tls.clone(), permit));
             }
+            // A TLS client would read the plain 503 as a broken
+            // handshake: it is just closed.
+            Err(_) if tls.is_some() => drop(stream),
             Err(_) => refuse(&stream),
         }
     }
