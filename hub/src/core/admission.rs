@@ -113,10 +113,14 @@ impl Admission {
 
 impl Core {
     /// Answers one ZAP request (the frames libzmq sent) with the reply
-    /// frames. A key that is not on the list may have been enrolled a
-    /// moment ago: then `reload` is asked for a newer list (`None` when the
-    /// file did not change), so the device need not wait for the next tick
-    /// and a reconnect to get in.
+    /// frames. The list may have changed a moment ago, since the last tick
+    /// read it: a key enrolled, revoked, or moved to another device id. So
+    /// `reload` is asked first for a newer list (`None` when the file did
+    /// not change: one stat()), and every handshake is judged by the file
+    /// as it is. A device enrolled a moment ago gets in without waiting
+    /// for the next tick and a reconnect, and a key moved from one id to
+    /// another within a tick is never let in under the old one (where its
+    /// connection would be refused in silence until it reconnected).
     pub fn zap(
         &mut self,
         frames: &[Vec<u8>],
@@ -129,19 +133,16 @@ impl Core {
         {
             return self.zap_operator(frames);
         }
+        if self.admission.list.is_some()
+            && let Some(newer) = reload()
+        {
+            self.allow_list_changed(newer, now);
+        }
         let Some(list) = &self.admission.list else {
             let (_, reply) = judge_zap(&AllowList::default(), frames);
             return reply;
         };
-        let (mut verdict, mut reply) = judge_zap(list, frames);
-        if matches!(verdict, Verdict::UnknownKey { .. })
-            && let Some(newer) = reload()
-        {
-            self.allow_list_changed(newer, now);
-            if let Some(list) = &self.admission.list {
-                (verdict, reply) = judge_zap(list, frames);
-            }
-        }
+        let (verdict, reply) = judge_zap(list, frames);
         match verdict {
             Verdict::Allow(device) => debug!(device, "handshake accepted"),
             Verdict::UnknownKey { key, address } => {

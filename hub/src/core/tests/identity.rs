@@ -34,8 +34,36 @@ fn an_unknown_key_is_refused_at_the_handshake() {
         at(T0),
     );
     assert_eq!(reply[2], b"400", "refused");
-    assert!(asked, "an unknown key makes the core look for a newer list");
+    assert!(
+        asked,
+        "every handshake makes the core look for a newer list"
+    );
     assert_eq!(f.core.counters().handshakes_refused, 1);
+}
+
+#[test]
+fn a_handshake_is_judged_by_the_list_as_the_file_is_now_not_as_at_the_last_tick() {
+    let mut f = Fleet::new();
+    let (_, b_key) = f.keys[1].clone();
+    let request = |key: &str| {
+        vec![
+            b"1.0".to_vec(),
+            b"1".to_vec(),
+            b"fleetmq".to_vec(),
+            b"127.0.0.1".to_vec(),
+            vec![],
+            b"CURVE".to_vec(),
+            zmq::z85_decode(key).unwrap(),
+        ]
+    };
+    // pi-b's key moved to pi-c (revoke, then allow, within one tick): the
+    // handshake reads the file first, and the connection is pi-c's.
+    let moved = AllowList::parse(Path::new("a"), &format!("pi-c {b_key}\n")).unwrap();
+    let reply = f.core.zap(&request(&b_key), || Some(moved), at(T0));
+    assert_eq!((&reply[2][..], &reply[4][..]), (&b"200"[..], &b"pi-c"[..]));
+    // The file unchanged: the list in force judges it.
+    let reply = f.core.zap(&request(&b_key), || None, at(T0 + 1));
+    assert_eq!(&reply[4][..], b"pi-c");
 }
 
 #[test]
