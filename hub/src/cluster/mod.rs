@@ -268,6 +268,10 @@ pub enum ToCluster {
     /// Tell every front-end what became of an aimed job's run (a
     /// [`jobs::JobEvent`]), in the order told.
     JobEvent { event: Vec<u8> },
+    /// Put an operator's cancel (a `Cancelled` [`jobs::JobEvent`]) on the
+    /// job events; if the cluster does not take it, say so with
+    /// [`FromCluster::CancelNotTaken`] `ask`.
+    Cancel { event: Vec<u8>, ask: u64 },
     /// Put an event (a [`config::ConfigEvent`]) on the configuration stream.
     Config { event: Vec<u8> },
     /// Enrol `device` with exactly these keys (none: revoke it).
@@ -330,6 +334,8 @@ pub enum FromCluster {
         frame: Vec<u8>,
         why: String,
     },
+    /// The cluster did not take the cancel asked as `ask`: why.
+    CancelNotTaken { ask: u64, why: String },
     /// The queue took a job: its id, or why not.
     JobSubmitted {
         client: Vec<u8>,

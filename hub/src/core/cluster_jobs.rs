@@ -124,8 +124,26 @@ impl Core {
             ask,
             at_ms: now.wall_ms,
         };
-        self.run_event(event);
+        self.tell_cluster(ToCluster::Cancel {
+            event: event.encode(),
+            ask,
+        });
         Ok(())
+    }
+
+    /// The cluster did not take the cancel asked as `ask`: the operator
+    /// hears why, and nothing was cancelled anywhere.
+    pub fn cancel_not_taken(&mut self, ask: u64, why: &str) {
+        if let Some(a) = self.pending_cancels.take(ask) {
+            let why = format!(
+                "the cluster did not take the cancel ({why}); nothing was cancelled: try again"
+            );
+            self.answer(
+                &a.client,
+                a.request_id,
+                Response::Error(OperatorError::Storage(why)),
+            );
+        }
     }
 
     /// What became of a run of an aimed job here, for every front-end's

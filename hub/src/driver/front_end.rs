@@ -105,6 +105,7 @@ impl Driver {
                     .core
                     .cluster_job(handle, id, attempt, &submission, now()),
                 FromCluster::NoJob => self.core.no_job(),
+                FromCluster::CancelNotTaken { ask, why } => self.core.cancel_not_taken(ask, &why),
                 FromCluster::JobEvents { events, last } => {
                     self.core.job_events(&events, last, now())
                 }

@@ -54,7 +54,7 @@ pub(super) async fn submit_job(
             why: why.clone(),
             at_ms: crate::cluster::now_ms(),
         };
-        publish_event(shared, failed.encode()).await;
+        let _ = publish_event(shared, failed.encode()).await;
         return Err(why);
     }
     Ok(id)
@@ -122,7 +122,7 @@ pub(super) async fn job_over(shared: &Shared, handle: u64, kind: AckKind, event:
         .ok()
         .and_then(|mut t| t.messages.remove(&handle));
     if let Some(event) = event {
-        publish_event(shared, event).await;
+        let _ = publish_event(shared, event).await;
     }
     let Some(msg) = msg else { return };
     let done = match kind {
@@ -138,9 +138,9 @@ pub(super) async fn job_over(shared: &Shared, handle: u64, kind: AckKind, event:
 /// (the other front-ends then time its lease out and hand it out again).
 pub(super) const EVENT_TRIES: usize = 10;
 
-/// Puts `event` on the job events stream; false (and logged) if the
+/// Puts `event` on the job events stream; why not (also logged) if the
 /// cluster did not take it.
-pub(super) async fn publish_event(shared: &Shared, event: Vec<u8>) -> bool {
+pub(super) async fn publish_event(shared: &Shared, event: Vec<u8>) -> Result<(), String> {
     let sent = match shared.js.publish(EVENTS_SUBJECT, event.into()).await {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -148,5 +148,5 @@ pub(super) async fn publish_event(shared: &Shared, event: Vec<u8>) -> bool {
     if let Err(e) = &sent {
         warn!(error = %e, "could not record a job event in the cluster");
     }
-    sent.is_ok()
+    sent
 }

@@ -288,7 +288,7 @@ async fn serve(
     tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
             for _ in 0..EVENT_TRIES {
-                if publish_event(&events_shared, event.clone()).await {
+                if publish_event(&events_shared, event.clone()).await.is_ok() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -405,6 +405,14 @@ async fn serve(
             }
             ToCluster::JobEvent { event } => {
                 let _ = events_tx.send(event);
+            }
+            ToCluster::Cancel { event, ask } => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(why) = publish_event(&shared, event).await {
+                        shared.out.send(FromCluster::CancelNotTaken { ask, why });
+                    }
+                });
             }
             ToCluster::Config { event } => {
                 let shared = shared.clone();

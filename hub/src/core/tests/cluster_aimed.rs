@@ -9,7 +9,7 @@ use crate::cluster::ToCluster;
 use crate::cluster::jobs::{JobEvent, run_id};
 
 /// The job events this front-end told the cluster.
-pub(super) fn told(actions: &[Action]) -> Vec<JobEvent> {
+fn told(actions: &[Action]) -> Vec<JobEvent> {
     to_cluster(actions)
         .into_iter()
         .filter_map(|m| match m {

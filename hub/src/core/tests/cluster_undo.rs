@@ -6,7 +6,6 @@
 use fleetmq_protocol::{JobState, OperatorError};
 
 use super::cluster::{holder, to_cluster};
-use super::cluster_aimed::told;
 use super::*;
 use crate::cluster::jobs::{JobEvent, run_id};
 use crate::cluster::{Holder, ToCluster};
@@ -79,7 +78,13 @@ fn a_job_cancelled_at_a_front_end_is_answered_once_its_event_is_applied_and_leav
     f.operator(5, Request::CancelJob { id: 41 }, T0 + 3);
     let out = f.actions();
     assert!(to_operator(&out).is_empty(), "not before it is applied");
-    let [mine @ JobEvent::Cancelled { id: 41, origin, .. }] = &told(&out)[..] else {
+    let cancels: Vec<JobEvent> = (to_cluster(&out).into_iter())
+        .filter_map(|m| match m {
+            ToCluster::Cancel { event, .. } => JobEvent::decode(&event),
+            _ => None,
+        })
+        .collect();
+    let [mine @ JobEvent::Cancelled { id: 41, origin, .. }] = &cancels[..] else {
         panic!("want the cancel for the cluster, got {out:?}")
     };
     assert_eq!(origin, "fe-a");
@@ -316,4 +321,29 @@ fn a_forget_the_cluster_refused_is_answered_with_why() {
         matches!(&answers[..], [(3, Response::Devices(d))] if d.iter().any(|d| d.id == "pi-b")),
         "still listed: {answers:?}"
     );
+}
+
+#[test]
+fn a_cancel_the_cluster_does_not_take_is_answered_with_why() {
+    let mut f = plaintext_front_end();
+    let submitted = JobEvent::Submitted {
+        submission: exec_job("uname", 3),
+        at_ms: T0,
+    };
+    f.core.job_events(&[(41, submitted.encode())], 41, at(T0));
+    f.actions();
+    f.operator(6, Request::CancelJob { id: 41 }, T0 + 1);
+    let out = f.actions();
+    let [ToCluster::Cancel { ask, .. }] = &to_cluster(&out)[..] else {
+        panic!("want the cancel for the cluster, got {out:?}")
+    };
+    f.core.cancel_not_taken(*ask, "no responders");
+    let answers = to_operator(&f.actions());
+    assert!(
+        matches!(&answers[..], [(6, Response::Error(OperatorError::Storage(why)))]
+            if why.contains("no responders") && why.contains("nothing was cancelled")),
+        "{answers:?}"
+    );
+    let job = f.core.store.job(41).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Queued, "nothing was cancelled");
 }
