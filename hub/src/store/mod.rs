@@ -15,6 +15,7 @@
 //! the loop, which also empties the WAL file once a burst of writes is over.
 
 mod checkpoint;
+mod cluster_jobs;
 mod commands;
 mod config;
 mod devices;
