@@ -10,6 +10,12 @@ use super::{Doing as _, Store, StoreError, json};
 /// Connects and disconnects kept per device (the oldest go first).
 pub const PRESENCE_LOG_KEEP: u32 = 200;
 
+/// What forgetting device `?1` calls off: its job runs not handed out, and
+/// its command shares not sent ([`Store::forget_device`] fails them,
+/// [`Store::forget_counts`] counts them).
+const RUNS_WAITING: &str = "FROM jobs WHERE kind = 'run' AND state = 'queued' AND aim = ?1";
+const SHARES_WAITING: &str = "FROM fleet_answers WHERE device = ?1 AND state = 'waiting'";
+
 impl Store {
     /// Records a Hello: creates or updates the device row.
     pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
@@ -189,15 +195,19 @@ impl Store {
         }
         let runs = tx
             .execute(
-                "UPDATE jobs SET state = 'failed', updated_ms = ?2, error = ?3
-                 WHERE kind = 'run' AND state = 'queued' AND aim = ?1",
+                &format!(
+                    "UPDATE jobs SET state = 'failed', updated_ms = ?2, error = ?3
+                     WHERE rowid IN (SELECT rowid {RUNS_WAITING})"
+                ),
                 params![id, now_ms as i64, RUN],
             )
             .doing("forgetting a device's job runs")?;
         let shares = tx
             .execute(
-                "UPDATE fleet_answers SET state = 'failed', ended_ms = ?2, error = ?3
-                 WHERE device = ?1 AND state = 'waiting'",
+                &format!(
+                    "UPDATE fleet_answers SET state = 'failed', ended_ms = ?2, error = ?3
+                     WHERE rowid IN (SELECT rowid {SHARES_WAITING})"
+                ),
                 params![id, now_ms as i64, SHARE],
             )
             .doing("forgetting a device's command shares")?;
@@ -209,20 +219,18 @@ impl Store {
         tx.commit().doing("forgetting a device")?;
         Ok(Some((runs as u32, shares as u32)))
     }
+
     /// What forgetting `id` would call off now: (runs, shares), as
     /// [`Store::forget_device`] would count them.
     pub fn forget_counts(&self, id: &str) -> Result<(u32, u32), StoreError> {
-        let count = |sql: &str| {
+        let count = |from: &str| {
             self.conn
-                .query_row(sql, [id], |r| r.get::<_, u32>(0))
+                .query_row(&format!("SELECT count(*) {from}"), [id], |r| {
+                    r.get::<_, u32>(0)
+                })
                 .doing("counting what waits for a device")
         };
-        Ok((
-            count(
-                "SELECT count(*) FROM jobs WHERE kind = 'run' AND state = 'queued' AND aim = ?1",
-            )?,
-            count("SELECT count(*) FROM fleet_answers WHERE device = ?1 AND state = 'waiting'")?,
-        ))
+        Ok((count(RUNS_WAITING)?, count(SHARES_WAITING)?))
     }
 
     /// A device the cluster says an operator forgot (front-ends): as
