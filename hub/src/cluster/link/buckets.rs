@@ -140,70 +140,29 @@ pub(super) async fn watch_enrolled_once(shared: &Shared) -> Result<(), String> {
     Err("the watch ended".into())
 }
 
-/// One compare-and-set of a device's holder.
-pub(super) async fn set_holder(
+/// A device's entry in the holders bucket, and the holder it holds.
+async fn held(
     shared: &Shared,
     device: &str,
-    online: bool,
-    said: Option<&crate::cluster::Said>,
-) -> Result<(), String> {
-    let entry = shared
-        .devices
-        .entry(device)
-        .await
-        .map_err(|e| e.to_string())?;
-    let held: Option<Holder> = entry
+) -> Result<(Option<kv::Entry>, Option<Holder>), String> {
+    let entry = (shared.devices.entry(device).await).map_err(|e| e.to_string())?;
+    let holder = entry
         .as_ref()
         .filter(|e| e.operation == kv::Operation::Put)
         .and_then(|e| serde_json::from_slice(&e.value).ok());
-    let Some(next) = crate::cluster::next_holder(
-        held.as_ref(),
-        &shared.name,
-        online,
-        said,
-        crate::cluster::now_ms(),
-    ) else {
-        return Ok(());
-    };
-    let value = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
-    match entry {
-        Some(e) => shared
-            .devices
-            .update(device, value.into(), e.revision)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        None => shared
-            .devices
-            .create(device, value.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-    }
+    Ok((entry, holder))
 }
 
-/// Marks `device` forgotten in the holders bucket, unless a live
-/// front-end holds it online; a connection written in between wins (the
-/// write is a compare-and-set). Returns the holder written.
-pub(super) async fn forget(shared: &Shared, device: &str) -> Result<Holder, String> {
-    let lost = |e: String| format!("the cluster's devices bucket did not answer ({e}); try again");
-    let entry = (shared.devices.entry(device).await).map_err(|e| lost(e.to_string()))?;
-    let held: Option<Holder> = entry
-        .as_ref()
-        .filter(|e| e.operation == kv::Operation::Put)
-        .and_then(|e| serde_json::from_slice(&e.value).ok());
-    if let Some(h) = held.as_ref().filter(|h| h.online) {
-        let live = shared.frontends.get(&h.frontend).await;
-        if matches!(live, Ok(Some(_))) {
-            return Err(format!(
-                "{device} is online at front-end {}: stop its agent (or revoke it), then forget it",
-                h.frontend
-            ));
-        }
-    }
-    let next = Holder::forgotten_now(held.as_ref(), crate::cluster::now_ms());
-    let value = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
-    let written = match entry {
+/// Writes `next` over `entry` (read by [`held`]) only if nobody wrote the
+/// key since: compare-and-set.
+async fn write_holder(
+    shared: &Shared,
+    device: &str,
+    entry: Option<kv::Entry>,
+    next: &Holder,
+) -> Result<(), String> {
+    let value = serde_json::to_vec(next).map_err(|e| e.to_string())?;
+    match entry {
         Some(e) => (shared.devices)
             .update(device, value.into(), e.revision)
             .await
@@ -214,8 +173,47 @@ pub(super) async fn forget(shared: &Shared, device: &str) -> Result<Holder, Stri
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+    }
+}
+
+/// One compare-and-set of a device's holder.
+pub(super) async fn set_holder(
+    shared: &Shared,
+    device: &str,
+    online: bool,
+    said: Option<&crate::cluster::Said>,
+) -> Result<(), String> {
+    let (entry, held) = held(shared, device).await?;
+    let Some(next) = crate::cluster::next_holder(
+        held.as_ref(),
+        &shared.name,
+        online,
+        said,
+        crate::cluster::now_ms(),
+    ) else {
+        return Ok(());
     };
-    written.map_err(|e| {
+    write_holder(shared, device, entry, &next).await
+}
+
+/// Marks `device` forgotten in the holders bucket, unless a live
+/// front-end holds it online; a connection written in between wins (the
+/// write is a compare-and-set). Returns the holder written.
+pub(super) async fn forget(shared: &Shared, device: &str) -> Result<Holder, String> {
+    let (entry, held) = held(shared, device)
+        .await
+        .map_err(|e| format!("the cluster's devices bucket did not answer ({e}); try again"))?;
+    if let Some(h) = held.as_ref().filter(|h| h.online) {
+        let live = shared.frontends.get(&h.frontend).await;
+        if matches!(live, Ok(Some(_))) {
+            return Err(format!(
+                "{device} is online at front-end {}: stop its agent (or revoke it), then forget it",
+                h.frontend
+            ));
+        }
+    }
+    let next = Holder::forgotten_now(held.as_ref(), crate::cluster::now_ms());
+    write_holder(shared, device, entry, &next).await.map_err(|e| {
         format!("{device} changed in the cluster while it was being forgotten (did it connect?): {e}; try again")
     })?;
     Ok(next)
