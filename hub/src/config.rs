@@ -329,30 +329,34 @@ impl HubConfig {
         self.data_dir.join(&self.security.operator_allow_list)
     }
 
+    /// `file` in the data directory (unless absolute), if one is set.
+    fn data_file(&self, file: &Path) -> Option<PathBuf> {
+        (!file.as_os_str().is_empty()).then(|| self.data_dir.join(file))
+    }
+
     /// The HTTP token file, if one is set.
     pub fn http_token_path(&self) -> Option<PathBuf> {
-        let f = &self.security.http_token_file;
-        (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
+        self.data_file(&self.security.http_token_file)
     }
 
     /// The HTTP admin token file, if one is set.
     pub fn http_admin_token_path(&self) -> Option<PathBuf> {
-        let f = &self.security.http_admin_token_file;
-        (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
+        self.data_file(&self.security.http_admin_token_file)
     }
 
     /// The certificate and key files HTTP is served over TLS with, if
     /// both are set.
     pub fn http_tls_paths(&self) -> Option<(PathBuf, PathBuf)> {
-        let (cert, key) = (&self.security.http_cert_file, &self.security.http_key_file);
-        (!cert.as_os_str().is_empty() && !key.as_os_str().is_empty())
-            .then(|| (self.data_dir.join(cert), self.data_dir.join(key)))
+        let s = &self.security;
+        Some((
+            self.data_file(&s.http_cert_file)?,
+            self.data_file(&s.http_key_file)?,
+        ))
     }
 
     /// The authorities' file for `https://` webhooks, if one is set.
     pub fn alerts_ca_path(&self) -> Option<PathBuf> {
-        let f = &self.alerts.ca_file;
-        (!f.as_os_str().is_empty()).then(|| self.data_dir.join(f))
+        self.data_file(&self.alerts.ca_file)
     }
 
     /// Checks values that parse but make no sense.

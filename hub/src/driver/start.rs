@@ -185,15 +185,10 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
                 "security.http_token_file and http_admin_token_file hold the same token: every reader may act"
             );
         }
-        let certs = match config.http_tls_paths() {
-            Some((cert, key)) => {
-                let certs =
-                    crate::operator::http::tls::Certs::load(&cert, &key).map_err(HttpError::Tls)?;
-                info!(cert = %cert.display(), "HTTP is served as HTTPS only");
-                Some(certs)
-            }
-            None => None,
-        };
+        let certs = (config.http_tls_paths())
+            .map(|(cert, key)| crate::operator::http::tls::Certs::load(&cert, &key))
+            .transpose()
+            .map_err(HttpError::Tls)?;
         Some(Http::start(
             &l.http,
             operator_ep.clone(),

@@ -108,16 +108,14 @@ impl Http {
                 addr: addr.to_string(),
             });
         }
-        let tls = match &certs {
-            Some(c) => Some(TlsAcceptor::from(Arc::new(
-                c.server_config().map_err(HttpError::Tls)?,
-            ))),
-            None => None,
-        };
-        let url = match tls {
-            Some(_) => format!("https://{local}"),
-            None => format!("http://{local}"),
-        };
+        let tls = (certs.as_ref())
+            .map(|c| {
+                c.server_config()
+                    .map(|config| TlsAcceptor::from(Arc::new(config)))
+            })
+            .transpose()
+            .map_err(HttpError::Tls)?;
+        let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
         let shared = Arc::new(Shared {
             operator,
             token,
