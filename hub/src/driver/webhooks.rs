@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tracing::{debug, info, warn};
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::core::alerts::{Notice, Status};
 use crate::operator::format::fmt_ts;
@@ -91,25 +91,8 @@ pub fn roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, String
         .collect();
     let machine = roots.len();
     if let Some(path) = ca_file {
-        let shown = path.display();
-        let pem =
-            std::fs::read(path).map_err(|e| format!("reading alerts.ca_file {shown}: {e}"))?;
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(PemItem::Certificate(c)) => roots.push(c),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "alerts.ca_file {shown} is not PEM certificates: {e}"
-                    ));
-                }
-            }
-        }
-        if roots.len() == machine {
-            return Err(format!(
-                "alerts.ca_file {shown} holds no certificate (want PEM, -----BEGIN CERTIFICATE-----)"
-            ));
-        }
+        let own = crate::operator::http::tls::pem_certificates(path, "alerts.ca_file")?;
+        roots.extend(own.iter().map(|der| Certificate::from_der(der).to_owned()));
     }
     if roots.is_empty() {
         return Err("an https:// webhook needs certificate authorities to check it against, and this machine has none: install them (apt install ca-certificates), or name a PEM file in alerts.ca_file".into());

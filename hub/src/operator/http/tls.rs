@@ -99,18 +99,26 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
     (seen(cert), seen(key))
 }
 
+/// The PEM certificates in `path`, the file the configuration names as
+/// `key`; fails, naming both, when it cannot be read or holds none.
+pub fn pem_certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading {key} {shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{key} {shown} holds no certificate (want PEM, -----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(certs)
+}
+
 /// The chain in `cert` (the server's certificate first) with the key in
 /// `key`, checked to belong together.
 fn read(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     let (cert_shown, key_shown) = (cert.display(), key.display());
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("security.http_cert_file {cert_shown}: {e}"))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "security.http_cert_file {cert_shown} holds no certificate (want PEM, -----BEGIN CERTIFICATE-----)"
-        ));
-    }
+    let chain = pem_certificates(cert, "security.http_cert_file")?;
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         format!("security.http_key_file {key_shown}: {e} (want a PEM private key, unencrypted)")
     })?;
