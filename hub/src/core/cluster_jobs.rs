@@ -209,19 +209,8 @@ impl Core {
         };
         // One every store shows over (cancelled, or done with its ack to
         // the queue lost) comes off the queue instead of going out again.
-        match self.store.job_over(id) {
-            Ok(Some(true)) => {
-                info!(
-                    job = id,
-                    "the job is over (cancelled?); taken off the cluster's queue"
-                );
-                return self.tell_cluster(ToCluster::JobEnd {
-                    handle,
-                    event: None,
-                });
-            }
-            Ok(_) => {}
-            Err(e) => self.store_failed("reading a job from the cluster's queue", &e),
+        if self.off_the_queue_if_over(handle, id) {
+            return;
         }
         // As on a single hub: no device here is handed a job it would
         // refuse (by its Offer); one that takes it gets it directly.
@@ -361,16 +350,11 @@ impl Core {
     /// its last attempt, fails for good (the queue would not deliver it
     /// again, and nobody would end it).
     fn give_back(&mut self, h: InHand, why: &str, now: Now) {
-        if self.store.job_over(h.id).unwrap_or(None) == Some(true) {
-            info!(
-                job = h.id,
-                "the job was cancelled while out; taken off the cluster's queue, not given back"
-            );
-            self.tell_cluster(ToCluster::JobEnd {
-                handle: h.handle,
-                event: None,
-            });
-        } else if h.attempt >= self.config.jobs.max_attempts {
+        // Cancelled while it was out: not given back.
+        if self.off_the_queue_if_over(h.handle, h.id) {
+            return;
+        }
+        if h.attempt >= self.config.jobs.max_attempts {
             let why = format!("no result after {} attempt(s); the last: {why}", h.attempt);
             warn!(job = h.id, %why, "job failed");
             let event = JobEvent::Failed {
@@ -384,6 +368,29 @@ impl Core {
             });
         } else {
             self.tell_cluster(ToCluster::JobBack { handle: h.handle });
+        }
+    }
+
+    /// Ends the queue's message `handle` without an event if job `id` is
+    /// over in this store (cancelled, or done): true if it was.
+    fn off_the_queue_if_over(&mut self, handle: u64, id: u64) -> bool {
+        match self.store.job_over(id) {
+            Ok(Some(true)) => {
+                info!(
+                    job = id,
+                    "the job is over (cancelled?); taken off the cluster's queue"
+                );
+                self.tell_cluster(ToCluster::JobEnd {
+                    handle,
+                    event: None,
+                });
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                self.store_failed("reading a job of the cluster's queue", &e);
+                false
+            }
         }
     }
 
