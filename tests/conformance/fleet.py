@@ -167,3 +167,18 @@ def private_authority(work, name):
     ):
         subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=30)
     return ca, (leaf, leaf_key)
+
+
+def refused_start(command, work, config):
+    """`fleetmq-hub run` in `work` (made here) with `config`, expected to
+    refuse to start: (its exit status, the end of what it printed on
+    stderr)."""
+    os.makedirs(work)
+    path = os.path.join(work, "hub.toml")
+    with open(path, "w") as f:
+        f.write(config)
+    done = subprocess.run(
+        [*shlex.split(command), "run", "--config", path, "--data-dir",
+         os.path.join(work, "data"), "--bind", "127.0.0.1:*"],
+        capture_output=True, text=True, timeout=client.WAIT_S)
+    return done.returncode, done.stderr[-400:]

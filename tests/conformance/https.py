@@ -21,11 +21,9 @@ import hashlib
 import http.client
 import json
 import os
-import shlex
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import urllib.error
 import urllib.parse
@@ -44,8 +42,7 @@ http_key_file = "{key}"
 
 def trusting(ca):
     """A client's TLS set-up that trusts `ca` alone."""
-    context = ssl.create_default_context(cafile=ca)
-    return context
+    return ssl.create_default_context(cafile=ca)
 
 
 def get(url, ca):
@@ -86,18 +83,10 @@ def replace(src, dst):
 
 
 def refuses_to_start(args, name, cert, key, says):
-    work = os.path.join(args.work, name)
-    os.makedirs(work)
-    config = os.path.join(work, "hub.toml")
-    with open(config, "w") as f:
-        f.write(CONFIG.format(cert=cert, key=key))
-    done = subprocess.run(
-        [*shlex.split(args.hub_command), "run", "--config", config, "--data-dir",
-         os.path.join(work, "data"), "--bind", "127.0.0.1:*"],
-        capture_output=True, text=True, timeout=client.WAIT_S)
-    check(done.returncode != 0 and says in done.stderr,
-          f"{name}: the hub does not start, saying {says!r}",
-          (done.returncode, done.stderr[-400:]))
+    code, stderr = fleet.refused_start(args.hub_command, os.path.join(args.work, name),
+                                       CONFIG.format(cert=cert, key=key))
+    check(code != 0 and says in stderr, f"{name}: the hub does not start, saying {says!r}",
+          (code, stderr))
 
 
 def run(args, _ctx):
