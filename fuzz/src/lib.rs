@@ -21,10 +21,10 @@ macro_rules! check_channel {
 
 /// Reads a decoded message the way the hub and agent do.
 pub fn inspect<T: std::any::Any>(msg: &T) {
-    use fleetmq_protocol::{Batch, Upstream};
+    use fleetmq_protocol::{Batch, LogBatch, Upstream};
     let any = msg as &dyn std::any::Any;
     let batch: Option<&Batch> = match any.downcast_ref::<Upstream>() {
-        Some(Upstream::Batch(b)) => Some(b),
+        Some(Upstream::Batch(b) | Upstream::LogBatch(LogBatch(b))) => Some(b),
         _ => None,
     };
     if let Some(b) = batch
@@ -35,6 +35,9 @@ pub fn inspect<T: std::any::Any>(msg: &T) {
         }
         for c in b.resolved_chat() {
             std::hint::black_box(c);
+        }
+        for l in b.resolved_logs() {
+            std::hint::black_box(l);
         }
     }
 }

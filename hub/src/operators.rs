@@ -51,7 +51,8 @@ impl Role {
             | Request::ConfigStatus
             | Request::Alerts
             | Request::PresenceLog { .. }
-            | Request::LatestOf { .. } => false,
+            | Request::LatestOf { .. }
+            | Request::Logs(_) => false,
             Request::Command { .. }
             | Request::QueuedCommand { .. }
             | Request::SubmitJob(_)

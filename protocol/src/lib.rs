@@ -41,4 +41,6 @@ pub use names::{
     validate_device_id, validate_group, validate_operator_name,
 };
 pub use operator::*;
-pub use telemetry::{Batch, BatchBuilder, BatchError, ChatLine, Sample, Value};
+pub use telemetry::{
+    Batch, BatchBuilder, BatchError, ChatLine, LogBatch, LogLine, Sample, Value, stored_batch,
+};

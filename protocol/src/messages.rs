@@ -2,8 +2,8 @@
 //!
 //! | channel | sockets | kinds |
 //! |---|---|---|
-//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer, 0x06 Applied, 0x07 Result, 0x08 Reply |
-//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired, 0x1b Carry, 0x1c Chat, 0x1d Command, 0x1e PinnedGroups |
+//! | [`Upstream`] | agent DEALER → hub ROUTER | 0x01 Hello, 0x02 Heartbeat, 0x03 Batch, 0x04 Bye, 0x05 Offer, 0x06 Applied, 0x07 Result, 0x08 Reply, 0x09 LogBatch |
+//! | [`Downstream`] | hub ROUTER → agent DEALER | 0x10 Welcome, 0x11 Ack, 0x12 HelloRequest, 0x13 Refusal, 0x14 Announcement, 0x15 Relink, 0x16 Renumber, 0x17 Rejected, 0x18 Throttled, 0x19 Work, 0x1a Desired, 0x1b Carry, 0x1c Chat, 0x1d Command, 0x1e PinnedGroups, 0x1f TakesLogs |
 //! | [`Broadcast`] | hub PUB → agent SUB, after a topic frame | 0x20 ChatMessage, 0x21 Announcement |
 //! | [`JobFrame`] | hub PUSH → agent PULL | 0x30 Job |
 //! | [`ResultFrame`] | agent PUSH → hub PULL | 0x31 JobResult |
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::channel;
 use crate::names::Target;
-use crate::telemetry::Batch;
+use crate::telemetry::{Batch, LogBatch};
 
 #[cfg(feature = "arbitrary")]
 use arbitrary::Arbitrary;
@@ -168,6 +168,11 @@ messages! {
     /// `one_connection`: such an agent then connects none of the ports in
     /// the Welcome.
     pub struct Carry;
+
+    /// Sent just before [`Welcome`] by a hub that takes log lines
+    /// (batches of kind 0x09, [`LogBatch`]). An agent sends log lines only
+    /// to a hub that said so since its last Hello.
+    pub struct TakesLogs;
 
     /// The groups the hub's allow list pins this device to, sent after a
     /// Hello that named others (and before the Carry and Welcome that
@@ -427,17 +432,29 @@ channel! {
         0x07 => Result(JobResult),
         /// A command's reply, from an agent on one connection.
         0x08 => Reply(CommandReply),
+        /// Telemetry, chat and log lines, to a hub that takes log lines.
+        0x09 => LogBatch(LogBatch),
     }
 }
 
 impl Upstream {
-    /// The sequence number of a `Batch` frame, read without decoding the
-    /// rest (`None` for another kind or a frame too short): what a hub
-    /// answers with when it will not read the batch.
+    /// The sequence number of a `Batch` or `LogBatch` frame, read without
+    /// decoding the rest (`None` for another kind or a frame too short):
+    /// what a hub answers with when it will not read the batch.
     pub fn batch_seq(frame: &[u8]) -> Option<u64> {
         match crate::envelope::open(frame) {
-            Ok((0x03, body)) => postcard::take_from_bytes::<u64>(body).ok().map(|(s, _)| s),
+            Ok((0x03 | 0x09, body)) => postcard::take_from_bytes::<u64>(body).ok().map(|(s, _)| s),
             _ => None,
+        }
+    }
+
+    /// `batch` as the kind that carries it: `Batch` (0x03) without log
+    /// lines, so a hub that predates them reads it, else `LogBatch` (0x09).
+    pub fn from_batch(batch: Batch) -> Upstream {
+        if batch.logs.is_empty() && batch.sources.is_empty() {
+            Upstream::Batch(batch)
+        } else {
+            Upstream::LogBatch(LogBatch(batch))
         }
     }
 }
@@ -477,6 +494,8 @@ channel! {
         0x1d => Command(CommandRequest),
         /// The groups the allow list pins this device to (before Welcome).
         0x1e => PinnedGroups(PinnedGroups),
+        /// This hub takes log lines (sent before Welcome).
+        0x1f => TakesLogs(TakesLogs),
     }
 }
 

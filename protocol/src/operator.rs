@@ -155,6 +155,8 @@ messages! {
             /// At most this many.
             limit: u32,
         },
+        /// Log lines devices sent, after a cursor.
+        Logs(#[serde(with = "crate::growable")] LogQuery),
     }
 
     /// An edit of one layer of the desired configuration.
@@ -211,6 +213,30 @@ messages! {
         pub newest: bool,
         /// Only series carrying every one of these tags, each `key=value`.
         pub tags: Vec<String>,
+    }
+
+    /// Filter and cursor for log lines.
+    pub struct LogQuery {
+        /// Only this device.
+        pub device: Option<String>,
+        /// Only lines from this source (a file's path, as the agent names
+        /// it).
+        pub source: Option<String>,
+        /// Only lines holding this text (as it is, case and all); empty:
+        /// every line.
+        pub contains: String,
+        /// Rows with a larger id than this (0 for the start).
+        pub after_id: i64,
+        /// At most this many rows.
+        pub limit: u32,
+        /// Only lines read at or after this time, ms since the epoch (0:
+        /// no bound).
+        pub since_ms: u64,
+        /// Only lines read at or before this time (0: no bound).
+        pub until_ms: u64,
+        /// Read the newest `limit` matching rows after `after_id`
+        /// (returned oldest first), not the oldest.
+        pub newest: bool,
     }
 
     /// Cursor for chat.
@@ -337,6 +363,8 @@ messages! {
         },
         /// For [`Request::FleetCommands`].
         FleetCommands(#[serde(with = "crate::growable::list")] Vec<FleetCommandInfo>),
+        /// For [`Request::Logs`].
+        Logs(#[serde(with = "crate::growable::list")] Vec<LogRow>),
     }
 }
 

@@ -17,6 +17,14 @@
 //!          | 0x01 f64 little-endian      (Float)
 //! ChatLine = offset_ms zigzag(i32) | text String
 //! ```
+//!
+//! A batch holding log lines travels as a [`LogBatch`] (kind 0x09): the
+//! same fields, then the log sources and lines.
+//!
+//! ```text
+//! LogBatch = Batch's fields | sources Vec<String> | logs Vec<LogLine>
+//! LogLine  = source varint(u32, index into sources) | offset_ms zigzag(i32) | text String
+//! ```
 
 use std::collections::HashMap;
 
@@ -26,6 +34,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_METRIC_NAME_LEN: usize = 128;
 /// Longest chat line, in bytes.
 pub const MAX_CHAT_LEN: usize = 2000;
+/// Longest log line, in bytes: an agent cuts a longer one here.
+pub const MAX_LOG_LINE_LEN: usize = 4096;
 /// Most records (samples and chat lines) one batch may hold: bounds the
 /// work one message costs the hub.
 pub const MAX_BATCH_RECORDS: usize = 20_000;
@@ -123,7 +133,22 @@ pub struct ChatLine {
     pub text: String,
 }
 
-/// Samples and chat lines that travel, are stored and are acked as one unit.
+/// One log line inside a [`Batch`] (sent as a [`LogBatch`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct LogLine {
+    /// Index into [`Batch::sources`].
+    pub source: u32,
+    /// Milliseconds from [`Batch::base_ts_ms`].
+    pub offset_ms: i32,
+    /// The line, without its line end, at most [`MAX_LOG_LINE_LEN`] bytes.
+    pub text: String,
+}
+
+/// Samples, chat lines and log lines that travel, are stored and are
+/// acked as one unit. A batch without log lines is sent as kind 0x03
+/// (`sources` and `logs` are not on that wire); one with them as a
+/// [`LogBatch`] (kind 0x09).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Batch {
@@ -138,6 +163,76 @@ pub struct Batch {
     pub samples: Vec<Sample>,
     /// Chat lines said on the device.
     pub chat: Vec<ChatLine>,
+    /// Where the log lines come from (a file's path), each once; log
+    /// lines refer to them by index.
+    #[serde(skip)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(default))]
+    pub sources: Vec<String>,
+    /// Log lines read on the device.
+    #[serde(skip)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(default))]
+    pub logs: Vec<LogLine>,
+}
+
+/// A [`Batch`] holding log lines, as kind 0x09 carries it: the batch's
+/// fields as kind 0x03 has them, then `sources` and `logs`. A hub that
+/// predates log lines does not know the kind, so an agent sends one only
+/// to a hub that said it takes them ([`crate::TakesLogs`]).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct LogBatch(pub Batch);
+
+type LogBatchWire = (
+    u64,
+    u64,
+    Vec<String>,
+    Vec<Sample>,
+    Vec<ChatLine>,
+    Vec<String>,
+    Vec<LogLine>,
+);
+
+impl Serialize for LogBatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let b = &self.0;
+        (
+            b.seq,
+            b.base_ts_ms,
+            &b.names,
+            &b.samples,
+            &b.chat,
+            &b.sources,
+            &b.logs,
+        )
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogBatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (seq, base_ts_ms, names, samples, chat, sources, logs) = LogBatchWire::deserialize(d)?;
+        Ok(LogBatch(Batch {
+            seq,
+            base_ts_ms,
+            names,
+            samples,
+            chat,
+            sources,
+            logs,
+        }))
+    }
+}
+
+/// Decodes a batch body as the hub stores it: the body of a kind 0x03 or
+/// a kind 0x09 frame. A 0x09 body is a 0x03 body followed by the log
+/// lists, so exactly one of the two reads it whole.
+pub fn stored_batch(body: &[u8]) -> Result<Batch, crate::DecodeError> {
+    match crate::envelope::body::<Batch>("Batch", body) {
+        Err(crate::DecodeError::TrailingBytes { .. }) => {
+            crate::envelope::body::<LogBatch>("LogBatch", body).map(|b| b.0)
+        }
+        other => other,
+    }
 }
 
 /// A batch that is well-formed postcard but does not make sense.
@@ -179,8 +274,33 @@ pub enum BatchError {
     /// More records than [`MAX_BATCH_RECORDS`].
     #[error("{records} records is over the {MAX_BATCH_RECORDS} a batch may hold")]
     TooManyRecords {
-        /// Samples and chat lines.
+        /// Samples, chat lines and log lines.
         records: usize,
+    },
+    /// A log line is longer than [`MAX_LOG_LINE_LEN`].
+    #[error("log line of {len} bytes is over the {MAX_LOG_LINE_LEN}-byte limit")]
+    LogLineTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A log source is empty, too long or has control characters.
+    #[error(
+        "log source {source_name:?} is not valid: use 1 to {MAX_METRIC_NAME_LEN} printable bytes"
+    )]
+    BadSource {
+        /// The offending source.
+        source_name: String,
+    },
+    /// A log line's source index is past the end of `sources`, or there
+    /// are more sources than lines.
+    #[error(
+        "{sources} log sources for {lines} log lines, or a line naming a source past them: a batch lists only the sources its lines use"
+    )]
+    SourceIndex {
+        /// Sources listed.
+        sources: usize,
+        /// Log lines.
+        lines: usize,
     },
     /// More names than samples: a batch lists only the names its samples
     /// use.
@@ -379,7 +499,43 @@ impl Batch {
             }
             absolute(self.base_ts_ms, c.offset_ms)?;
         }
+        let bad_index = || BatchError::SourceIndex {
+            sources: self.sources.len(),
+            lines: self.logs.len(),
+        };
+        if self.sources.len() > self.logs.len() {
+            return Err(bad_index());
+        }
+        if let Some(source) = self.sources.iter().find(|n| !valid_metric_name(n)) {
+            return Err(BatchError::BadSource {
+                source_name: source.clone(),
+            });
+        }
+        for line in &self.logs {
+            if line.text.len() > MAX_LOG_LINE_LEN {
+                return Err(BatchError::LogLineTooLong {
+                    len: line.text.len(),
+                });
+            }
+            if line.source as usize >= self.sources.len() {
+                return Err(bad_index());
+            }
+            absolute(self.base_ts_ms, line.offset_ms)?;
+        }
         Ok(())
+    }
+
+    /// The log lines with their sources and absolute timestamps: (time,
+    /// source, text). Lines that do not resolve are skipped; call
+    /// [`Batch::validate`] first to refuse them.
+    pub fn resolved_logs(&self) -> impl Iterator<Item = (u64, &str, &str)> {
+        self.logs.iter().filter_map(|l| {
+            Some((
+                absolute(self.base_ts_ms, l.offset_ms).ok()?,
+                self.sources.get(l.source as usize)?.as_str(),
+                l.text.as_str(),
+            ))
+        })
     }
 
     /// The samples with names and timestamps resolved. Records that do not
@@ -429,9 +585,9 @@ impl Batch {
         })
     }
 
-    /// Samples plus chat lines.
+    /// Samples, chat lines and log lines.
     pub fn record_count(&self) -> usize {
-        self.samples.len() + self.chat.len()
+        self.samples.len() + self.chat.len() + self.logs.len()
     }
 }
 
@@ -441,6 +597,7 @@ pub struct BatchBuilder {
     batch: Batch,
     base_set: bool,
     index: HashMap<String, u32>,
+    source_index: HashMap<String, u32>,
 }
 
 impl BatchBuilder {
@@ -453,9 +610,12 @@ impl BatchBuilder {
                 names: Vec::new(),
                 samples: Vec::new(),
                 chat: Vec::new(),
+                sources: Vec::new(),
+                logs: Vec::new(),
             },
             base_set: false,
             index: HashMap::new(),
+            source_index: HashMap::new(),
         }
     }
 
@@ -511,7 +671,39 @@ impl BatchBuilder {
         Ok(())
     }
 
-    /// Samples plus chat lines added so far.
+    /// Adds a log line from `source`, refusing one over
+    /// [`MAX_LOG_LINE_LEN`] bytes or a source that is not 1 to
+    /// [`MAX_METRIC_NAME_LEN`] printable bytes.
+    pub fn push_log(&mut self, source: &str, ts_ms: u64, text: &str) -> Result<(), BatchError> {
+        if text.len() > MAX_LOG_LINE_LEN {
+            return Err(BatchError::LogLineTooLong { len: text.len() });
+        }
+        if !valid_metric_name(source) {
+            return Err(BatchError::BadSource {
+                source_name: source.into(),
+            });
+        }
+        let was_set = self.base_set;
+        let offset_ms = self
+            .offset(ts_ms)
+            .inspect_err(|_| self.base_set = was_set)?;
+        let next = self.batch.sources.len() as u32;
+        let source = *self
+            .source_index
+            .entry(source.to_string())
+            .or_insert_with(|| {
+                self.batch.sources.push(source.to_string());
+                next
+            });
+        self.batch.logs.push(LogLine {
+            source,
+            offset_ms,
+            text: text.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Records added so far.
     pub fn len(&self) -> usize {
         self.batch.record_count()
     }

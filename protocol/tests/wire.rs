@@ -322,6 +322,68 @@ fn golden_vectors() {
         .unwrap();
     assert_eq!(Upstream::batch_seq(&hb), None, "not a batch");
 
+    // Log lines: the batch's fields as kind 0x03 has them, then the
+    // sources and the lines.
+    let mut b = BatchBuilder::new(8);
+    b.push_sample("up", 1_000, Value::Int(1)).unwrap();
+    b.push_log("/l", 1_000, "hi").unwrap();
+    b.push_log("/l", 1_002, "yo").unwrap();
+    let logged = Upstream::from_batch(b.finish()).encode().unwrap();
+    assert_eq!(
+        hex(&logged),
+        concat!(
+            "02 09 ",             // version 2, kind LogBatch
+            "08 e8 07 ",          // seq 8, base_ts_ms 1000
+            "01 02 75 70 ",       // names ["up"]
+            "01 00 00 00 02 ",    // 1 sample: name 0, offset 0, Int 1
+            "00 ",                // no chat line
+            "01 02 2f 6c ",       // sources ["/l"]
+            "02 00 00 02 68 69 ", // 2 lines: source 0, offset 0, "hi"
+            "00 04 02 79 6f"      // source 0, offset +2, "yo"
+        )
+    );
+    assert_eq!(Upstream::batch_seq(&logged), Some(8));
+    let takes = Downstream::TakesLogs(TakesLogs).encode().unwrap();
+    assert_eq!(hex(&takes), "02 1f");
+    let logs = OperatorFrame::from(OperatorRequest {
+        id: 5,
+        request: Request::Logs(LogQuery {
+            device: Some("pi".into()),
+            source: None,
+            contains: "err".into(),
+            after_id: 0,
+            limit: 10,
+            since_ms: 0,
+            until_ms: 0,
+            newest: true,
+        }),
+    })
+    .encode()
+    .unwrap();
+    // id 5, Request variant 25 (Logs), the query's 14 bytes (growable)
+    assert_eq!(
+        hex(&logs),
+        "02 50 05 19 0e 01 02 70 69 00 03 65 72 72 00 0a 00 00 01"
+    );
+    let rows = OperatorReplyFrame::from(OperatorResponse {
+        id: 5,
+        response: Response::Logs(vec![LogRow {
+            id: 1,
+            device: "pi".into(),
+            seq: 8,
+            ts_ms: 2,
+            source: "/l".into(),
+            text: "hi".into(),
+        }]),
+    })
+    .encode()
+    .unwrap();
+    // id 5, Response variant 23 (Logs), one row of 12 bytes (growable)
+    assert_eq!(
+        hex(&rows),
+        "02 51 05 17 01 0c 02 02 70 69 08 02 02 2f 6c 02 68 69"
+    );
+
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
 }

@@ -268,6 +268,8 @@ def golden_vectors(protocol_md):
         "Result": wire.job_result(7, 1, "pi", ("already_run",), 9),
         "Reply": wire.reply_pong(1, 5),
         "Applied": wire.applied(2, [("a.b", "no")]),
+        "LogBatch": wire.log_batch(8, 1000, ["up"], [(0, 0, 1)], [], ["/l"],
+                                   [(0, 0, "hi"), (0, 2, "yo")]),
     }
     for name, data in written.items():
         golden = next((d for n, _, d in frames if n == name), None)
@@ -300,7 +302,8 @@ def run(args, ctx):
                           now_ms()))
     first = agent.expect("Carry")
     check(first == {}, "a Hello is answered with Carry", first)
-    check(not any(n == "Welcome" for n, _ in agent.backlog), "Carry comes before Welcome",
+    check(agent.expect("TakesLogs") == {}, "and TakesLogs: this hub takes log lines")
+    check(not any(n == "Welcome" for n, _ in agent.backlog), "both come before Welcome",
           agent.backlog)
     welcome = agent.expect("Welcome")
     check(welcome["ports"] == ports, "Welcome names the hub's other ports", welcome)
@@ -386,6 +389,31 @@ def run(args, ctx):
                           + wire.seq(["py.count"], wire.string))
     check([(v["device"], v["name"], v["ts_ms"], v["value"]) for v in latest_of]
           == [(dev, "py.count", base + 250, -3)], "LatestOf names one series", latest_of)
+
+    # --- log lines: a LogBatch, to a hub that said TakesLogs ------------
+    logs = [(0, 0, "started"), (1, 5, "error: disk full"), (0, 7, "stopped")]
+    sources = ["/var/log/app.log", "/var/log/syslog"]
+    agent.send(wire.log_batch(bad + 3, base, ["py.up"], [(0, 0, 1)], [], sources, logs))
+    check(agent.expect("Ack")["seq"] == bad + 3, "a LogBatch is acked as a Batch is")
+    agent.send(wire.log_batch(bad + 4, base, [], [], [], ["/a"], [(1, 0, "x")]))
+    rejected = agent.expect("Rejected")
+    check(rejected["seq"] == bad + 4 and "source" in rejected["reason"],
+          "a log line naming a source past `sources` is Rejected, saying so", rejected)
+    found = op.expect("Logs", "Logs", wire.log_query(device=dev))
+    check([(r["seq"], r["ts_ms"], r["source"], r["text"]) for r in found]
+          == [(bad + 3, base + off, sources[s], t) for s, off, t in logs],
+          "Logs returns each line with its batch, time and source, oldest first", found)
+    check([r["id"] for r in found] == sorted(r["id"] for r in found), "ids rise as cursors")
+    picked = op.expect("Logs", "Logs", wire.log_query(device=dev, source=sources[0],
+                                                      contains="stop"))
+    check([r["text"] for r in picked] == ["stopped"], "by source and text", picked)
+    after = op.expect("Logs", "Logs", wire.log_query(device=dev, after_id=found[0]["id"],
+                                                     limit=1))
+    check(after == found[1:2], "and on from a cursor", after)
+    samples_too = op.expect("Telemetry", "Telemetry", wire.telemetry_query(
+        device=dev, name="py.up"))
+    check([r["value"] for r in samples_too] == [1], "a LogBatch's samples are stored too",
+          samples_too)
 
     # --- commands --------------------------------------------------------
     ping = wire.string(dev) + wire.command(("ping",)) + wire.varint(5000)

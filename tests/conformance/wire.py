@@ -162,6 +162,18 @@ def batch(seq_no, base_ts_ms, names, samples, chat):
     )
 
 
+def log_batch(seq_no, base_ts_ms, names, samples, chat, sources, logs):
+    """A Batch with log lines (0x09): the Batch's fields, then sources and
+    logs: (source index, offset_ms, text)."""
+    body = batch(seq_no, base_ts_ms, names, samples, chat)[2:]
+    return frame(
+        0x09,
+        body
+        + seq(sources, string)
+        + seq(logs, lambda l: varint(l[0]) + zigzag(l[1]) + string(l[2])),
+    )
+
+
 def bye(reason):
     return frame(0x04, string(reason))
 
@@ -233,6 +245,7 @@ REQUESTS = [
     "CancelCommand",
     "Forget",
     "FleetCommands",
+    "Logs",
 ]
 
 
@@ -254,6 +267,20 @@ def telemetry_query(device=None, name=None, after_id=0, limit=100, since_ms=0, u
         + varint(until_ms)
         + boolean(newest)
         + seq(list(tags), string)
+    )
+
+
+def log_query(device=None, source=None, contains="", after_id=0, limit=100, since_ms=0,
+              until_ms=0, newest=False):
+    return growable(
+        option(device, string)
+        + option(source, string)
+        + string(contains)
+        + zigzag(after_id)
+        + varint(limit)
+        + varint(since_ms)
+        + varint(until_ms)
+        + boolean(newest)
     )
 
 
@@ -519,6 +546,8 @@ def read_downstream(data):
         out = ("Command", {"corr": r.u(), "command": read_command(r)})
     elif kind == 0x1E:
         out = ("PinnedGroups", {"groups": r.vec(r.s)})
+    elif kind == 0x1F:
+        out = ("TakesLogs", {})
     else:
         r.fail(f"kind {kind:#04x} is not a downstream kind of PROTOCOL.md")
     r.end()
@@ -633,7 +662,7 @@ def read_response_body(r):
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
                    "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten",
-                   "FleetCommands"])
+                   "FleetCommands", "Logs"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -643,6 +672,10 @@ def read_response_body(r):
     elif kind == "Chat":
         body = r.vec(lambda: r.growable("ChatRow", lambda g: {
             "id": g.i(), "device": g.s(), "ts_ms": g.u(), "text": g.s()}))
+    elif kind == "Logs":
+        body = r.vec(lambda: r.growable("LogRow", lambda g: {
+            "id": g.i(), "device": g.s(), "seq": g.u(), "ts_ms": g.u(), "source": g.s(),
+            "text": g.s()}))
     elif kind == "Reply":
         body = {"device": r.s(), "reply": read_reply(r)}
     elif kind == "JobSubmitted":
@@ -758,6 +791,12 @@ def read_upstream_body(r, kind):
         return ("Result", read_job_result(r))
     if kind == 0x08:
         return ("Reply", read_command_reply(r))
+    if kind == 0x09:
+        return ("LogBatch", {"seq": r.u(), "base_ts_ms": r.u(), "names": r.vec(r.s),
+                             "samples": r.vec(lambda: read_sample(r)),
+                             "chat": r.vec(lambda: (r.i(32), r.s())),
+                             "sources": r.vec(r.s),
+                             "logs": r.vec(lambda: (r.u(32), r.i(32), r.s()))})
     return None
 
 
@@ -769,6 +808,10 @@ def read_request(r):
             "since_ms": g.u(), "until_ms": g.u(), "newest": g.b(), "tags": g.vec(g.s)})
     if kind == "Chat":
         return kind, r.growable("ChatQuery", lambda g: {"after_id": g.i(), "limit": g.u(32)})
+    if kind == "Logs":
+        return kind, r.growable("LogQuery", lambda g: {
+            "device": g.opt(g.s), "source": g.opt(g.s), "contains": g.s(), "after_id": g.i(),
+            "limit": g.u(32), "since_ms": g.u(), "until_ms": g.u(), "newest": g.b()})
     if kind in ("Command", "QueuedCommand"):
         body = {"device": r.s(), "command": read_command(r), "timeout_ms": r.u(32)}
         if kind == "QueuedCommand":
@@ -808,7 +851,7 @@ def read_any(data, older=False):
     r = Reader(data, "frame", older)
     kind = r.envelope()
     out = read_upstream_body(r, kind)
-    if out is None and 0x10 <= kind <= 0x1E:
+    if out is None and 0x10 <= kind <= 0x1F:
         return read_downstream(data)
     if out is None:
         if kind == 0x20:

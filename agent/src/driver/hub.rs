@@ -259,6 +259,8 @@ impl Agent {
                     }
                 }
                 Ok(Downstream::Carry(_)) => self.carry_offered = true,
+                // This agent sends no log lines yet.
+                Ok(Downstream::TakesLogs(_)) => {}
                 Ok(Downstream::PinnedGroups(p)) => {
                     // Told after each Hello, as the hub warns of each.
                     warn!(

@@ -48,6 +48,10 @@ pub(super) enum Cmd {
     /// range (--since, --until, --from-start); --follow prints new samples
     /// as they are stored.
     Telemetry(TelemetryArgs),
+    /// Show the log lines devices sent (their `[logs] files`): the newest
+    /// 100, or --last N, or a range; --device, --source and --grep pick
+    /// some; --follow prints new lines as they are stored.
+    Logs(LogsArgs),
     /// Show the chat room: the newest 100 lines, or --last N; --follow
     /// prints new lines as they are said.
     Chat(ChatArgs),
@@ -270,6 +274,44 @@ pub(super) struct TelemetryArgs {
     #[arg(long, value_name = "ID")]
     pub(super) after: Option<i64>,
     /// Keep printing new samples as they are stored, until interrupted.
+    #[arg(long, short)]
+    pub(super) follow: bool,
+}
+
+#[derive(Args)]
+pub(super) struct LogsArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// Only this device.
+    #[arg(long)]
+    pub(super) device: Option<String>,
+    /// Only lines from this source: a file's path as the agent's
+    /// `[logs] files` names it.
+    #[arg(long, value_name = "PATH")]
+    pub(super) source: Option<String>,
+    /// Only lines holding this text (as it is, case and all).
+    #[arg(long, value_name = "TEXT")]
+    pub(super) grep: Option<String>,
+    /// The newest N matching lines (default 100; with --follow, none
+    /// before the new ones unless given).
+    #[arg(long, value_name = "N", conflicts_with_all = ["from_start", "after"])]
+    pub(super) last: Option<u32>,
+    /// Lines read since: a time ago (10m, 2h, 7d), a time
+    /// (2026-12-02T10:00:00Z; UTC without a zone), or ms since the epoch.
+    /// Without --last, every line from then on, oldest first.
+    #[arg(long, value_name = "TIME")]
+    pub(super) since: Option<String>,
+    /// Lines read up to this time (as for --since).
+    #[arg(long, value_name = "TIME")]
+    pub(super) until: Option<String>,
+    /// Every stored line, oldest first (with --follow: then the new ones).
+    #[arg(long)]
+    pub(super) from_start: bool,
+    /// Every line after this row id (a cursor from an earlier --json
+    /// read), oldest first.
+    #[arg(long, value_name = "ID")]
+    pub(super) after: Option<i64>,
+    /// Keep printing new lines as they are stored, until interrupted.
     #[arg(long, short)]
     pub(super) follow: bool,
 }

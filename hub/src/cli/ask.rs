@@ -13,11 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fleetmq_protocol::{
-    ChatQuery, ChatRow, ConfigEdit, HubStats, Request, Response, TelemetryQuery, TelemetryRow,
+    ChatQuery, ChatRow, ConfigEdit, HubStats, LogQuery, LogRow, Request, Response, TelemetryQuery,
+    TelemetryRow,
 };
 use serde_json::Value;
 
-use super::{ChatArgs, LayerArgs, OpArgs, TelemetryArgs};
+use super::{ChatArgs, LayerArgs, LogsArgs, OpArgs, TelemetryArgs};
 use crate::operator::{Client, ClientError, format, views};
 
 /// How a command line ends.
@@ -269,13 +270,15 @@ fn telemetry_rows(c: &mut Client, q: TelemetryQuery) -> Result<Vec<TelemetryRow>
     }
 }
 
-pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
+/// `--since` and `--until` as ms since the epoch (0: not given), refused
+/// when they leave nothing between them.
+fn time_range(since: Option<&str>, until: Option<&str>) -> anyhow::Result<(u64, u64)> {
     let now = fleetmq_net::now_ms();
-    let since_ms = match &a.since {
+    let since_ms = match since {
         Some(t) => parse_time("--since", t, now)?,
         None => 0,
     };
-    let until_ms = match &a.until {
+    let until_ms = match until {
         Some(t) => parse_time("--until", t, now)?,
         None => 0,
     };
@@ -286,6 +289,75 @@ pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
             format::fmt_ts(until_ms)
         )));
     }
+    Ok((since_ms, until_ms))
+}
+
+/// How a read of rows from stored batches (samples, log lines) goes: a
+/// range (from the start, from a cursor, or from a time, without
+/// `--last`) read whole, oldest first; otherwise the newest `--last`;
+/// and with `--follow`, then every new row as it is stored.
+struct Reading {
+    range: bool,
+    after: Option<i64>,
+    last: Option<u32>,
+    follow: bool,
+}
+
+/// Runs `r`: `fetch(client, after_id, limit, newest)` asks for a page of
+/// rows, `id` is a row's cursor, `print` shows rows as they come.
+fn read_rows<R>(
+    c: &mut Client,
+    r: Reading,
+    mut fetch: impl FnMut(&mut Client, i64, u32, bool) -> Result<Vec<R>, ClientError>,
+    id: impl Fn(&R) -> i64,
+    mut print: impl FnMut(&[R]),
+) -> Result<(), ClientError> {
+    let mut cursor = r.after.unwrap_or(0);
+    if r.range {
+        loop {
+            let rows = fetch(c, cursor, PAGE, false)?;
+            print(&rows);
+            match rows.last() {
+                Some(row) => cursor = id(row),
+                None => break,
+            }
+        }
+    } else {
+        let end = if r.follow {
+            cursors(c)?.telemetry_cursor
+        } else {
+            0
+        };
+        // --follow alone starts now; --last N shows N first.
+        let last = r.last.unwrap_or(if r.follow { 0 } else { 100 });
+        if last > 0 {
+            let rows = fetch(c, 0, last, true)?;
+            print(&rows);
+            cursor = rows.last().map_or(0, &id);
+        }
+        cursor = cursor.max(end);
+    }
+    if !r.follow {
+        return Ok(());
+    }
+    loop {
+        let end = cursors(c)?.telemetry_cursor;
+        let rows = fetch(c, cursor, PAGE, false)?;
+        print(&rows);
+        match rows.last() {
+            Some(row) => cursor = id(row),
+            // Nothing new matched: everything stored before `end` was
+            // looked at, so the next read starts past it.
+            None => {
+                cursor = cursor.max(end);
+                std::thread::sleep(FOLLOW_EVERY);
+            }
+        }
+    }
+}
+
+pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
+    let (since_ms, until_ms) = time_range(a.since.as_deref(), a.until.as_deref())?;
     if let Some(t) = a
         .tag
         .iter()
@@ -310,58 +382,74 @@ pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(failed(&a.op, &e)),
     };
     let mut out = Printer::new(&a.op, a.follow);
-    let print = |rows: &[TelemetryRow], out: &mut Printer| {
-        for r in rows {
-            out.row(views::sample(r), format::fmt_telemetry(r));
-        }
+    let reading = Reading {
+        range: a.from_start || a.after.is_some() || (a.since.is_some() && a.last.is_none()),
+        after: a.after,
+        last: a.last,
+        follow: a.follow,
     };
-    // A range (from the start, from a cursor, or from a time, without
-    // --last) is read whole, oldest first; otherwise the newest --last.
-    let range = a.from_start || a.after.is_some() || (a.since.is_some() && a.last.is_none());
-    let mut cursor = a.after.unwrap_or(0);
-    let result = (|| -> Result<(), ClientError> {
-        if range {
-            loop {
-                let rows = telemetry_rows(&mut c, query(cursor, PAGE, false))?;
-                print(&rows, &mut out);
-                match rows.last() {
-                    Some(r) => cursor = r.id,
-                    None => break,
-                }
+    let result = read_rows(
+        &mut c,
+        reading,
+        |c, after, limit, newest| telemetry_rows(c, query(after, limit, newest)),
+        |r| r.id,
+        |rows| {
+            for r in rows {
+                out.row(views::sample(r), format::fmt_telemetry(r));
             }
-        } else {
-            let end = if a.follow {
-                cursors(&mut c)?.telemetry_cursor
-            } else {
-                0
-            };
-            // --follow alone starts now; --last N shows N first.
-            let last = a.last.unwrap_or(if a.follow { 0 } else { 100 });
-            if last > 0 {
-                let rows = telemetry_rows(&mut c, query(0, last, true))?;
-                print(&rows, &mut out);
-                cursor = rows.last().map_or(0, |r| r.id);
+        },
+    );
+    out.end();
+    Ok(match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => failed(&a.op, &e),
+    })
+}
+
+fn log_rows(c: &mut Client, q: LogQuery) -> Result<Vec<LogRow>, ClientError> {
+    match c.call(Request::Logs(q), Duration::ZERO)? {
+        Response::Logs(rows) => Ok(rows),
+        _ => Err(ClientError::Protocol {
+            endpoint: c.endpoint().to_string(),
+            reason: "the hub answered a log query with another kind of response".into(),
+        }),
+    }
+}
+
+pub(super) fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let (since_ms, until_ms) = time_range(a.since.as_deref(), a.until.as_deref())?;
+    let query = |after_id: i64, limit: u32, newest: bool| LogQuery {
+        device: a.device.clone(),
+        source: a.source.clone(),
+        contains: a.grep.clone().unwrap_or_default(),
+        after_id,
+        limit,
+        since_ms,
+        until_ms,
+        newest,
+    };
+    let mut c = match client(&a.op) {
+        Ok(c) => c,
+        Err(e) => return Ok(failed(&a.op, &e)),
+    };
+    let mut out = Printer::new(&a.op, a.follow);
+    let reading = Reading {
+        range: a.from_start || a.after.is_some() || (a.since.is_some() && a.last.is_none()),
+        after: a.after,
+        last: a.last,
+        follow: a.follow,
+    };
+    let result = read_rows(
+        &mut c,
+        reading,
+        |c, after, limit, newest| log_rows(c, query(after, limit, newest)),
+        |r| r.id,
+        |rows| {
+            for r in rows {
+                out.row(views::log_line(r), format::fmt_log(r));
             }
-            cursor = cursor.max(end);
-        }
-        if !a.follow {
-            return Ok(());
-        }
-        loop {
-            let end = cursors(&mut c)?.telemetry_cursor;
-            let rows = telemetry_rows(&mut c, query(cursor, PAGE, false))?;
-            print(&rows, &mut out);
-            match rows.last() {
-                Some(r) => cursor = r.id,
-                // Nothing new matched: everything stored before `end`
-                // was looked at, so the next read starts past it.
-                None => {
-                    cursor = cursor.max(end);
-                    std::thread::sleep(FOLLOW_EVERY);
-                }
-            }
-        }
-    })();
+        },
+    );
     out.end();
     Ok(match result {
         Ok(()) => Exit::Ok.into(),

@@ -24,7 +24,7 @@ use crate::config::{self};
 use crate::enrolment;
 use crate::operator::{format, views};
 use args::*;
-use ask::{Exit, Shown, chat, operate, telemetry};
+use ask::{Exit, Shown, chat, logs, operate, telemetry};
 use hub::{allow_list, run_hub};
 use work::{show_job, submit_job};
 
@@ -247,6 +247,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             _ => None,
         }),
         Cmd::Telemetry(a) => telemetry(a),
+        Cmd::Logs(a) => logs(a),
         Cmd::Chat(a) => chat(a),
         Cmd::Command(a) => {
             if let Some(id) = a.answers {

@@ -5,7 +5,7 @@
 //! measurement, the series' own tags and `device` as tags (sorted by key),
 //! one field `value` (`5i` for an integer, `1.5` for a float), and the
 //! timestamp in nanoseconds. A chat line is `fleetmq_chat,device=D
-//! text="..."`. A series tag called `device` becomes `device_tag`; a
+//! text="..."`, a log line `fleetmq_log,device=D,source=PATH text="..."`. A series tag called `device` becomes `device_tag`; a
 //! float that is not finite (line protocol has no NaN) is left out of the
 //! lines (it stays in the exact batch the message also carries).
 
@@ -16,9 +16,11 @@ use fleetmq_protocol::{Batch, Value};
 
 /// The measurement of chat lines.
 pub const CHAT_MEASUREMENT: &str = "fleetmq_chat";
+/// The measurement of log lines.
+pub const LOG_MEASUREMENT: &str = "fleetmq_log";
 
-/// `batch` from `device` as line protocol, one line per sample and chat
-/// line, each ending in a newline.
+/// `batch` from `device` as line protocol, one line per sample, chat line
+/// and log line, each ending in a newline.
 pub fn batch_lines(device: &str, batch: &Batch) -> String {
     let mut out = String::new();
     let device = escape_tag(device);
@@ -48,6 +50,15 @@ pub fn batch_lines(device: &str, batch: &Batch) -> String {
         let _ = writeln!(
             out,
             "{CHAT_MEASUREMENT},device={device} text=\"{}\" {}",
+            escape_string(text),
+            ns(ts_ms)
+        );
+    }
+    for (ts_ms, source, text) in batch.resolved_logs() {
+        let _ = writeln!(
+            out,
+            "{LOG_MEASUREMENT},device={device},source={} text=\"{}\" {}",
+            escape_tag(source),
             escape_string(text),
             ns(ts_ms)
         );
@@ -107,12 +118,15 @@ mod tests {
         .unwrap();
         b.push_chat(1_700_000_002_000, "said \"hi\" \\ there")
             .unwrap();
+        b.push_log("/var/log/my app.log", 1_700_000_003_000, "a=\"b\"")
+            .unwrap();
         let lines = batch_lines("pi 1", &b.finish());
         assert_eq!(
             lines,
             "cpu.temp,device=pi\\ 1 value=48.5 1700000000000000000\n\
              disk.free,device=pi\\ 1,kind=ssd,mount=/var value=42i 1700000001000000000\n\
-             fleetmq_chat,device=pi\\ 1 text=\"said \\\"hi\\\" \\\\ there\" 1700000002000000000\n"
+             fleetmq_chat,device=pi\\ 1 text=\"said \\\"hi\\\" \\\\ there\" 1700000002000000000\n\
+             fleetmq_log,device=pi\\ 1,source=/var/log/my\\ app.log text=\"a=\\\"b\\\"\" 1700000003000000000\n"
         );
     }
 

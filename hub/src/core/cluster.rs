@@ -172,7 +172,7 @@ impl Core {
         let decoded: Vec<(&str, Batch, &[u8])> = batches
             .iter()
             .filter_map(|(device, body)| {
-                match fleetmq_protocol::envelope::body::<Batch>("Batch", body) {
+                match fleetmq_protocol::stored_batch(body) {
                     Ok(b) => Some((device.as_str(), b, body.as_slice())),
                     Err(e) => {
                         warn!(device, error = %e, "a batch on the stream could not be read; skipped");

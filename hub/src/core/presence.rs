@@ -222,11 +222,14 @@ impl Core {
         };
         // Carry first: an agent that can keeps to this connection when the
         // Welcome comes; an older agent drops it and connects the ports.
+        // TakesLogs likewise: an agent sends log lines only to a hub that
+        // said it takes them.
         self.routes.hello(device, &hello.groups);
         if let Some(groups) = tell {
             self.send_down(device, PinnedGroups { groups }.into());
         }
         self.send_down(device, fleetmq_protocol::Carry.into());
+        self.send_down(device, fleetmq_protocol::TakesLogs.into());
         self.send_down(device, welcome.into());
         self.regrouped_hello(device);
     }

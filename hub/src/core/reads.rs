@@ -38,6 +38,7 @@ pub fn off_loop(request: &Request) -> bool {
     matches!(
         request,
         Request::Telemetry(_)
+            | Request::Logs(_)
             | Request::Chat(_)
             | Request::RecentChat { .. }
             | Request::Commands { .. }
@@ -49,6 +50,7 @@ pub fn off_loop(request: &Request) -> bool {
 pub fn answer(store: &mut Store, request: Request) -> Response {
     let read = match request {
         Request::Telemetry(q) => store.telemetry(&q).map(Response::Telemetry),
+        Request::Logs(q) => store.logs(&q).map(Response::Logs),
         Request::Chat(q) => store.chat(q.after_id, q.limit).map(Response::Chat),
         Request::RecentChat { limit } => store.recent_chat(limit).map(Response::Chat),
         Request::Commands { limit } => store.commands(limit).map(Response::Commands),

@@ -108,7 +108,7 @@ impl Core {
                 self.heard(&device, now);
                 return self.replied(device, reply, now);
             }
-            Upstream::Batch(batch) => batch,
+            Upstream::Batch(batch) | Upstream::LogBatch(fleetmq_protocol::LogBatch(batch)) => batch,
         };
         self.heard(&device, now);
         self.telemetry.records += batch.record_count();

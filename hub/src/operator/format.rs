@@ -13,7 +13,7 @@ pub use fleetmq_net::text::{block, line};
 
 use fleetmq_protocol::{
     AgentStatus, ChatRow, Command, ConfigState, ConfigView, DeviceInfo, FleetAnswer,
-    FleetCommandInfo, JobInfo, JobSpec, JobState, Outcome, Output, Reply, TelemetryRow,
+    FleetCommandInfo, JobInfo, JobSpec, JobState, LogRow, Outcome, Output, Reply, TelemetryRow,
 };
 
 mod stats;
@@ -145,6 +145,16 @@ pub fn fmt_telemetry(row: &TelemetryRow) -> String {
         row.device,
         line(&row.name),
         row.value
+    )
+}
+
+pub fn fmt_log(row: &LogRow) -> String {
+    format!(
+        "{} {} {}: {}",
+        fmt_ts(row.ts_ms),
+        row.device,
+        line(&row.source),
+        line(&row.text)
     )
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use server::Http;
 
-use fleetmq_protocol::{ChatQuery, Request, Response, TelemetryQuery};
+use fleetmq_protocol::{ChatQuery, LogQuery, Request, Response, TelemetryQuery};
 use tracing::warn;
 
 use super::{Client, ClientError, views};
@@ -127,6 +127,12 @@ const PARAMETERS: &[(&str, &[&str])] = &[
         "/api/telemetry",
         &[
             "device", "name", "tags", "since", "until", "last", "after", "limit",
+        ],
+    ),
+    (
+        "/api/logs",
+        &[
+            "device", "source", "grep", "since", "until", "last", "after", "limit",
         ],
     ),
     ("/api/chat", &["last", "after", "limit"]),
@@ -268,19 +274,36 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             ),
             None => (400, "text/plain", "config needs device=D\n".into()),
         },
-        "/api/telemetry" => {
+        "/api/telemetry" | "/api/logs" => {
             let (since_ms, until_ms) = match (number("since", 0), number("until", 0)) {
                 (Ok(s), Ok(u)) => (s, u),
                 (Err(e), _) | (_, Err(e)) => return (400, "text/plain", format!("{e}\n")),
             };
-            // last=N: the newest N samples that match; else from `after`.
+            // last=N: the newest N rows that match; else from `after`.
             let (newest, limit) = match number("last", 0) {
                 Ok(0) => (false, limit),
                 Ok(n) => (true, n.min(10_000) as u32),
                 Err(e) => return (400, "text/plain", format!("{e}\n")),
             };
+            let device = query.get("device").cloned();
+            if path == "/api/logs" {
+                let q = LogQuery {
+                    device,
+                    source: query.get("source").cloned(),
+                    contains: query.get("grep").cloned().unwrap_or_default(),
+                    after_id: after,
+                    limit,
+                    since_ms,
+                    until_ms,
+                    newest,
+                };
+                return answer(call(hub, Request::Logs(q)), |r| match r {
+                    Response::Logs(rows) => Some(json(&rows)),
+                    _ => None,
+                });
+            }
             let q = TelemetryQuery {
-                device: query.get("device").cloned(),
+                device,
                 name: query.get("name").cloned(),
                 after_id: after,
                 limit,
@@ -334,7 +357,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             404,
             "text/plain",
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
-             /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/chat?last=N, /api/jobs, \
+             /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/logs?device=D&source=PATH&grep=TEXT&last=N, /api/chat?last=N, /api/jobs, \
              /api/commands, /api/fleet-commands, /api/alerts, /api/latest?device=D&name=A,B, \
              /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config?device=D, /api/presence?device=D&limit=N\n"
                 .into(),

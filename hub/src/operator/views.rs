@@ -5,7 +5,7 @@
 
 use fleetmq_protocol::{
     ChatRow, Command, CommandInfo, ConfigState, ConfigView, DeviceInfo, FleetAnswer,
-    FleetCommandInfo, JobInfo, JobRun, JobSpec, JobState, Outcome, Reply, TelemetryRow,
+    FleetCommandInfo, JobInfo, JobRun, JobSpec, JobState, LogRow, Outcome, Reply, TelemetryRow,
 };
 use serde_json::{Value, json};
 
@@ -324,6 +324,11 @@ pub fn device(d: &DeviceInfo) -> Value {
 
 /// One stored sample: already plain.
 pub fn sample(r: &TelemetryRow) -> Value {
+    json!(r)
+}
+
+/// One log line: already plain.
+pub fn log_line(r: &LogRow) -> Value {
     json!(r)
 }
 

@@ -1,11 +1,11 @@
-//! Telemetry batches and chat: stored in one transaction per round, read
-//! back decoded.
+//! Telemetry batches (samples, chat and log lines) and chat: stored in
+//! one transaction per round, read back decoded.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use fleetmq_protocol::telemetry::MAX_IN_FLIGHT;
-use fleetmq_protocol::{Batch, ChatRow, TelemetryQuery, TelemetryRow};
+use fleetmq_protocol::{Batch, ChatRow, LogQuery, LogRow, TelemetryQuery, TelemetryRow};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::numbers::Numbers;
@@ -26,6 +26,17 @@ pub const LOOK_BACK: u64 = MAX_IN_FLIGHT as u64;
 
 /// Batches read from SQLite at a time.
 const PAGE: u32 = 1000;
+
+/// Which batches a query reads, and how many rows it wants.
+#[derive(Clone, Copy)]
+struct Scan<'q> {
+    device: Option<&'q str>,
+    /// Rows with a larger id than this.
+    after: i64,
+    since_ms: u64,
+    newest: bool,
+    limit: u32,
+}
 
 /// Which samples a [`TelemetryQuery`] wants.
 struct Filter<'q> {
@@ -230,19 +241,89 @@ impl Store {
 
     /// Samples after a cursor that match the query: the oldest of them,
     /// or with `newest` the newest (see [`TelemetryQuery`]); returned
-    /// oldest first either way.
+    /// oldest first either way (see [`Store::scan_batches`]).
+    pub fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<TelemetryRow>, StoreError> {
+        let filter = Filter::new(q);
+        let scan = Scan {
+            device: q.device.as_deref(),
+            after: q.after_id.max(0),
+            since_ms: q.since_ms,
+            newest: q.newest,
+            limit: q.limit,
+        };
+        self.scan_batches(scan, "reading telemetry", |id, device, seq, batch| {
+            batch
+                .resolved_samples()
+                .enumerate()
+                .map(|(i, s)| ((id << SAMPLE_BITS) | i as i64, s))
+                .filter(|(row_id, s)| *row_id > scan.after && filter.matches(s.name, s.ts_ms))
+                .map(|(row_id, s)| TelemetryRow {
+                    id: row_id,
+                    device: device.to_string(),
+                    seq,
+                    ts_ms: s.ts_ms,
+                    name: s.name.to_string(),
+                    value: s.value,
+                })
+                .collect()
+        })
+    }
+
+    /// Log lines after a cursor that match the query, found as
+    /// [`Store::telemetry`] finds samples (a line's row id is its batch's
+    /// id and its place in the batch, as a sample's).
+    pub fn logs(&self, q: &LogQuery) -> Result<Vec<LogRow>, StoreError> {
+        let scan = Scan {
+            device: q.device.as_deref(),
+            after: q.after_id.max(0),
+            since_ms: q.since_ms,
+            newest: q.newest,
+            limit: q.limit,
+        };
+        let wanted = |ts_ms: u64, source: &str, text: &str| {
+            ts_ms >= q.since_ms
+                && (q.until_ms == 0 || ts_ms <= q.until_ms)
+                && q.source.as_deref().is_none_or(|s| s == source)
+                && text.contains(q.contains.as_str())
+        };
+        self.scan_batches(scan, "reading log lines", |id, device, seq, batch| {
+            batch
+                .resolved_logs()
+                .enumerate()
+                .map(|(i, line)| ((id << SAMPLE_BITS) | i as i64, line))
+                .filter(|(row_id, (ts_ms, source, text))| {
+                    *row_id > scan.after && wanted(*ts_ms, source, text)
+                })
+                .map(|(row_id, (ts_ms, source, text))| LogRow {
+                    id: row_id,
+                    device: device.to_string(),
+                    seq,
+                    ts_ms,
+                    source: source.to_string(),
+                    text: text.to_string(),
+                })
+                .collect()
+        })
+    }
+
+    /// The rows `rows_of` makes of stored batches (each batch's rows in
+    /// its order, after the cursor), `scan.limit` at most: the oldest, or
+    /// with `newest` the newest; returned oldest first either way.
     ///
     /// Batches are found by device (indexed with their ids) and by when
-    /// the hub stored them (indexed): a sample taken at or after
+    /// the hub stored them (indexed): a record taken at or after
     /// `since_ms` was stored after it, give or take a device clock that
     /// runs ahead of the hub's, which `CLOCK_AHEAD_MS` allows for. Bodies
     /// are decoded on the way out.
-    pub fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<TelemetryRow>, StoreError> {
-        let limit = q.limit.clamp(1, 10_000) as usize;
-        let after = q.after_id.max(0);
-        let filter = Filter::new(q);
-        let order = if q.newest { "DESC" } else { "ASC" };
-        let device = if q.device.is_some() {
+    fn scan_batches<R>(
+        &self,
+        scan: Scan<'_>,
+        doing: &'static str,
+        mut rows_of: impl FnMut(i64, &str, u64, &Batch) -> Vec<R>,
+    ) -> Result<Vec<R>, StoreError> {
+        let limit = scan.limit.clamp(1, 10_000) as usize;
+        let order = if scan.newest { "DESC" } else { "ASC" };
+        let device = if scan.device.is_some() {
             "device = ?3"
         } else {
             "?3 IS NULL"
@@ -251,45 +332,30 @@ impl Store {
             "SELECT id, device, seq, body FROM batches WHERE id >= ?1 AND id <= ?2 AND {device}
              ORDER BY id {order} LIMIT {PAGE}"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).doing("reading telemetry")?;
+        let mut stmt = self.conn.prepare_cached(&sql).doing(doing)?;
         let mut out = Vec::new();
         // The batch ids still to look at, narrowed page by page.
-        let (mut low, mut high) = (after >> SAMPLE_BITS, i64::MAX);
-        if q.since_ms > 0 {
-            low =
-                low.max(self.first_batch_stored_since(q.since_ms.saturating_sub(CLOCK_AHEAD_MS))?);
+        let (mut low, mut high) = (scan.after >> SAMPLE_BITS, i64::MAX);
+        if scan.since_ms > 0 {
+            low = low
+                .max(self.first_batch_stored_since(scan.since_ms.saturating_sub(CLOCK_AHEAD_MS))?);
         }
         'scan: loop {
-            let mut rows = stmt
-                .query(params![low, high, q.device])
-                .doing("reading telemetry")?;
+            let mut rows = stmt.query(params![low, high, scan.device]).doing(doing)?;
             let mut last = None;
-            while let Some(r) = rows.next().doing("reading telemetry")? {
-                let id: i64 = r.get(0).doing("reading telemetry")?;
-                let device: String = r.get(1).doing("reading telemetry")?;
-                let seq: i64 = r.get(2).doing("reading telemetry")?;
-                let body: Vec<u8> = r.get(3).doing("reading telemetry")?;
+            while let Some(r) = rows.next().doing(doing)? {
+                let id: i64 = r.get(0).doing(doing)?;
+                let device: String = r.get(1).doing(doing)?;
+                let seq: i64 = r.get(2).doing(doing)?;
+                let body: Vec<u8> = r.get(3).doing(doing)?;
                 last = Some(id);
                 // Bodies were validated before they were stored; one that no
                 // longer decodes is skipped rather than failing the query.
-                let Ok(batch) = fleetmq_protocol::envelope::body::<Batch>("Batch", &body) else {
+                let Ok(batch) = fleetmq_protocol::stored_batch(&body) else {
                     continue;
                 };
-                let mut matched: Vec<TelemetryRow> = batch
-                    .resolved_samples()
-                    .enumerate()
-                    .map(|(i, s)| ((id << SAMPLE_BITS) | i as i64, s))
-                    .filter(|(row_id, s)| *row_id > after && filter.matches(s.name, s.ts_ms))
-                    .map(|(row_id, s)| TelemetryRow {
-                        id: row_id,
-                        device: device.clone(),
-                        seq: seq as u64,
-                        ts_ms: s.ts_ms,
-                        name: s.name.to_string(),
-                        value: s.value,
-                    })
-                    .collect();
-                if q.newest {
+                let mut matched = rows_of(id, &device, seq as u64, &batch);
+                if scan.newest {
                     matched.reverse();
                 }
                 for row in matched {
@@ -300,12 +366,12 @@ impl Store {
                 }
             }
             match last {
-                Some(id) if q.newest => high = id - 1,
+                Some(id) if scan.newest => high = id - 1,
                 Some(id) => low = id + 1,
                 None => break,
             }
         }
-        if q.newest {
+        if scan.newest {
             out.reverse();
         }
         Ok(out)

@@ -191,6 +191,22 @@ messages! {
         pub value: Value,
     }
 
+    /// One stored log line.
+    pub struct LogRow {
+        /// Row id, usable as a cursor.
+        pub id: i64,
+        /// Device id.
+        pub device: String,
+        /// Batch sequence number.
+        pub seq: u64,
+        /// When the agent read it, ms since the epoch.
+        pub ts_ms: u64,
+        /// Where it was read (a file's path).
+        pub source: String,
+        /// The line.
+        pub text: String,
+    }
+
     /// One stored chat line.
     pub struct ChatRow {
         /// Row id, usable as a cursor.

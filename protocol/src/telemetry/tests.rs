@@ -225,3 +225,87 @@ fn values_are_plain_numbers_in_json() {
         Value::Float(7.5)
     );
 }
+
+#[test]
+fn log_lines_travel_as_kind_0x09_and_a_batch_without_them_as_before() {
+    use crate::Upstream;
+    let mut b = BatchBuilder::new(5);
+    b.push_sample("cpu", 1_000, Value::Int(1)).unwrap();
+    let plain = b.finish();
+    let frame = Upstream::from_batch(plain.clone()).encode().unwrap();
+    assert_eq!(frame[1], 0x03, "no log line: the kind every hub reads");
+
+    let mut b = BatchBuilder::new(6);
+    b.push_sample("cpu", 1_000, Value::Int(1)).unwrap();
+    b.push_log("/var/log/syslog", 1_001, "one").unwrap();
+    b.push_log("/var/log/app.log", 1_002, "two").unwrap();
+    b.push_log("/var/log/syslog", 1_003, "three").unwrap();
+    let logged = b.finish();
+    assert_eq!(logged.sources, ["/var/log/syslog", "/var/log/app.log"]);
+    assert_eq!(logged.record_count(), 4);
+    let frame = Upstream::from_batch(logged.clone()).encode().unwrap();
+    assert_eq!(frame[1], 0x09);
+    assert_eq!(Upstream::batch_seq(&frame), Some(6));
+    assert_eq!(
+        Upstream::decode(&frame).unwrap(),
+        Upstream::LogBatch(LogBatch(logged.clone()))
+    );
+    assert_eq!(
+        logged.resolved_logs().collect::<Vec<_>>(),
+        [
+            (1_001, "/var/log/syslog", "one"),
+            (1_002, "/var/log/app.log", "two"),
+            (1_003, "/var/log/syslog", "three"),
+        ]
+    );
+    // What the hub stores is the body after the envelope: either kind
+    // reads back whole, and only as itself.
+    assert_eq!(stored_batch(&frame[2..]).unwrap(), logged);
+    let plain_frame = Upstream::Batch(plain.clone()).encode().unwrap();
+    assert_eq!(stored_batch(&plain_frame[2..]).unwrap(), plain);
+    assert!(crate::envelope::body::<LogBatch>("LogBatch", &plain_frame[2..]).is_err());
+}
+
+#[test]
+fn log_lines_are_checked_like_the_rest() {
+    let mut b = BatchBuilder::new(1);
+    assert_eq!(
+        b.push_log("/l", 0, &"x".repeat(MAX_LOG_LINE_LEN + 1)),
+        Err(BatchError::LogLineTooLong {
+            len: MAX_LOG_LINE_LEN + 1
+        })
+    );
+    assert!(matches!(
+        b.push_log("", 0, "x"),
+        Err(BatchError::BadSource { .. })
+    ));
+    assert!(b.is_empty(), "a refused line leaves the batch as it was");
+    b.push_log("/l", 10, &"x".repeat(MAX_LOG_LINE_LEN)).unwrap();
+    let good = b.finish();
+    assert_eq!(good.validate(), Ok(()));
+
+    let mut bad = good.clone();
+    bad.logs[0].source = 1;
+    assert!(matches!(
+        bad.validate(),
+        Err(BatchError::SourceIndex { .. })
+    ));
+    let mut bad = good.clone();
+    bad.sources.push("/unused".into());
+    assert!(matches!(
+        bad.validate(),
+        Err(BatchError::SourceIndex { .. })
+    ));
+    let mut bad = good.clone();
+    bad.sources[0] = "a\u{1}b".into();
+    assert!(matches!(bad.validate(), Err(BatchError::BadSource { .. })));
+    let mut bad = good.clone();
+    bad.logs[0].text.push('x');
+    assert!(matches!(
+        bad.validate(),
+        Err(BatchError::LogLineTooLong { .. })
+    ));
+    let mut bad = good;
+    bad.logs[0].offset_ms = -100;
+    assert!(matches!(bad.validate(), Err(BatchError::Timestamp { .. })));
+}

@@ -322,6 +322,8 @@ fn an_invalid_batch_is_rejected_by_number_so_the_agent_gives_it_up() {
             value: Value::Int(1),
         }],
         chat: vec![],
+        sources: vec![],
+        logs: vec![],
     };
     f.up("pi-a", "pi-a", Upstream::Batch(bad), T0 + 1);
     let told = to_device(&f.actions(), "pi-a");
@@ -465,8 +467,12 @@ fn a_pinned_device_whose_hello_names_other_groups_is_told_its_pinned_ones() {
     assert!(
         matches!(
             &told[..],
-            [Downstream::PinnedGroups(p), Downstream::Carry(_), Downstream::Welcome(_)]
-                if p.groups == ["barns", "north"]
+            [
+                Downstream::PinnedGroups(p),
+                Downstream::Carry(_),
+                Downstream::TakesLogs(_),
+                Downstream::Welcome(_)
+            ] if p.groups == ["barns", "north"]
         ),
         "{told:?}"
     );

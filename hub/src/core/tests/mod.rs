@@ -218,13 +218,17 @@ fn batch(seq: u64, value: f64) -> Upstream {
 }
 
 #[test]
-fn hello_is_answered_with_carry_then_welcome_naming_the_ports() {
+fn hello_is_answered_with_carry_and_takes_logs_then_welcome_naming_the_ports() {
     let mut f = Fleet::new();
     f.hello("pi-a", T0);
     let got = to_device(&f.actions(), "pi-a");
     match got.as_slice() {
-        [Downstream::Carry(_), Downstream::Welcome(w)] => assert_eq!(w.ports.commands, 7754),
-        other => panic!("want Carry then Welcome, got {other:?}"),
+        [
+            Downstream::Carry(_),
+            Downstream::TakesLogs(_),
+            Downstream::Welcome(w),
+        ] => assert_eq!(w.ports.commands, 7754),
+        other => panic!("want Carry, TakesLogs, then Welcome, got {other:?}"),
     }
 }
 
@@ -241,7 +245,11 @@ fn a_hello_with_a_group_no_broadcast_could_reach_is_refused() {
     f.hello_in("pi-a", &["north"], T0 + 1);
     assert!(matches!(
         &to_device(&f.actions(), "pi-a")[..],
-        [Downstream::Carry(_), Downstream::Welcome(_)]
+        [
+            Downstream::Carry(_),
+            Downstream::TakesLogs(_),
+            Downstream::Welcome(_)
+        ]
     ));
 }
 
@@ -264,6 +272,40 @@ fn a_batch_is_stored_then_acked_and_a_duplicate_is_acked_without_storing() {
     );
     assert_eq!(f.core.counters().batches_stored, 1);
     assert_eq!(f.core.counters().batches_duplicate, 1);
+}
+
+#[test]
+fn a_batch_with_log_lines_is_stored_and_acked_and_one_with_a_bad_source_rejected() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.actions();
+    let mut b = BatchBuilder::new(1);
+    b.push_sample("temp_c", T0, Value::Float(20.0)).unwrap();
+    b.push_log("/var/log/syslog", T0 + 1, "sshd: accepted key")
+        .unwrap();
+    let logged = Upstream::from_batch(b.finish());
+    assert!(matches!(logged, Upstream::LogBatch(_)));
+    f.up("pi-a", "pi-a", logged, T0 + 10);
+    assert_eq!(
+        to_device(&f.actions(), "pi-a"),
+        vec![Downstream::Ack(fleetmq_protocol::Ack { seq: 1 })]
+    );
+    assert_eq!(f.core.counters().batches_stored, 1);
+    let mut bad = BatchBuilder::new(2);
+    bad.push_log("/ok", T0, "x").unwrap();
+    let mut bad = bad.finish();
+    bad.sources[0] = "bad\u{7}source".into();
+    f.up(
+        "pi-a",
+        "pi-a",
+        Upstream::LogBatch(fleetmq_protocol::LogBatch(bad)),
+        T0 + 20,
+    );
+    let told = to_device(&f.actions(), "pi-a");
+    assert!(
+        matches!(&told[..], [Downstream::Rejected(r)] if r.seq == 2 && r.reason.contains("log source")),
+        "{told:?}"
+    );
 }
 
 #[test]

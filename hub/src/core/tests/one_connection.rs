@@ -423,6 +423,7 @@ fn groups_the_allow_list_pins_are_the_devices_whatever_its_hello_says() {
             [
                 Downstream::PinnedGroups(_),
                 Downstream::Carry(_),
+                Downstream::TakesLogs(_),
                 Downstream::Welcome(_)
             ]
         ),

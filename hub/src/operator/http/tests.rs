@@ -58,6 +58,10 @@ fn a_parameter_a_path_does_not_take_or_one_given_twice_is_refused_by_name() {
         ),
         ("/api/series", "device=a&name=b&since=1&until=2&points=3"),
         ("/api/chat", "last=1&after=2&limit=3"),
+        (
+            "/api/logs",
+            "device=a&source=b&grep=c&since=1&until=2&last=3&after=4&limit=5",
+        ),
         ("/api/latest", "device=a&name=b,c"),
         ("/api/presence", "device=a&limit=1"),
         ("/api/config", "device=a"),

@@ -25,7 +25,7 @@ pub(crate) fn store_as(
     batch: fleetmq_protocol::Batch,
     now: u64,
 ) -> Stored {
-    let frame = fleetmq_protocol::Upstream::Batch(batch.clone())
+    let frame = fleetmq_protocol::Upstream::from_batch(batch.clone())
         .encode()
         .unwrap();
     let incoming = [Incoming {

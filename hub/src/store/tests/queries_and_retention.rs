@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{KeepBytes, KeepRows, Retention};
-use fleetmq_protocol::{BatchBuilder, TelemetryQuery, Value};
+use fleetmq_protocol::{BatchBuilder, LogQuery, TelemetryQuery, Value};
 
 const T0: u64 = 1_700_000_000_000;
 const HOUR: u64 = 3_600_000;
@@ -42,6 +42,114 @@ fn found(store: &Store, q: &TelemetryQuery) -> Vec<(String, String, u64)> {
 
 fn row(device: &str, name: &str, ts: u64) -> (String, String, u64) {
     (device.into(), name.into(), ts)
+}
+
+fn log_query() -> LogQuery {
+    LogQuery {
+        device: None,
+        source: None,
+        contains: String::new(),
+        after_id: 0,
+        limit: 100,
+        since_ms: 0,
+        until_ms: 0,
+        newest: false,
+    }
+}
+
+/// (device, source, text) of what a log query returns.
+fn lines(store: &Store, q: &LogQuery) -> Vec<(String, String, String)> {
+    store
+        .logs(q)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.device, r.source, r.text))
+        .collect()
+}
+
+fn line(device: &str, source: &str, text: &str) -> (String, String, String) {
+    (device.into(), source.into(), text.into())
+}
+
+#[test]
+fn log_lines_are_found_by_device_source_text_and_time_and_read_on_by_cursor() {
+    let mut store = Store::in_memory().unwrap();
+    let mut b = BatchBuilder::new(1);
+    b.push_sample("host.temp_c", T0, Value::Int(40)).unwrap();
+    b.push_log("/var/log/syslog", T0, "sshd: accepted").unwrap();
+    b.push_log("/var/log/app.log", T0 + 1, "started").unwrap();
+    b.push_log("/var/log/syslog", T0 + HOUR, "sshd: closed")
+        .unwrap();
+    store_as("pi-a", &mut store, b.finish(), T0);
+    let mut b = BatchBuilder::new(1);
+    b.push_log("/var/log/syslog", T0 + 2, "cron: ran").unwrap();
+    store_as("pi-b", &mut store, b.finish(), T0);
+    // A batch of samples alone is no log line, and its samples are as
+    // they were beside log lines.
+    store_as("pi-b", &mut store, batch(2, &[("x", T0)]), T0);
+    assert_eq!(found(&store, &query()).len(), 2);
+
+    assert_eq!(
+        lines(&store, &log_query()),
+        [
+            line("pi-a", "/var/log/syslog", "sshd: accepted"),
+            line("pi-a", "/var/log/app.log", "started"),
+            line("pi-a", "/var/log/syslog", "sshd: closed"),
+            line("pi-b", "/var/log/syslog", "cron: ran"),
+        ]
+    );
+    let q = LogQuery {
+        device: Some("pi-a".into()),
+        source: Some("/var/log/syslog".into()),
+        ..log_query()
+    };
+    assert_eq!(
+        lines(&store, &q),
+        [
+            line("pi-a", "/var/log/syslog", "sshd: accepted"),
+            line("pi-a", "/var/log/syslog", "sshd: closed"),
+        ]
+    );
+    let q = LogQuery {
+        contains: "sshd".into(),
+        until_ms: T0 + 1,
+        ..log_query()
+    };
+    assert_eq!(
+        lines(&store, &q),
+        [line("pi-a", "/var/log/syslog", "sshd: accepted")]
+    );
+    // The newest two, oldest of them first; then on from a cursor.
+    let q = LogQuery {
+        limit: 2,
+        newest: true,
+        ..log_query()
+    };
+    assert_eq!(
+        lines(&store, &q),
+        [
+            line("pi-a", "/var/log/syslog", "sshd: closed"),
+            line("pi-b", "/var/log/syslog", "cron: ran"),
+        ]
+    );
+    let first = store
+        .logs(&LogQuery {
+            limit: 1,
+            ..log_query()
+        })
+        .unwrap();
+    let q = LogQuery {
+        after_id: first[0].id,
+        limit: 2,
+        ..log_query()
+    };
+    assert_eq!(
+        lines(&store, &q),
+        [
+            line("pi-a", "/var/log/app.log", "started"),
+            line("pi-a", "/var/log/syslog", "sshd: closed"),
+        ]
+    );
 }
 
 #[test]
