@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::may_set::{DEFAULT_MAY_SET, KEYS, unknown_pattern};
 use crate::sources::host::{GROUPS, HostConfig};
 use crate::sources::ingest::IngestConfig;
+use crate::sources::logs::LogsConfig;
 use crate::telemetry::spool::{Fsync, FullPolicy, SpoolConfig};
 use crate::telemetry::uplink::UplinkLimits;
 
@@ -29,6 +30,7 @@ pub struct AgentConfig {
     pub spool: Spool,
     pub host: HostConfig,
     pub ingest: IngestConfig,
+    pub logs: LogsConfig,
     pub presence: Presence,
     pub jobs: Jobs,
     pub commands: Commands,
@@ -121,6 +123,7 @@ impl Default for AgentConfig {
             spool: Spool::default(),
             host: HostConfig::default(),
             ingest: IngestConfig::default(),
+            logs: LogsConfig::default(),
             presence: Presence::default(),
             jobs: Jobs::default(),
             commands: Commands::default(),
@@ -279,6 +282,7 @@ impl AgentConfig {
         for g in &self.groups {
             fleetmq_protocol::validate_group(g).map_err(|e| invalid("groups", e.to_string()))?;
         }
+        crate::sources::logs::check(&self.logs).map_err(|(key, message)| invalid(key, message))?;
         let t = &self.telemetry;
         for (key, v) in [
             ("telemetry.sample_interval_ms", t.sample_interval_ms),

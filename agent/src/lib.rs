@@ -10,7 +10,7 @@
 //! | [`driver`] | the event loop, the only code that owns zmq sockets: `mod.rs` (loop, stop), `timers.rs` (the periodic work), `hub.rs` (the link to the hub), `work.rs` (jobs and commands), `local.rs` (samples, ingest, control socket, status) |
 //! | [`telemetry`] | the [`telemetry::outbox`]: one book for a record's life, over the disk spool ([`telemetry::spool`]) and the in-flight window ([`telemetry::uplink`]) |
 //! | [`work`] | what this device does with a job or a command, decided from its allow lists alone; [`work::runner`] runs programs with time and output limits |
-//! | [`sources`] | local sources: host metrics from /proc and /sys, StatsD/Influx ingest, the control socket (`status`, `send`, `reload`) |
+//! | [`sources`] | local sources: host metrics from /proc and /sys, StatsD/Influx ingest, log files followed line by line, the control socket (`status`, `send`, `reload`) |
 //! | [`redial`] | when to dial a hub that refused us again, with jittered back-off |
 //! | [`link`] | why the hub has not welcomed us, said within a few seconds |
 //! | [`state`] | small files that survive restarts: the sequence number block, the jobs already run |
@@ -23,7 +23,7 @@
 //! # A record's path
 //!
 //! ```text
-//!  host metric / StatsD line / `send` / chat line
+//!  host metric / StatsD line / `send` / chat line / log file line
 //!     ─► driver::local ─► Outbox::accept ─► spool (on disk, crash-safe)
 //!     ─► Outbox::pack: next seq, batch recorded in the spool, in flight
 //!     ─► driver::hub sends it on the DEALER ─► the hub stores it, acks seq

@@ -312,10 +312,34 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
         telemetry: format!("{},{}", fleet.a.telemetry(), fleet.b.telemetry()),
         ..fleet.a.link()
     };
-    let chat = start_agent(&link, &fleet.a.dir, "pi-c", "chat", &agent_config(""), &[]);
+    let log = fleet.a.dir.join("pi-c-app.log");
+    std::fs::write(&log, "").expect("pi-c's log file");
+    let logs = format!(
+        "[logs]\nfiles = [{:?}]\npoll_ms = 100\n",
+        log.to_string_lossy()
+    );
+    let chat = start_agent(
+        &link,
+        &fleet.a.dir,
+        "pi-c",
+        "chat",
+        &agent_config(&logs),
+        &[],
+    );
     fleet.a.wait_listening("pi-c");
     wait_for("b to know pi-c is at a", || {
         (fleet.b.devices().get("pi-c")?["front_end"] == "fe-a").then_some(())
+    });
+    // A line of a log file on a device a holds is read at b too.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("pi-c's log file");
+    std::io::Write::write_all(&mut file, b"pump started\n").expect("a log line");
+    wait_for("pi-c's log line at b", || {
+        let r = fleet.b.op(&["logs", "--device", "pi-c"]);
+        let texts: Vec<&str> = r.json.iter().filter_map(|l| l["text"].as_str()).collect();
+        (texts == ["pump started"]).then_some(())
     });
     assert!(fleet.b.op(&["broadcast", "to", "everyone"]).ok);
     chat.lines_until("the announcement to all", |l| l == "[all] to everyone");

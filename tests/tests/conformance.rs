@@ -16,6 +16,7 @@
 //! groups and the fleet, `retention.py` bounds the store,
 //! `remote_operator.py` is an operator on another machine,
 //! `host_metrics.py` reads what a device reports of itself and reloads it,
+//! `device_logs.py` follows a device's log files,
 //! and `enrolment.py` lets devices in, or hears why not (`fleet.py`
 //! starts their own hubs and agents).
 //! They need Debian's `python3-zmq` and nats-server, which
@@ -248,6 +249,12 @@ fn a_device_reports_its_host_and_reloads_as_the_readme_says() {
 fn devices_get_in_or_say_why_as_the_readme_says() {
     let _w = watchdog("conformance of enrolment", LIMIT);
     run_script_alone("enrolment.py");
+}
+
+#[test]
+fn a_device_sends_its_log_files_as_the_readme_says() {
+    let _w = watchdog("conformance of log files", LIMIT);
+    run_script_alone("device_logs.py");
 }
 
 #[test]

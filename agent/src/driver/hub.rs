@@ -118,6 +118,7 @@ impl Agent {
         // A Carry counts only between this Hello and its Welcome, and so
         // do the groups the hub pins, if it tells us any.
         self.carry_offered = false;
+        self.told_takes_logs = false;
         self.pinned_groups = None;
         self.need_hello = if self.send_up(Upstream::Hello(hello)) {
             self.send_offer();
@@ -259,8 +260,7 @@ impl Agent {
                     }
                 }
                 Ok(Downstream::Carry(_)) => self.carry_offered = true,
-                // This agent sends no log lines yet.
-                Ok(Downstream::TakesLogs(_)) => {}
+                Ok(Downstream::TakesLogs(_)) => self.told_takes_logs = true,
                 Ok(Downstream::PinnedGroups(p)) => {
                     // Told after each Hello, as the hub warns of each.
                     warn!(
@@ -272,6 +272,7 @@ impl Agent {
                 }
                 Ok(Downstream::Welcome(w)) => {
                     self.link.seen(Seen::Welcome, Instant::now());
+                    self.welcomed_logs(&w.hub_version);
                     if std::mem::take(&mut self.carry_offered) && self.cfg.one_connection {
                         self.on_one_connection(&w.hub_version);
                     } else if let Err(e) = self.welcome(w.hub_version, w.ports) {
@@ -329,6 +330,21 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Whether the hub that welcomes us takes log lines: the `[logs]`
+    /// files are read only while it does (said once each time that
+    /// changes).
+    fn welcomed_logs(&mut self, hub_version: &str) {
+        let takes = self.told_takes_logs;
+        if takes != self.takes_logs && !self.tailer.is_empty() {
+            if takes {
+                info!("the hub takes log lines; reading the log files");
+            } else {
+                warn!(%hub_version, "the hub does not take log lines (it is older than this agent): upgrade it; the log files are read on from where they were left once a hub that takes them welcomes this agent");
+            }
+        }
+        self.takes_logs = takes;
     }
 
     /// The hub carries everything on the telemetry connection: the other

@@ -79,6 +79,28 @@ impl Agent {
         self.accept_ingested(samples, now);
     }
 
+    /// Whether the `[logs]` files are read now: there are some, and the
+    /// hub that welcomed this agent last takes log lines (a file is the
+    /// best place for lines to wait until one does).
+    pub(super) fn reading_logs(&self) -> bool {
+        self.takes_logs && !self.tailer.is_empty()
+    }
+
+    /// Reads the new lines of the `[logs]` files into the spool; what the
+    /// spool refuses is read again at the next poll.
+    pub(super) fn read_logs(&mut self) {
+        let records = self.tailer.poll(now_ms());
+        if records.is_empty() || self.accept(&records) {
+            self.tailer.commit();
+        } else {
+            debug!(
+                lines = records.len(),
+                "log lines refused by the spool; read again at the next poll"
+            );
+            self.tailer.rewind();
+        }
+    }
+
     fn accept_ingested(&mut self, samples: Vec<Ingested>, now: u64) {
         let records: Vec<Record> = samples
             .into_iter()
@@ -288,6 +310,14 @@ impl Agent {
             commands_answered: s.commands_answered,
             host_skipped: self.host.skipped().collect(),
             ingest: self.ingest.status.clone(),
+            logs: control::LogsStatus {
+                files: self.tailer.status(),
+                waiting: if self.tailer.is_empty() || self.takes_logs {
+                    String::new()
+                } else {
+                    "for a hub that takes log lines: none has welcomed this agent yet, or the last is older than this agent (upgrade it); each file is read on from where it was left once one does".into()
+                },
+            },
             reload: self.last_reload.clone(),
             config: control::ConfigStatus {
                 version: self.remote.version,

@@ -45,6 +45,7 @@ use crate::redial::{Failover, Redial};
 use crate::sources::control::{self, Control, ReloadStatus};
 use crate::sources::host::Host;
 use crate::sources::ingest::Ingest;
+use crate::sources::logs::Tailer;
 use crate::state::JobMemory;
 use crate::telemetry::outbox::{Outbox, OutboxError};
 use crate::work::runner::ExecPolicy;
@@ -262,6 +263,15 @@ struct Agent {
     host: Host,
     next_host: Instant,
     ingest: Ingest,
+    /// The `[logs]` files, read while the hub takes log lines.
+    tailer: Tailer,
+    next_logs: Instant,
+    /// The hub said it takes log lines ([`fleetmq_protocol::TakesLogs`])
+    /// since the last Hello.
+    told_takes_logs: bool,
+    /// The hub that welcomed this agent last takes log lines (kept while
+    /// the agent is away from it, so lines go on into the spool).
+    takes_logs: bool,
     hangup: Hangup,
     reload: Box<dyn Fn() -> Result<AgentConfig, ReloadError>>,
     last_reload: ReloadStatus,
@@ -414,6 +424,10 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         host: Host::new("/", cfg.host.clone()),
         next_host: now,
         ingest,
+        tailer: Tailer::open(&cfg.logs, &dir),
+        next_logs: now,
+        told_takes_logs: false,
+        takes_logs: false,
         hangup,
         reload: opts.reload,
         last_reload: ReloadStatus::default(),
@@ -434,6 +448,7 @@ impl Agent {
             let next = [
                 Some(self.next_sample),
                 (self.cfg.host.interval_ms > 0).then_some(self.next_host),
+                self.reading_logs().then_some(self.next_logs),
                 self.connected.then_some(self.next_heartbeat),
                 // While packing waits for room, so does the next flush.
                 self.connected

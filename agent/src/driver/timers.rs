@@ -1,4 +1,5 @@
 //! The periodic work, done when it is due: sampling, host metrics, StatsD,
+//! log files,
 //! the spool's sync, redials, heartbeats, the batch flush and resends.
 
 use std::time::{Duration, Instant};
@@ -33,6 +34,10 @@ impl Agent {
         }
         if self.ingest.statsd_due().is_some_and(|t| soon >= t) {
             self.flush_statsd();
+        }
+        if self.reading_logs() && soon >= self.next_logs {
+            self.read_logs();
+            self.next_logs = now + Duration::from_millis(self.cfg.logs.poll_ms);
         }
         // Early is safe: a sync sooner than due only shortens what a power
         // cut could take.

@@ -66,10 +66,20 @@ pub struct Status {
     /// Host metric groups skipped, each with why.
     pub host_skipped: Vec<String>,
     pub ingest: crate::sources::ingest::IngestStatus,
+    /// The `[logs]` files.
+    pub logs: LogsStatus,
     /// The last SIGHUP.
     pub reload: ReloadStatus,
     /// The hub's desired configuration as applied here.
     pub config: ConfigStatus,
+}
+
+/// The `[logs]` files and where each stands.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LogsStatus {
+    pub files: Vec<crate::sources::logs::FileStatus>,
+    /// Why no file is read now (empty while they are read).
+    pub waiting: String,
 }
 
 /// The hub's configuration on this device.

@@ -1,6 +1,6 @@
 //! Telemetry on its way to the hub: pure state, no sockets, no disk.
 //!
-//! Records (samples, chat lines) wait in the spool (see `spool`) until a
+//! Records (samples, chat and log lines) wait in the spool (see `spool`) until a
 //! flush packs them into a batch with the next sequence number; this module
 //! knows how many wait and decides when. A sent batch stays in `in_flight`
 //! until the hub acks its sequence number; if no ack comes within the ack
@@ -26,6 +26,12 @@ pub enum Record {
     },
     /// A chat line; flushed at once.
     Chat { ts_ms: u64, text: String },
+    /// A line of a log file (`source`, its path).
+    Log {
+        ts_ms: u64,
+        source: String,
+        text: String,
+    },
 }
 
 /// Limits and timings.
@@ -113,6 +119,11 @@ pub fn encode_batch(
         let added = match record {
             Record::Sample { name, ts_ms, value } => builder.push_sample(name, *ts_ms, *value),
             Record::Chat { ts_ms, text } => builder.push_chat(*ts_ms, text),
+            Record::Log {
+                ts_ms,
+                source,
+                text,
+            } => builder.push_log(source, *ts_ms, text),
         };
         match added {
             Ok(()) => {}
@@ -127,7 +138,7 @@ pub fn encode_batch(
     if builder.is_empty() {
         return Ok((used, None));
     }
-    Ok((used, Some(Upstream::Batch(builder.finish()).encode()?)))
+    Ok((used, Some(Upstream::from_batch(builder.finish()).encode()?)))
 }
 
 impl Uplink {

@@ -1,0 +1,476 @@
+//! Log files followed as `tail -F` follows them, each line a record for the
+//! hub (`[logs] files`).
+//!
+//! The file itself is the buffer: a poll reads on from where the last
+//! accepted line ended, at most a budget of lines, and only complete lines
+//! (a line still being written waits for its end). What was read counts
+//! only once the spool has it ([`Tailer::commit`]); until then the next
+//! poll reads the same bytes again ([`Tailer::rewind`] after a refusal).
+//! So a line is lost only if its file is gone before the agent reads it.
+//!
+//! A file renamed away (logrotate's default) is read to its end through the
+//! descriptor the agent holds, its last unfinished line included, before
+//! the new file at the path is read from its start. A file cut short in
+//! place (`copytruncate`) is read again from its start. Where each file
+//! was left is kept in `DATA_DIR/logs.json` (its device, inode and
+//! offset), so a restart reads on from there: lines read again after a
+//! crash between the spool and that file are sent twice (at least once).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use fleetmq_protocol::telemetry::MAX_LOG_LINE_LEN;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::telemetry::uplink::Record;
+
+/// The `[logs]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Files to follow, by absolute path; each line is sent with the path
+    /// as its source.
+    pub files: Vec<String>,
+    /// How often the files are looked at.
+    pub poll_ms: u64,
+    /// Most lines read from one file a second; past it the rest waits in
+    /// the file for the next poll.
+    pub max_lines_per_s: u32,
+    /// Where a file first seen at start is read from: `end` (only what is
+    /// written from now on) or `beginning`. A file that appears later, or
+    /// replaces a rotated one, is read from its beginning.
+    pub start_at: StartAt,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            files: Vec::new(),
+            poll_ms: 1_000,
+            max_lines_per_s: 1_000,
+            start_at: StartAt::End,
+        }
+    }
+}
+
+/// Where a file first seen at start is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    End,
+    Beginning,
+}
+
+/// Why a `[logs]` section cannot be used.
+pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
+    for (i, path) in cfg.files.iter().enumerate() {
+        if !path.starts_with('/') {
+            return Err((
+                "logs.files",
+                format!("{path:?} is not an absolute path: give the file's whole path"),
+            ));
+        }
+        if !fleetmq_protocol::telemetry::valid_metric_name(path) {
+            return Err((
+                "logs.files",
+                format!(
+                    "{path:?}: a path is sent with every line, so it must be 1 to {} printable bytes",
+                    fleetmq_protocol::telemetry::MAX_METRIC_NAME_LEN
+                ),
+            ));
+        }
+        if cfg.files[..i].contains(path) {
+            return Err(("logs.files", format!("{path:?} is listed twice")));
+        }
+    }
+    if cfg.poll_ms < 100 {
+        return Err((
+            "logs.poll_ms",
+            format!("{} ms is too short: the least is 100 ms", cfg.poll_ms),
+        ));
+    }
+    if cfg.max_lines_per_s == 0 {
+        return Err(("logs.max_lines_per_s", "must be more than 0".into()));
+    }
+    Ok(())
+}
+
+/// Where a file was left, as `logs.json` keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    dev: u64,
+    ino: u64,
+    offset: u64,
+}
+
+/// Most bytes read from one file in one poll.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// One followed file.
+#[derive(Debug)]
+struct Followed {
+    path: String,
+    /// The file being read: the one at `path`, or the one renamed away
+    /// from it until it is read to its end.
+    file: Option<File>,
+    /// Its device and inode.
+    id: (u64, u64),
+    /// Where the lines accepted so far end.
+    offset: u64,
+    /// Where the lines read by the last poll end, once accepted.
+    read_to: u64,
+    /// The file at the path replaced the one being read: read this one
+    /// to its end, then move on.
+    draining: bool,
+    /// Missing (or unreadable) the last time it was looked for: when it
+    /// comes, it is read from its beginning.
+    absent: Option<String>,
+    /// Lines read and accepted.
+    lines: u64,
+    /// Lines the last poll read, not yet accepted.
+    pending: u64,
+}
+
+/// What `status` shows of one file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileStatus {
+    pub path: String,
+    /// `following`, `reading a rotated file to its end`, or why not.
+    pub state: String,
+    pub offset: u64,
+    pub lines: u64,
+}
+
+/// Every followed file, and where each was left.
+#[derive(Debug)]
+pub struct Tailer {
+    files: Vec<Followed>,
+    marks_path: PathBuf,
+    lines_per_poll: usize,
+}
+
+fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}
+
+impl Tailer {
+    /// Opens the files of `cfg`, each where `logs.json` in `data_dir` says
+    /// it was left, or as `start_at` says for a file it does not name.
+    pub fn open(cfg: &LogsConfig, data_dir: &Path) -> Tailer {
+        let marks_path = data_dir.join("logs.json");
+        let marks: BTreeMap<String, Mark> = match std::fs::read(&marks_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!(file = %marks_path.display(), error = %e, "where the log files were left cannot be read; each is read as if first seen");
+                BTreeMap::new()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                warn!(file = %marks_path.display(), error = %e, "where the log files were left cannot be read; each is read as if first seen");
+                BTreeMap::new()
+            }
+        };
+        let lines_per_poll = (u64::from(cfg.max_lines_per_s) * cfg.poll_ms / 1000).max(1) as usize;
+        let files = cfg
+            .files
+            .iter()
+            .map(|path| Followed::open(path, marks.get(path), cfg.start_at))
+            .collect();
+        Tailer {
+            files,
+            marks_path,
+            lines_per_poll,
+        }
+    }
+
+    /// True when there is no file to follow.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The new complete lines of every file, stamped `now_ms`, at most a
+    /// poll's budget from each. They count once [`Tailer::commit`]ed.
+    pub fn poll(&mut self, now_ms: u64) -> Vec<Record> {
+        let mut out = Vec::new();
+        for f in &mut self.files {
+            f.poll(now_ms, self.lines_per_poll, &mut out);
+        }
+        out
+    }
+
+    /// The lines of the last poll are in the spool: go on after them, and
+    /// keep where each file was left.
+    pub fn commit(&mut self) {
+        let mut moved = false;
+        for f in &mut self.files {
+            if f.read_to != f.offset {
+                f.lines += f.pending;
+                f.offset = f.read_to;
+                moved = true;
+            }
+            f.finish_drain();
+        }
+        if moved && let Err(e) = self.save() {
+            warn!(file = %self.marks_path.display(), error = %e, "could not keep where the log files were left; after a restart some lines may be sent again");
+        }
+    }
+
+    /// The lines of the last poll were not taken: the next poll reads them
+    /// again.
+    pub fn rewind(&mut self) {
+        for f in &mut self.files {
+            f.read_to = f.offset;
+            f.pending = 0;
+        }
+    }
+
+    fn save(&self) -> io::Result<()> {
+        let marks: BTreeMap<&str, Mark> = self
+            .files
+            .iter()
+            .filter(|f| f.file.is_some())
+            .map(|f| {
+                let (dev, ino) = f.id;
+                let mark = Mark {
+                    dev,
+                    ino,
+                    offset: f.offset,
+                };
+                (f.path.as_str(), mark)
+            })
+            .collect();
+        let tmp = self.marks_path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&marks).map_err(io::Error::other)?)?;
+        std::fs::rename(&tmp, &self.marks_path)
+    }
+
+    /// Each file's state, for `status`.
+    pub fn status(&self) -> Vec<FileStatus> {
+        self.files
+            .iter()
+            .map(|f| FileStatus {
+                path: f.path.clone(),
+                state: match (&f.absent, f.draining) {
+                    (Some(why), _) => why.clone(),
+                    (None, true) => "reading a rotated file to its end".into(),
+                    (None, false) => "following".into(),
+                },
+                offset: f.offset,
+                lines: f.lines,
+            })
+            .collect()
+    }
+}
+
+impl Followed {
+    fn open(path: &str, mark: Option<&Mark>, start_at: StartAt) -> Followed {
+        let mut f = Followed {
+            path: path.to_string(),
+            file: None,
+            id: (0, 0),
+            offset: 0,
+            read_to: 0,
+            draining: false,
+            absent: None,
+            lines: 0,
+            pending: 0,
+        };
+        let (file, meta) = match File::open(path).and_then(|file| Ok((file.metadata()?, file))) {
+            Ok((meta, file)) => (file, meta),
+            Err(e) => {
+                f.gone(&e);
+                return f;
+            }
+        };
+        f.id = id_of(&meta);
+        f.offset = match mark {
+            Some(m) if (m.dev, m.ino) == f.id && m.offset <= meta.len() => m.offset,
+            Some(m) if (m.dev, m.ino) == f.id => {
+                warn!(
+                    path,
+                    "the log file is shorter than where it was left (cut short while the agent was stopped); reading it from its beginning"
+                );
+                0
+            }
+            Some(_) => {
+                warn!(
+                    path,
+                    "the log file was replaced while the agent was stopped (rotated); reading the new one from its beginning"
+                );
+                0
+            }
+            None if start_at == StartAt::Beginning => 0,
+            None => meta.len(),
+        };
+        f.read_to = f.offset;
+        f.file = Some(file);
+        info!(path, offset = f.offset, "following a log file");
+        f
+    }
+
+    fn gone(&mut self, e: &io::Error) {
+        let why = match e.kind() {
+            io::ErrorKind::NotFound => {
+                "missing: read from its beginning once it is there".to_string()
+            }
+            _ => format!("cannot be read ({e}): read from its beginning once it can be"),
+        };
+        if self.absent.as_ref() != Some(&why) {
+            warn!(path = %self.path, "log file {why}");
+        }
+        self.absent = Some(why);
+    }
+
+    /// Looks at the path: a file there now that is not the one being read
+    /// (rotated) makes the one being read drain; a file where there was
+    /// none is opened from its beginning.
+    fn look(&mut self) {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if self.file.is_none() => match File::open(&self.path) {
+                Ok(file) => {
+                    info!(path = %self.path, "log file is there; reading it from its beginning");
+                    self.file = Some(file);
+                    self.id = id_of(&meta);
+                    (self.offset, self.read_to) = (0, 0);
+                    self.absent = None;
+                }
+                Err(e) => self.gone(&e),
+            },
+            Ok(meta) if id_of(&meta) != self.id => self.draining = true,
+            Ok(_) => {}
+            // Renamed away, not yet replaced: read what it holds.
+            Err(_) if self.file.is_some() => self.draining = true,
+            Err(e) => self.gone(&e),
+        }
+    }
+
+    fn poll(&mut self, now_ms: u64, budget: usize, out: &mut Vec<Record>) {
+        self.pending = 0;
+        self.look();
+        let Some(file) = &mut self.file else { return };
+        let size = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                warn!(path = %self.path, error = %e, "could not look at a log file");
+                return;
+            }
+        };
+        if size < self.offset {
+            warn!(path = %self.path, "log file was cut short in place (copytruncate); reading it from its beginning");
+            (self.offset, self.read_to) = (0, 0);
+        }
+        if size == self.offset {
+            return;
+        }
+        let want = (size - self.offset).min(READ_CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let read = file
+            .seek(SeekFrom::Start(self.offset))
+            .and_then(|_| read_full(file, &mut buf));
+        let got = match read {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(path = %self.path, error = %e, "could not read a log file; trying again at the next poll");
+                return;
+            }
+        };
+        buf.truncate(got);
+        // A rotated file read to its end has no more to come: its last
+        // line ends there, finished or not.
+        let at_end = self.draining && self.offset + got as u64 == size;
+        let (lines, used) = split_lines(&buf, budget, at_end);
+        self.pending = lines.len() as u64;
+        self.read_to = self.offset + used as u64;
+        out.extend(lines.into_iter().map(|text| Record::Log {
+            ts_ms: now_ms,
+            source: self.path.clone(),
+            text,
+        }));
+    }
+
+    /// A rotated file read to its end is let go, and the path's new file
+    /// (if any) is read from its beginning at the next poll.
+    fn finish_drain(&mut self) {
+        let drained = self.draining
+            && self
+                .file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .is_some_and(|m| m.len() <= self.offset);
+        if drained {
+            info!(path = %self.path, "rotated log file read to its end; following the new one");
+            self.file = None;
+            self.draining = false;
+            self.look();
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The complete lines at the start of `bytes`, at most `budget` of them,
+/// without their line ends (`\n`, or `\r\n`), and how many bytes they
+/// took. A line longer than [`MAX_LOG_LINE_LEN`] is sent in pieces of at
+/// most that many bytes; what follows the last line end waits for its end,
+/// unless `at_end` (the file will not grow). Bytes that are not UTF-8 are
+/// sent as U+FFFD.
+pub fn split_lines(bytes: &[u8], budget: usize, at_end: bool) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let mut used = 0;
+    while lines.len() < budget && used < bytes.len() {
+        let rest = &bytes[used..];
+        let window = &rest[..rest.len().min(MAX_LOG_LINE_LEN + 1)];
+        let (line, took) = match window.iter().position(|&b| b == b'\n') {
+            Some(end) => (&rest[..end], end + 1),
+            None if rest.len() > MAX_LOG_LINE_LEN => {
+                let cut = piece_end(rest);
+                (&rest[..cut], cut)
+            }
+            None if at_end => (rest, rest.len()),
+            None => break,
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        // U+FFFD takes three bytes where a stray byte took one.
+        if text.len() > MAX_LOG_LINE_LEN {
+            let cut = piece_end(&line[..MAX_LOG_LINE_LEN / 3]);
+            lines.push(String::from_utf8_lossy(&line[..cut]).into_owned());
+            used += cut;
+            continue;
+        }
+        lines.push(text.into_owned());
+        used += took;
+    }
+    (lines, used)
+}
+
+/// Where a piece of a long line ends: at most [`MAX_LOG_LINE_LEN`] bytes,
+/// not inside a UTF-8 character.
+fn piece_end(bytes: &[u8]) -> usize {
+    let mut cut = bytes.len().min(MAX_LOG_LINE_LEN);
+    // Back off continuation bytes (10xxxxxx), at most three.
+    for _ in 0..3 {
+        if cut < bytes.len() && cut > 0 && bytes[cut] & 0xC0 == 0x80 {
+            cut -= 1;
+        }
+    }
+    cut.max(1)
+}
+
+#[cfg(test)]
+mod tests;

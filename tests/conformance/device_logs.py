@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Log files followed on a device, as the README ("Log files") promises:
+the lines of `[logs] files` reach the hub whole, with their file as their
+source, and `fleetmq-hub logs` and `/api/logs` read them back by device,
+source, text and cursor. What a file held before the agent's first start
+is not sent (start_at = "end"); a line still being written waits for its
+end; a file renamed away by a rotation is read to its end, its last
+unfinished line included, before the new one from its start; a file that
+appears later is read from its start; a clean restart, and a kill -9,
+read on from where each file was left, losing nothing (a line may come
+twice after a kill, never after a clean stop). `status` shows each file.
+A relative path is refused with the key named.
+
+It starts a hub of its own and an agent of its own, pi-log, with host
+metrics and local ingest off. Python's standard library only. Run by
+`tests/tests/conformance.rs`; by hand:
+
+    python3 device_logs.py --hub-command=target/debug/fleetmq-hub \\
+        --agent-command=target/debug/fleetmq-agent --work=AN_EMPTY_DIRECTORY
+
+Each command is a binary, or a runner and it. Exit status as client.py's.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+import client  # noqa: E402  (exits 2 without pyzmq)
+import fleet  # noqa: E402
+from client import check  # noqa: E402
+
+DEVICE = "pi-log"
+
+
+def config(files):
+    listed = ", ".join(json.dumps(f) for f in files)
+    return ("[telemetry]\nflush_interval_ms = 10\n[ingest]\nudp = \"\"\n"
+            "[host]\ninterval_ms = 0\n"
+            # Back in 1.5 s after a kill -9: the hub lets a new connection
+            # in once the old one missed three heartbeats.
+            "[presence]\nheartbeat_ms = 500\n"
+            f"[logs]\nfiles = [{listed}]\npoll_ms = 100\n")
+
+
+def append(path, text):
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def run(args, _ctx):
+    app = os.path.join(args.work, "app.log")
+    later = os.path.join(args.work, "later.log")
+    append(app, "written before the agent started\n")
+    refused(args, app)
+    hub = fleet.Hub(args.hub_command, args.work, "")
+    agent = None
+    try:
+        agent = fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
+                            hub.endpoints["telemetry"], DEVICE, config([app, later]))
+        following(agent, app, later)
+
+        append(app, "one\ntwo\nthr")
+        want = ["one", "two"]
+        stored(hub, want, "complete lines reach the hub; the one being written waits")
+        append(app, "ee\n")
+        want.append("three")
+        stored(hub, want, "a line is sent once it is finished")
+
+        # logrotate's default: the file is renamed and a new one made; what
+        # was written just before, unfinished line and all, comes first.
+        append(app, "four\nfive, never finished")
+        os.rename(app, app + ".1")
+        append(app, "six, in the new file\n")
+        want += ["four", "five, never finished", "six, in the new file"]
+        stored(hub, want, "a rotated file is read to its end, then the new one")
+
+        append(later, "a file that came later\n")
+        want.append("a file that came later")
+        stored(hub, want, "a file that appears is read from its start")
+
+        check(agent.stop() == 0, "the agent stops cleanly")
+        append(app, "while the agent was stopped\n")
+        agent.start()
+        want.append("while the agent was stopped")
+        stored(hub, want, "a restart reads on from where the file was left")
+
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.proc.wait(timeout=client.WAIT_S)
+        append(app, "while the agent was killed\n")
+        agent.start()
+        want.append("while the agent was killed")
+        texts = stored(hub, want, "after a kill -9, too", exact=False)
+        check(sorted(set(texts)) == sorted(want), "and nothing else came", texts)
+
+        queries(hub, app, later)
+        status = agent.status()["logs"]["files"]
+        check(status[0]["path"] == app and status[0]["state"] == "following"
+              and status[0]["lines"] >= 1,
+              "status shows each file, where it stands and the lines it read", status)
+    finally:
+        for p in (agent, hub):
+            if p:
+                p.stop()
+
+
+def refused(args, app):
+    """A relative path is refused before anything runs, naming the key."""
+    bad = os.path.join(args.work, "bad.toml")
+    with open(bad, "w") as f:
+        f.write(config(["var/log/syslog"]))
+    done = subprocess.run([*shlex.split(args.agent_command), "run", "--config", bad,
+                           "--hub", "tcp://127.0.0.1:1", "--device-id", "pi-bad", "--insecure",
+                           "--data-dir", os.path.join(args.work, "pi-bad")],
+                          capture_output=True, text=True, timeout=client.WAIT_S)
+    check(done.returncode != 0 and "logs.files" in done.stderr and "absolute" in done.stderr,
+          "a relative path in [logs] files stops the agent, naming the key", done.stderr[-400:])
+
+
+def following(agent, app, later):
+    status = agent.status_until(
+        "the agent follows app.log once the hub said it takes log lines",
+        lambda s: s["logs"]["waiting"] == ""
+        and [f["state"] for f in s["logs"]["files"]][:1] == ["following"])
+    files = status["logs"]["files"]
+    check([f["path"] for f in files] == [app, later], "status lists each file", files)
+    check(files[1]["state"].startswith("missing"), "and says one is not there yet", files)
+
+
+def stored(hub, want, what, exact=True):
+    """The texts of pi-log's stored lines once they are `want` (each of
+    `want` at least once, in order, if not `exact`)."""
+    def holds(texts):
+        if exact:
+            return texts == want
+        return [t for t in dict.fromkeys(texts)] == want
+    rows = fleet.until(what, lambda: hub.cli.json("logs", "--device", DEVICE, "--last", "1000"),
+                       lambda rows: holds([r["text"] for r in rows]))
+    return [r["text"] for r in rows]
+
+
+def queries(hub, app, later):
+    rows = hub.cli.json("logs", "--from-start")
+    check(all(r["device"] == DEVICE and r["source"] in (app, later) for r in rows),
+          "each line carries its device and its file", rows[:3])
+    check([r["id"] for r in rows] == sorted(r["id"] for r in rows), "oldest first", rows)
+    only = hub.cli.json("logs", "--source", later)
+    check([r["text"] for r in only] == ["a file that came later"], "--source picks a file",
+          only)
+    grep = hub.cli.json("logs", "--grep", "rotated") + hub.cli.json("logs", "--grep", "six")
+    check([r["text"] for r in grep] == ["six, in the new file"], "--grep picks by text", grep)
+    after = hub.cli.json("logs", "--after", str(rows[1]["id"]))
+    check(after == rows[2:], "--after reads on from a cursor", (after[:2], rows[2:4]))
+    plain, _ = hub.cli.code(0, "logs", "--last", "1")
+    check(DEVICE in plain and app in plain and rows[-1]["text"] in plain,
+          "the text form names the device, the file and the line", plain)
+    query = urllib.parse.urlencode({"device": DEVICE, "grep": "four"})
+    with urllib.request.urlopen(f"{hub.endpoints['http']}/api/logs?{query}",
+                                timeout=client.WAIT_S) as r:
+        api = json.load(r)
+    check([(r["text"], r["source"]) for r in api] == [("four", app)],
+          "/api/logs answers as the command line does", api)
+
+
+if __name__ == "__main__":
+    sys.exit(client.script_main("device_logs", run, __doc__, fleet.OWN))
