@@ -7,7 +7,7 @@
 //! It checks what an operator looks at: the fleet view (devices online with
 //! their key metrics, search, sort), a device's own view (charts of its
 //! series read from the store, with units and a readout under the pointer,
-//! its configuration and work), jobs and commands in words with an opened
+//! its configuration, log lines and work), jobs and commands in words with an opened
 //! one staying open across refreshes, and the fleet view of 5,000 devices
 //! from a swarm (the times to first render and to an update are printed).
 //! It saves screenshots next to the test output.
@@ -297,7 +297,21 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     );
     // Host metrics often, so that the charts move.
     let fast = agent_config("[host]\ninterval_ms = 300\n");
-    let _a = start_agent(&hub.link(), dir.path(), "pi-b1", "run", &fast, &["north"]);
+    // pi-b1 follows a log file, read back on its page.
+    let app_log = dir.path().join("pi-b1-app.log");
+    std::fs::write(&app_log, "").expect("pi-b1's log file");
+    let logging = format!(
+        "{fast}[logs]\nfiles = [{:?}]\npoll_ms = 200\n",
+        app_log.to_string_lossy()
+    );
+    let _a = start_agent(
+        &hub.link(),
+        dir.path(),
+        "pi-b1",
+        "run",
+        &logging,
+        &["north"],
+    );
     let _b = start_agent(&hub.link(), dir.path(), "pi-b2", "run", &fast, &["south"]);
     hub.wait_answering("pi-b1");
     hub.wait_answering("pi-b2");
@@ -441,6 +455,18 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         "pi-b1's connects and disconnects",
         r#"document.getElementById("d-presence").textContent"#,
         r#"t => t.includes("online") && t.includes("hello")"#,
+    );
+    std::fs::write(&app_log, "pump started\nvalve <b>open</b>\n").expect("pi-b1's log lines");
+    page.wait_until(
+        "pi-b1's log lines, newest first, as text",
+        r##"[...document.querySelectorAll("#d-logs tr")].map(r => r.textContent).join("|")"##,
+        r#"t => /valve <b>open<\/b>.*\|.*pump started/.test(t)"#,
+    );
+    page.eval(r#"(() => { const g = document.getElementById("d-grep"); g.value = "pump"; g.dispatchEvent(new Event("input")); })()"#);
+    page.wait_until(
+        "only the lines holding what was typed",
+        r##"[...document.querySelectorAll("#d-logs tr")].map(r => r.textContent).join("|")"##,
+        r#"t => t.includes("pump started") && !t.includes("valve")"#,
     );
     page.save_screenshot("device-view.png");
     // The range reads the store again.
