@@ -4,12 +4,16 @@ the lines of `[logs] files` reach the hub whole, with their file as their
 source, and `fleetmq-hub logs` and `/api/logs` read them back by device,
 source, text and cursor. What a file held before the agent's first start
 is not sent (start_at = "end"); a line still being written waits for its
-end; a file renamed away by a rotation is read to its end, its last
-unfinished line included, before the new one from its start; a file that
+end; a file renamed away by a rotation is read on until it stops
+growing (5 s), its last unfinished line included, before the new one from
+its start; a file that
 appears later is read from its start; a clean restart, and a kill -9,
 read on from where each file was left, losing nothing (a line may come
-twice after a kill, never after a clean stop). `status` shows each file.
-A relative path is refused with the key named.
+twice after a kill, never after a clean stop). The journal, read through
+a journalctl (a stand-in that prints one entry and records how it was
+asked), is sent as `journal:UNIT` at the entry's time, and asked again
+after the last entry taken. `status` shows each file. A relative path is
+refused with the key named.
 
 It starts a hub of its own and an agent of its own, pi-log, with host
 metrics and local ingest off. Python's standard library only. Run by
@@ -36,16 +40,28 @@ import fleet  # noqa: E402
 from client import check  # noqa: E402
 
 DEVICE = "pi-log"
+# journalctl as the agent runs it: one entry unless asked for what came
+# after a cursor, then following until its parent (the agent) is gone.
+JOURNALCTL = """#!/bin/sh
+echo "$@" >> "$0.args"
+case "$*" in
+  *--after-cursor=*) ;;
+  *) printf '__CURSOR=k1\\n__REALTIME_TIMESTAMP=1700000000000000\\n'
+     printf '_SYSTEMD_UNIT=pump.service\\nMESSAGE=pump started\\n\\n' ;;
+esac
+while kill -0 $PPID 2>/dev/null; do sleep 0.1; done
+"""
 
 
-def config(files):
+def config(files, journalctl=None):
     listed = ", ".join(json.dumps(f) for f in files)
+    journal = f"journal = true\njournalctl = {json.dumps(journalctl)}\n" if journalctl else ""
     return ("[telemetry]\nflush_interval_ms = 10\n[ingest]\nudp = \"\"\n"
             "[host]\ninterval_ms = 0\n"
             # Back in 1.5 s after a kill -9: the hub lets a new connection
             # in once the old one missed three heartbeats.
             "[presence]\nheartbeat_ms = 500\n"
-            f"[logs]\nfiles = [{listed}]\npoll_ms = 100\n")
+            f"[logs]\nfiles = [{listed}]\npoll_ms = 100\n{journal}")
 
 
 def append(path, text):
@@ -58,27 +74,40 @@ def run(args, _ctx):
     later = os.path.join(args.work, "later.log")
     append(app, "written before the agent started\n")
     refused(args, app)
+    journalctl = os.path.join(args.work, "journalctl")
+    with open(journalctl, "w") as f:
+        f.write(JOURNALCTL)
+    os.chmod(journalctl, 0o755)
     hub = fleet.Hub(args.hub_command, args.work, "")
     agent = None
     try:
         agent = fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
-                            hub.endpoints["telemetry"], DEVICE, config([app, later]))
+                            hub.endpoints["telemetry"], DEVICE,
+                            config([app, later], journalctl))
         following(agent, app, later)
+        want = ["pump started"]
+        stored(hub, want, "the journal's entry reaches the hub")
+        journal = hub.cli.json("logs", "--source", "journal:pump.service")
+        check([(r["text"], r["ts_ms"]) for r in journal] == [("pump started", 1700000000000)],
+              "as journal:UNIT, at the entry's own time", journal)
 
         append(app, "one\ntwo\nthr")
-        want = ["one", "two"]
+        want += ["one", "two"]
         stored(hub, want, "complete lines reach the hub; the one being written waits")
         append(app, "ee\n")
         want.append("three")
         stored(hub, want, "a line is sent once it is finished")
 
-        # logrotate's default: the file is renamed and a new one made; what
-        # was written just before, unfinished line and all, comes first.
-        append(app, "four\nfive, never finished")
+        # logrotate's default: the file is renamed and a new one made. The
+        # program writes on to the old one until it reopens its log; all
+        # of it comes, unfinished last line and all, before the new file.
+        append(app, "four\nfive")
         os.rename(app, app + ".1")
         append(app, "six, in the new file\n")
-        want += ["four", "five, never finished", "six, in the new file"]
-        stored(hub, want, "a rotated file is read to its end, then the new one")
+        append(app + ".1", ", written after the rename\nseven, never finished")
+        want += ["four", "five, written after the rename", "seven, never finished",
+                 "six, in the new file"]
+        stored(hub, want, "a rotated file is read until it stops growing, then the new one")
 
         append(later, "a file that came later\n")
         want.append("a file that came later")
@@ -101,8 +130,14 @@ def run(args, _ctx):
         queries(hub, app, later)
         status = agent.status()["logs"]["files"]
         check(status[0]["path"] == app and status[0]["state"] == "following"
-              and status[0]["lines"] >= 1,
+              and status[0]["lines"] >= 1 and status[-1]["path"] == "journal",
               "status shows each file, where it stands and the lines it read", status)
+        with open(journalctl + ".args") as f:
+            asked = f.read().splitlines()
+        check(len(asked) == 3 and "--lines=0" in asked[0]
+              and all("--after-cursor=k1" in a for a in asked[1:]),
+              "journalctl is asked for new entries first, then for those after the last "
+              "taken", asked)
     finally:
         for p in (agent, hub):
             if p:
@@ -128,7 +163,8 @@ def following(agent, app, later):
         lambda s: s["logs"]["waiting"] == ""
         and [f["state"] for f in s["logs"]["files"]][:1] == ["following"])
     files = status["logs"]["files"]
-    check([f["path"] for f in files] == [app, later], "status lists each file", files)
+    check([f["path"] for f in files] == [app, later, "journal"],
+          "status lists each file, and the journal", files)
     check(files[1]["state"].startswith("missing"), "and says one is not there yet", files)
 
 
@@ -146,8 +182,8 @@ def stored(hub, want, what, exact=True):
 
 def queries(hub, app, later):
     rows = hub.cli.json("logs", "--from-start")
-    check(all(r["device"] == DEVICE and r["source"] in (app, later) for r in rows),
-          "each line carries its device and its file", rows[:3])
+    check(all(r["device"] == DEVICE and r["source"] in (app, later, "journal:pump.service")
+              for r in rows), "each line carries its device and its file", rows[:3])
     check([r["id"] for r in rows] == sorted(r["id"] for r in rows), "oldest first", rows)
     only = hub.cli.json("logs", "--source", later)
     check([r["text"] for r in only] == ["a file that came later"], "--source picks a file",

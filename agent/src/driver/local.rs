@@ -89,7 +89,7 @@ impl Agent {
     /// Reads the new lines of the `[logs]` files into the spool; what the
     /// spool refuses is read again at the next poll.
     pub(super) fn read_logs(&mut self) {
-        let records = self.tailer.poll(now_ms());
+        let records = self.tailer.poll(now_ms(), Instant::now());
         if records.is_empty() || self.accept(&records) {
             self.tailer.commit();
         } else {

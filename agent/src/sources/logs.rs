@@ -8,25 +8,34 @@
 //! poll reads the same bytes again ([`Tailer::rewind`] after a refusal).
 //! So a line is lost only if its file is gone before the agent reads it.
 //!
-//! A file renamed away (logrotate's default) is read to its end through the
-//! descriptor the agent holds, its last unfinished line included, before
-//! the new file at the path is read from its start. A file cut short in
+//! A file renamed away (logrotate's default) is read on through the
+//! descriptor the agent holds until it has not grown for 5 s (the program
+//! writing it reopens its log), then to its end, its last unfinished line
+//! included, before the new file at the path is read from its start. A file cut short in
 //! place (`copytruncate`) is read again from its start. Where each file
-//! was left is kept in `DATA_DIR/logs.json` (its device, inode and
+//! was left is kept in `DATA_DIR/logs.state` (its device, inode and
 //! offset), so a restart reads on from there: lines read again after a
 //! crash between the spool and that file are sent twice (at least once).
+//!
+//! The systemd journal is read through journalctl ([`journal`]), its
+//! cursor kept beside the files' offsets.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use fleetmq_protocol::telemetry::MAX_LOG_LINE_LEN;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::telemetry::uplink::Record;
+
+mod journal;
+use journal::Journal;
+pub use journal::{Entry, entry_of, read_entry};
 
 /// The `[logs]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,8 +51,15 @@ pub struct LogsConfig {
     pub max_lines_per_s: u32,
     /// Where a file first seen at start is read from: `end` (only what is
     /// written from now on) or `beginning`. A file that appears later, or
-    /// replaces a rotated one, is read from its beginning.
+    /// replaces a rotated one, is read from its beginning. For the
+    /// journal, `beginning` is this boot's entries.
     pub start_at: StartAt,
+    /// Read the systemd journal too (through `journalctl`).
+    pub journal: bool,
+    /// Only these units' entries (`ssh.service`); empty: every entry.
+    pub journal_units: Vec<String>,
+    /// The journal's reader.
+    pub journalctl: String,
 }
 
 impl Default for LogsConfig {
@@ -53,6 +69,9 @@ impl Default for LogsConfig {
             poll_ms: 1_000,
             max_lines_per_s: 1_000,
             start_at: StartAt::End,
+            journal: false,
+            journal_units: Vec::new(),
+            journalctl: "journalctl".into(),
         }
     }
 }
@@ -96,15 +115,85 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
     if cfg.max_lines_per_s == 0 {
         return Err(("logs.max_lines_per_s", "must be more than 0".into()));
     }
+    if let Some(unit) = cfg
+        .journal_units
+        .iter()
+        .find(|u| u.is_empty() || u.starts_with('-') || u.chars().any(char::is_whitespace))
+    {
+        return Err((
+            "logs.journal_units",
+            format!("{unit:?} is not a unit name (such as \"ssh.service\")"),
+        ));
+    }
+    if cfg.journalctl.is_empty() {
+        return Err((
+            "logs.journalctl",
+            "names no program: give \"journalctl\" or its path".into(),
+        ));
+    }
     Ok(())
 }
 
-/// Where a file was left, as `logs.json` keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What `logs.state` keeps: where each file was left, and the cursor of
+/// the last journal entry taken. A line each, text (the agent carries no
+/// JSON reader for it):
+///
+/// ```text
+/// file DEV INODE OFFSET PATH
+/// journal CURSOR
+/// ```
+#[derive(Debug, Default, PartialEq)]
+pub struct Kept {
+    files: BTreeMap<String, Mark>,
+    journal: Option<String>,
+}
+
+/// Where a file was left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
     dev: u64,
     ino: u64,
     offset: u64,
+}
+
+impl Kept {
+    /// Reads `logs.state`; a line that does not read is an error naming
+    /// it.
+    pub fn parse(text: &str) -> Result<Kept, String> {
+        let mut kept = Kept::default();
+        for (i, line) in text.lines().enumerate() {
+            let bad = || format!("line {} ({line:?}) does not read", i + 1);
+            match line.split_once(' ') {
+                Some(("file", rest)) => {
+                    let mut parts = rest.splitn(4, ' ');
+                    let mut number = || parts.next().and_then(|n| n.parse::<u64>().ok());
+                    let (Some(dev), Some(ino), Some(offset)) = (number(), number(), number())
+                    else {
+                        return Err(bad());
+                    };
+                    let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+                    kept.files
+                        .insert(path.to_string(), Mark { dev, ino, offset });
+                }
+                Some(("journal", cursor)) if !cursor.is_empty() => {
+                    kept.journal = Some(cursor.to_string());
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(kept)
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for (path, m) in &self.files {
+            out.push_str(&format!("file {} {} {} {path}\n", m.dev, m.ino, m.offset));
+        }
+        if let Some(cursor) = &self.journal {
+            out.push_str(&format!("journal {cursor}\n"));
+        }
+        out
+    }
 }
 
 /// Most bytes read from one file in one poll.
@@ -133,7 +222,19 @@ struct Followed {
     lines: u64,
     /// Lines the last poll read, not yet accepted.
     pending: u64,
+    /// While draining: the rotated file's size when last looked at, and
+    /// since when it has not grown.
+    drain_size: u64,
+    still_since: Option<Instant>,
+    /// The rotated file has not grown for [`ROTATE_WAIT`]: its last line
+    /// ends at its end, and once read it is let go.
+    letting_go: bool,
 }
+
+/// How long a rotated file is read on after it stopped growing: a
+/// program writes to it until it reopens its log (logrotate's postrotate
+/// tells it to), as Fluent Bit's `Rotate_Wait`.
+const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `status` shows of one file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,6 +250,7 @@ pub struct FileStatus {
 #[derive(Debug)]
 pub struct Tailer {
     files: Vec<Followed>,
+    journal: Option<Journal>,
     marks_path: PathBuf,
     lines_per_poll: usize,
 }
@@ -158,45 +260,56 @@ fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Tailer {
-    /// Opens the files of `cfg`, each where `logs.json` in `data_dir` says
+    /// Opens the files of `cfg`, each where `logs.state` in `data_dir` says
     /// it was left, or as `start_at` says for a file it does not name.
     pub fn open(cfg: &LogsConfig, data_dir: &Path) -> Tailer {
-        let marks_path = data_dir.join("logs.json");
-        let marks: BTreeMap<String, Mark> = match std::fs::read(&marks_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(file = %marks_path.display(), error = %e, "where the log files were left cannot be read; each is read as if first seen");
-                BTreeMap::new()
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                warn!(file = %marks_path.display(), error = %e, "where the log files were left cannot be read; each is read as if first seen");
-                BTreeMap::new()
-            }
+        let marks_path = data_dir.join("logs.state");
+        let read = match std::fs::read_to_string(&marks_path) {
+            Ok(text) => Kept::parse(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Kept::default()),
+            Err(e) => Err(e.to_string()),
         };
+        let kept = read.unwrap_or_else(|e| {
+            warn!(file = %marks_path.display(), error = %e, "where the log files were left cannot be read; each is read as if first seen");
+            Kept::default()
+        });
         let lines_per_poll = (u64::from(cfg.max_lines_per_s) * cfg.poll_ms / 1000).max(1) as usize;
         let files = cfg
             .files
             .iter()
-            .map(|path| Followed::open(path, marks.get(path), cfg.start_at))
+            .map(|path| Followed::open(path, kept.files.get(path), cfg.start_at))
             .collect();
+        let journal = cfg.journal.then(|| {
+            Journal::new(
+                &cfg.journalctl,
+                &cfg.journal_units,
+                cfg.start_at,
+                kept.journal,
+            )
+        });
         Tailer {
             files,
+            journal,
             marks_path,
             lines_per_poll,
         }
     }
 
-    /// True when there is no file to follow.
+    /// True when there is nothing to follow.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.files.is_empty() && self.journal.is_none()
     }
 
-    /// The new complete lines of every file, stamped `now_ms`, at most a
-    /// poll's budget from each. They count once [`Tailer::commit`]ed.
-    pub fn poll(&mut self, now_ms: u64) -> Vec<Record> {
+    /// The new complete lines of every file, stamped `now_ms`, and the
+    /// journal's new entries, at most a poll's budget from each. They
+    /// count once [`Tailer::commit`]ed.
+    pub fn poll(&mut self, now_ms: u64, now: Instant) -> Vec<Record> {
         let mut out = Vec::new();
         for f in &mut self.files {
-            f.poll(now_ms, self.lines_per_poll, &mut out);
+            f.poll(now_ms, now, self.lines_per_poll, &mut out);
+        }
+        if let Some(j) = &mut self.journal {
+            j.poll(now_ms, now, self.lines_per_poll, &mut out);
         }
         out
     }
@@ -213,6 +326,9 @@ impl Tailer {
             }
             f.finish_drain();
         }
+        if let Some(j) = &mut self.journal {
+            moved |= j.commit();
+        }
         if moved && let Err(e) = self.save() {
             warn!(file = %self.marks_path.display(), error = %e, "could not keep where the log files were left; after a restart some lines may be sent again");
         }
@@ -225,10 +341,13 @@ impl Tailer {
             f.read_to = f.offset;
             f.pending = 0;
         }
+        if let Some(j) = &mut self.journal {
+            j.rewind();
+        }
     }
 
     fn save(&self) -> io::Result<()> {
-        let marks: BTreeMap<&str, Mark> = self
+        let files: BTreeMap<String, Mark> = self
             .files
             .iter()
             .filter(|f| f.file.is_some())
@@ -239,29 +358,38 @@ impl Tailer {
                     ino,
                     offset: f.offset,
                 };
-                (f.path.as_str(), mark)
+                (f.path.clone(), mark)
             })
             .collect();
-        let tmp = self.marks_path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&marks).map_err(io::Error::other)?)?;
+        let kept = Kept {
+            files,
+            journal: self.journal.as_ref().and_then(|j| j.cursor.clone()),
+        };
+        let tmp = self.marks_path.with_extension("state.tmp");
+        std::fs::write(&tmp, kept.text())?;
         std::fs::rename(&tmp, &self.marks_path)
     }
 
-    /// Each file's state, for `status`.
+    /// Each file's state, and the journal's (as `journal`), for
+    /// `status`.
     pub fn status(&self) -> Vec<FileStatus> {
-        self.files
-            .iter()
-            .map(|f| FileStatus {
-                path: f.path.clone(),
-                state: match (&f.absent, f.draining) {
-                    (Some(why), _) => why.clone(),
-                    (None, true) => "reading a rotated file to its end".into(),
-                    (None, false) => "following".into(),
-                },
-                offset: f.offset,
-                lines: f.lines,
-            })
-            .collect()
+        let files = self.files.iter().map(|f| FileStatus {
+            path: f.path.clone(),
+            state: match (&f.absent, f.draining) {
+                (Some(why), _) => why.clone(),
+                (None, true) => "reading a rotated file to its end".into(),
+                (None, false) => "following".into(),
+            },
+            offset: f.offset,
+            lines: f.lines,
+        });
+        let journal = self.journal.iter().map(|j| FileStatus {
+            path: "journal".into(),
+            state: j.state.clone(),
+            offset: 0,
+            lines: j.lines,
+        });
+        files.chain(journal).collect()
     }
 }
 
@@ -277,6 +405,9 @@ impl Followed {
             absent: None,
             lines: 0,
             pending: 0,
+            drain_size: 0,
+            still_since: None,
+            letting_go: false,
         };
         let (file, meta) = match File::open(path).and_then(|file| Ok((file.metadata()?, file))) {
             Ok((meta, file)) => (file, meta),
@@ -347,7 +478,7 @@ impl Followed {
         }
     }
 
-    fn poll(&mut self, now_ms: u64, budget: usize, out: &mut Vec<Record>) {
+    fn poll(&mut self, now_ms: u64, now: Instant, budget: usize, out: &mut Vec<Record>) {
         self.pending = 0;
         self.look();
         let Some(file) = &mut self.file else { return };
@@ -358,6 +489,14 @@ impl Followed {
                 return;
             }
         };
+        if self.draining {
+            if size != self.drain_size || self.still_since.is_none() {
+                (self.drain_size, self.still_since) = (size, Some(now));
+            }
+            self.letting_go = self
+                .still_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= ROTATE_WAIT);
+        }
         if size < self.offset {
             warn!(path = %self.path, "log file was cut short in place (copytruncate); reading it from its beginning");
             (self.offset, self.read_to) = (0, 0);
@@ -378,9 +517,9 @@ impl Followed {
             }
         };
         buf.truncate(got);
-        // A rotated file read to its end has no more to come: its last
-        // line ends there, finished or not.
-        let at_end = self.draining && self.offset + got as u64 == size;
+        // A rotated file that stopped growing has no more to come: its
+        // last line ends at its end, finished or not.
+        let at_end = self.letting_go && self.offset + got as u64 == size;
         let (lines, used) = split_lines(&buf, budget, at_end);
         self.pending = lines.len() as u64;
         self.read_to = self.offset + used as u64;
@@ -391,10 +530,11 @@ impl Followed {
         }));
     }
 
-    /// A rotated file read to its end is let go, and the path's new file
-    /// (if any) is read from its beginning at the next poll.
+    /// A rotated file that stopped growing and is read to its end is let
+    /// go, and the path's new file (if any) is read from its beginning at
+    /// the next poll.
     fn finish_drain(&mut self) {
-        let drained = self.draining
+        let drained = self.letting_go
             && self
                 .file
                 .as_ref()
@@ -403,7 +543,7 @@ impl Followed {
         if drained {
             info!(path = %self.path, "rotated log file read to its end; following the new one");
             self.file = None;
-            self.draining = false;
+            (self.draining, self.letting_go, self.still_since) = (false, false, None);
             self.look();
         }
     }

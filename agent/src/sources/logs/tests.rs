@@ -1,4 +1,6 @@
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::time::Instant;
 
 use super::*;
 
@@ -34,10 +36,17 @@ fn texts(records: &[Record]) -> Vec<String> {
 
 /// Polls and commits, as the agent does when the spool takes the lines.
 fn read(t: &mut Tailer) -> Vec<String> {
-    let records = t.poll(7);
+    read_at(t, Instant::now())
+}
+
+/// The same, at `now` on the monotonic clock.
+fn read_at(t: &mut Tailer, now: Instant) -> Vec<String> {
+    let records = t.poll(7, now);
     t.commit();
     texts(&records)
 }
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[test]
 fn lines_are_read_whole_with_their_source_and_time() {
@@ -50,7 +59,7 @@ fn lines_are_read_whole_with_their_source_and_time() {
         "start_at = end skips what was there"
     );
     append(&log, "one\r\ntwo\nthr");
-    let records = t.poll(42);
+    let records = t.poll(42, Instant::now());
     t.commit();
     assert_eq!(
         records,
@@ -90,7 +99,7 @@ fn lines_not_taken_by_the_spool_are_read_again() {
     append(&log, "");
     let mut t = Tailer::open(&config(&[&log], StartAt::End), dir.path());
     append(&log, "a\nb\n");
-    assert_eq!(texts(&t.poll(1)), ["a", "b"]);
+    assert_eq!(texts(&t.poll(1, Instant::now())), ["a", "b"]);
     t.rewind();
     assert_eq!(read(&mut t), ["a", "b"]);
     assert!(read(&mut t).is_empty());
@@ -107,7 +116,7 @@ fn a_restart_reads_on_from_where_each_file_was_left() {
     assert_eq!(read(&mut t), ["a"]);
     append(&log, "b\n");
     // Read but never taken: not kept as read.
-    let _ = t.poll(1);
+    let _ = t.poll(1, Instant::now());
     drop(t);
     append(&log, "c\n");
     let mut t = Tailer::open(&cfg, dir.path());
@@ -125,12 +134,46 @@ fn a_rotated_file_is_read_to_its_end_then_the_new_one_from_its_start() {
     // Written after the last poll, then rotated as logrotate does: the
     // last line unfinished.
     append(&log, "b\nunfinished");
-    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    let rotated = dir.path().join("app.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
     append(&log, "new 1\n");
-    assert_eq!(read(&mut t), ["b", "unfinished"]);
-    assert_eq!(read(&mut t), ["new 1"]);
+    let t0 = Instant::now();
+    assert_eq!(read_at(&mut t, t0), ["b"]);
+    // The program writes on to the file it has open until it reopens its
+    // log: read on until it stops growing.
+    append(&rotated, " after all\nlast\n");
+    assert_eq!(
+        read_at(&mut t, t0 + SECOND),
+        ["unfinished after all", "last"]
+    );
+    assert!(read_at(&mut t, t0 + 2 * SECOND).is_empty());
+    assert_eq!(t.status()[0].state, "reading a rotated file to its end");
+    assert!(
+        read_at(&mut t, t0 + 6 * SECOND).is_empty(),
+        "still for 5 s: let go"
+    );
+    assert_eq!(read_at(&mut t, t0 + 7 * SECOND), ["new 1"]);
     append(&log, "new 2\n");
-    assert_eq!(read(&mut t), ["new 2"]);
+    assert_eq!(read_at(&mut t, t0 + 8 * SECOND), ["new 2"]);
+    assert_eq!(t.status()[0].state, "following");
+}
+
+#[test]
+fn the_unfinished_last_line_of_a_rotated_file_is_sent_once_it_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let mut t = Tailer::open(&config(&[&log], StartAt::End), dir.path());
+    append(&log, "never finished");
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    let t0 = Instant::now();
+    assert!(read_at(&mut t, t0).is_empty());
+    assert_eq!(read_at(&mut t, t0 + 6 * SECOND), ["never finished"]);
+    assert!(
+        t.status()[0].state.starts_with("missing"),
+        "{:?}",
+        t.status()
+    );
 }
 
 #[test]
@@ -141,10 +184,12 @@ fn a_rotated_file_deleted_before_it_was_read_is_still_read() {
     let mut t = Tailer::open(&config(&[&log], StartAt::End), dir.path());
     append(&log, "kept\n");
     std::fs::remove_file(&log).unwrap();
-    assert_eq!(read(&mut t), ["kept"]);
+    let t0 = Instant::now();
+    assert_eq!(read_at(&mut t, t0), ["kept"]);
+    assert!(read_at(&mut t, t0 + 6 * SECOND).is_empty());
     assert!(t.status()[0].state.starts_with("missing"));
     append(&log, "back\n");
-    assert_eq!(read(&mut t), ["back"]);
+    assert_eq!(read_at(&mut t, t0 + 7 * SECOND), ["back"]);
     assert_eq!(t.status()[0].state, "following");
 }
 
@@ -232,11 +277,248 @@ fn an_unreadable_record_of_where_files_were_left_starts_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
     append(&log, "a\n");
-    std::fs::write(dir.path().join("logs.json"), "not json").unwrap();
+    std::fs::write(dir.path().join("logs.state"), "file 1 2\n").unwrap();
     let mut t = Tailer::open(&config(&[&log], StartAt::End), dir.path());
     assert!(read(&mut t).is_empty());
     append(&log, "b\n");
     assert_eq!(read(&mut t), ["b"]);
-    let kept = std::fs::read_to_string(dir.path().join("logs.json")).unwrap();
-    assert!(kept.contains("\"offset\":4"), "{kept}");
+    let kept = std::fs::read_to_string(dir.path().join("logs.state")).unwrap();
+    let m = std::fs::metadata(&log).unwrap();
+    assert_eq!(
+        kept,
+        format!("file {} {} 4 {}\n", m.dev(), m.ino(), log.display())
+    );
+}
+
+#[test]
+fn the_state_file_reads_back_what_it_wrote_and_names_a_bad_line() {
+    let text = "file 8 9 10 /var/log/my app.log\nfile 1 2 3 /a\njournal s=1;i=2\n";
+    let kept = Kept::parse(text).unwrap();
+    assert_eq!(
+        kept.text(),
+        "file 1 2 3 /a\nfile 8 9 10 /var/log/my app.log\njournal s=1;i=2\n"
+    );
+    assert_eq!(Kept::parse(&kept.text()), Ok(kept));
+    assert_eq!(Kept::parse(""), Ok(Kept::default()));
+    for bad in [
+        "file 1 2 x /a",
+        "file 1 2 3",
+        "file 1 2 3 ",
+        "journal ",
+        "other 1",
+        "{}",
+    ] {
+        let e = Kept::parse(bad).unwrap_err();
+        assert!(e.contains("line 1"), "{bad}: {e}");
+    }
+}
+
+/// One entry in journalctl's export format; a field whose value is
+/// `None`-keyed text goes as text, one given as bytes as a binary field.
+fn export(fields: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in fields {
+        if value.contains(&b'\n') || std::str::from_utf8(value).is_err() {
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            out.extend_from_slice(value);
+        } else {
+            out.extend_from_slice(format!("{key}=").as_bytes());
+            out.extend_from_slice(value);
+        }
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+fn entries(bytes: &[u8]) -> Vec<Entry> {
+    let mut r = std::io::BufReader::new(bytes);
+    let mut out = Vec::new();
+    while let Some(fields) = read_entry(&mut r).unwrap() {
+        out.push(entry_of(&fields).unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_journal_entry_is_its_message_lines_from_its_unit_at_its_time() {
+    let mut bytes = export(&[
+        ("__CURSOR", b"s=1;i=2"),
+        ("__REALTIME_TIMESTAMP", b"1700000000123456"),
+        ("_SYSTEMD_UNIT", b"ssh.service"),
+        ("SYSLOG_IDENTIFIER", b"sshd"),
+        ("MESSAGE", b"Accepted key\nfor pi\n"),
+    ]);
+    // No unit: the syslog identifier; bytes that are not UTF-8.
+    bytes.extend(export(&[
+        ("__CURSOR", b"c2"),
+        ("SYSLOG_IDENTIFIER", b"kernel"),
+        ("MESSAGE", &[b'h', b'i', 0xff]),
+    ]));
+    // Nothing to name it by; a unit name too long for a source.
+    bytes.extend(export(&[("__CURSOR", b"c3"), ("MESSAGE", b"x")]));
+    let long = "u".repeat(300);
+    bytes.extend(export(&[
+        ("__CURSOR", b"c4"),
+        ("_SYSTEMD_UNIT", long.as_bytes()),
+        ("MESSAGE", b"y"),
+    ]));
+    let got = entries(&bytes);
+    assert_eq!(
+        got[0],
+        Entry {
+            cursor: "s=1;i=2".into(),
+            ts_ms: Some(1_700_000_000_123),
+            source: "journal:ssh.service".into(),
+            lines: vec!["Accepted key".into(), "for pi".into()],
+        }
+    );
+    assert_eq!(
+        (got[1].source.as_str(), got[1].ts_ms),
+        ("journal:kernel", None)
+    );
+    assert_eq!(got[1].lines, ["hi\u{fffd}"]);
+    assert_eq!(got[2].source, "journal");
+    assert_eq!(got[3].source.len(), 128, "a source is at most 128 bytes");
+    assert_eq!(got.len(), 4);
+    let no_cursor = export(&[("MESSAGE", b"x")]);
+    let fields = read_entry(&mut std::io::BufReader::new(&no_cursor[..]))
+        .unwrap()
+        .unwrap();
+    assert!(entry_of(&fields).unwrap_err().contains("__CURSOR"));
+}
+
+#[test]
+fn a_journal_field_over_the_limit_is_cut_and_says_so_and_the_next_entry_reads() {
+    let big = vec![b'z'; journal::MAX_FIELD + 10];
+    let mut bytes = export(&[("__CURSOR", b"c1"), ("MESSAGE", &big), ("X", b"\n")]);
+    bytes.extend(export(&[("__CURSOR", b"c2"), ("MESSAGE", b"next")]));
+    let got = entries(&bytes);
+    let text = got[0].lines.concat();
+    assert!(
+        text.starts_with("zzz") && text.ends_with(" [10 more bytes not sent]"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    assert_eq!(got[1].lines, ["next"]);
+    // An entry cut short by the end of the output is not one.
+    let cut = &bytes[..bytes.len() - 5];
+    let mut r = std::io::BufReader::new(cut);
+    assert!(read_entry(&mut r).unwrap().is_some());
+    assert!(matches!(read_entry(&mut r), Ok(None)));
+}
+
+/// A journalctl that prints the entries after the cursor it is given
+/// (every one without), records its arguments, and then follows (waits).
+fn fake_journalctl(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
+    let mut script = String::from(
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/args\"\nafter=\"\"\nfor a in \"$@\"; do case \"$a\" in --after-cursor=*) after=\"${a#--after-cursor=}\";; esac; done\nprinting=$([ -z \"$after\" ] && echo yes)\n",
+    );
+    for (cursor, message) in entries {
+        script.push_str(&format!(
+            "[ \"$printing\" = yes ] && printf '__CURSOR={cursor}\\n__REALTIME_TIMESTAMP=5000\\n_SYSTEMD_UNIT=app.service\\nMESSAGE={message}\\n\\n'\n[ \"$after\" = \"{cursor}\" ] && printing=yes\n"
+        ));
+    }
+    // Follows while the test runs, and not a moment longer.
+    script.push_str(
+        "echo 'a warning on stderr' >&2\nwhile kill -0 $PPID 2>/dev/null; do sleep 0.1; done\n",
+    );
+    let path = dir.join("journalctl");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+fn journal_config(program: &Path) -> LogsConfig {
+    LogsConfig {
+        journal: true,
+        journalctl: program.to_string_lossy().into_owned(),
+        journal_units: vec!["app.service".into()],
+        ..LogsConfig::default()
+    }
+}
+
+/// Polls until `n` lines came (journalctl runs on its own), and commits.
+fn journal_lines(t: &mut Tailer, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = texts(&t.poll(1, Instant::now()));
+        if got.len() >= n || Instant::now() > deadline {
+            t.commit();
+            return got;
+        }
+        t.rewind();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_journal_is_read_through_journalctl_and_on_from_its_cursor_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = fake_journalctl(dir.path(), &[("c1", "one"), ("c2", "two"), ("c3", "three")]);
+    let cfg = journal_config(&program);
+    let mut t = Tailer::open(&cfg, dir.path());
+    assert!(!t.is_empty());
+    let first = t.poll(1, Instant::now());
+    t.commit();
+    let mut got = texts(&first);
+    got.extend(journal_lines(&mut t, 3 - got.len()));
+    assert_eq!(got, ["one", "two", "three"]);
+    let status = t.status();
+    assert_eq!(status[0].path, "journal");
+    assert_eq!(status[0].lines, 3);
+    drop(t);
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert_eq!(
+        args.lines().next(),
+        Some("--follow --output=export --no-pager --lines=0 --unit=app.service"),
+        "first seen: from now on, this unit only"
+    );
+    // Started again, it asks for what came after the last entry taken.
+    let mut t = Tailer::open(&cfg, dir.path());
+    let _ = t.poll(1, Instant::now());
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let args = loop {
+        let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+        if args.lines().count() == 2 || Instant::now() > deadline {
+            break args;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        args.lines()
+            .nth(1)
+            .is_some_and(|a| a.contains("--after-cursor=c3")),
+        "{args}"
+    );
+}
+
+#[test]
+fn journal_entries_not_taken_are_given_again_and_a_missing_journalctl_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = fake_journalctl(dir.path(), &[("c1", "one")]);
+    let mut t = Tailer::open(&journal_config(&program), dir.path());
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let got = loop {
+        let got = texts(&t.poll(1, Instant::now()));
+        if !got.is_empty() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(got, ["one"]);
+    t.rewind();
+    assert_eq!(texts(&t.poll(1, Instant::now())), ["one"], "given again");
+    drop(t);
+
+    let cfg = journal_config(&dir.path().join("no-such-journalctl"));
+    let mut t = Tailer::open(&cfg, dir.path());
+    assert!(t.poll(1, Instant::now()).is_empty());
+    let state = &t.status()[0].state;
+    assert!(
+        state.contains("cannot run") && state.contains("logs.journalctl"),
+        "{state}"
+    );
 }
