@@ -46,7 +46,8 @@ pub struct Entry {
     pub lines: Vec<String>,
 }
 
-/// Entries journalctl may print ahead of what the spool took.
+/// Entries journalctl may print ahead of what the agent took in (besides
+/// the poll's budget the agent holds).
 const AHEAD: usize = 256;
 /// How long after journalctl ended (or could not start) it is run again.
 const RESTART: Duration = Duration::from_secs(10);
@@ -65,6 +66,8 @@ pub struct Journal {
     /// poll.
     held: VecDeque<Entry>,
     polled: usize,
+    /// What journalctl last said on stderr, this run.
+    said: Option<String>,
     pub(super) state: String,
     pub(super) lines: u64,
 }
@@ -93,6 +96,7 @@ impl Journal {
             restart_at: None,
             held: VecDeque::new(),
             polled: 0,
+            said: None,
             state: "starting".into(),
             lines: 0,
         }
@@ -147,8 +151,19 @@ impl Journal {
             }
         };
         let (tx, from) = mpsc::sync_channel(AHEAD);
-        if let Some(out) = child.stdout.take() {
+        // What journalctl says on stderr comes before its end: the end is
+        // told once stderr is read through too.
+        let said = child.stderr.take().map(|err| {
             let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(Read::Said(line)).is_err() {
+                        return;
+                    }
+                }
+            })
+        });
+        if let Some(out) = child.stdout.take() {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(out);
                 let why = loop {
@@ -167,20 +182,15 @@ impl Journal {
                         Err(e) => break format!("reading its output: {e}"),
                     }
                 };
-                let _ = tx.send(Read::Ended(why));
-            });
-        }
-        if let Some(err) = child.stderr.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if tx.send(Read::Said(line)).is_err() {
-                        return;
-                    }
+                if let Some(said) = said {
+                    let _ = said.join();
                 }
+                let _ = tx.send(Read::Ended(why));
             });
         }
         info!(program = %self.program, args = ?self.args(), "reading the journal");
         self.state = "following".into();
+        self.said = None;
         self.running = Some(Running { child, from });
     }
 
@@ -192,7 +202,7 @@ impl Journal {
             self.restart_at = None;
             self.start(now);
         }
-        self.take_read(now);
+        self.take_read(now, budget);
         let mut lines = 0;
         for e in &self.held {
             if self.polled > 0 && lines + e.lines.len() > budget {
@@ -208,18 +218,19 @@ impl Journal {
         }
     }
 
-    /// Moves what the reader threads read into `held`, up to what may be
-    /// ahead of the spool.
-    fn take_read(&mut self, now: Instant) {
+    /// Moves what the reader threads read into `held`, up to a poll's
+    /// budget of entries.
+    fn take_read(&mut self, now: Instant, budget: usize) {
         let Some(running) = &self.running else { return };
         let mut end = None;
-        while self.held.len() < AHEAD {
+        while self.held.len() < budget {
             match running.from.try_recv() {
                 Ok(Read::Entry(e)) => self.held.push_back(e),
                 Ok(Read::Said(line)) => {
                     warn!(program = %self.program, "journal: {line}");
                     if !line.trim().is_empty() {
                         self.state = format!("following; journalctl said: {}", line.trim());
+                        self.said = Some(line.trim().to_string());
                     }
                 }
                 Ok(Read::Ended(why)) => {
@@ -244,8 +255,12 @@ impl Journal {
             .as_mut()
             .and_then(|r| r.child.try_wait().ok().flatten())
             .map_or_else(String::new, |s| format!(", {s}"));
+        let said = self
+            .said
+            .take()
+            .map_or_else(String::new, |s| format!("; it said: {s}"));
         self.state = format!(
-            "journalctl ended ({why}{status}); started again in {} s",
+            "journalctl ended ({why}{status}{said}); started again in {} s",
             RESTART.as_secs()
         );
         warn!("journal: {}", self.state);
@@ -277,8 +292,9 @@ impl Journal {
 pub type Fields = Vec<(String, Vec<u8>)>;
 
 /// The most of one field's value taken from journalctl: what is over it
-/// is read and dropped, and the line says how much.
-pub const MAX_FIELD: usize = 64 * 1024;
+/// is read and dropped, and the line says how much. It bounds what the
+/// entries held in memory take.
+pub const MAX_FIELD: usize = 16 * 1024;
 
 /// Reads one entry of journalctl's export format (`--output=export`,
 /// systemd's Journal Export Format): `KEY=value` lines, or for a value

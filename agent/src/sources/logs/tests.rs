@@ -521,4 +521,33 @@ fn journal_entries_not_taken_are_given_again_and_a_missing_journalctl_is_said() 
         state.contains("cannot run") && state.contains("logs.journalctl"),
         "{state}"
     );
+
+    // One that gives up says why, in its words.
+    let failing = dir.path().join("failing-journalctl");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\necho 'No journal files were opened: Permission denied' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &failing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut t = Tailer::open(&journal_config(&failing), dir.path());
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let state = loop {
+        let _ = t.poll(1, Instant::now());
+        let state = t.status()[0].state.clone();
+        if state.contains("ended") || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        state.contains("journalctl ended")
+            && state.contains("Permission denied")
+            && state.contains("started again in 10 s"),
+        "{state}"
+    );
 }
