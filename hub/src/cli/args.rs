@@ -48,7 +48,7 @@ pub(super) enum Cmd {
     /// range (--since, --until, --from-start); --follow prints new samples
     /// as they are stored.
     Telemetry(TelemetryArgs),
-    /// Show the log lines devices sent (their `[logs] files`): the newest
+    /// Show the log lines devices sent (their `[logs]` files and journal): the newest
     /// 100, or --last N, or a range; --device, --source and --grep pick
     /// some; --follow prints new lines as they are stored.
     Logs(LogsArgs),
@@ -254,28 +254,8 @@ pub(super) struct TelemetryArgs {
     /// (repeatable: every one must match).
     #[arg(long, value_name = "KEY=VALUE")]
     pub(super) tag: Vec<String>,
-    /// The newest N matching samples (default 100; with --follow, none
-    /// before the new ones unless given). `--limit` is its older name.
-    #[arg(long, alias = "limit", value_name = "N", conflicts_with_all = ["from_start", "after"])]
-    pub(super) last: Option<u32>,
-    /// Samples taken since: a time ago (10m, 2h, 7d), a time
-    /// (2026-12-02T10:00:00Z; UTC without a zone), or ms since the epoch.
-    /// Without --last, every sample from then on, oldest first.
-    #[arg(long, value_name = "TIME")]
-    pub(super) since: Option<String>,
-    /// Samples taken up to this time (as for --since).
-    #[arg(long, value_name = "TIME")]
-    pub(super) until: Option<String>,
-    /// Every stored sample, oldest first (with --follow: then the new ones).
-    #[arg(long)]
-    pub(super) from_start: bool,
-    /// Every sample after this row id (a cursor from an earlier --json
-    /// read), oldest first.
-    #[arg(long, value_name = "ID")]
-    pub(super) after: Option<i64>,
-    /// Keep printing new samples as they are stored, until interrupted.
-    #[arg(long, short)]
-    pub(super) follow: bool,
+    #[command(flatten)]
+    pub(super) range: Range,
 }
 
 #[derive(Args)]
@@ -286,32 +266,41 @@ pub(super) struct LogsArgs {
     #[arg(long)]
     pub(super) device: Option<String>,
     /// Only lines from this source: a file's path as the agent's
-    /// `[logs] files` names it.
-    #[arg(long, value_name = "PATH")]
+    /// `[logs] files` names it, or journal:UNIT.
+    #[arg(long, value_name = "SOURCE")]
     pub(super) source: Option<String>,
     /// Only lines holding this text (as it is, case and all).
     #[arg(long, value_name = "TEXT")]
     pub(super) grep: Option<String>,
-    /// The newest N matching lines (default 100; with --follow, none
-    /// before the new ones unless given).
-    #[arg(long, value_name = "N", conflicts_with_all = ["from_start", "after"])]
+    #[command(flatten)]
+    pub(super) range: Range,
+}
+
+/// Which stored rows (samples, log lines) a read shows, and whether it
+/// follows what comes.
+#[derive(Args)]
+pub(super) struct Range {
+    /// The newest N that match (default 100; with --follow, none before
+    /// the new ones unless given). `--limit` is its older name.
+    #[arg(long, alias = "limit", value_name = "N", conflicts_with_all = ["from_start", "after"])]
     pub(super) last: Option<u32>,
-    /// Lines read since: a time ago (10m, 2h, 7d), a time
-    /// (2026-12-02T10:00:00Z; UTC without a zone), or ms since the epoch.
-    /// Without --last, every line from then on, oldest first.
+    /// Since: a time ago (10m, 2h, 7d), a time (2026-12-02T10:00:00Z; UTC
+    /// without a zone), or ms since the epoch; a sample's time is when it
+    /// was taken, a log line's when it was read (a journal entry's own).
+    /// Without --last, everything from then on, oldest first.
     #[arg(long, value_name = "TIME")]
     pub(super) since: Option<String>,
-    /// Lines read up to this time (as for --since).
+    /// Up to this time (as for --since).
     #[arg(long, value_name = "TIME")]
     pub(super) until: Option<String>,
-    /// Every stored line, oldest first (with --follow: then the new ones).
+    /// Everything stored, oldest first (with --follow: then what is new).
     #[arg(long)]
     pub(super) from_start: bool,
-    /// Every line after this row id (a cursor from an earlier --json
+    /// Everything after this row id (a cursor from an earlier --json
     /// read), oldest first.
     #[arg(long, value_name = "ID")]
     pub(super) after: Option<i64>,
-    /// Keep printing new lines as they are stored, until interrupted.
+    /// Keep printing what is stored, as it is, until interrupted.
     #[arg(long, short)]
     pub(super) follow: bool,
 }

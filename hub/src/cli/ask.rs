@@ -18,7 +18,7 @@ use fleetmq_protocol::{
 };
 use serde_json::Value;
 
-use super::{ChatArgs, LayerArgs, LogsArgs, OpArgs, TelemetryArgs};
+use super::{ChatArgs, LayerArgs, LogsArgs, OpArgs, Range, TelemetryArgs};
 use crate::operator::{Client, ClientError, format, views};
 
 /// How a command line ends.
@@ -303,8 +303,47 @@ struct Reading {
     follow: bool,
 }
 
-/// Runs `r`: `fetch(client, after_id, limit, newest)` asks for a page of
-/// rows, `id` is a row's cursor, `print` shows rows as they come.
+impl Reading {
+    fn of(r: &Range) -> Reading {
+        Reading {
+            range: r.from_start || r.after.is_some() || (r.since.is_some() && r.last.is_none()),
+            after: r.after,
+            last: r.last,
+            follow: r.follow,
+        }
+    }
+}
+
+/// Runs `r` and prints each row as `show` makes it (JSON, text):
+/// `fetch(client, after_id, limit, newest)` asks for a page of rows, `id`
+/// is a row's cursor.
+fn show_rows<R>(
+    op: &OpArgs,
+    r: Reading,
+    fetch: impl FnMut(&mut Client, i64, u32, bool) -> Result<Vec<R>, ClientError>,
+    id: impl Fn(&R) -> i64,
+    show: impl Fn(&R) -> (Value, String),
+) -> ExitCode {
+    let mut c = match client(op) {
+        Ok(c) => c,
+        Err(e) => return failed(op, &e),
+    };
+    let mut out = Printer::new(op, r.follow);
+    let result = read_rows(&mut c, r, fetch, id, |rows| {
+        for row in rows {
+            let (json, text) = show(row);
+            out.row(json, text);
+        }
+    });
+    out.end();
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => failed(op, &e),
+    }
+}
+
+/// The reading itself, on `c`: pages of rows, each given to `print` as
+/// it comes.
 fn read_rows<R>(
     c: &mut Client,
     r: Reading,
@@ -357,7 +396,8 @@ fn read_rows<R>(
 }
 
 pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
-    let (since_ms, until_ms) = time_range(a.since.as_deref(), a.until.as_deref())?;
+    let r = &a.range;
+    let (since_ms, until_ms) = time_range(r.since.as_deref(), r.until.as_deref())?;
     if let Some(t) = a
         .tag
         .iter()
@@ -377,33 +417,13 @@ pub(super) fn telemetry(a: TelemetryArgs) -> anyhow::Result<ExitCode> {
         newest,
         tags: a.tag.clone(),
     };
-    let mut c = match client(&a.op) {
-        Ok(c) => c,
-        Err(e) => return Ok(failed(&a.op, &e)),
-    };
-    let mut out = Printer::new(&a.op, a.follow);
-    let reading = Reading {
-        range: a.from_start || a.after.is_some() || (a.since.is_some() && a.last.is_none()),
-        after: a.after,
-        last: a.last,
-        follow: a.follow,
-    };
-    let result = read_rows(
-        &mut c,
-        reading,
+    Ok(show_rows(
+        &a.op,
+        Reading::of(r),
         |c, after, limit, newest| telemetry_rows(c, query(after, limit, newest)),
         |r| r.id,
-        |rows| {
-            for r in rows {
-                out.row(views::sample(r), format::fmt_telemetry(r));
-            }
-        },
-    );
-    out.end();
-    Ok(match result {
-        Ok(()) => Exit::Ok.into(),
-        Err(e) => failed(&a.op, &e),
-    })
+        |r| (views::sample(r), format::fmt_telemetry(r)),
+    ))
 }
 
 fn log_rows(c: &mut Client, q: LogQuery) -> Result<Vec<LogRow>, ClientError> {
@@ -417,7 +437,8 @@ fn log_rows(c: &mut Client, q: LogQuery) -> Result<Vec<LogRow>, ClientError> {
 }
 
 pub(super) fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
-    let (since_ms, until_ms) = time_range(a.since.as_deref(), a.until.as_deref())?;
+    let r = &a.range;
+    let (since_ms, until_ms) = time_range(r.since.as_deref(), r.until.as_deref())?;
     let query = |after_id: i64, limit: u32, newest: bool| LogQuery {
         device: a.device.clone(),
         source: a.source.clone(),
@@ -428,33 +449,13 @@ pub(super) fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
         until_ms,
         newest,
     };
-    let mut c = match client(&a.op) {
-        Ok(c) => c,
-        Err(e) => return Ok(failed(&a.op, &e)),
-    };
-    let mut out = Printer::new(&a.op, a.follow);
-    let reading = Reading {
-        range: a.from_start || a.after.is_some() || (a.since.is_some() && a.last.is_none()),
-        after: a.after,
-        last: a.last,
-        follow: a.follow,
-    };
-    let result = read_rows(
-        &mut c,
-        reading,
+    Ok(show_rows(
+        &a.op,
+        Reading::of(r),
         |c, after, limit, newest| log_rows(c, query(after, limit, newest)),
         |r| r.id,
-        |rows| {
-            for r in rows {
-                out.row(views::log_line(r), format::fmt_log(r));
-            }
-        },
-    );
-    out.end();
-    Ok(match result {
-        Ok(()) => Exit::Ok.into(),
-        Err(e) => failed(&a.op, &e),
-    })
+        |r| (views::log_line(r), format::fmt_log(r)),
+    ))
 }
 
 fn chat_rows(c: &mut Client, request: Request) -> Result<Vec<ChatRow>, ClientError> {
