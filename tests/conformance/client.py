@@ -410,6 +410,8 @@ def run(args, ctx):
     after = op.expect("Logs", "Logs", wire.log_query(device=dev, after_id=found[0]["id"],
                                                      limit=1))
     check(after == found[1:2], "and on from a cursor", after)
+    stats = op.expect("Stats", "Stats")
+    check(stats["log_lines_stored"] >= len(logs), "Stats counts the log lines stored", stats)
     samples_too = op.expect("Telemetry", "Telemetry", wire.telemetry_query(
         device=dev, name="py.up"))
     check([r["value"] for r in samples_too] == [1], "a LogBatch's samples are stored too",

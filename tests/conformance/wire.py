@@ -642,6 +642,7 @@ def read_hub_stats(r):
         out["front_ends"] = g.vec(lambda: read_front_end_stats(g))
         out["messages_undelivered"] = g.u()
         out["subscriptions_refused"] = g.u()
+        out["log_lines_stored"] = g.u()
         return out
 
     return r.growable("HubStats", fields)

@@ -169,6 +169,7 @@ pub struct Counters {
     pub batches_stored: u64,
     pub batches_duplicate: u64,
     pub samples_stored: u64,
+    pub log_lines_stored: u64,
     pub frames_dropped: u64,
     pub jobs_dispatched: u64,
     pub results_received: u64,

@@ -323,6 +323,7 @@ impl Core {
             front_ends: self.front_end_stats(now),
             messages_undelivered: c.messages_undelivered,
             subscriptions_refused: c.subscriptions_refused,
+            log_lines_stored: c.log_lines_stored,
         }))
     }
 }

@@ -223,6 +223,7 @@ impl Core {
     pub(super) fn count_stored(&mut self, device: &str, batch: &Batch) {
         self.counters.batches_stored += 1;
         self.counters.samples_stored += batch.samples.len() as u64;
+        self.counters.log_lines_stored += batch.logs.len() as u64;
         self.latest
             .record(device, batch.newest_samples().into_iter());
     }

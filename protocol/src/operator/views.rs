@@ -376,6 +376,8 @@ messages! {
         /// apply: another device's topic, a group the allow list does not
         /// pin the device to, or a prefix that is not one whole topic.
         pub subscriptions_refused: u64,
+        /// Log lines stored (in batches stored since the hub started).
+        pub log_lines_stored: u64,
     }
 
     /// One front-end's own traffic, as it last reported it.

@@ -291,6 +291,8 @@ fn a_batch_with_log_lines_is_stored_and_acked_and_one_with_a_bad_source_rejected
         vec![Downstream::Ack(fleetmq_protocol::Ack { seq: 1 })]
     );
     assert_eq!(f.core.counters().batches_stored, 1);
+    assert_eq!(f.core.counters().log_lines_stored, 1);
+    assert_eq!(f.core.counters().samples_stored, 1);
     let mut bad = BatchBuilder::new(2);
     bad.push_log("/ok", T0, "x").unwrap();
     let mut bad = bad.finish();

@@ -45,6 +45,7 @@ pub fn fmt_stats(s: &HubStats) -> String {
         &[
             ("batches stored", s.batches_stored.to_string()),
             ("samples stored", s.samples_stored.to_string()),
+            ("log lines stored", s.log_lines_stored.to_string()),
             ("duplicates ignored", s.batches_duplicate.to_string()),
             ("throttled", s.batches_throttled.to_string()),
             ("rejected", s.batches_rejected.to_string()),

@@ -72,6 +72,11 @@ pub fn prometheus(
         ),
         ("samples_stored_total", "Samples stored.", s.samples_stored),
         (
+            "log_lines_stored_total",
+            "Log lines stored.",
+            s.log_lines_stored,
+        ),
+        (
             "frames_dropped_total",
             "Frames dropped as malformed.",
             s.frames_dropped,
