@@ -29,6 +29,7 @@ const LIVE: &[&str] = &[
     "commands.*",
     "exec.*",
     "remote.*",
+    "logs.*",
 ];
 
 fn live(key: &str) -> bool {
@@ -86,6 +87,21 @@ fn keys_that_differ(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_sources_change_at_once() {
+        let old = AgentConfig::default();
+        let mut new = old.clone();
+        new.logs.files = vec!["/var/log/syslog".into()];
+        new.logs.journal = true;
+        assert_eq!(
+            diff(&old, &new),
+            Diff {
+                applied: vec!["logs.files".into(), "logs.journal".into()],
+                needs_restart: vec![],
+            }
+        );
+    }
 
     #[test]
     fn live_keys_apply_and_the_rest_wait_for_a_restart() {

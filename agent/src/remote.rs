@@ -132,6 +132,13 @@ fn set(cfg: &mut AgentConfig, key: &str, value: &str) -> Result<(), String> {
         "jobs.allow" => cfg.jobs.allow = list(value),
         "commands.allow" => cfg.commands.allow = list(value),
         "exec.programs" => cfg.exec.programs = list(value),
+        "logs.files" => cfg.logs.files = list(value),
+        "logs.journal" => {
+            cfg.logs.journal = value
+                .parse()
+                .map_err(|_| format!("{key} = {value:?}: give true or false"))?;
+        }
+        "logs.journal_units" => cfg.logs.journal_units = list(value),
         k if k.starts_with("app.") && k.len() > 4 => {}
         _ => {
             return Err(format!(
@@ -230,6 +237,41 @@ mod tests {
         local.remote.may_set.push("exec.programs".into());
         let out = apply(&local, &doc(&[("exec.programs", "uptime,df")]));
         assert_eq!(out.config.exec.programs, ["uptime", "df"]);
+    }
+
+    #[test]
+    fn log_sources_are_set_from_the_hub_only_where_may_set_names_them() {
+        let mut local = AgentConfig::default();
+        let logs = doc(&[
+            ("logs.files", "/var/log/syslog, /var/log/app.log"),
+            ("logs.journal", "true"),
+            ("logs.journal_units", "ssh.service"),
+        ]);
+        let out = apply(&local, &logs);
+        assert_eq!(out.config.logs, local.logs, "not by default");
+        assert_eq!(out.errors.len(), 3);
+        local.remote.may_set.push("logs.*".into());
+        let out = apply(&local, &logs);
+        assert_eq!(
+            out.config.logs.files,
+            ["/var/log/syslog", "/var/log/app.log"]
+        );
+        assert!(out.config.logs.journal);
+        assert_eq!(out.config.logs.journal_units, ["ssh.service"]);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let out = apply(
+            &local,
+            &doc(&[("logs.journal", "yes"), ("logs.files", "var/log/syslog")]),
+        );
+        assert_eq!(
+            out.config.logs, local.logs,
+            "bad values leave the local ones"
+        );
+        let why: Vec<&str> = out.errors.iter().map(|(_, e)| e.as_str()).collect();
+        assert!(
+            why[0].contains("true or false") && why[1].contains("absolute"),
+            "{why:?}"
+        );
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "jobs.allow",
     "commands.allow",
     "exec.programs",
+    "logs.files",
+    "logs.journal",
+    "logs.journal_units",
 ];
 
 /// Whether an agent of this release takes `key` from the hub: one of

@@ -61,6 +61,8 @@ def config(files, journalctl=None):
             # Back in 1.5 s after a kill -9: the hub lets a new connection
             # in once the old one missed three heartbeats.
             "[presence]\nheartbeat_ms = 500\n"
+            # The hub may set its log sources.
+            "[remote]\nmay_set = [\"app.*\", \"logs.*\"]\n"
             f"[logs]\nfiles = [{listed}]\npoll_ms = 100\n{journal}")
 
 
@@ -138,6 +140,7 @@ def run(args, _ctx):
               and all("--after-cursor=k1" in a for a in asked[1:]),
               "journalctl is asked for new entries first, then for those after the last "
               "taken", asked)
+        from_hub(hub, agent, want)
     finally:
         for p in (agent, hub):
             if p:
@@ -178,6 +181,18 @@ def stored(hub, want, what, exact=True):
     rows = fleet.until(what, lambda: hub.cli.json("logs", "--device", DEVICE, "--last", "1000"),
                        lambda rows: holds([r["text"] for r in rows]))
     return [r["text"] for r in rows]
+
+
+def from_hub(hub, agent, want):
+    """The hub sets the device's files (its may_set names logs.*): they
+    apply at once, and a file that comes later is read from its start."""
+    third = os.path.join(os.path.dirname(agent.data), "from-the-hub.log")
+    hub.cli.code(0, "config", "set", "--device", DEVICE, f"logs.files={third}")
+    agent.status_until("the agent follows the file the hub named",
+                       lambda s: [f["path"] for f in s["logs"]["files"]] == [third, "journal"])
+    append(third, "named by the hub\n")
+    want.append("named by the hub")
+    stored(hub, want, "its lines reach the hub", exact=False)
 
 
 def queries(hub, app, later):

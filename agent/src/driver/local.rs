@@ -229,6 +229,13 @@ impl Agent {
         }
         self.cfg.commands = new.commands;
         self.cfg.remote = new.remote;
+        if new.logs != self.cfg.logs {
+            // Each source goes on from where it was left (kept after every
+            // poll the spool took); one new to the list starts at its end.
+            self.tailer = crate::sources::logs::Tailer::open(&new.logs, &self.cfg.data_dir);
+            self.cfg.logs = new.logs;
+            self.next_logs = now;
+        }
         // The hub aims jobs by what we take on.
         if self.connected
             && offered != (self.cfg.jobs.allow.clone(), self.cfg.exec.programs.clone())
