@@ -79,15 +79,15 @@ impl Agent {
         self.accept_ingested(samples, now);
     }
 
-    /// Whether the `[logs]` files are read now: there are some, and the
-    /// hub that welcomed this agent last takes log lines (a file is the
-    /// best place for lines to wait until one does).
+    /// Whether the `[logs]` sources are read now: there are some, and the
+    /// hub that welcomed this agent last takes log lines (a file, or the
+    /// journal, is the best place for lines to wait until one does).
     pub(super) fn reading_logs(&self) -> bool {
         self.takes_logs && !self.tailer.is_empty()
     }
 
-    /// Reads the new lines of the `[logs]` files into the spool; what the
-    /// spool refuses is read again at the next poll.
+    /// Reads the new lines of the `[logs]` sources into the spool; what
+    /// the spool refuses is read again at the next poll.
     pub(super) fn read_logs(&mut self) {
         let records = self.tailer.poll(now_ms(), Instant::now());
         if records.is_empty() || self.accept(&records) {
@@ -322,7 +322,7 @@ impl Agent {
                 waiting: if self.tailer.is_empty() || self.takes_logs {
                     String::new()
                 } else {
-                    "for a hub that takes log lines: none has welcomed this agent yet, or the last is older than this agent (upgrade it); each file is read on from where it was left once one does".into()
+                    "for a hub that takes log lines: none has welcomed this agent yet, or the last is older than this agent (upgrade it); each source is read on from where it was left once one does".into()
                 },
             },
             reload: self.last_reload.clone(),
