@@ -38,6 +38,25 @@ struct Scan<'q> {
     limit: u32,
 }
 
+impl<'q> Scan<'q> {
+    /// A query's scan; a negative cursor is the start.
+    fn new(
+        device: Option<&'q str>,
+        after_id: i64,
+        since_ms: u64,
+        newest: bool,
+        limit: u32,
+    ) -> Self {
+        Scan {
+            device,
+            after: after_id.max(0),
+            since_ms,
+            newest,
+            limit,
+        }
+    }
+}
+
 /// Which samples a [`TelemetryQuery`] wants.
 struct Filter<'q> {
     /// The metric name, and whether it must match with its tags exactly.
@@ -244,13 +263,13 @@ impl Store {
     /// oldest first either way (see [`Store::scan_batches`]).
     pub fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<TelemetryRow>, StoreError> {
         let filter = Filter::new(q);
-        let scan = Scan {
-            device: q.device.as_deref(),
-            after: q.after_id.max(0),
-            since_ms: q.since_ms,
-            newest: q.newest,
-            limit: q.limit,
-        };
+        let scan = Scan::new(
+            q.device.as_deref(),
+            q.after_id,
+            q.since_ms,
+            q.newest,
+            q.limit,
+        );
         self.scan_batches(scan, "reading telemetry", |id, device, seq, batch| {
             batch
                 .resolved_samples()
@@ -273,13 +292,13 @@ impl Store {
     /// [`Store::telemetry`] finds samples (a line's row id is its batch's
     /// id and its place in the batch, as a sample's).
     pub fn logs(&self, q: &LogQuery) -> Result<Vec<LogRow>, StoreError> {
-        let scan = Scan {
-            device: q.device.as_deref(),
-            after: q.after_id.max(0),
-            since_ms: q.since_ms,
-            newest: q.newest,
-            limit: q.limit,
-        };
+        let scan = Scan::new(
+            q.device.as_deref(),
+            q.after_id,
+            q.since_ms,
+            q.newest,
+            q.limit,
+        );
         let wanted = |ts_ms: u64, source: &str, text: &str| {
             ts_ms >= q.since_ms
                 && (q.until_ms == 0 || ts_ms <= q.until_ms)
