@@ -332,21 +332,6 @@ impl Agent {
         Ok(())
     }
 
-    /// Whether the hub that welcomes us takes log lines: the `[logs]`
-    /// sources are read only while it does (said once each time that
-    /// changes).
-    fn welcomed_logs(&mut self, hub_version: &str) {
-        let takes = self.told_takes_logs;
-        if takes != self.takes_logs && !self.tailer.is_empty() {
-            if takes {
-                info!("the hub takes log lines; reading the log sources");
-            } else {
-                warn!(%hub_version, "the hub does not take log lines (it is older than this agent): upgrade it; the log files and journal are read on from where they were left once a hub that takes them welcomes this agent");
-            }
-        }
-        self.takes_logs = takes;
-    }
-
     /// The hub carries everything on the telemetry connection: the other
     /// sockets, if any, are closed (a job's result goes up this connection
     /// too).

@@ -86,6 +86,21 @@ impl Agent {
         self.takes_logs && !self.tailer.is_empty()
     }
 
+    /// Whether the hub that welcomes us takes log lines: the `[logs]`
+    /// sources are read only while it does (said once each time that
+    /// changes).
+    pub(super) fn welcomed_logs(&mut self, hub_version: &str) {
+        let takes = self.told_takes_logs;
+        if takes != self.takes_logs && !self.tailer.is_empty() {
+            if takes {
+                info!("the hub takes log lines; reading the log sources");
+            } else {
+                warn!(%hub_version, "the hub does not take log lines (it is older than this agent): upgrade it; the log files and journal are read on from where they were left once a hub that takes them welcomes this agent");
+            }
+        }
+        self.takes_logs = takes;
+    }
+
     /// Reads the new lines of the `[logs]` sources into the spool; what
     /// the spool refuses is read again at the next poll.
     pub(super) fn read_logs(&mut self) {

@@ -34,8 +34,10 @@ use tracing::{info, warn};
 use crate::telemetry::uplink::Record;
 
 mod journal;
+mod state;
 use journal::Journal;
 pub use journal::{Entry, entry_of, read_entry};
+use state::{Kept, Mark};
 
 /// The `[logs]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,68 +134,6 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     Ok(())
-}
-
-/// What `logs.state` keeps: where each file was left, and the cursor of
-/// the last journal entry taken. A line each, text (the agent carries no
-/// JSON reader for it):
-///
-/// ```text
-/// file DEV INODE OFFSET PATH
-/// journal CURSOR
-/// ```
-#[derive(Debug, Default, PartialEq)]
-pub struct Kept {
-    files: BTreeMap<String, Mark>,
-    journal: Option<String>,
-}
-
-/// Where a file was left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Mark {
-    dev: u64,
-    ino: u64,
-    offset: u64,
-}
-
-impl Kept {
-    /// Reads `logs.state`; a line that does not read is an error naming
-    /// it.
-    pub fn parse(text: &str) -> Result<Kept, String> {
-        let mut kept = Kept::default();
-        for (i, line) in text.lines().enumerate() {
-            let bad = || format!("line {} ({line:?}) does not read", i + 1);
-            match line.split_once(' ') {
-                Some(("file", rest)) => {
-                    let mut parts = rest.splitn(4, ' ');
-                    let mut number = || parts.next().and_then(|n| n.parse::<u64>().ok());
-                    let (Some(dev), Some(ino), Some(offset)) = (number(), number(), number())
-                    else {
-                        return Err(bad());
-                    };
-                    let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
-                    kept.files
-                        .insert(path.to_string(), Mark { dev, ino, offset });
-                }
-                Some(("journal", cursor)) if !cursor.is_empty() => {
-                    kept.journal = Some(cursor.to_string());
-                }
-                _ => return Err(bad()),
-            }
-        }
-        Ok(kept)
-    }
-
-    fn text(&self) -> String {
-        let mut out = String::new();
-        for (path, m) in &self.files {
-            out.push_str(&format!("file {} {} {} {path}\n", m.dev, m.ino, m.offset));
-        }
-        if let Some(cursor) = &self.journal {
-            out.push_str(&format!("journal {cursor}\n"));
-        }
-        out
-    }
 }
 
 /// Most bytes read from one file in one poll.

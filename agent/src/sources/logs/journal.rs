@@ -119,9 +119,10 @@ impl Journal {
     }
 
     fn start(&mut self, now: Instant) {
+        let args = self.args();
         let mut command = Command::new(&self.program);
         command
-            .args(self.args())
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -188,7 +189,7 @@ impl Journal {
                 let _ = tx.send(Read::Ended(why));
             });
         }
-        info!(program = %self.program, args = ?self.args(), "reading the journal");
+        info!(program = %self.program, ?args, "reading the journal");
         self.state = "following".into();
         self.said = None;
         self.running = Some(Running { child, from });
