@@ -10,7 +10,7 @@ use crate::store::Synchronous;
 
 mod alerts;
 mod cluster;
-pub use alerts::{Alerts, Condition, Op, Rule, RuleConfig};
+pub use alerts::{Alerts, Condition, LogWatch, Op, Rule, RuleConfig};
 pub use cluster::Cluster;
 
 /// The commented default configuration, printed by `print-config`.

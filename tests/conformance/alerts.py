@@ -3,9 +3,10 @@
 ("Alerts: told when a device drops off") and from what Alertmanager's
 webhook receivers take: a version 4 body, one alert per POST.
 
-It starts a hub of its own with a metric rule for one group and an
-offline rule, and two agents of its own (one in that group), each
-enrolled the README's way. Every notice goes to three receivers: one on
+It starts a hub of its own with a metric rule for one group, a log rule
+on one of an agent's log files and an offline rule, and two agents of
+its own (one in that group, following two log files), each enrolled the
+README's way. Every notice goes to three receivers: one on
 http://, one on https:// whose certificate comes from a private
 authority made here with `openssl` and named in `alerts.ca_file`, and one
 on https:// whose authority the hub was not told to trust, which is sent
@@ -126,11 +127,18 @@ for_ms = 0
 groups = ["north"]
 
 [[alerts.rules]]
+name = "oom"
+when = 'log contains "Out of memory"'
+source = "{kernel_log}"
+window_ms = 1500
+
+[[alerts.rules]]
 name = "device-offline"
 when = "offline"
 for_ms = 500
 """
 AGENT = "[telemetry]\nflush_interval_ms = 100\n[ingest]\nudp = \"\"\n"
+OOM = "Out of memory: Killed process 812 (python3) total-vm:912340kB"
 
 
 def refuses_a_ca_file_without_certificates(args):
@@ -151,15 +159,22 @@ def run(args, _ctx):
     ca, leaf = fleet.private_authority(args.work, "trusted")
     _, stranger = fleet.private_authority(args.work, "stranger")
     receiver, secure, untrusted = Receiver(), Receiver(tls=leaf), Receiver(tls=stranger)
+    logs = [os.path.join(args.work, name) for name in ("kern.log", "app.log")]
+    for path in logs:
+        open(path, "w").close()
     rules = RULES.format(webhook=receiver.url, secure=secure.url, untrusted=untrusted.url,
-                         ca_file=ca)
+                         ca_file=ca, kernel_log=logs[0])
     hub = fleet.Hub(args.hub_command, args.work, rules)
     agents = []
+    following = f"[logs]\nfiles = {json.dumps(logs)}\npoll_ms = 100\n"
     try:
-        for device, groups in [(NORTH, ["north"]), (SOUTH, [])]:
+        for device, groups, config in [(NORTH, ["north"], AGENT + following),
+                                        (SOUTH, [], AGENT)]:
             agents.append(fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
-                                      hub.endpoints["telemetry"], device, AGENT, groups))
+                                      hub.endpoints["telemetry"], device, config, groups))
         alerts(receiver, hub, agents, secure)
+        log_rule(receiver, hub, secure, logs)
+        device_offline(receiver, agents)
         refused = f'url="{untrusted.url}"'
         fleet.until("the hub gives up on the webhook it cannot trust, saying why",
                     lambda: notice_lines(args.work),
@@ -233,7 +248,40 @@ def alerts(receiver, hub, agents, secure):
     check(rfc3339(resolved["endsAt"]) >= rfc3339(resolved["startsAt"]),
           "and when it ended", resolved)
 
-    # --- a device that stops ---------------------------------------------------------
+
+def log_rule(receiver, hub, secure, logs):
+    """A log rule fires on the first line holding its text from its
+    source, and resolves once its window passed without another."""
+    kernel_log, app_log = logs
+    with open(app_log, "a") as f:
+        f.write(f"{OOM}, but in another file\n")
+    fleet.until("the line from the other file is stored",
+                lambda: hub.cli.json("logs", "--source", app_log),
+                lambda rows: len(rows) == 1)
+    check(receiver.none_within(1.5) is None,
+          "a line holding the text, from a source the rule does not watch, fires nothing", None)
+    with open(kernel_log, "a") as f:
+        f.write("usb 1-1: new high-speed USB device\n" f"{OOM}\n")
+    body = receiver.next("oom on py-north")
+    fired = alertmanager_body(body, "oom")
+    check(body["status"] == "firing" and fired["labels"] == {"alertname": "oom", "device": NORTH},
+          "a matching line fires the log rule, naming the rule and device", fired)
+    summary = fired["annotations"]["summary"]
+    check(OOM in summary and kernel_log in summary and float(fired["annotations"]["value"]) == 1,
+          "the summary quotes the line and its source; the value counts the lines", fired)
+    check(fired["annotations"]["condition"].startswith('log contains "Out of memory" from '),
+          "the condition as the rule says it", fired)
+    check(secure.next("oom, over https") == body, "the https webhook hears it too", None)
+    body = receiver.next("oom resolved")
+    resolved = alertmanager_body(body, "oom resolved")
+    check(body["status"] == "resolved" and resolved["fingerprint"] == fired["fingerprint"],
+          "it resolves once its window passed without another such line", body)
+    check(secure.next("oom resolved, over https") == body, "over https too", None)
+
+
+def device_offline(receiver, agents):
+    """A device that stops fires the offline rule."""
+    south = agents[1]
     south.stop()
     body = receiver.next("py-south offline")
     offline = alertmanager_body(body, "offline")

@@ -35,8 +35,9 @@ impl Default for Alerts {
     }
 }
 
-/// One rule, as written: `when` is `offline`, or `METRIC OP NUMBER`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One rule, as written: `when` is `offline`, `METRIC OP NUMBER`, or
+/// `log contains "TEXT"`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
@@ -49,7 +50,27 @@ pub struct RuleConfig {
     /// every device.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Log rules: only lines from this source (a file's path, or
+    /// `journal:UNIT`); left out: any source.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Log rules: lines count for this long after they arrive; the alert
+    /// resolves once too few arrived within it (default 5 min).
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+    /// Log rules: how many lines must arrive within `window_ms` (default 1).
+    #[serde(default)]
+    pub at_least: Option<u32>,
 }
+
+/// A log rule's window when none is given: five minutes.
+pub const LOG_WINDOW_MS: u64 = 300_000;
+/// The shortest window: the rules are checked once a second.
+const MIN_LOG_WINDOW_MS: u64 = 1_000;
+/// The most lines a log rule may ask for (each alert keeps their times).
+const MAX_AT_LEAST: u32 = 10_000;
+/// The longest text a log rule looks for.
+const MAX_LOG_TEXT: usize = 1_024;
 
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +80,19 @@ pub enum Condition {
     /// The newest value of a series named `metric` (any tags) compares
     /// to `value` by `op`.
     Metric { metric: String, op: Op, value: f64 },
+    /// At least `at_least` log lines holding `text` (from `source`, if
+    /// named) arrived within the last `window_ms`.
+    Log(LogWatch),
+}
+
+/// What a log rule looks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogWatch {
+    /// Text a line holds, as written (case counts, as in `logs --grep`).
+    pub text: String,
+    pub source: Option<String>,
+    pub window_ms: u64,
+    pub at_least: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +138,27 @@ pub struct Rule {
     pub groups: Vec<String>,
 }
 
-/// Parses `when`: `offline`, or `METRIC OP NUMBER` (`host.temp_c > 80`).
+/// Parses `when`: `offline`, `METRIC OP NUMBER` (`host.temp_c > 80`), or
+/// `log contains "TEXT"` (with the rule's window and source as defaults).
 pub fn parse_condition(when: &str) -> Result<Condition, String> {
+    if let Some(rest) = log_rule(when) {
+        let text = quoted(rest).map_err(|e| {
+            format!(
+                "{when:?}: {e}; write log contains \"TEXT\", like log contains \"Out of memory\""
+            )
+        })?;
+        if text.is_empty() || text.len() > MAX_LOG_TEXT {
+            return Err(format!(
+                "{when:?}: the text to look for must be 1 to {MAX_LOG_TEXT} bytes"
+            ));
+        }
+        return Ok(Condition::Log(LogWatch {
+            text,
+            source: None,
+            window_ms: LOG_WINDOW_MS,
+            at_least: 1,
+        }));
+    }
     let words: Vec<&str> = when.split_whitespace().collect();
     match words[..] {
         ["offline"] => Ok(Condition::Offline),
@@ -140,9 +193,78 @@ pub fn parse_condition(when: &str) -> Result<Condition, String> {
             })
         }
         _ => Err(format!(
-            "{when:?}: write `offline`, or METRIC OP NUMBER like host.temp_c > 80"
+            "{when:?}: write `offline`, METRIC OP NUMBER like host.temp_c > 80, or log contains \"TEXT\""
         )),
     }
+}
+
+/// What follows `log contains` in `when`, if it is a log rule.
+fn log_rule(when: &str) -> Option<&str> {
+    let rest = when.trim().strip_prefix("log")?;
+    let rest = rest.strip_prefix(char::is_whitespace)?.trim_start();
+    let rest = rest.strip_prefix("contains")?;
+    Some(rest.strip_prefix(char::is_whitespace)?.trim())
+}
+
+/// The text of `"..."` (`\"` and `\\` inside), which must be all of `s`.
+fn quoted(s: &str) -> Result<String, String> {
+    let inner = s
+        .strip_prefix('"')
+        .ok_or("the text must be in double quotes")?;
+    let mut text = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if chars.as_str().is_empty() => return Ok(text),
+            '"' => return Err(format!("{:?} follows the closing quote", chars.as_str())),
+            '\\' => match chars.next() {
+                Some(e @ ('"' | '\\')) => text.push(e),
+                other => {
+                    return Err(format!(
+                        "\\{} is not an escape: only \\\" and \\\\ are",
+                        other.map(String::from).unwrap_or_default()
+                    ));
+                }
+            },
+            c => text.push(c),
+        }
+    }
+    Err("the text has no closing quote".into())
+}
+
+/// Applies a rule's `source`, `window_ms` and `at_least`, which only a
+/// log rule takes.
+fn log_options(condition: &mut Condition, r: &RuleConfig) -> Result<(), String> {
+    let Condition::Log(watch) = condition else {
+        if r.source.is_some() || r.window_ms.is_some() || r.at_least.is_some() {
+            return Err(
+                "source, window_ms and at_least are for log rules (when = 'log contains \"TEXT\"')"
+                    .into(),
+            );
+        }
+        return Ok(());
+    };
+    if let Some(source) = &r.source {
+        if source.is_empty() || source.len() > 1024 {
+            return Err(format!(
+                "source {source:?}: a file's path or journal:UNIT, as `logs` shows it"
+            ));
+        }
+        watch.source = Some(source.clone());
+    }
+    let window_ms = r.window_ms.unwrap_or(LOG_WINDOW_MS);
+    if window_ms < MIN_LOG_WINDOW_MS {
+        return Err(format!(
+            "window_ms = {window_ms}: at least {MIN_LOG_WINDOW_MS} (the rules are checked once a second)"
+        ));
+    }
+    watch.window_ms = window_ms;
+    let at_least = r.at_least.unwrap_or(1);
+    if !(1..=MAX_AT_LEAST).contains(&at_least) {
+        return Err(format!("at_least = {at_least}: 1 to {MAX_AT_LEAST}"));
+    }
+    watch.at_least = at_least;
+    Ok(())
 }
 
 impl Alerts {
@@ -168,8 +290,9 @@ impl Alerts {
                 fleetmq_protocol::validate_group(g)
                     .map_err(|e| format!("rule {:?}: group {g:?}: {e}", r.name))?;
             }
-            let condition =
+            let mut condition =
                 parse_condition(&r.when).map_err(|e| format!("rule {:?}: {e}", r.name))?;
+            log_options(&mut condition, r).map_err(|e| format!("rule {:?}: {e}", r.name))?;
             rules.push(Rule {
                 name: r.name.clone(),
                 condition,
@@ -236,7 +359,22 @@ mod tests {
             parse_condition("host.pi.under_voltage == 1"),
             Ok(Condition::Metric { op: Op::Eq, .. })
         ));
+        assert_eq!(
+            parse_condition(r#"log  contains  "Out of memory: \"x\" \\ y" "#),
+            Ok(Condition::Log(LogWatch {
+                text: r#"Out of memory: "x" \ y"#.into(),
+                source: None,
+                window_ms: LOG_WINDOW_MS,
+                at_least: 1,
+            }))
+        );
         for (bad, says) in [
+            ("log contains oom", "in double quotes"),
+            (r#"log contains "oom"#, "no closing quote"),
+            (r#"log contains "oom" now"#, "follows the closing quote"),
+            (r#"log contains "a\nb""#, "not an escape"),
+            (r#"log contains """#, "1 to 1024 bytes"),
+            ("log oom", "write `offline`"),
             ("host.temp_c => 80", "not a comparison"),
             ("host.temp_c > hot", "not a number"),
             ("temp too high", "not a comparison"),
@@ -253,8 +391,7 @@ mod tests {
         let rule = |name: &str, when: &str| RuleConfig {
             name: name.into(),
             when: when.into(),
-            for_ms: 0,
-            groups: vec![],
+            ..RuleConfig::default()
         };
         let alerts = |rules| Alerts {
             rules,
@@ -269,6 +406,39 @@ mod tests {
         assert!(twice.checked_rules().unwrap_err().contains("two rules"));
         let unnamed = alerts(vec![rule("", "offline")]);
         assert!(unnamed.checked_rules().unwrap_err().contains("rule name"));
+        let log = |source: Option<&str>, window_ms, at_least| RuleConfig {
+            source: source.map(String::from),
+            window_ms,
+            at_least,
+            ..rule("oom", r#"log contains "oom""#)
+        };
+        let checked = alerts(vec![log(Some("journal:kernel"), Some(60_000), Some(3))])
+            .checked_rules()
+            .unwrap();
+        assert_eq!(
+            checked[0].condition,
+            Condition::Log(LogWatch {
+                text: "oom".into(),
+                source: Some("journal:kernel".into()),
+                window_ms: 60_000,
+                at_least: 3
+            })
+        );
+        for (bad, says) in [
+            (log(None, Some(999), None), "window_ms = 999: at least 1000"),
+            (log(None, None, Some(0)), "at_least = 0: 1 to 10000"),
+            (log(Some(""), None, None), "journal:UNIT"),
+            (
+                RuleConfig {
+                    source: Some("/var/log/syslog".into()),
+                    ..rule("hot", "t > 1")
+                },
+                "are for log rules",
+            ),
+        ] {
+            let e = alerts(vec![bad]).checked_rules().unwrap_err();
+            assert!(e.contains(says) && e.contains("rule \""), "{e}");
+        }
         assert!(check_webhook("http://127.0.0.1:9000/hook").is_ok());
         assert!(check_webhook("https://ntfy.sh/x").is_ok());
         assert!(check_webhook("ftp://x").unwrap_err().contains("https://"));

@@ -12,17 +12,20 @@
 //! ```
 //!
 //! `offline` counts from the device's last sign of life, so a device that
-//! went away while the hub was down is not given the time again. On
+//! went away while the hub was down is not given the time again. A log
+//! rule holds while enough matching lines arrived within its window: each
+//! stored batch's lines are looked at as it is stored ([`Alerts::saw_logs`]),
+//! here and, on front-ends, from the stream, so any front-end may check. On
 //! front-ends, the live front-end first by name checks the rules, so each
 //! notice is sent once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use fleetmq_protocol::telemetry::metric_of;
-use fleetmq_protocol::{AlertInfo, DeviceInfo, LatestValue};
+use fleetmq_protocol::{AlertInfo, Batch, DeviceInfo, LatestValue};
 
 use super::{Action, Core, Now};
-use crate::config::{Condition, Rule};
+use crate::config::{Condition, LogWatch, Rule};
 
 /// Ticks between checks (a second).
 const CHECK_EVERY_TICKS: u32 = 10;
@@ -72,12 +75,29 @@ struct State {
     summary: String,
 }
 
+/// The lines a log rule matched on one device lately.
+#[derive(Debug)]
+struct Matched {
+    /// When the newest `at_least` arrived (monotonic ms), oldest first.
+    times: VecDeque<u64>,
+    /// Lines matched since the first of this run (the alert's value).
+    count: u64,
+    /// The newest line, and its source.
+    source: String,
+    text: String,
+}
+
+/// How much of a matched line a notice quotes.
+const QUOTE_CHARS: usize = 200;
+
 /// The rules and where each alert stands.
 #[derive(Debug, Default)]
 pub struct Alerts {
     rules: Vec<Rule>,
     repeat_ms: u64,
     states: BTreeMap<Key, State>,
+    /// Log rules' recent matches, by (rule, device).
+    matched: HashMap<(usize, String), Matched>,
 }
 
 /// What holds now for one (rule, device, series): its value and summary.
@@ -89,7 +109,56 @@ impl Alerts {
             rules,
             repeat_ms,
             states: BTreeMap::new(),
+            matched: HashMap::new(),
         }
+    }
+
+    /// Looks at the log lines of a batch `device` sent, stored at `mono_ms`.
+    pub fn saw_logs(&mut self, device: &str, batch: &Batch, mono_ms: u64) {
+        if batch.logs.is_empty() {
+            return;
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Condition::Log(watch) = &rule.condition else {
+                continue;
+            };
+            let lines = batch.resolved_logs().filter(|(_, source, text)| {
+                watch.source.as_deref().is_none_or(|s| s == *source) && text.contains(&watch.text)
+            });
+            for (_, source, text) in lines {
+                let m = (self.matched.entry((i, device.to_string()))).or_insert_with(|| Matched {
+                    times: VecDeque::new(),
+                    count: 0,
+                    source: String::new(),
+                    text: String::new(),
+                });
+                if m.times.len() == watch.at_least as usize {
+                    m.times.pop_front();
+                }
+                m.times.push_back(mono_ms);
+                m.count += 1;
+                source.clone_into(&mut m.source);
+                text.clone_into(&mut m.text);
+            }
+        }
+    }
+
+    /// Forgets what `device`'s lines matched (a forgotten device).
+    pub fn forget(&mut self, device: &str) {
+        self.matched.retain(|(_, d), _| d != device);
+    }
+
+    /// Drops matches whose newest line is older than its rule's window.
+    fn expire_matches(&mut self, now_ms: u64) {
+        let rules = &self.rules;
+        self.matched
+            .retain(|(rule, _), m| match &rules[*rule].condition {
+                Condition::Log(w) => m
+                    .times
+                    .back()
+                    .is_some_and(|t| now_ms.saturating_sub(*t) < w.window_ms),
+                _ => false,
+            });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,7 +170,7 @@ impl Alerts {
         let mut names: Vec<String> = (self.rules.iter())
             .filter_map(|r| match &r.condition {
                 Condition::Metric { metric, .. } => Some(metric.clone()),
-                Condition::Offline => None,
+                Condition::Offline | Condition::Log(_) => None,
             })
             .collect();
         names.sort();
@@ -117,6 +186,7 @@ impl Alerts {
         latest: &[LatestValue],
         now: Now,
     ) -> Vec<Notice> {
+        self.expire_matches(now.mono_ms);
         let holding = self.holding(devices, latest, now);
         let mut out = Vec::new();
         // Gone, or no longer holding: resolved if it fired, else forgotten.
@@ -212,6 +282,22 @@ impl Alerts {
                         holding.insert(key, (x, summary, 0));
                     }
                 }
+                Condition::Log(watch) => {
+                    for ((_, device), m) in self.matched.iter().filter(|((r, _), _)| *r == i) {
+                        let Some(d) = by_id.get(device.as_str()) else {
+                            continue;
+                        };
+                        if !watched(d) || !log_holds(watch, m, now.mono_ms) {
+                            continue;
+                        }
+                        let key = Key {
+                            rule: i,
+                            device: device.clone(),
+                            series: String::new(),
+                        };
+                        holding.insert(key, (m.count as f64, log_summary(device, m), 0));
+                    }
+                }
             }
         }
         holding
@@ -256,7 +342,41 @@ fn condition_text(c: &Condition) -> String {
     match c {
         Condition::Offline => "offline".into(),
         Condition::Metric { metric, op, value } => format!("{metric} {} {value}", op.symbol()),
+        Condition::Log(w) => {
+            let text = w.text.replace('\\', "\\\\").replace('"', "\\\"");
+            let mut out = format!("log contains \"{text}\"");
+            if let Some(source) = &w.source {
+                out += &format!(" from {source}");
+            }
+            let lines = match w.at_least {
+                1 => "a line".to_string(),
+                n => format!("{n} lines"),
+            };
+            out + &format!(", {lines} within {}", words(w.window_ms))
+        }
     }
+}
+
+/// Whether the newest `at_least` matches all came within the window.
+fn log_holds(watch: &LogWatch, m: &Matched, now_ms: u64) -> bool {
+    m.times.len() >= watch.at_least as usize
+        && m.times
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) < watch.window_ms)
+}
+
+/// `pi-3 logged "Out of memory: Killed process 812" (journal:kernel);
+/// 3 matching lines`, the line cut to [`QUOTE_CHARS`].
+fn log_summary(device: &str, m: &Matched) -> String {
+    let mut quote: String = m.text.chars().take(QUOTE_CHARS).collect();
+    if quote.len() < m.text.len() {
+        quote.push('…');
+    }
+    let lines = match m.count {
+        1 => "1 matching line".to_string(),
+        n => format!("{n} matching lines"),
+    };
+    format!("{device} logged {quote:?} ({}); {lines}", m.source)
 }
 
 fn number(v: &fleetmq_protocol::Value) -> Option<f64> {

@@ -206,11 +206,13 @@ impl Core {
         for ((device, batch, _), outcome) in decoded.iter().zip(outcomes) {
             match outcome {
                 Stored::New => {
-                    self.count_stored(device, batch);
+                    self.count_stored(device, batch, now);
                     // What the stream holds of a forgotten device is stored
-                    // (retention removes it), but not shown as its newest.
+                    // (retention removes it), but not shown as its newest
+                    // nor alerted on.
                     if self.cluster_holder(device).is_some_and(Holder::forgotten) {
                         self.latest.forget(device);
+                        self.alerts.forget(device);
                     }
                 }
                 Stored::Duplicate => {}

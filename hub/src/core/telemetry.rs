@@ -178,7 +178,7 @@ impl Core {
         self.store_works();
         for ((device, batch, _), outcome) in batches.iter().zip(outcomes) {
             match outcome {
-                Stored::New => self.count_stored(device, batch),
+                Stored::New => self.count_stored(device, batch, now),
                 Stored::Duplicate => self.counters.batches_duplicate += 1,
                 Stored::Taken { from } => {
                     self.counters.batches_renumbered += 1;
@@ -219,13 +219,15 @@ impl Core {
         self.store.store_batches(&items, now.wall_ms)
     }
 
-    /// A batch stored for the first time: counted, its newest values kept.
-    pub(super) fn count_stored(&mut self, device: &str, batch: &Batch) {
+    /// A batch stored for the first time: counted, its newest values kept,
+    /// its log lines looked at by the log rules.
+    pub(super) fn count_stored(&mut self, device: &str, batch: &Batch, now: Now) {
         self.counters.batches_stored += 1;
         self.counters.samples_stored += batch.samples.len() as u64;
         self.counters.log_lines_stored += batch.logs.len() as u64;
         self.latest
             .record(device, batch.newest_samples().into_iter());
+        self.alerts.saw_logs(device, batch, now.mono_ms);
     }
 
     /// Chat lines stored, relayed to the room.

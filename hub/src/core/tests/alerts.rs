@@ -6,23 +6,55 @@ use crate::config::{Alerts, RuleConfig};
 use crate::core::alerts::{Notice, Status};
 
 fn fleet(rules: &[(&str, &str, u64)], repeat_ms: u64) -> Fleet {
+    let rules = rules
+        .iter()
+        .map(|(name, when, for_ms)| RuleConfig {
+            name: name.to_string(),
+            when: when.to_string(),
+            for_ms: *for_ms,
+            ..RuleConfig::default()
+        })
+        .collect();
+    fleet_of(rules, repeat_ms)
+}
+
+fn fleet_of(rules: Vec<RuleConfig>, repeat_ms: u64) -> Fleet {
     let alerts = Alerts {
         repeat_ms,
-        rules: rules
-            .iter()
-            .map(|(name, when, for_ms)| RuleConfig {
-                name: name.to_string(),
-                when: when.to_string(),
-                for_ms: *for_ms,
-                groups: vec![],
-            })
-            .collect(),
+        rules,
         ..Alerts::default()
     };
     Fleet::with(HubConfig {
         alerts,
         ..HubConfig::default()
     })
+}
+
+/// A log rule: `log contains "TEXT"` with its options.
+fn log_rule(
+    name: &str,
+    text: &str,
+    source: Option<&str>,
+    window_ms: u64,
+    at_least: u32,
+) -> RuleConfig {
+    RuleConfig {
+        name: name.into(),
+        when: format!("log contains {text:?}"),
+        source: source.map(String::from),
+        window_ms: Some(window_ms),
+        at_least: Some(at_least),
+        ..RuleConfig::default()
+    }
+}
+
+/// A batch holding `lines`: (source, text).
+fn logs(seq: u64, lines: &[(&str, &str)]) -> Upstream {
+    let mut b = BatchBuilder::new(seq);
+    for (source, text) in lines {
+        b.push_log(source, T0, text).unwrap();
+    }
+    Upstream::from_batch(b.finish())
 }
 
 /// Ticks every 100 ms from `from` to `to` (both ms after T0), keeping
@@ -167,4 +199,185 @@ fn a_revoked_device_resolves_its_alerts_and_only_the_first_front_end_checks() {
     assert!(run(&mut fe, 200, 3_000, &[]).is_empty(), "fe-a checks");
     fe.core.front_ends_live(vec!["fe-b".into()]);
     assert_eq!(run(&mut fe, 3_100, 4_000, &[]).len(), 1, "fe-a is gone");
+}
+
+#[test]
+fn a_matching_log_line_fires_at_once_and_resolves_once_its_window_passes() {
+    let rules = vec![
+        log_rule("oom", "Out of memory", Some("journal:kernel"), 10_000, 1),
+        log_rule("io", "I/O error", None, 10_000, 3),
+    ];
+    let mut f = fleet_of(rules, 0);
+    f.hello("pi-a", T0);
+    f.hello_in("pi-b", &["south"], T0);
+    // Text that does not match, and matching text from another source.
+    f.up(
+        "pi-a",
+        "pi-a",
+        logs(
+            1,
+            &[
+                ("journal:kernel", "out of memory"),
+                ("/var/log/app.log", "Out of memory"),
+            ],
+        ),
+        T0 + 100,
+    );
+    assert!(run(&mut f, 100, 3_000, &["pi-a", "pi-b"]).is_empty());
+
+    let line = "Out of memory: Killed process 812 (python3)";
+    f.up(
+        "pi-a",
+        "pi-a",
+        logs(2, &[("journal:kernel", line)]),
+        T0 + 3_050,
+    );
+    let fired = run(&mut f, 3_100, 4_000, &["pi-a", "pi-b"]);
+    let [n] = &fired[..] else {
+        panic!("want one notice, got {fired:?}")
+    };
+    assert_eq!(
+        (
+            n.status,
+            n.rule.as_str(),
+            n.device.as_str(),
+            n.series.as_str(),
+            n.value
+        ),
+        (Status::Firing, "oom", "pi-a", "", 1.0)
+    );
+    assert!(
+        n.summary.contains(line) && n.summary.contains("journal:kernel"),
+        "{n:?}"
+    );
+    assert_eq!(
+        n.condition,
+        r#"log contains "Out of memory" from journal:kernel, a line within 10 s"#
+    );
+    // Another line keeps it firing (said once), and counts.
+    f.up(
+        "pi-a",
+        "pi-a",
+        logs(3, &[("journal:kernel", line)]),
+        T0 + 9_000,
+    );
+    assert!(run(&mut f, 4_100, 18_900, &["pi-a", "pi-b"]).is_empty());
+    f.operator(7, Request::Alerts, T0 + 18_900);
+    match to_operator(&f.actions()).as_slice() {
+        [(7, Response::Alerts(list))] => {
+            assert!(
+                list.len() == 1 && list[0].firing && list[0].value == 2.0,
+                "{list:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // No matching line for the window after the last: resolved, once.
+    let over = run(&mut f, 19_000, 25_000, &["pi-a", "pi-b"]);
+    assert!(
+        matches!(&over[..], [Notice { status: Status::Resolved, rule, .. }] if rule == "oom"),
+        "{over:?}"
+    );
+
+    // at_least = 3: two lines within the window are not enough, three are.
+    let io = ("/var/log/app.log", "sda: I/O error, dev sda, sector 42");
+    f.up("pi-b", "pi-b", logs(1, &[io, io]), T0 + 25_000);
+    assert!(
+        run(&mut f, 25_100, 36_000, &["pi-a", "pi-b"]).is_empty(),
+        "two, then the window passed"
+    );
+    f.up("pi-b", "pi-b", logs(2, &[io]), T0 + 36_000);
+    assert!(
+        run(&mut f, 36_100, 37_000, &["pi-a", "pi-b"]).is_empty(),
+        "the first two are too old"
+    );
+    f.up("pi-b", "pi-b", logs(3, &[io, io]), T0 + 37_000);
+    let fired = run(&mut f, 37_100, 38_000, &["pi-a", "pi-b"]);
+    assert!(
+        matches!(&fired[..], [Notice { status: Status::Firing, rule, device, .. }] if rule == "io" && device == "pi-b"),
+        "{fired:?}"
+    );
+    // A resent batch (already stored) is not looked at again.
+    f.up("pi-b", "pi-b", logs(3, &[io, io]), T0 + 38_000);
+    f.operator(8, Request::Alerts, T0 + 38_000);
+    match to_operator(&f.actions()).as_slice() {
+        [(8, Response::Alerts(list))] => assert_eq!(list[0].value, 3.0, "{list:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn log_rules_keep_to_their_groups_see_the_stream_and_forget_forgotten_devices() {
+    let mut rule = log_rule("panic", "panic", None, 5_000, 1);
+    rule.groups = vec!["north".into()];
+    let mut f = fleet_of(vec![rule.clone()], 0);
+    f.hello_in("pi-a", &["north"], T0);
+    f.hello("pi-b", T0);
+    let both = &["pi-a", "pi-b"];
+    f.up(
+        "pi-b",
+        "pi-b",
+        logs(1, &[("/app", "kernel panic")]),
+        T0 + 100,
+    );
+    assert!(
+        run(&mut f, 100, 2_000, both).is_empty(),
+        "pi-b is not in north"
+    );
+    f.up(
+        "pi-a",
+        "pi-a",
+        logs(1, &[("/app", "kernel panic")]),
+        T0 + 2_000,
+    );
+    assert_eq!(run(&mut f, 2_100, 3_000, both).len(), 1);
+    // Revoked (resolved), forgotten, enrolled again and back within the
+    // window: what it logged before it was forgotten is not held against it.
+    let [(_, a_key), (_, b_key)] = f.keys.clone().try_into().unwrap();
+    let list = |text: String| AllowList::parse(Path::new("a"), &text).unwrap();
+    f.core
+        .allow_list_changed(list(format!("pi-b {b_key}\n")), at(T0 + 3_000));
+    let over = run(&mut f, 3_100, 4_000, &["pi-b"]);
+    assert!(
+        matches!(
+            &over[..],
+            [Notice {
+                status: Status::Resolved,
+                ..
+            }]
+        ),
+        "{over:?}"
+    );
+    f.operator(
+        7,
+        Request::Forget {
+            device: "pi-a".into(),
+        },
+        T0 + 4_000,
+    );
+    let forgot = to_operator(&f.actions());
+    assert!(
+        matches!(&forgot[..], [(7, Response::Forgotten { .. })]),
+        "{forgot:?}"
+    );
+    let both_keys = format!("pi-a {a_key}\npi-b {b_key}\n");
+    f.core.allow_list_changed(list(both_keys), at(T0 + 4_000));
+    f.hello_in("pi-a", &["north"], T0 + 4_100);
+    assert!(run(&mut f, 4_100, 6_000, both).is_empty());
+
+    // A front-end looks at lines read from the stream too, as any
+    // front-end may be the one that checks.
+    let mut fe = fleet_of(vec![rule], 0);
+    fe.core.front_end("fe-b");
+    fe.core.front_ends_live(vec!["fe-b".into()]);
+    fe.hello_in("pi-a", &["north"], T0);
+    let frame = logs(1, &[("/app", "kernel panic")]).encode().unwrap();
+    let (_, body) = fleetmq_protocol::envelope::open(&frame).unwrap();
+    fe.core
+        .from_stream(&[("pi-a".into(), body.to_vec())], 1, at(T0 + 100));
+    let fired = run(&mut fe, 200, 2_000, &["pi-a"]);
+    assert!(
+        matches!(&fired[..], [Notice { status: Status::Firing, device, .. }] if device == "pi-a"),
+        "{fired:?}"
+    );
 }
