@@ -139,6 +139,7 @@ fn set(cfg: &mut AgentConfig, key: &str, value: &str) -> Result<(), String> {
                 .map_err(|_| format!("{key} = {value:?}: give true or false"))?;
         }
         "logs.journal_units" => cfg.logs.journal_units = list(value),
+        "logs.journal_priority" => cfg.logs.journal_priority = value.trim().to_string(),
         k if k.starts_with("app.") && k.len() > 4 => {}
         _ => {
             return Err(format!(
@@ -246,10 +247,11 @@ mod tests {
             ("logs.files", "/var/log/syslog, /var/log/app.log"),
             ("logs.journal", "true"),
             ("logs.journal_units", "ssh.service"),
+            ("logs.journal_priority", "warning"),
         ]);
         let out = apply(&local, &logs);
         assert_eq!(out.config.logs, local.logs, "not by default");
-        assert_eq!(out.errors.len(), 3);
+        assert_eq!(out.errors.len(), 4);
         local.remote.may_set.push("logs.*".into());
         let out = apply(&local, &logs);
         assert_eq!(
@@ -258,6 +260,7 @@ mod tests {
         );
         assert!(out.config.logs.journal);
         assert_eq!(out.config.logs.journal_units, ["ssh.service"]);
+        assert_eq!(out.config.logs.journal_priority, "warning");
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         let out = apply(
             &local,

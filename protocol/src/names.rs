@@ -101,6 +101,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "logs.files",
     "logs.journal",
     "logs.journal_units",
+    "logs.journal_priority",
 ];
 
 /// Whether an agent of this release takes `key` from the hub: one of

@@ -13,7 +13,9 @@ twice after a kill, never after a clean stop). The journal, read through
 a journalctl (a stand-in that prints one entry and records how it was
 asked), is sent as `journal:UNIT` at the entry's time, and asked again
 after the last entry taken. `status` shows each file. A relative path is
-refused with the key named.
+refused with the key named. The hub sets the device's files, a pattern
+(`DIR/*.log`) among them, whose files that come later are read from
+their start with their own path as their source.
 
 It starts a hub of its own and an agent of its own, pi-log, with host
 metrics and local ingest off. Python's standard library only. Run by
@@ -185,14 +187,32 @@ def stored(hub, want, what, exact=True):
 
 def from_hub(hub, agent, want):
     """The hub sets the device's files (its may_set names logs.*): they
-    apply at once, and a file that comes later is read from its start."""
-    third = os.path.join(os.path.dirname(agent.data), "from-the-hub.log")
-    hub.cli.code(0, "config", "set", "--device", DEVICE, f"logs.files={third}")
-    agent.status_until("the agent follows the file the hub named",
-                       lambda s: [f["path"] for f in s["logs"]["files"]] == [third, "journal"])
+    apply at once, and a file that comes later is read from its start, as
+    is one a pattern matches."""
+    work = os.path.dirname(agent.data)
+    third = os.path.join(work, "from-the-hub.log")
+    many = os.path.join(work, "many")
+    os.makedirs(many, exist_ok=True)
+    pattern = os.path.join(many, "*.log")
+    hub.cli.code(0, "config", "set", "--device", DEVICE, f"logs.files={third},{pattern}")
+    agent.status_until("the agent follows the file and the pattern the hub named",
+                       lambda s: [f["path"] for f in s["logs"]["files"]]
+                       == [pattern, third, "journal"])
     append(third, "named by the hub\n")
     want.append("named by the hub")
     stored(hub, want, "its lines reach the hub", exact=False)
+    matched = os.path.join(many, "pump.log")
+    append(os.path.join(many, "pump.txt"), "not matched\n")
+    append(matched, "matched by a pattern\n")
+    want.append("matched by a pattern")
+    stored(hub, want, "a file that comes to a pattern's directory is read from its start",
+           exact=False)
+    rows = hub.cli.json("logs", "--source", matched)
+    check([r["text"] for r in rows] == ["matched by a pattern"],
+          "with its own path as its source", rows)
+    status = agent.status()["logs"]["files"]
+    check(status[0] == {"path": pattern, "state": "1 file matches", "offset": 0, "lines": 1},
+          "status shows the pattern, the files it matches and their lines", status)
 
 
 def queries(hub, app, later):

@@ -17,6 +17,12 @@
 //! offset), so a restart reads on from there: lines read again after a
 //! crash between the spool and that file are sent twice (at least once).
 //!
+//! An entry with `*` or `?` in its file name is a pattern ([`glob`]): the
+//! files of its directory it matches are followed, and new ones are looked
+//! for at every poll (read from their beginning). A matched file is
+//! followed through a rename as any other; one already read under another
+//! name is not read again.
+//!
 //! The systemd journal is read through journalctl ([`journal`]), its
 //! cursor kept beside the files' offsets.
 
@@ -33,8 +39,10 @@ use tracing::{info, warn};
 
 use crate::telemetry::uplink::Record;
 
+mod glob;
 mod journal;
 mod state;
+use glob::Pattern;
 use journal::Journal;
 pub use journal::{Entry, entry_of, read_entry};
 use state::{Kept, Mark};
@@ -44,7 +52,8 @@ use state::{Kept, Mark};
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
     /// Files to follow, by absolute path; each line is sent with the path
-    /// as its source.
+    /// as its source. `*` and `?` in a file name match every such file of
+    /// its directory, those that come later included.
     pub files: Vec<String>,
     /// How often the files are looked at.
     pub poll_ms: u64,
@@ -60,6 +69,9 @@ pub struct LogsConfig {
     pub journal: bool,
     /// Only these units' entries (`ssh.service`); empty: every entry.
     pub journal_units: Vec<String>,
+    /// Only entries of this priority or more urgent (`warning`: emerg to
+    /// warning); empty: every entry.
+    pub journal_priority: String,
     /// The journal's reader.
     pub journalctl: String,
 }
@@ -73,6 +85,7 @@ impl Default for LogsConfig {
             start_at: StartAt::End,
             journal: false,
             journal_units: Vec::new(),
+            journal_priority: String::new(),
             journalctl: "journalctl".into(),
         }
     }
@@ -107,6 +120,19 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
         if cfg.files[..i].contains(path) {
             return Err(("logs.files", format!("{path:?} is listed twice")));
         }
+        if glob::is_pattern(path) {
+            glob::check(path).map_err(|e| ("logs.files", e))?;
+        }
+    }
+    if !cfg.journal_priority.is_empty() && !PRIORITIES.contains(&cfg.journal_priority.as_str()) {
+        return Err((
+            "logs.journal_priority",
+            format!(
+                "{:?} is not a priority: one of {}, or \"\" for every entry",
+                cfg.journal_priority,
+                PRIORITIES[..8].join(", ")
+            ),
+        ));
     }
     if cfg.poll_ms < 100 {
         return Err((
@@ -136,6 +162,19 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// What `journal_priority` may be, as journalctl's `--priority` takes it.
+const PRIORITIES: [&str; 16] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug", "0", "1", "2", "3", "4",
+    "5", "6", "7",
+];
+
+/// Most files followed at once through patterns (each holds a descriptor).
+const MAX_MATCHED: usize = 256;
+
+/// How many files let go after a rotation are remembered, so that one
+/// matched again under its new name is read on, not again.
+const LET_GO_KEPT: usize = 64;
+
 /// Most bytes read from one file in one poll.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -143,6 +182,8 @@ const READ_CHUNK: usize = 256 * 1024;
 #[derive(Debug)]
 struct Followed {
     path: String,
+    /// The pattern it matched, if it was not listed by its path.
+    pattern: Option<usize>,
     /// The file being read: the one at `path`, or the one renamed away
     /// from it until it is read to its end.
     file: Option<File>,
@@ -190,9 +231,13 @@ pub struct FileStatus {
 #[derive(Debug)]
 pub struct Tailer {
     files: Vec<Followed>,
+    patterns: Vec<Pattern>,
+    /// Files let go after a rotation: (device, inode) and their offset.
+    let_go: Vec<((u64, u64), u64)>,
     journal: Option<Journal>,
     marks_path: PathBuf,
     lines_per_poll: usize,
+    start_at: StartAt,
 }
 
 fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
@@ -214,36 +259,100 @@ impl Tailer {
             Kept::default()
         });
         let lines_per_poll = (u64::from(cfg.max_lines_per_s) * cfg.poll_ms / 1000).max(1) as usize;
-        let files = cfg
-            .files
-            .iter()
-            .map(|path| Followed::open(path, kept.files.get(path), cfg.start_at))
+        let (patterns, paths): (Vec<&String>, Vec<&String>) =
+            cfg.files.iter().partition(|f| glob::is_pattern(f));
+        let files = (paths.into_iter())
+            .map(|path| Followed::open(path, None, kept.files.get(path), cfg.start_at))
             .collect();
-        let journal = cfg.journal.then(|| {
-            Journal::new(
-                &cfg.journalctl,
-                &cfg.journal_units,
-                cfg.start_at,
-                kept.journal,
-            )
-        });
-        Tailer {
+        let patterns = (patterns.into_iter())
+            .map(|p| Pattern::new(p, kept.globs.contains(p)))
+            .collect();
+        let journal = cfg.journal.then(|| Journal::new(cfg, kept.journal));
+        let mut tailer = Tailer {
             files,
+            patterns,
+            let_go: Vec::new(),
             journal,
             marks_path,
             lines_per_poll,
+            start_at: cfg.start_at,
+        };
+        tailer.look_for_matches(&kept.files);
+        // Where each source starts is kept at once: lines written while the
+        // agent is stopped are read at its next start even when none came
+        // meanwhile.
+        if !tailer.is_empty()
+            && let Err(e) = tailer.save()
+        {
+            warn!(file = %tailer.marks_path.display(), error = %e, "could not keep where the log files start; lines written before the next start may be missed");
         }
+        tailer
     }
 
     /// True when there is nothing to follow.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.journal.is_none()
+        self.files.is_empty() && self.patterns.is_empty() && self.journal.is_none()
+    }
+
+    /// Follows the files the patterns match that are not followed yet, and
+    /// lets go those matched before that are gone. `marks` says where a
+    /// file was left before a start.
+    fn look_for_matches(&mut self, marks: &BTreeMap<String, Mark>) {
+        if self.patterns.is_empty() {
+            return;
+        }
+        self.files.retain(|f| {
+            let gone = f.pattern.is_some()
+                && f.file.is_none()
+                && std::fs::metadata(&f.path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+            if gone {
+                info!(path = %f.path, "a matched log file is gone; no longer followed");
+            }
+            !gone
+        });
+        for (i, p) in self.patterns.iter_mut().enumerate() {
+            for path in p.paths() {
+                if self.files.iter().any(|f| f.path == path) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let id = id_of(&meta);
+                // Renamed from a followed name, and still read under it.
+                if self.files.iter().any(|f| f.file.is_some() && f.id == id) {
+                    continue;
+                }
+                if self.files.iter().filter(|f| f.pattern.is_some()).count() >= MAX_MATCHED {
+                    warn!(pattern = %p.text, path, "{MAX_MATCHED} matched log files are followed already; this one is not (narrow the patterns)");
+                    continue;
+                }
+                if !fleetmq_protocol::telemetry::valid_metric_name(&path) {
+                    warn!(pattern = %p.text, path, "a matched log file's path is too long to be a source; not followed");
+                    continue;
+                }
+                // Read before under another name: on from there.
+                let read_before = (self.let_go.iter())
+                    .find(|(was, _)| *was == id)
+                    .map(|&((dev, ino), offset)| Mark { dev, ino, offset });
+                let mark = read_before.or_else(|| marks.get(&path).copied());
+                let start = if p.seen {
+                    StartAt::Beginning
+                } else {
+                    self.start_at
+                };
+                self.files
+                    .push(Followed::open(&path, Some(i), mark.as_ref(), start));
+            }
+            p.seen = true;
+        }
     }
 
     /// The new complete lines of every file, stamped `now_ms`, and the
     /// journal's new entries, at most a poll's budget from each. They
     /// count once [`Tailer::commit`]ed.
     pub fn poll(&mut self, now_ms: u64, now: Instant) -> Vec<Record> {
+        self.look_for_matches(&BTreeMap::new());
         let mut out = Vec::new();
         for f in &mut self.files {
             f.poll(now_ms, now, self.lines_per_poll, &mut out);
@@ -264,7 +373,12 @@ impl Tailer {
                 f.offset = f.read_to;
                 moved = true;
             }
-            f.finish_drain();
+            if let Some(done) = f.finish_drain() {
+                if self.let_go.len() == LET_GO_KEPT {
+                    self.let_go.remove(0);
+                }
+                self.let_go.push(done);
+            }
         }
         if let Some(j) = &mut self.journal {
             moved |= j.commit();
@@ -303,6 +417,7 @@ impl Tailer {
             .collect();
         let kept = Kept {
             files,
+            globs: self.patterns.iter().map(|p| p.text.clone()).collect(),
             journal: self.journal.as_ref().and_then(|j| j.cursor.clone()),
         };
         let tmp = self.marks_path.with_extension("state.tmp");
@@ -310,9 +425,23 @@ impl Tailer {
         std::fs::rename(&tmp, &self.marks_path)
     }
 
-    /// Each file's state, and the journal's (as `journal`), for
-    /// `status`.
+    /// Each file's state, each pattern's, and the journal's (as
+    /// `journal`), for `status`.
     pub fn status(&self) -> Vec<FileStatus> {
+        let patterns = self.patterns.iter().enumerate().map(|(i, p)| {
+            let matched = self.files.iter().filter(|f| f.pattern == Some(i));
+            let (count, lines) = matched.fold((0, 0), |(n, l), f| (n + 1, l + f.lines));
+            FileStatus {
+                path: p.text.clone(),
+                state: match &p.trouble {
+                    Some(why) => why.clone(),
+                    None if count == 1 => "1 file matches".into(),
+                    None => format!("{count} files match"),
+                },
+                offset: 0,
+                lines,
+            }
+        });
         let files = self.files.iter().map(|f| FileStatus {
             path: f.path.clone(),
             state: match (&f.absent, f.draining) {
@@ -329,14 +458,20 @@ impl Tailer {
             offset: 0,
             lines: j.lines,
         });
-        files.chain(journal).collect()
+        patterns.chain(files).chain(journal).collect()
     }
 }
 
 impl Followed {
-    fn open(path: &str, mark: Option<&Mark>, start_at: StartAt) -> Followed {
+    fn open(
+        path: &str,
+        pattern: Option<usize>,
+        mark: Option<&Mark>,
+        start_at: StartAt,
+    ) -> Followed {
         let mut f = Followed {
             path: path.to_string(),
+            pattern,
             file: None,
             id: (0, 0),
             offset: 0,
@@ -389,7 +524,9 @@ impl Followed {
             }
             _ => format!("cannot be read ({e}): read from its beginning once it can be"),
         };
-        if self.absent.as_ref() != Some(&why) {
+        // A matched file that is gone is let go (see look_for_matches).
+        let matched_gone = self.pattern.is_some() && e.kind() == io::ErrorKind::NotFound;
+        if self.absent.as_ref() != Some(&why) && !matched_gone {
             warn!(path = %self.path, "log file {why}");
         }
         self.absent = Some(why);
@@ -471,21 +608,24 @@ impl Followed {
     }
 
     /// A rotated file that stopped growing and is read to its end is let
-    /// go, and the path's new file (if any) is read from its beginning at
-    /// the next poll.
-    fn finish_drain(&mut self) {
+    /// go (its id and offset returned), and the path's new file (if any) is
+    /// read from its beginning at the next poll.
+    fn finish_drain(&mut self) -> Option<((u64, u64), u64)> {
         let drained = self.letting_go
             && self
                 .file
                 .as_ref()
                 .and_then(|f| f.metadata().ok())
                 .is_some_and(|m| m.len() <= self.offset);
-        if drained {
-            info!(path = %self.path, "rotated log file read to its end; following the new one");
-            self.file = None;
-            (self.draining, self.letting_go, self.still_since) = (false, false, None);
-            self.look();
+        if !drained {
+            return None;
         }
+        info!(path = %self.path, "rotated log file read to its end; following the new one");
+        let done = (self.id, self.offset);
+        self.file = None;
+        (self.draining, self.letting_go, self.still_since) = (false, false, None);
+        self.look();
+        Some(done)
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use fleetmq_protocol::telemetry::MAX_METRIC_NAME_LEN;
 use tracing::{info, warn};
 
-use super::{StartAt, split_lines};
+use super::{LogsConfig, StartAt, split_lines};
 use crate::telemetry::uplink::Record;
 
 /// What the reader threads hand over: entries, what journalctl said on
@@ -57,6 +57,8 @@ const RESTART: Duration = Duration::from_secs(10);
 pub struct Journal {
     program: String,
     units: Vec<String>,
+    /// `--priority`, if any.
+    priority: String,
     start_at: StartAt,
     /// The cursor of the last entry the spool took.
     pub(super) cursor: Option<String>,
@@ -86,11 +88,13 @@ impl Drop for Running {
 }
 
 impl Journal {
-    pub fn new(program: &str, units: &[String], start_at: StartAt, cursor: Option<String>) -> Self {
+    /// The journal as `cfg` says to read it, after `cursor` if any.
+    pub fn new(cfg: &LogsConfig, cursor: Option<String>) -> Self {
         Journal {
-            program: program.to_string(),
-            units: units.to_vec(),
-            start_at,
+            program: cfg.journalctl.clone(),
+            units: cfg.journal_units.clone(),
+            priority: cfg.journal_priority.clone(),
+            start_at: cfg.start_at,
             cursor,
             running: None,
             restart_at: None,
@@ -115,6 +119,9 @@ impl Journal {
             None => args.push("--boot".into()),
         }
         args.extend(self.units.iter().map(|u| format!("--unit={u}")));
+        if !self.priority.is_empty() {
+            args.push(format!("--priority={}", self.priority));
+        }
         args
     }
 

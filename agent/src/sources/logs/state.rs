@@ -9,11 +9,17 @@ use std::collections::BTreeMap;
 ///
 /// ```text
 /// file DEV INODE OFFSET PATH
+/// glob PATTERN
 /// journal CURSOR
 /// ```
+///
+/// A `glob` line says the pattern was followed: a file it matches that has
+/// no `file` line came since.
 #[derive(Debug, Default, PartialEq)]
 pub struct Kept {
     pub(super) files: BTreeMap<String, Mark>,
+    /// (A list: with a set of strings the agent was 3.6 KB larger.)
+    pub(super) globs: Vec<String>,
     pub(super) journal: Option<String>,
 }
 
@@ -44,6 +50,9 @@ impl Kept {
                     kept.files
                         .insert(path.to_string(), Mark { dev, ino, offset });
                 }
+                Some(("glob", pattern)) if !pattern.is_empty() => {
+                    kept.globs.push(pattern.to_string());
+                }
                 Some(("journal", cursor)) if !cursor.is_empty() => {
                     kept.journal = Some(cursor.to_string());
                 }
@@ -57,6 +66,9 @@ impl Kept {
         let mut out = String::new();
         for (path, m) in &self.files {
             out.push_str(&format!("file {} {} {} {path}\n", m.dev, m.ino, m.offset));
+        }
+        for pattern in &self.globs {
+            out.push_str(&format!("glob {pattern}\n"));
         }
         if let Some(cursor) = &self.journal {
             out.push_str(&format!("journal {cursor}\n"));

@@ -270,6 +270,155 @@ fn bad_configurations_say_what_is_wrong() {
     assert_eq!(check(&cfg).unwrap_err().0, "logs.poll_ms");
     cfg.poll_ms = 1000;
     assert_eq!(check(&cfg), Ok(()));
+    cfg.files = vec!["/var/log/*/app.log".into()];
+    assert!(check(&cfg).unwrap_err().1.contains("only the file name"));
+    cfg.files = vec!["/var/log/app/*.log".into(), "/var/log/app-?.log".into()];
+    assert_eq!(check(&cfg), Ok(()));
+    cfg.journal_priority = "warn".into();
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.journal_priority");
+    assert!(why.contains("emerg, alert, crit, err, warning"), "{why}");
+    cfg.journal_priority = "4".into();
+    assert_eq!(check(&cfg), Ok(()));
+}
+
+#[test]
+fn patterns_match_names_as_a_shell_does() {
+    use super::glob::matches;
+    for (pattern, name, want) in [
+        ("*.log", "app.log", true),
+        ("*.log", "app.log.1", false),
+        ("*.log*", "app.log.1", true),
+        ("app-?.log", "app-1.log", true),
+        ("app-?.log", "app-12.log", false),
+        ("*", "", true),
+        ("a*b*c", "aXbYbZc", true),
+        ("a*b*c", "aXbYbZ", false),
+        ("**x", "yyx", true),
+        ("x", "X", false),
+    ] {
+        assert_eq!(
+            matches(pattern.as_bytes(), name.as_bytes()),
+            want,
+            "{pattern} {name}"
+        );
+    }
+}
+
+/// `DIR/PATTERN` as a `files` entry.
+fn pattern_config(dir: &Path, pattern: &str, start_at: StartAt) -> LogsConfig {
+    LogsConfig {
+        files: vec![format!("{}/{pattern}", dir.display())],
+        start_at,
+        ..LogsConfig::default()
+    }
+}
+
+#[test]
+fn a_pattern_follows_the_files_it_matches_and_those_that_come_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("app");
+    std::fs::create_dir(&logs).unwrap();
+    append(&logs.join("a.log"), "there before\n");
+    append(&logs.join("notes.txt"), "not a log\n");
+    append(&logs.join(".hidden.log"), "hidden\n");
+    append(&logs.join("old.log.2.gz"), "\u{1f}\u{8b} compressed\n");
+    std::fs::create_dir(logs.join("dir.log")).unwrap();
+    let cfg = pattern_config(&logs, "*.log*", StartAt::End);
+    let mut t = Tailer::open(&cfg, dir.path());
+    assert!(
+        read(&mut t).is_empty(),
+        "start_at = end: what a.log held is skipped"
+    );
+    append(&logs.join("a.log"), "a1\n");
+    append(&logs.join("b.log"), "b1\nb2\n");
+    assert_eq!(
+        read(&mut t),
+        ["a1", "b1", "b2"],
+        "a file that came later, from its start"
+    );
+    let records = t.poll(1, Instant::now());
+    assert!(records.is_empty());
+    let status = t.status();
+    let shown: Vec<(&str, &str, u64)> = (status.iter())
+        .map(|s| (s.path.as_str(), s.state.as_str(), s.lines))
+        .collect();
+    let a = logs.join("a.log").to_string_lossy().into_owned();
+    let b = logs.join("b.log").to_string_lossy().into_owned();
+    assert_eq!(
+        shown,
+        [
+            (cfg.files[0].as_str(), "2 files match", 3),
+            (a.as_str(), "following", 1),
+            (b.as_str(), "following", 2),
+        ]
+    );
+    // Deleted: read to its end through the descriptor, then let go.
+    append(&logs.join("b.log"), "b3\n");
+    std::fs::remove_file(logs.join("b.log")).unwrap();
+    let now = Instant::now();
+    assert_eq!(read_at(&mut t, now), ["b3"]);
+    assert!(read_at(&mut t, now + 6 * SECOND).is_empty());
+    assert!(read_at(&mut t, now + 7 * SECOND).is_empty());
+    assert_eq!(t.status().len(), 2, "{:?}", t.status());
+    assert_eq!(t.status()[0].state, "1 file matches");
+}
+
+#[test]
+fn a_rotated_file_the_pattern_matches_again_is_not_read_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let mut t = Tailer::open(
+        &pattern_config(dir.path(), "app.log*", StartAt::End),
+        dir.path(),
+    );
+    append(&log, "one\n");
+    assert_eq!(read(&mut t), ["one"]);
+    // logrotate: renamed to app.log.1, which the pattern matches too.
+    append(&log, "two\n");
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    append(&log, "three, in the new file\n");
+    append(&dir.path().join("app.log.1"), "four, after the rename\n");
+    let now = Instant::now();
+    assert_eq!(read_at(&mut t, now), ["two", "four, after the rename"]);
+    assert!(read_at(&mut t, now + SECOND).is_empty());
+    // Stopped growing: let go, and the new file read from its start.
+    assert!(read_at(&mut t, now + 6 * SECOND).is_empty());
+    assert_eq!(
+        read_at(&mut t, now + 7 * SECOND),
+        ["three, in the new file"]
+    );
+    // app.log.1 is followed from where it was left, not from its start.
+    append(&dir.path().join("app.log.1"), "five, late\n");
+    assert_eq!(read_at(&mut t, now + 8 * SECOND), ["five, late"]);
+}
+
+#[test]
+fn after_a_restart_a_pattern_reads_files_that_came_meanwhile_from_their_start() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("a.log"), "before the first start\n");
+    let cfg = pattern_config(dir.path(), "*.log", StartAt::End);
+    let t = Tailer::open(&cfg, dir.path());
+    drop(t);
+    append(&dir.path().join("a.log"), "while stopped\n");
+    append(&dir.path().join("b.log"), "came while stopped\n");
+    let mut t = Tailer::open(&cfg, dir.path());
+    assert_eq!(read(&mut t), ["while stopped", "came while stopped"]);
+}
+
+#[test]
+fn lines_written_while_the_agent_was_stopped_are_read_though_none_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "before the first start\n");
+    let cfg = config(&[&log], StartAt::End);
+    let mut t = Tailer::open(&cfg, dir.path());
+    assert!(read(&mut t).is_empty());
+    drop(t);
+    append(&log, "while stopped\n");
+    let mut t = Tailer::open(&cfg, dir.path());
+    assert_eq!(read(&mut t), ["while stopped"]);
 }
 
 #[test]
@@ -436,6 +585,7 @@ fn journal_config(program: &Path) -> LogsConfig {
         journal: true,
         journalctl: program.to_string_lossy().into_owned(),
         journal_units: vec!["app.service".into()],
+        journal_priority: "warning".into(),
         ..LogsConfig::default()
     }
 }
@@ -473,8 +623,8 @@ fn the_journal_is_read_through_journalctl_and_on_from_its_cursor_after_a_restart
     let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
     assert_eq!(
         args.lines().next(),
-        Some("--follow --output=export --no-pager --lines=0 --unit=app.service"),
-        "first seen: from now on, this unit only"
+        Some("--follow --output=export --no-pager --lines=0 --unit=app.service --priority=warning"),
+        "first seen: from now on, this unit only, warnings and worse"
     );
     // Started again, it asks for what came after the last entry taken.
     let mut t = Tailer::open(&cfg, dir.path());
