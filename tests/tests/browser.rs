@@ -469,6 +469,7 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"t => t.includes("pump started") && !t.includes("valve")"#,
     );
     page.save_screenshot("device-view.png");
+
     // The range reads the store again.
     page.eval(r#"document.querySelector('#d-range [data-range="86400000"]').click()"#);
     page.wait_until(
@@ -476,6 +477,32 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"document.querySelector('#d-range .active').textContent + "|" + (document.querySelector('[data-series="host.mem.used_pct"] .axis')?.textContent ?? "")"#,
         r#"t => t.startsWith("24 h|") && /[A-Z][a-z]{2} \d/.test(t)"#,
     );
+
+    // The fleet's log lines: every device's, each naming its device, then
+    // filtered, then followed (a line written now comes without a reload).
+    page.eval(r##"location.hash = "#/logs""##);
+    page.wait_until(
+        "the fleet's log lines, newest first, each with its device",
+        r##"[...document.querySelectorAll("#l-lines tr")].map(r => r.textContent + "@" + (r.querySelector("a")?.getAttribute("href") ?? "")).join("|")"##,
+        r##"t => /valve <b>open<\/b>@#\/device\/pi-b1\|.*pump started@#\/device\/pi-b1/.test(t)"##,
+    );
+    page.eval(r#"(() => { const g = document.getElementById("l-grep"); g.value = "pump"; g.dispatchEvent(new Event("input")); })()"#);
+    page.wait_until(
+        "only the fleet's lines holding what was typed",
+        r##"[...document.querySelectorAll("#l-lines tr")].map(r => r.textContent).join("|")"##,
+        r#"t => t.includes("pump started") && !t.includes("valve")"#,
+    );
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&app_log)
+        .expect("pi-b1's log file");
+    std::io::Write::write_all(&mut more, b"valve shut\npump stopped\n").expect("more log lines");
+    page.wait_until(
+        "a line written now, followed in, on top",
+        r##"[...document.querySelectorAll("#l-lines tr")].map(r => r.textContent).join("|")"##,
+        r#"t => /^[^|]*pump stopped\|[^|]*pump started$/.test(t)"#,
+    );
+    page.save_screenshot("logs-view.png");
 
     // Work in words: the refused job says refused, the command pong; a job
     // opened stays open across refreshes.
