@@ -27,24 +27,26 @@
 //! cursor kept beside the files' offsets.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fleetmq_protocol::telemetry::MAX_LOG_LINE_LEN;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::telemetry::uplink::Record;
 
+mod file;
 mod glob;
 mod journal;
+mod lines;
 mod state;
+use file::Followed;
 use glob::Pattern;
 use journal::Journal;
 pub use journal::{Entry, entry_of, read_entry};
+pub use lines::split_lines;
 use state::{Kept, Mark};
 
 /// The `[logs]` section.
@@ -174,48 +176,6 @@ const MAX_MATCHED: usize = 256;
 /// How many files let go after a rotation are remembered, so that one
 /// matched again under its new name is read on, not again.
 const LET_GO_KEPT: usize = 64;
-
-/// Most bytes read from one file in one poll.
-const READ_CHUNK: usize = 256 * 1024;
-
-/// One followed file.
-#[derive(Debug)]
-struct Followed {
-    path: String,
-    /// The pattern it matched, if it was not listed by its path.
-    pattern: Option<usize>,
-    /// The file being read: the one at `path`, or the one renamed away
-    /// from it until it is read to its end.
-    file: Option<File>,
-    /// Its device and inode.
-    id: (u64, u64),
-    /// Where the lines accepted so far end.
-    offset: u64,
-    /// Where the lines read by the last poll end, once accepted.
-    read_to: u64,
-    /// The file at the path replaced the one being read: read this one
-    /// to its end, then move on.
-    draining: bool,
-    /// Missing (or unreadable) the last time it was looked for: when it
-    /// comes, it is read from its beginning.
-    absent: Option<String>,
-    /// Lines read and accepted.
-    lines: u64,
-    /// Lines the last poll read, not yet accepted.
-    pending: u64,
-    /// While draining: the rotated file's size when last looked at, and
-    /// since when it has not grown.
-    drain_size: u64,
-    still_since: Option<Instant>,
-    /// The rotated file has not grown for [`ROTATE_WAIT`]: its last line
-    /// ends at its end, and once read it is let go.
-    letting_go: bool,
-}
-
-/// How long a rotated file is read on after it stopped growing: a
-/// program writes to it until it reopens its log (logrotate's postrotate
-/// tells it to), as Fluent Bit's `Rotate_Wait`.
-const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `status` shows of one file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -460,236 +420,6 @@ impl Tailer {
         });
         patterns.chain(files).chain(journal).collect()
     }
-}
-
-impl Followed {
-    fn open(
-        path: &str,
-        pattern: Option<usize>,
-        mark: Option<&Mark>,
-        start_at: StartAt,
-    ) -> Followed {
-        let mut f = Followed {
-            path: path.to_string(),
-            pattern,
-            file: None,
-            id: (0, 0),
-            offset: 0,
-            read_to: 0,
-            draining: false,
-            absent: None,
-            lines: 0,
-            pending: 0,
-            drain_size: 0,
-            still_since: None,
-            letting_go: false,
-        };
-        let (file, meta) = match File::open(path).and_then(|file| Ok((file.metadata()?, file))) {
-            Ok((meta, file)) => (file, meta),
-            Err(e) => {
-                f.gone(&e);
-                return f;
-            }
-        };
-        f.id = id_of(&meta);
-        f.offset = match mark {
-            Some(m) if (m.dev, m.ino) == f.id && m.offset <= meta.len() => m.offset,
-            Some(m) if (m.dev, m.ino) == f.id => {
-                warn!(
-                    path,
-                    "the log file is shorter than where it was left (cut short while the agent was stopped); reading it from its beginning"
-                );
-                0
-            }
-            Some(_) => {
-                warn!(
-                    path,
-                    "the log file was replaced while the agent was stopped (rotated); reading the new one from its beginning"
-                );
-                0
-            }
-            None if start_at == StartAt::Beginning => 0,
-            None => meta.len(),
-        };
-        f.read_to = f.offset;
-        f.file = Some(file);
-        info!(path, offset = f.offset, "following a log file");
-        f
-    }
-
-    fn gone(&mut self, e: &io::Error) {
-        let why = match e.kind() {
-            io::ErrorKind::NotFound => {
-                "missing: read from its beginning once it is there".to_string()
-            }
-            _ => format!("cannot be read ({e}): read from its beginning once it can be"),
-        };
-        // A matched file that is gone is let go (see look_for_matches).
-        let matched_gone = self.pattern.is_some() && e.kind() == io::ErrorKind::NotFound;
-        if self.absent.as_ref() != Some(&why) && !matched_gone {
-            warn!(path = %self.path, "log file {why}");
-        }
-        self.absent = Some(why);
-    }
-
-    /// Looks at the path: a file there now that is not the one being read
-    /// (rotated) makes the one being read drain; a file where there was
-    /// none is opened from its beginning.
-    fn look(&mut self) {
-        match std::fs::metadata(&self.path) {
-            Ok(meta) if self.file.is_none() => match File::open(&self.path) {
-                Ok(file) => {
-                    info!(path = %self.path, "log file is there; reading it from its beginning");
-                    self.file = Some(file);
-                    self.id = id_of(&meta);
-                    (self.offset, self.read_to) = (0, 0);
-                    self.absent = None;
-                }
-                Err(e) => self.gone(&e),
-            },
-            Ok(meta) if id_of(&meta) != self.id => self.draining = true,
-            Ok(_) => {}
-            // Renamed away, not yet replaced: read what it holds.
-            Err(_) if self.file.is_some() => self.draining = true,
-            Err(e) => self.gone(&e),
-        }
-    }
-
-    fn poll(&mut self, now_ms: u64, now: Instant, budget: usize, out: &mut Vec<Record>) {
-        self.pending = 0;
-        self.look();
-        let Some(file) = &mut self.file else { return };
-        let size = match file.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                warn!(path = %self.path, error = %e, "could not look at a log file");
-                return;
-            }
-        };
-        if self.draining {
-            if size != self.drain_size || self.still_since.is_none() {
-                (self.drain_size, self.still_since) = (size, Some(now));
-            }
-            self.letting_go = self
-                .still_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= ROTATE_WAIT);
-        }
-        if size < self.offset {
-            warn!(path = %self.path, "log file was cut short in place (copytruncate); reading it from its beginning");
-            (self.offset, self.read_to) = (0, 0);
-        }
-        if size == self.offset {
-            return;
-        }
-        let want = (size - self.offset).min(READ_CHUNK as u64) as usize;
-        let mut buf = vec![0u8; want];
-        let read = file
-            .seek(SeekFrom::Start(self.offset))
-            .and_then(|_| read_full(file, &mut buf));
-        let got = match read {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(path = %self.path, error = %e, "could not read a log file; trying again at the next poll");
-                return;
-            }
-        };
-        buf.truncate(got);
-        // A rotated file that stopped growing has no more to come: its
-        // last line ends at its end, finished or not.
-        let at_end = self.letting_go && self.offset + got as u64 == size;
-        let (lines, used) = split_lines(&buf, budget, at_end);
-        self.pending = lines.len() as u64;
-        self.read_to = self.offset + used as u64;
-        out.extend(lines.into_iter().map(|text| Record::Log {
-            ts_ms: now_ms,
-            source: self.path.clone(),
-            text,
-        }));
-    }
-
-    /// A rotated file that stopped growing and is read to its end is let
-    /// go (its id and offset returned), and the path's new file (if any) is
-    /// read from its beginning at the next poll.
-    fn finish_drain(&mut self) -> Option<((u64, u64), u64)> {
-        let drained = self.letting_go
-            && self
-                .file
-                .as_ref()
-                .and_then(|f| f.metadata().ok())
-                .is_some_and(|m| m.len() <= self.offset);
-        if !drained {
-            return None;
-        }
-        info!(path = %self.path, "rotated log file read to its end; following the new one");
-        let done = (self.id, self.offset);
-        self.file = None;
-        (self.draining, self.letting_go, self.still_since) = (false, false, None);
-        self.look();
-        Some(done)
-    }
-}
-
-/// Reads until `buf` is full or the file ends.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// The complete lines at the start of `bytes`, at most `budget` of them,
-/// without their line ends (`\n`, or `\r\n`), and how many bytes they
-/// took. A line longer than [`MAX_LOG_LINE_LEN`] is sent in pieces of at
-/// most that many bytes; what follows the last line end waits for its end,
-/// unless `at_end` (the file will not grow). Bytes that are not UTF-8 are
-/// sent as U+FFFD.
-pub fn split_lines(bytes: &[u8], budget: usize, at_end: bool) -> (Vec<String>, usize) {
-    let mut lines = Vec::new();
-    let mut used = 0;
-    while lines.len() < budget && used < bytes.len() {
-        let rest = &bytes[used..];
-        let window = &rest[..rest.len().min(MAX_LOG_LINE_LEN + 1)];
-        let (line, took) = match window.iter().position(|&b| b == b'\n') {
-            Some(end) => (&rest[..end], end + 1),
-            None if rest.len() > MAX_LOG_LINE_LEN => {
-                let cut = piece_end(rest);
-                (&rest[..cut], cut)
-            }
-            None if at_end => (rest, rest.len()),
-            None => break,
-        };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = String::from_utf8_lossy(line);
-        // U+FFFD takes three bytes where a stray byte took one.
-        if text.len() > MAX_LOG_LINE_LEN {
-            let cut = piece_end(&line[..MAX_LOG_LINE_LEN / 3]);
-            lines.push(String::from_utf8_lossy(&line[..cut]).into_owned());
-            used += cut;
-            continue;
-        }
-        lines.push(text.into_owned());
-        used += took;
-    }
-    (lines, used)
-}
-
-/// Where a piece of a long line ends: at most [`MAX_LOG_LINE_LEN`] bytes,
-/// not inside a UTF-8 character.
-fn piece_end(bytes: &[u8]) -> usize {
-    let mut cut = bytes.len().min(MAX_LOG_LINE_LEN);
-    // Back off continuation bytes (10xxxxxx), at most three.
-    for _ in 0..3 {
-        if cut < bytes.len() && cut > 0 && bytes[cut] & 0xC0 == 0x80 {
-            cut -= 1;
-        }
-    }
-    cut.max(1)
 }
 
 #[cfg(test)]

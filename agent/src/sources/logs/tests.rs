@@ -3,6 +3,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::Instant;
 
 use super::*;
+use fleetmq_protocol::telemetry::MAX_LOG_LINE_LEN;
 
 fn config(files: &[&Path], start_at: StartAt) -> LogsConfig {
     LogsConfig {
