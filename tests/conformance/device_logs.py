@@ -13,7 +13,9 @@ twice after a kill, never after a clean stop). The journal, read through
 a journalctl (a stand-in that prints one entry and records how it was
 asked), is sent as `journal:UNIT` at the entry's time, and asked again
 after the last entry taken. `status` shows each file. A relative path is
-refused with the key named. The hub sets the device's files, a pattern
+refused with the key named. The second file has multi-line entries: a
+stack trace goes as one line with the line before it. The hub sets the
+device's files, a pattern
 (`DIR/*.log`) among them, whose files that come later are read from
 their start with their own path as their source.
 
@@ -58,6 +60,8 @@ while kill -0 $PPID 2>/dev/null; do sleep 0.1; done
 def config(files, journalctl=None):
     listed = ", ".join(json.dumps(f) for f in files)
     journal = f"journal = true\njournalctl = {json.dumps(journalctl)}\n" if journalctl else ""
+    # The second file's entries begin with "a ": other lines continue them.
+    multiline = f"[logs.multiline]\n{json.dumps(files[1])} = \"a \"\n" if len(files) > 1 else ""
     return ("[telemetry]\nflush_interval_ms = 10\n[ingest]\nudp = \"\"\n"
             "[host]\ninterval_ms = 0\n"
             # Back in 1.5 s after a kill -9: the hub lets a new connection
@@ -65,7 +69,7 @@ def config(files, journalctl=None):
             "[presence]\nheartbeat_ms = 500\n"
             # The hub may set its log sources.
             "[remote]\nmay_set = [\"app.*\", \"logs.*\"]\n"
-            f"[logs]\nfiles = [{listed}]\npoll_ms = 100\n{journal}")
+            f"[logs]\nfiles = [{listed}]\npoll_ms = 100\n{journal}{multiline}")
 
 
 def append(path, text):
@@ -116,6 +120,10 @@ def run(args, _ctx):
         append(later, "a file that came later\n")
         want.append("a file that came later")
         stored(hub, want, "a file that appears is read from its start")
+        append(later, "a crash\n  at pump.c:12\n  at main.c:3\n")
+        want.append("a crash\n  at pump.c:12\n  at main.c:3")
+        stored(hub, want, "lines that do not begin an entry ([logs.multiline]) go with the "
+               "one before, as one line")
 
         check(agent.stop() == 0, "the agent stops cleanly")
         append(app, "while the agent was stopped\n")
@@ -221,7 +229,9 @@ def queries(hub, app, later):
               for r in rows), "each line carries its device and its file", rows[:3])
     check([r["id"] for r in rows] == sorted(r["id"] for r in rows), "oldest first", rows)
     only = hub.cli.json("logs", "--source", later)
-    check([r["text"] for r in only] == ["a file that came later"], "--source picks a file",
+    check([r["text"] for r in only] == ["a file that came later",
+                                        "a crash\n  at pump.c:12\n  at main.c:3"],
+          "--source picks a file",
           only)
     grep = hub.cli.json("logs", "--grep", "rotated") + hub.cli.json("logs", "--grep", "six")
     check([r["text"] for r in grep] == ["six, in the new file"], "--grep picks by text", grep)

@@ -62,6 +62,11 @@ pub struct LogsConfig {
     /// Most lines read from one file a second; past it the rest waits in
     /// the file for the next poll.
     pub max_lines_per_s: u32,
+    /// Multi-line entries (a stack trace with the line that logged it):
+    /// for an entry of `files` (as written there), how a line that begins
+    /// an entry begins (`*` any run, `?` any one character); any other
+    /// line continues the entry before it.
+    pub multiline: BTreeMap<String, String>,
     /// Where a file first seen at start is read from: `end` (only what is
     /// written from now on) or `beginning`. A file that appears later, or
     /// replaces a rotated one, is read from its beginning. For the
@@ -84,6 +89,7 @@ impl Default for LogsConfig {
             files: Vec::new(),
             poll_ms: 1_000,
             max_lines_per_s: 1_000,
+            multiline: BTreeMap::new(),
             start_at: StartAt::End,
             journal: false,
             journal_units: Vec::new(),
@@ -124,6 +130,18 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
         }
         if glob::is_pattern(path) {
             glob::check(path).map_err(|e| ("logs.files", e))?;
+        }
+    }
+    // An entry files does not list is not an error: the hub may set the
+    // files (logs.files) and leave this file's entries unused.
+    for (entry, begins) in &cfg.multiline {
+        if begins.is_empty() || begins.len() > 256 || begins.chars().any(char::is_control) {
+            return Err((
+                "logs.multiline",
+                format!(
+                    "{entry:?} = {begins:?}: give how a line that begins an entry begins, 1 to 256 printable bytes (\"????-??-?? \" for a date)"
+                ),
+            ));
         }
     }
     if !cfg.journal_priority.is_empty() && !PRIORITIES.contains(&cfg.journal_priority.as_str()) {
@@ -200,6 +218,12 @@ pub struct Tailer {
     start_at: StartAt,
 }
 
+/// How a line that begins an entry of `entry`'s files begins, as a
+/// pattern matched against a line's start.
+fn begins(cfg: &LogsConfig, entry: &str) -> Option<String> {
+    cfg.multiline.get(entry).map(|b| format!("{b}*"))
+}
+
 fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
@@ -222,12 +246,22 @@ impl Tailer {
         let (patterns, paths): (Vec<&String>, Vec<&String>) =
             cfg.files.iter().partition(|f| glob::is_pattern(f));
         let files = (paths.into_iter())
-            .map(|path| Followed::open(path, None, kept.files.get(path), cfg.start_at))
+            .map(|path| {
+                let mut f = Followed::open(path, None, kept.files.get(path), cfg.start_at);
+                f.begins = begins(cfg, path);
+                f
+            })
             .collect();
         let patterns = (patterns.into_iter())
-            .map(|p| Pattern::new(p, kept.globs.contains(p)))
+            .map(|p| Pattern::new(p, kept.globs.contains(p), begins(cfg, p)))
             .collect();
         let journal = cfg.journal.then(|| Journal::new(cfg, kept.journal));
+        for entry in cfg.multiline.keys().filter(|e| !cfg.files.contains(e)) {
+            warn!(
+                entry,
+                "logs.multiline names what logs.files does not list; unused (name a file or pattern exactly as files does)"
+            );
+        }
         let mut tailer = Tailer {
             files,
             patterns,
@@ -301,8 +335,9 @@ impl Tailer {
                 } else {
                     self.start_at
                 };
-                self.files
-                    .push(Followed::open(&path, Some(i), mark.as_ref(), start));
+                let mut f = Followed::open(&path, Some(i), mark.as_ref(), start);
+                f.begins.clone_from(&p.begins);
+                self.files.push(f);
             }
             p.seen = true;
         }

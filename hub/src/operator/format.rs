@@ -148,13 +148,15 @@ pub fn fmt_telemetry(row: &TelemetryRow) -> String {
     )
 }
 
+/// A log line; an entry of many lines (a stack trace) goes on in lines
+/// indented by two spaces, so that none reads as an entry of its own.
 pub fn fmt_log(row: &LogRow) -> String {
     format!(
         "{} {} {}: {}",
         fmt_ts(row.ts_ms),
         row.device,
         line(&row.source),
-        line(&row.text)
+        block(&row.text).replace('\n', "\n  ")
     )
 }
 
@@ -504,6 +506,25 @@ pub fn fmt_jobs(jobs: &[JobInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_entry_of_many_lines_goes_on_indented_and_controls_are_escaped() {
+        let row = LogRow {
+            id: 1,
+            device: "pi-1".into(),
+            seq: 1,
+            ts_ms: 0,
+            source: "/var/log/app.log".into(),
+            text: "boom\n  at a.c:1\n2026-01-01 fake\u{1b}[2J".into(),
+        };
+        let shown = fmt_log(&row);
+        assert!(
+            shown.ends_with(
+                "pi-1 /var/log/app.log: boom\n    at a.c:1\n  2026-01-01 fake\\u{1b}[2J"
+            ),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn a_command_reads_as_its_command_line() {

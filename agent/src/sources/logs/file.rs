@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::lines::split_lines;
+use super::lines::{join_entries, lines_ending};
 use super::{Mark, StartAt, id_of};
 use crate::telemetry::uplink::Record;
 
@@ -47,7 +47,16 @@ pub(super) struct Followed {
     /// The rotated file has not grown for [`ROTATE_WAIT`]: its last line
     /// ends at its end, and once read it is let go.
     pub(super) letting_go: bool,
+    /// Multi-line entries: how a line that begins one begins (a pattern,
+    /// ending in `*`); `None`: each line is an entry.
+    pub(super) begins: Option<String>,
+    /// The file's size when last seen to change, and when.
+    pub(super) grew: Option<(u64, Instant)>,
 }
+
+/// How long the last entry of a file with multi-line entries waits for
+/// lines that continue it, once the file stopped growing.
+const ENTRY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a rotated file is read on after it stopped growing: a
 /// program writes to it until it reopens its log (logrotate's postrotate
@@ -75,6 +84,8 @@ impl Followed {
             drain_size: 0,
             still_since: None,
             letting_go: false,
+            begins: None,
+            grew: None,
         };
         let (file, meta) = match File::open(path).and_then(|file| Ok((file.metadata()?, file))) {
             Ok((meta, file)) => (file, meta),
@@ -158,6 +169,9 @@ impl Followed {
                 return;
             }
         };
+        if self.grew.is_none_or(|(was, _)| was != size) {
+            self.grew = Some((size, now));
+        }
         if self.draining {
             if size != self.drain_size || self.still_since.is_none() {
                 (self.drain_size, self.still_since) = (size, Some(now));
@@ -189,7 +203,24 @@ impl Followed {
         // A rotated file that stopped growing has no more to come: its
         // last line ends at its end, finished or not.
         let at_end = self.letting_go && self.offset + got as u64 == size;
-        let (lines, used) = split_lines(&buf, budget, at_end);
+        let lines = lines_ending(&buf, budget, at_end);
+        let (lines, used) = match &self.begins {
+            None => {
+                let used = lines.last().map_or(0, |(_, end)| *end);
+                (lines.into_iter().map(|(text, _)| text).collect(), used)
+            }
+            Some(begins) => {
+                // Everything written is read, and nothing came for a
+                // while: the last entry is whole.
+                let all = lines.last().is_some_and(|(_, end)| *end == got)
+                    && self.offset + got as u64 == size;
+                let quiet = self
+                    .grew
+                    .is_some_and(|(_, t)| now.saturating_duration_since(t) >= ENTRY_WAIT);
+                let stuck = lines.len() >= budget;
+                join_entries(lines, begins.as_bytes(), at_end || (all && quiet), stuck)
+            }
+        };
         self.pending = lines.len() as u64;
         self.read_to = self.offset + used as u64;
         out.extend(lines.into_iter().map(|text| Record::Log {

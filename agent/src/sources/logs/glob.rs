@@ -48,10 +48,12 @@ pub struct Pattern {
     /// Why the directory could not be read at the last look, if it could
     /// not (said once each time it changes).
     pub trouble: Option<String>,
+    /// Multi-line entries of the files it matches (see `Followed`).
+    pub begins: Option<String>,
 }
 
 impl Pattern {
-    pub fn new(text: &str, seen: bool) -> Pattern {
+    pub fn new(text: &str, seen: bool, begins: Option<String>) -> Pattern {
         let (dir, name) = split(text);
         Pattern {
             text: text.to_string(),
@@ -59,6 +61,7 @@ impl Pattern {
             name: name.to_string(),
             seen,
             trouble: None,
+            begins,
         }
     }
 

@@ -702,3 +702,86 @@ fn journal_entries_not_taken_are_given_again_and_a_missing_journalctl_is_said() 
         "{state}"
     );
 }
+
+#[test]
+fn lines_that_do_not_begin_an_entry_join_the_one_before() {
+    use super::lines::{join_entries, lines_ending};
+    let text = "  stray, before any entry\n2026-12-06 05:00:00 ERROR boom\nTraceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n2026-12-06 05:00:01 INFO next\n";
+    let lines = lines_ending(text.as_bytes(), 100, false);
+    let begins = b"????-??-?? *";
+    let (entries, used) = join_entries(lines.clone(), begins, false, false);
+    assert_eq!(
+        entries,
+        [
+            "  stray, before any entry",
+            "2026-12-06 05:00:00 ERROR boom\nTraceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad",
+        ]
+    );
+    assert_eq!(
+        &text[used..],
+        "2026-12-06 05:00:01 INFO next\n",
+        "the last entry may go on: read again"
+    );
+    let (entries, used) = join_entries(lines.clone(), begins, true, false);
+    assert_eq!(
+        (entries.len(), used),
+        (3, text.len()),
+        "taken once it is done"
+    );
+    // An entry is never longer than a line may be: what would pass it
+    // begins an entry of its own.
+    let long = format!("2026-12-06 x\n{}\n{}\n", "a".repeat(3000), "b".repeat(3000));
+    let (entries, _) = join_entries(
+        lines_ending(long.as_bytes(), 100, false),
+        begins,
+        true,
+        false,
+    );
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e.len() <= MAX_LOG_LINE_LEN));
+    // A budget spent inside one entry still moves on.
+    let (entries, _) = join_entries(lines_ending(text.as_bytes(), 2, false), begins, false, true);
+    assert_eq!(entries, ["  stray, before any entry"]);
+    let one = lines_ending(b"2026-12-06 a\n  b\n", 2, false);
+    let (entries, _) = join_entries(one, begins, false, true);
+    assert_eq!(entries, ["2026-12-06 a\n  b"]);
+}
+
+#[test]
+fn a_file_with_multi_line_entries_sends_each_whole_once_the_next_begins_or_it_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let mut cfg = config(&[&log], StartAt::End);
+    let path = log.to_string_lossy().into_owned();
+    cfg.multiline.insert(path.clone(), "????-??-?? ".into());
+    assert_eq!(check(&cfg), Ok(()));
+    let mut t = Tailer::open(&cfg, dir.path());
+    let now = Instant::now();
+    append(
+        &log,
+        "2026-12-06 05:00:00 ERROR boom\nTraceback:\n  File \"x.py\"\nValueError: bad\n2026-12-06 05:00:01 INFO next\n",
+    );
+    assert_eq!(
+        read_at(&mut t, now),
+        ["2026-12-06 05:00:00 ERROR boom\nTraceback:\n  File \"x.py\"\nValueError: bad"]
+    );
+    assert!(
+        read_at(&mut t, now + SECOND / 2).is_empty(),
+        "the last entry may go on"
+    );
+    append(&log, "  and goes on\n");
+    assert!(read_at(&mut t, now + SECOND).is_empty());
+    assert_eq!(
+        read_at(&mut t, now + 2 * SECOND + SECOND / 10),
+        ["2026-12-06 05:00:01 INFO next\n  and goes on"],
+        "a second after the file stopped growing, it is whole"
+    );
+    assert_eq!(t.status()[0].lines, 2, "entries count as lines");
+    assert!(read_at(&mut t, now + 5 * SECOND).is_empty());
+
+    cfg.multiline.insert(path, "\u{7}".into());
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.multiline");
+    assert!(why.contains("printable"), "{why}");
+}
