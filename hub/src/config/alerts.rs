@@ -67,8 +67,9 @@ pub struct RuleConfig {
 pub const LOG_WINDOW_MS: u64 = 300_000;
 /// The shortest window: the rules are checked once a second.
 const MIN_LOG_WINDOW_MS: u64 = 1_000;
-/// The most lines a log rule may ask for (each alert keeps their times).
-const MAX_AT_LEAST: u32 = 10_000;
+/// The most lines a log rule may ask for: each (rule, device) keeps the
+/// times of this many (8 KB at most).
+const MAX_AT_LEAST: u32 = 1_000;
 /// The longest text a log rule looks for.
 const MAX_LOG_TEXT: usize = 1_024;
 
@@ -426,7 +427,7 @@ mod tests {
         );
         for (bad, says) in [
             (log(None, Some(999), None), "window_ms = 999: at least 1000"),
-            (log(None, None, Some(0)), "at_least = 0: 1 to 10000"),
+            (log(None, None, Some(0)), "at_least = 0: 1 to 1000"),
             (log(Some(""), None, None), "journal:UNIT"),
             (
                 RuleConfig {

@@ -149,7 +149,7 @@ impl Alerts {
     }
 
     /// Drops matches whose newest line is older than its rule's window.
-    fn expire_matches(&mut self, now_ms: u64) {
+    pub(super) fn expire_matches(&mut self, now_ms: u64) {
         let rules = &self.rules;
         self.matched
             .retain(|(rule, _), m| match &rules[*rule].condition {
@@ -405,6 +405,9 @@ impl Core {
         if self.alerts.is_empty() || !self.ticks.is_multiple_of(CHECK_EVERY_TICKS) {
             return;
         }
+        // Every front-end keeps the log rules' matches (any may come to
+        // check), so every one lets old ones go.
+        self.alerts.expire_matches(now.mono_ms);
         if !self.checks_alerts() {
             return;
         }
