@@ -305,6 +305,7 @@ impl Tailer {
             !gone
         });
         for (i, p) in self.patterns.iter_mut().enumerate() {
+            p.skipped = 0;
             for path in p.paths() {
                 if self.files.iter().any(|f| f.path == path) {
                     continue;
@@ -317,12 +318,24 @@ impl Tailer {
                 if self.files.iter().any(|f| f.file.is_some() && f.id == id) {
                     continue;
                 }
-                if self.files.iter().filter(|f| f.pattern.is_some()).count() >= MAX_MATCHED {
-                    warn!(pattern = %p.text, path, "{MAX_MATCHED} matched log files are followed already; this one is not (narrow the patterns)");
-                    continue;
-                }
-                if !fleetmq_protocol::telemetry::valid_metric_name(&path) {
-                    warn!(pattern = %p.text, path, "a matched log file's path is too long to be a source; not followed");
+                let why = if self.files.iter().filter(|f| f.pattern.is_some()).count()
+                    >= MAX_MATCHED
+                {
+                    Some(format!(
+                        "{MAX_MATCHED} matched log files are followed already; narrow the patterns"
+                    ))
+                } else if !fleetmq_protocol::telemetry::valid_metric_name(&path) {
+                    Some("its path is too long to be a line's source".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    // Said once a pattern; status counts them.
+                    if !p.told {
+                        warn!(pattern = %p.text, path, "a matched log file is not followed: {why}");
+                        p.told = true;
+                    }
+                    p.skipped += 1;
                     continue;
                 }
                 // Read before under another name: on from there.
@@ -428,10 +441,18 @@ impl Tailer {
             let (count, lines) = matched.fold((0, 0), |(n, l), f| (n + 1, l + f.lines));
             FileStatus {
                 path: p.text.clone(),
-                state: match &p.trouble {
-                    Some(why) => why.clone(),
-                    None if count == 1 => "1 file matches".into(),
-                    None => format!("{count} files match"),
+                state: match (&p.trouble, p.skipped) {
+                    (Some(why), _) => why.clone(),
+                    (None, 0) if count == 1 => "1 file matches".into(),
+                    (None, 0) => format!("{count} files match"),
+                    (None, n) => format!(
+                        "{count} followed; {n} more {} (see the agent's log)",
+                        if n == 1 {
+                            "matches and is not"
+                        } else {
+                            "match and are not"
+                        }
+                    ),
                 },
                 offset: 0,
                 lines,

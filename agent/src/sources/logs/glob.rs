@@ -50,6 +50,10 @@ pub struct Pattern {
     pub trouble: Option<String>,
     /// Multi-line entries of the files it matches (see `Followed`).
     pub begins: Option<String>,
+    /// Files it matched at the last look that are not followed (too many,
+    /// or a path too long), and whether that was said.
+    pub skipped: usize,
+    pub told: bool,
 }
 
 impl Pattern {
@@ -62,6 +66,8 @@ impl Pattern {
             seen,
             trouble: None,
             begins,
+            skipped: 0,
+            told: false,
         }
     }
 

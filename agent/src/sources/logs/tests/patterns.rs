@@ -85,6 +85,24 @@ fn a_pattern_follows_the_files_it_matches_and_those_that_come_later() {
 }
 
 #[test]
+fn a_matched_file_that_cannot_be_a_source_is_counted_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("a.log"), "");
+    let long = format!("{}.log", "x".repeat(130));
+    append(&dir.path().join(&long), "");
+    let mut t = Tailer::open(
+        &pattern_config(dir.path(), "*.log", StartAt::End),
+        dir.path(),
+    );
+    assert!(read(&mut t).is_empty());
+    assert_eq!(
+        t.status()[0].state,
+        "1 followed; 1 more matches and is not (see the agent's log)"
+    );
+    assert_eq!(t.status().len(), 2, "the pattern and a.log");
+}
+
+#[test]
 fn a_rotated_file_the_pattern_matches_again_is_not_read_twice() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
