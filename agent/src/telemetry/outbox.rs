@@ -86,10 +86,11 @@ impl Outbox {
         let mut uplink = Uplink::new(limits, now, seed);
         for batch in recovery.unacked {
             // The same records under the same sequence number: if the hub
-            // stored the batch before, it recognises it.
+            // stored the batch before, it recognises it. Whole, as it was
+            // packed (an older agent mixed log lines with samples).
             let records: Vec<&Record> = batch.records.iter().collect();
             let mut refused = 0;
-            if let (_, Some(frame)) = encode_batch(batch.seq, &records, &mut refused)? {
+            if let (_, Some(frame)) = encode_batch(batch.seq, &records, false, &mut refused)? {
                 let carried = records.len() - refused as usize;
                 uplink.restore(batch.seq, (batch.first, batch.last), frame, carried, now);
             }

@@ -106,16 +106,24 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32, rng: &mut fastrand::
 }
 
 /// Encodes `records` as batch `seq`, stopping early where the clock jumped
-/// too far for one batch. Records the protocol refuses are skipped and
-/// counted in `refused`. Returns (records used, frame if any were taken).
+/// too far for one batch, and, when `one_kind`, where log lines and other
+/// records meet: the hub keeps batches holding log lines by
+/// `[retention.logs]`, so the agent does not mix them with samples.
+/// Records the protocol refuses are skipped and counted in `refused`.
+/// Returns (records used, frame if any were taken).
 pub fn encode_batch(
     seq: u64,
     records: &[&Record],
+    one_kind: bool,
     refused: &mut u64,
 ) -> Result<(usize, Option<Vec<u8>>), EncodeError> {
     let mut builder = BatchBuilder::new(seq);
     let mut used = 0;
+    let is_log = |r: &Record| matches!(r, Record::Log { .. });
     for record in records {
+        if one_kind && used > 0 && is_log(record) != is_log(records[0]) {
+            break;
+        }
         let added = match record {
             Record::Sample { name, ts_ms, value } => builder.push_sample(name, *ts_ms, *value),
             Record::Chat { ts_ms, text } => builder.push_chat(*ts_ms, text),
@@ -206,9 +214,12 @@ impl Uplink {
         let take = records.len().min(self.limits.batch_max_records);
         let list: Vec<&Record> = records[..take].iter().map(|(_, r)| *r).collect();
         let mut refused = 0;
-        let (used, frame) = encode_batch(seq, &list, &mut refused)?;
+        let (used, frame) = encode_batch(seq, &list, true, &mut refused)?;
         self.counters.records_dropped += refused;
         self.pending = self.pending.saturating_sub(used as u64);
+        // A batch cut short (log lines after samples, a clock jump): the
+        // rest goes at once, not a flush interval later.
+        self.urgent |= used < take;
         if self.pending == 0 {
             self.urgent = false;
         }

@@ -232,3 +232,34 @@ fn a_clock_jump_starts_a_new_batch_instead_of_losing_records() {
     assert!(w.flush(&mut u, later + Duration::from_secs(1)).is_some());
     assert_eq!(u.counters.records_dropped, 0);
 }
+
+#[test]
+fn log_lines_and_samples_go_in_batches_of_their_own_one_after_the_other() {
+    let t0 = Instant::now();
+    let mut u = Uplink::new(limits(), t0, 1);
+    let mut w = Waiting::new();
+    let log = |text: &str| Record::Log {
+        ts_ms: 1_000,
+        source: "/var/log/app.log".into(),
+        text: text.into(),
+    };
+    w.push(&mut u, sample(1));
+    w.push(&mut u, log("a"));
+    w.push(&mut u, log("b"));
+    let later = t0 + Duration::from_secs(1);
+    let (_, first) = w.flush(&mut u, later).unwrap();
+    assert!(
+        matches!(Upstream::decode(&first).unwrap(), Upstream::Batch(b) if b.samples.len() == 1 && b.logs.is_empty())
+    );
+    // The rest is due at once, not a flush interval later.
+    let (_, second) = w.flush(&mut u, later).unwrap();
+    assert!(
+        matches!(Upstream::decode(&second).unwrap(), Upstream::LogBatch(b) if b.0.logs.len() == 2 && b.0.samples.is_empty())
+    );
+    assert_eq!(u.pending_len(), 0);
+    // Packed again from the spool after a restart, a batch is encoded
+    // whole, as it was packed.
+    let records = [&sample(2), &log("c")];
+    let (used, _) = encode_batch(9, &records, false, &mut 0).unwrap();
+    assert_eq!(used, 2);
+}
