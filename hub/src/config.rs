@@ -40,6 +40,7 @@ pub struct HubConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     pub telemetry: KeepBytes,
+    pub logs: KeepLogs,
     pub chat: KeepRows,
     pub jobs: KeepRows,
     pub commands: KeepRows,
@@ -50,6 +51,17 @@ pub struct Retention {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeepBytes {
+    pub max_age_s: u64,
+    pub max_bytes: u64,
+}
+
+/// Log lines: batches holding them older than `max_age_s`, and the oldest
+/// of them past `max_bytes`, are deleted, so that logs cannot crowd out
+/// samples; `[retention.telemetry]` applies to them too. 0 is off (the
+/// default: they are kept as telemetry is).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepLogs {
     pub max_age_s: u64,
     pub max_bytes: u64,
 }
@@ -88,6 +100,7 @@ impl Default for Retention {
     fn default() -> Self {
         Retention {
             telemetry: KeepBytes::default(),
+            logs: KeepLogs::default(),
             chat: KeepRows {
                 max_rows: 1_000_000,
                 ..KeepRows::default()
@@ -463,6 +476,20 @@ impl HubConfig {
                     self.net.max_message_bytes
                 ),
             ));
+        }
+        let (t, logs) = (&self.retention.telemetry, &self.retention.logs);
+        for (key, theirs, ours) in [
+            ("retention.logs.max_age_s", logs.max_age_s, t.max_age_s),
+            ("retention.logs.max_bytes", logs.max_bytes, t.max_bytes),
+        ] {
+            if theirs > 0 && ours > 0 && theirs > ours {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{theirs} is more than [retention.telemetry]'s {ours}, which holds log lines too: lower it, or raise telemetry's"
+                    ),
+                ));
+            }
         }
         self.validate_cluster(&invalid)?;
         self.validate_alerts(&invalid)

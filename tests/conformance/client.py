@@ -412,6 +412,8 @@ def run(args, ctx):
     check(after == found[1:2], "and on from a cursor", after)
     stats = op.expect("Stats", "Stats")
     check(stats["log_lines_stored"] >= len(logs), "Stats counts the log lines stored", stats)
+    check(0 < stats["log_bytes"] <= stats["telemetry_bytes"],
+          "and the bytes of the batches that hold them, among the store's", stats)
     samples_too = op.expect("Telemetry", "Telemetry", wire.telemetry_query(
         device=dev, name="py.up"))
     check([r["value"] for r in samples_too] == [1], "a LogBatch's samples are stored too",

@@ -3,7 +3,8 @@
 stays bounded") tells an operator to set it: `[retention]` by size and by
 age for telemetry, chat, jobs and commands, oldest out first, queued jobs
 never pruned, a lowered limit worked off after a restart, and what
-`stats` and `/metrics` say was pruned.
+`stats` and `/metrics` say was pruned. Log lines kept within
+`[retention.logs]`, so that a chatty log leaves the samples be.
 
 It starts a hub of its own with small limits and an agent of its own,
 pi-r, with host metrics off, so that what is stored is what the script
@@ -16,6 +17,8 @@ sent. Python's standard library only. Run by
 Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
+import json
+import os
 import shlex
 import subprocess
 import sys
@@ -29,10 +32,12 @@ from client import check  # noqa: E402
 DEVICE, TALKER = "pi-r", "pi-talk"
 AGENT = ("[telemetry]\nflush_interval_ms = 10\n[ingest]\nudp = \"\"\n"
          "[host]\ninterval_ms = 0\n[jobs]\nallow = [\"echo\", \"exec\"]\n")
-MAX_BYTES, LOWERED = 8000, 2000
+MAX_BYTES, LOWERED, LOG_BYTES = 8000, 2000, 1500
 LIMITS = f"""
 [retention.telemetry]
 max_bytes = {MAX_BYTES}
+[retention.logs]
+max_bytes = {LOG_BYTES}
 [retention.chat]
 max_rows = 5
 [retention.jobs]
@@ -48,12 +53,16 @@ def run(args, _ctx):
     hub = fleet.Hub(args.hub_command, args.work, LIMITS)
     agent = None
     try:
+        app_log = os.path.join(args.work, "app.log")
+        open(app_log, "w").close()
+        following = f"[logs]\nfiles = [{json.dumps(app_log)}]\npoll_ms = 100\n"
         agent = fleet.Agent(args.agent_command, args.work, hub.cli, hub.data,
-                            hub.endpoints["telemetry"], DEVICE, AGENT)
+                            hub.endpoints["telemetry"], DEVICE, AGENT + following)
         fleet.until("pi-r online", lambda: hub.cli.json("devices"),
                     lambda ds: [d["id"] for d in ds if d["online"]] == [DEVICE])
         print_config(args)
         telemetry(hub, agent)
+        logs(hub, app_log)
         chat(args, hub)
         queued = jobs_and_commands(hub)
         agent.stop()
@@ -75,12 +84,12 @@ def lowered_config():
 def print_config(args):
     out = subprocess.run([*shlex.split(args.hub_command), "print-config"],
                          capture_output=True, text=True, timeout=client.WAIT_S).stdout
-    for section in ("telemetry", "chat", "jobs", "commands"):
+    for section in ("telemetry", "logs", "chat", "jobs", "commands"):
         block = out.split(f"[retention.{section}]\n", 1)
         check(len(block) == 2, f"print-config shows [retention.{section}]", out[-2000:])
         keys = {line.split(" = ")[0] for line in block[1].split("\n\n")[0].splitlines()
                 if " = " in line and not line.startswith("#")}
-        want = {"max_age_s", "max_bytes" if section == "telemetry" else "max_rows"}
+        want = {"max_age_s", "max_bytes" if section in ("telemetry", "logs") else "max_rows"}
         check(keys == want, f"[retention.{section}]: {sorted(want)}", block[1][:400])
 
 
@@ -120,6 +129,33 @@ def telemetry(hub, agent):
           and 0 < m.get("fleetmq_telemetry_stored_bytes", -1) <= MAX_BYTES,
           "/metrics: fleetmq_pruned_batches_total and fleetmq_telemetry_stored_bytes",
           {k: v for k, v in m.items() if "pruned" in k or "stored_bytes" in k})
+
+
+def logs(hub, app_log):
+    """Six rounds of log lines, each a batch of about 1 KB: `[retention.logs]
+    max_bytes = 1500` keeps the newest within it, and the samples stored
+    before stay (without it, telemetry's 8000 bytes would have made room
+    for the log lines by deleting most of them)."""
+    before = values(hub)
+    for r in range(6):
+        with open(app_log, "a") as f:
+            f.write("".join(f"round {r} line {i} {'x' * 160}\n" for i in range(5)))
+        fleet.until(f"log round {r} is stored",
+                    lambda: hub.cli.json("logs", "--grep", f"round {r} line 4"),
+                    lambda rows: len(rows) == 1)
+    s = fleet.until(f"[retention.logs] max_bytes = {LOG_BYTES}: log batches stay within it",
+                    lambda: stats(hub), lambda s: 0 < s["log_bytes"] <= LOG_BYTES)
+    texts = [r["text"] for r in hub.cli.json("logs", "--from-start")]
+    check(texts and texts[-1].startswith("round 5 line 4") and not any(
+          t.startswith("round 0") for t in texts),
+          "the oldest log lines went first; the newest are kept", texts)
+    kept = values(hub)
+    # Telemetry's max_bytes holds the log lines too: the samples make room
+    # for at most LOG_BYTES of them, not for all that came.
+    check(len(kept) >= len(before) * 2 // 3 and kept[-1] == SENDS - 1,
+          "most of the samples stored before are still there", (before, kept))
+    shown = metrics(hub).get("fleetmq_log_stored_bytes", -1)
+    check(0 < shown <= LOG_BYTES, "/metrics: fleetmq_log_stored_bytes", shown)
 
 
 def chat(args, hub):

@@ -643,6 +643,7 @@ def read_hub_stats(r):
         out["messages_undelivered"] = g.u()
         out["subscriptions_refused"] = g.u()
         out["log_lines_stored"] = g.u()
+        out["log_bytes"] = g.u()
         return out
 
     return r.growable("HubStats", fields)

@@ -324,6 +324,7 @@ impl Core {
             messages_undelivered: c.messages_undelivered,
             subscriptions_refused: c.subscriptions_refused,
             log_lines_stored: c.log_lines_stored,
+            log_bytes: self.store.log_bytes(),
         }))
     }
 }

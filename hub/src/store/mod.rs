@@ -134,6 +134,9 @@ pub struct Store {
     /// in step with every store and prune): what retention's `max_bytes`
     /// is held to. Known only to the writing store, 0 in a reader.
     telemetry_bytes: u64,
+    /// Of those, the bytes of batches holding log lines (the `totals` row
+    /// `logs`): what `[retention.logs]` is held to.
+    log_bytes: u64,
     /// The batch numbers each device seen since the start holds, as its
     /// row has them ([`numbers`]). Known only to the writing store.
     numbers: std::collections::HashMap<String, numbers::Numbers>,
@@ -168,7 +171,8 @@ CREATE TABLE IF NOT EXISTS batches (
     received_ms INTEGER NOT NULL,
     records INTEGER NOT NULL,
     wire_version INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    logs INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_time ON batches (received_ms);
 CREATE INDEX IF NOT EXISTS batches_device ON batches (device, id, seq);
@@ -361,6 +365,12 @@ impl Store {
             conn.execute_batch("ALTER TABLE devices ADD COLUMN forgotten_ms INTEGER")
                 .doing("adding the devices' forgotten column")?;
         }
+        // A hub.db from before log lines were kept apart: its batches count
+        // as holding none (they are kept by [retention.telemetry]).
+        if conn.prepare("SELECT logs FROM batches LIMIT 0").is_err() {
+            conn.execute_batch("ALTER TABLE batches ADD COLUMN logs INTEGER NOT NULL DEFAULT 0")
+                .doing("adding the batches' log line count")?;
+        }
         // A hub.db from before aimed jobs: every job is the work queue's.
         if conn.prepare("SELECT kind FROM jobs LIMIT 0").is_err() {
             conn.execute_batch(
@@ -392,6 +402,7 @@ impl Store {
             log_queue: Vec::new(),
             next_log_id: last + 1,
             telemetry_bytes: 0,
+            log_bytes: 0,
             numbers: std::collections::HashMap::new(),
             seq_unique,
             _checkpoints: None,
@@ -405,9 +416,10 @@ impl Store {
         self.conn
             .execute_batch(
                 "CREATE INDEX IF NOT EXISTS jobs_aimed ON jobs (kind, state, aim);
-                 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);",
+                 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);
+                 CREATE INDEX IF NOT EXISTS batches_logs ON batches (received_ms) WHERE logs > 0;",
             )
-            .doing("indexing aimed jobs")?;
+            .doing("indexing aimed jobs and log batches")?;
         self.count_telemetry_bytes()
     }
 

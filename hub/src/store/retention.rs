@@ -12,6 +12,7 @@
 //! | kind | age by | size by |
 //! |---|---|---|
 //! | telemetry | when the hub stored the batch (`received_ms`, indexed) | bytes of batch bodies, kept in `totals` |
+//! | logs (batches holding log lines; first, and telemetry's limits hold them too) | the same, in a partial index of log batches alone | their bytes, kept in `totals` as `logs` |
 //! | chat | the line's time, oldest ids first | rows |
 //! | jobs | when a done or failed job last changed; queued and leased jobs are never pruned | rows of done or failed jobs |
 //! | commands | when the command was sent, oldest ids first (fleet commands too, with their devices' shares) | rows (of the command log) |
@@ -60,6 +61,57 @@ impl Pruned {
     }
 }
 
+/// A batch retention deletes: its id, body bytes, records, and whether it
+/// holds log lines.
+struct Victim {
+    id: i64,
+    bytes: u64,
+    records: u64,
+    logs: bool,
+}
+
+impl Victim {
+    /// From a row of `id, length(body), records, logs > 0`.
+    fn of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Victim> {
+        Ok(Victim {
+            id: r.get(0)?,
+            bytes: r.get::<_, i64>(1)? as u64,
+            records: r.get::<_, i64>(2)? as u64,
+            logs: r.get(3)?,
+        })
+    }
+}
+
+/// Deletes `victims` in `tx` and commits, keeping the `totals` rows in
+/// step: the bytes gone, and those of them that held log lines.
+fn delete_batches(
+    tx: rusqlite::Transaction<'_>,
+    victims: &[Victim],
+) -> Result<(u64, u64), StoreError> {
+    if victims.is_empty() {
+        return Ok((0, 0));
+    }
+    let gone: u64 = victims.iter().map(|v| v.bytes).sum();
+    let logs_gone: u64 = victims.iter().filter(|v| v.logs).map(|v| v.bytes).sum();
+    {
+        let mut delete = tx
+            .prepare_cached("DELETE FROM batches WHERE id = ?1")
+            .doing("pruning batches")?;
+        for v in victims {
+            delete.execute(params![v.id]).doing("pruning batches")?;
+        }
+        let mut count = tx
+            .prepare_cached("UPDATE totals SET bytes = max(bytes - ?1, 0) WHERE kind = ?2")
+            .doing("counting stored bytes")?;
+        count
+            .execute(params![gone as i64, "telemetry"])
+            .and_then(|_| count.execute(params![logs_gone as i64, "logs"]))
+            .doing("counting stored bytes")?;
+    }
+    tx.commit().doing("committing a prune")?;
+    Ok((gone, logs_gone))
+}
+
 /// `now_ms - age_s`, or `None` when the age limit is off.
 fn cutoff(now_ms: u64, max_age_s: u64) -> Option<i64> {
     (max_age_s > 0).then(|| now_ms.saturating_sub(max_age_s.saturating_mul(1000)) as i64)
@@ -100,14 +152,28 @@ impl Store {
         self.telemetry_bytes
     }
 
-    /// Reads the stored byte count, counting it once from the batches
-    /// for a hub.db from before it was kept.
+    /// Bytes of batches holding log lines stored.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
+    /// Reads the stored byte counts (all batches, and those holding log
+    /// lines), counting each once from the batches for a hub.db from
+    /// before it was kept.
     pub(super) fn count_telemetry_bytes(&mut self) -> Result<(), StoreError> {
+        self.telemetry_bytes = self.stored_bytes("telemetry", "1")?;
+        self.log_bytes = self.stored_bytes("logs", "logs > 0")?;
+        Ok(())
+    }
+
+    /// The `totals` row `kind`, made from the batches `which` picks if
+    /// there is none yet.
+    fn stored_bytes(&mut self, kind: &str, which: &str) -> Result<u64, StoreError> {
         let kept: Option<i64> = self
             .conn
             .query_row(
-                "SELECT bytes FROM totals WHERE kind = 'telemetry'",
-                [],
+                "SELECT bytes FROM totals WHERE kind = ?1",
+                params![kind],
                 |r| r.get(0),
             )
             .map(Some)
@@ -122,27 +188,31 @@ impl Store {
                 let b: i64 = self
                     .conn
                     .query_row(
-                        "SELECT coalesce(sum(length(body)), 0) FROM batches",
+                        &format!(
+                            "SELECT coalesce(sum(length(body)), 0) FROM batches WHERE {which}"
+                        ),
                         [],
                         |r| r.get(0),
                     )
                     .doing("counting stored bytes")?;
                 self.conn
                     .execute(
-                        "INSERT INTO totals (kind, bytes) VALUES ('telemetry', ?1)",
-                        params![b],
+                        "INSERT INTO totals (kind, bytes) VALUES (?1, ?2)",
+                        params![kind, b],
                     )
                     .doing("keeping the stored byte count")?;
                 b
             }
         };
-        self.telemetry_bytes = bytes.max(0) as u64;
-        Ok(())
+        Ok(bytes.max(0) as u64)
     }
 
     /// One step of retention at wall time `now_ms` (see the module docs).
     pub fn prune(&mut self, rules: &Retention, now_ms: u64) -> Result<Pruned, StoreError> {
         let mut done = Pruned::default();
+        // Log batches past their own limits first: what they free counts
+        // towards telemetry's, which hold them too.
+        self.prune_logs(rules, now_ms, &mut done)?;
         self.prune_telemetry(rules, now_ms, &mut done)?;
         let c = &rules.chat;
         let (n, more) = prune_front(
@@ -187,22 +257,16 @@ impl Store {
         let t = &rules.telemetry;
         let over = |bytes: u64| t.max_bytes > 0 && bytes > t.max_bytes;
         let tx = self.conn.transaction().doing("starting a prune")?;
-        let mut victims: Vec<(i64, u64, u64)> = Vec::new();
+        let mut victims: Vec<Victim> = Vec::new();
         if let Some(before) = cutoff(now_ms, t.max_age_s) {
             let mut old = tx
                 .prepare_cached(
-                    "SELECT id, length(body), records FROM batches WHERE received_ms < ?1
+                    "SELECT id, length(body), records, logs > 0 FROM batches WHERE received_ms < ?1
                      AND id < (SELECT max(id) FROM batches) ORDER BY received_ms LIMIT ?2",
                 )
                 .doing("finding old batches")?;
             let rows = old
-                .query_map(params![before, STEP as i64], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                })
+                .query_map(params![before, STEP as i64], Victim::of)
                 .doing("finding old batches")?;
             for row in rows {
                 victims.push(row.doing("finding old batches")?);
@@ -211,14 +275,14 @@ impl Store {
         let mut bytes = self.telemetry_bytes
             - victims
                 .iter()
-                .map(|v| v.1)
+                .map(|v| v.bytes)
                 .sum::<u64>()
                 .min(self.telemetry_bytes);
         if victims.len() < STEP && over(bytes) {
-            let after = victims.iter().map(|v| v.0).max().unwrap_or(0);
+            let after = victims.iter().map(|v| v.id).max().unwrap_or(0);
             let mut oldest = tx
                 .prepare_cached(
-                    "SELECT id, length(body), records FROM batches WHERE id > ?1
+                    "SELECT id, length(body), records, logs > 0 FROM batches WHERE id > ?1
                      AND id < (SELECT max(id) FROM batches) ORDER BY id LIMIT ?2",
                 )
                 .doing("finding the oldest batches")?;
@@ -229,37 +293,70 @@ impl Store {
                 let Some(r) = rows.next().doing("finding the oldest batches")? else {
                     break;
                 };
-                let v: (i64, u64, u64) = (
-                    r.get(0).doing("finding the oldest batches")?,
-                    r.get::<_, i64>(1).doing("finding the oldest batches")? as u64,
-                    r.get::<_, i64>(2).doing("finding the oldest batches")? as u64,
-                );
-                bytes = bytes.saturating_sub(v.1);
+                let v = Victim::of(r).doing("finding the oldest batches")?;
+                bytes = bytes.saturating_sub(v.bytes);
                 victims.push(v);
             }
         }
-        if victims.is_empty() {
-            return Ok(());
-        }
-        {
-            let mut delete = tx
-                .prepare_cached("DELETE FROM batches WHERE id = ?1")
-                .doing("pruning batches")?;
-            for (id, _, _) in &victims {
-                delete.execute(params![id]).doing("pruning batches")?;
-            }
-        }
-        let gone: u64 = victims.iter().map(|v| v.1).sum();
-        tx.prepare_cached("UPDATE totals SET bytes = max(bytes - ?1, 0) WHERE kind = 'telemetry'")
-            .and_then(|mut s| s.execute(params![gone as i64]))
-            .doing("counting stored bytes")?;
-        tx.commit().doing("committing a prune")?;
-        self.telemetry_bytes = self.telemetry_bytes.saturating_sub(gone);
-        done.batches = victims.len() as u64;
-        done.records = victims.iter().map(|v| v.2).sum();
-        done.bytes = gone;
+        let gone = delete_batches(tx, &victims)?;
+        self.pruned_batches(&victims, gone, done);
         done.more |= victims.len() >= STEP || over(self.telemetry_bytes);
         Ok(())
+    }
+
+    /// `[retention.logs]`: batches holding log lines older than its age,
+    /// and the oldest of them while they take more than its bytes, read
+    /// by the index of log batches alone.
+    fn prune_logs(
+        &mut self,
+        rules: &Retention,
+        now_ms: u64,
+        done: &mut Pruned,
+    ) -> Result<(), StoreError> {
+        let l = &rules.logs;
+        let over = |bytes: u64| l.max_bytes > 0 && bytes > l.max_bytes;
+        let before = cutoff(now_ms, l.max_age_s).unwrap_or(i64::MIN);
+        if before == i64::MIN && !over(self.log_bytes) {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().doing("starting a prune")?;
+        let mut victims: Vec<Victim> = Vec::new();
+        {
+            let mut oldest = tx
+                .prepare_cached(
+                    "SELECT id, length(body), records, logs > 0, received_ms FROM batches
+                     WHERE logs > 0 AND id < (SELECT max(id) FROM batches)
+                     ORDER BY received_ms LIMIT ?1",
+                )
+                .doing("finding old log batches")?;
+            let mut rows = oldest
+                .query(params![STEP as i64])
+                .doing("finding old log batches")?;
+            let mut bytes = self.log_bytes;
+            while let Some(r) = rows.next().doing("finding old log batches")? {
+                let received: i64 = r.get(4).doing("finding old log batches")?;
+                if received >= before && !over(bytes) {
+                    break;
+                }
+                let v = Victim::of(r).doing("finding old log batches")?;
+                bytes = bytes.saturating_sub(v.bytes);
+                victims.push(v);
+            }
+        }
+        let gone = delete_batches(tx, &victims)?;
+        self.pruned_batches(&victims, gone, done);
+        done.more |= victims.len() >= STEP || over(self.log_bytes);
+        Ok(())
+    }
+
+    /// What [`delete_batches`] deleted, taken off the byte counts and
+    /// counted in `done`.
+    fn pruned_batches(&mut self, victims: &[Victim], gone: (u64, u64), done: &mut Pruned) {
+        self.telemetry_bytes = self.telemetry_bytes.saturating_sub(gone.0);
+        self.log_bytes = self.log_bytes.saturating_sub(gone.1);
+        done.batches += victims.len() as u64;
+        done.records += victims.iter().map(|v| v.records).sum::<u64>();
+        done.bytes += gone.0;
     }
 
     /// Fleet commands sent before `before`, with their devices' shares.

@@ -124,7 +124,7 @@ impl Store {
         let tx = self.conn.transaction().doing("starting a transaction")?;
         let mut outcomes = Vec::with_capacity(items.len());
         let mut chat = Vec::new();
-        let mut added = 0u64;
+        let (mut added, mut added_logs) = (0u64, 0u64);
         // Each device in the round: its numbers as they become, and its
         // new batches.
         let mut round: HashMap<&str, Seen> = HashMap::new();
@@ -139,8 +139,8 @@ impl Store {
                 .doing("preparing device update")?;
             let mut batch = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO batches (device, seq, received_ms, records, wire_version, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO batches (device, seq, received_ms, records, wire_version, body, logs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .doing("preparing batch insert")?;
             // Newest first, in the (device, id, seq) index alone: a look
@@ -185,7 +185,8 @@ impl Store {
                             now_ms as i64,
                             b.record_count() as i64,
                             fleetmq_protocol::VERSION,
-                            item.body
+                            item.body,
+                            b.logs.len() as i64
                         ])
                         .doing("storing a batch")?
                         == 1;
@@ -210,6 +211,9 @@ impl Store {
                 seen.numbers.add(b.seq);
                 seen.new += 1;
                 added += item.body.len() as u64;
+                if !b.logs.is_empty() {
+                    added_logs += item.body.len() as u64;
+                }
                 for (ts_ms, text) in b.resolved_chat() {
                     line.execute(params![item.device, b.seq as i64, ts_ms as i64, text])
                         .doing("storing chat")?;
@@ -245,8 +249,14 @@ impl Store {
                 .and_then(|mut s| s.execute(params![added as i64]))
                 .doing("counting stored bytes")?;
         }
+        if added_logs > 0 {
+            tx.prepare_cached("UPDATE totals SET bytes = bytes + ?1 WHERE kind = 'logs'")
+                .and_then(|mut s| s.execute(params![added_logs as i64]))
+                .doing("counting stored bytes")?;
+        }
         tx.commit().doing("committing batches")?;
         self.telemetry_bytes += added;
+        self.log_bytes += added_logs;
         for (id, seen) in round {
             match self.numbers.get_mut(id) {
                 Some(known) => *known = seen.numbers,

@@ -378,6 +378,9 @@ messages! {
         pub subscriptions_refused: u64,
         /// Log lines stored (in batches stored since the hub started).
         pub log_lines_stored: u64,
+        /// Of `telemetry_bytes`, the bytes of batches holding log lines
+        /// (what `[retention.logs] max_bytes` holds to).
+        pub log_bytes: u64,
     }
 
     /// One front-end's own traffic, as it last reported it.

@@ -51,6 +51,7 @@ pub fn fmt_stats(s: &HubStats) -> String {
             ("rejected", s.batches_rejected.to_string()),
             ("renumbered", s.batches_renumbered.to_string()),
             ("bytes in store", s.telemetry_bytes.to_string()),
+            ("of them log lines", s.log_bytes.to_string()),
         ],
     );
     group(

@@ -59,6 +59,11 @@ pub fn prometheus(
             "Bytes of telemetry batches in the store (what retention.telemetry.max_bytes holds to).",
             s.telemetry_bytes as f64,
         ),
+        (
+            "log_stored_bytes",
+            "Of those, the bytes of batches holding log lines (what retention.logs.max_bytes holds to).",
+            s.log_bytes as f64,
+        ),
     ];
     for (name, help, v) in gauges {
         metric(name, "gauge", help, v);

@@ -119,6 +119,7 @@ fn stats() -> HubStats {
         messages_undelivered: 0,
         subscriptions_refused: 0,
         log_lines_stored: 3,
+        log_bytes: 7,
     }
 }
 
@@ -183,6 +184,7 @@ fn the_exposition_has_help_type_and_escaped_labels() {
     assert!(text.contains("# TYPE fleetmq_devices_online gauge\nfleetmq_devices_online 1\n"));
     assert!(text.contains("fleetmq_samples_stored_total 7\n"));
     assert!(text.contains("fleetmq_log_lines_stored_total 3\n"));
+    assert!(text.contains("fleetmq_log_stored_bytes 7\n"));
     assert!(text.contains("fleetmq_device_online{device=\"pi-a\"} 1\n"));
     assert!(text.contains("fleetmq_device_last_seen_seconds{device=\"pi-a\"} 1.5\n"));
     assert!(

@@ -2,7 +2,7 @@
 //! tests set.
 
 use super::*;
-use crate::config::{KeepBytes, KeepRows, Retention};
+use crate::config::{KeepBytes, KeepLogs, KeepRows, Retention};
 use fleetmq_protocol::{BatchBuilder, LogQuery, TelemetryQuery, Value};
 
 const T0: u64 = 1_700_000_000_000;
@@ -256,10 +256,93 @@ fn retention() -> Retention {
             max_age_s: 0,
             max_bytes: 0,
         },
+        logs: KeepLogs::default(),
         chat: off,
         jobs: off,
         commands: off,
     }
+}
+
+/// A batch of one log line.
+fn log_batch(seq: u64, text: &str, ts: u64) -> fleetmq_protocol::Batch {
+    let mut b = BatchBuilder::new(seq);
+    b.push_log("/var/log/app.log", ts, text).unwrap();
+    b.finish()
+}
+
+#[test]
+fn log_batches_are_pruned_by_their_own_limits_and_samples_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+    // Hour by hour: samples, a log line, samples, a log line, samples.
+    let mut seq = 0;
+    for h in 0..5 {
+        seq += 1;
+        let at = T0 + h * HOUR;
+        let b = if h % 2 == 0 {
+            batch(seq, &[("m", at)])
+        } else {
+            log_batch(seq, &format!("line {h}"), at)
+        };
+        store_as("pi-a", &mut store, b, at);
+    }
+    let logs = store.log_bytes();
+    assert!(logs > 0 && logs < store.telemetry_bytes());
+    let texts = |store: &Store| -> Vec<String> {
+        store
+            .logs(&log_query())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.text)
+            .collect()
+    };
+    let samples = |store: &Store| store.telemetry(&query()).unwrap().len();
+
+    // By age: the log line of hour 1 goes; the samples of hour 0 stay.
+    let mut rules = retention();
+    rules.logs.max_age_s = 2 * 3600;
+    let p = store.prune(&rules, T0 + 4 * HOUR).unwrap();
+    assert_eq!((p.batches, p.more), (1, false));
+    assert_eq!(
+        (texts(&store), samples(&store)),
+        (vec!["line 3".to_string()], 3)
+    );
+    assert_eq!(store.log_bytes(), logs / 2);
+
+    // The counts survive a restart; by bytes, the oldest log line goes
+    // until the rest fits (none left here but the newest batch's kind).
+    drop(store);
+    let mut store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+    assert_eq!(store.log_bytes(), logs / 2);
+    let mut rules = retention();
+    rules.logs.max_bytes = 1;
+    let p = store.prune(&rules, T0 + 4 * HOUR).unwrap();
+    assert_eq!(p.batches, 1);
+    assert_eq!(
+        (texts(&store).len(), samples(&store), store.log_bytes()),
+        (0, 3, 0)
+    );
+
+    // Telemetry's own limits take log batches too, and count them.
+    store_as(
+        "pi-a",
+        &mut store,
+        log_batch(6, "line 5", T0 + 5 * HOUR),
+        T0 + 5 * HOUR,
+    );
+    store_as(
+        "pi-a",
+        &mut store,
+        batch(7, &[("m", T0 + 6 * HOUR)]),
+        T0 + 6 * HOUR,
+    );
+    let mut rules = retention();
+    rules.telemetry.max_age_s = 3600 / 2;
+    store.prune(&rules, T0 + 6 * HOUR).unwrap();
+    assert_eq!(
+        (texts(&store).len(), samples(&store), store.log_bytes()),
+        (0, 1, 0)
+    );
 }
 
 #[test]
