@@ -251,6 +251,17 @@ fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
     assert_eq!(held.len(), 1101);
     assert!(held.iter().all(|&(_, n)| n == 1), "each number once");
     assert_eq!(store.devices().unwrap()[0].batches, 1101);
+    // Its batches gained the log line count (none), and log batches count.
+    assert_eq!(store.log_bytes(), 0);
+    let mut logged = fleetmq_protocol::BatchBuilder::new(1102);
+    logged
+        .push_log("/var/log/app.log", 1, "after the upgrade")
+        .unwrap();
+    assert_eq!(
+        store_as("pi-a", &mut store, logged.finish(), 2),
+        Stored::New
+    );
+    assert!(store.log_bytes() > 0);
 }
 
 /// A batch and its resend in the same round: stored once, the resend
