@@ -143,8 +143,8 @@ def logs(hub, app_log):
         fleet.until(f"log round {r} is stored",
                     lambda: hub.cli.json("logs", "--grep", f"round {r} line 4"),
                     lambda rows: len(rows) == 1)
-    s = fleet.until(f"[retention.logs] max_bytes = {LOG_BYTES}: log batches stay within it",
-                    lambda: stats(hub), lambda s: 0 < s["log_bytes"] <= LOG_BYTES)
+    fleet.until(f"[retention.logs] max_bytes = {LOG_BYTES}: log batches stay within it",
+                lambda: stats(hub), lambda s: 0 < s["log_bytes"] <= LOG_BYTES)
     texts = [r["text"] for r in hub.cli.json("logs", "--from-start")]
     check(texts and texts[-1].startswith("round 5 line 4") and not any(
           t.startswith("round 0") for t in texts),

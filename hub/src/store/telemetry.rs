@@ -164,6 +164,13 @@ impl Store {
                 .doing("preparing chat insert")?;
             for item in items {
                 let b = item.batch;
+                // Kept by [retention.logs] when it holds log lines alone
+                // (an older agent mixed them with samples: telemetry).
+                let log_lines = if b.record_count() == b.logs.len() {
+                    b.logs.len()
+                } else {
+                    0
+                };
                 let seen = match round.entry(item.device) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => {
@@ -186,7 +193,7 @@ impl Store {
                             b.record_count() as i64,
                             fleetmq_protocol::VERSION,
                             item.body,
-                            b.logs.len() as i64
+                            log_lines as i64
                         ])
                         .doing("storing a batch")?
                         == 1;
@@ -211,7 +218,7 @@ impl Store {
                 seen.numbers.add(b.seq);
                 seen.new += 1;
                 added += item.body.len() as u64;
-                if !b.logs.is_empty() {
+                if log_lines > 0 {
                     added_logs += item.body.len() as u64;
                 }
                 for (ts_ms, text) in b.resolved_chat() {

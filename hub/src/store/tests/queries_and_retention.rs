@@ -323,6 +323,23 @@ fn log_batches_are_pruned_by_their_own_limits_and_samples_are_left() {
         (0, 3, 0)
     );
 
+    // A batch of an older agent, log lines and samples together, is
+    // telemetry: [retention.logs] leaves it.
+    let mut mixed = BatchBuilder::new(8);
+    mixed
+        .push_sample("m", T0 + 4 * HOUR, Value::Int(1))
+        .unwrap();
+    mixed
+        .push_log("/var/log/app.log", T0 + 4 * HOUR, "mixed")
+        .unwrap();
+    store_as("pi-a", &mut store, mixed.finish(), T0 + 4 * HOUR);
+    assert_eq!(store.log_bytes(), 0);
+    store.prune(&rules, T0 + 4 * HOUR).unwrap();
+    assert_eq!(
+        (texts(&store), samples(&store)),
+        (vec!["mixed".to_string()], 4)
+    );
+
     // Telemetry's own limits take log batches too, and count them.
     store_as(
         "pi-a",
