@@ -64,7 +64,7 @@ pub struct LogsConfig {
     pub max_lines_per_s: u32,
     /// Multi-line entries (a stack trace with the line that logged it):
     /// for an entry of `files` (as written there), how a line that begins
-    /// an entry begins (`*` any run, `?` any one character); any other
+    /// an entry begins (`*` any run, `?` any one byte); any other
     /// line continues the entry before it.
     pub multiline: BTreeMap<String, String>,
     /// Where a file first seen at start is read from: `end` (only what is
