@@ -412,12 +412,17 @@ def run(args, ctx):
     check(after == found[1:2], "and on from a cursor", after)
     stats = op.expect("Stats", "Stats")
     check(stats["log_lines_stored"] >= len(logs), "Stats counts the log lines stored", stats)
-    check(0 < stats["log_bytes"] <= stats["telemetry_bytes"],
-          "and the bytes of the batches that hold them, among the store's", stats)
+    check(stats["log_bytes"] == 0,
+          "a LogBatch with samples too is telemetry: log_bytes counts none of it", stats)
     samples_too = op.expect("Telemetry", "Telemetry", wire.telemetry_query(
         device=dev, name="py.up"))
     check([r["value"] for r in samples_too] == [1], "a LogBatch's samples are stored too",
           samples_too)
+    agent.send(wire.log_batch(bad + 5, base, [], [], [], sources[:1], [(0, 9, "alone")]))
+    check(agent.expect("Ack")["seq"] == bad + 5, "a LogBatch of log lines alone is acked")
+    stats = op.expect("Stats", "Stats")
+    check(0 < stats["log_bytes"] <= stats["telemetry_bytes"],
+          "log_bytes counts the batches of log lines alone, among the store's bytes", stats)
 
     # --- commands --------------------------------------------------------
     ping = wire.string(dev) + wire.command(("ping",)) + wire.varint(5000)
