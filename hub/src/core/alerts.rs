@@ -88,7 +88,7 @@ struct Matched {
 }
 
 /// How much of a matched line a notice quotes.
-const QUOTE_CHARS: usize = 200;
+const QUOTE_BYTES: usize = 200;
 
 /// The rules and where each alert stands.
 #[derive(Debug, Default)]
@@ -122,24 +122,35 @@ impl Alerts {
             let Condition::Log(watch) = &rule.condition else {
                 continue;
             };
-            let lines = batch.resolved_logs().filter(|(_, source, text)| {
-                watch.source.as_deref().is_none_or(|s| s == *source) && text.contains(&watch.text)
+            // The lines of one batch arrived together: counted at once,
+            // the newest kept.
+            let (mut n, mut newest) = (0u64, None);
+            for (_, source, text) in batch.resolved_logs() {
+                if watch.source.as_deref().is_none_or(|s| s == source) && text.contains(&watch.text)
+                {
+                    n += 1;
+                    newest = Some((source, text));
+                }
+            }
+            let Some((source, text)) = newest else {
+                continue;
+            };
+            let m = (self.matched.entry((i, device.to_string()))).or_insert_with(|| Matched {
+                times: VecDeque::new(),
+                count: 0,
+                source: String::new(),
+                text: String::new(),
             });
-            for (_, source, text) in lines {
-                let m = (self.matched.entry((i, device.to_string()))).or_insert_with(|| Matched {
-                    times: VecDeque::new(),
-                    count: 0,
-                    source: String::new(),
-                    text: String::new(),
-                });
-                if m.times.len() == watch.at_least as usize {
+            let keep = watch.at_least as usize;
+            for _ in 0..n.min(keep as u64) {
+                if m.times.len() == keep {
                     m.times.pop_front();
                 }
                 m.times.push_back(mono_ms);
-                m.count += 1;
-                source.clone_into(&mut m.source);
-                text.clone_into(&mut m.text);
             }
+            m.count += n;
+            source.clone_into(&mut m.source);
+            text.clone_into(&mut m.text);
         }
     }
 
@@ -186,7 +197,6 @@ impl Alerts {
         latest: &[LatestValue],
         now: Now,
     ) -> Vec<Notice> {
-        self.expire_matches(now.mono_ms);
         let holding = self.holding(devices, latest, now);
         let mut out = Vec::new();
         // Gone, or no longer holding: resolved if it fired, else forgotten.
@@ -366,10 +376,10 @@ fn log_holds(watch: &LogWatch, m: &Matched, now_ms: u64) -> bool {
 }
 
 /// `pi-3 logged "Out of memory: Killed process 812" (journal:kernel);
-/// 3 matching lines`, the line cut to [`QUOTE_CHARS`].
+/// 3 matching lines`, the line cut to [`QUOTE_BYTES`].
 fn log_summary(device: &str, m: &Matched) -> String {
-    let mut quote: String = m.text.chars().take(QUOTE_CHARS).collect();
-    if quote.len() < m.text.len() {
+    let mut quote = m.text.clone();
+    if fleetmq_net::text::truncate(&mut quote, QUOTE_BYTES) {
         quote.push('…');
     }
     let lines = match m.count {
