@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::lines::{join_entries, lines_ending};
+use super::lines::{join_entries, lines_ending, texts};
 use super::{Mark, StartAt, id_of};
 use crate::telemetry::uplink::Record;
 
@@ -205,10 +205,7 @@ impl Followed {
         let at_end = self.letting_go && self.offset + got as u64 == size;
         let lines = lines_ending(&buf, budget, at_end);
         let (lines, used) = match &self.begins {
-            None => {
-                let used = lines.last().map_or(0, |(_, end)| *end);
-                (lines.into_iter().map(|(text, _)| text).collect(), used)
-            }
+            None => texts(lines),
             Some(begins) => {
                 // Everything written is read, and nothing came for a
                 // while: the last entry is whole.

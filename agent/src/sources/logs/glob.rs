@@ -87,14 +87,21 @@ impl Pattern {
         self.trouble = None;
         let mut paths: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| {
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e)))
+            .filter(|(name, _)| {
                 matches(self.name.as_bytes(), name.as_bytes())
                     && (!name.starts_with('.') || self.name.starts_with('.'))
                     && !COMPRESSED.iter().any(|z| name.ends_with(z))
             })
-            .map(|name| join(&self.dir, &name))
-            .filter(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file()))
+            .map(|(name, e)| (join(&self.dir, &name), e))
+            // The directory says what each entry is: only a link is looked
+            // at, not every file at every poll.
+            .filter(|(path, e)| match e.file_type() {
+                Ok(t) if t.is_symlink() => std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+                Ok(t) => t.is_file(),
+                Err(_) => false,
+            })
+            .map(|(path, _)| path)
             .collect();
         paths.sort();
         paths

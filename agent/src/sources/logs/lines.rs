@@ -10,7 +10,11 @@ use fleetmq_protocol::telemetry::MAX_LOG_LINE_LEN;
 /// unless `at_end` (the file will not grow). Bytes that are not UTF-8 are
 /// sent as U+FFFD.
 pub fn split_lines(bytes: &[u8], budget: usize, at_end: bool) -> (Vec<String>, usize) {
-    let lines = lines_ending(bytes, budget, at_end);
+    texts(lines_ending(bytes, budget, at_end))
+}
+
+/// The lines' texts, and where the last ends.
+pub(super) fn texts(lines: Vec<(String, usize)>) -> (Vec<String>, usize) {
     let used = lines.last().map_or(0, |(_, end)| *end);
     (lines.into_iter().map(|(text, _)| text).collect(), used)
 }

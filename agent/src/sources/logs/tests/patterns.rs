@@ -227,3 +227,22 @@ fn a_file_with_multi_line_entries_sends_each_whole_once_the_next_begins_or_it_is
     assert_eq!(key, "logs.multiline");
     assert!(why.contains("printable"), "{why}");
 }
+
+#[test]
+fn a_link_to_a_file_is_matched_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("app");
+    std::fs::create_dir(&logs).unwrap();
+    let outside = dir.path().join("elsewhere.txt");
+    append(&outside, "");
+    std::os::unix::fs::symlink(&outside, logs.join("linked.log")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), logs.join("dir-link.log")).unwrap();
+    let mut t = Tailer::open(&pattern_config(&logs, "*.log", StartAt::End), dir.path());
+    append(&outside, "through the link\n");
+    assert_eq!(read(&mut t), ["through the link"]);
+    assert_eq!(
+        t.status()[0].state,
+        "1 file matches",
+        "not the link to a directory"
+    );
+}
