@@ -140,6 +140,8 @@ fn set(cfg: &mut AgentConfig, key: &str, value: &str) -> Result<(), String> {
         }
         "logs.journal_units" => cfg.logs.journal_units = list(value),
         "logs.journal_priority" => cfg.logs.journal_priority = value.trim().to_string(),
+        "logs.keep_lines" => cfg.logs.keep_lines = list(value),
+        "logs.drop_lines" => cfg.logs.drop_lines = list(value),
         k if k.starts_with("app.") && k.len() > 4 => {}
         _ => {
             return Err(format!(
@@ -248,10 +250,11 @@ mod tests {
             ("logs.journal", "true"),
             ("logs.journal_units", "ssh.service"),
             ("logs.journal_priority", "warning"),
+            ("logs.drop_lines", "level=debug, GET /health* 200"),
         ]);
         let out = apply(&local, &logs);
         assert_eq!(out.config.logs, local.logs, "not by default");
-        assert_eq!(out.errors.len(), 4);
+        assert_eq!(out.errors.len(), 5);
         local.remote.may_set.push("logs.*".into());
         let out = apply(&local, &logs);
         assert_eq!(
@@ -261,10 +264,18 @@ mod tests {
         assert!(out.config.logs.journal);
         assert_eq!(out.config.logs.journal_units, ["ssh.service"]);
         assert_eq!(out.config.logs.journal_priority, "warning");
+        assert_eq!(
+            out.config.logs.drop_lines,
+            ["level=debug", "GET /health* 200"]
+        );
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         let out = apply(
             &local,
-            &doc(&[("logs.journal", "yes"), ("logs.files", "var/log/syslog")]),
+            &doc(&[
+                ("logs.journal", "yes"),
+                ("logs.files", "var/log/syslog"),
+                ("logs.keep_lines", "ERROR,WA\u{7}RN"),
+            ]),
         );
         assert_eq!(
             out.config.logs, local.logs,
@@ -272,7 +283,9 @@ mod tests {
         );
         let why: Vec<&str> = out.errors.iter().map(|(_, e)| e.as_str()).collect();
         assert!(
-            why[0].contains("true or false") && why[1].contains("absolute"),
+            why[0].contains("true or false")
+                && why[1].contains("absolute")
+                && why[2].contains("printable"),
             "{why:?}"
         );
     }

@@ -102,6 +102,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "logs.journal",
     "logs.journal_units",
     "logs.journal_priority",
+    "logs.keep_lines",
+    "logs.drop_lines",
 ];
 
 /// Whether an agent of this release takes `key` from the hub: one of

@@ -17,7 +17,9 @@ refused with the key named. The second file has multi-line entries: a
 stack trace goes as one line with the line before it. The hub sets the
 device's files, a pattern
 (`DIR/*.log`) among them, whose files that come later are read from
-their start with their own path as their source.
+their start with their own path as their source, and then
+`logs.drop_lines`: the lines that hold its texts stay on the device,
+counted in `status`.
 
 It starts a hub of its own and an agent of its own, pi-log, with host
 metrics and local ingest off. Python's standard library only. Run by
@@ -221,6 +223,21 @@ def from_hub(hub, agent, want):
     status = agent.status()["logs"]["files"]
     check(status[0] == {"path": pattern, "state": "1 file matches", "offset": 0, "lines": 1},
           "status shows the pattern, the files it matches and their lines", status)
+
+    # The hub leaves a chatty program's debug lines on the device.
+    hub.cli.code(0, "config", "set", "--device", DEVICE, "logs.drop_lines=DEBUG,GET /health*")
+    agent.status_until("the agent applies the hub's logs.drop_lines",
+                       lambda s: s["config"]["values"].get("logs.drop_lines")
+                       == "DEBUG,GET /health*")
+    append(matched, "DEBUG tick\nGET /health 200\nafter the dropped lines\n")
+    want.append("after the dropped lines")
+    stored(hub, want, "lines that hold a text of drop_lines are not sent; the rest are",
+           exact=False)
+    status = agent.status_until("status counts the lines dropped",
+                                lambda s: s["logs"]["files"][0].get("dropped") == 2)
+    # Counted since [logs] last changed (the hub's edit opened the sources again).
+    check(status["logs"]["files"][0]["lines"] == 1, "and the lines sent apart",
+          status["logs"]["files"])
 
 
 def queries(hub, app, later):

@@ -25,6 +25,9 @@
 //!
 //! The systemd journal is read through journalctl ([`journal`]), its
 //! cursor kept beside the files' offsets.
+//!
+//! Lines of either that `keep_lines` and `drop_lines` leave out
+//! ([`filter`]) are read and counted, not sent.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -38,11 +41,13 @@ use tracing::{info, warn};
 use crate::telemetry::uplink::Record;
 
 mod file;
+mod filter;
 mod glob;
 mod journal;
 mod lines;
 mod state;
 use file::Followed;
+use filter::Filter;
 use glob::Pattern;
 use journal::Journal;
 pub use journal::{Entry, entry_of, read_entry};
@@ -67,6 +72,13 @@ pub struct LogsConfig {
     /// an entry begins (`*` any run, `?` any one byte); any other
     /// line continues the entry before it.
     pub multiline: BTreeMap<String, String>,
+    /// When not empty, only lines that hold one of these are sent (`*`
+    /// any run, `?` any one byte; case matters); of the files' and the
+    /// journal's, a multi-line entry as a whole.
+    pub keep_lines: Vec<String>,
+    /// Lines that hold one of these are not sent (read and counted in
+    /// `status` only).
+    pub drop_lines: Vec<String>,
     /// Where a file first seen at start is read from: `end` (only what is
     /// written from now on) or `beginning`. A file that appears later, or
     /// replaces a rotated one, is read from its beginning. For the
@@ -90,6 +102,8 @@ impl Default for LogsConfig {
             poll_ms: 1_000,
             max_lines_per_s: 1_000,
             multiline: BTreeMap::new(),
+            keep_lines: Vec::new(),
+            drop_lines: Vec::new(),
             start_at: StartAt::End,
             journal: false,
             journal_units: Vec::new(),
@@ -144,6 +158,8 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    filter::check(&cfg.keep_lines).map_err(|e| ("logs.keep_lines", e))?;
+    filter::check(&cfg.drop_lines).map_err(|e| ("logs.drop_lines", e))?;
     if !cfg.journal_priority.is_empty() && !PRIORITIES.contains(&cfg.journal_priority.as_str()) {
         return Err((
             "logs.journal_priority",
@@ -202,7 +218,16 @@ pub struct FileStatus {
     /// `following`, `reading a rotated file to its end`, or why not.
     pub state: String,
     pub offset: u64,
+    /// Lines sent.
     pub lines: u64,
+    /// Lines `keep_lines` or `drop_lines` left out (shown once there are
+    /// some).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Every followed file, and where each was left.
@@ -213,6 +238,7 @@ pub struct Tailer {
     /// Files let go after a rotation: (device, inode) and their offset.
     let_go: Vec<((u64, u64), u64)>,
     journal: Option<Journal>,
+    filter: Filter,
     marks_path: PathBuf,
     lines_per_poll: usize,
     start_at: StartAt,
@@ -267,6 +293,7 @@ impl Tailer {
             patterns,
             let_go: Vec::new(),
             journal,
+            filter: Filter::new(&cfg.keep_lines, &cfg.drop_lines),
             marks_path,
             lines_per_poll,
             start_at: cfg.start_at,
@@ -357,16 +384,21 @@ impl Tailer {
     }
 
     /// The new complete lines of every file, stamped `now_ms`, and the
-    /// journal's new entries, at most a poll's budget from each. They
-    /// count once [`Tailer::commit`]ed.
+    /// journal's new entries, at most a poll's budget from each, less
+    /// those the filter leaves out. They count once [`Tailer::commit`]ed.
     pub fn poll(&mut self, now_ms: u64, now: Instant) -> Vec<Record> {
         self.look_for_matches(&BTreeMap::new());
         let mut out = Vec::new();
         for f in &mut self.files {
+            let from = out.len();
             f.poll(now_ms, now, self.lines_per_poll, &mut out);
+            f.dropping = self.filter.apply(&mut out, from);
+            f.pending -= f.dropping;
         }
         if let Some(j) = &mut self.journal {
+            let from = out.len();
             j.poll(now_ms, now, self.lines_per_poll, &mut out);
+            j.dropping = self.filter.apply(&mut out, from);
         }
         out
     }
@@ -378,6 +410,7 @@ impl Tailer {
         for f in &mut self.files {
             if f.read_to != f.offset {
                 f.lines += f.pending;
+                f.dropped += f.dropping;
                 f.offset = f.read_to;
                 moved = true;
             }
@@ -401,7 +434,7 @@ impl Tailer {
     pub fn rewind(&mut self) {
         for f in &mut self.files {
             f.read_to = f.offset;
-            f.pending = 0;
+            (f.pending, f.dropping) = (0, 0);
         }
         if let Some(j) = &mut self.journal {
             j.rewind();
@@ -438,7 +471,9 @@ impl Tailer {
     pub fn status(&self) -> Vec<FileStatus> {
         let patterns = self.patterns.iter().enumerate().map(|(i, p)| {
             let matched = self.files.iter().filter(|f| f.pattern == Some(i));
-            let (count, lines) = matched.fold((0, 0), |(n, l), f| (n + 1, l + f.lines));
+            let (count, lines, dropped) = matched.fold((0, 0, 0), |(n, l, d), f| {
+                (n + 1, l + f.lines, d + f.dropped)
+            });
             FileStatus {
                 path: p.text.clone(),
                 state: match (&p.trouble, p.skipped) {
@@ -456,6 +491,7 @@ impl Tailer {
                 },
                 offset: 0,
                 lines,
+                dropped,
             }
         });
         let files = self.files.iter().map(|f| FileStatus {
@@ -467,12 +503,14 @@ impl Tailer {
             },
             offset: f.offset,
             lines: f.lines,
+            dropped: f.dropped,
         });
         let journal = self.journal.iter().map(|j| FileStatus {
             path: "journal".into(),
             state: j.state.clone(),
             offset: 0,
             lines: j.lines,
+            dropped: j.dropped,
         });
         patterns.chain(files).chain(journal).collect()
     }

@@ -40,6 +40,9 @@ pub(super) struct Followed {
     pub(super) lines: u64,
     /// Lines the last poll read, not yet accepted.
     pub(super) pending: u64,
+    /// Lines the filter left out: accepted, and of the last poll.
+    pub(super) dropped: u64,
+    pub(super) dropping: u64,
     /// While draining: the rotated file's size when last looked at, and
     /// since when it has not grown.
     pub(super) drain_size: u64,
@@ -81,6 +84,8 @@ impl Followed {
             absent: None,
             lines: 0,
             pending: 0,
+            dropped: 0,
+            dropping: 0,
             drain_size: 0,
             still_since: None,
             letting_go: false,

@@ -71,7 +71,11 @@ pub struct Journal {
     /// What journalctl last said on stderr, this run.
     said: Option<String>,
     pub(super) state: String,
+    /// Lines sent, and left out by the filter: accepted, and of the last
+    /// poll.
     pub(super) lines: u64,
+    pub(super) dropped: u64,
+    pub(super) dropping: u64,
 }
 
 #[derive(Debug)]
@@ -103,6 +107,8 @@ impl Journal {
             said: None,
             state: "starting".into(),
             lines: 0,
+            dropped: 0,
+            dropping: 0,
         }
     }
 
@@ -281,18 +287,21 @@ impl Journal {
         if self.polled == 0 {
             return false;
         }
+        let mut read = 0;
         for e in self.held.drain(..self.polled) {
-            self.lines += e.lines.len() as u64;
+            read += e.lines.len() as u64;
             self.cursor = Some(e.cursor);
         }
-        self.polled = 0;
+        self.lines += read - self.dropping;
+        self.dropped += self.dropping;
+        (self.polled, self.dropping) = (0, 0);
         true
     }
 
     /// The last poll's entries were not taken: the next poll gives them
     /// again.
     pub fn rewind(&mut self) {
-        self.polled = 0;
+        (self.polled, self.dropping) = (0, 0);
     }
 }
 

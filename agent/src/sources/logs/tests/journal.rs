@@ -101,7 +101,7 @@ fn a_journal_field_over_the_limit_is_cut_and_says_so_and_the_next_entry_reads() 
 
 /// A journalctl that prints the entries after the cursor it is given
 /// (every one without), records its arguments, and then follows (waits).
-fn fake_journalctl(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
+pub(super) fn fake_journalctl(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
     let mut script = String::from(
         "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/args\"\nafter=\"\"\nfor a in \"$@\"; do case \"$a\" in --after-cursor=*) after=\"${a#--after-cursor=}\";; esac; done\nprinting=$([ -z \"$after\" ] && echo yes)\n",
     );
@@ -120,7 +120,7 @@ fn fake_journalctl(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
     path
 }
 
-fn journal_config(program: &Path) -> LogsConfig {
+pub(super) fn journal_config(program: &Path) -> LogsConfig {
     LogsConfig {
         journal: true,
         journalctl: program.to_string_lossy().into_owned(),

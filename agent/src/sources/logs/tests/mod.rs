@@ -338,5 +338,6 @@ fn the_state_file_reads_back_what_it_wrote_and_names_a_bad_line() {
     }
 }
 
+mod filters;
 mod journal;
 mod patterns;

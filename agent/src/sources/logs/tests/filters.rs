@@ -1,0 +1,157 @@
+//! `keep_lines` and `drop_lines`.
+
+use super::journal::{fake_journalctl, journal_config};
+use super::*;
+
+fn filtered(files: &[&Path], keep: &[&str], drop: &[&str]) -> LogsConfig {
+    LogsConfig {
+        keep_lines: keep.iter().map(|s| s.to_string()).collect(),
+        drop_lines: drop.iter().map(|s| s.to_string()).collect(),
+        ..config(files, StartAt::End)
+    }
+}
+
+#[test]
+fn a_line_is_sent_when_it_holds_a_kept_text_and_no_dropped_one() {
+    let f = filter::Filter::new(
+        &["ERROR".into(), "WARN".into()],
+        &["GET /health* 200".into()],
+    );
+    assert!(
+        f.sends("2026-12-06 ERROR disk full"),
+        "anywhere in the line"
+    );
+    assert!(f.sends("WARN"), "the whole line");
+    assert!(!f.sends("2026-12-06 INFO started"), "holds no kept text");
+    assert!(!f.sends("error: lower case"), "case matters");
+    assert!(
+        !f.sends("WARN GET /health/ready 200 1ms"),
+        "* and ? within the text"
+    );
+    assert!(f.sends("WARN GET /health 500"));
+    let none = filter::Filter::new(&[], &[]);
+    assert!(none.sends("anything"), "no lists: every line");
+    let drop_only = filter::Filter::new(&[], &["level=debug".into()]);
+    assert!(drop_only.sends("level=info msg=up"));
+    assert!(!drop_only.sends("ts=1 level=debug msg=tick"));
+}
+
+#[test]
+fn lines_left_out_are_not_sent_nor_read_again_and_status_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let cfg = filtered(&[&log], &[], &["DEBUG"]);
+    assert_eq!(check(&cfg), Ok(()));
+    let mut t = Tailer::open(&cfg, dir.path());
+    append(&log, "INFO up\nDEBUG tick\nDEBUG tock\nERROR down\n");
+    assert_eq!(read(&mut t), ["INFO up", "ERROR down"]);
+    append(&log, "DEBUG only\n");
+    assert!(read(&mut t).is_empty(), "a poll of dropped lines alone");
+    let status = &t.status()[0];
+    assert_eq!((status.lines, status.dropped), (2, 3));
+    assert_eq!(
+        status.offset,
+        std::fs::metadata(&log).unwrap().len(),
+        "read past them"
+    );
+    // A restart reads on after them: they are not read again.
+    drop(t);
+    let mut t = Tailer::open(&cfg, dir.path());
+    append(&log, "INFO after\n");
+    assert_eq!(read(&mut t), ["INFO after"]);
+}
+
+#[test]
+fn lines_refused_by_the_spool_are_not_counted_as_dropped_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let mut t = Tailer::open(&filtered(&[&log], &[], &["DEBUG"]), dir.path());
+    append(&log, "DEBUG a\nINFO b\n");
+    assert_eq!(texts(&t.poll(1, Instant::now())), ["INFO b"]);
+    t.rewind();
+    assert_eq!(read(&mut t), ["INFO b"], "read again");
+    let status = &t.status()[0];
+    assert_eq!((status.lines, status.dropped), (1, 1));
+}
+
+#[test]
+fn a_multi_line_entry_is_kept_or_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let mut cfg = filtered(&[&log], &["ERROR"], &[]);
+    cfg.multiline
+        .insert(log.to_string_lossy().into_owned(), "20??-".into());
+    let mut t = Tailer::open(&cfg, dir.path());
+    append(
+        &log,
+        "2026-1 ERROR boom\n  at a\n2026-2 INFO fine\n  at b\n2026-3 INFO next\n",
+    );
+    assert_eq!(read(&mut t), ["2026-1 ERROR boom\n  at a"]);
+    assert_eq!(t.status()[0].dropped, 1);
+}
+
+#[test]
+fn a_pattern_counts_what_its_files_dropped_and_status_shows_none_without_a_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("app");
+    std::fs::create_dir(&logs).unwrap();
+    let mut cfg = filtered(&[], &[], &["noise"]);
+    cfg.files = vec![format!("{}/*.log", logs.display())];
+    let mut t = Tailer::open(&cfg, dir.path());
+    append(&logs.join("a.log"), "noise\nsignal\n");
+    append(&logs.join("b.log"), "noise\n");
+    assert_eq!(read(&mut t), ["signal"]);
+    let status = t.status();
+    assert_eq!((status[0].lines, status[0].dropped), (1, 2));
+    let json = serde_json::to_value(&status[1]).unwrap();
+    assert_eq!(json["dropped"], 1);
+    let plain = FileStatus {
+        dropped: 0,
+        ..status[1].clone()
+    };
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("dropped").is_none(), "shown once there are some");
+}
+
+#[test]
+fn the_journal_s_lines_are_filtered_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = fake_journalctl(
+        dir.path(),
+        &[("c1", "kept one"), ("c2", "dropped"), ("c3", "kept two")],
+    );
+    let cfg = LogsConfig {
+        keep_lines: vec!["kept".into()],
+        ..journal_config(&program)
+    };
+    let mut t = Tailer::open(&cfg, dir.path());
+    // journalctl runs on its own: poll until its three entries are in.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while t.status()[0].lines + t.status()[0].dropped < 3 && Instant::now() < deadline {
+        got.extend(read(&mut t));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(got, ["kept one", "kept two"]);
+    let status = &t.status()[0];
+    assert_eq!((status.lines, status.dropped), (2, 1));
+}
+
+#[test]
+fn bad_filters_say_what_is_wrong() {
+    let mut cfg = LogsConfig {
+        drop_lines: vec![String::new()],
+        ..LogsConfig::default()
+    };
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.drop_lines");
+    assert!(why.contains("1 to 256 printable bytes"), "{why}");
+    cfg.drop_lines = vec!["ok".into()];
+    cfg.keep_lines = (0..65).map(|i| i.to_string()).collect();
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.keep_lines");
+    assert!(why.contains("at most 64"), "{why}");
+}
