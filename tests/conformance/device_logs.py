@@ -238,6 +238,10 @@ def from_hub(hub, agent, want):
     # Counted since [logs] last changed (the hub's edit opened the sources again).
     check(status["logs"]["files"][0]["lines"] == 1, "and the lines sent apart",
           status["logs"]["files"])
+    with open(agent.log_path) as f:
+        said = [line for line in f if "left out by [logs] keep_lines or drop_lines" in line]
+    check(len(said) == 1, "the agent's log says once that lines are left out, and where "
+          "they are counted", said)
 
 
 def queries(hub, app, later):

@@ -239,6 +239,8 @@ pub struct Tailer {
     let_go: Vec<((u64, u64), u64)>,
     journal: Option<Journal>,
     filter: Filter,
+    /// Whether the log said that the filter leaves lines out.
+    told_left_out: bool,
     marks_path: PathBuf,
     lines_per_poll: usize,
     start_at: StartAt,
@@ -294,6 +296,7 @@ impl Tailer {
             let_go: Vec::new(),
             journal,
             filter: Filter::new(&cfg.keep_lines, &cfg.drop_lines),
+            told_left_out: false,
             marks_path,
             lines_per_poll,
             start_at: cfg.start_at,
@@ -389,16 +392,27 @@ impl Tailer {
     pub fn poll(&mut self, now_ms: u64, now: Instant) -> Vec<Record> {
         self.look_for_matches(&BTreeMap::new());
         let mut out = Vec::new();
+        let mut left_out = 0;
         for f in &mut self.files {
             let from = out.len();
             f.poll(now_ms, now, self.lines_per_poll, &mut out);
             f.dropping = self.filter.apply(&mut out, from);
             f.pending -= f.dropping;
+            left_out += f.dropping;
         }
         if let Some(j) = &mut self.journal {
             let from = out.len();
             j.poll(now_ms, now, self.lines_per_poll, &mut out);
             j.dropping = self.filter.apply(&mut out, from);
+            left_out += j.dropping;
+        }
+        // Said once: a filter that leaves out every line is no mystery.
+        if left_out > 0 && !self.told_left_out {
+            self.told_left_out = true;
+            info!(
+                lines = left_out,
+                "log lines left out by [logs] keep_lines or drop_lines: read past, never sent; status counts them as each source's dropped"
+            );
         }
         out
     }
