@@ -47,7 +47,7 @@ mod journal;
 mod lines;
 mod state;
 use file::Followed;
-use filter::Filter;
+use filter::{Counts, Filter};
 use glob::Pattern;
 use journal::Journal;
 pub use journal::{Entry, entry_of, read_entry};
@@ -396,15 +396,12 @@ impl Tailer {
         for f in &mut self.files {
             let from = out.len();
             f.poll(now_ms, now, self.lines_per_poll, &mut out);
-            f.dropping = self.filter.apply(&mut out, from);
-            f.pending -= f.dropping;
-            left_out += f.dropping;
+            left_out += self.filter.apply(&mut out, from, &mut f.count);
         }
         if let Some(j) = &mut self.journal {
             let from = out.len();
             j.poll(now_ms, now, self.lines_per_poll, &mut out);
-            j.dropping = self.filter.apply(&mut out, from);
-            left_out += j.dropping;
+            left_out += self.filter.apply(&mut out, from, &mut j.count);
         }
         // Said once: a filter that leaves out every line is no mystery.
         if left_out > 0 && !self.told_left_out {
@@ -422,9 +419,8 @@ impl Tailer {
     pub fn commit(&mut self) {
         let mut moved = false;
         for f in &mut self.files {
+            f.count.commit();
             if f.read_to != f.offset {
-                f.lines += f.pending;
-                f.dropped += f.dropping;
                 f.offset = f.read_to;
                 moved = true;
             }
@@ -436,6 +432,7 @@ impl Tailer {
             }
         }
         if let Some(j) = &mut self.journal {
+            j.count.commit();
             moved |= j.commit();
         }
         if moved && let Err(e) = self.save() {
@@ -448,9 +445,10 @@ impl Tailer {
     pub fn rewind(&mut self) {
         for f in &mut self.files {
             f.read_to = f.offset;
-            (f.pending, f.dropping) = (0, 0);
+            f.count.rewind();
         }
         if let Some(j) = &mut self.journal {
+            j.count.rewind();
             j.rewind();
         }
     }
@@ -486,7 +484,7 @@ impl Tailer {
         let patterns = self.patterns.iter().enumerate().map(|(i, p)| {
             let matched = self.files.iter().filter(|f| f.pattern == Some(i));
             let (count, lines, dropped) = matched.fold((0, 0, 0), |(n, l, d), f| {
-                (n + 1, l + f.lines, d + f.dropped)
+                (n + 1, l + f.count.sent, d + f.count.dropped)
             });
             FileStatus {
                 path: p.text.clone(),
@@ -516,15 +514,15 @@ impl Tailer {
                 (None, false) => "following".into(),
             },
             offset: f.offset,
-            lines: f.lines,
-            dropped: f.dropped,
+            lines: f.count.sent,
+            dropped: f.count.dropped,
         });
         let journal = self.journal.iter().map(|j| FileStatus {
             path: "journal".into(),
             state: j.state.clone(),
             offset: 0,
-            lines: j.lines,
-            dropped: j.dropped,
+            lines: j.count.sent,
+            dropped: j.count.dropped,
         });
         patterns.chain(files).chain(journal).collect()
     }

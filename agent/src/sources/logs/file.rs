@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::lines::{join_entries, lines_ending, texts};
-use super::{Mark, StartAt, id_of};
+use super::{Counts, Mark, StartAt, id_of};
 use crate::telemetry::uplink::Record;
 
 /// Most bytes read from one file in one poll.
@@ -36,13 +36,8 @@ pub(super) struct Followed {
     /// Missing (or unreadable) the last time it was looked for: when it
     /// comes, it is read from its beginning.
     pub(super) absent: Option<String>,
-    /// Lines read and accepted.
-    pub(super) lines: u64,
-    /// Lines the last poll read, not yet accepted.
-    pub(super) pending: u64,
-    /// Lines the filter left out: accepted, and of the last poll.
-    pub(super) dropped: u64,
-    pub(super) dropping: u64,
+    /// Lines sent and left out.
+    pub(super) count: Counts,
     /// While draining: the rotated file's size when last looked at, and
     /// since when it has not grown.
     pub(super) drain_size: u64,
@@ -82,10 +77,7 @@ impl Followed {
             read_to: 0,
             draining: false,
             absent: None,
-            lines: 0,
-            pending: 0,
-            dropped: 0,
-            dropping: 0,
+            count: Counts::default(),
             drain_size: 0,
             still_since: None,
             letting_go: false,
@@ -164,7 +156,6 @@ impl Followed {
     }
 
     pub(super) fn poll(&mut self, now_ms: u64, now: Instant, budget: usize, out: &mut Vec<Record>) {
-        self.pending = 0;
         self.look();
         let Some(file) = &mut self.file else { return };
         let size = match file.metadata() {
@@ -223,7 +214,6 @@ impl Followed {
                 join_entries(lines, begins.as_bytes(), at_end || (all && quiet), stuck)
             }
         };
-        self.pending = lines.len() as u64;
         self.read_to = self.offset + used as u64;
         out.extend(lines.into_iter().map(|text| Record::Log {
             ts_ms: now_ms,

@@ -58,17 +58,42 @@ impl Filter {
         (self.keep.is_empty() || self.keep.iter().any(holds)) && !self.drop.iter().any(holds)
     }
 
-    /// Takes the lines not sent out of `out[from..]`; how many it took.
-    pub fn apply(&self, out: &mut Vec<Record>, from: usize) -> u64 {
-        if self.keep.is_empty() && self.drop.is_empty() {
-            return 0;
+    /// Takes the lines not sent out of `out[from..]`, one source's poll,
+    /// and counts both kinds in its `count`; how many it took.
+    pub fn apply(&self, out: &mut Vec<Record>, from: usize, count: &mut Counts) -> u64 {
+        let read = out.len() - from;
+        if !(self.keep.is_empty() && self.drop.is_empty()) {
+            let mut at = 0;
+            out.retain(|r| {
+                at += 1;
+                at <= from || !matches!(r, Record::Log { text, .. } if !self.sends(text))
+            });
         }
-        let before = out.len();
-        let mut at = 0;
-        out.retain(|r| {
-            at += 1;
-            at <= from || !matches!(r, Record::Log { text, .. } if !self.sends(text))
-        });
-        (before - out.len()) as u64
+        let sent = out.len() - from;
+        count.polled = (sent as u64, (read - sent) as u64);
+        count.polled.1
+    }
+}
+
+/// The lines of one source sent and left out, and those of the last poll,
+/// which count once the spool took them.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub sent: u64,
+    pub dropped: u64,
+    polled: (u64, u64),
+}
+
+impl Counts {
+    /// The last poll's lines are in the spool.
+    pub fn commit(&mut self) {
+        self.sent += self.polled.0;
+        self.dropped += self.polled.1;
+        self.polled = (0, 0);
+    }
+
+    /// The last poll's lines were not taken: the next poll reads them again.
+    pub fn rewind(&mut self) {
+        self.polled = (0, 0);
     }
 }

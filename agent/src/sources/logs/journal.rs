@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use fleetmq_protocol::telemetry::MAX_METRIC_NAME_LEN;
 use tracing::{info, warn};
 
-use super::{LogsConfig, StartAt, split_lines};
+use super::{Counts, LogsConfig, StartAt, split_lines};
 use crate::telemetry::uplink::Record;
 
 /// What the reader threads hand over: entries, what journalctl said on
@@ -71,11 +71,8 @@ pub struct Journal {
     /// What journalctl last said on stderr, this run.
     said: Option<String>,
     pub(super) state: String,
-    /// Lines sent, and left out by the filter: accepted, and of the last
-    /// poll.
-    pub(super) lines: u64,
-    pub(super) dropped: u64,
-    pub(super) dropping: u64,
+    /// Lines sent and left out.
+    pub(super) count: Counts,
 }
 
 #[derive(Debug)]
@@ -106,9 +103,7 @@ impl Journal {
             polled: 0,
             said: None,
             state: "starting".into(),
-            lines: 0,
-            dropped: 0,
-            dropping: 0,
+            count: Counts::default(),
         }
     }
 
@@ -287,21 +282,17 @@ impl Journal {
         if self.polled == 0 {
             return false;
         }
-        let mut read = 0;
         for e in self.held.drain(..self.polled) {
-            read += e.lines.len() as u64;
             self.cursor = Some(e.cursor);
         }
-        self.lines += read - self.dropping;
-        self.dropped += self.dropping;
-        (self.polled, self.dropping) = (0, 0);
+        self.polled = 0;
         true
     }
 
     /// The last poll's entries were not taken: the next poll gives them
     /// again.
     pub fn rewind(&mut self) {
-        (self.polled, self.dropping) = (0, 0);
+        self.polled = 0;
     }
 }
 
