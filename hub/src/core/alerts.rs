@@ -76,7 +76,7 @@ struct State {
 }
 
 /// The lines a log rule matched on one device lately.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Matched {
     /// When the newest `at_least` arrived (monotonic ms), oldest first.
     times: VecDeque<u64>,
@@ -135,12 +135,7 @@ impl Alerts {
             let Some((source, text)) = newest else {
                 continue;
             };
-            let m = (self.matched.entry((i, device.to_string()))).or_insert_with(|| Matched {
-                times: VecDeque::new(),
-                count: 0,
-                source: String::new(),
-                text: String::new(),
-            });
+            let m = self.matched.entry((i, device.to_string())).or_default();
             let keep = watch.at_least as usize;
             for _ in 0..n.min(keep as u64) {
                 if m.times.len() == keep {
