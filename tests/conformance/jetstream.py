@@ -222,8 +222,15 @@ def run(args, ctx):
           "fleetmq_devices says which front-end holds the device", held)
     _, _, keys, _ = nats.stored("KV_fleetmq_allow", last_by_subj=f"$KV.fleetmq_allow.{dev}")
     check(args.public in keys.decode().split("\n"), "fleetmq_allow lists its key", keys)
-    nats.stored("KV_fleetmq_frontends", last_by_subj=f"$KV.fleetmq_frontends.{args.front_end}")
-    check(True, "fleetmq_frontends has the live front-end")
+    _, _, report, _ = nats.stored("KV_fleetmq_frontends",
+                                  last_by_subj=f"$KV.fleetmq_frontends.{args.front_end}")
+    report = json.loads(report) if report else {}
+    check(report.get("name") == args.front_end and isinstance(report.get("version"), str)
+          and report["version"] != ""
+          and set(report.get("features", [])) == {"job_cancel", "forget", "log_batches"}
+          and {"reported_ms", "devices_online", "batches_accepted"} <= report.keys(),
+          "fleetmq_frontends has the live front-end's report: FrontEndStats as JSON, "
+          "with the version it runs and its features", report)
 
     # --- jobs: the job's id is its event's stream sequence ---------------
     job = op.expect("SubmitJob", "JobSubmitted", wire.job_submission(("echo", "via nats")))

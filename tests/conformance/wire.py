@@ -617,6 +617,8 @@ def read_front_end_stats(r):
         **{k: g.u() for k in (
             "batches_accepted", "batches_throttled", "frames_dropped", "jobs_dispatched",
             "results_received", "commands_sent", "handshakes_refused", "disconnects")},
+        "version": g.s(),
+        "features": g.vec(g.s),
     })
 
 

@@ -108,6 +108,30 @@ fn finish_and_audit(producers: Vec<Producer>, hubs: &[&Hub]) -> Vec<Ledger> {
     ledgers
 }
 
+/// Waits until each front-end's `stats` shows both, with the version they
+/// run and what they apply: until then a cancel or a forget, which every
+/// front-end must apply, is refused.
+fn wait_versions(fleet: &Fleet) {
+    let started = std::time::Instant::now();
+    for hub in [&fleet.a, &fleet.b] {
+        wait_for("each front-end to know what the other runs", || {
+            let stats = hub.op(&["stats"]).json.first()?.clone();
+            let front_ends = stats["front_ends"].as_array()?.clone();
+            (front_ends.len() == 2
+                && front_ends.iter().all(|f| {
+                    f["version"] == env!("CARGO_PKG_VERSION")
+                        && f["features"]
+                            == serde_json::json!(["job_cancel", "forget", "log_batches"])
+                }))
+            .then_some(())
+        });
+    }
+    eprintln!(
+        "each front-end knew what the other runs after {:?}",
+        started.elapsed()
+    );
+}
+
 /// Waits until `hub` has every device online.
 fn wait_online(hub: &Hub, what: &str) {
     wait_for(what, || {
@@ -213,6 +237,7 @@ fn a_device_revoked_at_one_front_end_is_cut_off_where_it_is_held_and_forgotten_f
     wait_for("b to know pi-1 is offline", || {
         (fleet.b.devices().get("pi-1")?["online"] == false).then_some(())
     });
+    wait_versions(&fleet);
     let forget = fleet.b.op(&["forget", "pi-1"]);
     assert!(forget.ok, "{}", forget.stderr);
     assert_eq!(forget.json[0]["runs"], 1, "{:?}", forget.json);
@@ -422,6 +447,7 @@ fn a_job_submitted_at_any_front_end_runs_once_and_shows_everywhere_even_when_one
         "[jobs]\nlease_ms = 8000\ntimeout_ms = 3000\nmax_attempts = 5\n",
     );
     wait_online(&fleet.a, "every device online at front-end a");
+    wait_versions(&fleet);
     // Submitted at b, which holds no agent: run by one of a's.
     let r = fleet.b.op(&["job", "submit", "echo", "from b"]);
     assert!(r.ok, "{}", r.stderr);

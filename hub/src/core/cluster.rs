@@ -16,6 +16,8 @@ use fleetmq_protocol::{OperatorFrame, Request, Target};
 use crate::cluster::{Holder, Replicated, ToCluster};
 use crate::store::Stored;
 
+mod front_ends;
+
 /// What a front-end knows of the others.
 #[derive(Debug, Default)]
 pub(super) struct Cluster {
@@ -27,6 +29,9 @@ pub(super) struct Cluster {
     live: HashSet<String>,
     /// What the other live front-ends last reported of their own traffic.
     reports: Vec<FrontEndStats>,
+    /// The live front-ends that lack some of this one's features, as the
+    /// log last said (said again only when it changes).
+    told_lacking: Vec<(String, Vec<String>)>,
     /// Since when (monotonic ms) the cluster has not taken telemetry.
     trouble_since: Option<u64>,
     /// The telemetry port is closed (cut off from the cluster).
@@ -51,8 +56,6 @@ const ASK_MARGIN_MS: u64 = 2_000;
 /// How long an agent waits before sending again a batch the cluster did
 /// not take.
 const CLUSTER_RETRY_MS: u32 = 5_000;
-/// Ticks between a front-end's reports of its own traffic (5 s).
-const REPORT_EVERY_TICKS: u32 = 50;
 /// The mark of the last stream sequence stored.
 pub const STREAM_MARK: &str = "telemetry_stream";
 
@@ -262,67 +265,6 @@ impl Core {
             }
             info!(device, frontend, "device moved to another front-end");
         }
-    }
-
-    /// The front-ends alive now.
-    pub fn front_ends_live(&mut self, names: Vec<String>) {
-        self.cluster.live = names.into_iter().collect();
-    }
-
-    /// The front-ends alive now, each with its last report (one that has
-    /// not reported yet, or not as JSON, lives without figures).
-    pub fn front_ends_reported(&mut self, live: Vec<(String, Vec<u8>)>) {
-        let mut reports: Vec<FrontEndStats> = live
-            .iter()
-            .filter(|(name, _)| *name != self.cluster.name)
-            .filter_map(|(_, report)| serde_json::from_slice(report).ok())
-            .collect();
-        reports.sort_by(|a, b| a.name.cmp(&b.name));
-        self.cluster.reports = reports;
-        self.front_ends_live(live.into_iter().map(|(name, _)| name).collect());
-    }
-
-    /// This front-end's own traffic since it started.
-    fn own_report(&self, now: Now) -> FrontEndStats {
-        let c = &self.counters;
-        FrontEndStats {
-            name: self.cluster.name.clone(),
-            reported_ms: now.wall_ms,
-            devices_online: self.presence.online_count() as u32,
-            batches_accepted: c.batches_replicated,
-            batches_throttled: c.batches_throttled,
-            frames_dropped: c.frames_dropped,
-            jobs_dispatched: c.jobs_dispatched,
-            results_received: c.results_received,
-            commands_sent: c.commands_sent,
-            handshakes_refused: c.handshakes_refused,
-            disconnects: c.disconnects,
-        }
-    }
-
-    /// Tells the cluster this front-end's own traffic (every 5 s).
-    pub(super) fn report(&mut self, now: Now) {
-        if self.is_front_end() && self.ticks.is_multiple_of(REPORT_EVERY_TICKS) {
-            match serde_json::to_vec(&self.own_report(now)) {
-                Ok(report) => self.tell_cluster(ToCluster::Report { report }),
-                Err(e) => warn!(error = %e, "could not write this front-end's report"),
-            }
-        }
-    }
-
-    /// Every live front-end's own traffic, this one's as of now, by name
-    /// (none on a single hub).
-    pub(super) fn front_end_stats(&self, now: Now) -> Vec<FrontEndStats> {
-        if !self.is_front_end() {
-            return Vec::new();
-        }
-        let mut all: Vec<FrontEndStats> = (self.cluster.reports.iter())
-            .filter(|r| self.cluster.live.contains(&r.name))
-            .cloned()
-            .collect();
-        all.push(self.own_report(now));
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
     }
 
     /// The live front-end other than this one that holds `device` online.

@@ -117,6 +117,7 @@ impl Core {
         {
             return Err(OperatorError::NotFound(format!("job {id}")));
         }
+        self.every_front_end_applies("job_cancel", "a job cancel")?;
         let ask = (self.pending_cancels).hold("job cancellations", client, request_id, ())?;
         let event = JobEvent::Cancelled {
             id,

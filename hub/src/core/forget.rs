@@ -49,6 +49,7 @@ impl Core {
         if !known_here && held.is_none_or(Holder::forgotten) {
             return Err(OperatorError::UnknownDevice(device));
         }
+        self.every_front_end_applies("forget", "forgetting a device")?;
         let counts = self.store.forget_counts(&device).map_err(storage)?;
         let ask =
             (self.pending_forgets).hold("devices being forgotten", client, request_id, counts)?;

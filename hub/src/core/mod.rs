@@ -28,6 +28,7 @@
 //! | `cluster_config.rs` | a front-end's desired configuration: edits and reports through the cluster's stream, applied in its order |
 //! | `cluster_jobs.rs` | a front-end's work-queue jobs: submitted to the cluster's queue, taken when an agent is free, settled by their result |
 //! | `cluster.rs` | a front-end: batches acked once the cluster has them, the store filled from the stream, devices held told |
+//! | `cluster/front_ends.rs` | the live front-ends' reports: traffic, version and features; a cancel or forget refused while one lacks it |
 //! | `undelivered.rs` | messages a device on one connection was not reading: counted, told once, noted on a job |
 //!
 //! Every input names the time it happened ([`Now`]) on two clocks: every

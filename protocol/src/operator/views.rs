@@ -407,5 +407,20 @@ messages! {
         pub handshakes_refused: u64,
         /// Agent connections to it that ended.
         pub disconnects: u64,
+        /// The fleetmq-hub version it runs (empty: a front-end from
+        /// before versions were reported).
+        #[serde(default)]
+        pub version: String,
+        /// What it applies from the cluster that older front-ends do not
+        /// ([`CLUSTER_FEATURES`] of its version): a cluster-wide request
+        /// that needs one is refused while a live front-end lacks it.
+        #[serde(default)]
+        pub features: Vec<String>,
     }
 }
+
+/// What a front-end applies from the cluster that an older one skips, as
+/// its [`FrontEndStats::features`] names them: `job_cancel` (a
+/// `cancelled` job event), `forget` (a holder marked `forgotten_ms`),
+/// `log_batches` (a `LogBatch` body on the telemetry stream).
+pub const CLUSTER_FEATURES: [&str; 3] = ["job_cancel", "forget", "log_batches"];

@@ -428,8 +428,19 @@ async fn serve(
                 });
             }
             ToCluster::Report { report } => {
-                if let Ok(mut r) = shared.report.lock() {
-                    *r = report;
+                let first = match shared.report.lock() {
+                    Ok(mut r) => std::mem::replace(&mut *r, report.clone()).is_empty(),
+                    Err(_) => false,
+                };
+                // The first report goes at once: until the others read
+                // it, they refuse what needs every front-end's features.
+                if first {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = shared.frontends.put(&shared.name, report.into()).await {
+                            debug!(error = %e, "could not say what this front-end runs");
+                        }
+                    });
                 }
             }
             ToCluster::Poke => shared.out.poke(),

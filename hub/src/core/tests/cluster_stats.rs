@@ -4,9 +4,17 @@
 use super::cluster::front_end;
 use super::*;
 use crate::cluster::ToCluster;
-use fleetmq_protocol::FrontEndStats;
+use fleetmq_protocol::{CLUSTER_FEATURES, FrontEndStats};
 
-fn report(name: &str, online: u32, accepted: u64) -> Vec<u8> {
+/// A front-end's entry in the front-ends bucket: its traffic, and what
+/// it runs (`version`, `features`).
+pub(super) fn report_running(
+    name: &str,
+    online: u32,
+    accepted: u64,
+    version: &str,
+    features: &[&str],
+) -> Vec<u8> {
     serde_json::to_vec(&FrontEndStats {
         name: name.into(),
         reported_ms: T0,
@@ -19,8 +27,15 @@ fn report(name: &str, online: u32, accepted: u64) -> Vec<u8> {
         commands_sent: 0,
         handshakes_refused: 0,
         disconnects: 0,
+        version: version.into(),
+        features: features.iter().map(|f| f.to_string()).collect(),
     })
     .unwrap()
+}
+
+/// The entry of a front-end of this version.
+pub(super) fn report(name: &str, online: u32, accepted: u64) -> Vec<u8> {
+    report_running(name, online, accepted, "0.1.0", &CLUSTER_FEATURES)
 }
 
 fn front_ends(f: &mut Fleet, now: u64) -> Vec<(String, u32, u64)> {
@@ -40,7 +55,8 @@ fn stats_at_a_front_end_show_each_live_front_ends_own_traffic() {
     let mut f = front_end();
     f.hello("pi-a", T0);
     f.actions();
-    // Every 5 s a front-end tells the cluster its own traffic.
+    // At its first tick, then every 5 s, a front-end tells the cluster its
+    // own traffic.
     for t in 1..=50 {
         f.hello("pi-a", T0 + t * 100);
         f.core.tick(at(T0 + t * 100));
@@ -53,8 +69,11 @@ fn stats_at_a_front_end_show_each_live_front_ends_own_traffic() {
             _ => None,
         })
         .collect();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!((told[0].name.as_str(), told[0].devices_online), ("fe-a", 1));
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert_eq!((told[1].name.as_str(), told[1].devices_online), ("fe-a", 1));
+    // With what it runs: its version, and every feature it applies.
+    assert_eq!(told[1].version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(told[1].features, CLUSTER_FEATURES);
 
     // The others' reports, as the bucket has them: one not yet reported
     // (an empty entry) lives without figures; this one's own entry is
@@ -75,4 +94,26 @@ fn stats_at_a_front_end_show_each_live_front_ends_own_traffic() {
     // A single hub has none.
     let mut single = Fleet::new();
     assert!(front_ends(&mut single, T0).is_empty());
+}
+
+#[test]
+fn a_report_from_before_versions_reads_as_a_front_end_without_features() {
+    // What a front-end of an earlier release writes: no version, no
+    // features.
+    let old = br#"{"name":"fe-old","reported_ms":1,"devices_online":4,"batches_accepted":7,
+        "batches_throttled":0,"frames_dropped":0,"jobs_dispatched":0,"results_received":0,
+        "commands_sent":0,"handshakes_refused":0,"disconnects":0}"#;
+    let mut f = front_end();
+    f.core.front_ends_reported(vec![
+        ("fe-a".into(), Vec::new()),
+        ("fe-old".into(), old.to_vec()),
+    ]);
+    f.operator(70, Request::Stats, T0);
+    let got = to_operator(&f.actions());
+    let [(70, Response::Stats(s))] = got.as_slice() else {
+        panic!("{got:?}");
+    };
+    let old = s.front_ends.iter().find(|r| r.name == "fe-old").unwrap();
+    assert_eq!((old.devices_online, old.batches_accepted), (4, 7));
+    assert!(old.version.is_empty() && old.features.is_empty(), "{old:?}");
 }

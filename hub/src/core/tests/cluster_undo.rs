@@ -6,6 +6,7 @@
 use fleetmq_protocol::{JobState, OperatorError};
 
 use super::cluster::{holder, to_cluster};
+use super::cluster_stats::{report, report_running};
 use super::*;
 use crate::cluster::jobs::{JobEvent, run_id};
 use crate::cluster::{Holder, ToCluster};
@@ -13,7 +14,10 @@ use crate::cluster::{Holder, ToCluster};
 fn plaintext_front_end() -> Fleet {
     let mut f = Fleet::plaintext();
     f.core.front_end("fe-a");
-    f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    f.core.front_ends_reported(vec![
+        ("fe-a".into(), Vec::new()),
+        ("fe-b".into(), report("fe-b", 0, 0)),
+    ]);
     f
 }
 
@@ -346,4 +350,75 @@ fn a_cancel_the_cluster_does_not_take_is_answered_with_why() {
     );
     let job = f.core.store.job(41).unwrap().unwrap();
     assert_eq!(job.state, JobState::Queued, "nothing was cancelled");
+}
+
+#[test]
+fn a_cancel_or_forget_waits_for_every_live_front_end_to_apply_it() {
+    let mut f = plaintext_front_end();
+    f.core.holder_changed("pi-b", holder("fe-b", false));
+    f.core.from_stream(&[from_stream("pi-b", 1)], 1, at(T0));
+    let submitted = JobEvent::Submitted {
+        submission: exec_job("uname", 3),
+        at_ms: T0,
+    };
+    f.core.job_events(&[(41, submitted.encode())], 41, at(T0));
+    f.actions();
+    let ask = |f: &mut Fleet, request: Request| {
+        f.operator(9, request, T0 + 1);
+        let out = f.actions();
+        match &to_operator(&out)[..] {
+            [(9, Response::Error(OperatorError::BadRequest(why)))] => {
+                assert!(to_cluster(&out).is_empty(), "nothing told: {out:?}");
+                Err(why.clone())
+            }
+            [] => Ok(to_cluster(&out)),
+            other => panic!("{other:?}"),
+        }
+    };
+    let cancel = || Request::CancelJob { id: 41 };
+    let forget = || Request::Forget {
+        device: "pi-b".into(),
+    };
+
+    // fe-b runs a release from before versions were reported; fe-c has
+    // just started and not reported yet: neither is known to apply them.
+    let old = report_running("fe-b", 0, 0, "", &[]);
+    f.core.front_ends_reported(vec![
+        ("fe-a".into(), Vec::new()),
+        ("fe-b".into(), old),
+        ("fe-c".into(), Vec::new()),
+    ]);
+    let why = ask(&mut f, cancel()).unwrap_err();
+    assert!(
+        why.contains("a job cancel must be applied by every front-end")
+            && why.contains("fe-b runs a fleetmq-hub from before front-ends reported their versions, without job_cancel")
+            && why.contains("fe-c has not reported what it runs yet")
+            && why.contains("nothing was done: upgrade it"),
+        "{why}"
+    );
+    let why = ask(&mut f, forget()).unwrap_err();
+    assert!(
+        why.contains("forgetting a device must be applied") && why.contains("without forget"),
+        "{why}"
+    );
+
+    // fe-b upgraded to a version with cancels but not forgets; fe-c gone.
+    let newer = report_running("fe-b", 0, 0, "0.0.9", &["job_cancel"]);
+    f.core
+        .front_ends_reported(vec![("fe-a".into(), Vec::new()), ("fe-b".into(), newer)]);
+    let told = ask(&mut f, cancel()).expect("every front-end applies a cancel");
+    assert!(matches!(told[..], [ToCluster::Cancel { .. }]), "{told:?}");
+    let why = ask(&mut f, forget()).unwrap_err();
+    assert!(
+        why.contains("fe-b runs fleetmq-hub 0.0.9, without forget"),
+        "{why}"
+    );
+
+    // Every front-end current: the forget goes to the cluster.
+    f.core.front_ends_reported(vec![
+        ("fe-a".into(), Vec::new()),
+        ("fe-b".into(), report("fe-b", 0, 0)),
+    ]);
+    let told = ask(&mut f, forget()).expect("every front-end applies a forget");
+    assert!(matches!(told[..], [ToCluster::Forget { .. }]), "{told:?}");
 }

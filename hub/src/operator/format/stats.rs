@@ -136,7 +136,7 @@ pub fn fmt_alerts(alerts: &[fleetmq_protocol::AlertInfo]) -> String {
 /// Each front-end's own traffic, one a line, and the fleet's total.
 fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
     let mut out = format!(
-        "front-ends (each one's own traffic, as it last reported)\n  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  REPORTED\n",
+        "front-ends (each one's own traffic, as it last reported)\n  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  {:<10} REPORTED\n",
         "NAME",
         "ONLINE",
         "BATCHES",
@@ -145,7 +145,8 @@ fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
         "JOBS",
         "RESULTS",
         "COMMANDS",
-        "REFUSED"
+        "REFUSED",
+        "VERSION"
     );
     let mut total = fleetmq_protocol::FrontEndStats {
         name: "all".into(),
@@ -159,11 +160,13 @@ fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
         commands_sent: 0,
         handshakes_refused: 0,
         disconnects: 0,
+        version: String::new(),
+        features: Vec::new(),
     };
-    let mut row = |f: &fleetmq_protocol::FrontEndStats, when: String| {
+    let mut row = |f: &fleetmq_protocol::FrontEndStats, version: &str, when: String| {
         let _ = writeln!(
             out,
-            "  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  {when}",
+            "  {:<16} {:>7} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  {:<10} {when}",
             line(&f.name),
             f.devices_online,
             f.batches_accepted,
@@ -173,10 +176,25 @@ fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
             f.results_received,
             f.commands_sent,
             f.handshakes_refused,
+            line(version),
         );
     };
+    // What each front-end lacks of what this client's version applies.
+    let mut lacking = Vec::new();
     for f in front_ends {
-        row(f, fmt_ts(f.reported_ms));
+        let version = if f.version.is_empty() {
+            "older"
+        } else {
+            &f.version
+        };
+        row(f, version, fmt_ts(f.reported_ms));
+        let missing: Vec<&str> = (fleetmq_protocol::CLUSTER_FEATURES.iter())
+            .filter(|c| !f.features.iter().any(|g| g == *c))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            lacking.push((f.name.as_str(), missing));
+        }
         total.devices_online += f.devices_online;
         total.batches_accepted += f.batches_accepted;
         total.batches_throttled += f.batches_throttled;
@@ -187,7 +205,15 @@ fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
         total.handshakes_refused += f.handshakes_refused;
         total.disconnects += f.disconnects;
     }
-    row(&total, String::new());
+    row(&total, "", String::new());
+    for (name, missing) in lacking {
+        let _ = writeln!(
+            out,
+            "  {} lacks {}: job cancel and forget are refused while it is live, and it skips log lines on the stream; upgrade it",
+            line(name),
+            missing.join(", ")
+        );
+    }
     out
 }
 
@@ -209,6 +235,10 @@ mod tests {
             commands_sent: 0,
             handshakes_refused: 0,
             disconnects: 0,
+            version: "0.1.0".into(),
+            features: fleetmq_protocol::CLUSTER_FEATURES
+                .map(String::from)
+                .to_vec(),
         };
         let out = fmt_front_ends(&[fe("fe-a", 3, 1_000), fe("fe-b", 2, 500)]);
         let rows: Vec<Vec<&str>> = out
@@ -218,5 +248,39 @@ mod tests {
             .collect();
         assert_eq!(rows[0][..4], ["fe-a", "3", "1000", "1"], "{out}");
         assert_eq!(rows[2][..6], ["all", "5", "1500", "2", "0", "4"], "{out}");
+        assert_eq!(rows[0][9], "0.1.0", "{out}");
+        assert_eq!(out.lines().count(), 5, "nothing lacking: {out}");
+    }
+
+    #[test]
+    fn a_front_end_without_a_feature_is_named_with_what_it_lacks() {
+        let mut old = fleetmq_protocol::FrontEndStats {
+            name: "fe-old".into(),
+            reported_ms: 0,
+            devices_online: 1,
+            batches_accepted: 0,
+            batches_throttled: 0,
+            frames_dropped: 0,
+            jobs_dispatched: 0,
+            results_received: 0,
+            commands_sent: 0,
+            handshakes_refused: 0,
+            disconnects: 0,
+            version: String::new(),
+            features: Vec::new(),
+        };
+        let out = fmt_front_ends(std::slice::from_ref(&old));
+        assert!(out.contains("  fe-old                 1"), "{out}");
+        assert!(out.contains(" older "), "{out}");
+        assert!(
+            out.contains(
+                "fe-old lacks job_cancel, forget, log_batches: job cancel and forget are refused"
+            ),
+            "{out}"
+        );
+        old.version = "0.1.0".into();
+        old.features = vec!["job_cancel".into(), "forget".into()];
+        let out = fmt_front_ends(&[old]);
+        assert!(out.contains("fe-old lacks log_batches:"), "{out}");
     }
 }
