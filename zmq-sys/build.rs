@@ -198,8 +198,11 @@ fn main() {
         .find(|c| env::var_os(c).is_some())
         .unwrap_or(&candidates[3])
         .clone();
+    // No C++ exceptions, and no unwind tables for them: libzmq reports
+    // errors by return codes, and catches only std::bad_alloc in two
+    // files, which `build/source.rs` compiles without their `try`.
     let flags = format!(
-        "{} -w -include {}",
+        "{} -w -fno-exceptions -fno-asynchronous-unwind-tables -fno-unwind-tables -include {}",
         env::var(&name).unwrap_or_default(),
         config.display()
     );

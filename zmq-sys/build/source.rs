@@ -23,6 +23,16 @@
 //!   the side that accepted the connection: a connecting session outlives
 //!   its connections and may ask again on the next, and a raw socket ends
 //!   its session with any of its pipes.
+//! - **No C++ exceptions** (`ctx.cpp`, `socket_poller.cpp`). libzmq is
+//!   compiled with `-fno-exceptions` and without unwind tables
+//!   (`build.rs`): it reports errors by return codes, and only these two
+//!   files catch anything, a `std::bad_alloc` from a container growing,
+//!   which they turn into `ENOMEM`. Their `try` blocks become plain blocks
+//!   and the handlers are never entered, so running out of memory there
+//!   ends the process ("terminating due to uncaught exception"), as it
+//!   does in Rust code, which aborts. The unwind tables, the handlers'
+//!   tables and the cleanup code exceptions needed were about 90 KB of
+//!   the static aarch64 agent (1,289,136 bytes before, 1,197,824 after).
 //! - **No WebSocket transport** (the `ws_*.cpp` files compile to nothing).
 //!   zeromq-src turns `ws://` on; fleetmq speaks `tcp://`, and `ipc://`
 //!   for a hub's local sockets, only. The settings header turns
@@ -50,6 +60,14 @@ const WEBSOCKET: [&str; 6] = [
     "ws_engine.cpp",
     "ws_listener.cpp",
 ];
+
+/// The files that catch an exception, and how many times: each catches
+/// `std::bad_alloc` from a container's growth and returns `ENOMEM`.
+const TRIES: [(&str, usize); 2] = [("ctx.cpp", 1), ("socket_poller.cpp", 2)];
+
+/// A `try` block's start, and its handler's, as those files write them.
+const TRY: &str = "    try {\n";
+const CATCH: &str = "    catch (const std::bad_alloc &) {\n";
 
 /// What the ZAP pipe change looks for: the start of `engine_ready`'s body.
 const ANCHOR: &str = "void zmq::session_base_t::engine_ready ()\n{\n";
@@ -129,6 +147,8 @@ fn changed(source: &Path) -> Option<PathBuf> {
     }
     let text = if name == "session_base.cpp" {
         zap_pipe_closes(source)
+    } else if let Some((_, tries)) = TRIES.iter().find(|(file, _)| *file == name) {
+        without_exceptions(source, *tries)
     } else if WEBSOCKET.contains(&name) {
         "// fleetmq: no WebSocket transport (see zmq-sys/build/source.rs).\n".to_string()
     } else {
@@ -154,4 +174,22 @@ fn zap_pipe_closes(original: &Path) -> String {
         );
     }
     text.replacen(ANCHOR, &format!("{ANCHOR}{CLOSE_ZAP_PIPE}"), 1) + MARK
+}
+
+/// A file of [`TRIES`] compiled without exceptions: each `try` block is a
+/// plain block, and its `std::bad_alloc` handler is never entered. Out of
+/// memory there then ends the process, as it does in Rust code.
+fn without_exceptions(original: &Path, tries: usize) -> String {
+    let text = fs::read_to_string(original)
+        .unwrap_or_else(|e| panic!("reading libzmq's {}: {e}", original.display()));
+    if text.matches(TRY).count() != tries || text.matches(CATCH).count() != tries {
+        panic!(
+            "libzmq's {} no longer has {tries} `try` block(s) catching std::bad_alloc as \
+             zmq-sys/build/source.rs expects; it is compiled with -fno-exceptions, so \
+             check its exception handling and change the patch",
+            original.display()
+        );
+    }
+    text.replace(TRY, "    {\n")
+        .replace(CATCH, "    if (false) {\n")
 }
