@@ -384,6 +384,7 @@ messages! {
     }
 
     /// One front-end's own traffic, as it last reported it.
+    #[derive(Default)]
     pub struct FrontEndStats {
         /// Its name.
         pub name: String,

@@ -20,15 +20,9 @@ pub(super) fn report_running(
         reported_ms: T0,
         devices_online: online,
         batches_accepted: accepted,
-        batches_throttled: 0,
-        frames_dropped: 0,
-        jobs_dispatched: 0,
-        results_received: 0,
-        commands_sent: 0,
-        handshakes_refused: 0,
-        disconnects: 0,
         version: version.into(),
         features: features.iter().map(|f| f.to_string()).collect(),
+        ..Default::default()
     })
     .unwrap()
 }
