@@ -31,7 +31,7 @@ pub(super) struct Cluster {
     reports: Vec<FrontEndStats>,
     /// The live front-ends that lack some of this one's features, as the
     /// log last said (said again only when it changes).
-    told_lacking: Vec<(String, Vec<String>)>,
+    told_lacking: Vec<(String, Vec<&'static str>)>,
     /// Since when (monotonic ms) the cluster has not taken telemetry.
     trouble_since: Option<u64>,
     /// The telemetry port is closed (cut off from the cluster).

@@ -425,3 +425,13 @@ messages! {
 /// `cancelled` job event), `forget` (a holder marked `forgotten_ms`),
 /// `log_batches` (a `LogBatch` body on the telemetry stream).
 pub const CLUSTER_FEATURES: [&str; 3] = ["job_cancel", "forget", "log_batches"];
+
+impl FrontEndStats {
+    /// Which of [`CLUSTER_FEATURES`] its report does not list.
+    pub fn lacking(&self) -> Vec<&'static str> {
+        (CLUSTER_FEATURES.iter())
+            .filter(|f| !self.features.iter().any(|g| g == *f))
+            .copied()
+            .collect()
+    }
+}

@@ -35,12 +35,9 @@ impl Core {
             .filter_map(|(_, report)| serde_json::from_slice(report).ok())
             .collect();
         reports.sort_by(|a, b| a.name.cmp(&b.name));
-        let lacking: Vec<(String, Vec<String>)> = (reports.iter())
+        let lacking: Vec<(String, Vec<&'static str>)> = (reports.iter())
             .filter_map(|r| {
-                let missing: Vec<String> = (CLUSTER_FEATURES.iter())
-                    .filter(|f| !r.features.iter().any(|g| g == *f))
-                    .map(|f| f.to_string())
-                    .collect();
+                let missing = r.lacking();
                 (!missing.is_empty()).then(|| (r.name.clone(), missing))
             })
             .collect();
@@ -82,7 +79,7 @@ impl Core {
             .filter_map(|name| {
                 let report = self.cluster.reports.iter().find(|r| r.name == *name);
                 match report {
-                    Some(r) if r.features.iter().any(|f| f == feature) => None,
+                    Some(r) if !r.lacking().contains(&feature) => None,
                     None => Some(format!(
                         "{name} has not reported what it runs yet (a front-end does within 5 s of starting)"
                     )),

@@ -2,7 +2,7 @@
 //! runs in every store, each handed out by the front-end holding its
 //! device, which tells the others; a run follows its device when it moves.
 
-use super::cluster::{front_end, holder, to_cluster};
+use super::cluster::{front_end, holder};
 use super::jobs::{offer, show, work_for};
 use super::*;
 use crate::cluster::ToCluster;

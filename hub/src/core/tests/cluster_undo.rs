@@ -5,7 +5,7 @@
 
 use fleetmq_protocol::{JobState, OperatorError};
 
-use super::cluster::{holder, to_cluster};
+use super::cluster::holder;
 use super::cluster_stats::{report, report_running};
 use super::*;
 use crate::cluster::jobs::{JobEvent, run_id};

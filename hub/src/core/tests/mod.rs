@@ -173,6 +173,19 @@ fn to_route(actions: &[Action], to: &[u8]) -> Vec<Downstream> {
         .collect()
 }
 
+/// What the core told the cluster, but for the front-end's own periodic
+/// report of its traffic (`cluster_stats.rs` tests those).
+fn to_cluster(actions: &[Action]) -> Vec<crate::cluster::ToCluster> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cluster(crate::cluster::ToCluster::Report { .. }) => None,
+            Action::Cluster(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn to_operator(actions: &[Action]) -> Vec<(u64, Response)> {
     actions
         .iter()

@@ -177,10 +177,7 @@ fn fmt_front_ends(front_ends: &[fleetmq_protocol::FrontEndStats]) -> String {
             &f.version
         };
         row(f, version, fmt_ts(f.reported_ms));
-        let missing: Vec<&str> = (fleetmq_protocol::CLUSTER_FEATURES.iter())
-            .filter(|c| !f.features.iter().any(|g| g == *c))
-            .copied()
-            .collect();
+        let missing = f.lacking();
         if !missing.is_empty() {
             lacking.push((f.name.as_str(), missing));
         }
