@@ -281,7 +281,7 @@ impl Core {
 
     /// The holders of the devices some front-end has held, leaving out
     /// those an operator forgot.
-    fn remembered(&self) -> impl Iterator<Item = (&String, &Holder)> {
+    pub(super) fn remembered(&self) -> impl Iterator<Item = (&String, &Holder)> {
         (self.cluster.holders.iter()).filter(|(_, h)| !h.forgotten())
     }
 
@@ -350,16 +350,6 @@ impl Core {
         true
     }
 
-    /// Devices online at other live front-ends.
-    /// When devices some front-end held went offline, by the cluster's
-    /// holders (their last sign of life, for a front-end that never held
-    /// them).
-    pub(super) fn offline_since(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.remembered()
-            .filter(|(_, h)| !h.online)
-            .map(|(d, h)| (d.as_str(), h.since_ms))
-    }
-
     /// Whether this hub checks the alert rules: a single hub does; of the
     /// front-ends, the live one first by name (so each notice goes once).
     pub(super) fn checks_alerts(&self) -> bool {
@@ -370,6 +360,7 @@ impl Core {
         first.is_some_and(|f| *f == self.cluster.name)
     }
 
+    /// Devices online at other live front-ends.
     pub(super) fn online_elsewhere(&self) -> impl Iterator<Item = (&str, &Holder)> {
         self.cluster
             .holders

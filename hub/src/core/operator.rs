@@ -237,46 +237,48 @@ impl Core {
         if !self.is_front_end() {
             return Ok(devices);
         }
-        // A front-end shows the devices other front-ends hold too.
+        // A front-end shows every device the cluster remembers: online at
+        // another front-end, or held there once (one revoked or gone quiet
+        // before this store had a batch of it shows, offline).
         let mut at: std::collections::HashMap<String, usize> = (devices.iter().enumerate())
             .map(|(i, d)| (d.id.clone(), i))
             .collect();
-        for (id, h) in self.online_elsewhere() {
-            match at.get(id) {
-                Some(&i) => {
-                    let d = &mut devices[i];
-                    d.online = true;
-                    d.since_ms = h.since_ms;
-                    d.front_end = h.frontend.clone();
-                }
-                None => {
-                    at.insert(id.to_string(), devices.len());
-                    devices.push(DeviceInfo {
-                        id: id.to_string(),
-                        online: true,
-                        since_ms: h.since_ms,
-                        last_seen_ms: h.since_ms,
-                        agent_version: h.version.clone(),
-                        arch: h.arch.clone(),
-                        groups: h.groups.clone(),
-                        front_end: h.frontend.clone(),
-                        ..crate::store::unknown_device()
-                    })
-                }
+        for (id, h) in self.remembered() {
+            let i = *at.entry(id.clone()).or_insert_with(|| {
+                devices.push(DeviceInfo {
+                    id: id.clone(),
+                    since_ms: h.since_ms,
+                    last_seen_ms: h.since_ms,
+                    agent_version: h.version.clone(),
+                    arch: h.arch.clone(),
+                    groups: h.groups.clone(),
+                    revoked: self.admission.is_revoked(id),
+                    ..crate::store::unknown_device()
+                });
+                devices.len() - 1
+            });
+            let d = &mut devices[i];
+            if self.held_by_other(id).is_some() {
+                d.online = true;
+                d.since_ms = h.since_ms;
+                d.front_end = h.frontend.clone();
+            } else if !d.online && !h.online {
+                // When it went offline: its last sign of life, for a
+                // front-end that never held it.
+                d.last_seen_ms = d.last_seen_ms.max(h.since_ms);
             }
         }
-        for (id, since) in self.offline_since() {
-            if let Some(d) = at.get(id).map(|&i| &mut devices[i])
-                && !d.online
-            {
-                d.last_seen_ms = d.last_seen_ms.max(since);
-            }
-        }
+        // By id, as a single hub lists them.
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(devices)
     }
 
     fn stats(&self, now: Now) -> Result<Response, StoreError> {
-        let devices_known = self.store.device_count()?;
+        let devices_known = if self.is_front_end() {
+            self.fleet_devices()?.len() as u32
+        } else {
+            self.store.device_count()?
+        };
         let c = &self.counters;
         let secure = self.admission.secure();
         Ok(Response::Stats(HubStats {

@@ -1,9 +1,10 @@
-//! `stats` on a front-end: its own figures, and every live front-end's
-//! own traffic as each last reported it.
+//! `stats` and `devices` on a front-end: its own figures, every live
+//! front-end's own traffic as each last reported it, and every device the
+//! cluster remembers.
 
-use super::cluster::front_end;
+use super::cluster::{front_end, holder};
 use super::*;
-use crate::cluster::ToCluster;
+use crate::cluster::{Holder, ToCluster};
 use fleetmq_protocol::{CLUSTER_FEATURES, FrontEndStats};
 
 /// A front-end's entry in the front-ends bucket: its traffic, and what
@@ -110,4 +111,87 @@ fn a_report_from_before_versions_reads_as_a_front_end_without_features() {
     let old = s.front_ends.iter().find(|r| r.name == "fe-old").unwrap();
     assert_eq!((old.devices_online, old.batches_accepted), (4, 7));
     assert!(old.version.is_empty() && old.features.is_empty(), "{old:?}");
+}
+
+#[test]
+fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
+    let mut f = front_end();
+    f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    // pi-b and pi-z connected only at fe-b, and left before a batch of
+    // theirs reached the stream: this store has no row of them. pi-z's
+    // key has left the allow list since (revoked).
+    let went = |online| {
+        Some(Holder {
+            since_ms: T0 + 500,
+            ..holder("fe-b", online).unwrap()
+        })
+    };
+    for device in ["pi-b", "pi-z"] {
+        f.core.holder_changed(device, holder("fe-b", true));
+        f.core.holder_changed(device, went(false));
+    }
+    f.operator(71, Request::Devices, T0 + 600);
+    f.operator(72, Request::Stats, T0 + 600);
+    let got = to_operator(&f.actions());
+    let [
+        (71, Response::Devices(devices)),
+        (72, Response::Stats(stats)),
+    ] = got.as_slice()
+    else {
+        panic!("{got:?}");
+    };
+    let shown: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            let d = d.clone();
+            (
+                d.id,
+                d.online,
+                d.revoked,
+                d.last_seen_ms,
+                d.front_end,
+                d.arch,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "pi-b".into(),
+                false,
+                false,
+                T0 + 500,
+                String::new(),
+                "armv6".into()
+            ),
+            (
+                "pi-z".into(),
+                false,
+                true,
+                T0 + 500,
+                String::new(),
+                "armv6".into()
+            ),
+        ]
+    );
+    assert_eq!((stats.devices_known, stats.devices_online), (2, 0));
+    // Forgotten in the cluster: neither listed nor counted.
+    let gone = Holder::forgotten_now(went(false).as_ref(), T0 + 700);
+    f.core.holder_changed("pi-z", Some(gone));
+    f.operator(73, Request::Devices, T0 + 800);
+    f.operator(74, Request::Stats, T0 + 800);
+    let got = to_operator(&f.actions());
+    let [
+        (73, Response::Devices(devices)),
+        (74, Response::Stats(stats)),
+    ] = got.as_slice()
+    else {
+        panic!("{got:?}");
+    };
+    assert_eq!(
+        devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["pi-b"]
+    );
+    assert_eq!(stats.devices_known, 1);
 }
