@@ -418,6 +418,13 @@ impl Hub {
 
     /// Starts the hub with exactly these `run` arguments (plus --data-dir).
     pub fn start_with(dir: &Path, args: &[&str]) -> Hub {
+        Hub::try_start(dir, args)
+            .unwrap_or_else(|log| panic!("the hub printed no line; its log:\n{log}"))
+    }
+
+    /// [`Hub::start_with`], or the log of a hub that exited (or printed
+    /// nothing within [`WAIT`]) before its first line.
+    fn try_start(dir: &Path, args: &[&str]) -> Result<Hub, String> {
         let mut cmd = hub_command();
         cmd.arg("run")
             .arg("--data-dir")
@@ -426,7 +433,9 @@ impl Hub {
             .env("FLEETMQ_LOG", "debug");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let proc = spawn("hub", cmd, dir.join(format!("hub-{n}.log")), false);
-        let first = proc.line();
+        let Ok(first) = proc.lines.recv_timeout(WAIT) else {
+            return Err(proc.log_text());
+        };
         let eps: Value = serde_json::from_str(&first)
             .unwrap_or_else(|e| panic!("hub's first line {first:?} is not JSON: {e}"));
         let mut endpoints: HashMap<String, String> = eps
@@ -445,12 +454,12 @@ impl Hub {
             Some("plaintext") => None,
             other => panic!("hub's first line names no security ({other:?}): {first}"),
         };
-        Hub {
+        Ok(Hub {
             proc,
             dir: dir.to_path_buf(),
             endpoints,
             key,
-        }
+        })
     }
 
     pub fn telemetry(&self) -> &str {
@@ -484,11 +493,27 @@ impl Hub {
         format!("[listen]\n{listen}http = \"127.0.0.1:0\"\n")
     }
 
-    /// Starts the hub again in `dir` (same store) with `config`.
+    /// Starts the hub again in `dir` (same store) with `config`, on the
+    /// ports it had. Those came from the OS's ephemeral range, from which
+    /// the OS also picks the local port of every outgoing connection: one
+    /// made after the old hub died (an agent retrying, a NATS client) may
+    /// hold a port for a moment. The start is tried again until it binds,
+    /// for up to [`WAIT`].
     pub fn restart(dir: &Path, config: &str) -> Hub {
         let path = dir.join("same-ports.toml");
         std::fs::write(&path, config).expect("writing hub config");
-        Hub::start_with(dir, &["--config", &path.to_string_lossy()])
+        let args = ["--config", &path.to_string_lossy()];
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match Hub::try_start(dir, &args) {
+                Ok(hub) => return hub,
+                Err(log) if log.contains("Address already in use") && Instant::now() < deadline => {
+                    eprintln!("a port of the old hub is in use; starting it again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(log) => panic!("the hub printed no line; its log:\n{log}"),
+            }
+        }
     }
 
     /// How agents reach this hub.
