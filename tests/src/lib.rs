@@ -48,7 +48,19 @@ pub fn bin(name: &str, env: &str) -> PathBuf {
 
 /// Kills the whole test process if a test runs past `limit`: the hard
 /// timeout, whichever test runner is used. Child processes die with it.
+///
+/// Made first in a test, it is dropped last: when the test fails, it says
+/// why once more after the logs its processes print as they drop, so the
+/// reason is at the end of the output, where a CI summary that keeps only
+/// the tail still shows it.
 pub fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
+    KEEP_PANICS.call_once(|| {
+        let print = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICKED.with(|p| *p.borrow_mut() = Some(info.to_string()));
+            print(info);
+        }));
+    });
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
@@ -56,12 +68,30 @@ pub fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
             std::process::exit(124);
         }
     });
-    Watchdog { _done: tx }
+    Watchdog { name, _done: tx }
+}
+
+static KEEP_PANICS: std::sync::Once = std::sync::Once::new();
+
+thread_local! {
+    /// This thread's last panic, as the panic hook printed it.
+    static PANICKED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Dropping it (test end, pass or fail) stops the watchdog.
 pub struct Watchdog {
+    name: &'static str,
     _done: mpsc::Sender<()>,
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(why) = PANICKED.with(|p| p.borrow_mut().take())
+        {
+            eprintln!("---- {} failed: thread {why}", self.name);
+        }
+    }
 }
 
 /// Waits for `check` to return `Some`, checking again every 25 ms (a cheap
