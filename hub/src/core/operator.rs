@@ -258,6 +258,15 @@ impl Core {
                 devices.len() - 1
             });
             let d = &mut devices[i];
+            // What it said in its last Hello at another front-end (this
+            // store has only the Hellos said here).
+            if !d.online && !h.version.is_empty() {
+                d.agent_version.clone_from(&h.version);
+                d.arch.clone_from(&h.arch);
+            }
+            if d.groups.is_empty() {
+                d.groups.clone_from(&h.groups);
+            }
             if self.held_by_other(id).is_some() {
                 d.online = true;
                 d.since_ms = h.since_ms;

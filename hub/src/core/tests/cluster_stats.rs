@@ -3,6 +3,7 @@
 //! cluster remembers.
 
 use super::cluster::{front_end, holder};
+use super::cluster_undo::from_stream;
 use super::*;
 use crate::cluster::{Holder, ToCluster};
 use fleetmq_protocol::{CLUSTER_FEATURES, FrontEndStats};
@@ -114,7 +115,7 @@ fn a_report_from_before_versions_reads_as_a_front_end_without_features() {
 }
 
 #[test]
-fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
+fn every_device_the_cluster_remembers_is_listed_and_counted_online_or_not() {
     let mut f = front_end();
     f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
     // pi-b and pi-z connected only at fe-b, and left before a batch of
@@ -130,6 +131,12 @@ fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
         f.core.holder_changed(device, holder("fe-b", true));
         f.core.holder_changed(device, went(false));
     }
+    // pi-a is online at fe-b; this store has its batches from the stream,
+    // and what it said in its Hello from the holder.
+    f.core.holder_changed("pi-a", holder("fe-b", true));
+    f.core
+        .from_stream(&[from_stream("pi-a", 1)], 1, at(T0 + 550));
+    f.actions();
     f.operator(71, Request::Devices, T0 + 600);
     f.operator(72, Request::Stats, T0 + 600);
     let got = to_operator(&f.actions());
@@ -140,6 +147,27 @@ fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
     else {
         panic!("{got:?}");
     };
+    let pi_a = &devices[0];
+    assert_eq!(
+        (
+            pi_a.id.as_str(),
+            pi_a.online,
+            pi_a.front_end.as_str(),
+            pi_a.agent_version.as_str(),
+            pi_a.arch.as_str(),
+            pi_a.groups.clone(),
+            pi_a.batches,
+        ),
+        (
+            "pi-a",
+            true,
+            "fe-b",
+            "0.1.0",
+            "armv6",
+            vec!["north".to_string()],
+            1
+        )
+    );
     let shown: Vec<_> = devices
         .iter()
         .map(|d| {
@@ -158,6 +186,14 @@ fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
         shown,
         [
             (
+                "pi-a".into(),
+                true,
+                false,
+                T0 + 550,
+                "fe-b".into(),
+                "armv6".into()
+            ),
+            (
                 "pi-b".into(),
                 false,
                 false,
@@ -175,7 +211,7 @@ fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
             ),
         ]
     );
-    assert_eq!((stats.devices_known, stats.devices_online), (2, 0));
+    assert_eq!((stats.devices_known, stats.devices_online), (3, 1));
     // Forgotten in the cluster: neither listed nor counted.
     let gone = Holder::forgotten_now(went(false).as_ref(), T0 + 700);
     f.core.holder_changed("pi-z", Some(gone));
@@ -191,7 +227,7 @@ fn a_device_held_only_elsewhere_stays_listed_and_counted_once_offline() {
     };
     assert_eq!(
         devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-        ["pi-b"]
+        ["pi-a", "pi-b"]
     );
-    assert_eq!(stats.devices_known, 1);
+    assert_eq!(stats.devices_known, 2);
 }

@@ -22,7 +22,7 @@ fn plaintext_front_end() -> Fleet {
 }
 
 /// A batch of `device` as the telemetry stream holds it.
-fn from_stream(device: &str, seq: u64) -> (String, Vec<u8>) {
+pub(super) fn from_stream(device: &str, seq: u64) -> (String, Vec<u8>) {
     let frame = batch(seq, 1.0).encode().unwrap();
     let (_, body) = fleetmq_protocol::envelope::open(&frame).unwrap();
     (device.to_string(), body.to_vec())
