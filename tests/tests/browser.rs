@@ -8,7 +8,8 @@
 //! their key metrics, search, sort), a device's own view (charts of its
 //! series read from the store, with units and a readout under the pointer,
 //! its configuration, log lines and work), jobs and commands in words with an opened
-//! one staying open across refreshes, and the fleet view of 5,000 devices
+//! one staying open across refreshes, the front-ends of a cluster and
+//! where each device is connected, and the fleet view of 5,000 devices
 //! from a swarm (the times to first render and to an update are printed).
 //! It saves screenshots next to the test output.
 
@@ -747,6 +748,62 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         );
         assert_eq!(status, 403, "{path}");
     }
+}
+
+/// Each front-end's row in the page's front-ends table, by name.
+const FRONT_ENDS: &str = r##"Object.fromEntries([...document.querySelectorAll("#front-ends tr[data-front-end]")].map(r => [
+    r.dataset.frontEnd, r.children[1].textContent,
+]))"##;
+
+#[test]
+fn the_console_of_a_front_end_shows_every_front_end_and_where_devices_are() {
+    let _w = watchdog("browser on front-ends", LIMIT);
+    let dir = temp_dir("fleetmq-browser-fe-");
+    let nats = fleetmq_tests::cluster::NatsCluster::start(&dir.path().join("nats"));
+    let a = fleetmq_tests::cluster::start_front_end(&dir.path().join("a"), &nats, "fe-a", None, "");
+    let b = fleetmq_tests::cluster::start_front_end(
+        &dir.path().join("b"),
+        &nats,
+        "fe-b",
+        Some(&a.dir.join("data")),
+        "",
+    );
+    let _agent = a.agent("pi-f1", &[]);
+    a.wait_answering("pi-f1");
+
+    // fe-b's page: both front-ends with the version they run, and the
+    // device fe-a holds, online there, with what it said in its Hello
+    // there.
+    let mut page = Browser::open(&b.endpoints["http"]);
+    let version = env!("CARGO_PKG_VERSION");
+    page.wait_until(
+        "both front-ends listed with their version",
+        FRONT_ENDS,
+        &format!(r#"f => f["fe-a"] === "{version}" && f["fe-b"] === "{version}""#),
+    );
+    page.wait_until(
+        "pi-f1 online at fe-a, with the version it said there",
+        r##"[...document.querySelectorAll("#devices tr[data-device='pi-f1'] td")].map(c => c.textContent)"##,
+        &format!(r#"c => c[1] === "online" && c[3] === "{version}" && c[5] === "now, at fe-a""#),
+    );
+    // A front-end of an earlier release (its report, without version and
+    // features, put into the page's answer): what it lacks, in words.
+    page.eval(
+        r#"(() => { const realFetch = window.fetch;
+        window.fetch = async (path, o) => { const r = await realFetch(path, o);
+            if (!String(path).startsWith("/api/stats")) return r;
+            const s = await r.json();
+            for (const f of s.front_ends) if (f.name === "fe-a") { f.version = ""; f.features = []; }
+            return new Response(JSON.stringify(s), { status: 200 }); }; })()"#,
+    );
+    page.wait_until(
+        "fe-a said to lack what fe-b applies",
+        r##"[...document.querySelectorAll("#front-ends tr[data-lacks]")].map(r => r.textContent)"##,
+        r#"l => l.length === 1 && l[0].startsWith("fe-a lacks job_cancel, forget, log_batches: job cancel and forget are refused")"#,
+    );
+    let rows = page.eval(FRONT_ENDS);
+    assert_eq!(rows, json!({"fe-a": "older", "fe-b": version}));
+    page.save_screenshot("front-ends.png");
 }
 
 const READ: &str = "reader-token-0123456789abcdef";
