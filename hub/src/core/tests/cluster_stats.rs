@@ -6,7 +6,7 @@ use super::cluster::{front_end, holder};
 use super::cluster_undo::from_stream;
 use super::*;
 use crate::cluster::{Holder, ToCluster};
-use fleetmq_protocol::{CLUSTER_FEATURES, FrontEndStats};
+use fleetmq_protocol::{CLUSTER_FEATURES, DeviceInfo, FrontEndStats, HubStats};
 
 /// A front-end's entry in the front-ends bucket: its traffic, and what
 /// it runs (`version`, `features`).
@@ -114,6 +114,16 @@ fn a_report_from_before_versions_reads_as_a_front_end_without_features() {
     assert!(old.version.is_empty() && old.features.is_empty(), "{old:?}");
 }
 
+/// The devices and the stats an operator reads at `now`.
+fn devices_and_stats(f: &mut Fleet, now: u64) -> (Vec<DeviceInfo>, HubStats) {
+    f.operator(71, Request::Devices, now);
+    f.operator(72, Request::Stats, now);
+    match to_operator(&f.actions()).as_slice() {
+        [(71, Response::Devices(d)), (72, Response::Stats(s))] => (d.clone(), s.clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn every_device_the_cluster_remembers_is_listed_and_counted_online_or_not() {
     let mut f = front_end();
@@ -137,16 +147,7 @@ fn every_device_the_cluster_remembers_is_listed_and_counted_online_or_not() {
     f.core
         .from_stream(&[from_stream("pi-a", 1)], 1, at(T0 + 550));
     f.actions();
-    f.operator(71, Request::Devices, T0 + 600);
-    f.operator(72, Request::Stats, T0 + 600);
-    let got = to_operator(&f.actions());
-    let [
-        (71, Response::Devices(devices)),
-        (72, Response::Stats(stats)),
-    ] = got.as_slice()
-    else {
-        panic!("{got:?}");
-    };
+    let (devices, stats) = devices_and_stats(&mut f, T0 + 600);
     let pi_a = &devices[0];
     assert_eq!(
         (
@@ -215,16 +216,7 @@ fn every_device_the_cluster_remembers_is_listed_and_counted_online_or_not() {
     // Forgotten in the cluster: neither listed nor counted.
     let gone = Holder::forgotten_now(went(false).as_ref(), T0 + 700);
     f.core.holder_changed("pi-z", Some(gone));
-    f.operator(73, Request::Devices, T0 + 800);
-    f.operator(74, Request::Stats, T0 + 800);
-    let got = to_operator(&f.actions());
-    let [
-        (73, Response::Devices(devices)),
-        (74, Response::Stats(stats)),
-    ] = got.as_slice()
-    else {
-        panic!("{got:?}");
-    };
+    let (devices, stats) = devices_and_stats(&mut f, T0 + 800);
     assert_eq!(
         devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
         ["pi-a", "pi-b"]
