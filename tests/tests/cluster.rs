@@ -281,6 +281,11 @@ fn groups_pinned_at_one_front_end_apply_at_the_one_that_holds_the_device() {
     let devices = fleet.a.devices();
     assert_eq!(devices["pi-1"]["online"], true, "{devices:?}");
     assert_ne!(devices["pi-2"]["groups"], serde_json::json!(["north"]));
+    // The Hello pi-1 said again reached its holder: b shows the pin too.
+    wait_for("pi-1 in north at b", || {
+        let d = fleet.b.devices();
+        (d.get("pi-1")?["groups"] == serde_json::json!(["north"])).then_some(())
+    });
 }
 
 #[test]

@@ -209,13 +209,17 @@ impl Core {
         }
         if came {
             self.went_online(device, now, "hello");
-            self.tell_cluster(crate::cluster::ToCluster::Online {
-                device: device.to_string(),
-                version: hello.agent_version.clone(),
-                arch: hello.arch.clone(),
-                groups: hello.groups.clone(),
-            });
         }
+        // Every Hello goes to the device's holder, not only the first: one
+        // said again while online (asked for after a re-pin, or after this
+        // front-end restarted and heard the device first) is how the other
+        // front-ends learn its groups and version.
+        self.tell_cluster(crate::cluster::ToCluster::Online {
+            device: device.to_string(),
+            version: hello.agent_version.clone(),
+            arch: hello.arch.clone(),
+            groups: hello.groups.clone(),
+        });
         let welcome = Welcome {
             hub_version: env!("CARGO_PKG_VERSION").into(),
             ports: self.ports.clone(),

@@ -118,6 +118,28 @@ pub(super) fn holder(frontend: &str, online: bool) -> Option<Holder> {
 }
 
 #[test]
+fn every_hello_tells_the_cluster_what_the_device_said() {
+    let mut f = front_end();
+    f.hello_in("pi-a", &["north"], T0);
+    f.hello_in("pi-a", &["south"], T0 + 10);
+    let said: Vec<_> = to_cluster(&f.actions())
+        .into_iter()
+        .map(|m| match m {
+            ToCluster::Online { device, groups, .. } => (device, groups),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("pi-a".to_string(), vec!["north".to_string()]),
+            ("pi-a".to_string(), vec!["south".to_string()]),
+        ],
+        "the second Hello, said while online, reaches the holder too"
+    );
+}
+
+#[test]
 fn a_device_taken_by_another_live_front_end_is_let_go_and_shown_there() {
     let mut f = front_end();
     f.hello("pi-a", T0);
