@@ -238,6 +238,20 @@ fn a_device_revoked_at_one_front_end_is_cut_off_where_it_is_held_and_forgotten_f
         (fleet.b.devices().get("pi-1")?["online"] == false).then_some(())
     });
     wait_versions(&fleet);
+    // Prometheus sees the same at any front-end.
+    let (status, metrics) = http("GET", &fleet.b.endpoints["http"], "/metrics");
+    assert_eq!(status, 200);
+    for fe in ["fe-a", "fe-b"] {
+        let version = format!(
+            "fleetmq_front_end_info{{front_end=\"{fe}\",version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        let lacking = format!("fleetmq_front_end_lacking_features{{front_end=\"{fe}\"}} 0\n");
+        assert!(
+            metrics.contains(&version) && metrics.contains(&lacking),
+            "{metrics}"
+        );
+    }
     let forget = fleet.b.op(&["forget", "pi-1"]);
     assert!(forget.ok, "{}", forget.stderr);
     assert_eq!(forget.json[0]["runs"], 1, "{:?}", forget.json);

@@ -242,6 +242,7 @@ pub fn prometheus(
         }
         out.push('\n');
     }
+    front_ends(&mut out, &s.front_ends);
     let _ = writeln!(
         out,
         "# HELP fleetmq_alert 1 while the alert fires, 0 while it is pending (rules in [alerts]).\n# TYPE fleetmq_alert gauge"
@@ -259,6 +260,43 @@ pub fn prometheus(
         let _ = writeln!(out, "}} {}", u8::from(a.firing));
     }
     out
+}
+
+/// On a front-end over NATS, each live front-end as it last reported: the
+/// version it runs, and how many of the features the cluster applies it
+/// lacks (an older release mid-upgrade: a job cancel or a forget is refused
+/// while it is live). Every front-end's scrape shows them all. Nothing on
+/// a single hub.
+fn front_ends(out: &mut String, front_ends: &[fleetmq_protocol::FrontEndStats]) {
+    if front_ends.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetmq_front_end_info Each live front-end and the fleetmq-hub version it runs (empty: a release from before versions were reported).\n\
+         # TYPE fleetmq_front_end_info gauge"
+    );
+    for f in front_ends {
+        let _ = writeln!(
+            out,
+            "fleetmq_front_end_info{{front_end=\"{}\",version=\"{}\"}} 1",
+            label(&f.name),
+            label(&f.version)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetmq_front_end_lacking_features Features the cluster applies that the front-end lacks; while above 0, job cancel and forget are refused: upgrade it.\n\
+         # TYPE fleetmq_front_end_lacking_features gauge"
+    );
+    for f in front_ends {
+        let _ = writeln!(
+            out,
+            "fleetmq_front_end_lacking_features{{front_end=\"{}\"}} {}",
+            label(&f.name),
+            f.lacking().len()
+        );
+    }
 }
 
 /// The labels a series' tags become. A tag named like one of the hub's own

@@ -200,6 +200,43 @@ fn the_exposition_has_help_type_and_escaped_labels() {
 }
 
 #[test]
+fn front_ends_show_their_version_and_what_they_lack_and_a_single_hub_none() {
+    let single = prometheus(&stats(), &[], &[], &[]);
+    assert!(!single.contains("front_end"), "{single}");
+    let current = fleetmq_protocol::FrontEndStats {
+        name: "fe-a".into(),
+        version: "0.1.0".into(),
+        features: fleetmq_protocol::CLUSTER_FEATURES
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let older = fleetmq_protocol::FrontEndStats {
+        name: "fe-\"b".into(),
+        ..Default::default()
+    };
+    let text = prometheus(
+        &HubStats {
+            front_ends: vec![current, older],
+            ..stats()
+        },
+        &[],
+        &[],
+        &[],
+    );
+    for line in [
+        "# TYPE fleetmq_front_end_info gauge\n",
+        "fleetmq_front_end_info{front_end=\"fe-a\",version=\"0.1.0\"} 1\n",
+        "fleetmq_front_end_info{front_end=\"fe-\\\"b\",version=\"\"} 1\n",
+        "# TYPE fleetmq_front_end_lacking_features gauge\n",
+        "fleetmq_front_end_lacking_features{front_end=\"fe-a\"} 0\n",
+        "fleetmq_front_end_lacking_features{front_end=\"fe-\\\"b\"} 3\n",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}
+
+#[test]
 fn tags_that_clash_with_the_hubs_labels_are_renamed_until_unique() {
     let labels = |tags: &[(&'static str, &'static str)]| -> Vec<String> {
         tag_labels(tags).into_iter().map(|(k, _)| k).collect()
