@@ -249,9 +249,6 @@ impl Core {
                     id: id.clone(),
                     since_ms: h.since_ms,
                     last_seen_ms: h.since_ms,
-                    agent_version: h.version.clone(),
-                    arch: h.arch.clone(),
-                    groups: h.groups.clone(),
                     revoked: self.admission.is_revoked(id),
                     ..crate::store::unknown_device()
                 });
@@ -259,7 +256,7 @@ impl Core {
             });
             let d = &mut devices[i];
             // What it said in its last Hello at another front-end (this
-            // store has only the Hellos said here).
+            // store has only the Hellos said here, if any).
             if !d.online && !h.version.is_empty() {
                 d.agent_version.clone_from(&h.version);
                 d.arch.clone_from(&h.arch);
