@@ -195,31 +195,28 @@ pub fn prometheus(
     for (name, help, v) in counters {
         metric(name, "counter", help, v as f64);
     }
-    let _ = writeln!(
-        out,
-        "# HELP fleetmq_device_online 1 if the device is online.\n# TYPE fleetmq_device_online gauge"
+    labelled_gauge(
+        &mut out,
+        "device_online",
+        "1 if the device is online.",
+        devices,
+        |d| {
+            (
+                format!("device=\"{}\"", label(&d.id)),
+                f64::from(u8::from(d.online)),
+            )
+        },
     );
-    for d in devices {
-        let _ = writeln!(
-            out,
-            "fleetmq_device_online{{device=\"{}\"}} {}",
-            label(&d.id),
-            u8::from(d.online)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP fleetmq_device_last_seen_seconds When the hub last heard from the device (Unix time).\n\
-         # TYPE fleetmq_device_last_seen_seconds gauge"
+    labelled_gauge(
+        &mut out,
+        "device_last_seen_seconds",
+        "When the hub last heard from the device (Unix time).",
+        devices,
+        |d| {
+            let seen = d.last_seen_ms as f64 / 1000.0;
+            (format!("device=\"{}\"", label(&d.id)), seen)
+        },
     );
-    for d in devices {
-        let _ = writeln!(
-            out,
-            "fleetmq_device_last_seen_seconds{{device=\"{}\"}} {}",
-            label(&d.id),
-            d.last_seen_ms as f64 / 1000.0
-        );
-    }
     let _ = writeln!(
         out,
         "# HELP fleetmq_metric The newest value of each device metric.\n# TYPE fleetmq_metric gauge"
@@ -271,31 +268,44 @@ fn front_ends(out: &mut String, front_ends: &[fleetmq_protocol::FrontEndStats]) 
     if front_ends.is_empty() {
         return;
     }
+    let name = |f: &fleetmq_protocol::FrontEndStats| format!("front_end=\"{}\"", label(&f.name));
+    labelled_gauge(
+        out,
+        "front_end_info",
+        "Each live front-end and the fleetmq-hub version it runs (empty: a release from before versions were reported).",
+        front_ends,
+        |f| {
+            (
+                format!("{},version=\"{}\"", name(f), label(&f.version)),
+                1.0,
+            )
+        },
+    );
+    labelled_gauge(
+        out,
+        "front_end_lacking_features",
+        "Features the cluster applies that the front-end lacks; while above 0, job cancel and forget are refused: upgrade it.",
+        front_ends,
+        |f| (name(f), f.lacking().len() as f64),
+    );
+}
+
+/// A gauge with labels: its HELP and TYPE, then a line for each of `rows`
+/// with the labels (escaped) and the value `line` gives it.
+fn labelled_gauge<T>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: &[T],
+    line: impl Fn(&T) -> (String, f64),
+) {
     let _ = writeln!(
         out,
-        "# HELP fleetmq_front_end_info Each live front-end and the fleetmq-hub version it runs (empty: a release from before versions were reported).\n\
-         # TYPE fleetmq_front_end_info gauge"
+        "# HELP fleetmq_{name} {help}\n# TYPE fleetmq_{name} gauge"
     );
-    for f in front_ends {
-        let _ = writeln!(
-            out,
-            "fleetmq_front_end_info{{front_end=\"{}\",version=\"{}\"}} 1",
-            label(&f.name),
-            label(&f.version)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP fleetmq_front_end_lacking_features Features the cluster applies that the front-end lacks; while above 0, job cancel and forget are refused: upgrade it.\n\
-         # TYPE fleetmq_front_end_lacking_features gauge"
-    );
-    for f in front_ends {
-        let _ = writeln!(
-            out,
-            "fleetmq_front_end_lacking_features{{front_end=\"{}\"}} {}",
-            label(&f.name),
-            f.lacking().len()
-        );
+    for row in rows {
+        let (labels, value) = line(row);
+        let _ = writeln!(out, "fleetmq_{name}{{{labels}}} {value}");
     }
 }
 
