@@ -571,6 +571,7 @@ mod alerts;
 mod budgets;
 mod cluster;
 mod cluster_aimed;
+mod cluster_jobs;
 mod cluster_stats;
 mod cluster_undo;
 mod config;
