@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -88,6 +88,10 @@ impl Browser {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
+        // Its own temporary files go with the profile, and its helpers
+        // are in a group of their own, so the test leaves nothing behind.
+        .env("TMPDIR", profile.path())
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -261,8 +265,37 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Asks Chromium to close, which ends its helpers and removes what it
+    /// wrote, and waits for its pipe to close (up to 10 s); then kills
+    /// whatever of its group is left, before the profile is removed.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let close = json!({ "id": u64::MAX, "method": "Browser.close" });
+        let mut bytes = serde_json::to_vec(&close).unwrap_or_default();
+        bytes.push(0);
+        if self.to.write_all(&bytes).is_ok() {
+            let fd = self.from.get_ref().as_raw_fd();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut sink = Vec::new();
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, 10_000) as libc::c_int;
+                // SAFETY: one pollfd of a descriptor this Browser owns.
+                if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+                    break;
+                }
+                sink.clear();
+                match self.from.read_until(0, &mut sink) {
+                    Ok(0) | Err(_) => break, // closed: Chromium has ended
+                    Ok(_) => {}
+                }
+            }
+        }
+        // SAFETY: the group Chromium leads, made at its spawn.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
