@@ -14,6 +14,11 @@ cd "$(dirname "$0")/.."
 source targets/toolchain.sh
 ensure_zigbuild
 ensure_rust_src
+# Temporary files of the build stay in target/: zig's clang crashes on one
+# of libsodium's configure probes for x86-64 (AVX512F, answered "no" as it
+# should be) and writes a 430 KB reproducer to TMPDIR each time.
+export TMPDIR="$PWD/target/build-tmp"
+mkdir -p "$TMPDIR"
 
 want=("$@")
 selected() {
