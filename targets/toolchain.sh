@@ -25,8 +25,12 @@ ensure_zigbuild() {
   # configure, libzmq and SQLite make about 450 calls a target). Handed the
   # zig binary inside the ziglang wheel and a Python that fails at once
   # (`false`), it runs zig directly: 0.09 s a call instead of 0.20 s.
-  CARGO_ZIGBUILD_ZIG_PATH="$("$venv/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')"
-  export CARGO_ZIGBUILD_ZIG_PATH CARGO_ZIGBUILD_PYTHON_PATH=false
+  FLEETMQ_REAL_ZIG="$("$venv/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')"
+  # Through targets/zig-probe.sh, which links a configure probe's
+  # instruction-set test without building musl again for its flags (22
+  # builds of musl in a cold targets/build.sh, about 30 s each).
+  CARGO_ZIGBUILD_ZIG_PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/zig-probe.sh"
+  export FLEETMQ_REAL_ZIG CARGO_ZIGBUILD_ZIG_PATH CARGO_ZIGBUILD_PYTHON_PATH=false
   # Zig links an optimised C program with LTO, 0.85 s a link even with its
   # cache warm, and libsodium's configure links 133 test programs a target
   # (two minutes). Its test links need no LTO; what is compiled (-c) is
