@@ -75,9 +75,8 @@ build_static() {
 # Size does not matter there, build time in CI does: Rust's prebuilt musl
 # std, and no LTO (a third of the build time). It builds in the background
 # beside the ARM builds, in its own target directory (cargo locks one per
-# run): most of its ten minutes is libsodium's configure script on one
-# core, which probes x86-64's instruction sets, and zig builds a libc for
-# each probe's flags. Its output is shown when it ends.
+# run); libsodium's configure script, on one core, is a good part of it.
+# Its output is shown when it ends.
 amd64_triple=x86_64-unknown-linux-musl
 amd64_dir=target/amd64-hub
 amd64_pid=
