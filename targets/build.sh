@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 source targets/toolchain.sh
 ensure_zigbuild
 ensure_rust_src
-# Temporary files of the build stay in target/: zig's clang crashes on one
-# of libsodium's configure probes for x86-64 (AVX512F, answered "no" as it
-# should be) and writes a 430 KB reproducer to TMPDIR each time.
+# Temporary files of the build stay in target/, not in /tmp. (When zig
+# still built musl for libsodium's AVX512F probe, its clang crashed doing
+# so and left a 430 KB reproducer in /tmp each build; see zig-probe.sh.)
 export TMPDIR="$PWD/target/build-tmp"
 mkdir -p "$TMPDIR"
 
