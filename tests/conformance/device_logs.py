@@ -14,7 +14,9 @@ a journalctl (a stand-in that prints one entry and records how it was
 asked), is sent as `journal:UNIT` at the entry's time, and asked again
 after the last entry taken. `status` shows each file. A relative path is
 refused with the key named. The second file has multi-line entries: a
-stack trace goes as one line with the line before it. The hub sets the
+stack trace goes as one line with the line before it, and lists of its
+own (`[logs.filters]`): a line that holds their text stays on the device
+while the same text in the first file is sent. The hub sets the
 device's files, a pattern
 (`DIR/*.log`) among them, whose files that come later are read from
 their start with their own path as their source, and then
@@ -64,6 +66,9 @@ def config(files, journalctl=None):
     journal = f"journal = true\njournalctl = {json.dumps(journalctl)}\n" if journalctl else ""
     # The second file's entries begin with "a ": other lines continue them.
     multiline = f"[logs.multiline]\n{json.dumps(files[1])} = \"a \"\n" if len(files) > 1 else ""
+    # The second file's own filter: its heartbeats stay on the device.
+    if len(files) > 1:
+        multiline += f"[logs.filters.{json.dumps(files[1])}]\ndrop_lines = [\"heartbeat\"]\n"
     return ("[telemetry]\nflush_interval_ms = 10\n[ingest]\nudp = \"\"\n"
             "[host]\ninterval_ms = 0\n"
             # Back in 1.5 s after a kill -9: the hub lets a new connection
@@ -126,6 +131,11 @@ def run(args, _ctx):
         want.append("a crash\n  at pump.c:12\n  at main.c:3")
         stored(hub, want, "lines that do not begin an entry ([logs.multiline]) go with the "
                "one before, as one line")
+        append(later, "a heartbeat\na sensor read\n")
+        append(app, "a heartbeat in app.log\n")
+        want += ["a heartbeat in app.log", "a sensor read"]
+        stored(hub, want, "a file's own [logs.filters] leaves its lines that hold its text on "
+               "the device, and only its")
 
         check(agent.stop() == 0, "the agent stops cleanly")
         append(app, "while the agent was stopped\n")
@@ -225,6 +235,8 @@ def from_hub(hub, agent, want):
           "status shows the pattern, the files it matches and their lines", status)
 
     # The hub leaves a chatty program's debug lines on the device.
+    with open(agent.log_path) as f:
+        logged_before = len(f.readlines())
     hub.cli.code(0, "config", "set", "--device", DEVICE, "logs.drop_lines=DEBUG,GET /health*")
     agent.status_until("the agent applies the hub's logs.drop_lines",
                        lambda s: s["config"]["values"].get("logs.drop_lines")
@@ -238,8 +250,10 @@ def from_hub(hub, agent, want):
     # Counted since [logs] last changed (the hub's edit opened the sources again).
     check(status["logs"]["files"][0]["lines"] == 1, "and the lines sent apart",
           status["logs"]["files"])
+    # Said once each time the sources open (the hub's edit opened them).
     with open(agent.log_path) as f:
-        said = [line for line in f if "left out by [logs] keep_lines or drop_lines" in line]
+        said = [line for line in f.readlines()[logged_before:]
+                if "left out by [logs] keep_lines or drop_lines" in line]
     check(len(said) == 1, "the agent's log says once that lines are left out, and where "
           "they are counted", said)
 
@@ -251,7 +265,8 @@ def queries(hub, app, later):
     check([r["id"] for r in rows] == sorted(r["id"] for r in rows), "oldest first", rows)
     only = hub.cli.json("logs", "--source", later)
     check([r["text"] for r in only] == ["a file that came later",
-                                        "a crash\n  at pump.c:12\n  at main.c:3"],
+                                        "a crash\n  at pump.c:12\n  at main.c:3",
+                                        "a sensor read"],
           "--source picks a file",
           only)
     grep = hub.cli.json("logs", "--grep", "rotated") + hub.cli.json("logs", "--grep", "six")

@@ -27,7 +27,8 @@
 //! cursor kept beside the files' offsets.
 //!
 //! Lines of either that `keep_lines` and `drop_lines` leave out
-//! ([`filter`]) are read and counted, not sent.
+//! ([`filter`]), or a source's own lists in `[logs.filters]`, are read and
+//! counted, not sent.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -79,6 +80,10 @@ pub struct LogsConfig {
     /// Lines that hold one of these are not sent (read and counted in
     /// `status` only).
     pub drop_lines: Vec<String>,
+    /// Lists of one source's own, for an entry of `files` (as written
+    /// there) or `journal`: applied after `keep_lines` and `drop_lines`,
+    /// so such a line is sent when it passes both.
+    pub filters: BTreeMap<String, SourceFilter>,
     /// Where a file first seen at start is read from: `end` (only what is
     /// written from now on) or `beginning`. A file that appears later, or
     /// replaces a rotated one, is read from its beginning. For the
@@ -104,6 +109,7 @@ impl Default for LogsConfig {
             multiline: BTreeMap::new(),
             keep_lines: Vec::new(),
             drop_lines: Vec::new(),
+            filters: BTreeMap::new(),
             start_at: StartAt::End,
             journal: false,
             journal_units: Vec::new(),
@@ -112,6 +118,17 @@ impl Default for LogsConfig {
         }
     }
 }
+
+/// One source's own `keep_lines` and `drop_lines` (`[logs.filters]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceFilter {
+    pub keep_lines: Vec<String>,
+    pub drop_lines: Vec<String>,
+}
+
+/// The `[logs.filters]` entry that names the journal.
+pub const JOURNAL_ENTRY: &str = "journal";
 
 /// Where a file first seen at start is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +177,11 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
     }
     filter::check(&cfg.keep_lines).map_err(|e| ("logs.keep_lines", e))?;
     filter::check(&cfg.drop_lines).map_err(|e| ("logs.drop_lines", e))?;
+    for (entry, own) in &cfg.filters {
+        let name = |list: &str, e: String| ("logs.filters", format!("{entry:?} {list}: {e}"));
+        filter::check(&own.keep_lines).map_err(|e| name("keep_lines", e))?;
+        filter::check(&own.drop_lines).map_err(|e| name("drop_lines", e))?;
+    }
     if !cfg.journal_priority.is_empty() && !PRIORITIES.contains(&cfg.journal_priority.as_str()) {
         return Err((
             "logs.journal_priority",
@@ -238,7 +260,9 @@ pub struct Tailer {
     /// Files let go after a rotation: (device, inode) and their offset.
     let_go: Vec<((u64, u64), u64)>,
     journal: Option<Journal>,
+    /// `[logs]`'s lists, and each `[logs.filters]` entry's after them.
     filter: Filter,
+    own: BTreeMap<String, Filter>,
     /// Whether the log said that the filter leaves lines out.
     told_left_out: bool,
     marks_path: PathBuf,
@@ -290,12 +314,27 @@ impl Tailer {
                 "logs.multiline names what logs.files does not list; unused (name a file or pattern exactly as files does)"
             );
         }
+        let read = |e: &String| cfg.files.contains(e) || (cfg.journal && e == JOURNAL_ENTRY);
+        for entry in cfg.filters.keys().filter(|e| !read(e)) {
+            warn!(
+                entry,
+                "logs.filters names what logs.files does not list, nor the journal while it is read; unused (name a file or pattern exactly as files does, or \"journal\")"
+            );
+        }
+        let filter = Filter::new(&cfg.keep_lines, &cfg.drop_lines);
+        let own = (cfg.filters.iter())
+            .map(|(entry, f)| {
+                let both = filter.clone().and(&f.keep_lines, &f.drop_lines);
+                (entry.clone(), both)
+            })
+            .collect();
         let mut tailer = Tailer {
             files,
             patterns,
             let_go: Vec::new(),
             journal,
-            filter: Filter::new(&cfg.keep_lines, &cfg.drop_lines),
+            filter,
+            own,
             told_left_out: false,
             marks_path,
             lines_per_poll,
@@ -394,21 +433,27 @@ impl Tailer {
         let mut out = Vec::new();
         let mut left_out = 0;
         for f in &mut self.files {
+            let entry = match f.pattern {
+                Some(i) => &self.patterns[i].text,
+                None => &f.path,
+            };
+            let filter = self.own.get(entry).unwrap_or(&self.filter);
             let from = out.len();
             f.poll(now_ms, now, self.lines_per_poll, &mut out);
-            left_out += self.filter.apply(&mut out, from, &mut f.count);
+            left_out += filter.apply(&mut out, from, &mut f.count);
         }
         if let Some(j) = &mut self.journal {
+            let filter = self.own.get(JOURNAL_ENTRY).unwrap_or(&self.filter);
             let from = out.len();
             j.poll(now_ms, now, self.lines_per_poll, &mut out);
-            left_out += self.filter.apply(&mut out, from, &mut j.count);
+            left_out += filter.apply(&mut out, from, &mut j.count);
         }
         // Said once: a filter that leaves out every line is no mystery.
         if left_out > 0 && !self.told_left_out {
             self.told_left_out = true;
             info!(
                 lines = left_out,
-                "log lines left out by [logs] keep_lines or drop_lines: read past, never sent; status counts them as each source's dropped"
+                "log lines left out by [logs] keep_lines or drop_lines, or [logs.filters]: read past, never sent; status counts them as each source's dropped"
             );
         }
         out

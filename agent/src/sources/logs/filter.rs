@@ -5,6 +5,9 @@
 //! Each entry is text a line holds, with `*` any run and `?` any one byte
 //! (the patterns of `files` and `[logs.multiline]`), matched anywhere in
 //! the line; case matters. A multi-line entry is matched as a whole.
+//! `[logs.filters]` gives a file, a pattern of files or the journal lists
+//! of its own, which apply after `[logs]`'s: such a line is sent when it
+//! passes both.
 
 use crate::telemetry::uplink::Record;
 
@@ -32,10 +35,13 @@ pub fn check(list: &[String]) -> Result<(), String> {
     }
 }
 
-/// The lists as patterns matched against a whole line.
-#[derive(Debug, Default)]
+/// The lists as patterns matched against a whole line: `[logs]`'s, and a
+/// source's own (`[logs.filters]`) after them.
+#[derive(Debug, Default, Clone)]
 pub struct Filter {
-    keep: Vec<Vec<u8>>,
+    /// Each list of kept texts a line must hold one of (empty lists are
+    /// left out): `[logs]`'s, then the source's own.
+    keep: Vec<Vec<Vec<u8>>>,
     drop: Vec<Vec<u8>>,
 }
 
@@ -45,17 +51,24 @@ fn anywhere(list: &[String]) -> Vec<Vec<u8>> {
 
 impl Filter {
     pub fn new(keep: &[String], drop: &[String]) -> Filter {
-        Filter {
-            keep: anywhere(keep),
-            drop: anywhere(drop),
-        }
+        Filter::default().and(keep, drop)
     }
 
-    /// Whether a line is sent: it holds an entry of `keep_lines` (when
-    /// there are any) and none of `drop_lines`.
+    /// This filter, then `keep` and `drop` too: a line is sent when both
+    /// would send it.
+    pub fn and(mut self, keep: &[String], drop: &[String]) -> Filter {
+        if !keep.is_empty() {
+            self.keep.push(anywhere(keep));
+        }
+        self.drop.extend(anywhere(drop));
+        self
+    }
+
+    /// Whether a line is sent: it holds an entry of each `keep_lines` that
+    /// has any, and none of any `drop_lines`.
     pub fn sends(&self, text: &str) -> bool {
         let holds = |p: &Vec<u8>| super::glob::matches(p, text.as_bytes());
-        (self.keep.is_empty() || self.keep.iter().any(holds)) && !self.drop.iter().any(holds)
+        self.keep.iter().all(|list| list.iter().any(holds)) && !self.drop.iter().any(holds)
     }
 
     /// Takes the lines not sent out of `out[from..]`, one source's poll,

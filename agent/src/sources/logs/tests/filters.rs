@@ -1,7 +1,20 @@
-//! `keep_lines` and `drop_lines`.
+//! `keep_lines` and `drop_lines`, and a source's own (`[logs.filters]`).
 
 use super::journal::{fake_journalctl, journal_config};
 use super::*;
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// `entry`'s own lists in `cfg`.
+fn own(cfg: &mut LogsConfig, entry: &str, keep: &[&str], drop: &[&str]) {
+    let lists = SourceFilter {
+        keep_lines: strings(keep),
+        drop_lines: strings(drop),
+    };
+    cfg.filters.insert(entry.to_string(), lists);
+}
 
 fn filtered(files: &[&Path], keep: &[&str], drop: &[&str]) -> LogsConfig {
     LogsConfig {
@@ -154,4 +167,133 @@ fn bad_filters_say_what_is_wrong() {
     let (key, why) = check(&cfg).unwrap_err();
     assert_eq!(key, "logs.keep_lines");
     assert!(why.contains("at most 64"), "{why}");
+}
+
+#[test]
+fn a_source_s_own_lists_apply_after_the_logs_lists() {
+    let f = filter::Filter::new(&[], &["debug".into()]).and(&["ERROR".into()], &["retry".into()]);
+    assert!(f.sends("ERROR disk full"));
+    assert!(
+        !f.sends("ERROR debug dump"),
+        "[logs]'s drop_lines still apply"
+    );
+    assert!(!f.sends("ERROR retry 3"), "and the source's own");
+    assert!(!f.sends("INFO up"), "the source's keep_lines");
+    let both = filter::Filter::new(&["app".into()], &[]).and(&["ERROR".into()], &[]);
+    assert!(both.sends("app ERROR"), "holds a text of each keep_lines");
+    assert!(!both.sends("app INFO"));
+    assert!(!both.sends("sys ERROR"));
+}
+
+#[test]
+fn a_file_a_pattern_and_the_journal_each_take_their_own_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let syslog = dir.path().join("syslog");
+    let apps = dir.path().join("app");
+    std::fs::create_dir(&apps).unwrap();
+    append(&syslog, "");
+    let program = fake_journalctl(
+        dir.path(),
+        &[
+            ("c1", "sshd accepted"),
+            ("c2", "pam_unix session"),
+            ("c3", "cron ran"),
+        ],
+    );
+    let pattern = format!("{}/*.log", apps.display());
+    let mut cfg = LogsConfig {
+        files: vec![syslog.to_string_lossy().into_owned(), pattern.clone()],
+        drop_lines: strings(&["DEBUG"]),
+        ..journal_config(&program)
+    };
+    own(&mut cfg, &syslog.to_string_lossy(), &["ERROR", "WARN"], &[]);
+    own(&mut cfg, &pattern, &[], &["GET /health"]);
+    own(&mut cfg, "journal", &[], &["pam_unix", "cron"]);
+    assert_eq!(check(&cfg), Ok(()));
+    let mut t = Tailer::open(&cfg, dir.path());
+    append(
+        &syslog,
+        "INFO up
+ERROR disk
+WARN DEBUG both
+WARN hot
+",
+    );
+    append(
+        &apps.join("a.log"),
+        "GET /health 200
+INFO started
+DEBUG tick
+",
+    );
+    // journalctl runs on its own: poll until its three entries are in.
+    let journal = |t: &Tailer| t.status().into_iter().find(|s| s.path == "journal");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while journal(&t).is_none_or(|j| j.lines + j.dropped < 3) && Instant::now() < deadline {
+        got.extend(read(&mut t));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["ERROR disk", "INFO started", "WARN hot", "sshd accepted"]
+    );
+    let counts: Vec<(String, u64, u64)> = (t.status().into_iter())
+        .map(|s| (s.path, s.lines, s.dropped))
+        .collect();
+    let a_log = apps.join("a.log").to_string_lossy().into_owned();
+    for (path, lines, dropped) in [
+        (syslog.to_string_lossy().into_owned(), 2, 2),
+        (a_log, 1, 2),
+        ("journal".to_string(), 1, 2),
+    ] {
+        assert!(
+            counts.contains(&(path.clone(), lines, dropped)),
+            "{path}: {lines} sent, {dropped} dropped, in {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_source_s_bad_list_names_the_source() {
+    let mut cfg = LogsConfig::default();
+    own(&mut cfg, "/var/log/syslog", &[""], &[]);
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.filters");
+    assert!(
+        why.starts_with("\"/var/log/syslog\" keep_lines: ") && why.contains("1 to 256"),
+        "{why}"
+    );
+    let mut cfg = LogsConfig::default();
+    let many = SourceFilter {
+        drop_lines: (0..65).map(|i| i.to_string()).collect(),
+        ..SourceFilter::default()
+    };
+    cfg.filters.insert("journal".into(), many);
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.filters");
+    assert!(
+        why.starts_with("\"journal\" drop_lines: ") && why.contains("at most 64"),
+        "{why}"
+    );
+}
+
+#[test]
+fn filters_read_from_the_config_file() {
+    let text = r#"
+files = ["/var/log/syslog"]
+drop_lines = ["DEBUG"]
+[filters."/var/log/syslog"]
+keep_lines = ["ERROR"]
+[filters.journal]
+drop_lines = ["pam_unix"]
+"#;
+    let parse = |text| fleetmq_net::config::parse::<LogsConfig>(Path::new("agent.toml"), text);
+    let cfg = parse(text).unwrap();
+    assert_eq!(cfg.filters["/var/log/syslog"].keep_lines, ["ERROR"]);
+    assert_eq!(cfg.filters["journal"].drop_lines, ["pam_unix"]);
+    let wrong = "[filters.journal]\nkeep = [\"x\"]\n";
+    let e = parse(wrong).unwrap_err().to_string();
+    assert!(e.contains("unknown field `keep`"), "{e}");
 }
