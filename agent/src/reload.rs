@@ -79,6 +79,15 @@ fn keys_that_differ(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
                 None => out.push(path),
             }
         }
+        // A key only `b` has: an entry added to a table such as
+        // `[logs.multiline]` or `[logs.filters]`.
+        for key in b.keys().filter(|k| !a.contains_key(*k)) {
+            out.push(if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            });
+        }
     } else if a != b {
         out.push(prefix.to_string());
     }
@@ -101,6 +110,29 @@ mod tests {
                 needs_restart: vec![],
             }
         );
+    }
+
+    #[test]
+    fn an_entry_added_to_or_taken_from_a_table_is_a_change() {
+        let old = AgentConfig::default();
+        let mut new = old.clone();
+        new.logs
+            .multiline
+            .insert("/var/log/app.log".into(), "20??-".into());
+        let own = crate::sources::logs::SourceFilter {
+            keep_lines: vec!["error".into()],
+            drop_lines: vec![],
+        };
+        new.logs.filters.insert("/var/log/syslog".into(), own);
+        let added = Diff {
+            applied: vec![
+                "logs.filters./var/log/syslog".into(),
+                "logs.multiline./var/log/app.log".into(),
+            ],
+            needs_restart: vec![],
+        };
+        assert_eq!(diff(&old, &new), added, "added");
+        assert_eq!(diff(&new, &old), added, "taken away");
     }
 
     #[test]
