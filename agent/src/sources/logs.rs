@@ -262,7 +262,8 @@ pub struct Tailer {
     journal: Option<Journal>,
     /// `[logs]`'s lists, and each `[logs.filters]` entry's after them.
     filter: Filter,
-    own: BTreeMap<String, Filter>,
+    /// (entry, filter): a few, looked through in order.
+    own: Vec<(String, Filter)>,
     /// Whether the log said that the filter leaves lines out.
     told_left_out: bool,
     marks_path: PathBuf,
@@ -274,6 +275,11 @@ pub struct Tailer {
 /// pattern matched against a line's start.
 fn begins(cfg: &LogsConfig, entry: &str) -> Option<String> {
     cfg.multiline.get(entry).map(|b| format!("{b}*"))
+}
+
+/// `entry`'s own filter, if `[logs.filters]` gives it one.
+fn own_filter<'a>(own: &'a [(String, Filter)], entry: &str) -> Option<&'a Filter> {
+    own.iter().find(|(e, _)| e == entry).map(|(_, f)| f)
 }
 
 fn id_of(m: &std::fs::Metadata) -> (u64, u64) {
@@ -437,13 +443,13 @@ impl Tailer {
                 Some(i) => &self.patterns[i].text,
                 None => &f.path,
             };
-            let filter = self.own.get(entry).unwrap_or(&self.filter);
+            let filter = own_filter(&self.own, entry).unwrap_or(&self.filter);
             let from = out.len();
             f.poll(now_ms, now, self.lines_per_poll, &mut out);
             left_out += filter.apply(&mut out, from, &mut f.count);
         }
         if let Some(j) = &mut self.journal {
-            let filter = self.own.get(JOURNAL_ENTRY).unwrap_or(&self.filter);
+            let filter = own_filter(&self.own, JOURNAL_ENTRY).unwrap_or(&self.filter);
             let from = out.len();
             j.poll(now_ms, now, self.lines_per_poll, &mut out);
             left_out += filter.apply(&mut out, from, &mut j.count);
