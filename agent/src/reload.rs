@@ -68,12 +68,15 @@ pub fn diff(old: &AgentConfig, new: &AgentConfig) -> Diff {
 /// `b`.
 fn keys_that_differ(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     if let (Value::Object(a), Value::Object(b)) = (a, b) {
-        for (key, va) in a {
-            let path = if prefix.is_empty() {
-                key.clone()
+        let path = |key: &str| {
+            if prefix.is_empty() {
+                key.to_string()
             } else {
                 format!("{prefix}.{key}")
-            };
+            }
+        };
+        for (key, va) in a {
+            let path = path(key);
             match b.get(key) {
                 Some(vb) => keys_that_differ(&path, va, vb, out),
                 None => out.push(path),
@@ -82,11 +85,7 @@ fn keys_that_differ(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
         // A key only `b` has: an entry added to a table such as
         // `[logs.multiline]` or `[logs.filters]`.
         for key in b.keys().filter(|k| !a.contains_key(*k)) {
-            out.push(if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            });
+            out.push(path(key));
         }
     } else if a != b {
         out.push(prefix.to_string());
