@@ -27,8 +27,9 @@
 //! cursor kept beside the files' offsets.
 //!
 //! Lines of either that `keep_lines` and `drop_lines` leave out
-//! ([`filter`]), or a source's own lists in `[logs.filters]`, are read and
-//! counted, not sent.
+//! ([`filter`]), or a source's own lists in `[logs.filters]` (a file, a
+//! pattern, the journal, or one unit of it), are read and counted, not
+//! sent.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -81,8 +82,9 @@ pub struct LogsConfig {
     /// `status` only).
     pub drop_lines: Vec<String>,
     /// Lists of one source's own, for an entry of `files` (as written
-    /// there) or `journal`: applied after `keep_lines` and `drop_lines`,
-    /// so such a line is sent when it passes both.
+    /// there), `journal`, or `journal:UNIT` (one unit's lines, after the
+    /// journal's lists): applied after `keep_lines` and `drop_lines`, so
+    /// such a line is sent when it passes both.
     pub filters: BTreeMap<String, SourceFilter>,
     /// Where a file first seen at start is read from: `end` (only what is
     /// written from now on) or `beginning`. A file that appears later, or
@@ -129,6 +131,14 @@ pub struct SourceFilter {
 
 /// The `[logs.filters]` entry that names the journal.
 pub const JOURNAL_ENTRY: &str = "journal";
+/// How an entry that names one unit of the journal begins (`journal:UNIT`,
+/// the source its lines are sent from).
+const JOURNAL_UNIT: &str = "journal:";
+
+/// Whether a `[logs.filters]` entry names the journal or one of its units.
+fn is_journal(entry: &str) -> bool {
+    entry == JOURNAL_ENTRY || entry.starts_with(JOURNAL_UNIT)
+}
 
 /// Where a file first seen at start is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +188,14 @@ pub fn check(cfg: &LogsConfig) -> Result<(), (&'static str, String)> {
     filter::check(&cfg.keep_lines).map_err(|e| ("logs.keep_lines", e))?;
     filter::check(&cfg.drop_lines).map_err(|e| ("logs.drop_lines", e))?;
     for (entry, own) in &cfg.filters {
+        if entry == JOURNAL_UNIT {
+            return Err((
+                "logs.filters",
+                format!(
+                    "{entry:?} names no unit: write \"journal:UNIT\" with the unit as the hub shows a line's source (\"journal:ssh.service\", \"journal:kernel\")"
+                ),
+            ));
+        }
         let name = |list: &str, e: String| ("logs.filters", format!("{entry:?} {list}: {e}"));
         filter::check(&own.keep_lines).map_err(|e| name("keep_lines", e))?;
         filter::check(&own.drop_lines).map_err(|e| name("drop_lines", e))?;
@@ -320,18 +338,24 @@ impl Tailer {
                 "logs.multiline names what logs.files does not list; unused (name a file or pattern exactly as files does)"
             );
         }
-        let read = |e: &String| cfg.files.contains(e) || (cfg.journal && e == JOURNAL_ENTRY);
+        let read = |e: &String| cfg.files.contains(e) || (cfg.journal && is_journal(e));
         for entry in cfg.filters.keys().filter(|e| !read(e)) {
             warn!(
                 entry,
-                "logs.filters names what logs.files does not list, nor the journal while it is read; unused (name a file or pattern exactly as files does, or \"journal\")"
+                "logs.filters names what logs.files does not list, nor the journal while it is read; unused (name a file or pattern exactly as files does, \"journal\", or \"journal:UNIT\")"
             );
         }
         let filter = Filter::new(&cfg.keep_lines, &cfg.drop_lines);
+        let and = |base: &Filter, f: &SourceFilter| base.clone().and(&f.keep_lines, &f.drop_lines);
+        // A unit's lists apply after the journal's.
+        let journal_own = cfg.filters.get(JOURNAL_ENTRY).map(|f| and(&filter, f));
         let own = (cfg.filters.iter())
             .map(|(entry, f)| {
-                let both = filter.clone().and(&f.keep_lines, &f.drop_lines);
-                (entry.clone(), both)
+                let base = match &journal_own {
+                    Some(j) if entry.starts_with(JOURNAL_UNIT) => j,
+                    _ => &filter,
+                };
+                (entry.clone(), and(base, f))
             })
             .collect();
         let mut tailer = Tailer {
@@ -450,9 +474,12 @@ impl Tailer {
         }
         if let Some(j) = &mut self.journal {
             let filter = own_filter(&self.own, JOURNAL_ENTRY).unwrap_or(&self.filter);
+            let own = &self.own;
+            // Each line by its unit's lists, if it has any.
+            let filter_of = |source: &str| Some(own_filter(own, source).unwrap_or(filter));
             let from = out.len();
             j.poll(now_ms, now, self.lines_per_poll, &mut out);
-            left_out += filter.apply(&mut out, from, &mut j.count);
+            left_out += filter::apply_each(&mut out, from, &mut j.count, filter_of);
         }
         // Said once: a filter that leaves out every line is no mystery.
         if left_out > 0 && !self.told_left_out {

@@ -7,7 +7,8 @@
 //! the line; case matters. A multi-line entry is matched as a whole.
 //! `[logs.filters]` gives a file, a pattern of files or the journal lists
 //! of its own, which apply after `[logs]`'s: such a line is sent when it
-//! passes both.
+//! passes both. A unit of the journal (`journal:UNIT`) can have lists of
+//! its own too, which apply after the journal's.
 
 use crate::telemetry::uplink::Record;
 
@@ -74,18 +75,30 @@ impl Filter {
     /// Takes the lines not sent out of `out[from..]`, one source's poll,
     /// and counts both kinds in its `count`; how many it took.
     pub fn apply(&self, out: &mut Vec<Record>, from: usize, count: &mut Counts) -> u64 {
-        let read = out.len() - from;
-        if !(self.keep.is_empty() && self.drop.is_empty()) {
-            let mut at = 0;
-            out.retain(|r| {
-                at += 1;
-                at <= from || !matches!(r, Record::Log { text, .. } if !self.sends(text))
-            });
-        }
-        let sent = out.len() - from;
-        count.polled = (sent as u64, (read - sent) as u64);
-        count.polled.1
+        let filter = (!(self.keep.is_empty() && self.drop.is_empty())).then_some(self);
+        apply_each(out, from, count, |_| filter)
     }
+}
+
+/// [`Filter::apply`] with each line's filter the one its source (`journal:UNIT`
+/// for the journal's) is given by `filter_of`; a line it gives none is sent.
+pub fn apply_each<'f>(
+    out: &mut Vec<Record>,
+    from: usize,
+    count: &mut Counts,
+    filter_of: impl Fn(&str) -> Option<&'f Filter>,
+) -> u64 {
+    let read = out.len() - from;
+    let mut at = 0;
+    out.retain(|r| {
+        at += 1;
+        at <= from
+            || !matches!(r, Record::Log { source, text, .. }
+                if filter_of(source).is_some_and(|f| !f.sends(text)))
+    });
+    let sent = out.len() - from;
+    count.polled = (sent as u64, (read - sent) as u64);
+    count.polled.1
 }
 
 /// The lines of one source sent and left out, and those of the last poll,

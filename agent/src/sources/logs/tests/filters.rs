@@ -1,6 +1,6 @@
 //! `keep_lines` and `drop_lines`, and a source's own (`[logs.filters]`).
 
-use super::journal::{fake_journalctl, journal_config};
+use super::journal::{fake_journalctl, fake_journalctl_of, journal_config};
 use super::*;
 
 fn strings(list: &[&str]) -> Vec<String> {
@@ -256,6 +256,54 @@ DEBUG tick
 }
 
 #[test]
+fn a_unit_of_the_journal_takes_its_own_lists_after_the_journal_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = fake_journalctl_of(
+        dir.path(),
+        &[
+            ("c1", "ssh.service", "Accepted publickey"),
+            ("c2", "ssh.service", "Failed password"),
+            ("c3", "ssh.service", "pam_unix session opened"),
+            ("c4", "cron.service", "Failed to run job"),
+            ("c5", "cron.service", "pam_unix session opened"),
+            ("c6", "cron.service", "ran job"),
+        ],
+    );
+    let mut cfg = LogsConfig {
+        journal_units: Vec::new(),
+        ..journal_config(&program)
+    };
+    own(&mut cfg, "journal", &[], &["pam_unix"]);
+    own(&mut cfg, "journal:ssh.service", &["Failed"], &[]);
+    own(&mut cfg, "journal:nginx.service", &["never"], &[]);
+    assert_eq!(check(&cfg), Ok(()));
+    let mut t = Tailer::open(&cfg, dir.path());
+    // journalctl runs on its own: poll until its six entries are in.
+    let journal = |t: &Tailer| t.status().into_iter().find(|s| s.path == "journal");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while journal(&t).is_none_or(|j| j.lines + j.dropped < 6) && Instant::now() < deadline {
+        got.extend(read(&mut t));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    got.sort();
+    // ssh keeps only its failures; cron only loses the journal's drop; a
+    // unit's lists do not reach another unit's lines.
+    assert_eq!(got, ["Failed password", "Failed to run job", "ran job"]);
+    let j = journal(&t).unwrap();
+    assert_eq!((j.lines, j.dropped), (3, 3));
+}
+
+#[test]
+fn a_journal_entry_without_a_unit_is_refused() {
+    let mut cfg = LogsConfig::default();
+    own(&mut cfg, "journal:", &[], &["x"]);
+    let (key, why) = check(&cfg).unwrap_err();
+    assert_eq!(key, "logs.filters");
+    assert!(why.contains("journal:ssh.service"), "{why}");
+}
+
+#[test]
 fn a_source_s_bad_list_names_the_source() {
     let mut cfg = LogsConfig::default();
     own(&mut cfg, "/var/log/syslog", &[""], &[]);
@@ -288,11 +336,14 @@ drop_lines = ["DEBUG"]
 keep_lines = ["ERROR"]
 [filters.journal]
 drop_lines = ["pam_unix"]
+[filters."journal:ssh.service"]
+keep_lines = ["Failed"]
 "#;
     let parse = |text| fleetmq_net::config::parse::<LogsConfig>(Path::new("agent.toml"), text);
     let cfg = parse(text).unwrap();
     assert_eq!(cfg.filters["/var/log/syslog"].keep_lines, ["ERROR"]);
     assert_eq!(cfg.filters["journal"].drop_lines, ["pam_unix"]);
+    assert_eq!(cfg.filters["journal:ssh.service"].keep_lines, ["Failed"]);
     let wrong = "[filters.journal]\nkeep = [\"x\"]\n";
     let e = parse(wrong).unwrap_err().to_string();
     assert!(e.contains("unknown field `keep`"), "{e}");

@@ -102,12 +102,20 @@ fn a_journal_field_over_the_limit_is_cut_and_says_so_and_the_next_entry_reads() 
 /// A journalctl that prints the entries after the cursor it is given
 /// (every one without), records its arguments, and then follows (waits).
 pub(super) fn fake_journalctl(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
+    let of_app: Vec<_> = (entries.iter())
+        .map(|(cursor, message)| (*cursor, "app.service", *message))
+        .collect();
+    fake_journalctl_of(dir, &of_app)
+}
+
+/// [`fake_journalctl`] with each entry's unit: (cursor, unit, message).
+pub(super) fn fake_journalctl_of(dir: &Path, entries: &[(&str, &str, &str)]) -> PathBuf {
     let mut script = String::from(
         "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/args\"\nafter=\"\"\nfor a in \"$@\"; do case \"$a\" in --after-cursor=*) after=\"${a#--after-cursor=}\";; esac; done\nprinting=$([ -z \"$after\" ] && echo yes)\n",
     );
-    for (cursor, message) in entries {
+    for (cursor, unit, message) in entries {
         script.push_str(&format!(
-            "[ \"$printing\" = yes ] && printf '__CURSOR={cursor}\\n__REALTIME_TIMESTAMP=5000\\n_SYSTEMD_UNIT=app.service\\nMESSAGE={message}\\n\\n'\n[ \"$after\" = \"{cursor}\" ] && printing=yes\n"
+            "[ \"$printing\" = yes ] && printf '__CURSOR={cursor}\\n__REALTIME_TIMESTAMP=5000\\n_SYSTEMD_UNIT={unit}\\nMESSAGE={message}\\n\\n'\n[ \"$after\" = \"{cursor}\" ] && printing=yes\n"
         ));
     }
     // Follows while the test runs, and not a moment longer.
