@@ -106,6 +106,30 @@ fn list(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// A list of `SOURCE=TEXT` items (`logs.filters.keep_lines`): each
+/// source's texts, in the order given. The source is split at the first
+/// `=`, so a text may hold one.
+fn by_source(key: &str, value: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut texts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in list(value) {
+        match item.split_once('=') {
+            Some((source, text)) if !source.trim().is_empty() => {
+                let text = text.trim().to_string();
+                texts
+                    .entry(source.trim().to_string())
+                    .or_default()
+                    .push(text);
+            }
+            _ => {
+                return Err(format!(
+                    "{key}: {item:?} names no source: write SOURCE=TEXT, the source as [logs.filters] names it (/var/log/syslog=error, journal:ssh.service=Failed)"
+                ));
+            }
+        }
+    }
+    Ok(texts)
+}
+
 fn number(key: &str, value: &str) -> Result<u64, String> {
     value
         .trim()
@@ -142,6 +166,16 @@ fn set(cfg: &mut AgentConfig, key: &str, value: &str) -> Result<(), String> {
         "logs.journal_priority" => cfg.logs.journal_priority = value.trim().to_string(),
         "logs.keep_lines" => cfg.logs.keep_lines = list(value),
         "logs.drop_lines" => cfg.logs.drop_lines = list(value),
+        "logs.filters.keep_lines" | "logs.filters.drop_lines" => {
+            for (source, texts) in by_source(key, value)? {
+                let own = cfg.logs.filters.entry(source).or_default();
+                if key.ends_with("keep_lines") {
+                    own.keep_lines = texts;
+                } else {
+                    own.drop_lines = texts;
+                }
+            }
+        }
         k if k.starts_with("app.") && k.len() > 4 => {}
         _ => {
             return Err(format!(
@@ -288,6 +322,64 @@ mod tests {
                 && why[2].contains("printable"),
             "{why:?}"
         );
+    }
+
+    #[test]
+    fn a_source_s_own_lists_are_set_from_the_hub_over_the_file_s() {
+        use crate::sources::logs::SourceFilter;
+        let mut local = AgentConfig::default();
+        let lists = |keep: &[&str], drop: &[&str]| SourceFilter {
+            keep_lines: keep.iter().map(|s| s.to_string()).collect(),
+            drop_lines: drop.iter().map(|s| s.to_string()).collect(),
+        };
+        let syslog = "/var/log/syslog";
+        (local.logs.filters).insert(syslog.into(), lists(&["ERROR"], &["cron"]));
+        (local.logs.filters).insert("journal".into(), lists(&[], &["pam_unix"]));
+        let set = doc(&[
+            (
+                "logs.filters.keep_lines",
+                "/var/log/syslog=error, /var/log/syslog=warn, journal:ssh.service=Failed",
+            ),
+            (
+                "logs.filters.drop_lines",
+                "/var/log/app.log=GET /health=200",
+            ),
+        ]);
+        let out = apply(&local, &set);
+        assert_eq!(out.config.logs, local.logs, "not by default");
+        local.remote.may_set.push("logs.filters.*".into());
+        let out = apply(&local, &set);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let filters = &out.config.logs.filters;
+        // The hub's list replaces the file's for each source it names; the
+        // rest of the file's stays.
+        assert_eq!(filters[syslog], lists(&["error", "warn"], &["cron"]));
+        assert_eq!(filters["journal"], lists(&[], &["pam_unix"]));
+        assert_eq!(filters["journal:ssh.service"], lists(&["Failed"], &[]));
+        assert_eq!(
+            filters["/var/log/app.log"],
+            lists(&[], &["GET /health=200"])
+        );
+
+        let bad = doc(&[
+            ("logs.filters.keep_lines", "error"),
+            ("logs.filters.drop_lines", "=cron"),
+        ]);
+        let out = apply(&local, &bad);
+        assert_eq!(out.config.logs, local.logs);
+        for (key, why) in &out.errors {
+            assert!(
+                why.contains("names no source") && why.contains("SOURCE=TEXT"),
+                "{key}: {why}"
+            );
+        }
+        assert_eq!(out.errors.len(), 2);
+        let out = apply(
+            &local,
+            &doc(&[("logs.filters.drop_lines", "/var/log/syslog=")]),
+        );
+        assert_eq!(out.config.logs, local.logs);
+        assert!(out.errors[0].1.contains("printable"), "{:?}", out.errors);
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "logs.journal_priority",
     "logs.keep_lines",
     "logs.drop_lines",
+    "logs.filters.keep_lines",
+    "logs.filters.drop_lines",
 ];
 
 /// Whether an agent of this release takes `key` from the hub: one of

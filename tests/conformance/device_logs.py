@@ -21,7 +21,8 @@ device's files, a pattern
 (`DIR/*.log`) among them, whose files that come later are read from
 their start with their own path as their source, and then
 `logs.drop_lines`: the lines that hold its texts stay on the device,
-counted in `status`.
+counted in `status`; then the pattern's own list
+(`logs.filters.drop_lines`), which leaves out its lines alone.
 
 It starts a hub of its own and an agent of its own, pi-log, with host
 metrics and local ingest off. Python's standard library only. Run by
@@ -256,6 +257,23 @@ def from_hub(hub, agent, want):
                 if "left out by [logs] keep_lines or drop_lines" in line]
     check(len(said) == 1, "the agent's log says once that lines are left out, and where "
           "they are counted", said)
+
+    # The hub gives the pattern a list of its own: its noisy lines stay on
+    # the device, while the same text from another file is stored.
+    own = f"{pattern}=noisy"
+    hub.cli.code(0, "config", "set", "--device", DEVICE, f"logs.filters.drop_lines={own}")
+    agent.status_until("the agent applies the hub's logs.filters.drop_lines",
+                       lambda s: s["config"]["values"].get("logs.filters.drop_lines") == own)
+    append(matched, "noisy pump\nafter the pattern's own list\n")
+    want.append("after the pattern's own list")
+    stored(hub, want, "a source's own list set from the hub leaves out its lines", exact=False)
+    append(third, "a noisy line of another file\n")
+    want.append("a noisy line of another file")
+    stored(hub, want, "and only its lines", exact=False)
+    status = agent.status_until("status counts the line the pattern's own list dropped",
+                                lambda s: s["logs"]["files"][0].get("dropped") == 1)
+    check(status["logs"]["files"][0]["lines"] == 1, "and the line it sent",
+          status["logs"]["files"])
 
 
 def queries(hub, app, later):
