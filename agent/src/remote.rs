@@ -106,10 +106,15 @@ fn list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// A list of `SOURCE=TEXT` items (`logs.filters.keep_lines`): each
-/// source's texts, in the order given. The source is split at the first
-/// `=`, so a text may hold one.
-fn by_source(key: &str, value: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+/// A list of `SOURCE=TEXT` items (`logs.filters.keep_lines`,
+/// `logs.multiline`): each source's texts, in the order given. The source
+/// is split at the first `=`, so a text may hold one. `example` shows the
+/// form in the error.
+fn by_source(
+    key: &str,
+    value: &str,
+    example: &str,
+) -> Result<BTreeMap<String, Vec<String>>, String> {
     let mut texts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for item in list(value) {
         match item.split_once('=') {
@@ -122,7 +127,7 @@ fn by_source(key: &str, value: &str) -> Result<BTreeMap<String, Vec<String>>, St
             }
             _ => {
                 return Err(format!(
-                    "{key}: {item:?} names no source: write SOURCE=TEXT, the source as [logs.filters] names it (/var/log/syslog=error, journal:ssh.service=Failed)"
+                    "{key}: {item:?} names no source: write SOURCE=TEXT, the source as the agent's [logs] tables name it ({example})"
                 ));
             }
         }
@@ -166,8 +171,24 @@ fn set(cfg: &mut AgentConfig, key: &str, value: &str) -> Result<(), String> {
         "logs.journal_priority" => cfg.logs.journal_priority = value.trim().to_string(),
         "logs.keep_lines" => cfg.logs.keep_lines = list(value),
         "logs.drop_lines" => cfg.logs.drop_lines = list(value),
+        "logs.poll_ms" => cfg.logs.poll_ms = number(key, value)?,
+        "logs.max_lines_per_s" => {
+            cfg.logs.max_lines_per_s = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{key} = {value:?} is not a whole number of lines"))?;
+        }
+        "logs.multiline" => {
+            for (source, begins) in by_source(key, value, "/var/log/app.log=????-??-??")? {
+                let [begins] = <[String; 1]>::try_from(begins).map_err(|_| {
+                    format!("{key}: {source:?} is given more than one beginning; give one")
+                })?;
+                cfg.logs.multiline.insert(source, begins);
+            }
+        }
         "logs.filters.keep_lines" | "logs.filters.drop_lines" => {
-            for (source, texts) in by_source(key, value)? {
+            let example = "/var/log/syslog=error, journal:ssh.service=Failed";
+            for (source, texts) in by_source(key, value, example)? {
                 let own = cfg.logs.filters.entry(source).or_default();
                 if key.ends_with("keep_lines") {
                     own.keep_lines = texts;
@@ -380,6 +401,44 @@ mod tests {
         );
         assert_eq!(out.config.logs, local.logs);
         assert!(out.errors[0].1.contains("printable"), "{:?}", out.errors);
+    }
+
+    #[test]
+    fn multi_line_entries_and_the_pace_of_reading_are_set_from_the_hub() {
+        let mut local = AgentConfig::default();
+        local.remote.may_set.push("logs.*".into());
+        let syslog = "/var/log/syslog";
+        (local.logs.multiline).insert(syslog.into(), "<".into());
+        let out = apply(
+            &local,
+            &doc(&[
+                ("logs.multiline", "/var/log/app/*.log=????-??-??"),
+                ("logs.poll_ms", "500"),
+                ("logs.max_lines_per_s", "20"),
+            ]),
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let logs = &out.config.logs;
+        assert_eq!(logs.multiline["/var/log/app/*.log"], "????-??-??");
+        assert_eq!(logs.multiline[syslog], "<", "the file's other entries stay");
+        assert_eq!((logs.poll_ms, logs.max_lines_per_s), (500, 20));
+
+        let out = apply(
+            &local,
+            &doc(&[
+                ("logs.multiline", "/var/log/a.log=<, /var/log/a.log=["),
+                ("logs.poll_ms", "10"),
+                ("logs.max_lines_per_s", "many"),
+            ]),
+        );
+        assert_eq!(out.config.logs, local.logs);
+        let why: Vec<&str> = out.errors.iter().map(|(_, e)| e.as_str()).collect();
+        assert!(
+            why[0].contains("more than one beginning")
+                && why[1].contains("the least is 100 ms")
+                && why[2].contains("whole number of lines"),
+            "{why:?}"
+        );
     }
 
     #[test]

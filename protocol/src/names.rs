@@ -106,6 +106,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "logs.drop_lines",
     "logs.filters.keep_lines",
     "logs.filters.drop_lines",
+    "logs.multiline",
+    "logs.poll_ms",
+    "logs.max_lines_per_s",
 ];
 
 /// Whether an agent of this release takes `key` from the hub: one of

@@ -22,7 +22,8 @@ device's files, a pattern
 their start with their own path as their source, and then
 `logs.drop_lines`: the lines that hold its texts stay on the device,
 counted in `status`; then the pattern's own list
-(`logs.filters.drop_lines`), which leaves out its lines alone.
+(`logs.filters.drop_lines`), which leaves out its lines alone, and how
+its multi-line entries begin (`logs.multiline`).
 
 It starts a hub of its own and an agent of its own, pi-log, with host
 metrics and local ingest off. Python's standard library only. Run by
@@ -274,6 +275,16 @@ def from_hub(hub, agent, want):
                                 lambda s: s["logs"]["files"][0].get("dropped") == 1)
     check(status["logs"]["files"][0]["lines"] == 1, "and the line it sent",
           status["logs"]["files"])
+
+    # The hub says how the pattern's multi-line entries begin.
+    begins = f"{pattern}=E "
+    hub.cli.code(0, "config", "set", "--device", DEVICE, f"logs.multiline={begins}")
+    agent.status_until("the agent applies the hub's logs.multiline",
+                       lambda s: s["config"]["values"].get("logs.multiline") == begins)
+    append(matched, "E crash\n  at pump.c:7\nE next\n")
+    want += ["E crash\n  at pump.c:7", "E next"]
+    stored(hub, want, "lines that do not begin an entry go with the one before it, as the "
+           "hub's logs.multiline says", exact=False)
 
 
 def queries(hub, app, later):
