@@ -183,6 +183,11 @@ fn a_source_s_own_lists_apply_after_the_logs_lists() {
     assert!(both.sends("app ERROR"), "holds a text of each keep_lines");
     assert!(!both.sends("app INFO"));
     assert!(!both.sends("sys ERROR"));
+    // A source's own keep_lines of "*" keeps every line (as the hub writes
+    // SOURCE=* to undo a file's list).
+    let every = filter::Filter::new(&[], &["debug".into()]).and(&["*".into()], &[]);
+    assert!(every.sends("INFO up") && every.sends(""));
+    assert!(!every.sends("debug dump"), "the other lists still apply");
 }
 
 #[test]
