@@ -189,6 +189,35 @@ def run(args, ctx):
     status, _, body = reader.call("/api/command/cancel", {"id": sent["id"]})
     check(status == 403, "cancelling with the read token is 403", (status, body))
 
+    # The desired configuration, edited as config set and unset do.
+    edit = {"device": dev, "set": {"app.colour": "green", "app.size": "9"}}
+    status, _, body = reader.call("/api/config", edit)
+    check(status == 403, "a configuration edit with the read token is 403", (status, body))
+    done = admin.json("/api/config", edit)
+    check(set(done) == {"version", "layer"} and done["layer"] == f"device:{dev}",
+          "/api/config answered as config set --json", done)
+    entries = reader.json("/api/config" + query(device=dev))["entries"]
+    check({"key": "app.colour", "value": "green", "layer": f"device:{dev}"} in entries
+          and {"key": "app.size", "value": "9", "layer": f"device:{dev}"} in entries,
+          "and the device's configuration holds the keys", entries)
+    gone = admin.json("/api/config", {"device": dev, "unset": ["app.size"],
+                                      "if_version": done["version"]})
+    check(gone["version"] > done["version"], "unset, on the version it was read at", gone)
+    entries = reader.json("/api/config" + query(device=dev))["entries"]
+    check(not any(e["key"] == "app.size" for e in entries), "the key is out", entries)
+    status, _, body = admin.call("/api/config", {**edit, "if_version": done["version"]})
+    check(status == 400 and b"version" in body,
+          "an edit on a version that has moved on is refused, saying so", (status, body))
+    typo = {"all": True, "set": {"host.intervl_ms": "5000"}}
+    status, _, body = admin.call("/api/config", typo)
+    check(status == 400 and b"host.intervl_ms" in body and b"force" in body,
+          "a key agents do not take is refused as a likely typo, naming it", (status, body))
+    forced = admin.json("/api/config", {**typo, "force": True})
+    check(forced.get("layer") == "fleet", "and set when forced, in the fleet's layer", forced)
+    admin.json("/api/config", {"all": True, "unset": ["host.intervl_ms"]})
+    status, _, body = admin.call("/api/config", {"group": "north"})
+    check(status == 400 and b"set" in body, "an edit of nothing is refused", (status, body))
+
 
 if __name__ == "__main__":
     sys.exit(client.script_main("http", run, __doc__,

@@ -650,6 +650,36 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         !chat.log_text().contains("not sent"),
         "the cancelled announcement was not sent"
     );
+    // The desired configuration of a device, set and taken out from the page.
+    let question = act(
+        &mut admin,
+        "device:pi-b1",
+        "config",
+        "app.mode=eco -app.old",
+    );
+    assert_eq!(
+        question,
+        "Really change the configuration of device pi-b1: app.mode=eco -app.old?"
+    );
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "the configuration's new version",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => /^configuration version \d+ \(device:pi-b1\)/.test(t)"#,
+    );
+    let shown = hub.op(&["config", "show", "pi-b1"]);
+    let entries = &shown.json[0]["entries"];
+    assert!(
+        (entries.as_array().into_iter().flatten())
+            .any(|e| e["key"] == "app.mode" && e["value"] == "eco" && e["layer"] == "device:pi-b1"),
+        "{entries:?}"
+    );
+    act(&mut admin, "device:pi-b1", "config", "app.mode");
+    assert_eq!(admin.eval(confirming), json!(false), "nothing to confirm");
+    assert_eq!(
+        admin.eval(r#"document.getElementById("a-result").textContent"#),
+        json!("“app.mode”: write KEY=VALUE to set a key, -KEY to take one out")
+    );
     admin.save_screenshot("actions.png");
     // A job that no device takes waits; the admin calls it off from Work.
     let r = hub.op(&["job", "submit", "exec", "--", "nothing-takes-this"]);

@@ -401,15 +401,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if !a.force
-                && let Some((key, _)) = set
-                    .iter()
-                    .find(|(k, _)| !fleetmq_protocol::is_config_key(k))
+                && let Some(why) =
+                    crate::operator::unknown_config_key(set.iter().map(|(k, _)| k.as_str()))
             {
-                return Err(usage(&format!(
-                    "{key:?} is not a key agents of this release take from the hub (a typo?); \
-                     they take {} and app.NAME. For a key only agents newer than this hub take, give --force",
-                    fleetmq_protocol::CONFIG_KEYS.join(", ")
-                )));
+                return Err(usage(&format!("{why} with --force")));
             }
             ask::config_edit(&a.op, &a.layer, set, Vec::new())
         }

@@ -13,3 +13,16 @@ pub mod http;
 pub mod views;
 
 pub use client::{Client, ClientError, find_endpoint};
+
+/// Why an edit of the desired configuration is likely a typo, if it is:
+/// it sets a key agents of this release do not take from the hub. The
+/// command line and the page refuse such an edit unless told to force it
+/// (for agents newer than this hub).
+pub fn unknown_config_key<'k>(mut keys: impl Iterator<Item = &'k str>) -> Option<String> {
+    let key = keys.find(|k| !fleetmq_protocol::is_config_key(k))?;
+    Some(format!(
+        "{key:?} is not a key agents of this release take from the hub (a typo?); \
+         they take {} and app.NAME. For a key only agents newer than this hub take, force it",
+        fleetmq_protocol::CONFIG_KEYS.join(", ")
+    ))
+}

@@ -1,13 +1,17 @@
 //! What the page may do, with the admin token only (`POST`, a JSON body):
 //! ping or command a device, a group or the fleet, submit a job, cancel
-//! a job or a command for many devices, make an announcement, forget a
-//! decommissioned device. Each becomes
+//! a job or a command for many devices, make an announcement, set or
+//! unset keys of the desired configuration, forget a decommissioned
+//! device. Each becomes
 //! the operator request the command line would
 //! send, and its answer comes back as the command line's `--json` has it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fleetmq_protocol::{Command, FleetCommand, JobSpec, JobSubmission, Request, Response, Target};
+use fleetmq_protocol::{
+    Command, ConfigEdit, FleetCommand, JobSpec, JobSubmission, Request, Response, Target,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -48,6 +52,28 @@ struct Body {
 #[serde(deny_unknown_fields)]
 struct Cancel {
     id: u64,
+}
+
+/// `POST /api/config`'s body: the layer (exactly one of `device`, `group`,
+/// `all`), the keys to set and to take out of it, and, as `config set`
+/// takes them, `if_version` and `force`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    unset: Vec<String>,
+    #[serde(default)]
+    if_version: u64,
+    #[serde(default)]
+    force: bool,
 }
 
 /// `POST /api/forget`'s body: the device.
@@ -113,12 +139,13 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
             return cancel(hub, path, body, command).unwrap_or_else(|a| a);
         }
         "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
+        "/api/config" => return config_edit(hub, body).unwrap_or_else(|a| a),
         _ => {
             return (
                 404,
                 "text/plain",
                 "not found; POST /api/command, /api/job, /api/job/cancel, \
-                 /api/command/cancel, /api/broadcast or /api/forget\n"
+                 /api/command/cancel, /api/broadcast, /api/config or /api/forget\n"
                     .into(),
             );
         }
@@ -269,6 +296,48 @@ fn forget(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
     })
 }
 
+/// Sets and unsets keys of one layer of the desired configuration, as
+/// `config set` and `config unset` do, answered as their `--json` is.
+fn config_edit(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
+    let c: ConfigBody = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "/api/config takes {{\"device\" or \"group\" or \"all\", \"set\": {{KEY: VALUE}}, \"unset\": [KEY]}}: {e}"
+        ))
+    })?;
+    let aim = Body {
+        device: c.device,
+        group: c.group,
+        all: c.all,
+        ..Body::default()
+    };
+    aim.check()?;
+    if c.set.is_empty() && c.unset.is_empty() {
+        return Err(bad(
+            "give keys to \"set\" ({KEY: VALUE}) or to \"unset\" ([KEY])",
+        ));
+    }
+    if !c.force
+        && let Some(why) = crate::operator::unknown_config_key(c.set.keys().map(String::as_str))
+    {
+        return Err(bad(format!("{why} with \"force\": true")));
+    }
+    let layer = match (aim.device, aim.group) {
+        (Some(d), _) => format!("device:{d}"),
+        (None, Some(g)) => format!("group:{g}"),
+        (None, None) => "fleet".to_string(),
+    };
+    let request = Request::ConfigEdit(ConfigEdit {
+        layer: layer.clone(),
+        set: c.set.into_iter().collect(),
+        unset: c.unset,
+        if_version: c.if_version,
+    });
+    Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
+        Response::ConfigVersion { version } => json(&json!({ "version": version, "layer": layer })),
+        other => unexpected(&other),
+    })
+}
+
 fn unexpected(r: &Response) -> Answer {
     (500, "text/plain", format!("unexpected answer: {r:?}\n"))
 }
@@ -287,6 +356,21 @@ mod tests {
         assert!(serde_json::from_str::<Body>(r#"{"all": true, "name": "ping", "x": 1}"#).is_err());
         assert_eq!(command_of("ping", &[]).unwrap(), Command::Ping);
         assert!(command_of("exec", &[]).is_err());
+        let edit: ConfigBody =
+            serde_json::from_str(r#"{"group": "north", "set": {"app.a": "1"}}"#).unwrap();
+        assert_eq!(
+            (edit.set.len(), edit.unset.len(), edit.force),
+            (1, 0, false)
+        );
+        let typo = r#"{"all": true, "sett": {"app.a": "1"}}"#;
+        assert!(serde_json::from_str::<ConfigBody>(typo).is_err());
+        assert!(serde_json::from_str::<ConfigBody>(r#"{"all": true, "set": {"a": 1}}"#).is_err());
+        assert_eq!(
+            crate::operator::unknown_config_key(["app.a", "host.interval_ms"].into_iter()),
+            None
+        );
+        let why = crate::operator::unknown_config_key(["app.a", "host.intervl_ms"].into_iter());
+        assert!(why.is_some_and(|w| w.starts_with("\"host.intervl_ms\" is not a key")));
         assert_eq!(
             command_of("exec", &["uname".into(), "-a".into()]).unwrap(),
             Command::Exec {
