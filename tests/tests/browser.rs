@@ -667,6 +667,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"document.getElementById("a-result").textContent"#,
         r#"t => /^configuration version \d+ \(device:pi-b1\)/.test(t)"#,
     );
+    admin.wait_until(
+        "the device's configuration box showing the key",
+        r#"document.getElementById("d-config").textContent"#,
+        r#"t => t.includes("app.modeecodevice:pi-b1")"#,
+    );
     let shown = hub.op(&["config", "show", "pi-b1"]);
     let entries = &shown.json[0]["entries"];
     assert!(
