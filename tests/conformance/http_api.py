@@ -200,6 +200,12 @@ def run(args, ctx):
     check({"key": "app.colour", "value": "green", "layer": f"device:{dev}"} in entries
           and {"key": "app.size", "value": "9", "layer": f"device:{dev}"} in entries,
           "and the device's configuration holds the keys", entries)
+    status = reader.json("/api/config")
+    mine = [d for d in status["devices"] if d["device"] == dev]
+    check(len(mine) == 1 and mine[0]["desired_version"] == done["version"]
+          and mine[0]["state"] in ("pending", "in_sync", "failed"),
+          "/api/config without a device: every device's versions, as config status --json",
+          mine)
     gone = admin.json("/api/config", {"device": dev, "unset": ["app.size"],
                                       "if_version": done["version"]})
     check(gone["version"] > done["version"], "unset, on the version it was read at", gone)

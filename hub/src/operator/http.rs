@@ -272,7 +272,11 @@ fn route(hub: &mut Client, url: &str) -> Answer {
                     _ => None,
                 },
             ),
-            None => (400, "text/plain", "config needs device=D\n".into()),
+            // Without a device: every device's versions, as `config status`.
+            None => answer(call(hub, Request::ConfigStatus), |r| match r {
+                Response::ConfigStatus(s) => Some(json(&views::config_status(&s))),
+                _ => None,
+            }),
         },
         "/api/telemetry" | "/api/logs" => {
             let (since_ms, until_ms) = match (number("since", 0), number("until", 0)) {
@@ -359,7 +363,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/logs?device=D&source=PATH&grep=TEXT&last=N, /api/chat?last=N, /api/jobs, \
              /api/commands, /api/fleet-commands, /api/alerts, /api/latest?device=D&name=A,B, \
-             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config?device=D, /api/presence?device=D&limit=N\n"
+             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config, /api/config?device=D, /api/presence?device=D&limit=N\n"
                 .into(),
         ),
     }
