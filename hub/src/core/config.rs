@@ -320,11 +320,12 @@ impl Core {
         let status = (|| -> Result<Vec<ConfigState>, OperatorError> {
             let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
             let all = self.store.config_all().map_err(storage)?;
+            // One read for the fleet, not one a device, on the hub loop.
+            let mut applied = self.store.config_applied_all().map_err(storage)?;
             let mut out = Vec::new();
             for d in self.store.devices().map_err(storage)? {
                 let (desired_version, _) = merge(&keys_of(&all, &layers(&d.id, &d.groups)));
-                let (applied_version, errors) =
-                    self.store.config_applied_by(&d.id).map_err(storage)?;
+                let (applied_version, errors) = applied.remove(&d.id).unwrap_or_default();
                 out.push(ConfigState {
                     device: d.id,
                     groups: d.groups,

@@ -3,6 +3,8 @@
 //! touched it; a key taken out of a layer stays as a row without a value,
 //! so its version still counts. What each device last applied.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{Doing as _, Store, StoreError};
@@ -198,10 +200,7 @@ impl Store {
     }
 
     /// What a device last applied: (version, errors); (0, none) if nothing.
-    pub fn config_applied_by(
-        &self,
-        device: &str,
-    ) -> Result<(u64, Vec<(String, String)>), StoreError> {
+    pub fn config_applied_by(&self, device: &str) -> Result<Applied, StoreError> {
         let row: Option<(i64, String)> = self
             .conn
             .query_row(
@@ -211,12 +210,33 @@ impl Store {
             )
             .optional()
             .doing("reading an applied configuration")?;
-        Ok(match row {
-            Some((v, errors)) => (
-                v.max(0) as u64,
-                serde_json::from_str(&errors).unwrap_or_default(),
-            ),
-            None => (0, Vec::new()),
-        })
+        Ok(row.map_or((0, Vec::new()), applied))
     }
+
+    /// What every device that applied a configuration last applied, by
+    /// device, in one read (`config status` over a whole fleet).
+    pub fn config_applied_all(&self) -> Result<HashMap<String, Applied>, StoreError> {
+        let mut stmt = (self.conn)
+            .prepare_cached("SELECT device, version, errors FROM config_applied")
+            .doing("preparing applied configurations")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .doing("reading applied configurations")?;
+        rows.map(|row| {
+            let (device, row): (String, (i64, String)) =
+                row.doing("reading an applied configuration")?;
+            Ok((device, applied(row)))
+        })
+        .collect()
+    }
+}
+
+/// What a device applied: the version and each key it refused, with why.
+pub type Applied = (u64, Vec<(String, String)>);
+
+fn applied((version, errors): (i64, String)) -> Applied {
+    (
+        version.max(0) as u64,
+        serde_json::from_str(&errors).unwrap_or_default(),
+    )
 }

@@ -394,6 +394,26 @@ fn a_round_counts_each_devices_new_batches() {
     );
 }
 
+/// `config status` reads what every device applied at once, as each
+/// device's own read finds it.
+#[test]
+fn what_every_device_applied_is_read_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Synchronous::Normal).unwrap();
+    assert!(store.config_applied_all().unwrap().is_empty());
+    let refused = [("app.x".to_string(), "not in may_set".to_string())];
+    store.config_applied("pi-1", 3, &[], 10).unwrap();
+    store.config_applied("pi-2", 4, &refused, 11).unwrap();
+    store.config_applied("pi-1", 5, &[], 12).unwrap();
+    let all = store.config_applied_all().unwrap();
+    assert_eq!(all.len(), 2);
+    for device in ["pi-1", "pi-2"] {
+        assert_eq!(all[device], store.config_applied_by(device).unwrap());
+    }
+    assert_eq!(all["pi-1"], (5, vec![]));
+    assert_eq!(all["pi-2"], (4, refused.to_vec()));
+}
+
 mod devices;
 mod queries_and_retention;
 mod work;
