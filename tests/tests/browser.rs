@@ -679,6 +679,36 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
             .any(|e| e["key"] == "app.mode" && e["value"] == "eco" && e["layer"] == "device:pi-b1"),
         "{entries:?}"
     );
+    // A device that refuses a key is picked out on the fleet view.
+    let r = hub.op(&["config", "set", "--device", "pi-b2", "host.interval_ms=1"]);
+    assert!(r.ok, "{}", r.stderr);
+    wait_for("pi-b2 refusing an interval under its minimum", || {
+        let r = hub.op(&["config", "status"]);
+        let devices = r.json.first()?["devices"].as_array()?.clone();
+        devices
+            .iter()
+            .any(|d| d["device"] == "pi-b2" && d["state"] == "failed")
+            .then_some(())
+    });
+    admin.eval(r##"location.hash = "#/""##);
+    admin.eval(
+        r#"(() => { const s = document.getElementById("f-config");
+            s.value = "failed"; s.onchange({ target: s }); })()"#,
+    );
+    admin.wait_until(
+        "only the device whose configuration failed, counted in the filter",
+        &format!(
+            r#"JSON.stringify([{ROWS}, document.getElementById("f-config").selectedOptions[0].textContent])"#
+        ),
+        r#"t => t === JSON.stringify([["pi-b2"], "configuration failed (1)"])"#,
+    );
+    admin.eval(
+        r#"(() => { const s = document.getElementById("f-config");
+            s.value = ""; s.onchange({ target: s }); })()"#,
+    );
+    let r = hub.op(&["config", "unset", "--device", "pi-b2", "host.interval_ms"]);
+    assert!(r.ok, "{}", r.stderr);
+    admin.eval(r##"location.hash = "#/device/pi-b1""##);
     act(&mut admin, "device:pi-b1", "config", "app.mode");
     assert_eq!(admin.eval(confirming), json!(false), "nothing to confirm");
     assert_eq!(
