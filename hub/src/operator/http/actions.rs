@@ -24,7 +24,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// An action's body: whom it is for (exactly one of `device`, `group`,
 /// `all`), and what: `name` and `args` for a command, `kind` (`echo` with
 /// `text`, `exec` with `program` and `args`) for a job, `text` for an
-/// announcement.
+/// announcement, `set` and `unset` (and, as `config set` takes them,
+/// `if_version` and `force`) for the layer of the desired configuration
+/// it names.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
@@ -44,28 +46,6 @@ struct Body {
     text: String,
     #[serde(default)]
     program: String,
-}
-
-/// `POST /api/job/cancel`'s and `/api/command/cancel`'s body: the job,
-/// or the command for many devices.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Cancel {
-    id: u64,
-}
-
-/// `POST /api/config`'s body: the layer (exactly one of `device`, `group`,
-/// `all`), the keys to set and to take out of it, and, as `config set`
-/// takes them, `if_version` and `force`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigBody {
-    #[serde(default)]
-    device: Option<String>,
-    #[serde(default)]
-    group: Option<String>,
-    #[serde(default)]
-    all: bool,
     #[serde(default)]
     set: BTreeMap<String, String>,
     #[serde(default)]
@@ -74,6 +54,14 @@ struct ConfigBody {
     if_version: u64,
     #[serde(default)]
     force: bool,
+}
+
+/// `POST /api/job/cancel`'s and `/api/command/cancel`'s body: the job,
+/// or the command for many devices.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    id: u64,
 }
 
 /// `POST /api/forget`'s body: the device.
@@ -139,7 +127,7 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
             return cancel(hub, path, body, command).unwrap_or_else(|a| a);
         }
         "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
-        "/api/config" => return config_edit(hub, body).unwrap_or_else(|a| a),
+        "/api/config" => Action::Config,
         _ => {
             return (
                 404,
@@ -161,6 +149,7 @@ enum Action {
     Command,
     Job,
     Broadcast,
+    Config,
 }
 
 impl Action {
@@ -252,6 +241,7 @@ impl Action {
                     other => unexpected(&other),
                 })
             }
+            Action::Config => config_edit(hub, b),
         }
     }
 }
@@ -296,21 +286,10 @@ fn forget(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
     })
 }
 
-/// Sets and unsets keys of one layer of the desired configuration, as
-/// `config set` and `config unset` do, answered as their `--json` is.
-fn config_edit(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
-    let c: ConfigBody = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "/api/config takes {{\"device\" or \"group\" or \"all\", \"set\": {{KEY: VALUE}}, \"unset\": [KEY]}}: {e}"
-        ))
-    })?;
-    let aim = Body {
-        device: c.device,
-        group: c.group,
-        all: c.all,
-        ..Body::default()
-    };
-    aim.check()?;
+/// Sets and unsets keys of the layer of the desired configuration `c`
+/// names, as `config set` and `config unset` do, answered as their
+/// `--json` is.
+fn config_edit(hub: &mut Client, c: Body) -> Result<Answer, Answer> {
     if c.set.is_empty() && c.unset.is_empty() {
         return Err(bad(
             "give keys to \"set\" ({KEY: VALUE}) or to \"unset\" ([KEY])",
@@ -321,7 +300,7 @@ fn config_edit(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
     {
         return Err(bad(format!("{why} with \"force\": true")));
     }
-    let layer = match (aim.device, aim.group) {
+    let layer = match (c.device, c.group) {
         (Some(d), _) => format!("device:{d}"),
         (None, Some(g)) => format!("group:{g}"),
         (None, None) => "fleet".to_string(),
@@ -356,15 +335,16 @@ mod tests {
         assert!(serde_json::from_str::<Body>(r#"{"all": true, "name": "ping", "x": 1}"#).is_err());
         assert_eq!(command_of("ping", &[]).unwrap(), Command::Ping);
         assert!(command_of("exec", &[]).is_err());
-        let edit: ConfigBody =
+        let edit: Body =
             serde_json::from_str(r#"{"group": "north", "set": {"app.a": "1"}}"#).unwrap();
+        assert!(edit.check().is_ok());
         assert_eq!(
             (edit.set.len(), edit.unset.len(), edit.force),
             (1, 0, false)
         );
         let typo = r#"{"all": true, "sett": {"app.a": "1"}}"#;
-        assert!(serde_json::from_str::<ConfigBody>(typo).is_err());
-        assert!(serde_json::from_str::<ConfigBody>(r#"{"all": true, "set": {"a": 1}}"#).is_err());
+        assert!(serde_json::from_str::<Body>(typo).is_err());
+        assert!(serde_json::from_str::<Body>(r#"{"all": true, "set": {"a": 1}}"#).is_err());
         assert_eq!(
             crate::operator::unknown_config_key(["app.a", "host.interval_ms"].into_iter()),
             None
