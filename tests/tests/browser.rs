@@ -655,11 +655,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         &mut admin,
         "device:pi-b1",
         "config",
-        "app.mode=eco -app.old",
+        r#"app.mode=eco app.motto="as one" -app.old"#,
     );
     assert_eq!(
         question,
-        "Really change the configuration of device pi-b1: app.mode=eco -app.old?"
+        r#"Really change the configuration of device pi-b1: app.mode=eco app.motto="as one" -app.old?"#
     );
     admin.eval(r#"document.getElementById("a-send").click()"#);
     admin.wait_until(
@@ -678,6 +678,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         (entries.as_array().into_iter().flatten())
             .any(|e| e["key"] == "app.mode" && e["value"] == "eco" && e["layer"] == "device:pi-b1"),
         "{entries:?}"
+    );
+    assert!(
+        (entries.as_array().into_iter().flatten())
+            .any(|e| e["key"] == "app.motto" && e["value"] == "as one"),
+        "a quoted value keeps its space: {entries:?}"
     );
     // A device that refuses a key is picked out on the fleet view.
     let r = hub.op(&["config", "set", "--device", "pi-b2", "host.interval_ms=1"]);
