@@ -4,7 +4,8 @@
 webhook receivers take: a version 4 body, one alert per POST.
 
 It starts a hub of its own with a metric rule for one group, a log rule
-on one of an agent's log files and an offline rule, and two agents of
+on one of an agent's log files, a rule on keys of the desired
+configuration a device refuses and an offline rule, and two agents of
 its own (one in that group, following two log files), each enrolled the
 README's way. Every notice goes to three receivers: one on
 http://, one on https:// whose certificate comes from a private
@@ -136,6 +137,10 @@ window_ms = 1500
 name = "device-offline"
 when = "offline"
 for_ms = 500
+
+[[alerts.rules]]
+name = "config-refused"
+when = "config refused"
 """
 AGENT = "[telemetry]\nflush_interval_ms = 100\n[ingest]\nudp = \"\"\n"
 OOM = "Out of memory: Killed process 812 (python3) total-vm:912340kB"
@@ -174,6 +179,7 @@ def run(args, _ctx):
                                       hub.endpoints["telemetry"], device, config, groups))
         alerts(receiver, hub, agents, secure)
         log_rule(receiver, hub, secure, logs)
+        config_refused(receiver, hub, secure)
         device_offline(receiver, agents)
         refused = f'url="{untrusted.url}"'
         fleet.until("the hub gives up on the webhook it cannot trust, saying why",
@@ -277,6 +283,30 @@ def log_rule(receiver, hub, secure, logs):
     check(body["status"] == "resolved" and resolved["fingerprint"] == fired["fingerprint"],
           "it resolves once its window passed without another such line", body)
     check(secure.next("oom resolved, over https") == body, "over https too", None)
+
+
+def config_refused(receiver, hub, secure):
+    """A device that refuses a key of its desired configuration fires the
+    config rule, and resolves it once it applies what it is sent after the
+    key is taken out."""
+    hub.cli.code(0, "config", "set", "--device", SOUTH, "host.interval_ms=1")
+    body = receiver.next("config refused on py-south")
+    fired = alertmanager_body(body, "config refused")
+    check(body["status"] == "firing"
+          and fired["labels"] == {"alertname": "config-refused", "device": SOUTH},
+          "a device that refuses a key fires the config rule, naming the device", fired)
+    summary = fired["annotations"]["summary"]
+    check(summary.startswith(f"{SOUTH} refused 1 key of configuration version ")
+          and "host.interval_ms: " in summary and float(fired["annotations"]["value"]) == 1
+          and fired["annotations"]["condition"] == "config refused",
+          "the summary names the key and why; the value counts the keys", fired)
+    check(secure.next("config refused, over https") == body, "over https too", None)
+    hub.cli.code(0, "config", "unset", "--device", SOUTH, "host.interval_ms")
+    body = receiver.next("config refused resolved")
+    resolved = alertmanager_body(body, "config refused resolved")
+    check(body["status"] == "resolved" and resolved["fingerprint"] == fired["fingerprint"],
+          "it resolves once the device applies what it is sent", body)
+    check(secure.next("config refused resolved, over https") == body, "over https too", None)
 
 
 def device_offline(receiver, agents):

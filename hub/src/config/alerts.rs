@@ -35,7 +35,7 @@ impl Default for Alerts {
     }
 }
 
-/// One rule, as written: `when` is `offline`, `METRIC OP NUMBER`, or
+/// One rule, as written: `when` is `offline`, `config refused`, `METRIC OP NUMBER`, or
 /// `log contains "TEXT"`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +84,9 @@ pub enum Condition {
     /// At least `at_least` log lines holding `text` (from `source`, if
     /// named) arrived within the last `window_ms`.
     Log(LogWatch),
+    /// The device refused keys of the desired configuration it was last
+    /// sent (`config status`: failed).
+    ConfigRefused,
 }
 
 /// What a log rule looks for.
@@ -139,8 +142,9 @@ pub struct Rule {
     pub groups: Vec<String>,
 }
 
-/// Parses `when`: `offline`, `METRIC OP NUMBER` (`host.temp_c > 80`), or
-/// `log contains "TEXT"` (with the rule's window and source as defaults).
+/// Parses `when`: `offline`, `config refused`, `METRIC OP NUMBER`
+/// (`host.temp_c > 80`), or `log contains "TEXT"` (with the rule's window
+/// and source as defaults).
 pub fn parse_condition(when: &str) -> Result<Condition, String> {
     if let Some(rest) = log_rule(when) {
         let text = quoted(rest).map_err(|e| {
@@ -163,6 +167,7 @@ pub fn parse_condition(when: &str) -> Result<Condition, String> {
     let words: Vec<&str> = when.split_whitespace().collect();
     match words[..] {
         ["offline"] => Ok(Condition::Offline),
+        ["config", "refused"] => Ok(Condition::ConfigRefused),
         [metric, op, value] => {
             let op = match op {
                 ">" => Op::Gt,
@@ -194,7 +199,7 @@ pub fn parse_condition(when: &str) -> Result<Condition, String> {
             })
         }
         _ => Err(format!(
-            "{when:?}: write `offline`, METRIC OP NUMBER like host.temp_c > 80, or log contains \"TEXT\""
+            "{when:?}: write `offline`, `config refused`, METRIC OP NUMBER like host.temp_c > 80, or log contains \"TEXT\""
         )),
     }
 }
@@ -348,6 +353,12 @@ mod tests {
     #[test]
     fn conditions_parse_and_bad_ones_say_how_to_write_them() {
         assert_eq!(parse_condition("offline"), Ok(Condition::Offline));
+        assert_eq!(
+            parse_condition(" config  refused "),
+            Ok(Condition::ConfigRefused)
+        );
+        let why = parse_condition("config failed").unwrap_err();
+        assert!(why.contains("`config refused`"), "{why}");
         assert_eq!(
             parse_condition("host.temp_c > 80"),
             Ok(Condition::Metric {

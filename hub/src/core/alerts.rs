@@ -15,9 +15,12 @@
 //! went away while the hub was down is not given the time again. A log
 //! rule holds while enough matching lines arrived within its window: each
 //! stored batch's lines are looked at as it is stored ([`Alerts::saw_logs`]),
-//! here and, on front-ends, from the stream, so any front-end may check. On
-//! front-ends, the live front-end first by name checks the rules, so each
-//! notice is sent once.
+//! here and, on front-ends, from the stream, so any front-end may check.
+//! `config refused` holds while a device's last report of the desired
+//! configuration refused keys (the store's, as `config status` reads it;
+//! on front-ends the reports come from the stream too). On front-ends,
+//! the live front-end first by name checks the rules, so each notice is
+//! sent once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -26,6 +29,7 @@ use fleetmq_protocol::{AlertInfo, Batch, DeviceInfo, LatestValue};
 
 use super::{Action, Core, Now};
 use crate::config::{Condition, LogWatch, Rule};
+use crate::store::Applied;
 
 /// Ticks between checks (a second).
 const CHECK_EVERY_TICKS: u32 = 10;
@@ -176,7 +180,7 @@ impl Alerts {
         let mut names: Vec<String> = (self.rules.iter())
             .filter_map(|r| match &r.condition {
                 Condition::Metric { metric, .. } => Some(metric.clone()),
-                Condition::Offline | Condition::Log(_) => None,
+                Condition::Offline | Condition::Log(_) | Condition::ConfigRefused => None,
             })
             .collect();
         names.sort();
@@ -184,15 +188,22 @@ impl Alerts {
         names
     }
 
-    /// Checks every rule against `devices` and the newest values, at
-    /// `now`: the notices to send.
+    /// Whether a rule watches what devices applied of the configuration.
+    fn watches_config(&self) -> bool {
+        (self.rules.iter()).any(|r| r.condition == Condition::ConfigRefused)
+    }
+
+    /// Checks every rule against `devices`, the newest values and what
+    /// devices last applied of the configuration (by device), at `now`:
+    /// the notices to send.
     pub fn check(
         &mut self,
         devices: &[DeviceInfo],
         latest: &[LatestValue],
+        applied: &HashMap<String, Applied>,
         now: Now,
     ) -> Vec<Notice> {
-        let holding = self.holding(devices, latest, now);
+        let holding = self.holding(devices, latest, applied, now);
         let mut out = Vec::new();
         // Gone, or no longer holding: resolved if it fired, else forgotten.
         let over: Vec<Key> = (self.states.keys())
@@ -239,7 +250,13 @@ impl Alerts {
     /// Every (rule, device, series) whose condition holds now, with its
     /// value, summary, and how long it has held already (offline: since
     /// the device's last sign of life).
-    fn holding(&self, devices: &[DeviceInfo], latest: &[LatestValue], now: Now) -> Holding {
+    fn holding(
+        &self,
+        devices: &[DeviceInfo],
+        latest: &[LatestValue],
+        applied: &HashMap<String, Applied>,
+        now: Now,
+    ) -> Holding {
         let mut holding = Holding::new();
         // Each value names its device: found by id, not by a scan a value.
         let by_id: std::collections::HashMap<&str, &DeviceInfo> =
@@ -303,6 +320,23 @@ impl Alerts {
                         holding.insert(key, (m.count as f64, log_summary(device, m), 0));
                     }
                 }
+                Condition::ConfigRefused => {
+                    for (device, (version, refused)) in applied {
+                        let Some(d) = by_id.get(device.as_str()) else {
+                            continue;
+                        };
+                        if refused.is_empty() || !watched(d) {
+                            continue;
+                        }
+                        let key = Key {
+                            rule: i,
+                            device: device.clone(),
+                            series: String::new(),
+                        };
+                        let summary = refused_summary(device, *version, refused);
+                        holding.insert(key, (refused.len() as f64, summary, 0));
+                    }
+                }
             }
         }
         holding
@@ -346,6 +380,7 @@ impl Alerts {
 fn condition_text(c: &Condition) -> String {
     match c {
         Condition::Offline => "offline".into(),
+        Condition::ConfigRefused => "config refused".into(),
         Condition::Metric { metric, op, value } => format!("{metric} {} {value}", op.symbol()),
         Condition::Log(w) => {
             let text = w.text.replace('\\', "\\\\").replace('"', "\\\"");
@@ -382,6 +417,23 @@ fn log_summary(device: &str, m: &Matched) -> String {
         n => format!("{n} matching lines"),
     };
     format!("{device} logged {quote:?} ({}); {lines}", m.source)
+}
+
+/// `pi-3 refused 2 keys of configuration version 7: host.interval_ms: 5 ms
+/// is too short ...`, cut to [`QUOTE_BYTES`].
+fn refused_summary(device: &str, version: u64, refused: &[(String, String)]) -> String {
+    let mut why = (refused.iter())
+        .map(|(key, why)| format!("{key}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if fleetmq_net::text::truncate(&mut why, QUOTE_BYTES) {
+        why.push('…');
+    }
+    let keys = match refused.len() {
+        1 => "1 key".to_string(),
+        n => format!("{n} keys"),
+    };
+    format!("{device} refused {keys} of configuration version {version}: {why}")
 }
 
 fn number(v: &fleetmq_protocol::Value) -> Option<f64> {
@@ -429,7 +481,19 @@ impl Core {
         } else {
             self.latest.matching(None, &metrics)
         };
-        for notice in self.alerts.check(&devices, &latest, now) {
+        // What devices applied, read only when a rule watches it (one
+        // read of the store, as `config status` makes).
+        let applied = if self.alerts.watches_config() {
+            match self.store.config_applied_all() {
+                Ok(a) => a,
+                Err(e) => {
+                    return tracing::warn!(error = %e, "could not read what devices applied to check alerts");
+                }
+            }
+        } else {
+            HashMap::new()
+        };
+        for notice in self.alerts.check(&devices, &latest, &applied, now) {
             match notice.status {
                 Status::Firing => {
                     tracing::warn!(rule = %notice.rule, device = %notice.device, summary = %notice.summary, "alert firing")

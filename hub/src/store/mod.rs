@@ -25,7 +25,7 @@ mod numbers;
 mod retention;
 mod telemetry;
 
-pub use config::{EditError, LayerKey, MAX_LAYER_BYTES};
+pub use config::{Applied, EditError, LayerKey, MAX_LAYER_BYTES};
 pub use devices::{PRESENCE_LOG_KEEP, unknown_device};
 pub use fleet::FleetWaiting;
 pub use retention::Pruned;

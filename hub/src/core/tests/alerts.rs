@@ -354,3 +354,50 @@ fn log_rules_keep_to_their_groups_see_the_stream_and_forget_forgotten_devices() 
     let fired = run(&mut fe, 200, 2_000, &["pi-a"]);
     assert_eq!(one(&fired), (Status::Firing, "panic", "pi-a"));
 }
+
+/// A device's report of the desired configuration: its version and the
+/// keys it refused, with why.
+fn applied(version: u64, refused: &[(&str, &str)]) -> Upstream {
+    let errors = (refused.iter())
+        .map(|(k, why)| (k.to_string(), why.to_string()))
+        .collect();
+    Upstream::Applied(fleetmq_protocol::Applied(fleetmq_protocol::ConfigReport {
+        version,
+        errors,
+    }))
+}
+
+#[test]
+fn a_device_that_refuses_keys_of_its_configuration_fires_until_it_applies_one() {
+    let mut f = fleet(&[("config-refused", "config refused", 5_000)], 0);
+    f.hello("pi-a", T0);
+    f.hello("pi-b", T0);
+    f.up("pi-b", "pi-b", applied(1, &[]), T0 + 100);
+    let why = "1 ms is too short: the least is 100 ms";
+    f.up(
+        "pi-a",
+        "pi-a",
+        applied(1, &[("host.interval_ms", why)]),
+        T0 + 100,
+    );
+    assert!(
+        run(&mut f, 200, 5_000, &["pi-a", "pi-b"]).is_empty(),
+        "not before it has held for_ms"
+    );
+    let fired = run(&mut f, 5_100, 6_200, &["pi-a", "pi-b"]);
+    assert_eq!(one(&fired), (Status::Firing, "config-refused", "pi-a"));
+    let n = &fired[0];
+    assert_eq!((n.condition.as_str(), n.value), ("config refused", 1.0));
+    assert_eq!(
+        n.summary,
+        format!("pi-a refused 1 key of configuration version 1: host.interval_ms: {why}")
+    );
+    assert!(
+        run(&mut f, 6_300, 20_000, &["pi-a", "pi-b"]).is_empty(),
+        "once"
+    );
+    // The operator takes the key out; the device applies what it is sent.
+    f.up("pi-a", "pi-a", applied(2, &[]), T0 + 20_050);
+    let resolved = run(&mut f, 20_100, 21_200, &["pi-a", "pi-b"]);
+    assert_eq!(one(&resolved), (Status::Resolved, "config-refused", "pi-a"));
+}
