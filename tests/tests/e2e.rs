@@ -822,6 +822,18 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
             >= 2)
             .then_some(())
     });
+    // The operator sees that it still tries to get in, and from where.
+    let presence = hub.op(&["presence", "pi-new"]);
+    assert!(presence.ok, "{}", presence.stderr);
+    assert_eq!(
+        (&presence.json[0]["online"], &presence.json[0]["why"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("refused: its key is revoked (a connection from 127.0.0.1)")
+        ),
+        "{:?}",
+        presence.json
+    );
     // Only pi-new was cut: the other two never handshook again, and they
     // are served; jobs reach only them.
     hub.wait_answering("pi-keep");

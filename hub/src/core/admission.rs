@@ -34,6 +34,10 @@ pub struct Admission {
     list: Option<AllowList>,
     /// Unknown keys already logged, so a knocking stranger logs once.
     logged: HashSet<String>,
+    /// Keys revoked while this hub runs, with the device each was enrolled
+    /// as (at most [`LOGGED_MAX`]): a revoked device that keeps trying to
+    /// connect is named, not taken for a stranger.
+    revoked: HashMap<String, String>,
     rate: RateLimit,
     device_rate: u32,
     /// Devices currently over their rate, logged once per episode.
@@ -55,6 +59,7 @@ impl Admission {
         Admission {
             list,
             logged: HashSet::new(),
+            revoked: HashMap::new(),
             rate: RateLimit::new(device_rate, device_burst),
             device_rate,
             over_rate: HashSet::new(),
@@ -148,8 +153,7 @@ impl Core {
             Verdict::UnknownKey { key, address } => {
                 self.counters.handshakes_refused += 1;
                 if self.admission.first_time(key.clone()) {
-                    let key = fleetmq_net::keys::quoted(&key);
-                    warn!(%address, public_key = %key, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {key}");
+                    self.refused_key(&key, &address, now);
                 }
             }
             Verdict::Malformed(why) => {
@@ -158,6 +162,22 @@ impl Core {
             }
         }
         reply
+    }
+
+    /// Says, once per key until the allow list changes, that a key not
+    /// on the list was refused: a revoked device's by its name, in the
+    /// log and in its presence log (`fleetmq-hub presence`), since one
+    /// that keeps trying is one to look into; a stranger's with the
+    /// command that would enrol it.
+    fn refused_key(&mut self, key: &str, address: &str, now: Now) {
+        let quoted = fleetmq_net::keys::quoted(key);
+        let Some(device) = self.admission.revoked.get(key).cloned() else {
+            warn!(%address, public_key = %quoted, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {quoted}");
+            return;
+        };
+        warn!(device, %address, public_key = %quoted, "refused a revoked device's key: it is still trying to connect (`fleetmq-hub allow {device} {quoted}` would let it in again)");
+        let why = format!("refused: its key is revoked (a connection from {address})");
+        self.log_presence(&device, false, now, &why);
     }
 
     /// Applies a changed operator allow list.
@@ -216,6 +236,13 @@ impl Core {
             regrouped = regrouped.len(),
             "allow list changed"
         );
+        // A key enrolled again is let in before this is looked at.
+        let known = &mut self.admission.revoked;
+        for (device, key) in &revoked {
+            if known.len() < LOGGED_MAX || known.contains_key(key) {
+                known.insert(key.clone(), device.clone());
+            }
+        }
         *list = newer;
         self.admission.logged.clear();
         for (device, key) in revoked {

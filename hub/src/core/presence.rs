@@ -299,7 +299,7 @@ impl Core {
     }
 
     /// Keeps a connect or disconnect in the device's log.
-    fn log_presence(&mut self, device: &str, online: bool, now: Now, why: &str) {
+    pub(super) fn log_presence(&mut self, device: &str, online: bool, now: Now, why: &str) {
         // A Bye's reason is the device's own words: kept short.
         let mut why = why.to_string();
         fleetmq_net::text::truncate(&mut why, 200);

@@ -20,7 +20,8 @@ messages! {
         pub at_ms: u64,
         /// Why: `hello`, `heard` (it spoke without a Hello, after a hub
         /// restart), `bye`, `silent` (its heartbeats stopped), `revoked`,
-        /// `moved` (to another front-end).
+        /// `moved to FRONT-END`, `refused: its key is revoked (a connection
+        /// from ADDRESS)` (a revoked device tried to connect).
         pub why: String,
     }
 
