@@ -14,16 +14,8 @@ use super::*;
 #[test]
 fn an_unknown_key_is_refused_at_the_handshake() {
     let mut f = Fleet::new();
-    let stranger = zmq::CurveKeyPair::new().unwrap();
-    let request = vec![
-        b"1.0".to_vec(),
-        b"1".to_vec(),
-        b"fleetmq".to_vec(),
-        b"10.0.0.9".to_vec(),
-        vec![],
-        b"CURVE".to_vec(),
-        stranger.public_key.to_vec(),
-    ];
+    let stranger = fleetmq_net::keys::generate().unwrap().public;
+    let request = zap_request(&stranger, "10.0.0.9");
     let mut asked = false;
     let reply = f.core.zap(
         &request,
@@ -45,17 +37,7 @@ fn an_unknown_key_is_refused_at_the_handshake() {
 fn a_handshake_is_judged_by_the_list_as_the_file_is_now_not_as_at_the_last_tick() {
     let mut f = Fleet::new();
     let (_, b_key) = f.keys[1].clone();
-    let request = |key: &str| {
-        vec![
-            b"1.0".to_vec(),
-            b"1".to_vec(),
-            b"fleetmq".to_vec(),
-            b"127.0.0.1".to_vec(),
-            vec![],
-            b"CURVE".to_vec(),
-            zmq::z85_decode(key).unwrap(),
-        ]
-    };
+    let request = |key: &str| zap_request(key, "127.0.0.1");
     // pi-b's key moved to pi-c (revoke, then allow, within one tick): the
     // handshake reads the file first, and the connection is pi-c's.
     let moved = AllowList::parse(Path::new("a"), &format!("pi-c {b_key}\n")).unwrap();

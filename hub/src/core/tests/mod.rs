@@ -150,6 +150,20 @@ impl Fleet {
     }
 }
 
+/// The ZAP request libzmq makes for a CURVE handshake from `address`
+/// with public key `key` (Z85).
+fn zap_request(key: &str, address: &str) -> Vec<Vec<u8>> {
+    vec![
+        b"1.0".to_vec(),
+        b"1".to_vec(),
+        b"fleetmq".to_vec(),
+        address.as_bytes().to_vec(),
+        vec![],
+        b"CURVE".to_vec(),
+        zmq::z85_decode(key).unwrap(),
+    ]
+}
+
 /// The usual route of `device`'s agent: its id and a nonce.
 fn route(device: &str) -> Vec<u8> {
     fleetmq_protocol::route(device, "0123456789abcdef").into_bytes()

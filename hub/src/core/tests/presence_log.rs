@@ -49,17 +49,7 @@ fn a_revoked_device_still_trying_to_connect_is_named_in_its_presence_log_once() 
     let (a_key, b_key) = (f.keys[0].1.clone(), f.keys[1].1.clone());
     let only_b = AllowList::parse(Path::new("a"), &format!("pi-b {b_key}\n")).unwrap();
     f.core.allow_list_changed(only_b.clone(), at(T0 + 1_000));
-    let knock = |key: &str| {
-        vec![
-            b"1.0".to_vec(),
-            b"1".to_vec(),
-            b"fleetmq".to_vec(),
-            b"10.0.0.9".to_vec(),
-            vec![],
-            b"CURVE".to_vec(),
-            zmq::z85_decode(key).unwrap(),
-        ]
-    };
+    let knock = |key: &str| zap_request(key, "10.0.0.9");
     // Its agent keeps redialling: each handshake is refused, and said
     // once, with the address it came from.
     for n in 0..3 {
