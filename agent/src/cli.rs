@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use lexopt::prelude::*;
 
@@ -21,8 +22,9 @@ Commands:
                 config (host metrics, intervals, allow lists; it logs what
                 else changed and needs a restart)
   chat          Run the agent and join the chat room: lines on stdin are said
-                in the room, the room is printed on stdout; exits when stdin
-                closes and every line is acked by the hub
+                in the room, the room is printed on stdout; exits 0 when stdin
+                closes and every line is acked by the hub, 1 with the reason
+                if they are not acked within --wait (they stay in the spool)
   send          Hand samples to the running agent: NAME=VALUE ... (integers or
                 floats), then optionally tags KEY=TEXT ... for all of them;
                 exits 0 once they are in its spool, 1 with the reason
@@ -49,6 +51,8 @@ Options for run and chat:
                         (default: the config's hub_public_key) [env: FLEETMQ_HUB_KEY]
       --insecure        Plaintext, no keys: only for a hub run with --insecure
                         on a trusted network
+      --wait DURATION   chat: how long to wait for the hub's acks once stdin
+                        closes, e.g. 500ms, 30s, 5m (default 30s)
 
 Options for send, status, config and keygen:
   -c, --config FILE     Config file, to find the data directory [env: FLEETMQ_AGENT_CONFIG]
@@ -83,6 +87,8 @@ pub struct RunArgs {
     pub groups: Vec<String>,
     pub hub_key: Option<String>,
     pub insecure: bool,
+    /// `chat --wait`: how long to wait for acks once stdin closes.
+    pub wait: Option<Duration>,
 }
 
 /// Options of the commands that talk to, or set up, a local agent.
@@ -143,6 +149,28 @@ fn string(v: OsString) -> Result<String, UsageError> {
         .map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")))
 }
 
+/// A duration as `--wait` takes it: a whole number and a unit, `ms`, `s`,
+/// `m` or `h` (a bare number is seconds).
+fn duration(text: &str) -> Result<Duration, UsageError> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale = match unit {
+        "ms" => Some(1),
+        "" | "s" => Some(1_000),
+        "m" => Some(60_000),
+        "h" => Some(3_600_000),
+        _ => None,
+    };
+    match (number.parse::<u64>(), scale) {
+        (Ok(n), Some(scale)) => Ok(Duration::from_millis(n.saturating_mul(scale))),
+        _ => Err(UsageError(format!(
+            "--wait {text:?} is not a duration: write a whole number and a unit, e.g. 500ms, 30s, 5m or 1h"
+        ))),
+    }
+}
+
 /// Parses `args` (without the program name).
 pub fn parse<I>(args: I) -> Result<Cli, UsageError>
 where
@@ -196,6 +224,7 @@ where
                 device_id = Some(id);
             }
             Long("force") if cmd == Some("keygen") => force = true,
+            Long("wait") if cmd == Some("chat") => run.wait = Some(duration(&string(p.value()?)?)?),
             Value(v) if matches!(cmd, Some("send" | "config")) => samples.push(string(v)?),
             other => {
                 let option = !matches!(other, Value(_));
@@ -304,7 +333,13 @@ mod tests {
                 groups: vec!["north".into(), "lab".into()],
                 hub_key: None,
                 insecure: false,
+                wait: None,
             })
+        );
+        let chat = parse(["chat", "--wait", "5m"]).unwrap();
+        assert!(
+            matches!(chat.command, Cmd::Chat(RunArgs { wait: Some(w), .. }) if w == Duration::from_secs(300)),
+            "{chat:?}"
         );
         let send = parse(["send", "--data-dir", "/d", "a=1", "b=2.5"]).unwrap();
         assert_eq!(
@@ -340,6 +375,17 @@ mod tests {
         assert!(err(&["send"]).contains("at least one NAME=VALUE"));
         assert!(err(&["run", "--hub"]).contains("--hub"), "a missing value");
         assert!(err(&["info", "extra"]).contains("extra"));
+        assert!(
+            err(&["run", "--wait", "5s"]).contains("--wait"),
+            "chat's only"
+        );
+        for bad in ["5 s", "-1s", "1.5s", "5d", "s", ""] {
+            let e = err(&["chat", "--wait", bad]);
+            assert!(
+                e.contains("not a duration") && e.contains("30s"),
+                "{bad}: {e}"
+            );
+        }
         let e = err(&["--data-dir", "d", "status"]);
         assert!(
             e.contains("--data-dir") && e.contains("write the command first"),

@@ -200,8 +200,11 @@ pub fn main() -> ExitCode {
             device_id,
             force,
         }),
-        Cmd::Run(args) => start(args, false),
-        Cmd::Chat(args) => start(args, true),
+        Cmd::Run(args) => start(args, None),
+        Cmd::Chat(args) => {
+            let wait = args.wait.unwrap_or(driver::CHAT_WAIT);
+            start(args, Some(wait))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,7 +215,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn start(args: RunArgs, chat: bool) -> Result<(), Failed> {
+/// Runs the agent; `chat` is chat mode's wait for acks once stdin closes.
+fn start(args: RunArgs, chat: Option<std::time::Duration>) -> Result<(), Failed> {
     let insecure = args.insecure;
     let reload = {
         let args = args.clone();

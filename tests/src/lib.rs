@@ -777,6 +777,28 @@ pub fn start_agent_in(
     config: &str,
     groups: &[&str],
 ) -> Proc {
+    let (cmd, log) = agent_command_in(prefix, link, dir, device, mode, config, groups);
+    spawn(device, cmd, log, mode == "chat")
+}
+
+/// `fleetmq-agent chat` for `device` on `link` with `extra` arguments
+/// (e.g. `--wait 5s`), its stdin piped.
+pub fn start_chat(link: &Link, dir: &Path, device: &str, config: &str, extra: &[&str]) -> Proc {
+    let (mut cmd, log) = agent_command_in(&[], link, dir, device, "chat", config, &[]);
+    cmd.args(extra);
+    spawn(device, cmd, log, true)
+}
+
+/// The command [`start_agent_in`] runs, with the log file it writes.
+fn agent_command_in(
+    prefix: &[&str],
+    link: &Link,
+    dir: &Path,
+    device: &str,
+    mode: &str,
+    config: &str,
+    groups: &[&str],
+) -> (Command, PathBuf) {
     let home = dir.join(device);
     std::fs::create_dir_all(&home).expect("creating agent dir");
     let cfg = home.join("agent.toml");
@@ -812,12 +834,7 @@ pub fn start_agent_in(
         cmd.args(["--group", g]);
     }
     let n = std::fs::read_dir(&home).map(|d| d.count()).unwrap_or(0);
-    spawn(
-        device,
-        cmd,
-        home.join(format!("agent-{n}.log")),
-        mode == "chat",
-    )
+    (cmd, home.join(format!("agent-{n}.log")))
 }
 
 /// The architecture the agent under test reports: `FLEETMQ_AGENT_ARCH` when

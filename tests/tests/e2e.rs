@@ -281,6 +281,64 @@ fn chat_room_and_operator_broadcasts_by_topic() {
     b.lines_until("a's last line", |l| l == "<pi-a> bye now");
 }
 
+/// A chat whose lines the hub does not ack (here: its key is not enrolled)
+/// fails within `--wait` of stdin closing and says why; its lines stay in
+/// the spool and go with the next chat once the key is enrolled.
+#[test]
+fn a_chat_that_cannot_get_in_says_why_and_keeps_its_lines() {
+    let _w = watchdog("chat_refused", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let mut unenrolled = hub.link();
+    unenrolled.enrol = false;
+    let wait = ["--wait", "3s"];
+    let mut chat = start_chat(
+        &unenrolled,
+        dir.path(),
+        "pi-chatter",
+        &agent_config(""),
+        &wait,
+    );
+    chat.write_line("is anyone there");
+    chat.close_stdin();
+    let (status, _) = chat.wait_exit(Duration::from_secs(60));
+    let log = chat.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {log}"));
+    assert!(
+        error.contains("not acked this chat's lines within 3s")
+            && error.contains("refused this device's key")
+            && error.contains("fleetmq-hub allow")
+            && error.contains("next `fleetmq-agent chat`"),
+        "{error}"
+    );
+    assert!(hub.op(&["chat"]).json.is_empty(), "nothing got in");
+
+    // Enrolled, the next chat from the same data directory sends the line
+    // the first one kept, and exits 0 once the hub has acked it.
+    hub.link()
+        .enrol(&dir.path().join("pi-chatter").join("data"), "pi-chatter");
+    let mut again = start_chat(
+        &unenrolled,
+        dir.path(),
+        "pi-chatter",
+        &agent_config(""),
+        &wait,
+    );
+    again.close_stdin();
+    let (status, _) = again.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", again.log_text());
+    let rows = hub.op(&["chat"]).json;
+    assert!(
+        rows.iter()
+            .any(|r| r["device"] == "pi-chatter" && r["text"] == "is anyone there"),
+        "{rows:?}"
+    );
+}
+
 fn job_result(hub: &Hub, args: &[&str]) -> Value {
     let mut full = vec!["job", "submit", "--wait", "--wait-ms", "30000"];
     full.extend_from_slice(args);

@@ -51,6 +51,9 @@ use crate::telemetry::outbox::{Outbox, OutboxError};
 use crate::work::runner::ExecPolicy;
 
 const MONITOR: &str = "inproc://fleetmq-agent-monitor";
+/// How long `chat` waits for the hub's acks once stdin closes, unless
+/// `--wait` says otherwise.
+pub const CHAT_WAIT: Duration = Duration::from_secs(30);
 /// How long a stopping agent waits for the hub to ack what it just sent.
 const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// How often to retry a Hello that could not be queued yet.
@@ -87,6 +90,14 @@ pub enum Error {
     Nonce(#[source] std::io::Error),
     #[error(transparent)]
     Socket(#[from] NetError),
+    #[error(
+        "the hub has not acked this chat's lines within {wait:?} of stdin closing ({batches} batches wait, with the agent's own telemetry); they stay in the data directory's spool and go with the next `fleetmq-agent chat` or `run` from it (--wait sets how long chat waits). Why: {why}"
+    )]
+    ChatUnacked {
+        batches: u64,
+        wait: Duration,
+        why: String,
+    },
     #[error("hub address {0:?} has no port for the sockets the Welcome names")]
     HubPort(String),
     /// A socket failed in a way no retry mends (the context ended).
@@ -126,8 +137,9 @@ enum Ready {
 /// How the agent was started.
 pub struct Options {
     /// `fleetmq-agent chat`: stdin lines are chat, the room goes to stdout,
-    /// and the agent exits once stdin closes and everything is acked.
-    pub chat: bool,
+    /// and the agent exits once stdin closes and everything is acked, or
+    /// fails when that takes longer than this.
+    pub chat: Option<Duration>,
     /// CURVE (with the hub's public key and ours) or plaintext.
     pub security: fleetmq_net::Security,
     /// Reads the configuration again, as at start, for SIGHUP.
@@ -195,6 +207,10 @@ struct Agent {
     /// `<device id>@<nonce>`: the hub answers only this route.
     route: String,
     chat_mode: bool,
+    /// Chat mode: how long to wait for acks once stdin closes.
+    chat_wait: Duration,
+    /// Chat mode, stdin closed: when to give up waiting for acks.
+    chat_deadline: Option<Instant>,
     started: Instant,
     sockets: Sockets,
     dealer: zmq::Socket,
@@ -360,7 +376,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         tx,
         wake: Arc::new(wake_tx),
     };
-    if opts.chat {
+    if opts.chat.is_some() {
         local::spawn_stdin_reader(notifier.clone());
     }
     hub::spawn_lookup(
@@ -376,7 +392,9 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     let mut agent = Agent {
         renumbering: false,
         route,
-        chat_mode: opts.chat,
+        chat_mode: opts.chat.is_some(),
+        chat_wait: opts.chat.unwrap_or_default(),
+        chat_deadline: None,
         started: now,
         sockets,
         dealer,
@@ -461,6 +479,7 @@ impl Agent {
                 self.redial.due_at(),
                 self.failover.due_at(),
                 self.link.next_check(),
+                self.chat_deadline,
             ]
             .into_iter()
             .flatten()
@@ -525,6 +544,26 @@ impl Agent {
                 info!("stdin closed and every chat line is acked");
                 return Ok(());
             }
+            if let Some(deadline) = self.chat_deadline
+                && Instant::now() >= deadline
+            {
+                return Err(self.chat_unacked());
+            }
+        }
+    }
+
+    /// Chat mode: stdin closed, and the hub has not acked everything
+    /// within the wait. Says why, from what the link has seen.
+    fn chat_unacked(&self) -> Error {
+        let why = match self.link.problem(Instant::now()) {
+            Some(problem) => problem.to_string(),
+            None if self.connected => "the hub has not acked them yet".into(),
+            None => format!("no connection to the hub at {} yet", self.hub),
+        };
+        Error::ChatUnacked {
+            batches: self.outbox.waiting() + self.outbox.in_flight() as u64,
+            wait: self.chat_wait,
+            why,
         }
     }
 

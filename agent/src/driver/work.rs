@@ -325,6 +325,7 @@ impl Agent {
                 Event::StdinClosed => {
                     // Finish what was said, then exit: stop sampling, send the rest now.
                     self.stdin_closed = true;
+                    self.chat_deadline = Some(Instant::now() + self.chat_wait);
                     self.next_sample = Instant::now() + Duration::from_secs(86_400 * 365);
                     self.seal_and_send();
                 }
