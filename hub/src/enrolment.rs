@@ -20,7 +20,7 @@
 //! the hub drops any message whose claimed device is not that id: a device
 //! cannot speak for another.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -39,7 +39,9 @@ const HEADER: &str = "\
 # The public key is the Z85 line of the device's agent.pub.
 # `fleetmq-hub allow DEVICE KEY` and `fleetmq-hub revoke DEVICE` edit this
 # file; so may you. A running hub applies changes within a second, and
-# closes the connections of a revoked device.
+# closes the connections of a revoked device. `revoke` leaves a line
+# '# revoked DEVICE KEY on TIME', by which the hub (after a restart too)
+# names a revoked device that still tries to connect.
 ";
 
 /// A problem with the allow list, naming the file and line.
@@ -65,6 +67,61 @@ pub struct AllowList {
     by_key: HashMap<String, String>,
     devices: HashSet<String>,
     groups: HashMap<String, Vec<String>>,
+    /// Keys revoked, as the file's `# revoked DEVICE KEY ...` lines name
+    /// them: key to the line (device, then what follows the key). A key
+    /// enrolled again is not here.
+    revoked: BTreeMap<String, Revoked>,
+}
+
+/// A key's `# revoked` line: whose it was, and when (as written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub device: String,
+    /// The rest of the line, e.g. ` on 2026-12-07T05:12:00Z`.
+    pub note: String,
+}
+
+/// The comment `revoke` leaves for each line it removes:
+/// `# revoked DEVICE KEY on TIME`. A hub reads these lines (at start too)
+/// to name a revoked device that still tries to connect, rather than take
+/// it for a stranger and suggest enrolling it.
+pub const REVOKED_MARK: &str = "# revoked ";
+
+impl Revoked {
+    /// `device`'s key, revoked at `at`.
+    fn at(device: &str, at: std::time::SystemTime) -> Revoked {
+        Revoked {
+            device: device.to_string(),
+            note: format!(" on {}", humantime::format_rfc3339_seconds(at)),
+        }
+    }
+
+    /// The `# revoked` line for `key`.
+    fn line(&self, key: &str) -> String {
+        format!("{REVOKED_MARK}{} {key}{}\n", self.device, self.note)
+    }
+}
+
+/// The (key, entry) a `# revoked DEVICE KEY ...` comment names, if the
+/// line is one (other comments, and a malformed one, are only comments).
+fn parse_revoked(entry: &str) -> Option<(String, Revoked)> {
+    let rest = entry.strip_prefix(REVOKED_MARK)?.trim_start();
+    let (device, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    let (key, note) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    validate_device_id(device).ok()?;
+    fleetmq_net::keys::check(key).ok()?;
+    let note = match note.trim() {
+        "" => String::new(),
+        note => format!(" {note}"),
+    };
+    Some((
+        key.to_string(),
+        Revoked {
+            device: device.to_string(),
+            note,
+        },
+    ))
 }
 
 /// The word that pins a device's groups: `groups=a,b` (`groups=` alone
@@ -107,6 +164,7 @@ impl AllowList {
         let mut first_line: HashMap<String, usize> = HashMap::new();
         // Each pinned device's groups, with the line that first named them.
         let mut groups_line: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+        let mut revoked = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let err = |why: String| AllowError::Line {
@@ -115,6 +173,10 @@ impl AllowList {
                 why,
             };
             let entry = raw.trim();
+            if let Some((key, entry)) = parse_revoked(entry) {
+                revoked.insert(key, entry);
+                continue;
+            }
             if entry.is_empty() || entry.starts_with('#') {
                 continue;
             }
@@ -158,11 +220,25 @@ impl AllowList {
         }
         let devices = by_key.values().cloned().collect();
         let groups = groups_line.into_iter().map(|(d, (_, g))| (d, g)).collect();
+        revoked.retain(|key, _| !by_key.contains_key(key));
         Ok(AllowList {
             by_key,
             devices,
             groups,
+            revoked,
         })
+    }
+
+    /// The device `key` was enrolled as, if the file says it was revoked.
+    pub fn revoked_device(&self, key: &str) -> Option<&str> {
+        self.revoked.get(key).map(|r| r.device.as_str())
+    }
+
+    /// Whether the list says the same of who is enrolled and their groups
+    /// as `other` (the `# revoked` lines aside).
+    pub fn same_enrolment(&self, other: &AllowList) -> bool {
+        (&self.by_key, &self.devices, &self.groups)
+            == (&other.by_key, &other.devices, &other.groups)
     }
 
     /// Reads the file, creating it (with a header, empty) when missing.
@@ -281,6 +357,9 @@ impl AllowList {
                 None => text.push_str(&format!("{device} {key}\n")),
             }
         }
+        for (key, revoked) in &self.revoked {
+            text.push_str(&revoked.line(key));
+        }
         text
     }
 
@@ -352,6 +431,12 @@ pub fn allow(
             return Ok((Edit::AlreadyThere, None));
         }
         let word = groups.map(|g| format!(" {}", groups_word(g)));
+        // Enrolled again, the key is no longer a revoked one.
+        let text: String = text
+            .lines()
+            .filter(|l| parse_revoked(l.trim()).is_none_or(|(k, _)| k != key))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let mut text: String = match &word {
             Some(word) if regroup => text
                 .lines()
@@ -379,21 +464,28 @@ pub fn allow(
 
 /// Removes `device`'s line for `key`, or every line of `device` when
 /// `key` is `None`.
+/// Each removed line leaves a `# revoked` line ([`REVOKED_MARK`]).
 pub fn revoke(path: &Path, device: &str, key: Option<&str>) -> Result<Edit, AllowError> {
+    let now = std::time::SystemTime::now();
     edit(path, |_, text| {
         let mut removed = 0;
         let kept: String = text
             .lines()
-            .filter(|l| {
+            .map(|l| {
                 let mut words = l.split_whitespace();
                 let (d, k) = (words.next(), words.next());
-                let drop = d == Some(device)
-                    && key.is_none_or(|key| k == Some(key))
-                    && !l.trim_start().starts_with('#');
-                removed += usize::from(drop);
-                !drop
+                match k {
+                    Some(k)
+                        if d == Some(device)
+                            && key.is_none_or(|key| k == key)
+                            && !l.trim_start().starts_with('#') =>
+                    {
+                        removed += 1;
+                        Revoked::at(device, now).line(k)
+                    }
+                    _ => format!("{l}\n"),
+                }
             })
-            .map(|l| format!("{l}\n"))
             .collect();
         if removed == 0 {
             Ok((Edit::NotThere, None))
@@ -449,11 +541,20 @@ pub fn write_unless_changed(
     seen: &AllowList,
 ) -> Result<Option<AllowList>, AllowError> {
     let mut changed = None;
+    let at = std::time::SystemTime::now();
     edit(path, |now, _| {
-        if now != seen {
+        if !now.same_enrolment(seen) {
             changed = Some(now.clone());
             return Ok((Edit::NotThere, None));
         }
+        // The file's `# revoked` lines stay, and a key the list no
+        // longer holds gets one.
+        let mut list = list.clone();
+        list.revoked.clone_from(&now.revoked);
+        for (device, key) in now.revoked_in(&list) {
+            list.revoked.insert(key, Revoked::at(&device, at));
+        }
+        list.revoked.retain(|key, _| !list.by_key.contains_key(key));
         Ok((Edit::NotThere, Some(list.render())))
     })?;
     Ok(changed)

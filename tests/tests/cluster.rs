@@ -218,8 +218,12 @@ fn a_device_revoked_at_one_front_end_is_cut_off_where_it_is_held_and_forgotten_f
     assert_eq!(devices["pi-2"]["online"], true, "{devices:?}");
     let list = std::fs::read_to_string(fleet.a.dir.join("data/allowed_devices")).unwrap();
     assert!(
-        !list.contains("pi-1 "),
+        !list.lines().any(|l| l.starts_with("pi-1 ")),
         "a's file mirrors the cluster: {list}"
+    );
+    assert!(
+        list.lines().any(|l| l.starts_with("# revoked pi-1 ")),
+        "and says what it revoked: {list}"
     );
     // It cannot come back in through either front-end.
     fleet.agents[0].wait_log("the hub refused this device's key");

@@ -281,6 +281,40 @@ fn chat_room_and_operator_broadcasts_by_topic() {
     b.lines_until("a's last line", |l| l == "<pi-a> bye now");
 }
 
+/// `fleetmq-hub revoke` run while the hub is down: the hub, started
+/// again, names the revoked device that still knocks (from the allow
+/// list's `# revoked` line), rather than take it for a stranger.
+#[test]
+fn a_device_revoked_while_the_hub_was_down_is_named_when_it_knocks() {
+    let _w = watchdog("revoked_offline", LIMIT);
+    let dir = tmp();
+    let mut hub = Hub::start(dir.path(), "");
+    let same_ports = hub.same_ports();
+    let agent = hub.agent("pi-gone", &[]);
+    hub.wait_answering("pi-gone");
+    hub.proc.signal(libc::SIGTERM);
+    hub.proc.wait_exit(Duration::from_secs(20));
+    let data = dir.path().join("data");
+    run_ok(
+        hub_command()
+            .args(["revoke", "pi-gone", "--data-dir"])
+            .arg(&data),
+    );
+    let list = std::fs::read_to_string(data.join("allowed_devices")).unwrap();
+    assert!(list.contains("# revoked pi-gone "), "{list}");
+
+    hub = Hub::restart(dir.path(), &same_ports);
+    agent.wait_log("the hub refused this device's key");
+    hub.proc.wait_log("refused a revoked device's key");
+    let log = hub.proc.log_text();
+    assert!(!log.contains("refused a key that is not enrolled"), "{log}");
+    wait_for("the refusal in pi-gone's presence log", || {
+        let presence = hub.op(&["presence", "pi-gone"]);
+        let why = presence.json.first()?["why"].as_str()?.to_string();
+        why.starts_with("refused: its key is revoked").then_some(())
+    });
+}
+
 /// A chat whose lines the hub does not ack (here: its key is not enrolled)
 /// fails within `--wait` of stdin closing and says why; its lines stay in
 /// the spool and go with the next chat once the key is enrolled.

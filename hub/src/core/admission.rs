@@ -36,7 +36,9 @@ pub struct Admission {
     logged: HashSet<String>,
     /// Keys revoked while this hub runs, with the device each was enrolled
     /// as (at most [`LOGGED_MAX`]): a revoked device that keeps trying to
-    /// connect is named, not taken for a stranger.
+    /// connect is named, not taken for a stranger. The list's own
+    /// `# revoked` lines (left by `fleetmq-hub revoke`) name them across
+    /// restarts; this holds the ones removed by hand too.
     revoked: HashMap<String, String>,
     rate: RateLimit,
     device_rate: u32,
@@ -171,7 +173,15 @@ impl Core {
     /// command that would enrol it.
     fn refused_key(&mut self, key: &str, address: &str, now: Now) {
         let quoted = fleetmq_net::keys::quoted(key);
-        let Some(device) = self.admission.revoked.get(key).cloned() else {
+        let on_file = self
+            .admission
+            .list
+            .as_ref()
+            .and_then(|l| l.revoked_device(key));
+        let Some(device) = on_file
+            .or_else(|| self.admission.revoked.get(key).map(String::as_str))
+            .map(String::from)
+        else {
             warn!(%address, public_key = %quoted, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {quoted}");
             return;
         };

@@ -166,3 +166,72 @@ fn the_watch_sees_a_replaced_file() {
     allow(&path, "pi-a", &key(), None).unwrap();
     assert!(w.changed(), "a rename gives a new inode");
 }
+
+#[test]
+fn revoke_leaves_a_line_that_names_the_key_until_it_is_enrolled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allowed_devices");
+    let (a, b) = (key(), key());
+    allow(&path, "pi-a", &a, Some(&["north".to_string()])).unwrap();
+    allow(&path, "pi-b", &b, None).unwrap();
+    assert_eq!(revoke(&path, "pi-a", None).unwrap(), Edit::Removed(1));
+    let text = fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(REVOKED_MARK))
+        .unwrap_or_else(|| panic!("no revoked line: {text}"));
+    assert!(
+        line.starts_with(&format!("# revoked pi-a {a} on 20")) && line.ends_with('Z'),
+        "{line}"
+    );
+    let list = AllowList::load(&path).unwrap();
+    assert_eq!(list.revoked_device(&a), Some("pi-a"));
+    assert_eq!(list.device(&a), None, "revoked is not enrolled");
+    assert!(!list.has_device("pi-a"));
+    assert_eq!(list.revoked_device(&b), None);
+    let again = AllowList::parse(Path::new("allow"), &list.render()).unwrap();
+    assert_eq!(again, list, "rendered with its revoked line");
+
+    // Enrolled again, the key is no longer a revoked one.
+    allow(&path, "pi-a", &a, None).unwrap();
+    let list = AllowList::load(&path).unwrap();
+    assert_eq!(list.device(&a), Some("pi-a"));
+    assert_eq!(list.revoked_device(&a), None);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(!text.lines().any(|l| l.starts_with(REVOKED_MARK)), "{text}");
+
+    // Comments that only look like one are comments.
+    let text = format!("# revoked: pi-x, last spring\n# revoked pi-y not-a-key\npi-b {b}\n");
+    let list = AllowList::parse(Path::new("allow"), &text).unwrap();
+    let plain = AllowList::parse(Path::new("allow"), &format!("pi-b {b}\n")).unwrap();
+    assert_eq!(list, plain, "no revoked key read from them");
+}
+
+#[test]
+fn the_cluster_writing_the_file_keeps_revoked_lines_and_adds_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allowed_devices");
+    let (a, b, c) = (key(), key(), key());
+    allow(&path, "pi-a", &a, None).unwrap();
+    allow(&path, "pi-b", &b, None).unwrap();
+    allow(&path, "pi-c", &c, None).unwrap();
+    revoke(&path, "pi-c", None).unwrap();
+    let seen = AllowList::load(&path).unwrap();
+    // The cluster's list: pi-a revoked through another front-end.
+    let (list, _) = AllowList::from_pairs([("pi-b", b.as_str())]);
+    assert_eq!(write_unless_changed(&path, &list, &seen).unwrap(), None);
+    let after = AllowList::load(&path).unwrap();
+    assert!(after.same_enrolment(&list));
+    assert_eq!(after.revoked_device(&a), Some("pi-a"), "gone from the list");
+    assert_eq!(
+        after.revoked_device(&c),
+        Some("pi-c"),
+        "the file's line kept"
+    );
+
+    // An edit that landed first is not overwritten.
+    allow(&path, "pi-d", &key(), None).unwrap();
+    let edited = write_unless_changed(&path, &list, &after).unwrap();
+    assert!(edited.is_some_and(|e| e.has_device("pi-d")));
+    assert!(AllowList::load(&path).unwrap().has_device("pi-d"));
+}

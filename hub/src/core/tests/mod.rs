@@ -51,7 +51,13 @@ impl Fleet {
             .map(|d| (d.to_string(), fleetmq_net::keys::generate().unwrap().public))
             .collect();
         let text: String = keys.iter().map(|(d, k)| format!("{d} {k}\n")).collect();
-        let list = AllowList::parse(Path::new("allowed_devices"), &text).unwrap();
+        Fleet::on_list(config, keys, &text)
+    }
+
+    /// A CURVE hub started on an allow list file holding `text`, with
+    /// `keys` the enrolled ones.
+    fn on_list(config: HubConfig, keys: Vec<(String, String)>, text: &str) -> Fleet {
+        let list = AllowList::parse(Path::new("allowed_devices"), text).unwrap();
         let ports = HubPorts {
             broadcast: 7751,
             jobs: 7752,

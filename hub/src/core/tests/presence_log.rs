@@ -80,3 +80,27 @@ fn a_revoked_device_still_trying_to_connect_is_named_in_its_presence_log_once() 
     f.core.zap(&knock(&a_key), || None, at(T0 + 5_001));
     assert_eq!(log(&mut f, "pi-a")[0], (false, refused.to_string()));
 }
+
+#[test]
+fn a_hub_started_on_a_revoked_line_names_that_key_without_having_seen_it_go() {
+    // As a hub restarted after `fleetmq-hub revoke pi-old`: the file's
+    // `# revoked` line is all it knows of pi-old.
+    let (b_key, old) = (
+        fleetmq_net::keys::generate().unwrap().public,
+        fleetmq_net::keys::generate().unwrap().public,
+    );
+    let text = format!("pi-b {b_key}\n# revoked pi-old {old} on 2026-12-01T10:00:00Z\n");
+    let keys = vec![("pi-b".to_string(), b_key)];
+    let mut f = Fleet::on_list(HubConfig::default(), keys, &text);
+    let reply = f
+        .core
+        .zap(&zap_request(&old, "10.0.0.7"), || None, at(T0 + 1_000));
+    assert_eq!(reply[2], b"400", "revoked stays refused");
+    assert_eq!(
+        log(&mut f, "pi-old"),
+        [(
+            false,
+            "refused: its key is revoked (a connection from 10.0.0.7)".to_string()
+        )]
+    );
+}
