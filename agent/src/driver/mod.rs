@@ -91,10 +91,11 @@ pub enum Error {
     #[error(transparent)]
     Socket(#[from] NetError),
     #[error(
-        "the hub has not acked this chat's lines within {wait:?} of stdin closing ({batches} batches wait, with the agent's own telemetry); they stay in the data directory's spool and go with the next `fleetmq-agent chat` or `run` from it (--wait sets how long chat waits). Why: {why}"
+        "the hub has not acked this chat's lines within {wait:?} of stdin closing ({records} records waiting, {batches} batch(es) sent and unacked, the agent's own telemetry among them); they stay in the data directory's spool and go with the next `fleetmq-agent chat` or `run` from it (--wait sets how long chat waits). Why: {why}"
     )]
     ChatUnacked {
-        batches: u64,
+        records: u64,
+        batches: usize,
         wait: Duration,
         why: String,
     },
@@ -561,7 +562,8 @@ impl Agent {
             None => format!("no connection to the hub at {} yet", self.hub),
         };
         Error::ChatUnacked {
-            batches: self.outbox.waiting() + self.outbox.in_flight() as u64,
+            records: self.outbox.waiting(),
+            batches: self.outbox.in_flight(),
             wait: self.chat_wait,
             why,
         }
