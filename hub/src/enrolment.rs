@@ -75,10 +75,10 @@ pub struct AllowList {
 
 /// A key's `# revoked` line: whose it was, and when (as written).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revoked {
-    pub device: String,
+struct Revoked {
+    device: String,
     /// The rest of the line, e.g. ` on 2026-12-07T05:12:00Z`.
-    pub note: String,
+    note: String,
 }
 
 /// The comment `revoke` leaves for each line it removes:
@@ -463,8 +463,7 @@ pub fn allow(
 }
 
 /// Removes `device`'s line for `key`, or every line of `device` when
-/// `key` is `None`.
-/// Each removed line leaves a `# revoked` line ([`REVOKED_MARK`]).
+/// `key` is `None`, leaving a `# revoked` line ([`REVOKED_MARK`]) for each.
 pub fn revoke(path: &Path, device: &str, key: Option<&str>) -> Result<Edit, AllowError> {
     let now = std::time::SystemTime::now();
     edit(path, |_, text| {
