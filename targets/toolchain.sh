@@ -20,6 +20,12 @@ ensure_zigbuild() {
   export PATH="$venv/bin:$PATH"
   # Zig's cache, kept with the tools so it survives between builds.
   export ZIG_GLOBAL_CACHE_DIR="$tools_dir/zig-cache"
+  # cargo-zigbuild's own (compiler wrapper scripts, and `ar` and `lib`
+  # links to its binary) with the tools of this checkout too, not in
+  # ~/.cache: two zigbuilds that start at once on an empty cache race to
+  # make those links, and the loser fails with "File exists". A build run
+  # beside another gives it a directory of its own (targets/build.sh).
+  export CARGO_ZIGBUILD_CACHE_DIR="$tools_dir/zigbuild-cache"
   # cargo-zigbuild wraps every compiler call, and before each one it asks
   # `python3 -m ziglang version` three times (0.11 s a call; libsodium's
   # configure, libzmq and SQLite make about 450 calls a target). Handed the
