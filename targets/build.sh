@@ -84,8 +84,10 @@ if selected amd64-hub; then
   rustup target list --installed | grep -qx "$amd64_triple" || rustup target add "$amd64_triple"
   mkdir -p "$amd64_dir"
   # Its own process group, so that a failed ARM build takes it down too.
-  # Its own cargo-zigbuild cache: the ARM build starts at the same time.
-  CARGO_TARGET_DIR="$amd64_dir" CARGO_ZIGBUILD_CACHE_DIR="$amd64_dir/zigbuild-cache" setsid -w \
+  # Its own cargo-zigbuild cache, as an absolute path (build scripts run
+  # the wrappers in it from their own directories): the ARM build starts
+  # at the same time.
+  CARGO_TARGET_DIR="$amd64_dir" CARGO_ZIGBUILD_CACHE_DIR="$PWD/$amd64_dir/zigbuild-cache" setsid -w \
     env CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no" \
     CARGO_PROFILE_RELEASE_LTO=off \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=3 \
