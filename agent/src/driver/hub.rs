@@ -136,7 +136,7 @@ impl Agent {
             exec_programs: self.cfg.exec.programs.clone(),
             config_version: self.remote.version,
             one_connection: self.cfg.one_connection,
-            chat: self.chat_mode,
+            chat: self.chat_mode(),
             job_slots: u32::try_from(self.cfg.jobs.max_concurrent).unwrap_or(u32::MAX),
         });
         if !self.send_up(Upstream::Offer(offer)) {
@@ -398,7 +398,7 @@ impl Agent {
         for g in groups {
             sub = sub.subscribe(names::group_topic(g).as_bytes());
         }
-        if self.chat_mode {
+        if self.chat_mode() {
             sub = sub.subscribe(names::CHAT_TOPIC.as_bytes());
         }
         Ok(sub.secure().connect(&self.hub_port(ports.broadcast)?)?)
@@ -529,7 +529,7 @@ impl Agent {
             Target::Group(g) => format!("group {g}"),
             Target::Device(d) => format!("to {d}"),
         };
-        if self.chat_mode {
+        if self.chat_mode() {
             println!("[{to}] {}", fleetmq_net::text::line(&a.text));
             let _ = std::io::stdout().flush();
         }
@@ -538,7 +538,7 @@ impl Agent {
 
     /// A line of the chat room, shown in chat mode.
     fn chat_line(&self, c: &ChatMessage) {
-        if self.chat_mode {
+        if self.chat_mode() {
             // Another device's words: shown, never acted on.
             println!("<{}> {}", c.from, fleetmq_net::text::line(&c.text));
             let _ = std::io::stdout().flush();

@@ -14,7 +14,7 @@ use crate::sources::sample::Ingested;
 use crate::telemetry::uplink::Record;
 use crate::work::runner::ExecPolicy;
 
-use super::Agent;
+use super::{Agent, Error};
 
 impl Agent {
     pub(super) fn sample(&mut self) {
@@ -379,6 +379,35 @@ impl Agent {
             jobs_run: self.jobs_done,
             commands_answered: self.commands_answered,
         }
+    }
+}
+
+impl Agent {
+    /// Chat mode, stdin closed: true once every line is acked; an error
+    /// once the wait is over, saying why from what the link has seen.
+    pub(super) fn chat_ended(&self) -> Result<bool, Error> {
+        let Some(deadline) = self.chat_deadline else {
+            return Ok(false);
+        };
+        if self.outbox.waiting() == 0 && self.outbox.in_flight() == 0 {
+            info!("stdin closed and every chat line is acked");
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now < deadline {
+            return Ok(false);
+        }
+        let why = match self.link.problem(now) {
+            Some(problem) => problem.to_string(),
+            None if self.connected => "the hub has not acked them yet".into(),
+            None => format!("no connection to the hub at {} yet", self.hub),
+        };
+        Err(Error::ChatUnacked {
+            records: self.outbox.waiting(),
+            batches: self.outbox.in_flight(),
+            wait: self.chat_wait.unwrap_or_default(),
+            why,
+        })
     }
 }
 

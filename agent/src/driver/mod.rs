@@ -207,9 +207,8 @@ struct Agent {
     /// The routing id of the telemetry and commands DEALERs,
     /// `<device id>@<nonce>`: the hub answers only this route.
     route: String,
-    chat_mode: bool,
-    /// Chat mode: how long to wait for acks once stdin closes.
-    chat_wait: Duration,
+    /// `chat`: how long to wait for acks once stdin closes (`None`: `run`).
+    chat_wait: Option<Duration>,
     /// Chat mode, stdin closed: when to give up waiting for acks.
     chat_deadline: Option<Instant>,
     started: Instant,
@@ -275,7 +274,6 @@ struct Agent {
     dropped_sampled: u64,
     jobs_done: u64,
     commands_answered: u64,
-    stdin_closed: bool,
     control: Control,
     host: Host,
     next_host: Instant,
@@ -393,8 +391,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
     let mut agent = Agent {
         renumbering: false,
         route,
-        chat_mode: opts.chat.is_some(),
-        chat_wait: opts.chat.unwrap_or_default(),
+        chat_wait: opts.chat,
         chat_deadline: None,
         started: now,
         sockets,
@@ -438,7 +435,6 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         dropped_sampled: 0,
         jobs_done: 0,
         commands_answered: 0,
-        stdin_closed: false,
         control,
         host: Host::new("/", cfg.host.clone()),
         next_host: now,
@@ -537,36 +533,15 @@ impl Agent {
                 }
             }
             self.timers()?;
-            if self.chat_mode
-                && self.stdin_closed
-                && self.outbox.waiting() == 0
-                && self.outbox.in_flight() == 0
-            {
-                info!("stdin closed and every chat line is acked");
+            if self.chat_ended()? {
                 return Ok(());
-            }
-            if let Some(deadline) = self.chat_deadline
-                && Instant::now() >= deadline
-            {
-                return Err(self.chat_unacked());
             }
         }
     }
 
-    /// Chat mode: stdin closed, and the hub has not acked everything
-    /// within the wait. Says why, from what the link has seen.
-    fn chat_unacked(&self) -> Error {
-        let why = match self.link.problem(Instant::now()) {
-            Some(problem) => problem.to_string(),
-            None if self.connected => "the hub has not acked them yet".into(),
-            None => format!("no connection to the hub at {} yet", self.hub),
-        };
-        Error::ChatUnacked {
-            records: self.outbox.waiting(),
-            batches: self.outbox.in_flight(),
-            wait: self.chat_wait,
-            why,
-        }
+    /// `fleetmq-agent chat` rather than `run`.
+    fn chat_mode(&self) -> bool {
+        self.chat_wait.is_some()
     }
 
     /// Clean stop: flush, give the hub a moment to ack, say bye, save what

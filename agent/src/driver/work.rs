@@ -324,8 +324,8 @@ impl Agent {
                 }
                 Event::StdinClosed => {
                     // Finish what was said, then exit: stop sampling, send the rest now.
-                    self.stdin_closed = true;
-                    self.chat_deadline = Some(Instant::now() + self.chat_wait);
+                    let wait = self.chat_wait.unwrap_or_default();
+                    self.chat_deadline = Some(Instant::now() + wait);
                     self.next_sample = Instant::now() + Duration::from_secs(86_400 * 365);
                     self.seal_and_send();
                 }
