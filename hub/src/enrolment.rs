@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 
 use fleetmq_protocol::{validate_device_id, validate_group};
 
+mod revoked;
+pub use revoked::REVOKED_MARK;
+use revoked::{Revoked, parse_revoked};
+
 /// The most an allow list file may hold: about half a million devices.
 pub const LIST_FILE_MAX: u64 = 64 << 20;
 
@@ -71,57 +75,6 @@ pub struct AllowList {
     /// them: key to the line (device, then what follows the key). A key
     /// enrolled again is not here.
     revoked: BTreeMap<String, Revoked>,
-}
-
-/// A key's `# revoked` line: whose it was, and when (as written).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Revoked {
-    device: String,
-    /// The rest of the line, e.g. ` on 2026-12-07T05:12:00Z`.
-    note: String,
-}
-
-/// The comment `revoke` leaves for each line it removes:
-/// `# revoked DEVICE KEY on TIME`. A hub reads these lines (at start too)
-/// to name a revoked device that still tries to connect, rather than take
-/// it for a stranger and suggest enrolling it.
-pub const REVOKED_MARK: &str = "# revoked ";
-
-impl Revoked {
-    /// `device`'s key, revoked at `at`.
-    fn at(device: &str, at: std::time::SystemTime) -> Revoked {
-        Revoked {
-            device: device.to_string(),
-            note: format!(" on {}", humantime::format_rfc3339_seconds(at)),
-        }
-    }
-
-    /// The `# revoked` line for `key`.
-    fn line(&self, key: &str) -> String {
-        format!("{REVOKED_MARK}{} {key}{}\n", self.device, self.note)
-    }
-}
-
-/// The (key, entry) a `# revoked DEVICE KEY ...` comment names, if the
-/// line is one (other comments, and a malformed one, are only comments).
-fn parse_revoked(entry: &str) -> Option<(String, Revoked)> {
-    let rest = entry.strip_prefix(REVOKED_MARK)?.trim_start();
-    let (device, rest) = rest.split_once(char::is_whitespace)?;
-    let rest = rest.trim_start();
-    let (key, note) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-    validate_device_id(device).ok()?;
-    fleetmq_net::keys::check(key).ok()?;
-    let note = match note.trim() {
-        "" => String::new(),
-        note => format!(" {note}"),
-    };
-    Some((
-        key.to_string(),
-        Revoked {
-            device: device.to_string(),
-            note,
-        },
-    ))
 }
 
 /// The word that pins a device's groups: `groups=a,b` (`groups=` alone
