@@ -848,14 +848,21 @@ pub fn http(method: &str, url: &str, path: &str) -> (u16, String) {
     http_with(method, url, path, &[])
 }
 
-/// [`http`] with extra header lines.
+/// [`http`] with extra header lines (a `Host:` line among them replaces
+/// the address).
 pub fn http_with(method: &str, url: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::Read;
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connecting to the hub's HTTP");
     s.set_read_timeout(Some(WAIT)).unwrap();
+    let named = headers.iter().any(|h| h.starts_with("Host:"));
+    let host = if named {
+        String::new()
+    } else {
+        format!("Host: {addr}\r\n")
+    };
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\n{host}{extra}\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("an HTTP answer");
     let status = text

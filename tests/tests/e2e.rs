@@ -1508,6 +1508,43 @@ fn http_beyond_loopback_needs_a_bearer_token() {
         200,
         "health stays open for probes"
     );
+    // The token guards it, under whatever name it is reached.
+    let named = format!("Host: hub.example.lan:{}", hub.port("http"));
+    assert_eq!(
+        http_with("GET", &url, "/api/stats", &[&bearer, &named]).0,
+        200,
+        "a token-guarded hub is served under any name"
+    );
+}
+
+#[test]
+fn http_without_a_token_answers_no_name_a_web_page_could_point_at_it() {
+    let _w = watchdog("http_rebinding", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let url = hub.endpoints["http"].clone();
+    let port = hub.port("http");
+    // A page at http://evil.example:PORT whose name now resolves to
+    // 127.0.0.1 (DNS rebinding) sends its own name.
+    for path in ["/api/devices", "/metrics", "/"] {
+        let foreign = format!("Host: evil.example:{port}");
+        let (status, body) = http_with("GET", &url, path, &[&foreign]);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(
+            body.contains("evil.example") && body.contains("security.http_token_file"),
+            "{path}: {body}"
+        );
+    }
+    // Named by address or as localhost, as a browser, curl or Prometheus
+    // on this machine name it, it answers.
+    for host in [
+        format!("Host: 127.0.0.1:{port}"),
+        format!("Host: localhost:{port}"),
+    ] {
+        let (status, body) = http_with("GET", &url, "/api/devices", &[&host]);
+        assert_eq!(status, 200, "{host}: {body}");
+        assert_eq!(body.trim(), "[]", "{host}");
+    }
 }
 
 #[test]

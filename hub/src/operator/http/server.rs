@@ -14,6 +14,10 @@
 //!   whatever the other requests wait for.
 //! - With a certificate ([`super::tls`]) every connection is HTTPS; its
 //!   handshake has [`HEADER_TIMEOUT`] too.
+//! - Without a token (loopback only) it answers only requests that name it
+//!   as `localhost` or by address ([`named_locally`]), so that a web page
+//!   cannot read it through a DNS name of its own pointed at 127.0.0.1
+//!   (DNS rebinding).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -307,7 +314,16 @@ async fn handle(
         || admin
         || (shared.token.as_deref()).is_none_or(|t| carries_token(given.as_deref(), t));
     let post = req.method() == hyper::Method::POST;
-    let (status, content_type, body) = if !allowed {
+    let named = (req.uri().authority().map(|a| a.as_str().to_string()))
+        .or_else(|| Some(req.headers().get(HOST)?.to_str().ok()?.to_string()));
+    let (status, content_type, body) = if shared.token.is_none() && !named_locally(named.as_deref())
+    {
+        debug!(
+            host = named.as_deref(),
+            url, "HTTP request under a name refused"
+        );
+        (403, "text/plain", not_named_locally(named.as_deref()))
+    } else if !allowed {
         let why =
             "a bearer token is needed: Authorization: Bearer TOKEN (the page: /#token=TOKEN)\n";
         (401, "text/plain", why.to_string())
@@ -358,7 +374,53 @@ async fn handle(
     if status == 401 {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    // Answers are what they say they are, and the page is never shown
+    // inside another site's frame.
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     Ok(response)
+}
+
+/// Whether a request naming the hub as `host` (its Host header or its
+/// absolute URL's authority, port and all) may be answered by a hub
+/// serving without a token: one that names it by an IP address or as
+/// `localhost` (or a name under `.localhost`, which resolves to loopback
+/// only), and one that names nothing (HTTP/1.0). A web page that points a
+/// DNS name of its own at 127.0.0.1 (DNS rebinding) sends that name, and
+/// would otherwise read the fleet as if it were the hub's own page.
+pub fn named_locally(host: Option<&str>) -> bool {
+    let Some(host) = host else { return true };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Why a request under another name was refused, and what to do.
+fn not_named_locally(host: Option<&str>) -> String {
+    format!(
+        "this hub serves HTTP without a token, so it answers only requests that name it \
+         as localhost or by IP address (this one named {:?}): a web page cannot then read \
+         it through a DNS name pointed at this machine. Open it as http://127.0.0.1:PORT \
+         or http://localhost:PORT, or give it a token (security.http_token_file) to serve \
+         it under a name\n",
+        host.unwrap_or_default()
+    )
 }
 
 /// A POST's body, at most [`super::actions::MAX_BODY`] bytes.
@@ -391,6 +453,46 @@ pub fn carries_token(given: Option<&str>, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hub without a token answers addresses and localhost, and no other
+    /// name: the name a DNS-rebinding page would send.
+    #[test]
+    fn without_a_token_only_addresses_and_localhost_are_answered() {
+        for local in [
+            None,
+            Some("127.0.0.1"),
+            Some("127.0.0.1:7756"),
+            Some("127.1.2.3:80"),
+            Some("[::1]:7756"),
+            Some("[::1]"),
+            Some("::1"),
+            Some("192.168.1.20:7756"),
+            Some("localhost"),
+            Some("LocalHost:7756"),
+            Some("localhost.:7756"),
+            Some("hub.localhost:7756"),
+        ] {
+            assert!(named_locally(local), "{local:?}");
+        }
+        for named in [
+            Some("evil.example"),
+            Some("evil.example:7756"),
+            Some("127.0.0.1.evil.example:7756"),
+            Some("localhost.evil.example"),
+            Some("notlocalhost:7756"),
+            Some("[::1"),
+            Some("[evil.example]:7756"),
+            Some("hub.lan:7756"),
+            Some(""),
+        ] {
+            assert!(!named_locally(named), "{named:?}");
+        }
+        let why = not_named_locally(Some("evil.example:7756"));
+        assert!(
+            why.contains("\"evil.example:7756\"") && why.contains("security.http_token_file"),
+            "{why}"
+        );
+    }
 
     /// Clients that connect at once while the server is busy wait in the
     /// backlog instead of having their SYNs dropped (a second's retry each).
