@@ -516,6 +516,16 @@ mod tests {
     }
 
     #[test]
+    fn the_printed_example_tells_every_key() {
+        let missing = fleetmq_net::config::unprinted_keys::<HubConfig>(EXAMPLE).unwrap();
+        assert_eq!(
+            missing,
+            Vec::<String>::new(),
+            "keys print-config leaves out"
+        );
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_key() {
         let err = fleetmq_net::config::parse::<HubConfig>(
             Path::new("/etc/hub.toml"),

@@ -45,6 +45,56 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     })
 }
 
+/// The keys `T` takes that `example`, a printed default configuration,
+/// neither sets nor shows in a comment (`# KEY =`, or a table header
+/// naming it), as dotted names: what `print-config` would not tell. Each
+/// of the example's tables is probed with a key no configuration has; the
+/// parser's refusal lists the keys that table takes. For tests.
+pub fn unprinted_keys<T: DeserializeOwned>(example: &str) -> Result<Vec<String>, String> {
+    let tree: serde_json::Value =
+        basic_toml::from_str(example).map_err(|e| format!("the example: {e}"))?;
+    let dotted = |path: &str, key: &str| match path {
+        "" => key.to_string(),
+        _ => format!("{path}.{key}"),
+    };
+    let mut missing = Vec::new();
+    let mut tables = vec![(String::new(), &tree)];
+    while let Some((path, table)) = tables.pop() {
+        let Some(map) = table.as_object() else {
+            continue;
+        };
+        let probe = match path.as_str() {
+            "" => "zz_probe = 1\n".to_string(),
+            _ => format!("[{path}]\nzz_probe = 1\n"),
+        };
+        let refusal = match basic_toml::from_str::<T>(&probe) {
+            Ok(_) => return Err(format!("[{path}] takes any key: nothing to compare")),
+            Err(e) => e.to_string(),
+        };
+        let listed = refusal
+            .split_once("expected")
+            .map_or("", |(_, rest)| rest)
+            .split(" for key `")
+            .next()
+            .unwrap_or_default();
+        let taken = listed.split('`').skip(1).step_by(2);
+        for key in taken {
+            let name = dotted(&path, key);
+            let shown = map.contains_key(key)
+                || example.contains(&format!("# {key} ="))
+                || example.contains(&format!("[{name}"));
+            if !shown {
+                missing.push(name);
+            }
+        }
+        for (key, value) in map {
+            tables.push((dotted(&path, key), value));
+        }
+    }
+    missing.sort();
+    Ok(missing)
+}
+
 /// Reads and parses a config file.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

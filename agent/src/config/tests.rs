@@ -9,6 +9,16 @@ fn the_printed_example_is_exactly_the_defaults() {
 }
 
 #[test]
+fn the_printed_example_tells_every_key() {
+    let missing = fleetmq_net::config::unprinted_keys::<AgentConfig>(EXAMPLE).unwrap();
+    assert_eq!(
+        missing,
+        Vec::<String>::new(),
+        "keys print-config leaves out"
+    );
+}
+
+#[test]
 fn hub_public_key_may_name_the_hub_pub_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = fleetmq_net::keys::generate().unwrap().public;
