@@ -32,6 +32,7 @@ use crate::operators::Operators;
 use crate::store::{Store, StoreError};
 
 mod actions;
+pub mod files;
 mod front_end;
 mod peers;
 mod readers;

@@ -196,20 +196,20 @@ impl AllowList {
 
     /// Reads the file, creating it (with a header, empty) when missing.
     pub fn load(path: &Path) -> Result<Self, AllowError> {
-        let io = |source| AllowError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        create_if_missing(path)?;
+        Self::read(path)
+    }
+
+    /// Reads the file; a missing one is an empty list, and nothing is
+    /// written.
+    pub fn read(path: &Path) -> Result<Self, AllowError> {
         match fleetmq_net::files::read_capped(path, LIST_FILE_MAX) {
             Ok(text) => Self::parse(path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    fs::create_dir_all(dir).map_err(io)?;
-                }
-                replace(path, HEADER).map_err(io)?;
-                Ok(AllowList::default())
-            }
-            Err(e) => Err(io(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AllowList::default()),
+            Err(source) => Err(AllowError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
@@ -445,6 +445,22 @@ pub fn revoke(path: &Path, device: &str, key: Option<&str>) -> Result<Edit, Allo
             Ok((Edit::Removed(removed), Some(kept)))
         }
     })
+}
+
+/// Writes the allow list file, with its header and no device, if there is
+/// none: where an operator looks to enrol one.
+pub fn create_if_missing(path: &Path) -> Result<(), AllowError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let io = |source| AllowError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io)?;
+    }
+    replace(path, HEADER).map_err(io)
 }
 
 /// Reads, changes and atomically rewrites the file under a lock, refusing to

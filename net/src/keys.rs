@@ -180,17 +180,25 @@ pub fn key_or_file(given: &str) -> Result<String, KeyError> {
 /// `NAME`'s key pair from `dir`, made and written first if there is none
 /// yet (the way SSH makes host keys). The flag says whether it was made now.
 pub fn load_or_create(dir: &Path, name: &str) -> Result<(KeyPair, bool), KeyError> {
-    let (secret, public) = paths(dir, name);
-    if secret.exists() {
-        let pair = KeyPair {
-            secret: read_secret(&secret)?,
-            public: read(&public)?,
-        };
+    if let Some(pair) = load(dir, name)? {
         return Ok((pair, false));
     }
     let pair = generate()?;
     write(dir, name, &pair, false)?;
     Ok((pair, true))
+}
+
+/// `NAME`'s key pair from `dir`, checked as [`load_or_create`] checks it;
+/// `None` when there is none yet.
+pub fn load(dir: &Path, name: &str) -> Result<Option<KeyPair>, KeyError> {
+    let (secret, public) = paths(dir, name);
+    if !secret.exists() {
+        return Ok(None);
+    }
+    Ok(Some(KeyPair {
+        secret: read_secret(&secret)?,
+        public: read(&public)?,
+    }))
 }
 
 /// Reads a secret key, refusing one that others than its owner can read:

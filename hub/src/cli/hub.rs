@@ -8,17 +8,17 @@ use anyhow::Context as _;
 use super::{EnrolArgs, RunArgs};
 use crate::config::{HubConfig, Listen};
 
-/// Loads the config, applies the flags over it, and runs the hub until a
-/// signal stops it.
-pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
+/// The configuration `run` starts with: the file (or the defaults), and
+/// the flags over it.
+fn configured(args: &RunArgs) -> anyhow::Result<HubConfig> {
     let mut config = HubConfig::load(args.config.as_deref())?;
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
     }
-    if let Some(bind) = args.bind {
-        apply_bind(&mut config, &bind)?;
+    if let Some(bind) = &args.bind {
+        apply_bind(&mut config, bind)?;
     }
-    if let Some(nats) = args.nats {
+    if let Some(nats) = &args.nats {
         config.cluster.servers = nats
             .split(',')
             .map(str::trim)
@@ -26,10 +26,32 @@ pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
             .map(String::from)
             .collect();
     }
-    if let Some(name) = args.name {
-        config.cluster.name = name;
+    if let Some(name) = &args.name {
+        config.cluster.name = name.clone();
     }
     config.validate("--nats/--name")?;
+    Ok(config)
+}
+
+/// `check-config`: the configuration `run` would start with, and the files
+/// it names, checked without starting; prints what it would run.
+pub(super) fn check_config(args: RunArgs) -> anyhow::Result<()> {
+    let config = configured(&args)?;
+    let source = (args.config.as_ref()).map_or_else(
+        || "no config file (the defaults)".to_string(),
+        |p| p.display().to_string(),
+    );
+    print!(
+        "{}",
+        crate::driver::files::check(&config, &source, args.insecure)?
+    );
+    Ok(())
+}
+
+/// Loads the config, applies the flags over it, and runs the hub until a
+/// signal stops it.
+pub(super) fn run_hub(args: RunArgs) -> anyhow::Result<()> {
+    let config = configured(&args)?;
     if args.insecure {
         tracing::warn!(
             "--insecure: agent traffic is plaintext and unauthenticated; anyone who reaches these ports can pose as any device. Use a trusted network only"

@@ -25,7 +25,7 @@ use crate::enrolment;
 use crate::operator::{format, views};
 use args::*;
 use ask::{Exit, Shown, chat, logs, operate, telemetry};
-use hub::{allow_list, run_hub};
+use hub::{allow_list, check_config, run_hub};
 use work::{show_job, submit_job};
 
 /// Parses the command line and runs it: the whole of `fleetmq-hub`.
@@ -65,6 +65,7 @@ pub fn main() -> ExitCode {
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run(args) => run_hub(args).map(|()| ExitCode::SUCCESS),
+        Cmd::CheckConfig(args) => check_config(args).map(|()| ExitCode::SUCCESS),
         Cmd::PrintConfig => {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

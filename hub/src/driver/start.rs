@@ -53,20 +53,26 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let dir = config.data_dir.clone();
     // Held until the hub stops.
     let _data_dir = DataDir::lock(&dir)?;
+    let files = super::files::read(&config, insecure)?;
     let mut store = open_store(&dir, config.storage.synchronous)?;
     let mut sockets = Sockets::new(config.net.clone());
     let mut enrolment = None;
     let mut zap = None;
-    if !insecure {
-        let (pair, made) = keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
+    if let Some(list) = files.allow {
         let pub_path = keys::paths(&dir, "hub").1;
-        if made {
-            info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
-        } else {
-            info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "hub key loaded");
-        }
+        let pair = match files.keys {
+            Some(pair) => {
+                info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "hub key loaded");
+                pair
+            }
+            None => {
+                let (pair, _) = keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
+                info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
+                pair
+            }
+        };
         let path = config.allow_list_path();
-        let list = AllowList::load(&path).map_err(Error::AllowList)?;
+        crate::enrolment::create_if_missing(&path).map_err(Error::AllowList)?;
         info!(file = %path.display(), keys = list.len(), "allow list loaded");
         if list.is_empty() {
             warn!(file = %path.display(), "no device is enrolled yet: add one with `fleetmq-hub allow DEVICE PUBLIC_KEY`");
@@ -141,12 +147,8 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     let mut remote = None;
     let mut remote_ep = String::new();
     let mut operators = None;
-    if !l.operator_remote.is_empty() {
-        if insecure {
-            return Err(Error::RemoteNeedsCurve);
-        }
+    if let Some(list) = files.operators {
         let path = config.operator_allow_list_path();
-        let list = Operators::load(&path).map_err(Error::Operators)?;
         if list.is_empty() {
             warn!(file = %path.display(), "no operator is allowed on listen.operator_remote yet: add NAME ROLE KEY lines (make a key with `fleetmq-hub keygen --operator`)");
         }
@@ -159,22 +161,17 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         remote_ep = ep;
         operators = Some(list);
     }
-    let http = if l.http.is_empty() {
-        None
-    } else {
-        let token = config
-            .http_token_path()
-            .map(|p| read_token(&p))
-            .transpose()?;
+    let http = if let Some(super::files::HttpFiles {
+        token,
+        admin,
+        certs,
+    }) = files.http
+    {
         if token.is_some() {
             info!(
                 "HTTP needs the bearer token from security.http_token_file (all but /health and the page itself)"
             );
         }
-        let admin = config
-            .http_admin_token_path()
-            .map(|p| read_token(&p))
-            .transpose()?;
         if admin.is_some() {
             info!(
                 "HTTP actions (commands, jobs, announcements) with the token from security.http_admin_token_file"
@@ -185,10 +182,6 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
                 "security.http_token_file and http_admin_token_file hold the same token: every reader may act"
             );
         }
-        let certs = (config.http_tls_paths())
-            .map(|(cert, key)| crate::operator::http::tls::Certs::load(&cert, &key))
-            .transpose()
-            .map_err(HttpError::Tls)?;
         Some(Http::start(
             &l.http,
             operator_ep.clone(),
@@ -196,6 +189,8 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
             admin,
             certs,
         )?)
+    } else {
+        None
     };
     let endpoints = Endpoints {
         telemetry,
@@ -234,11 +229,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         None => (None, None),
     };
     let readers = readers::Readers::start(sockets.context(), &dir)?;
-    let roots = (config.alerts.any_https())
-        .then(|| super::webhooks::roots(config.alerts_ca_path().as_deref()))
-        .transpose()
-        .map_err(Error::WebhookRoots)?;
-    let webhooks = super::webhooks::Webhooks::start(config.alerts.webhooks.clone(), roots)
+    let webhooks = super::webhooks::Webhooks::start(config.alerts.webhooks.clone(), files.roots)
         .map_err(Error::Webhooks)?;
     let tokens: crate::core::Tokens = Box::new(fleetmq_net::random::u64);
     let list_now = list.clone();
