@@ -37,10 +37,15 @@ Commands:
                 0600, and agent.pub; run also makes them if missing) and
                 print the command that enrols it on the hub
   print-config  Print the default configuration with every key explained
+  check-config  Check the configuration run would start with (the file, the
+                environment and the flags, as run takes them) and the key
+                pair, without starting: exits 0 with what it would run, or 1
+                with the error run would stop with (for a deploy tool, and
+                before systemctl reload or restart)
   info          Print this build's version, arch and libzmq, and check CURVE
                 with a handshake over loopback (JSON; exits 1 if CURVE fails)
 
-Options for run and chat:
+Options for run, chat and check-config:
   -c, --config FILE     Config file (TOML; see print-config) [env: FLEETMQ_AGENT_CONFIG]
       --hub ENDPOINT    The hub's telemetry address, tcp://HOST:PORT [env: FLEETMQ_HUB]
       --device-id ID    This device's id (default: the config's, else the host name)
@@ -75,6 +80,7 @@ Examples:
   fleetmq-agent config get app.greeting
   echo 'door.opened:1|c' > /dev/udp/127.0.0.1/8125   # StatsD (bash)
   fleetmq-agent print-config > agent.toml
+  fleetmq-agent check-config --config /etc/fleetmq/agent.toml
 ";
 
 /// Options of `run` and `chat`.
@@ -103,6 +109,8 @@ pub enum Cmd {
     Run(RunArgs),
     Chat(RunArgs),
     PrintConfig,
+    /// `check-config`: run's options.
+    CheckConfig(RunArgs),
     Send {
         local: LocalArgs,
         samples: Vec<String>,
@@ -188,6 +196,8 @@ where
     let mut help = false;
     while let Some(arg) = p.next()? {
         let cmd = name.as_deref();
+        // The commands that take run's options.
+        let runs = matches!(cmd, Some("run" | "chat" | "check-config"));
         match arg {
             Long("log") => log = string(p.value()?)?,
             Short('h') | Long("help") => help = true,
@@ -208,17 +218,11 @@ where
                 run.data_dir = Some(dir.clone());
                 local.data_dir = Some(dir);
             }
-            Long("hub") if matches!(cmd, Some("run" | "chat")) => {
-                run.hub = Some(string(p.value()?)?)
-            }
-            Long("group") if matches!(cmd, Some("run" | "chat")) => {
-                run.groups.push(string(p.value()?)?)
-            }
-            Long("hub-key") if matches!(cmd, Some("run" | "chat")) => {
-                run.hub_key = Some(string(p.value()?)?)
-            }
-            Long("insecure") if matches!(cmd, Some("run" | "chat")) => run.insecure = true,
-            Long("device-id") if matches!(cmd, Some("run" | "chat" | "keygen")) => {
+            Long("hub") if runs => run.hub = Some(string(p.value()?)?),
+            Long("group") if runs => run.groups.push(string(p.value()?)?),
+            Long("hub-key") if runs => run.hub_key = Some(string(p.value()?)?),
+            Long("insecure") if runs => run.insecure = true,
+            Long("device-id") if runs || cmd == Some("keygen") => {
                 let id = string(p.value()?)?;
                 run.device_id = Some(id.clone());
                 device_id = Some(id);
@@ -263,6 +267,7 @@ where
         Some("run") => Cmd::Run(run),
         Some("chat") => Cmd::Chat(run),
         Some("print-config") => Cmd::PrintConfig,
+        Some("check-config") => Cmd::CheckConfig(run),
         Some("info") => Cmd::Info,
         Some("status") => Cmd::Status(local),
         Some("send") if samples.is_empty() => {
@@ -291,7 +296,7 @@ where
         Some(other) => return Err(UsageError(format!("unknown command {other:?}"))),
         None => {
             return Err(UsageError(
-                "a command is needed: run, chat, send, status, keygen, print-config or info".into(),
+                "a command is needed: run, chat, send, status, config, keygen, print-config, check-config or info".into(),
             ));
         }
     };
@@ -356,6 +361,28 @@ mod tests {
         assert!(
             matches!(keygen.command, Cmd::Keygen { force: true, device_id: Some(ref d), .. } if d == "pi-2")
         );
+        // check-config takes what run takes, so it checks what run would use.
+        let check = parse([
+            "check-config",
+            "-c",
+            "a.toml",
+            "--hub",
+            "tcp://h:1",
+            "--hub-key",
+            "hub.pub",
+            "--group",
+            "north",
+            "--insecure",
+        ])
+        .unwrap();
+        let Cmd::CheckConfig(args) = check.command else {
+            panic!("{:?}", check.command)
+        };
+        assert_eq!(args.config, Some(PathBuf::from("a.toml")));
+        assert_eq!(args.hub.as_deref(), Some("tcp://h:1"));
+        assert_eq!(args.hub_key.as_deref(), Some("hub.pub"));
+        assert_eq!(args.groups, ["north"]);
+        assert!(args.insecure);
         assert_eq!(parse(["info"]).unwrap().command, Cmd::Info);
         assert_eq!(parse(["run", "--help"]).unwrap().command, Cmd::Help);
         assert_eq!(parse(["--version"]).unwrap().command, Cmd::Version);
@@ -379,6 +406,8 @@ mod tests {
             err(&["run", "--wait", "5s"]).contains("--wait"),
             "chat's only"
         );
+        assert!(err(&["check-config", "--wait", "5s"]).contains("--wait"));
+        assert!(err(&["check-config", "--force"]).contains("fleetmq-agent check-config"));
         for bad in ["5 s", "-1s", "1.5s", "5d", "s", ""] {
             let e = err(&["chat", "--wait", bad]);
             assert!(

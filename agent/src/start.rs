@@ -200,6 +200,7 @@ pub fn main() -> ExitCode {
             device_id,
             force,
         }),
+        Cmd::CheckConfig(args) => check_config(args),
         Cmd::Run(args) => start(args, None),
         Cmd::Chat(args) => {
             let wait = args.wait.unwrap_or(driver::CHAT_WAIT);
@@ -213,6 +214,40 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+const NO_HUB_KEY: &str = "no hub public key: set hub_public_key in the config or pass --hub-key (the Z85 line of the hub's DATA_DIR/hub.pub, which the hub prints at start); or --insecure for a plaintext hub";
+
+/// `check-config`: the configuration `run` would start with (the file,
+/// the environment and the flags) checked as `run` checks it, and the key
+/// pair it would use, without starting; one line saying what it would
+/// run, or the error `run` would stop with.
+fn check_config(args: RunArgs) -> Result<(), Failed> {
+    let insecure = args.insecure;
+    let source = (args.config.as_ref()).map_or_else(
+        || "no config file (the defaults)".to_string(),
+        |p| p.display().to_string(),
+    );
+    let cfg = config(args)?;
+    let security = if insecure {
+        "in plaintext (--insecure)"
+    } else if cfg.hub_public_key.is_empty() {
+        return fail(NO_HUB_KEY);
+    } else {
+        match fleetmq_net::keys::load(&cfg.data_dir, "agent")
+            .doing("reading this device's CURVE key pair (DATA_DIR/agent.key)")?
+        {
+            Some(_) => "over CURVE, with this device's key pair",
+            None => "over CURVE, with a key pair made at first start (or by keygen)",
+        }
+    };
+    println!(
+        "ok: {source}: device {} connects to {} {security}; data in {}",
+        cfg.device_id,
+        cfg.hub,
+        cfg.data_dir.display()
+    );
+    Ok(())
 }
 
 /// Runs the agent; `chat` is chat mode's wait for acks once stdin closes.
@@ -230,9 +265,7 @@ fn start(args: RunArgs, chat: Option<std::time::Duration>) -> Result<(), Failed>
         Security::Plaintext
     } else {
         if cfg.hub_public_key.is_empty() {
-            return fail(
-                "no hub public key: set hub_public_key in the config or pass --hub-key (the Z85 line of the hub's DATA_DIR/hub.pub, which the hub prints at start); or --insecure for a plaintext hub",
-            );
+            return fail(NO_HUB_KEY);
         }
         let (ours, made) = fleetmq_net::keys::load_or_create(&cfg.data_dir, "agent")
             .doing("loading this device's CURVE key pair (DATA_DIR/agent.key)")?;

@@ -828,6 +828,87 @@ fn keygen_writes_private_key_files_and_never_replaces_them_unasked() {
 }
 
 #[test]
+fn check_config_says_what_run_would_start_or_why_it_would_not() {
+    let _w = watchdog("check_config", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "");
+    let hub_data = dir.path().join("data");
+    let output = |mut cmd: std::process::Command| {
+        let out = cmd.output().expect("running check-config");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    // The hub: checked while a hub serves from the same data directory,
+    // which it neither locks nor touches.
+    let hub_check = |config: &str| {
+        let file = dir.path().join("check.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = hub_command();
+        cmd.args(["check-config", "--data-dir"])
+            .arg(&hub_data)
+            .arg("--config")
+            .arg(&file);
+        output(cmd)
+    };
+    let (code, text) = hub_check("");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("ok: ") && text.contains("with the hub's key pair"),
+        "{text}"
+    );
+    let (code, text) = hub_check("[security]\nhttp_token_file = \"missing.token\"\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("missing.token"), "{text}");
+    std::fs::write(dir.path().join("bad_devices"), "pi-x notakey\n").unwrap();
+    let bad_list = format!(
+        "[security]\nallow_list = \"{}\"\n",
+        dir.path().join("bad_devices").display()
+    );
+    let (code, text) = hub_check(&bad_list);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("line 1") && text.contains("pi-x"), "{text}");
+    assert_eq!(hub.stats()["devices_known"], 0, "the running hub serves on");
+
+    // The agent: a good configuration, then one run would refuse, with
+    // the key named; its data directory is not made.
+    let agent_check = |config: &str, data: &std::path::Path| {
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = agent_command();
+        cmd.args(["check-config", "--device-id", "pi-check", "--hub"])
+            .arg(&hub.endpoints["telemetry"])
+            .arg("--hub-key")
+            .arg(hub_data.join("hub.pub"))
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--config")
+            .arg(&file);
+        output(cmd)
+    };
+    let data = dir.path().join("agent-data");
+    let (code, text) = agent_check(&agent_config(""), &data);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("ok: ")
+            && text.contains("device pi-check connects to")
+            && text.contains("made at first start"),
+        "{text}"
+    );
+    assert!(!data.exists(), "check-config makes nothing");
+    let (code, text) = agent_check("[telemetry]\nsample_interval_ms = 5\n", &data);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("telemetry.sample_interval_ms") && text.contains("100 ms"),
+        "{text}"
+    );
+}
+
+#[test]
 fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
     let _w = watchdog("enrolment", LIMIT);
     let dir = tmp();

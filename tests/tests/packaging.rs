@@ -117,6 +117,39 @@ fn the_sample_configs_for_etc_load() {
             .args(["--device-id", "pi-a"]),
     );
     assert!(dir.path().join("agent.key").exists());
+    // What the agent's unit runs before each reload passes on the shipped
+    // file, once the hub's key is given (as the operator sets it).
+    run_ok(
+        agent_command()
+            .arg("check-config")
+            .arg("--config")
+            .arg(etc.join("agent.toml"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--hub-key", &key]),
+    );
+    run_ok(
+        hub_command()
+            .arg("check-config")
+            .arg("--config")
+            .arg(etc.join("hub.toml"))
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+}
+
+/// `systemctl reload fleetmq-agent` checks the file before it signals the
+/// agent: a reload of a broken file fails and says why.
+#[test]
+fn the_agents_reload_checks_the_config_first() {
+    let text = std::fs::read_to_string(packaging().join("systemd/fleetmq-agent.service")).unwrap();
+    let check = text
+        .find("ExecReload=/usr/bin/fleetmq-agent check-config --config /etc/fleetmq/agent.toml\n");
+    let signal = text.find("ExecReload=/bin/kill -HUP $MAINPID\n");
+    assert!(
+        matches!((check, signal), (Some(c), Some(s)) if c < s),
+        "{text}"
+    );
 }
 
 /// The Debian packages targets/deb.sh made: (package, Debian arch).
