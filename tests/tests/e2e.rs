@@ -1616,11 +1616,12 @@ fn http_without_a_token_answers_no_name_a_web_page_could_point_at_it() {
             "{path}: {body}"
         );
     }
-    // Named by address or as localhost, as a browser, curl or Prometheus
-    // on this machine name it, it answers.
+    // Named by address, as localhost or by a host name without a dot, as
+    // a browser, curl or Prometheus on this machine name it, it answers.
     for host in [
         format!("Host: 127.0.0.1:{port}"),
         format!("Host: localhost:{port}"),
+        format!("Host: raspberrypi:{port}"),
     ] {
         let (status, body) = http_with("GET", &url, "/api/devices", &[&host]);
         assert_eq!(status, 200, "{host}: {body}");

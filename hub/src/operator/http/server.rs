@@ -383,11 +383,13 @@ async fn handle(
 
 /// Whether a request naming the hub as `host` (its Host header or its
 /// absolute URL's authority, port and all) may be answered by a hub
-/// serving without a token: one that names it by an IP address or as
+/// serving without a token: one that names it by an IP address, as
 /// `localhost` (or a name under `.localhost`, which resolves to loopback
-/// only), and one that names nothing (HTTP/1.0). A web page that points a
-/// DNS name of its own at 127.0.0.1 (DNS rebinding) sends that name, and
-/// would otherwise read the fleet as if it were the hub's own page.
+/// only) or by a name without a dot (this machine's host name, an alias
+/// in /etc/hosts), and one that names nothing (HTTP/1.0). A web page that
+/// points a DNS name of its own at 127.0.0.1 (DNS rebinding) sends that
+/// name, which has a dot, and would otherwise read the fleet as if it
+/// were the hub's own page.
 pub fn named_locally(host: Option<&str>) -> bool {
     let Some(host) = host else { return true };
     if host.parse::<std::net::IpAddr>().is_ok() {
@@ -408,17 +410,17 @@ pub fn named_locally(host: Option<&str>) -> bool {
         return true;
     }
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
+    name == "localhost" || name.ends_with(".localhost") || !name.contains('.')
 }
 
 /// Why a request under another name was refused, and what to do.
 fn not_named_locally(host: Option<&str>) -> String {
     format!(
         "this hub serves HTTP without a token, so it answers only requests that name it \
-         as localhost or by IP address (this one named {:?}): a web page cannot then read \
-         it through a DNS name pointed at this machine. Open it as http://127.0.0.1:PORT \
-         or http://localhost:PORT, or give it a token (security.http_token_file) to serve \
-         it under a name\n",
+         by IP address, as localhost or by a name without a dot (this one named {:?}): a \
+         web page cannot then read it through a DNS name pointed at this machine. Open it \
+         as http://127.0.0.1:PORT or http://localhost:PORT, or give it a token \
+         (security.http_token_file) to serve it under such a name\n",
         host.unwrap_or_default()
     )
 }
@@ -454,10 +456,10 @@ pub fn carries_token(given: Option<&str>, token: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// A hub without a token answers addresses and localhost, and no other
-    /// name: the name a DNS-rebinding page would send.
+    /// A hub without a token answers addresses, localhost and names without
+    /// a dot, and no name a DNS-rebinding page could send.
     #[test]
-    fn without_a_token_only_addresses_and_localhost_are_answered() {
+    fn without_a_token_no_name_with_a_dot_is_answered_but_localhost() {
         for local in [
             None,
             Some("127.0.0.1"),
@@ -471,6 +473,10 @@ mod tests {
             Some("LocalHost:7756"),
             Some("localhost.:7756"),
             Some("hub.localhost:7756"),
+            Some("x"),
+            Some("raspberrypi:7756"),
+            Some("HUB."),
+            Some(""),
         ] {
             assert!(named_locally(local), "{local:?}");
         }
@@ -479,11 +485,11 @@ mod tests {
             Some("evil.example:7756"),
             Some("127.0.0.1.evil.example:7756"),
             Some("localhost.evil.example"),
-            Some("notlocalhost:7756"),
+            Some("notlocalhost.example:7756"),
             Some("[::1"),
             Some("[evil.example]:7756"),
             Some("hub.lan:7756"),
-            Some(""),
+            Some("Evil.Example."),
         ] {
             assert!(!named_locally(named), "{named:?}");
         }
