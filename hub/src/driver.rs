@@ -179,6 +179,9 @@ pub enum Error {
     Http(#[from] HttpError),
     #[error("joining the NATS cluster")]
     Cluster(#[source] crate::cluster::LinkError),
+    /// A file `[cluster]` names cannot be used.
+    #[error("{0}")]
+    ClusterFile(String),
     #[error("starting a reader thread")]
     Thread(#[source] std::io::Error),
     #[error("starting the alert webhooks' thread")]

@@ -43,9 +43,10 @@ pub(super) enum Cmd {
     PrintConfig,
     /// Check the configuration run would start with (the file and the
     /// flags, as run takes them) and the files it names (the key pair,
-    /// allow lists, HTTP tokens and certificate, webhook authorities),
-    /// without starting or touching a running hub: exits 0 with what it
-    /// would run, 1 with the error run would stop with.
+    /// allow lists, HTTP tokens and certificate, webhook authorities, NATS
+    /// credentials and certificates), without starting or touching a
+    /// running hub: exits 0 with what it would run, 1 with the error run
+    /// would stop with.
     CheckConfig(RunArgs),
     /// List devices: online or offline, since when, arch and version;
     /// --state and --group pick some.

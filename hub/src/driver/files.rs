@@ -77,6 +77,9 @@ pub fn read(config: &HubConfig, insecure: bool) -> Result<Files, Error> {
             certs,
         })
     };
+    if !config.cluster.servers.is_empty() {
+        cluster_files(config)?;
+    }
     let roots = (config.alerts.any_https())
         .then(|| super::webhooks::roots(config.alerts_ca_path().as_deref()))
         .transpose()
@@ -88,6 +91,33 @@ pub fn read(config: &HubConfig, insecure: bool) -> Result<Files, Error> {
         http,
         roots,
     })
+}
+
+/// The files a front-end connects to NATS with, each readable, and each
+/// that holds certificates holding at least one (NATS reads them itself
+/// when it connects).
+fn cluster_files(config: &HubConfig) -> Result<(), Error> {
+    let c = &config.cluster;
+    for (key, file, certificates) in [
+        ("cluster.credentials", &c.credentials, false),
+        ("cluster.tls_ca", &c.tls_ca, true),
+        ("cluster.tls_cert", &c.tls_cert, true),
+        ("cluster.tls_key", &c.tls_key, false),
+    ] {
+        if file.as_os_str().is_empty() {
+            continue;
+        }
+        let path = config.data_dir.join(file);
+        if certificates {
+            crate::operator::http::tls::pem_certificates(&path, key).map_err(Error::ClusterFile)?;
+        } else if let Err(e) = std::fs::File::open(&path) {
+            return Err(Error::ClusterFile(format!(
+                "reading {key} {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `check-config`: what a hub with `config` would start from, in a few
@@ -194,6 +224,33 @@ mod tests {
         open.security.http_token_file = "http.token".into();
         let said = check(&open, "hub.toml", false).unwrap();
         assert!(said.contains("0.0.0.0:7756 (a bearer token)"), "{said}");
+
+        let mut front_end = config_in(dir.path());
+        front_end.cluster.servers = vec!["nats://127.0.0.1:4222".into()];
+        front_end.cluster.credentials = "fe.creds".into();
+        let e = check(&front_end, "hub.toml", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster.credentials") && e.contains("fe.creds"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("fe.creds"), "a creds file").unwrap();
+        front_end.cluster.tls_ca = "ca.pem".into();
+        std::fs::write(dir.path().join("ca.pem"), "not PEM").unwrap();
+        let e = check(&front_end, "hub.toml", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster.tls_ca") && e.contains("no certificate"),
+            "{e}"
+        );
+        front_end.cluster.tls_ca = PathBuf::new();
+        let said = check(&front_end, "hub.toml", false).unwrap();
+        assert!(
+            said.contains("a front-end over NATS at nats://127.0.0.1:4222"),
+            "{said}"
+        );
 
         std::fs::write(dir.path().join("allowed_devices"), "pi-1 short\n").unwrap();
         let e = format!(
