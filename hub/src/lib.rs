@@ -6,7 +6,7 @@
 //! | path | what lives there |
 //! |---|---|
 //! | [`core`] | every decision, no sockets: admission, presence, telemetry, commands, jobs, operator requests ([`core::Core`]) |
-//! | [`driver`] | the only code that touches zmq: binds (`driver/start.rs`), polls, answers ZAP, reads socket monitors, carries out the core's [`core::Action`]s; `driver/peers.rs` knows whose each connection is |
+//! | [`driver`] | the only code that touches zmq: reads what a start needs (`driver/files.rs`, also `check-config`), binds (`driver/start.rs`), polls, answers ZAP, reads socket monitors, carries out the core's [`core::Action`]s; `driver/peers.rs` knows whose each connection is |
 //! | [`store`] | SQLite, a synchronous call the core makes: devices, presence and forgetting (`devices.rs`), telemetry and chat, jobs, the command log; [`store::Store::in_memory`] for tests |
 //! | [`datadir`] | the data directory, locked so that one hub at a time uses it |
 //! | [`backup`] | `fleetmq-hub backup`: a copy of the data directory, taken while the hub runs, that is a data directory itself |
