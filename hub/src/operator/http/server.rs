@@ -15,9 +15,9 @@
 //! - With a certificate ([`super::tls`]) every connection is HTTPS; its
 //!   handshake has [`HEADER_TIMEOUT`] too.
 //! - Without a token (loopback only) it answers only requests that name it
-//!   as `localhost` or by address ([`named_locally`]), so that a web page
-//!   cannot read it through a DNS name of its own pointed at 127.0.0.1
-//!   (DNS rebinding).
+//!   by address, as `localhost` or by a name without a dot
+//!   ([`named_locally`]), so that a web page cannot read it through a DNS
+//!   name of its own pointed at 127.0.0.1 (DNS rebinding).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
