@@ -535,4 +535,109 @@ mod tests {
             "a socket turned off says so in status"
         );
     }
+
+    /// What a local program sends is a peer's input: any line, random or
+    /// a valid one mangled, is refused with a reason or becomes samples a
+    /// batch takes (a valid name, a finite value, a time in range), so a
+    /// line accepted here is never one the spool or the hub turns away.
+    #[test]
+    fn any_line_is_refused_with_a_reason_or_becomes_samples_a_batch_takes() {
+        let mut rng = fastrand::Rng::with_seed(19);
+        let valid = [
+            "env,room=hall temp=21.5,hum=40i",
+            "pump value=3i 1700000000000000000",
+            "s,a=b f=t,g=\"text\",h=-1.5e3",
+            "x\\,y,k\\ =v\\= f=1u",
+            "door.opened:1|c|#room:hall,floor:2",
+            "t:12|ms|@0.5",
+            "g:-3|g",
+            "set:7|s",
+        ];
+        let alphabet: Vec<char> = "aZ09._-,= |:#@\"\\{}\t\u{0}\u{7f}\u{1b}éµ∞eiutfTF+-.ns"
+            .chars()
+            .collect();
+        // Whole words a parser must weigh: numbers at and past the edges.
+        let words = [
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "Infinity",
+            "1e999",
+            "-1e999",
+            "1e-400",
+            "-0",
+            "9223372036854775807i",
+            "9223372036854775808i",
+            "-9223372036854775809i",
+            "18446744073709551616u",
+            "99999999999999999999999",
+            "0x10",
+            "1_000",
+        ];
+        let mut statsd = Statsd::new(1_000, &[50.0, 99.0]);
+        let now = Instant::now();
+        let mut accepted = Vec::new();
+        let mut refused = 0;
+        for i in 0..40_000 {
+            let mut line: Vec<char> = if i % 2 == 0 {
+                valid[rng.usize(..valid.len())].chars().collect()
+            } else {
+                Vec::new()
+            };
+            for _ in 0..rng.usize(1..12) {
+                let c = alphabet[rng.usize(..alphabet.len())];
+                if rng.u8(..4) == 0 {
+                    let at = rng.usize(..=line.len());
+                    let word = words[rng.usize(..words.len())];
+                    line.splice(at..at, word.chars());
+                    continue;
+                }
+                match rng.u8(..3) {
+                    0 if !line.is_empty() => {
+                        line.remove(rng.usize(..line.len()));
+                    }
+                    1 if !line.is_empty() => {
+                        let at = rng.usize(..line.len());
+                        line[at] = c;
+                    }
+                    _ => line.insert(rng.usize(..=line.len()), c),
+                }
+            }
+            let text: String = line.into_iter().collect();
+            // As drain hands lines over.
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let parsed = if line.contains('|') {
+                    statsd.fold(line, now).map(|()| Vec::new())
+                } else {
+                    influx(line, NOW)
+                };
+                match parsed {
+                    Ok(samples) => accepted.extend(samples),
+                    Err(why) => {
+                        refused += 1;
+                        assert!(!why.trim().is_empty(), "{line:?} refused without a reason");
+                    }
+                }
+            }
+        }
+        accepted.extend(statsd.flush(NOW));
+        assert!(
+            refused > 1_000 && accepted.len() > 1_000,
+            "{refused} refused, {} accepted",
+            accepted.len()
+        );
+        for s in &accepted {
+            if let Value::Float(v) = s.value {
+                assert!(
+                    v.is_finite(),
+                    "accepted a value that is not a number: {s:?}"
+                );
+            }
+            let mut batch = fleetmq_protocol::BatchBuilder::new(0);
+            if let Err(e) = batch.push_sample(&s.name, s.ts_ms.unwrap_or(NOW), s.value) {
+                panic!("accepted, but a batch refuses it: {s:?}: {e}");
+            }
+        }
+    }
 }
