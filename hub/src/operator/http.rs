@@ -391,8 +391,10 @@ fn unescape(s: &str) -> Result<String, String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits: from_str_radix alone would take "+1".
                 let hex = s
                     .get(i + 1..i + 3)
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("bad %-escape in {s:?}"))?;
                 out.push(hex);

@@ -39,6 +39,17 @@ fn queries_decode_and_bad_escapes_say_so() {
     assert_eq!(q["flag"], "");
     let err = parse_query("device=%zz").unwrap_err();
     assert!(err.contains("%-escape"), "{err}");
+    for bad in [
+        "device=%+1",
+        "device=%-1",
+        "device=%4",
+        "device=%",
+        "device=%é1",
+    ] {
+        let err = parse_query(bad).unwrap_err();
+        assert!(err.contains("%-escape"), "{bad}: {err}");
+    }
+    assert_eq!(parse_query("device=%2B1").unwrap()["device"], "+1");
 }
 
 #[test]
