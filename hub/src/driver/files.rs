@@ -55,14 +55,9 @@ pub fn read(config: &HubConfig, insecure: bool) -> Result<Files, Error> {
         let token = (config.http_token_path())
             .map(|p| read_token(&p))
             .transpose()?;
-        // A name the OS resolves at bind time is checked there too.
-        let beyond = (config.listen.http.parse::<std::net::SocketAddr>())
-            .is_ok_and(|a| !a.ip().is_loopback());
-        if token.is_none() && beyond {
-            return Err(HttpError::NeedsToken {
-                addr: config.listen.http.clone(),
-            }
-            .into());
+        // The configuration holds it as IP:PORT (HubConfig::validate).
+        if let Ok(at) = config.listen.http.parse::<std::net::SocketAddr>() {
+            crate::operator::http::may_serve(&config.listen.http, at.ip(), token.is_some())?;
         }
         let admin = (config.http_admin_token_path())
             .map(|p| read_token(&p))

@@ -66,7 +66,9 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
                 pair
             }
             None => {
-                let (pair, _) = keys::load_or_create(&dir, "hub").map_err(Error::Keys)?;
+                // files::read found none: made and written here, once.
+                let pair = keys::generate().map_err(Error::Keys)?;
+                keys::write(&dir, "hub", &pair, false).map_err(Error::Keys)?;
                 info!(public_key = %keys::quoted(&pair.public), file = %pub_path.display(), "made the hub's key pair; give agents this public key as hub_public_key");
                 pair
             }

@@ -12,7 +12,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use server::Http;
+pub use server::{Http, may_serve};
 
 use fleetmq_protocol::{ChatQuery, LogQuery, Request, Response, TelemetryQuery};
 use tracing::warn;

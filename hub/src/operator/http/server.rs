@@ -110,11 +110,7 @@ impl Http {
         };
         let listener = listen(addr).map_err(listen_err)?;
         let local = listener.local_addr().map_err(listen_err)?;
-        if token.is_none() && !local.ip().is_loopback() {
-            return Err(HttpError::NeedsToken {
-                addr: addr.to_string(),
-            });
-        }
+        may_serve(addr, local.ip(), token.is_some())?;
         let tls = (certs.as_ref())
             .map(|c| {
                 c.server_config()
@@ -182,6 +178,18 @@ impl Drop for Http {
             warn!("the HTTP thread ended with a panic");
         }
     }
+}
+
+/// Whether HTTP may be served at `ip` (`addr` as configured): without a
+/// token only on loopback, since anyone who reaches another address could
+/// read the fleet.
+pub fn may_serve(addr: &str, ip: std::net::IpAddr, token: bool) -> Result<(), HttpError> {
+    if token || ip.is_loopback() {
+        return Ok(());
+    }
+    Err(HttpError::NeedsToken {
+        addr: addr.to_string(),
+    })
 }
 
 /// A non-blocking listener on the first address `addr` resolves to, with a
