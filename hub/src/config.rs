@@ -197,6 +197,9 @@ pub struct Listen {
     pub jobs: String,
     pub results: String,
     pub commands: String,
+    /// The local operator socket, plaintext: a loopback `tcp://` address,
+    /// or `ipc://PATH`, a Unix socket only the hub's user may open (a
+    /// relative PATH is in data_dir). See [`HubConfig::operator_endpoint`].
     pub operator: String,
     /// The CURVE operator socket for remote operators; "" for none.
     pub operator_remote: String,
@@ -333,6 +336,20 @@ impl HubConfig {
         Ok(config)
     }
 
+    /// The local operator endpoint, to bind and to find: `listen.operator`,
+    /// with a relative `ipc://` path taken from data_dir and made absolute,
+    /// so that a command run from any directory reaches it.
+    pub fn operator_endpoint(&self) -> String {
+        match self.listen.operator.strip_prefix("ipc://") {
+            Some(path) if !Path::new(path).is_absolute() => {
+                let file = self.data_dir.join(path);
+                let file = std::path::absolute(&file).unwrap_or(file);
+                format!("ipc://{}", file.display())
+            }
+            _ => self.listen.operator.clone(),
+        }
+    }
+
     /// Where the allow list is.
     pub fn allow_list_path(&self) -> PathBuf {
         self.data_dir.join(&self.security.allow_list)
@@ -390,9 +407,20 @@ impl HubConfig {
         ] {
             fleetmq_net::endpoint::validate(ep, true).map_err(|m| invalid(key, m))?;
         }
+        if let Some(path) = l.operator.strip_prefix("ipc://")
+            && (path.is_empty() || path.starts_with('@'))
+        {
+            return Err(invalid(
+                "listen.operator",
+                format!(
+                    "{:?} needs a file: write ipc://operator.sock (in data_dir) or ipc:///ABSOLUTE/PATH; an abstract socket (ipc://@NAME) has no permissions, so any local user could act as the operator",
+                    l.operator
+                ),
+            ));
+        }
         let loopback = match l.operator.strip_prefix("tcp://") {
             Some(rest) => rest.rsplit_once(':').is_some_and(|(h, _)| is_loopback(h)),
-            // ipc:// is a file on this machine.
+            // ipc:// is a file on this machine; inproc:// reaches no one.
             None => true,
         };
         if !loopback {

@@ -167,6 +167,9 @@ pub enum Error {
         "listen.operator_remote needs CURVE: it cannot be used with --insecure (use the local operator socket, or drop --insecure)"
     )]
     RemoteNeedsCurve,
+    /// The local operator socket's file (`listen.operator = "ipc://..."`).
+    #[error("the operator socket {}: {why}", path.display())]
+    OperatorSocket { path: PathBuf, why: String },
     #[error(transparent)]
     Socket(#[from] NetError),
     #[error("writing {}", path.display())]

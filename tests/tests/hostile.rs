@@ -1210,3 +1210,90 @@ fn a_device_on_five_sockets_is_subscribed_only_to_what_it_may_hear() {
     assert!(!heard_any("flooded"), "{texts:?}");
     still_served(hub, "pi-ok");
 }
+
+/// Another user on the hub's machine. On loopback TCP any local user may
+/// act as the operator (and so run programs on every device that allows
+/// it), so a hub where others log in puts its operator socket in a Unix
+/// socket only its own user may open, as the packaged hub does. Another
+/// user is told so at once; the hub's own user, its HTTP side (which asks
+/// through that socket) and its stop are as before.
+#[test]
+fn another_local_user_cannot_act_on_a_unix_operator_socket() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
+    let _w = watchdog("unix operator socket", LIMIT);
+    let dir = tmp();
+    let hub = Hub::start(dir.path(), "[listen]\noperator = \"ipc://operator.sock\"\n");
+    let socket = dir.path().join("data/operator.sock");
+    let endpoint = format!("ipc://{}", socket.display());
+    assert_eq!(hub.endpoints["operator"], endpoint, "in data_dir, absolute");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "the hub's user's alone"
+    );
+
+    assert!(
+        hub.op(&["stats"]).ok,
+        "the hub's user, through endpoints.json"
+    );
+    let (code, body) = http("GET", &hub.endpoints["http"], "/api/devices");
+    assert_eq!(
+        (code, body.trim()),
+        (200, "[]"),
+        "HTTP asks through the socket"
+    );
+
+    // SAFETY: geteuid(2) reads our own user id.
+    if unsafe { libc::geteuid() } == 0 {
+        // Directories anyone may pass through: only the socket's mode stops
+        // the user `nobody`.
+        for d in [dir.path().to_path_buf(), dir.path().join("data")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = hub_command()
+            .args(["devices", "--hub", &endpoint])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("permission denied") && stderr.contains("as that user"),
+            "told why and what to do: {stderr}"
+        );
+        assert!(!stderr.contains("did not answer"), "at once: {stderr}");
+    } else {
+        eprintln!("not root: another user's refusal is not tried (CI runs as root)");
+    }
+
+    // A second hub on its own data directory cannot take the socket.
+    let other = tmp();
+    let cfg = other.path().join("hub.toml");
+    std::fs::write(&cfg, format!("[listen]\noperator = \"{endpoint}\"\n")).unwrap();
+    let out = hub_command()
+        .args(["run", "--bind", "127.0.0.1:*", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(other.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("another fleetmq-hub answers on it"),
+        "{stderr}"
+    );
+    assert!(hub.op(&["stats"]).ok, "the first hub keeps its socket");
+
+    // The socket goes with the hub; a command then says there is none.
+    let mut hub = hub;
+    hub.proc.signal(libc::SIGTERM);
+    hub.proc.wait_exit(WAIT);
+    assert!(!socket.exists(), "removed at stop");
+    let r = hub.op(&["devices"]);
+    assert_eq!(r.code, Some(3));
+    assert!(r.stderr.contains("no such socket"), "{}", r.stderr);
+}

@@ -152,8 +152,8 @@ pub(super) struct RunArgs {
     pub(super) data_dir: Option<PathBuf>,
     /// Bind the agent sockets on HOST at PORT and the next four ports, the
     /// operator socket on 127.0.0.1 at PORT+5 and the HTTP side at PORT+6
-    /// (listen.operator_remote stays as configured, and an HTTP side the
-    /// config turned off stays off). `HOST:*` lets the OS pick every port.
+    /// (listen.operator_remote and an ipc:// listen.operator stay as
+    /// configured, and an HTTP side the config turned off stays off). `HOST:*` lets the OS pick every port.
     #[arg(long, value_name = "HOST:PORT")]
     pub(super) bind: Option<String>,
     /// Plaintext, no keys, no allow list: anyone who reaches the ports can

@@ -53,6 +53,7 @@ impl Exit {
             ClientError::TooLarge { .. } | ClientError::Keys(_) => Exit::Usage,
             ClientError::Unreachable { .. }
             | ClientError::NoEndpoint(_)
+            | ClientError::Socket { .. }
             | ClientError::KeyRefused { .. }
             | ClientError::HandshakeFailed { .. }
             | ClientError::Protocol { .. } => Exit::Unreachable,
@@ -74,11 +75,16 @@ impl Shown {
 }
 
 pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
-    let config = crate::config::HubConfig::load(op.config.as_deref())
+    let mut config = crate::config::HubConfig::load(op.config.as_deref())
         .map_err(|e| ClientError::NoEndpoint(e.to_string()))?;
-    let data_dir = op.data_dir.as_ref().unwrap_or(&config.data_dir);
-    let endpoint =
-        crate::operator::find_endpoint(op.hub.as_deref(), data_dir, &config.listen.operator)?;
+    if let Some(dir) = &op.data_dir {
+        config.data_dir = dir.clone();
+    }
+    let endpoint = crate::operator::find_endpoint(
+        op.hub.as_deref(),
+        &config.data_dir,
+        &config.operator_endpoint(),
+    )?;
     let client = Client::new(endpoint, Duration::from_millis(op.hub_timeout_ms))
         .max_message(config.net.max_message_bytes);
     let no_key = |e: fleetmq_net::keys::KeyError| ClientError::Keys(e.to_string());

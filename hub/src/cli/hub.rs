@@ -84,8 +84,15 @@ fn apply_bind(config: &mut HubConfig, bind: &str) -> anyhow::Result<()> {
     };
     let remote = std::mem::take(&mut config.listen.operator_remote);
     let http_off = config.listen.http.is_empty();
+    // A Unix operator socket has no port, and keeps the operator's
+    // commands to the hub's user: --bind does not open it to every user.
+    let unix = (config.listen.operator.starts_with("ipc://"))
+        .then(|| std::mem::take(&mut config.listen.operator));
     config.listen = Listen::on(host, base);
     config.listen.operator_remote = remote;
+    if let Some(operator) = unix {
+        config.listen.operator = operator;
+    }
     if http_off {
         config.listen.http.clear();
     }
@@ -176,6 +183,14 @@ mod tests {
         apply_bind(&mut quiet, "127.0.0.1:*").unwrap();
         assert_eq!(quiet.listen.telemetry, "tcp://127.0.0.1:*");
         assert_eq!(quiet.listen.http, "", "an HTTP side turned off stays off");
+
+        let mut private = HubConfig::default();
+        private.listen.operator = "ipc://operator.sock".into();
+        apply_bind(&mut private, "127.0.0.1:*").unwrap();
+        assert_eq!(
+            private.listen.operator, "ipc://operator.sock",
+            "an operator socket only the hub's user may open stays so"
+        );
     }
 
     #[test]

@@ -91,3 +91,42 @@ fn the_plaintext_operator_socket_stays_on_this_machine() {
     let err = c.validate("h.toml").unwrap_err().to_string();
     assert!(err.contains("listen.operator_remote"), "{err}");
 }
+
+/// A Unix socket keeps the local operator socket to the hub's user; a
+/// relative path is in data_dir, absolute so any working directory finds it.
+#[test]
+fn the_operator_socket_may_be_a_file_in_the_data_directory() {
+    let mut c = HubConfig {
+        data_dir: PathBuf::from("/var/lib/fleetmq-hub"),
+        ..HubConfig::default()
+    };
+    assert_eq!(c.operator_endpoint(), "tcp://127.0.0.1:7755");
+    c.listen.operator = "ipc://operator.sock".into();
+    assert!(c.validate("h.toml").is_ok());
+    assert_eq!(
+        c.operator_endpoint(),
+        "ipc:///var/lib/fleetmq-hub/operator.sock"
+    );
+    c.listen.operator = "ipc:///run/hub/op.sock".into();
+    assert_eq!(c.operator_endpoint(), "ipc:///run/hub/op.sock");
+
+    c.data_dir = PathBuf::from("fleetmq-data");
+    c.listen.operator = "ipc://operator.sock".into();
+    let here = std::env::current_dir().unwrap();
+    assert_eq!(
+        c.operator_endpoint(),
+        format!(
+            "ipc://{}",
+            here.join("fleetmq-data/operator.sock").display()
+        )
+    );
+
+    for open_to_all in ["ipc://", "ipc://@fleetmq"] {
+        c.listen.operator = open_to_all.into();
+        let err = c.validate("h.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("listen.operator") && err.contains("ipc://operator.sock"),
+            "{open_to_all}: {err}"
+        );
+    }
+}

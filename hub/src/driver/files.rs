@@ -164,16 +164,26 @@ pub fn check(config: &HubConfig, source: &str, insecure: bool) -> Result<String,
         "ok: {source}\n\
          \x20 data        {}\n\
          \x20 agents      {}, {security}\n\
-         \x20 operators   {} (this machine); remote: {remote}\n\
+         \x20 operators   {}; remote: {remote}\n\
          \x20 HTTP        {http}\n\
          \x20 alerts      {} rule(s), {} webhook(s)\n\
          \x20 cluster     {cluster}\n",
         config.data_dir.display(),
         l.telemetry,
-        l.operator,
+        operators_here(config),
         config.alerts.rules.len(),
         config.alerts.webhooks.len(),
     ))
+}
+
+/// Where operators on this machine reach the hub, and who may.
+fn operators_here(config: &HubConfig) -> String {
+    let endpoint = config.operator_endpoint();
+    if endpoint.starts_with("ipc://") {
+        format!("{endpoint} (the hub's user only)")
+    } else {
+        format!("{endpoint} (any user on this machine)")
+    }
 }
 
 #[cfg(test)]

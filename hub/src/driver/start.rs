@@ -48,6 +48,33 @@ fn open_store(dir: &Path, sync: crate::store::Synchronous) -> Result<Store, Erro
     Ok(store)
 }
 
+/// Binds the local operator socket. As a Unix socket (`ipc://PATH`) it is
+/// made the hub's user's alone: libzmq makes the file with the umask's
+/// mode. A socket another hub answers on is an error (libzmq would take
+/// the path from it in silence); one left by a hub that died is replaced.
+fn bind_operator(sockets: &Sockets, endpoint: &str) -> Result<(zmq::Socket, String), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = endpoint.strip_prefix("ipc://").map(PathBuf::from);
+    if let Some(path) = &file
+        && std::os::unix::net::UnixStream::connect(path).is_ok()
+    {
+        return Err(Error::OperatorSocket {
+            path: path.clone(),
+            why: "another fleetmq-hub answers on it; stop that one, or give this one its own listen.operator".into(),
+        });
+    }
+    let bound = sockets.build(zmq::ROUTER).bind(endpoint)?;
+    if let Some(path) = &file {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            Error::OperatorSocket {
+                path: path.clone(),
+                why: format!("could not make it the hub's user's alone (mode 600): {e}"),
+            }
+        })?;
+    }
+    Ok(bound)
+}
+
 /// Runs the hub until `shutdown` fires.
 pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), Error> {
     let dir = config.data_dir.clone();
@@ -145,7 +172,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         .iter()
         .map(|name| sockets.build(zmq::PAIR).connect(&monitor(name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let (operator, operator_ep) = sockets.build(zmq::ROUTER).bind(&l.operator)?;
+    let (operator, operator_ep) = bind_operator(&sockets, &config.operator_endpoint())?;
     let mut remote = None;
     let mut remote_ep = String::new();
     let mut operators = None;
@@ -262,10 +289,16 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         }),
         webhooks,
     };
-    driver.serve(&shutdown)?;
+    let served = driver.serve(&shutdown);
     // The link says goodbye to the cluster as it drops.
     drop(driver.cluster.take());
     drop(driver.http.take());
+    // libzmq removes an ipc:// file only when its reaper thread gets to
+    // the socket, which a process on its way out may not wait for.
+    if let Some(path) = endpoints.operator.strip_prefix("ipc://") {
+        let _ = std::fs::remove_file(path);
+    }
+    served?;
     info!("hub stopped");
     Ok(())
     // Sockets close here with their linger; the context terminates after them.

@@ -11,7 +11,7 @@
 //! cannot succeed, ends the call at once with what to fix, rather than
 //! after every attempt's timeout.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fleetmq_net::poll::{event, next_event};
@@ -33,6 +33,10 @@ pub enum ClientError {
         attempts: u32,
         per_attempt_ms: u64,
     },
+    /// A local operator socket on a Unix socket (`ipc://PATH`) that this
+    /// user cannot open: libzmq would retry in silence until the timeout.
+    #[error("the hub's operator socket {}: {why}", path.display())]
+    Socket { path: PathBuf, why: String },
     #[error("cannot find the hub's operator endpoint: {0}")]
     NoEndpoint(String),
     #[error("for the hub's remote operator socket: {0}")]
@@ -73,7 +77,8 @@ pub fn find_endpoint(
         Ok(text) => text,
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
-                && fleetmq_net::endpoint::port(configured).is_some_and(|p| p > 0) =>
+                && (fleetmq_net::endpoint::port(configured).is_some_and(|p| p > 0)
+                    || configured.starts_with("ipc://")) =>
         {
             return Ok(configured.to_string());
         }
@@ -236,6 +241,9 @@ impl Client {
     /// A REQ socket connected to the hub; on CURVE with a monitor of its
     /// handshakes, so that a refused key is said at once.
     fn open(&mut self) -> Result<(zmq::Socket, Option<zmq::Socket>), ClientError> {
+        if let Some(path) = self.endpoint.strip_prefix("ipc://") {
+            may_open(Path::new(path))?;
+        }
         let mut builder = self.sockets.build(zmq::REQ);
         let mut monitor = None;
         if self.curve_key.is_some() {
@@ -312,6 +320,28 @@ impl Client {
     }
 }
 
+/// Whether this user can open the Unix socket at `path`, asked of the
+/// kernel by connecting (and hanging up at once: the hub's libzmq drops a
+/// connection that never greets). libzmq retries a refused `ipc://`
+/// connect in silence, so without this a user the socket is not open to
+/// would wait out every attempt and hear only that the hub did not answer.
+fn may_open(path: &Path) -> Result<(), ClientError> {
+    use std::io::ErrorKind;
+    let Err(e) = std::os::unix::net::UnixStream::connect(path) else {
+        return Ok(());
+    };
+    let why = match e.kind() {
+        ErrorKind::NotFound => "there is no such socket: is `fleetmq-hub run` running, with this as its listen.operator?".to_string(),
+        ErrorKind::PermissionDenied => "permission denied: it is open only to the hub's user; run the command as that user (for the packaged hub: sudo -u fleetmq fleetmq-hub COMMAND --config /etc/fleetmq/hub.toml)".to_string(),
+        ErrorKind::ConnectionRefused => "nothing answers on it (a hub that stopped left it behind): start the hub".to_string(),
+        _ => e.to_string(),
+    };
+    Err(ClientError::Socket {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +354,12 @@ mod tests {
         assert_eq!(found(None).unwrap(), configured, "no file: the config");
         let wild = find_endpoint(None, dir.path(), "tcp://127.0.0.1:*").unwrap_err();
         assert!(wild.to_string().contains("--config"), "{wild}");
+        let unix = "ipc:///var/lib/fleetmq-hub/operator.sock";
+        assert_eq!(
+            find_endpoint(None, dir.path(), unix).unwrap(),
+            unix,
+            "no file: a Unix socket's path is fixed"
+        );
         std::fs::write(
             dir.path().join("endpoints.json"),
             r#"{"telemetry":"tcp://127.0.0.1:1","broadcast":"tcp://127.0.0.1:2","jobs":"tcp://127.0.0.1:3","results":"tcp://127.0.0.1:4","commands":"tcp://127.0.0.1:5","operator":"tcp://127.0.0.1:40001","http":""}"#,
@@ -334,6 +370,31 @@ mod tests {
             found(Some("tcp://10.0.0.1:7755")).unwrap(),
             "tcp://10.0.0.1:7755",
             "the flag"
+        );
+    }
+
+    /// libzmq retries an `ipc://` connect in silence; the client says at
+    /// once why it cannot open the socket. (A socket open to another user
+    /// only is covered end to end, in `hostile.rs`.)
+    #[test]
+    fn a_unix_operator_socket_that_cannot_be_opened_says_why_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("operator.sock");
+        let endpoint = format!("ipc://{}", path.display());
+        let mut client = Client::new(endpoint, Duration::from_secs(30));
+        let err = client.call(Request::Devices, Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Socket { why, .. } if why.contains("no such socket")),
+            "{err}"
+        );
+
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(may_open(&path).is_ok());
+        drop(listener); // its file stays behind, as a dead hub's would
+        let err = may_open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("nothing answers"),
+            "{err}"
         );
     }
 }
