@@ -312,7 +312,7 @@ impl Driver {
 
     /// A stat() a tick: enrolment and revocation apply within a tick, and
     /// so do changes to the operator allow list.
-    fn reload_allow_list(&mut self) {
+    pub(super) fn reload_allow_list(&mut self) {
         if let Some(list) = Self::changed_allow_list(&mut self.watch) {
             match &mut self.cluster {
                 // A front-end's edits go to the cluster, and come back.

@@ -52,7 +52,8 @@ impl Role {
             | Request::Alerts
             | Request::PresenceLog { .. }
             | Request::LatestOf { .. }
-            | Request::Logs(_) => false,
+            | Request::Logs(_)
+            | Request::Pending => false,
             Request::Command { .. }
             | Request::QueuedCommand { .. }
             | Request::SubmitJob(_)
@@ -61,7 +62,8 @@ impl Role {
             | Request::Broadcast { .. }
             | Request::FleetCommand(_)
             | Request::ConfigEdit(_)
-            | Request::Forget { .. } => true,
+            | Request::Forget { .. }
+            | Request::Enrol(_) => true,
         };
         self == Role::Admin || !acts
     }

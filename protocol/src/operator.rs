@@ -157,6 +157,20 @@ messages! {
         },
         /// Log lines devices sent, after a cursor.
         Logs(#[serde(with = "crate::growable")] LogQuery),
+        /// Keys not on the allow list that tried to connect since the hub
+        /// started, newest attempt first: devices waiting to be enrolled.
+        Pending,
+        /// Adds a device's key to the hub's allow list, as `fleetmq-hub
+        /// allow` does: the device gets in at its next handshake.
+        Enrol(#[serde(with = "crate::growable")] Enrolment),
+    }
+
+    /// A device and its key, for [`Request::Enrol`].
+    pub struct Enrolment {
+        /// The device id it is let in as.
+        pub device: String,
+        /// Its CURVE public key, Z85 (40 characters).
+        pub public_key: String,
     }
 
     /// An edit of one layer of the desired configuration.
@@ -365,6 +379,14 @@ messages! {
         FleetCommands(#[serde(with = "crate::growable::list")] Vec<FleetCommandInfo>),
         /// For [`Request::Logs`].
         Logs(#[serde(with = "crate::growable::list")] Vec<LogRow>),
+        /// For [`Request::Pending`].
+        Pending(#[serde(with = "crate::growable::list")] Vec<PendingKey>),
+        /// For [`Request::Enrol`]: `enrolled`, `enrolled_another_key` (the
+        /// device had a key already: both get in), or `already_enrolled`.
+        Enrolled {
+            /// What became of it, as `fleetmq-hub allow --json` says.
+            result: String,
+        },
     }
 }
 

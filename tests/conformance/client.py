@@ -631,6 +631,18 @@ def remote_operators(ctx, args, agent):
     refused = reader.expect("Broadcast", "Error", shout)
     check(refused[0] == "Forbidden" and "read" in refused[1],
           "and is answered Forbidden when it would act, naming its role", refused)
+    # Enrolling is acting: an admin enrols a new device from afar.
+    public, _ = zmq.curve_keypair()
+    enrol = wire.enrolment("py-afar", public.decode())
+    refused = reader.expect("Enrol", "Error", enrol)
+    check(refused[0] == "Forbidden", "a read operator may not enrol", refused)
+    done = admin.expect("Enrol", "Enrolled", enrol)
+    check(done == {"result": "enrolled"}, "an admin operator enrols a device", done)
+    again = admin.expect("Enrol", "Enrolled", enrol)
+    check(again == {"result": "already_enrolled"}, "twice: already enrolled", again)
+    bad = admin.expect("Enrol", "Error", wire.enrolment("py-afar", "not-a-key"))
+    check(bad[0] == "BadRequest" and "public_key" in bad[1], "a key that is not one is refused",
+          bad)
     device = curve_socket(ctx, zmq.REQ, (args.hub_key, args.public5, args.secret5))
     status = refused_at_handshake(device, args.operator_remote)
     check(status == 400, "a device's key is refused at the operator socket", status)
@@ -671,6 +683,14 @@ def identity(ctx, args, op, holder):
     check(status == 400, "with ZMTP ERROR status 400", status)
     op.until("Stats counts the refused handshake", "Stats", "Stats", b"",
              lambda st: st["handshakes_refused"] >= 1 and st["connection_conflicts"] >= 1)
+    waiting = op.until("Pending lists the key not on the allow list", "Pending", "Pending", b"",
+                       lambda keys: any(k["public_key"] == public.decode() for k in keys))
+    mine = next(k for k in waiting if k["public_key"] == public.decode())
+    check(mine["address"] == "127.0.0.1" and mine["attempts"] >= 1
+          and 0 < mine["first_ms"] <= mine["last_ms"],
+          "with where it came from, when, and how often", mine)
+    check(op.expect("Stats", "Stats", b"")["keys_pending"] >= 1,
+          "Stats counts the keys waiting", waiting)
 
 
 def budgets(op, agent):

@@ -17,6 +17,8 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # nothing written into the source tree
 import client  # noqa: E402  (exits 2 without pyzmq)
+import wire  # noqa: E402
+import zmq  # noqa: E402
 from client import check  # noqa: E402
 
 
@@ -224,7 +226,46 @@ def run(args, ctx):
     status, _, body = admin.call("/api/config", {"group": "north"})
     check(status == 400 and b"set" in body, "an edit of nothing is refused", (status, body))
 
+    enrolment(args, ctx, reader, admin)
+
+
+def enrolment(args, ctx, reader, admin):
+    """A device whose key is not on the allow list waits in /api/pending,
+    and the admin token enrols it from there."""
+    public, secret = zmq.curve_keypair()
+    new = public.decode()
+    knocker = client.curve_socket(ctx, zmq.DEALER, (args.hub_key, public, secret))
+    check(client.refused_at_handshake(knocker, args.telemetry) == 400,
+          "a key not on the allow list is refused at the handshake")
+    waiting = [k for k in reader.json("/api/pending") if k["public_key"] == new]
+    check(len(waiting) == 1 and waiting[0]["address"] == "127.0.0.1"
+          and waiting[0]["attempts"] >= 1 and waiting[0]["last_ms"] >= waiting[0]["first_ms"] > 0,
+          "/api/pending lists it, with where it came from, as pending --json", waiting)
+    check(reader.json("/api/stats")["keys_pending"] >= 1, "/api/stats counts it", None)
+
+    ask = {"device": "py-new", "public_key": new}
+    status, _, body = reader.call("/api/enrol", ask)
+    check(status == 403, "enrolling with the read token is 403", (status, body))
+    status, _, body = admin.call("/api/enrol", {"device": "py-new", "public_key": "short"})
+    check(status == 400 and b"public_key" in body, "a key that is not one is refused, saying why",
+          (status, body))
+    done = admin.json("/api/enrol", ask)
+    check(done == {"device": "py-new", "result": "enrolled"},
+          "/api/enrol with the admin token, answered as allow --json", done)
+    again = admin.json("/api/enrol", ask)
+    check(again["result"] == "already_enrolled", "enrolled twice: already enrolled", again)
+    check(not any(k["public_key"] == new for k in reader.json("/api/pending")),
+          "an enrolled key no longer waits", None)
+
+    agent = client.Agent(ctx, args.telemetry, "py-new", args.hub_key, public, secret)
+    agent.send(wire.hello("conformance-0.1", "python", "linux", "py-new-host", [], 1000,
+                          client.now_ms()))
+    agent.expect("Welcome")
+    check(True, "and the device gets in with it")
+    agent.sock.close()
+
 
 if __name__ == "__main__":
     sys.exit(client.script_main("http", run, __doc__,
-                                ("http", "operator", "token", "admin-token", "device", "real-agent")))
+                                ("http", "operator", "token", "admin-token", "device", "real-agent",
+                                 "telemetry", "hub-key")))

@@ -169,6 +169,12 @@ def run(args, _ctx):
     check(presence and all(set(p) == {"online", "at_ms", "why"} for p in presence)
           and presence[0]["online"] is True, "presence --json, newest first", presence)
     check(hub.json("presence", "nobody-by-this-name") == [], "presence of an unknown device is []")
+    # client.py's stranger knocked and was never enrolled.
+    waiting = hub.json("pending")
+    check(waiting and all(set(k) == {"public_key", "address", "first_ms", "last_ms", "attempts"}
+                          for k in waiting)
+          and all(a["last_ms"] >= b["last_ms"] for a, b in zip(waiting, waiting[1:])),
+          "pending --json: the keys waiting to be enrolled, newest try first", waiting)
 
     # --- acting: 0 when it went well, 1 when answered no -------------------------
     pong = hub.json("command", real, "ping")

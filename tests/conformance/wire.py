@@ -246,6 +246,8 @@ REQUESTS = [
     "Forget",
     "FleetCommands",
     "Logs",
+    "Pending",
+    "Enrol",
 ]
 
 
@@ -282,6 +284,11 @@ def log_query(device=None, source=None, contains="", after_id=0, limit=100, sinc
         + varint(until_ms)
         + boolean(newest)
     )
+
+
+def enrolment(device, public_key):
+    """Request::Enrol's body."""
+    return growable(string(device) + string(public_key))
 
 
 def chat_query(after_id, limit):
@@ -646,6 +653,7 @@ def read_hub_stats(r):
         out["subscriptions_refused"] = g.u()
         out["log_lines_stored"] = g.u()
         out["log_bytes"] = g.u()
+        out["keys_pending"] = g.u(32)
         return out
 
     return r.growable("HubStats", fields)
@@ -666,7 +674,7 @@ def read_response_body(r):
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
                    "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten",
-                   "FleetCommands", "Logs"])
+                   "FleetCommands", "Logs", "Pending", "Enrolled"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -680,6 +688,12 @@ def read_response_body(r):
         body = r.vec(lambda: r.growable("LogRow", lambda g: {
             "id": g.i(), "device": g.s(), "seq": g.u(), "ts_ms": g.u(), "source": g.s(),
             "text": g.s()}))
+    elif kind == "Pending":
+        body = r.vec(lambda: r.growable("PendingKey", lambda g: {
+            "public_key": g.s(), "address": g.s(), "first_ms": g.u(), "last_ms": g.u(),
+            "attempts": g.u()}))
+    elif kind == "Enrolled":
+        body = {"result": r.s()}
     elif kind == "Reply":
         body = {"device": r.s(), "reply": read_reply(r)}
     elif kind == "JobSubmitted":

@@ -836,12 +836,65 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"document.getElementById("d-facts").textContent"#,
         r#"t => t.includes("not known to this hub")"#,
     );
+
+    // A new device knocks. Both pages list its key: a reader's with the
+    // command that enrols it, an admin's with a box and a button that do.
+    let mut stranger = hub.link();
+    stranger.enrol = false;
+    let newbie = start_agent(&stranger, dir.path(), "pi-b9", "run", &fast, &[]);
+    newbie.wait_log("the hub refused this device's key");
+    let key = std::fs::read_to_string(dir.path().join("pi-b9/data/agent.pub")).unwrap();
+    let key = key.trim();
+    let row = format!(r#"document.querySelector('#pending-keys tr[data-key="{key}"]')"#);
+    let mut page = Browser::open(&format!("{}/#token={READ}", hub.endpoints["http"]));
+    page.wait_until(
+        "the reader is shown the waiting key and the command that enrols it",
+        &format!("{row} && {row}.textContent"),
+        &format!(
+            r#"t => t && t.includes("127.0.0.1") && t.includes("fleetmq-hub allow DEVICE '{key}'")"#
+        ),
+    );
+    assert_eq!(
+        page.eval(&format!("!!{row}.querySelector('button')")),
+        json!(false)
+    );
+    drop(page);
+    admin.eval(r##"location.hash = "#/""##);
+    admin.wait_until(
+        "the admin is shown it with an Enrol button",
+        &format!("!!({row} && {row}.querySelector('button.enrol'))"),
+        "b => b",
+    );
+    let question = admin.eval(&format!(
+        r#"(() => {{ {row}.querySelector("input.enrol-as").value = "pi-b9";
+            {row}.querySelector("button.enrol").click();
+            return document.getElementById("a-question").textContent; }})()"#
+    ));
+    assert!(
+        question
+            .as_str()
+            .is_some_and(|q| q.starts_with(&format!("Really enrol pi-b9 with the key {key}"))),
+        "asked in words before it is sent: {question}"
+    );
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "pi-b9 enrolled",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => t === "enrolled pi-b9: it gets in at its next try""#,
+    );
+    hub.wait_answering("pi-b9");
+    admin.wait_until(
+        "nothing waits any more",
+        r#"document.getElementById("pending-box").hidden"#,
+        "h => h",
+    );
     // A reader's token cannot act, whatever the page does.
     for path in [
         "/api/command",
         "/api/job/cancel",
         "/api/command/cancel",
         "/api/forget",
+        "/api/enrol",
     ] {
         let (status, _) = http_with(
             "POST",

@@ -179,6 +179,8 @@ fn a_client_written_from_protocol_md_speaks_with_the_hub() {
         format!("--admin-token={admin_token}"),
         "--device=py-1".to_string(),
         "--real-agent=rs-1".to_string(),
+        format!("--telemetry={}", hub.telemetry()),
+        format!("--hub-key={}", hub.key.as_deref().unwrap_or_default()),
     ];
     run_script(dir.path(), "http_api.py", &args, &hub);
 

@@ -943,6 +943,26 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
     );
     newbie.wait_log("the hub refused this device's key");
     assert!(hub.stats()["handshakes_refused"].as_u64().unwrap() >= 1);
+    // It waits in the pending list, with where it knocks from, for the
+    // command line and the HTTP side alike.
+    let key = std::fs::read_to_string(data.join("agent.pub")).unwrap();
+    let waiting = hub.op(&["pending"]);
+    assert!(waiting.ok, "{}", waiting.stderr);
+    assert_eq!(waiting.json.len(), 1, "{:?}", waiting.json);
+    assert_eq!(
+        (&waiting.json[0]["public_key"], &waiting.json[0]["address"]),
+        (
+            &serde_json::json!(key.trim()),
+            &serde_json::json!("127.0.0.1")
+        )
+    );
+    assert!(waiting.json[0]["attempts"].as_u64().unwrap() >= 1);
+    let (code, body) = http("GET", &hub.endpoints["http"], "/api/pending");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(key.trim()), "{body}");
+    assert_eq!(hub.stats()["keys_pending"], 1);
+    let (_, metrics) = http("GET", &hub.endpoints["http"], "/metrics");
+    assert!(metrics.contains("\nfleetmq_keys_pending 1\n"), "{metrics}");
 
     // The operator pastes the line keygen printed into a shell; no restart.
     // (Z85 holds characters a shell acts on: the quotes must keep it whole.)
@@ -976,6 +996,11 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
     );
     hub.wait_answering("pi-new");
     assert_eq!(hub.stats()["devices_allowed"], 3);
+    assert!(
+        hub.op(&["pending"]).json.is_empty(),
+        "enrolled: no longer pending"
+    );
+    assert_eq!(hub.stats()["keys_pending"], 0);
 
     run_ok(
         hub_command()
@@ -995,6 +1020,10 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
             >= 2)
             .then_some(())
     });
+    assert!(
+        hub.op(&["pending"]).json.is_empty(),
+        "revoked is not waiting"
+    );
     // The operator sees that it still tries to get in, and from where.
     let presence = hub.op(&["presence", "pi-new"]);
     assert!(presence.ok, "{}", presence.stderr);

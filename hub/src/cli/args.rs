@@ -84,6 +84,10 @@ pub(super) enum Cmd {
     /// Write the hub's CURVE key pair: DATA_DIR/hub.key (secret, mode 0600)
     /// and DATA_DIR/hub.pub. Agents name the public key in their config.
     Keygen(KeygenArgs),
+    /// Keys not on the allow list that tried to connect since the hub
+    /// started (devices waiting to be enrolled), newest attempt first,
+    /// each with where it came from and the command that enrols it.
+    Pending(OpArgs),
     /// Enrol a device: add DEVICE and its public key to the allow list. A
     /// running hub lets it in within a second.
     Allow(AllowArgs),

@@ -451,6 +451,14 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 _ => None,
             })
         }
+        Cmd::Pending(op) => operate(&op, Request::Pending, Duration::ZERO, |r| match r {
+            Response::Pending(keys) => Some(Shown::new(
+                serde_json::to_value(&keys).unwrap_or_default(),
+                format::fmt_pending(&keys),
+                true,
+            )),
+            _ => None,
+        }),
         Cmd::Alerts(op) => operate(&op, Request::Alerts, Duration::ZERO, |r| match r {
             Response::Alerts(a) => Some(Shown::new(
                 serde_json::to_value(&a).unwrap_or_default(),

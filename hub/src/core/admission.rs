@@ -12,8 +12,10 @@ use std::collections::{HashMap, HashSet};
 use tracing::{debug, info, warn};
 
 use fleetmq_net::OPERATOR_ZAP_DOMAIN;
+use fleetmq_protocol::{OperatorError, Response};
 
 use super::bucket::{Bucket, Rate};
+use super::knocks::Knocks;
 use super::{Core, Now};
 use crate::enrolment::AllowList;
 use crate::operators::Operators;
@@ -34,6 +36,9 @@ pub struct Admission {
     list: Option<AllowList>,
     /// Unknown keys already logged, so a knocking stranger logs once.
     logged: HashSet<String>,
+    /// Keys not on the list that tried to get in: devices waiting to be
+    /// enrolled (`fleetmq-hub pending`).
+    knocks: Knocks,
     /// Keys revoked while this hub runs, with the device each was enrolled
     /// as (at most [`LOGGED_MAX`]): a revoked device that keeps trying to
     /// connect is named, not taken for a stranger. The list's own
@@ -61,6 +66,7 @@ impl Admission {
         Admission {
             list,
             logged: HashSet::new(),
+            knocks: Knocks::default(),
             revoked: HashMap::new(),
             rate: RateLimit::new(device_rate, device_burst),
             device_rate,
@@ -80,6 +86,11 @@ impl Admission {
     /// a plaintext hub, never).
     pub fn is_revoked(&self, device: &str) -> bool {
         self.list.as_ref().is_some_and(|l| !l.has_device(device))
+    }
+
+    /// Number of keys waiting to be enrolled.
+    pub(super) fn knocks_len(&self) -> usize {
+        self.knocks.len()
     }
 
     /// Number of keys enrolled.
@@ -154,8 +165,12 @@ impl Core {
             Verdict::Allow(device) => debug!(device, "handshake accepted"),
             Verdict::UnknownKey { key, address } => {
                 self.counters.handshakes_refused += 1;
+                let revoked = self.revoked_as(&key);
+                if revoked.is_none() {
+                    self.admission.knocks.knocked(&key, &address, now.wall_ms);
+                }
                 if self.admission.first_time(key.clone()) {
-                    self.refused_key(&key, &address, now);
+                    self.refused_key(&key, &address, revoked, now);
                 }
             }
             Verdict::Malformed(why) => {
@@ -171,23 +186,78 @@ impl Core {
     /// log and in its presence log (`fleetmq-hub presence`), since one
     /// that keeps trying is one to look into; a stranger's with the
     /// command that would enrol it.
-    fn refused_key(&mut self, key: &str, address: &str, now: Now) {
+    fn refused_key(&mut self, key: &str, address: &str, revoked: Option<String>, now: Now) {
         let quoted = fleetmq_net::keys::quoted(key);
-        let on_file = self
-            .admission
-            .list
-            .as_ref()
-            .and_then(|l| l.revoked_device(key));
-        let Some(device) = on_file
-            .or_else(|| self.admission.revoked.get(key).map(String::as_str))
-            .map(String::from)
-        else {
-            warn!(%address, public_key = %quoted, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {quoted}");
+        let Some(device) = revoked else {
+            warn!(%address, public_key = %quoted, "refused a key that is not enrolled; if it is yours: fleetmq-hub allow DEVICE {quoted} (`fleetmq-hub pending` lists every key waiting)");
             return;
         };
         warn!(device, %address, public_key = %quoted, "refused a revoked device's key: it is still trying to connect (`fleetmq-hub allow {device} {quoted}` would let it in again)");
         let why = format!("refused: its key is revoked (a connection from {address})");
         self.log_presence(&device, false, now, &why);
+    }
+
+    /// The device `key` was enrolled as before it was revoked (by the
+    /// list's `# revoked` lines, or while this hub ran), if it was.
+    fn revoked_as(&self, key: &str) -> Option<String> {
+        let on_file = self
+            .admission
+            .list
+            .as_ref()
+            .and_then(|l| l.revoked_device(key));
+        on_file
+            .or_else(|| self.admission.revoked.get(key).map(String::as_str))
+            .map(String::from)
+    }
+
+    /// Keys not on the allow list that tried to connect since the hub
+    /// started, newest attempt first.
+    pub(super) fn pending_keys(&self) -> Vec<fleetmq_protocol::PendingKey> {
+        self.admission.knocks.list()
+    }
+
+    /// An operator's [`Request::Enrol`], checked: the driver writes it to
+    /// the allow list file ([`super::Action::Enrol`]) and reports with
+    /// [`Core::enrolled`]; the hub applies the file as after `fleetmq-hub
+    /// allow`.
+    ///
+    /// [`Request::Enrol`]: fleetmq_protocol::Request::Enrol
+    pub(super) fn enrol(
+        &mut self,
+        client: &[u8],
+        id: u64,
+        e: fleetmq_protocol::Enrolment,
+    ) -> Result<(), OperatorError> {
+        let bad = |why: String| OperatorError::BadRequest(why);
+        let Some(list) = &self.admission.list else {
+            return Err(bad(
+                "this hub runs --insecure: it has no allow list, and every device gets in".into(),
+            ));
+        };
+        fleetmq_protocol::validate_device_id(&e.device).map_err(|why| bad(why.to_string()))?;
+        fleetmq_net::keys::check(&e.public_key).map_err(|why| bad(format!("public_key: {why}")))?;
+        if let Some(other) = list.device(&e.public_key).filter(|d| *d != e.device) {
+            return Err(bad(format!(
+                "this key is enrolled as {other}; revoke {other} first"
+            )));
+        }
+        self.out.push_back(super::Action::Enrol {
+            client: client.to_vec(),
+            id,
+            device: e.device,
+            public_key: e.public_key,
+        });
+        Ok(())
+    }
+
+    /// The driver wrote (or could not write) an [`super::Action::Enrol`]:
+    /// answers the operator.
+    pub fn enrolled(&mut self, client: &[u8], id: u64, result: Result<String, String>) {
+        let response = match result {
+            Ok(result) => Response::Enrolled { result },
+            Err(why) => Response::Error(OperatorError::Storage(why)),
+        };
+        self.answer(client, id, response);
     }
 
     /// Applies a changed operator allow list.
@@ -255,6 +325,10 @@ impl Core {
         }
         *list = newer;
         self.admission.logged.clear();
+        let list = &*list;
+        self.admission
+            .knocks
+            .retain(|key| list.device(key).is_none());
         for (device, key) in revoked {
             let key = fleetmq_net::keys::quoted(&key);
             warn!(device, public_key = %key, "key revoked; cutting the device off");

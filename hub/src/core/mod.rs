@@ -51,6 +51,7 @@ mod config;
 pub mod fleet;
 mod forget;
 mod jobs;
+mod knocks;
 mod latest;
 mod operator;
 mod pending;
@@ -135,6 +136,16 @@ pub enum Action {
     Read {
         id: u64,
         request: fleetmq_protocol::Request,
+    },
+    /// Add `device`'s `public_key` to the allow list file, then report
+    /// with [`Core::enrolled`]: an operator's [`Request::Enrol`].
+    ///
+    /// [`Request::Enrol`]: fleetmq_protocol::Request::Enrol
+    Enrol {
+        client: Vec<u8>,
+        id: u64,
+        device: String,
+        public_key: String,
     },
     /// Close the connections of a device whose key was revoked (its next
     /// handshake is refused).

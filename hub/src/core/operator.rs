@@ -197,6 +197,11 @@ impl Core {
                 .presence_log(&device, limit)
                 .map(Response::PresenceLog)
                 .unwrap_or_else(storage),
+            Request::Pending => Response::Pending(self.pending_keys()),
+            Request::Enrol(e) => match self.enrol(client, req.id, e) {
+                Ok(()) => return,
+                Err(e) => Response::Error(e),
+            },
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
             Request::LatestOf { device, names } => {
@@ -333,6 +338,7 @@ impl Core {
             subscriptions_refused: c.subscriptions_refused,
             log_lines_stored: c.log_lines_stored,
             log_bytes: self.store.log_bytes(),
+            keys_pending: self.admission.knocks_len() as u32,
         }))
     }
 }

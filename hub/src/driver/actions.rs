@@ -121,6 +121,21 @@ impl Driver {
                         }
                     }
                 }
+                Action::Enrol {
+                    client,
+                    id,
+                    device,
+                    public_key,
+                } => {
+                    let result = match &self.watch {
+                        Some(list) => enrol_in(list.path(), &device, &public_key),
+                        None => Err("this hub has no allow list".to_string()),
+                    };
+                    // Applied before the answer: the device gets in at
+                    // its next handshake, and no longer waits.
+                    self.reload_allow_list();
+                    self.core.enrolled(&client, id, result);
+                }
                 Action::Cluster(msg) => {
                     if !self.cluster.as_ref().is_some_and(|fe| fe.link.send(msg)) {
                         warn!("the cluster link has stopped; restart the hub");
@@ -155,5 +170,30 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// Writes an operator's enrolment to the allow list file, as `fleetmq-hub
+/// allow` does (the hub applies the file as it applies that): what became
+/// of it, in `allow --json`'s words, or why it could not be written.
+fn enrol_in(path: &std::path::Path, device: &str, key: &str) -> Result<String, String> {
+    use crate::enrolment::Edit;
+    let quoted = fleetmq_net::keys::quoted(key);
+    match crate::enrolment::allow(path, device, key, None) {
+        Ok(Edit::AlreadyThere) => Ok("already_enrolled".into()),
+        Ok(edit) => {
+            info!(device, public_key = %quoted, file = %path.display(), "an operator enrolled a device");
+            let another = matches!(edit, Edit::Added { others } if !others.is_empty());
+            Ok(if another {
+                "enrolled_another_key"
+            } else {
+                "enrolled"
+            }
+            .into())
+        }
+        Err(e) => Err(format!(
+            "could not enrol {device} in {}: {e}",
+            path.display()
+        )),
     }
 }

@@ -116,6 +116,7 @@ const PARAMETERS: &[(&str, &[&str])] = &[
     ("/api/stats", &[]),
     ("/api/devices", &[]),
     ("/api/alerts", &[]),
+    ("/api/pending", &[]),
     ("/api/latest", &["device", "name"]),
     ("/api/presence", &["device", "limit"]),
     ("/api/config", &["device"]),
@@ -257,6 +258,10 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             Response::Alerts(a) => Some(json(&a)),
             _ => None,
         }),
+        "/api/pending" => answer(call(hub, Request::Pending), |r| match r {
+            Response::Pending(keys) => Some(json(&keys)),
+            _ => None,
+        }),
         "/api/latest" => console::latest(hub, &query),
         "/api/series" => console::series(hub, &query, fleetmq_net::now_ms()),
         "/api/config" => match query.get("device") {
@@ -363,7 +368,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/logs?device=D&source=PATH&grep=TEXT&last=N, /api/chat?last=N, /api/jobs, \
              /api/commands, /api/fleet-commands, /api/alerts, /api/latest?device=D&name=A,B, \
-             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config, /api/config?device=D, /api/presence?device=D&limit=N\n"
+             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config, /api/config?device=D, /api/presence?device=D&limit=N, /api/pending\n"
                 .into(),
         ),
     }

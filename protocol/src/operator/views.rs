@@ -25,6 +25,22 @@ messages! {
         pub why: String,
     }
 
+    /// A key not on the allow list that tried to connect: a device
+    /// waiting to be enrolled, or a stranger.
+    pub struct PendingKey {
+        /// Its CURVE public key, Z85.
+        pub public_key: String,
+        /// Where its newest attempt came from (IP address).
+        pub address: String,
+        /// Its first attempt since the hub started (ms since the epoch,
+        /// the hub's clock).
+        pub first_ms: u64,
+        /// Its newest attempt.
+        pub last_ms: u64,
+        /// How many handshakes it tried.
+        pub attempts: u64,
+    }
+
     /// An alert: one rule on one device (and one series, for a metric).
     pub struct AlertInfo {
         /// The rule's name.
@@ -382,6 +398,12 @@ messages! {
         /// Of `telemetry_bytes`, the bytes of batches holding log lines
         /// (what `[retention.logs] max_bytes` holds to).
         pub log_bytes: u64,
+        /// Keys not on the allow list that tried to connect since the hub
+        /// started and are not enrolled yet ([`Request::Pending`] lists
+        /// them); at most 1,024.
+        ///
+        /// [`Request::Pending`]: crate::Request::Pending
+        pub keys_pending: u32,
     }
 
     /// One front-end's own traffic, as it last reported it.

@@ -264,5 +264,6 @@ mod forget;
 mod identity;
 mod jobs;
 mod one_connection;
+mod pending;
 mod presence_log;
 mod session;

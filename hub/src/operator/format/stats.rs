@@ -38,6 +38,7 @@ pub fn fmt_stats(s: &HubStats) -> String {
             ("online", s.devices_online.to_string()),
             ("known", s.devices_known.to_string()),
             ("enrolled keys", s.devices_allowed.to_string()),
+            ("keys pending", s.keys_pending.to_string()),
         ],
     );
     group(
@@ -109,6 +110,31 @@ pub fn fmt_presence(log: &[fleetmq_protocol::PresenceEvent]) -> String {
             line(&e.why)
         );
     }
+    out
+}
+
+/// Keys waiting to be enrolled, one a line, newest attempt first, and how
+/// to enrol one.
+pub fn fmt_pending(keys: &[fleetmq_protocol::PendingKey]) -> String {
+    if keys.is_empty() {
+        return "no key outside the allow list has tried to connect since the hub started\n".into();
+    }
+    let mut out = format!(
+        "{:<42} {:<16} {:<24} {:<24} ATTEMPTS\n",
+        "KEY", "FROM", "FIRST", "LAST"
+    );
+    for k in keys {
+        let _ = writeln!(
+            out,
+            "{:<42} {:<16} {:<24} {:<24} {}",
+            fleetmq_net::keys::quoted(&k.public_key),
+            line(&k.address),
+            fmt_ts(k.first_ms),
+            fmt_ts(k.last_ms),
+            k.attempts
+        );
+    }
+    out.push_str("enrol one with: fleetmq-hub allow DEVICE 'KEY'\n");
     out
 }
 

@@ -71,6 +71,15 @@ struct Forget {
     device: String,
 }
 
+/// `POST /api/enrol`'s body: the device and its key, as `fleetmq-hub
+/// allow` takes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Enrol {
+    device: String,
+    public_key: String,
+}
+
 fn bad(why: impl std::fmt::Display) -> Answer {
     (400, "text/plain", format!("{why}\n"))
 }
@@ -127,13 +136,14 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
             return cancel(hub, path, body, command).unwrap_or_else(|a| a);
         }
         "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
+        "/api/enrol" => return enrol(hub, body).unwrap_or_else(|a| a),
         "/api/config" => Action::Config,
         _ => {
             return (
                 404,
                 "text/plain",
                 "not found; POST /api/command, /api/job, /api/job/cancel, \
-                 /api/command/cancel, /api/broadcast, /api/config or /api/forget\n"
+                 /api/command/cancel, /api/broadcast, /api/config, /api/forget or /api/enrol\n"
                     .into(),
             );
         }
@@ -282,6 +292,25 @@ fn forget(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
         Response::Forgotten { runs, shares } => {
             json(&json!({ "device": device, "runs": runs, "shares": shares }))
         }
+        other => unexpected(&other),
+    })
+}
+
+/// Enrols the device a `{"device": ID, "public_key": KEY}` body names,
+/// answered as `allow --json` is (`result`: `enrolled`,
+/// `enrolled_another_key` or `already_enrolled`).
+fn enrol(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
+    let Enrol { device, public_key } = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "/api/enrol takes {{\"device\": ID, \"public_key\": KEY}}: {e}"
+        ))
+    })?;
+    let request = Request::Enrol(fleetmq_protocol::Enrolment {
+        device: device.clone(),
+        public_key,
+    });
+    Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
+        Response::Enrolled { result } => json(&json!({ "device": device, "result": result })),
         other => unexpected(&other),
     })
 }

@@ -50,6 +50,11 @@ pub fn prometheus(
             s.devices_allowed as f64,
         ),
         (
+            "keys_pending",
+            "Keys not on the allow list that tried to connect since the hub started: devices waiting to be enrolled.",
+            f64::from(s.keys_pending),
+        ),
+        (
             "store_writable",
             "1 if the hub can write its store; 0 while it cannot (a full disk), and telemetry waits.",
             f64::from(u8::from(s.storage_problem.is_empty())),

@@ -131,6 +131,7 @@ fn stats() -> HubStats {
         subscriptions_refused: 0,
         log_lines_stored: 3,
         log_bytes: 7,
+        keys_pending: 2,
     }
 }
 
