@@ -69,6 +69,8 @@ impl Kept {
             one_connection: self == Kept::One,
             chat: false,
             job_slots: 1,
+            // As a real agent does: the hub measures each clock.
+            hello_on_clock_step: true,
         }))
         .encode()?)
     }

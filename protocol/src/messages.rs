@@ -93,6 +93,12 @@ messages! {
         /// (0 reads as 1, more than 64 as 64). The hub hands it no more
         /// than this many, plus one waiting, until their results come back.
         pub job_slots: u32,
+        /// The agent says Hello again when its system clock steps (an NTP
+        /// sync, `date -s`), so that its `started_ms` is on the clock it
+        /// stamps samples with: the hub may then tell how far that clock
+        /// is from its own, from `started_ms` and each Heartbeat's
+        /// `uptime_ms`.
+        pub hello_on_clock_step: bool,
     }
 
     /// The hub's desired configuration for this device, whole: sent when the

@@ -158,17 +158,18 @@ fn golden_vectors() {
             conflicts: 2,
             conflict_address: "h".into(),
             front_end: String::new(),
+            clock_offset_ms: None,
         }]),
     })
     .encode()
     .unwrap();
-    // id 5, Response variant 0 (Devices), 1 device of 18 bytes (growable):
+    // id 5, Response variant 0 (Devices), 1 device of 19 bytes (growable):
     // "pi", true, false, 1,
     // 2, four empty strings, no groups, 3 batches, not revoked, 2
-    // conflicts, the last from "h", on no front-end
+    // conflicts, the last from "h", on no front-end, its clock not measured
     assert_eq!(
         hex(&reply),
-        "02 51 05 00 01 12 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00"
+        "02 51 05 00 01 13 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00"
     );
 
     // What the hub sends one device on its own connection.
@@ -216,7 +217,7 @@ fn golden_vectors() {
     .unwrap();
     // id 7, attempt 1, JobSpec variant 0 (Echo) "hi", 1000, token 9
     assert_eq!(hex(&work), "02 19 07 01 00 02 68 69 e8 07 09");
-    // What an agent takes on, growable: 14 bytes of fields follow.
+    // What an agent takes on, growable: 15 bytes of fields follow.
     let offer = Upstream::Offer(Offer(Abilities {
         job_kinds: vec!["echo".into()],
         exec_programs: vec!["df".into()],
@@ -224,23 +225,34 @@ fn golden_vectors() {
         one_connection: true,
         chat: false,
         job_slots: 2,
+        hello_on_clock_step: true,
     }))
     .encode()
     .unwrap();
     assert_eq!(
         hex(&offer),
-        "02 05 0e 01 04 65 63 68 6f 01 02 64 66 03 01 00 02"
+        "02 05 0f 01 04 65 63 68 6f 01 02 64 66 03 01 00 02 01"
     );
     // A newer agent's extra fields are skipped; an older one's missing
     // fields read as zero values: an agent of the previous release (11
     // bytes) is not on one connection.
     let newer = Upstream::decode(&[
-        0x02, 0x05, 0x10, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
-        0x00, 0x02, 0x07, 0x07,
+        0x02, 0x05, 0x11, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
+        0x00, 0x02, 0x01, 0x07, 0x07,
     ])
     .unwrap();
     assert!(
-        matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"] && a.job_slots == 2)
+        matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"] && a.job_slots == 2 && a.hello_on_clock_step)
+    );
+    // The release before clock steps were told: 14 bytes, measured by no
+    // hub.
+    let before = Upstream::decode(&[
+        0x02, 0x05, 0x0e, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
+        0x00, 0x02,
+    ])
+    .unwrap();
+    assert!(
+        matches!(before, Upstream::Offer(Offer(ref a)) if a.job_slots == 2 && !a.hello_on_clock_step)
     );
     let previous = Upstream::decode(&[
         0x02, 0x05, 0x0b, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03,
@@ -392,7 +404,7 @@ fn golden_vectors() {
 /// knows: growable structs carry their length.
 #[test]
 fn operator_replies_from_newer_and_older_hubs_decode() {
-    let golden = "02 51 05 00 01 12 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00";
+    let golden = "02 51 05 00 01 13 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00";
     let bytes = |hex: &str| -> Vec<u8> {
         hex.split(' ')
             .map(|b| u8::from_str_radix(b, 16).unwrap())
@@ -407,7 +419,7 @@ fn operator_replies_from_newer_and_older_hubs_decode() {
     };
     let now = devices(&bytes(golden));
     // A newer hub: two more bytes of fields this client does not know.
-    let newer = golden.replace("01 12 ", "01 14 ") + " 07 07";
+    let newer = golden.replace("01 13 ", "01 15 ") + " 07 07";
     assert_eq!(devices(&bytes(&newer)), now);
     // An older hub, without conflicts and conflict_address: read as 0, "".
     let older = "02 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";

@@ -262,7 +262,7 @@ def golden_vectors(protocol_md):
     written = {
         "Batch": wire.batch(7, 1000, ["cpu", "up"], [(0, 0, 0.5), (1, 250, -2)], [(0, "hi")]),
         "Hello": wire.hello("0.1", "arm", "linux", "pi", ["n"], 5000, 1),
-        "Offer": wire.offer(["echo"], ["df"], 3, True, False, 2),
+        "Offer": wire.offer(["echo"], ["df"], 3, True, False, 2, True),
         "OperatorRequest": wire.operator_request(5, "Telemetry", wire.telemetry_query(
             device="pi", after_id=-1, limit=10, newest=True, tags=["k=v"])),
         "Result": wire.job_result(7, 1, "pi", ("already_run",), 9),
@@ -275,6 +275,39 @@ def golden_vectors(protocol_md):
         golden = next((d for n, _, d in frames if n == name), None)
         check(data == golden, f"this client writes the golden {name} byte for byte",
               {"written": data.hex(" "), "golden": golden and golden.hex(" ")})
+
+
+def clock_offset(agent, op):
+    """An agent that says Hello again when its clock steps has its clock
+    measured: Hello's started_ms plus each Heartbeat's uptime_ms, against
+    the hub's clock (this machine's, here)."""
+    def offset():
+        devices = {d["id"]: d for d in op.expect("Devices", "Devices")}
+        return devices[agent.device]["clock_offset_ms"]
+
+    def hello(behind_ms):
+        started = now_ms() - agent.uptime_ms() - behind_ms
+        agent.send(wire.hello("conformance-0.1", "python", "linux", "py-host", ["north"], 1000,
+                              started))
+        for name in ("Carry", "TakesLogs", "Welcome"):
+            agent.expect(name)
+        agent.send(wire.offer(["echo"], [], 0, True, False, 1, True))
+        agent.send(wire.heartbeat(agent.uptime_ms()))
+
+    measured = op.until("the hub measures the device's clock", "Devices", "Devices", b"",
+                        lambda ds: any(d["id"] == agent.device and d["clock_offset_ms"] is not None
+                                       for d in ds))
+    check(abs(offset()) < 5_000, "on one machine, in step with the hub's", measured)
+    day = 86_400_000
+    hello(day)
+    op.until("a Hello after the clock stepped a day back is measured at the next heartbeat",
+             "Devices", "Devices", b"",
+             lambda ds: any(d["id"] == agent.device and d["clock_offset_ms"] is not None
+                            and abs(d["clock_offset_ms"] + day) < 5_000 for d in ds))
+    hello(0)
+    op.until("and in step again once it steps back", "Devices", "Devices", b"",
+             lambda ds: any(d["id"] == agent.device and d["clock_offset_ms"] is not None
+                            and abs(d["clock_offset_ms"]) < 5_000 for d in ds))
 
 
 def topic_of(where):
@@ -307,8 +340,9 @@ def run(args, ctx):
           agent.backlog)
     welcome = agent.expect("Welcome")
     check(welcome["ports"] == ports, "Welcome names the hub's other ports", welcome)
-    agent.send(wire.offer(["echo"], [], 0, True, False, 1))
+    agent.send(wire.offer(["echo"], [], 0, True, False, 1, True))
     agent.send(wire.heartbeat(agent.uptime_ms()))
+    clock_offset(agent, op)
 
     # --- telemetry: Ack, a resend, Renumber, Rejected, Refusal ---------
     base = now_ms()

@@ -178,7 +178,8 @@ def bye(reason):
     return frame(0x04, string(reason))
 
 
-def offer(job_kinds, exec_programs, config_version, one_connection, chat, job_slots):
+def offer(job_kinds, exec_programs, config_version, one_connection, chat, job_slots,
+          hello_on_clock_step=False):
     return frame(
         0x05,
         growable(
@@ -188,6 +189,7 @@ def offer(job_kinds, exec_programs, config_version, one_connection, chat, job_sl
             + boolean(one_connection)
             + boolean(chat)
             + varint(job_slots)
+            + boolean(hello_on_clock_step)
         ),
     )
 
@@ -613,6 +615,7 @@ def read_device_info(r):
         "conflicts": g.u(),
         "conflict_address": g.s(),
         "front_end": g.s(),
+        "clock_offset_ms": g.opt(g.i),
     })
 
 
@@ -771,7 +774,8 @@ def read_operator_response(data):
 def read_abilities(r):
     return r.growable("Abilities", lambda g: {
         "job_kinds": g.vec(g.s), "exec_programs": g.vec(g.s), "config_version": g.u(),
-        "one_connection": g.b(), "chat": g.b(), "job_slots": g.u(32)})
+        "one_connection": g.b(), "chat": g.b(), "job_slots": g.u(32),
+        "hello_on_clock_step": g.b()})
 
 
 def read_job_result(r):

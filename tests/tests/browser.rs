@@ -485,6 +485,12 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"document.getElementById("d-facts").textContent + "|" + document.getElementById("d-config").textContent"#,
         r#"t => t.includes("online since") && t.includes("north") && t.includes("desired version")"#,
     );
+    // Its clock, measured from its heartbeats: on this machine, the hub's.
+    page.wait_until(
+        "pi-b1's clock in step with the hub's",
+        r#"(document.getElementById("d-clock") || {}).textContent"#,
+        r#"t => t === "in step with the hub's""#,
+    );
     page.wait_until(
         "pi-b1's connects and disconnects",
         r#"document.getElementById("d-presence").textContent"#,

@@ -917,6 +917,12 @@ fn devices_are_enrolled_and_revoked_while_the_hub_runs() {
     let other = hub.agent("pi-other", &[]);
     hub.wait_answering("pi-keep");
     hub.wait_answering("pi-other");
+    // The hub measures each agent's clock from its heartbeats: on one
+    // machine, the hub's own.
+    let offset = wait_for("pi-keep's clock measured", || {
+        hub.devices()["pi-keep"]["clock_offset_ms"].as_i64()
+    });
+    assert!(offset.abs() < 5_000, "{offset} ms");
 
     // A new device makes its key pair; the hub refuses it until enrolled.
     let data = dir.path().join("pi-new").join("data");

@@ -978,6 +978,7 @@ fn a_device_on_one_connection_that_never_reads_is_told_about_not_waited_for() {
         one_connection: true,
         chat: false,
         job_slots: 0,
+        hello_on_clock_step: false,
     }));
     stuck.send(hello.encode().unwrap(), 0).unwrap();
     stuck.send(offer.encode().unwrap(), 0).unwrap();

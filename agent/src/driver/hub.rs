@@ -113,8 +113,9 @@ impl Agent {
             hostname: crate::config::hostname(),
             groups: self.cfg.groups.clone(),
             heartbeat_ms: self.cfg.presence.heartbeat_ms,
-            started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
+            started_ms: self.started_ms(),
         };
+        self.said_started_ms = Some(hello.started_ms);
         // A Carry counts only between this Hello and its Welcome, and so
         // do the groups the hub pins, if it tells us any.
         self.carry_offered = false;
@@ -128,6 +129,12 @@ impl Agent {
         };
     }
 
+    /// When this agent started, by the system clock as it reads now: it
+    /// moves only when the clock steps.
+    pub(super) fn started_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.started.elapsed().as_millis() as u64)
+    }
+
     /// Tells the hub what work this device takes on (after each Hello, and
     /// after a reload): the hub aims no job at it that it would refuse.
     pub(super) fn send_offer(&mut self) {
@@ -138,6 +145,7 @@ impl Agent {
             one_connection: self.cfg.one_connection,
             chat: self.chat_mode(),
             job_slots: u32::try_from(self.cfg.jobs.max_concurrent).unwrap_or(u32::MAX),
+            hello_on_clock_step: true,
         });
         if !self.send_up(Upstream::Offer(offer)) {
             debug!("offer not queued; the next hello sends it");

@@ -241,6 +241,9 @@ struct Agent {
     pinned_groups: Option<Vec<String>>,
     connected: bool,
     need_hello: Option<Instant>,
+    /// The `started_ms` our last Hello said: a step of the clock since
+    /// is told with a new one.
+    said_started_ms: Option<u64>,
     /// The hub is holding batches back (Throttled) and that was logged;
     /// the next Ack ends the episode.
     over_budget: bool,
@@ -416,6 +419,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         carried: false,
         connected: false,
         need_hello: None,
+        said_started_ms: None,
         over_budget: false,
         pack_blocked_until: None,
         outbox,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use fleetmq_protocol::{Heartbeat, Upstream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Agent, Error, zmq_error};
 
@@ -15,6 +15,19 @@ use super::{Agent, Error, zmq_error};
 /// it each woke the agent on its own (five wake-ups a second at 1 Hz where
 /// two do: one for the work, one for the ack).
 const TIMER_SLACK: Duration = Duration::from_millis(10);
+
+/// A step of the system clock (an NTP sync, `date -s`) at least this big
+/// since our Hello is told with a new one: the hub measures how far this
+/// device's clock is from its own from that Hello's `started_ms`. A slew
+/// moves the monotonic clock alike and is no step.
+const CLOCK_STEP_MS: u64 = 1_000;
+
+/// How far the clock stepped (ms, forward when positive), when a Hello
+/// said `said` as the agent's start and the clock now says `now`.
+fn clock_step(said: u64, now: u64) -> Option<i64> {
+    let step = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(said).unwrap_or(i64::MAX);
+    (step.unsigned_abs() >= CLOCK_STEP_MS).then_some(step)
+}
 
 impl Agent {
     /// Does the periodic work that is due (or due within [`TIMER_SLACK`]).
@@ -58,6 +71,17 @@ impl Agent {
         if !self.connected {
             return Ok(());
         }
+        if let Some(step) = self
+            .said_started_ms
+            .and_then(|said| clock_step(said, self.started_ms()))
+        {
+            info!(
+                step_ms = step,
+                "the system clock stepped since our Hello; saying Hello again, so that the hub measures this device's clock anew"
+            );
+            self.said_started_ms = None;
+            self.need_hello = Some(now);
+        }
         if self.need_hello.is_some_and(|t| now >= t) {
             self.send_hello();
         }
@@ -80,5 +104,24 @@ impl Agent {
             self.pack_and_send(now);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_of_a_second_or_more_is_told_a_tick_s_jitter_is_not() {
+        let said = 1_700_000_000_000;
+        assert_eq!(clock_step(said, said), None);
+        assert_eq!(clock_step(said, said + 999), None, "rounding and jitter");
+        assert_eq!(clock_step(said, said - 999), None);
+        assert_eq!(
+            clock_step(said, said + 3 * 86_400_000),
+            Some(3 * 86_400_000),
+            "NTP after a Pi's boot"
+        );
+        assert_eq!(clock_step(said, said - 1_000), Some(-1_000), "set back");
     }
 }

@@ -35,8 +35,8 @@ impl Default for Alerts {
     }
 }
 
-/// One rule, as written: `when` is `offline`, `config refused`, `METRIC OP NUMBER`, or
-/// `log contains "TEXT"`.
+/// One rule, as written: `when` is `offline`, `config refused`, `clock
+/// off`, `METRIC OP NUMBER`, or `log contains "TEXT"`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
@@ -61,7 +61,17 @@ pub struct RuleConfig {
     /// Log rules: how many lines must arrive within `window_ms` (default 1).
     #[serde(default)]
     pub at_least: Option<u32>,
+    /// `clock off` rules: how far the device's clock may be from the
+    /// hub's, either way (default 60 s).
+    #[serde(default)]
+    pub by_ms: Option<u64>,
 }
+
+/// How far a clock may be off when a `clock off` rule says nothing.
+pub const CLOCK_OFF_MS: u64 = 60_000;
+/// The least a `clock off` rule may allow: the offset is measured to
+/// about a heartbeat's time on the way.
+const MIN_CLOCK_OFF_MS: u64 = 1_000;
 
 /// A log rule's window when none is given: five minutes.
 pub const LOG_WINDOW_MS: u64 = 300_000;
@@ -87,6 +97,9 @@ pub enum Condition {
     /// The device refused keys of the desired configuration it was last
     /// sent (`config status`: failed).
     ConfigRefused,
+    /// The device's clock is `by_ms` or more from the hub's, either way
+    /// (`devices`: clock_offset_ms).
+    ClockOff { by_ms: u64 },
 }
 
 /// What a log rule looks for.
@@ -168,6 +181,9 @@ pub fn parse_condition(when: &str) -> Result<Condition, String> {
     match words[..] {
         ["offline"] => Ok(Condition::Offline),
         ["config", "refused"] => Ok(Condition::ConfigRefused),
+        ["clock", "off"] => Ok(Condition::ClockOff {
+            by_ms: CLOCK_OFF_MS,
+        }),
         [metric, op, value] => {
             let op = match op {
                 ">" => Op::Gt,
@@ -199,7 +215,7 @@ pub fn parse_condition(when: &str) -> Result<Condition, String> {
             })
         }
         _ => Err(format!(
-            "{when:?}: write `offline`, `config refused`, METRIC OP NUMBER like host.temp_c > 80, or log contains \"TEXT\""
+            "{when:?}: write `offline`, `config refused`, `clock off`, METRIC OP NUMBER like host.temp_c > 80, or log contains \"TEXT\""
         )),
     }
 }
@@ -273,6 +289,21 @@ fn log_options(condition: &mut Condition, r: &RuleConfig) -> Result<(), String> 
     Ok(())
 }
 
+/// Applies a rule's `by_ms`, which only a `clock off` rule takes.
+fn clock_options(condition: &mut Condition, r: &RuleConfig) -> Result<(), String> {
+    match (condition, r.by_ms) {
+        (Condition::ClockOff { by_ms }, Some(given)) => {
+            if given < MIN_CLOCK_OFF_MS {
+                return Err(format!("by_ms = {given}: at least {MIN_CLOCK_OFF_MS}"));
+            }
+            *by_ms = given;
+            Ok(())
+        }
+        (_, None) => Ok(()),
+        (_, Some(_)) => Err("by_ms is for clock rules (when = \"clock off\")".into()),
+    }
+}
+
 impl Alerts {
     /// The rules, checked (their names unique).
     pub fn checked_rules(&self) -> Result<Vec<Rule>, String> {
@@ -299,6 +330,7 @@ impl Alerts {
             let mut condition =
                 parse_condition(&r.when).map_err(|e| format!("rule {:?}: {e}", r.name))?;
             log_options(&mut condition, r).map_err(|e| format!("rule {:?}: {e}", r.name))?;
+            clock_options(&mut condition, r).map_err(|e| format!("rule {:?}: {e}", r.name))?;
             rules.push(Rule {
                 name: r.name.clone(),
                 condition,
@@ -359,6 +391,17 @@ mod tests {
         );
         let why = parse_condition("config failed").unwrap_err();
         assert!(why.contains("`config refused`"), "{why}");
+        assert_eq!(
+            parse_condition("clock off"),
+            Ok(Condition::ClockOff {
+                by_ms: CLOCK_OFF_MS
+            })
+        );
+        assert!(
+            parse_condition("clock wrong")
+                .unwrap_err()
+                .contains("`clock off`")
+        );
         assert_eq!(
             parse_condition("host.temp_c > 80"),
             Ok(Condition::Metric {
@@ -424,6 +467,20 @@ mod tests {
             at_least,
             ..rule("oom", r#"log contains "oom""#)
         };
+        let clock = |by_ms| RuleConfig {
+            by_ms,
+            ..rule("clock", "clock off")
+        };
+        let checked = alerts(vec![clock(Some(300_000))]).checked_rules().unwrap();
+        assert_eq!(checked[0].condition, Condition::ClockOff { by_ms: 300_000 });
+        let e = alerts(vec![clock(Some(10))]).checked_rules().unwrap_err();
+        assert!(e.contains("by_ms = 10: at least 1000"), "{e}");
+        let misplaced = RuleConfig {
+            by_ms: Some(60_000),
+            ..rule("off", "offline")
+        };
+        let e = alerts(vec![misplaced]).checked_rules().unwrap_err();
+        assert!(e.contains("by_ms is for clock rules"), "{e}");
         let checked = alerts(vec![log(Some("journal:kernel"), Some(60_000), Some(3))])
             .checked_rules()
             .unwrap();

@@ -180,7 +180,10 @@ impl Alerts {
         let mut names: Vec<String> = (self.rules.iter())
             .filter_map(|r| match &r.condition {
                 Condition::Metric { metric, .. } => Some(metric.clone()),
-                Condition::Offline | Condition::Log(_) | Condition::ConfigRefused => None,
+                Condition::Offline
+                | Condition::Log(_)
+                | Condition::ConfigRefused
+                | Condition::ClockOff { .. } => None,
             })
             .collect();
         names.sort();
@@ -320,6 +323,27 @@ impl Alerts {
                         holding.insert(key, (m.count as f64, log_summary(device, m), 0));
                     }
                 }
+                Condition::ClockOff { by_ms } => {
+                    for d in devices.iter().filter(|d| watched(d)) {
+                        let Some(offset) = d.clock_offset_ms else {
+                            continue;
+                        };
+                        if offset.unsigned_abs() < *by_ms {
+                            continue;
+                        }
+                        let key = Key {
+                            rule: i,
+                            device: d.id.clone(),
+                            series: String::new(),
+                        };
+                        let summary = format!(
+                            "{}'s clock is {} the hub's",
+                            d.id,
+                            super::clocks::words(offset)
+                        );
+                        holding.insert(key, (offset as f64 / 1000.0, summary, 0));
+                    }
+                }
                 Condition::ConfigRefused => {
                     for (device, (version, refused)) in applied {
                         let Some(d) = by_id.get(device.as_str()) else {
@@ -381,6 +405,7 @@ fn condition_text(c: &Condition) -> String {
     match c {
         Condition::Offline => "offline".into(),
         Condition::ConfigRefused => "config refused".into(),
+        Condition::ClockOff { by_ms } => format!("clock off by {} or more", words(*by_ms)),
         Condition::Metric { metric, op, value } => format!("{metric} {} {value}", op.symbol()),
         Condition::Log(w) => {
             let text = w.text.replace('\\', "\\\\").replace('"', "\\\"");

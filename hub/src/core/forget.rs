@@ -88,6 +88,7 @@ impl Core {
     /// What the hub holds of a forgotten device in memory goes.
     fn forgotten_here(&mut self, device: &str) {
         self.latest.forget(device);
+        self.clocks.forget(device);
         self.alerts.forget(device);
         self.routes.forget(device);
     }

@@ -43,6 +43,7 @@ mod aim;
 pub mod alerts;
 mod bucket;
 mod budgets;
+pub mod clocks;
 mod cluster;
 mod cluster_config;
 mod cluster_jobs;
@@ -232,6 +233,8 @@ pub struct Core {
     telemetry: telemetry::Received,
     /// The newest sample of each (device, metric) stored since the start.
     latest: Latest,
+    /// How far each device's clock is from the hub's.
+    clocks: clocks::Clocks,
     /// The alert rules and where each alert stands.
     alerts: alerts::Alerts,
     counters: Counters,
@@ -298,6 +301,7 @@ impl Core {
             reads: reads::Reads::default(),
             telemetry: telemetry::Received::default(),
             latest: Latest::new(MAX_LATEST),
+            clocks: clocks::Clocks::default(),
             alerts: alerts::Alerts::new(
                 config.alerts.checked_rules().unwrap_or_default(),
                 config.alerts.repeat_ms,

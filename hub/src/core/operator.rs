@@ -238,6 +238,7 @@ impl Core {
             if d.online && self.is_front_end() {
                 d.front_end = self.cluster.name().to_string();
             }
+            d.clock_offset_ms = self.clocks.offset(&d.id);
         }
         if !self.is_front_end() {
             return Ok(devices);

@@ -204,6 +204,7 @@ impl Core {
             None => hello,
         };
         let came = self.presence.hello(device, hello.heartbeat_ms, now);
+        self.clocks.hello(device, hello.started_ms);
         if let Err(e) = self.store.hello(device, hello, now.wall_ms) {
             self.store_failed("recording a hello", &e);
         }

@@ -35,6 +35,20 @@ pub(super) struct Received {
 }
 
 impl Core {
+    /// A heartbeat's uptime, for how far the device's clock is from ours;
+    /// one newly a minute or more off is said once a Hello, since its
+    /// samples are stamped so.
+    fn clock_heard(&mut self, device: &str, uptime_ms: u64, now: Now) {
+        if let Some(offset) = self.clocks.heartbeat(device, uptime_ms, now.wall_ms) {
+            warn!(
+                device,
+                offset_ms = offset,
+                "the device's clock is {} the hub's: its samples are stamped by it (is NTP reachable from it?)",
+                super::clocks::words(offset)
+            );
+        }
+    }
+
     /// One message from the telemetry socket: `[route][frame]`, with the
     /// user id ZAP gave its connection and the peer's address. Batches wait
     /// for [`Core::store_received`], which the driver calls once it has
@@ -86,10 +100,14 @@ impl Core {
                 let why = format!("bye: {}", bye.reason);
                 return self.went_offline(&device, now, &why);
             }
-            Upstream::Heartbeat(_) => return self.heard(&device, now),
+            Upstream::Heartbeat(hb) => {
+                self.heard(&device, now);
+                return self.clock_heard(&device, hb.uptime_ms, now);
+            }
             Upstream::Offer(offer) => {
                 self.heard(&device, now);
                 let applied = offer.0.config_version;
+                self.clocks.offered(&device, offer.0.hello_on_clock_step);
                 self.offered(&device, offer.0, now);
                 return self.send_config_if_behind(&device, applied);
             }

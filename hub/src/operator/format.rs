@@ -135,6 +135,17 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
             line(&d.conflict_address)
         );
     }
+    let off = crate::core::clocks::SAY_OFF_MS;
+    for d in devices {
+        if let Some(offset) = d.clock_offset_ms.filter(|o| o.unsigned_abs() >= off) {
+            let _ = writeln!(
+                out,
+                "{}: its clock is {} the hub's, and its samples are stamped by it: is NTP reachable from it?",
+                d.id,
+                crate::core::clocks::words(offset)
+            );
+        }
+    }
     out
 }
 
@@ -558,6 +569,30 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("pi-1: "), "{out}");
+    }
+
+    #[test]
+    fn a_device_whose_clock_is_a_minute_off_is_named_under_the_table() {
+        let device = |id: &str, clock_offset_ms| DeviceInfo {
+            id: id.into(),
+            clock_offset_ms,
+            ..crate::store::unknown_device()
+        };
+        let out = fmt_devices(&[
+            device("pi-1", Some(-59_999)),
+            device("pi-2", Some(-(3 * 86_400_000 + 7_200_000))),
+            device("pi-3", None),
+            device("pi-4", Some(61_000)),
+        ]);
+        assert!(
+            out.contains("\npi-2: its clock is 3 d 2 h behind the hub's, and its samples are stamped by it: is NTP reachable from it?\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\npi-4: its clock is 1 min 1 s ahead of the hub's"),
+            "{out}"
+        );
+        assert!(!out.contains("pi-1: ") && !out.contains("pi-3: "), "{out}");
     }
 
     #[test]

@@ -280,5 +280,6 @@ pub fn unknown_device() -> DeviceInfo {
         conflicts: 0,
         conflict_address: String::new(),
         front_end: String::new(),
+        clock_offset_ms: None,
     }
 }

@@ -190,6 +190,11 @@ messages! {
         /// The front-end it is connected to, when hubs are front-ends over
         /// a NATS cluster (empty on a single hub, and while offline).
         pub front_end: String,
+        /// How far the device's clock is from the hub's, in ms (ahead
+        /// when positive), as its heartbeats last showed; `None` when
+        /// this hub has not measured it (an agent that does not say Hello
+        /// again when its clock steps, or none heard since it said Hello).
+        pub clock_offset_ms: Option<i64>,
     }
 
     /// One stored sample.

@@ -401,3 +401,64 @@ fn a_device_that_refuses_keys_of_its_configuration_fires_until_it_applies_one() 
     let resolved = run(&mut f, 20_100, 21_200, &["pi-a", "pi-b"]);
     assert_eq!(one(&resolved), (Status::Resolved, "config-refused", "pi-a"));
 }
+
+/// A device whose Hello (and Offer: it says Hello again when its clock
+/// steps) puts its start `behind_ms` behind the hub's clock.
+fn hello_with_clock(f: &mut Fleet, device: &str, behind_ms: u64, now: u64) {
+    let hello = Hello {
+        agent_version: "0.1.0".into(),
+        arch: "aarch64".into(),
+        os: "linux".into(),
+        hostname: device.into(),
+        groups: Vec::new(),
+        heartbeat_ms: 1_000,
+        // Started at T0 by the hub's clock.
+        started_ms: T0 - behind_ms,
+    };
+    f.up(device, device, hello.into(), T0 + now);
+    let offer = fleetmq_protocol::Offer(fleetmq_protocol::Abilities {
+        job_kinds: Vec::new(),
+        exec_programs: Vec::new(),
+        config_version: 0,
+        one_connection: true,
+        chat: false,
+        job_slots: 0,
+        hello_on_clock_step: true,
+    });
+    f.up(device, device, Upstream::Offer(offer), T0 + now);
+}
+
+#[test]
+fn a_device_whose_clock_is_off_fires_until_ntp_steps_it_back() {
+    let rule = RuleConfig {
+        name: "clock".into(),
+        when: "clock off".into(),
+        by_ms: Some(120_000),
+        ..RuleConfig::default()
+    };
+    let mut f = fleet_of(vec![rule], 0);
+    // pi-a booted three days in the past (no clock battery); pi-b's
+    // clock is 90 s behind, within the rule's two minutes.
+    hello_with_clock(&mut f, "pi-a", 3 * 86_400_000, 0);
+    hello_with_clock(&mut f, "pi-b", 90_000, 0);
+    let fired = run(&mut f, 100, 1_200, &["pi-a", "pi-b"]);
+    assert_eq!(one(&fired), (Status::Firing, "clock", "pi-a"));
+    let n = &fired[0];
+    assert_eq!(n.condition, "clock off by 2 min or more");
+    assert_eq!(n.value, -259_200.0);
+    assert_eq!(n.summary, "pi-a's clock is 3 d 0 h behind the hub's");
+    let devices = f.core.fleet_devices().unwrap();
+    let offset = |id: &str| devices.iter().find(|d| d.id == id).unwrap().clock_offset_ms;
+    assert_eq!(
+        (offset("pi-a"), offset("pi-b")),
+        (Some(-259_200_000), Some(-90_000))
+    );
+    assert!(
+        run(&mut f, 1_300, 5_000, &["pi-a", "pi-b"]).is_empty(),
+        "once"
+    );
+    // NTP answers: the clock steps, the agent says Hello again.
+    hello_with_clock(&mut f, "pi-a", 0, 5_050);
+    let resolved = run(&mut f, 5_100, 6_200, &["pi-a", "pi-b"]);
+    assert_eq!(one(&resolved), (Status::Resolved, "clock", "pi-a"));
+}

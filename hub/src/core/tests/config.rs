@@ -12,6 +12,7 @@ fn offer(config_version: u64) -> Upstream {
         one_connection: false,
         chat: false,
         job_slots: 0,
+        hello_on_clock_step: false,
     }))
 }
 

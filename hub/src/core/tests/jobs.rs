@@ -194,6 +194,7 @@ pub(super) fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
         one_connection: false,
         chat: false,
         job_slots: 0,
+        hello_on_clock_step: false,
     }))
 }
 

@@ -15,6 +15,7 @@ fn offer_one(kinds: &[&str], chat: bool, job_slots: u32) -> Upstream {
         one_connection: true,
         chat,
         job_slots,
+        hello_on_clock_step: false,
     }))
 }
 

@@ -222,6 +222,19 @@ pub fn prometheus(
             (format!("device=\"{}\"", label(&d.id)), seen)
         },
     );
+    let measured: Vec<(&str, i64)> = (devices.iter())
+        .filter_map(|d| Some((d.id.as_str(), d.clock_offset_ms?)))
+        .collect();
+    labelled_gauge(
+        &mut out,
+        "device_clock_offset_seconds",
+        "How far the device's clock is from the hub's (ahead when positive), from its heartbeats.",
+        &measured,
+        |(id, offset)| {
+            let seconds = *offset as f64 / 1000.0;
+            (format!("device=\"{}\"", label(id)), seconds)
+        },
+    );
     let _ = writeln!(
         out,
         "# HELP fleetmq_metric The newest value of each device metric.\n# TYPE fleetmq_metric gauge"

@@ -138,7 +138,7 @@ fn stats() -> HubStats {
 #[test]
 fn the_exposition_has_help_type_and_escaped_labels() {
     let stats = stats();
-    let devices = vec![DeviceInfo {
+    let pi_a = DeviceInfo {
         id: "pi-a".into(),
         online: true,
         listening: true,
@@ -149,8 +149,15 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         os: "linux".into(),
         hostname: "pi".into(),
         batches: 1,
+        clock_offset_ms: Some(-90_500),
         ..crate::store::unknown_device()
-    }];
+    };
+    // An agent whose clock the hub does not measure has no offset line.
+    let unmeasured = DeviceInfo {
+        id: "pi-old".into(),
+        ..crate::store::unknown_device()
+    };
+    let devices = vec![pi_a, unmeasured];
     let latest = vec![
         LatestValue {
             device: "pi-a".into(),
@@ -199,6 +206,8 @@ fn the_exposition_has_help_type_and_escaped_labels() {
     assert!(text.contains("fleetmq_log_stored_bytes 7\n"));
     assert!(text.contains("fleetmq_device_online{device=\"pi-a\"} 1\n"));
     assert!(text.contains("fleetmq_device_last_seen_seconds{device=\"pi-a\"} 1.5\n"));
+    assert!(text.contains("fleetmq_device_clock_offset_seconds{device=\"pi-a\"} -90.5\n"));
+    assert!(!text.contains("fleetmq_device_clock_offset_seconds{device=\"pi-old\"}"));
     assert!(
         text.contains("fleetmq_metric{device=\"pi-a\",metric=\"odd\\\"name\"} 3 99\n"),
         "{text}"
