@@ -97,6 +97,13 @@ def remote(args, hub):
                          what="a read operator asking to act: exit 1")
     check("not allowed: operator alice has the read role" in err,
           "told that its role is read", err)
+    # A device's key pair (keygen makes one like any other).
+    device_keys = os.path.join(args.work, "pi-afar")
+    laptop.code(OK, "keygen", "--data-dir", device_keys, what="a key pair for a new device")
+    device_pub = os.path.join(device_keys, "hub.pub")
+    _, err = laptop.code(NO, "allow", "pi-afar", device_pub, *far,
+                         what="a read operator enrolling: exit 1")
+    check("read role" in err, "told that its role is read", err)
 
     # --- the admin role, and the environment variables ----------------------------
     with open(allowed, "w") as f:
@@ -104,6 +111,21 @@ def remote(args, hub):
     fleet.until("the role changed in the file applies at once",
                 lambda: laptop.run("job", "submit", "--json", "echo", "hi", *far)[0],
                 lambda code: code == OK)
+    done = laptop.json("allow", "pi-afar", device_pub, *far)
+    check(done == {"device": "pi-afar", "result": "enrolled"},
+          "allow --hub: an admin enrols a device from afar, as allow --json says", done)
+    with open(device_pub) as f:
+        device_key = f.read().strip()
+    with open(os.path.join(hub.data, "allowed_devices")) as f:
+        check(f"pi-afar {device_key}\n" in f.read(), "the hub wrote it to its allow list")
+    check(hub.cli.json("stats")["devices_allowed"] >= 1, "and applied it")
+    _, err = laptop.code(USAGE, "allow", "pi-afar", device_pub, "--groups", "north", *far,
+                         what="--groups with --hub: exit 2")
+    check("--groups" in err, "pinning groups is for the hub's machine", err)
+    _, err = laptop.code(USAGE, "allow", "pi-afar", device_pub, "--hub-key", hub_pub,
+                         "--data-dir", os.path.join(args.work, "nowhere"),
+                         what="--hub-key without --hub: exit 2")
+    check("--hub" in err, "told that keys go with --hub", err)
     env = {"FLEETMQ_OPERATOR": endpoint, "FLEETMQ_HUB_KEY": hub_pub,
            "FLEETMQ_OPERATOR_KEYS": keys}
     laptop.code(OK, "config", "set", "app.from=afar", env=env,

@@ -201,6 +201,19 @@ pub(super) struct AllowArgs {
     /// device names its own groups, unless the list pins them already.
     #[arg(long, value_name = "GROUP,GROUP")]
     pub(super) groups: Option<String>,
+    /// Enrol through this running hub's operator socket rather than by
+    /// editing the allow list file here: an admin operator on another
+    /// machine, with --hub-key and --operator-keys (the operator request
+    /// Enrol; the hub edits its file). These three are not read from the
+    /// environment, so that `allow` edits a file unless told otherwise.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub(super) hub: Option<String>,
+    /// With --hub: the hub's public key, or its hub.pub file.
+    #[arg(long, value_name = "KEY|FILE", allow_hyphen_values = true)]
+    pub(super) hub_key: Option<String>,
+    /// With --hub: the directory of your operator.key and operator.pub.
+    #[arg(long, value_name = "DIR")]
+    pub(super) operator_keys: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -11,6 +11,7 @@
 
 mod args;
 mod ask;
+mod enrol;
 mod hub;
 mod work;
 
@@ -125,7 +126,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Allow(a) if a.hub.is_some() => enrol::enrol_at_hub(a),
         Cmd::Allow(a) => {
+            if a.hub_key.is_some() || a.operator_keys.is_some() {
+                return Err(usage(
+                    "--hub-key and --operator-keys go with --hub (enrolling through a running hub's operator socket); without it allow edits the allow list file",
+                ));
+            }
             let path = allow_list(&a.at)?;
             fleetmq_protocol::validate_device_id(&a.device).map_err(|e| usage(&e.to_string()))?;
             let key = fleetmq_net::keys::key_or_file(&a.key)?;
