@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use fleetmq_net::poll::{Event, event, next_event};
-use fleetmq_net::{error_chain, now_ms, recv_frames, send_frames};
+use fleetmq_net::{error_chain, recv_frames, send_frames};
 use fleetmq_protocol::{
     Abilities, Announcement, Broadcast, ChatMessage, Desired, Downstream, Hello, HubPorts, Offer,
     Target, Upstream, names,
@@ -127,12 +127,6 @@ impl Agent {
         } else {
             Some(Instant::now() + HELLO_RETRY)
         };
-    }
-
-    /// When this agent started, by the system clock as it reads now: it
-    /// moves only when the clock steps.
-    pub(super) fn started_ms(&self) -> u64 {
-        now_ms().saturating_sub(self.started.elapsed().as_millis() as u64)
     }
 
     /// Tells the hub what work this device takes on (after each Hello, and

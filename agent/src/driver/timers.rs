@@ -30,6 +30,12 @@ fn clock_step(said: u64, now: u64) -> Option<i64> {
 }
 
 impl Agent {
+    /// When this agent started, by the system clock as it reads now: it
+    /// moves only when the clock steps. Each Hello says it.
+    pub(super) fn started_ms(&self) -> u64 {
+        fleetmq_net::now_ms().saturating_sub(self.started.elapsed().as_millis() as u64)
+    }
+
     /// Does the periodic work that is due (or due within [`TIMER_SLACK`]).
     pub(super) fn timers(&mut self) -> Result<(), Error> {
         let now = Instant::now();

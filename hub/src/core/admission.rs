@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use tracing::{debug, info, warn};
 
 use fleetmq_net::OPERATOR_ZAP_DOMAIN;
-use fleetmq_protocol::{OperatorError, Response};
 
 use super::bucket::{Bucket, Rate};
 use super::knocks::Knocks;
@@ -88,9 +87,14 @@ impl Admission {
         self.list.as_ref().is_some_and(|l| !l.has_device(device))
     }
 
-    /// Number of keys waiting to be enrolled.
-    pub(super) fn knocks_len(&self) -> usize {
-        self.knocks.len()
+    /// The keys waiting to be enrolled.
+    pub(super) fn knocks(&self) -> &Knocks {
+        &self.knocks
+    }
+
+    /// The allow list in force; `None` when the hub runs plaintext.
+    pub(super) fn list(&self) -> Option<&AllowList> {
+        self.list.as_ref()
     }
 
     /// Number of keys enrolled.
@@ -208,56 +212,6 @@ impl Core {
         on_file
             .or_else(|| self.admission.revoked.get(key).map(String::as_str))
             .map(String::from)
-    }
-
-    /// Keys not on the allow list that tried to connect since the hub
-    /// started, newest attempt first.
-    pub(super) fn pending_keys(&self) -> Vec<fleetmq_protocol::PendingKey> {
-        self.admission.knocks.list()
-    }
-
-    /// An operator's [`Request::Enrol`], checked: the driver writes it to
-    /// the allow list file ([`super::Action::Enrol`]) and reports with
-    /// [`Core::enrolled`]; the hub applies the file as after `fleetmq-hub
-    /// allow`.
-    ///
-    /// [`Request::Enrol`]: fleetmq_protocol::Request::Enrol
-    pub(super) fn enrol(
-        &mut self,
-        client: &[u8],
-        id: u64,
-        e: fleetmq_protocol::Enrolment,
-    ) -> Result<(), OperatorError> {
-        let bad = |why: String| OperatorError::BadRequest(why);
-        let Some(list) = &self.admission.list else {
-            return Err(bad(
-                "this hub runs --insecure: it has no allow list, and every device gets in".into(),
-            ));
-        };
-        fleetmq_protocol::validate_device_id(&e.device).map_err(|why| bad(why.to_string()))?;
-        fleetmq_net::keys::check(&e.public_key).map_err(|why| bad(format!("public_key: {why}")))?;
-        if let Some(other) = list.device(&e.public_key).filter(|d| *d != e.device) {
-            return Err(bad(format!(
-                "this key is enrolled as {other}; revoke {other} first"
-            )));
-        }
-        self.out.push_back(super::Action::Enrol {
-            client: client.to_vec(),
-            id,
-            device: e.device,
-            public_key: e.public_key,
-        });
-        Ok(())
-    }
-
-    /// The driver wrote (or could not write) an [`super::Action::Enrol`]:
-    /// answers the operator.
-    pub fn enrolled(&mut self, client: &[u8], id: u64, result: Result<String, String>) {
-        let response = match result {
-            Ok(result) => Response::Enrolled { result },
-            Err(why) => Response::Error(OperatorError::Storage(why)),
-        };
-        self.answer(client, id, response);
     }
 
     /// Applies a changed operator allow list.

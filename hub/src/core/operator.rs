@@ -339,7 +339,7 @@ impl Core {
             subscriptions_refused: c.subscriptions_refused,
             log_lines_stored: c.log_lines_stored,
             log_bytes: self.store.log_bytes(),
-            keys_pending: self.admission.knocks_len() as u32,
+            keys_pending: self.admission.knocks().len() as u32,
         }))
     }
 }
