@@ -9,6 +9,7 @@
 //! 3 the hub could not be reached, or refused this operator's key.
 
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -105,6 +106,22 @@ pub(super) fn client(op: &OpArgs) -> Result<Client, ClientError> {
     }
 }
 
+/// The config file the hub's Debian package installs.
+const PACKAGED_CONFIG: &str = "/etc/fleetmq/hub.toml";
+
+/// On a machine with the packaged hub (`packaged` exists), a command given
+/// no --config is pointed at it: its operator socket is a Unix socket in
+/// the service's data directory, which only the service's user may open.
+fn packaged_hint(config_given: bool, packaged: &Path) -> String {
+    if config_given || !packaged.exists() {
+        return String::new();
+    }
+    format!(
+        " (the packaged hub, as its user: sudo -u fleetmq fleetmq-hub COMMAND --config {})",
+        packaged.display()
+    )
+}
+
 /// Tells the operator why a call failed (as `{"error"}` too with --json)
 /// and how the command ends.
 pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
@@ -118,8 +135,9 @@ pub(super) fn failed(op: &OpArgs, e: &ClientError) -> ExitCode {
     ) {
         (ClientError::Unreachable { .. }, Some(path)) => format!(
             "{e}; no hub has written {}, so this is the configured operator endpoint: \
-             give the running hub's --data-dir (or --config), or --hub",
-            path.display()
+             give the running hub's --data-dir (or --config), or --hub{}",
+            path.display(),
+            packaged_hint(op.config.is_some(), Path::new(PACKAGED_CONFIG))
         ),
         (ClientError::Hub(fleetmq_protocol::OperatorError::DeviceOffline(d)), _) => format!(
             "{e}: `fleetmq-hub devices` shows when it was last seen; a command can wait for \

@@ -50,3 +50,20 @@ fn times_are_ago_a_timestamp_or_epoch_milliseconds() {
         "{err}"
     );
 }
+
+/// A command that finds no hub on a machine with the packaged hub is
+/// pointed at its config, which only the service's user may use.
+#[test]
+fn a_lost_command_on_a_packaged_hubs_machine_is_pointed_at_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let packaged = dir.path().join("hub.toml");
+    assert_eq!(packaged_hint(false, &packaged), "", "no packaged hub here");
+    std::fs::write(&packaged, "").unwrap();
+    let hint = packaged_hint(false, &packaged);
+    assert!(
+        hint.contains("sudo -u fleetmq")
+            && hint.contains(&format!("--config {}", packaged.display())),
+        "{hint}"
+    );
+    assert_eq!(packaged_hint(true, &packaged), "", "a --config was given");
+}
