@@ -218,6 +218,16 @@ impl AllowList {
         self.by_key.get(key).map(String::as_str)
     }
 
+    /// Why `key` may not be enrolled as `device`: it is another device's.
+    pub fn taken(&self, device: &str, key: &str) -> Result<(), String> {
+        match self.device(key).filter(|d| *d != device) {
+            Some(other) => Err(format!(
+                "this key is enrolled as {other}; revoke {other} first"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The keys enrolled for `device`, sorted.
     pub fn keys_of(&self, device: &str) -> Vec<&str> {
         let mut keys: Vec<&str> = self
@@ -363,6 +373,19 @@ pub enum Edit {
     NotThere,
 }
 
+impl Edit {
+    /// What an enrolment did, in `allow --json`'s words (the same for the
+    /// operator request `Enrol`).
+    pub fn enrolled_word(&self) -> &'static str {
+        match self {
+            Edit::AlreadyThere => "already_enrolled",
+            Edit::Regrouped => "regrouped",
+            Edit::Added { others } if !others.is_empty() => "enrolled_another_key",
+            _ => "enrolled",
+        }
+    }
+}
+
 /// Adds `device key` to the file (creating it), or says it is there;
 /// with `groups`, pins the device's groups on every line of it. Another
 /// edit at the same time waits for this one (a lock file).
@@ -373,11 +396,7 @@ pub fn allow(
     groups: Option<&[String]>,
 ) -> Result<Edit, AllowError> {
     edit(path, |list, text| {
-        if let Some(other) = list.device(key).filter(|d| *d != device) {
-            return Err(format!(
-                "this key is enrolled as {other}; revoke {other} first"
-            ));
-        }
+        list.taken(device, key)?;
         let there = list.device(key) == Some(device);
         let regroup = groups.is_some_and(|g| list.groups_of(device) != Some(g));
         if there && !regroup {

@@ -144,14 +144,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 .transpose()
                 .map_err(|why| usage(&format!("--groups: {why}")))?;
             let edit = enrolment::allow(&path, device, &key, groups.as_deref())?;
-            let (result, others, text) = match edit {
+            let result = edit.enrolled_word();
+            let (others, text) = match edit {
                 enrolment::Edit::AlreadyThere => (
-                    "already_enrolled",
                     Vec::new(),
                     format!("{device} is already enrolled with this key\n"),
                 ),
                 enrolment::Edit::Regrouped => (
-                    "regrouped",
                     Vec::new(),
                     format!(
                         "pinned {device}'s groups in {}: {}; a running hub applies them within a second\n",
@@ -171,10 +170,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                             fleetmq_net::keys::quoted(old)
                         ));
                     }
-                    ("enrolled_another_key", others, text)
+                    (others, text)
                 }
                 _ => (
-                    "enrolled",
                     Vec::new(),
                     format!("enrolled {device} in {}\n", path.display()),
                 ),

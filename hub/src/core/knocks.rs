@@ -97,11 +97,7 @@ impl Core {
         };
         fleetmq_protocol::validate_device_id(&e.device).map_err(|why| bad(why.to_string()))?;
         fleetmq_net::keys::check(&e.public_key).map_err(|why| bad(format!("public_key: {why}")))?;
-        if let Some(other) = list.device(&e.public_key).filter(|d| *d != e.device) {
-            return Err(bad(format!(
-                "this key is enrolled as {other}; revoke {other} first"
-            )));
-        }
+        list.taken(&e.device, &e.public_key).map_err(bad)?;
         self.out.push_back(super::Action::Enrol {
             client: client.to_vec(),
             id,

@@ -180,16 +180,11 @@ fn enrol_in(path: &std::path::Path, device: &str, key: &str) -> Result<String, S
     use crate::enrolment::Edit;
     let quoted = fleetmq_net::keys::quoted(key);
     match crate::enrolment::allow(path, device, key, None) {
-        Ok(Edit::AlreadyThere) => Ok("already_enrolled".into()),
         Ok(edit) => {
-            info!(device, public_key = %quoted, file = %path.display(), "an operator enrolled a device");
-            let another = matches!(edit, Edit::Added { others } if !others.is_empty());
-            Ok(if another {
-                "enrolled_another_key"
-            } else {
-                "enrolled"
+            if edit != Edit::AlreadyThere {
+                info!(device, public_key = %quoted, file = %path.display(), "an operator enrolled a device");
             }
-            .into())
+            Ok(edit.enrolled_word().into())
         }
         Err(e) => Err(format!(
             "could not enrol {device} in {}: {e}",
