@@ -340,7 +340,7 @@ impl HubConfig {
     /// with a relative `ipc://` path taken from data_dir and made absolute,
     /// so that a command run from any directory reaches it.
     pub fn operator_endpoint(&self) -> String {
-        match self.listen.operator.strip_prefix("ipc://") {
+        match fleetmq_net::endpoint::ipc_path(&self.listen.operator) {
             Some(path) if !Path::new(path).is_absolute() => {
                 let file = self.data_dir.join(path);
                 let file = std::path::absolute(&file).unwrap_or(file);
@@ -407,7 +407,7 @@ impl HubConfig {
         ] {
             fleetmq_net::endpoint::validate(ep, true).map_err(|m| invalid(key, m))?;
         }
-        if let Some(path) = l.operator.strip_prefix("ipc://")
+        if let Some(path) = fleetmq_net::endpoint::ipc_path(&l.operator)
             && (path.is_empty() || path.starts_with('@'))
         {
             return Err(invalid(

@@ -18,6 +18,11 @@ pub fn host_port(endpoint: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+/// The file of an `ipc://PATH` endpoint (a Unix socket), as written.
+pub fn ipc_path(endpoint: &str) -> Option<&str> {
+    endpoint.strip_prefix("ipc://")
+}
+
 /// The same host as `endpoint` with another port: how an agent reaches the
 /// hub's other sockets from the one address it was given.
 pub fn with_port(endpoint: &str, port: u16) -> Option<String> {
@@ -49,7 +54,7 @@ pub fn validate(endpoint: &str, allow_wildcard_port: bool) -> Result<(), String>
             )),
         };
     }
-    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
+    if ipc_path(endpoint).is_some() || endpoint.starts_with("inproc://") {
         return Ok(());
     }
     Err(format!(
@@ -67,6 +72,8 @@ mod tests {
         assert_eq!(host_port("tcp://[::1]:7750"), Some(("::1", 7750)));
         assert_eq!(host_port("tcp://hub.lan:*"), None);
         assert_eq!(host_port("ipc:///x"), None);
+        assert_eq!(ipc_path("ipc:///x"), Some("/x"));
+        assert_eq!(ipc_path("tcp://hub.lan:7750"), None);
     }
 
     #[test]

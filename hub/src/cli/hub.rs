@@ -86,7 +86,8 @@ fn apply_bind(config: &mut HubConfig, bind: &str) -> anyhow::Result<()> {
     let http_off = config.listen.http.is_empty();
     // A Unix operator socket has no port, and keeps the operator's
     // commands to the hub's user: --bind does not open it to every user.
-    let unix = (config.listen.operator.starts_with("ipc://"))
+    let unix = fleetmq_net::endpoint::ipc_path(&config.listen.operator)
+        .is_some()
         .then(|| std::mem::take(&mut config.listen.operator));
     config.listen = Listen::on(host, base);
     config.listen.operator_remote = remote;

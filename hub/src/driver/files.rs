@@ -179,7 +179,7 @@ pub fn check(config: &HubConfig, source: &str, insecure: bool) -> Result<String,
 /// Where operators on this machine reach the hub, and who may.
 fn operators_here(config: &HubConfig) -> String {
     let endpoint = config.operator_endpoint();
-    if endpoint.starts_with("ipc://") {
+    if fleetmq_net::endpoint::ipc_path(&endpoint).is_some() {
         format!("{endpoint} (the hub's user only)")
     } else {
         format!("{endpoint} (any user on this machine)")

@@ -54,7 +54,7 @@ fn open_store(dir: &Path, sync: crate::store::Synchronous) -> Result<Store, Erro
 /// the path from it in silence); one left by a hub that died is replaced.
 fn bind_operator(sockets: &Sockets, endpoint: &str) -> Result<(zmq::Socket, String), Error> {
     use std::os::unix::fs::PermissionsExt as _;
-    let file = endpoint.strip_prefix("ipc://").map(PathBuf::from);
+    let file = fleetmq_net::endpoint::ipc_path(endpoint).map(PathBuf::from);
     if let Some(path) = &file
         && std::os::unix::net::UnixStream::connect(path).is_ok()
     {
@@ -295,7 +295,7 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
     drop(driver.http.take());
     // libzmq removes an ipc:// file only when its reaper thread gets to
     // the socket, which a process on its way out may not wait for.
-    if let Some(path) = endpoints.operator.strip_prefix("ipc://") {
+    if let Some(path) = fleetmq_net::endpoint::ipc_path(&endpoints.operator) {
         let _ = std::fs::remove_file(path);
     }
     served?;

@@ -78,7 +78,7 @@ pub fn find_endpoint(
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && (fleetmq_net::endpoint::port(configured).is_some_and(|p| p > 0)
-                    || configured.starts_with("ipc://")) =>
+                    || fleetmq_net::endpoint::ipc_path(configured).is_some()) =>
         {
             return Ok(configured.to_string());
         }
@@ -241,7 +241,7 @@ impl Client {
     /// A REQ socket connected to the hub; on CURVE with a monitor of its
     /// handshakes, so that a refused key is said at once.
     fn open(&mut self) -> Result<(zmq::Socket, Option<zmq::Socket>), ClientError> {
-        if let Some(path) = self.endpoint.strip_prefix("ipc://") {
+        if let Some(path) = fleetmq_net::endpoint::ipc_path(&self.endpoint) {
             may_open(Path::new(path))?;
         }
         let mut builder = self.sockets.build(zmq::REQ);
