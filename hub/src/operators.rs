@@ -63,7 +63,8 @@ impl Role {
             | Request::FleetCommand(_)
             | Request::ConfigEdit(_)
             | Request::Forget { .. }
-            | Request::Enrol(_) => true,
+            | Request::Enrol(_)
+            | Request::Revoke(_) => true,
         };
         self == Role::Admin || !acts
     }

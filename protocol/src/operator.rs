@@ -163,6 +163,10 @@ messages! {
         /// Adds a device's key to the hub's allow list, as `fleetmq-hub
         /// allow` does: the device gets in at its next handshake.
         Enrol(#[serde(with = "crate::growable")] Enrolment),
+        /// Takes a device's keys (or one of them) off the hub's allow
+        /// list, as `fleetmq-hub revoke` does: its connections are closed
+        /// and its next handshake is refused.
+        Revoke(#[serde(with = "crate::growable")] Revocation),
     }
 
     /// A device and its key, for [`Request::Enrol`].
@@ -171,6 +175,15 @@ messages! {
         pub device: String,
         /// Its CURVE public key, Z85 (40 characters).
         pub public_key: String,
+    }
+
+    /// A device, and which of its keys, for [`Request::Revoke`].
+    pub struct Revocation {
+        /// The device id to cut off.
+        pub device: String,
+        /// Only this key (Z85), the old one after a rotation; `None`: every
+        /// key the device has.
+        pub public_key: Option<String>,
     }
 
     /// An edit of one layer of the desired configuration.
@@ -386,6 +399,12 @@ messages! {
         Enrolled {
             /// What became of it, as `fleetmq-hub allow --json` says.
             result: String,
+        },
+        /// For [`Request::Revoke`]: how many of the device's keys left the
+        /// allow list.
+        Revoked {
+            /// As `fleetmq-hub revoke --json` says.
+            removed_keys: u32,
         },
     }
 }

@@ -396,6 +396,26 @@ fn golden_vectors() {
         "02 51 05 17 01 0c 02 02 70 69 08 02 02 2f 6c 02 68 69"
     );
 
+    let revoke = OperatorFrame::from(OperatorRequest {
+        id: 5,
+        request: Request::Revoke(Revocation {
+            device: "pi".into(),
+            public_key: None,
+        }),
+    })
+    .encode()
+    .unwrap();
+    // id 5, Request variant 28 (Revoke), the revocation's 4 bytes (growable)
+    assert_eq!(hex(&revoke), "02 50 05 1c 04 02 70 69 00");
+    let revoked = OperatorReplyFrame::from(OperatorResponse {
+        id: 5,
+        response: Response::Revoked { removed_keys: 2 },
+    })
+    .encode()
+    .unwrap();
+    // id 5, Response variant 26 (Revoked)
+    assert_eq!(hex(&revoked), "02 51 05 1a 02");
+
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
 }

@@ -275,6 +275,13 @@ def golden_vectors(protocol_md):
         golden = next((d for n, _, d in frames if n == name), None)
         check(data == golden, f"this client writes the golden {name} byte for byte",
               {"written": data.hex(" "), "golden": golden and golden.hex(" ")})
+    revoke = next((f for n, f, _ in frames
+                   if n == "OperatorRequest" and f["request"][0] == "Revoke"), None)
+    check(revoke == {"id": 5, "request": ("Revoke", {"device": "pi", "public_key": None})},
+          "the golden Revoke reads as PROTOCOL.md says", revoke)
+    data = wire.operator_request(5, "Revoke", wire.revocation("pi"))
+    check(any(d == data for _, _, d in frames), "this client writes the golden Revoke byte for byte",
+          data.hex(" "))
 
 
 def clock_offset(agent, op):
@@ -676,6 +683,21 @@ def remote_operators(ctx, args, agent):
     check(again == {"result": "already_enrolled"}, "twice: already enrolled", again)
     bad = admin.expect("Enrol", "Error", wire.enrolment("py-afar", "not-a-key"))
     check(bad[0] == "BadRequest" and "public_key" in bad[1], "a key that is not one is refused",
+          bad)
+    # So is revoking: an admin cuts a lost device off from afar.
+    revoke = wire.revocation("py-afar")
+    refused = reader.expect("Revoke", "Error", revoke)
+    check(refused[0] == "Forbidden", "a read operator may not revoke", refused)
+    other, _ = zmq.curve_keypair()
+    missing = admin.expect("Revoke", "Error", wire.revocation("py-afar", other.decode()))
+    check(missing[0] == "NotFound" and "py-afar" in missing[1],
+          "revoking a key the device does not have is NotFound, naming it", missing)
+    done = admin.expect("Revoke", "Revoked", revoke)
+    check(done == {"removed_keys": 1}, "an admin operator revokes a device", done)
+    again = admin.expect("Revoke", "Error", revoke)
+    check(again[0] == "NotFound", "twice: it is no longer on the allow list", again)
+    bad = admin.expect("Revoke", "Error", wire.revocation("py afar"))
+    check(bad[0] == "BadRequest" and "device id" in bad[1], "a device id that is not one is refused",
           bad)
     device = curve_socket(ctx, zmq.REQ, (args.hub_key, args.public5, args.secret5))
     status = refused_at_handshake(device, args.operator_remote)

@@ -262,6 +262,21 @@ def enrolment(args, ctx, reader, admin):
                           client.now_ms()))
     agent.expect("Welcome")
     check(True, "and the device gets in with it")
+
+    # A lost device is cut off from the console as it was let in.
+    status, _, body = reader.call("/api/revoke", {"device": "py-new"})
+    check(status == 403, "revoking with the read token is 403", (status, body))
+    status, _, body = admin.call("/api/revoke", {"device": "py-new", "key": new})
+    check(status == 400 and b"public_key" in body,
+          "a body /api/revoke does not take is refused, naming what it takes", (status, body))
+    done = admin.json("/api/revoke", {"device": "py-new"})
+    check(done == {"device": "py-new", "removed_keys": 1},
+          "/api/revoke with the admin token, answered as revoke --json", done)
+    status, _, body = admin.call("/api/revoke", {"device": "py-new", "public_key": new})
+    check(status == 400 and b"not on the allow list" in body,
+          "revoked twice: not on the allow list, said", (status, body))
+    gone = [d for d in reader.json("/api/devices") if d["id"] == "py-new"]
+    check(len(gone) == 1 and gone[0]["revoked"], "/api/devices says it is revoked", gone)
     agent.sock.close()
 
 

@@ -104,6 +104,8 @@ def remote(args, hub):
     _, err = laptop.code(NO, "allow", "pi-afar", device_pub, *far,
                          what="a read operator enrolling: exit 1")
     check("read role" in err, "told that its role is read", err)
+    _, err = laptop.code(NO, "revoke", "pi-afar", *far, what="a read operator revoking: exit 1")
+    check("read role" in err, "told that its role is read", err)
 
     # --- the admin role, and the environment variables ----------------------------
     with open(allowed, "w") as f:
@@ -119,6 +121,22 @@ def remote(args, hub):
     with open(os.path.join(hub.data, "allowed_devices")) as f:
         check(f"pi-afar {device_key}\n" in f.read(), "the hub wrote it to its allow list")
     check(hub.cli.json("stats")["devices_allowed"] >= 1, "and applied it")
+    allowed_before = hub.cli.json("stats")["devices_allowed"]
+    done = laptop.json("revoke", "pi-afar", "--key", device_pub, *far)
+    check(done == {"device": "pi-afar", "removed_keys": 1},
+          "revoke --hub: an admin cuts a device off from afar, as revoke --json says", done)
+    with open(os.path.join(hub.data, "allowed_devices")) as f:
+        check(f"# revoked pi-afar {device_key}" in f.read(),
+              "the hub wrote it to its allow list, as revoke does")
+    check(hub.cli.json("stats")["devices_allowed"] == allowed_before - 1, "and applied it")
+    _, err = laptop.code(NO, "revoke", "pi-afar", *far, what="revoked twice: exit 1")
+    check("not on the allow list" in err, "told it is not on the allow list", err)
+    _, err = laptop.code(USAGE, "revoke", "pi-afar", "--operator-keys", keys,
+                         "--data-dir", os.path.join(args.work, "nowhere"),
+                         what="revoke --operator-keys without --hub: exit 2")
+    check("--hub" in err, "told that keys go with --hub", err)
+    done = laptop.json("allow", "pi-afar", device_pub, *far)
+    check(done["result"] == "enrolled", "and enrolled again from afar", done)
     _, err = laptop.code(USAGE, "allow", "pi-afar", device_pub, "--groups", "north", *far,
                          what="--groups with --hub: exit 2")
     check("--groups" in err, "pinning groups is for the hub's machine", err)

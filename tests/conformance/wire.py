@@ -250,6 +250,7 @@ REQUESTS = [
     "Logs",
     "Pending",
     "Enrol",
+    "Revoke",
 ]
 
 
@@ -291,6 +292,11 @@ def log_query(device=None, source=None, contains="", after_id=0, limit=100, sinc
 def enrolment(device, public_key):
     """Request::Enrol's body."""
     return growable(string(device) + string(public_key))
+
+
+def revocation(device, public_key=None):
+    """Request::Revoke's body: every key of the device, or only `public_key`."""
+    return growable(string(device) + option(public_key, string))
 
 
 def chat_query(after_id, limit):
@@ -677,7 +683,7 @@ def read_response_body(r):
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
                    "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten",
-                   "FleetCommands", "Logs", "Pending", "Enrolled"])
+                   "FleetCommands", "Logs", "Pending", "Enrolled", "Revoked"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -697,6 +703,8 @@ def read_response_body(r):
             "attempts": g.u()}))
     elif kind == "Enrolled":
         body = {"result": r.s()}
+    elif kind == "Revoked":
+        body = {"removed_keys": r.u(32)}
     elif kind == "Reply":
         body = {"device": r.s(), "reply": read_reply(r)}
     elif kind == "JobSubmitted":
@@ -863,6 +871,11 @@ def read_request(r):
         return kind, {"device": r.s(), "limit": r.u(32)}
     if kind == "LatestOf":
         return kind, {"device": r.opt(r.s), "names": r.vec(r.s)}
+    if kind == "Enrol":
+        return kind, r.growable("Enrolment", lambda g: {"device": g.s(), "public_key": g.s()})
+    if kind == "Revoke":
+        return kind, r.growable("Revocation", lambda g: {
+            "device": g.s(), "public_key": g.opt(g.s)})
     return kind, {}
 
 

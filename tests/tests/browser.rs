@@ -434,6 +434,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     );
     assert!(seen["axis"].as_str().unwrap().contains('%'), "{seen}");
     assert!(seen["readout"].as_str().unwrap().contains('%'), "{seen}");
+    assert_eq!(
+        page.eval(r#"!!document.getElementById("revoke-device")"#),
+        false,
+        "a reader is not offered to revoke a device"
+    );
     let hovered = page.eval(r#"(() => { const svg = document.querySelector('[data-series="host.mem.used_pct"] svg');
         const b = svg.getBoundingClientRect();
         svg.dispatchEvent(new MouseEvent("mousemove", { clientX: b.left + b.width * 0.95, clientY: b.top + 20 }));
@@ -767,10 +772,36 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         &format!(r#"!!document.querySelector('button.cancel-job[data-job="{stuck}"]')"#),
         "b => !b",
     );
-    // A device taken out of service: revoked, it is offered to be
-    // forgotten, and once forgotten it is gone from the fleet.
-    let r = hub.op(&["revoke", "pi-b3"]);
-    assert!(r.ok, "{}", r.stderr);
+    // A device taken out of service: revoked from its page, it is offered
+    // to be forgotten, and once forgotten it is gone from the fleet.
+    admin.eval(r##"location.hash = "#/device/pi-b3""##);
+    admin.wait_until(
+        "pi-b3's revoke button",
+        r#"!!document.getElementById("revoke-device")"#,
+        "b => b",
+    );
+    let question = admin.eval(
+        r#"(() => { document.getElementById("revoke-device").click();
+            return document.getElementById("a-question").textContent; })()"#,
+    );
+    assert!(
+        question.as_str().is_some_and(
+            |q| q.starts_with("Really revoke pi-b3: every key of it leaves the allow list")
+        ),
+        "asked in words before it is sent: {question}"
+    );
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "pi-b3 revoked",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => t === "revoked pi-b3 (1 key(s)): cut off, and refused until it is enrolled again""#,
+    );
+    let list = std::fs::read_to_string(hub.link().hub_data.join("allowed_devices"))
+        .expect("the hub's allow list file");
+    assert!(
+        list.contains("# revoked pi-b3 "),
+        "the hub's allow list file says so: {list}"
+    );
     // A command kept for the revoked pi-b3 (once it is cut off) waits;
     // the admin calls it off from Work.
     wait_for("pi-b3 revoked and offline", || {
@@ -901,6 +932,7 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         "/api/command/cancel",
         "/api/forget",
         "/api/enrol",
+        "/api/revoke",
     ] {
         let (status, _) = http_with(
             "POST",

@@ -91,8 +91,9 @@ pub(super) enum Cmd {
     /// Enrol a device: add DEVICE and its public key to the allow list. A
     /// running hub lets it in within a second.
     Allow(AllowArgs),
-    /// Remove a device from the allow list. A running hub closes its
-    /// connections within a second and refuses it from then on.
+    /// Remove a device from the allow list (here, or through a running hub
+    /// with --hub). A running hub closes its connections within a second
+    /// and refuses it from then on.
     Revoke(RevokeArgs),
     /// Forget a decommissioned device (offline, and revoked on a hub with
     /// an allow list): it leaves devices, /metrics, the page and alerts,
@@ -201,11 +202,18 @@ pub(super) struct AllowArgs {
     /// device names its own groups, unless the list pins them already.
     #[arg(long, value_name = "GROUP,GROUP")]
     pub(super) groups: Option<String>,
-    /// Enrol through this running hub's operator socket rather than by
-    /// editing the allow list file here: an admin operator on another
-    /// machine, with --hub-key and --operator-keys (the operator request
-    /// Enrol; the hub edits its file). These three are not read from the
-    /// environment, so that `allow` edits a file unless told otherwise.
+    #[command(flatten)]
+    pub(super) remote: AtHubArgs,
+}
+
+/// `allow` and `revoke` through a running hub rather than on its file.
+#[derive(Args)]
+pub(super) struct AtHubArgs {
+    /// Edit the allow list through this running hub's operator socket
+    /// rather than the file here: an admin operator on another machine,
+    /// with --hub-key and --operator-keys (the operator requests Enrol and
+    /// Revoke; the hub edits its own file). These three are not read from
+    /// the environment, so that the command edits a file unless told to.
     #[arg(long, value_name = "ENDPOINT")]
     pub(super) hub: Option<String>,
     /// With --hub: the hub's public key, or its hub.pub file.
@@ -226,6 +234,8 @@ pub(super) struct RevokeArgs {
     /// old key after a rotation. (Z85 may start with '-'.)
     #[arg(long, value_name = "KEY|FILE", allow_hyphen_values = true)]
     pub(super) key: Option<String>,
+    #[command(flatten)]
+    pub(super) remote: AtHubArgs,
 }
 
 #[derive(Args, Clone)]

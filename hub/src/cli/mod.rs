@@ -22,7 +22,6 @@ use clap::Parser;
 use fleetmq_protocol::{Command, Request, Response, Target};
 
 use crate::config::{self};
-use crate::enrolment;
 use crate::operator::{format, views};
 use args::*;
 use ask::{Exit, Shown, chat, logs, operate, telemetry};
@@ -126,70 +125,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Allow(a) if a.hub.is_some() => enrol::enrol_at_hub(a),
-        Cmd::Allow(a) => {
-            if a.hub_key.is_some() || a.operator_keys.is_some() {
-                return Err(usage(
-                    "--hub-key and --operator-keys go with --hub (enrolling through a running hub's operator socket); without it allow edits the allow list file",
-                ));
-            }
-            let path = allow_list(&a.at)?;
-            fleetmq_protocol::validate_device_id(&a.device).map_err(|e| usage(&e.to_string()))?;
-            let key = fleetmq_net::keys::key_or_file(&a.key)?;
-            let device = &a.device;
-            let groups = a
-                .groups
-                .as_deref()
-                .map(enrolment::parse_group_list)
-                .transpose()
-                .map_err(|why| usage(&format!("--groups: {why}")))?;
-            let edit = enrolment::allow(&path, device, &key, groups.as_deref())?;
-            let result = edit.enrolled_word();
-            let (others, text) = match edit {
-                enrolment::Edit::AlreadyThere => (
-                    Vec::new(),
-                    format!("{device} is already enrolled with this key\n"),
-                ),
-                enrolment::Edit::Regrouped => (
-                    Vec::new(),
-                    format!(
-                        "pinned {device}'s groups in {}: {}; a running hub applies them within a second\n",
-                        path.display(),
-                        enrolment::groups_word(groups.as_deref().unwrap_or_default())
-                    ),
-                ),
-                enrolment::Edit::Added { others } if !others.is_empty() => {
-                    let mut text = format!(
-                        "enrolled another key for {device} in {}: it has {} now, and each gets in\n",
-                        path.display(),
-                        others.len() + 1
-                    );
-                    for old in &others {
-                        text.push_str(&format!(
-                            "once {device} uses the new key, revoke the old one: fleetmq-hub revoke {device} --key {}\n",
-                            fleetmq_net::keys::quoted(old)
-                        ));
-                    }
-                    (others, text)
-                }
-                _ => (
-                    Vec::new(),
-                    format!("enrolled {device} in {}\n", path.display()),
-                ),
-            };
-            say(
-                a.at.json,
-                serde_json::json!({
-                    "device": device,
-                    "result": result,
-                    "allow_list": path,
-                    "other_keys": others,
-                    "groups": groups,
-                }),
-                text,
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Allow(a) => enrol::allow(a),
+        Cmd::Revoke(a) => enrol::revoke(a),
         Cmd::Forget(a) => {
             let device = a.device.clone();
             let request = Request::Forget {
@@ -203,42 +140,6 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 )),
                 _ => None,
             })
-        }
-        Cmd::Revoke(a) => {
-            let path = allow_list(&a.at)?;
-            let key = a
-                .key
-                .as_deref()
-                .map(fleetmq_net::keys::key_or_file)
-                .transpose()?;
-            match enrolment::revoke(&path, &a.device, key.as_deref())? {
-                enrolment::Edit::Removed(n) => {
-                    say(
-                        a.at.json,
-                        serde_json::json!({ "device": a.device, "removed_keys": n, "allow_list": path }),
-                        format!(
-                            "revoked {} ({n} key(s)) in {}; a running hub cuts it off within a second\n",
-                            a.device,
-                            path.display()
-                        ),
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                _ => {
-                    let what = match &key {
-                        Some(k) => {
-                            format!("{} with key {}", a.device, fleetmq_net::keys::quoted(k))
-                        }
-                        None => a.device.clone(),
-                    };
-                    let e = format!("{what} is not on {}", path.display());
-                    if a.at.json {
-                        println!("{}", serde_json::json!({ "error": e }));
-                    }
-                    eprintln!("error: {e}");
-                    Ok(Exit::No.into())
-                }
-            }
         }
         Cmd::Backup(a) => back_up(&a),
         Cmd::Devices(a) => operate(&a.op, Request::Devices, Duration::ZERO, |r| match r {

@@ -3,12 +3,13 @@
 //! enrols a new device from a list (`fleetmq-hub pending`, the console)
 //! rather than from the hub's log. Held in memory only: a device that
 //! waits redials, and is listed again after a restart at its next attempt.
-//! And an operator's enrolment of one ([`Core::enrol`]), which the driver
-//! writes to the allow list file.
+//! An operator enrols one with [`Request::Enrol`] (`allow_edits.rs`).
+//!
+//! [`Request::Enrol`]: fleetmq_protocol::Request::Enrol
 
 use std::collections::HashMap;
 
-use fleetmq_protocol::{OperatorError, PendingKey, Response};
+use fleetmq_protocol::PendingKey;
 
 use super::Core;
 
@@ -75,46 +76,6 @@ impl Core {
     /// started, newest attempt first.
     pub(super) fn pending_keys(&self) -> Vec<fleetmq_protocol::PendingKey> {
         self.admission.knocks().list()
-    }
-
-    /// An operator's [`Request::Enrol`], checked: the driver writes it to
-    /// the allow list file ([`super::Action::Enrol`]) and reports with
-    /// [`Core::enrolled`]; the hub applies the file as after `fleetmq-hub
-    /// allow`.
-    ///
-    /// [`Request::Enrol`]: fleetmq_protocol::Request::Enrol
-    pub(super) fn enrol(
-        &mut self,
-        client: &[u8],
-        id: u64,
-        e: fleetmq_protocol::Enrolment,
-    ) -> Result<(), OperatorError> {
-        let bad = |why: String| OperatorError::BadRequest(why);
-        let Some(list) = self.admission.list() else {
-            return Err(bad(
-                "this hub runs --insecure: it has no allow list, and every device gets in".into(),
-            ));
-        };
-        fleetmq_protocol::validate_device_id(&e.device).map_err(|why| bad(why.to_string()))?;
-        fleetmq_net::keys::check(&e.public_key).map_err(|why| bad(format!("public_key: {why}")))?;
-        list.taken(&e.device, &e.public_key).map_err(bad)?;
-        self.out.push_back(super::Action::Enrol {
-            client: client.to_vec(),
-            id,
-            device: e.device,
-            public_key: e.public_key,
-        });
-        Ok(())
-    }
-
-    /// The driver wrote (or could not write) an [`super::Action::Enrol`]:
-    /// answers the operator.
-    pub fn enrolled(&mut self, client: &[u8], id: u64, result: Result<String, String>) {
-        let response = match result {
-            Ok(result) => Response::Enrolled { result },
-            Err(why) => Response::Error(OperatorError::Storage(why)),
-        };
-        self.answer(client, id, response);
     }
 }
 

@@ -41,6 +41,7 @@
 mod admission;
 mod aim;
 pub mod alerts;
+mod allow_edits;
 mod bucket;
 mod budgets;
 pub mod clocks;
@@ -74,6 +75,7 @@ use crate::enrolment::AllowList;
 use crate::store::Store;
 
 pub use admission::{Admission, Verdict, judge_zap};
+pub use allow_edits::AllowEdit;
 pub use cluster::STREAM_MARK;
 pub use cluster_config::CONFIG_MARK;
 pub use cluster_jobs::JOB_EVENTS_MARK;
@@ -138,15 +140,16 @@ pub enum Action {
         id: u64,
         request: fleetmq_protocol::Request,
     },
-    /// Add `device`'s `public_key` to the allow list file, then report
-    /// with [`Core::enrolled`]: an operator's [`Request::Enrol`].
+    /// Edit the allow list file as an operator asked (their
+    /// [`Request::Enrol`] or [`Request::Revoke`]), apply it, then answer
+    /// with [`Core::allow_list_edited`].
     ///
     /// [`Request::Enrol`]: fleetmq_protocol::Request::Enrol
-    Enrol {
+    /// [`Request::Revoke`]: fleetmq_protocol::Request::Revoke
+    EditAllowList {
         client: Vec<u8>,
         id: u64,
-        device: String,
-        public_key: String,
+        edit: AllowEdit,
     },
     /// Close the connections of a device whose key was revoked (its next
     /// handshake is refused).

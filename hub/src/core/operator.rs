@@ -202,6 +202,10 @@ impl Core {
                 Ok(()) => return,
                 Err(e) => Response::Error(e),
             },
+            Request::Revoke(r) => match self.revoke(client, req.id, r) {
+                Ok(()) => return,
+                Err(e) => Response::Error(e),
+            },
             Request::Stats => self.stats(now).unwrap_or_else(storage),
             Request::Latest => Response::Latest(self.latest.values()),
             Request::LatestOf { device, names } => {

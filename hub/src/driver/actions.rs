@@ -9,7 +9,7 @@ use fleetmq_protocol::{OperatorError, Response};
 use tracing::{debug, info, warn};
 
 use super::{CLUSTER, Driver, REMOTE, now, readers};
-use crate::core::{Action, Carrying, Sent};
+use crate::core::{Action, AllowEdit, Carrying, Sent};
 
 impl Driver {
     /// An answer to the operator client `client` (tagged with the socket it
@@ -121,20 +121,17 @@ impl Driver {
                         }
                     }
                 }
-                Action::Enrol {
-                    client,
-                    id,
-                    device,
-                    public_key,
-                } => {
-                    let result = match &self.watch {
-                        Some(list) => enrol_in(list.path(), &device, &public_key),
-                        None => Err("this hub has no allow list".to_string()),
+                Action::EditAllowList { client, id, edit } => {
+                    let answer = match &self.watch {
+                        Some(list) => edit_allow_list(list.path(), edit),
+                        None => Err(OperatorError::Storage(
+                            "this hub has no allow list file".into(),
+                        )),
                     };
-                    // Applied before the answer: the device gets in at
-                    // its next handshake, and no longer waits.
+                    // Applied before the answer: an enrolled device gets
+                    // in at its next handshake, a revoked one is cut off.
                     self.reload_allow_list();
-                    self.core.enrolled(&client, id, result);
+                    self.core.allow_list_edited(&client, id, answer);
                 }
                 Action::Cluster(msg) => {
                     if !self.cluster.as_ref().is_some_and(|fe| fe.link.send(msg)) {
@@ -173,22 +170,47 @@ impl Driver {
     }
 }
 
-/// Writes an operator's enrolment to the allow list file, as `fleetmq-hub
-/// allow` does (the hub applies the file as it applies that): what became
-/// of it, in `allow --json`'s words, or why it could not be written.
-fn enrol_in(path: &std::path::Path, device: &str, key: &str) -> Result<String, String> {
-    use crate::enrolment::Edit;
-    let quoted = fleetmq_net::keys::quoted(key);
-    match crate::enrolment::allow(path, device, key, None) {
-        Ok(edit) => {
+/// Writes an operator's edit to the allow list file, as `fleetmq-hub
+/// allow` and `revoke` do (the hub applies the file as it applies theirs):
+/// the answer, in their `--json` words, or why it could not be done.
+fn edit_allow_list(path: &std::path::Path, edit: AllowEdit) -> Result<Response, OperatorError> {
+    use crate::enrolment::{self, Edit};
+    let file = path.display();
+    let failed = |what: &str, e: enrolment::AllowError| {
+        OperatorError::Storage(format!("could not {what} in {file}: {e}"))
+    };
+    match edit {
+        AllowEdit::Enrol { device, public_key } => {
+            let quoted = fleetmq_net::keys::quoted(&public_key);
+            let edit = enrolment::allow(path, &device, &public_key, None)
+                .map_err(|e| failed(&format!("enrol {device}"), e))?;
             if edit != Edit::AlreadyThere {
-                info!(device, public_key = %quoted, file = %path.display(), "an operator enrolled a device");
+                info!(device, public_key = %quoted, %file, "an operator enrolled a device");
             }
-            Ok(edit.enrolled_word().into())
+            Ok(Response::Enrolled {
+                result: edit.enrolled_word().into(),
+            })
         }
-        Err(e) => Err(format!(
-            "could not enrol {device} in {}: {e}",
-            path.display()
-        )),
+        AllowEdit::Revoke { device, public_key } => {
+            match enrolment::revoke(path, &device, public_key.as_deref())
+                .map_err(|e| failed(&format!("revoke {device}"), e))?
+            {
+                Edit::Removed(n) => {
+                    info!(device, removed_keys = n, %file, "an operator revoked a device");
+                    Ok(Response::Revoked {
+                        removed_keys: u32::try_from(n).unwrap_or(u32::MAX),
+                    })
+                }
+                _ => Err(OperatorError::NotFound(match public_key {
+                    Some(k) => format!(
+                        "{device} with key {} is not on the allow list",
+                        fleetmq_net::keys::quoted(&k)
+                    ),
+                    None => format!(
+                        "{device} is not on the allow list (`fleetmq-hub devices --state revoked` lists the devices cut off)"
+                    ),
+                })),
+            }
+        }
     }
 }

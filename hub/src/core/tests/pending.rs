@@ -68,22 +68,23 @@ fn an_operator_enrols_a_waiting_device_through_the_driver() {
 
     f.operator(5, enrol("pi-new", &new), T0);
     let actions = f.actions();
-    let [
-        Action::Enrol {
-            client,
-            id,
-            device,
-            public_key,
-        },
-    ] = actions.as_slice()
-    else {
+    let [Action::EditAllowList { client, id, edit }] = actions.as_slice() else {
         panic!("the driver is asked to write it: {actions:?}");
     };
     assert_eq!(
-        (*id, device.as_str(), public_key.as_str()),
-        (5, "pi-new", new.as_str())
+        (*id, edit),
+        (
+            5,
+            &AllowEdit::Enrol {
+                device: "pi-new".into(),
+                public_key: new.clone()
+            }
+        )
     );
-    f.core.enrolled(client, *id, Ok("enrolled".into()));
+    let enrolled = Response::Enrolled {
+        result: "enrolled".into(),
+    };
+    f.core.allow_list_edited(client, *id, Ok(enrolled));
     assert_eq!(
         to_operator(&f.actions()),
         [(
@@ -110,14 +111,81 @@ fn an_operator_enrols_a_waiting_device_through_the_driver() {
     }
     // A file that cannot be written is said.
     f.operator(7, enrol("pi-new", &new), T0 + 2);
-    let Some(Action::Enrol { client, .. }) = f.actions().pop() else {
-        panic!("no Enrol action");
+    let Some(Action::EditAllowList { client, .. }) = f.actions().pop() else {
+        panic!("no EditAllowList action");
     };
-    f.core.enrolled(&client, 7, Err("disk full".into()));
+    let full = OperatorError::Storage("disk full".into());
+    f.core.allow_list_edited(&client, 7, Err(full));
     assert!(matches!(
         to_operator(&f.actions()).as_slice(),
         [(7, Response::Error(OperatorError::Storage(e)))] if e == "disk full"
     ));
     assert!(!crate::operators::Role::Read.may(&enrol("pi-new", &new)));
     assert!(crate::operators::Role::Admin.may(&enrol("pi-new", &new)));
+}
+
+/// An operator revokes a lost device over the operator socket: the core
+/// checks the request and has the driver take it off the allow list file
+/// (as `fleetmq-hub revoke` does), then answers with how many keys went.
+/// Only an admin may; a plaintext hub has nothing to revoke.
+#[test]
+fn an_operator_revokes_a_device_through_the_driver() {
+    let mut f = Fleet::new();
+    let a_key = f.keys[0].1.clone();
+    let revoke = |device: &str, key: Option<&str>| {
+        Request::Revoke(fleetmq_protocol::Revocation {
+            device: device.into(),
+            public_key: key.map(String::from),
+        })
+    };
+
+    f.operator(5, revoke("pi-a", Some(&a_key)), T0);
+    let actions = f.actions();
+    let [Action::EditAllowList { client, id, edit }] = actions.as_slice() else {
+        panic!("the driver is asked to write it: {actions:?}");
+    };
+    assert_eq!(
+        (*id, edit),
+        (
+            5,
+            &AllowEdit::Revoke {
+                device: "pi-a".into(),
+                public_key: Some(a_key.clone())
+            }
+        )
+    );
+    let revoked = Response::Revoked { removed_keys: 1 };
+    f.core.allow_list_edited(client, 5, Ok(revoked.clone()));
+    assert_eq!(to_operator(&f.actions()), [(5, revoked)]);
+
+    // Not on the file: the driver's word is passed on.
+    f.operator(6, revoke("pi-gone", None), T0 + 1);
+    let Some(Action::EditAllowList { client, .. }) = f.actions().pop() else {
+        panic!("no EditAllowList action");
+    };
+    let missing = OperatorError::NotFound("pi-gone is not on the allow list".into());
+    f.core.allow_list_edited(&client, 6, Err(missing.clone()));
+    assert_eq!(to_operator(&f.actions()), [(6, Response::Error(missing))]);
+
+    // Refused before the file is touched, saying why.
+    for (request, why) in [
+        (revoke("pi a", None), "device id"),
+        (revoke("pi-a", Some("not-a-key")), "public_key"),
+    ] {
+        f.operator(7, request, T0 + 2);
+        match to_operator(&f.actions()).as_slice() {
+            [(7, Response::Error(OperatorError::BadRequest(e)))] => {
+                assert!(e.contains(why), "{e}")
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    let mut plain = Fleet::plaintext();
+    plain.operator(8, revoke("pi-a", None), T0);
+    assert!(matches!(
+        to_operator(&plain.actions()).as_slice(),
+        [(8, Response::Error(OperatorError::BadRequest(e)))] if e.contains("--insecure")
+    ));
+    assert!(!crate::operators::Role::Read.may(&revoke("pi-a", None)));
+    assert!(crate::operators::Role::Admin.may(&revoke("pi-a", None)));
 }

@@ -80,6 +80,16 @@ struct Enrol {
     public_key: String,
 }
 
+/// `POST /api/revoke`'s body: the device, and only this key of it if
+/// given, as `fleetmq-hub revoke` takes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    device: String,
+    #[serde(default)]
+    public_key: Option<String>,
+}
+
 fn bad(why: impl std::fmt::Display) -> Answer {
     (400, "text/plain", format!("{why}\n"))
 }
@@ -137,13 +147,14 @@ pub fn act(hub: &mut Client, path: &str, body: &[u8]) -> Answer {
         }
         "/api/forget" => return forget(hub, body).unwrap_or_else(|a| a),
         "/api/enrol" => return enrol(hub, body).unwrap_or_else(|a| a),
+        "/api/revoke" => return revoke(hub, body).unwrap_or_else(|a| a),
         "/api/config" => Action::Config,
         _ => {
             return (
                 404,
                 "text/plain",
                 "not found; POST /api/command, /api/job, /api/job/cancel, \
-                 /api/command/cancel, /api/broadcast, /api/config, /api/forget or /api/enrol\n"
+                 /api/command/cancel, /api/broadcast, /api/config, /api/forget, /api/enrol or /api/revoke\n"
                     .into(),
             );
         }
@@ -311,6 +322,26 @@ fn enrol(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
     });
     Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
         Response::Enrolled { result } => json(&json!({ "device": device, "result": result })),
+        other => unexpected(&other),
+    })
+}
+
+/// Revokes the device a `{"device": ID}` body names (every key), or one
+/// key of it (`"public_key": KEY`), answered as `revoke --json` is.
+fn revoke(hub: &mut Client, body: &[u8]) -> Result<Answer, Answer> {
+    let Revoke { device, public_key } = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "/api/revoke takes {{\"device\": ID}} or {{\"device\": ID, \"public_key\": KEY}}: {e}"
+        ))
+    })?;
+    let request = Request::Revoke(fleetmq_protocol::Revocation {
+        device: device.clone(),
+        public_key,
+    });
+    Ok(match hub.call(request, Duration::ZERO).map_err(failed)? {
+        Response::Revoked { removed_keys } => {
+            json(&json!({ "device": device, "removed_keys": removed_keys }))
+        }
         other => unexpected(&other),
     })
 }
