@@ -152,11 +152,12 @@ pub struct Security {
     pub device_burst: u32,
     /// A file holding the bearer token every HTTP request but `/health`
     /// must carry; relative to data_dir unless absolute; empty for none.
-    /// Without one the hub serves HTTP on loopback only.
+    /// Without one the hub serves HTTP on loopback only. Made (mode 600)
+    /// at first start when it does not exist.
     pub http_token_file: PathBuf,
     /// A file holding the admin token: a request that carries it may also
     /// act (the page's actions: commands, jobs, announcements); empty for
-    /// none, and then HTTP only reads.
+    /// none, and then HTTP only reads. Made like http_token_file.
     pub http_admin_token_file: PathBuf,
     /// PEM files of the certificate (its chain, the server's first) and
     /// its private key: with both, HTTP is served as HTTPS only; relative

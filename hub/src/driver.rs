@@ -27,7 +27,7 @@ use crate::config::HubConfig;
 use crate::core::{Caller, ConnectionEvent, Core, Now, TICK_MS};
 use crate::datadir::{DataDir, DataDirError};
 use crate::enrolment::{AllowError, AllowList, Watch};
-use crate::operator::http::{Http, HttpError, read_token};
+use crate::operator::http::{Http, HttpError, TokenFile};
 use crate::operators::Operators;
 use crate::store::{Store, StoreError};
 

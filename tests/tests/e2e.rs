@@ -861,9 +861,21 @@ fn check_config_says_what_run_would_start_or_why_it_would_not() {
         text.starts_with("ok: ") && text.contains("with the hub's key pair"),
         "{text}"
     );
+    // A token file not made yet is made by run, not by the check.
     let (code, text) = hub_check("[security]\nhttp_token_file = \"missing.token\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("a bearer token made at first start"),
+        "{text}"
+    );
+    assert!(!hub_data.join("missing.token").exists(), "nothing written");
+    std::fs::write(hub_data.join("short.token"), "short\n").unwrap();
+    let (code, text) = hub_check("[security]\nhttp_token_file = \"short.token\"\n");
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("missing.token"), "{text}");
+    assert!(
+        text.contains("short.token") && text.contains("at least 16"),
+        "{text}"
+    );
     std::fs::write(dir.path().join("bad_devices"), "pi-x notakey\n").unwrap();
     let bad_list = format!(
         "[security]\nallow_list = \"{}\"\n",

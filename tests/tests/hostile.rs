@@ -1298,3 +1298,101 @@ fn another_local_user_cannot_act_on_a_unix_operator_socket() {
     assert_eq!(r.code, Some(3));
     assert!(r.stderr.contains("no such socket"), "{}", r.stderr);
 }
+
+/// A hub whose config names HTTP token files that do not exist makes them
+/// at its first start, each the hub's user's alone (as the packaged hub
+/// does): the fleet's telemetry and logs are not readable by every user of
+/// the machine, and `console-url` gives the hub's user the address to open.
+#[test]
+fn http_tokens_are_made_at_first_start_and_only_the_hubs_user_may_read_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let _w = watchdog("http tokens made", LIMIT);
+    let dir = tmp();
+    let config =
+        "[security]\nhttp_token_file = \"http.token\"\nhttp_admin_token_file = \"admin.token\"\n";
+    let hub = Hub::start(dir.path(), config);
+    hub.proc.wait_log("made the HTTP read token");
+    let data = dir.path().join("data");
+    let token = |name: &str| {
+        let path = data.join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: the hub's user's alone");
+        std::fs::read_to_string(&path).unwrap().trim().to_string()
+    };
+    let (read, admin) = (token("http.token"), token("admin.token"));
+    assert!(read.len() >= 43 && admin.len() >= 43, "256 bits each");
+    assert_ne!(read, admin, "two tokens, not one");
+
+    let url = &hub.endpoints["http"];
+    let (code, _) = http("GET", url, "/api/devices");
+    assert_eq!(code, 401, "no token, no fleet");
+    // What console-url prints opens the console with the right role.
+    let cfg = dir.path().join("hub.toml");
+    let console_url = |extra: &[&str]| -> Value {
+        let out = run_ok(
+            hub_command()
+                .arg("console-url")
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--json")
+                .args(extra),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for (extra, role, expected) in [
+        (&[][..], "read", &read),
+        (&["--admin"][..], "admin", &admin),
+    ] {
+        let printed = console_url(extra);
+        let link = printed["url"].as_str().unwrap();
+        assert_eq!(printed["role"], role);
+        let Some(given) = link.strip_prefix(&format!("{url}/#token=")) else {
+            panic!("the running hub's address, then the token: {link}");
+        };
+        assert_eq!(given, expected.as_str());
+        let bearer = format!("Authorization: Bearer {given}");
+        let (code, me) = http_with("GET", url, "/api/me", &[&bearer]);
+        assert_eq!(
+            (code, me.trim()),
+            (200, format!("{{\"role\":\"{role}\"}}").as_str())
+        );
+    }
+
+    // SAFETY: geteuid(2) reads our own user id.
+    if unsafe { libc::geteuid() } == 0 {
+        // Directories anyone may pass through: only the files' mode stops
+        // the user `nobody`.
+        for d in [dir.path().to_path_buf(), data.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut cmd = hub_command();
+        cmd.arg("console-url")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .uid(65534)
+            .gid(65534);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("http.token") && stderr.contains("as the hub's user"),
+            "told why and what to do: {stderr}"
+        );
+    } else {
+        eprintln!("not root: another user's refusal is not tried (CI runs as root)");
+    }
+
+    // The tokens stay what they are across a restart.
+    let mut hub = hub;
+    let same = hub.same_ports();
+    hub.proc.signal(libc::SIGTERM);
+    hub.proc.wait_exit(WAIT);
+    let hub = Hub::restart(dir.path(), &format!("{same}{config}"));
+    assert!(!hub.proc.log_text().contains("made the HTTP"));
+    assert_eq!((token("http.token"), token("admin.token")), (read, admin));
+}

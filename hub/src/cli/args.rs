@@ -100,6 +100,10 @@ pub(super) enum Cmd {
     /// and what waits for it is called off. Its telemetry stays until
     /// retention removes it.
     Forget(ForgetArgs),
+    /// The console's address with the HTTP token in it, to open in a
+    /// browser (on this machine, or through an SSH tunnel to it). Run it
+    /// as the hub's user: only it may read the token files.
+    ConsoleUrl(ConsoleUrlArgs),
     /// Copy the hub's store, keys and allow lists into a new directory,
     /// while the hub runs: the copy is a data directory (`run --data-dir`
     /// serves from it).
@@ -112,6 +116,16 @@ pub(super) struct ForgetArgs {
     pub(super) op: OpArgs,
     /// The device.
     pub(super) device: String,
+}
+
+#[derive(Args)]
+pub(super) struct ConsoleUrlArgs {
+    #[command(flatten)]
+    pub(super) at: EnrolArgs,
+    /// With the admin token (security.http_admin_token_file): the console
+    /// then offers the actions. Without it, the read token.
+    #[arg(long)]
+    pub(super) admin: bool,
 }
 
 #[derive(Args)]

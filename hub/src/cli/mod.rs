@@ -11,6 +11,7 @@
 
 mod args;
 mod ask;
+mod console;
 mod enrol;
 mod hub;
 mod work;
@@ -142,6 +143,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Backup(a) => back_up(&a),
+        Cmd::ConsoleUrl(a) => console::url(&a),
         Cmd::Devices(a) => operate(&a.op, Request::Devices, Duration::ZERO, |r| match r {
             Response::Devices(mut d) => {
                 d.retain(|d| device_matches(d, &a.state, &a.group));

@@ -23,10 +23,11 @@ pub struct Files {
 
 /// The HTTP side's files.
 pub struct HttpFiles {
-    /// The bearer token every request but `/health` and the page needs.
-    pub token: Option<String>,
+    /// The bearer token every request but `/health` and the page needs
+    /// (made at start when its file is missing).
+    pub token: Option<TokenFile>,
     /// The token that may also act.
-    pub admin: Option<String>,
+    pub admin: Option<TokenFile>,
     /// The HTTPS certificate and key.
     pub certs: Option<std::sync::Arc<crate::operator::http::tls::Certs>>,
 }
@@ -53,14 +54,14 @@ pub fn read(config: &HubConfig, insecure: bool) -> Result<Files, Error> {
         None
     } else {
         let token = (config.http_token_path())
-            .map(|p| read_token(&p))
+            .map(|p| TokenFile::read(&p))
             .transpose()?;
         // The configuration holds it as IP:PORT (HubConfig::validate).
         if let Ok(at) = config.listen.http.parse::<std::net::SocketAddr>() {
             crate::operator::http::may_serve(&config.listen.http, at.ip(), token.is_some())?;
         }
         let admin = (config.http_admin_token_path())
-            .map(|p| read_token(&p))
+            .map(|p| TokenFile::read(&p))
             .transpose()?;
         let certs = (config.http_tls_paths())
             .map(|(cert, key)| crate::operator::http::tls::Certs::load(&cert, &key))
@@ -144,15 +145,15 @@ pub fn check(config: &HubConfig, source: &str, insecure: bool) -> Result<String,
             "{}://{} ({}{})",
             if h.certs.is_some() { "https" } else { "http" },
             l.http,
-            if h.token.is_some() {
-                "a bearer token"
-            } else {
-                "no token: this machine only"
+            match &h.token {
+                Some(TokenFile::Held(_)) => "a bearer token",
+                Some(TokenFile::Missing(_)) => "a bearer token made at first start",
+                None => "no token: this machine only",
             },
-            if h.admin.is_some() {
-                ", an admin token that may act"
-            } else {
-                ""
+            match &h.admin {
+                Some(TokenFile::Held(_)) => ", an admin token that may act",
+                Some(TokenFile::Missing(_)) => ", an admin token that may act, made at first start",
+                None => "",
             }
         ),
     };

@@ -196,6 +196,15 @@ pub fn run(config: HubConfig, insecure: bool, shutdown: Shutdown) -> Result<(), 
         certs,
     }) = files.http
     {
+        let made = |file: TokenFile, role: &str| -> Result<String, Error> {
+            let (token, made) = file.token()?;
+            if let Some(path) = made {
+                info!(file = %path.display(), "made the HTTP {role} token (only the hub's user may read it); `fleetmq-hub console-url` prints the console's address with it");
+            }
+            Ok(token)
+        };
+        let token = token.map(|t| made(t, "read")).transpose()?;
+        let admin = admin.map(|t| made(t, "admin")).transpose()?;
         if token.is_some() {
             info!(
                 "HTTP needs the bearer token from security.http_token_file (all but /health and the page itself)"

@@ -8,11 +8,11 @@
 //! stall the fleet.
 
 use std::collections::HashMap;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use server::{Http, may_serve};
+pub use token::{TokenFile, read_token};
 
 use fleetmq_protocol::{ChatQuery, LogQuery, Request, Response, TelemetryQuery};
 use tracing::warn;
@@ -43,36 +43,6 @@ pub enum HttpError {
     /// The certificate or key for HTTPS could not be used.
     #[error("HTTPS: {0}")]
     Tls(String),
-}
-
-/// Longest token file read: a token is one line.
-const TOKEN_FILE_MAX: u64 = 4096;
-/// Shortest token accepted.
-const TOKEN_MIN: usize = 16;
-
-/// Reads the bearer token from `path`: one line of at least 16 characters.
-pub fn read_token(path: &Path) -> Result<String, HttpError> {
-    let err = |why: String| HttpError::Token {
-        path: path.to_path_buf(),
-        why,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let mut text = String::new();
-    file.take(TOKEN_FILE_MAX + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| err(e.to_string()))?;
-    if text.len() as u64 > TOKEN_FILE_MAX {
-        return Err(err(format!(
-            "is over {TOKEN_FILE_MAX} bytes; a token is one line"
-        )));
-    }
-    let token = text.trim();
-    if token.len() < TOKEN_MIN || token.contains(char::is_whitespace) {
-        return Err(err(format!(
-            "must hold one word of at least {TOKEN_MIN} characters (head -c 32 /dev/urandom | base64 > FILE)"
-        )));
-    }
-    Ok(token.to_string())
 }
 
 type Answer = (u16, &'static str, String);
@@ -423,6 +393,7 @@ mod console;
 mod prometheus;
 mod server;
 pub mod tls;
+mod token;
 
 pub use prometheus::prometheus;
 #[cfg(test)]

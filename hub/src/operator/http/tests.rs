@@ -31,6 +31,51 @@ fn a_token_file_holds_one_long_word() {
 }
 
 #[test]
+fn a_token_file_that_is_missing_is_made_once_for_the_hubs_user_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.token");
+    let missing = TokenFile::read(&path).unwrap();
+    assert_eq!(missing, TokenFile::Missing(path.clone()));
+    assert!(
+        !path.exists(),
+        "reading writes nothing (check-config reads)"
+    );
+    let (token, made) = missing.clone().token().unwrap();
+    assert_eq!(made.as_deref(), Some(path.as_path()));
+    assert_eq!(token.len(), 43, "256 bits, URL-safe base64");
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "safe in a URL's fragment: {token}"
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        TokenFile::read(&path).unwrap(),
+        TokenFile::Held(token.clone())
+    );
+    // Made meanwhile by another: that one is read, not replaced.
+    assert_eq!(missing.token().unwrap(), (token, None));
+
+    let nowhere = dir.path().join("no-such-dir/http.token");
+    let e = TokenFile::read(&nowhere)
+        .unwrap()
+        .token()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no-such-dir") && e.contains("could not be made"),
+        "{e}"
+    );
+    // A file that is there but unreadable as a token is an error, not made
+    // again.
+    std::fs::write(&path, "short\n").unwrap();
+    assert!(TokenFile::read(&path).is_err());
+}
+
+#[test]
 fn queries_decode_and_bad_escapes_say_so() {
     let q = parse_query("device=pi-a&name=room%2Etemp&x=a+b&flag").unwrap();
     assert_eq!(q["device"], "pi-a");
