@@ -31,42 +31,48 @@ pub enum Role {
     Admin,
 }
 
+/// Whether `request` acts on the fleet (a read operator may not make it,
+/// and the audit trail keeps it) rather than reads. Every request is
+/// named, so that a new one must be placed as a read or an act here.
+pub fn acts(request: &Request) -> bool {
+    match request {
+        Request::Devices
+        | Request::Telemetry(_)
+        | Request::Chat(_)
+        | Request::Job { .. }
+        | Request::Jobs { .. }
+        | Request::Stats
+        | Request::Latest
+        | Request::RecentChat { .. }
+        | Request::Commands { .. }
+        | Request::FleetAnswers { .. }
+        | Request::FleetCommands { .. }
+        | Request::ConfigShow { .. }
+        | Request::ConfigStatus
+        | Request::Alerts
+        | Request::PresenceLog { .. }
+        | Request::LatestOf { .. }
+        | Request::Logs(_)
+        | Request::Pending
+        | Request::Audit { .. } => false,
+        Request::Command { .. }
+        | Request::QueuedCommand { .. }
+        | Request::SubmitJob(_)
+        | Request::CancelJob { .. }
+        | Request::CancelCommand { .. }
+        | Request::Broadcast { .. }
+        | Request::FleetCommand(_)
+        | Request::ConfigEdit(_)
+        | Request::Forget { .. }
+        | Request::Enrol(_)
+        | Request::Revoke(_) => true,
+    }
+}
+
 impl Role {
-    /// Whether this role may make `request`. Every request is named, so
-    /// that a new one must be placed as a read or an act here.
+    /// Whether this role may make `request`.
     pub fn may(self, request: &Request) -> bool {
-        let acts = match request {
-            Request::Devices
-            | Request::Telemetry(_)
-            | Request::Chat(_)
-            | Request::Job { .. }
-            | Request::Jobs { .. }
-            | Request::Stats
-            | Request::Latest
-            | Request::RecentChat { .. }
-            | Request::Commands { .. }
-            | Request::FleetAnswers { .. }
-            | Request::FleetCommands { .. }
-            | Request::ConfigShow { .. }
-            | Request::ConfigStatus
-            | Request::Alerts
-            | Request::PresenceLog { .. }
-            | Request::LatestOf { .. }
-            | Request::Logs(_)
-            | Request::Pending => false,
-            Request::Command { .. }
-            | Request::QueuedCommand { .. }
-            | Request::SubmitJob(_)
-            | Request::CancelJob { .. }
-            | Request::CancelCommand { .. }
-            | Request::Broadcast { .. }
-            | Request::FleetCommand(_)
-            | Request::ConfigEdit(_)
-            | Request::Forget { .. }
-            | Request::Enrol(_)
-            | Request::Revoke(_) => true,
-        };
-        self == Role::Admin || !acts
+        self == Role::Admin || !acts(request)
     }
 
     fn parse(word: &str) -> Option<Role> {
@@ -77,7 +83,7 @@ impl Role {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Role::Read => "read",
             Role::Admin => "admin",

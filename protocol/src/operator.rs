@@ -167,6 +167,12 @@ messages! {
         /// list, as `fleetmq-hub revoke` does: its connections are closed
         /// and its next handshake is refused.
         Revoke(#[serde(with = "crate::growable")] Revocation),
+        /// The newest acts operators asked of the hub (allowed or
+        /// refused), newest first: who did what, and when.
+        Audit {
+            /// At most this many.
+            limit: u32,
+        },
     }
 
     /// A device and its key, for [`Request::Enrol`].
@@ -406,6 +412,8 @@ messages! {
             /// As `fleetmq-hub revoke --json` says.
             removed_keys: u32,
         },
+        /// For [`Request::Audit`].
+        Audit(#[serde(with = "crate::growable::list")] Vec<AuditEntry>),
     }
 }
 

@@ -699,6 +699,16 @@ def remote_operators(ctx, args, agent):
     bad = admin.expect("Revoke", "Error", wire.revocation("py afar"))
     check(bad[0] == "BadRequest" and "device id" in bad[1], "a device id that is not one is refused",
           bad)
+    # Who did what: the acts above, by name and role, refused ones too.
+    trail = reader.expect("Audit", "Audit", wire.varint(50))
+    check(all(a["id"] > b["id"] for a, b in zip(trail, trail[1:])), "Audit is newest first", trail)
+    acts = [(e["operator"], e["act"], e["allowed"]) for e in trail]
+    check(("ada (admin)", "revoke py-afar", True) in acts
+          and ("rex (read)", "revoke py-afar", False) in acts
+          and ("ada (admin)", "broadcast to the fleet: 'from afar'", True) in acts,
+          "the audit trail names who asked each act, and keeps a refused one", acts)
+    check(not any(act.startswith("Devices") or act == "Audit" for _, act, _ in acts),
+          "reads are not kept", acts)
     device = curve_socket(ctx, zmq.REQ, (args.hub_key, args.public5, args.secret5))
     status = refused_at_handshake(device, args.operator_remote)
     check(status == 400, "a device's key is refused at the operator socket", status)

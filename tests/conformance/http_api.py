@@ -277,6 +277,14 @@ def enrolment(args, ctx, reader, admin):
           "revoked twice: not on the allow list, said", (status, body))
     gone = [d for d in reader.json("/api/devices") if d["id"] == "py-new"]
     check(len(gone) == 1 and gone[0]["revoked"], "/api/devices says it is revoked", gone)
+    # The console's acts are kept as the console's.
+    trail = reader.json("/api/audit?limit=3")
+    check(len(trail) <= 3 and trail[0]["operator"] == "console"
+          and trail[0]["act"] == f"revoke py-new --key '{new}'" and trail[0]["allowed"] is True
+          and any(e["act"] == "revoke py-new" for e in trail),
+          "/api/audit: the console's acts, newest first, as audit --json", trail)
+    status, _, body = reader.call("/api/audit?limt=3")
+    check(status == 400 and b"limit" in body, "a misspelt parameter is named", (status, body))
     agent.sock.close()
 
 

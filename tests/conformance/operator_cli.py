@@ -197,6 +197,16 @@ def run(args, _ctx):
     check("--no-such-option" in err, "an unknown option is named on stderr", err)
     shout = hub.json("broadcast", "--device", real, "hello from a script")
     check(shout == {"topic": f"dev/{real}/"}, "broadcast --device --json: its topic", shout)
+    trail = hub.json("audit", "--limit", "5")
+    check(trail and set(trail[0]) == {"id", "at_ms", "operator", "act", "allowed"}
+          and trail[0]["operator"] == "local"
+          and trail[0]["act"] == f"broadcast to {real}: 'hello from a script'"
+          and trail[0]["allowed"] is True and len(trail) <= 5,
+          "audit --json: who did what, newest first, the last act on top", trail)
+    check(any(e["act"] == f"command {real}: exec ls -l" for e in trail),
+          "a command the device refused was still asked, and is kept", trail)
+    out, _ = hub.code(OK, "audit")
+    check("hello from a script" in out and "local" in out, "audit in words", out[:300])
     hub.code(NO, "broadcast", "--device", "nobody-by-this-name", "hi",
              what="a broadcast to an unknown device: exit 1")
     hub.code(NO, "job", "show", "987654321", what="job show of no such job: exit 1")

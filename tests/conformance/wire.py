@@ -251,6 +251,7 @@ REQUESTS = [
     "Pending",
     "Enrol",
     "Revoke",
+    "Audit",
 ]
 
 
@@ -683,7 +684,7 @@ def read_response_body(r):
                    "Broadcast", "Stats", "Error", "Latest", "Commands", "FleetCommandQueued",
                    "FleetAnswers", "ConfigVersion", "ConfigShow", "ConfigStatus", "Alerts",
                    "PresenceLog", "JobCancelled", "CommandCancelled", "Forgotten",
-                   "FleetCommands", "Logs", "Pending", "Enrolled", "Revoked"])
+                   "FleetCommands", "Logs", "Pending", "Enrolled", "Revoked", "Audit"])
     if kind == "Devices":
         body = r.vec(lambda: read_device_info(r))
     elif kind == "Telemetry":
@@ -705,6 +706,9 @@ def read_response_body(r):
         body = {"result": r.s()}
     elif kind == "Revoked":
         body = {"removed_keys": r.u(32)}
+    elif kind == "Audit":
+        body = r.vec(lambda: r.growable("AuditEntry", lambda g: {
+            "id": g.i(), "at_ms": g.u(), "operator": g.s(), "act": g.s(), "allowed": g.b()}))
     elif kind == "Reply":
         body = {"device": r.s(), "reply": read_reply(r)}
     elif kind == "JobSubmitted":
@@ -854,7 +858,7 @@ def read_request(r):
             "all": g.b(), "ttl_ms": g.u(32)})
     if kind in ("Job", "FleetAnswers", "CancelJob", "CancelCommand"):
         return kind, {"id": r.u()}
-    if kind in ("Jobs", "RecentChat", "Commands", "FleetCommands"):
+    if kind in ("Jobs", "RecentChat", "Commands", "FleetCommands", "Audit"):
         return kind, {"limit": r.u(32)}
     if kind == "Broadcast":
         return kind, {"target": read_target(r), "text": r.s()}

@@ -839,6 +839,14 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         &format!("!!{button}"),
         "b => !b",
     );
+    // Who did what: the cancel, on top, as the console's.
+    let newest = admin.wait_until(
+        "the cancel in the audit trail",
+        r##"(() => { const r = document.querySelector("#audit tr"); return r ? [...r.children].map(c => c.textContent) : null; })()"##,
+        &format!("r => r && r[2] === \"cancel command {kept}\""),
+    );
+    assert_eq!(newest[1], "console", "{newest}");
+    assert_eq!(newest[3], "", "allowed: {newest}");
     admin.eval(r##"location.hash = "#/device/pi-b3""##);
     admin.wait_until(
         "pi-b3 revoked, with a forget button",

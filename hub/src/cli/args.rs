@@ -88,6 +88,10 @@ pub(super) enum Cmd {
     /// started (devices waiting to be enrolled), newest attempt first,
     /// each with where it came from and the command that enrols it.
     Pending(OpArgs),
+    /// Who did what: the acts operators asked of the hub (commands, jobs,
+    /// announcements, configuration edits, cancels, forgetting, enrolling
+    /// and revoking devices), allowed or refused, newest first.
+    Audit(AuditArgs),
     /// Enrol a device: add DEVICE and its public key to the allow list. A
     /// running hub lets it in within a second.
     Allow(AllowArgs),
@@ -367,6 +371,15 @@ pub(super) struct ChatArgs {
     /// Keep printing new lines as they are said, until interrupted.
     #[arg(long, short)]
     pub(super) follow: bool,
+}
+
+#[derive(Args)]
+pub(super) struct AuditArgs {
+    #[command(flatten)]
+    pub(super) op: OpArgs,
+    /// At most this many, newest first (the hub keeps the newest 10,000).
+    #[arg(long, default_value_t = 50)]
+    pub(super) limit: u32,
 }
 
 #[derive(Args)]

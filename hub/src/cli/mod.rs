@@ -367,6 +367,17 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             )),
             _ => None,
         }),
+        Cmd::Audit(a) => {
+            let request = Request::Audit { limit: a.limit };
+            operate(&a.op, request, Duration::ZERO, |r| match r {
+                Response::Audit(log) => Some(Shown::new(
+                    serde_json::to_value(&log).unwrap_or_default(),
+                    format::fmt_audit(&log),
+                    true,
+                )),
+                _ => None,
+            })
+        }
         Cmd::Alerts(op) => operate(&op, Request::Alerts, Duration::ZERO, |r| match r {
             Response::Alerts(a) => Some(Shown::new(
                 serde_json::to_value(&a).unwrap_or_default(),

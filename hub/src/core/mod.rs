@@ -42,6 +42,7 @@ mod admission;
 mod aim;
 pub mod alerts;
 mod allow_edits;
+mod audit;
 mod bucket;
 mod budgets;
 pub mod clocks;
@@ -76,6 +77,7 @@ use crate::store::Store;
 
 pub use admission::{Admission, Verdict, judge_zap};
 pub use allow_edits::AllowEdit;
+pub use audit::HTTP_CLIENT;
 pub use cluster::STREAM_MARK;
 pub use cluster_config::CONFIG_MARK;
 pub use cluster_jobs::JOB_EVENTS_MARK;
@@ -238,6 +240,8 @@ pub struct Core {
     latest: Latest,
     /// How far each device's clock is from the hub's.
     clocks: clocks::Clocks,
+    /// Request ids kept in the audit trail lately.
+    audited: audit::Audited,
     /// The alert rules and where each alert stands.
     alerts: alerts::Alerts,
     counters: Counters,
@@ -305,6 +309,7 @@ impl Core {
             telemetry: telemetry::Received::default(),
             latest: Latest::new(MAX_LATEST),
             clocks: clocks::Clocks::default(),
+            audited: audit::Audited::default(),
             alerts: alerts::Alerts::new(
                 config.alerts.checked_rules().unwrap_or_default(),
                 config.alerts.repeat_ms,

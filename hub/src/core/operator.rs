@@ -18,6 +18,9 @@ pub enum Caller<'a> {
     Local,
     /// The CURVE operator socket, with the ZAP user id of the connection.
     Remote(Option<&'a str>),
+    /// Another front-end, passing on a request its operator made there
+    /// (checked, and kept in its audit trail, there).
+    Cluster,
 }
 
 impl Core {
@@ -31,7 +34,9 @@ impl Core {
         }
         match OperatorFrame::decode(frame) {
             Ok(OperatorFrame::Request(req)) => {
-                if let Err(why) = permitted(caller, &req.request) {
+                let allowed = permitted(caller, &req.request);
+                self.audit(client, caller, req.id, &req.request, allowed.is_ok(), now);
+                if let Err(why) = allowed {
                     let e = OperatorError::Forbidden(why);
                     return self.answer(client, req.id, Response::Error(e));
                 }
@@ -198,6 +203,11 @@ impl Core {
                 .map(Response::PresenceLog)
                 .unwrap_or_else(storage),
             Request::Pending => Response::Pending(self.pending_keys()),
+            Request::Audit { limit } => self
+                .store
+                .audit(limit)
+                .map(Response::Audit)
+                .unwrap_or_else(storage),
             Request::Enrol(e) => match self.enrol(client, req.id, e) {
                 Ok(()) => return,
                 Err(e) => Response::Error(e),

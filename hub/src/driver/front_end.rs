@@ -76,7 +76,7 @@ impl Driver {
                     client.extend_from_slice(&id.to_be_bytes());
                     let frames = [client, Vec::new(), frame];
                     self.core
-                        .operator(&frames, crate::core::Caller::Local, now());
+                        .operator(&frames, crate::core::Caller::Cluster, now());
                 }
                 FromCluster::Answered { client, frame } => {
                     if !self.core.answered_elsewhere(&client, &frame) {

@@ -124,6 +124,10 @@ pub struct Client {
     monitors: u32,
     timeout: Duration,
     attempts: u32,
+    /// Each connection's routing id starts with this (then a random
+    /// part), so that the hub tells whose requests they are; `None`:
+    /// libzmq's own.
+    routing_prefix: Option<&'static [u8]>,
 }
 
 /// The handshake events an operator client listens for on CURVE.
@@ -146,7 +150,15 @@ impl Client {
             monitors: 0,
             timeout,
             attempts: 3,
+            routing_prefix: None,
         }
+    }
+
+    /// Names each connection `prefix` and a random part: the hub's audit
+    /// trail tells its acts by the prefix.
+    pub fn routing_prefix(mut self, prefix: &'static [u8]) -> Self {
+        self.routing_prefix = Some(prefix);
+        self
     }
 
     /// The hub's `net.max_message_bytes`: a larger request fails at once
@@ -245,6 +257,11 @@ impl Client {
             may_open(Path::new(path))?;
         }
         let mut builder = self.sockets.build(zmq::REQ);
+        if let Some(prefix) = self.routing_prefix {
+            let mut id = prefix.to_vec();
+            id.extend_from_slice(format!("{:016x}", fastrand::u64(..)).as_bytes());
+            builder = builder.routing_id(&id);
+        }
         let mut monitor = None;
         if self.curve_key.is_some() {
             // The monitor's reader is connected first (inproc allows that),

@@ -17,7 +17,7 @@ use fleetmq_protocol::{
 };
 
 mod stats;
-pub use stats::{fmt_alerts, fmt_pending, fmt_presence, fmt_stats};
+pub use stats::{fmt_alerts, fmt_audit, fmt_pending, fmt_presence, fmt_stats};
 
 /// `2026-11-21T20:20:28.123Z` from milliseconds since the Unix epoch.
 pub fn fmt_ts(ms: u64) -> String {

@@ -89,6 +89,7 @@ const PARAMETERS: &[(&str, &[&str])] = &[
     ("/api/pending", &[]),
     ("/api/latest", &["device", "name"]),
     ("/api/presence", &["device", "limit"]),
+    ("/api/audit", &["limit"]),
     ("/api/config", &["device"]),
     (
         "/api/series",
@@ -228,6 +229,10 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             Response::Alerts(a) => Some(json(&a)),
             _ => None,
         }),
+        "/api/audit" => answer(call(hub, Request::Audit { limit }), |r| match r {
+            Response::Audit(log) => Some(json(&log)),
+            _ => None,
+        }),
         "/api/pending" => answer(call(hub, Request::Pending), |r| match r {
             Response::Pending(keys) => Some(json(&keys)),
             _ => None,
@@ -338,7 +343,7 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             "not found; try /, /metrics, /health, /api/stats, /api/devices, /api/latest, \
              /api/telemetry?device=D&name=N&tags=K=V,..&since=MS&until=MS&last=N&after=ID&limit=N, /api/logs?device=D&source=PATH&grep=TEXT&last=N, /api/chat?last=N, /api/jobs, \
              /api/commands, /api/fleet-commands, /api/alerts, /api/latest?device=D&name=A,B, \
-             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config, /api/config?device=D, /api/presence?device=D&limit=N, /api/pending\n"
+             /api/series?device=D&name=SERIES&since=MS&until=MS&points=N, /api/config, /api/config?device=D, /api/presence?device=D&limit=N, /api/pending, /api/audit?limit=N\n"
                 .into(),
         ),
     }

@@ -14,6 +14,7 @@
 //! The WAL is copied into hub.db by a thread of its own (`checkpoint.rs`), off
 //! the loop, which also empties the WAL file once a burst of writes is over.
 
+mod audit;
 mod checkpoint;
 mod cluster_jobs;
 mod commands;
@@ -261,6 +262,13 @@ CREATE TABLE IF NOT EXISTS presence_log (
     why TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS presence_log_device ON presence_log (device, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    operator TEXT NOT NULL,
+    act TEXT NOT NULL,
+    allowed INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS jobs_last_id AFTER DELETE ON jobs BEGIN
     INSERT INTO marks (name, value) VALUES ('jobs.last_id', old.id)
     ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);

@@ -41,6 +41,26 @@ messages! {
         pub attempts: u64,
     }
 
+    /// One act an operator asked of the hub, allowed or not: the hub's
+    /// audit trail.
+    pub struct AuditEntry {
+        /// Its row, rising.
+        pub id: i64,
+        /// When the hub took the request (ms since the epoch, the hub's
+        /// clock).
+        pub at_ms: u64,
+        /// Who asked: `local` (the operator socket on the hub's machine),
+        /// `console` (the HTTP side, with the admin token), or a remote
+        /// operator as `NAME (ROLE)`.
+        pub operator: String,
+        /// What they asked, in the command line's words
+        /// (`revoke pi-7`, `command pi-1: exec df -h`).
+        pub act: String,
+        /// Whether their role allowed it (a `read` operator's act is
+        /// refused, and kept here all the same).
+        pub allowed: bool,
+    }
+
     /// An alert: one rule on one device (and one series, for a metric).
     pub struct AlertInfo {
         /// The rule's name.

@@ -251,6 +251,7 @@ fn batch(seq: u64, value: f64) -> Upstream {
 }
 
 mod alerts;
+mod audit;
 mod budgets;
 mod cluster;
 mod cluster_aimed;

@@ -113,6 +113,30 @@ pub fn fmt_presence(log: &[fleetmq_protocol::PresenceEvent]) -> String {
     out
 }
 
+/// The audit trail, newest first: when, who, what, and a refused act
+/// marked so.
+pub fn fmt_audit(log: &[fleetmq_protocol::AuditEntry]) -> String {
+    if log.is_empty() {
+        return "no operator has acted on this hub yet\n".into();
+    }
+    let mut out = format!("{:<24} {:<20} ACT\n", "WHEN", "OPERATOR");
+    for e in log {
+        let refused = if e.allowed {
+            ""
+        } else {
+            "  (refused: the role does not allow it)"
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<20} {}{refused}",
+            fmt_ts(e.at_ms),
+            line(&e.operator),
+            line(&e.act)
+        );
+    }
+    out
+}
+
 /// Keys waiting to be enrolled, one a line, newest attempt first, and how
 /// to enrol one.
 pub fn fmt_pending(keys: &[fleetmq_protocol::PendingKey]) -> String {

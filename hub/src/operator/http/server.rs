@@ -78,7 +78,9 @@ impl Shared {
     /// the pool.
     fn ask(&self, url: &str, post: Option<&[u8]>) -> Answer {
         let pooled = self.clients.lock().ok().and_then(|mut c| c.pop());
-        let mut client = pooled.unwrap_or_else(|| Client::new(self.operator.clone(), HUB_WAIT));
+        let mut client = pooled.unwrap_or_else(|| {
+            Client::new(self.operator.clone(), HUB_WAIT).routing_prefix(crate::core::HTTP_CLIENT)
+        });
         let answer = match post {
             None => route(&mut client, url),
             Some(body) => super::actions::act(&mut client, url, body),

@@ -417,3 +417,26 @@ fn what_every_device_applied_is_read_at_once() {
 mod devices;
 mod queries_and_retention;
 mod work;
+
+/// The audit trail keeps the newest entries, newest first, and no more
+/// than it promises however many acts come.
+#[test]
+fn the_audit_trail_keeps_the_newest_acts() {
+    let s = Store::in_memory().unwrap();
+    let total = super::audit::AUDIT_KEEP + 250;
+    for i in 1..=total {
+        s.audit_record(i as u64, "local", &format!("cancel job {i}"), i % 2 == 0)
+            .unwrap();
+    }
+    let all = s.audit(u32::MAX).unwrap();
+    assert!(
+        all.len() as i64 >= super::audit::AUDIT_KEEP
+            && all.len() as i64 <= super::audit::AUDIT_KEEP + 100,
+        "{}",
+        all.len()
+    );
+    let newest = &s.audit(2).unwrap();
+    assert_eq!(newest[0].act, format!("cancel job {total}"));
+    assert_eq!(newest[0].at_ms, total as u64);
+    assert!(newest[0].allowed == (total % 2 == 0) && newest[1].id == newest[0].id - 1);
+}
