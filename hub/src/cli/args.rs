@@ -377,7 +377,8 @@ pub(super) struct ChatArgs {
 pub(super) struct AuditArgs {
     #[command(flatten)]
     pub(super) op: OpArgs,
-    /// At most this many, newest first (the hub keeps the newest 10,000).
+    /// At most this many, newest first (the hub keeps the newest 10,000
+    /// allowed acts and 1,000 refused ones).
     #[arg(long, default_value_t = 50)]
     pub(super) limit: u32,
 }

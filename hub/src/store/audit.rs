@@ -1,40 +1,35 @@
 //! The audit trail: each act an operator asked of the hub, who asked, and
-//! whether their role allowed it. The newest [`AUDIT_KEEP`] are kept.
+//! whether their role allowed it. The newest [`AUDIT_KEEP`] allowed acts
+//! are kept, and apart from them the newest [`REFUSED_KEEP`] refused.
 
 use fleetmq_protocol::AuditEntry;
 use rusqlite::params;
 
+use super::commands::LogWrite;
 use super::{Doing as _, Store, StoreError};
 
-/// Entries kept; older ones are removed as new ones come.
+/// Allowed acts kept; older ones are removed as new ones come.
 pub const AUDIT_KEEP: i64 = 10_000;
+/// Refused acts kept, apart: a read operator sending act after act cannot
+/// push what was done out of the trail.
+pub const REFUSED_KEEP: i64 = 1_000;
 
 impl Store {
-    /// Records one act.
-    pub fn audit_record(
-        &self,
-        at_ms: u64,
-        operator: &str,
-        act: &str,
-        allowed: bool,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit (at_ms, operator, act, allowed) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![at_ms as i64, operator, act, allowed]))
-            .doing("recording an operator's act")?;
-        let newest = self.conn.last_insert_rowid();
-        if newest % 100 == 0 {
-            self.conn
-                .execute("DELETE FROM audit WHERE id <= ?1", [newest - AUDIT_KEEP])
-                .doing("pruning the audit trail")?;
-        }
-        Ok(())
+    /// Records one act; written with the command log (the hub flushes it
+    /// every tick), so that a flood of acts costs one commit a tick.
+    pub fn audit_record(&mut self, at_ms: u64, operator: &str, act: &str, allowed: bool) {
+        self.log_queue.push(LogWrite::Audit {
+            at_ms,
+            operator: operator.to_string(),
+            act: act.to_string(),
+            allowed,
+        });
+        self.flush_log_if_full();
     }
 
     /// The newest `limit` entries, newest first.
-    pub fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    pub fn audit(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.flush_log()?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -42,7 +37,7 @@ impl Store {
             )
             .doing("reading the audit trail")?;
         let rows = stmt
-            .query_map([limit.clamp(1, AUDIT_KEEP as u32)], |r| {
+            .query_map([limit.clamp(1, (AUDIT_KEEP + REFUSED_KEEP) as u32)], |r| {
                 Ok(AuditEntry {
                     id: r.get(0)?,
                     at_ms: r.get::<_, i64>(1)? as u64,
@@ -55,4 +50,19 @@ impl Store {
         rows.collect::<Result<_, _>>()
             .doing("reading the audit trail")
     }
+}
+
+/// Keeps the newest [`AUDIT_KEEP`] allowed acts and [`REFUSED_KEEP`]
+/// refused ones, in the command log's transaction.
+pub(super) fn prune(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    for (allowed, keep) in [(true, AUDIT_KEEP), (false, REFUSED_KEEP)] {
+        tx.execute(
+            "DELETE FROM audit WHERE allowed = ?1 AND id < (
+               SELECT id FROM audit WHERE allowed = ?1
+               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![allowed, keep - 1],
+        )
+        .doing("pruning the audit trail")?;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The command log: what operators sent and what came back. Writes are
-//! queued and written together, off the command's round trip.
+//! The command log: what operators sent and what came back; and the audit
+//! trail's entries (`audit.rs`). Writes are queued and written together,
+//! off the command's round trip.
 
 use fleetmq_protocol::CommandInfo;
 use rusqlite::params;
@@ -18,6 +19,13 @@ pub(super) enum LogWrite {
         id: i64,
         result: String,
         at_ms: u64,
+    },
+    /// An entry of the audit trail (`audit.rs`).
+    Audit {
+        at_ms: u64,
+        operator: String,
+        act: String,
+        allowed: bool,
     },
 }
 
@@ -83,16 +91,16 @@ impl Store {
         self.flush_log_if_full();
     }
 
-    fn flush_log_if_full(&mut self) {
+    pub(super) fn flush_log_if_full(&mut self) {
         if self.log_queue.len() < LOG_QUEUE_MAX {
             return;
         }
         if let Err(e) = self.flush_log() {
-            tracing::warn!(error = %e, queued = self.log_queue.len(), "could not write the command log; will retry");
+            tracing::warn!(error = %e, queued = self.log_queue.len(), "could not write the command log and audit trail; will retry");
             if self.log_queue.len() >= LOG_QUEUE_LIMIT {
                 tracing::error!(
                     lost = self.log_queue.len(),
-                    "the command log cannot be written: dropping its queued entries (commands still run)"
+                    "the command log and audit trail cannot be written: dropping their queued entries (commands still run)"
                 );
                 self.log_queue.clear();
             }
@@ -115,6 +123,11 @@ impl Store {
             let mut ended = tx
                 .prepare_cached("UPDATE commands SET answered_ms = ?2, result = ?3 WHERE id = ?1")
                 .doing("logging a command result")?;
+            let mut audit = tx
+                .prepare_cached(
+                    "INSERT INTO audit (at_ms, operator, act, allowed) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .doing("recording an operator's act")?;
             for w in &self.log_queue {
                 match w {
                     LogWrite::Sent {
@@ -126,9 +139,18 @@ impl Store {
                     LogWrite::Ended { id, result, at_ms } => {
                         ended.execute(params![id, *at_ms as i64, result])
                     }
+                    LogWrite::Audit {
+                        at_ms,
+                        operator,
+                        act,
+                        allowed,
+                    } => audit.execute(params![*at_ms as i64, operator, act, allowed]),
                 }
                 .doing("writing the command log")?;
             }
+        }
+        if (self.log_queue.iter()).any(|w| matches!(w, LogWrite::Audit { .. })) {
+            super::audit::prune(&tx)?;
         }
         tx.commit().doing("writing the command log")?;
         self.log_queue.clear();
