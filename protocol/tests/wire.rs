@@ -159,17 +159,19 @@ fn golden_vectors() {
             conflict_address: "h".into(),
             front_end: String::new(),
             clock_offset_ms: None,
+            address: String::new(),
         }]),
     })
     .encode()
     .unwrap();
-    // id 5, Response variant 0 (Devices), 1 device of 19 bytes (growable):
+    // id 5, Response variant 0 (Devices), 1 device of 20 bytes (growable):
     // "pi", true, false, 1,
     // 2, four empty strings, no groups, 3 batches, not revoked, 2
-    // conflicts, the last from "h", on no front-end, its clock not measured
+    // conflicts, the last from "h", on no front-end, its clock not
+    // measured, no address seen
     assert_eq!(
         hex(&reply),
-        "02 51 05 00 01 13 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00"
+        "02 51 05 00 01 14 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00"
     );
 
     // What the hub sends one device on its own connection.
@@ -424,7 +426,7 @@ fn golden_vectors() {
 /// knows: growable structs carry their length.
 #[test]
 fn operator_replies_from_newer_and_older_hubs_decode() {
-    let golden = "02 51 05 00 01 13 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00";
+    let golden = "02 51 05 00 01 14 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00";
     let bytes = |hex: &str| -> Vec<u8> {
         hex.split(' ')
             .map(|b| u8::from_str_radix(b, 16).unwrap())
@@ -439,7 +441,7 @@ fn operator_replies_from_newer_and_older_hubs_decode() {
     };
     let now = devices(&bytes(golden));
     // A newer hub: two more bytes of fields this client does not know.
-    let newer = golden.replace("01 13 ", "01 15 ") + " 07 07";
+    let newer = golden.replace("01 14 ", "01 16 ") + " 07 07";
     assert_eq!(devices(&bytes(&newer)), now);
     // An older hub, without conflicts and conflict_address: read as 0, "".
     let older = "02 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";

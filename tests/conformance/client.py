@@ -305,6 +305,9 @@ def clock_offset(agent, op):
                         lambda ds: any(d["id"] == agent.device and d["clock_offset_ms"] is not None
                                        for d in ds))
     check(abs(offset()) < 5_000, "on one machine, in step with the hub's", measured)
+    devices = {d["id"]: d for d in op.expect("Devices", "Devices")}
+    check(devices[agent.device]["address"] == "127.0.0.1",
+          "DeviceInfo.address: where its connection comes from", devices[agent.device])
     day = 86_400_000
     hello(day)
     op.until("a Hello after the clock stepped a day back is measured at the next heartbeat",

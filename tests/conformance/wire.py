@@ -623,6 +623,7 @@ def read_device_info(r):
         "conflict_address": g.s(),
         "front_end": g.s(),
         "clock_offset_ms": g.opt(g.i),
+        "address": g.s(),
     })
 
 

@@ -496,6 +496,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"(document.getElementById("d-clock") || {}).textContent"#,
         r#"t => t === "in step with the hub's""#,
     );
+    assert_eq!(
+        page.eval(r#"document.getElementById("d-address").textContent"#),
+        "127.0.0.1",
+        "where it connects from"
+    );
     page.wait_until(
         "pi-b1's connects and disconnects",
         r#"document.getElementById("d-presence").textContent"#,

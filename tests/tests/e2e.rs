@@ -183,13 +183,20 @@ fn presence_follows_hello_heartbeats_silence_and_bye() {
     assert_eq!(d["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(d["os"], "linux");
     assert_eq!(d["groups"], serde_json::json!(["north"]));
+    assert_eq!(d["address"], "127.0.0.1", "where it connects from");
     let since = d["since_ms"].as_u64().unwrap();
 
     // A frozen agent sends nothing: three missed heartbeats make it offline.
     agent.signal(libc::SIGSTOP);
-    wait_for("pi-p offline after silence", || {
-        (hub.devices()["pi-p"]["online"] == false).then_some(())
+    let gone = wait_for("pi-p offline after silence", || {
+        hub.devices()
+            .remove("pi-p")
+            .filter(|d| d["online"] == false)
     });
+    assert_eq!(
+        gone["address"], "127.0.0.1",
+        "the newest kept while offline"
+    );
     agent.signal(libc::SIGCONT);
     let back = wait_for("pi-p online again", || {
         let d = hub.devices().remove("pi-p")?;

@@ -253,6 +253,9 @@ impl Core {
                 d.front_end = self.cluster.name().to_string();
             }
             d.clock_offset_ms = self.clocks.offset(&d.id);
+            if let Some(address) = self.routes.address(&d.id) {
+                d.address = address.to_string();
+            }
         }
         if !self.is_front_end() {
             return Ok(devices);

@@ -74,7 +74,13 @@ pub struct Routes {
     conflicts: HashMap<String, Conflicts>,
     /// Refused routes, with when each was last told why.
     told: HashMap<Vec<u8>, u64>,
+    /// Where each device's newest connection came from, kept after it
+    /// goes offline (at most [`ADDRESSES_MAX`] devices).
+    addresses: HashMap<String, String>,
 }
+
+/// Most devices whose newest address is kept: more than a hub holds.
+const ADDRESSES_MAX: usize = 1 << 17;
 
 impl Routes {
     /// A message for `device` arrived from `route` (at `address`).
@@ -113,7 +119,19 @@ impl Routes {
             one: None,
         };
         self.held.insert(device.to_string(), held);
+        if !address.is_empty()
+            && (self.addresses.len() < ADDRESSES_MAX || self.addresses.contains_key(device))
+        {
+            self.addresses
+                .insert(device.to_string(), address.to_string());
+        }
         Claim::Holds
+    }
+
+    /// Where `device`'s connection comes from (its newest, when offline),
+    /// as this hub saw it since it started.
+    pub fn address(&self, device: &str) -> Option<&str> {
+        self.addresses.get(device).map(String::as_str)
     }
 
     /// Whether the connection on `route` should be told why it is refused:
@@ -187,6 +205,7 @@ impl Routes {
     pub fn forget(&mut self, device: &str) {
         self.held.remove(device);
         self.conflicts.remove(device);
+        self.addresses.remove(device);
     }
 
     /// Refused second connections for `device`.
@@ -298,9 +317,16 @@ mod tests {
         let c = r.conflicts("pi-1").unwrap();
         assert_eq!((c.count, c.address.as_str()), (3, "10.0.0.2"));
 
+        assert_eq!(
+            r.address("pi-1"),
+            Some("10.0.0.1"),
+            "the holder's, not the refused one's"
+        );
+
         // Offline (silence or Bye): the next route takes the device.
         r.release("pi-1");
         assert_eq!(r.route("pi-1"), None);
+        assert_eq!(r.address("pi-1"), Some("10.0.0.1"), "kept while offline");
         assert_eq!(
             r.claim("pi-1", b"pi-1@b", "10.0.0.2", false, 5, MIN),
             Claim::Holds
@@ -317,5 +343,8 @@ mod tests {
             Claim::Holds
         );
         assert!(r.conflicts("pi-2").is_none());
+        assert_eq!(r.address("pi-1"), Some("10.0.0.3"), "the newest");
+        r.forget("pi-1");
+        assert_eq!(r.address("pi-1"), None);
     }
 }

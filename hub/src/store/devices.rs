@@ -281,5 +281,6 @@ pub fn unknown_device() -> DeviceInfo {
         conflict_address: String::new(),
         front_end: String::new(),
         clock_offset_ms: None,
+        address: String::new(),
     }
 }

@@ -215,6 +215,10 @@ messages! {
         /// this hub has not measured it (an agent that does not say Hello
         /// again when its clock steps, or none heard since it said Hello).
         pub clock_offset_ms: Option<i64>,
+        /// The IP address its connection comes from, as the hub sees it
+        /// (behind NAT, the router's); its newest since the hub started
+        /// when offline, and empty when this hub has not seen one.
+        pub address: String,
     }
 
     /// One stored sample.
