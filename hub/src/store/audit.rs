@@ -13,6 +13,9 @@ pub const AUDIT_KEEP: i64 = 10_000;
 /// Refused acts kept, apart: a read operator sending act after act cannot
 /// push what was done out of the trail.
 pub const REFUSED_KEEP: i64 = 1_000;
+/// Entries written between two prunes (each reads up to 11,000 rows): the
+/// trail holds at most this many more than it keeps.
+pub(super) const PRUNE_EVERY: usize = 100;
 
 impl Store {
     /// Records one act; written with the command log (the hub flushes it

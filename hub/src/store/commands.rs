@@ -149,11 +149,20 @@ impl Store {
                 .doing("writing the command log")?;
             }
         }
-        if (self.log_queue.iter()).any(|w| matches!(w, LogWrite::Audit { .. })) {
+        let audited = (self.log_queue.iter())
+            .filter(|w| matches!(w, LogWrite::Audit { .. }))
+            .count();
+        let unpruned = self.audit_unpruned + audited;
+        if unpruned >= super::audit::PRUNE_EVERY {
             super::audit::prune(&tx)?;
         }
         tx.commit().doing("writing the command log")?;
         self.log_queue.clear();
+        self.audit_unpruned = if unpruned >= super::audit::PRUNE_EVERY {
+            0
+        } else {
+            unpruned
+        };
         Ok(())
     }
 }

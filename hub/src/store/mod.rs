@@ -129,6 +129,8 @@ pub struct Store {
     /// a command's round trip nothing. A killed hub loses at most a tick
     /// of log entries; a power cut may lose a few more.
     log_queue: Vec<LogWrite>,
+    /// Audit entries written since the trail was last pruned.
+    audit_unpruned: usize,
     /// The id the next logged command gets.
     next_log_id: i64,
     /// Bytes of batch bodies stored (the `totals` row `telemetry`, kept
@@ -408,6 +410,7 @@ impl Store {
             conn,
             log,
             log_queue: Vec::new(),
+            audit_unpruned: 0,
             next_log_id: last + 1,
             telemetry_bytes: 0,
             log_bytes: 0,
