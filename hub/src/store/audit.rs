@@ -3,19 +3,10 @@
 //! are kept, and apart from them the newest [`REFUSED_KEEP`] refused.
 
 use fleetmq_protocol::AuditEntry;
-use rusqlite::params;
 
 use super::commands::LogWrite;
+pub use super::commands::{AUDIT_KEEP, REFUSED_KEEP};
 use super::{Doing as _, Store, StoreError};
-
-/// Allowed acts kept; older ones are removed as new ones come.
-pub const AUDIT_KEEP: i64 = 10_000;
-/// Refused acts kept, apart: a read operator sending act after act cannot
-/// push what was done out of the trail.
-pub const REFUSED_KEEP: i64 = 1_000;
-/// Entries written between two prunes (each reads up to 11,000 rows): the
-/// trail holds at most this many more than it keeps.
-pub(super) const PRUNE_EVERY: usize = 100;
 
 impl Store {
     /// Records one act; written with the command log (the hub flushes it
@@ -53,19 +44,4 @@ impl Store {
         rows.collect::<Result<_, _>>()
             .doing("reading the audit trail")
     }
-}
-
-/// Keeps the newest [`AUDIT_KEEP`] allowed acts and [`REFUSED_KEEP`]
-/// refused ones, in the command log's transaction.
-pub(super) fn prune(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-    for (allowed, keep) in [(true, AUDIT_KEEP), (false, REFUSED_KEEP)] {
-        tx.execute(
-            "DELETE FROM audit WHERE allowed = ?1 AND id < (
-               SELECT id FROM audit WHERE allowed = ?1
-               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![allowed, keep - 1],
-        )
-        .doing("pruning the audit trail")?;
-    }
-    Ok(())
 }

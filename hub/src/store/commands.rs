@@ -1,6 +1,6 @@
 //! The command log: what operators sent and what came back; and the audit
-//! trail's entries (`audit.rs`). Writes are queued and written together,
-//! off the command's round trip.
+//! trail's entries and their pruning (`audit.rs` adds and reads them).
+//! Writes are queued and written together, off the command's round trip.
 
 use fleetmq_protocol::CommandInfo;
 use rusqlite::params;
@@ -28,6 +28,15 @@ pub(super) enum LogWrite {
         allowed: bool,
     },
 }
+
+/// Allowed acts kept; older ones are removed as new ones come.
+pub const AUDIT_KEEP: i64 = 10_000;
+/// Refused acts kept, apart: a read operator sending act after act cannot
+/// push what was done out of the trail.
+pub const REFUSED_KEEP: i64 = 1_000;
+/// Entries written between two prunes (each reads up to 11,000 rows): the
+/// trail holds at most this many more than it keeps.
+const PRUNE_EVERY: usize = 100;
 
 /// Queued command log writes that make [`Store::flush_log`] write at once.
 const LOG_QUEUE_MAX: usize = 256;
@@ -153,16 +162,27 @@ impl Store {
             .filter(|w| matches!(w, LogWrite::Audit { .. }))
             .count();
         let unpruned = self.audit_unpruned + audited;
-        if unpruned >= super::audit::PRUNE_EVERY {
-            super::audit::prune(&tx)?;
+        if unpruned >= PRUNE_EVERY {
+            prune_audit(&tx)?;
         }
         tx.commit().doing("writing the command log")?;
         self.log_queue.clear();
-        self.audit_unpruned = if unpruned >= super::audit::PRUNE_EVERY {
-            0
-        } else {
-            unpruned
-        };
+        self.audit_unpruned = if unpruned >= PRUNE_EVERY { 0 } else { unpruned };
         Ok(())
     }
+}
+
+/// Keeps the newest [`AUDIT_KEEP`] allowed acts and [`REFUSED_KEEP`]
+/// refused ones, in the command log's transaction.
+fn prune_audit(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    for (allowed, keep) in [(true, AUDIT_KEEP), (false, REFUSED_KEEP)] {
+        tx.execute(
+            "DELETE FROM audit WHERE allowed = ?1 AND id < (
+               SELECT id FROM audit WHERE allowed = ?1
+               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![allowed, keep - 1],
+        )
+        .doing("pruning the audit trail")?;
+    }
+    Ok(())
 }
