@@ -236,6 +236,17 @@ impl Browser {
     }
 
     /// Evaluates `expression` in the page and returns its value.
+    /// Waits for the button `id`, clicks it, and returns the question the
+    /// page asks before it sends anything.
+    fn ask_by(&mut self, what: &str, id: &str) -> String {
+        let button = format!(r#"document.getElementById("{id}")"#);
+        self.wait_until(what, &format!("!!{button}"), "b => b");
+        let question = self.eval(&format!(
+            r#"(() => {{ {button}.click(); return document.getElementById("a-question").textContent; }})()"#
+        ));
+        question.as_str().unwrap_or_default().to_string()
+    }
+
     fn eval(&mut self, expression: &str) -> Value {
         let result = self.call(
             "Runtime.evaluate",
@@ -780,19 +791,9 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     // A device taken out of service: revoked from its page, it is offered
     // to be forgotten, and once forgotten it is gone from the fleet.
     admin.eval(r##"location.hash = "#/device/pi-b3""##);
-    admin.wait_until(
-        "pi-b3's revoke button",
-        r#"!!document.getElementById("revoke-device")"#,
-        "b => b",
-    );
-    let question = admin.eval(
-        r#"(() => { document.getElementById("revoke-device").click();
-            return document.getElementById("a-question").textContent; })()"#,
-    );
+    let question = admin.ask_by("pi-b3's revoke button", "revoke-device");
     assert!(
-        question.as_str().is_some_and(
-            |q| q.starts_with("Really revoke pi-b3: every key of it leaves the allow list")
-        ),
+        question.starts_with("Really revoke pi-b3: every key of it leaves the allow list"),
         "asked in words before it is sent: {question}"
     );
     admin.eval(r#"document.getElementById("a-send").click()"#);
@@ -853,19 +854,9 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     assert_eq!(newest[1], "console", "{newest}");
     assert_eq!(newest[3], "", "allowed: {newest}");
     admin.eval(r##"location.hash = "#/device/pi-b3""##);
-    admin.wait_until(
-        "pi-b3 revoked, with a forget button",
-        r#"!!document.getElementById("forget-device")"#,
-        "b => b",
-    );
-    let question = admin.eval(
-        r#"(() => { document.getElementById("forget-device").click();
-            return document.getElementById("a-question").textContent; })()"#,
-    );
+    let question = admin.ask_by("pi-b3 revoked, with a forget button", "forget-device");
     assert!(
-        question
-            .as_str()
-            .is_some_and(|q| q.starts_with("Really forget pi-b3: it leaves the fleet list")),
+        question.starts_with("Really forget pi-b3: it leaves the fleet list"),
         "asked in words before it is sent: {question}"
     );
     admin.eval(r#"document.getElementById("a-send").click()"#);
