@@ -434,6 +434,14 @@ pub fn allow(
     })
 }
 
+/// What `revoke` takes off, in words: `DEVICE`, or `DEVICE with key 'KEY'`.
+pub fn revoked_words(device: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("{device} with key {}", fleetmq_net::keys::quoted(k)),
+        None => device.to_string(),
+    }
+}
+
 /// Removes `device`'s line for `key`, or every line of `device` when
 /// `key` is `None`, leaving a `# revoked` line ([`REVOKED_MARK`]) for each.
 pub fn revoke(path: &Path, device: &str, key: Option<&str>) -> Result<Edit, AllowError> {

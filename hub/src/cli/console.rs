@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use super::hub::config_at;
 use super::{ConsoleUrlArgs, say, usage};
 use crate::config::HubConfig;
-use crate::operator::http::read_token;
+use crate::operator::http::TokenFile;
 
 pub(super) fn url(a: &ConsoleUrlArgs) -> anyhow::Result<ExitCode> {
     let config = config_at(&a.at)?;
@@ -21,24 +21,16 @@ pub(super) fn url(a: &ConsoleUrlArgs) -> anyhow::Result<ExitCode> {
     } else {
         ("read", config.http_token_path())
     };
-    let url = match &path {
-        Some(path) => match read_token(path) {
-            Ok(token) => format!("{base}/#token={token}"),
-            Err(_)
-                if path
-                    .symlink_metadata()
-                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
-            {
-                anyhow::bail!(
-                    "{} does not exist yet: the hub makes it at its next start",
-                    path.display()
-                )
-            }
-            Err(e) => anyhow::bail!(
-                "{e}; run this as the hub's user, who alone may read it (sudo -u fleetmq fleetmq-hub console-url --config ...)"
-            ),
-        },
-        None => format!("{base}/"),
+    let url = match path.as_deref().map(TokenFile::read).transpose() {
+        Ok(Some(TokenFile::Held(token))) => format!("{base}/#token={token}"),
+        Ok(Some(TokenFile::Missing(path))) => anyhow::bail!(
+            "{} does not exist yet: the hub makes it at its next start",
+            path.display()
+        ),
+        Ok(None) => format!("{base}/"),
+        Err(e) => anyhow::bail!(
+            "{e}; run this as the hub's user, who alone may read it (sudo -u fleetmq fleetmq-hub console-url --config ...)"
+        ),
     };
     say(
         a.at.json,
@@ -52,10 +44,10 @@ pub(super) fn url(a: &ConsoleUrlArgs) -> anyhow::Result<ExitCode> {
 /// configuration says it will; an address that means every interface is
 /// given as this machine's loopback.
 fn address(config: &HubConfig) -> anyhow::Result<String> {
-    let written = std::fs::read_to_string(config.data_dir.join("endpoints.json"))
+    let written = crate::operator::client::written_endpoints(&config.data_dir)
         .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|eps| eps["http"].as_str().map(String::from))
+        .flatten()
+        .map(|eps| eps.http)
         .filter(|http| !http.is_empty());
     let url = match written {
         Some(url) => url,

@@ -100,10 +100,7 @@ pub(super) fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         _ => {
-            let what = match &key {
-                Some(k) => format!("{} with key {}", a.device, quoted(k)),
-                None => a.device.clone(),
-            };
+            let what = enrolment::revoked_words(&a.device, key.as_deref());
             let e = format!("{what} is not on {}", path.display());
             if a.at.json {
                 println!("{}", serde_json::json!({ "error": e }));
@@ -125,9 +122,14 @@ fn on_this_machine(remote: &AtHubArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How to reach the hub `--hub` names.
-fn at_hub(at: EnrolArgs, remote: AtHubArgs) -> OpArgs {
-    OpArgs {
+/// Asks the hub `--hub` names, and shows its answer.
+fn ask_hub(
+    at: EnrolArgs,
+    remote: AtHubArgs,
+    request: Request,
+    show: impl FnOnce(Response) -> Option<Shown>,
+) -> anyhow::Result<ExitCode> {
+    let op = OpArgs {
         hub: remote.hub,
         config: at.config,
         data_dir: at.data_dir,
@@ -135,7 +137,8 @@ fn at_hub(at: EnrolArgs, remote: AtHubArgs) -> OpArgs {
         hub_timeout_ms: 2_000,
         hub_key: remote.hub_key,
         operator_keys: remote.operator_keys,
-    }
+    };
+    operate(&op, request, Duration::ZERO, show)
 }
 
 fn allow_at_hub(a: AllowArgs) -> anyhow::Result<ExitCode> {
@@ -150,25 +153,20 @@ fn allow_at_hub(a: AllowArgs) -> anyhow::Result<ExitCode> {
         device: device.clone(),
         public_key,
     });
-    operate(
-        &at_hub(a.at, a.remote),
-        request,
-        Duration::ZERO,
-        |r| match r {
-            Response::Enrolled { result } => {
-                let text = match result.as_str() {
-                    "already_enrolled" => format!("{device} is already enrolled with this key\n"),
-                    "enrolled_another_key" => format!(
-                        "enrolled another key for {device}: it has more than one now, and each gets in; once it uses the new one, revoke the old: fleetmq-hub revoke {device} --key OLD --hub ...\n"
-                    ),
-                    _ => format!("enrolled {device}: it gets in at its next try\n"),
-                };
-                let json = serde_json::json!({ "device": device, "result": result });
-                Some(Shown::new(json, text, true))
-            }
-            _ => None,
-        },
-    )
+    ask_hub(a.at, a.remote, request, |r| match r {
+        Response::Enrolled { result } => {
+            let text = match result.as_str() {
+                "already_enrolled" => format!("{device} is already enrolled with this key\n"),
+                "enrolled_another_key" => format!(
+                    "enrolled another key for {device}: it has more than one now, and each gets in; once it uses the new one, revoke the old: fleetmq-hub revoke {device} --key OLD --hub ...\n"
+                ),
+                _ => format!("enrolled {device}: it gets in at its next try\n"),
+            };
+            let json = serde_json::json!({ "device": device, "result": result });
+            Some(Shown::new(json, text, true))
+        }
+        _ => None,
+    })
 }
 
 fn revoke_at_hub(a: RevokeArgs, public_key: Option<String>) -> anyhow::Result<ExitCode> {
@@ -177,19 +175,14 @@ fn revoke_at_hub(a: RevokeArgs, public_key: Option<String>) -> anyhow::Result<Ex
         device: device.clone(),
         public_key,
     });
-    operate(
-        &at_hub(a.at, a.remote),
-        request,
-        Duration::ZERO,
-        |r| match r {
-            Response::Revoked { removed_keys } => {
-                let text = format!(
-                    "revoked {device} ({removed_keys} key(s)): the hub cuts it off and refuses it from now on\n"
-                );
-                let json = serde_json::json!({ "device": device, "removed_keys": removed_keys });
-                Some(Shown::new(json, text, true))
-            }
-            _ => None,
-        },
-    )
+    ask_hub(a.at, a.remote, request, |r| match r {
+        Response::Revoked { removed_keys } => {
+            let text = format!(
+                "revoked {device} ({removed_keys} key(s)): the hub cuts it off and refuses it from now on\n"
+            );
+            let json = serde_json::json!({ "device": device, "removed_keys": removed_keys });
+            Some(Shown::new(json, text, true))
+        }
+        _ => None,
+    })
 }

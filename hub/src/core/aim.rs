@@ -222,7 +222,6 @@ impl Core {
             }
         }
         let mut members = Vec::new();
-        let mut named = Vec::new();
         for d in devices {
             validate_device_id(d).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
             if !at.contains_key(d) {
@@ -230,18 +229,10 @@ impl Core {
             }
             members.push(d.clone());
         }
-        if !devices.is_empty() {
-            named.push(format!("devices {}", devices.join(",")));
-        }
         for g in groups {
             validate_group(g).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
         }
-        if !groups.is_empty() {
-            named.push(format!("groups {}", groups.join(",")));
-        }
-        if all {
-            named.push("all".into());
-        }
+        let named = aim_words(devices, groups, all);
         for d in &known {
             let in_group = d.groups.iter().any(|g| groups.contains(g));
             if (all || in_group) && !self.admission.is_revoked(&d.id) {
@@ -387,4 +378,21 @@ impl Core {
             });
         }
     }
+}
+
+/// An aim in words, each part apart (`devices pi-1,pi-2`, `groups north`,
+/// `all`): joined with " and ", what `command --list` and a job show it
+/// for, and what the audit trail says.
+pub(super) fn aim_words(devices: &[String], groups: &[String], all: bool) -> Vec<String> {
+    let mut named = Vec::new();
+    if !devices.is_empty() {
+        named.push(format!("devices {}", devices.join(",")));
+    }
+    if !groups.is_empty() {
+        named.push(format!("groups {}", groups.join(",")));
+    }
+    if all {
+        named.push("all".into());
+    }
+    named
 }

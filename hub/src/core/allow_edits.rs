@@ -11,6 +11,7 @@
 use fleetmq_protocol::{Enrolment, OperatorError, Response, Revocation};
 
 use super::Core;
+use crate::enrolment::AllowList;
 
 /// An edit of the allow list file an operator asked for, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,12 +36,10 @@ impl Core {
         id: u64,
         e: Enrolment,
     ) -> Result<(), OperatorError> {
-        self.allow_list_in_force()?;
+        let list = self.allow_list_in_force()?;
         fleetmq_protocol::validate_device_id(&e.device).map_err(bad)?;
         fleetmq_net::keys::check(&e.public_key).map_err(|why| bad(format!("public_key: {why}")))?;
-        if let Some(list) = self.admission.list() {
-            list.taken(&e.device, &e.public_key).map_err(bad)?;
-        }
+        list.taken(&e.device, &e.public_key).map_err(bad)?;
         self.edit_allow_list(
             client,
             id,
@@ -90,13 +89,11 @@ impl Core {
         self.answer(client, id, answer.unwrap_or_else(Response::Error));
     }
 
-    fn allow_list_in_force(&self) -> Result<(), OperatorError> {
-        match self.admission.list() {
-            Some(_) => Ok(()),
-            None => Err(bad(
-                "this hub runs --insecure: it has no allow list, and every device gets in",
-            )),
-        }
+    /// The allow list in force, which a plaintext hub has not.
+    fn allow_list_in_force(&self) -> Result<&AllowList, OperatorError> {
+        self.admission.list().ok_or_else(|| {
+            bad("this hub runs --insecure: it has no allow list, and every device gets in")
+        })
     }
 
     fn edit_allow_list(&mut self, client: &[u8], id: u64, edit: AllowEdit) {

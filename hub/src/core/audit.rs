@@ -11,6 +11,7 @@ use std::collections::{HashSet, VecDeque};
 
 use fleetmq_protocol::{Command, JobSpec, Request, Target};
 
+use super::aim::aim_words;
 use super::{Caller, Core, Now};
 
 /// Request ids remembered, so that a retry is not kept twice.
@@ -95,8 +96,8 @@ pub fn describe(request: &Request) -> String {
             command_words(command)
         ),
         Request::FleetCommand(c) => format!(
-            "command {}: {}",
-            aim(&c.devices, &c.groups, c.all),
+            "command for {}: {}",
+            aim_words(&c.devices, &c.groups, c.all).join(" and "),
             command_words(&c.command)
         ),
         Request::SubmitJob(j) => {
@@ -107,7 +108,8 @@ pub fn describe(request: &Request) -> String {
             if j.devices.is_empty() && j.groups.is_empty() && !j.all {
                 format!("job: {spec}")
             } else {
-                format!("job {}: {spec}", aim(&j.devices, &j.groups, j.all))
+                let aim = aim_words(&j.devices, &j.groups, j.all).join(" and ");
+                format!("job for {aim}: {spec}")
             }
         }
         Request::CancelJob { id } => format!("cancel job {id}"),
@@ -169,14 +171,4 @@ fn quoted(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
     }
-}
-
-/// Who a job or a command is for: `the fleet`, or the devices and groups.
-fn aim(devices: &[String], groups: &[String], all: bool) -> String {
-    if all {
-        return "the fleet".into();
-    }
-    let mut parts: Vec<String> = devices.to_vec();
-    parts.extend(groups.iter().map(|g| format!("group {g}")));
-    parts.join(", ")
 }

@@ -32,7 +32,6 @@ pub const TELL_EVERY_MS: u64 = 60_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
     route: Vec<u8>,
-    address: String,
     /// The groups of the route's last Hello: the broadcasts it hears.
     groups: Vec<String>,
     /// Set when everything travels on this route.
@@ -74,8 +73,8 @@ pub struct Routes {
     conflicts: HashMap<String, Conflicts>,
     /// Refused routes, with when each was last told why.
     told: HashMap<Vec<u8>, u64>,
-    /// Where each device's newest connection came from, kept after it
-    /// goes offline (at most [`ADDRESSES_MAX`] devices).
+    /// Where each device's holding connection comes from (its newest,
+    /// kept after it goes offline; at most [`ADDRESSES_MAX`] devices).
     addresses: HashMap<String, String>,
 }
 
@@ -97,8 +96,8 @@ impl Routes {
     ) -> Claim {
         match self.held.get(device) {
             Some(h) if h.route == route => return Claim::Holds,
-            Some(h) if online => {
-                let holder_address = h.address.clone();
+            Some(_) if online => {
+                let holder_address = self.address(device).unwrap_or_default().to_string();
                 if self.conflicts.len() < REMEMBERED_MAX || self.conflicts.contains_key(device) {
                     let c = self.conflicts.entry(device.to_string()).or_default();
                     c.count += 1;
@@ -114,14 +113,13 @@ impl Routes {
         }
         let held = Held {
             route: route.to_vec(),
-            address: address.to_string(),
             groups: Vec::new(),
             one: None,
         };
         self.held.insert(device.to_string(), held);
-        if !address.is_empty()
-            && (self.addresses.len() < ADDRESSES_MAX || self.addresses.contains_key(device))
-        {
+        // The holder's address, for `address` and for telling a refused
+        // second agent where the first is.
+        if self.addresses.len() < ADDRESSES_MAX || self.addresses.contains_key(device) {
             self.addresses
                 .insert(device.to_string(), address.to_string());
         }
@@ -131,7 +129,7 @@ impl Routes {
     /// Where `device`'s connection comes from (its newest, when offline),
     /// as this hub saw it since it started.
     pub fn address(&self, device: &str) -> Option<&str> {
-        self.addresses.get(device).map(String::as_str)
+        (self.addresses.get(device).map(String::as_str)).filter(|a| !a.is_empty())
     }
 
     /// Whether the connection on `route` should be told why it is refused:

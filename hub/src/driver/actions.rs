@@ -201,15 +201,18 @@ fn edit_allow_list(path: &std::path::Path, edit: AllowEdit) -> Result<Response, 
                         removed_keys: u32::try_from(n).unwrap_or(u32::MAX),
                     })
                 }
-                _ => Err(OperatorError::NotFound(match public_key {
-                    Some(k) => format!(
-                        "{device} with key {} is not on the allow list",
-                        fleetmq_net::keys::quoted(&k)
-                    ),
-                    None => format!(
-                        "{device} is not on the allow list (`fleetmq-hub devices --state revoked` lists the devices cut off)"
-                    ),
-                })),
+                _ => {
+                    let what = enrolment::revoked_words(&device, public_key.as_deref());
+                    let hint = match public_key {
+                        Some(_) => "",
+                        None => {
+                            " (`fleetmq-hub devices --state revoked` lists the devices cut off)"
+                        }
+                    };
+                    Err(OperatorError::NotFound(format!(
+                        "{what} is not on the allow list{hint}"
+                    )))
+                }
             }
         }
     }

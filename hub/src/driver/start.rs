@@ -10,7 +10,7 @@ use super::*;
 /// disk its room is what the new one needs. A hub whose disk has no room
 /// even then still starts, and says so.
 fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> PathBuf {
-    let path = dir.join("endpoints.json");
+    let path = dir.join(crate::operator::client::ENDPOINTS_FILE);
     let _ = std::fs::remove_file(&path);
     // Our own plain struct always serializes.
     let text = serde_json::to_string_pretty(endpoints).unwrap_or_default();

@@ -72,26 +72,39 @@ pub fn find_endpoint(
         fleetmq_net::endpoint::validate(ep, false).map_err(ClientError::NoEndpoint)?;
         return Ok(ep.to_string());
     }
-    let path = data_dir.join("endpoints.json");
+    let hint = "pass --hub tcp://HOST:PORT, or the hub's --config or --data-dir";
+    match written_endpoints(data_dir)
+        .map_err(|why| ClientError::NoEndpoint(format!("{why}; {hint}")))?
+    {
+        Some(eps) => Ok(eps.operator),
+        None if fleetmq_net::endpoint::port(configured).is_some_and(|p| p > 0)
+            || fleetmq_net::endpoint::ipc_path(configured).is_some() =>
+        {
+            Ok(configured.to_string())
+        }
+        None => Err(ClientError::NoEndpoint(format!(
+            "there is no {}: no hub has run with this data directory; {hint}",
+            data_dir.join(ENDPOINTS_FILE).display()
+        ))),
+    }
+}
+
+/// The file a running hub writes its endpoints into, in its data
+/// directory.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// The endpoints a hub wrote into `data_dir` when it started (`None`:
+/// no hub has written any there), or why they could not be read.
+pub fn written_endpoints(data_dir: &Path) -> Result<Option<Endpoints>, String> {
+    let path = data_dir.join(ENDPOINTS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && (fleetmq_net::endpoint::port(configured).is_some_and(|p| p > 0)
-                    || fleetmq_net::endpoint::ipc_path(configured).is_some()) =>
-        {
-            return Ok(configured.to_string());
-        }
-        Err(e) => {
-            return Err(ClientError::NoEndpoint(format!(
-                "{} could not be read ({e}); pass --hub tcp://HOST:PORT, or the hub's --config or --data-dir",
-                path.display()
-            )));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{} could not be read ({e})", path.display())),
     };
-    let eps: Endpoints = serde_json::from_str(&text)
-        .map_err(|e| ClientError::NoEndpoint(format!("{} is not valid: {e}", path.display())))?;
-    Ok(eps.operator)
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{} is not valid: {e}", path.display()))
 }
 
 /// The endpoints.json the hub was looked for in, when there is none and
@@ -106,7 +119,7 @@ pub fn unwritten_endpoints(
         return None;
     }
     let loaded = crate::config::HubConfig::load(config).ok()?;
-    let path = data_dir.unwrap_or(&loaded.data_dir).join("endpoints.json");
+    let path = data_dir.unwrap_or(&loaded.data_dir).join(ENDPOINTS_FILE);
     (!path.exists()).then_some(path)
 }
 

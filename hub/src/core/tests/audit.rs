@@ -96,7 +96,10 @@ fn acts_are_told_in_the_command_lines_words() {
         all: false,
         ttl_ms: 0,
     });
-    assert_eq!(describe(&job), "job pi-1, group north: exec df -h /var/lib");
+    assert_eq!(
+        describe(&job),
+        "job for devices pi-1 and groups north: exec df -h /var/lib"
+    );
     let edit = Request::ConfigEdit(fleetmq_protocol::ConfigEdit {
         layer: "group:north".into(),
         set: vec![("host.interval_ms".into(), "5000".into())],
@@ -121,7 +124,7 @@ fn acts_are_told_in_the_command_lines_words() {
     });
     assert_eq!(
         describe(&fleet),
-        r"command the fleet: exec sh -c 'echo it'\''s'"
+        r"command for all: exec sh -c 'echo it'\''s'"
     );
     assert_eq!(describe(&Request::CancelJob { id: 7 }), "cancel job 7");
 }
