@@ -71,6 +71,7 @@ impl Kept {
             job_slots: 1,
             // As a real agent does: the hub measures each clock.
             hello_on_clock_step: true,
+            facts: fleetmq_protocol::DeviceFacts::default(),
         }))
         .encode()?)
     }

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod envelope;
+pub mod facts;
 pub mod growable;
 pub mod messages;
 pub mod names;
@@ -35,6 +36,7 @@ pub mod operator;
 pub mod telemetry;
 
 pub use envelope::{DecodeError, EncodeError, VERSION};
+pub use facts::{FACTS_MAX_ADDRESSES, FACTS_MAX_INTERFACES, FACTS_MAX_TEXT};
 pub use messages::*;
 pub use names::{
     CONFIG_KEYS, NameError, RouteError, Target, is_config_key, route, route_device,

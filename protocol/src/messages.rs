@@ -99,6 +99,47 @@ messages! {
         /// is from its own, from `started_ms` and each Heartbeat's
         /// `uptime_ms`.
         pub hello_on_clock_step: bool,
+        /// What the device is (growable), read from its system when the
+        /// agent starts and again each minute; the agent sends its Offer
+        /// again when they change (an address came or went).
+        #[serde(with = "crate::growable")]
+        pub facts: DeviceFacts,
+    }
+
+    /// What a device is, as its agent reads it from the system: for the
+    /// operator's inventory (which devices run which OS, where one is on
+    /// its site's network). Each field is empty (or 0) when the agent could
+    /// not read it.
+    #[derive(Default)]
+    pub struct DeviceFacts {
+        /// The operating system and its version: `PRETTY_NAME` of
+        /// `/etc/os-release`, e.g. `Debian GNU/Linux 12 (bookworm)`.
+        pub os_release: String,
+        /// The running kernel's release (`uname -r`).
+        pub kernel: String,
+        /// The hardware: the device tree's model (a Pi's `Raspberry Pi 4
+        /// Model B Rev 1.4`), else the firmware's (DMI) product name.
+        pub model: String,
+        /// The board's serial number, from the device tree or
+        /// `/proc/cpuinfo` (a Pi's), empty when the system has none.
+        pub serial: String,
+        /// Memory the kernel sees, in bytes (`MemTotal`).
+        pub memory_bytes: u64,
+        /// Its network interfaces, loopback left out, in name order.
+        #[serde(with = "crate::growable::list")]
+        pub interfaces: Vec<Interface>,
+    }
+
+    /// One network interface of a device.
+    #[derive(Default)]
+    pub struct Interface {
+        /// Its name, e.g. `eth0`, `wlan0`.
+        pub name: String,
+        /// Its hardware address, `aa:bb:cc:dd:ee:ff` (empty when it has none).
+        pub mac: String,
+        /// Its addresses with their prefix length, IPv4 first, e.g.
+        /// `192.168.1.23/24`, `fe80::1/64`.
+        pub addresses: Vec<String>,
     }
 
     /// The hub's desired configuration for this device, whole: sent when the

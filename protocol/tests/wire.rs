@@ -160,18 +160,20 @@ fn golden_vectors() {
             front_end: String::new(),
             clock_offset_ms: None,
             address: String::new(),
+            facts: DeviceFacts::default(),
         }]),
     })
     .encode()
     .unwrap();
-    // id 5, Response variant 0 (Devices), 1 device of 20 bytes (growable):
+    // id 5, Response variant 0 (Devices), 1 device of 27 bytes (growable):
     // "pi", true, false, 1,
     // 2, four empty strings, no groups, 3 batches, not revoked, 2
     // conflicts, the last from "h", on no front-end, its clock not
-    // measured, no address seen
+    // measured, no address seen, no facts (growable: 6 bytes of zero
+    // values)
     assert_eq!(
         hex(&reply),
-        "02 51 05 00 01 14 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00"
+        "02 51 05 00 01 1b 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00 06 00 00 00 00 00 00"
     );
 
     // What the hub sends one device on its own connection.
@@ -219,7 +221,9 @@ fn golden_vectors() {
     .unwrap();
     // id 7, attempt 1, JobSpec variant 0 (Echo) "hi", 1000, token 9
     assert_eq!(hex(&work), "02 19 07 01 00 02 68 69 e8 07 09");
-    // What an agent takes on, growable: 15 bytes of fields follow.
+    // What an agent takes on and is, growable: 44 bytes of fields follow,
+    // the facts 29 of them (growable: 28 bytes; its one interface, an
+    // element of a growable list, 18).
     let offer = Upstream::Offer(Offer(Abilities {
         job_kinds: vec!["echo".into()],
         exec_programs: vec!["df".into()],
@@ -228,23 +232,44 @@ fn golden_vectors() {
         chat: false,
         job_slots: 2,
         hello_on_clock_step: true,
+        facts: DeviceFacts {
+            kernel: "6.1".into(),
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                mac: String::new(),
+                addresses: vec!["10.0.0.2/8".into()],
+            }],
+            ..DeviceFacts::default()
+        },
     }))
     .encode()
     .unwrap();
     assert_eq!(
         hex(&offer),
-        "02 05 0f 01 04 65 63 68 6f 01 02 64 66 03 01 00 02 01"
+        "02 05 2c 01 04 65 63 68 6f 01 02 64 66 03 01 00 02 01 \
+         1c 00 03 36 2e 31 00 00 00 01 \
+         12 04 65 74 68 30 00 01 0a 31 30 2e 30 2e 30 2e 32 2f 38"
     );
-    // A newer agent's extra fields are skipped; an older one's missing
-    // fields read as zero values: an agent of the previous release (11
-    // bytes) is not on one connection.
+    // A newer agent's extra fields are skipped (here one in its facts,
+    // `07`, after memory_bytes 9 and no interfaces, and `07 07` after
+    // them); an older one's missing fields read as zero values: an agent
+    // of the previous release (11 bytes) is not on one connection.
     let newer = Upstream::decode(&[
-        0x02, 0x05, 0x11, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
-        0x00, 0x02, 0x01, 0x07, 0x07,
+        0x02, 0x05, 0x19, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
+        0x00, 0x02, 0x01, 0x07, 0x00, 0x00, 0x00, 0x00, 0x09, 0x00, 0x07, 0x07, 0x07,
     ])
     .unwrap();
     assert!(
-        matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"] && a.job_slots == 2 && a.hello_on_clock_step)
+        matches!(newer, Upstream::Offer(Offer(ref a)) if a.exec_programs == ["df"] && a.job_slots == 2 && a.hello_on_clock_step && a.facts.memory_bytes == 9)
+    );
+    // The release before facts: 15 bytes, read as a device that said none.
+    let before_facts = Upstream::decode(&[
+        0x02, 0x05, 0x0f, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6f, 0x01, 0x02, 0x64, 0x66, 0x03, 0x01,
+        0x00, 0x02, 0x01,
+    ])
+    .unwrap();
+    assert!(
+        matches!(before_facts, Upstream::Offer(Offer(ref a)) if a.hello_on_clock_step && a.facts == DeviceFacts::default())
     );
     // The release before clock steps were told: 14 bytes, measured by no
     // hub.
@@ -426,7 +451,7 @@ fn golden_vectors() {
 /// knows: growable structs carry their length.
 #[test]
 fn operator_replies_from_newer_and_older_hubs_decode() {
-    let golden = "02 51 05 00 01 14 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00";
+    let golden = "02 51 05 00 01 1b 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00 06 00 00 00 00 00 00";
     let bytes = |hex: &str| -> Vec<u8> {
         hex.split(' ')
             .map(|b| u8::from_str_radix(b, 16).unwrap())
@@ -441,8 +466,12 @@ fn operator_replies_from_newer_and_older_hubs_decode() {
     };
     let now = devices(&bytes(golden));
     // A newer hub: two more bytes of fields this client does not know.
-    let newer = golden.replace("01 14 ", "01 16 ") + " 07 07";
+    let newer = golden.replace("01 1b ", "01 1d ") + " 07 07";
     assert_eq!(devices(&bytes(&newer)), now);
+    // A hub of the release before facts: none.
+    let before_facts =
+        "02 51 05 00 01 14 02 70 69 01 00 01 02 00 00 00 00 00 03 00 02 01 68 00 00 00";
+    assert_eq!(devices(&bytes(before_facts)), now);
     // An older hub, without conflicts and conflict_address: read as 0, "".
     let older = "02 51 05 00 01 0e 02 70 69 01 00 01 02 00 00 00 00 00 03 00";
     let old = devices(&bytes(older));

@@ -262,7 +262,8 @@ def golden_vectors(protocol_md):
     written = {
         "Batch": wire.batch(7, 1000, ["cpu", "up"], [(0, 0, 0.5), (1, 250, -2)], [(0, "hi")]),
         "Hello": wire.hello("0.1", "arm", "linux", "pi", ["n"], 5000, 1),
-        "Offer": wire.offer(["echo"], ["df"], 3, True, False, 2, True),
+        "Offer": wire.offer(["echo"], ["df"], 3, True, False, 2, True, wire.device_facts(
+            kernel="6.1", interfaces=[("eth0", "", ["10.0.0.2/8"])])),
         "OperatorRequest": wire.operator_request(5, "Telemetry", wire.telemetry_query(
             device="pi", after_id=-1, limit=10, newest=True, tags=["k=v"])),
         "Result": wire.job_result(7, 1, "pi", ("already_run",), 9),
@@ -298,7 +299,7 @@ def clock_offset(agent, op):
                               started))
         for name in ("Carry", "TakesLogs", "Welcome"):
             agent.expect(name)
-        agent.send(wire.offer(["echo"], [], 0, True, False, 1, True))
+        agent.send(wire.offer(["echo"], [], 0, True, False, 1, True, wire.device_facts(*FACTS)))
         agent.send(wire.heartbeat(agent.uptime_ms()))
 
     measured = op.until("the hub measures the device's clock", "Devices", "Devices", b"",
@@ -328,6 +329,47 @@ def topic_of(where):
     return f"{'dev' if kind == 'device' else 'group'}/{name}/"
 
 
+# What the Python agent's Offer says it is: os_release, kernel, model,
+# serial, memory_bytes, interfaces.
+FACTS = ("Conformance OS 1", "6.6.0-py", "Python Board Rev 1", "py-0001", 512 << 20,
+         [("eth0", "02:00:00:00:00:01", ["192.0.2.10/24", "2001:db8::10/64"]),
+          ("wlan0", "", [])])
+
+
+def device_facts(agent, op, devices, real_agent):
+    """DeviceInfo lists what a device's Offer says it is; a later Offer
+    replaces it; facts past their bounds are not kept, and the device's
+    work goes on. The real agent says what this machine is."""
+    me = devices[agent.device]["facts"]
+    want = dict(zip(("os_release", "kernel", "model", "serial", "memory_bytes"), FACTS[:5]))
+    want["interfaces"] = [{"name": n, "mac": m, "addresses": a} for n, m, a in FACTS[5]]
+    check(me == want, "DeviceInfo carries the facts its Offer said", me)
+    moved = FACTS[:5] + ([("eth0", "02:00:00:00:00:01", ["192.0.2.77/24"])],)
+    agent.send(wire.offer(["echo"], [], 0, True, False, 1, True, wire.device_facts(*moved)))
+    facts = lambda ds: next(d["facts"] for d in ds if d["id"] == agent.device)
+    op.until("an Offer mid-session (its address moved) replaces them", "Devices", "Devices",
+             b"", lambda ds: facts(ds)["interfaces"][0]["addresses"] == ["192.0.2.77/24"])
+    past = [(f"veth{i}", "", []) for i in range(33)]
+    agent.send(wire.offer(["echo"], [], 0, True, False, 1, True,
+                          wire.device_facts(*FACTS[:5], past)))
+    # The hub reads a connection's messages in order: once a frame sent
+    # after the Offer is answered (a trailing byte: Refusal), it was taken.
+    agent.send(wire.heartbeat(5) + b"\x00")
+    agent.expect("Refusal")
+    now = facts(op.expect("Devices", "Devices"))
+    check(len(now["interfaces"]) == 1, "facts over 32 interfaces are not kept; the last stay",
+          now)
+    real = next(d["facts"] for d in op.expect("Devices", "Devices") if d["id"] == real_agent)
+    with open("/proc/sys/kernel/osrelease", encoding="utf-8") as f:
+        kernel = f.read().strip()
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    check((real["kernel"], real["memory_bytes"]) == (kernel, total),
+          "the real agent's facts are this machine's kernel and memory", real)
+    check(all(i["name"] != "lo" for i in real["interfaces"]),
+          "loopback is not among its interfaces", real["interfaces"])
+
+
 def rows_of(answer, device):
     return [(r["seq"], r["ts_ms"], r["name"], r["value"]) for r in answer if r["device"] == device]
 
@@ -350,7 +392,7 @@ def run(args, ctx):
           agent.backlog)
     welcome = agent.expect("Welcome")
     check(welcome["ports"] == ports, "Welcome names the hub's other ports", welcome)
-    agent.send(wire.offer(["echo"], [], 0, True, False, 1, True))
+    agent.send(wire.offer(["echo"], [], 0, True, False, 1, True, wire.device_facts(*FACTS)))
     agent.send(wire.heartbeat(agent.uptime_ms()))
     clock_offset(agent, op)
 
@@ -401,6 +443,7 @@ def run(args, ctx):
     check(me["batches"] == 2, "DeviceInfo counts the two batches stored", me["batches"])
     check(devices.get(args.real_agent, {}).get("online"),
           f"the real agent {args.real_agent} is listed online", list(devices))
+    device_facts(agent, op, devices, args.real_agent)
 
     rows = op.expect("Telemetry", "Telemetry", wire.telemetry_query(device=dev, limit=1000))
     mine = rows_of(rows, dev)

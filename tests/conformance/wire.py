@@ -178,8 +178,21 @@ def bye(reason):
     return frame(0x04, string(reason))
 
 
+def device_facts(os_release="", kernel="", model="", serial="", memory_bytes=0,
+                 interfaces=()):
+    """DeviceFacts; `interfaces` are (name, mac, [addresses])."""
+    def interface(i):
+        name, mac, addresses = i
+        return growable(string(name) + string(mac) + seq(addresses, string))
+
+    return growable(
+        string(os_release) + string(kernel) + string(model) + string(serial)
+        + varint(memory_bytes) + seq(list(interfaces), interface)
+    )
+
+
 def offer(job_kinds, exec_programs, config_version, one_connection, chat, job_slots,
-          hello_on_clock_step=False):
+          hello_on_clock_step=False, facts=None):
     return frame(
         0x05,
         growable(
@@ -190,6 +203,7 @@ def offer(job_kinds, exec_programs, config_version, one_connection, chat, job_sl
             + boolean(chat)
             + varint(job_slots)
             + boolean(hello_on_clock_step)
+            + (facts if facts is not None else device_facts())
         ),
     )
 
@@ -624,6 +638,16 @@ def read_device_info(r):
         "front_end": g.s(),
         "clock_offset_ms": g.opt(g.i),
         "address": g.s(),
+        "facts": read_device_facts(g),
+    })
+
+
+def read_device_facts(r):
+    return r.growable("DeviceFacts", lambda g: {
+        "os_release": g.s(), "kernel": g.s(), "model": g.s(), "serial": g.s(),
+        "memory_bytes": g.u(),
+        "interfaces": g.vec(lambda: g.growable("Interface", lambda i: {
+            "name": i.s(), "mac": i.s(), "addresses": i.vec(i.s)})),
     })
 
 
@@ -788,7 +812,7 @@ def read_abilities(r):
     return r.growable("Abilities", lambda g: {
         "job_kinds": g.vec(g.s), "exec_programs": g.vec(g.s), "config_version": g.u(),
         "one_connection": g.b(), "chat": g.b(), "job_slots": g.u(32),
-        "hello_on_clock_step": g.b()})
+        "hello_on_clock_step": g.b(), "facts": read_device_facts(g)})
 
 
 def read_job_result(r):

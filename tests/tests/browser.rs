@@ -421,6 +421,16 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     page.eval(r#"(() => { const q = document.getElementById("q"); q.value = "b2"; q.dispatchEvent(new Event("input")); })()"#);
     let shown = page.eval(ROWS);
     assert_eq!(shown, json!(["pi-b2"]), "search");
+    // From three characters on, what a device is: every agent here runs
+    // this machine's kernel.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("the kernel");
+    page.eval(&format!(
+        r#"(() => {{ const q = document.getElementById("q"); q.value = {}; q.dispatchEvent(new Event("input")); }})()"#,
+        json!(kernel.trim())
+    ));
+    let mut shown: Vec<String> = serde_json::from_value(page.eval(ROWS)).expect("rows");
+    shown.sort();
+    assert_eq!(shown, ["pi-b1", "pi-b2", "pi-b3"], "search by kernel");
     page.eval(r#"(() => { const q = document.getElementById("q"); q.value = ""; q.dispatchEvent(new Event("input"));
         const g = document.getElementById("f-group"); g.value = "north"; g.dispatchEvent(new Event("change")); })()"#);
     let shown = page.eval(ROWS);
@@ -511,6 +521,17 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         page.eval(r#"document.getElementById("d-address").textContent"#),
         "127.0.0.1",
         "where it connects from"
+    );
+    // What its agent said it is: this machine's kernel.
+    let system = page.eval(r#"document.getElementById("d-system").textContent"#);
+    assert!(
+        (system.as_str().unwrap_or_default()).ends_with(&format!(" · kernel {}", kernel.trim())),
+        "its OS and kernel: {system}"
+    );
+    let hardware = page.eval(r#"document.getElementById("d-hardware").textContent"#);
+    assert!(
+        hardware.as_str().unwrap_or_default().contains(" memory"),
+        "its hardware and memory: {hardware}"
     );
     page.wait_until(
         "pi-b1's connects and disconnects",

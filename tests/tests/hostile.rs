@@ -979,6 +979,7 @@ fn a_device_on_one_connection_that_never_reads_is_told_about_not_waited_for() {
         chat: false,
         job_slots: 0,
         hello_on_clock_step: false,
+        facts: fleetmq_protocol::DeviceFacts::default(),
     }));
     stuck.send(hello.encode().unwrap(), 0).unwrap();
     stuck.send(offer.encode().unwrap(), 0).unwrap();

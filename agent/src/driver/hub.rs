@@ -14,10 +14,9 @@ use fleetmq_protocol::{
 };
 use tracing::{debug, info, warn};
 
-use crate::telemetry::uplink::Record;
-
 use super::{Agent, Error, HELLO_RETRY, Links, zmq_error};
 use crate::link::Seen;
+use crate::telemetry::uplink::Record;
 
 /// Aimed jobs an agent keeps waiting for a free worker; past it the hub
 /// hands them out again when their leases end.
@@ -129,8 +128,8 @@ impl Agent {
         };
     }
 
-    /// Tells the hub what work this device takes on (after each Hello, and
-    /// after a reload): the hub aims no job at it that it would refuse.
+    /// Tells the hub what this device takes on and is (after each Hello, a
+    /// reload, a change of its facts): it aims no job here we would refuse.
     pub(super) fn send_offer(&mut self) {
         let offer = Offer(Abilities {
             job_kinds: self.cfg.jobs.allow.clone(),
@@ -140,6 +139,7 @@ impl Agent {
             chat: self.chat_mode(),
             job_slots: u32::try_from(self.cfg.jobs.max_concurrent).unwrap_or(u32::MAX),
             hello_on_clock_step: true,
+            facts: self.facts.current().clone(),
         });
         if !self.send_up(Upstream::Offer(offer)) {
             debug!("offer not queued; the next hello sends it");

@@ -43,6 +43,7 @@ use crate::config::AgentConfig;
 use crate::link::LinkWatch;
 use crate::redial::{Failover, Redial};
 use crate::sources::control::{self, Control, ReloadStatus};
+use crate::sources::facts::Facts;
 use crate::sources::host::Host;
 use crate::sources::ingest::Ingest;
 use crate::sources::logs::Tailer;
@@ -280,6 +281,8 @@ struct Agent {
     control: Control,
     host: Host,
     next_host: Instant,
+    /// What this device is, for the hub's inventory (in the Offer).
+    facts: Facts,
     ingest: Ingest,
     /// The `[logs]` files, read while the hub takes log lines.
     tailer: Tailer,
@@ -442,6 +445,7 @@ pub fn run(cfg: AgentConfig, opts: Options, shutdown: Shutdown) -> Result<(), Er
         control,
         host: Host::new("/", cfg.host.clone()),
         next_host: now,
+        facts: Facts::read("/", now),
         ingest,
         tailer: Tailer::open(&cfg.logs, &dir),
         next_logs: now,
@@ -467,6 +471,7 @@ impl Agent {
             let next = [
                 Some(self.next_sample),
                 (self.cfg.host.interval_ms > 0).then_some(self.next_host),
+                Some(self.facts.due_at()),
                 self.reading_logs().then_some(self.next_logs),
                 self.connected.then_some(self.next_heartbeat),
                 // While packing waits for room, so does the next flush.

@@ -1,5 +1,5 @@
-//! The periodic work, done when it is due: sampling, host metrics, StatsD,
-//! log files,
+//! The periodic work, done when it is due: sampling, host metrics, the
+//! device's facts, StatsD, log files,
 //! the spool's sync, redials, heartbeats, the batch flush and resends.
 
 use std::time::{Duration, Instant};
@@ -50,6 +50,12 @@ impl Agent {
         if self.cfg.host.interval_ms > 0 && soon >= self.next_host {
             self.sample_host();
             self.next_host = now + Duration::from_millis(self.cfg.host.interval_ms);
+        }
+        // Read whether connected or not; a change goes up at once when it
+        // is, else with the next Hello's Offer.
+        if self.facts.refresh_if_due(now) && self.connected {
+            info!("this device's facts changed (an address, the OS); telling the hub");
+            self.send_offer();
         }
         if self.ingest.statsd_due().is_some_and(|t| soon >= t) {
             self.flush_statsd();

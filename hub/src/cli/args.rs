@@ -406,6 +406,10 @@ pub(super) struct DevicesArgs {
     /// Only devices in this group (repeat for any of several).
     #[arg(long, value_name = "GROUP")]
     pub(super) group: Vec<String>,
+    /// Show what each device is instead: its model, OS, kernel, memory
+    /// and network addresses, as its agent said.
+    #[arg(long)]
+    pub(super) facts: bool,
 }
 
 /// A state `devices --state` picks: the words `devices` prints, and

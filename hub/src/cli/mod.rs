@@ -147,9 +147,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Devices(a) => operate(&a.op, Request::Devices, Duration::ZERO, |r| match r {
             Response::Devices(mut d) => {
                 d.retain(|d| device_matches(d, &a.state, &a.group));
+                let text = match a.facts {
+                    true => format::fmt_inventory(&d),
+                    false => format::fmt_devices(&d),
+                };
                 Some(Shown::new(
                     d.iter().map(views::device).collect(),
-                    format::fmt_devices(&d),
+                    text,
                     true,
                 ))
             }

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fleetmq_protocol::{Hello, HelloRequest, PinnedGroups, Welcome, validate_group};
+use fleetmq_protocol::{DeviceFacts, Hello, HelloRequest, PinnedGroups, Welcome, validate_group};
 use tracing::{info, warn};
 
 use super::{Core, Now};
@@ -166,6 +166,18 @@ impl Presence {
 }
 
 impl Core {
+    /// What a device's Offer says it is: kept in the store (over hub
+    /// restarts, shown while it is offline), not in memory. Facts past
+    /// their bounds are not kept, and said; its work goes on.
+    pub(super) fn keep_facts(&mut self, device: &str, facts: DeviceFacts, now: Now) {
+        if let Err(why) = facts.check() {
+            return warn!(device, "the device's facts are not kept: {why}");
+        }
+        if let Err(e) = self.store.facts(device, &facts, now.wall_ms) {
+            self.store_failed("recording a device's facts", &e);
+        }
+    }
+
     /// A Hello: the device is online, its description stored, and it is
     /// welcomed with the ports of the other sockets, after a Carry that
     /// offers it to use none of them.

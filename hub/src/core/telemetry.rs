@@ -104,8 +104,9 @@ impl Core {
                 self.heard(&device, now);
                 return self.clock_heard(&device, hb.uptime_ms, now);
             }
-            Upstream::Offer(offer) => {
+            Upstream::Offer(mut offer) => {
                 self.heard(&device, now);
+                self.keep_facts(&device, std::mem::take(&mut offer.0.facts), now);
                 let applied = offer.0.config_version;
                 self.clocks.offered(&device, offer.0.hello_on_clock_step);
                 self.offered(&device, offer.0, now);

@@ -149,6 +149,51 @@ pub fn fmt_devices(devices: &[DeviceInfo]) -> String {
     out
 }
 
+/// `devices --facts`: what each device is and where it is on its network,
+/// as its agent said (a device whose agent said nothing shows dashes).
+pub fn fmt_inventory(devices: &[DeviceInfo]) -> String {
+    let rows: Vec<[String; 6]> = devices
+        .iter()
+        .map(|d| {
+            let f = &d.facts;
+            let or_dash = |s: &str| match s {
+                "" => "-".to_string(),
+                s => line(s).into_owned(),
+            };
+            let memory = match f.memory_bytes {
+                0 => "-".into(),
+                b => format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
+            };
+            let addresses: Vec<String> = (f.interfaces.iter())
+                .filter(|i| !i.addresses.is_empty())
+                .map(|i| format!("{} {}", line(&i.name), line(&i.addresses.join(","))))
+                .collect();
+            [
+                line(&d.id).into_owned(),
+                or_dash(&f.model),
+                or_dash(&f.os_release),
+                or_dash(&f.kernel),
+                memory,
+                or_dash(&addresses.join("  ")),
+            ]
+        })
+        .collect();
+    let head = ["DEVICE", "MODEL", "OS", "KERNEL", "MEMORY", "ADDRESSES"].map(String::from);
+    let width = |c: usize| {
+        let cells = rows.iter().chain([&head]).map(|r| r[c].chars().count());
+        cells.max().unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..5).map(width).collect();
+    let mut out = String::new();
+    for row in [&head].into_iter().chain(&rows) {
+        for (cell, w) in row.iter().zip(&widths) {
+            let _ = write!(out, "{cell:<w$}  ");
+        }
+        let _ = writeln!(out, "{}", row[5]);
+    }
+    out
+}
+
 pub fn fmt_telemetry(row: &TelemetryRow) -> String {
     format!(
         "{} {} {}={}",

@@ -1,8 +1,8 @@
 //! The devices the hub has heard from: their rows (what each said in its
-//! Hello, when it was seen, its batch numbers), their connects and
+//! Hello and Offer, when it was seen, its batch numbers), their connects and
 //! disconnects, and forgetting a decommissioned one.
 
-use fleetmq_protocol::{DeviceInfo, Hello};
+use fleetmq_protocol::{DeviceFacts, DeviceInfo, Hello};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Doing as _, Store, StoreError, json};
@@ -28,6 +28,20 @@ impl Store {
                 params![id, h.agent_version, h.arch, h.os, h.hostname, json(&h.groups), now_ms as i64],
             )
             .doing("recording a hello")?;
+        Ok(())
+    }
+
+    /// Keeps what a device's Offer said it is (its row made if need be).
+    /// The same facts again change nothing, so a reconnect writes no page.
+    pub fn facts(&self, id: &str, facts: &DeviceFacts, now_ms: u64) -> Result<(), StoreError> {
+        let facts = json(facts);
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, facts) VALUES (?1, ?2, ?2, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET facts = ?3 WHERE facts IS NOT ?3",
+                params![id, now_ms as i64, facts],
+            )
+            .doing("recording a device's facts")?;
         Ok(())
     }
 
@@ -119,7 +133,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches
+                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches, facts
                  FROM devices WHERE forgotten_ms IS NULL ORDER BY id",
             )
             .doing("listing devices")?;
@@ -136,6 +150,11 @@ impl Store {
                     since_ms: r.get::<_, i64>(6)? as u64,
                     last_seen_ms: r.get::<_, i64>(7)? as u64,
                     batches: r.get::<_, i64>(8)? as u64,
+                    // Written by this hub from checked facts; unreadable
+                    // (a hand edit) reads as none.
+                    facts: (r.get::<_, Option<String>>(9)?)
+                        .and_then(|f| serde_json::from_str(&f).ok())
+                        .unwrap_or_default(),
                     ..unknown_device()
                 })
             })
@@ -282,5 +301,6 @@ pub fn unknown_device() -> DeviceInfo {
         front_end: String::new(),
         clock_offset_ms: None,
         address: String::new(),
+        facts: DeviceFacts::default(),
     }
 }

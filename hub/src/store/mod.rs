@@ -165,7 +165,8 @@ CREATE TABLE IF NOT EXISTS devices (
     batches INTEGER NOT NULL DEFAULT 0,
     high_seq INTEGER,
     holes TEXT,
-    forgotten_ms INTEGER
+    forgotten_ms INTEGER,
+    facts TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
@@ -374,6 +375,12 @@ impl Store {
         {
             conn.execute_batch("ALTER TABLE devices ADD COLUMN forgotten_ms INTEGER")
                 .doing("adding the devices' forgotten column")?;
+        }
+        // A hub.db from before devices' facts: none known until each
+        // device's next Offer.
+        if conn.prepare("SELECT facts FROM devices LIMIT 0").is_err() {
+            conn.execute_batch("ALTER TABLE devices ADD COLUMN facts TEXT")
+                .doing("adding the devices' facts column")?;
         }
         // A hub.db from before log lines were kept apart: its batches count
         // as holding none (they are kept by [retention.telemetry]).

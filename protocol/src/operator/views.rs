@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{Command, JobSpec, Outcome, Reply, messages};
+use crate::messages::{Command, DeviceFacts, JobSpec, Outcome, Reply, messages};
 use crate::telemetry::Value;
 
 #[cfg(feature = "arbitrary")]
@@ -219,6 +219,11 @@ messages! {
         /// (behind NAT, the router's); its newest since the hub started
         /// when offline, and empty when this hub has not seen one.
         pub address: String,
+        /// What the device is (growable), as its agent's newest Offer said
+        /// (kept while it is offline, and over hub restarts); empty for
+        /// an agent of a release before them.
+        #[serde(with = "crate::growable")]
+        pub facts: DeviceFacts,
     }
 
     /// One stored sample.

@@ -424,6 +424,7 @@ fn hello_with_clock(f: &mut Fleet, device: &str, behind_ms: u64, now: u64) {
         chat: false,
         job_slots: 0,
         hello_on_clock_step: true,
+        facts: fleetmq_protocol::DeviceFacts::default(),
     });
     f.up(device, device, Upstream::Offer(offer), T0 + now);
 }

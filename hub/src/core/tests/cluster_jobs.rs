@@ -203,6 +203,7 @@ fn a_cluster_job_goes_to_a_device_here_that_takes_it_or_back_when_none_does() {
             chat: false,
             job_slots: 0,
             hello_on_clock_step: false,
+            facts: fleetmq_protocol::DeviceFacts::default(),
         }))
     };
     let mut f = front_end();

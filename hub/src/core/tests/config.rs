@@ -13,6 +13,7 @@ fn offer(config_version: u64) -> Upstream {
         chat: false,
         job_slots: 0,
         hello_on_clock_step: false,
+        facts: fleetmq_protocol::DeviceFacts::default(),
     }))
 }
 

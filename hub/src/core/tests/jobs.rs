@@ -195,6 +195,7 @@ pub(super) fn offer(kinds: &[&str], programs: &[&str]) -> Upstream {
         chat: false,
         job_slots: 0,
         hello_on_clock_step: false,
+        facts: fleetmq_protocol::DeviceFacts::default(),
     }))
 }
 

@@ -260,6 +260,7 @@ mod cluster_stats;
 mod cluster_undo;
 mod commands;
 mod config;
+mod facts;
 mod fleet;
 mod forget;
 mod identity;

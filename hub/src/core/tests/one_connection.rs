@@ -16,6 +16,7 @@ fn offer_one(kinds: &[&str], chat: bool, job_slots: u32) -> Upstream {
         chat,
         job_slots,
         hello_on_clock_step: false,
+        facts: fleetmq_protocol::DeviceFacts::default(),
     }))
 }
 

@@ -104,3 +104,45 @@ fn timestamps_are_rfc3339_utc() {
     assert_eq!(fmt_ts(951_782_400_123), "2000-02-29T00:00:00.123Z");
     assert_eq!(fmt_ts(1_795_292_428_999), "2026-11-21T20:20:28.999Z");
 }
+
+#[test]
+fn the_inventory_says_what_each_device_is_and_where_on_its_network() {
+    use fleetmq_protocol::{DeviceFacts, Interface};
+    let pi = DeviceInfo {
+        id: "pi-1".into(),
+        facts: DeviceFacts {
+            os_release: "Raspbian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.6.31+rpt-rpi-v8".into(),
+            model: "Raspberry Pi 4 Model B Rev 1.4".into(),
+            serial: "10000000e3a5c3f1".into(),
+            memory_bytes: 3_884_360 * 1024,
+            interfaces: vec![
+                Interface {
+                    name: "eth0".into(),
+                    mac: "dc:a6:32:01:02:03".into(),
+                    addresses: vec![],
+                },
+                Interface {
+                    name: "wlan0".into(),
+                    mac: "dc:a6:32:01:02:04".into(),
+                    addresses: vec!["192.168.1.23/24".into(), "fe80::1/64".into()],
+                },
+            ],
+        },
+        ..crate::store::unknown_device()
+    };
+    let old = DeviceInfo {
+        id: "pi-old".into(),
+        ..crate::store::unknown_device()
+    };
+    let out = fmt_inventory(&[pi, old]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "DEVICE  MODEL                           OS                                KERNEL             MEMORY   ADDRESSES",
+            "pi-1    Raspberry Pi 4 Model B Rev 1.4  Raspbian GNU/Linux 12 (bookworm)  6.6.31+rpt-rpi-v8  3.7 GiB  wlan0 192.168.1.23/24,fe80::1/64",
+            "pi-old  -                               -                                 -                  -        -",
+        ]
+    );
+}

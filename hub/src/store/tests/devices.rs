@@ -173,3 +173,51 @@ fn a_hub_db_from_before_forget_lists_its_devices_and_can_forget_one() {
     let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
     assert_eq!(ids, ["pi-b"]);
 }
+
+/// What a device's Offer said it is survives a restart; the same facts
+/// again write nothing; a hub.db from before facts gains the column.
+#[test]
+fn a_devices_facts_are_kept_over_a_restart_and_the_same_again_change_nothing() {
+    use fleetmq_protocol::{DeviceFacts, Interface};
+    let facts = DeviceFacts {
+        kernel: "6.6.31+rpt-rpi-v8".into(),
+        model: "Raspberry Pi 4 Model B Rev 1.4".into(),
+        memory_bytes: 4 << 30,
+        interfaces: vec![Interface {
+            name: "wlan0".into(),
+            mac: "dc:a6:32:01:02:04".into(),
+            addresses: vec!["192.168.1.23/24".into()],
+        }],
+        ..DeviceFacts::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+        store.touch("pi-old", 1).unwrap();
+        store
+            .conn
+            .execute_batch("ALTER TABLE devices DROP COLUMN facts")
+            .unwrap();
+    }
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    store.facts("pi-a", &facts, 2).unwrap();
+    assert_eq!(store.conn.changes(), 1);
+    store.facts("pi-a", &facts, 3).unwrap();
+    assert_eq!(
+        store.conn.changes(),
+        0,
+        "the same facts again write nothing"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    let listed: Vec<(String, DeviceFacts)> = (store.devices().unwrap().into_iter())
+        .map(|d| (d.id, d.facts))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("pi-a".to_string(), facts),
+            ("pi-old".to_string(), DeviceFacts::default())
+        ]
+    );
+}
