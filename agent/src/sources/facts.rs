@@ -233,13 +233,7 @@ fn unquote(v: &str) -> String {
 /// control characters.
 fn bounded(text: String) -> String {
     let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
-    if out.len() > FACTS_MAX_TEXT {
-        let mut end = FACTS_MAX_TEXT;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
+    fleetmq_net::text::truncate(&mut out, FACTS_MAX_TEXT);
     out
 }
 
