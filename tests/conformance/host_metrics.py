@@ -17,6 +17,7 @@ Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
 import codecs
+import ipaddress
 import os
 import re
 import signal
@@ -147,6 +148,21 @@ def everything(hub, agent):
               (sent, status["host_skipped"]))
     check(all(": " in s for s in status["host_skipped"]), "each skipped group says why",
           status["host_skipped"])
+
+    # What the device is, as the hub is told: this machine's.
+    facts = status["facts"]
+    with open("/proc/sys/kernel/osrelease") as f:
+        kernel = f.read().strip()
+    check((facts["kernel"], facts["memory_bytes"]) == (kernel, meminfo("MemTotal")),
+          "status facts: this machine's kernel and MemTotal", facts)
+    names = [i["name"] for i in facts["interfaces"]]
+    want = sorted(n for n in os.listdir("/sys/class/net") if n != "lo")[:32]
+    check(names == want, "status facts: the interfaces /sys/class/net lists but lo, "
+          "in name order (32 at most)", (names, want))
+    for i in facts["interfaces"]:
+        for a in i["addresses"]:
+            ipaddress.ip_interface(a)
+    check(status["facts_problem"] == "", "the addresses were read", status["facts_problem"])
 
 
 def reload(agent, config):

@@ -140,8 +140,13 @@ def run(args, ctx):
     status, kind, body = reader.call("/metrics")
     check(status == 200 and kind.startswith("text/plain"), "/metrics with the token",
           (status, kind))
-    samples = {}
+    samples, info = {}, {}
     for line in body.decode().splitlines():
+        if line.startswith("fleetmq_device_info{"):
+            labels = line[len("fleetmq_device_info{"):].rpartition("} ")[0]
+            pairs = dict(p.split("=", 1) for p in labels.split('",') if p)
+            pairs = {k: v.strip('"') for k, v in pairs.items()}
+            info[pairs["device"]] = pairs
         if line.startswith("fleetmq_metric{"):
             labels, _, value = line[len("fleetmq_metric{"):].rpartition("} ")
             pairs = dict(p.split("=", 1) for p in labels.split('",') if p)
@@ -151,6 +156,12 @@ def run(args, ctx):
     want = frozenset({("device", dev), ("metric", "py.temp"), ("room", "lab")})
     check(samples.get(want) == 21.5, "fleetmq_metric{device,metric,...tags} holds the newest",
           sorted(map(sorted, samples))[:5])
+    with open("/proc/sys/kernel/osrelease", encoding="utf-8") as f:
+        kernel = f.read().strip()
+    real = info.get(args.real_agent, {})
+    check(real.get("kernel") == kernel and real.get("agent_version"),
+          "fleetmq_device_info labels the real agent with its version and this machine's kernel",
+          real)
 
     # --- acting --------------------------------------------------------------
     shout = {"all": True, "text": "from http"}

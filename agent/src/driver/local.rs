@@ -331,6 +331,8 @@ impl Agent {
             jobs_run: s.jobs_run,
             commands_answered: s.commands_answered,
             host_skipped: self.host.skipped().collect(),
+            facts: self.facts.current().clone(),
+            facts_problem: self.facts.problem().to_string(),
             ingest: self.ingest.status.clone(),
             logs: control::LogsStatus {
                 files: self.tailer.status(),

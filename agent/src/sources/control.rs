@@ -65,6 +65,10 @@ pub struct Status {
     pub commands_answered: u64,
     /// Host metric groups skipped, each with why.
     pub host_skipped: Vec<String>,
+    /// What this device is, as the hub is told (in the Offer).
+    pub facts: fleetmq_protocol::DeviceFacts,
+    /// Why the facts lack the IP addresses, if they do.
+    pub facts_problem: String,
     pub ingest: crate::sources::ingest::IngestStatus,
     /// The `[logs]` files.
     pub logs: LogsStatus,

@@ -53,6 +53,12 @@ impl Facts {
         &self.current
     }
 
+    /// Why the IP addresses could not be read last time (empty when
+    /// they could).
+    pub fn problem(&self) -> &str {
+        self.said.as_deref().unwrap_or_default()
+    }
+
     /// When they are to be read again.
     pub fn due_at(&self) -> Instant {
         self.next

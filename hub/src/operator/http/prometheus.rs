@@ -222,6 +222,25 @@ pub fn prometheus(
             (format!("device=\"{}\"", label(&d.id)), seen)
         },
     );
+    labelled_gauge(
+        &mut out,
+        "device_info",
+        "1 for each device, with what it runs and is as labels (its agent's version and architecture; the OS release, kernel and model its agent's facts say, empty from an older agent): join on device to group or alert by them.",
+        devices,
+        |d| {
+            let f = &d.facts;
+            let labels = format!(
+                "device=\"{}\",agent_version=\"{}\",arch=\"{}\",os_release=\"{}\",kernel=\"{}\",model=\"{}\"",
+                label(&d.id),
+                label(&d.agent_version),
+                label(&d.arch),
+                label(&f.os_release),
+                label(&f.kernel),
+                label(&f.model)
+            );
+            (labels, 1.0)
+        },
+    );
     let measured: Vec<(&str, i64)> = (devices.iter())
         .filter_map(|d| Some((d.id.as_str(), d.clock_offset_ms?)))
         .collect();

@@ -195,6 +195,12 @@ fn the_exposition_has_help_type_and_escaped_labels() {
         hostname: "pi".into(),
         batches: 1,
         clock_offset_ms: Some(-90_500),
+        facts: fleetmq_protocol::DeviceFacts {
+            os_release: "Raspbian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.6.31+rpt-rpi-v8".into(),
+            model: "Raspberry Pi 4 Model B \"Rev\" 1.4".into(),
+            ..Default::default()
+        },
         ..crate::store::unknown_device()
     };
     // An agent whose clock the hub does not measure has no offset line.
@@ -253,6 +259,15 @@ fn the_exposition_has_help_type_and_escaped_labels() {
     assert!(text.contains("fleetmq_device_last_seen_seconds{device=\"pi-a\"} 1.5\n"));
     assert!(text.contains("fleetmq_device_clock_offset_seconds{device=\"pi-a\"} -90.5\n"));
     assert!(!text.contains("fleetmq_device_clock_offset_seconds{device=\"pi-old\"}"));
+    assert!(
+        text.contains(
+            "fleetmq_device_info{device=\"pi-a\",agent_version=\"0.1.0\",arch=\"aarch64\",os_release=\"Raspbian GNU/Linux 12 (bookworm)\",kernel=\"6.6.31+rpt-rpi-v8\",model=\"Raspberry Pi 4 Model B \\\"Rev\\\" 1.4\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        "fleetmq_device_info{device=\"pi-old\",agent_version=\"\",arch=\"\",os_release=\"\",kernel=\"\",model=\"\"} 1\n"
+    ));
     assert!(
         text.contains("fleetmq_metric{device=\"pi-a\",metric=\"odd\\\"name\"} 3 99\n"),
         "{text}"
