@@ -120,6 +120,20 @@ def run(args, _ctx):
               "devices --group lists the group's devices", mine)
     check(hub.json("devices", "--group", "no-such-group") == [],
           "a group no device is in: [] (and exit 0)")
+    # What each device is: a table with the real agent's kernel and
+    # memory, and --json keeps its shape (facts are in every device).
+    out, _ = hub.code(OK, "devices", "--facts", "--state", "online")
+    lines = out.splitlines()
+    with open("/proc/sys/kernel/osrelease", encoding="utf-8") as f:
+        kernel = f.read().strip()
+    row = next((line.split() for line in lines if line.split()[:1] == [real]), [])
+    check(lines[0].split() == ["DEVICE", "MODEL", "OS", "KERNEL", "MEMORY", "ADDRESSES"]
+          and kernel in row and "GiB" in row,
+          "devices --facts: a table of each device's model, OS, kernel, memory and addresses",
+          out[:400])
+    facts = hub.json("devices", "--facts")
+    check(next(d for d in facts if d["id"] == real)["facts"]["kernel"] == kernel,
+          "devices --facts --json is devices --json, facts and all", facts[:1])
     _, err = hub.code(USAGE, "devices", "--state", "asleep")
     check("online" in err and "revoked" in err, "an unknown state is refused, naming the states", err)
     stats = hub.json("stats")
