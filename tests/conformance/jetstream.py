@@ -181,7 +181,9 @@ def run(args, ctx):
     agent.send(wire.hello("conformance-0.1", "python", "linux", "py-host", ["north"], 1000,
                           now_ms()))
     agent.expect("Welcome")
-    agent.send(wire.offer(["echo"], [], 0, True, False, 1))
+    facts = wire.device_facts("Conformance OS 1", "6.6.0-py", "Python Board Rev 1", "",
+                              512 << 20, [("eth0", "", ["192.0.2.10/24"])])
+    agent.send(wire.offer(["echo"], [], 0, True, False, 1, False, facts))
 
     nats = Nats(args.nats)
     # --- telemetry: one message per batch, its headers and its lines ----
@@ -220,6 +222,19 @@ def run(args, ctx):
           and held.get("arch") == "python" and held.get("groups") == ["north"]
           and {"since_ms", "version"} <= held.keys(),
           "fleetmq_devices says which front-end holds the device", held)
+    # The front-end writes the facts into the holder after its Offer, on
+    # its own schedule: read until they are there.
+    deadline = time.monotonic() + client.WAIT_S
+    while "facts" not in held and time.monotonic() < deadline:
+        time.sleep(0.05)
+        held = json.loads(nats.stored("KV_fleetmq_devices",
+                                      last_by_subj=f"$KV.fleetmq_devices.{dev}")[2])
+    check(held.get("facts") == {"os_release": "Conformance OS 1", "kernel": "6.6.0-py",
+                                "model": "Python Board Rev 1", "serial": "",
+                                "memory_bytes": 512 << 20,
+                                "interfaces": [{"name": "eth0", "mac": "",
+                                                "addresses": ["192.0.2.10/24"]}]},
+          "and what its Offer said it is, as PROTOCOL.md writes DeviceFacts in JSON", held)
     _, _, keys, _ = nats.stored("KV_fleetmq_allow", last_by_subj=f"$KV.fleetmq_allow.{dev}")
     check(args.public in keys.decode().split("\n"), "fleetmq_allow lists its key", keys)
     _, _, report, _ = nats.stored("KV_fleetmq_frontends",

@@ -101,7 +101,7 @@ pub fn batch_id(device: &str, seq: u64) -> String {
 }
 
 /// Who holds a device, as kept in [`DEVICES_BUCKET`] (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Holder {
     /// The front-end holding (or last holding) the device.
     pub frontend: String,
@@ -122,6 +122,15 @@ pub struct Holder {
     /// remembers the device again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forgotten_ms: Option<u64>,
+    /// What the device's newest Offer said it is, written by the
+    /// front-end holding it when they change (absent until then, and
+    /// from a release before facts).
+    #[serde(default, skip_serializing_if = "no_facts")]
+    pub facts: fleetmq_protocol::DeviceFacts,
+}
+
+fn no_facts(facts: &fleetmq_protocol::DeviceFacts) -> bool {
+    *facts == fleetmq_protocol::DeviceFacts::default()
 }
 
 impl Holder {
@@ -142,6 +151,7 @@ impl Holder {
             arch: said.arch,
             groups: said.groups,
             forgotten_ms: Some(now_ms),
+            facts: fleetmq_protocol::DeviceFacts::default(),
         }
     }
 }
@@ -181,6 +191,23 @@ pub fn next_holder(
         arch: said.arch,
         groups: said.groups,
         forgotten_ms: None,
+        // Facts change only with an Offer (ToCluster::Facts).
+        facts: held.map(|h| h.facts.clone()).unwrap_or_default(),
+    })
+}
+
+/// The holder to write when `device`, held at front-end `me`, says it is
+/// `facts` now: `None` to leave it (no holder, another front-end's, a
+/// forgotten one, or the same facts).
+pub fn with_facts(
+    held: Option<&Holder>,
+    me: &str,
+    facts: &fleetmq_protocol::DeviceFacts,
+) -> Option<Holder> {
+    let h = held.filter(|h| h.frontend == me && !h.forgotten() && h.facts != *facts)?;
+    Some(Holder {
+        facts: facts.clone(),
+        ..h.clone()
     })
 }
 
@@ -231,6 +258,12 @@ pub enum ToCluster {
     },
     /// `device` went offline here.
     Offline { device: String },
+    /// What `device`, held here, says it is changed (its Offer): written
+    /// into its holder for every front-end.
+    Facts {
+        device: String,
+        facts: fleetmq_protocol::DeviceFacts,
+    },
     /// Ask front-end `frontend` to answer an operator request (`frame`,
     /// as the operator sent it) for a device it holds; the answer comes
     /// back as [`FromCluster::Answered`] for `client`.
@@ -394,6 +427,7 @@ mod tests {
             arch: "aarch64".into(),
             groups: vec!["north".into()],
             forgotten_ms: None,
+            facts: fleetmq_protocol::DeviceFacts::default(),
         }
     }
 
@@ -426,6 +460,36 @@ mod tests {
             ("0.1.0", "aarch64", true)
         );
         assert_eq!(back.groups, vec!["north".to_string()]);
+    }
+
+    #[test]
+    fn facts_follow_the_device_between_front_ends_and_go_when_it_is_forgotten() {
+        let facts = fleetmq_protocol::DeviceFacts {
+            kernel: "6.6.31".into(),
+            ..Default::default()
+        };
+        let told = with_facts(Some(&holder("a", true)), "a", &facts).unwrap();
+        assert_eq!((told.facts.kernel.as_str(), told.online), ("6.6.31", true));
+        assert_eq!(with_facts(Some(&told), "a", &facts), None, "the same again");
+        assert_eq!(
+            with_facts(Some(&told), "b", &facts),
+            None,
+            "only its holder"
+        );
+        assert_eq!(with_facts(None, "a", &facts), None);
+        let taken = next_holder(Some(&told), "b", true, None, 9).unwrap();
+        assert_eq!(taken.facts, facts, "kept until its Offer at b");
+        let json = serde_json::to_value(&taken).unwrap();
+        assert_eq!(json["facts"]["kernel"], "6.6.31");
+        assert!(
+            serde_json::to_value(holder("a", true))
+                .unwrap()
+                .get("facts")
+                .is_none(),
+            "no facts, no field"
+        );
+        let gone = Holder::forgotten_now(Some(&taken), 20);
+        assert_eq!(gone.facts, fleetmq_protocol::DeviceFacts::default());
     }
 
     #[test]

@@ -287,7 +287,14 @@ impl Core {
             if d.groups.is_empty() {
                 d.groups.clone_from(&h.groups);
             }
-            if self.held_by_other(id).is_some() {
+            // What it is: its holder's facts when another front-end holds
+            // it (the newest), else this store's, else its holder's.
+            let elsewhere = self.held_by_other(id).is_some();
+            let none = fleetmq_protocol::DeviceFacts::default();
+            if h.facts != none && (elsewhere || d.facts == none) {
+                d.facts.clone_from(&h.facts);
+            }
+            if elsewhere {
                 d.online = true;
                 d.since_ms = h.since_ms;
                 d.front_end = h.frontend.clone();

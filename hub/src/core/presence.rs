@@ -167,14 +167,20 @@ impl Presence {
 
 impl Core {
     /// What a device's Offer says it is: kept in the store (over hub
-    /// restarts, shown while it is offline), not in memory. Facts past
-    /// their bounds are not kept, and said; its work goes on.
+    /// restarts, shown while it is offline), not in memory; a front-end
+    /// also puts a change in the device's holder, for the others. Facts
+    /// past their bounds are not kept, and said; its work goes on.
     pub(super) fn keep_facts(&mut self, device: &str, facts: DeviceFacts, now: Now) {
         if let Err(why) = facts.check() {
             return warn!(device, "the device's facts are not kept: {why}");
         }
-        if let Err(e) = self.store.facts(device, &facts, now.wall_ms) {
-            self.store_failed("recording a device's facts", &e);
+        match self.store.facts(device, &facts, now.wall_ms) {
+            Ok(true) if self.is_front_end() => {
+                let device = device.to_string();
+                self.tell_cluster(crate::cluster::ToCluster::Facts { device, facts });
+            }
+            Ok(_) => {}
+            Err(e) => self.store_failed("recording a device's facts", &e),
         }
     }
 

@@ -31,18 +31,20 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps what a device's Offer said it is (its row made if need be).
-    /// The same facts again change nothing, so a reconnect writes no page.
-    pub fn facts(&self, id: &str, facts: &DeviceFacts, now_ms: u64) -> Result<(), StoreError> {
+    /// Keeps what a device's Offer said it is (its row made if need be);
+    /// true if they changed. The same facts again change nothing, so a
+    /// reconnect writes no page.
+    pub fn facts(&self, id: &str, facts: &DeviceFacts, now_ms: u64) -> Result<bool, StoreError> {
         let facts = json(facts);
-        self.conn
+        let changed = self
+            .conn
             .execute(
                 "INSERT INTO devices (id, first_seen_ms, last_seen_ms, since_ms, facts) VALUES (?1, ?2, ?2, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET facts = ?3 WHERE facts IS NOT ?3",
                 params![id, now_ms as i64, facts],
             )
             .doing("recording a device's facts")?;
-        Ok(())
+        Ok(changed > 0)
     }
 
     /// Makes sure a device row exists (a device heard from before its hello).

@@ -49,17 +49,44 @@ pub(super) async fn write_presence(shared: Shared, mut rx: mpsc::UnboundedReceiv
                 (device, true, said)
             }
             ToCluster::Offline { device } => (device, false, None),
+            ToCluster::Facts { device, facts } => {
+                let write = || set_facts(&shared, &device, &facts);
+                five_times(&device, "what the device is", write).await;
+                continue;
+            }
             _ => continue,
         };
-        for attempt in 0..5 {
-            match set_holder(&shared, &device, online, said.as_ref()).await {
-                Ok(()) => break,
-                Err(e) if attempt == 4 => {
-                    warn!(device, error = %e, "could not record which front-end holds the device")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        let write = || set_holder(&shared, &device, online, said.as_ref());
+        five_times(&device, "which front-end holds the device", write).await;
+    }
+}
+
+/// Tries a compare-and-set of `device`'s holder up to five times (another
+/// front-end may write it in between), and says if none took.
+async fn five_times<F, W>(device: &str, what: &str, mut write: W)
+where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    for attempt in 0..5 {
+        match write().await {
+            Ok(()) => return,
+            Err(e) if attempt == 4 => warn!(device, error = %e, "could not record {what}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// One compare-and-set of a device's facts in its holder.
+async fn set_facts(
+    shared: &Shared,
+    device: &str,
+    facts: &fleetmq_protocol::DeviceFacts,
+) -> Result<(), String> {
+    let (entry, held) = held(shared, device).await?;
+    match crate::cluster::with_facts(held.as_ref(), &shared.name, facts) {
+        Some(next) => write_holder(shared, device, entry, &next).await,
+        None => Ok(()),
     }
 }
 

@@ -315,6 +315,7 @@ async fn serve(
             }
             ToCluster::Online { .. }
             | ToCluster::Offline { .. }
+            | ToCluster::Facts { .. }
             | ToCluster::Enrol { .. }
             | ToCluster::Forget { .. } => {
                 let _ = presence_tx.send(msg);

@@ -115,6 +115,7 @@ pub(super) fn holder(frontend: &str, online: bool) -> Option<Holder> {
         arch: "armv6".into(),
         groups: vec!["north".into()],
         forgotten_ms: None,
+        facts: fleetmq_protocol::DeviceFacts::default(),
     })
 }
 
@@ -386,4 +387,42 @@ fn a_configuration_edit_goes_through_the_stream_and_is_applied_at_its_place_ther
         f.core.store.mark(crate::core::CONFIG_MARK).unwrap(),
         Some(8)
     );
+}
+
+#[test]
+fn a_devices_facts_go_into_its_holder_once_and_show_at_every_front_end() {
+    use fleetmq_protocol::DeviceFacts;
+    let facts = DeviceFacts {
+        kernel: "6.6.31+rpt-rpi-v8".into(),
+        model: "Raspberry Pi 4 Model B Rev 1.4".into(),
+        ..DeviceFacts::default()
+    };
+    let offer = |facts: &DeviceFacts| super::facts::offer(&[], facts.clone());
+    let mut f = front_end();
+    f.hello("pi-a", T0);
+    f.actions();
+    f.up("pi-a", "pi-a", offer(&facts), T0 + 1);
+    let told = to_cluster(&f.actions());
+    assert!(
+        matches!(&told[..], [ToCluster::Facts { device, facts: said }] if device == "pi-a" && *said == facts),
+        "{told:?}"
+    );
+    f.up("pi-a", "pi-a", offer(&facts), T0 + 2);
+    let told = to_cluster(&f.actions());
+    assert!(told.is_empty(), "the same facts again: {told:?}");
+
+    // pi-z is held at fe-b, which wrote its facts into its holder.
+    f.core.front_ends_live(vec!["fe-a".into(), "fe-b".into()]);
+    let at_b = Holder {
+        facts: facts.clone(),
+        ..holder("fe-b", true).unwrap()
+    };
+    f.core.holder_changed("pi-z", Some(at_b));
+    f.operator(1, Request::Devices, T0 + 3);
+    let (_, got) = to_operator(&f.actions()).pop().unwrap();
+    let Response::Devices(devices) = got else {
+        panic!("{got:?}")
+    };
+    let by_id = |id: &str| devices.iter().find(|d| d.id == id).unwrap().facts.clone();
+    assert_eq!((by_id("pi-a"), by_id("pi-z")), (facts.clone(), facts));
 }

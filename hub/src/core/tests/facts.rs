@@ -5,7 +5,8 @@
 use super::*;
 use fleetmq_protocol::{Abilities, DeviceFacts, Interface, Offer};
 
-fn offer(kinds: &[&str], facts: DeviceFacts) -> Upstream {
+/// An Offer of `kinds` from an agent on five sockets that is `facts`.
+pub(super) fn offer(kinds: &[&str], facts: DeviceFacts) -> Upstream {
     Upstream::Offer(Offer(Abilities {
         job_kinds: kinds.iter().map(|k| k.to_string()).collect(),
         exec_programs: vec![],
