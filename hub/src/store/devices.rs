@@ -35,7 +35,8 @@ impl Store {
     /// true if they changed. The same facts again change nothing, so a
     /// reconnect writes no page.
     pub fn facts(&self, id: &str, facts: &DeviceFacts, now_ms: u64) -> Result<bool, StoreError> {
-        let facts = json(facts);
+        // None (an older agent's) as NULL: its Offers write nothing either.
+        let facts = (*facts != DeviceFacts::default()).then(|| json(facts));
         let changed = self
             .conn
             .execute(

@@ -200,6 +200,10 @@ fn a_devices_facts_are_kept_over_a_restart_and_the_same_again_change_nothing() {
             .unwrap();
     }
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert!(
+        !store.facts("pi-old", &DeviceFacts::default(), 2).unwrap(),
+        "an older agent's none: nothing to write"
+    );
     assert!(store.facts("pi-a", &facts, 2).unwrap());
     assert!(!store.facts("pi-a", &facts, 3).unwrap());
     assert_eq!(
