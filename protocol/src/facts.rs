@@ -13,6 +13,12 @@ pub const FACTS_MAX_INTERFACES: usize = 32;
 pub const FACTS_MAX_ADDRESSES: usize = 16;
 
 impl DeviceFacts {
+    /// Whether nothing is known: an agent of a release before facts, or
+    /// one that could read none.
+    pub fn is_empty(&self) -> bool {
+        *self == DeviceFacts::default()
+    }
+
     /// Whether the facts are within their bounds: none past them, no
     /// control characters; if not, which is wrong.
     pub fn check(&self) -> Result<(), String> {

@@ -125,12 +125,11 @@ pub struct Holder {
     /// What the device's newest Offer said it is, written by the
     /// front-end holding it when they change (absent until then, and
     /// from a release before facts).
-    #[serde(default, skip_serializing_if = "no_facts")]
+    #[serde(
+        default,
+        skip_serializing_if = "fleetmq_protocol::DeviceFacts::is_empty"
+    )]
     pub facts: fleetmq_protocol::DeviceFacts,
-}
-
-fn no_facts(facts: &fleetmq_protocol::DeviceFacts) -> bool {
-    *facts == fleetmq_protocol::DeviceFacts::default()
 }
 
 impl Holder {

@@ -290,8 +290,7 @@ impl Core {
             // What it is: its holder's facts when another front-end holds
             // it (the newest), else this store's, else its holder's.
             let elsewhere = self.held_by_other(id).is_some();
-            let none = fleetmq_protocol::DeviceFacts::default();
-            if h.facts != none && (elsewhere || d.facts == none) {
+            if !h.facts.is_empty() && (elsewhere || d.facts.is_empty()) {
                 d.facts.clone_from(&h.facts);
             }
             if elsewhere {

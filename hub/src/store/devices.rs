@@ -36,7 +36,7 @@ impl Store {
     /// reconnect writes no page.
     pub fn facts(&self, id: &str, facts: &DeviceFacts, now_ms: u64) -> Result<bool, StoreError> {
         // None (an older agent's) as NULL: its Offers write nothing either.
-        let facts = (*facts != DeviceFacts::default()).then(|| json(facts));
+        let facts = (!facts.is_empty()).then(|| json(facts));
         let changed = self
             .conn
             .execute(
