@@ -2,8 +2,10 @@
 //! the Offer): the OS release, kernel, hardware model and serial, memory,
 //! and each network interface with its hardware address and IP addresses.
 //!
-//! Read at start and again once a minute; the agent sends its Offer again
-//! when they changed (a DHCP lease moved, Wi-Fi came up). Everything but
+//! The hardware (model, serial, memory) is read once, at start; the OS
+//! release, kernel and interfaces again once a minute, and the agent sends
+//! its Offer again when they changed (a DHCP lease moved, Wi-Fi came up,
+//! an upgrade). Everything but
 //! the IP addresses is a file under `/proc`, `/sys` or `/etc`, read from a
 //! root the tests choose; the addresses come from `getifaddrs(3)` (through
 //! the `if-addrs` crate), which asks the kernel over netlink. A field the
@@ -38,9 +40,10 @@ pub struct Facts {
 impl Facts {
     /// Reads the facts now, from the system at `root` (`/` outside tests).
     pub fn read(root: impl Into<PathBuf>, now: Instant) -> Facts {
+        let root = root.into();
         let mut facts = Facts {
-            root: root.into(),
-            current: DeviceFacts::default(),
+            current: hardware(&root),
+            root,
             next: now,
             said: None,
         };
@@ -88,7 +91,8 @@ impl Facts {
                 Vec::new()
             }
         };
-        let read = gather(&self.root, &addresses);
+        let mut read = self.current.clone();
+        read_changing(&self.root, &addresses, &mut read);
         let changed = read != self.current;
         self.current = read;
         changed
@@ -112,6 +116,14 @@ fn system_addresses() -> std::io::Result<Addresses> {
 
 /// The facts from the files under `root` and the addresses given.
 pub fn gather(root: &Path, addresses: &[(String, String)]) -> DeviceFacts {
+    let mut facts = hardware(root);
+    read_changing(root, addresses, &mut facts);
+    facts
+}
+
+/// What does not change while the system runs: the model, the serial
+/// number and the memory.
+fn hardware(root: &Path) -> DeviceFacts {
     let text = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
     let cpuinfo = text("proc/cpuinfo").unwrap_or_default();
     // The device tree's strings end with a NUL.
@@ -125,22 +137,30 @@ pub fn gather(root: &Path, addresses: &[(String, String)]) -> DeviceFacts {
         .filter(|s| !s.is_empty())
         .or_else(|| field(&cpuinfo, "Serial"))
         .unwrap_or_default();
-    let os_release = text("etc/os-release")
-        .or_else(|| text("usr/lib/os-release"))
-        .and_then(|t| pretty_name(&t))
-        .unwrap_or_default();
     let memory_bytes = text("proc/meminfo")
         .and_then(|t| field(&t, "MemTotal"))
         .and_then(|kb| kb.trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb.saturating_mul(1024));
     DeviceFacts {
-        os_release: bounded(os_release),
-        kernel: bounded(text("proc/sys/kernel/osrelease").unwrap_or_default()),
         model: bounded(model),
         serial: bounded(serial),
         memory_bytes,
-        interfaces: interfaces(root, addresses),
+        ..DeviceFacts::default()
     }
+}
+
+/// What is read again each minute, into `facts`: the OS release (an
+/// upgrade changes it), the kernel's release (one small file) and the
+/// interfaces with their addresses.
+fn read_changing(root: &Path, addresses: &[(String, String)], facts: &mut DeviceFacts) {
+    let text = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
+    let os_release = text("etc/os-release")
+        .or_else(|| text("usr/lib/os-release"))
+        .and_then(|t| pretty_name(&t))
+        .unwrap_or_default();
+    facts.os_release = bounded(os_release);
+    facts.kernel = bounded(text("proc/sys/kernel/osrelease").unwrap_or_default());
+    facts.interfaces = interfaces(root, addresses);
 }
 
 /// The network interfaces: those `/sys/class/net` lists (with their
@@ -156,18 +176,14 @@ fn interfaces(root: &Path, addresses: &[(String, String)]) -> Vec<Interface> {
         if name == "lo" || read("type").is_ok_and(|t| t.trim() == "772") {
             continue;
         }
-        let mac = read("address")
+        // All zeros, of whatever length: a device without one (a tunnel).
+        let mac = (read("address").ok())
             .map(|a| a.trim().to_string())
+            .filter(|a| a.chars().any(|c| !matches!(c, '0' | ':')))
             .unwrap_or_default();
-        let mac = if mac.chars().all(|c| matches!(c, '0' | ':')) {
-            String::new()
-        } else {
-            mac
-        };
-        let mac = bounded(mac);
         let interface = Interface {
             name: bounded(name.clone()),
-            mac,
+            mac: bounded(mac),
             addresses: Vec::new(),
         };
         by_name.insert(name, interface);
