@@ -14,6 +14,8 @@
 //! * [`telemetry`]: the compact batch of samples and chat lines, with a builder
 //!   that interns metric names and stores timestamps as offsets.
 //! * [`names`]: device ids, group names and broadcast topic prefixes.
+//! * [`facts`] and [`matching`]: the bounds of what a device says it is,
+//!   and the filters (`model~zero`) that aim work by it.
 //!
 //! `PROTOCOL.md` beside this crate documents every byte for writers of clients
 //! in other languages.
@@ -30,6 +32,7 @@
 pub mod envelope;
 pub mod facts;
 pub mod growable;
+pub mod matching;
 pub mod messages;
 pub mod names;
 pub mod operator;
@@ -37,6 +40,7 @@ pub mod telemetry;
 
 pub use envelope::{DecodeError, EncodeError, VERSION};
 pub use facts::{FACTS_MAX_ADDRESSES, FACTS_MAX_INTERFACES, FACTS_MAX_TEXT};
+pub use matching::{MATCHING_FIELDS, MATCHING_MAX, Matcher};
 pub use messages::*;
 pub use names::{
     CONFIG_KEYS, NameError, RouteError, Target, is_config_key, route, route_device,

@@ -174,6 +174,7 @@ messages! {
     }
 
     /// A device as the hub knows it.
+    #[derive(Default)]
     pub struct DeviceInfo {
         /// Device id.
         pub id: String,
