@@ -220,7 +220,13 @@ messages! {
         pub timeout_ms: u32,
         /// How long the command waits for a device that is offline (0: the
         /// hub's `jobs.ttl_ms`).
-        pub ttl_ms: u32,
+        pub ttl_ms: u32,        /// Only the devices of the aim (or, with no other aim, of the
+        /// fleet) that match every one of these filters (`model~zero`; see
+        /// [`crate::matching`]). Send them only to a hub whose
+        /// `HubStats.features` names `matching`: an older one would run
+        /// the command on every device of the aim.
+        #[serde(default)]
+        pub matching: Vec<String>,
     }
 
     /// Filter and cursor for telemetry.
@@ -300,7 +306,12 @@ messages! {
         pub all: bool,
         /// How long an aimed job waits for an offline device (0: the hub's
         /// `jobs.ttl_ms`); past it that device's run fails.
-        pub ttl_ms: u32,
+        pub ttl_ms: u32,        /// Only the devices of the aim (or, with no other aim, of the
+        /// fleet) that match every one of these filters, as for
+        /// [`FleetCommand::matching`] (and only to a hub that names
+        /// `matching` among its features).
+        #[serde(default)]
+        pub matching: Vec<String>,
     }
 
     /// The hub's answer to an [`OperatorRequest`].

@@ -443,6 +443,35 @@ fn golden_vectors() {
     // id 5, Response variant 26 (Revoked)
     assert_eq!(hex(&revoked), "02 51 05 1a 02");
 
+    let aimed = OperatorFrame::from(OperatorRequest {
+        id: 5,
+        request: Request::FleetCommand(FleetCommand {
+            command: Command::Ping,
+            devices: vec![],
+            groups: vec!["n".into()],
+            all: false,
+            timeout_ms: 0,
+            ttl_ms: 0,
+            matching: vec!["model~zero".into()],
+        }),
+    })
+    .encode()
+    .unwrap();
+    // id 5, Request variant 13 (FleetCommand), 20 bytes (growable): Ping,
+    // no devices, groups ["n"], all false, 0, 0, matching ["model~zero"]
+    let aimed_hex = "02 50 05 0d 14 00 00 01 01 6e 00 00 00 01 0a 6d 6f 64 65 6c 7e 7a 65 72 6f";
+    assert_eq!(hex(&aimed), aimed_hex);
+    // An older client's, without filters: read as none.
+    let older = &aimed[..aimed.len() - 12];
+    let OperatorFrame::Request(OperatorRequest {
+        request: Request::FleetCommand(read),
+        ..
+    }) = OperatorFrame::decode(&[&older[..4], &[older[4] - 12], &older[5..]].concat()).unwrap()
+    else {
+        panic!("not a FleetCommand")
+    };
+    assert!(read.matching.is_empty() && read.groups == ["n"]);
+
     // The routing id of an agent's DEALERs: device id, '@', nonce.
     assert_eq!(route("pi", "0123456789abcdef"), "pi@0123456789abcdef");
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Jobs and commands aimed at one device, a group or the fleet, as the
 README ("Aiming jobs and commands: one device, a group, the fleet") tells
-an operator to use them: each member's run or answer, a device never
+an operator to use them, narrowed by what the devices are (`--where`):
+each member's run or answer, a device never
 handed work it would refuse, the work queue's slots, and what waits for
 an offline device across a hub restart until its time to live ends.
 
@@ -22,6 +23,7 @@ Each command is a binary, or a runner and it. Exit status as client.py's.
 """
 
 import json
+import os
 import re
 import signal
 import sys
@@ -85,10 +87,49 @@ def run(args, _ctx):
     f = Fleet(args)
     try:
         f.online([A, B, C])
+        matching(f)
         jobs(f)
         commands(f)
     finally:
         f.stop()
+
+
+def matching(f):
+    """`--where`: work aimed by what the devices are. The three agents run
+    on this machine, so they share its kernel; a filter on it picks them
+    all, narrowed by a group, and one on a kernel nobody runs picks none."""
+    hub = f.hub.cli
+    kernel = os.uname().release
+    mine = f"kernel={kernel}"
+    listed = fleet.until("the three agents' facts are known",
+                         lambda: hub.json("devices", "--where", mine),
+                         lambda ds: {d["id"] for d in ds} == {A, B, C})
+    check(all(d["facts"]["kernel"] == kernel for d in listed),
+          "devices --where lists the devices whose facts match", listed)
+    check(hub.json("devices", "--where", mine, "--where", "kernel~nonesuch") == [],
+          "devices --where: every filter must match", None)
+    out, _ = hub.code(0, "command", "--group", "north", "--where", mine, "ping",
+                      what="command --group --where: every member answered well, exit 0")
+    check(re.match(r"command \d+ for 2 device\(s\): pi-a, pi-b\n", out),
+          "--where narrows the group: the two north devices on this kernel", out)
+    listed = hub.json("command", "--list", "1")
+    check(listed[0]["target"] == f"groups north where {mine}",
+          "command --list says whom it was for, filters and all", listed)
+    _, err = hub.code(1, "command", "--where", "kernel~nonesuch", "ping",
+                      what="a command no device matches: exit 1, nothing sent")
+    check("no known device is in all where kernel~nonesuch" in err
+          and "fleetmq-hub devices --where kernel~nonesuch" in err,
+          "it says the filters matched nobody, and how to see whom they match", err)
+    _, err = hub.code(2, "command", "--where", "colour=red", "ping",
+                      what="a filter on no field is a mistake on the command line: exit 2")
+    check('no field "colour"; the fields are model, os, kernel' in err,
+          "it names the fields a filter may use", err)
+    job = job_id(hub.json("job", "submit", "--where", mine, "--where", "memory>1M",
+                          "--group", "north", "echo", "narrowed"))
+    shown = hub.json("job", "show", "--wait", job)
+    check(set(runs_of(shown)) == {A, B} and shown["state"] == "done"
+          and shown["target"] == f"groups north where {mine}, memory>1M",
+          "job submit --where: a run on each device of the aim that matches", shown)
 
 
 def job_id(printed):

@@ -20,6 +20,7 @@ was expected and what came), 2 when it cannot run (no pyzmq).
 """
 
 import argparse
+import os
 import secrets
 import sys
 import time
@@ -283,6 +284,15 @@ def golden_vectors(protocol_md):
     data = wire.operator_request(5, "Revoke", wire.revocation("pi"))
     check(any(d == data for _, _, d in frames), "this client writes the golden Revoke byte for byte",
           data.hex(" "))
+    aimed = [f["request"][1] for n, f, _ in frames
+             if n == "OperatorRequest" and f["request"][0] == "FleetCommand"]
+    check([a["matching"] for a in aimed] == [["model~zero"], []]
+          and all(a["groups"] == ["n"] for a in aimed),
+          "the golden FleetCommands read with their filters, and an older one's as none", aimed)
+    data = wire.operator_request(5, "FleetCommand", wire.fleet_command(
+        ("ping",), groups=["n"], matching=["model~zero"]))
+    check(any(d == data for _, _, d in frames),
+          "this client writes the golden FleetCommand byte for byte", data.hex(" "))
 
 
 def clock_offset(agent, op):
@@ -531,6 +541,24 @@ def run(args, ctx):
     fleet = op.expect("FleetCommand", "FleetCommandQueued", wire.fleet_command(
         ("ping",), devices=[dev]))
     check(fleet["devices"] == [dev], "FleetCommandQueued names its members", fleet)
+    # Aimed by what devices are: the real agent runs on this machine's
+    # kernel, the Python agent says it runs on FACTS's (and a device whose
+    # facts are not known matches no filter).
+    check("matching" in op.expect("Stats", "Stats")["features"],
+          "HubStats.features names matching: the hub honours FleetCommand.matching")
+    kernel = os.uname().release
+    mine = op.expect("FleetCommand", "FleetCommandQueued", wire.fleet_command(
+        ("ping",), matching=[f"kernel={kernel}", "memory>1M"]))
+    check(mine["devices"] == [args.real_agent],
+          "a FleetCommand with matching reaches only the devices whose facts match", mine)
+    error = op.expect("FleetCommand", "Error", wire.fleet_command(
+        ("ping",), groups=["north"], matching=["model~no such board"]))
+    check(error[0] == "BadRequest" and "where model~no such board" in error[1],
+          "matching no device is BadRequest, naming the filters", error)
+    error = op.expect("FleetCommand", "Error", wire.fleet_command(
+        ("ping",), matching=["colour=red"]))
+    check(error[0] == "BadRequest" and 'no field "colour"' in error[1],
+          "a filter on no field is BadRequest, naming the fields", error)
     answers = op.until("the fleet command's share is answered", "FleetAnswers", "FleetAnswers",
                        wire.varint(fleet["id"]),
                        lambda a: a and a[0]["state"] == "answered")

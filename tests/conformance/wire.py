@@ -319,7 +319,7 @@ def chat_query(after_id, limit):
 
 
 def job_submission(spec, devices=(), groups=(), all_devices=False, timeout_ms=0, lease_ms=0,
-                   max_attempts=0, ttl_ms=0):
+                   max_attempts=0, ttl_ms=0, matching=()):
     return growable(
         job_spec(spec)
         + varint(timeout_ms)
@@ -329,10 +329,12 @@ def job_submission(spec, devices=(), groups=(), all_devices=False, timeout_ms=0,
         + seq(list(groups), string)
         + boolean(all_devices)
         + varint(ttl_ms)
+        + seq(list(matching), string)
     )
 
 
-def fleet_command(cmd, devices=(), groups=(), all_devices=False, timeout_ms=0, ttl_ms=0):
+def fleet_command(cmd, devices=(), groups=(), all_devices=False, timeout_ms=0, ttl_ms=0,
+                  matching=()):
     return growable(
         command(cmd)
         + seq(list(devices), string)
@@ -340,6 +342,7 @@ def fleet_command(cmd, devices=(), groups=(), all_devices=False, timeout_ms=0, t
         + boolean(all_devices)
         + varint(timeout_ms)
         + varint(ttl_ms)
+        + seq(list(matching), string)
     )
 
 
@@ -689,6 +692,7 @@ def read_hub_stats(r):
         out["log_lines_stored"] = g.u()
         out["log_bytes"] = g.u()
         out["keys_pending"] = g.u(32)
+        out["features"] = g.vec(g.s)
         return out
 
     return r.growable("HubStats", fields)
@@ -880,7 +884,7 @@ def read_request(r):
         return kind, r.growable("JobSubmission", lambda g: {
             "spec": read_job_spec(g), "timeout_ms": g.u(32), "lease_ms": g.u(32),
             "max_attempts": g.u(32), "devices": g.vec(g.s), "groups": g.vec(g.s),
-            "all": g.b(), "ttl_ms": g.u(32)})
+            "all": g.b(), "ttl_ms": g.u(32), "matching": g.vec(g.s)})
     if kind in ("Job", "FleetAnswers", "CancelJob", "CancelCommand"):
         return kind, {"id": r.u()}
     if kind in ("Jobs", "RecentChat", "Commands", "FleetCommands", "Audit"):
@@ -890,7 +894,7 @@ def read_request(r):
     if kind == "FleetCommand":
         return kind, r.growable("FleetCommand", lambda g: {
             "command": read_command(g), "devices": g.vec(g.s), "groups": g.vec(g.s),
-            "all": g.b(), "timeout_ms": g.u(32), "ttl_ms": g.u(32)})
+            "all": g.b(), "timeout_ms": g.u(32), "ttl_ms": g.u(32), "matching": g.vec(g.s)})
     if kind == "ConfigEdit":
         return kind, r.growable("ConfigEdit", lambda g: {
             "layer": g.s(), "set": g.vec(g.pair), "unset": g.vec(g.s), "if_version": g.u()})

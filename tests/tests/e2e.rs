@@ -669,6 +669,7 @@ fn a_retried_job_submission_queues_one_job() {
             groups: vec![],
             all: false,
             ttl_ms: 0,
+            matching: vec![],
         }),
     })
     .encode()

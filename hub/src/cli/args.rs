@@ -410,6 +410,12 @@ pub(super) struct DevicesArgs {
     /// and network addresses, as its agent said.
     #[arg(long)]
     pub(super) facts: bool,
+    /// Only devices whose facts match, as `command` and `job submit`
+    /// take it (model~zero, os~bullseye, kernel!=6.6.51, memory<1G,
+    /// address~192.168.4.; repeat: every one must match): whom a job or
+    /// command with the same filters would reach.
+    #[arg(long = "where", value_name = "FILTER")]
+    pub(super) matching: Vec<String>,
 }
 
 /// A state `devices --state` picks: the words `devices` prints, and

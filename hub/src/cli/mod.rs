@@ -144,21 +144,28 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Backup(a) => back_up(&a),
         Cmd::ConsoleUrl(a) => console::url(&a),
-        Cmd::Devices(a) => operate(&a.op, Request::Devices, Duration::ZERO, |r| match r {
-            Response::Devices(mut d) => {
-                d.retain(|d| device_matches(d, &a.state, &a.group));
-                let text = match a.facts {
-                    true => format::fmt_inventory(&d),
-                    false => format::fmt_devices(&d),
-                };
-                Some(Shown::new(
-                    d.iter().map(views::device).collect(),
-                    text,
-                    true,
-                ))
-            }
-            _ => None,
-        }),
+        Cmd::Devices(a) => {
+            let filters = fleetmq_protocol::Matcher::parse_all(&a.matching)
+                .map_err(|why| usage(&format!("--where: {why}")))?;
+            operate(&a.op, Request::Devices, Duration::ZERO, |r| match r {
+                Response::Devices(mut d) => {
+                    d.retain(|d| {
+                        device_matches(d, &a.state, &a.group)
+                            && fleetmq_protocol::matching::matches_all(&filters, d)
+                    });
+                    let text = match a.facts {
+                        true => format::fmt_inventory(&d),
+                        false => format::fmt_devices(&d),
+                    };
+                    Some(Shown::new(
+                        d.iter().map(views::device).collect(),
+                        text,
+                        true,
+                    ))
+                }
+                _ => None,
+            })
+        }
         Cmd::Telemetry(a) => telemetry(a),
         Cmd::Logs(a) => logs(a),
         Cmd::Chat(a) => chat(a),

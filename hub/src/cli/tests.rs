@@ -148,3 +148,40 @@ fn options_go_before_the_subcommand_too() {
         Some(clap::error::ErrorKind::UnknownArgument)
     );
 }
+
+#[test]
+fn where_narrows_a_command_and_the_device_list() {
+    let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+    let Ok(Cmd::Command(a)) = parse(&[
+        "fleetmq-hub",
+        "command",
+        "--where",
+        "model~zero",
+        "--where",
+        "memory<1G",
+        "ping",
+    ]) else {
+        panic!("not command");
+    };
+    assert!(a.aim.aimed(), "filters alone aim at the fleet");
+    assert_eq!(a.aim.matching, ["model~zero", "memory<1G"]);
+    assert_eq!(a.words, ["ping"]);
+    let listing = parse(&["fleetmq-hub", "command", "--list", "--where", "os~x"]);
+    assert!(listing.is_err(), "--where is no filter of --list");
+    let Ok(Cmd::Devices(d)) = parse(&["fleetmq-hub", "devices", "--where", "os~bookworm"]) else {
+        panic!("not devices");
+    };
+    assert_eq!(d.matching, ["os~bookworm"]);
+}
+
+#[test]
+fn where_is_sent_only_to_a_hub_that_honours_it() {
+    let mut stats = fleetmq_protocol::HubStats {
+        hub_version: "0.1.0".into(),
+        ..Default::default()
+    };
+    let why = super::work::before_matching(&stats).expect("an older hub names no features");
+    assert!(why.contains("would act on every device of the aim, so nothing was sent"));
+    stats.features = vec!["matching".into()];
+    assert_eq!(super::work::before_matching(&stats), None);
+}

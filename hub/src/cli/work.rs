@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use fleetmq_protocol::{
-    Command, FleetCommand, JobSpec, JobState, JobSubmission, Request, Response,
+    Command, FleetCommand, JobSpec, JobState, JobSubmission, Matcher, Request, Response,
 };
 use serde_json::Value;
 
 use super::ask::{Exit, client, failed};
 use super::{CommandArgs, JobKind, OpArgs, SubmitArgs};
-use crate::operator::{format, views};
+use crate::operator::{ClientError, format, views};
 
 pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = match a.kind {
@@ -42,8 +42,9 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         groups: a.aim.group.clone(),
         all: a.aim.all,
         ttl_ms,
+        matching: a.aim.matching.clone(),
     });
-    let id = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
+    let id = match ask_aimed(&a.op, &a.aim.matching, req)? {
         Ok(Response::JobSubmitted { id }) => id,
         Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
         Err(e) => return Ok(failed(&a.op, &e)),
@@ -57,6 +58,45 @@ pub(super) fn submit_job(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         println!("job {id} queued");
     }
     Ok(Exit::Ok.into())
+}
+
+/// Sends a job or command aimed with `matching` (`--where`): the filters
+/// checked here first, and sent only to a hub that honours them; one of a
+/// release before them would skip them and act on every device of the
+/// aim, so it is sent nothing.
+fn ask_aimed(
+    op: &OpArgs,
+    matching: &[String],
+    req: Request,
+) -> anyhow::Result<Result<Response, ClientError>> {
+    Matcher::parse_all(matching).map_err(|why| super::usage(&format!("--where: {why}")))?;
+    let mut c = match client(op) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !matching.is_empty() {
+        match c.call(Request::Stats, Duration::ZERO) {
+            Ok(Response::Stats(s)) => {
+                if let Some(why) = before_matching(&s) {
+                    anyhow::bail!(why);
+                }
+            }
+            Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(c.call(req, Duration::ZERO))
+}
+
+/// Why a hub that answered `stats` may not be sent `--where`, if it is of
+/// a release before filters.
+pub(super) fn before_matching(stats: &fleetmq_protocol::HubStats) -> Option<String> {
+    (!stats.features.iter().any(|f| f == "matching")).then(|| {
+        format!(
+            "the hub (fleetmq-hub {}) is of a release before --where: it would act on every device of the aim, so nothing was sent; upgrade it, or aim with --device and --group",
+            stats.hub_version
+        )
+    })
 }
 
 /// `--ttl`: a duration (`10m`, `2h`, `7d`) in ms, 0 for the hub's default.
@@ -80,8 +120,9 @@ pub(super) fn fleet_command(a: &CommandArgs, command: Command) -> anyhow::Result
         all: a.aim.all,
         timeout_ms: a.timeout_ms,
         ttl_ms: parse_ttl(a.aim.ttl.as_deref())?,
+        matching: a.aim.matching.clone(),
     });
-    let (id, devices) = match client(&a.op).and_then(|mut c| c.call(req, Duration::ZERO)) {
+    let (id, devices) = match ask_aimed(&a.op, &a.aim.matching, req)? {
         Ok(Response::FleetCommandQueued { id, devices }) => (id, devices),
         Ok(_) => anyhow::bail!("the hub answered with the wrong kind of response"),
         Err(e) => return Ok(failed(&a.op, &e)),

@@ -129,6 +129,7 @@ mod tests {
             groups: vec![],
             all: false,
             ttl_ms: 0,
+            matching: vec![],
         };
         let submitted = JobEvent::Submitted {
             submission: submission.clone(),
@@ -171,6 +172,21 @@ mod tests {
             assert_eq!(JobEvent::decode(&e.encode()), Some(e));
         }
         assert_eq!(JobEvent::decode(b"{}"), None);
+    }
+
+    #[test]
+    fn an_event_from_a_front_end_before_filters_reads_as_none() {
+        let older = br#"{"event":"aimed","submission":{"spec":{"Echo":{"text":"hi"}},"timeout_ms":0,"lease_ms":0,"max_attempts":0,"devices":[],"groups":["north"],"all":false,"ttl_ms":0},"target":"groups north","members":["pi-1"],"expires_ms":9,"at_ms":1}"#;
+        let Some(JobEvent::Aimed {
+            submission,
+            members,
+            ..
+        }) = JobEvent::decode(older)
+        else {
+            panic!("an older front-end's aimed job is not read");
+        };
+        assert!(submission.matching.is_empty());
+        assert_eq!(members, ["pi-1"]);
     }
 
     #[test]

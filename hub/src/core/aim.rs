@@ -12,18 +12,21 @@
 //! ```
 //!
 //! Members are the devices known when the job is submitted: named ones,
-//! those whose last Hello named one of the groups, or every device. A
+//! those whose last Hello named one of the groups, or every device; of
+//! them, with filters (`--where model~zero`), those whose facts match. A
 //! device says what it takes on in its `Offer` after each Hello; until the
 //! hub has heard one (an agent older than this), runs for it wait.
 
 use std::collections::HashMap;
 
+use fleetmq_protocol::matching::matches_all;
 use fleetmq_protocol::{
-    Abilities, Downstream, Job, JobSpec, JobSubmission, OperatorError, Outcome, validate_device_id,
-    validate_group,
+    Abilities, Downstream, FleetCommand, Job, JobSpec, JobSubmission, Matcher, OperatorError,
+    Outcome, validate_device_id, validate_group,
 };
 use tracing::{info, warn};
 
+use super::audit::quoted;
 use super::routes::OneConnection;
 use super::slots::MAX_JOB_SLOTS;
 use super::{Core, Now};
@@ -190,64 +193,56 @@ impl Core {
         self.dispatch_to(device, now);
     }
 
-    /// Whom `devices`, `groups` and `all` name, in words, and those
-    /// devices; `None` when they name nobody (the work queue, for a job).
+    /// Whom `aim` names, in words, and those devices; `None` when it names
+    /// nobody (the work queue, for a job).
     pub(super) fn members(
         &self,
-        devices: &[String],
-        groups: &[String],
-        all: bool,
+        aim: &Aim<'_>,
     ) -> Result<Option<(String, Vec<String>)>, OperatorError> {
-        if devices.is_empty() && groups.is_empty() && !all {
+        if aim.is_empty() {
             return Ok(None);
         }
+        let bad = |e: String| OperatorError::BadRequest(e);
+        let filters = Matcher::parse_all(aim.matching).map_err(bad)?;
+        for d in aim.devices {
+            validate_device_id(d).map_err(|e| bad(e.to_string()))?;
+        }
+        for g in aim.groups {
+            validate_group(g).map_err(|e| bad(e.to_string()))?;
+        }
+        // On a front-end, the devices other front-ends have held too, with
+        // what their holders say of them.
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
-        let mut known = self.store.devices().map_err(storage)?;
-        // A front-end knows the devices other front-ends have held too.
-        let mut at: HashMap<String, usize> = (known.iter().enumerate())
-            .map(|(i, k)| (k.id.clone(), i))
+        let known = self.fleet_devices().map_err(storage)?;
+        if let Some(d) = (aim.devices.iter()).find(|d| !known.iter().any(|k| &k.id == *d)) {
+            return Err(OperatorError::UnknownDevice(d.clone()));
+        }
+        let everyone = aim.all || (aim.devices.is_empty() && aim.groups.is_empty());
+        let members: Vec<String> = (known.iter())
+            .filter(|d| {
+                let in_group = d.groups.iter().any(|g| aim.groups.contains(g));
+                let aimed = aim.devices.contains(&d.id) || ((everyone || in_group) && !d.revoked);
+                aimed && matches_all(&filters, d)
+            })
+            .map(|d| d.id.clone())
             .collect();
-        for (id, groups) in self.cluster_devices() {
-            match at.get(&id) {
-                Some(&i) if known[i].groups.is_empty() => known[i].groups = groups,
-                Some(_) => {}
-                None => {
-                    at.insert(id.clone(), known.len());
-                    known.push(fleetmq_protocol::DeviceInfo {
-                        id,
-                        groups,
-                        ..crate::store::unknown_device()
-                    });
-                }
-            }
-        }
-        let mut members = Vec::new();
-        for d in devices {
-            validate_device_id(d).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
-            if !at.contains_key(d) {
-                return Err(OperatorError::UnknownDevice(d.clone()));
-            }
-            members.push(d.clone());
-        }
-        for g in groups {
-            validate_group(g).map_err(|e| OperatorError::BadRequest(e.to_string()))?;
-        }
-        let named = aim_words(devices, groups, all);
-        for d in &known {
-            let in_group = d.groups.iter().any(|g| groups.contains(g));
-            if (all || in_group) && !self.admission.is_revoked(&d.id) {
-                members.push(d.id.clone());
-            }
-        }
-        members.sort();
-        members.dedup();
+        let words = aim.words();
         if members.is_empty() {
-            return Err(OperatorError::BadRequest(format!(
-                "no known device is in {}: `fleetmq-hub devices` lists devices and their groups",
-                named.join(" or ")
-            )));
+            let what = if filters.is_empty() {
+                "`fleetmq-hub devices` lists devices and their groups".to_string()
+            } else {
+                let each = aim
+                    .matching
+                    .iter()
+                    .map(|m| format!(" --where {}", quoted(m)));
+                format!(
+                    "`fleetmq-hub devices{}` lists whom the filters match",
+                    each.collect::<String>()
+                )
+            };
+            return Err(bad(format!("no known device is in {words}: {what}")));
         }
-        Ok(Some((named.join(" and "), members)))
+        Ok(Some((words, members)))
     }
 
     /// Queues `job` (defaults filled in) on each of `members`.
@@ -380,19 +375,58 @@ impl Core {
     }
 }
 
-/// An aim in words, each part apart (`devices pi-1,pi-2`, `groups north`,
-/// `all`): joined with " and ", what `command --list` and a job show it
-/// for, and what the audit trail says.
-pub(super) fn aim_words(devices: &[String], groups: &[String], all: bool) -> Vec<String> {
-    let mut named = Vec::new();
-    if !devices.is_empty() {
-        named.push(format!("devices {}", devices.join(",")));
+/// Whom an operator aims a job or a fleet command at, as the request
+/// says: devices, groups, the fleet, narrowed by filters on what the
+/// devices are.
+pub(super) struct Aim<'a> {
+    pub devices: &'a [String],
+    pub groups: &'a [String],
+    pub all: bool,
+    pub matching: &'a [String],
+}
+
+impl<'a> Aim<'a> {
+    pub(super) fn of_job(j: &'a JobSubmission) -> Self {
+        Aim {
+            devices: &j.devices,
+            groups: &j.groups,
+            all: j.all,
+            matching: &j.matching,
+        }
     }
-    if !groups.is_empty() {
-        named.push(format!("groups {}", groups.join(",")));
+
+    pub(super) fn of_command(c: &'a FleetCommand) -> Self {
+        Aim {
+            devices: &c.devices,
+            groups: &c.groups,
+            all: c.all,
+            matching: &c.matching,
+        }
     }
-    if all {
-        named.push("all".into());
+
+    /// No aim at all: a job for the work queue.
+    pub(super) fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.groups.is_empty() && !self.all && self.matching.is_empty()
     }
-    named
+
+    /// The aim in words (`devices pi-1,pi-2 and groups north`, `all where
+    /// model~zero, os~bullseye`): what `command --list` and a job show it
+    /// for, and what the audit trail says.
+    pub(super) fn words(&self) -> String {
+        let mut named = Vec::new();
+        if !self.devices.is_empty() {
+            named.push(format!("devices {}", self.devices.join(",")));
+        }
+        if !self.groups.is_empty() {
+            named.push(format!("groups {}", self.groups.join(",")));
+        }
+        if self.all || named.is_empty() {
+            named.push("all".into());
+        }
+        let mut words = named.join(" and ");
+        if !self.matching.is_empty() {
+            words = format!("{words} where {}", self.matching.join(", "));
+        }
+        words
+    }
 }

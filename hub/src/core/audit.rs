@@ -11,7 +11,7 @@ use std::collections::{HashSet, VecDeque};
 
 use fleetmq_protocol::{Command, JobSpec, Request, Target};
 
-use super::aim::aim_words;
+use super::aim::Aim;
 use super::{Caller, Core, Now};
 
 /// Request ids remembered, so that a retry is not kept twice.
@@ -97,7 +97,7 @@ pub fn describe(request: &Request) -> String {
         ),
         Request::FleetCommand(c) => format!(
             "command for {}: {}",
-            aim_words(&c.devices, &c.groups, c.all).join(" and "),
+            Aim::of_command(c).words(),
             command_words(&c.command)
         ),
         Request::SubmitJob(j) => {
@@ -105,11 +105,11 @@ pub fn describe(request: &Request) -> String {
                 JobSpec::Echo { text } => format!("echo {}", quoted(text)),
                 JobSpec::Exec { program, args } => words("exec", program, args),
             };
-            if j.devices.is_empty() && j.groups.is_empty() && !j.all {
+            let aim = Aim::of_job(j);
+            if aim.is_empty() {
                 format!("job: {spec}")
             } else {
-                let aim = aim_words(&j.devices, &j.groups, j.all).join(" and ");
-                format!("job for {aim}: {spec}")
+                format!("job for {}: {spec}", aim.words())
             }
         }
         Request::CancelJob { id } => format!("cancel job {id}"),
@@ -164,9 +164,12 @@ fn words(head: &str, program: &str, args: &[String]) -> String {
         .join(" ")
 }
 
-/// `word`, or `'word'` when it is empty or holds a space or a quote.
-fn quoted(word: &str) -> String {
-    if !word.is_empty() && !word.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+/// `word` as a shell takes it: as it is when every character is one a
+/// shell passes on as it is, else in single quotes (`'memory<1G'`,
+/// `'it'\''s'`, `''`), so that a line the hub shows can be pasted.
+pub(super) fn quoted(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:/=+@%~^".contains(c);
+    if !word.is_empty() && word.chars().all(plain) && !word.starts_with('~') {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))

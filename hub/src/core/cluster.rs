@@ -298,13 +298,6 @@ impl Core {
             .map(|h| h.groups.clone())
     }
 
-    /// Every device some front-end has held, with its groups.
-    pub(super) fn cluster_devices(&self) -> Vec<(String, Vec<String>)> {
-        self.remembered()
-            .map(|(d, h)| (d.clone(), h.groups.clone()))
-            .collect()
-    }
-
     /// A fleet command's share for a device another front-end holds goes
     /// there as a one-device command; its answer comes back to
     /// [`Core::answered_elsewhere`]. False if no other front-end holds it.

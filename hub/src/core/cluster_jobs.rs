@@ -59,7 +59,7 @@ impl Core {
         now: Now,
     ) -> Result<(), OperatorError> {
         let mut job = self.with_defaults(job)?;
-        let event = match self.members(&job.devices, &job.groups, job.all)? {
+        let event = match self.members(&super::aim::Aim::of_job(&job))? {
             Some((target, members)) => {
                 let bytes: usize = members.iter().map(|m| m.len() + 3).sum();
                 if members.len() > MOST_MEMBERS || bytes > MOST_MEMBER_BYTES {

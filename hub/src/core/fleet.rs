@@ -20,7 +20,7 @@ impl Core {
     /// An operator's command for several devices: kept, answered with its
     /// id and members, and sent at once to those online.
     pub(super) fn fleet_command(&mut self, fc: FleetCommand, now: Now) -> Response {
-        let (target, members) = match self.members(&fc.devices, &fc.groups, fc.all) {
+        let (target, members) = match self.members(&super::aim::Aim::of_command(&fc)) {
             Ok(Some(m)) => m,
             Ok(None) => {
                 return Response::Error(OperatorError::BadRequest(

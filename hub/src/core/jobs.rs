@@ -86,7 +86,7 @@ impl Core {
         now: Now,
     ) -> Result<u64, OperatorError> {
         let job = self.with_defaults(job)?;
-        if let Some((target, members)) = self.members(&job.devices, &job.groups, job.all)? {
+        if let Some((target, members)) = self.members(&super::aim::Aim::of_job(&job))? {
             return self.submit_aimed(&job, &target, &members, now);
         }
         let id = self

@@ -363,6 +363,7 @@ impl Core {
             log_lines_stored: c.log_lines_stored,
             log_bytes: self.store.log_bytes(),
             keys_pending: self.admission.knocks().len() as u32,
+            features: fleetmq_protocol::HUB_FEATURES.map(String::from).to_vec(),
         }))
     }
 }

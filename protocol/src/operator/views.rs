@@ -336,6 +336,7 @@ messages! {
     }
 
     /// The hub's counters.
+    #[derive(Default)]
     pub struct HubStats {
         /// Hub version.
         pub hub_version: String,
@@ -439,6 +440,10 @@ messages! {
         ///
         /// [`Request::Pending`]: crate::Request::Pending
         pub keys_pending: u32,
+        /// What this hub does that an older one would skip without a word,
+        /// so that a client asks before relying on it: [`HUB_FEATURES`].
+        #[serde(default)]
+        pub features: Vec<String>,
     }
 
     /// One front-end's own traffic, as it last reported it.
@@ -483,6 +488,10 @@ messages! {
 /// `cancelled` job event), `forget` (a holder marked `forgotten_ms`),
 /// `log_batches` (a `LogBatch` body on the telemetry stream).
 pub const CLUSTER_FEATURES: [&str; 3] = ["job_cancel", "forget", "log_batches"];
+
+/// What a hub of this release names in `HubStats.features`: `matching`
+/// (it honours `JobSubmission.matching` and `FleetCommand.matching`).
+pub const HUB_FEATURES: [&str; 1] = ["matching"];
 
 impl FrontEndStats {
     /// Which of [`CLUSTER_FEATURES`] its report does not list.

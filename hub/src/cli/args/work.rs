@@ -18,6 +18,14 @@ pub(in crate::cli) struct AimArgs {
     /// For every device the hub knows.
     #[arg(long)]
     pub(in crate::cli) all: bool,
+    /// Only the devices (of --device, --group or --all; alone: of the
+    /// fleet) whose facts match FIELD=VALUE, FIELD!=VALUE, FIELD~TEXT
+    /// (holds it, case aside), FIELD!~TEXT, or memory<SIZE, memory>SIZE.
+    /// Fields: model, os, kernel, serial, memory, address, mac,
+    /// interface, version, arch. Repeat: every one must match.
+    /// `fleetmq-hub devices --where ...` lists whom they match.
+    #[arg(long = "where", value_name = "FILTER")]
+    pub(in crate::cli) matching: Vec<String>,
     /// With --device, --group or --all: how long the hub keeps it for a
     /// device that is offline (10m, 2h, 7d; default: the hub's
     /// jobs.ttl_ms, a day). Kept across hub restarts.
@@ -26,9 +34,9 @@ pub(in crate::cli) struct AimArgs {
 }
 
 impl AimArgs {
-    /// Whether any device, group or the fleet is named.
+    /// Whether any device, group, the fleet or a filter is named.
     pub(in crate::cli) fn aimed(&self) -> bool {
-        !self.devices.is_empty() || !self.group.is_empty() || self.all
+        !self.devices.is_empty() || !self.group.is_empty() || self.all || !self.matching.is_empty()
     }
 }
 
@@ -51,11 +59,11 @@ pub(in crate::cli) struct CommandArgs {
     pub(in crate::cli) wait_ms: u64,
     /// Show where an earlier --group/--all/--device command stands on
     /// each device, by the id it printed.
-    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all", "matching"])]
     pub(in crate::cli) answers: Option<u64>,
     /// Cancel an earlier --group/--all/--device command, by the id it
     /// printed: devices not yet sent it never are.
-    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all", "answers"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["devices", "group", "all", "matching", "answers"])]
     pub(in crate::cli) cancel: Option<u64>,
     /// List the newest N (20) --group/--all/--device commands, newest
     /// first: each one's id, whom it is for, and how many devices answered,
@@ -65,7 +73,7 @@ pub(in crate::cli) struct CommandArgs {
         value_name = "N",
         num_args = 0..=1,
         default_missing_value = "20",
-        conflicts_with_all = ["devices", "group", "all", "answers", "cancel"]
+        conflicts_with_all = ["devices", "group", "all", "matching", "answers", "cancel"]
     )]
     pub(in crate::cli) list: Option<u32>,
     /// DEVICE NAME [ARGS...]; with --device, --group or --all, NAME

@@ -95,6 +95,7 @@ fn acts_are_told_in_the_command_lines_words() {
         groups: vec!["north".into()],
         all: false,
         ttl_ms: 0,
+        matching: vec![],
     });
     assert_eq!(
         describe(&job),
@@ -121,6 +122,7 @@ fn acts_are_told_in_the_command_lines_words() {
         all: true,
         timeout_ms: 0,
         ttl_ms: 0,
+        matching: vec![],
     });
     assert_eq!(
         describe(&fleet),

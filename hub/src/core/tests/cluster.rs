@@ -274,6 +274,7 @@ fn a_fleet_command_reaches_a_group_member_another_front_end_holds_and_keeps_its_
         all: false,
         timeout_ms: 0,
         ttl_ms: 0,
+        matching: vec![],
     };
     f.operator(70, Request::FleetCommand(fc), T0 + 1);
     let actions = f.actions();
@@ -424,5 +425,31 @@ fn a_devices_facts_go_into_its_holder_once_and_show_at_every_front_end() {
         panic!("{got:?}")
     };
     let by_id = |id: &str| devices.iter().find(|d| d.id == id).unwrap().facts.clone();
-    assert_eq!((by_id("pi-a"), by_id("pi-z")), (facts.clone(), facts));
+    assert_eq!(
+        (by_id("pi-a"), by_id("pi-z")),
+        (facts.clone(), facts.clone())
+    );
+
+    // A command aimed by them reaches pi-b, held at fe-b, by what its
+    // holder says (pi-z has no key on this allow list: revoked).
+    let at_b = Holder {
+        facts: facts.clone(),
+        ..holder("fe-b", true).unwrap()
+    };
+    f.core.holder_changed("pi-b", Some(at_b));
+    let fc = fleetmq_protocol::FleetCommand {
+        command: fleetmq_protocol::Command::Ping,
+        devices: vec![],
+        groups: vec![],
+        all: false,
+        timeout_ms: 0,
+        ttl_ms: 0,
+        matching: vec!["model~pi 4".into(), "kernel=6.6.31+rpt-rpi-v8".into()],
+    };
+    f.operator(2, Request::FleetCommand(fc), T0 + 4);
+    let queued = to_operator(&f.actions());
+    assert!(
+        matches!(&queued[..], [(2, Response::FleetCommandQueued { devices, .. })] if devices == &["pi-a".to_string(), "pi-b".to_string()]),
+        "{queued:?}"
+    );
 }

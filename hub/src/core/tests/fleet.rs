@@ -60,6 +60,7 @@ fn a_command_for_a_group_reaches_each_member_and_waits_for_the_offline_one() {
         all: false,
         timeout_ms: 2_000,
         ttl_ms: 60_000,
+        matching: vec![],
     };
     f.operator(70, Request::FleetCommand(fc), T0 + 10);
     let out = f.deliver(T0 + 10);
@@ -81,6 +82,7 @@ fn a_command_for_a_group_reaches_each_member_and_waits_for_the_offline_one() {
         all: false,
         timeout_ms: 2_000,
         ttl_ms: 60_000,
+        matching: vec![],
     };
     f.operator(70, Request::FleetCommand(again), T0 + 15);
     let retry = f.deliver(T0 + 15);
@@ -149,6 +151,7 @@ fn a_share_times_out_or_expires_and_says_why() {
         all: false,
         timeout_ms: 1_000,
         ttl_ms: 5_000,
+        matching: vec![],
     };
     f.operator(71, Request::FleetCommand(fc), T0);
     let id = match to_operator(&f.deliver(T0)).as_slice() {

@@ -241,6 +241,7 @@ fn exec_job(program: &str, max_attempts: u32) -> JobSubmission {
         groups: vec![],
         all: false,
         ttl_ms: 0,
+        matching: vec![],
     }
 }
 
@@ -265,6 +266,7 @@ mod fleet;
 mod forget;
 mod identity;
 mod jobs;
+mod matching;
 mod one_connection;
 mod pending;
 mod presence_log;

@@ -203,6 +203,7 @@ impl Action {
                     all: c.all,
                     timeout_ms: 0,
                     ttl_ms: 0,
+                    matching: Vec::new(),
                 };
                 Ok(
                     match hub
@@ -236,6 +237,7 @@ impl Action {
                     groups: j.group.into_iter().collect(),
                     all: j.all,
                     ttl_ms: 0,
+                    matching: Vec::new(),
                 };
                 Ok(
                     match hub

@@ -177,6 +177,7 @@ fn stats() -> HubStats {
         log_lines_stored: 3,
         log_bytes: 7,
         keys_pending: 2,
+        features: vec![],
     }
 }
 

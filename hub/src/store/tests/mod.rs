@@ -14,6 +14,7 @@ pub(crate) fn echo_job(max_attempts: u32) -> JobSubmission {
         groups: vec![],
         all: false,
         ttl_ms: 0,
+        matching: vec![],
     }
 }
 
