@@ -10,6 +10,7 @@ presence. Python's standard library only. Run by
 """
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -83,6 +84,13 @@ def run(args, ctx):
     devices = {d["id"]: d for d in reader.json("/api/devices")}
     check(dev in devices and not devices[dev]["online"] and devices[dev]["groups"] == ["north"],
           "/api/devices as devices --json", devices.get(dev))
+    kernel = os.uname().release
+    mine = reader.json("/api/devices" + query(where=f"kernel={kernel},memory>1M"))
+    check([d["id"] for d in mine] == [args.real_agent],
+          "/api/devices?where=: the devices whose facts match every filter", mine)
+    status, _, body = reader.call("/api/devices" + query(where="colour=red"))
+    check(status == 400 and b'no field "colour"' in body,
+          "/api/devices?where= with a filter on no field is 400, naming the fields", (status, body))
 
     series = urllib.parse.quote("py.temp{room=lab}")
     rows = reader.json("/api/telemetry" + query(device=dev, name="py.temp", tags="room=lab",
@@ -172,6 +180,13 @@ def run(args, ctx):
     pong = admin.json("/api/command", {"device": args.real_agent, "name": "ping", "args": []})
     check(pong.get("device") == args.real_agent and pong.get("ok") is True
           and pong.get("result") == "pong", "the admin token's command, answered", pong)
+    narrowed = admin.json("/api/command", {"where": [f"kernel={kernel}"], "name": "ping"})
+    check(narrowed.get("devices") == [args.real_agent],
+          "a command with \"where\" alone: the devices of the fleet that match", narrowed)
+    status, _, body = admin.call("/api/command", {"device": args.real_agent,
+                                                  "where": ["model~x"], "name": "ping"})
+    check(status == 400 and b'not "device"' in body,
+          "\"where\" with one device is 400, saying it narrows a group or the fleet", body)
     job = admin.json("/api/job", {"device": args.real_agent, "kind": "echo", "text": "hi"})
     check(isinstance(job.get("id"), int), "the admin token's job, answered with its id", job)
     # A job for the protocol client's device (it runs nothing): called off.

@@ -657,6 +657,39 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     let question = act(&mut admin, "all", "broadcast", "not sent");
     assert_eq!(question, "Really announce “not sent” to every device?");
     admin.eval(r#"document.getElementById("a-cancel").click()"#);
+    // Narrowed by what the devices are: north's devices on this kernel.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let only = format!("kernel={}", kernel.trim());
+    let set_where = |page: &mut Browser, filters: &str| {
+        page.eval(&format!(
+            r#"document.getElementById("a-where").value = {filters:?}"#
+        ));
+    };
+    set_where(&mut admin, &only);
+    act(&mut admin, "device:pi-b1", "ping", "");
+    assert_eq!(
+        admin.eval(confirming),
+        json!(false),
+        "not asked: a filter does not narrow one device"
+    );
+    assert_eq!(
+        admin.eval(r#"document.getElementById("a-result").textContent"#),
+        "“only where” narrows a group or every device, not one device"
+    );
+    let question = act(&mut admin, "group:north", "ping", "");
+    assert_eq!(question, format!("Really ping group north where {only}?"));
+    admin.eval(r#"document.getElementById("a-send").click()"#);
+    admin.wait_until(
+        "the narrowed ping sent to pi-b1 alone",
+        r#"document.getElementById("a-result").textContent"#,
+        r#"t => /^command \d+ sent to 1 device\(s\)/.test(t)"#,
+    );
+    let listed = hub.op(&["command", "--list", "1"]);
+    assert_eq!(
+        listed.json[0]["target"],
+        format!("groups north where {only}")
+    );
+    set_where(&mut admin, "");
     let question = act(&mut admin, "group:north", "job", "echo from the page");
     assert_eq!(
         question,

@@ -14,7 +14,8 @@ use std::time::Duration;
 pub use server::{Http, may_serve};
 pub use token::{TokenFile, read_token};
 
-use fleetmq_protocol::{ChatQuery, LogQuery, Request, Response, TelemetryQuery};
+use fleetmq_protocol::matching::matches_all;
+use fleetmq_protocol::{ChatQuery, LogQuery, Matcher, Request, Response, TelemetryQuery};
 use tracing::warn;
 
 use super::{Client, ClientError, views};
@@ -84,7 +85,7 @@ fn failed(e: ClientError) -> Answer {
 /// answer for the whole fleet.
 const PARAMETERS: &[(&str, &[&str])] = &[
     ("/api/stats", &[]),
-    ("/api/devices", &[]),
+    ("/api/devices", &["where"]),
     ("/api/alerts", &[]),
     ("/api/pending", &[]),
     ("/api/latest", &["device", "name"]),
@@ -208,10 +209,23 @@ fn route(hub: &mut Client, url: &str) -> Answer {
             Response::Stats(s) => Some(json(&s)),
             _ => None,
         }),
-        "/api/devices" => answer(call(hub, Request::Devices), |r| match r {
-            Response::Devices(d) => Some(json(&d.iter().map(views::device).collect::<Vec<_>>())),
-            _ => None,
-        }),
+        "/api/devices" => {
+            let filters = query.get("where").map_or(Ok(Vec::new()), |w| {
+                Matcher::parse_all(&w.split(',').map(String::from).collect::<Vec<_>>())
+            });
+            match filters {
+                Ok(filters) => answer(call(hub, Request::Devices), |r| match r {
+                    Response::Devices(d) => Some(json(
+                        &(d.iter())
+                            .filter(|d| matches_all(&filters, d))
+                            .map(views::device)
+                            .collect::<Vec<_>>(),
+                    )),
+                    _ => None,
+                }),
+                Err(why) => (400, "text/plain", format!("where: {why}\n")),
+            }
+        }
         "/api/presence" => match query.get("device") {
             Some(device) => {
                 let request = Request::PresenceLog {

@@ -36,6 +36,10 @@ struct Body {
     group: Option<String>,
     #[serde(default)]
     all: bool,
+    /// Filters on what the devices are (`model~zero`): for a command or
+    /// a job to a group or the fleet (alone: the fleet).
+    #[serde(default, rename = "where")]
+    matching: Vec<String>,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -95,14 +99,26 @@ fn bad(why: impl std::fmt::Display) -> Answer {
 }
 
 impl Body {
-    /// Exactly one of device, group, all.
-    fn check(&self) -> Result<(), Answer> {
+    /// Exactly one of device, group, all; or `where` alone, or with a
+    /// group or all, for `action`s that take it.
+    fn check(&self, action: Action) -> Result<(), Answer> {
         let named = usize::from(self.device.is_some())
             + usize::from(self.group.is_some())
             + usize::from(self.all);
-        if named != 1 {
+        if self.matching.is_empty() && named != 1 {
             return Err(bad(
                 "name exactly one of \"device\", \"group\" or \"all\": true",
+            ));
+        }
+        if self.matching.is_empty() {
+            return Ok(());
+        }
+        if !matches!(action, Action::Command | Action::Job) {
+            return Err(bad("\"where\" narrows a command or a job only"));
+        }
+        if self.device.is_some() || named > 1 {
+            return Err(bad(
+                "\"where\" narrows \"group\" or \"all\": true (alone: the fleet), not \"device\"",
             ));
         }
         Ok(())
@@ -175,7 +191,7 @@ enum Action {
 
 impl Action {
     fn run(self, b: Body, hub: &mut Client) -> Result<Answer, Answer> {
-        b.check()?;
+        b.check(self)?;
         match self {
             Action::Command => {
                 let c = b;
@@ -203,7 +219,7 @@ impl Action {
                     all: c.all,
                     timeout_ms: 0,
                     ttl_ms: 0,
-                    matching: Vec::new(),
+                    matching: c.matching,
                 };
                 Ok(
                     match hub
@@ -237,7 +253,7 @@ impl Action {
                     groups: j.group.into_iter().collect(),
                     all: j.all,
                     ttl_ms: 0,
-                    matching: Vec::new(),
+                    matching: j.matching,
                 };
                 Ok(
                     match hub
@@ -389,17 +405,29 @@ mod tests {
 
     #[test]
     fn bodies_name_one_target_and_a_command_or_job_that_makes_sense() {
-        let aim: Body = serde_json::from_str(r#"{"group": "north", "name": "ping"}"#).unwrap();
-        assert!(aim.check().is_ok());
-        let both: Body = serde_json::from_str(r#"{"device": "a", "all": true}"#).unwrap();
-        assert!(both.check().is_err());
-        assert!(Body::default().check().is_err());
+        let body = |text: &str| serde_json::from_str::<Body>(text).unwrap();
+        let aim = body(r#"{"group": "north", "name": "ping"}"#);
+        assert!(aim.check(Action::Command).is_ok());
+        let both = body(r#"{"device": "a", "all": true}"#);
+        assert!(both.check(Action::Command).is_err());
+        assert!(Body::default().check(Action::Command).is_err());
+        // Filters narrow a group or the fleet, for commands and jobs.
+        let zeros = r#"{"where": ["model~zero"], "name": "ping"}"#;
+        assert!(body(zeros).check(Action::Command).is_ok());
+        assert!(body(zeros).check(Action::Job).is_ok());
+        assert_eq!(body(zeros).matching, ["model~zero"]);
+        let north = r#"{"group": "north", "where": ["os~bullseye"]}"#;
+        assert!(body(north).check(Action::Job).is_ok());
+        let why = |text: &str, action| body(text).check(action).unwrap_err().2;
+        assert!(why(north, Action::Broadcast).contains("narrows a command or a job only"));
+        let one = r#"{"device": "a", "where": ["os~bullseye"]}"#;
+        assert!(why(one, Action::Command).contains("not \"device\""));
         assert!(serde_json::from_str::<Body>(r#"{"all": true, "name": "ping", "x": 1}"#).is_err());
         assert_eq!(command_of("ping", &[]).unwrap(), Command::Ping);
         assert!(command_of("exec", &[]).is_err());
         let edit: Body =
             serde_json::from_str(r#"{"group": "north", "set": {"app.a": "1"}}"#).unwrap();
-        assert!(edit.check().is_ok());
+        assert!(edit.check(Action::Config).is_ok());
         assert_eq!(
             (edit.set.len(), edit.unset.len(), edit.force),
             (1, 0, false)
