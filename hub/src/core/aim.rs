@@ -17,7 +17,7 @@
 //! device says what it takes on in its `Offer` after each Hello; until the
 //! hub has heard one (an agent older than this), runs for it wait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use fleetmq_protocol::matching::matches_all;
 use fleetmq_protocol::{
@@ -214,18 +214,23 @@ impl Core {
         // what their holders say of them.
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
         let known = self.fleet_devices().map_err(storage)?;
-        if let Some(d) = (aim.devices.iter()).find(|d| !known.iter().any(|k| &k.id == *d)) {
+        let ids: HashSet<&str> = known.iter().map(|k| k.id.as_str()).collect();
+        if let Some(d) = aim.devices.iter().find(|d| !ids.contains(d.as_str())) {
             return Err(OperatorError::UnknownDevice(d.clone()));
         }
+        let named: HashSet<&str> = aim.devices.iter().map(String::as_str).collect();
         let everyone = aim.all || (aim.devices.is_empty() && aim.groups.is_empty());
-        let members: Vec<String> = (known.iter())
+        let mut members: Vec<String> = (known.iter())
             .filter(|d| {
                 let in_group = d.groups.iter().any(|g| aim.groups.contains(g));
-                let aimed = aim.devices.contains(&d.id) || ((everyone || in_group) && !d.revoked);
+                let aimed = named.contains(d.id.as_str()) || ((everyone || in_group) && !d.revoked);
                 aimed && matches_all(&filters, d)
             })
             .map(|d| d.id.clone())
             .collect();
+        // By id, whatever order the store lists them in: a run's id follows
+        // its member's place.
+        members.sort_unstable();
         let words = aim.words();
         if members.is_empty() {
             let what = if filters.is_empty() {

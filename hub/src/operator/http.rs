@@ -211,7 +211,8 @@ fn route(hub: &mut Client, url: &str) -> Answer {
         }),
         "/api/devices" => {
             let filters = query.get("where").map_or(Ok(Vec::new()), |w| {
-                Matcher::parse_all(&w.split(',').map(String::from).collect::<Vec<_>>())
+                let each = w.split(',').filter(|f| !f.is_empty()).map(String::from);
+                Matcher::parse_all(&each.collect::<Vec<_>>())
             });
             match filters {
                 Ok(filters) => answer(call(hub, Request::Devices), |r| match r {
