@@ -50,6 +50,10 @@ pub struct RuleConfig {
     /// every device.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Only devices whose facts match every one of these filters, as
+    /// `--where` takes them (`model~zero`); empty: every device.
+    #[serde(default, rename = "where")]
+    pub matching: Vec<String>,
     /// Log rules: only lines from this source (a file's path, or
     /// `journal:UNIT`); left out: any source.
     #[serde(default)]
@@ -153,6 +157,8 @@ pub struct Rule {
     pub condition: Condition,
     pub for_ms: u64,
     pub groups: Vec<String>,
+    /// Only devices that match every one (`where`).
+    pub matching: Vec<fleetmq_protocol::Matcher>,
 }
 
 /// Parses `when`: `offline`, `config refused`, `METRIC OP NUMBER`
@@ -327,6 +333,8 @@ impl Alerts {
                 fleetmq_protocol::validate_group(g)
                     .map_err(|e| format!("rule {:?}: group {g:?}: {e}", r.name))?;
             }
+            let matching = fleetmq_protocol::Matcher::parse_all(&r.matching)
+                .map_err(|e| format!("rule {:?}: where: {e}", r.name))?;
             let mut condition =
                 parse_condition(&r.when).map_err(|e| format!("rule {:?}: {e}", r.name))?;
             log_options(&mut condition, r).map_err(|e| format!("rule {:?}: {e}", r.name))?;
@@ -336,6 +344,7 @@ impl Alerts {
                 condition,
                 for_ms: r.for_ms,
                 groups: r.groups.clone(),
+                matching,
             });
         }
         Ok(rules)
@@ -503,6 +512,13 @@ mod tests {
                     ..rule("hot", "t > 1")
                 },
                 "are for log rules",
+            ),
+            (
+                RuleConfig {
+                    matching: vec!["colour=red".into()],
+                    ..rule("hot", "t > 1")
+                },
+                "where: filter \"colour=red\": no field",
             ),
         ] {
             let e = alerts(vec![bad]).checked_rules().unwrap_err();

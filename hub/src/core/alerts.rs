@@ -1,5 +1,5 @@
 //! Alerts: the rules of `[alerts]` checked once a second against what the
-//! hub knows of each device (online, last seen, groups) and the newest
+//! hub knows of each device (online, last seen, groups, facts) and the newest
 //! value of each series. An alert is one rule on one device (and, for a
 //! metric, one series):
 //!
@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use fleetmq_protocol::matching::matches_all;
 use fleetmq_protocol::telemetry::metric_of;
 use fleetmq_protocol::{AlertInfo, Batch, DeviceInfo, LatestValue};
 
@@ -268,6 +269,7 @@ impl Alerts {
             let watched = |d: &DeviceInfo| {
                 !d.revoked
                     && (rule.groups.is_empty() || d.groups.iter().any(|g| rule.groups.contains(g)))
+                    && matches_all(&rule.matching, d)
             };
             match &rule.condition {
                 Condition::Offline => {

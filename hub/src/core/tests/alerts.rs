@@ -136,6 +136,31 @@ fn a_device_away_past_its_time_fires_once_and_resolves_once_when_back() {
 }
 
 #[test]
+fn a_rule_with_where_watches_only_the_devices_whose_facts_match() {
+    let rule = RuleConfig {
+        name: "zero-offline".into(),
+        when: "offline".into(),
+        for_ms: 1_000,
+        matching: vec!["model~zero".into()],
+        ..RuleConfig::default()
+    };
+    let mut f = fleet_of(vec![rule], 0);
+    for (device, model) in [("pi-a", "Raspberry Pi Zero W"), ("pi-b", "Raspberry Pi 4")] {
+        f.hello(device, T0);
+        let facts = fleetmq_protocol::DeviceFacts {
+            model: model.into(),
+            ..Default::default()
+        };
+        f.up(device, device, super::facts::offer(&[], facts), T0);
+    }
+    assert!(run(&mut f, 100, 1_000, &["pi-a", "pi-b"]).is_empty());
+    bye(&mut f, "pi-a", 1_000);
+    bye(&mut f, "pi-b", 1_000);
+    let fired = run(&mut f, 1_100, 5_000, &[]);
+    assert_eq!(one(&fired), (Status::Firing, "zero-offline", "pi-a"));
+}
+
+#[test]
 fn a_metric_past_its_threshold_fires_after_holding_repeats_and_resolves() {
     let mut f = fleet(&[("hot", "temp_c > 80", 5_000)], 20_000);
     f.hello("pi-a", T0);
