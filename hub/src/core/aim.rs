@@ -31,6 +31,7 @@ use super::routes::OneConnection;
 use super::slots::MAX_JOB_SLOTS;
 use super::{Core, Now};
 use crate::cluster::jobs::JobEvent;
+use crate::store::Facts;
 
 /// Runs handed to one device per round of dispatch.
 const PER_DEVICE: u32 = 16;
@@ -213,7 +214,11 @@ impl Core {
         // On a front-end, the devices other front-ends have held too, with
         // what their holders say of them.
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
-        let known = self.fleet_devices().map_err(storage)?;
+        let facts = match filters.is_empty() {
+            true => Facts::Skip,
+            false => Facts::Read,
+        };
+        let known = self.fleet_devices(facts).map_err(storage)?;
         let ids: HashSet<&str> = known.iter().map(|k| k.id.as_str()).collect();
         if let Some(d) = aim.devices.iter().find(|d| !ids.contains(d.as_str())) {
             return Err(OperatorError::UnknownDevice(d.clone()));

@@ -30,7 +30,7 @@ use fleetmq_protocol::{AlertInfo, Batch, DeviceInfo, LatestValue};
 
 use super::{Action, Core, Now};
 use crate::config::{Condition, LogWatch, Rule};
-use crate::store::Applied;
+use crate::store::{Applied, Facts};
 
 /// Ticks between checks (a second).
 const CHECK_EVERY_TICKS: u32 = 10;
@@ -190,6 +190,11 @@ impl Alerts {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// Whether a rule looks at the devices' facts (`where`).
+    fn watches_facts(&self) -> bool {
+        self.rules.iter().any(|r| !r.matching.is_empty())
     }
 
     /// Whether a rule watches what devices applied of the configuration.
@@ -495,7 +500,11 @@ impl Core {
         if !self.checks_alerts() {
             return;
         }
-        let devices = match self.fleet_devices() {
+        let facts = match self.alerts.watches_facts() {
+            true => Facts::Read,
+            false => Facts::Skip,
+        };
+        let devices = match self.fleet_devices(facts) {
             Ok(d) => d,
             Err(e) => {
                 return tracing::warn!(error = %e, "could not read the devices to check alerts");

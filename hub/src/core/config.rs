@@ -15,7 +15,7 @@ use fleetmq_protocol::{
 use tracing::{info, warn};
 
 use super::{Core, Now};
-use crate::store::{EditError, LayerKey, MAX_LAYER_BYTES};
+use crate::store::{EditError, Facts, LayerKey, MAX_LAYER_BYTES};
 
 /// The longest key, and value, an edit may set.
 const MAX_KEY: usize = 128;
@@ -219,7 +219,7 @@ impl Core {
                 e => OperatorError::BadRequest(e.to_string()),
             })?;
         info!(layer = %edit.layer, version, set = edit.set.len(), unset = edit.unset.len(), "desired configuration changed");
-        let online: Vec<(String, Vec<String>)> = match self.store.devices() {
+        let online: Vec<(String, Vec<String>)> = match self.store.devices(Facts::Skip) {
             Ok(d) => d
                 .into_iter()
                 .filter(|d| self.presence.is_online(&d.id) && self.offers.contains_key(&d.id))
@@ -256,7 +256,7 @@ impl Core {
     fn check_documents(&self, edit: &ConfigEdit) -> Result<(), OperatorError> {
         let storage = |e: crate::store::StoreError| OperatorError::Storage(e.to_string());
         let all = self.store.config_all().map_err(storage)?;
-        for d in self.store.devices().map_err(storage)? {
+        for d in self.store.devices(Facts::Skip).map_err(storage)? {
             let names = layers(&d.id, &d.groups);
             let Some(at) = names.iter().position(|l| *l == edit.layer) else {
                 continue;
@@ -323,7 +323,7 @@ impl Core {
             // One read for the fleet, not one a device, on the hub loop.
             let mut applied = self.store.config_applied_all().map_err(storage)?;
             let mut out = Vec::new();
-            for d in self.store.devices().map_err(storage)? {
+            for d in self.store.devices(Facts::Skip).map_err(storage)? {
                 let (desired_version, _) = merge(&keys_of(&all, &layers(&d.id, &d.groups)));
                 let (applied_version, errors) = applied.remove(&d.id).unwrap_or_default();
                 out.push(ConfigState {

@@ -9,7 +9,7 @@ use fleetmq_protocol::{
 
 use super::commands::Ask;
 use super::{Core, Now};
-use crate::store::StoreError;
+use crate::store::{Facts, StoreError};
 
 /// Who sent an operator request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,13 +228,13 @@ impl Core {
     }
 
     fn devices(&self) -> Result<Response, StoreError> {
-        self.fleet_devices().map(Response::Devices)
+        self.fleet_devices(Facts::Read).map(Response::Devices)
     }
 
     /// Every device known, as it stands now (on a front-end: across the
-    /// cluster).
-    pub(super) fn fleet_devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
-        let mut devices: Vec<DeviceInfo> = self.store.devices()?;
+    /// cluster); with their facts if asked to [`Facts::Read`] them.
+    pub(super) fn fleet_devices(&self, facts: Facts) -> Result<Vec<DeviceInfo>, StoreError> {
+        let mut devices: Vec<DeviceInfo> = self.store.devices(facts)?;
         for d in &mut devices {
             d.revoked = self.admission.is_revoked(&d.id);
             d.online = self.presence.is_online(&d.id);
@@ -290,7 +290,7 @@ impl Core {
             // What it is: its holder's facts when another front-end holds
             // it (the newest), else this store's, else its holder's.
             let elsewhere = self.held_by_other(id).is_some();
-            if !h.facts.is_empty() && (elsewhere || d.facts.is_empty()) {
+            if facts == Facts::Read && !h.facts.is_empty() && (elsewhere || d.facts.is_empty()) {
                 d.facts.clone_from(&h.facts);
             }
             if elsewhere {
@@ -310,7 +310,7 @@ impl Core {
 
     fn stats(&self, now: Now) -> Result<Response, StoreError> {
         let devices_known = if self.is_front_end() {
-            self.fleet_devices()?.len() as u32
+            self.fleet_devices(Facts::Skip)?.len() as u32
         } else {
             self.store.device_count()?
         };

@@ -16,6 +16,13 @@ pub const PRESENCE_LOG_KEEP: u32 = 200;
 const RUNS_WAITING: &str = "FROM jobs WHERE kind = 'run' AND state = 'queued' AND aim = ?1";
 const SHARES_WAITING: &str = "FROM fleet_answers WHERE device = ?1 AND state = 'waiting'";
 
+/// Whether [`Store::devices`] reads each device's facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facts {
+    Read,
+    Skip,
+}
+
 impl Store {
     /// Records a Hello: creates or updates the device row.
     pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
@@ -132,14 +139,22 @@ impl Store {
     }
 
     /// Every device; `online`/`listening` are filled in by the caller.
-    pub fn devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+    /// Their facts only when asked to [`Facts::Read`] them: reading them
+    /// costs about twice the rest of a row (20 against 7 ms for 10,000
+    /// devices), and most callers (the alert check each second among
+    /// them) look at none.
+    pub fn devices(&self, facts: Facts) -> Result<Vec<DeviceInfo>, StoreError> {
+        let sql = match facts {
+            Facts::Read => {
                 "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches, facts
-                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id",
-            )
-            .doing("listing devices")?;
+                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id"
+            }
+            Facts::Skip => {
+                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches, NULL
+                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).doing("listing devices")?;
         let rows = stmt
             .query_map([], |r| {
                 let groups: String = r.get(5)?;

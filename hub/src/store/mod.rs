@@ -27,7 +27,7 @@ mod retention;
 mod telemetry;
 
 pub use config::{Applied, EditError, LayerKey, MAX_LAYER_BYTES};
-pub use devices::{PRESENCE_LOG_KEEP, unknown_device};
+pub use devices::{Facts, PRESENCE_LOG_KEEP, unknown_device};
 pub use fleet::FleetWaiting;
 pub use retention::Pruned;
 

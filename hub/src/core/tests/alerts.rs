@@ -473,7 +473,7 @@ fn a_device_whose_clock_is_off_fires_until_ntp_steps_it_back() {
     assert_eq!(n.condition, "clock off by 2 min or more");
     assert_eq!(n.value, -259_200.0);
     assert_eq!(n.summary, "pi-a's clock is 3 d 0 h behind the hub's");
-    let devices = f.core.fleet_devices().unwrap();
+    let devices = f.core.fleet_devices(crate::store::Facts::Read).unwrap();
     let offset = |id: &str| devices.iter().find(|d| d.id == id).unwrap().clock_offset_ms;
     assert_eq!(
         (offset("pi-a"), offset("pi-b")),

@@ -66,7 +66,12 @@ fn a_forgotten_device_leaves_the_lists_and_comes_back_with_its_numbers() {
         None,
         "never heard from"
     );
-    let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = store
+        .devices(Facts::Read)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(ids, ["pi-b"]);
     assert_eq!(store.device_count().unwrap(), 1);
     assert!(!store.device_known("pi-a").unwrap());
@@ -113,7 +118,7 @@ fn a_forgotten_device_leaves_the_lists_and_comes_back_with_its_numbers() {
         Stored::New
     );
     assert_eq!(held(&store, "pi-a"), [(1, 1), (2, 1), (3, 1), (4, 1)]);
-    let again = store.devices().unwrap();
+    let again = store.devices(Facts::Read).unwrap();
     assert_eq!((again[0].id.as_str(), again[0].batches), ("pi-a", 4));
 }
 
@@ -148,7 +153,12 @@ fn a_device_the_cluster_forgot_stays_forgotten_here_until_the_cluster_remembers_
     // Back at another front-end: listed again, its numbers kept.
     store.remember("pi-n").unwrap();
     store.remember("pi-q").unwrap();
-    let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = store
+        .devices(Facts::Read)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(ids, ["pi-n"]);
     assert_eq!(held(&store, "pi-n"), [(1, 1)]);
 }
@@ -170,7 +180,12 @@ fn a_hub_db_from_before_forget_lists_its_devices_and_can_forget_one() {
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
     assert_eq!(store.device_count().unwrap(), 2);
     assert_eq!(store.forget_device("pi-a", 2).unwrap(), Some((0, 0)));
-    let ids: Vec<String> = store.devices().unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = store
+        .devices(Facts::Read)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(ids, ["pi-b"]);
 }
 
@@ -213,7 +228,7 @@ fn a_devices_facts_are_kept_over_a_restart_and_the_same_again_change_nothing() {
     );
     drop(store);
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
-    let listed: Vec<(String, DeviceFacts)> = (store.devices().unwrap().into_iter())
+    let listed: Vec<(String, DeviceFacts)> = (store.devices(Facts::Read).unwrap().into_iter())
         .map(|d| (d.id, d.facts))
         .collect();
     assert_eq!(
@@ -223,4 +238,7 @@ fn a_devices_facts_are_kept_over_a_restart_and_the_same_again_change_nothing() {
             ("pi-old".to_string(), DeviceFacts::default())
         ]
     );
+    // A listing that does not need them skips them.
+    let bare = store.devices(Facts::Skip).unwrap();
+    assert!(bare.len() == 2 && bare.iter().all(|d| d.facts.is_empty()));
 }

@@ -176,7 +176,7 @@ fn a_resend_after_a_restart_is_stored_once_and_a_hole_is_filled() {
         held(&store, "pi-a"),
         [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
     );
-    let devices = store.devices().unwrap();
+    let devices = store.devices(Facts::Read).unwrap();
     assert_eq!(devices[0].batches, 5, "each stored batch counted once");
 }
 
@@ -251,7 +251,7 @@ fn a_hub_db_from_before_the_numbers_stores_each_batch_once_after_the_upgrade() {
     let held = held(&store, "pi-a");
     assert_eq!(held.len(), 1101);
     assert!(held.iter().all(|&(_, n)| n == 1), "each number once");
-    assert_eq!(store.devices().unwrap()[0].batches, 1101);
+    assert_eq!(store.devices(Facts::Read).unwrap()[0].batches, 1101);
     // Its batches gained the log line count (none), and log batches count.
     assert_eq!(store.log_bytes(), 0);
     let mut logged = fleetmq_protocol::BatchBuilder::new(1102);
@@ -384,7 +384,7 @@ fn a_round_counts_each_devices_new_batches() {
         [Stored::New, Stored::New, Stored::New, Stored::Duplicate]
     );
     let counted: Vec<(String, u64, u64)> = store
-        .devices()
+        .devices(Facts::Read)
         .unwrap()
         .into_iter()
         .map(|d| (d.id, d.batches, d.last_seen_ms))
