@@ -662,9 +662,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     let only = format!("kernel={}", kernel.trim());
     let set_where = |page: &mut Browser, filters: &str| {
         page.eval(&format!(
-            r#"document.getElementById("a-where").value = {filters:?}"#
+            r#"(() => {{ const w = document.getElementById("a-where");
+                w.value = {filters:?}; w.dispatchEvent(new Event("input")); }})()"#
         ));
     };
+    let says = r#"document.getElementById("a-where-says").textContent"#;
     set_where(&mut admin, &only);
     act(&mut admin, "device:pi-b1", "ping", "");
     assert_eq!(
@@ -676,6 +678,24 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         admin.eval(r#"document.getElementById("a-result").textContent"#),
         "“only where” narrows a group or every device, not one device"
     );
+    // Before it is sent, the page says whom the filters pick.
+    admin.eval(
+        r#"(() => { const t = document.getElementById("a-target");
+            t.value = "group:north"; t.dispatchEvent(new Event("change")); })()"#,
+    );
+    admin.wait_until(
+        "whom the filters pick in north",
+        says,
+        r#"t => t === "matches 1: pi-b1""#,
+    );
+    set_where(&mut admin, "colour=red");
+    admin.wait_until(
+        "why a filter is not one",
+        says,
+        r#"t => t.includes('no field "colour"; the fields are model')"#,
+    );
+    set_where(&mut admin, &only);
+    admin.wait_until("whom they pick again", says, r#"t => t.startsWith("matches 1")"#);
     let question = act(&mut admin, "group:north", "ping", "");
     assert_eq!(question, format!("Really ping group north where {only}?"));
     admin.eval(r#"document.getElementById("a-send").click()"#);
@@ -690,6 +710,7 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         format!("groups north where {only}")
     );
     set_where(&mut admin, "");
+    admin.wait_until("nothing said without filters", says, r#"t => t === """#);
     let question = act(&mut admin, "group:north", "job", "echo from the page");
     assert_eq!(
         question,
