@@ -335,6 +335,23 @@ fn one_fleet_from_either_front_end_devices_and_commands() {
         all.json,
         all.stderr
     );
+    // What the devices are, said at a, is known at b through their
+    // holders: b aims a command by it (every agent runs on this kernel).
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let only = format!("kernel={}", kernel.trim());
+    let everyone = devices.len();
+    wait_for("b to know every device's facts", || {
+        let listed = fleet.b.op(&["devices", "--where", &only]);
+        (listed.ok && listed.json.len() == everyone).then_some(())
+    });
+    let narrowed = fleet.b.op(&["command", "--where", &only, "ping"]);
+    assert_eq!(
+        narrowed.code,
+        Some(0),
+        "every device on this kernel answers: {:?} {}",
+        narrowed.json,
+        narrowed.stderr
+    );
     // The desired configuration, set at b, reaches a device a holds; both
     // front-ends say so.
     let set = fleet.b.op(&["config", "set", "app.greeting=from b"]);
