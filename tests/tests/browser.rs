@@ -695,7 +695,11 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         r#"t => t.includes('no field "colour"; the fields are model')"#,
     );
     set_where(&mut admin, &only);
-    admin.wait_until("whom they pick again", says, r#"t => t.startsWith("matches 1")"#);
+    admin.wait_until(
+        "whom they pick again",
+        says,
+        r#"t => t.startsWith("matches 1")"#,
+    );
     let question = act(&mut admin, "group:north", "ping", "");
     assert_eq!(question, format!("Really ping group north where {only}?"));
     admin.eval(r#"document.getElementById("a-send").click()"#);

@@ -66,12 +66,7 @@ fn a_forgotten_device_leaves_the_lists_and_comes_back_with_its_numbers() {
         None,
         "never heard from"
     );
-    let ids: Vec<String> = store
-        .devices(Facts::Read)
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let ids = listed_ids(&store);
     assert_eq!(ids, ["pi-b"]);
     assert_eq!(store.device_count().unwrap(), 1);
     assert!(!store.device_known("pi-a").unwrap());
@@ -153,12 +148,7 @@ fn a_device_the_cluster_forgot_stays_forgotten_here_until_the_cluster_remembers_
     // Back at another front-end: listed again, its numbers kept.
     store.remember("pi-n").unwrap();
     store.remember("pi-q").unwrap();
-    let ids: Vec<String> = store
-        .devices(Facts::Read)
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let ids = listed_ids(&store);
     assert_eq!(ids, ["pi-n"]);
     assert_eq!(held(&store, "pi-n"), [(1, 1)]);
 }
@@ -180,12 +170,7 @@ fn a_hub_db_from_before_forget_lists_its_devices_and_can_forget_one() {
     let store = Store::open(dir.path(), Synchronous::Full).unwrap();
     assert_eq!(store.device_count().unwrap(), 2);
     assert_eq!(store.forget_device("pi-a", 2).unwrap(), Some((0, 0)));
-    let ids: Vec<String> = store
-        .devices(Facts::Read)
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let ids = listed_ids(&store);
     assert_eq!(ids, ["pi-b"]);
 }
 
@@ -241,4 +226,11 @@ fn a_devices_facts_are_kept_over_a_restart_and_the_same_again_change_nothing() {
     // A listing that does not need them skips them.
     let bare = store.devices(Facts::Skip).unwrap();
     assert!(bare.len() == 2 && bare.iter().all(|d| d.facts.is_empty()));
+}
+
+/// The ids `devices` lists, in its order.
+fn listed_ids(store: &Store) -> Vec<String> {
+    (store.devices(Facts::Skip).unwrap().into_iter())
+        .map(|d| d.id)
+        .collect()
 }
