@@ -1,7 +1,8 @@
 //! Text a peer sent, made safe to print on a terminal: control characters
 //! (escape sequences, a carriage return that hides a line, BEL) and the
 //! Unicode controls that reorder text are shown as `\u{..}` escapes, never
-//! acted on.
+//! acted on; and a word quoted for a shell, for a command line the hub
+//! shows an operator to paste.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -55,9 +56,34 @@ pub fn truncate(s: &mut String, max: usize) -> bool {
     true
 }
 
+/// `word` as a shell takes it: as it is when every character is one a
+/// shell passes on as it is, else in single quotes (`'memory<1G'`,
+/// `'it'\''s'`, `''`), so that a line the hub shows can be pasted.
+pub fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:/=+@%~^".contains(c);
+    if !word.is_empty() && word.chars().all(plain) && !word.starts_with('~') {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_word_is_quoted_only_when_a_shell_would_act_on_it() {
+        assert_eq!(shell_word("model~zero"), "model~zero");
+        assert_eq!(shell_word("/usr/bin/df"), "/usr/bin/df");
+        assert_eq!(shell_word("memory<1G"), "'memory<1G'");
+        assert_eq!(shell_word("kernel!=6.6"), "'kernel!=6.6'");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("~root"), "'~root'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn truncation_never_splits_a_character() {

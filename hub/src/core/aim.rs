@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use fleetmq_net::text::shell_word;
 use fleetmq_protocol::matching::matches_all;
 use fleetmq_protocol::{
     Abilities, Downstream, FleetCommand, Job, JobSpec, JobSubmission, Matcher, OperatorError,
@@ -26,7 +27,6 @@ use fleetmq_protocol::{
 };
 use tracing::{info, warn};
 
-use super::audit::quoted;
 use super::routes::OneConnection;
 use super::slots::MAX_JOB_SLOTS;
 use super::{Core, Now};
@@ -244,7 +244,7 @@ impl Core {
                 let each = aim
                     .matching
                     .iter()
-                    .map(|m| format!(" --where {}", quoted(m)));
+                    .map(|m| format!(" --where {}", shell_word(m)));
                 format!(
                     "`fleetmq-hub devices{}` lists whom the filters match",
                     each.collect::<String>()

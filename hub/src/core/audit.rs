@@ -9,6 +9,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use fleetmq_net::text::shell_word;
 use fleetmq_protocol::{Command, JobSpec, Request, Target};
 
 use super::aim::Aim;
@@ -102,7 +103,7 @@ pub fn describe(request: &Request) -> String {
         ),
         Request::SubmitJob(j) => {
             let spec = match &j.spec {
-                JobSpec::Echo { text } => format!("echo {}", quoted(text)),
+                JobSpec::Echo { text } => format!("echo {}", shell_word(text)),
                 JobSpec::Exec { program, args } => words("exec", program, args),
             };
             let aim = Aim::of_job(j);
@@ -120,11 +121,11 @@ pub fn describe(request: &Request) -> String {
                 Target::Group(g) => format!("group {g}"),
                 Target::Device(d) => d.clone(),
             };
-            format!("broadcast to {to}: {}", quoted(text))
+            format!("broadcast to {to}: {}", shell_word(text))
         }
         Request::ConfigEdit(e) => {
             let mut changes: Vec<String> = (e.set.iter())
-                .map(|(k, v)| format!("{k}={}", quoted(v)))
+                .map(|(k, v)| format!("{k}={}", shell_word(v)))
                 .collect();
             changes.extend(e.unset.iter().map(|k| format!("-{k}")));
             format!("config {}: {}", e.layer, changes.join(" "))
@@ -158,20 +159,8 @@ fn command_words(c: &Command) -> String {
 
 fn words(head: &str, program: &str, args: &[String]) -> String {
     std::iter::once(head.to_string())
-        .chain((!program.is_empty()).then(|| quoted(program)))
-        .chain(args.iter().map(|a| quoted(a)))
+        .chain((!program.is_empty()).then(|| shell_word(program)))
+        .chain(args.iter().map(|a| shell_word(a)))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// `word` as a shell takes it: as it is when every character is one a
-/// shell passes on as it is, else in single quotes (`'memory<1G'`,
-/// `'it'\''s'`, `''`), so that a line the hub shows can be pasted.
-pub(super) fn quoted(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:/=+@%~^".contains(c);
-    if !word.is_empty() && word.chars().all(plain) && !word.starts_with('~') {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
 }
