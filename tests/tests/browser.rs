@@ -431,6 +431,36 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
     let mut shown: Vec<String> = serde_json::from_value(page.eval(ROWS)).expect("rows");
     shown.sort();
     assert_eq!(shown, ["pi-b1", "pi-b2", "pi-b3"], "search by kernel");
+    // A search written as filters shows whom the hub's filters pick.
+    let search = |page: &mut Browser, q: &str| {
+        page.eval(&format!(
+            r#"(() => {{ const q = document.getElementById("q"); q.value = {}; q.dispatchEvent(new Event("input")); }})()"#,
+            json!(q)
+        ));
+    };
+    search(&mut page, &format!("kernel={}, memory>1M", kernel.trim()));
+    let picked = page.wait_until(
+        "the rows the filters pick",
+        ROWS,
+        "r => r.length === 3",
+    );
+    let mut picked: Vec<String> = serde_json::from_value(picked).expect("rows");
+    picked.sort();
+    assert_eq!(picked, ["pi-b1", "pi-b2", "pi-b3"], "search by filters");
+    search(&mut page, "kernel!=0");
+    page.wait_until("a negative filter", ROWS, "r => r.length === 3");
+    search(&mut page, "kernel=0");
+    page.wait_until(
+        "no device on kernel 0",
+        r#"document.getElementById("page").textContent"#,
+        r#"t => t === "no device matches""#,
+    );
+    search(&mut page, "colour=red");
+    page.wait_until(
+        "why a filter is not one",
+        r#"document.getElementById("page").textContent"#,
+        r#"t => t.startsWith('search: where: filter "colour=red": no field "colour"')"#,
+    );
     page.eval(r#"(() => { const q = document.getElementById("q"); q.value = ""; q.dispatchEvent(new Event("input"));
         const g = document.getElementById("f-group"); g.value = "north"; g.dispatchEvent(new Event("change")); })()"#);
     let shown = page.eval(ROWS);
