@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The desired configuration, set from the hub as the README ("Desired
 configuration, set from the hub") tells an operator to: layers for the
-fleet, a group and a device, `[remote] may_set` on the device, the
-limits, and what a device keeps across a restart.
+fleet, a group and a device, a device that joins a group, `[remote]
+may_set` on the device, the limits, and what a device keeps across a
+restart.
 
 It starts a hub of its own and two agents of its own: pi-n in group
 north with the default `may_set`, and pi-w whose `may_set` also names
@@ -140,6 +141,22 @@ def desired(hub, north, wide):
     check(accepted == 8 and code == 1, "an edit past a device's 32 KiB is refused",
           (accepted, code, err))
     check(NORTH in err, "naming the device", err)
+
+    # --- a device that joins a group gets the group's keys, however old they are -----
+    # north's greeting (an early version) is older than every version pi-w
+    # applied since; its version alone would say pi-w has nothing to get.
+    check(wide.ok("config", "get", "app.greeting", "--data-dir", wide.data).strip() == "hi",
+          "pi-w, in no group, reads the fleet's greeting")
+    check(wide.stop() == 0, "pi-w stops cleanly")
+    wide.words += ["--group", "north"]
+    wide.start()
+    fleet.until("pi-w, now in north, takes north's greeting",
+                lambda: wide.ok("config", "get", "app.greeting", "--data-dir", wide.data).strip(),
+                lambda v: v == "hello")
+    shown = fleet.until("and reports it applied", lambda: hub.json("config", "show", WIDE),
+                        lambda v: v["applied_version"] >= v["desired_version"])
+    check({e["key"]: e["layer"] for e in shown["entries"]}.get("app.greeting") == "group:north",
+          "config show: the key from its new group's layer", shown)
 
     # --- kept across a restart, before the hub says anything --------------------------
     fleet.until("pi-n applies the last version", lambda: hub.json("config", "show", NORTH),

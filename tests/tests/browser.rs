@@ -439,11 +439,7 @@ fn the_console_shows_the_fleet_a_device_with_charts_and_work_in_words() {
         ));
     };
     search(&mut page, &format!("kernel={}, memory>1M", kernel.trim()));
-    let picked = page.wait_until(
-        "the rows the filters pick",
-        ROWS,
-        "r => r.length === 3",
-    );
+    let picked = page.wait_until("the rows the filters pick", ROWS, "r => r.length === 3");
     let mut picked: Vec<String> = serde_json::from_value(picked).expect("rows");
     picked.sort();
     assert_eq!(picked, ["pi-b1", "pi-b2", "pi-b3"], "search by filters");

@@ -127,23 +127,31 @@ impl Core {
     }
 
     /// Sends `device` its document if a change newer than `applied`
-    /// applies to it.
+    /// applies to it, or its groups changed since it applied one (the
+    /// document of its new layers may be older, or lack keys it holds).
     pub(super) fn send_config_if_behind(&mut self, device: &str, applied: u64) {
+        let stale = match self.store.config_stale(device) {
+            Ok(stale) => stale,
+            Err(e) => return warn!(device, error = %e, "could not read the desired configuration"),
+        };
         match self.groups_of(device) {
-            Ok(Some(groups)) => self.send_config(device, &groups, applied),
+            Ok(Some(groups)) => self.send_config(device, &groups, applied, stale),
             Ok(None) => {}
             Err(e) => warn!(device, error = %e, "could not read the desired configuration"),
         }
     }
 
     /// Sends `device` (in `groups`) its document if a change newer than
-    /// `applied` applies to it.
-    fn send_config(&mut self, device: &str, groups: &[String], applied: u64) {
+    /// `applied` applies to it, or, `stale`, whatever its version, unless
+    /// it holds nothing and has nothing to hold.
+    fn send_config(&mut self, device: &str, groups: &[String], applied: u64, stale: bool) {
         let (version, entries) = match self.desired_for(device, groups) {
             Ok(d) => d,
             Err(e) => return warn!(device, error = %e, "could not read the desired configuration"),
         };
-        if version <= applied {
+        let nothing = entries.is_empty() && applied == 0;
+        let due = version > applied || (stale && !nothing);
+        if !due {
             return;
         }
         let values = entries.into_iter().map(|(k, v, _)| (k, v)).collect();
@@ -169,6 +177,10 @@ impl Core {
             self.store
                 .config_applied(device, report.version, &report.errors, now.wall_ms)
         {
+            warn!(device, error = %e, "could not record an applied configuration");
+        }
+        // It applied a document of its layers as they are now.
+        if let Err(e) = self.store.config_fresh(device) {
             warn!(device, error = %e, "could not record an applied configuration");
         }
         // Every front-end's `config status` shows it.
@@ -246,7 +258,7 @@ impl Core {
                 return;
             };
             if self.presence.is_online(&device) {
-                self.send_config(&device, &groups, applied);
+                self.send_config(&device, &groups, applied, false);
             }
         }
     }

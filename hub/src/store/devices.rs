@@ -24,14 +24,18 @@ pub enum Facts {
 }
 
 impl Store {
-    /// Records a Hello: creates or updates the device row.
+    /// Records a Hello: creates or updates the device row. Groups other
+    /// than the row's mark its configuration stale (in the same write, so
+    /// a hub stopped before the device's Offer still knows): the layers
+    /// its document merges changed, which its version alone does not say.
     pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
                  ON CONFLICT (id) DO UPDATE SET agent_version = ?2, arch = ?3, os = ?4, hostname = ?5,
-                   groups = ?6, last_seen_ms = ?7, forgotten_ms = NULL",
+                   groups = ?6, last_seen_ms = ?7, forgotten_ms = NULL,
+                   config_stale = config_stale OR groups IS NOT ?6",
                 params![id, h.agent_version, h.arch, h.os, h.hostname, json(&h.groups), now_ms as i64],
             )
             .doing("recording a hello")?;
@@ -53,6 +57,28 @@ impl Store {
             )
             .doing("recording a device's facts")?;
         Ok(changed > 0)
+    }
+
+    /// Whether a change of the device's groups left the configuration it
+    /// applied stale (see [`Store::hello`]).
+    pub fn config_stale(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT config_stale FROM devices WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get::<_, i64>(0)).optional())
+            .map(|stale| stale.unwrap_or(0) != 0)
+            .doing("reading whether a device's configuration is stale")
+    }
+
+    /// The device applied a document of its layers as they are: no longer
+    /// stale. Writes nothing when it was not.
+    pub fn config_fresh(&self, id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE devices SET config_stale = 0 WHERE id = ?1 AND config_stale != 0",
+                [id],
+            )
+            .doing("marking a device's configuration applied")?;
+        Ok(())
     }
 
     /// Makes sure a device row exists (a device heard from before its hello).

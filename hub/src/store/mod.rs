@@ -166,7 +166,8 @@ CREATE TABLE IF NOT EXISTS devices (
     high_seq INTEGER,
     holes TEXT,
     forgotten_ms INTEGER,
-    facts TEXT
+    facts TEXT,
+    config_stale INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
@@ -381,6 +382,14 @@ impl Store {
         if conn.prepare("SELECT facts FROM devices LIMIT 0").is_err() {
             conn.execute_batch("ALTER TABLE devices ADD COLUMN facts TEXT")
                 .doing("adding the devices' facts column")?;
+        }
+        // A hub.db from before a change of groups marked the device's
+        // configuration stale: none is.
+        if (conn.prepare("SELECT config_stale FROM devices LIMIT 0")).is_err() {
+            conn.execute_batch(
+                "ALTER TABLE devices ADD COLUMN config_stale INTEGER NOT NULL DEFAULT 0",
+            )
+            .doing("adding the devices' configuration mark")?;
         }
         // A hub.db from before log lines were kept apart: its batches count
         // as holding none (they are kept by [retention.telemetry]).

@@ -153,3 +153,62 @@ fn a_fleet_wide_edit_reaches_many_devices_a_few_hundred_a_tick() {
     f.core.tick(at(T0 + 200));
     assert_eq!(sent(&f.actions()), 0, "each once");
 }
+
+#[test]
+fn a_device_whose_groups_change_gets_the_document_of_its_new_layers() {
+    let mut f = Fleet::new();
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let applied = |version| {
+        Upstream::Applied(Applied(ConfigReport {
+            version,
+            errors: vec![],
+        }))
+    };
+    f.hello("pi-a", T0);
+    f.up("pi-a", "pi-a", offer(0), T0);
+    f.actions();
+    // north's key is older than the fleet's, which pi-a applies.
+    f.operator(60, edit("group:north", "app.mode", "eco", 0), T0 + 1);
+    f.operator(61, edit("fleet", "app.x", "1", 0), T0 + 2);
+    assert_eq!(
+        documents(&f.actions(), "pi-a"),
+        [(2, vec![pair("app.x", "1")])]
+    );
+    f.up("pi-a", "pi-a", applied(2), T0 + 3);
+    // Now in north (a reload, or pinned groups): its Offer says version 2,
+    // north's newest change is version 1, and yet north's key is due.
+    f.hello_in("pi-a", &["north"], T0 + 4);
+    f.up("pi-a", "pi-a", offer(2), T0 + 5);
+    assert_eq!(
+        documents(&f.actions(), "pi-a"),
+        [(2, vec![pair("app.mode", "eco"), pair("app.x", "1")])]
+    );
+    // Not again once it applied it, though its groups are north's still.
+    f.up("pi-a", "pi-a", applied(2), T0 + 6);
+    f.hello_in("pi-a", &["north"], T0 + 7);
+    f.up("pi-a", "pi-a", offer(2), T0 + 8);
+    assert!(documents(&f.actions(), "pi-a").is_empty());
+    // Out of north again: north's key goes.
+    f.hello("pi-a", T0 + 9);
+    f.up("pi-a", "pi-a", offer(2), T0 + 10);
+    assert_eq!(
+        documents(&f.actions(), "pi-a"),
+        [(2, vec![pair("app.x", "1")])]
+    );
+    // Sent but not applied (it went away): sent again on its next Offer.
+    f.hello_in("pi-a", &["north"], T0 + 11);
+    f.up("pi-a", "pi-a", offer(2), T0 + 12);
+    assert_eq!(documents(&f.actions(), "pi-a").len(), 1);
+    f.up("pi-a", "pi-a", offer(2), T0 + 13);
+    assert_eq!(documents(&f.actions(), "pi-a").len(), 1);
+}
+
+#[test]
+fn a_device_with_no_configuration_is_sent_none_when_its_groups_change() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    f.up("pi-a", "pi-a", offer(0), T0);
+    f.hello_in("pi-a", &["north"], T0 + 1);
+    f.up("pi-a", "pi-a", offer(0), T0 + 2);
+    assert!(documents(&f.actions(), "pi-a").is_empty());
+}

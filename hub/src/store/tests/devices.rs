@@ -234,3 +234,46 @@ fn listed_ids(store: &Store) -> Vec<String> {
         .map(|d| d.id)
         .collect()
 }
+
+#[test]
+fn a_change_of_groups_marks_the_configuration_stale_until_one_is_applied() {
+    let hello = |groups: &[&str]| fleetmq_protocol::Hello {
+        agent_version: "0.1.0".into(),
+        arch: "aarch64".into(),
+        os: "linux".into(),
+        hostname: "pi-a".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        heartbeat_ms: 1_000,
+        started_ms: 1,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    store.hello("pi-a", &hello(&["north"]), 1).unwrap();
+    assert!(!store.config_stale("pi-a").unwrap(), "a new device");
+    store.hello("pi-a", &hello(&["north"]), 2).unwrap();
+    assert!(!store.config_stale("pi-a").unwrap(), "the same groups");
+    store.hello("pi-a", &hello(&["north", "south"]), 3).unwrap();
+    store.hello("pi-a", &hello(&["north", "south"]), 4).unwrap();
+    assert!(
+        store.config_stale("pi-a").unwrap(),
+        "until a document is applied"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert!(store.config_stale("pi-a").unwrap(), "kept over a restart");
+    store.config_fresh("pi-a").unwrap();
+    assert!(!store.config_stale("pi-a").unwrap());
+    store.config_fresh("pi-a").unwrap();
+    assert_eq!(store.conn.changes(), 0, "nothing to write when fresh");
+    assert!(!store.config_stale("pi-z").unwrap(), "an unknown device");
+    // A hub.db from before the mark gains it, none stale.
+    store
+        .conn
+        .execute_batch("ALTER TABLE devices DROP COLUMN config_stale")
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), Synchronous::Full).unwrap();
+    assert!(!store.config_stale("pi-a").unwrap());
+    store.hello("pi-a", &hello(&[]), 5).unwrap();
+    assert!(store.config_stale("pi-a").unwrap());
+}
