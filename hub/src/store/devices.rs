@@ -28,11 +28,13 @@ impl Store {
     /// than the row's mark its configuration stale (in the same write, so
     /// a hub stopped before the device's Offer still knows): the layers
     /// its document merges changed, which its version alone does not say.
+    /// So does a new row: the device may have applied a document of other
+    /// groups elsewhere (at another front-end, before it moved here).
     pub fn hello(&self, id: &str, h: &Hello, now_ms: u64) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
+                "INSERT INTO devices (id, agent_version, arch, os, hostname, groups, first_seen_ms, last_seen_ms, since_ms, config_stale)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, 1)
                  ON CONFLICT (id) DO UPDATE SET agent_version = ?2, arch = ?3, os = ?4, hostname = ?5,
                    groups = ?6, last_seen_ms = ?7, forgotten_ms = NULL,
                    config_stale = config_stale OR groups IS NOT ?6",
