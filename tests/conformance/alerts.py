@@ -3,7 +3,9 @@
 ("Alerts: told when a device drops off") and from what Alertmanager's
 webhook receivers take: a version 4 body, one alert per POST.
 
-It starts a hub of its own with a metric rule for one group, a log rule
+It starts a hub of its own with a metric rule for one group (and, by
+`where`, this machine's kernel; another for every kernel but it never
+fires), a log rule
 on one of an agent's log files, a rule on keys of the desired
 configuration a device refuses and an offline rule, and two agents of
 its own (one in that group, following two log files), each enrolled the
@@ -126,6 +128,13 @@ name = "hot"
 when = "test.temp_c > 80"
 for_ms = 0
 groups = ["north"]
+where = ["kernel={kernel}"]
+
+[[alerts.rules]]
+name = "hot-elsewhere"
+when = "test.temp_c > 80"
+for_ms = 0
+where = ["kernel!={kernel}"]
 
 [[alerts.rules]]
 name = "oom"
@@ -168,7 +177,7 @@ def run(args, _ctx):
     for path in logs:
         open(path, "w").close()
     rules = RULES.format(webhook=receiver.url, secure=secure.url, untrusted=untrusted.url,
-                         ca_file=ca, kernel_log=logs[0])
+                         ca_file=ca, kernel_log=logs[0], kernel=os.uname().release)
     hub = fleet.Hub(args.hub_command, args.work, rules)
     agents = []
     following = f"[logs]\nfiles = {json.dumps(logs)}\npoll_ms = 100\n"
@@ -248,7 +257,8 @@ def alerts(receiver, hub, agents, secure):
           "and the https webhook hears it resolve", None)
     check(body["status"] == "resolved" and resolved["labels"] == fired["labels"],
           "the next notice resolves the same alert (none for the other group's device, "
-          "none while it stayed over)", body)
+          "none while it stayed over, none from hot-elsewhere: both agents run this "
+          "machine's kernel, which its `where` leaves out)", body)
     check(resolved["fingerprint"] == fired["fingerprint"] and resolved["startsAt"] ==
           fired["startsAt"], "with the same fingerprint and start", (fired, resolved))
     check(rfc3339(resolved["endsAt"]) >= rfc3339(resolved["startsAt"]),
