@@ -378,6 +378,21 @@ def device_facts(agent, op, devices, real_agent):
           "the real agent's facts are this machine's kernel and memory", real)
     check(all(i["name"] != "lo" for i in real["interfaces"]),
           "loopback is not among its interfaces", real["interfaces"])
+    # Another board under the device's key (its card in another Pi, or
+    # its key copied): the hub keeps it in the device's log.
+    other = ("Conformance OS 1", "6.6.0-py", "Python Board Rev 1", "py-0002", 512 << 20, [])
+    for serial_facts in (other, FACTS):
+        agent.send(wire.offer(["echo"], [], 0, True, False, 1, True,
+                              wire.device_facts(*serial_facts)))
+    events = op.until("another board is kept in the device's log", "PresenceLog", "PresenceLog",
+                      wire.string(agent.device) + wire.varint(2),
+                      lambda ev: len(ev) == 2
+                      and all(e["why"].startswith("another board") for e in ev))
+    check([e["why"].split(";")[0] for e in events]
+          == ["another board: serial py-0001 (was py-0002)",
+              "another board: serial py-0002 (was py-0001)"]
+          and all(e["online"] for e in events),
+          "PresenceLog: each change of board serial, newest first", events)
 
 
 def rows_of(answer, device):
@@ -643,7 +658,7 @@ def run(args, ctx):
     agent.send(wire.bye("conformance done"))
     op.until(f"{dev} is offline after Bye", "Devices", "Devices", b"",
              lambda ds: any(d["id"] == dev and not d["online"] for d in ds))
-    events = op.expect("PresenceLog", "PresenceLog", wire.string(dev) + wire.varint(10))
+    events = op.expect("PresenceLog", "PresenceLog", wire.string(dev) + wire.varint(200))
     check(events and events[0] == {**events[0], "online": False, "why": "bye: conformance done"}
           and events[-1]["online"] and events[-1]["why"] == "hello",
           "PresenceLog, newest first: the Bye, and the Hello first", events)

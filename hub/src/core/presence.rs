@@ -174,6 +174,23 @@ impl Core {
         if let Err(why) = facts.check() {
             return warn!(device, "the device's facts are not kept: {why}");
         }
+        // Another board under the same key: its card moved to another
+        // Pi, or its key was copied. Said, and kept in its log.
+        let before = match facts.serial.is_empty() {
+            true => String::new(),
+            false => self.store.serial(device).unwrap_or_default(),
+        };
+        if !before.is_empty() && before != facts.serial {
+            let why = format!(
+                "another board: serial {} (was {before}); if nobody moved its card, its key may be copied",
+                facts.serial
+            );
+            warn!(
+                device,
+                "the device reports {why}: revoke it if so (fleetmq-hub revoke {device})"
+            );
+            self.log_presence(device, true, now, &why);
+        }
         match self.store.facts(device, &facts, now.wall_ms) {
             Ok(true) if self.is_front_end() => {
                 let device = device.to_string();

@@ -61,6 +61,20 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// The board serial number the device's stored facts name; empty when
+    /// none is known.
+    pub fn serial(&self, id: &str) -> Result<String, StoreError> {
+        let facts: Option<Option<String>> = self
+            .conn
+            .prepare_cached("SELECT facts FROM devices WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
+            .doing("reading a device's facts")?;
+        Ok((facts.flatten())
+            .and_then(|f| serde_json::from_str::<DeviceFacts>(&f).ok())
+            .map(|f| f.serial)
+            .unwrap_or_default())
+    }
+
     /// Whether a change of the device's groups left the configuration it
     /// applied stale (see [`Store::hello`]).
     pub fn config_stale(&self, id: &str) -> Result<bool, StoreError> {

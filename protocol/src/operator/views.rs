@@ -21,7 +21,8 @@ messages! {
         /// Why: `hello`, `heard` (it spoke without a Hello, after a hub
         /// restart), `bye`, `silent` (its heartbeats stopped), `revoked`,
         /// `moved to FRONT-END`, `refused: its key is revoked (a connection
-        /// from ADDRESS)` (a revoked device tried to connect).
+        /// from ADDRESS)` (a revoked device tried to connect), `another
+        /// board: serial NEW (was OLD); ...` (its facts name another board).
         pub why: String,
     }
 

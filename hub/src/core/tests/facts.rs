@@ -80,3 +80,55 @@ fn a_devices_facts_are_listed_replaced_by_a_later_offer_and_not_kept_past_their_
     f.hello("pi-b", T0 + 7);
     assert_eq!(facts_of(&mut f, "pi-b", T0 + 8), DeviceFacts::default());
 }
+
+#[test]
+fn another_board_under_a_devices_key_is_said_and_kept_in_its_log() {
+    let mut f = Fleet::new();
+    f.hello("pi-a", T0);
+    let board = |serial: &str| DeviceFacts {
+        serial: serial.into(),
+        ..on_wlan("192.168.1.23/24")
+    };
+    f.up(
+        "pi-a",
+        "pi-a",
+        offer(&[], board("00000000a1b2c3d4")),
+        T0 + 1,
+    );
+    // The same board again, and a reconnect: nothing to say.
+    f.up(
+        "pi-a",
+        "pi-a",
+        offer(&[], board("00000000a1b2c3d4")),
+        T0 + 2,
+    );
+    // Its card in another Pi (or its key copied there).
+    f.up(
+        "pi-a",
+        "pi-a",
+        offer(&[], board("00000000ffee0011")),
+        T0 + 3,
+    );
+    // A PC-like board without a serial says nothing either way.
+    f.up("pi-a", "pi-a", offer(&[], board("")), T0 + 4);
+    f.actions();
+    f.operator(
+        31,
+        Request::PresenceLog {
+            device: "pi-a".into(),
+            limit: 10,
+        },
+        T0 + 5,
+    );
+    let whys: Vec<String> = match to_operator(&f.actions()).as_slice() {
+        [(31, Response::PresenceLog(log))] => log.iter().map(|e| e.why.clone()).collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        whys,
+        [
+            "another board: serial 00000000ffee0011 (was 00000000a1b2c3d4); if nobody moved its card, its key may be copied",
+            "hello"
+        ]
+    );
+}
