@@ -40,7 +40,7 @@ pub mod telemetry;
 
 pub use envelope::{DecodeError, EncodeError, VERSION};
 pub use facts::{FACTS_MAX_ADDRESSES, FACTS_MAX_INTERFACES, FACTS_MAX_TEXT};
-pub use matching::{MATCHING_FIELDS, MATCHING_MAX, Matcher};
+pub use matching::{MATCHING_MAX, Matcher};
 pub use messages::*;
 pub use names::{
     CONFIG_KEYS, NameError, RouteError, Target, is_config_key, route, route_device,

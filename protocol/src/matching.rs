@@ -27,17 +27,17 @@ pub const MATCHING_MAX: usize = 8;
 pub const MATCHING_MAX_VALUE: usize = crate::facts::FACTS_MAX_TEXT;
 
 /// The fields a filter may name, in the words it uses.
-pub const MATCHING_FIELDS: [&str; 10] = [
-    "model",
-    "os",
-    "kernel",
-    "serial",
-    "memory",
-    "address",
-    "mac",
-    "interface",
-    "version",
-    "arch",
+const FIELDS: [(&str, Field); 10] = [
+    ("model", Field::Model),
+    ("os", Field::Os),
+    ("kernel", Field::Kernel),
+    ("serial", Field::Serial),
+    ("memory", Field::Memory),
+    ("address", Field::Address),
+    ("mac", Field::Mac),
+    ("interface", Field::Interface),
+    ("version", Field::Version),
+    ("arch", Field::Arch),
 ];
 
 /// One filter, read from its words.
@@ -76,7 +76,11 @@ enum Op {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Value {
-    Text(String),
+    /// As written (for `=` and `!=`), and lowercased once (for `~`, `!~`).
+    Text {
+        exact: String,
+        lower: String,
+    },
     Bytes(u64),
 }
 
@@ -100,12 +104,14 @@ impl Matcher {
                 "filter {text:?} is not FIELD OP VALUE: use = != ~ !~ (or < > for memory), e.g. model~zero"
             ));
         };
-        let field = field(&name.to_ascii_lowercase()).ok_or_else(|| {
-            format!(
+        let lower_name = name.to_ascii_lowercase();
+        let Some(&(_, field)) = FIELDS.iter().find(|(n, _)| *n == lower_name) else {
+            let names: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
                 "filter {text:?}: no field {name:?}; the fields are {}",
-                MATCHING_FIELDS.join(", ")
-            )
-        })?;
+                names.join(", ")
+            ));
+        };
         let value = &rest[op_text.len()..];
         if value.is_empty() {
             return Err(format!("filter {text:?} has no value after {op_text}"));
@@ -131,7 +137,10 @@ impl Matcher {
                     "filter {text:?}: < and > are for memory; use = != ~ !~"
                 ));
             }
-            _ => Value::Text(value.to_string()),
+            _ => Value::Text {
+                exact: value.to_string(),
+                lower: value.to_lowercase(),
+            },
         };
         Ok(Matcher {
             text: text.to_string(),
@@ -162,26 +171,30 @@ impl Matcher {
                         m > *limit
                     }
             }
-            (Field::Address | Field::Mac | Field::Interface, Value::Text(value)) => {
+            (Field::Address | Field::Mac | Field::Interface, Value::Text { exact, lower }) => {
                 // No facts: the hub knows none of the device's interfaces.
-                !facts.is_empty() && self.any_or_none(list(facts, self.field), value)
+                !facts.is_empty() && self.any_or_none(list(facts, self.field), exact, lower)
             }
-            (field, Value::Text(value)) => {
+            (field, Value::Text { exact, lower }) => {
                 let known = single(device, field);
-                !known.is_empty() && self.any_or_none(std::iter::once(known), value)
+                !known.is_empty() && self.any_or_none(std::iter::once(known), exact, lower)
             }
             (_, Value::Bytes(_)) => false,
         }
     }
 
     /// `=` and `~`: one of `known` does; `!=` and `!~`: none does.
-    fn any_or_none<'a>(&self, mut known: impl Iterator<Item = &'a str>, value: &str) -> bool {
-        let lower = value.to_lowercase();
+    fn any_or_none<'a>(
+        &self,
+        mut known: impl Iterator<Item = &'a str>,
+        exact: &str,
+        lower: &str,
+    ) -> bool {
         match self.op {
-            Op::Is => known.any(|k| k == value),
-            Op::IsNot => !known.any(|k| k == value),
-            Op::Holds => known.any(|k| k.to_lowercase().contains(&lower)),
-            Op::HoldsNot => !known.any(|k| k.to_lowercase().contains(&lower)),
+            Op::Is => known.any(|k| k == exact),
+            Op::IsNot => !known.any(|k| k == exact),
+            Op::Holds => known.any(|k| k.to_lowercase().contains(lower)),
+            Op::HoldsNot => !known.any(|k| k.to_lowercase().contains(lower)),
             Op::Below | Op::Above => false,
         }
     }
@@ -196,23 +209,6 @@ impl fmt::Display for Matcher {
 /// Whether every one of `filters` matches `device` (none: yes).
 pub fn matches_all(filters: &[Matcher], device: &DeviceInfo) -> bool {
     filters.iter().all(|m| m.matches(device))
-}
-
-fn field(name: &str) -> Option<Field> {
-    const BY_NAME: [Field; 10] = [
-        Field::Model,
-        Field::Os,
-        Field::Kernel,
-        Field::Serial,
-        Field::Memory,
-        Field::Address,
-        Field::Mac,
-        Field::Interface,
-        Field::Version,
-        Field::Arch,
-    ];
-    let at = MATCHING_FIELDS.iter().position(|f| *f == name)?;
-    Some(BY_NAME[at])
 }
 
 /// A one-valued field as the hub knows it; empty when it does not.
