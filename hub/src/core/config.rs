@@ -103,14 +103,15 @@ fn check_key(key: &str) -> Result<(), String> {
 }
 
 impl Core {
-    /// A device's groups, as its last Hello named them.
-    fn groups_of(&self, device: &str) -> Result<Option<Vec<String>>, OperatorError> {
-        let groups = self
+    /// A device's groups, as its last Hello named them, and whether they
+    /// changed since it applied a document (one read of its row).
+    fn groups_of(&self, device: &str) -> Result<Option<(Vec<String>, bool)>, OperatorError> {
+        let row = self
             .store
             .device_groups(device)
             .map_err(|e| OperatorError::Storage(e.to_string()))?;
         // A front-end knows the devices other front-ends hold too.
-        Ok(groups.or_else(|| self.cluster_groups(device)))
+        Ok(row.or_else(|| self.cluster_groups(device).map(|g| (g, false))))
     }
 
     /// A device's merged document: its version and entries.
@@ -130,12 +131,8 @@ impl Core {
     /// applies to it, or its groups changed since it applied one (the
     /// document of its new layers may be older, or lack keys it holds).
     pub(super) fn send_config_if_behind(&mut self, device: &str, applied: u64) {
-        let stale = match self.store.config_stale(device) {
-            Ok(stale) => stale,
-            Err(e) => return warn!(device, error = %e, "could not read the desired configuration"),
-        };
         match self.groups_of(device) {
-            Ok(Some(groups)) => self.send_config(device, &groups, applied, stale),
+            Ok(Some((groups, stale))) => self.send_config(device, &groups, applied, stale),
             Ok(None) => {}
             Err(e) => warn!(device, error = %e, "could not read the desired configuration"),
         }
@@ -303,7 +300,7 @@ impl Core {
     /// One device's merged document, each key with its layer.
     pub(super) fn config_show(&self, device: &str) -> Response {
         let groups = match self.groups_of(device) {
-            Ok(Some(g)) => g,
+            Ok(Some((g, _))) => g,
             Ok(None) => return Response::Error(OperatorError::UnknownDevice(device.into())),
             Err(e) => return Response::Error(e),
         };

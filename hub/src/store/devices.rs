@@ -76,13 +76,11 @@ impl Store {
     }
 
     /// Whether a change of the device's groups left the configuration it
-    /// applied stale (see [`Store::hello`]).
+    /// applied stale (see [`Store::hello`]); the hub reads it with its
+    /// groups, [`Store::device_groups`].
+    #[cfg(test)]
     pub fn config_stale(&self, id: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("SELECT config_stale FROM devices WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row([id], |r| r.get::<_, i64>(0)).optional())
-            .map(|stale| stale.unwrap_or(0) != 0)
-            .doing("reading whether a device's configuration is stale")
+        (self.device_groups(id)).map(|row| row.is_some_and(|(_, stale)| stale))
     }
 
     /// The device applied a document of its layers as they are: no longer
@@ -222,13 +220,21 @@ impl Store {
         rows.collect::<Result<_, _>>().doing("listing devices")
     }
 
-    /// A device's groups, as its last Hello named them; `None` for a
-    /// device never heard from.
-    pub fn device_groups(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+    /// A device's groups, as its last Hello named them, and whether they
+    /// changed since it applied a document of its configuration (see
+    /// [`Store::hello`]); `None` for a device never heard from.
+    pub fn device_groups(&self, id: &str) -> Result<Option<(Vec<String>, bool)>, StoreError> {
         self.conn
-            .prepare_cached("SELECT groups FROM devices WHERE id = ?1 AND forgotten_ms IS NULL")
-            .and_then(|mut stmt| stmt.query_row([id], |r| r.get::<_, String>(0)).optional())
-            .map(|g| g.map(|g| serde_json::from_str(&g).unwrap_or_default()))
+            .prepare_cached(
+                "SELECT groups, config_stale FROM devices WHERE id = ?1 AND forgotten_ms IS NULL",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()
+            })
+            .map(|row| {
+                row.map(|(g, stale)| (serde_json::from_str(&g).unwrap_or_default(), stale != 0))
+            })
             .doing("looking up a device's groups")
     }
 
