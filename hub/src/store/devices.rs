@@ -62,17 +62,14 @@ impl Store {
     }
 
     /// The board serial number the device's stored facts name; empty when
-    /// none is known.
+    /// none is known. SQLite takes the one field out of the JSON.
     pub fn serial(&self, id: &str) -> Result<String, StoreError> {
-        let facts: Option<Option<String>> = self
+        let serial: Option<Option<String>> = self
             .conn
-            .prepare_cached("SELECT facts FROM devices WHERE id = ?1")
+            .prepare_cached("SELECT json_extract(facts, '$.serial') FROM devices WHERE id = ?1")
             .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
-            .doing("reading a device's facts")?;
-        Ok((facts.flatten())
-            .and_then(|f| serde_json::from_str::<DeviceFacts>(&f).ok())
-            .map(|f| f.serial)
-            .unwrap_or_default())
+            .doing("reading a device's serial number")?;
+        Ok(serial.flatten().unwrap_or_default())
     }
 
     /// Whether a change of the device's groups left the configuration it
