@@ -181,19 +181,16 @@ impl Store {
     /// devices), and most callers (the alert check each second among
     /// them) look at none.
     pub fn devices(&self, facts: Facts) -> Result<Vec<DeviceInfo>, StoreError> {
-        let sql = match facts {
-            Facts::Read => {
-                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches, facts
-                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id"
-            }
-            Facts::Skip => {
-                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches, NULL
-                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id"
-            }
-        };
-        let mut stmt = self.conn.prepare_cached(sql).doing("listing devices")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, agent_version, arch, os, hostname, groups, since_ms, last_seen_ms, batches,
+                   CASE WHEN ?1 THEN facts END
+                 FROM devices WHERE forgotten_ms IS NULL ORDER BY id",
+            )
+            .doing("listing devices")?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([facts == Facts::Read], |r| {
                 let groups: String = r.get(5)?;
                 Ok(DeviceInfo {
                     id: r.get(0)?,
