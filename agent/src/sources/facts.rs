@@ -114,8 +114,10 @@ fn system_addresses() -> std::io::Result<Addresses> {
         .collect())
 }
 
-/// The facts from the files under `root` and the addresses given.
-pub fn gather(root: &Path, addresses: &[(String, String)]) -> DeviceFacts {
+/// The facts from the files under `root` and the addresses given, all
+/// at once (the tests' way in; [`Facts`] reads the hardware once).
+#[cfg(test)]
+fn gather(root: &Path, addresses: &[(String, String)]) -> DeviceFacts {
     let mut facts = hardware(root);
     read_changing(root, addresses, &mut facts);
     facts
